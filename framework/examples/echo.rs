@@ -1,0 +1,75 @@
+//! A TCP echo server on Shardline, using only the public API.
+//!
+//! ```text
+//! cargo run --release -p shardline --example echo -- --addr 127.0.0.1:7000 --shards 2 --io auto
+//! ```
+//!
+//! Backpressure: when a client sends faster than it reads, its outbound queue passes
+//! the high-water mark and the server stops reading from it until the queue drains,
+//! so memory stays bounded whatever the client does.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
+use shardline::{ConnId, Ctx, Handler, Io, Server};
+
+/// Shardline echo server: every byte received is sent back.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: SocketAddr,
+    /// Number of shards (threads); default one per CPU this process may use.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// I/O backend: auto (io_uring, else epoll), uring, or epoll.
+    #[arg(long, default_value = "auto")]
+    io: Io,
+    /// Disable TCP_NODELAY on accepted sockets.
+    #[arg(long)]
+    no_nodelay: bool,
+    /// Do not pin shards to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+struct Echo;
+
+impl Handler for Echo {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+        // An error means the connection is already closing; nothing to do.
+        let _ = ctx.send(conn, data);
+        data.len()
+    }
+
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.pause_reading(conn);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.resume_reading(conn);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut builder = Server::builder()
+        .listen(args.addr)
+        .io(args.io)
+        .tcp_nodelay(!args.no_nodelay)
+        .pin(!args.no_pin);
+    if let Some(n) = args.shards {
+        builder = builder.shards(n);
+    }
+    let server = builder.build(|_shard| Echo).context("configuring server")?;
+    server.run().context("running echo server")?;
+    Ok(())
+}

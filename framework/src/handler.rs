@@ -1,0 +1,245 @@
+//! The application's side of a shard: the [`Handler`] callbacks and the [`Ctx`]
+//! through which a handler acts.
+//!
+//! `Ctx` never touches the I/O driver. Every action is recorded in shard-owned state
+//! (the connection's outbound queue, lists of pending closes, connects and read
+//! pauses) and applied by the shard loop after the callback returns. That keeps the
+//! read buffer handed to [`Handler::on_data`] borrowable while the handler acts, makes
+//! the API identical on both backends, and lets one loop turn batch every send into
+//! one submission.
+
+use std::{fmt, io, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+
+use crate::{error::SendError, metrics::ShardMetrics, shard::core::Core};
+
+/// Index of a shard, `0..shards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub usize);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A connection on one shard. Ids are generation-checked: an id kept after its
+/// connection closed is rejected (`SendError::UnknownConn`), never aliased to a newer
+/// connection in the same slot. Only meaningful on the shard that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// Generations are 24 bits so that (index, generation, op) fits an io_uring
+    /// `user_data`.
+    pub(crate) const GENERATION_MASK: u32 = 0x00ff_ffff;
+
+    /// Packs the id into 56 bits (index in the low 32, generation above).
+    pub(crate) fn to_bits(self) -> u64 {
+        u64::from(self.index) | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
+    }
+
+    /// Inverse of [`ConnId::to_bits`] (ignores bits 56..64).
+    pub(crate) fn from_bits(bits: u64) -> ConnId {
+        ConnId {
+            index: bits as u32,
+            generation: ((bits >> 32) as u32) & Self::GENERATION_MASK,
+        }
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}.{}", self.index, self.generation)
+    }
+}
+
+/// A timer set with [`Ctx::set_timer`] or [`Ctx::set_interval`]; pass it to
+/// [`Ctx::cancel_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(pub(crate) crate::shard::timer::TimerKey);
+
+/// Why a connection was closed, as reported to [`Handler::on_close`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed the connection (EOF) and everything queued was flushed.
+    PeerClosed,
+    /// The handler called [`Ctx::close`].
+    Closed,
+    /// The outbound queue passed its hard limit (the peer does not read fast enough).
+    SendQueueFull,
+    /// The handler left more unconsumed input than `Limits::max_input` allows.
+    InputBufferFull,
+    /// A read or write failed (reset by peer, timed out, …).
+    Io(io::ErrorKind),
+    /// A handler callback for this connection panicked; see the log for the message.
+    HandlerPanic,
+    /// The server shut down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::Closed => f.write_str("closed by handler"),
+            CloseReason::SendQueueFull => f.write_str("send queue full"),
+            CloseReason::InputBufferFull => f.write_str("unconsumed input over limit"),
+            CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
+            CloseReason::HandlerPanic => f.write_str("handler panicked"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// The application's per-shard event handler. One instance is created per shard, on
+/// that shard's thread, by the factory given to [`ServerBuilder::build`]
+/// (crate::ServerBuilder::build); it never moves between threads.
+///
+/// Panics: a panic inside a callback that concerns a connection (`on_accept`,
+/// `on_data`, `on_eof`, `on_connect`, `on_backpressure`, `on_drained`) is caught;
+/// that connection is closed with [`CloseReason::HandlerPanic`] and the panic is logged
+/// at `error`. Other connections and the shard go on. A panic in `on_timer`,
+/// `on_close` or `on_shutdown` is caught and logged the same way. The handler must
+/// therefore keep its own state consistent across a panic (it is not poisoned).
+#[allow(unused_variables)]
+pub trait Handler: 'static {
+    /// The shard is up (driver ready, listeners registered) and about to serve.
+    /// Start timers or outbound connections here.
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {}
+
+    /// A connection was accepted from `peer`.
+    fn on_accept(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {}
+
+    /// Bytes arrived. Return how many were consumed; the rest is kept and presented
+    /// again, prefixed, with the next data (bounded by `Limits::max_input`).
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize;
+
+    /// The peer shut down its sending side. The default closes the connection after
+    /// what is queued has been sent.
+    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.close(conn);
+    }
+
+    /// An outbound connection started with [`Ctx::connect`] completed. On `Err` the
+    /// id is already released and `on_close` will not be called for it.
+    fn on_connect(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, result: io::Result<()>) {}
+
+    /// The connection is gone. Called exactly once for every accepted connection and
+    /// every connected outbound connection.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, reason: &CloseReason) {}
+
+    /// The outbound queue passed `Limits::send_high_water`: the peer is slow. A proxy
+    /// pauses reading the other side here.
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {}
+
+    /// After a backpressure notice, the outbound queue fell below
+    /// `Limits::send_low_water`.
+    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {}
+
+    /// A timer fired; `token` is the value given when it was set.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId, token: u64) {}
+
+    /// The server is shutting down: listeners are closed, connections are still
+    /// open and their queues will be flushed up to the shutdown deadline.
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {}
+}
+
+/// What a handler can do, handed to every callback. Actions take effect after the
+/// callback returns, in the order they were made.
+pub struct Ctx<'a> {
+    pub(crate) core: &'a mut Core,
+}
+
+impl fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("shard", &self.core.shard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx<'_> {
+    /// This shard's id.
+    pub fn shard_id(&self) -> ShardId {
+        self.core.shard
+    }
+
+    /// How many shards the server runs.
+    pub fn shards(&self) -> usize {
+        self.core.shards
+    }
+
+    /// Queues a copy of `data` to `conn`. Small sends made in one loop turn are
+    /// coalesced into one write.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.core.queue_copy(conn, data)
+    }
+
+    /// Queues a shared, reference-counted buffer to `conn` without copying it: the
+    /// way to send one message to many connections.
+    pub fn send_shared(&mut self, conn: ConnId, buf: &Bytes) -> Result<(), SendError> {
+        self.core.queue_shared(conn, buf)
+    }
+
+    /// Closes `conn` after everything already queued to it has been sent (bounded by
+    /// `Limits::close_linger`). Reading stops now. Closing twice is harmless.
+    pub fn close(&mut self, conn: ConnId) {
+        self.core.close_graceful(conn, CloseReason::Closed);
+    }
+
+    /// Opens an outbound TCP connection. The result arrives in
+    /// [`Handler::on_connect`]; bytes sent before that are queued and flushed once
+    /// connected. Fails now only if a socket cannot be created (e.g. out of fds).
+    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        self.core.start_connect(addr)
+    }
+
+    /// Stops reading from `conn` (its data stays in the kernel, so the peer is slowed
+    /// by TCP flow control) until [`Ctx::resume_reading`].
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        self.core.set_reading(conn, false);
+    }
+
+    /// Resumes reading after [`Ctx::pause_reading`].
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        self.core.set_reading(conn, true);
+    }
+
+    /// Bytes queued to `conn` and not yet sent, or `None` for an unknown id.
+    pub fn send_queue_len(&self, conn: ConnId) -> Option<usize> {
+        self.core.queued_bytes(conn)
+    }
+
+    /// The remote address of `conn`, or `None` for an unknown id.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core.peer_addr(conn)
+    }
+
+    /// Fires [`Handler::on_timer`] once, `after` from now (1 ms resolution).
+    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
+        self.core.set_timer(after, None, token)
+    }
+
+    /// Fires [`Handler::on_timer`] every `period` until cancelled. If the shard falls
+    /// behind by several periods it fires once, not in a burst.
+    pub fn set_interval(&mut self, period: Duration, token: u64) -> TimerId {
+        self.core.set_timer(period, Some(period), token)
+    }
+
+    /// Cancels a timer; returns whether it was still pending. A cancelled timer never
+    /// fires.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.cancel_timer(timer)
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        self.core.metrics()
+    }
+}

@@ -1,0 +1,46 @@
+//! Shardline: a thread-per-core, shared-nothing server framework for Linux.
+//!
+//! A [`Server`] runs one pinned OS thread per shard. Each shard owns its I/O driver
+//! (an io_uring ring or an epoll instance), its connection slab, its timer wheel and
+//! its listener; nothing a shard owns is touched by another thread. The application
+//! implements [`Handler`] — one instance per shard, created on the shard's own thread,
+//! so it may be `!Send` — and acts through [`Ctx`]. The application never touches a
+//! socket: reads, writes, connects and closes are done by the framework, identically
+//! on both backends.
+//!
+//! ```no_run
+//! use shardline::{ConnId, Ctx, Handler, Io, Server};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+//!         let _ = ctx.send(conn, data);
+//!         data.len()
+//!     }
+//! }
+//!
+//! let server = Server::builder()
+//!     .listen("127.0.0.1:7000".parse().unwrap())
+//!     .io(Io::Auto)
+//!     .build(|_shard| Echo)
+//!     .expect("valid config");
+//! server.run().expect("server ran");
+//! ```
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod error;
+mod handler;
+mod metrics;
+mod server;
+mod shard;
+
+pub use bytes::Bytes;
+pub use error::{Error, SendError};
+pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+pub use metrics::{Metrics, ShardMetrics, ShardMetricsSnapshot};
+pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
+
+/// Environment variable that makes the io_uring probe fail (any non-empty value other
+/// than `0`), so that `Io::Auto` falls back to epoll on a machine that has io_uring.
+/// Used by the fallback tests; operators can use it to rule io_uring out.
+pub const ENV_FORCE_URING_PROBE_FAIL: &str = "SHARDLINE_URING_PROBE_FAIL";

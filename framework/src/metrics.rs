@@ -1,0 +1,148 @@
+//! Per-shard counters, readable from any thread.
+//!
+//! Each counter is written by exactly one thread (its shard) and read by anyone, so a
+//! write is a plain `load` + `store` (no locked read-modify-write on the hot path) and
+//! every counter sits on its own cache line so readers never slow the writer's line.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use crossbeam_utils::CachePadded;
+
+/// One single-writer counter.
+#[derive(Default)]
+pub(crate) struct Counter(CachePadded<AtomicU64>);
+
+impl Counter {
+    /// Adds `n`. Only the owning shard calls this.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` (for gauges). Only the owning shard calls this.
+    #[inline]
+    pub(crate) fn sub(&self, n: u64) {
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_sub(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Live counters of one shard. Read them with [`ShardMetrics::snapshot`].
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub(crate) conns_live: Counter,
+    pub(crate) conns_accepted: Counter,
+    pub(crate) conns_connected: Counter,
+    pub(crate) conns_closed: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) loop_turns: Counter,
+    pub(crate) syscalls: Counter,
+    pub(crate) handler_panics: Counter,
+    pub(crate) closed_send_queue_full: Counter,
+}
+
+/// A point-in-time copy of one shard's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardMetricsSnapshot {
+    /// Connections open now (accepted or connected, not yet closed).
+    pub conns_live: u64,
+    /// Connections accepted since start.
+    pub conns_accepted: u64,
+    /// Outbound connections that connected since start.
+    pub conns_connected: u64,
+    /// Connections closed since start (for any reason).
+    pub conns_closed: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Event-loop turns.
+    pub loop_turns: u64,
+    /// Blocking waits and submissions into the kernel (io_uring_enter / epoll_wait).
+    pub syscalls: u64,
+    /// Handler callbacks that panicked.
+    pub handler_panics: u64,
+    /// Connections closed because their outbound queue passed the hard limit.
+    pub closed_send_queue_full: u64,
+}
+
+impl ShardMetrics {
+    /// Reads every counter (each individually; the set is not one atomic snapshot).
+    pub fn snapshot(&self) -> ShardMetricsSnapshot {
+        ShardMetricsSnapshot {
+            conns_live: self.conns_live.get(),
+            conns_accepted: self.conns_accepted.get(),
+            conns_connected: self.conns_connected.get(),
+            conns_closed: self.conns_closed.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            loop_turns: self.loop_turns.get(),
+            syscalls: self.syscalls.get(),
+            handler_panics: self.handler_panics.get(),
+            closed_send_queue_full: self.closed_send_queue_full.get(),
+        }
+    }
+}
+
+impl fmt::Debug for ShardMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+/// The counters of every shard of a server, cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub(crate) shards: Arc<[ShardMetrics]>,
+}
+
+impl Metrics {
+    pub(crate) fn new(shards: usize) -> Metrics {
+        Metrics {
+            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+        }
+    }
+
+    /// One shard's counters.
+    pub fn shard(&self, shard: usize) -> Option<&ShardMetrics> {
+        self.shards.get(shard)
+    }
+
+    /// Snapshots of every shard, in shard order.
+    pub fn snapshot(&self) -> Vec<ShardMetricsSnapshot> {
+        self.shards.iter().map(ShardMetrics::snapshot).collect()
+    }
+
+    /// The sum over all shards.
+    pub fn total(&self) -> ShardMetricsSnapshot {
+        self.snapshot()
+            .into_iter()
+            .fold(ShardMetricsSnapshot::default(), |a, s| {
+                ShardMetricsSnapshot {
+                    conns_live: a.conns_live + s.conns_live,
+                    conns_accepted: a.conns_accepted + s.conns_accepted,
+                    conns_connected: a.conns_connected + s.conns_connected,
+                    conns_closed: a.conns_closed + s.conns_closed,
+                    bytes_in: a.bytes_in + s.bytes_in,
+                    bytes_out: a.bytes_out + s.bytes_out,
+                    loop_turns: a.loop_turns + s.loop_turns,
+                    syscalls: a.syscalls + s.syscalls,
+                    handler_panics: a.handler_panics + s.handler_panics,
+                    closed_send_queue_full: a.closed_send_queue_full + s.closed_send_queue_full,
+                }
+            })
+    }
+}

@@ -1,0 +1,560 @@
+//! The public entry point: configure a [`Server`], start its shards, stop it.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tracing::{info, warn};
+
+use crate::{
+    error::Error,
+    handler::{Handler, ShardId},
+    metrics::Metrics,
+    shard::{self, doorbell::Doorbell, ShardConfig},
+};
+
+/// Which I/O backend to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Io {
+    /// io_uring if the kernel offers everything we use, else epoll with a warning
+    /// saying why.
+    #[default]
+    Auto,
+    /// io_uring or a startup error; never a silent fallback.
+    Uring,
+    /// epoll, even where io_uring works.
+    Epoll,
+}
+
+impl FromStr for Io {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Io, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Io::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Io::Uring),
+            "epoll" => Ok(Io::Epoll),
+            other => Err(format!(
+                "unknown I/O backend {other:?} (expected auto, uring or epoll)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Io::Auto => "auto",
+            Io::Uring => "uring",
+            Io::Epoll => "epoll",
+        })
+    }
+}
+
+/// The backend a shard actually runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring.
+    Uring,
+    /// epoll (through mio).
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// Per-connection limits. Every buffer a peer can make the server hold is bounded by
+/// one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Queued outbound bytes at which `on_backpressure` is called.
+    pub send_high_water: usize,
+    /// Queued outbound bytes under which `on_drained` follows a backpressure notice.
+    pub send_low_water: usize,
+    /// Queued outbound bytes past which the connection is closed with
+    /// `CloseReason::SendQueueFull`.
+    pub send_hard_limit: usize,
+    /// Unconsumed input a handler may leave before the connection is closed with
+    /// `CloseReason::InputBufferFull`.
+    pub max_input: usize,
+    /// How long a closing connection may take to flush and see the peer's EOF.
+    pub close_linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            send_high_water: 1 << 20,
+            send_low_water: 256 << 10,
+            send_hard_limit: 16 << 20,
+            max_input: 1 << 20,
+            close_linger: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Configures a [`Server`]. Start from [`Server::builder`].
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    pub(crate) shards: Option<usize>,
+    pub(crate) io: Io,
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) pin: bool,
+    pub(crate) backlog: i32,
+    pub(crate) uring_entries: u32,
+    pub(crate) uring_buf_count: u16,
+    pub(crate) read_buf_size: usize,
+    pub(crate) read_budget: usize,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> ServerBuilder {
+        ServerBuilder {
+            shards: None,
+            io: Io::Auto,
+            listen: Vec::new(),
+            tcp_nodelay: true,
+            limits: Limits::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            pin: true,
+            backlog: 1024,
+            uring_entries: 1024,
+            uring_buf_count: 512,
+            read_buf_size: 16 << 10,
+            read_budget: 64 << 10,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Number of shards (threads). Default: one per CPU this process may run on.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// I/O backend. Default [`Io::Auto`].
+    pub fn io(mut self, io: Io) -> Self {
+        self.io = io;
+        self
+    }
+
+    /// Adds a TCP listen address (every shard accepts on it through its own
+    /// SO_REUSEPORT socket). Port 0 picks one free port shared by all shards.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// TCP_NODELAY on accepted and connected sockets. Default on.
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.tcp_nodelay = on;
+        self
+    }
+
+    /// Per-connection limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long shutdown waits for outbound queues to flush before closing anyway.
+    /// Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Pin each shard to its own CPU (default on). Off is for tests that run more
+    /// shards than CPUs and for embedding beside other busy threads.
+    pub fn pin(mut self, on: bool) -> Self {
+        self.pin = on;
+        self
+    }
+
+    /// Listen backlog per listener. Default 1024 (the kernel caps it at somaxconn).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Size of one read buffer: io_uring's provided buffers and epoll's scratch
+    /// buffer. Default 16 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buf_size = bytes;
+        self
+    }
+
+    /// Number of io_uring provided read buffers per shard (a power of two). Default 512.
+    pub fn uring_buffers(mut self, count: u16) -> Self {
+        self.uring_buf_count = count;
+        self
+    }
+
+    /// Bytes one connection may read per loop turn before the others get a turn
+    /// (epoll). Default 64 KiB.
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes;
+        self
+    }
+
+    /// Checks the configuration and produces a server that makes one `H` per shard,
+    /// on the shard's thread, with `factory`.
+    pub fn build<H, F>(self, factory: F) -> Result<Server, Error>
+    where
+        H: Handler,
+        F: Fn(ShardId) -> H + Send + Sync + 'static,
+    {
+        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        let shards = match self.shards {
+            Some(0) => return Err(Error::Config("shard count must be at least 1".into())),
+            Some(n) => n,
+            None => cpus.len().max(1),
+        };
+        if shards > 4096 {
+            return Err(Error::Config(format!(
+                "{shards} shards is more than the 4096 supported"
+            )));
+        }
+        let l = &self.limits;
+        if l.send_low_water > l.send_high_water || l.send_high_water > l.send_hard_limit {
+            return Err(Error::Config(
+                "limits must satisfy send_low_water <= send_high_water <= send_hard_limit".into(),
+            ));
+        }
+        if !self.uring_buf_count.is_power_of_two() {
+            return Err(Error::Config(format!(
+                "uring_buffers must be a power of two, not {}",
+                self.uring_buf_count
+            )));
+        }
+        if self.read_buf_size < 512 || self.read_buf_size > (1 << 24) {
+            return Err(Error::Config(format!(
+                "read_buffer_size must be between 512 B and 16 MiB, not {}",
+                self.read_buf_size
+            )));
+        }
+        Ok(Server {
+            config: self,
+            shards,
+            cpus,
+            spawn: Arc::new(move |cfg| shard::run(cfg, &factory)),
+        })
+    }
+}
+
+/// Runs one shard to completion; erases the handler type so `Server` is not generic
+/// while each shard's loop is still monomorphized for its handler.
+type SpawnShard = Arc<dyn Fn(ShardConfig) -> Result<(), Error> + Send + Sync>;
+
+/// A configured server, not yet running.
+pub struct Server {
+    config: ServerBuilder,
+    shards: usize,
+    cpus: Vec<core_affinity::CoreId>,
+    spawn: SpawnShard,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("shards", &self.shards)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder with defaults: one shard per CPU, `Io::Auto`, TCP_NODELAY on.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts the server, runs it until SIGINT or SIGTERM, shuts down gracefully and
+    /// returns when every shard has stopped. A second signal exits at once.
+    pub fn run(self) -> Result<(), Error> {
+        use signal_hook::{consts::signal::*, iterator::Signals};
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Signal)?;
+        let running = self.start()?;
+        let shutdown = running.shutdown_handle();
+        let signal_handle = signals.handle();
+        let watcher = std::thread::Builder::new()
+            .name("shardline-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    seen += 1;
+                    if seen == 1 {
+                        info!(signal = sig, "shutting down (signal again to exit at once)");
+                        shutdown.shutdown();
+                    } else {
+                        warn!(
+                            signal = sig,
+                            "second signal: exiting without a clean shutdown"
+                        );
+                        std::process::exit(130);
+                    }
+                }
+            })
+            .map_err(Error::Signal)?;
+        let result = running.join();
+        signal_handle.close();
+        let _ = watcher.join();
+        result
+    }
+
+    /// Starts every shard and returns once all of them are serving (or the first
+    /// startup error, after stopping the others).
+    pub fn start(self) -> Result<RunningServer, Error> {
+        let backend = resolve_backend(self.config.io)?;
+        let listeners = bind_listeners(&self.config, self.shards)?;
+        let local_addrs: Vec<SocketAddr> = listeners
+            .first()
+            .map(|per_shard| {
+                per_shard
+                    .iter()
+                    .filter_map(|s| s.local_addr().ok()?.as_socket())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let doorbells = (0..self.shards)
+            .map(|i| Doorbell::new().map_err(|source| Error::ShardStart { shard: i, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shutdown = ShutdownHandle {
+            inner: Arc::new(ShutdownInner {
+                requested: AtomicBool::new(false),
+                doorbells: doorbells.clone(),
+            }),
+        };
+        let metrics = Metrics::new(self.shards);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(self.shards);
+        if self.config.pin && self.shards > self.cpus.len() {
+            info!(
+                shards = self.shards,
+                cpus = self.cpus.len(),
+                "more shards than CPUs: shards share CPUs"
+            );
+        }
+        for (i, shard_listeners) in listeners.into_iter().enumerate() {
+            let cfg = ShardConfig {
+                id: ShardId(i),
+                shards: self.shards,
+                backend,
+                fallback_allowed: self.config.io == Io::Auto,
+                cpu: if self.config.pin && !self.cpus.is_empty() {
+                    Some(self.cpus[i % self.cpus.len()])
+                } else {
+                    None
+                },
+                builder: self.config.clone(),
+                listeners: shard_listeners,
+                doorbell: doorbells[i].clone(),
+                shutdown: shutdown.clone(),
+                metrics: metrics.clone(),
+                ready: ready_tx.clone(),
+            };
+            let spawn = self.spawn.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("shardline-{i}"))
+                .spawn(move || spawn(cfg));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(source) => {
+                    shutdown.shutdown();
+                    let _ = join_all(threads);
+                    return Err(Error::ShardStart { shard: i, source });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut first_error = None;
+        for _ in 0..self.shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => break, // a shard died before reporting; join tells why
+            }
+        }
+        if first_error.is_some() || threads.iter().any(|t| t.is_finished()) {
+            shutdown.shutdown();
+            let joined = join_all(threads);
+            return Err(first_error.unwrap_or_else(|| {
+                joined
+                    .err()
+                    .unwrap_or_else(|| Error::Config("a shard stopped during startup".into()))
+            }));
+        }
+        info!(
+            shards = self.shards,
+            backend = %backend,
+            addrs = ?local_addrs,
+            "server started"
+        );
+        Ok(RunningServer {
+            local_addrs,
+            backend,
+            shutdown,
+            metrics,
+            threads,
+        })
+    }
+}
+
+fn join_all(threads: Vec<JoinHandle<Result<(), Error>>>) -> Result<(), Error> {
+    let mut result = Ok(());
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap_or(Err(Error::ShardPanicked(i)));
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}
+
+fn resolve_backend(io: Io) -> Result<Backend, Error> {
+    match io {
+        Io::Epoll => Ok(Backend::Epoll),
+        Io::Uring => shard::driver::probe_uring()
+            .map(|()| Backend::Uring)
+            .map_err(Error::UringUnavailable),
+        Io::Auto => match shard::driver::probe_uring() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(reason) => {
+                warn!(%reason, "io_uring unavailable; falling back to epoll");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
+/// Binds one SO_REUSEPORT listener per shard per address. The first bind resolves
+/// port 0 so every shard shares the same port.
+fn bind_listeners(config: &ServerBuilder, shards: usize) -> Result<Vec<Vec<Socket>>, Error> {
+    let mut per_shard: Vec<Vec<Socket>> = (0..shards).map(|_| Vec::new()).collect();
+    for &addr in &config.listen {
+        let mut resolved = addr;
+        for (i, list) in per_shard.iter_mut().enumerate() {
+            let socket = bind_one(resolved, config).map_err(|source| Error::Bind {
+                addr: resolved,
+                source,
+            })?;
+            if i == 0 {
+                if let Some(actual) = socket.local_addr().ok().and_then(|a| a.as_socket()) {
+                    resolved = actual;
+                }
+            }
+            list.push(socket);
+        }
+    }
+    Ok(per_shard)
+}
+
+fn bind_one(addr: SocketAddr, config: &ServerBuilder) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Inherited by every accepted socket on Linux: no setsockopt per connection.
+    socket.set_tcp_nodelay(config.tcp_nodelay)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(config.backlog)?;
+    Ok(socket)
+}
+
+#[derive(Debug)]
+struct ShutdownInner {
+    requested: AtomicBool,
+    doorbells: Vec<Doorbell>,
+}
+
+/// Asks a running server to shut down gracefully; cheap to clone, usable from any
+/// thread (or a signal-watching thread).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    inner: Arc<ShutdownInner>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: listeners close, handlers get `on_shutdown`,
+    /// queues flush up to the shutdown timeout, every shard stops. Idempotent.
+    pub fn shutdown(&self) {
+        // SeqCst pairs with the shard reading the flag after its doorbell wakes it.
+        self.inner.requested.store(true, Ordering::SeqCst);
+        for d in &self.inner.doorbells {
+            d.ring();
+        }
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_requested(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// A started server: its addresses, metrics and a way to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addrs: Vec<SocketAddr>,
+    backend: Backend,
+    shutdown: ShutdownHandle,
+    metrics: Metrics,
+    threads: Vec<JoinHandle<Result<(), Error>>>,
+}
+
+impl RunningServer {
+    /// The bound listen addresses (port 0 resolved), in the order given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The backend the shards were asked to run (each shard logs what it got).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Every shard's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Requests shutdown and waits for every shard.
+    pub fn shutdown(self) -> Result<(), Error> {
+        self.shutdown.shutdown();
+        self.join()
+    }
+
+    /// Waits for every shard to stop (after a shutdown request, or an error in a
+    /// shard, which stops the others too).
+    pub fn join(self) -> Result<(), Error> {
+        join_all(self.threads)
+    }
+}

@@ -1,0 +1,225 @@
+//! Per-connection state kept by the shard: the socket, unconsumed input, the bounded
+//! outbound queue and where the connection is in its life.
+//!
+//! The outbound queue is a list of reference-counted chunks plus one growable tail
+//! that small copies are appended to. Before a send the tail is sealed into a chunk
+//! (no copy), so every send made in one loop turn goes out as one vectored write, and
+//! the io_uring driver can keep the chunks alive by cloning them while the kernel
+//! reads them, even if the connection is dropped meanwhile.
+
+use std::{collections::VecDeque, net::SocketAddr};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{driver::MAX_SEND_CHUNKS, timer::TimerKey};
+use crate::CloseReason;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Outbound connect in flight.
+    Connecting,
+    /// Reading and writing.
+    Open,
+    /// Closing: flush what is queued, then half-close and read until the peer's EOF
+    /// (so unread input never turns our FIN into a reset that destroys the tail of
+    /// what we sent), then release. Bounded by the linger timer.
+    Closing(CloseReason),
+}
+
+/// One connection on a shard.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) generation: u32,
+    pub(crate) socket: socket2::Socket,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) phase: Phase,
+    /// Bytes the handler has not consumed yet.
+    pub(crate) input: Vec<u8>,
+    /// `input` holds bytes that arrived while reading was paused and that the handler
+    /// has not seen yet.
+    pub(crate) unpresented: bool,
+    /// The handler wants data (not paused).
+    pub(crate) reading: bool,
+    /// The driver was told to read (registered and reading on).
+    pub(crate) driver_reading: bool,
+    /// Registered with the driver.
+    pub(crate) registered: bool,
+    /// The peer sent EOF.
+    pub(crate) eof: bool,
+    /// We already half-closed our sending side.
+    pub(crate) write_shut: bool,
+    pub(crate) out: OutQueue,
+    /// A send is in flight in the driver.
+    pub(crate) sending: bool,
+    /// On the shard's flush list.
+    pub(crate) flush_listed: bool,
+    /// The handler was told about backpressure and not yet about draining.
+    pub(crate) backpressured: bool,
+    pub(crate) linger: Option<TimerKey>,
+    /// Counted in `conns_live` (accepted, or connected successfully).
+    pub(crate) live: bool,
+    /// Already on the release list.
+    pub(crate) released: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        generation: u32,
+        socket: socket2::Socket,
+        peer: Option<SocketAddr>,
+        phase: Phase,
+    ) -> Conn {
+        Conn {
+            generation,
+            socket,
+            peer,
+            phase,
+            input: Vec::new(),
+            unpresented: false,
+            reading: true,
+            driver_reading: false,
+            registered: false,
+            eof: false,
+            write_shut: false,
+            out: OutQueue::default(),
+            sending: false,
+            flush_listed: false,
+            backpressured: false,
+            linger: None,
+            live: false,
+            released: false,
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing(_))
+    }
+}
+
+/// Bounded list of bytes waiting to be written, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl OutQueue {
+    /// Bytes queued, including the unsealed tail.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a copy of `data` to the tail (coalescing small sends).
+    pub(crate) fn push_copy(&mut self, data: &[u8]) {
+        self.tail.extend_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// Appends a shared buffer without copying it.
+    pub(crate) fn push_shared(&mut self, buf: &Bytes) {
+        if buf.is_empty() {
+            return;
+        }
+        self.seal_tail();
+        self.chunks.push_back(buf.clone());
+        self.len += buf.len();
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// The chunks for the next write (oldest first, at most `MAX_SEND_CHUNKS`).
+    pub(crate) fn next_batch(&mut self) -> &[Bytes] {
+        self.seal_tail();
+        let chunks = self.chunks.make_contiguous();
+        let n = chunks.len().min(MAX_SEND_CHUNKS);
+        &chunks[..n]
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Forgets everything queued (abortive close).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain_all(q: &mut OutQueue) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            let batch: Vec<u8> = q.next_batch().iter().flat_map(|c| c.to_vec()).collect();
+            // Write in odd-sized pieces to exercise partial advances.
+            let n = batch.len().min(7);
+            out.extend_from_slice(&batch[..n]);
+            q.advance(n);
+        }
+        out
+    }
+
+    #[test]
+    fn copies_and_shared_chunks_come_out_in_order() {
+        let mut q = OutQueue::default();
+        q.push_copy(b"hello ");
+        q.push_shared(&Bytes::from_static(b"shared "));
+        q.push_copy(b"world");
+        q.push_copy(b"!");
+        assert_eq!(q.len(), 19);
+        assert_eq!(drain_all(&mut q), b"hello shared world!");
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn batch_is_capped_and_rest_follows() {
+        let mut q = OutQueue::default();
+        for i in 0..(MAX_SEND_CHUNKS + 10) {
+            q.push_shared(&Bytes::from(vec![i as u8; 3]));
+        }
+        assert_eq!(q.next_batch().len(), MAX_SEND_CHUNKS);
+        let expected: Vec<u8> = (0..(MAX_SEND_CHUNKS + 10))
+            .flat_map(|i| [i as u8; 3])
+            .collect();
+        assert_eq!(drain_all(&mut q), expected);
+    }
+
+    #[test]
+    fn tail_sealed_before_send_is_not_changed_by_later_copies() {
+        let mut q = OutQueue::default();
+        q.push_copy(b"abc");
+        let first: Vec<Bytes> = q.next_batch().to_vec();
+        q.push_copy(b"def");
+        assert_eq!(&first[0][..], b"abc");
+        q.advance(3);
+        assert_eq!(drain_all(&mut q), b"def");
+    }
+}

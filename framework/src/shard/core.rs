@@ -1,0 +1,326 @@
+//! The part of a shard that handlers act on through `Ctx`: connections, timers,
+//! counters, and the lists of work the loop applies to the driver after each
+//! callback. Nothing here touches the driver or calls the handler.
+
+use std::{
+    io,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use slab::Slab;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{
+    conn::{Conn, Phase},
+    timer::TimerWheel,
+};
+use crate::{
+    error::SendError,
+    handler::{CloseReason, ConnId, ShardId, TimerId},
+    metrics::{Metrics, ShardMetrics},
+    server::Limits,
+};
+
+/// What a timer is for.
+#[derive(Debug, Clone)]
+pub(crate) enum TimerPayload {
+    /// Set by the handler.
+    User(u64),
+    /// A closing connection's deadline.
+    Linger(ConnId),
+}
+
+/// A callback the loop owes the handler, queued because handlers are never
+/// re-entered from inside `Ctx`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Notice {
+    Backpressure(ConnId),
+    Drained(ConnId),
+    Eof(ConnId),
+    /// Bytes that arrived while reading was paused are waiting.
+    Redeliver(ConnId),
+}
+
+/// Shard state that handlers reach through `Ctx`.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) shard: ShardId,
+    pub(crate) shards: usize,
+    pub(crate) metrics: Metrics,
+    pub(crate) limits: Limits,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) conns: Slab<Conn>,
+    generations: Vec<u32>,
+    pub(crate) timers: TimerWheel<TimerPayload>,
+    // Work for the loop to apply after the current callback.
+    pub(crate) to_register: Vec<ConnId>,
+    pub(crate) to_connect: Vec<(ConnId, SockAddr)>,
+    pub(crate) read_changes: Vec<ConnId>,
+    pub(crate) to_flush: Vec<ConnId>,
+    pub(crate) to_release: Vec<ConnId>,
+    pub(crate) notices: Vec<Notice>,
+}
+
+impl Core {
+    pub(crate) fn new(shard: ShardId, shards: usize, metrics: Metrics, limits: Limits) -> Core {
+        Core {
+            shard,
+            shards,
+            metrics,
+            limits,
+            tcp_nodelay: true,
+            conns: Slab::new(),
+            generations: Vec::new(),
+            timers: TimerWheel::new(Duration::from_millis(1), 1024, Instant::now()),
+            to_register: Vec::new(),
+            to_connect: Vec::new(),
+            read_changes: Vec::new(),
+            to_flush: Vec::new(),
+            to_release: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        &self.metrics.shards[self.shard.0]
+    }
+
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// Adds a connection and returns its id.
+    pub(crate) fn insert(
+        &mut self,
+        socket: Socket,
+        peer: Option<SocketAddr>,
+        phase: Phase,
+    ) -> ConnId {
+        let index = self.conns.vacant_key();
+        if self.generations.len() <= index {
+            self.generations.resize(index + 1, 0);
+        }
+        let generation = self.generations[index];
+        let key = self
+            .conns
+            .insert(Conn::new(generation, socket, peer, phase));
+        debug_assert_eq!(key, index);
+        ConnId {
+            index: index as u32,
+            generation,
+        }
+    }
+
+    /// Removes a connection from the slab; its id turns stale.
+    pub(crate) fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        self.get(id)?;
+        let conn = self.conns.remove(id.index as usize);
+        let g = &mut self.generations[id.index as usize];
+        *g = g.wrapping_add(1) & ConnId::GENERATION_MASK;
+        Some(conn)
+    }
+
+    pub(crate) fn ids(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .map(|(i, c)| ConnId {
+                index: i as u32,
+                generation: c.generation,
+            })
+            .collect()
+    }
+
+    fn writable(&mut self, id: ConnId) -> Result<&mut Conn, SendError> {
+        let conn = self.get_mut(id).ok_or(SendError::UnknownConn)?;
+        if conn.is_closing() {
+            return Err(SendError::Closing);
+        }
+        Ok(conn)
+    }
+
+    pub(crate) fn queue_copy(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.writable(id)?.out.push_copy(data);
+        self.after_queue(id)
+    }
+
+    pub(crate) fn queue_shared(&mut self, id: ConnId, buf: &Bytes) -> Result<(), SendError> {
+        self.writable(id)?.out.push_shared(buf);
+        self.after_queue(id)
+    }
+
+    fn after_queue(&mut self, id: ConnId) -> Result<(), SendError> {
+        let limits = self.limits;
+        let Some(conn) = self.get_mut(id) else {
+            return Err(SendError::UnknownConn);
+        };
+        let queued = conn.out.len();
+        if queued > limits.send_hard_limit {
+            self.metrics().closed_send_queue_full.add(1);
+            self.close_now(id, CloseReason::SendQueueFull);
+            return Err(SendError::QueueFull);
+        }
+        if queued >= limits.send_high_water && !conn.backpressured {
+            conn.backpressured = true;
+            self.notices.push(Notice::Backpressure(id));
+        }
+        self.list_flush(id);
+        Ok(())
+    }
+
+    pub(crate) fn list_flush(&mut self, id: ConnId) {
+        if let Some(conn) = self.get_mut(id) {
+            if !conn.flush_listed && !conn.sending {
+                conn.flush_listed = true;
+                self.to_flush.push(id);
+            }
+        }
+    }
+
+    /// Closes after flushing; see `Phase::Closing`.
+    pub(crate) fn close_graceful(&mut self, id: ConnId, reason: CloseReason) {
+        let linger = self.limits.close_linger;
+        let Some(conn) = self.get_mut(id) else { return };
+        match conn.phase {
+            Phase::Closing(_) => return,
+            Phase::Connecting => {
+                self.close_now(id, reason);
+                return;
+            }
+            Phase::Open => {}
+        }
+        let reason = if conn.eof && reason == CloseReason::Closed {
+            CloseReason::PeerClosed
+        } else {
+            reason
+        };
+        conn.phase = Phase::Closing(reason);
+        conn.backpressured = false;
+        let key = self
+            .timers
+            .insert(Instant::now() + linger, None, TimerPayload::Linger(id));
+        if let Some(conn) = self.get_mut(id) {
+            conn.linger = Some(key);
+        }
+        self.read_changes.push(id);
+        self.continue_close(id);
+    }
+
+    /// Moves a closing connection on once its queue is empty: half-close, then wait
+    /// for the peer's EOF (or the linger deadline).
+    pub(crate) fn continue_close(&mut self, id: ConnId) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if !conn.is_closing() || conn.sending {
+            return;
+        }
+        if !conn.out.is_empty() {
+            self.list_flush(id);
+            return;
+        }
+        if !conn.write_shut {
+            conn.write_shut = true;
+            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+        }
+        // Closing a socket with unread input sends RST instead of FIN, and the
+        // peer's TCP may then drop what we sent that it has not read yet. With no
+        // unread input the close is a plain FIN after the data: release now.
+        // Otherwise keep reading (discarding) until drained, EOF or linger.
+        if conn.eof || unread_input(&conn.socket) == 0 {
+            self.release_later(id);
+        }
+    }
+
+    fn release_later(&mut self, id: ConnId) {
+        if let Some(conn) = self.get_mut(id) {
+            if !conn.released {
+                conn.released = true;
+                self.to_release.push(id);
+            }
+        }
+    }
+
+    /// Closes without flushing (errors, limits, panics, deadlines).
+    pub(crate) fn close_now(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if !conn.is_closing() {
+            conn.phase = Phase::Closing(reason);
+        }
+        conn.out.clear();
+        conn.eof = true;
+        conn.write_shut = true;
+        self.release_later(id);
+    }
+
+    pub(crate) fn start_connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        if self.tcp_nodelay {
+            socket.set_tcp_nodelay(true)?;
+        }
+        let id = self.insert(socket, Some(addr), Phase::Connecting);
+        self.to_connect.push((id, SockAddr::from(addr)));
+        Ok(id)
+    }
+
+    pub(crate) fn set_reading(&mut self, id: ConnId, on: bool) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if conn.reading == on {
+            return;
+        }
+        conn.reading = on;
+        let redeliver = on && conn.unpresented && !conn.is_closing();
+        self.read_changes.push(id);
+        if redeliver {
+            self.notices.push(Notice::Redeliver(id));
+        }
+    }
+
+    pub(crate) fn queued_bytes(&self, id: ConnId) -> Option<usize> {
+        self.get(id).map(|c| c.out.len())
+    }
+
+    pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.get(id).and_then(|c| c.peer)
+    }
+
+    pub(crate) fn set_timer(
+        &mut self,
+        after: Duration,
+        period: Option<Duration>,
+        token: u64,
+    ) -> TimerId {
+        TimerId(
+            self.timers
+                .insert(Instant::now() + after, period, TimerPayload::User(token)),
+        )
+    }
+
+    pub(crate) fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        matches!(self.timers.cancel(timer.0), Some(TimerPayload::User(_)))
+    }
+}
+
+/// Bytes waiting in the socket's receive queue (0 if it cannot be asked).
+fn unread_input(socket: &Socket) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through a valid pointer to a local.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}

@@ -1,0 +1,482 @@
+//! The epoll backend (mio): readiness turned into the completions io_uring gives.
+//!
+//! mio registers every fd edge-triggered, so readiness must be *remembered*: an edge
+//! that arrives while the shard does not want to read (paused, or the connection
+//! used up its read budget this turn) is kept in `EConn::readable` and served later.
+//!
+//! Reads land in one shard-local scratch buffer, handed to the shard as a slice; a
+//! read shorter than the buffer means the socket was drained at that moment, so the
+//! connection leaves the ready list without the extra `read` that would return
+//! EAGAIN. A connection that fills its budget goes to the back of the ready list and
+//! the next wait does not block, so one flooding peer cannot starve the others.
+//!
+//! Sends are done at once with one `sendmsg` over the queued chunks; the result is
+//! kept as a deferred `Sent` completion. A full socket (EAGAIN) parks the send until
+//! the writable edge, which then reports `Sent(Ok(0))`: "retry".
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use super::{Completion, Driver, MAX_SEND_CHUNKS};
+use crate::ConnId;
+use bytes::Bytes;
+use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+use socket2::{SockAddr, SockRef};
+
+const DOORBELL: Token = Token(usize::MAX);
+/// Listener tokens live just below the doorbell's.
+const LISTENER_BASE: usize = usize::MAX - 1 - 4096;
+/// Accepts per listener per turn before yielding to other work.
+const ACCEPT_BUDGET: usize = 64;
+/// How long to stop accepting after EMFILE/ENFILE (fds are short).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Sizes of the epoll driver's buffers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EpollConfig {
+    /// Scratch read buffer (one per shard).
+    pub(crate) scratch_size: usize,
+    /// Bytes one connection may read per loop turn before others get their turn.
+    pub(crate) read_budget: usize,
+}
+
+#[derive(Debug)]
+struct EConn {
+    id: ConnId,
+    fd: RawFd,
+    want_read: bool,
+    /// Remembered read-readiness edge (or EOF/error) not yet served.
+    readable: bool,
+    /// On `ready`.
+    queued: bool,
+    /// A send hit EAGAIN and waits for the writable edge.
+    send_parked: bool,
+    connecting: bool,
+}
+
+#[derive(Debug)]
+struct EListener {
+    fd: RawFd,
+    readable: bool,
+    retry_at: Option<Instant>,
+}
+
+/// One shard's epoll instance.
+pub(crate) struct EpollDriver {
+    poll: Poll,
+    events: Events,
+    scratch: Box<[u8]>,
+    read_budget: usize,
+    conns: Vec<Option<EConn>>,
+    ready: VecDeque<u32>,
+    listeners: Vec<Option<EListener>>,
+    deferred: VecDeque<Deferred>,
+    doorbell: Option<RawFd>,
+    doorbell_rung: bool,
+}
+
+#[derive(Debug)]
+enum Deferred {
+    Sent(ConnId, io::Result<usize>),
+    Connected(ConnId, io::Result<()>),
+}
+
+impl std::fmt::Debug for EpollDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpollDriver")
+            .field("ready", &self.ready.len())
+            .field("deferred", &self.deferred.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn conn_token(id: ConnId) -> Token {
+    Token(id.to_bits() as usize)
+}
+
+impl EpollDriver {
+    pub(crate) fn new(config: EpollConfig) -> io::Result<EpollDriver> {
+        Ok(EpollDriver {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            scratch: vec![0u8; config.scratch_size.max(4096)].into_boxed_slice(),
+            read_budget: config.read_budget.max(1),
+            conns: Vec::new(),
+            ready: VecDeque::new(),
+            listeners: Vec::new(),
+            deferred: VecDeque::new(),
+            doorbell: None,
+            doorbell_rung: false,
+        })
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut EConn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
+    }
+
+    fn mark_readable(&mut self, index: u32) {
+        if let Some(Some(c)) = self.conns.get_mut(index as usize) {
+            c.readable = true;
+            if c.want_read && !c.queued {
+                c.queued = true;
+                self.ready.push_back(index);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if token == DOORBELL {
+            if let Some(fd) = self.doorbell {
+                let mut v: u64 = 0;
+                // SAFETY: reads 8 bytes into a local u64 from the shard's eventfd,
+                // which outlives the driver; EAGAIN (already drained) is fine.
+                let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+            }
+            self.doorbell_rung = true;
+            return;
+        }
+        if token.0 >= LISTENER_BASE {
+            if let Some(Some(l)) = self.listeners.get_mut(token.0 - LISTENER_BASE) {
+                l.readable = true;
+            }
+            return;
+        }
+        let id = ConnId::from_bits(token.0 as u64);
+        let Some(c) = self.conn_mut(id) else { return };
+        if writable {
+            if c.connecting {
+                c.connecting = false;
+                let result = match SockRef::from(&borrow(c.fd)).take_error() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(e)) | Err(e) => Err(e),
+                };
+                self.deferred.push_back(Deferred::Connected(id, result));
+            } else if c.send_parked {
+                c.send_parked = false;
+                self.deferred.push_back(Deferred::Sent(id, Ok(0)));
+            }
+        }
+        if readable {
+            self.mark_readable(id.index);
+        }
+    }
+
+    fn accept_ready(&mut self, sink: &mut dyn FnMut(Completion<'_>)) {
+        let now = Instant::now();
+        for (index, slot) in self.listeners.iter_mut().enumerate() {
+            let Some(l) = slot else { continue };
+            if !l.readable || l.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            l.retry_at = None;
+            for _ in 0..ACCEPT_BUDGET {
+                // SAFETY: accept4 with null address pointers is valid; the fd is a
+                // listening socket owned by the shard for as long as it is registered.
+                let fd = unsafe {
+                    libc::accept4(
+                        l.fd,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: accept4 returned a new descriptor that we now own.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    sink(Completion::Accepted {
+                        listener: index,
+                        result: Ok(fd),
+                    });
+                    continue;
+                }
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EAGAIN) => l.readable = false,
+                    Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        l.retry_at = Some(now + ACCEPT_BACKOFF);
+                        sink(Completion::Accepted {
+                            listener: index,
+                            result: Err(err),
+                        });
+                    }
+                    _ => sink(Completion::Accepted {
+                        listener: index,
+                        result: Err(err),
+                    }),
+                }
+                break;
+            }
+        }
+    }
+
+    fn read_ready(&mut self, sink: &mut dyn FnMut(Completion<'_>)) {
+        // Serve only those queued at the start of this pass: a connection re-queued
+        // for exhausting its budget waits for the next turn.
+        for _ in 0..self.ready.len() {
+            let Some(index) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(Some(c)) = self.conns.get_mut(index as usize) else {
+                continue;
+            };
+            c.queued = false;
+            if !c.want_read || !c.readable {
+                continue;
+            }
+            let (id, fd) = (c.id, c.fd);
+            let mut budget = self.read_budget;
+            let outcome = loop {
+                // SAFETY: reads into our own scratch buffer; `fd` stays open while
+                // registered (the shard calls remove_conn before closing it).
+                let n =
+                    unsafe { libc::read(fd, self.scratch.as_mut_ptr().cast(), self.scratch.len()) };
+                if n > 0 {
+                    let n = n as usize;
+                    sink(Completion::Data {
+                        conn: id,
+                        data: &self.scratch[..n],
+                    });
+                    if n < self.scratch.len() {
+                        break ReadOutcome::Drained;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        break ReadOutcome::BudgetSpent;
+                    }
+                    // The sink may have turned reading off (applied later) — still
+                    // within budget, keep going; the shard stashes the bytes.
+                    continue;
+                }
+                if n == 0 {
+                    break ReadOutcome::Closed(None);
+                }
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => break ReadOutcome::Drained,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => break ReadOutcome::Closed(Some(err)),
+                }
+            };
+            match outcome {
+                ReadOutcome::Drained => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.readable = false;
+                    }
+                }
+                ReadOutcome::BudgetSpent => {
+                    if let Some(c) = self.conn_mut(id) {
+                        if c.want_read && !c.queued {
+                            c.queued = true;
+                            self.ready.push_back(index);
+                        }
+                    }
+                }
+                ReadOutcome::Closed(error) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.readable = false;
+                        c.want_read = false;
+                    }
+                    sink(Completion::ReadClosed { conn: id, error });
+                }
+            }
+        }
+    }
+}
+
+enum ReadOutcome {
+    Drained,
+    BudgetSpent,
+    Closed(Option<io::Error>),
+}
+
+fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: only used for the duration of one call on an fd the shard keeps open
+    // while it is registered with this driver.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+impl Driver for EpollDriver {
+    fn backend(&self) -> crate::Backend {
+        crate::Backend::Epoll
+    }
+
+    fn add_listener(&mut self, listener: usize, fd: RawFd) -> io::Result<()> {
+        if listener >= DOORBELL.0 - LISTENER_BASE {
+            return Err(io::Error::other("too many listeners"));
+        }
+        self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(LISTENER_BASE + listener),
+            Interest::READABLE,
+        )?;
+        if self.listeners.len() <= listener {
+            self.listeners.resize_with(listener + 1, || None);
+        }
+        // Connections may already be queued: start as readable.
+        self.listeners[listener] = Some(EListener {
+            fd,
+            readable: true,
+            retry_at: None,
+        });
+        Ok(())
+    }
+
+    fn remove_listener(&mut self, listener: usize, fd: RawFd) {
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(slot) = self.listeners.get_mut(listener) {
+            *slot = None;
+        }
+    }
+
+    fn add_conn(&mut self, conn: ConnId, fd: RawFd) -> io::Result<()> {
+        self.poll.registry().register(
+            &mut SourceFd(&fd),
+            conn_token(conn),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let index = conn.index as usize;
+        if self.conns.len() <= index {
+            self.conns.resize_with(index + 1, || None);
+        }
+        self.conns[index] = Some(EConn {
+            id: conn,
+            fd,
+            want_read: false,
+            // The registration reports current readiness, but a connection that
+            // already had data before it was registered is served at once.
+            readable: true,
+            queued: false,
+            send_parked: false,
+            connecting: false,
+        });
+        Ok(())
+    }
+
+    fn set_reading(&mut self, conn: ConnId, _fd: RawFd, on: bool) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        c.want_read = on;
+        if on && c.readable {
+            self.mark_readable(conn.index);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, fd: RawFd, chunks: &[Bytes]) {
+        let n = chunks.len().min(MAX_SEND_CHUNKS);
+        let slices: [IoSlice<'_>; MAX_SEND_CHUNKS] =
+            std::array::from_fn(|i| IoSlice::new(if i < n { &chunks[i] } else { &[] }));
+        let result = loop {
+            // socket2 uses sendmsg with MSG_NOSIGNAL: a closed peer is EPIPE, not a
+            // process-killing SIGPIPE.
+            match SockRef::from(&borrow(fd)).send_vectored(&slices[..n]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.send_parked = true;
+                }
+            }
+            other => self.deferred.push_back(Deferred::Sent(conn, other)),
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, fd: RawFd, addr: SockAddr) {
+        match SockRef::from(&borrow(fd)).connect(&addr) {
+            Ok(()) => self.deferred.push_back(Deferred::Connected(conn, Ok(()))),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.connecting = true;
+                }
+            }
+            Err(e) => self.deferred.push_back(Deferred::Connected(conn, Err(e))),
+        }
+    }
+
+    fn remove_conn(&mut self, conn: ConnId, fd: RawFd) {
+        if self.conn_mut(conn).is_some() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.conns[conn.index as usize] = None;
+        }
+    }
+
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()> {
+        self.doorbell = Some(fd);
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), DOORBELL, Interest::READABLE)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<u64> {
+        if !self.deferred.is_empty() || self.doorbell_rung {
+            // Completions are already waiting: hand them out before sleeping.
+            return Ok(0);
+        }
+        let mut timeout = timeout;
+        if !self.ready.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        for l in self.listeners.iter().flatten() {
+            if let (true, Some(at)) = (l.readable, l.retry_at) {
+                let left = at.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+        }
+        let mut syscalls = 0;
+        loop {
+            syscalls += 1;
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => break,
+                // EINTR: a signal, or (seen here) the first poll after an io_uring
+                // ring was dropped on this thread. Nothing happened; wait again once.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if syscalls > 1 {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for e in events.iter() {
+            self.handle_event(
+                e.token(),
+                e.is_readable() || e.is_read_closed() || e.is_error(),
+                e.is_writable() || e.is_write_closed() || e.is_error(),
+            );
+        }
+        self.events = events;
+        Ok(syscalls)
+    }
+
+    fn reap(&mut self, sink: &mut dyn FnMut(Completion<'_>)) {
+        while let Some(d) = self.deferred.pop_front() {
+            match d {
+                Deferred::Sent(conn, result) => sink(Completion::Sent { conn, result }),
+                Deferred::Connected(conn, result) => {
+                    if result.is_err() {
+                        if let Some(c) = self.conn_mut(conn) {
+                            c.readable = false;
+                        }
+                    }
+                    sink(Completion::Connected { conn, result })
+                }
+            }
+        }
+        if std::mem::take(&mut self.doorbell_rung) {
+            sink(Completion::Doorbell);
+        }
+        self.accept_ready(sink);
+        self.read_ready(sink);
+    }
+}

@@ -1,0 +1,115 @@
+//! The I/O driver: one per shard, behind one trait, so nothing above this module ever
+//! asks which backend it runs on.
+//!
+//! The shape is a proactor. The shard asks for work (`send`, `connect`, reading on or
+//! off) and later receives [`Completion`]s from [`Driver::reap`]. io_uring completes
+//! into it directly; the epoll driver turns readiness into the same completions (it
+//! reads into one shard-local scratch buffer and hands out a slice of it). On both
+//! backends a `Data` slice is only valid during the sink call: whatever the handler
+//! does not consume is copied into the connection by the shard, so an idle
+//! connection holds no read buffer.
+//!
+//! Rules every driver keeps:
+//! - at most one `send` per connection is in flight; it yields exactly one `Sent`
+//!   (`Ok(0)` means "retry": the socket was full);
+//! - after `remove_conn`, completions for that id may still arrive; the shard drops
+//!   them by generation check, and the driver releases any buffers they hold;
+//! - when `remove_conn` / `remove_listener` return, no unsubmitted request names
+//!   that fd: the shard closes it right after, and the number may be reused at once;
+//! - `reap` never blocks; `wait` blocks at most `timeout`, less if the driver itself
+//!   has work it remembered (epoll's ready list).
+
+use std::{io, os::fd::RawFd, time::Duration};
+
+use bytes::Bytes;
+use socket2::SockAddr;
+
+use crate::ConnId;
+
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+/// Most chunks handed to one `send`.
+pub(crate) const MAX_SEND_CHUNKS: usize = 64;
+
+/// What the driver reports back to the shard.
+#[derive(Debug)]
+pub(crate) enum Completion<'a> {
+    /// Listener `listener` accepted a connection (or failed to).
+    Accepted {
+        listener: usize,
+        result: io::Result<std::os::fd::OwnedFd>,
+    },
+    /// Bytes read from a connection. Valid only during the sink call.
+    Data { conn: ConnId, data: &'a [u8] },
+    /// The connection's read side ended: `None` is EOF, `Some` an error.
+    ReadClosed {
+        conn: ConnId,
+        error: Option<io::Error>,
+    },
+    /// The one in-flight send of `conn` finished; `Ok(n)` bytes left the queue.
+    Sent {
+        conn: ConnId,
+        result: io::Result<usize>,
+    },
+    /// An outbound connect finished.
+    Connected {
+        conn: ConnId,
+        result: io::Result<()>,
+    },
+    /// The shard's doorbell (eventfd) was rung.
+    Doorbell,
+}
+
+/// One backend. Implementations live beside this file.
+pub(crate) trait Driver {
+    /// Which backend this is (for logs and metrics).
+    fn backend(&self) -> crate::Backend;
+
+    /// Starts accepting on a listening socket owned by the shard.
+    fn add_listener(&mut self, listener: usize, fd: RawFd) -> io::Result<()>;
+
+    /// Stops accepting on a listener; the shard closes the fd afterwards.
+    fn remove_listener(&mut self, listener: usize, fd: RawFd);
+
+    /// Registers a connected (or connecting) socket. Reading starts with
+    /// `set_reading(.., true)`.
+    fn add_conn(&mut self, conn: ConnId, fd: RawFd) -> io::Result<()>;
+
+    /// Turns reading on or off for a registered connection.
+    fn set_reading(&mut self, conn: ConnId, fd: RawFd, on: bool);
+
+    /// Writes `chunks` (at most [`MAX_SEND_CHUNKS`]) in order. The chunks stay valid
+    /// until the `Sent` completion because the driver keeps clones if it needs them.
+    fn send(&mut self, conn: ConnId, fd: RawFd, chunks: &[Bytes]);
+
+    /// Connects a registered, non-blocking socket to `addr`.
+    fn connect(&mut self, conn: ConnId, fd: RawFd, addr: SockAddr);
+
+    /// Forgets a connection before its fd is closed; cancels its in-flight work.
+    fn remove_conn(&mut self, conn: ConnId, fd: RawFd);
+
+    /// Watches the shard's doorbell eventfd; each ring yields `Doorbell`. The driver
+    /// resets (reads) the eventfd itself.
+    fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// Submits queued work and waits up to `timeout` (None: until something
+    /// happens) for completions. Returns the number of syscalls made.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<u64>;
+
+    /// Hands every available completion to `sink`. Never blocks.
+    fn reap(&mut self, sink: &mut dyn FnMut(Completion<'_>));
+}
+
+/// The result of asking for io_uring: usable, or why not.
+pub(crate) fn probe_uring() -> Result<(), String> {
+    if let Ok(v) = std::env::var(crate::ENV_FORCE_URING_PROBE_FAIL) {
+        if !v.is_empty() && v != "0" {
+            return Err(format!(
+                "probe forced to fail by {}={v}",
+                crate::ENV_FORCE_URING_PROBE_FAIL
+            ));
+        }
+    }
+    uring::probe()
+}

@@ -1,0 +1,616 @@
+//! One shard: a pinned thread that owns a driver, a connection slab, a timer wheel,
+//! its listeners and one handler, and runs the loop that ties them together.
+//!
+//! Each turn: reap completions and dispatch them to the handler -> apply what the
+//! handler asked for (registrations, connects, read pauses, closes and their
+//! `on_close`) -> fire due timers -> flush outbound queues (one vectored send per
+//! connection) -> submit and wait, for at most the time to the next timer.
+//!
+//! Nothing here says which backend runs: that is the driver's business.
+
+pub(crate) mod conn;
+pub(crate) mod core;
+pub(crate) mod doorbell;
+pub(crate) mod driver;
+pub(crate) mod timer;
+
+use std::{
+    any::Any,
+    os::fd::AsRawFd,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use socket2::Socket;
+use tracing::{debug, error, info, warn};
+
+use self::{
+    conn::Phase,
+    core::{Core, Notice, TimerPayload},
+    doorbell::Doorbell,
+    driver::{
+        epoll::{EpollConfig, EpollDriver},
+        uring::{UringConfig, UringDriver},
+        Completion, Driver,
+    },
+    timer::TimerKey,
+};
+use crate::{
+    error::Error,
+    handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId},
+    metrics::Metrics,
+    server::{Backend, ServerBuilder, ShutdownHandle},
+};
+
+/// Everything a shard thread starts from.
+pub(crate) struct ShardConfig {
+    pub(crate) id: ShardId,
+    pub(crate) shards: usize,
+    pub(crate) backend: Backend,
+    pub(crate) fallback_allowed: bool,
+    pub(crate) cpu: Option<core_affinity::CoreId>,
+    pub(crate) builder: ServerBuilder,
+    pub(crate) listeners: Vec<Socket>,
+    pub(crate) doorbell: Doorbell,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) metrics: Metrics,
+    pub(crate) ready: mpsc::Sender<Result<(), Error>>,
+}
+
+/// Runs one shard on the current thread until shutdown. `make` builds the handler
+/// here, on the shard's own thread.
+pub(crate) fn run<H: Handler>(
+    cfg: ShardConfig,
+    make: impl FnOnce(ShardId) -> H,
+) -> Result<(), Error> {
+    let id = cfg.id;
+    let ready = cfg.ready.clone();
+    let shutdown = cfg.shutdown.clone();
+    let shard = match Shard::start(cfg, make) {
+        Ok(s) => {
+            let _ = ready.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = ready.send(Err(Error::ShardStart {
+                shard: id.0,
+                source: std::io::Error::other(e.to_string()),
+            }));
+            return Err(e);
+        }
+    };
+    drop(ready);
+    let result = shard.run();
+    if let Err(e) = &result {
+        error!(shard = id.0, error = %e, "shard failed; stopping the server");
+        shutdown.shutdown();
+    }
+    result
+}
+
+struct Shard<H> {
+    core: Core,
+    driver: Box<dyn Driver>,
+    handler: H,
+    listeners: Vec<Option<Socket>>,
+    /// Kept so the eventfd the driver watches outlives the driver.
+    _doorbell: Doorbell,
+    shutdown: ShutdownHandle,
+    shutdown_timeout: Duration,
+    /// When shutting down: the moment to stop waiting for queues to flush.
+    shutdown_deadline: Option<Instant>,
+    fired: Vec<(TimerKey, TimerPayload)>,
+}
+
+fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
+    let b = &cfg.builder;
+    let epoll = || -> Result<Box<dyn Driver>, Error> {
+        let d = EpollDriver::new(EpollConfig {
+            scratch_size: b.read_buf_size,
+            read_budget: b.read_budget,
+        })
+        .map_err(|source| Error::ShardStart {
+            shard: cfg.id.0,
+            source,
+        })?;
+        Ok(Box::new(d))
+    };
+    match cfg.backend {
+        Backend::Epoll => epoll(),
+        Backend::Uring => match UringDriver::new(UringConfig {
+            entries: b.uring_entries,
+            buf_count: b.uring_buf_count,
+            buf_size: b.read_buf_size as u32,
+        }) {
+            Ok(d) => Ok(Box::new(d)),
+            Err(e) if cfg.fallback_allowed => {
+                warn!(shard = cfg.id.0, error = %e, "io_uring setup failed on this shard; falling back to epoll");
+                epoll()
+            }
+            Err(e) => Err(Error::UringUnavailable(format!(
+                "shard {}: ring setup failed: {e}",
+                cfg.id.0
+            ))),
+        },
+    }
+}
+
+impl<H: Handler> Shard<H> {
+    fn start(cfg: ShardConfig, make: impl FnOnce(ShardId) -> H) -> Result<Shard<H>, Error> {
+        let shard = cfg.id.0;
+        let start_err = |source| Error::ShardStart { shard, source };
+        if let Some(cpu) = cfg.cpu {
+            if !core_affinity::set_for_current(cpu) {
+                warn!(
+                    shard,
+                    cpu = cpu.id,
+                    "could not pin shard to its CPU; running unpinned"
+                );
+            }
+        }
+        let mut driver = make_driver(&cfg)?;
+        driver
+            .watch_doorbell(cfg.doorbell.raw_fd())
+            .map_err(start_err)?;
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            driver.add_listener(i, l.as_raw_fd()).map_err(start_err)?;
+        }
+        let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.builder.limits);
+        core.tcp_nodelay = cfg.builder.tcp_nodelay;
+        let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
+            start_err(std::io::Error::other(format!(
+                "handler factory panicked: {}",
+                panic_message(&*p)
+            )))
+        })?;
+        info!(
+            shard,
+            backend = %driver.backend(),
+            cpu = cfg.cpu.map(|c| c.id),
+            "shard started"
+        );
+        Ok(Shard {
+            core,
+            driver,
+            handler,
+            listeners: cfg.listeners.into_iter().map(Some).collect(),
+            _doorbell: cfg.doorbell,
+            shutdown: cfg.shutdown,
+            shutdown_timeout: cfg.builder.shutdown_timeout,
+            shutdown_deadline: None,
+            fired: Vec::new(),
+        })
+    }
+
+    fn run(mut self) -> Result<(), Error> {
+        let shard = self.core.shard.0;
+        {
+            let Shard { core, handler, .. } = &mut self;
+            guarded(core, None, |ctx| handler.on_start(ctx));
+        }
+        self.apply();
+        loop {
+            self.core.metrics().loop_turns.add(1);
+            {
+                let Shard {
+                    core,
+                    driver,
+                    handler,
+                    ..
+                } = &mut self;
+                driver.reap(&mut |c| dispatch(core, handler, c));
+            }
+            self.apply();
+            self.fire_timers();
+            if self.shutdown_deadline.is_none() && self.shutdown.is_requested() {
+                self.begin_shutdown();
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if Instant::now() >= deadline {
+                    for id in self.core.ids() {
+                        self.core.close_now(id, CloseReason::Shutdown);
+                    }
+                    self.apply();
+                }
+                if self.core.conns.is_empty() {
+                    break;
+                }
+            }
+            self.flush();
+            let now = Instant::now();
+            let wake = [self.core.timers.next_deadline(), self.shutdown_deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = wake.map(|t| t.saturating_duration_since(now));
+            let syscalls = self
+                .driver
+                .wait(timeout)
+                .map_err(|source| Error::ShardIo { shard, source })?;
+            self.core.metrics().syscalls.add(syscalls);
+        }
+        info!(shard, "shard stopped");
+        Ok(())
+    }
+
+    /// Applies what callbacks asked for, until nothing more is pending (callbacks
+    /// made here, like `on_close`, may ask for more).
+    fn apply(&mut self) {
+        for _round in 0..64 {
+            let mut did = false;
+            for notice in std::mem::take(&mut self.core.notices) {
+                did = true;
+                self.notify(notice);
+            }
+            for id in std::mem::take(&mut self.core.to_release) {
+                did = true;
+                self.release(id);
+            }
+            for id in std::mem::take(&mut self.core.to_register) {
+                did = true;
+                let Some(conn) = self.core.get_mut(id) else {
+                    continue;
+                };
+                let fd = conn.socket.as_raw_fd();
+                match self.driver.add_conn(id, fd) {
+                    Ok(()) => {
+                        conn.registered = true;
+                        self.core.read_changes.push(id);
+                    }
+                    Err(e) => {
+                        warn!(conn = %id, error = %e, "cannot register connection");
+                        self.core.close_now(id, CloseReason::Io(e.kind()));
+                    }
+                }
+            }
+            for (id, addr) in std::mem::take(&mut self.core.to_connect) {
+                did = true;
+                let Some(conn) = self.core.get_mut(id) else {
+                    continue;
+                };
+                let fd = conn.socket.as_raw_fd();
+                match self.driver.add_conn(id, fd) {
+                    Ok(()) => {
+                        conn.registered = true;
+                        self.driver.connect(id, fd, addr);
+                    }
+                    Err(e) => self.fail_connect(id, e),
+                }
+            }
+            for id in std::mem::take(&mut self.core.read_changes) {
+                let Some(conn) = self.core.get_mut(id) else {
+                    continue;
+                };
+                let want = conn.registered
+                    && !conn.eof
+                    && match conn.phase {
+                        Phase::Connecting => false,
+                        Phase::Open => conn.reading,
+                        // Read (and discard) until the peer's EOF.
+                        Phase::Closing(_) => true,
+                    };
+                if want != conn.driver_reading {
+                    conn.driver_reading = want;
+                    let fd = conn.socket.as_raw_fd();
+                    self.driver.set_reading(id, fd, want);
+                }
+            }
+            if !did {
+                return;
+            }
+        }
+        debug!("apply did not settle in 64 rounds; continuing next turn");
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        let Shard { core, handler, .. } = self;
+        match notice {
+            Notice::Backpressure(id) => {
+                if core.get(id).is_some_and(|c| !c.is_closing()) {
+                    guarded(core, Some(id), |ctx| handler.on_backpressure(ctx, id));
+                }
+            }
+            Notice::Drained(id) => {
+                if core.get(id).is_some_and(|c| !c.is_closing()) {
+                    guarded(core, Some(id), |ctx| handler.on_drained(ctx, id));
+                }
+            }
+            Notice::Eof(id) => {
+                if core.get(id).is_some_and(|c| !c.is_closing()) {
+                    guarded(core, Some(id), |ctx| handler.on_eof(ctx, id));
+                }
+            }
+            Notice::Redeliver(id) => present(core, handler, id, &[]),
+        }
+    }
+
+    /// A connect that never completed: no `on_close`, the handler hears `on_connect`.
+    fn fail_connect(&mut self, id: ConnId, err: std::io::Error) {
+        let Some(conn) = self.core.remove(id) else {
+            return;
+        };
+        if conn.registered {
+            self.driver.remove_conn(id, conn.socket.as_raw_fd());
+        }
+        drop(conn);
+        let Shard { core, handler, .. } = self;
+        guarded(core, None, |ctx| handler.on_connect(ctx, id, Err(err)));
+    }
+
+    fn release(&mut self, id: ConnId) {
+        let Some(conn) = self.core.remove(id) else {
+            return;
+        };
+        if let Some(key) = conn.linger {
+            self.core.timers.cancel(key);
+        }
+        if conn.registered {
+            self.driver.remove_conn(id, conn.socket.as_raw_fd());
+        }
+        let reason = match &conn.phase {
+            Phase::Closing(r) => r.clone(),
+            _ => CloseReason::Closed,
+        };
+        let was_live = conn.live;
+        drop(conn); // closes the socket
+        let m = self.core.metrics();
+        m.conns_closed.add(1);
+        if was_live {
+            m.conns_live.sub(1);
+        }
+        debug!(conn = %id, %reason, "connection closed");
+        if was_live {
+            let Shard { core, handler, .. } = self;
+            guarded(core, None, |ctx| handler.on_close(ctx, id, &reason));
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.core.timers.expire(Instant::now(), &mut fired);
+        for (key, payload) in fired.drain(..) {
+            match payload {
+                TimerPayload::User(token) => {
+                    let Shard { core, handler, .. } = self;
+                    guarded(core, None, |ctx| handler.on_timer(ctx, TimerId(key), token));
+                }
+                TimerPayload::Linger(id) => {
+                    if let Some(conn) = self.core.get_mut(id) {
+                        conn.linger = None;
+                        debug!(conn = %id, "close linger expired; closing without flush");
+                        self.core.close_now(id, CloseReason::Closed);
+                    }
+                }
+            }
+            self.apply();
+        }
+        self.fired = fired;
+    }
+
+    fn begin_shutdown(&mut self) {
+        let shard = self.core.shard.0;
+        info!(
+            shard,
+            conns = self.core.conns.len(),
+            timers = self.core.timers.len(),
+            "shard shutting down"
+        );
+        self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
+        for (i, slot) in self.listeners.iter_mut().enumerate() {
+            if let Some(l) = slot.take() {
+                self.driver.remove_listener(i, l.as_raw_fd());
+            }
+        }
+        {
+            let Shard { core, handler, .. } = self;
+            guarded(core, None, |ctx| handler.on_shutdown(ctx));
+        }
+        for id in self.core.ids() {
+            self.core.close_graceful(id, CloseReason::Shutdown);
+        }
+        self.apply();
+    }
+
+    fn flush(&mut self) {
+        for id in std::mem::take(&mut self.core.to_flush) {
+            let Some(conn) = self.core.get_mut(id) else {
+                continue;
+            };
+            conn.flush_listed = false;
+            if conn.sending || conn.phase == Phase::Connecting || conn.out.is_empty() {
+                continue;
+            }
+            conn.sending = true;
+            let fd = conn.socket.as_raw_fd();
+            self.driver.send(id, fd, conn.out.next_batch());
+        }
+    }
+}
+
+/// Calls into the handler with a `Ctx`, catching a panic: the connection concerned
+/// (if any) is closed with `HandlerPanic`, the shard goes on.
+fn guarded<R>(
+    core: &mut Core,
+    conn: Option<ConnId>,
+    f: impl FnOnce(&mut Ctx<'_>) -> R,
+) -> Option<R> {
+    let result = {
+        let mut ctx = Ctx { core: &mut *core };
+        catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
+    };
+    match result {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            core.metrics().handler_panics.add(1);
+            let msg = panic_message(&*payload);
+            match conn {
+                Some(id) => {
+                    error!(shard = core.shard.0, conn = %id, panic = %msg, "handler panicked; closing the connection");
+                    core.close_now(id, CloseReason::HandlerPanic);
+                }
+                None => error!(shard = core.shard.0, panic = %msg, "handler panicked"),
+            }
+            None
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Routes one completion from the driver.
+fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, c: Completion<'_>) {
+    match c {
+        Completion::Accepted { listener, result } => match result {
+            Ok(fd) => accepted(core, handler, Socket::from(fd)),
+            Err(e) => warn!(shard = core.shard.0, listener, error = %e, "accept failed"),
+        },
+        Completion::Data { conn: id, data } => {
+            core.metrics().bytes_in.add(data.len() as u64);
+            let Some(conn) = core.get_mut(id) else { return };
+            let conn = match conn.phase {
+                Phase::Open => conn,
+                // Closing: discard; release once the receive queue is drained.
+                Phase::Closing(_) => {
+                    core.continue_close(id);
+                    return;
+                }
+                Phase::Connecting => return,
+            };
+            if !conn.reading {
+                // Arrived after a pause took effect in the handler but before the
+                // driver stopped reading: keep it for resume.
+                conn.input.extend_from_slice(data);
+                conn.unpresented = true;
+                if conn.input.len() > core.limits.max_input {
+                    core.close_now(id, CloseReason::InputBufferFull);
+                }
+                return;
+            }
+            present(core, handler, id, data);
+        }
+        Completion::ReadClosed { conn: id, error } => {
+            let Some(conn) = core.get_mut(id) else { return };
+            conn.driver_reading = false;
+            if let Some(e) = error {
+                core.close_now(id, CloseReason::Io(e.kind()));
+                return;
+            }
+            conn.eof = true;
+            match conn.phase {
+                Phase::Open => core.notices.push(Notice::Eof(id)),
+                Phase::Closing(_) => core.continue_close(id),
+                Phase::Connecting => {}
+            }
+        }
+        Completion::Sent { conn: id, result } => {
+            let limits = core.limits;
+            let Some(conn) = core.get_mut(id) else { return };
+            conn.sending = false;
+            match result {
+                Ok(n) => {
+                    conn.out.advance(n);
+                    let drained = conn.backpressured && conn.out.len() <= limits.send_low_water;
+                    if drained {
+                        conn.backpressured = false;
+                    }
+                    let closing = conn.is_closing();
+                    core.metrics().bytes_out.add(n as u64);
+                    if drained {
+                        core.notices.push(Notice::Drained(id));
+                    }
+                    if closing {
+                        core.continue_close(id);
+                    } else {
+                        core.list_flush(id);
+                    }
+                }
+                Err(e) => core.close_now(id, CloseReason::Io(e.kind())),
+            }
+        }
+        Completion::Connected { conn: id, result } => {
+            let Some(conn) = core.get_mut(id) else { return };
+            if conn.phase != Phase::Connecting {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    conn.phase = Phase::Open;
+                    conn.live = true;
+                    let m = core.metrics();
+                    m.conns_connected.add(1);
+                    m.conns_live.add(1);
+                    core.read_changes.push(id);
+                    core.list_flush(id);
+                    guarded(core, Some(id), |ctx| handler.on_connect(ctx, id, Ok(())));
+                }
+                Err(e) => {
+                    // Never live, so released without `on_close`; the handler hears
+                    // it here, before the id can be reused.
+                    core.close_now(id, CloseReason::Io(e.kind()));
+                    guarded(core, None, |ctx| handler.on_connect(ctx, id, Err(e)));
+                }
+            }
+        }
+        // The shutdown flag (and later the mailboxes) are checked every turn.
+        Completion::Doorbell => {}
+    }
+}
+
+fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket) {
+    let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+    let id = core.insert(socket, peer, Phase::Open);
+    let m = core.metrics();
+    m.conns_accepted.add(1);
+    m.conns_live.add(1);
+    if let Some(conn) = core.get_mut(id) {
+        conn.live = true;
+    }
+    core.to_register.push(id);
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    guarded(core, Some(id), |ctx| handler.on_accept(ctx, id, peer));
+}
+
+/// Hands the connection's pending input plus `data` to `on_data`, keeping whatever
+/// the handler does not consume.
+fn present<H: Handler>(core: &mut Core, handler: &mut H, id: ConnId, data: &[u8]) {
+    let max_input = core.limits.max_input;
+    let Some(conn) = core.get_mut(id) else { return };
+    if conn.is_closing() {
+        return;
+    }
+    conn.unpresented = false;
+    if conn.input.is_empty() {
+        if data.is_empty() {
+            return;
+        }
+        let consumed = guarded(core, Some(id), |ctx| handler.on_data(ctx, id, data));
+        let Some(consumed) = consumed else { return };
+        let rest = &data[consumed.min(data.len())..];
+        if !rest.is_empty() {
+            if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
+                conn.input.extend_from_slice(rest);
+            }
+        }
+    } else {
+        let mut input = std::mem::take(&mut conn.input);
+        input.extend_from_slice(data);
+        let consumed = guarded(core, Some(id), |ctx| handler.on_data(ctx, id, &input));
+        let Some(consumed) = consumed else { return };
+        input.drain(..consumed.min(input.len()));
+        if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
+            conn.input = input;
+        }
+    }
+    if core.get(id).is_some_and(|c| c.input.len() > max_input) {
+        core.close_now(id, CloseReason::InputBufferFull);
+    }
+}

@@ -1,0 +1,62 @@
+//! Helpers shared by the integration tests: start a server on a forced backend,
+//! wait for conditions, capture what handlers saw.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use shardline::{Handler, Io, RunningServer, Server, ServerBuilder, ShardId};
+
+/// Every I/O test runs on both backends, forced.
+pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
+
+/// Logs to the test's captured output; `RUST_LOG` controls the level.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A builder listening on 127.0.0.1:0 with `shards` unpinned shards on `io`.
+pub fn builder(io: Io, shards: usize) -> ServerBuilder {
+    Server::builder()
+        .io(io)
+        .shards(shards)
+        .pin(false)
+        .listen("127.0.0.1:0".parse().expect("literal address"))
+        .shutdown_timeout(Duration::from_secs(10))
+}
+
+/// Starts a server from `builder` and returns it with its address.
+pub fn start<H, F>(builder: ServerBuilder, factory: F) -> (RunningServer, SocketAddr)
+where
+    H: Handler,
+    F: Fn(ShardId) -> H + Send + Sync + 'static,
+{
+    init_tracing();
+    let server = builder
+        .build(factory)
+        .expect("valid config")
+        .start()
+        .expect("server starts");
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held. A
+/// liveness bound, not a timing assertion: limits are generous.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
