@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser;
-use shardline::{ConnId, Ctx, Handler, Io, Server};
+use shardline::{AcceptMode, ConnId, Ctx, Handler, Io, Server};
 
 /// Shardline echo server: every byte received is sent back.
 #[derive(Debug, Parser)]
@@ -27,6 +27,13 @@ struct Args {
     /// I/O backend: auto (io_uring, else epoll), uring, or epoll.
     #[arg(long, default_value = "auto")]
     io: Io,
+    /// How connections reach shards: reuseport, exclusive, handoff (round-robin) or
+    /// handoff-least (least connections).
+    #[arg(long, default_value = "reuseport")]
+    accept: AcceptMode,
+    /// Most live connections per shard (default: no cap).
+    #[arg(long)]
+    max_conns_per_shard: Option<usize>,
     /// Disable TCP_NODELAY on accepted sockets.
     #[arg(long)]
     no_nodelay: bool,
@@ -64,10 +71,14 @@ fn main() -> anyhow::Result<()> {
     let mut builder = Server::builder()
         .listen(args.addr)
         .io(args.io)
+        .accept_mode(args.accept)
         .tcp_nodelay(!args.no_nodelay)
         .pin(!args.no_pin);
     if let Some(n) = args.shards {
         builder = builder.shards(n);
+    }
+    if let Some(n) = args.max_conns_per_shard {
+        builder = builder.max_connections_per_shard(n);
     }
     let server = builder.build(|_shard| Echo).context("configuring server")?;
     server.run().context("running echo server")?;

@@ -28,12 +28,14 @@
 //! ```
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod accept;
 mod error;
 mod handler;
 mod metrics;
 mod server;
 mod shard;
 
+pub use accept::{AcceptMode, Balance};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};

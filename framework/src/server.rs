@@ -5,17 +5,22 @@ use std::{
     net::SocketAddr,
     str::FromStr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc,
     },
     thread::JoinHandle,
     time::Duration,
 };
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::Socket;
 use tracing::{info, warn};
 
 use crate::{
+    accept::{
+        reuseport::{self, ListenOptions},
+        shard::Listening,
+        AcceptMode,
+    },
     error::Error,
     handler::{Handler, ShardId},
     metrics::Metrics,
@@ -122,6 +127,8 @@ pub struct ServerBuilder {
     pub(crate) uring_buf_count: u16,
     pub(crate) read_buf_size: usize,
     pub(crate) read_budget: usize,
+    pub(crate) accept: AcceptMode,
+    pub(crate) max_conns_per_shard: Option<usize>,
 }
 
 impl Default for ServerBuilder {
@@ -139,6 +146,8 @@ impl Default for ServerBuilder {
             uring_buf_count: 512,
             read_buf_size: 16 << 10,
             read_budget: 64 << 10,
+            accept: AcceptMode::ReusePort,
+            max_conns_per_shard: None,
         }
     }
 }
@@ -215,6 +224,20 @@ impl ServerBuilder {
         self
     }
 
+    /// How connections reach shards. Default [`AcceptMode::ReusePort`].
+    pub fn accept_mode(mut self, mode: AcceptMode) -> Self {
+        self.accept = mode;
+        self
+    }
+
+    /// Most live connections one shard holds. At the cap a shard stops accepting
+    /// (connections wait in the kernel backlog, or go to another shard) and resumes
+    /// as its connections close. Default: no cap.
+    pub fn max_connections_per_shard(mut self, max: usize) -> Self {
+        self.max_conns_per_shard = Some(max);
+        self
+    }
+
     /// Checks the configuration and produces a server that makes one `H` per shard,
     /// on the shard's thread, with `factory`.
     pub fn build<H, F>(self, factory: F) -> Result<Server, Error>
@@ -237,6 +260,11 @@ impl ServerBuilder {
         if l.send_low_water > l.send_high_water || l.send_high_water > l.send_hard_limit {
             return Err(Error::Config(
                 "limits must satisfy send_low_water <= send_high_water <= send_hard_limit".into(),
+            ));
+        }
+        if self.max_conns_per_shard == Some(0) {
+            return Err(Error::Config(
+                "max_connections_per_shard must be at least 1".into(),
             ));
         }
         if !self.uring_buf_count.is_power_of_two() {
@@ -324,16 +352,7 @@ impl Server {
     /// startup error, after stopping the others).
     pub fn start(self) -> Result<RunningServer, Error> {
         let backend = resolve_backend(self.config.io)?;
-        let listeners = bind_listeners(&self.config, self.shards)?;
-        let local_addrs: Vec<SocketAddr> = listeners
-            .first()
-            .map(|per_shard| {
-                per_shard
-                    .iter()
-                    .filter_map(|s| s.local_addr().ok()?.as_socket())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (listening, local_addrs) = bind_for_mode(&self.config, self.shards)?;
         let doorbells = (0..self.shards)
             .map(|i| Doorbell::new().map_err(|source| Error::ShardStart { shard: i, source }))
             .collect::<Result<Vec<_>, _>>()?;
@@ -341,6 +360,8 @@ impl Server {
             inner: Arc::new(ShutdownInner {
                 requested: AtomicBool::new(false),
                 doorbells: doorbells.clone(),
+                participants: self.shards,
+                stopped_listening: AtomicUsize::new(0),
             }),
         };
         let metrics = Metrics::new(self.shards);
@@ -353,7 +374,7 @@ impl Server {
                 "more shards than CPUs: shards share CPUs"
             );
         }
-        for (i, shard_listeners) in listeners.into_iter().enumerate() {
+        for (i, listening) in listening.into_iter().enumerate() {
             let cfg = ShardConfig {
                 id: ShardId(i),
                 shards: self.shards,
@@ -365,7 +386,7 @@ impl Server {
                     None
                 },
                 builder: self.config.clone(),
-                listeners: shard_listeners,
+                listening,
                 doorbell: doorbells[i].clone(),
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
@@ -447,48 +468,53 @@ fn resolve_backend(io: Io) -> Result<Backend, Error> {
     }
 }
 
-/// Binds one SO_REUSEPORT listener per shard per address. The first bind resolves
-/// port 0 so every shard shares the same port.
-fn bind_listeners(config: &ServerBuilder, shards: usize) -> Result<Vec<Vec<Socket>>, Error> {
-    let mut per_shard: Vec<Vec<Socket>> = (0..shards).map(|_| Vec::new()).collect();
-    for &addr in &config.listen {
-        let mut resolved = addr;
-        for (i, list) in per_shard.iter_mut().enumerate() {
-            let socket = bind_one(resolved, config).map_err(|source| Error::Bind {
-                addr: resolved,
-                source,
-            })?;
-            if i == 0 {
-                if let Some(actual) = socket.local_addr().ok().and_then(|a| a.as_socket()) {
-                    resolved = actual;
-                }
-            }
-            list.push(socket);
+/// Binds what the accept mode needs: a listener per shard per address (reuseport),
+/// or one per address shared by every shard (exclusive).
+fn bind_for_mode(
+    config: &ServerBuilder,
+    shards: usize,
+) -> Result<(Vec<Listening>, Vec<SocketAddr>), Error> {
+    let opts = ListenOptions {
+        backlog: config.backlog,
+        tcp_nodelay: config.tcp_nodelay,
+        reuse_port: config.accept == AcceptMode::ReusePort,
+    };
+    let copies = match config.accept {
+        AcceptMode::ReusePort => shards,
+        _ => 1,
+    };
+    let (mut sockets, addrs) = reuseport::bind_all(&config.listen, copies, opts)
+        .map_err(|(addr, source)| Error::Bind { addr, source })?;
+    let listening = match config.accept {
+        AcceptMode::ReusePort => sockets.into_iter().map(Listening::ReusePort).collect(),
+        AcceptMode::Exclusive => {
+            let shared: Vec<Arc<Socket>> = sockets
+                .pop()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            (0..shards)
+                .map(|_| Listening::Exclusive(shared.iter().map(|l| (l.clone(), None)).collect()))
+                .collect()
         }
-    }
-    Ok(per_shard)
-}
-
-fn bind_one(addr: SocketAddr, config: &ServerBuilder) -> std::io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.set_cloexec(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Inherited by every accepted socket on Linux: no setsockopt per connection.
-    socket.set_tcp_nodelay(config.tcp_nodelay)?;
-    socket.bind(&SockAddr::from(addr))?;
-    socket.listen(config.backlog)?;
-    Ok(socket)
+        AcceptMode::Handoff(_) => {
+            return Err(Error::Config(
+                "accept mode handoff is not available yet".into(),
+            ))
+        }
+    };
+    Ok((listening, addrs))
 }
 
 #[derive(Debug)]
 struct ShutdownInner {
     requested: AtomicBool,
     doorbells: Vec<Doorbell>,
+    /// Shards (and the handoff acceptor) that must stop listening before any
+    /// listener is drained and closed.
+    participants: usize,
+    stopped_listening: AtomicUsize,
 }
 
 /// Asks a running server to shut down gracefully; cheap to clone, usable from any
@@ -512,6 +538,23 @@ impl ShutdownHandle {
     /// Whether shutdown was requested.
     pub fn is_requested(&self) -> bool {
         self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// One participant stopped watching its listeners. The last one wakes everyone:
+    /// from then on backlogs can be drained and listeners closed without dropping a
+    /// connection another participant would still have accepted.
+    pub(crate) fn stopped_listening(&self) {
+        let n = self.inner.stopped_listening.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.inner.participants {
+            for d in &self.inner.doorbells {
+                d.ring();
+            }
+        }
+    }
+
+    /// Whether every participant stopped listening.
+    pub(crate) fn all_stopped_listening(&self) -> bool {
+        self.inner.stopped_listening.load(Ordering::SeqCst) >= self.inner.participants
     }
 }
 

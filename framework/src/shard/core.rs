@@ -51,6 +51,8 @@ pub(crate) struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     pub(crate) tcp_nodelay: bool,
+    /// Shutdown began: connections accepted from now on are closed gracefully.
+    pub(crate) shutting_down: bool,
     pub(crate) conns: Slab<Conn>,
     generations: Vec<u32>,
     pub(crate) timers: TimerWheel<TimerPayload>,
@@ -71,6 +73,7 @@ impl Core {
             metrics,
             limits,
             tcp_nodelay: true,
+            shutting_down: false,
             conns: Slab::new(),
             generations: Vec::new(),
             timers: TimerWheel::new(Duration::from_millis(1), 1024, Instant::now()),

@@ -16,7 +16,7 @@ pub(crate) mod timer;
 
 use std::{
     any::Any,
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, OwnedFd},
     panic::{catch_unwind, AssertUnwindSafe},
     sync::mpsc,
     time::{Duration, Instant},
@@ -37,6 +37,7 @@ use self::{
     timer::TimerKey,
 };
 use crate::{
+    accept::shard::{Listening, ShardAccept},
     error::Error,
     handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId},
     metrics::Metrics,
@@ -51,7 +52,7 @@ pub(crate) struct ShardConfig {
     pub(crate) fallback_allowed: bool,
     pub(crate) cpu: Option<core_affinity::CoreId>,
     pub(crate) builder: ServerBuilder,
-    pub(crate) listeners: Vec<Socket>,
+    pub(crate) listening: Listening,
     pub(crate) doorbell: Doorbell,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) metrics: Metrics,
@@ -89,11 +90,18 @@ pub(crate) fn run<H: Handler>(
     result
 }
 
+/// Connections accepted from exclusive listeners per loop turn.
+const ACCEPT_BUDGET: usize = 64;
+
 struct Shard<H> {
     core: Core,
     driver: Box<dyn Driver>,
     handler: H,
-    listeners: Vec<Option<Socket>>,
+    accept: ShardAccept,
+    max_conns: Option<usize>,
+    /// Shutdown progress: listeners drained and closed (phase 2 done).
+    listeners_closed: bool,
+    accepted_fds: Vec<OwnedFd>,
     /// Kept so the eventfd the driver watches outlives the driver.
     _doorbell: Doorbell,
     shutdown: ShutdownHandle,
@@ -153,9 +161,8 @@ impl<H: Handler> Shard<H> {
         driver
             .watch_doorbell(cfg.doorbell.raw_fd())
             .map_err(start_err)?;
-        for (i, l) in cfg.listeners.iter().enumerate() {
-            driver.add_listener(i, l.as_raw_fd()).map_err(start_err)?;
-        }
+        let mut accept = ShardAccept::new(cfg.listening, shard);
+        accept.start(&mut *driver).map_err(start_err)?;
         let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.builder.limits);
         core.tcp_nodelay = cfg.builder.tcp_nodelay;
         let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
@@ -174,7 +181,10 @@ impl<H: Handler> Shard<H> {
             core,
             driver,
             handler,
-            listeners: cfg.listeners.into_iter().map(Some).collect(),
+            accept,
+            max_conns: cfg.builder.max_conns_per_shard,
+            listeners_closed: false,
+            accepted_fds: Vec::new(),
             _doorbell: cfg.doorbell,
             shutdown: cfg.shutdown,
             shutdown_timeout: cfg.builder.shutdown_timeout,
@@ -197,33 +207,47 @@ impl<H: Handler> Shard<H> {
                     core,
                     driver,
                     handler,
+                    accept,
                     ..
                 } = &mut self;
-                driver.reap(&mut |c| dispatch(core, handler, c));
+                driver.reap(&mut |c| dispatch(core, handler, accept, c));
             }
             self.apply();
+            self.accept_exclusive();
             self.fire_timers();
             if self.shutdown_deadline.is_none() && self.shutdown.is_requested() {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutdown_deadline {
+                if !self.listeners_closed && self.shutdown.all_stopped_listening() {
+                    self.drain_listeners();
+                }
                 if Instant::now() >= deadline {
                     for id in self.core.ids() {
                         self.core.close_now(id, CloseReason::Shutdown);
                     }
                     self.apply();
                 }
-                if self.core.conns.is_empty() {
+                if self.listeners_closed && self.core.conns.is_empty() {
                     break;
                 }
             }
+            self.update_accepting()
+                .map_err(|source| Error::ShardIo { shard, source })?;
             self.flush();
             let now = Instant::now();
-            let wake = [self.core.timers.next_deadline(), self.shutdown_deadline]
-                .into_iter()
-                .flatten()
-                .min();
-            let timeout = wake.map(|t| t.saturating_duration_since(now));
+            let wake = [
+                self.core.timers.next_deadline(),
+                self.shutdown_deadline,
+                self.accept.next_wakeup(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let mut timeout = wake.map(|t| t.saturating_duration_since(now));
+            if self.accept.has_pending() {
+                timeout = Some(Duration::ZERO);
+            }
             let syscalls = self
                 .driver
                 .wait(timeout)
@@ -397,11 +421,9 @@ impl<H: Handler> Shard<H> {
             "shard shutting down"
         );
         self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
-        for (i, slot) in self.listeners.iter_mut().enumerate() {
-            if let Some(l) = slot.take() {
-                self.driver.remove_listener(i, l.as_raw_fd());
-            }
-        }
+        self.core.shutting_down = true;
+        self.accept.stop(&mut *self.driver);
+        self.shutdown.stopped_listening();
         {
             let Shard { core, handler, .. } = self;
             guarded(core, None, |ctx| handler.on_shutdown(ctx));
@@ -410,6 +432,58 @@ impl<H: Handler> Shard<H> {
             self.core.close_graceful(id, CloseReason::Shutdown);
         }
         self.apply();
+    }
+
+    /// Shutdown phase 2, once every participant stopped listening: take what the
+    /// kernel already queued, serve it (it is closed gracefully at once), close the
+    /// listeners.
+    fn drain_listeners(&mut self) {
+        let mut fds = std::mem::take(&mut self.accepted_fds);
+        self.accept.drain_and_close(&mut fds);
+        if !fds.is_empty() {
+            info!(
+                shard = self.core.shard.0,
+                conns = fds.len(),
+                "serving connections queued at shutdown"
+            );
+        }
+        for fd in fds.drain(..) {
+            let Shard { core, handler, .. } = self;
+            accepted(core, handler, Socket::from(fd));
+        }
+        self.accepted_fds = fds;
+        self.listeners_closed = true;
+        self.apply();
+    }
+
+    /// Accepts from exclusive listeners that reported connections, within budget
+    /// and the connection cap.
+    fn accept_exclusive(&mut self) {
+        if !self.accept.has_pending() {
+            return;
+        }
+        let room = self
+            .max_conns
+            .map_or(ACCEPT_BUDGET, |max| {
+                max.saturating_sub(self.core.conns.len())
+            })
+            .min(ACCEPT_BUDGET);
+        let mut fds = std::mem::take(&mut self.accepted_fds);
+        self.accept.accept_pending(room, &mut fds);
+        for fd in fds.drain(..) {
+            let Shard { core, handler, .. } = self;
+            accepted(core, handler, Socket::from(fd));
+        }
+        self.accepted_fds = fds;
+        self.apply();
+    }
+
+    /// Starts or stops accepting to match the connection cap.
+    fn update_accepting(&mut self) -> std::io::Result<()> {
+        if let Some(max) = self.max_conns {
+            self.accept.set_at_cap(self.core.conns.len() >= max);
+        }
+        self.accept.update(&mut *self.driver, Instant::now())
     }
 
     fn flush(&mut self) {
@@ -467,12 +541,24 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Routes one completion from the driver.
-fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, c: Completion<'_>) {
+fn dispatch<H: Handler>(
+    core: &mut Core,
+    handler: &mut H,
+    accept: &mut ShardAccept,
+    c: Completion<'_>,
+) {
     match c {
         Completion::Accepted { listener, result } => match result {
-            Ok(fd) => accepted(core, handler, Socket::from(fd)),
-            Err(e) => warn!(shard = core.shard.0, listener, error = %e, "accept failed"),
+            Ok(fd) => {
+                accept.on_success();
+                accepted(core, handler, Socket::from(fd));
+            }
+            Err(e) => {
+                debug!(shard = core.shard.0, listener, error = %e, "accept failed");
+                accept.on_error(&e, Instant::now());
+            }
         },
+        Completion::Readable { token } => accept.on_readable(token),
         Completion::Data { conn: id, data } => {
             core.metrics().bytes_in.add(data.len() as u64);
             let Some(conn) = core.get_mut(id) else { return };
@@ -577,6 +663,11 @@ fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket) {
     core.to_register.push(id);
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     guarded(core, Some(id), |ctx| handler.on_accept(ctx, id, peer));
+    if core.shutting_down {
+        // Accepted after shutdown began (queued in the backlog, or a late
+        // completion): served, then closed like every other connection.
+        core.close_graceful(id, CloseReason::Shutdown);
+    }
 }
 
 /// Hands the connection's pending input plus `data` to `on_data`, keeping whatever

@@ -30,6 +30,8 @@ use socket2::{SockAddr, SockRef};
 const DOORBELL: Token = Token(usize::MAX);
 /// Listener tokens live just below the doorbell's.
 const LISTENER_BASE: usize = usize::MAX - 1 - 4096;
+/// `watch_readable` tokens live below the listeners'.
+const WATCH_BASE: usize = LISTENER_BASE - (1 << 16);
 /// Accepts per listener per turn before yielding to other work.
 const ACCEPT_BUDGET: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE (fds are short).
@@ -77,6 +79,9 @@ pub(crate) struct EpollDriver {
     deferred: VecDeque<Deferred>,
     doorbell: Option<RawFd>,
     doorbell_rung: bool,
+    /// Watched fds (token -> fd) and which reported readiness since the last reap.
+    watches: Vec<Option<RawFd>>,
+    watch_ready: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -111,6 +116,8 @@ impl EpollDriver {
             deferred: VecDeque::new(),
             doorbell: None,
             doorbell_rung: false,
+            watches: Vec::new(),
+            watch_ready: Vec::new(),
         })
     }
 
@@ -140,6 +147,13 @@ impl EpollDriver {
                 let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
             }
             self.doorbell_rung = true;
+            return;
+        }
+        if (WATCH_BASE..LISTENER_BASE).contains(&token.0) {
+            let t = (token.0 - WATCH_BASE) as u32;
+            if !self.watch_ready.contains(&t) {
+                self.watch_ready.push(t);
+            }
             return;
         }
         if token.0 >= LISTENER_BASE {
@@ -416,8 +430,32 @@ impl Driver for EpollDriver {
             .register(&mut SourceFd(&fd), DOORBELL, Interest::READABLE)
     }
 
+    fn watch_readable(&mut self, token: u32, fd: RawFd) -> io::Result<()> {
+        let index = token as usize;
+        if index >= LISTENER_BASE - WATCH_BASE {
+            return Err(io::Error::other("watch token out of range"));
+        }
+        self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(WATCH_BASE + index),
+            Interest::READABLE,
+        )?;
+        if self.watches.len() <= index {
+            self.watches.resize(index + 1, None);
+        }
+        self.watches[index] = Some(fd);
+        Ok(())
+    }
+
+    fn unwatch_readable(&mut self, token: u32) {
+        if let Some(fd) = self.watches.get_mut(token as usize).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        self.watch_ready.retain(|&t| t != token);
+    }
+
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<u64> {
-        if !self.deferred.is_empty() || self.doorbell_rung {
+        if !self.deferred.is_empty() || self.doorbell_rung || !self.watch_ready.is_empty() {
             // Completions are already waiting: hand them out before sleeping.
             return Ok(0);
         }
@@ -475,6 +513,9 @@ impl Driver for EpollDriver {
         }
         if std::mem::take(&mut self.doorbell_rung) {
             sink(Completion::Doorbell);
+        }
+        for token in std::mem::take(&mut self.watch_ready) {
+            sink(Completion::Readable { token });
         }
         self.accept_ready(sink);
         self.read_ready(sink);

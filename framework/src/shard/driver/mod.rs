@@ -59,6 +59,9 @@ pub(crate) enum Completion<'a> {
     },
     /// The shard's doorbell (eventfd) was rung.
     Doorbell,
+    /// An fd watched with `watch_readable` became readable (level of the fd is not
+    /// tracked: the shard reads until EAGAIN, then waits for the next report).
+    Readable { token: u32 },
 }
 
 /// One backend. Implementations live beside this file.
@@ -92,6 +95,13 @@ pub(crate) trait Driver {
     /// Watches the shard's doorbell eventfd; each ring yields `Doorbell`. The driver
     /// resets (reads) the eventfd itself.
     fn watch_doorbell(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// Reports `Readable { token }` each time `fd` becomes readable, until
+    /// `unwatch_readable`. Used for the EPOLLEXCLUSIVE accept watch.
+    fn watch_readable(&mut self, token: u32, fd: RawFd) -> io::Result<()>;
+
+    /// Stops a `watch_readable`; the fd may be closed right after.
+    fn unwatch_readable(&mut self, token: u32);
 
     /// Submits queued work and waits up to `timeout` (None: until something
     /// happens) for completions. Returns the number of syscalls made.

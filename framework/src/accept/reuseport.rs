@@ -1,0 +1,89 @@
+//! Binding listeners: one SO_REUSEPORT socket per shard per address (reuseport), or
+//! one socket per address shared by every shard or owned by the acceptor.
+
+use std::{io, net::SocketAddr};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Options every listener gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenOptions {
+    pub(crate) backlog: i32,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) reuse_port: bool,
+}
+
+/// Binds one non-blocking listening socket.
+pub(crate) fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Inherited by every accepted socket on Linux: no setsockopt per connection.
+    socket.set_tcp_nodelay(opts.tcp_nodelay)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(opts.backlog)?;
+    Ok(socket)
+}
+
+/// Listeners indexed `[copy][address]`, and the resolved addresses.
+pub(crate) type Bound = (Vec<Vec<Socket>>, Vec<SocketAddr>);
+
+/// For each address, `copies` listeners on the same port (port 0 is resolved by the
+/// first bind).
+pub(crate) fn bind_all(
+    addrs: &[SocketAddr],
+    copies: usize,
+    opts: ListenOptions,
+) -> Result<Bound, (SocketAddr, io::Error)> {
+    let mut out: Vec<Vec<Socket>> = (0..copies).map(|_| Vec::new()).collect();
+    let mut resolved_all = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let mut resolved = addr;
+        for (i, list) in out.iter_mut().enumerate() {
+            let socket = bind(resolved, opts).map_err(|e| (resolved, e))?;
+            if i == 0 {
+                if let Some(actual) = socket.local_addr().ok().and_then(|a| a.as_socket()) {
+                    resolved = actual;
+                }
+            }
+            list.push(socket);
+        }
+        resolved_all.push(resolved);
+    }
+    Ok((out, resolved_all))
+}
+
+/// Accepts one queued connection without blocking: `Ok(None)` when the backlog is
+/// empty.
+pub(crate) fn accept_now(listener: &Socket) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    loop {
+        // SAFETY: accept4 with null address pointers is valid on a listening socket
+        // that `listener` keeps open for the duration of the call.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: accept4 returned a new descriptor that we now own.
+            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(None),
+            Some(libc::EINTR | libc::ECONNABORTED) => continue,
+            _ => return Err(err),
+        }
+    }
+}

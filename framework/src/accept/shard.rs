@@ -1,0 +1,256 @@
+//! The accepting side of one shard: which listeners it watches, and when it stops
+//! watching them (connection cap reached, out of fds, shutting down).
+
+use std::{
+    io,
+    os::fd::{AsRawFd, OwnedFd},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use socket2::Socket;
+use tracing::{info, warn};
+
+use super::{exclusive::ExclusiveWatch, reuseport::accept_now};
+use crate::shard::driver::Driver;
+
+/// How long to stop accepting after EMFILE/ENFILE.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a shard accepts from.
+#[derive(Debug)]
+pub(crate) enum Listening {
+    /// Its own SO_REUSEPORT listeners, accepted by the driver.
+    ReusePort(Vec<Socket>),
+    /// Shared listeners, each with this shard's private EPOLLEXCLUSIVE watch.
+    Exclusive(Vec<(Arc<Socket>, Option<ExclusiveWatch>)>),
+    /// Connections arrive from the acceptor thread through the mailbox.
+    Handoff,
+}
+
+/// A shard's accept state.
+#[derive(Debug)]
+pub(crate) struct ShardAccept {
+    listening: Listening,
+    shard: usize,
+    /// Registered with the driver right now.
+    active: bool,
+    at_cap: bool,
+    stopped: bool,
+    backoff_until: Option<Instant>,
+    /// Exclusive listeners whose backlog may still hold connections (budget ran out).
+    pending: Vec<usize>,
+    /// Failed accepts in the current out-of-fds episode (0: not in one).
+    failing: u64,
+}
+
+impl ShardAccept {
+    pub(crate) fn new(listening: Listening, shard: usize) -> ShardAccept {
+        ShardAccept {
+            listening,
+            shard,
+            active: false,
+            at_cap: false,
+            stopped: false,
+            backoff_until: None,
+            pending: Vec::new(),
+            failing: 0,
+        }
+    }
+
+    /// Creates the private epoll fds (exclusive mode) and starts watching.
+    pub(crate) fn start(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
+        if let Listening::Exclusive(list) = &mut self.listening {
+            for (listener, watch) in list.iter_mut() {
+                *watch = Some(ExclusiveWatch::new(listener.as_raw_fd())?);
+            }
+        }
+        self.update(driver, Instant::now())
+    }
+
+    fn activate(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
+        match &mut self.listening {
+            Listening::ReusePort(list) => {
+                for (i, l) in list.iter().enumerate() {
+                    driver.add_listener(i, l.as_raw_fd())?;
+                }
+            }
+            Listening::Exclusive(list) => {
+                for (i, (_, watch)) in list.iter_mut().enumerate() {
+                    if let Some(w) = watch {
+                        w.register()?;
+                        driver.watch_readable(i as u32, w.epoll_fd())?;
+                        // Connections may have queued while we were not watching.
+                        if !self.pending.contains(&i) {
+                            self.pending.push(i);
+                        }
+                    }
+                }
+            }
+            Listening::Handoff => {}
+        }
+        Ok(())
+    }
+
+    fn deactivate(&mut self, driver: &mut dyn Driver) {
+        match &mut self.listening {
+            Listening::ReusePort(list) => {
+                for (i, l) in list.iter().enumerate() {
+                    driver.remove_listener(i, l.as_raw_fd());
+                }
+            }
+            Listening::Exclusive(list) => {
+                for (i, (_, watch)) in list.iter_mut().enumerate() {
+                    if let Some(w) = watch {
+                        driver.unwatch_readable(i as u32);
+                        w.deregister();
+                    }
+                }
+                self.pending.clear();
+            }
+            Listening::Handoff => {}
+        }
+    }
+
+    /// Watches or stops watching to match the cap, the backoff and shutdown.
+    pub(crate) fn update(&mut self, driver: &mut dyn Driver, now: Instant) -> io::Result<()> {
+        if self.backoff_until.is_some_and(|t| now >= t) {
+            self.backoff_until = None;
+        }
+        let want = !self.stopped && !self.at_cap && self.backoff_until.is_none();
+        if want != self.active {
+            self.active = want;
+            if want {
+                self.activate(driver)?;
+            } else {
+                self.deactivate(driver);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard reached (or left) its connection cap.
+    pub(crate) fn set_at_cap(&mut self, at_cap: bool) {
+        self.at_cap = at_cap;
+    }
+
+    /// Whether accepts are pending that need a turn without blocking.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.active && !self.pending.is_empty()
+    }
+
+    /// When the loop must wake to end a backoff.
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+        self.backoff_until
+    }
+
+    /// An exclusive watch fired.
+    pub(crate) fn on_readable(&mut self, token: u32) {
+        let i = token as usize;
+        if self.active && !self.pending.contains(&i) {
+            self.pending.push(i);
+        }
+    }
+
+    /// Accepts from exclusive listeners with pending connections, at most `budget`.
+    pub(crate) fn accept_pending(&mut self, budget: usize, out: &mut Vec<OwnedFd>) {
+        let Listening::Exclusive(list) = &self.listening else {
+            self.pending.clear();
+            return;
+        };
+        let mut left = budget;
+        let mut still = Vec::new();
+        let mut error = None;
+        for &i in &self.pending {
+            let Some((listener, Some(watch))) = list.get(i) else {
+                continue;
+            };
+            loop {
+                if left == 0 {
+                    still.push(i);
+                    break;
+                }
+                match accept_now(listener) {
+                    Ok(Some(fd)) => {
+                        left -= 1;
+                        out.push(fd);
+                    }
+                    Ok(None) => {
+                        watch.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.pending = still;
+        if let Some(e) = error {
+            self.on_error(&e, Instant::now());
+        }
+        if !out.is_empty() {
+            self.on_success();
+        }
+    }
+
+    /// An accept failed. Out of fds (or memory): stop watching for a while, log once
+    /// per episode; existing connections are served meanwhile.
+    pub(crate) fn on_error(&mut self, err: &io::Error, now: Instant) {
+        let out_of_fds = matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        if self.failing == 0 {
+            warn!(
+                shard = self.shard,
+                error = %err,
+                "accept failing; backing off and serving existing connections"
+            );
+        }
+        self.failing += 1;
+        if out_of_fds {
+            self.backoff_until = Some(now + BACKOFF);
+        }
+    }
+
+    /// An accept succeeded: ends an out-of-fds episode.
+    pub(crate) fn on_success(&mut self) {
+        if self.failing > 0 {
+            info!(
+                shard = self.shard,
+                failed = self.failing,
+                "accepting again after accept failures"
+            );
+            self.failing = 0;
+        }
+    }
+
+    /// Shutdown, phase 1: stop watching, keep the listeners open.
+    pub(crate) fn stop(&mut self, driver: &mut dyn Driver) {
+        self.stopped = true;
+        let _ = self.update(driver, Instant::now());
+    }
+
+    /// Shutdown, phase 2 (after every participant stopped): take everything queued
+    /// in the backlog, then close the listeners.
+    pub(crate) fn drain_and_close(&mut self, out: &mut Vec<OwnedFd>) {
+        let listening = std::mem::replace(&mut self.listening, Listening::Handoff);
+        let mut take_all = |l: &Socket| loop {
+            match accept_now(l) {
+                Ok(Some(fd)) => out.push(fd),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(shard = self.shard, error = %e, "accept failed while draining the backlog at shutdown");
+                    break;
+                }
+            }
+        };
+        match listening {
+            Listening::ReusePort(list) => list.iter().for_each(&mut take_all),
+            Listening::Exclusive(list) => list.iter().for_each(|(l, _)| take_all(l)),
+            Listening::Handoff => {}
+        }
+    }
+}
