@@ -32,6 +32,7 @@ mod accept;
 mod error;
 mod handler;
 mod metrics;
+pub mod numa;
 mod server;
 mod shard;
 
