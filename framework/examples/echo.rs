@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser;
-use shardline::{AcceptMode, ConnId, Ctx, Handler, Io, Server};
+use shardline::{numa::Placement, AcceptMode, ConnId, Ctx, Handler, Io, Server};
 
 /// Shardline echo server: every byte received is sent back.
 #[derive(Debug, Parser)]
@@ -34,12 +34,31 @@ struct Args {
     /// Most live connections per shard (default: no cap).
     #[arg(long)]
     max_conns_per_shard: Option<usize>,
+    /// Machine to plan for: a synthetic hwloc description ("pack:2 numa:2 core:8
+    /// pu:2") or an hwloc XML file. Default: $SHARDLINE_TOPOLOGY, else this machine.
+    #[arg(long)]
+    topology: Option<String>,
+    /// Shard placement: compact, spread, or cpus=LIST (e.g. cpus=0,2-5).
+    #[arg(long, default_value = "compact")]
+    placement: Placement,
+    /// Allow more shards than CPUs.
+    #[arg(long)]
+    oversubscribe: bool,
+    /// Print where each shard would run (table, or =json) and exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "table", value_name = "FORMAT")]
+    print_plan: Option<PlanFormat>,
     /// Disable TCP_NODELAY on accepted sockets.
     #[arg(long)]
     no_nodelay: bool,
     /// Do not pin shards to CPUs.
     #[arg(long)]
     no_pin: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PlanFormat {
+    Table,
+    Json,
 }
 
 struct Echo;
@@ -72,6 +91,8 @@ fn main() -> anyhow::Result<()> {
         .listen(args.addr)
         .io(args.io)
         .accept_mode(args.accept)
+        .placement(args.placement.clone())
+        .oversubscribe(args.oversubscribe)
         .tcp_nodelay(!args.no_nodelay)
         .pin(!args.no_pin);
     if let Some(n) = args.shards {
@@ -80,7 +101,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.max_conns_per_shard {
         builder = builder.max_connections_per_shard(n);
     }
+    if let Some(t) = &args.topology {
+        builder = builder.topology(t.clone());
+    }
     let server = builder.build(|_shard| Echo).context("configuring server")?;
+    if let Some(format) = args.print_plan {
+        let plan = server.plan().context("planning shard placement")?;
+        match format {
+            PlanFormat::Table => print!("{}", plan.table()),
+            PlanFormat::Json => println!("{}", plan.to_json()),
+        }
+        return Ok(());
+    }
     server.run().context("running echo server")?;
     Ok(())
 }

@@ -38,6 +38,9 @@ pub enum Error {
     /// A shard thread panicked outside handler code (a framework bug).
     #[error("shard {0} panicked")]
     ShardPanicked(usize),
+    /// Topology discovery or shard placement failed; the message says what to change.
+    #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
     /// Installing the SIGINT/SIGTERM handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(io::Error),

@@ -52,6 +52,8 @@ pub struct ShardMetrics {
     pub(crate) syscalls: Counter,
     pub(crate) handler_panics: Counter,
     pub(crate) closed_send_queue_full: Counter,
+    pub(crate) pool_bytes: Counter,
+    pub(crate) pool_off_node_pages: Counter,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -77,6 +79,10 @@ pub struct ShardMetricsSnapshot {
     pub handler_panics: u64,
     /// Connections closed because their outbound queue passed the hard limit.
     pub closed_send_queue_full: u64,
+    /// Bytes of read-buffer pool the shard holds.
+    pub pool_bytes: u64,
+    /// Pool pages hwloc found on another NUMA node than the shard's (0 is right).
+    pub pool_off_node_pages: u64,
 }
 
 impl ShardMetrics {
@@ -93,6 +99,8 @@ impl ShardMetrics {
             syscalls: self.syscalls.get(),
             handler_panics: self.handler_panics.get(),
             closed_send_queue_full: self.closed_send_queue_full.get(),
+            pool_bytes: self.pool_bytes.get(),
+            pool_off_node_pages: self.pool_off_node_pages.get(),
         }
     }
 }
@@ -142,6 +150,8 @@ impl Metrics {
                     syscalls: a.syscalls + s.syscalls,
                     handler_panics: a.handler_panics + s.handler_panics,
                     closed_send_queue_full: a.closed_send_queue_full + s.closed_send_queue_full,
+                    pool_bytes: a.pool_bytes + s.pool_bytes,
+                    pool_off_node_pages: a.pool_off_node_pages + s.pool_off_node_pages,
                 }
             })
     }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use socket2::Socket;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     accept::{
@@ -24,6 +24,7 @@ use crate::{
     error::Error,
     handler::{Handler, ShardId},
     metrics::Metrics,
+    numa::{Placement, Plan, PlanOptions, Topology},
     shard::{self, doorbell::Doorbell, ShardConfig},
 };
 
@@ -129,6 +130,9 @@ pub struct ServerBuilder {
     pub(crate) read_budget: usize,
     pub(crate) accept: AcceptMode,
     pub(crate) max_conns_per_shard: Option<usize>,
+    pub(crate) topology: Option<String>,
+    pub(crate) placement: Placement,
+    pub(crate) oversubscribe: bool,
 }
 
 impl Default for ServerBuilder {
@@ -148,6 +152,9 @@ impl Default for ServerBuilder {
             read_budget: 64 << 10,
             accept: AcceptMode::ReusePort,
             max_conns_per_shard: None,
+            topology: None,
+            placement: Placement::Compact,
+            oversubscribe: false,
         }
     }
 }
@@ -238,6 +245,28 @@ impl ServerBuilder {
         self
     }
 
+    /// The machine to plan for: a synthetic description (`"pack:2 numa:2 core:8
+    /// pu:2"`) or an hwloc XML export path. Default: the `SHARDLINE_TOPOLOGY`
+    /// environment variable, else this machine. A topology other than this machine is
+    /// for planning only ([`Server::plan`]); starting on it is an error.
+    pub fn topology(mut self, spec_or_path: impl Into<String>) -> Self {
+        self.topology = Some(spec_or_path.into());
+        self
+    }
+
+    /// Where shards run: compact (default), spread, or an explicit CPU list.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Allow more shards than allowed CPUs (they then share CPUs). Off by default;
+    /// implied by `pin(false)`.
+    pub fn oversubscribe(mut self, on: bool) -> Self {
+        self.oversubscribe = on;
+        self
+    }
+
     /// Checks the configuration and produces a server that makes one `H` per shard,
     /// on the shard's thread, with `factory`.
     pub fn build<H, F>(self, factory: F) -> Result<Server, Error>
@@ -245,16 +274,14 @@ impl ServerBuilder {
         H: Handler,
         F: Fn(ShardId) -> H + Send + Sync + 'static,
     {
-        let cpus = core_affinity::get_core_ids().unwrap_or_default();
-        let shards = match self.shards {
+        match self.shards {
             Some(0) => return Err(Error::Config("shard count must be at least 1".into())),
-            Some(n) => n,
-            None => cpus.len().max(1),
-        };
-        if shards > 4096 {
-            return Err(Error::Config(format!(
-                "{shards} shards is more than the 4096 supported"
-            )));
+            Some(n) if n > 4096 => {
+                return Err(Error::Config(format!(
+                    "{n} shards is more than the 4096 supported"
+                )))
+            }
+            _ => {}
         }
         let l = &self.limits;
         if l.send_low_water > l.send_high_water || l.send_high_water > l.send_hard_limit {
@@ -281,8 +308,6 @@ impl ServerBuilder {
         }
         Ok(Server {
             config: self,
-            shards,
-            cpus,
             spawn: Arc::new(move |cfg| shard::run(cfg, &factory)),
         })
     }
@@ -295,15 +320,12 @@ type SpawnShard = Arc<dyn Fn(ShardConfig) -> Result<(), Error> + Send + Sync>;
 /// A configured server, not yet running.
 pub struct Server {
     config: ServerBuilder,
-    shards: usize,
-    cpus: Vec<core_affinity::CoreId>,
     spawn: SpawnShard,
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("shards", &self.shards)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -348,43 +370,70 @@ impl Server {
         result
     }
 
+    /// Where each shard (and a handoff acceptor) would run, on the configured
+    /// topology: what `--print-plan` shows.
+    pub fn plan(&self) -> Result<Plan, Error> {
+        self.topology_and_plan().map(|(_, plan)| plan)
+    }
+
+    fn topology_and_plan(&self) -> Result<(Topology, Plan), Error> {
+        let c = &self.config;
+        let topology = Topology::from_arg_or_env(c.topology.as_deref())?;
+        let shards = match c.shards {
+            Some(n) => n,
+            None => topology.allowed_pus().len().max(1),
+        };
+        let options = PlanOptions {
+            shards,
+            placement: c.placement.clone(),
+            allowed: None,
+            oversubscribe: c.oversubscribe || !c.pin,
+            acceptor: matches!(c.accept, AcceptMode::Handoff(_)),
+        };
+        let plan = Plan::new(&topology, &options)?;
+        Ok((topology, plan))
+    }
+
     /// Starts every shard and returns once all of them are serving (or the first
     /// startup error, after stopping the others).
     pub fn start(self) -> Result<RunningServer, Error> {
+        let (topology, plan) = self.topology_and_plan()?;
+        if !topology.is_real() {
+            return Err(Error::Config(format!(
+                "topology {} is for planning (--print-plan); a server runs on this machine's",
+                topology.description()
+            )));
+        }
+        let topology = Arc::new(topology);
+        let shards = plan.shards.len();
         let backend = resolve_backend(self.config.io)?;
-        let (listening, local_addrs) = bind_for_mode(&self.config, self.shards)?;
-        let doorbells = (0..self.shards)
+        let (listening, local_addrs) = bind_for_mode(&self.config, shards)?;
+        let doorbells = (0..shards)
             .map(|i| Doorbell::new().map_err(|source| Error::ShardStart { shard: i, source }))
             .collect::<Result<Vec<_>, _>>()?;
         let shutdown = ShutdownHandle {
             inner: Arc::new(ShutdownInner {
                 requested: AtomicBool::new(false),
                 doorbells: doorbells.clone(),
-                participants: self.shards,
+                participants: shards,
                 stopped_listening: AtomicUsize::new(0),
             }),
         };
-        let metrics = Metrics::new(self.shards);
+        let metrics = Metrics::new(shards);
         let (ready_tx, ready_rx) = mpsc::channel();
-        let mut threads = Vec::with_capacity(self.shards);
-        if self.config.pin && self.shards > self.cpus.len() {
-            info!(
-                shards = self.shards,
-                cpus = self.cpus.len(),
-                "more shards than CPUs: shards share CPUs"
-            );
-        }
+        let mut threads = Vec::with_capacity(shards);
+        debug!(plan = %plan.table(), "placement");
         for (i, listening) in listening.into_iter().enumerate() {
             let cfg = ShardConfig {
                 id: ShardId(i),
-                shards: self.shards,
+                shards,
                 backend,
                 fallback_allowed: self.config.io == Io::Auto,
-                cpu: if self.config.pin && !self.cpus.is_empty() {
-                    Some(self.cpus[i % self.cpus.len()])
-                } else {
-                    None
-                },
+                cpu: self.config.pin.then(|| core_affinity::CoreId {
+                    id: plan.shards[i].pu,
+                }),
+                node: plan.shards[i].node,
+                topology: topology.clone(),
                 builder: self.config.clone(),
                 listening,
                 doorbell: doorbells[i].clone(),
@@ -407,7 +456,7 @@ impl Server {
         }
         drop(ready_tx);
         let mut first_error = None;
-        for _ in 0..self.shards {
+        for _ in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -426,7 +475,7 @@ impl Server {
             }));
         }
         info!(
-            shards = self.shards,
+            shards,
             backend = %backend,
             addrs = ?local_addrs,
             "server started"

@@ -232,7 +232,7 @@ impl BufferPool {
         unsafe { std::ptr::write_bytes(pool.base.as_ptr(), 0, pool.mapped_len) };
 
         match &pool.binding {
-            Binding::Bound { node } => info!(
+            Binding::Bound { node } => debug!(
                 count,
                 buf_size,
                 node = *node,

@@ -18,7 +18,7 @@ use std::{
     any::Any,
     os::fd::{AsRawFd, OwnedFd},
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::mpsc,
+    sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
 
@@ -41,6 +41,7 @@ use crate::{
     error::Error,
     handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId},
     metrics::Metrics,
+    numa::{Binding, BufferPool, Topology},
     server::{Backend, ServerBuilder, ShutdownHandle},
 };
 
@@ -51,6 +52,9 @@ pub(crate) struct ShardConfig {
     pub(crate) backend: Backend,
     pub(crate) fallback_allowed: bool,
     pub(crate) cpu: Option<core_affinity::CoreId>,
+    /// The NUMA node (logical index) this shard's memory is bound to.
+    pub(crate) node: usize,
+    pub(crate) topology: Arc<Topology>,
     pub(crate) builder: ServerBuilder,
     pub(crate) listening: Listening,
     pub(crate) doorbell: Doorbell,
@@ -111,12 +115,44 @@ struct Shard<H> {
     fired: Vec<(TimerKey, TimerPayload)>,
 }
 
+/// The shard's read buffers, bound to its NUMA node (or first-touch after pinning,
+/// with the reason logged once), and where their pages really are.
+fn make_pool(cfg: &ShardConfig, count: usize) -> Result<BufferPool, Error> {
+    let b = &cfg.builder;
+    let pool = BufferPool::new(&cfg.topology, Some(cfg.node), b.read_buf_size, count)?;
+    let locality = pool.check_locality(&cfg.topology);
+    let m = &cfg.metrics.shards[cfg.id.0];
+    m.pool_bytes.add(pool.region_len() as u64);
+    m.pool_off_node_pages.add(locality.off_node_pages as u64);
+    if locality.off_node_pages > 0 {
+        warn!(
+            shard = cfg.id.0,
+            node = cfg.node,
+            off_node_pages = locality.off_node_pages,
+            pages = locality.pages,
+            "buffer pool pages found off the shard's NUMA node"
+        );
+    }
+    match pool.binding() {
+        Binding::Bound { node } => info!(
+            shard = cfg.id.0,
+            node,
+            buffers = count,
+            buf_size = b.read_buf_size,
+            "buffer pool bound to NUMA node {node}"
+        ),
+        other => info!(shard = cfg.id.0, binding = ?other, "buffer pool not NUMA-bound"),
+    }
+    Ok(pool)
+}
+
 fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
     let b = &cfg.builder;
     let epoll = || -> Result<Box<dyn Driver>, Error> {
         let d = EpollDriver::new(EpollConfig {
             scratch_size: b.read_buf_size,
             read_budget: b.read_budget,
+            pool: Some(make_pool(cfg, 1)?),
         })
         .map_err(|source| Error::ShardStart {
             shard: cfg.id.0,
@@ -130,6 +166,7 @@ fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
             entries: b.uring_entries,
             buf_count: b.uring_buf_count,
             buf_size: b.read_buf_size as u32,
+            pool: Some(make_pool(cfg, usize::from(b.uring_buf_count))?),
         }) {
             Ok(d) => Ok(Box::new(d)),
             Err(e) if cfg.fallback_allowed => {
@@ -175,6 +212,7 @@ impl<H: Handler> Shard<H> {
             shard,
             backend = %driver.backend(),
             cpu = cfg.cpu.map(|c| c.id),
+            node = cfg.node,
             "shard started"
         );
         Ok(Shard {

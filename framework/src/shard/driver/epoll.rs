@@ -22,7 +22,10 @@ use std::{
 };
 
 use super::{Completion, Driver, MAX_SEND_CHUNKS};
-use crate::ConnId;
+use crate::{
+    numa::{BufId, BufferPool},
+    ConnId,
+};
 use bytes::Bytes;
 use mio::{unix::SourceFd, Events, Interest, Poll, Token};
 use socket2::{SockAddr, SockRef};
@@ -38,10 +41,12 @@ const ACCEPT_BUDGET: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Sizes of the epoll driver's buffers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct EpollConfig {
-    /// Scratch read buffer (one per shard).
+    /// Scratch read buffer (one per shard), when there is no pool.
     pub(crate) scratch_size: usize,
+    /// The shard's NUMA-bound pool; one of its buffers is the scratch buffer.
+    pub(crate) pool: Option<BufferPool>,
     /// Bytes one connection may read per loop turn before others get their turn.
     pub(crate) read_budget: usize,
 }
@@ -67,11 +72,26 @@ struct EListener {
     retry_at: Option<Instant>,
 }
 
+/// The one buffer every read lands in.
+enum Scratch {
+    Pool(BufferPool, BufId),
+    Owned(Box<[u8]>),
+}
+
+impl Scratch {
+    fn get(&mut self) -> &mut [u8] {
+        match self {
+            Scratch::Pool(pool, id) => pool.buf_mut(*id),
+            Scratch::Owned(b) => b,
+        }
+    }
+}
+
 /// One shard's epoll instance.
 pub(crate) struct EpollDriver {
     poll: Poll,
     events: Events,
-    scratch: Box<[u8]>,
+    scratch: Scratch,
     read_budget: usize,
     conns: Vec<Option<EConn>>,
     ready: VecDeque<u32>,
@@ -105,10 +125,17 @@ fn conn_token(id: ConnId) -> Token {
 
 impl EpollDriver {
     pub(crate) fn new(config: EpollConfig) -> io::Result<EpollDriver> {
+        let scratch = match config.pool {
+            Some(mut pool) => match pool.take() {
+                Some(id) => Scratch::Pool(pool, id),
+                None => return Err(io::Error::other("buffer pool has no buffer for epoll")),
+            },
+            None => Scratch::Owned(vec![0u8; config.scratch_size.max(4096)].into_boxed_slice()),
+        };
         Ok(EpollDriver {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
-            scratch: vec![0u8; config.scratch_size.max(4096)].into_boxed_slice(),
+            scratch,
             read_budget: config.read_budget.max(1),
             conns: Vec::new(),
             ready: VecDeque::new(),
@@ -248,17 +275,18 @@ impl EpollDriver {
             let (id, fd) = (c.id, c.fd);
             let mut budget = self.read_budget;
             let outcome = loop {
+                let scratch = self.scratch.get();
+                let cap = scratch.len();
                 // SAFETY: reads into our own scratch buffer; `fd` stays open while
                 // registered (the shard calls remove_conn before closing it).
-                let n =
-                    unsafe { libc::read(fd, self.scratch.as_mut_ptr().cast(), self.scratch.len()) };
+                let n = unsafe { libc::read(fd, scratch.as_mut_ptr().cast(), cap) };
                 if n > 0 {
                     let n = n as usize;
                     sink(Completion::Data {
                         conn: id,
-                        data: &self.scratch[..n],
+                        data: &scratch[..n],
                     });
-                    if n < self.scratch.len() {
+                    if n < cap {
                         break ReadOutcome::Drained;
                     }
                     budget = budget.saturating_sub(n);

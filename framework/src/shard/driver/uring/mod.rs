@@ -22,13 +22,10 @@
 //! back, and never free memory the kernel may still write.
 
 use std::{
-    alloc::{self, Layout},
     collections::VecDeque,
     fmt, io,
     mem::MaybeUninit,
     os::fd::{FromRawFd, OwnedFd, RawFd},
-    ptr::NonNull,
-    sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
 };
 
@@ -38,8 +35,11 @@ use slab::Slab;
 use socket2::SockAddr;
 use tracing::{debug, warn};
 
+mod bufring;
+
+use self::bufring::{BufRing, BUF_GROUP};
 use super::{Completion, Driver, MAX_SEND_CHUNKS};
-use crate::ConnId;
+use crate::{numa::BufferPool, ConnId};
 
 const KIND_SHIFT: u32 = 56;
 const PAYLOAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
@@ -51,8 +51,6 @@ const CANCEL: u8 = 5;
 const DOORBELL: u8 = 6;
 const WATCH: u8 = 7;
 
-const BUF_GROUP: u16 = 0;
-const PAGE: usize = 4096;
 /// How long to stop accepting after EMFILE/ENFILE (fds are short).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Send buffers kept for reuse, so steady-state sends allocate nothing.
@@ -93,7 +91,7 @@ pub(crate) fn probe() -> Result<(), String> {
     if !ring.params().is_feature_ext_arg() {
         return Err("io_uring lacks IORING_FEAT_EXT_ARG (waiting with a timeout)".into());
     }
-    let mut bufs = BufRing::new(1, 64).map_err(|e| e.to_string())?;
+    let mut bufs = BufRing::with_own_memory(1, 64).map_err(|e| e.to_string())?;
     let no_bufs = |e: io::Error| format!("io_uring provided-buffer rings unusable: {e}");
     bufs.register(&ring).map_err(no_bufs)?;
     bufs.unregister(&ring).map_err(no_bufs)
@@ -143,126 +141,18 @@ fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     Ok((IoUring::builder().setup_cqsize(cq).build(entries)?, "plain"))
 }
 
-/// A provided-buffer ring (group `BUF_GROUP`) over driver-owned, page-aligned memory.
-struct BufRing {
-    entries: NonNull<types::BufRingEntry>,
-    entries_layout: Layout,
-    mem: NonNull<u8>,
-    mem_layout: Layout,
-    count: u16,
-    size: u32,
-    /// Our tail; the kernel sees it once published.
-    tail: u16,
-    registered: bool,
-}
-
-impl BufRing {
-    fn new(count: u16, size: u32) -> io::Result<BufRing> {
-        let bytes = usize::from(count).saturating_mul(size as usize);
-        let ring_bytes = usize::from(count) * size_of::<types::BufRingEntry>();
-        let layouts = Layout::from_size_align(ring_bytes, PAGE)
-            .and_then(|entries| Ok((entries, Layout::from_size_align(bytes, PAGE)?)));
-        let (entries_layout, mem_layout) = match layouts {
-            Ok(l) if count.is_power_of_two() && count <= 32768 && size > 0 => l,
-            _ => {
-                let what = format!("io_uring read buffers: {count} x {size} B (need a power of two up to 32768, size > 0)");
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, what));
-            }
-        };
-        // SAFETY: the layout has a non-zero size (count >= 1).
-        let entries = NonNull::new(unsafe { alloc::alloc_zeroed(entries_layout) }.cast());
-        // SAFETY: the layout has a non-zero size (count, size >= 1).
-        let mem = NonNull::new(unsafe { alloc::alloc_zeroed(mem_layout) });
-        let (Some(entries), Some(mem)) = (entries, mem) else {
-            // (A leak of the one that succeeded, on a path that is about to fail anyway.)
-            return Err(io::ErrorKind::OutOfMemory.into());
-        };
-        let mut ring = BufRing {
-            entries,
-            entries_layout,
-            mem,
-            mem_layout,
-            count,
-            size,
-            tail: 0,
-            registered: false,
-        };
-        (0..count).for_each(|bid| ring.push(bid));
-        ring.publish();
-        Ok(ring)
-    }
-
-    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
-        let addr = self.entries.as_ptr() as u64;
-        // SAFETY: `entries` holds `count` page-aligned entries and stays allocated while
-        // registered (Drop leaks it rather than free a registered ring).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(addr, self.count, BUF_GROUP, 0)
-        }?;
-        self.registered = true;
-        Ok(())
-    }
-
-    fn unregister(&mut self, ring: &IoUring) -> io::Result<()> {
-        if self.registered {
-            ring.submitter().unregister_buf_ring(BUF_GROUP)?;
-            self.registered = false;
-        }
-        Ok(())
-    }
-
-    /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`).
-    fn push(&mut self, bid: u16) {
-        let slot = usize::from(self.tail & (self.count - 1));
-        // SAFETY: slot < count, inside our allocation. The kernel reads only entries
-        // between its head and the published tail; this one is past the tail, and the
-        // setters leave entry 0's `resv` (the tail itself) untouched.
-        let entry = unsafe { &mut *self.entries.as_ptr().add(slot) };
-        entry.set_addr(self.buf_ptr(bid) as u64);
-        entry.set_len(self.size);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    fn publish(&self) {
-        // SAFETY: the tail is entry 0's u16 `resv` field inside our live, page-aligned
-        // allocation; the kernel only reads it (with acquire ordering).
-        let tail = unsafe { types::BufRingEntry::tail(self.entries.as_ptr()) };
-        // SAFETY: as above; AtomicU16 has the layout of u16.
-        unsafe { AtomicU16::from_ptr(tail.cast_mut()) }.store(self.tail, Ordering::Release);
-    }
-
-    fn buf_ptr(&self, bid: u16) -> *mut u8 {
-        // SAFETY: bid < count, so the offset stays inside the buffer allocation.
-        unsafe { self.mem.as_ptr().add(usize::from(bid) * self.size as usize) }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        if self.registered {
-            warn!("io_uring buffer ring still registered at drop; leaking it");
-            return;
-        }
-        // SAFETY: both were allocated in `new` with these layouts, and the kernel no
-        // longer knows them (never registered, or unregistered).
-        unsafe {
-            alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
-            alloc::dealloc(self.mem.as_ptr(), self.mem_layout);
-        }
-    }
-}
-
 /// Sizes of the io_uring driver's ring and read buffers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct UringConfig {
     /// Submission queue size (the completion queue is four times this).
     pub entries: u32,
-    /// Provided read buffers, a power of two.
+    /// Provided read buffers, a power of two (ignored with a pool).
     pub buf_count: u16,
-    /// Bytes per read buffer.
+    /// Bytes per read buffer (ignored with a pool).
     pub buf_size: u32,
+    /// The shard's NUMA-bound buffer pool; its buffers become the provided-buffer
+    /// ring. Without one, the driver allocates its own.
+    pub pool: Option<BufferPool>,
 }
 
 /// What the kernel reads for one `sendmsg`; boxed so its address is stable.
@@ -341,7 +231,7 @@ impl fmt::Debug for UringDriver {
             .field("setup", &self.setup)
             .field(
                 "buffers",
-                &format_args!("{} x {} B", self.bufs.count, self.bufs.size),
+                &format_args!("{} x {} B", self.bufs.count(), self.bufs.buf_size()),
             )
             .field("ops_in_flight", &self.ops.len())
             .field("enobufs", &self.enobufs)
@@ -352,7 +242,10 @@ impl fmt::Debug for UringDriver {
 impl UringDriver {
     pub(crate) fn new(config: UringConfig) -> io::Result<UringDriver> {
         let (ring, setup) = build_ring(config.entries)?;
-        let mut bufs = BufRing::new(config.buf_count, config.buf_size)?;
+        let mut bufs = match config.pool {
+            Some(pool) => BufRing::from_pool(pool)?,
+            None => BufRing::with_own_memory(config.buf_count, config.buf_size)?,
+        };
         bufs.register(&ring).map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::OutOfMemory {
                 " (RLIMIT_MEMLOCK?)"
@@ -364,14 +257,14 @@ impl UringDriver {
                 format!("registering the io_uring buffer ring: {e}{hint}"),
             )
         })?;
-        let (entries, buffers, buf_size) = (config.entries, config.buf_count, config.buf_size);
-        debug!(setup, entries, buffers, buf_size, "io_uring ring ready");
+        let (entries, buf_size) = (config.entries, bufs.buf_size());
+        debug!(setup, entries, buf_size, "io_uring ring ready");
         Ok(UringDriver {
             reap_budget: 4 * ring.params().sq_entries() as usize,
             ring,
             setup,
             bufs,
-            buf_size: config.buf_size,
+            buf_size,
             ops: Slab::new(),
             spare_sends: Vec::new(),
             conns: Vec::new(),
@@ -932,236 +825,4 @@ impl Driver for UringDriver {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        io::{Read, Write},
-        net::{Shutdown, SocketAddr, TcpListener, TcpStream},
-        os::fd::AsRawFd,
-    };
-
-    use super::*;
-
-    /// A completion with its borrowed parts copied out (errors as kinds).
-    #[derive(Debug)]
-    enum Ev {
-        Accepted(OwnedFd),
-        Data(ConnId, Vec<u8>),
-        Closed(ConnId, Option<io::ErrorKind>),
-        Sent(ConnId, usize),
-        Connected(ConnId, Option<io::ErrorKind>),
-        Doorbell,
-        Readable(u32),
-    }
-
-    fn driver() -> UringDriver {
-        // Tiny buffers: a 100 KiB stream takes well over a thousand recvs.
-        let config = UringConfig {
-            entries: 64,
-            buf_count: 4,
-            buf_size: 64,
-        };
-        UringDriver::new(config).expect("io_uring driver on this machine")
-    }
-
-    fn turn(d: &mut UringDriver) -> Vec<Ev> {
-        d.wait(Some(Duration::from_millis(20))).expect("wait");
-        let mut evs = Vec::new();
-        d.reap(&mut |c| {
-            evs.push(match c {
-                Completion::Accepted { result, .. } => Ev::Accepted(result.expect("accept")),
-                Completion::Data { conn, data } => Ev::Data(conn, data.to_vec()),
-                Completion::ReadClosed { conn, error } => Ev::Closed(conn, error.map(|e| e.kind())),
-                Completion::Sent { conn, result } => Ev::Sent(conn, result.expect("send")),
-                Completion::Connected { conn, result } => {
-                    Ev::Connected(conn, result.err().map(|e| e.kind()))
-                }
-                Completion::Doorbell => Ev::Doorbell,
-                Completion::Readable { token } => Ev::Readable(token),
-            })
-        });
-        evs
-    }
-
-    /// A registered connection accepted by the driver, and the client's end.
-    fn accepted(d: &mut UringDriver, conn: ConnId) -> (OwnedFd, TcpStream, TcpListener) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        d.add_listener(0, listener.as_raw_fd())
-            .expect("add_listener");
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let fd = (0..500).find_map(|_| match turn(d).pop() {
-            Some(Ev::Accepted(fd)) => Some(fd),
-            _ => None,
-        });
-        let fd = fd.expect("no connection accepted");
-        d.add_conn(conn, fd.as_raw_fd()).expect("add_conn");
-        d.set_reading(conn, fd.as_raw_fd(), true);
-        (fd, client, listener)
-    }
-
-    #[test]
-    fn watch_readable_reports_each_readiness_until_unwatched() {
-        let mut d = driver();
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        d.watch_readable(5, b.as_raw_fd()).expect("watch");
-        a.write_all(b"x").expect("write");
-        let seen = (0..50).any(|_| turn(&mut d).iter().any(|e| matches!(e, Ev::Readable(5))));
-        assert!(seen, "readiness reported");
-        d.unwatch_readable(5);
-        turn(&mut d);
-        a.write_all(b"y").expect("write");
-        let after: Vec<Ev> = (0..5).flat_map(|_| turn(&mut d)).collect();
-        assert!(
-            !after.iter().any(|e| matches!(e, Ev::Readable(_))),
-            "{after:?}"
-        );
-    }
-
-    #[test]
-    fn probe_succeeds_here() {
-        probe().expect("io_uring is usable on the project's machines");
-    }
-
-    #[test]
-    fn loopback_echo_through_a_tiny_buffer_ring() {
-        const LEN: usize = 100 * 1024;
-        let (mut d, conn) = (
-            driver(),
-            ConnId {
-                index: 3,
-                generation: 7,
-            },
-        );
-        let (fd, client, _listener) = accepted(&mut d, conn);
-        let payload: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-        let expected = payload.clone();
-        let mut writer = client.try_clone().expect("clone");
-        let writer = std::thread::spawn(move || {
-            writer
-                .write_all(&payload)
-                .and_then(|()| writer.shutdown(Shutdown::Write))
-        });
-        let reader = std::thread::spawn(move || {
-            let mut back = Vec::new();
-            client
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-            (&client).read_to_end(&mut back).map(|_| back)
-        });
-        let (mut queue, mut in_flight, mut echoed, mut eof) = (VecDeque::new(), false, 0, false);
-        for _ in 0..20_000 {
-            for ev in turn(&mut d) {
-                match ev {
-                    Ev::Data(c, bytes) if c == conn => queue.push_back(Bytes::from(bytes)),
-                    Ev::Closed(c, None) if c == conn => eof = true,
-                    Ev::Sent(c, mut n) if c == conn => {
-                        (in_flight, echoed) = (false, echoed + n);
-                        while n > 0 {
-                            let front: &mut Bytes = queue.front_mut().expect("sent too much");
-                            let step = n.min(front.len());
-                            let _ = front.split_to(step);
-                            n -= step;
-                            if front.is_empty() {
-                                queue.pop_front();
-                            }
-                        }
-                    }
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            if !in_flight && !queue.is_empty() {
-                let chunks: Vec<Bytes> = queue.iter().take(MAX_SEND_CHUNKS).cloned().collect();
-                d.send(conn, fd.as_raw_fd(), &chunks);
-                in_flight = true;
-            }
-            if eof && echoed == LEN {
-                break;
-            }
-        }
-        assert!(eof && echoed == LEN, "eof {eof}, echoed {echoed} of {LEN}");
-        writer.join().expect("writer thread").expect("client write");
-        d.remove_conn(conn, fd.as_raw_fd());
-        drop(fd);
-        turn(&mut d);
-        let back = reader.join().expect("reader thread").expect("client read");
-        assert!(back == expected, "echo differs ({} bytes back)", back.len());
-    }
-
-    #[test]
-    fn remove_conn_cancels_the_read_so_the_peer_sees_the_close() {
-        let (mut d, conn) = (
-            driver(),
-            ConnId {
-                index: 0,
-                generation: 1,
-            },
-        );
-        let (fd, mut client, _listener) = accepted(&mut d, conn);
-        turn(&mut d);
-        // The armed recv holds the file: without its cancel the socket stays open.
-        d.remove_conn(conn, fd.as_raw_fd());
-        drop(fd);
-        turn(&mut d);
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        assert_eq!(client.read(&mut [0u8; 16]).expect("EOF, not a timeout"), 0);
-    }
-
-    #[test]
-    fn connect_reports_refused_and_success() {
-        let open = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let closed = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port");
-        let mut d = driver();
-        let mut sockets = Vec::new();
-        let targets: [(u32, SocketAddr); 2] = [(1, closed), (2, open.local_addr().expect("addr"))];
-        for (index, addr) in targets {
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None);
-            let s = s.expect("socket");
-            s.set_nonblocking(true).expect("nonblocking");
-            let conn = ConnId {
-                index,
-                generation: 1,
-            };
-            d.add_conn(conn, s.as_raw_fd()).expect("add_conn");
-            d.connect(conn, s.as_raw_fd(), addr.into());
-            sockets.push(s);
-        }
-        let mut results = Vec::new();
-        for _ in 0..500 {
-            if results.len() == 2 {
-                break;
-            }
-            results.extend(turn(&mut d).into_iter().map(|ev| match ev {
-                Ev::Connected(conn, error) => (conn.index, error),
-                other => panic!("unexpected {other:?}"),
-            }));
-        }
-        results.sort_by_key(|r| r.0);
-        assert_eq!(
-            results,
-            [(1, Some(io::ErrorKind::ConnectionRefused)), (2, None)]
-        );
-    }
-
-    #[test]
-    fn doorbell_fires_on_every_ring() {
-        let mut d = driver();
-        // SAFETY: eventfd takes no pointers; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        assert!(raw >= 0, "eventfd: {}", io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nothing else owns.
-        let _bell = unsafe { OwnedFd::from_raw_fd(raw) };
-        d.watch_doorbell(raw).expect("watch");
-        for _ in 0..3 {
-            // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-            assert_eq!(
-                unsafe { libc::write(raw, (&1u64 as *const u64).cast(), 8) },
-                8
-            );
-            let rung = (0..100).any(|_| turn(&mut d).iter().any(|e| matches!(e, Ev::Doorbell)));
-            assert!(rung, "doorbell did not fire");
-        }
-    }
-}
+mod tests;

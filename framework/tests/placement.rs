@@ -1,0 +1,83 @@
+//! The server plans placement on the configured topology, pins shards to the plan,
+//! and binds each shard's read buffers to its NUMA node — on both backends.
+
+mod common;
+
+use shardline::{ConnId, Ctx, Error, Handler, Server};
+
+struct Nop;
+impl Handler for Nop {
+    fn on_data(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
+#[test]
+fn plan_for_a_synthetic_machine_puts_each_shard_on_its_own_core() {
+    let server = Server::builder()
+        .topology("pack:2 numa:1 core:8 pu:2")
+        .shards(16)
+        .build(|_| Nop)
+        .expect("config");
+    let plan = server.plan().expect("plan");
+    assert_eq!(plan.shards.len(), 16);
+    let mut cores: Vec<usize> = plan.shards.iter().map(|s| s.core).collect();
+    cores.sort_unstable();
+    cores.dedup();
+    assert_eq!(
+        cores.len(),
+        16,
+        "one physical core per shard: {}",
+        plan.table()
+    );
+    for package in 0..2 {
+        let n = plan.shards.iter().filter(|s| s.package == package).count();
+        assert_eq!(n, 8, "8 shards per package: {}", plan.table());
+    }
+    // A synthetic machine is for planning; running on it is refused, clearly.
+    match server.start() {
+        Err(Error::Config(msg)) => assert!(msg.contains("planning"), "{msg}"),
+        other => panic!("start on a synthetic topology must fail, got {other:?}"),
+    }
+}
+
+#[test]
+fn too_many_shards_is_an_error_unless_oversubscribed() {
+    let cpus = Server::builder()
+        .build(|_| Nop)
+        .expect("config")
+        .plan()
+        .expect("plan")
+        .shards
+        .len();
+    let err = Server::builder()
+        .shards(cpus + 1)
+        .build(|_| Nop)
+        .expect("config")
+        .plan()
+        .expect_err("more shards than CPUs");
+    assert!(err.to_string().contains("oversubscription"), "{err}");
+    let plan = Server::builder()
+        .shards(cpus + 1)
+        .oversubscribe(true)
+        .build(|_| Nop)
+        .expect("config")
+        .plan()
+        .expect("oversubscribed plan");
+    assert_eq!(plan.shards.len(), cpus + 1);
+}
+
+#[test]
+fn pools_are_bound_to_the_shard_node() {
+    for io in common::BACKENDS {
+        let (server, _addr) = common::start(common::builder(io, 2), |_| Nop);
+        for (i, s) in server.metrics().snapshot().iter().enumerate() {
+            assert!(
+                s.pool_bytes >= 16 << 10,
+                "{io}: shard {i} has a pool: {s:?}"
+            );
+            assert_eq!(s.pool_off_node_pages, 0, "{io}: shard {i}: {s:?}");
+        }
+        server.shutdown().expect("clean shutdown");
+    }
+}
