@@ -1,0 +1,135 @@
+//! Out of file descriptors: a server whose process hits RLIMIT_NOFILE keeps serving
+//! its existing connections, does not spin, and accepts again by itself once fds
+//! are available — on every accept mode and both backends.
+//!
+//! One test in this binary on purpose: it lowers the process's soft fd limit.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use shardline::{AcceptMode, ConnId, Ctx, Handler, Io};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+struct Echo;
+impl Handler for Echo {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+        let _ = ctx.send(conn, data);
+        data.len()
+    }
+}
+
+fn set_soft_nofile(n: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        r.rlim_cur = n.min(r.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0, "setrlimit");
+    }
+}
+
+fn soft_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r.rlim_cur
+}
+
+/// The highest fd number open now (fds above the soft limit would fail to open).
+fn highest_fd() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn roundtrip(s: &mut TcpStream, tag: u8) {
+    s.write_all(&[tag; 8]).expect("write");
+    let mut back = [0u8; 8];
+    s.read_exact(&mut back).expect("echo");
+    assert_eq!(back, [tag; 8]);
+}
+
+fn run(io: Io, mode: AcceptMode) {
+    let original = soft_nofile();
+    // Lower the limit before the server starts: io_uring's accept reads the limit
+    // when it is armed, as a process that has always had this limit would.
+    set_soft_nofile(highest_fd() + 150);
+    let (server, addr) = common::start(common::builder(io, 1).accept_mode(mode), |_| Echo);
+    let metrics = server.metrics();
+    let mut existing = TcpStream::connect(addr).expect("connect");
+    existing
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    roundtrip(&mut existing, 1);
+
+    // Client sockets are created before the limit drops; connect needs no new fd.
+    let flood: Vec<Socket> = (0..50)
+        .map(|_| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket"))
+        .collect();
+    // Use up every fd below the limit.
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+    }
+    let turns_before = metrics.total().loop_turns;
+    for s in &flood {
+        s.connect(&SockAddr::from(addr))
+            .expect("the kernel completes the handshake");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let turns = metrics.total().loop_turns - turns_before;
+    // Backing off 100 ms between attempts: a few dozen turns, not a busy loop.
+    assert!(
+        turns < 2_000,
+        "{io} {mode}: {turns} loop turns in 500 ms while out of fds"
+    );
+    assert_eq!(
+        metrics.total().conns_accepted,
+        1,
+        "{io} {mode}: nothing accepted without fds"
+    );
+    roundtrip(&mut existing, 2);
+
+    assert!(fillers.len() > 60, "room for the flood once fillers close");
+    drop(fillers);
+    assert!(
+        common::wait_until(Duration::from_secs(30), || metrics.total().conns_accepted
+            == 51),
+        "{io} {mode}: accepts resume once fds free up: {:?}",
+        metrics.total()
+    );
+    for (i, s) in flood.iter().enumerate() {
+        let mut stream = TcpStream::from(s.try_clone().expect("dup"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        roundtrip(&mut stream, i as u8);
+    }
+    roundtrip(&mut existing, 3);
+    drop(flood);
+    drop(existing);
+    server.shutdown().expect("clean shutdown");
+    set_soft_nofile(original);
+}
+
+#[test]
+fn out_of_fds_backs_off_and_recovers() {
+    for io in common::BACKENDS {
+        for mode in [AcceptMode::ReusePort, AcceptMode::Exclusive] {
+            run(io, mode);
+        }
+    }
+}
