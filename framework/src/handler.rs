@@ -145,8 +145,10 @@ pub trait Handler: 'static {
     /// A timer fired; `token` is the value given when it was set.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId, token: u64) {}
 
-    /// The server is shutting down: listeners are closed, connections are still
-    /// open and their queues will be flushed up to the shutdown deadline.
+    /// The server is shutting down: no new connections are being accepted (those
+    /// the kernel had already queued are still handed to `on_accept`, then closed),
+    /// open connections stay open until their queues are flushed, up to the
+    /// shutdown deadline. Queue a goodbye here.
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {}
 }
 

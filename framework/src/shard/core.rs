@@ -51,6 +51,8 @@ pub(crate) struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     pub(crate) tcp_nodelay: bool,
+    /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
+    pub(crate) nonblocking_sockets: bool,
     /// Shutdown began: connections accepted from now on are closed gracefully.
     pub(crate) shutting_down: bool,
     pub(crate) conns: Slab<Conn>,
@@ -73,6 +75,7 @@ impl Core {
             metrics,
             limits,
             tcp_nodelay: true,
+            nonblocking_sockets: true,
             shutting_down: false,
             conns: Slab::new(),
             generations: Vec::new(),
@@ -264,11 +267,12 @@ impl Core {
     }
 
     pub(crate) fn start_connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
-        let socket = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )?;
+        let ty = if self.nonblocking_sockets {
+            Type::STREAM.nonblocking()
+        } else {
+            Type::STREAM
+        };
+        let socket = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(Protocol::TCP))?;
         if self.tcp_nodelay {
             socket.set_tcp_nodelay(true)?;
         }

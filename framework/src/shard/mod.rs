@@ -12,6 +12,7 @@ pub(crate) mod conn;
 pub(crate) mod core;
 pub(crate) mod doorbell;
 pub(crate) mod driver;
+pub(crate) mod mailbox;
 pub(crate) mod timer;
 
 use std::{
@@ -202,6 +203,7 @@ impl<H: Handler> Shard<H> {
         accept.start(&mut *driver).map_err(start_err)?;
         let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.builder.limits);
         core.tcp_nodelay = cfg.builder.tcp_nodelay;
+        core.nonblocking_sockets = driver.nonblocking_sockets();
         let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
             start_err(std::io::Error::other(format!(
                 "handler factory panicked: {}",
@@ -487,7 +489,7 @@ impl<H: Handler> Shard<H> {
         }
         for fd in fds.drain(..) {
             let Shard { core, handler, .. } = self;
-            accepted(core, handler, Socket::from(fd));
+            accepted(core, handler, Socket::from(fd), false);
         }
         self.accepted_fds = fds;
         self.listeners_closed = true;
@@ -510,7 +512,7 @@ impl<H: Handler> Shard<H> {
         self.accept.accept_pending(room, &mut fds);
         for fd in fds.drain(..) {
             let Shard { core, handler, .. } = self;
-            accepted(core, handler, Socket::from(fd));
+            accepted(core, handler, Socket::from(fd), false);
         }
         self.accepted_fds = fds;
         self.apply();
@@ -589,7 +591,7 @@ fn dispatch<H: Handler>(
         Completion::Accepted { listener, result } => match result {
             Ok(fd) => {
                 accept.on_success();
-                accepted(core, handler, Socket::from(fd));
+                accepted(core, handler, Socket::from(fd), true);
             }
             Err(e) => {
                 debug!(shard = core.shard.0, listener, error = %e, "accept failed");
@@ -689,7 +691,16 @@ fn dispatch<H: Handler>(
     }
 }
 
-fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket) {
+/// A new connection. `by_driver`: accepted by the driver, so already in the
+/// blocking mode the driver wants; otherwise (accept4 by the shard or the acceptor,
+/// non-blocking) switched to blocking for io_uring.
+fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket, by_driver: bool) {
+    if !by_driver && !core.nonblocking_sockets {
+        if let Err(e) = socket.set_nonblocking(false) {
+            warn!(shard = core.shard.0, error = %e, "cannot set an accepted socket blocking; dropping it");
+            return;
+        }
+    }
     let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
     let id = core.insert(socket, peer, Phase::Open);
     let m = core.metrics();

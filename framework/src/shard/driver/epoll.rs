@@ -58,6 +58,10 @@ struct EConn {
     want_read: bool,
     /// Remembered read-readiness edge (or EOF/error) not yet served.
     readable: bool,
+    /// The peer's FIN (or an error) was reported: a short read does not mean the
+    /// socket is drained any more — the EOF behind the data still has to be read,
+    /// and no further edge will announce it.
+    hup: bool,
     /// On `ready`.
     queued: bool,
     /// A send hit EAGAIN and waits for the writable edge.
@@ -165,7 +169,7 @@ impl EpollDriver {
         }
     }
 
-    fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn handle_event(&mut self, token: Token, readable: bool, hup: bool, writable: bool) {
         if token == DOORBELL {
             if let Some(fd) = self.doorbell {
                 let mut v: u64 = 0;
@@ -191,6 +195,9 @@ impl EpollDriver {
         }
         let id = ConnId::from_bits(token.0 as u64);
         let Some(c) = self.conn_mut(id) else { return };
+        if hup {
+            c.hup = true;
+        }
         if writable {
             if c.connecting {
                 c.connecting = false;
@@ -286,7 +293,7 @@ impl EpollDriver {
                         conn: id,
                         data: &scratch[..n],
                     });
-                    if n < cap {
+                    if n < cap && !self.conns[index as usize].as_ref().is_some_and(|c| c.hup) {
                         break ReadOutcome::Drained;
                     }
                     budget = budget.saturating_sub(n);
@@ -395,6 +402,7 @@ impl Driver for EpollDriver {
             // The registration reports current readiness, but a connection that
             // already had data before it was registered is served at once.
             readable: true,
+            hup: false,
             queued: false,
             send_parked: false,
             connecting: false,
@@ -518,6 +526,7 @@ impl Driver for EpollDriver {
             self.handle_event(
                 e.token(),
                 e.is_readable() || e.is_read_closed() || e.is_error(),
+                e.is_read_closed() || e.is_error(),
                 e.is_writable() || e.is_write_closed() || e.is_error(),
             );
         }

@@ -69,6 +69,12 @@ pub(crate) trait Driver {
     /// Which backend this is (for logs and metrics).
     fn backend(&self) -> crate::Backend;
 
+    /// Whether connection sockets must be non-blocking (epoll) or blocking
+    /// (io_uring, which must wait for readiness itself rather than fail with EAGAIN).
+    fn nonblocking_sockets(&self) -> bool {
+        true
+    }
+
     /// Starts accepting on a listening socket owned by the shard.
     fn add_listener(&mut self, listener: usize, fd: RawFd) -> io::Result<()>;
 

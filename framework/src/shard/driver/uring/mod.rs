@@ -360,7 +360,10 @@ impl UringDriver {
             return;
         };
         l.armed = true;
-        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // Blocking sockets: io_uring waits for readiness itself (internal poll).
+        // With O_NONBLOCK a send that meets a full socket can complete with EAGAIN
+        // instead of waiting (seen here about once in a dozen backpressure runs).
+        let flags = libc::SOCK_CLOEXEC;
         let sqe = opcode::AcceptMulti::new(types::Fd(l.fd))
             .flags(flags)
             .build();
@@ -601,6 +604,10 @@ impl Drop for UringDriver {
 impl Driver for UringDriver {
     fn backend(&self) -> crate::Backend {
         crate::Backend::Uring
+    }
+
+    fn nonblocking_sockets(&self) -> bool {
+        false
     }
 
     fn add_listener(&mut self, listener: usize, fd: RawFd) -> io::Result<()> {
