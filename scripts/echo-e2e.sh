@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end check of the echo example on each backend: start it, verify 1,000
+# End-to-end check of the echo example on each backend and accept mode: start it, verify 1,000
 # concurrent connections byte for byte with the independent echo_check client, stop
 # it with SIGTERM and require a clean exit (status 0). Bounded: every step times out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p shardline --example echo --example echo_check
 port=${PORT:-17000}
-for io in uring epoll; do
+for combo in uring:reuseport uring:exclusive uring:handoff epoll:reuseport epoll:exclusive epoll:handoff; do
+    io=${combo%%:*}
+    accept=${combo##*:}
     log=$(mktemp)
-    target/release/examples/echo --addr "127.0.0.1:$port" --shards 2 --io "$io" >"$log" 2>&1 &
+    target/release/examples/echo --addr "127.0.0.1:$port" --shards 2 --io "$io" --accept "$accept" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do
         grep -q "server started" "$log" && break
@@ -29,7 +31,7 @@ for io in uring epoll; do
         cat "$log"
         exit 1
     fi
-    echo "echo-e2e: $io ok"
+    echo "echo-e2e: $io $accept ok"
     rm -f "$log"
     port=$((port + 1))
 done

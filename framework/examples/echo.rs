@@ -64,6 +64,8 @@ enum PlanFormat {
 struct Echo;
 
 impl Handler for Echo {
+    type Msg = ();
+
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
         // An error means the connection is already closing; nothing to do.
         let _ = ctx.send(conn, data);

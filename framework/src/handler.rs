@@ -12,7 +12,11 @@ use std::{fmt, io, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 
-use crate::{error::SendError, metrics::ShardMetrics, shard::core::Core};
+use crate::{
+    error::SendError,
+    metrics::ShardMetrics,
+    shard::{core::Core, mailbox::Full, Mail},
+};
 
 /// Index of a shard, `0..shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,56 +113,70 @@ impl fmt::Display for CloseReason {
 /// therefore keep its own state consistent across a panic (it is not poisoned).
 #[allow(unused_variables)]
 pub trait Handler: 'static {
+    /// What shards send each other with [`Ctx::post`] / [`Ctx::broadcast`]; `()` if
+    /// the application does not use cross-shard messages.
+    type Msg: Send + 'static;
+
     /// The shard is up (driver ready, listeners registered) and about to serve.
     /// Start timers or outbound connections here.
-    fn on_start(&mut self, ctx: &mut Ctx<'_>) {}
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg>) {}
 
     /// A connection was accepted from `peer`.
-    fn on_accept(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {}
+    fn on_accept(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, peer: SocketAddr) {}
 
     /// Bytes arrived. Return how many were consumed; the rest is kept and presented
     /// again, prefixed, with the next data (bounded by `Limits::max_input`).
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize;
+    fn on_data(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, data: &[u8]) -> usize;
 
     /// The peer shut down its sending side. The default closes the connection after
     /// what is queued has been sent.
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {
         ctx.close(conn);
     }
 
     /// An outbound connection started with [`Ctx::connect`] completed. On `Err` the
     /// id is already released and `on_close` will not be called for it.
-    fn on_connect(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, result: io::Result<()>) {}
+    fn on_connect(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, result: io::Result<()>) {}
 
     /// The connection is gone. Called exactly once for every accepted connection and
     /// every connected outbound connection.
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, reason: &CloseReason) {}
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, reason: &CloseReason) {}
 
     /// The outbound queue passed `Limits::send_high_water`: the peer is slow. A proxy
     /// pauses reading the other side here.
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {}
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {}
 
     /// After a backpressure notice, the outbound queue fell below
     /// `Limits::send_low_water`.
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {}
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {}
 
     /// A timer fired; `token` is the value given when it was set.
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId, token: u64) {}
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Msg>, timer: TimerId, token: u64) {}
+
+    /// A message another shard (or this one) posted with [`Ctx::post`] or
+    /// [`Ctx::broadcast`]. Per sender, messages arrive in the order posted.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::Msg>, from: ShardId, msg: Self::Msg) {}
+
+    /// A [`Ctx::post`] to `to` returned `Full` earlier; that queue has drained to half
+    /// its capacity, so posting may be retried now. Given once per `Full` episode.
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self::Msg>, to: ShardId) {}
 
     /// The server is shutting down: no new connections are being accepted (those
     /// the kernel had already queued are still handed to `on_accept`, then closed),
     /// open connections stay open until their queues are flushed, up to the
     /// shutdown deadline. Queue a goodbye here.
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {}
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self::Msg>) {}
 }
 
 /// What a handler can do, handed to every callback. Actions take effect after the
-/// callback returns, in the order they were made.
-pub struct Ctx<'a> {
+/// callback returns, in the order they were made. `M` is the handler's
+/// [`Handler::Msg`].
+pub struct Ctx<'a, M = ()> {
     pub(crate) core: &'a mut Core,
+    pub(crate) mail: &'a Mail<M>,
 }
 
-impl fmt::Debug for Ctx<'_> {
+impl<M> fmt::Debug for Ctx<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
             .field("shard", &self.core.shard)
@@ -166,7 +184,44 @@ impl fmt::Debug for Ctx<'_> {
     }
 }
 
-impl Ctx<'_> {
+impl<M: Send> Ctx<'_, M> {
+    /// Sends `msg` to shard `to` (this shard included) through the bounded mailbox
+    /// for that pair; it arrives in that shard's [`Handler::on_message`]. A full
+    /// mailbox hands the message back as [`Full`]: backpressure, never a drop.
+    /// [`Handler::on_mailbox_ready`] then says when to retry.
+    ///
+    /// # Panics
+    /// If `to` is not a shard of this server (`to.0 >= ctx.shards()`).
+    pub fn post(&mut self, to: ShardId, msg: M) -> Result<(), Full<M>> {
+        assert!(
+            to.0 < self.mail.shards,
+            "post to shard {to} of {}",
+            self.mail.shards
+        );
+        self.mail.post(to.0, msg)
+    }
+
+    /// Posts a clone of `msg` to every other shard. Returns the shards whose mailbox
+    /// was full, with their copies: nothing is dropped.
+    pub fn broadcast(&mut self, msg: M) -> Result<(), Vec<(ShardId, M)>>
+    where
+        M: Clone,
+    {
+        let mut full = Vec::new();
+        for to in (0..self.mail.shards).filter(|&s| s != self.mail.me) {
+            if let Err(Full(m)) = self.mail.post(to, msg.clone()) {
+                full.push((ShardId(to), m));
+            }
+        }
+        if full.is_empty() {
+            Ok(())
+        } else {
+            Err(full)
+        }
+    }
+}
+
+impl<M> Ctx<'_, M> {
     /// This shard's id.
     pub fn shard_id(&self) -> ShardId {
         self.core.shard

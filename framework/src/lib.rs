@@ -13,6 +13,8 @@
 //!
 //! struct Echo;
 //! impl Handler for Echo {
+//!     type Msg = ();
+//!
 //!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
 //!         let _ = ctx.send(conn, data);
 //!         data.len()
@@ -42,6 +44,7 @@ pub use error::{Error, SendError};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
 pub use metrics::{Metrics, ShardMetrics, ShardMetricsSnapshot};
 pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
+pub use shard::mailbox::Full;
 
 /// Environment variable that makes the io_uring probe fail (any non-empty value other
 /// than `0`), so that `Io::Auto` falls back to epoll on a machine that has io_uring.

@@ -14,6 +14,8 @@ use std::{
 
 use crossbeam_utils::CachePadded;
 
+use crate::shard::mailbox::MailboxSnapshot;
+
 /// One single-writer counter.
 #[derive(Default)]
 pub(crate) struct Counter(CachePadded<AtomicU64>);
@@ -46,6 +48,9 @@ pub struct ShardMetrics {
     pub(crate) conns_accepted: Counter,
     pub(crate) conns_connected: Counter,
     pub(crate) conns_closed: Counter,
+    /// Accepted connections closed (the handoff acceptor's view of a shard's load
+    /// is what it handed minus this: one read, no torn pair of counters).
+    pub(crate) conns_inbound_closed: Counter,
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
     pub(crate) loop_turns: Counter,
@@ -83,6 +88,14 @@ pub struct ShardMetricsSnapshot {
     pub pool_bytes: u64,
     /// Pool pages hwloc found on another NUMA node than the shard's (0 is right).
     pub pool_off_node_pages: u64,
+    /// Cross-shard messages this shard posted.
+    pub msgs_sent: u64,
+    /// Cross-shard messages (and handed-off connections) this shard took in.
+    pub msgs_received: u64,
+    /// Doorbell (eventfd) writes this shard made to wake another.
+    pub doorbell_writes: u64,
+    /// Posts from this shard that met a full mailbox.
+    pub mailbox_full: u64,
 }
 
 impl ShardMetrics {
@@ -101,6 +114,7 @@ impl ShardMetrics {
             closed_send_queue_full: self.closed_send_queue_full.get(),
             pool_bytes: self.pool_bytes.get(),
             pool_off_node_pages: self.pool_off_node_pages.get(),
+            ..ShardMetricsSnapshot::default()
         }
     }
 }
@@ -111,17 +125,36 @@ impl fmt::Debug for ShardMetrics {
     }
 }
 
+/// Reads one shard's mailbox counters (the mailboxes are typed by the handler's
+/// message type, so they are reached through this).
+pub(crate) type MailStats = Arc<dyn Fn(usize) -> MailboxSnapshot + Send + Sync>;
+
 /// The counters of every shard of a server, cheap to clone and share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Metrics {
     pub(crate) shards: Arc<[ShardMetrics]>,
+    mail: Option<MailStats>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.snapshot()).finish()
+    }
 }
 
 impl Metrics {
-    pub(crate) fn new(shards: usize) -> Metrics {
+    pub(crate) fn new(shards: usize, mail: Option<MailStats>) -> Metrics {
         Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            mail,
         }
+    }
+
+    /// Accepted connections of `shard` closed so far.
+    pub(crate) fn inbound_closed(&self, shard: usize) -> u64 {
+        self.shards
+            .get(shard)
+            .map_or(0, |m| m.conns_inbound_closed.get())
     }
 
     /// One shard's counters.
@@ -129,9 +162,28 @@ impl Metrics {
         self.shards.get(shard)
     }
 
+    /// A snapshot of one shard (mailbox counters included); zeros for an unknown
+    /// shard.
+    pub fn snapshot_shard(&self, shard: usize) -> ShardMetricsSnapshot {
+        let Some(m) = self.shards.get(shard) else {
+            return ShardMetricsSnapshot::default();
+        };
+        let mut s = m.snapshot();
+        if let Some(mail) = &self.mail {
+            let b = mail(shard);
+            s.msgs_sent = b.sent;
+            s.msgs_received = b.received;
+            s.doorbell_writes = b.doorbell_writes;
+            s.mailbox_full = b.full;
+        }
+        s
+    }
+
     /// Snapshots of every shard, in shard order.
     pub fn snapshot(&self) -> Vec<ShardMetricsSnapshot> {
-        self.shards.iter().map(ShardMetrics::snapshot).collect()
+        (0..self.shards.len())
+            .map(|i| self.snapshot_shard(i))
+            .collect()
     }
 
     /// The sum over all shards.
@@ -152,6 +204,10 @@ impl Metrics {
                     closed_send_queue_full: a.closed_send_queue_full + s.closed_send_queue_full,
                     pool_bytes: a.pool_bytes + s.pool_bytes,
                     pool_off_node_pages: a.pool_off_node_pages + s.pool_off_node_pages,
+                    msgs_sent: a.msgs_sent + s.msgs_sent,
+                    msgs_received: a.msgs_received + s.msgs_received,
+                    doorbell_writes: a.doorbell_writes + s.doorbell_writes,
+                    mailbox_full: a.mailbox_full + s.mailbox_full,
                 }
             })
     }

@@ -1,6 +1,7 @@
 //! The public entry point: configure a [`Server`], start its shards, stop it.
 
 use std::{
+    any::Any,
     fmt,
     net::SocketAddr,
     str::FromStr,
@@ -17,15 +18,21 @@ use tracing::{debug, info, warn};
 
 use crate::{
     accept::{
+        handoff::{Acceptor, Deliver},
         reuseport::{self, ListenOptions},
         shard::Listening,
         AcceptMode,
     },
     error::Error,
     handler::{Handler, ShardId},
-    metrics::Metrics,
+    metrics::{MailStats, Metrics},
     numa::{Placement, Plan, PlanOptions, Topology},
-    shard::{self, doorbell::Doorbell, ShardConfig},
+    shard::{
+        self,
+        doorbell::Doorbell,
+        mailbox::{Full, Mailboxes},
+        Envelope, ShardConfig,
+    },
 };
 
 /// Which I/O backend to ask for.
@@ -133,6 +140,7 @@ pub struct ServerBuilder {
     pub(crate) topology: Option<String>,
     pub(crate) placement: Placement,
     pub(crate) oversubscribe: bool,
+    pub(crate) mailbox_capacity: usize,
 }
 
 impl Default for ServerBuilder {
@@ -155,6 +163,7 @@ impl Default for ServerBuilder {
             topology: None,
             placement: Placement::Compact,
             oversubscribe: false,
+            mailbox_capacity: 1024,
         }
     }
 }
@@ -267,6 +276,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Messages each shard-to-shard mailbox holds before `post` returns `Full`.
+    /// Default 1024. Memory is allocated up front: shards² × capacity messages.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = capacity;
+        self
+    }
+
     /// Checks the configuration and produces a server that makes one `H` per shard,
     /// on the shard's thread, with `factory`.
     pub fn build<H, F>(self, factory: F) -> Result<Server, Error>
@@ -289,6 +305,9 @@ impl ServerBuilder {
                 "limits must satisfy send_low_water <= send_high_water <= send_hard_limit".into(),
             ));
         }
+        if self.mailbox_capacity == 0 {
+            return Err(Error::Config("mailbox_capacity must be at least 1".into()));
+        }
         if self.max_conns_per_shard == Some(0) {
             return Err(Error::Config(
                 "max_connections_per_shard must be at least 1".into(),
@@ -309,6 +328,7 @@ impl ServerBuilder {
         Ok(Server {
             config: self,
             spawn: Arc::new(move |cfg| shard::run(cfg, &factory)),
+            make_mail: Arc::new(make_mail::<H::Msg>),
         })
     }
 }
@@ -317,10 +337,52 @@ impl ServerBuilder {
 /// while each shard's loop is still monomorphized for its handler.
 type SpawnShard = Arc<dyn Fn(ShardConfig) -> Result<(), Error> + Send + Sync>;
 
+/// Creates the mailboxes for the handler's message type (erased, like `SpawnShard`).
+type MakeMail = Arc<dyn Fn(usize, usize, Vec<Doorbell>, Option<usize>) -> MailSet + Send + Sync>;
+
+/// The mailboxes of one run, type-erased, with what the acceptor and the metrics
+/// need from them.
+struct MailSet {
+    boxes: Arc<dyn Any + Send + Sync>,
+    deliver: Option<Deliver>,
+    stats: MailStats,
+}
+
+fn make_mail<M: Send + 'static>(
+    participants: usize,
+    capacity: usize,
+    doorbells: Vec<Doorbell>,
+    acceptor: Option<usize>,
+) -> MailSet {
+    let boxes = Mailboxes::<Envelope<M>>::new(participants, capacity, doorbells);
+    let deliver = acceptor.map(|from| {
+        let b = boxes.clone();
+        Box::new(
+            move |to: usize, fd| match b.post(from, to, Envelope::Conn(fd)) {
+                Ok(()) => Ok(()),
+                Err(Full(Envelope::Conn(fd))) => Err(fd),
+                Err(Full(Envelope::User(_))) => {
+                    unreachable!("a full mailbox returns the message it was given")
+                }
+            },
+        ) as Deliver
+    });
+    let stats = {
+        let b = boxes.clone();
+        Arc::new(move |i: usize| b.metrics(i).snapshot()) as MailStats
+    };
+    MailSet {
+        boxes,
+        deliver,
+        stats,
+    }
+}
+
 /// A configured server, not yet running.
 pub struct Server {
     config: ServerBuilder,
     spawn: SpawnShard,
+    make_mail: MakeMail,
 }
 
 impl fmt::Debug for Server {
@@ -407,19 +469,33 @@ impl Server {
         let topology = Arc::new(topology);
         let shards = plan.shards.len();
         let backend = resolve_backend(self.config.io)?;
-        let (listening, local_addrs) = bind_for_mode(&self.config, shards)?;
-        let doorbells = (0..shards)
+        let (listening, local_addrs, acceptor_listeners) = bind_for_mode(&self.config, shards)?;
+        let handoff = match self.config.accept {
+            AcceptMode::Handoff(balance) => Some(balance),
+            _ => None,
+        };
+        // The handoff acceptor is one more mailbox participant (it only sends).
+        let participants = shards + usize::from(handoff.is_some());
+        let doorbells = (0..participants)
             .map(|i| Doorbell::new().map_err(|source| Error::ShardStart { shard: i, source }))
             .collect::<Result<Vec<_>, _>>()?;
+        let acceptor_bell = handoff.map(|_| doorbells[shards].clone());
+        let mail = (self.make_mail)(
+            participants,
+            self.config.mailbox_capacity,
+            doorbells.clone(),
+            handoff.map(|_| shards),
+        );
         let shutdown = ShutdownHandle {
             inner: Arc::new(ShutdownInner {
                 requested: AtomicBool::new(false),
                 doorbells: doorbells.clone(),
-                participants: shards,
+                acceptor_running: AtomicBool::new(handoff.is_some()),
+                participants,
                 stopped_listening: AtomicUsize::new(0),
             }),
         };
-        let metrics = Metrics::new(shards);
+        let metrics = Metrics::new(shards, Some(mail.stats));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(shards);
         debug!(plan = %plan.table(), "placement");
@@ -440,6 +516,8 @@ impl Server {
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 ready: ready_tx.clone(),
+                mailboxes: mail.boxes.clone(),
+                acceptor_bell: acceptor_bell.clone(),
             };
             let spawn = self.spawn.clone();
             let spawned = std::thread::Builder::new()
@@ -474,9 +552,46 @@ impl Server {
                     .unwrap_or_else(|| Error::Config("a shard stopped during startup".into()))
             }));
         }
+        if let (Some(balance), Some(deliver), Some(bell)) = (handoff, mail.deliver, acceptor_bell) {
+            let acceptor = Acceptor {
+                listeners: acceptor_listeners,
+                balance,
+                shards,
+                max_conns: self.config.max_conns_per_shard,
+                metrics: metrics.clone(),
+                doorbell: bell,
+                shutdown: shutdown.clone(),
+                deliver,
+                cpu: plan
+                    .acceptor
+                    .as_ref()
+                    .filter(|_| self.config.pin)
+                    .map(|a| core_affinity::CoreId { id: a.pu }),
+            };
+            let spawned = std::thread::Builder::new()
+                .name("shardline-acceptor".into())
+                .spawn(move || {
+                    acceptor.run();
+                    Ok(())
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(source) => {
+                    shutdown.shutdown();
+                    shutdown.stopped_listening();
+                    shutdown.acceptor_done();
+                    let _ = join_all(threads);
+                    return Err(Error::ShardStart {
+                        shard: shards,
+                        source,
+                    });
+                }
+            }
+        }
         info!(
             shards,
             backend = %backend,
+            accept = %self.config.accept,
             addrs = ?local_addrs,
             "server started"
         );
@@ -517,12 +632,14 @@ fn resolve_backend(io: Io) -> Result<Backend, Error> {
     }
 }
 
+/// What each shard listens on, the resolved addresses, and the handoff acceptor's
+/// listeners.
+type Bindings = (Vec<Listening>, Vec<SocketAddr>, Vec<Socket>);
+
 /// Binds what the accept mode needs: a listener per shard per address (reuseport),
-/// or one per address shared by every shard (exclusive).
-fn bind_for_mode(
-    config: &ServerBuilder,
-    shards: usize,
-) -> Result<(Vec<Listening>, Vec<SocketAddr>), Error> {
+/// or one per address shared by every shard (exclusive) or owned by the acceptor
+/// (handoff).
+fn bind_for_mode(config: &ServerBuilder, shards: usize) -> Result<Bindings, Error> {
     let opts = ListenOptions {
         backlog: config.backlog,
         tcp_nodelay: config.tcp_nodelay,
@@ -548,18 +665,21 @@ fn bind_for_mode(
                 .collect()
         }
         AcceptMode::Handoff(_) => {
-            return Err(Error::Config(
-                "accept mode handoff is not available yet".into(),
-            ))
+            let own = sockets.pop().unwrap_or_default();
+            let listening = (0..shards).map(|_| Listening::Handoff).collect();
+            return Ok((listening, addrs, own));
         }
     };
-    Ok((listening, addrs))
+    Ok((listening, addrs, Vec::new()))
 }
 
 #[derive(Debug)]
 struct ShutdownInner {
     requested: AtomicBool,
+    /// Every shard's doorbell, and the handoff acceptor's.
     doorbells: Vec<Doorbell>,
+    /// A handoff acceptor runs and has not finished handing out connections.
+    acceptor_running: AtomicBool,
     /// Shards (and the handoff acceptor) that must stop listening before any
     /// listener is drained and closed.
     participants: usize,
@@ -599,6 +719,19 @@ impl ShutdownHandle {
                 d.ring();
             }
         }
+    }
+
+    /// The handoff acceptor handed out its last connection and exited.
+    pub(crate) fn acceptor_done(&self) {
+        self.inner.acceptor_running.store(false, Ordering::SeqCst);
+        for d in &self.inner.doorbells {
+            d.ring();
+        }
+    }
+
+    /// No handoff acceptor is still running (true when there is none).
+    pub(crate) fn acceptor_finished(&self) -> bool {
+        !self.inner.acceptor_running.load(Ordering::SeqCst)
     }
 
     /// Whether every participant stopped listening.

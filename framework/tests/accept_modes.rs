@@ -13,17 +13,24 @@ use std::{
     time::Duration,
 };
 
-use shardline::{AcceptMode, ConnId, Ctx, Handler, Io, Metrics};
+use shardline::{AcceptMode, Balance, ConnId, Ctx, Handler, Io, Metrics};
 
 struct Echo;
 impl Handler for Echo {
+    type Msg = ();
+
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
         let _ = ctx.send(conn, data);
         data.len()
     }
 }
 
-const MODES: [AcceptMode; 2] = [AcceptMode::ReusePort, AcceptMode::Exclusive];
+const MODES: [AcceptMode; 4] = [
+    AcceptMode::ReusePort,
+    AcceptMode::Exclusive,
+    AcceptMode::Handoff(Balance::RoundRobin),
+    AcceptMode::Handoff(Balance::LeastConnections),
+];
 
 fn nofile() -> u64 {
     let mut r = libc::rlimit {
@@ -78,6 +85,9 @@ fn many_connections(io: Io, mode: AcceptMode, n: usize) -> Vec<u64> {
             "{io} {mode}: {dist:?}"
         );
     }
+    if mode == AcceptMode::Handoff(Balance::LeastConnections) {
+        least_connections_follows_live_counts(&metrics, addr, &mut clients, io);
+    }
     drop(clients);
     assert!(
         common::wait_until(Duration::from_secs(60), || metrics.total().conns_live == 0),
@@ -86,6 +96,40 @@ fn many_connections(io: Io, mode: AcceptMode, n: usize) -> Vec<u64> {
     );
     server.shutdown().expect("clean shutdown");
     dist
+}
+
+/// Closes every third client (uneven across shards), then opens exactly as many
+/// connections as the shards' live counts differ by: all go to the emptier shard.
+fn least_connections_follows_live_counts(
+    metrics: &Metrics,
+    addr: SocketAddr,
+    clients: &mut Vec<TcpStream>,
+    io: Io,
+) {
+    let before = clients.len();
+    let mut i = 0;
+    clients.retain(|_| {
+        i += 1;
+        i % 3 != 0 && i % 7 != 0
+    });
+    let live_total = |m: &Metrics| m.snapshot().iter().map(|s| s.conns_live).sum::<u64>();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || live_total(metrics)
+            == clients.len() as u64),
+        "{io}: closes settle"
+    );
+    let live: Vec<u64> = metrics.snapshot().iter().map(|s| s.conns_live).collect();
+    let gap = live.iter().max().unwrap_or(&0) - live.iter().min().unwrap_or(&0);
+    for k in 0..gap as usize {
+        let mut c = connect(addr);
+        roundtrip(&mut c, before + k);
+        clients.push(c);
+    }
+    let after: Vec<u64> = metrics.snapshot().iter().map(|s| s.conns_live).collect();
+    assert!(
+        after.iter().all(|&l| l == after[0]),
+        "{io}: live {live:?} + {gap} new connections -> {after:?}, not level"
+    );
 }
 
 fn cap_pauses_and_resumes(io: Io, mode: AcceptMode) {
@@ -130,6 +174,40 @@ fn cap_pauses_and_resumes(io: Io, mode: AcceptMode) {
     server.shutdown().expect("clean shutdown");
 }
 
+/// Connections waiting in the backlog when shutdown begins are accepted and closed
+/// cleanly (FIN, so the client reads EOF), not reset by a closing listener.
+fn queued_at_shutdown_are_closed_cleanly(io: Io, mode: AcceptMode) {
+    let builder = common::builder(io, 1)
+        .accept_mode(mode)
+        .max_connections_per_shard(1);
+    let (server, addr) = common::start(builder, |_| Echo);
+    let metrics = server.metrics();
+    let mut first = connect(addr);
+    roundtrip(&mut first, 0);
+    let mut queued: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        metrics.total().conns_accepted,
+        1,
+        "{io} {mode}: the rest wait"
+    );
+    server.shutdown().expect("clean shutdown");
+    for (i, q) in queued.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        match q.read(&mut buf) {
+            Ok(0) => {}
+            other => panic!("{io} {mode}: queued connection {i}: expected EOF, got {other:?}"),
+        }
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(first.read(&mut buf).expect("EOF"), 0, "{io} {mode}");
+    assert_eq!(
+        metrics.total().conns_accepted,
+        6,
+        "{io} {mode}: all were accepted"
+    );
+}
+
 #[test]
 fn every_mode_on_both_backends() {
     // Each loopback connection costs two fds here (client and server side).
@@ -140,6 +218,7 @@ fn every_mode_on_both_backends() {
             let large = many_connections(io, mode, n);
             println!("{io} {mode}: 64 conns -> {small:?}; {n} conns -> {large:?}");
             cap_pauses_and_resumes(io, mode);
+            queued_at_shutdown_are_closed_cleanly(io, mode);
         }
     }
 }

@@ -142,6 +142,8 @@ struct Amplifier {
 }
 
 impl Handler for Amplifier {
+    type Msg = ();
+
     fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
         self.obs.peers.insert(conn, peer);
     }
@@ -179,6 +181,8 @@ struct PausingEcho {
 }
 
 impl Handler for PausingEcho {
+    type Msg = ();
+
     fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
         self.obs.peers.insert(conn, peer);
     }

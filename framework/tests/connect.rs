@@ -25,6 +25,8 @@ struct Dialer {
 }
 
 impl Handler for Dialer {
+    type Msg = ();
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let conn = ctx.connect(self.target).expect("socket");
         // Queued before the connect completes: flushed once connected.

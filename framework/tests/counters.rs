@@ -13,6 +13,8 @@ use shardline::{ConnId, Ctx, Handler};
 
 struct Echo;
 impl Handler for Echo {
+    type Msg = ();
+
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
         let _ = ctx.send(conn, data);
         data.len()

@@ -12,11 +12,13 @@ use std::{
     time::Duration,
 };
 
-use shardline::{AcceptMode, ConnId, Ctx, Handler, Io};
+use shardline::{AcceptMode, Balance, ConnId, Ctx, Handler, Io};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 struct Echo;
 impl Handler for Echo {
+    type Msg = ();
+
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
         let _ = ctx.send(conn, data);
         data.len()
@@ -128,7 +130,11 @@ fn run(io: Io, mode: AcceptMode) {
 #[test]
 fn out_of_fds_backs_off_and_recovers() {
     for io in common::BACKENDS {
-        for mode in [AcceptMode::ReusePort, AcceptMode::Exclusive] {
+        for mode in [
+            AcceptMode::ReusePort,
+            AcceptMode::Exclusive,
+            AcceptMode::Handoff(Balance::RoundRobin),
+        ] {
             run(io, mode);
         }
     }

@@ -44,6 +44,8 @@ struct Echo {
 }
 
 impl Handler for Echo {
+    type Msg = ();
+
     fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
         self.peers.insert(conn, peer);
     }

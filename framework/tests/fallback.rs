@@ -13,6 +13,8 @@ use shardline::{Backend, ConnId, Ctx, Error, Handler, Io, Server, ENV_FORCE_URIN
 
 struct Nop;
 impl Handler for Nop {
+    type Msg = ();
+
     fn on_data(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, data: &[u8]) -> usize {
         data.len()
     }

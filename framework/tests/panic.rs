@@ -17,6 +17,8 @@ struct Fragile {
 }
 
 impl Handler for Fragile {
+    type Msg = ();
+
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
         if data.starts_with(b"PANIC") {
             panic!("handler bug triggered by input");

@@ -19,6 +19,8 @@ struct Lines {
 }
 
 impl Handler for Lines {
+    type Msg = ();
+
     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
         let mut consumed = 0;
         while let Some(nl) = data[consumed..].iter().position(|&b| b == b'\n') {

@@ -7,6 +7,8 @@ use shardline::{ConnId, Ctx, Error, Handler, Server};
 
 struct Nop;
 impl Handler for Nop {
+    type Msg = ();
+
     fn on_data(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, data: &[u8]) -> usize {
         data.len()
     }

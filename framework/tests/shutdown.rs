@@ -125,6 +125,8 @@ struct Streamer {
 }
 
 impl Handler for Streamer {
+    type Msg = ();
+
     fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _peer: SocketAddr) {
         self.conns.insert(conn);
     }

@@ -17,6 +17,8 @@ const TICK: u64 = 100;
 const DONE: u64 = 999;
 
 impl Handler for Timers {
+    type Msg = ();
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         ctx.set_timer(Duration::from_millis(60), 3);
         ctx.set_timer(Duration::from_millis(20), 1);

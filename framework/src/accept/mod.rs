@@ -18,6 +18,7 @@
 //! be told to drain it, and never busy-loop on a failing accept.
 
 pub(crate) mod exclusive;
+pub(crate) mod handoff;
 pub(crate) mod reuseport;
 pub(crate) mod shard;
 

@@ -59,6 +59,8 @@ pub(crate) struct Conn {
     pub(crate) linger: Option<TimerKey>,
     /// Counted in `conns_live` (accepted, or connected successfully).
     pub(crate) live: bool,
+    /// Accepted (rather than opened with `Ctx::connect`).
+    pub(crate) inbound: bool,
     /// Already on the release list.
     pub(crate) released: bool,
 }
@@ -70,6 +72,7 @@ impl Conn {
         peer: Option<SocketAddr>,
         phase: Phase,
     ) -> Conn {
+        let inbound = phase == Phase::Open;
         Conn {
             generation,
             socket,
@@ -88,6 +91,7 @@ impl Conn {
             backpressured: false,
             linger: None,
             live: false,
+            inbound,
             released: false,
         }
     }

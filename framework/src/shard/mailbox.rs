@@ -123,7 +123,7 @@
 
 // Until the shard loop calls every entry point; integration removes this (and the
 // loom build, which skips the unit tests, may keep `any(loom)` of it).
-#![cfg_attr(any(not(test), loom), allow(dead_code))]
+#![cfg_attr(loom, allow(dead_code))]
 
 use std::{fmt, sync::Arc};
 
@@ -336,11 +336,13 @@ impl<M> Mailboxes<M> {
     }
 
     /// Number of shards.
+    #[cfg(test)]
     pub(crate) fn shards(&self) -> usize {
         self.shards.len()
     }
 
     /// Messages each queue holds at most.
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }

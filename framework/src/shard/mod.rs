@@ -35,6 +35,7 @@ use self::{
         uring::{UringConfig, UringDriver},
         Completion, Driver,
     },
+    mailbox::{Full, Mailboxes},
     timer::TimerKey,
 };
 use crate::{
@@ -45,6 +46,35 @@ use crate::{
     numa::{Binding, BufferPool, Topology},
     server::{Backend, ServerBuilder, ShutdownHandle},
 };
+
+/// What travels through the mailboxes: the application's messages, and connections
+/// handed to a shard by the handoff acceptor.
+#[derive(Debug)]
+pub(crate) enum Envelope<M> {
+    User(M),
+    Conn(OwnedFd),
+}
+
+/// A shard's end of the mailboxes.
+pub(crate) struct Mail<M> {
+    pub(crate) boxes: Arc<Mailboxes<Envelope<M>>>,
+    /// This shard's index.
+    pub(crate) me: usize,
+    /// Number of shards (the mailboxes may have one more participant: the acceptor).
+    pub(crate) shards: usize,
+}
+
+impl<M> Mail<M> {
+    pub(crate) fn post(&self, to: usize, msg: M) -> Result<(), Full<M>> {
+        match self.boxes.post(self.me, to, Envelope::User(msg)) {
+            Ok(()) => Ok(()),
+            Err(Full(Envelope::User(m))) => Err(Full(m)),
+            Err(Full(Envelope::Conn(_))) => {
+                unreachable!("a full mailbox returns the message it was given")
+            }
+        }
+    }
+}
 
 /// Everything a shard thread starts from.
 pub(crate) struct ShardConfig {
@@ -62,6 +92,10 @@ pub(crate) struct ShardConfig {
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) metrics: Metrics,
     pub(crate) ready: mpsc::Sender<Result<(), Error>>,
+    /// The mailboxes (type-erased: `Mailboxes<Envelope<H::Msg>>`).
+    pub(crate) mailboxes: Arc<dyn Any + Send + Sync>,
+    /// The handoff acceptor's doorbell, rung when this shard drops below its cap.
+    pub(crate) acceptor_bell: Option<Doorbell>,
 }
 
 /// Runs one shard on the current thread until shutdown. `make` builds the handler
@@ -98,8 +132,15 @@ pub(crate) fn run<H: Handler>(
 /// Connections accepted from exclusive listeners per loop turn.
 const ACCEPT_BUDGET: usize = 64;
 
-struct Shard<H> {
+/// Messages taken from the mailboxes per loop turn.
+const MAIL_BUDGET: usize = 256;
+
+struct Shard<H: Handler> {
     core: Core,
+    mail: Mail<H::Msg>,
+    acceptor_bell: Option<Doorbell>,
+    was_at_cap: bool,
+    ready: Vec<usize>,
     driver: Box<dyn Driver>,
     handler: H,
     accept: ShardAccept,
@@ -210,6 +251,15 @@ impl<H: Handler> Shard<H> {
                 panic_message(&*p)
             )))
         })?;
+        let boxes = cfg
+            .mailboxes
+            .downcast::<Mailboxes<Envelope<H::Msg>>>()
+            .map_err(|_| start_err(std::io::Error::other("mailboxes of the wrong type")))?;
+        let mail = Mail {
+            boxes,
+            me: shard,
+            shards: cfg.shards,
+        };
         info!(
             shard,
             backend = %driver.backend(),
@@ -219,6 +269,10 @@ impl<H: Handler> Shard<H> {
         );
         Ok(Shard {
             core,
+            mail,
+            acceptor_bell: cfg.acceptor_bell,
+            was_at_cap: false,
+            ready: Vec::new(),
             driver,
             handler,
             accept,
@@ -236,8 +290,13 @@ impl<H: Handler> Shard<H> {
     fn run(mut self) -> Result<(), Error> {
         let shard = self.core.shard.0;
         {
-            let Shard { core, handler, .. } = &mut self;
-            guarded(core, None, |ctx| handler.on_start(ctx));
+            let Shard {
+                core,
+                handler,
+                mail,
+                ..
+            } = &mut self;
+            guarded(core, mail, None, |ctx| handler.on_start(ctx));
         }
         self.apply();
         loop {
@@ -248,12 +307,14 @@ impl<H: Handler> Shard<H> {
                     driver,
                     handler,
                     accept,
+                    mail,
                     ..
                 } = &mut self;
-                driver.reap(&mut |c| dispatch(core, handler, accept, c));
+                driver.reap(&mut |c| dispatch(core, mail, handler, accept, c));
             }
             self.apply();
             self.accept_exclusive();
+            let mail_taken = self.drain_mail();
             self.fire_timers();
             if self.shutdown_deadline.is_none() && self.shutdown.is_requested() {
                 self.begin_shutdown();
@@ -268,7 +329,11 @@ impl<H: Handler> Shard<H> {
                     }
                     self.apply();
                 }
-                if self.listeners_closed && self.core.conns.is_empty() {
+                if self.listeners_closed
+                    && self.core.conns.is_empty()
+                    && mail_taken == 0
+                    && self.shutdown.acceptor_finished()
+                {
                     break;
                 }
             }
@@ -285,17 +350,58 @@ impl<H: Handler> Shard<H> {
             .flatten()
             .min();
             let mut timeout = wake.map(|t| t.saturating_duration_since(now));
-            if self.accept.has_pending() {
+            if self.accept.has_pending() || mail_taken == MAIL_BUDGET {
                 timeout = Some(Duration::ZERO);
             }
-            let syscalls = self
-                .driver
-                .wait(timeout)
-                .map_err(|source| Error::ShardIo { shard, source })?;
+            // Announce sleep to the mailboxes only when really about to block; a
+            // message or room notice that raced in means: don't block.
+            let blocking = timeout != Some(Duration::ZERO);
+            if blocking && !self.mail.boxes.prepare_sleep(self.mail.me) {
+                timeout = Some(Duration::ZERO);
+            }
+            let waited = self.driver.wait(timeout);
+            if blocking {
+                self.mail.boxes.woke(self.mail.me);
+            }
+            let syscalls = waited.map_err(|source| Error::ShardIo { shard, source })?;
             self.core.metrics().syscalls.add(syscalls);
         }
         info!(shard, "shard stopped");
         Ok(())
+    }
+
+    /// Takes up to `MAIL_BUDGET` messages from the mailboxes (application messages
+    /// and handed-off connections), then tells the handler which full mailboxes it
+    /// may post to again. Returns how many messages were taken.
+    fn drain_mail(&mut self) -> usize {
+        let Shard {
+            core,
+            handler,
+            mail,
+            ready,
+            ..
+        } = self;
+        let taken = mail
+            .boxes
+            .drain(mail.me, MAIL_BUDGET, |from, env| match env {
+                Envelope::User(m) => {
+                    guarded(core, mail, None, |ctx| {
+                        handler.on_message(ctx, ShardId(from), m)
+                    });
+                }
+                Envelope::Conn(fd) => accepted(core, mail, handler, Socket::from(fd), false),
+            });
+        ready.clear();
+        mail.boxes.take_ready(mail.me, ready);
+        for &to in ready.iter().filter(|&&to| to < mail.shards) {
+            guarded(core, mail, None, |ctx| {
+                handler.on_mailbox_ready(ctx, ShardId(to))
+            });
+        }
+        if taken > 0 || !ready.is_empty() {
+            self.apply();
+        }
+        taken
     }
 
     /// Applies what callbacks asked for, until nothing more is pending (callbacks
@@ -368,24 +474,29 @@ impl<H: Handler> Shard<H> {
     }
 
     fn notify(&mut self, notice: Notice) {
-        let Shard { core, handler, .. } = self;
+        let Shard {
+            core,
+            handler,
+            mail,
+            ..
+        } = self;
         match notice {
             Notice::Backpressure(id) => {
                 if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    guarded(core, Some(id), |ctx| handler.on_backpressure(ctx, id));
+                    guarded(core, mail, Some(id), |ctx| handler.on_backpressure(ctx, id));
                 }
             }
             Notice::Drained(id) => {
                 if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    guarded(core, Some(id), |ctx| handler.on_drained(ctx, id));
+                    guarded(core, mail, Some(id), |ctx| handler.on_drained(ctx, id));
                 }
             }
             Notice::Eof(id) => {
                 if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    guarded(core, Some(id), |ctx| handler.on_eof(ctx, id));
+                    guarded(core, mail, Some(id), |ctx| handler.on_eof(ctx, id));
                 }
             }
-            Notice::Redeliver(id) => present(core, handler, id, &[]),
+            Notice::Redeliver(id) => present(core, mail, handler, id, &[]),
         }
     }
 
@@ -398,8 +509,15 @@ impl<H: Handler> Shard<H> {
             self.driver.remove_conn(id, conn.socket.as_raw_fd());
         }
         drop(conn);
-        let Shard { core, handler, .. } = self;
-        guarded(core, None, |ctx| handler.on_connect(ctx, id, Err(err)));
+        let Shard {
+            core,
+            handler,
+            mail,
+            ..
+        } = self;
+        guarded(core, mail, None, |ctx| {
+            handler.on_connect(ctx, id, Err(err))
+        });
     }
 
     fn release(&mut self, id: ConnId) {
@@ -417,16 +535,25 @@ impl<H: Handler> Shard<H> {
             _ => CloseReason::Closed,
         };
         let was_live = conn.live;
+        let inbound = conn.inbound;
         drop(conn); // closes the socket
         let m = self.core.metrics();
         m.conns_closed.add(1);
+        if inbound {
+            m.conns_inbound_closed.add(1);
+        }
         if was_live {
             m.conns_live.sub(1);
         }
         debug!(conn = %id, %reason, "connection closed");
         if was_live {
-            let Shard { core, handler, .. } = self;
-            guarded(core, None, |ctx| handler.on_close(ctx, id, &reason));
+            let Shard {
+                core,
+                handler,
+                mail,
+                ..
+            } = self;
+            guarded(core, mail, None, |ctx| handler.on_close(ctx, id, &reason));
         }
     }
 
@@ -436,8 +563,15 @@ impl<H: Handler> Shard<H> {
         for (key, payload) in fired.drain(..) {
             match payload {
                 TimerPayload::User(token) => {
-                    let Shard { core, handler, .. } = self;
-                    guarded(core, None, |ctx| handler.on_timer(ctx, TimerId(key), token));
+                    let Shard {
+                        core,
+                        handler,
+                        mail,
+                        ..
+                    } = self;
+                    guarded(core, mail, None, |ctx| {
+                        handler.on_timer(ctx, TimerId(key), token)
+                    });
                 }
                 TimerPayload::Linger(id) => {
                     if let Some(conn) = self.core.get_mut(id) {
@@ -465,8 +599,13 @@ impl<H: Handler> Shard<H> {
         self.accept.stop(&mut *self.driver);
         self.shutdown.stopped_listening();
         {
-            let Shard { core, handler, .. } = self;
-            guarded(core, None, |ctx| handler.on_shutdown(ctx));
+            let Shard {
+                core,
+                handler,
+                mail,
+                ..
+            } = self;
+            guarded(core, mail, None, |ctx| handler.on_shutdown(ctx));
         }
         for id in self.core.ids() {
             self.core.close_graceful(id, CloseReason::Shutdown);
@@ -488,8 +627,13 @@ impl<H: Handler> Shard<H> {
             );
         }
         for fd in fds.drain(..) {
-            let Shard { core, handler, .. } = self;
-            accepted(core, handler, Socket::from(fd), false);
+            let Shard {
+                core,
+                handler,
+                mail,
+                ..
+            } = self;
+            accepted(core, mail, handler, Socket::from(fd), false);
         }
         self.accepted_fds = fds;
         self.listeners_closed = true;
@@ -511,8 +655,13 @@ impl<H: Handler> Shard<H> {
         let mut fds = std::mem::take(&mut self.accepted_fds);
         self.accept.accept_pending(room, &mut fds);
         for fd in fds.drain(..) {
-            let Shard { core, handler, .. } = self;
-            accepted(core, handler, Socket::from(fd), false);
+            let Shard {
+                core,
+                handler,
+                mail,
+                ..
+            } = self;
+            accepted(core, mail, handler, Socket::from(fd), false);
         }
         self.accepted_fds = fds;
         self.apply();
@@ -521,7 +670,15 @@ impl<H: Handler> Shard<H> {
     /// Starts or stops accepting to match the connection cap.
     fn update_accepting(&mut self) -> std::io::Result<()> {
         if let Some(max) = self.max_conns {
-            self.accept.set_at_cap(self.core.conns.len() >= max);
+            let at_cap = self.core.conns.len() >= max;
+            self.accept.set_at_cap(at_cap);
+            if self.was_at_cap && !at_cap {
+                // A handoff acceptor may be waiting for a shard with room.
+                if let Some(bell) = &self.acceptor_bell {
+                    bell.ring();
+                }
+            }
+            self.was_at_cap = at_cap;
         }
         self.accept.update(&mut *self.driver, Instant::now())
     }
@@ -544,13 +701,17 @@ impl<H: Handler> Shard<H> {
 
 /// Calls into the handler with a `Ctx`, catching a panic: the connection concerned
 /// (if any) is closed with `HandlerPanic`, the shard goes on.
-fn guarded<R>(
+fn guarded<M, R>(
     core: &mut Core,
+    mail: &Mail<M>,
     conn: Option<ConnId>,
-    f: impl FnOnce(&mut Ctx<'_>) -> R,
+    f: impl FnOnce(&mut Ctx<'_, M>) -> R,
 ) -> Option<R> {
     let result = {
-        let mut ctx = Ctx { core: &mut *core };
+        let mut ctx = Ctx {
+            core: &mut *core,
+            mail,
+        };
         catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
     };
     match result {
@@ -583,6 +744,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// Routes one completion from the driver.
 fn dispatch<H: Handler>(
     core: &mut Core,
+    mail: &Mail<H::Msg>,
     handler: &mut H,
     accept: &mut ShardAccept,
     c: Completion<'_>,
@@ -591,7 +753,7 @@ fn dispatch<H: Handler>(
         Completion::Accepted { listener, result } => match result {
             Ok(fd) => {
                 accept.on_success();
-                accepted(core, handler, Socket::from(fd), true);
+                accepted(core, mail, handler, Socket::from(fd), true);
             }
             Err(e) => {
                 debug!(shard = core.shard.0, listener, error = %e, "accept failed");
@@ -621,7 +783,7 @@ fn dispatch<H: Handler>(
                 }
                 return;
             }
-            present(core, handler, id, data);
+            present(core, mail, handler, id, data);
         }
         Completion::ReadClosed { conn: id, error } => {
             let Some(conn) = core.get_mut(id) else { return };
@@ -676,13 +838,15 @@ fn dispatch<H: Handler>(
                     m.conns_live.add(1);
                     core.read_changes.push(id);
                     core.list_flush(id);
-                    guarded(core, Some(id), |ctx| handler.on_connect(ctx, id, Ok(())));
+                    guarded(core, mail, Some(id), |ctx| {
+                        handler.on_connect(ctx, id, Ok(()))
+                    });
                 }
                 Err(e) => {
                     // Never live, so released without `on_close`; the handler hears
                     // it here, before the id can be reused.
                     core.close_now(id, CloseReason::Io(e.kind()));
-                    guarded(core, None, |ctx| handler.on_connect(ctx, id, Err(e)));
+                    guarded(core, mail, None, |ctx| handler.on_connect(ctx, id, Err(e)));
                 }
             }
         }
@@ -694,7 +858,13 @@ fn dispatch<H: Handler>(
 /// A new connection. `by_driver`: accepted by the driver, so already in the
 /// blocking mode the driver wants; otherwise (accept4 by the shard or the acceptor,
 /// non-blocking) switched to blocking for io_uring.
-fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket, by_driver: bool) {
+fn accepted<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    handler: &mut H,
+    socket: Socket,
+    by_driver: bool,
+) {
     if !by_driver && !core.nonblocking_sockets {
         if let Err(e) = socket.set_nonblocking(false) {
             warn!(shard = core.shard.0, error = %e, "cannot set an accepted socket blocking; dropping it");
@@ -711,7 +881,7 @@ fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket, by_dri
     }
     core.to_register.push(id);
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    guarded(core, Some(id), |ctx| handler.on_accept(ctx, id, peer));
+    guarded(core, mail, Some(id), |ctx| handler.on_accept(ctx, id, peer));
     if core.shutting_down {
         // Accepted after shutdown began (queued in the backlog, or a late
         // completion): served, then closed like every other connection.
@@ -721,7 +891,13 @@ fn accepted<H: Handler>(core: &mut Core, handler: &mut H, socket: Socket, by_dri
 
 /// Hands the connection's pending input plus `data` to `on_data`, keeping whatever
 /// the handler does not consume.
-fn present<H: Handler>(core: &mut Core, handler: &mut H, id: ConnId, data: &[u8]) {
+fn present<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    handler: &mut H,
+    id: ConnId,
+    data: &[u8],
+) {
     let max_input = core.limits.max_input;
     let Some(conn) = core.get_mut(id) else { return };
     if conn.is_closing() {
@@ -732,7 +908,7 @@ fn present<H: Handler>(core: &mut Core, handler: &mut H, id: ConnId, data: &[u8]
         if data.is_empty() {
             return;
         }
-        let consumed = guarded(core, Some(id), |ctx| handler.on_data(ctx, id, data));
+        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, data));
         let Some(consumed) = consumed else { return };
         let rest = &data[consumed.min(data.len())..];
         if !rest.is_empty() {
@@ -743,7 +919,7 @@ fn present<H: Handler>(core: &mut Core, handler: &mut H, id: ConnId, data: &[u8]
     } else {
         let mut input = std::mem::take(&mut conn.input);
         input.extend_from_slice(data);
-        let consumed = guarded(core, Some(id), |ctx| handler.on_data(ctx, id, &input));
+        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, &input));
         let Some(consumed) = consumed else { return };
         input.drain(..consumed.min(input.len()));
         if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
