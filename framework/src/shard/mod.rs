@@ -10,15 +10,16 @@
 
 pub(crate) mod conn;
 pub(crate) mod core;
+mod dispatch;
 pub(crate) mod doorbell;
 pub(crate) mod driver;
 pub(crate) mod mailbox;
+mod setup;
 pub(crate) mod timer;
 
 use std::{
     any::Any,
     os::fd::{AsRawFd, OwnedFd},
-    panic::{catch_unwind, AssertUnwindSafe},
     sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
@@ -29,21 +30,18 @@ use tracing::{debug, error, info, warn};
 use self::{
     conn::Phase,
     core::{Core, Notice, TimerPayload},
+    dispatch::{accepted, dispatch, guarded, present},
     doorbell::Doorbell,
-    driver::{
-        epoll::{EpollConfig, EpollDriver},
-        uring::{UringConfig, UringDriver},
-        Completion, Driver,
-    },
+    driver::Driver,
     mailbox::{Full, Mailboxes},
     timer::TimerKey,
 };
 use crate::{
     accept::shard::{Listening, ShardAccept},
     error::Error,
-    handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId},
+    handler::{CloseReason, ConnId, Handler, ShardId, TimerId},
     metrics::Metrics,
-    numa::{Binding, BufferPool, Topology},
+    numa::Topology,
     server::{Backend, ServerBuilder, ShutdownHandle},
 };
 
@@ -157,136 +155,7 @@ struct Shard<H: Handler> {
     fired: Vec<(TimerKey, TimerPayload)>,
 }
 
-/// The shard's read buffers, bound to its NUMA node (or first-touch after pinning,
-/// with the reason logged once), and where their pages really are.
-fn make_pool(cfg: &ShardConfig, count: usize) -> Result<BufferPool, Error> {
-    let b = &cfg.builder;
-    let pool = BufferPool::new(&cfg.topology, Some(cfg.node), b.read_buf_size, count)?;
-    let locality = pool.check_locality(&cfg.topology);
-    let m = &cfg.metrics.shards[cfg.id.0];
-    m.pool_bytes.add(pool.region_len() as u64);
-    m.pool_off_node_pages.add(locality.off_node_pages as u64);
-    if locality.off_node_pages > 0 {
-        warn!(
-            shard = cfg.id.0,
-            node = cfg.node,
-            off_node_pages = locality.off_node_pages,
-            pages = locality.pages,
-            "buffer pool pages found off the shard's NUMA node"
-        );
-    }
-    match pool.binding() {
-        Binding::Bound { node } => info!(
-            shard = cfg.id.0,
-            node,
-            buffers = count,
-            buf_size = b.read_buf_size,
-            "buffer pool bound to NUMA node {node}"
-        ),
-        other => info!(shard = cfg.id.0, binding = ?other, "buffer pool not NUMA-bound"),
-    }
-    Ok(pool)
-}
-
-fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
-    let b = &cfg.builder;
-    let epoll = || -> Result<Box<dyn Driver>, Error> {
-        let d = EpollDriver::new(EpollConfig {
-            scratch_size: b.read_buf_size,
-            read_budget: b.read_budget,
-            pool: Some(make_pool(cfg, 1)?),
-        })
-        .map_err(|source| Error::ShardStart {
-            shard: cfg.id.0,
-            source,
-        })?;
-        Ok(Box::new(d))
-    };
-    match cfg.backend {
-        Backend::Epoll => epoll(),
-        Backend::Uring => match UringDriver::new(UringConfig {
-            entries: b.uring_entries,
-            buf_count: b.uring_buf_count,
-            buf_size: b.read_buf_size as u32,
-            pool: Some(make_pool(cfg, usize::from(b.uring_buf_count))?),
-        }) {
-            Ok(d) => Ok(Box::new(d)),
-            Err(e) if cfg.fallback_allowed => {
-                warn!(shard = cfg.id.0, error = %e, "io_uring setup failed on this shard; falling back to epoll");
-                epoll()
-            }
-            Err(e) => Err(Error::UringUnavailable(format!(
-                "shard {}: ring setup failed: {e}",
-                cfg.id.0
-            ))),
-        },
-    }
-}
-
 impl<H: Handler> Shard<H> {
-    fn start(cfg: ShardConfig, make: impl FnOnce(ShardId) -> H) -> Result<Shard<H>, Error> {
-        let shard = cfg.id.0;
-        let start_err = |source| Error::ShardStart { shard, source };
-        if let Some(cpu) = cfg.cpu {
-            if !core_affinity::set_for_current(cpu) {
-                warn!(
-                    shard,
-                    cpu = cpu.id,
-                    "could not pin shard to its CPU; running unpinned"
-                );
-            }
-        }
-        let mut driver = make_driver(&cfg)?;
-        driver
-            .watch_doorbell(cfg.doorbell.raw_fd())
-            .map_err(start_err)?;
-        let mut accept = ShardAccept::new(cfg.listening, shard);
-        accept.start(&mut *driver).map_err(start_err)?;
-        let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.builder.limits);
-        core.tcp_nodelay = cfg.builder.tcp_nodelay;
-        core.nonblocking_sockets = driver.nonblocking_sockets();
-        let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
-            start_err(std::io::Error::other(format!(
-                "handler factory panicked: {}",
-                panic_message(&*p)
-            )))
-        })?;
-        let boxes = cfg
-            .mailboxes
-            .downcast::<Mailboxes<Envelope<H::Msg>>>()
-            .map_err(|_| start_err(std::io::Error::other("mailboxes of the wrong type")))?;
-        let mail = Mail {
-            boxes,
-            me: shard,
-            shards: cfg.shards,
-        };
-        info!(
-            shard,
-            backend = %driver.backend(),
-            cpu = cfg.cpu.map(|c| c.id),
-            node = cfg.node,
-            "shard started"
-        );
-        Ok(Shard {
-            core,
-            mail,
-            acceptor_bell: cfg.acceptor_bell,
-            was_at_cap: false,
-            ready: Vec::new(),
-            driver,
-            handler,
-            accept,
-            max_conns: cfg.builder.max_conns_per_shard,
-            listeners_closed: false,
-            accepted_fds: Vec::new(),
-            _doorbell: cfg.doorbell,
-            shutdown: cfg.shutdown,
-            shutdown_timeout: cfg.builder.shutdown_timeout,
-            shutdown_deadline: None,
-            fired: Vec::new(),
-        })
-    }
-
     fn run(mut self) -> Result<(), Error> {
         let shard = self.core.shard.0;
         {
@@ -696,237 +565,5 @@ impl<H: Handler> Shard<H> {
             let fd = conn.socket.as_raw_fd();
             self.driver.send(id, fd, conn.out.next_batch());
         }
-    }
-}
-
-/// Calls into the handler with a `Ctx`, catching a panic: the connection concerned
-/// (if any) is closed with `HandlerPanic`, the shard goes on.
-fn guarded<M, R>(
-    core: &mut Core,
-    mail: &Mail<M>,
-    conn: Option<ConnId>,
-    f: impl FnOnce(&mut Ctx<'_, M>) -> R,
-) -> Option<R> {
-    let result = {
-        let mut ctx = Ctx {
-            core: &mut *core,
-            mail,
-        };
-        catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
-    };
-    match result {
-        Ok(r) => Some(r),
-        Err(payload) => {
-            core.metrics().handler_panics.add(1);
-            let msg = panic_message(&*payload);
-            match conn {
-                Some(id) => {
-                    error!(shard = core.shard.0, conn = %id, panic = %msg, "handler panicked; closing the connection");
-                    core.close_now(id, CloseReason::HandlerPanic);
-                }
-                None => error!(shard = core.shard.0, panic = %msg, "handler panicked"),
-            }
-            None
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
-/// Routes one completion from the driver.
-fn dispatch<H: Handler>(
-    core: &mut Core,
-    mail: &Mail<H::Msg>,
-    handler: &mut H,
-    accept: &mut ShardAccept,
-    c: Completion<'_>,
-) {
-    match c {
-        Completion::Accepted { listener, result } => match result {
-            Ok(fd) => {
-                accept.on_success();
-                accepted(core, mail, handler, Socket::from(fd), true);
-            }
-            Err(e) => {
-                debug!(shard = core.shard.0, listener, error = %e, "accept failed");
-                accept.on_error(&e, Instant::now());
-            }
-        },
-        Completion::Readable { token } => accept.on_readable(token),
-        Completion::Data { conn: id, data } => {
-            core.metrics().bytes_in.add(data.len() as u64);
-            let Some(conn) = core.get_mut(id) else { return };
-            let conn = match conn.phase {
-                Phase::Open => conn,
-                // Closing: discard; release once the receive queue is drained.
-                Phase::Closing(_) => {
-                    core.continue_close(id);
-                    return;
-                }
-                Phase::Connecting => return,
-            };
-            if !conn.reading {
-                // Arrived after a pause took effect in the handler but before the
-                // driver stopped reading: keep it for resume.
-                conn.input.extend_from_slice(data);
-                conn.unpresented = true;
-                if conn.input.len() > core.limits.max_input {
-                    core.close_now(id, CloseReason::InputBufferFull);
-                }
-                return;
-            }
-            present(core, mail, handler, id, data);
-        }
-        Completion::ReadClosed { conn: id, error } => {
-            let Some(conn) = core.get_mut(id) else { return };
-            conn.driver_reading = false;
-            if let Some(e) = error {
-                core.close_now(id, CloseReason::Io(e.kind()));
-                return;
-            }
-            conn.eof = true;
-            match conn.phase {
-                Phase::Open => core.notices.push(Notice::Eof(id)),
-                Phase::Closing(_) => core.continue_close(id),
-                Phase::Connecting => {}
-            }
-        }
-        Completion::Sent { conn: id, result } => {
-            let limits = core.limits;
-            let Some(conn) = core.get_mut(id) else { return };
-            conn.sending = false;
-            match result {
-                Ok(n) => {
-                    conn.out.advance(n);
-                    let drained = conn.backpressured && conn.out.len() <= limits.send_low_water;
-                    if drained {
-                        conn.backpressured = false;
-                    }
-                    let closing = conn.is_closing();
-                    core.metrics().bytes_out.add(n as u64);
-                    if drained {
-                        core.notices.push(Notice::Drained(id));
-                    }
-                    if closing {
-                        core.continue_close(id);
-                    } else {
-                        core.list_flush(id);
-                    }
-                }
-                Err(e) => core.close_now(id, CloseReason::Io(e.kind())),
-            }
-        }
-        Completion::Connected { conn: id, result } => {
-            let Some(conn) = core.get_mut(id) else { return };
-            if conn.phase != Phase::Connecting {
-                return;
-            }
-            match result {
-                Ok(()) => {
-                    conn.phase = Phase::Open;
-                    conn.live = true;
-                    let m = core.metrics();
-                    m.conns_connected.add(1);
-                    m.conns_live.add(1);
-                    core.read_changes.push(id);
-                    core.list_flush(id);
-                    guarded(core, mail, Some(id), |ctx| {
-                        handler.on_connect(ctx, id, Ok(()))
-                    });
-                }
-                Err(e) => {
-                    // Never live, so released without `on_close`; the handler hears
-                    // it here, before the id can be reused.
-                    core.close_now(id, CloseReason::Io(e.kind()));
-                    guarded(core, mail, None, |ctx| handler.on_connect(ctx, id, Err(e)));
-                }
-            }
-        }
-        // The shutdown flag (and later the mailboxes) are checked every turn.
-        Completion::Doorbell => {}
-    }
-}
-
-/// A new connection. `by_driver`: accepted by the driver, so already in the
-/// blocking mode the driver wants; otherwise (accept4 by the shard or the acceptor,
-/// non-blocking) switched to blocking for io_uring.
-fn accepted<H: Handler>(
-    core: &mut Core,
-    mail: &Mail<H::Msg>,
-    handler: &mut H,
-    socket: Socket,
-    by_driver: bool,
-) {
-    if !by_driver && !core.nonblocking_sockets {
-        if let Err(e) = socket.set_nonblocking(false) {
-            warn!(shard = core.shard.0, error = %e, "cannot set an accepted socket blocking; dropping it");
-            return;
-        }
-    }
-    let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
-    let id = core.insert(socket, peer, Phase::Open);
-    let m = core.metrics();
-    m.conns_accepted.add(1);
-    m.conns_live.add(1);
-    if let Some(conn) = core.get_mut(id) {
-        conn.live = true;
-    }
-    core.to_register.push(id);
-    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    guarded(core, mail, Some(id), |ctx| handler.on_accept(ctx, id, peer));
-    if core.shutting_down {
-        // Accepted after shutdown began (queued in the backlog, or a late
-        // completion): served, then closed like every other connection.
-        core.close_graceful(id, CloseReason::Shutdown);
-    }
-}
-
-/// Hands the connection's pending input plus `data` to `on_data`, keeping whatever
-/// the handler does not consume.
-fn present<H: Handler>(
-    core: &mut Core,
-    mail: &Mail<H::Msg>,
-    handler: &mut H,
-    id: ConnId,
-    data: &[u8],
-) {
-    let max_input = core.limits.max_input;
-    let Some(conn) = core.get_mut(id) else { return };
-    if conn.is_closing() {
-        return;
-    }
-    conn.unpresented = false;
-    if conn.input.is_empty() {
-        if data.is_empty() {
-            return;
-        }
-        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, data));
-        let Some(consumed) = consumed else { return };
-        let rest = &data[consumed.min(data.len())..];
-        if !rest.is_empty() {
-            if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
-                conn.input.extend_from_slice(rest);
-            }
-        }
-    } else {
-        let mut input = std::mem::take(&mut conn.input);
-        input.extend_from_slice(data);
-        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, &input));
-        let Some(consumed) = consumed else { return };
-        input.drain(..consumed.min(input.len()));
-        if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
-            conn.input = input;
-        }
-    }
-    if core.get(id).is_some_and(|c| c.input.len() > max_input) {
-        core.close_now(id, CloseReason::InputBufferFull);
     }
 }

@@ -1,0 +1,255 @@
+//! Routing the driver's completions to the handler: new connections, data (with
+//! the unconsumed-input rules), EOF, sends, connects; and `guarded`, the one way
+//! the shard calls into handler code (a panic closes only the connection concerned).
+
+use std::{
+    any::Any,
+    panic::{catch_unwind, AssertUnwindSafe},
+    time::Instant,
+};
+
+use socket2::Socket;
+use tracing::{debug, error, warn};
+
+use super::{
+    conn::Phase,
+    core::{Core, Notice},
+    driver::Completion,
+    Mail,
+};
+use crate::{
+    accept::shard::ShardAccept,
+    handler::{CloseReason, ConnId, Ctx, Handler},
+};
+
+/// Calls into the handler with a `Ctx`, catching a panic: the connection concerned
+/// (if any) is closed with `HandlerPanic`, the shard goes on.
+pub(super) fn guarded<M, R>(
+    core: &mut Core,
+    mail: &Mail<M>,
+    conn: Option<ConnId>,
+    f: impl FnOnce(&mut Ctx<'_, M>) -> R,
+) -> Option<R> {
+    let result = {
+        let mut ctx = Ctx {
+            core: &mut *core,
+            mail,
+        };
+        catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
+    };
+    match result {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            core.metrics().handler_panics.add(1);
+            let msg = panic_message(&*payload);
+            match conn {
+                Some(id) => {
+                    error!(shard = core.shard.0, conn = %id, panic = %msg, "handler panicked; closing the connection");
+                    core.close_now(id, CloseReason::HandlerPanic);
+                }
+                None => error!(shard = core.shard.0, panic = %msg, "handler panicked"),
+            }
+            None
+        }
+    }
+}
+
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Routes one completion from the driver.
+pub(super) fn dispatch<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    handler: &mut H,
+    accept: &mut ShardAccept,
+    c: Completion<'_>,
+) {
+    match c {
+        Completion::Accepted { listener, result } => match result {
+            Ok(fd) => {
+                accept.on_success();
+                accepted(core, mail, handler, Socket::from(fd), true);
+            }
+            Err(e) => {
+                debug!(shard = core.shard.0, listener, error = %e, "accept failed");
+                accept.on_error(&e, Instant::now());
+            }
+        },
+        Completion::Readable { token } => accept.on_readable(token),
+        Completion::Data { conn: id, data } => {
+            core.metrics().bytes_in.add(data.len() as u64);
+            let Some(conn) = core.get_mut(id) else { return };
+            let conn = match conn.phase {
+                Phase::Open => conn,
+                // Closing: discard; release once the receive queue is drained.
+                Phase::Closing(_) => {
+                    core.continue_close(id);
+                    return;
+                }
+                Phase::Connecting => return,
+            };
+            if !conn.reading {
+                // Arrived after a pause took effect in the handler but before the
+                // driver stopped reading: keep it for resume.
+                conn.input.extend_from_slice(data);
+                conn.unpresented = true;
+                if conn.input.len() > core.limits.max_input {
+                    core.close_now(id, CloseReason::InputBufferFull);
+                }
+                return;
+            }
+            present(core, mail, handler, id, data);
+        }
+        Completion::ReadClosed { conn: id, error } => {
+            let Some(conn) = core.get_mut(id) else { return };
+            conn.driver_reading = false;
+            if let Some(e) = error {
+                core.close_now(id, CloseReason::Io(e.kind()));
+                return;
+            }
+            conn.eof = true;
+            match conn.phase {
+                Phase::Open => core.notices.push(Notice::Eof(id)),
+                Phase::Closing(_) => core.continue_close(id),
+                Phase::Connecting => {}
+            }
+        }
+        Completion::Sent { conn: id, result } => {
+            let limits = core.limits;
+            let Some(conn) = core.get_mut(id) else { return };
+            conn.sending = false;
+            match result {
+                Ok(n) => {
+                    conn.out.advance(n);
+                    let drained = conn.backpressured && conn.out.len() <= limits.send_low_water;
+                    if drained {
+                        conn.backpressured = false;
+                    }
+                    let closing = conn.is_closing();
+                    core.metrics().bytes_out.add(n as u64);
+                    if drained {
+                        core.notices.push(Notice::Drained(id));
+                    }
+                    if closing {
+                        core.continue_close(id);
+                    } else {
+                        core.list_flush(id);
+                    }
+                }
+                Err(e) => core.close_now(id, CloseReason::Io(e.kind())),
+            }
+        }
+        Completion::Connected { conn: id, result } => {
+            let Some(conn) = core.get_mut(id) else { return };
+            if conn.phase != Phase::Connecting {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    conn.phase = Phase::Open;
+                    conn.live = true;
+                    let m = core.metrics();
+                    m.conns_connected.add(1);
+                    m.conns_live.add(1);
+                    core.read_changes.push(id);
+                    core.list_flush(id);
+                    guarded(core, mail, Some(id), |ctx| {
+                        handler.on_connect(ctx, id, Ok(()))
+                    });
+                }
+                Err(e) => {
+                    // Never live, so released without `on_close`; the handler hears
+                    // it here, before the id can be reused.
+                    core.close_now(id, CloseReason::Io(e.kind()));
+                    guarded(core, mail, None, |ctx| handler.on_connect(ctx, id, Err(e)));
+                }
+            }
+        }
+        // The shutdown flag (and later the mailboxes) are checked every turn.
+        Completion::Doorbell => {}
+    }
+}
+
+/// A new connection. `by_driver`: accepted by the driver, so already in the
+/// blocking mode the driver wants; otherwise (accept4 by the shard or the acceptor,
+/// non-blocking) switched to blocking for io_uring.
+pub(super) fn accepted<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    handler: &mut H,
+    socket: Socket,
+    by_driver: bool,
+) {
+    if !by_driver && !core.nonblocking_sockets {
+        if let Err(e) = socket.set_nonblocking(false) {
+            warn!(shard = core.shard.0, error = %e, "cannot set an accepted socket blocking; dropping it");
+            return;
+        }
+    }
+    let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+    let id = core.insert(socket, peer, Phase::Open);
+    let m = core.metrics();
+    m.conns_accepted.add(1);
+    m.conns_live.add(1);
+    if let Some(conn) = core.get_mut(id) {
+        conn.live = true;
+    }
+    core.to_register.push(id);
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    guarded(core, mail, Some(id), |ctx| handler.on_accept(ctx, id, peer));
+    if core.shutting_down {
+        // Accepted after shutdown began (queued in the backlog, or a late
+        // completion): served, then closed like every other connection.
+        core.close_graceful(id, CloseReason::Shutdown);
+    }
+}
+
+/// Hands the connection's pending input plus `data` to `on_data`, keeping whatever
+/// the handler does not consume.
+pub(super) fn present<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    handler: &mut H,
+    id: ConnId,
+    data: &[u8],
+) {
+    let max_input = core.limits.max_input;
+    let Some(conn) = core.get_mut(id) else { return };
+    if conn.is_closing() {
+        return;
+    }
+    conn.unpresented = false;
+    if conn.input.is_empty() {
+        if data.is_empty() {
+            return;
+        }
+        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, data));
+        let Some(consumed) = consumed else { return };
+        let rest = &data[consumed.min(data.len())..];
+        if !rest.is_empty() {
+            if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
+                conn.input.extend_from_slice(rest);
+            }
+        }
+    } else {
+        let mut input = std::mem::take(&mut conn.input);
+        input.extend_from_slice(data);
+        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, &input));
+        let Some(consumed) = consumed else { return };
+        input.drain(..consumed.min(input.len()));
+        if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
+            conn.input = input;
+        }
+    }
+    if core.get(id).is_some_and(|c| c.input.len() > max_input) {
+        core.close_now(id, CloseReason::InputBufferFull);
+    }
+}
