@@ -1,0 +1,310 @@
+//! Configuration: which backend, which limits, and the builder that checks them.
+
+use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+
+use super::{make_mail, Server};
+use crate::{
+    accept::AcceptMode,
+    error::Error,
+    handler::{Handler, ShardId},
+    numa::Placement,
+    shard,
+};
+
+/// Which I/O backend to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Io {
+    /// io_uring if the kernel offers everything we use, else epoll with a warning
+    /// saying why.
+    #[default]
+    Auto,
+    /// io_uring or a startup error; never a silent fallback.
+    Uring,
+    /// epoll, even where io_uring works.
+    Epoll,
+}
+
+impl FromStr for Io {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Io, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Io::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Io::Uring),
+            "epoll" => Ok(Io::Epoll),
+            other => Err(format!(
+                "unknown I/O backend {other:?} (expected auto, uring or epoll)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Io::Auto => "auto",
+            Io::Uring => "uring",
+            Io::Epoll => "epoll",
+        })
+    }
+}
+
+/// The backend a shard actually runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring.
+    Uring,
+    /// epoll (through mio).
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// Per-connection limits. Every buffer a peer can make the server hold is bounded by
+/// one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Queued outbound bytes at which `on_backpressure` is called.
+    pub send_high_water: usize,
+    /// Queued outbound bytes under which `on_drained` follows a backpressure notice.
+    pub send_low_water: usize,
+    /// Queued outbound bytes past which the connection is closed with
+    /// `CloseReason::SendQueueFull`.
+    pub send_hard_limit: usize,
+    /// Unconsumed input a handler may leave before the connection is closed with
+    /// `CloseReason::InputBufferFull`.
+    pub max_input: usize,
+    /// How long a closing connection may take to flush and see the peer's EOF.
+    pub close_linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            send_high_water: 1 << 20,
+            send_low_water: 256 << 10,
+            send_hard_limit: 16 << 20,
+            max_input: 1 << 20,
+            close_linger: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Configures a [`Server`]. Start from [`Server::builder`].
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    pub(crate) shards: Option<usize>,
+    pub(crate) io: Io,
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) pin: bool,
+    pub(crate) backlog: i32,
+    pub(crate) uring_entries: u32,
+    pub(crate) uring_buf_count: u16,
+    pub(crate) read_buf_size: usize,
+    pub(crate) read_budget: usize,
+    pub(crate) accept: AcceptMode,
+    pub(crate) max_conns_per_shard: Option<usize>,
+    pub(crate) topology: Option<String>,
+    pub(crate) placement: Placement,
+    pub(crate) oversubscribe: bool,
+    pub(crate) mailbox_capacity: usize,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> ServerBuilder {
+        ServerBuilder {
+            shards: None,
+            io: Io::Auto,
+            listen: Vec::new(),
+            tcp_nodelay: true,
+            limits: Limits::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            pin: true,
+            backlog: 1024,
+            uring_entries: 1024,
+            uring_buf_count: 512,
+            read_buf_size: 16 << 10,
+            read_budget: 64 << 10,
+            accept: AcceptMode::ReusePort,
+            max_conns_per_shard: None,
+            topology: None,
+            placement: Placement::Compact,
+            oversubscribe: false,
+            mailbox_capacity: 1024,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Number of shards (threads). Default: one per CPU this process may run on.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// I/O backend. Default [`Io::Auto`].
+    pub fn io(mut self, io: Io) -> Self {
+        self.io = io;
+        self
+    }
+
+    /// Adds a TCP listen address (every shard accepts on it through its own
+    /// SO_REUSEPORT socket). Port 0 picks one free port shared by all shards.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// TCP_NODELAY on accepted and connected sockets. Default on.
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.tcp_nodelay = on;
+        self
+    }
+
+    /// Per-connection limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long shutdown waits for outbound queues to flush before closing anyway.
+    /// Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Pin each shard to its own CPU (default on). Off is for tests that run more
+    /// shards than CPUs and for embedding beside other busy threads.
+    pub fn pin(mut self, on: bool) -> Self {
+        self.pin = on;
+        self
+    }
+
+    /// Listen backlog per listener. Default 1024 (the kernel caps it at somaxconn).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Size of one read buffer: io_uring's provided buffers and epoll's scratch
+    /// buffer. Default 16 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buf_size = bytes;
+        self
+    }
+
+    /// Number of io_uring provided read buffers per shard (a power of two). Default 512.
+    pub fn uring_buffers(mut self, count: u16) -> Self {
+        self.uring_buf_count = count;
+        self
+    }
+
+    /// Bytes one connection may read per loop turn before the others get a turn
+    /// (epoll). Default 64 KiB.
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes;
+        self
+    }
+
+    /// How connections reach shards. Default [`AcceptMode::ReusePort`].
+    pub fn accept_mode(mut self, mode: AcceptMode) -> Self {
+        self.accept = mode;
+        self
+    }
+
+    /// Most live connections one shard holds. At the cap a shard stops accepting
+    /// (connections wait in the kernel backlog, or go to another shard) and resumes
+    /// as its connections close. Default: no cap.
+    pub fn max_connections_per_shard(mut self, max: usize) -> Self {
+        self.max_conns_per_shard = Some(max);
+        self
+    }
+
+    /// The machine to plan for: a synthetic description (`"pack:2 numa:2 core:8
+    /// pu:2"`) or an hwloc XML export path. Default: the `SHARDLINE_TOPOLOGY`
+    /// environment variable, else this machine. A topology other than this machine is
+    /// for planning only ([`Server::plan`]); starting on it is an error.
+    pub fn topology(mut self, spec_or_path: impl Into<String>) -> Self {
+        self.topology = Some(spec_or_path.into());
+        self
+    }
+
+    /// Where shards run: compact (default), spread, or an explicit CPU list.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Allow more shards than allowed CPUs (they then share CPUs). Off by default;
+    /// implied by `pin(false)`.
+    pub fn oversubscribe(mut self, on: bool) -> Self {
+        self.oversubscribe = on;
+        self
+    }
+
+    /// Messages each shard-to-shard mailbox holds before `post` returns `Full`.
+    /// Default 1024. Memory is allocated up front: shards² × capacity messages.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = capacity;
+        self
+    }
+
+    /// Checks the configuration and produces a server that makes one `H` per shard,
+    /// on the shard's thread, with `factory`.
+    pub fn build<H, F>(self, factory: F) -> Result<Server, Error>
+    where
+        H: Handler,
+        F: Fn(ShardId) -> H + Send + Sync + 'static,
+    {
+        match self.shards {
+            Some(0) => return Err(Error::Config("shard count must be at least 1".into())),
+            Some(n) if n > 4096 => {
+                return Err(Error::Config(format!(
+                    "{n} shards is more than the 4096 supported"
+                )))
+            }
+            _ => {}
+        }
+        let l = &self.limits;
+        if l.send_low_water > l.send_high_water || l.send_high_water > l.send_hard_limit {
+            return Err(Error::Config(
+                "limits must satisfy send_low_water <= send_high_water <= send_hard_limit".into(),
+            ));
+        }
+        if self.mailbox_capacity == 0 {
+            return Err(Error::Config("mailbox_capacity must be at least 1".into()));
+        }
+        if self.max_conns_per_shard == Some(0) {
+            return Err(Error::Config(
+                "max_connections_per_shard must be at least 1".into(),
+            ));
+        }
+        if !self.uring_buf_count.is_power_of_two() {
+            return Err(Error::Config(format!(
+                "uring_buffers must be a power of two, not {}",
+                self.uring_buf_count
+            )));
+        }
+        if self.read_buf_size < 512 || self.read_buf_size > (1 << 24) {
+            return Err(Error::Config(format!(
+                "read_buffer_size must be between 512 B and 16 MiB, not {}",
+                self.read_buf_size
+            )));
+        }
+        Ok(Server {
+            config: self,
+            spawn: Arc::new(move |cfg| shard::run(cfg, &factory)),
+            make_mail: Arc::new(make_mail::<H::Msg>),
+        })
+    }
+}

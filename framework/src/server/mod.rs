@@ -1,0 +1,371 @@
+//! The public entry point: configure a [`Server`], start its shards, stop it.
+
+use std::{
+    any::Any,
+    fmt,
+    net::SocketAddr,
+    sync::{mpsc, Arc},
+    thread::JoinHandle,
+};
+
+use socket2::Socket;
+use tracing::{debug, info, warn};
+
+mod config;
+mod shutdown;
+
+pub use self::{
+    config::{Backend, Io, Limits, ServerBuilder},
+    shutdown::{RunningServer, ShutdownHandle},
+};
+
+use crate::{
+    accept::{
+        handoff::{Acceptor, Deliver},
+        reuseport::{self, ListenOptions},
+        shard::Listening,
+        AcceptMode,
+    },
+    error::Error,
+    handler::ShardId,
+    metrics::{MailStats, Metrics},
+    numa::{Plan, PlanOptions, Topology},
+    shard::{
+        self,
+        doorbell::Doorbell,
+        mailbox::{Full, Mailboxes},
+        Envelope, ShardConfig,
+    },
+};
+
+/// Runs one shard to completion; erases the handler type so `Server` is not generic
+/// while each shard's loop is still monomorphized for its handler.
+type SpawnShard = Arc<dyn Fn(ShardConfig) -> Result<(), Error> + Send + Sync>;
+
+/// Creates the mailboxes for the handler's message type (erased, like `SpawnShard`).
+type MakeMail = Arc<dyn Fn(usize, usize, Vec<Doorbell>, Option<usize>) -> MailSet + Send + Sync>;
+
+/// The mailboxes of one run, type-erased, with what the acceptor and the metrics
+/// need from them.
+struct MailSet {
+    boxes: Arc<dyn Any + Send + Sync>,
+    deliver: Option<Deliver>,
+    stats: MailStats,
+}
+
+fn make_mail<M: Send + 'static>(
+    participants: usize,
+    capacity: usize,
+    doorbells: Vec<Doorbell>,
+    acceptor: Option<usize>,
+) -> MailSet {
+    let boxes = Mailboxes::<Envelope<M>>::new(participants, capacity, doorbells);
+    let deliver = acceptor.map(|from| {
+        let b = boxes.clone();
+        Box::new(
+            move |to: usize, fd| match b.post(from, to, Envelope::Conn(fd)) {
+                Ok(()) => Ok(()),
+                Err(Full(Envelope::Conn(fd))) => Err(fd),
+                Err(Full(Envelope::User(_))) => {
+                    unreachable!("a full mailbox returns the message it was given")
+                }
+            },
+        ) as Deliver
+    });
+    let stats = {
+        let b = boxes.clone();
+        Arc::new(move |i: usize| b.metrics(i).snapshot()) as MailStats
+    };
+    MailSet {
+        boxes,
+        deliver,
+        stats,
+    }
+}
+
+/// A configured server, not yet running.
+pub struct Server {
+    config: ServerBuilder,
+    spawn: SpawnShard,
+    make_mail: MakeMail,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder with defaults: one shard per CPU, `Io::Auto`, TCP_NODELAY on.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts the server, runs it until SIGINT or SIGTERM, shuts down gracefully and
+    /// returns when every shard has stopped. A second signal exits at once.
+    pub fn run(self) -> Result<(), Error> {
+        use signal_hook::{consts::signal::*, iterator::Signals};
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Signal)?;
+        let running = self.start()?;
+        let shutdown = running.shutdown_handle();
+        let signal_handle = signals.handle();
+        let watcher = std::thread::Builder::new()
+            .name("shardline-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    seen += 1;
+                    if seen == 1 {
+                        info!(signal = sig, "shutting down (signal again to exit at once)");
+                        shutdown.shutdown();
+                    } else {
+                        warn!(
+                            signal = sig,
+                            "second signal: exiting without a clean shutdown"
+                        );
+                        std::process::exit(130);
+                    }
+                }
+            })
+            .map_err(Error::Signal)?;
+        let result = running.join();
+        signal_handle.close();
+        let _ = watcher.join();
+        result
+    }
+
+    /// Where each shard (and a handoff acceptor) would run, on the configured
+    /// topology: what `--print-plan` shows.
+    pub fn plan(&self) -> Result<Plan, Error> {
+        self.topology_and_plan().map(|(_, plan)| plan)
+    }
+
+    fn topology_and_plan(&self) -> Result<(Topology, Plan), Error> {
+        let c = &self.config;
+        let topology = Topology::from_arg_or_env(c.topology.as_deref())?;
+        let shards = match c.shards {
+            Some(n) => n,
+            None => topology.allowed_pus().len().max(1),
+        };
+        let options = PlanOptions {
+            shards,
+            placement: c.placement.clone(),
+            allowed: None,
+            oversubscribe: c.oversubscribe || !c.pin,
+            acceptor: matches!(c.accept, AcceptMode::Handoff(_)),
+        };
+        let plan = Plan::new(&topology, &options)?;
+        Ok((topology, plan))
+    }
+
+    /// Starts every shard and returns once all of them are serving (or the first
+    /// startup error, after stopping the others).
+    pub fn start(self) -> Result<RunningServer, Error> {
+        let (topology, plan) = self.topology_and_plan()?;
+        if !topology.is_real() {
+            return Err(Error::Config(format!(
+                "topology {} is for planning (--print-plan); a server runs on this machine's",
+                topology.description()
+            )));
+        }
+        let topology = Arc::new(topology);
+        let shards = plan.shards.len();
+        let backend = resolve_backend(self.config.io)?;
+        let (listening, local_addrs, acceptor_listeners) = bind_for_mode(&self.config, shards)?;
+        let handoff = match self.config.accept {
+            AcceptMode::Handoff(balance) => Some(balance),
+            _ => None,
+        };
+        // The handoff acceptor is one more mailbox participant (it only sends).
+        let participants = shards + usize::from(handoff.is_some());
+        let doorbells = (0..participants)
+            .map(|i| Doorbell::new().map_err(|source| Error::ShardStart { shard: i, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let acceptor_bell = handoff.map(|_| doorbells[shards].clone());
+        let mail = (self.make_mail)(
+            participants,
+            self.config.mailbox_capacity,
+            doorbells.clone(),
+            handoff.map(|_| shards),
+        );
+        let shutdown = ShutdownHandle::new(doorbells.clone(), participants, handoff.is_some());
+        let metrics = Metrics::new(shards, Some(mail.stats));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(shards);
+        debug!(plan = %plan.table(), "placement");
+        for (i, listening) in listening.into_iter().enumerate() {
+            let cfg = ShardConfig {
+                id: ShardId(i),
+                shards,
+                backend,
+                fallback_allowed: self.config.io == Io::Auto,
+                cpu: self.config.pin.then(|| core_affinity::CoreId {
+                    id: plan.shards[i].pu,
+                }),
+                node: plan.shards[i].node,
+                topology: topology.clone(),
+                builder: self.config.clone(),
+                listening,
+                doorbell: doorbells[i].clone(),
+                shutdown: shutdown.clone(),
+                metrics: metrics.clone(),
+                ready: ready_tx.clone(),
+                mailboxes: mail.boxes.clone(),
+                acceptor_bell: acceptor_bell.clone(),
+            };
+            let spawn = self.spawn.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("shardline-{i}"))
+                .spawn(move || spawn(cfg));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(source) => {
+                    shutdown.shutdown();
+                    let _ = join_all(threads);
+                    return Err(Error::ShardStart { shard: i, source });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut first_error = None;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => break, // a shard died before reporting; join tells why
+            }
+        }
+        if first_error.is_some() || threads.iter().any(|t| t.is_finished()) {
+            shutdown.shutdown();
+            let joined = join_all(threads);
+            return Err(first_error.unwrap_or_else(|| {
+                joined
+                    .err()
+                    .unwrap_or_else(|| Error::Config("a shard stopped during startup".into()))
+            }));
+        }
+        if let (Some(balance), Some(deliver), Some(bell)) = (handoff, mail.deliver, acceptor_bell) {
+            let acceptor = Acceptor {
+                listeners: acceptor_listeners,
+                balance,
+                shards,
+                max_conns: self.config.max_conns_per_shard,
+                metrics: metrics.clone(),
+                doorbell: bell,
+                shutdown: shutdown.clone(),
+                deliver,
+                cpu: plan
+                    .acceptor
+                    .as_ref()
+                    .filter(|_| self.config.pin)
+                    .map(|a| core_affinity::CoreId { id: a.pu }),
+            };
+            let spawned = std::thread::Builder::new()
+                .name("shardline-acceptor".into())
+                .spawn(move || {
+                    acceptor.run();
+                    Ok(())
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(source) => {
+                    shutdown.shutdown();
+                    shutdown.stopped_listening();
+                    shutdown.acceptor_done();
+                    let _ = join_all(threads);
+                    return Err(Error::ShardStart {
+                        shard: shards,
+                        source,
+                    });
+                }
+            }
+        }
+        info!(
+            shards,
+            backend = %backend,
+            accept = %self.config.accept,
+            addrs = ?local_addrs,
+            "server started"
+        );
+        Ok(RunningServer {
+            local_addrs,
+            backend,
+            shutdown,
+            metrics,
+            threads,
+        })
+    }
+}
+
+fn join_all(threads: Vec<JoinHandle<Result<(), Error>>>) -> Result<(), Error> {
+    let mut result = Ok(());
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap_or(Err(Error::ShardPanicked(i)));
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}
+
+fn resolve_backend(io: Io) -> Result<Backend, Error> {
+    match io {
+        Io::Epoll => Ok(Backend::Epoll),
+        Io::Uring => shard::driver::probe_uring()
+            .map(|()| Backend::Uring)
+            .map_err(Error::UringUnavailable),
+        Io::Auto => match shard::driver::probe_uring() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(reason) => {
+                warn!(%reason, "io_uring unavailable; falling back to epoll");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
+/// What each shard listens on, the resolved addresses, and the handoff acceptor's
+/// listeners.
+type Bindings = (Vec<Listening>, Vec<SocketAddr>, Vec<Socket>);
+
+/// Binds what the accept mode needs: a listener per shard per address (reuseport),
+/// or one per address shared by every shard (exclusive) or owned by the acceptor
+/// (handoff).
+fn bind_for_mode(config: &ServerBuilder, shards: usize) -> Result<Bindings, Error> {
+    let opts = ListenOptions {
+        backlog: config.backlog,
+        tcp_nodelay: config.tcp_nodelay,
+        reuse_port: config.accept == AcceptMode::ReusePort,
+    };
+    let copies = match config.accept {
+        AcceptMode::ReusePort => shards,
+        _ => 1,
+    };
+    let (mut sockets, addrs) = reuseport::bind_all(&config.listen, copies, opts)
+        .map_err(|(addr, source)| Error::Bind { addr, source })?;
+    let listening = match config.accept {
+        AcceptMode::ReusePort => sockets.into_iter().map(Listening::ReusePort).collect(),
+        AcceptMode::Exclusive => {
+            let shared: Vec<Arc<Socket>> = sockets
+                .pop()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            (0..shards)
+                .map(|_| Listening::Exclusive(shared.iter().map(|l| (l.clone(), None)).collect()))
+                .collect()
+        }
+        AcceptMode::Handoff(_) => {
+            let own = sockets.pop().unwrap_or_default();
+            let listening = (0..shards).map(|_| Listening::Handoff).collect();
+            return Ok((listening, addrs, own));
+        }
+    };
+    Ok((listening, addrs, Vec::new()))
+}

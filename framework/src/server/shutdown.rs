@@ -1,0 +1,139 @@
+//! Stopping a server: the shutdown handle (flag, doorbells, the listener barrier)
+//! and the running server's join.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+};
+
+use super::{config::Backend, join_all};
+use crate::{error::Error, metrics::Metrics, shard::doorbell::Doorbell};
+
+#[derive(Debug)]
+pub(super) struct ShutdownInner {
+    requested: AtomicBool,
+    /// Every shard's doorbell, and the handoff acceptor's.
+    doorbells: Vec<Doorbell>,
+    /// A handoff acceptor runs and has not finished handing out connections.
+    acceptor_running: AtomicBool,
+    /// Shards (and the handoff acceptor) that must stop listening before any
+    /// listener is drained and closed.
+    participants: usize,
+    stopped_listening: AtomicUsize,
+}
+
+/// Asks a running server to shut down gracefully; cheap to clone, usable from any
+/// thread (or a signal-watching thread).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    inner: Arc<ShutdownInner>,
+}
+
+impl ShutdownHandle {
+    /// A handle for `participants` listening parties (shards, plus the acceptor if
+    /// `acceptor`), waking them through `doorbells`.
+    pub(super) fn new(doorbells: Vec<Doorbell>, participants: usize, acceptor: bool) -> Self {
+        ShutdownHandle {
+            inner: Arc::new(ShutdownInner {
+                requested: AtomicBool::new(false),
+                doorbells,
+                acceptor_running: AtomicBool::new(acceptor),
+                participants,
+                stopped_listening: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Starts a graceful shutdown: listeners close, handlers get `on_shutdown`,
+    /// queues flush up to the shutdown timeout, every shard stops. Idempotent.
+    pub fn shutdown(&self) {
+        // SeqCst pairs with the shard reading the flag after its doorbell wakes it.
+        self.inner.requested.store(true, Ordering::SeqCst);
+        for d in &self.inner.doorbells {
+            d.ring();
+        }
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_requested(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// One participant stopped watching its listeners. The last one wakes everyone:
+    /// from then on backlogs can be drained and listeners closed without dropping a
+    /// connection another participant would still have accepted.
+    pub(crate) fn stopped_listening(&self) {
+        let n = self.inner.stopped_listening.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.inner.participants {
+            for d in &self.inner.doorbells {
+                d.ring();
+            }
+        }
+    }
+
+    /// The handoff acceptor handed out its last connection and exited.
+    pub(crate) fn acceptor_done(&self) {
+        self.inner.acceptor_running.store(false, Ordering::SeqCst);
+        for d in &self.inner.doorbells {
+            d.ring();
+        }
+    }
+
+    /// No handoff acceptor is still running (true when there is none).
+    pub(crate) fn acceptor_finished(&self) -> bool {
+        !self.inner.acceptor_running.load(Ordering::SeqCst)
+    }
+
+    /// Whether every participant stopped listening.
+    pub(crate) fn all_stopped_listening(&self) -> bool {
+        self.inner.stopped_listening.load(Ordering::SeqCst) >= self.inner.participants
+    }
+}
+
+/// A started server: its addresses, metrics and a way to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub(super) local_addrs: Vec<SocketAddr>,
+    pub(super) backend: Backend,
+    pub(super) shutdown: ShutdownHandle,
+    pub(super) metrics: Metrics,
+    pub(super) threads: Vec<JoinHandle<Result<(), Error>>>,
+}
+
+impl RunningServer {
+    /// The bound listen addresses (port 0 resolved), in the order given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The backend the shards were asked to run (each shard logs what it got).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Every shard's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Requests shutdown and waits for every shard.
+    pub fn shutdown(self) -> Result<(), Error> {
+        self.shutdown.shutdown();
+        self.join()
+    }
+
+    /// Waits for every shard to stop (after a shutdown request, or an error in a
+    /// shard, which stops the others too).
+    pub fn join(self) -> Result<(), Error> {
+        join_all(self.threads)
+    }
+}
