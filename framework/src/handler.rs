@@ -102,8 +102,9 @@ impl fmt::Display for CloseReason {
 }
 
 /// The application's per-shard event handler. One instance is created per shard, on
-/// that shard's thread, by the factory given to [`ServerBuilder::build`]
-/// (crate::ServerBuilder::build); it never moves between threads.
+/// that shard's thread, by the factory given to
+/// [`ServerBuilder::build`](crate::ServerBuilder::build); it never moves between
+/// threads.
 ///
 /// Panics: a panic inside a callback that concerns a connection (`on_accept`,
 /// `on_data`, `on_eof`, `on_connect`, `on_backpressure`, `on_drained`) is caught;
