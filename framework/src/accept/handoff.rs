@@ -279,10 +279,11 @@ impl State {
         self.finishing = true;
         self.set_watching(false);
         self.acceptor.shutdown.stopped_listening();
-        while !self.acceptor.shutdown.all_stopped_listening() {
+        // Bounded: a shard that died never counts in.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.acceptor.shutdown.all_stopped_listening() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
         let listeners = std::mem::take(&mut self.acceptor.listeners);
         for l in &listeners {
             while let Ok(Some(fd)) = accept_now(l) {

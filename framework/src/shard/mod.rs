@@ -189,10 +189,13 @@ impl<H: Handler> Shard<H> {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutdown_deadline {
-                if !self.listeners_closed && self.shutdown.all_stopped_listening() {
+                // Past the deadline nothing is waited for any more: not the barrier
+                // (a participant that died never counts in), not the acceptor.
+                let overdue = Instant::now() >= deadline;
+                if !self.listeners_closed && (self.shutdown.all_stopped_listening() || overdue) {
                     self.drain_listeners();
                 }
-                if Instant::now() >= deadline {
+                if overdue {
                     for id in self.core.ids() {
                         self.core.close_now(id, CloseReason::Shutdown);
                     }
@@ -201,7 +204,7 @@ impl<H: Handler> Shard<H> {
                 if self.listeners_closed
                     && self.core.conns.is_empty()
                     && mail_taken == 0
-                    && self.shutdown.acceptor_finished()
+                    && (self.shutdown.acceptor_finished() || overdue)
                 {
                     break;
                 }
