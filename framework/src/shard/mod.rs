@@ -222,7 +222,13 @@ impl<H: Handler> Shard<H> {
             .flatten()
             .min();
             let mut timeout = wake.map(|t| t.saturating_duration_since(now));
-            if self.accept.has_pending() || mail_taken == MAIL_BUDGET {
+            // While shutting down, a turn that took mail may have closed the last
+            // connection: take another turn at once to see if the shard can stop.
+            let shutting_down = self.shutdown_deadline.is_some();
+            if self.accept.has_pending()
+                || mail_taken == MAIL_BUDGET
+                || (shutting_down && mail_taken > 0)
+            {
                 timeout = Some(Duration::ZERO);
             }
             // Announce sleep to the mailboxes only when really about to block; a
