@@ -1,0 +1,144 @@
+//! One connected client, as its own shard sees it.
+
+use std::{sync::Arc, time::Instant};
+
+use shardline::{ConnId, TimerId};
+
+use crate::{casemap::NameKey, framing::LineReader, mail::Caps};
+
+/// LUSERS counts being gathered from every shard.
+#[derive(Debug, Default)]
+pub struct Lusers {
+    /// Shards that have not answered yet.
+    pub remaining: usize,
+    /// Registered clients.
+    pub users: u64,
+    /// Registered clients with +i.
+    pub invisible: u64,
+    /// Unregistered connections.
+    pub unknown: u64,
+    /// Channels.
+    pub channels: u64,
+    /// Part of the welcome burst: send the MOTD after the counts.
+    pub then_motd: bool,
+}
+
+/// A client of this shard.
+#[derive(Debug)]
+pub struct Client {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Whether the connection is still open (a quitting client outlives it until its
+    /// requests are answered).
+    pub alive: bool,
+    /// The peer's address, as shown in its mask.
+    pub host: String,
+    /// The nick it holds (claimed at the nick's owner).
+    pub nick: Option<String>,
+    /// The user name from USER (prefixed with `~`: no ident lookup).
+    pub user: Option<String>,
+    /// The real name from USER.
+    pub realname: String,
+    /// `nick!user@host` once registered.
+    pub mask: Arc<str>,
+    /// Registration completed (001 sent).
+    pub registered: bool,
+    /// CAP LS/REQ was sent before registration: wait for CAP END.
+    pub cap_negotiating: bool,
+    /// Enabled capabilities.
+    pub caps: Caps,
+    /// User mode +i.
+    pub invisible: bool,
+    /// Channels it is in (keys), as confirmed by their owners.
+    pub channels: Vec<NameKey>,
+    /// JOINs sent to owners and not answered yet (for CHANLIMIT).
+    pub pending_joins: usize,
+    /// Input not processed yet.
+    pub inbuf: Vec<u8>,
+    /// Framing state of `inbuf`.
+    pub reader: LineReader,
+    /// Reading was paused because `inbuf` passed the RecvQ limit.
+    pub reading_paused: bool,
+    /// Processing waits: until every request is answered and acknowledged, or
+    /// (with `window_parked`) until fewer are in flight.
+    pub parked: bool,
+    /// Parked because too much of its work is in flight, not for a barrier.
+    pub window_parked: bool,
+    /// Requests posted and not yet replied to.
+    pub unreplied: u32,
+    /// Deliveries made on this client's behalf and not yet acknowledged. May go
+    /// negative for a moment: an ack can overtake the reply that announces it.
+    pub acks_due: i64,
+    /// LUSERS being gathered.
+    pub lusers: Option<Lusers>,
+    /// An owner refused one of its requests ("Server busy"); owners remember
+    /// that until they see its QUIT notice.
+    pub refused: bool,
+    /// Set once it is leaving: the quit reason.
+    pub quitting: Option<String>,
+    /// Last time it sent anything.
+    pub last_active: Instant,
+    /// A PING was sent and nothing came back yet.
+    pub ping_sent: bool,
+    /// Its registration or ping timer.
+    pub timer: Option<TimerId>,
+}
+
+impl Client {
+    /// A client that just connected.
+    pub fn new(conn: ConnId, host: String) -> Client {
+        Client {
+            conn,
+            alive: true,
+            host,
+            nick: None,
+            user: None,
+            realname: String::new(),
+            mask: Arc::from(""),
+            registered: false,
+            cap_negotiating: false,
+            caps: Caps::default(),
+            invisible: false,
+            channels: Vec::new(),
+            pending_joins: 0,
+            inbuf: Vec::new(),
+            reader: LineReader::default(),
+            reading_paused: false,
+            parked: false,
+            window_parked: false,
+            unreplied: 0,
+            acks_due: 0,
+            lusers: None,
+            refused: false,
+            quitting: None,
+            last_active: Instant::now(),
+            ping_sent: false,
+            timer: None,
+        }
+    }
+
+    /// Every effect of every command so far is done: all requests answered, all
+    /// deliveries acknowledged. The PING barrier.
+    pub fn settled(&self) -> bool {
+        self.unreplied == 0 && self.acks_due == 0
+    }
+
+    /// Requests and deliveries made for it and not yet done. Acks that overtook
+    /// their replies are not credited: they would let a fast client run ahead of
+    /// replies stuck in a congested queue.
+    pub fn in_flight(&self) -> i64 {
+        i64::from(self.unreplied) + self.acks_due.max(0)
+    }
+
+    /// The nick for numerics: `*` before it has one.
+    pub fn nick_or_star(&self) -> &str {
+        self.nick.as_deref().unwrap_or("*")
+    }
+
+    /// Recomputes `mask` from nick, user and host.
+    pub fn update_mask(&mut self) {
+        if let (Some(nick), Some(user)) = (&self.nick, &self.user) {
+            self.mask = Arc::from(format!("{nick}!{user}@{}", self.host));
+        }
+    }
+}

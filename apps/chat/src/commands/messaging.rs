@@ -1,0 +1,96 @@
+//! PRIVMSG and NOTICE: the line is formatted once here, with the sender's mask,
+//! and sent to the target's owner — the channel's (which orders and fans it out) or
+//! the nick's (which routes it to the recipient's shard).
+
+use std::sync::Arc;
+
+use shardline::Ctx;
+
+use super::Flow;
+use crate::{
+    casemap::{is_channel_name, owner_of, valid_channel, valid_nick},
+    mail::{ChatMsg, Outgoing, Request},
+    message::{Message, MAX_CLIENT_TAGS},
+    reply::{code::*, line, truncate},
+    shard::ChatShard,
+};
+
+impl ChatShard {
+    pub(super) fn cmd_message(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatMsg>,
+        id: u64,
+        msg: &Message<'_>,
+        notice: bool,
+    ) -> Flow {
+        let command = if notice { "NOTICE" } else { "PRIVMSG" };
+        let p = &msg.params;
+        let Some(targets) = p.first().filter(|t| !t.is_empty()) else {
+            let text = format!("No recipient given ({command})");
+            self.numeric(ctx, id, ERR_NORECIPIENT, &[&text]);
+            return Flow::Next;
+        };
+        let Some(text) = p.get(1).filter(|t| !t.is_empty()) else {
+            self.numeric(ctx, id, ERR_NOTEXTTOSEND, &["No text to send"]);
+            return Flow::Next;
+        };
+        let client_tags = msg.client_tags();
+        if client_tags
+            .as_ref()
+            .is_some_and(|t| t.len() > MAX_CLIENT_TAGS)
+        {
+            self.numeric(ctx, id, ERR_INPUTTOOLONG, &["Input line was too long"]);
+            return Flow::Next;
+        }
+        let client_tags: Option<Arc<str>> = client_tags.map(Arc::from);
+        let Some(mask) = self.clients.get(&id).map(|c| c.mask.clone()) else {
+            return Flow::Next;
+        };
+        let limits = &self.info.config.limits;
+        let (max_targets, channellen, nicklen) =
+            (limits.max_targets, limits.channellen, limits.nicklen);
+        for (i, target) in targets.split(',').filter(|t| !t.is_empty()).enumerate() {
+            if i >= max_targets {
+                let target = truncate(target, 64);
+                let text = "Too many targets. No message delivered";
+                self.numeric(ctx, id, ERR_TOOMANYTARGETS, &[target, text]);
+                continue;
+            }
+            let mut out = Outgoing::new(line(&mask, command, &[target, text], true));
+            out.client_tags = client_tags.clone();
+            let (to, req) = if is_channel_name(target) {
+                if !valid_channel(target, channellen) {
+                    if !notice {
+                        let target = truncate(target, 64);
+                        self.numeric(ctx, id, ERR_NOSUCHCHANNEL, &[target, "No such channel"]);
+                    }
+                    continue;
+                }
+                let req = Request::ChanMsg {
+                    chan: target.to_string(),
+                    out,
+                    notice,
+                };
+                (owner_of(target, self.shards), req)
+            } else {
+                if !valid_nick(target, nicklen) {
+                    if !notice {
+                        let target = truncate(target, 64);
+                        self.numeric(ctx, id, ERR_NOSUCHNICK, &[target, "No such nick/channel"]);
+                    }
+                    continue;
+                }
+                let req = Request::NickMsg {
+                    target: target.to_string(),
+                    out,
+                    notice,
+                };
+                (owner_of(target, self.shards), req)
+            };
+            if !self.request(ctx, id, to, req) {
+                break;
+            }
+        }
+        Flow::Next
+    }
+}

@@ -1,0 +1,137 @@
+//! Client commands: parse one line and act on it.
+//!
+//! A command handler either finishes at once ([`Flow::Next`]), sends requests whose
+//! results later commands depend on ([`Flow::Park`]: the client's next line waits
+//! until every request is answered and acknowledged), or finds it must not start
+//! before earlier commands' effects are complete ([`Flow::Retry`]: the line is kept
+//! and run again then). PING, NICK and JOIN 0 are such barrier commands.
+
+mod channel;
+mod messaging;
+mod registration;
+
+use shardline::Ctx;
+
+use crate::{
+    mail::ChatMsg,
+    message::{parse, ParseError},
+    reply::code::*,
+    shard::ChatShard,
+};
+
+/// What the client's input pump does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on with the next line.
+    Next,
+    /// Done with this line; wait for its requests before the next one.
+    Park,
+    /// Not done: wait for earlier requests, then run this line again.
+    Retry,
+}
+
+/// Commands this server knows, whether or not they need registration.
+const KNOWN: &[&str] = &[
+    "CAP", "NICK", "USER", "PASS", "PING", "PONG", "QUIT", "JOIN", "PART", "TOPIC", "NAMES",
+    "PRIVMSG", "NOTICE", "MODE", "LUSERS", "MOTD",
+];
+
+impl ChatShard {
+    /// Handles one line from client `id`.
+    pub(crate) fn handle_line(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, raw: &[u8]) -> Flow {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return Flow::Next;
+        };
+        c.last_active = std::time::Instant::now();
+        c.ping_sent = false;
+        let registered = c.registered;
+        let text = String::from_utf8_lossy(raw);
+        let msg = match parse(&text) {
+            Ok(m) => m,
+            Err(ParseError::Empty) => return Flow::Next,
+            Err(ParseError::LineTooLong | ParseError::TagsTooLong) => {
+                self.numeric(ctx, id, ERR_INPUTTOOLONG, &["Input line was too long"]);
+                return Flow::Next;
+            }
+            Err(ParseError::BadCommand) => {
+                let word = text
+                    .split(' ')
+                    .find(|w| !w.starts_with(['@', ':']) && !w.is_empty());
+                let word = crate::reply::truncate(word.unwrap_or("*"), 32).to_string();
+                self.numeric(ctx, id, ERR_UNKNOWNCOMMAND, &[&word, "Unknown command"]);
+                return Flow::Next;
+            }
+            Err(e) => {
+                self.numeric(
+                    ctx,
+                    id,
+                    ERR_UNKNOWNERROR,
+                    &["*", &format!("Malformed message: {e}")],
+                );
+                return Flow::Next;
+            }
+        };
+        let cmd = msg.command.to_ascii_uppercase();
+        if !KNOWN.contains(&cmd.as_str()) {
+            self.numeric(
+                ctx,
+                id,
+                ERR_UNKNOWNCOMMAND,
+                &[msg.command, "Unknown command"],
+            );
+            return Flow::Next;
+        }
+        let p = &msg.params;
+        match cmd.as_str() {
+            "CAP" => return self.cmd_cap(ctx, id, p),
+            "NICK" => return self.cmd_nick(ctx, id, p),
+            "USER" => return self.cmd_user(ctx, id, p),
+            "PASS" => {
+                // No server password is configured: PASS is accepted and ignored.
+                if registered {
+                    self.numeric(ctx, id, ERR_ALREADYREGISTERED, &["You may not reregister"]);
+                }
+                return Flow::Next;
+            }
+            "PING" => return self.cmd_ping(ctx, id, p),
+            "PONG" => return Flow::Next,
+            "QUIT" => return self.cmd_quit(ctx, id, p),
+            _ => {}
+        }
+        if !registered {
+            self.numeric(ctx, id, ERR_NOTREGISTERED, &["You have not registered"]);
+            return Flow::Next;
+        }
+        match cmd.as_str() {
+            "JOIN" => self.cmd_join(ctx, id, p),
+            "PART" => self.cmd_part(ctx, id, p),
+            "TOPIC" => self.cmd_topic(ctx, id, p),
+            "NAMES" => self.cmd_names(ctx, id, p),
+            "PRIVMSG" => self.cmd_message(ctx, id, &msg, false),
+            "NOTICE" => self.cmd_message(ctx, id, &msg, true),
+            "MODE" => self.cmd_mode(ctx, id, p),
+            "LUSERS" => self.cmd_lusers(ctx, id),
+            "MOTD" => {
+                self.send_motd(ctx, id);
+                Flow::Next
+            }
+            _ => Flow::Next,
+        }
+    }
+
+    /// 461 for `command`.
+    pub(crate) fn need_more_params(
+        &self,
+        ctx: &mut Ctx<'_, ChatMsg>,
+        id: u64,
+        command: &str,
+    ) -> Flow {
+        self.numeric(
+            ctx,
+            id,
+            ERR_NEEDMOREPARAMS,
+            &[command, "Not enough parameters"],
+        );
+        Flow::Next
+    }
+}

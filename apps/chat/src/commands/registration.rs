@@ -1,0 +1,331 @@
+//! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
+//! LUSERS, MOTD), PING and QUIT.
+
+use shardline::Ctx;
+
+use super::Flow;
+use crate::{
+    casemap::{casefold, owner_of, valid_nick, NameKey},
+    client::Lusers,
+    info::VERSION,
+    mail::{Caps, ChatMsg, Outgoing, Request},
+    reply::{code::*, line, truncate, write_line},
+    shard::ChatShard,
+};
+
+impl ChatShard {
+    pub(super) fn cmd_cap(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let Some(sub) = p.first() else {
+            return self.need_more_params(ctx, id, "CAP");
+        };
+        let sub = sub.to_ascii_uppercase();
+        let server = self.info.name();
+        let Some(c) = self.clients.get_mut(&id) else {
+            return Flow::Next;
+        };
+        let mut out = Vec::new();
+        let target = c.nick_or_star().to_string();
+        match sub.as_str() {
+            "LS" => {
+                if !c.registered {
+                    c.cap_negotiating = true;
+                }
+                let all: Vec<&str> = Caps::ALL.iter().map(|(n, _)| *n).collect();
+                write_line(
+                    &mut out,
+                    server,
+                    "CAP",
+                    &[&target, "LS", &all.join(" ")],
+                    true,
+                );
+            }
+            "LIST" => {
+                let names = c.caps.names();
+                write_line(&mut out, server, "CAP", &[&target, "LIST", &names], true);
+            }
+            "REQ" => {
+                if !c.registered {
+                    c.cap_negotiating = true;
+                }
+                let list = p.get(1).copied().unwrap_or("");
+                let wanted: Option<Vec<(Caps, bool)>> = list
+                    .split(' ')
+                    .filter(|w| !w.is_empty())
+                    .map(|w| match w.strip_prefix('-') {
+                        Some(name) => Caps::by_name(name).map(|c| (c, false)),
+                        None => Caps::by_name(w).map(|c| (c, true)),
+                    })
+                    .collect();
+                match wanted {
+                    Some(w) if !w.is_empty() => {
+                        for (cap, on) in w {
+                            c.caps.set(cap, on);
+                        }
+                        write_line(&mut out, server, "CAP", &[&target, "ACK", list], true);
+                    }
+                    _ => write_line(&mut out, server, "CAP", &[&target, "NAK", list], true),
+                }
+            }
+            "END" => {
+                if !c.registered && c.cap_negotiating {
+                    c.cap_negotiating = false;
+                    if self.try_register(ctx, id) {
+                        return Flow::Park;
+                    }
+                }
+                return Flow::Next;
+            }
+            _ => {
+                let sub = truncate(&sub, 32).to_string();
+                self.numeric(ctx, id, ERR_INVALIDCAPCMD, &[&sub, "Invalid CAP command"]);
+                return Flow::Next;
+            }
+        }
+        self.send_line(ctx, id, &out);
+        Flow::Next
+    }
+
+    pub(super) fn cmd_nick(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let Some(nick) = p.first().filter(|n| !n.is_empty()) else {
+            self.numeric(ctx, id, ERR_NONICKNAMEGIVEN, &["No nickname given"]);
+            return Flow::Next;
+        };
+        if !valid_nick(nick, self.info.config.limits.nicklen) {
+            let shown = truncate(nick, 64).to_string();
+            self.numeric(
+                ctx,
+                id,
+                ERR_ERRONEUSNICKNAME,
+                &[&shown, "Erroneous nickname"],
+            );
+            return Flow::Next;
+        }
+        let Some(c) = self.clients.get(&id) else {
+            return Flow::Next;
+        };
+        if c.nick.as_deref() == Some(*nick) {
+            return Flow::Next;
+        }
+        // A barrier: lines sent under the old nick are delivered everywhere before
+        // anyone sees the change.
+        if !c.settled() {
+            return Flow::Retry;
+        }
+        let to = owner_of(nick, self.shards);
+        let nick = nick.to_string();
+        if self.request(ctx, id, to, Request::ClaimNick { nick }) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// The nick's owner answered a claim.
+    pub(crate) fn nick_claimed(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatMsg>,
+        id: u64,
+        nick: String,
+        ok: bool,
+    ) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if !ok {
+            if c.quitting.is_none() {
+                self.numeric(
+                    ctx,
+                    id,
+                    ERR_NICKNAMEINUSE,
+                    &[&nick, "Nickname is already in use"],
+                );
+            }
+            return;
+        }
+        let old = c.nick.replace(nick.clone());
+        if let Some(old) = &old {
+            let old_key: NameKey = casefold(old).into();
+            if *old_key != casefold(&nick) {
+                let to = owner_of(old, self.shards);
+                if c.quitting.is_some() {
+                    // Not counted: the client is going; nobody waits on it.
+                    let from = self.me_ref(id);
+                    let req = Request::ReleaseNick { key: old_key };
+                    self.outbox.send(ctx, to, ChatMsg::Request { from, req });
+                } else {
+                    self.request(ctx, id, to, Request::ReleaseNick { key: old_key });
+                }
+            }
+        }
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.quitting.is_some() {
+            return;
+        }
+        if !c.registered {
+            self.try_register(ctx, id);
+            return;
+        }
+        let mut out = Outgoing::new(line(&c.mask, "NICK", &[&nick], true));
+        out.stamp();
+        c.update_mask();
+        let _ = ctx.send(c.conn, &out.body);
+        self.broadcast_nick(ctx, id, out, nick);
+    }
+
+    pub(super) fn cmd_user(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return Flow::Next;
+        };
+        if c.registered || c.user.is_some() {
+            self.numeric(ctx, id, ERR_ALREADYREGISTERED, &["You may not reregister"]);
+            return Flow::Next;
+        }
+        if p.len() < 4 || p[0].is_empty() {
+            return self.need_more_params(ctx, id, "USER");
+        }
+        let clean: String = p[0]
+            .chars()
+            .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            .take(10)
+            .collect();
+        let user = if clean.is_empty() {
+            "user".into()
+        } else {
+            clean
+        };
+        c.user = Some(format!("~{user}"));
+        c.realname = p[3].to_string();
+        if self.try_register(ctx, id) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// Completes registration if NICK, USER and CAP END are all in: the welcome
+    /// burst, then LUSERS gathered from every shard, then the MOTD.
+    pub(crate) fn try_register(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> bool {
+        let interval = self.info.config.limits.ping_interval();
+        let Some(c) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if c.registered || c.quitting.is_some() || c.cap_negotiating {
+            return false;
+        }
+        let (Some(nick), Some(_)) = (c.nick.clone(), &c.user) else {
+            return false;
+        };
+        c.registered = true;
+        c.update_mask();
+        if let Some(t) = c.timer.take() {
+            ctx.cancel_timer(t);
+        }
+        c.timer = Some(ctx.set_timer(interval, id));
+        let mask = c.mask.clone();
+        let info = self.info.clone();
+        let server = info.name();
+        let network = &info.config.server.network;
+        let mut out = Vec::with_capacity(1024);
+        let mut num = |code: u16, params: &[&str]| {
+            crate::reply::write_numeric(&mut out, server, code, &nick, params)
+        };
+        num(
+            RPL_WELCOME,
+            &[&format!("Welcome to the {network} IRC Network {mask}")],
+        );
+        num(
+            RPL_YOURHOST,
+            &[&format!("Your host is {server}, running version {VERSION}")],
+        );
+        num(
+            RPL_CREATED,
+            &[&format!("This server was created {}", info.created)],
+        );
+        num(RPL_MYINFO, &[server, VERSION, "i", "nt"]);
+        for tokens in &info.isupport {
+            let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            params.push("are supported by this server");
+            num(RPL_ISUPPORT, &params);
+        }
+        self.send_line(ctx, id, &out);
+        self.start_lusers(ctx, id, true);
+        true
+    }
+
+    /// Asks every shard for its counts; the answer goes out when the last arrives.
+    pub(crate) fn start_lusers(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, then_motd: bool) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.lusers = Some(Lusers {
+            remaining: self.shards,
+            then_motd,
+            ..Lusers::default()
+        });
+        for s in 0..self.shards {
+            if !self.request(ctx, id, s, Request::Stats) {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn cmd_lusers(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Flow {
+        self.start_lusers(ctx, id, false);
+        Flow::Park
+    }
+
+    /// 375/372/376, or 422 when there is no MOTD.
+    pub(crate) fn send_motd(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        let server = self.info.name();
+        let nick = c.nick_or_star();
+        let mut out = Vec::new();
+        match &self.info.motd {
+            Some(lines) => {
+                let start = format!("- {server} Message of the day - ");
+                crate::reply::write_numeric(&mut out, server, RPL_MOTDSTART, nick, &[&start]);
+                for l in lines {
+                    let l = format!("- {l}");
+                    crate::reply::write_numeric(&mut out, server, RPL_MOTD, nick, &[&l]);
+                }
+                let end = "End of /MOTD command.";
+                crate::reply::write_numeric(&mut out, server, RPL_ENDOFMOTD, nick, &[end]);
+            }
+            None => {
+                let text = "MOTD File is missing";
+                crate::reply::write_numeric(&mut out, server, ERR_NOMOTD, nick, &[text]);
+            }
+        }
+        self.send_line(ctx, id, &out);
+    }
+
+    pub(super) fn cmd_ping(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let Some(token) = p.first() else {
+            return self.need_more_params(ctx, id, "PING");
+        };
+        let Some(c) = self.clients.get(&id) else {
+            return Flow::Next;
+        };
+        // The barrier: PONG only once every earlier command's effects are done.
+        if !c.settled() {
+            return Flow::Retry;
+        }
+        let server = self.info.name();
+        let pong = line(server, "PONG", &[server, token], true);
+        self.send_line(ctx, id, &pong);
+        Flow::Next
+    }
+
+    pub(super) fn cmd_quit(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let reason = match p.first().filter(|r| !r.is_empty()) {
+            Some(r) => format!("Quit: {}", truncate(r, 300)),
+            None => "Client Quit".to_string(),
+        };
+        self.begin_quit(ctx, id, reason);
+        Flow::Next
+    }
+}

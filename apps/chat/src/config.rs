@@ -1,0 +1,293 @@
+//! `chat.toml`: what an operator may set. Every field has a default, so an empty
+//! file (or none) gives a working server.
+//!
+//! ```toml
+//! [server]
+//! name = "irc.example.net"
+//! network = "ExampleNet"
+//! listen = ["127.0.0.1:6667"]
+//! motd = "Welcome!\nBe nice."      # or motd_file = "/etc/shardline/motd.txt"
+//!
+//! [limits]
+//! nicklen = 30
+//! ping_interval_secs = 120
+//! ```
+
+use std::{fs, net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Identity and greeting.
+    pub server: ServerSection,
+    /// Protocol and resource limits.
+    pub limits: LimitsSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// The server's name: the source of numerics, shown to clients.
+    pub name: String,
+    /// The network name (`NETWORK` in ISUPPORT, and in the welcome).
+    pub network: String,
+    /// Addresses to listen on; `--listen` on the command line replaces them.
+    pub listen: Vec<SocketAddr>,
+    /// Message of the day, inline (lines separated by newlines).
+    pub motd: Option<String>,
+    /// Message of the day from a file (read at startup); `motd` wins if both are set.
+    pub motd_file: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            name: "shardline.local".into(),
+            network: "Shardline".into(),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 6667))],
+            motd: None,
+            motd_file: None,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Longest nick, bytes (`NICKLEN`).
+    pub nicklen: usize,
+    /// Longest channel name, bytes (`CHANNELLEN`).
+    pub channellen: usize,
+    /// Longest topic, bytes (`TOPICLEN`); longer topics are cut.
+    pub topiclen: usize,
+    /// Channels one client may be in (`CHANLIMIT`).
+    pub max_channels: usize,
+    /// Targets of one PRIVMSG/NOTICE (`TARGMAX`).
+    pub max_targets: usize,
+    /// Seconds a connection has to complete registration.
+    pub registration_timeout_secs: f64,
+    /// Seconds of silence after which the server sends PING.
+    pub ping_interval_secs: f64,
+    /// Seconds to wait for any reply to that PING before disconnecting.
+    pub ping_timeout_secs: f64,
+    /// Bytes queued to one client before it is disconnected ("SendQ exceeded").
+    pub sendq_bytes: usize,
+    /// Bytes of unprocessed input one client may have buffered before the server
+    /// stops reading from it (TCP flow control then slows the client).
+    pub recvq_bytes: usize,
+    /// Requests and deliveries of one client that may be in flight between shards
+    /// before the server stops reading its commands until half are done.
+    pub in_flight_per_client: usize,
+    /// Messages each shard may hold for another shard whose mailbox is full, beyond
+    /// the mailbox itself. Past it, the client whose command needs the space is
+    /// disconnected ("Server busy").
+    pub outbox_capacity: usize,
+    /// Messages each shard-to-shard mailbox holds.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            nicklen: 30,
+            channellen: 50,
+            topiclen: 390,
+            max_channels: 50,
+            max_targets: 4,
+            registration_timeout_secs: 60.0,
+            ping_interval_secs: 120.0,
+            ping_timeout_secs: 60.0,
+            sendq_bytes: 4 << 20,
+            recvq_bytes: 64 << 10,
+            in_flight_per_client: 256,
+            outbox_capacity: 16_384,
+            mailbox_capacity: 4096,
+        }
+    }
+}
+
+/// A configuration that cannot work, or cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// What is wrong, with the line.
+        source: toml::de::Error,
+    },
+    /// A value is out of range; the message names it.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks a TOML file, and loads `motd_file` if set.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: shown.clone(),
+                source,
+            },
+            other => other,
+        })?;
+        config.load_motd_file()?;
+        Ok(config)
+    }
+
+    /// Parses and checks TOML text (does not read `motd_file`).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<text>".into(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `motd_file` into `motd` unless `motd` is already set.
+    pub fn load_motd_file(&mut self) -> Result<(), ConfigError> {
+        if let (None, Some(file)) = (&self.server.motd, &self.server.motd_file) {
+            let text = fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            self.server.motd = Some(text);
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        let s = &self.server;
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 63
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        };
+        if !name_ok(&s.name) || !s.name.contains('.') {
+            return bad(
+                "server.name must be a host-like name with a dot (letters, digits, '.', '-')",
+            );
+        }
+        if !name_ok(&s.network) {
+            return bad("server.network must be letters, digits, '.' or '-'");
+        }
+        let l = &self.limits;
+        if !(1..=64).contains(&l.nicklen) {
+            return bad("limits.nicklen must be 1..=64");
+        }
+        if !(2..=200).contains(&l.channellen) {
+            return bad("limits.channellen must be 2..=200");
+        }
+        if l.topiclen > 400 {
+            return bad("limits.topiclen must be at most 400");
+        }
+        if l.max_channels == 0 || l.max_targets == 0 {
+            return bad("limits.max_channels and limits.max_targets must be at least 1");
+        }
+        for (name, v) in [
+            ("registration_timeout_secs", l.registration_timeout_secs),
+            ("ping_interval_secs", l.ping_interval_secs),
+            ("ping_timeout_secs", l.ping_timeout_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1e7) {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be a positive number of seconds"
+                )));
+            }
+        }
+        if l.sendq_bytes < 4096 || l.recvq_bytes < 1024 {
+            return bad("limits.sendq_bytes must be at least 4096 and recvq_bytes at least 1024");
+        }
+        if l.in_flight_per_client < 2 {
+            return bad("limits.in_flight_per_client must be at least 2");
+        }
+        if l.outbox_capacity == 0 || l.mailbox_capacity == 0 {
+            return bad("limits.outbox_capacity and limits.mailbox_capacity must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The message of the day as lines, or `None` if there is none.
+    pub fn motd_lines(&self) -> Option<Vec<String>> {
+        let text = self.server.motd.as_deref()?;
+        Some(text.lines().map(|l| l.trim_end().to_string()).collect())
+    }
+}
+
+impl LimitsSection {
+    /// `registration_timeout_secs` as a duration.
+    pub fn registration_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.registration_timeout_secs)
+    }
+
+    /// `ping_interval_secs` as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.ping_interval_secs)
+    }
+
+    /// `ping_timeout_secs` as a duration.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.ping_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::from_toml("").expect("defaults are valid");
+        assert_eq!(c.server.name, "shardline.local");
+        assert_eq!(c.limits.nicklen, 30);
+    }
+
+    #[test]
+    fn values_and_integer_seconds() {
+        let c = Config::from_toml(
+            "[server]\nname = \"irc.test\"\nmotd = \"a\\nb\"\n[limits]\nping_interval_secs = 5\n",
+        )
+        .expect("valid");
+        assert_eq!(c.server.name, "irc.test");
+        assert_eq!(c.motd_lines(), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(c.limits.ping_interval(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
+        assert_eq!(c.server.name, "irc.example.net");
+        assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("[server]\nnmae = \"x\"\n").is_err());
+        assert!(Config::from_toml("[server]\nname = \"no dots\"\n").is_err());
+        assert!(Config::from_toml("[limits]\nnicklen = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nping_timeout_secs = -1\n").is_err());
+    }
+}

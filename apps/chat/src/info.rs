@@ -1,0 +1,55 @@
+//! What every shard knows about the server and never changes after startup: the
+//! configuration, the server's name, and the lines of the welcome burst that do not
+//! depend on the client.
+
+use crate::{clock, config::Config};
+
+/// The version string shown in 002 and 004.
+pub const VERSION: &str = concat!("shardline-chat-", env!("CARGO_PKG_VERSION"));
+
+/// Read-only server facts, shared by every shard.
+#[derive(Debug)]
+pub struct ServerInfo {
+    /// The configuration.
+    pub config: Config,
+    /// When the server started, for 003.
+    pub created: String,
+    /// The ISUPPORT tokens, at most 13 per 005 line.
+    pub isupport: Vec<Vec<String>>,
+    /// The message of the day, if any.
+    pub motd: Option<Vec<String>>,
+}
+
+impl ServerInfo {
+    /// Facts for a server starting now with `config`.
+    pub fn new(config: Config) -> ServerInfo {
+        let l = &config.limits;
+        let t = l.max_targets;
+        // Only tokens we honour: see the crate docs.
+        let tokens = vec![
+            "CASEMAPPING=rfc1459".to_string(),
+            "CHANTYPES=#".into(),
+            "PREFIX=(o)@".into(),
+            "CHANMODES=,,,nt".into(),
+            format!("CHANLIMIT=#:{}", l.max_channels),
+            format!("NICKLEN={}", l.nicklen),
+            format!("CHANNELLEN={}", l.channellen),
+            format!("TOPICLEN={}", l.topiclen),
+            format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:"),
+            format!("NETWORK={}", config.server.network),
+        ];
+        let isupport = tokens.chunks(13).map(<[String]>::to_vec).collect();
+        let motd = config.motd_lines();
+        ServerInfo {
+            created: clock::format_server_time(clock::now_millis()),
+            isupport,
+            motd,
+            config,
+        }
+    }
+
+    /// The server's name (source of numerics).
+    pub fn name(&self) -> &str {
+        &self.config.server.name
+    }
+}

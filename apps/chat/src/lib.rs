@@ -1,0 +1,129 @@
+//! `shardline-chat`: an IRC server on Shardline whose channels span shards.
+//!
+//! Each shard runs one [`ChatShard`]: it owns the connections the kernel (or the
+//! acceptor) gave it, and it *owns some names*. Shards share nothing; they talk
+//! only through Shardline's bounded mailboxes, in the messages of [`mail`].
+//!
+//! # Ownership
+//!
+//! Every nick and every channel has an **owner shard**: FNV-1a of the name
+//! casefolded with the rfc1459 casemapping, modulo the shard count
+//! ([`casemap::owner_of`]). Every shard computes the same owner without asking.
+//!
+//! - **Nicks**: a client's shard sends `ClaimNick` to the nick's owner, which grants
+//!   it only if no other client holds it — so nicks are unique server-wide, also
+//!   before registration completes (433). After a change the old nick is released
+//!   at its own owner.
+//! - **Channels**: membership, topic, modes and the member count *per shard* live on
+//!   the channel's owner only. Each shard keeps a local fan-out index (channel ->
+//!   its own clients in it), changed only by the owner's deliveries.
+//!
+//! # Requests, replies, deliveries, acks
+//!
+//! A client's command that concerns a name becomes a **request** to its owner. The
+//! owner answers each request with exactly one **reply** to the client's shard
+//! (numerics, a claim result, ...). For a channel event (JOIN, PART, TOPIC,
+//! PRIVMSG, NOTICE) the owner posts **one delivery per shard that has members** —
+//! not one per member — and each shard renders the line once per tag variant
+//! (`server-time`, `message-tags`) and hands the same `Bytes` to each local member
+//! with `send_shared`. A private message goes to the nick's owner, which forwards
+//! it to the recipient's shard. NICK changes and QUITs go from the client's shard to
+//! every shard, each delivering the line once to each local client sharing a
+//! channel (deduplicated locally) and updating the channels it owns.
+//!
+//! # Ordering
+//!
+//! - *A channel's messages*: every event of a channel is ordered by its owner, and
+//!   Shardline's mailboxes are FIFO per (sender, receiver) pair, so every shard —
+//!   and so every member — gets the channel's events in the owner's order.
+//! - *One client's commands*: a client's requests leave its shard in the order the
+//!   commands came, and requests about one name all go to the same owner through
+//!   the same FIFO queue. Where a later command depends on the *result* of an
+//!   earlier one across owners (NICK, registration, LUSERS) the client's input is
+//!   **parked**: its next line waits until the earlier one is fully done.
+//!
+//! # The PING barrier
+//!
+//! Each client counts `unreplied` (requests without a reply yet) and `acks_due`
+//! (deliveries made on its behalf not yet acknowledged). A reply adds the number
+//! of deliveries the owner made for that request; each shard acknowledges every
+//! delivery after queueing it to its members (acks are coalesced: one message per
+//! shard per loop turn). An ack may overtake the reply that announced it, so
+//! `acks_due` can dip below zero, but it can only be zero with `unreplied == 0`
+//! once every reply is in — so `unreplied == 0 && acks_due == 0` means every effect
+//! of every earlier command has been queued to every recipient. PING, NICK, JOIN 0
+//! and the end of a QUIT wait for exactly that: the PONG comes after all earlier
+//! effects, a NICK line is seen after everything said under the old nick, and a
+//! QUIT after the client's last message.
+//!
+//! # Backpressure
+//!
+//! Each client may have at most `in_flight_per_client` requests and deliveries
+//! under way (the same counts as the barrier); past that its input is parked until
+//! half are done, and past `recvq_bytes` of parked input the shard stops reading
+//! its socket, so a bursting client is paced by TCP instead of filling queues.
+//!
+//! `Ctx::post` returns `Full` when a pair queue is full. The shard then keeps the
+//! message in a bounded per-destination [`outbox`] and drains it, in order, from
+//! `on_mailbox_ready`. New work — a client's request, an owner's fan-out — is
+//! refused when the outbox to a needed shard is at capacity: the client is
+//! disconnected with "Server busy", and the refusing owner refuses that client's
+//! requests still in flight too (until its QUIT notice), so what a client said is
+//! always a prefix of what it sent, never a sequence with holes. Consequences of
+//! accepted work (replies, acks, membership changes) are always queued; they are
+//! bounded by the accepted work.
+//! A client that does not read its socket is disconnected by the framework's send
+//! queue limit ("SendQ exceeded"). Nothing is dropped silently.
+//!
+//! # Must never
+//!
+//! Block, panic on client input, copy a channel message per member, or trust a
+//! [`mail::ClientRef`] to still exist (ids are never reused, so a stale one misses).
+
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod casemap;
+pub mod client;
+pub mod clock;
+mod commands;
+pub mod config;
+mod deliver;
+pub mod framing;
+pub mod info;
+pub mod mail;
+pub mod message;
+pub mod outbox;
+mod owner;
+pub mod reply;
+mod shard;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use info::ServerInfo;
+pub use shard::ChatShard;
+use shardline::{Limits, Server, ServerBuilder};
+
+/// The framework limits that follow from `config`: the send queue limit is the
+/// IRC SendQ.
+pub fn framework_limits(config: &Config) -> Limits {
+    let sendq = config.limits.sendq_bytes;
+    Limits {
+        send_high_water: sendq / 2,
+        send_low_water: sendq / 8,
+        send_hard_limit: sendq,
+        ..Limits::default()
+    }
+}
+
+/// Applies `config`'s limits to `builder` and builds the chat server. Listen
+/// addresses, shards, backend and accept mode are the builder's.
+pub fn build(builder: ServerBuilder, config: Config) -> Result<Server, shardline::Error> {
+    let limits = framework_limits(&config);
+    let mailbox = config.limits.mailbox_capacity;
+    let info = Arc::new(ServerInfo::new(config));
+    builder
+        .limits(limits)
+        .mailbox_capacity(mailbox)
+        .build(move |id| ChatShard::new(info.clone(), id))
+}

@@ -1,0 +1,395 @@
+//! What shards tell each other (the handler's `Msg`), and the shared form of an
+//! outgoing event line.
+//!
+//! Every message belongs to one of three roles (see the crate docs for the
+//! protocol): a *request* from a client's shard to a name's owner, answered by
+//! exactly one *reply*; a *delivery* (channel event, private message, NICK/QUIT
+//! notice) that a shard fans out to its local clients; and *acks* that let a
+//! client's shard know when the effects of its requests are all done.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{casemap::NameKey, clock};
+
+/// A client anywhere on the server: its shard and its id there. Ids are never
+/// reused, so a stale reference can only miss, never hit another client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientRef {
+    /// The shard that owns the client's connection.
+    pub shard: usize,
+    /// The client's id on that shard.
+    pub id: u64,
+}
+
+/// IRCv3 capabilities a client enabled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps(u8);
+
+impl Caps {
+    /// `message-tags`: client-only tags are relayed to this client.
+    pub const MESSAGE_TAGS: Caps = Caps(1);
+    /// `server-time`: events carry `@time=`.
+    pub const SERVER_TIME: Caps = Caps(2);
+    /// `echo-message`: the client's own PRIVMSG/NOTICE come back to it.
+    pub const ECHO_MESSAGE: Caps = Caps(4);
+    /// `multi-prefix`: NAMES shows every prefix of a member.
+    pub const MULTI_PREFIX: Caps = Caps(8);
+
+    /// Every capability, with its IRCv3 name.
+    pub const ALL: [(&'static str, Caps); 4] = [
+        ("message-tags", Caps::MESSAGE_TAGS),
+        ("server-time", Caps::SERVER_TIME),
+        ("echo-message", Caps::ECHO_MESSAGE),
+        ("multi-prefix", Caps::MULTI_PREFIX),
+    ];
+
+    /// Whether every capability in `other` is enabled.
+    pub fn has(self, other: Caps) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Enables or disables `other`.
+    pub fn set(&mut self, other: Caps, on: bool) {
+        if on {
+            self.0 |= other.0;
+        } else {
+            self.0 &= !other.0;
+        }
+    }
+
+    /// The capability called `name`, if we support it.
+    pub fn by_name(name: &str) -> Option<Caps> {
+        Caps::ALL
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, c)| c)
+    }
+
+    /// Names of the enabled capabilities, space separated.
+    pub fn names(self) -> String {
+        Caps::ALL
+            .iter()
+            .filter(|(_, c)| self.has(*c))
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// One event line as every recipient shares it: the line without tags, plus what
+/// the tags would be. Rendering per capability set happens once per shard (see
+/// [`Renderer`]), never per member.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// When the event happened (set by the shard that orders it), for `server-time`.
+    pub time_ms: Option<u64>,
+    /// Client-only tags to relay (`+a=b;+c`), for `message-tags`.
+    pub client_tags: Option<Arc<str>>,
+    /// `:source COMMAND params\r\n`.
+    pub body: Bytes,
+}
+
+impl Outgoing {
+    /// An event line without tags yet.
+    pub fn new(body: Vec<u8>) -> Outgoing {
+        Outgoing {
+            time_ms: None,
+            client_tags: None,
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Stamps the event with the current time.
+    pub fn stamp(&mut self) {
+        self.time_ms = Some(clock::now_millis());
+    }
+
+    fn variant(&self, caps: Caps) -> usize {
+        let time = caps.has(Caps::SERVER_TIME) && self.time_ms.is_some();
+        let tags = caps.has(Caps::MESSAGE_TAGS) && self.client_tags.is_some();
+        usize::from(time) | usize::from(tags) << 1
+    }
+
+    fn render(&self, variant: usize) -> Bytes {
+        if variant == 0 {
+            return self.body.clone();
+        }
+        let mut tags = String::new();
+        if let (true, Some(ms)) = (variant & 1 != 0, self.time_ms) {
+            tags.push_str("time=");
+            tags.push_str(&clock::format_server_time(ms));
+        }
+        if let (true, Some(client)) = (variant & 2 != 0, &self.client_tags) {
+            if !tags.is_empty() {
+                tags.push(';');
+            }
+            tags.push_str(client);
+        }
+        let mut out = BytesMut::with_capacity(tags.len() + 2 + self.body.len());
+        out.put_u8(b'@');
+        out.put_slice(tags.as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+}
+
+/// Renders one [`Outgoing`] for many recipients: each tag variant is built at most
+/// once and then shared (`send_shared`) by every recipient that needs it.
+#[derive(Debug)]
+pub struct Renderer<'a> {
+    out: &'a Outgoing,
+    variants: [Option<Bytes>; 4],
+}
+
+impl<'a> Renderer<'a> {
+    /// A renderer for `out`.
+    pub fn new(out: &'a Outgoing) -> Renderer<'a> {
+        Renderer {
+            out,
+            variants: Default::default(),
+        }
+    }
+
+    /// The bytes a client with `caps` gets.
+    pub fn for_caps(&mut self, caps: Caps) -> &Bytes {
+        let v = self.out.variant(caps);
+        self.variants[v].get_or_insert_with(|| self.out.render(v))
+    }
+}
+
+/// A numeric reply computed on another shard; the client's own shard adds the
+/// server name and the client's current nick when it sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numeric {
+    /// The three-digit code.
+    pub code: u16,
+    /// Parameters after the client's nick; the last is sent as trailing.
+    pub params: Vec<String>,
+}
+
+impl Numeric {
+    /// A numeric from string-like parameters.
+    pub fn new<S: Into<String>>(code: u16, params: impl IntoIterator<Item = S>) -> Numeric {
+        Numeric {
+            code,
+            params: params.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A request from a client's shard to the owner of a name. Answered by exactly one
+/// [`ChatMsg::Reply`].
+#[derive(Debug)]
+pub enum Request {
+    /// Take `nick` for the client (a change of case of its own nick included).
+    ClaimNick {
+        /// The nick as the client wrote it.
+        nick: String,
+    },
+    /// Give up `key` (a casefolded nick the client held).
+    ReleaseNick {
+        /// The casefolded nick.
+        key: NameKey,
+    },
+    /// Join a channel (created if it does not exist).
+    Join {
+        /// The channel name as written.
+        chan: String,
+        /// The client's current nick.
+        nick: String,
+        /// `nick!user@host`.
+        mask: Arc<str>,
+        /// Whether NAMES should show every prefix.
+        multi_prefix: bool,
+    },
+    /// Leave a channel.
+    Part {
+        /// The channel name or key.
+        chan: String,
+        /// `nick!user@host`.
+        mask: Arc<str>,
+        /// The part message (may be empty).
+        reason: String,
+    },
+    /// Query (`set` = None) or set a topic.
+    Topic {
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the setter.
+        mask: Arc<str>,
+        /// The setter's nick (for 333).
+        nick: String,
+        /// The new topic, or `None` to query.
+        set: Option<String>,
+    },
+    /// The member list.
+    Names {
+        /// The channel name.
+        chan: String,
+        /// Whether every prefix should be shown.
+        multi_prefix: bool,
+    },
+    /// Channel modes (query only, for now).
+    ModeQuery {
+        /// The channel name.
+        chan: String,
+    },
+    /// PRIVMSG/NOTICE to a channel. The body is formatted by the sender's shard;
+    /// the owner stamps the time and orders it.
+    ChanMsg {
+        /// The channel name.
+        chan: String,
+        /// The line.
+        out: Outgoing,
+        /// NOTICE (no error replies) rather than PRIVMSG.
+        notice: bool,
+    },
+    /// PRIVMSG/NOTICE to a nick, routed through the nick's owner.
+    NickMsg {
+        /// The target nick.
+        target: String,
+        /// The line.
+        out: Outgoing,
+        /// NOTICE (no error replies) rather than PRIVMSG.
+        notice: bool,
+    },
+    /// This shard's user and channel counts, for LUSERS.
+    Stats,
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug)]
+pub enum ReplyBody {
+    /// Done, nothing to say.
+    Done,
+    /// Numerics to send to the client, in order.
+    Numerics(Vec<Numeric>),
+    /// The result of a JOIN: numerics (topic, names, or an error).
+    Joined(Vec<Numeric>),
+    /// The result of a nick claim.
+    NickClaimed {
+        /// The nick as requested.
+        nick: String,
+        /// Whether the client now holds it.
+        ok: bool,
+    },
+    /// A private message was routed: echo it (if the client has `echo-message`).
+    Echo(Outgoing),
+    /// One shard's counts, for LUSERS.
+    Stats {
+        /// Registered clients.
+        users: u64,
+        /// Registered clients with user mode +i.
+        invisible: u64,
+        /// Connections not yet registered.
+        unknown: u64,
+        /// Channels the shard owns.
+        channels: u64,
+    },
+    /// The owner could not take the request on (another shard's queue is full).
+    Busy,
+}
+
+/// How a channel delivery changes the receiving shard's view of who is in the
+/// channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// No change.
+    Same,
+    /// The client joined: add it before delivering (it sees its own JOIN).
+    Add(ClientRef),
+    /// The client left: remove it after delivering (it sees its own PART).
+    Remove(ClientRef),
+}
+
+impl Membership {
+    /// The change if it concerns a client of shard `me`, else `Same`.
+    pub fn filter_shard(self, me: usize) -> Membership {
+        match self {
+            Membership::Add(c) | Membership::Remove(c) if c.shard != me => Membership::Same,
+            other => other,
+        }
+    }
+}
+
+/// One channel event for the members on one shard.
+#[derive(Debug)]
+pub struct ChanDelivery {
+    /// The channel's key.
+    pub chan: NameKey,
+    /// The line.
+    pub out: Outgoing,
+    /// Who caused it (skipped unless it has `echo-message`, for messages).
+    pub source: ClientRef,
+    /// A PRIVMSG/NOTICE: the source only gets it with `echo-message`.
+    pub echo_gated: bool,
+    /// Membership change that comes with it.
+    pub change: Membership,
+}
+
+/// What a NICK/QUIT notice does on each shard.
+#[derive(Debug)]
+pub enum NoticeKind {
+    /// The client is now called `nick`.
+    Nick {
+        /// The new nick.
+        nick: String,
+    },
+    /// The client left the server.
+    Quit,
+}
+
+/// A nick change or quit, sent by the client's shard to every shard: each delivers
+/// the line once to each local client sharing a channel with it, and updates the
+/// channels it owns.
+#[derive(Debug)]
+pub struct UserNotice {
+    /// Who.
+    pub who: ClientRef,
+    /// The NICK or QUIT line.
+    pub out: Outgoing,
+    /// The channels (keys) the client is in.
+    pub chans: Vec<NameKey>,
+    /// Nick change or quit.
+    pub kind: NoticeKind,
+}
+
+/// What shards post to each other.
+#[derive(Debug)]
+pub enum ChatMsg {
+    /// Client's shard -> owner.
+    Request {
+        /// Who asks.
+        from: ClientRef,
+        /// What.
+        req: Request,
+    },
+    /// Owner -> client's shard. `fanout` deliveries carrying `ack = to` were posted
+    /// for this request; each will be acknowledged separately.
+    Reply {
+        /// The client that asked.
+        to: ClientRef,
+        /// Deliveries still to be acknowledged.
+        fanout: u32,
+        /// The answer.
+        body: ReplyBody,
+    },
+    /// Owner -> a shard with members; acknowledged to `source`'s shard.
+    Chan(Box<ChanDelivery>),
+    /// Nick owner -> target's shard: a private message; acknowledged to `ack`.
+    Private {
+        /// The recipient (local to the receiving shard).
+        to: ClientRef,
+        /// The line.
+        out: Outgoing,
+        /// The sender, to acknowledge.
+        ack: ClientRef,
+    },
+    /// Client's shard -> every shard; acknowledged to `who` for nick changes.
+    Notice(Box<UserNotice>),
+    /// Acknowledgements for clients of the receiving shard: (client id, count).
+    Acks(Vec<(u64, u32)>),
+}

@@ -1,0 +1,148 @@
+//! Formatting server-originated lines: numerics and commands, each ending in CR LF
+//! and never longer than 512 bytes (text parameters are cut to fit).
+
+use crate::message::{is_middle, MAX_BODY};
+
+/// Numeric codes we send, by their conventional names.
+#[allow(missing_docs)]
+pub mod code {
+    pub const RPL_WELCOME: u16 = 1;
+    pub const RPL_YOURHOST: u16 = 2;
+    pub const RPL_CREATED: u16 = 3;
+    pub const RPL_MYINFO: u16 = 4;
+    pub const RPL_ISUPPORT: u16 = 5;
+    pub const RPL_UMODEIS: u16 = 221;
+    pub const RPL_LUSERCLIENT: u16 = 251;
+    pub const RPL_LUSEROP: u16 = 252;
+    pub const RPL_LUSERUNKNOWN: u16 = 253;
+    pub const RPL_LUSERCHANNELS: u16 = 254;
+    pub const RPL_LUSERME: u16 = 255;
+    pub const RPL_CHANNELMODEIS: u16 = 324;
+    pub const RPL_CREATIONTIME: u16 = 329;
+    pub const RPL_NOTOPIC: u16 = 331;
+    pub const RPL_TOPIC: u16 = 332;
+    pub const RPL_TOPICWHOTIME: u16 = 333;
+    pub const RPL_NAMREPLY: u16 = 353;
+    pub const RPL_ENDOFNAMES: u16 = 366;
+    pub const RPL_ENDOFBANLIST: u16 = 368;
+    pub const RPL_MOTD: u16 = 372;
+    pub const RPL_MOTDSTART: u16 = 375;
+    pub const RPL_ENDOFMOTD: u16 = 376;
+    pub const ERR_UNKNOWNERROR: u16 = 400;
+    pub const ERR_NOSUCHNICK: u16 = 401;
+    pub const ERR_NOSUCHCHANNEL: u16 = 403;
+    pub const ERR_CANNOTSENDTOCHAN: u16 = 404;
+    pub const ERR_TOOMANYCHANNELS: u16 = 405;
+    pub const ERR_TOOMANYTARGETS: u16 = 407;
+    pub const ERR_NORECIPIENT: u16 = 411;
+    pub const ERR_NOTEXTTOSEND: u16 = 412;
+    pub const ERR_INPUTTOOLONG: u16 = 417;
+    pub const ERR_UNKNOWNCOMMAND: u16 = 421;
+    pub const ERR_NOMOTD: u16 = 422;
+    pub const ERR_NONICKNAMEGIVEN: u16 = 431;
+    pub const ERR_ERRONEUSNICKNAME: u16 = 432;
+    pub const ERR_NICKNAMEINUSE: u16 = 433;
+    pub const ERR_NOTONCHANNEL: u16 = 442;
+    pub const ERR_NOTREGISTERED: u16 = 451;
+    pub const ERR_NEEDMOREPARAMS: u16 = 461;
+    pub const ERR_ALREADYREGISTERED: u16 = 462;
+    pub const ERR_UNKNOWNMODE: u16 = 472;
+    pub const ERR_CHANOPRIVSNEEDED: u16 = 482;
+    pub const ERR_UMODEUNKNOWNFLAG: u16 = 501;
+    pub const ERR_USERSDONTMATCH: u16 = 502;
+    pub const ERR_INVALIDCAPCMD: u16 = 410;
+}
+
+/// The longest prefix of `s` that fits in `max` bytes without splitting a char.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends `:source COMMAND p1 p2 :last\r\n`. The last parameter is written as
+/// trailing when `trailing` is set or when it must be; it is cut so the line stays
+/// within 512 bytes. Earlier parameters must be middles.
+pub fn write_line(out: &mut Vec<u8>, source: &str, command: &str, params: &[&str], trailing: bool) {
+    let start = out.len();
+    out.push(b':');
+    out.extend_from_slice(source.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(command.as_bytes());
+    let last = params.len().saturating_sub(1);
+    for (i, p) in params.iter().enumerate() {
+        out.push(b' ');
+        if i == last {
+            if trailing || !is_middle(p) {
+                out.push(b':');
+            }
+            let room = MAX_BODY.saturating_sub(out.len() - start);
+            out.extend_from_slice(truncate(p, room).as_bytes());
+        } else {
+            out.extend_from_slice(p.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A line from `source` (a command: JOIN, PRIVMSG, ...), last parameter trailing
+/// when `trailing` is set or needed.
+pub fn line(source: &str, command: &str, params: &[&str], trailing: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_line(&mut out, source, command, params, trailing);
+    out
+}
+
+/// Appends the numeric `code` from `server` to `nick` (`*` before it has one),
+/// the last parameter as trailing.
+pub fn write_numeric(out: &mut Vec<u8>, server: &str, code: u16, nick: &str, params: &[&str]) {
+    let code = format!("{code:03}");
+    let mut all = Vec::with_capacity(params.len() + 1);
+    all.push(nick);
+    all.extend_from_slice(params);
+    write_line(out, server, &code, &all, !params.is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numerics() {
+        let mut out = Vec::new();
+        write_numeric(&mut out, "srv.test", 1, "al", &["Welcome home"]);
+        assert_eq!(out, b":srv.test 001 al :Welcome home\r\n");
+        out.clear();
+        write_numeric(
+            &mut out,
+            "srv.test",
+            366,
+            "al",
+            &["#a", "End of /NAMES list."],
+        );
+        assert_eq!(out, b":srv.test 366 al #a :End of /NAMES list.\r\n");
+    }
+
+    #[test]
+    fn lines_fit_512() {
+        let text = "é".repeat(400);
+        let l = line("nick!user@host", "PRIVMSG", &["#chan", &text], true);
+        assert!(l.len() <= 512);
+        assert!(std::str::from_utf8(&l).is_ok(), "cut on a char boundary");
+        assert!(l.ends_with(b"\r\n"));
+    }
+
+    #[test]
+    fn trailing_only_when_asked_or_needed() {
+        assert_eq!(line("n!u@h", "JOIN", &["#a"], false), b":n!u@h JOIN #a\r\n");
+        assert_eq!(
+            line("n!u@h", "PART", &["#a", ""], false),
+            b":n!u@h PART #a :\r\n"
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! The per-shard handler: the clients connected to this shard, the local fan-out
+//! index of the channels they are in, and (in [`Owner`]) the names this shard owns.
+//!
+//! This file holds the connection lifecycle, input pumping, timers and the barrier
+//! bookkeeping; commands live in `commands/`, incoming mail in `deliver.rs`. It must
+//! never block and never trust a [`ClientRef`] to still exist.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use tracing::{debug, info, warn};
+
+use crate::{
+    casemap::{casefold, owner_of, NameKey},
+    client::Client,
+    commands::Flow,
+    framing::Frame,
+    info::ServerInfo,
+    mail::{ChatMsg, ClientRef, NoticeKind, Outgoing, Request, UserNotice},
+    message::MAX_LINE,
+    outbox::Outbox,
+    reply::{line, write_numeric},
+};
+
+/// Timer token of the end-of-turn ack flush; client timers use the client id,
+/// which starts at 1.
+const ACK_FLUSH: u64 = 0;
+/// Timer token that only wakes the loop during shutdown (ids never get here).
+const SHUTDOWN_NUDGE: u64 = u64::MAX;
+
+/// One shard of the chat server (the [`Handler`]).
+#[derive(Debug)]
+pub struct ChatShard {
+    pub(crate) info: Arc<ServerInfo>,
+    pub(crate) me: usize,
+    pub(crate) shards: usize,
+    pub(crate) clients: HashMap<u64, Client>,
+    by_conn: HashMap<ConnId, u64>,
+    next_id: u64,
+    /// Channel key -> ids of this shard's clients in it: the fan-out index.
+    pub(crate) local: HashMap<NameKey, Vec<u64>>,
+    pub(crate) owner: crate::owner::Owner,
+    pub(crate) outbox: Outbox,
+    /// Acks to send at the end of this loop turn, per destination shard.
+    acks: Vec<Vec<(u64, u32)>>,
+    acks_armed: bool,
+    shutting_down: bool,
+}
+
+impl ChatShard {
+    /// The handler for shard `id`; sized for the shard count in `on_start`.
+    pub fn new(info: Arc<ServerInfo>, id: ShardId) -> ChatShard {
+        ChatShard {
+            info,
+            me: id.0,
+            shards: 1,
+            clients: HashMap::new(),
+            by_conn: HashMap::new(),
+            next_id: 1,
+            local: HashMap::new(),
+            owner: Default::default(),
+            outbox: Outbox::new(1, 1),
+            acks: vec![Vec::new()],
+            acks_armed: false,
+            shutting_down: false,
+        }
+    }
+
+    pub(crate) fn me_ref(&self, id: u64) -> ClientRef {
+        ClientRef { shard: self.me, id }
+    }
+
+    /// Sends numeric `code` to client `id`.
+    pub(crate) fn numeric(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, code: u16, params: &[&str]) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(80);
+        write_numeric(&mut out, self.info.name(), code, c.nick_or_star(), params);
+        // An error means the connection is closing; its on_close follows.
+        let _ = ctx.send(c.conn, &out);
+    }
+
+    /// Sends a raw line to client `id`.
+    pub(crate) fn send_line(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, bytes: &[u8]) {
+        if let Some(c) = self.clients.get(&id).filter(|c| c.alive) {
+            let _ = ctx.send(c.conn, bytes);
+        }
+    }
+
+    /// Posts a request for client `id` to shard `to`. Returns false (and
+    /// disconnects the client, "Server busy") if that shard's outbox is full.
+    pub(crate) fn request(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatMsg>,
+        id: u64,
+        to: usize,
+        req: Request,
+    ) -> bool {
+        if !self.outbox.has_room(to) {
+            let waiting = self.outbox.waiting(to);
+            warn!(
+                shard = self.me,
+                client = id,
+                to,
+                waiting,
+                "outbox full: disconnecting a client (Server busy)"
+            );
+            self.begin_quit(ctx, id, "Server busy".into());
+            return false;
+        }
+        let Some(c) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        c.unreplied += 1;
+        let from = self.me_ref(id);
+        self.outbox.send(ctx, to, ChatMsg::Request { from, req });
+        true
+    }
+
+    /// Runs client `id`'s buffered lines until it parks, quits or runs dry.
+    pub(crate) fn pump(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut c.inbuf);
+        let mut pos = 0;
+        let window = self.info.config.limits.in_flight_per_client as i64;
+        loop {
+            let Some(c) = self.clients.get_mut(&id) else {
+                return;
+            };
+            if c.parked || c.quitting.is_some() {
+                break;
+            }
+            if c.in_flight() >= window {
+                // Flow control: this client's earlier work must drain first (its
+                // input then waits in the socket: TCP slows the client down).
+                c.parked = true;
+                c.window_parked = true;
+                break;
+            }
+            let (frame, used) = c.reader.next_frame(&buf[pos..], MAX_LINE);
+            let line_start = pos;
+            pos += used;
+            match frame {
+                None => break,
+                Some(Frame::TooLong) => {
+                    self.numeric(ctx, id, 417, &["Input line was too long"]);
+                }
+                Some(Frame::Line(r)) => {
+                    let raw = &buf[line_start + r.start..line_start + r.end];
+                    match self.handle_line(ctx, id, raw) {
+                        Flow::Next => {}
+                        Flow::Park => {
+                            if let Some(c) = self.clients.get_mut(&id) {
+                                c.parked = !c.settled();
+                            }
+                        }
+                        Flow::Retry => {
+                            pos = line_start;
+                            if let Some(c) = self.clients.get_mut(&id) {
+                                debug_assert!(!c.settled(), "retry only while unsettled");
+                                c.parked = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let recvq = self.info.config.limits.recvq_bytes;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut rest = buf.split_off(pos);
+        rest.append(&mut c.inbuf);
+        c.inbuf = rest;
+        if c.parked && c.inbuf.len() > recvq && !c.reading_paused && c.alive {
+            c.reading_paused = true;
+            ctx.pause_reading(c.conn);
+        } else if !c.parked && c.reading_paused && c.alive {
+            c.reading_paused = false;
+            ctx.resume_reading(c.conn);
+        }
+    }
+
+    /// Called whenever a client's outstanding counts drop: resumes a parked client
+    /// or finishes a quit once everything it started is done.
+    pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+        let window = self.info.config.limits.in_flight_per_client as i64;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.quitting.is_some() {
+            if c.settled() {
+                self.finish_quit(ctx, id);
+            }
+        } else if c.parked && (c.settled() || (c.window_parked && c.in_flight() <= window / 2)) {
+            c.parked = false;
+            c.window_parked = false;
+            self.pump(ctx, id);
+        }
+    }
+
+    /// Starts disconnecting client `id`: tells it why (if still connected), closes
+    /// the connection, and finishes once its requests are all answered (so its quit
+    /// is seen after everything it said).
+    pub(crate) fn begin_quit(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, reason: String) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.quitting.is_some() {
+            return;
+        }
+        if c.alive {
+            let error = format!("ERROR :Closing Link: {} ({reason})\r\n", c.host);
+            let _ = ctx.send(c.conn, error.as_bytes());
+            ctx.close(c.conn);
+        }
+        if let Some(t) = c.timer.take() {
+            ctx.cancel_timer(t);
+        }
+        debug!(shard = self.me, client = id, %reason, "client leaving");
+        c.quitting = Some(reason);
+        self.settle(ctx, id);
+    }
+
+    /// The client is gone and settled: release its nick, tell every shard.
+    fn finish_quit(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+        let Some(c) = self.remove_client(ctx, id) else {
+            return;
+        };
+        let who = self.me_ref(id);
+        if let Some(nick) = &c.nick {
+            let key: NameKey = casefold(nick).into();
+            let to = owner_of(nick, self.shards);
+            let req = Request::ReleaseNick { key };
+            self.outbox
+                .send(ctx, to, ChatMsg::Request { from: who, req });
+        }
+        // Owners that refused it wait for this notice to forget it.
+        if c.registered && (!c.channels.is_empty() || c.refused) {
+            let reason = c.quitting.as_deref().unwrap_or("Client Quit");
+            let mut out = Outgoing::new(line(&c.mask, "QUIT", &[reason], true));
+            out.stamp();
+            for s in 0..self.shards {
+                let notice = UserNotice {
+                    who,
+                    out: out.clone(),
+                    chans: c.channels.clone(),
+                    kind: NoticeKind::Quit,
+                };
+                self.outbox.send(ctx, s, ChatMsg::Notice(Box::new(notice)));
+            }
+        }
+    }
+
+    /// Forgets client `id` locally (clients map, fan-out index, timer).
+    fn remove_client(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Option<Client> {
+        let mut c = self.clients.remove(&id)?;
+        if let Some(t) = c.timer.take() {
+            ctx.cancel_timer(t);
+        }
+        for key in &c.channels {
+            if let Some(members) = self.local.get_mut(key) {
+                members.retain(|&m| m != id);
+                if members.is_empty() {
+                    self.local.remove(key);
+                }
+            }
+        }
+        Some(c)
+    }
+
+    /// Queues one ack for `to` (sent at the end of this loop turn, coalesced).
+    pub(crate) fn ack(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: ClientRef) {
+        let list = &mut self.acks[to.shard];
+        match list.last_mut() {
+            Some((id, n)) if *id == to.id => *n += 1,
+            _ => list.push((to.id, 1)),
+        }
+        if !self.acks_armed {
+            self.acks_armed = true;
+            // A zero timer fires after this turn's mail is drained: one Acks message
+            // per shard per turn instead of one per delivery.
+            ctx.set_timer(Duration::ZERO, ACK_FLUSH);
+        }
+    }
+
+    fn flush_acks(&mut self, ctx: &mut Ctx<'_, ChatMsg>) {
+        for s in 0..self.shards {
+            let list = std::mem::take(&mut self.acks[s]);
+            if list.is_empty() {
+                continue;
+            }
+            if s == self.me {
+                self.apply_acks(ctx, list);
+            } else {
+                self.outbox.send(ctx, s, ChatMsg::Acks(list));
+            }
+        }
+    }
+
+    pub(crate) fn apply_acks(&mut self, ctx: &mut Ctx<'_, ChatMsg>, list: Vec<(u64, u32)>) {
+        for (id, n) in list {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.acks_due -= i64::from(n);
+                self.settle(ctx, id);
+            }
+        }
+    }
+
+    fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatMsg>, timer: TimerId, id: u64) {
+        let limits = &self.info.config.limits;
+        let (interval, timeout) = (limits.ping_interval(), limits.ping_timeout());
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.timer != Some(timer) || c.quitting.is_some() {
+            return;
+        }
+        c.timer = None;
+        if !c.registered {
+            self.begin_quit(ctx, id, "Registration timed out".into());
+            return;
+        }
+        let idle = c.last_active.elapsed();
+        if c.ping_sent {
+            let reason = format!("Ping timeout: {} seconds", idle.as_secs());
+            self.begin_quit(ctx, id, reason);
+        } else if idle >= interval {
+            c.ping_sent = true;
+            c.timer = Some(ctx.set_timer(timeout, id));
+            let ping = format!("PING :{}\r\n", self.info.name());
+            let _ = ctx.send(c.conn, ping.as_bytes());
+        } else {
+            c.timer = Some(ctx.set_timer(interval - idle, id));
+        }
+    }
+}
+
+fn close_reason_text(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::PeerClosed => "Remote host closed the connection".into(),
+        CloseReason::SendQueueFull => "SendQ exceeded".into(),
+        CloseReason::InputBufferFull => "RecvQ exceeded".into(),
+        CloseReason::Io(kind) => format!("Read error: {kind}"),
+        CloseReason::Shutdown => "Server shutting down".into(),
+        CloseReason::HandlerPanic => "Internal error".into(),
+        _ => "Connection closed".into(),
+    }
+}
+
+impl Handler for ChatShard {
+    type Msg = ChatMsg;
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, ChatMsg>) {
+        self.shards = ctx.shards();
+        self.outbox = Outbox::new(self.shards, self.info.config.limits.outbox_capacity);
+        self.acks = vec![Vec::new(); self.shards];
+        info!(shard = self.me, shards = self.shards, "chat shard ready");
+    }
+
+    fn on_accept(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, peer: SocketAddr) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut host = peer.ip().to_string();
+        if host.starts_with(':') {
+            host.insert(0, '0');
+        }
+        let mut c = Client::new(conn, host);
+        c.timer = Some(ctx.set_timer(self.info.config.limits.registration_timeout(), id));
+        self.clients.insert(id, c);
+        self.by_conn.insert(conn, id);
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, data: &[u8]) -> usize {
+        let Some(&id) = self.by_conn.get(&conn) else {
+            return data.len();
+        };
+        let Some(c) = self.clients.get_mut(&id) else {
+            return data.len();
+        };
+        if c.quitting.is_some() {
+            return data.len();
+        }
+        c.inbuf.extend_from_slice(data);
+        if !c.parked {
+            self.pump(ctx, id);
+        } else if c.inbuf.len() > self.info.config.limits.recvq_bytes && !c.reading_paused {
+            // Parked behind a barrier: stop reading until it resumes (TCP flow
+            // control slows the client down meanwhile).
+            c.reading_paused = true;
+            ctx.pause_reading(conn);
+        }
+        data.len()
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, reason: &CloseReason) {
+        let Some(id) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.alive = false;
+        if self.shutting_down {
+            self.remove_client(ctx, id);
+            return;
+        }
+        self.begin_quit(ctx, id, close_reason_text(reason));
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatMsg>, timer: TimerId, token: u64) {
+        if token == ACK_FLUSH {
+            self.acks_armed = false;
+            self.flush_acks(ctx);
+        } else if token != SHUTDOWN_NUDGE {
+            self.client_timer(ctx, timer, token);
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatMsg>, _from: ShardId, msg: ChatMsg) {
+        // Once shutting down every connection is closing and takes no more output,
+        // and nobody waits for replies or acks: answering would only keep other
+        // shards' loops busy while they try to stop.
+        if !self.shutting_down {
+            self.on_mail(ctx, msg);
+        } else {
+            // Workaround: the shard loop only stops on a turn that took no mail,
+            // and after a turn that did it sleeps until the next timer — without
+            // this nudge, until the shutdown deadline.
+            ctx.set_timer(Duration::from_millis(1), SHUTDOWN_NUDGE);
+        }
+    }
+
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: ShardId) {
+        self.outbox.drain(ctx, to.0);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ChatMsg>) {
+        self.shutting_down = true;
+        info!(
+            shard = self.me,
+            clients = self.clients.len(),
+            "telling clients we shut down"
+        );
+        for c in self.clients.values().filter(|c| c.alive) {
+            let _ = ctx.send(c.conn, b"ERROR :Server shutting down\r\n");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Helpers for the chat integration tests: start a server on a forced backend and
+//! shard count, and drive raw-TCP IRC clients with bounded waits (no timing
+//! assertions: a wait that runs out is a failure with everything seen so far).
+#![allow(dead_code)]
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use shardline::{Io, RunningServer, Server};
+use shardline_chat::{message::parse, Config};
+
+/// Every test runs on both backends, forced.
+pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
+/// And at one shard and at four (channels really spanning shards).
+pub const SHARD_COUNTS: [usize; 2] = [1, 4];
+/// Longest any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Every (backend, shard count) the suite covers.
+pub fn matrix() -> impl Iterator<Item = (Io, usize)> {
+    BACKENDS
+        .into_iter()
+        .flat_map(|io| SHARD_COUNTS.into_iter().map(move |s| (io, s)))
+}
+
+/// Logs to the test's captured output; `RUST_LOG` controls the level.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// The configuration tests start from.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.server.name = "irc.test".into();
+    c.server.network = "TestNet".into();
+    c
+}
+
+/// A running chat server.
+pub struct TestServer {
+    server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub io: Io,
+    pub shards: usize,
+}
+
+impl TestServer {
+    pub fn start(io: Io, shards: usize) -> TestServer {
+        TestServer::start_with(io, shards, test_config())
+    }
+
+    pub fn start_with(io: Io, shards: usize, config: Config) -> TestServer {
+        init_tracing();
+        let builder = Server::builder()
+            .io(io)
+            .shards(shards)
+            .pin(false)
+            .listen("127.0.0.1:0".parse().expect("literal address"))
+            .shutdown_timeout(Duration::from_secs(10));
+        let server = shardline_chat::build(builder, config)
+            .expect("valid config")
+            .start()
+            .expect("server starts");
+        let addr = server.local_addrs()[0];
+        TestServer {
+            server: Some(server),
+            addr,
+            io,
+            shards,
+        }
+    }
+
+    /// A label for assertion messages.
+    pub fn label(&self) -> String {
+        format!("{} x{}", self.io, self.shards)
+    }
+
+    fn accepted(&self) -> Vec<u64> {
+        let m = self.server.as_ref().expect("running").metrics();
+        (0..self.shards)
+            .map(|s| m.snapshot_shard(s).conns_accepted)
+            .collect()
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> shardline::Metrics {
+        self.server.as_ref().expect("running").metrics()
+    }
+
+    /// Live connections over all shards.
+    pub fn live(&self) -> u64 {
+        let m = self.server.as_ref().expect("running").metrics();
+        m.total().conns_live
+    }
+
+    /// Connects a client and finds out (from the shards' accept counters) which
+    /// shard took it. Connect one client at a time.
+    pub fn connect(&self) -> Client {
+        let before = self.accepted();
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.accepted();
+            if let Some(s) = (0..self.shards).find(|&s| now[s] > before[s]) {
+                return Client::new(stream, s, self.label());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no shard accepted",
+                self.label()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Connects until a connection lands on `shard % shards` (others are closed).
+    pub fn connect_on(&self, shard: usize) -> Client {
+        let want = shard % self.shards;
+        for _ in 0..500 {
+            let c = self.connect();
+            if c.shard == want {
+                return c;
+            }
+        }
+        panic!("{}: no connection landed on shard {want}", self.label());
+    }
+
+    /// A registered client on `shard % shards`, burst consumed.
+    pub fn register_on(&self, shard: usize, nick: &str) -> Client {
+        let mut c = self.connect_on(shard);
+        c.register(nick);
+        c
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = s.shutdown();
+        }
+    }
+}
+
+/// One received line, parsed.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub raw: String,
+    pub tags: Vec<(String, String)>,
+    pub source: Option<String>,
+    pub command: String,
+    pub params: Vec<String>,
+}
+
+impl Line {
+    pub fn parse(raw: &str) -> Line {
+        let m = parse(raw).unwrap_or_else(|e| panic!("server sent a bad line {raw:?}: {e}"));
+        Line {
+            raw: raw.to_string(),
+            tags: m
+                .tags
+                .iter()
+                .map(|t| (t.key.to_string(), t.value.to_string()))
+                .collect(),
+            source: m.source.map(str::to_string),
+            command: m.command.to_string(),
+            params: m.params.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    pub fn is(&self, command: &str) -> bool {
+        self.command.eq_ignore_ascii_case(command)
+    }
+
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn nick(&self) -> Option<&str> {
+        self.source.as_deref().and_then(|s| s.split('!').next())
+    }
+
+    pub fn last(&self) -> &str {
+        self.params.last().map_or("", String::as_str)
+    }
+}
+
+/// A raw-TCP IRC client.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    pub shard: usize,
+    pub nick: String,
+    label: String,
+    ping_seq: u64,
+    /// Set once the server closed the connection.
+    pub eof: bool,
+}
+
+impl Client {
+    fn new(stream: TcpStream, shard: usize, label: String) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("set timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            buf: Vec::new(),
+            shard,
+            nick: String::new(),
+            label,
+            ping_seq: 0,
+            eof: false,
+        }
+    }
+
+    /// A second handle on the socket, for writing from another thread.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone socket")
+    }
+
+    /// Sends one line (CR LF added).
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to server");
+    }
+
+    /// The next line, waiting at most `limit`; `None` on timeout or EOF.
+    pub fn next_line_within(&mut self, limit: Duration) -> Option<Line> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.buf.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&raw);
+                let text = text.trim_end_matches(['\r', '\n']);
+                return Some(Line::parse(text));
+            }
+            if self.eof || Instant::now() >= deadline {
+                return None;
+            }
+            let mut chunk = [0u8; 16 << 10];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => self.eof = true,
+                Err(e) => panic!("{}: read: {e}", self.label),
+            }
+        }
+    }
+
+    /// The next line; fails the test if none comes in time.
+    pub fn next_line(&mut self) -> Line {
+        self.next_line_within(WAIT)
+            .unwrap_or_else(|| panic!("{}: {}: no line (eof={})", self.label, self.nick, self.eof))
+    }
+
+    /// Reads until a line satisfies `pred`; returns it and the lines before it.
+    pub fn until(&mut self, what: &str, mut pred: impl FnMut(&Line) -> bool) -> (Line, Vec<Line>) {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let Some(l) = self.next_line_within(deadline - Instant::now()) else {
+                break;
+            };
+            if pred(&l) {
+                return (l, seen);
+            }
+            seen.push(l);
+        }
+        let shown: Vec<&str> = seen.iter().map(|l| l.raw.as_str()).collect();
+        panic!(
+            "{}: {}: waited for {what}; got {shown:#?} (eof={})",
+            self.label, self.nick, self.eof
+        );
+    }
+
+    /// Reads until numeric `code` (or command) arrives and returns it.
+    pub fn expect(&mut self, command: &str) -> Line {
+        self.until(command, |l| l.is(command)).0
+    }
+
+    /// PING and collect everything that arrives before the PONG.
+    pub fn sync(&mut self) -> Vec<Line> {
+        self.ping_seq += 1;
+        let token = format!("sync-{}", self.ping_seq);
+        self.send(&format!("PING :{token}"));
+        let t = token.clone();
+        let (_, seen) = self.until("PONG", move |l| l.is("PONG") && l.last() == t);
+        seen
+    }
+
+    /// Asserts nothing but what `sync` would show arrived: returns those lines.
+    pub fn drain(&mut self) -> Vec<Line> {
+        self.sync()
+    }
+
+    /// NICK + USER and wait for the end of the burst (376 or 422).
+    pub fn register(&mut self, nick: &str) {
+        self.nick = nick.to_string();
+        self.send(&format!("NICK {nick}"));
+        self.send(&format!("USER {nick} 0 * :Test {nick}"));
+        self.until("end of MOTD", |l| l.is("376") || l.is("422"));
+    }
+
+    /// Like `register`, negotiating `caps` first.
+    pub fn register_with_caps(&mut self, nick: &str, caps: &str) {
+        self.nick = nick.to_string();
+        self.send("CAP LS 302");
+        self.send(&format!("NICK {nick}"));
+        self.send(&format!("USER {nick} 0 * :Test {nick}"));
+        self.send(&format!("CAP REQ :{caps}"));
+        self.send("CAP END");
+        let (ack, _) = self.until("CAP ACK", |l| {
+            l.is("CAP") && l.params.get(1).is_some_and(|s| s == "ACK" || s == "NAK")
+        });
+        assert_eq!(ack.params[1], "ACK", "{}: {}", self.label, ack.raw);
+        self.until("end of MOTD", |l| l.is("376") || l.is("422"));
+    }
+
+    /// JOIN and wait for the end of NAMES.
+    pub fn join(&mut self, chan: &str) {
+        self.send(&format!("JOIN {chan}"));
+        let c = chan.to_string();
+        self.until("366", move |l| {
+            l.is("366") && l.params.get(1).is_some_and(|p| p.eq_ignore_ascii_case(&c))
+        });
+    }
+
+    /// Reads until the server closes the connection; returns what came.
+    pub fn until_closed(&mut self) -> Vec<Line> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match self.next_line_within(deadline - Instant::now()) {
+                Some(l) => seen.push(l),
+                None if self.eof => return seen,
+                None => {}
+            }
+        }
+        panic!(
+            "{}: {}: connection not closed; got {seen:?}",
+            self.label, self.nick
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! Registration over raw TCP: CAP, NICK, USER, the welcome burst, LUSERS, MOTD,
+//! timeouts, and every refusal numeric on the way. Each test runs on both backends
+//! at 1 and 4 shards.
+
+mod common;
+
+use common::{matrix, test_config, TestServer};
+
+#[test]
+fn welcome_burst_in_order() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut c = srv.connect();
+        c.send("NICK alice");
+        c.send("USER alice 0 * :Alice Liddell");
+        let (end, lines) = c.until("422", |l| l.is("422"));
+        let codes: Vec<&str> = lines.iter().map(|l| l.command.as_str()).collect();
+        let expected_prefix = ["001", "002", "003", "004", "005"];
+        assert_eq!(&codes[..5], expected_prefix, "{}: {codes:?}", srv.label());
+        let lusers = &codes[codes.len() - 5..];
+        assert_eq!(
+            lusers,
+            ["251", "252", "253", "254", "255"],
+            "{}",
+            srv.label()
+        );
+        assert_eq!(end.params[0], "alice");
+        let welcome = &lines[0];
+        assert_eq!(welcome.source.as_deref(), Some("irc.test"));
+        assert!(
+            welcome.last().ends_with("alice!~alice@127.0.0.1"),
+            "{}",
+            welcome.raw
+        );
+        let isupport: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.is("005"))
+            .flat_map(|l| l.params[1..l.params.len() - 1].iter().map(String::as_str))
+            .collect();
+        for token in [
+            "CASEMAPPING=rfc1459",
+            "CHANTYPES=#",
+            "NETWORK=TestNet",
+            "NICKLEN=30",
+        ] {
+            assert!(isupport.contains(&token), "{}: {isupport:?}", srv.label());
+        }
+        srv.stop();
+    }
+}
+
+#[test]
+fn motd_from_config() {
+    for (io, shards) in matrix() {
+        let mut config = test_config();
+        config.server.motd = Some("line one\nline two".into());
+        let srv = TestServer::start_with(io, shards, config);
+        let mut c = srv.connect();
+        c.send("NICK bob");
+        c.send("USER bob 0 * :Bob");
+        let (_, lines) = c.until("376", |l| l.is("376"));
+        let motd: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.is("372"))
+            .map(|l| l.last())
+            .collect();
+        assert_eq!(motd, ["- line one", "- line two"], "{}", srv.label());
+        assert!(lines.iter().any(|l| l.is("375")));
+        c.send("MOTD");
+        c.expect("375");
+        c.expect("376");
+        srv.stop();
+    }
+}
+
+#[test]
+fn cap_negotiation() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut c = srv.connect();
+        c.send("CAP LS 302");
+        let ls = c.expect("CAP");
+        assert_eq!(ls.params[..2], ["*", "LS"], "{}", ls.raw);
+        for cap in [
+            "message-tags",
+            "server-time",
+            "echo-message",
+            "multi-prefix",
+        ] {
+            assert!(ls.last().split(' ').any(|c| c == cap), "{}", ls.raw);
+        }
+        c.send("NICK carol");
+        c.send("USER carol 0 * :Carol");
+        c.send("CAP REQ :server-time bogus-cap");
+        let nak = c.expect("CAP");
+        assert_eq!(nak.params[1], "NAK", "{}", nak.raw);
+        assert_eq!(nak.last(), "server-time bogus-cap");
+        c.send("CAP REQ :server-time echo-message");
+        let ack = c.expect("CAP");
+        assert_eq!(ack.params[1], "ACK", "{}", ack.raw);
+        c.send("CAP LIST");
+        let list = c.expect("CAP");
+        assert_eq!(list.params[1], "LIST");
+        assert_eq!(list.last(), "server-time echo-message");
+        c.send("CAP FROB");
+        let e = c.expect("410");
+        assert_eq!(e.params[1], "FROB");
+        c.send("CAP");
+        c.expect("461");
+        // Registration waits for CAP END.
+        let early = c.sync();
+        assert!(
+            !early.iter().any(|l| l.is("001")),
+            "{}: {early:?}",
+            srv.label()
+        );
+        c.send("CAP END");
+        c.expect("001");
+        c.until("422", |l| l.is("422"));
+        c.send("CAP REQ :-echo-message");
+        assert_eq!(c.expect("CAP").params[1], "ACK");
+        c.send("CAP LIST");
+        assert_eq!(c.expect("CAP").last(), "server-time");
+        srv.stop();
+    }
+}
+
+#[test]
+fn nick_errors_and_collisions() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut a = srv.register_on(0, "Alice");
+        let mut b = srv.connect_on(1);
+        b.send("NICK");
+        assert_eq!(b.expect("431").params[0], "*");
+        b.send("NICK 9lives");
+        assert_eq!(b.expect("432").params[1], "9lives");
+        b.send(&format!("NICK {}", "n".repeat(31)));
+        b.expect("432");
+        // Taken, in any casing, before registration completes.
+        b.send("NICK aLICE");
+        let e = b.expect("433");
+        assert_eq!(e.params[..2], ["*", "aLICE"], "{}", srv.label());
+        // rfc1459 casemapping: [ and { are the same letter.
+        a.send("NICK [x]");
+        let own = a.expect("NICK");
+        assert_eq!(own.nick(), Some("Alice"));
+        assert_eq!(own.last(), "[x]");
+        a.sync();
+        b.send("NICK {X}");
+        b.expect("433");
+        // Alice's old nick is free again once her change is done (barrier).
+        b.send("NICK alice");
+        b.send("USER b 0 * :B");
+        let w = b.expect("001");
+        assert_eq!(w.params[0], "alice", "{}", srv.label());
+        b.until("422", |l| l.is("422"));
+        // A registered client's collision.
+        b.send("NICK [X]");
+        assert_eq!(b.expect("433").params[..2], ["alice", "[X]"]);
+        srv.stop();
+    }
+}
+
+#[test]
+fn user_errors_and_unregistered_commands() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut c = srv.connect();
+        c.send("JOIN #a");
+        assert_eq!(c.expect("451").params[0], "*");
+        c.send("PRIVMSG x :y");
+        c.expect("451");
+        c.send("FROB");
+        assert_eq!(c.expect("421").params[1], "FROB");
+        c.send("USER onlytwo 0");
+        assert_eq!(c.expect("461").params[1], "USER");
+        c.send("NICK dave");
+        c.send("USER dave 0 * :Dave");
+        c.until("422", |l| l.is("422"));
+        c.send("USER dave 0 * :Again");
+        c.expect("462");
+        c.send("PASS secret");
+        c.expect("462");
+        c.send("FROB x y");
+        let e = c.expect("421");
+        assert_eq!(e.params[..2], ["dave", "FROB"]);
+        c.send("PING");
+        assert_eq!(c.expect("461").params[1], "PING");
+        // Over-long lines: 417, and the connection stays usable.
+        let long = format!("PRIVMSG dave :{}", "x".repeat(600));
+        c.send(&long);
+        c.expect("417");
+        let giant = "y".repeat(20_000);
+        c.send(&giant);
+        c.expect("417");
+        c.send("PING :still-here");
+        assert_eq!(c.expect("PONG").last(), "still-here");
+        // Bare LF and bare CR end lines too.
+        c.send_raw(b"PING :lf\nPING :cr\r");
+        assert_eq!(c.expect("PONG").last(), "lf");
+        assert_eq!(c.expect("PONG").last(), "cr");
+        // Malformed: NUL byte, bad tags.
+        c.send_raw(b"PING :a\0b\r\n");
+        c.expect("400");
+        c.send_raw(b"@=bad PING :x\r\n");
+        c.expect("400");
+        srv.stop();
+    }
+}
+
+#[test]
+fn lusers_counts_every_shard() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut clients: Vec<_> = (0..4)
+            .map(|i| srv.register_on(i, &format!("user{i}")))
+            .collect();
+        clients[0].join("#one");
+        clients[1].join("#two");
+        clients[2].join("#two");
+        // Connections dropped while looking for a shard must be gone first.
+        assert!(common_wait(|| srv.live() == 4), "{}", srv.label());
+        let mut unreg = srv.connect();
+        unreg.send("NICK pending");
+        unreg.sync();
+        assert!(common_wait(|| srv.live() == 5), "{}", srv.label());
+        let c = &mut clients[3];
+        c.send("LUSERS");
+        let (_, lines) = c.until("255", |l| l.is("255"));
+        let get = |code: &str| {
+            lines
+                .iter()
+                .find(|l| l.is(code))
+                .unwrap_or_else(|| panic!("{code} missing: {lines:?}"))
+                .clone()
+        };
+        assert!(
+            get("251").last().starts_with("There are 4 users"),
+            "{}: {:?}",
+            srv.label(),
+            get("251").raw
+        );
+        assert_eq!(get("253").params[1], "1", "{}", srv.label());
+        assert_eq!(get("254").params[1], "2", "{}", srv.label());
+        srv.stop();
+    }
+}
+
+fn common_wait(cond: impl FnMut() -> bool) -> bool {
+    wait_until(std::time::Duration::from_secs(20), cond)
+}
+
+fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}
+
+#[test]
+fn registration_and_ping_timeouts() {
+    for (io, shards) in matrix() {
+        let mut config = test_config();
+        config.limits.registration_timeout_secs = 0.3;
+        config.limits.ping_interval_secs = 0.3;
+        config.limits.ping_timeout_secs = 0.3;
+        let srv = TestServer::start_with(io, shards, config);
+        let mut idle = srv.connect();
+        idle.send("NICK slowpoke");
+        let lines = idle.until_closed();
+        let err = lines.last().expect("an ERROR before the close");
+        assert!(err.is("ERROR"), "{}: {lines:?}", srv.label());
+        assert!(err.last().contains("Registration timed out"), "{}", err.raw);
+        // The nick is free again.
+        let mut quiet = srv.connect();
+        quiet.send("NICK slowpoke");
+        quiet.send("USER s 0 * :S");
+        quiet.until("422", |l| l.is("422"));
+        // The server pings a silent client, and drops it when no answer comes.
+        let ping = quiet.expect("PING");
+        assert_eq!(ping.last(), "irc.test");
+        let lines = quiet.until_closed();
+        let err = lines.last().expect("an ERROR before the close");
+        assert!(
+            err.last().contains("Ping timeout"),
+            "{}: {}",
+            srv.label(),
+            err.raw
+        );
+        // A client that answers stays.
+        let mut lively = srv.connect();
+        lively.register("lively");
+        for _ in 0..2 {
+            let ping = lively.expect("PING");
+            lively.send(&format!("PONG :{}", ping.last()));
+        }
+        lively.send("PING :alive");
+        assert_eq!(lively.expect("PONG").last(), "alive");
+        srv.stop();
+    }
+}

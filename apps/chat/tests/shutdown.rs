@@ -1,0 +1,31 @@
+//! Graceful shutdown: every client gets `ERROR :Server shutting down` and then the
+//! close. Both backends, 1 and 4 shards.
+
+mod common;
+
+use common::{matrix, TestServer};
+
+#[test]
+fn clients_are_told_on_shutdown() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut a = srv.register_on(0, "alice");
+        let mut b = srv.register_on(1, "bob");
+        a.join("#bye");
+        b.join("#bye");
+        let mut unregistered = srv.connect_on(2);
+        unregistered.send("NICK early");
+        unregistered.sync();
+        let label = srv.label();
+        // Stop in the background: shutdown waits for the clients to close.
+        let stopper = std::thread::spawn(move || srv.stop());
+        for c in [&mut a, &mut b, &mut unregistered] {
+            let lines = c.until_closed();
+            let err = lines.last().expect("ERROR before close");
+            assert!(err.is("ERROR"), "{label}: {lines:?}");
+            assert_eq!(err.last(), "Server shutting down", "{label}");
+        }
+        drop((a, b, unregistered));
+        stopper.join().expect("server stopped cleanly");
+    }
+}
