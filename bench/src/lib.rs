@@ -1,0 +1,22 @@
+//! `shardline-bench`: the benchmark harness of Shardline.
+//!
+//! - [`client`]: the echo load generator (closed and open loop, HDR histograms).
+//! - [`servers`]: Shardline and the peers as child processes, and what /proc says
+//!   about them.
+//! - [`compare`], [`scale`], [`idle`], [`mailbox`]: the subcommands.
+//! - [`serve`]: the Shardline echo server the subcommands run.
+//! - [`report`]: tables, JSON, medians; [`machine`]: CPUs, pinning, limits.
+//!
+//! Timings live here, never in tests: the tests check arithmetic, shapes and that
+//! every subcommand runs end to end.
+#![deny(missing_debug_implementations, rust_2018_idioms)]
+
+pub mod client;
+pub mod compare;
+pub mod idle;
+pub mod machine;
+pub mod mailbox;
+pub mod report;
+pub mod scale;
+pub mod serve;
+pub mod servers;

@@ -1,0 +1,514 @@
+//! `shardline-bench`: echo load, peer comparison, shard scaling, idle memory and
+//! mailbox benchmarks for Shardline. See bench/README.md.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use shardline::{AcceptMode, Io};
+use shardline_bench::{
+    client::{self, ClientIo, LoadConfig, Mode},
+    compare, idle,
+    machine::{self, MachineInfo},
+    mailbox, report, scale, serve,
+    servers::{self, Launch, PeerSelection, ServerProc, ServerSpec},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Benchmarks for Shardline: echo load, peer comparison, scaling, idle memory, mailboxes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Ping-pong echo load against one server (closed loop, or open loop with --rate).
+    Echo(EchoArgs),
+    /// Shardline (uring, epoll) against the peers, interleaved over rounds; ratios to
+    /// shardline-uring.
+    Compare(CompareArgs),
+    /// Shardline at 1..=N shards per backend and accept mode; JSON and an SVG plot.
+    Scale(ScaleArgs),
+    /// Server RSS per idle connection, for Shardline and the peers.
+    Idle(IdleArgs),
+    /// Cross-shard mailbox throughput and wake latency, beside crossbeam-channel and
+    /// std mpsc.
+    Mailbox(MailboxArgs),
+    /// The Shardline echo server the other subcommands run (prints `listening on
+    /// ADDR`, stops on SIGTERM).
+    Serve(ServeArgs),
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("{s:?} is not a non-negative number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A CPU list argument (`0,2-3`).
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+fn cpu_list(s: &str) -> Result<CpuList, String> {
+    machine::parse_cpus(s).map(CpuList)
+}
+
+/// A list of message sizes (`100,1k`).
+#[derive(Debug, Clone)]
+struct Sizes(Vec<usize>);
+
+fn sizes(s: &str) -> Result<Sizes, String> {
+    sizes_vec(s).map(Sizes)
+}
+
+fn size(s: &str) -> Result<usize, String> {
+    match sizes_vec(s)?.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(format!("{s:?}: give one message size")),
+    }
+}
+
+fn sizes_vec(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|x| {
+            let x = x.trim().to_ascii_lowercase();
+            let (num, mult) = match x.strip_suffix('k') {
+                Some(n) => (n.to_owned(), 1024),
+                None => (x.clone(), 1),
+            };
+            match num.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n * mult),
+                _ => Err(format!("bad message size {x:?} (bytes, or NNk)")),
+            }
+        })
+        .collect()
+}
+
+/// Load options shared by the subcommands that run the echo client.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    conns: usize,
+    /// Warm-up before each measured window, seconds.
+    #[arg(long, default_value = "0.5", value_parser = secs)]
+    warmup: Duration,
+    /// Measured window, seconds (default 2; `compare`: 1.5, so that its default run
+    /// of 9 servers × 2 sizes × 5 rounds stays near 3 minutes).
+    #[arg(long, value_parser = secs)]
+    duration: Option<Duration>,
+    /// Client engine.
+    #[arg(long, value_enum, default_value_t = ClientIo::Uring)]
+    client_io: ClientIo,
+    /// compare/scale: a run during which other processes used more than this % of
+    /// one CPU is measured again.
+    #[arg(long, default_value_t = 10.0)]
+    max_foreign_pct: f64,
+    /// compare/scale: how many times a noisy run is measured again (the quietest
+    /// attempt is kept).
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    /// A running echo server to load.
+    #[arg(long, conflicts_with = "server")]
+    addr: Option<SocketAddr>,
+    /// Or start one: shardline-uring, shardline-epoll, or a peer name.
+    #[arg(long)]
+    server: Option<String>,
+    /// Shards/threads of the started server.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CPUs of the started server (default: the first CPU).
+    #[arg(long, value_parser = cpu_list)]
+    server_cpus: Option<CpuList>,
+    /// Message size in bytes (`1k` = 1024).
+    #[arg(long, default_value = "100", value_parser = size)]
+    size: usize,
+    /// The peers' Cargo workspace (for a peer `--server`).
+    #[arg(long)]
+    peers_dir: Option<PathBuf>,
+    /// Open loop at this many requests per second (all connections together); latency
+    /// is measured from each request's due time. Default: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// CPUs the client thread is pinned to (default: the second CPU if a server is
+    /// started, else unpinned).
+    #[arg(long, value_parser = cpu_list)]
+    client_cpus: Option<CpuList>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Peers: all, none, or a comma-separated list.
+    #[arg(long, default_value = "all")]
+    peers: PeerSelection,
+    /// The peers' Cargo workspace.
+    #[arg(long)]
+    peers_dir: Option<PathBuf>,
+    /// Message sizes (bytes; `1k` = 1024).
+    #[arg(long, default_value = "100,1024", value_parser = sizes)]
+    sizes: Sizes,
+    /// Rounds; every server runs once per round, medians are quoted.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Shards/threads of every server.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Server CPUs (default: the first `threads` CPUs).
+    #[arg(long, value_parser = cpu_list)]
+    server_cpus: Option<CpuList>,
+    /// Client CPUs (default: the next CPU).
+    #[arg(long, value_parser = cpu_list)]
+    client_cpus: Option<CpuList>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ScaleArgs {
+    /// Largest shard count (default: the CPUs available; capped by them).
+    #[arg(long)]
+    max_shards: Option<usize>,
+    /// Backends.
+    #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
+    backends: Vec<Io>,
+    /// Accept modes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "reuseport,exclusive,handoff"
+    )]
+    accept: Vec<AcceptMode>,
+    /// Message size in bytes (`1k` = 1024).
+    #[arg(long, default_value = "100", value_parser = size)]
+    size: usize,
+    /// Rounds (medians are plotted).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Client CPUs (default: the CPUs the shards leave free; unpinned when the
+    /// shards take every CPU).
+    #[arg(long, value_parser = cpu_list)]
+    client_cpus: Option<CpuList>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Results as JSON.
+    #[arg(long, default_value = "scale.json")]
+    json: PathBuf,
+    /// The plot (default: the JSON path with .svg).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    /// Idle connections to hold (default: RLIMIT_NOFILE minus headroom).
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Peers: all, none, or a comma-separated list.
+    #[arg(long, default_value = "all")]
+    peers: PeerSelection,
+    /// The peers' Cargo workspace.
+    #[arg(long)]
+    peers_dir: Option<PathBuf>,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) the connections come from.
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    /// Send one 16-byte echo on every connection before measuring (exercises the
+    /// read path, so buffers a server keeps after a read are counted).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ping: bool,
+    /// Server CPU.
+    #[arg(long, value_parser = cpu_list)]
+    server_cpus: Option<CpuList>,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct MailboxArgs {
+    /// Messages streamed per throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    messages: u64,
+    /// Ping-pongs per wake-latency run.
+    #[arg(long, default_value_t = 1_000)]
+    pings: u64,
+    /// Backends.
+    #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
+    backends: Vec<Io>,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// I/O backend: uring, epoll or auto.
+    #[arg(long, default_value = "uring")]
+    io: Io,
+    /// Shards.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Accept mode: reuseport, exclusive, handoff, handoff-least.
+    #[arg(long, default_value = "reuseport")]
+    accept: AcceptMode,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: SocketAddr,
+    /// Pin shard i to the i-th CPU of this list.
+    #[arg(long, value_parser = cpu_list)]
+    cpus: Option<CpuList>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve(_)) {
+        servers::install_signal_guard()?;
+    }
+    let exe = std::env::current_exe().context("finding this binary")?;
+    match cli.cmd {
+        Cmd::Serve(a) => serve::run(&serve::ServeConfig {
+            io: a.io,
+            shards: a.shards,
+            accept: a.accept,
+            addr: a.addr,
+            cpus: a.cpus.map(|c| c.0).unwrap_or_default(),
+        }),
+        Cmd::Echo(a) => echo(a, exe),
+        Cmd::Compare(a) => {
+            let (server, client) = compare::default_pinning(a.threads);
+            let cfg = compare::CompareConfig {
+                serve_exe: exe,
+                peers: a.peers,
+                peers_dir: a.peers_dir.unwrap_or_else(servers::default_peers_dir),
+                sizes: a.sizes.0,
+                conns: a.load.conns,
+                rounds: a.rounds,
+                threads: a.threads,
+                server_cpus: a.server_cpus.map_or(server, |c| c.0),
+                client_cpus: a.client_cpus.map_or(client, |c| c.0),
+                warmup: a.load.warmup,
+                duration: a.load.duration.unwrap_or(Duration::from_millis(1500)),
+                client_io: a.load.client_io,
+                max_foreign_pct: a.load.max_foreign_pct,
+                retries: a.load.retries,
+            };
+            let out = compare::run(&cfg)?;
+            if let Some(p) = a.json {
+                report::write_json(&p, &out)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Scale(a) => {
+            let svg = a.svg.unwrap_or_else(|| a.json.with_extension("svg"));
+            let cfg = scale::ScaleConfig {
+                serve_exe: exe,
+                max_shards: a.max_shards,
+                backends: a.backends,
+                accept: a.accept,
+                msg_size: a.size,
+                conns: a.load.conns,
+                rounds: a.rounds,
+                client_cpus: a.client_cpus.map(|c| c.0).unwrap_or_default(),
+                warmup: a.load.warmup,
+                duration: a.load.duration.unwrap_or(Duration::from_secs(2)),
+                client_io: a.load.client_io,
+                max_foreign_pct: a.load.max_foreign_pct,
+                retries: a.load.retries,
+            };
+            let out = scale::run(&cfg)?;
+            report::write_json(&a.json, &out)?;
+            scale::plot(&out, &svg)?;
+            println!("wrote {} and {}", a.json.display(), svg.display());
+            Ok(())
+        }
+        Cmd::Idle(a) => {
+            let cfg = idle::IdleConfig {
+                serve_exe: exe,
+                conns: a.conns,
+                peers: a.peers,
+                peers_dir: a.peers_dir.unwrap_or_else(servers::default_peers_dir),
+                sources: a.sources,
+                ping: a.ping,
+                server_cpus: a
+                    .server_cpus
+                    .map_or_else(|| compare::default_pinning(1).0, |c| c.0),
+            };
+            let out = idle::run(&cfg)?;
+            if let Some(p) = a.json {
+                report::write_json(&p, &out)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Mailbox(a) => {
+            let cfg = mailbox::MailboxConfig {
+                messages: a.messages,
+                pings: a.pings,
+                backends: a.backends,
+            };
+            let out = mailbox::run(&cfg)?;
+            if let Some(p) = a.json {
+                report::write_json(&p, &out)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EchoOutput {
+    server: Option<String>,
+    addr: SocketAddr,
+    #[serde(flatten)]
+    report: client::LoadReport,
+    server_cpu_us_per_req: Option<f64>,
+    machine: MachineInfo,
+}
+
+fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
+    let (default_server, default_client) = compare::default_pinning(a.threads);
+    let server = match &a.server {
+        None => None,
+        Some(name) => {
+            let spec = match name.as_str() {
+                "shardline-uring" => ServerSpec::shardline(Io::Uring),
+                "shardline-epoll" => ServerSpec::shardline(Io::Epoll),
+                peer => {
+                    let sel: PeerSelection = peer.parse().map_err(anyhow::Error::msg)?;
+                    let (mut specs, notes) = servers::resolve_peers(
+                        &sel,
+                        &a.peers_dir
+                            .clone()
+                            .unwrap_or_else(servers::default_peers_dir),
+                    );
+                    for n in &notes {
+                        println!("note: {n}");
+                    }
+                    specs
+                        .pop()
+                        .with_context(|| format!("peer {peer} is not available"))?
+                }
+            };
+            let launch = Launch {
+                serve_exe: exe,
+                threads: a.threads,
+                cpus: a.server_cpus.clone().map_or(default_server, |c| c.0),
+            };
+            Some(ServerProc::start(&spec, &launch)?)
+        }
+    };
+    let addr = match (&server, a.addr) {
+        (Some(s), _) => s.addr,
+        (None, Some(addr)) => addr,
+        (None, None) => bail!("give --addr of a running echo server, or --server NAME"),
+    };
+    let client_cpus = match (a.client_cpus, &server) {
+        (Some(c), _) => c.0,
+        (None, Some(_)) => default_client,
+        (None, None) => Vec::new(),
+    };
+    let cfg = LoadConfig {
+        addr,
+        conns: a.load.conns,
+        msg_size: a.size,
+        mode: a.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
+        warmup: a.load.warmup,
+        duration: a.load.duration.unwrap_or(Duration::from_secs(2)),
+        cpus: client_cpus,
+        io: a.load.client_io,
+    };
+    let pid = server.as_ref().map(|s| s.pid);
+    let mut cpu = (None, None);
+    let rep = client::run_load(&cfg, &mut |w| {
+        let t = pid.and_then(|p| servers::proc_cpu_time(p).ok());
+        match w {
+            client::Window::Start => cpu.0 = t,
+            client::Window::End => cpu.1 = t,
+        }
+    })?;
+    let per_req = match cpu {
+        (Some(s), Some(e)) if rep.requests > 0 => {
+            Some(e.saturating_sub(s).as_secs_f64() * 1e6 / rep.requests as f64)
+        }
+        _ => None,
+    };
+    let l = &rep.latency;
+    println!(
+        "echo {addr}{}: {} conns, {} B, {}",
+        a.server
+            .as_deref()
+            .map_or_else(String::new, |s| format!(" ({s})")),
+        rep.conns,
+        rep.msg_size,
+        rep.mode
+    );
+    print!(
+        "{}",
+        report::table(
+            &[
+                "rps",
+                "p50 µs",
+                "p90 µs",
+                "p99 µs",
+                "p99.9 µs",
+                "max µs",
+                "errors",
+                "client CPU %",
+                "server CPU µs/req",
+            ],
+            &[vec![
+                format!("{:.0}", rep.rps),
+                format!("{:.1}", l.p50_us),
+                format!("{:.1}", l.p90_us),
+                format!("{:.1}", l.p99_us),
+                format!("{:.1}", l.p999_us),
+                format!("{:.1}", l.max_us),
+                rep.errors.to_string(),
+                format!("{:.0}", rep.client_cpu_pct),
+                per_req.map_or_else(|| "-".into(), |c| format!("{c:.2}")),
+            ]]
+        )
+    );
+    if rep.backlog > 0 {
+        println!(
+            "open loop fell behind: {} requests were due but not yet sent at the end (the server, or the client, cannot keep this rate)",
+            rep.backlog
+        );
+    }
+    if let Some(p) = a.json {
+        let out = EchoOutput {
+            server: a.server.clone(),
+            addr,
+            report: rep,
+            server_cpu_us_per_req: per_req,
+            machine: MachineInfo::read(),
+        };
+        report::write_json(&p, &out)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
