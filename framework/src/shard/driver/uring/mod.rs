@@ -50,6 +50,8 @@ const CONNECT: u8 = 4;
 const CANCEL: u8 = 5;
 const DOORBELL: u8 = 6;
 const WATCH: u8 = 7;
+/// `IORING_RECVSEND_POLL_FIRST` (sqe->ioprio of a recv or send).
+const RECVSEND_POLL_FIRST: u16 = 1;
 
 /// How long to stop accepting after EMFILE/ENFILE (fds are short).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -344,8 +346,11 @@ impl UringDriver {
         // most one buffer of data arrives after the shard stops reading, so a paused
         // connection cannot pile up input (a multishot recv keeps draining the
         // socket into the ring until its cancel lands — megabytes on a fast peer).
+        // POLL_FIRST: the socket was just drained (or is new), so skip the
+        // non-blocking attempt that would fail with EAGAIN and wait for data.
         let sqe = opcode::Recv::new(types::Fd(slot.fd), std::ptr::null_mut(), self.buf_size)
             .buf_group(BUF_GROUP)
+            .ioprio(RECVSEND_POLL_FIRST)
             .build()
             .flags(squeue::Flags::BUFFER_SELECT);
         self.push(sqe.user_data(user_data(RECV, id.to_bits())));
@@ -695,13 +700,21 @@ impl Driver for UringDriver {
             });
             bufs.chunks.push(chunk.clone());
         }
-        bufs.hdr.msg_iov = bufs.iov.as_mut_ptr();
-        bufs.hdr.msg_iovlen = bufs.iov.len() as _;
         let key = self.ops.vacant_key();
-        let flags = libc::MSG_NOSIGNAL as u32;
-        let sqe = opcode::SendMsg::new(types::Fd(fd), &bufs.hdr)
-            .flags(flags)
-            .build();
+        let sqe = if let [one] = &bufs.iov[..] {
+            // One chunk (the common case: a reply per turn): plain SEND skips the
+            // msghdr and iovec import SENDMSG pays for in the kernel.
+            let len = u32::try_from(one.iov_len).unwrap_or(u32::MAX);
+            opcode::Send::new(types::Fd(fd), one.iov_base.cast_const().cast(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            bufs.hdr.msg_iov = bufs.iov.as_mut_ptr();
+            bufs.hdr.msg_iovlen = bufs.iov.len() as _;
+            opcode::SendMsg::new(types::Fd(fd), &bufs.hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        };
         // Moving the Box moves no heap memory: the pointers above stay valid.
         self.ops.insert(Op::Send { conn, bufs });
         self.push_op(conn, sqe.user_data(user_data(SEND, key as u64)));
