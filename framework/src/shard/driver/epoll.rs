@@ -420,12 +420,21 @@ impl Driver for EpollDriver {
 
     fn send(&mut self, conn: ConnId, fd: RawFd, chunks: &[Bytes]) {
         let n = chunks.len().min(MAX_SEND_CHUNKS);
-        let slices: [IoSlice<'_>; MAX_SEND_CHUNKS] =
-            std::array::from_fn(|i| IoSlice::new(if i < n { &chunks[i] } else { &[] }));
+        let bfd = borrow(fd);
+        let sock = SockRef::from(&bfd);
         let result = loop {
-            // socket2 uses sendmsg with MSG_NOSIGNAL: a closed peer is EPIPE, not a
-            // process-killing SIGPIPE.
-            match SockRef::from(&borrow(fd)).send_vectored(&slices[..n]) {
+            // MSG_NOSIGNAL: a closed peer is EPIPE, not a process-killing SIGPIPE.
+            let r = if n == 1 {
+                // One chunk (the usual reply): plain send, no msghdr to import.
+                sock.send_with_flags(&chunks[0], libc::MSG_NOSIGNAL)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SEND_CHUNKS];
+                for (slot, chunk) in slices.iter_mut().zip(chunks) {
+                    *slot = IoSlice::new(chunk);
+                }
+                sock.send_vectored_with_flags(&slices[..n], libc::MSG_NOSIGNAL)
+            };
+            match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
