@@ -31,6 +31,8 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod accept;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 mod handler;
 mod metrics;

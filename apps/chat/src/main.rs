@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use shardline::{numa::Placement, AcceptMode, Io, Server};
+use shardline::{cli::ServerArgs, Server};
 use shardline_chat::Config;
 use tracing::info;
 
@@ -23,41 +23,8 @@ struct Args {
     /// Configuration file (TOML): server name, MOTD, limits.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Number of shards (threads); default one per CPU this process may use.
-    #[arg(long)]
-    shards: Option<usize>,
-    /// I/O backend: auto (io_uring, else epoll), uring, or epoll.
-    #[arg(long, default_value = "auto")]
-    io: Io,
-    /// How connections reach shards: reuseport, exclusive, handoff (round-robin) or
-    /// handoff-least (least connections).
-    #[arg(long, default_value = "reuseport")]
-    accept: AcceptMode,
-    /// Most live connections per shard (default: no cap).
-    #[arg(long)]
-    max_conns_per_shard: Option<usize>,
-    /// Machine to plan for: a synthetic hwloc description ("pack:2 numa:2 core:8
-    /// pu:2") or an hwloc XML file. Default: $SHARDLINE_TOPOLOGY, else this machine.
-    #[arg(long)]
-    topology: Option<String>,
-    /// Shard placement: compact, spread, or cpus=LIST (e.g. cpus=0,2-5).
-    #[arg(long, default_value = "compact")]
-    placement: Placement,
-    /// Allow more shards than CPUs.
-    #[arg(long)]
-    oversubscribe: bool,
-    /// Print where each shard would run (table, or =json) and exit.
-    #[arg(long, num_args = 0..=1, default_missing_value = "table", value_name = "FORMAT")]
-    print_plan: Option<PlanFormat>,
-    /// Do not pin shards to CPUs.
-    #[arg(long)]
-    no_pin: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum PlanFormat {
-    Table,
-    Json,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,32 +48,13 @@ fn main() -> anyhow::Result<()> {
         !listen.is_empty(),
         "nothing to listen on: give --listen or server.listen"
     );
-    let mut builder = Server::builder()
-        .io(args.io)
-        .accept_mode(args.accept)
-        .placement(args.placement.clone())
-        .oversubscribe(args.oversubscribe)
-        .pin(!args.no_pin);
+    let mut builder = args.server.apply(Server::builder());
     for addr in &listen {
         builder = builder.listen(*addr);
     }
-    if let Some(n) = args.shards {
-        builder = builder.shards(n);
-    }
-    if let Some(n) = args.max_conns_per_shard {
-        builder = builder.max_connections_per_shard(n);
-    }
-    if let Some(t) = &args.topology {
-        builder = builder.topology(t.clone());
-    }
     let name = config.server.name.clone();
     let server = shardline_chat::build(builder, config).context("configuring server")?;
-    if let Some(format) = args.print_plan {
-        let plan = server.plan().context("planning shard placement")?;
-        match format {
-            PlanFormat::Table => print!("{}", plan.table()),
-            PlanFormat::Json => println!("{}", plan.to_json()),
-        }
+    if args.server.print_plan_if_asked(&server)? {
         return Ok(());
     }
     info!(server = %name, addrs = ?listen, "shardline-chat starting");
