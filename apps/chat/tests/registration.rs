@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{matrix, test_config, TestServer};
 
 #[test]
@@ -276,10 +278,27 @@ fn registration_and_ping_timeouts() {
         let err = lines.last().expect("an ERROR before the close");
         assert!(err.is("ERROR"), "{}: {lines:?}", srv.label());
         assert!(err.last().contains("Registration timed out"), "{}", err.raw);
-        // The nick is free again.
+        // The nick is free again. Its release travels to the nick's owner shard
+        // after the close, so with several shards a new claim can race it: retry
+        // (bounded) until the owner has let go.
         let mut quiet = srv.connect();
-        quiet.send("NICK slowpoke");
         quiet.send("USER s 0 * :S");
+        let mut freed = false;
+        // Bounded well inside the 0.3 s registration timeout of this test.
+        for _ in 0..10 {
+            quiet.send("NICK slowpoke");
+            let (line, _) = quiet.until("001 or 433", |l| l.is("001") || l.is("433"));
+            if line.is("001") {
+                freed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            freed,
+            "{}: the nick of a timed-out client is released",
+            srv.label()
+        );
         quiet.until("422", |l| l.is("422"));
         // The server pings a silent client, and drops it when no answer comes.
         let ping = quiet.expect("PING");
