@@ -13,17 +13,7 @@ use std::{
     time::Duration,
 };
 
-use shardline::{AcceptMode, Balance, ConnId, Ctx, Handler, Io, Metrics};
-
-struct Echo;
-impl Handler for Echo {
-    type Msg = ();
-
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
-        let _ = ctx.send(conn, data);
-        data.len()
-    }
-}
+use shardline::{AcceptMode, Balance, Io, Metrics};
 
 const MODES: [AcceptMode; 4] = [
     AcceptMode::ReusePort,
@@ -68,7 +58,7 @@ fn per_shard(metrics: &Metrics) -> Vec<u64> {
 
 fn many_connections(io: Io, mode: AcceptMode, n: usize) -> Vec<u64> {
     let builder = common::builder(io, 2).accept_mode(mode).backlog(4096);
-    let (server, addr) = common::start(builder, |_| Echo);
+    let (server, addr) = common::start(builder, |_| common::Echo);
     let mut clients: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         roundtrip(c, i);
@@ -139,7 +129,7 @@ fn cap_pauses_and_resumes(io: Io, mode: AcceptMode) {
     let builder = common::builder(io, 1)
         .accept_mode(mode)
         .max_connections_per_shard(CAP);
-    let (server, addr) = common::start(builder, |_| Echo);
+    let (server, addr) = common::start(builder, |_| common::Echo);
     let metrics = server.metrics();
     let mut served = Vec::new();
     // Fill the shard one connection at a time (each answered before the next).
@@ -180,7 +170,7 @@ fn queued_at_shutdown_are_closed_cleanly(io: Io, mode: AcceptMode) {
     let builder = common::builder(io, 1)
         .accept_mode(mode)
         .max_connections_per_shard(1);
-    let (server, addr) = common::start(builder, |_| Echo);
+    let (server, addr) = common::start(builder, |_| common::Echo);
     let metrics = server.metrics();
     let mut first = connect(addr);
     roundtrip(&mut first, 0);

@@ -9,22 +9,10 @@ use std::{
     time::Duration,
 };
 
-use shardline::{ConnId, Ctx, Handler};
-
-struct Echo;
-impl Handler for Echo {
-    type Msg = ();
-
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
-        let _ = ctx.send(conn, data);
-        data.len()
-    }
-}
-
 #[test]
 fn counters_match_the_workload() {
     for io in common::BACKENDS {
-        let (server, addr) = common::start(common::builder(io, 2), |_| Echo);
+        let (server, addr) = common::start(common::builder(io, 2), |_| common::Echo);
         let metrics = server.metrics();
         let mut clients: Vec<TcpStream> = (0..10)
             .map(|_| TcpStream::connect(addr).expect("connect"))

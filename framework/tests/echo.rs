@@ -7,30 +7,10 @@ mod echo_client;
 
 use std::time::Duration;
 
-use shardline::{ConnId, Ctx, Handler};
-
-struct Echo;
-
-impl Handler for Echo {
-    type Msg = ();
-
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
-        ctx.send(conn, data)
-            .expect("connection is open while reading");
-        data.len()
-    }
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-        ctx.pause_reading(conn);
-    }
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-        ctx.resume_reading(conn);
-    }
-}
-
 #[test]
 fn thousand_connections_random_sizes_every_byte_checked() {
     for io in common::BACKENDS {
-        let (server, addr) = common::start(common::builder(io, 2), |_| Echo);
+        let (server, addr) = common::start(common::builder(io, 2), |_| common::Echo);
         let seed = 42;
         let report = echo_client::check(
             addr,

@@ -12,18 +12,8 @@ use std::{
     time::Duration,
 };
 
-use shardline::{AcceptMode, Balance, ConnId, Ctx, Handler, Io};
+use shardline::{AcceptMode, Balance, Io};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-struct Echo;
-impl Handler for Echo {
-    type Msg = ();
-
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
-        let _ = ctx.send(conn, data);
-        data.len()
-    }
-}
 
 fn set_soft_nofile(n: u64) {
     let mut r = libc::rlimit {
@@ -69,7 +59,7 @@ fn run(io: Io, mode: AcceptMode) {
     // Lower the limit before the server starts: io_uring's accept reads the limit
     // when it is armed, as a process that has always had this limit would.
     set_soft_nofile(highest_fd() + 150);
-    let (server, addr) = common::start(common::builder(io, 1).accept_mode(mode), |_| Echo);
+    let (server, addr) = common::start(common::builder(io, 1).accept_mode(mode), |_| common::Echo);
     let metrics = server.metrics();
     let mut existing = TcpStream::connect(addr).expect("connect");
     existing

@@ -91,25 +91,11 @@ fn pools_are_bound_to_the_shard_node() {
 /// the single scratch buffer is reused; either way every byte arrives.
 #[test]
 fn tiny_pool_runs_dry_and_recovers() {
-    struct Echo;
-    impl Handler for Echo {
-        type Msg = ();
-        fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
-            let _ = ctx.send(conn, data);
-            data.len()
-        }
-        fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-            ctx.pause_reading(conn);
-        }
-        fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
-            ctx.resume_reading(conn);
-        }
-    }
     for io in common::BACKENDS {
         let builder = common::builder(io, 1)
             .uring_buffers(2)
             .read_buffer_size(4096);
-        let (server, addr) = common::start(builder, |_| Echo);
+        let (server, addr) = common::start(builder, |_| common::Echo);
         let report = echo_client::check(
             addr,
             200,

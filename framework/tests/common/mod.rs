@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline::{Handler, Io, RunningServer, Server, ServerBuilder, ShardId};
+use shardline::{ConnId, Ctx, Handler, Io, RunningServer, Server, ServerBuilder, ShardId};
 
 /// Every I/O test runs on both backends, forced.
 pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
@@ -59,4 +59,26 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     cond()
+}
+
+/// An echo handler that pauses reading a connection whose outbound queue passed the
+/// high-water mark and resumes when it drains (like examples/echo.rs).
+pub struct Echo;
+
+impl Handler for Echo {
+    type Msg = ();
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+        // An error means the connection is already closing: nothing to echo to.
+        let _ = ctx.send(conn, data);
+        data.len()
+    }
+
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.pause_reading(conn);
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        ctx.resume_reading(conn);
+    }
 }
