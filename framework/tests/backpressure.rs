@@ -16,12 +16,11 @@ use std::{
     collections::HashMap,
     io::{self, Read, Write},
     net::{Shutdown, SocketAddr, TcpStream},
-    sync::{mpsc, Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
     thread,
-    time::Duration,
 };
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, Io, Limits, RunningServer};
+use shardline::{CloseReason, ConnId, Ctx, Handler, Io, Limits};
 
 const KIB: usize = 1024;
 /// What the amplifier sends back for every request byte.
@@ -35,7 +34,7 @@ const ECHO_TOTAL: usize = 8 * 1024 * KIB;
 /// for, far past any kernel buffering plus the hard limit).
 const MAX_REQUESTS: usize = 4096;
 /// Liveness bound for every wait.
-const LIMIT: Duration = Duration::from_secs(60);
+use common::LIMIT;
 
 fn limits() -> Limits {
     Limits {
@@ -213,26 +212,6 @@ impl Handler for PausingEcho {
     }
 }
 
-fn connect(addr: SocketAddr, io: Io) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
-    s.set_read_timeout(Some(LIMIT)).expect("read timeout");
-    s.set_write_timeout(Some(LIMIT)).expect("write timeout");
-    s
-}
-
-/// Shuts the server down, waiting for it at most `LIMIT`.
-fn shutdown_within(server: RunningServer, io: Io) {
-    server.shutdown_handle().shutdown();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(server.join());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(result) => result.unwrap_or_else(|e| panic!("{io}: clean shutdown: {e}")),
-        Err(_) => panic!("{io}: server did not stop within {LIMIT:?}"),
-    }
-}
-
 /// `n` request/response rounds on `b`: one byte out, exactly one 64 KiB reply back.
 fn rounds(io: Io, b: &mut TcpStream, n: usize, done: &mut usize, phase: &str, reply: &[u8]) {
     let mut buf = vec![0u8; REPLY];
@@ -284,14 +263,14 @@ fn never_reading_client_is_closed_at_hard_limit_while_others_flow() {
             })
         };
 
-        let mut b = connect(addr, io);
+        let mut b = common::connect_bounded(addr, io);
         let b_peer = b.local_addr().expect("B address");
         let mut b_done = 0;
         rounds(io, &mut b, 10, &mut b_done, "before A", &reply);
 
         // A asks for 64 KiB at a time, one request per callback (each waits until the
         // handler saw the previous one), and never reads.
-        let mut a = connect(addr, io);
+        let mut a = common::connect_bounded(addr, io);
         let a_peer = a.local_addr().expect("A address");
         let mut sent = 0;
         while sent < MAX_REQUESTS && !lock(&log).has(a_peer, &Event::Backpressure) {
@@ -399,7 +378,7 @@ fn never_reading_client_is_closed_at_hard_limit_while_others_flow() {
         );
 
         drop(b);
-        shutdown_within(server, io);
+        common::shutdown_within(server, io);
     }
 }
 
@@ -415,7 +394,7 @@ fn pausing_echo_moves_8_mib_through_a_slow_reader_without_closing() {
                 }
             })
         };
-        let mut c = connect(addr, io);
+        let mut c = common::connect_bounded(addr, io);
         let peer = c.local_addr().expect("client address");
         let mut w = c.try_clone().expect("clone client");
         let writer = thread::spawn(move || -> io::Result<()> {
@@ -516,6 +495,6 @@ fn pausing_echo_moves_8_mib_through_a_slow_reader_without_closing() {
         assert_eq!(total.bytes_in, ECHO_TOTAL as u64, "{io}: {total:?}");
         assert_eq!(total.bytes_out, ECHO_TOTAL as u64, "{io}: {total:?}");
         drop(c);
-        shutdown_within(server, io);
+        common::shutdown_within(server, io);
     }
 }

@@ -9,16 +9,16 @@ mod common;
 use std::{
     collections::HashMap,
     io::{self, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc, Arc, Mutex,
+        Arc, Mutex,
     },
     thread,
     time::{Duration, Instant},
 };
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, Io, RunningServer};
+use shardline::{CloseReason, ConnId, Ctx, Handler};
 
 const KIB: usize = 1024;
 const FLOOD_CHUNK: usize = 64 * KIB;
@@ -27,7 +27,7 @@ const FLOOD_WARMUP: u64 = 1024 * 1024;
 const ROUNDS: usize = 200;
 const MSG: usize = 16;
 /// Liveness bound for every wait.
-const LIMIT: Duration = Duration::from_secs(60);
+use common::LIMIT;
 
 /// Byte `offset` of the flood stream. 251 does not divide 64 KiB, so a lost or
 /// repeated chunk shows.
@@ -74,26 +74,6 @@ impl Handler for Echo {
     }
 }
 
-fn connect(addr: SocketAddr, io: Io) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
-    s.set_read_timeout(Some(LIMIT)).expect("read timeout");
-    s.set_write_timeout(Some(LIMIT)).expect("write timeout");
-    s
-}
-
-/// Shuts the server down, waiting for it at most `LIMIT`.
-fn shutdown_within(server: RunningServer, io: Io) {
-    server.shutdown_handle().shutdown();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(server.join());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(result) => result.unwrap_or_else(|e| panic!("{io}: clean shutdown: {e}")),
-        Err(_) => panic!("{io}: server did not stop within {LIMIT:?}"),
-    }
-}
-
 /// Counters the flood threads publish.
 #[derive(Default)]
 struct Flood {
@@ -127,7 +107,7 @@ fn ping_pong_completes_while_a_peer_floods(read_budget: Option<usize>) {
         let base: Arc<Vec<u8>> = Arc::new((0..(FLOOD_CHUNK + 251) as u64).map(pattern).collect());
         let flood = Arc::new(Flood::default());
 
-        let mut f_read = connect(addr, io);
+        let mut f_read = common::connect_bounded(addr, io);
         let mut f_write = f_read.try_clone().expect("clone flood socket");
         let writer = {
             let (flood, base) = (flood.clone(), base.clone());
@@ -212,7 +192,7 @@ fn ping_pong_completes_while_a_peer_floods(read_budget: Option<usize>) {
             panic!("{io}: flood writer stopped early: {:?}", writer.join());
         }
 
-        let mut p = connect(addr, io);
+        let mut p = common::connect_bounded(addr, io);
         let echoed_before = flood.echoed.load(Ordering::Relaxed);
         let bytes_in_before = metrics.total().bytes_in;
         let started = Instant::now();
@@ -273,7 +253,7 @@ fn ping_pong_completes_while_a_peer_floods(read_budget: Option<usize>) {
         assert_eq!(total.closed_send_queue_full, 0, "{io}: {total:?}");
         assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
         drop(p);
-        shutdown_within(server, io);
+        common::shutdown_within(server, io);
     }
 }
 

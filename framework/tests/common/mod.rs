@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::{
-    net::SocketAddr,
+    net::{SocketAddr, TcpStream},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -80,5 +81,29 @@ impl Handler for Echo {
 
     fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
         ctx.resume_reading(conn);
+    }
+}
+
+/// How long a test helper waits on the network or the server before failing.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// A blocking client whose reads and writes fail after `LIMIT` instead of hanging.
+pub fn connect_bounded(addr: SocketAddr, io: Io) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
+    s.set_read_timeout(Some(LIMIT)).expect("read timeout");
+    s.set_write_timeout(Some(LIMIT)).expect("write timeout");
+    s
+}
+
+/// Shuts the server down, waiting for it at most `LIMIT`.
+pub fn shutdown_within(server: RunningServer, io: Io) {
+    server.shutdown_handle().shutdown();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.join());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(result) => result.unwrap_or_else(|e| panic!("{io}: clean shutdown: {e}")),
+        Err(_) => panic!("{io}: server did not stop within {LIMIT:?}"),
     }
 }
