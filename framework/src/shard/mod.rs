@@ -127,6 +127,15 @@ pub(crate) fn run<H: Handler>(
     result
 }
 
+/// Gives a drained work list its buffer back, unless callbacks refilled the slot
+/// meanwhile: the per-turn lists then allocate once, not every turn.
+fn recycle<T>(slot: &mut Vec<T>, mut list: Vec<T>) {
+    if slot.is_empty() {
+        list.clear();
+        *slot = list;
+    }
+}
+
 /// Connections accepted from exclusive listeners per loop turn.
 const ACCEPT_BUDGET: usize = 64;
 
@@ -287,15 +296,20 @@ impl<H: Handler> Shard<H> {
     fn apply(&mut self) {
         for _round in 0..64 {
             let mut did = false;
-            for notice in std::mem::take(&mut self.core.notices) {
+            let mut list = std::mem::take(&mut self.core.notices);
+            for notice in list.drain(..) {
                 did = true;
                 self.notify(notice);
             }
-            for id in std::mem::take(&mut self.core.to_release) {
+            recycle(&mut self.core.notices, list);
+            let mut list = std::mem::take(&mut self.core.to_release);
+            for id in list.drain(..) {
                 did = true;
                 self.release(id);
             }
-            for id in std::mem::take(&mut self.core.to_register) {
+            recycle(&mut self.core.to_release, list);
+            let mut list = std::mem::take(&mut self.core.to_register);
+            for id in list.drain(..) {
                 did = true;
                 let Some(conn) = self.core.get_mut(id) else {
                     continue;
@@ -312,7 +326,9 @@ impl<H: Handler> Shard<H> {
                     }
                 }
             }
-            for (id, addr) in std::mem::take(&mut self.core.to_connect) {
+            recycle(&mut self.core.to_register, list);
+            let mut list = std::mem::take(&mut self.core.to_connect);
+            for (id, addr) in list.drain(..) {
                 did = true;
                 let Some(conn) = self.core.get_mut(id) else {
                     continue;
@@ -326,7 +342,9 @@ impl<H: Handler> Shard<H> {
                     Err(e) => self.fail_connect(id, e),
                 }
             }
-            for id in std::mem::take(&mut self.core.read_changes) {
+            recycle(&mut self.core.to_connect, list);
+            let mut list = std::mem::take(&mut self.core.read_changes);
+            for id in list.drain(..) {
                 let Some(conn) = self.core.get_mut(id) else {
                     continue;
                 };
@@ -344,6 +362,7 @@ impl<H: Handler> Shard<H> {
                     self.driver.set_reading(id, fd, want);
                 }
             }
+            recycle(&mut self.core.read_changes, list);
             if !did {
                 return;
             }
@@ -562,7 +581,8 @@ impl<H: Handler> Shard<H> {
     }
 
     fn flush(&mut self) {
-        for id in std::mem::take(&mut self.core.to_flush) {
+        let mut list = std::mem::take(&mut self.core.to_flush);
+        for id in list.drain(..) {
             let Some(conn) = self.core.get_mut(id) else {
                 continue;
             };
@@ -574,5 +594,6 @@ impl<H: Handler> Shard<H> {
             let fd = conn.socket.as_raw_fd();
             self.driver.send(id, fd, conn.out.next_batch());
         }
+        recycle(&mut self.core.to_flush, list);
     }
 }
