@@ -210,7 +210,9 @@ impl ServerBuilder {
     }
 
     /// Bytes one connection may read per loop turn before the others get a turn
-    /// (epoll). Default 64 KiB.
+    /// (epoll), and per arm of its multishot receive (io_uring) — so also the most
+    /// a paused connection takes in before reading stops. Default 64 KiB. Zero
+    /// makes io_uring use one-shot receives (one buffer per arm).
     pub fn read_budget(mut self, bytes: usize) -> Self {
         self.read_budget = bytes;
         self

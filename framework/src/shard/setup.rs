@@ -77,6 +77,7 @@ fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
             buf_count: b.uring_buf_count,
             buf_size: b.read_buf_size as u32,
             pool: Some(make_pool(cfg, usize::from(b.uring_buf_count))?),
+            recv_cap: Some(u32::try_from(b.read_budget).unwrap_or(u32::MAX)),
         }) {
             Ok(d) => Ok(Box::new(d)),
             Err(e) if cfg.fallback_allowed => {

@@ -1,7 +1,9 @@
-//! The io_uring backend: one ring per shard, multishot accept, one-shot recv with
-//! buffer selection from a provided-buffer ring (re-armed per completion, so pausing
-//! a connection stops its reads within one buffer), `sendmsg` straight from the
-//! shard's `Bytes`.
+//! The io_uring backend: one ring per shard, multishot accept, multishot recv with
+//! buffer selection from a provided-buffer ring and a byte cap per arm (so a paused
+//! connection takes in at most the cap — the shard's read budget — rounded up to a
+//! whole buffer, more; one-shot
+//! recv on kernels without the cap), `send`/`sendmsg` straight from the shard's
+//! `Bytes`.
 //!
 //! user_data is `kind << 56 | payload`: ACCEPT (listener index, generation above bit
 //! 32), RECV (`ConnId::to_bits`), SEND and CONNECT (a key into `ops`, which owns what
@@ -52,6 +54,23 @@ const DOORBELL: u8 = 6;
 const WATCH: u8 = 7;
 /// `IORING_RECVSEND_POLL_FIRST` (sqe->ioprio of a recv or send).
 const RECVSEND_POLL_FIRST: u16 = 1;
+/// Byte offset of `optlen` in an SQE (the union at 44 with `file_index`,
+/// `splice_fd_in`, `addr_len`). For a multishot recv it is the total the request may
+/// receive before it ends itself (`IORING_RECV_MSHOT_LIM`, Linux 6.16+); older
+/// kernels reject a non-zero value there with EINVAL.
+const SQE_OPTLEN_OFFSET: usize = 44;
+const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+
+/// `sqe` with `optlen` set to `cap`. The io-uring crate has no setter for it yet.
+fn with_optlen(sqe: squeue::Entry, cap: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is a `repr(C)` wrapper of the 64-byte `io_uring_sqe`,
+    // made of integers and unions of integers only, so every bit pattern is valid;
+    // the assertion above pins the size.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+    raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&cap.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
 
 /// How long to stop accepting after EMFILE/ENFILE (fds are short).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -155,6 +174,11 @@ pub(crate) struct UringConfig {
     /// The shard's NUMA-bound buffer pool; its buffers become the provided-buffer
     /// ring. Without one, the driver allocates its own.
     pub pool: Option<BufferPool>,
+    /// Reads: `Some(cap)` keeps a multishot recv armed per connection that ends
+    /// itself after `cap` bytes (and is cancelled on pause), falling back to
+    /// one-shot recvs if the kernel refuses the cap; `None` always uses one-shot
+    /// recvs re-armed per completion.
+    pub recv_cap: Option<u32>,
 }
 
 /// What the kernel reads for one `sendmsg`; boxed so its address is stable.
@@ -225,6 +249,11 @@ pub(crate) struct UringDriver {
     enters: u64,
     reap_budget: usize,
     enobufs: u64,
+    /// The byte cap of multishot recvs, or None for one-shot recvs.
+    recv_cap: Option<u32>,
+    /// Recv requests armed so far (tests read it: multishot serves several reads
+    /// per arm, and the cap ends an arm).
+    recv_arms: u64,
 }
 
 impl fmt::Debug for UringDriver {
@@ -237,6 +266,7 @@ impl fmt::Debug for UringDriver {
             )
             .field("ops_in_flight", &self.ops.len())
             .field("enobufs", &self.enobufs)
+            .field("recv_cap", &self.recv_cap)
             .finish_non_exhaustive()
     }
 }
@@ -280,6 +310,8 @@ impl UringDriver {
             accept_retry_at: None,
             enters: 0,
             enobufs: 0,
+            recv_cap: config.recv_cap.filter(|&cap| cap > 0),
+            recv_arms: 0,
         })
     }
 
@@ -342,17 +374,24 @@ impl UringDriver {
         let slot = &mut self.conns[index];
         let Some(id) = slot.id else { return };
         slot.recv_armed = true;
-        // One-shot recv with buffer selection, re-armed after each completion: at
-        // most one buffer of data arrives after the shard stops reading, so a paused
-        // connection cannot pile up input (a multishot recv keeps draining the
-        // socket into the ring until its cancel lands — megabytes on a fast peer).
-        // POLL_FIRST: the socket was just drained (or is new), so skip the
-        // non-blocking attempt that would fail with EAGAIN and wait for data.
-        let sqe = opcode::Recv::new(types::Fd(slot.fd), std::ptr::null_mut(), self.buf_size)
-            .buf_group(BUF_GROUP)
-            .ioprio(RECVSEND_POLL_FIRST)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT);
+        self.recv_arms += 1;
+        let fd = types::Fd(slot.fd);
+        let sqe = match self.recv_cap {
+            // Multishot: one arm serves many reads (no SQE, poll arm and hash per
+            // read). Without a cap it would keep draining a fast peer into the ring
+            // until a pause's cancel lands — megabytes; the cap bounds what a paused
+            // connection takes in to `cap` bytes, and the request then ends itself.
+            Some(cap) => with_optlen(opcode::RecvMulti::new(fd, BUF_GROUP).build(), cap),
+            // One-shot with buffer selection, re-armed after each completion: at
+            // most one buffer arrives after the shard stops reading. POLL_FIRST: the
+            // socket was just drained (or is new), so skip the non-blocking attempt
+            // that would fail with EAGAIN and wait for data.
+            None => opcode::Recv::new(fd, std::ptr::null_mut(), self.buf_size)
+                .buf_group(BUF_GROUP)
+                .ioprio(RECVSEND_POLL_FIRST)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT),
+        };
         self.push(sqe.user_data(user_data(RECV, id.to_bits())));
     }
 
@@ -516,6 +555,12 @@ impl UringDriver {
                 return;
             }
             e if e == -libc::ECANCELED => {}
+            e if e == -libc::EINVAL && self.recv_cap.is_some() && !cqueue::more(flags) => {
+                // This kernel has no byte cap for multishot recv (before 6.16):
+                // one-shot recvs from now on, for every connection of this ring.
+                debug!("io_uring multishot recv cap unsupported; using one-shot recvs");
+                self.recv_cap = None;
+            }
             e => {
                 slot.read_closed = true;
                 sink(Completion::ReadClosed {
@@ -675,10 +720,14 @@ impl Driver for UringDriver {
         };
         let slot = &mut self.conns[index];
         slot.want_read = on;
-        // Turning reading off needs no cancel: the armed one-shot recv (if any)
-        // completes at most once more, and is then not re-armed.
         if on && !slot.recv_armed && !slot.read_closed && !slot.rearm_queued {
             self.arm_recv(index);
+        } else if !on && slot.recv_armed && self.recv_cap.is_some() {
+            // A multishot recv goes on until cancelled (or its cap is reached);
+            // whatever it delivers meanwhile the shard keeps for resume. Its
+            // ECANCELED completion re-arms it if reading is back on by then. An
+            // armed one-shot recv completes at most once more: no cancel needed.
+            self.cancel(user_data(RECV, conn.to_bits()));
         }
     }
 

@@ -22,12 +22,20 @@ enum Ev {
 }
 
 fn driver() -> UringDriver {
+    driver_with(Some(1000), 4)
+}
+
+/// Both ways of reading: multishot with a byte cap per arm, and one-shot.
+const RECV_MODES: [Option<u32>; 2] = [Some(1000), None];
+
+fn driver_with(recv_cap: Option<u32>, buf_count: u16) -> UringDriver {
     // Tiny buffers: a 100 KiB stream takes well over a thousand recvs.
     let config = UringConfig {
         entries: 64,
-        buf_count: 4,
+        buf_count,
         buf_size: 64,
         pool: None,
+        recv_cap,
     };
     UringDriver::new(config).expect("io_uring driver on this machine")
 }
@@ -92,9 +100,15 @@ fn probe_succeeds_here() {
 
 #[test]
 fn loopback_echo_through_a_tiny_buffer_ring() {
+    for mode in RECV_MODES {
+        echo_through_a_tiny_buffer_ring(mode);
+    }
+}
+
+fn echo_through_a_tiny_buffer_ring(recv_cap: Option<u32>) {
     const LEN: usize = 100 * 1024;
     let (mut d, conn) = (
-        driver(),
+        driver_with(recv_cap, 4),
         ConnId {
             index: 3,
             generation: 7,
@@ -232,4 +246,78 @@ fn doorbell_fires_on_every_ring() {
         let rung = (0..100).any(|_| turn(&mut d).iter().any(|e| matches!(e, Ev::Doorbell)));
         assert!(rung, "doorbell did not fire");
     }
+}
+
+#[test]
+fn a_paused_connection_takes_in_at_most_one_arm_more() {
+    // Multishot: at most the cap (1000 B) after the pause, rounded up to whole
+    // 64-byte buffers (the kernel ends the arm once the cap is reached); one-shot:
+    // one buffer.
+    for (mode, bound) in [(Some(1000), 1000 + 63), (None, 64)] {
+        paused_input_is_bounded(mode, bound);
+    }
+}
+
+fn paused_input_is_bounded(recv_cap: Option<u32>, bound: usize) {
+    const LEN: usize = 256 * 1024;
+    let (mut d, conn) = (
+        // 64 buffers of 64 B: the ring (4 KiB) outlasts the cap, so the cap ends arms.
+        driver_with(recv_cap, 64),
+        ConnId {
+            index: 1,
+            generation: 2,
+        },
+    );
+    let (fd, client, _listener) = accepted(&mut d, conn);
+    let mut writer = client.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || writer.write_all(&[7u8; LEN]));
+    let data_len = |evs: Vec<Ev>| -> usize {
+        evs.into_iter()
+            .map(|ev| match ev {
+                Ev::Data(c, bytes) if c == conn => bytes.len(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .sum()
+    };
+    let mut before = 0;
+    for _ in 0..500 {
+        before += data_len(turn(&mut d));
+        if before > 0 {
+            break;
+        }
+    }
+    assert!(before > 0, "no data before the pause");
+    d.set_reading(conn, fd.as_raw_fd(), false);
+    // The writer keeps the socket full; whatever still arrives must stay bounded.
+    let after: usize = (0..20).map(|_| data_len(turn(&mut d))).sum();
+    assert!(
+        after <= bound,
+        "{recv_cap:?}: {after} bytes arrived after the pause (bound {bound})"
+    );
+    d.set_reading(conn, fd.as_raw_fd(), true);
+    let mut total = before + after;
+    for _ in 0..20_000 {
+        if total == LEN {
+            break;
+        }
+        total += data_len(turn(&mut d));
+    }
+    assert_eq!(total, LEN, "{recv_cap:?}: every byte after resume");
+    writer.join().expect("writer thread").expect("client write");
+    // 64-byte buffers: a one-shot arm reads one; a capped multishot arm reads until
+    // its 1000 bytes are in (or a pause cancels it, or the ring runs dry). Without
+    // the cap an arm would last until the ring's 4 KiB ran dry: ~64 arms in all.
+    let arms = d.recv_arms as usize;
+    match recv_cap {
+        Some(cap) => assert!(
+            arms >= LEN / (cap as usize).next_multiple_of(64) && arms < LEN / 64 / 4,
+            "{arms} multishot arms for {LEN} bytes"
+        ),
+        None => assert!(arms >= LEN / 64, "{arms} one-shot arms for {LEN} bytes"),
+    }
+    assert_eq!(
+        d.recv_cap, recv_cap,
+        "this kernel (6.16+) caps multishot recvs; the driver fell back to one-shot"
+    );
+    d.remove_conn(conn, fd.as_raw_fd());
 }
