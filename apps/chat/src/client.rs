@@ -1,26 +1,38 @@
 //! One connected client, as its own shard sees it.
 
-use std::{sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use shardline::{ConnId, TimerId};
 
-use crate::{casemap::NameKey, framing::LineReader, mail::Caps};
+use crate::{
+    casemap::NameKey,
+    clock,
+    flood::Penalty,
+    framing::LineReader,
+    mail::{Caps, Counts, Numeric, Viewer},
+};
 
 /// LUSERS counts being gathered from every shard.
 #[derive(Debug, Default)]
 pub struct Lusers {
     /// Shards that have not answered yet.
     pub remaining: usize,
-    /// Registered clients.
-    pub users: u64,
-    /// Registered clients with +i.
-    pub invisible: u64,
-    /// Unregistered connections.
-    pub unknown: u64,
-    /// Channels.
-    pub channels: u64,
+    /// The sums so far (`peak`: the highest).
+    pub counts: Counts,
     /// Part of the welcome burst: send the MOTD after the counts.
     pub then_motd: bool,
+}
+
+/// A merged answer being gathered (WHO, LIST, STATS): each part is sent as it
+/// comes; `end` goes out after the last.
+#[derive(Debug, Default)]
+pub struct Gather {
+    /// Parts not in yet.
+    pub remaining: usize,
+    /// Sent after the last part.
+    pub end: Vec<Numeric>,
+    /// STATS m: command counts summed over the shards.
+    pub counts: Vec<(&'static str, u64)>,
 }
 
 /// A client of this shard.
@@ -33,6 +45,10 @@ pub struct Client {
     pub alive: bool,
     /// The peer's address, as shown in its mask.
     pub host: String,
+    /// The peer's address.
+    pub ip: IpAddr,
+    /// Counted at the IP's owner (to be uncounted when it leaves).
+    pub ip_counted: bool,
     /// The nick it holds (claimed at the nick's owner).
     pub nick: Option<String>,
     /// The user name from USER (prefixed with `~`: no ident lookup).
@@ -49,6 +65,18 @@ pub struct Client {
     pub caps: Caps,
     /// User mode +i.
     pub invisible: bool,
+    /// User mode +o (OPER).
+    pub oper: bool,
+    /// The away message (AWAY).
+    pub away: Option<String>,
+    /// When registration completed (Unix seconds, for WHOIS 317).
+    pub signon: u64,
+    /// Last PRIVMSG/NOTICE it sent (WHOIS idle time).
+    pub last_message: Instant,
+    /// Flood control: how far ahead of real time its commands have run.
+    pub penalty: Penalty,
+    /// Set while its input waits out its penalty (see `flood`).
+    pub flood_timer: Option<TimerId>,
     /// Channels it is in (keys), as confirmed by their owners.
     pub channels: Vec<NameKey>,
     /// JOINs sent to owners and not answered yet (for CHANLIMIT).
@@ -71,6 +99,8 @@ pub struct Client {
     pub acks_due: i64,
     /// LUSERS being gathered.
     pub lusers: Option<Lusers>,
+    /// WHO, LIST or STATS being gathered.
+    pub gather: Option<Gather>,
     /// An owner refused one of its requests ("Server busy"); owners remember
     /// that until they see its QUIT notice.
     pub refused: bool,
@@ -86,11 +116,13 @@ pub struct Client {
 
 impl Client {
     /// A client that just connected.
-    pub fn new(conn: ConnId, host: String) -> Client {
+    pub fn new(conn: ConnId, ip: IpAddr, host: String) -> Client {
         Client {
             conn,
             alive: true,
             host,
+            ip,
+            ip_counted: false,
             nick: None,
             user: None,
             realname: String::new(),
@@ -99,6 +131,12 @@ impl Client {
             cap_negotiating: false,
             caps: Caps::default(),
             invisible: false,
+            oper: false,
+            away: None,
+            signon: clock::now_secs(),
+            last_message: Instant::now(),
+            penalty: Penalty::default(),
+            flood_timer: None,
             channels: Vec::new(),
             pending_joins: 0,
             inbuf: Vec::new(),
@@ -109,6 +147,7 @@ impl Client {
             unreplied: 0,
             acks_due: 0,
             lusers: None,
+            gather: None,
             refused: false,
             quitting: None,
             last_active: Instant::now(),
@@ -133,6 +172,15 @@ impl Client {
     /// The nick for numerics: `*` before it has one.
     pub fn nick_or_star(&self) -> &str {
         self.nick.as_deref().unwrap_or("*")
+    }
+
+    /// Who this client is when it asks about others.
+    pub fn viewer(&self) -> Viewer {
+        Viewer {
+            chans: self.channels.clone(),
+            oper: self.oper,
+            multi_prefix: self.caps.has(Caps::MULTI_PREFIX),
+        }
     }
 
     /// Recomputes `mask` from nick, user and host.

@@ -25,6 +25,65 @@ pub struct Config {
     pub server: ServerSection,
     /// Protocol and resource limits.
     pub limits: LimitsSection,
+    /// Flood control (penalty / fake lag).
+    pub flood: FloodSection,
+    /// Server operators (`[[operators]]`, for OPER).
+    pub operators: Vec<Operator>,
+}
+
+/// `[[operators]]`: one server operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// The name given to OPER.
+    pub name: String,
+    /// The password given to OPER (compared in constant time).
+    pub password: String,
+    /// Where it may oper from: a mask matched against the client's host
+    /// (`*` wildcards); default any.
+    #[serde(default = "any_host")]
+    pub host: String,
+}
+
+fn any_host() -> String {
+    "*".into()
+}
+
+/// `[flood]`: see the `flood` module.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FloodSection {
+    /// Whether flood control is on (turn it off for benchmarks).
+    pub enabled: bool,
+    /// Milliseconds each command moves the client's clock ahead.
+    pub command_cost_ms: u64,
+    /// How far ahead (ms) a client may run before its input waits.
+    pub max_lag_ms: u64,
+    /// Bytes of input a waiting client may pile up before "Excess Flood".
+    pub max_backlog_bytes: usize,
+}
+
+impl Default for FloodSection {
+    fn default() -> Self {
+        FloodSection {
+            enabled: true,
+            command_cost_ms: 500,
+            max_lag_ms: 5000,
+            max_backlog_bytes: 16 << 10,
+        }
+    }
+}
+
+impl FloodSection {
+    /// `command_cost_ms` as a duration.
+    pub fn command_cost(&self) -> Duration {
+        Duration::from_millis(self.command_cost_ms)
+    }
+
+    /// `max_lag_ms` as a duration.
+    pub fn max_lag(&self) -> Duration {
+        Duration::from_millis(self.max_lag_ms)
+    }
 }
 
 /// `[server]`.
@@ -65,6 +124,12 @@ pub struct LimitsSection {
     pub channellen: usize,
     /// Longest topic, bytes (`TOPICLEN`); longer topics are cut.
     pub topiclen: usize,
+    /// Longest KICK reason, bytes (`KICKLEN`); longer ones are cut.
+    pub kicklen: usize,
+    /// Longest away message, bytes (`AWAYLEN`); longer ones are cut.
+    pub awaylen: usize,
+    /// Connections one client address may have open at once; 0 = no limit.
+    pub max_connections_per_ip: usize,
     /// Channels one client may be in (`CHANLIMIT`).
     pub max_channels: usize,
     /// Targets of one PRIVMSG/NOTICE (`TARGMAX`).
@@ -97,6 +162,9 @@ impl Default for LimitsSection {
             nicklen: 30,
             channellen: 50,
             topiclen: 390,
+            kicklen: 255,
+            awaylen: 200,
+            max_connections_per_ip: 0,
             max_channels: 50,
             max_targets: 4,
             registration_timeout_secs: 60.0,
@@ -204,6 +272,9 @@ impl Config {
         if l.topiclen > 400 {
             return bad("limits.topiclen must be at most 400");
         }
+        if l.kicklen == 0 || l.kicklen > 400 || l.awaylen == 0 || l.awaylen > 400 {
+            return bad("limits.kicklen and limits.awaylen must be 1..=400");
+        }
         if l.max_channels == 0 || l.max_targets == 0 {
             return bad("limits.max_channels and limits.max_targets must be at least 1");
         }
@@ -226,6 +297,18 @@ impl Config {
         }
         if l.outbox_capacity == 0 || l.mailbox_capacity == 0 {
             return bad("limits.outbox_capacity and limits.mailbox_capacity must be at least 1");
+        }
+        let f = &self.flood;
+        if f.enabled && (f.command_cost_ms == 0 || f.max_backlog_bytes < 1024) {
+            return bad("flood.command_cost_ms must be at least 1 and flood.max_backlog_bytes at least 1024");
+        }
+        if f.command_cost_ms > 3_600_000 || f.max_lag_ms > 86_400_000 {
+            return bad("flood.command_cost_ms must be at most an hour and flood.max_lag_ms a day");
+        }
+        for op in &self.operators {
+            if op.name.is_empty() || op.name.contains(' ') || op.password.is_empty() {
+                return bad("each [[operators]] needs a name without spaces and a password");
+            }
         }
         Ok(())
     }
@@ -289,5 +372,7 @@ mod tests {
         assert!(Config::from_toml("[server]\nname = \"no dots\"\n").is_err());
         assert!(Config::from_toml("[limits]\nnicklen = 0\n").is_err());
         assert!(Config::from_toml("[limits]\nping_timeout_secs = -1\n").is_err());
+        assert!(Config::from_toml("[flood]\ncommand_cost_ms = 0\n").is_err());
+        assert!(Config::from_toml("[[operators]]\nname = \"a\"\npassword = \"\"\n").is_err());
     }
 }

@@ -10,13 +10,15 @@ use shardline::Ctx;
 use tracing::warn;
 
 use crate::{
+    casemap::owner_of,
     client::Lusers,
     mail::{
         Caps, ChanDelivery, ChatMsg, ClientRef, Membership, NoticeKind, Numeric, Outgoing,
         Renderer, ReplyBody, Request, UserNotice,
     },
-    reply::write_numeric,
+    reply::{code::*, write_numeric},
     shard::ChatShard,
+    view::{LocalChan, LocalMember},
 };
 
 impl ChatShard {
@@ -24,9 +26,13 @@ impl ChatShard {
         match msg {
             ChatMsg::Request {
                 from,
-                req: Request::Stats,
+                req:
+                    req @ (Request::Stats
+                    | Request::StatsQuery { .. }
+                    | Request::Who { .. }
+                    | Request::WhoisLocal { .. }),
             } => {
-                let body = self.stats();
+                let body = self.answer_local(req);
                 let reply = ChatMsg::Reply {
                     to: from,
                     fanout: 0,
@@ -43,7 +49,13 @@ impl ChatShard {
                 self.deliver_chan(ctx, &d);
                 self.ack(ctx, d.source);
             }
-            ChatMsg::Private { to, out, ack } => {
+            ChatMsg::Private {
+                to,
+                out,
+                ack,
+                notify_away,
+            } => {
+                let mut away = None;
                 if let Some(c) = self
                     .clients
                     .get(&to.id)
@@ -51,8 +63,22 @@ impl ChatShard {
                 {
                     let mut r = Renderer::new(&out);
                     let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
+                    if let (true, Some(text)) = (notify_away, &c.away) {
+                        let nick = c.nick_or_star().to_string();
+                        away = Some(Numeric::new(RPL_AWAY, [nick, text.clone()]));
+                    }
+                }
+                if let Some(num) = away {
+                    // Before the ack (acks go at the end of the turn), so it comes
+                    // before the sender's next PONG.
+                    self.notify(ctx, ack, vec![num]);
                 }
                 self.ack(ctx, ack);
+            }
+            ChatMsg::Notify { to, nums } => {
+                if to.shard == self.me {
+                    self.send_numerics(ctx, to.id, &nums);
+                }
             }
             ChatMsg::Notice(n) => {
                 self.owner.on_notice(&n);
@@ -65,21 +91,13 @@ impl ChatShard {
         }
     }
 
-    fn stats(&self) -> ReplyBody {
-        let (mut users, mut invisible, mut unknown) = (0, 0, 0);
-        for c in self.clients.values().filter(|c| c.quitting.is_none()) {
-            if c.registered {
-                users += 1;
-                invisible += u64::from(c.invisible);
-            } else {
-                unknown += 1;
-            }
-        }
-        ReplyBody::Stats {
-            users,
-            invisible,
-            unknown,
-            channels: self.owner.channel_count() as u64,
+    /// Sends `nums` to client `to`, wherever it is (nobody waits for them).
+    fn notify(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: ClientRef, nums: Vec<Numeric>) {
+        if to.shard == self.me {
+            self.send_numerics(ctx, to.id, &nums);
+        } else {
+            self.outbox
+                .send(ctx, to.shard, ChatMsg::Notify { to, nums });
         }
     }
 
@@ -88,7 +106,15 @@ impl ChatShard {
             match self.clients.get_mut(&who.id) {
                 Some(c) => {
                     c.channels.push(d.chan.clone());
-                    self.local.entry(d.chan.clone()).or_default().push(who.id);
+                    let name = d.view.as_ref().and_then(|v| v.name.clone());
+                    let lc = self.local.entry(d.chan.clone()).or_insert_with(|| {
+                        LocalChan::new(name.unwrap_or_else(|| d.chan.to_string()))
+                    });
+                    lc.members.push(LocalMember {
+                        id: who.id,
+                        op: false,
+                        voice: false,
+                    });
                 }
                 // Cannot happen: a client stays until its JOIN is answered, and the
                 // Add comes before that answer on the same queue.
@@ -99,9 +125,12 @@ impl ChatShard {
                 ),
             }
         }
-        if let Some(members) = self.local.get(&d.chan) {
+        if let (Some(v), Some(lc)) = (&d.view, self.local.get_mut(&d.chan)) {
+            lc.apply(v, self.me);
+        }
+        if let Some(lc) = self.local.get(&d.chan) {
             let mut r = Renderer::new(&d.out);
-            for &id in members {
+            for &LocalMember { id, .. } in &lc.members {
                 let Some(c) = self.clients.get(&id).filter(|c| c.alive) else {
                     continue;
                 };
@@ -115,9 +144,9 @@ impl ChatShard {
             }
         }
         if let Membership::Remove(who) = d.change.filter_shard(self.me) {
-            if let Some(members) = self.local.get_mut(&d.chan) {
-                members.retain(|&m| m != who.id);
-                if members.is_empty() {
+            if let Some(lc) = self.local.get_mut(&d.chan) {
+                lc.members.retain(|m| m.id != who.id);
+                if lc.members.is_empty() {
                     self.local.remove(&d.chan);
                 }
             }
@@ -134,8 +163,7 @@ impl ChatShard {
             .chans
             .iter()
             .filter_map(|k| self.local.get(k))
-            .flatten()
-            .copied()
+            .flat_map(|lc| lc.members.iter().map(|m| m.id))
             .filter(|&id| n.who != ClientRef { shard: self.me, id })
             .collect();
         ids.sort_unstable();
@@ -148,7 +176,7 @@ impl ChatShard {
         }
     }
 
-    fn send_numerics(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, nums: &[Numeric]) {
+    pub(crate) fn send_numerics(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, nums: &[Numeric]) {
         let Some(c) = self.clients.get(&id).filter(|c| c.alive) else {
             return;
         };
@@ -182,6 +210,45 @@ impl ChatShard {
         match body {
             ReplyBody::Done => {}
             ReplyBody::Numerics(nums) => self.send_numerics(ctx, id, &nums),
+            ReplyBody::CheckNicks { nums, chan, nicks } => {
+                self.send_numerics(ctx, id, &nums);
+                for nick in nicks {
+                    let to = owner_of(&nick, self.shards);
+                    let req = Request::NickCheck {
+                        nick,
+                        chan: chan.clone(),
+                    };
+                    if !self.request(ctx, id, to, req) {
+                        break;
+                    }
+                }
+            }
+            ReplyBody::Part(nums) => {
+                if let Some(g) = c.gather.as_mut() {
+                    g.remaining = g.remaining.saturating_sub(1);
+                }
+                self.send_numerics(ctx, id, &nums);
+                self.gather_check(ctx, id);
+            }
+            ReplyBody::CommandCounts(list) => {
+                if let Some(g) = c.gather.as_mut() {
+                    for (cmd, n) in list {
+                        match g.counts.iter_mut().find(|(c, _)| *c == cmd) {
+                            Some((_, total)) => *total += n,
+                            None => g.counts.push((cmd, n)),
+                        }
+                    }
+                    g.remaining = g.remaining.saturating_sub(1);
+                }
+                self.gather_check(ctx, id);
+            }
+            ReplyBody::IpChecked { ok } => {
+                if ok {
+                    c.ip_counted = true;
+                } else {
+                    self.begin_quit(ctx, id, "Too many connections from your host".into());
+                }
+            }
             ReplyBody::Joined(nums) => {
                 c.pending_joins = c.pending_joins.saturating_sub(1);
                 self.send_numerics(ctx, id, &nums);
@@ -193,20 +260,20 @@ impl ChatShard {
                     let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
                 }
             }
-            ReplyBody::Stats {
-                users,
-                invisible,
-                unknown,
-                channels,
-            } => {
+            ReplyBody::Stats(n) => {
                 if let Some(l) = c.lusers.as_mut() {
-                    l.users += users;
-                    l.invisible += invisible;
-                    l.unknown += unknown;
-                    l.channels += channels;
+                    let sum = &mut l.counts;
+                    sum.users += n.users;
+                    sum.invisible += n.invisible;
+                    sum.opers += n.opers;
+                    sum.unknown += n.unknown;
+                    sum.channels += n.channels;
+                    sum.peak = sum.peak.max(n.peak);
                     l.remaining = l.remaining.saturating_sub(1);
                     if l.remaining == 0 {
-                        let l = c.lusers.take().unwrap_or_default();
+                        let mut l = c.lusers.take().unwrap_or_default();
+                        l.counts.peak = l.counts.peak.max(l.counts.users);
+                        self.peak_users = self.peak_users.max(l.counts.peak);
                         self.send_lusers(ctx, id, &l);
                     }
                 }
@@ -221,19 +288,50 @@ impl ChatShard {
 
     /// LUSERS numerics, then the MOTD if this is the welcome burst.
     pub(crate) fn send_lusers(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, l: &Lusers) {
-        let visible = l.users - l.invisible.min(l.users);
+        let n = &l.counts;
+        let visible = n.users - n.invisible.min(n.users);
+        let (users, peak) = (n.users.to_string(), n.peak.to_string());
         let nums = [
             Numeric::new(
-                251,
+                RPL_LUSERCLIENT,
                 [format!(
                     "There are {visible} users and {} invisible on 1 servers",
-                    l.invisible
+                    n.invisible
                 )],
             ),
-            Numeric::new(252, ["0", "operator(s) online"]),
-            Numeric::new(253, [l.unknown.to_string(), "unknown connection(s)".into()]),
-            Numeric::new(254, [l.channels.to_string(), "channels formed".into()]),
-            Numeric::new(255, [format!("I have {} clients and 0 servers", l.users)]),
+            Numeric::new(
+                RPL_LUSEROP,
+                [n.opers.to_string(), "operator(s) online".into()],
+            ),
+            Numeric::new(
+                RPL_LUSERUNKNOWN,
+                [n.unknown.to_string(), "unknown connection(s)".into()],
+            ),
+            Numeric::new(
+                RPL_LUSERCHANNELS,
+                [n.channels.to_string(), "channels formed".into()],
+            ),
+            Numeric::new(
+                RPL_LUSERME,
+                [format!("I have {users} clients and 0 servers")],
+            ),
+            // The shards are one server: local and global are the same.
+            Numeric::new(
+                RPL_LOCALUSERS,
+                [
+                    users.clone(),
+                    peak.clone(),
+                    format!("Current local users {users}, max {peak}"),
+                ],
+            ),
+            Numeric::new(
+                RPL_GLOBALUSERS,
+                [
+                    users.clone(),
+                    peak.clone(),
+                    format!("Current global users {users}, max {peak}"),
+                ],
+            ),
         ];
         self.send_numerics(ctx, id, &nums);
         if l.then_motd {

@@ -2,7 +2,12 @@
 //! configuration, the server's name, and the lines of the welcome burst that do not
 //! depend on the client.
 
+use std::time::Instant;
+
 use crate::{clock, config::Config};
+
+/// Mode changes with a parameter one MODE command may make (`MODES`).
+pub const MAX_MODES: usize = 4;
 
 /// The version string shown in 002 and 004.
 pub const VERSION: &str = concat!("shardline-chat-", env!("CARGO_PKG_VERSION"));
@@ -18,6 +23,8 @@ pub struct ServerInfo {
     pub isupport: Vec<Vec<String>>,
     /// The message of the day, if any.
     pub motd: Option<Vec<String>>,
+    /// When the server started, for STATS u.
+    pub started: Instant,
 }
 
 impl ServerInfo {
@@ -29,13 +36,18 @@ impl ServerInfo {
         let tokens = vec![
             "CASEMAPPING=rfc1459".to_string(),
             "CHANTYPES=#".into(),
-            "PREFIX=(o)@".into(),
-            "CHANMODES=,,,nt".into(),
+            "PREFIX=(ov)@+".into(),
+            "CHANMODES=b,k,l,imnst".into(),
+            format!("MODES={MAX_MODES}"),
+            format!("MAXLIST=b:{}", crate::owner::MAX_BANS),
+            format!("KEYLEN={}", crate::owner::KEYLEN),
             format!("CHANLIMIT=#:{}", l.max_channels),
             format!("NICKLEN={}", l.nicklen),
             format!("CHANNELLEN={}", l.channellen),
             format!("TOPICLEN={}", l.topiclen),
-            format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:"),
+            format!("KICKLEN={}", l.kicklen),
+            format!("AWAYLEN={}", l.awaylen),
+            format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:,LIST:,KICK:{t},WHOIS:1"),
             format!("NETWORK={}", config.server.network),
         ];
         let isupport = tokens.chunks(13).map(<[String]>::to_vec).collect();
@@ -44,6 +56,7 @@ impl ServerInfo {
             created: clock::format_server_time(clock::now_millis()),
             isupport,
             motd,
+            started: Instant::now(),
             config,
         }
     }

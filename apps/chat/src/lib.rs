@@ -13,10 +13,19 @@
 //! - **Nicks**: a client's shard sends `ClaimNick` to the nick's owner, which grants
 //!   it only if no other client holds it — so nicks are unique server-wide, also
 //!   before registration completes (433). After a change the old nick is released
-//!   at its own owner.
-//! - **Channels**: membership, topic, modes and the member count *per shard* live on
-//!   the channel's owner only. Each shard keeps a local fan-out index (channel ->
-//!   its own clients in it), changed only by the owner's deliveries.
+//!   at its own owner. The owner also knows whether the holder has completed
+//!   registration (`Registered`, sent before the client's input goes on): until
+//!   then the nick is nobody to PRIVMSG, WHOIS and INVITE (401).
+//! - **Channels**: membership, prefixes, topic, modes, bans, invitations and the
+//!   member count *per shard* live on the channel's owner only. Each shard keeps a
+//!   local view of the channels its clients are in ([`view`]: the fan-out list, the
+//!   display name, `+s`, each local member's prefixes), changed only by the owner's
+//!   deliveries — JOIN and MODE carry a [`mail::ViewUpdate`] — so it follows the
+//!   channel's order, and WHO and WHOIS are answered on the member's own shard.
+//! - **Client addresses** (only with `max_connections_per_ip`): accepting spreads
+//!   one address over every shard, so the accepting shard asks the address's owner
+//!   (the same hash over its text) to count the connection, and the client's input
+//!   waits for the verdict; its shard uncounts it when it leaves.
 //!
 //! # Requests, replies, deliveries, acks
 //!
@@ -30,6 +39,21 @@
 //! it to the recipient's shard. NICK changes and QUITs go from the client's shard to
 //! every shard, each delivering the line once to each local client sharing a
 //! channel (deduplicated locally) and updating the channels it owns.
+//!
+//! A request may be **forwarded** once instead of answered: the nick owner
+//! resolves INVITE's invitee and passes it to the channel's owner (which checks
+//! 442/443/482, records the invitation and delivers the INVITE line), and WHOIS to
+//! the target's shard; the last shard replies. Where a channel owner cannot tell
+//! 441 from 401 (KICK or MODE +o/+v of a nick not in the channel) it replies
+//! `CheckNicks`, and the client's shard asks each nick's owner with a new request.
+//! A recipient's shard that finds it away sends the sender 301 (`Notify`) before
+//! acknowledging the delivery, so it too comes before the sender's next PONG.
+//!
+//! **Merged queries** — WHO (every shard answers for its clients), LIST (every
+//! channel owner, or only the owners of the names given), LUSERS, STATS m and L
+//! (every shard) — are gathered on the asker's shard: each part is sent on as it
+//! arrives, the end marker (315, 323, 219) after the last, and the client's input
+//! waits meanwhile so answers never interleave.
 //!
 //! # Ordering
 //!
@@ -75,6 +99,11 @@
 //! A client that does not read its socket is disconnected by the framework's send
 //! queue limit ("SendQ exceeded"). Nothing is dropped silently.
 //!
+//! **Flood control** ([`flood`]) is separate and per client: each command moves
+//! its clock ahead; past `max_lag` its input waits on a timer (its lines stay
+//! buffered), and a client that piles up more than `max_backlog_bytes` meanwhile is
+//! disconnected ("Excess Flood"). Off with `[flood] enabled = false`.
+//!
 //! # Must never
 //!
 //! Block, panic on client input, copy a channel message per member, or trust a
@@ -88,14 +117,18 @@ pub mod clock;
 mod commands;
 pub mod config;
 mod deliver;
+pub mod flood;
 pub mod framing;
 pub mod info;
 pub mod mail;
+pub mod mask;
 pub mod message;
 pub mod outbox;
 mod owner;
+mod queries;
 pub mod reply;
 mod shard;
+pub mod view;
 
 use std::sync::Arc;
 

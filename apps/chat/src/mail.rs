@@ -13,6 +13,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{casemap::NameKey, clock};
 
+mod request;
+
+pub use request::{Counts, ModeChange, ReplyBody, Request, Viewer};
+
 /// A client anywhere on the server: its shard and its id there. Ids are never
 /// reused, so a stale reference can only miss, never hit another client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,119 +184,6 @@ impl Numeric {
     }
 }
 
-/// A request from a client's shard to the owner of a name. Answered by exactly one
-/// [`ChatMsg::Reply`].
-#[derive(Debug)]
-pub enum Request {
-    /// Take `nick` for the client (a change of case of its own nick included).
-    ClaimNick {
-        /// The nick as the client wrote it.
-        nick: String,
-    },
-    /// Give up `key` (a casefolded nick the client held).
-    ReleaseNick {
-        /// The casefolded nick.
-        key: NameKey,
-    },
-    /// Join a channel (created if it does not exist).
-    Join {
-        /// The channel name as written.
-        chan: String,
-        /// The client's current nick.
-        nick: String,
-        /// `nick!user@host`.
-        mask: Arc<str>,
-        /// Whether NAMES should show every prefix.
-        multi_prefix: bool,
-    },
-    /// Leave a channel.
-    Part {
-        /// The channel name or key.
-        chan: String,
-        /// `nick!user@host`.
-        mask: Arc<str>,
-        /// The part message (may be empty).
-        reason: String,
-    },
-    /// Query (`set` = None) or set a topic.
-    Topic {
-        /// The channel name.
-        chan: String,
-        /// `nick!user@host` of the setter.
-        mask: Arc<str>,
-        /// The setter's nick (for 333).
-        nick: String,
-        /// The new topic, or `None` to query.
-        set: Option<String>,
-    },
-    /// The member list.
-    Names {
-        /// The channel name.
-        chan: String,
-        /// Whether every prefix should be shown.
-        multi_prefix: bool,
-    },
-    /// Channel modes (query only, for now).
-    ModeQuery {
-        /// The channel name.
-        chan: String,
-    },
-    /// PRIVMSG/NOTICE to a channel. The body is formatted by the sender's shard;
-    /// the owner stamps the time and orders it.
-    ChanMsg {
-        /// The channel name.
-        chan: String,
-        /// The line.
-        out: Outgoing,
-        /// NOTICE (no error replies) rather than PRIVMSG.
-        notice: bool,
-    },
-    /// PRIVMSG/NOTICE to a nick, routed through the nick's owner.
-    NickMsg {
-        /// The target nick.
-        target: String,
-        /// The line.
-        out: Outgoing,
-        /// NOTICE (no error replies) rather than PRIVMSG.
-        notice: bool,
-    },
-    /// This shard's user and channel counts, for LUSERS.
-    Stats,
-}
-
-/// The answer to one [`Request`].
-#[derive(Debug)]
-pub enum ReplyBody {
-    /// Done, nothing to say.
-    Done,
-    /// Numerics to send to the client, in order.
-    Numerics(Vec<Numeric>),
-    /// The result of a JOIN: numerics (topic, names, or an error).
-    Joined(Vec<Numeric>),
-    /// The result of a nick claim.
-    NickClaimed {
-        /// The nick as requested.
-        nick: String,
-        /// Whether the client now holds it.
-        ok: bool,
-    },
-    /// A private message was routed: echo it (if the client has `echo-message`).
-    Echo(Outgoing),
-    /// One shard's counts, for LUSERS.
-    Stats {
-        /// Registered clients.
-        users: u64,
-        /// Registered clients with user mode +i.
-        invisible: u64,
-        /// Connections not yet registered.
-        unknown: u64,
-        /// Channels the shard owns.
-        channels: u64,
-    },
-    /// The owner could not take the request on (another shard's queue is full).
-    Busy,
-}
-
 /// How a channel delivery changes the receiving shard's view of who is in the
 /// channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +219,21 @@ pub struct ChanDelivery {
     pub echo_gated: bool,
     /// Membership change that comes with it.
     pub change: Membership,
+    /// What changes in the shards' local view of the channel (JOIN, MODE).
+    pub view: Option<Arc<ViewUpdate>>,
+}
+
+/// A change to the local view each shard keeps of a channel its clients are in
+/// (its display name, `+s`, its members' prefixes), ordered with the channel's
+/// events like everything else.
+#[derive(Debug, Clone, Default)]
+pub struct ViewUpdate {
+    /// The channel's display name (with a JOIN: a shard may see it first).
+    pub name: Option<String>,
+    /// `+s` now on or off.
+    pub secret: Option<bool>,
+    /// Members whose prefixes are now (op, voice).
+    pub prefixes: Vec<(ClientRef, bool, bool)>,
 }
 
 /// What a NICK/QUIT notice does on each shard.
@@ -387,6 +293,17 @@ pub enum ChatMsg {
         out: Outgoing,
         /// The sender, to acknowledge.
         ack: ClientRef,
+        /// A PRIVMSG: if the recipient is away, the sender gets 301.
+        notify_away: bool,
+    },
+    /// Numerics for a client of the receiving shard that no request waits for
+    /// (301 for a message to an away user); sent before the ack of the delivery
+    /// that caused them, so they come before any later PONG.
+    Notify {
+        /// The client.
+        to: ClientRef,
+        /// What to send it.
+        nums: Vec<Numeric>,
     },
     /// Client's shard -> every shard; acknowledged to `who` for nick changes.
     Notice(Box<UserNotice>),

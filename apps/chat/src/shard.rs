@@ -5,7 +5,12 @@
 //! bookkeeping; commands live in `commands/`, incoming mail in `deliver.rs`. It must
 //! never block and never trust a [`ClientRef`] to still exist.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
 use tracing::{debug, info, warn};
@@ -13,13 +18,14 @@ use tracing::{debug, info, warn};
 use crate::{
     casemap::{casefold, owner_of, NameKey},
     client::Client,
-    commands::Flow,
+    commands::{Flow, KNOWN},
     framing::Frame,
     info::ServerInfo,
     mail::{ChatMsg, ClientRef, NoticeKind, Outgoing, Request, UserNotice},
     message::MAX_LINE,
     outbox::Outbox,
     reply::{line, write_numeric},
+    view::LocalChan,
 };
 
 /// Timer token of the end-of-turn ack flush; client timers use the client id,
@@ -27,6 +33,8 @@ use crate::{
 const ACK_FLUSH: u64 = 0;
 /// Timer token that only wakes the loop during shutdown (ids never get here).
 const SHUTDOWN_NUDGE: u64 = u64::MAX;
+/// Set in the token of a client's flood-control timer (the rest is its id).
+const FLOOD_TIMER: u64 = 1 << 62;
 
 /// One shard of the chat server (the [`Handler`]).
 #[derive(Debug)]
@@ -37,14 +45,19 @@ pub struct ChatShard {
     pub(crate) clients: HashMap<u64, Client>,
     by_conn: HashMap<ConnId, u64>,
     next_id: u64,
-    /// Channel key -> ids of this shard's clients in it: the fan-out index.
-    pub(crate) local: HashMap<NameKey, Vec<u64>>,
+    /// Channel key -> this shard's clients in it: the fan-out index, with the
+    /// channel's local view.
+    pub(crate) local: HashMap<NameKey, LocalChan>,
     pub(crate) owner: crate::owner::Owner,
     pub(crate) outbox: Outbox,
     /// Acks to send at the end of this loop turn, per destination shard.
     acks: Vec<Vec<(u64, u32)>>,
     acks_armed: bool,
     shutting_down: bool,
+    /// Commands run on this shard, by index in [`KNOWN`] (STATS m).
+    pub(crate) command_counts: Vec<u64>,
+    /// The most users a LUSERS gathered on this shard has seen server-wide.
+    pub(crate) peak_users: u64,
 }
 
 impl ChatShard {
@@ -63,6 +76,8 @@ impl ChatShard {
             acks: vec![Vec::new()],
             acks_armed: false,
             shutting_down: false,
+            command_counts: vec![0; KNOWN.len()],
+            peak_users: 0,
         }
     }
 
@@ -126,12 +141,21 @@ impl ChatShard {
         let mut buf = std::mem::take(&mut c.inbuf);
         let mut pos = 0;
         let window = self.info.config.limits.in_flight_per_client as i64;
+        let flood = &self.info.config.flood;
+        let (flood_on, cost, max_lag) = (flood.enabled, flood.command_cost(), flood.max_lag());
         loop {
             let Some(c) = self.clients.get_mut(&id) else {
                 return;
             };
-            if c.parked || c.quitting.is_some() {
+            if c.parked || c.quitting.is_some() || c.flood_timer.is_some() {
                 break;
+            }
+            if flood_on && !c.oper {
+                if let Some(wait) = c.penalty.wait(Instant::now(), max_lag) {
+                    // Fake lag: the rest of its input waits until it is due.
+                    c.flood_timer = Some(ctx.set_timer(wait, id | FLOOD_TIMER));
+                    break;
+                }
             }
             if c.in_flight() >= window {
                 // Flow control: this client's earlier work must drain first (its
@@ -150,7 +174,18 @@ impl ChatShard {
                 }
                 Some(Frame::Line(r)) => {
                     let raw = &buf[line_start + r.start..line_start + r.end];
-                    match self.handle_line(ctx, id, raw) {
+                    let free = !flood_on
+                        || raw
+                            .get(..4)
+                            .is_some_and(|w| w.eq_ignore_ascii_case(b"PONG"));
+                    let flow = self.handle_line(ctx, id, raw);
+                    if !free && flow != Flow::Retry {
+                        // A retried line is charged when it finally runs.
+                        if let Some(c) = self.clients.get_mut(&id) {
+                            c.penalty.charge(Instant::now(), cost);
+                        }
+                    }
+                    match flow {
                         Flow::Next => {}
                         Flow::Park => {
                             if let Some(c) = self.clients.get_mut(&id) {
@@ -169,12 +204,17 @@ impl ChatShard {
             }
         }
         let recvq = self.info.config.limits.recvq_bytes;
+        let backlog = self.info.config.flood.max_backlog_bytes;
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
         let mut rest = buf.split_off(pos);
         rest.append(&mut c.inbuf);
         c.inbuf = rest;
+        if c.flood_timer.is_some() && c.inbuf.len() > backlog && c.quitting.is_none() {
+            self.begin_quit(ctx, id, "Excess Flood".into());
+            return;
+        }
         if c.parked && c.inbuf.len() > recvq && !c.reading_paused && c.alive {
             c.reading_paused = true;
             ctx.pause_reading(c.conn);
@@ -217,7 +257,7 @@ impl ChatShard {
             let _ = ctx.send(c.conn, error.as_bytes());
             ctx.close(c.conn);
         }
-        if let Some(t) = c.timer.take() {
+        for t in [c.timer.take(), c.flood_timer.take()].into_iter().flatten() {
             ctx.cancel_timer(t);
         }
         debug!(shard = self.me, client = id, %reason, "client leaving");
@@ -231,6 +271,12 @@ impl ChatShard {
             return;
         };
         let who = self.me_ref(id);
+        if c.ip_counted {
+            let to = owner_of(&c.ip.to_string(), self.shards);
+            let req = Request::IpDisconnect { ip: c.ip };
+            self.outbox
+                .send(ctx, to, ChatMsg::Request { from: who, req });
+        }
         if let Some(nick) = &c.nick {
             let key: NameKey = casefold(nick).into();
             let to = owner_of(nick, self.shards);
@@ -258,13 +304,13 @@ impl ChatShard {
     /// Forgets client `id` locally (clients map, fan-out index, timer).
     fn remove_client(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Option<Client> {
         let mut c = self.clients.remove(&id)?;
-        if let Some(t) = c.timer.take() {
+        for t in [c.timer.take(), c.flood_timer.take()].into_iter().flatten() {
             ctx.cancel_timer(t);
         }
         for key in &c.channels {
-            if let Some(members) = self.local.get_mut(key) {
-                members.retain(|&m| m != id);
-                if members.is_empty() {
+            if let Some(lc) = self.local.get_mut(key) {
+                lc.members.retain(|m| m.id != id);
+                if lc.members.is_empty() {
                     self.local.remove(key);
                 }
             }
@@ -368,10 +414,20 @@ impl Handler for ChatShard {
         if host.starts_with(':') {
             host.insert(0, '0');
         }
-        let mut c = Client::new(conn, host);
+        let mut c = Client::new(conn, peer.ip(), host);
         c.timer = Some(ctx.set_timer(self.info.config.limits.registration_timeout(), id));
         self.clients.insert(id, c);
         self.by_conn.insert(conn, id);
+        if self.info.config.limits.max_connections_per_ip > 0 {
+            // Counted at the address's owner shard, since accepting spreads one
+            // address over every shard; its commands wait for the verdict.
+            let to = owner_of(&peer.ip().to_string(), self.shards);
+            if self.request(ctx, id, to, Request::IpConnect { ip: peer.ip() }) {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.parked = true;
+                }
+            }
+        }
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, data: &[u8]) -> usize {
@@ -385,14 +441,9 @@ impl Handler for ChatShard {
             return data.len();
         }
         c.inbuf.extend_from_slice(data);
-        if !c.parked {
-            self.pump(ctx, id);
-        } else if c.inbuf.len() > self.info.config.limits.recvq_bytes && !c.reading_paused {
-            // Parked behind a barrier: stop reading until it resumes (TCP flow
-            // control slows the client down meanwhile).
-            c.reading_paused = true;
-            ctx.pause_reading(conn);
-        }
+        // Runs what it can; a parked client's input stays buffered, and past the
+        // RecvQ its socket is no longer read (TCP flow control slows it down).
+        self.pump(ctx, id);
         data.len()
     }
 
@@ -415,7 +466,18 @@ impl Handler for ChatShard {
         if token == ACK_FLUSH {
             self.acks_armed = false;
             self.flush_acks(ctx);
-        } else if token != SHUTDOWN_NUDGE {
+        } else if token == SHUTDOWN_NUDGE {
+        } else if token & FLOOD_TIMER != 0 {
+            let id = token & !FLOOD_TIMER;
+            if let Some(c) = self
+                .clients
+                .get_mut(&id)
+                .filter(|c| c.flood_timer == Some(timer))
+            {
+                c.flood_timer = None;
+                self.pump(ctx, id);
+            }
+        } else {
             self.client_timer(ctx, timer, token);
         }
     }

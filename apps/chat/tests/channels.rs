@@ -147,7 +147,9 @@ fn channel_refusals() {
         b.send("MODE #op b");
         b.expect("368");
         b.send("MODE #op +k key");
-        b.expect("472");
+        assert_eq!(b.expect("482").params[1], "#op");
+        b.send("MODE #op +z");
+        assert_eq!(b.expect("472").params[1], "z");
         b.send("MODE #ghost");
         b.expect("403");
         b.send("MODE bob");

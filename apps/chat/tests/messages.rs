@@ -223,3 +223,35 @@ fn quit_and_nick_reach_channel_members_once() {
         srv.stop();
     }
 }
+
+/// A nick held by a connection that has not completed registration is nobody
+/// yet: messages to it draw 401 (and reach it only once it is registered).
+#[test]
+fn a_claimed_but_unregistered_nick_is_no_such_nick() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let mut a = srv.register_on(0, "alice");
+        let mut pending = srv.connect_on(1);
+        pending.send("NICK pending");
+        pending.sync();
+        a.send("NICK pending");
+        a.expect("433");
+        a.send("PRIVMSG pending :too early");
+        assert_eq!(a.expect("401").params[1], "pending", "{}", srv.label());
+        a.send("WHOIS pending");
+        assert_eq!(a.expect("401").params[1], "pending");
+        a.expect("318");
+        let early = pending.sync();
+        assert!(
+            !early.iter().any(|l| l.is("PRIVMSG")),
+            "{}: {early:?}",
+            srv.label()
+        );
+        pending.send("USER p 0 * :P");
+        pending.until("422", |l| l.is("422"));
+        a.send("PRIVMSG pending :now");
+        let m = pending.until("PRIVMSG", |l| l.is("PRIVMSG")).0;
+        assert_eq!(m.last(), "now", "{}", srv.label());
+        srv.stop();
+    }
+}

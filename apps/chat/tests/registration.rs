@@ -19,10 +19,10 @@ fn welcome_burst_in_order() {
         let codes: Vec<&str> = lines.iter().map(|l| l.command.as_str()).collect();
         let expected_prefix = ["001", "002", "003", "004", "005"];
         assert_eq!(&codes[..5], expected_prefix, "{}: {codes:?}", srv.label());
-        let lusers = &codes[codes.len() - 5..];
+        let lusers = &codes[codes.len() - 7..];
         assert_eq!(
             lusers,
-            ["251", "252", "253", "254", "255"],
+            ["251", "252", "253", "254", "255", "265", "266"],
             "{}",
             srv.label()
         );
@@ -44,6 +44,11 @@ fn welcome_burst_in_order() {
             "CHANTYPES=#",
             "NETWORK=TestNet",
             "NICKLEN=30",
+            "PREFIX=(ov)@+",
+            "CHANMODES=b,k,l,imnst",
+            "MODES=4",
+            "KICKLEN=255",
+            "AWAYLEN=200",
         ] {
             assert!(isupport.contains(&token), "{}: {isupport:?}", srv.label());
         }

@@ -1,13 +1,13 @@
-//! Channel commands: JOIN, PART, TOPIC, NAMES, MODE. Each is checked for syntax
+//! Channel commands: JOIN, PART, TOPIC, NAMES, KICK, INVITE. Each is checked for syntax
 //! here and then sent to the channel's owner, which decides and answers.
 
 use shardline::Ctx;
 
 use super::Flow;
 use crate::{
-    casemap::{casefold, is_channel_name, owner_of, owner_of_key, valid_channel},
+    casemap::{casefold, owner_of, owner_of_key, valid_channel, valid_nick},
     mail::{Caps, ChatMsg, Request},
-    reply::{code::*, line, truncate},
+    reply::{code::*, truncate},
     shard::ChatShard,
 };
 
@@ -26,7 +26,12 @@ impl ChatShard {
         }
         let limits = &self.info.config.limits;
         let (channellen, max) = (limits.channellen, limits.max_channels);
-        for chan in list.split(',').filter(|c| !c.is_empty()) {
+        let mut keys = p.get(1).map(|k| k.split(',')).into_iter().flatten();
+        for chan in list.split(',') {
+            let given_key = keys.next().filter(|k| !k.is_empty()).map(str::to_string);
+            if chan.is_empty() {
+                continue;
+            }
             if !valid_channel(chan, channellen) {
                 self.no_such_channel(ctx, id, chan);
                 continue;
@@ -46,6 +51,7 @@ impl ChatShard {
             c.pending_joins += 1;
             let req = Request::Join {
                 chan: chan.to_string(),
+                key: given_key,
                 nick: c.nick.clone().unwrap_or_default(),
                 mask: c.mask.clone(),
                 multi_prefix: c.caps.has(Caps::MULTI_PREFIX),
@@ -152,86 +158,75 @@ impl ChatShard {
         Flow::Next
     }
 
-    pub(super) fn cmd_mode(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
-        let Some(target) = p.first().filter(|t| !t.is_empty()) else {
-            return self.need_more_params(ctx, id, "MODE");
+    pub(super) fn cmd_kick(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let (Some(chan), Some(targets)) = (p.first(), p.get(1)) else {
+            return self.need_more_params(ctx, id, "KICK");
         };
-        if is_channel_name(target) {
-            if !valid_channel(target, self.info.config.limits.channellen) {
-                self.no_such_channel(ctx, id, target);
-                return Flow::Next;
-            }
-            match p.get(1).copied() {
-                None => {
-                    let req = Request::ModeQuery {
-                        chan: target.to_string(),
-                    };
-                    self.request(ctx, id, owner_of(target, self.shards), req);
-                }
-                Some("b" | "+b") if p.len() == 2 => {
-                    let end = "End of channel ban list";
-                    self.numeric(ctx, id, RPL_ENDOFBANLIST, &[target, end]);
-                }
-                Some(modes) => {
-                    // Channel mode changes are not implemented yet (+nt is fixed).
-                    let ch = modes
-                        .chars()
-                        .find(|c| !matches!(c, '+' | '-'))
-                        .unwrap_or('?')
-                        .to_string();
-                    let text = "is unknown mode char to me";
-                    self.numeric(ctx, id, ERR_UNKNOWNMODE, &[&ch, text]);
-                }
-            }
+        if chan.is_empty() || targets.is_empty() {
+            return self.need_more_params(ctx, id, "KICK");
+        }
+        if !valid_channel(chan, self.info.config.limits.channellen) {
+            self.no_such_channel(ctx, id, chan);
             return Flow::Next;
         }
-        self.user_mode(ctx, id, target, p.get(1).copied())
-    }
-
-    /// User modes: only +i exists.
-    fn user_mode(
-        &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
-        id: u64,
-        target: &str,
-        modes: Option<&str>,
-    ) -> Flow {
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.clients.get(&id) else {
             return Flow::Next;
         };
-        if casefold(target) != casefold(c.nick_or_star()) {
-            let text = "Can't change mode for other users";
-            self.numeric(ctx, id, ERR_USERSDONTMATCH, &[text]);
-            return Flow::Next;
-        }
-        let Some(modes) = modes else {
-            let current = if c.invisible { "+i" } else { "+" };
-            self.numeric(ctx, id, RPL_UMODEIS, &[current]);
-            return Flow::Next;
+        let mask = c.mask.clone();
+        let reason = match p.get(2).filter(|r| !r.is_empty()) {
+            Some(r) => r.to_string(),
+            None => c.nick_or_star().to_string(),
         };
-        let (mut adding, mut unknown, mut changed) = (true, false, None);
-        for ch in modes.chars() {
-            match ch {
-                '+' => adding = true,
-                '-' => adding = false,
-                'i' => {
-                    if c.invisible != adding {
-                        c.invisible = adding;
-                        changed = Some(adding);
-                    }
-                }
-                _ => unknown = true,
+        let max = self.info.config.limits.max_targets;
+        for (i, target) in targets.split(',').filter(|t| !t.is_empty()).enumerate() {
+            if i >= max {
+                let target = truncate(target, 64);
+                let text = "Too many targets";
+                self.numeric(ctx, id, ERR_TOOMANYTARGETS, &[target, text]);
+                continue;
             }
-        }
-        if let Some(on) = changed {
-            let nick = c.nick_or_star().to_string();
-            let change = if on { "+i" } else { "-i" };
-            let out = line(&c.mask, "MODE", &[&nick, change], true);
-            self.send_line(ctx, id, &out);
-        }
-        if unknown {
-            self.numeric(ctx, id, ERR_UMODEUNKNOWNFLAG, &["Unknown MODE flag"]);
+            let req = Request::Kick {
+                chan: chan.to_string(),
+                target: target.to_string(),
+                mask: mask.clone(),
+                reason: reason.clone(),
+            };
+            if !self.request(ctx, id, owner_of(chan, self.shards), req) {
+                break;
+            }
         }
         Flow::Next
+    }
+
+    /// INVITE goes to the invitee's nick owner (401 there), which forwards it to
+    /// the channel's owner (442, 443, 482 there), which delivers it.
+    pub(super) fn cmd_invite(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let (Some(nick), Some(chan)) = (p.first(), p.get(1)) else {
+            return self.need_more_params(ctx, id, "INVITE");
+        };
+        if !valid_nick(nick, self.info.config.limits.nicklen) {
+            let nick = truncate(nick, 64);
+            self.numeric(ctx, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+            return Flow::Next;
+        }
+        if !valid_channel(chan, self.info.config.limits.channellen) {
+            self.no_such_channel(ctx, id, chan);
+            return Flow::Next;
+        }
+        let Some(c) = self.clients.get(&id) else {
+            return Flow::Next;
+        };
+        let req = Request::Invite {
+            nick: nick.to_string(),
+            chan: chan.to_string(),
+            mask: c.mask.clone(),
+        };
+        // Answered by the nick's or the channel's owner: wait, so that answers
+        // come in the order asked.
+        if self.request(ctx, id, owner_of(nick, self.shards), req) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
     }
 }

@@ -43,9 +43,11 @@ impl ChatShard {
             return Flow::Next;
         }
         let client_tags: Option<Arc<str>> = client_tags.map(Arc::from);
-        let Some(mask) = self.clients.get(&id).map(|c| c.mask.clone()) else {
+        let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
+        c.last_message = std::time::Instant::now();
+        let mask = c.mask.clone();
         let limits = &self.info.config.limits;
         let (max_targets, channellen, nicklen) =
             (limits.max_targets, limits.channellen, limits.nicklen);
@@ -70,6 +72,7 @@ impl ChatShard {
                     chan: target.to_string(),
                     out,
                     notice,
+                    mask: mask.clone(),
                 };
                 (owner_of(target, self.shards), req)
             } else {

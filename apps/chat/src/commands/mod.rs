@@ -8,6 +8,9 @@
 
 mod channel;
 mod messaging;
+mod modes;
+mod operator;
+mod queries;
 mod registration;
 
 use shardline::Ctx;
@@ -31,9 +34,10 @@ pub enum Flow {
 }
 
 /// Commands this server knows, whether or not they need registration.
-const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     "CAP", "NICK", "USER", "PASS", "PING", "PONG", "QUIT", "JOIN", "PART", "TOPIC", "NAMES",
-    "PRIVMSG", "NOTICE", "MODE", "LUSERS", "MOTD",
+    "PRIVMSG", "NOTICE", "MODE", "LUSERS", "MOTD", "KICK", "INVITE", "WHO", "WHOIS", "LIST",
+    "AWAY", "OPER", "STATS",
 ];
 
 impl ChatShard {
@@ -72,7 +76,7 @@ impl ChatShard {
             }
         };
         let cmd = msg.command.to_ascii_uppercase();
-        if !KNOWN.contains(&cmd.as_str()) {
+        let Some(index) = KNOWN.iter().position(|k| *k == cmd) else {
             self.numeric(
                 ctx,
                 id,
@@ -80,7 +84,8 @@ impl ChatShard {
                 &[msg.command, "Unknown command"],
             );
             return Flow::Next;
-        }
+        };
+        self.command_counts[index] += 1;
         let p = &msg.params;
         match cmd.as_str() {
             "CAP" => return self.cmd_cap(ctx, id, p),
@@ -110,6 +115,14 @@ impl ChatShard {
             "PRIVMSG" => self.cmd_message(ctx, id, &msg, false),
             "NOTICE" => self.cmd_message(ctx, id, &msg, true),
             "MODE" => self.cmd_mode(ctx, id, p),
+            "KICK" => self.cmd_kick(ctx, id, p),
+            "INVITE" => self.cmd_invite(ctx, id, p),
+            "WHO" => self.cmd_who(ctx, id, p),
+            "WHOIS" => self.cmd_whois(ctx, id, p),
+            "LIST" => self.cmd_list(ctx, id, p),
+            "AWAY" => self.cmd_away(ctx, id, p),
+            "OPER" => self.cmd_oper(ctx, id, p),
+            "STATS" => self.cmd_stats(ctx, id, p),
             "LUSERS" => self.cmd_lusers(ctx, id),
             "MOTD" => {
                 self.send_motd(ctx, id);

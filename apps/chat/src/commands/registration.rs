@@ -112,8 +112,11 @@ impl ChatShard {
             return Flow::Retry;
         }
         let to = owner_of(nick, self.shards);
-        let nick = nick.to_string();
-        if self.request(ctx, id, to, Request::ClaimNick { nick }) {
+        let req = Request::ClaimNick {
+            nick: nick.to_string(),
+            registered: c.registered,
+        };
+        if self.request(ctx, id, to, req) {
             Flow::Park
         } else {
             Flow::Next
@@ -243,13 +246,24 @@ impl ChatShard {
             RPL_CREATED,
             &[&format!("This server was created {}", info.created)],
         );
-        num(RPL_MYINFO, &[server, VERSION, "i", "nt"]);
+        num(RPL_MYINFO, &[server, VERSION, "io", "biklmnostv", "bklov"]);
         for tokens in &info.isupport {
             let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
             params.push("are supported by this server");
             num(RPL_ISUPPORT, &params);
         }
         self.send_line(ctx, id, &out);
+        // From now on its nick is visible (messages, WHOIS, INVITE). Its input
+        // waits for this, like for LUSERS.
+        let key: NameKey = casefold(&nick).into();
+        if !self.request(
+            ctx,
+            id,
+            owner_of(&nick, self.shards),
+            Request::Registered { key },
+        ) {
+            return true;
+        }
         self.start_lusers(ctx, id, true);
         true
     }

@@ -41,6 +41,8 @@ pub fn test_config() -> Config {
     let mut c = Config::default();
     c.server.name = "irc.test".into();
     c.server.network = "TestNet".into();
+    // Tests burst far faster than any person types.
+    c.flood.enabled = false;
     c
 }
 

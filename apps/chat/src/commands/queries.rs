@@ -1,0 +1,151 @@
+//! WHO, WHOIS, LIST and STATS: queries whose answer is spread over shards. The
+//! client's input waits (parks) until the merged answer and its end marker are
+//! out, so answers never interleave.
+
+use shardline::Ctx;
+
+use super::Flow;
+use crate::{
+    casemap::{casefold, owner_of, valid_channel, valid_nick},
+    mail::{ChatMsg, Numeric, Request},
+    mask::has_wildcards,
+    reply::{code::*, truncate},
+    shard::ChatShard,
+};
+
+/// Longest WHO or LIST mask looked at.
+const MAX_MASK: usize = 100;
+
+impl ChatShard {
+    pub(super) fn cmd_who(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let mask = truncate(
+            p.first().copied().filter(|m| !m.is_empty()).unwrap_or("*"),
+            MAX_MASK,
+        );
+        // `WHO mask o`; WHOX field lists (`%...`) are not supported and ignored.
+        let opers_only = p
+            .get(1)
+            .is_some_and(|f| !f.starts_with('%') && f.contains('o'));
+        let Some(viewer) = self.clients.get(&id).map(|c| c.viewer()) else {
+            return Flow::Next;
+        };
+        let end = Numeric::new(RPL_ENDOFWHO, [mask, "End of WHO list"]);
+        self.gather_begin(id, vec![end]);
+        for s in 0..self.shards {
+            let req = Request::Who {
+                mask: mask.to_string(),
+                opers_only,
+                viewer: viewer.clone(),
+            };
+            if !self.gather_ask(ctx, id, s, req) {
+                return Flow::Next;
+            }
+        }
+        Flow::Park
+    }
+
+    pub(super) fn cmd_whois(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        // WHOIS [server] nick[,nick]: the last parameter; one nick (TARGMAX).
+        let Some(nick) = p
+            .last()
+            .and_then(|l| l.split(',').next())
+            .filter(|n| !n.is_empty())
+        else {
+            self.numeric(ctx, id, ERR_NONICKNAMEGIVEN, &["No nickname given"]);
+            return Flow::Next;
+        };
+        if !valid_nick(nick, self.info.config.limits.nicklen) {
+            let nick = truncate(nick, 64);
+            self.numeric(ctx, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+            self.numeric(ctx, id, RPL_ENDOFWHOIS, &[nick, "End of /WHOIS list."]);
+            return Flow::Next;
+        }
+        let Some(viewer) = self.clients.get(&id).map(|c| c.viewer()) else {
+            return Flow::Next;
+        };
+        let req = Request::Whois {
+            nick: nick.to_string(),
+            viewer,
+        };
+        // Answered by whichever shard the target is on: wait for it, so that
+        // answers come in the order asked.
+        if self.request(ctx, id, owner_of(nick, self.shards), req) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// LIST [masks]: 321, then every owner's 322s, then 323. Plain names ask only
+    /// their owners; masks ask every shard.
+    pub(super) fn cmd_list(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let masks: Vec<String> = p
+            .first()
+            .map(|l| {
+                l.split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(|m| casefold(truncate(m, MAX_MASK)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let channellen = self.info.config.limits.channellen;
+        let mut shards: Vec<usize> = if !masks.is_empty() && masks.iter().all(|m| !has_wildcards(m))
+        {
+            masks
+                .iter()
+                .filter(|m| valid_channel(m, channellen))
+                .map(|m| owner_of(m, self.shards))
+                .collect()
+        } else {
+            (0..self.shards).collect()
+        };
+        shards.sort_unstable();
+        shards.dedup();
+        self.numeric(ctx, id, RPL_LISTSTART, &["Channel", "Users  Name"]);
+        self.gather_begin(id, vec![Numeric::new(RPL_LISTEND, ["End of /LIST"])]);
+        for s in shards {
+            let req = Request::List {
+                masks: masks.clone(),
+            };
+            if !self.gather_ask(ctx, id, s, req) {
+                return Flow::Next;
+            }
+        }
+        self.gather_check(ctx, id);
+        Flow::Park
+    }
+
+    /// STATS u (uptime), m (command counts, summed over shards), L (each shard's
+    /// load: a non-standard 249 line per shard); 219 ends every report.
+    pub(super) fn cmd_stats(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+        let Some(letter) = p.first().and_then(|q| q.chars().next()) else {
+            return self.need_more_params(ctx, id, "STATS");
+        };
+        let shown = letter.to_string();
+        let end = Numeric::new(RPL_ENDOFSTATS, [shown.as_str(), "End of /STATS report"]);
+        self.gather_begin(id, vec![end]);
+        match letter {
+            'u' => {
+                let up = self.info.started.elapsed().as_secs();
+                let text = format!(
+                    "Server Up {} days {}:{:02}:{:02}",
+                    up / 86_400,
+                    up % 86_400 / 3600,
+                    up % 3600 / 60,
+                    up % 60
+                );
+                self.numeric(ctx, id, RPL_STATSUPTIME, &[&text]);
+            }
+            'm' | 'L' => {
+                for s in 0..self.shards {
+                    if !self.gather_ask(ctx, id, s, Request::StatsQuery { letter }) {
+                        return Flow::Next;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.gather_check(ctx, id);
+        Flow::Park
+    }
+}

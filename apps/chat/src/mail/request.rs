@@ -1,0 +1,282 @@
+//! Requests and their replies: what a client's shard asks of a name's owner (or of
+//! every shard, for queries that merge), and what comes back.
+//!
+//! Every request is answered by exactly one [`ReplyBody`]. A request may be
+//! *forwarded* once — the nick owner resolves a nick to a client and passes the
+//! request on to the shard that can finish it (WHOIS to the target's shard, INVITE
+//! to the channel's owner) — and then that shard replies instead.
+
+use std::{net::IpAddr, sync::Arc};
+
+use super::{ClientRef, Numeric, Outgoing};
+use crate::casemap::NameKey;
+
+/// One channel mode change as the client asked for it (checked by the owner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    /// `+` (true) or `-`.
+    pub adding: bool,
+    /// The mode letter (anything the client sent; unknown ones draw 472).
+    pub mode: char,
+    /// Its parameter, for the modes that take one.
+    pub param: Option<String>,
+}
+
+/// Who is asking, for queries whose answer depends on it (`+s` channels, `+i`
+/// users).
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    /// The asker's channels (keys).
+    pub chans: Vec<NameKey>,
+    /// Whether the asker is a server operator (sees everything).
+    pub oper: bool,
+    /// Whether the asker negotiated `multi-prefix`.
+    pub multi_prefix: bool,
+}
+
+impl Viewer {
+    /// Whether the asker is in channel `key`.
+    pub fn in_chan(&self, key: &str) -> bool {
+        self.chans.iter().any(|k| &**k == key)
+    }
+}
+
+/// A request from a client's shard to the owner of a name (or to every shard).
+/// Answered by exactly one [`super::ChatMsg::Reply`].
+#[derive(Debug)]
+pub enum Request {
+    /// Take `nick` for the client (a change of case of its own nick included).
+    ClaimNick {
+        /// The nick as the client wrote it.
+        nick: String,
+        /// The client has completed registration (messages may reach it).
+        registered: bool,
+    },
+    /// Give up `key` (a casefolded nick the client held).
+    ReleaseNick {
+        /// The casefolded nick.
+        key: NameKey,
+    },
+    /// The client holding `key` completed registration: it is visible from now on.
+    Registered {
+        /// The casefolded nick.
+        key: NameKey,
+    },
+    /// Join a channel (created if it does not exist).
+    Join {
+        /// The channel name as written.
+        chan: String,
+        /// The key given, if any.
+        key: Option<String>,
+        /// The client's current nick.
+        nick: String,
+        /// `nick!user@host`.
+        mask: Arc<str>,
+        /// Whether NAMES should show every prefix.
+        multi_prefix: bool,
+    },
+    /// Leave a channel.
+    Part {
+        /// The channel name or key.
+        chan: String,
+        /// `nick!user@host`.
+        mask: Arc<str>,
+        /// The part message (may be empty).
+        reason: String,
+    },
+    /// Query (`set` = None) or set a topic.
+    Topic {
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the setter.
+        mask: Arc<str>,
+        /// The setter's nick (for 333).
+        nick: String,
+        /// The new topic, or `None` to query.
+        set: Option<String>,
+    },
+    /// The member list.
+    Names {
+        /// The channel name.
+        chan: String,
+        /// Whether every prefix should be shown.
+        multi_prefix: bool,
+    },
+    /// Channel modes: a query (324, 329) when `changes` is empty.
+    Mode {
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the setter.
+        mask: Arc<str>,
+        /// The changes asked for, in order.
+        changes: Vec<ModeChange>,
+    },
+    /// Remove `target` from a channel.
+    Kick {
+        /// The channel name.
+        chan: String,
+        /// The nick to remove.
+        target: String,
+        /// `nick!user@host` of the kicker.
+        mask: Arc<str>,
+        /// The reason (the kicker's nick if none was given).
+        reason: String,
+    },
+    /// To a nick's owner: 401 if `nick` is nobody, else 441 (not on `chan`).
+    NickCheck {
+        /// The nick a channel owner did not find among the members.
+        nick: String,
+        /// The channel, for 441.
+        chan: String,
+    },
+    /// INVITE, to the invitee's nick owner, which forwards it as `InviteTo`.
+    Invite {
+        /// The invitee's nick.
+        nick: String,
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the inviter.
+        mask: Arc<str>,
+    },
+    /// INVITE, forwarded to the channel's owner with the invitee resolved.
+    InviteTo {
+        /// The invitee.
+        target: ClientRef,
+        /// The invitee's nick as it holds it.
+        nick: String,
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the inviter.
+        mask: Arc<str>,
+    },
+    /// PRIVMSG/NOTICE to a channel. The body is formatted by the sender's shard;
+    /// the owner stamps the time and orders it.
+    ChanMsg {
+        /// The channel name.
+        chan: String,
+        /// The line.
+        out: Outgoing,
+        /// NOTICE (no error replies) rather than PRIVMSG.
+        notice: bool,
+        /// The sender's `nick!user@host` (for bans when it is not a member).
+        mask: Arc<str>,
+    },
+    /// PRIVMSG/NOTICE to a nick, routed through the nick's owner.
+    NickMsg {
+        /// The target nick.
+        target: String,
+        /// The line.
+        out: Outgoing,
+        /// NOTICE (no error replies) rather than PRIVMSG.
+        notice: bool,
+    },
+    /// WHOIS, to the nick's owner, which forwards it as `WhoisLocal`.
+    Whois {
+        /// The nick asked about.
+        nick: String,
+        /// The asker.
+        viewer: Viewer,
+    },
+    /// WHOIS, forwarded to the target's shard.
+    WhoisLocal {
+        /// The client asked about.
+        target: ClientRef,
+        /// The nick as asked (for 401 if it left meanwhile).
+        nick: String,
+        /// The asker.
+        viewer: Viewer,
+    },
+    /// WHO, to every shard: 352 for each matching local client.
+    Who {
+        /// A channel name, or a mask matched against nick, user, host, real name
+        /// and server.
+        mask: String,
+        /// Only server operators (`WHO mask o`).
+        opers_only: bool,
+        /// The asker.
+        viewer: Viewer,
+    },
+    /// LIST, to channel owners: 322 for each owned channel matching a mask.
+    List {
+        /// Casefolded masks (empty: every channel).
+        masks: Vec<String>,
+    },
+    /// This shard's user and channel counts, for LUSERS.
+    Stats,
+    /// STATS with a letter that needs every shard (`m`, `L`).
+    StatsQuery {
+        /// The letter.
+        letter: char,
+    },
+    /// A connection from `ip` opened; to the IP's owner, which counts them.
+    IpConnect {
+        /// The peer address.
+        ip: IpAddr,
+    },
+    /// A counted connection from `ip` closed (no reply expected).
+    IpDisconnect {
+        /// The peer address.
+        ip: IpAddr,
+    },
+}
+
+/// One shard's counts, for LUSERS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Registered clients.
+    pub users: u64,
+    /// Registered clients with user mode +i.
+    pub invisible: u64,
+    /// Registered clients with user mode +o.
+    pub opers: u64,
+    /// Connections not yet registered.
+    pub unknown: u64,
+    /// Channels the shard owns.
+    pub channels: u64,
+    /// The most users this shard has seen the whole server have.
+    pub peak: u64,
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug)]
+pub enum ReplyBody {
+    /// Done, nothing to say.
+    Done,
+    /// Numerics to send to the client, in order.
+    Numerics(Vec<Numeric>),
+    /// Numerics, then a [`Request::NickCheck`] for each of `nicks` (members the
+    /// channel owner did not find: 441 or 401 is for their nick owners to say).
+    CheckNicks {
+        /// Numerics to send first.
+        nums: Vec<Numeric>,
+        /// The channel.
+        chan: String,
+        /// Nicks not on it.
+        nicks: Vec<String>,
+    },
+    /// The result of a JOIN: numerics (topic, names, or an error).
+    Joined(Vec<Numeric>),
+    /// The result of a nick claim.
+    NickClaimed {
+        /// The nick as requested.
+        nick: String,
+        /// Whether the client now holds it.
+        ok: bool,
+    },
+    /// A private message was routed: echo it (if the client has `echo-message`).
+    Echo(Outgoing),
+    /// One shard's part of a merged answer (WHO, LIST, STATS): numerics to send
+    /// now; the end marker goes out when the last part is in.
+    Part(Vec<Numeric>),
+    /// One shard's command counts, for STATS m.
+    CommandCounts(Vec<(&'static str, u64)>),
+    /// One shard's counts, for LUSERS.
+    Stats(Counts),
+    /// The IP's owner counted the connection (`ok`) or found too many.
+    IpChecked {
+        /// Whether the connection may stay.
+        ok: bool,
+    },
+    /// The owner could not take the request on (another shard's queue is full).
+    Busy,
+}

@@ -1,0 +1,302 @@
+//! Channel requests on the channel's owner: JOIN, PART, TOPIC, NAMES, KICK,
+//! INVITE, PRIVMSG/NOTICE and LIST. MODE is in `modes.rs`.
+
+use std::sync::Arc;
+
+use shardline::Ctx;
+
+use super::{
+    channel::{delivery, end_of_names, Channel, Member, Topic},
+    numerics, quiet_if, reply, Answer, Owner,
+};
+use crate::{
+    casemap::{casefold, NameKey},
+    clock,
+    info::ServerInfo,
+    mail::{ChatMsg, ClientRef, Membership, Numeric, Outgoing, ReplyBody, Request},
+    mask::matches_folded,
+    outbox::Outbox,
+    reply::{code::*, line, truncate},
+};
+
+pub(super) fn no_such_channel(chan: &str) -> Answer {
+    numerics(vec![Numeric::new(
+        ERR_NOSUCHCHANNEL,
+        [chan, "No such channel"],
+    )])
+}
+
+pub(super) fn not_on_channel(chan: &str) -> Answer {
+    numerics(vec![Numeric::new(
+        ERR_NOTONCHANNEL,
+        [chan, "You're not on that channel"],
+    )])
+}
+
+pub(super) fn not_op(chan: &str) -> Numeric {
+    Numeric::new(ERR_CHANOPRIVSNEEDED, [chan, "You're not channel operator"])
+}
+
+impl Owner {
+    pub(super) fn channel_request(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatMsg>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        from: ClientRef,
+        req: Request,
+    ) -> Answer {
+        let shards = ctx.shards();
+        match req {
+            Request::Join {
+                chan,
+                key,
+                nick,
+                mask,
+                multi_prefix,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let fresh = !self.chans.contains_key(&ckey);
+                let ch = self
+                    .chans
+                    .entry(ckey.clone())
+                    .or_insert_with(|| Channel::new(chan, shards));
+                if ch.members.contains_key(&from) {
+                    return reply(ReplyBody::Joined(Vec::new()));
+                }
+                if let Some((code, text)) = ch.refuses_join(from, &mask, key.as_deref()) {
+                    let e = Numeric::new(code, [ch.name.as_str(), text]);
+                    return reply(ReplyBody::Joined(vec![e]));
+                }
+                if !ch.room(outbox, Some(from.shard)) {
+                    if fresh {
+                        self.chans.remove(&ckey);
+                    }
+                    return reply(ReplyBody::Busy);
+                }
+                let userhost = mask.split_once('!').map_or("", |(_, uh)| uh);
+                let member = Member {
+                    nick,
+                    userhost: Arc::from(userhost),
+                    op: fresh,
+                    voice: false,
+                };
+                ch.add(from, member);
+                let mut out = Outgoing::new(line(&mask, "JOIN", &[&ch.name], false));
+                out.stamp();
+                let mut d = delivery(&ckey, out, from, false, Membership::Add(from));
+                d.view = Some(ch.join_view(from, fresh));
+                let n = ch.deliver(ctx, outbox, d);
+                let mut nums = Vec::new();
+                if ch.topic.is_some() {
+                    nums.extend(ch.topic_numerics());
+                }
+                nums.extend(ch.names_numerics(info, from, multi_prefix));
+                (n, Some(ReplyBody::Joined(nums)))
+            }
+            Request::Part { chan, mask, reason } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return no_such_channel(&chan);
+                };
+                if !ch.members.contains_key(&from) {
+                    return not_on_channel(&ch.name);
+                }
+                if !ch.room(outbox, None) {
+                    return reply(ReplyBody::Busy);
+                }
+                let params: &[&str] = if reason.is_empty() {
+                    &[&ch.name]
+                } else {
+                    &[&ch.name, &reason]
+                };
+                let mut out = Outgoing::new(line(&mask, "PART", params, !reason.is_empty()));
+                out.stamp();
+                let d = delivery(&ckey, out, from, false, Membership::Remove(from));
+                let n = ch.deliver(ctx, outbox, d);
+                ch.remove(from);
+                if ch.members.is_empty() {
+                    self.chans.remove(&ckey);
+                }
+                (n, Some(ReplyBody::Done))
+            }
+            Request::Kick {
+                chan,
+                target,
+                mask,
+                reason,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return no_such_channel(&chan);
+                };
+                let Some(kicker) = ch.members.get(&from) else {
+                    return not_on_channel(&ch.name);
+                };
+                if !kicker.op {
+                    return numerics(vec![not_op(&ch.name)]);
+                }
+                let Some(&victim) = ch.by_nick.get(casefold(&target).as_str()) else {
+                    return reply(ReplyBody::CheckNicks {
+                        nums: Vec::new(),
+                        chan: ch.name.clone(),
+                        nicks: vec![target],
+                    });
+                };
+                if !ch.room(outbox, None) {
+                    return reply(ReplyBody::Busy);
+                }
+                let nick = ch.members.get(&victim).map_or(target, |m| m.nick.clone());
+                let reason = truncate(&reason, info.config.limits.kicklen);
+                let mut out = Outgoing::new(line(&mask, "KICK", &[&ch.name, &nick, reason], true));
+                out.stamp();
+                let d = delivery(&ckey, out, from, false, Membership::Remove(victim));
+                let n = ch.deliver(ctx, outbox, d);
+                ch.remove(victim);
+                if ch.members.is_empty() {
+                    self.chans.remove(&ckey);
+                }
+                (n, Some(ReplyBody::Done))
+            }
+            Request::InviteTo {
+                target,
+                nick,
+                chan,
+                mask,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return no_such_channel(&chan);
+                };
+                let Some(inviter) = ch.members.get(&from) else {
+                    return not_on_channel(&ch.name);
+                };
+                if ch.members.contains_key(&target) {
+                    let text = "is already on channel";
+                    let e = Numeric::new(ERR_USERONCHANNEL, [nick.as_str(), &ch.name, text]);
+                    return numerics(vec![e]);
+                }
+                if ch.modes.invite_only && !inviter.op {
+                    return numerics(vec![not_op(&ch.name)]);
+                }
+                if !outbox.has_room(target.shard) {
+                    return reply(ReplyBody::Busy);
+                }
+                ch.invite(target);
+                let mut out = Outgoing::new(line(&mask, "INVITE", &[&nick, &ch.name], false));
+                out.stamp();
+                let private = ChatMsg::Private {
+                    to: target,
+                    out,
+                    ack: from,
+                    notify_away: true,
+                };
+                outbox.send(ctx, target.shard, private);
+                let done = Numeric::new(RPL_INVITING, [nick, ch.name.clone()]);
+                (1, Some(ReplyBody::Numerics(vec![done])))
+            }
+            Request::Topic {
+                chan,
+                mask,
+                nick,
+                set,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return no_such_channel(&chan);
+                };
+                let Some(member) = ch.members.get(&from) else {
+                    return not_on_channel(&ch.name);
+                };
+                let Some(text) = set else {
+                    return numerics(ch.topic_numerics());
+                };
+                if ch.modes.topic_lock && !member.op {
+                    return numerics(vec![not_op(&ch.name)]);
+                }
+                if !ch.room(outbox, None) {
+                    return reply(ReplyBody::Busy);
+                }
+                let text = truncate(&text, info.config.limits.topiclen).to_string();
+                let mut out = Outgoing::new(line(&mask, "TOPIC", &[&ch.name, &text], true));
+                out.stamp();
+                ch.topic = (!text.is_empty()).then(|| Topic {
+                    text,
+                    setter: nick,
+                    time: clock::now_secs(),
+                });
+                let d = delivery(&ckey, out, from, false, Membership::Same);
+                (ch.deliver(ctx, outbox, d), Some(ReplyBody::Done))
+            }
+            Request::Names { chan, multi_prefix } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let nums = match self.chans.get(&ckey) {
+                    Some(ch) => ch.names_numerics(info, from, multi_prefix),
+                    None => vec![end_of_names(&chan)],
+                };
+                numerics(nums)
+            }
+            Request::Mode {
+                chan,
+                mask,
+                changes,
+            } => self.mode(ctx, info, outbox, from, &chan, &mask, changes),
+            Request::ChanMsg {
+                chan,
+                mut out,
+                notice,
+                mask,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return reply(quiet_if(notice, vec![no_such_channel_num(&chan)]));
+                };
+                if !ch.may_speak(from, &mask) {
+                    let e = Numeric::new(
+                        ERR_CANNOTSENDTOCHAN,
+                        [ch.name.as_str(), "Cannot send to channel"],
+                    );
+                    return reply(quiet_if(notice, vec![e]));
+                }
+                if !ch.room(outbox, None) {
+                    return reply(ReplyBody::Busy);
+                }
+                out.stamp();
+                let member = ch.members.contains_key(&from);
+                // A sender outside the channel (-n) gets its echo with the reply.
+                let echo = (!member).then(|| out.clone());
+                let d = delivery(&ckey, out, from, true, Membership::Same);
+                let n = ch.deliver(ctx, outbox, d);
+                (n, Some(echo.map_or(ReplyBody::Done, ReplyBody::Echo)))
+            }
+            Request::List { masks } => {
+                let nums = self
+                    .chans
+                    .iter()
+                    .filter(|(key, _)| {
+                        masks.is_empty() || masks.iter().any(|m| matches_folded(m, key))
+                    })
+                    .filter(|(_, ch)| !ch.modes.secret || ch.members.contains_key(&from))
+                    .map(|(_, ch)| {
+                        let topic = ch.topic.as_ref().map_or("", |t| t.text.as_str());
+                        Numeric::new(
+                            RPL_LIST,
+                            [
+                                ch.name.clone(),
+                                ch.members.len().to_string(),
+                                topic.to_string(),
+                            ],
+                        )
+                    })
+                    .collect();
+                reply(ReplyBody::Part(nums))
+            }
+            // Not an owner's request (the shard answers those itself).
+            _ => reply(ReplyBody::Done),
+        }
+    }
+}
+
+fn no_such_channel_num(chan: &str) -> Numeric {
+    Numeric::new(ERR_NOSUCHCHANNEL, [chan, "No such channel"])
+}

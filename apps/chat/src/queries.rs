@@ -1,0 +1,281 @@
+//! Queries that merge across shards, from both ends: the asking client's shard
+//! gathers parts (each sent on as it comes, the end marker after the last), and
+//! every shard answers for its own clients — WHO (352), WHOIS (311–319), STATS and
+//! LUSERS counts — from its clients and its local channel views.
+
+use shardline::Ctx;
+
+use crate::{
+    casemap::{casefold, is_channel_name},
+    client::Gather,
+    commands::KNOWN,
+    mail::{ChatMsg, ClientRef, Counts, Numeric, ReplyBody, Request, Viewer},
+    mask::{has_wildcards, matches_folded},
+    message::MAX_BODY,
+    reply::code::*,
+    shard::ChatShard,
+};
+
+impl ChatShard {
+    /// Starts gathering a merged answer for client `id`; `end` goes out after the
+    /// last part. Ask with [`ChatShard::gather_ask`], then [`ChatShard::gather_check`].
+    pub(crate) fn gather_begin(&mut self, id: u64, end: Vec<Numeric>) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.gather = Some(Gather {
+                end,
+                ..Gather::default()
+            });
+        }
+    }
+
+    /// Asks shard `to` for one part. False if the client was disconnected.
+    pub(crate) fn gather_ask(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatMsg>,
+        id: u64,
+        to: usize,
+        req: Request,
+    ) -> bool {
+        if let Some(g) = self.clients.get_mut(&id).and_then(|c| c.gather.as_mut()) {
+            g.remaining += 1;
+        }
+        self.request(ctx, id, to, req)
+    }
+
+    /// One part came in (or none is due): sends the end once all are in.
+    pub(crate) fn gather_check(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.gather.as_ref().is_none_or(|g| g.remaining > 0) {
+            return;
+        }
+        let Some(g) = c.gather.take() else {
+            return;
+        };
+        let mut nums: Vec<Numeric> = g
+            .counts
+            .iter()
+            .map(|(cmd, n)| Numeric::new(RPL_STATSCOMMANDS, [cmd.to_string(), n.to_string()]))
+            .collect();
+        nums.extend(g.end);
+        self.send_numerics(ctx, id, &nums);
+    }
+
+    /// Answers a request about this shard's clients (not about owned names).
+    pub(crate) fn answer_local(&mut self, req: Request) -> ReplyBody {
+        match req {
+            Request::Stats => ReplyBody::Stats(self.counts()),
+            Request::Who {
+                mask,
+                opers_only,
+                viewer,
+            } => ReplyBody::Part(self.who_local(&mask, opers_only, &viewer)),
+            Request::WhoisLocal {
+                target,
+                nick,
+                viewer,
+            } => ReplyBody::Numerics(self.whois_local(target, &nick, &viewer)),
+            Request::StatsQuery { letter: 'm' } => {
+                let counts = KNOWN
+                    .iter()
+                    .zip(&self.command_counts)
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(&cmd, &n)| (cmd, n))
+                    .collect();
+                ReplyBody::CommandCounts(counts)
+            }
+            Request::StatsQuery { .. } => {
+                let conns = self.clients.values().filter(|c| c.alive).count();
+                let users = self
+                    .clients
+                    .values()
+                    .filter(|c| c.registered && c.quitting.is_none())
+                    .count();
+                let text = format!(
+                    "shard {}: {conns} connections, {users} users, {} channels owned",
+                    self.me,
+                    self.owner.channel_count()
+                );
+                ReplyBody::Part(vec![Numeric::new(RPL_STATSDEBUG, ["L".to_string(), text])])
+            }
+            // Owner requests never come here; answer so the asker is not stuck.
+            _ => ReplyBody::Done,
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        let mut n = Counts {
+            channels: self.owner.channel_count() as u64,
+            peak: self.peak_users,
+            ..Counts::default()
+        };
+        for c in self.clients.values().filter(|c| c.quitting.is_none()) {
+            if c.registered {
+                n.users += 1;
+                n.invisible += u64::from(c.invisible);
+                n.opers += u64::from(c.oper);
+            } else {
+                n.unknown += 1;
+            }
+        }
+        n
+    }
+
+    /// 352 for each local client `mask` selects that `viewer` may see: a
+    /// channel's members (none of a `+s` channel it is not in; `+i` members only
+    /// if it is in the channel), or every client whose nick, user, host, real name
+    /// or server matches (`+i` ones only for an exact nick or a shared channel).
+    fn who_local(&self, mask: &str, opers_only: bool, viewer: &Viewer) -> Vec<Numeric> {
+        let server = self.info.name();
+        let row = |chan: &str, c: &crate::client::Client, prefix: &str| {
+            let mut flags = String::from(if c.away.is_some() { "G" } else { "H" });
+            if c.oper {
+                flags.push('*');
+            }
+            flags.push_str(prefix);
+            Numeric::new(
+                RPL_WHOREPLY,
+                [
+                    chan.to_string(),
+                    c.user.clone().unwrap_or_default(),
+                    c.host.clone(),
+                    server.to_string(),
+                    c.nick.clone().unwrap_or_default(),
+                    flags,
+                    format!("0 {}", c.realname),
+                ],
+            )
+        };
+        let visible = |c: &&crate::client::Client| {
+            c.registered && c.quitting.is_none() && (!opers_only || c.oper)
+        };
+        let mut out = Vec::new();
+        if is_channel_name(mask) {
+            let key = casefold(mask);
+            let Some(lc) = self.local.get(key.as_str()) else {
+                return out;
+            };
+            let member = viewer.oper || viewer.in_chan(&key);
+            if lc.secret && !member {
+                return out;
+            }
+            for m in &lc.members {
+                if let Some(c) = self.clients.get(&m.id).filter(visible) {
+                    if member || !c.invisible {
+                        out.push(row(&lc.name, c, m.prefix(viewer.multi_prefix)));
+                    }
+                }
+            }
+            return out;
+        }
+        let pattern = casefold(if mask == "0" { "*" } else { mask });
+        let exact = !has_wildcards(mask);
+        for c in self.clients.values().filter(visible) {
+            let nick = casefold(c.nick_or_star());
+            let hit = matches_folded(&pattern, &nick)
+                || (!exact
+                    && [
+                        c.user.as_deref().unwrap_or(""),
+                        &c.host,
+                        &c.realname,
+                        server,
+                    ]
+                    .iter()
+                    .any(|f| matches_folded(&pattern, &casefold(f))));
+            let seen = (exact && hit)
+                || !c.invisible
+                || viewer.oper
+                || c.channels.iter().any(|k| viewer.in_chan(k));
+            if hit && seen {
+                out.push(row("*", c, ""));
+            }
+        }
+        out
+    }
+
+    /// WHOIS for local client `target`: 311, 319 (its channels `viewer` may see),
+    /// 312, 301, 313, 317, 318 — or 401 and 318 if it has left.
+    fn whois_local(&self, target: ClientRef, nick: &str, viewer: &Viewer) -> Vec<Numeric> {
+        let end = |nick: &str| Numeric::new(RPL_ENDOFWHOIS, [nick, "End of /WHOIS list."]);
+        let Some(c) = self
+            .clients
+            .get(&target.id)
+            .filter(|c| target.shard == self.me && c.registered && c.quitting.is_none())
+        else {
+            let gone = Numeric::new(ERR_NOSUCHNICK, [nick, "No such nick/channel"]);
+            return vec![gone, end(nick)];
+        };
+        let nick = c.nick_or_star().to_string();
+        let mut out = vec![Numeric::new(
+            RPL_WHOISUSER,
+            [
+                nick.clone(),
+                c.user.clone().unwrap_or_default(),
+                c.host.clone(),
+                "*".into(),
+                c.realname.clone(),
+            ],
+        )];
+        let mut chans: Vec<String> = Vec::new();
+        for key in &c.channels {
+            let Some(lc) = self.local.get(key) else {
+                continue;
+            };
+            if lc.secret && !viewer.oper && !viewer.in_chan(key) {
+                continue;
+            }
+            let prefix = lc
+                .member(target.id)
+                .map_or("", |m| m.prefix(viewer.multi_prefix));
+            chans.push(format!("{prefix}{}", lc.name));
+        }
+        // ":server 319 <asker> <nick> :" around the list.
+        let budget = MAX_BODY
+            .saturating_sub(self.info.name().len() + 2 * self.info.config.limits.nicklen + 16);
+        let mut line = String::new();
+        for ch in chans {
+            if !line.is_empty() && line.len() + 1 + ch.len() > budget {
+                out.push(Numeric::new(
+                    RPL_WHOISCHANNELS,
+                    [nick.clone(), std::mem::take(&mut line)],
+                ));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&ch);
+        }
+        if !line.is_empty() {
+            out.push(Numeric::new(RPL_WHOISCHANNELS, [nick.clone(), line]));
+        }
+        out.push(Numeric::new(
+            RPL_WHOISSERVER,
+            [
+                nick.as_str(),
+                self.info.name(),
+                &self.info.config.server.network,
+            ],
+        ));
+        if let Some(away) = &c.away {
+            out.push(Numeric::new(RPL_AWAY, [nick.clone(), away.clone()]));
+        }
+        if c.oper {
+            out.push(Numeric::new(
+                RPL_WHOISOPERATOR,
+                [nick.as_str(), "is an IRC operator"],
+            ));
+        }
+        out.push(Numeric::new(
+            RPL_WHOISIDLE,
+            [
+                nick.clone(),
+                c.last_message.elapsed().as_secs().to_string(),
+                c.signon.to_string(),
+                "seconds idle, signon time".into(),
+            ],
+        ));
+        out.push(end(&nick));
+        out
+    }
+}

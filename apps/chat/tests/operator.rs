@@ -1,0 +1,164 @@
+//! AWAY (305/306, 301 to senders), OPER (381, 464, 491, 461; user mode +o seen by
+//! WHOIS, WHO and LUSERS) and STATS (u, m, L; 219) over raw TCP, with clients on
+//! different shards whenever there are several. Both backends, 1 and 4 shards.
+
+mod common;
+
+use common::{matrix, test_config, TestServer};
+use shardline_chat::config::Operator;
+
+#[test]
+fn away_answers_senders_with_301() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let label = srv.label();
+        let mut a = srv.register_on(0, "alice");
+        let mut b = srv.register_on(1, "bob");
+        b.send("AWAY :gone fishing");
+        let set = b.expect("306");
+        assert_eq!(set.params, ["bob", "You have been marked as being away"]);
+        a.send("PRIVMSG bob :are you there?");
+        let away = a.expect("301");
+        assert_eq!(away.params, ["alice", "bob", "gone fishing"], "{label}");
+        // The message is still delivered.
+        let m = b.until("PRIVMSG", |l| l.is("PRIVMSG")).0;
+        assert_eq!(m.last(), "are you there?");
+        // NOTICE never draws an automatic reply.
+        a.send("NOTICE bob :fyi");
+        let quiet = a.sync();
+        assert!(!quiet.iter().any(|l| l.is("301")), "{label}: {quiet:?}");
+        // Over-long messages are cut to AWAYLEN.
+        b.send(&format!("AWAY :{}", "z".repeat(300)));
+        b.expect("306");
+        a.send("PRIVMSG bob :again");
+        assert_eq!(a.expect("301").last().len(), 200, "{label}");
+        b.send("AWAY");
+        let unset = b.expect("305");
+        assert_eq!(unset.params[1], "You are no longer marked as being away");
+        a.send("PRIVMSG bob :back?");
+        let after = a.sync();
+        assert!(!after.iter().any(|l| l.is("301")), "{label}: {after:?}");
+        srv.stop();
+    }
+}
+
+fn oper_config() -> shardline_chat::Config {
+    let mut config = test_config();
+    config.operators = vec![
+        Operator {
+            name: "admin".into(),
+            password: "hunter2".into(),
+            host: "127.0.0.*".into(),
+        },
+        Operator {
+            name: "remote".into(),
+            password: "pw".into(),
+            host: "10.*".into(),
+        },
+    ];
+    config
+}
+
+#[test]
+fn oper_from_config() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start_with(io, shards, oper_config());
+        let label = srv.label();
+        let mut a = srv.register_on(0, "alice");
+        let mut b = srv.register_on(1, "bob");
+        a.send("OPER admin");
+        assert_eq!(a.expect("461").params[1], "OPER");
+        a.send("OPER admin wrong");
+        a.expect("464");
+        a.send("OPER nobody hunter2");
+        a.expect("491");
+        a.send("OPER remote pw");
+        assert_eq!(a.expect("491").params[0], "alice", "{label}: host mask");
+        a.send("OPER admin hunter2");
+        assert_eq!(a.expect("381").params[0], "alice");
+        let mode = a.expect("MODE");
+        assert_eq!(mode.params, ["alice", "+o"], "{label}");
+        a.send("MODE alice");
+        assert_eq!(a.expect("221").params[1], "+o");
+        b.send("WHOIS alice");
+        let op = b.expect("313");
+        assert_eq!(op.params[1..], ["alice", "is an IRC operator"], "{label}");
+        b.expect("318");
+        b.send("WHO alice");
+        assert_eq!(b.expect("352").params[6], "H*", "{label}");
+        b.send("LUSERS");
+        assert_eq!(b.expect("252").params[1], "1", "{label}");
+        // MODE +o does not make an operator; -o ends it.
+        b.send("MODE bob +o");
+        let quiet = b.sync();
+        assert!(!quiet.iter().any(|l| l.is("MODE")), "{quiet:?}");
+        a.send("MODE alice -o");
+        assert_eq!(a.expect("MODE").params, ["alice", "-o"]);
+        b.send("LUSERS");
+        assert_eq!(b.expect("252").params[1], "0", "{label}");
+        srv.stop();
+    }
+}
+
+#[test]
+fn stats_uptime_commands_and_shard_load() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let label = srv.label();
+        let mut a = srv.register_on(0, "alice");
+        let mut b = srv.register_on(1, "bob");
+        a.join("#s");
+        b.send("PRIVMSG alice :one");
+        b.send("PRIVMSG alice :two");
+        b.sync();
+        a.send("STATS u");
+        let up = a.expect("242");
+        assert!(
+            up.last().starts_with("Server Up 0 days 0:00:"),
+            "{}",
+            up.raw
+        );
+        assert_eq!(a.expect("219").params[1..], ["u", "End of /STATS report"]);
+        a.send("STATS m");
+        let (end, lines) = a.until("219", |l| l.is("219"));
+        assert_eq!(end.params[1], "m");
+        let count = |cmd: &str| {
+            lines
+                .iter()
+                .find(|l| l.is("212") && l.params[1] == cmd)
+                .map(|l| l.params[2].parse::<u64>().expect("a count"))
+        };
+        // Summed over shards: both clients' NICK and USER, bob's two PRIVMSGs.
+        assert_eq!(count("PRIVMSG"), Some(2), "{label}: {lines:?}");
+        assert_eq!(count("NICK"), Some(2), "{label}");
+        assert_eq!(count("JOIN"), Some(1), "{label}");
+        assert_eq!(count("KICK"), None, "{label}: unused commands are left out");
+        a.send("STATS L");
+        let (end, lines) = a.until("219", |l| l.is("219"));
+        assert_eq!(end.params[1], "L");
+        let mut load: Vec<String> = lines
+            .iter()
+            .filter(|l| l.is("249"))
+            .map(|l| {
+                assert_eq!(l.params[1], "L");
+                l.last().to_string()
+            })
+            .collect();
+        load.sort();
+        assert_eq!(load.len(), shards, "{label}: one line per shard: {load:?}");
+        let users: usize = load
+            .iter()
+            .map(|t| {
+                let n = t.split(", ").nth(1).and_then(|u| u.split(' ').next());
+                n.and_then(|n| n.parse::<usize>().ok()).expect("users")
+            })
+            .sum();
+        assert_eq!(users, 2, "{label}: {load:?}");
+        assert!(load[0].starts_with("shard 0: "), "{load:?}");
+        a.send("STATS x");
+        assert_eq!(a.expect("219").params[1], "x");
+        a.send("STATS");
+        assert_eq!(a.expect("461").params[1], "STATS");
+        srv.stop();
+    }
+}
