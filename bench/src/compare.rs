@@ -315,7 +315,7 @@ pub fn measure(cfg: &CompareConfig, server: &ServerProc, size: usize, round: usi
 
 /// Waits (at most `limit`) until other processes use less than `max_pct` % of a
 /// CPU over 200 ms (the server under test is idle meanwhile).
-fn wait_for_quiet(max_pct: f64, limit: Duration) {
+pub fn wait_for_quiet(max_pct: f64, limit: Duration) {
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
         let me = std::process::id();

@@ -1,9 +1,9 @@
 //! `shardline-bench`: the benchmark harness of Shardline.
 //!
 //! - [`client`]: the echo load generator (closed and open loop, HDR histograms).
-//! - [`servers`]: Shardline and the peers as child processes, and what /proc says
-//!   about them.
-//! - [`compare`], [`scale`], [`idle`], [`mailbox`]: the subcommands.
+//! - [`servers`]: Shardline, the peers, shardline-chat and ngircd as child
+//!   processes, and what /proc says about them.
+//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`]: the subcommands.
 //! - [`serve`]: the Shardline echo server the subcommands run.
 //! - [`report`]: tables, JSON, medians; [`machine`]: CPUs, pinning, limits.
 //!
@@ -11,6 +11,7 @@
 //! every subcommand runs end to end.
 #![deny(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod chat;
 pub mod client;
 pub mod compare;
 pub mod idle;

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use shardline::{AcceptMode, Io};
 use shardline_bench::{
+    chat,
     client::{self, ClientIo, LoadConfig, Mode},
     compare, idle,
     machine::{self, MachineInfo},
@@ -18,7 +19,7 @@ use shardline_bench::{
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "Benchmarks for Shardline: echo load, peer comparison, scaling, idle memory, mailboxes"
+    about = "Benchmarks for Shardline: echo load, peer comparison, scaling, idle memory, mailboxes, IRC fan-out"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +40,10 @@ enum Cmd {
     /// Cross-shard mailbox throughput and wake latency, beside crossbeam-channel and
     /// std mpsc.
     Mailbox(MailboxArgs),
+    /// IRC fan-out: shardline-chat (uring, epoll) against ngircd, burst and paced,
+    /// interleaved over rounds; deliveries/s, server CPU per delivery, latency,
+    /// completeness and order.
+    Chat(ChatArgs),
     /// The Shardline echo server the other subcommands run (prints `listening on
     /// ADDR`, stops on SIGTERM).
     Serve(ServeArgs),
@@ -263,6 +268,86 @@ struct MailboxArgs {
 }
 
 #[derive(Debug, Args)]
+struct ChatArgs {
+    /// Servers, run in this order every round: shardline-uring, shardline-epoll,
+    /// ngircd.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "shardline-uring,shardline-epoll,ngircd",
+        value_parser = chat::ChatServer::parse
+    )]
+    servers: Vec<chat::ChatServer>,
+    /// Load a running IRC server instead (no server CPU accounting).
+    #[arg(long, conflicts_with = "servers")]
+    addr: Option<SocketAddr>,
+    /// shardline-chat shards.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Server CPUs: shard i of shardline-chat on the i-th, ngircd on the first
+    /// (default: the first `shards` CPUs).
+    #[arg(long, value_parser = cpu_list)]
+    server_cpus: Option<CpuList>,
+    /// Client CPUs (default: the CPUs the server leaves free; unpinned if none).
+    #[arg(long, value_parser = cpu_list)]
+    client_cpus: Option<CpuList>,
+    /// Rounds; every server runs once per round (every shape on one process),
+    /// medians are quoted.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Load shapes, in order.
+    #[arg(long, value_delimiter = ',', default_value = "burst,paced")]
+    shapes: Vec<chat::Shape>,
+    /// Rooms (R).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Members per room (S), senders included; clients C = R·S.
+    #[arg(long, default_value_t = 100)]
+    room_size: usize,
+    /// burst: senders per room.
+    #[arg(long, default_value_t = 1)]
+    burst_senders: usize,
+    /// burst: messages per sender.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    /// paced: senders per room.
+    #[arg(long, default_value_t = 10)]
+    paced_senders: usize,
+    /// paced: messages per second per sender.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// paced: how long the senders send, seconds.
+    #[arg(long, default_value = "3", value_parser = secs)]
+    duration: Duration,
+    /// Bytes of message text.
+    #[arg(long, default_value_t = 64)]
+    text_size: usize,
+    /// How long deliveries may take after the last message was due, seconds.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    timeout: Duration,
+    /// The shardline-chat binary (default: target/release/shardline-chat, built
+    /// with cargo if missing).
+    #[arg(long)]
+    chat_exe: Option<PathBuf>,
+    /// A shardline-chat config file (default: a generated one).
+    #[arg(long)]
+    chat_config: Option<PathBuf>,
+    /// The ngircd binary.
+    #[arg(long, default_value = servers::NGIRCD_EXE)]
+    ngircd: PathBuf,
+    /// A run during which other processes used more than this % of one CPU is
+    /// measured again.
+    #[arg(long, default_value_t = 10.0)]
+    max_foreign_pct: f64,
+    /// How many times a noisy run is measured again (the quietest is kept).
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// I/O backend: uring, epoll or auto.
     #[arg(long, default_value = "uring")]
@@ -357,6 +442,48 @@ fn main() -> anyhow::Result<()> {
                     .map_or_else(|| compare::default_pinning(1).0, |c| c.0),
             };
             let out = idle::run(&cfg)?;
+            if let Some(p) = a.json {
+                report::write_json(&p, &out)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Chat(a) => {
+            let (server, client) = chat::default_pinning(a.shards);
+            let explicit = a.chat_exe.is_some();
+            let cfg = chat::ChatConfig {
+                servers: match a.addr {
+                    Some(addr) => vec![chat::ChatServer::External {
+                        name: addr.to_string(),
+                        addr,
+                        pid: None,
+                    }],
+                    None => a.servers,
+                },
+                chat_exe: a.chat_exe.unwrap_or_else(servers::default_chat_exe),
+                build_chat: !explicit,
+                chat_config: a.chat_config,
+                ngircd_exe: a.ngircd,
+                shards: a.shards,
+                server_cpus: a.server_cpus.map_or(server, |c| c.0),
+                client_cpus: a.client_cpus.map_or(client, |c| c.0),
+                rounds: a.rounds,
+                shapes: a.shapes,
+                scenario: chat::Scenario {
+                    rooms: a.rooms,
+                    room_size: a.room_size,
+                    burst_senders: a.burst_senders,
+                    burst_messages: a.messages,
+                    paced_senders: a.paced_senders,
+                    paced_rate: a.rate,
+                    paced_duration_s: a.duration.as_secs_f64(),
+                    text_size: a.text_size,
+                },
+                timeout: a.timeout,
+                max_foreign_pct: a.max_foreign_pct,
+                retries: a.retries,
+            };
+            let out = chat::run(&cfg)?;
             if let Some(p) = a.json {
                 report::write_json(&p, &out)?;
                 println!("wrote {}", p.display());

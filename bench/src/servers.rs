@@ -1,7 +1,7 @@
 //! The servers under test as child processes: Shardline (this binary's `serve`
-//! subcommand) and the peers built in `bench/peers`. Launch one, wait for its
-//! `listening on ADDR` line, read its CPU time, RSS and open fds from /proc, and
-//! kill it.
+//! subcommand), the peers built in `bench/peers`, and for `chat` the
+//! shardline-chat binary and ngircd. Launch one, wait until it serves, read its
+//! CPU time, RSS and open fds from /proc, and kill it.
 //!
 //! A child must never outlive the harness: [`ServerProc`] kills it on drop (errors
 //! and panics included), the child asks the kernel to kill it if the launching
@@ -11,7 +11,7 @@
 use std::{
     fmt,
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -145,6 +145,19 @@ pub struct ServerProc {
     pub pid: u32,
     /// The address it printed.
     pub addr: SocketAddr,
+    /// A directory to remove once the server is gone (its generated config).
+    cleanup: Option<PathBuf>,
+}
+
+/// How [`ServerProc::spawn`] knows that a child serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// It prints `listening on ADDR` on stdout (the address replaces the one given).
+    ListeningLine,
+    /// It prints a stdout line containing this text.
+    StdoutContains(&'static str),
+    /// A TCP connection to the address succeeds (one listener, one process).
+    Connect,
 }
 
 impl ServerProc {
@@ -175,9 +188,23 @@ impl ServerProc {
         if !launch.cpus.is_empty() {
             cmd.arg("--cpus").arg(&cpus);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.stderr(Stdio::inherit());
+        ServerProc::spawn(&spec.name, cmd, addr, Ready::ListeningLine, None)
+    }
+
+    /// Runs `cmd` as a child server named `name` that will serve `addr`, and waits
+    /// until `ready` says it serves. stdin is null and stdout is piped (and drained
+    /// for the child's whole life); stderr is left as the caller set it. The child
+    /// gets PR_SET_PDEATHSIG and is registered with the signal guard; `cleanup` (a
+    /// directory) is removed when the server is dropped.
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        addr: SocketAddr,
+        ready: Ready,
+        cleanup: Option<PathBuf>,
+    ) -> anyhow::Result<ServerProc> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -185,29 +212,52 @@ impl ServerProc {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {spec}: {cmd:?}"))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(dir) = &cleanup {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(e).with_context(|| format!("starting {name}: {cmd:?}"));
+            }
+        };
         let pid = child.id();
         children().push(pid);
         let stdout = child.stdout.take().expect("stdout was piped");
         let mut proc = ServerProc {
             child,
-            name: spec.name.clone(),
+            name: name.to_owned(),
             pid,
             addr,
+            cleanup,
         };
         let (tx, rx) = mpsc::channel();
+        let wanted = ready.clone();
+        let who = name.to_owned();
         // The reader keeps draining stdout after the line so the child never blocks
-        // on a full pipe.
+        // on a full pipe. A server that logs to stdout (`StdoutContains`) has its
+        // warnings and errors passed on to stderr.
         std::thread::Builder::new()
-            .name(format!("{}-stdout", spec.name))
+            .name(format!("{name}-stdout"))
             .spawn(move || {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.trim().strip_prefix("listening on ") {
+                    let hit = match &wanted {
+                        Ready::ListeningLine => line
+                            .trim()
+                            .strip_prefix("listening on ")
+                            .map(|rest| rest.trim().to_owned()),
+                        Ready::StdoutContains(s) => {
+                            if line.contains(" WARN ") || line.contains(" ERROR ") {
+                                eprintln!("{who}: {line}");
+                            }
+                            line.contains(s).then(String::new)
+                        }
+                        Ready::Connect => None,
+                    };
+                    if let Some(hit) = hit {
                         if let Some(tx) = tx.take() {
-                            let _ = tx.send(rest.trim().to_owned());
+                            let _ = tx.send(hit);
                         }
                     }
                 }
@@ -215,6 +265,19 @@ impl ServerProc {
             .context("spawning a stdout reader")?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            if ready == Ready::Connect {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Ok(proc);
+                }
+                if let Some(status) = proc.child.try_wait()? {
+                    bail!("{name} exited ({status}) before listening");
+                }
+                if Instant::now() > deadline {
+                    bail!("{name} did not accept a connection on {addr} within {START_TIMEOUT:?}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(printed) => {
                     if let Ok(a) = printed.parse::<SocketAddr>() {
@@ -224,15 +287,15 @@ impl ServerProc {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Some(status) = proc.child.try_wait()? {
-                        bail!("{spec} exited ({status}) before listening");
+                        bail!("{name} exited ({status}) before listening");
                     }
                     if Instant::now() > deadline {
-                        bail!("{spec} did not print `listening on` within {START_TIMEOUT:?}");
+                        bail!("{name} did not say it serves ({ready:?}) within {START_TIMEOUT:?}");
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = proc.child.wait()?;
-                    bail!("{spec} closed its stdout ({status}) before listening");
+                    bail!("{name} closed its stdout ({status}) before listening");
                 }
             }
         }
@@ -276,6 +339,9 @@ impl Drop for ServerProc {
         }
         let _ = self.child.wait();
         children().retain(|&p| p != self.pid);
+        if let Some(dir) = self.cleanup.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -429,6 +495,208 @@ pub fn resolve_peers(sel: &PeerSelection, dir: &Path) -> (Vec<ServerSpec>, Vec<S
     (specs, notes)
 }
 
+/// Where the Debian package installs ngircd.
+pub const NGIRCD_EXE: &str = "/usr/sbin/ngircd";
+
+/// The workspace root (this crate's manifest directory's parent).
+pub fn workspace_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// `target/release/shardline-chat` in the workspace.
+pub fn default_chat_exe() -> PathBuf {
+    workspace_dir()
+        .join("target")
+        .join("release")
+        .join("shardline-chat")
+}
+
+/// Makes sure `exe` exists: if it is missing and `build` is set, runs `cargo build
+/// --release -p shardline-chat` in the workspace first (and says so). The error
+/// says why the server must be skipped.
+pub fn resolve_chat_exe(exe: &Path, build: bool) -> Result<(), String> {
+    if exe.is_file() {
+        return Ok(());
+    }
+    if !build {
+        return Err(format!("no binary at {}", exe.display()));
+    }
+    let manifest = workspace_dir().join("Cargo.toml");
+    println!(
+        "building shardline-chat: cargo build --release -p shardline-chat --manifest-path {}",
+        manifest.display()
+    );
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "shardline-chat",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env_remove("CARGO_TARGET_DIR")
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status();
+    match status {
+        Ok(s) if s.success() && exe.is_file() => Ok(()),
+        Ok(s) if s.success() => Err(format!(
+            "cargo built shardline-chat but there is still no {}",
+            exe.display()
+        )),
+        Ok(s) => Err(format!("building shardline-chat failed ({s})")),
+        Err(e) => Err(format!("could not run cargo to build shardline-chat ({e})")),
+    }
+}
+
+/// A fresh directory for a child's generated files, removed with the child.
+fn scratch_dir(name: &str, port: u16) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "shardline-bench-{name}-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Starts `exe` (shardline-chat) on a free loopback port with `--shards`, `--io`,
+/// reuseport accept and shard *i* pinned to `cpus[i]` (`--placement cpus=…`;
+/// `--no-pin` when `cpus` is empty), with `config`, or else a file holding
+/// `default_config`. Ready when it logs `server started` (every shard serves).
+pub fn start_shardline_chat(
+    exe: &Path,
+    io: Io,
+    shards: usize,
+    cpus: &[usize],
+    config: Option<&Path>,
+    default_config: &str,
+) -> anyhow::Result<ServerProc> {
+    let name = format!("shardline-chat-{io}");
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir(&name, port)?;
+    let config = match config {
+        Some(c) => c.to_path_buf(),
+        None => {
+            let path = dir.join("chat.toml");
+            std::fs::write(&path, default_config)
+                .with_context(|| format!("writing {}", path.display()))?;
+            path
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("--listen")
+        .arg(addr.to_string())
+        .arg("--shards")
+        .arg(shards.to_string())
+        .arg("--io")
+        .arg(io.to_string())
+        .arg("--accept")
+        .arg("reuseport")
+        .arg("--config")
+        .arg(&config);
+    if cpus.is_empty() {
+        cmd.arg("--no-pin");
+    } else {
+        cmd.arg("--placement")
+            .arg(format!("cpus={}", machine::format_cpus(cpus)));
+    }
+    // Its logs go to stdout; `server started` is logged at info once every shard
+    // serves.
+    cmd.env("RUST_LOG", "info").stderr(Stdio::inherit());
+    ServerProc::spawn(
+        &name,
+        cmd,
+        addr,
+        Ready::StdoutContains("server started"),
+        Some(dir),
+    )
+}
+
+/// ngircd's configuration for a benchmark: loopback `port`, no flood penalty
+/// (`MaxPenaltyTime = 0`), no limit per IP, no DNS/ident/PAM lookups, a MOTD
+/// phrase instead of a file, and no include directory from /etc. It runs as
+/// `uid`/`gid` (ours: no credential change, so PR_SET_PDEATHSIG survives).
+pub fn ngircd_config(port: u16, include_dir: &Path, uid: u32, gid: u32) -> String {
+    format!(
+        "[Global]\n\
+         Name = bench.ngircd.local\n\
+         Info = shardline-bench\n\
+         AdminInfo1 = shardline-bench\n\
+         AdminInfo2 = loopback benchmark\n\
+         AdminEMail = bench@localhost\n\
+         Listen = 127.0.0.1\n\
+         Ports = {port}\n\
+         MotdPhrase = \"shardline-bench\"\n\
+         ServerUID = {uid}\n\
+         ServerGID = {gid}\n\
+         \n\
+         [Limits]\n\
+         MaxConnections = 0\n\
+         MaxConnectionsIP = 0\n\
+         MaxJoins = 0\n\
+         MaxNickLength = 30\n\
+         MaxPenaltyTime = 0\n\
+         PingTimeout = 600\n\
+         PongTimeout = 600\n\
+         \n\
+         [Options]\n\
+         DNS = no\n\
+         Ident = no\n\
+         PAM = no\n\
+         IncludeDir = {}\n",
+        include_dir.display()
+    )
+}
+
+/// Starts ngircd in the foreground (`-n`) with a generated config in a scratch
+/// directory, on a free loopback port, pinned to `cpus` (sched_setaffinity in the
+/// child). Ready when a connection succeeds (one listener, one process).
+pub fn start_ngircd(exe: &Path, cpus: &[usize]) -> anyhow::Result<ServerProc> {
+    if !exe.is_file() {
+        bail!(
+            "no {} (install the Debian package: apt-get install ngircd)",
+            exe.display()
+        );
+    }
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir("ngircd", port)?;
+    let include = dir.join("conf.d");
+    std::fs::create_dir_all(&include)?;
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let conf = dir.join("ngircd.conf");
+    std::fs::write(&conf, ngircd_config(port, &include, uid, gid))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-n").arg("-f").arg(&conf).stderr(Stdio::null());
+    if !cpus.is_empty() {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in cpus {
+            if c >= libc::CPU_SETSIZE as usize {
+                bail!("CPU {c} is out of range");
+            }
+            // SAFETY: c is in bounds (checked above).
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+        // SAFETY: sched_setaffinity is async-signal-safe; `set` is a plain copy.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    ServerProc::spawn("ngircd", cmd, addr, Ready::Connect, Some(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +734,29 @@ mod tests {
             ]))
         );
         assert!("peer-nginx".parse::<PeerSelection>().is_err());
+    }
+
+    #[test]
+    fn ngircd_config_turns_off_what_limits_a_benchmark() {
+        let c = ngircd_config(6668, Path::new("/tmp/x/conf.d"), 0, 0);
+        for line in [
+            "Ports = 6668",
+            "Listen = 127.0.0.1",
+            "MaxPenaltyTime = 0",
+            "MaxConnectionsIP = 0",
+            "DNS = no",
+            "Ident = no",
+            "PAM = no",
+            "IncludeDir = /tmp/x/conf.d",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
+        }
+    }
+
+    #[test]
+    fn a_missing_chat_binary_is_reported_not_built_when_told_not_to() {
+        let err = resolve_chat_exe(Path::new("/nonexistent/shardline-chat"), false).unwrap_err();
+        assert!(err.contains("/nonexistent/shardline-chat"), "{err}");
     }
 
     #[test]
