@@ -1,0 +1,312 @@
+//! A real IRC client library — the `irc` crate from crates.io, without TLS — against
+//! the server: two library clients, on different shards at 4 shards, register, join
+//! a channel, exchange channel and private messages, and quit. Both backends, 1 and
+//! 4 shards. Every wait is bounded by `WAIT`.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{matrix, TestServer, WAIT};
+use futures_util::StreamExt;
+use irc::client::prelude::{Client, Command, Config, Message, Prefix, Response};
+use tokio::{
+    sync::mpsc::{unbounded_channel, UnboundedReceiver},
+    time::{sleep, timeout, Duration},
+};
+
+const CHANNEL: &str = "#library";
+
+/// What a client's stream task forwards: a message, or how the stream ended.
+#[derive(Debug)]
+enum Event {
+    Msg(Box<Message>),
+    Error(String),
+    End,
+}
+
+/// One `irc` crate client; a task drives its stream (which also flushes what the
+/// client sends) and forwards everything it reads.
+struct LibClient {
+    client: Client,
+    events: UnboundedReceiver<Event>,
+    shard: usize,
+    nick: String,
+    label: String,
+}
+
+fn accepted(srv: &TestServer) -> Vec<u64> {
+    let m = srv.metrics();
+    (0..srv.shards)
+        .map(|s| m.snapshot_shard(s).conns_accepted)
+        .collect()
+}
+
+/// Connects a library client (not yet registered) and finds out from the shards'
+/// accept counters which shard took it. Connect one client at a time.
+async fn connect(srv: &TestServer, nick: &str) -> LibClient {
+    let before = accepted(srv);
+    let config = Config {
+        nickname: Some(nick.to_string()),
+        username: Some(nick.to_string()),
+        realname: Some(format!("{nick} via the irc crate")),
+        server: Some(srv.addr.ip().to_string()),
+        port: Some(srv.addr.port()),
+        channels: vec![CHANNEL.to_string()],
+        ..Config::default()
+    };
+    let mut client = timeout(WAIT, Client::from_config(config))
+        .await
+        .unwrap_or_else(|_| panic!("{}: connect timed out", srv.label()))
+        .unwrap_or_else(|e| panic!("{}: connect: {e}", srv.label()));
+    let deadline = Instant::now() + WAIT;
+    let shard = loop {
+        let now = accepted(srv);
+        if let Some(s) = (0..srv.shards).find(|&s| now[s] > before[s]) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no shard accepted",
+            srv.label()
+        );
+        sleep(Duration::from_millis(2)).await;
+    };
+    let mut stream = client.stream().expect("stream taken once");
+    let (tx, events) = unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(m) => Event::Msg(Box::new(m)),
+                Err(e) => Event::Error(e.to_string()),
+            };
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Event::End);
+    });
+    LibClient {
+        client,
+        events,
+        shard,
+        nick: nick.to_string(),
+        label: format!("{} {nick}", srv.label()),
+    }
+}
+
+/// Connects until a client lands on a shard other than `not` (any shard at 1 shard).
+async fn connect_elsewhere(srv: &TestServer, nick: &str, not: usize) -> LibClient {
+    for _ in 0..500 {
+        let c = connect(srv, nick).await;
+        if srv.shards == 1 || c.shard != not {
+            return c;
+        }
+    }
+    panic!("{}: no connection landed off shard {not}", srv.label());
+}
+
+impl LibClient {
+    /// Reads until a message matches `pred`; returns it and what came before.
+    async fn until(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Message) -> bool,
+    ) -> (Message, Vec<Message>) {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Event::Msg(m))) if pred(&m) => return (*m, seen),
+                Ok(Some(Event::Msg(m))) => seen.push(*m),
+                Ok(Some(Event::Error(e))) => panic!(
+                    "{}: stream error {e} waiting for {what}; seen: {seen:?}",
+                    self.label
+                ),
+                Ok(Some(Event::End) | None) => panic!(
+                    "{}: connection closed waiting for {what}; seen: {seen:?}",
+                    self.label
+                ),
+                Err(_) => panic!(
+                    "{}: timed out waiting for {what}; seen: {seen:?}",
+                    self.label
+                ),
+            }
+        }
+    }
+
+    /// Reads until the stream ends (the server closed the connection); returns what
+    /// came before.
+    async fn until_end(&mut self) -> Vec<Message> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Event::Msg(m))) => seen.push(*m),
+                Ok(Some(Event::Error(_) | Event::End) | None) => return seen,
+                Err(_) => panic!("{}: connection not closed; seen: {seen:?}", self.label),
+            }
+        }
+    }
+
+    /// Sends the library's registration (CAP END, NICK, USER) and waits for the
+    /// welcome and for the JOIN of the library's autojoin (sent at end of MOTD).
+    async fn register_and_autojoin(&mut self) {
+        self.client.identify().expect("identify");
+        let (welcome, _) = self
+            .until("001", |m| {
+                matches!(m.command, Command::Response(Response::RPL_WELCOME, _))
+            })
+            .await;
+        assert_eq!(
+            welcome.prefix,
+            Some(Prefix::ServerName("irc.test".into())),
+            "{}",
+            self.label
+        );
+        assert_eq!(self.client.current_nickname(), self.nick);
+        let nick = self.nick.clone();
+        let (join, _) = self
+            .until("own JOIN", |m| {
+                matches!(&m.command, Command::JOIN(c, _, _) if c == CHANNEL)
+                    && m.source_nickname() == Some(nick.as_str())
+            })
+            .await;
+        assert_eq!(join.prefix, Some(user_prefix(&nick)), "{}", self.label);
+        self.until("366", |m| {
+            matches!(m.command, Command::Response(Response::RPL_ENDOFNAMES, _))
+        })
+        .await;
+    }
+
+    /// The nicks the library tracks as members of `CHANNEL`.
+    fn members(&self) -> Vec<String> {
+        let mut nicks: Vec<String> = self
+            .client
+            .list_users(CHANNEL)
+            .unwrap_or_default()
+            .iter()
+            .map(|u| u.get_nickname().to_string())
+            .collect();
+        nicks.sort();
+        nicks
+    }
+}
+
+/// The source the server gives a client registered with username `nick`.
+fn user_prefix(nick: &str) -> Prefix {
+    Prefix::Nickname(nick.into(), format!("~{nick}"), "127.0.0.1".into())
+}
+
+fn is_privmsg(m: &Message) -> bool {
+    matches!(m.command, Command::PRIVMSG(..))
+}
+
+async fn session(srv: &TestServer) {
+    let mut alice = connect(srv, "alice").await;
+    let mut bob = connect_elsewhere(srv, "bob", alice.shard).await;
+    if srv.shards > 1 {
+        assert_ne!(alice.shard, bob.shard, "{}", srv.label());
+    }
+
+    // Alice registers and joins first, so she sees Bob's JOIN and he sees her in
+    // NAMES; the library tracks both in its channel list.
+    alice.register_and_autojoin().await;
+    bob.register_and_autojoin().await;
+    let (join, _) = alice
+        .until("bob's JOIN", |m| matches!(m.command, Command::JOIN(..)))
+        .await;
+    assert_eq!(join.prefix, Some(user_prefix("bob")), "{}", srv.label());
+    assert_eq!(alice.members(), ["alice", "bob"], "{}", srv.label());
+    assert_eq!(bob.members(), ["alice", "bob"], "{}", srv.label());
+
+    // Channel messages both ways, across shards.
+    alice
+        .client
+        .send_privmsg(CHANNEL, "hello from alice")
+        .expect("send");
+    let (m, _) = bob.until("alice's PRIVMSG", is_privmsg).await;
+    assert_eq!(m.prefix, Some(user_prefix("alice")), "{}", srv.label());
+    assert_eq!(
+        m.command,
+        Command::PRIVMSG(CHANNEL.into(), "hello from alice".into())
+    );
+    assert_eq!(m.response_target(), Some(CHANNEL));
+    bob.client
+        .send_privmsg(CHANNEL, "hi alice, bob here: ünïcode too")
+        .expect("send");
+    let (m, _) = alice.until("bob's PRIVMSG", is_privmsg).await;
+    assert_eq!(m.prefix, Some(user_prefix("bob")), "{}", srv.label());
+    assert_eq!(
+        m.command,
+        Command::PRIVMSG(CHANNEL.into(), "hi alice, bob here: ünïcode too".into())
+    );
+
+    // A private message and a notice, nick to nick.
+    bob.client
+        .send_privmsg("Alice", "just between us")
+        .expect("send");
+    let (m, _) = alice.until("bob's private PRIVMSG", is_privmsg).await;
+    assert_eq!(m.prefix, Some(user_prefix("bob")));
+    assert_eq!(
+        m.command,
+        Command::PRIVMSG("Alice".into(), "just between us".into())
+    );
+    // The library answers a private message to the sender's nick.
+    assert_eq!(m.response_target(), Some("bob"));
+    alice.client.send_notice("bob", "noted").expect("send");
+    let (m, _) = bob
+        .until("alice's NOTICE", |m| {
+            matches!(m.command, Command::NOTICE(..))
+        })
+        .await;
+    assert_eq!(m.prefix, Some(user_prefix("alice")));
+    assert_eq!(m.command, Command::NOTICE("bob".into(), "noted".into()));
+
+    // Alice quits: Bob sees the QUIT with her reason, after her last message; she
+    // gets ERROR and the connection closes.
+    alice
+        .client
+        .send_privmsg(CHANNEL, "last words")
+        .expect("send");
+    alice.client.send_quit("see you").expect("send");
+    let (m, _) = bob
+        .until("alice's last PRIVMSG", |m| {
+            is_privmsg(m) || matches!(m.command, Command::QUIT(_))
+        })
+        .await;
+    assert_eq!(
+        m.command,
+        Command::PRIVMSG(CHANNEL.into(), "last words".into()),
+        "{}: the message comes before the QUIT",
+        srv.label()
+    );
+    let (quit, _) = bob
+        .until("alice's QUIT", |m| matches!(m.command, Command::QUIT(_)))
+        .await;
+    assert_eq!(quit.prefix, Some(user_prefix("alice")), "{}", srv.label());
+    assert_eq!(quit.command, Command::QUIT(Some("Quit: see you".into())));
+    let rest = alice.until_end().await;
+    assert!(
+        rest.iter().any(|m| matches!(m.command, Command::ERROR(_))),
+        "{}: no ERROR before close: {rest:?}",
+        srv.label()
+    );
+    assert_eq!(bob.members(), ["bob"], "{}", srv.label());
+
+    bob.client.send_quit("done").expect("send");
+    bob.until_end().await;
+}
+
+#[test]
+fn irc_crate_clients_chat_across_shards() {
+    for (io, shards) in matrix() {
+        let srv = TestServer::start(io, shards);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(session(&srv));
+        srv.stop();
+    }
+}
