@@ -54,6 +54,8 @@ const DOORBELL: u8 = 6;
 const WATCH: u8 = 7;
 /// `IORING_RECVSEND_POLL_FIRST` (sqe->ioprio of a recv or send).
 const RECVSEND_POLL_FIRST: u16 = 1;
+/// `IORING_ENTER_GETEVENTS`: reap (and, with DEFER_TASKRUN, run task work).
+const ENTER_GETEVENTS: u32 = 1;
 /// Byte offset of `optlen` in an SQE (the union at 44 with `file_index`,
 /// `splice_fd_in`, `addr_len`). For a multishot recv it is the total the request may
 /// receive before it ends itself (`IORING_RECV_MSHOT_LIM`, Linux 6.16+); older
@@ -846,6 +848,22 @@ impl Driver for UringDriver {
         let result = match timeout {
             _ if busy && self.ring.submission().is_empty() => return Ok(enters),
             _ if busy => self.ring.submit(),
+            // Not waiting (the shard stopped at a budget with work left): submit and
+            // run deferred completions without the EXT_ARG timeout setup, which for
+            // a zero timeout arms a timer and returns ETIME.
+            Some(t) if t.is_zero() => {
+                let to_submit = self.ring.submission().len() as u32;
+                // SAFETY: no argument pointer; GETEVENTS with min_complete 0 only
+                // runs pending task work and returns.
+                unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        to_submit,
+                        0,
+                        ENTER_GETEVENTS,
+                        None,
+                    )
+                }
+            }
             Some(t) => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
