@@ -204,6 +204,7 @@ pub(super) fn accepted<H: Handler>(
     }
     core.to_register.push(id);
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    debug!(shard = core.shard.0, conn = %id, %peer, "connection accepted");
     guarded(core, mail, Some(id), |ctx| handler.on_accept(ctx, id, peer));
     if core.shutting_down {
         // Accepted after shutdown began (queued in the backlog, or a late
