@@ -350,7 +350,8 @@ pub fn plot(out: &ScaleOutput, path: &Path) -> anyhow::Result<()> {
                 .margin(15)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(x_range.clone(), 0.0..ymax)?;
+                // Headroom above the data: the legend goes there, never over a line.
+                .build_cartesian_2d(x_range.clone(), 0.0..ymax * 1.5)?;
             chart
                 .configure_mesh()
                 .x_desc("shards")
@@ -382,7 +383,7 @@ pub fn plot(out: &ScaleOutput, path: &Path) -> anyhow::Result<()> {
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
+                .position(SeriesLabelPosition::UpperMiddle)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .draw()?;
