@@ -8,6 +8,9 @@
 //! socket: reads, writes, connects and closes are done by the framework, identically
 //! on both backends.
 //!
+//! [`admin`] serves the shards' counters (and the application's) to Prometheus on
+//! an admin HTTP port: [`ServerBuilder::admin`].
+//!
 //! ```no_run
 //! use shardline::{ConnId, Ctx, Handler, Io, Server};
 //!
@@ -31,6 +34,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod accept;
+pub mod admin;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod error;
@@ -41,10 +45,11 @@ mod server;
 mod shard;
 
 pub use accept::{AcceptMode, Balance};
+pub use admin::{AdminConfig, AdminServer, PromWriter};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
-pub use metrics::{Metrics, ShardMetrics, ShardMetricsSnapshot};
+pub use metrics::{Counter, Metrics, ShardMetrics, ShardMetricsSnapshot};
 pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
 pub use shard::mailbox::Full;
 

@@ -16,28 +16,52 @@ use crossbeam_utils::CachePadded;
 
 use crate::shard::mailbox::MailboxSnapshot;
 
-/// One single-writer counter.
+/// One single-writer counter on its own cache line: written by one thread (its
+/// shard) with a plain load and store, read by any thread. Applications use it for
+/// their own per-shard counters (e.g. for the admin endpoint's `/metrics`).
+///
+/// Only one thread may write a given counter: two writers would lose updates (no
+/// undefined behaviour, just wrong counts). Readers see each counter's latest value
+/// but no consistent snapshot across counters.
 #[derive(Default)]
-pub(crate) struct Counter(CachePadded<AtomicU64>);
+pub struct Counter(CachePadded<AtomicU64>);
 
 impl Counter {
-    /// Adds `n`. Only the owning shard calls this.
+    /// A counter at zero.
+    pub fn new() -> Counter {
+        Counter::default()
+    }
+
+    /// Adds `n`. Only the owning thread calls this.
     #[inline]
-    pub(crate) fn add(&self, n: u64) {
+    pub fn add(&self, n: u64) {
         let v = self.0.load(Ordering::Relaxed);
         self.0.store(v.wrapping_add(n), Ordering::Relaxed);
     }
 
-    /// Subtracts `n` (for gauges). Only the owning shard calls this.
+    /// Subtracts `n` (for gauges). Only the owning thread calls this.
     #[inline]
-    pub(crate) fn sub(&self, n: u64) {
+    pub fn sub(&self, n: u64) {
         let v = self.0.load(Ordering::Relaxed);
         self.0.store(v.wrapping_sub(n), Ordering::Relaxed);
     }
 
+    /// Sets the value (for gauges). Only the owning thread calls this.
     #[inline]
-    pub(crate) fn get(&self) -> u64 {
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    /// The current value; any thread.
+    #[inline]
+    pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
     }
 }
 

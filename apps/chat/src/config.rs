@@ -7,6 +7,7 @@
 //! network = "ExampleNet"
 //! listen = ["127.0.0.1:6667"]
 //! motd = "Welcome!\nBe nice."      # or motd_file = "/etc/shardline/motd.txt"
+//! admin_listen = "127.0.0.1:9100"  # Prometheus /metrics; off unless set
 //!
 //! [limits]
 //! nicklen = 30
@@ -100,6 +101,9 @@ pub struct ServerSection {
     pub motd: Option<String>,
     /// Message of the day from a file (read at startup); `motd` wins if both are set.
     pub motd_file: Option<String>,
+    /// Where to serve Prometheus `/metrics` and `/healthz` over HTTP (off when
+    /// unset); `--admin` on the command line sets it.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSection {
@@ -110,6 +114,7 @@ impl Default for ServerSection {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 6667))],
             motd: None,
             motd_file: None,
+            admin_listen: None,
         }
     }
 }
@@ -357,6 +362,13 @@ mod tests {
         assert_eq!(c.server.name, "irc.test");
         assert_eq!(c.motd_lines(), Some(vec!["a".into(), "b".into()]));
         assert_eq!(c.limits.ping_interval(), Duration::from_secs(5));
+        assert_eq!(c.server.admin_listen, None);
+        let c = Config::from_toml("[server]\nadmin_listen = \"127.0.0.1:9100\"\n").expect("valid");
+        assert_eq!(
+            c.server.admin_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        assert!(Config::from_toml("[server]\nadmin_listen = \"nowhere\"\n").is_err());
     }
 
     #[test]

@@ -62,7 +62,9 @@ impl ChatShard {
                     .filter(|c| to.shard == self.me && c.alive && c.registered)
                 {
                     let mut r = Renderer::new(&out);
-                    let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
+                    if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                        self.stats.deliveries.add(1);
+                    }
                     if let (true, Some(text)) = (notify_away, &c.away) {
                         let nick = c.nick_or_star().to_string();
                         away = Some(Numeric::new(RPL_AWAY, [nick, text.clone()]));
@@ -140,7 +142,9 @@ impl ChatShard {
                 {
                     continue;
                 }
-                let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
+                if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                    self.stats.deliveries.add(1);
+                }
             }
         }
         if let Membership::Remove(who) = d.change.filter_shard(self.me) {
@@ -171,7 +175,9 @@ impl ChatShard {
         let mut r = Renderer::new(&n.out);
         for id in ids {
             if let Some(c) = self.clients.get(&id).filter(|c| c.alive) {
-                let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
+                if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                    self.stats.deliveries.add(1);
+                }
             }
         }
     }

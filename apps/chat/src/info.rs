@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::{clock, config::Config};
+use crate::{clock, config::Config, stats::ChatStats};
 
 /// Mode changes with a parameter one MODE command may make (`MODES`).
 pub const MAX_MODES: usize = 4;
@@ -25,6 +25,8 @@ pub struct ServerInfo {
     pub motd: Option<Vec<String>>,
     /// When the server started, for STATS u.
     pub started: Instant,
+    /// Every shard's counters, for the admin endpoint.
+    pub stats: ChatStats,
 }
 
 impl ServerInfo {
@@ -57,6 +59,7 @@ impl ServerInfo {
             isupport,
             motd,
             started: Instant::now(),
+            stats: ChatStats::new(),
             config,
         }
     }

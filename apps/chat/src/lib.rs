@@ -104,6 +104,14 @@
 //! buffered), and a client that piles up more than `max_backlog_bytes` meanwhile is
 //! disconnected ("Excess Flood"). Off with `[flood] enabled = false`.
 //!
+//! # Metrics
+//!
+//! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
+//! Prometheus `/metrics`: the framework's per-shard counters (connections, bytes,
+//! mailboxes) and this crate's ([`stats`]: users, channels owned, commands in,
+//! lines delivered, cross-shard mail by kind), each per shard and kept by that
+//! shard alone.
+//!
 //! # Must never
 //!
 //! Block, panic on client input, copy a channel message per member, or trust a
@@ -128,6 +136,7 @@ mod owner;
 mod queries;
 pub mod reply;
 mod shard;
+pub mod stats;
 pub mod view;
 
 use std::sync::Arc;
@@ -135,7 +144,7 @@ use std::sync::Arc;
 pub use config::Config;
 pub use info::ServerInfo;
 pub use shard::ChatShard;
-use shardline::{Limits, Server, ServerBuilder};
+use shardline::{AdminConfig, Limits, Server, ServerBuilder};
 
 /// The framework limits that follow from `config`: the send queue limit is the
 /// IRC SendQ.
@@ -149,12 +158,21 @@ pub fn framework_limits(config: &Config) -> Limits {
     }
 }
 
-/// Applies `config`'s limits to `builder` and builds the chat server. Listen
-/// addresses, shards, backend and accept mode are the builder's.
+/// Applies `config`'s limits to `builder` and builds the chat server, with the
+/// admin endpoint (`/metrics`: the framework's counters and [`stats`]) if
+/// `server.admin_listen` is set. Listen addresses, shards, backend and accept mode
+/// are the builder's.
 pub fn build(builder: ServerBuilder, config: Config) -> Result<Server, shardline::Error> {
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
     let info = Arc::new(ServerInfo::new(config));
+    let builder = match info.config.server.admin_listen {
+        Some(addr) => {
+            let shared = info.clone();
+            builder.admin(AdminConfig::new(addr).render(move |w| shared.stats.render(w)))
+        }
+        None => builder,
+    };
     builder
         .limits(limits)
         .mailbox_capacity(mailbox)

@@ -23,6 +23,10 @@ struct Args {
     /// Configuration file (TOML): server name, MOTD, limits.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve Prometheus /metrics and /healthz over HTTP on this address (replaces
+    /// the config's server.admin_listen). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -35,10 +39,13 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if let Some(addr) = args.admin {
+        config.server.admin_listen = Some(addr);
+    }
     let listen = if args.listen.is_empty() {
         config.server.listen.clone()
     } else {
@@ -53,11 +60,12 @@ fn main() -> anyhow::Result<()> {
         builder = builder.listen(*addr);
     }
     let name = config.server.name.clone();
+    let admin = config.server.admin_listen;
     let server = shardline_chat::build(builder, config).context("configuring server")?;
     if args.server.print_plan_if_asked(&server)? {
         return Ok(());
     }
-    info!(server = %name, addrs = ?listen, "shardline-chat starting");
+    info!(server = %name, addrs = ?listen, admin = ?admin, "shardline-chat starting");
     server.run().context("running chat server")?;
     info!("shardline-chat stopped");
     Ok(())

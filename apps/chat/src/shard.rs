@@ -25,6 +25,7 @@ use crate::{
     message::MAX_LINE,
     outbox::Outbox,
     reply::{line, write_numeric},
+    stats::ShardStats,
     view::LocalChan,
 };
 
@@ -58,12 +59,15 @@ pub struct ChatShard {
     pub(crate) command_counts: Vec<u64>,
     /// The most users a LUSERS gathered on this shard has seen server-wide.
     pub(crate) peak_users: u64,
+    /// This shard's counters for `/metrics` (only this shard writes them).
+    pub(crate) stats: Arc<ShardStats>,
 }
 
 impl ChatShard {
     /// The handler for shard `id`; sized for the shard count in `on_start`.
     pub fn new(info: Arc<ServerInfo>, id: ShardId) -> ChatShard {
         ChatShard {
+            stats: info.stats.add_shard(id.0),
             info,
             me: id.0,
             shards: 1,
@@ -112,6 +116,11 @@ impl ChatShard {
         to: usize,
         req: Request,
     ) -> bool {
+        if matches!(req, Request::Registered { .. }) {
+            // Sent exactly once per client, right after registration completes.
+            self.stats.registrations.add(1);
+            self.stats.users.add(1);
+        }
         if !self.outbox.has_room(to) {
             let waiting = self.outbox.waiting(to);
             warn!(
@@ -171,6 +180,7 @@ impl ChatShard {
                 None => break,
                 Some(Frame::TooLong) => {
                     self.numeric(ctx, id, 417, &["Input line was too long"]);
+                    self.stats.commands.add(1);
                 }
                 Some(Frame::Line(r)) => {
                     let raw = &buf[line_start + r.start..line_start + r.end];
@@ -179,6 +189,12 @@ impl ChatShard {
                             .get(..4)
                             .is_some_and(|w| w.eq_ignore_ascii_case(b"PONG"));
                     let flow = self.handle_line(ctx, id, raw);
+                    if flow != Flow::Retry {
+                        // Counted after it ran and before its replies are written
+                        // (at the end of the loop turn), so a client that saw them
+                        // sees it counted.
+                        self.stats.commands.add(1);
+                    }
                     if !free && flow != Flow::Retry {
                         // A retried line is charged when it finally runs.
                         if let Some(c) = self.clients.get_mut(&id) {
@@ -304,6 +320,10 @@ impl ChatShard {
     /// Forgets client `id` locally (clients map, fan-out index, timer).
     fn remove_client(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Option<Client> {
         let mut c = self.clients.remove(&id)?;
+        if c.registered {
+            self.stats.users.sub(1);
+        }
+        self.stats.clients.set(self.clients.len() as u64);
         for t in [c.timer.take(), c.flood_timer.take()].into_iter().flatten() {
             ctx.cancel_timer(t);
         }
@@ -418,6 +438,7 @@ impl Handler for ChatShard {
         c.timer = Some(ctx.set_timer(self.info.config.limits.registration_timeout(), id));
         self.clients.insert(id, c);
         self.by_conn.insert(conn, id);
+        self.stats.clients.set(self.clients.len() as u64);
         if self.info.config.limits.max_connections_per_ip > 0 {
             // Counted at the address's owner shard, since accepting spreads one
             // address over every shard; its commands wait for the verdict.
@@ -482,12 +503,15 @@ impl Handler for ChatShard {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatMsg>, _from: ShardId, msg: ChatMsg) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatMsg>, from: ShardId, msg: ChatMsg) {
+        self.count_mail(from.0, &msg);
         // Once shutting down every connection is closing and takes no more output,
         // and nobody waits for replies or acks: answering would only keep other
         // shards' loops busy while they try to stop.
         if !self.shutting_down {
             self.on_mail(ctx, msg);
+            // Only mail changes the channels an owner holds.
+            self.stats.channels.set(self.owner.channel_count() as u64);
         } else {
             // Workaround: the shard loop only stops on a turn that took no mail,
             // and after a turn that did it sleeps until the next timer — without

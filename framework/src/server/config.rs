@@ -5,6 +5,7 @@ use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 use super::{make_mail, Server};
 use crate::{
     accept::AcceptMode,
+    admin::AdminConfig,
     error::Error,
     handler::{Handler, ShardId},
     numa::Placement,
@@ -117,6 +118,7 @@ pub struct ServerBuilder {
     pub(crate) placement: Placement,
     pub(crate) oversubscribe: bool,
     pub(crate) mailbox_capacity: usize,
+    pub(crate) admin: Option<AdminConfig>,
 }
 
 impl Default for ServerBuilder {
@@ -140,6 +142,7 @@ impl Default for ServerBuilder {
             placement: Placement::Compact,
             oversubscribe: false,
             mailbox_capacity: 1024,
+            admin: None,
         }
     }
 }
@@ -258,6 +261,16 @@ impl ServerBuilder {
     /// Default 1024. Memory is allocated up front: shards² × capacity messages.
     pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
         self.mailbox_capacity = capacity;
+        self
+    }
+
+    /// Serves Prometheus metrics (every shard's counters, then what `admin`
+    /// renders) and a health check on an admin HTTP listener, on its own thread,
+    /// from before the shards start until they have all stopped. A bind failure is
+    /// a startup error. See [`crate::admin`]; the bound address is
+    /// [`RunningServer::admin_addr`](crate::RunningServer::admin_addr).
+    pub fn admin(mut self, admin: AdminConfig) -> Self {
+        self.admin = Some(admin);
         self
     }
 

@@ -193,6 +193,18 @@ impl Server {
         );
         let shutdown = ShutdownHandle::new(doorbells.clone(), participants, handoff.is_some());
         let metrics = Metrics::new(shards, Some(mail.stats));
+        // Started before the shards (a bind failure stops nothing), and stopped by
+        // being dropped: on an early return below, or after `join`.
+        let admin = match self.config.admin.clone() {
+            Some(a) => {
+                let addr = a.addr();
+                Some(
+                    a.start(Some(metrics.clone()))
+                        .map_err(|source| Error::Bind { addr, source })?,
+                )
+            }
+            None => None,
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(shards);
         debug!(plan = %plan.table(), "placement");
@@ -298,6 +310,7 @@ impl Server {
             shutdown,
             metrics,
             threads,
+            admin,
         })
     }
 }

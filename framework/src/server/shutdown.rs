@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{config::Backend, join_all};
-use crate::{error::Error, metrics::Metrics, shard::doorbell::Doorbell};
+use crate::{admin::AdminServer, error::Error, metrics::Metrics, shard::doorbell::Doorbell};
 
 #[derive(Debug)]
 pub(super) struct ShutdownInner {
@@ -102,6 +102,7 @@ pub struct RunningServer {
     pub(super) shutdown: ShutdownHandle,
     pub(super) metrics: Metrics,
     pub(super) threads: Vec<JoinHandle<Result<(), Error>>>,
+    pub(super) admin: Option<AdminServer>,
 }
 
 impl RunningServer {
@@ -113,6 +114,12 @@ impl RunningServer {
     /// The backend the shards were asked to run (each shard logs what it got).
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Where the admin endpoint listens (port 0 resolved), if one was configured
+    /// with [`ServerBuilder::admin`](crate::ServerBuilder::admin).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// A handle that stops the server.
@@ -134,6 +141,9 @@ impl RunningServer {
     /// Waits for every shard to stop (after a shutdown request, or an error in a
     /// shard, which stops the others too).
     pub fn join(self) -> Result<(), Error> {
-        join_all(self.threads)
+        let result = join_all(self.threads);
+        // The admin endpoint serves until every shard has stopped.
+        drop(self.admin);
+        result
     }
 }

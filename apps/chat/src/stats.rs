@@ -1,0 +1,157 @@
+//! Per-shard chat counters, for the admin endpoint's `/metrics` (`[server]
+//! admin_listen`, `--admin`).
+//!
+//! Each shard writes only its own [`ShardStats`] (Shardline's single-writer
+//! [`Counter`]s: a plain load and store, each on its own cache line), and the admin
+//! thread reads them all. They are kept where the shard's state changes: commands in
+//! the input pump, users where registration is announced to the nick's owner and
+//! where a client is forgotten, channels after each piece of mail (only mail changes
+//! what an owner holds), deliveries where `deliver.rs` queues each line, and
+//! cross-shard mail as it arrives. This module must never make a shard wait for a
+//! reader, or count on another shard's behalf.
+//!
+//! Bytes in and out, connections and the mailboxes' own counts are the framework's
+//! (`shardline_*`, same `shard` label).
+
+use std::sync::{Arc, Mutex};
+
+use shardline::{Counter, PromWriter};
+
+use crate::{mail::ChatMsg, shard::ChatShard};
+
+/// The kinds of cross-shard mail, as labelled in
+/// `shardline_chat_mail_received_total`.
+const MAIL_KINDS: [&str; 7] = [
+    "request", "reply", "channel", "private", "notify", "notice", "acks",
+];
+
+fn mail_kind(msg: &ChatMsg) -> usize {
+    match msg {
+        ChatMsg::Request { .. } => 0,
+        ChatMsg::Reply { .. } => 1,
+        ChatMsg::Chan(_) => 2,
+        ChatMsg::Private { .. } => 3,
+        ChatMsg::Notify { .. } => 4,
+        ChatMsg::Notice(_) => 5,
+        ChatMsg::Acks(_) => 6,
+    }
+}
+
+/// One shard's counters; only that shard writes them.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Lines received from this shard's clients and handled (every command,
+    /// including unknown and malformed ones).
+    pub commands: Counter,
+    /// Event lines queued to this shard's clients: channel events (messages,
+    /// JOIN, PART, KICK, TOPIC, MODE, INVITE), private messages, NICK and QUIT.
+    pub deliveries: Counter,
+    /// Clients that completed registration here.
+    pub registrations: Counter,
+    /// Gauge: registered clients on this shard.
+    pub users: Counter,
+    /// Gauge: clients on this shard, registered or not (including ones leaving).
+    pub clients: Counter,
+    /// Gauge: channels this shard owns.
+    pub channels: Counter,
+    /// Chat messages taken from other shards' mail, by kind ([`MAIL_KINDS`]).
+    mail_received: [Counter; MAIL_KINDS.len()],
+}
+
+/// Every shard's counters, shared by the shards and the admin endpoint. Each
+/// shard adds its own when its handler is made (on its thread, before the server
+/// reports it started) and keeps an `Arc` to it, so the lock is only taken at
+/// startup and by the admin thread, never on a shard's hot path.
+#[derive(Debug, Default)]
+pub struct ChatStats {
+    shards: Mutex<Vec<(usize, Arc<ShardStats>)>>,
+}
+
+impl ChatStats {
+    /// No shards yet.
+    pub fn new() -> ChatStats {
+        ChatStats::default()
+    }
+
+    /// New counters for shard `i` (replacing any it had), shared with the admin
+    /// endpoint.
+    pub fn add_shard(&self, i: usize) -> Arc<ShardStats> {
+        let stats = Arc::new(ShardStats::default());
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        shards.retain(|(id, _)| *id != i);
+        shards.push((i, stats.clone()));
+        shards.sort_by_key(|(id, _)| *id);
+        stats
+    }
+
+    /// Writes every shard's counters, labelled `shard` (what `/metrics` shows after
+    /// the framework's).
+    pub fn render(&self, w: &mut PromWriter) {
+        let shards = self
+            .shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (i, s) in shards {
+            let shard = i.to_string();
+            let l = [("shard", shard.as_str())];
+            // Gauges kept with add/sub read as signed, so a bookkeeping slip would
+            // show as a negative number rather than as 2^64.
+            w.gauge(
+                "shardline_chat_users",
+                "Registered clients connected to this shard.",
+                &l,
+                s.users.get() as i64,
+            );
+            w.gauge(
+                "shardline_chat_clients",
+                "Clients connected to this shard, registered or not.",
+                &l,
+                s.clients.get(),
+            );
+            w.gauge(
+                "shardline_chat_channels",
+                "Channels this shard owns.",
+                &l,
+                s.channels.get(),
+            );
+            w.counter(
+                "shardline_chat_registrations_total",
+                "Clients that completed registration on this shard.",
+                &l,
+                s.registrations.get(),
+            );
+            w.counter(
+                "shardline_chat_commands_total",
+                "Lines received from this shard's clients and handled (messages in).",
+                &l,
+                s.commands.get(),
+            );
+            w.counter(
+                "shardline_chat_deliveries_total",
+                "Event lines (channel events, private messages, NICK, QUIT) queued to this \
+                 shard's clients (messages out).",
+                &l,
+                s.deliveries.get(),
+            );
+            for (k, kind) in MAIL_KINDS.iter().enumerate() {
+                w.counter(
+                    "shardline_chat_mail_received_total",
+                    "Chat messages this shard took from other shards' mail, by kind.",
+                    &[("shard", shard.as_str()), ("kind", kind)],
+                    s.mail_received[k].get(),
+                );
+            }
+        }
+    }
+}
+
+impl ChatShard {
+    /// Counts mail from shard `from` (deliveries are counted where they are queued,
+    /// in `deliver.rs`).
+    pub(crate) fn count_mail(&self, from: usize, msg: &ChatMsg) {
+        if from != self.me {
+            self.stats.mail_received[mail_kind(msg)].add(1);
+        }
+    }
+}
