@@ -1,0 +1,606 @@
+//! Configuration: the TOML file (`--config proxy.toml`), the zero-config quick start
+//! (`--listen … --backend …`), and their validation into [`Config`], where every
+//! pool a listener or route names has been resolved to an index.
+//!
+//! ```toml
+//! [[listener]]
+//! address = "127.0.0.1:8080"
+//! mode = "http"            # or "tcp"
+//! pool = "web"             # tcp: required; http: used when no route matches
+//!
+//! [[listener.route]]
+//! host = "api.example.com" # optional; any host if absent
+//! path_prefix = "/v1/"     # optional; "/" if absent
+//! pool = "api"
+//!
+//! [pool.web]
+//! backends = [{ address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" }]
+//! ```
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, str::FromStr};
+
+use serde::Deserialize;
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Layer 4: bytes relayed both ways to one backend per connection.
+    Tcp,
+    /// HTTP/1.1 reverse proxy: per request routing, keep-alive pools.
+    Http,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Mode::Tcp),
+            "http" => Ok(Mode::Http),
+            other => Err(format!("unknown mode {other:?} (expected tcp or http)")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Tcp => "tcp",
+            Mode::Http => "http",
+        })
+    }
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalanceKind {
+    /// Each backend in turn (weights are not used yet).
+    #[default]
+    RoundRobin,
+}
+
+/// A configuration that cannot be used, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The configuration has no `[[listener]]`.
+    #[error("no listener: add a [[listener]] with an address and a mode (or use --listen)")]
+    NoListener,
+    /// A listener, route or default names a pool that is not defined.
+    #[error("{what} uses pool {pool:?}, which is not defined (add [pool.{pool}])")]
+    UnknownPool {
+        /// Which listener or route.
+        what: String,
+        /// The missing name.
+        pool: String,
+    },
+    /// A pool has no backends.
+    #[error("pool {0:?} has no backends")]
+    EmptyPool(String),
+    /// A backend's weight is 0.
+    #[error("pool {pool:?}: backend {address} has weight 0 (weights start at 1)")]
+    ZeroWeight {
+        /// The pool.
+        pool: String,
+        /// The backend.
+        address: SocketAddr,
+    },
+    /// A TCP listener without a pool.
+    #[error("tcp listener {0} needs a pool")]
+    TcpWithoutPool(SocketAddr),
+    /// Routes on a TCP listener (they only mean something for HTTP).
+    #[error("tcp listener {0} has routes; routes are for http listeners")]
+    TcpWithRoutes(SocketAddr),
+    /// An HTTP listener that can route nothing.
+    #[error("http listener {0} has neither a pool nor routes")]
+    HttpWithoutPool(SocketAddr),
+    /// A route's path prefix does not start with '/'.
+    #[error("listener {listener}: route path_prefix {prefix:?} must start with '/'")]
+    BadPrefix {
+        /// The listener.
+        listener: SocketAddr,
+        /// The prefix given.
+        prefix: String,
+    },
+    /// Two listeners on one address.
+    #[error("two listeners on {0}")]
+    DuplicateListener(SocketAddr),
+    /// A limit or timeout out of range.
+    #[error("{0}")]
+    BadLimit(String),
+    /// The quick start was given no backend.
+    #[error("no backend: give --backend ADDR (repeatable) or --config FILE")]
+    NoBackend,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, rename = "listener")]
+    listeners: Vec<RawListener>,
+    #[serde(default, rename = "pool")]
+    pools: BTreeMap<String, RawPool>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    limits: ProxyLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: SocketAddr,
+    mode: Mode,
+    pool: Option<String>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    pool: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    backends: Vec<Backend>,
+    #[serde(default)]
+    balance: BalanceKind,
+}
+
+/// One upstream server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Relative share of the traffic (used by weighted balancing; default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Timeouts, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// A client must send a complete request head within this (else 408).
+    pub client_header_ms: u64,
+    /// A backend must answer (response head) within this after the request was
+    /// sent (else 504).
+    pub backend_response_ms: u64,
+    /// An outbound connect that takes longer is abandoned (next backend, else 504).
+    pub connect_ms: u64,
+    /// An idle pooled upstream connection is closed after this.
+    pub upstream_idle_ms: u64,
+    /// An idle client keep-alive connection is closed after this.
+    pub client_idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            client_header_ms: 10_000,
+            backend_response_ms: 30_000,
+            connect_ms: 5_000,
+            upstream_idle_ms: 60_000,
+            client_idle_ms: 60_000,
+        }
+    }
+}
+
+/// Sizes and counts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyLimits {
+    /// Largest request head (request line and headers) accepted (else 431).
+    pub max_header_bytes: usize,
+    /// Most headers in a request or response.
+    pub max_headers: usize,
+    /// Largest request body (else 413).
+    pub max_body_bytes: u64,
+    /// Idle upstream connections kept per backend, per shard.
+    pub max_idle_per_backend: usize,
+    /// Connect attempts per client connection or request, each to the next backend
+    /// (bounded by the pool size).
+    pub connect_attempts: u32,
+    /// Bytes queued to one side before the other side stops being read.
+    pub send_high_water: usize,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> ProxyLimits {
+        ProxyLimits {
+            max_header_bytes: 16 << 10,
+            max_headers: 100,
+            max_body_bytes: 1 << 30,
+            max_idle_per_backend: 64,
+            connect_attempts: 3,
+            send_high_water: 256 << 10,
+        }
+    }
+}
+
+/// A listener, validated.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Address to listen on.
+    pub address: SocketAddr,
+    /// What it speaks.
+    pub mode: Mode,
+    /// Pool used when no route matches (always set for TCP).
+    pub pool: Option<usize>,
+    /// HTTP routes.
+    pub routes: Vec<Route>,
+}
+
+/// An HTTP route: requests for `host` (any if `None`) whose path starts with
+/// `path_prefix` go to `pool`. The most specific match wins: a named host over
+/// any host, then the longest prefix.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    /// Path prefix, starting with '/'.
+    pub path_prefix: String,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+/// A pool of backends, validated.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// The name it was given.
+    pub name: String,
+    /// Its backends.
+    pub backends: Vec<Backend>,
+    /// How to pick one.
+    pub balance: BalanceKind,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners, in file order.
+    pub listeners: Vec<Listener>,
+    /// Pools, sorted by name.
+    pub pools: Vec<Pool>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: ProxyLimits,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        Config::validate(raw)
+    }
+
+    /// The quick start: every address in `listen` in `mode`, to one round-robin
+    /// pool ("default") of `backends`, each of weight 1.
+    pub fn quick_start(
+        listen: &[SocketAddr],
+        backends: &[SocketAddr],
+        mode: Mode,
+    ) -> Result<Config, ConfigError> {
+        if backends.is_empty() {
+            return Err(ConfigError::NoBackend);
+        }
+        let raw = RawConfig {
+            listeners: listen
+                .iter()
+                .map(|&address| RawListener {
+                    address,
+                    mode,
+                    pool: Some("default".into()),
+                    routes: Vec::new(),
+                })
+                .collect(),
+            pools: BTreeMap::from([(
+                "default".to_string(),
+                RawPool {
+                    backends: backends
+                        .iter()
+                        .map(|&address| Backend { address, weight: 1 })
+                        .collect(),
+                    balance: BalanceKind::RoundRobin,
+                },
+            )]),
+            timeouts: Timeouts::default(),
+            limits: ProxyLimits::default(),
+        };
+        Config::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.listeners.is_empty() {
+            return Err(ConfigError::NoListener);
+        }
+        let names: Vec<&String> = raw.pools.keys().collect();
+        let index_of = |what: String, pool: &str| -> Result<usize, ConfigError> {
+            names
+                .iter()
+                .position(|n| n.as_str() == pool)
+                .ok_or_else(|| ConfigError::UnknownPool {
+                    what,
+                    pool: pool.to_string(),
+                })
+        };
+        let mut pools = Vec::with_capacity(raw.pools.len());
+        for (name, p) in &raw.pools {
+            if p.backends.is_empty() {
+                return Err(ConfigError::EmptyPool(name.clone()));
+            }
+            if let Some(b) = p.backends.iter().find(|b| b.weight == 0) {
+                return Err(ConfigError::ZeroWeight {
+                    pool: name.clone(),
+                    address: b.address,
+                });
+            }
+            pools.push(Pool {
+                name: name.clone(),
+                backends: p.backends.clone(),
+                balance: p.balance,
+            });
+        }
+        let mut listeners = Vec::with_capacity(raw.listeners.len());
+        for l in &raw.listeners {
+            if listeners
+                .iter()
+                .any(|x: &Listener| x.address == l.address && l.address.port() != 0)
+            {
+                return Err(ConfigError::DuplicateListener(l.address));
+            }
+            let pool = match &l.pool {
+                Some(p) => Some(index_of(format!("listener {}", l.address), p)?),
+                None => None,
+            };
+            let mut routes = Vec::with_capacity(l.routes.len());
+            for r in &l.routes {
+                let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
+                if !prefix.starts_with('/') {
+                    return Err(ConfigError::BadPrefix {
+                        listener: l.address,
+                        prefix,
+                    });
+                }
+                routes.push(Route {
+                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    path_prefix: prefix,
+                    pool: index_of(format!("a route of listener {}", l.address), &r.pool)?,
+                });
+            }
+            match l.mode {
+                Mode::Tcp if pool.is_none() => return Err(ConfigError::TcpWithoutPool(l.address)),
+                Mode::Tcp if !routes.is_empty() => {
+                    return Err(ConfigError::TcpWithRoutes(l.address))
+                }
+                Mode::Http if pool.is_none() && routes.is_empty() => {
+                    return Err(ConfigError::HttpWithoutPool(l.address))
+                }
+                _ => {}
+            }
+            listeners.push(Listener {
+                address: l.address,
+                mode: l.mode,
+                pool,
+                routes,
+            });
+        }
+        let t = &raw.timeouts;
+        for (name, v) in [
+            ("client_header_ms", t.client_header_ms),
+            ("backend_response_ms", t.backend_response_ms),
+            ("connect_ms", t.connect_ms),
+            ("upstream_idle_ms", t.upstream_idle_ms),
+            ("client_idle_ms", t.client_idle_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::BadLimit(format!(
+                    "timeouts.{name} must be at least 1 (milliseconds)"
+                )));
+            }
+        }
+        let l = &raw.limits;
+        if l.max_header_bytes < 64 {
+            return Err(ConfigError::BadLimit(
+                "limits.max_header_bytes must be at least 64".into(),
+            ));
+        }
+        if l.max_headers == 0 || l.max_headers > 1024 {
+            return Err(ConfigError::BadLimit(
+                "limits.max_headers must be 1..=1024".into(),
+            ));
+        }
+        if l.connect_attempts == 0 {
+            return Err(ConfigError::BadLimit(
+                "limits.connect_attempts must be at least 1".into(),
+            ));
+        }
+        if l.send_high_water < 4096 {
+            return Err(ConfigError::BadLimit(
+                "limits.send_high_water must be at least 4096 bytes".into(),
+            ));
+        }
+        Ok(Config {
+            listeners,
+            pools,
+            timeouts: raw.timeouts,
+            limits: raw.limits,
+        })
+    }
+
+    /// The pool for an HTTP request to `host` (lower-case, no port) and `path` on
+    /// listener `listener`: the most specific route, else the listener's pool.
+    pub fn route(&self, listener: usize, host: Option<&str>, path: &str) -> Option<usize> {
+        let l = self.listeners.get(listener)?;
+        let mut best: Option<(bool, usize, usize)> = None;
+        for r in &l.routes {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(h)) => want == h,
+                (Some(_), None) => false,
+            };
+            if !host_ok || !path.starts_with(r.path_prefix.as_str()) {
+                continue;
+            }
+            let rank = (r.host.is_some(), r.path_prefix.len(), r.pool);
+            if best.is_none_or(|b| (rank.0, rank.1) > (b.0, b.1)) {
+                best = Some(rank);
+            }
+        }
+        best.map(|b| b.2).or(l.pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+        [[listener]]
+        address = "127.0.0.1:8080"
+        mode = "http"
+        pool = "web"
+
+        [[listener.route]]
+        host = "API.example.com"
+        path_prefix = "/v1/"
+        pool = "api"
+
+        [[listener.route]]
+        path_prefix = "/static/"
+        pool = "api"
+
+        [[listener]]
+        address = "127.0.0.1:8443"
+        mode = "tcp"
+        pool = "web"
+
+        [pool.web]
+        backends = [{ address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" }]
+
+        [pool.api]
+        backends = [{ address = "127.0.0.1:9101" }]
+        balance = "round-robin"
+
+        [timeouts]
+        client_header_ms = 500
+
+        [limits]
+        max_body_bytes = 1000
+    "#;
+
+    #[test]
+    fn full_config_parses_and_resolves_pools() {
+        let c = Config::parse(FULL, "test").expect("valid");
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.pools.len(), 2);
+        let web = c.pools.iter().position(|p| p.name == "web").expect("web");
+        let api = c.pools.iter().position(|p| p.name == "api").expect("api");
+        assert_eq!(c.pools[web].backends[0].weight, 2);
+        assert_eq!(c.pools[web].backends[1].weight, 1);
+        assert_eq!(c.listeners[0].pool, Some(web));
+        assert_eq!(c.listeners[1].mode, Mode::Tcp);
+        assert_eq!(c.timeouts.client_header_ms, 500);
+        assert_eq!(c.timeouts.backend_response_ms, 30_000);
+        assert_eq!(c.limits.max_body_bytes, 1000);
+        // Routing: host + prefix, prefix only, default.
+        assert_eq!(c.route(0, Some("api.example.com"), "/v1/users"), Some(api));
+        assert_eq!(c.route(0, Some("other"), "/v1/users"), Some(web));
+        assert_eq!(c.route(0, None, "/static/a.css"), Some(api));
+        assert_eq!(c.route(0, Some("x"), "/"), Some(web));
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../proxy.example.toml");
+        Config::parse(text, "proxy.example.toml").expect("example config is valid");
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t")
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        assert!(err("").contains("no listener"));
+        let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"nope\"\n");
+        assert!(e.contains("\"nope\"") && e.contains("not defined"), "{e}");
+        let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"udp\"\npool = \"p\"\n");
+        assert!(e.contains("udp"), "{e}");
+        let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\n");
+        assert!(e.contains("needs a pool"), "{e}");
+        let e = err(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = []\n",
+        );
+        assert!(e.contains("no backends"), "{e}");
+        let e = err(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\", weight = 0 }]\n",
+        );
+        assert!(e.contains("weight 0"), "{e}");
+        let e = err(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\ncolour = 1\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+        );
+        assert!(e.contains("colour"), "unknown keys are errors: {e}");
+        let e = err("[[listener]]\naddress = \"not an address\"\nmode = \"tcp\"\npool = \"p\"\n");
+        assert!(e.contains("address"), "{e}");
+        let e = err(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"p\"\n[[listener.route]]\npath_prefix = \"v1\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+        );
+        assert!(e.contains("must start with '/'"), "{e}");
+    }
+
+    #[test]
+    fn quick_start_makes_one_pool() {
+        let l: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
+        let b: SocketAddr = "127.0.0.1:9001".parse().expect("literal");
+        let c = Config::quick_start(&[l], &[b, b], Mode::Http).expect("valid");
+        assert_eq!(c.pools[0].backends.len(), 2);
+        assert_eq!(c.listeners[0].pool, Some(0));
+        assert!(matches!(
+            Config::quick_start(&[l], &[], Mode::Tcp),
+            Err(ConfigError::NoBackend)
+        ));
+    }
+}

@@ -1,0 +1,133 @@
+//! One shard's upstream connections: the records of every upstream connection the
+//! shard opened, and the idle keep-alive lists per backend. Never shared: a
+//! pooled connection is only reused by the shard that opened it.
+
+use std::time::{Duration, Instant};
+
+use shardline::ConnId;
+use slab::Slab;
+
+/// Who an upstream connection is working for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpState {
+    /// Connect in flight for client `(key, serial)`.
+    Connecting(usize, u64),
+    /// Carrying an exchange of client `(key, serial)`.
+    Active(usize, u64),
+    /// In the idle list of its backend.
+    Idle,
+}
+
+/// An upstream connection.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) conn: ConnId,
+    pub(crate) pool: usize,
+    pub(crate) backend: usize,
+    pub(crate) state: UpState,
+    pub(crate) idle_since: Instant,
+}
+
+/// Upstream records plus idle lists `[pool][backend]` (most recent last).
+#[derive(Debug)]
+pub(crate) struct UpstreamPool {
+    pub(crate) conns: Slab<Upstream>,
+    idle: Vec<Vec<Vec<usize>>>,
+    max_idle: usize,
+}
+
+impl UpstreamPool {
+    /// `backends[p]` backends in pool `p`; at most `max_idle` idle per backend.
+    pub(crate) fn new(backends: &[usize], max_idle: usize) -> UpstreamPool {
+        UpstreamPool {
+            conns: Slab::new(),
+            idle: backends.iter().map(|&n| vec![Vec::new(); n]).collect(),
+            max_idle,
+        }
+    }
+
+    /// The most recently idled connection to `(pool, backend)`, now `Active`.
+    pub(crate) fn take_idle(
+        &mut self,
+        pool: usize,
+        backend: usize,
+        owner: (usize, u64),
+    ) -> Option<usize> {
+        let list = self.idle.get_mut(pool)?.get_mut(backend)?;
+        while let Some(key) = list.pop() {
+            if let Some(up) = self.conns.get_mut(key).filter(|u| u.state == UpState::Idle) {
+                up.state = UpState::Active(owner.0, owner.1);
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// Puts `key` in its backend's idle list; `false` (and nothing changed) when
+    /// the list is full: the caller closes the connection.
+    pub(crate) fn put_idle(&mut self, key: usize, now: Instant) -> bool {
+        let Some(up) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Some(list) = self
+            .idle
+            .get_mut(up.pool)
+            .and_then(|p| p.get_mut(up.backend))
+        else {
+            return false;
+        };
+        if list.len() >= self.max_idle {
+            return false;
+        }
+        up.state = UpState::Idle;
+        up.idle_since = now;
+        list.push(key);
+        true
+    }
+
+    /// Forgets `key` (closed or dropped), from its idle list too.
+    pub(crate) fn remove(&mut self, key: usize) -> Option<Upstream> {
+        let up = self.conns.try_remove(key)?;
+        if up.state == UpState::Idle {
+            if let Some(list) = self
+                .idle
+                .get_mut(up.pool)
+                .and_then(|p| p.get_mut(up.backend))
+            {
+                list.retain(|&k| k != key);
+            }
+        }
+        Some(up)
+    }
+
+    /// Idle connections idle for longer than `timeout` (removed from the lists).
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<ConnId> {
+        let mut gone = Vec::new();
+        let mut keys = Vec::new();
+        for pool in &mut self.idle {
+            for list in pool {
+                list.retain(|&k| {
+                    let old = self
+                        .conns
+                        .get(k)
+                        .is_some_and(|u| now.duration_since(u.idle_since) >= timeout);
+                    if old {
+                        keys.push(k);
+                    }
+                    !old
+                });
+            }
+        }
+        for k in keys {
+            if let Some(up) = self.conns.try_remove(k) {
+                gone.push(up.conn);
+            }
+        }
+        gone
+    }
+
+    /// Every idle connection (removed).
+    pub(crate) fn drain_idle(&mut self) -> Vec<ConnId> {
+        self.expire(Instant::now(), Duration::ZERO)
+    }
+}

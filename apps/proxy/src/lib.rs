@@ -1,0 +1,129 @@
+//! `shardline-proxy`: an L4 (TCP) and HTTP/1.1 load-balancing reverse proxy on
+//! Shardline.
+//!
+//! # Architecture
+//!
+//! Every listener of the configuration is served by shards, each a pinned thread
+//! running one handler instance ([`tcp::TcpShard`] or [`http::HttpShard`]). A shard
+//! owns everything a proxied connection touches:
+//!
+//! - **Client connections**: accepted by this shard's listener (or handed to it);
+//!   they never move.
+//! - **Upstream connections**: opened by this shard with `Ctx::connect`, to a
+//!   backend its balancer picked. A client connection and its upstream
+//!   connection are always on the same shard, so pairing them is two entries in
+//!   shard-local maps: `ConnId -> role` (client of session *k*, or upstream *u*) and
+//!   the session's / upstream's record naming the other side's `ConnId`. No lock,
+//!   no atomic, no cross-shard message is on the data path.
+//! - **Keep-alive pools** (HTTP): each shard keeps its own idle upstream
+//!   connections per backend (LIFO, bounded by `max_idle_per_backend`, closed after
+//!   `upstream_idle_ms`). A pooled connection is only ever reused by the shard that
+//!   opened it; pools are never shared, so there is nothing to synchronise and an
+//!   idle connection costs one fd and a few words.
+//! - **Balancer state** (the round-robin cursor, and later the per-backend counts
+//!   least-connections needs) is per shard too: each shard balances its own
+//!   traffic, and shards start at different offsets so they do not move in
+//!   lockstep.
+//!
+//! # Backpressure, both ways
+//!
+//! The framework bounds every outbound queue and tells the handler when a queue
+//! passes its high-water mark (`on_backpressure`) and when it falls below its
+//! low-water mark (`on_drained`). The proxy turns that into flow control across
+//! the pair: when the queue *to the upstream* is backpressured it pauses reading
+//! the *client* (the client's bytes stay in the kernel, and TCP slows the client
+//! down), and resumes on drained; symmetrically, a backpressured queue *to the
+//! client* pauses reading the *upstream*. So what the proxy holds per connection
+//! is bounded by the high-water mark plus one read, whatever the speeds of the
+//! two peers. The HTTP side also bounds its own buffer of not-yet-processed client
+//! bytes (pipelined requests wait there): past `max_header_bytes` + 64 KiB it stops
+//! reading the client until the current exchange is done.
+//!
+//! While an upstream connection is being established the client is not read
+//! (L4), or its body is not forwarded (HTTP): bytes queued to a connect that then
+//! fails would be lost, and a retry on another backend must start clean.
+//!
+//! # HTTP exchanges
+//!
+//! One exchange per client connection at a time: a request is parsed strictly
+//! ([`http::head`]), routed (host + longest path prefix → pool), given an upstream
+//! connection (pooled, or a new connect), its head rewritten (hop-by-hop headers
+//! removed, `X-Forwarded-For` / `X-Forwarded-Proto` added, framing regenerated)
+//! and its body streamed through: Content-Length bodies as they come, chunked
+//! bodies through our own streaming decoder ([`http::chunked`]), re-encoded, never
+//! buffered whole. Pipelined requests wait in the client's input buffer until the
+//! response before them is complete, so responses go back in order. A request
+//! whose framing is ambiguous is answered 400 and the connection closed before any
+//! upstream connection is chosen for it.
+//!
+//! # Mailboxes
+//!
+//! Nothing goes through the mailboxes yet (`Msg = ()`). Health state will: each
+//! backend is to be checked by one shard (its owner), which broadcasts up/down
+//! transitions so every shard's balancer skips a down backend. Data never crosses
+//! shards.
+//!
+//! # Listeners and servers
+//!
+//! Shardline's `on_accept` does not say which listener accepted a connection, so
+//! one Shardline `Server` (its own set of shards) runs per configured listener.
+//! With one listener — the quick start — that is exactly thread-per-core.
+//!
+//! # Must never
+//!
+//! Panic or touch another connection on bad input, buffer a body whole, forward a
+//! request whose framing is ambiguous, or share a connection between shards.
+
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod balance;
+pub mod config;
+pub mod http;
+pub mod tcp;
+
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError, Mode};
+use shardline::{Limits, Server, ServerBuilder};
+
+/// The framework limits that follow from `config`: outbound queues sized for
+/// relaying (the high-water mark is where the other side stops being read).
+pub fn framework_limits(config: &Config) -> Limits {
+    let l = &config.limits;
+    Limits {
+        send_high_water: l.send_high_water,
+        send_low_water: l.send_high_water / 4,
+        send_hard_limit: l.send_high_water * 16,
+        ..Limits::default()
+    }
+}
+
+/// Builds the Shardline server for listener `index` of `config` on `builder`
+/// (shards, backend, accept mode are the builder's; the listen address and
+/// limits are set here).
+pub fn build_listener(
+    builder: ServerBuilder,
+    config: Arc<Config>,
+    index: usize,
+) -> Result<Server, shardline::Error> {
+    let listener = config.listeners.get(index).ok_or_else(|| {
+        shardline::Error::Config(format!("no listener #{index} in the configuration"))
+    })?;
+    let builder = builder
+        .listen(listener.address)
+        .limits(framework_limits(&config));
+    match listener.mode {
+        Mode::Tcp => builder.build(move |shard| tcp::TcpShard::new(config.clone(), index, shard)),
+        Mode::Http => {
+            builder.build(move |shard| http::HttpShard::new(config.clone(), index, shard))
+        }
+    }
+}
+
+/// Builds one server per listener of `config`, each from a clone of `builder`.
+pub fn build_all(builder: &ServerBuilder, config: Config) -> Result<Vec<Server>, shardline::Error> {
+    let config = Arc::new(config);
+    (0..config.listeners.len())
+        .map(|i| build_listener(builder.clone(), config.clone(), i))
+        .collect()
+}

@@ -1,0 +1,122 @@
+//! `shardline-proxy`: the binary.
+//!
+//! ```text
+//! shardline-proxy --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002
+//! shardline-proxy --listen 127.0.0.1:5432 --backend 10.0.0.5:5432 --mode tcp
+//! shardline-proxy --config proxy.toml --shards 4 --io epoll
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser;
+use shardline::{cli::ServerArgs, Server};
+use shardline_proxy::{Config, Mode};
+use tracing::{info, warn};
+
+/// An L4 (TCP) and HTTP/1.1 load-balancing reverse proxy (one pinned thread per
+/// shard). Either a config file, or --listen and --backend for a quick start.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML): listeners, pools, routes, timeouts, limits.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "backend", "mode"])]
+    config: Option<PathBuf>,
+    /// Quick start: address to listen on (repeatable). Default 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Quick start: an upstream server (repeatable; round-robin). Here --backend
+    /// always means an upstream; the I/O backend is --io.
+    #[arg(long, value_name = "ADDR")]
+    backend: Vec<SocketAddr>,
+    /// Quick start: http (default) or tcp.
+    #[arg(long, value_name = "MODE")]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let listen = if args.listen.is_empty() {
+                vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+            } else {
+                args.listen.clone()
+            };
+            Config::quick_start(&listen, &args.backend, args.mode.unwrap_or(Mode::Http))?
+        }
+    };
+    let described: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("{} ({})", l.address, l.mode))
+        .collect();
+    let servers = shardline_proxy::build_all(&args.server.apply(Server::builder()), config)
+        .context("configuring proxy")?;
+    if let Some(first) = servers.first() {
+        if args.server.print_plan_if_asked(first)? {
+            return Ok(());
+        }
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
+    let mut running = Vec::with_capacity(servers.len());
+    for server in servers {
+        match server.start() {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                for r in running {
+                    let _ = r.shutdown();
+                }
+                return Err(e).context("starting proxy");
+            }
+        }
+    }
+    let handles: Vec<_> = running.iter().map(|r| r.shutdown_handle()).collect();
+    let signal_handle = signals.handle();
+    let watcher = std::thread::Builder::new()
+        .name("proxy-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    info!(signal = sig, "shutting down (signal again to exit at once)");
+                    for h in &handles {
+                        h.shutdown();
+                    }
+                } else {
+                    warn!(
+                        signal = sig,
+                        "second signal: exiting without a clean shutdown"
+                    );
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("starting the signal watcher")?;
+    info!(listeners = ?described, "shardline-proxy running");
+    let mut result = Ok(());
+    for r in running {
+        if let Err(e) = r.join() {
+            result = Err(e);
+        }
+    }
+    signal_handle.close();
+    let _ = watcher.join();
+    result.context("running proxy")?;
+    info!("shardline-proxy stopped");
+    Ok(())
+}

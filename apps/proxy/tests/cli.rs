@@ -1,0 +1,163 @@
+//! The binary: `--help`, clear errors for bad configurations, `--print-plan`, and
+//! the zero-config quick start serving a request end to end (then SIGTERM).
+
+mod common;
+
+use std::{
+    net::TcpStream,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{get, refused_addr, Answer, HttpBackend, HttpClient, WAIT};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shardline-proxy"))
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(args).output().expect("run shardline-proxy");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn help_lists_the_flags() {
+    let (ok, out, _) = run(&["--help"]);
+    assert!(ok);
+    for flag in [
+        "--config",
+        "--listen",
+        "--backend",
+        "--mode",
+        "--shards",
+        "--io",
+        "--accept",
+        "--topology",
+        "--print-plan",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_configurations_are_explained() {
+    let (ok, _, err) = run(&["--listen", "127.0.0.1:0"]);
+    assert!(!ok);
+    assert!(err.contains("no backend"), "{err}");
+    let (ok, _, err) = run(&["--config", "/nonexistent/proxy.toml"]);
+    assert!(!ok);
+    assert!(err.contains("cannot read /nonexistent/proxy.toml"), "{err}");
+    let (ok, _, err) = run(&["--config", "x.toml", "--backend", "127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = run(&["--backend", "127.0.0.1:1", "--mode", "udp"]);
+    assert!(!ok);
+    assert!(err.contains("udp"), "{err}");
+    let dir = std::env::temp_dir().join(format!("proxy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"missing\"\n",
+    )
+    .expect("write");
+    let (ok, _, err) = run(&["--config", path.to_str().expect("utf-8 path")]);
+    assert!(!ok);
+    assert!(
+        err.contains("\"missing\"") && err.contains("not defined"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn print_plan_exits_without_serving() {
+    let (ok, out, err) = run(&[
+        "--backend",
+        "127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--topology",
+        "pack:1 core:2 pu:1",
+        "--print-plan",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("shard"), "{out}");
+}
+
+#[test]
+fn quick_start_proxies_and_stops_on_sigterm() {
+    for io in ["uring", "epoll"] {
+        let a = HttpBackend::start("a", Answer::Info);
+        let b = HttpBackend::start("b", Answer::Info);
+        let listen = refused_addr();
+        let mut child = bin()
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--backend",
+                &a.addr().to_string(),
+                "--backend",
+                &b.addr().to_string(),
+                "--shards",
+                "1",
+                "--io",
+                io,
+                "--no-pin",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + WAIT;
+        let stream = loop {
+            match TcpStream::connect(listen) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("{io}: proxy never listened: {e}");
+                }
+            }
+        };
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut c = HttpClient::new(stream);
+        let mut names = Vec::new();
+        for i in 0..4 {
+            c.send(&get(&format!("/{i}")));
+            let r = c.response(false);
+            assert_eq!(r.status, 200, "{io}");
+            names.push(r.header("X-Backend").unwrap_or("").to_string());
+        }
+        assert_eq!(
+            names.iter().filter(|n| *n == "a").count(),
+            2,
+            "{io}: {names:?}"
+        );
+        drop(c);
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{io}: proxy did not stop on SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{io}: exit {status:?}");
+    }
+}

@@ -1,0 +1,167 @@
+//! HTTP mode, errors and limits: 502 (unreachable), 504 (no response), 408
+//! (slow head), 431 (large head), 413 (large body); connect failover, upstream
+//! idle timeout, retry of an idempotent request on a dead pooled connection.
+//! Both I/O backends, 1 and 4 shards.
+
+mod common;
+
+use std::{thread, time::Duration};
+
+use common::{
+    get, http_config, matrix, refused_addr, wait_until, Answer, HttpBackend, HttpClient, TestProxy,
+};
+
+#[test]
+fn unreachable_backends_give_502() {
+    for (io, shards) in matrix() {
+        let proxy = TestProxy::start(
+            io,
+            shards,
+            &http_config(&[refused_addr(), refused_addr()], ""),
+        );
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(&get("/"));
+        assert_eq!(c.response(false).status, 502, "{}", proxy.label);
+        assert!(c.closed(), "{}", proxy.label);
+    }
+}
+
+#[test]
+fn refused_backend_fails_over_to_the_next() {
+    for (io, shards) in matrix() {
+        let good = HttpBackend::start("good", Answer::Info);
+        let proxy = TestProxy::start(io, shards, &http_config(&[refused_addr(), good.addr()], ""));
+        let mut c = HttpClient::new(proxy.connect());
+        for i in 0..6 {
+            c.send(&get(&format!("/{i}")));
+            let r = c.response(false);
+            assert_eq!(r.status, 200, "{}: request {i}", proxy.label);
+            assert_eq!(r.header("X-Backend"), Some("good"));
+        }
+    }
+}
+
+#[test]
+fn silent_backend_gives_504() {
+    for (io, shards) in matrix() {
+        let b = HttpBackend::start("a", Answer::Silent);
+        let proxy = TestProxy::start(
+            io,
+            shards,
+            &http_config(&[b.addr()], "[timeouts]\nbackend_response_ms = 200\n"),
+        );
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(&get("/slow"));
+        assert_eq!(c.response(false).status, 504, "{}", proxy.label);
+        assert!(c.closed(), "{}", proxy.label);
+    }
+}
+
+#[test]
+fn slow_request_head_gives_408() {
+    for (io, shards) in matrix() {
+        let b = HttpBackend::start("a", Answer::Info);
+        let proxy = TestProxy::start(
+            io,
+            shards,
+            &http_config(&[b.addr()], "[timeouts]\nclient_header_ms = 200\n"),
+        );
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+        assert_eq!(c.response(false).status, 408, "{}", proxy.label);
+        assert!(c.closed(), "{}", proxy.label);
+        assert_eq!(b.accepted(), 0);
+    }
+}
+
+#[test]
+fn large_head_gives_431_and_large_body_413() {
+    for (io, shards) in matrix() {
+        let b = HttpBackend::start("a", Answer::Info);
+        let proxy = TestProxy::start(
+            io,
+            shards,
+            &http_config(
+                &[b.addr()],
+                "[limits]\nmax_header_bytes = 1024\nmax_body_bytes = 100\n",
+            ),
+        );
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(
+            format!(
+                "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(2000)
+            )
+            .as_bytes(),
+        );
+        assert_eq!(c.response(false).status, 431, "{}", proxy.label);
+        assert!(c.closed());
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n");
+        assert_eq!(c.response(false).status, 413, "{}", proxy.label);
+        assert!(c.closed());
+        let mut c = HttpClient::new(proxy.connect());
+        let mut req = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(format!("65\r\n{}\r\n0\r\n\r\n", "x".repeat(101)).as_bytes());
+        c.send(&req);
+        assert_eq!(
+            c.response(false).status,
+            413,
+            "{}: chunked over the limit",
+            proxy.label
+        );
+        assert!(c.closed());
+        assert!(b.requests().is_empty(), "{}", proxy.label);
+    }
+}
+
+#[test]
+fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    for (io, shards) in matrix() {
+        let b = HttpBackend::start("a", Answer::Info);
+        let proxy = TestProxy::start(
+            io,
+            shards,
+            &http_config(&[b.addr()], "[timeouts]\nupstream_idle_ms = 100\n"),
+        );
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(&get("/1"));
+        assert_eq!(c.response(false).status, 200);
+        c.send(&get("/2"));
+        assert_eq!(c.response(false).status, 200);
+        assert_eq!(b.accepted(), 1, "{}: reused while fresh", proxy.label);
+        thread::sleep(Duration::from_millis(400));
+        c.send(&get("/3"));
+        assert_eq!(c.response(false).status, 200);
+        assert_eq!(
+            b.accepted(),
+            2,
+            "{}: a new connection after the idle timeout",
+            proxy.label
+        );
+    }
+}
+
+#[test]
+fn dead_pooled_connection_is_retried_for_idempotent_requests() {
+    for (io, shards) in matrix() {
+        let b = HttpBackend::start("a", Answer::OnceThenDrop);
+        let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
+        let mut c = HttpClient::new(proxy.connect());
+        for i in 0..4 {
+            c.send(&get(&format!("/{i}")));
+            assert_eq!(c.response(false).status, 200, "{}: GET {i}", proxy.label);
+        }
+        // Each GET after the first found its pooled connection dead and was
+        // retried on a new one.
+        assert!(
+            wait_until(Duration::from_secs(5), || b.accepted() == 4),
+            "{}: {}",
+            proxy.label,
+            b.accepted()
+        );
+        // A POST is not retried: 502.
+        c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(c.response(false).status, 502, "{}", proxy.label);
+    }
+}
