@@ -60,4 +60,9 @@ pub enum SendError {
     /// limit: the connection has been closed with `CloseReason::SendQueueFull`.
     #[error("outbound queue hard limit reached; connection closed")]
     QueueFull,
+    /// The handler half-closed the connection with
+    /// [`Ctx::shutdown_write`](crate::Ctx::shutdown_write); it still reads, but takes
+    /// no more output.
+    #[error("connection's sending side is shut down")]
+    WriteShut,
 }

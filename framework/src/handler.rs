@@ -42,13 +42,14 @@ impl ConnId {
     /// `user_data`.
     pub(crate) const GENERATION_MASK: u32 = 0x00ff_ffff;
 
-    /// Packs the id into 56 bits (index in the low 32, generation above).
-    pub(crate) fn to_bits(self) -> u64 {
+    /// Packs the id into 56 bits (index in the low 32, generation above): a key
+    /// for maps and timer tokens.
+    pub fn to_bits(self) -> u64 {
         u64::from(self.index) | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
     }
 
     /// Inverse of [`ConnId::to_bits`] (ignores bits 56..64).
-    pub(crate) fn from_bits(bits: u64) -> ConnId {
+    pub fn from_bits(bits: u64) -> ConnId {
         ConnId {
             index: bits as u32,
             generation: ((bits >> 32) as u32) & Self::GENERATION_MASK,
@@ -129,8 +130,10 @@ pub trait Handler: 'static {
     /// again, prefixed, with the next data (bounded by `Limits::max_input`).
     fn on_data(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, data: &[u8]) -> usize;
 
-    /// The peer shut down its sending side. The default closes the connection after
-    /// what is queued has been sent.
+    /// The peer shut down its sending side. Comes after every byte received was
+    /// offered to `on_data` (input that arrived while reading was paused is offered
+    /// first, on resume). The default closes the connection after what is queued
+    /// has been sent; a proxy forwards it with [`Ctx::shutdown_write`] instead.
     fn on_eof(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {
         ctx.close(conn);
     }
@@ -249,6 +252,28 @@ impl<M> Ctx<'_, M> {
     /// `Limits::close_linger`). Reading stops now. Closing twice is harmless.
     pub fn close(&mut self, conn: ConnId) {
         self.core.close_graceful(conn, CloseReason::Closed);
+    }
+
+    /// Half-closes `conn`: once everything queued to it has been sent, its sending
+    /// side is shut down (the peer reads EOF), while reading goes on — `on_data`
+    /// and `on_eof` still come. Later sends fail with [`SendError::WriteShut`].
+    /// Close it with [`Ctx::close`] when done (e.g. in `on_eof`). Harmless twice.
+    pub fn shutdown_write(&mut self, conn: ConnId) -> Result<(), SendError> {
+        self.core.shutdown_write(conn)
+    }
+
+    /// Offers `conn`'s unconsumed input (what `on_data` returned as not consumed)
+    /// to `on_data` again after this callback, without waiting for new bytes — e.g.
+    /// the next pipelined request once the current one is answered. Nothing happens
+    /// while reading is paused (resuming offers it) or if no input is held.
+    pub fn redeliver(&mut self, conn: ConnId) {
+        self.core.redeliver(conn);
+    }
+
+    /// The local address `conn` is bound to (for accepted connections: which
+    /// listener took it), or `None` for an unknown id.
+    pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core.local_addr(conn)
     }
 
     /// Opens an outbound TCP connection. The result arrives in

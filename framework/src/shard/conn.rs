@@ -49,6 +49,12 @@ pub(crate) struct Conn {
     pub(crate) eof: bool,
     /// We already half-closed our sending side.
     pub(crate) write_shut: bool,
+    /// The handler asked for a half-close (`Ctx::shutdown_write`): done once the
+    /// queue is flushed; nothing more may be queued.
+    pub(crate) shut_pending: bool,
+    /// The peer's EOF came while input from a pause was still unpresented;
+    /// `on_eof` follows once it has been presented.
+    pub(crate) eof_deferred: bool,
     pub(crate) out: OutQueue,
     /// A send is in flight in the driver.
     pub(crate) sending: bool,
@@ -85,6 +91,8 @@ impl Conn {
             registered: false,
             eof: false,
             write_shut: false,
+            shut_pending: false,
+            eof_deferred: false,
             out: OutQueue::default(),
             sending: false,
             flush_listed: false,

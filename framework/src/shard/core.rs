@@ -151,7 +151,57 @@ impl Core {
         if conn.is_closing() {
             return Err(SendError::Closing);
         }
+        if conn.shut_pending || conn.write_shut {
+            return Err(SendError::WriteShut);
+        }
         Ok(conn)
+    }
+
+    /// Half-closes `id` once what is queued has been sent; reading goes on.
+    pub(crate) fn shutdown_write(&mut self, id: ConnId) -> Result<(), SendError> {
+        let conn = self.get_mut(id).ok_or(SendError::UnknownConn)?;
+        if conn.is_closing() {
+            return Err(SendError::Closing);
+        }
+        conn.shut_pending = true;
+        self.continue_shutdown(id);
+        Ok(())
+    }
+
+    /// Performs a requested half-close once the queue is empty and no send is in
+    /// flight (a connection still connecting waits for its connect).
+    pub(crate) fn continue_shutdown(&mut self, id: ConnId) {
+        let Some(conn) = self.get_mut(id) else { return };
+        if !conn.shut_pending || conn.sending || conn.phase != Phase::Open {
+            return;
+        }
+        if !conn.out.is_empty() {
+            self.list_flush(id);
+            return;
+        }
+        conn.shut_pending = false;
+        if !conn.write_shut {
+            conn.write_shut = true;
+            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Presents `id`'s unconsumed input again after the current callback, without
+    /// waiting for new bytes (no-op while paused: resuming presents it). Inside
+    /// `on_data` the leftover is only stored once the callback returns, so this
+    /// queues the notice and `present` finds out then whether anything is held.
+    pub(crate) fn redeliver(&mut self, id: ConnId) {
+        if let Some(conn) = self.get_mut(id) {
+            if conn.phase == Phase::Open && conn.reading {
+                self.notices.push(Notice::Redeliver(id));
+            }
+        }
+    }
+
+    pub(crate) fn local_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.get(id)
+            .and_then(|c| c.socket.local_addr().ok())
+            .and_then(|a| a.as_socket())
     }
 
     pub(crate) fn queue_copy(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {

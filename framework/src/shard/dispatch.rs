@@ -142,6 +142,7 @@ pub(super) fn dispatch<H: Handler>(
                         core.continue_close(id);
                     } else {
                         core.list_flush(id);
+                        core.continue_shutdown(id);
                     }
                 }
                 Err(e) => core.close_now(id, CloseReason::Io(e.kind())),
@@ -161,6 +162,7 @@ pub(super) fn dispatch<H: Handler>(
                     m.conns_live.add(1);
                     core.read_changes.push(id);
                     core.list_flush(id);
+                    core.continue_shutdown(id);
                     guarded(core, mail, Some(id), |ctx| {
                         handler.on_connect(ctx, id, Ok(()))
                     });
@@ -250,7 +252,11 @@ pub(super) fn present<H: Handler>(
             conn.input = input;
         }
     }
-    if core.get(id).is_some_and(|c| c.input.len() > max_input) {
+    let Some(conn) = core.get_mut(id) else { return };
+    if conn.input.len() > max_input {
         core.close_now(id, CloseReason::InputBufferFull);
+    } else if conn.eof_deferred && !conn.unpresented {
+        conn.eof_deferred = false;
+        core.notices.push(Notice::Eof(id));
     }
 }

@@ -105,11 +105,8 @@ pub(crate) fn run<H: Handler>(
     let id = cfg.id;
     let ready = cfg.ready.clone();
     let shutdown = cfg.shutdown.clone();
-    let shard = match Shard::start(cfg, make) {
-        Ok(s) => {
-            let _ = ready.send(Ok(()));
-            s
-        }
+    let mut shard = match Shard::start(cfg, make) {
+        Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(Error::ShardStart {
                 shard: id.0,
@@ -118,6 +115,10 @@ pub(crate) fn run<H: Handler>(
             return Err(e);
         }
     };
+    // `on_start` runs before the shard reports ready, so `Server::start` returning
+    // means every shard's `on_start` is done.
+    shard.begin();
+    let _ = ready.send(Ok(()));
     drop(ready);
     let result = shard.run();
     if let Err(e) = &result {
@@ -165,18 +166,20 @@ struct Shard<H: Handler> {
 }
 
 impl<H: Handler> Shard<H> {
+    /// The handler's `on_start`, and what it asked for.
+    fn begin(&mut self) {
+        let Shard {
+            core,
+            handler,
+            mail,
+            ..
+        } = self;
+        guarded(core, mail, None, |ctx| handler.on_start(ctx));
+        self.apply();
+    }
+
     fn run(mut self) -> Result<(), Error> {
         let shard = self.core.shard.0;
-        {
-            let Shard {
-                core,
-                handler,
-                mail,
-                ..
-            } = &mut self;
-            guarded(core, mail, None, |ctx| handler.on_start(ctx));
-        }
-        self.apply();
         loop {
             self.core.metrics().loop_turns.add(1);
             {
@@ -389,9 +392,16 @@ impl<H: Handler> Shard<H> {
                 }
             }
             Notice::Eof(id) => {
-                if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    guarded(core, mail, Some(id), |ctx| handler.on_eof(ctx, id));
+                let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) else {
+                    return;
+                };
+                if conn.unpresented {
+                    // Bytes that came in while reading was paused have not been
+                    // offered yet: the end of the stream waits for them (resume).
+                    conn.eof_deferred = true;
+                    return;
                 }
+                guarded(core, mail, Some(id), |ctx| handler.on_eof(ctx, id));
             }
             Notice::Redeliver(id) => present(core, mail, handler, id, &[]),
         }
