@@ -58,6 +58,9 @@ pub(crate) struct Conn {
     pub(crate) out: OutQueue,
     /// A send is in flight in the driver.
     pub(crate) sending: bool,
+    /// With a flush delay: when the oldest byte not yet handed to the driver was
+    /// queued.
+    pub(crate) queued_at: Option<std::time::Instant>,
     /// On the shard's flush list.
     pub(crate) flush_listed: bool,
     /// The handler was told about backpressure and not yet about draining.
@@ -95,6 +98,7 @@ impl Conn {
             eof_deferred: false,
             out: OutQueue::default(),
             sending: false,
+            queued_at: None,
             flush_listed: false,
             backpressured: false,
             linger: None,

@@ -51,6 +51,10 @@ pub(crate) struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     pub(crate) tcp_nodelay: bool,
+    /// Write coalescing (`ServerBuilder::flush_delay`); zero: flush every turn.
+    pub(crate) flush_delay: Duration,
+    /// The earliest instant a connection held back by the flush delay is due.
+    pub(crate) flush_due: Option<Instant>,
     /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
     pub(crate) nonblocking_sockets: bool,
     /// Shutdown began: connections accepted from now on are closed gracefully.
@@ -75,6 +79,8 @@ impl Core {
             metrics,
             limits,
             tcp_nodelay: true,
+            flush_delay: Duration::ZERO,
+            flush_due: None,
             nonblocking_sockets: true,
             shutting_down: false,
             conns: Slab::new(),
@@ -216,6 +222,7 @@ impl Core {
 
     fn after_queue(&mut self, id: ConnId) -> Result<(), SendError> {
         let limits = self.limits;
+        let coalescing = !self.flush_delay.is_zero();
         let Some(conn) = self.get_mut(id) else {
             return Err(SendError::UnknownConn);
         };
@@ -224,6 +231,9 @@ impl Core {
             self.metrics().closed_send_queue_full.add(1);
             self.close_now(id, CloseReason::SendQueueFull);
             return Err(SendError::QueueFull);
+        }
+        if coalescing && conn.queued_at.is_none() {
+            conn.queued_at = Some(Instant::now());
         }
         if queued >= limits.send_high_water && !conn.backpressured {
             conn.backpressured = true;

@@ -139,6 +139,8 @@ fn recycle<T>(slot: &mut Vec<T>, mut list: Vec<T>) {
 
 /// Connections accepted from exclusive listeners per loop turn.
 const ACCEPT_BUDGET: usize = 64;
+/// With a flush delay, output this large is written at once.
+const FLUSH_EARLY_BYTES: usize = 16 << 10;
 
 /// Messages taken from the mailboxes per loop turn.
 const MAIL_BUDGET: usize = 256;
@@ -229,6 +231,7 @@ impl<H: Handler> Shard<H> {
                 self.core.timers.next_deadline(),
                 self.shutdown_deadline,
                 self.accept.next_wakeup(),
+                self.core.flush_due,
             ]
             .into_iter()
             .flatten()
@@ -592,18 +595,45 @@ impl<H: Handler> Shard<H> {
 
     fn flush(&mut self) {
         let mut list = std::mem::take(&mut self.core.to_flush);
+        let delay = self.core.flush_delay;
+        let now = (!delay.is_zero()).then(Instant::now);
+        let mut held = Vec::new();
+        let mut due_first: Option<Instant> = None;
         for id in list.drain(..) {
             let Some(conn) = self.core.get_mut(id) else {
                 continue;
             };
-            conn.flush_listed = false;
             if conn.sending || conn.phase == Phase::Connecting || conn.out.is_empty() {
+                conn.flush_listed = false;
                 continue;
             }
+            if let Some(now) = now {
+                // Write coalescing: hold small output until its oldest byte is due,
+                // unless the connection is on its way out.
+                let due = conn.queued_at.map_or(now, |t| t + delay);
+                let urgent = conn.out.len() >= FLUSH_EARLY_BYTES
+                    || conn.phase != Phase::Open
+                    || conn.shut_pending;
+                if due > now && !urgent {
+                    due_first = Some(due_first.map_or(due, |d| d.min(due)));
+                    held.push(id);
+                    continue;
+                }
+            }
+            conn.flush_listed = false;
+            conn.queued_at = None;
             conn.sending = true;
             let fd = conn.socket.as_raw_fd();
             self.driver.send(id, fd, conn.out.next_batch());
         }
-        recycle(&mut self.core.to_flush, list);
+        // Held connections stay listed (flush_listed) for a later turn.
+        list.extend(held);
+        self.core.flush_due = due_first;
+        if list.is_empty() {
+            recycle(&mut self.core.to_flush, list);
+        } else {
+            list.append(&mut self.core.to_flush);
+            self.core.to_flush = list;
+        }
     }
 }

@@ -116,6 +116,7 @@ impl<H: Handler> Shard<H> {
         accept.start(&mut *driver).map_err(start_err)?;
         let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.builder.limits);
         core.tcp_nodelay = cfg.builder.tcp_nodelay;
+        core.flush_delay = cfg.builder.flush_delay;
         core.nonblocking_sockets = driver.nonblocking_sockets();
         let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
             start_err(std::io::Error::other(format!(
