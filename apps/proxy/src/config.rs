@@ -51,13 +51,21 @@ impl fmt::Display for Mode {
     }
 }
 
-/// How a pool picks a backend.
+/// How a pool picks a backend (see [`crate::balance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BalanceKind {
-    /// Each backend in turn (weights are not used yet).
+    /// Each backend in turn; weights ignored.
     #[default]
     RoundRobin,
+    /// nginx's smooth weighted round-robin.
+    WeightedRoundRobin,
+    /// Fewest active upstream requests/connections per weight, per shard.
+    LeastConnections,
+    /// The less loaded of two random backends.
+    PowerOfTwoChoices,
+    /// A hash ring keyed by client IP or a header.
+    ConsistentHash,
 }
 
 /// A configuration that cannot be used, with what to change.
@@ -166,6 +174,52 @@ struct RawPool {
     backends: Vec<Backend>,
     #[serde(default)]
     balance: BalanceKind,
+    hash_header: Option<String>,
+    #[serde(default)]
+    fail_open: bool,
+    health: Option<HealthCheck>,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connect that succeeds.
+    #[default]
+    Tcp,
+    /// `GET path` answered with a 2xx status.
+    Http,
+}
+
+/// `[pool.NAME.health]`: active checks (and passive accounting) for a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// TCP connect or HTTP GET.
+    pub kind: CheckKind,
+    /// HTTP: the path to GET.
+    pub path: String,
+    /// Time between probes of a backend.
+    pub interval_ms: u64,
+    /// A probe not done within this failed.
+    pub timeout_ms: u64,
+    /// Consecutive successful probes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures (probes or passive) that take an up backend down.
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> HealthCheck {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            path: "/".into(),
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+        }
+    }
 }
 
 /// One upstream server.
@@ -271,7 +325,7 @@ pub struct Route {
 }
 
 /// A pool of backends, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Pool {
     /// The name it was given.
     pub name: String,
@@ -279,6 +333,14 @@ pub struct Pool {
     pub backends: Vec<Backend>,
     /// How to pick one.
     pub balance: BalanceKind,
+    /// Consistent hash in HTTP mode: hash this request header (lower-case name)
+    /// instead of the client IP (a request without it hashes its client IP).
+    pub hash_header: Option<String>,
+    /// When every backend is down: use them all anyway (`true`) or answer 503 /
+    /// close (`false`).
+    pub fail_open: bool,
+    /// Active and passive health checks; `None`: every backend always up.
+    pub health: Option<HealthCheck>,
 }
 
 /// A validated configuration.
@@ -342,6 +404,9 @@ impl Config {
                         .map(|&address| Backend { address, weight: 1 })
                         .collect(),
                     balance: BalanceKind::RoundRobin,
+                    hash_header: None,
+                    fail_open: false,
+                    health: None,
                 },
             )]),
             timeouts: Timeouts::default(),
@@ -375,10 +440,38 @@ impl Config {
                     address: b.address,
                 });
             }
+            if p.hash_header.is_some() && p.balance != BalanceKind::ConsistentHash {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: hash_header needs balance = \"consistent-hash\""
+                )));
+            }
+            if let Some(h) = &p.hash_header {
+                if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: hash_header {h:?} is not a header name"
+                    )));
+                }
+            }
+            if let Some(h) = &p.health {
+                if h.interval_ms == 0 || h.timeout_ms == 0 || h.rise == 0 || h.fall == 0 {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: health interval_ms, timeout_ms, rise and fall must be at least 1"
+                    )));
+                }
+                if !h.path.starts_with('/') || h.path.bytes().any(|b| !b.is_ascii_graphic()) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: health path {:?} must start with '/' and hold no spaces",
+                        h.path
+                    )));
+                }
+            }
             pools.push(Pool {
                 name: name.clone(),
                 backends: p.backends.clone(),
                 balance: p.balance,
+                hash_header: p.hash_header.as_ref().map(|h| h.to_ascii_lowercase()),
+                fail_open: p.fail_open,
+                health: p.health.clone(),
             });
         }
         let mut listeners = Vec::with_capacity(raw.listeners.len());
@@ -492,115 +585,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FULL: &str = r#"
-        [[listener]]
-        address = "127.0.0.1:8080"
-        mode = "http"
-        pool = "web"
-
-        [[listener.route]]
-        host = "API.example.com"
-        path_prefix = "/v1/"
-        pool = "api"
-
-        [[listener.route]]
-        path_prefix = "/static/"
-        pool = "api"
-
-        [[listener]]
-        address = "127.0.0.1:8443"
-        mode = "tcp"
-        pool = "web"
-
-        [pool.web]
-        backends = [{ address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" }]
-
-        [pool.api]
-        backends = [{ address = "127.0.0.1:9101" }]
-        balance = "round-robin"
-
-        [timeouts]
-        client_header_ms = 500
-
-        [limits]
-        max_body_bytes = 1000
-    "#;
-
-    #[test]
-    fn full_config_parses_and_resolves_pools() {
-        let c = Config::parse(FULL, "test").expect("valid");
-        assert_eq!(c.listeners.len(), 2);
-        assert_eq!(c.pools.len(), 2);
-        let web = c.pools.iter().position(|p| p.name == "web").expect("web");
-        let api = c.pools.iter().position(|p| p.name == "api").expect("api");
-        assert_eq!(c.pools[web].backends[0].weight, 2);
-        assert_eq!(c.pools[web].backends[1].weight, 1);
-        assert_eq!(c.listeners[0].pool, Some(web));
-        assert_eq!(c.listeners[1].mode, Mode::Tcp);
-        assert_eq!(c.timeouts.client_header_ms, 500);
-        assert_eq!(c.timeouts.backend_response_ms, 30_000);
-        assert_eq!(c.limits.max_body_bytes, 1000);
-        // Routing: host + prefix, prefix only, default.
-        assert_eq!(c.route(0, Some("api.example.com"), "/v1/users"), Some(api));
-        assert_eq!(c.route(0, Some("other"), "/v1/users"), Some(web));
-        assert_eq!(c.route(0, None, "/static/a.css"), Some(api));
-        assert_eq!(c.route(0, Some("x"), "/"), Some(web));
-    }
-
-    #[test]
-    fn the_shipped_example_is_valid() {
-        let text = include_str!("../proxy.example.toml");
-        Config::parse(text, "proxy.example.toml").expect("example config is valid");
-    }
-
-    fn err(text: &str) -> String {
-        Config::parse(text, "t")
-            .expect_err("must be rejected")
-            .to_string()
-    }
-
-    #[test]
-    fn bad_configs_say_what_is_wrong() {
-        assert!(err("").contains("no listener"));
-        let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"nope\"\n");
-        assert!(e.contains("\"nope\"") && e.contains("not defined"), "{e}");
-        let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"udp\"\npool = \"p\"\n");
-        assert!(e.contains("udp"), "{e}");
-        let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\n");
-        assert!(e.contains("needs a pool"), "{e}");
-        let e = err(
-            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = []\n",
-        );
-        assert!(e.contains("no backends"), "{e}");
-        let e = err(
-            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\", weight = 0 }]\n",
-        );
-        assert!(e.contains("weight 0"), "{e}");
-        let e = err(
-            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\ncolour = 1\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
-        );
-        assert!(e.contains("colour"), "unknown keys are errors: {e}");
-        let e = err("[[listener]]\naddress = \"not an address\"\nmode = \"tcp\"\npool = \"p\"\n");
-        assert!(e.contains("address"), "{e}");
-        let e = err(
-            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"p\"\n[[listener.route]]\npath_prefix = \"v1\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
-        );
-        assert!(e.contains("must start with '/'"), "{e}");
-    }
-
-    #[test]
-    fn quick_start_makes_one_pool() {
-        let l: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
-        let b: SocketAddr = "127.0.0.1:9001".parse().expect("literal");
-        let c = Config::quick_start(&[l], &[b, b], Mode::Http).expect("valid");
-        assert_eq!(c.pools[0].backends.len(), 2);
-        assert_eq!(c.listeners[0].pool, Some(0));
-        assert!(matches!(
-            Config::quick_start(&[l], &[], Mode::Tcp),
-            Err(ConfigError::NoBackend)
-        ));
-    }
-}
+mod tests;

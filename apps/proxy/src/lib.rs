@@ -20,10 +20,11 @@
 //!   `upstream_idle_ms`). A pooled connection is only ever reused by the shard that
 //!   opened it; pools are never shared, so there is nothing to synchronise and an
 //!   idle connection costs one fd and a few words.
-//! - **Balancer state** (the round-robin cursor, and later the per-backend counts
-//!   least-connections needs) is per shard too: each shard balances its own
-//!   traffic, and shards start at different offsets so they do not move in
-//!   lockstep.
+//! - **Balancer state** ([`balance`]: cursors, smooth-WRR weights, the
+//!   per-backend active counts least-connections and power-of-two-choices use,
+//!   the hash ring) is per shard too: each shard balances its own traffic, and
+//!   shards start at different offsets so they do not move in lockstep. Only
+//!   backend health is decided once for the server (below).
 //!
 //! # Backpressure, both ways
 //!
@@ -56,18 +57,54 @@
 //! whose framing is ambiguous is answered 400 and the connection closed before any
 //! upstream connection is chosen for it.
 //!
-//! # Mailboxes
+//! # Health: one checker per pool, state through the mailboxes
 //!
-//! Nothing goes through the mailboxes yet (`Msg = ()`). Health state will: each
-//! backend is to be checked by one shard (its owner), which broadcasts up/down
-//! transitions so every shard's balancer skips a down backend. Data never crosses
-//! shards.
+//! Only pools with a `[pool.NAME.health]` section are checked; the backends of
+//! other pools are always up. The protocol ([`health`]):
+//!
+//! - **One checker.** Pool `p` is checked by shard `p % shards` (its *checker*),
+//!   once for the whole server, not once per shard. The checker alone decides
+//!   whether a backend is up: it keeps, per backend, the state and the counts of
+//!   consecutive successes and failures. Every `interval_ms` it probes each
+//!   backend (a TCP connect, or an HTTP `GET path` whose status must be 2xx,
+//!   within `timeout_ms`); a probe still in flight is not doubled.
+//! - **Transitions.** An up backend goes down after `fall` consecutive failures
+//!   (probes or passive reports); a down backend comes up after `rise`
+//!   consecutive successful probes (only probes: a down backend gets no traffic
+//!   to judge it by). A success resets the failure count and vice versa. Every
+//!   shard starts with every backend up (serving at once; a dead backend is
+//!   found within `fall` probes or failed requests).
+//! - **Broadcast.** On a transition the checker applies it to its own view and
+//!   posts `Health { pool, backend, up }` to every other shard. Each shard's
+//!   balancers skip the backends its view says are down.
+//! - **Passive reports.** Every shard watches its own traffic: a failed or
+//!   timed-out connect, a response timeout, an upstream that dies before
+//!   answering, or a 5xx response is a failure; a response below 500 (or an
+//!   established TCP relay) a success. Failures are posted to the checker as
+//!   `Passive { ok: false }`. To keep the data path free of messages, a success
+//!   is posted only when it follows a failure this shard reported for that
+//!   backend (it resets the checker's count); so "consecutive" is as the checker
+//!   hears it: one shard's failures count even while another shard, which never
+//!   failed, succeeds unheard.
+//! - **Never dropped.** A full mailbox hands the message back (`Full`): it is
+//!   kept in a per-destination FIFO outbox and retried from `on_mailbox_ready`
+//!   (and on the next tick); while a destination has queued messages, new ones
+//!   go behind them, so each shard sees a backend's transitions in order and
+//!   ends with the checker's latest state. Messages are posted shard by shard
+//!   (`Ctx::post`) rather than with `Ctx::broadcast`, so that the copies that
+//!   did fit and the ones that did not keep one order per destination.
+//! - **Fail-open.** When a shard's view has every backend of a pool down, the
+//!   pool uses all of them if `fail_open = true`, else requests get 503 (TCP
+//!   clients are closed).
+//!
+//! Data never crosses shards; only these small messages do.
 //!
 //! # Listeners and servers
 //!
-//! Shardline's `on_accept` does not say which listener accepted a connection, so
-//! one Shardline `Server` (its own set of shards) runs per configured listener.
-//! With one listener — the quick start — that is exactly thread-per-core.
+//! One Shardline `Server` (its own set of shards) runs per configured listener
+//! (this predates `Ctx::local_addr`, which would allow one server for all). With
+//! one listener — the quick start — that is exactly thread-per-core; with
+//! several, each server checks the health of the pools its listener uses.
 //!
 //! # Must never
 //!
@@ -78,7 +115,9 @@
 
 pub mod balance;
 pub mod config;
+pub mod health;
 pub mod http;
+pub mod pools;
 pub mod tcp;
 
 use std::sync::Arc;

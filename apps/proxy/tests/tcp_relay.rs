@@ -137,3 +137,61 @@ fn client_is_closed_when_every_backend_fails() {
         }
     }
 }
+
+/// The client's FIN reaches the backend while the way back stays open: a
+/// backend that reads until EOF before answering (`wc`-style) is served.
+#[test]
+fn client_half_close_reaches_the_backend() {
+    for (io, shards) in matrix() {
+        let backend = TcpBackend::start(|mut s| {
+            let mut all = Vec::new();
+            if s.read_to_end(&mut all).is_ok() {
+                let _ = s.write_all(format!("got {} bytes", all.len()).as_bytes());
+            }
+        });
+        let proxy = TestProxy::start(io, shards, &tcp_config(&[backend.addr]));
+        let mut c = proxy.connect();
+        c.write_all(&random(3, 100_000)).expect("write");
+        c.shutdown(Shutdown::Write).expect("half-close");
+        let mut back = String::new();
+        c.read_to_string(&mut back)
+            .unwrap_or_else(|e| panic!("{}: {e}", proxy.label));
+        assert_eq!(back, "got 100000 bytes", "{}", proxy.label);
+    }
+}
+
+/// The backend's FIN reaches the client while the client's way in stays open:
+/// what the client sends after reading EOF still reaches the backend.
+#[test]
+fn backend_half_close_reaches_the_client_and_the_client_goes_on() {
+    for (io, shards) in matrix() {
+        let (tx, rx) = mpsc::channel();
+        let backend = TcpBackend::start(move |mut s| {
+            s.write_all(b"banner").expect("backend writes");
+            s.shutdown(Shutdown::Write).expect("backend half-closes");
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            let _ = tx.send(rest);
+        });
+        let proxy = TestProxy::start(io, shards, &tcp_config(&[backend.addr]));
+        let mut c = proxy.connect();
+        let mut banner = [0u8; 6];
+        c.read_exact(&mut banner).expect("banner");
+        assert_eq!(&banner, b"banner");
+        let mut b = [0u8; 1];
+        assert_eq!(
+            c.read(&mut b).expect("EOF"),
+            0,
+            "{}: EOF after the banner",
+            proxy.label
+        );
+        c.write_all(b"after the backend's FIN")
+            .expect("client goes on");
+        c.shutdown(Shutdown::Write).expect("half-close");
+        let rest = rx.recv_timeout(WAIT).expect("backend read to the end");
+        assert_eq!(rest, b"after the backend's FIN", "{}", proxy.label);
+        // Both FINs seen: the proxy closes the client.
+        let mut tail = Vec::new();
+        assert!(c.read_to_end(&mut tail).is_ok() && tail.is_empty());
+    }
+}

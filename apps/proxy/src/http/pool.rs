@@ -28,11 +28,14 @@ pub(crate) struct Upstream {
     pub(crate) idle_since: Instant,
 }
 
-/// Upstream records plus idle lists `[pool][backend]` (most recent last).
+/// Upstream records plus idle lists `[pool][backend]` (most recent last), and
+/// per backend the count of connections that are not idle (connecting or
+/// carrying an exchange): least-connections' load, and the `/metrics` gauge.
 #[derive(Debug)]
 pub(crate) struct UpstreamPool {
-    pub(crate) conns: Slab<Upstream>,
+    conns: Slab<Upstream>,
     idle: Vec<Vec<Vec<usize>>>,
+    active: Vec<Vec<u32>>,
     max_idle: usize,
 }
 
@@ -42,7 +45,56 @@ impl UpstreamPool {
         UpstreamPool {
             conns: Slab::new(),
             idle: backends.iter().map(|&n| vec![Vec::new(); n]).collect(),
+            active: backends.iter().map(|&n| vec![0; n]).collect(),
             max_idle,
+        }
+    }
+
+    /// Connections to each backend of `pool` that are not idle.
+    pub(crate) fn active(&self, pool: usize) -> &[u32] {
+        self.active.get(pool).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn count(&mut self, pool: usize, backend: usize, up: bool) {
+        if let Some(n) = self.active.get_mut(pool).and_then(|p| p.get_mut(backend)) {
+            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
+
+    /// The record of upstream `key`.
+    pub(crate) fn get(&self, key: usize) -> Option<&Upstream> {
+        self.conns.get(key)
+    }
+
+    /// Records a connect just started for client `owner`; returns its key.
+    pub(crate) fn insert_connecting(
+        &mut self,
+        conn: ConnId,
+        pool: usize,
+        backend: usize,
+        owner: (usize, u64),
+        now: Instant,
+    ) -> usize {
+        self.count(pool, backend, true);
+        self.conns.insert(Upstream {
+            conn,
+            pool,
+            backend,
+            state: UpState::Connecting(owner.0, owner.1),
+            idle_since: now,
+        })
+    }
+
+    /// A connecting upstream is up and now carries its client's exchange.
+    pub(crate) fn set_active(&mut self, key: usize, owner: (usize, u64)) {
+        if let Some(up) = self.conns.get_mut(key) {
+            if up.state == UpState::Idle {
+                let (p, b) = (up.pool, up.backend);
+                up.state = UpState::Active(owner.0, owner.1);
+                self.count(p, b, true);
+            } else {
+                up.state = UpState::Active(owner.0, owner.1);
+            }
         }
     }
 
@@ -57,6 +109,7 @@ impl UpstreamPool {
         while let Some(key) = list.pop() {
             if let Some(up) = self.conns.get_mut(key).filter(|u| u.state == UpState::Idle) {
                 up.state = UpState::Active(owner.0, owner.1);
+                self.count(pool, backend, true);
                 return Some(key);
             }
         }
@@ -79,9 +132,14 @@ impl UpstreamPool {
         if list.len() >= self.max_idle {
             return false;
         }
+        let was_active = up.state != UpState::Idle;
         up.state = UpState::Idle;
         up.idle_since = now;
         list.push(key);
+        let (p, b) = (up.pool, up.backend);
+        if was_active {
+            self.count(p, b, false);
+        }
         true
     }
 
@@ -96,6 +154,8 @@ impl UpstreamPool {
             {
                 list.retain(|&k| k != key);
             }
+        } else {
+            self.count(up.pool, up.backend, false);
         }
         Some(up)
     }

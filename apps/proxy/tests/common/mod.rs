@@ -5,17 +5,22 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{ErrorKind, Read, Write},
+    collections::HashMap,
+    io::ErrorKind,
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
 use shardline::{Io, RunningServer, Server};
+
+mod http;
+#[allow(unused_imports)] // Not every test file uses the HTTP helpers.
+pub use http::*;
 use shardline_proxy::Config;
 
 /// Every test runs on both backends, forced.
@@ -114,32 +119,54 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A TCP listener on a thread that hands each accepted connection to `serve` on
-/// its own thread, counting accepts. Stops accepting when dropped.
+/// its own thread, counting accepts. Stops accepting when dropped; [`kill`]
+/// also cuts every accepted connection.
+///
+/// [`kill`]: TcpBackend::kill
 pub struct TcpBackend {
     pub addr: SocketAddr,
     pub accepts: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Clones of the open accepted connections (for `kill`), by accept number;
+    /// removed when `serve` returns, so the connection closes then.
+    conns: Arc<Mutex<HashMap<usize, TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl TcpBackend {
     pub fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> TcpBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        TcpBackend::start_on("127.0.0.1:0".parse().expect("literal"), serve)
+    }
+
+    /// On `addr` (e.g. the address of a killed backend, to bring it back).
+    pub fn start_on(
+        addr: SocketAddr,
+        serve: impl Fn(TcpStream) + Send + Sync + 'static,
+    ) -> TcpBackend {
+        let listener = TcpListener::bind(addr).expect("bind backend");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let accepts = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(HashMap::new()));
         let serve = Arc::new(serve);
-        let (a, s) = (accepts.clone(), stop.clone());
-        thread::spawn(move || {
+        let (a, s, c) = (accepts.clone(), stop.clone(), conns.clone());
+        let thread = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        a.fetch_add(1, Ordering::SeqCst);
+                        let n = a.fetch_add(1, Ordering::SeqCst);
                         stream.set_nonblocking(false).expect("blocking");
                         stream.set_read_timeout(Some(WAIT)).expect("timeout");
                         stream.set_write_timeout(Some(WAIT)).expect("timeout");
-                        let serve = serve.clone();
-                        thread::spawn(move || serve(stream));
+                        if let Ok(clone) = stream.try_clone() {
+                            c.lock().expect("lock").insert(n, clone);
+                        }
+                        let (serve, c) = (serve.clone(), c.clone());
+                        thread::spawn(move || {
+                            serve(stream);
+                            c.lock().expect("lock").remove(&n);
+                        });
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(2))
@@ -152,11 +179,25 @@ impl TcpBackend {
             addr,
             accepts,
             stop,
+            conns,
+            thread: Some(thread),
         }
     }
 
     pub fn accepted(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening (the port refuses connections once this returns) and
+    /// cuts every connection it accepted: a backend that dies.
+    pub fn kill(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for (_, c) in self.conns.lock().expect("lock").drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -164,401 +205,4 @@ impl Drop for TcpBackend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
-}
-
-/// A request as an HTTP test backend received it.
-#[derive(Debug, Clone)]
-pub struct SeenRequest {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The request arrived chunked.
-    pub chunked: bool,
-}
-
-impl SeenRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// How an HTTP test backend answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    /// `200`, Content-Length body: "<name> <method> <target> <body bytes>".
-    Info,
-    /// The request body back, Content-Length.
-    EchoBody,
-    /// The request body back, chunked in pieces of 1000 bytes.
-    EchoChunked,
-    /// Never answer (for response timeouts).
-    Silent,
-    /// Answer Info, then close (Connection: close).
-    InfoThenClose,
-    /// Answer the first request of a connection (keep-alive); close the
-    /// connection on reading the second, unanswered: a keep-alive connection that
-    /// dies just as it is reused.
-    OnceThenDrop,
-}
-
-/// An HTTP/1.1 backend on std threads: keep-alive, records every request.
-pub struct HttpBackend {
-    pub tcp: TcpBackend,
-    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
-    /// Bytes received in total (also bytes of requests it could not parse).
-    pub bytes: Arc<AtomicUsize>,
-}
-
-impl HttpBackend {
-    pub fn start(name: &str, answer: Answer) -> HttpBackend {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let bytes = Arc::new(AtomicUsize::new(0));
-        let (s, b, name) = (seen.clone(), bytes.clone(), name.to_string());
-        let tcp = TcpBackend::start(move |stream| serve_http(stream, &name, answer, &s, &b));
-        HttpBackend { tcp, seen, bytes }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.tcp.addr
-    }
-
-    pub fn requests(&self) -> Vec<SeenRequest> {
-        self.seen.lock().expect("lock").clone()
-    }
-
-    pub fn accepted(&self) -> usize {
-        self.tcp.accepted()
-    }
-}
-
-fn serve_http(
-    mut stream: TcpStream,
-    name: &str,
-    answer: Answer,
-    seen: &Mutex<Vec<SeenRequest>>,
-    bytes: &AtomicUsize,
-) {
-    let mut buf = Vec::new();
-    let mut answered = 0;
-    loop {
-        let Some(req) = read_request(&mut stream, &mut buf, bytes) else {
-            return;
-        };
-        seen.lock().expect("lock").push(req.clone());
-        if answer == Answer::OnceThenDrop && answered == 1 {
-            return;
-        }
-        answered += 1;
-        let out = match answer {
-            Answer::Silent => {
-                // Hold the connection until the peer goes away.
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-                return;
-            }
-            Answer::Info | Answer::InfoThenClose | Answer::OnceThenDrop => {
-                let body = format!("{name} {} {} {}", req.method, req.target, req.body.len());
-                let close = if answer == Answer::InfoThenClose {
-                    "Connection: close\r\n"
-                } else {
-                    ""
-                };
-                let mut out = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {name}\r\n{close}\r\n",
-                    body.len()
-                )
-                .into_bytes();
-                if req.method != "HEAD" {
-                    out.extend_from_slice(body.as_bytes());
-                }
-                out
-            }
-            Answer::EchoBody => {
-                let mut out = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n",
-                    req.body.len()
-                )
-                .into_bytes();
-                out.extend_from_slice(&req.body);
-                out
-            }
-            Answer::EchoChunked => {
-                let mut out = format!(
-                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Backend: {name}\r\n\r\n"
-                )
-                .into_bytes();
-                for piece in req.body.chunks(1000) {
-                    out.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
-                    out.extend_from_slice(piece);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
-                out
-            }
-        };
-        if stream.write_all(&out).is_err() {
-            return;
-        }
-        if answer == Answer::InfoThenClose {
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-    }
-}
-
-/// Reads until `buf` holds `\r\n\r\n`; returns the head's length, or `None` at EOF.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<usize> {
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(i + 4);
-        }
-        let mut chunk = [0u8; 16 << 10];
-        match stream.read(&mut chunk) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Ok(0) | Err(_) => return None,
-            Ok(n) => {
-                bytes.fetch_add(n, Ordering::SeqCst);
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-}
-
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize, bytes: &AtomicUsize) -> bool {
-    while buf.len() < want {
-        let mut chunk = [0u8; 64 << 10];
-        match stream.read(&mut chunk) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Ok(0) | Err(_) => return false,
-            Ok(n) => {
-                bytes.fetch_add(n, Ordering::SeqCst);
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-    true
-}
-
-/// Reads a CRLF-terminated line from the front of `buf` (filling as needed).
-fn take_line(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<String> {
-    loop {
-        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-            let line = String::from_utf8_lossy(&buf[..i]).to_string();
-            buf.drain(..i + 2);
-            return Some(line);
-        }
-        let have = buf.len();
-        if !fill(stream, buf, have + 1, bytes) {
-            return None;
-        }
-    }
-}
-
-/// Reads a chunked body (independent of the proxy's decoder).
-fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = take_line(stream, buf, bytes)?;
-        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            // Trailers until the empty line.
-            loop {
-                if take_line(stream, buf, bytes)?.is_empty() {
-                    return Some(body);
-                }
-            }
-        }
-        if !fill(stream, buf, size + 2, bytes) {
-            return None;
-        }
-        body.extend_from_slice(&buf[..size]);
-        assert_eq!(&buf[size..size + 2], b"\r\n", "chunk data ends with CRLF");
-        buf.drain(..size + 2);
-    }
-}
-
-fn read_request(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    bytes: &AtomicUsize,
-) -> Option<SeenRequest> {
-    let end = read_head(stream, buf, bytes)?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(&buf[..end]).ok()?;
-    let method = req.method?.to_string();
-    let target = req.path?.to_string();
-    let headers: Vec<(String, String)> = req
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).to_string(),
-            )
-        })
-        .collect();
-    buf.drain(..end);
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        read_chunked(stream, buf, bytes)?
-    } else if let Some(len) = find("content-length") {
-        let len: usize = len.parse().ok()?;
-        if !fill(stream, buf, len, bytes) {
-            return None;
-        }
-        buf.drain(..len).collect()
-    } else {
-        Vec::new()
-    };
-    Some(SeenRequest {
-        method,
-        target,
-        headers,
-        body,
-        chunked,
-    })
-}
-
-/// A response as the test client read it.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub chunked: bool,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-/// An HTTP client connection to the proxy.
-pub struct HttpClient {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-    bytes: AtomicUsize,
-}
-
-impl HttpClient {
-    pub fn new(stream: TcpStream) -> HttpClient {
-        HttpClient {
-            stream,
-            buf: Vec::new(),
-            bytes: AtomicUsize::new(0),
-        }
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to proxy");
-    }
-
-    /// Reads one response; `head_request`: it answers a HEAD (no body).
-    pub fn response(&mut self, head_request: bool) -> Response {
-        self.try_response(head_request)
-            .expect("a complete response from the proxy")
-    }
-
-    pub fn try_response(&mut self, head_request: bool) -> Option<Response> {
-        let end = read_head(&mut self.stream, &mut self.buf, &self.bytes)?;
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        resp.parse(&self.buf[..end])
-            .expect("proxy sent a valid head");
-        let status = resp.code.expect("status");
-        let headers: Vec<(String, String)> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).to_string(),
-                )
-            })
-            .collect();
-        self.buf.drain(..end);
-        let find = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
-        let chunked = find("transfer-encoding").is_some_and(|v| v == "chunked");
-        let body = if head_request || status == 204 || status == 304 || status < 200 {
-            Vec::new()
-        } else if chunked {
-            read_chunked(&mut self.stream, &mut self.buf, &self.bytes)?
-        } else if let Some(len) = find("content-length") {
-            let len: usize = len.parse().expect("numeric length");
-            if !fill(&mut self.stream, &mut self.buf, len, &self.bytes) {
-                return None;
-            }
-            self.buf.drain(..len).collect()
-        } else {
-            let mut rest = std::mem::take(&mut self.buf);
-            self.stream.read_to_end(&mut rest).ok()?;
-            rest
-        };
-        Some(Response {
-            status,
-            headers,
-            body,
-            chunked,
-        })
-    }
-
-    /// Whether the proxy closed the connection (EOF, or reset) with nothing more
-    /// to read, within the read timeout.
-    pub fn closed(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut b = [0u8; 1];
-        loop {
-            return match self.stream.read(&mut b) {
-                Ok(0) => true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
-                _ => false,
-            };
-        }
-    }
-}
-
-/// A GET request for `target` on host `h`.
-pub fn get(target: &str) -> Vec<u8> {
-    format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
-}
-
-/// An HTTP listener on port 0 with one round-robin pool of `backends`, plus
-/// `extra` TOML (a `[timeouts]` or `[limits]` table).
-pub fn http_config(backends: &[SocketAddr], extra: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
-         [pool.p]\nbackends = [{}]\n{extra}\n",
-        list.join(", ")
-    )
 }

@@ -1,0 +1,136 @@
+//! Config parsing and validation.
+use super::*;
+
+const FULL: &str = r#"
+    [[listener]]
+    address = "127.0.0.1:8080"
+    mode = "http"
+    pool = "web"
+
+    [[listener.route]]
+    host = "API.example.com"
+    path_prefix = "/v1/"
+    pool = "api"
+
+    [[listener.route]]
+    path_prefix = "/static/"
+    pool = "api"
+
+    [[listener]]
+    address = "127.0.0.1:8443"
+    mode = "tcp"
+    pool = "web"
+
+    [pool.web]
+    backends = [{ address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" }]
+
+    [pool.api]
+    backends = [{ address = "127.0.0.1:9101" }]
+    balance = "round-robin"
+
+    [timeouts]
+    client_header_ms = 500
+
+    [limits]
+    max_body_bytes = 1000
+"#;
+
+#[test]
+fn full_config_parses_and_resolves_pools() {
+    let c = Config::parse(FULL, "test").expect("valid");
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.pools.len(), 2);
+    let web = c.pools.iter().position(|p| p.name == "web").expect("web");
+    let api = c.pools.iter().position(|p| p.name == "api").expect("api");
+    assert_eq!(c.pools[web].backends[0].weight, 2);
+    assert_eq!(c.pools[web].backends[1].weight, 1);
+    assert_eq!(c.listeners[0].pool, Some(web));
+    assert_eq!(c.listeners[1].mode, Mode::Tcp);
+    assert_eq!(c.timeouts.client_header_ms, 500);
+    assert_eq!(c.timeouts.backend_response_ms, 30_000);
+    assert_eq!(c.limits.max_body_bytes, 1000);
+    // Routing: host + prefix, prefix only, default.
+    assert_eq!(c.route(0, Some("api.example.com"), "/v1/users"), Some(api));
+    assert_eq!(c.route(0, Some("other"), "/v1/users"), Some(web));
+    assert_eq!(c.route(0, None, "/static/a.css"), Some(api));
+    assert_eq!(c.route(0, Some("x"), "/"), Some(web));
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let text = include_str!("../../proxy.example.toml");
+    Config::parse(text, "proxy.example.toml").expect("example config is valid");
+}
+
+fn err(text: &str) -> String {
+    Config::parse(text, "t")
+        .expect_err("must be rejected")
+        .to_string()
+}
+
+#[test]
+fn bad_configs_say_what_is_wrong() {
+    assert!(err("").contains("no listener"));
+    let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"nope\"\n");
+    assert!(e.contains("\"nope\"") && e.contains("not defined"), "{e}");
+    let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"udp\"\npool = \"p\"\n");
+    assert!(e.contains("udp"), "{e}");
+    let e = err("[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\n");
+    assert!(e.contains("needs a pool"), "{e}");
+    let e = err(
+        "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = []\n",
+    );
+    assert!(e.contains("no backends"), "{e}");
+    let e = err(
+        "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\", weight = 0 }]\n",
+    );
+    assert!(e.contains("weight 0"), "{e}");
+    let e = err(
+        "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\ncolour = 1\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+    );
+    assert!(e.contains("colour"), "unknown keys are errors: {e}");
+    let e = err("[[listener]]\naddress = \"not an address\"\nmode = \"tcp\"\npool = \"p\"\n");
+    assert!(e.contains("address"), "{e}");
+    let e = err(
+        "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"p\"\n[[listener.route]]\npath_prefix = \"v1\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+    );
+    assert!(e.contains("must start with '/'"), "{e}");
+    let pool = "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n[pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n";
+    let e = err(&format!("{pool}hash_header = \"X-U\"\n"));
+    assert!(e.contains("consistent-hash"), "{e}");
+    let e = err(&format!("{pool}balance = \"fastest\"\n"));
+    assert!(e.contains("fastest"), "{e}");
+    let e = err(&format!("{pool}[pool.p.health]\nfall = 0\n"));
+    assert!(e.contains("at least 1"), "{e}");
+    let e = err(&format!(
+        "{pool}[pool.p.health]\nkind = \"http\"\npath = \"x\"\n"
+    ));
+    assert!(e.contains("must start with '/'"), "{e}");
+    let ok = Config::parse(
+        &format!(
+            "{pool}balance = \"least-connections\"\nfail_open = true\n[pool.p.health]\nrise = 5\n"
+        ),
+        "t",
+    )
+    .expect("valid");
+    let h = ok.pools[0].health.as_ref().expect("health");
+    assert_eq!(
+        (h.kind, h.rise, h.fall, h.interval_ms),
+        (CheckKind::Tcp, 5, 3, 2000)
+    );
+    assert!(ok.pools[0].fail_open);
+    assert_eq!(ok.pools[0].balance, BalanceKind::LeastConnections);
+}
+
+#[test]
+fn quick_start_makes_one_pool() {
+    let l: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
+    let b: SocketAddr = "127.0.0.1:9001".parse().expect("literal");
+    let c = Config::quick_start(&[l], &[b, b], Mode::Http).expect("valid");
+    assert_eq!(c.pools[0].backends.len(), 2);
+    assert_eq!(c.listeners[0].pool, Some(0));
+    assert!(matches!(
+        Config::quick_start(&[l], &[], Mode::Tcp),
+        Err(ConfigError::NoBackend)
+    ));
+}

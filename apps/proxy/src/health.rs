@@ -1,0 +1,498 @@
+//! Health checking, once per pool for the whole server: the protocol is in the
+//! crate doc ("Health"). Every shard's handler owns one [`Health`]: on the
+//! checker shard of a pool it probes the pool's backends and decides; on every
+//! shard it applies the checker's decisions to the shard's [`ShardPools`] and
+//! reports the shard's own failures to the checker.
+//!
+//! Probe connections are this module's: the handler hands it every event of a
+//! connection it [`owns`](Health::owns) and every timer token with
+//! [`TOKEN_BIT`] set. It must never drop a state change (a full mailbox means
+//! "later", through the outbox) or let a probe outlive its timeout.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io,
+    sync::Arc,
+    time::Duration,
+};
+
+use shardline::{ConnId, Ctx, ShardId, TimerId};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{CheckKind, Config},
+    pools::ShardPools,
+};
+
+/// Timer tokens of this module have this bit set; the handlers' own never do.
+pub const TOKEN_BIT: u64 = 1 << 63;
+
+/// Longest status line a probe waits for before calling the answer bad.
+const MAX_STATUS_LINE: usize = 1024;
+
+/// What shards tell each other (the handlers' `Handler::Msg`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyMsg {
+    /// Checker → every shard: `(pool, backend)` is now up or down.
+    Health {
+        /// Pool index.
+        pool: u32,
+        /// Backend index in the pool.
+        backend: u32,
+        /// The new state.
+        up: bool,
+    },
+    /// A shard → the pool's checker: traffic to `(pool, backend)` failed
+    /// (`ok: false`), or succeeded after a failure this shard reported.
+    Passive {
+        /// Pool index.
+        pool: u32,
+        /// Backend index in the pool.
+        backend: u32,
+        /// The outcome.
+        ok: bool,
+    },
+}
+
+/// The checker's record of one backend.
+#[derive(Debug, Clone, Default)]
+struct Verdict {
+    down: bool,
+    successes: u32,
+    failures: u32,
+    probing: bool,
+}
+
+#[derive(Debug)]
+struct Probe {
+    pool: usize,
+    backend: usize,
+    connected: bool,
+    /// Decided (and closed); waiting for `on_close`.
+    done: bool,
+    timer: TimerId,
+    timer_token: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tick {
+    /// Probe every backend of a pool.
+    Round(usize),
+    /// A probe's deadline.
+    Timeout(ConnId),
+}
+
+/// One shard's part in health checking.
+#[derive(Debug)]
+pub struct Health {
+    config: Arc<Config>,
+    me: usize,
+    shards: usize,
+    /// `[pool][backend]`, for the pools this shard checks (empty otherwise).
+    verdicts: Vec<Vec<Verdict>>,
+    probes: HashMap<ConnId, Probe>,
+    ticks: HashMap<u64, Tick>,
+    next_token: u64,
+    /// Messages a full mailbox handed back, per destination shard, in order.
+    outbox: Vec<VecDeque<ProxyMsg>>,
+    /// `[pool][backend]`: this shard reported a failure not yet followed by a
+    /// reported success.
+    reported_failure: Vec<Vec<bool>>,
+}
+
+impl Health {
+    /// Shard `me` of `shards`, for `config`.
+    pub fn new(config: Arc<Config>, me: ShardId, shards: usize) -> Health {
+        let shards = shards.max(1);
+        let verdicts = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(p, pool)| {
+                if pool.health.is_some() && p % shards == me.0 {
+                    vec![Verdict::default(); pool.backends.len()]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let reported_failure = config
+            .pools
+            .iter()
+            .map(|p| vec![false; p.backends.len()])
+            .collect();
+        Health {
+            config,
+            me: me.0,
+            shards,
+            verdicts,
+            probes: HashMap::new(),
+            ticks: HashMap::new(),
+            next_token: 0,
+            outbox: vec![VecDeque::new(); shards],
+            reported_failure,
+        }
+    }
+
+    /// The shard that checks `pool`.
+    pub fn checker(&self, pool: usize) -> usize {
+        pool % self.shards
+    }
+
+    /// Whether `conn` is one of this module's probes.
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.probes.contains_key(&conn)
+    }
+
+    fn token(&mut self, tick: Tick) -> u64 {
+        let token = TOKEN_BIT | self.next_token;
+        self.next_token += 1;
+        self.ticks.insert(token, tick);
+        token
+    }
+
+    /// Starts probing the pools this shard checks (a first round now).
+    pub fn start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+        for p in 0..self.verdicts.len() {
+            if self.verdicts[p].is_empty() {
+                continue;
+            }
+            let Some(h) = self.config.pools[p].health.as_ref() else {
+                continue;
+            };
+            let period = Duration::from_millis(h.interval_ms);
+            let token = self.token(Tick::Round(p));
+            ctx.set_interval(period, token);
+            self.round(ctx, p);
+        }
+    }
+
+    /// One probe per backend of pool `p` (not for a backend still being probed).
+    fn round(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, p: usize) {
+        let Some(h) = self.config.pools[p].health.clone() else {
+            return;
+        };
+        for b in 0..self.verdicts[p].len() {
+            if self.verdicts[p][b].probing {
+                continue;
+            }
+            let addr = self.config.pools[p].backends[b].address;
+            match ctx.connect(addr) {
+                Ok(conn) => {
+                    self.verdicts[p][b].probing = true;
+                    let token = self.token(Tick::Timeout(conn));
+                    let timer = ctx.set_timer(Duration::from_millis(h.timeout_ms), token);
+                    self.probes.insert(
+                        conn,
+                        Probe {
+                            pool: p,
+                            backend: b,
+                            connected: false,
+                            done: false,
+                            timer,
+                            timer_token: token,
+                        },
+                    );
+                }
+                Err(e) => {
+                    debug!(backend = %addr, error = %e, "health probe: cannot start connect");
+                    self.record(ctx, p, b, false, true);
+                }
+            }
+        }
+        // Anything a full mailbox held back gets another chance every round.
+        for to in 0..self.shards {
+            self.flush(ctx, to);
+        }
+    }
+
+    /// A timer with [`TOKEN_BIT`]: `false` if it is not this module's.
+    pub fn on_timer(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        token: u64,
+    ) -> bool {
+        let Some(&tick) = self.ticks.get(&token) else {
+            return token & TOKEN_BIT != 0;
+        };
+        match tick {
+            Tick::Round(p) => self.round(ctx, p),
+            Tick::Timeout(conn) => {
+                self.ticks.remove(&token);
+                if let Some(probe) = self.probes.get(&conn).filter(|p| !p.done) {
+                    let connected = probe.connected;
+                    debug!(conn = %conn, "health probe timed out");
+                    self.verdict(ctx, pools, conn, false);
+                    if !connected {
+                        // A connect in flight that is closed is released without
+                        // on_connect/on_close.
+                        self.probes.remove(&conn);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// A probe's connect finished.
+    pub fn on_connect(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        conn: ConnId,
+        result: io::Result<()>,
+    ) {
+        let Some(probe) = self.probes.get_mut(&conn) else {
+            return;
+        };
+        match result {
+            Err(_) => {
+                // Released already: no on_close will come.
+                self.verdict(ctx, pools, conn, false);
+                self.probes.remove(&conn);
+            }
+            Ok(()) => {
+                probe.connected = true;
+                let pool = &self.config.pools[probe.pool];
+                match pool.health.as_ref().map(|h| (h.kind, h.path.clone())) {
+                    Some((CheckKind::Http, path)) => {
+                        let host = pool.backends[probe.backend].address;
+                        let req = format!(
+                            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: shardline-proxy-health\r\n\
+                             Connection: close\r\n\r\n"
+                        );
+                        if ctx.send(conn, req.as_bytes()).is_err() {
+                            self.verdict(ctx, pools, conn, false);
+                        }
+                    }
+                    _ => self.verdict(ctx, pools, conn, true),
+                }
+            }
+        }
+    }
+
+    /// Bytes from a probe: the status line decides.
+    pub fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
+        if self.probes.get(&conn).is_none_or(|p| p.done) {
+            return data.len();
+        }
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
+            if data.len() > MAX_STATUS_LINE {
+                self.verdict(ctx, pools, conn, false);
+                return data.len();
+            }
+            return 0;
+        };
+        let line = &data[..end];
+        let ok = line.len() >= 12
+            && (line.starts_with(b"HTTP/1.1 ") || line.starts_with(b"HTTP/1.0 "))
+            && line[9] == b'2'
+            && line[10].is_ascii_digit()
+            && line[11].is_ascii_digit();
+        self.verdict(ctx, pools, conn, ok);
+        data.len()
+    }
+
+    /// A probe connection ended (after a verdict, or before one: a failure).
+    pub fn on_close(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, pools: &mut ShardPools, conn: ConnId) {
+        if self.probes.get(&conn).is_some_and(|p| !p.done) {
+            self.verdict(ctx, pools, conn, false);
+        }
+        self.probes.remove(&conn);
+    }
+
+    /// Decides probe `conn` and closes it.
+    fn verdict(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        conn: ConnId,
+        ok: bool,
+    ) {
+        let Some(probe) = self.probes.get_mut(&conn) else {
+            return;
+        };
+        if probe.done {
+            return;
+        }
+        probe.done = true;
+        let (p, b) = (probe.pool, probe.backend);
+        let (timer, token) = (probe.timer, probe.timer_token);
+        ctx.cancel_timer(timer);
+        self.ticks.remove(&token);
+        ctx.close(conn);
+        if let Some(v) = self.verdicts.get_mut(p).and_then(|v| v.get_mut(b)) {
+            v.probing = false;
+        }
+        self.decide(ctx, pools, p, b, ok, true);
+    }
+
+    fn record(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, p: usize, b: usize, ok: bool, probe: bool) {
+        // Without the shard's pools (a connect that could not even start): the
+        // transition is still broadcast; this shard's own view is updated by the
+        // message it posts to itself.
+        if let Some(change) = self.count(p, b, ok, probe) {
+            self.announce(ctx, p, b, change, true);
+        }
+    }
+
+    fn decide(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        p: usize,
+        b: usize,
+        ok: bool,
+        probe: bool,
+    ) {
+        if let Some(up) = self.count(p, b, ok, probe) {
+            pools.set_up(p, b, up);
+            self.announce(ctx, p, b, up, false);
+        }
+    }
+
+    /// Counts an outcome on the checker; `Some(up)` on a transition.
+    fn count(&mut self, p: usize, b: usize, ok: bool, probe: bool) -> Option<bool> {
+        let h = self.config.pools.get(p)?.health.clone()?;
+        let v = self.verdicts.get_mut(p)?.get_mut(b)?;
+        if ok {
+            v.failures = 0;
+            if probe {
+                v.successes = v.successes.saturating_add(1);
+            }
+            if v.down && v.successes >= h.rise {
+                v.down = false;
+                return Some(true);
+            }
+        } else {
+            v.successes = 0;
+            v.failures = v.failures.saturating_add(1);
+            if !v.down && v.failures >= h.fall {
+                v.down = true;
+                return Some(false);
+            }
+        }
+        None
+    }
+
+    /// Tells every other shard (and with `to_self`, this one) of a transition.
+    fn announce(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        p: usize,
+        b: usize,
+        up: bool,
+        to_self: bool,
+    ) {
+        let addr = self.config.pools[p].backends[b].address;
+        info!(pool = %self.config.pools[p].name, backend = %addr, up, "backend health changed");
+        let msg = ProxyMsg::Health {
+            pool: p as u32,
+            backend: b as u32,
+            up,
+        };
+        for to in 0..self.shards {
+            if to != self.me || to_self {
+                self.send(ctx, to, msg.clone());
+            }
+        }
+    }
+
+    /// Posts `msg` to shard `to`, behind anything already waiting for it.
+    fn send(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: usize, msg: ProxyMsg) {
+        if to >= self.outbox.len() {
+            return;
+        }
+        self.outbox[to].push_back(msg);
+        self.flush(ctx, to);
+    }
+
+    /// Posts what waits for `to`, in order, until its mailbox is full.
+    fn flush(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: usize) {
+        while let Some(msg) = self.outbox.get_mut(to).and_then(|q| q.pop_front()) {
+            if let Err(full) = ctx.post(ShardId(to), msg) {
+                // Kept, first in line: on_mailbox_ready (or the next round) retries.
+                self.outbox[to].push_front(full.0);
+                return;
+            }
+        }
+    }
+
+    /// A mailbox that was full has room again.
+    pub fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: ShardId) {
+        self.flush(ctx, to.0);
+    }
+
+    /// Messages waiting for a full mailbox (for tests and metrics).
+    pub fn queued(&self) -> usize {
+        self.outbox.iter().map(VecDeque::len).sum()
+    }
+
+    /// A message from another shard (or this one).
+    pub fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        msg: ProxyMsg,
+    ) {
+        match msg {
+            ProxyMsg::Health { pool, backend, up } => {
+                if !pools.set_up(pool as usize, backend as usize, up) {
+                    warn!(pool, backend, "health message for an unknown backend");
+                }
+            }
+            ProxyMsg::Passive { pool, backend, ok } => {
+                self.decide(ctx, pools, pool as usize, backend as usize, ok, false);
+            }
+        }
+    }
+
+    /// This shard's traffic to `(pool, backend)` succeeded (`ok`) or failed:
+    /// reported to the pool's checker (see the crate doc for when).
+    pub fn passive(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        pool: usize,
+        backend: usize,
+        ok: bool,
+    ) {
+        if self
+            .config
+            .pools
+            .get(pool)
+            .is_none_or(|p| p.health.is_none())
+        {
+            return;
+        }
+        let Some(reported) = self
+            .reported_failure
+            .get_mut(pool)
+            .and_then(|r| r.get_mut(backend))
+        else {
+            return;
+        };
+        if ok && !*reported {
+            return;
+        }
+        *reported = !ok;
+        let checker = self.checker(pool);
+        if checker == self.me {
+            self.decide(ctx, pools, pool, backend, ok, false);
+        } else {
+            let msg = ProxyMsg::Passive {
+                pool: pool as u32,
+                backend: backend as u32,
+                ok,
+            };
+            self.send(ctx, checker, msg);
+        }
+    }
+}

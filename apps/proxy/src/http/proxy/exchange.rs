@@ -1,0 +1,378 @@
+//! Moving a client through its exchanges: parse, route, dispatch to an upstream,
+//! stream the request body, finish (pool the upstream, next pipelined request).
+
+use std::time::Instant;
+
+use shardline::Ctx;
+use tracing::{debug, info};
+
+use super::{Body, Exchange, HttpShard, Resp, Role, TimerKind};
+use crate::{
+    balance::{hash_bytes, hash_ip, NoBackend},
+    health::ProxyMsg,
+    http::{
+        chunked::{ChunkedDecoder, LAST_CHUNK},
+        head::{self, Framing, RequestHead},
+    },
+};
+
+impl HttpShard {
+    /// Moves client `ck` forward as far as it can go now.
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+        for _ in 0..10_000 {
+            let Some(c) = self.clients.get_mut(ck) else {
+                return;
+            };
+            if c.closing {
+                return;
+            }
+            let Some(ex) = c.exchange.as_mut() else {
+                if !self.next_request(ctx, ck) {
+                    break;
+                }
+                continue;
+            };
+            if !ex.dispatched {
+                // A chunked body must start well-formed before a backend is chosen,
+                // so a bad first chunk size never reaches one. (Not with
+                // 100-continue: that client waits for the backend's 100.)
+                if let Some(Body::Chunked(d)) = &ex.body {
+                    if !ex.expect_continue && !d.past_first_size_line() {
+                        let mut probe = d.clone();
+                        match probe.decode(&c.buf, |_| {}) {
+                            Err(e) => return self.fail(ctx, ck, Some(400), &e.to_string()),
+                            Ok(_) if !probe.past_first_size_line() => {
+                                if c.eof {
+                                    return self.fail(ctx, ck, None, "eof in request");
+                                }
+                                break;
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                self.dispatch(ctx, ck);
+                continue;
+            }
+            if !ex.ready {
+                break;
+            }
+            if !ex.req_done {
+                if c.upstream_full {
+                    break;
+                }
+                match self.forward_body(ctx, ck) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if self.clients.get(ck).is_some_and(|c| c.eof) {
+                            return self.fail(ctx, ck, None, "client closed mid-request");
+                        }
+                        break;
+                    }
+                    Err((status, why)) => return self.fail(ctx, ck, Some(status), &why),
+                }
+                continue;
+            }
+            if !matches!(ex.resp, Resp::Done) {
+                break;
+            }
+            self.finish_exchange(ctx, ck);
+        }
+        self.update_reading(ctx, ck);
+    }
+
+    /// With no exchange: parses the next request from the buffer and starts it.
+    /// `false`: nothing more can happen now.
+    pub(super) fn next_request(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) -> bool {
+        let limits = self.config.limits.clone();
+        let timeouts = self.config.timeouts.clone();
+        let Some(c) = self.clients.get_mut(ck) else {
+            return false;
+        };
+        // Empty lines before a request line are ignored (RFC 9112 §2.2).
+        let skip = c.buf.chunks(2).take_while(|p| *p == b"\r\n").count() * 2;
+        c.buf.drain(..skip);
+        match head::parse_request(&c.buf, limits.max_header_bytes, limits.max_headers) {
+            Ok(Some(req)) => {
+                c.buf.drain(..req.len);
+                self.cancel_head_timer(ctx, ck);
+                self.begin(ctx, ck, req);
+                true
+            }
+            Ok(None) => {
+                if c.eof && c.reading {
+                    let clean = c.buf.is_empty();
+                    self.fail(ctx, ck, None, if clean { "done" } else { "eof in head" });
+                    return false;
+                }
+                // Idle keep-alive connection: the idle timeout; otherwise (a head
+                // begun, or a new connection) the header timeout, answered 408.
+                let idle = c.buf.is_empty() && c.served > 0;
+                let rearm = match c.head_timer {
+                    None => true,
+                    Some((_, _, was_idle)) => was_idle && !idle,
+                };
+                if rearm {
+                    let serial = c.serial;
+                    self.cancel_head_timer(ctx, ck);
+                    let ms = if idle {
+                        timeouts.client_idle_ms
+                    } else {
+                        timeouts.client_header_ms
+                    };
+                    let (id, token) = self.timer(ctx, ms, TimerKind::Head { client: ck, serial });
+                    if let Some(c) = self.clients.get_mut(ck) {
+                        c.head_timer = Some((id, token, idle));
+                    }
+                }
+                false
+            }
+            Err(e) => {
+                self.fail(ctx, ck, Some(e.status()), &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Routes a parsed request and makes it the client's exchange.
+    pub(super) fn begin(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, req: RequestHead) {
+        let path = req.target.split('?').next().unwrap_or("/");
+        let Some(pool) = self.config.route(self.listener, req.host.as_deref(), path) else {
+            return self.fail(ctx, ck, Some(404), "no route");
+        };
+        let body = match req.framing {
+            Framing::Length(n) if n > self.config.limits.max_body_bytes => {
+                return self.fail(ctx, ck, Some(413), "body over limit");
+            }
+            Framing::Length(0) | Framing::None | Framing::UntilClose => None,
+            Framing::Length(n) => Some(Body::Length(n)),
+            Framing::Chunked => Some(Body::Chunked(ChunkedDecoder::new())),
+        };
+        let serial = self.serial();
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        // The backend's own Host is only used when an HTTP/1.0 client sent none.
+        let backend_host = self.config.pools[pool].backends[0].address.to_string();
+        let upstream_head = head::upstream_request(&req, c.peer.ip(), &backend_host);
+        let header_key = self.config.pools[pool]
+            .hash_header
+            .as_deref()
+            .and_then(|name| {
+                req.headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| hash_bytes(v))
+            });
+        let key = header_key.unwrap_or_else(|| hash_ip(c.peer.ip()));
+        let idempotent = matches!(
+            req.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        c.exchange = Some(Exchange {
+            serial,
+            head_request: req.method == "HEAD",
+            method: req.method,
+            target: req.target,
+            client_minor: req.minor,
+            idempotent,
+            close: req.close,
+            expect_continue: req.expect_continue,
+            pool,
+            backend: 0,
+            key,
+            tried: Vec::new(),
+            upstream_head,
+            body,
+            body_sent: 0,
+            dispatched: false,
+            upstream: None,
+            ready: false,
+            reused: false,
+            attempts: 0,
+            retried: false,
+            req_done: false,
+            resp: Resp::Head,
+            resp_started: false,
+            status: 0,
+            upstream_reusable: false,
+            timer: None,
+            started: Instant::now(),
+        });
+    }
+
+    /// Gives the exchange an upstream: an idle pooled connection to the backend
+    /// the balancer picks, or a new connect (bounded attempts, then 502).
+    pub(super) fn dispatch(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+        let max = self.config.limits.connect_attempts;
+        loop {
+            let Some(c) = self.clients.get_mut(ck) else {
+                return;
+            };
+            let serial = c.serial;
+            let Some(ex) = c.exchange.as_mut() else {
+                return;
+            };
+            let pool = ex.pool;
+            let backends = self.config.pools[pool].backends.len() as u32;
+            if ex.attempts >= max.min(backends.max(1)).max(1) {
+                return self.fail(ctx, ck, Some(502), "no backend reachable");
+            }
+            ex.dispatched = true;
+            let active = self.pool.active(pool);
+            let backend = match self.pools.pick(pool, active, ex.key, &ex.tried) {
+                Ok(b) => b,
+                Err(NoBackend::AllDown) => {
+                    return self.fail(ctx, ck, Some(503), "every backend is down")
+                }
+                Err(NoBackend::AllTried) => {
+                    return self.fail(ctx, ck, Some(502), "no backend reachable")
+                }
+            };
+            ex.backend = backend;
+            if let Some(u) = self.pool.take_idle(pool, backend, (ck, serial)) {
+                ex.upstream = Some(u);
+                ex.reused = true;
+                self.upstream_ready(ctx, ck);
+                return;
+            }
+            ex.attempts += 1;
+            let addr = self.config.pools[pool].backends[backend].address;
+            match ctx.connect(addr) {
+                Ok(conn) => {
+                    let key = self.pool.insert_connecting(
+                        conn,
+                        pool,
+                        backend,
+                        (ck, serial),
+                        Instant::now(),
+                    );
+                    self.roles.insert(conn, Role::Upstream(key));
+                    if let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) {
+                        ex.upstream = Some(key);
+                        ex.reused = false;
+                        ex.ready = false;
+                    }
+                    let ms = self.config.timeouts.connect_ms;
+                    self.arm_exchange(ctx, ck, ms);
+                    return;
+                }
+                Err(e) => {
+                    debug!(backend = %addr, error = %e, "cannot start connect");
+                    if let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) {
+                        ex.tried.push(backend);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The exchange's upstream is connected: send the head, start the clock.
+    pub(super) fn upstream_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+        let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) else {
+            return;
+        };
+        let Some(u) = ex.upstream else { return };
+        let Some(up) = self.pool.get(u) else {
+            return;
+        };
+        ex.ready = true;
+        let _ = ctx.send(up.conn, &ex.upstream_head);
+        if ex.body.is_none() {
+            ex.req_done = true;
+        }
+        let ms = self.config.timeouts.backend_response_ms;
+        self.arm_exchange(ctx, ck, ms);
+    }
+
+    /// Streams request body bytes from the client's buffer to the upstream.
+    /// `Ok(true)`: the body is complete.
+    pub(super) fn forward_body(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        ck: usize,
+    ) -> Result<bool, (u16, String)> {
+        let max_body = self.config.limits.max_body_bytes;
+        let Some(c) = self.clients.get_mut(ck) else {
+            return Ok(false);
+        };
+        let Some(ex) = c.exchange.as_mut() else {
+            return Ok(false);
+        };
+        let Some(up) = ex.upstream.and_then(|u| self.pool.get(u)) else {
+            return Ok(false);
+        };
+        let upconn = up.conn;
+        let done = match ex.body.as_mut() {
+            None => true,
+            Some(Body::Length(remaining)) => {
+                let n = (*remaining).min(c.buf.len() as u64) as usize;
+                if n > 0 {
+                    let _ = ctx.send(upconn, &c.buf[..n]);
+                    c.buf.drain(..n);
+                    *remaining -= n as u64;
+                    ex.body_sent += n as u64;
+                }
+                *remaining == 0
+            }
+            Some(Body::Chunked(decoder)) => {
+                let mut out = Vec::with_capacity(c.buf.len() + 16);
+                let used = decoder
+                    .decode(&c.buf, |data| head::push_chunk(&mut out, data))
+                    .map_err(|e| (400, e.to_string()))?;
+                if decoder.total() > max_body {
+                    return Err((413, "body over limit".into()));
+                }
+                if decoder.is_done() {
+                    out.extend_from_slice(LAST_CHUNK);
+                }
+                if !out.is_empty() {
+                    let _ = ctx.send(upconn, &out);
+                }
+                c.buf.drain(..used);
+                ex.body_sent = decoder.total();
+                decoder.is_done()
+            }
+        };
+        if done {
+            ex.body = None;
+            ex.req_done = true;
+            let ms = self.config.timeouts.backend_response_ms;
+            self.arm_exchange(ctx, ck, ms);
+        }
+        Ok(done)
+    }
+
+    /// Both directions of the exchange are complete: pool or close the upstream,
+    /// log, and close the client if it asked.
+    pub(super) fn finish_exchange(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(ex) = c.exchange.take() else { return };
+        c.served += 1;
+        let peer = c.peer;
+        let close = ex.close || c.eof;
+        let conn = c.conn;
+        self.cancel(ctx, ex.timer);
+        info!(target: "shardline_proxy::access", client = %peer, method = %ex.method,
+            target = %ex.target, status = ex.status, backend = ex.backend,
+            ms = ex.started.elapsed().as_millis() as u64, "request");
+        if let Some(u) = ex.upstream {
+            let reusable = ex.upstream_reusable && ex.req_done;
+            if reusable && self.pool.put_idle(u, Instant::now()) {
+                if let Some(up) = self.pool.get(u) {
+                    ctx.resume_reading(up.conn);
+                }
+            } else {
+                self.drop_upstream(ctx, u);
+            }
+        }
+        if close {
+            if let Some(c) = self.clients.get_mut(ck) {
+                c.closing = true;
+            }
+            ctx.close(conn);
+        }
+    }
+}

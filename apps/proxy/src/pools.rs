@@ -1,0 +1,76 @@
+//! One shard's view of every pool: its balancer and the health of each backend
+//! as this shard last heard it (see [`crate::health`]). Owned by one shard's
+//! handler, never shared.
+
+use crate::{
+    balance::{Balancer, NoBackend, PickInput},
+    config::Config,
+};
+
+#[derive(Debug)]
+struct Slot {
+    balancer: Balancer,
+    up: Vec<bool>,
+}
+
+/// Balancers and health per pool, for one shard.
+#[derive(Debug)]
+pub struct ShardPools {
+    slots: Vec<Slot>,
+}
+
+impl ShardPools {
+    /// Every pool of `config`, every backend up, for shard `shard`.
+    pub fn new(config: &Config, shard: usize) -> ShardPools {
+        ShardPools {
+            slots: config
+                .pools
+                .iter()
+                .map(|p| Slot {
+                    balancer: Balancer::new(p, shard),
+                    up: vec![true; p.backends.len()],
+                })
+                .collect(),
+        }
+    }
+
+    /// A backend of `pool` for a request or connection with consistent-hash key
+    /// `key`, given this shard's `active` counts per backend and the backends
+    /// already `tried`.
+    pub fn pick(
+        &mut self,
+        pool: usize,
+        active: &[u32],
+        key: u64,
+        tried: &[usize],
+    ) -> Result<usize, NoBackend> {
+        let slot = self.slots.get_mut(pool).ok_or(NoBackend::AllDown)?;
+        slot.balancer.pick(&PickInput {
+            up: &slot.up,
+            active,
+            tried,
+            key,
+        })
+    }
+
+    /// Records what the health checker said of `(pool, backend)`; `false` if
+    /// there is no such backend.
+    pub fn set_up(&mut self, pool: usize, backend: usize, up: bool) -> bool {
+        match self.slots.get_mut(pool).and_then(|s| s.up.get_mut(backend)) {
+            Some(u) => {
+                *u = up;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether this shard believes `(pool, backend)` is up.
+    pub fn is_up(&self, pool: usize, backend: usize) -> bool {
+        self.slots
+            .get(pool)
+            .and_then(|s| s.up.get(backend))
+            .copied()
+            .unwrap_or(false)
+    }
+}

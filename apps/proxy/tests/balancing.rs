@@ -1,0 +1,138 @@
+//! Balancing through real backends: least-connections sends fewer requests to
+//! a slow backend than round-robin does. Both I/O backends, 1 and 4 shards.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{get, matrix, Answer, HttpBackend, HttpClient, TestProxy};
+
+fn config(backends: &[std::net::SocketAddr], balance: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
+         [pool.p]\nbalance = \"{balance}\"\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// `clients` keep-alive clients send GETs back to back for `run`; returns how
+/// many responses came from each backend (by `X-Backend`). Every response must
+/// be a 200.
+fn load(proxy: &TestProxy, clients: usize, run: Duration) -> HashMap<String, usize> {
+    let deadline = Instant::now() + run;
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut c = HttpClient::new(proxy.connect());
+            let label = proxy.label.clone();
+            thread::spawn(move || {
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                while Instant::now() < deadline {
+                    c.send(&get("/"));
+                    let r = c.response(false);
+                    assert_eq!(r.status, 200, "{label}");
+                    let b = r.header("X-Backend").unwrap_or("?").to_string();
+                    *seen.entry(b).or_default() += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut total: HashMap<String, usize> = HashMap::new();
+    for t in threads {
+        for (b, n) in t.join().expect("client thread") {
+            *total.entry(b).or_default() += n;
+        }
+    }
+    total
+}
+
+fn slow_share(seen: &HashMap<String, usize>) -> f64 {
+    let slow = seen.get("slow").copied().unwrap_or(0);
+    let all: usize = seen.values().sum();
+    slow as f64 / all.max(1) as f64
+}
+
+/// A backend that takes 100 ms per response beside one that answers at once:
+/// least-connections keeps the slow one at about one request in flight per
+/// shard, so it gets a small share; round-robin (the control) gives it half.
+#[test]
+fn least_connections_sends_less_to_a_slow_backend() {
+    for (io, shards) in matrix() {
+        let slow = HttpBackend::start("slow", Answer::SlowInfo(100));
+        let fast = HttpBackend::start("fast", Answer::Info);
+        let addrs = [slow.addr(), fast.addr()];
+        let rr = TestProxy::start(io, shards, &config(&addrs, "round-robin"));
+        let rr_share = slow_share(&load(&rr, 8, Duration::from_millis(600)));
+        drop(rr);
+        let lc = TestProxy::start(io, shards, &config(&addrs, "least-connections"));
+        let seen = load(&lc, 8, Duration::from_millis(600));
+        let lc_share = slow_share(&seen);
+        assert!(
+            rr_share > 0.35,
+            "{}: round-robin gives the slow backend {rr_share:.2}",
+            lc.label
+        );
+        assert!(
+            lc_share < 0.2,
+            "{}: least-connections gives the slow backend {lc_share:.2} ({seen:?})",
+            lc.label
+        );
+        assert!(
+            seen.get("slow").copied().unwrap_or(0) > 0,
+            "{}: slow is still used",
+            lc.label
+        );
+    }
+}
+
+/// Consistent hash on a header: the same header value always reaches the same
+/// backend, on any connection and any shard; different values spread.
+#[test]
+fn consistent_hash_on_a_header_is_sticky() {
+    for (io, shards) in matrix() {
+        let backends: Vec<HttpBackend> = ["a", "b", "c"]
+            .iter()
+            .map(|n| HttpBackend::start(n, Answer::Info))
+            .collect();
+        let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+        let cfg = config(&addrs, "consistent-hash").replace(
+            "balance = \"consistent-hash\"",
+            "balance = \"consistent-hash\"\nhash_header = \"X-User\"",
+        );
+        let proxy = TestProxy::start(io, shards, &cfg);
+        let mut owner: HashMap<u32, String> = HashMap::new();
+        for round in 0..3 {
+            for user in 0..30u32 {
+                // A new connection each time: it may land on any shard.
+                let mut c = HttpClient::new(proxy.connect());
+                c.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: u{user}\r\n\r\n").as_bytes());
+                let r = c.response(false);
+                assert_eq!(r.status, 200, "{}", proxy.label);
+                let b = r.header("X-Backend").expect("backend").to_string();
+                let first = owner.entry(user).or_insert_with(|| b.clone());
+                assert_eq!(
+                    *first, b,
+                    "{}: user {user} moved in round {round}",
+                    proxy.label
+                );
+            }
+        }
+        let mut used: Vec<&String> = owner.values().collect();
+        used.sort();
+        used.dedup();
+        assert_eq!(
+            used.len(),
+            3,
+            "{}: 30 users spread over every backend",
+            proxy.label
+        );
+    }
+}
