@@ -159,6 +159,13 @@ pub struct LimitsSection {
     pub outbox_capacity: usize,
     /// Messages each shard-to-shard mailbox holds.
     pub mailbox_capacity: usize,
+    /// Write coalescing, microseconds: lines to a client wait until the oldest has
+    /// waited this long (or 16 KiB are queued), so a busy channel's traffic goes
+    /// out in fewer, larger writes — the kernel's per-send TCP work is most of a
+    /// chat server's CPU. 0 writes at the end of every loop turn. Default 2000
+    /// (2 ms: unnoticeable in a chat, about a third less CPU per delivery when
+    /// messages come ~1 ms apart).
+    pub flush_delay_us: u64,
 }
 
 impl Default for LimitsSection {
@@ -180,6 +187,7 @@ impl Default for LimitsSection {
             in_flight_per_client: 256,
             outbox_capacity: 16_384,
             mailbox_capacity: 4096,
+            flush_delay_us: 2000,
         }
     }
 }

@@ -165,6 +165,7 @@ pub fn framework_limits(config: &Config) -> Limits {
 pub fn build(builder: ServerBuilder, config: Config) -> Result<Server, shardline::Error> {
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
+    let flush_delay = std::time::Duration::from_micros(config.limits.flush_delay_us);
     let info = Arc::new(ServerInfo::new(config));
     let builder = match info.config.server.admin_listen {
         Some(addr) => {
@@ -176,5 +177,6 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Server, shardline
     builder
         .limits(limits)
         .mailbox_capacity(mailbox)
+        .flush_delay(flush_delay)
         .build(move |id| ChatShard::new(info.clone(), id))
 }
