@@ -55,6 +55,8 @@ pub struct Client {
     pub user: Option<String>,
     /// The real name from USER.
     pub realname: String,
+    /// The password from `PASS`, until registration checks it.
+    pub pass: Option<String>,
     /// `nick!user@host` once registered.
     pub mask: Arc<str>,
     /// Registration completed (001 sent).
@@ -126,6 +128,7 @@ impl Client {
             nick: None,
             user: None,
             realname: String::new(),
+            pass: None,
             mask: Arc::from(""),
             registered: false,
             cap_negotiating: false,

@@ -104,6 +104,9 @@ pub struct ServerSection {
     /// Where to serve Prometheus `/metrics` and `/healthz` over HTTP (off when
     /// unset); `--admin` on the command line sets it.
     pub admin_listen: Option<SocketAddr>,
+    /// A server password: when set, a client must send `PASS` with it before
+    /// registration completes (else 464 and a close).
+    pub password: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -115,6 +118,7 @@ impl Default for ServerSection {
             motd: None,
             motd_file: None,
             admin_listen: None,
+            password: None,
         }
     }
 }

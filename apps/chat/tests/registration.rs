@@ -328,3 +328,39 @@ fn registration_and_ping_timeouts() {
         srv.stop();
     }
 }
+
+#[test]
+fn server_password_is_required_when_set() {
+    for (io, shards) in matrix() {
+        let mut config = test_config();
+        config.server.password = Some("sesame".into());
+        let srv = TestServer::start_with(io, shards, config);
+        let label = srv.label();
+        // Right password: registered as usual, and the nick works afterwards.
+        let mut ok = srv.connect();
+        ok.send("PASS sesame");
+        ok.register("opener");
+        // Wrong password, and none at all: 464, then ERROR and the close; the
+        // nick is free again.
+        for pass in [Some("nope"), None] {
+            let mut bad = srv.connect();
+            if let Some(p) = pass {
+                bad.send(&format!("PASS {p}"));
+            }
+            bad.send("NICK intruder");
+            bad.send("USER intruder 0 * :x");
+            let (err, seen) = bad.until("ERROR", |l| l.is("ERROR"));
+            let mismatch = seen.iter().find(|l| l.is("464"));
+            assert!(mismatch.is_some(), "{label} {pass:?}: {seen:?}");
+            assert!(err.last().contains("Bad password"), "{label}: {}", err.raw);
+            assert!(!seen.iter().any(|l| l.is("001")), "{label}: {seen:?}");
+        }
+        // PASS needs a parameter, and cannot be sent again once registered.
+        let mut c = srv.connect();
+        c.send("PASS");
+        assert_eq!(c.expect("461").params[1], "PASS", "{label}");
+        ok.send("PASS sesame");
+        ok.expect("462");
+        srv.stop();
+    }
+}

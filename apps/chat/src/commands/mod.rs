@@ -92,9 +92,21 @@ impl ChatShard {
             "NICK" => return self.cmd_nick(ctx, id, p),
             "USER" => return self.cmd_user(ctx, id, p),
             "PASS" => {
-                // No server password is configured: PASS is accepted and ignored.
+                // Kept until registration compares it with `[server] password`
+                // (ignored when none is set).
                 if registered {
                     self.numeric(ctx, id, ERR_ALREADYREGISTERED, &["You may not reregister"]);
+                } else if let Some(pass) = p.first() {
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.pass = Some((*pass).to_string());
+                    }
+                } else {
+                    self.numeric(
+                        ctx,
+                        id,
+                        ERR_NEEDMOREPARAMS,
+                        &["PASS", "Not enough parameters"],
+                    );
                 }
                 return Flow::Next;
             }

@@ -13,7 +13,7 @@ use crate::{
 
 /// Whether `a == b`, in time that depends on their lengths but not on where they
 /// differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let (x, y) = (

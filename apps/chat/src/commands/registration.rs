@@ -220,6 +220,14 @@ impl ChatShard {
         let (Some(nick), Some(_)) = (c.nick.clone(), &c.user) else {
             return false;
         };
+        if let Some(expected) = &self.info.config.server.password {
+            let given = c.pass.take().unwrap_or_default();
+            if !super::operator::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+                self.numeric(ctx, id, ERR_PASSWDMISMATCH, &["Password incorrect"]);
+                self.begin_quit(ctx, id, "Bad password".into());
+                return false;
+            }
+        }
         c.registered = true;
         c.update_mask();
         if let Some(t) = c.timer.take() {
