@@ -648,6 +648,7 @@ impl PromValue for f32 {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 #[derive(Debug)]
@@ -701,6 +702,51 @@ impl PromWriter {
         self.sample(Kind::Gauge, name, help, labels, &value);
     }
 
+    /// Writes one histogram `name` (labelled `labels`): `counts[i]` observations
+    /// fell in bucket `i` — at most `bounds[i]` and above `bounds[i - 1]` — and
+    /// `counts[bounds.len()]`, if given, above the last bound; `sum` is the sum
+    /// of every observation. Written as Prometheus expects: cumulative
+    /// `name_bucket{le="…"}` samples ending with `le="+Inf"`, then `name_sum` and
+    /// `name_count` (the `+Inf` value). Bounds must be finite and increasing, and
+    /// `counts` as long as `bounds` or one longer, and `le` is not a label the
+    /// caller may use; otherwise the histogram is left out with a warning.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) {
+        let increasing =
+            bounds.iter().all(|b| b.is_finite()) && bounds.windows(2).all(|w| w[0] < w[1]);
+        let sized = counts.len() == bounds.len() || counts.len() == bounds.len() + 1;
+        if !increasing || !sized || labels.iter().any(|(l, _)| *l == "le") {
+            warn!(name, "metrics: malformed histogram; left out");
+            return;
+        }
+        let Some(i) = self.family(Kind::Histogram, name, help, labels) else {
+            return;
+        };
+        let s = &mut self.families[i].samples;
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        let mut le = String::new();
+        for (j, bound) in bounds.iter().enumerate() {
+            cumulative = cumulative.saturating_add(counts[j]);
+            le.clear();
+            bound.write_value(&mut le);
+            write_sample(s, &bucket, labels, Some(&le), &cumulative);
+        }
+        if let Some(above) = counts.get(bounds.len()) {
+            cumulative = cumulative.saturating_add(*above);
+        }
+        write_sample(s, &bucket, labels, Some("+Inf"), &cumulative);
+        write_sample(s, &format!("{name}_sum"), labels, None, &sum);
+        write_sample(s, &format!("{name}_count"), labels, None, &cumulative);
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.families.is_empty()
@@ -730,6 +776,7 @@ impl PromWriter {
             out.push_str(match f.kind {
                 Kind::Counter => " counter\n",
                 Kind::Gauge => " gauge\n",
+                Kind::Histogram => " histogram\n",
             });
             out.push_str(&f.samples);
         }
@@ -744,13 +791,27 @@ impl PromWriter {
         labels: &[(&str, &str)],
         value: &dyn PromValue,
     ) {
+        if let Some(i) = self.family(kind, name, help, labels) {
+            write_sample(&mut self.families[i].samples, name, labels, None, value);
+        }
+    }
+
+    /// The family `name` of `kind` (created if new), or `None` with a warning if
+    /// a name is invalid or `name` is already another kind.
+    fn family(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<usize> {
         if !valid_metric_name(name) {
             warn!(name, "metrics: invalid metric name; sample left out");
-            return;
+            return None;
         }
         if let Some((label, _)) = labels.iter().find(|(l, _)| !valid_label_name(l)) {
             warn!(name, label, "metrics: invalid label name; sample left out");
-            return;
+            return None;
         }
         let i = match self.index.get(name) {
             Some(&i) => i,
@@ -765,40 +826,50 @@ impl PromWriter {
                 self.families.len() - 1
             }
         };
-        let family = &mut self.families[i];
-        if family.kind != kind {
+        if self.families[i].kind != kind {
             warn!(
                 name,
-                "metrics: written as both a counter and a gauge; sample left out"
+                "metrics: written as two kinds (counter, gauge, histogram); sample left out"
             );
-            return;
+            return None;
         }
-        let s = &mut family.samples;
-        s.push_str(name);
-        if !labels.is_empty() {
-            s.push('{');
-            for (j, (label, v)) in labels.iter().enumerate() {
-                if j > 0 {
-                    s.push(',');
-                }
-                s.push_str(label);
-                s.push_str("=\"");
-                for c in v.chars() {
-                    match c {
-                        '\\' => s.push_str("\\\\"),
-                        '"' => s.push_str("\\\""),
-                        '\n' => s.push_str("\\n"),
-                        c => s.push(c),
-                    }
-                }
-                s.push('"');
-            }
-            s.push('}');
-        }
-        s.push(' ');
-        value.write_value(s);
-        s.push('\n');
+        Some(i)
     }
+}
+
+/// Appends one sample line: `name{labels,le="…"} value`.
+fn write_sample(
+    s: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    le: Option<&str>,
+    value: &dyn PromValue,
+) {
+    s.push_str(name);
+    let extra = le.map(|v| ("le", v));
+    if !labels.is_empty() || extra.is_some() {
+        s.push('{');
+        for (j, (label, v)) in labels.iter().chain(extra.iter()).enumerate() {
+            if j > 0 {
+                s.push(',');
+            }
+            s.push_str(label);
+            s.push_str("=\"");
+            for c in v.chars() {
+                match c {
+                    '\\' => s.push_str("\\\\"),
+                    '"' => s.push_str("\\\""),
+                    '\n' => s.push_str("\\n"),
+                    c => s.push(c),
+                }
+            }
+            s.push('"');
+        }
+        s.push('}');
+    }
+    s.push(' ');
+    value.write_value(s);
+    s.push('\n');
 }
 
 fn valid_metric_name(name: &str) -> bool {
@@ -975,6 +1046,57 @@ mod tests {
         let text = w.finish();
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 1);
         assert!(text.contains("ok_total{good=\"x\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_end_with_inf_sum_and_count() {
+        let mut w = PromWriter::new();
+        let bounds = [0.1, 0.5, 1.0];
+        w.histogram(
+            "lat_seconds",
+            "Latency.",
+            &[("shard", "0")],
+            &bounds,
+            &[2, 0, 3, 1],
+            4.25,
+        );
+        w.histogram(
+            "lat_seconds",
+            "Latency.",
+            &[("shard", "1")],
+            &bounds,
+            &[1, 1, 0],
+            0.5,
+        );
+        assert_eq!(
+            w.finish(),
+            "# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n\
+             lat_seconds_bucket{shard=\"0\",le=\"0.1\"} 2\n\
+             lat_seconds_bucket{shard=\"0\",le=\"0.5\"} 2\n\
+             lat_seconds_bucket{shard=\"0\",le=\"1.0\"} 5\n\
+             lat_seconds_bucket{shard=\"0\",le=\"+Inf\"} 6\n\
+             lat_seconds_sum{shard=\"0\"} 4.25\n\
+             lat_seconds_count{shard=\"0\"} 6\n\
+             lat_seconds_bucket{shard=\"1\",le=\"0.1\"} 1\n\
+             lat_seconds_bucket{shard=\"1\",le=\"0.5\"} 2\n\
+             lat_seconds_bucket{shard=\"1\",le=\"1.0\"} 2\n\
+             lat_seconds_bucket{shard=\"1\",le=\"+Inf\"} 2\n\
+             lat_seconds_sum{shard=\"1\"} 0.5\n\
+             lat_seconds_count{shard=\"1\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn malformed_histograms_are_left_out() {
+        let mut w = PromWriter::new();
+        w.histogram("h", "", &[], &[1.0, 0.5], &[1, 1], 1.0);
+        w.histogram("h", "", &[], &[1.0, f64::INFINITY], &[1, 1], 1.0);
+        w.histogram("h", "", &[], &[1.0], &[1, 1, 1], 1.0);
+        w.histogram("h", "", &[("le", "x")], &[1.0], &[1], 1.0);
+        assert!(w.is_empty());
+        w.counter("c_total", "", &[], 1u64);
+        w.histogram("c_total", "", &[], &[1.0], &[1], 1.0);
+        assert!(!w.finish().contains("histogram"));
     }
 
     #[test]

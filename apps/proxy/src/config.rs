@@ -148,6 +148,13 @@ struct RawConfig {
     timeouts: Timeouts,
     #[serde(default)]
     limits: ProxyLimits,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +361,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: ProxyLimits,
+    /// `[admin] listen`: where the admin endpoint serves `/metrics`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -411,6 +420,7 @@ impl Config {
             )]),
             timeouts: Timeouts::default(),
             limits: ProxyLimits::default(),
+            admin: None,
         };
         Config::validate(raw)
     }
@@ -558,6 +568,7 @@ impl Config {
             pools,
             timeouts: raw.timeouts,
             limits: raw.limits,
+            admin_listen: raw.admin.map(|a| a.listen),
         })
     }
 

@@ -20,6 +20,7 @@ use shardline::{ConnId, Ctx, ShardId, TimerId};
 use tracing::{debug, info, warn};
 
 use crate::{
+    balance::hash_bytes,
     config::{CheckKind, Config},
     pools::ShardPools,
 };
@@ -30,11 +31,19 @@ pub const TOKEN_BIT: u64 = 1 << 63;
 /// Longest status line a probe waits for before calling the answer bad.
 const MAX_STATUS_LINE: usize = 1024;
 
+/// The shard that checks the pool named `pool` among `shards`: a hash of the
+/// name, so a pool keeps its checker when a reload adds or removes others.
+pub fn checker_of(pool: &str, shards: usize) -> usize {
+    (hash_bytes(pool.as_bytes()) % shards.max(1) as u64) as usize
+}
+
 /// What shards tell each other (the handlers' `Handler::Msg`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyMsg {
     /// Checker → every shard: `(pool, backend)` is now up or down.
     Health {
+        /// The configuration generation the indices are for.
+        gen: u64,
         /// Pool index.
         pool: u32,
         /// Backend index in the pool.
@@ -45,6 +54,8 @@ pub enum ProxyMsg {
     /// A shard → the pool's checker: traffic to `(pool, backend)` failed
     /// (`ok: false`), or succeeded after a failure this shard reported.
     Passive {
+        /// The configuration generation the indices are for.
+        gen: u64,
         /// Pool index.
         pool: u32,
         /// Backend index in the pool.
@@ -86,6 +97,8 @@ enum Tick {
 #[derive(Debug)]
 pub struct Health {
     config: Arc<Config>,
+    /// The configuration generation `config` is.
+    gen: u64,
     me: usize,
     shards: usize,
     /// `[pool][backend]`, for the pools this shard checks (empty otherwise).
@@ -98,18 +111,19 @@ pub struct Health {
     /// `[pool][backend]`: this shard reported a failure not yet followed by a
     /// reported success.
     reported_failure: Vec<Vec<bool>>,
+    /// The interval timers of the rounds (cancelled on reload).
+    rounds: Vec<TimerId>,
 }
 
 impl Health {
-    /// Shard `me` of `shards`, for `config`.
-    pub fn new(config: Arc<Config>, me: ShardId, shards: usize) -> Health {
+    /// Shard `me` of `shards`, for `config` (generation `gen`).
+    pub fn new(config: Arc<Config>, gen: u64, me: ShardId, shards: usize) -> Health {
         let shards = shards.max(1);
         let verdicts = config
             .pools
             .iter()
-            .enumerate()
-            .map(|(p, pool)| {
-                if pool.health.is_some() && p % shards == me.0 {
+            .map(|pool| {
+                if pool.health.is_some() && checker_of(&pool.name, shards) == me.0 {
                     vec![Verdict::default(); pool.backends.len()]
                 } else {
                     Vec::new()
@@ -123,6 +137,7 @@ impl Health {
             .collect();
         Health {
             config,
+            gen,
             me: me.0,
             shards,
             verdicts,
@@ -131,12 +146,92 @@ impl Health {
             next_token: 0,
             outbox: vec![VecDeque::new(); shards],
             reported_failure,
+            rounds: Vec::new(),
         }
+    }
+
+    /// Switches to `config` (generation `gen`): probes in flight are abandoned
+    /// and the rounds restarted for the pools this shard now checks (pools no
+    /// longer configured stop being checked, new ones start). A backend kept
+    /// by name and address keeps its verdict, and every verdict this shard
+    /// holds is announced again (in the new generation's indices) so that every
+    /// shard's view agrees whatever messages of the old one it dropped.
+    /// `pools` is this shard's view for `config`.
+    pub fn reload(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        pools: &mut ShardPools,
+        config: Arc<Config>,
+        gen: u64,
+    ) {
+        for t in self.rounds.drain(..) {
+            ctx.cancel_timer(t);
+        }
+        for (conn, probe) in std::mem::take(&mut self.probes) {
+            ctx.cancel_timer(probe.timer);
+            ctx.close(conn);
+            if probe.connected && !probe.done {
+                // Its on_close still comes: keep it, decided (ignored).
+                self.probes.insert(
+                    conn,
+                    Probe {
+                        done: true,
+                        ..probe
+                    },
+                );
+            } else if probe.connected {
+                self.probes.insert(conn, probe);
+            }
+        }
+        self.ticks.clear();
+        let old = std::mem::replace(
+            self,
+            Health::new(config, gen, ShardId(self.me), self.shards),
+        );
+        self.probes = old.probes;
+        self.next_token = old.next_token;
+        for (p, pool) in self.config.pools.clone().iter().enumerate() {
+            if self.verdicts[p].is_empty() {
+                continue;
+            }
+            let Some(op) = old.config.pools.iter().position(|o| o.name == pool.name) else {
+                continue;
+            };
+            for (b, backend) in pool.backends.iter().enumerate() {
+                let kept = old.config.pools[op]
+                    .backends
+                    .iter()
+                    .position(|o| o.address == backend.address)
+                    .and_then(|ob| old.verdicts.get(op)?.get(ob));
+                if let Some(v) = kept {
+                    self.verdicts[p][b] = Verdict {
+                        probing: false,
+                        ..v.clone()
+                    };
+                }
+                let up = !self.verdicts[p][b].down;
+                pools.set_up(p, b, up);
+                let msg = ProxyMsg::Health {
+                    gen,
+                    pool: p as u32,
+                    backend: b as u32,
+                    up,
+                };
+                let me = self.me;
+                for to in (0..self.shards).filter(|&to| to != me) {
+                    self.send(ctx, to, msg.clone());
+                }
+            }
+        }
+        self.start(ctx);
     }
 
     /// The shard that checks `pool`.
     pub fn checker(&self, pool: usize) -> usize {
-        pool % self.shards
+        self.config
+            .pools
+            .get(pool)
+            .map_or(0, |p| checker_of(&p.name, self.shards))
     }
 
     /// Whether `conn` is one of this module's probes.
@@ -162,7 +257,7 @@ impl Health {
             };
             let period = Duration::from_millis(h.interval_ms);
             let token = self.token(Tick::Round(p));
-            ctx.set_interval(period, token);
+            self.rounds.push(ctx.set_interval(period, token));
             self.round(ctx, p);
         }
     }
@@ -394,6 +489,7 @@ impl Health {
         let addr = self.config.pools[p].backends[b].address;
         info!(pool = %self.config.pools[p].name, backend = %addr, up, "backend health changed");
         let msg = ProxyMsg::Health {
+            gen: self.gen,
             pool: p as u32,
             backend: b as u32,
             up,
@@ -443,32 +539,42 @@ impl Health {
         msg: ProxyMsg,
     ) {
         match msg {
-            ProxyMsg::Health { pool, backend, up } => {
+            // Indices of another configuration: meaningless here (after a
+            // reload the checkers announce every verdict again).
+            ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } if gen != self.gen => {}
+            ProxyMsg::Health {
+                pool, backend, up, ..
+            } => {
                 if !pools.set_up(pool as usize, backend as usize, up) {
                     warn!(pool, backend, "health message for an unknown backend");
                 }
             }
-            ProxyMsg::Passive { pool, backend, ok } => {
+            ProxyMsg::Passive {
+                pool, backend, ok, ..
+            } => {
                 self.decide(ctx, pools, pool as usize, backend as usize, ok, false);
             }
         }
     }
 
-    /// This shard's traffic to `(pool, backend)` succeeded (`ok`) or failed:
-    /// reported to the pool's checker (see the crate doc for when).
+    /// This shard's traffic to `(pool, backend)` of configuration generation
+    /// `gen` succeeded (`ok`) or failed: reported to the pool's checker (see the
+    /// crate doc for when). Traffic of an older configuration is not counted.
     pub fn passive(
         &mut self,
         ctx: &mut Ctx<'_, ProxyMsg>,
         pools: &mut ShardPools,
+        gen: u64,
         pool: usize,
         backend: usize,
         ok: bool,
     ) {
-        if self
-            .config
-            .pools
-            .get(pool)
-            .is_none_or(|p| p.health.is_none())
+        if gen != self.gen
+            || self
+                .config
+                .pools
+                .get(pool)
+                .is_none_or(|p| p.health.is_none())
         {
             return;
         }
@@ -488,6 +594,7 @@ impl Health {
             self.decide(ctx, pools, pool, backend, ok, false);
         } else {
             let msg = ProxyMsg::Passive {
+                gen: self.gen,
                 pool: pool as u32,
                 backend: backend as u32,
                 ok,

@@ -4,7 +4,8 @@
 //! # Architecture
 //!
 //! Every listener of the configuration is served by shards, each a pinned thread
-//! running one handler instance ([`tcp::TcpShard`] or [`http::HttpShard`]). A shard
+//! running one handler instance ([`shard::ProxyShard`], with an L4 side, [`tcp`],
+//! and an HTTP side, [`http`]). A shard
 //! owns everything a proxied connection touches:
 //!
 //! - **Client connections**: accepted by this shard's listener (or handed to it);
@@ -62,7 +63,8 @@
 //! Only pools with a `[pool.NAME.health]` section are checked; the backends of
 //! other pools are always up. The protocol ([`health`]):
 //!
-//! - **One checker.** Pool `p` is checked by shard `p % shards` (its *checker*),
+//! - **One checker.** A pool is checked by one shard, chosen by a hash of its
+//!   name (its *checker*; [`health::checker_of`]),
 //!   once for the whole server, not once per shard. The checker alone decides
 //!   whether a backend is up: it keeps, per backend, the state and the counts of
 //!   consecutive successes and failures. Every `interval_ms` it probes each
@@ -97,14 +99,39 @@
 //!   pool uses all of them if `fail_open = true`, else requests get 503 (TCP
 //!   clients are closed).
 //!
+//! - **Generations.** Messages name backends by index, which a reload can
+//!   change: each carries its configuration generation and is dropped by a
+//!   shard on another one ([`reload`]).
+//!
 //! Data never crosses shards; only these small messages do.
 //!
 //! # Listeners and servers
 //!
-//! One Shardline `Server` (its own set of shards) runs per configured listener
-//! (this predates `Ctx::local_addr`, which would allow one server for all). With
-//! one listener — the quick start — that is exactly thread-per-core; with
-//! several, each server checks the health of the pools its listener uses.
+//! One Shardline `Server` serves every listener of the configuration: its shards
+//! listen on every address, and each shard's handler ([`shard::ProxyShard`])
+//! asks `Ctx::local_addr` which address took a connection and serves it as that
+//! listener says (L4 or HTTP, with its routes). So there is one thread per CPU
+//! whatever the number of listeners, and each pool is balanced by one set of
+//! per-shard balancers and health-checked once for the process, even when
+//! several listeners use it.
+//!
+//! # Metrics
+//!
+//! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves
+//! `/metrics`: the framework's per-shard counters, then the proxy's
+//! ([`stats`]): responses by status class per shard, a latency histogram,
+//! client connections per shard, and per backend its health (as its checker
+//! sees it) and active upstream connections. Each shard writes only its own
+//! single-writer counters; the admin thread reads them.
+//!
+//! # Reload
+//!
+//! SIGHUP re-reads the `--config` file; a valid one reaches the shards through
+//! a shared slot whose generation they check when a connection or request
+//! starts (and on a 50 ms control tick): new traffic uses it, established
+//! connections finish on the old one. Health messages carry the generation of
+//! their indices; a shard drops those of another, and after a reload each
+//! checker announces all its verdicts again. Details in [`reload`].
 //!
 //! # Must never
 //!
@@ -118,51 +145,13 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod pools;
+pub mod reload;
+pub mod server;
+pub mod shard;
+pub mod stats;
 pub mod tcp;
 
-use std::sync::Arc;
-
 pub use config::{Config, ConfigError, Mode};
-use shardline::{Limits, Server, ServerBuilder};
-
-/// The framework limits that follow from `config`: outbound queues sized for
-/// relaying (the high-water mark is where the other side stops being read).
-pub fn framework_limits(config: &Config) -> Limits {
-    let l = &config.limits;
-    Limits {
-        send_high_water: l.send_high_water,
-        send_low_water: l.send_high_water / 4,
-        send_hard_limit: l.send_high_water * 16,
-        ..Limits::default()
-    }
-}
-
-/// Builds the Shardline server for listener `index` of `config` on `builder`
-/// (shards, backend, accept mode are the builder's; the listen address and
-/// limits are set here).
-pub fn build_listener(
-    builder: ServerBuilder,
-    config: Arc<Config>,
-    index: usize,
-) -> Result<Server, shardline::Error> {
-    let listener = config.listeners.get(index).ok_or_else(|| {
-        shardline::Error::Config(format!("no listener #{index} in the configuration"))
-    })?;
-    let builder = builder
-        .listen(listener.address)
-        .limits(framework_limits(&config));
-    match listener.mode {
-        Mode::Tcp => builder.build(move |shard| tcp::TcpShard::new(config.clone(), index, shard)),
-        Mode::Http => {
-            builder.build(move |shard| http::HttpShard::new(config.clone(), index, shard))
-        }
-    }
-}
-
-/// Builds one server per listener of `config`, each from a clone of `builder`.
-pub fn build_all(builder: &ServerBuilder, config: Config) -> Result<Vec<Server>, shardline::Error> {
-    let config = Arc::new(config);
-    (0..config.listeners.len())
-        .map(|i| build_listener(builder.clone(), config.clone(), i))
-        .collect()
-}
+pub use reload::ReloadError;
+pub use server::{build, framework_limits, Proxy, RunningProxy, Shared};
+pub use shard::ProxyShard;

@@ -32,6 +32,10 @@ struct Args {
     /// Quick start: http (default) or tcp.
     #[arg(long, value_name = "MODE")]
     mode: Option<Mode>,
+    /// Serve Prometheus /metrics (and /healthz) on this address (overrides the
+    /// file's [admin] listen).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -44,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => {
             let listen = if args.listen.is_empty() {
@@ -55,42 +59,45 @@ fn main() -> anyhow::Result<()> {
             Config::quick_start(&listen, &args.backend, args.mode.unwrap_or(Mode::Http))?
         }
     };
+    if args.admin.is_some() {
+        config.admin_listen = args.admin;
+    }
     let described: Vec<String> = config
         .listeners
         .iter()
         .map(|l| format!("{} ({})", l.address, l.mode))
         .collect();
-    let servers = shardline_proxy::build_all(&args.server.apply(Server::builder()), config)
+    let proxy = shardline_proxy::build(args.server.apply(Server::builder()), config)
         .context("configuring proxy")?;
-    if let Some(first) = servers.first() {
-        if args.server.print_plan_if_asked(first)? {
-            return Ok(());
-        }
+    if args.server.print_plan_if_asked(proxy.server())? {
+        return Ok(());
     }
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
-    let mut running = Vec::with_capacity(servers.len());
-    for server in servers {
-        match server.start() {
-            Ok(r) => running.push(r),
-            Err(e) => {
-                for r in running {
-                    let _ = r.shutdown();
-                }
-                return Err(e).context("starting proxy");
-            }
-        }
-    }
-    let handles: Vec<_> = running.iter().map(|r| r.shutdown_handle()).collect();
+    let running = proxy.start().context("starting proxy")?;
+    let handles = [running.shutdown_handle()];
+    let shared = running.shared().clone();
+    let config_path = args.config.clone();
     let signal_handle = signals.handle();
     let watcher = std::thread::Builder::new()
         .name("proxy-signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    match &config_path {
+                        // Logged either way; an invalid file changes nothing.
+                        Some(path) => {
+                            let _ = shared.reload_from(path);
+                        }
+                        None => warn!("SIGHUP: no --config file to reload"),
+                    }
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
                     info!(signal = sig, "shutting down (signal again to exit at once)");
@@ -108,12 +115,7 @@ fn main() -> anyhow::Result<()> {
         })
         .context("starting the signal watcher")?;
     info!(listeners = ?described, "shardline-proxy running");
-    let mut result = Ok(());
-    for r in running {
-        if let Err(e) = r.join() {
-            result = Err(e);
-        }
-    }
+    let result = running.join();
     signal_handle.close();
     let _ = watcher.join();
     result.context("running proxy")?;

@@ -2,9 +2,12 @@
 //! as this shard last heard it (see [`crate::health`]). Owned by one shard's
 //! handler, never shared.
 
+use std::sync::Arc;
+
 use crate::{
     balance::{Balancer, NoBackend, PickInput},
     config::Config,
+    stats::BackendGauges,
 };
 
 #[derive(Debug)]
@@ -17,11 +20,14 @@ struct Slot {
 #[derive(Debug)]
 pub struct ShardPools {
     slots: Vec<Slot>,
+    /// Where this shard's view is published for `/metrics`.
+    gauges: Arc<BackendGauges>,
 }
 
 impl ShardPools {
-    /// Every pool of `config`, every backend up, for shard `shard`.
-    pub fn new(config: &Config, shard: usize) -> ShardPools {
+    /// Every pool of `config`, every backend up, for shard `shard`; changes of
+    /// the view are written to `gauges`.
+    pub fn new(config: &Config, shard: usize, gauges: Arc<BackendGauges>) -> ShardPools {
         ShardPools {
             slots: config
                 .pools
@@ -31,6 +37,7 @@ impl ShardPools {
                     up: vec![true; p.backends.len()],
                 })
                 .collect(),
+            gauges,
         }
     }
 
@@ -59,6 +66,7 @@ impl ShardPools {
         match self.slots.get_mut(pool).and_then(|s| s.up.get_mut(backend)) {
             Some(u) => {
                 *u = up;
+                self.gauges.set_up(pool, backend, up);
                 true
             }
             None => false,

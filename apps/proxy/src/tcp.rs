@@ -12,17 +12,18 @@
 //!   the other direction goes on; once both sides sent their FIN the pair is
 //!   closed (after flushing).
 
-use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, io, net::SocketAddr, time::Duration};
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
 use tracing::{debug, info};
 
 use crate::{
     balance::{hash_ip, NoBackend},
     config::Config,
-    health::{Health, ProxyMsg, TOKEN_BIT},
-    pools::ShardPools,
+    health::ProxyMsg,
+    shard::{ProxyShard, TCP_TOKEN_BIT},
+    stats::BackendGauges,
 };
 
 /// Which side of a session a connection is.
@@ -45,7 +46,11 @@ struct Session {
     peer: SocketAddr,
     /// The upstream, once a connect was started (`connected` says if it is up).
     upstream: Option<ConnId>,
-    /// The backend of `upstream` (counted in `TcpShard::active` while set).
+    /// The pool of its listener.
+    pool: usize,
+    /// The configuration generation `pool`, `backend` and `tried` are for.
+    gen: u64,
+    /// The backend of `upstream` (counted in `TcpState::active` while set).
     backend: usize,
     connected: bool,
     /// The client / the upstream sent its FIN (passed on to the other side).
@@ -57,41 +62,39 @@ struct Session {
     connect_timer: Option<(TimerId, u64)>,
 }
 
-/// The per-shard L4 handler.
+/// One shard's L4 state: its sessions and their timers. Owned by the shard's
+/// [`ProxyShard`].
 #[derive(Debug)]
-pub struct TcpShard {
-    config: Arc<Config>,
-    pool: usize,
-    pools: ShardPools,
-    health: Health,
-    /// Sessions per backend with an upstream connecting or connected (this
-    /// shard's least-connections load).
-    active: Vec<u32>,
+pub(crate) struct TcpState {
+    /// `[pool][backend]`: sessions with an upstream connecting or connected
+    /// (this shard's least-connections load).
+    active: Vec<Vec<u32>>,
     sessions: Slab<Session>,
     roles: HashMap<ConnId, (usize, Side)>,
-    /// Timers by token.
+    /// Timers by token (every token has [`TCP_TOKEN_BIT`]).
     timers: HashMap<u64, TimerKind>,
     next_token: u64,
 }
 
-impl TcpShard {
-    /// The handler for listener `listener` of `config` on `shard`.
-    pub fn new(config: Arc<Config>, listener: usize, shard: ShardId) -> TcpShard {
-        let pool = config
-            .listeners
-            .get(listener)
-            .and_then(|l| l.pool)
-            .expect("validated: a tcp listener has a pool");
-        let pools = ShardPools::new(&config, shard.0);
-        // Replaced in on_start, when the shard count is known.
-        let health = Health::new(config.clone(), shard, 1);
-        let active = vec![0; config.pools[pool].backends.len()];
-        TcpShard {
-            config,
-            pool,
-            pools,
-            health,
-            active,
+impl TcpState {
+    /// A new configuration: counts sized for it (sessions of the old one are
+    /// no longer counted).
+    pub(crate) fn reconfigure(&mut self, config: &Config) {
+        self.active = config
+            .pools
+            .iter()
+            .map(|p| vec![0; p.backends.len()])
+            .collect();
+    }
+
+    /// No sessions, counts sized for `config`.
+    pub(crate) fn new(config: &Config) -> TcpState {
+        TcpState {
+            active: config
+                .pools
+                .iter()
+                .map(|p| vec![0; p.backends.len()])
+                .collect(),
             sessions: Slab::new(),
             roles: HashMap::new(),
             timers: HashMap::new(),
@@ -99,17 +102,39 @@ impl TcpShard {
         }
     }
 
-    fn max_attempts(&self) -> u32 {
-        let backends = self.config.pools[self.pool].backends.len() as u32;
+    /// Whether `conn` is a client or upstream of an L4 session of this shard.
+    pub(crate) fn owns(&self, conn: ConnId) -> bool {
+        self.roles.contains_key(&conn)
+    }
+}
+
+/// L4 connections' events, dispatched here by [`ProxyShard`]'s `Handler`.
+impl ProxyShard {
+    fn max_attempts(&self, pool: usize) -> u32 {
+        let backends = self.config.pools.get(pool).map_or(0, |p| p.backends.len()) as u32;
         self.config.limits.connect_attempts.min(backends).max(1)
     }
 
     /// Starts a connect for session `key` to the next backend, or closes the
     /// client when the attempts are used up.
     fn connect_next(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, key: usize) {
-        let max = self.max_attempts();
+        let Some((pool, gen, client)) = self
+            .tcp
+            .sessions
+            .get(key)
+            .map(|s| (s.pool, s.gen, s.client))
+        else {
+            return;
+        };
+        if gen != self.gen {
+            // A retry after a reload: the indices are of the old configuration.
+            info!(client = %client, "configuration reloaded while connecting; closing client");
+            ctx.close(client);
+            return;
+        }
+        let max = self.max_attempts(pool);
         loop {
-            let Some(s) = self.sessions.get_mut(key) else {
+            let Some(s) = self.tcp.sessions.get_mut(key) else {
                 return;
             };
             if s.attempts >= max {
@@ -119,7 +144,12 @@ impl TcpShard {
                 return;
             }
             let key_hash = hash_ip(s.peer.ip());
-            let backend = match self.pools.pick(self.pool, &self.active, key_hash, &s.tried) {
+            let backend = match self.pools.pick(
+                pool,
+                self.tcp.active.get(pool).map_or(&[][..], Vec::as_slice),
+                key_hash,
+                &s.tried,
+            ) {
                 Ok(b) => b,
                 Err(why) => {
                     let why = match why {
@@ -133,26 +163,31 @@ impl TcpShard {
                 }
             };
             s.attempts += 1;
-            let addr = self.config.pools[self.pool].backends[backend].address;
+            let addr = self.config.pools[pool].backends[backend].address;
             match ctx.connect(addr) {
                 Ok(up) => {
                     s.upstream = Some(up);
                     s.backend = backend;
                     s.connected = false;
-                    if let Some(n) = self.active.get_mut(backend) {
+                    if let Some(n) = self
+                        .tcp
+                        .active
+                        .get_mut(pool)
+                        .and_then(|a| a.get_mut(backend))
+                    {
                         *n += 1;
                     }
-                    self.roles.insert(up, (key, Side::Upstream));
-                    let token = self.next_token;
-                    self.next_token += 1;
+                    self.tcp.roles.insert(up, (key, Side::Upstream));
+                    let token = TCP_TOKEN_BIT | self.tcp.next_token;
+                    self.tcp.next_token += 1;
                     let t = ctx.set_timer(
                         Duration::from_millis(self.config.timeouts.connect_ms),
                         token,
                     );
-                    if let Some(s) = self.sessions.get_mut(key) {
+                    if let Some(s) = self.tcp.sessions.get_mut(key) {
                         s.connect_timer = Some((t, token));
                     }
-                    self.timers.insert(token, TimerKind::Connect(key));
+                    self.tcp.timers.insert(token, TimerKind::Connect(key));
                     return;
                 }
                 Err(e) => {
@@ -164,8 +199,8 @@ impl TcpShard {
     }
 
     fn other(&self, conn: ConnId) -> Option<(usize, Side, Option<ConnId>)> {
-        let &(key, side) = self.roles.get(&conn)?;
-        let s = self.sessions.get(key)?;
+        let &(key, side) = self.tcp.roles.get(&conn)?;
+        let s = self.tcp.sessions.get(key)?;
         let other = match side {
             Side::Client => s.upstream.filter(|_| s.connected),
             Side::Upstream => Some(s.client),
@@ -174,35 +209,38 @@ impl TcpShard {
     }
 }
 
-fn release(active: &mut [u32], backend: usize) {
-    if let Some(n) = active.get_mut(backend) {
+/// Session `s` no longer counts on its backend (if its indices are of the
+/// current generation `gen`: older sessions were not counted).
+fn release(active: &mut [Vec<u32>], gauges: &BackendGauges, gen: u64, s: &Session) {
+    let (pool, backend) = (s.pool, s.backend);
+    if s.gen != gen {
+        return;
+    }
+    if let Some(n) = active.get_mut(pool).and_then(|a| a.get_mut(backend)) {
+        if *n > 0 {
+            gauges.active(pool, backend, false);
+        }
         *n = n.saturating_sub(1);
     }
 }
 
-impl Handler for TcpShard {
-    type Msg = ProxyMsg;
-
-    fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
-        self.health = Health::new(self.config.clone(), ctx.shard_id(), ctx.shards());
-        self.health.start(ctx);
-    }
-
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _from: ShardId, msg: ProxyMsg) {
-        self.health.on_message(ctx, &mut self.pools, msg);
-    }
-
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: ShardId) {
-        self.health.on_mailbox_ready(ctx, to);
-    }
-
-    fn on_accept(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, peer: SocketAddr) {
+impl ProxyShard {
+    /// A client connection accepted by a TCP listener whose pool is `pool`.
+    pub(crate) fn tcp_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        peer: SocketAddr,
+        pool: usize,
+    ) {
         // Not read until the upstream is up: a failed connect must not lose bytes.
         ctx.pause_reading(conn);
-        let key = self.sessions.insert(Session {
+        let key = self.tcp.sessions.insert(Session {
             client: conn,
             peer,
             upstream: None,
+            pool,
+            gen: self.gen,
             backend: 0,
             connected: false,
             client_eof: false,
@@ -211,58 +249,62 @@ impl Handler for TcpShard {
             tried: Vec::new(),
             connect_timer: None,
         });
-        self.roles.insert(conn, (key, Side::Client));
+        self.tcp.roles.insert(conn, (key, Side::Client));
         self.connect_next(ctx, key);
     }
 
-    fn on_connect(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, result: io::Result<()>) {
-        if self.health.owns(conn) {
-            return self.health.on_connect(ctx, &mut self.pools, conn, result);
-        }
-        let Some(&(key, _)) = self.roles.get(&conn) else {
+    pub(crate) fn tcp_connect(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        result: io::Result<()>,
+    ) {
+        let Some(&(key, _)) = self.tcp.roles.get(&conn) else {
             // Its session is gone (client left while connecting).
             if result.is_ok() {
                 ctx.close(conn);
             }
             return;
         };
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
             return;
         };
         if let Some((t, token)) = s.connect_timer.take() {
             ctx.cancel_timer(t);
-            self.timers.remove(&token);
+            self.tcp.timers.remove(&token);
         }
         match result {
             Ok(()) => {
                 s.connected = true;
-                let (client, backend) = (s.client, s.backend);
+                let (client, pool, backend, gen) = (s.client, s.pool, s.backend, s.gen);
                 ctx.resume_reading(client);
                 // Bytes that came before the pause took effect were left
                 // unconsumed: offer them now, not only with the next bytes (the
                 // client may have sent everything already, FIN included).
                 ctx.redeliver(client);
                 self.health
-                    .passive(ctx, &mut self.pools, self.pool, backend, true);
+                    .passive(ctx, &mut self.pools, gen, pool, backend, true);
             }
             Err(e) => {
                 debug!(client = %s.peer, error = %e, "upstream connect failed; trying the next backend");
                 s.upstream = None;
                 s.tried.push(s.backend);
-                release(&mut self.active, s.backend);
-                let backend = s.backend;
+                release(&mut self.tcp.active, &self.gauges, self.gen, s);
+                let (pool, backend, gen) = (s.pool, s.backend, s.gen);
                 self.health
-                    .passive(ctx, &mut self.pools, self.pool, backend, false);
-                self.roles.remove(&conn);
+                    .passive(ctx, &mut self.pools, gen, pool, backend, false);
+                self.tcp.roles.remove(&conn);
                 self.connect_next(ctx, key);
             }
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, data: &[u8]) -> usize {
-        if self.health.owns(conn) {
-            return self.health.on_data(ctx, &mut self.pools, conn, data);
-        }
+    pub(crate) fn tcp_data(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
         match self.other(conn) {
             Some((_, _, Some(to))) => {
                 // An error means the other side is closing; its on_close ends the pair.
@@ -276,17 +318,14 @@ impl Handler for TcpShard {
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        if self.health.owns(conn) {
-            return self.health.on_close(ctx, &mut self.pools, conn);
-        }
+    pub(crate) fn tcp_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
         // Every byte `conn` sent has been relayed (the framework presents held
         // input before the EOF); pass the FIN on once the other side's queue is
         // flushed, and keep relaying the other way. Both FINs seen: the pair is
         // done (each closed after its queue is flushed).
         match self.other(conn) {
             Some((key, side, Some(other))) => {
-                let Some(s) = self.sessions.get_mut(key) else {
+                let Some(s) = self.tcp.sessions.get_mut(key) else {
                     return;
                 };
                 match side {
@@ -306,65 +345,64 @@ impl Handler for TcpShard {
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, _reason: &CloseReason) {
-        if self.health.owns(conn) {
-            return self.health.on_close(ctx, &mut self.pools, conn);
-        }
-        let Some((key, side)) = self.roles.remove(&conn) else {
+    pub(crate) fn tcp_close(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        _reason: &CloseReason,
+    ) {
+        let Some((key, side)) = self.tcp.roles.remove(&conn) else {
             return;
         };
         match side {
             Side::Upstream => {
-                if let Some(s) = self.sessions.get_mut(key) {
+                if let Some(s) = self.tcp.sessions.get_mut(key) {
                     if s.upstream.take().is_some() {
-                        release(&mut self.active, s.backend);
+                        release(&mut self.tcp.active, &self.gauges, self.gen, s);
                     }
                     ctx.close(s.client);
                 }
             }
             Side::Client => {
-                let Some(s) = self.sessions.try_remove(key) else {
+                let Some(s) = self.tcp.sessions.try_remove(key) else {
                     return;
                 };
+                self.stats.clients.sub(1);
                 if let Some((t, token)) = s.connect_timer {
                     ctx.cancel_timer(t);
-                    self.timers.remove(&token);
+                    self.tcp.timers.remove(&token);
                 }
                 if let Some(up) = s.upstream {
-                    release(&mut self.active, s.backend);
+                    release(&mut self.tcp.active, &self.gauges, self.gen, &s);
                     // Flushes what the client sent, then FIN; a connect still in
                     // flight is abandoned. Its role goes now: the session's key may
                     // be reused before the upstream's own close comes.
                     ctx.close(up);
-                    self.roles.remove(&up);
+                    self.tcp.roles.remove(&up);
                 }
             }
         }
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    pub(crate) fn tcp_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
         // The queue to `conn` is full: stop reading the side that fills it.
         if let Some((_, _, Some(other))) = self.other(conn) {
             ctx.pause_reading(other);
         }
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    pub(crate) fn tcp_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
         if let Some((_, _, Some(other))) = self.other(conn) {
             ctx.resume_reading(other);
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _timer: TimerId, token: u64) {
-        if token & TOKEN_BIT != 0 {
-            self.health.on_timer(ctx, &mut self.pools, token);
-            return;
-        }
-        let key = match self.timers.remove(&token) {
+    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _timer: TimerId, token: u64) {
+        let key = match self.tcp.timers.remove(&token) {
             Some(TimerKind::Connect(key)) => key,
             None => return,
         };
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
             return;
         };
         s.connect_timer = None;
@@ -374,13 +412,13 @@ impl Handler for TcpShard {
         if let Some(up) = s.upstream.take() {
             debug!(client = %s.peer, "upstream connect timed out; trying the next backend");
             s.tried.push(s.backend);
-            release(&mut self.active, s.backend);
-            let backend = s.backend;
+            release(&mut self.tcp.active, &self.gauges, self.gen, s);
+            let (pool, backend, gen) = (s.pool, s.backend, s.gen);
             self.health
-                .passive(ctx, &mut self.pools, self.pool, backend, false);
+                .passive(ctx, &mut self.pools, gen, pool, backend, false);
             // Closing a connect in flight releases it without on_connect/on_close.
             ctx.close(up);
-            self.roles.remove(&up);
+            self.tcp.roles.remove(&up);
         }
         self.connect_next(ctx, key);
     }

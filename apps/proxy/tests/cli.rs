@@ -39,6 +39,7 @@ fn help_lists_the_flags() {
         "--accept",
         "--topology",
         "--print-plan",
+        "--admin",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
@@ -160,4 +161,89 @@ fn quick_start_proxies_and_stops_on_sigterm() {
         };
         assert!(status.success(), "{io}: exit {status:?}");
     }
+}
+
+/// Sends `sig` (e.g. "-HUP") to `child`.
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// One request on a new connection: the answering backend's name.
+fn which_backend(addr: std::net::SocketAddr) -> String {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut c = HttpClient::new(s);
+    c.send(&get("/"));
+    let r = c.response(false);
+    assert_eq!(r.status, 200);
+    r.header("X-Backend").unwrap_or("").to_string()
+}
+
+#[test]
+fn sighup_reloads_the_config_file_and_ignores_an_invalid_one() {
+    let a = HttpBackend::start("a", Answer::Info);
+    let b = HttpBackend::start("b", Answer::Info);
+    let listen = refused_addr();
+    let dir = std::env::temp_dir().join(format!("proxy-cli-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("proxy.toml");
+    let config = |backend: std::net::SocketAddr| {
+        format!(
+            "[[listener]]\naddress = \"{listen}\"\nmode = \"http\"\npool = \"p\"\n\
+             [pool.p]\nbackends = [{{ address = \"{backend}\" }}]\n"
+        )
+    };
+    std::fs::write(&path, config(a.addr())).expect("write");
+    let mut child = bin()
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .args(["--shards", "2", "--io", "epoll", "--no-pin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(listen).is_err() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("proxy never listened");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(which_backend(listen), "a");
+    std::fs::write(&path, config(b.addr())).expect("write");
+    signal(&child, "-HUP");
+    let deadline = Instant::now() + WAIT;
+    while which_backend(listen) != "b" {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("SIGHUP did not switch to the new backend");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // An invalid file: the proxy keeps serving with the last good one.
+    std::fs::write(&path, "[[listener]]\nmode = \"http\"\n").expect("write");
+    signal(&child, "-HUP");
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        assert_eq!(which_backend(listen), "b");
+    }
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    signal(&child, "-TERM");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("proxy did not stop on SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

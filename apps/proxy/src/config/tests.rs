@@ -134,3 +134,17 @@ fn quick_start_makes_one_pool() {
         Err(ConfigError::NoBackend)
     ));
 }
+
+#[test]
+fn admin_listen_is_optional_and_strict() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+                [pool.p]\nbackends = [{ address = \"127.0.0.1:9001\" }]\n";
+    assert_eq!(Config::parse(base, "t").expect("valid").admin_listen, None);
+    let with = format!("{base}[admin]\nlisten = \"127.0.0.1:9100\"\n");
+    assert_eq!(
+        Config::parse(&with, "t").expect("valid").admin_listen,
+        Some("127.0.0.1:9100".parse().expect("literal"))
+    );
+    let unknown = format!("{base}[admin]\nlisten = \"127.0.0.1:9100\"\nport = 1\n");
+    assert!(Config::parse(&unknown, "t").is_err());
+}

@@ -4,6 +4,4 @@
 pub mod chunked;
 pub mod head;
 mod pool;
-mod proxy;
-
-pub use proxy::HttpShard;
+pub(crate) mod proxy;

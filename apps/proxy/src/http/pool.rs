@@ -2,10 +2,15 @@
 //! shard opened, and the idle keep-alive lists per backend. Never shared: a
 //! pooled connection is only reused by the shard that opened it.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use shardline::ConnId;
 use slab::Slab;
+
+use crate::stats::BackendGauges;
 
 /// Who an upstream connection is working for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,8 @@ pub(crate) struct Upstream {
     pub(crate) backend: usize,
     pub(crate) state: UpState,
     pub(crate) idle_since: Instant,
+    /// The configuration generation its `pool` and `backend` indices are for.
+    pub(crate) gen: u64,
 }
 
 /// Upstream records plus idle lists `[pool][backend]` (most recent last), and
@@ -37,17 +44,47 @@ pub(crate) struct UpstreamPool {
     idle: Vec<Vec<Vec<usize>>>,
     active: Vec<Vec<u32>>,
     max_idle: usize,
+    gauges: Arc<BackendGauges>,
+    /// The configuration generation the lists and counts are for; records of
+    /// older ones are neither counted nor pooled.
+    gen: u64,
 }
 
 impl UpstreamPool {
-    /// `backends[p]` backends in pool `p`; at most `max_idle` idle per backend.
-    pub(crate) fn new(backends: &[usize], max_idle: usize) -> UpstreamPool {
+    /// `backends[p]` backends in pool `p`; at most `max_idle` idle per backend;
+    /// active counts mirrored in `gauges`.
+    pub(crate) fn new(
+        backends: &[usize],
+        max_idle: usize,
+        gauges: Arc<BackendGauges>,
+    ) -> UpstreamPool {
         UpstreamPool {
             conns: Slab::new(),
             idle: backends.iter().map(|&n| vec![Vec::new(); n]).collect(),
             active: backends.iter().map(|&n| vec![0; n]).collect(),
             max_idle,
+            gauges,
+            gen: 0,
         }
+    }
+
+    /// A new configuration (generation `gen`, `backends[p]` backends in pool
+    /// `p`): the idle connections are returned (for closing) and forgotten;
+    /// those carrying an exchange finish it and are then closed.
+    pub(crate) fn reconfigure(
+        &mut self,
+        backends: &[usize],
+        max_idle: usize,
+        gauges: Arc<BackendGauges>,
+        gen: u64,
+    ) -> Vec<ConnId> {
+        let idle = self.drain_idle();
+        self.idle = backends.iter().map(|&n| vec![Vec::new(); n]).collect();
+        self.active = backends.iter().map(|&n| vec![0; n]).collect();
+        self.max_idle = max_idle;
+        self.gauges = gauges;
+        self.gen = gen;
+        idle
     }
 
     /// Connections to each backend of `pool` that are not idle.
@@ -55,8 +92,14 @@ impl UpstreamPool {
         self.active.get(pool).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    fn count(&mut self, pool: usize, backend: usize, up: bool) {
+    fn count(&mut self, pool: usize, backend: usize, gen: u64, up: bool) {
+        if gen != self.gen {
+            return;
+        }
         if let Some(n) = self.active.get_mut(pool).and_then(|p| p.get_mut(backend)) {
+            if up || *n > 0 {
+                self.gauges.active(pool, backend, up);
+            }
             *n = if up { *n + 1 } else { n.saturating_sub(1) };
         }
     }
@@ -75,13 +118,15 @@ impl UpstreamPool {
         owner: (usize, u64),
         now: Instant,
     ) -> usize {
-        self.count(pool, backend, true);
+        let gen = self.gen;
+        self.count(pool, backend, gen, true);
         self.conns.insert(Upstream {
             conn,
             pool,
             backend,
             state: UpState::Connecting(owner.0, owner.1),
             idle_since: now,
+            gen,
         })
     }
 
@@ -89,9 +134,9 @@ impl UpstreamPool {
     pub(crate) fn set_active(&mut self, key: usize, owner: (usize, u64)) {
         if let Some(up) = self.conns.get_mut(key) {
             if up.state == UpState::Idle {
-                let (p, b) = (up.pool, up.backend);
+                let (p, b, g) = (up.pool, up.backend, up.gen);
                 up.state = UpState::Active(owner.0, owner.1);
-                self.count(p, b, true);
+                self.count(p, b, g, true);
             } else {
                 up.state = UpState::Active(owner.0, owner.1);
             }
@@ -109,7 +154,8 @@ impl UpstreamPool {
         while let Some(key) = list.pop() {
             if let Some(up) = self.conns.get_mut(key).filter(|u| u.state == UpState::Idle) {
                 up.state = UpState::Active(owner.0, owner.1);
-                self.count(pool, backend, true);
+                let gen = up.gen;
+                self.count(pool, backend, gen, true);
                 return Some(key);
             }
         }
@@ -119,7 +165,7 @@ impl UpstreamPool {
     /// Puts `key` in its backend's idle list; `false` (and nothing changed) when
     /// the list is full: the caller closes the connection.
     pub(crate) fn put_idle(&mut self, key: usize, now: Instant) -> bool {
-        let Some(up) = self.conns.get_mut(key) else {
+        let Some(up) = self.conns.get_mut(key).filter(|u| u.gen == self.gen) else {
             return false;
         };
         let Some(list) = self
@@ -136,9 +182,9 @@ impl UpstreamPool {
         up.state = UpState::Idle;
         up.idle_since = now;
         list.push(key);
-        let (p, b) = (up.pool, up.backend);
+        let (p, b, g) = (up.pool, up.backend, up.gen);
         if was_active {
-            self.count(p, b, false);
+            self.count(p, b, g, false);
         }
         true
     }
@@ -155,7 +201,7 @@ impl UpstreamPool {
                 list.retain(|&k| k != key);
             }
         } else {
-            self.count(up.pool, up.backend, false);
+            self.count(up.pool, up.backend, up.gen, false);
         }
         Some(up)
     }

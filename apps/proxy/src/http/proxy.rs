@@ -1,13 +1,13 @@
 //! The HTTP/1.1 proxy handler of one shard.
 //!
 //! Each client connection has at most one **exchange** (request + response) in
-//! flight. Bytes from the client go into the client's buffer; [`HttpShard::pump`]
+//! flight. Bytes from the client go into the client's buffer; [`ProxyShard::pump`]
 //! moves the client forward as far as it can: parse the next request head
 //! (strictly), route it, choose an upstream connection (pooled or new), stream
 //! the request body out of the buffer, and — once the response is complete —
 //! return the upstream connection to the pool and start on the next pipelined
 //! request. Response bytes are handled as they arrive from the upstream
-//! ([`HttpShard::on_response_data`]). Every step that waits (connect, backpressure,
+//! ([`ProxyShard::on_response_data`]). Every step that waits (connect, backpressure,
 //! response) just returns; the callback that ends the wait calls `pump` again.
 
 use std::{
@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
 use tracing::{debug, info};
 
@@ -27,11 +27,7 @@ use super::{
     head::{self, Framing},
     pool::{UpState, UpstreamPool},
 };
-use crate::{
-    config::Config,
-    health::{Health, ProxyMsg, TOKEN_BIT},
-    pools::ShardPools,
-};
+use crate::{config::Config, health::ProxyMsg, shard::ProxyShard, stats::BackendGauges};
 
 mod exchange;
 mod response;
@@ -83,6 +79,8 @@ enum Resp {
 #[derive(Debug)]
 struct Exchange {
     serial: u64,
+    /// The configuration generation `pool`, `backend` and `tried` are for.
+    gen: u64,
     method: String,
     target: String,
     client_minor: u8,
@@ -124,6 +122,10 @@ struct Exchange {
 struct Client {
     conn: ConnId,
     peer: SocketAddr,
+    /// The listener that accepted it (index into `Config::listeners`).
+    listener: usize,
+    /// When the current request's head was parsed (for the latency histogram).
+    head_at: Option<Instant>,
     serial: u64,
     buf: Vec<u8>,
     exchange: Option<Exchange>,
@@ -135,13 +137,10 @@ struct Client {
     served: u64,
 }
 
-/// The per-shard HTTP proxy handler.
+/// One shard's HTTP state: client connections, upstream connections and their
+/// keep-alive pools, timers. Owned by the shard's [`ProxyShard`].
 #[derive(Debug)]
-pub struct HttpShard {
-    config: Arc<Config>,
-    listener: usize,
-    pools: ShardPools,
-    health: Health,
+pub(crate) struct HttpState {
     clients: Slab<Client>,
     pool: UpstreamPool,
     roles: HashMap<ConnId, Role>,
@@ -150,21 +149,14 @@ pub struct HttpShard {
     next_serial: u64,
 }
 
-impl HttpShard {
-    /// The handler for listener `listener` of `config` on `shard`.
-    pub fn new(config: Arc<Config>, listener: usize, shard: ShardId) -> HttpShard {
-        let pools = ShardPools::new(&config, shard.0);
-        // Replaced in on_start, when the shard count is known.
-        let health = Health::new(config.clone(), shard, 1);
+impl HttpState {
+    /// Empty, with upstream pools sized for `config` (active counts mirrored in
+    /// `gauges`).
+    pub(crate) fn new(config: &Config, gauges: Arc<BackendGauges>) -> HttpState {
         let sizes: Vec<usize> = config.pools.iter().map(|p| p.backends.len()).collect();
-        let pool = UpstreamPool::new(&sizes, config.limits.max_idle_per_backend);
-        HttpShard {
-            config,
-            listener,
-            pools,
-            health,
+        HttpState {
             clients: Slab::new(),
-            pool,
+            pool: UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges),
             roles: HashMap::new(),
             timers: HashMap::new(),
             next_token: 0,
@@ -172,33 +164,60 @@ impl HttpShard {
         }
     }
 
+    /// A new configuration for the upstream pools (see [`UpstreamPool::reconfigure`]);
+    /// returns the idle connections to close.
+    pub(crate) fn reconfigure(
+        &mut self,
+        sizes: &[usize],
+        max_idle: usize,
+        gauges: Arc<BackendGauges>,
+        gen: u64,
+    ) -> Vec<ConnId> {
+        let idle = self.pool.reconfigure(sizes, max_idle, gauges, gen);
+        for conn in &idle {
+            self.roles.remove(conn);
+        }
+        idle
+    }
+
+    /// Whether `conn` is an HTTP client or upstream connection of this shard.
+    pub(crate) fn owns(&self, conn: ConnId) -> bool {
+        self.roles.contains_key(&conn)
+    }
+}
+
+impl ProxyShard {
     fn serial(&mut self) -> u64 {
-        self.next_serial += 1;
-        self.next_serial
+        self.http.next_serial += 1;
+        self.http.next_serial
     }
 
     fn timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ms: u64, kind: TimerKind) -> (TimerId, u64) {
-        let token = self.next_token;
-        self.next_token += 1;
-        self.timers.insert(token, kind);
+        let token = self.http.next_token;
+        self.http.next_token += 1;
+        self.http.timers.insert(token, kind);
         (ctx.set_timer(Duration::from_millis(ms), token), token)
     }
 
     fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, t: Option<(TimerId, u64)>) {
         if let Some((id, token)) = t {
             ctx.cancel_timer(id);
-            self.timers.remove(&token);
+            self.http.timers.remove(&token);
         }
     }
 
     fn cancel_head_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
-        let t = self.clients.get_mut(ck).and_then(|c| c.head_timer.take());
+        let t = self
+            .http
+            .clients
+            .get_mut(ck)
+            .and_then(|c| c.head_timer.take());
         self.cancel(ctx, t.map(|(id, token, _)| (id, token)));
     }
 
     /// (Re)arms the exchange deadline of client `ck`.
     fn arm_exchange(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, ms: u64) {
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
         let serial = c.serial;
@@ -217,14 +236,19 @@ impl HttpShard {
                 exchange,
             },
         );
-        if let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) {
+        if let Some(ex) = self
+            .http
+            .clients
+            .get_mut(ck)
+            .and_then(|c| c.exchange.as_mut())
+        {
             ex.timer = Some(t);
         }
     }
 
     fn drop_upstream(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, key: usize) {
-        if let Some(up) = self.pool.remove(key) {
-            self.roles.remove(&up.conn);
+        if let Some(up) = self.http.pool.remove(key) {
+            self.http.roles.remove(&up.conn);
             ctx.close(up.conn);
         }
     }
@@ -233,7 +257,7 @@ impl HttpShard {
     /// started (`None`: just close), drops the exchange's upstream.
     fn fail(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, status: Option<u16>, why: &str) {
         self.cancel_head_timer(ctx, ck);
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
         let ex = c.exchange.take();
@@ -241,8 +265,13 @@ impl HttpShard {
         let peer = c.peer;
         c.closing = true;
         let started = ex.as_ref().is_some_and(|e| e.resp_started);
+        let head_at = ex.as_ref().map(|e| e.started).or(c.head_at.take());
         if let (Some(status), false) = (status, started) {
             let _ = ctx.send(conn, &head::error_response(status));
+            self.stats.response(status, head_at.map(|t| t.elapsed()));
+        } else if let Some(ex) = ex.as_ref().filter(|e| e.resp_started) {
+            // The response had begun: it counts as sent, cut short.
+            self.stats.response(ex.status, Some(ex.started.elapsed()));
         }
         ctx.close(conn);
         if let Some(ex) = ex {
@@ -260,7 +289,7 @@ impl HttpShard {
 
     fn update_reading(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
         let cap = self.config.limits.max_header_bytes + PIPELINE_SLACK;
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
         let want = !c.closing && !c.upstream_full && c.buf.len() < cap;
@@ -275,24 +304,31 @@ impl HttpShard {
     }
 }
 
-impl Handler for HttpShard {
-    type Msg = ProxyMsg;
-
-    fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
-        self.health = Health::new(self.config.clone(), ctx.shard_id(), ctx.shards());
-        self.health.start(ctx);
+/// HTTP connections' events, dispatched here by [`ProxyShard`]'s `Handler`.
+impl ProxyShard {
+    /// Starts the sweep of idle pooled upstream connections.
+    pub(crate) fn http_start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
         let every = (self.config.timeouts.upstream_idle_ms / 2).clamp(10, 1000);
-        let token = self.next_token;
-        self.next_token += 1;
-        self.timers.insert(token, TimerKind::Sweep);
+        let token = self.http.next_token;
+        self.http.next_token += 1;
+        self.http.timers.insert(token, TimerKind::Sweep);
         ctx.set_interval(Duration::from_millis(every), token);
     }
 
-    fn on_accept(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, peer: SocketAddr) {
+    /// A client connection accepted by HTTP listener `listener`.
+    pub(crate) fn http_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        peer: SocketAddr,
+        listener: usize,
+    ) {
         let serial = self.serial();
-        let ck = self.clients.insert(Client {
+        let ck = self.http.clients.insert(Client {
             conn,
             peer,
+            listener,
+            head_at: None,
             serial,
             buf: Vec::new(),
             exchange: None,
@@ -303,24 +339,27 @@ impl Handler for HttpShard {
             closing: false,
             served: 0,
         });
-        self.roles.insert(conn, Role::Client(ck));
+        self.http.roles.insert(conn, Role::Client(ck));
         self.pump(ctx, ck);
     }
 
-    fn on_connect(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, result: io::Result<()>) {
-        if self.health.owns(conn) {
-            return self.health.on_connect(ctx, &mut self.pools, conn, result);
-        }
-        let Some(&Role::Upstream(u)) = self.roles.get(&conn) else {
+    pub(crate) fn http_connect(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        result: io::Result<()>,
+    ) {
+        let Some(&Role::Upstream(u)) = self.http.roles.get(&conn) else {
             return;
         };
-        let Some(up) = self.pool.get(u) else {
+        let Some(up) = self.http.pool.get(u) else {
             return;
         };
         let UpState::Connecting(ck, serial) = up.state else {
             return;
         };
         let owner = self
+            .http
             .clients
             .get(ck)
             .filter(|c| c.serial == serial)
@@ -328,26 +367,31 @@ impl Handler for HttpShard {
             .is_some_and(|e| e.upstream == Some(u));
         match result {
             Ok(()) if owner => {
-                self.pool.set_active(u, (ck, serial));
+                self.http.pool.set_active(u, (ck, serial));
                 self.upstream_ready(ctx, ck);
                 self.pump(ctx, ck);
             }
             Ok(()) => {
                 // Its client left meanwhile: keep the connection for the next one.
-                if !self.pool.put_idle(u, Instant::now()) {
+                if !self.http.pool.put_idle(u, Instant::now()) {
                     self.drop_upstream(ctx, u);
                 }
             }
             Err(e) => {
                 debug!(error = %e, "upstream connect failed");
-                let (pool, backend) = (up.pool, up.backend);
+                let (pool, backend, gen) = (up.pool, up.backend, up.gen);
                 self.health
-                    .passive(ctx, &mut self.pools, pool, backend, false);
+                    .passive(ctx, &mut self.pools, gen, pool, backend, false);
                 // Released by the framework already: forget it, no close.
-                self.pool.remove(u);
-                self.roles.remove(&conn);
+                self.http.pool.remove(u);
+                self.http.roles.remove(&conn);
                 if owner {
-                    if let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) {
+                    if let Some(ex) = self
+                        .http
+                        .clients
+                        .get_mut(ck)
+                        .and_then(|c| c.exchange.as_mut())
+                    {
                         ex.upstream = None;
                         ex.dispatched = false;
                         ex.tried.push(ex.backend);
@@ -358,13 +402,15 @@ impl Handler for HttpShard {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, data: &[u8]) -> usize {
-        if self.health.owns(conn) {
-            return self.health.on_data(ctx, &mut self.pools, conn, data);
-        }
-        match self.roles.get(&conn) {
+    pub(crate) fn http_data(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> usize {
+        match self.http.roles.get(&conn) {
             Some(&Role::Client(ck)) => {
-                let Some(c) = self.clients.get_mut(ck) else {
+                let Some(c) = self.http.clients.get_mut(ck) else {
                     return data.len();
                 };
                 if c.closing {
@@ -379,23 +425,23 @@ impl Handler for HttpShard {
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        if self.health.owns(conn) {
-            return self.health.on_close(ctx, &mut self.pools, conn);
-        }
+    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
         // Every byte before the EOF was presented already (the framework holds
         // the EOF until input kept during a pause has been offered).
         self.eof_now(ctx, conn);
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, _reason: &CloseReason) {
-        if self.health.owns(conn) {
-            return self.health.on_close(ctx, &mut self.pools, conn);
-        }
-        match self.roles.remove(&conn) {
+    pub(crate) fn http_close(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        _reason: &CloseReason,
+    ) {
+        match self.http.roles.remove(&conn) {
             Some(Role::Client(ck)) => {
                 self.cancel_head_timer(ctx, ck);
-                if let Some(c) = self.clients.try_remove(ck) {
+                if let Some(c) = self.http.clients.try_remove(ck) {
+                    self.stats.clients.sub(1);
                     if let Some(ex) = c.exchange {
                         self.cancel(ctx, ex.timer);
                         if let Some(u) = ex.upstream {
@@ -406,33 +452,34 @@ impl Handler for HttpShard {
                 }
             }
             Some(Role::Upstream(u)) => {
-                self.roles.insert(conn, Role::Upstream(u));
+                self.http.roles.insert(conn, Role::Upstream(u));
                 self.upstream_lost(ctx, u, false);
-                self.roles.remove(&conn);
+                self.http.roles.remove(&conn);
             }
             None => {}
         }
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        match self.roles.get(&conn) {
+    pub(crate) fn http_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+        match self.http.roles.get(&conn) {
             // The client reads slowly: stop reading its upstream.
             Some(&Role::Client(ck)) => {
                 if let Some(u) = self
+                    .http
                     .clients
                     .get(ck)
                     .and_then(|c| c.exchange.as_ref())
                     .and_then(|e| e.upstream)
                 {
-                    if let Some(up) = self.pool.get(u) {
+                    if let Some(up) = self.http.pool.get(u) {
                         ctx.pause_reading(up.conn);
                     }
                 }
             }
             // The backend reads slowly: stop reading the client.
             Some(&Role::Upstream(u)) => {
-                if let Some(UpState::Active(ck, _)) = self.pool.get(u).map(|up| up.state) {
-                    if let Some(c) = self.clients.get_mut(ck) {
+                if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
+                    if let Some(c) = self.http.clients.get_mut(ck) {
                         c.upstream_full = true;
                     }
                     self.update_reading(ctx, ck);
@@ -442,23 +489,24 @@ impl Handler for HttpShard {
         }
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        match self.roles.get(&conn) {
+    pub(crate) fn http_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+        match self.http.roles.get(&conn) {
             Some(&Role::Client(ck)) => {
                 if let Some(u) = self
+                    .http
                     .clients
                     .get(ck)
                     .and_then(|c| c.exchange.as_ref())
                     .and_then(|e| e.upstream)
                 {
-                    if let Some(up) = self.pool.get(u) {
+                    if let Some(up) = self.http.pool.get(u) {
                         ctx.resume_reading(up.conn);
                     }
                 }
             }
             Some(&Role::Upstream(u)) => {
-                if let Some(UpState::Active(ck, _)) = self.pool.get(u).map(|up| up.state) {
-                    if let Some(c) = self.clients.get_mut(ck) {
+                if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
+                    if let Some(c) = self.http.clients.get_mut(ck) {
                         c.upstream_full = false;
                     }
                     self.pump(ctx, ck);
@@ -468,25 +516,26 @@ impl Handler for HttpShard {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _timer: TimerId, token: u64) {
-        if token & TOKEN_BIT != 0 {
-            self.health.on_timer(ctx, &mut self.pools, token);
-            return;
-        }
-        let Some(&kind) = self.timers.get(&token) else {
+    pub(crate) fn http_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _timer: TimerId, token: u64) {
+        let Some(&kind) = self.http.timers.get(&token) else {
             return;
         };
         match kind {
             TimerKind::Sweep => {
                 let timeout = Duration::from_millis(self.config.timeouts.upstream_idle_ms);
-                for conn in self.pool.expire(Instant::now(), timeout) {
-                    self.roles.remove(&conn);
+                for conn in self.http.pool.expire(Instant::now(), timeout) {
+                    self.http.roles.remove(&conn);
                     ctx.close(conn);
                 }
             }
             TimerKind::Head { client, serial } => {
-                self.timers.remove(&token);
-                let Some(c) = self.clients.get_mut(client).filter(|c| c.serial == serial) else {
+                self.http.timers.remove(&token);
+                let Some(c) = self
+                    .http
+                    .clients
+                    .get_mut(client)
+                    .filter(|c| c.serial == serial)
+                else {
                     return;
                 };
                 c.head_timer = None;
@@ -504,8 +553,9 @@ impl Handler for HttpShard {
                 serial,
                 exchange,
             } => {
-                self.timers.remove(&token);
+                self.http.timers.remove(&token);
                 let Some(ex) = self
+                    .http
                     .clients
                     .get_mut(client)
                     .filter(|c| c.serial == serial)
@@ -518,13 +568,18 @@ impl Handler for HttpShard {
                 if !ex.ready {
                     // Connect timeout: abandon it, try the next backend.
                     let attempts = ex.attempts;
-                    let backends = self.config.pools[ex.pool].backends.len() as u32;
+                    let backends = self
+                        .config
+                        .pools
+                        .get(ex.pool)
+                        .map_or(0, |p| p.backends.len());
+                    let backends = backends as u32;
                     let gone = ex.upstream.take();
                     ex.dispatched = false;
                     ex.tried.push(ex.backend);
-                    let (pool, backend) = (ex.pool, ex.backend);
+                    let (pool, backend, gen) = (ex.pool, ex.backend, ex.gen);
                     self.health
-                        .passive(ctx, &mut self.pools, pool, backend, false);
+                        .passive(ctx, &mut self.pools, gen, pool, backend, false);
                     if let Some(u) = gone {
                         self.drop_upstream(ctx, u);
                     }
@@ -534,26 +589,18 @@ impl Handler for HttpShard {
                     }
                     self.pump(ctx, client);
                 } else if !ex.resp_started {
-                    let (pool, backend) = (ex.pool, ex.backend);
+                    let (pool, backend, gen) = (ex.pool, ex.backend, ex.gen);
                     self.health
-                        .passive(ctx, &mut self.pools, pool, backend, false);
+                        .passive(ctx, &mut self.pools, gen, pool, backend, false);
                     self.fail(ctx, client, Some(504), "backend response timeout");
                 }
             }
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _from: ShardId, msg: ProxyMsg) {
-        self.health.on_message(ctx, &mut self.pools, msg);
-    }
-
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: ShardId) {
-        self.health.on_mailbox_ready(ctx, to);
-    }
-
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
-        for conn in self.pool.drain_idle() {
-            self.roles.remove(&conn);
+    pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+        for conn in self.http.pool.drain_idle() {
+            self.http.roles.remove(&conn);
             ctx.close(conn);
         }
     }

@@ -16,12 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline::{Io, RunningServer, Server};
+use shardline::{Io, Server};
 
 mod http;
 #[allow(unused_imports)] // Not every test file uses the HTTP helpers.
 pub use http::*;
-use shardline_proxy::Config;
+use shardline_proxy::{Config, RunningProxy};
 
 /// Every test runs on both backends, forced.
 pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
@@ -47,15 +47,18 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A running proxy with one listener.
+/// A running proxy.
 pub struct TestProxy {
-    server: Option<RunningServer>,
+    server: Option<RunningProxy>,
+    /// Listener 0's address.
     pub addr: SocketAddr,
+    /// Every listener's, in configuration order.
+    pub addrs: Vec<SocketAddr>,
     pub label: String,
 }
 
 impl TestProxy {
-    /// Starts listener 0 of the TOML `config` (its address should be port 0).
+    /// Starts the TOML `config` (its listeners should be on port 0).
     pub fn start(io: Io, shards: usize, config: &str) -> TestProxy {
         init_tracing();
         let config = Config::parse(config, "test").expect("valid test config");
@@ -64,15 +67,53 @@ impl TestProxy {
             .shards(shards)
             .pin(false)
             .shutdown_timeout(Duration::from_secs(5));
-        let mut servers = shardline_proxy::build_all(&builder, config).expect("builds");
-        assert_eq!(servers.len(), 1, "tests use one listener");
-        let server = servers.remove(0).start().expect("proxy starts");
-        let addr = server.local_addrs()[0];
+        let server = shardline_proxy::build(builder, config)
+            .expect("builds")
+            .start()
+            .expect("proxy starts");
+        let addrs = server.local_addrs().to_vec();
         TestProxy {
             server: Some(server),
-            addr,
+            addr: addrs[0],
+            addrs,
             label: format!("{io} x{shards}"),
         }
+    }
+
+    /// The admin endpoint's address (the config must have `[admin]`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .and_then(|s| s.admin_addr())
+            .expect("an admin endpoint")
+    }
+
+    /// `GET /metrics` from the admin endpoint: every sample line as
+    /// (`name{labels}`, value).
+    pub fn scrape(&self) -> Vec<(String, f64)> {
+        let mut c = HttpClient::new(connect_with_timeouts(self.admin_addr()));
+        c.send(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "admin /metrics");
+        r.text()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Reloads with the TOML `config`.
+    pub fn reload(&self, config: &str) -> Result<u64, shardline_proxy::ReloadError> {
+        let config = Config::parse(config, "test")?;
+        self.server.as_ref().expect("running").reload(config)
+    }
+
+    /// Reloads from a file (what SIGHUP does).
+    pub fn reload_from(&self, path: &std::path::Path) -> Result<u64, shardline_proxy::ReloadError> {
+        self.server.as_ref().expect("running").reload_from(path)
     }
 
     pub fn metrics(&self) -> shardline::Metrics {
@@ -80,11 +121,12 @@ impl TestProxy {
     }
 
     pub fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect to proxy");
-        s.set_read_timeout(Some(WAIT)).expect("timeout");
-        s.set_write_timeout(Some(WAIT)).expect("timeout");
-        s.set_nodelay(true).expect("nodelay");
-        s
+        self.connect_to(0)
+    }
+
+    /// A connection to listener `i`.
+    pub fn connect_to(&self, i: usize) -> TcpStream {
+        connect_with_timeouts(self.addrs[i])
     }
 }
 
@@ -94,6 +136,25 @@ impl Drop for TestProxy {
             let _ = s.shutdown();
         }
     }
+}
+
+/// A connection to `addr` with read and write timeouts of [`WAIT`].
+pub fn connect_with_timeouts(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to proxy");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.set_write_timeout(Some(WAIT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// Sum of the samples whose `name{labels}` starts with `prefix` and contains
+/// every one of `labels` (e.g. `class="2xx"`).
+pub fn sample_sum(samples: &[(String, f64)], prefix: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix) && labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// An address nothing listens on (bound, then closed).

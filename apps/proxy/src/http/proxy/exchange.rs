@@ -6,7 +6,7 @@ use std::time::Instant;
 use shardline::Ctx;
 use tracing::{debug, info};
 
-use super::{Body, Exchange, HttpShard, Resp, Role, TimerKind};
+use super::{Body, Exchange, ProxyShard, Resp, Role, TimerKind};
 use crate::{
     balance::{hash_bytes, hash_ip, NoBackend},
     health::ProxyMsg,
@@ -16,11 +16,11 @@ use crate::{
     },
 };
 
-impl HttpShard {
+impl ProxyShard {
     /// Moves client `ck` forward as far as it can go now.
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
         for _ in 0..10_000 {
-            let Some(c) = self.clients.get_mut(ck) else {
+            let Some(c) = self.http.clients.get_mut(ck) else {
                 return;
             };
             if c.closing {
@@ -64,7 +64,7 @@ impl HttpShard {
                 match self.forward_body(ctx, ck) {
                     Ok(true) => {}
                     Ok(false) => {
-                        if self.clients.get(ck).is_some_and(|c| c.eof) {
+                        if self.http.clients.get(ck).is_some_and(|c| c.eof) {
                             return self.fail(ctx, ck, None, "client closed mid-request");
                         }
                         break;
@@ -84,9 +84,11 @@ impl HttpShard {
     /// With no exchange: parses the next request from the buffer and starts it.
     /// `false`: nothing more can happen now.
     pub(super) fn next_request(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) -> bool {
+        // A request starts with the newest configuration.
+        self.check_config(ctx);
         let limits = self.config.limits.clone();
         let timeouts = self.config.timeouts.clone();
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return false;
         };
         // Empty lines before a request line are ignored (RFC 9112 §2.2).
@@ -95,6 +97,7 @@ impl HttpShard {
         match head::parse_request(&c.buf, limits.max_header_bytes, limits.max_headers) {
             Ok(Some(req)) => {
                 c.buf.drain(..req.len);
+                c.head_at = Some(Instant::now());
                 self.cancel_head_timer(ctx, ck);
                 self.begin(ctx, ck, req);
                 true
@@ -121,7 +124,7 @@ impl HttpShard {
                         timeouts.client_header_ms
                     };
                     let (id, token) = self.timer(ctx, ms, TimerKind::Head { client: ck, serial });
-                    if let Some(c) = self.clients.get_mut(ck) {
+                    if let Some(c) = self.http.clients.get_mut(ck) {
                         c.head_timer = Some((id, token, idle));
                     }
                 }
@@ -137,7 +140,8 @@ impl HttpShard {
     /// Routes a parsed request and makes it the client's exchange.
     pub(super) fn begin(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, req: RequestHead) {
         let path = req.target.split('?').next().unwrap_or("/");
-        let Some(pool) = self.config.route(self.listener, req.host.as_deref(), path) else {
+        let listener = self.http.clients.get(ck).map_or(usize::MAX, |c| c.listener);
+        let Some(pool) = self.config.route(listener, req.host.as_deref(), path) else {
             return self.fail(ctx, ck, Some(404), "no route");
         };
         let body = match req.framing {
@@ -149,7 +153,7 @@ impl HttpShard {
             Framing::Chunked => Some(Body::Chunked(ChunkedDecoder::new())),
         };
         let serial = self.serial();
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
         // The backend's own Host is only used when an HTTP/1.0 client sent none.
@@ -171,6 +175,7 @@ impl HttpShard {
         );
         c.exchange = Some(Exchange {
             serial,
+            gen: self.gen,
             head_request: req.method == "HEAD",
             method: req.method,
             target: req.target,
@@ -197,7 +202,7 @@ impl HttpShard {
             status: 0,
             upstream_reusable: false,
             timer: None,
-            started: Instant::now(),
+            started: c.head_at.unwrap_or_else(Instant::now),
         });
     }
 
@@ -206,20 +211,25 @@ impl HttpShard {
     pub(super) fn dispatch(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
         let max = self.config.limits.connect_attempts;
         loop {
-            let Some(c) = self.clients.get_mut(ck) else {
+            let Some(c) = self.http.clients.get_mut(ck) else {
                 return;
             };
             let serial = c.serial;
             let Some(ex) = c.exchange.as_mut() else {
                 return;
             };
+            if ex.gen != self.gen {
+                // A retry after a reload: its pool and the backends it tried
+                // are indices of the old configuration.
+                return self.fail(ctx, ck, Some(502), "configuration reloaded during a retry");
+            }
             let pool = ex.pool;
             let backends = self.config.pools[pool].backends.len() as u32;
             if ex.attempts >= max.min(backends.max(1)).max(1) {
                 return self.fail(ctx, ck, Some(502), "no backend reachable");
             }
             ex.dispatched = true;
-            let active = self.pool.active(pool);
+            let active = self.http.pool.active(pool);
             let backend = match self.pools.pick(pool, active, ex.key, &ex.tried) {
                 Ok(b) => b,
                 Err(NoBackend::AllDown) => {
@@ -230,7 +240,7 @@ impl HttpShard {
                 }
             };
             ex.backend = backend;
-            if let Some(u) = self.pool.take_idle(pool, backend, (ck, serial)) {
+            if let Some(u) = self.http.pool.take_idle(pool, backend, (ck, serial)) {
                 ex.upstream = Some(u);
                 ex.reused = true;
                 self.upstream_ready(ctx, ck);
@@ -240,15 +250,20 @@ impl HttpShard {
             let addr = self.config.pools[pool].backends[backend].address;
             match ctx.connect(addr) {
                 Ok(conn) => {
-                    let key = self.pool.insert_connecting(
+                    let key = self.http.pool.insert_connecting(
                         conn,
                         pool,
                         backend,
                         (ck, serial),
                         Instant::now(),
                     );
-                    self.roles.insert(conn, Role::Upstream(key));
-                    if let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) {
+                    self.http.roles.insert(conn, Role::Upstream(key));
+                    if let Some(ex) = self
+                        .http
+                        .clients
+                        .get_mut(ck)
+                        .and_then(|c| c.exchange.as_mut())
+                    {
                         ex.upstream = Some(key);
                         ex.reused = false;
                         ex.ready = false;
@@ -259,7 +274,12 @@ impl HttpShard {
                 }
                 Err(e) => {
                     debug!(backend = %addr, error = %e, "cannot start connect");
-                    if let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) {
+                    if let Some(ex) = self
+                        .http
+                        .clients
+                        .get_mut(ck)
+                        .and_then(|c| c.exchange.as_mut())
+                    {
                         ex.tried.push(backend);
                     }
                 }
@@ -269,11 +289,16 @@ impl HttpShard {
 
     /// The exchange's upstream is connected: send the head, start the clock.
     pub(super) fn upstream_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
-        let Some(ex) = self.clients.get_mut(ck).and_then(|c| c.exchange.as_mut()) else {
+        let Some(ex) = self
+            .http
+            .clients
+            .get_mut(ck)
+            .and_then(|c| c.exchange.as_mut())
+        else {
             return;
         };
         let Some(u) = ex.upstream else { return };
-        let Some(up) = self.pool.get(u) else {
+        let Some(up) = self.http.pool.get(u) else {
             return;
         };
         ex.ready = true;
@@ -293,13 +318,13 @@ impl HttpShard {
         ck: usize,
     ) -> Result<bool, (u16, String)> {
         let max_body = self.config.limits.max_body_bytes;
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return Ok(false);
         };
         let Some(ex) = c.exchange.as_mut() else {
             return Ok(false);
         };
-        let Some(up) = ex.upstream.and_then(|u| self.pool.get(u)) else {
+        let Some(up) = ex.upstream.and_then(|u| self.http.pool.get(u)) else {
             return Ok(false);
         };
         let upconn = up.conn;
@@ -346,11 +371,13 @@ impl HttpShard {
     /// Both directions of the exchange are complete: pool or close the upstream,
     /// log, and close the client if it asked.
     pub(super) fn finish_exchange(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
-        let Some(c) = self.clients.get_mut(ck) else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
         let Some(ex) = c.exchange.take() else { return };
         c.served += 1;
+        c.head_at = None;
+        self.stats.response(ex.status, Some(ex.started.elapsed()));
         let peer = c.peer;
         let close = ex.close || c.eof;
         let conn = c.conn;
@@ -360,8 +387,8 @@ impl HttpShard {
             ms = ex.started.elapsed().as_millis() as u64, "request");
         if let Some(u) = ex.upstream {
             let reusable = ex.upstream_reusable && ex.req_done;
-            if reusable && self.pool.put_idle(u, Instant::now()) {
-                if let Some(up) = self.pool.get(u) {
+            if reusable && self.http.pool.put_idle(u, Instant::now()) {
+                if let Some(up) = self.http.pool.get(u) {
                     ctx.resume_reading(up.conn);
                 }
             } else {
@@ -369,7 +396,7 @@ impl HttpShard {
             }
         }
         if close {
-            if let Some(c) = self.clients.get_mut(ck) {
+            if let Some(c) = self.http.clients.get_mut(ck) {
                 c.closing = true;
             }
             ctx.close(conn);

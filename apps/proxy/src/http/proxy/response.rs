@@ -3,7 +3,7 @@
 use shardline::{ConnId, Ctx};
 use tracing::debug;
 
-use super::{HttpShard, Resp, Role};
+use super::{ProxyShard, Resp, Role};
 use crate::health::ProxyMsg;
 use crate::http::{
     chunked::{ChunkedDecoder, LAST_CHUNK},
@@ -11,7 +11,7 @@ use crate::http::{
     pool::UpState,
 };
 
-impl HttpShard {
+impl ProxyShard {
     /// Response bytes from upstream `u`. Returns how many were consumed (less
     /// only inside an incomplete response head).
     pub(super) fn on_response_data(
@@ -20,7 +20,7 @@ impl HttpShard {
         u: usize,
         data: &[u8],
     ) -> usize {
-        let Some(up) = self.pool.get(u) else {
+        let Some(up) = self.http.pool.get(u) else {
             return data.len();
         };
         let (ck, serial) = match up.state {
@@ -35,7 +35,7 @@ impl HttpShard {
         let limits = self.config.limits.clone();
         let mut off = 0;
         loop {
-            let Some(c) = self.clients.get_mut(ck).filter(|c| c.serial == serial) else {
+            let Some(c) = self.http.clients.get_mut(ck).filter(|c| c.serial == serial) else {
                 self.drop_upstream(ctx, u);
                 return data.len();
             };
@@ -86,12 +86,12 @@ impl HttpShard {
                     ex.resp_started = true;
                     let ok = h.status < 500;
                     self.health
-                        .passive(ctx, &mut self.pools, ex.pool, ex.backend, ok);
+                        .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, ok);
                     ex.upstream_reusable = h.reusable;
                     let _ = ctx.send(client, &head::client_response(&h, to_client, ex.close));
                     if let Some((id, token)) = ex.timer.take() {
                         ctx.cancel_timer(id);
-                        self.timers.remove(&token);
+                        self.http.timers.remove(&token);
                     }
                     ex.resp = match h.framing {
                         Framing::None | Framing::Length(0) => Resp::Done,
@@ -178,7 +178,7 @@ impl HttpShard {
 
     /// Upstream `u` ended (EOF, error or close) while carrying an exchange.
     pub(super) fn upstream_lost(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, u: usize, eof: bool) {
-        let Some(up) = self.pool.get(u) else {
+        let Some(up) = self.http.pool.get(u) else {
             return;
         };
         let (ck, serial) = match up.state {
@@ -189,13 +189,17 @@ impl HttpShard {
             }
         };
         self.drop_upstream(ctx, u);
-        let Some(c) = self.clients.get_mut(ck).filter(|c| c.serial == serial) else {
+        let Some(c) = self.http.clients.get_mut(ck).filter(|c| c.serial == serial) else {
             return;
         };
         let Some(ex) = c.exchange.as_mut().filter(|e| e.upstream == Some(u)) else {
             return;
         };
-        let backends = self.config.pools[ex.pool].backends.len() as u32;
+        let backends = self
+            .config
+            .pools
+            .get(ex.pool)
+            .map_or(0, |p| p.backends.len()) as u32;
         let max_attempts = self.config.limits.connect_attempts.min(backends).max(1);
         let Some(ex) = Some(ex) else {
             return;
@@ -227,7 +231,7 @@ impl HttpShard {
                     ex.tried.push(ex.backend);
                     debug!(client = %c.peer, "upstream died before answering; retrying elsewhere");
                     self.health
-                        .passive(ctx, &mut self.pools, ex.pool, ex.backend, false);
+                        .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, false);
                 }
                 let t = ex.timer.take();
                 ex.dispatched = false;
@@ -237,9 +241,9 @@ impl HttpShard {
                 self.pump(ctx, ck);
             }
             Resp::Head => {
-                let (pool, backend) = (ex.pool, ex.backend);
+                let (pool, backend, gen) = (ex.pool, ex.backend, ex.gen);
                 self.health
-                    .passive(ctx, &mut self.pools, pool, backend, false);
+                    .passive(ctx, &mut self.pools, gen, pool, backend, false);
                 self.fail(ctx, ck, Some(502), "backend closed before responding")
             }
             _ => self.fail(ctx, ck, None, "backend closed mid-response"),
@@ -248,9 +252,9 @@ impl HttpShard {
 
     /// A connection's EOF, once held input was presented.
     pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        match self.roles.get(&conn) {
+        match self.http.roles.get(&conn) {
             Some(&Role::Client(ck)) => {
-                if let Some(c) = self.clients.get_mut(ck) {
+                if let Some(c) = self.http.clients.get_mut(ck) {
                     c.eof = true;
                 }
                 self.pump(ctx, ck);

@@ -1,0 +1,171 @@
+//! Building and running the proxy: one Shardline server for every listener,
+//! and what its shards share ([`Shared`]).
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{atomic::AtomicU64, Arc, Mutex, OnceLock},
+};
+
+use shardline::{
+    AdminConfig, Limits, Metrics, RunningServer, Server, ServerBuilder, ShutdownHandle,
+};
+
+use tracing::{error, info};
+
+use crate::{config::Config, reload::ReloadError, shard::ProxyShard, stats::ProxyStats};
+
+/// The framework limits that follow from `config`: outbound queues sized for
+/// relaying (the high-water mark is where the other side stops being read).
+pub fn framework_limits(config: &Config) -> Limits {
+    let l = &config.limits;
+    Limits {
+        send_high_water: l.send_high_water,
+        send_low_water: l.send_high_water / 4,
+        send_hard_limit: l.send_high_water * 16,
+        ..Limits::default()
+    }
+}
+
+/// What every shard of one proxy shares (read-only on the data path).
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the shards started with.
+    pub config: Arc<Config>,
+    /// The newest configuration and its generation (see [`crate::reload`]).
+    pub(crate) slot: Mutex<(u64, Arc<Config>)>,
+    /// The newest generation, read by each shard (one acquire load) to see
+    /// whether the slot changed.
+    pub(crate) generation: AtomicU64,
+    /// The listeners' bound addresses (port 0 resolved), in configuration
+    /// order; set once the server has started.
+    pub bound: OnceLock<Vec<SocketAddr>>,
+    /// Every shard's counters, for `/metrics`.
+    pub stats: ProxyStats,
+}
+
+impl Shared {
+    /// Reads `path` and makes it the configuration ([`Shared::replace`]),
+    /// logging the outcome: an invalid file is an error and the running
+    /// configuration stays. What the SIGHUP handler calls.
+    pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
+        let result = Config::load(path)
+            .map_err(ReloadError::from)
+            .and_then(|c| self.replace(c));
+        match &result {
+            Ok(gen) => {
+                info!(file = %path.display(), generation = gen, "new configuration accepted")
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "reload refused; the running configuration stays")
+            }
+        }
+        result
+    }
+}
+
+/// A configured proxy, not yet running.
+#[derive(Debug)]
+pub struct Proxy {
+    server: Server,
+    shared: Arc<Shared>,
+}
+
+/// Builds the proxy for `config` on `builder` (shards, I/O backend, accept mode
+/// are the builder's; every listener's address and the limits are set here).
+pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline::Error> {
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        slot: Mutex::new((0, config.clone())),
+        generation: AtomicU64::new(0),
+        bound: OnceLock::new(),
+        stats: ProxyStats::default(),
+    });
+    let mut builder = builder.limits(framework_limits(&config));
+    if let Some(addr) = config.admin_listen {
+        let s = shared.clone();
+        builder = builder.admin(AdminConfig::new(addr).render(move |w| s.stats.render(w)));
+    }
+    for l in &config.listeners {
+        builder = builder.listen(l.address);
+    }
+    let s = shared.clone();
+    let server = builder.build(move |shard| ProxyShard::new(s.clone(), shard))?;
+    Ok(Proxy { server, shared })
+}
+
+impl Proxy {
+    /// The Shardline server (e.g. for `--print-plan`).
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Starts every shard; returns once all serve.
+    pub fn start(self) -> Result<RunningProxy, shardline::Error> {
+        let server = self.server.start()?;
+        // Set once, here; a port-0 listener is reachable only from now on
+        // (nobody could know its port before).
+        let _ = self.shared.bound.set(server.local_addrs().to_vec());
+        Ok(RunningProxy {
+            server,
+            shared: self.shared,
+        })
+    }
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct RunningProxy {
+    server: RunningServer,
+    shared: Arc<Shared>,
+}
+
+impl RunningProxy {
+    /// The listeners' bound addresses, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.server.local_addrs()
+    }
+
+    /// Where the admin endpoint (`/metrics`) listens, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.server.admin_addr()
+    }
+
+    /// The framework's per-shard counters.
+    pub fn metrics(&self) -> Metrics {
+        self.server.metrics()
+    }
+
+    /// What the shards share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Validates `config` and makes it the one new connections and requests
+    /// use (see [`crate::reload`]); on an error the running one stays.
+    pub fn reload(&self, config: Config) -> Result<u64, ReloadError> {
+        self.shared.replace(config)
+    }
+
+    /// Reads `path` and [`reload`](RunningProxy::reload)s it, logging the
+    /// outcome (an invalid file: an error, the running configuration stays).
+    pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
+        self.shared.reload_from(path)
+    }
+
+    /// A handle that stops the shards (the framework's shutdown).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.server.shutdown_handle()
+    }
+
+    /// Stops the shards and waits for them.
+    pub fn shutdown(self) -> Result<(), shardline::Error> {
+        self.server.shutdown()
+    }
+
+    /// Waits for the shards to stop.
+    pub fn join(self) -> Result<(), shardline::Error> {
+        self.server.join()
+    }
+}

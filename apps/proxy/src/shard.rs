@@ -1,0 +1,268 @@
+//! The per-shard handler: one [`ProxyShard`] per shard serves every listener of
+//! the configuration. On accept it asks the framework which local address took
+//! the connection (`Ctx::local_addr`) and hands the connection to the L4 side
+//! ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of that listener; every
+//! later event goes to whichever side (or the health checker) owns the
+//! connection. The balancers and the health view ([`ShardPools`]) and the
+//! checker ([`Health`]) are shared by both sides, so a pool used by several
+//! listeners is balanced and checked once.
+//!
+//! Must never: serve a connection it cannot attribute to a listener (it is
+//! closed), or let an event reach a side that does not own its connection.
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use tracing::debug;
+
+use crate::{
+    config::{Config, Mode},
+    health::{Health, ProxyMsg, TOKEN_BIT},
+    http::proxy::HttpState,
+    pools::ShardPools,
+    reload::CONTROL_PERIOD,
+    stats::{BackendGauges, ShardStats},
+    tcp::TcpState,
+    Shared,
+};
+
+/// Timer tokens of the L4 side have this bit set (the health checker's have
+/// [`TOKEN_BIT`], the HTTP side's neither).
+pub(crate) const TCP_TOKEN_BIT: u64 = 1 << 62;
+
+/// The control tick's token (configuration reload, drain); no side's tokens
+/// reach it.
+const CONTROL_TOKEN: u64 = 1 << 61;
+
+/// The per-shard proxy handler: every listener, both modes.
+#[derive(Debug)]
+pub struct ProxyShard {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: Arc<Config>,
+    /// The configuration generation `config` is (see [`crate::reload`]).
+    pub(crate) gen: u64,
+    pub(crate) pools: ShardPools,
+    pub(crate) health: Health,
+    pub(crate) http: HttpState,
+    pub(crate) tcp: TcpState,
+    /// This shard's counters for `/metrics`.
+    pub(crate) stats: Arc<ShardStats>,
+    /// This shard's per-backend gauges (for the configuration it serves).
+    pub(crate) gauges: Arc<BackendGauges>,
+}
+
+impl ProxyShard {
+    /// The handler of shard `shard`, serving `shared`'s configuration.
+    pub fn new(shared: Arc<Shared>, shard: ShardId) -> ProxyShard {
+        let config = shared.config.clone();
+        let stats = shared.stats.add_shard(shard.0, &config);
+        let gauges = stats.backends();
+        ProxyShard {
+            pools: ShardPools::new(&config, shard.0, gauges.clone()),
+            // Replaced in on_start, when the shard count is known.
+            health: Health::new(config.clone(), 0, shard, 1),
+            http: HttpState::new(&config, gauges.clone()),
+            tcp: TcpState::new(&config),
+            config,
+            gen: 0,
+            shared,
+            stats,
+            gauges,
+        }
+    }
+}
+
+/// The listener of `config` that a connection to local address `local` came
+/// through: the listener bound to exactly that address, else one bound to the
+/// wildcard address of its family on that port. `bound` are the addresses the
+/// listeners were bound to (port 0 resolved), once known; until then the
+/// configured ones are used (a port-0 listener matches nothing).
+pub fn listener_for(
+    config: &Config,
+    bound: Option<&[SocketAddr]>,
+    local: SocketAddr,
+) -> Option<usize> {
+    let addr = |i: usize| {
+        bound
+            .and_then(|b| b.get(i).copied())
+            .unwrap_or(config.listeners[i].address)
+    };
+    let n = config.listeners.len();
+    let same_port = |a: SocketAddr| a.port() != 0 && a.port() == local.port();
+    (0..n)
+        .find(|&i| same_port(addr(i)) && addr(i).ip() == local.ip())
+        .or_else(|| {
+            (0..n).find(|&i| {
+                let a = addr(i);
+                same_port(a) && a.ip().is_unspecified() && a.is_ipv4() == local.is_ipv4()
+            })
+        })
+}
+
+impl Handler for ProxyShard {
+    type Msg = ProxyMsg;
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+        self.health = Health::new(self.config.clone(), self.gen, ctx.shard_id(), ctx.shards());
+        self.health.start(ctx);
+        self.http_start(ctx);
+        ctx.set_interval(CONTROL_PERIOD, CONTROL_TOKEN);
+        // A reload that came before this shard started.
+        self.check_config(ctx);
+    }
+
+    fn on_accept(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, peer: SocketAddr) {
+        // A connection starts with the newest configuration.
+        self.check_config(ctx);
+        let listener = ctx.local_addr(conn).and_then(|local| {
+            listener_for(
+                &self.config,
+                self.shared.bound.get().map(Vec::as_slice),
+                local,
+            )
+        });
+        let Some(i) = listener else {
+            debug!(client = %peer, local = ?ctx.local_addr(conn), "connection to no known listener; closing");
+            ctx.close(conn);
+            return;
+        };
+        let l = &self.config.listeners[i];
+        if l.mode == Mode::Http || l.pool.is_some() {
+            self.stats.clients.add(1);
+        }
+        match (l.mode, l.pool) {
+            (Mode::Tcp, Some(pool)) => self.tcp_accept(ctx, conn, peer, pool),
+            (Mode::Tcp, None) => ctx.close(conn),
+            (Mode::Http, _) => self.http_accept(ctx, conn, peer, i),
+        }
+    }
+
+    fn on_connect(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, result: io::Result<()>) {
+        if self.health.owns(conn) {
+            self.health.on_connect(ctx, &mut self.pools, conn, result);
+        } else if self.tcp.owns(conn) {
+            self.tcp_connect(ctx, conn, result);
+        } else if self.http.owns(conn) {
+            self.http_connect(ctx, conn, result);
+        } else if result.is_ok() {
+            // Nobody waits for it any more.
+            ctx.close(conn);
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, data: &[u8]) -> usize {
+        if self.health.owns(conn) {
+            self.health.on_data(ctx, &mut self.pools, conn, data)
+        } else if self.tcp.owns(conn) {
+            self.tcp_data(ctx, conn, data)
+        } else {
+            self.http_data(ctx, conn, data)
+        }
+    }
+
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+        if self.health.owns(conn) {
+            self.health.on_close(ctx, &mut self.pools, conn);
+        } else if self.tcp.owns(conn) {
+            self.tcp_eof(ctx, conn);
+        } else {
+            self.http_eof(ctx, conn);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, reason: &CloseReason) {
+        if self.health.owns(conn) {
+            self.health.on_close(ctx, &mut self.pools, conn);
+        } else if self.tcp.owns(conn) {
+            self.tcp_close(ctx, conn, reason);
+        } else {
+            self.http_close(ctx, conn, reason);
+        }
+    }
+
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+        if self.tcp.owns(conn) {
+            self.tcp_backpressure(ctx, conn);
+        } else {
+            self.http_backpressure(ctx, conn);
+        }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+        if self.tcp.owns(conn) {
+            self.tcp_drained(ctx, conn);
+        } else {
+            self.http_drained(ctx, conn);
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, timer: TimerId, token: u64) {
+        if token == CONTROL_TOKEN {
+            self.check_config(ctx);
+        } else if token & TOKEN_BIT != 0 {
+            self.health.on_timer(ctx, &mut self.pools, token);
+        } else if token & TCP_TOKEN_BIT != 0 {
+            self.tcp_timer(ctx, timer, token);
+        } else {
+            self.http_timer(ctx, timer, token);
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _from: ShardId, msg: ProxyMsg) {
+        let gen = match msg {
+            ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } => gen,
+        };
+        if gen > self.gen {
+            // The sender switched first: so does this shard, before reading it.
+            self.check_config(ctx);
+        }
+        self.health.on_message(ctx, &mut self.pools, msg);
+    }
+
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: ShardId) {
+        self.health.on_mailbox_ready(ctx, to);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+        self.http_shutdown(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(addrs: &[&str]) -> Config {
+        let mut text = String::new();
+        for a in addrs {
+            text.push_str(&format!(
+                "[[listener]]\naddress = \"{a}\"\nmode = \"http\"\npool = \"p\"\n"
+            ));
+        }
+        text.push_str("[pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n");
+        Config::parse(&text, "test").expect("valid")
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("literal")
+    }
+
+    #[test]
+    fn exact_address_beats_wildcard_and_ports_must_match() {
+        let c = config(&["0.0.0.0:8080", "127.0.0.1:8080", "127.0.0.1:9090"]);
+        assert_eq!(listener_for(&c, None, addr("127.0.0.1:8080")), Some(1));
+        assert_eq!(listener_for(&c, None, addr("10.1.2.3:8080")), Some(0));
+        assert_eq!(listener_for(&c, None, addr("127.0.0.1:9090")), Some(2));
+        assert_eq!(listener_for(&c, None, addr("10.1.2.3:9090")), None);
+        assert_eq!(listener_for(&c, None, addr("[::1]:8080")), None);
+    }
+
+    #[test]
+    fn port_zero_matches_only_once_bound() {
+        let c = config(&["127.0.0.1:0", "127.0.0.1:0"]);
+        let local = addr("127.0.0.1:4001");
+        assert_eq!(listener_for(&c, None, local), None);
+        let bound = [addr("127.0.0.1:4000"), addr("127.0.0.1:4001")];
+        assert_eq!(listener_for(&c, Some(&bound), local), Some(1));
+    }
+}
