@@ -166,9 +166,11 @@ pub trait Handler: 'static {
     fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self::Msg>, to: ShardId) {}
 
     /// The server is shutting down: no new connections are being accepted (those
-    /// the kernel had already queued are still handed to `on_accept`, then closed),
-    /// open connections stay open until their queues are flushed, up to the
-    /// shutdown deadline. Queue a goodbye here.
+    /// the kernel had already queued are still handed to `on_accept`, then closed).
+    /// Right after this returns every open connection is closed once its queue is
+    /// flushed, up to the shutdown deadline — except those passed to
+    /// [`Ctx::keep_open_on_shutdown`], which the handler closes itself. Queue a
+    /// goodbye here.
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self::Msg>) {}
 }
 
@@ -268,6 +270,15 @@ impl<M> Ctx<'_, M> {
     /// while reading is paused (resuming offers it) or if no input is held.
     pub fn redeliver(&mut self, conn: ConnId) {
         self.core.redeliver(conn);
+    }
+
+    /// Exempts `conn` from the close every open connection gets right after
+    /// [`Handler::on_shutdown`]: the handler closes it itself when its work is done
+    /// (a proxy finishing a request in flight), and the shutdown deadline closes it
+    /// regardless. Call it in `on_shutdown` (or any time before). The shard stops
+    /// once every connection is gone.
+    pub fn keep_open_on_shutdown(&mut self, conn: ConnId) {
+        self.core.keep_open_on_shutdown(conn);
     }
 
     /// The local address `conn` is bound to (for accepted connections: which

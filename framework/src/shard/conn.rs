@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     /// The peer's EOF came while input from a pause was still unpresented;
     /// `on_eof` follows once it has been presented.
     pub(crate) eof_deferred: bool,
+    /// The handler closes it itself at shutdown (`Ctx::keep_open_on_shutdown`).
+    pub(crate) kept_at_shutdown: bool,
     pub(crate) out: OutQueue,
     /// A send is in flight in the driver.
     pub(crate) sending: bool,
@@ -96,6 +98,7 @@ impl Conn {
             write_shut: false,
             shut_pending: false,
             eof_deferred: false,
+            kept_at_shutdown: false,
             out: OutQueue::default(),
             sending: false,
             queued_at: None,

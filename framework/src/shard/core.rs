@@ -204,6 +204,12 @@ impl Core {
         }
     }
 
+    pub(crate) fn keep_open_on_shutdown(&mut self, id: ConnId) {
+        if let Some(conn) = self.get_mut(id) {
+            conn.kept_at_shutdown = true;
+        }
+    }
+
     pub(crate) fn local_addr(&self, id: ConnId) -> Option<SocketAddr> {
         self.get(id)
             .and_then(|c| c.socket.local_addr().ok())

@@ -518,7 +518,9 @@ impl<H: Handler> Shard<H> {
             guarded(core, mail, None, |ctx| handler.on_shutdown(ctx));
         }
         for id in self.core.ids() {
-            self.core.close_graceful(id, CloseReason::Shutdown);
+            if !self.core.get(id).is_some_and(|c| c.kept_at_shutdown) {
+                self.core.close_graceful(id, CloseReason::Shutdown);
+            }
         }
         self.apply();
     }
