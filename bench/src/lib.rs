@@ -1,9 +1,10 @@
 //! `shardline-bench`: the benchmark harness of Shardline.
 //!
 //! - [`client`]: the echo load generator (closed and open loop, HDR histograms).
-//! - [`servers`]: Shardline, the peers, shardline-chat and ngircd as child
-//!   processes, and what /proc says about them.
-//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`]: the subcommands.
+//! - [`servers`]: Shardline, the peers, shardline-chat, ngircd, shardline-proxy,
+//!   HAProxy and nginx as child processes, and what /proc says about them.
+//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`]: the
+//!   subcommands.
 //! - [`serve`]: the Shardline echo server the subcommands run.
 //! - [`report`]: tables, JSON, medians; [`machine`]: CPUs, pinning, limits.
 //!
@@ -17,6 +18,7 @@ pub mod compare;
 pub mod idle;
 pub mod machine;
 pub mod mailbox;
+pub mod proxy;
 pub mod report;
 pub mod scale;
 pub mod serve;

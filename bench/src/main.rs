@@ -12,14 +12,14 @@ use shardline_bench::{
     client::{self, ClientIo, LoadConfig, Mode},
     compare, idle,
     machine::{self, MachineInfo},
-    mailbox, report, scale, serve,
+    mailbox, proxy, report, scale, serve,
     servers::{self, Launch, PeerSelection, ServerProc, ServerSpec},
 };
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "Benchmarks for Shardline: echo load, peer comparison, scaling, idle memory, mailboxes, IRC fan-out"
+    about = "Benchmarks for Shardline: echo load, peer comparison, scaling, idle memory, mailboxes, IRC fan-out, HTTP proxies"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,6 +44,10 @@ enum Cmd {
     /// interleaved over rounds; deliveries/s, server CPU per delivery, latency,
     /// completeness and order.
     Chat(ChatArgs),
+    /// HTTP reverse proxies under wrk: shardline-proxy (uring, epoll) against
+    /// HAProxy and nginx in front of one nginx backend, interleaved over rounds;
+    /// req/s, req/s per proxy CPU-second, latency added over a direct run.
+    Proxy(ProxyArgs),
     /// The Shardline echo server the other subcommands run (prints `listening on
     /// ADDR`, stops on SIGTERM).
     Serve(ServeArgs),
@@ -348,6 +352,75 @@ struct ChatArgs {
 }
 
 #[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Proxies, run in this order every round (`direct`: wrk against the backend
+    /// itself, for the latency a proxy adds): direct, shardline-uring,
+    /// shardline-epoll, haproxy, nginx.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,shardline-uring,shardline-epoll,haproxy,nginx",
+        value_parser = proxy::Proxy::parse
+    )]
+    proxies: Vec<proxy::Proxy>,
+    /// Workers of every proxy: shardline-proxy shards, HAProxy threads, nginx
+    /// worker processes.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// wrk connections (`-c`); every upstream keep-alive pool is at least this big.
+    #[arg(long, default_value_t = 64)]
+    conns: usize,
+    /// wrk threads (`-t`).
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: usize,
+    /// Rounds; every proxy runs once per round, medians are quoted.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Unrecorded wrk run before each measured one, whole seconds (0: none).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Measured wrk run, whole seconds.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// wrk's --timeout, whole seconds.
+    #[arg(long, default_value_t = 2)]
+    wrk_timeout: u64,
+    /// Proxy CPUs (default: the first `workers` CPUs).
+    #[arg(long, value_parser = cpu_list)]
+    proxy_cpus: Option<CpuList>,
+    /// wrk CPUs (default: the next CPU).
+    #[arg(long, value_parser = cpu_list)]
+    client_cpus: Option<CpuList>,
+    /// Backend nginx CPUs (default: a CPU neither the proxy nor wrk uses, else
+    /// wrk's).
+    #[arg(long, value_parser = cpu_list)]
+    backend_cpus: Option<CpuList>,
+    /// The shardline-proxy binary (default: target/release/shardline-proxy, built
+    /// with cargo if missing).
+    #[arg(long)]
+    proxy_exe: Option<PathBuf>,
+    /// The nginx binary (backend and proxy).
+    #[arg(long, default_value = servers::NGINX_EXE)]
+    nginx: PathBuf,
+    /// The HAProxy binary.
+    #[arg(long, default_value = servers::HAPROXY_EXE)]
+    haproxy: PathBuf,
+    /// The wrk binary.
+    #[arg(long, default_value = servers::WRK_EXE)]
+    wrk: PathBuf,
+    /// A run during which other processes used more than this % of one CPU is
+    /// measured again.
+    #[arg(long, default_value_t = 10.0)]
+    max_foreign_pct: f64,
+    /// How many times a noisy run is measured again (the quietest is kept).
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// I/O backend: uring, epoll or auto.
     #[arg(long, default_value = "uring")]
@@ -484,6 +557,36 @@ fn main() -> anyhow::Result<()> {
                 retries: a.retries,
             };
             let out = chat::run(&cfg)?;
+            if let Some(p) = a.json {
+                report::write_json(&p, &out)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Proxy(a) => {
+            let (p, c, b) = proxy::default_pinning(a.workers);
+            let explicit = a.proxy_exe.is_some();
+            let cfg = proxy::ProxyConfig {
+                proxies: a.proxies,
+                proxy_exe: a.proxy_exe.unwrap_or_else(servers::default_proxy_exe),
+                build_proxy: !explicit,
+                nginx_exe: a.nginx,
+                haproxy_exe: a.haproxy,
+                wrk_exe: a.wrk,
+                workers: a.workers,
+                conns: a.conns,
+                wrk_threads: a.wrk_threads,
+                rounds: a.rounds,
+                warmup_s: a.warmup,
+                duration_s: a.duration,
+                wrk_timeout_s: a.wrk_timeout,
+                proxy_cpus: a.proxy_cpus.map_or(p, |x| x.0),
+                client_cpus: a.client_cpus.map_or(c, |x| x.0),
+                backend_cpus: a.backend_cpus.map_or(b, |x| x.0),
+                max_foreign_pct: a.max_foreign_pct,
+                retries: a.retries,
+            };
+            let out = proxy::run(&cfg)?;
             if let Some(p) = a.json {
                 report::write_json(&p, &out)?;
                 println!("wrote {}", p.display());

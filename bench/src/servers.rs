@@ -120,6 +120,13 @@ pub fn install_signal_guard() -> anyhow::Result<()> {
                     "signal {sig}: stopping {} child server(s) and exiting",
                     pids.len()
                 );
+                // Forked workers (nginx with a master) first: they do not die with
+                // their parent.
+                for &pid in &pids {
+                    for (d, _) in descendants(pid) {
+                        kill(d, libc::SIGKILL);
+                    }
+                }
                 for &pid in &pids {
                     kill(pid, libc::SIGKILL);
                 }
@@ -253,7 +260,12 @@ impl ServerProc {
                             }
                             line.contains(s).then(String::new)
                         }
-                        Ready::Connect => None,
+                        Ready::Connect => {
+                            if line.contains(" WARN ") || line.contains(" ERROR ") {
+                                eprintln!("{who}: {line}");
+                            }
+                            None
+                        }
                     };
                     if let Some(hit) = hit {
                         if let Some(tx) = tx.take() {
@@ -324,6 +336,9 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
+        // Processes the server forked (nginx workers), with their start times so
+        // that a recycled pid is never killed.
+        let forked = descendants(self.pid);
         if let Ok(None) = self.child.try_wait() {
             kill(self.pid, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -338,6 +353,11 @@ impl Drop for ServerProc {
             }
         }
         let _ = self.child.wait();
+        for (pid, start) in forked {
+            if proc_start_time(pid) == Some(start) {
+                kill(pid, libc::SIGKILL);
+            }
+        }
         children().retain(|&p| p != self.pid);
         if let Some(dir) = self.cleanup.take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -369,6 +389,197 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The fields of /proc/PID/stat after the command name: index 0 is field 3
+/// (state), so field N is at index N − 3.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// Parent pid (field 4) of a /proc/PID/stat line.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    stat_fields(stat)?.get(1)?.parse().ok()
+}
+
+/// Start time (field 22, clock ticks after boot) of a process, to tell a process
+/// from a later one that got its pid.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat)?.get(19)?.parse().ok()
+}
+
+/// Every live descendant of `pid` (children, their children, …) with its start
+/// time, from a scan of /proc.
+pub fn descendants(pid: u32) -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of = Vec::new();
+    for entry in dir.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            if let (Some(pp), Some(start)) = (
+                parse_stat_ppid(&stat),
+                stat_fields(&stat).and_then(|f| f.get(19)?.parse::<u64>().ok()),
+            ) {
+                parent_of.push((p, pp, start));
+            }
+        }
+    }
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp, start) in &parent_of {
+            if pp == p && c != pid && !out.iter().any(|&(o, _)| o == c) {
+                out.push((c, start));
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// utime + stime of a process and every live descendant (a server that forks
+/// workers, like nginx with a master process), from /proc.
+pub fn proc_tree_cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let mut total = proc_cpu_time(pid)?;
+    for (d, _) in descendants(pid) {
+        // A descendant may exit between the scan and the read: it then counts as 0.
+        total += proc_cpu_time(d).unwrap_or_default();
+    }
+    Ok(total)
+}
+
+/// CPU time (user + system) of this process's children that have been waited
+/// for (getrusage RUSAGE_CHILDREN): a child's CPU time is added when it is reaped.
+pub fn reaped_children_cpu_time() -> Duration {
+    // SAFETY: a zeroed rusage is valid; getrusage fills it.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) != 0 {
+            return Duration::ZERO;
+        }
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}
+
+/// Makes `cmd` pin itself to `cpus` (sched_setaffinity between fork and exec);
+/// nothing when `cpus` is empty.
+pub fn pin_command(cmd: &mut Command, cpus: &[usize]) -> anyhow::Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            bail!("CPU {c} is out of range");
+        }
+        // SAFETY: c is in bounds (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: sched_setaffinity is async-signal-safe; `set` is a plain copy.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// What [`run_bounded`] collected from a finished child.
+#[derive(Debug, Clone)]
+pub struct BoundedOutput {
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+    /// Its exit status (`None`: killed because it ran past the limit).
+    pub status: Option<std::process::ExitStatus>,
+}
+
+/// Runs `cmd` (a load generator such as wrk) to completion, but for at most
+/// `limit`: past it the child is killed and `status` is `None`. Like a server it
+/// gets PR_SET_PDEATHSIG and is killed by the signal guard; stdout and stderr are
+/// collected.
+pub fn run_bounded(name: &str, mut cmd: Command, limit: Duration) -> anyhow::Result<BoundedOutput> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {name}: {cmd:?}"))?;
+    let pid = child.id();
+    children().push(pid);
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                s = String::from_utf8_lossy(&buf).into_owned();
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                // Its own children too: they hold the output pipes open.
+                for (d, _) in descendants(pid) {
+                    kill(d, libc::SIGKILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                children().retain(|&p| p != pid);
+                return Err(e).with_context(|| format!("waiting for {name}"));
+            }
+        }
+    };
+    children().retain(|&p| p != pid);
+    Ok(BoundedOutput {
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        status,
+    })
 }
 
 /// VmRSS of a process in bytes, from /proc/PID/status.
@@ -516,6 +727,21 @@ pub fn default_chat_exe() -> PathBuf {
 /// --release -p shardline-chat` in the workspace first (and says so). The error
 /// says why the server must be skipped.
 pub fn resolve_chat_exe(exe: &Path, build: bool) -> Result<(), String> {
+    resolve_workspace_exe(exe, "shardline-chat", build)
+}
+
+/// `target/release/shardline-proxy` in the workspace.
+pub fn default_proxy_exe() -> PathBuf {
+    workspace_dir()
+        .join("target")
+        .join("release")
+        .join("shardline-proxy")
+}
+
+/// Makes sure `exe` exists: if it is missing and `build` is set, runs `cargo build
+/// --release -p PACKAGE` in the workspace first (and says so). The error says why
+/// the server must be skipped.
+pub fn resolve_workspace_exe(exe: &Path, package: &str, build: bool) -> Result<(), String> {
     if exe.is_file() {
         return Ok(());
     }
@@ -524,17 +750,11 @@ pub fn resolve_chat_exe(exe: &Path, build: bool) -> Result<(), String> {
     }
     let manifest = workspace_dir().join("Cargo.toml");
     println!(
-        "building shardline-chat: cargo build --release -p shardline-chat --manifest-path {}",
+        "building {package}: cargo build --release -p {package} --manifest-path {}",
         manifest.display()
     );
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "shardline-chat",
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "-p", package, "--manifest-path"])
         .arg(&manifest)
         .env_remove("CARGO_TARGET_DIR")
         .stdout(Stdio::inherit())
@@ -543,11 +763,11 @@ pub fn resolve_chat_exe(exe: &Path, build: bool) -> Result<(), String> {
     match status {
         Ok(s) if s.success() && exe.is_file() => Ok(()),
         Ok(s) if s.success() => Err(format!(
-            "cargo built shardline-chat but there is still no {}",
+            "cargo built {package} but there is still no {}",
             exe.display()
         )),
-        Ok(s) => Err(format!("building shardline-chat failed ({s})")),
-        Err(e) => Err(format!("could not run cargo to build shardline-chat ({e})")),
+        Ok(s) => Err(format!("building {package} failed ({s})")),
+        Err(e) => Err(format!("could not run cargo to build {package} ({e})")),
     }
 }
 
@@ -674,27 +894,253 @@ pub fn start_ngircd(exe: &Path, cpus: &[usize]) -> anyhow::Result<ServerProc> {
         .with_context(|| format!("writing {}", conf.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("-n").arg("-f").arg(&conf).stderr(Stdio::null());
-    if !cpus.is_empty() {
-        // SAFETY: a zeroed cpu_set_t is a valid empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &c in cpus {
-            if c >= libc::CPU_SETSIZE as usize {
-                bail!("CPU {c} is out of range");
-            }
-            // SAFETY: c is in bounds (checked above).
-            unsafe { libc::CPU_SET(c, &mut set) };
-        }
-        // SAFETY: sched_setaffinity is async-signal-safe; `set` is a plain copy.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    pin_command(&mut cmd, cpus)?;
     ServerProc::spawn("ngircd", cmd, addr, Ready::Connect, Some(dir))
+}
+
+// ---------------------------------------------------------------------------
+// HTTP proxies and their backend, for `shardline-bench proxy`.
+
+/// Where the Debian package installs nginx.
+pub const NGINX_EXE: &str = "/usr/sbin/nginx";
+/// Where the Debian package installs HAProxy.
+pub const HAPROXY_EXE: &str = "/usr/sbin/haproxy";
+/// Where the Debian package installs wrk.
+pub const WRK_EXE: &str = "/usr/bin/wrk";
+/// The body the backend nginx answers every request with (13 bytes).
+pub const BACKEND_BODY: &str = "Hello, world\n";
+
+/// What an nginx instance of the benchmark does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NginxRole {
+    /// The backend: `200` with [`BACKEND_BODY`] for every request.
+    Backend,
+    /// A reverse proxy to `upstream` with a keep-alive pool of `keepalive` idle
+    /// connections (it must be at least the number of concurrent clients, or nginx
+    /// opens a new upstream connection for most requests).
+    Proxy {
+        /// The backend.
+        upstream: SocketAddr,
+        /// Idle upstream connections kept per worker.
+        keepalive: usize,
+    },
+}
+
+/// An nginx configuration for a benchmark: in the foreground (`daemon off`), one
+/// process when `workers` is 1 (`master_process off`: no fork, so the parent-death
+/// signal and the CPU accounting cover it), else a master with `workers` workers;
+/// every file (pid, error log, temp paths) in `dir`; no access log; keep-alive
+/// connections never closed for their request count. Listens on 127.0.0.1:`port`.
+pub fn nginx_config(
+    role: NginxRole,
+    port: u16,
+    dir: &Path,
+    workers: usize,
+    conns: usize,
+) -> String {
+    let d = dir.display();
+    let workers = workers.max(1);
+    let process = if workers == 1 {
+        "master_process off;\nworker_processes 1;\n".to_owned()
+    } else {
+        format!("master_process on;\nworker_processes {workers};\n")
+    };
+    // Client and upstream connections, with room for the benchmark's own checks.
+    let worker_connections = (4 * conns + 256).max(1024);
+    let body = match role {
+        NginxRole::Backend => format!(
+            "        location / {{\n            return 200 \"{}\";\n        }}\n",
+            BACKEND_BODY.replace('\n', "\\n")
+        ),
+        NginxRole::Proxy { .. } => "        location / {\n            proxy_pass http://backend;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }\n".to_owned(),
+    };
+    let upstream = match role {
+        NginxRole::Backend => String::new(),
+        NginxRole::Proxy {
+            upstream,
+            keepalive,
+        } => format!(
+            "    upstream backend {{\n        server {upstream};\n        keepalive {keepalive};\n        keepalive_requests 1000000;\n        keepalive_timeout 60s;\n    }}\n"
+        ),
+    };
+    format!(
+        "# generated by shardline-bench proxy\n\
+         daemon off;\n\
+         {process}\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{\n    worker_connections {worker_connections};\n}}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   default_type text/plain;\n\
+         \x20   keepalive_requests 1000000;\n\
+         \x20   keepalive_timeout 60s;\n\
+         \x20   client_body_temp_path {d}/client_body;\n\
+         \x20   proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/uwsgi;\n\
+         \x20   scgi_temp_path {d}/scgi;\n\
+         {upstream}\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         {body}\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// Starts nginx (`exe`) in `role` with a generated config in a scratch directory
+/// (`-p DIR -e DIR/error.log -c DIR/nginx.conf`: nothing is read or written
+/// outside it), on a free loopback port, pinned to `cpus`. Ready when a
+/// connection succeeds.
+pub fn start_nginx(
+    exe: &Path,
+    name: &str,
+    role: NginxRole,
+    workers: usize,
+    cpus: &[usize],
+    conns: usize,
+) -> anyhow::Result<ServerProc> {
+    if !exe.is_file() {
+        bail!(
+            "no {} (install the Debian package: apt-get install nginx, or ./x bench-deps)",
+            exe.display()
+        );
+    }
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir(name, port)?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_config(role, port, &dir, workers, conns))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-p")
+        .arg(format!("{}/", dir.display()))
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .stderr(Stdio::inherit());
+    pin_command(&mut cmd, cpus)?;
+    ServerProc::spawn(name, cmd, addr, Ready::Connect, Some(dir))
+}
+
+/// An HAProxy configuration for a benchmark: `threads` threads (`nbthread`), HTTP
+/// mode, keep-alive both ways with idle server connections shared by every client
+/// (`http-reuse always`), timeouts, no logging, 127.0.0.1:`port` in front of
+/// `upstream`.
+pub fn haproxy_config(port: u16, upstream: SocketAddr, threads: usize, conns: usize) -> String {
+    let maxconn = (4 * conns + 256).max(1024);
+    format!(
+        "# generated by shardline-bench proxy\n\
+         global\n\
+         \x20   nbthread {}\n\
+         \x20   maxconn {maxconn}\n\
+         \n\
+         defaults\n\
+         \x20   mode http\n\
+         \x20   option http-keep-alive\n\
+         \x20   http-reuse always\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 60s\n\
+         \x20   timeout server 60s\n\
+         \x20   timeout http-request 10s\n\
+         \x20   timeout http-keep-alive 60s\n\
+         \n\
+         frontend bench\n\
+         \x20   bind 127.0.0.1:{port}\n\
+         \x20   default_backend upstream\n\
+         \n\
+         backend upstream\n\
+         \x20   server backend1 {upstream}\n",
+        threads.max(1)
+    )
+}
+
+/// Starts HAProxy (`exe`) in the foreground (`-db`) with a generated config, on a
+/// free loopback port, pinned to `cpus`. Ready when a connection succeeds.
+pub fn start_haproxy(
+    exe: &Path,
+    upstream: SocketAddr,
+    threads: usize,
+    cpus: &[usize],
+    conns: usize,
+) -> anyhow::Result<ServerProc> {
+    if !exe.is_file() {
+        bail!(
+            "no {} (install the Debian package: apt-get install haproxy, or ./x bench-deps)",
+            exe.display()
+        );
+    }
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir("haproxy", port)?;
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(&conf, haproxy_config(port, upstream, threads, conns))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-db").arg("-f").arg(&conf).stderr(Stdio::inherit());
+    pin_command(&mut cmd, cpus)?;
+    ServerProc::spawn("haproxy", cmd, addr, Ready::Connect, Some(dir))
+}
+
+/// A shardline-proxy configuration for a benchmark: one HTTP listener on
+/// 127.0.0.1:`port` in front of `upstream`, with room for `conns` idle upstream
+/// connections per shard (never fewer than its default, 64).
+pub fn shardline_proxy_config(port: u16, upstream: SocketAddr, conns: usize) -> String {
+    format!(
+        "# generated by shardline-bench proxy\n\
+         [[listener]]\n\
+         address = \"127.0.0.1:{port}\"\n\
+         mode = \"http\"\n\
+         pool = \"backend\"\n\
+         \n\
+         [pool.backend]\n\
+         backends = [{{ address = \"{upstream}\" }}]\n\
+         \n\
+         [limits]\n\
+         max_idle_per_backend = {}\n",
+        conns.max(64)
+    )
+}
+
+/// Starts shardline-proxy (`exe`) on `io` with `shards` shards (reuseport accept,
+/// shard *i* on `cpus[i]`, or `--no-pin` when `cpus` is empty) and a generated
+/// config, logging warnings only (no access log). Ready when a connection
+/// succeeds.
+pub fn start_shardline_proxy(
+    exe: &Path,
+    io: Io,
+    upstream: SocketAddr,
+    shards: usize,
+    cpus: &[usize],
+    conns: usize,
+) -> anyhow::Result<ServerProc> {
+    let name = format!("shardline-proxy-{io}");
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir(&name, port)?;
+    let conf = dir.join("proxy.toml");
+    std::fs::write(&conf, shardline_proxy_config(port, upstream, conns))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
+        .arg(&conf)
+        .arg("--shards")
+        .arg(shards.to_string())
+        .arg("--io")
+        .arg(io.to_string())
+        .arg("--accept")
+        .arg("reuseport");
+    if cpus.is_empty() {
+        cmd.arg("--no-pin");
+    } else {
+        cmd.arg("--placement")
+            .arg(format!("cpus={}", machine::format_cpus(cpus)));
+    }
+    cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    pin_command(&mut cmd, cpus)?;
+    ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))
 }
 
 #[cfg(test)]
@@ -765,5 +1211,117 @@ mod tests {
         let (specs, notes) = resolve_peers(&PeerSelection::All, &dir);
         assert!(specs.is_empty());
         assert_eq!(notes.len(), 1 + PEERS.len(), "{notes:?}");
+    }
+
+    #[test]
+    fn stat_ppid_and_descendants() {
+        let stat = "1234 (my (odd) name) S 77 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 1000 50";
+        assert_eq!(parse_stat_ppid(stat), Some(77));
+        let me = std::process::id();
+        assert!(proc_start_time(me).is_some());
+        let mut child = Command::new("sleep").arg("5").spawn().expect("sleep runs");
+        let found = descendants(me);
+        assert!(found.iter().any(|&(p, _)| p == child.id()), "{found:?}");
+        let own = proc_cpu_time(me).unwrap();
+        assert!(proc_tree_cpu_time(me).unwrap() >= own);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn bounded_runs_are_killed_at_the_limit() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; sleep 5"]);
+        let t = Instant::now();
+        let out = run_bounded("sleeper", cmd, Duration::from_millis(300)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3));
+        assert_eq!(out.status, None);
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exit 3"]);
+        let out = run_bounded("exit", cmd, Duration::from_secs(5)).unwrap();
+        assert_eq!(out.status.and_then(|s| s.code()), Some(3));
+    }
+
+    #[test]
+    fn nginx_backend_config() {
+        let c = nginx_config(NginxRole::Backend, 9001, Path::new("/tmp/b"), 1, 64);
+        for line in [
+            "daemon off;",
+            "master_process off;",
+            "worker_processes 1;",
+            "pid /tmp/b/nginx.pid;",
+            "error_log /tmp/b/error.log warn;",
+            "    access_log off;",
+            "    keepalive_requests 1000000;",
+            "        listen 127.0.0.1:9001;",
+            "            return 200 \"Hello, world\\n\";",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
+        }
+        assert!(!c.contains("proxy_pass"), "{c}");
+        assert_eq!(BACKEND_BODY.len(), 13);
+        // Braces balance.
+        assert_eq!(c.matches('{').count(), c.matches('}').count(), "{c}");
+        let c = nginx_config(NginxRole::Backend, 9001, Path::new("/tmp/b"), 2, 64);
+        assert!(c.contains("master_process on;\nworker_processes 2;"), "{c}");
+    }
+
+    #[test]
+    fn nginx_proxy_config_keeps_upstream_connections_alive() {
+        let role = NginxRole::Proxy {
+            upstream: "127.0.0.1:9001".parse().unwrap(),
+            keepalive: 128,
+        };
+        let c = nginx_config(role, 8080, Path::new("/tmp/p"), 1, 128);
+        for line in [
+            "    upstream backend {",
+            "        server 127.0.0.1:9001;",
+            "        keepalive 128;",
+            "        listen 127.0.0.1:8080;",
+            "            proxy_pass http://backend;",
+            "            proxy_http_version 1.1;",
+            "            proxy_set_header Connection \"\";",
+            "    access_log off;",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
+        }
+        assert!(!c.contains("return 200"), "{c}");
+        assert_eq!(c.matches('{').count(), c.matches('}').count(), "{c}");
+    }
+
+    #[test]
+    fn haproxy_config_is_one_thread_http_with_reuse() {
+        let c = haproxy_config(8080, "127.0.0.1:9001".parse().unwrap(), 1, 64);
+        for line in [
+            "    nbthread 1",
+            "    mode http",
+            "    option http-keep-alive",
+            "    http-reuse always",
+            "    timeout connect 5s",
+            "    timeout client 60s",
+            "    timeout server 60s",
+            "    bind 127.0.0.1:8080",
+            "    server backend1 127.0.0.1:9001",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
+        }
+        assert!(!c.contains("log "), "no logging: {c}");
+    }
+
+    #[test]
+    fn shardline_proxy_config_sizes_its_pool() {
+        let up: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let c = shardline_proxy_config(8080, up, 256);
+        for line in [
+            "address = \"127.0.0.1:8080\"",
+            "mode = \"http\"",
+            "backends = [{ address = \"127.0.0.1:9001\" }]",
+            "max_idle_per_backend = 256",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
+        }
+        assert!(shardline_proxy_config(8080, up, 8).contains("max_idle_per_backend = 64"));
     }
 }
