@@ -1623,7 +1623,7 @@ impl Mark {
         Mark {
             server: server.and_then(|p| servers::proc_cpu_time(p).ok()),
             me: servers::proc_cpu_time(std::process::id()).ok(),
-            machine: machine::busy_time(),
+            machine: machine::busy_time_with_irq(),
         }
     }
 }

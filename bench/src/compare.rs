@@ -247,7 +247,7 @@ impl CpuMark {
         Some(CpuMark {
             server: servers::proc_cpu_time(server).ok()?,
             me: servers::proc_cpu_time(std::process::id()).ok()?,
-            machine: machine::busy_time()?,
+            machine: machine::busy_time_with_irq()?,
         })
     }
 }
@@ -319,11 +319,11 @@ pub fn wait_for_quiet(max_pct: f64, limit: Duration) {
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
         let me = std::process::id();
-        let (Some(a), Ok(m0)) = (machine::busy_time(), servers::proc_cpu_time(me)) else {
+        let (Some(a), Ok(m0)) = (machine::busy_time_with_irq(), servers::proc_cpu_time(me)) else {
             return;
         };
         std::thread::sleep(Duration::from_millis(200));
-        let (Some(b), Ok(m1)) = (machine::busy_time(), servers::proc_cpu_time(me)) else {
+        let (Some(b), Ok(m1)) = (machine::busy_time_with_irq(), servers::proc_cpu_time(me)) else {
             return;
         };
         let others = b.saturating_sub(a).saturating_sub(m1.saturating_sub(m0));
