@@ -277,7 +277,8 @@ impl fmt::Display for Message<'_> {
             // The 15th parameter takes the rest of the line, spaces and all, without
             // a `:` (as `parse` reads it); adding one would make the line a byte
             // longer than the one parsed, perhaps over the limit.
-            let fifteenth = i == MAX_PARAMS - 1 && !p.is_empty() && !p.starts_with(':');
+            // (Not one that starts with a space: parsing skips spaces before it.)
+            let fifteenth = i == MAX_PARAMS - 1 && !p.is_empty() && !p.starts_with([':', ' ']);
             if i == last && !is_middle(p) && !fifteenth {
                 write!(f, " :{p}")?;
             } else {
@@ -303,6 +304,13 @@ mod tests {
         let written = m.to_string();
         assert_eq!(written, line);
         assert_eq!(parse(&written).expect("parses again"), m);
+        // Found by the fuzzer in CI: a 15th parameter that starts with a space
+        // (`: x`) keeps its `:`, or the space would be lost.
+        let line = "CMD 1 2 3 4 5 6 7 8 9 10 11 12 13 14 : spaced out";
+        let m = parse(line).expect("parses");
+        assert_eq!(m.params[14], " spaced out");
+        assert_eq!(m.to_string(), line);
+        assert_eq!(parse(&m.to_string()).expect("parses again"), m);
     }
 
     #[test]
