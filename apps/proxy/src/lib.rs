@@ -133,6 +133,15 @@
 //! their indices; a shard drops those of another, and after a reload each
 //! checker announces all its verdicts again. Details in [`reload`].
 //!
+//! # Shutdown
+//!
+//! At shutdown (`Handler::on_shutdown`) idle clients and idle pooled upstreams
+//! are closed; an HTTP exchange in flight keeps its client and upstream open
+//! (`Ctx::keep_open_on_shutdown`) and finishes with `Connection: close`, then
+//! both are closed and no pipelined request behind it starts; a relaying L4
+//! session stays open until either side finishes. The framework's shutdown
+//! deadline bounds all of it.
+//!
 //! # Must never
 //!
 //! Panic or touch another connection on bad input, buffer a body whole, forward a

@@ -225,6 +225,7 @@ impl Handler for ProxyShard {
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
         self.http_shutdown(ctx);
+        self.tcp_shutdown(ctx);
     }
 }
 

@@ -74,6 +74,8 @@ pub(crate) struct TcpState {
     /// Timers by token (every token has [`TCP_TOKEN_BIT`]).
     timers: HashMap<u64, TimerKind>,
     next_token: u64,
+    /// The server is shutting down: a side's EOF ends its session.
+    draining: bool,
 }
 
 impl TcpState {
@@ -99,6 +101,7 @@ impl TcpState {
             roles: HashMap::new(),
             timers: HashMap::new(),
             next_token: 0,
+            draining: false,
         }
     }
 
@@ -332,7 +335,9 @@ impl ProxyShard {
                     Side::Client => s.client_eof = true,
                     Side::Upstream => s.upstream_eof = true,
                 }
-                if s.client_eof && s.upstream_eof {
+                if (s.client_eof && s.upstream_eof) || self.tcp.draining {
+                    // Done, or shutting down: a side that finished ends the
+                    // session (each side flushed, then closed).
                     ctx.close(conn);
                     ctx.close(other);
                 } else if ctx.shutdown_write(other).is_err() {
@@ -421,5 +426,24 @@ impl ProxyShard {
             self.tcp.roles.remove(&up);
         }
         self.connect_next(ctx, key);
+    }
+
+    /// Graceful shutdown: every relaying session (upstream connected) is kept
+    /// open, both sides (`Ctx::keep_open_on_shutdown`), until either side
+    /// finishes (its EOF or close ends the session: both sides are flushed and
+    /// closed) or the shutdown deadline. Sessions still connecting are closed
+    /// by the shutdown like any other connection.
+    pub(crate) fn tcp_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+        self.tcp.draining = true;
+        for (_, s) in self.tcp.sessions.iter() {
+            if let (true, Some(up)) = (s.connected, s.upstream) {
+                if s.client_eof || s.upstream_eof {
+                    // Already half-closed: one side finished.
+                    continue;
+                }
+                ctx.keep_open_on_shutdown(s.client);
+                ctx.keep_open_on_shutdown(up);
+            }
+        }
     }
 }

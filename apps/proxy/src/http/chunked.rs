@@ -237,9 +237,20 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Writes the chunk header for `len` bytes of data into `out`.
 pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{len:x}\r\n");
+    // Lower-case hex, no leading zeros, without the formatting machinery.
+    let mut digits = [0u8; 2 * std::mem::size_of::<usize>()];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The last chunk with no trailers.

@@ -11,9 +11,15 @@
 //! HTTP versions other than 1.0 and 1.1. A head longer than the limit, or with more
 //! headers than the limit, is 431.
 
-use std::net::IpAddr;
+use std::{borrow::Cow, fmt::Display, io::Write as _, net::IpAddr};
+
+use httparse::Header;
 
 use super::chunked;
+
+/// Header storage on the stack for heads with at most this many fields (more:
+/// one heap vector).
+const STACK_HEADERS: usize = 128;
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,21 +76,21 @@ impl HeadError {
     }
 }
 
-/// A parsed, validated request head.
+/// A parsed, validated request head, borrowing the bytes it was parsed from.
 #[derive(Debug, Clone)]
-pub struct RequestHead {
+pub struct RequestHead<'a> {
     /// Method, as sent.
-    pub method: String,
+    pub method: &'a str,
     /// Request target, as sent.
-    pub target: String,
+    pub target: &'a str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Header fields in order (names as sent).
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<Header<'a>>,
     /// How the body is delimited.
     pub framing: Framing,
-    /// Host without port, lower-case.
-    pub host: Option<String>,
+    /// Host without port, lower-case (borrowed unless it had to be lowered).
+    pub host: Option<Cow<'a, str>>,
     /// The client wants the connection closed after this exchange.
     pub close: bool,
     /// `Expect: 100-continue`.
@@ -93,17 +99,17 @@ pub struct RequestHead {
     pub len: usize,
 }
 
-/// A parsed response head.
+/// A parsed response head, borrowing the bytes it was parsed from.
 #[derive(Debug, Clone)]
-pub struct ResponseHead {
+pub struct ResponseHead<'a> {
     /// Status code.
     pub status: u16,
     /// Reason phrase.
-    pub reason: String,
+    pub reason: &'a str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Header fields in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<Header<'a>>,
     /// Body framing, given the request method.
     pub framing: Framing,
     /// The backend keeps the connection open after this response.
@@ -150,12 +156,45 @@ fn eq_ignore_case(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// Comma-separated tokens of a field value, trimmed, lower-cased.
-fn tokens(value: &[u8]) -> impl Iterator<Item = String> + '_ {
-    value
-        .split(|&b| b == b',')
-        .map(|t| String::from_utf8_lossy(t).trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+/// Whether one of the comma-separated tokens of a field value, trimmed, is
+/// `word` (ASCII case-insensitively; `word` is not empty).
+fn has_token(value: &[u8], word: &str) -> bool {
+    value.split(|&b| b == b',').any(|t| {
+        if t.is_ascii() {
+            // A field value has no ASCII whitespace but SP and HT, which both
+            // trims remove alike.
+            t.trim_ascii().eq_ignore_ascii_case(word.as_bytes())
+        } else {
+            String::from_utf8_lossy(t).trim().eq_ignore_ascii_case(word)
+        }
+    })
+}
+
+/// Comma-separated tokens of the Connection fields among `headers` (the
+/// fields they name are hop-by-hop): whether `name` is one of them.
+fn named_by_connection(headers: &[Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| eq_ignore_case(h.name, "connection"))
+        .any(|h| has_token(h.value, name))
+}
+
+/// Parses a head with `parse` into header storage for `max_headers` fields (on
+/// the stack when small) and returns the fields it found, in order.
+fn with_storage<'b, T>(
+    max_headers: usize,
+    parse: impl for<'h> FnOnce(&'h mut [Header<'b>]) -> Result<(T, usize), httparse::Error>,
+) -> Result<(T, Vec<Header<'b>>), httparse::Error> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let storage: &mut [Header<'b>] = if max_headers <= STACK_HEADERS {
+        &mut stack[..max_headers]
+    } else {
+        heap.resize(max_headers, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let (t, n) = parse(&mut *storage)?;
+    Ok((t, storage[..n].to_vec()))
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
@@ -166,10 +205,10 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Body framing from Content-Length / Transfer-Encoding fields, strictly.
-fn framing_of(headers: &[(String, Vec<u8>)]) -> Result<Framing, HeadError> {
+fn framing_of(headers: &[Header<'_>]) -> Result<Framing, HeadError> {
     let mut length = None;
     let mut te = None;
-    for (name, value) in headers {
+    for &Header { name, value } in headers {
         if eq_ignore_case(name, "content-length") {
             if length.is_some() {
                 return Err(HeadError::BadContentLength);
@@ -179,7 +218,7 @@ fn framing_of(headers: &[(String, Vec<u8>)]) -> Result<Framing, HeadError> {
             if te.is_some() {
                 return Err(HeadError::BadTransferEncoding);
             }
-            te = Some(value.as_slice());
+            te = Some(value);
         }
     }
     match (length, te) {
@@ -197,20 +236,13 @@ fn framing_of(headers: &[(String, Vec<u8>)]) -> Result<Framing, HeadError> {
     }
 }
 
-fn collect(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_string(), h.value.to_vec()))
-        .collect()
-}
-
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete (and
 /// within the limits).
 pub fn parse_request(
     buf: &[u8],
     max_bytes: usize,
     max_headers: usize,
-) -> Result<Option<RequestHead>, HeadError> {
+) -> Result<Option<RequestHead<'_>>, HeadError> {
     let Some(end) = scan_head(buf)? else {
         if buf.len() > max_bytes {
             return Err(HeadError::TooLarge);
@@ -220,31 +252,33 @@ pub fn parse_request(
     if end > max_bytes {
         return Err(HeadError::TooLarge);
     }
-    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut req = httparse::Request::new(&mut storage);
-    let status = req.parse(&buf[..end]).map_err(malformed)?;
-    if status.is_partial() {
+    let head = &buf[..end];
+    let (line, headers) = with_storage(max_headers, |storage| {
+        let mut req = httparse::Request::new(storage);
+        let status = req.parse(head)?;
+        let line = (status.is_partial(), req.method, req.path, req.version);
+        Ok((line, req.headers.len()))
+    })
+    .map_err(malformed)?;
+    let (partial, method, target, minor) = line;
+    if partial {
         return Err(HeadError::Malformed("incomplete head".into()));
     }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor)) = (method, target, minor) else {
         return Err(HeadError::Malformed("incomplete request line".into()));
     };
-    let headers = collect(req.headers);
     let framing = framing_of(&headers)?;
     let mut host = None;
     let mut hosts = 0;
     let mut close = minor == 0;
     let mut expect_continue = false;
-    for (name, value) in &headers {
+    for &Header { name, value } in &headers {
         if eq_ignore_case(name, "host") {
             hosts += 1;
-            let v = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
-            host = Some(strip_port(&v).to_string());
+            host = Some(host_of(value));
         } else if eq_ignore_case(name, "connection") {
-            for t in tokens(value) {
-                if t == "close" {
-                    close = true;
-                }
+            if has_token(value, "close") {
+                close = true;
             }
         } else if eq_ignore_case(name, "expect")
             && value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
@@ -256,8 +290,8 @@ pub fn parse_request(
         return Err(HeadError::BadHost);
     }
     Ok(Some(RequestHead {
-        method: method.to_string(),
-        target: target.to_string(),
+        method,
+        target,
         minor,
         headers,
         framing,
@@ -266,6 +300,22 @@ pub fn parse_request(
         expect_continue,
         len: end,
     }))
+}
+
+/// A Host value trimmed, without its port, lower-case (borrowed when it already
+/// is).
+fn host_of(value: &[u8]) -> Cow<'_, str> {
+    match String::from_utf8_lossy(value) {
+        Cow::Borrowed(v) => {
+            let h = strip_port(v.trim());
+            if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(h.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(h)
+            }
+        }
+        Cow::Owned(v) => Cow::Owned(strip_port(&v.trim().to_ascii_lowercase()).to_string()),
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -294,7 +344,7 @@ pub fn parse_response(
     head_request: bool,
     max_bytes: usize,
     max_headers: usize,
-) -> Result<Option<ResponseHead>, BadResponse> {
+) -> Result<Option<ResponseHead<'_>>, BadResponse> {
     let bad = |e: &dyn std::fmt::Display| BadResponse(e.to_string());
     let Some(end) = scan_head(buf).map_err(|e| bad(&e))? else {
         if buf.len() > max_bytes {
@@ -302,17 +352,22 @@ pub fn parse_response(
         }
         return Ok(None);
     };
-    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut resp = httparse::Response::new(&mut storage);
-    let status = resp.parse(&buf[..end]).map_err(|e| bad(&e))?;
-    if status.is_partial() {
+    let head = &buf[..end];
+    let (line, headers) = with_storage(max_headers, |storage| {
+        let mut resp = httparse::Response::new(storage);
+        let status = resp.parse(head)?;
+        let line = (status.is_partial(), resp.code, resp.version, resp.reason);
+        Ok((line, resp.headers.len()))
+    })
+    .map_err(|e| bad(&e))?;
+    let (partial, code, minor, reason) = line;
+    if partial {
         return Err(BadResponse("incomplete head".into()));
     }
-    let (Some(code), Some(minor)) = (resp.code, resp.version) else {
+    let (Some(code), Some(minor)) = (code, minor) else {
         return Err(BadResponse("incomplete status line".into()));
     };
-    let reason = resp.reason.unwrap_or("").to_string();
-    let headers = collect(resp.headers);
+    let reason = reason.unwrap_or("");
     let no_body = head_request || (100..200).contains(&code) || code == 204 || code == 304;
     let framing = if no_body {
         Framing::None
@@ -323,8 +378,8 @@ pub fn parse_response(
         }
     };
     let mut reusable = minor == 1 && framing != Framing::UntilClose;
-    for (name, value) in &headers {
-        if eq_ignore_case(name, "connection") && tokens(value).any(|t| t == "close") {
+    for &Header { name, value } in &headers {
+        if eq_ignore_case(name, "connection") && has_token(value, "close") {
             reusable = false;
         }
     }
@@ -354,16 +409,14 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// The fields of `headers` to forward: no hop-by-hop field, none named in a
 /// Connection field.
-fn end_to_end(headers: &[(String, Vec<u8>)]) -> impl Iterator<Item = &(String, Vec<u8>)> {
-    let named: Vec<String> = headers
+fn end_to_end<'h, 'a>(headers: &'h [Header<'a>]) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'h {
+    headers
         .iter()
-        .filter(|(n, _)| eq_ignore_case(n, "connection"))
-        .flat_map(|(_, v)| tokens(v).collect::<Vec<_>>())
-        .collect();
-    headers.iter().filter(move |(n, _)| {
-        let lower = n.to_ascii_lowercase();
-        !HOP_BY_HOP.contains(&lower.as_str()) && !named.contains(&lower)
-    })
+        .filter(|h| {
+            !HOP_BY_HOP.iter().any(|hop| eq_ignore_case(h.name, hop))
+                && !named_by_connection(headers, h.name)
+        })
+        .map(|h| (h.name, h.value))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -375,7 +428,11 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 fn push_framing(out: &mut Vec<u8>, framing: Framing) {
     match framing {
-        Framing::Length(n) => push_field(out, "Content-Length", n.to_string().as_bytes()),
+        Framing::Length(n) => push_field(
+            out,
+            "Content-Length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        ),
         Framing::Chunked => push_field(out, "Transfer-Encoding", b"chunked"),
         Framing::None | Framing::UntilClose => {}
     }
@@ -384,23 +441,30 @@ fn push_framing(out: &mut Vec<u8>, framing: Framing) {
 /// The head sent to the backend: HTTP/1.1, persistent, hop-by-hop fields
 /// removed, `X-Forwarded-For` extended with `client`, `X-Forwarded-Proto: http`,
 /// framing rewritten (a chunked body is re-encoded by the proxy).
-pub fn upstream_request(req: &RequestHead, client: IpAddr, backend_host: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(req.len + 64);
+pub fn upstream_request(req: &RequestHead<'_>, client: IpAddr, backend_host: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    upstream_request_into(&mut out, req, &client.to_string(), backend_host);
+    out
+}
+
+/// [`upstream_request`] into `out` (cleared first), with the client address
+/// already formatted; `backend_host` is only formatted when the request has no
+/// Host.
+pub fn upstream_request_into(
+    out: &mut Vec<u8>,
+    req: &RequestHead<'_>,
+    client: &str,
+    backend_host: impl Display,
+) {
+    out.clear();
+    out.reserve(req.len + 96 + client.len());
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Vec<u8> = Vec::new();
     let mut has_host = false;
     for (name, value) in end_to_end(&req.headers) {
-        if eq_ignore_case(name, "x-forwarded-for") {
-            if !forwarded_for.is_empty() {
-                forwarded_for.extend_from_slice(b", ");
-            }
-            forwarded_for.extend_from_slice(value.trim_ascii());
-            continue;
-        }
-        if eq_ignore_case(name, "x-forwarded-proto") {
+        if eq_ignore_case(name, "x-forwarded-for") || eq_ignore_case(name, "x-forwarded-proto") {
             continue;
         }
         if eq_ignore_case(name, "host") {
@@ -409,55 +473,81 @@ pub fn upstream_request(req: &RequestHead, client: IpAddr, backend_host: &str) -
         if eq_ignore_case(name, "expect") && !req.expect_continue {
             continue;
         }
-        push_field(&mut out, name, value);
+        push_field(out, name, value);
     }
     if !has_host {
-        push_field(&mut out, "Host", backend_host.as_bytes());
+        out.extend_from_slice(b"Host: ");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{backend_host}");
+        out.extend_from_slice(b"\r\n");
     }
-    if !forwarded_for.is_empty() {
-        forwarded_for.extend_from_slice(b", ");
+    // The values of the client's X-Forwarded-For fields, trimmed, joined with
+    // ", ", then the client's address.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    let start = out.len();
+    for (name, value) in end_to_end(&req.headers) {
+        if eq_ignore_case(name, "x-forwarded-for") {
+            if out.len() > start {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(value.trim_ascii());
+        }
     }
-    forwarded_for.extend_from_slice(client.to_string().as_bytes());
-    push_field(&mut out, "X-Forwarded-For", &forwarded_for);
-    push_field(&mut out, "X-Forwarded-Proto", b"http");
-    push_framing(&mut out, req.framing);
+    if out.len() > start {
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client.as_bytes());
     out.extend_from_slice(b"\r\n");
-    out
+    push_field(out, "X-Forwarded-Proto", b"http");
+    push_framing(out, req.framing);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The head sent to the client. `framing` is what the proxy will send (a chunked
 /// body to an HTTP/1.0 client goes out close-delimited); `close` adds
 /// `Connection: close`.
-pub fn client_response(resp: &ResponseHead, framing: Framing, close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(resp.len + 32);
+pub fn client_response(resp: &ResponseHead<'_>, framing: Framing, close: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    client_response_into(&mut out, resp, framing, close);
+    out
+}
+
+/// [`client_response`] into `out` (cleared first).
+pub fn client_response_into(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead<'_>,
+    framing: Framing,
+    close: bool,
+) {
+    out.clear();
+    out.reserve(resp.len + 32);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(resp.status.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in end_to_end(&resp.headers) {
-        push_field(&mut out, name, value);
+        push_field(out, name, value);
     }
     if resp.framing == Framing::None {
         // HEAD, 204, 304: keep the Content-Length the backend gave (it describes
         // the representation, not this message).
-        if let Some((_, v)) = resp
+        if let Some(h) = resp
             .headers
             .iter()
-            .find(|(n, _)| eq_ignore_case(n, "content-length"))
+            .find(|h| eq_ignore_case(h.name, "content-length"))
         {
             if (200..300).contains(&resp.status) || resp.status == 304 {
-                push_field(&mut out, "Content-Length", v);
+                push_field(out, "Content-Length", h.value);
             }
         }
     } else {
-        push_framing(&mut out, framing);
+        push_framing(out, framing);
     }
     if close {
-        push_field(&mut out, "Connection", b"close");
+        push_field(out, "Connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// A complete short response the proxy makes itself (errors), with
@@ -493,177 +583,4 @@ pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(text: &str) -> Result<Option<RequestHead>, HeadError> {
-        parse_request(text.as_bytes(), 16 << 10, 100)
-    }
-
-    #[test]
-    fn parses_a_plain_request() {
-        let r = req("GET /a?b HTTP/1.1\r\nHost: Example.COM:8080\r\nX: y\r\n\r\nrest")
-            .expect("valid")
-            .expect("complete");
-        assert_eq!(r.method, "GET");
-        assert_eq!(r.target, "/a?b");
-        assert_eq!(r.host.as_deref(), Some("example.com"));
-        assert_eq!(r.framing, Framing::None);
-        assert!(!r.close);
-        assert_eq!(
-            r.len,
-            "GET /a?b HTTP/1.1\r\nHost: Example.COM:8080\r\nX: y\r\n\r\n".len()
-        );
-        assert!(req("GET / HTTP/1.1\r\nHost: a\r\n")
-            .expect("valid")
-            .is_none());
-    }
-
-    #[test]
-    fn framing_rules() {
-        use HeadError::*;
-        let cases: &[(&str, HeadError)] = &[
-            ("GET / HTTP/1.1\nHost: a\n\n", BareLineEnd),
-            ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", BareLineEnd),
-            ("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", BareLineEnd),
-            ("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", ObsFold),
-            ("GET / HTTP/1.1\r\nHost: a\r\n\tc\r\n\r\n", ObsFold),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", LengthAndChunked),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\n", BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", BadTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", BadTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", BadTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", BadTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BadTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n", BadTransferEncoding),
-            ("GET / HTTP/1.1\r\n\r\n", BadHost),
-            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadHost),
-        ];
-        for (text, want) in cases {
-            assert_eq!(req(text).map(|_| ()), Err(want.clone()), "{text:?}");
-            assert_eq!(want.status(), 400);
-        }
-        for text in [
-            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n",
-            "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
-            "GET / HTTP/1.1\r\nHo\x01st: a\r\n\r\n",
-        ] {
-            assert!(matches!(req(text), Err(Malformed(_))), "{text:?}");
-        }
-        let ok = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n")
-            .expect("valid")
-            .expect("complete");
-        assert_eq!(ok.framing, Framing::Chunked);
-    }
-
-    #[test]
-    fn size_limits_are_431() {
-        let long = format!(
-            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
-            "y".repeat(200)
-        );
-        let e = parse_request(long.as_bytes(), 100, 100).expect_err("too large");
-        assert_eq!(e.status(), 431);
-        let e = parse_request(&long.as_bytes()[..150], 100, 100).expect_err("too large already");
-        assert_eq!(e.status(), 431);
-        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: 1\r\n".repeat(10));
-        let e = parse_request(many.as_bytes(), 4096, 5).expect_err("too many");
-        assert_eq!(e.status(), 431);
-    }
-
-    #[test]
-    fn rewrites_hop_by_hop_and_forwarded_fields() {
-        let r = req("POST /p HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTrailer: y\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nTransfer-Encoding: chunked\r\nKept: yes\r\n\r\n")
-            .expect("valid")
-            .expect("complete");
-        let out = String::from_utf8(upstream_request(&r, "192.0.2.7".parse().expect("ip"), "b"))
-            .expect("ascii");
-        assert!(out.starts_with("POST /p HTTP/1.1\r\nHost: a\r\n"), "{out}");
-        for gone in [
-            "Connection",
-            "X-Secret",
-            "Keep-Alive",
-            "TE:",
-            "Upgrade",
-            "Proxy-Connection",
-            "Trailer",
-        ] {
-            assert!(!out.contains(gone), "{gone} in {out}");
-        }
-        assert!(
-            out.contains("X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\n"),
-            "{out}"
-        );
-        assert!(out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
-        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
-        assert!(out.contains("Kept: yes\r\n"), "{out}");
-        assert!(out.ends_with("\r\n\r\n"));
-    }
-
-    #[test]
-    fn response_framing() {
-        let r = |t: &str, head: bool| {
-            parse_response(t.as_bytes(), head, 16 << 10, 100)
-                .expect("valid")
-                .expect("complete")
-        };
-        assert_eq!(
-            r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing,
-            Framing::Length(5)
-        );
-        assert_eq!(
-            r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing,
-            Framing::None
-        );
-        assert_eq!(
-            r("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
-            Framing::None
-        );
-        assert_eq!(
-            r(
-                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
-                false
-            )
-            .framing,
-            Framing::None
-        );
-        assert_eq!(
-            r("HTTP/1.1 100 Continue\r\n\r\n", false).framing,
-            Framing::None
-        );
-        assert_eq!(
-            r(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false
-            )
-            .framing,
-            Framing::Chunked
-        );
-        let c = r("HTTP/1.1 200 OK\r\n\r\n", false);
-        assert_eq!(c.framing, Framing::UntilClose);
-        assert!(!c.reusable);
-        assert!(
-            !r(
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-                false
-            )
-            .reusable
-        );
-        assert!(!r("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
-        assert!(r("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
-        assert!(parse_response(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            false,
-            1024,
-            10
-        )
-        .is_err());
-    }
-}
+mod tests;

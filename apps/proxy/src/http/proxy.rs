@@ -20,11 +20,11 @@ use std::{
 
 use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::{
     chunked::ChunkedDecoder,
-    head::{self, Framing},
+    head::Framing,
     pool::{UpState, UpstreamPool},
 };
 use crate::{config::Config, health::ProxyMsg, shard::ProxyShard, stats::BackendGauges};
@@ -81,8 +81,10 @@ struct Exchange {
     serial: u64,
     /// The configuration generation `pool`, `backend` and `tried` are for.
     gen: u64,
-    method: String,
-    target: String,
+    /// Lengths of the method and the target at the start of `upstream_head`
+    /// (`METHOD SP TARGET SP HTTP/1.1`), for the access log.
+    method_len: usize,
+    target_len: usize,
     client_minor: u8,
     head_request: bool,
     idempotent: bool,
@@ -122,6 +124,10 @@ struct Exchange {
 struct Client {
     conn: ConnId,
     peer: SocketAddr,
+    /// `peer`'s IP address as text (for X-Forwarded-For), formatted once.
+    peer_ip: Box<str>,
+    /// The previous exchange's upstream head buffer, reused for the next one.
+    spare: Vec<u8>,
     /// The listener that accepted it (index into `Config::listeners`).
     listener: usize,
     /// When the current request's head was parsed (for the latency histogram).
@@ -147,6 +153,11 @@ pub(crate) struct HttpState {
     timers: HashMap<u64, TimerKind>,
     next_token: u64,
     next_serial: u64,
+    /// Scratch buffer for response heads to clients.
+    scratch: Vec<u8>,
+    /// The server is shutting down: exchanges in flight finish (their clients
+    /// then closed), nothing new starts, no upstream goes back to the pool.
+    draining: bool,
 }
 
 impl HttpState {
@@ -161,6 +172,8 @@ impl HttpState {
             timers: HashMap::new(),
             next_token: 0,
             next_serial: 0,
+            scratch: Vec::new(),
+            draining: false,
         }
     }
 
@@ -253,40 +266,6 @@ impl ProxyShard {
         }
     }
 
-    /// Ends client `ck`'s connection: answers `status` first if no response has
-    /// started (`None`: just close), drops the exchange's upstream.
-    fn fail(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, status: Option<u16>, why: &str) {
-        self.cancel_head_timer(ctx, ck);
-        let Some(c) = self.http.clients.get_mut(ck) else {
-            return;
-        };
-        let ex = c.exchange.take();
-        let conn = c.conn;
-        let peer = c.peer;
-        c.closing = true;
-        let started = ex.as_ref().is_some_and(|e| e.resp_started);
-        let head_at = ex.as_ref().map(|e| e.started).or(c.head_at.take());
-        if let (Some(status), false) = (status, started) {
-            let _ = ctx.send(conn, &head::error_response(status));
-            self.stats.response(status, head_at.map(|t| t.elapsed()));
-        } else if let Some(ex) = ex.as_ref().filter(|e| e.resp_started) {
-            // The response had begun: it counts as sent, cut short.
-            self.stats.response(ex.status, Some(ex.started.elapsed()));
-        }
-        ctx.close(conn);
-        if let Some(ex) = ex {
-            self.cancel(ctx, ex.timer);
-            info!(target: "shardline_proxy::access", client = %peer, method = %ex.method,
-                target = %ex.target, status = status.filter(|_| !started).unwrap_or(ex.status),
-                ms = ex.started.elapsed().as_millis() as u64, error = why, "request failed");
-            if let Some(u) = ex.upstream {
-                self.drop_upstream(ctx, u);
-            }
-        } else {
-            debug!(client = %peer, ?status, why, "client refused");
-        }
-    }
-
     fn update_reading(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
         let cap = self.config.limits.max_header_bytes + PIPELINE_SLACK;
         let Some(c) = self.http.clients.get_mut(ck) else {
@@ -327,6 +306,8 @@ impl ProxyShard {
         let ck = self.http.clients.insert(Client {
             conn,
             peer,
+            peer_ip: peer.ip().to_string().into_boxed_str(),
+            spare: Vec::new(),
             listener,
             head_at: None,
             serial,
@@ -372,8 +353,9 @@ impl ProxyShard {
                 self.pump(ctx, ck);
             }
             Ok(()) => {
-                // Its client left meanwhile: keep the connection for the next one.
-                if !self.http.pool.put_idle(u, Instant::now()) {
+                // Its client left meanwhile: keep the connection for the next one
+                // (not when shutting down: nothing will use it).
+                if self.http.draining || !self.http.pool.put_idle(u, Instant::now()) {
                     self.drop_upstream(ctx, u);
                 }
             }
@@ -595,13 +577,6 @@ impl ProxyShard {
                     self.fail(ctx, client, Some(504), "backend response timeout");
                 }
             }
-        }
-    }
-
-    pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
-        for conn in self.http.pool.drain_idle() {
-            self.http.roles.remove(&conn);
-            ctx.close(conn);
         }
     }
 }

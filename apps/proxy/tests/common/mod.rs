@@ -116,6 +116,20 @@ impl TestProxy {
         self.server.as_ref().expect("running").reload_from(path)
     }
 
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.server
+            .as_ref()
+            .expect("running")
+            .shutdown_handle()
+            .shutdown();
+    }
+
+    /// Shuts down and waits for every shard to stop.
+    pub fn shutdown(mut self) -> Result<(), shardline::Error> {
+        self.server.take().expect("running").shutdown()
+    }
+
     pub fn metrics(&self) -> shardline::Metrics {
         self.server.as_ref().expect("running").metrics()
     }

@@ -16,7 +16,68 @@ use crate::{
     },
 };
 
+impl Exchange {
+    /// The request method, as sent.
+    fn method(&self) -> &str {
+        let m = self
+            .upstream_head
+            .get(..self.method_len)
+            .unwrap_or_default();
+        std::str::from_utf8(m).unwrap_or_default()
+    }
+
+    /// The request target, as sent.
+    fn target(&self) -> &str {
+        let from = self.method_len + 1;
+        let t = self
+            .upstream_head
+            .get(from..from + self.target_len)
+            .unwrap_or_default();
+        std::str::from_utf8(t).unwrap_or_default()
+    }
+}
+
 impl ProxyShard {
+    /// Ends client `ck`'s connection: answers `status` first if no response has
+    /// started (`None`: just close), drops the exchange's upstream.
+    pub(super) fn fail(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        ck: usize,
+        status: Option<u16>,
+        why: &str,
+    ) {
+        self.cancel_head_timer(ctx, ck);
+        let Some(c) = self.http.clients.get_mut(ck) else {
+            return;
+        };
+        let ex = c.exchange.take();
+        let conn = c.conn;
+        let peer = c.peer;
+        c.closing = true;
+        let started = ex.as_ref().is_some_and(|e| e.resp_started);
+        let head_at = ex.as_ref().map(|e| e.started).or(c.head_at.take());
+        if let (Some(status), false) = (status, started) {
+            let _ = ctx.send(conn, &head::error_response(status));
+            self.stats.response(status, head_at.map(|t| t.elapsed()));
+        } else if let Some(ex) = ex.as_ref().filter(|e| e.resp_started) {
+            // The response had begun: it counts as sent, cut short.
+            self.stats.response(ex.status, Some(ex.started.elapsed()));
+        }
+        ctx.close(conn);
+        if let Some(ex) = ex {
+            self.cancel(ctx, ex.timer);
+            info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
+                target = %ex.target(), status = status.filter(|_| !started).unwrap_or(ex.status),
+                ms = ex.started.elapsed().as_millis() as u64, error = why, "request failed");
+            if let Some(u) = ex.upstream {
+                self.drop_upstream(ctx, u);
+            }
+        } else {
+            debug!(client = %peer, ?status, why, "client refused");
+        }
+    }
+
     /// Moves client `ck` forward as far as it can go now.
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
         for _ in 0..10_000 {
@@ -84,6 +145,10 @@ impl ProxyShard {
     /// With no exchange: parses the next request from the buffer and starts it.
     /// `false`: nothing more can happen now.
     pub(super) fn next_request(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) -> bool {
+        if self.http.draining {
+            // Shutting down: no request starts (the framework closes the client).
+            return false;
+        }
         // A request starts with the newest configuration.
         self.check_config(ctx);
         let limits = self.config.limits.clone();
@@ -94,15 +159,30 @@ impl ProxyShard {
         // Empty lines before a request line are ignored (RFC 9112 §2.2).
         let skip = c.buf.chunks(2).take_while(|p| *p == b"\r\n").count() * 2;
         c.buf.drain(..skip);
-        match head::parse_request(&c.buf, limits.max_header_bytes, limits.max_headers) {
+        // The head borrows the buffer: it is taken out while the request starts.
+        let buf = std::mem::take(&mut c.buf);
+        let parsed = head::parse_request(&buf, limits.max_header_bytes, limits.max_headers);
+        let started = match &parsed {
             Ok(Some(req)) => {
-                c.buf.drain(..req.len);
                 c.head_at = Some(Instant::now());
                 self.cancel_head_timer(ctx, ck);
                 self.begin(ctx, ck, req);
-                true
+                Some(req.len)
             }
-            Ok(None) => {
+            _ => None,
+        };
+        let parsed = parsed.map(|r| r.is_some());
+        let Some(c) = self.http.clients.get_mut(ck) else {
+            return false;
+        };
+        c.buf = buf;
+        if let Some(len) = started {
+            c.buf.drain(..len);
+            return true;
+        }
+        match parsed {
+            Ok(true) => true,
+            Ok(false) => {
                 if c.eof && c.reading {
                     let clean = c.buf.is_empty();
                     self.fail(ctx, ck, None, if clean { "done" } else { "eof in head" });
@@ -138,7 +218,7 @@ impl ProxyShard {
     }
 
     /// Routes a parsed request and makes it the client's exchange.
-    pub(super) fn begin(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, req: RequestHead) {
+    pub(super) fn begin(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, req: &RequestHead<'_>) {
         let path = req.target.split('?').next().unwrap_or("/");
         let listener = self.http.clients.get(ck).map_or(usize::MAX, |c| c.listener);
         let Some(pool) = self.config.route(listener, req.host.as_deref(), path) else {
@@ -157,28 +237,29 @@ impl ProxyShard {
             return;
         };
         // The backend's own Host is only used when an HTTP/1.0 client sent none.
-        let backend_host = self.config.pools[pool].backends[0].address.to_string();
-        let upstream_head = head::upstream_request(&req, c.peer.ip(), &backend_host);
+        let backend_host = self.config.pools[pool].backends[0].address;
+        let mut upstream_head = std::mem::take(&mut c.spare);
+        head::upstream_request_into(&mut upstream_head, req, &c.peer_ip, backend_host);
         let header_key = self.config.pools[pool]
             .hash_header
             .as_deref()
             .and_then(|name| {
                 req.headers
                     .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| hash_bytes(v))
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| hash_bytes(h.value))
             });
         let key = header_key.unwrap_or_else(|| hash_ip(c.peer.ip()));
         let idempotent = matches!(
-            req.method.as_str(),
+            req.method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         );
         c.exchange = Some(Exchange {
             serial,
             gen: self.gen,
             head_request: req.method == "HEAD",
-            method: req.method,
-            target: req.target,
+            method_len: req.method.len(),
+            target_len: req.target.len(),
             client_minor: req.minor,
             idempotent,
             close: req.close,
@@ -374,7 +455,9 @@ impl ProxyShard {
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
-        let Some(ex) = c.exchange.take() else { return };
+        let Some(mut ex) = c.exchange.take() else {
+            return;
+        };
         c.served += 1;
         c.head_at = None;
         self.stats.response(ex.status, Some(ex.started.elapsed()));
@@ -382,11 +465,15 @@ impl ProxyShard {
         let close = ex.close || c.eof;
         let conn = c.conn;
         self.cancel(ctx, ex.timer);
-        info!(target: "shardline_proxy::access", client = %peer, method = %ex.method,
-            target = %ex.target, status = ex.status, backend = ex.backend,
+        info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
+            target = %ex.target(), status = ex.status, backend = ex.backend,
             ms = ex.started.elapsed().as_millis() as u64, "request");
+        if let Some(c) = self.http.clients.get_mut(ck) {
+            // The next request's upstream head reuses this one's buffer.
+            c.spare = std::mem::take(&mut ex.upstream_head);
+        }
         if let Some(u) = ex.upstream {
-            let reusable = ex.upstream_reusable && ex.req_done;
+            let reusable = ex.upstream_reusable && ex.req_done && !self.http.draining;
             if reusable && self.http.pool.put_idle(u, Instant::now()) {
                 if let Some(up) = self.http.pool.get(u) {
                     ctx.resume_reading(up.conn);
@@ -400,6 +487,34 @@ impl ProxyShard {
                 c.closing = true;
             }
             ctx.close(conn);
+        }
+    }
+
+    /// Graceful shutdown: idle pooled upstreams are closed now, and so (by the
+    /// framework) are clients with no exchange in flight. A client with one is
+    /// kept open with its upstream (`Ctx::keep_open_on_shutdown`): the exchange
+    /// finishes, its response carries `Connection: close` (if its head was not
+    /// sent yet), then the client is closed and its upstream too; pipelined
+    /// requests behind it are never started. The shutdown deadline still
+    /// closes whatever has not finished.
+    pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+        self.http.draining = true;
+        for conn in self.http.pool.drain_idle() {
+            self.http.roles.remove(&conn);
+            ctx.close(conn);
+        }
+        for (_, c) in self.http.clients.iter_mut() {
+            let Some(ex) = c.exchange.as_mut() else {
+                continue;
+            };
+            if c.closing {
+                continue;
+            }
+            ex.close = true;
+            ctx.keep_open_on_shutdown(c.conn);
+            if let Some(up) = ex.upstream.and_then(|u| self.http.pool.get(u)) {
+                ctx.keep_open_on_shutdown(up.conn);
+            }
         }
     }
 }

@@ -68,8 +68,9 @@ impl ProxyShard {
                             return data.len();
                         }
                         if ex.client_minor == 1 {
-                            let _ =
-                                ctx.send(client, &head::client_response(&h, Framing::None, false));
+                            let out = &mut self.http.scratch;
+                            head::client_response_into(out, &h, Framing::None, false);
+                            let _ = ctx.send(client, out);
                         }
                         continue;
                     }
@@ -88,7 +89,9 @@ impl ProxyShard {
                     self.health
                         .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, ok);
                     ex.upstream_reusable = h.reusable;
-                    let _ = ctx.send(client, &head::client_response(&h, to_client, ex.close));
+                    let out = &mut self.http.scratch;
+                    head::client_response_into(out, &h, to_client, ex.close);
+                    let _ = ctx.send(client, out);
                     if let Some((id, token)) = ex.timer.take() {
                         ctx.cancel_timer(id);
                         self.http.timers.remove(&token);

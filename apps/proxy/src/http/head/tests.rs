@@ -1,0 +1,172 @@
+use super::*;
+
+fn req(text: &str) -> Result<Option<RequestHead<'_>>, HeadError> {
+    parse_request(text.as_bytes(), 16 << 10, 100)
+}
+
+#[test]
+fn parses_a_plain_request() {
+    let r = req("GET /a?b HTTP/1.1\r\nHost: Example.COM:8080\r\nX: y\r\n\r\nrest")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.target, "/a?b");
+    assert_eq!(r.host.as_deref(), Some("example.com"));
+    assert_eq!(r.framing, Framing::None);
+    assert!(!r.close);
+    assert_eq!(
+        r.len,
+        "GET /a?b HTTP/1.1\r\nHost: Example.COM:8080\r\nX: y\r\n\r\n".len()
+    );
+    assert!(req("GET / HTTP/1.1\r\nHost: a\r\n")
+        .expect("valid")
+        .is_none());
+}
+
+#[test]
+fn framing_rules() {
+    use HeadError::*;
+    let cases: &[(&str, HeadError)] = &[
+        ("GET / HTTP/1.1\nHost: a\n\n", BareLineEnd),
+        ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", BareLineEnd),
+        ("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", BareLineEnd),
+        ("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", ObsFold),
+        ("GET / HTTP/1.1\r\nHost: a\r\n\tc\r\n\r\n", ObsFold),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", LengthAndChunked),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\n", BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", BadContentLength),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BadTransferEncoding),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n", BadTransferEncoding),
+        ("GET / HTTP/1.1\r\n\r\n", BadHost),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadHost),
+    ];
+    for (text, want) in cases {
+        assert_eq!(req(text).map(|_| ()), Err(want.clone()), "{text:?}");
+        assert_eq!(want.status(), 400);
+    }
+    for text in [
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHo\x01st: a\r\n\r\n",
+    ] {
+        assert!(matches!(req(text), Err(Malformed(_))), "{text:?}");
+    }
+    let ok = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(ok.framing, Framing::Chunked);
+}
+
+#[test]
+fn size_limits_are_431() {
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+        "y".repeat(200)
+    );
+    let e = parse_request(long.as_bytes(), 100, 100).expect_err("too large");
+    assert_eq!(e.status(), 431);
+    let e = parse_request(&long.as_bytes()[..150], 100, 100).expect_err("too large already");
+    assert_eq!(e.status(), 431);
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: 1\r\n".repeat(10));
+    let e = parse_request(many.as_bytes(), 4096, 5).expect_err("too many");
+    assert_eq!(e.status(), 431);
+}
+
+#[test]
+fn rewrites_hop_by_hop_and_forwarded_fields() {
+    let r = req("POST /p HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTrailer: y\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nTransfer-Encoding: chunked\r\nKept: yes\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    let out = String::from_utf8(upstream_request(&r, "192.0.2.7".parse().expect("ip"), "b"))
+        .expect("ascii");
+    assert!(out.starts_with("POST /p HTTP/1.1\r\nHost: a\r\n"), "{out}");
+    for gone in [
+        "Connection",
+        "X-Secret",
+        "Keep-Alive",
+        "TE:",
+        "Upgrade",
+        "Proxy-Connection",
+        "Trailer",
+    ] {
+        assert!(!out.contains(gone), "{gone} in {out}");
+    }
+    assert!(
+        out.contains("X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
+    assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+    assert!(out.contains("Kept: yes\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"));
+}
+
+#[test]
+fn response_framing() {
+    fn r(t: &str, head: bool) -> ResponseHead<'_> {
+        parse_response(t.as_bytes(), head, 16 << 10, 100)
+            .expect("valid")
+            .expect("complete")
+    }
+    assert_eq!(
+        r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing,
+        Framing::Length(5)
+    );
+    assert_eq!(
+        r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing,
+        Framing::None
+    );
+    assert_eq!(
+        r("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+        Framing::None
+    );
+    assert_eq!(
+        r(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false
+        )
+        .framing,
+        Framing::None
+    );
+    assert_eq!(
+        r("HTTP/1.1 100 Continue\r\n\r\n", false).framing,
+        Framing::None
+    );
+    assert_eq!(
+        r(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .framing,
+        Framing::Chunked
+    );
+    let c = r("HTTP/1.1 200 OK\r\n\r\n", false);
+    assert_eq!(c.framing, Framing::UntilClose);
+    assert!(!c.reusable);
+    assert!(
+        !r(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false
+        )
+        .reusable
+    );
+    assert!(!r("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
+    assert!(r("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
+    assert!(parse_response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        false,
+        1024,
+        10
+    )
+    .is_err());
+}
