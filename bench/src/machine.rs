@@ -172,17 +172,6 @@ impl MachineInfo {
     }
 }
 
-/// Busy CPU time of the whole machine so far (user + nice + system + steal over
-/// every CPU, from /proc/stat; interrupt time is left out because it is not
-/// charged to processes either).
-pub fn busy_time() -> Option<Duration> {
-    let stat = fs::read_to_string("/proc/stat").ok()?;
-    let ticks = parse_busy_ticks(&stat)?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
-}
-
 /// user + nice + system + steal of the `cpu` line of /proc/stat, in ticks.
 pub fn parse_busy_ticks(stat: &str) -> Option<u64> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
@@ -276,7 +265,6 @@ mod tests {
         assert_eq!(parse_busy_ticks_with_irq(stat), Some(182));
         assert!(busy_time_with_irq().is_some());
         assert_eq!(parse_busy_ticks("intr 1\n"), None);
-        assert!(busy_time().is_some());
     }
 
     #[test]
