@@ -596,18 +596,20 @@ impl<H: Handler> Shard<H> {
     }
 
     fn flush(&mut self) {
-        let mut list = std::mem::take(&mut self.core.to_flush);
-        let delay = self.core.flush_delay;
+        let Shard { core, driver, .. } = self;
+        let mut list = std::mem::take(&mut core.to_flush);
+        let delay = core.flush_delay;
         let now = (!delay.is_zero()).then(Instant::now);
-        let mut held = Vec::new();
         let mut due_first: Option<Instant> = None;
-        for id in list.drain(..) {
-            let Some(conn) = self.core.get_mut(id) else {
-                continue;
+        // Keeps (in place, no allocation) the connections held back for a later
+        // turn; they stay flush_listed.
+        list.retain(|&id| {
+            let Some(conn) = core.get_mut(id) else {
+                return false;
             };
             if conn.sending || conn.phase == Phase::Connecting || conn.out.is_empty() {
                 conn.flush_listed = false;
-                continue;
+                return false;
             }
             if let Some(now) = now {
                 // Write coalescing: hold small output until its oldest byte is due,
@@ -618,24 +620,18 @@ impl<H: Handler> Shard<H> {
                     || conn.shut_pending;
                 if due > now && !urgent {
                     due_first = Some(due_first.map_or(due, |d| d.min(due)));
-                    held.push(id);
-                    continue;
+                    return true;
                 }
             }
             conn.flush_listed = false;
             conn.queued_at = None;
             conn.sending = true;
-            let fd = conn.socket.as_raw_fd();
-            self.driver.send(id, fd, conn.out.next_batch());
-        }
-        // Held connections stay listed (flush_listed) for a later turn.
-        list.extend(held);
-        self.core.flush_due = due_first;
-        if list.is_empty() {
-            recycle(&mut self.core.to_flush, list);
-        } else {
-            list.append(&mut self.core.to_flush);
-            self.core.to_flush = list;
-        }
+            driver.send(id, conn.socket.as_raw_fd(), conn.out.next_batch());
+            false
+        });
+        core.flush_due = due_first;
+        // Sending queues no callbacks, so nothing was listed meanwhile.
+        debug_assert!(core.to_flush.is_empty());
+        core.to_flush = list;
     }
 }
