@@ -70,6 +70,15 @@ impl ProxyShard {
             gauges,
         }
     }
+
+    /// Backpressure (`full`) or its end on `conn`, for whichever side owns it.
+    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, full: bool) {
+        if self.tcp.owns(conn) {
+            self.tcp_queue_full(ctx, conn, full);
+        } else {
+            self.http_queue_full(ctx, conn, full);
+        }
+    }
 }
 
 /// The listener of `config` that a connection to local address `local` came
@@ -181,19 +190,11 @@ impl Handler for ProxyShard {
     }
 
     fn on_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        if self.tcp.owns(conn) {
-            self.tcp_backpressure(ctx, conn);
-        } else {
-            self.http_backpressure(ctx, conn);
-        }
+        self.queue_full(ctx, conn, true);
     }
 
     fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        if self.tcp.owns(conn) {
-            self.tcp_drained(ctx, conn);
-        } else {
-            self.http_drained(ctx, conn);
-        }
+        self.queue_full(ctx, conn, false);
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, timer: TimerId, token: u64) {

@@ -389,16 +389,13 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn tcp_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        // The queue to `conn` is full: stop reading the side that fills it.
-        if let Some((_, _, Some(other))) = self.other(conn) {
-            ctx.pause_reading(other);
-        }
-    }
-
-    pub(crate) fn tcp_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        if let Some((_, _, Some(other))) = self.other(conn) {
-            ctx.resume_reading(other);
+    /// The queue to `conn` is full (`full`) or drained: stop or restart reading
+    /// the side that fills it.
+    pub(crate) fn tcp_queue_full(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, full: bool) {
+        match self.other(conn) {
+            Some((_, _, Some(other))) if full => ctx.pause_reading(other),
+            Some((_, _, Some(other))) => ctx.resume_reading(other),
+            _ => {}
         }
     }
 

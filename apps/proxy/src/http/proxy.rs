@@ -442,56 +442,43 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn http_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    /// `conn`'s outbound queue passed its high-water mark (`full`) or drained below
+    /// the low one: stop or restart reading the side that fills it.
+    pub(crate) fn http_queue_full(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyMsg>,
+        conn: ConnId,
+        full: bool,
+    ) {
         match self.http.roles.get(&conn) {
-            // The client reads slowly: stop reading its upstream.
+            // The client reads slowly: its upstream's reading follows.
             Some(&Role::Client(ck)) => {
-                if let Some(u) = self
+                let upstream = self
                     .http
                     .clients
                     .get(ck)
                     .and_then(|c| c.exchange.as_ref())
                     .and_then(|e| e.upstream)
-                {
-                    if let Some(up) = self.http.pool.get(u) {
+                    .and_then(|u| self.http.pool.get(u));
+                if let Some(up) = upstream {
+                    if full {
                         ctx.pause_reading(up.conn);
-                    }
-                }
-            }
-            // The backend reads slowly: stop reading the client.
-            Some(&Role::Upstream(u)) => {
-                if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
-                    if let Some(c) = self.http.clients.get_mut(ck) {
-                        c.upstream_full = true;
-                    }
-                    self.update_reading(ctx, ck);
-                }
-            }
-            None => {}
-        }
-    }
-
-    pub(crate) fn http_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
-        match self.http.roles.get(&conn) {
-            Some(&Role::Client(ck)) => {
-                if let Some(u) = self
-                    .http
-                    .clients
-                    .get(ck)
-                    .and_then(|c| c.exchange.as_ref())
-                    .and_then(|e| e.upstream)
-                {
-                    if let Some(up) = self.http.pool.get(u) {
+                    } else {
                         ctx.resume_reading(up.conn);
                     }
                 }
             }
+            // The backend reads slowly: the client's reading follows.
             Some(&Role::Upstream(u)) => {
                 if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
                     if let Some(c) = self.http.clients.get_mut(ck) {
-                        c.upstream_full = false;
+                        c.upstream_full = full;
                     }
-                    self.pump(ctx, ck);
+                    if full {
+                        self.update_reading(ctx, ck);
+                    } else {
+                        self.pump(ctx, ck);
+                    }
                 }
             }
             None => {}
