@@ -1414,48 +1414,7 @@ pub struct ChatSetup {
 pub const CHAT_CONFIG: &str =
     "[server]\nname = \"bench.shardline.local\"\n\n[flood]\nenabled = false\n";
 
-/// The same for a shardline-chat without flood control (it refuses unknown keys).
-pub const CHAT_CONFIG_NO_FLOOD: &str = "[server]\nname = \"bench.shardline.local\"\n";
-
-/// The config to pass to `exe`: [`CHAT_CONFIG`] if it accepts it (asked with
-/// `--config FILE --print-plan`, which loads the config and exits), else
-/// [`CHAT_CONFIG_NO_FLOOD`], with a note.
-pub fn chat_config_for(exe: &std::path::Path) -> (&'static str, Option<String>) {
-    let path = std::env::temp_dir().join(format!(
-        "shardline-bench-chat-probe-{}.toml",
-        std::process::id()
-    ));
-    if std::fs::write(&path, CHAT_CONFIG).is_err() {
-        return (CHAT_CONFIG, None);
-    }
-    let accepted = std::process::Command::new(exe)
-        .arg("--config")
-        .arg(&path)
-        .args(["--shards", "1", "--print-plan"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let _ = std::fs::remove_file(&path);
-    if accepted {
-        (CHAT_CONFIG, None)
-    } else {
-        (
-            CHAT_CONFIG_NO_FLOOD,
-            Some(format!(
-                "{} refuses a [flood] section: it has no flood control to turn off",
-                exe.display()
-            )),
-        )
-    }
-}
-
-fn start(
-    cfg: &ChatConfig,
-    server: &ChatServer,
-    chat_config: &str,
-) -> anyhow::Result<Option<ServerProc>> {
+fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerProc>> {
     match server {
         ChatServer::Shardline(io) => servers::start_shardline_chat(
             &cfg.chat_exe,
@@ -1463,7 +1422,7 @@ fn start(
             cfg.shards,
             &cfg.server_cpus,
             cfg.chat_config.as_deref(),
-            chat_config,
+            CHAT_CONFIG,
         )
         .map(Some),
         ChatServer::Ngircd => {
@@ -1501,7 +1460,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
                     servers.push(s.clone());
                 } else {
                     let why = format!(
-                        "no {} (install the Debian package: apt-get install ngircd, or ./x deps)",
+                        "no {} (install the Debian package: apt-get install ngircd, or ./x bench-deps)",
                         cfg.ngircd_exe.display()
                     );
                     println!("note: skipping ngircd: {why}");
@@ -1513,18 +1472,6 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     }
     if servers.is_empty() {
         bail!("no server to run: {}", skipped.join("; "));
-    }
-    let mut chat_config = CHAT_CONFIG;
-    if cfg.chat_config.is_none()
-        && servers
-            .iter()
-            .any(|s| matches!(s, ChatServer::Shardline(_)))
-    {
-        let (text, note) = chat_config_for(&cfg.chat_exe);
-        chat_config = text;
-        if let Some(n) = note {
-            println!("note: {n}");
-        }
     }
     let sc = &cfg.scenario;
     println!(
@@ -1556,7 +1503,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     for round in 1..=cfg.rounds {
         for server in &servers {
             let name = server.name();
-            let proc = match start(cfg, server, chat_config) {
+            let proc = match start(cfg, server) {
                 Ok(p) => p,
                 Err(e) => {
                     let msg = format!("{e:#}");

@@ -771,6 +771,42 @@ pub fn resolve_workspace_exe(exe: &Path, package: &str, build: bool) -> Result<(
     }
 }
 
+/// A packaged peer (ngircd, nginx, HAProxy) about to start from a generated
+/// config: its loopback address, its scratch directory and the config file in it.
+struct Generated {
+    addr: SocketAddr,
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+/// Checks that `exe` (Debian package `package`) is installed, picks a free
+/// loopback port and a scratch directory named after `name`, and writes
+/// `config(port, dir)` to `dir/conf_name`.
+fn generate(
+    exe: &Path,
+    package: &str,
+    name: &str,
+    conf_name: &str,
+    config: impl FnOnce(u16, &Path) -> anyhow::Result<String>,
+) -> anyhow::Result<Generated> {
+    if !exe.is_file() {
+        bail!(
+            "no {} (install the Debian package: apt-get install {package}, or ./x bench-deps)",
+            exe.display()
+        );
+    }
+    let port = free_port().context("finding a free port")?;
+    let dir = scratch_dir(name, port)?;
+    let conf = dir.join(conf_name);
+    std::fs::write(&conf, config(port, &dir)?)
+        .with_context(|| format!("writing {}", conf.display()))?;
+    Ok(Generated {
+        addr: ([127, 0, 0, 1], port).into(),
+        dir,
+        conf,
+    })
+}
+
 /// A fresh directory for a child's generated files, removed with the child.
 fn scratch_dir(name: &str, port: u16) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
@@ -876,26 +912,17 @@ pub fn ngircd_config(port: u16, include_dir: &Path, uid: u32, gid: u32) -> Strin
 /// directory, on a free loopback port, pinned to `cpus` (sched_setaffinity in the
 /// child). Ready when a connection succeeds (one listener, one process).
 pub fn start_ngircd(exe: &Path, cpus: &[usize]) -> anyhow::Result<ServerProc> {
-    if !exe.is_file() {
-        bail!(
-            "no {} (install the Debian package: apt-get install ngircd)",
-            exe.display()
-        );
-    }
-    let port = free_port().context("finding a free port")?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let dir = scratch_dir("ngircd", port)?;
-    let include = dir.join("conf.d");
-    std::fs::create_dir_all(&include)?;
-    // SAFETY: getuid/getgid have no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let conf = dir.join("ngircd.conf");
-    std::fs::write(&conf, ngircd_config(port, &include, uid, gid))
-        .with_context(|| format!("writing {}", conf.display()))?;
+    let g = generate(exe, "ngircd", "ngircd", "ngircd.conf", |port, dir| {
+        let include = dir.join("conf.d");
+        std::fs::create_dir_all(&include)?;
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Ok(ngircd_config(port, &include, uid, gid))
+    })?;
     let mut cmd = Command::new(exe);
-    cmd.arg("-n").arg("-f").arg(&conf).stderr(Stdio::null());
+    cmd.arg("-n").arg("-f").arg(&g.conf).stderr(Stdio::null());
     pin_command(&mut cmd, cpus)?;
-    ServerProc::spawn("ngircd", cmd, addr, Ready::Connect, Some(dir))
+    ServerProc::spawn("ngircd", cmd, g.addr, Ready::Connect, Some(g.dir))
 }
 
 // ---------------------------------------------------------------------------
@@ -1001,28 +1028,19 @@ pub fn start_nginx(
     cpus: &[usize],
     conns: usize,
 ) -> anyhow::Result<ServerProc> {
-    if !exe.is_file() {
-        bail!(
-            "no {} (install the Debian package: apt-get install nginx, or ./x bench-deps)",
-            exe.display()
-        );
-    }
-    let port = free_port().context("finding a free port")?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let dir = scratch_dir(name, port)?;
-    let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_config(role, port, &dir, workers, conns))
-        .with_context(|| format!("writing {}", conf.display()))?;
+    let g = generate(exe, "nginx", name, "nginx.conf", |port, dir| {
+        Ok(nginx_config(role, port, dir, workers, conns))
+    })?;
     let mut cmd = Command::new(exe);
     cmd.arg("-p")
-        .arg(format!("{}/", dir.display()))
+        .arg(format!("{}/", g.dir.display()))
         .arg("-e")
-        .arg(dir.join("error.log"))
+        .arg(g.dir.join("error.log"))
         .arg("-c")
-        .arg(&conf)
+        .arg(&g.conf)
         .stderr(Stdio::inherit());
     pin_command(&mut cmd, cpus)?;
-    ServerProc::spawn(name, cmd, addr, Ready::Connect, Some(dir))
+    ServerProc::spawn(name, cmd, g.addr, Ready::Connect, Some(g.dir))
 }
 
 /// An HAProxy configuration for a benchmark: `threads` threads (`nbthread`), HTTP
@@ -1066,22 +1084,16 @@ pub fn start_haproxy(
     cpus: &[usize],
     conns: usize,
 ) -> anyhow::Result<ServerProc> {
-    if !exe.is_file() {
-        bail!(
-            "no {} (install the Debian package: apt-get install haproxy, or ./x bench-deps)",
-            exe.display()
-        );
-    }
-    let port = free_port().context("finding a free port")?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let dir = scratch_dir("haproxy", port)?;
-    let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_config(port, upstream, threads, conns))
-        .with_context(|| format!("writing {}", conf.display()))?;
+    let g = generate(exe, "haproxy", "haproxy", "haproxy.cfg", |port, _| {
+        Ok(haproxy_config(port, upstream, threads, conns))
+    })?;
     let mut cmd = Command::new(exe);
-    cmd.arg("-db").arg("-f").arg(&conf).stderr(Stdio::inherit());
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&g.conf)
+        .stderr(Stdio::inherit());
     pin_command(&mut cmd, cpus)?;
-    ServerProc::spawn("haproxy", cmd, addr, Ready::Connect, Some(dir))
+    ServerProc::spawn("haproxy", cmd, g.addr, Ready::Connect, Some(g.dir))
 }
 
 /// A shardline-proxy configuration for a benchmark: one HTTP listener on
