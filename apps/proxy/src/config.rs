@@ -259,6 +259,10 @@ pub struct Timeouts {
     pub upstream_idle_ms: u64,
     /// An idle client keep-alive connection is closed after this.
     pub client_idle_ms: u64,
+    /// A request with `Expect: 100-continue` whose backend has sent neither a
+    /// `100 Continue` nor a final response this long after it got the head gets
+    /// a `100 Continue` from the proxy, so the client sends its body.
+    pub expect_continue_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -269,6 +273,7 @@ impl Default for Timeouts {
             connect_ms: 5_000,
             upstream_idle_ms: 60_000,
             client_idle_ms: 60_000,
+            expect_continue_ms: 300,
         }
     }
 }
@@ -535,6 +540,7 @@ impl Config {
             ("connect_ms", t.connect_ms),
             ("upstream_idle_ms", t.upstream_idle_ms),
             ("client_idle_ms", t.client_idle_ms),
+            ("expect_continue_ms", t.expect_continue_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::BadLimit(format!(

@@ -21,6 +21,9 @@ use super::chunked;
 /// one heap vector).
 const STACK_HEADERS: usize = 128;
 
+/// The interim response that lets an `Expect: 100-continue` client send its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -282,6 +285,8 @@ pub fn parse_request(
             }
         } else if eq_ignore_case(name, "expect")
             && value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
+            // An HTTP/1.0 request's expectation is ignored (RFC 9110 §10.1.1).
+            && minor == 1
         {
             expect_continue = true;
         }

@@ -24,7 +24,7 @@ use tracing::debug;
 
 use super::{
     chunked::ChunkedDecoder,
-    head::Framing,
+    head::{self, Framing},
     pool::{UpState, UpstreamPool},
 };
 use crate::{config::Config, health::ProxyMsg, shard::ProxyShard, stats::BackendGauges};
@@ -48,6 +48,12 @@ enum TimerKind {
     Head { client: usize, serial: u64 },
     /// Connect or response deadline of an exchange.
     Exchange {
+        client: usize,
+        serial: u64,
+        exchange: u64,
+    },
+    /// `Expect: 100-continue` and the backend is silent: the proxy sends the 100.
+    Expect {
         client: usize,
         serial: u64,
         exchange: u64,
@@ -91,6 +97,10 @@ struct Exchange {
     /// Close the client after this exchange.
     close: bool,
     expect_continue: bool,
+    /// A `100 Continue` went to the client (the backend's or the proxy's own).
+    continue_sent: bool,
+    /// Sends the proxy's own `100 Continue` if the backend stays silent.
+    expect_timer: Option<(TimerId, u64)>,
     pool: usize,
     backend: usize,
     /// Consistent-hash key (client IP or the pool's header).
@@ -515,6 +525,32 @@ impl ProxyShard {
                     self.fail(ctx, client, None, "idle timeout");
                 } else {
                     self.fail(ctx, client, Some(408), "request head timeout");
+                }
+            }
+            TimerKind::Expect {
+                client,
+                serial,
+                exchange,
+            } => {
+                self.http.timers.remove(&token);
+                let Some(c) = self
+                    .http
+                    .clients
+                    .get_mut(client)
+                    .filter(|c| c.serial == serial)
+                else {
+                    return;
+                };
+                let (conn, nothing_yet) = (c.conn, c.buf.is_empty());
+                let Some(ex) = c.exchange.as_mut().filter(|e| e.serial == exchange) else {
+                    return;
+                };
+                ex.expect_timer = None;
+                // Only while the body is still withheld and nothing was answered.
+                if !ex.continue_sent && !ex.resp_started && ex.body_sent == 0 && nothing_yet {
+                    ex.continue_sent = true;
+                    debug!(conn = %conn, "backend silent on Expect: 100-continue; sending 100");
+                    let _ = ctx.send(conn, head::CONTINUE);
                 }
             }
             TimerKind::Exchange {

@@ -67,6 +67,7 @@ impl ProxyShard {
         ctx.close(conn);
         if let Some(ex) = ex {
             self.cancel(ctx, ex.timer);
+            self.cancel(ctx, ex.expect_timer);
             info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
                 target = %ex.target(), status = status.filter(|_| !started).unwrap_or(ex.status),
                 ms = ex.started.elapsed().as_millis() as u64, error = why, "request failed");
@@ -117,6 +118,13 @@ impl ProxyShard {
             }
             if !ex.ready {
                 break;
+            }
+            if !ex.req_done && matches!(ex.resp, Resp::Done) {
+                // Answered before the whole body was sent (a rejection, or an
+                // Expect: 100-continue refused): the response said
+                // `Connection: close`; the rest of the body is not forwarded.
+                self.finish_exchange(ctx, ck);
+                continue;
             }
             if !ex.req_done {
                 if c.upstream_full {
@@ -264,6 +272,8 @@ impl ProxyShard {
             idempotent,
             close: req.close,
             expect_continue: req.expect_continue,
+            continue_sent: false,
+            expect_timer: None,
             pool,
             backend: 0,
             key,
@@ -387,8 +397,41 @@ impl ProxyShard {
         if ex.body.is_none() {
             ex.req_done = true;
         }
+        let expect = ex.expect_continue && !ex.req_done && !ex.continue_sent;
         let ms = self.config.timeouts.backend_response_ms;
         self.arm_exchange(ctx, ck, ms);
+        if expect {
+            self.arm_expect(ctx, ck);
+        }
+    }
+
+    /// Arms the exchange's `Expect: 100-continue` fallback: the proxy sends the
+    /// 100 itself if the backend says nothing within `expect_continue_ms`.
+    fn arm_expect(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+        let Some(c) = self.http.clients.get_mut(ck) else {
+            return;
+        };
+        let serial = c.serial;
+        let Some(ex) = c.exchange.as_mut() else {
+            return;
+        };
+        let (old, exchange) = (ex.expect_timer.take(), ex.serial);
+        self.cancel(ctx, old);
+        let ms = self.config.timeouts.expect_continue_ms;
+        let kind = TimerKind::Expect {
+            client: ck,
+            serial,
+            exchange,
+        };
+        let t = self.timer(ctx, ms, kind);
+        if let Some(ex) = self
+            .http
+            .clients
+            .get_mut(ck)
+            .and_then(|c| c.exchange.as_mut())
+        {
+            ex.expect_timer = Some(t);
+        }
     }
 
     /// Streams request body bytes from the client's buffer to the upstream.
@@ -465,6 +508,7 @@ impl ProxyShard {
         let close = ex.close || c.eof;
         let conn = c.conn;
         self.cancel(ctx, ex.timer);
+        self.cancel(ctx, ex.expect_timer.take());
         info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
             target = %ex.target(), status = ex.status, backend = ex.backend,
             ms = ex.started.elapsed().as_millis() as u64, "request");

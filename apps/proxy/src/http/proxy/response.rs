@@ -67,6 +67,17 @@ impl ProxyShard {
                             self.fail(ctx, ck, Some(502), "backend switched protocols");
                             return data.len();
                         }
+                        if h.status == 100 {
+                            // The backend's own 100 replaces the proxy's fallback;
+                            // one the proxy already sent is not repeated.
+                            if let Some((id, token)) = ex.expect_timer.take() {
+                                ctx.cancel_timer(id);
+                                self.http.timers.remove(&token);
+                            }
+                            if std::mem::replace(&mut ex.continue_sent, true) {
+                                continue;
+                            }
+                        }
                         if ex.client_minor == 1 {
                             let out = &mut self.http.scratch;
                             head::client_response_into(out, &h, Framing::None, false);
@@ -92,7 +103,10 @@ impl ProxyShard {
                     let out = &mut self.http.scratch;
                     head::client_response_into(out, &h, to_client, ex.close);
                     let _ = ctx.send(client, out);
-                    if let Some((id, token)) = ex.timer.take() {
+                    for (id, token) in [ex.timer.take(), ex.expect_timer.take()]
+                        .into_iter()
+                        .flatten()
+                    {
                         ctx.cancel_timer(id);
                         self.http.timers.remove(&token);
                     }
