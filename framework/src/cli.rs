@@ -39,9 +39,14 @@ pub struct ServerArgs {
     /// handoff-least (least connections).
     #[arg(long, default_value = "reuseport")]
     pub accept: AcceptMode,
-    /// Most live connections per shard (default: no cap).
+    /// Most accepted connections per shard; at the cap a shard stops accepting
+    /// until some close (default: no cap).
     #[arg(long)]
     pub max_conns_per_shard: Option<usize>,
+    /// Most accepted connections of the whole server, split evenly over the
+    /// shards (default: no cap).
+    #[arg(long)]
+    pub max_conns: Option<usize>,
     /// Machine to plan for: a synthetic hwloc description ("pack:2 numa:2 core:8
     /// pu:2") or an hwloc XML file. Default: $SHARDLINE_TOPOLOGY, else this machine.
     #[arg(long)]
@@ -74,6 +79,9 @@ impl ServerArgs {
         }
         if let Some(n) = self.max_conns_per_shard {
             b = b.max_connections_per_shard(n);
+        }
+        if let Some(n) = self.max_conns {
+            b = b.max_connections(n);
         }
         if let Some(t) = &self.topology {
             b = b.topology(t.clone());

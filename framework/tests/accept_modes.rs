@@ -1,7 +1,8 @@
 //! Every accept mode on both backends: connections scaled to RLIMIT_NOFILE are all
 //! served and spread over the shards (the distribution is printed); a per-shard
 //! connection cap makes shards stop accepting — connections wait in the backlog —
-//! and accepting resumes as connections close.
+//! and accepting resumes as connections close; outbound connections are not
+//! counted by the cap.
 //!
 //! Runs as one test so that the fd-hungry cases never overlap.
 
@@ -9,11 +10,11 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
-use shardline::{AcceptMode, Balance, Io, Metrics};
+use shardline::{AcceptMode, Balance, ConnId, Ctx, Handler, Io, Metrics};
 
 const MODES: [AcceptMode; 4] = [
     AcceptMode::ReusePort,
@@ -164,6 +165,65 @@ fn cap_pauses_and_resumes(io: Io, mode: AcceptMode) {
     server.shutdown().expect("clean shutdown");
 }
 
+/// Echoes, and opens an outbound connection (to `sink`) for every accepted one.
+struct EchoWithUpstream {
+    sink: SocketAddr,
+}
+
+impl Handler for EchoWithUpstream {
+    type Msg = ();
+
+    fn on_accept(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, _peer: SocketAddr) {
+        ctx.connect(self.sink).expect("connect starts");
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+        let _ = ctx.send(conn, data);
+        data.len()
+    }
+}
+
+/// The cap counts accepted connections only: a handler's outbound connections
+/// (a proxy's upstreams) neither use up its room nor are refused by it.
+fn cap_counts_accepted_only(io: Io, mode: AcceptMode) {
+    const CAP: usize = 4;
+    let sink = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let sink_addr = sink.local_addr().expect("addr");
+    let builder = common::builder(io, 1)
+        .accept_mode(mode)
+        .max_connections_per_shard(CAP);
+    let (server, addr) = common::start(builder, move |_| EchoWithUpstream { sink: sink_addr });
+    let metrics = server.metrics();
+    let mut served = Vec::new();
+    for i in 0..CAP {
+        let mut c = connect(addr);
+        roundtrip(&mut c, i);
+        served.push(c);
+    }
+    // Each has its outbound connection: twice the cap is open, all served.
+    let upstreams: Vec<TcpStream> = (0..CAP)
+        .map(|_| sink.accept().expect("upstream").0)
+        .collect();
+    assert_eq!(metrics.total().conns_accepted, CAP as u64, "{io} {mode}");
+    // One more waits for room.
+    let mut waiting = connect(addr);
+    waiting.write_all(&7u32.to_le_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        metrics.total().conns_accepted,
+        CAP as u64,
+        "{io} {mode}: at the cap"
+    );
+    served.pop();
+    let mut back = [0u8; 4];
+    waiting
+        .read_exact(&mut back)
+        .expect("served once one closed");
+    assert_eq!(back, 7u32.to_le_bytes(), "{io} {mode}");
+    drop((served, waiting, upstreams));
+    server.shutdown().expect("clean shutdown");
+}
+
 /// Connections waiting in the backlog when shutdown begins are accepted and closed
 /// cleanly (FIN, so the client reads EOF), not reset by a closing listener.
 fn queued_at_shutdown_are_closed_cleanly(io: Io, mode: AcceptMode) {
@@ -208,6 +268,7 @@ fn every_mode_on_both_backends() {
             let large = many_connections(io, mode, n);
             println!("{io} {mode}: 64 conns -> {small:?}; {n} conns -> {large:?}");
             cap_pauses_and_resumes(io, mode);
+            cap_counts_accepted_only(io, mode);
             queued_at_shutdown_are_closed_cleanly(io, mode);
         }
     }

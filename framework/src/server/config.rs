@@ -115,6 +115,7 @@ pub struct ServerBuilder {
     pub(crate) flush_delay: Duration,
     pub(crate) accept: AcceptMode,
     pub(crate) max_conns_per_shard: Option<usize>,
+    pub(crate) max_conns_total: Option<usize>,
     pub(crate) topology: Option<String>,
     pub(crate) placement: Placement,
     pub(crate) oversubscribe: bool,
@@ -140,6 +141,7 @@ impl Default for ServerBuilder {
             flush_delay: Duration::ZERO,
             accept: AcceptMode::ReusePort,
             max_conns_per_shard: None,
+            max_conns_total: None,
             topology: None,
             placement: Placement::Compact,
             oversubscribe: false,
@@ -240,12 +242,35 @@ impl ServerBuilder {
         self
     }
 
-    /// Most live connections one shard holds. At the cap a shard stops accepting
-    /// (connections wait in the kernel backlog, or go to another shard) and resumes
-    /// as its connections close. Default: no cap.
+    /// Most accepted connections one shard holds (outbound ones, from
+    /// `Ctx::connect`, are not counted or refused: a proxy's upstreams follow
+    /// its clients). At the cap a shard stops accepting (connections wait in the
+    /// kernel backlog, or go to another shard) and resumes as its accepted
+    /// connections close. Default: no cap.
     pub fn max_connections_per_shard(mut self, max: usize) -> Self {
         self.max_conns_per_shard = Some(max);
         self
+    }
+
+    /// Most accepted connections the whole server holds: each of `n` shards gets
+    /// `ceil(max / n)` (the lower of that and [`max_connections_per_shard`], when
+    /// both are set), with the same meaning. Default: no cap.
+    ///
+    /// [`max_connections_per_shard`]: ServerBuilder::max_connections_per_shard
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_conns_total = Some(max);
+        self
+    }
+
+    /// The per-shard cap for `shards` shards, from both settings.
+    pub(crate) fn shard_cap(&self, shards: usize) -> Option<usize> {
+        let split = self
+            .max_conns_total
+            .map(|total| total.div_ceil(shards.max(1)));
+        match (self.max_conns_per_shard, split) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The machine to plan for: a synthetic description (`"pack:2 numa:2 core:8
@@ -317,6 +342,9 @@ impl ServerBuilder {
                 "max_connections_per_shard must be at least 1".into(),
             ));
         }
+        if self.max_conns_total == Some(0) {
+            return Err(Error::Config("max_connections must be at least 1".into()));
+        }
         if !self.uring_buf_count.is_power_of_two() {
             return Err(Error::Config(format!(
                 "uring_buffers must be a power of two, not {}",
@@ -334,5 +362,30 @@ impl ServerBuilder {
             spawn: Arc::new(move |cfg| shard::run(cfg, &factory)),
             make_mail: Arc::new(make_mail::<H::Msg>),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerBuilder;
+
+    #[test]
+    fn total_cap_is_split_over_shards_rounding_up() {
+        let b = ServerBuilder::default().max_connections(10);
+        assert_eq!(b.shard_cap(1), Some(10));
+        assert_eq!(b.shard_cap(3), Some(4));
+        assert_eq!(b.shard_cap(20), Some(1));
+        assert_eq!(ServerBuilder::default().shard_cap(4), None);
+    }
+
+    #[test]
+    fn the_lower_of_both_caps_wins() {
+        let b = ServerBuilder::default()
+            .max_connections(100)
+            .max_connections_per_shard(30);
+        assert_eq!(b.shard_cap(2), Some(30));
+        assert_eq!(b.shard_cap(5), Some(20));
+        let only_per_shard = ServerBuilder::default().max_connections_per_shard(7);
+        assert_eq!(only_per_shard.shard_cap(3), Some(7));
     }
 }

@@ -266,7 +266,7 @@ impl Server {
                 listeners: acceptor_listeners,
                 balance,
                 shards,
-                max_conns: self.config.max_conns_per_shard,
+                max_conns: self.config.shard_cap(shards),
                 metrics: metrics.clone(),
                 doorbell: bell,
                 shutdown: shutdown.clone(),

@@ -60,6 +60,8 @@ pub(crate) struct Core {
     /// Shutdown began: connections accepted from now on are closed gracefully.
     pub(crate) shutting_down: bool,
     pub(crate) conns: Slab<Conn>,
+    /// Accepted connections in `conns` (what the connection cap counts).
+    pub(crate) inbound: usize,
     generations: Vec<u32>,
     pub(crate) timers: TimerWheel<TimerPayload>,
     // Work for the loop to apply after the current callback.
@@ -84,6 +86,7 @@ impl Core {
             nonblocking_sockets: true,
             shutting_down: false,
             conns: Slab::new(),
+            inbound: 0,
             generations: Vec::new(),
             timers: TimerWheel::new(Duration::from_millis(1), 1024, Instant::now()),
             to_register: Vec::new(),
@@ -123,9 +126,9 @@ impl Core {
             self.generations.resize(index + 1, 0);
         }
         let generation = self.generations[index];
-        let key = self
-            .conns
-            .insert(Conn::new(generation, socket, peer, phase));
+        let conn = Conn::new(generation, socket, peer, phase);
+        self.inbound += usize::from(conn.inbound);
+        let key = self.conns.insert(conn);
         debug_assert_eq!(key, index);
         ConnId {
             index: index as u32,
@@ -137,6 +140,7 @@ impl Core {
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let conn = self.conns.remove(id.index as usize);
+        self.inbound -= usize::from(conn.inbound);
         let g = &mut self.generations[id.index as usize];
         *g = g.wrapping_add(1) & ConnId::GENERATION_MASK;
         Some(conn)

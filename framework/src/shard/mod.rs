@@ -560,9 +560,7 @@ impl<H: Handler> Shard<H> {
         }
         let room = self
             .max_conns
-            .map_or(ACCEPT_BUDGET, |max| {
-                max.saturating_sub(self.core.conns.len())
-            })
+            .map_or(ACCEPT_BUDGET, |max| max.saturating_sub(self.core.inbound))
             .min(ACCEPT_BUDGET);
         let mut fds = std::mem::take(&mut self.accepted_fds);
         self.accept.accept_pending(room, &mut fds);
@@ -582,7 +580,7 @@ impl<H: Handler> Shard<H> {
     /// Starts or stops accepting to match the connection cap.
     fn update_accepting(&mut self) -> std::io::Result<()> {
         if let Some(max) = self.max_conns {
-            let at_cap = self.core.conns.len() >= max;
+            let at_cap = self.core.inbound >= max;
             self.accept.set_at_cap(at_cap);
             if self.was_at_cap && !at_cap {
                 // A handoff acceptor may be waiting for a shard with room.

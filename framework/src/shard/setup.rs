@@ -149,7 +149,7 @@ impl<H: Handler> Shard<H> {
             driver,
             handler,
             accept,
-            max_conns: cfg.builder.max_conns_per_shard,
+            max_conns: cfg.builder.shard_cap(cfg.shards),
             listeners_closed: false,
             accepted_fds: Vec::new(),
             _doorbell: cfg.doorbell,
