@@ -295,6 +295,42 @@ pub struct ProxyLimits {
     pub connect_attempts: u32,
     /// Bytes queued to one side before the other side stops being read.
     pub send_high_water: usize,
+    /// Most client connections the proxy holds (split evenly over the shards);
+    /// at the cap a shard stops accepting and new clients wait in the listen
+    /// backlog until some close. `None`: from the open-files limit, see
+    /// [`ProxyLimits::client_cap`].
+    pub max_connections: Option<usize>,
+}
+
+/// File descriptors kept aside from the connection cap for listeners, the
+/// admin endpoint, health checks, idle pooled upstreams and the rest.
+pub const FD_RESERVE: u64 = 256;
+
+impl ProxyLimits {
+    /// The client connection cap: `max_connections`, else half of what the
+    /// open-files limit leaves after [`FD_RESERVE`] (a proxied client costs two
+    /// descriptors: itself and its upstream), so the proxy stops accepting
+    /// before an upstream connect could fail for want of one. `None`: no limit
+    /// known.
+    pub fn client_cap(&self) -> Option<usize> {
+        self.max_connections.or_else(|| {
+            let soft = open_files_limit()?;
+            Some((soft.saturating_sub(FD_RESERVE) / 2).max(1) as usize)
+        })
+    }
+}
+
+/// The soft RLIMIT_NOFILE (`None`: unlimited or unknown).
+fn open_files_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
 }
 
 impl Default for ProxyLimits {
@@ -306,6 +342,7 @@ impl Default for ProxyLimits {
             max_idle_per_backend: 64,
             connect_attempts: 3,
             send_high_water: 256 << 10,
+            max_connections: None,
         }
     }
 }
@@ -562,6 +599,11 @@ impl Config {
         if l.connect_attempts == 0 {
             return Err(ConfigError::BadLimit(
                 "limits.connect_attempts must be at least 1".into(),
+            ));
+        }
+        if l.max_connections == Some(0) {
+            return Err(ConfigError::BadLimit(
+                "limits.max_connections must be at least 1".into(),
             ));
         }
         if l.send_high_water < 4096 {

@@ -62,6 +62,10 @@ fn main() -> anyhow::Result<()> {
     if args.admin.is_some() {
         config.admin_listen = args.admin;
     }
+    // `--max-conns` is the file's limits.max_connections.
+    if args.server.max_conns.is_some() {
+        config.limits.max_connections = args.server.max_conns;
+    }
     let described: Vec<String> = config
         .listeners
         .iter()

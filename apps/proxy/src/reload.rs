@@ -110,6 +110,14 @@ impl Shared {
             );
             config.admin_listen = running.admin_listen;
         }
+        if config.limits.max_connections != running.limits.max_connections {
+            tracing::warn!(
+                running = ?running.limits.max_connections,
+                file = ?config.limits.max_connections,
+                "limits.max_connections cannot change on reload; keeping the running one"
+            );
+            config.limits.max_connections = running.limits.max_connections;
+        }
         let gen = slot.0 + 1;
         *slot = (gen, Arc::new(config));
         self.generation.store(gen, Ordering::Release);

@@ -83,6 +83,9 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
         stats: ProxyStats::default(),
     });
     let mut builder = builder.limits(framework_limits(&config));
+    if let Some(cap) = config.limits.client_cap() {
+        builder = builder.max_connections(cap);
+    }
     if let Some(addr) = config.admin_listen {
         let s = shared.clone();
         builder = builder.admin(AdminConfig::new(addr).render(move |w| s.stats.render(w)));

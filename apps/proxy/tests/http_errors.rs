@@ -165,3 +165,34 @@ fn dead_pooled_connection_is_retried_for_idempotent_requests() {
         assert_eq!(c.response(false).status, 502, "{}", proxy.label);
     }
 }
+
+#[test]
+fn clients_past_max_connections_wait_their_turn() {
+    for io in common::BACKENDS {
+        let b = HttpBackend::start("a", Answer::Info);
+        // One shard: with several, the kernel's reuseport hash picks which
+        // shard's backlog a waiting client sits in.
+        let config = http_config(&[b.addr()], "[limits]\nmax_connections = 3\n");
+        let proxy = TestProxy::start(io, 1, &config);
+        let mut held: Vec<HttpClient> = (0..3)
+            .map(|i| {
+                let mut c = HttpClient::new(proxy.connect());
+                c.send(&get(&format!("/{i}")));
+                assert_eq!(c.response(false).status, 200, "{}: client {i}", proxy.label);
+                c
+            })
+            .collect();
+        // The fourth is not accepted (its upstream would not be either) ...
+        let mut waiting = HttpClient::new(proxy.connect());
+        waiting.send(&get("/waiting"));
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(proxy.metrics().total().conns_accepted, 3, "{}", proxy.label);
+        // ... until one of the three leaves; nothing it sent was lost.
+        held.pop();
+        assert_eq!(waiting.response(false).status, 200, "{}", proxy.label);
+        for c in &mut held {
+            c.send(&get("/again"));
+            assert_eq!(c.response(false).status, 200, "{}", proxy.label);
+        }
+    }
+}

@@ -148,3 +148,25 @@ fn admin_listen_is_optional_and_strict() {
     let unknown = format!("{base}[admin]\nlisten = \"127.0.0.1:9100\"\nport = 1\n");
     assert!(Config::parse(&unknown, "t").is_err());
 }
+
+#[test]
+fn client_cap_is_the_setting_else_half_the_spare_fds() {
+    let set = Config::parse(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
+         [pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n\
+         [limits]\nmax_connections = 10\n",
+        "t",
+    )
+    .expect("valid");
+    assert_eq!(set.limits.client_cap(), Some(10));
+    let derived = ProxyLimits::default().client_cap();
+    let expected = super::open_files_limit().map(|n| ((n - FD_RESERVE) / 2) as usize);
+    assert_eq!(derived, expected);
+    assert!(Config::parse(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
+         [pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n\
+         [limits]\nmax_connections = 0\n",
+        "t",
+    )
+    .is_err());
+}
