@@ -1,6 +1,7 @@
 //! HTTP mode, errors and limits: 502 (unreachable), 504 (no response), 408
 //! (slow head), 431 (large head), 413 (large body); connect failover, upstream
-//! idle timeout, retry of an idempotent request on a dead pooled connection.
+//! idle timeout, retry of an idempotent request (body included, up to 64 KiB)
+//! on a dead pooled connection, max_connections.
 //! Both I/O backends, 1 and 4 shards.
 
 mod common;
@@ -160,7 +161,29 @@ fn dead_pooled_connection_is_retried_for_idempotent_requests() {
             proxy.label,
             b.accepted()
         );
-        // A POST is not retried: 502.
+        // A PUT whose body went out on the dead connection is sent again, body
+        // and all (kept for the retry up to 64 KiB) ...
+        let body = vec![b'x'; 20_000];
+        c.send(b"PUT /put HTTP/1.1\r\nHost: t\r\nContent-Length: 20000\r\n\r\n");
+        c.send(&body);
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{}: PUT retried", proxy.label);
+        assert_eq!(r.text(), "a PUT /put 20000", "{}", proxy.label);
+        // ... chunked too (the re-encoded chunks are what is kept) ...
+        c.send(b"PUT /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+        c.send(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{}: chunked PUT retried", proxy.label);
+        assert_eq!(r.text(), "a PUT /chunked 11", "{}", proxy.label);
+        // ... but not one past what is kept: 502.
+        let big = vec![b'y'; 100_000];
+        c.send(b"PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+        c.send(&big);
+        assert_eq!(c.response(false).status, 502, "{}: big PUT", proxy.label);
+        // A POST is never retried: 502.
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(&get("/warm"));
+        assert_eq!(c.response(false).status, 200, "{}", proxy.label);
         c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
         assert_eq!(c.response(false).status, 502, "{}", proxy.label);
     }

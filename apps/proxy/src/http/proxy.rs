@@ -36,6 +36,11 @@ mod response;
 /// requests wait here while the response before them is under way).
 const PIPELINE_SLACK: usize = 64 << 10;
 
+/// The most request body an idempotent request keeps, as sent, so that it can
+/// be sent again when its upstream dies before answering (past this it is not
+/// retried once any body byte went out).
+const REPLAY_MAX: usize = 64 << 10;
+
 #[derive(Debug, Clone, Copy)]
 enum Role {
     Client(usize),
@@ -112,6 +117,9 @@ struct Exchange {
     /// What of the request body is still to come (`None`: no body, or all sent).
     body: Option<Body>,
     body_sent: u64,
+    /// The body bytes sent so far, kept for a retry (idempotent requests, up
+    /// to [`REPLAY_MAX`]); `None`: not kept (a retry needs `body_sent == 0`).
+    replay: Option<Vec<u8>>,
     dispatched: bool,
     upstream: Option<usize>,
     /// The upstream is connected and has the head.

@@ -279,6 +279,7 @@ impl ProxyShard {
             key,
             tried: Vec::new(),
             upstream_head,
+            replay: (idempotent && body.is_some()).then(Vec::new),
             body,
             body_sent: 0,
             dispatched: false,
@@ -394,6 +395,10 @@ impl ProxyShard {
         };
         ex.ready = true;
         let _ = ctx.send(up.conn, &ex.upstream_head);
+        // A retry: the body sent to the upstream that died goes again first.
+        if let Some(body) = ex.replay.as_ref().filter(|b| !b.is_empty()) {
+            let _ = ctx.send(up.conn, body);
+        }
         if ex.body.is_none() {
             ex.req_done = true;
         }
@@ -458,6 +463,7 @@ impl ProxyShard {
                 let n = (*remaining).min(c.buf.len() as u64) as usize;
                 if n > 0 {
                     let _ = ctx.send(upconn, &c.buf[..n]);
+                    keep_for_replay(&mut ex.replay, &c.buf[..n]);
                     c.buf.drain(..n);
                     *remaining -= n as u64;
                     ex.body_sent += n as u64;
@@ -477,6 +483,7 @@ impl ProxyShard {
                 }
                 if !out.is_empty() {
                     let _ = ctx.send(upconn, &out);
+                    keep_for_replay(&mut ex.replay, &out);
                 }
                 c.buf.drain(..used);
                 ex.body_sent = decoder.total();
@@ -559,6 +566,18 @@ impl ProxyShard {
             if let Some(up) = ex.upstream.and_then(|u| self.http.pool.get(u)) {
                 ctx.keep_open_on_shutdown(up.conn);
             }
+        }
+    }
+}
+
+/// Appends body bytes just sent to the replay copy, or gives the copy up once
+/// it would pass [`REPLAY_MAX`](super::REPLAY_MAX).
+fn keep_for_replay(replay: &mut Option<Vec<u8>>, sent: &[u8]) {
+    if let Some(r) = replay {
+        if r.len() + sent.len() > super::REPLAY_MAX {
+            *replay = None;
+        } else {
+            r.extend_from_slice(sent);
         }
     }
 }

@@ -235,7 +235,7 @@ impl ProxyShard {
             Resp::Head
                 if !ex.resp_started
                     && ex.idempotent
-                    && ex.body_sent == 0
+                    && (ex.body_sent == 0 || ex.replay.is_some())
                     && ((ex.reused && !ex.retried) || ex.attempts < max_attempts) =>
             {
                 if ex.reused {
@@ -255,6 +255,10 @@ impl ProxyShard {
                 ex.ready = false;
                 ex.req_done = false;
                 self.cancel(ctx, t);
+                // The backpressure, if any, was the dead upstream's.
+                if let Some(c) = self.http.clients.get_mut(ck) {
+                    c.upstream_full = false;
+                }
                 self.pump(ctx, ck);
             }
             Resp::Head => {
