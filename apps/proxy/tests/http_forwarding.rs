@@ -285,3 +285,57 @@ fn large_bodies_stream_with_backpressure() {
         );
     }
 }
+
+#[test]
+fn http10_keep_alive_when_asked_and_possible() {
+    for (io, shards) in matrix() {
+        let b = HttpBackend::start("a", Answer::EchoBody);
+        let chunky = HttpBackend::start("c", Answer::EchoChunked);
+        let config = format!(
+            "{}[[listener.route]]\npath_prefix = \"/chunky\"\npool = \"c\"\n\
+             [pool.c]\nbackends = [{{ address = \"{}\" }}]\n",
+            http_config(&[b.addr()], ""),
+            chunky.addr()
+        );
+        let proxy = TestProxy::start(io, shards, &config);
+        let mut c = HttpClient::new(proxy.connect());
+        // Asked for, with a Content-Length response: kept open, and said so.
+        for i in 0..3 {
+            c.send(
+                format!(
+                    "POST /{i} HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nk{i}"
+                )
+                .as_bytes(),
+            );
+            let r = c.response(false);
+            assert_eq!(
+                (r.status, r.body.clone()),
+                (200, format!("k{i}").into_bytes())
+            );
+            assert_eq!(
+                r.header("Connection"),
+                Some("keep-alive"),
+                "{}",
+                proxy.label
+            );
+        }
+        // A chunked response cannot be framed for HTTP/1.0: close-delimited.
+        c.send(b"POST /chunky HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc");
+        let r = c.response(false);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"abc"[..]),
+            "{}",
+            proxy.label
+        );
+        assert!(!r.chunked, "{}", proxy.label);
+        assert_eq!(r.header("Connection"), Some("close"), "{}", proxy.label);
+        // Not asked for: closed after the response.
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(b"GET /plain HTTP/1.0\r\n\r\n");
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{}", proxy.label);
+        assert_eq!(r.header("Connection"), Some("close"), "{}", proxy.label);
+        assert!(c.closed(), "{}", proxy.label);
+    }
+}

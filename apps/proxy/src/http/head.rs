@@ -273,16 +273,15 @@ pub fn parse_request(
     let framing = framing_of(&headers)?;
     let mut host = None;
     let mut hosts = 0;
-    let mut close = minor == 0;
+    let (mut close_token, mut keep_alive_token) = (false, false);
     let mut expect_continue = false;
     for &Header { name, value } in &headers {
         if eq_ignore_case(name, "host") {
             hosts += 1;
             host = Some(host_of(value));
         } else if eq_ignore_case(name, "connection") {
-            if has_token(value, "close") {
-                close = true;
-            }
+            close_token |= has_token(value, "close");
+            keep_alive_token |= has_token(value, "keep-alive");
         } else if eq_ignore_case(name, "expect")
             && value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
             // An HTTP/1.0 request's expectation is ignored (RFC 9110 §10.1.1).
@@ -291,6 +290,8 @@ pub fn parse_request(
             expect_continue = true;
         }
     }
+    // HTTP/1.0 closes after each response unless the client asked otherwise.
+    let close = close_token || (minor == 0 && !keep_alive_token);
     if hosts > 1 || (minor == 1 && hosts == 0) {
         return Err(HeadError::BadHost);
     }
@@ -508,21 +509,25 @@ pub fn upstream_request_into(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The head sent to the client. `framing` is what the proxy will send (a chunked
-/// body to an HTTP/1.0 client goes out close-delimited); `close` adds
-/// `Connection: close`.
-pub fn client_response(resp: &ResponseHead<'_>, framing: Framing, close: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    client_response_into(&mut out, resp, framing, close);
-    out
+/// What a response head to the client says about its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing (HTTP/1.1 keeps it open by default; also for 1xx heads).
+    Default,
+    /// `Connection: close`: the proxy closes after this response.
+    Close,
+    /// `Connection: keep-alive`: an HTTP/1.0 client asked to keep it open.
+    KeepAlive,
 }
 
-/// [`client_response`] into `out` (cleared first).
+/// The head sent to the client, into `out` (cleared first). `framing` is what
+/// the proxy will send (a chunked body to an HTTP/1.0 client goes out
+/// close-delimited).
 pub fn client_response_into(
     out: &mut Vec<u8>,
     resp: &ResponseHead<'_>,
     framing: Framing,
-    close: bool,
+    persistence: Persistence,
 ) {
     out.clear();
     out.reserve(resp.len + 32);
@@ -549,8 +554,10 @@ pub fn client_response_into(
     } else {
         push_framing(out, framing);
     }
-    if close {
-        push_field(out, "Connection", b"close");
+    match persistence {
+        Persistence::Default => {}
+        Persistence::Close => push_field(out, "Connection", b"close"),
+        Persistence::KeepAlive => push_field(out, "Connection", b"keep-alive"),
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -170,3 +170,17 @@ fn response_framing() {
     )
     .is_err());
 }
+
+#[test]
+fn persistence_follows_the_version_and_connection_tokens() {
+    let close = |text: &str| req(text).expect("valid").expect("complete").close;
+    assert!(!close("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(close(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n"
+    ));
+    assert!(close("GET / HTTP/1.0\r\n\r\n"));
+    assert!(!close("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    assert!(close(
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
+    ));
+}

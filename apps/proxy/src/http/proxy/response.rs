@@ -7,7 +7,7 @@ use super::{ProxyShard, Resp, Role};
 use crate::health::ProxyMsg;
 use crate::http::{
     chunked::{ChunkedDecoder, LAST_CHUNK},
-    head::{self, Framing},
+    head::{self, Framing, Persistence},
     pool::UpState,
 };
 
@@ -80,7 +80,12 @@ impl ProxyShard {
                         }
                         if ex.client_minor == 1 {
                             let out = &mut self.http.scratch;
-                            head::client_response_into(out, &h, Framing::None, false);
+                            head::client_response_into(
+                                out,
+                                &h,
+                                Framing::None,
+                                Persistence::Default,
+                            );
                             let _ = ctx.send(client, out);
                         }
                         continue;
@@ -101,7 +106,14 @@ impl ProxyShard {
                         .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, ok);
                     ex.upstream_reusable = h.reusable;
                     let out = &mut self.http.scratch;
-                    head::client_response_into(out, &h, to_client, ex.close);
+                    let persistence = if ex.close {
+                        Persistence::Close
+                    } else if ex.client_minor == 0 {
+                        Persistence::KeepAlive
+                    } else {
+                        Persistence::Default
+                    };
+                    head::client_response_into(out, &h, to_client, persistence);
                     let _ = ctx.send(client, out);
                     for (id, token) in [ex.timer.take(), ex.expect_timer.take()]
                         .into_iter()
