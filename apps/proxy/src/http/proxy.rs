@@ -11,13 +11,13 @@
 //! response) just returns; the callback that ends the wait calls `pump` again.
 
 use std::{
-    collections::HashMap,
     io,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use rustc_hash::FxHashMap;
 use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
 use tracing::debug;
@@ -167,8 +167,9 @@ struct Client {
 pub(crate) struct HttpState {
     clients: Slab<Client>,
     pool: UpstreamPool,
-    roles: HashMap<ConnId, Role>,
-    timers: HashMap<u64, TimerKind>,
+    /// Looked up on every event: Fx hashing (keys are ours, not an attacker's).
+    roles: FxHashMap<ConnId, Role>,
+    timers: FxHashMap<u64, TimerKind>,
     next_token: u64,
     next_serial: u64,
     /// Scratch buffer for response heads to clients.
@@ -186,8 +187,8 @@ impl HttpState {
         HttpState {
             clients: Slab::new(),
             pool: UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges),
-            roles: HashMap::new(),
-            timers: HashMap::new(),
+            roles: FxHashMap::default(),
+            timers: FxHashMap::default(),
             next_token: 0,
             next_serial: 0,
             scratch: Vec::new(),

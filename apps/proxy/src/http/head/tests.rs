@@ -184,3 +184,54 @@ fn persistence_follows_the_version_and_connection_tokens() {
         "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
     ));
 }
+
+/// The byte-at-a-time statement of `scan_head`'s rules, to check the fast one.
+fn reference_scan(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    let mut line_start = 0;
+    for i in 0..buf.len() {
+        match buf[i] {
+            b'\n' => {
+                if i == 0 || buf[i - 1] != b'\r' {
+                    return Err(HeadError::BareLineEnd);
+                }
+                if i + 1 - line_start == 2 {
+                    return Ok(Some(i + 1));
+                }
+                line_start = i + 1;
+            }
+            b'\r' if i + 1 < buf.len() && buf[i + 1] != b'\n' => {
+                return Err(HeadError::BareLineEnd)
+            }
+            b' ' | b'\t' if i == line_start && line_start > 0 => return Err(HeadError::ObsFold),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn scan_head_agrees_with_the_byte_loop() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let alphabet = b"ab: \t\r\n";
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut buf = Vec::new();
+    for _ in 0..200_000 {
+        buf.clear();
+        let len = rng.random_range(0..24);
+        // Mostly well-formed line ends, so that long heads get far.
+        for _ in 0..len {
+            if rng.random_bool(0.2) {
+                buf.extend_from_slice(b"\r\n");
+            } else {
+                buf.push(alphabet[rng.random_range(0..alphabet.len())]);
+            }
+        }
+        let (fast, slow) = (scan_head(&buf), reference_scan(&buf));
+        assert_eq!(
+            format!("{fast:?}"),
+            format!("{slow:?}"),
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+}
