@@ -290,6 +290,23 @@ pub struct ProxyLimits {
     pub connect_attempts: u32,
     /// Bytes queued to one side before the other side stops being read.
     pub send_high_water: usize,
+    /// L4 relaying through kernel pipes (splice) for bulk transfers.
+    pub splice: SpliceMode,
+}
+
+/// When an L4 session relays a direction with splice instead of copying it
+/// through the proxy (`[limits] splice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpliceMode {
+    /// Where it was measured to save CPU (`shardline-bench l4`): today both
+    /// backends, for a direction whose reads come in full (bulk).
+    #[default]
+    Auto,
+    /// On every backend, for a direction whose reads come in full.
+    Always,
+    /// Always copy.
+    Never,
 }
 
 impl Default for ProxyLimits {
@@ -301,6 +318,7 @@ impl Default for ProxyLimits {
             max_idle_per_backend: 64,
             connect_attempts: 3,
             send_high_water: 256 << 10,
+            splice: SpliceMode::Auto,
         }
     }
 }

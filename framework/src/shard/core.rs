@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{
     conn::{Conn, Phase},
+    relay::{PipePool, Relay},
     timer::TimerWheel,
 };
 use crate::{
@@ -57,6 +58,8 @@ pub(crate) struct Core {
     pub(crate) flush_due: Option<Instant>,
     /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
     pub(crate) nonblocking_sockets: bool,
+    /// The driver's backend (for `Ctx::io_backend`).
+    pub(crate) backend: crate::Backend,
     /// Shutdown began: connections accepted from now on are closed gracefully.
     pub(crate) shutting_down: bool,
     pub(crate) conns: Slab<Conn>,
@@ -69,6 +72,11 @@ pub(crate) struct Core {
     pub(crate) to_flush: Vec<ConnId>,
     pub(crate) to_release: Vec<ConnId>,
     pub(crate) notices: Vec<Notice>,
+    /// Relays (`Ctx::splice_into`), linked from their connections.
+    pub(crate) relays: Slab<Relay>,
+    pub(crate) pipes: PipePool,
+    /// Relay sources that may have a fill to issue.
+    pub(crate) to_fill: Vec<ConnId>,
 }
 
 impl Core {
@@ -82,6 +90,7 @@ impl Core {
             flush_delay: Duration::ZERO,
             flush_due: None,
             nonblocking_sockets: true,
+            backend: crate::Backend::Epoll,
             shutting_down: false,
             conns: Slab::new(),
             generations: Vec::new(),
@@ -92,6 +101,9 @@ impl Core {
             to_flush: Vec::new(),
             to_release: Vec::new(),
             notices: Vec::new(),
+            relays: Slab::new(),
+            pipes: PipePool::new(0, 0),
+            to_fill: Vec::new(),
         }
     }
 
@@ -177,11 +189,12 @@ impl Core {
     /// Performs a requested half-close once the queue is empty and no send is in
     /// flight (a connection still connecting waits for its connect).
     pub(crate) fn continue_shutdown(&mut self, id: ConnId) {
+        let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         if !conn.shut_pending || conn.sending || conn.phase != Phase::Open {
             return;
         }
-        if !conn.out.is_empty() {
+        if !conn.out.is_empty() || piped > 0 {
             self.list_flush(id);
             return;
         }
@@ -290,11 +303,12 @@ impl Core {
     /// Moves a closing connection on once its queue is empty: half-close, then wait
     /// for the peer's EOF (or the linger deadline).
     pub(crate) fn continue_close(&mut self, id: ConnId) {
+        let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         if !conn.is_closing() || conn.sending {
             return;
         }
-        if !conn.out.is_empty() {
+        if !conn.out.is_empty() || piped > 0 {
             self.list_flush(id);
             return;
         }
@@ -354,6 +368,9 @@ impl Core {
         }
         conn.reading = on;
         let redeliver = on && conn.unpresented && !conn.is_closing();
+        if on && conn.relay_out.is_some() {
+            self.to_fill.push(id);
+        }
         self.read_changes.push(id);
         if redeliver {
             self.notices.push(Notice::Redeliver(id));
