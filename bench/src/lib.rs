@@ -3,8 +3,8 @@
 //! - [`client`]: the echo load generator (closed and open loop, HDR histograms).
 //! - [`servers`]: Shardline, the peers, shardline-chat, ngircd, shardline-proxy,
 //!   HAProxy and nginx as child processes, and what /proc says about them.
-//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`]: the
-//!   subcommands.
+//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`], [`l4`]:
+//!   the subcommands.
 //! - [`serve`]: the Shardline echo server the subcommands run.
 //! - [`report`]: tables, JSON, medians; [`machine`]: CPUs, pinning, limits.
 //!
@@ -16,6 +16,7 @@ pub mod chat;
 pub mod client;
 pub mod compare;
 pub mod idle;
+pub mod l4;
 pub mod machine;
 pub mod mailbox;
 pub mod proxy;

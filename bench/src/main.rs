@@ -10,7 +10,7 @@ use shardline::{AcceptMode, Io};
 use shardline_bench::{
     chat,
     client::{self, ClientIo, LoadConfig, Mode},
-    compare, idle,
+    compare, idle, l4,
     machine::{self, MachineInfo},
     mailbox, proxy, report, scale, serve,
     servers::{self, Launch, PeerSelection, ServerProc, ServerSpec},
@@ -48,6 +48,10 @@ enum Cmd {
     /// HAProxy and nginx in front of one nginx backend, interleaved over rounds;
     /// req/s, req/s per proxy CPU-second, latency added over a direct run.
     Proxy(ProxyArgs),
+    /// Bulk L4 relaying through shardline-proxy, copy against splice, per I/O
+    /// backend, interleaved over rounds: proxy CPU-seconds per GiB and the ratio
+    /// splice/copy.
+    L4(L4Args),
     /// The Shardline echo server the other subcommands run (prints `listening on
     /// ADDR`, stops on SIGTERM).
     Serve(ServeArgs),
@@ -352,6 +356,35 @@ struct ChatArgs {
 }
 
 #[derive(Debug, Args)]
+struct L4Args {
+    /// I/O backends to measure.
+    #[arg(long = "io", value_delimiter = ',', default_value = "uring,epoll")]
+    ios: Vec<Io>,
+    /// Concurrent connections, each moving `--mib` up and down at once.
+    #[arg(long, default_value_t = 16)]
+    conns: usize,
+    /// MiB per connection and direction.
+    #[arg(long, default_value_t = 32)]
+    mib: usize,
+    /// Rounds; every variant runs once per round, medians are quoted.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// The proxy's CPU (clients and backend run on another).
+    #[arg(long, default_value_t = 0)]
+    proxy_cpu: usize,
+    /// The proxy's `[limits] send_high_water`.
+    #[arg(long, default_value_t = 256 << 10)]
+    send_high_water: usize,
+    /// The shardline-proxy binary (default: target/release/shardline-proxy, built
+    /// with cargo if missing).
+    #[arg(long)]
+    proxy_exe: Option<PathBuf>,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ProxyArgs {
     /// Proxies, run in this order every round (`direct`: wrk against the backend
     /// itself, for the latency a proxy adds): direct, shardline-uring,
@@ -587,6 +620,25 @@ fn main() -> anyhow::Result<()> {
                 retries: a.retries,
             };
             let out = proxy::run(&cfg)?;
+            if let Some(p) = a.json {
+                report::write_json(&p, &out)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::L4(a) => {
+            let explicit = a.proxy_exe.is_some();
+            let cfg = l4::L4Config {
+                proxy_exe: a.proxy_exe.unwrap_or_else(servers::default_proxy_exe),
+                build_proxy: !explicit,
+                ios: a.ios,
+                conns: a.conns,
+                mib: a.mib,
+                rounds: a.rounds,
+                proxy_cpu: a.proxy_cpu,
+                send_high_water: a.send_high_water,
+            };
+            let out = l4::run(&cfg)?;
             if let Some(p) = a.json {
                 report::write_json(&p, &out)?;
                 println!("wrote {}", p.display());

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::{
     error::SendError,
     metrics::ShardMetrics,
-    shard::{core::Core, mailbox::Full, Mail},
+    shard::{core::Core, mailbox::Full, relay::SpliceError, Mail},
 };
 
 /// Index of a shard, `0..shards`.
@@ -303,6 +303,35 @@ impl<M> Ctx<'_, M> {
     /// Resumes reading after [`Ctx::pause_reading`].
     pub fn resume_reading(&mut self, conn: ConnId) {
         self.core.set_reading(conn, true);
+    }
+
+    /// Relays `from`'s input into `to` inside the kernel from now on: bytes read
+    /// from `from` go to `to` through a pipe (splice), never through `on_data`.
+    /// What the handler queued to `to` before goes first, and so does input of
+    /// `from` already read but not consumed (it is queued to `to`). `on_eof(from)`
+    /// comes once every byte reached `to`; errors close the side that failed, as
+    /// usual. `pause_reading(from)` still pauses it, and a `to` that does not
+    /// drain stops the reading of `from` (one pipe's capacity is held, in the
+    /// kernel). Bytes sent to `to` meanwhile are interleaved with relayed ones at
+    /// a point not specified. Closing either side ends the relay, dropping what
+    /// the pipe still holds. Worth it for bulk transfers only: each chunk costs two
+    /// splice calls where copying costs a read and a write.
+    ///
+    /// An error leaves both connections as they were (keep copying); `NoPipe`
+    /// means the shard's pipes ([`ServerBuilder::splice_pipes`](crate::ServerBuilder::splice_pipes))
+    /// are in use.
+    pub fn splice_into(&mut self, from: ConnId, to: ConnId) -> Result<(), SpliceError> {
+        self.core.splice_into(from, to)
+    }
+
+    /// Whether `from` is being relayed with [`Ctx::splice_into`].
+    pub fn is_spliced(&self, from: ConnId) -> bool {
+        self.core.relay_of(from).is_some()
+    }
+
+    /// The I/O backend this shard runs on.
+    pub fn io_backend(&self) -> crate::Backend {
+        self.core.backend
     }
 
     /// Bytes queued to `conn` and not yet sent, or `None` for an unknown id.

@@ -51,7 +51,7 @@ pub use error::{Error, SendError};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
 pub use metrics::{Counter, Metrics, ShardMetrics, ShardMetricsSnapshot};
 pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
-pub use shard::mailbox::Full;
+pub use shard::{mailbox::Full, relay::SpliceError};
 
 /// Environment variable that makes the io_uring probe fail (any non-empty value other
 /// than `0`), so that `Io::Auto` falls back to epoll on a machine that has io_uring.

@@ -83,6 +83,8 @@ pub struct ShardMetrics {
     pub(crate) closed_send_queue_full: Counter,
     pub(crate) pool_bytes: Counter,
     pub(crate) pool_off_node_pages: Counter,
+    pub(crate) relays_started: Counter,
+    pub(crate) bytes_spliced: Counter,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -112,6 +114,10 @@ pub struct ShardMetricsSnapshot {
     pub pool_bytes: u64,
     /// Pool pages hwloc found on another NUMA node than the shard's (0 is right).
     pub pool_off_node_pages: u64,
+    /// Relays started with `Ctx::splice_into` (each got a pipe).
+    pub relays_started: u64,
+    /// Bytes moved through relay pipes (also counted in `bytes_in`/`bytes_out`).
+    pub bytes_spliced: u64,
     /// Cross-shard messages this shard posted.
     pub msgs_sent: u64,
     /// Cross-shard messages (and handed-off connections) this shard took in.
@@ -138,6 +144,8 @@ impl ShardMetrics {
             closed_send_queue_full: self.closed_send_queue_full.get(),
             pool_bytes: self.pool_bytes.get(),
             pool_off_node_pages: self.pool_off_node_pages.get(),
+            relays_started: self.relays_started.get(),
+            bytes_spliced: self.bytes_spliced.get(),
             ..ShardMetricsSnapshot::default()
         }
     }
@@ -228,6 +236,8 @@ impl Metrics {
                     closed_send_queue_full: a.closed_send_queue_full + s.closed_send_queue_full,
                     pool_bytes: a.pool_bytes + s.pool_bytes,
                     pool_off_node_pages: a.pool_off_node_pages + s.pool_off_node_pages,
+                    relays_started: a.relays_started + s.relays_started,
+                    bytes_spliced: a.bytes_spliced + s.bytes_spliced,
                     msgs_sent: a.msgs_sent + s.msgs_sent,
                     msgs_received: a.msgs_received + s.msgs_received,
                     doorbell_writes: a.doorbell_writes + s.doorbell_writes,

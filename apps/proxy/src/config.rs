@@ -300,6 +300,11 @@ pub struct ProxyLimits {
     /// backlog until some close. `None`: from the open-files limit, see
     /// [`ProxyLimits::client_cap`].
     pub max_connections: Option<usize>,
+    /// L4 relaying through kernel pipes (splice) for bulk transfers.
+    pub splice: SpliceMode,
+    /// Pipes each shard may use for splice at once (two fds each); a bulk
+    /// direction finding none keeps copying. Fixed at start.
+    pub splice_pipes: usize,
 }
 
 /// File descriptors kept aside from the connection cap for listeners, the
@@ -333,6 +338,21 @@ fn open_files_limit() -> Option<u64> {
     (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
 }
 
+/// When an L4 session relays a direction with splice instead of copying it
+/// through the proxy (`[limits] splice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpliceMode {
+    /// Where it was measured to save CPU (`shardline-bench l4`): today both
+    /// backends, for a direction whose reads come in full (bulk).
+    #[default]
+    Auto,
+    /// On every backend, for a direction whose reads come in full.
+    Always,
+    /// Always copy.
+    Never,
+}
+
 impl Default for ProxyLimits {
     fn default() -> ProxyLimits {
         ProxyLimits {
@@ -343,6 +363,8 @@ impl Default for ProxyLimits {
             connect_attempts: 3,
             send_high_water: 256 << 10,
             max_connections: None,
+            splice: SpliceMode::Auto,
+            splice_pipes: 64,
         }
     }
 }

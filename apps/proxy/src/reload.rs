@@ -118,6 +118,14 @@ impl Shared {
             );
             config.limits.max_connections = running.limits.max_connections;
         }
+        if config.limits.splice_pipes != running.limits.splice_pipes {
+            tracing::warn!(
+                running = running.limits.splice_pipes,
+                file = config.limits.splice_pipes,
+                "limits.splice_pipes cannot change on reload; keeping the running one"
+            );
+            config.limits.splice_pipes = running.limits.splice_pipes;
+        }
         let gen = slot.0 + 1;
         *slot = (gen, Arc::new(config));
         self.generation.store(gen, Ordering::Release);

@@ -13,7 +13,12 @@ use shardline::{
 
 use tracing::{error, info};
 
-use crate::{config::Config, reload::ReloadError, shard::ProxyShard, stats::ProxyStats};
+use crate::{
+    config::{Config, SpliceMode},
+    reload::ReloadError,
+    shard::ProxyShard,
+    stats::ProxyStats,
+};
 
 /// The framework limits that follow from `config`: outbound queues sized for
 /// relaying (the high-water mark is where the other side stops being read).
@@ -86,6 +91,11 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
     if let Some(cap) = config.limits.client_cap() {
         builder = builder.max_connections(cap);
     }
+    let pipes = match config.limits.splice {
+        SpliceMode::Never => 0,
+        SpliceMode::Auto | SpliceMode::Always => config.limits.splice_pipes,
+    };
+    builder = builder.splice_pipes(pipes);
     if let Some(addr) = config.admin_listen {
         let s = shared.clone();
         builder = builder.admin(AdminConfig::new(addr).render(move |w| s.stats.render(w)));

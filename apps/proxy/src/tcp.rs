@@ -7,6 +7,14 @@
 //!   attempt failed the client is closed (FIN, nothing sent).
 //! - **Relay**: bytes from one side are queued to the other; a backpressured queue
 //!   pauses reading the side that fills it until it drains.
+//! - **Splice** (`[limits] splice`): a direction whose reads come in full
+//!   ([`BULK_READ`]: bulk, not request/response chatter) is switched to
+//!   kernel-side relaying (`Ctx::splice_into`): its bytes go through a pipe and
+//!   never reach the proxy; what was queued before goes first. When the shard's
+//!   pipes are all in use the direction keeps copying (and tries again on the
+//!   next full read). Backpressure and half-close work the same way: the
+//!   framework stops reading a source whose pipe does not drain, and reports its
+//!   EOF once the pipe is empty.
 //! - **Half-close**, both ways: a side's EOF reaches the other side as a FIN
 //!   (`Ctx::shutdown_write`, after everything it sent was flushed there) while
 //!   the other direction goes on; once both sides sent their FIN the pair is
@@ -20,11 +28,15 @@ use tracing::{debug, info};
 
 use crate::{
     balance::{hash_ip, NoBackend},
-    config::Config,
+    config::{Config, SpliceMode},
     health::ProxyMsg,
     shard::{ProxyShard, TCP_TOKEN_BIT},
     stats::BackendGauges,
 };
+
+/// A read at least this long (the framework's default read buffer, filled)
+/// marks a direction as bulk: worth switching to splice.
+pub const BULK_READ: usize = 16 << 10;
 
 /// Which side of a session a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +213,13 @@ impl ProxyShard {
         }
     }
 
+    /// Whether bulk directions are spliced. `auto` is on for both backends:
+    /// measured with `shardline-bench l4`, splice took ~0.64x (epoll) and
+    /// ~0.68x (io_uring) the proxy CPU per GiB of copying.
+    fn splice_wanted(&self) -> bool {
+        self.config.limits.splice != SpliceMode::Never
+    }
+
     fn other(&self, conn: ConnId) -> Option<(usize, Side, Option<ConnId>)> {
         let &(key, side) = self.tcp.roles.get(&conn)?;
         let s = self.tcp.sessions.get(key)?;
@@ -312,6 +331,13 @@ impl ProxyShard {
             Some((_, _, Some(to))) => {
                 // An error means the other side is closing; its on_close ends the pair.
                 let _ = ctx.send(to, data);
+                if data.len() >= BULK_READ && self.splice_wanted() {
+                    // From now on in the kernel, behind what was just queued. No
+                    // pipe (all in use): keep copying.
+                    if let Err(e) = ctx.splice_into(conn, to) {
+                        debug!(conn = %conn, error = %e, "not spliced; copying");
+                    }
+                }
                 data.len()
             }
             // Client bytes that came before the pause took effect: keep them (the

@@ -121,6 +121,8 @@ pub struct ServerBuilder {
     pub(crate) oversubscribe: bool,
     pub(crate) mailbox_capacity: usize,
     pub(crate) admin: Option<AdminConfig>,
+    pub(crate) splice_pipes: usize,
+    pub(crate) pipe_size: usize,
 }
 
 impl Default for ServerBuilder {
@@ -147,6 +149,8 @@ impl Default for ServerBuilder {
             oversubscribe: false,
             mailbox_capacity: 1024,
             admin: None,
+            splice_pipes: 256,
+            pipe_size: 0,
         }
     }
 }
@@ -233,6 +237,23 @@ impl ServerBuilder {
     /// less CPU per message for up to `delay` more latency.
     pub fn flush_delay(mut self, delay: Duration) -> Self {
         self.flush_delay = delay;
+        self
+    }
+
+    /// Most pipes a shard keeps for [`Ctx::splice_into`](crate::Ctx::splice_into)
+    /// relays (each costs two fds; an idle one is kept for reuse). When they are
+    /// all in use `splice_into` fails with `SpliceError::NoPipe` and the handler
+    /// keeps copying. Zero turns relaying off. Default 256.
+    pub fn splice_pipes(mut self, pipes: usize) -> Self {
+        self.splice_pipes = pipes;
+        self
+    }
+
+    /// Capacity asked for each relay pipe (F_SETPIPE_SZ, rounded up by the kernel
+    /// to a power-of-two number of pages, capped by `/proc/sys/fs/pipe-max-size`);
+    /// it bounds what one relay holds. Zero (the default) keeps the kernel's 64 KiB.
+    pub fn splice_pipe_size(mut self, bytes: usize) -> Self {
+        self.pipe_size = bytes;
         self
     }
 

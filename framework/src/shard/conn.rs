@@ -74,6 +74,13 @@ pub(crate) struct Conn {
     pub(crate) inbound: bool,
     /// Already on the release list.
     pub(crate) released: bool,
+    /// Key (in `Core::relays`) of the relay this connection's input feeds.
+    pub(crate) relay_out: Option<usize>,
+    /// Key of the relay that writes into this connection.
+    pub(crate) relay_in: Option<usize>,
+    /// The op in the send slot (`sending`) is a relay's drain (pipe -> socket),
+    /// not a send of `out`.
+    pub(crate) draining: bool,
 }
 
 impl Conn {
@@ -108,6 +115,9 @@ impl Conn {
             live: false,
             inbound,
             released: false,
+            relay_out: None,
+            relay_in: None,
+            draining: false,
         }
     }
 

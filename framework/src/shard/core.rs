@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{
     conn::{Conn, Phase},
+    relay::{PipePool, Relay},
     timer::TimerWheel,
 };
 use crate::{
@@ -57,6 +58,8 @@ pub(crate) struct Core {
     pub(crate) flush_due: Option<Instant>,
     /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
     pub(crate) nonblocking_sockets: bool,
+    /// The driver's backend (for `Ctx::io_backend`).
+    pub(crate) backend: crate::Backend,
     /// Shutdown began: connections accepted from now on are closed gracefully.
     pub(crate) shutting_down: bool,
     pub(crate) conns: Slab<Conn>,
@@ -71,6 +74,11 @@ pub(crate) struct Core {
     pub(crate) to_flush: Vec<ConnId>,
     pub(crate) to_release: Vec<ConnId>,
     pub(crate) notices: Vec<Notice>,
+    /// Relays (`Ctx::splice_into`), linked from their connections.
+    pub(crate) relays: Slab<Relay>,
+    pub(crate) pipes: PipePool,
+    /// Relay sources that may have a fill to issue.
+    pub(crate) to_fill: Vec<ConnId>,
 }
 
 impl Core {
@@ -84,6 +92,7 @@ impl Core {
             flush_delay: Duration::ZERO,
             flush_due: None,
             nonblocking_sockets: true,
+            backend: crate::Backend::Epoll,
             shutting_down: false,
             conns: Slab::new(),
             inbound: 0,
@@ -95,6 +104,9 @@ impl Core {
             to_flush: Vec::new(),
             to_release: Vec::new(),
             notices: Vec::new(),
+            relays: Slab::new(),
+            pipes: PipePool::new(0, 0),
+            to_fill: Vec::new(),
         }
     }
 
@@ -181,11 +193,12 @@ impl Core {
     /// Performs a requested half-close once the queue is empty and no send is in
     /// flight (a connection still connecting waits for its connect).
     pub(crate) fn continue_shutdown(&mut self, id: ConnId) {
+        let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         if !conn.shut_pending || conn.sending || conn.phase != Phase::Open {
             return;
         }
-        if !conn.out.is_empty() {
+        if !conn.out.is_empty() || piped > 0 {
             self.list_flush(id);
             return;
         }
@@ -294,11 +307,12 @@ impl Core {
     /// Moves a closing connection on once its queue is empty: half-close, then wait
     /// for the peer's EOF (or the linger deadline).
     pub(crate) fn continue_close(&mut self, id: ConnId) {
+        let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         if !conn.is_closing() || conn.sending {
             return;
         }
-        if !conn.out.is_empty() {
+        if !conn.out.is_empty() || piped > 0 {
             self.list_flush(id);
             return;
         }
@@ -306,11 +320,18 @@ impl Core {
             conn.write_shut = true;
             let _ = conn.socket.shutdown(std::net::Shutdown::Write);
         }
+        let eof = conn.eof;
+        // Bytes it already gave a relay reach their destination first (releasing
+        // it would end the relay and drop them).
+        if self.feeding_relay(id) {
+            return;
+        }
+        let Some(conn) = self.get_mut(id) else { return };
         // Closing a socket with unread input sends RST instead of FIN, and the
         // peer's TCP may then drop what we sent that it has not read yet. With no
         // unread input the close is a plain FIN after the data: release now.
         // Otherwise keep reading (discarding) until drained, EOF or linger.
-        if conn.eof || unread_input(&conn.socket) == 0 {
+        if eof || unread_input(&conn.socket) == 0 {
             self.release_later(id);
         }
     }
@@ -358,6 +379,9 @@ impl Core {
         }
         conn.reading = on;
         let redeliver = on && conn.unpresented && !conn.is_closing();
+        if on && conn.relay_out.is_some() {
+            self.to_fill.push(id);
+        }
         self.read_changes.push(id);
         if redeliver {
             self.notices.push(Notice::Redeliver(id));

@@ -96,6 +96,11 @@ pub(super) fn dispatch<H: Handler>(
                 }
                 Phase::Connecting => return,
             };
+            if conn.relay_out.is_some() {
+                // Read the ordinary way just before the relay took over.
+                core.relay_late_data(id, data);
+                return;
+            }
             if !conn.reading {
                 // Arrived after a pause took effect in the handler but before the
                 // driver stopped reading: keep it for resume.
@@ -116,6 +121,10 @@ pub(super) fn dispatch<H: Handler>(
                 return;
             }
             conn.eof = true;
+            if conn.relay_out.is_some() && conn.phase == Phase::Open {
+                core.relay_eof(id);
+                return;
+            }
             match conn.phase {
                 Phase::Open => core.notices.push(Notice::Eof(id)),
                 Phase::Closing(_) => core.continue_close(id),
@@ -126,6 +135,14 @@ pub(super) fn dispatch<H: Handler>(
             let limits = core.limits;
             let Some(conn) = core.get_mut(id) else { return };
             conn.sending = false;
+            if std::mem::take(&mut conn.draining) {
+                let closing = conn.is_closing();
+                core.relay_drained(id, result);
+                if closing {
+                    core.continue_close(id);
+                }
+                return;
+            }
             match result {
                 Ok(n) => {
                     conn.out.advance(n);
@@ -175,6 +192,7 @@ pub(super) fn dispatch<H: Handler>(
                 }
             }
         }
+        Completion::Spliced { conn: id, result } => core.relay_filled(id, result),
         // The shutdown flag (and later the mailboxes) are checked every turn.
         Completion::Doorbell => {}
     }
@@ -251,6 +269,11 @@ pub(super) fn present<H: Handler>(
         if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
             conn.input = input;
         }
+    }
+    if core.relay_of(id).is_some() {
+        // `splice_into` was called in this `on_data`: the rest goes to `to`.
+        core.spill_input(id);
+        return;
     }
     let Some(conn) = core.get_mut(id) else { return };
     if conn.input.len() > max_input {

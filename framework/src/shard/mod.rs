@@ -14,6 +14,7 @@ mod dispatch;
 pub(crate) mod doorbell;
 pub(crate) mod driver;
 pub(crate) mod mailbox;
+pub(crate) mod relay;
 mod setup;
 pub(crate) mod timer;
 
@@ -358,7 +359,8 @@ impl<H: Handler> Shard<H> {
                     && !conn.eof
                     && match conn.phase {
                         Phase::Connecting => false,
-                        Phase::Open => conn.reading,
+                        // A relay source is read by fills only.
+                        Phase::Open => conn.reading && conn.relay_out.is_none(),
                         // Read (and discard) until the peer's EOF.
                         Phase::Closing(_) => true,
                     };
@@ -430,7 +432,29 @@ impl<H: Handler> Shard<H> {
         });
     }
 
+    /// Ends the relays `id` takes part in (it is being released): their ops are
+    /// cancelled before the pipe may be closed.
+    fn end_relays(&mut self, id: ConnId) {
+        let Some(conn) = self.core.get(id) else {
+            return;
+        };
+        for key in [conn.relay_out, conn.relay_in].into_iter().flatten() {
+            let Some(r) = self.core.relays.get(key) else {
+                continue;
+            };
+            let (from, to, filling) = (r.from, r.to, r.filling);
+            if filling {
+                self.driver.cancel_splice(from);
+            }
+            if self.core.get(to).is_some_and(|t| t.draining) {
+                self.driver.cancel_splice(to);
+            }
+            self.core.relay_detach(key);
+        }
+    }
+
     fn release(&mut self, id: ConnId) {
+        self.end_relays(id);
         let Some(conn) = self.core.remove(id) else {
             return;
         };
@@ -593,6 +617,29 @@ impl<H: Handler> Shard<H> {
         self.accept.update(&mut *self.driver, Instant::now())
     }
 
+    /// Issues the fills relays are ready for: source open and read, no fill in
+    /// flight, room in the pipe.
+    fn fill_relays(core: &mut Core, driver: &mut dyn Driver) {
+        let mut list = std::mem::take(&mut core.to_fill);
+        for id in list.drain(..) {
+            let Some(conn) = core.get(id) else { continue };
+            let Some(key) = conn.relay_out else { continue };
+            if conn.phase != Phase::Open || !conn.reading || conn.eof {
+                continue;
+            }
+            let fd = conn.socket.as_raw_fd();
+            let Some(r) = core.relays.get_mut(key) else {
+                continue;
+            };
+            if r.filling || r.pipe_full || r.eof || r.room() == 0 {
+                continue;
+            }
+            r.filling = true;
+            driver.splice_in(id, fd, r.pipe.write_fd(), r.room());
+        }
+        recycle(&mut core.to_fill, list);
+    }
+
     fn flush(&mut self) {
         let Shard { core, driver, .. } = self;
         let mut list = std::mem::take(&mut core.to_flush);
@@ -605,8 +652,23 @@ impl<H: Handler> Shard<H> {
             let Some(conn) = core.get_mut(id) else {
                 return false;
             };
-            if conn.sending || conn.phase == Phase::Connecting || conn.out.is_empty() {
+            if conn.sending || conn.phase == Phase::Connecting {
                 conn.flush_listed = false;
+                return false;
+            }
+            if conn.out.is_empty() {
+                conn.flush_listed = false;
+                let (relay_in, fd) = (conn.relay_in, conn.socket.as_raw_fd());
+                // Nothing queued: the turn of the pipe relayed into it, if any.
+                let relay = relay_in.and_then(|k| core.relays.get(k));
+                if let Some(r) = relay.filter(|r| r.in_pipe > 0) {
+                    let (pipe_r, len) = (r.pipe.read_fd(), r.in_pipe);
+                    if let Some(conn) = core.get_mut(id) {
+                        conn.sending = true;
+                        conn.draining = true;
+                    }
+                    driver.splice_out(id, fd, pipe_r, len);
+                }
                 return false;
             }
             if let Some(now) = now {
@@ -628,6 +690,7 @@ impl<H: Handler> Shard<H> {
             false
         });
         core.flush_due = due_first;
+        Self::fill_relays(core, &mut **driver);
         // Sending queues no callbacks, so nothing was listed meanwhile.
         debug_assert!(core.to_flush.is_empty());
         core.to_flush = list;

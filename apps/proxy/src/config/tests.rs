@@ -170,3 +170,22 @@ fn client_cap_is_the_setting_else_half_the_spare_fds() {
     )
     .is_err());
 }
+
+#[test]
+fn splice_mode_parses_and_defaults_to_auto() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n\
+                [pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n";
+    let c = Config::parse(base, "test").expect("valid");
+    assert_eq!(c.limits.splice, SpliceMode::Auto);
+    for (text, mode) in [
+        ("never", SpliceMode::Never),
+        ("always", SpliceMode::Always),
+        ("auto", SpliceMode::Auto),
+    ] {
+        let c = Config::parse(&format!("{base}[limits]\nsplice = \"{text}\"\n"), "test")
+            .expect("valid");
+        assert_eq!(c.limits.splice, mode);
+    }
+    let bad = Config::parse(&format!("{base}[limits]\nsplice = \"sometimes\"\n"), "test");
+    assert!(bad.is_err(), "unknown splice mode is an error");
+}

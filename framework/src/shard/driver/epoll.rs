@@ -66,6 +66,9 @@ struct EConn {
     queued: bool,
     /// A send hit EAGAIN and waits for the writable edge.
     send_parked: bool,
+    /// A relay fill (pipe write end, most bytes) that met an empty socket and
+    /// waits for the readable edge.
+    fill_parked: Option<(RawFd, usize)>,
     connecting: bool,
 }
 
@@ -111,6 +114,7 @@ pub(crate) struct EpollDriver {
 #[derive(Debug)]
 enum Deferred {
     Sent(ConnId, io::Result<usize>),
+    Spliced(ConnId, io::Result<usize>),
     Connected(ConnId, io::Result<()>),
 }
 
@@ -198,6 +202,13 @@ impl EpollDriver {
         if hup {
             c.hup = true;
         }
+        let parked_fill = if readable {
+            c.fill_parked
+                .take()
+                .map(|(pipe_w, max)| (c.fd, pipe_w, max))
+        } else {
+            None
+        };
         if writable {
             if c.connecting {
                 c.connecting = false;
@@ -211,8 +222,28 @@ impl EpollDriver {
                 self.deferred.push_back(Deferred::Sent(id, Ok(0)));
             }
         }
+        if let Some((fd, pipe_w, max)) = parked_fill {
+            self.fill(id, fd, pipe_w, max);
+        }
         if readable {
             self.mark_readable(id.index);
+        }
+    }
+
+    /// One splice socket -> pipe; parks on an empty socket (see `splice_in`).
+    fn fill(&mut self, conn: ConnId, fd: RawFd, pipe_w: RawFd, max: usize) {
+        match splice(fd, pipe_w, max) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Empty socket, or a pipe full below its byte capacity (partial
+                // pages): only the first waits for the readable edge.
+                if unread_bytes(fd) > 0 {
+                    self.deferred.push_back(Deferred::Spliced(conn, Err(e)));
+                } else if let Some(c) = self.conn_mut(conn) {
+                    c.fill_parked = Some((pipe_w, max));
+                    c.readable = false;
+                }
+            }
+            other => self.deferred.push_back(Deferred::Spliced(conn, other)),
         }
     }
 
@@ -343,6 +374,44 @@ impl EpollDriver {
     }
 }
 
+/// splice(2) of up to `len` bytes, non-blocking on both ends (the sockets are
+/// non-blocking too); EINTR is retried.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: plain syscall on descriptors the shard keeps open while they are
+        // registered (sockets) or in use by a relay (pipes); null offsets.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Bytes waiting in a socket's receive queue (0 if it cannot be asked).
+fn unread_bytes(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through a valid pointer to a local.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
 enum ReadOutcome {
     Drained,
     BudgetSpent,
@@ -408,6 +477,7 @@ impl Driver for EpollDriver {
             hup: false,
             queued: false,
             send_parked: false,
+            fill_parked: None,
             connecting: false,
         });
         Ok(())
@@ -449,6 +519,29 @@ impl Driver for EpollDriver {
                 }
             }
             other => self.deferred.push_back(Deferred::Sent(conn, other)),
+        }
+    }
+
+    fn splice_in(&mut self, conn: ConnId, fd: RawFd, pipe_w: RawFd, max: usize) {
+        self.fill(conn, fd, pipe_w, max);
+    }
+
+    fn splice_out(&mut self, conn: ConnId, fd: RawFd, pipe_r: RawFd, len: usize) {
+        match splice(pipe_r, fd, len) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.send_parked = true;
+                }
+            }
+            other => self.deferred.push_back(Deferred::Sent(conn, other)),
+        }
+    }
+
+    fn cancel_splice(&mut self, conn: ConnId) {
+        // Splices run inside the calls above; only a parked fill remembers a pipe.
+        // A parked drain keeps its send slot: the writable edge reports "retry".
+        if let Some(c) = self.conn_mut(conn) {
+            c.fill_parked = None;
         }
     }
 
@@ -550,6 +643,7 @@ impl Driver for EpollDriver {
         while let Some(d) = self.deferred.pop_front() {
             match d {
                 Deferred::Sent(conn, result) => sink(Completion::Sent { conn, result }),
+                Deferred::Spliced(conn, result) => sink(Completion::Spliced { conn, result }),
                 Deferred::Connected(conn, result) => {
                     if result.is_err() {
                         if let Some(c) = self.conn_mut(conn) {

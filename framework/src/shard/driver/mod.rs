@@ -52,6 +52,12 @@ pub(crate) enum Completion<'a> {
         conn: ConnId,
         result: io::Result<usize>,
     },
+    /// A relay's fill (`splice_in`) finished: `Ok(n)` bytes went into the pipe,
+    /// `Ok(0)` is the socket's EOF, `Err(WouldBlock)` means the pipe was full.
+    Spliced {
+        conn: ConnId,
+        result: io::Result<usize>,
+    },
     /// An outbound connect finished.
     Connected {
         conn: ConnId,
@@ -91,6 +97,24 @@ pub(crate) trait Driver {
     /// Writes `chunks` (at most [`MAX_SEND_CHUNKS`]) in order. The chunks stay valid
     /// until the `Sent` completion because the driver keeps clones if it needs them.
     fn send(&mut self, conn: ConnId, fd: RawFd, chunks: &[Bytes]);
+
+    /// Moves up to `max` bytes (at most the room left in the pipe) from socket `fd`
+    /// into the pipe whose write end is `pipe_w`, once the socket has data; one
+    /// `Spliced` follows. At most one per connection in flight, and the connection
+    /// is not being read otherwise (reading is off; io_uring waits for an armed
+    /// recv to end first).
+    fn splice_in(&mut self, conn: ConnId, fd: RawFd, pipe_w: RawFd, max: usize);
+
+    /// Moves `len` bytes (what the pipe holds) from the pipe whose read end is
+    /// `pipe_r` into socket `fd`. It takes the connection's one send slot and
+    /// completes as `Sent` (`Ok(0)`: retry, the socket was full).
+    fn splice_out(&mut self, conn: ConnId, fd: RawFd, pipe_r: RawFd, len: usize);
+
+    /// Ends `conn`'s in-flight `splice_in` or `splice_out`, if any, before its pipe
+    /// is closed: when this returns no request names the pipe any more. A
+    /// cancelled `splice_out` still completes (as `Sent`, any result); a cancelled
+    /// `splice_in` may complete or not.
+    fn cancel_splice(&mut self, conn: ConnId);
 
     /// Connects a registered, non-blocking socket to `addr`.
     fn connect(&mut self, conn: ConnId, fd: RawFd, addr: SockAddr);

@@ -52,6 +52,14 @@ const CONNECT: u8 = 4;
 const CANCEL: u8 = 5;
 const DOORBELL: u8 = 6;
 const WATCH: u8 = 7;
+/// Relay ops (payload: `ConnId::to_bits`): a POLL_ADD linked to the SPLICE it
+/// guards, for a fill (socket -> pipe) and a drain (pipe -> socket).
+const FILL_POLL: u8 = 8;
+const FILL: u8 = 9;
+const DRAIN_POLL: u8 = 10;
+const DRAIN: u8 = 11;
+/// Offset meaning "none" for the pipe and socket ends of a splice.
+const NO_OFFSET: i64 = -1;
 /// `IORING_RECVSEND_POLL_FIRST` (sqe->ioprio of a recv or send).
 const RECVSEND_POLL_FIRST: u16 = 1;
 /// `IORING_ENTER_GETEVENTS`: reap (and, with DEFER_TASKRUN, run task work).
@@ -208,6 +216,15 @@ struct ConnSlot {
     rearm_queued: bool,
     /// user_data of the in-flight send or connect, to cancel on removal.
     op: Option<u64>,
+    /// A relay fill is in flight.
+    fill: bool,
+    /// A fill asked for while the recv was still armed: (pipe write end, max),
+    /// issued when the recv ends so no relayed byte overtakes a received one.
+    pending_fill: Option<(RawFd, u32)>,
+    /// Cancelled fills whose completion is still to come (and to be ignored).
+    stale_fills: u8,
+    /// A relay drain is in flight.
+    drain: bool,
 }
 
 struct ListenerSlot {
@@ -489,6 +506,9 @@ impl UringDriver {
             ACCEPT => self.on_accept(payload, res, cqueue::more(flags), sink),
             DOORBELL => self.on_doorbell(res, cqueue::more(flags), sink),
             WATCH => self.on_watch(payload, res, cqueue::more(flags), sink),
+            FILL => self.on_fill(payload, res, sink),
+            DRAIN => self.on_drain(payload, res, sink),
+            FILL_POLL | DRAIN_POLL => {}
             CANCEL => {}
             kind => warn!(kind, "io_uring completion of unknown kind"),
         }
@@ -542,6 +562,12 @@ impl UringDriver {
         };
         let slot = &mut self.conns[index];
         slot.recv_armed &= cqueue::more(flags);
+        if !slot.recv_armed {
+            if let Some((pipe_w, max)) = slot.pending_fill.take() {
+                self.issue_fill(index, pipe_w, max);
+            }
+        }
+        let slot = &mut self.conns[index];
         match res {
             1.. => {}
             0 => {
@@ -574,6 +600,126 @@ impl UringDriver {
         let slot = &self.conns[index];
         if slot.want_read && !slot.recv_armed && !slot.read_closed {
             self.arm_recv(index);
+        }
+    }
+
+    /// POLL_ADD(POLLIN) linked to SPLICE(socket -> pipe): the splice runs (in an
+    /// io-wq worker: the kernel always punts splice) only once the socket has
+    /// data, so no worker blocks on an idle socket.
+    fn issue_fill(&mut self, index: usize, pipe_w: RawFd, max: u32) {
+        let slot = &mut self.conns[index];
+        let Some(id) = slot.id else { return };
+        slot.fill = true;
+        let fd = slot.fd;
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(user_data(FILL_POLL, id.to_bits()));
+        let splice =
+            opcode::Splice::new(types::Fd(fd), NO_OFFSET, types::Fd(pipe_w), NO_OFFSET, max)
+                .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
+                .build()
+                .user_data(user_data(FILL, id.to_bits()));
+        self.push_pair(poll, splice);
+    }
+
+    /// Same shape as a fill, waiting for POLLOUT: pipe -> socket.
+    fn issue_drain(&mut self, index: usize, pipe_r: RawFd, len: u32) {
+        let slot = &mut self.conns[index];
+        let Some(id) = slot.id else { return };
+        slot.drain = true;
+        let fd = slot.fd;
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(user_data(DRAIN_POLL, id.to_bits()));
+        let splice =
+            opcode::Splice::new(types::Fd(pipe_r), NO_OFFSET, types::Fd(fd), NO_OFFSET, len)
+                .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
+                .build()
+                .user_data(user_data(DRAIN, id.to_bits()));
+        self.push_pair(poll, splice);
+    }
+
+    /// Two linked SQEs must be in the same submission: make room for both first.
+    fn push_pair(&mut self, first: squeue::Entry, second: squeue::Entry) {
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < 2 || !self.backlog.is_empty() {
+            self.submit_pending();
+        }
+        self.push(first);
+        self.push(second);
+    }
+
+    fn on_fill(&mut self, bits: u64, res: i32, sink: Sink<'_>) {
+        let Some(index) = self.slot_index(ConnId::from_bits(bits)) else {
+            return;
+        };
+        let slot = &mut self.conns[index];
+        if slot.stale_fills > 0 {
+            slot.stale_fills -= 1;
+            return;
+        }
+        slot.fill = false;
+        let Some(conn) = slot.id else { return };
+        let result = match res {
+            0.. => Ok(res as usize),
+            // Readable, yet nothing moved: a full pipe (partial pages); the shard
+            // retries after the next drain (or at once if the pipe is empty).
+            e if e == -libc::EAGAIN => Err(os_error(e)),
+            e => Err(os_error(e)),
+        };
+        sink(Completion::Spliced { conn, result });
+    }
+
+    fn on_drain(&mut self, bits: u64, res: i32, sink: Sink<'_>) {
+        let Some(index) = self.slot_index(ConnId::from_bits(bits)) else {
+            return;
+        };
+        let slot = &mut self.conns[index];
+        slot.drain = false;
+        let Some(conn) = slot.id else { return };
+        let result = match res {
+            0.. => Ok(res as usize),
+            e if e == -libc::EAGAIN => Ok(0),
+            e => Err(os_error(e)),
+        };
+        sink(Completion::Sent { conn, result });
+    }
+
+    /// Cancels the relay ops of slot `index` and waits until the kernel is done
+    /// with them (a splice in an io-wq worker resolves its fds only when it runs:
+    /// the pipe and the socket must outlive that). Bounded by one second.
+    fn sync_cancel_splices(&mut self, index: usize) {
+        let slot = self.conns[index];
+        let Some(id) = slot.id else { return };
+        let mut targets = Vec::with_capacity(4);
+        if slot.fill {
+            targets.extend([FILL_POLL, FILL]);
+        }
+        if slot.drain {
+            targets.extend([DRAIN_POLL, DRAIN]);
+        }
+        if targets.is_empty() {
+            return;
+        }
+        self.submit_pending();
+        for kind in targets {
+            let ud = user_data(kind, id.to_bits());
+            let timeout = types::Timespec::from(Duration::from_secs(1));
+            let cancel = types::CancelBuilder::user_data(ud).all();
+            match self
+                .ring
+                .submitter()
+                .register_sync_cancel(Some(timeout), cancel)
+            {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => warn!(conn = %id, error = %e, "io_uring splice cancel failed"),
+            }
         }
     }
 
@@ -771,6 +917,40 @@ impl Driver for UringDriver {
         self.push_op(conn, sqe.user_data(user_data(SEND, key as u64)));
     }
 
+    fn splice_in(&mut self, conn: ConnId, _fd: RawFd, pipe_w: RawFd, max: usize) {
+        let Some(index) = self.slot_index(conn) else {
+            return;
+        };
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let slot = &mut self.conns[index];
+        if slot.recv_armed {
+            slot.pending_fill = Some((pipe_w, max));
+            if self.recv_cap.is_some() {
+                self.cancel(user_data(RECV, conn.to_bits()));
+            }
+        } else {
+            self.issue_fill(index, pipe_w, max);
+        }
+    }
+
+    fn splice_out(&mut self, conn: ConnId, _fd: RawFd, pipe_r: RawFd, len: usize) {
+        if let Some(index) = self.slot_index(conn) {
+            self.issue_drain(index, pipe_r, u32::try_from(len).unwrap_or(u32::MAX));
+        }
+    }
+
+    fn cancel_splice(&mut self, conn: ConnId) {
+        let Some(index) = self.slot_index(conn) else {
+            return;
+        };
+        self.conns[index].pending_fill = None;
+        self.sync_cancel_splices(index);
+        let slot = &mut self.conns[index];
+        if std::mem::take(&mut slot.fill) {
+            slot.stale_fills = slot.stale_fills.saturating_add(1);
+        }
+    }
+
     fn connect(&mut self, conn: ConnId, fd: RawFd, addr: SockAddr) {
         let addr = Box::new(addr);
         let key = self.ops.vacant_key();
@@ -783,6 +963,7 @@ impl Driver for UringDriver {
         let Some(index) = self.slot_index(conn) else {
             return;
         };
+        self.sync_cancel_splices(index);
         let slot = std::mem::take(&mut self.conns[index]);
         let pending = self.has_pending();
         // In-flight requests hold the file open: cancel them so the socket really closes.

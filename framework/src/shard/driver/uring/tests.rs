@@ -16,6 +16,8 @@ enum Ev {
     Data(ConnId, Vec<u8>),
     Closed(ConnId, Option<io::ErrorKind>),
     Sent(ConnId, usize),
+    /// Relay fills: not exercised by these driver tests (tests/splice.rs is).
+    Spliced,
     Connected(ConnId, Option<io::ErrorKind>),
     Doorbell,
     Readable(u32),
@@ -49,6 +51,7 @@ fn turn(d: &mut UringDriver) -> Vec<Ev> {
             Completion::Data { conn, data } => Ev::Data(conn, data.to_vec()),
             Completion::ReadClosed { conn, error } => Ev::Closed(conn, error.map(|e| e.kind())),
             Completion::Sent { conn, result } => Ev::Sent(conn, result.expect("send")),
+            Completion::Spliced { .. } => Ev::Spliced,
             Completion::Connected { conn, result } => {
                 Ev::Connected(conn, result.err().map(|e| e.kind()))
             }
