@@ -1,5 +1,8 @@
-//! Balancing through real backends: least-connections sends fewer requests to
-//! a slow backend than round-robin does. Both I/O backends, 1 and 4 shards.
+//! Balancing through real backends: weighted round-robin follows the weights
+//! exactly and smoothly; least-connections and power-of-two-choices send fewer
+//! requests to a slow backend than round-robin does; consistent hash is sticky,
+//! and keeps every key whose backend stays when another leaves. Both I/O
+//! backends, 1 and 4 shards.
 
 mod common;
 
@@ -132,6 +135,116 @@ fn consistent_hash_on_a_header_is_sticky() {
             used.len(),
             3,
             "{}: 30 users spread over every backend",
+            proxy.label
+        );
+    }
+}
+
+/// Smooth weighted round-robin, weights 3 and 1: one keep-alive client (so one
+/// shard's balancer) sees exactly 3 : 1 over whole cycles, never the light
+/// backend twice in a row.
+#[test]
+fn weighted_round_robin_follows_the_weights() {
+    for (io, shards) in matrix() {
+        let heavy = HttpBackend::start("heavy", Answer::Info);
+        let light = HttpBackend::start("light", Answer::Info);
+        let cfg = format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
+             [pool.p]\nbalance = \"weighted-round-robin\"\n\
+             backends = [{{ address = \"{}\", weight = 3 }}, {{ address = \"{}\", weight = 1 }}]\n",
+            heavy.addr(),
+            light.addr()
+        );
+        let proxy = TestProxy::start(io, shards, &cfg);
+        let mut c = HttpClient::new(proxy.connect());
+        let order: Vec<String> = (0..40)
+            .map(|_| {
+                c.send(&get("/"));
+                let r = c.response(false);
+                assert_eq!(r.status, 200, "{}", proxy.label);
+                r.header("X-Backend").expect("backend").to_string()
+            })
+            .collect();
+        let light_n = order.iter().filter(|b| *b == "light").count();
+        assert_eq!(light_n, 10, "{}: {order:?}", proxy.label);
+        assert!(
+            order
+                .windows(2)
+                .all(|w| !(w[0] == "light" && w[1] == "light")),
+            "{}: not smooth: {order:?}",
+            proxy.label
+        );
+    }
+}
+
+/// Power of two choices among three backends, one slow: the slow one is the
+/// more loaded of its pair most of the time, so it gets far less than the
+/// third round-robin would give it.
+#[test]
+fn power_of_two_choices_avoids_a_slow_backend() {
+    for (io, shards) in matrix() {
+        let slow = HttpBackend::start("slow", Answer::SlowInfo(100));
+        let fast: Vec<HttpBackend> = ["f1", "f2"]
+            .iter()
+            .map(|n| HttpBackend::start(n, Answer::Info))
+            .collect();
+        let addrs = [slow.addr(), fast[0].addr(), fast[1].addr()];
+        let proxy = TestProxy::start(io, shards, &config(&addrs, "power-of-two-choices"));
+        let seen = load(&proxy, 8, Duration::from_millis(600));
+        let share = slow_share(&seen);
+        assert!(
+            share < 0.15,
+            "{}: power-of-two-choices gives the slow backend {share:.2} ({seen:?})",
+            proxy.label
+        );
+        assert!(
+            seen.contains_key("f1") && seen.contains_key("f2"),
+            "{}: both fast backends used ({seen:?})",
+            proxy.label
+        );
+    }
+}
+
+/// Consistent hash on the client's header when one of three backends leaves
+/// (killed; a health check with `fall = 1` notices): every key whose backend
+/// is still up stays where it was, and the leaver's keys are all still served.
+#[test]
+fn consistent_hash_keeps_keys_when_a_backend_leaves() {
+    for (io, shards) in matrix() {
+        let mut backends: Vec<HttpBackend> = ["a", "b", "c"]
+            .iter()
+            .map(|n| HttpBackend::start(n, Answer::Info))
+            .collect();
+        let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+        let cfg = config(&addrs, "consistent-hash").replace(
+            "balance = \"consistent-hash\"",
+            "balance = \"consistent-hash\"\nhash_header = \"X-User\"",
+        ) + "[pool.p.health]\ninterval_ms = 50\ntimeout_ms = 200\nrise = 1\nfall = 1\n";
+        let proxy = TestProxy::start(io, shards, &cfg);
+        let ask = |user: u32| {
+            let mut c = HttpClient::new(proxy.connect());
+            c.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: u{user}\r\n\r\n").as_bytes());
+            let r = c.response(false);
+            assert_eq!(r.status, 200, "{}: user {user}", proxy.label);
+            r.header("X-Backend").expect("backend").to_string()
+        };
+        let before: Vec<String> = (0..60).map(ask).collect();
+        backends[1].kill();
+        // Down everywhere once the checker saw it (then broadcast to shards).
+        thread::sleep(Duration::from_millis(400));
+        let after: Vec<String> = (0..60).map(ask).collect();
+        let mut moved_from_b = 0;
+        for (user, (b, a)) in before.iter().zip(&after).enumerate() {
+            if b == "b" {
+                assert_ne!(a, "b", "{}: user {user} still on the dead one", proxy.label);
+                moved_from_b += 1;
+            } else {
+                assert_eq!(a, b, "{}: user {user} moved though {b} is up", proxy.label);
+            }
+        }
+        assert!(
+            moved_from_b > 0,
+            "{}: b owned no key: {before:?}",
             proxy.label
         );
     }
