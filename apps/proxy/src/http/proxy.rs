@@ -212,6 +212,23 @@ impl HttpState {
         idle
     }
 
+    /// Exchange `exchange` of client `client` (of connection serial `serial`),
+    /// if a timer's target is still there: with the client's connection and
+    /// whether its buffer is empty.
+    fn exchange_mut(
+        &mut self,
+        client: usize,
+        serial: u64,
+        exchange: u64,
+    ) -> Option<(ConnId, bool, &mut Exchange)> {
+        let c = self
+            .clients
+            .get_mut(client)
+            .filter(|c| c.serial == serial)?;
+        let ex = c.exchange.as_mut().filter(|e| e.serial == exchange)?;
+        Some((c.conn, c.buf.is_empty(), ex))
+    }
+
     /// Whether `conn` is an HTTP client or upstream connection of this shard.
     pub(crate) fn owns(&self, conn: ConnId) -> bool {
         self.roles.contains_key(&conn)
@@ -542,16 +559,9 @@ impl ProxyShard {
                 exchange,
             } => {
                 self.http.timers.remove(&token);
-                let Some(c) = self
-                    .http
-                    .clients
-                    .get_mut(client)
-                    .filter(|c| c.serial == serial)
+                let Some((conn, nothing_yet, ex)) =
+                    self.http.exchange_mut(client, serial, exchange)
                 else {
-                    return;
-                };
-                let (conn, nothing_yet) = (c.conn, c.buf.is_empty());
-                let Some(ex) = c.exchange.as_mut().filter(|e| e.serial == exchange) else {
                     return;
                 };
                 ex.expect_timer = None;
@@ -568,14 +578,7 @@ impl ProxyShard {
                 exchange,
             } => {
                 self.http.timers.remove(&token);
-                let Some(ex) = self
-                    .http
-                    .clients
-                    .get_mut(client)
-                    .filter(|c| c.serial == serial)
-                    .and_then(|c| c.exchange.as_mut())
-                    .filter(|e| e.serial == exchange)
-                else {
+                let Some((_, _, ex)) = self.http.exchange_mut(client, serial, exchange) else {
                     return;
                 };
                 ex.timer = None;
