@@ -12,18 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{get, matrix, Answer, HttpBackend, HttpClient, TestProxy};
+use common::{get, http_config, matrix, Answer, HttpBackend, HttpClient, TestProxy};
 
+/// One HTTP pool over `backends` balanced by `balance`.
 fn config(backends: &[std::net::SocketAddr], balance: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
-         [pool.p]\nbalance = \"{balance}\"\nbackends = [{}]\n",
-        list.join(", ")
-    )
+    http_config(backends, &format!("balance = \"{balance}\"\n"))
 }
 
 /// `clients` keep-alive clients send GETs back to back for `run`; returns how

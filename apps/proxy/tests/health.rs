@@ -14,21 +14,20 @@ use std::{
     thread,
 };
 
-use common::{get, matrix, wait_until, Answer, HttpBackend, HttpClient, TestProxy, WAIT};
+use common::{
+    get, http_config, matrix, wait_until, Answer, HttpBackend, HttpClient, TestProxy, WAIT,
+};
 
 /// One pool over `backends` with HTTP health checks of `/health` every 30 ms.
 fn config(backends: &[SocketAddr], rise: u32, fall: u32, fail_open: bool, kind: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
-         [pool.p]\nfail_open = {fail_open}\nbackends = [{}]\n\
-         [pool.p.health]\nkind = \"{kind}\"\npath = \"/health\"\ninterval_ms = 30\n\
-         timeout_ms = 500\nrise = {rise}\nfall = {fall}\n\
-         [timeouts]\nconnect_ms = 1000\n",
-        list.join(", ")
+    http_config(
+        backends,
+        &format!(
+            "fail_open = {fail_open}\n\
+             [pool.p.health]\nkind = \"{kind}\"\npath = \"/health\"\ninterval_ms = 30\n\
+             timeout_ms = 500\nrise = {rise}\nfall = {fall}\n\
+             [timeouts]\nconnect_ms = 1000\n"
+        ),
     )
 }
 

@@ -471,8 +471,10 @@ pub fn get(target: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
 }
 
-/// An HTTP listener on port 0 with one round-robin pool of `backends`, plus
-/// `extra` TOML (a `[timeouts]` or `[limits]` table).
+/// An HTTP listener on port 0 with one pool `p` of `backends` (round-robin
+/// unless `extra` says otherwise), then `extra` TOML: keys of `[pool.p]` (e.g.
+/// `balance = ...`) and/or further tables (`[pool.p.health]`, `[timeouts]`,
+/// `[limits]`).
 pub fn http_config(backends: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = backends
         .iter()
