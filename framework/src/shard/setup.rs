@@ -119,7 +119,12 @@ impl<H: Handler> Shard<H> {
         core.flush_delay = cfg.builder.flush_delay;
         core.nonblocking_sockets = driver.nonblocking_sockets();
         core.backend = driver.backend();
-        core.pipes = super::relay::PipePool::new(cfg.builder.splice_pipes, cfg.builder.pipe_size);
+        let pipes = if driver.splice_supported() {
+            cfg.builder.splice_pipes
+        } else {
+            0
+        };
+        core.pipes = super::relay::PipePool::new(pipes, cfg.builder.pipe_size);
         let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
             start_err(std::io::Error::other(format!(
                 "handler factory panicked: {}",

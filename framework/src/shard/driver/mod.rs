@@ -81,6 +81,13 @@ pub(crate) trait Driver {
         true
     }
 
+    /// Whether this driver can run splice relays here (io_uring: the kernel has
+    /// the SPLICE opcode and synchronous cancellation); without, relaying is off
+    /// and `Ctx::splice_into` answers `NoPipe`.
+    fn splice_supported(&self) -> bool {
+        true
+    }
+
     /// Starts accepting on a listening socket owned by the shard.
     fn add_listener(&mut self, listener: usize, fd: RawFd) -> io::Result<()>;
 

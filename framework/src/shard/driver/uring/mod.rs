@@ -273,6 +273,29 @@ pub(crate) struct UringDriver {
     /// Recv requests armed so far (tests read it: multishot serves several reads
     /// per arm, and the cap ends an arm).
     recv_arms: u64,
+    /// The kernel has what splice relays need (see [`splice_support`]).
+    splice: bool,
+}
+
+/// Whether `ring`'s kernel has the SPLICE opcode and synchronous cancellation
+/// (Linux 6.0), which relays rely on to close a pipe or socket safely.
+fn splice_support(ring: &IoUring) -> bool {
+    let mut probe = Probe::new();
+    if ring.submitter().register_probe(&mut probe).is_err()
+        || !probe.is_supported(opcode::Splice::CODE)
+    {
+        return false;
+    }
+    // Cancelling nothing: ENOENT if the kernel knows the call.
+    let nothing = types::CancelBuilder::user_data(u64::MAX);
+    let timeout = types::Timespec::from(Duration::from_millis(1));
+    match ring
+        .submitter()
+        .register_sync_cancel(Some(timeout), nothing)
+    {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+    }
 }
 
 impl fmt::Debug for UringDriver {
@@ -309,9 +332,14 @@ impl UringDriver {
             )
         })?;
         let (entries, buf_size) = (config.entries, bufs.buf_size());
+        let splice = splice_support(&ring);
+        if !splice {
+            debug!("io_uring: no SPLICE or sync cancel here; splice relays are off");
+        }
         debug!(setup, entries, buf_size, "io_uring ring ready");
         Ok(UringDriver {
             reap_budget: 4 * ring.params().sq_entries() as usize,
+            splice,
             ring,
             setup,
             bufs,
@@ -806,6 +834,10 @@ impl Driver for UringDriver {
 
     fn nonblocking_sockets(&self) -> bool {
         false
+    }
+
+    fn splice_supported(&self) -> bool {
+        self.splice
     }
 
     fn add_listener(&mut self, listener: usize, fd: RawFd) -> io::Result<()> {
