@@ -3,18 +3,17 @@
 
 mod common;
 
-use common::{matrix, TestServer};
+use common::{each_server, join_all, sync_all};
 
 #[test]
 fn pong_comes_after_join_echo() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let mut a = srv.register_on(0, "alice");
         for round in 0..20 {
             let chan = format!("#barrier{round}");
             a.send(&format!("JOIN {chan}"));
             a.send(&format!("PING :after-{round}"));
-            let (pong, before) = a.until("PONG", |l| l.is("PONG"));
+            let (pong, before) = a.until_command("PONG");
             assert_eq!(pong.last(), format!("after-{round}"));
             assert!(
                 before.iter().any(|l| l.is("JOIN") && l.params[0] == chan),
@@ -27,25 +26,17 @@ fn pong_comes_after_join_echo() {
                 srv.label()
             );
         }
-        srv.stop();
-    }
+    });
 }
 
 /// After A's PONG, B's shard has queued A's earlier messages: a PING from B then
 /// returns them before its own PONG.
 #[test]
 fn pong_comes_after_delivery_on_other_shards() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        for x in [&mut a, &mut b, &mut c] {
-            x.join("#sync");
-        }
-        a.sync();
-        b.sync();
-        c.sync();
+    each_server(|srv| {
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#sync", [&mut a, &mut b, &mut c]);
+        sync_all([&mut a, &mut b, &mut c]);
         for round in 0..20 {
             a.send(&format!("PRIVMSG #sync :round {round}"));
             a.send(&format!("PRIVMSG carol :private {round}"));
@@ -65,6 +56,5 @@ fn pong_comes_after_delivery_on_other_shards() {
                 );
             }
         }
-        srv.stop();
-    }
+    });
 }

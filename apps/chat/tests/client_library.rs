@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{matrix, TestServer, WAIT};
+use common::{each_server, TestServer, WAIT};
 use futures_util::StreamExt;
 use irc::client::prelude::{Client, Command, Config, Message, Prefix, Response};
 use tokio::{
@@ -35,17 +35,10 @@ struct LibClient {
     label: String,
 }
 
-fn accepted(srv: &TestServer) -> Vec<u64> {
-    let m = srv.metrics();
-    (0..srv.shards)
-        .map(|s| m.snapshot_shard(s).conns_accepted)
-        .collect()
-}
-
 /// Connects a library client (not yet registered) and finds out from the shards'
 /// accept counters which shard took it. Connect one client at a time.
 async fn connect(srv: &TestServer, nick: &str) -> LibClient {
-    let before = accepted(srv);
+    let before = srv.accepted();
     let config = Config {
         nickname: Some(nick.to_string()),
         username: Some(nick.to_string()),
@@ -61,8 +54,7 @@ async fn connect(srv: &TestServer, nick: &str) -> LibClient {
         .unwrap_or_else(|e| panic!("{}: connect: {e}", srv.label()));
     let deadline = Instant::now() + WAIT;
     let shard = loop {
-        let now = accepted(srv);
-        if let Some(s) = (0..srv.shards).find(|&s| now[s] > before[s]) {
+        if let Some(s) = srv.newly_accepted(&before) {
             break s;
         }
         assert!(
@@ -300,13 +292,11 @@ async fn session(srv: &TestServer) {
 
 #[test]
 fn irc_crate_clients_chat_across_shards() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
-        rt.block_on(session(&srv));
-        srv.stop();
-    }
+        rt.block_on(session(srv));
+    });
 }

@@ -4,22 +4,15 @@
 
 mod common;
 
-use common::{matrix, TestServer};
+use common::{each_server, join_all, sync_all};
 
 #[test]
 fn kick_reaches_everyone_and_removes_the_member() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        for x in [&mut a, &mut b, &mut c] {
-            x.join("#kick");
-        }
-        for x in [&mut a, &mut b, &mut c] {
-            x.sync();
-        }
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#kick", [&mut a, &mut b, &mut c]);
+        sync_all([&mut a, &mut b, &mut c]);
         a.send("KICK #kick BOB :behave");
         for x in [&mut a, &mut b, &mut c] {
             let k = x.expect("KICK");
@@ -28,18 +21,11 @@ fn kick_reaches_everyone_and_removes_the_member() {
         }
         // Bob is out: he no longer gets the channel's messages, and may not speak.
         a.send("PRIVMSG #kick :after");
-        assert_eq!(c.until("PRIVMSG", |l| l.is("PRIVMSG")).0.last(), "after");
-        let at_b = b.sync();
-        assert!(!at_b.iter().any(|l| l.is("PRIVMSG")), "{label}: {at_b:?}");
+        assert_eq!(c.expect("PRIVMSG").last(), "after");
+        b.sync_without("PRIVMSG");
         b.send("PRIVMSG #kick :let me back");
         b.expect("404");
-        b.send("NAMES #kick");
-        let (_, lines) = b.until("366", |l| l.is("366"));
-        let names: Vec<&str> = lines
-            .iter()
-            .filter(|l| l.is("353"))
-            .map(|l| l.last())
-            .collect();
+        let names = b.names_lines("#kick");
         assert!(
             names.len() == 1 && !names[0].contains("bob"),
             "{label}: {names:?}"
@@ -63,58 +49,38 @@ fn kick_reaches_everyone_and_removes_the_member() {
         a.send("KICK #kick alice :bye me");
         a.expect("KICK");
         c.join("#kick");
-        c.send("NAMES #kick");
-        let (_, lines) = c.until("366", |l| l.is("366"));
-        assert!(
-            lines.iter().any(|l| l.is("353") && l.last() == "@carol"),
-            "{label}: {lines:?}"
-        );
-        srv.stop();
-    }
+        let names = c.names_lines("#kick");
+        assert!(names.iter().any(|n| n == "@carol"), "{label}: {names:?}");
+    });
 }
 
 #[test]
 fn kick_refusals() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        a.join("#k");
-        b.join("#k");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#k", [&mut a, &mut b]);
         a.sync();
-        a.send("KICK");
-        assert_eq!(a.expect("461").params[1], "KICK");
+        a.send_expect("KICK", "461", "KICK");
         a.send("KICK #k");
         a.expect("461");
-        a.send("KICK #nowhere bob");
-        assert_eq!(a.expect("403").params[1], "#nowhere", "{label}");
-        c.send("KICK #k bob");
-        assert_eq!(c.expect("442").params[1], "#k", "{label}");
-        b.send("KICK #k alice");
-        assert_eq!(b.expect("482").params[1], "#k", "{label}");
+        a.send_expect("KICK #nowhere bob", "403", "#nowhere");
+        c.send_expect("KICK #k bob", "442", "#k");
+        b.send_expect("KICK #k alice", "482", "#k");
         a.send("KICK #k carol");
         let e = a.expect("441");
         assert_eq!(e.params[1..3], ["carol", "#k"], "{label}");
-        a.send("KICK #k nobody");
-        assert_eq!(a.expect("401").params[1], "nobody", "{label}");
-        let seen = b.sync();
-        assert!(!seen.iter().any(|l| l.is("KICK")), "{label}: {seen:?}");
-        srv.stop();
-    }
+        a.send_expect("KICK #k nobody", "401", "nobody");
+        b.sync_without("KICK");
+    });
 }
 
 #[test]
 fn invite_and_its_refusals() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        a.join("#inv");
-        b.join("#inv");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#inv", [&mut a, &mut b]);
         a.sync();
         // Without +i any member may invite.
         b.send("INVITE carol #inv");
@@ -123,30 +89,23 @@ fn invite_and_its_refusals() {
         let got = c.expect("INVITE");
         assert_eq!(got.source.as_deref(), Some("bob!~bob@127.0.0.1"));
         assert_eq!(got.params, ["carol", "#inv"], "{label}");
-        b.send("INVITE");
-        assert_eq!(b.expect("461").params[1], "INVITE");
+        b.send_expect("INVITE", "461", "INVITE");
         b.send("INVITE carol");
         b.expect("461");
-        b.send("INVITE nobody #inv");
-        assert_eq!(b.expect("401").params[1], "nobody", "{label}");
+        b.send_expect("INVITE nobody #inv", "401", "nobody");
         b.send("INVITE alice #inv");
         let e = b.expect("443");
         assert_eq!(e.params[1..3], ["alice", "#inv"], "{label}");
-        c.send("INVITE bob #inv");
-        assert_eq!(c.expect("442").params[1], "#inv", "{label}");
-        b.send("INVITE carol #nowhere");
-        assert_eq!(b.expect("403").params[1], "#nowhere", "{label}");
+        c.send_expect("INVITE bob #inv", "442", "#inv");
+        b.send_expect("INVITE carol #nowhere", "403", "#nowhere");
         // +i: only ops invite.
         a.send("MODE #inv +i");
         b.expect("MODE");
-        b.send("INVITE carol #inv");
-        assert_eq!(b.expect("482").params[1], "#inv", "{label}");
-        let quiet = c.sync();
-        assert!(!quiet.iter().any(|l| l.is("INVITE")), "{label}: {quiet:?}");
+        b.send_expect("INVITE carol #inv", "482", "#inv");
+        c.sync_without("INVITE");
         a.send("INVITE carol #inv");
         a.expect("341");
         c.expect("INVITE");
         c.join("#inv");
-        srv.stop();
-    }
+    });
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{matrix, test_config, Client, TestServer};
+use common::{each_server_with, join_all, numbered, numbered_privmsgs, Client};
 
 /// Sends `line` to a connection the server may already have closed.
 fn try_send(c: &Client, line: &str) {
@@ -17,119 +17,106 @@ fn try_send(c: &Client, line: &str) {
 
 #[test]
 fn connections_per_ip_are_counted_across_shards() {
-    for (io, shards) in matrix() {
-        let mut config = test_config();
-        config.limits.max_connections_per_ip = 3;
-        let srv = TestServer::start_with(io, shards, config);
-        let label = srv.label();
-        // connect() takes whichever shard the kernel picks: with 4 shards these
-        // spread, and only a count kept in one place sees them all.
-        let mut first = srv.connect();
-        first.register("one");
-        let mut kept: Vec<_> = (0..2)
-            .map(|i| {
+    each_server_with(
+        |config| config.limits.max_connections_per_ip = 3,
+        |srv| {
+            let label = srv.label();
+            // connect() takes whichever shard the kernel picks: with 4 shards these
+            // spread, and only a count kept in one place sees them all.
+            let mut first = srv.connect();
+            first.register("one");
+            let mut kept: Vec<_> = (0..2)
+                .map(|i| {
+                    let mut c = srv.connect();
+                    c.register(&format!("more{i}"));
+                    c
+                })
+                .collect();
+            let mut over = srv.connect();
+            try_send(&over, "NICK over");
+            let lines = over.expect_error_close("Too many connections from your host");
+            assert!(!lines.iter().any(|l| l.is("001")), "{label}: {lines:?}");
+            // A slot frees when a connection goes (asynchronously: retry, bounded).
+            first.send("QUIT");
+            first.until_closed();
+            let mut admitted = false;
+            for attempt in 0..50 {
                 let mut c = srv.connect();
-                c.register(&format!("more{i}"));
-                c
-            })
-            .collect();
-        let mut over = srv.connect();
-        try_send(&over, "NICK over");
-        let lines = over.until_closed();
-        let err = lines.last().expect("an ERROR before the close");
-        assert!(
-            err.is("ERROR") && err.last().contains("Too many connections from your host"),
-            "{label}: {lines:?}"
-        );
-        assert!(!lines.iter().any(|l| l.is("001")), "{label}: {lines:?}");
-        // A slot frees when a connection goes (asynchronously: retry, bounded).
-        first.send("QUIT");
-        first.until_closed();
-        let mut admitted = false;
-        for attempt in 0..50 {
-            let mut c = srv.connect();
-            try_send(&c, &format!("NICK late{attempt}\r\nUSER late 0 * :Late"));
-            let (line, _) = c.until("001 or ERROR", |l| l.is("001") || l.is("ERROR"));
-            if line.is("001") {
-                admitted = true;
-                break;
+                try_send(&c, &format!("NICK late{attempt}\r\nUSER late 0 * :Late"));
+                let (line, _) = c.until("001 or ERROR", |l| l.is("001") || l.is("ERROR"));
+                if line.is("001") {
+                    admitted = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(admitted, "{label}: a freed slot is usable again");
-        kept[0].send("PING :alive");
-        assert_eq!(kept[0].expect("PONG").last(), "alive");
-        srv.stop();
-    }
+            assert!(admitted, "{label}: a freed slot is usable again");
+            kept[0].send("PING :alive");
+            assert_eq!(kept[0].expect("PONG").last(), "alive");
+        },
+    );
 }
 
 #[test]
 fn fake_lag_delays_but_loses_nothing() {
-    for (io, shards) in matrix() {
-        let mut config = test_config();
-        config.flood.enabled = true;
-        config.flood.command_cost_ms = 5;
-        config.flood.max_lag_ms = 20;
-        let srv = TestServer::start_with(io, shards, config);
-        let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        a.join("#f");
-        b.join("#f");
-        a.sync();
-        let n = 60;
-        let mut burst = String::new();
-        for i in 0..n {
-            burst.push_str(&format!("PRIVMSG #f :{i}\r\n"));
-        }
-        burst.push_str("PING :done\r\n");
-        a.send_raw(burst.as_bytes());
-        assert_eq!(a.expect("PONG").last(), "done", "{label}");
-        let got: Vec<String> = (0..n)
-            .map(|_| b.until("PRIVMSG", |l| l.is("PRIVMSG")).0.last().to_string())
-            .collect();
-        let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-        assert_eq!(got, expected, "{label}");
-        srv.stop();
-    }
+    each_server_with(
+        |config| {
+            config.flood.enabled = true;
+            config.flood.command_cost_ms = 5;
+            config.flood.max_lag_ms = 20;
+        },
+        |srv| {
+            let label = srv.label();
+            let [mut a, mut b] = srv.register_each(["alice", "bob"]);
+            join_all("#f", [&mut a, &mut b]);
+            a.sync();
+            let n = 60;
+            let mut burst = numbered_privmsgs("#f", n);
+            burst.push_str("PING :done\r\n");
+            a.send_raw(burst.as_bytes());
+            assert_eq!(a.expect("PONG").last(), "done", "{label}");
+            assert_eq!(b.privmsg_texts(n), numbered(n), "{label}");
+        },
+    );
 }
 
 #[test]
 fn excess_flood_disconnects() {
-    for (io, shards) in matrix() {
-        let mut config = test_config();
-        config.flood.enabled = true;
-        // Registration (NICK, USER), JOIN and one message run at once; after that
-        // every command waits a minute, far longer than this test.
-        config.flood.command_cost_ms = 60_000;
-        config.flood.max_lag_ms = 180_000;
-        config.flood.max_backlog_bytes = 1024;
-        let srv = TestServer::start_with(io, shards, config);
-        let label = srv.label();
-        let mut b = srv.register_on(1, "bob");
-        b.join("#f");
-        let mut a = srv.register_on(0, "alice");
-        a.join("#f");
-        b.expect("JOIN");
-        a.send("PRIVMSG #f :first");
-        a.send("PRIVMSG #f :second");
-        assert_eq!(b.until("PRIVMSG", |l| l.is("PRIVMSG")).0.last(), "first");
-        let filler = "PRIVMSG #f :filler filler filler filler filler\r\n".repeat(40);
-        a.send_raw(filler.as_bytes());
-        let lines = a.until_closed();
-        let err = lines.last().expect("an ERROR before the close");
-        assert!(err.last().contains("Excess Flood"), "{label}: {}", err.raw);
-        // Nothing after "first" ran: bob sees the QUIT next.
-        let (quit, before) = b.until("QUIT", |l| l.is("QUIT"));
-        assert!(
-            quit.last().contains("Excess Flood"),
-            "{label}: {}",
-            quit.raw
-        );
-        assert!(
-            !before.iter().any(|l| l.is("PRIVMSG")),
-            "{label}: {before:?}"
-        );
-        srv.stop();
-    }
+    each_server_with(
+        |config| {
+            config.flood.enabled = true;
+            // Registration (NICK, USER), JOIN and one message run at once; after that
+            // every command waits a minute, far longer than this test.
+            config.flood.command_cost_ms = 60_000;
+            config.flood.max_lag_ms = 180_000;
+            config.flood.max_backlog_bytes = 1024;
+        },
+        |srv| {
+            let label = srv.label();
+            let mut b = srv.register_on(1, "bob");
+            b.join("#f");
+            let mut a = srv.register_on(0, "alice");
+            a.join("#f");
+            b.expect("JOIN");
+            a.send("PRIVMSG #f :first");
+            a.send("PRIVMSG #f :second");
+            assert_eq!(b.expect("PRIVMSG").last(), "first");
+            let filler = "PRIVMSG #f :filler filler filler filler filler\r\n".repeat(40);
+            a.send_raw(filler.as_bytes());
+            let lines = a.until_closed();
+            let err = lines.last().expect("an ERROR before the close");
+            assert!(err.last().contains("Excess Flood"), "{label}: {}", err.raw);
+            // Nothing after "first" ran: bob sees the QUIT next.
+            let (quit, before) = b.until_command("QUIT");
+            assert!(
+                quit.last().contains("Excess Flood"),
+                "{label}: {}",
+                quit.raw
+            );
+            assert!(
+                !before.iter().any(|l| l.is("PRIVMSG")),
+                "{label}: {before:?}"
+            );
+        },
+    );
 }

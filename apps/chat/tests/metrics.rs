@@ -7,119 +7,14 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{ErrorKind, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
-use common::{Line, WAIT};
-use shardline::{Metrics, RunningServer, Server};
+use common::{matrix, sync_all, test_config, TestServer, WAIT};
+use shardline::Server;
 use shardline_chat::casemap::owner_of;
-
-/// A raw IRC client that knows its shard and counts what it sent.
-struct Irc {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    shard: usize,
-    sent: u64,
-    lines: u64,
-    label: String,
-}
-
-impl Irc {
-    fn send(&mut self, line: &str) {
-        let bytes = format!("{line}\r\n");
-        self.stream
-            .write_all(bytes.as_bytes())
-            .unwrap_or_else(|e| panic!("{}: write: {e}", self.label));
-        self.sent += bytes.len() as u64;
-        self.lines += 1;
-    }
-
-    /// Reads lines until one satisfies `pred`; fails the test after `WAIT`.
-    fn until(&mut self, what: &str, mut pred: impl FnMut(&Line) -> bool) -> Vec<Line> {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let raw: Vec<u8> = self.buf.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&raw);
-                let line = Line::parse(text.trim_end_matches(['\r', '\n']));
-                let done = pred(&line);
-                seen.push(line);
-                if done {
-                    return seen;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: waited for {what}; got {:#?}",
-                self.label,
-                seen.iter().map(|l| &l.raw).collect::<Vec<_>>()
-            );
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("{}: closed while waiting for {what}", self.label),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("{}: read: {e}", self.label),
-            }
-        }
-    }
-
-    fn register(&mut self, nick: &str) {
-        self.send(&format!("NICK {nick}"));
-        self.send(&format!("USER {nick} 0 * :Test {nick}"));
-        self.until("end of MOTD", |l| l.is("376") || l.is("422"));
-    }
-
-    fn join(&mut self, chan: &str) {
-        self.send(&format!("JOIN {chan}"));
-        self.until("366", |l| l.is("366"));
-    }
-
-    /// PING and wait for the PONG: every effect of what it sent before is done.
-    fn sync(&mut self) -> Vec<Line> {
-        self.send("PING :metrics-sync");
-        self.until("PONG", |l| l.is("PONG") && l.last() == "metrics-sync")
-    }
-}
-
-fn accepted(m: &Metrics, shards: usize) -> Vec<u64> {
-    (0..shards)
-        .map(|s| m.snapshot_shard(s).conns_accepted)
-        .collect()
-}
-
-/// Connects one client and finds which shard took it.
-fn connect(server: &RunningServer, shards: usize, label: &str) -> Irc {
-    let m = server.metrics();
-    let before = accepted(&m, shards);
-    let stream = TcpStream::connect(server.local_addrs()[0]).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = accepted(&m, shards);
-        if let Some(shard) = (0..shards).find(|&s| now[s] > before[s]) {
-            return Irc {
-                stream,
-                buf: Vec::new(),
-                shard,
-                sent: 0,
-                lines: 0,
-                label: label.to_string(),
-            };
-        }
-        assert!(Instant::now() < deadline, "{label}: no shard accepted");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// One scrape of `/metrics`: `name{labels}` -> value.
 fn scrape(admin: SocketAddr, label: &str) -> HashMap<String, f64> {
@@ -172,22 +67,12 @@ fn tally(counts: &mut [u64], shard: usize, n: u64) {
 
 #[test]
 fn metrics_follow_the_traffic() {
-    for (io, shards) in common::matrix() {
-        common::init_tracing();
-        let label = format!("{io} x{shards}");
-        let mut config = common::test_config();
+    for (io, shards) in matrix() {
+        let mut config = test_config();
         config.server.admin_listen = Some("127.0.0.1:0".parse().expect("literal"));
-        let builder = Server::builder()
-            .io(io)
-            .shards(shards)
-            .pin(false)
-            .listen("127.0.0.1:0".parse().expect("literal"))
-            .shutdown_timeout(Duration::from_secs(10));
-        let server = shardline_chat::build(builder, config)
-            .expect("valid config")
-            .start()
-            .expect("server starts");
-        let admin = server.admin_addr().expect("admin_listen set");
+        let srv = TestServer::start_with(io, shards, config);
+        let label = srv.label();
+        let admin = srv.admin_addr().expect("admin_listen set");
 
         let s = scrape(admin, &label);
         assert_eq!(s.get("shardline_shards"), Some(&(shards as f64)), "{label}");
@@ -206,9 +91,9 @@ fn metrics_follow_the_traffic() {
             );
         }
 
-        let mut a = connect(&server, shards, &format!("{label} a"));
-        let mut b = connect(&server, shards, &format!("{label} b"));
-        let mut c = connect(&server, shards, &format!("{label} c"));
+        let mut a = srv.connect();
+        let mut b = srv.connect();
+        let mut c = srv.connect();
         a.register("alice");
         b.register("bob");
         c.register("carol");
@@ -216,15 +101,13 @@ fn metrics_follow_the_traffic() {
         b.join("#one");
         c.join("#two");
         a.join("#three");
-        for x in [&mut a, &mut b, &mut c] {
-            x.sync();
-        }
+        sync_all([&mut a, &mut b, &mut c]);
 
         let mut users = vec![0u64; shards];
         let mut commands = vec![0u64; shards];
         for x in [&a, &b, &c] {
             tally(&mut users, x.shard, 1);
-            tally(&mut commands, x.shard, x.lines);
+            tally(&mut commands, x.shard, x.sent_lines);
         }
         let mut channels = vec![0u64; shards];
         for chan in ["#one", "#two", "#three"] {
@@ -245,7 +128,7 @@ fn metrics_follow_the_traffic() {
         assert_eq!(at("shardline_chat_commands_total"), commands, "{label}");
         assert_eq!(at("shardline_chat_deliveries_total"), deliveries, "{label}");
         assert_eq!(at("shardline_connections"), users, "{label}");
-        let sent = a.sent + b.sent + c.sent;
+        let sent = a.sent_bytes + b.sent_bytes + c.sent_bytes;
         assert_eq!(total(&s, "shardline_received_bytes_total"), sent, "{label}");
         assert!(total(&s, "shardline_sent_bytes_total") > 0, "{label}");
         let mail = total(&s, "shardline_chat_mail_received_total");
@@ -268,7 +151,7 @@ fn metrics_follow_the_traffic() {
         }
 
         // Messages: 5 to #one and 1 private, all delivered to bob.
-        let (before_a, before_b) = (a.lines, b.lines);
+        let (before_a, before_b) = (a.sent_lines, b.sent_lines);
         for i in 0..5 {
             a.send(&format!("PRIVMSG #one :hello {i}"));
         }
@@ -288,13 +171,13 @@ fn metrics_follow_the_traffic() {
         a.sync();
         b.sync();
         tally(&mut deliveries, b.shard, 6);
-        tally(&mut commands, a.shard, a.lines - before_a);
-        tally(&mut commands, b.shard, b.lines - before_b);
+        tally(&mut commands, a.shard, a.sent_lines - before_a);
+        tally(&mut commands, b.shard, b.sent_lines - before_b);
         let s = scrape(admin, &label);
         let at = |name: &str| per_shard(&s, name, shards, &label);
         assert_eq!(at("shardline_chat_deliveries_total"), deliveries, "{label}");
         assert_eq!(at("shardline_chat_commands_total"), commands, "{label}");
-        let sent = a.sent + b.sent + c.sent;
+        let sent = a.sent_bytes + b.sent_bytes + c.sent_bytes;
         assert_eq!(total(&s, "shardline_received_bytes_total"), sent, "{label}");
 
         // carol leaves: one user fewer on her shard, #two gone from its owner.
@@ -335,7 +218,7 @@ fn metrics_follow_the_traffic() {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop((a, b, c));
-        server.shutdown().expect("clean shutdown");
+        srv.stop();
         assert!(
             TcpStream::connect(admin).is_err(),
             "{label}: admin endpoint stopped with the server"
@@ -350,7 +233,7 @@ fn no_admin_endpoint_unless_asked() {
             .shards(1)
             .pin(false)
             .listen("127.0.0.1:0".parse().expect("literal")),
-        common::test_config(),
+        test_config(),
     )
     .expect("valid config")
     .start()

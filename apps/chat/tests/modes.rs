@@ -5,19 +5,7 @@
 
 mod common;
 
-use common::{matrix, Client, Line, TestServer};
-
-fn names(c: &mut Client, chan: &str) -> Vec<String> {
-    c.send(&format!("NAMES {chan}"));
-    let (_, lines) = c.until("366", |l| l.is("366"));
-    let mut n: Vec<String> = lines
-        .iter()
-        .filter(|l| l.is("353") && l.params[2].eq_ignore_ascii_case(chan))
-        .flat_map(|l| l.last().split(' ').map(str::to_string).collect::<Vec<_>>())
-        .collect();
-    n.sort();
-    n
-}
+use common::{each_server, join_all, sync_all, Client, Line};
 
 /// Every client in `all` gets the same MODE line; returns it.
 fn mode_seen_by(all: &mut [&mut Client]) -> Line {
@@ -30,20 +18,13 @@ fn mode_seen_by(all: &mut [&mut Client]) -> Line {
 
 #[test]
 fn mode_changes_reach_every_member_and_show_in_names() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         let mut d = srv.connect_on(3);
         d.register_with_caps("dave", "multi-prefix");
-        for x in [&mut a, &mut b, &mut c, &mut d] {
-            x.join("#m");
-        }
-        for x in [&mut a, &mut b, &mut c, &mut d] {
-            x.sync();
-        }
+        join_all("#m", [&mut a, &mut b, &mut c, &mut d]);
+        sync_all([&mut a, &mut b, &mut c, &mut d]);
         a.send("MODE #m +o-t+v bob carol");
         let m = mode_seen_by(&mut [&mut a, &mut b, &mut c, &mut d]);
         assert_eq!(m.nick(), Some("alice"), "{label}");
@@ -53,7 +34,7 @@ fn mode_changes_reach_every_member_and_show_in_names() {
         assert_eq!(q.params[1..], ["#m", "+n"], "{label}");
         c.expect("329");
         assert_eq!(
-            names(&mut c, "#m"),
+            c.names("#m"),
             ["+carol", "@alice", "@bob", "dave"],
             "{label}"
         );
@@ -61,12 +42,12 @@ fn mode_changes_reach_every_member_and_show_in_names() {
         b.send("MODE #m +v bob");
         mode_seen_by(&mut [&mut a, &mut b, &mut c, &mut d]);
         assert_eq!(
-            names(&mut d, "#m"),
+            d.names("#m"),
             ["+carol", "@+bob", "@alice", "dave"],
             "{label}"
         );
         assert_eq!(
-            names(&mut c, "#m"),
+            c.names("#m"),
             ["+carol", "@alice", "@bob", "dave"],
             "{label}"
         );
@@ -87,81 +68,63 @@ fn mode_changes_reach_every_member_and_show_in_names() {
         e.send("MODE #m");
         assert_eq!(e.expect("324").params[1..], ["#m", "+imnskl", "*", "10"]);
         // Alice is no op any more; removing what is not set changes nothing.
-        a.send("MODE #m -i");
-        assert_eq!(a.expect("482").params[1], "#m", "{label}");
+        a.send_expect("MODE #m -i", "482", "#m");
         b.send("MODE #m -kl-t *");
         let m = mode_seen_by(&mut [&mut a, &mut b, &mut c, &mut d]);
         assert_eq!(m.params, ["#m", "-kl", "*"], "{label}");
         b.send("MODE #m -t");
-        let quiet = b.sync();
-        assert!(!quiet.iter().any(|l| l.is("MODE")), "{label}: {quiet:?}");
-        srv.stop();
-    }
+        b.sync_without("MODE");
+    });
 }
 
 #[test]
 fn mode_refusals() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        a.join("#r");
-        b.join("#r");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#r", [&mut a, &mut b]);
         a.sync();
-        b.send("MODE #r +i");
-        assert_eq!(b.expect("482").params[1], "#r", "{label}");
+        b.send_expect("MODE #r +i", "482", "#r");
         b.send("MODE #r +o bob");
         b.expect("482");
         a.send("MODE #r +o");
         let e = a.expect("696");
         assert_eq!(e.params[1..4], ["#r", "o", "*"], "{label}");
-        a.send("MODE #r +o nobody");
-        assert_eq!(a.expect("401").params[1], "nobody", "{label}");
+        a.send_expect("MODE #r +o nobody", "401", "nobody");
         a.send("MODE #r +v carol");
         let e = a.expect("441");
         assert_eq!(e.params[1..3], ["carol", "#r"], "{label}");
-        a.send("MODE #r +y");
-        assert_eq!(a.expect("472").params[1], "y", "{label}");
+        a.send_expect("MODE #r +y", "472", "y");
         a.send("MODE #r +l many");
         assert_eq!(a.expect("696").params[2..4], ["l", "many"]);
         a.send("MODE #r +k a,b");
         assert_eq!(a.expect("696").params[2], "k");
         a.send("MODE #r +k sesame");
         assert_eq!(b.expect("MODE").params, ["#r", "+k", "sesame"]);
-        a.send("MODE #r +k other");
-        assert_eq!(a.expect("467").params[1], "#r", "{label}");
-        a.send("MODE #ghost +i");
-        assert_eq!(a.expect("403").params[1], "#ghost");
+        a.send_expect("MODE #r +k other", "467", "#r");
+        a.send_expect("MODE #ghost +i", "403", "#ghost");
         a.send("MODE #ghost");
         a.expect("403");
         c.send("MODE #r -k");
         c.expect("482");
         // Nothing of that reached the members.
-        let seen = b.sync();
-        assert!(!seen.iter().any(|l| l.is("MODE")), "{label}: {seen:?}");
-        srv.stop();
-    }
+        b.sync_without("MODE");
+    });
 }
 
 #[test]
 fn bans_keep_out_and_silence() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        a.join("#b");
-        c.join("#b");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#b", [&mut a, &mut c]);
         a.sync();
         a.send("MODE #b +b B?B");
         assert_eq!(c.expect("MODE").params, ["#b", "+b", "B?B!*@*"], "{label}");
         a.send("MODE #b +b *!*@10.*");
         c.expect("MODE");
         c.send("MODE #b b");
-        let (end, list) = c.until("368", |l| l.is("368"));
+        let (end, list) = c.until_command("368");
         assert_eq!(end.params[1], "#b");
         let masks: Vec<&str> = list
             .iter()
@@ -171,39 +134,31 @@ fn bans_keep_out_and_silence() {
         assert_eq!(masks, ["B?B!*@*", "*!*@10.*"], "{label}");
         let first = list.iter().find(|l| l.is("367")).expect("367");
         assert_eq!(first.params[3], "alice");
-        b.send("JOIN #b");
-        assert_eq!(b.expect("474").params[1], "#b", "{label}");
+        b.send_expect("JOIN #b", "474", "#b");
         a.send("MODE #b -b b?b!*@*");
         assert_eq!(c.expect("MODE").params, ["#b", "-b", "B?B!*@*"], "{label}");
         b.join("#b");
         // A banned member may stay but not speak, unless voiced.
         a.send("MODE #b +b bob!*@*");
         b.expect("MODE");
-        b.send("PRIVMSG #b :muted");
-        assert_eq!(b.expect("404").params[1], "#b", "{label}");
+        b.send_expect("PRIVMSG #b :muted", "404", "#b");
         a.send("MODE #b +v bob");
         b.expect("MODE");
         b.send("PRIVMSG #b :voiced");
-        let m = c.until("PRIVMSG", |l| l.is("PRIVMSG")).0;
+        let m = c.expect("PRIVMSG");
         assert_eq!(m.last(), "voiced", "{label}");
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn join_keys_limits_and_invite_only() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        let mut d = srv.register_on(3, "dave");
+        let [mut a, mut b, mut c, mut d] = srv.register_each(["alice", "bob", "carol", "dave"]);
         a.join("#k");
         a.send("MODE #k +k sesame");
         a.expect("MODE");
-        b.send("JOIN #k");
-        assert_eq!(b.expect("475").params[1], "#k", "{label}");
+        b.send_expect("JOIN #k", "475", "#k");
         b.send("JOIN #k wrong");
         b.expect("475");
         b.send("JOIN #k sesame");
@@ -215,12 +170,10 @@ fn join_keys_limits_and_invite_only() {
         assert_eq!(joined, ["#k", "#open"], "{label}");
         a.send("MODE #k +l 3");
         a.expect("MODE");
-        d.send("JOIN #k sesame");
-        assert_eq!(d.expect("471").params[1], "#k", "{label}");
+        d.send_expect("JOIN #k sesame", "471", "#k");
         a.send("MODE #k -l+i");
         a.expect("MODE");
-        d.send("JOIN #k sesame");
-        assert_eq!(d.expect("473").params[1], "#k", "{label}");
+        d.send_expect("JOIN #k sesame", "473", "#k");
         // An invitation lets one past +i (not past the key), once.
         a.send("INVITE dave #k");
         let inv = a.expect("341");
@@ -234,44 +187,33 @@ fn join_keys_limits_and_invite_only() {
         assert_eq!(d.expect("JOIN").params, ["#k"], "{label}");
         d.send("PART #k");
         d.expect("PART");
-        d.send("JOIN #k sesame");
-        assert_eq!(d.expect("473").params[1], "#k", "{label}");
-        srv.stop();
-    }
+        d.send_expect("JOIN #k sesame", "473", "#k");
+    });
 }
 
 #[test]
 fn moderated_external_and_topic_modes() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        a.join("#mod");
-        b.join("#mod");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
+        join_all("#mod", [&mut a, &mut b]);
         a.sync();
         a.send("MODE #mod +m");
         b.expect("MODE");
-        b.send("PRIVMSG #mod :hello?");
-        assert_eq!(b.expect("404").params[1], "#mod", "{label}");
+        b.send_expect("PRIVMSG #mod :hello?", "404", "#mod");
         a.send("PRIVMSG #mod :ops may");
-        assert_eq!(b.until("PRIVMSG", |l| l.is("PRIVMSG")).0.last(), "ops may");
+        assert_eq!(b.expect("PRIVMSG").last(), "ops may");
         a.send("MODE #mod +v bob");
         b.expect("MODE");
         b.send("PRIVMSG #mod :voiced now");
-        assert_eq!(
-            a.until("PRIVMSG", |l| l.is("PRIVMSG")).0.last(),
-            "voiced now"
-        );
+        assert_eq!(a.expect("PRIVMSG").last(), "voiced now");
         // +n (the default) keeps outsiders out; -n lets them speak.
-        c.send("PRIVMSG #mod :from outside");
-        assert_eq!(c.expect("404").params[1], "#mod", "{label}");
+        c.send_expect("PRIVMSG #mod :from outside", "404", "#mod");
         a.send("MODE #mod -mn");
         b.expect("MODE");
         c.send("PRIVMSG #mod :from outside");
         for x in [&mut a, &mut b] {
-            let m = x.until("PRIVMSG", |l| l.is("PRIVMSG")).0;
+            let m = x.expect("PRIVMSG");
             assert_eq!(
                 (m.nick(), m.last()),
                 (Some("carol"), "from outside"),
@@ -285,6 +227,5 @@ fn moderated_external_and_topic_modes() {
         b.expect("MODE");
         b.send("TOPIC #mod :no ops needed");
         assert_eq!(a.expect("TOPIC").last(), "no ops needed", "{label}");
-        srv.stop();
-    }
+    });
 }

@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{matrix, test_config, TestServer};
-use shardline_chat::config::Operator;
+use common::{each_server, each_server_with};
+use shardline_chat::{config::Operator, Config};
 
 #[test]
 fn away_answers_senders_with_301() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
+        let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         b.send("AWAY :gone fishing");
         let set = b.expect("306");
         assert_eq!(set.params, ["bob", "You have been marked as being away"]);
@@ -21,12 +19,11 @@ fn away_answers_senders_with_301() {
         let away = a.expect("301");
         assert_eq!(away.params, ["alice", "bob", "gone fishing"], "{label}");
         // The message is still delivered.
-        let m = b.until("PRIVMSG", |l| l.is("PRIVMSG")).0;
+        let m = b.expect("PRIVMSG");
         assert_eq!(m.last(), "are you there?");
         // NOTICE never draws an automatic reply.
         a.send("NOTICE bob :fyi");
-        let quiet = a.sync();
-        assert!(!quiet.iter().any(|l| l.is("301")), "{label}: {quiet:?}");
+        a.sync_without("301");
         // Over-long messages are cut to AWAYLEN.
         b.send(&format!("AWAY :{}", "z".repeat(300)));
         b.expect("306");
@@ -36,14 +33,12 @@ fn away_answers_senders_with_301() {
         let unset = b.expect("305");
         assert_eq!(unset.params[1], "You are no longer marked as being away");
         a.send("PRIVMSG bob :back?");
-        let after = a.sync();
-        assert!(!after.iter().any(|l| l.is("301")), "{label}: {after:?}");
-        srv.stop();
-    }
+        a.sync_without("301");
+    });
 }
 
-fn oper_config() -> shardline_chat::Config {
-    let mut config = test_config();
+/// Adds the operators the tests log in as.
+fn add_operators(config: &mut Config) {
     config.operators = vec![
         Operator {
             name: "admin".into(),
@@ -56,18 +51,14 @@ fn oper_config() -> shardline_chat::Config {
             host: "10.*".into(),
         },
     ];
-    config
 }
 
 #[test]
 fn oper_from_config() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start_with(io, shards, oper_config());
+    each_server_with(add_operators, |srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        a.send("OPER admin");
-        assert_eq!(a.expect("461").params[1], "OPER");
+        let [mut a, mut b] = srv.register_each(["alice", "bob"]);
+        a.send_expect("OPER admin", "461", "OPER");
         a.send("OPER admin wrong");
         a.expect("464");
         a.send("OPER nobody hunter2");
@@ -78,35 +69,28 @@ fn oper_from_config() {
         assert_eq!(a.expect("381").params[0], "alice");
         let mode = a.expect("MODE");
         assert_eq!(mode.params, ["alice", "+o"], "{label}");
-        a.send("MODE alice");
-        assert_eq!(a.expect("221").params[1], "+o");
+        a.send_expect("MODE alice", "221", "+o");
         b.send("WHOIS alice");
         let op = b.expect("313");
         assert_eq!(op.params[1..], ["alice", "is an IRC operator"], "{label}");
         b.expect("318");
         b.send("WHO alice");
         assert_eq!(b.expect("352").params[6], "H*", "{label}");
-        b.send("LUSERS");
-        assert_eq!(b.expect("252").params[1], "1", "{label}");
+        b.send_expect("LUSERS", "252", "1");
         // MODE +o does not make an operator; -o ends it.
         b.send("MODE bob +o");
-        let quiet = b.sync();
-        assert!(!quiet.iter().any(|l| l.is("MODE")), "{quiet:?}");
+        b.sync_without("MODE");
         a.send("MODE alice -o");
         assert_eq!(a.expect("MODE").params, ["alice", "-o"]);
-        b.send("LUSERS");
-        assert_eq!(b.expect("252").params[1], "0", "{label}");
-        srv.stop();
-    }
+        b.send_expect("LUSERS", "252", "0");
+    });
 }
 
 #[test]
 fn stats_uptime_commands_and_shard_load() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
+        let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         a.join("#s");
         b.send("PRIVMSG alice :one");
         b.send("PRIVMSG alice :two");
@@ -120,7 +104,7 @@ fn stats_uptime_commands_and_shard_load() {
         );
         assert_eq!(a.expect("219").params[1..], ["u", "End of /STATS report"]);
         a.send("STATS m");
-        let (end, lines) = a.until("219", |l| l.is("219"));
+        let (end, lines) = a.until_command("219");
         assert_eq!(end.params[1], "m");
         let count = |cmd: &str| {
             lines
@@ -134,7 +118,7 @@ fn stats_uptime_commands_and_shard_load() {
         assert_eq!(count("JOIN"), Some(1), "{label}");
         assert_eq!(count("KICK"), None, "{label}: unused commands are left out");
         a.send("STATS L");
-        let (end, lines) = a.until("219", |l| l.is("219"));
+        let (end, lines) = a.until_command("219");
         assert_eq!(end.params[1], "L");
         let mut load: Vec<String> = lines
             .iter()
@@ -145,7 +129,11 @@ fn stats_uptime_commands_and_shard_load() {
             })
             .collect();
         load.sort();
-        assert_eq!(load.len(), shards, "{label}: one line per shard: {load:?}");
+        assert_eq!(
+            load.len(),
+            srv.shards,
+            "{label}: one line per shard: {load:?}"
+        );
         let users: usize = load
             .iter()
             .map(|t| {
@@ -155,10 +143,7 @@ fn stats_uptime_commands_and_shard_load() {
             .sum();
         assert_eq!(users, 2, "{label}: {load:?}");
         assert!(load[0].starts_with("shard 0: "), "{load:?}");
-        a.send("STATS x");
-        assert_eq!(a.expect("219").params[1], "x");
-        a.send("STATS");
-        assert_eq!(a.expect("461").params[1], "STATS");
-        srv.stop();
-    }
+        a.send_expect("STATS x", "219", "x");
+        a.send_expect("STATS", "461", "STATS");
+    });
 }

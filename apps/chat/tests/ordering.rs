@@ -7,7 +7,7 @@ mod common;
 
 use std::thread;
 
-use common::{matrix, Client, TestServer};
+use common::each_server;
 
 fn total() -> usize {
     if cfg!(debug_assertions) {
@@ -22,26 +22,13 @@ const SENDERS: usize = 4;
 
 #[test]
 fn every_member_sees_one_order() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         // Members on every shard: member i lands on shard i % shards.
-        let mut members: Vec<Client> = (0..MEMBERS)
-            .map(|i| {
-                let mut c = srv.connect_on(i);
-                c.register_with_caps(&format!("m{i}"), "echo-message");
-                c
-            })
-            .collect();
-        for m in &mut members {
-            m.join("#order");
-        }
-        for m in &mut members {
-            m.sync();
-        }
+        let members = srv.members(MEMBERS, "echo-message", "#order");
         let mut on: Vec<usize> = members.iter().map(|m| m.shard).collect();
         on.sort_unstable();
         on.dedup();
-        assert_eq!(on.len(), shards, "members on every shard");
+        assert_eq!(on.len(), srv.shards, "members on every shard");
         let per_sender = total() / SENDERS;
         let label = srv.label();
         let handles: Vec<_> = members
@@ -60,11 +47,11 @@ fn every_member_sees_one_order() {
                             use std::io::Write;
                             writer.write_all(batch.as_bytes()).expect("send burst");
                         });
-                        let got = collect(&mut m, per_sender * SENDERS);
+                        let got = m.privmsg_texts(per_sender * SENDERS);
                         w.join().expect("writer");
                         got
                     } else {
-                        collect(&mut m, per_sender * SENDERS)
+                        m.privmsg_texts(per_sender * SENDERS)
                     }
                 })
             })
@@ -91,17 +78,5 @@ fn every_member_sees_one_order() {
                 "{label}: sender {sender}"
             );
         }
-        srv.stop();
-    }
-}
-
-fn collect(m: &mut Client, want: usize) -> Vec<String> {
-    let mut got = Vec::with_capacity(want);
-    while got.len() < want {
-        let l = m.next_line();
-        if l.is("PRIVMSG") {
-            got.push(l.last().to_string());
-        }
-    }
-    got
+    });
 }

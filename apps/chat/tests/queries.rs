@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{matrix, Client, Line, TestServer};
+use common::{each_server, join_all, Client, Line};
 
 /// Sends `command` and returns the lines with numeric `code` before `end`.
 fn rows(c: &mut Client, command: &str, code: &str, end: &str) -> (Vec<Line>, Line) {
     c.send(command);
-    let (last, seen) = c.until(end, |l| l.is(end));
+    let (last, seen) = c.until_command(end);
     (seen.into_iter().filter(|l| l.is(code)).collect(), last)
 }
 
@@ -27,18 +27,12 @@ fn who(c: &mut Client, mask: &str) -> Vec<String> {
 
 #[test]
 fn who_merges_every_shard() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
-        let mut d = srv.register_on(3, "dave");
+        let [mut a, mut b, mut c, mut d] = srv.register_each(["alice", "bob", "carol", "dave"]);
         c.send("MODE carol +i");
         c.expect("MODE");
-        for x in [&mut a, &mut b, &mut c] {
-            x.join("#who");
-        }
+        join_all("#who", [&mut a, &mut b, &mut c]);
         a.send("MODE #who +v bob");
         b.expect("MODE");
         c.sync();
@@ -83,25 +77,21 @@ fn who_merges_every_shard() {
         }
         assert!(who(&mut d, "#who").is_empty(), "{label}");
         assert_eq!(who(&mut c, "#who").len(), 3, "{label}");
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn whois_reports_from_the_target_shard() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         a.join("#pub");
         a.join("#sec");
         a.send("MODE #sec +s");
         a.expect("MODE");
         b.join("#sec");
         c.send("WHOIS Alice");
-        let (end, lines) = c.until("318", |l| l.is("318"));
+        let (end, lines) = c.until_command("318");
         let codes: Vec<&str> = lines.iter().map(|l| l.command.as_str()).collect();
         assert_eq!(codes, ["311", "319", "312", "317"], "{label}: {lines:?}");
         assert_eq!(
@@ -122,23 +112,18 @@ fn whois_reports_from_the_target_shard() {
         let away = c.expect("301");
         assert_eq!(away.params[1..], ["alice", "lunch"], "{label}");
         c.expect("318");
-        c.send("WHOIS nobody");
-        assert_eq!(c.expect("401").params[1], "nobody", "{label}");
-        assert_eq!(c.expect("318").params[1], "nobody");
+        c.send_expect("WHOIS nobody", "401", "nobody");
+        c.expect_about("318", "nobody");
         c.send("WHOIS");
         c.expect("431");
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn list_merges_every_owner() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
+        let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         for chan in ["#one", "#two", "#three", "#four"] {
             a.join(chan);
         }
@@ -157,9 +142,8 @@ fn list_merges_every_owner() {
             out.sort();
             out
         };
-        c.send("LIST");
-        assert_eq!(c.expect("321").params[1], "Channel");
-        c.until("323", |l| l.is("323"));
+        c.send_expect("LIST", "321", "Channel");
+        c.expect("323");
         assert_eq!(
             list(&mut c, "LIST"),
             ["#four 1 ", "#one 1 the first", "#three 1 ", "#two 2 "],
@@ -181,18 +165,14 @@ fn list_merges_every_owner() {
             "{label}"
         );
         assert!(list(&mut c, "LIST #none").is_empty());
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn lusers_current_and_max_users() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let label = srv.label();
-        let mut a = srv.register_on(0, "alice");
-        let _b = srv.register_on(1, "bob");
-        let mut c = srv.register_on(2, "carol");
+        let [mut a, _b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         a.send("LUSERS");
         let local = a.expect("265");
         assert_eq!(local.params[1..3], ["3", "3"], "{label}");
@@ -204,6 +184,5 @@ fn lusers_current_and_max_users() {
         a.send("LUSERS");
         assert_eq!(a.expect("265").params[1..3], ["2", "3"], "{label}");
         assert_eq!(a.expect("266").params[1..3], ["2", "3"], "{label}");
-        srv.stop();
-    }
+    });
 }

@@ -6,16 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{matrix, test_config, TestServer};
+use common::{each_server, each_server_with};
 
 #[test]
 fn welcome_burst_in_order() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let mut c = srv.connect();
         c.send("NICK alice");
         c.send("USER alice 0 * :Alice Liddell");
-        let (end, lines) = c.until("422", |l| l.is("422"));
+        let (end, lines) = c.until_command("422");
         let codes: Vec<&str> = lines.iter().map(|l| l.command.as_str()).collect();
         let expected_prefix = ["001", "002", "003", "004", "005"];
         assert_eq!(&codes[..5], expected_prefix, "{}: {codes:?}", srv.label());
@@ -52,38 +51,35 @@ fn welcome_burst_in_order() {
         ] {
             assert!(isupport.contains(&token), "{}: {isupport:?}", srv.label());
         }
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn motd_from_config() {
-    for (io, shards) in matrix() {
-        let mut config = test_config();
-        config.server.motd = Some("line one\nline two".into());
-        let srv = TestServer::start_with(io, shards, config);
-        let mut c = srv.connect();
-        c.send("NICK bob");
-        c.send("USER bob 0 * :Bob");
-        let (_, lines) = c.until("376", |l| l.is("376"));
-        let motd: Vec<&str> = lines
-            .iter()
-            .filter(|l| l.is("372"))
-            .map(|l| l.last())
-            .collect();
-        assert_eq!(motd, ["- line one", "- line two"], "{}", srv.label());
-        assert!(lines.iter().any(|l| l.is("375")));
-        c.send("MOTD");
-        c.expect("375");
-        c.expect("376");
-        srv.stop();
-    }
+    each_server_with(
+        |config| config.server.motd = Some("line one\nline two".into()),
+        |srv| {
+            let mut c = srv.connect();
+            c.send("NICK bob");
+            c.send("USER bob 0 * :Bob");
+            let (_, lines) = c.until_command("376");
+            let motd: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.is("372"))
+                .map(|l| l.last())
+                .collect();
+            assert_eq!(motd, ["- line one", "- line two"], "{}", srv.label());
+            assert!(lines.iter().any(|l| l.is("375")));
+            c.send("MOTD");
+            c.expect("375");
+            c.expect("376");
+        },
+    );
 }
 
 #[test]
 fn cap_negotiation() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let mut c = srv.connect();
         c.send("CAP LS 302");
         let ls = c.expect("CAP");
@@ -109,9 +105,7 @@ fn cap_negotiation() {
         let list = c.expect("CAP");
         assert_eq!(list.params[1], "LIST");
         assert_eq!(list.last(), "server-time echo-message");
-        c.send("CAP FROB");
-        let e = c.expect("410");
-        assert_eq!(e.params[1], "FROB");
+        c.send_expect("CAP FROB", "410", "FROB");
         c.send("CAP");
         c.expect("461");
         // Registration waits for CAP END.
@@ -123,25 +117,21 @@ fn cap_negotiation() {
         );
         c.send("CAP END");
         c.expect("001");
-        c.until("422", |l| l.is("422"));
-        c.send("CAP REQ :-echo-message");
-        assert_eq!(c.expect("CAP").params[1], "ACK");
+        c.expect("422");
+        c.send_expect("CAP REQ :-echo-message", "CAP", "ACK");
         c.send("CAP LIST");
         assert_eq!(c.expect("CAP").last(), "server-time");
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn nick_errors_and_collisions() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let mut a = srv.register_on(0, "Alice");
         let mut b = srv.connect_on(1);
         b.send("NICK");
         assert_eq!(b.expect("431").params[0], "*");
-        b.send("NICK 9lives");
-        assert_eq!(b.expect("432").params[1], "9lives");
+        b.send_expect("NICK 9lives", "432", "9lives");
         b.send(&format!("NICK {}", "n".repeat(31)));
         b.expect("432");
         // Taken, in any casing, before registration completes.
@@ -161,30 +151,26 @@ fn nick_errors_and_collisions() {
         b.send("USER b 0 * :B");
         let w = b.expect("001");
         assert_eq!(w.params[0], "alice", "{}", srv.label());
-        b.until("422", |l| l.is("422"));
+        b.expect("422");
         // A registered client's collision.
         b.send("NICK [X]");
         assert_eq!(b.expect("433").params[..2], ["alice", "[X]"]);
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn user_errors_and_unregistered_commands() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let mut c = srv.connect();
         c.send("JOIN #a");
         assert_eq!(c.expect("451").params[0], "*");
         c.send("PRIVMSG x :y");
         c.expect("451");
-        c.send("FROB");
-        assert_eq!(c.expect("421").params[1], "FROB");
-        c.send("USER onlytwo 0");
-        assert_eq!(c.expect("461").params[1], "USER");
+        c.send_expect("FROB", "421", "FROB");
+        c.send_expect("USER onlytwo 0", "461", "USER");
         c.send("NICK dave");
         c.send("USER dave 0 * :Dave");
-        c.until("422", |l| l.is("422"));
+        c.expect("422");
         c.send("USER dave 0 * :Again");
         c.expect("462");
         c.send("PASS secret");
@@ -192,8 +178,7 @@ fn user_errors_and_unregistered_commands() {
         c.send("FROB x y");
         let e = c.expect("421");
         assert_eq!(e.params[..2], ["dave", "FROB"]);
-        c.send("PING");
-        assert_eq!(c.expect("461").params[1], "PING");
+        c.send_expect("PING", "461", "PING");
         // Over-long lines: 417, and the connection stays usable.
         let long = format!("PRIVMSG dave :{}", "x".repeat(600));
         c.send(&long);
@@ -212,14 +197,12 @@ fn user_errors_and_unregistered_commands() {
         c.expect("400");
         c.send_raw(b"@=bad PING :x\r\n");
         c.expect("400");
-        srv.stop();
-    }
+    });
 }
 
 #[test]
 fn lusers_counts_every_shard() {
-    for (io, shards) in matrix() {
-        let srv = TestServer::start(io, shards);
+    each_server(|srv| {
         let mut clients: Vec<_> = (0..4)
             .map(|i| srv.register_on(i, &format!("user{i}")))
             .collect();
@@ -234,7 +217,7 @@ fn lusers_counts_every_shard() {
         assert!(common_wait(|| srv.live() == 5), "{}", srv.label());
         let c = &mut clients[3];
         c.send("LUSERS");
-        let (_, lines) = c.until("255", |l| l.is("255"));
+        let (_, lines) = c.until_command("255");
         let get = |code: &str| {
             lines
                 .iter()
@@ -250,8 +233,7 @@ fn lusers_counts_every_shard() {
         );
         assert_eq!(get("253").params[1], "1", "{}", srv.label());
         assert_eq!(get("254").params[1], "2", "{}", srv.label());
-        srv.stop();
-    }
+    });
 }
 
 fn common_wait(cond: impl FnMut() -> bool) -> bool {
@@ -271,96 +253,92 @@ fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> boo
 
 #[test]
 fn registration_and_ping_timeouts() {
-    for (io, shards) in matrix() {
-        let mut config = test_config();
-        config.limits.registration_timeout_secs = 0.3;
-        config.limits.ping_interval_secs = 0.3;
-        config.limits.ping_timeout_secs = 0.3;
-        let srv = TestServer::start_with(io, shards, config);
-        let mut idle = srv.connect();
-        idle.send("NICK slowpoke");
-        let lines = idle.until_closed();
-        let err = lines.last().expect("an ERROR before the close");
-        assert!(err.is("ERROR"), "{}: {lines:?}", srv.label());
-        assert!(err.last().contains("Registration timed out"), "{}", err.raw);
-        // The nick is free again. Its release travels to the nick's owner shard
-        // after the close, so with several shards a new claim can race it: retry
-        // (bounded) until the owner has let go.
-        let mut quiet = srv.connect();
-        quiet.send("USER s 0 * :S");
-        let mut freed = false;
-        // Bounded well inside the 0.3 s registration timeout of this test.
-        for _ in 0..10 {
-            quiet.send("NICK slowpoke");
-            let (line, _) = quiet.until("001 or 433", |l| l.is("001") || l.is("433"));
-            if line.is("001") {
-                freed = true;
-                break;
+    each_server_with(
+        |config| {
+            config.limits.registration_timeout_secs = 0.3;
+            config.limits.ping_interval_secs = 0.3;
+            config.limits.ping_timeout_secs = 0.3;
+        },
+        |srv| {
+            let mut idle = srv.connect();
+            idle.send("NICK slowpoke");
+            idle.expect_error_close("Registration timed out");
+            // The nick is free again. Its release travels to the nick's owner shard
+            // after the close, so with several shards a new claim can race it: retry
+            // (bounded) until the owner has let go.
+            let mut quiet = srv.connect();
+            quiet.send("USER s 0 * :S");
+            let mut freed = false;
+            // Bounded well inside the 0.3 s registration timeout of this test.
+            for _ in 0..10 {
+                quiet.send("NICK slowpoke");
+                let (line, _) = quiet.until("001 or 433", |l| l.is("001") || l.is("433"));
+                if line.is("001") {
+                    freed = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            freed,
-            "{}: the nick of a timed-out client is released",
-            srv.label()
-        );
-        quiet.until("422", |l| l.is("422"));
-        // The server pings a silent client, and drops it when no answer comes.
-        let ping = quiet.expect("PING");
-        assert_eq!(ping.last(), "irc.test");
-        let lines = quiet.until_closed();
-        let err = lines.last().expect("an ERROR before the close");
-        assert!(
-            err.last().contains("Ping timeout"),
-            "{}: {}",
-            srv.label(),
-            err.raw
-        );
-        // A client that answers stays.
-        let mut lively = srv.connect();
-        lively.register("lively");
-        for _ in 0..2 {
-            let ping = lively.expect("PING");
-            lively.send(&format!("PONG :{}", ping.last()));
-        }
-        lively.send("PING :alive");
-        assert_eq!(lively.expect("PONG").last(), "alive");
-        srv.stop();
-    }
+            assert!(
+                freed,
+                "{}: the nick of a timed-out client is released",
+                srv.label()
+            );
+            quiet.expect("422");
+            // The server pings a silent client, and drops it when no answer comes.
+            let ping = quiet.expect("PING");
+            assert_eq!(ping.last(), "irc.test");
+            let lines = quiet.until_closed();
+            let err = lines.last().expect("an ERROR before the close");
+            assert!(
+                err.last().contains("Ping timeout"),
+                "{}: {}",
+                srv.label(),
+                err.raw
+            );
+            // A client that answers stays.
+            let mut lively = srv.connect();
+            lively.register("lively");
+            for _ in 0..2 {
+                let ping = lively.expect("PING");
+                lively.send(&format!("PONG :{}", ping.last()));
+            }
+            lively.send("PING :alive");
+            assert_eq!(lively.expect("PONG").last(), "alive");
+        },
+    );
 }
 
 #[test]
 fn server_password_is_required_when_set() {
-    for (io, shards) in matrix() {
-        let mut config = test_config();
-        config.server.password = Some("sesame".into());
-        let srv = TestServer::start_with(io, shards, config);
-        let label = srv.label();
-        // Right password: registered as usual, and the nick works afterwards.
-        let mut ok = srv.connect();
-        ok.send("PASS sesame");
-        ok.register("opener");
-        // Wrong password, and none at all: 464, then ERROR and the close; the
-        // nick is free again.
-        for pass in [Some("nope"), None] {
-            let mut bad = srv.connect();
-            if let Some(p) = pass {
-                bad.send(&format!("PASS {p}"));
+    each_server_with(
+        |config| config.server.password = Some("sesame".into()),
+        |srv| {
+            let label = srv.label();
+            // Right password: registered as usual, and the nick works afterwards.
+            let mut ok = srv.connect();
+            ok.send("PASS sesame");
+            ok.register("opener");
+            // Wrong password, and none at all: 464, then ERROR and the close; the
+            // nick is free again.
+            for pass in [Some("nope"), None] {
+                let mut bad = srv.connect();
+                if let Some(p) = pass {
+                    bad.send(&format!("PASS {p}"));
+                }
+                bad.send("NICK intruder");
+                bad.send("USER intruder 0 * :x");
+                let (err, seen) = bad.until_command("ERROR");
+                let mismatch = seen.iter().find(|l| l.is("464"));
+                assert!(mismatch.is_some(), "{label} {pass:?}: {seen:?}");
+                assert!(err.last().contains("Bad password"), "{label}: {}", err.raw);
+                assert!(!seen.iter().any(|l| l.is("001")), "{label}: {seen:?}");
             }
-            bad.send("NICK intruder");
-            bad.send("USER intruder 0 * :x");
-            let (err, seen) = bad.until("ERROR", |l| l.is("ERROR"));
-            let mismatch = seen.iter().find(|l| l.is("464"));
-            assert!(mismatch.is_some(), "{label} {pass:?}: {seen:?}");
-            assert!(err.last().contains("Bad password"), "{label}: {}", err.raw);
-            assert!(!seen.iter().any(|l| l.is("001")), "{label}: {seen:?}");
-        }
-        // PASS needs a parameter, and cannot be sent again once registered.
-        let mut c = srv.connect();
-        c.send("PASS");
-        assert_eq!(c.expect("461").params[1], "PASS", "{label}");
-        ok.send("PASS sesame");
-        ok.expect("462");
-        srv.stop();
-    }
+            // PASS needs a parameter, and cannot be sent again once registered.
+            let mut c = srv.connect();
+            c.send_expect("PASS", "461", "PASS");
+            ok.send("PASS sesame");
+            ok.expect("462");
+        },
+    );
 }

@@ -3,16 +3,14 @@
 
 mod common;
 
-use common::{matrix, TestServer};
+use common::{join_all, matrix, TestServer};
 
 #[test]
 fn clients_are_told_on_shutdown() {
     for (io, shards) in matrix() {
         let srv = TestServer::start(io, shards);
-        let mut a = srv.register_on(0, "alice");
-        let mut b = srv.register_on(1, "bob");
-        a.join("#bye");
-        b.join("#bye");
+        let [mut a, mut b] = srv.register_each(["alice", "bob"]);
+        join_all("#bye", [&mut a, &mut b]);
         let mut unregistered = srv.connect_on(2);
         unregistered.send("NICK early");
         unregistered.sync();

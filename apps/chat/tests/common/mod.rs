@@ -26,6 +26,59 @@ pub fn matrix() -> impl Iterator<Item = (Io, usize)> {
         .flat_map(|io| SHARD_COUNTS.into_iter().map(move |s| (io, s)))
 }
 
+/// Starts a server with the test configuration on every (backend, shard count)
+/// of the matrix, runs `test` against it, and stops it.
+pub fn each_server(test: impl FnMut(&TestServer)) {
+    each_server_with(|_| {}, test);
+}
+
+/// Like [`each_server`], with `configure` applied to the test configuration.
+pub fn each_server_with(configure: impl Fn(&mut Config), mut test: impl FnMut(&TestServer)) {
+    for (io, shards) in matrix() {
+        let mut config = test_config();
+        configure(&mut config);
+        let srv = TestServer::start_with(io, shards, config);
+        test(&srv);
+        srv.stop();
+    }
+}
+
+/// Joins every client to `chan`, one after another.
+pub fn join_all<'a>(chan: &str, clients: impl IntoIterator<Item = &'a mut Client>) {
+    for c in clients {
+        c.join(chan);
+    }
+}
+
+/// Syncs every client, one after another.
+pub fn sync_all<'a>(clients: impl IntoIterator<Item = &'a mut Client>) {
+    for c in clients {
+        c.sync();
+    }
+}
+
+/// The texts `"0"`, `"1"`, … of `n` numbered messages, in order.
+pub fn numbered(n: usize) -> Vec<String> {
+    (0..n).map(|i| i.to_string()).collect()
+}
+
+/// `n` raw PRIVMSG lines to `chan` carrying the [`numbered`] texts, as one burst.
+pub fn numbered_privmsgs(chan: &str, n: usize) -> String {
+    (0..n).map(|i| format!("PRIVMSG {chan} :{i}\r\n")).collect()
+}
+
+/// The members (with their prefixes) the 353 lines among `lines` list for
+/// `chan`, sorted.
+pub fn names_in(lines: &[Line], chan: &str) -> Vec<String> {
+    let mut n: Vec<String> = lines
+        .iter()
+        .filter(|l| l.is("353") && l.params[2].eq_ignore_ascii_case(chan))
+        .flat_map(|l| l.last().split(' ').map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    n.sort();
+    n
+}
+
 /// Logs to the test's captured output; `RUST_LOG` controls the level.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -85,11 +138,24 @@ impl TestServer {
         format!("{} x{}", self.io, self.shards)
     }
 
-    fn accepted(&self) -> Vec<u64> {
+    /// Connections accepted so far, per shard.
+    pub fn accepted(&self) -> Vec<u64> {
         let m = self.server.as_ref().expect("running").metrics();
         (0..self.shards)
             .map(|s| m.snapshot_shard(s).conns_accepted)
             .collect()
+    }
+
+    /// A shard that has accepted more connections than `before` (an earlier
+    /// [`TestServer::accepted`]) says, if any.
+    pub fn newly_accepted(&self, before: &[u64]) -> Option<usize> {
+        let now = self.accepted();
+        (0..self.shards).find(|&s| now[s] > before[s])
+    }
+
+    /// The admin endpoint's address, when the configuration asked for one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().expect("running").admin_addr()
     }
 
     /// The server's counters.
@@ -110,8 +176,7 @@ impl TestServer {
         let stream = TcpStream::connect(self.addr).expect("connect");
         let deadline = Instant::now() + WAIT;
         loop {
-            let now = self.accepted();
-            if let Some(s) = (0..self.shards).find(|&s| now[s] > before[s]) {
+            if let Some(s) = self.newly_accepted(&before) {
                 return Client::new(stream, s, self.label());
             }
             assert!(
@@ -140,6 +205,32 @@ impl TestServer {
         let mut c = self.connect_on(shard);
         c.register(nick);
         c
+    }
+
+    /// Registered clients, the i-th named `nicks[i]` and on shard `i % shards`,
+    /// registered in that order.
+    pub fn register_each<const N: usize>(&self, nicks: [&str; N]) -> [Client; N] {
+        let mut shard = 0;
+        nicks.map(|nick| {
+            let c = self.register_on(shard, nick);
+            shard += 1;
+            c
+        })
+    }
+
+    /// `n` clients `m0`, `m1`, … on shards `i % shards`, registered with `caps`,
+    /// joined to `chan` one after another, then synced.
+    pub fn members(&self, n: usize, caps: &str, chan: &str) -> Vec<Client> {
+        let mut all: Vec<Client> = (0..n)
+            .map(|i| {
+                let mut c = self.connect_on(i);
+                c.register_with_caps(&format!("m{i}"), caps);
+                c
+            })
+            .collect();
+        join_all(chan, &mut all);
+        sync_all(&mut all);
+        all
     }
 
     /// Stops the server and waits for it.
@@ -212,6 +303,10 @@ pub struct Client {
     pub nick: String,
     label: String,
     ping_seq: u64,
+    /// Bytes written to the server so far.
+    pub sent_bytes: u64,
+    /// Lines sent with [`Client::send`] so far.
+    pub sent_lines: u64,
     /// Set once the server closed the connection.
     pub eof: bool,
 }
@@ -229,6 +324,8 @@ impl Client {
             nick: String::new(),
             label,
             ping_seq: 0,
+            sent_bytes: 0,
+            sent_lines: 0,
             eof: false,
         }
     }
@@ -241,10 +338,13 @@ impl Client {
     /// Sends one line (CR LF added).
     pub fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\r\n").as_bytes());
+        self.sent_lines += 1;
     }
 
+    /// Sends bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to server");
+        self.sent_bytes += bytes.len() as u64;
     }
 
     /// The next line, waiting at most `limit`; `None` on timeout or EOF.
@@ -304,6 +404,89 @@ impl Client {
     /// Reads until numeric `code` (or command) arrives and returns it.
     pub fn expect(&mut self, command: &str) -> Line {
         self.until(command, |l| l.is(command)).0
+    }
+
+    /// Reads until `command` arrives; returns it and the lines before it.
+    pub fn until_command(&mut self, command: &str) -> (Line, Vec<Line>) {
+        self.until(command, |l| l.is(command))
+    }
+
+    /// Reads until `code` arrives and asserts that its second parameter (what
+    /// the reply is about: a channel, a nick, a command) is `subject`.
+    pub fn expect_about(&mut self, code: &str, subject: &str) -> Line {
+        let l = self.expect(code);
+        assert_eq!(
+            l.params.get(1).map(String::as_str),
+            Some(subject),
+            "{}: {}: {}",
+            self.label,
+            self.nick,
+            l.raw
+        );
+        l
+    }
+
+    /// Sends `line` and expects the reply `code` about `subject`, as
+    /// [`Client::expect_about`] does.
+    pub fn send_expect(&mut self, line: &str, code: &str, subject: &str) -> Line {
+        self.send(line);
+        self.expect_about(code, subject)
+    }
+
+    /// Reads until `n` PRIVMSGs have arrived (other lines are skipped) and
+    /// returns their texts.
+    pub fn privmsg_texts(&mut self, n: usize) -> Vec<String> {
+        self.privmsg_texts_checking(n, |_| {})
+    }
+
+    /// Like [`Client::privmsg_texts`], calling `check` on every line read.
+    pub fn privmsg_texts_checking(
+        &mut self,
+        n: usize,
+        mut check: impl FnMut(&Line),
+    ) -> Vec<String> {
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let l = self.next_line();
+            check(&l);
+            if l.is("PRIVMSG") {
+                got.push(l.last().to_string());
+            }
+        }
+        got
+    }
+
+    /// Syncs and asserts that no `command` line arrived meanwhile; returns what
+    /// did.
+    pub fn sync_without(&mut self, command: &str) -> Vec<Line> {
+        let seen = self.sync();
+        assert!(
+            !seen.iter().any(|l| l.is(command)),
+            "{}: {}: unexpected {command}: {seen:?}",
+            self.label,
+            self.nick
+        );
+        seen
+    }
+
+    /// Sends NAMES for `chan` and returns its members (with their prefixes),
+    /// sorted.
+    pub fn names(&mut self, chan: &str) -> Vec<String> {
+        self.send(&format!("NAMES {chan}"));
+        let (_, lines) = self.until_command("366");
+        names_in(&lines, chan)
+    }
+
+    /// Sends NAMES for `chan` and returns the text of every 353 reply, one
+    /// string a line, as they came.
+    pub fn names_lines(&mut self, chan: &str) -> Vec<String> {
+        self.send(&format!("NAMES {chan}"));
+        let (_, lines) = self.until_command("366");
+        lines
+            .iter()
+            .filter(|l| l.is("353"))
+            .map(|l| l.last().to_string())
+            .collect()
     }
 
     /// PING and collect everything that arrives before the PONG.
@@ -368,5 +551,19 @@ impl Client {
             "{}: {}: connection not closed; got {seen:?}",
             self.label, self.nick
         );
+    }
+
+    /// Reads until the server closes the connection and asserts that the last
+    /// line was an ERROR containing `reason`; returns every line that came.
+    pub fn expect_error_close(&mut self, reason: &str) -> Vec<Line> {
+        let lines = self.until_closed();
+        let err = lines.last().expect("an ERROR before the close");
+        assert!(
+            err.is("ERROR") && err.last().contains(reason),
+            "{}: {}: want ERROR with {reason:?}: {lines:?}",
+            self.label,
+            self.nick
+        );
+        lines
     }
 }
