@@ -99,6 +99,9 @@ fn os_error(res: i32) -> io::Error {
     io::Error::from_raw_os_error(-res)
 }
 
+/// A synchronous splice cancel longer than this is logged (it blocks the shard).
+const SLOW_SYNC_CANCEL: Duration = Duration::from_millis(10);
+
 /// Opcodes we submit, by the name an operator would search for.
 const OPCODES: [(&str, u8); 7] = [
     ("ACCEPT (multishot)", opcode::AcceptMulti::CODE),
@@ -735,6 +738,7 @@ impl UringDriver {
             return;
         }
         self.submit_pending();
+        let started = Instant::now();
         for kind in targets {
             let ud = user_data(kind, id.to_bits());
             let timeout = types::Timespec::from(Duration::from_secs(1));
@@ -748,6 +752,11 @@ impl UringDriver {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => warn!(conn = %id, error = %e, "io_uring splice cancel failed"),
             }
+        }
+        // The shard waited here; say so when it was long enough to notice.
+        let waited = started.elapsed();
+        if waited > SLOW_SYNC_CANCEL {
+            warn!(conn = %id, ?waited, "cancelling a splice in flight held the shard");
         }
     }
 
