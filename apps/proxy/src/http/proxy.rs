@@ -172,7 +172,8 @@ pub(crate) struct HttpState {
     timers: FxHashMap<u64, TimerKind>,
     next_token: u64,
     next_serial: u64,
-    /// Scratch buffer for response heads to clients.
+    /// Scratch buffer for response heads to clients and re-encoded chunked
+    /// bodies (both directions), reused instead of allocated per read.
     scratch: Vec<u8>,
     /// The server is shutting down: exchanges in flight finish (their clients
     /// then closed), nothing new starts, no upstream goes back to the pool.

@@ -471,9 +471,11 @@ impl ProxyShard {
                 *remaining == 0
             }
             Some(Body::Chunked(decoder)) => {
-                let mut out = Vec::with_capacity(c.buf.len() + 16);
+                // Re-encoded into the shard's scratch buffer (no allocation per read).
+                let out = &mut self.http.scratch;
+                out.clear();
                 let used = decoder
-                    .decode(&c.buf, |data| head::push_chunk(&mut out, data))
+                    .decode(&c.buf, |data| head::push_chunk(out, data))
                     .map_err(|e| (400, e.to_string()))?;
                 if decoder.total() > max_body {
                     return Err((413, "body over limit".into()));
@@ -482,8 +484,8 @@ impl ProxyShard {
                     out.extend_from_slice(LAST_CHUNK);
                 }
                 if !out.is_empty() {
-                    let _ = ctx.send(upconn, &out);
-                    keep_for_replay(&mut ex.replay, &out);
+                    let _ = ctx.send(upconn, out);
+                    keep_for_replay(&mut ex.replay, out);
                 }
                 c.buf.drain(..used);
                 ex.body_sent = decoder.total();

@@ -154,18 +154,20 @@ impl ProxyShard {
                         }
                     }
                     Framing::Chunked => {
-                        let mut out = Vec::with_capacity(rest.len() + 16);
+                        // Into the shard's scratch buffer: no allocation per read.
+                        let out = &mut self.http.scratch;
+                        out.clear();
                         let reencode = *to_client == Framing::Chunked;
                         let used = match decoder.decode(rest, |d| {
                             if reencode {
-                                head::push_chunk(&mut out, d)
+                                head::push_chunk(out, d)
                             } else {
                                 out.extend_from_slice(d)
                             }
                         }) {
                             Ok(n) => n,
                             Err(e) => {
-                                let _ = ctx.send(client, &out);
+                                let _ = ctx.send(client, out);
                                 self.fail(ctx, ck, Some(502), &format!("backend body: {e}"));
                                 return data.len();
                             }
@@ -173,7 +175,7 @@ impl ProxyShard {
                         if decoder.is_done() && reencode {
                             out.extend_from_slice(LAST_CHUNK);
                         }
-                        let _ = ctx.send(client, &out);
+                        let _ = ctx.send(client, out);
                         off += used;
                         if decoder.is_done() {
                             ex.resp = Resp::Done;
