@@ -102,34 +102,40 @@ impl Shared {
                 file: addresses(&config),
             });
         }
-        if config.admin_listen != running.admin_listen {
-            tracing::warn!(
-                running = ?running.admin_listen,
-                file = ?config.admin_listen,
-                "the admin address cannot change on reload; keeping the running one"
-            );
-            config.admin_listen = running.admin_listen;
-        }
-        if config.limits.max_connections != running.limits.max_connections {
-            tracing::warn!(
-                running = ?running.limits.max_connections,
-                file = ?config.limits.max_connections,
-                "limits.max_connections cannot change on reload; keeping the running one"
-            );
-            config.limits.max_connections = running.limits.max_connections;
-        }
-        if config.limits.splice_pipes != running.limits.splice_pipes {
-            tracing::warn!(
-                running = running.limits.splice_pipes,
-                file = config.limits.splice_pipes,
-                "limits.splice_pipes cannot change on reload; keeping the running one"
-            );
-            config.limits.splice_pipes = running.limits.splice_pipes;
-        }
+        // Settings fixed when the server was built: the file's value is ignored.
+        keep_running(
+            "admin address",
+            &running.admin_listen,
+            &mut config.admin_listen,
+        );
+        keep_running(
+            "limits.max_connections",
+            &running.limits.max_connections,
+            &mut config.limits.max_connections,
+        );
+        keep_running(
+            "limits.splice_pipes",
+            &running.limits.splice_pipes,
+            &mut config.limits.splice_pipes,
+        );
         let gen = slot.0 + 1;
         *slot = (gen, Arc::new(config));
         self.generation.store(gen, Ordering::Release);
         Ok(gen)
+    }
+}
+
+/// A setting that cannot change on reload: if the file's differs, warns and
+/// keeps the running one.
+fn keep_running<T: PartialEq + Clone + std::fmt::Debug>(name: &str, running: &T, file: &mut T) {
+    if file != running {
+        tracing::warn!(
+            setting = name,
+            running = ?running,
+            file = ?file,
+            "this setting cannot change on reload; keeping the running one"
+        );
+        *file = running.clone();
     }
 }
 
