@@ -49,7 +49,7 @@ pub use admin::{AdminConfig, AdminServer, PromWriter};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
-pub use metrics::{Counter, Metrics, ShardMetrics, ShardMetricsSnapshot};
+pub use metrics::{Counter, Metrics, PerShard, ShardMetrics, ShardMetricsSnapshot};
 pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
 pub use shard::{mailbox::Full, relay::SpliceError};
 

@@ -246,3 +246,58 @@ impl Metrics {
             })
     }
 }
+
+/// An application's per-shard values (its own counters, say), shared between
+/// the shards and the admin thread. Each shard inserts its value once, when
+/// its handler is made, and keeps the returned `Arc`; the lock is taken only
+/// then and by readers ([`PerShard::snapshot`]), never on a shard's hot path.
+#[derive(Debug)]
+pub struct PerShard<T> {
+    shards: std::sync::Mutex<Vec<(usize, Arc<T>)>>,
+}
+
+impl<T> Default for PerShard<T> {
+    fn default() -> PerShard<T> {
+        PerShard {
+            shards: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> PerShard<T> {
+    /// Shard `shard`'s value from now on (replacing any it had); returns it
+    /// shared.
+    pub fn insert(&self, shard: usize, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        shards.retain(|(id, _)| *id != shard);
+        shards.push((shard, value.clone()));
+        shards.sort_by_key(|(id, _)| *id);
+        value
+    }
+
+    /// Every shard's value, by shard number.
+    pub fn snapshot(&self) -> Vec<(usize, Arc<T>)> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod per_shard_tests {
+    use super::PerShard;
+
+    #[test]
+    fn values_are_kept_by_shard_and_replaced() {
+        let p = PerShard::default();
+        p.insert(2, "two");
+        p.insert(0, "zero");
+        let old = p.insert(1, "one");
+        p.insert(1, "uno");
+        let seen: Vec<(usize, &str)> = p.snapshot().iter().map(|(i, v)| (*i, **v)).collect();
+        assert_eq!(seen, [(0, "zero"), (1, "uno"), (2, "two")]);
+        assert_eq!(*old, "one", "an earlier holder keeps its own value");
+    }
+}

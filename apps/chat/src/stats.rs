@@ -13,9 +13,9 @@
 //! Bytes in and out, connections and the mailboxes' own counts are the framework's
 //! (`shardline_*`, same `shard` label).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use shardline::{Counter, PromWriter};
+use shardline::{Counter, PerShard, PromWriter};
 
 use crate::{mail::ChatMsg, shard::ChatShard};
 
@@ -64,7 +64,7 @@ pub struct ShardStats {
 /// startup and by the admin thread, never on a shard's hot path.
 #[derive(Debug, Default)]
 pub struct ChatStats {
-    shards: Mutex<Vec<(usize, Arc<ShardStats>)>>,
+    shards: PerShard<ShardStats>,
 }
 
 impl ChatStats {
@@ -76,23 +76,13 @@ impl ChatStats {
     /// New counters for shard `i` (replacing any it had), shared with the admin
     /// endpoint.
     pub fn add_shard(&self, i: usize) -> Arc<ShardStats> {
-        let stats = Arc::new(ShardStats::default());
-        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        shards.retain(|(id, _)| *id != i);
-        shards.push((i, stats.clone()));
-        shards.sort_by_key(|(id, _)| *id);
-        stats
+        self.shards.insert(i, ShardStats::default())
     }
 
     /// Writes every shard's counters, labelled `shard` (what `/metrics` shows after
     /// the framework's).
     pub fn render(&self, w: &mut PromWriter) {
-        let shards = self
-            .shards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (i, s) in shards {
+        for (i, s) in self.shards.snapshot() {
             let shard = i.to_string();
             let l = [("shard", shard.as_str())];
             // Gauges kept with add/sub read as signed, so a bookkeeping slip would

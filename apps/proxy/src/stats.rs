@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use shardline::{Counter, PromWriter};
+use shardline::{Counter, PerShard, PromWriter};
 
 use crate::{config::Config, health::checker_of};
 
@@ -168,27 +168,18 @@ impl ShardStats {
 /// server reports it started).
 #[derive(Debug, Default)]
 pub struct ProxyStats {
-    shards: Mutex<Vec<(usize, Arc<ShardStats>)>>,
+    shards: PerShard<ShardStats>,
 }
 
 impl ProxyStats {
     /// New counters for shard `i` (replacing any it had), for `config`.
     pub fn add_shard(&self, i: usize, config: &Config) -> Arc<ShardStats> {
-        let stats = Arc::new(ShardStats::new(config));
-        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        shards.retain(|(id, _)| *id != i);
-        shards.push((i, stats.clone()));
-        shards.sort_by_key(|(id, _)| *id);
-        stats
+        self.shards.insert(i, ShardStats::new(config))
     }
 
     /// Writes the proxy's metrics (what `/metrics` shows after the framework's).
     pub fn render(&self, w: &mut PromWriter) {
-        let shards = self
-            .shards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let shards = self.shards.snapshot();
         let mut latency = [0u64; LATENCY_BOUNDS.len() + 1];
         let mut sum_us = 0u64;
         for (i, s) in &shards {
