@@ -506,11 +506,7 @@ fn main() -> anyhow::Result<()> {
                 retries: a.load.retries,
             };
             let out = compare::run(&cfg)?;
-            if let Some(p) = a.json {
-                report::write_json(&p, &out)?;
-                println!("wrote {}", p.display());
-            }
-            Ok(())
+            report::save_json(a.json.as_deref(), &out)
         }
         Cmd::Scale(a) => {
             let svg = a.svg.unwrap_or_else(|| a.json.with_extension("svg"));
@@ -548,11 +544,7 @@ fn main() -> anyhow::Result<()> {
                     .map_or_else(|| compare::default_pinning(1).0, |c| c.0),
             };
             let out = idle::run(&cfg)?;
-            if let Some(p) = a.json {
-                report::write_json(&p, &out)?;
-                println!("wrote {}", p.display());
-            }
-            Ok(())
+            report::save_json(a.json.as_deref(), &out)
         }
         Cmd::Chat(a) => {
             let (server, client) = chat::default_pinning(a.shards);
@@ -590,11 +582,7 @@ fn main() -> anyhow::Result<()> {
                 retries: a.retries,
             };
             let out = chat::run(&cfg)?;
-            if let Some(p) = a.json {
-                report::write_json(&p, &out)?;
-                println!("wrote {}", p.display());
-            }
-            Ok(())
+            report::save_json(a.json.as_deref(), &out)
         }
         Cmd::Proxy(a) => {
             let (p, c, b) = proxy::default_pinning(a.workers);
@@ -620,11 +608,7 @@ fn main() -> anyhow::Result<()> {
                 retries: a.retries,
             };
             let out = proxy::run(&cfg)?;
-            if let Some(p) = a.json {
-                report::write_json(&p, &out)?;
-                println!("wrote {}", p.display());
-            }
-            Ok(())
+            report::save_json(a.json.as_deref(), &out)
         }
         Cmd::L4(a) => {
             let explicit = a.proxy_exe.is_some();
@@ -639,11 +623,7 @@ fn main() -> anyhow::Result<()> {
                 send_high_water: a.send_high_water,
             };
             let out = l4::run(&cfg)?;
-            if let Some(p) = a.json {
-                report::write_json(&p, &out)?;
-                println!("wrote {}", p.display());
-            }
-            Ok(())
+            report::save_json(a.json.as_deref(), &out)
         }
         Cmd::Mailbox(a) => {
             let cfg = mailbox::MailboxConfig {
@@ -652,11 +632,7 @@ fn main() -> anyhow::Result<()> {
                 backends: a.backends,
             };
             let out = mailbox::run(&cfg)?;
-            if let Some(p) = a.json {
-                report::write_json(&p, &out)?;
-                println!("wrote {}", p.display());
-            }
-            Ok(())
+            report::save_json(a.json.as_deref(), &out)
         }
     }
 }

@@ -53,6 +53,16 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--json PATH` of a subcommand: writes `value` there (if a path was given)
+/// and says so on stdout.
+pub fn save_json<T: Serialize>(path: Option<&Path>, value: &T) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        write_json(p, value)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
 /// The median (mean of the middle two for an even count); `None` when empty or
 /// when any value is NaN.
 pub fn median(values: &[f64]) -> Option<f64> {
