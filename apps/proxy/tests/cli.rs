@@ -143,22 +143,7 @@ fn quick_start_proxies_and_stops_on_sigterm() {
             "{io}: {names:?}"
         );
         drop(c);
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("{io}: proxy did not stop on SIGTERM");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = terminate(&mut child, io);
         assert!(status.success(), "{io}: exit {status:?}");
     }
 }
@@ -170,6 +155,26 @@ fn signal(child: &std::process::Child, sig: &str) {
         .status()
         .expect("kill");
     assert!(ok.success());
+}
+
+/// SIGTERM, then the exit status (killed, and the test failed, if the proxy
+/// is still running after `WAIT`).
+fn terminate(
+    child: &mut std::process::Child,
+    label: impl std::fmt::Display,
+) -> std::process::ExitStatus {
+    signal(child, "-TERM");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{label}: proxy did not stop on SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One request on a new connection: the answering backend's name.
@@ -232,18 +237,7 @@ fn sighup_reloads_the_config_file_and_ignores_an_invalid_one() {
         assert_eq!(which_backend(listen), "b");
     }
     assert!(child.try_wait().expect("wait").is_none(), "still running");
-    signal(&child, "-TERM");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("proxy did not stop on SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = terminate(&mut child, "reload");
     assert!(status.success(), "exit {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

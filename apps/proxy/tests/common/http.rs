@@ -28,11 +28,16 @@ pub struct SeenRequest {
 
 impl SeenRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
+}
+
+/// The first field `name` (ASCII case-insensitive) among parsed `headers`.
+fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// How an HTTP test backend answers.
@@ -325,12 +330,7 @@ fn read_request(
         })
         .collect();
     buf.drain(..end);
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let find = |n: &str| header_in(&headers, n);
     let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
         read_chunked(stream, buf, bytes)?
@@ -363,10 +363,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -418,12 +415,7 @@ impl HttpClient {
             })
             .collect();
         self.buf.drain(..end);
-        let find = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
+        let find = |n: &str| header_in(&headers, n);
         let chunked = find("transfer-encoding").is_some_and(|v| v == "chunked");
         let body = if head_request || status == 204 || status == 304 || status < 200 {
             Vec::new()
