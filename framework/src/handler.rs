@@ -324,16 +324,6 @@ impl<M> Ctx<'_, M> {
         self.core.splice_into(from, to)
     }
 
-    /// Whether `from` is being relayed with [`Ctx::splice_into`].
-    pub fn is_spliced(&self, from: ConnId) -> bool {
-        self.core.relay_of(from).is_some()
-    }
-
-    /// The I/O backend this shard runs on.
-    pub fn io_backend(&self) -> crate::Backend {
-        self.core.backend
-    }
-
     /// Bytes queued to `conn` and not yet sent, or `None` for an unknown id.
     pub fn send_queue_len(&self, conn: ConnId) -> Option<usize> {
         self.core.queued_bytes(conn)

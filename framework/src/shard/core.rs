@@ -58,8 +58,6 @@ pub(crate) struct Core {
     pub(crate) flush_due: Option<Instant>,
     /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
     pub(crate) nonblocking_sockets: bool,
-    /// The driver's backend (for `Ctx::io_backend`).
-    pub(crate) backend: crate::Backend,
     /// Shutdown began: connections accepted from now on are closed gracefully.
     pub(crate) shutting_down: bool,
     pub(crate) conns: Slab<Conn>,
@@ -92,7 +90,6 @@ impl Core {
             flush_delay: Duration::ZERO,
             flush_due: None,
             nonblocking_sockets: true,
-            backend: crate::Backend::Epoll,
             shutting_down: false,
             conns: Slab::new(),
             inbound: 0,

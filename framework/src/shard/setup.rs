@@ -118,7 +118,6 @@ impl<H: Handler> Shard<H> {
         core.tcp_nodelay = cfg.builder.tcp_nodelay;
         core.flush_delay = cfg.builder.flush_delay;
         core.nonblocking_sockets = driver.nonblocking_sockets();
-        core.backend = driver.backend();
         let pipes = if driver.splice_supported() {
             cfg.builder.splice_pipes
         } else {
