@@ -101,6 +101,16 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
 }
 
+/// Connects the source, then the sink (the handler takes them in that order).
+fn source_and_sink(addr: std::net::SocketAddr) -> (TcpStream, TcpStream) {
+    let source = TcpStream::connect(addr).expect("connect source");
+    thread::sleep(Duration::from_millis(100));
+    let sink = TcpStream::connect(addr).expect("connect sink");
+    sink.set_read_timeout(Some(LIMIT)).expect("timeout");
+    thread::sleep(Duration::from_millis(100));
+    (source, sink)
+}
+
 fn run(io: shardline::Io, pipes: usize) -> Vec<Result<(), SpliceError>> {
     let started = Arc::new(Mutex::new(Vec::new()));
     let s = started.clone();
@@ -108,11 +118,7 @@ fn run(io: shardline::Io, pipes: usize) -> Vec<Result<(), SpliceError>> {
         started: s.clone(),
         ..Relay::default()
     });
-    let mut source = TcpStream::connect(addr).expect("connect source");
-    thread::sleep(Duration::from_millis(100));
-    let mut sink = TcpStream::connect(addr).expect("connect sink");
-    sink.set_read_timeout(Some(LIMIT)).expect("timeout");
-    thread::sleep(Duration::from_millis(100));
+    let (mut source, mut sink) = source_and_sink(addr);
     let data = pattern(8 << 20);
     let mine = data.clone();
     let writer = thread::spawn(move || {
@@ -169,11 +175,7 @@ fn graceful_close_of_the_source_keeps_what_it_piped() {
             ..Relay::default()
         });
         let metrics = server.metrics();
-        let mut source = TcpStream::connect(addr).expect("connect source");
-        thread::sleep(Duration::from_millis(100));
-        let mut sink = TcpStream::connect(addr).expect("connect sink");
-        sink.set_read_timeout(Some(LIMIT)).expect("timeout");
-        thread::sleep(Duration::from_millis(100));
+        let (mut source, mut sink) = source_and_sink(addr);
         let data = pattern(8 << 20);
         let mine = data.clone();
         // The source writes until the shard's close stops it (an error then).
