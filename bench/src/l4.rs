@@ -199,11 +199,8 @@ fn start_proxy(
         proxy_config(port, backend, splice, cfg.send_high_water),
     )?;
     let mut cmd = Command::new(&cfg.proxy_exe);
-    cmd.arg("--config")
-        .arg(&conf)
-        .args(["--shards", "1", "--io", &io.to_string()])
-        .arg("--placement")
-        .arg(format!("cpus={}", cfg.proxy_cpu));
+    cmd.arg("--config").arg(&conf);
+    servers::shardline_flags(&mut cmd, io, 1, &[cfg.proxy_cpu]);
     cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
     servers::pin_command(&mut cmd, &[cfg.proxy_cpu])?;
     ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))

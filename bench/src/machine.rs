@@ -174,14 +174,18 @@ impl MachineInfo {
 
 /// user + nice + system + steal of the `cpu` line of /proc/stat, in ticks.
 pub fn parse_busy_ticks(stat: &str) -> Option<u64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
+    let f = cpu_line(stat)?;
     // user nice system idle iowait irq softirq steal ...
     Some(f.first()? + f.get(1)? + f.get(2)? + f.get(7).copied().unwrap_or(0))
+}
+
+/// The tick counts of the `cpu` (all CPUs) line of /proc/stat.
+fn cpu_line(stat: &str) -> Option<Vec<u64>> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    line.split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect()
 }
 
 /// Busy CPU time of the whole machine so far *including* interrupt and softirq
@@ -203,12 +207,7 @@ pub fn busy_time_with_irq() -> Option<Duration> {
 /// user + nice + system + irq + softirq + steal of the `cpu` line of /proc/stat,
 /// in ticks.
 pub fn parse_busy_ticks_with_irq(stat: &str) -> Option<u64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
+    let f = cpu_line(stat)?;
     Some(parse_busy_ticks(stat)? + f.get(5)? + f.get(6)?)
 }
 

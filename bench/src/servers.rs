@@ -846,20 +846,9 @@ pub fn start_shardline_chat(
     let mut cmd = Command::new(exe);
     cmd.arg("--listen")
         .arg(addr.to_string())
-        .arg("--shards")
-        .arg(shards.to_string())
-        .arg("--io")
-        .arg(io.to_string())
-        .arg("--accept")
-        .arg("reuseport")
         .arg("--config")
         .arg(&config);
-    if cpus.is_empty() {
-        cmd.arg("--no-pin");
-    } else {
-        cmd.arg("--placement")
-            .arg(format!("cpus={}", machine::format_cpus(cpus)));
-    }
+    shardline_flags(&mut cmd, io, shards, cpus);
     // Its logs go to stdout; `server started` is logged at info once every shard
     // serves.
     cmd.env("RUST_LOG", "info").stderr(Stdio::inherit());
@@ -1116,6 +1105,24 @@ pub fn shardline_proxy_config(port: u16, upstream: SocketAddr, conns: usize) -> 
     )
 }
 
+/// The flags every Shardline binary takes, as the harness runs them: `shards`
+/// shards on `io`, reuseport accept, one shard per CPU of `cpus` (unpinned when
+/// empty).
+pub fn shardline_flags(cmd: &mut Command, io: Io, shards: usize, cpus: &[usize]) {
+    cmd.arg("--shards")
+        .arg(shards.to_string())
+        .arg("--io")
+        .arg(io.to_string())
+        .arg("--accept")
+        .arg("reuseport");
+    if cpus.is_empty() {
+        cmd.arg("--no-pin");
+    } else {
+        cmd.arg("--placement")
+            .arg(format!("cpus={}", machine::format_cpus(cpus)));
+    }
+}
+
 /// Starts shardline-proxy (`exe`) on `io` with `shards` shards (reuseport accept,
 /// shard *i* on `cpus[i]`, or `--no-pin` when `cpus` is empty) and a generated
 /// config, logging warnings only (no access log). Ready when a connection
@@ -1136,20 +1143,8 @@ pub fn start_shardline_proxy(
     std::fs::write(&conf, shardline_proxy_config(port, upstream, conns))
         .with_context(|| format!("writing {}", conf.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--config")
-        .arg(&conf)
-        .arg("--shards")
-        .arg(shards.to_string())
-        .arg("--io")
-        .arg(io.to_string())
-        .arg("--accept")
-        .arg("reuseport");
-    if cpus.is_empty() {
-        cmd.arg("--no-pin");
-    } else {
-        cmd.arg("--placement")
-            .arg(format!("cpus={}", machine::format_cpus(cpus)));
-    }
+    cmd.arg("--config").arg(&conf);
+    shardline_flags(&mut cmd, io, shards, cpus);
     cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
     pin_command(&mut cmd, cpus)?;
     ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))
