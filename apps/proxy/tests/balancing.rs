@@ -89,30 +89,39 @@ fn least_connections_sends_less_to_a_slow_backend() {
     }
 }
 
+/// Backends a, b and c behind a proxy that hashes on `X-User`, plus `extra`
+/// TOML (after the pool's keys).
+fn hashing_proxy(io: shardline::Io, shards: usize, extra: &str) -> (Vec<HttpBackend>, TestProxy) {
+    let backends: Vec<HttpBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| HttpBackend::start(n, Answer::Info))
+        .collect();
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+    let pool = "balance = \"consistent-hash\"\nhash_header = \"X-User\"\n";
+    let proxy = TestProxy::start(io, shards, &http_config(&addrs, &format!("{pool}{extra}")));
+    (backends, proxy)
+}
+
+/// One GET for user `u{user}` (`X-User`) on a new connection, so on any shard:
+/// the name of the backend that answered (it must be a 200).
+fn backend_for(proxy: &TestProxy, user: u32) -> String {
+    let mut c = HttpClient::new(proxy.connect());
+    c.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: u{user}\r\n\r\n").as_bytes());
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}: user {user}", proxy.label);
+    r.header("X-Backend").expect("backend").to_string()
+}
+
 /// Consistent hash on a header: the same header value always reaches the same
 /// backend, on any connection and any shard; different values spread.
 #[test]
 fn consistent_hash_on_a_header_is_sticky() {
     for (io, shards) in matrix() {
-        let backends: Vec<HttpBackend> = ["a", "b", "c"]
-            .iter()
-            .map(|n| HttpBackend::start(n, Answer::Info))
-            .collect();
-        let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
-        let cfg = config(&addrs, "consistent-hash").replace(
-            "balance = \"consistent-hash\"",
-            "balance = \"consistent-hash\"\nhash_header = \"X-User\"",
-        );
-        let proxy = TestProxy::start(io, shards, &cfg);
+        let (_backends, proxy) = hashing_proxy(io, shards, "");
         let mut owner: HashMap<u32, String> = HashMap::new();
         for round in 0..3 {
             for user in 0..30u32 {
-                // A new connection each time: it may land on any shard.
-                let mut c = HttpClient::new(proxy.connect());
-                c.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: u{user}\r\n\r\n").as_bytes());
-                let r = c.response(false);
-                assert_eq!(r.status, 200, "{}", proxy.label);
-                let b = r.header("X-Backend").expect("backend").to_string();
+                let b = backend_for(&proxy, user);
                 let first = owner.entry(user).or_insert_with(|| b.clone());
                 assert_eq!(
                     *first, b,
@@ -204,23 +213,9 @@ fn power_of_two_choices_avoids_a_slow_backend() {
 #[test]
 fn consistent_hash_keeps_keys_when_a_backend_leaves() {
     for (io, shards) in matrix() {
-        let mut backends: Vec<HttpBackend> = ["a", "b", "c"]
-            .iter()
-            .map(|n| HttpBackend::start(n, Answer::Info))
-            .collect();
-        let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
-        let cfg = config(&addrs, "consistent-hash").replace(
-            "balance = \"consistent-hash\"",
-            "balance = \"consistent-hash\"\nhash_header = \"X-User\"",
-        ) + "[pool.p.health]\ninterval_ms = 50\ntimeout_ms = 200\nrise = 1\nfall = 1\n";
-        let proxy = TestProxy::start(io, shards, &cfg);
-        let ask = |user: u32| {
-            let mut c = HttpClient::new(proxy.connect());
-            c.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: u{user}\r\n\r\n").as_bytes());
-            let r = c.response(false);
-            assert_eq!(r.status, 200, "{}: user {user}", proxy.label);
-            r.header("X-Backend").expect("backend").to_string()
-        };
+        let health = "[pool.p.health]\ninterval_ms = 50\ntimeout_ms = 200\nrise = 1\nfall = 1\n";
+        let (mut backends, proxy) = hashing_proxy(io, shards, health);
+        let ask = |user: u32| backend_for(&proxy, user);
         let before: Vec<String> = (0..60).map(ask).collect();
         backends[1].kill();
         // Down everywhere once the checker saw it (then broadcast to shards).
