@@ -162,7 +162,7 @@ struct Stream<P> {
 }
 
 impl<P: Payload> Stream<P> {
-    fn pump(&mut self, ctx: &mut Ctx<'_, P>) {
+    fn pump(&mut self, ctx: &mut Ctx<'_, Self>) {
         while self.sent < self.total {
             match ctx.post(ShardId(1), P::make(self.sent * P::ITEMS)) {
                 Ok(()) => self.sent += 1,
@@ -178,24 +178,36 @@ impl<P: Payload> Stream<P> {
 
 impl<P: Payload> Handler for Stream<P> {
     type Msg = P;
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, P>) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.me == 0 {
             // Both shards are up by the time this fires.
             ctx.set_timer(Duration::from_millis(20), 0);
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, _t: TimerId, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _token: u64) {
         let _ = self.report.send(StreamEvent::Started(Instant::now()));
         self.pump(ctx);
     }
 
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, P>, _to: ShardId) {
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self>, _to: ShardId) {
         self.pump(ctx);
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx<'_, P>, _from: ShardId, msg: P) {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_, Self>, _from: shardline::Origin, msg: P) {
         if msg.first() != self.expect * P::ITEMS {
             let _ = self.report.send(StreamEvent::Done(
                 Instant::now(),
@@ -217,7 +229,13 @@ impl<P: Payload> Handler for Stream<P> {
         }
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_, P>, _c: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _c: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }
@@ -280,7 +298,7 @@ struct PingPong {
 }
 
 impl PingPong {
-    fn post(&mut self, ctx: &mut Ctx<'_, u64>, to: usize, n: u64) {
+    fn post(&mut self, ctx: &mut Ctx<'_, Self>, to: usize, n: u64) {
         for i in 0..n {
             if ctx.post(ShardId(to), i).is_err() {
                 let _ = self
@@ -294,19 +312,31 @@ impl PingPong {
 
 impl Handler for PingPong {
     type Msg = u64;
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, u64>) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.me == 0 {
             ctx.set_timer(Duration::from_millis(20), 0);
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, u64>, _t: TimerId, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _token: u64) {
         self.sent_at = Instant::now();
         self.post(ctx, 1, self.burst);
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, u64>, _from: ShardId, _msg: u64) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, _from: shardline::Origin, _msg: u64) {
         if self.me == 1 {
             self.got += 1;
             if self.got == self.burst {
@@ -324,7 +354,13 @@ impl Handler for PingPong {
         }
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_, u64>, _c: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _c: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }

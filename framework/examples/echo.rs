@@ -32,18 +32,36 @@ struct Echo;
 
 impl Handler for Echo {
     type Msg = ();
+    type Timer = ();
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         // An error means the connection is already closing; nothing to do.
         let _ = ctx.send(conn, data);
         data.len()
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         ctx.pause_reading(conn);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         ctx.resume_reading(conn);
     }
 }

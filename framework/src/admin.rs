@@ -12,11 +12,15 @@
 //!
 //! ```no_run
 //! use shardline::{AdminConfig, Server};
-//! # use shardline::{ConnId, Ctx, Handler};
+//! # use shardline::{ConnId, Ctx, Handler, Listener};
 //! # struct Echo;
 //! # impl Handler for Echo {
 //! #     type Msg = ();
-//! #     fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, data: &[u8]) -> usize {
+//! #     type Timer = ();
+//! #     type Conn = ();
+//! #     type Listener = ();
+//! #     fn on_accept(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Listener<'_, ()>, _: std::net::SocketAddr) {}
+//! #     fn on_data(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: &mut (), data: &[u8]) -> usize {
 //! #         data.len()
 //! #     }
 //! # }

@@ -91,7 +91,10 @@ impl ServerArgs {
 
     /// With `--print-plan`, prints the placement plan to stdout and returns true:
     /// the binary should exit without serving.
-    pub fn print_plan_if_asked(&self, server: &Server) -> Result<bool, Error> {
+    pub fn print_plan_if_asked<M: Send + 'static>(
+        &self,
+        server: &Server<M>,
+    ) -> Result<bool, Error> {
         let Some(format) = self.print_plan else {
             return Ok(false);
         };

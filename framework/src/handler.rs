@@ -11,6 +11,7 @@
 use std::{fmt, io, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
+use slab::Slab;
 
 use crate::{
     error::SendError,
@@ -42,8 +43,8 @@ impl ConnId {
     /// `user_data`.
     pub(crate) const GENERATION_MASK: u32 = 0x00ff_ffff;
 
-    /// Packs the id into 56 bits (index in the low 32, generation above): a key
-    /// for maps and timer tokens.
+    /// Packs the id into 56 bits (index in the low 32, generation above): a
+    /// compact key.
     pub fn to_bits(self) -> u64 {
         u64::from(self.index) | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
     }
@@ -64,7 +65,8 @@ impl fmt::Display for ConnId {
 }
 
 /// A timer set with [`Ctx::set_timer`] or [`Ctx::set_interval`]; pass it to
-/// [`Ctx::cancel_timer`].
+/// [`Ctx::cancel_timer`]. Generation-checked: a kept id of a timer that fired or
+/// was cancelled never cancels a newer one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId(pub(crate) crate::shard::timer::TimerKey);
 
@@ -102,10 +104,61 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Which listener took a connection: given to [`Handler::on_accept`].
+///
+/// `id` is the listener's position in the order the builder was given them
+/// ([`ServerBuilder::listen`](crate::ServerBuilder::listen) /
+/// [`listen_with`](crate::ServerBuilder::listen_with)), `addr` the address it is
+/// bound to (the resolved port when 0 was asked for), and `value` what the
+/// application attached to it.
+#[derive(Debug)]
+pub struct Listener<'a, L> {
+    /// The listener's position in the builder's list.
+    pub id: ListenerId,
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// The value attached with `listen_with` (`()` for `listen`).
+    pub value: &'a L,
+}
+
+impl<L> Clone for Listener<'_, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<L> Copy for Listener<'_, L> {}
+
+/// A listener's position in the order the builder was given them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub usize);
+
+/// Who posted a message handed to [`Handler::on_message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A shard, with [`Ctx::post`] or [`Ctx::broadcast`] (possibly this one).
+    Shard(ShardId),
+    /// A thread outside the shards, through a [`Remote`](crate::Remote).
+    Remote,
+}
+
 /// The application's per-shard event handler. One instance is created per shard, on
 /// that shard's thread, by the factory given to
 /// [`ServerBuilder::build`](crate::ServerBuilder::build); it never moves between
 /// threads.
+///
+/// Four types say what the application keeps where (`()` for what it does not use):
+/// - [`Msg`](Handler::Msg): what shards (and [`Remote`](crate::Remote) handles) post
+///   to each other's [`on_message`](Handler::on_message);
+/// - [`Timer`](Handler::Timer): what a timer carries back to
+///   [`on_timer`](Handler::on_timer);
+/// - [`Conn`](Handler::Conn): the per-connection state, chosen by the handler when a
+///   connection starts (returned from [`on_accept`](Handler::on_accept), given to
+///   [`Ctx::connect`]), kept by the framework next to the connection, and handed back
+///   with every callback for that connection — no map from [`ConnId`] is needed to
+///   find it;
+/// - [`Listener`](Handler::Listener): the value the application attached to each
+///   listener ([`ServerBuilder::listen_with`](crate::ServerBuilder::listen_with)),
+///   given to `on_accept`.
 ///
 /// Panics: a panic inside a callback that concerns a connection (`on_accept`,
 /// `on_data`, `on_eof`, `on_connect`, `on_backpressure`, `on_drained`) is caught;
@@ -114,56 +167,95 @@ impl fmt::Display for CloseReason {
 /// `on_close` or `on_shutdown` is caught and logged the same way. The handler must
 /// therefore keep its own state consistent across a panic (it is not poisoned).
 #[allow(unused_variables)]
-pub trait Handler: 'static {
-    /// What shards send each other with [`Ctx::post`] / [`Ctx::broadcast`]; `()` if
-    /// the application does not use cross-shard messages.
+pub trait Handler: Sized + 'static {
+    /// What shards send each other with [`Ctx::post`] / [`Ctx::broadcast`], and
+    /// other threads with a [`Remote`](crate::Remote).
     type Msg: Send + 'static;
+    /// What a timer set with [`Ctx::set_timer`] or [`Ctx::set_interval`] carries.
+    type Timer: 'static;
+    /// Per-connection state, stored by the framework with the connection.
+    type Conn: 'static;
+    /// The value attached to each listener (the same type for all of them).
+    type Listener: Send + Sync + 'static;
 
     /// The shard is up (driver ready, listeners registered) and about to serve.
     /// Start timers or outbound connections here.
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg>) {}
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {}
 
-    /// A connection was accepted from `peer`.
-    fn on_accept(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, peer: SocketAddr) {}
+    /// A connection was accepted from `peer` by `listener`. What this returns is the
+    /// connection's state, handed back with every later callback for it. If this
+    /// panics the connection is closed and, having no state, gets no `on_close`.
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        listener: Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) -> Self::Conn;
 
     /// Bytes arrived. Return how many were consumed; the rest is kept and presented
     /// again, prefixed, with the next data (bounded by `Limits::max_input`).
-    fn on_data(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, data: &[u8]) -> usize;
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize;
 
     /// The peer shut down its sending side. Comes after every byte received was
     /// offered to `on_data` (input that arrived while reading was paused is offered
     /// first, on resume). The default closes the connection after what is queued
     /// has been sent; a proxy forwards it with [`Ctx::shutdown_write`] instead.
-    fn on_eof(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, state: &mut Self::Conn) {
         ctx.close(conn);
     }
 
     /// An outbound connection started with [`Ctx::connect`] completed. On `Err` the
-    /// id is already released and `on_close` will not be called for it.
-    fn on_connect(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, result: io::Result<()>) {}
+    /// id is already released, `state` is dropped after this returns, and `on_close`
+    /// will not be called for it.
+    fn on_connect(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        state: &mut Self::Conn,
+        result: io::Result<()>,
+    ) {
+    }
 
-    /// The connection is gone. Called exactly once for every accepted connection and
-    /// every connected outbound connection.
-    fn on_close(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId, reason: &CloseReason) {}
+    /// The connection is gone; its state is handed over. Called exactly once for
+    /// every connection whose `on_accept` returned and every connected outbound
+    /// connection.
+    fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        state: Self::Conn,
+        reason: &CloseReason,
+    ) {
+    }
 
     /// The outbound queue passed `Limits::send_high_water`: the peer is slow. A proxy
     /// pauses reading the other side here.
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {}
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, state: &mut Self::Conn) {}
 
     /// After a backpressure notice, the outbound queue fell below
     /// `Limits::send_low_water`.
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self::Msg>, conn: ConnId) {}
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, state: &mut Self::Conn) {}
 
-    /// A timer fired; `token` is the value given when it was set.
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Msg>, timer: TimerId, token: u64) {}
+    /// A timer fired, with the payload it was set with (a clone, for an interval).
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, timer: TimerId, payload: Self::Timer) {}
 
-    /// A message another shard (or this one) posted with [`Ctx::post`] or
-    /// [`Ctx::broadcast`]. Per sender, messages arrive in the order posted.
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::Msg>, from: ShardId, msg: Self::Msg) {}
+    /// A message posted by a shard ([`Ctx::post`], [`Ctx::broadcast`]) or from
+    /// another thread ([`Remote`](crate::Remote)). Per sender, messages arrive in
+    /// the order posted.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: Origin, msg: Self::Msg) {}
 
     /// A [`Ctx::post`] to `to` returned `Full` earlier; that queue has drained to half
-    /// its capacity, so posting may be retried now. Given once per `Full` episode.
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self::Msg>, to: ShardId) {}
+    /// its capacity, so posting may be retried now (an [`Outbox`](crate::Outbox)
+    /// does it with [`Outbox::flush`](crate::Outbox::flush)). Given once per `Full`
+    /// episode.
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self>, to: ShardId) {}
 
     /// The server is shutting down: no new connections are being accepted (those
     /// the kernel had already queued are still handed to `on_accept`, then closed).
@@ -171,18 +263,55 @@ pub trait Handler: 'static {
     /// flushed, up to the shutdown deadline — except those passed to
     /// [`Ctx::keep_open_on_shutdown`], which the handler closes itself. Queue a
     /// goodbye here.
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self::Msg>) {}
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {}
+}
+
+/// A user timer's payload, kept beside the wheel (which holds only its key).
+pub(crate) struct TimerSlot<T> {
+    pub(crate) payload: T,
+    /// Set for intervals: how to hand out a copy each time it fires.
+    pub(crate) clone: Option<fn(&T) -> T>,
+}
+
+/// The handler-typed part of a shard's state: per-connection states (indexed like
+/// the connection slab) and timer payloads.
+pub(crate) struct AppState<H: Handler> {
+    pub(crate) states: Vec<Option<H::Conn>>,
+    pub(crate) timers: Slab<TimerSlot<H::Timer>>,
+}
+
+impl<H: Handler> AppState<H> {
+    pub(crate) fn new() -> Self {
+        AppState {
+            states: Vec::new(),
+            timers: Slab::new(),
+        }
+    }
+
+    pub(crate) fn put(&mut self, id: ConnId, state: H::Conn) {
+        let i = id.index as usize;
+        if self.states.len() <= i {
+            self.states.resize_with(i + 1, || None);
+        }
+        self.states[i] = Some(state);
+    }
+
+    pub(crate) fn take(&mut self, id: ConnId) -> Option<H::Conn> {
+        self.states
+            .get_mut(id.index as usize)
+            .and_then(Option::take)
+    }
 }
 
 /// What a handler can do, handed to every callback. Actions take effect after the
-/// callback returns, in the order they were made. `M` is the handler's
-/// [`Handler::Msg`].
-pub struct Ctx<'a, M = ()> {
+/// callback returns, in the order they were made. `H` is the handler.
+pub struct Ctx<'a, H: Handler> {
     pub(crate) core: &'a mut Core,
-    pub(crate) mail: &'a Mail<M>,
+    pub(crate) mail: &'a Mail<H::Msg>,
+    pub(crate) app: &'a mut AppState<H>,
 }
 
-impl<M> fmt::Debug for Ctx<'_, M> {
+impl<H: Handler> fmt::Debug for Ctx<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
             .field("shard", &self.core.shard)
@@ -190,15 +319,16 @@ impl<M> fmt::Debug for Ctx<'_, M> {
     }
 }
 
-impl<M: Send> Ctx<'_, M> {
+impl<H: Handler> Ctx<'_, H> {
     /// Sends `msg` to shard `to` (this shard included) through the bounded mailbox
     /// for that pair; it arrives in that shard's [`Handler::on_message`]. A full
     /// mailbox hands the message back as [`Full`]: backpressure, never a drop.
-    /// [`Handler::on_mailbox_ready`] then says when to retry.
+    /// [`Handler::on_mailbox_ready`] then says when to retry; an
+    /// [`Outbox`](crate::Outbox) keeps such messages in order.
     ///
     /// # Panics
     /// If `to` is not a shard of this server (`to.0 >= ctx.shards()`).
-    pub fn post(&mut self, to: ShardId, msg: M) -> Result<(), Full<M>> {
+    pub fn post(&mut self, to: ShardId, msg: H::Msg) -> Result<(), Full<H::Msg>> {
         assert!(
             to.0 < self.mail.shards,
             "post to shard {to} of {}",
@@ -209,9 +339,9 @@ impl<M: Send> Ctx<'_, M> {
 
     /// Posts a clone of `msg` to every other shard. Returns the shards whose mailbox
     /// was full, with their copies: nothing is dropped.
-    pub fn broadcast(&mut self, msg: M) -> Result<(), Vec<(ShardId, M)>>
+    pub fn broadcast(&mut self, msg: H::Msg) -> Result<(), Vec<(ShardId, H::Msg)>>
     where
-        M: Clone,
+        H::Msg: Clone,
     {
         let mut full = Vec::new();
         for to in (0..self.mail.shards).filter(|&s| s != self.mail.me) {
@@ -225,9 +355,61 @@ impl<M: Send> Ctx<'_, M> {
             Err(full)
         }
     }
+
+    /// Opens an outbound TCP connection whose state is `state`. The result arrives
+    /// in [`Handler::on_connect`]; bytes sent before that are queued and flushed
+    /// once connected. Fails now only if a socket cannot be created (e.g. out of
+    /// fds); `state` is then dropped.
+    pub fn connect(&mut self, addr: SocketAddr, state: H::Conn) -> io::Result<ConnId> {
+        let id = self.core.start_connect(addr)?;
+        self.app.put(id, state);
+        Ok(id)
+    }
+
+    /// The state of another connection of this shard (not the one the current
+    /// callback is about: that one was handed to the callback), or `None` for an
+    /// unknown id.
+    pub fn conn_state(&mut self, conn: ConnId) -> Option<&mut H::Conn> {
+        self.core.get(conn)?;
+        self.app
+            .states
+            .get_mut(conn.index as usize)
+            .and_then(Option::as_mut)
+    }
+
+    /// Fires [`Handler::on_timer`] once, `after` from now (1 ms resolution), with
+    /// `payload`.
+    pub fn set_timer(&mut self, after: Duration, payload: H::Timer) -> TimerId {
+        let key = self.app.timers.insert(TimerSlot {
+            payload,
+            clone: None,
+        });
+        self.core.set_timer(after, None, key)
+    }
+
+    /// Fires [`Handler::on_timer`] every `period` until cancelled, each time with a
+    /// clone of `payload`. If the shard falls behind by several periods it fires
+    /// once, not in a burst.
+    pub fn set_interval(&mut self, period: Duration, payload: H::Timer) -> TimerId
+    where
+        H::Timer: Clone,
+    {
+        let key = self.app.timers.insert(TimerSlot {
+            payload,
+            clone: Some(<H::Timer as Clone>::clone),
+        });
+        self.core.set_timer(period, Some(period), key)
+    }
+
+    /// Cancels a timer and returns its payload if it was still pending. A
+    /// cancelled timer never fires.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> Option<H::Timer> {
+        let key = self.core.cancel_timer(timer)?;
+        self.app.timers.try_remove(key).map(|slot| slot.payload)
+    }
 }
 
-impl<M> Ctx<'_, M> {
+impl<H: Handler> Ctx<'_, H> {
     /// This shard's id.
     pub fn shard_id(&self) -> ShardId {
         self.core.shard
@@ -287,13 +469,6 @@ impl<M> Ctx<'_, M> {
         self.core.local_addr(conn)
     }
 
-    /// Opens an outbound TCP connection. The result arrives in
-    /// [`Handler::on_connect`]; bytes sent before that are queued and flushed once
-    /// connected. Fails now only if a socket cannot be created (e.g. out of fds).
-    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
-        self.core.start_connect(addr)
-    }
-
     /// Stops reading from `conn` (its data stays in the kernel, so the peer is slowed
     /// by TCP flow control) until [`Ctx::resume_reading`].
     pub fn pause_reading(&mut self, conn: ConnId) {
@@ -332,23 +507,6 @@ impl<M> Ctx<'_, M> {
     /// The remote address of `conn`, or `None` for an unknown id.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.core.peer_addr(conn)
-    }
-
-    /// Fires [`Handler::on_timer`] once, `after` from now (1 ms resolution).
-    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
-        self.core.set_timer(after, None, token)
-    }
-
-    /// Fires [`Handler::on_timer`] every `period` until cancelled. If the shard falls
-    /// behind by several periods it fires once, not in a burst.
-    pub fn set_interval(&mut self, period: Duration, token: u64) -> TimerId {
-        self.core.set_timer(period, Some(period), token)
-    }
-
-    /// Cancels a timer; returns whether it was still pending. A cancelled timer never
-    /// fires.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.core.cancel_timer(timer)
     }
 
     /// This shard's counters.

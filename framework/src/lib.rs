@@ -12,13 +12,19 @@
 //! an admin HTTP port: [`ServerBuilder::admin`].
 //!
 //! ```no_run
-//! use shardline::{ConnId, Ctx, Handler, Io, Server};
+//! use std::net::SocketAddr;
+//! use shardline::{ConnId, Ctx, Handler, Io, Listener, Server};
 //!
 //! struct Echo;
 //! impl Handler for Echo {
 //!     type Msg = ();
+//!     type Timer = ();
+//!     type Conn = ();
+//!     type Listener = ();
 //!
-//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+//!     fn on_accept(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Listener<'_, ()>, _: SocketAddr) {}
+//!
+//!     fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _: &mut (), data: &[u8]) -> usize {
 //!         let _ = ctx.send(conn, data);
 //!         data.len()
 //!     }
@@ -41,6 +47,7 @@ mod error;
 mod handler;
 mod metrics;
 pub mod numa;
+mod outbox;
 mod server;
 mod shard;
 
@@ -48,9 +55,14 @@ pub use accept::{AcceptMode, Balance};
 pub use admin::{AdminConfig, AdminServer, PromWriter};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
-pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+pub use handler::{
+    CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, Origin, ShardId, TimerId,
+};
 pub use metrics::{Counter, Metrics, PerShard, ShardMetrics, ShardMetricsSnapshot};
-pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
+pub use outbox::Outbox;
+pub use server::{
+    Backend, Io, Limits, PostError, Remote, RunningServer, Server, ServerBuilder, ShutdownHandle,
+};
 pub use shard::{mailbox::Full, relay::SpliceError};
 
 /// Environment variable that makes the io_uring probe fail (any non-empty value other

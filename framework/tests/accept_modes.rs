@@ -172,12 +172,27 @@ struct EchoWithUpstream {
 
 impl Handler for EchoWithUpstream {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, _peer: SocketAddr) {
-        ctx.connect(self.sink).expect("connect starts");
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        _peer: SocketAddr,
+    ) {
+        ctx.connect(self.sink, ()).expect("connect starts");
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let _ = ctx.send(conn, data);
         data.len()
     }

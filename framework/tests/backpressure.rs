@@ -121,7 +121,7 @@ impl Observer {
         }
     }
 
-    fn saw_queue(&self, ctx: &Ctx<'_>, conn: ConnId) {
+    fn saw_queue<H: Handler>(&self, ctx: &Ctx<'_, H>, conn: ConnId) {
         let queued = ctx.send_queue_len(conn).unwrap_or(0);
         let mut log = lock(&self.log);
         log.max_queued = log.max_queued.max(queued);
@@ -142,12 +142,27 @@ struct Amplifier {
 
 impl Handler for Amplifier {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) {
         self.obs.peers.insert(conn, peer);
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         for _ in data {
             // Refused once the hard limit closed the connection; keep going anyway,
             // like a careless application would.
@@ -158,17 +173,23 @@ impl Handler for Amplifier {
         data.len()
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         self.obs.saw_queue(ctx, conn);
         self.obs.record(conn, Event::Backpressure);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         self.obs.saw_queue(ctx, conn);
         self.obs.record(conn, Event::Drained);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         self.obs.record(conn, Event::Close(reason.clone()));
         self.obs.peers.remove(&conn);
     }
@@ -181,12 +202,27 @@ struct PausingEcho {
 
 impl Handler for PausingEcho {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) {
         self.obs.peers.insert(conn, peer);
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         // A refusal closes the connection; the test sees it in `on_close`.
         let _ = ctx.send(conn, data);
         self.obs.saw_queue(ctx, conn);
@@ -194,19 +230,25 @@ impl Handler for PausingEcho {
         data.len()
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         self.obs.saw_queue(ctx, conn);
         self.obs.record(conn, Event::Backpressure);
         ctx.pause_reading(conn);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         self.obs.saw_queue(ctx, conn);
         self.obs.record(conn, Event::Drained);
         ctx.resume_reading(conn);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         self.obs.record(conn, Event::Close(reason.clone()));
         self.obs.peers.remove(&conn);
     }

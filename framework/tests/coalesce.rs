@@ -18,8 +18,26 @@ struct EchoBye;
 
 impl Handler for EchoBye {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let _ = ctx.send(conn, data);
         if data.ends_with(b"bye") {
             ctx.close(conn);

@@ -26,26 +26,56 @@ struct Dialer {
 
 impl Handler for Dialer {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
-        let conn = ctx.connect(self.target).expect("socket");
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let conn = ctx.connect(self.target, ()).expect("socket");
         // Queued before the connect completes: flushed once connected.
         let _ = ctx.send(conn, b"hello from shard");
     }
 
-    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, result: std::io::Result<()>) {
+    fn on_connect(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        _state: &mut Self::Conn,
+        result: std::io::Result<()>,
+    ) {
         let _ = self
             .events
             .send(Event::Connected(result.map_err(|e| e.kind())));
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let _ = self.events.send(Event::Data(data.to_vec()));
         ctx.close(conn);
         data.len()
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         let _ = self.events.send(Event::Closed(reason.clone()));
     }
 }

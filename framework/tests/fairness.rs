@@ -45,26 +45,47 @@ struct Echo {
 
 impl Handler for Echo {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) {
         self.peers.insert(conn, peer);
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         // A refusal closes the connection; the test sees it in `on_close`.
         let _ = ctx.send(conn, data);
         data.len()
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         ctx.pause_reading(conn);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         ctx.resume_reading(conn);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         if let Some(peer) = self.peers.remove(&conn) {
             self.closes
                 .lock()

@@ -39,25 +39,46 @@ struct HalfClose(Arc<Mutex<Seen>>);
 
 impl Handler for HalfClose {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: std::net::SocketAddr) {
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        _: std::net::SocketAddr,
+    ) {
         ctx.send(conn, b"hello, then FIN").expect("queued");
         ctx.shutdown_write(conn).expect("half-close");
         ctx.shutdown_write(conn).expect("twice is harmless");
         self.0.lock().expect("lock").send_after_shutdown = Some(ctx.send(conn, b"late"));
     }
 
-    fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         self.0.lock().expect("lock").data.extend_from_slice(data);
         data.len()
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         self.0.lock().expect("lock").eof = true;
         ctx.close(conn);
     }
 
-    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         self.0.lock().expect("lock").closed = Some(reason.clone());
     }
 }
@@ -108,8 +129,26 @@ struct PauseOnce {
 
 impl Handler for PauseOnce {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         self.total.fetch_add(data.len(), Ordering::SeqCst);
         if !std::mem::replace(&mut self.paused, true) {
             ctx.pause_reading(conn);
@@ -118,11 +157,11 @@ impl Handler for PauseOnce {
         data.len()
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _: TimerId, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: TimerId, token: u64) {
         ctx.resume_reading(ConnId::from_bits(token));
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         self.at_eof
             .store(self.total.load(Ordering::SeqCst), Ordering::SeqCst);
         ctx.close(conn);
@@ -174,8 +213,26 @@ struct OneLineAtATime;
 
 impl Handler for OneLineAtATime {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let Some(end) = data.iter().position(|&b| b == b'\n') else {
             return 0;
         };
@@ -209,13 +266,28 @@ struct Where {
 
 impl Handler for Where {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: std::net::SocketAddr) {
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        _: std::net::SocketAddr,
+    ) {
         let addr = ctx.local_addr(conn).expect("a live connection has one");
         self.local.lock().expect("lock").push(addr);
     }
 
-    fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }
@@ -240,14 +312,32 @@ struct Starts(Arc<AtomicUsize>);
 
 impl Handler for Starts {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, _: &mut Ctx<'_>) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, _: &mut Ctx<'_, Self>) {
         // Slow on purpose: `start` must still wait for it.
         std::thread::sleep(Duration::from_millis(50));
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn on_data(&mut self, _: &mut Ctx<'_>, _: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }

@@ -44,7 +44,7 @@ struct Stress {
 }
 
 impl Stress {
-    fn send_burst(&mut self, ctx: &mut Ctx<'_, (usize, u64)>) {
+    fn send_burst(&mut self, ctx: &mut Ctx<'_, Self>) {
         let burst = self.rng.random_range(1..2_000u64);
         for to in 0..SHARDS {
             if to == self.me || self.blocked[to] {
@@ -91,21 +91,36 @@ impl Stress {
 
 impl Handler for Stress {
     type Msg = (usize, u64);
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, Self::Msg>) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.send_burst(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Msg>, _t: shardline::TimerId, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: shardline::TimerId, _token: u64) {
         self.send_burst(ctx);
     }
 
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self::Msg>, to: ShardId) {
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self>, to: ShardId) {
         self.blocked[to.0] = false;
         self.send_burst(ctx);
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx<'_, Self::Msg>, from: ShardId, msg: Self::Msg) {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_, Self>, from: shardline::Origin, msg: Self::Msg) {
+        let shardline::Origin::Shard(from) = from else {
+            panic!("only shards post in this test");
+        };
         let (sender, seq) = msg;
         if sender != from.0 || seq != self.expect[from.0] {
             let _ = self.report.send((
@@ -125,7 +140,13 @@ impl Handler for Stress {
         self.maybe_report();
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_, Self::Msg>, _c: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _c: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }
@@ -206,7 +227,7 @@ struct Stall {
 const STALL_TOTAL: u64 = 1_000;
 
 impl Stall {
-    fn pump(&mut self, ctx: &mut Ctx<'_, u64>) {
+    fn pump(&mut self, ctx: &mut Ctx<'_, Self>) {
         while self.sent < STALL_TOTAL {
             match ctx.post(ShardId(1), self.sent) {
                 Ok(()) => self.sent += 1,
@@ -224,8 +245,20 @@ impl Stall {
 
 impl Handler for Stall {
     type Msg = u64;
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, u64>) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.me == 1 {
             ctx.set_timer(Duration::ZERO, 0);
         } else {
@@ -234,7 +267,7 @@ impl Handler for Stall {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, u64>, _t: shardline::TimerId, _k: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: shardline::TimerId, _k: u64) {
         if self.me == 1 {
             std::thread::sleep(Duration::from_millis(500));
         } else {
@@ -242,13 +275,13 @@ impl Handler for Stall {
         }
     }
 
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, u64>, to: ShardId) {
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, Self>, to: ShardId) {
         assert_eq!(to, ShardId(1));
         let _ = self.report.send(("ready", self.sent));
         self.pump(ctx);
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx<'_, u64>, _from: ShardId, n: u64) {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_, Self>, _from: shardline::Origin, n: u64) {
         assert_eq!(n, self.got, "in order");
         self.got += 1;
         if self.got == STALL_TOTAL {
@@ -256,7 +289,13 @@ impl Handler for Stall {
         }
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_, u64>, _c: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _c: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }
@@ -319,17 +358,35 @@ struct Bcast {
 
 impl Handler for Bcast {
     type Msg = usize;
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, usize>) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         ctx.broadcast(self.me).expect("empty mailboxes have room");
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx<'_, usize>, from: ShardId, m: usize) {
-        assert_eq!(from.0, m);
+    fn on_message(&mut self, _ctx: &mut Ctx<'_, Self>, from: shardline::Origin, m: usize) {
+        assert_eq!(from, shardline::Origin::Shard(ShardId(m)));
         let _ = self.report.send((self.me, m));
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_, usize>, _c: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _c: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }

@@ -18,8 +18,26 @@ struct Fragile {
 
 impl Handler for Fragile {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         if data.starts_with(b"PANIC") {
             panic!("handler bug triggered by input");
         }
@@ -27,7 +45,13 @@ impl Handler for Fragile {
         data.len()
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         let _ = self.closes.send(reason.clone());
     }
 }

@@ -20,8 +20,26 @@ struct Lines {
 
 impl Handler for Lines {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let mut consumed = 0;
         while let Some(nl) = data[consumed..].iter().position(|&b| b == b'\n') {
             let line = &data[consumed..consumed + nl];
@@ -32,7 +50,13 @@ impl Handler for Lines {
         consumed
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         let _ = self.closes.send(reason.clone());
     }
 }

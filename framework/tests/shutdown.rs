@@ -126,12 +126,27 @@ struct Streamer {
 
 impl Handler for Streamer {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        _peer: SocketAddr,
+    ) {
         self.conns.insert(conn);
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         if data.len() < REQUEST_LEN {
             return 0;
         }
@@ -153,7 +168,7 @@ impl Handler for Streamer {
         data.len()
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
         let queued = self
             .conns
             .iter()
@@ -165,7 +180,13 @@ impl Handler for Streamer {
         }
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         self.conns.remove(&conn);
         lock(&self.log).closes.push(reason.clone());
     }

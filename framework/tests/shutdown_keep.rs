@@ -18,8 +18,26 @@ struct Finisher {
 
 impl Handler for Finisher {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         if data.starts_with(b"slow") {
             self.pending.push(conn);
             ctx.set_timer(Duration::from_millis(300), conn.to_bits());
@@ -29,14 +47,14 @@ impl Handler for Finisher {
         data.len()
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _: shardline::TimerId, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: shardline::TimerId, token: u64) {
         let conn = ConnId::from_bits(token);
         self.pending.retain(|c| *c != conn);
         let _ = ctx.send(conn, b"done");
         ctx.close(conn);
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
         for &conn in self.pending.iter().chain(&self.stuck) {
             ctx.keep_open_on_shutdown(conn);
         }

@@ -38,8 +38,17 @@ struct Relay {
 
 impl Handler for Relay {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_accept(&mut self, _: &mut Ctx<'_>, conn: ConnId, _: std::net::SocketAddr) {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        _: std::net::SocketAddr,
+    ) {
         if self.source.is_none() {
             self.source = Some(conn);
         } else {
@@ -47,7 +56,13 @@ impl Handler for Relay {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let (Some(src), Some(sink)) = (self.source, self.sink) else {
             return 0; // held until the sink is there
         };
@@ -74,13 +89,19 @@ impl Handler for Relay {
         half
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _: shardline::TimerId, _: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: shardline::TimerId, _: u64) {
         if let Some(src) = self.source {
             ctx.close(src);
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &shardline::CloseReason) {
+    fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: Self::Conn,
+        _: &shardline::CloseReason,
+    ) {
         if Some(conn) == self.source {
             if let Some(sink) = self.sink {
                 let _ = ctx.shutdown_write(sink);
@@ -88,7 +109,7 @@ impl Handler for Relay {
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         if Some(conn) == self.source {
             if let Some(sink) = self.sink {
                 let _ = ctx.shutdown_write(sink);

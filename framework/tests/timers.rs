@@ -16,32 +16,70 @@ struct Timers {
 const TICK: u64 = 100;
 const DONE: u64 = 999;
 
+/// A typed payload that owns data (not `Copy`): one-shot timers hand it over,
+/// intervals hand out clones, cancelling gives it back.
+#[derive(Debug, Clone, PartialEq)]
+enum Fire {
+    Once(u64, String),
+    Tick,
+}
+
 impl Handler for Timers {
     type Msg = ();
+    type Timer = Fire;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
-        ctx.set_timer(Duration::from_millis(60), 3);
-        ctx.set_timer(Duration::from_millis(20), 1);
-        let cancelled = ctx.set_timer(Duration::from_millis(30), 77);
-        ctx.set_timer(Duration::from_millis(40), 2);
-        assert!(ctx.cancel_timer(cancelled));
-        assert!(!ctx.cancel_timer(cancelled), "second cancel is a no-op");
-        self.interval = Some(ctx.set_interval(Duration::from_millis(5), TICK));
-        ctx.set_timer(Duration::from_millis(300), DONE);
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId, token: u64) {
-        if token == TICK {
-            assert_eq!(Some(timer), self.interval);
-            self.ticks += 1;
-            if self.ticks == 5 {
-                assert!(ctx.cancel_timer(timer));
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let once = |n: u64| Fire::Once(n, format!("timer {n}"));
+        ctx.set_timer(Duration::from_millis(60), once(3));
+        ctx.set_timer(Duration::from_millis(20), once(1));
+        let cancelled = ctx.set_timer(Duration::from_millis(30), once(77));
+        ctx.set_timer(Duration::from_millis(40), once(2));
+        assert_eq!(ctx.cancel_timer(cancelled), Some(once(77)));
+        assert_eq!(
+            ctx.cancel_timer(cancelled),
+            None,
+            "second cancel is a no-op"
+        );
+        self.interval = Some(ctx.set_interval(Duration::from_millis(5), Fire::Tick));
+        ctx.set_timer(Duration::from_millis(300), once(DONE));
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, timer: TimerId, payload: Fire) {
+        let token = match payload {
+            Fire::Tick => {
+                assert_eq!(Some(timer), self.interval);
+                self.ticks += 1;
+                if self.ticks == 5 {
+                    assert_eq!(ctx.cancel_timer(timer), Some(Fire::Tick));
+                }
+                TICK
             }
-        }
+            Fire::Once(n, text) => {
+                assert_eq!(text, format!("timer {n}"), "the payload arrives intact");
+                n
+            }
+        };
         let _ = self.fired.send(token);
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        _ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         data.len()
     }
 }

@@ -22,7 +22,7 @@ use crate::{
 };
 
 impl ChatShard {
-    pub(crate) fn on_mail(&mut self, ctx: &mut Ctx<'_, ChatMsg>, msg: ChatMsg) {
+    pub(crate) fn on_mail(&mut self, ctx: &mut Ctx<'_, ChatShard>, msg: ChatMsg) {
         match msg {
             ChatMsg::Request {
                 from,
@@ -94,7 +94,7 @@ impl ChatShard {
     }
 
     /// Sends `nums` to client `to`, wherever it is (nobody waits for them).
-    fn notify(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: ClientRef, nums: Vec<Numeric>) {
+    fn notify(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: ClientRef, nums: Vec<Numeric>) {
         if to.shard == self.me {
             self.send_numerics(ctx, to.id, &nums);
         } else {
@@ -103,7 +103,7 @@ impl ChatShard {
         }
     }
 
-    fn deliver_chan(&mut self, ctx: &mut Ctx<'_, ChatMsg>, d: &ChanDelivery) {
+    fn deliver_chan(&mut self, ctx: &mut Ctx<'_, ChatShard>, d: &ChanDelivery) {
         if let Membership::Add(who) = d.change.filter_shard(self.me) {
             match self.clients.get_mut(&who.id) {
                 Some(c) => {
@@ -162,7 +162,7 @@ impl ChatShard {
 
     /// A NICK or QUIT line goes once to each local client sharing a channel with
     /// `who` (never to `who` itself: its own shard told it directly).
-    fn deliver_notice(&mut self, ctx: &mut Ctx<'_, ChatMsg>, n: &UserNotice) {
+    fn deliver_notice(&mut self, ctx: &mut Ctx<'_, ChatShard>, n: &UserNotice) {
         let mut ids: Vec<u64> = n
             .chans
             .iter()
@@ -182,7 +182,7 @@ impl ChatShard {
         }
     }
 
-    pub(crate) fn send_numerics(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, nums: &[Numeric]) {
+    pub(crate) fn send_numerics(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, nums: &[Numeric]) {
         let Some(c) = self.clients.get(&id).filter(|c| c.alive) else {
             return;
         };
@@ -202,7 +202,7 @@ impl ChatShard {
 
     fn on_reply(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         to: ClientRef,
         fanout: u32,
         body: ReplyBody,
@@ -293,7 +293,7 @@ impl ChatShard {
     }
 
     /// LUSERS numerics, then the MOTD if this is the welcome burst.
-    pub(crate) fn send_lusers(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, l: &Lusers) {
+    pub(crate) fn send_lusers(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, l: &Lusers) {
         let n = &l.counts;
         let visible = n.users - n.invisible.min(n.users);
         let (users, peak) = (n.users.to_string(), n.peak.to_string());
@@ -348,7 +348,7 @@ impl ChatShard {
     /// Broadcasts a registered client's nick change to every shard (each acks).
     pub(crate) fn broadcast_nick(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         out: Outgoing,
         nick: String,

@@ -143,6 +143,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use info::ServerInfo;
+pub use mail::ChatMsg;
 pub use shard::ChatShard;
 use shardline::{AdminConfig, Limits, Server, ServerBuilder};
 
@@ -162,7 +163,7 @@ pub fn framework_limits(config: &Config) -> Limits {
 /// admin endpoint (`/metrics`: the framework's counters and [`stats`]) if
 /// `server.admin_listen` is set. Listen addresses, shards, backend and accept mode
 /// are the builder's.
-pub fn build(builder: ServerBuilder, config: Config) -> Result<Server, shardline::Error> {
+pub fn build(builder: ServerBuilder, config: Config) -> Result<Server<ChatMsg>, shardline::Error> {
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
     let flush_delay = std::time::Duration::from_micros(config.limits.flush_delay_us);

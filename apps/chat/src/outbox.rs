@@ -11,6 +11,7 @@
 //! accepted request produces a bounded number of them, so the queue stays bounded
 //! by roughly `capacity × shards` even then.
 
+use crate::shard::ChatShard;
 use std::collections::VecDeque;
 
 use shardline::{Ctx, Full, ShardId};
@@ -45,7 +46,7 @@ impl Outbox {
     }
 
     /// Posts `msg` to `to`, or queues it behind what already waits (order kept).
-    pub fn send(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: usize, msg: ChatMsg) {
+    pub fn send(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: usize, msg: ChatMsg) {
         let queue = &mut self.queues[to];
         if !queue.is_empty() {
             queue.push_back(msg);
@@ -58,7 +59,7 @@ impl Outbox {
 
     /// The mailbox to `to` has room again: post what waits, in order, until it is
     /// full again (another `on_mailbox_ready` follows then).
-    pub fn drain(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: usize) {
+    pub fn drain(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: usize) {
         let queue = &mut self.queues[to];
         while let Some(msg) = queue.pop_front() {
             if let Err(Full(msg)) = ctx.post(ShardId(to), msg) {

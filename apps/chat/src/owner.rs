@@ -12,6 +12,7 @@ mod channel;
 mod events;
 mod modes;
 
+use crate::shard::ChatShard;
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -77,7 +78,7 @@ impl Owner {
     /// Handles one request meant for an owner and sends its reply.
     pub fn handle(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         info: &ServerInfo,
         outbox: &mut Outbox,
         from: ClientRef,
@@ -119,7 +120,7 @@ impl Owner {
 
     fn answer(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         info: &ServerInfo,
         outbox: &mut Outbox,
         from: ClientRef,

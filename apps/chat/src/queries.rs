@@ -9,7 +9,7 @@ use crate::{
     casemap::{casefold, is_channel_name},
     client::Gather,
     commands::KNOWN,
-    mail::{ChatMsg, ClientRef, Counts, Numeric, ReplyBody, Request, Viewer},
+    mail::{ClientRef, Counts, Numeric, ReplyBody, Request, Viewer},
     mask::{has_wildcards, matches_folded},
     message::MAX_BODY,
     reply::code::*,
@@ -31,7 +31,7 @@ impl ChatShard {
     /// Asks shard `to` for one part. False if the client was disconnected.
     pub(crate) fn gather_ask(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         to: usize,
         req: Request,
@@ -43,7 +43,7 @@ impl ChatShard {
     }
 
     /// One part came in (or none is due): sends the end once all are in.
-    pub(crate) fn gather_check(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+    pub(crate) fn gather_check(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };

@@ -90,7 +90,13 @@ impl ChatShard {
     }
 
     /// Sends numeric `code` to client `id`.
-    pub(crate) fn numeric(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, code: u16, params: &[&str]) {
+    pub(crate) fn numeric(
+        &self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        code: u16,
+        params: &[&str],
+    ) {
         let Some(c) = self.clients.get(&id) else {
             return;
         };
@@ -101,7 +107,7 @@ impl ChatShard {
     }
 
     /// Sends a raw line to client `id`.
-    pub(crate) fn send_line(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, bytes: &[u8]) {
+    pub(crate) fn send_line(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, bytes: &[u8]) {
         if let Some(c) = self.clients.get(&id).filter(|c| c.alive) {
             let _ = ctx.send(c.conn, bytes);
         }
@@ -111,7 +117,7 @@ impl ChatShard {
     /// disconnects the client, "Server busy") if that shard's outbox is full.
     pub(crate) fn request(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         to: usize,
         req: Request,
@@ -143,7 +149,7 @@ impl ChatShard {
     }
 
     /// Runs client `id`'s buffered lines until it parks, quits or runs dry.
-    pub(crate) fn pump(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+    pub(crate) fn pump(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -242,7 +248,7 @@ impl ChatShard {
 
     /// Called whenever a client's outstanding counts drop: resumes a parked client
     /// or finishes a quit once everything it started is done.
-    pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+    pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
         let window = self.info.config.limits.in_flight_per_client as i64;
         let Some(c) = self.clients.get_mut(&id) else {
             return;
@@ -261,7 +267,7 @@ impl ChatShard {
     /// Starts disconnecting client `id`: tells it why (if still connected), closes
     /// the connection, and finishes once its requests are all answered (so its quit
     /// is seen after everything it said).
-    pub(crate) fn begin_quit(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, reason: String) {
+    pub(crate) fn begin_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, reason: String) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -282,7 +288,7 @@ impl ChatShard {
     }
 
     /// The client is gone and settled: release its nick, tell every shard.
-    fn finish_quit(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+    fn finish_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
         let Some(c) = self.remove_client(ctx, id) else {
             return;
         };
@@ -318,7 +324,7 @@ impl ChatShard {
     }
 
     /// Forgets client `id` locally (clients map, fan-out index, timer).
-    fn remove_client(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Option<Client> {
+    fn remove_client(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) -> Option<Client> {
         let mut c = self.clients.remove(&id)?;
         if c.registered {
             self.stats.users.sub(1);
@@ -339,7 +345,7 @@ impl ChatShard {
     }
 
     /// Queues one ack for `to` (sent at the end of this loop turn, coalesced).
-    pub(crate) fn ack(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: ClientRef) {
+    pub(crate) fn ack(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: ClientRef) {
         let list = &mut self.acks[to.shard];
         match list.last_mut() {
             Some((id, n)) if *id == to.id => *n += 1,
@@ -353,7 +359,7 @@ impl ChatShard {
         }
     }
 
-    fn flush_acks(&mut self, ctx: &mut Ctx<'_, ChatMsg>) {
+    fn flush_acks(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         for s in 0..self.shards {
             let list = std::mem::take(&mut self.acks[s]);
             if list.is_empty() {
@@ -367,7 +373,7 @@ impl ChatShard {
         }
     }
 
-    pub(crate) fn apply_acks(&mut self, ctx: &mut Ctx<'_, ChatMsg>, list: Vec<(u64, u32)>) {
+    pub(crate) fn apply_acks(&mut self, ctx: &mut Ctx<'_, ChatShard>, list: Vec<(u64, u32)>) {
         for (id, n) in list {
             if let Some(c) = self.clients.get_mut(&id) {
                 c.acks_due -= i64::from(n);
@@ -376,7 +382,7 @@ impl ChatShard {
         }
     }
 
-    fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatMsg>, timer: TimerId, id: u64) {
+    fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, id: u64) {
         let limits = &self.info.config.limits;
         let (interval, timeout) = (limits.ping_interval(), limits.ping_timeout());
         let Some(c) = self.clients.get_mut(&id) else {
@@ -419,15 +425,24 @@ fn close_reason_text(reason: &CloseReason) -> String {
 
 impl Handler for ChatShard {
     type Msg = ChatMsg;
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, ChatMsg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         self.shards = ctx.shards();
         self.outbox = Outbox::new(self.shards, self.info.config.limits.outbox_capacity);
         self.acks = vec![Vec::new(); self.shards];
         info!(shard = self.me, shards = self.shards, "chat shard ready");
     }
 
-    fn on_accept(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) {
         let id = self.next_id;
         self.next_id += 1;
         let mut host = peer.ip().to_string();
@@ -451,7 +466,13 @@ impl Handler for ChatShard {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         let Some(&id) = self.by_conn.get(&conn) else {
             return data.len();
         };
@@ -468,7 +489,13 @@ impl Handler for ChatShard {
         data.len()
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_, ChatMsg>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         let Some(id) = self.by_conn.remove(&conn) else {
             return;
         };
@@ -483,7 +510,7 @@ impl Handler for ChatShard {
         self.begin_quit(ctx, id, close_reason_text(reason));
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatMsg>, timer: TimerId, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, token: u64) {
         if token == ACK_FLUSH {
             self.acks_armed = false;
             self.flush_acks(ctx);
@@ -503,8 +530,10 @@ impl Handler for ChatShard {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatMsg>, from: ShardId, msg: ChatMsg) {
-        self.count_mail(from.0, &msg);
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatShard>, from: shardline::Origin, msg: ChatMsg) {
+        if let shardline::Origin::Shard(from) = from {
+            self.count_mail(from.0, &msg);
+        }
         // Once shutting down every connection is closing and takes no more output,
         // and nobody waits for replies or acks: answering would only keep other
         // shards' loops busy while they try to stop.
@@ -520,11 +549,11 @@ impl Handler for ChatShard {
         }
     }
 
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ChatMsg>, to: ShardId) {
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: ShardId) {
         self.outbox.drain(ctx, to.0);
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ChatMsg>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         self.shutting_down = true;
         info!(
             shard = self.me,

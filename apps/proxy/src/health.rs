@@ -9,6 +9,7 @@
 //! [`TOKEN_BIT`] set. It must never drop a state change (a full mailbox means
 //! "later", through the outbox) or let a probe outlive its timeout.
 
+use crate::shard::ProxyShard;
 use std::{
     collections::{HashMap, VecDeque},
     io,
@@ -159,7 +160,7 @@ impl Health {
     /// `pools` is this shard's view for `config`.
     pub fn reload(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         config: Arc<Config>,
         gen: u64,
@@ -247,7 +248,7 @@ impl Health {
     }
 
     /// Starts probing the pools this shard checks (a first round now).
-    pub fn start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    pub fn start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         for p in 0..self.verdicts.len() {
             if self.verdicts[p].is_empty() {
                 continue;
@@ -263,7 +264,7 @@ impl Health {
     }
 
     /// One probe per backend of pool `p` (not for a backend still being probed).
-    fn round(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, p: usize) {
+    fn round(&mut self, ctx: &mut Ctx<'_, ProxyShard>, p: usize) {
         let Some(h) = self.config.pools[p].health.clone() else {
             return;
         };
@@ -272,7 +273,7 @@ impl Health {
                 continue;
             }
             let addr = self.config.pools[p].backends[b].address;
-            match ctx.connect(addr) {
+            match ctx.connect(addr, ()) {
                 Ok(conn) => {
                     self.verdicts[p][b].probing = true;
                     let token = self.token(Tick::Timeout(conn));
@@ -304,7 +305,7 @@ impl Health {
     /// A timer with [`TOKEN_BIT`]: `false` if it is not this module's.
     pub fn on_timer(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         token: u64,
     ) -> bool {
@@ -333,7 +334,7 @@ impl Health {
     /// A probe's connect finished.
     pub fn on_connect(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         conn: ConnId,
         result: io::Result<()>,
@@ -370,7 +371,7 @@ impl Health {
     /// Bytes from a probe: the status line decides.
     pub fn on_data(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         conn: ConnId,
         data: &[u8],
@@ -396,7 +397,12 @@ impl Health {
     }
 
     /// A probe connection ended (after a verdict, or before one: a failure).
-    pub fn on_close(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, pools: &mut ShardPools, conn: ConnId) {
+    pub fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        pools: &mut ShardPools,
+        conn: ConnId,
+    ) {
         if self.probes.get(&conn).is_some_and(|p| !p.done) {
             self.verdict(ctx, pools, conn, false);
         }
@@ -406,7 +412,7 @@ impl Health {
     /// Decides probe `conn` and closes it.
     fn verdict(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         conn: ConnId,
         ok: bool,
@@ -429,7 +435,7 @@ impl Health {
         self.decide(ctx, pools, p, b, ok, true);
     }
 
-    fn record(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, p: usize, b: usize, ok: bool, probe: bool) {
+    fn record(&mut self, ctx: &mut Ctx<'_, ProxyShard>, p: usize, b: usize, ok: bool, probe: bool) {
         // Without the shard's pools (a connect that could not even start): the
         // transition is still broadcast; this shard's own view is updated by the
         // message it posts to itself.
@@ -440,7 +446,7 @@ impl Health {
 
     fn decide(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         p: usize,
         b: usize,
@@ -480,7 +486,7 @@ impl Health {
     /// Tells every other shard (and with `to_self`, this one) of a transition.
     fn announce(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         p: usize,
         b: usize,
         up: bool,
@@ -502,7 +508,7 @@ impl Health {
     }
 
     /// Posts `msg` to shard `to`, behind anything already waiting for it.
-    fn send(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: usize, msg: ProxyMsg) {
+    fn send(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: usize, msg: ProxyMsg) {
         if to >= self.outbox.len() {
             return;
         }
@@ -511,7 +517,7 @@ impl Health {
     }
 
     /// Posts what waits for `to`, in order, until its mailbox is full.
-    fn flush(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: usize) {
+    fn flush(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: usize) {
         while let Some(msg) = self.outbox.get_mut(to).and_then(|q| q.pop_front()) {
             if let Err(full) = ctx.post(ShardId(to), msg) {
                 // Kept, first in line: on_mailbox_ready (or the next round) retries.
@@ -522,7 +528,7 @@ impl Health {
     }
 
     /// A mailbox that was full has room again.
-    pub fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: ShardId) {
+    pub fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: ShardId) {
         self.flush(ctx, to.0);
     }
 
@@ -534,7 +540,7 @@ impl Health {
     /// A message from another shard (or this one).
     pub fn on_message(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         msg: ProxyMsg,
     ) {
@@ -562,7 +568,7 @@ impl Health {
     /// crate doc for when). Traffic of an older configuration is not counted.
     pub fn passive(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
         gen: u64,
         pool: usize,

@@ -40,10 +40,7 @@ use std::{
 use shardline::Ctx;
 use tracing::info;
 
-use crate::{
-    config::Config, health::ProxyMsg, pools::ShardPools, shard::ProxyShard, stats::BackendGauges,
-    Shared,
-};
+use crate::{config::Config, pools::ShardPools, shard::ProxyShard, stats::BackendGauges, Shared};
 
 /// How often each shard looks at the configuration slot (and the drain flag)
 /// when nothing else makes it look.
@@ -142,7 +139,7 @@ fn keep_running<T: PartialEq + Clone + std::fmt::Debug>(name: &str, running: &T,
 impl ProxyShard {
     /// Switches to the newest configuration if there is one (one atomic load
     /// when there is not).
-    pub(crate) fn check_config(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    pub(crate) fn check_config(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         if self.shared.generation.load(Ordering::Acquire) == self.gen {
             return;
         }
@@ -153,7 +150,7 @@ impl ProxyShard {
     }
 
     /// See the module doc.
-    fn switch_config(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, gen: u64, config: Arc<Config>) {
+    fn switch_config(&mut self, ctx: &mut Ctx<'_, ProxyShard>, gen: u64, config: Arc<Config>) {
         let gauges = Arc::new(BackendGauges::new(&config));
         let mut pools = ShardPools::new(&config, ctx.shard_id().0, gauges.clone());
         for (p, pool) in config.pools.iter().enumerate() {

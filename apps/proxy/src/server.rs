@@ -15,6 +15,7 @@ use tracing::{error, info};
 
 use crate::{
     config::{Config, SpliceMode},
+    health::ProxyMsg,
     reload::ReloadError,
     shard::ProxyShard,
     stats::ProxyStats,
@@ -72,7 +73,7 @@ impl Shared {
 /// A configured proxy, not yet running.
 #[derive(Debug)]
 pub struct Proxy {
-    server: Server,
+    server: Server<ProxyMsg>,
     shared: Arc<Shared>,
 }
 
@@ -110,7 +111,7 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
 
 impl Proxy {
     /// The Shardline server (e.g. for `--print-plan`).
-    pub fn server(&self) -> &Server {
+    pub fn server(&self) -> &Server<ProxyMsg> {
         &self.server
     }
 
@@ -130,7 +131,7 @@ impl Proxy {
 /// A running proxy.
 #[derive(Debug)]
 pub struct RunningProxy {
-    server: RunningServer,
+    server: RunningServer<ProxyMsg>,
     shared: Arc<Shared>,
 }
 

@@ -72,7 +72,7 @@ impl ProxyShard {
     }
 
     /// Backpressure (`full`) or its end on `conn`, for whichever side owns it.
-    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, full: bool) {
+    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, full: bool) {
         if self.tcp.owns(conn) {
             self.tcp_queue_full(ctx, conn, full);
         } else {
@@ -110,8 +110,11 @@ pub fn listener_for(
 
 impl Handler for ProxyShard {
     type Msg = ProxyMsg;
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.health = Health::new(self.config.clone(), self.gen, ctx.shard_id(), ctx.shards());
         self.health.start(ctx);
         self.http_start(ctx);
@@ -120,7 +123,13 @@ impl Handler for ProxyShard {
         self.check_config(ctx);
     }
 
-    fn on_accept(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        _listener: shardline::Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) {
         // A connection starts with the newest configuration.
         self.check_config(ctx);
         let listener = ctx.local_addr(conn).and_then(|local| {
@@ -146,7 +155,13 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_connect(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, result: io::Result<()>) {
+    fn on_connect(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        result: io::Result<()>,
+    ) {
         if self.health.owns(conn) {
             self.health.on_connect(ctx, &mut self.pools, conn, result);
         } else if self.tcp.owns(conn) {
@@ -159,7 +174,13 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         if self.health.owns(conn) {
             self.health.on_data(ctx, &mut self.pools, conn, data)
         } else if self.tcp.owns(conn) {
@@ -169,7 +190,7 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, _state: &mut Self::Conn) {
         if self.health.owns(conn) {
             self.health.on_close(ctx, &mut self.pools, conn);
         } else if self.tcp.owns(conn) {
@@ -179,7 +200,13 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, reason: &CloseReason) {
+    fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        _state: Self::Conn,
+        reason: &CloseReason,
+    ) {
         if self.health.owns(conn) {
             self.health.on_close(ctx, &mut self.pools, conn);
         } else if self.tcp.owns(conn) {
@@ -189,15 +216,20 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    fn on_backpressure(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+    ) {
         self.queue_full(ctx, conn, true);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, _state: &mut Self::Conn) {
         self.queue_full(ctx, conn, false);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, timer: TimerId, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, timer: TimerId, token: u64) {
         if token == CONTROL_TOKEN {
             self.check_config(ctx);
         } else if token & TOKEN_BIT != 0 {
@@ -209,7 +241,12 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _from: ShardId, msg: ProxyMsg) {
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        _from: shardline::Origin,
+        msg: ProxyMsg,
+    ) {
         let gen = match msg {
             ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } => gen,
         };
@@ -220,11 +257,11 @@ impl Handler for ProxyShard {
         self.health.on_message(ctx, &mut self.pools, msg);
     }
 
-    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, to: ShardId) {
+    fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: ShardId) {
         self.health.on_mailbox_ready(ctx, to);
     }
 
-    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.http_shutdown(ctx);
         self.tcp_shutdown(ctx);
     }

@@ -29,7 +29,6 @@ use tracing::{debug, info};
 use crate::{
     balance::{hash_ip, NoBackend},
     config::{Config, SpliceMode},
-    health::ProxyMsg,
     shard::{ProxyShard, TCP_TOKEN_BIT},
     stats::BackendGauges,
 };
@@ -132,7 +131,7 @@ impl ProxyShard {
 
     /// Starts a connect for session `key` to the next backend, or closes the
     /// client when the attempts are used up.
-    fn connect_next(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, key: usize) {
+    fn connect_next(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
         let Some((pool, gen, client)) = self
             .tcp
             .sessions
@@ -179,7 +178,7 @@ impl ProxyShard {
             };
             s.attempts += 1;
             let addr = self.config.pools[pool].backends[backend].address;
-            match ctx.connect(addr) {
+            match ctx.connect(addr, ()) {
                 Ok(up) => {
                     s.upstream = Some(up);
                     s.backend = backend;
@@ -250,7 +249,7 @@ impl ProxyShard {
     /// A client connection accepted by a TCP listener whose pool is `pool`.
     pub(crate) fn tcp_accept(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         peer: SocketAddr,
         pool: usize,
@@ -277,7 +276,7 @@ impl ProxyShard {
 
     pub(crate) fn tcp_connect(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         result: io::Result<()>,
     ) {
@@ -323,7 +322,7 @@ impl ProxyShard {
 
     pub(crate) fn tcp_data(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         data: &[u8],
     ) -> usize {
@@ -347,7 +346,7 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn tcp_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    pub(crate) fn tcp_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
         // Every byte `conn` sent has been relayed (the framework presents held
         // input before the EOF); pass the FIN on once the other side's queue is
         // flushed, and keep relaying the other way. Both FINs seen: the pair is
@@ -378,7 +377,7 @@ impl ProxyShard {
 
     pub(crate) fn tcp_close(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         _reason: &CloseReason,
     ) {
@@ -417,7 +416,12 @@ impl ProxyShard {
 
     /// The queue to `conn` is full (`full`) or drained: stop or restart reading
     /// the side that fills it.
-    pub(crate) fn tcp_queue_full(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId, full: bool) {
+    pub(crate) fn tcp_queue_full(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        full: bool,
+    ) {
         match self.other(conn) {
             Some((_, _, Some(other))) if full => ctx.pause_reading(other),
             Some((_, _, Some(other))) => ctx.resume_reading(other),
@@ -425,7 +429,7 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _timer: TimerId, token: u64) {
+    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, _timer: TimerId, token: u64) {
         let key = match self.tcp.timers.remove(&token) {
             Some(TimerKind::Connect(key)) => key,
             None => return,
@@ -456,7 +460,7 @@ impl ProxyShard {
     /// finishes (its EOF or close ends the session: both sides are flushed and
     /// closed) or the shutdown deadline. Sessions still connecting are closed
     /// by the shutdown like any other connection.
-    pub(crate) fn tcp_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    pub(crate) fn tcp_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.tcp.draining = true;
         for (_, s) in self.tcp.sessions.iter() {
             if let (true, Some(up)) = (s.connected, s.upstream) {

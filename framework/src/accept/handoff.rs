@@ -19,7 +19,7 @@
 use std::{
     collections::VecDeque,
     io,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,7 @@ use mio::{unix::SourceFd, Events, Interest, Poll, Token};
 use socket2::Socket;
 use tracing::{info, warn};
 
-use super::{reuseport::accept_now, Balance};
+use super::{reuseport::accept_now, Balance, Handed};
 use crate::{metrics::Metrics, server::ShutdownHandle, shard::doorbell::Doorbell};
 
 const DOORBELL: Token = Token(usize::MAX);
@@ -38,7 +38,7 @@ const BACKOFF: Duration = Duration::from_millis(100);
 const FULL_RETRY: Duration = Duration::from_millis(1);
 
 /// Hands a connection to a shard's mailbox; gives it back if the mailbox is full.
-pub(crate) type Deliver = Box<dyn FnMut(usize, OwnedFd) -> Result<(), OwnedFd> + Send>;
+pub(crate) type Deliver = Box<dyn FnMut(usize, Handed) -> Result<(), Handed> + Send>;
 
 /// Everything the acceptor thread needs.
 pub(crate) struct Acceptor {
@@ -59,7 +59,7 @@ struct State {
     /// Connections handed to each shard.
     handed: Vec<u64>,
     next: usize,
-    held: VecDeque<OwnedFd>,
+    held: VecDeque<Handed>,
     watching: bool,
     backoff_until: Option<Instant>,
     failing: u64,
@@ -154,7 +154,7 @@ impl State {
     }
 
     /// Hands `fd` to the best shard with room; gives it back if none took it.
-    fn hand_off(&mut self, mut fd: OwnedFd) -> Result<(), OwnedFd> {
+    fn hand_off(&mut self, mut fd: Handed) -> Result<(), Handed> {
         for shard in self.candidates() {
             match (self.acceptor.deliver)(shard, fd) {
                 Ok(()) => {
@@ -193,6 +193,7 @@ impl State {
                 }
                 match accept_now(&self.acceptor.listeners[i]) {
                     Ok(Some(fd)) => {
+                        let fd = (i, fd);
                         if self.failing > 0 {
                             info!(failed = self.failing, "handoff acceptor accepting again");
                             self.failing = 0;
@@ -285,9 +286,9 @@ impl State {
             std::thread::sleep(Duration::from_millis(1));
         }
         let listeners = std::mem::take(&mut self.acceptor.listeners);
-        for l in &listeners {
+        for (i, l) in listeners.iter().enumerate() {
             while let Ok(Some(fd)) = accept_now(l) {
-                self.held.push_back(fd);
+                self.held.push_back((i, fd));
             }
         }
         if !self.held.is_empty() {

@@ -22,6 +22,9 @@ pub(crate) mod handoff;
 pub(crate) mod reuseport;
 pub(crate) mod shard;
 
+/// An accepted connection and the index of the listener that took it.
+pub(crate) type Handed = (usize, std::os::fd::OwnedFd);
+
 use std::{fmt, str::FromStr};
 
 /// How connections reach shards.

@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -11,7 +11,7 @@ use std::{
 use socket2::Socket;
 use tracing::{info, warn};
 
-use super::{exclusive::ExclusiveWatch, reuseport::accept_now};
+use super::{exclusive::ExclusiveWatch, reuseport::accept_now, Handed};
 use crate::shard::driver::Driver;
 
 /// How long to stop accepting after EMFILE/ENFILE.
@@ -153,7 +153,7 @@ impl ShardAccept {
     }
 
     /// Accepts from exclusive listeners with pending connections, at most `budget`.
-    pub(crate) fn accept_pending(&mut self, budget: usize, out: &mut Vec<OwnedFd>) {
+    pub(crate) fn accept_pending(&mut self, budget: usize, out: &mut Vec<Handed>) {
         let Listening::Exclusive(list) = &self.listening else {
             self.pending.clear();
             return;
@@ -173,7 +173,7 @@ impl ShardAccept {
                 match accept_now(listener) {
                     Ok(Some(fd)) => {
                         left -= 1;
-                        out.push(fd);
+                        out.push((i, fd));
                     }
                     Ok(None) => {
                         watch.reset();
@@ -235,11 +235,11 @@ impl ShardAccept {
 
     /// Shutdown, phase 2 (after every participant stopped): take everything queued
     /// in the backlog, then close the listeners.
-    pub(crate) fn drain_and_close(&mut self, out: &mut Vec<OwnedFd>) {
+    pub(crate) fn drain_and_close(&mut self, out: &mut Vec<Handed>) {
         let listening = std::mem::replace(&mut self.listening, Listening::Handoff);
-        let mut take_all = |l: &Socket| loop {
+        let mut take_all = |(i, l): (usize, &Socket)| loop {
             match accept_now(l) {
-                Ok(Some(fd)) => out.push(fd),
+                Ok(Some(fd)) => out.push((i, fd)),
                 Ok(None) => break,
                 Err(e) => {
                     warn!(shard = self.shard, error = %e, "accept failed while draining the backlog at shutdown");
@@ -248,8 +248,11 @@ impl ShardAccept {
             }
         };
         match listening {
-            Listening::ReusePort(list) => list.iter().for_each(&mut take_all),
-            Listening::Exclusive(list) => list.iter().for_each(|(l, _)| take_all(l)),
+            Listening::ReusePort(list) => list.iter().enumerate().for_each(&mut take_all),
+            Listening::Exclusive(list) => list
+                .iter()
+                .enumerate()
+                .for_each(|(i, (l, _))| take_all((i, l))),
             Listening::Handoff => {}
         }
     }

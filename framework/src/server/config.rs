@@ -1,8 +1,8 @@
 //! Configuration: which backend, which limits, and the builder that checks them.
 
-use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{any::Any, fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
-use super::{make_mail, Server};
+use super::Server;
 use crate::{
     accept::AcceptMode,
     admin::AdminConfig,
@@ -97,12 +97,28 @@ impl Default for Limits {
     }
 }
 
+/// The value an application attached to a listener, type-erased until the shard
+/// (which knows the handler's `Listener` type) takes it back.
+#[derive(Clone)]
+pub(crate) struct ListenerValue {
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl fmt::Debug for ListenerValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.type_name)
+    }
+}
+
 /// Configures a [`Server`]. Start from [`Server::builder`].
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
     pub(crate) shards: Option<usize>,
     pub(crate) io: Io,
     pub(crate) listen: Vec<SocketAddr>,
+    /// The application's value for each of `listen`, same order.
+    pub(crate) listener_values: Vec<ListenerValue>,
     pub(crate) tcp_nodelay: bool,
     pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
@@ -131,6 +147,7 @@ impl Default for ServerBuilder {
             shards: None,
             io: Io::Auto,
             listen: Vec::new(),
+            listener_values: Vec::new(),
             tcp_nodelay: true,
             limits: Limits::default(),
             shutdown_timeout: Duration::from_secs(10),
@@ -169,9 +186,24 @@ impl ServerBuilder {
     }
 
     /// Adds a TCP listen address (every shard accepts on it through its own
-    /// SO_REUSEPORT socket). Port 0 picks one free port shared by all shards.
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
+    /// SO_REUSEPORT socket). Port 0 picks one free port shared by all shards. Its
+    /// value, given to `on_accept`, is `()`: for handlers whose
+    /// [`Listener`](crate::Handler::Listener) type is `()`.
+    pub fn listen(self, addr: SocketAddr) -> Self {
+        self.listen_with(addr, ())
+    }
+
+    /// Adds a TCP listen address, like [`listen`](ServerBuilder::listen), with a
+    /// value that [`Handler::on_accept`](crate::Handler::on_accept) gets for every
+    /// connection it takes (what kind of listener it is, its routes, …). The
+    /// value's type must be the handler's [`Listener`](crate::Handler::Listener)
+    /// type; [`build`](ServerBuilder::build) checks it.
+    pub fn listen_with<L: Send + Sync + 'static>(mut self, addr: SocketAddr, value: L) -> Self {
         self.listen.push(addr);
+        self.listener_values.push(ListenerValue {
+            value: Arc::new(value),
+            type_name: std::any::type_name::<L>(),
+        });
         self
     }
 
@@ -335,11 +367,21 @@ impl ServerBuilder {
 
     /// Checks the configuration and produces a server that makes one `H` per shard,
     /// on the shard's thread, with `factory`.
-    pub fn build<H, F>(self, factory: F) -> Result<Server, Error>
+    pub fn build<H, F>(self, factory: F) -> Result<Server<H::Msg>, Error>
     where
         H: Handler,
         F: Fn(ShardId) -> H + Send + Sync + 'static,
     {
+        for (i, (addr, v)) in self.listen.iter().zip(&self.listener_values).enumerate() {
+            if !(*v.value).is::<H::Listener>() {
+                return Err(Error::Config(format!(
+                    "listener {i} ({addr}) carries a value of type {}, but the handler's \
+                     Listener type is {}",
+                    v.type_name,
+                    std::any::type_name::<H::Listener>()
+                )));
+            }
+        }
         match self.shards {
             Some(0) => return Err(Error::Config("shard count must be at least 1".into())),
             Some(n) if n > 4096 => {
@@ -378,11 +420,10 @@ impl ServerBuilder {
                 self.read_buf_size
             )));
         }
-        Ok(Server {
-            config: self,
-            spawn: Arc::new(move |cfg| shard::run(cfg, &factory)),
-            make_mail: Arc::new(make_mail::<H::Msg>),
-        })
+        Ok(Server::new(
+            self,
+            Arc::new(move |cfg| shard::run(cfg, &factory)),
+        ))
     }
 }
 

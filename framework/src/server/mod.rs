@@ -3,19 +3,23 @@
 use std::{
     any::Any,
     fmt,
+    marker::PhantomData,
     net::SocketAddr,
+    panic::{catch_unwind, AssertUnwindSafe},
     sync::{mpsc, Arc},
     thread::JoinHandle,
 };
 
 use socket2::Socket;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 mod config;
+mod remote;
 mod shutdown;
 
 pub use self::{
     config::{Backend, Io, Limits, ServerBuilder},
+    remote::{PostError, Remote},
     shutdown::{RunningServer, ShutdownHandle},
 };
 
@@ -42,23 +46,22 @@ use crate::{
 /// while each shard's loop is still monomorphized for its handler.
 type SpawnShard = Arc<dyn Fn(ShardConfig) -> Result<(), Error> + Send + Sync>;
 
-/// Creates the mailboxes for the handler's message type (erased, like `SpawnShard`).
-type MakeMail = Arc<dyn Fn(usize, usize, Vec<Doorbell>, Option<usize>) -> MailSet + Send + Sync>;
-
-/// The mailboxes of one run, type-erased, with what the acceptor and the metrics
-/// need from them.
-struct MailSet {
-    boxes: Arc<dyn Any + Send + Sync>,
+/// The mailboxes of one run, with what the acceptor and the metrics need from them.
+struct MailSet<M> {
+    boxes: Arc<Mailboxes<Envelope<M>>>,
     deliver: Option<Deliver>,
     stats: MailStats,
 }
+
+/// What runs on SIGHUP ([`Server::on_hangup`]).
+type Hangup<M> = Box<dyn Fn(&Remote<M>) + Send + Sync>;
 
 fn make_mail<M: Send + 'static>(
     participants: usize,
     capacity: usize,
     doorbells: Vec<Doorbell>,
     acceptor: Option<usize>,
-) -> MailSet {
+) -> MailSet<M> {
     let boxes = Mailboxes::<Envelope<M>>::new(participants, capacity, doorbells);
     let deliver = acceptor.map(|from| {
         let b = boxes.clone();
@@ -83,17 +86,20 @@ fn make_mail<M: Send + 'static>(
     }
 }
 
-/// A configured server, not yet running.
-pub struct Server {
+/// A configured server, not yet running. `M` is the handler's
+/// [`Msg`](crate::Handler::Msg) type.
+pub struct Server<M = ()> {
     config: ServerBuilder,
     spawn: SpawnShard,
-    make_mail: MakeMail,
+    hangup: Option<Hangup<M>>,
+    _msg: PhantomData<fn() -> M>,
 }
 
-impl fmt::Debug for Server {
+impl<M> fmt::Debug for Server<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("config", &self.config)
+            .field("hangup", &self.hangup.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -103,20 +109,57 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
+}
+
+impl<M: Send + 'static> Server<M> {
+    pub(crate) fn new(config: ServerBuilder, spawn: SpawnShard) -> Self {
+        Server {
+            config,
+            spawn,
+            hangup: None,
+            _msg: PhantomData,
+        }
+    }
+
+    /// What [`run`](Server::run) does on SIGHUP: `hook` runs on the signal thread
+    /// (never on a shard), with a [`Remote`] to post into the shards — the way to
+    /// reload configuration. Without a hook SIGHUP is logged and ignored; it never
+    /// stops the process. A panic in the hook is logged and the server goes on.
+    #[must_use]
+    pub fn on_hangup(mut self, hook: impl Fn(&Remote<M>) + Send + Sync + 'static) -> Self {
+        self.hangup = Some(Box::new(hook));
+        self
+    }
 
     /// Starts the server, runs it until SIGINT or SIGTERM, shuts down gracefully and
-    /// returns when every shard has stopped. A second signal exits at once.
-    pub fn run(self) -> Result<(), Error> {
+    /// returns when every shard has stopped. A second signal exits at once. SIGHUP
+    /// runs the [`on_hangup`](Server::on_hangup) hook.
+    pub fn run(mut self) -> Result<(), Error> {
         use signal_hook::{consts::signal::*, iterator::Signals};
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(Error::Signal)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(Error::Signal)?;
+        let hangup = self.hangup.take();
         let running = self.start()?;
         let shutdown = running.shutdown_handle();
+        let remote = running.remote();
         let signal_handle = signals.handle();
         let watcher = std::thread::Builder::new()
             .name("shardline-signals".into())
             .spawn(move || {
                 let mut seen = 0;
                 for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        match &hangup {
+                            Some(hook) => {
+                                info!("SIGHUP: running the reload hook");
+                                if let Err(p) = catch_unwind(AssertUnwindSafe(|| hook(&remote))) {
+                                    let msg = crate::shard::panic_text(&*p);
+                                    error!(panic = %msg, "the SIGHUP hook panicked; still serving");
+                                }
+                            }
+                            None => info!("SIGHUP: nothing to reload; ignored"),
+                        }
+                        continue;
+                    }
                     seen += 1;
                     if seen == 1 {
                         info!(signal = sig, "shutting down (signal again to exit at once)");
@@ -163,7 +206,7 @@ impl Server {
 
     /// Starts every shard and returns once all of them are serving (or the first
     /// startup error, after stopping the others).
-    pub fn start(self) -> Result<RunningServer, Error> {
+    pub fn start(self) -> Result<RunningServer<M>, Error> {
         let (topology, plan) = self.topology_and_plan()?;
         if !topology.is_real() {
             return Err(Error::Config(format!(
@@ -179,19 +222,36 @@ impl Server {
             AcceptMode::Handoff(balance) => Some(balance),
             _ => None,
         };
-        // The handoff acceptor is one more mailbox participant (it only sends).
-        let participants = shards + usize::from(handoff.is_some());
+        // The handoff acceptor is one more mailbox participant (it only sends), and
+        // so are threads outside the shards (`Remote`, last).
+        let listening_parties = shards + usize::from(handoff.is_some());
+        let participants = listening_parties + 1;
         let doorbells = (0..participants)
             .map(|i| Doorbell::new().map_err(|source| Error::ShardStart { shard: i, source }))
             .collect::<Result<Vec<_>, _>>()?;
         let acceptor_bell = handoff.map(|_| doorbells[shards].clone());
-        let mail = (self.make_mail)(
+        let mail = make_mail::<M>(
             participants,
             self.config.mailbox_capacity,
             doorbells.clone(),
             handoff.map(|_| shards),
         );
-        let shutdown = ShutdownHandle::new(doorbells.clone(), participants, handoff.is_some());
+        let shutdown = ShutdownHandle::new(
+            doorbells[..listening_parties].to_vec(),
+            listening_parties,
+            handoff.is_some(),
+        );
+        let remote = Remote::new(
+            mail.boxes.clone(),
+            participants - 1,
+            shards,
+            shutdown.clone(),
+        );
+        let listeners: Arc<[_]> = local_addrs
+            .iter()
+            .zip(&self.config.listener_values)
+            .map(|(addr, v)| (*addr, v.value.clone()))
+            .collect();
         let metrics = Metrics::new(shards, Some(mail.stats));
         // Started before the shards (a bind failure stops nothing), and stopped by
         // being dropped: on an early return below, or after `join`.
@@ -221,11 +281,12 @@ impl Server {
                 topology: topology.clone(),
                 builder: self.config.clone(),
                 listening,
+                listeners: listeners.clone(),
                 doorbell: doorbells[i].clone(),
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 ready: ready_tx.clone(),
-                mailboxes: mail.boxes.clone(),
+                mailboxes: mail.boxes.clone() as Arc<dyn Any + Send + Sync>,
                 acceptor_bell: acceptor_bell.clone(),
             };
             let spawn = self.spawn.clone();
@@ -311,6 +372,7 @@ impl Server {
             metrics,
             threads,
             admin,
+            remote,
         })
     }
 }

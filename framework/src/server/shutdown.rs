@@ -10,7 +10,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use super::{config::Backend, join_all};
+use super::{config::Backend, join_all, Remote};
 use crate::{admin::AdminServer, error::Error, metrics::Metrics, shard::doorbell::Doorbell};
 
 #[derive(Debug)]
@@ -94,18 +94,25 @@ impl ShutdownHandle {
     }
 }
 
-/// A started server: its addresses, metrics and a way to stop it.
+/// A started server: its addresses, metrics, a [`Remote`] into its shards and a
+/// way to stop it. `M` is the handler's [`Msg`](crate::Handler::Msg) type.
 #[derive(Debug)]
-pub struct RunningServer {
+pub struct RunningServer<M = ()> {
     pub(super) local_addrs: Vec<SocketAddr>,
     pub(super) backend: Backend,
     pub(super) shutdown: ShutdownHandle,
     pub(super) metrics: Metrics,
     pub(super) threads: Vec<JoinHandle<Result<(), Error>>>,
     pub(super) admin: Option<AdminServer>,
+    pub(super) remote: Remote<M>,
 }
 
-impl RunningServer {
+impl<M: Send> RunningServer<M> {
+    /// A handle that posts messages into any shard from any thread.
+    pub fn remote(&self) -> Remote<M> {
+        self.remote.clone()
+    }
+
     /// The bound listen addresses (port 0 resolved), in the order given.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs

@@ -27,8 +27,8 @@ use crate::{
 /// What a timer is for.
 #[derive(Debug, Clone)]
 pub(crate) enum TimerPayload {
-    /// Set by the handler.
-    User(u64),
+    /// Set by the handler: the key of its payload in `AppState::timers`.
+    User(usize),
     /// A closing connection's deadline.
     Linger(ConnId),
 }
@@ -397,16 +397,25 @@ impl Core {
         &mut self,
         after: Duration,
         period: Option<Duration>,
-        token: u64,
+        key: usize,
     ) -> TimerId {
         TimerId(
             self.timers
-                .insert(Instant::now() + after, period, TimerPayload::User(token)),
+                .insert(Instant::now() + after, period, TimerPayload::User(key)),
         )
     }
 
-    pub(crate) fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        matches!(self.timers.cancel(timer.0), Some(TimerPayload::User(_)))
+    /// Cancels a handler's timer; the key of its payload if it was pending.
+    pub(crate) fn cancel_timer(&mut self, timer: TimerId) -> Option<usize> {
+        match self.timers.cancel(timer.0)? {
+            TimerPayload::User(key) => Some(key),
+            other => {
+                // Not the handler's (a stale id can only name the handler's own
+                // timers, but keep the framework's timer if it ever did).
+                let _ = other;
+                None
+            }
+        }
     }
 }
 

@@ -19,21 +19,27 @@ use super::{
 };
 use crate::{
     accept::shard::ShardAccept,
-    handler::{CloseReason, ConnId, Ctx, Handler},
+    handler::{AppState, CloseReason, ConnId, Ctx, Handler, Listener, ListenerId},
 };
+
+/// The shard's listeners in the builder's order: bound address and the
+/// application's value.
+pub(crate) type Listeners<L> = Vec<(std::net::SocketAddr, std::sync::Arc<L>)>;
 
 /// Calls into the handler with a `Ctx`, catching a panic: the connection concerned
 /// (if any) is closed with `HandlerPanic`, the shard goes on.
-pub(super) fn guarded<M, R>(
+pub(super) fn guarded<H: Handler, R>(
     core: &mut Core,
-    mail: &Mail<M>,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
     conn: Option<ConnId>,
-    f: impl FnOnce(&mut Ctx<'_, M>) -> R,
+    f: impl FnOnce(&mut Ctx<'_, H>) -> R,
 ) -> Option<R> {
     let result = {
         let mut ctx = Ctx {
             core: &mut *core,
             mail,
+            app,
         };
         catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
     };
@@ -54,7 +60,25 @@ pub(super) fn guarded<M, R>(
     }
 }
 
-pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// Calls a callback about connection `id` with its state, taken out of the
+/// handler-typed slab for the call and put back after (the connection cannot be
+/// released during a callback: releases happen in the loop). `None` if the
+/// connection has no state (its `on_accept` panicked) or the callback panicked.
+pub(super) fn with_state<H: Handler, R>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    id: ConnId,
+    f: impl FnOnce(&mut H, &mut Ctx<'_, H>, &mut H::Conn) -> R,
+) -> Option<R> {
+    let mut state = app.take(id)?;
+    let r = guarded(core, mail, app, Some(id), |ctx| f(handler, ctx, &mut state));
+    app.put(id, state);
+    r
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -68,7 +92,9 @@ pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
 pub(super) fn dispatch<H: Handler>(
     core: &mut Core,
     mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
     handler: &mut H,
+    listeners: &Listeners<H::Listener>,
     accept: &mut ShardAccept,
     c: Completion<'_>,
 ) {
@@ -76,7 +102,8 @@ pub(super) fn dispatch<H: Handler>(
         Completion::Accepted { listener, result } => match result {
             Ok(fd) => {
                 accept.on_success();
-                accepted(core, mail, handler, Socket::from(fd), true);
+                let s = Socket::from(fd);
+                accepted(core, mail, app, handler, listeners, listener, s, true);
             }
             Err(e) => {
                 debug!(shard = core.shard.0, listener, error = %e, "accept failed");
@@ -111,7 +138,7 @@ pub(super) fn dispatch<H: Handler>(
                 }
                 return;
             }
-            present(core, mail, handler, id, data);
+            present(core, mail, app, handler, id, data);
         }
         Completion::ReadClosed { conn: id, error } => {
             let Some(conn) = core.get_mut(id) else { return };
@@ -180,15 +207,19 @@ pub(super) fn dispatch<H: Handler>(
                     core.read_changes.push(id);
                     core.list_flush(id);
                     core.continue_shutdown(id);
-                    guarded(core, mail, Some(id), |ctx| {
-                        handler.on_connect(ctx, id, Ok(()))
+                    with_state(core, mail, app, handler, id, |h, ctx, st| {
+                        h.on_connect(ctx, id, st, Ok(()))
                     });
                 }
                 Err(e) => {
                     // Never live, so released without `on_close`; the handler hears
-                    // it here, before the id can be reused.
+                    // it here, before the id can be reused, and its state goes.
                     core.close_now(id, CloseReason::Io(e.kind()));
-                    guarded(core, mail, None, |ctx| handler.on_connect(ctx, id, Err(e)));
+                    if let Some(mut st) = app.take(id) {
+                        guarded(core, mail, app, None, |ctx| {
+                            handler.on_connect(ctx, id, &mut st, Err(e))
+                        });
+                    }
                 }
             }
         }
@@ -201,10 +232,14 @@ pub(super) fn dispatch<H: Handler>(
 /// A new connection. `by_driver`: accepted by the driver, so already in the
 /// blocking mode the driver wants; otherwise (accept4 by the shard or the acceptor,
 /// non-blocking) switched to blocking for io_uring.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn accepted<H: Handler>(
     core: &mut Core,
     mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
     handler: &mut H,
+    listeners: &Listeners<H::Listener>,
+    listener: usize,
     socket: Socket,
     by_driver: bool,
 ) {
@@ -225,7 +260,25 @@ pub(super) fn accepted<H: Handler>(
     core.to_register.push(id);
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     debug!(shard = core.shard.0, conn = %id, %peer, "connection accepted");
-    guarded(core, mail, Some(id), |ctx| handler.on_accept(ctx, id, peer));
+    let Some((addr, value)) = listeners.get(listener) else {
+        warn!(
+            shard = core.shard.0,
+            listener, "connection from an unknown listener; closing it"
+        );
+        core.close_now(id, CloseReason::Closed);
+        return;
+    };
+    let info = Listener {
+        id: ListenerId(listener),
+        addr: *addr,
+        value: &**value,
+    };
+    let state = guarded(core, mail, app, Some(id), |ctx| {
+        handler.on_accept(ctx, id, info, peer)
+    });
+    if let Some(state) = state {
+        app.put(id, state);
+    }
     if core.shutting_down {
         // Accepted after shutdown began (queued in the backlog, or a late
         // completion): served, then closed like every other connection.
@@ -238,6 +291,7 @@ pub(super) fn accepted<H: Handler>(
 pub(super) fn present<H: Handler>(
     core: &mut Core,
     mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
     handler: &mut H,
     id: ConnId,
     data: &[u8],
@@ -252,7 +306,9 @@ pub(super) fn present<H: Handler>(
         if data.is_empty() {
             return;
         }
-        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, data));
+        let consumed = with_state(core, mail, app, handler, id, |h, ctx, st| {
+            h.on_data(ctx, id, st, data)
+        });
         let Some(consumed) = consumed else { return };
         let rest = &data[consumed.min(data.len())..];
         if !rest.is_empty() {
@@ -263,7 +319,9 @@ pub(super) fn present<H: Handler>(
     } else {
         let mut input = std::mem::take(&mut conn.input);
         input.extend_from_slice(data);
-        let consumed = guarded(core, mail, Some(id), |ctx| handler.on_data(ctx, id, &input));
+        let consumed = with_state(core, mail, app, handler, id, |h, ctx, st| {
+            h.on_data(ctx, id, st, &input)
+        });
         let Some(consumed) = consumed else { return };
         input.drain(..consumed.min(input.len()));
         if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {

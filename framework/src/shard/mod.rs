@@ -11,6 +11,7 @@
 pub(crate) mod conn;
 pub(crate) mod core;
 mod dispatch;
+pub(crate) use dispatch::panic_message as panic_text;
 pub(crate) mod doorbell;
 pub(crate) mod driver;
 pub(crate) mod mailbox;
@@ -20,7 +21,7 @@ pub(crate) mod timer;
 
 use std::{
     any::Any,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::AsRawFd,
     sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
@@ -31,27 +32,30 @@ use tracing::{debug, error, info, warn};
 use self::{
     conn::Phase,
     core::{Core, Notice, TimerPayload},
-    dispatch::{accepted, dispatch, guarded, present},
+    dispatch::{accepted, dispatch, guarded, present, with_state, Listeners},
     doorbell::Doorbell,
     driver::Driver,
     mailbox::{Full, Mailboxes},
     timer::TimerKey,
 };
 use crate::{
-    accept::shard::{Listening, ShardAccept},
+    accept::{
+        shard::{Listening, ShardAccept},
+        Handed,
+    },
     error::Error,
-    handler::{CloseReason, ConnId, Handler, ShardId, TimerId},
+    handler::{AppState, CloseReason, ConnId, Handler, Origin, ShardId, TimerId},
     metrics::Metrics,
     numa::Topology,
     server::{Backend, ServerBuilder, ShutdownHandle},
 };
 
 /// What travels through the mailboxes: the application's messages, and connections
-/// handed to a shard by the handoff acceptor.
+/// handed to a shard by the handoff acceptor (with the index of their listener).
 #[derive(Debug)]
 pub(crate) enum Envelope<M> {
     User(M),
-    Conn(OwnedFd),
+    Conn(Handed),
 }
 
 /// A shard's end of the mailboxes.
@@ -87,6 +91,8 @@ pub(crate) struct ShardConfig {
     pub(crate) topology: Arc<Topology>,
     pub(crate) builder: ServerBuilder,
     pub(crate) listening: Listening,
+    /// Every listener's bound address and the application's value, builder order.
+    pub(crate) listeners: Arc<[(std::net::SocketAddr, Arc<dyn Any + Send + Sync>)]>,
     pub(crate) doorbell: Doorbell,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) metrics: Metrics,
@@ -154,11 +160,15 @@ struct Shard<H: Handler> {
     ready: Vec<usize>,
     driver: Box<dyn Driver>,
     handler: H,
+    /// Per-connection states and timer payloads, typed by the handler.
+    app: AppState<H>,
+    /// The listeners in the builder's order, with the application's values.
+    listeners: Listeners<H::Listener>,
     accept: ShardAccept,
     max_conns: Option<usize>,
     /// Shutdown progress: listeners drained and closed (phase 2 done).
     listeners_closed: bool,
-    accepted_fds: Vec<OwnedFd>,
+    accepted_fds: Vec<Handed>,
     /// Kept so the eventfd the driver watches outlives the driver.
     _doorbell: Doorbell,
     shutdown: ShutdownHandle,
@@ -175,9 +185,10 @@ impl<H: Handler> Shard<H> {
             core,
             handler,
             mail,
+            app,
             ..
         } = self;
-        guarded(core, mail, None, |ctx| handler.on_start(ctx));
+        guarded(core, mail, app, None, |ctx| handler.on_start(ctx));
         self.apply();
     }
 
@@ -192,9 +203,11 @@ impl<H: Handler> Shard<H> {
                     handler,
                     accept,
                     mail,
+                    app,
+                    listeners,
                     ..
                 } = &mut self;
-                driver.reap(&mut |c| dispatch(core, mail, handler, accept, c));
+                driver.reap(&mut |c| dispatch(core, mail, app, handler, listeners, accept, c));
             }
             self.apply();
             self.accept_exclusive();
@@ -273,22 +286,32 @@ impl<H: Handler> Shard<H> {
             handler,
             mail,
             ready,
+            app,
+            listeners,
             ..
         } = self;
         let taken = mail
             .boxes
             .drain(mail.me, MAIL_BUDGET, |from, env| match env {
                 Envelope::User(m) => {
-                    guarded(core, mail, None, |ctx| {
-                        handler.on_message(ctx, ShardId(from), m)
+                    let origin = if from < mail.shards {
+                        Origin::Shard(ShardId(from))
+                    } else {
+                        Origin::Remote
+                    };
+                    guarded(core, mail, app, None, |ctx| {
+                        handler.on_message(ctx, origin, m)
                     });
                 }
-                Envelope::Conn(fd) => accepted(core, mail, handler, Socket::from(fd), false),
+                Envelope::Conn((listener, fd)) => {
+                    let s = Socket::from(fd);
+                    accepted(core, mail, app, handler, listeners, listener, s, false)
+                }
             });
         ready.clear();
         mail.boxes.take_ready(mail.me, ready);
         for &to in ready.iter().filter(|&&to| to < mail.shards) {
-            guarded(core, mail, None, |ctx| {
+            guarded(core, mail, app, None, |ctx| {
                 handler.on_mailbox_ready(ctx, ShardId(to))
             });
         }
@@ -383,17 +406,22 @@ impl<H: Handler> Shard<H> {
             core,
             handler,
             mail,
+            app,
             ..
         } = self;
         match notice {
             Notice::Backpressure(id) => {
                 if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    guarded(core, mail, Some(id), |ctx| handler.on_backpressure(ctx, id));
+                    with_state(core, mail, app, handler, id, |h, ctx, st| {
+                        h.on_backpressure(ctx, id, st)
+                    });
                 }
             }
             Notice::Drained(id) => {
                 if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    guarded(core, mail, Some(id), |ctx| handler.on_drained(ctx, id));
+                    with_state(core, mail, app, handler, id, |h, ctx, st| {
+                        h.on_drained(ctx, id, st)
+                    });
                 }
             }
             Notice::Eof(id) => {
@@ -406,9 +434,11 @@ impl<H: Handler> Shard<H> {
                     conn.eof_deferred = true;
                     return;
                 }
-                guarded(core, mail, Some(id), |ctx| handler.on_eof(ctx, id));
+                with_state(core, mail, app, handler, id, |h, ctx, st| {
+                    h.on_eof(ctx, id, st)
+                });
             }
-            Notice::Redeliver(id) => present(core, mail, handler, id, &[]),
+            Notice::Redeliver(id) => present(core, mail, app, handler, id, &[]),
         }
     }
 
@@ -425,11 +455,14 @@ impl<H: Handler> Shard<H> {
             core,
             handler,
             mail,
+            app,
             ..
         } = self;
-        guarded(core, mail, None, |ctx| {
-            handler.on_connect(ctx, id, Err(err))
-        });
+        if let Some(mut st) = app.take(id) {
+            guarded(core, mail, app, None, |ctx| {
+                handler.on_connect(ctx, id, &mut st, Err(err))
+            });
+        }
     }
 
     /// Ends the relays `id` takes part in (it is being released): their ops are
@@ -480,14 +513,18 @@ impl<H: Handler> Shard<H> {
             m.conns_live.sub(1);
         }
         debug!(conn = %id, %reason, "connection closed");
-        if was_live {
+        let state = self.app.take(id);
+        if let (true, Some(state)) = (was_live, state) {
             let Shard {
                 core,
                 handler,
                 mail,
+                app,
                 ..
             } = self;
-            guarded(core, mail, None, |ctx| handler.on_close(ctx, id, &reason));
+            guarded(core, mail, app, None, |ctx| {
+                handler.on_close(ctx, id, state, &reason)
+            });
         }
     }
 
@@ -496,15 +533,23 @@ impl<H: Handler> Shard<H> {
         self.core.timers.expire(Instant::now(), &mut fired);
         for (key, payload) in fired.drain(..) {
             match payload {
-                TimerPayload::User(token) => {
+                TimerPayload::User(slot) => {
                     let Shard {
                         core,
                         handler,
                         mail,
+                        app,
                         ..
                     } = self;
-                    guarded(core, mail, None, |ctx| {
-                        handler.on_timer(ctx, TimerId(key), token)
+                    // An interval hands out a copy and keeps its payload; a one-shot
+                    // timer hands over the payload itself.
+                    let payload = match app.timers.get(slot).map(|t| t.clone) {
+                        Some(Some(clone)) => clone(&app.timers[slot].payload),
+                        Some(None) => app.timers.remove(slot).payload,
+                        None => continue,
+                    };
+                    guarded(core, mail, app, None, |ctx| {
+                        handler.on_timer(ctx, TimerId(key), payload)
                     });
                 }
                 TimerPayload::Linger(id) => {
@@ -537,9 +582,10 @@ impl<H: Handler> Shard<H> {
                 core,
                 handler,
                 mail,
+                app,
                 ..
             } = self;
-            guarded(core, mail, None, |ctx| handler.on_shutdown(ctx));
+            guarded(core, mail, app, None, |ctx| handler.on_shutdown(ctx));
         }
         for id in self.core.ids() {
             if !self.core.get(id).is_some_and(|c| c.kept_at_shutdown) {
@@ -562,14 +608,17 @@ impl<H: Handler> Shard<H> {
                 "serving connections queued at shutdown"
             );
         }
-        for fd in fds.drain(..) {
+        for (listener, fd) in fds.drain(..) {
             let Shard {
                 core,
                 handler,
                 mail,
+                app,
+                listeners,
                 ..
             } = self;
-            accepted(core, mail, handler, Socket::from(fd), false);
+            let s = Socket::from(fd);
+            accepted(core, mail, app, handler, listeners, listener, s, false);
         }
         self.accepted_fds = fds;
         self.listeners_closed = true;
@@ -588,14 +637,17 @@ impl<H: Handler> Shard<H> {
             .min(ACCEPT_BUDGET);
         let mut fds = std::mem::take(&mut self.accepted_fds);
         self.accept.accept_pending(room, &mut fds);
-        for fd in fds.drain(..) {
+        for (listener, fd) in fds.drain(..) {
             let Shard {
                 core,
                 handler,
                 mail,
+                app,
+                listeners,
                 ..
             } = self;
-            accepted(core, mail, handler, Socket::from(fd), false);
+            let s = Socket::from(fd);
+            accepted(core, mail, app, handler, listeners, listener, s, false);
         }
         self.accepted_fds = fds;
         self.apply();

@@ -139,6 +139,16 @@ impl<H: Handler> Shard<H> {
             me: shard,
             shards: cfg.shards,
         };
+        let listeners = cfg
+            .listeners
+            .iter()
+            .map(|(addr, value)| {
+                let value = value.clone().downcast::<H::Listener>().map_err(|_| {
+                    start_err(std::io::Error::other("a listener value of the wrong type"))
+                })?;
+                Ok((*addr, value))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         info!(
             shard,
             backend = %driver.backend(),
@@ -154,6 +164,8 @@ impl<H: Handler> Shard<H> {
             ready: Vec::new(),
             driver,
             handler,
+            app: crate::handler::AppState::new(),
+            listeners,
             accept,
             max_conns: cfg.builder.shard_cap(cfg.shards),
             listeners_closed: false,

@@ -34,7 +34,7 @@ pub fn builder(io: Io, shards: usize) -> ServerBuilder {
 }
 
 /// Starts a server from `builder` and returns it with its address.
-pub fn start<H, F>(builder: ServerBuilder, factory: F) -> (RunningServer, SocketAddr)
+pub fn start<H, F>(builder: ServerBuilder, factory: F) -> (RunningServer<H::Msg>, SocketAddr)
 where
     H: Handler,
     F: Fn(ShardId) -> H + Send + Sync + 'static,
@@ -68,18 +68,36 @@ pub struct Echo;
 
 impl Handler for Echo {
     type Msg = ();
+    type Timer = u64;
+    type Conn = ();
+    type Listener = ();
 
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> usize {
+    fn on_accept(
+        &mut self,
+        _: &mut Ctx<'_, Self>,
+        _: ConnId,
+        _: shardline::Listener<'_, ()>,
+        _: std::net::SocketAddr,
+    ) {
+    }
+
+    fn on_data(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        _state: &mut Self::Conn,
+        data: &[u8],
+    ) -> usize {
         // An error means the connection is already closing: nothing to echo to.
         let _ = ctx.send(conn, data);
         data.len()
     }
 
-    fn on_backpressure(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_backpressure(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         ctx.pause_reading(conn);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
         ctx.resume_reading(conn);
     }
 }
@@ -96,7 +114,7 @@ pub fn connect_bounded(addr: SocketAddr, io: Io) -> TcpStream {
 }
 
 /// Shuts the server down, waiting for it at most `LIMIT`.
-pub fn shutdown_within(server: RunningServer, io: Io) {
+pub fn shutdown_within<M: Send + 'static>(server: RunningServer<M>, io: Io) {
     server.shutdown_handle().shutdown();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -106,4 +124,25 @@ pub fn shutdown_within(server: RunningServer, io: Io) {
         Ok(result) => result.unwrap_or_else(|e| panic!("{io}: clean shutdown: {e}")),
         Err(_) => panic!("{io}: server did not stop within {LIMIT:?}"),
     }
+}
+
+/// Generates one `#[test]` per backend from a function taking the backend:
+/// `per_backend!(name => body_fn);` makes `name_uring` and `name_epoll`, so a
+/// failure on one backend never hides the other's result.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident => $body:ident;)+) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    super::$body(shardline::Io::Uring)
+                }
+                #[test]
+                fn epoll() {
+                    super::$body(shardline::Io::Epoll)
+                }
+            }
+        )+
+    };
 }

@@ -6,18 +6,18 @@ use shardline::Ctx;
 use super::Flow;
 use crate::{
     casemap::{casefold, owner_of, owner_of_key, valid_channel, valid_nick},
-    mail::{Caps, ChatMsg, Request},
+    mail::{Caps, Request},
     reply::{code::*, truncate},
     shard::ChatShard,
 };
 
 impl ChatShard {
-    fn no_such_channel(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, chan: &str) {
+    fn no_such_channel(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, chan: &str) {
         let chan = truncate(chan, 64);
         self.numeric(ctx, id, ERR_NOSUCHCHANNEL, &[chan, "No such channel"]);
     }
 
-    pub(super) fn cmd_join(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_join(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(list) = p.first().filter(|l| !l.is_empty()) else {
             return self.need_more_params(ctx, id, "JOIN");
         };
@@ -64,7 +64,7 @@ impl ChatShard {
     }
 
     /// `JOIN 0`: leave every channel. A barrier, so that the list is exact.
-    fn part_all(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Flow {
+    fn part_all(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) -> Flow {
         let Some(c) = self.clients.get(&id) else {
             return Flow::Next;
         };
@@ -85,7 +85,7 @@ impl ChatShard {
         Flow::Park
     }
 
-    pub(super) fn cmd_part(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_part(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(list) = p.first().filter(|l| !l.is_empty()) else {
             return self.need_more_params(ctx, id, "PART");
         };
@@ -110,7 +110,7 @@ impl ChatShard {
         Flow::Next
     }
 
-    pub(super) fn cmd_topic(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_topic(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(chan) = p.first().filter(|c| !c.is_empty()) else {
             return self.need_more_params(ctx, id, "TOPIC");
         };
@@ -131,7 +131,7 @@ impl ChatShard {
         Flow::Next
     }
 
-    pub(super) fn cmd_names(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_names(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(list) = p.first().filter(|l| !l.is_empty()) else {
             // Listing every channel is not supported (yet): the end marker only.
             self.numeric(ctx, id, RPL_ENDOFNAMES, &["*", "End of /NAMES list."]);
@@ -158,7 +158,7 @@ impl ChatShard {
         Flow::Next
     }
 
-    pub(super) fn cmd_kick(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_kick(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let (Some(chan), Some(targets)) = (p.first(), p.get(1)) else {
             return self.need_more_params(ctx, id, "KICK");
         };
@@ -200,7 +200,7 @@ impl ChatShard {
 
     /// INVITE goes to the invitee's nick owner (401 there), which forwards it to
     /// the channel's owner (442, 443, 482 there), which delivers it.
-    pub(super) fn cmd_invite(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_invite(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let (Some(nick), Some(chan)) = (p.first(), p.get(1)) else {
             return self.need_more_params(ctx, id, "INVITE");
         };

@@ -9,7 +9,7 @@ use shardline::Ctx;
 use super::Flow;
 use crate::{
     casemap::{is_channel_name, owner_of, valid_channel, valid_nick},
-    mail::{ChatMsg, Outgoing, Request},
+    mail::{Outgoing, Request},
     message::{Message, MAX_CLIENT_TAGS},
     reply::{code::*, line, truncate},
     shard::ChatShard,
@@ -18,7 +18,7 @@ use crate::{
 impl ChatShard {
     pub(super) fn cmd_message(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         msg: &Message<'_>,
         notice: bool,

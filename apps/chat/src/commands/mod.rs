@@ -16,7 +16,6 @@ mod registration;
 use shardline::Ctx;
 
 use crate::{
-    mail::ChatMsg,
     message::{parse, ParseError},
     reply::code::*,
     shard::ChatShard,
@@ -42,7 +41,12 @@ pub(crate) const KNOWN: &[&str] = &[
 
 impl ChatShard {
     /// Handles one line from client `id`.
-    pub(crate) fn handle_line(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, raw: &[u8]) -> Flow {
+    pub(crate) fn handle_line(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        raw: &[u8],
+    ) -> Flow {
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
@@ -147,7 +151,7 @@ impl ChatShard {
     /// 461 for `command`.
     pub(crate) fn need_more_params(
         &self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         command: &str,
     ) -> Flow {

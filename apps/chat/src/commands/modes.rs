@@ -8,7 +8,7 @@ use super::Flow;
 use crate::{
     casemap::{casefold, is_channel_name, owner_of, valid_channel},
     info::MAX_MODES,
-    mail::{ChatMsg, ModeChange, Request},
+    mail::{ModeChange, Request},
     reply::{code::*, line, truncate},
     shard::ChatShard,
 };
@@ -50,7 +50,7 @@ pub fn parse_channel_modes(modes: &str, args: &[&str]) -> Vec<ModeChange> {
 }
 
 impl ChatShard {
-    pub(super) fn cmd_mode(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_mode(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(target) = p.first().filter(|t| !t.is_empty()) else {
             return self.need_more_params(ctx, id, "MODE");
         };
@@ -85,7 +85,7 @@ impl ChatShard {
     /// User modes: `+i`, and `-o` (operator status is only gained by OPER).
     fn user_mode(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         target: &str,
         modes: Option<&str>,

@@ -5,7 +5,6 @@ use shardline::Ctx;
 
 use super::Flow;
 use crate::{
-    mail::ChatMsg,
     mask,
     reply::{code::*, line, truncate},
     shard::ChatShard,
@@ -26,7 +25,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl ChatShard {
-    pub(super) fn cmd_away(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_away(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let awaylen = self.info.config.limits.awaylen;
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
@@ -56,7 +55,7 @@ impl ChatShard {
 
     /// OPER name password: 491 if no operator block has that name for the
     /// client's host, 464 if the password is wrong, else 381 and user mode +o.
-    pub(super) fn cmd_oper(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_oper(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let (Some(name), Some(password)) = (p.first(), p.get(1)) else {
             return self.need_more_params(ctx, id, "OPER");
         };

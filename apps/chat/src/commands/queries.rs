@@ -7,7 +7,7 @@ use shardline::Ctx;
 use super::Flow;
 use crate::{
     casemap::{casefold, owner_of, valid_channel, valid_nick},
-    mail::{ChatMsg, Numeric, Request},
+    mail::{Numeric, Request},
     mask::has_wildcards,
     reply::{code::*, truncate},
     shard::ChatShard,
@@ -17,7 +17,7 @@ use crate::{
 const MAX_MASK: usize = 100;
 
 impl ChatShard {
-    pub(super) fn cmd_who(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_who(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let mask = truncate(
             p.first().copied().filter(|m| !m.is_empty()).unwrap_or("*"),
             MAX_MASK,
@@ -44,7 +44,7 @@ impl ChatShard {
         Flow::Park
     }
 
-    pub(super) fn cmd_whois(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_whois(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         // WHOIS [server] nick[,nick]: the last parameter; one nick (TARGMAX).
         let Some(nick) = p
             .last()
@@ -78,7 +78,7 @@ impl ChatShard {
 
     /// LIST [masks]: 321, then every owner's 322s, then 323. Plain names ask only
     /// their owners; masks ask every shard.
-    pub(super) fn cmd_list(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_list(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let masks: Vec<String> = p
             .first()
             .map(|l| {
@@ -117,7 +117,7 @@ impl ChatShard {
 
     /// STATS u (uptime), m (command counts, summed over shards), L (each shard's
     /// load: a non-standard 249 line per shard); 219 ends every report.
-    pub(super) fn cmd_stats(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_stats(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(letter) = p.first().and_then(|q| q.chars().next()) else {
             return self.need_more_params(ctx, id, "STATS");
         };

@@ -14,7 +14,7 @@ use crate::{
 };
 
 impl ChatShard {
-    pub(super) fn cmd_cap(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_cap(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(sub) = p.first() else {
             return self.need_more_params(ctx, id, "CAP");
         };
@@ -85,7 +85,7 @@ impl ChatShard {
         Flow::Next
     }
 
-    pub(super) fn cmd_nick(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_nick(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(nick) = p.first().filter(|n| !n.is_empty()) else {
             self.numeric(ctx, id, ERR_NONICKNAMEGIVEN, &["No nickname given"]);
             return Flow::Next;
@@ -126,7 +126,7 @@ impl ChatShard {
     /// The nick's owner answered a claim.
     pub(crate) fn nick_claimed(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         nick: String,
         ok: bool,
@@ -177,7 +177,7 @@ impl ChatShard {
         self.broadcast_nick(ctx, id, out, nick);
     }
 
-    pub(super) fn cmd_user(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_user(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
@@ -209,7 +209,7 @@ impl ChatShard {
 
     /// Completes registration if NICK, USER and CAP END are all in: the welcome
     /// burst, then LUSERS gathered from every shard, then the MOTD.
-    pub(crate) fn try_register(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> bool {
+    pub(crate) fn try_register(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) -> bool {
         let interval = self.info.config.limits.ping_interval();
         let Some(c) = self.clients.get_mut(&id) else {
             return false;
@@ -277,7 +277,7 @@ impl ChatShard {
     }
 
     /// Asks every shard for its counts; the answer goes out when the last arrives.
-    pub(crate) fn start_lusers(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, then_motd: bool) {
+    pub(crate) fn start_lusers(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, then_motd: bool) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -293,13 +293,13 @@ impl ChatShard {
         }
     }
 
-    pub(super) fn cmd_lusers(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) -> Flow {
+    pub(super) fn cmd_lusers(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) -> Flow {
         self.start_lusers(ctx, id, false);
         Flow::Park
     }
 
     /// 375/372/376, or 422 when there is no MOTD.
-    pub(crate) fn send_motd(&self, ctx: &mut Ctx<'_, ChatMsg>, id: u64) {
+    pub(crate) fn send_motd(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
         let Some(c) = self.clients.get(&id) else {
             return;
         };
@@ -325,7 +325,7 @@ impl ChatShard {
         self.send_line(ctx, id, &out);
     }
 
-    pub(super) fn cmd_ping(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_ping(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(token) = p.first() else {
             return self.need_more_params(ctx, id, "PING");
         };
@@ -342,7 +342,7 @@ impl ChatShard {
         Flow::Next
     }
 
-    pub(super) fn cmd_quit(&mut self, ctx: &mut Ctx<'_, ChatMsg>, id: u64, p: &[&str]) -> Flow {
+    pub(super) fn cmd_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let reason = match p.first().filter(|r| !r.is_empty()) {
             Some(r) => format!("Quit: {}", truncate(r, 300)),
             None => "Client Quit".to_string(),

@@ -1,6 +1,7 @@
 //! A channel as its owner holds it: members (with their prefixes), modes, bans,
 //! invitations and topic, and the numerics that describe them.
 
+use crate::shard::ChatShard;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -198,7 +199,12 @@ impl Channel {
     }
 
     /// Posts a copy of `d` to every shard with members; returns how many.
-    pub fn deliver(&self, ctx: &mut Ctx<'_, ChatMsg>, outbox: &mut Outbox, d: ChanDelivery) -> u32 {
+    pub fn deliver(
+        &self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        d: ChanDelivery,
+    ) -> u32 {
         let mut n = 0;
         for s in self.member_shards() {
             let copy = ChanDelivery {

@@ -1,6 +1,7 @@
 //! Channel requests on the channel's owner: JOIN, PART, TOPIC, NAMES, KICK,
 //! INVITE, PRIVMSG/NOTICE and LIST. MODE is in `modes.rs`.
 
+use crate::shard::ChatShard;
 use std::sync::Arc;
 
 use shardline::Ctx;
@@ -40,7 +41,7 @@ pub(super) fn not_op(chan: &str) -> Numeric {
 impl Owner {
     pub(super) fn channel_request(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         info: &ServerInfo,
         outbox: &mut Outbox,
         from: ClientRef,

@@ -5,6 +5,7 @@
 //! every member as one MODE line, ordered with the channel's other events, and
 //! carries the view update (`+s`, prefixes) the members' shards keep.
 
+use crate::shard::ChatShard;
 use std::sync::Arc;
 
 use shardline::Ctx;
@@ -18,7 +19,7 @@ use crate::{
     casemap::{casefold, NameKey},
     clock,
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, Membership, ModeChange, Numeric, Outgoing, ReplyBody, ViewUpdate},
+    mail::{ClientRef, Membership, ModeChange, Numeric, Outgoing, ReplyBody, ViewUpdate},
     mask::normalize_ban,
     outbox::Outbox,
     reply::{code::*, line},
@@ -92,7 +93,7 @@ impl Owner {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mode(
         &mut self,
-        ctx: &mut Ctx<'_, ChatMsg>,
+        ctx: &mut Ctx<'_, ChatShard>,
         _info: &ServerInfo,
         outbox: &mut Outbox,
         from: ClientRef,

@@ -101,7 +101,7 @@ pub fn test_config() -> Config {
 
 /// A running chat server.
 pub struct TestServer {
-    server: Option<RunningServer>,
+    server: Option<RunningServer<shardline_chat::ChatMsg>>,
     pub addr: SocketAddr,
     pub io: Io,
     pub shards: usize,

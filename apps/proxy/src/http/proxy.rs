@@ -27,7 +27,7 @@ use super::{
     head::{self, Framing},
     pool::{UpState, UpstreamPool},
 };
-use crate::{config::Config, health::ProxyMsg, shard::ProxyShard, stats::BackendGauges};
+use crate::{config::Config, shard::ProxyShard, stats::BackendGauges};
 
 mod exchange;
 mod response;
@@ -242,21 +242,21 @@ impl ProxyShard {
         self.http.next_serial
     }
 
-    fn timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ms: u64, kind: TimerKind) -> (TimerId, u64) {
+    fn timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ms: u64, kind: TimerKind) -> (TimerId, u64) {
         let token = self.http.next_token;
         self.http.next_token += 1;
         self.http.timers.insert(token, kind);
         (ctx.set_timer(Duration::from_millis(ms), token), token)
     }
 
-    fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, t: Option<(TimerId, u64)>) {
+    fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyShard>, t: Option<(TimerId, u64)>) {
         if let Some((id, token)) = t {
             ctx.cancel_timer(id);
             self.http.timers.remove(&token);
         }
     }
 
-    fn cancel_head_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    fn cancel_head_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         let t = self
             .http
             .clients
@@ -266,7 +266,7 @@ impl ProxyShard {
     }
 
     /// (Re)arms the exchange deadline of client `ck`.
-    fn arm_exchange(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, ms: u64) {
+    fn arm_exchange(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize, ms: u64) {
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
@@ -296,14 +296,14 @@ impl ProxyShard {
         }
     }
 
-    fn drop_upstream(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, key: usize) {
+    fn drop_upstream(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
         if let Some(up) = self.http.pool.remove(key) {
             self.http.roles.remove(&up.conn);
             ctx.close(up.conn);
         }
     }
 
-    fn update_reading(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    fn update_reading(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         let cap = self.config.limits.max_header_bytes + PIPELINE_SLACK;
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
@@ -323,7 +323,7 @@ impl ProxyShard {
 /// HTTP connections' events, dispatched here by [`ProxyShard`]'s `Handler`.
 impl ProxyShard {
     /// Starts the sweep of idle pooled upstream connections.
-    pub(crate) fn http_start(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    pub(crate) fn http_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         let every = (self.config.timeouts.upstream_idle_ms / 2).clamp(10, 1000);
         let token = self.http.next_token;
         self.http.next_token += 1;
@@ -334,7 +334,7 @@ impl ProxyShard {
     /// A client connection accepted by HTTP listener `listener`.
     pub(crate) fn http_accept(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         peer: SocketAddr,
         listener: usize,
@@ -363,7 +363,7 @@ impl ProxyShard {
 
     pub(crate) fn http_connect(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         result: io::Result<()>,
     ) {
@@ -423,7 +423,7 @@ impl ProxyShard {
 
     pub(crate) fn http_data(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         data: &[u8],
     ) -> usize {
@@ -444,7 +444,7 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
         // Every byte before the EOF was presented already (the framework holds
         // the EOF until input kept during a pause has been offered).
         self.eof_now(ctx, conn);
@@ -452,7 +452,7 @@ impl ProxyShard {
 
     pub(crate) fn http_close(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         _reason: &CloseReason,
     ) {
@@ -483,7 +483,7 @@ impl ProxyShard {
     /// the low one: stop or restart reading the side that fills it.
     pub(crate) fn http_queue_full(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         full: bool,
     ) {
@@ -522,7 +522,12 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn http_timer(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, _timer: TimerId, token: u64) {
+    pub(crate) fn http_timer(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        _timer: TimerId,
+        token: u64,
+    ) {
         let Some(&kind) = self.http.timers.get(&token) else {
             return;
         };

@@ -9,7 +9,6 @@ use tracing::{debug, info};
 use super::{Body, Exchange, ProxyShard, Resp, Role, TimerKind};
 use crate::{
     balance::{hash_bytes, hash_ip, NoBackend},
-    health::ProxyMsg,
     http::{
         chunked::{ChunkedDecoder, LAST_CHUNK},
         head::{self, Framing, RequestHead},
@@ -42,7 +41,7 @@ impl ProxyShard {
     /// started (`None`: just close), drops the exchange's upstream.
     pub(super) fn fail(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         ck: usize,
         status: Option<u16>,
         why: &str,
@@ -80,7 +79,7 @@ impl ProxyShard {
     }
 
     /// Moves client `ck` forward as far as it can go now.
-    pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         for _ in 0..10_000 {
             let Some(c) = self.http.clients.get_mut(ck) else {
                 return;
@@ -152,7 +151,7 @@ impl ProxyShard {
 
     /// With no exchange: parses the next request from the buffer and starts it.
     /// `false`: nothing more can happen now.
-    pub(super) fn next_request(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) -> bool {
+    pub(super) fn next_request(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) -> bool {
         if self.http.draining {
             // Shutting down: no request starts (the framework closes the client).
             return false;
@@ -226,7 +225,12 @@ impl ProxyShard {
     }
 
     /// Routes a parsed request and makes it the client's exchange.
-    pub(super) fn begin(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize, req: &RequestHead<'_>) {
+    pub(super) fn begin(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        ck: usize,
+        req: &RequestHead<'_>,
+    ) {
         let path = req.target.split('?').next().unwrap_or("/");
         let listener = self.http.clients.get(ck).map_or(usize::MAX, |c| c.listener);
         let Some(pool) = self.config.route(listener, req.host.as_deref(), path) else {
@@ -300,7 +304,7 @@ impl ProxyShard {
 
     /// Gives the exchange an upstream: an idle pooled connection to the backend
     /// the balancer picks, or a new connect (bounded attempts, then 502).
-    pub(super) fn dispatch(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    pub(super) fn dispatch(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         let max = self.config.limits.connect_attempts;
         loop {
             let Some(c) = self.http.clients.get_mut(ck) else {
@@ -340,7 +344,7 @@ impl ProxyShard {
             }
             ex.attempts += 1;
             let addr = self.config.pools[pool].backends[backend].address;
-            match ctx.connect(addr) {
+            match ctx.connect(addr, ()) {
                 Ok(conn) => {
                     let key = self.http.pool.insert_connecting(
                         conn,
@@ -380,7 +384,7 @@ impl ProxyShard {
     }
 
     /// The exchange's upstream is connected: send the head, start the clock.
-    pub(super) fn upstream_ready(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    pub(super) fn upstream_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         let Some(ex) = self
             .http
             .clients
@@ -412,7 +416,7 @@ impl ProxyShard {
 
     /// Arms the exchange's `Expect: 100-continue` fallback: the proxy sends the
     /// 100 itself if the backend says nothing within `expect_continue_ms`.
-    fn arm_expect(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    fn arm_expect(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
@@ -443,7 +447,7 @@ impl ProxyShard {
     /// `Ok(true)`: the body is complete.
     pub(super) fn forward_body(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         ck: usize,
     ) -> Result<bool, (u16, String)> {
         let max_body = self.config.limits.max_body_bytes;
@@ -503,7 +507,7 @@ impl ProxyShard {
 
     /// Both directions of the exchange are complete: pool or close the upstream,
     /// log, and close the client if it asked.
-    pub(super) fn finish_exchange(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, ck: usize) {
+    pub(super) fn finish_exchange(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
@@ -550,7 +554,7 @@ impl ProxyShard {
     /// sent yet), then the client is closed and its upstream too; pipelined
     /// requests behind it are never started. The shutdown deadline still
     /// closes whatever has not finished.
-    pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyMsg>) {
+    pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.http.draining = true;
         for conn in self.http.pool.drain_idle() {
             self.http.roles.remove(&conn);

@@ -4,7 +4,6 @@ use shardline::{ConnId, Ctx};
 use tracing::debug;
 
 use super::{ProxyShard, Resp, Role};
-use crate::health::ProxyMsg;
 use crate::http::{
     chunked::{ChunkedDecoder, LAST_CHUNK},
     head::{self, Framing, Persistence},
@@ -16,7 +15,7 @@ impl ProxyShard {
     /// only inside an incomplete response head).
     pub(super) fn on_response_data(
         &mut self,
-        ctx: &mut Ctx<'_, ProxyMsg>,
+        ctx: &mut Ctx<'_, ProxyShard>,
         u: usize,
         data: &[u8],
     ) -> usize {
@@ -208,7 +207,7 @@ impl ProxyShard {
     }
 
     /// Upstream `u` ended (EOF, error or close) while carrying an exchange.
-    pub(super) fn upstream_lost(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, u: usize, eof: bool) {
+    pub(super) fn upstream_lost(&mut self, ctx: &mut Ctx<'_, ProxyShard>, u: usize, eof: bool) {
         let Some(up) = self.http.pool.get(u) else {
             return;
         };
@@ -286,7 +285,7 @@ impl ProxyShard {
     }
 
     /// A connection's EOF, once held input was presented.
-    pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyMsg>, conn: ConnId) {
+    pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
         match self.http.roles.get(&conn) {
             Some(&Role::Client(ck)) => {
                 if let Some(c) = self.http.clients.get_mut(ck) {
