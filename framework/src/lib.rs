@@ -45,11 +45,13 @@ mod server;
 mod shard;
 
 pub use accept::{AcceptMode, Balance};
-pub use admin::{AdminConfig, AdminServer, PromWriter};
+pub use admin::{AdminConfig, AdminServer};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
-pub use metrics::{Counter, Metrics, PerShard, ShardMetrics, ShardMetricsSnapshot};
+pub use metrics::{
+    Counter, Metrics, PerShard, PromValue, PromWriter, ShardMetrics, ShardMetricsSnapshot,
+};
 pub use server::{Backend, Io, Limits, RunningServer, Server, ServerBuilder, ShutdownHandle};
 pub use shard::{mailbox::Full, relay::SpliceError};
 

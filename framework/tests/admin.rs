@@ -1,7 +1,7 @@
 //! The admin endpoint over real TCP: `/metrics` shows each shard's counters after
 //! echo traffic (both backends), the application's metrics follow, and the HTTP
 //! edges hold: 404, 405, 400, an oversized head, slow and silent clients, the
-//! connection cap, and it stops with the server.
+//! connection cap, every shard counter exported, and it stops with the server.
 
 mod common;
 
@@ -383,6 +383,47 @@ fn connections_past_the_cap_wait_their_turn() {
             .set_read_timeout(Some(common::LIMIT))
             .expect("timeout");
         assert_eq!(read_response(&mut third).status, 200, "{io}");
+        common::shutdown_within(server, io);
+    }
+}
+
+#[test]
+fn every_shard_counter_is_exported() {
+    for io in common::BACKENDS {
+        let (server, admin) = start_with_admin(io, 2, local_admin());
+        let r = get(admin, io, "/metrics");
+        assert_eq!(r.status, 200, "{io}");
+        let s = samples(&r.body);
+        let names = shardline::ShardMetricsSnapshot::PROMETHEUS_NAMES;
+        for name in [
+            "shardline_relays_started_total",
+            "shardline_spliced_bytes_total",
+        ] {
+            assert!(names.contains(&name), "{name} is in the table");
+        }
+        for name in names {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            assert_eq!(
+                r.body
+                    .lines()
+                    .filter(|l| *l == format!("# TYPE {name} {kind}"))
+                    .count(),
+                1,
+                "{io}: {name} as a {kind}:\n{}",
+                r.body
+            );
+            for shard in 0..2 {
+                let key = format!("{name}{{shard=\"{shard}\"}}");
+                assert!(s.contains_key(&key), "{io}: no {key}:\n{}", r.body);
+            }
+        }
+        // Nothing else from the framework but the shard count.
+        let framework = s.keys().filter(|k| k.starts_with("shardline_")).count();
+        assert_eq!(framework, 1 + 2 * names.len(), "{io}:\n{}", r.body);
         common::shutdown_within(server, io);
     }
 }
