@@ -34,17 +34,27 @@
 //! # What it must never do
 //!
 //! Touch a shard's state (it only reads single-writer counters and whatever the
-//! render callback reads), block on one client, or panic on input. It is one
-//! thread running a mio poll loop over nonblocking sockets: at most
-//! `max_connections` connections at once (more wait in the kernel's backlog), a
-//! request head of at most [`MAX_HEAD`] bytes (431 past it), and each connection
-//! has `request_timeout` to send its head (408 after) and again to take its
-//! response, so a slow or silent client holds one slot for a bounded time and never
-//! delays the others. One request per connection (`Connection: close`). The head
-//! is parsed by `httparse`. Answers: 200 for `GET`/`HEAD` of `/metrics` and
-//! `/healthz`, 405 for another method on them, 404 for any other path, 400 for
-//! anything that is not an HTTP/1.x request head, 500 if the render callback
-//! panics (the endpoint goes on).
+//! render callback reads), block on one client, be starved by clients that hold
+//! connections open, or panic on input. It is one thread running a mio poll loop
+//! over nonblocking sockets, which accepts every connection at once and holds up
+//! to `max_connections` (default 256) with a deadline each:
+//!
+//! - a request head of at most [`MAX_HEAD`] bytes (431 past it), parsed by
+//!   `httparse` (400 for anything that is not an HTTP/1.x request head);
+//! - `request_timeout` (default 5 s) from accept to send the whole head (408
+//!   after; bytes dribbled in do not extend it), then again to take the response;
+//! - at the cap, a new connection evicts the oldest one that has not sent a
+//!   complete request (503 to it), rather than waiting in the backlog behind it;
+//!   only if every held connection has sent one is the oldest being answered
+//!   dropped instead.
+//!
+//! So idle and slowloris clients cost a slot each for a bounded time and can
+//! neither delay a scrape (the loop never waits on one socket) nor lock it out
+//! (a scrape is newer than every idle connection, so it is not the one evicted
+//! unless `max_connections` more arrive before its request does). One request per
+//! connection (`Connection: close`). Answers: 200 for `GET`/`HEAD` of `/metrics`
+//! and `/healthz`, 405 for another method on them, 404 for any other path, 500 if
+//! the render callback panics (the endpoint goes on).
 
 mod endpoint;
 mod http;
@@ -99,14 +109,14 @@ impl fmt::Debug for AdminConfig {
 
 impl AdminConfig {
     /// An endpoint on `addr` (port 0 picks a free port; see
-    /// [`AdminServer::local_addr`]), with a 5 s request timeout and at most 4
-    /// connections served at once.
+    /// [`AdminServer::local_addr`]), with a 5 s request timeout and at most 256
+    /// connections held at once.
     pub fn new(addr: SocketAddr) -> AdminConfig {
         AdminConfig {
             addr,
             render: None,
             request_timeout: Duration::from_secs(5),
-            max_connections: 4,
+            max_connections: 256,
         }
     }
 
@@ -130,8 +140,10 @@ impl AdminConfig {
         self
     }
 
-    /// Most connections served at once (at least 1); more wait in the listen
-    /// backlog. Default 4.
+    /// Most connections held open at once (at least 1). At the cap a new
+    /// connection is still accepted: the oldest connection that has not sent a
+    /// complete request is closed (with a 503) to make room, or, if all have,
+    /// the oldest still being answered. Default 256.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
