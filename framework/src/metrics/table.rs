@@ -1,6 +1,6 @@
 //! The per-shard counters, declared once.
 //!
-//! [`shard_counters!`] takes one table — field, Prometheus name, type, help — and
+//! `shard_counters!` takes one table — field, Prometheus name, type, help — and
 //! makes everything that must agree with it: the live [`ShardMetrics`] (one
 //! [`Counter`] per shard-written field), the [`ShardMetricsSnapshot`] copy (those
 //! fields and the mailbox ones), the sum across shards, the mailbox fields' fill
