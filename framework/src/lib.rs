@@ -52,13 +52,15 @@ mod server;
 mod shard;
 
 pub use accept::{AcceptMode, Balance};
-pub use admin::{AdminConfig, AdminServer, PromWriter};
+pub use admin::{AdminConfig, AdminServer};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{
     CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, Origin, ShardId, TimerId,
 };
-pub use metrics::{Counter, Metrics, PerShard, ShardMetrics, ShardMetricsSnapshot};
+pub use metrics::{
+    Counter, Metrics, PerShard, PromValue, PromWriter, ShardMetrics, ShardMetricsSnapshot,
+};
 pub use outbox::Outbox;
 pub use server::{
     Backend, Io, Limits, PostError, Remote, RunningServer, Server, ServerBuilder, ShutdownHandle,

@@ -1,7 +1,8 @@
 //! The admin endpoint over real TCP: `/metrics` shows each shard's counters after
 //! echo traffic (both backends), the application's metrics follow, and the HTTP
-//! edges hold: 404, 405, 400, an oversized head, slow and silent clients, the
-//! connection cap, and it stops with the server.
+//! edges hold: 404, 405, 400, an oversized head, slow, silent and slowloris
+//! clients, eviction at the connection cap, every shard counter exported, and it
+//! stops with the server.
 
 mod common;
 
@@ -10,10 +11,10 @@ use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use shardline::{AdminConfig, Io, RunningServer};
@@ -354,35 +355,205 @@ fn clients_past_the_timeout_get_408_and_are_closed() {
     }
 }
 
+/// Whether the server has closed `s` (EOF or reset) without sending anything,
+/// looking without waiting.
+fn open_and_silent(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let open = loop {
+        match s.peek(&mut byte) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+            _ => break false,
+        }
+    };
+    s.set_nonblocking(false).expect("blocking");
+    open
+}
+
+/// Reads until the server closes `s`; what it sent (a reset counts as a close).
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("not closed: {e}"),
+        }
+    }
+}
+
+/// `GET /metrics` on a fresh connection, answered within `within`.
+fn scrape_within(admin: SocketAddr, io: Io, within: Duration) -> Response {
+    let started = Instant::now();
+    let mut s = TcpStream::connect_timeout(&admin, within).expect("connect");
+    s.set_read_timeout(Some(within)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    let r = read_response(&mut s);
+    assert!(
+        started.elapsed() < within,
+        "{io}: scrape took {:?}",
+        started.elapsed()
+    );
+    r
+}
+
 #[test]
-fn connections_past_the_cap_wait_their_turn() {
+fn idle_and_slowloris_clients_do_not_starve_scrapes() {
+    for io in common::BACKENDS {
+        // A head deadline well past the scrape bound: the scrape must be served
+        // while every idle connection is still held, not once they expire.
+        let timeout = Duration::from_secs(4);
+        let (server, admin) = start_with_admin(io, 1, local_admin().request_timeout(timeout));
+        let opened = Instant::now();
+        let idle: Vec<TcpStream> = (0..64)
+            .map(|_| common::connect_bounded(admin, io))
+            .collect();
+        // Slowloris: a head that never ends, a byte every 50 ms.
+        let stop = Arc::new(AtomicBool::new(false));
+        let slow: Vec<_> = (0..8)
+            .map(|_| {
+                let mut s = common::connect_bounded(admin, io);
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut head = b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().copied();
+                    while !stop.load(Ordering::Relaxed) {
+                        let b = head.next().unwrap_or(b'a');
+                        if s.write_all(&[b]).is_err() {
+                            break; // closed by the server
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    s.set_read_timeout(Some(common::LIMIT)).expect("timeout");
+                    (read_until_closed(&mut s), Instant::now())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+
+        for _ in 0..3 {
+            let r = scrape_within(admin, io, Duration::from_secs(2));
+            assert_eq!(r.status, 200, "{io}");
+            assert!(r.body.contains("shardline_shards 1\n"), "{io}");
+        }
+        assert_eq!(get(admin, io, "/healthz").status, 200, "{io}");
+        assert!(
+            opened.elapsed() < timeout,
+            "{io}: too slow to tell the scrapes from expiry"
+        );
+        for (i, s) in idle.iter().enumerate() {
+            assert!(open_and_silent(s), "{io}: idle connection {i} closed early");
+        }
+
+        // Every idle connection is closed by its head deadline, with a 408.
+        for mut s in idle {
+            let got = read_until_closed(&mut s);
+            assert!(got.starts_with(b"HTTP/1.1 408 "), "{io}: {got:?}");
+        }
+        let closed_by = opened.elapsed();
+        assert!(
+            closed_by >= timeout && closed_by < timeout + Duration::from_secs(10),
+            "{io}: idle connections closed after {closed_by:?}"
+        );
+        // Dribbling bytes does not extend the deadline either.
+        for t in slow {
+            let (got, at) = t.join().expect("slowloris thread");
+            assert!(got.starts_with(b"HTTP/1.1 408 "), "{io}: {got:?}");
+            assert!(
+                at.duration_since(opened) < timeout + Duration::from_secs(10),
+                "{io}: a slowloris client kept its connection"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        common::shutdown_within(server, io);
+    }
+}
+
+#[test]
+fn at_the_cap_a_newcomer_evicts_the_oldest_idle_connection() {
     for io in common::BACKENDS {
         let admin = local_admin()
-            .max_connections(2)
+            .max_connections(4)
             .request_timeout(Duration::from_secs(600));
         let (server, admin) = start_with_admin(io, 1, admin);
-        let idle: Vec<TcpStream> = (0..2).map(|_| common::connect_bounded(admin, io)).collect();
-        // Both slots held: a third connection waits in the backlog.
-        let mut third = common::connect_bounded(admin, io);
-        third
-            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
-            .expect("write");
-        third
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .expect("timeout");
-        let mut byte = [0u8; 1];
-        loop {
-            match third.read(&mut byte) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-                other => panic!("{io}: served past the cap: {other:?}"),
+        let mut idle: Vec<TcpStream> = Vec::new();
+        for _ in 0..4 {
+            idle.push(common::connect_bounded(admin, io));
+            // Accept order is the eviction order: let each be accepted in turn.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The cap is held by idle connections; a scrape still gets in, and the
+        // oldest idle one is closed (told 503) to make room.
+        let r = scrape_within(admin, io, Duration::from_secs(2));
+        assert_eq!(r.status, 200, "{io}");
+        let got = read_until_closed(&mut idle[0]);
+        assert!(got.starts_with(b"HTTP/1.1 503 "), "{io}: {got:?}");
+        for (i, s) in idle.iter().enumerate().skip(1) {
+            assert!(open_and_silent(s), "{io}: idle connection {i} was evicted");
+        }
+        // A flood of idle connections far past the cap does not lock scrapes
+        // out either, and the survivors are the newest.
+        let flood: Vec<TcpStream> = (0..40)
+            .map(|_| common::connect_bounded(admin, io))
+            .collect();
+        let r = scrape_within(admin, io, Duration::from_secs(2));
+        assert_eq!(r.status, 200, "{io}");
+        for s in &mut idle[1..] {
+            read_until_closed(s);
+        }
+        // The scrape took one of the 4 places from the newest 4 of the flood.
+        let open: Vec<usize> = (0..flood.len())
+            .filter(|&i| open_and_silent(&flood[i]))
+            .collect();
+        assert_eq!(open, [37, 38, 39], "{io}: the newest are held");
+        // And the endpoint goes on serving.
+        assert_eq!(get(admin, io, "/healthz").status, 200, "{io}");
+        drop(flood);
+        common::shutdown_within(server, io);
+    }
+}
+
+#[test]
+fn every_shard_counter_is_exported() {
+    for io in common::BACKENDS {
+        let (server, admin) = start_with_admin(io, 2, local_admin());
+        let r = get(admin, io, "/metrics");
+        assert_eq!(r.status, 200, "{io}");
+        let s = samples(&r.body);
+        let names = shardline::ShardMetricsSnapshot::PROMETHEUS_NAMES;
+        for name in [
+            "shardline_relays_started_total",
+            "shardline_spliced_bytes_total",
+        ] {
+            assert!(names.contains(&name), "{name} is in the table");
+        }
+        for name in names {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            assert_eq!(
+                r.body
+                    .lines()
+                    .filter(|l| *l == format!("# TYPE {name} {kind}"))
+                    .count(),
+                1,
+                "{io}: {name} as a {kind}:\n{}",
+                r.body
+            );
+            for shard in 0..2 {
+                let key = format!("{name}{{shard=\"{shard}\"}}");
+                assert!(s.contains_key(&key), "{io}: no {key}:\n{}", r.body);
             }
         }
-        drop(idle);
-        third
-            .set_read_timeout(Some(common::LIMIT))
-            .expect("timeout");
-        assert_eq!(read_response(&mut third).status, 200, "{io}");
+        // Nothing else from the framework but the shard count.
+        let framework = s.keys().filter(|k| k.starts_with("shardline_")).count();
+        assert_eq!(framework, 1 + 2 * names.len(), "{io}:\n{}", r.body);
         common::shutdown_within(server, io);
     }
 }

@@ -3,6 +3,12 @@
 //! Each counter is written by exactly one thread (its shard) and read by anyone, so a
 //! write is a plain `load` + `store` (no locked read-modify-write on the hot path) and
 //! every counter sits on its own cache line so readers never slow the writer's line.
+//!
+//! - `table.rs`: the framework's per-shard counters, declared once (field,
+//!   Prometheus name, type, help), which makes [`ShardMetrics`],
+//!   [`ShardMetricsSnapshot`] and their Prometheus rows;
+//! - `prom.rs`: [`PromWriter`], the Prometheus text exposition format, which the
+//!   admin endpoint and applications write through.
 
 use std::{
     fmt,
@@ -13,6 +19,12 @@ use std::{
 };
 
 use crossbeam_utils::CachePadded;
+
+mod prom;
+mod table;
+
+pub use prom::{PromValue, PromWriter, CONTENT_TYPE};
+pub use table::{ShardMetrics, ShardMetricsSnapshot};
 
 use crate::shard::mailbox::MailboxSnapshot;
 
@@ -65,98 +77,6 @@ impl fmt::Debug for Counter {
     }
 }
 
-/// Live counters of one shard. Read them with [`ShardMetrics::snapshot`].
-#[derive(Default)]
-pub struct ShardMetrics {
-    pub(crate) conns_live: Counter,
-    pub(crate) conns_accepted: Counter,
-    pub(crate) conns_connected: Counter,
-    pub(crate) conns_closed: Counter,
-    /// Accepted connections closed (the handoff acceptor's view of a shard's load
-    /// is what it handed minus this: one read, no torn pair of counters).
-    pub(crate) conns_inbound_closed: Counter,
-    pub(crate) bytes_in: Counter,
-    pub(crate) bytes_out: Counter,
-    pub(crate) loop_turns: Counter,
-    pub(crate) syscalls: Counter,
-    pub(crate) handler_panics: Counter,
-    pub(crate) closed_send_queue_full: Counter,
-    pub(crate) pool_bytes: Counter,
-    pub(crate) pool_off_node_pages: Counter,
-    pub(crate) relays_started: Counter,
-    pub(crate) bytes_spliced: Counter,
-}
-
-/// A point-in-time copy of one shard's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardMetricsSnapshot {
-    /// Connections open now (accepted or connected, not yet closed).
-    pub conns_live: u64,
-    /// Connections accepted since start.
-    pub conns_accepted: u64,
-    /// Outbound connections that connected since start.
-    pub conns_connected: u64,
-    /// Connections closed since start (for any reason).
-    pub conns_closed: u64,
-    /// Bytes read from sockets.
-    pub bytes_in: u64,
-    /// Bytes written to sockets.
-    pub bytes_out: u64,
-    /// Event-loop turns.
-    pub loop_turns: u64,
-    /// Blocking waits and submissions into the kernel (io_uring_enter / epoll_wait).
-    pub syscalls: u64,
-    /// Handler callbacks that panicked.
-    pub handler_panics: u64,
-    /// Connections closed because their outbound queue passed the hard limit.
-    pub closed_send_queue_full: u64,
-    /// Bytes of read-buffer pool the shard holds.
-    pub pool_bytes: u64,
-    /// Pool pages hwloc found on another NUMA node than the shard's (0 is right).
-    pub pool_off_node_pages: u64,
-    /// Relays started with `Ctx::splice_into` (each got a pipe).
-    pub relays_started: u64,
-    /// Bytes moved through relay pipes (also counted in `bytes_in`/`bytes_out`).
-    pub bytes_spliced: u64,
-    /// Cross-shard messages this shard posted.
-    pub msgs_sent: u64,
-    /// Cross-shard messages (and handed-off connections) this shard took in.
-    pub msgs_received: u64,
-    /// Doorbell (eventfd) writes this shard made to wake another.
-    pub doorbell_writes: u64,
-    /// Posts from this shard that met a full mailbox.
-    pub mailbox_full: u64,
-}
-
-impl ShardMetrics {
-    /// Reads every counter (each individually; the set is not one atomic snapshot).
-    pub fn snapshot(&self) -> ShardMetricsSnapshot {
-        ShardMetricsSnapshot {
-            conns_live: self.conns_live.get(),
-            conns_accepted: self.conns_accepted.get(),
-            conns_connected: self.conns_connected.get(),
-            conns_closed: self.conns_closed.get(),
-            bytes_in: self.bytes_in.get(),
-            bytes_out: self.bytes_out.get(),
-            loop_turns: self.loop_turns.get(),
-            syscalls: self.syscalls.get(),
-            handler_panics: self.handler_panics.get(),
-            closed_send_queue_full: self.closed_send_queue_full.get(),
-            pool_bytes: self.pool_bytes.get(),
-            pool_off_node_pages: self.pool_off_node_pages.get(),
-            relays_started: self.relays_started.get(),
-            bytes_spliced: self.bytes_spliced.get(),
-            ..ShardMetricsSnapshot::default()
-        }
-    }
-}
-
-impl fmt::Debug for ShardMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.snapshot().fmt(f)
-    }
-}
-
 /// Reads one shard's mailbox counters (the mailboxes are typed by the handler's
 /// message type, so they are reached through this).
 pub(crate) type MailStats = Arc<dyn Fn(usize) -> MailboxSnapshot + Send + Sync>;
@@ -200,15 +120,11 @@ impl Metrics {
         let Some(m) = self.shards.get(shard) else {
             return ShardMetricsSnapshot::default();
         };
-        let mut s = m.snapshot();
-        if let Some(mail) = &self.mail {
-            let b = mail(shard);
-            s.msgs_sent = b.sent;
-            s.msgs_received = b.received;
-            s.doorbell_writes = b.doorbell_writes;
-            s.mailbox_full = b.full;
+        let s = m.snapshot();
+        match &self.mail {
+            Some(mail) => s.with_mailbox(mail(shard)),
+            None => s,
         }
-        s
     }
 
     /// Snapshots of every shard, in shard order.
@@ -222,28 +138,26 @@ impl Metrics {
     pub fn total(&self) -> ShardMetricsSnapshot {
         self.snapshot()
             .into_iter()
-            .fold(ShardMetricsSnapshot::default(), |a, s| {
-                ShardMetricsSnapshot {
-                    conns_live: a.conns_live + s.conns_live,
-                    conns_accepted: a.conns_accepted + s.conns_accepted,
-                    conns_connected: a.conns_connected + s.conns_connected,
-                    conns_closed: a.conns_closed + s.conns_closed,
-                    bytes_in: a.bytes_in + s.bytes_in,
-                    bytes_out: a.bytes_out + s.bytes_out,
-                    loop_turns: a.loop_turns + s.loop_turns,
-                    syscalls: a.syscalls + s.syscalls,
-                    handler_panics: a.handler_panics + s.handler_panics,
-                    closed_send_queue_full: a.closed_send_queue_full + s.closed_send_queue_full,
-                    pool_bytes: a.pool_bytes + s.pool_bytes,
-                    pool_off_node_pages: a.pool_off_node_pages + s.pool_off_node_pages,
-                    relays_started: a.relays_started + s.relays_started,
-                    bytes_spliced: a.bytes_spliced + s.bytes_spliced,
-                    msgs_sent: a.msgs_sent + s.msgs_sent,
-                    msgs_received: a.msgs_received + s.msgs_received,
-                    doorbell_writes: a.doorbell_writes + s.doorbell_writes,
-                    mailbox_full: a.mailbox_full + s.mailbox_full,
-                }
-            })
+            .fold(ShardMetricsSnapshot::default(), ShardMetricsSnapshot::sum)
+    }
+
+    /// Writes every shard's counters to `w`, each sample labelled `shard`, and the
+    /// shard count as `shardline_shards`: one metric per field of
+    /// [`ShardMetricsSnapshot`], named as [`ShardMetricsSnapshot::PROMETHEUS_NAMES`]
+    /// lists. This is what the admin endpoint serves before the application's
+    /// metrics.
+    pub fn write_prometheus(&self, w: &mut PromWriter) {
+        let shards = self.snapshot();
+        w.gauge(
+            "shardline_shards",
+            "Shards (event-loop threads) this server runs.",
+            &[],
+            shards.len(),
+        );
+        for (i, s) in shards.iter().enumerate() {
+            let shard = i.to_string();
+            s.write_prometheus(w, &[("shard", shard.as_str())]);
+        }
     }
 }
 
