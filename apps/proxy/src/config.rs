@@ -109,6 +109,16 @@ pub enum ConfigError {
         /// The backend.
         address: SocketAddr,
     },
+    /// A backend's weight is over [`MAX_WEIGHT`].
+    #[error("pool {pool:?}: backend {address}: weight {weight} is over the limit of {MAX_WEIGHT}")]
+    WeightOverLimit {
+        /// The pool.
+        pool: String,
+        /// The backend.
+        address: SocketAddr,
+        /// The weight given.
+        weight: u32,
+    },
     /// A TCP listener without a pool.
     #[error("tcp listener {0} needs a pool")]
     TcpWithoutPool(SocketAddr),
@@ -229,19 +239,36 @@ impl Default for HealthCheck {
     }
 }
 
+/// The largest backend weight accepted (HAProxy's limit too): weights are
+/// relative shares, and 1..=256 expresses any useful ratio between two
+/// backends while keeping what a weight sizes (the consistent-hash ring, see
+/// [`crate::balance::MAX_RING_POINTS`]) small.
+pub const MAX_WEIGHT: u32 = 256;
+
 /// One upstream server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// Where it listens.
     pub address: SocketAddr,
-    /// Relative share of the traffic (used by weighted balancing; default 1).
-    #[serde(default = "one")]
+    /// Relative share of the traffic (used by weighted balancing; default 1;
+    /// 1..=[`MAX_WEIGHT`]).
+    #[serde(default = "one", deserialize_with = "weight")]
     pub weight: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// A weight as TOML gives it (an i64): one past `u32` is refused here, naming
+/// the limit (the rest of the range is checked with the pool's name in
+/// [`Config::validate`]).
+fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let w = i64::deserialize(d)?;
+    u32::try_from(w).map_err(|_| {
+        serde::de::Error::custom(format!("weight {w} is out of range 1..={MAX_WEIGHT}"))
+    })
 }
 
 /// Timeouts, in milliseconds.
@@ -512,6 +539,13 @@ impl Config {
                 return Err(ConfigError::ZeroWeight {
                     pool: name.clone(),
                     address: b.address,
+                });
+            }
+            if let Some(b) = p.backends.iter().find(|b| b.weight > MAX_WEIGHT) {
+                return Err(ConfigError::WeightOverLimit {
+                    pool: name.clone(),
+                    address: b.address,
+                    weight: b.weight,
                 });
             }
             if p.hash_header.is_some() && p.balance != BalanceKind::ConsistentHash {
