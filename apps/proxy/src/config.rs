@@ -290,6 +290,11 @@ pub struct Timeouts {
     /// `100 Continue` nor a final response this long after it got the head gets
     /// a `100 Continue` from the proxy, so the client sends its body.
     pub expect_continue_ms: u64,
+    /// A client that sends no byte of its request body for this long while the
+    /// proxy waits for it gets 408 and is closed (nginx's
+    /// `client_body_timeout`: time without progress, not for the whole body).
+    /// Never counted against the backend.
+    pub client_body_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -301,6 +306,7 @@ impl Default for Timeouts {
             upstream_idle_ms: 60_000,
             client_idle_ms: 60_000,
             expect_continue_ms: 300,
+            client_body_ms: 60_000,
         }
     }
 }
@@ -634,6 +640,7 @@ impl Config {
             ("upstream_idle_ms", t.upstream_idle_ms),
             ("client_idle_ms", t.client_idle_ms),
             ("expect_continue_ms", t.expect_continue_ms),
+            ("client_body_ms", t.client_body_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::BadLimit(format!(

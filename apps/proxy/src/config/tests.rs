@@ -154,6 +154,22 @@ fn weights_are_bounded() {
 }
 
 #[test]
+fn client_body_timeout_defaults_to_a_minute_and_must_be_positive() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"p\"\n\
+                [pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n";
+    let c = Config::parse(base, "t").expect("valid");
+    assert_eq!(c.timeouts.client_body_ms, 60_000);
+    let c =
+        Config::parse(&format!("{base}[timeouts]\nclient_body_ms = 250\n"), "t").expect("valid");
+    assert_eq!(c.timeouts.client_body_ms, 250);
+    let e = err(&format!("{base}[timeouts]\nclient_body_ms = 0\n"));
+    assert!(
+        e.contains("timeouts.client_body_ms must be at least 1"),
+        "{e}"
+    );
+}
+
+#[test]
 fn quick_start_makes_one_pool() {
     let l: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
     let b: SocketAddr = "127.0.0.1:9001".parse().expect("literal");
