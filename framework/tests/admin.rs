@@ -615,3 +615,27 @@ fn standalone_endpoint_without_a_server() {
     admin.stop();
     assert!(TcpStream::connect(addr).is_err());
 }
+
+/// Regression: a client that sends its request and closes at once finishes in one
+/// step, moving its deadline on the way; the endpoint then spun forever on the
+/// stale deadline entry once it came due, and never answered again.
+fn scrapes_go_on_after_clients_that_close_at_once(io: Io) {
+    let timeout = Duration::from_millis(300);
+    let (server, admin) = start_with_admin(io, 1, local_admin().request_timeout(timeout));
+    for _ in 0..5 {
+        let mut s = common::connect_bounded(admin, io);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let _ = read_until_closed(&mut s);
+    }
+    // Past every deadline those connections ever had.
+    std::thread::sleep(timeout * 4);
+    let r = scrape_within(admin, io, Duration::from_secs(5));
+    assert_eq!(r.status, 200, "{io}");
+    common::shutdown_within(server, io);
+}
+
+per_backend! {
+    closed_clients_then_scrape => scrapes_go_on_after_clients_that_close_at_once;
+}

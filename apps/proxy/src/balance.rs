@@ -25,7 +25,13 @@
 //!   goes to the first point at or after its hash, clockwise, skipping backends
 //!   that are down or already tried. When one of N backends leaves only the keys
 //!   it held (~1/N) move. The key is the client IP, or in HTTP a named header
-//!   (`hash_header`; a request without it hashes its client IP).
+//!   (`hash_header`; a request without it hashes its client IP). The ring is
+//!   bounded whatever the weights and the number of backends: past
+//!   [`MAX_RING_POINTS`] points (a pool of more than 409 weight units) every
+//!   backend's virtual nodes are scaled down in proportion to its weight, at
+//!   least one each (see [`ring_points`]). A scaled ring keeps the weights'
+//!   proportions (to rounding) but a backend joining or leaving such a pool
+//!   changes the scale, so somewhat more than its own keys move.
 //!
 //! "Usable" means healthy (see [`crate::health`]) and not already tried for this
 //! request. When no backend of the pool is healthy the pool fails open (every
@@ -38,6 +44,12 @@ use crate::config::{BalanceKind, Pool};
 
 /// Virtual nodes on the consistent-hash ring per unit of weight.
 pub const VNODES_PER_WEIGHT: u32 = 160;
+
+/// Most points on one consistent-hash ring (16 bytes each: 1 MiB per pool per
+/// shard), however large the weights and the pool; past it virtual nodes are
+/// scaled down ([`ring_points`]). The ring can exceed it only by one point per
+/// backend, when a pool has so many backends that some would get none.
+pub const MAX_RING_POINTS: u64 = 1 << 16;
 
 /// Why no backend could be picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,13 +238,35 @@ impl Balancer {
     }
 }
 
+/// How many ring points each backend of `weights` gets: [`VNODES_PER_WEIGHT`]
+/// × weight while the ring stays within [`MAX_RING_POINTS`]; otherwise
+/// `MAX_RING_POINTS` shared in proportion to the weights (rounded down, at
+/// least one each, so every backend stays reachable). A weight of 0 counts as 1.
+pub fn ring_points(weights: impl Iterator<Item = u32> + Clone) -> impl Iterator<Item = u64> {
+    let per = u64::from(VNODES_PER_WEIGHT);
+    let total: u64 = weights.clone().map(|w| u64::from(w.max(1))).sum();
+    let scaled = total.saturating_mul(per) > MAX_RING_POINTS;
+    weights.map(move |w| {
+        let w = u64::from(w.max(1));
+        if scaled {
+            // w ≤ 2^32 and MAX_RING_POINTS = 2^16: no overflow.
+            (w * MAX_RING_POINTS / total).max(1)
+        } else {
+            w * per
+        }
+    })
+}
+
 fn build_ring(pool: &Pool) -> Vec<(u64, u32)> {
-    let mut ring = Vec::new();
-    for (i, b) in pool.backends.iter().enumerate() {
-        let name = b.address.to_string();
-        for v in 0..VNODES_PER_WEIGHT * b.weight.max(1) {
-            let point = hash_bytes(format!("{name}#{v}").as_bytes());
-            ring.push((point, i as u32));
+    use std::fmt::Write as _;
+    let counts: Vec<u64> = ring_points(pool.backends.iter().map(|b| b.weight)).collect();
+    let mut ring = Vec::with_capacity(counts.iter().sum::<u64>() as usize);
+    let mut label = String::new();
+    for (i, (b, &points)) in pool.backends.iter().zip(&counts).enumerate() {
+        for v in 0..points {
+            label.clear();
+            let _ = write!(label, "{}#{v}", b.address);
+            ring.push((hash_bytes(label.as_bytes()), i as u32));
         }
     }
     // Equal points (vanishingly rare) are ordered by backend so every shard
@@ -497,6 +531,58 @@ mod tests {
             hash_ip("10.0.0.1".parse().expect("ip")),
             hash_ip("::ffff:10.0.0.1".parse().expect("ip"))
         );
+    }
+
+    #[test]
+    fn ring_size_is_bounded_whatever_the_weights_and_backends() {
+        // Small pools: 160 points per weight unit, exactly.
+        let b = Balancer::new(&pool(&[3, 1], BalanceKind::ConsistentHash), 0);
+        assert_eq!(b.ring.len(), 4 * VNODES_PER_WEIGHT as usize);
+        // At the weight limit: scaled down to the cap, proportions kept.
+        let p = pool(&[256, 128, 64, 1], BalanceKind::ConsistentHash);
+        let b = Balancer::new(&p, 0);
+        assert!(b.ring.len() as u64 <= MAX_RING_POINTS, "{}", b.ring.len());
+        assert!(
+            b.ring.len() as u64 > MAX_RING_POINTS - 4,
+            "{}",
+            b.ring.len()
+        );
+        let count = |i: u32| b.ring.iter().filter(|&&(_, x)| x == i).count();
+        let ratio = count(0) as f64 / count(1) as f64;
+        assert!((ratio - 2.0).abs() < 0.001, "{ratio}");
+        assert!(count(3) >= 1, "every backend keeps a point");
+        let keys: Vec<u64> = (0..20_000u32)
+            .map(|i| hash_bytes(&i.to_be_bytes()))
+            .collect();
+        let got = owners(&mut Balancer::new(&p, 1), &keys, &[]);
+        let heavy = got.iter().filter(|&&x| x == 0).count() as f64 / keys.len() as f64;
+        assert!((0.52..0.64).contains(&heavy), "{heavy}");
+        // Weights past any validation (4294967295 each): still the cap.
+        let huge = pool(&[u32::MAX, u32::MAX, 7], BalanceKind::ConsistentHash);
+        let b = Balancer::new(&huge, 0);
+        assert!(b.ring.len() as u64 <= MAX_RING_POINTS, "{}", b.ring.len());
+        assert_eq!(b.ring.iter().filter(|&&(_, x)| x == 2).count(), 1);
+        // More backends than the cap: one point each, every one reachable.
+        let n = MAX_RING_POINTS as usize + 500;
+        let mut many = pool(&[1], BalanceKind::ConsistentHash);
+        many.backends = (0..n)
+            .map(|i| Backend {
+                address: std::net::SocketAddr::from((
+                    [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                    80,
+                )),
+                weight: 1,
+            })
+            .collect();
+        let b = Balancer::new(&many, 0);
+        assert_eq!(b.ring.len(), n);
+        // `ring_points` itself, for any mix.
+        for weights in [vec![256u32; 1000], vec![1; 409], vec![1; 410], vec![0, 5]] {
+            let total: u64 = ring_points(weights.iter().copied()).sum();
+            let n = weights.len() as u64;
+            assert!(total <= MAX_RING_POINTS.max(n), "{total} for {n} backends");
+        }
+        assert_eq!(ring_points([1u32; 409].into_iter()).sum::<u64>(), 409 * 160);
     }
 
     #[test]

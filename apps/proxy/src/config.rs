@@ -109,6 +109,16 @@ pub enum ConfigError {
         /// The backend.
         address: SocketAddr,
     },
+    /// A backend's weight is over [`MAX_WEIGHT`].
+    #[error("pool {pool:?}: backend {address}: weight {weight} is over the limit of {MAX_WEIGHT}")]
+    WeightOverLimit {
+        /// The pool.
+        pool: String,
+        /// The backend.
+        address: SocketAddr,
+        /// The weight given.
+        weight: u32,
+    },
     /// A TCP listener without a pool.
     #[error("tcp listener {0} needs a pool")]
     TcpWithoutPool(SocketAddr),
@@ -229,19 +239,36 @@ impl Default for HealthCheck {
     }
 }
 
+/// The largest backend weight accepted (HAProxy's limit too): weights are
+/// relative shares, and 1..=256 expresses any useful ratio between two
+/// backends while keeping what a weight sizes (the consistent-hash ring, see
+/// [`crate::balance::MAX_RING_POINTS`]) small.
+pub const MAX_WEIGHT: u32 = 256;
+
 /// One upstream server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// Where it listens.
     pub address: SocketAddr,
-    /// Relative share of the traffic (used by weighted balancing; default 1).
-    #[serde(default = "one")]
+    /// Relative share of the traffic (used by weighted balancing; default 1;
+    /// 1..=[`MAX_WEIGHT`]).
+    #[serde(default = "one", deserialize_with = "weight")]
     pub weight: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// A weight as TOML gives it (an i64): one past `u32` is refused here, naming
+/// the limit (the rest of the range is checked with the pool's name in
+/// [`Config::validate`]).
+fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let w = i64::deserialize(d)?;
+    u32::try_from(w).map_err(|_| {
+        serde::de::Error::custom(format!("weight {w} is out of range 1..={MAX_WEIGHT}"))
+    })
 }
 
 /// Timeouts, in milliseconds.
@@ -263,6 +290,11 @@ pub struct Timeouts {
     /// `100 Continue` nor a final response this long after it got the head gets
     /// a `100 Continue` from the proxy, so the client sends its body.
     pub expect_continue_ms: u64,
+    /// A client that sends no byte of its request body for this long while the
+    /// proxy waits for it gets 408 and is closed (nginx's
+    /// `client_body_timeout`: time without progress, not for the whole body).
+    /// Never counted against the backend.
+    pub client_body_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -274,6 +306,7 @@ impl Default for Timeouts {
             upstream_idle_ms: 60_000,
             client_idle_ms: 60_000,
             expect_continue_ms: 300,
+            client_body_ms: 60_000,
         }
     }
 }
@@ -514,6 +547,13 @@ impl Config {
                     address: b.address,
                 });
             }
+            if let Some(b) = p.backends.iter().find(|b| b.weight > MAX_WEIGHT) {
+                return Err(ConfigError::WeightOverLimit {
+                    pool: name.clone(),
+                    address: b.address,
+                    weight: b.weight,
+                });
+            }
             if p.hash_header.is_some() && p.balance != BalanceKind::ConsistentHash {
                 return Err(ConfigError::BadLimit(format!(
                     "pool {name:?}: hash_header needs balance = \"consistent-hash\""
@@ -600,6 +640,7 @@ impl Config {
             ("upstream_idle_ms", t.upstream_idle_ms),
             ("client_idle_ms", t.client_idle_ms),
             ("expect_continue_ms", t.expect_continue_ms),
+            ("client_body_ms", t.client_body_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::BadLimit(format!(

@@ -80,8 +80,10 @@
 //!   posts `Health { pool, backend, up }` to every other shard. Each shard's
 //!   balancers skip the backends its view says are down.
 //! - **Passive reports.** Every shard watches its own traffic: a failed or
-//!   timed-out connect, a response timeout, an upstream that dies before
-//!   answering, or a 5xx response is a failure; a response below 500 (or an
+//!   timed-out connect, a response timeout (which runs only once the whole
+//!   request was sent), a backend that stops reading the request body, an
+//!   upstream that dies before answering, or a 5xx response is a failure; a
+//!   client slow with its body is never one (it gets 408 at `client_body_ms`); a response below 500 (or an
 //!   established TCP relay) a success. Failures are posted to the checker as
 //!   `Passive { ok: false }`. To keep the data path free of messages, a success
 //!   is posted only when it follows a failure this shard reported for that

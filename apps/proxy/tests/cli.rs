@@ -241,3 +241,123 @@ fn sighup_reloads_the_config_file_and_ignores_an_invalid_one() {
     assert!(status.success(), "exit {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A consistent-hash pool "web" over `backends`, each of weight `weight`.
+fn weighted_config(
+    listen: std::net::SocketAddr,
+    backends: &[std::net::SocketAddr],
+    weight: u64,
+) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\", weight = {weight} }}"))
+        .collect();
+    format!(
+        "[[listener]]\naddress = \"{listen}\"\nmode = \"http\"\npool = \"web\"\n\
+         [pool.web]\nbalance = \"consistent-hash\"\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn a_weight_over_the_limit_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("proxy-cli-weight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("proxy.toml");
+    let backend: std::net::SocketAddr = "127.0.0.1:9000".parse().expect("literal");
+    std::fs::write(
+        &path,
+        weighted_config(refused_addr(), &[backend], 4_294_967_295),
+    )
+    .expect("write");
+    for io in ["uring", "epoll"] {
+        let started = Instant::now();
+        let out = bin()
+            .args(["--config", path.to_str().expect("utf-8 path")])
+            .args(["--shards", "2", "--io", io, "--no-pin"])
+            .output()
+            .expect("run shardline-proxy");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{io}: accepted: {err}");
+        // Refused by validation, not killed by the allocator.
+        assert_eq!(out.status.code(), Some(1), "{io}: {err}");
+        assert!(
+            err.contains(
+                "pool \"web\": backend 127.0.0.1:9000: weight 4294967295 is over the limit of 256"
+            ),
+            "{io}: {err}"
+        );
+        assert!(started.elapsed() < WAIT, "{io}: refused at once");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_with_a_weight_over_the_limit_is_refused_and_logged() {
+    for io in ["uring", "epoll"] {
+        let a = HttpBackend::start("a", Answer::Info);
+        let b = HttpBackend::start("b", Answer::Info);
+        let listen = refused_addr();
+        let dir =
+            std::env::temp_dir().join(format!("proxy-cli-hup-weight-{}-{io}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("proxy.toml");
+        let log_path = dir.join("stderr.log");
+        std::fs::write(&path, weighted_config(listen, &[a.addr(), b.addr()], 256)).expect("write");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = bin()
+            .args(["--config", path.to_str().expect("utf-8 path")])
+            .args(["--shards", "2", "--io", io, "--no-pin"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("clone")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(listen).is_err() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{io}: proxy never listened");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let before: Vec<String> = (0..6).map(|_| which_backend(listen)).collect();
+        // The bad file names only a new backend, so serving it would show.
+        let c = HttpBackend::start("c", Answer::Info);
+        std::fs::write(&path, weighted_config(listen, &[c.addr()], 4_294_967_295)).expect("write");
+        signal(&child, "-HUP");
+        let want = format!(
+            "backend {}: weight 4294967295 is over the limit of 256",
+            c.addr()
+        );
+        let logged = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let deadline = Instant::now() + WAIT;
+        while !logged().contains(&want) {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{io}: the refusal was not logged:\n{}", logged());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(logged().contains("reload refused"), "{io}: {}", logged());
+        for _ in 0..6 {
+            let name = which_backend(listen);
+            assert!(
+                name == "a" || name == "b",
+                "{io}: served by {name:?} after a refused reload"
+            );
+        }
+        assert_eq!(c.traffic(), 0, "{io}: the refused pool got traffic");
+        assert!(
+            before.iter().all(|n| n == "a" || n == "b"),
+            "{io}: {before:?}"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "{io}: still running"
+        );
+        let status = terminate(&mut child, io);
+        assert!(status.success(), "{io}: exit {status:?}\n{}", logged());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

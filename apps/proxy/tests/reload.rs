@@ -113,3 +113,56 @@ fn reload_switches_new_requests_while_established_connections_keep_working() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A consistent-hash pool over `backend` with weight `weight`.
+fn weighted(backend: SocketAddr, weight: u64) -> String {
+    format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"web\"\n\
+         [pool.web]\nbalance = \"consistent-hash\"\n\
+         backends = [{{ address = \"{backend}\", weight = {weight} }}]\n"
+    )
+}
+
+#[test]
+fn a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves() {
+    for (io, shards) in matrix() {
+        let a = HttpBackend::start("a", Answer::Info);
+        let b = HttpBackend::start("b", Answer::Info);
+        let proxy = TestProxy::start(io, shards, &weighted(a.addr(), 256));
+        let label = proxy.label.clone();
+        let mut kept = HttpClient::new(proxy.connect());
+        assert_eq!(backend_of(&mut kept, "/1"), (200, "a".into()), "{label}");
+
+        let dir = std::env::temp_dir().join(format!(
+            "proxy-reload-weight-{}-{io}-{shards}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, weighted(b.addr(), 4_294_967_295)).expect("write");
+        let e = proxy.reload_from(&bad).expect_err("refused").to_string();
+        let want = format!(
+            "pool \"web\": backend {}: weight 4294967295 is over the limit of 256",
+            b.addr()
+        );
+        assert!(e.contains(&want), "{label}: {e}");
+        // Give any shard time to (wrongly) switch, then: the old pool serves.
+        thread::sleep(Duration::from_millis(120));
+        assert_eq!(backend_of(&mut kept, "/2"), (200, "a".into()), "{label}");
+        for i in 0..4 {
+            let mut c = HttpClient::new(proxy.connect());
+            assert_eq!(
+                backend_of(&mut c, &format!("/n{i}")),
+                (200, "a".into()),
+                "{label}"
+            );
+        }
+        assert_eq!(b.traffic(), 0, "{label}: the refused pool got traffic");
+        // The limit itself is accepted.
+        proxy
+            .reload(&weighted(b.addr(), 256))
+            .expect("256 is valid");
+        assert_eq!(backend_of(&mut kept, "/3"), (200, "b".into()), "{label}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

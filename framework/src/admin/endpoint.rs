@@ -223,6 +223,9 @@ impl Endpoint {
         let open = conn.advance(&self.config, self.metrics.as_ref());
         let after = conn.deadline;
         if !open {
+            // `close` removes the entry under the current deadline; the set may
+            // still hold it under the one from before this step.
+            self.deadlines.remove(&(before, key));
             self.close(key);
         } else if after != before {
             self.deadlines.remove(&(before, key));
@@ -238,11 +241,13 @@ impl Endpoint {
             if at > now {
                 break;
             }
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.phase == Phase::Reading)
-            {
+            // Taken off first, so an entry that no longer matches its connection
+            // (closed, or re-armed under another deadline) can never stall the loop.
+            self.deadlines.pop_first();
+            let Some(c) = self.conns.get(key).filter(|c| c.deadline == at) else {
+                continue;
+            };
+            if c.phase == Phase::Reading {
                 self.tell(key, 408, "Request Timeout", b"request timeout\n");
             }
             self.close(key);

@@ -123,6 +123,53 @@ fn bad_configs_say_what_is_wrong() {
 }
 
 #[test]
+fn weights_are_bounded() {
+    let with = |w: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"web\"\n\
+             [pool.web]\nbalance = \"consistent-hash\"\n\
+             backends = [{{ address = \"127.0.0.1:8999\" }}, {{ address = \"127.0.0.1:9000\", weight = {w} }}]\n"
+        )
+    };
+    let ok = Config::parse(&with("256"), "t").expect("256 is the limit, included");
+    assert_eq!(ok.pools[0].backends[1].weight, MAX_WEIGHT);
+    assert_eq!(
+        err(&with("4294967295")),
+        "pool \"web\": backend 127.0.0.1:9000: weight 4294967295 is over the limit of 256"
+    );
+    let e = err(&with("257"));
+    assert!(e.contains("weight 257 is over the limit of 256"), "{e}");
+    assert!(matches!(
+        Config::parse(&with("257"), "t"),
+        Err(ConfigError::WeightOverLimit { weight: 257, .. })
+    ));
+    // Past u32, and negative: refused by the parser, naming the range.
+    for w in ["4294967296", "-1", "9223372036854775807"] {
+        let e = err(&with(w));
+        assert!(
+            e.contains(&format!("weight {w} is out of range 1..=256")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn client_body_timeout_defaults_to_a_minute_and_must_be_positive() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"http\"\npool = \"p\"\n\
+                [pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n";
+    let c = Config::parse(base, "t").expect("valid");
+    assert_eq!(c.timeouts.client_body_ms, 60_000);
+    let c =
+        Config::parse(&format!("{base}[timeouts]\nclient_body_ms = 250\n"), "t").expect("valid");
+    assert_eq!(c.timeouts.client_body_ms, 250);
+    let e = err(&format!("{base}[timeouts]\nclient_body_ms = 0\n"));
+    assert!(
+        e.contains("timeouts.client_body_ms must be at least 1"),
+        "{e}"
+    );
+}
+
+#[test]
 fn quick_start_makes_one_pool() {
     let l: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
     let b: SocketAddr = "127.0.0.1:9001".parse().expect("literal");

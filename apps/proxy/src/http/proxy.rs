@@ -57,6 +57,13 @@ enum TimerKind {
         serial: u64,
         exchange: u64,
     },
+    /// The request body made no progress for a while: whose fault decides
+    /// (408 for the client, 504 for a backend that stopped reading it).
+    Body {
+        client: usize,
+        serial: u64,
+        exchange: u64,
+    },
     /// `Expect: 100-continue` and the backend is silent: the proxy sends the 100.
     Expect {
         client: usize,
@@ -106,6 +113,12 @@ struct Exchange {
     continue_sent: bool,
     /// Sends the proxy's own `100 Continue` if the backend stays silent.
     expect_timer: Option<(TimerId, u64)>,
+    /// The request body's progress deadline (armed while a body is to come).
+    body_timer: Option<(TimerId, u64)>,
+    /// The last time the body moved: a body byte came from the client, the
+    /// proxy started forwarding it, the client was told to send it (100) or a
+    /// backend that had stopped reading it read again.
+    body_progress: Instant,
     pool: usize,
     backend: usize,
     /// Consistent-hash key (client IP or the pool's header).
@@ -296,6 +309,34 @@ impl ProxyShard {
         }
     }
 
+    /// (Re)arms the request body's progress deadline of client `ck`.
+    fn arm_body(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize, ms: u64) {
+        let Some(c) = self.http.clients.get_mut(ck) else {
+            return;
+        };
+        let serial = c.serial;
+        let Some(ex) = c.exchange.as_mut() else {
+            return;
+        };
+        let old = ex.body_timer.take();
+        let exchange = ex.serial;
+        self.cancel(ctx, old);
+        let kind = TimerKind::Body {
+            client: ck,
+            serial,
+            exchange,
+        };
+        let t = self.timer(ctx, ms, kind);
+        if let Some(ex) = self
+            .http
+            .clients
+            .get_mut(ck)
+            .and_then(|c| c.exchange.as_mut())
+        {
+            ex.body_timer = Some(t);
+        }
+    }
+
     fn drop_upstream(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
         if let Some(up) = self.http.pool.remove(key) {
             self.http.roles.remove(&up.conn);
@@ -435,6 +476,9 @@ impl ProxyShard {
                 if c.closing {
                     return data.len();
                 }
+                if let Some(ex) = c.exchange.as_mut().filter(|e| e.body.is_some()) {
+                    ex.body_progress = Instant::now();
+                }
                 c.buf.extend_from_slice(data);
                 self.pump(ctx, ck);
                 data.len()
@@ -463,6 +507,7 @@ impl ProxyShard {
                     self.stats.clients.sub(1);
                     if let Some(ex) = c.exchange {
                         self.cancel(ctx, ex.timer);
+                        self.cancel(ctx, ex.body_timer);
                         if let Some(u) = ex.upstream {
                             // Mid-exchange: the upstream connection cannot be reused.
                             self.drop_upstream(ctx, u);
@@ -510,6 +555,10 @@ impl ProxyShard {
                 if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
                     if let Some(c) = self.http.clients.get_mut(ck) {
                         c.upstream_full = full;
+                        if let Some(ex) = c.exchange.as_mut().filter(|_| !full) {
+                            // The backend reads the body again.
+                            ex.body_progress = Instant::now();
+                        }
                     }
                     if full {
                         self.update_reading(ctx, ck);
@@ -574,9 +623,18 @@ impl ProxyShard {
                 // Only while the body is still withheld and nothing was answered.
                 if !ex.continue_sent && !ex.resp_started && ex.body_sent == 0 && nothing_yet {
                     ex.continue_sent = true;
+                    ex.body_progress = Instant::now();
                     debug!(conn = %conn, "backend silent on Expect: 100-continue; sending 100");
                     let _ = ctx.send(conn, head::CONTINUE);
                 }
+            }
+            TimerKind::Body {
+                client,
+                serial,
+                exchange,
+            } => {
+                self.http.timers.remove(&token);
+                self.body_timer(ctx, client, serial, exchange);
             }
             TimerKind::Exchange {
                 client,
@@ -611,13 +669,86 @@ impl ProxyShard {
                         return self.fail(ctx, client, Some(504), "connect timeout");
                     }
                     self.pump(ctx, client);
-                } else if !ex.resp_started {
+                } else if !ex.resp_started && ex.req_done {
+                    // (Never while the body is still coming: the body timer
+                    // decides then whose fault a stall is.)
                     let (pool, backend, gen) = (ex.pool, ex.backend, ex.gen);
                     self.health
                         .passive(ctx, &mut self.pools, gen, pool, backend, false);
                     self.fail(ctx, client, Some(504), "backend response timeout");
                 }
             }
+        }
+    }
+}
+
+/// Whose turn it is to move a request body that has stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// The proxy waits for the client's bytes: `client_body_ms`, then 408.
+    Client,
+    /// The backend does not take the bytes (its queue is full, so the client
+    /// is not read): `backend_response_ms`, then 504 and a passive failure.
+    Backend,
+    /// Nobody's yet: the upstream is connecting (its connect deadline runs),
+    /// or an `Expect: 100-continue` client waits for its 100.
+    Neither,
+}
+
+impl ProxyShard {
+    /// The body deadline of an exchange fired: a stall longer than the window
+    /// of whoever must act ends the exchange — 408 (the client's fault, never
+    /// reported against the backend) or 504 (the backend's, reported); else
+    /// the deadline is pushed to the end of the window since the last
+    /// progress (progress itself never touches the timer).
+    fn body_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize, serial: u64, exchange: u64) {
+        let t = self.config.timeouts.clone();
+        let full = self.http.clients.get(ck).is_some_and(|c| c.upstream_full);
+        let Some((_, _, ex)) = self.http.exchange_mut(ck, serial, exchange) else {
+            return;
+        };
+        ex.body_timer = None;
+        if ex.req_done || ex.body.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let connecting = ex.dispatched && !ex.ready;
+        let awaiting_100 = ex.expect_continue && !ex.continue_sent;
+        let stall = if connecting || awaiting_100 {
+            Stall::Neither
+        } else if full && ex.ready {
+            Stall::Backend
+        } else {
+            Stall::Client
+        };
+        let window = match stall {
+            Stall::Neither => {
+                ex.body_progress = now;
+                t.client_body_ms
+            }
+            Stall::Client => t.client_body_ms,
+            Stall::Backend => t.backend_response_ms,
+        };
+        let idle = now.saturating_duration_since(ex.body_progress);
+        let left = Duration::from_millis(window).saturating_sub(idle);
+        if !left.is_zero() {
+            let ms = (left.as_millis() as u64).max(1);
+            return self.arm_body(ctx, ck, ms);
+        }
+        match stall {
+            Stall::Client => self.fail(ctx, ck, Some(408), "client body timeout"),
+            Stall::Backend => {
+                let (pool, backend, gen) = (ex.pool, ex.backend, ex.gen);
+                self.health
+                    .passive(ctx, &mut self.pools, gen, pool, backend, false);
+                self.fail(
+                    ctx,
+                    ck,
+                    Some(504),
+                    "backend stopped reading the request body",
+                )
+            }
+            Stall::Neither => {}
         }
     }
 }

@@ -67,6 +67,7 @@ impl ProxyShard {
         if let Some(ex) = ex {
             self.cancel(ctx, ex.timer);
             self.cancel(ctx, ex.expect_timer);
+            self.cancel(ctx, ex.body_timer);
             info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
                 target = %ex.target(), status = status.filter(|_| !started).unwrap_or(ex.status),
                 ms = ex.started.elapsed().as_millis() as u64, error = why, "request failed");
@@ -245,6 +246,7 @@ impl ProxyShard {
             Framing::Chunked => Some(Body::Chunked(ChunkedDecoder::new())),
         };
         let serial = self.serial();
+        let has_body = body.is_some();
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
         };
@@ -278,6 +280,8 @@ impl ProxyShard {
             expect_continue: req.expect_continue,
             continue_sent: false,
             expect_timer: None,
+            body_timer: None,
+            body_progress: Instant::now(),
             pool,
             backend: 0,
             key,
@@ -300,6 +304,11 @@ impl ProxyShard {
             timer: None,
             started: c.head_at.unwrap_or_else(Instant::now),
         });
+        if has_body {
+            // The body's progress deadline runs from now until it is all sent.
+            let ms = self.config.timeouts.client_body_ms;
+            self.arm_body(ctx, ck, ms);
+        }
     }
 
     /// Gives the exchange an upstream: an idle pooled connection to the backend
@@ -407,8 +416,18 @@ impl ProxyShard {
             ex.req_done = true;
         }
         let expect = ex.expect_continue && !ex.req_done && !ex.continue_sent;
-        let ms = self.config.timeouts.backend_response_ms;
-        self.arm_exchange(ctx, ck, ms);
+        if ex.req_done {
+            let ms = self.config.timeouts.backend_response_ms;
+            self.arm_exchange(ctx, ck, ms);
+        } else {
+            // The response deadline starts once the body is all sent (in
+            // `forward_body`); until then the body timer judges any stall, so a
+            // client slow with its body never counts against the backend. The
+            // body's clock restarts: the client may have been paused meanwhile.
+            ex.body_progress = Instant::now();
+            let connect = ex.timer.take();
+            self.cancel(ctx, connect);
+        }
         if expect {
             self.arm_expect(ctx, ck);
         }
@@ -499,6 +518,8 @@ impl ProxyShard {
         if done {
             ex.body = None;
             ex.req_done = true;
+            let body_timer = ex.body_timer.take();
+            self.cancel(ctx, body_timer);
             let ms = self.config.timeouts.backend_response_ms;
             self.arm_exchange(ctx, ck, ms);
         }
@@ -522,6 +543,7 @@ impl ProxyShard {
         let conn = c.conn;
         self.cancel(ctx, ex.timer);
         self.cancel(ctx, ex.expect_timer.take());
+        self.cancel(ctx, ex.body_timer.take());
         info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
             target = %ex.target(), status = ex.status, backend = ex.backend,
             ms = ex.started.elapsed().as_millis() as u64, "request");

@@ -76,6 +76,8 @@ impl ProxyShard {
                             if std::mem::replace(&mut ex.continue_sent, true) {
                                 continue;
                             }
+                            // The client is told to send its body: its clock starts.
+                            ex.body_progress = std::time::Instant::now();
                         }
                         if ex.client_minor == 1 {
                             let out = &mut self.http.scratch;
