@@ -248,7 +248,17 @@ impl ShardAccept {
             }
         };
         match listening {
-            Listening::ReusePort(list) => list.iter().for_each(&mut take_all),
+            Listening::ReusePort(list) => {
+                list.iter().for_each(&mut take_all);
+                // Leave the SO_REUSEPORT group now. Closing alone may not: a
+                // cancelled io_uring accept can hold the socket open a while
+                // longer, and meanwhile the kernel keeps handing it connections that
+                // are reset when it finally closes — the other members of the group
+                // (a process that joined it for an upgrade) should get them.
+                for l in &list {
+                    let _ = l.shutdown(std::net::Shutdown::Read);
+                }
+            }
             Listening::Exclusive(list) => list.iter().for_each(|(l, _)| take_all(l)),
             Listening::Handoff => {}
         }
