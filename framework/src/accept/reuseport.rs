@@ -121,7 +121,7 @@ pub(crate) fn accept_now(listener: &Socket) -> io::Result<Option<std::os::fd::Ow
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EAGAIN) => return Ok(None),
-            Some(libc::EINTR | libc::ECONNABORTED) => continue,
+            Some(e) if super::policy::retry_at_once(e) => continue,
             _ => return Err(err),
         }
     }

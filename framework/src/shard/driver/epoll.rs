@@ -18,11 +18,12 @@ use std::{
     collections::VecDeque,
     io::{self, IoSlice},
     os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::{Completion, Driver, MAX_SEND_CHUNKS};
 use crate::{
+    accept::policy,
     numa::{BufId, BufferPool},
     ConnId,
 };
@@ -37,8 +38,6 @@ const LISTENER_BASE: usize = usize::MAX - 1 - 4096;
 const WATCH_BASE: usize = LISTENER_BASE - (1 << 16);
 /// Accepts per listener per turn before yielding to other work.
 const ACCEPT_BUDGET: usize = 64;
-/// How long to stop accepting after EMFILE/ENFILE (fds are short).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Sizes of the epoll driver's buffers.
 #[derive(Debug)]
@@ -75,8 +74,10 @@ struct EConn {
 #[derive(Debug)]
 struct EListener {
     fd: RawFd,
+    /// Connections may be queued: accept until EAGAIN. Cleared by EAGAIN, and by a
+    /// failed accept (the shard pauses and re-adds the listener; see
+    /// `accept::policy`).
     readable: bool,
-    retry_at: Option<Instant>,
 }
 
 /// The one buffer every read lands in.
@@ -248,13 +249,11 @@ impl EpollDriver {
     }
 
     fn accept_ready(&mut self, sink: &mut dyn FnMut(Completion<'_>)) {
-        let now = Instant::now();
         for (index, slot) in self.listeners.iter_mut().enumerate() {
             let Some(l) = slot else { continue };
-            if !l.readable || l.retry_at.is_some_and(|t| t > now) {
+            if !l.readable {
                 continue;
             }
-            l.retry_at = None;
             for _ in 0..ACCEPT_BUDGET {
                 // SAFETY: accept4 with null address pointers is valid; the fd is a
                 // listening socket owned by the shard for as long as it is registered.
@@ -278,18 +277,15 @@ impl EpollDriver {
                 let err = io::Error::last_os_error();
                 match err.raw_os_error() {
                     Some(libc::EAGAIN) => l.readable = false,
-                    Some(libc::EINTR | libc::ECONNABORTED) => continue,
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        l.retry_at = Some(now + ACCEPT_BACKOFF);
+                    Some(e) if policy::retry_at_once(e) => continue,
+                    _ => {
+                        // Reported only; the shard decides when to accept again.
+                        l.readable = false;
                         sink(Completion::Accepted {
                             listener: index,
                             result: Err(err),
                         });
                     }
-                    _ => sink(Completion::Accepted {
-                        listener: index,
-                        result: Err(err),
-                    }),
                 }
                 break;
             }
@@ -442,11 +438,7 @@ impl Driver for EpollDriver {
             self.listeners.resize_with(listener + 1, || None);
         }
         // Connections may already be queued: start as readable.
-        self.listeners[listener] = Some(EListener {
-            fd,
-            readable: true,
-            retry_at: None,
-        });
+        self.listeners[listener] = Some(EListener { fd, readable: true });
         Ok(())
     }
 
@@ -601,15 +593,10 @@ impl Driver for EpollDriver {
             return Ok(0);
         }
         let mut timeout = timeout;
-        if !self.ready.is_empty() {
+        // A listener still readable spent its accept budget: edge-triggered, it
+        // gets no new event for the connections still queued.
+        if !self.ready.is_empty() || self.listeners.iter().flatten().any(|l| l.readable) {
             timeout = Some(Duration::ZERO);
-        }
-        let now = Instant::now();
-        for l in self.listeners.iter().flatten() {
-            if let (true, Some(at)) = (l.readable, l.retry_at) {
-                let left = at.saturating_duration_since(now);
-                timeout = Some(timeout.map_or(left, |t| t.min(left)));
-            }
         }
         let mut syscalls = 0;
         loop {

@@ -41,7 +41,7 @@ mod bufring;
 
 use self::bufring::{BufRing, BUF_GROUP};
 use super::{Completion, Driver, MAX_SEND_CHUNKS};
-use crate::{numa::BufferPool, ConnId};
+use crate::{accept::policy, numa::BufferPool, ConnId};
 
 const KIND_SHIFT: u32 = 56;
 const PAYLOAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
@@ -82,8 +82,6 @@ fn with_optlen(sqe: squeue::Entry, cap: u32) -> squeue::Entry {
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 
-/// How long to stop accepting after EMFILE/ENFILE (fds are short).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Send buffers kept for reuse, so steady-state sends allocate nothing.
 const SPARE_SENDS: usize = 256;
 /// CQEs copied out of the ring at a time in `reap`.
@@ -233,9 +231,9 @@ struct ConnSlot {
 struct ListenerSlot {
     fd: RawFd,
     generation: u32,
+    /// A multishot accept is in flight. Not after a failed accept: the shard
+    /// decides when to accept again (see `accept::policy`).
     armed: bool,
-    /// Waiting for `accept_retry_at` after running out of fds.
-    backing_off: bool,
 }
 
 struct WatchSlot {
@@ -266,7 +264,6 @@ pub(crate) struct UringDriver {
     rearm: Vec<ConnId>,
     /// SQEs that met a full SQ and a failing submit; they go before anything else.
     backlog: VecDeque<squeue::Entry>,
-    accept_retry_at: Option<Instant>,
     /// io_uring_enter calls made outside `wait`, reported by the next `wait`.
     enters: u64,
     reap_budget: usize,
@@ -357,7 +354,6 @@ impl UringDriver {
             watch_generation: 0,
             rearm: Vec::new(),
             backlog: VecDeque::new(),
-            accept_retry_at: None,
             enters: 0,
             enobufs: 0,
             recv_cap: config.recv_cap.filter(|&cap| cap > 0),
@@ -513,19 +509,6 @@ impl UringDriver {
     fn cancel(&mut self, target: u64) {
         let sqe = opcode::AsyncCancel::new(target).build();
         self.push(sqe.user_data(user_data(CANCEL, 0)));
-    }
-
-    fn retry_accepts(&mut self, now: Instant) {
-        if self.accept_retry_at.is_none_or(|at| at > now) {
-            return;
-        }
-        self.accept_retry_at = None;
-        for index in 0..self.listeners.len() {
-            if let Some(l) = self.listeners[index].as_mut().filter(|l| l.backing_off) {
-                l.backing_off = false;
-                self.arm_accept(index);
-            }
-        }
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry, sink: Sink<'_>) {
@@ -765,11 +748,13 @@ impl UringDriver {
         let generation = (payload >> 32) as u32;
         let current =
             matches!(self.listeners.get(listener), Some(Some(l)) if l.generation == generation);
+        // The connection failed alone: no failure of the listener (re-armed below).
+        let retry = res < 0 && policy::retry_at_once(-res);
         if res >= 0 {
             // SAFETY: a successful accept's result is a new descriptor nobody else owns.
             let result = Ok(unsafe { OwnedFd::from_raw_fd(res) });
             sink(Completion::Accepted { listener, result });
-        } else if current || res != -libc::ECANCELED {
+        } else if !retry && (current || res != -libc::ECANCELED) {
             sink(Completion::Accepted {
                 listener,
                 result: Err(os_error(res)),
@@ -783,17 +768,10 @@ impl UringDriver {
             return;
         };
         l.armed = false;
-        match -res {
-            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                debug!(listener, error = %os_error(res), "accept backs off");
-                l.backing_off = true;
-                let at = Instant::now() + ACCEPT_BACKOFF;
-                self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
-            }
-            libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP => {
-                warn!(listener, error = %os_error(res), "listener stopped accepting");
-            }
-            _ => self.arm_accept(listener),
+        // After a failure, reported above, the shard pauses accepting and re-adds
+        // the listener when it decides to: no re-arm here.
+        if res >= 0 || retry {
+            self.arm_accept(listener);
         }
     }
 
@@ -867,7 +845,6 @@ impl Driver for UringDriver {
             fd,
             generation,
             armed: false,
-            backing_off: false,
         };
         self.listeners[listener] = Some(slot);
         self.arm_accept(listener);
@@ -1055,16 +1032,7 @@ impl Driver for UringDriver {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<u64> {
-        let now = Instant::now();
-        self.retry_accepts(now);
         self.flush_backlog();
-        let mut timeout = timeout;
-        if let Some(left) = self
-            .accept_retry_at
-            .map(|at| at.saturating_duration_since(now))
-        {
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
-        }
         let mut enters = std::mem::take(&mut self.enters);
         let busy = !self.ring.completion().is_empty() || !self.backlog.is_empty();
         let result = match timeout {
