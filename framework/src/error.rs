@@ -9,7 +9,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// `Io::Uring` was asked for but io_uring cannot be used here.
-    #[error("io_uring is not available: {0} (use --io epoll or --io auto)")]
+    #[error("io_uring is not available: {0} (use Io::Epoll or Io::Auto)")]
     UringUnavailable(String),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -18,6 +18,15 @@ pub enum Error {
         addr: std::net::SocketAddr,
         /// The OS error.
         source: io::Error,
+    },
+    /// Another process already listens on a listen address. In the default
+    /// [`AcceptMode::ReusePort`](crate::AcceptMode::ReusePort) too: joining another
+    /// process's SO_REUSEPORT group takes
+    /// [`ServerBuilder::join_reuseport_group`](crate::ServerBuilder::join_reuseport_group).
+    #[error("{addr} is already in use by another process")]
+    AddrInUse {
+        /// The address that is taken.
+        addr: std::net::SocketAddr,
     },
     /// A shard failed while starting (creating its driver, pinning, registering).
     #[error("shard {shard} failed to start: {source}")]

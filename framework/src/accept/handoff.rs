@@ -9,7 +9,8 @@
 //! next candidate; if every mailbox is full the connection is kept (one at most)
 //! and retried shortly, never dropped.
 //!
-//! Out of fds (EMFILE/ENFILE): back off 100 ms, log once per episode.
+//! A failed accept (out of fds, above all) pauses accepting as [`AcceptPolicy`]
+//! decides.
 //!
 //! Shutdown: stop watching the listeners, count in at the shutdown barrier, then —
 //! once every participant stopped — drain the backlog and hand those connections
@@ -27,13 +28,16 @@ use mio::{unix::SourceFd, Events, Interest, Poll, Token};
 use socket2::Socket;
 use tracing::{info, warn};
 
-use super::{reuseport::accept_now, Balance, Handed};
+use super::{
+    policy::{self, AcceptPolicy},
+    reuseport::accept_now,
+    Balance, Handed,
+};
 use crate::{metrics::Metrics, server::ShutdownHandle, shard::doorbell::Doorbell};
 
 const DOORBELL: Token = Token(usize::MAX);
 /// Accepts per listener per wakeup before checking the doorbell again.
 const BUDGET: usize = 256;
-const BACKOFF: Duration = Duration::from_millis(100);
 /// How soon to retry a connection no mailbox had room for.
 const FULL_RETRY: Duration = Duration::from_millis(1);
 
@@ -61,8 +65,7 @@ struct State {
     next: usize,
     held: VecDeque<Handed>,
     watching: bool,
-    backoff_until: Option<Instant>,
-    failing: u64,
+    policy: AcceptPolicy,
     /// Shutting down: caps no longer apply (queued connections are served and
     /// closed at once).
     finishing: bool,
@@ -95,8 +98,7 @@ impl Acceptor {
             next: 0,
             held: VecDeque::new(),
             watching: false,
-            backoff_until: None,
-            failing: 0,
+            policy: AcceptPolicy::new(policy::Acceptor::Handoff),
             finishing: false,
         };
         state.serve();
@@ -194,10 +196,7 @@ impl State {
                 match accept_now(&self.acceptor.listeners[i]) {
                     Ok(Some(fd)) => {
                         let fd = (i, fd);
-                        if self.failing > 0 {
-                            info!(failed = self.failing, "handoff acceptor accepting again");
-                            self.failing = 0;
-                        }
+                        self.policy.on_success();
                         if let Err(fd) = self.hand_off(fd) {
                             self.held.push_back(fd);
                         }
@@ -207,11 +206,7 @@ impl State {
                         break;
                     }
                     Err(e) => {
-                        if self.failing == 0 {
-                            warn!(error = %e, "handoff acceptor: accept failing; backing off");
-                        }
-                        self.failing += 1;
-                        self.backoff_until = Some(Instant::now() + BACKOFF);
+                        self.policy.on_error(&e, Instant::now());
                         return true;
                     }
                 }
@@ -233,20 +228,19 @@ impl State {
         }
         while !self.acceptor.shutdown.is_requested() {
             let now = Instant::now();
-            if self.backoff_until.is_some_and(|t| now >= t) {
-                self.backoff_until = None;
-            }
+            let paused = self.policy.paused(now);
             let flushed = self.flush_held();
             let room = !self.candidates().is_empty();
             // (Re)registering reports a listener's current readiness; while watching,
             // `more` remembers a backlog the budget left behind.
-            self.set_watching(flushed && room && self.backoff_until.is_none());
+            self.set_watching(flushed && room && !paused);
             let more = self.watching && self.accept_some();
-            let timeout = if more && self.held.is_empty() && self.backoff_until.is_none() {
+            let paused = self.policy.paused(now);
+            let timeout = if more && self.held.is_empty() && !paused {
                 Some(Duration::ZERO)
             } else if !self.held.is_empty() {
                 Some(FULL_RETRY)
-            } else if let Some(t) = self.backoff_until {
+            } else if let Some(t) = self.policy.resume_at() {
                 Some(t.saturating_duration_since(now))
             } else if !room {
                 // Shards ring when they drop below the cap; this is a safety net.

@@ -10,7 +10,7 @@
 //!
 //! Every mode honours a per-shard connection cap by *not accepting* (connections
 //! wait in the kernel backlog) rather than accepting and closing, backs off on
-//! EMFILE/ENFILE without spinning, and shuts down without losing a connection the
+//! EMFILE/ENFILE without spinning (one policy for all: [`policy`]), and shuts down without losing a connection the
 //! kernel already accepted: every listener stops first (a barrier across shards and
 //! the acceptor), then each backlog is drained and served, then listeners close.
 //!
@@ -19,6 +19,7 @@
 
 pub(crate) mod exclusive;
 pub(crate) mod handoff;
+pub(crate) mod policy;
 pub(crate) mod reuseport;
 pub(crate) mod shard;
 

@@ -5,17 +5,19 @@ use std::{
     io,
     os::fd::AsRawFd,
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use socket2::Socket;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::{exclusive::ExclusiveWatch, reuseport::accept_now, Handed};
+use super::{
+    exclusive::ExclusiveWatch,
+    policy::{AcceptPolicy, Acceptor},
+    reuseport::accept_now,
+    Handed,
+};
 use crate::shard::driver::Driver;
-
-/// How long to stop accepting after EMFILE/ENFILE.
-const BACKOFF: Duration = Duration::from_millis(100);
 
 /// What a shard accepts from.
 #[derive(Debug)]
@@ -37,11 +39,10 @@ pub(crate) struct ShardAccept {
     active: bool,
     at_cap: bool,
     stopped: bool,
-    backoff_until: Option<Instant>,
+    /// Paused after a failed accept, by whichever listener.
+    policy: AcceptPolicy,
     /// Exclusive listeners whose backlog may still hold connections (budget ran out).
     pending: Vec<usize>,
-    /// Failed accepts in the current out-of-fds episode (0: not in one).
-    failing: u64,
 }
 
 impl ShardAccept {
@@ -52,9 +53,8 @@ impl ShardAccept {
             active: false,
             at_cap: false,
             stopped: false,
-            backoff_until: None,
+            policy: AcceptPolicy::new(Acceptor::Shard(shard)),
             pending: Vec::new(),
-            failing: 0,
         }
     }
 
@@ -112,12 +112,12 @@ impl ShardAccept {
         }
     }
 
-    /// Watches or stops watching to match the cap, the backoff and shutdown.
+    /// Watches or stops watching to match the cap, a pause after a failed accept,
+    /// and shutdown. A pause stops every listener (a driver stops accepting on one
+    /// whose accept failed; re-adding it resumes it).
     pub(crate) fn update(&mut self, driver: &mut dyn Driver, now: Instant) -> io::Result<()> {
-        if self.backoff_until.is_some_and(|t| now >= t) {
-            self.backoff_until = None;
-        }
-        let want = !self.stopped && !self.at_cap && self.backoff_until.is_none();
+        let paused = self.policy.paused(now);
+        let want = !self.stopped && !self.at_cap && !paused;
         if want != self.active {
             self.active = want;
             if want {
@@ -139,9 +139,9 @@ impl ShardAccept {
         self.active && !self.pending.is_empty()
     }
 
-    /// When the loop must wake to end a backoff.
+    /// When the loop must wake to end a pause.
     pub(crate) fn next_wakeup(&self) -> Option<Instant> {
-        self.backoff_until
+        self.policy.resume_at()
     }
 
     /// An exclusive watch fired.
@@ -195,36 +195,14 @@ impl ShardAccept {
         }
     }
 
-    /// An accept failed. Out of fds (or memory): stop watching for a while, log once
-    /// per episode; existing connections are served meanwhile.
+    /// An accept failed: the policy pauses accepting (`update` then stops watching).
     pub(crate) fn on_error(&mut self, err: &io::Error, now: Instant) {
-        let out_of_fds = matches!(
-            err.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-        );
-        if self.failing == 0 {
-            warn!(
-                shard = self.shard,
-                error = %err,
-                "accept failing; backing off and serving existing connections"
-            );
-        }
-        self.failing += 1;
-        if out_of_fds {
-            self.backoff_until = Some(now + BACKOFF);
-        }
+        self.policy.on_error(err, now);
     }
 
-    /// An accept succeeded: ends an out-of-fds episode.
+    /// An accept succeeded: ends a failing episode.
     pub(crate) fn on_success(&mut self) {
-        if self.failing > 0 {
-            info!(
-                shard = self.shard,
-                failed = self.failing,
-                "accepting again after accept failures"
-            );
-            self.failing = 0;
-        }
+        self.policy.on_success();
     }
 
     /// Shutdown, phase 1: stop watching, keep the listeners open.
@@ -248,7 +226,17 @@ impl ShardAccept {
             }
         };
         match listening {
-            Listening::ReusePort(list) => list.iter().enumerate().for_each(&mut take_all),
+            Listening::ReusePort(list) => {
+                list.iter().enumerate().for_each(&mut take_all);
+                // Leave the SO_REUSEPORT group now. Closing alone may not: a
+                // cancelled io_uring accept can hold the socket open a while
+                // longer, and meanwhile the kernel keeps handing it connections that
+                // are reset when it finally closes — the other members of the group
+                // (a process that joined it for an upgrade) should get them.
+                for l in &list {
+                    let _ = l.shutdown(std::net::Shutdown::Read);
+                }
+            }
             Listening::Exclusive(list) => list
                 .iter()
                 .enumerate()

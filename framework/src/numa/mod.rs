@@ -39,9 +39,9 @@ pub const ENV_TOPOLOGY: &str = "SHARDLINE_TOPOLOGY";
 pub enum NumaError {
     /// hwloc could not discover the running machine.
     #[error(
-        "could not read this machine's topology through hwloc: {reason}; pass --topology \
-         SPEC|PATH (or set {ENV_TOPOLOGY}) to plan from a synthetic description or an XML \
-         export instead"
+        "could not read this machine's topology through hwloc: {reason}; give a topology \
+         to plan for (a synthetic description or an XML export path, or set {ENV_TOPOLOGY}) \
+         instead"
     )]
     Discover {
         /// hwloc's explanation.
@@ -89,7 +89,7 @@ pub enum NumaError {
         reason: String,
     },
     /// A plan was asked for zero shards.
-    #[error("a plan needs at least one shard; pass --shards N with N >= 1")]
+    #[error("a plan needs at least one shard")]
     NoShards,
     /// The allowed CPU set contains no PU of the topology.
     #[error(
@@ -138,7 +138,7 @@ pub enum NumaError {
     /// More shards than PUs to put them on, without oversubscription.
     #[error(
         "{shards} shards do not fit on the {available} PUs available to placement \
-         {placement} (allowed CPUs: {allowed}); pass --shards {available} or fewer, widen \
+         {placement} (allowed CPUs: {allowed}); run {available} shards or fewer, widen \
          the CPU set, or allow oversubscription explicitly"
     )]
     TooManyShards {

@@ -130,6 +130,7 @@ pub struct ServerBuilder {
     pub(crate) read_budget: usize,
     pub(crate) flush_delay: Duration,
     pub(crate) accept: AcceptMode,
+    pub(crate) join_reuseport_group: bool,
     pub(crate) max_conns_per_shard: Option<usize>,
     pub(crate) max_conns_total: Option<usize>,
     pub(crate) topology: Option<String>,
@@ -159,6 +160,7 @@ impl Default for ServerBuilder {
             read_budget: 64 << 10,
             flush_delay: Duration::ZERO,
             accept: AcceptMode::ReusePort,
+            join_reuseport_group: false,
             max_conns_per_shard: None,
             max_conns_total: None,
             topology: None,
@@ -295,6 +297,18 @@ impl ServerBuilder {
         self
     }
 
+    /// For zero-downtime upgrades only: with [`AcceptMode::ReusePort`], join the
+    /// SO_REUSEPORT group another process (of the same user) already listens with
+    /// on the same addresses, so both take connections until the old one stops.
+    /// Off (the default), an address another process listens on makes `start` fail
+    /// with [`Error::AddrInUse`] in every accept mode, instead of silently
+    /// taking a share of that process's connections. Other accept modes cannot
+    /// join a group: setting this with them is a configuration error.
+    pub fn join_reuseport_group(mut self, join: bool) -> Self {
+        self.join_reuseport_group = join;
+        self
+    }
+
     /// Most accepted connections one shard holds (outbound ones, from
     /// `Ctx::connect`, are not counted or refused: a proxy's upstreams follow
     /// its clients). At the cap a shard stops accepting (connections wait in the
@@ -399,6 +413,13 @@ impl ServerBuilder {
         }
         if self.mailbox_capacity == 0 {
             return Err(Error::Config("mailbox_capacity must be at least 1".into()));
+        }
+        if self.join_reuseport_group && self.accept != AcceptMode::ReusePort {
+            return Err(Error::Config(format!(
+                "join_reuseport_group needs AcceptMode::ReusePort; accept mode {} binds \
+                 without SO_REUSEPORT",
+                self.accept
+            )));
         }
         if self.max_conns_per_shard == Some(0) {
             return Err(Error::Config(

@@ -210,7 +210,7 @@ impl<M: Send + 'static> Server<M> {
         let (topology, plan) = self.topology_and_plan()?;
         if !topology.is_real() {
             return Err(Error::Config(format!(
-                "topology {} is for planning (--print-plan); a server runs on this machine's",
+                "topology {} is for planning only (Server::plan); a server runs on this machine's",
                 topology.description()
             )));
         }
@@ -416,13 +416,13 @@ fn bind_for_mode(config: &ServerBuilder, shards: usize) -> Result<Bindings, Erro
         backlog: config.backlog,
         tcp_nodelay: config.tcp_nodelay,
         reuse_port: config.accept == AcceptMode::ReusePort,
+        join_group: config.join_reuseport_group,
     };
     let copies = match config.accept {
         AcceptMode::ReusePort => shards,
         _ => 1,
     };
-    let (mut sockets, addrs) = reuseport::bind_all(&config.listen, copies, opts)
-        .map_err(|(addr, source)| Error::Bind { addr, source })?;
+    let (mut sockets, addrs) = reuseport::bind_all(&config.listen, copies, opts)?;
     let listening = match config.accept {
         AcceptMode::ReusePort => sockets.into_iter().map(Listening::ReusePort).collect(),
         AcceptMode::Exclusive => {

@@ -35,7 +35,10 @@ pub(crate) const MAX_SEND_CHUNKS: usize = 64;
 /// What the driver reports back to the shard.
 #[derive(Debug)]
 pub(crate) enum Completion<'a> {
-    /// Listener `listener` accepted a connection (or failed to).
+    /// Listener `listener` accepted a connection (or failed to). After a failure
+    /// the driver accepts no more on that listener until it is removed and added
+    /// again: when is for `accept::policy` to decide. A connection that failed on
+    /// its own (`policy::retry_at_once`) is skipped, not reported.
     Accepted {
         listener: usize,
         result: io::Result<std::os::fd::OwnedFd>,

@@ -17,15 +17,15 @@
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
-    os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd},
-    time::{Duration, Instant},
+    os::fd::{BorrowedFd, RawFd},
+    time::Duration,
 };
 
+mod ready;
+
+use self::ready::Scratch;
 use super::{Completion, Driver, MAX_SEND_CHUNKS};
-use crate::{
-    numa::{BufId, BufferPool},
-    ConnId,
-};
+use crate::{numa::BufferPool, ConnId};
 use bytes::Bytes;
 use mio::{unix::SourceFd, Events, Interest, Poll, Token};
 use socket2::{SockAddr, SockRef};
@@ -35,10 +35,6 @@ const DOORBELL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1 - 4096;
 /// `watch_readable` tokens live below the listeners'.
 const WATCH_BASE: usize = LISTENER_BASE - (1 << 16);
-/// Accepts per listener per turn before yielding to other work.
-const ACCEPT_BUDGET: usize = 64;
-/// How long to stop accepting after EMFILE/ENFILE (fds are short).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Sizes of the epoll driver's buffers.
 #[derive(Debug)]
@@ -75,23 +71,10 @@ struct EConn {
 #[derive(Debug)]
 struct EListener {
     fd: RawFd,
+    /// Connections may be queued: accept until EAGAIN. Cleared by EAGAIN, and by a
+    /// failed accept (the shard pauses and re-adds the listener; see
+    /// `accept::policy`).
     readable: bool,
-    retry_at: Option<Instant>,
-}
-
-/// The one buffer every read lands in.
-enum Scratch {
-    Pool(BufferPool, BufId),
-    Owned(Box<[u8]>),
-}
-
-impl Scratch {
-    fn get(&mut self) -> &mut [u8] {
-        match self {
-            Scratch::Pool(pool, id) => pool.buf_mut(*id),
-            Scratch::Owned(b) => b,
-        }
-    }
 }
 
 /// One shard's epoll instance.
@@ -246,132 +229,6 @@ impl EpollDriver {
             other => self.deferred.push_back(Deferred::Spliced(conn, other)),
         }
     }
-
-    fn accept_ready(&mut self, sink: &mut dyn FnMut(Completion<'_>)) {
-        let now = Instant::now();
-        for (index, slot) in self.listeners.iter_mut().enumerate() {
-            let Some(l) = slot else { continue };
-            if !l.readable || l.retry_at.is_some_and(|t| t > now) {
-                continue;
-            }
-            l.retry_at = None;
-            for _ in 0..ACCEPT_BUDGET {
-                // SAFETY: accept4 with null address pointers is valid; the fd is a
-                // listening socket owned by the shard for as long as it is registered.
-                let fd = unsafe {
-                    libc::accept4(
-                        l.fd,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    )
-                };
-                if fd >= 0 {
-                    // SAFETY: accept4 returned a new descriptor that we now own.
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    sink(Completion::Accepted {
-                        listener: index,
-                        result: Ok(fd),
-                    });
-                    continue;
-                }
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EAGAIN) => l.readable = false,
-                    Some(libc::EINTR | libc::ECONNABORTED) => continue,
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        l.retry_at = Some(now + ACCEPT_BACKOFF);
-                        sink(Completion::Accepted {
-                            listener: index,
-                            result: Err(err),
-                        });
-                    }
-                    _ => sink(Completion::Accepted {
-                        listener: index,
-                        result: Err(err),
-                    }),
-                }
-                break;
-            }
-        }
-    }
-
-    fn read_ready(&mut self, sink: &mut dyn FnMut(Completion<'_>)) {
-        // Serve only those queued at the start of this pass: a connection re-queued
-        // for exhausting its budget waits for the next turn.
-        for _ in 0..self.ready.len() {
-            let Some(index) = self.ready.pop_front() else {
-                break;
-            };
-            let Some(Some(c)) = self.conns.get_mut(index as usize) else {
-                continue;
-            };
-            c.queued = false;
-            if !c.want_read || !c.readable {
-                continue;
-            }
-            let (id, fd) = (c.id, c.fd);
-            let mut budget = self.read_budget;
-            let outcome = loop {
-                let scratch = self.scratch.get();
-                let cap = scratch.len();
-                // SAFETY: reads into our own scratch buffer; `fd` stays open while
-                // registered (the shard calls remove_conn before closing it).
-                // recv, not read: read(2) on a socket goes through the VFS (file
-                // permission and fsnotify hooks) before reaching the socket; recv
-                // goes straight to it (~2 % of the server's CPU per echo here).
-                let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), cap, 0) };
-                if n > 0 {
-                    let n = n as usize;
-                    sink(Completion::Data {
-                        conn: id,
-                        data: &scratch[..n],
-                    });
-                    if n < cap && !self.conns[index as usize].as_ref().is_some_and(|c| c.hup) {
-                        break ReadOutcome::Drained;
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        break ReadOutcome::BudgetSpent;
-                    }
-                    // The sink may have turned reading off (applied later) — still
-                    // within budget, keep going; the shard stashes the bytes.
-                    continue;
-                }
-                if n == 0 {
-                    break ReadOutcome::Closed(None);
-                }
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::WouldBlock => break ReadOutcome::Drained,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => break ReadOutcome::Closed(Some(err)),
-                }
-            };
-            match outcome {
-                ReadOutcome::Drained => {
-                    if let Some(c) = self.conn_mut(id) {
-                        c.readable = false;
-                    }
-                }
-                ReadOutcome::BudgetSpent => {
-                    if let Some(c) = self.conn_mut(id) {
-                        if c.want_read && !c.queued {
-                            c.queued = true;
-                            self.ready.push_back(index);
-                        }
-                    }
-                }
-                ReadOutcome::Closed(error) => {
-                    if let Some(c) = self.conn_mut(id) {
-                        c.readable = false;
-                        c.want_read = false;
-                    }
-                    sink(Completion::ReadClosed { conn: id, error });
-                }
-            }
-        }
-    }
 }
 
 /// splice(2) of up to `len` bytes, non-blocking on both ends (the sockets are
@@ -412,12 +269,6 @@ fn unread_bytes(fd: RawFd) -> usize {
     }
 }
 
-enum ReadOutcome {
-    Drained,
-    BudgetSpent,
-    Closed(Option<io::Error>),
-}
-
 fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: only used for the duration of one call on an fd the shard keeps open
     // while it is registered with this driver.
@@ -442,11 +293,7 @@ impl Driver for EpollDriver {
             self.listeners.resize_with(listener + 1, || None);
         }
         // Connections may already be queued: start as readable.
-        self.listeners[listener] = Some(EListener {
-            fd,
-            readable: true,
-            retry_at: None,
-        });
+        self.listeners[listener] = Some(EListener { fd, readable: true });
         Ok(())
     }
 
@@ -601,15 +448,10 @@ impl Driver for EpollDriver {
             return Ok(0);
         }
         let mut timeout = timeout;
-        if !self.ready.is_empty() {
+        // A listener still readable spent its accept budget: edge-triggered, it
+        // gets no new event for the connections still queued.
+        if !self.ready.is_empty() || self.listeners.iter().flatten().any(|l| l.readable) {
             timeout = Some(Duration::ZERO);
-        }
-        let now = Instant::now();
-        for l in self.listeners.iter().flatten() {
-            if let (true, Some(at)) = (l.readable, l.retry_at) {
-                let left = at.saturating_duration_since(now);
-                timeout = Some(timeout.map_or(left, |t| t.min(left)));
-            }
         }
         let mut syscalls = 0;
         loop {
