@@ -46,8 +46,9 @@ use shardline::Io;
 
 use crate::{
     client::{Latency, Window},
+    experiment::{self, median_of, median_of_some, Probe, Quiet, WindowMarks},
     machine::{self, MachineInfo},
-    report::{self, median, round},
+    report::{self, round},
     servers::{self, ServerProc},
 };
 
@@ -1346,6 +1347,29 @@ pub struct ChatRun {
     pub error: Option<String>,
 }
 
+impl ChatRun {
+    /// A run that measured nothing, and why.
+    pub fn failed(
+        round: usize,
+        server: &str,
+        shape: Shape,
+        attempts: usize,
+        error: String,
+    ) -> ChatRun {
+        ChatRun {
+            round,
+            server: server.to_owned(),
+            shape,
+            load: None,
+            server_cpu_us_per_delivery: None,
+            server_cpu_pct: None,
+            foreign_cpu_pct: None,
+            attempts,
+            error: Some(error),
+        }
+    }
+}
+
 /// One server and shape: medians over rounds.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatRow {
@@ -1500,42 +1524,30 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
         }
     );
     let mut runs = Vec::new();
-    for round in 1..=cfg.rounds {
-        for server in &servers {
-            let name = server.name();
-            let proc = match start(cfg, server) {
-                Ok(p) => p,
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    println!("round {round} {name}: failed to start: {msg}");
-                    for &shape in &cfg.shapes {
-                        runs.push(ChatRun {
-                            round,
-                            server: name.clone(),
-                            shape,
-                            load: None,
-                            server_cpu_us_per_delivery: None,
-                            server_cpu_pct: None,
-                            foreign_cpu_pct: None,
-                            attempts: 0,
-                            error: Some(msg.clone()),
-                        });
-                    }
-                    continue;
+    for (round, server) in experiment::schedule(cfg.rounds, &servers) {
+        let name = server.name();
+        let proc = match start(cfg, server) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                println!("round {round} {name}: failed to start: {msg}");
+                for &shape in &cfg.shapes {
+                    runs.push(ChatRun::failed(round, &name, shape, 0, msg.clone()));
                 }
-            };
-            let (addr, pid) = match (&proc, server) {
-                (Some(p), _) => (p.addr, Some(p.pid)),
-                (None, ChatServer::External { addr, pid, .. }) => (*addr, *pid),
-                (None, _) => unreachable!("only external servers are not started"),
-            };
-            for &shape in &cfg.shapes {
-                let run = measure_quiet(cfg, shape, addr, &name, pid, round);
-                println!("{}", describe(&run));
-                runs.push(run);
+                continue;
             }
-            drop(proc);
+        };
+        let (addr, pid) = match (&proc, server) {
+            (Some(p), _) => (p.addr, Some(p.pid)),
+            (None, ChatServer::External { addr, pid, .. }) => (*addr, *pid),
+            (None, _) => unreachable!("only external servers are not started"),
+        };
+        for &shape in &cfg.shapes {
+            let run = measure_quiet(cfg, shape, addr, &name, pid, round);
+            println!("{}", describe(&run));
+            runs.push(run);
         }
+        drop(proc);
     }
     let names: Vec<String> = servers.iter().map(ChatServer::name).collect();
     let results = summarize(&names, &cfg.shapes, &runs);
@@ -1558,56 +1570,23 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     })
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    server: Option<Duration>,
-    me: Option<Duration>,
-    machine: Option<Duration>,
-}
-
-impl Mark {
-    fn read(server: Option<u32>) -> Mark {
-        Mark {
-            server: server.and_then(|p| servers::proc_cpu_time(p).ok()),
-            me: servers::proc_cpu_time(std::process::id()).ok(),
-            machine: machine::busy_time_with_irq(),
-        }
-    }
-}
-
 /// One load run against a running server, with its CPU accounting.
 pub fn measure(spec: &LoadSpec, name: &str, pid: Option<u32>, round: usize) -> ChatRun {
-    let mut marks: (Option<Mark>, Option<Mark>) = (None, None);
-    let result = run_load(spec, &mut |w| {
-        let m = Mark::read(pid);
-        match w {
-            Window::Start => marks.0 = Some(m),
-            Window::End => marks.1 = Some(m),
-        }
-    });
+    let probes = [Probe::Process(pid)];
+    let mut marks = WindowMarks::new(&probes);
+    let result = run_load(spec, &mut |w| marks.mark(w));
     match result {
         Ok(load) => {
             let window = load.window_s.max(1e-9);
             let (mut per, mut pct, mut foreign) = (None, None, None);
-            if let (Some(a), Some(b)) = marks {
-                let server = match (a.server, b.server) {
-                    (Some(x), Some(y)) => Some(y.saturating_sub(x).as_secs_f64()),
-                    _ => None,
-                };
-                if let Some(s) = server {
+            if let Some(span) = marks.span() {
+                if let Some(s) = span.probe(0) {
                     if load.deliveries > 0 {
                         per = Some(s * 1e6 / load.deliveries as f64);
                     }
                     pct = Some((s / window * 100.0).round());
                 }
-                if let (Some(m0), Some(m1), Some(b0), Some(b1)) = (a.machine, b.machine, a.me, b.me)
-                {
-                    let all = m1.saturating_sub(m0).as_secs_f64();
-                    let me = b1.saturating_sub(b0).as_secs_f64();
-                    foreign = Some(
-                        ((all - me - server.unwrap_or(0.0)).max(0.0) / window * 100.0).round(),
-                    );
-                }
+                foreign = span.foreign_pct(window);
             }
             ChatRun {
                 round,
@@ -1621,23 +1600,15 @@ pub fn measure(spec: &LoadSpec, name: &str, pid: Option<u32>, round: usize) -> C
                 error: None,
             }
         }
-        Err(e) => ChatRun {
-            round,
-            server: name.to_owned(),
-            shape: spec.pattern.shape(),
-            load: None,
-            server_cpu_us_per_delivery: None,
-            server_cpu_pct: None,
-            foreign_cpu_pct: None,
-            attempts: 1,
-            error: Some(format!("{e:#}")),
-        },
+        Err(e) => ChatRun::failed(round, name, spec.pattern.shape(), 1, format!("{e:#}")),
     }
 }
 
+experiment::impl_attempt!(ChatRun, load);
+
 /// [`measure`], repeated (up to `cfg.retries` more times, with fresh clients)
 /// while other processes used more than `cfg.max_foreign_pct` % of a CPU during
-/// the window; keeps the quietest attempt.
+/// the window; keeps the quietest attempt (see [`Quiet`]).
 fn measure_quiet(
     cfg: &ChatConfig,
     shape: Shape,
@@ -1646,30 +1617,12 @@ fn measure_quiet(
     pid: Option<u32>,
     round: usize,
 ) -> ChatRun {
-    let attempt = || {
+    let label = format!("round {round} {name:<16} {shape}");
+    Quiet::new(cfg.max_foreign_pct, cfg.retries).measure(&label, "window", || {
         let mut spec = cfg.scenario.load(shape, addr, cfg.timeout);
         spec.cpus = cfg.client_cpus.clone();
         measure(&spec, name, pid, round)
-    };
-    let noisy = |r: &ChatRun| r.foreign_cpu_pct.is_some_and(|f| f > cfg.max_foreign_pct);
-    let mut best = attempt();
-    for n in 2..=cfg.retries + 1 {
-        if !noisy(&best) {
-            break;
-        }
-        println!(
-            "round {round} {name:<16} {shape}: other processes used {:.0} % of a CPU during the window; waiting up to 10 s for quiet, then measuring again",
-            best.foreign_cpu_pct.unwrap_or(0.0)
-        );
-        crate::compare::wait_for_quiet(cfg.max_foreign_pct, Duration::from_secs(10));
-        let next = attempt();
-        let quieter = next.load.is_some()
-            && next.foreign_cpu_pct.unwrap_or(f64::MAX) < best.foreign_cpu_pct.unwrap_or(f64::MAX);
-        let attempts = n;
-        best = if quieter { next } else { best };
-        best.attempts = attempts;
-    }
-    best
+    })
 }
 
 fn describe(run: &ChatRun) -> String {
@@ -1725,14 +1678,9 @@ pub fn summarize(servers: &[String], shapes: &[Shape], runs: &[ChatRun]) -> Vec<
                 .filter(|r| &r.server == s && r.shape == shape && r.load.is_some())
                 .collect();
             let loads: Vec<&LoadResult> = ok.iter().filter_map(|r| r.load.as_ref()).collect();
-            let Some(rate) = median(&loads.iter().map(|l| l.deliveries_per_s).collect::<Vec<_>>())
-            else {
+            let Some(rate) = median_of(&loads, |l| l.deliveries_per_s) else {
                 continue;
             };
-            let cpu: Vec<f64> = ok
-                .iter()
-                .filter_map(|r| r.server_cpu_us_per_delivery)
-                .collect();
             let failed = runs
                 .iter()
                 .any(|r| &r.server == s && r.shape == shape && r.load.is_none());
@@ -1741,17 +1689,10 @@ pub fn summarize(servers: &[String], shapes: &[Shape], runs: &[ChatRun]) -> Vec<
                 shape,
                 runs: loads.len(),
                 deliveries_per_s: round(rate, 1),
-                server_cpu_us_per_delivery: median(&cpu).map(|c| round(c, 4)),
-                p50_us: round(
-                    median(&loads.iter().map(|l| l.latency.p50_us).collect::<Vec<_>>())
-                        .unwrap_or(0.0),
-                    2,
-                ),
-                p99_us: round(
-                    median(&loads.iter().map(|l| l.latency.p99_us).collect::<Vec<_>>())
-                        .unwrap_or(0.0),
-                    2,
-                ),
+                server_cpu_us_per_delivery: median_of_some(&ok, |r| r.server_cpu_us_per_delivery)
+                    .map(|c| round(c, 4)),
+                p50_us: round(median_of(&loads, |l| l.latency.p50_us).unwrap_or(0.0), 2),
+                p99_us: round(median_of(&loads, |l| l.latency.p99_us).unwrap_or(0.0), 2),
                 complete: !failed && loads.iter().all(|l| l.complete),
                 lost: loads.iter().map(|l| l.lost).sum(),
                 members_out_of_order: loads.iter().map(|l| l.members_out_of_order).sum(),

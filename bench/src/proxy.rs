@@ -22,8 +22,9 @@ use serde::Serialize;
 use shardline::Io;
 
 use crate::{
+    experiment::{self, median_of, median_of_some, CpuMark, CpuSpan, Probe, Quiet},
     machine::{self, MachineInfo},
-    report::{self, median, round},
+    report::{self, round},
     servers::{self, NginxRole, ServerProc},
 };
 
@@ -366,6 +367,25 @@ pub struct ProxyRun {
     pub error: Option<String>,
 }
 
+impl ProxyRun {
+    /// Nothing measured yet.
+    pub fn new(round: usize, proxy: &str, attempts: usize) -> ProxyRun {
+        ProxyRun {
+            round,
+            proxy: proxy.to_owned(),
+            wrk: None,
+            proxy_cpu_s: None,
+            proxy_cpu_pct: None,
+            req_per_proxy_cpu_s: None,
+            backend_cpu_pct: None,
+            client_cpu_pct: None,
+            foreign_cpu_pct: None,
+            attempts,
+            error: None,
+        }
+    }
+}
+
 /// One proxy: medians over rounds.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProxyRow {
@@ -524,34 +544,6 @@ pub fn check_forwarding(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-/// CPU snapshot at a run's edges.
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    proxy: Option<Duration>,
-    backend: Option<Duration>,
-    me: Option<Duration>,
-    reaped: Duration,
-    machine: Option<Duration>,
-    at: Instant,
-}
-
-impl Mark {
-    fn read(proxy: Option<u32>, backend: u32) -> Mark {
-        Mark {
-            proxy: proxy.and_then(|p| servers::proc_tree_cpu_time(p).ok()),
-            backend: servers::proc_tree_cpu_time(backend).ok(),
-            me: servers::proc_cpu_time(std::process::id()).ok(),
-            reaped: servers::reaped_children_cpu_time(),
-            machine: machine::busy_time_with_irq(),
-            at: Instant::now(),
-        }
-    }
-}
-
-fn secs_between(a: Option<Duration>, b: Option<Duration>) -> Option<f64> {
-    Some(b?.saturating_sub(a?).as_secs_f64())
-}
-
 /// Runs wrk once for `seconds` against `addr`; Ok with its parsed report.
 fn run_wrk(cfg: &ProxyConfig, seconds: u64, addr: SocketAddr) -> anyhow::Result<WrkReport> {
     let mut cmd = Command::new(&cfg.wrk_exe);
@@ -583,22 +575,17 @@ fn measure(
     backend: u32,
     round: usize,
 ) -> ProxyRun {
-    let a = Mark::read(proxy, backend);
+    // wrk is reaped within the run: its CPU time is what the harness's reaped
+    // children gained.
+    let probes = [
+        Probe::ReapedChildren,
+        Probe::Tree(proxy),
+        Probe::Tree(Some(backend)),
+    ];
+    let a = CpuMark::read(&probes);
     let result = run_wrk(cfg, cfg.duration_s, addr);
-    let b = Mark::read(proxy, backend);
-    let mut run = ProxyRun {
-        round,
-        proxy: name.to_owned(),
-        wrk: None,
-        proxy_cpu_s: None,
-        proxy_cpu_pct: None,
-        req_per_proxy_cpu_s: None,
-        backend_cpu_pct: None,
-        client_cpu_pct: None,
-        foreign_cpu_pct: None,
-        attempts: 1,
-        error: None,
-    };
+    let span = CpuSpan::between(&a, &CpuMark::read(&probes));
+    let mut run = ProxyRun::new(round, name, 1);
     let rep = match result {
         Ok(r) => r,
         Err(e) => {
@@ -606,11 +593,11 @@ fn measure(
             return run;
         }
     };
-    let window = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+    let window = span.wall.max(1e-9);
     let pct = |s: f64| report::round(s / window * 100.0, 1);
-    let proxy_s = secs_between(a.proxy, b.proxy);
-    let backend_s = secs_between(a.backend, b.backend);
-    let wrk_s = b.reaped.saturating_sub(a.reaped).as_secs_f64();
+    let wrk_s = span.probe(0).unwrap_or(0.0);
+    let proxy_s = span.probe(1);
+    let backend_s = span.probe(2);
     if let Some(p) = proxy_s {
         run.proxy_cpu_s = Some(report::round(p, 3));
         run.proxy_cpu_pct = Some(pct(p));
@@ -620,17 +607,16 @@ fn measure(
     }
     run.backend_cpu_pct = backend_s.map(pct);
     run.client_cpu_pct = Some(pct(wrk_s));
-    if let (Some(all), Some(me)) = (secs_between(a.machine, b.machine), secs_between(a.me, b.me)) {
-        let others = all - me - wrk_s - proxy_s.unwrap_or(0.0) - backend_s.unwrap_or(0.0);
-        run.foreign_cpu_pct = Some((others.max(0.0) / window * 100.0).round());
-    }
+    run.foreign_cpu_pct = span.foreign_pct(window);
     run.wrk = Some(rep);
     run
 }
 
+experiment::impl_attempt!(ProxyRun, wrk);
+
 /// [`measure`], repeated (up to `cfg.retries` more times) while other processes
 /// used more than `cfg.max_foreign_pct` % of a CPU during the run; keeps the
-/// quietest attempt.
+/// quietest attempt (see [`Quiet`]).
 fn measure_quiet(
     cfg: &ProxyConfig,
     name: &str,
@@ -639,26 +625,10 @@ fn measure_quiet(
     backend: u32,
     round: usize,
 ) -> ProxyRun {
-    let noisy = |r: &ProxyRun| r.foreign_cpu_pct.is_some_and(|f| f > cfg.max_foreign_pct);
-    let mut best = measure(cfg, name, addr, proxy, backend, round);
-    let mut last = best.foreign_cpu_pct;
-    for n in 2..=cfg.retries + 1 {
-        if !noisy(&best) {
-            break;
-        }
-        println!(
-            "round {round} {name:<16}: other processes used {:.0} % of a CPU during the run; waiting up to 10 s for quiet, then measuring again",
-            last.unwrap_or(0.0)
-        );
-        crate::compare::wait_for_quiet(cfg.max_foreign_pct, Duration::from_secs(10));
-        let next = measure(cfg, name, addr, proxy, backend, round);
-        last = next.foreign_cpu_pct;
-        let quieter = next.wrk.is_some()
-            && next.foreign_cpu_pct.unwrap_or(f64::MAX) < best.foreign_cpu_pct.unwrap_or(f64::MAX);
-        best = if quieter { next } else { best };
-        best.attempts = n;
-    }
-    best
+    let label = format!("round {round} {name:<16}");
+    Quiet::new(cfg.max_foreign_pct, cfg.retries).measure(&label, "run", || {
+        measure(cfg, name, addr, proxy, backend, round)
+    })
 }
 
 fn version_of(exe: &std::path::Path, arg: &str) -> Option<String> {
@@ -799,50 +769,39 @@ pub fn run(cfg: &ProxyConfig) -> anyhow::Result<ProxyOutput> {
         cfg.duration_s,
     );
     let mut runs = Vec::new();
-    for round in 1..=cfg.rounds {
-        for &p in &proxies {
-            let name = p.name();
-            let failed = |msg: String| ProxyRun {
-                round,
-                proxy: name.clone(),
-                wrk: None,
-                proxy_cpu_s: None,
-                proxy_cpu_pct: None,
-                req_per_proxy_cpu_s: None,
-                backend_cpu_pct: None,
-                client_cpu_pct: None,
-                foreign_cpu_pct: None,
-                attempts: 0,
-                error: Some(msg),
-            };
-            let proc = match start_proxy(cfg, p, backend.addr) {
-                Ok(proc) => proc,
-                Err(e) => {
-                    let msg = format!("failed to start: {e:#}");
-                    println!("round {round} {name}: {msg}");
-                    runs.push(failed(msg));
-                    continue;
-                }
-            };
-            let (addr, pid) = proc
-                .as_ref()
-                .map_or((backend.addr, None), |s| (s.addr, Some(s.pid)));
-            if let Err(e) = check_forwarding(addr) {
-                let msg = format!("does not forward a plain GET: {e:#}");
+    for (round, &p) in experiment::schedule(cfg.rounds, &proxies) {
+        let name = p.name();
+        let failed = |msg: String| ProxyRun {
+            error: Some(msg),
+            ..ProxyRun::new(round, &name, 0)
+        };
+        let proc = match start_proxy(cfg, p, backend.addr) {
+            Ok(proc) => proc,
+            Err(e) => {
+                let msg = format!("failed to start: {e:#}");
                 println!("round {round} {name}: {msg}");
                 runs.push(failed(msg));
                 continue;
             }
-            if cfg.warmup_s > 0 {
-                if let Err(e) = run_wrk(cfg, cfg.warmup_s, addr) {
-                    println!("round {round} {name}: warm-up failed: {e:#}");
-                }
-            }
-            let run = measure_quiet(cfg, &name, addr, pid, backend.pid, round);
-            println!("{}", describe(&run));
-            runs.push(run);
-            drop(proc);
+        };
+        let (addr, pid) = proc
+            .as_ref()
+            .map_or((backend.addr, None), |s| (s.addr, Some(s.pid)));
+        if let Err(e) = check_forwarding(addr) {
+            let msg = format!("does not forward a plain GET: {e:#}");
+            println!("round {round} {name}: {msg}");
+            runs.push(failed(msg));
+            continue;
         }
+        if cfg.warmup_s > 0 {
+            if let Err(e) = run_wrk(cfg, cfg.warmup_s, addr) {
+                println!("round {round} {name}: warm-up failed: {e:#}");
+            }
+        }
+        let run = measure_quiet(cfg, &name, addr, pid, backend.pid, round);
+        println!("{}", describe(&run));
+        runs.push(run);
+        drop(proc);
     }
     drop(backend);
     let names: Vec<String> = proxies.iter().map(Proxy::name).collect();
@@ -921,20 +880,12 @@ pub fn summarize(proxies: &[String], runs: &[ProxyRun]) -> Vec<ProxyRow> {
             .filter(|r| &r.proxy == p && r.wrk.is_some())
             .collect();
         let wrks: Vec<&WrkReport> = ok.iter().filter_map(|r| r.wrk.as_ref()).collect();
-        let Some(rps) = median(&wrks.iter().map(|w| w.rps).collect::<Vec<_>>()) else {
+        let Some(rps) = median_of(&wrks, |w| w.rps) else {
             continue;
         };
-        let pick = |f: &dyn Fn(&ProxyRun) -> Option<f64>| {
-            median(&ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
-        };
+        let pick = |f: &dyn Fn(&ProxyRun) -> Option<f64>| median_of_some(&ok, |r| f(r));
         let lat = |f: &dyn Fn(&WrkLatency) -> f64| {
-            median(
-                &wrks
-                    .iter()
-                    .filter_map(|w| w.latency.as_ref().map(f))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or(0.0)
+            median_of_some(&wrks, |w| w.latency.as_ref().map(f)).unwrap_or(0.0)
         };
         rows.push(ProxyRow {
             proxy: p.clone(),
