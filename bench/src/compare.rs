@@ -12,9 +12,10 @@ use serde::Serialize;
 use shardline::Io;
 
 use crate::{
-    client::{self, ClientIo, LoadConfig, LoadReport, Mode, Window},
+    client::{self, ClientIo, LoadConfig, LoadReport, Mode},
+    experiment::{self, median_of, median_of_some, Probe, Quiet, WindowMarks},
     machine::{self, MachineInfo},
-    report::{self, median, round},
+    report::{self, round},
     servers::{self, Launch, PeerSelection, ServerProc, ServerSpec},
 };
 
@@ -98,6 +99,28 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+impl RunRecord {
+    /// A run that measured nothing, and why.
+    pub fn failed(
+        round: usize,
+        server: &str,
+        msg_size: usize,
+        attempts: usize,
+        error: String,
+    ) -> RunRecord {
+        RunRecord {
+            round,
+            server: server.to_owned(),
+            msg_size,
+            load: None,
+            server_cpu_us_per_req: None,
+            foreign_cpu_pct: None,
+            attempts,
+            error: Some(error),
+        }
+    }
+}
+
 /// Everything `compare` found; what `--json` writes.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareOutput {
@@ -179,33 +202,22 @@ pub fn run(cfg: &CompareConfig) -> anyhow::Result<CompareOutput> {
         cfg.duration.as_secs_f64()
     );
     let mut runs = Vec::new();
-    for r in 1..=cfg.rounds {
-        for spec in &servers {
-            let server = match ServerProc::start(spec, &launch) {
-                Ok(s) => s,
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    println!("round {r} {spec}: failed to start: {msg}");
-                    for &size in &cfg.sizes {
-                        runs.push(RunRecord {
-                            round: r,
-                            server: spec.name.clone(),
-                            msg_size: size,
-                            load: None,
-                            server_cpu_us_per_req: None,
-                            foreign_cpu_pct: None,
-                            attempts: 0,
-                            error: Some(msg.clone()),
-                        });
-                    }
-                    continue;
+    for (r, spec) in experiment::schedule(cfg.rounds, &servers) {
+        let server = match ServerProc::start(spec, &launch) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                println!("round {r} {spec}: failed to start: {msg}");
+                for &size in &cfg.sizes {
+                    runs.push(RunRecord::failed(r, &spec.name, size, 0, msg.clone()));
                 }
-            };
-            for &size in &cfg.sizes {
-                let run = measure_quiet(cfg, &server, size, r);
-                println!("{}", describe(&run));
-                runs.push(run);
+                continue;
             }
+        };
+        for &size in &cfg.sizes {
+            let run = measure_quiet(cfg, &server, size, r);
+            println!("{}", describe(&run));
+            runs.push(run);
         }
     }
     let results = summarize(&servers, &cfg.sizes, cfg.conns, &runs);
@@ -233,25 +245,6 @@ pub fn run(cfg: &CompareConfig) -> anyhow::Result<CompareOutput> {
     })
 }
 
-/// CPU snapshot at a window edge: the server's, this process's, and the machine's
-/// busy time.
-#[derive(Debug, Clone, Copy)]
-struct CpuMark {
-    server: Duration,
-    me: Duration,
-    machine: Duration,
-}
-
-impl CpuMark {
-    fn read(server: u32) -> Option<CpuMark> {
-        Some(CpuMark {
-            server: servers::proc_cpu_time(server).ok()?,
-            me: servers::proc_cpu_time(std::process::id()).ok()?,
-            machine: machine::busy_time_with_irq()?,
-        })
-    }
-}
-
 /// One closed-loop run against a running server, reading CPU times at the window's
 /// edges: the server's (per request) and everyone else's (`foreign_cpu_pct`).
 pub fn measure(cfg: &CompareConfig, server: &ServerProc, size: usize, round: usize) -> RunRecord {
@@ -265,27 +258,18 @@ pub fn measure(cfg: &CompareConfig, server: &ServerProc, size: usize, round: usi
         cpus: cfg.client_cpus.clone(),
         io: cfg.client_io,
     };
-    let pid = server.pid;
-    let mut marks = (None, None);
-    let result = client::run_load(&load, &mut |w| {
-        let m = CpuMark::read(pid);
-        match w {
-            Window::Start => marks.0 = m,
-            Window::End => marks.1 = m,
-        }
-    });
+    let probes = [Probe::Process(Some(server.pid))];
+    let mut marks = WindowMarks::new(&probes);
+    let result = client::run_load(&load, &mut |w| marks.mark(w));
     match result {
         Ok(rep) => {
-            let (per_req, foreign) = match marks {
-                (Some(a), Some(b)) if rep.requests > 0 => {
-                    let server = b.server.saturating_sub(a.server).as_secs_f64();
-                    let me = b.me.saturating_sub(a.me).as_secs_f64();
-                    let all = b.machine.saturating_sub(a.machine).as_secs_f64();
-                    let window = rep.window_s.max(1e-9);
-                    (
-                        Some(server * 1e6 / rep.requests as f64),
-                        Some(((all - server - me).max(0.0) / window * 100.0).round()),
-                    )
+            let span = marks.span();
+            let cpu = span
+                .as_ref()
+                .map(|s| (s.probe(0), s.foreign_pct(rep.window_s)));
+            let (per_req, foreign) = match cpu {
+                Some((Some(server), Some(foreign))) if rep.requests > 0 => {
+                    (Some(server * 1e6 / rep.requests as f64), Some(foreign))
                 }
                 _ => (None, None),
             };
@@ -300,71 +284,24 @@ pub fn measure(cfg: &CompareConfig, server: &ServerProc, size: usize, round: usi
                 error: None,
             }
         }
-        Err(e) => RunRecord {
-            round,
-            server: server.name.clone(),
-            msg_size: size,
-            load: None,
-            server_cpu_us_per_req: None,
-            foreign_cpu_pct: None,
-            attempts: 1,
-            error: Some(format!("{e:#}")),
-        },
+        Err(e) => RunRecord::failed(round, &server.name, size, 1, format!("{e:#}")),
     }
 }
 
-/// Waits (at most `limit`) until other processes use less than `max_pct` % of a
-/// CPU over 200 ms (the server under test is idle meanwhile).
-pub fn wait_for_quiet(max_pct: f64, limit: Duration) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        let me = std::process::id();
-        let (Some(a), Ok(m0)) = (machine::busy_time_with_irq(), servers::proc_cpu_time(me)) else {
-            return;
-        };
-        std::thread::sleep(Duration::from_millis(200));
-        let (Some(b), Ok(m1)) = (machine::busy_time_with_irq(), servers::proc_cpu_time(me)) else {
-            return;
-        };
-        let others = b.saturating_sub(a).saturating_sub(m1.saturating_sub(m0));
-        if others.as_secs_f64() / 0.2 * 100.0 <= max_pct {
-            return;
-        }
-    }
-}
+experiment::impl_attempt!(RunRecord, load);
 
 /// [`measure`], repeated (up to `cfg.retries` more times) while other processes
 /// used more than `cfg.max_foreign_pct` % of a CPU during the window; keeps the
-/// quietest attempt.
+/// quietest attempt (see [`Quiet`]).
 pub fn measure_quiet(
     cfg: &CompareConfig,
     server: &ServerProc,
     size: usize,
     round: usize,
 ) -> RunRecord {
-    let mut best = measure(cfg, server, size, round);
-    for attempt in 2..=cfg.retries + 1 {
-        let noisy = |r: &RunRecord| r.foreign_cpu_pct.is_some_and(|f| f > cfg.max_foreign_pct);
-        if !noisy(&best) {
-            break;
-        }
-        println!(
-            "round {round} {:<20} {size:>5} B: other processes used {:.0} % of a CPU during the window; waiting up to 10 s for quiet, then measuring again",
-            server.name,
-            best.foreign_cpu_pct.unwrap_or(0.0)
-        );
-        wait_for_quiet(cfg.max_foreign_pct, Duration::from_secs(10));
-        let mut next = measure(cfg, server, size, round);
-        next.attempts = attempt;
-        if next.load.is_some()
-            && next.foreign_cpu_pct.unwrap_or(f64::MAX) < best.foreign_cpu_pct.unwrap_or(f64::MAX)
-        {
-            best = next;
-        } else {
-            best.attempts = attempt;
-        }
-    }
-    best
+    let label = format!("round {round} {:<20} {size:>5} B", server.name);
+    Quiet::new(cfg.max_foreign_pct, cfg.retries)
+        .measure(&label, "window", || measure(cfg, server, size, round))
 }
 
 fn describe(run: &RunRecord) -> String {
@@ -398,6 +335,34 @@ fn describe(run: &RunRecord) -> String {
     }
 }
 
+/// Medians over a set of echo runs (rounded for the JSON).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Medians {
+    /// Echoes per second.
+    pub rps: f64,
+    /// The runs' p50 latency (µs).
+    pub p50_us: f64,
+    /// The runs' p99 latency (µs).
+    pub p99_us: f64,
+    /// Server CPU µs per echo.
+    pub server_cpu_us_per_req: Option<f64>,
+}
+
+impl Medians {
+    /// Over the runs that measured something; `None` if none did.
+    pub fn of(runs: &[&RunRecord]) -> Option<Medians> {
+        let loads: Vec<&LoadReport> = runs.iter().filter_map(|r| r.load.as_ref()).collect();
+        let ok: Vec<&&RunRecord> = runs.iter().filter(|r| r.load.is_some()).collect();
+        Some(Medians {
+            rps: round(median_of(&loads, |l| l.rps)?, 1),
+            p50_us: round(median_of(&loads, |l| l.latency.p50_us).unwrap_or(0.0), 2),
+            p99_us: round(median_of(&loads, |l| l.latency.p99_us).unwrap_or(0.0), 2),
+            server_cpu_us_per_req: median_of_some(&ok, |r| r.server_cpu_us_per_req)
+                .map(|c| round(c, 3)),
+        })
+    }
+}
+
 /// Medians per (server, size) and ratios to the baseline.
 pub fn summarize(
     servers: &[ServerSpec],
@@ -409,31 +374,21 @@ pub fn summarize(
     for &size in sizes {
         let mut at_size = Vec::new();
         for s in servers {
-            let ok: Vec<&RunRecord> = runs
+            let mine: Vec<&RunRecord> = runs
                 .iter()
-                .filter(|r| r.server == s.name && r.msg_size == size && r.load.is_some())
+                .filter(|r| r.server == s.name && r.msg_size == size)
                 .collect();
-            let loads: Vec<&LoadReport> = ok.iter().filter_map(|r| r.load.as_ref()).collect();
-            let Some(rps) = median(&loads.iter().map(|l| l.rps).collect::<Vec<_>>()) else {
+            let Some(m) = Medians::of(&mine) else {
                 continue;
             };
-            let cpu: Vec<f64> = ok.iter().filter_map(|r| r.server_cpu_us_per_req).collect();
             at_size.push(CompareRow {
                 server: s.name.clone(),
                 msg_size: size,
                 conns,
-                rps: round(rps, 1),
-                p50_us: round(
-                    median(&loads.iter().map(|l| l.latency.p50_us).collect::<Vec<_>>())
-                        .unwrap_or(0.0),
-                    2,
-                ),
-                p99_us: round(
-                    median(&loads.iter().map(|l| l.latency.p99_us).collect::<Vec<_>>())
-                        .unwrap_or(0.0),
-                    2,
-                ),
-                server_cpu_us_per_req: median(&cpu).map(|c| round(c, 3)),
+                rps: m.rps,
+                p50_us: m.p50_us,
+                p99_us: m.p99_us,
+                server_cpu_us_per_req: m.server_cpu_us_per_req,
                 ratio: None,
             });
         }

@@ -25,6 +25,7 @@ use serde::Serialize;
 use shardline::Io;
 
 use crate::{
+    experiment::{self, median_of},
     machine, report,
     servers::{self, Ready, ServerProc},
 };
@@ -255,19 +256,6 @@ fn measure(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Medians and ratios per backend.
 pub fn summarize(runs: &[L4Run]) -> Vec<L4Row> {
     let mut ios: Vec<String> = runs.iter().map(|r| r.io.clone()).collect();
@@ -275,12 +263,11 @@ pub fn summarize(runs: &[L4Run]) -> Vec<L4Row> {
     ios.sort();
     ios.dedup();
     let pick = |io: &str, mode: &str, f: fn(&L4Run) -> f64| {
-        median(
-            runs.iter()
-                .filter(|r| r.io == io && r.mode == mode)
-                .map(f)
-                .collect(),
-        )
+        let mine: Vec<&L4Run> = runs
+            .iter()
+            .filter(|r| r.io == io && r.mode == mode)
+            .collect();
+        median_of(&mine, |r| f(r)).unwrap_or(f64::NAN)
     };
     ios.iter()
         .map(|io| {
@@ -346,23 +333,16 @@ pub fn run(cfg: &L4Config) -> anyhow::Result<L4Output> {
         }
     }
     let mut runs = Vec::new();
-    for round in 0..cfg.rounds {
-        // Alternate which variant goes first, so drift does not favour one.
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..proxies.len()).collect()
-        } else {
-            (0..proxies.len()).rev().collect()
-        };
-        for i in order {
-            let (io, mode, proxy) = &proxies[i];
-            let r = measure(cfg, proxy, *io, mode, round, load_cpu)
-                .with_context(|| format!("round {round} {io} {mode}"))?;
-            println!(
-                "round {round} {:<6} {:<6}: {:.3} proxy cpu-s, {:.2} s wall, {:.4} cpu-s/GiB",
-                r.io, r.mode, r.proxy_cpu_s, r.wall_s, r.cpu_s_per_gib
-            );
-            runs.push(r);
-        }
+    // Alternate which variant goes first, so drift does not favour one.
+    for (r, (io, mode, proxy)) in experiment::schedule(cfg.rounds, &proxies).alternating() {
+        let round = r - 1; // l4 counts rounds from 0
+        let r = measure(cfg, proxy, *io, mode, round, load_cpu)
+            .with_context(|| format!("round {round} {io} {mode}"))?;
+        println!(
+            "round {round} {:<6} {:<6}: {:.3} proxy cpu-s, {:.2} s wall, {:.4} cpu-s/GiB",
+            r.io, r.mode, r.proxy_cpu_s, r.wall_s, r.cpu_s_per_gib
+        );
+        runs.push(r);
     }
     let rows = summarize(&runs);
     let out = L4Output {

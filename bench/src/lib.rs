@@ -6,7 +6,9 @@
 //! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`], [`l4`]:
 //!   the subcommands.
 //! - [`serve`]: the Shardline echo server the subcommands run.
-//! - [`report`]: tables, JSON, medians; [`machine`]: CPUs, pinning, limits.
+//! - [`experiment`]: what the comparing subcommands share: interleaved rounds,
+//!   CPU marks around a run, the quiet-machine retry, medians.
+//! - [`report`]: tables, JSON; [`machine`]: CPUs, pinning, limits.
 //!
 //! Timings live here, never in tests: the tests check arithmetic, shapes and that
 //! every subcommand runs end to end.
@@ -15,6 +17,7 @@
 pub mod chat;
 pub mod client;
 pub mod compare;
+pub mod experiment;
 pub mod idle;
 pub mod l4;
 pub mod machine;

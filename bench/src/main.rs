@@ -10,7 +10,9 @@ use shardline::{AcceptMode, Io};
 use shardline_bench::{
     chat,
     client::{self, ClientIo, LoadConfig, Mode},
-    compare, idle, l4,
+    compare,
+    experiment::{Probe, WindowMarks},
+    idle, l4,
     machine::{self, MachineInfo},
     mailbox, proxy, report, scale, serve,
     servers::{self, Launch, PeerSelection, ServerProc, ServerSpec},
@@ -699,19 +701,11 @@ fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
         cpus: client_cpus,
         io: a.load.client_io,
     };
-    let pid = server.as_ref().map(|s| s.pid);
-    let mut cpu = (None, None);
-    let rep = client::run_load(&cfg, &mut |w| {
-        let t = pid.and_then(|p| servers::proc_cpu_time(p).ok());
-        match w {
-            client::Window::Start => cpu.0 = t,
-            client::Window::End => cpu.1 = t,
-        }
-    })?;
-    let per_req = match cpu {
-        (Some(s), Some(e)) if rep.requests > 0 => {
-            Some(e.saturating_sub(s).as_secs_f64() * 1e6 / rep.requests as f64)
-        }
+    let probes = [Probe::Process(server.as_ref().map(|s| s.pid))];
+    let mut marks = WindowMarks::new(&probes);
+    let rep = client::run_load(&cfg, &mut |w| marks.mark(w))?;
+    let per_req = match marks.span().and_then(|s| s.probe(0)) {
+        Some(server) if rep.requests > 0 => Some(server * 1e6 / rep.requests as f64),
         _ => None,
     };
     let l = &rep.latency;

@@ -1,4 +1,4 @@
-//! Output: aligned text tables, JSON files, medians.
+//! Output: aligned text tables, JSON files, rounding.
 
 use std::{fs, path::Path};
 
@@ -63,22 +63,6 @@ pub fn save_json<T: Serialize>(path: Option<&Path>, value: &T) -> anyhow::Result
     Ok(())
 }
 
-/// The median (mean of the middle two for an even count); `None` when empty or
-/// when any value is NaN.
-pub fn median(values: &[f64]) -> Option<f64> {
-    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 /// Rounds to `digits` decimals (for JSON that people read).
 pub fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
@@ -93,14 +77,6 @@ pub fn krps(rps: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[1.0, f64::NAN]), None);
-    }
 
     #[test]
     fn tables_align() {

@@ -16,9 +16,10 @@ use serde::Serialize;
 use shardline::{AcceptMode, Io};
 
 use crate::{
-    compare::{self, CompareConfig, RunRecord},
+    compare::{self, CompareConfig, Medians, RunRecord},
+    experiment,
     machine::{self, MachineInfo},
-    report::{self, median, round},
+    report,
     servers::{Launch, PeerSelection, ServerProc, ServerSpec},
 };
 
@@ -161,58 +162,60 @@ pub fn run(cfg: &ScaleConfig) -> anyhow::Result<ScaleOutput> {
         max_foreign_pct: cfg.max_foreign_pct,
         retries: cfg.retries,
     };
-    let mut runs: Vec<(String, String, usize, RunRecord)> = Vec::new();
-    let mut failures = Vec::new();
-    for r in 1..=cfg.rounds {
-        for n in 1..=max {
-            for &io in &cfg.backends {
-                for &mode in &cfg.accept {
-                    let spec = ServerSpec::shardline_with(io, mode);
-                    let launch = Launch {
-                        serve_exe: cfg.serve_exe.clone(),
-                        threads: n,
-                        cpus: cpus.iter().copied().cycle().take(n).collect(),
-                    };
-                    // The client gets the CPUs the shards leave free, else runs
-                    // unpinned beside them (unless told where).
-                    cc.client_cpus = if cfg.client_cpus.is_empty() {
-                        cpus.iter()
-                            .copied()
-                            .filter(|c| !launch.cpus.contains(c))
-                            .collect()
-                    } else {
-                        cfg.client_cpus.clone()
-                    };
-                    let label = format!("round {r} {io}/{mode} × {n}");
-                    let server = match ServerProc::start(&spec, &launch) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            println!("{label}: failed to start: {e:#}");
-                            failures.push(format!("{label}: {e:#}"));
-                            continue;
-                        }
-                    };
-                    let rec = compare::measure_quiet(&cc, &server, cfg.msg_size, r);
-                    match (&rec.load, &rec.error) {
-                        (Some(l), _) => println!(
-                            "{label}: {} rps  p50 {:.1} µs  p99 {:.1} µs  client CPU {:.0} %  others {} %",
-                            report::krps(l.rps),
-                            l.latency.p50_us,
-                            l.latency.p99_us,
-                            l.client_cpu_pct,
-                            rec.foreign_cpu_pct
-                                .map_or_else(|| "?".into(), |f| format!("{f:.0}"))
-                        ),
-                        (None, e) => {
-                            let e = e.clone().unwrap_or_default();
-                            println!("{label}: failed: {e}");
-                            failures.push(format!("{label}: {e}"));
-                        }
-                    }
-                    runs.push((io_name(io), mode.to_string(), n, rec));
-                }
+    let mut slots = Vec::new();
+    for n in 1..=max {
+        for &io in &cfg.backends {
+            for &mode in &cfg.accept {
+                slots.push((n, io, mode));
             }
         }
+    }
+    let mut runs: Vec<(String, String, usize, RunRecord)> = Vec::new();
+    let mut failures = Vec::new();
+    for (r, &(n, io, mode)) in experiment::schedule(cfg.rounds, &slots) {
+        let spec = ServerSpec::shardline_with(io, mode);
+        let launch = Launch {
+            serve_exe: cfg.serve_exe.clone(),
+            threads: n,
+            cpus: cpus.iter().copied().cycle().take(n).collect(),
+        };
+        // The client gets the CPUs the shards leave free, else runs
+        // unpinned beside them (unless told where).
+        cc.client_cpus = if cfg.client_cpus.is_empty() {
+            cpus.iter()
+                .copied()
+                .filter(|c| !launch.cpus.contains(c))
+                .collect()
+        } else {
+            cfg.client_cpus.clone()
+        };
+        let label = format!("round {r} {io}/{mode} × {n}");
+        let server = match ServerProc::start(&spec, &launch) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{label}: failed to start: {e:#}");
+                failures.push(format!("{label}: {e:#}"));
+                continue;
+            }
+        };
+        let rec = compare::measure_quiet(&cc, &server, cfg.msg_size, r);
+        match (&rec.load, &rec.error) {
+            (Some(l), _) => println!(
+                "{label}: {} rps  p50 {:.1} µs  p99 {:.1} µs  client CPU {:.0} %  others {} %",
+                report::krps(l.rps),
+                l.latency.p50_us,
+                l.latency.p99_us,
+                l.client_cpu_pct,
+                rec.foreign_cpu_pct
+                    .map_or_else(|| "?".into(), |f| format!("{f:.0}"))
+            ),
+            (None, e) => {
+                let e = e.clone().unwrap_or_default();
+                println!("{label}: failed: {e}");
+                failures.push(format!("{label}: {e}"));
+            }
+        }
+        runs.push((io_name(io), mode.to_string(), n, rec));
     }
     let mut results = Vec::new();
     for &io in &cfg.backends {
@@ -223,30 +226,17 @@ pub fn run(cfg: &ScaleConfig) -> anyhow::Result<ScaleOutput> {
                     .filter(|(b, a, s, _)| *b == io_name(io) && *a == mode.to_string() && *s == n)
                     .map(|(_, _, _, r)| r)
                     .collect();
-                let loads: Vec<_> = mine.iter().filter_map(|r| r.load.as_ref()).collect();
-                let Some(rps) = median(&loads.iter().map(|l| l.rps).collect::<Vec<_>>()) else {
+                let Some(m) = Medians::of(&mine) else {
                     continue;
                 };
-                let cpu: Vec<f64> = mine
-                    .iter()
-                    .filter_map(|r| r.server_cpu_us_per_req)
-                    .collect();
                 results.push(ScalePoint {
                     backend: io_name(io),
                     accept: mode.to_string(),
                     shards: n,
-                    rps: round(rps, 1),
-                    p50_us: round(
-                        median(&loads.iter().map(|l| l.latency.p50_us).collect::<Vec<_>>())
-                            .unwrap_or(0.0),
-                        2,
-                    ),
-                    p99_us: round(
-                        median(&loads.iter().map(|l| l.latency.p99_us).collect::<Vec<_>>())
-                            .unwrap_or(0.0),
-                        2,
-                    ),
-                    server_cpu_us_per_req: median(&cpu).map(|c| round(c, 3)),
+                    rps: m.rps,
+                    p50_us: m.p50_us,
+                    p99_us: m.p99_us,
+                    server_cpu_us_per_req: m.server_cpu_us_per_req,
                 });
             }
         }

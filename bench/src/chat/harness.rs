@@ -1,0 +1,321 @@
+//! The experiment: servers × shapes × rounds, interleaved; starting
+//! shardline-chat and ngircd; one measured run with its CPU accounting.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::bail;
+use shardline::Io;
+
+use super::{
+    load::run_load,
+    results::{describe, render, summarize, ChatOutput, ChatRun, ChatSetup},
+    scenario::{LoadSpec, Scenario, Shape},
+};
+use crate::{
+    experiment::{self, Probe, Quiet, WindowMarks},
+    machine::{self, MachineInfo},
+    servers::{self, ServerProc},
+};
+
+/// The servers `chat` knows, in run order.
+pub const SERVERS: [&str; 3] = ["shardline-uring", "shardline-epoll", "ngircd"];
+
+/// Which server a run uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatServer {
+    /// `target/release/shardline-chat` on this backend.
+    Shardline(Io),
+    /// `/usr/sbin/ngircd`.
+    Ngircd,
+    /// A server already running (no CPU accounting unless `pid` is given).
+    External {
+        /// Name in reports.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Its process, to read CPU time from (must not be this process).
+        pid: Option<u32>,
+    },
+}
+
+impl ChatServer {
+    /// Name in reports.
+    pub fn name(&self) -> String {
+        match self {
+            ChatServer::Shardline(io) => format!("shardline-{io}"),
+            ChatServer::Ngircd => "ngircd".into(),
+            ChatServer::External { name, .. } => name.clone(),
+        }
+    }
+
+    /// Parses `shardline-uring`, `shardline-epoll` or `ngircd`.
+    pub fn parse(name: &str) -> Result<ChatServer, String> {
+        match name.trim() {
+            "shardline-uring" => Ok(ChatServer::Shardline(Io::Uring)),
+            "shardline-epoll" => Ok(ChatServer::Shardline(Io::Epoll)),
+            "ngircd" => Ok(ChatServer::Ngircd),
+            other => Err(format!(
+                "unknown chat server {other:?} (known: {})",
+                SERVERS.join(", ")
+            )),
+        }
+    }
+}
+
+/// What `chat` runs.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Servers, in run order within a round.
+    pub servers: Vec<ChatServer>,
+    /// The shardline-chat binary.
+    pub chat_exe: PathBuf,
+    /// Build shardline-chat (`cargo build --release -p shardline-chat`) if missing.
+    pub build_chat: bool,
+    /// A config file for shardline-chat (default: a generated one).
+    pub chat_config: Option<PathBuf>,
+    /// The ngircd binary.
+    pub ngircd_exe: PathBuf,
+    /// shardline-chat shards.
+    pub shards: usize,
+    /// Server CPUs: shardline-chat's shard *i* on the *i*-th, ngircd (one thread)
+    /// on the first. Empty: unpinned.
+    pub server_cpus: Vec<usize>,
+    /// Client CPUs (empty: unpinned).
+    pub client_cpus: Vec<usize>,
+    /// Rounds (every server once per round).
+    pub rounds: usize,
+    /// Shapes run on each server process, in order.
+    pub shapes: Vec<Shape>,
+    /// Rooms and load.
+    pub scenario: Scenario,
+    /// Delivery timeout per run (after the last message was due).
+    pub timeout: Duration,
+    /// A run during which other processes used more than this % of one CPU is
+    /// measured again (fresh clients, same server process).
+    pub max_foreign_pct: f64,
+    /// How many times a noisy run is measured again (the quietest is kept).
+    pub retries: usize,
+}
+
+/// Default pinning on this machine for `shards` shards: the server on the first
+/// `shards` CPUs; the client on the CPUs left, or unpinned when the shards take
+/// every CPU (it then competes with them, as it would with ngircd's one thread
+/// on a 2-CPU machine only for the second CPU).
+pub fn default_pinning(shards: usize) -> (Vec<usize>, Vec<usize>) {
+    let cpus = machine::allowed_cpus();
+    let server: Vec<usize> = cpus.iter().copied().take(shards.max(1)).collect();
+    let client = cpus
+        .iter()
+        .copied()
+        .filter(|c| !server.contains(c))
+        .collect();
+    (server, client)
+}
+
+/// The shardline-chat config the harness passes when none is given: flood control
+/// off. (Connections per IP are unlimited by default.)
+pub const CHAT_CONFIG: &str =
+    "[server]\nname = \"bench.shardline.local\"\n\n[flood]\nenabled = false\n";
+
+fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerProc>> {
+    match server {
+        ChatServer::Shardline(io) => servers::start_shardline_chat(
+            &cfg.chat_exe,
+            *io,
+            cfg.shards,
+            &cfg.server_cpus,
+            cfg.chat_config.as_deref(),
+            CHAT_CONFIG,
+        )
+        .map(Some),
+        ChatServer::Ngircd => {
+            servers::start_ngircd(&cfg.ngircd_exe, &ngircd_cpus(&cfg.server_cpus)).map(Some)
+        }
+        ChatServer::External { .. } => Ok(None),
+    }
+}
+
+fn ngircd_cpus(server_cpus: &[usize]) -> Vec<usize> {
+    server_cpus.iter().copied().take(1).collect()
+}
+
+/// Runs every server × shape × round, printing progress and the table.
+pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
+    if cfg.rounds == 0 || cfg.shapes.is_empty() || cfg.servers.is_empty() {
+        bail!("need at least one round, one shape and one server");
+    }
+    let machine_at_start = MachineInfo::announce();
+    let mut skipped = Vec::new();
+    let mut servers = Vec::new();
+    for s in &cfg.servers {
+        match s {
+            ChatServer::Shardline(_) => {
+                match servers::resolve_chat_exe(&cfg.chat_exe, cfg.build_chat) {
+                    Ok(()) => servers.push(s.clone()),
+                    Err(why) => {
+                        println!("note: skipping {}: {why}", s.name());
+                        skipped.push(format!("{}: {why}", s.name()));
+                    }
+                }
+            }
+            ChatServer::Ngircd => {
+                if cfg.ngircd_exe.is_file() {
+                    servers.push(s.clone());
+                } else {
+                    let why = format!(
+                        "no {} (install the Debian package: apt-get install ngircd, or ./x bench-deps)",
+                        cfg.ngircd_exe.display()
+                    );
+                    println!("note: skipping ngircd: {why}");
+                    skipped.push(format!("ngircd: {why}"));
+                }
+            }
+            ChatServer::External { .. } => servers.push(s.clone()),
+        }
+    }
+    if servers.is_empty() {
+        bail!("no server to run: {}", skipped.join("; "));
+    }
+    let sc = &cfg.scenario;
+    println!(
+        "chat: {} server(s) × {} shape(s) × {} round(s); {} room(s) × {} members; burst: {} sender(s)/room × {} messages; paced: {} sender(s)/room × {} msg/s × {} s; {} B text",
+        servers.len(),
+        cfg.shapes.len(),
+        cfg.rounds,
+        sc.rooms,
+        sc.room_size,
+        sc.burst_senders,
+        sc.burst_messages,
+        sc.paced_senders,
+        sc.paced_rate,
+        sc.paced_duration_s,
+        sc.text_size,
+    );
+    println!(
+        "pinning: shardline-chat {} shard(s) on CPUs {:?}, ngircd on CPUs {:?}, client {}",
+        cfg.shards,
+        cfg.server_cpus,
+        ngircd_cpus(&cfg.server_cpus),
+        if cfg.client_cpus.is_empty() {
+            "unpinned".to_owned()
+        } else {
+            format!("on CPUs {:?}", cfg.client_cpus)
+        }
+    );
+    let mut runs = Vec::new();
+    for (round, server) in experiment::schedule(cfg.rounds, &servers) {
+        let name = server.name();
+        let proc = match start(cfg, server) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                println!("round {round} {name}: failed to start: {msg}");
+                for &shape in &cfg.shapes {
+                    runs.push(ChatRun::failed(round, &name, shape, 0, msg.clone()));
+                }
+                continue;
+            }
+        };
+        let (addr, pid) = match (&proc, server) {
+            (Some(p), _) => (p.addr, Some(p.pid)),
+            (None, ChatServer::External { addr, pid, .. }) => (*addr, *pid),
+            (None, _) => unreachable!("only external servers are not started"),
+        };
+        for &shape in &cfg.shapes {
+            let run = measure_quiet(cfg, shape, addr, &name, pid, round);
+            println!("{}", describe(&run));
+            runs.push(run);
+        }
+        drop(proc);
+    }
+    let names: Vec<String> = servers.iter().map(ChatServer::name).collect();
+    let results = summarize(&names, &cfg.shapes, &runs);
+    println!();
+    print!("{}", render(&results));
+    Ok(ChatOutput {
+        results,
+        runs,
+        skipped,
+        setup: ChatSetup {
+            shards: cfg.shards,
+            server_cpus: cfg.server_cpus.clone(),
+            ngircd_cpus: ngircd_cpus(&cfg.server_cpus),
+            client_cpus: cfg.client_cpus.clone(),
+            rounds: cfg.rounds,
+            scenario: cfg.scenario.clone(),
+            timeout_s: cfg.timeout.as_secs_f64(),
+        },
+        machine: machine_at_start,
+    })
+}
+
+/// One load run against a running server, with its CPU accounting.
+pub fn measure(spec: &LoadSpec, name: &str, pid: Option<u32>, round: usize) -> ChatRun {
+    let probes = [Probe::Process(pid)];
+    let mut marks = WindowMarks::new(&probes);
+    let result = run_load(spec, &mut |w| marks.mark(w));
+    match result {
+        Ok(load) => {
+            let window = load.window_s.max(1e-9);
+            let (mut per, mut pct, mut foreign) = (None, None, None);
+            if let Some(span) = marks.span() {
+                if let Some(s) = span.probe(0) {
+                    if load.deliveries > 0 {
+                        per = Some(s * 1e6 / load.deliveries as f64);
+                    }
+                    pct = Some((s / window * 100.0).round());
+                }
+                foreign = span.foreign_pct(window);
+            }
+            ChatRun {
+                round,
+                server: name.to_owned(),
+                shape: load.shape,
+                load: Some(load),
+                server_cpu_us_per_delivery: per,
+                server_cpu_pct: pct,
+                foreign_cpu_pct: foreign,
+                attempts: 1,
+                error: None,
+            }
+        }
+        Err(e) => ChatRun::failed(round, name, spec.pattern.shape(), 1, format!("{e:#}")),
+    }
+}
+
+/// [`measure`], repeated (up to `cfg.retries` more times, with fresh clients)
+/// while other processes used more than `cfg.max_foreign_pct` % of a CPU during
+/// the window; keeps the quietest attempt (see [`Quiet`]).
+fn measure_quiet(
+    cfg: &ChatConfig,
+    shape: Shape,
+    addr: SocketAddr,
+    name: &str,
+    pid: Option<u32>,
+    round: usize,
+) -> ChatRun {
+    let label = format!("round {round} {name:<16} {shape}");
+    Quiet::new(cfg.max_foreign_pct, cfg.retries).measure(&label, "window", || {
+        let mut spec = cfg.scenario.load(shape, addr, cfg.timeout);
+        spec.cpus = cfg.client_cpus.clone();
+        measure(&spec, name, pid, round)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_parse() {
+        assert_eq!(
+            ChatServer::parse("shardline-uring"),
+            Ok(ChatServer::Shardline(Io::Uring))
+        );
+        assert_eq!(ChatServer::parse("ngircd"), Ok(ChatServer::Ngircd));
+        assert!(ChatServer::parse("inspircd").is_err());
+        for s in SERVERS {
+            assert_eq!(ChatServer::parse(s).unwrap().name(), s);
+        }
+    }
+}
