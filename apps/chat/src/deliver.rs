@@ -90,6 +90,8 @@ impl ChatShard {
                 }
             }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
+            // Only a Remote (the SIGHUP hook) sends it; `on_message` takes it there.
+            ChatMsg::Rehash(_) => {}
         }
     }
 

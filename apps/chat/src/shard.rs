@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -382,6 +382,13 @@ impl ChatShard {
         }
     }
 
+    /// Swaps in a rehashed configuration (from the SIGHUP hook): what this shard
+    /// does next uses it.
+    fn rehash(&mut self, info: Arc<ServerInfo>) {
+        info!(shard = self.me, "configuration rehashed");
+        self.info = info;
+    }
+
     fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, id: u64) {
         let limits = &self.info.config.limits;
         let (interval, timeout) = (limits.ping_interval(), limits.ping_timeout());
@@ -530,10 +537,32 @@ impl Handler for ChatShard {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatShard>, from: shardline::Origin, msg: ChatMsg) {
-        if let shardline::Origin::Shard(from) = from {
-            self.count_mail(from.0, &msg);
-        }
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatShard>, from: Origin, msg: ChatMsg) {
+        let msg = match (from, msg) {
+            (Origin::Remote, ChatMsg::Rehash(info)) => {
+                self.rehash(info);
+                return;
+            }
+            (Origin::Remote, _) => {
+                warn!(
+                    shard = self.me,
+                    "ignoring chat mail from outside the shards"
+                );
+                return;
+            }
+            (Origin::Shard(s), ChatMsg::Rehash(_)) => {
+                warn!(
+                    shard = self.me,
+                    from = s.0,
+                    "ignoring a rehash posted by a shard"
+                );
+                return;
+            }
+            (Origin::Shard(s), msg) => {
+                self.count_mail(s.0, &msg);
+                msg
+            }
+        };
         // Once shutting down every connection is closing and takes no more output,
         // and nobody waits for replies or acks: answering would only keep other
         // shards' loops busy while they try to stop.
