@@ -160,7 +160,7 @@ use std::{
 pub use config::Config;
 pub use info::ServerInfo;
 pub use mail::ChatMsg;
-pub use shard::ChatShard;
+pub use shard::{ChatShard, ChatTimer};
 use shardline::{AdminConfig, Limits, Remote, Server, ServerBuilder, ShardId};
 use tracing::{error, info, warn};
 

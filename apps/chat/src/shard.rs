@@ -29,13 +29,18 @@ use crate::{
     view::LocalChan,
 };
 
-/// Timer token of the end-of-turn ack flush; client timers use the client id,
-/// which starts at 1.
-const ACK_FLUSH: u64 = 0;
-/// Timer token that only wakes the loop during shutdown (ids never get here).
-const SHUTDOWN_NUDGE: u64 = u64::MAX;
-/// Set in the token of a client's flood-control timer (the rest is its id).
-const FLOOD_TIMER: u64 = 1 << 62;
+/// What a shard's timers carry (the framework's `type Timer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatTimer {
+    /// The end-of-turn ack flush ([`ChatShard::ack`]).
+    AckFlush,
+    /// Only wakes the loop during shutdown.
+    ShutdownNudge,
+    /// Client `id`'s registration or ping timer (`Client::timer`).
+    Client(u64),
+    /// Client `id`'s flood-control wait (`Client::flood_timer`).
+    Flood(u64),
+}
 
 /// One shard of the chat server (the [`Handler`]).
 #[derive(Debug)]
@@ -43,8 +48,11 @@ pub struct ChatShard {
     pub(crate) info: Arc<ServerInfo>,
     pub(crate) me: usize,
     pub(crate) shards: usize,
+    /// This shard's clients by id. A connection's own events find its client
+    /// through its `type Conn` (the id); this map is how everything else does:
+    /// mail from other shards addresses clients by [`ClientRef`] id (never
+    /// reused, so a stale one misses), and channels list members by id.
     pub(crate) clients: HashMap<u64, Client>,
-    by_conn: HashMap<ConnId, u64>,
     next_id: u64,
     /// Channel key -> this shard's clients in it: the fan-out index, with the
     /// channel's local view.
@@ -72,7 +80,6 @@ impl ChatShard {
             me: id.0,
             shards: 1,
             clients: HashMap::new(),
-            by_conn: HashMap::new(),
             next_id: 1,
             local: HashMap::new(),
             owner: Default::default(),
@@ -168,7 +175,7 @@ impl ChatShard {
             if flood_on && !c.oper {
                 if let Some(wait) = c.penalty.wait(Instant::now(), max_lag) {
                     // Fake lag: the rest of its input waits until it is due.
-                    c.flood_timer = Some(ctx.set_timer(wait, id | FLOOD_TIMER));
+                    c.flood_timer = Some(ctx.set_timer(wait, ChatTimer::Flood(id)));
                     break;
                 }
             }
@@ -355,7 +362,7 @@ impl ChatShard {
             self.acks_armed = true;
             // A zero timer fires after this turn's mail is drained: one Acks message
             // per shard per turn instead of one per delivery.
-            ctx.set_timer(Duration::ZERO, ACK_FLUSH);
+            ctx.set_timer(Duration::ZERO, ChatTimer::AckFlush);
         }
     }
 
@@ -409,11 +416,11 @@ impl ChatShard {
             self.begin_quit(ctx, id, reason);
         } else if idle >= interval {
             c.ping_sent = true;
-            c.timer = Some(ctx.set_timer(timeout, id));
+            c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
             let ping = format!("PING :{}\r\n", self.info.name());
             let _ = ctx.send(c.conn, ping.as_bytes());
         } else {
-            c.timer = Some(ctx.set_timer(interval - idle, id));
+            c.timer = Some(ctx.set_timer(interval - idle, ChatTimer::Client(id)));
         }
     }
 }
@@ -432,8 +439,9 @@ fn close_reason_text(reason: &CloseReason) -> String {
 
 impl Handler for ChatShard {
     type Msg = ChatMsg;
-    type Timer = u64;
-    type Conn = ();
+    type Timer = ChatTimer;
+    /// The client's id: its key in `clients`.
+    type Conn = u64;
     type Listener = ();
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
@@ -449,7 +457,7 @@ impl Handler for ChatShard {
         conn: ConnId,
         _listener: shardline::Listener<'_, Self::Listener>,
         peer: SocketAddr,
-    ) {
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let mut host = peer.ip().to_string();
@@ -457,9 +465,9 @@ impl Handler for ChatShard {
             host.insert(0, '0');
         }
         let mut c = Client::new(conn, peer.ip(), host);
-        c.timer = Some(ctx.set_timer(self.info.config.limits.registration_timeout(), id));
+        let timeout = self.info.config.limits.registration_timeout();
+        c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
         self.clients.insert(id, c);
-        self.by_conn.insert(conn, id);
         self.stats.clients.set(self.clients.len() as u64);
         if self.info.config.limits.max_connections_per_ip > 0 {
             // Counted at the address's owner shard, since accepting spreads one
@@ -471,18 +479,17 @@ impl Handler for ChatShard {
                 }
             }
         }
+        id
     }
 
     fn on_data(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
-        conn: ConnId,
-        _state: &mut Self::Conn,
+        _conn: ConnId,
+        id: &mut u64,
         data: &[u8],
     ) -> usize {
-        let Some(&id) = self.by_conn.get(&conn) else {
-            return data.len();
-        };
+        let id = *id;
         let Some(c) = self.clients.get_mut(&id) else {
             return data.len();
         };
@@ -499,13 +506,10 @@ impl Handler for ChatShard {
     fn on_close(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
-        conn: ConnId,
-        _state: Self::Conn,
+        _conn: ConnId,
+        id: u64,
         reason: &CloseReason,
     ) {
-        let Some(id) = self.by_conn.remove(&conn) else {
-            return;
-        };
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -517,23 +521,24 @@ impl Handler for ChatShard {
         self.begin_quit(ctx, id, close_reason_text(reason));
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, token: u64) {
-        if token == ACK_FLUSH {
-            self.acks_armed = false;
-            self.flush_acks(ctx);
-        } else if token == SHUTDOWN_NUDGE {
-        } else if token & FLOOD_TIMER != 0 {
-            let id = token & !FLOOD_TIMER;
-            if let Some(c) = self
-                .clients
-                .get_mut(&id)
-                .filter(|c| c.flood_timer == Some(timer))
-            {
-                c.flood_timer = None;
-                self.pump(ctx, id);
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, payload: ChatTimer) {
+        match payload {
+            ChatTimer::AckFlush => {
+                self.acks_armed = false;
+                self.flush_acks(ctx);
             }
-        } else {
-            self.client_timer(ctx, timer, token);
+            ChatTimer::ShutdownNudge => {}
+            ChatTimer::Flood(id) => {
+                if let Some(c) = self
+                    .clients
+                    .get_mut(&id)
+                    .filter(|c| c.flood_timer == Some(timer))
+                {
+                    c.flood_timer = None;
+                    self.pump(ctx, id);
+                }
+            }
+            ChatTimer::Client(id) => self.client_timer(ctx, timer, id),
         }
     }
 
@@ -574,7 +579,7 @@ impl Handler for ChatShard {
             // Workaround: the shard loop only stops on a turn that took no mail,
             // and after a turn that did it sleeps until the next timer — without
             // this nudge, until the shutdown deadline.
-            ctx.set_timer(Duration::from_millis(1), SHUTDOWN_NUDGE);
+            ctx.set_timer(Duration::from_millis(1), ChatTimer::ShutdownNudge);
         }
     }
 

@@ -10,7 +10,7 @@ use crate::{
     info::VERSION,
     mail::{Caps, ChatMsg, Outgoing, Request},
     reply::{code::*, line, truncate, write_line},
-    shard::ChatShard,
+    shard::{ChatShard, ChatTimer},
 };
 
 impl ChatShard {
@@ -233,7 +233,7 @@ impl ChatShard {
         if let Some(t) = c.timer.take() {
             ctx.cancel_timer(t);
         }
-        c.timer = Some(ctx.set_timer(interval, id));
+        c.timer = Some(ctx.set_timer(interval, ChatTimer::Client(id)));
         let mask = c.mask.clone();
         let info = self.info.clone();
         let server = info.name();
