@@ -88,9 +88,10 @@
 //! its socket, so a bursting client is paced by TCP instead of filling queues.
 //!
 //! `Ctx::post` returns `Full` when a pair queue is full. The shard then keeps the
-//! message in a bounded per-destination [`outbox`] and drains it, in order, from
+//! message in a per-destination `shardline::Outbox` and flushes it, in order, from
 //! `on_mailbox_ready`. New work — a client's request, an owner's fan-out — is
-//! refused when the outbox to a needed shard is at capacity: the client is
+//! refused when what waits for a needed shard has reached `outbox_capacity`
+//! (`Outbox::pending`; rehashable): the client is
 //! disconnected with "Server busy", and the refusing owner refuses that client's
 //! requests still in flight too (until its QUIT notice), so what a client said is
 //! always a prefix of what it sent, never a sequence with holes. Consequences of
@@ -142,7 +143,6 @@ pub mod info;
 pub mod mail;
 pub mod mask;
 pub mod message;
-pub mod outbox;
 mod owner;
 mod queries;
 pub mod reply;

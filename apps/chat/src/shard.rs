@@ -23,11 +23,26 @@ use crate::{
     info::ServerInfo,
     mail::{ChatMsg, ClientRef, NoticeKind, Outgoing, Request, UserNotice},
     message::MAX_LINE,
-    outbox::Outbox,
     reply::{line, write_numeric},
     stats::ShardStats,
     view::LocalChan,
 };
+
+/// Messages that met a full mailbox, kept per destination in order until
+/// `on_mailbox_ready` (the framework's [`shardline::Outbox`]). The outbox itself
+/// is unbounded; the chat bounds what clients *start* with [`has_room`].
+pub(crate) type Outbox = shardline::Outbox<ChatMsg>;
+
+/// Whether new work — a client's request, an owner's fan-out — may go to shard
+/// `to`: fewer than `limits.outbox_capacity` messages wait for it. A refusal
+/// disconnects the client whose work it is ("Server busy"), so nothing is
+/// dropped silently. Consequences of work already accepted (replies, acks,
+/// membership changes, quit notices) are always queued: each accepted request
+/// produces a bounded number of them, so the outbox stays bounded by roughly
+/// `outbox_capacity × shards` even then.
+pub(crate) fn has_room(outbox: &Outbox, info: &ServerInfo, to: usize) -> bool {
+    outbox.pending(ShardId(to)) < info.config.limits.outbox_capacity
+}
 
 /// What a shard's timers carry (the framework's `type Timer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +98,7 @@ impl ChatShard {
             next_id: 1,
             local: HashMap::new(),
             owner: Default::default(),
-            outbox: Outbox::new(1, 1),
+            outbox: Outbox::new(),
             acks: vec![Vec::new()],
             acks_armed: false,
             shutting_down: false,
@@ -134,8 +149,8 @@ impl ChatShard {
             self.stats.registrations.add(1);
             self.stats.users.add(1);
         }
-        if !self.outbox.has_room(to) {
-            let waiting = self.outbox.waiting(to);
+        if !has_room(&self.outbox, &self.info, to) {
+            let waiting = self.outbox.pending(ShardId(to));
             warn!(
                 shard = self.me,
                 client = id,
@@ -151,7 +166,8 @@ impl ChatShard {
         };
         c.unreplied += 1;
         let from = self.me_ref(id);
-        self.outbox.send(ctx, to, ChatMsg::Request { from, req });
+        self.outbox
+            .post(ctx, ShardId(to), ChatMsg::Request { from, req });
         true
     }
 
@@ -304,14 +320,14 @@ impl ChatShard {
             let to = owner_of(&c.ip.to_string(), self.shards);
             let req = Request::IpDisconnect { ip: c.ip };
             self.outbox
-                .send(ctx, to, ChatMsg::Request { from: who, req });
+                .post(ctx, ShardId(to), ChatMsg::Request { from: who, req });
         }
         if let Some(nick) = &c.nick {
             let key: NameKey = casefold(nick).into();
             let to = owner_of(nick, self.shards);
             let req = Request::ReleaseNick { key };
             self.outbox
-                .send(ctx, to, ChatMsg::Request { from: who, req });
+                .post(ctx, ShardId(to), ChatMsg::Request { from: who, req });
         }
         // Owners that refused it wait for this notice to forget it.
         if c.registered && (!c.channels.is_empty() || c.refused) {
@@ -325,7 +341,8 @@ impl ChatShard {
                     chans: c.channels.clone(),
                     kind: NoticeKind::Quit,
                 };
-                self.outbox.send(ctx, s, ChatMsg::Notice(Box::new(notice)));
+                self.outbox
+                    .post(ctx, ShardId(s), ChatMsg::Notice(Box::new(notice)));
             }
         }
     }
@@ -375,7 +392,7 @@ impl ChatShard {
             if s == self.me {
                 self.apply_acks(ctx, list);
             } else {
-                self.outbox.send(ctx, s, ChatMsg::Acks(list));
+                self.outbox.post(ctx, ShardId(s), ChatMsg::Acks(list));
             }
         }
     }
@@ -446,7 +463,6 @@ impl Handler for ChatShard {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         self.shards = ctx.shards();
-        self.outbox = Outbox::new(self.shards, self.info.config.limits.outbox_capacity);
         self.acks = vec![Vec::new(); self.shards];
         info!(shard = self.me, shards = self.shards, "chat shard ready");
     }
@@ -584,7 +600,7 @@ impl Handler for ChatShard {
     }
 
     fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: ShardId) {
-        self.outbox.drain(ctx, to.0);
+        self.outbox.flush(ctx, to);
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ChatShard>) {

@@ -1,7 +1,7 @@
 //! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
 //! LUSERS, MOTD), PING and QUIT.
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 
 use super::Flow;
 use crate::{
@@ -154,7 +154,8 @@ impl ChatShard {
                     // Not counted: the client is going; nobody waits on it.
                     let from = self.me_ref(id);
                     let req = Request::ReleaseNick { key: old_key };
-                    self.outbox.send(ctx, to, ChatMsg::Request { from, req });
+                    self.outbox
+                        .post(ctx, ShardId(to), ChatMsg::Request { from, req });
                 } else {
                     self.request(ctx, id, to, Request::ReleaseNick { key: old_key });
                 }
