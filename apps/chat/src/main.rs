@@ -33,6 +33,13 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process, and `Server::run` installs its
+    // handler (rehash) only once it starts: until then a SIGHUP is ignored (the
+    // configuration is being read anyway), so it never kills the server.
+    // SAFETY: sets a disposition to SIG_IGN, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(

@@ -123,6 +123,16 @@ impl Chat {
         (c, motd)
     }
 
+    /// Like `motd_of_new_client`, for a server that may not listen yet.
+    fn motd_of_new_client_retrying(&self, nick: &str) -> (Client, Vec<String>) {
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "{}: never listened", self.label);
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.motd_of_new_client(nick)
+    }
+
     fn stop(mut self) {
         self.signal("-TERM");
         let deadline = Instant::now() + WAIT;
@@ -254,6 +264,67 @@ fn sighup_rehashes_on_uring() {
 #[test]
 fn sighup_rehashes_on_epoll() {
     rehash_on("epoll");
+}
+
+/// Whether process `pid` ignores or catches SIGHUP (`/proc/PID/status`).
+fn sighup_ignored_or_caught(pid: libc::pid_t) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGHUP - 1);
+    status.lines().any(|l| {
+        ["SigIgn:", "SigCgt:"].iter().any(|k| {
+            l.strip_prefix(k)
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .is_some_and(|mask| mask & bit != 0)
+        })
+    })
+}
+
+#[test]
+fn sighup_during_startup_is_harmless() {
+    let path = temp_config("startup");
+    write_config(&path, &config_text("startup motd"));
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardline-chat");
+    let mut chat = Chat {
+        child,
+        addr,
+        log: Arc::default(),
+        label: "startup".into(),
+    };
+    // Before `main` runs (the dynamic loader) SIGHUP has its default action,
+    // which nothing in the binary can change; from its first statement on it is
+    // ignored, then handled by Server::run. Signal from that moment, through the
+    // configuration load and the shards' start.
+    let pid = chat.child.id() as libc::pid_t;
+    let wait = Instant::now() + WAIT;
+    while !sighup_ignored_or_caught(pid) {
+        assert!(Instant::now() < wait, "SIGHUP never ignored nor caught");
+        thread::sleep(Duration::from_micros(200));
+    }
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        // SAFETY: kill(2) on our own child, which is not reaped before `stop`.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        thread::sleep(Duration::from_millis(1));
+    }
+    chat.assert_running();
+    let (mut c, motd) = chat.motd_of_new_client_retrying("early");
+    assert_eq!(motd, ["- startup motd"]);
+    c.sync();
+    chat.assert_running();
+    chat.stop();
+    let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
 }
 
 #[test]
