@@ -330,6 +330,50 @@ impl Config {
         Ok(())
     }
 
+    /// What a rehash (SIGHUP) makes of `new`, a validated file read while this
+    /// configuration is in use: the settings that can change at run time come from
+    /// `new`, those that need a restart stay as they are. Also returns the names of
+    /// the restart-only settings `new` would have changed (to log).
+    ///
+    /// Changeable: the MOTD, `server.password`, `[[operators]]`, `[flood]`, and
+    /// `limits.max_connections_per_ip`, `registration_timeout_secs`,
+    /// `ping_interval_secs`, `ping_timeout_secs`, `recvq_bytes`,
+    /// `in_flight_per_client`, `outbox_capacity`. Restart-only: the listen and
+    /// admin addresses and the server's identity (`name`, `network`), what the
+    /// welcome advertises in ISUPPORT (`nicklen`, `channellen`, `topiclen`,
+    /// `kicklen`, `awaylen`, `max_channels`, `max_targets`: clients registered
+    /// earlier were told the old values), and what the framework was built with
+    /// (`sendq_bytes`, `mailbox_capacity`, `flush_delay_us`).
+    pub fn rehash(&self, new: Config) -> (Config, Vec<&'static str>) {
+        let mut merged = new;
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($section:ident . $field:ident),* $(,)?) => {$(
+                if merged.$section.$field != self.$section.$field {
+                    kept.push(concat!(stringify!($section), ".", stringify!($field)));
+                    merged.$section.$field = self.$section.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            server.name,
+            server.network,
+            server.listen,
+            server.admin_listen,
+            limits.nicklen,
+            limits.channellen,
+            limits.topiclen,
+            limits.kicklen,
+            limits.awaylen,
+            limits.max_channels,
+            limits.max_targets,
+            limits.sendq_bytes,
+            limits.mailbox_capacity,
+            limits.flush_delay_us,
+        );
+        (merged, kept)
+    }
+
     /// The message of the day as lines, or `None` if there is none.
     pub fn motd_lines(&self) -> Option<Vec<String>> {
         let text = self.server.motd.as_deref()?;
@@ -388,6 +432,30 @@ mod tests {
         let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
         assert_eq!(c.server.name, "irc.example.net");
         assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
+    }
+
+    #[test]
+    fn rehash_takes_runtime_settings_and_keeps_restart_only_ones() {
+        let old = Config::from_toml("[server]\nname = \"a.example\"\nmotd = \"old\"\n").unwrap();
+        let new = Config::from_toml(
+            "[server]\nname = \"b.example\"\nmotd = \"new\"\n\
+             [limits]\nnicklen = 9\nping_interval_secs = 5\nsendq_bytes = 8192\n\
+             [flood]\nmax_lag_ms = 7\n\
+             [[operators]]\nname = \"op\"\npassword = \"pw\"\n",
+        )
+        .unwrap();
+        let (merged, kept) = old.rehash(new);
+        assert_eq!(merged.server.motd.as_deref(), Some("new"));
+        assert_eq!(merged.limits.ping_interval_secs, 5.0);
+        assert_eq!(merged.flood.max_lag_ms, 7);
+        assert_eq!(merged.operators.len(), 1);
+        assert_eq!(merged.server.name, "a.example");
+        assert_eq!(merged.limits.nicklen, 30);
+        assert_eq!(merged.limits.sendq_bytes, 4 << 20);
+        assert_eq!(
+            kept,
+            ["server.name", "limits.nicklen", "limits.sendq_bytes"]
+        );
     }
 
     #[test]

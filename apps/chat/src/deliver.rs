@@ -6,7 +6,7 @@
 //! `send_shared`: no per-member copy. Every delivery made on a client's behalf is
 //! acknowledged to that client's shard after it has been queued here.
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 use tracing::warn;
 
 use crate::{
@@ -38,7 +38,7 @@ impl ChatShard {
                     fanout: 0,
                     body,
                 };
-                self.outbox.send(ctx, from.shard, reply);
+                self.outbox.post(ctx, ShardId(from.shard), reply);
             }
             ChatMsg::Request { from, req } => {
                 self.owner
@@ -90,6 +90,8 @@ impl ChatShard {
                 }
             }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
+            // Only a Remote (the SIGHUP hook) sends it; `on_message` takes it there.
+            ChatMsg::Rehash(_) => {}
         }
     }
 
@@ -99,7 +101,7 @@ impl ChatShard {
             self.send_numerics(ctx, to.id, &nums);
         } else {
             self.outbox
-                .send(ctx, to.shard, ChatMsg::Notify { to, nums });
+                .post(ctx, ShardId(to.shard), ChatMsg::Notify { to, nums });
         }
     }
 
@@ -369,7 +371,8 @@ impl ChatShard {
                 chans: chans.clone(),
                 kind: NoticeKind::Nick { nick: nick.clone() },
             };
-            self.outbox.send(ctx, s, ChatMsg::Notice(Box::new(notice)));
+            self.outbox
+                .post(ctx, ShardId(s), ChatMsg::Notice(Box::new(notice)));
         }
     }
 }

@@ -1,8 +1,8 @@
-//! What every shard knows about the server and never changes after startup: the
-//! configuration, the server's name, and the lines of the welcome burst that do not
-//! depend on the client.
+//! What every shard knows about the server: the configuration, the server's name,
+//! and the lines of the welcome burst that do not depend on the client. Read-only;
+//! a rehash (SIGHUP) gives every shard a new one ([`ServerInfo::rehashed`]).
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use crate::{clock, config::Config, stats::ChatStats};
 
@@ -25,8 +25,8 @@ pub struct ServerInfo {
     pub motd: Option<Vec<String>>,
     /// When the server started, for STATS u.
     pub started: Instant,
-    /// Every shard's counters, for the admin endpoint.
-    pub stats: ChatStats,
+    /// Every shard's counters, for the admin endpoint (the same across rehashes).
+    pub stats: Arc<ChatStats>,
 }
 
 impl ServerInfo {
@@ -59,9 +59,21 @@ impl ServerInfo {
             isupport,
             motd,
             started: Instant::now(),
-            stats: ChatStats::new(),
+            stats: Arc::new(ChatStats::new()),
             config,
         }
+    }
+
+    /// The facts after a rehash to `new` (see [`Config::rehash`]): the same start
+    /// time and counters, the changeable settings from `new`. Also returns the
+    /// restart-only settings `new` would have changed.
+    pub fn rehashed(&self, new: Config) -> (ServerInfo, Vec<&'static str>) {
+        let (config, kept) = self.config.rehash(new);
+        let mut info = ServerInfo::new(config);
+        info.created = self.created.clone();
+        info.started = self.started;
+        info.stats = self.stats.clone();
+        (info, kept)
     }
 
     /// The server's name (source of numerics).

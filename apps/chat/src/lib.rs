@@ -88,9 +88,10 @@
 //! its socket, so a bursting client is paced by TCP instead of filling queues.
 //!
 //! `Ctx::post` returns `Full` when a pair queue is full. The shard then keeps the
-//! message in a bounded per-destination [`outbox`] and drains it, in order, from
+//! message in a per-destination `shardline::Outbox` and flushes it, in order, from
 //! `on_mailbox_ready`. New work — a client's request, an owner's fan-out — is
-//! refused when the outbox to a needed shard is at capacity: the client is
+//! refused when what waits for a needed shard has reached `outbox_capacity`
+//! (`Outbox::pending`; rehashable): the client is
 //! disconnected with "Server busy", and the refusing owner refuses that client's
 //! requests still in flight too (until its QUIT notice), so what a client said is
 //! always a prefix of what it sent, never a sequence with holes. Consequences of
@@ -103,6 +104,17 @@
 //! its clock ahead; past `max_lag` its input waits on a timer (its lines stay
 //! buffered), and a client that piles up more than `max_backlog_bytes` meanwhile is
 //! disconnected ("Excess Flood"). Off with `[flood] enabled = false`.
+//!
+//! # Rehash
+//!
+//! [`build_with_rehash`] installs a SIGHUP hook (`Server::on_hangup`): on the
+//! signal thread it rereads the configuration file, refuses an invalid one (log
+//! line, nothing posted), merges the settings that may change at run time into
+//! the running ones ([`Config::rehash`]), and posts the resulting
+//! [`ServerInfo`] to every shard through a `Remote` ([`ChatMsg::Rehash`], which
+//! `on_message` accepts only with `Origin::Remote`). Each shard swaps it in: what
+//! it does next — the next welcome's MOTD, the next OPER, the next flood check —
+//! uses it. The shards never block or share the new value mutably.
 //!
 //! # Metrics
 //!
@@ -131,7 +143,6 @@ pub mod info;
 pub mod mail;
 pub mod mask;
 pub mod message;
-pub mod outbox;
 mod owner;
 mod queries;
 pub mod reply;
@@ -139,13 +150,19 @@ mod shard;
 pub mod stats;
 pub mod view;
 
-use std::sync::Arc;
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 pub use config::Config;
 pub use info::ServerInfo;
 pub use mail::ChatMsg;
-pub use shard::ChatShard;
-use shardline::{AdminConfig, Limits, Server, ServerBuilder};
+pub use shard::{ChatShard, ChatTimer};
+use shardline::{AdminConfig, Limits, Remote, Server, ServerBuilder, ShardId};
+use tracing::{error, info, warn};
 
 /// The framework limits that follow from `config`: the send queue limit is the
 /// IRC SendQ.
@@ -162,22 +179,104 @@ pub fn framework_limits(config: &Config) -> Limits {
 /// Applies `config`'s limits to `builder` and builds the chat server, with the
 /// admin endpoint (`/metrics`: the framework's counters and [`stats`]) if
 /// `server.admin_listen` is set. Listen addresses, shards, backend and accept mode
-/// are the builder's.
+/// are the builder's. SIGHUP (under [`Server::run`]) only logs that there is no
+/// file to reload; see [`build_with_rehash`].
 pub fn build(builder: ServerBuilder, config: Config) -> Result<Server<ChatMsg>, shardline::Error> {
+    build_with_rehash(builder, config, None)
+}
+
+/// Where a rehash reads the configuration again: the file the server was started
+/// with, and the command-line overrides applied to it.
+#[derive(Debug, Clone)]
+pub struct RehashSource {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// `--admin`, which replaces the file's `server.admin_listen`.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// Like [`build`], and on SIGHUP (under [`Server::run`]) rereads `source` — see
+/// [`Config::rehash`] for what changes at run time. The file is read and checked
+/// on the signal thread; an unreadable or invalid one is refused there with a log
+/// line and nothing reaches the shards. A valid one is posted to every shard
+/// ([`ChatMsg::Rehash`]), which swaps it in for what it does next: the next
+/// client's welcome shows the new MOTD, the next OPER checks the new operators.
+pub fn build_with_rehash(
+    builder: ServerBuilder,
+    config: Config,
+    source: Option<RehashSource>,
+) -> Result<Server<ChatMsg>, shardline::Error> {
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
     let flush_delay = std::time::Duration::from_micros(config.limits.flush_delay_us);
     let info = Arc::new(ServerInfo::new(config));
     let builder = match info.config.server.admin_listen {
         Some(addr) => {
-            let shared = info.clone();
-            builder.admin(AdminConfig::new(addr).render(move |w| shared.stats.render(w)))
+            let shared = info.stats.clone();
+            builder.admin(AdminConfig::new(addr).render(move |w| shared.render(w)))
         }
         None => builder,
     };
-    builder
+    let current = Mutex::new(info.clone());
+    let server = builder
         .limits(limits)
         .mailbox_capacity(mailbox)
         .flush_delay(flush_delay)
-        .build(move |id| ChatShard::new(info.clone(), id))
+        .build(move |id| ChatShard::new(info.clone(), id))?;
+    Ok(server.on_hangup(move |remote| rehash(&current, source.as_ref(), remote)))
+}
+
+/// How long the SIGHUP hook waits for a shard whose mailbox is full.
+const REHASH_POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SIGHUP hook: reread, check, merge with what runs, post to every shard.
+fn rehash(
+    current: &Mutex<Arc<ServerInfo>>,
+    source: Option<&RehashSource>,
+    remote: &Remote<ChatMsg>,
+) {
+    let Some(source) = source else {
+        info!("SIGHUP: started without a configuration file; nothing to reload");
+        return;
+    };
+    let mut new = match Config::load(&source.path) {
+        Ok(config) => config,
+        Err(e) => {
+            error!(
+                path = %source.path.display(),
+                error = %e,
+                "rehash refused: keeping the running configuration"
+            );
+            return;
+        }
+    };
+    if let Some(addr) = source.admin_listen {
+        new.server.admin_listen = Some(addr);
+    }
+    // Only this hook takes the lock (one SIGHUP at a time); never a shard.
+    let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+    let (next, kept) = current.rehashed(new);
+    if !kept.is_empty() {
+        warn!(settings = ?kept, "rehash: these settings need a restart; keeping their running values");
+    }
+    let next = Arc::new(next);
+    let mut missed = Vec::new();
+    for s in 0..remote.shards() {
+        if let Err(e) = remote.post_timeout(
+            ShardId(s),
+            ChatMsg::Rehash(next.clone()),
+            REHASH_POST_TIMEOUT,
+        ) {
+            missed.push((s, e.to_string()));
+        }
+    }
+    *current = next;
+    if missed.is_empty() {
+        info!(path = %source.path.display(), shards = remote.shards(), "rehashed configuration");
+    } else {
+        error!(
+            ?missed,
+            "rehash: some shards did not get the new configuration"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{casemap::NameKey, clock};
+use crate::{casemap::NameKey, clock, info::ServerInfo};
 
 mod request;
 
@@ -309,4 +309,7 @@ pub enum ChatMsg {
     Notice(Box<UserNotice>),
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),
+    /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed
+    /// configuration to use from now on.
+    Rehash(Arc<ServerInfo>),
 }

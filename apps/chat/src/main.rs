@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p shardline-chat                     # 127.0.0.1:6667, defaults
 //! cargo run --release -p shardline-chat -- --config chat.toml --shards 4 --io epoll
+//! kill -HUP <pid>                                           # reread chat.toml (rehash)
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -10,7 +11,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context as _;
 use clap::Parser;
 use shardline::{cli::ServerArgs, Server};
-use shardline_chat::Config;
+use shardline_chat::{Config, RehashSource};
 use tracing::info;
 
 /// An IRC server whose channels span shards (one pinned thread per shard).
@@ -32,6 +33,13 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process, and `Server::run` installs its
+    // handler (rehash) only once it starts: until then a SIGHUP is ignored (the
+    // configuration is being read anyway), so it never kills the server.
+    // SAFETY: sets a disposition to SIG_IGN, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
@@ -61,7 +69,14 @@ fn main() -> anyhow::Result<()> {
     }
     let name = config.server.name.clone();
     let admin = config.server.admin_listen;
-    let server = shardline_chat::build(builder, config).context("configuring server")?;
+    // SIGHUP rereads the same file (Server::run never lets SIGHUP kill the
+    // process; without a file it only logs that there is nothing to reload).
+    let source = args.config.clone().map(|path| RehashSource {
+        path,
+        admin_listen: args.admin,
+    });
+    let server =
+        shardline_chat::build_with_rehash(builder, config, source).context("configuring server")?;
     if args.server.print_plan_if_asked(&server)? {
         return Ok(());
     }

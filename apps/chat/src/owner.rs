@@ -12,13 +12,13 @@ mod channel;
 mod events;
 mod modes;
 
-use crate::shard::ChatShard;
+use crate::shard::{has_room, ChatShard, Outbox};
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
 };
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 use tracing::warn;
 
 use self::channel::Channel;
@@ -27,7 +27,6 @@ use crate::{
     casemap::{casefold, owner_of, NameKey},
     info::ServerInfo,
     mail::{ChatMsg, ClientRef, NoticeKind, Numeric, ReplyBody, Request, UserNotice},
-    outbox::Outbox,
     reply::code::*,
 };
 
@@ -104,12 +103,14 @@ impl Owner {
             return;
         };
         if matches!(body, ReplyBody::Busy) && self.refused.insert(from) {
-            let waiting: Vec<usize> = (0..ctx.shards()).map(|s| outbox.waiting(s)).collect();
+            let waiting: Vec<usize> = (0..ctx.shards())
+                .map(|s| outbox.pending(ShardId(s)))
+                .collect();
             warn!(shard = ctx.shard_id().0, client = ?from, ?waiting, "outbox full: refusing a client (Server busy)");
         }
-        outbox.send(
+        outbox.post(
             ctx,
-            from.shard,
+            ShardId(from.shard),
             ChatMsg::Reply {
                 to: from,
                 fanout,
@@ -172,7 +173,7 @@ impl Owner {
                     chan,
                     mask,
                 };
-                outbox.send(ctx, to, ChatMsg::Request { from, req });
+                outbox.post(ctx, ShardId(to), ChatMsg::Request { from, req });
                 (0, None)
             }
             Request::Whois { nick, viewer } => {
@@ -185,7 +186,7 @@ impl Owner {
                     nick,
                     viewer,
                 };
-                outbox.send(ctx, target.shard, ChatMsg::Request { from, req });
+                outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
                 (0, None)
             }
             Request::NickMsg {
@@ -196,7 +197,7 @@ impl Owner {
                 let Some(to) = self.holder(&target) else {
                     return reply(quiet_if(notice, vec![no_such_nick(&target)]));
                 };
-                if !outbox.has_room(to.shard) {
+                if !has_room(outbox, info, to.shard) {
                     return reply(ReplyBody::Busy);
                 }
                 out.stamp();
@@ -206,7 +207,7 @@ impl Owner {
                     ack: from,
                     notify_away: !notice,
                 };
-                outbox.send(ctx, to.shard, private);
+                outbox.post(ctx, ShardId(to.shard), private);
                 (1, Some(ReplyBody::Echo(out)))
             }
             Request::IpConnect { ip } => {

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -23,19 +23,39 @@ use crate::{
     info::ServerInfo,
     mail::{ChatMsg, ClientRef, NoticeKind, Outgoing, Request, UserNotice},
     message::MAX_LINE,
-    outbox::Outbox,
     reply::{line, write_numeric},
     stats::ShardStats,
     view::LocalChan,
 };
 
-/// Timer token of the end-of-turn ack flush; client timers use the client id,
-/// which starts at 1.
-const ACK_FLUSH: u64 = 0;
-/// Timer token that only wakes the loop during shutdown (ids never get here).
-const SHUTDOWN_NUDGE: u64 = u64::MAX;
-/// Set in the token of a client's flood-control timer (the rest is its id).
-const FLOOD_TIMER: u64 = 1 << 62;
+/// Messages that met a full mailbox, kept per destination in order until
+/// `on_mailbox_ready` (the framework's [`shardline::Outbox`]). The outbox itself
+/// is unbounded; the chat bounds what clients *start* with [`has_room`].
+pub(crate) type Outbox = shardline::Outbox<ChatMsg>;
+
+/// Whether new work — a client's request, an owner's fan-out — may go to shard
+/// `to`: fewer than `limits.outbox_capacity` messages wait for it. A refusal
+/// disconnects the client whose work it is ("Server busy"), so nothing is
+/// dropped silently. Consequences of work already accepted (replies, acks,
+/// membership changes, quit notices) are always queued: each accepted request
+/// produces a bounded number of them, so the outbox stays bounded by roughly
+/// `outbox_capacity × shards` even then.
+pub(crate) fn has_room(outbox: &Outbox, info: &ServerInfo, to: usize) -> bool {
+    outbox.pending(ShardId(to)) < info.config.limits.outbox_capacity
+}
+
+/// What a shard's timers carry (the framework's `type Timer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatTimer {
+    /// The end-of-turn ack flush ([`ChatShard::ack`]).
+    AckFlush,
+    /// Only wakes the loop during shutdown.
+    ShutdownNudge,
+    /// Client `id`'s registration or ping timer (`Client::timer`).
+    Client(u64),
+    /// Client `id`'s flood-control wait (`Client::flood_timer`).
+    Flood(u64),
+}
 
 /// One shard of the chat server (the [`Handler`]).
 #[derive(Debug)]
@@ -43,8 +63,11 @@ pub struct ChatShard {
     pub(crate) info: Arc<ServerInfo>,
     pub(crate) me: usize,
     pub(crate) shards: usize,
+    /// This shard's clients by id. A connection's own events find its client
+    /// through its `type Conn` (the id); this map is how everything else does:
+    /// mail from other shards addresses clients by [`ClientRef`] id (never
+    /// reused, so a stale one misses), and channels list members by id.
     pub(crate) clients: HashMap<u64, Client>,
-    by_conn: HashMap<ConnId, u64>,
     next_id: u64,
     /// Channel key -> this shard's clients in it: the fan-out index, with the
     /// channel's local view.
@@ -72,11 +95,10 @@ impl ChatShard {
             me: id.0,
             shards: 1,
             clients: HashMap::new(),
-            by_conn: HashMap::new(),
             next_id: 1,
             local: HashMap::new(),
             owner: Default::default(),
-            outbox: Outbox::new(1, 1),
+            outbox: Outbox::new(),
             acks: vec![Vec::new()],
             acks_armed: false,
             shutting_down: false,
@@ -127,8 +149,8 @@ impl ChatShard {
             self.stats.registrations.add(1);
             self.stats.users.add(1);
         }
-        if !self.outbox.has_room(to) {
-            let waiting = self.outbox.waiting(to);
+        if !has_room(&self.outbox, &self.info, to) {
+            let waiting = self.outbox.pending(ShardId(to));
             warn!(
                 shard = self.me,
                 client = id,
@@ -144,7 +166,8 @@ impl ChatShard {
         };
         c.unreplied += 1;
         let from = self.me_ref(id);
-        self.outbox.send(ctx, to, ChatMsg::Request { from, req });
+        self.outbox
+            .post(ctx, ShardId(to), ChatMsg::Request { from, req });
         true
     }
 
@@ -168,7 +191,7 @@ impl ChatShard {
             if flood_on && !c.oper {
                 if let Some(wait) = c.penalty.wait(Instant::now(), max_lag) {
                     // Fake lag: the rest of its input waits until it is due.
-                    c.flood_timer = Some(ctx.set_timer(wait, id | FLOOD_TIMER));
+                    c.flood_timer = Some(ctx.set_timer(wait, ChatTimer::Flood(id)));
                     break;
                 }
             }
@@ -297,14 +320,14 @@ impl ChatShard {
             let to = owner_of(&c.ip.to_string(), self.shards);
             let req = Request::IpDisconnect { ip: c.ip };
             self.outbox
-                .send(ctx, to, ChatMsg::Request { from: who, req });
+                .post(ctx, ShardId(to), ChatMsg::Request { from: who, req });
         }
         if let Some(nick) = &c.nick {
             let key: NameKey = casefold(nick).into();
             let to = owner_of(nick, self.shards);
             let req = Request::ReleaseNick { key };
             self.outbox
-                .send(ctx, to, ChatMsg::Request { from: who, req });
+                .post(ctx, ShardId(to), ChatMsg::Request { from: who, req });
         }
         // Owners that refused it wait for this notice to forget it.
         if c.registered && (!c.channels.is_empty() || c.refused) {
@@ -318,7 +341,8 @@ impl ChatShard {
                     chans: c.channels.clone(),
                     kind: NoticeKind::Quit,
                 };
-                self.outbox.send(ctx, s, ChatMsg::Notice(Box::new(notice)));
+                self.outbox
+                    .post(ctx, ShardId(s), ChatMsg::Notice(Box::new(notice)));
             }
         }
     }
@@ -355,7 +379,7 @@ impl ChatShard {
             self.acks_armed = true;
             // A zero timer fires after this turn's mail is drained: one Acks message
             // per shard per turn instead of one per delivery.
-            ctx.set_timer(Duration::ZERO, ACK_FLUSH);
+            ctx.set_timer(Duration::ZERO, ChatTimer::AckFlush);
         }
     }
 
@@ -368,7 +392,7 @@ impl ChatShard {
             if s == self.me {
                 self.apply_acks(ctx, list);
             } else {
-                self.outbox.send(ctx, s, ChatMsg::Acks(list));
+                self.outbox.post(ctx, ShardId(s), ChatMsg::Acks(list));
             }
         }
     }
@@ -380,6 +404,13 @@ impl ChatShard {
                 self.settle(ctx, id);
             }
         }
+    }
+
+    /// Swaps in a rehashed configuration (from the SIGHUP hook): what this shard
+    /// does next uses it.
+    fn rehash(&mut self, info: Arc<ServerInfo>) {
+        info!(shard = self.me, "configuration rehashed");
+        self.info = info;
     }
 
     fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, id: u64) {
@@ -402,11 +433,11 @@ impl ChatShard {
             self.begin_quit(ctx, id, reason);
         } else if idle >= interval {
             c.ping_sent = true;
-            c.timer = Some(ctx.set_timer(timeout, id));
+            c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
             let ping = format!("PING :{}\r\n", self.info.name());
             let _ = ctx.send(c.conn, ping.as_bytes());
         } else {
-            c.timer = Some(ctx.set_timer(interval - idle, id));
+            c.timer = Some(ctx.set_timer(interval - idle, ChatTimer::Client(id)));
         }
     }
 }
@@ -425,13 +456,13 @@ fn close_reason_text(reason: &CloseReason) -> String {
 
 impl Handler for ChatShard {
     type Msg = ChatMsg;
-    type Timer = u64;
-    type Conn = ();
+    type Timer = ChatTimer;
+    /// The client's id: its key in `clients`.
+    type Conn = u64;
     type Listener = ();
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         self.shards = ctx.shards();
-        self.outbox = Outbox::new(self.shards, self.info.config.limits.outbox_capacity);
         self.acks = vec![Vec::new(); self.shards];
         info!(shard = self.me, shards = self.shards, "chat shard ready");
     }
@@ -442,7 +473,7 @@ impl Handler for ChatShard {
         conn: ConnId,
         _listener: shardline::Listener<'_, Self::Listener>,
         peer: SocketAddr,
-    ) {
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let mut host = peer.ip().to_string();
@@ -450,9 +481,9 @@ impl Handler for ChatShard {
             host.insert(0, '0');
         }
         let mut c = Client::new(conn, peer.ip(), host);
-        c.timer = Some(ctx.set_timer(self.info.config.limits.registration_timeout(), id));
+        let timeout = self.info.config.limits.registration_timeout();
+        c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
         self.clients.insert(id, c);
-        self.by_conn.insert(conn, id);
         self.stats.clients.set(self.clients.len() as u64);
         if self.info.config.limits.max_connections_per_ip > 0 {
             // Counted at the address's owner shard, since accepting spreads one
@@ -464,18 +495,17 @@ impl Handler for ChatShard {
                 }
             }
         }
+        id
     }
 
     fn on_data(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
-        conn: ConnId,
-        _state: &mut Self::Conn,
+        _conn: ConnId,
+        id: &mut u64,
         data: &[u8],
     ) -> usize {
-        let Some(&id) = self.by_conn.get(&conn) else {
-            return data.len();
-        };
+        let id = *id;
         let Some(c) = self.clients.get_mut(&id) else {
             return data.len();
         };
@@ -492,13 +522,10 @@ impl Handler for ChatShard {
     fn on_close(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
-        conn: ConnId,
-        _state: Self::Conn,
+        _conn: ConnId,
+        id: u64,
         reason: &CloseReason,
     ) {
-        let Some(id) = self.by_conn.remove(&conn) else {
-            return;
-        };
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -510,30 +537,53 @@ impl Handler for ChatShard {
         self.begin_quit(ctx, id, close_reason_text(reason));
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, token: u64) {
-        if token == ACK_FLUSH {
-            self.acks_armed = false;
-            self.flush_acks(ctx);
-        } else if token == SHUTDOWN_NUDGE {
-        } else if token & FLOOD_TIMER != 0 {
-            let id = token & !FLOOD_TIMER;
-            if let Some(c) = self
-                .clients
-                .get_mut(&id)
-                .filter(|c| c.flood_timer == Some(timer))
-            {
-                c.flood_timer = None;
-                self.pump(ctx, id);
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, payload: ChatTimer) {
+        match payload {
+            ChatTimer::AckFlush => {
+                self.acks_armed = false;
+                self.flush_acks(ctx);
             }
-        } else {
-            self.client_timer(ctx, timer, token);
+            ChatTimer::ShutdownNudge => {}
+            ChatTimer::Flood(id) => {
+                if let Some(c) = self
+                    .clients
+                    .get_mut(&id)
+                    .filter(|c| c.flood_timer == Some(timer))
+                {
+                    c.flood_timer = None;
+                    self.pump(ctx, id);
+                }
+            }
+            ChatTimer::Client(id) => self.client_timer(ctx, timer, id),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatShard>, from: shardline::Origin, msg: ChatMsg) {
-        if let shardline::Origin::Shard(from) = from {
-            self.count_mail(from.0, &msg);
-        }
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ChatShard>, from: Origin, msg: ChatMsg) {
+        let msg = match (from, msg) {
+            (Origin::Remote, ChatMsg::Rehash(info)) => {
+                self.rehash(info);
+                return;
+            }
+            (Origin::Remote, _) => {
+                warn!(
+                    shard = self.me,
+                    "ignoring chat mail from outside the shards"
+                );
+                return;
+            }
+            (Origin::Shard(s), ChatMsg::Rehash(_)) => {
+                warn!(
+                    shard = self.me,
+                    from = s.0,
+                    "ignoring a rehash posted by a shard"
+                );
+                return;
+            }
+            (Origin::Shard(s), msg) => {
+                self.count_mail(s.0, &msg);
+                msg
+            }
+        };
         // Once shutting down every connection is closing and takes no more output,
         // and nobody waits for replies or acks: answering would only keep other
         // shards' loops busy while they try to stop.
@@ -545,12 +595,12 @@ impl Handler for ChatShard {
             // Workaround: the shard loop only stops on a turn that took no mail,
             // and after a turn that did it sleeps until the next timer — without
             // this nudge, until the shutdown deadline.
-            ctx.set_timer(Duration::from_millis(1), SHUTDOWN_NUDGE);
+            ctx.set_timer(Duration::from_millis(1), ChatTimer::ShutdownNudge);
         }
     }
 
     fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: ShardId) {
-        self.outbox.drain(ctx, to.0);
+        self.outbox.flush(ctx, to);
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ChatShard>) {

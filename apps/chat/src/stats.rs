@@ -25,8 +25,8 @@ const MAIL_KINDS: [&str; 7] = [
     "request", "reply", "channel", "private", "notify", "notice", "acks",
 ];
 
-fn mail_kind(msg: &ChatMsg) -> usize {
-    match msg {
+fn mail_kind(msg: &ChatMsg) -> Option<usize> {
+    Some(match msg {
         ChatMsg::Request { .. } => 0,
         ChatMsg::Reply { .. } => 1,
         ChatMsg::Chan(_) => 2,
@@ -34,7 +34,9 @@ fn mail_kind(msg: &ChatMsg) -> usize {
         ChatMsg::Notify { .. } => 4,
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
-    }
+        // Comes from the SIGHUP hook, not from a shard.
+        ChatMsg::Rehash(_) => return None,
+    })
 }
 
 /// One shard's counters; only that shard writes them.
@@ -140,8 +142,8 @@ impl ChatShard {
     /// Counts mail from shard `from` (deliveries are counted where they are queued,
     /// in `deliver.rs`).
     pub(crate) fn count_mail(&self, from: usize, msg: &ChatMsg) {
-        if from != self.me {
-            self.stats.mail_received[mail_kind(msg)].add(1);
+        if let Some(kind) = mail_kind(msg).filter(|_| from != self.me) {
+            self.stats.mail_received[kind].add(1);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
 //! LUSERS, MOTD), PING and QUIT.
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 
 use super::Flow;
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     info::VERSION,
     mail::{Caps, ChatMsg, Outgoing, Request},
     reply::{code::*, line, truncate, write_line},
-    shard::ChatShard,
+    shard::{ChatShard, ChatTimer},
 };
 
 impl ChatShard {
@@ -154,7 +154,8 @@ impl ChatShard {
                     // Not counted: the client is going; nobody waits on it.
                     let from = self.me_ref(id);
                     let req = Request::ReleaseNick { key: old_key };
-                    self.outbox.send(ctx, to, ChatMsg::Request { from, req });
+                    self.outbox
+                        .post(ctx, ShardId(to), ChatMsg::Request { from, req });
                 } else {
                     self.request(ctx, id, to, Request::ReleaseNick { key: old_key });
                 }
@@ -233,7 +234,7 @@ impl ChatShard {
         if let Some(t) = c.timer.take() {
             ctx.cancel_timer(t);
         }
-        c.timer = Some(ctx.set_timer(interval, id));
+        c.timer = Some(ctx.set_timer(interval, ChatTimer::Client(id)));
         let mask = c.mask.clone();
         let info = self.info.clone();
         let server = info.name();

@@ -1,13 +1,13 @@
 //! A channel as its owner holds it: members (with their prefixes), modes, bans,
 //! invitations and topic, and the numerics that describe them.
 
-use crate::shard::ChatShard;
+use crate::shard::{has_room, ChatShard, Outbox};
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
 };
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 
 use crate::{
     casemap::{casefold, NameKey},
@@ -16,7 +16,6 @@ use crate::{
     mail::{ChanDelivery, ChatMsg, ClientRef, Membership, Numeric, Outgoing, ViewUpdate},
     mask::matches_folded,
     message::MAX_BODY,
-    outbox::Outbox,
     reply::code::*,
 };
 
@@ -132,10 +131,10 @@ impl Channel {
     }
 
     /// Whether every shard with members (and `extra`) can take one more message.
-    pub fn room(&self, outbox: &Outbox, extra: Option<usize>) -> bool {
+    pub fn room(&self, outbox: &Outbox, info: &ServerInfo, extra: Option<usize>) -> bool {
         self.member_shards()
             .chain(extra)
-            .all(|s| outbox.has_room(s))
+            .all(|s| has_room(outbox, info, s))
     }
 
     pub fn add(&mut self, who: ClientRef, member: Member) {
@@ -213,7 +212,7 @@ impl Channel {
                 view: d.view.clone(),
                 ..d
             };
-            outbox.send(ctx, s, ChatMsg::Chan(Box::new(copy)));
+            outbox.post(ctx, ShardId(s), ChatMsg::Chan(Box::new(copy)));
             n += 1;
         }
         n

@@ -1,10 +1,10 @@
 //! Channel requests on the channel's owner: JOIN, PART, TOPIC, NAMES, KICK,
 //! INVITE, PRIVMSG/NOTICE and LIST. MODE is in `modes.rs`.
 
-use crate::shard::ChatShard;
+use crate::shard::{has_room, ChatShard, Outbox};
 use std::sync::Arc;
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 
 use super::{
     channel::{delivery, end_of_names, Channel, Member, Topic},
@@ -16,7 +16,6 @@ use crate::{
     info::ServerInfo,
     mail::{ChatMsg, ClientRef, Membership, Numeric, Outgoing, ReplyBody, Request},
     mask::matches_folded,
-    outbox::Outbox,
     reply::{code::*, line, truncate},
 };
 
@@ -69,7 +68,7 @@ impl Owner {
                     let e = Numeric::new(code, [ch.name.as_str(), text]);
                     return reply(ReplyBody::Joined(vec![e]));
                 }
-                if !ch.room(outbox, Some(from.shard)) {
+                if !ch.room(outbox, info, Some(from.shard)) {
                     if fresh {
                         self.chans.remove(&ckey);
                     }
@@ -103,7 +102,7 @@ impl Owner {
                 if !ch.members.contains_key(&from) {
                     return not_on_channel(&ch.name);
                 }
-                if !ch.room(outbox, None) {
+                if !ch.room(outbox, info, None) {
                     return reply(ReplyBody::Busy);
                 }
                 let params: &[&str] = if reason.is_empty() {
@@ -144,7 +143,7 @@ impl Owner {
                         nicks: vec![target],
                     });
                 };
-                if !ch.room(outbox, None) {
+                if !ch.room(outbox, info, None) {
                     return reply(ReplyBody::Busy);
                 }
                 let nick = ch.members.get(&victim).map_or(target, |m| m.nick.clone());
@@ -180,7 +179,7 @@ impl Owner {
                 if ch.modes.invite_only && !inviter.op {
                     return numerics(vec![not_op(&ch.name)]);
                 }
-                if !outbox.has_room(target.shard) {
+                if !has_room(outbox, info, target.shard) {
                     return reply(ReplyBody::Busy);
                 }
                 ch.invite(target);
@@ -192,7 +191,7 @@ impl Owner {
                     ack: from,
                     notify_away: true,
                 };
-                outbox.send(ctx, target.shard, private);
+                outbox.post(ctx, ShardId(target.shard), private);
                 let done = Numeric::new(RPL_INVITING, [nick, ch.name.clone()]);
                 (1, Some(ReplyBody::Numerics(vec![done])))
             }
@@ -215,7 +214,7 @@ impl Owner {
                 if ch.modes.topic_lock && !member.op {
                     return numerics(vec![not_op(&ch.name)]);
                 }
-                if !ch.room(outbox, None) {
+                if !ch.room(outbox, info, None) {
                     return reply(ReplyBody::Busy);
                 }
                 let text = truncate(&text, info.config.limits.topiclen).to_string();
@@ -259,7 +258,7 @@ impl Owner {
                     );
                     return reply(quiet_if(notice, vec![e]));
                 }
-                if !ch.room(outbox, None) {
+                if !ch.room(outbox, info, None) {
                     return reply(ReplyBody::Busy);
                 }
                 out.stamp();

@@ -5,7 +5,7 @@
 //! every member as one MODE line, ordered with the channel's other events, and
 //! carries the view update (`+s`, prefixes) the members' shards keep.
 
-use crate::shard::ChatShard;
+use crate::shard::{ChatShard, Outbox};
 use std::sync::Arc;
 
 use shardline::Ctx;
@@ -21,7 +21,6 @@ use crate::{
     info::ServerInfo,
     mail::{ClientRef, Membership, ModeChange, Numeric, Outgoing, ReplyBody, ViewUpdate},
     mask::normalize_ban,
-    outbox::Outbox,
     reply::{code::*, line},
 };
 
@@ -94,7 +93,7 @@ impl Owner {
     pub(super) fn mode(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
-        _info: &ServerInfo,
+        info: &ServerInfo,
         outbox: &mut Outbox,
         from: ClientRef,
         chan: &str,
@@ -113,7 +112,7 @@ impl Owner {
             ]);
         }
         let is_op = member.is_some_and(|m| m.op);
-        if is_op && !ch.room(outbox, None) {
+        if is_op && !ch.room(outbox, info, None) {
             return reply(ReplyBody::Busy);
         }
         let name = ch.name.clone();

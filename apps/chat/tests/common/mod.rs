@@ -330,6 +330,13 @@ impl Client {
         }
     }
 
+    /// A client of a server at `addr` that this test did not start in-process
+    /// (the binary): which shard took it is not known (`shard` is 0).
+    pub fn connect_to(addr: SocketAddr, label: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        Client::new(stream, 0, label.to_string())
+    }
+
     /// A second handle on the socket, for writing from another thread.
     pub fn try_clone_stream(&self) -> TcpStream {
         self.stream.try_clone().expect("clone socket")

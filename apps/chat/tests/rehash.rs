@@ -1,0 +1,364 @@
+//! SIGHUP on the `shardline-chat` binary: the configuration file is read again;
+//! a valid one takes effect (new MOTD for the next client) while every client
+//! stays connected, an invalid one is refused with a log line and changes
+//! nothing. On both backends.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Client, WAIT};
+
+const SHARDS: usize = 2;
+
+/// The running binary; killed if the test fails before it stops it.
+struct Chat {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    label: String,
+}
+
+impl Chat {
+    fn start(io: &str, config: &Path) -> Chat {
+        // A port nobody uses right now (the binary binds it with SO_REUSEPORT,
+        // once per shard).
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args(["--listen", &addr.to_string()])
+            .args(["--io", io, "--shards", &SHARDS.to_string(), "--no-pin"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shardline-chat");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let chat = Chat {
+            child,
+            addr,
+            log,
+            label: format!("--io {io}"),
+        };
+        chat.wait_log("chat shard ready", SHARDS);
+        chat
+    }
+
+    /// Waits until `n` log lines contain `text`; returns them all.
+    fn wait_log(&self, text: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.iter().filter(|l| l.contains(text)).count() >= n {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: waited for {n} log lines with {text:?}; log:\n{}",
+                self.label,
+                log.join("\n")
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn count_log(&self, text: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(text)).count()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    fn assert_running(&mut self) {
+        let status = self.child.try_wait().expect("try_wait");
+        assert!(
+            status.is_none(),
+            "{}: exited ({status:?}); log:\n{}",
+            self.label,
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    /// A new client, registered as `nick`; returns its MOTD lines (372 texts).
+    fn motd_of_new_client(&self, nick: &str) -> (Client, Vec<String>) {
+        let mut c = Client::connect_to(self.addr, &self.label);
+        c.nick = nick.to_string();
+        c.send(&format!("NICK {nick}"));
+        c.send(&format!("USER {nick} 0 * :Test {nick}"));
+        let (_, lines) = c.until("end of MOTD", |l| l.is("376") || l.is("422"));
+        let motd = lines
+            .iter()
+            .filter(|l| l.is("372"))
+            .map(|l| l.last().to_string())
+            .collect();
+        (c, motd)
+    }
+
+    /// Like `motd_of_new_client`, for a server that may not listen yet.
+    fn motd_of_new_client_retrying(&self, nick: &str) -> (Client, Vec<String>) {
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "{}: never listened", self.label);
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.motd_of_new_client(nick)
+    }
+
+    fn stop(mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(status.success(), "{}: exit status {status}", self.label);
+                return;
+            }
+            assert!(Instant::now() < deadline, "{}: did not stop", self.label);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(motd: &str) -> String {
+    format!("[server]\nname = \"irc.rehash.test\"\nmotd = \"{motd}\"\n\n[flood]\nenabled = false\n")
+}
+
+fn temp_config(io: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chat-rehash-{}-{io}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("chat.toml")
+}
+
+/// Writes `text` to `path` atomically (a rename), as an editor or a deploy would.
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+fn rehash_on(io: &str) {
+    let path = temp_config(io);
+    write_config(&path, &config_text("old motd"));
+    let mut chat = Chat::start(io, &path);
+
+    let (mut first, motd) = chat.motd_of_new_client("first");
+    assert_eq!(motd, ["- old motd"], "{}", chat.label);
+    first.send("JOIN #stay");
+    first.expect("366");
+
+    // A valid new file: every shard swaps it in, nobody is disconnected.
+    write_config(&path, &config_text("new motd\\nsecond line"));
+    let before = chat.count_log("configuration rehashed");
+    chat.signal("-HUP");
+    chat.wait_log("rehashed configuration", 1);
+    chat.wait_log("configuration rehashed", before + SHARDS);
+    chat.assert_running();
+
+    // The first client is still there and served.
+    first.sync();
+    first.send("MOTD");
+    let (_, lines) = first.until_command("376");
+    let shown: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.is("372"))
+        .map(|l| l.last())
+        .collect();
+    assert_eq!(shown, ["- new motd", "- second line"], "{}", chat.label);
+    // New clients (on whichever shard) get the new MOTD and reach the first one.
+    for i in 0..2 * SHARDS {
+        let nick = format!("new{i}");
+        let (mut c, motd) = chat.motd_of_new_client(&nick);
+        assert_eq!(
+            motd,
+            ["- new motd", "- second line"],
+            "{}: {nick}",
+            chat.label
+        );
+        c.send("PRIVMSG first :hello after rehash");
+        let (l, _) = first.until("PRIVMSG", |l| l.is("PRIVMSG"));
+        assert_eq!(l.nick(), Some(nick.as_str()), "{}", chat.label);
+        assert_eq!(l.last(), "hello after rehash", "{}", chat.label);
+    }
+
+    // An invalid file is refused: nothing changes, the server goes on.
+    write_config(&path, "[server]\nname = \"no dot\"\nmotd = \"bad motd\"\n");
+    let applied = chat.count_log("configuration rehashed");
+    chat.signal("-HUP");
+    let log = chat.wait_log("rehash refused", 1);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("rehash refused") && l.contains("server.name")),
+        "{}: the refusal names the problem:\n{}",
+        chat.label,
+        log.join("\n")
+    );
+    // And a file that is not TOML at all.
+    write_config(&path, "this is [not toml\n");
+    chat.signal("-HUP");
+    chat.wait_log("rehash refused", 2);
+    chat.assert_running();
+    first.sync();
+    let (_, motd) = chat.motd_of_new_client("later");
+    assert_eq!(motd, ["- new motd", "- second line"], "{}", chat.label);
+    assert_eq!(
+        chat.count_log("configuration rehashed"),
+        applied,
+        "{}: a refused file reached a shard",
+        chat.label
+    );
+    first.send("MOTD");
+    let (_, lines) = first.until_command("376");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.is("372"))
+            .all(|l| l.last() != "- bad motd"),
+        "{}",
+        chat.label
+    );
+
+    chat.stop();
+    let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
+}
+
+#[test]
+fn sighup_rehashes_on_uring() {
+    rehash_on("uring");
+}
+
+#[test]
+fn sighup_rehashes_on_epoll() {
+    rehash_on("epoll");
+}
+
+/// Whether process `pid` ignores or catches SIGHUP (`/proc/PID/status`).
+fn sighup_ignored_or_caught(pid: libc::pid_t) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGHUP - 1);
+    status.lines().any(|l| {
+        ["SigIgn:", "SigCgt:"].iter().any(|k| {
+            l.strip_prefix(k)
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .is_some_and(|mask| mask & bit != 0)
+        })
+    })
+}
+
+#[test]
+fn sighup_during_startup_is_harmless() {
+    let path = temp_config("startup");
+    write_config(&path, &config_text("startup motd"));
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardline-chat");
+    let mut chat = Chat {
+        child,
+        addr,
+        log: Arc::default(),
+        label: "startup".into(),
+    };
+    // Before `main` runs (the dynamic loader) SIGHUP has its default action,
+    // which nothing in the binary can change; from its first statement on it is
+    // ignored, then handled by Server::run. Signal from that moment, through the
+    // configuration load and the shards' start.
+    let pid = chat.child.id() as libc::pid_t;
+    let wait = Instant::now() + WAIT;
+    while !sighup_ignored_or_caught(pid) {
+        assert!(Instant::now() < wait, "SIGHUP never ignored nor caught");
+        thread::sleep(Duration::from_micros(200));
+    }
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        // SAFETY: kill(2) on our own child, which is not reaped before `stop`.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        thread::sleep(Duration::from_millis(1));
+    }
+    chat.assert_running();
+    let (mut c, motd) = chat.motd_of_new_client_retrying("early");
+    assert_eq!(motd, ["- startup motd"]);
+    c.sync();
+    chat.assert_running();
+    chat.stop();
+    let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
+}
+
+#[test]
+fn sighup_without_a_config_file_is_harmless() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shardline-chat");
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let out = child.stdout.take().expect("stdout");
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let mut chat = Chat {
+        child,
+        addr,
+        log,
+        label: "no config".into(),
+    };
+    chat.wait_log("chat shard ready", 1);
+    chat.signal("-HUP");
+    chat.wait_log("nothing to reload", 1);
+    chat.assert_running();
+    let (mut c, _) = chat.motd_of_new_client("alice");
+    c.sync();
+    chat.stop();
+}
