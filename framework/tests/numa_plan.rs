@@ -201,7 +201,7 @@ fn more_shards_than_pus_is_an_error_unless_oversubscribed() {
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.contains("--shards 2"), "{message}");
+    assert!(message.contains("run 2 shards or fewer"), "{message}");
     assert!(message.contains("oversubscription"), "{message}");
 
     let over = Plan::new(
