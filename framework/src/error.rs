@@ -4,6 +4,7 @@ use std::io;
 
 /// Errors from building, starting or running a [`Server`](crate::Server).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration cannot work; the message says which setting and why.
     #[error("invalid configuration: {0}")]
@@ -57,6 +58,7 @@ pub enum Error {
 
 /// Why [`Ctx::send`](crate::Ctx::send) refused bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The connection id is stale or was never valid on this shard.
     #[error("no such connection on this shard")]

@@ -13,56 +13,12 @@ use std::{fmt, io, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use slab::Slab;
 
+pub use crate::types::{ConnId, ListenerId, ShardId};
 use crate::{
     error::SendError,
     metrics::ShardMetrics,
     shard::{core::Core, mailbox::Full, relay::SpliceError, Mail},
 };
-
-/// Index of a shard, `0..shards`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShardId(pub usize);
-
-impl fmt::Display for ShardId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A connection on one shard. Ids are generation-checked: an id kept after its
-/// connection closed is rejected (`SendError::UnknownConn`), never aliased to a newer
-/// connection in the same slot. Only meaningful on the shard that issued it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
-}
-
-impl ConnId {
-    /// Generations are 24 bits so that (index, generation, op) fits an io_uring
-    /// `user_data`.
-    pub(crate) const GENERATION_MASK: u32 = 0x00ff_ffff;
-
-    /// Packs the id into 56 bits (index in the low 32, generation above): a
-    /// compact key.
-    pub fn to_bits(self) -> u64 {
-        u64::from(self.index) | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
-    }
-
-    /// Inverse of [`ConnId::to_bits`] (ignores bits 56..64).
-    pub fn from_bits(bits: u64) -> ConnId {
-        ConnId {
-            index: bits as u32,
-            generation: ((bits >> 32) as u32) & Self::GENERATION_MASK,
-        }
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}.{}", self.index, self.generation)
-    }
-}
 
 /// A timer set with [`Ctx::set_timer`] or [`Ctx::set_interval`]; pass it to
 /// [`Ctx::cancel_timer`]. Generation-checked: a kept id of a timer that fired or
@@ -127,10 +83,6 @@ impl<L> Clone for Listener<'_, L> {
     }
 }
 impl<L> Copy for Listener<'_, L> {}
-
-/// A listener's position in the order the builder was given them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenerId(pub usize);
 
 /// Who posted a message handed to [`Handler::on_message`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

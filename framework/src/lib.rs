@@ -50,6 +50,7 @@ pub mod numa;
 mod outbox;
 mod server;
 mod shard;
+mod types;
 
 pub use accept::{AcceptMode, Balance};
 pub use admin::{AdminConfig, AdminServer};

@@ -1,12 +1,7 @@
 //! The accepting side of one shard: which listeners it watches, and when it stops
 //! watching them (connection cap reached, out of fds, shutting down).
 
-use std::{
-    io,
-    os::fd::AsRawFd,
-    sync::Arc,
-    time::Instant,
-};
+use std::{io, os::fd::AsRawFd, sync::Arc, time::Instant};
 
 use socket2::Socket;
 use tracing::warn;

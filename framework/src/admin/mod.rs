@@ -139,6 +139,7 @@ impl AdminConfig {
 
     /// How long a client has to send its request head, and again to take its
     /// response, before the connection is closed (408 for the head). Default 5 s.
+    #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -148,6 +149,7 @@ impl AdminConfig {
     /// connection is still accepted: the oldest connection that has not sent a
     /// complete request is closed (with a 503) to make room, or, if all have,
     /// the oldest still being answered. Default 256.
+    #[must_use]
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self

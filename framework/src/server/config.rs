@@ -2,6 +2,8 @@
 
 use std::{any::Any, fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
+pub use crate::types::{Backend, Limits};
+
 use super::Server;
 use crate::{
     accept::AcceptMode,
@@ -46,54 +48,6 @@ impl fmt::Display for Io {
             Io::Uring => "uring",
             Io::Epoll => "epoll",
         })
-    }
-}
-
-/// The backend a shard actually runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// io_uring.
-    Uring,
-    /// epoll (through mio).
-    Epoll,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Uring => "io_uring",
-            Backend::Epoll => "epoll",
-        })
-    }
-}
-
-/// Per-connection limits. Every buffer a peer can make the server hold is bounded by
-/// one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Queued outbound bytes at which `on_backpressure` is called.
-    pub send_high_water: usize,
-    /// Queued outbound bytes under which `on_drained` follows a backpressure notice.
-    pub send_low_water: usize,
-    /// Queued outbound bytes past which the connection is closed with
-    /// `CloseReason::SendQueueFull`.
-    pub send_hard_limit: usize,
-    /// Unconsumed input a handler may leave before the connection is closed with
-    /// `CloseReason::InputBufferFull`.
-    pub max_input: usize,
-    /// How long a closing connection may take to flush and see the peer's EOF.
-    pub close_linger: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            send_high_water: 1 << 20,
-            send_low_water: 256 << 10,
-            send_hard_limit: 16 << 20,
-            max_input: 1 << 20,
-            close_linger: Duration::from_secs(5),
-        }
     }
 }
 
@@ -176,12 +130,14 @@ impl Default for ServerBuilder {
 
 impl ServerBuilder {
     /// Number of shards (threads). Default: one per CPU this process may run on.
+    #[must_use]
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
         self
     }
 
     /// I/O backend. Default [`Io::Auto`].
+    #[must_use]
     pub fn io(mut self, io: Io) -> Self {
         self.io = io;
         self
@@ -191,6 +147,7 @@ impl ServerBuilder {
     /// SO_REUSEPORT socket). Port 0 picks one free port shared by all shards. Its
     /// value, given to `on_accept`, is `()`: for handlers whose
     /// [`Listener`](crate::Handler::Listener) type is `()`.
+    #[must_use]
     pub fn listen(self, addr: SocketAddr) -> Self {
         self.listen_with(addr, ())
     }
@@ -200,6 +157,7 @@ impl ServerBuilder {
     /// connection it takes (what kind of listener it is, its routes, …). The
     /// value's type must be the handler's [`Listener`](crate::Handler::Listener)
     /// type; [`build`](ServerBuilder::build) checks it.
+    #[must_use]
     pub fn listen_with<L: Send + Sync + 'static>(mut self, addr: SocketAddr, value: L) -> Self {
         self.listen.push(addr);
         self.listener_values.push(ListenerValue {
@@ -210,12 +168,14 @@ impl ServerBuilder {
     }
 
     /// TCP_NODELAY on accepted and connected sockets. Default on.
+    #[must_use]
     pub fn tcp_nodelay(mut self, on: bool) -> Self {
         self.tcp_nodelay = on;
         self
     }
 
     /// Per-connection limits.
+    #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -223,6 +183,7 @@ impl ServerBuilder {
 
     /// How long shutdown waits for outbound queues to flush before closing anyway.
     /// Default 10 s.
+    #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -230,12 +191,14 @@ impl ServerBuilder {
 
     /// Pin each shard to its own CPU (default on). Off is for tests that run more
     /// shards than CPUs and for embedding beside other busy threads.
+    #[must_use]
     pub fn pin(mut self, on: bool) -> Self {
         self.pin = on;
         self
     }
 
     /// Listen backlog per listener. Default 1024 (the kernel caps it at somaxconn).
+    #[must_use]
     pub fn backlog(mut self, backlog: i32) -> Self {
         self.backlog = backlog;
         self
@@ -243,12 +206,14 @@ impl ServerBuilder {
 
     /// Size of one read buffer: io_uring's provided buffers and epoll's scratch
     /// buffer. Default 16 KiB.
+    #[must_use]
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buf_size = bytes;
         self
     }
 
     /// Number of io_uring provided read buffers per shard (a power of two). Default 512.
+    #[must_use]
     pub fn uring_buffers(mut self, count: u16) -> Self {
         self.uring_buf_count = count;
         self
@@ -258,6 +223,7 @@ impl ServerBuilder {
     /// (epoll), and per arm of its multishot receive (io_uring) — so also the most
     /// a paused connection takes in before reading stops. Default 64 KiB. Zero
     /// makes io_uring use one-shot receives (one buffer per arm).
+    #[must_use]
     pub fn read_budget(mut self, bytes: usize) -> Self {
         self.read_budget = bytes;
         self
@@ -269,6 +235,7 @@ impl ServerBuilder {
     /// the connection is closing or half-closing), so many small messages to the
     /// same connections — a chat server's fan-out — go out in fewer, larger writes:
     /// less CPU per message for up to `delay` more latency.
+    #[must_use]
     pub fn flush_delay(mut self, delay: Duration) -> Self {
         self.flush_delay = delay;
         self
@@ -278,6 +245,7 @@ impl ServerBuilder {
     /// relays (each costs two fds; an idle one is kept for reuse). When they are
     /// all in use `splice_into` fails with `SpliceError::NoPipe` and the handler
     /// keeps copying. Zero turns relaying off. Default 256.
+    #[must_use]
     pub fn splice_pipes(mut self, pipes: usize) -> Self {
         self.splice_pipes = pipes;
         self
@@ -286,12 +254,14 @@ impl ServerBuilder {
     /// Capacity asked for each relay pipe (F_SETPIPE_SZ, rounded up by the kernel
     /// to a power-of-two number of pages, capped by `/proc/sys/fs/pipe-max-size`);
     /// it bounds what one relay holds. Zero (the default) keeps the kernel's 64 KiB.
+    #[must_use]
     pub fn splice_pipe_size(mut self, bytes: usize) -> Self {
         self.pipe_size = bytes;
         self
     }
 
     /// How connections reach shards. Default [`AcceptMode::ReusePort`].
+    #[must_use]
     pub fn accept_mode(mut self, mode: AcceptMode) -> Self {
         self.accept = mode;
         self
@@ -304,6 +274,7 @@ impl ServerBuilder {
     /// with [`Error::AddrInUse`] in every accept mode, instead of silently
     /// taking a share of that process's connections. Other accept modes cannot
     /// join a group: setting this with them is a configuration error.
+    #[must_use]
     pub fn join_reuseport_group(mut self, join: bool) -> Self {
         self.join_reuseport_group = join;
         self
@@ -314,6 +285,7 @@ impl ServerBuilder {
     /// its clients). At the cap a shard stops accepting (connections wait in the
     /// kernel backlog, or go to another shard) and resumes as its accepted
     /// connections close. Default: no cap.
+    #[must_use]
     pub fn max_connections_per_shard(mut self, max: usize) -> Self {
         self.max_conns_per_shard = Some(max);
         self
@@ -324,9 +296,27 @@ impl ServerBuilder {
     /// both are set), with the same meaning. Default: no cap.
     ///
     /// [`max_connections_per_shard`]: ServerBuilder::max_connections_per_shard
+    #[must_use]
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_conns_total = Some(max);
         self
+    }
+
+    /// What each of `shards` shards runs with.
+    pub(crate) fn shard_settings(&self, shards: usize) -> shard::ShardSettings {
+        shard::ShardSettings {
+            limits: self.limits,
+            tcp_nodelay: self.tcp_nodelay,
+            flush_delay: self.flush_delay,
+            read_buf_size: self.read_buf_size,
+            read_budget: self.read_budget,
+            uring_entries: self.uring_entries,
+            uring_buf_count: self.uring_buf_count,
+            splice_pipes: self.splice_pipes,
+            pipe_size: self.pipe_size,
+            shutdown_timeout: self.shutdown_timeout,
+            max_conns: self.shard_cap(shards),
+        }
     }
 
     /// The per-shard cap for `shards` shards, from both settings.
@@ -344,12 +334,14 @@ impl ServerBuilder {
     /// pu:2"`) or an hwloc XML export path. Default: the `SHARDLINE_TOPOLOGY`
     /// environment variable, else this machine. A topology other than this machine is
     /// for planning only ([`Server::plan`]); starting on it is an error.
+    #[must_use]
     pub fn topology(mut self, spec_or_path: impl Into<String>) -> Self {
         self.topology = Some(spec_or_path.into());
         self
     }
 
     /// Where shards run: compact (default), spread, or an explicit CPU list.
+    #[must_use]
     pub fn placement(mut self, placement: Placement) -> Self {
         self.placement = placement;
         self
@@ -357,6 +349,7 @@ impl ServerBuilder {
 
     /// Allow more shards than allowed CPUs (they then share CPUs). Off by default;
     /// implied by `pin(false)`.
+    #[must_use]
     pub fn oversubscribe(mut self, on: bool) -> Self {
         self.oversubscribe = on;
         self
@@ -364,6 +357,7 @@ impl ServerBuilder {
 
     /// Messages each shard-to-shard mailbox holds before `post` returns `Full`.
     /// Default 1024. Memory is allocated up front: shards² × capacity messages.
+    #[must_use]
     pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
         self.mailbox_capacity = capacity;
         self
@@ -374,6 +368,7 @@ impl ServerBuilder {
     /// from before the shards start until they have all stopped. A bind failure is
     /// a startup error. See [`crate::admin`]; the bound address is
     /// [`RunningServer::admin_addr`](crate::RunningServer::admin_addr).
+    #[must_use]
     pub fn admin(mut self, admin: AdminConfig) -> Self {
         self.admin = Some(admin);
         self

@@ -265,6 +265,7 @@ impl<M: Send + 'static> Server<M> {
             }
             None => None,
         };
+        let settings = self.config.shard_settings(shards);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(shards);
         debug!(plan = %plan.table(), "placement");
@@ -279,7 +280,7 @@ impl<M: Send + 'static> Server<M> {
                 }),
                 node: plan.shards[i].node,
                 topology: topology.clone(),
-                builder: self.config.clone(),
+                settings: settings.clone(),
                 listening,
                 listeners: listeners.clone(),
                 doorbell: doorbells[i].clone(),

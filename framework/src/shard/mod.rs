@@ -8,9 +8,12 @@
 //!
 //! Nothing here says which backend runs: that is the driver's business.
 
+mod accepting;
+mod apply;
 pub(crate) mod conn;
 pub(crate) mod core;
 mod dispatch;
+mod flush;
 pub(crate) use dispatch::panic_message as panic_text;
 pub(crate) mod doorbell;
 pub(crate) mod driver;
@@ -21,18 +24,16 @@ pub(crate) mod timer;
 
 use std::{
     any::Any,
-    os::fd::AsRawFd,
     sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
 
 use socket2::Socket;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use self::{
-    conn::Phase,
-    core::{Core, Notice, TimerPayload},
-    dispatch::{accepted, dispatch, guarded, present, with_state, Listeners},
+    core::{Core, TimerPayload},
+    dispatch::{accepted, dispatch, guarded, Listeners},
     doorbell::Doorbell,
     driver::Driver,
     mailbox::{Full, Mailboxes},
@@ -44,10 +45,10 @@ use crate::{
         Handed,
     },
     error::Error,
-    handler::{AppState, CloseReason, ConnId, Handler, Origin, ShardId, TimerId},
+    handler::{AppState, CloseReason, Handler, Origin, ShardId},
     metrics::Metrics,
     numa::Topology,
-    server::{Backend, ServerBuilder, ShutdownHandle},
+    server::{Backend, ShutdownHandle},
 };
 
 /// What travels through the mailboxes: the application's messages, and connections
@@ -79,6 +80,24 @@ impl<M> Mail<M> {
     }
 }
 
+/// The configuration a shard runs with: plain values taken from the builder once,
+/// so a shard never sees (or clones) the builder itself.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardSettings {
+    pub(crate) limits: crate::types::Limits,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) flush_delay: Duration,
+    pub(crate) read_buf_size: usize,
+    pub(crate) read_budget: usize,
+    pub(crate) uring_entries: u32,
+    pub(crate) uring_buf_count: u16,
+    pub(crate) splice_pipes: usize,
+    pub(crate) pipe_size: usize,
+    pub(crate) shutdown_timeout: Duration,
+    /// Most accepted connections this shard holds.
+    pub(crate) max_conns: Option<usize>,
+}
+
 /// Everything a shard thread starts from.
 pub(crate) struct ShardConfig {
     pub(crate) id: ShardId,
@@ -89,7 +108,7 @@ pub(crate) struct ShardConfig {
     /// The NUMA node (logical index) this shard's memory is bound to.
     pub(crate) node: usize,
     pub(crate) topology: Arc<Topology>,
-    pub(crate) builder: ServerBuilder,
+    pub(crate) settings: ShardSettings,
     pub(crate) listening: Listening,
     /// Every listener's bound address and the application's value, builder order.
     pub(crate) listeners: Arc<[(std::net::SocketAddr, Arc<dyn Any + Send + Sync>)]>,
@@ -319,432 +338,5 @@ impl<H: Handler> Shard<H> {
             self.apply();
         }
         taken
-    }
-
-    /// Applies what callbacks asked for, until nothing more is pending (callbacks
-    /// made here, like `on_close`, may ask for more).
-    fn apply(&mut self) {
-        for _round in 0..64 {
-            let mut did = false;
-            let mut list = std::mem::take(&mut self.core.notices);
-            for notice in list.drain(..) {
-                did = true;
-                self.notify(notice);
-            }
-            recycle(&mut self.core.notices, list);
-            let mut list = std::mem::take(&mut self.core.to_release);
-            for id in list.drain(..) {
-                did = true;
-                self.release(id);
-            }
-            recycle(&mut self.core.to_release, list);
-            let mut list = std::mem::take(&mut self.core.to_register);
-            for id in list.drain(..) {
-                did = true;
-                let Some(conn) = self.core.get_mut(id) else {
-                    continue;
-                };
-                let fd = conn.socket.as_raw_fd();
-                match self.driver.add_conn(id, fd) {
-                    Ok(()) => {
-                        conn.registered = true;
-                        self.core.read_changes.push(id);
-                    }
-                    Err(e) => {
-                        warn!(conn = %id, error = %e, "cannot register connection");
-                        self.core.close_now(id, CloseReason::Io(e.kind()));
-                    }
-                }
-            }
-            recycle(&mut self.core.to_register, list);
-            let mut list = std::mem::take(&mut self.core.to_connect);
-            for (id, addr) in list.drain(..) {
-                did = true;
-                let Some(conn) = self.core.get_mut(id) else {
-                    continue;
-                };
-                let fd = conn.socket.as_raw_fd();
-                match self.driver.add_conn(id, fd) {
-                    Ok(()) => {
-                        conn.registered = true;
-                        self.driver.connect(id, fd, addr);
-                    }
-                    Err(e) => self.fail_connect(id, e),
-                }
-            }
-            recycle(&mut self.core.to_connect, list);
-            let mut list = std::mem::take(&mut self.core.read_changes);
-            for id in list.drain(..) {
-                let Some(conn) = self.core.get_mut(id) else {
-                    continue;
-                };
-                let want = conn.registered
-                    && !conn.eof
-                    && match conn.phase {
-                        Phase::Connecting => false,
-                        // A relay source is read by fills only.
-                        Phase::Open => conn.reading && conn.relay_out.is_none(),
-                        // Read (and discard) until the peer's EOF.
-                        Phase::Closing(_) => true,
-                    };
-                if want != conn.driver_reading {
-                    conn.driver_reading = want;
-                    let fd = conn.socket.as_raw_fd();
-                    self.driver.set_reading(id, fd, want);
-                }
-            }
-            recycle(&mut self.core.read_changes, list);
-            if !did {
-                return;
-            }
-        }
-        debug!("apply did not settle in 64 rounds; continuing next turn");
-    }
-
-    fn notify(&mut self, notice: Notice) {
-        let Shard {
-            core,
-            handler,
-            mail,
-            app,
-            ..
-        } = self;
-        match notice {
-            Notice::Backpressure(id) => {
-                if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    with_state(core, mail, app, handler, id, |h, ctx, st| {
-                        h.on_backpressure(ctx, id, st)
-                    });
-                }
-            }
-            Notice::Drained(id) => {
-                if core.get(id).is_some_and(|c| !c.is_closing()) {
-                    with_state(core, mail, app, handler, id, |h, ctx, st| {
-                        h.on_drained(ctx, id, st)
-                    });
-                }
-            }
-            Notice::Eof(id) => {
-                let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) else {
-                    return;
-                };
-                if conn.unpresented {
-                    // Bytes that came in while reading was paused have not been
-                    // offered yet: the end of the stream waits for them (resume).
-                    conn.eof_deferred = true;
-                    return;
-                }
-                with_state(core, mail, app, handler, id, |h, ctx, st| {
-                    h.on_eof(ctx, id, st)
-                });
-            }
-            Notice::Redeliver(id) => present(core, mail, app, handler, id, &[]),
-        }
-    }
-
-    /// A connect that never completed: no `on_close`, the handler hears `on_connect`.
-    fn fail_connect(&mut self, id: ConnId, err: std::io::Error) {
-        let Some(conn) = self.core.remove(id) else {
-            return;
-        };
-        if conn.registered {
-            self.driver.remove_conn(id, conn.socket.as_raw_fd());
-        }
-        drop(conn);
-        let Shard {
-            core,
-            handler,
-            mail,
-            app,
-            ..
-        } = self;
-        if let Some(mut st) = app.take(id) {
-            guarded(core, mail, app, None, |ctx| {
-                handler.on_connect(ctx, id, &mut st, Err(err))
-            });
-        }
-    }
-
-    /// Ends the relays `id` takes part in (it is being released): their ops are
-    /// cancelled before the pipe may be closed.
-    fn end_relays(&mut self, id: ConnId) {
-        let Some(conn) = self.core.get(id) else {
-            return;
-        };
-        for key in [conn.relay_out, conn.relay_in].into_iter().flatten() {
-            let Some(r) = self.core.relays.get(key) else {
-                continue;
-            };
-            let (from, to, filling) = (r.from, r.to, r.filling);
-            if filling {
-                self.driver.cancel_splice(from);
-            }
-            if self.core.get(to).is_some_and(|t| t.draining) {
-                self.driver.cancel_splice(to);
-            }
-            self.core.relay_detach(key);
-        }
-    }
-
-    fn release(&mut self, id: ConnId) {
-        self.end_relays(id);
-        let Some(conn) = self.core.remove(id) else {
-            return;
-        };
-        if let Some(key) = conn.linger {
-            self.core.timers.cancel(key);
-        }
-        if conn.registered {
-            self.driver.remove_conn(id, conn.socket.as_raw_fd());
-        }
-        let reason = match &conn.phase {
-            Phase::Closing(r) => r.clone(),
-            _ => CloseReason::Closed,
-        };
-        let was_live = conn.live;
-        let inbound = conn.inbound;
-        drop(conn); // closes the socket
-        let m = self.core.metrics();
-        m.conns_closed.add(1);
-        if inbound {
-            m.conns_inbound_closed.add(1);
-        }
-        if was_live {
-            m.conns_live.sub(1);
-        }
-        debug!(conn = %id, %reason, "connection closed");
-        let state = self.app.take(id);
-        if let (true, Some(state)) = (was_live, state) {
-            let Shard {
-                core,
-                handler,
-                mail,
-                app,
-                ..
-            } = self;
-            guarded(core, mail, app, None, |ctx| {
-                handler.on_close(ctx, id, state, &reason)
-            });
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let mut fired = std::mem::take(&mut self.fired);
-        self.core.timers.expire(Instant::now(), &mut fired);
-        for (key, payload) in fired.drain(..) {
-            match payload {
-                TimerPayload::User(slot) => {
-                    let Shard {
-                        core,
-                        handler,
-                        mail,
-                        app,
-                        ..
-                    } = self;
-                    // An interval hands out a copy and keeps its payload; a one-shot
-                    // timer hands over the payload itself.
-                    let payload = match app.timers.get(slot).map(|t| t.clone) {
-                        Some(Some(clone)) => clone(&app.timers[slot].payload),
-                        Some(None) => app.timers.remove(slot).payload,
-                        None => continue,
-                    };
-                    guarded(core, mail, app, None, |ctx| {
-                        handler.on_timer(ctx, TimerId(key), payload)
-                    });
-                }
-                TimerPayload::Linger(id) => {
-                    if let Some(conn) = self.core.get_mut(id) {
-                        conn.linger = None;
-                        debug!(conn = %id, "close linger expired; closing without flush");
-                        self.core.close_now(id, CloseReason::Closed);
-                    }
-                }
-            }
-            self.apply();
-        }
-        self.fired = fired;
-    }
-
-    fn begin_shutdown(&mut self) {
-        let shard = self.core.shard.0;
-        info!(
-            shard,
-            conns = self.core.conns.len(),
-            timers = self.core.timers.len(),
-            "shard shutting down"
-        );
-        self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
-        self.core.shutting_down = true;
-        self.accept.stop(&mut *self.driver);
-        self.shutdown.stopped_listening();
-        {
-            let Shard {
-                core,
-                handler,
-                mail,
-                app,
-                ..
-            } = self;
-            guarded(core, mail, app, None, |ctx| handler.on_shutdown(ctx));
-        }
-        for id in self.core.ids() {
-            if !self.core.get(id).is_some_and(|c| c.kept_at_shutdown) {
-                self.core.close_graceful(id, CloseReason::Shutdown);
-            }
-        }
-        self.apply();
-    }
-
-    /// Shutdown phase 2, once every participant stopped listening: take what the
-    /// kernel already queued, serve it (it is closed gracefully at once), close the
-    /// listeners.
-    fn drain_listeners(&mut self) {
-        let mut fds = std::mem::take(&mut self.accepted_fds);
-        self.accept.drain_and_close(&mut fds);
-        if !fds.is_empty() {
-            info!(
-                shard = self.core.shard.0,
-                conns = fds.len(),
-                "serving connections queued at shutdown"
-            );
-        }
-        for (listener, fd) in fds.drain(..) {
-            let Shard {
-                core,
-                handler,
-                mail,
-                app,
-                listeners,
-                ..
-            } = self;
-            let s = Socket::from(fd);
-            accepted(core, mail, app, handler, listeners, listener, s, false);
-        }
-        self.accepted_fds = fds;
-        self.listeners_closed = true;
-        self.apply();
-    }
-
-    /// Accepts from exclusive listeners that reported connections, within budget
-    /// and the connection cap.
-    fn accept_exclusive(&mut self) {
-        if !self.accept.has_pending() {
-            return;
-        }
-        let room = self
-            .max_conns
-            .map_or(ACCEPT_BUDGET, |max| max.saturating_sub(self.core.inbound))
-            .min(ACCEPT_BUDGET);
-        let mut fds = std::mem::take(&mut self.accepted_fds);
-        self.accept.accept_pending(room, &mut fds);
-        for (listener, fd) in fds.drain(..) {
-            let Shard {
-                core,
-                handler,
-                mail,
-                app,
-                listeners,
-                ..
-            } = self;
-            let s = Socket::from(fd);
-            accepted(core, mail, app, handler, listeners, listener, s, false);
-        }
-        self.accepted_fds = fds;
-        self.apply();
-    }
-
-    /// Starts or stops accepting to match the connection cap.
-    fn update_accepting(&mut self) -> std::io::Result<()> {
-        if let Some(max) = self.max_conns {
-            let at_cap = self.core.inbound >= max;
-            self.accept.set_at_cap(at_cap);
-            if self.was_at_cap && !at_cap {
-                // A handoff acceptor may be waiting for a shard with room.
-                if let Some(bell) = &self.acceptor_bell {
-                    bell.ring();
-                }
-            }
-            self.was_at_cap = at_cap;
-        }
-        self.accept.update(&mut *self.driver, Instant::now())
-    }
-
-    /// Issues the fills relays are ready for: source open and read, no fill in
-    /// flight, room in the pipe.
-    fn fill_relays(core: &mut Core, driver: &mut dyn Driver) {
-        let mut list = std::mem::take(&mut core.to_fill);
-        for id in list.drain(..) {
-            let Some(conn) = core.get(id) else { continue };
-            let Some(key) = conn.relay_out else { continue };
-            if conn.phase != Phase::Open || !conn.reading || conn.eof {
-                continue;
-            }
-            let fd = conn.socket.as_raw_fd();
-            let Some(r) = core.relays.get_mut(key) else {
-                continue;
-            };
-            if r.filling || r.pipe_full || r.eof || r.room() == 0 {
-                continue;
-            }
-            r.filling = true;
-            driver.splice_in(id, fd, r.pipe.write_fd(), r.room());
-        }
-        recycle(&mut core.to_fill, list);
-    }
-
-    fn flush(&mut self) {
-        let Shard { core, driver, .. } = self;
-        let mut list = std::mem::take(&mut core.to_flush);
-        let delay = core.flush_delay;
-        let now = (!delay.is_zero()).then(Instant::now);
-        let mut due_first: Option<Instant> = None;
-        // Keeps (in place, no allocation) the connections held back for a later
-        // turn; they stay flush_listed.
-        list.retain(|&id| {
-            let Some(conn) = core.get_mut(id) else {
-                return false;
-            };
-            if conn.sending || conn.phase == Phase::Connecting {
-                conn.flush_listed = false;
-                return false;
-            }
-            if conn.out.is_empty() {
-                conn.flush_listed = false;
-                let (relay_in, fd) = (conn.relay_in, conn.socket.as_raw_fd());
-                // Nothing queued: the turn of the pipe relayed into it, if any.
-                let relay = relay_in.and_then(|k| core.relays.get(k));
-                if let Some(r) = relay.filter(|r| r.in_pipe > 0) {
-                    let (pipe_r, len) = (r.pipe.read_fd(), r.in_pipe);
-                    if let Some(conn) = core.get_mut(id) {
-                        conn.sending = true;
-                        conn.draining = true;
-                    }
-                    driver.splice_out(id, fd, pipe_r, len);
-                }
-                return false;
-            }
-            if let Some(now) = now {
-                // Write coalescing: hold small output until its oldest byte is due,
-                // unless the connection is on its way out.
-                let due = conn.queued_at.map_or(now, |t| t + delay);
-                let urgent = conn.out.len() >= FLUSH_EARLY_BYTES
-                    || conn.phase != Phase::Open
-                    || conn.shut_pending;
-                if due > now && !urgent {
-                    due_first = Some(due_first.map_or(due, |d| d.min(due)));
-                    return true;
-                }
-            }
-            conn.flush_listed = false;
-            conn.queued_at = None;
-            conn.sending = true;
-            driver.send(id, conn.socket.as_raw_fd(), conn.out.next_batch());
-            false
-        });
-        core.flush_due = due_first;
-        Self::fill_relays(core, &mut **driver);
-        // Sending queues no callbacks, so nothing was listed meanwhile.
-        debug_assert!(core.to_flush.is_empty());
-        core.to_flush = list;
     }
 }

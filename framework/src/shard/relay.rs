@@ -179,6 +179,7 @@ impl Relay {
 /// Why [`Ctx::splice_into`](crate::Ctx::splice_into) did not start a relay. Every
 /// case leaves both connections as they were: keep copying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpliceError {
     /// An id is stale, or both name the same connection.
     #[error("no such pair of connections on this shard")]

@@ -28,7 +28,7 @@ use crate::{
 /// The shard's read buffers, bound to its NUMA node (or first-touch after pinning,
 /// with the reason logged once), and where their pages really are.
 fn make_pool(cfg: &ShardConfig, count: usize) -> Result<BufferPool, Error> {
-    let b = &cfg.builder;
+    let b = &cfg.settings;
     let pool = BufferPool::new(&cfg.topology, Some(cfg.node), b.read_buf_size, count)?;
     let locality = pool.check_locality(&cfg.topology);
     let m = &cfg.metrics.shards[cfg.id.0];
@@ -57,7 +57,7 @@ fn make_pool(cfg: &ShardConfig, count: usize) -> Result<BufferPool, Error> {
 }
 
 fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
-    let b = &cfg.builder;
+    let b = &cfg.settings;
     let epoll = || -> Result<Box<dyn Driver>, Error> {
         let d = EpollDriver::new(EpollConfig {
             scratch_size: b.read_buf_size,
@@ -114,16 +114,16 @@ impl<H: Handler> Shard<H> {
             .map_err(start_err)?;
         let mut accept = ShardAccept::new(cfg.listening, shard);
         accept.start(&mut *driver).map_err(start_err)?;
-        let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.builder.limits);
-        core.tcp_nodelay = cfg.builder.tcp_nodelay;
-        core.flush_delay = cfg.builder.flush_delay;
+        let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.settings.limits);
+        core.tcp_nodelay = cfg.settings.tcp_nodelay;
+        core.flush_delay = cfg.settings.flush_delay;
         core.nonblocking_sockets = driver.nonblocking_sockets();
         let pipes = if driver.splice_supported() {
-            cfg.builder.splice_pipes
+            cfg.settings.splice_pipes
         } else {
             0
         };
-        core.pipes = super::relay::PipePool::new(pipes, cfg.builder.pipe_size);
+        core.pipes = super::relay::PipePool::new(pipes, cfg.settings.pipe_size);
         let handler = catch_unwind(AssertUnwindSafe(|| make(cfg.id))).map_err(|p| {
             start_err(std::io::Error::other(format!(
                 "handler factory panicked: {}",
@@ -167,12 +167,12 @@ impl<H: Handler> Shard<H> {
             app: crate::handler::AppState::new(),
             listeners,
             accept,
-            max_conns: cfg.builder.shard_cap(cfg.shards),
+            max_conns: cfg.settings.max_conns,
             listeners_closed: false,
             accepted_fds: Vec::new(),
             _doorbell: cfg.doorbell,
             shutdown: cfg.shutdown,
-            shutdown_timeout: cfg.builder.shutdown_timeout,
+            shutdown_timeout: cfg.settings.shutdown_timeout,
             shutdown_deadline: None,
             fired: Vec::new(),
         })

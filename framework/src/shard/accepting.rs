@@ -1,0 +1,119 @@
+//! Accepting and shutting down: the connection cap, exclusive listeners, and the
+//! shutdown phases (stop listening, `on_shutdown`, drain backlogs, close).
+
+use std::time::Instant;
+
+use socket2::Socket;
+use tracing::info;
+
+use super::{
+    dispatch::{accepted, guarded},
+    Shard, ACCEPT_BUDGET,
+};
+use crate::handler::{CloseReason, Handler};
+
+impl<H: Handler> Shard<H> {
+    pub(super) fn begin_shutdown(&mut self) {
+        let shard = self.core.shard.0;
+        info!(
+            shard,
+            conns = self.core.conns.len(),
+            timers = self.core.timers.len(),
+            "shard shutting down"
+        );
+        self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
+        self.core.shutting_down = true;
+        self.accept.stop(&mut *self.driver);
+        self.shutdown.stopped_listening();
+        {
+            let Shard {
+                core,
+                handler,
+                mail,
+                app,
+                ..
+            } = self;
+            guarded(core, mail, app, None, |ctx| handler.on_shutdown(ctx));
+        }
+        for id in self.core.ids() {
+            if !self.core.get(id).is_some_and(|c| c.kept_at_shutdown) {
+                self.core.close_graceful(id, CloseReason::Shutdown);
+            }
+        }
+        self.apply();
+    }
+
+    /// Shutdown phase 2, once every participant stopped listening: take what the
+    /// kernel already queued, serve it (it is closed gracefully at once), close the
+    /// listeners.
+    pub(super) fn drain_listeners(&mut self) {
+        let mut fds = std::mem::take(&mut self.accepted_fds);
+        self.accept.drain_and_close(&mut fds);
+        if !fds.is_empty() {
+            info!(
+                shard = self.core.shard.0,
+                conns = fds.len(),
+                "serving connections queued at shutdown"
+            );
+        }
+        for (listener, fd) in fds.drain(..) {
+            let Shard {
+                core,
+                handler,
+                mail,
+                app,
+                listeners,
+                ..
+            } = self;
+            let s = Socket::from(fd);
+            accepted(core, mail, app, handler, listeners, listener, s, false);
+        }
+        self.accepted_fds = fds;
+        self.listeners_closed = true;
+        self.apply();
+    }
+
+    /// Accepts from exclusive listeners that reported connections, within budget
+    /// and the connection cap.
+    pub(super) fn accept_exclusive(&mut self) {
+        if !self.accept.has_pending() {
+            return;
+        }
+        let room = self
+            .max_conns
+            .map_or(ACCEPT_BUDGET, |max| max.saturating_sub(self.core.inbound))
+            .min(ACCEPT_BUDGET);
+        let mut fds = std::mem::take(&mut self.accepted_fds);
+        self.accept.accept_pending(room, &mut fds);
+        for (listener, fd) in fds.drain(..) {
+            let Shard {
+                core,
+                handler,
+                mail,
+                app,
+                listeners,
+                ..
+            } = self;
+            let s = Socket::from(fd);
+            accepted(core, mail, app, handler, listeners, listener, s, false);
+        }
+        self.accepted_fds = fds;
+        self.apply();
+    }
+
+    /// Starts or stops accepting to match the connection cap.
+    pub(super) fn update_accepting(&mut self) -> std::io::Result<()> {
+        if let Some(max) = self.max_conns {
+            let at_cap = self.core.inbound >= max;
+            self.accept.set_at_cap(at_cap);
+            if self.was_at_cap && !at_cap {
+                // A handoff acceptor may be waiting for a shard with room.
+                if let Some(bell) = &self.acceptor_bell {
+                    bell.ring();
+                }
+            }
+            self.was_at_cap = at_cap;
+        }
+        self.accept.update(&mut *self.driver, Instant::now())
+    }
+}

@@ -1,0 +1,260 @@
+//! Applying what handler callbacks asked for: registrations, connects, read
+//! changes, notices and their callbacks, releases with `on_close`, due timers.
+
+use std::{os::fd::AsRawFd, time::Instant};
+
+use tracing::{debug, warn};
+
+use super::{
+    conn::Phase,
+    core::{Notice, TimerPayload},
+    dispatch::{guarded, present, with_state},
+    recycle, Shard,
+};
+use crate::handler::{CloseReason, ConnId, Handler, TimerId};
+
+impl<H: Handler> Shard<H> {
+    /// Applies what callbacks asked for, until nothing more is pending (callbacks
+    /// made here, like `on_close`, may ask for more).
+    pub(super) fn apply(&mut self) {
+        for _round in 0..64 {
+            let mut did = false;
+            let mut list = std::mem::take(&mut self.core.notices);
+            for notice in list.drain(..) {
+                did = true;
+                self.notify(notice);
+            }
+            recycle(&mut self.core.notices, list);
+            let mut list = std::mem::take(&mut self.core.to_release);
+            for id in list.drain(..) {
+                did = true;
+                self.release(id);
+            }
+            recycle(&mut self.core.to_release, list);
+            let mut list = std::mem::take(&mut self.core.to_register);
+            for id in list.drain(..) {
+                did = true;
+                let Some(conn) = self.core.get_mut(id) else {
+                    continue;
+                };
+                let fd = conn.socket.as_raw_fd();
+                match self.driver.add_conn(id, fd) {
+                    Ok(()) => {
+                        conn.registered = true;
+                        self.core.read_changes.push(id);
+                    }
+                    Err(e) => {
+                        warn!(conn = %id, error = %e, "cannot register connection");
+                        self.core.close_now(id, CloseReason::Io(e.kind()));
+                    }
+                }
+            }
+            recycle(&mut self.core.to_register, list);
+            let mut list = std::mem::take(&mut self.core.to_connect);
+            for (id, addr) in list.drain(..) {
+                did = true;
+                let Some(conn) = self.core.get_mut(id) else {
+                    continue;
+                };
+                let fd = conn.socket.as_raw_fd();
+                match self.driver.add_conn(id, fd) {
+                    Ok(()) => {
+                        conn.registered = true;
+                        self.driver.connect(id, fd, addr);
+                    }
+                    Err(e) => self.fail_connect(id, e),
+                }
+            }
+            recycle(&mut self.core.to_connect, list);
+            let mut list = std::mem::take(&mut self.core.read_changes);
+            for id in list.drain(..) {
+                let Some(conn) = self.core.get_mut(id) else {
+                    continue;
+                };
+                let want = conn.registered
+                    && !conn.eof
+                    && match conn.phase {
+                        Phase::Connecting => false,
+                        // A relay source is read by fills only.
+                        Phase::Open => conn.reading && conn.relay_out.is_none(),
+                        // Read (and discard) until the peer's EOF.
+                        Phase::Closing(_) => true,
+                    };
+                if want != conn.driver_reading {
+                    conn.driver_reading = want;
+                    let fd = conn.socket.as_raw_fd();
+                    self.driver.set_reading(id, fd, want);
+                }
+            }
+            recycle(&mut self.core.read_changes, list);
+            if !did {
+                return;
+            }
+        }
+        debug!("apply did not settle in 64 rounds; continuing next turn");
+    }
+
+    pub(super) fn notify(&mut self, notice: Notice) {
+        let Shard {
+            core,
+            handler,
+            mail,
+            app,
+            ..
+        } = self;
+        match notice {
+            Notice::Backpressure(id) => {
+                if core.get(id).is_some_and(|c| !c.is_closing()) {
+                    with_state(core, mail, app, handler, id, |h, ctx, st| {
+                        h.on_backpressure(ctx, id, st)
+                    });
+                }
+            }
+            Notice::Drained(id) => {
+                if core.get(id).is_some_and(|c| !c.is_closing()) {
+                    with_state(core, mail, app, handler, id, |h, ctx, st| {
+                        h.on_drained(ctx, id, st)
+                    });
+                }
+            }
+            Notice::Eof(id) => {
+                let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) else {
+                    return;
+                };
+                if conn.unpresented {
+                    // Bytes that came in while reading was paused have not been
+                    // offered yet: the end of the stream waits for them (resume).
+                    conn.eof_deferred = true;
+                    return;
+                }
+                with_state(core, mail, app, handler, id, |h, ctx, st| {
+                    h.on_eof(ctx, id, st)
+                });
+            }
+            Notice::Redeliver(id) => present(core, mail, app, handler, id, &[]),
+        }
+    }
+
+    /// A connect that never completed: no `on_close`, the handler hears `on_connect`.
+    pub(super) fn fail_connect(&mut self, id: ConnId, err: std::io::Error) {
+        let Some(conn) = self.core.remove(id) else {
+            return;
+        };
+        if conn.registered {
+            self.driver.remove_conn(id, conn.socket.as_raw_fd());
+        }
+        drop(conn);
+        let Shard {
+            core,
+            handler,
+            mail,
+            app,
+            ..
+        } = self;
+        if let Some(mut st) = app.take(id) {
+            guarded(core, mail, app, None, |ctx| {
+                handler.on_connect(ctx, id, &mut st, Err(err))
+            });
+        }
+    }
+
+    /// Ends the relays `id` takes part in (it is being released): their ops are
+    /// cancelled before the pipe may be closed.
+    pub(super) fn end_relays(&mut self, id: ConnId) {
+        let Some(conn) = self.core.get(id) else {
+            return;
+        };
+        for key in [conn.relay_out, conn.relay_in].into_iter().flatten() {
+            let Some(r) = self.core.relays.get(key) else {
+                continue;
+            };
+            let (from, to, filling) = (r.from, r.to, r.filling);
+            if filling {
+                self.driver.cancel_splice(from);
+            }
+            if self.core.get(to).is_some_and(|t| t.draining) {
+                self.driver.cancel_splice(to);
+            }
+            self.core.relay_detach(key);
+        }
+    }
+
+    pub(super) fn release(&mut self, id: ConnId) {
+        self.end_relays(id);
+        let Some(conn) = self.core.remove(id) else {
+            return;
+        };
+        if let Some(key) = conn.linger {
+            self.core.timers.cancel(key);
+        }
+        if conn.registered {
+            self.driver.remove_conn(id, conn.socket.as_raw_fd());
+        }
+        let reason = match &conn.phase {
+            Phase::Closing(r) => r.clone(),
+            _ => CloseReason::Closed,
+        };
+        let was_live = conn.live;
+        let inbound = conn.inbound;
+        drop(conn); // closes the socket
+        let m = self.core.metrics();
+        m.conns_closed.add(1);
+        if inbound {
+            m.conns_inbound_closed.add(1);
+        }
+        if was_live {
+            m.conns_live.sub(1);
+        }
+        debug!(conn = %id, %reason, "connection closed");
+        let state = self.app.take(id);
+        if let (true, Some(state)) = (was_live, state) {
+            let Shard {
+                core,
+                handler,
+                mail,
+                app,
+                ..
+            } = self;
+            guarded(core, mail, app, None, |ctx| {
+                handler.on_close(ctx, id, state, &reason)
+            });
+        }
+    }
+
+    pub(super) fn fire_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.core.timers.expire(Instant::now(), &mut fired);
+        for (key, payload) in fired.drain(..) {
+            match payload {
+                TimerPayload::User(slot) => {
+                    let Shard {
+                        core,
+                        handler,
+                        mail,
+                        app,
+                        ..
+                    } = self;
+                    // An interval hands out a copy and keeps its payload; a one-shot
+                    // timer hands over the payload itself.
+                    let payload = match app.timers.get(slot).map(|t| t.clone) {
+                        Some(Some(clone)) => clone(&app.timers[slot].payload),
+                        Some(None) => app.timers.remove(slot).payload,
+                        None => continue,
+                    };
+                    guarded(core, mail, app, None, |ctx| {
+                        handler.on_timer(ctx, TimerId(key), payload)
+                    });
+                }
+                TimerPayload::Linger(id) => {
+                    if let Some(conn) = self.core.get_mut(id) {
+                        conn.linger = None;
+                        debug!(conn = %id, "close linger expired; closing without flush");
+                        self.core.close_now(id, CloseReason::Closed);
+                    }
+                }
+            }
+            self.apply();
+        }
+        self.fired = fired;
+    }
+}

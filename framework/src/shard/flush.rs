@@ -1,0 +1,88 @@
+//! Flushing outbound queues (one vectored send per connection, with optional
+//! write coalescing) and issuing splice fills.
+
+use std::{os::fd::AsRawFd, time::Instant};
+
+use super::{conn::Phase, core::Core, driver::Driver, recycle, Shard, FLUSH_EARLY_BYTES};
+use crate::handler::Handler;
+
+impl<H: Handler> Shard<H> {
+    /// Issues the fills relays are ready for: source open and read, no fill in
+    /// flight, room in the pipe.
+    pub(super) fn fill_relays(core: &mut Core, driver: &mut dyn Driver) {
+        let mut list = std::mem::take(&mut core.to_fill);
+        for id in list.drain(..) {
+            let Some(conn) = core.get(id) else { continue };
+            let Some(key) = conn.relay_out else { continue };
+            if conn.phase != Phase::Open || !conn.reading || conn.eof {
+                continue;
+            }
+            let fd = conn.socket.as_raw_fd();
+            let Some(r) = core.relays.get_mut(key) else {
+                continue;
+            };
+            if r.filling || r.pipe_full || r.eof || r.room() == 0 {
+                continue;
+            }
+            r.filling = true;
+            driver.splice_in(id, fd, r.pipe.write_fd(), r.room());
+        }
+        recycle(&mut core.to_fill, list);
+    }
+
+    pub(super) fn flush(&mut self) {
+        let Shard { core, driver, .. } = self;
+        let mut list = std::mem::take(&mut core.to_flush);
+        let delay = core.flush_delay;
+        let now = (!delay.is_zero()).then(Instant::now);
+        let mut due_first: Option<Instant> = None;
+        // Keeps (in place, no allocation) the connections held back for a later
+        // turn; they stay flush_listed.
+        list.retain(|&id| {
+            let Some(conn) = core.get_mut(id) else {
+                return false;
+            };
+            if conn.sending || conn.phase == Phase::Connecting {
+                conn.flush_listed = false;
+                return false;
+            }
+            if conn.out.is_empty() {
+                conn.flush_listed = false;
+                let (relay_in, fd) = (conn.relay_in, conn.socket.as_raw_fd());
+                // Nothing queued: the turn of the pipe relayed into it, if any.
+                let relay = relay_in.and_then(|k| core.relays.get(k));
+                if let Some(r) = relay.filter(|r| r.in_pipe > 0) {
+                    let (pipe_r, len) = (r.pipe.read_fd(), r.in_pipe);
+                    if let Some(conn) = core.get_mut(id) {
+                        conn.sending = true;
+                        conn.draining = true;
+                    }
+                    driver.splice_out(id, fd, pipe_r, len);
+                }
+                return false;
+            }
+            if let Some(now) = now {
+                // Write coalescing: hold small output until its oldest byte is due,
+                // unless the connection is on its way out.
+                let due = conn.queued_at.map_or(now, |t| t + delay);
+                let urgent = conn.out.len() >= FLUSH_EARLY_BYTES
+                    || conn.phase != Phase::Open
+                    || conn.shut_pending;
+                if due > now && !urgent {
+                    due_first = Some(due_first.map_or(due, |d| d.min(due)));
+                    return true;
+                }
+            }
+            conn.flush_listed = false;
+            conn.queued_at = None;
+            conn.sending = true;
+            driver.send(id, conn.socket.as_raw_fd(), conn.out.next_batch());
+            false
+        });
+        core.flush_due = due_first;
+        Self::fill_relays(core, &mut **driver);
+        // Sending queues no callbacks, so nothing was listed meanwhile.
+        debug_assert!(core.to_flush.is_empty());
+        core.to_flush = list;
+    }
+}

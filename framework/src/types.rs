@@ -1,0 +1,101 @@
+//! The plain values every layer uses — ids, the backend, per-connection limits —
+//! in a leaf module that depends on nothing else in the crate.
+
+use std::{fmt, time::Duration};
+
+/// Index of a shard, `0..shards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub usize);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A connection on one shard. Ids are generation-checked: an id kept after its
+/// connection closed is rejected (`SendError::UnknownConn`), never aliased to a newer
+/// connection in the same slot. Only meaningful on the shard that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// Generations are 24 bits so that (index, generation, op) fits an io_uring
+    /// `user_data`.
+    pub(crate) const GENERATION_MASK: u32 = 0x00ff_ffff;
+
+    /// Packs the id into 56 bits (index in the low 32, generation above): a
+    /// compact key.
+    pub fn to_bits(self) -> u64 {
+        u64::from(self.index) | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
+    }
+
+    /// Inverse of [`ConnId::to_bits`] (ignores bits 56..64).
+    pub fn from_bits(bits: u64) -> ConnId {
+        ConnId {
+            index: bits as u32,
+            generation: ((bits >> 32) as u32) & Self::GENERATION_MASK,
+        }
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}.{}", self.index, self.generation)
+    }
+}
+
+/// A listener's position in the order the builder was given them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub usize);
+
+/// The backend a shard actually runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring.
+    Uring,
+    /// epoll (through mio).
+    Epoll,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// Per-connection limits. Every buffer a peer can make the server hold is bounded by
+/// one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Queued outbound bytes at which `on_backpressure` is called.
+    pub send_high_water: usize,
+    /// Queued outbound bytes under which `on_drained` follows a backpressure notice.
+    pub send_low_water: usize,
+    /// Queued outbound bytes past which the connection is closed with
+    /// `CloseReason::SendQueueFull`.
+    pub send_hard_limit: usize,
+    /// Unconsumed input a handler may leave before the connection is closed with
+    /// `CloseReason::InputBufferFull`.
+    pub max_input: usize,
+    /// How long a closing connection may take to flush and see the peer's EOF.
+    pub close_linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            send_high_water: 1 << 20,
+            send_low_water: 256 << 10,
+            send_hard_limit: 16 << 20,
+            max_input: 1 << 20,
+            close_linger: Duration::from_secs(5),
+        }
+    }
+}
