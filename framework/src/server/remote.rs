@@ -73,8 +73,8 @@ impl<M> fmt::Display for PostError<M> {
 
 impl<M> std::error::Error for PostError<M> {}
 
-/// A handle that posts messages into any shard's [`Handler::on_message`]
-/// (crate::Handler::on_message) from any thread: `Send`, `Sync`, cheap to clone.
+/// A handle that posts messages into any shard's
+/// [`Handler::on_message`](crate::Handler::on_message) from any thread: `Send`, `Sync`, cheap to clone.
 /// Get one from [`RunningServer::remote`](crate::RunningServer::remote); a
 /// [`Server::on_hangup`](crate::Server::on_hangup) hook is given one.
 pub struct Remote<M> {
