@@ -24,6 +24,7 @@ use crate::{
     balance::hash_bytes,
     config::{CheckKind, Config},
     pools::ShardPools,
+    reload::NewConfig,
 };
 
 /// Timer tokens of this module have this bit set; the handlers' own never do.
@@ -38,8 +39,9 @@ pub fn checker_of(pool: &str, shards: usize) -> usize {
     (hash_bytes(pool.as_bytes()) % shards.max(1) as u64) as usize
 }
 
-/// What shards tell each other (the handlers' `Handler::Msg`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What shards tell each other, and what a [`Reloader`](crate::reload::Reloader)
+/// tells them (the handlers' `Handler::Msg`).
+#[derive(Debug, Clone)]
 pub enum ProxyMsg {
     /// Checker → every shard: `(pool, backend)` is now up or down.
     Health {
@@ -64,6 +66,20 @@ pub enum ProxyMsg {
         /// The outcome.
         ok: bool,
     },
+    /// A reloader (outside the shards) → every shard: serve this configuration
+    /// from now on ([`crate::reload`]).
+    Reload(Arc<NewConfig>),
+}
+
+impl ProxyMsg {
+    /// The configuration generation the message is for (a reload: the one it
+    /// brings).
+    pub fn gen(&self) -> u64 {
+        match self {
+            ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } => *gen,
+            ProxyMsg::Reload(new) => new.gen,
+        }
+    }
 }
 
 /// The checker's record of one backend.
@@ -560,6 +576,8 @@ impl Health {
             } => {
                 self.decide(ctx, pools, pool as usize, backend as usize, ok, false);
             }
+            // The handler's business (crate::reload), never routed here.
+            ProxyMsg::Reload(_) => {}
         }
     }
 

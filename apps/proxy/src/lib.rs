@@ -102,8 +102,9 @@
 //!   clients are closed).
 //!
 //! - **Generations.** Messages name backends by index, which a reload can
-//!   change: each carries its configuration generation and is dropped by a
-//!   shard on another one ([`reload`]).
+//!   change: each carries its configuration generation; a shard still on an
+//!   older one keeps it until it switches, one on a newer one drops it
+//!   ([`reload`]).
 //!
 //! Data never crosses shards; only these small messages do.
 //!
@@ -128,12 +129,15 @@
 //!
 //! # Reload
 //!
-//! SIGHUP re-reads the `--config` file; a valid one reaches the shards through
-//! a shared slot whose generation they check when a connection or request
-//! starts (and on a 50 ms control tick): new traffic uses it, established
-//! connections finish on the old one. Health messages carry the generation of
-//! their indices; a shard drops those of another, and after a reload each
-//! checker announces all its verdicts again. Details in [`reload`].
+//! SIGHUP re-reads the `--config` file on the binary's signal thread; a valid
+//! one is posted to every shard through the framework's `Remote`
+//! ([`Reloader`]) and each shard switches to it in `on_message`
+//! (`Origin::Remote`), with nothing polled: new connections and requests use
+//! it, established connections finish on the old one. The reload returns once
+//! every shard switched; a refused file posts nothing. Health messages carry
+//! the generation of their indices; a shard keeps those of a newer one until it
+//! switches too, drops those of an older one, and after a reload each checker
+//! announces all its verdicts again. Details in [`reload`].
 //!
 //! # Shutdown
 //!
@@ -163,6 +167,6 @@ pub mod stats;
 pub mod tcp;
 
 pub use config::{Config, ConfigError, Mode};
-pub use reload::ReloadError;
+pub use reload::{ReloadError, Reloader};
 pub use server::{build, framework_limits, Proxy, RunningProxy, Shared};
 pub use shard::ProxyShard;

@@ -4,19 +4,17 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::{atomic::AtomicU64, Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use shardline::{
     AdminConfig, Limits, Metrics, RunningServer, Server, ServerBuilder, ShutdownHandle,
 };
 
-use tracing::{error, info};
-
 use crate::{
     config::{Config, SpliceMode},
     health::ProxyMsg,
-    reload::ReloadError,
+    reload::{ReloadError, Reloader},
     shard::ProxyShard,
     stats::ProxyStats,
 };
@@ -38,36 +36,15 @@ pub fn framework_limits(config: &Config) -> Limits {
 pub struct Shared {
     /// The configuration the shards started with.
     pub config: Arc<Config>,
-    /// The newest configuration and its generation (see [`crate::reload`]).
+    /// The newest accepted configuration and its generation, for validating
+    /// and numbering the next reload (see [`crate::reload`]; shards never read
+    /// it: theirs comes in a message).
     pub(crate) slot: Mutex<(u64, Arc<Config>)>,
-    /// The newest generation, read by each shard (one acquire load) to see
-    /// whether the slot changed.
-    pub(crate) generation: AtomicU64,
     /// The listeners' bound addresses (port 0 resolved), in configuration
     /// order; set once the server has started.
     pub bound: OnceLock<Vec<SocketAddr>>,
     /// Every shard's counters, for `/metrics`.
     pub stats: ProxyStats,
-}
-
-impl Shared {
-    /// Reads `path` and makes it the configuration ([`Shared::replace`]),
-    /// logging the outcome: an invalid file is an error and the running
-    /// configuration stays. What the SIGHUP handler calls.
-    pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
-        let result = Config::load(path)
-            .map_err(ReloadError::from)
-            .and_then(|c| self.replace(c));
-        match &result {
-            Ok(gen) => {
-                info!(file = %path.display(), generation = gen, "new configuration accepted")
-            }
-            Err(e) => {
-                error!(file = %path.display(), error = %e, "reload refused; the running configuration stays")
-            }
-        }
-        result
-    }
 }
 
 /// A configured proxy, not yet running.
@@ -84,7 +61,6 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
     let shared = Arc::new(Shared {
         config: config.clone(),
         slot: Mutex::new((0, config.clone())),
-        generation: AtomicU64::new(0),
         bound: OnceLock::new(),
         stats: ProxyStats::default(),
     });
@@ -156,16 +132,26 @@ impl RunningProxy {
         &self.shared
     }
 
+    /// A handle that reloads the configuration from any thread (what the
+    /// SIGHUP handler uses; see [`crate::reload`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+            remote: self.server.remote(),
+        }
+    }
+
     /// Validates `config` and makes it the one new connections and requests
-    /// use (see [`crate::reload`]); on an error the running one stays.
+    /// use, returning once every shard switched ([`Reloader::reload`]); on an
+    /// error the running one stays.
     pub fn reload(&self, config: Config) -> Result<u64, ReloadError> {
-        self.shared.replace(config)
+        self.reloader().reload(config)
     }
 
     /// Reads `path` and [`reload`](RunningProxy::reload)s it, logging the
     /// outcome (an invalid file: an error, the running configuration stays).
     pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
-        self.shared.reload_from(path)
+        self.reloader().reload_from(path)
     }
 
     /// A handle that stops the shards (the framework's shutdown).

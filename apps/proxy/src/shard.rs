@@ -12,7 +12,7 @@
 
 use std::{io, net::SocketAddr, sync::Arc};
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
 use tracing::debug;
 
 use crate::{
@@ -20,7 +20,6 @@ use crate::{
     health::{Health, ProxyMsg, TOKEN_BIT},
     http::proxy::HttpState,
     pools::ShardPools,
-    reload::CONTROL_PERIOD,
     stats::{BackendGauges, ShardStats},
     tcp::TcpState,
     Shared,
@@ -29,10 +28,6 @@ use crate::{
 /// Timer tokens of the L4 side have this bit set (the health checker's have
 /// [`TOKEN_BIT`], the HTTP side's neither).
 pub(crate) const TCP_TOKEN_BIT: u64 = 1 << 62;
-
-/// The control tick's token (configuration reload, drain); no side's tokens
-/// reach it.
-const CONTROL_TOKEN: u64 = 1 << 61;
 
 /// The per-shard proxy handler: every listener, both modes.
 #[derive(Debug)]
@@ -49,6 +44,9 @@ pub struct ProxyShard {
     pub(crate) stats: Arc<ShardStats>,
     /// This shard's per-backend gauges (for the configuration it serves).
     pub(crate) gauges: Arc<BackendGauges>,
+    /// Health messages of a generation newer than `gen`, from shards that
+    /// switched before this one: handled once this shard switches too.
+    pub(crate) ahead: Vec<ProxyMsg>,
 }
 
 impl ProxyShard {
@@ -65,6 +63,7 @@ impl ProxyShard {
             tcp: TcpState::new(&config),
             config,
             gen: 0,
+            ahead: Vec::new(),
             shared,
             stats,
             gauges,
@@ -118,9 +117,6 @@ impl Handler for ProxyShard {
         self.health = Health::new(self.config.clone(), self.gen, ctx.shard_id(), ctx.shards());
         self.health.start(ctx);
         self.http_start(ctx);
-        ctx.set_interval(CONTROL_PERIOD, CONTROL_TOKEN);
-        // A reload that came before this shard started.
-        self.check_config(ctx);
     }
 
     fn on_accept(
@@ -130,8 +126,6 @@ impl Handler for ProxyShard {
         _listener: shardline::Listener<'_, Self::Listener>,
         peer: SocketAddr,
     ) {
-        // A connection starts with the newest configuration.
-        self.check_config(ctx);
         let listener = ctx.local_addr(conn).and_then(|local| {
             listener_for(
                 &self.config,
@@ -230,9 +224,7 @@ impl Handler for ProxyShard {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, timer: TimerId, token: u64) {
-        if token == CONTROL_TOKEN {
-            self.check_config(ctx);
-        } else if token & TOKEN_BIT != 0 {
+        if token & TOKEN_BIT != 0 {
             self.health.on_timer(ctx, &mut self.pools, token);
         } else if token & TCP_TOKEN_BIT != 0 {
             self.tcp_timer(ctx, timer, token);
@@ -241,20 +233,20 @@ impl Handler for ProxyShard {
         }
     }
 
-    fn on_message(
-        &mut self,
-        ctx: &mut Ctx<'_, ProxyShard>,
-        _from: shardline::Origin,
-        msg: ProxyMsg,
-    ) {
-        let gen = match msg {
-            ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } => gen,
-        };
-        if gen > self.gen {
-            // The sender switched first: so does this shard, before reading it.
-            self.check_config(ctx);
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyShard>, from: Origin, msg: ProxyMsg) {
+        match (from, msg) {
+            // Only the reloader posts from outside the shards, and only this.
+            (Origin::Remote, ProxyMsg::Reload(new)) => self.on_reload(ctx, &new),
+            (Origin::Remote, msg) => {
+                debug!(?msg, "unexpected message from outside the shards; ignored");
+            }
+            (Origin::Shard(from), ProxyMsg::Reload(_)) => {
+                debug!(%from, "a reload posted by a shard; ignored");
+            }
+            // The sender switched first: kept until this shard switches too.
+            (Origin::Shard(_), msg) if msg.gen() > self.gen => self.ahead.push(msg),
+            (Origin::Shard(_), msg) => self.health.on_message(ctx, &mut self.pools, msg),
         }
-        self.health.on_message(ctx, &mut self.pools, msg);
     }
 
     fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: ShardId) {

@@ -157,8 +157,6 @@ impl ProxyShard {
             // Shutting down: no request starts (the framework closes the client).
             return false;
         }
-        // A request starts with the newest configuration.
-        self.check_config(ctx);
         let limits = self.config.limits.clone();
         let timeouts = self.config.timeouts.clone();
         let Some(c) = self.http.clients.get_mut(ck) else {
