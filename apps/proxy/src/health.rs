@@ -5,11 +5,11 @@
 //! reports the shard's own failures to the checker.
 //!
 //! Probe connections are this module's: the handler hands it every event of a
-//! connection it [`owns`](Health::owns) and every timer token with
-//! [`TOKEN_BIT`] set. It must never drop a state change (a full mailbox means
+//! connection it [`owns`](Health::owns) and every timer of its kind
+//! ([`crate::shard::ProxyTimer`]). It must never drop a state change (a full mailbox means
 //! "later", through the outbox) or let a probe outlive its timeout.
 
-use crate::shard::ProxyShard;
+use crate::shard::{ProxyShard, ProxyTimer};
 use std::{
     collections::{HashMap, VecDeque},
     io,
@@ -26,9 +26,6 @@ use crate::{
     pools::ShardPools,
     reload::NewConfig,
 };
-
-/// Timer tokens of this module have this bit set; the handlers' own never do.
-pub const TOKEN_BIT: u64 = 1 << 63;
 
 /// Longest status line a probe waits for before calling the answer bad.
 const MAX_STATUS_LINE: usize = 1024;
@@ -99,11 +96,12 @@ struct Probe {
     /// Decided (and closed); waiting for `on_close`.
     done: bool,
     timer: TimerId,
-    timer_token: u64,
 }
 
+/// The health checker's timers (the payload of a
+/// [`crate::shard::ProxyTimer`]).
 #[derive(Debug, Clone, Copy)]
-enum Tick {
+pub(crate) enum Tick {
     /// Probe every backend of a pool.
     Round(usize),
     /// A probe's deadline.
@@ -121,8 +119,6 @@ pub struct Health {
     /// `[pool][backend]`, for the pools this shard checks (empty otherwise).
     verdicts: Vec<Vec<Verdict>>,
     probes: HashMap<ConnId, Probe>,
-    ticks: HashMap<u64, Tick>,
-    next_token: u64,
     /// Messages a full mailbox handed back, per destination shard, in order.
     outbox: Vec<VecDeque<ProxyMsg>>,
     /// `[pool][backend]`: this shard reported a failure not yet followed by a
@@ -159,8 +155,6 @@ impl Health {
             shards,
             verdicts,
             probes: HashMap::new(),
-            ticks: HashMap::new(),
-            next_token: 0,
             outbox: vec![VecDeque::new(); shards],
             reported_failure,
             rounds: Vec::new(),
@@ -200,13 +194,11 @@ impl Health {
                 self.probes.insert(conn, probe);
             }
         }
-        self.ticks.clear();
         let old = std::mem::replace(
             self,
             Health::new(config, gen, ShardId(self.me), self.shards),
         );
         self.probes = old.probes;
-        self.next_token = old.next_token;
         for (p, pool) in self.config.pools.clone().iter().enumerate() {
             if self.verdicts[p].is_empty() {
                 continue;
@@ -256,13 +248,6 @@ impl Health {
         self.probes.contains_key(&conn)
     }
 
-    fn token(&mut self, tick: Tick) -> u64 {
-        let token = TOKEN_BIT | self.next_token;
-        self.next_token += 1;
-        self.ticks.insert(token, tick);
-        token
-    }
-
     /// Starts probing the pools this shard checks (a first round now).
     pub fn start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         for p in 0..self.verdicts.len() {
@@ -273,8 +258,8 @@ impl Health {
                 continue;
             };
             let period = Duration::from_millis(h.interval_ms);
-            let token = self.token(Tick::Round(p));
-            self.rounds.push(ctx.set_interval(period, token));
+            self.rounds
+                .push(ctx.set_interval(period, ProxyTimer::health(Tick::Round(p))));
             self.round(ctx, p);
         }
     }
@@ -292,8 +277,10 @@ impl Health {
             match ctx.connect(addr, ()) {
                 Ok(conn) => {
                     self.verdicts[p][b].probing = true;
-                    let token = self.token(Tick::Timeout(conn));
-                    let timer = ctx.set_timer(Duration::from_millis(h.timeout_ms), token);
+                    let timer = ctx.set_timer(
+                        Duration::from_millis(h.timeout_ms),
+                        ProxyTimer::health(Tick::Timeout(conn)),
+                    );
                     self.probes.insert(
                         conn,
                         Probe {
@@ -302,7 +289,6 @@ impl Health {
                             connected: false,
                             done: false,
                             timer,
-                            timer_token: token,
                         },
                     );
                 }
@@ -318,20 +304,17 @@ impl Health {
         }
     }
 
-    /// A timer with [`TOKEN_BIT`]: `false` if it is not this module's.
-    pub fn on_timer(
+    /// One of this module's timers fired (rounds and probe deadlines are
+    /// cancelled when they stop applying, so a firing one is current).
+    pub(crate) fn on_timer(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
-        token: u64,
-    ) -> bool {
-        let Some(&tick) = self.ticks.get(&token) else {
-            return token & TOKEN_BIT != 0;
-        };
+        tick: Tick,
+    ) {
         match tick {
             Tick::Round(p) => self.round(ctx, p),
             Tick::Timeout(conn) => {
-                self.ticks.remove(&token);
                 if let Some(probe) = self.probes.get(&conn).filter(|p| !p.done) {
                     let connected = probe.connected;
                     debug!(conn = %conn, "health probe timed out");
@@ -344,7 +327,6 @@ impl Health {
                 }
             }
         }
-        true
     }
 
     /// A probe's connect finished.
@@ -441,9 +423,7 @@ impl Health {
         }
         probe.done = true;
         let (p, b) = (probe.pool, probe.backend);
-        let (timer, token) = (probe.timer, probe.timer_token);
-        ctx.cancel_timer(timer);
-        self.ticks.remove(&token);
+        ctx.cancel_timer(probe.timer);
         ctx.close(conn);
         if let Some(v) = self.verdicts.get_mut(p).and_then(|v| v.get_mut(b)) {
             v.probing = false;

@@ -17,17 +17,42 @@ use tracing::debug;
 
 use crate::{
     config::{Config, Mode},
-    health::{Health, ProxyMsg, TOKEN_BIT},
-    http::proxy::HttpState,
+    health::{self, Health, ProxyMsg},
+    http::proxy::{self as http_proxy, HttpState},
     pools::ShardPools,
     stats::{BackendGauges, ShardStats},
-    tcp::TcpState,
+    tcp::{self, TcpState},
     Shared,
 };
 
-/// Timer tokens of the L4 side have this bit set (the health checker's have
-/// [`TOKEN_BIT`], the HTTP side's neither).
-pub(crate) const TCP_TOKEN_BIT: u64 = 1 << 62;
+/// What a timer of the proxy carries (the handler's `Handler::Timer`): which
+/// side set it and that side's own kind of timer, so `on_timer` routes it by
+/// value, with no token table.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyTimer(pub(crate) TimerOf);
+
+/// Which side a timer belongs to, with that side's payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerOf {
+    /// The health checker's ([`crate::health`]).
+    Health(health::Tick),
+    /// The L4 side's ([`crate::tcp`]).
+    Tcp(tcp::TimerKind),
+    /// The HTTP side's ([`crate::http`]).
+    Http(http_proxy::TimerKind),
+}
+
+impl ProxyTimer {
+    pub(crate) fn health(t: health::Tick) -> ProxyTimer {
+        ProxyTimer(TimerOf::Health(t))
+    }
+    pub(crate) fn tcp(t: tcp::TimerKind) -> ProxyTimer {
+        ProxyTimer(TimerOf::Tcp(t))
+    }
+    pub(crate) fn http(t: http_proxy::TimerKind) -> ProxyTimer {
+        ProxyTimer(TimerOf::Http(t))
+    }
+}
 
 /// The per-shard proxy handler: every listener, both modes.
 #[derive(Debug)]
@@ -109,7 +134,7 @@ pub fn listener_for(
 
 impl Handler for ProxyShard {
     type Msg = ProxyMsg;
-    type Timer = u64;
+    type Timer = ProxyTimer;
     type Conn = ();
     type Listener = ();
 
@@ -223,13 +248,11 @@ impl Handler for ProxyShard {
         self.queue_full(ctx, conn, false);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, timer: TimerId, token: u64) {
-        if token & TOKEN_BIT != 0 {
-            self.health.on_timer(ctx, &mut self.pools, token);
-        } else if token & TCP_TOKEN_BIT != 0 {
-            self.tcp_timer(ctx, timer, token);
-        } else {
-            self.http_timer(ctx, timer, token);
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, _timer: TimerId, timer: ProxyTimer) {
+        match timer.0 {
+            TimerOf::Health(tick) => self.health.on_timer(ctx, &mut self.pools, tick),
+            TimerOf::Tcp(kind) => self.tcp_timer(ctx, kind),
+            TimerOf::Http(kind) => self.http_timer(ctx, kind),
         }
     }
 

@@ -29,7 +29,7 @@ use tracing::{debug, info};
 use crate::{
     balance::{hash_ip, NoBackend},
     config::{Config, SpliceMode},
-    shard::{ProxyShard, TCP_TOKEN_BIT},
+    shard::{ProxyShard, ProxyTimer},
     stats::BackendGauges,
 };
 
@@ -44,8 +44,9 @@ enum Side {
     Upstream,
 }
 
+/// The L4 side's timers (the payload of a [`crate::shard::ProxyTimer`]).
 #[derive(Debug, Clone, Copy)]
-enum TimerKind {
+pub(crate) enum TimerKind {
     /// Connect deadline of a session.
     Connect(usize),
 }
@@ -70,7 +71,7 @@ struct Session {
     attempts: u32,
     /// Backends whose connect failed for this client.
     tried: Vec<usize>,
-    connect_timer: Option<(TimerId, u64)>,
+    connect_timer: Option<TimerId>,
 }
 
 /// One shard's L4 state: its sessions and their timers. Owned by the shard's
@@ -82,9 +83,6 @@ pub(crate) struct TcpState {
     active: Vec<Vec<u32>>,
     sessions: Slab<Session>,
     roles: HashMap<ConnId, (usize, Side)>,
-    /// Timers by token (every token has [`TCP_TOKEN_BIT`]).
-    timers: HashMap<u64, TimerKind>,
-    next_token: u64,
     /// The server is shutting down: a side's EOF ends its session.
     draining: bool,
 }
@@ -110,8 +108,6 @@ impl TcpState {
                 .collect(),
             sessions: Slab::new(),
             roles: HashMap::new(),
-            timers: HashMap::new(),
-            next_token: 0,
             draining: false,
         }
     }
@@ -192,16 +188,13 @@ impl ProxyShard {
                         *n += 1;
                     }
                     self.tcp.roles.insert(up, (key, Side::Upstream));
-                    let token = TCP_TOKEN_BIT | self.tcp.next_token;
-                    self.tcp.next_token += 1;
                     let t = ctx.set_timer(
                         Duration::from_millis(self.config.timeouts.connect_ms),
-                        token,
+                        ProxyTimer::tcp(TimerKind::Connect(key)),
                     );
                     if let Some(s) = self.tcp.sessions.get_mut(key) {
-                        s.connect_timer = Some((t, token));
+                        s.connect_timer = Some(t);
                     }
-                    self.tcp.timers.insert(token, TimerKind::Connect(key));
                     return;
                 }
                 Err(e) => {
@@ -290,9 +283,8 @@ impl ProxyShard {
         let Some(s) = self.tcp.sessions.get_mut(key) else {
             return;
         };
-        if let Some((t, token)) = s.connect_timer.take() {
+        if let Some(t) = s.connect_timer.take() {
             ctx.cancel_timer(t);
-            self.tcp.timers.remove(&token);
         }
         match result {
             Ok(()) => {
@@ -398,9 +390,8 @@ impl ProxyShard {
                     return;
                 };
                 self.stats.clients.sub(1);
-                if let Some((t, token)) = s.connect_timer {
+                if let Some(t) = s.connect_timer {
                     ctx.cancel_timer(t);
-                    self.tcp.timers.remove(&token);
                 }
                 if let Some(up) = s.upstream {
                     release(&mut self.tcp.active, &self.gauges, self.gen, &s);
@@ -429,11 +420,10 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, _timer: TimerId, token: u64) {
-        let key = match self.tcp.timers.remove(&token) {
-            Some(TimerKind::Connect(key)) => key,
-            None => return,
-        };
+    /// A timer of the L4 side fired (a session's timer is cancelled when the
+    /// session ends, so its key still names it).
+    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, kind: TimerKind) {
+        let TimerKind::Connect(key) = kind;
         let Some(s) = self.tcp.sessions.get_mut(key) else {
             return;
         };

@@ -27,7 +27,11 @@ use super::{
     head::{self, Framing},
     pool::{UpState, UpstreamPool},
 };
-use crate::{config::Config, shard::ProxyShard, stats::BackendGauges};
+use crate::{
+    config::Config,
+    shard::{ProxyShard, ProxyTimer},
+    stats::BackendGauges,
+};
 
 mod exchange;
 mod response;
@@ -47,8 +51,9 @@ enum Role {
     Upstream(usize),
 }
 
+/// The HTTP side's timers (the payload of a [`crate::shard::ProxyTimer`]).
 #[derive(Debug, Clone, Copy)]
-enum TimerKind {
+pub(crate) enum TimerKind {
     /// Waiting for a request head (`idle`: none started on a kept-alive connection).
     Head { client: usize, serial: u64 },
     /// Connect or response deadline of an exchange.
@@ -112,9 +117,9 @@ struct Exchange {
     /// A `100 Continue` went to the client (the backend's or the proxy's own).
     continue_sent: bool,
     /// Sends the proxy's own `100 Continue` if the backend stays silent.
-    expect_timer: Option<(TimerId, u64)>,
+    expect_timer: Option<TimerId>,
     /// The request body's progress deadline (armed while a body is to come).
-    body_timer: Option<(TimerId, u64)>,
+    body_timer: Option<TimerId>,
     /// The last time the body moved: a body byte came from the client, the
     /// proxy started forwarding it, the client was told to send it (100) or a
     /// backend that had stopped reading it read again.
@@ -147,7 +152,7 @@ struct Exchange {
     resp_started: bool,
     status: u16,
     upstream_reusable: bool,
-    timer: Option<(TimerId, u64)>,
+    timer: Option<TimerId>,
     started: Instant,
 }
 
@@ -166,7 +171,7 @@ struct Client {
     serial: u64,
     buf: Vec<u8>,
     exchange: Option<Exchange>,
-    head_timer: Option<(TimerId, u64, bool)>,
+    head_timer: Option<(TimerId, bool)>,
     reading: bool,
     upstream_full: bool,
     eof: bool,
@@ -182,8 +187,6 @@ pub(crate) struct HttpState {
     pool: UpstreamPool,
     /// Looked up on every event: Fx hashing (keys are ours, not an attacker's).
     roles: FxHashMap<ConnId, Role>,
-    timers: FxHashMap<u64, TimerKind>,
-    next_token: u64,
     next_serial: u64,
     /// Scratch buffer for response heads to clients and re-encoded chunked
     /// bodies (both directions), reused instead of allocated per read.
@@ -202,8 +205,6 @@ impl HttpState {
             clients: Slab::new(),
             pool: UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges),
             roles: FxHashMap::default(),
-            timers: FxHashMap::default(),
-            next_token: 0,
             next_serial: 0,
             scratch: Vec::new(),
             draining: false,
@@ -255,17 +256,13 @@ impl ProxyShard {
         self.http.next_serial
     }
 
-    fn timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ms: u64, kind: TimerKind) -> (TimerId, u64) {
-        let token = self.http.next_token;
-        self.http.next_token += 1;
-        self.http.timers.insert(token, kind);
-        (ctx.set_timer(Duration::from_millis(ms), token), token)
+    fn timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ms: u64, kind: TimerKind) -> TimerId {
+        ctx.set_timer(Duration::from_millis(ms), ProxyTimer::http(kind))
     }
 
-    fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyShard>, t: Option<(TimerId, u64)>) {
-        if let Some((id, token)) = t {
+    fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyShard>, t: Option<TimerId>) {
+        if let Some(id) = t {
             ctx.cancel_timer(id);
-            self.http.timers.remove(&token);
         }
     }
 
@@ -275,7 +272,7 @@ impl ProxyShard {
             .clients
             .get_mut(ck)
             .and_then(|c| c.head_timer.take());
-        self.cancel(ctx, t.map(|(id, token, _)| (id, token)));
+        self.cancel(ctx, t.map(|(id, _)| id));
     }
 
     /// (Re)arms the exchange deadline of client `ck`.
@@ -366,10 +363,10 @@ impl ProxyShard {
     /// Starts the sweep of idle pooled upstream connections.
     pub(crate) fn http_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         let every = (self.config.timeouts.upstream_idle_ms / 2).clamp(10, 1000);
-        let token = self.http.next_token;
-        self.http.next_token += 1;
-        self.http.timers.insert(token, TimerKind::Sweep);
-        ctx.set_interval(Duration::from_millis(every), token);
+        ctx.set_interval(
+            Duration::from_millis(every),
+            ProxyTimer::http(TimerKind::Sweep),
+        );
     }
 
     /// A client connection accepted by HTTP listener `listener`.
@@ -571,15 +568,10 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn http_timer(
-        &mut self,
-        ctx: &mut Ctx<'_, ProxyShard>,
-        _timer: TimerId,
-        token: u64,
-    ) {
-        let Some(&kind) = self.http.timers.get(&token) else {
-            return;
-        };
+    /// A timer of the HTTP side fired. One that was cancelled never fires; the
+    /// serials tell a timer whose client or exchange is gone (the slab key
+    /// reused) from a current one.
+    pub(crate) fn http_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, kind: TimerKind) {
         match kind {
             TimerKind::Sweep => {
                 let timeout = Duration::from_millis(self.config.timeouts.upstream_idle_ms);
@@ -589,7 +581,6 @@ impl ProxyShard {
                 }
             }
             TimerKind::Head { client, serial } => {
-                self.http.timers.remove(&token);
                 let Some(c) = self
                     .http
                     .clients
@@ -613,7 +604,6 @@ impl ProxyShard {
                 serial,
                 exchange,
             } => {
-                self.http.timers.remove(&token);
                 let Some((conn, nothing_yet, ex)) =
                     self.http.exchange_mut(client, serial, exchange)
                 else {
@@ -633,7 +623,6 @@ impl ProxyShard {
                 serial,
                 exchange,
             } => {
-                self.http.timers.remove(&token);
                 self.body_timer(ctx, client, serial, exchange);
             }
             TimerKind::Exchange {
@@ -641,7 +630,6 @@ impl ProxyShard {
                 serial,
                 exchange,
             } => {
-                self.http.timers.remove(&token);
                 let Some((_, _, ex)) = self.http.exchange_mut(client, serial, exchange) else {
                     return;
                 };

@@ -199,7 +199,7 @@ impl ProxyShard {
                 let idle = c.buf.is_empty() && c.served > 0;
                 let rearm = match c.head_timer {
                     None => true,
-                    Some((_, _, was_idle)) => was_idle && !idle,
+                    Some((_, was_idle)) => was_idle && !idle,
                 };
                 if rearm {
                     let serial = c.serial;
@@ -209,9 +209,9 @@ impl ProxyShard {
                     } else {
                         timeouts.client_header_ms
                     };
-                    let (id, token) = self.timer(ctx, ms, TimerKind::Head { client: ck, serial });
+                    let id = self.timer(ctx, ms, TimerKind::Head { client: ck, serial });
                     if let Some(c) = self.http.clients.get_mut(ck) {
-                        c.head_timer = Some((id, token, idle));
+                        c.head_timer = Some((id, idle));
                     }
                 }
                 false

@@ -69,9 +69,8 @@ impl ProxyShard {
                         if h.status == 100 {
                             // The backend's own 100 replaces the proxy's fallback;
                             // one the proxy already sent is not repeated.
-                            if let Some((id, token)) = ex.expect_timer.take() {
+                            if let Some(id) = ex.expect_timer.take() {
                                 ctx.cancel_timer(id);
-                                self.http.timers.remove(&token);
                             }
                             if std::mem::replace(&mut ex.continue_sent, true) {
                                 continue;
@@ -116,12 +115,11 @@ impl ProxyShard {
                     };
                     head::client_response_into(out, &h, to_client, persistence);
                     let _ = ctx.send(client, out);
-                    for (id, token) in [ex.timer.take(), ex.expect_timer.take()]
+                    for id in [ex.timer.take(), ex.expect_timer.take()]
                         .into_iter()
                         .flatten()
                     {
                         ctx.cancel_timer(id);
-                        self.http.timers.remove(&token);
                     }
                     ex.resp = match h.framing {
                         Framing::None | Framing::Length(0) => Resp::Done,
