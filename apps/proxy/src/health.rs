@@ -5,11 +5,11 @@
 //! reports the shard's own failures to the checker.
 //!
 //! Probe connections are this module's: the handler hands it every event of a
-//! connection it [`owns`](Health::owns) and every timer of its kind
+//! connection whose state is a probe's and every timer of its kind
 //! ([`crate::shard::ProxyTimer`]). It must never drop a state change (a full mailbox means
 //! "later", through the outbox) or let a probe outlive its timeout.
 
-use crate::shard::{ProxyShard, ProxyTimer};
+use crate::shard::{ProxyConn, ProxyShard, ProxyTimer, Role};
 use std::{
     collections::{HashMap, VecDeque},
     io,
@@ -243,11 +243,6 @@ impl Health {
             .map_or(0, |p| checker_of(&p.name, self.shards))
     }
 
-    /// Whether `conn` is one of this module's probes.
-    pub fn owns(&self, conn: ConnId) -> bool {
-        self.probes.contains_key(&conn)
-    }
-
     /// Starts probing the pools this shard checks (a first round now).
     pub fn start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         for p in 0..self.verdicts.len() {
@@ -274,7 +269,7 @@ impl Health {
                 continue;
             }
             let addr = self.config.pools[p].backends[b].address;
-            match ctx.connect(addr, ()) {
+            match ctx.connect(addr, ProxyConn(Role::Probe)) {
                 Ok(conn) => {
                     self.verdicts[p][b].probing = true;
                     let timer = ctx.set_timer(

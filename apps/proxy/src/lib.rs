@@ -12,10 +12,12 @@
 //!   they never move.
 //! - **Upstream connections**: opened by this shard with `Ctx::connect`, to a
 //!   backend its balancer picked. A client connection and its upstream
-//!   connection are always on the same shard, so pairing them is two entries in
-//!   shard-local maps: `ConnId -> role` (client of session *k*, or upstream *u*) and
-//!   the session's / upstream's record naming the other side's `ConnId`. No lock,
-//!   no atomic, no cross-shard message is on the data path.
+//!   connection are always on the same shard, so pairing them needs no map:
+//!   each connection's framework-kept state (`Handler::Conn`,
+//!   [`shard::ProxyConn`]) is its role (client of session *k*, upstream *u*,
+//!   health probe) and every event is routed on it; the session's / upstream's
+//!   record names the other side's `ConnId`. No lock, no atomic, no
+//!   cross-shard message is on the data path.
 //! - **Keep-alive pools** (HTTP): each shard keeps its own idle upstream
 //!   connections per backend (LIFO, bounded by `max_idle_per_backend`, closed after
 //!   `upstream_idle_ms`). A pooled connection is only ever reused by the shard that

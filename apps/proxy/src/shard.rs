@@ -1,11 +1,11 @@
 //! The per-shard handler: one [`ProxyShard`] per shard serves every listener of
-//! the configuration. On accept it asks the framework which local address took
-//! the connection (`Ctx::local_addr`) and hands the connection to the L4 side
-//! ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of that listener; every
-//! later event goes to whichever side (or the health checker) owns the
-//! connection. The balancers and the health view ([`ShardPools`]) and the
-//! checker ([`Health`]) are shared by both sides, so a pool used by several
-//! listeners is balanced and checked once.
+//! the configuration. It is a router: on accept it hands the connection to the
+//! L4 side ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of its listener,
+//! which returns the connection's state ([`ProxyConn`]: its role and record
+//! key); every later event is routed on that state, every timer on its payload
+//! ([`ProxyTimer`]), every message on its origin. The balancers and the health
+//! view ([`ShardPools`]) and the checker ([`Health`]) are shared by both sides,
+//! so a pool used by several listeners is balanced and checked once.
 //!
 //! Must never: serve a connection it cannot attribute to a listener (it is
 //! closed), or let an event reach a side that does not own its connection.
@@ -40,6 +40,38 @@ pub(crate) enum TimerOf {
     Tcp(tcp::TimerKind),
     /// The HTTP side's ([`crate::http`]).
     Http(http_proxy::TimerKind),
+}
+
+/// A connection's state (the handler's `Handler::Conn`): its role, with the
+/// key of its record in the owning side's own slab, so every event is routed
+/// by value — no map from `ConnId` is consulted to find the owner. Each side
+/// checks that the record still names the connection (a key can be reused
+/// once its first owner is gone).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyConn(pub(crate) Role);
+
+/// What a connection is to the proxy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// A health probe of this shard's checker ([`crate::health`]; its record is
+    /// keyed by `ConnId` because its deadline timer and a reload look probes
+    /// up by connection).
+    Probe,
+    /// Side `Side` of L4 session `key` ([`crate::tcp`]).
+    Tcp(usize, tcp::Side),
+    /// An HTTP client or upstream ([`crate::http`]).
+    Http(http_proxy::Role),
+    /// Attributed to nothing: closed at once.
+    Closing,
+}
+
+impl ProxyConn {
+    pub(crate) fn tcp(key: usize, side: tcp::Side) -> ProxyConn {
+        ProxyConn(Role::Tcp(key, side))
+    }
+    pub(crate) fn http(role: http_proxy::Role) -> ProxyConn {
+        ProxyConn(Role::Http(role))
+    }
 }
 
 impl ProxyTimer {
@@ -95,12 +127,12 @@ impl ProxyShard {
         }
     }
 
-    /// Backpressure (`full`) or its end on `conn`, for whichever side owns it.
-    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, full: bool) {
-        if self.tcp.owns(conn) {
-            self.tcp_queue_full(ctx, conn, full);
-        } else {
-            self.http_queue_full(ctx, conn, full);
+    /// Backpressure (`full`) or its end on `conn`, for the side it belongs to.
+    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, role: Role, full: bool) {
+        match role {
+            Role::Tcp(key, side) => self.tcp_queue_full(ctx, conn, (key, side), full),
+            Role::Http(role) => self.http_queue_full(ctx, conn, role, full),
+            Role::Probe | Role::Closing => {}
         }
     }
 }
@@ -135,7 +167,7 @@ pub fn listener_for(
 impl Handler for ProxyShard {
     type Msg = ProxyMsg;
     type Timer = ProxyTimer;
-    type Conn = ();
+    type Conn = ProxyConn;
     type Listener = ();
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
@@ -150,7 +182,7 @@ impl Handler for ProxyShard {
         conn: ConnId,
         _listener: shardline::Listener<'_, Self::Listener>,
         peer: SocketAddr,
-    ) {
+    ) -> ProxyConn {
         let listener = ctx.local_addr(conn).and_then(|local| {
             listener_for(
                 &self.config,
@@ -161,7 +193,7 @@ impl Handler for ProxyShard {
         let Some(i) = listener else {
             debug!(client = %peer, local = ?ctx.local_addr(conn), "connection to no known listener; closing");
             ctx.close(conn);
-            return;
+            return ProxyConn(Role::Closing);
         };
         let l = &self.config.listeners[i];
         if l.mode == Mode::Http || l.pool.is_some() {
@@ -169,8 +201,11 @@ impl Handler for ProxyShard {
         }
         match (l.mode, l.pool) {
             (Mode::Tcp, Some(pool)) => self.tcp_accept(ctx, conn, peer, pool),
-            (Mode::Tcp, None) => ctx.close(conn),
-            (Mode::Http, _) => self.http_accept(ctx, conn, peer, i),
+            (Mode::Tcp, None) => {
+                ctx.close(conn);
+                ProxyConn(Role::Closing)
+            }
+            (Mode::Http, _) => ProxyConn::http(self.http_accept(ctx, conn, peer, i)),
         }
     }
 
@@ -178,18 +213,18 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: &mut Self::Conn,
+        state: &mut ProxyConn,
         result: io::Result<()>,
     ) {
-        if self.health.owns(conn) {
-            self.health.on_connect(ctx, &mut self.pools, conn, result);
-        } else if self.tcp.owns(conn) {
-            self.tcp_connect(ctx, conn, result);
-        } else if self.http.owns(conn) {
-            self.http_connect(ctx, conn, result);
-        } else if result.is_ok() {
-            // Nobody waits for it any more.
-            ctx.close(conn);
+        match state.0 {
+            Role::Probe => self.health.on_connect(ctx, &mut self.pools, conn, result),
+            Role::Tcp(key, _) => self.tcp_connect(ctx, conn, key, result),
+            Role::Http(role) => self.http_connect(ctx, conn, role, result),
+            Role::Closing => {
+                if result.is_ok() {
+                    ctx.close(conn);
+                }
+            }
         }
     }
 
@@ -197,25 +232,23 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: &mut Self::Conn,
+        state: &mut ProxyConn,
         data: &[u8],
     ) -> usize {
-        if self.health.owns(conn) {
-            self.health.on_data(ctx, &mut self.pools, conn, data)
-        } else if self.tcp.owns(conn) {
-            self.tcp_data(ctx, conn, data)
-        } else {
-            self.http_data(ctx, conn, data)
+        match state.0 {
+            Role::Probe => self.health.on_data(ctx, &mut self.pools, conn, data),
+            Role::Tcp(key, side) => self.tcp_data(ctx, conn, (key, side), data),
+            Role::Http(role) => self.http_data(ctx, conn, role, data),
+            Role::Closing => data.len(),
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, _state: &mut Self::Conn) {
-        if self.health.owns(conn) {
-            self.health.on_close(ctx, &mut self.pools, conn);
-        } else if self.tcp.owns(conn) {
-            self.tcp_eof(ctx, conn);
-        } else {
-            self.http_eof(ctx, conn);
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, state: &mut ProxyConn) {
+        match state.0 {
+            Role::Probe => self.health.on_close(ctx, &mut self.pools, conn),
+            Role::Tcp(key, side) => self.tcp_eof(ctx, conn, (key, side)),
+            Role::Http(role) => self.http_eof(ctx, conn, role),
+            Role::Closing => ctx.close(conn),
         }
     }
 
@@ -223,15 +256,14 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: Self::Conn,
+        state: ProxyConn,
         reason: &CloseReason,
     ) {
-        if self.health.owns(conn) {
-            self.health.on_close(ctx, &mut self.pools, conn);
-        } else if self.tcp.owns(conn) {
-            self.tcp_close(ctx, conn, reason);
-        } else {
-            self.http_close(ctx, conn, reason);
+        match state.0 {
+            Role::Probe => self.health.on_close(ctx, &mut self.pools, conn),
+            Role::Tcp(key, side) => self.tcp_close(ctx, conn, (key, side), reason),
+            Role::Http(role) => self.http_close(ctx, conn, role, reason),
+            Role::Closing => {}
         }
     }
 
@@ -239,13 +271,13 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: &mut Self::Conn,
+        state: &mut ProxyConn,
     ) {
-        self.queue_full(ctx, conn, true);
+        self.queue_full(ctx, conn, state.0, true);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, _state: &mut Self::Conn) {
-        self.queue_full(ctx, conn, false);
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, state: &mut ProxyConn) {
+        self.queue_full(ctx, conn, state.0, false);
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, _timer: TimerId, timer: ProxyTimer) {

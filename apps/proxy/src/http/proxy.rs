@@ -17,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustc_hash::FxHashMap;
 use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
 use tracing::debug;
@@ -45,8 +44,12 @@ const PIPELINE_SLACK: usize = 64 << 10;
 /// retried once any body byte went out).
 const REPLAY_MAX: usize = 64 << 10;
 
+/// What an HTTP connection is (kept in its [`crate::shard::ProxyConn`]): a
+/// client (key in `HttpState::clients`) or an upstream (key in the upstream
+/// pool). The record names the connection back, so a key reused by a newer
+/// connection is told apart ([`HttpState::live`]).
 #[derive(Debug, Clone, Copy)]
-enum Role {
+pub(crate) enum Role {
     Client(usize),
     Upstream(usize),
 }
@@ -185,8 +188,6 @@ struct Client {
 pub(crate) struct HttpState {
     clients: Slab<Client>,
     pool: UpstreamPool,
-    /// Looked up on every event: Fx hashing (keys are ours, not an attacker's).
-    roles: FxHashMap<ConnId, Role>,
     next_serial: u64,
     /// Scratch buffer for response heads to clients and re-encoded chunked
     /// bodies (both directions), reused instead of allocated per read.
@@ -204,7 +205,6 @@ impl HttpState {
         HttpState {
             clients: Slab::new(),
             pool: UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges),
-            roles: FxHashMap::default(),
             next_serial: 0,
             scratch: Vec::new(),
             draining: false,
@@ -220,11 +220,7 @@ impl HttpState {
         gauges: Arc<BackendGauges>,
         gen: u64,
     ) -> Vec<ConnId> {
-        let idle = self.pool.reconfigure(sizes, max_idle, gauges, gen);
-        for conn in &idle {
-            self.roles.remove(conn);
-        }
-        idle
+        self.pool.reconfigure(sizes, max_idle, gauges, gen)
     }
 
     /// Exchange `exchange` of client `client` (of connection serial `serial`),
@@ -244,9 +240,14 @@ impl HttpState {
         Some((c.conn, c.buf.is_empty(), ex))
     }
 
-    /// Whether `conn` is an HTTP client or upstream connection of this shard.
-    pub(crate) fn owns(&self, conn: ConnId) -> bool {
-        self.roles.contains_key(&conn)
+    /// `role`, the state of `conn`, if its record is still `conn`'s (not gone,
+    /// nor its key reused by a newer connection).
+    pub(crate) fn live(&self, conn: ConnId, role: Role) -> Option<Role> {
+        let ours = match role {
+            Role::Client(ck) => self.clients.get(ck).is_some_and(|c| c.conn == conn),
+            Role::Upstream(u) => self.pool.get(u).is_some_and(|up| up.conn == conn),
+        };
+        ours.then_some(role)
     }
 }
 
@@ -336,7 +337,6 @@ impl ProxyShard {
 
     fn drop_upstream(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
         if let Some(up) = self.http.pool.remove(key) {
-            self.http.roles.remove(&up.conn);
             ctx.close(up.conn);
         }
     }
@@ -369,14 +369,15 @@ impl ProxyShard {
         );
     }
 
-    /// A client connection accepted by HTTP listener `listener`.
+    /// A client connection accepted by HTTP listener `listener`; returns its
+    /// role (the connection's state).
     pub(crate) fn http_accept(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         peer: SocketAddr,
         listener: usize,
-    ) {
+    ) -> Role {
         let serial = self.serial();
         let ck = self.http.clients.insert(Client {
             conn,
@@ -395,17 +396,22 @@ impl ProxyShard {
             closing: false,
             served: 0,
         });
-        self.http.roles.insert(conn, Role::Client(ck));
         self.pump(ctx, ck);
+        Role::Client(ck)
     }
 
     pub(crate) fn http_connect(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         result: io::Result<()>,
     ) {
-        let Some(&Role::Upstream(u)) = self.http.roles.get(&conn) else {
+        let Some(Role::Upstream(u)) = self.http.live(conn, role) else {
+            if result.is_ok() {
+                // Nobody waits for it any more.
+                ctx.close(conn);
+            }
             return;
         };
         let Some(up) = self.http.pool.get(u) else {
@@ -441,7 +447,6 @@ impl ProxyShard {
                     .passive(ctx, &mut self.pools, gen, pool, backend, false);
                 // Released by the framework already: forget it, no close.
                 self.http.pool.remove(u);
-                self.http.roles.remove(&conn);
                 if owner {
                     if let Some(ex) = self
                         .http
@@ -463,10 +468,11 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         data: &[u8],
     ) -> usize {
-        match self.http.roles.get(&conn) {
-            Some(&Role::Client(ck)) => {
+        match self.http.live(conn, role) {
+            Some(Role::Client(ck)) => {
                 let Some(c) = self.http.clients.get_mut(ck) else {
                     return data.len();
                 };
@@ -480,24 +486,25 @@ impl ProxyShard {
                 self.pump(ctx, ck);
                 data.len()
             }
-            Some(&Role::Upstream(u)) => self.on_response_data(ctx, u, data),
+            Some(Role::Upstream(u)) => self.on_response_data(ctx, u, data),
             None => data.len(),
         }
     }
 
-    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
+    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, role: Role) {
         // Every byte before the EOF was presented already (the framework holds
         // the EOF until input kept during a pause has been offered).
-        self.eof_now(ctx, conn);
+        self.eof_now(ctx, conn, role);
     }
 
     pub(crate) fn http_close(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         _reason: &CloseReason,
     ) {
-        match self.http.roles.remove(&conn) {
+        match self.http.live(conn, role) {
             Some(Role::Client(ck)) => {
                 self.cancel_head_timer(ctx, ck);
                 if let Some(c) = self.http.clients.try_remove(ck) {
@@ -512,11 +519,7 @@ impl ProxyShard {
                     }
                 }
             }
-            Some(Role::Upstream(u)) => {
-                self.http.roles.insert(conn, Role::Upstream(u));
-                self.upstream_lost(ctx, u, false);
-                self.http.roles.remove(&conn);
-            }
+            Some(Role::Upstream(u)) => self.upstream_lost(ctx, u, false),
             None => {}
         }
     }
@@ -527,11 +530,12 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         full: bool,
     ) {
-        match self.http.roles.get(&conn) {
+        match self.http.live(conn, role) {
             // The client reads slowly: its upstream's reading follows.
-            Some(&Role::Client(ck)) => {
+            Some(Role::Client(ck)) => {
                 let upstream = self
                     .http
                     .clients
@@ -548,7 +552,7 @@ impl ProxyShard {
                 }
             }
             // The backend reads slowly: the client's reading follows.
-            Some(&Role::Upstream(u)) => {
+            Some(Role::Upstream(u)) => {
                 if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
                     if let Some(c) = self.http.clients.get_mut(ck) {
                         c.upstream_full = full;
@@ -576,7 +580,6 @@ impl ProxyShard {
             TimerKind::Sweep => {
                 let timeout = Duration::from_millis(self.config.timeouts.upstream_idle_ms);
                 for conn in self.http.pool.expire(Instant::now(), timeout) {
-                    self.http.roles.remove(&conn);
                     ctx.close(conn);
                 }
             }

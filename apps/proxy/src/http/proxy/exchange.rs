@@ -13,6 +13,7 @@ use crate::{
         chunked::{ChunkedDecoder, LAST_CHUNK},
         head::{self, Framing, RequestHead},
     },
+    shard::ProxyConn,
 };
 
 impl Exchange {
@@ -351,7 +352,9 @@ impl ProxyShard {
             }
             ex.attempts += 1;
             let addr = self.config.pools[pool].backends[backend].address;
-            match ctx.connect(addr, ()) {
+            // The connection's state names its record, inserted right below.
+            let role = ProxyConn::http(Role::Upstream(self.http.pool.next_key()));
+            match ctx.connect(addr, role) {
                 Ok(conn) => {
                     let key = self.http.pool.insert_connecting(
                         conn,
@@ -360,7 +363,6 @@ impl ProxyShard {
                         (ck, serial),
                         Instant::now(),
                     );
-                    self.http.roles.insert(conn, Role::Upstream(key));
                     if let Some(ex) = self
                         .http
                         .clients
@@ -577,7 +579,6 @@ impl ProxyShard {
     pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.http.draining = true;
         for conn in self.http.pool.drain_idle() {
-            self.http.roles.remove(&conn);
             ctx.close(conn);
         }
         for (_, c) in self.http.clients.iter_mut() {

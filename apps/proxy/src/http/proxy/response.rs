@@ -285,15 +285,15 @@ impl ProxyShard {
     }
 
     /// A connection's EOF, once held input was presented.
-    pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
-        match self.http.roles.get(&conn) {
-            Some(&Role::Client(ck)) => {
+    pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, role: Role) {
+        match self.http.live(conn, role) {
+            Some(Role::Client(ck)) => {
                 if let Some(c) = self.http.clients.get_mut(ck) {
                     c.eof = true;
                 }
                 self.pump(ctx, ck);
             }
-            Some(&Role::Upstream(u)) => self.upstream_lost(ctx, u, true),
+            Some(Role::Upstream(u)) => self.upstream_lost(ctx, u, true),
             None => ctx.close(conn),
         }
     }
