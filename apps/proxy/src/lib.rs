@@ -113,12 +113,14 @@
 //! # Listeners and servers
 //!
 //! One Shardline `Server` serves every listener of the configuration: its shards
-//! listen on every address, and each shard's handler ([`shard::ProxyShard`])
-//! asks `Ctx::local_addr` which address took a connection and serves it as that
-//! listener says (L4 or HTTP, with its routes). So there is one thread per CPU
+//! listen on every address, each listener carrying its index in the
+//! configuration (`ServerBuilder::listen_with`), and each shard's handler
+//! ([`shard::ProxyShard`]) serves a connection as the listener that took it
+//! says (L4 or HTTP, with its routes). So there is one thread per CPU
 //! whatever the number of listeners, and each pool is balanced by one set of
 //! per-shard balancers and health-checked once for the process, even when
-//! several listeners use it.
+//! several listeners use it. Listeners are fixed at start: a reload cannot
+//! change them.
 //!
 //! # Metrics
 //!

@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
 };
 
 use shardline::{
@@ -40,9 +40,6 @@ pub struct Shared {
     /// and numbering the next reload (see [`crate::reload`]; shards never read
     /// it: theirs comes in a message).
     pub(crate) slot: Mutex<(u64, Arc<Config>)>,
-    /// The listeners' bound addresses (port 0 resolved), in configuration
-    /// order; set once the server has started.
-    pub bound: OnceLock<Vec<SocketAddr>>,
     /// Every shard's counters, for `/metrics`.
     pub stats: ProxyStats,
 }
@@ -61,7 +58,6 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
     let shared = Arc::new(Shared {
         config: config.clone(),
         slot: Mutex::new((0, config.clone())),
-        bound: OnceLock::new(),
         stats: ProxyStats::default(),
     });
     let mut builder = builder.limits(framework_limits(&config));
@@ -77,8 +73,12 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
         let s = shared.clone();
         builder = builder.admin(AdminConfig::new(addr).render(move |w| s.stats.render(w)));
     }
-    for l in &config.listeners {
-        builder = builder.listen(l.address);
+    // Each listener carries its index in the configuration: on_accept knows
+    // which one took a connection without asking the socket. Listeners are
+    // fixed at start (a reload with other addresses is refused), so the index
+    // stays valid in every configuration the shards switch to.
+    for (i, l) in config.listeners.iter().enumerate() {
+        builder = builder.listen_with(l.address, i);
     }
     let s = shared.clone();
     let server = builder.build(move |shard| ProxyShard::new(s.clone(), shard))?;
@@ -94,9 +94,6 @@ impl Proxy {
     /// Starts every shard; returns once all serve.
     pub fn start(self) -> Result<RunningProxy, shardline::Error> {
         let server = self.server.start()?;
-        // Set once, here; a port-0 listener is reachable only from now on
-        // (nobody could know its port before).
-        let _ = self.shared.bound.set(server.local_addrs().to_vec());
         Ok(RunningProxy {
             server,
             shared: self.shared,

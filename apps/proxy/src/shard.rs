@@ -1,6 +1,7 @@
 //! The per-shard handler: one [`ProxyShard`] per shard serves every listener of
 //! the configuration. It is a router: on accept it hands the connection to the
-//! L4 side ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of its listener,
+//! L4 side ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of its listener
+//! (whose configuration index the listener carries, attached at build),
 //! which returns the connection's state ([`ProxyConn`]: its role and record
 //! key); every later event is routed on that state, every timer on its payload
 //! ([`ProxyTimer`]), every message on its origin. The balancers and the health
@@ -89,7 +90,6 @@ impl ProxyTimer {
 /// The per-shard proxy handler: every listener, both modes.
 #[derive(Debug)]
 pub struct ProxyShard {
-    pub(crate) shared: Arc<Shared>,
     pub(crate) config: Arc<Config>,
     /// The configuration generation `config` is (see [`crate::reload`]).
     pub(crate) gen: u64,
@@ -121,7 +121,6 @@ impl ProxyShard {
             config,
             gen: 0,
             ahead: Vec::new(),
-            shared,
             stats,
             gauges,
         }
@@ -137,38 +136,13 @@ impl ProxyShard {
     }
 }
 
-/// The listener of `config` that a connection to local address `local` came
-/// through: the listener bound to exactly that address, else one bound to the
-/// wildcard address of its family on that port. `bound` are the addresses the
-/// listeners were bound to (port 0 resolved), once known; until then the
-/// configured ones are used (a port-0 listener matches nothing).
-pub fn listener_for(
-    config: &Config,
-    bound: Option<&[SocketAddr]>,
-    local: SocketAddr,
-) -> Option<usize> {
-    let addr = |i: usize| {
-        bound
-            .and_then(|b| b.get(i).copied())
-            .unwrap_or(config.listeners[i].address)
-    };
-    let n = config.listeners.len();
-    let same_port = |a: SocketAddr| a.port() != 0 && a.port() == local.port();
-    (0..n)
-        .find(|&i| same_port(addr(i)) && addr(i).ip() == local.ip())
-        .or_else(|| {
-            (0..n).find(|&i| {
-                let a = addr(i);
-                same_port(a) && a.ip().is_unspecified() && a.is_ipv4() == local.is_ipv4()
-            })
-        })
-}
-
 impl Handler for ProxyShard {
     type Msg = ProxyMsg;
     type Timer = ProxyTimer;
     type Conn = ProxyConn;
-    type Listener = ();
+    /// The listener's index in `Config::listeners` (attached with
+    /// `listen_with`; listeners are fixed at start, a reload cannot change them).
+    type Listener = usize;
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.health = Health::new(self.config.clone(), self.gen, ctx.shard_id(), ctx.shards());
@@ -180,22 +154,15 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _listener: shardline::Listener<'_, Self::Listener>,
+        listener: shardline::Listener<'_, usize>,
         peer: SocketAddr,
     ) -> ProxyConn {
-        let listener = ctx.local_addr(conn).and_then(|local| {
-            listener_for(
-                &self.config,
-                self.shared.bound.get().map(Vec::as_slice),
-                local,
-            )
-        });
-        let Some(i) = listener else {
-            debug!(client = %peer, local = ?ctx.local_addr(conn), "connection to no known listener; closing");
+        let i = *listener.value;
+        let Some(l) = self.config.listeners.get(i) else {
+            debug!(client = %peer, listener = i, "connection to no known listener; closing");
             ctx.close(conn);
             return ProxyConn(Role::Closing);
         };
-        let l = &self.config.listeners[i];
         if l.mode == Mode::Http || l.pool.is_some() {
             self.stats.clients.add(1);
         }
@@ -311,44 +278,5 @@ impl Handler for ProxyShard {
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.http_shutdown(ctx);
         self.tcp_shutdown(ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(addrs: &[&str]) -> Config {
-        let mut text = String::new();
-        for a in addrs {
-            text.push_str(&format!(
-                "[[listener]]\naddress = \"{a}\"\nmode = \"http\"\npool = \"p\"\n"
-            ));
-        }
-        text.push_str("[pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n");
-        Config::parse(&text, "test").expect("valid")
-    }
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().expect("literal")
-    }
-
-    #[test]
-    fn exact_address_beats_wildcard_and_ports_must_match() {
-        let c = config(&["0.0.0.0:8080", "127.0.0.1:8080", "127.0.0.1:9090"]);
-        assert_eq!(listener_for(&c, None, addr("127.0.0.1:8080")), Some(1));
-        assert_eq!(listener_for(&c, None, addr("10.1.2.3:8080")), Some(0));
-        assert_eq!(listener_for(&c, None, addr("127.0.0.1:9090")), Some(2));
-        assert_eq!(listener_for(&c, None, addr("10.1.2.3:9090")), None);
-        assert_eq!(listener_for(&c, None, addr("[::1]:8080")), None);
-    }
-
-    #[test]
-    fn port_zero_matches_only_once_bound() {
-        let c = config(&["127.0.0.1:0", "127.0.0.1:0"]);
-        let local = addr("127.0.0.1:4001");
-        assert_eq!(listener_for(&c, None, local), None);
-        let bound = [addr("127.0.0.1:4000"), addr("127.0.0.1:4001")];
-        assert_eq!(listener_for(&c, Some(&bound), local), Some(1));
     }
 }
