@@ -10,14 +10,9 @@
 //! "later", through the outbox) or let a probe outlive its timeout.
 
 use crate::shard::{ProxyConn, ProxyShard, ProxyTimer, Role};
-use std::{
-    collections::{HashMap, VecDeque},
-    io,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, io, sync::Arc, time::Duration};
 
-use shardline::{ConnId, Ctx, ShardId, TimerId};
+use shardline::{ConnId, Ctx, Outbox, ShardId, TimerId};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -120,7 +115,7 @@ pub struct Health {
     verdicts: Vec<Vec<Verdict>>,
     probes: HashMap<ConnId, Probe>,
     /// Messages a full mailbox handed back, per destination shard, in order.
-    outbox: Vec<VecDeque<ProxyMsg>>,
+    outbox: Outbox<ProxyMsg>,
     /// `[pool][backend]`: this shard reported a failure not yet followed by a
     /// reported success.
     reported_failure: Vec<Vec<bool>>,
@@ -155,7 +150,7 @@ impl Health {
             shards,
             verdicts,
             probes: HashMap::new(),
-            outbox: vec![VecDeque::new(); shards],
+            outbox: Outbox::new(),
             reported_failure,
             rounds: Vec::new(),
         }
@@ -500,22 +495,17 @@ impl Health {
 
     /// Posts `msg` to shard `to`, behind anything already waiting for it.
     fn send(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: usize, msg: ProxyMsg) {
-        if to >= self.outbox.len() {
+        if to >= self.shards {
             return;
         }
-        self.outbox[to].push_back(msg);
-        self.flush(ctx, to);
+        // Kept behind what waits for `to` (a full mailbox): on_mailbox_ready
+        // (or the next round) retries.
+        self.outbox.post(ctx, ShardId(to), msg);
     }
 
     /// Posts what waits for `to`, in order, until its mailbox is full.
     fn flush(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: usize) {
-        while let Some(msg) = self.outbox.get_mut(to).and_then(|q| q.pop_front()) {
-            if let Err(full) = ctx.post(ShardId(to), msg) {
-                // Kept, first in line: on_mailbox_ready (or the next round) retries.
-                self.outbox[to].push_front(full.0);
-                return;
-            }
-        }
+        self.outbox.flush(ctx, ShardId(to));
     }
 
     /// A mailbox that was full has room again.
@@ -525,7 +515,7 @@ impl Health {
 
     /// Messages waiting for a full mailbox (for tests and metrics).
     pub fn queued(&self) -> usize {
-        self.outbox.iter().map(VecDeque::len).sum()
+        self.outbox.len()
     }
 
     /// A message from another shard (or this one).

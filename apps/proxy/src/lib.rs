@@ -93,7 +93,7 @@
 //!   hears it: one shard's failures count even while another shard, which never
 //!   failed, succeeds unheard.
 //! - **Never dropped.** A full mailbox hands the message back (`Full`): it is
-//!   kept in a per-destination FIFO outbox and retried from `on_mailbox_ready`
+//!   kept in a per-destination FIFO outbox (`shardline::Outbox`) and retried from `on_mailbox_ready`
 //!   (and on the next tick); while a destination has queued messages, new ones
 //!   go behind them, so each shard sees a backend's transitions in order and
 //!   ends with the checker's latest state. Messages are posted shard by shard
