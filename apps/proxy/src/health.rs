@@ -5,29 +5,22 @@
 //! reports the shard's own failures to the checker.
 //!
 //! Probe connections are this module's: the handler hands it every event of a
-//! connection it [`owns`](Health::owns) and every timer token with
-//! [`TOKEN_BIT`] set. It must never drop a state change (a full mailbox means
+//! connection whose state is a probe's and every timer of its kind
+//! ([`crate::shard::ProxyTimer`]). It must never drop a state change (a full mailbox means
 //! "later", through the outbox) or let a probe outlive its timeout.
 
-use crate::shard::ProxyShard;
-use std::{
-    collections::{HashMap, VecDeque},
-    io,
-    sync::Arc,
-    time::Duration,
-};
+use crate::shard::{ProxyConn, ProxyShard, ProxyTimer, Role};
+use std::{collections::HashMap, io, sync::Arc, time::Duration};
 
-use shardline::{ConnId, Ctx, ShardId, TimerId};
+use shardline::{ConnId, Ctx, Outbox, ShardId, TimerId};
 use tracing::{debug, info, warn};
 
 use crate::{
     balance::hash_bytes,
     config::{CheckKind, Config},
     pools::ShardPools,
+    reload::NewConfig,
 };
-
-/// Timer tokens of this module have this bit set; the handlers' own never do.
-pub const TOKEN_BIT: u64 = 1 << 63;
 
 /// Longest status line a probe waits for before calling the answer bad.
 const MAX_STATUS_LINE: usize = 1024;
@@ -38,8 +31,9 @@ pub fn checker_of(pool: &str, shards: usize) -> usize {
     (hash_bytes(pool.as_bytes()) % shards.max(1) as u64) as usize
 }
 
-/// What shards tell each other (the handlers' `Handler::Msg`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What shards tell each other, and what a [`Reloader`](crate::reload::Reloader)
+/// tells them (the handlers' `Handler::Msg`).
+#[derive(Debug, Clone)]
 pub enum ProxyMsg {
     /// Checker → every shard: `(pool, backend)` is now up or down.
     Health {
@@ -64,6 +58,20 @@ pub enum ProxyMsg {
         /// The outcome.
         ok: bool,
     },
+    /// A reloader (outside the shards) → every shard: serve this configuration
+    /// from now on ([`crate::reload`]).
+    Reload(Arc<NewConfig>),
+}
+
+impl ProxyMsg {
+    /// The configuration generation the message is for (a reload: the one it
+    /// brings).
+    pub fn gen(&self) -> u64 {
+        match self {
+            ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } => *gen,
+            ProxyMsg::Reload(new) => new.gen,
+        }
+    }
 }
 
 /// The checker's record of one backend.
@@ -83,11 +91,12 @@ struct Probe {
     /// Decided (and closed); waiting for `on_close`.
     done: bool,
     timer: TimerId,
-    timer_token: u64,
 }
 
+/// The health checker's timers (the payload of a
+/// [`crate::shard::ProxyTimer`]).
 #[derive(Debug, Clone, Copy)]
-enum Tick {
+pub(crate) enum Tick {
     /// Probe every backend of a pool.
     Round(usize),
     /// A probe's deadline.
@@ -105,10 +114,8 @@ pub struct Health {
     /// `[pool][backend]`, for the pools this shard checks (empty otherwise).
     verdicts: Vec<Vec<Verdict>>,
     probes: HashMap<ConnId, Probe>,
-    ticks: HashMap<u64, Tick>,
-    next_token: u64,
     /// Messages a full mailbox handed back, per destination shard, in order.
-    outbox: Vec<VecDeque<ProxyMsg>>,
+    outbox: Outbox<ProxyMsg>,
     /// `[pool][backend]`: this shard reported a failure not yet followed by a
     /// reported success.
     reported_failure: Vec<Vec<bool>>,
@@ -143,9 +150,7 @@ impl Health {
             shards,
             verdicts,
             probes: HashMap::new(),
-            ticks: HashMap::new(),
-            next_token: 0,
-            outbox: vec![VecDeque::new(); shards],
+            outbox: Outbox::new(),
             reported_failure,
             rounds: Vec::new(),
         }
@@ -184,13 +189,11 @@ impl Health {
                 self.probes.insert(conn, probe);
             }
         }
-        self.ticks.clear();
         let old = std::mem::replace(
             self,
             Health::new(config, gen, ShardId(self.me), self.shards),
         );
         self.probes = old.probes;
-        self.next_token = old.next_token;
         for (p, pool) in self.config.pools.clone().iter().enumerate() {
             if self.verdicts[p].is_empty() {
                 continue;
@@ -235,18 +238,6 @@ impl Health {
             .map_or(0, |p| checker_of(&p.name, self.shards))
     }
 
-    /// Whether `conn` is one of this module's probes.
-    pub fn owns(&self, conn: ConnId) -> bool {
-        self.probes.contains_key(&conn)
-    }
-
-    fn token(&mut self, tick: Tick) -> u64 {
-        let token = TOKEN_BIT | self.next_token;
-        self.next_token += 1;
-        self.ticks.insert(token, tick);
-        token
-    }
-
     /// Starts probing the pools this shard checks (a first round now).
     pub fn start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         for p in 0..self.verdicts.len() {
@@ -257,8 +248,8 @@ impl Health {
                 continue;
             };
             let period = Duration::from_millis(h.interval_ms);
-            let token = self.token(Tick::Round(p));
-            self.rounds.push(ctx.set_interval(period, token));
+            self.rounds
+                .push(ctx.set_interval(period, ProxyTimer::health(Tick::Round(p))));
             self.round(ctx, p);
         }
     }
@@ -273,11 +264,13 @@ impl Health {
                 continue;
             }
             let addr = self.config.pools[p].backends[b].address;
-            match ctx.connect(addr, ()) {
+            match ctx.connect(addr, ProxyConn(Role::Probe)) {
                 Ok(conn) => {
                     self.verdicts[p][b].probing = true;
-                    let token = self.token(Tick::Timeout(conn));
-                    let timer = ctx.set_timer(Duration::from_millis(h.timeout_ms), token);
+                    let timer = ctx.set_timer(
+                        Duration::from_millis(h.timeout_ms),
+                        ProxyTimer::health(Tick::Timeout(conn)),
+                    );
                     self.probes.insert(
                         conn,
                         Probe {
@@ -286,7 +279,6 @@ impl Health {
                             connected: false,
                             done: false,
                             timer,
-                            timer_token: token,
                         },
                     );
                 }
@@ -302,20 +294,17 @@ impl Health {
         }
     }
 
-    /// A timer with [`TOKEN_BIT`]: `false` if it is not this module's.
-    pub fn on_timer(
+    /// One of this module's timers fired (rounds and probe deadlines are
+    /// cancelled when they stop applying, so a firing one is current).
+    pub(crate) fn on_timer(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         pools: &mut ShardPools,
-        token: u64,
-    ) -> bool {
-        let Some(&tick) = self.ticks.get(&token) else {
-            return token & TOKEN_BIT != 0;
-        };
+        tick: Tick,
+    ) {
         match tick {
             Tick::Round(p) => self.round(ctx, p),
             Tick::Timeout(conn) => {
-                self.ticks.remove(&token);
                 if let Some(probe) = self.probes.get(&conn).filter(|p| !p.done) {
                     let connected = probe.connected;
                     debug!(conn = %conn, "health probe timed out");
@@ -328,7 +317,6 @@ impl Health {
                 }
             }
         }
-        true
     }
 
     /// A probe's connect finished.
@@ -425,9 +413,7 @@ impl Health {
         }
         probe.done = true;
         let (p, b) = (probe.pool, probe.backend);
-        let (timer, token) = (probe.timer, probe.timer_token);
-        ctx.cancel_timer(timer);
-        self.ticks.remove(&token);
+        ctx.cancel_timer(probe.timer);
         ctx.close(conn);
         if let Some(v) = self.verdicts.get_mut(p).and_then(|v| v.get_mut(b)) {
             v.probing = false;
@@ -509,22 +495,17 @@ impl Health {
 
     /// Posts `msg` to shard `to`, behind anything already waiting for it.
     fn send(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: usize, msg: ProxyMsg) {
-        if to >= self.outbox.len() {
+        if to >= self.shards {
             return;
         }
-        self.outbox[to].push_back(msg);
-        self.flush(ctx, to);
+        // Kept behind what waits for `to` (a full mailbox): on_mailbox_ready
+        // (or the next round) retries.
+        self.outbox.post(ctx, ShardId(to), msg);
     }
 
     /// Posts what waits for `to`, in order, until its mailbox is full.
     fn flush(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: usize) {
-        while let Some(msg) = self.outbox.get_mut(to).and_then(|q| q.pop_front()) {
-            if let Err(full) = ctx.post(ShardId(to), msg) {
-                // Kept, first in line: on_mailbox_ready (or the next round) retries.
-                self.outbox[to].push_front(full.0);
-                return;
-            }
-        }
+        self.outbox.flush(ctx, ShardId(to));
     }
 
     /// A mailbox that was full has room again.
@@ -534,7 +515,7 @@ impl Health {
 
     /// Messages waiting for a full mailbox (for tests and metrics).
     pub fn queued(&self) -> usize {
-        self.outbox.iter().map(VecDeque::len).sum()
+        self.outbox.len()
     }
 
     /// A message from another shard (or this one).
@@ -560,6 +541,8 @@ impl Health {
             } => {
                 self.decide(ctx, pools, pool as usize, backend as usize, ok, false);
             }
+            // The handler's business (crate::reload), never routed here.
+            ProxyMsg::Reload(_) => {}
         }
     }
 

@@ -12,10 +12,12 @@
 //!   they never move.
 //! - **Upstream connections**: opened by this shard with `Ctx::connect`, to a
 //!   backend its balancer picked. A client connection and its upstream
-//!   connection are always on the same shard, so pairing them is two entries in
-//!   shard-local maps: `ConnId -> role` (client of session *k*, or upstream *u*) and
-//!   the session's / upstream's record naming the other side's `ConnId`. No lock,
-//!   no atomic, no cross-shard message is on the data path.
+//!   connection are always on the same shard, so pairing them needs no map:
+//!   each connection's framework-kept state (`Handler::Conn`,
+//!   [`shard::ProxyConn`]) is its role (client of session *k*, upstream *u*,
+//!   health probe) and every event is routed on it; the session's / upstream's
+//!   record names the other side's `ConnId`. No lock, no atomic, no
+//!   cross-shard message is on the data path.
 //! - **Keep-alive pools** (HTTP): each shard keeps its own idle upstream
 //!   connections per backend (LIFO, bounded by `max_idle_per_backend`, closed after
 //!   `upstream_idle_ms`). A pooled connection is only ever reused by the shard that
@@ -91,7 +93,7 @@
 //!   hears it: one shard's failures count even while another shard, which never
 //!   failed, succeeds unheard.
 //! - **Never dropped.** A full mailbox hands the message back (`Full`): it is
-//!   kept in a per-destination FIFO outbox and retried from `on_mailbox_ready`
+//!   kept in a per-destination FIFO outbox (`shardline::Outbox`) and retried from `on_mailbox_ready`
 //!   (and on the next tick); while a destination has queued messages, new ones
 //!   go behind them, so each shard sees a backend's transitions in order and
 //!   ends with the checker's latest state. Messages are posted shard by shard
@@ -102,20 +104,23 @@
 //!   clients are closed).
 //!
 //! - **Generations.** Messages name backends by index, which a reload can
-//!   change: each carries its configuration generation and is dropped by a
-//!   shard on another one ([`reload`]).
+//!   change: each carries its configuration generation; a shard still on an
+//!   older one keeps it until it switches, one on a newer one drops it
+//!   ([`reload`]).
 //!
 //! Data never crosses shards; only these small messages do.
 //!
 //! # Listeners and servers
 //!
 //! One Shardline `Server` serves every listener of the configuration: its shards
-//! listen on every address, and each shard's handler ([`shard::ProxyShard`])
-//! asks `Ctx::local_addr` which address took a connection and serves it as that
-//! listener says (L4 or HTTP, with its routes). So there is one thread per CPU
+//! listen on every address, each listener carrying its index in the
+//! configuration (`ServerBuilder::listen_with`), and each shard's handler
+//! ([`shard::ProxyShard`]) serves a connection as the listener that took it
+//! says (L4 or HTTP, with its routes). So there is one thread per CPU
 //! whatever the number of listeners, and each pool is balanced by one set of
 //! per-shard balancers and health-checked once for the process, even when
-//! several listeners use it.
+//! several listeners use it. Listeners are fixed at start: a reload cannot
+//! change them.
 //!
 //! # Metrics
 //!
@@ -128,12 +133,15 @@
 //!
 //! # Reload
 //!
-//! SIGHUP re-reads the `--config` file; a valid one reaches the shards through
-//! a shared slot whose generation they check when a connection or request
-//! starts (and on a 50 ms control tick): new traffic uses it, established
-//! connections finish on the old one. Health messages carry the generation of
-//! their indices; a shard drops those of another, and after a reload each
-//! checker announces all its verdicts again. Details in [`reload`].
+//! SIGHUP re-reads the `--config` file on the binary's signal thread; a valid
+//! one is posted to every shard through the framework's `Remote`
+//! ([`Reloader`]) and each shard switches to it in `on_message`
+//! (`Origin::Remote`), with nothing polled: new connections and requests use
+//! it, established connections finish on the old one. The reload returns once
+//! every shard switched; a refused file posts nothing. Health messages carry
+//! the generation of their indices; a shard keeps those of a newer one until it
+//! switches too, drops those of an older one, and after a reload each checker
+//! announces all its verdicts again. Details in [`reload`].
 //!
 //! # Shutdown
 //!
@@ -163,6 +171,6 @@ pub mod stats;
 pub mod tcp;
 
 pub use config::{Config, ConfigError, Mode};
-pub use reload::ReloadError;
+pub use reload::{ReloadError, Reloader};
 pub use server::{build, framework_limits, Proxy, RunningProxy, Shared};
 pub use shard::ProxyShard;

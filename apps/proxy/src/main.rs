@@ -84,7 +84,8 @@ fn main() -> anyhow::Result<()> {
     .context("installing signal handlers")?;
     let running = proxy.start().context("starting proxy")?;
     let handles = [running.shutdown_handle()];
-    let shared = running.shared().clone();
+    // Validates the file and posts it to every shard (crate::reload).
+    let reloader = running.reloader();
     let config_path = args.config.clone();
     let signal_handle = signals.handle();
     let watcher = std::thread::Builder::new()
@@ -96,7 +97,7 @@ fn main() -> anyhow::Result<()> {
                     match &config_path {
                         // Logged either way; an invalid file changes nothing.
                         Some(path) => {
-                            let _ = shared.reload_from(path);
+                            let _ = reloader.reload_from(path);
                         }
                         None => warn!("SIGHUP: no --config file to reload"),
                     }

@@ -1,13 +1,16 @@
 //! Configuration reload (SIGHUP) without dropping connections.
 //!
-//! The framework has no way for a thread outside the shards to post to them, so
-//! the new configuration goes through a shared slot ([`Shared::replace`]): the
-//! configuration and its generation under a mutex, and the generation again in
-//! an atomic. Each shard compares that atomic with its own generation (one
-//! acquire load) when it accepts a connection, when a request starts, when a
-//! message of a newer generation arrives and on its control tick
-//! ([`CONTROL_PERIOD`], so health checks follow a reload without traffic). On a
-//! change it takes the slot and switches:
+//! The new configuration reaches the shards as a message. A [`Reloader`] (from
+//! [`RunningProxy::reloader`](crate::RunningProxy::reloader), usable from any
+//! thread: the binary's signal thread holds one) reads and validates the file,
+//! gives it the next generation, and posts it to every shard through the
+//! framework's `Remote` as [`ProxyMsg::Reload`]. Each shard switches in
+//! `on_message` (from `Origin::Remote` only) and acknowledges; the reloader
+//! waits for every acknowledgement (up to [`APPLY_WAIT`]) so that once
+//! `reload` returns, every new connection and request uses the new
+//! configuration. A refused file posts nothing. No shard polls anything.
+//!
+//! On a switch a shard takes:
 //!
 //! - New balancers and a new health view; a backend kept by pool name and
 //!   address keeps its health (the checker re-announces every verdict in the
@@ -23,28 +26,39 @@
 //!   connections are closed at once.
 //! - The next request on a keep-alive connection is routed with the new routes.
 //!
-//! Listener addresses cannot change: the sockets stay as they were bound, so a
-//! file whose listener addresses differ is refused. The admin address cannot
-//! change either (a warning; the rest is applied).
+//! Health messages between shards carry the generation of their indices. A
+//! shard can hear from a shard that switched before it did (the reload and the
+//! shards' messages travel in different queues): a message of a newer
+//! generation is kept and handled right after this shard's own switch; one of
+//! an older generation is dropped.
 //!
-//! A cleaner framework API would let a non-shard thread post to every shard
-//! (`RunningServer::broadcast(msg)` into each shard's `on_message`, or a
-//! `Handler::on_signal`), so the configuration would arrive as a message
-//! instead of being polled; shards would then need no control tick for it.
+//! Listener addresses cannot change: the sockets stay as they were bound, so a
+//! file whose listener addresses differ is refused. The admin address cannot change
+//! either (a warning; the rest is applied).
 
 use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
+    fmt,
+    path::Path,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
 };
 
-use shardline::Ctx;
-use tracing::info;
+use shardline::{Ctx, PostError, Remote, ShardId};
+use tracing::{error, info, warn};
 
-use crate::{config::Config, pools::ShardPools, shard::ProxyShard, stats::BackendGauges, Shared};
+use crate::{
+    config::Config, health::ProxyMsg, pools::ShardPools, shard::ProxyShard, stats::BackendGauges,
+    Shared,
+};
 
-/// How often each shard looks at the configuration slot (and the drain flag)
-/// when nothing else makes it look.
-pub const CONTROL_PERIOD: Duration = Duration::from_millis(50);
+/// How long [`Reloader::reload`] waits for every shard to switch (a shard
+/// handles its mailbox every loop turn, so this is only reached by a shard
+/// stuck in a callback); past it the reload still stands, the shards that had
+/// not switched yet do when they get to it.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// How long posting to one shard may wait for room in its mailbox.
+const POST_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a new configuration was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +77,69 @@ pub enum ReloadError {
         /// The file's.
         file: String,
     },
+    /// The configuration could not be handed to every shard (the proxy is
+    /// shutting down, or a shard's mailbox stayed full).
+    #[error("the new configuration could not reach shard {shard}: {why}")]
+    NotDelivered {
+        /// The first shard that did not get it.
+        shard: usize,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A validated configuration on its way to the shards ([`ProxyMsg::Reload`]).
+pub struct NewConfig {
+    /// Its generation (one more than the previous accepted one).
+    pub gen: u64,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Shards that switched to it, counted for the reloader waiting on it.
+    applied: (Mutex<usize>, Condvar),
+}
+
+impl fmt::Debug for NewConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewConfig")
+            .field("gen", &self.gen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewConfig {
+    fn new(gen: u64, config: Arc<Config>) -> NewConfig {
+        NewConfig {
+            gen,
+            config,
+            applied: (Mutex::new(0), Condvar::new()),
+        }
+    }
+
+    /// One more shard serves it.
+    fn applied(&self) {
+        let mut n = self.applied.0.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        self.applied.1.notify_all();
+    }
+
+    /// Waits until `shards` shards serve it, or `timeout`; returns how many do.
+    fn wait(&self, shards: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut n = self.applied.0.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < shards {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = self
+                .applied
+                .1
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *n
+    }
 }
 
 fn addresses(config: &Config) -> String {
@@ -75,17 +152,38 @@ fn addresses(config: &Config) -> String {
 }
 
 impl Shared {
-    /// The configuration the shards should serve now, and its generation.
+    /// The newest accepted configuration and its generation.
     pub fn current(&self) -> (u64, Arc<Config>) {
         let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         (slot.0, slot.1.clone())
     }
+}
 
+/// Reloads the running proxy's configuration from any thread: validates it and
+/// posts it to every shard (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) remote: Remote<ProxyMsg>,
+}
+
+impl fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reloader")
+            .field("shards", &self.remote.shards())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
     /// Makes `config` the one new connections and requests use; returns its
-    /// generation. Refused if its listener addresses differ from the running
-    /// ones.
-    pub fn replace(&self, mut config: Config) -> Result<u64, ReloadError> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+    /// generation once every shard switched (or [`APPLY_WAIT`] passed).
+    /// Refused, and nothing posted, if its listener addresses differ from the
+    /// running ones.
+    pub fn reload(&self, mut config: Config) -> Result<u64, ReloadError> {
+        // Held while posting: concurrent reloads reach every shard in the
+        // order of their generations.
+        let mut slot = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
         let running = &slot.1;
         let same = running.listeners.len() == config.listeners.len()
             && running
@@ -116,9 +214,49 @@ impl Shared {
             &mut config.limits.splice_pipes,
         );
         let gen = slot.0 + 1;
-        *slot = (gen, Arc::new(config));
-        self.generation.store(gen, Ordering::Release);
+        let config = Arc::new(config);
+        // The slot moves first: whatever happens below, the next reload gets a
+        // newer generation, which supersedes this one on every shard.
+        *slot = (gen, config.clone());
+        let new = Arc::new(NewConfig::new(gen, config));
+        let shards = self.remote.shards();
+        for s in 0..shards {
+            let msg = ProxyMsg::Reload(new.clone());
+            if let Err(e) = self.remote.post_timeout(ShardId(s), msg, POST_WAIT) {
+                let why = match e {
+                    PostError::Full(_) => "its mailbox stayed full".to_string(),
+                    other => other.to_string(),
+                };
+                return Err(ReloadError::NotDelivered { shard: s, why });
+            }
+        }
+        drop(slot);
+        let applied = new.wait(shards, APPLY_WAIT);
+        if applied < shards {
+            warn!(
+                generation = gen,
+                applied, shards, "not every shard switched in time; the others will"
+            );
+        }
         Ok(gen)
+    }
+
+    /// Reads `path` and [`reload`](Reloader::reload)s it, logging the outcome:
+    /// an invalid file is an error and the running configuration stays. What
+    /// the SIGHUP handler calls.
+    pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
+        let result = Config::load(path)
+            .map_err(ReloadError::from)
+            .and_then(|c| self.reload(c));
+        match &result {
+            Ok(gen) => {
+                info!(file = %path.display(), generation = gen, "new configuration accepted")
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "reload refused; the running configuration stays")
+            }
+        }
+        result
     }
 }
 
@@ -126,7 +264,7 @@ impl Shared {
 /// keeps the running one.
 fn keep_running<T: PartialEq + Clone + std::fmt::Debug>(name: &str, running: &T, file: &mut T) {
     if file != running {
-        tracing::warn!(
+        warn!(
             setting = name,
             running = ?running,
             file = ?file,
@@ -137,15 +275,20 @@ fn keep_running<T: PartialEq + Clone + std::fmt::Debug>(name: &str, running: &T,
 }
 
 impl ProxyShard {
-    /// Switches to the newest configuration if there is one (one atomic load
-    /// when there is not).
-    pub(crate) fn check_config(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
-        if self.shared.generation.load(Ordering::Acquire) == self.gen {
-            return;
+    /// A configuration posted by a [`Reloader`]: switch to it unless this
+    /// shard already serves it or a newer one, then acknowledge, then handle
+    /// the shards' messages of its generation that came first.
+    pub(crate) fn on_reload(&mut self, ctx: &mut Ctx<'_, ProxyShard>, new: &NewConfig) {
+        if new.gen > self.gen {
+            self.switch_config(ctx, new.gen, new.config.clone());
         }
-        let (gen, config) = self.shared.current();
-        if gen != self.gen {
-            self.switch_config(ctx, gen, config);
+        new.applied();
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ahead)
+            .into_iter()
+            .partition(|m| m.gen() <= self.gen);
+        self.ahead = later;
+        for msg in now {
+            self.health.on_message(ctx, &mut self.pools, msg);
         }
     }
 

@@ -4,19 +4,17 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::{atomic::AtomicU64, Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
 };
 
 use shardline::{
     AdminConfig, Limits, Metrics, RunningServer, Server, ServerBuilder, ShutdownHandle,
 };
 
-use tracing::{error, info};
-
 use crate::{
     config::{Config, SpliceMode},
     health::ProxyMsg,
-    reload::ReloadError,
+    reload::{ReloadError, Reloader},
     shard::ProxyShard,
     stats::ProxyStats,
 };
@@ -38,36 +36,12 @@ pub fn framework_limits(config: &Config) -> Limits {
 pub struct Shared {
     /// The configuration the shards started with.
     pub config: Arc<Config>,
-    /// The newest configuration and its generation (see [`crate::reload`]).
+    /// The newest accepted configuration and its generation, for validating
+    /// and numbering the next reload (see [`crate::reload`]; shards never read
+    /// it: theirs comes in a message).
     pub(crate) slot: Mutex<(u64, Arc<Config>)>,
-    /// The newest generation, read by each shard (one acquire load) to see
-    /// whether the slot changed.
-    pub(crate) generation: AtomicU64,
-    /// The listeners' bound addresses (port 0 resolved), in configuration
-    /// order; set once the server has started.
-    pub bound: OnceLock<Vec<SocketAddr>>,
     /// Every shard's counters, for `/metrics`.
     pub stats: ProxyStats,
-}
-
-impl Shared {
-    /// Reads `path` and makes it the configuration ([`Shared::replace`]),
-    /// logging the outcome: an invalid file is an error and the running
-    /// configuration stays. What the SIGHUP handler calls.
-    pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
-        let result = Config::load(path)
-            .map_err(ReloadError::from)
-            .and_then(|c| self.replace(c));
-        match &result {
-            Ok(gen) => {
-                info!(file = %path.display(), generation = gen, "new configuration accepted")
-            }
-            Err(e) => {
-                error!(file = %path.display(), error = %e, "reload refused; the running configuration stays")
-            }
-        }
-        result
-    }
 }
 
 /// A configured proxy, not yet running.
@@ -84,8 +58,6 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
     let shared = Arc::new(Shared {
         config: config.clone(),
         slot: Mutex::new((0, config.clone())),
-        generation: AtomicU64::new(0),
-        bound: OnceLock::new(),
         stats: ProxyStats::default(),
     });
     let mut builder = builder.limits(framework_limits(&config));
@@ -101,8 +73,12 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
         let s = shared.clone();
         builder = builder.admin(AdminConfig::new(addr).render(move |w| s.stats.render(w)));
     }
-    for l in &config.listeners {
-        builder = builder.listen(l.address);
+    // Each listener carries its index in the configuration: on_accept knows
+    // which one took a connection without asking the socket. Listeners are
+    // fixed at start (a reload with other addresses is refused), so the index
+    // stays valid in every configuration the shards switch to.
+    for (i, l) in config.listeners.iter().enumerate() {
+        builder = builder.listen_with(l.address, i);
     }
     let s = shared.clone();
     let server = builder.build(move |shard| ProxyShard::new(s.clone(), shard))?;
@@ -118,9 +94,6 @@ impl Proxy {
     /// Starts every shard; returns once all serve.
     pub fn start(self) -> Result<RunningProxy, shardline::Error> {
         let server = self.server.start()?;
-        // Set once, here; a port-0 listener is reachable only from now on
-        // (nobody could know its port before).
-        let _ = self.shared.bound.set(server.local_addrs().to_vec());
         Ok(RunningProxy {
             server,
             shared: self.shared,
@@ -156,16 +129,26 @@ impl RunningProxy {
         &self.shared
     }
 
+    /// A handle that reloads the configuration from any thread (what the
+    /// SIGHUP handler uses; see [`crate::reload`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+            remote: self.server.remote(),
+        }
+    }
+
     /// Validates `config` and makes it the one new connections and requests
-    /// use (see [`crate::reload`]); on an error the running one stays.
+    /// use, returning once every shard switched ([`Reloader::reload`]); on an
+    /// error the running one stays.
     pub fn reload(&self, config: Config) -> Result<u64, ReloadError> {
-        self.shared.replace(config)
+        self.reloader().reload(config)
     }
 
     /// Reads `path` and [`reload`](RunningProxy::reload)s it, logging the
     /// outcome (an invalid file: an error, the running configuration stays).
     pub fn reload_from(&self, path: &Path) -> Result<u64, ReloadError> {
-        self.shared.reload_from(path)
+        self.reloader().reload_from(path)
     }
 
     /// A handle that stops the shards (the framework's shutdown).

@@ -1,43 +1,95 @@
 //! The per-shard handler: one [`ProxyShard`] per shard serves every listener of
-//! the configuration. On accept it asks the framework which local address took
-//! the connection (`Ctx::local_addr`) and hands the connection to the L4 side
-//! ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of that listener; every
-//! later event goes to whichever side (or the health checker) owns the
-//! connection. The balancers and the health view ([`ShardPools`]) and the
-//! checker ([`Health`]) are shared by both sides, so a pool used by several
-//! listeners is balanced and checked once.
+//! the configuration. It is a router: on accept it hands the connection to the
+//! L4 side ([`crate::tcp`]) or the HTTP side ([`crate::http`]) of its listener
+//! (whose configuration index the listener carries, attached at build),
+//! which returns the connection's state ([`ProxyConn`]: its role and record
+//! key); every later event is routed on that state, every timer on its payload
+//! ([`ProxyTimer`]), every message on its origin. The balancers and the health
+//! view ([`ShardPools`]) and the checker ([`Health`]) are shared by both sides,
+//! so a pool used by several listeners is balanced and checked once.
 //!
 //! Must never: serve a connection it cannot attribute to a listener (it is
 //! closed), or let an event reach a side that does not own its connection.
 
 use std::{io, net::SocketAddr, sync::Arc};
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
 use tracing::debug;
 
 use crate::{
     config::{Config, Mode},
-    health::{Health, ProxyMsg, TOKEN_BIT},
-    http::proxy::HttpState,
+    health::{self, Health, ProxyMsg},
+    http::proxy::{self as http_proxy, HttpState},
     pools::ShardPools,
-    reload::CONTROL_PERIOD,
     stats::{BackendGauges, ShardStats},
-    tcp::TcpState,
+    tcp::{self, TcpState},
     Shared,
 };
 
-/// Timer tokens of the L4 side have this bit set (the health checker's have
-/// [`TOKEN_BIT`], the HTTP side's neither).
-pub(crate) const TCP_TOKEN_BIT: u64 = 1 << 62;
+/// What a timer of the proxy carries (the handler's `Handler::Timer`): which
+/// side set it and that side's own kind of timer, so `on_timer` routes it by
+/// value, with no token table.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyTimer(pub(crate) TimerOf);
 
-/// The control tick's token (configuration reload, drain); no side's tokens
-/// reach it.
-const CONTROL_TOKEN: u64 = 1 << 61;
+/// Which side a timer belongs to, with that side's payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerOf {
+    /// The health checker's ([`crate::health`]).
+    Health(health::Tick),
+    /// The L4 side's ([`crate::tcp`]).
+    Tcp(tcp::TimerKind),
+    /// The HTTP side's ([`crate::http`]).
+    Http(http_proxy::TimerKind),
+}
+
+/// A connection's state (the handler's `Handler::Conn`): its role, with the
+/// key of its record in the owning side's own slab, so every event is routed
+/// by value — no map from `ConnId` is consulted to find the owner. Each side
+/// checks that the record still names the connection (a key can be reused
+/// once its first owner is gone).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyConn(pub(crate) Role);
+
+/// What a connection is to the proxy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// A health probe of this shard's checker ([`crate::health`]; its record is
+    /// keyed by `ConnId` because its deadline timer and a reload look probes
+    /// up by connection).
+    Probe,
+    /// Side `Side` of L4 session `key` ([`crate::tcp`]).
+    Tcp(usize, tcp::Side),
+    /// An HTTP client or upstream ([`crate::http`]).
+    Http(http_proxy::Role),
+    /// Attributed to nothing: closed at once.
+    Closing,
+}
+
+impl ProxyConn {
+    pub(crate) fn tcp(key: usize, side: tcp::Side) -> ProxyConn {
+        ProxyConn(Role::Tcp(key, side))
+    }
+    pub(crate) fn http(role: http_proxy::Role) -> ProxyConn {
+        ProxyConn(Role::Http(role))
+    }
+}
+
+impl ProxyTimer {
+    pub(crate) fn health(t: health::Tick) -> ProxyTimer {
+        ProxyTimer(TimerOf::Health(t))
+    }
+    pub(crate) fn tcp(t: tcp::TimerKind) -> ProxyTimer {
+        ProxyTimer(TimerOf::Tcp(t))
+    }
+    pub(crate) fn http(t: http_proxy::TimerKind) -> ProxyTimer {
+        ProxyTimer(TimerOf::Http(t))
+    }
+}
 
 /// The per-shard proxy handler: every listener, both modes.
 #[derive(Debug)]
 pub struct ProxyShard {
-    pub(crate) shared: Arc<Shared>,
     pub(crate) config: Arc<Config>,
     /// The configuration generation `config` is (see [`crate::reload`]).
     pub(crate) gen: u64,
@@ -49,6 +101,9 @@ pub struct ProxyShard {
     pub(crate) stats: Arc<ShardStats>,
     /// This shard's per-backend gauges (for the configuration it serves).
     pub(crate) gauges: Arc<BackendGauges>,
+    /// Health messages of a generation newer than `gen`, from shards that
+    /// switched before this one: handled once this shard switches too.
+    pub(crate) ahead: Vec<ProxyMsg>,
 }
 
 impl ProxyShard {
@@ -65,93 +120,59 @@ impl ProxyShard {
             tcp: TcpState::new(&config),
             config,
             gen: 0,
-            shared,
+            ahead: Vec::new(),
             stats,
             gauges,
         }
     }
 
-    /// Backpressure (`full`) or its end on `conn`, for whichever side owns it.
-    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, full: bool) {
-        if self.tcp.owns(conn) {
-            self.tcp_queue_full(ctx, conn, full);
-        } else {
-            self.http_queue_full(ctx, conn, full);
+    /// Backpressure (`full`) or its end on `conn`, for the side it belongs to.
+    fn queue_full(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, role: Role, full: bool) {
+        match role {
+            Role::Tcp(key, side) => self.tcp_queue_full(ctx, conn, (key, side), full),
+            Role::Http(role) => self.http_queue_full(ctx, conn, role, full),
+            Role::Probe | Role::Closing => {}
         }
     }
 }
 
-/// The listener of `config` that a connection to local address `local` came
-/// through: the listener bound to exactly that address, else one bound to the
-/// wildcard address of its family on that port. `bound` are the addresses the
-/// listeners were bound to (port 0 resolved), once known; until then the
-/// configured ones are used (a port-0 listener matches nothing).
-pub fn listener_for(
-    config: &Config,
-    bound: Option<&[SocketAddr]>,
-    local: SocketAddr,
-) -> Option<usize> {
-    let addr = |i: usize| {
-        bound
-            .and_then(|b| b.get(i).copied())
-            .unwrap_or(config.listeners[i].address)
-    };
-    let n = config.listeners.len();
-    let same_port = |a: SocketAddr| a.port() != 0 && a.port() == local.port();
-    (0..n)
-        .find(|&i| same_port(addr(i)) && addr(i).ip() == local.ip())
-        .or_else(|| {
-            (0..n).find(|&i| {
-                let a = addr(i);
-                same_port(a) && a.ip().is_unspecified() && a.is_ipv4() == local.is_ipv4()
-            })
-        })
-}
-
 impl Handler for ProxyShard {
     type Msg = ProxyMsg;
-    type Timer = u64;
-    type Conn = ();
-    type Listener = ();
+    type Timer = ProxyTimer;
+    type Conn = ProxyConn;
+    /// The listener's index in `Config::listeners` (attached with
+    /// `listen_with`; listeners are fixed at start, a reload cannot change them).
+    type Listener = usize;
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.health = Health::new(self.config.clone(), self.gen, ctx.shard_id(), ctx.shards());
         self.health.start(ctx);
         self.http_start(ctx);
-        ctx.set_interval(CONTROL_PERIOD, CONTROL_TOKEN);
-        // A reload that came before this shard started.
-        self.check_config(ctx);
     }
 
     fn on_accept(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _listener: shardline::Listener<'_, Self::Listener>,
+        listener: shardline::Listener<'_, usize>,
         peer: SocketAddr,
-    ) {
-        // A connection starts with the newest configuration.
-        self.check_config(ctx);
-        let listener = ctx.local_addr(conn).and_then(|local| {
-            listener_for(
-                &self.config,
-                self.shared.bound.get().map(Vec::as_slice),
-                local,
-            )
-        });
-        let Some(i) = listener else {
-            debug!(client = %peer, local = ?ctx.local_addr(conn), "connection to no known listener; closing");
+    ) -> ProxyConn {
+        let i = *listener.value;
+        let Some(l) = self.config.listeners.get(i) else {
+            debug!(client = %peer, listener = i, "connection to no known listener; closing");
             ctx.close(conn);
-            return;
+            return ProxyConn(Role::Closing);
         };
-        let l = &self.config.listeners[i];
         if l.mode == Mode::Http || l.pool.is_some() {
             self.stats.clients.add(1);
         }
         match (l.mode, l.pool) {
             (Mode::Tcp, Some(pool)) => self.tcp_accept(ctx, conn, peer, pool),
-            (Mode::Tcp, None) => ctx.close(conn),
-            (Mode::Http, _) => self.http_accept(ctx, conn, peer, i),
+            (Mode::Tcp, None) => {
+                ctx.close(conn);
+                ProxyConn(Role::Closing)
+            }
+            (Mode::Http, _) => ProxyConn::http(self.http_accept(ctx, conn, peer, i)),
         }
     }
 
@@ -159,18 +180,18 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: &mut Self::Conn,
+        state: &mut ProxyConn,
         result: io::Result<()>,
     ) {
-        if self.health.owns(conn) {
-            self.health.on_connect(ctx, &mut self.pools, conn, result);
-        } else if self.tcp.owns(conn) {
-            self.tcp_connect(ctx, conn, result);
-        } else if self.http.owns(conn) {
-            self.http_connect(ctx, conn, result);
-        } else if result.is_ok() {
-            // Nobody waits for it any more.
-            ctx.close(conn);
+        match state.0 {
+            Role::Probe => self.health.on_connect(ctx, &mut self.pools, conn, result),
+            Role::Tcp(key, _) => self.tcp_connect(ctx, conn, key, result),
+            Role::Http(role) => self.http_connect(ctx, conn, role, result),
+            Role::Closing => {
+                if result.is_ok() {
+                    ctx.close(conn);
+                }
+            }
         }
     }
 
@@ -178,25 +199,23 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: &mut Self::Conn,
+        state: &mut ProxyConn,
         data: &[u8],
     ) -> usize {
-        if self.health.owns(conn) {
-            self.health.on_data(ctx, &mut self.pools, conn, data)
-        } else if self.tcp.owns(conn) {
-            self.tcp_data(ctx, conn, data)
-        } else {
-            self.http_data(ctx, conn, data)
+        match state.0 {
+            Role::Probe => self.health.on_data(ctx, &mut self.pools, conn, data),
+            Role::Tcp(key, side) => self.tcp_data(ctx, conn, (key, side), data),
+            Role::Http(role) => self.http_data(ctx, conn, role, data),
+            Role::Closing => data.len(),
         }
     }
 
-    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, _state: &mut Self::Conn) {
-        if self.health.owns(conn) {
-            self.health.on_close(ctx, &mut self.pools, conn);
-        } else if self.tcp.owns(conn) {
-            self.tcp_eof(ctx, conn);
-        } else {
-            self.http_eof(ctx, conn);
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, state: &mut ProxyConn) {
+        match state.0 {
+            Role::Probe => self.health.on_close(ctx, &mut self.pools, conn),
+            Role::Tcp(key, side) => self.tcp_eof(ctx, conn, (key, side)),
+            Role::Http(role) => self.http_eof(ctx, conn, role),
+            Role::Closing => ctx.close(conn),
         }
     }
 
@@ -204,15 +223,14 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: Self::Conn,
+        state: ProxyConn,
         reason: &CloseReason,
     ) {
-        if self.health.owns(conn) {
-            self.health.on_close(ctx, &mut self.pools, conn);
-        } else if self.tcp.owns(conn) {
-            self.tcp_close(ctx, conn, reason);
-        } else {
-            self.http_close(ctx, conn, reason);
+        match state.0 {
+            Role::Probe => self.health.on_close(ctx, &mut self.pools, conn),
+            Role::Tcp(key, side) => self.tcp_close(ctx, conn, (key, side), reason),
+            Role::Http(role) => self.http_close(ctx, conn, role, reason),
+            Role::Closing => {}
         }
     }
 
@@ -220,41 +238,37 @@ impl Handler for ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
-        _state: &mut Self::Conn,
+        state: &mut ProxyConn,
     ) {
-        self.queue_full(ctx, conn, true);
+        self.queue_full(ctx, conn, state.0, true);
     }
 
-    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, _state: &mut Self::Conn) {
-        self.queue_full(ctx, conn, false);
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, state: &mut ProxyConn) {
+        self.queue_full(ctx, conn, state.0, false);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, timer: TimerId, token: u64) {
-        if token == CONTROL_TOKEN {
-            self.check_config(ctx);
-        } else if token & TOKEN_BIT != 0 {
-            self.health.on_timer(ctx, &mut self.pools, token);
-        } else if token & TCP_TOKEN_BIT != 0 {
-            self.tcp_timer(ctx, timer, token);
-        } else {
-            self.http_timer(ctx, timer, token);
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, _timer: TimerId, timer: ProxyTimer) {
+        match timer.0 {
+            TimerOf::Health(tick) => self.health.on_timer(ctx, &mut self.pools, tick),
+            TimerOf::Tcp(kind) => self.tcp_timer(ctx, kind),
+            TimerOf::Http(kind) => self.http_timer(ctx, kind),
         }
     }
 
-    fn on_message(
-        &mut self,
-        ctx: &mut Ctx<'_, ProxyShard>,
-        _from: shardline::Origin,
-        msg: ProxyMsg,
-    ) {
-        let gen = match msg {
-            ProxyMsg::Health { gen, .. } | ProxyMsg::Passive { gen, .. } => gen,
-        };
-        if gen > self.gen {
-            // The sender switched first: so does this shard, before reading it.
-            self.check_config(ctx);
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyShard>, from: Origin, msg: ProxyMsg) {
+        match (from, msg) {
+            // Only the reloader posts from outside the shards, and only this.
+            (Origin::Remote, ProxyMsg::Reload(new)) => self.on_reload(ctx, &new),
+            (Origin::Remote, msg) => {
+                debug!(?msg, "unexpected message from outside the shards; ignored");
+            }
+            (Origin::Shard(from), ProxyMsg::Reload(_)) => {
+                debug!(%from, "a reload posted by a shard; ignored");
+            }
+            // The sender switched first: kept until this shard switches too.
+            (Origin::Shard(_), msg) if msg.gen() > self.gen => self.ahead.push(msg),
+            (Origin::Shard(_), msg) => self.health.on_message(ctx, &mut self.pools, msg),
         }
-        self.health.on_message(ctx, &mut self.pools, msg);
     }
 
     fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, to: ShardId) {
@@ -264,44 +278,5 @@ impl Handler for ProxyShard {
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.http_shutdown(ctx);
         self.tcp_shutdown(ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(addrs: &[&str]) -> Config {
-        let mut text = String::new();
-        for a in addrs {
-            text.push_str(&format!(
-                "[[listener]]\naddress = \"{a}\"\nmode = \"http\"\npool = \"p\"\n"
-            ));
-        }
-        text.push_str("[pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n");
-        Config::parse(&text, "test").expect("valid")
-    }
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().expect("literal")
-    }
-
-    #[test]
-    fn exact_address_beats_wildcard_and_ports_must_match() {
-        let c = config(&["0.0.0.0:8080", "127.0.0.1:8080", "127.0.0.1:9090"]);
-        assert_eq!(listener_for(&c, None, addr("127.0.0.1:8080")), Some(1));
-        assert_eq!(listener_for(&c, None, addr("10.1.2.3:8080")), Some(0));
-        assert_eq!(listener_for(&c, None, addr("127.0.0.1:9090")), Some(2));
-        assert_eq!(listener_for(&c, None, addr("10.1.2.3:9090")), None);
-        assert_eq!(listener_for(&c, None, addr("[::1]:8080")), None);
-    }
-
-    #[test]
-    fn port_zero_matches_only_once_bound() {
-        let c = config(&["127.0.0.1:0", "127.0.0.1:0"]);
-        let local = addr("127.0.0.1:4001");
-        assert_eq!(listener_for(&c, None, local), None);
-        let bound = [addr("127.0.0.1:4000"), addr("127.0.0.1:4001")];
-        assert_eq!(listener_for(&c, Some(&bound), local), Some(1));
     }
 }

@@ -20,7 +20,7 @@
 //!   the other direction goes on; once both sides sent their FIN the pair is
 //!   closed (after flushing).
 
-use std::{collections::HashMap, io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, time::Duration};
 
 use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
@@ -29,7 +29,7 @@ use tracing::{debug, info};
 use crate::{
     balance::{hash_ip, NoBackend},
     config::{Config, SpliceMode},
-    shard::{ProxyShard, TCP_TOKEN_BIT},
+    shard::{ProxyConn, ProxyShard, ProxyTimer},
     stats::BackendGauges,
 };
 
@@ -37,15 +37,17 @@ use crate::{
 /// marks a direction as bulk: worth switching to splice.
 pub const BULK_READ: usize = 16 << 10;
 
-/// Which side of a session a connection is.
+/// Which side of a session a connection is (kept, with the session's key, in
+/// the connection's [`crate::shard::ProxyConn`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Client,
     Upstream,
 }
 
+/// The L4 side's timers (the payload of a [`crate::shard::ProxyTimer`]).
 #[derive(Debug, Clone, Copy)]
-enum TimerKind {
+pub(crate) enum TimerKind {
     /// Connect deadline of a session.
     Connect(usize),
 }
@@ -70,7 +72,7 @@ struct Session {
     attempts: u32,
     /// Backends whose connect failed for this client.
     tried: Vec<usize>,
-    connect_timer: Option<(TimerId, u64)>,
+    connect_timer: Option<TimerId>,
 }
 
 /// One shard's L4 state: its sessions and their timers. Owned by the shard's
@@ -81,10 +83,6 @@ pub(crate) struct TcpState {
     /// (this shard's least-connections load).
     active: Vec<Vec<u32>>,
     sessions: Slab<Session>,
-    roles: HashMap<ConnId, (usize, Side)>,
-    /// Timers by token (every token has [`TCP_TOKEN_BIT`]).
-    timers: HashMap<u64, TimerKind>,
-    next_token: u64,
     /// The server is shutting down: a side's EOF ends its session.
     draining: bool,
 }
@@ -109,16 +107,8 @@ impl TcpState {
                 .map(|p| vec![0; p.backends.len()])
                 .collect(),
             sessions: Slab::new(),
-            roles: HashMap::new(),
-            timers: HashMap::new(),
-            next_token: 0,
             draining: false,
         }
-    }
-
-    /// Whether `conn` is a client or upstream of an L4 session of this shard.
-    pub(crate) fn owns(&self, conn: ConnId) -> bool {
-        self.roles.contains_key(&conn)
     }
 }
 
@@ -178,7 +168,7 @@ impl ProxyShard {
             };
             s.attempts += 1;
             let addr = self.config.pools[pool].backends[backend].address;
-            match ctx.connect(addr, ()) {
+            match ctx.connect(addr, ProxyConn::tcp(key, Side::Upstream)) {
                 Ok(up) => {
                     s.upstream = Some(up);
                     s.backend = backend;
@@ -191,17 +181,13 @@ impl ProxyShard {
                     {
                         *n += 1;
                     }
-                    self.tcp.roles.insert(up, (key, Side::Upstream));
-                    let token = TCP_TOKEN_BIT | self.tcp.next_token;
-                    self.tcp.next_token += 1;
                     let t = ctx.set_timer(
                         Duration::from_millis(self.config.timeouts.connect_ms),
-                        token,
+                        ProxyTimer::tcp(TimerKind::Connect(key)),
                     );
                     if let Some(s) = self.tcp.sessions.get_mut(key) {
-                        s.connect_timer = Some((t, token));
+                        s.connect_timer = Some(t);
                     }
-                    self.tcp.timers.insert(token, TimerKind::Connect(key));
                     return;
                 }
                 Err(e) => {
@@ -219,12 +205,15 @@ impl ProxyShard {
         self.config.limits.splice != SpliceMode::Never
     }
 
-    fn other(&self, conn: ConnId) -> Option<(usize, Side, Option<ConnId>)> {
-        let &(key, side) = self.tcp.roles.get(&conn)?;
+    /// `conn`, side `side` of session `key` (its state), if the session is
+    /// still its own (not gone, nor the key reused, nor `conn` an upstream it
+    /// gave up): with the other side, if there is one to relay to.
+    fn other(&self, conn: ConnId, key: usize, side: Side) -> Option<(usize, Side, Option<ConnId>)> {
         let s = self.tcp.sessions.get(key)?;
         let other = match side {
-            Side::Client => s.upstream.filter(|_| s.connected),
-            Side::Upstream => Some(s.client),
+            Side::Client if s.client == conn => s.upstream.filter(|_| s.connected),
+            Side::Upstream if s.upstream == Some(conn) => Some(s.client),
+            _ => return None,
         };
         Some((key, side, other))
     }
@@ -246,14 +235,15 @@ fn release(active: &mut [Vec<u32>], gauges: &BackendGauges, gen: u64, s: &Sessio
 }
 
 impl ProxyShard {
-    /// A client connection accepted by a TCP listener whose pool is `pool`.
+    /// A client connection accepted by a TCP listener whose pool is `pool`;
+    /// returns its state.
     pub(crate) fn tcp_accept(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         peer: SocketAddr,
         pool: usize,
-    ) {
+    ) -> ProxyConn {
         // Not read until the upstream is up: a failed connect must not lose bytes.
         ctx.pause_reading(conn);
         let key = self.tcp.sessions.insert(Session {
@@ -270,29 +260,31 @@ impl ProxyShard {
             tried: Vec::new(),
             connect_timer: None,
         });
-        self.tcp.roles.insert(conn, (key, Side::Client));
         self.connect_next(ctx, key);
+        ProxyConn::tcp(key, Side::Client)
     }
 
     pub(crate) fn tcp_connect(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        key: usize,
         result: io::Result<()>,
     ) {
-        let Some(&(key, _)) = self.tcp.roles.get(&conn) else {
+        let Some(s) = self
+            .tcp
+            .sessions
+            .get_mut(key)
+            .filter(|s| s.upstream == Some(conn))
+        else {
             // Its session is gone (client left while connecting).
             if result.is_ok() {
                 ctx.close(conn);
             }
             return;
         };
-        let Some(s) = self.tcp.sessions.get_mut(key) else {
-            return;
-        };
-        if let Some((t, token)) = s.connect_timer.take() {
+        if let Some(t) = s.connect_timer.take() {
             ctx.cancel_timer(t);
-            self.tcp.timers.remove(&token);
         }
         match result {
             Ok(()) => {
@@ -314,7 +306,6 @@ impl ProxyShard {
                 let (pool, backend, gen) = (s.pool, s.backend, s.gen);
                 self.health
                     .passive(ctx, &mut self.pools, gen, pool, backend, false);
-                self.tcp.roles.remove(&conn);
                 self.connect_next(ctx, key);
             }
         }
@@ -324,9 +315,10 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        (key, side): (usize, Side),
         data: &[u8],
     ) -> usize {
-        match self.other(conn) {
+        match self.other(conn, key, side) {
             Some((_, _, Some(to))) => {
                 // An error means the other side is closing; its on_close ends the pair.
                 let _ = ctx.send(to, data);
@@ -346,12 +338,17 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn tcp_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
+    pub(crate) fn tcp_eof(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        (key, side): (usize, Side),
+    ) {
         // Every byte `conn` sent has been relayed (the framework presents held
         // input before the EOF); pass the FIN on once the other side's queue is
         // flushed, and keep relaying the other way. Both FINs seen: the pair is
         // done (each closed after its queue is flushed).
-        match self.other(conn) {
+        match self.other(conn, key, side) {
             Some((key, side, Some(other))) => {
                 let Some(s) = self.tcp.sessions.get_mut(key) else {
                     return;
@@ -379,11 +376,12 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        (key, side): (usize, Side),
         _reason: &CloseReason,
     ) {
-        let Some((key, side)) = self.tcp.roles.remove(&conn) else {
+        if self.other(conn, key, side).is_none() {
             return;
-        };
+        }
         match side {
             Side::Upstream => {
                 if let Some(s) = self.tcp.sessions.get_mut(key) {
@@ -398,17 +396,16 @@ impl ProxyShard {
                     return;
                 };
                 self.stats.clients.sub(1);
-                if let Some((t, token)) = s.connect_timer {
+                if let Some(t) = s.connect_timer {
                     ctx.cancel_timer(t);
-                    self.tcp.timers.remove(&token);
                 }
                 if let Some(up) = s.upstream {
                     release(&mut self.tcp.active, &self.gauges, self.gen, &s);
                     // Flushes what the client sent, then FIN; a connect still in
-                    // flight is abandoned. Its role goes now: the session's key may
-                    // be reused before the upstream's own close comes.
+                    // flight is abandoned. The session's key may be reused before
+                    // the upstream's own close comes: that close finds a session
+                    // that is not its own, and does nothing.
                     ctx.close(up);
-                    self.tcp.roles.remove(&up);
                 }
             }
         }
@@ -420,20 +417,20 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        (key, side): (usize, Side),
         full: bool,
     ) {
-        match self.other(conn) {
+        match self.other(conn, key, side) {
             Some((_, _, Some(other))) if full => ctx.pause_reading(other),
             Some((_, _, Some(other))) => ctx.resume_reading(other),
             _ => {}
         }
     }
 
-    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, _timer: TimerId, token: u64) {
-        let key = match self.tcp.timers.remove(&token) {
-            Some(TimerKind::Connect(key)) => key,
-            None => return,
-        };
+    /// A timer of the L4 side fired (a session's timer is cancelled when the
+    /// session ends, so its key still names it).
+    pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, kind: TimerKind) {
+        let TimerKind::Connect(key) = kind;
         let Some(s) = self.tcp.sessions.get_mut(key) else {
             return;
         };
@@ -450,7 +447,6 @@ impl ProxyShard {
                 .passive(ctx, &mut self.pools, gen, pool, backend, false);
             // Closing a connect in flight releases it without on_connect/on_close.
             ctx.close(up);
-            self.tcp.roles.remove(&up);
         }
         self.connect_next(ctx, key);
     }

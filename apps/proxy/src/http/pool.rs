@@ -109,6 +109,12 @@ impl UpstreamPool {
         self.conns.get(key)
     }
 
+    /// The key the next [`insert_connecting`](UpstreamPool::insert_connecting)
+    /// returns (so the connection's state can name it before it exists).
+    pub(crate) fn next_key(&self) -> usize {
+        self.conns.vacant_key()
+    }
+
     /// Records a connect just started for client `owner`; returns its key.
     pub(crate) fn insert_connecting(
         &mut self,

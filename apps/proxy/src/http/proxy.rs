@@ -17,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustc_hash::FxHashMap;
 use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
 use tracing::debug;
@@ -27,7 +26,11 @@ use super::{
     head::{self, Framing},
     pool::{UpState, UpstreamPool},
 };
-use crate::{config::Config, shard::ProxyShard, stats::BackendGauges};
+use crate::{
+    config::Config,
+    shard::{ProxyShard, ProxyTimer},
+    stats::BackendGauges,
+};
 
 mod exchange;
 mod response;
@@ -41,14 +44,19 @@ const PIPELINE_SLACK: usize = 64 << 10;
 /// retried once any body byte went out).
 const REPLAY_MAX: usize = 64 << 10;
 
+/// What an HTTP connection is (kept in its [`crate::shard::ProxyConn`]): a
+/// client (key in `HttpState::clients`) or an upstream (key in the upstream
+/// pool). The record names the connection back, so a key reused by a newer
+/// connection is told apart ([`HttpState::live`]).
 #[derive(Debug, Clone, Copy)]
-enum Role {
+pub(crate) enum Role {
     Client(usize),
     Upstream(usize),
 }
 
+/// The HTTP side's timers (the payload of a [`crate::shard::ProxyTimer`]).
 #[derive(Debug, Clone, Copy)]
-enum TimerKind {
+pub(crate) enum TimerKind {
     /// Waiting for a request head (`idle`: none started on a kept-alive connection).
     Head { client: usize, serial: u64 },
     /// Connect or response deadline of an exchange.
@@ -112,9 +120,9 @@ struct Exchange {
     /// A `100 Continue` went to the client (the backend's or the proxy's own).
     continue_sent: bool,
     /// Sends the proxy's own `100 Continue` if the backend stays silent.
-    expect_timer: Option<(TimerId, u64)>,
+    expect_timer: Option<TimerId>,
     /// The request body's progress deadline (armed while a body is to come).
-    body_timer: Option<(TimerId, u64)>,
+    body_timer: Option<TimerId>,
     /// The last time the body moved: a body byte came from the client, the
     /// proxy started forwarding it, the client was told to send it (100) or a
     /// backend that had stopped reading it read again.
@@ -147,7 +155,7 @@ struct Exchange {
     resp_started: bool,
     status: u16,
     upstream_reusable: bool,
-    timer: Option<(TimerId, u64)>,
+    timer: Option<TimerId>,
     started: Instant,
 }
 
@@ -166,7 +174,7 @@ struct Client {
     serial: u64,
     buf: Vec<u8>,
     exchange: Option<Exchange>,
-    head_timer: Option<(TimerId, u64, bool)>,
+    head_timer: Option<(TimerId, bool)>,
     reading: bool,
     upstream_full: bool,
     eof: bool,
@@ -180,10 +188,6 @@ struct Client {
 pub(crate) struct HttpState {
     clients: Slab<Client>,
     pool: UpstreamPool,
-    /// Looked up on every event: Fx hashing (keys are ours, not an attacker's).
-    roles: FxHashMap<ConnId, Role>,
-    timers: FxHashMap<u64, TimerKind>,
-    next_token: u64,
     next_serial: u64,
     /// Scratch buffer for response heads to clients and re-encoded chunked
     /// bodies (both directions), reused instead of allocated per read.
@@ -201,9 +205,6 @@ impl HttpState {
         HttpState {
             clients: Slab::new(),
             pool: UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges),
-            roles: FxHashMap::default(),
-            timers: FxHashMap::default(),
-            next_token: 0,
             next_serial: 0,
             scratch: Vec::new(),
             draining: false,
@@ -219,11 +220,7 @@ impl HttpState {
         gauges: Arc<BackendGauges>,
         gen: u64,
     ) -> Vec<ConnId> {
-        let idle = self.pool.reconfigure(sizes, max_idle, gauges, gen);
-        for conn in &idle {
-            self.roles.remove(conn);
-        }
-        idle
+        self.pool.reconfigure(sizes, max_idle, gauges, gen)
     }
 
     /// Exchange `exchange` of client `client` (of connection serial `serial`),
@@ -243,9 +240,14 @@ impl HttpState {
         Some((c.conn, c.buf.is_empty(), ex))
     }
 
-    /// Whether `conn` is an HTTP client or upstream connection of this shard.
-    pub(crate) fn owns(&self, conn: ConnId) -> bool {
-        self.roles.contains_key(&conn)
+    /// `role`, the state of `conn`, if its record is still `conn`'s (not gone,
+    /// nor its key reused by a newer connection).
+    pub(crate) fn live(&self, conn: ConnId, role: Role) -> Option<Role> {
+        let ours = match role {
+            Role::Client(ck) => self.clients.get(ck).is_some_and(|c| c.conn == conn),
+            Role::Upstream(u) => self.pool.get(u).is_some_and(|up| up.conn == conn),
+        };
+        ours.then_some(role)
     }
 }
 
@@ -255,17 +257,13 @@ impl ProxyShard {
         self.http.next_serial
     }
 
-    fn timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ms: u64, kind: TimerKind) -> (TimerId, u64) {
-        let token = self.http.next_token;
-        self.http.next_token += 1;
-        self.http.timers.insert(token, kind);
-        (ctx.set_timer(Duration::from_millis(ms), token), token)
+    fn timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ms: u64, kind: TimerKind) -> TimerId {
+        ctx.set_timer(Duration::from_millis(ms), ProxyTimer::http(kind))
     }
 
-    fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyShard>, t: Option<(TimerId, u64)>) {
-        if let Some((id, token)) = t {
+    fn cancel(&mut self, ctx: &mut Ctx<'_, ProxyShard>, t: Option<TimerId>) {
+        if let Some(id) = t {
             ctx.cancel_timer(id);
-            self.http.timers.remove(&token);
         }
     }
 
@@ -275,7 +273,7 @@ impl ProxyShard {
             .clients
             .get_mut(ck)
             .and_then(|c| c.head_timer.take());
-        self.cancel(ctx, t.map(|(id, token, _)| (id, token)));
+        self.cancel(ctx, t.map(|(id, _)| id));
     }
 
     /// (Re)arms the exchange deadline of client `ck`.
@@ -339,7 +337,6 @@ impl ProxyShard {
 
     fn drop_upstream(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
         if let Some(up) = self.http.pool.remove(key) {
-            self.http.roles.remove(&up.conn);
             ctx.close(up.conn);
         }
     }
@@ -366,20 +363,21 @@ impl ProxyShard {
     /// Starts the sweep of idle pooled upstream connections.
     pub(crate) fn http_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         let every = (self.config.timeouts.upstream_idle_ms / 2).clamp(10, 1000);
-        let token = self.http.next_token;
-        self.http.next_token += 1;
-        self.http.timers.insert(token, TimerKind::Sweep);
-        ctx.set_interval(Duration::from_millis(every), token);
+        ctx.set_interval(
+            Duration::from_millis(every),
+            ProxyTimer::http(TimerKind::Sweep),
+        );
     }
 
-    /// A client connection accepted by HTTP listener `listener`.
+    /// A client connection accepted by HTTP listener `listener`; returns its
+    /// role (the connection's state).
     pub(crate) fn http_accept(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
         peer: SocketAddr,
         listener: usize,
-    ) {
+    ) -> Role {
         let serial = self.serial();
         let ck = self.http.clients.insert(Client {
             conn,
@@ -398,17 +396,22 @@ impl ProxyShard {
             closing: false,
             served: 0,
         });
-        self.http.roles.insert(conn, Role::Client(ck));
         self.pump(ctx, ck);
+        Role::Client(ck)
     }
 
     pub(crate) fn http_connect(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         result: io::Result<()>,
     ) {
-        let Some(&Role::Upstream(u)) = self.http.roles.get(&conn) else {
+        let Some(Role::Upstream(u)) = self.http.live(conn, role) else {
+            if result.is_ok() {
+                // Nobody waits for it any more.
+                ctx.close(conn);
+            }
             return;
         };
         let Some(up) = self.http.pool.get(u) else {
@@ -444,7 +447,6 @@ impl ProxyShard {
                     .passive(ctx, &mut self.pools, gen, pool, backend, false);
                 // Released by the framework already: forget it, no close.
                 self.http.pool.remove(u);
-                self.http.roles.remove(&conn);
                 if owner {
                     if let Some(ex) = self
                         .http
@@ -466,10 +468,11 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         data: &[u8],
     ) -> usize {
-        match self.http.roles.get(&conn) {
-            Some(&Role::Client(ck)) => {
+        match self.http.live(conn, role) {
+            Some(Role::Client(ck)) => {
                 let Some(c) = self.http.clients.get_mut(ck) else {
                     return data.len();
                 };
@@ -483,24 +486,25 @@ impl ProxyShard {
                 self.pump(ctx, ck);
                 data.len()
             }
-            Some(&Role::Upstream(u)) => self.on_response_data(ctx, u, data),
+            Some(Role::Upstream(u)) => self.on_response_data(ctx, u, data),
             None => data.len(),
         }
     }
 
-    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
+    pub(crate) fn http_eof(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, role: Role) {
         // Every byte before the EOF was presented already (the framework holds
         // the EOF until input kept during a pause has been offered).
-        self.eof_now(ctx, conn);
+        self.eof_now(ctx, conn, role);
     }
 
     pub(crate) fn http_close(
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         _reason: &CloseReason,
     ) {
-        match self.http.roles.remove(&conn) {
+        match self.http.live(conn, role) {
             Some(Role::Client(ck)) => {
                 self.cancel_head_timer(ctx, ck);
                 if let Some(c) = self.http.clients.try_remove(ck) {
@@ -515,11 +519,7 @@ impl ProxyShard {
                     }
                 }
             }
-            Some(Role::Upstream(u)) => {
-                self.http.roles.insert(conn, Role::Upstream(u));
-                self.upstream_lost(ctx, u, false);
-                self.http.roles.remove(&conn);
-            }
+            Some(Role::Upstream(u)) => self.upstream_lost(ctx, u, false),
             None => {}
         }
     }
@@ -530,11 +530,12 @@ impl ProxyShard {
         &mut self,
         ctx: &mut Ctx<'_, ProxyShard>,
         conn: ConnId,
+        role: Role,
         full: bool,
     ) {
-        match self.http.roles.get(&conn) {
+        match self.http.live(conn, role) {
             // The client reads slowly: its upstream's reading follows.
-            Some(&Role::Client(ck)) => {
+            Some(Role::Client(ck)) => {
                 let upstream = self
                     .http
                     .clients
@@ -551,7 +552,7 @@ impl ProxyShard {
                 }
             }
             // The backend reads slowly: the client's reading follows.
-            Some(&Role::Upstream(u)) => {
+            Some(Role::Upstream(u)) => {
                 if let Some(UpState::Active(ck, _)) = self.http.pool.get(u).map(|up| up.state) {
                     if let Some(c) = self.http.clients.get_mut(ck) {
                         c.upstream_full = full;
@@ -571,25 +572,18 @@ impl ProxyShard {
         }
     }
 
-    pub(crate) fn http_timer(
-        &mut self,
-        ctx: &mut Ctx<'_, ProxyShard>,
-        _timer: TimerId,
-        token: u64,
-    ) {
-        let Some(&kind) = self.http.timers.get(&token) else {
-            return;
-        };
+    /// A timer of the HTTP side fired. One that was cancelled never fires; the
+    /// serials tell a timer whose client or exchange is gone (the slab key
+    /// reused) from a current one.
+    pub(crate) fn http_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, kind: TimerKind) {
         match kind {
             TimerKind::Sweep => {
                 let timeout = Duration::from_millis(self.config.timeouts.upstream_idle_ms);
                 for conn in self.http.pool.expire(Instant::now(), timeout) {
-                    self.http.roles.remove(&conn);
                     ctx.close(conn);
                 }
             }
             TimerKind::Head { client, serial } => {
-                self.http.timers.remove(&token);
                 let Some(c) = self
                     .http
                     .clients
@@ -613,7 +607,6 @@ impl ProxyShard {
                 serial,
                 exchange,
             } => {
-                self.http.timers.remove(&token);
                 let Some((conn, nothing_yet, ex)) =
                     self.http.exchange_mut(client, serial, exchange)
                 else {
@@ -633,7 +626,6 @@ impl ProxyShard {
                 serial,
                 exchange,
             } => {
-                self.http.timers.remove(&token);
                 self.body_timer(ctx, client, serial, exchange);
             }
             TimerKind::Exchange {
@@ -641,7 +633,6 @@ impl ProxyShard {
                 serial,
                 exchange,
             } => {
-                self.http.timers.remove(&token);
                 let Some((_, _, ex)) = self.http.exchange_mut(client, serial, exchange) else {
                     return;
                 };

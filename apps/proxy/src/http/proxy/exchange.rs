@@ -13,6 +13,7 @@ use crate::{
         chunked::{ChunkedDecoder, LAST_CHUNK},
         head::{self, Framing, RequestHead},
     },
+    shard::ProxyConn,
 };
 
 impl Exchange {
@@ -157,8 +158,6 @@ impl ProxyShard {
             // Shutting down: no request starts (the framework closes the client).
             return false;
         }
-        // A request starts with the newest configuration.
-        self.check_config(ctx);
         let limits = self.config.limits.clone();
         let timeouts = self.config.timeouts.clone();
         let Some(c) = self.http.clients.get_mut(ck) else {
@@ -201,7 +200,7 @@ impl ProxyShard {
                 let idle = c.buf.is_empty() && c.served > 0;
                 let rearm = match c.head_timer {
                     None => true,
-                    Some((_, _, was_idle)) => was_idle && !idle,
+                    Some((_, was_idle)) => was_idle && !idle,
                 };
                 if rearm {
                     let serial = c.serial;
@@ -211,9 +210,9 @@ impl ProxyShard {
                     } else {
                         timeouts.client_header_ms
                     };
-                    let (id, token) = self.timer(ctx, ms, TimerKind::Head { client: ck, serial });
+                    let id = self.timer(ctx, ms, TimerKind::Head { client: ck, serial });
                     if let Some(c) = self.http.clients.get_mut(ck) {
-                        c.head_timer = Some((id, token, idle));
+                        c.head_timer = Some((id, idle));
                     }
                 }
                 false
@@ -353,7 +352,9 @@ impl ProxyShard {
             }
             ex.attempts += 1;
             let addr = self.config.pools[pool].backends[backend].address;
-            match ctx.connect(addr, ()) {
+            // The connection's state names its record, inserted right below.
+            let role = ProxyConn::http(Role::Upstream(self.http.pool.next_key()));
+            match ctx.connect(addr, role) {
                 Ok(conn) => {
                     let key = self.http.pool.insert_connecting(
                         conn,
@@ -362,7 +363,6 @@ impl ProxyShard {
                         (ck, serial),
                         Instant::now(),
                     );
-                    self.http.roles.insert(conn, Role::Upstream(key));
                     if let Some(ex) = self
                         .http
                         .clients
@@ -579,7 +579,6 @@ impl ProxyShard {
     pub(crate) fn http_shutdown(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
         self.http.draining = true;
         for conn in self.http.pool.drain_idle() {
-            self.http.roles.remove(&conn);
             ctx.close(conn);
         }
         for (_, c) in self.http.clients.iter_mut() {

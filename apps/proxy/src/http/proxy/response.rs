@@ -69,9 +69,8 @@ impl ProxyShard {
                         if h.status == 100 {
                             // The backend's own 100 replaces the proxy's fallback;
                             // one the proxy already sent is not repeated.
-                            if let Some((id, token)) = ex.expect_timer.take() {
+                            if let Some(id) = ex.expect_timer.take() {
                                 ctx.cancel_timer(id);
-                                self.http.timers.remove(&token);
                             }
                             if std::mem::replace(&mut ex.continue_sent, true) {
                                 continue;
@@ -116,12 +115,11 @@ impl ProxyShard {
                     };
                     head::client_response_into(out, &h, to_client, persistence);
                     let _ = ctx.send(client, out);
-                    for (id, token) in [ex.timer.take(), ex.expect_timer.take()]
+                    for id in [ex.timer.take(), ex.expect_timer.take()]
                         .into_iter()
                         .flatten()
                     {
                         ctx.cancel_timer(id);
-                        self.http.timers.remove(&token);
                     }
                     ex.resp = match h.framing {
                         Framing::None | Framing::Length(0) => Resp::Done,
@@ -287,15 +285,15 @@ impl ProxyShard {
     }
 
     /// A connection's EOF, once held input was presented.
-    pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId) {
-        match self.http.roles.get(&conn) {
-            Some(&Role::Client(ck)) => {
+    pub(super) fn eof_now(&mut self, ctx: &mut Ctx<'_, ProxyShard>, conn: ConnId, role: Role) {
+        match self.http.live(conn, role) {
+            Some(Role::Client(ck)) => {
                 if let Some(c) = self.http.clients.get_mut(ck) {
                     c.eof = true;
                 }
                 self.pump(ctx, ck);
             }
-            Some(&Role::Upstream(u)) => self.upstream_lost(ctx, u, true),
+            Some(Role::Upstream(u)) => self.upstream_lost(ctx, u, true),
             None => ctx.close(conn),
         }
     }
