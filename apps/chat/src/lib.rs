@@ -146,6 +146,7 @@ pub mod message;
 mod owner;
 mod queries;
 pub mod reply;
+mod session;
 mod shard;
 pub mod stats;
 pub mod view;
