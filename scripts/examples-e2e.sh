@@ -23,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-cargo build --release -q -p shardline --example chat_room
+cargo build --release -q -p shardline --example chat_room --example http_hello
 bin="${CARGO_TARGET_DIR:-target}/release/examples"
 
 free_port() {
@@ -105,6 +105,28 @@ expect(cf, b"idle too long", "silent")
 assert cf.read() == b"", "still open after the idle kick"
 assert time.monotonic() - t > 2, "kicked too early"
 ' "$port" || fail "chat check failed"
+    stop
+
+    start http_hello
+    out=$(curl -sS --max-time 10 "http://127.0.0.1:$port/a" "http://127.0.0.1:$port/b" "http://127.0.0.1:$port/c") \
+        || fail "curl failed"
+    grep -q "request #3 on this connection, path /c" <<<"$out" || fail "no keep-alive: $out"
+    timeout 30 python3 -c "$PYLIB"'
+port = int(sys.argv[1])
+s, f = client(port)
+s.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+for n, path in ((1, b"/one"), (2, b"/two")):
+    assert f.readline().startswith(b"HTTP/1.1 200"), "pipelined status"
+    while f.readline() != b"\r\n":
+        pass
+    body = f.readline()
+    assert f"request #{n} ".encode() in body and path in body, body
+s, f = client(port)
+s.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nnonsense\r\n\r\n")
+assert f.readline().startswith(b"HTTP/1.1 200")
+rest = f.read()
+assert b"HTTP/1.1 400 Bad Request" in rest, rest
+' "$port" || fail "http check failed"
     stop
 
 done
