@@ -23,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-cargo build --release -q -p shardline --example chat_room --example http_hello
+cargo build --release -q -p shardline --example chat_room --example http_hello --example counter
 bin="${CARGO_TARGET_DIR:-target}/release/examples"
 
 free_port() {
@@ -129,4 +129,24 @@ assert b"HTTP/1.1 400 Bad Request" in rest, rest
 ' "$port" || fail "http check failed"
     stop
 
+    start counter --every-ms 200
+    timeout 60 python3 -c "$PYLIB"'
+import os, signal
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def wait_report(needle, what):
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        if needle in open(log).read():
+            return
+        time.sleep(0.1)
+    sys.exit(f"no report with {needle!r} ({what})")
+s, _ = client(port)
+s.sendall(b"x" * 5000)
+wait_report("open=1 accepted=1 bytes=5000", "after sending")
+os.kill(pid, signal.SIGHUP)
+wait_report("open=1 accepted=0 bytes=0", "after SIGHUP")
+s.close()
+wait_report("open=0 accepted=0 bytes=0", "after closing")
+' "$port" "$pid" "$log" || fail "counter check failed"
+    stop
 done
