@@ -107,32 +107,29 @@ fn ipv6_addresses_are_checked_too() {
     }
 }
 
-#[test]
-fn joining_the_reuseport_group_takes_the_explicit_option() {
-    for io in common::BACKENDS {
-        let (first, addr) = common::start(common::builder(io, 1), |_| common::Echo);
-        let joined = Server::builder()
-            .io(io)
-            .shards(1)
-            .pin(false)
-            .listen(addr)
-            .join_reuseport_group(true)
-            .build(|_| common::Echo)
-            .expect("valid config")
-            .start()
-            .unwrap_or_else(|e| panic!("{io}: joining the group: {e}"));
-        // Both take connections now; every one is served by one of them.
-        let (m1, m2) = (first.metrics(), joined.metrics());
-        for _ in 0..20 {
-            roundtrip(addr, io);
-        }
-        let total = m1.total().conns_accepted + m2.total().conns_accepted;
-        assert_eq!(total, 20, "{io}");
-        // The old one stops; the new one keeps the address.
-        common::shutdown_within(first, io);
+fn joining_the_reuseport_group_takes_the_explicit_option(io: Io) {
+    let (first, addr) = common::start(common::builder(io, 1), |_| common::Echo);
+    let joined = Server::builder()
+        .io(io)
+        .shards(1)
+        .pin(false)
+        .listen(addr)
+        .join_reuseport_group(true)
+        .build(|_| common::Echo)
+        .expect("valid config")
+        .start()
+        .unwrap_or_else(|e| panic!("{io}: joining the group: {e}"));
+    // Both take connections now; every one is served by one of them.
+    let (m1, m2) = (first.metrics(), joined.metrics());
+    for _ in 0..20 {
         roundtrip(addr, io);
-        common::shutdown_within(joined, io);
     }
+    let total = m1.total().conns_accepted + m2.total().conns_accepted;
+    assert_eq!(total, 20, "{io}");
+    // The old one stops; the new one keeps the address.
+    common::shutdown_within(first, io);
+    roundtrip(addr, io);
+    common::shutdown_within(joined, io);
 }
 
 #[test]
@@ -153,25 +150,27 @@ fn joining_needs_the_reuseport_mode() {
     }
 }
 
-#[test]
-fn a_restart_over_time_wait_connections_binds() {
-    for io in common::BACKENDS {
-        for mode in MODES {
-            let (server, addr) =
-                common::start(common::builder(io, 1).accept_mode(mode), |_| common::Echo);
-            // The server closes first (shutdown), so TIME_WAIT is on its port.
-            let mut c = common::connect_bounded(addr, io);
-            c.write_all(b"x").expect("write");
-            let mut one = [0u8; 1];
-            c.read_exact(&mut one).expect("echo");
-            common::shutdown_within(server, io);
-            assert_eq!(c.read(&mut one).expect("EOF"), 0, "{io} {mode}");
-            drop(c);
-            std::thread::sleep(Duration::from_millis(20));
-            let again = second(io, mode, addr)
-                .unwrap_or_else(|e| panic!("{io} {mode}: restart on {addr}: {e}"));
-            roundtrip(addr, io);
-            common::shutdown_within(again, io);
-        }
+fn a_restart_over_time_wait_connections_binds(io: Io) {
+    for mode in MODES {
+        let (server, addr) =
+            common::start(common::builder(io, 1).accept_mode(mode), |_| common::Echo);
+        // The server closes first (shutdown), so TIME_WAIT is on its port.
+        let mut c = common::connect_bounded(addr, io);
+        c.write_all(b"x").expect("write");
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).expect("echo");
+        common::shutdown_within(server, io);
+        assert_eq!(c.read(&mut one).expect("EOF"), 0, "{io} {mode}");
+        drop(c);
+        std::thread::sleep(Duration::from_millis(20));
+        let again = second(io, mode, addr)
+            .unwrap_or_else(|e| panic!("{io} {mode}: restart on {addr}: {e}"));
+        roundtrip(addr, io);
+        common::shutdown_within(again, io);
     }
+}
+
+per_backend! {
+    joining_the_reuseport_group_takes_the_explicit_option => joining_the_reuseport_group_takes_the_explicit_option;
+    a_restart_over_time_wait_connections_binds => a_restart_over_time_wait_connections_binds;
 }

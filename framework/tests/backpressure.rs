@@ -424,119 +424,120 @@ fn never_reading_client_is_closed_at_hard_limit_while_others_flow() {
     }
 }
 
-#[test]
-fn pausing_echo_moves_8_mib_through_a_slow_reader_without_closing() {
-    for io in common::BACKENDS {
-        let log = Shared::default();
-        let (server, addr) = {
-            let log = log.clone();
-            common::start(common::builder(io, 1).limits(limits()), move |_| {
-                PausingEcho {
-                    obs: Observer::new(log.clone()),
-                }
-            })
-        };
-        let mut c = common::connect_bounded(addr, io);
-        let peer = c.local_addr().expect("client address");
-        let mut w = c.try_clone().expect("clone client");
-        let writer = thread::spawn(move || -> io::Result<()> {
-            let base: Vec<u8> = (0..64 * KIB + 251).map(pattern).collect();
-            let mut off = 0;
-            while off < ECHO_TOTAL {
-                let n = (64 * KIB).min(ECHO_TOTAL - off);
-                w.write_all(&base[off % 251..off % 251 + n])?;
-                off += n;
+fn pausing_echo_moves_8_mib_through_a_slow_reader_without_closing(io: Io) {
+    let log = Shared::default();
+    let (server, addr) = {
+        let log = log.clone();
+        common::start(common::builder(io, 1).limits(limits()), move |_| {
+            PausingEcho {
+                obs: Observer::new(log.clone()),
             }
-            w.shutdown(Shutdown::Write)
-        });
+        })
+    };
+    let mut c = common::connect_bounded(addr, io);
+    let peer = c.local_addr().expect("client address");
+    let mut w = c.try_clone().expect("clone client");
+    let writer = thread::spawn(move || -> io::Result<()> {
+        let base: Vec<u8> = (0..64 * KIB + 251).map(pattern).collect();
+        let mut off = 0;
+        while off < ECHO_TOTAL {
+            let n = (64 * KIB).min(ECHO_TOTAL - off);
+            w.write_all(&base[off % 251..off % 251 + n])?;
+            off += n;
+        }
+        w.shutdown(Shutdown::Write)
+    });
 
-        // Do not read until the server had to push back.
-        assert!(
-            common::wait_until(LIMIT, || {
-                let log = lock(&log);
-                log.has(peer, &Event::Backpressure) || log.close_reason(peer).is_some()
-            }),
-            "{io}: the echo of a non-reading client never hit high water"
-        );
-        {
+    // Do not read until the server had to push back.
+    assert!(
+        common::wait_until(LIMIT, || {
             let log = lock(&log);
-            assert!(
-                log.has(peer, &Event::Backpressure),
-                "{io}: closed without on_backpressure: {:?} (max queue {} B)",
-                log.close_reason(peer),
-                log.max_queued
-            );
-        }
-        let mut buf = vec![0u8; 64 * KIB];
-        let mut received = 0;
-        while received < ECHO_TOTAL {
-            let n = c.read(&mut buf).unwrap_or_else(|e| {
-                let log = lock(&log);
-                panic!(
-                    "{io}: read after {received} B: {e}; close: {:?}, max queue {} B",
-                    log.close_reason(peer),
-                    log.max_queued
-                )
-            });
-            assert!(
-                n > 0,
-                "{io}: EOF after {received} of {ECHO_TOTAL} B; close: {:?}",
-                lock(&log).close_reason(peer)
-            );
-            assert!(
-                received + n <= ECHO_TOTAL,
-                "{io}: more bytes echoed than sent"
-            );
-            let bad = (0..n).find(|&i| buf[i] != pattern(received + i));
-            assert_eq!(
-                bad.map(|i| received + i),
-                None,
-                "{io}: echo differs at this offset"
-            );
-            received += n;
-        }
-        // The client's FIN arrived while the server had paused reading: once it
-        // resumes and reads the rest, it must see the EOF and close.
-        match c.read(&mut buf) {
-            Ok(0) => {}
-            other => panic!(
-                "{io}: expected EOF after the whole echo, got {other:?}; server-side \
-                 close: {:?}, on_data saw {} B",
-                lock(&log).close_reason(peer),
-                lock(&log).bytes_in(peer)
-            ),
-        }
-        writer
-            .join()
-            .expect("writer thread")
-            .unwrap_or_else(|e| panic!("{io}: writer: {e}"));
-
+            log.has(peer, &Event::Backpressure) || log.close_reason(peer).is_some()
+        }),
+        "{io}: the echo of a non-reading client never hit high water"
+    );
+    {
+        let log = lock(&log);
         assert!(
-            common::wait_until(LIMIT, || lock(&log).close_reason(peer).is_some()),
-            "{io}: the connection was never closed after EOF"
+            log.has(peer, &Event::Backpressure),
+            "{io}: closed without on_backpressure: {:?} (max queue {} B)",
+            log.close_reason(peer),
+            log.max_queued
         );
-        {
-            let log = lock(&log);
-            assert_eq!(
-                log.close_reason(peer),
-                Some(CloseReason::PeerClosed),
-                "{io}: close reason"
-            );
-            assert!(
-                log.has(peer, &Event::Drained),
-                "{io}: on_drained was called"
-            );
-            assert!(
-                log.max_queued <= HARD_LIMIT,
-                "{io}: queue reached {} B, over the hard limit",
-                log.max_queued
-            );
-        }
-        let total = server.metrics().total();
-        assert_eq!(total.closed_send_queue_full, 0, "{io}: {total:?}");
-        assert_eq!(total.bytes_in, ECHO_TOTAL as u64, "{io}: {total:?}");
-        assert_eq!(total.bytes_out, ECHO_TOTAL as u64, "{io}: {total:?}");
-        drop(c);
-        common::shutdown_within(server, io);
     }
+    let mut buf = vec![0u8; 64 * KIB];
+    let mut received = 0;
+    while received < ECHO_TOTAL {
+        let n = c.read(&mut buf).unwrap_or_else(|e| {
+            let log = lock(&log);
+            panic!(
+                "{io}: read after {received} B: {e}; close: {:?}, max queue {} B",
+                log.close_reason(peer),
+                log.max_queued
+            )
+        });
+        assert!(
+            n > 0,
+            "{io}: EOF after {received} of {ECHO_TOTAL} B; close: {:?}",
+            lock(&log).close_reason(peer)
+        );
+        assert!(
+            received + n <= ECHO_TOTAL,
+            "{io}: more bytes echoed than sent"
+        );
+        let bad = (0..n).find(|&i| buf[i] != pattern(received + i));
+        assert_eq!(
+            bad.map(|i| received + i),
+            None,
+            "{io}: echo differs at this offset"
+        );
+        received += n;
+    }
+    // The client's FIN arrived while the server had paused reading: once it
+    // resumes and reads the rest, it must see the EOF and close.
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!(
+            "{io}: expected EOF after the whole echo, got {other:?}; server-side \
+             close: {:?}, on_data saw {} B",
+            lock(&log).close_reason(peer),
+            lock(&log).bytes_in(peer)
+        ),
+    }
+    writer
+        .join()
+        .expect("writer thread")
+        .unwrap_or_else(|e| panic!("{io}: writer: {e}"));
+
+    assert!(
+        common::wait_until(LIMIT, || lock(&log).close_reason(peer).is_some()),
+        "{io}: the connection was never closed after EOF"
+    );
+    {
+        let log = lock(&log);
+        assert_eq!(
+            log.close_reason(peer),
+            Some(CloseReason::PeerClosed),
+            "{io}: close reason"
+        );
+        assert!(
+            log.has(peer, &Event::Drained),
+            "{io}: on_drained was called"
+        );
+        assert!(
+            log.max_queued <= HARD_LIMIT,
+            "{io}: queue reached {} B, over the hard limit",
+            log.max_queued
+        );
+    }
+    let total = server.metrics().total();
+    assert_eq!(total.closed_send_queue_full, 0, "{io}: {total:?}");
+    assert_eq!(total.bytes_in, ECHO_TOTAL as u64, "{io}: {total:?}");
+    assert_eq!(total.bytes_out, ECHO_TOTAL as u64, "{io}: {total:?}");
+    drop(c);
+    common::shutdown_within(server, io);
+}
+
+per_backend! {
+    pausing_echo_moves_8_mib_through_a_slow_reader_without_closing => pausing_echo_moves_8_mib_through_a_slow_reader_without_closing;
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use shardline::Io;
 use std::{
     io::{ErrorKind, Read, Write},
     net::TcpStream,
@@ -88,36 +89,35 @@ fn small_output_waits_for_the_delay_large_output_does_not() {
     }
 }
 
-#[test]
-fn closing_is_not_held() {
-    for io in BACKENDS {
-        let b = builder(io, 1).flush_delay(Duration::from_secs(60));
-        let (server, addr) = start(b, |_| EchoBye);
-        let mut client = connect(addr, Duration::from_secs(10));
-        client.write_all(b"bye").expect("write");
-        let mut back = Vec::new();
-        client.read_to_end(&mut back).expect("echo then EOF");
-        assert_eq!(back, b"bye", "{io:?}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn closing_is_not_held(io: Io) {
+    let b = builder(io, 1).flush_delay(Duration::from_secs(60));
+    let (server, addr) = start(b, |_| EchoBye);
+    let mut client = connect(addr, Duration::from_secs(10));
+    client.write_all(b"bye").expect("write");
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).expect("echo then EOF");
+    assert_eq!(back, b"bye", "{io:?}");
+    server.shutdown().expect("clean shutdown");
 }
 
-#[test]
-fn the_shard_wakes_to_write_held_output() {
-    for io in BACKENDS {
-        // Nothing else happens on the server: each echo goes out only because the
-        // shard wakes when its delay is up.
-        let b = builder(io, 1).flush_delay(Duration::from_millis(20));
-        let (server, addr) = start(b, |_| EchoBye);
-        let mut client = connect(addr, Duration::from_secs(10));
-        for i in 0..30u8 {
-            client.write_all(&[i]).expect("write");
-            let mut byte = [0u8; 1];
-            client
-                .read_exact(&mut byte)
-                .expect("held echo written when due");
-            assert_eq!(byte[0], i, "{io:?}");
-        }
-        server.shutdown().expect("clean shutdown");
+fn the_shard_wakes_to_write_held_output(io: Io) {
+    // Nothing else happens on the server: each echo goes out only because the
+    // shard wakes when its delay is up.
+    let b = builder(io, 1).flush_delay(Duration::from_millis(20));
+    let (server, addr) = start(b, |_| EchoBye);
+    let mut client = connect(addr, Duration::from_secs(10));
+    for i in 0..30u8 {
+        client.write_all(&[i]).expect("write");
+        let mut byte = [0u8; 1];
+        client
+            .read_exact(&mut byte)
+            .expect("held echo written when due");
+        assert_eq!(byte[0], i, "{io:?}");
     }
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    closing_is_not_held => closing_is_not_held;
+    the_shard_wakes_to_write_held_output => the_shard_wakes_to_write_held_output;
 }

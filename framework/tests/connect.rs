@@ -3,6 +3,7 @@
 
 mod common;
 
+use shardline::Io;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener},
@@ -99,64 +100,63 @@ fn client_only(
         .expect("start")
 }
 
-#[test]
-fn connect_to_local_listener_exchanges_data() {
-    for io in common::BACKENDS {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let target = listener.local_addr().expect("addr");
-        let (tx, rx) = mpsc::channel();
-        let server = client_only(io, target, tx);
-        let (mut peer, _) = listener.accept().expect("accept");
-        peer.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let mut buf = [0u8; 16];
-        peer.read_exact(&mut buf).expect("read greeting");
-        assert_eq!(&buf, b"hello from shard", "{io}");
-        peer.write_all(b"hello from peer").expect("write");
-        let wait = Duration::from_secs(30);
-        assert_eq!(
-            rx.recv_timeout(wait).expect("event"),
-            Event::Connected(Ok(())),
-            "{io}"
-        );
-        assert_eq!(
-            rx.recv_timeout(wait).expect("event"),
-            Event::Data(b"hello from peer".to_vec()),
-            "{io}"
-        );
-        // The handler closed after the reply: the peer sees EOF, then on_close.
-        let mut rest = Vec::new();
-        peer.read_to_end(&mut rest).expect("EOF");
-        drop(peer);
-        assert_eq!(
-            rx.recv_timeout(wait).expect("event"),
-            Event::Closed(CloseReason::Closed),
-            "{io}"
-        );
-        let m = server.metrics().total();
-        assert_eq!(m.conns_connected, 1, "{io}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn connect_to_local_listener_exchanges_data(io: Io) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    let server = client_only(io, target, tx);
+    let (mut peer, _) = listener.accept().expect("accept");
+    peer.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    peer.read_exact(&mut buf).expect("read greeting");
+    assert_eq!(&buf, b"hello from shard", "{io}");
+    peer.write_all(b"hello from peer").expect("write");
+    let wait = Duration::from_secs(30);
+    assert_eq!(
+        rx.recv_timeout(wait).expect("event"),
+        Event::Connected(Ok(())),
+        "{io}"
+    );
+    assert_eq!(
+        rx.recv_timeout(wait).expect("event"),
+        Event::Data(b"hello from peer".to_vec()),
+        "{io}"
+    );
+    // The handler closed after the reply: the peer sees EOF, then on_close.
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).expect("EOF");
+    drop(peer);
+    assert_eq!(
+        rx.recv_timeout(wait).expect("event"),
+        Event::Closed(CloseReason::Closed),
+        "{io}"
+    );
+    let m = server.metrics().total();
+    assert_eq!(m.conns_connected, 1, "{io}");
+    server.shutdown().expect("clean shutdown");
 }
 
-#[test]
-fn connect_to_closed_port_reports_error() {
-    for io in common::BACKENDS {
-        let closed = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr")
-        };
-        let (tx, rx) = mpsc::channel();
-        let server = client_only(io, closed, tx);
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(30)).expect("event"),
-            Event::Connected(Err(std::io::ErrorKind::ConnectionRefused)),
-            "{io}"
-        );
-        // No on_close for a connection that never opened.
-        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "{io}");
-        let m = server.metrics().total();
-        assert_eq!((m.conns_connected, m.conns_live), (0, 0), "{io}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn connect_to_closed_port_reports_error(io: Io) {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let (tx, rx) = mpsc::channel();
+    let server = client_only(io, closed, tx);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)).expect("event"),
+        Event::Connected(Err(std::io::ErrorKind::ConnectionRefused)),
+        "{io}"
+    );
+    // No on_close for a connection that never opened.
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "{io}");
+    let m = server.metrics().total();
+    assert_eq!((m.conns_connected, m.conns_live), (0, 0), "{io}");
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    connect_to_local_listener_exchanges_data => connect_to_local_listener_exchanges_data;
+    connect_to_closed_port_reports_error => connect_to_closed_port_reports_error;
 }

@@ -117,15 +117,19 @@ fn run(io: Io, mode: AcceptMode) {
     set_soft_nofile(original);
 }
 
-#[test]
-fn out_of_fds_backs_off_and_recovers() {
-    for io in common::BACKENDS {
-        for mode in [
-            AcceptMode::ReusePort,
-            AcceptMode::Exclusive,
-            AcceptMode::Handoff(Balance::RoundRobin),
-        ] {
-            run(io, mode);
-        }
+fn out_of_fds_backs_off_and_recovers(io: Io) {
+    // RLIMIT_NOFILE is per process: the two backends' tests must not overlap.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    for mode in [
+        AcceptMode::ReusePort,
+        AcceptMode::Exclusive,
+        AcceptMode::Handoff(Balance::RoundRobin),
+    ] {
+        run(io, mode);
     }
+}
+
+per_backend! {
+    out_of_fds_backs_off_and_recovers => out_of_fds_backs_off_and_recovers;
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use shardline::Io;
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpStream},
@@ -83,40 +84,37 @@ impl Handler for HalfClose {
     }
 }
 
-#[test]
-fn shutdown_write_sends_fin_after_the_queue_and_keeps_reading() {
-    for io in BACKENDS {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let s = seen.clone();
-        let (server, addr) = start(builder(io, 1), move |_| HalfClose(s.clone()));
-        let mut client = connect(addr);
-        let mut got = Vec::new();
-        client
-            .read_to_end(&mut got)
-            .expect("EOF from the half-close");
-        assert_eq!(got, b"hello, then FIN", "{io:?}");
-        // Our direction is still open: the server reads it.
-        client
-            .write_all(b"still talking")
-            .expect("write after the server's FIN");
-        assert!(
-            wait_until(LIMIT, || seen.lock().expect("lock").data
-                == b"still talking"),
-            "{io:?}: server read after its half-close"
-        );
-        assert!(!seen.lock().expect("lock").eof, "{io:?}: no EOF yet");
-        client.shutdown(Shutdown::Write).expect("client FIN");
-        assert!(
-            wait_until(LIMIT, || seen.lock().expect("lock").closed.is_some()),
-            "{io:?}: closed after both FINs"
-        );
-        let seen = seen.lock().expect("lock");
-        assert!(seen.eof, "{io:?}");
-        assert_eq!(seen.send_after_shutdown, Some(Err(SendError::WriteShut)));
-        // Closed by the handler after the peer's EOF: reported as the peer's close.
-        assert_eq!(seen.closed, Some(CloseReason::PeerClosed), "{io:?}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn shutdown_write_sends_fin_after_the_queue_and_keeps_reading(io: Io) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = seen.clone();
+    let (server, addr) = start(builder(io, 1), move |_| HalfClose(s.clone()));
+    let mut client = connect(addr);
+    let mut got = Vec::new();
+    client
+        .read_to_end(&mut got)
+        .expect("EOF from the half-close");
+    assert_eq!(got, b"hello, then FIN", "{io:?}");
+    // Our direction is still open: the server reads it.
+    client
+        .write_all(b"still talking")
+        .expect("write after the server's FIN");
+    assert!(
+        wait_until(LIMIT, || seen.lock().expect("lock").data
+            == b"still talking"),
+        "{io:?}: server read after its half-close"
+    );
+    assert!(!seen.lock().expect("lock").eof, "{io:?}: no EOF yet");
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    assert!(
+        wait_until(LIMIT, || seen.lock().expect("lock").closed.is_some()),
+        "{io:?}: closed after both FINs"
+    );
+    let seen = seen.lock().expect("lock");
+    assert!(seen.eof, "{io:?}");
+    assert_eq!(seen.send_after_shutdown, Some(Err(SendError::WriteShut)));
+    // Closed by the handler after the peer's EOF: reported as the peer's close.
+    assert_eq!(seen.closed, Some(CloseReason::PeerClosed), "{io:?}");
+    server.shutdown().expect("clean shutdown");
 }
 
 /// Pauses at the first bytes, resumes 200 ms later; counts bytes, and what it had
@@ -244,19 +242,16 @@ impl Handler for OneLineAtATime {
     }
 }
 
-#[test]
-fn redeliver_offers_held_input_without_new_bytes() {
-    for io in BACKENDS {
-        let (server, addr) = start(builder(io, 1), |_| OneLineAtATime);
-        let mut client = connect(addr);
-        // One write: without redeliver only the first line would be answered until
-        // more bytes came.
-        client.write_all(b"one\ntwo\nthree\n").expect("write");
-        let mut got = [0u8; 14];
-        client.read_exact(&mut got).expect("all three lines back");
-        assert_eq!(&got, b"one\ntwo\nthree\n", "{io:?}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn redeliver_offers_held_input_without_new_bytes(io: Io) {
+    let (server, addr) = start(builder(io, 1), |_| OneLineAtATime);
+    let mut client = connect(addr);
+    // One write: without redeliver only the first line would be answered until
+    // more bytes came.
+    client.write_all(b"one\ntwo\nthree\n").expect("write");
+    let mut got = [0u8; 14];
+    client.read_exact(&mut got).expect("all three lines back");
+    assert_eq!(&got, b"one\ntwo\nthree\n", "{io:?}");
+    server.shutdown().expect("clean shutdown");
 }
 
 /// Records `local_addr` of each accepted connection and counts `on_start`s.
@@ -292,20 +287,17 @@ impl Handler for Where {
     }
 }
 
-#[test]
-fn local_addr_names_the_listener() {
-    for io in BACKENDS {
-        let local = Arc::new(Mutex::new(Vec::new()));
-        let l = local.clone();
-        let (server, addr) = start(builder(io, 2), move |_| Where { local: l.clone() });
-        let _clients: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
-        assert!(
-            wait_until(LIMIT, || local.lock().expect("lock").len() == 4),
-            "{io:?}"
-        );
-        assert!(local.lock().expect("lock").iter().all(|a| *a == addr));
-        server.shutdown().expect("clean shutdown");
-    }
+fn local_addr_names_the_listener(io: Io) {
+    let local = Arc::new(Mutex::new(Vec::new()));
+    let l = local.clone();
+    let (server, addr) = start(builder(io, 2), move |_| Where { local: l.clone() });
+    let _clients: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    assert!(
+        wait_until(LIMIT, || local.lock().expect("lock").len() == 4),
+        "{io:?}"
+    );
+    assert!(local.lock().expect("lock").iter().all(|a| *a == addr));
+    server.shutdown().expect("clean shutdown");
 }
 
 struct Starts(Arc<AtomicUsize>);
@@ -342,13 +334,17 @@ impl Handler for Starts {
     }
 }
 
-#[test]
-fn start_returns_after_every_on_start() {
-    for io in BACKENDS {
-        let started = Arc::new(AtomicUsize::new(0));
-        let s = started.clone();
-        let (server, _) = start(builder(io, 3), move |_| Starts(s.clone()));
-        assert_eq!(started.load(Ordering::SeqCst), 3, "{io:?}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn start_returns_after_every_on_start(io: Io) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let (server, _) = start(builder(io, 3), move |_| Starts(s.clone()));
+    assert_eq!(started.load(Ordering::SeqCst), 3, "{io:?}");
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    shutdown_write_sends_fin_after_the_queue_and_keeps_reading => shutdown_write_sends_fin_after_the_queue_and_keeps_reading;
+    redeliver_offers_held_input_without_new_bytes => redeliver_offers_held_input_without_new_bytes;
+    local_addr_names_the_listener => local_addr_names_the_listener;
+    start_returns_after_every_on_start => start_returns_after_every_on_start;
 }

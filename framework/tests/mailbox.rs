@@ -10,6 +10,7 @@
 
 mod common;
 
+use shardline::Io;
 use std::{
     sync::mpsc,
     time::{Duration, Instant},
@@ -151,66 +152,63 @@ impl Handler for Stress {
     }
 }
 
-#[test]
-fn every_message_arrives_once_in_order() {
-    for io in common::BACKENDS {
-        common::init_tracing();
-        let (tx, rx) = mpsc::channel();
-        let started = Instant::now();
-        let server = Server::builder()
-            .io(io)
-            .shards(SHARDS)
-            .pin(false)
-            .mailbox_capacity(256)
-            .build(move |id| Stress {
-                me: id.0,
-                next: vec![0; SHARDS],
-                blocked: vec![false; SHARDS],
-                expect: vec![0; SHARDS],
-                received: 0,
-                fulls: 0,
-                rng: rand::rngs::StdRng::seed_from_u64(id.0 as u64 + 1),
-                report: tx.clone(),
-                reported: false,
-            })
-            .expect("config")
-            .start()
-            .expect("start");
-        let mut fulls = 0;
-        for _ in 0..SHARDS {
-            let (shard, received, f, result) = rx
-                .recv_timeout(Duration::from_secs(240))
-                .unwrap_or_else(|_| panic!("{io}: a shard never got all its messages"));
-            result.unwrap_or_else(|e| panic!("{io}: {e}"));
-            assert_eq!(
-                received,
-                per_pair() * (SHARDS as u64 - 1),
-                "{io}: shard {shard}"
-            );
-            fulls += f;
-        }
-        let total = per_pair() * (SHARDS * (SHARDS - 1)) as u64;
-        let metrics = server.metrics();
-        // A drain counts what it took after its callbacks: let the last one finish.
-        common::wait_until(Duration::from_secs(10), || {
-            metrics.total().msgs_received == total
-        });
-        let t = metrics.total();
-        assert_eq!(t.msgs_sent, total, "{io}: {t:?}");
-        assert_eq!(t.msgs_received, total, "{io}: {t:?}");
-        assert_eq!(t.mailbox_full, fulls, "{io}: {t:?}");
-        assert!(
-            t.doorbell_writes * 10 < total,
-            "{io}: doorbell writes are batched: {t:?}"
+fn every_message_arrives_once_in_order(io: Io) {
+    common::init_tracing();
+    let (tx, rx) = mpsc::channel();
+    let started = Instant::now();
+    let server = Server::builder()
+        .io(io)
+        .shards(SHARDS)
+        .pin(false)
+        .mailbox_capacity(256)
+        .build(move |id| Stress {
+            me: id.0,
+            next: vec![0; SHARDS],
+            blocked: vec![false; SHARDS],
+            expect: vec![0; SHARDS],
+            received: 0,
+            fulls: 0,
+            rng: rand::rngs::StdRng::seed_from_u64(id.0 as u64 + 1),
+            report: tx.clone(),
+            reported: false,
+        })
+        .expect("config")
+        .start()
+        .expect("start");
+    let mut fulls = 0;
+    for _ in 0..SHARDS {
+        let (shard, received, f, result) = rx
+            .recv_timeout(Duration::from_secs(240))
+            .unwrap_or_else(|_| panic!("{io}: a shard never got all its messages"));
+        result.unwrap_or_else(|e| panic!("{io}: {e}"));
+        assert_eq!(
+            received,
+            per_pair() * (SHARDS as u64 - 1),
+            "{io}: shard {shard}"
         );
-        println!(
-            "{io}: {total} messages in {:.2?}, {} doorbell writes, {} full",
-            started.elapsed(),
-            t.doorbell_writes,
-            t.mailbox_full
-        );
-        server.shutdown().expect("clean shutdown");
+        fulls += f;
     }
+    let total = per_pair() * (SHARDS * (SHARDS - 1)) as u64;
+    let metrics = server.metrics();
+    // A drain counts what it took after its callbacks: let the last one finish.
+    common::wait_until(Duration::from_secs(10), || {
+        metrics.total().msgs_received == total
+    });
+    let t = metrics.total();
+    assert_eq!(t.msgs_sent, total, "{io}: {t:?}");
+    assert_eq!(t.msgs_received, total, "{io}: {t:?}");
+    assert_eq!(t.mailbox_full, fulls, "{io}: {t:?}");
+    assert!(
+        t.doorbell_writes * 10 < total,
+        "{io}: doorbell writes are batched: {t:?}"
+    );
+    println!(
+        "{io}: {total} messages in {:.2?}, {} doorbell writes, {} full",
+        started.elapsed(),
+        t.doorbell_writes,
+        t.mailbox_full
+    );
+    server.shutdown().expect("clean shutdown");
 }
 
 /// Shard 1 stalls (its handler sleeps in a timer) while shard 0 posts: `Full`
@@ -391,30 +389,32 @@ impl Handler for Bcast {
     }
 }
 
-#[test]
-fn broadcast_reaches_every_other_shard() {
-    for io in common::BACKENDS {
-        let (tx, rx) = mpsc::channel();
-        let server = Server::builder()
-            .io(io)
-            .shards(3)
-            .pin(false)
-            .build(move |id| Bcast {
-                me: id.0,
-                report: tx.clone(),
-            })
-            .expect("config")
-            .start()
-            .expect("start");
-        let mut got: Vec<(usize, usize)> = (0..6)
-            .map(|_| rx.recv_timeout(Duration::from_secs(30)).expect("delivery"))
-            .collect();
-        got.sort_unstable();
-        assert_eq!(
-            got,
-            [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)],
-            "{io}"
-        );
-        server.shutdown().expect("clean shutdown");
-    }
+fn broadcast_reaches_every_other_shard(io: Io) {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .io(io)
+        .shards(3)
+        .pin(false)
+        .build(move |id| Bcast {
+            me: id.0,
+            report: tx.clone(),
+        })
+        .expect("config")
+        .start()
+        .expect("start");
+    let mut got: Vec<(usize, usize)> = (0..6)
+        .map(|_| rx.recv_timeout(Duration::from_secs(30)).expect("delivery"))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)],
+        "{io}"
+    );
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    every_message_arrives_once_in_order => every_message_arrives_once_in_order;
+    broadcast_reaches_every_other_shard => broadcast_reaches_every_other_shard;
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use shardline::Io;
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -63,41 +64,42 @@ fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
     assert_eq!(back, msg);
 }
 
-#[test]
-fn panic_closes_only_that_connection() {
-    for io in common::BACKENDS {
-        let (tx, rx) = mpsc::channel();
-        // One shard: the victim and the bystander share it.
-        let (server, addr) = common::start(common::builder(io, 1), move |_| Fragile {
-            closes: tx.clone(),
-        });
-        let mut bystander = TcpStream::connect(addr).expect("connect");
-        bystander
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        roundtrip(&mut bystander, b"before");
+fn panic_closes_only_that_connection(io: Io) {
+    let (tx, rx) = mpsc::channel();
+    // One shard: the victim and the bystander share it.
+    let (server, addr) = common::start(common::builder(io, 1), move |_| Fragile {
+        closes: tx.clone(),
+    });
+    let mut bystander = TcpStream::connect(addr).expect("connect");
+    bystander
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    roundtrip(&mut bystander, b"before");
 
-        let mut victim = TcpStream::connect(addr).expect("connect");
-        victim
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        victim.write_all(b"PANIC").expect("write");
-        let mut rest = Vec::new();
-        let _ = victim.read_to_end(&mut rest); // EOF or reset
-        assert!(rest.is_empty(), "{io}");
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(30)).expect("close"),
-            CloseReason::HandlerPanic,
-            "{io}"
-        );
+    let mut victim = TcpStream::connect(addr).expect("connect");
+    victim
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    victim.write_all(b"PANIC").expect("write");
+    let mut rest = Vec::new();
+    let _ = victim.read_to_end(&mut rest); // EOF or reset
+    assert!(rest.is_empty(), "{io}");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)).expect("close"),
+        CloseReason::HandlerPanic,
+        "{io}"
+    );
 
-        roundtrip(&mut bystander, b"after");
-        let mut newcomer = TcpStream::connect(addr).expect("connect");
-        newcomer
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        roundtrip(&mut newcomer, b"new");
-        assert_eq!(server.metrics().total().handler_panics, 1, "{io}");
-        server.shutdown().expect("clean shutdown");
-    }
+    roundtrip(&mut bystander, b"after");
+    let mut newcomer = TcpStream::connect(addr).expect("connect");
+    newcomer
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    roundtrip(&mut newcomer, b"new");
+    assert_eq!(server.metrics().total().handler_panics, 1, "{io}");
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    panic_closes_only_that_connection => panic_closes_only_that_connection;
 }

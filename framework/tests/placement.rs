@@ -5,6 +5,7 @@ mod common;
 #[path = "common/echo_client.rs"]
 mod echo_client;
 
+use shardline::Io;
 use shardline::{ConnId, Ctx, Error, Handler, Server};
 
 struct Nop;
@@ -89,42 +90,41 @@ fn too_many_shards_is_an_error_unless_oversubscribed() {
     assert_eq!(plan.shards.len(), cpus + 1);
 }
 
-#[test]
-fn pools_are_bound_to_the_shard_node() {
-    for io in common::BACKENDS {
-        let (server, _addr) = common::start(common::builder(io, 2), |_| Nop);
-        for (i, s) in server.metrics().snapshot().iter().enumerate() {
-            assert!(
-                s.pool_bytes >= 16 << 10,
-                "{io}: shard {i} has a pool: {s:?}"
-            );
-            assert_eq!(s.pool_off_node_pages, 0, "{io}: shard {i}: {s:?}");
-        }
-        server.shutdown().expect("clean shutdown");
+fn pools_are_bound_to_the_shard_node(io: Io) {
+    let (server, _addr) = common::start(common::builder(io, 2), |_| Nop);
+    for (i, s) in server.metrics().snapshot().iter().enumerate() {
+        assert!(
+            s.pool_bytes >= 16 << 10,
+            "{io}: shard {i} has a pool: {s:?}"
+        );
+        assert_eq!(s.pool_off_node_pages, 0, "{io}: shard {i}: {s:?}");
     }
+    server.shutdown().expect("clean shutdown");
 }
 
 /// A pool far too small for the load: on io_uring the provided-buffer ring runs dry
 /// (recvs complete with ENOBUFS and are re-armed as buffers return) and on epoll
 /// the single scratch buffer is reused; either way every byte arrives.
-#[test]
-fn tiny_pool_runs_dry_and_recovers() {
-    for io in common::BACKENDS {
-        let builder = common::builder(io, 1)
-            .uring_buffers(2)
-            .read_buffer_size(4096);
-        let (server, addr) = common::start(builder, |_| common::Echo);
-        let report = echo_client::check(
-            addr,
-            200,
-            |i| echo_client::size_for(9, i, 256 << 10),
-            9,
-            std::time::Duration::from_secs(120),
-        )
-        .unwrap_or_else(|e| panic!("{io}: {e}"));
-        assert!(report.bytes > 0, "{io}");
-        let pool = server.metrics().total().pool_bytes;
-        assert!(pool <= 2 * 4096, "{io}: the pool really is tiny: {pool} B");
-        server.shutdown().expect("clean shutdown");
-    }
+fn tiny_pool_runs_dry_and_recovers(io: Io) {
+    let builder = common::builder(io, 1)
+        .uring_buffers(2)
+        .read_buffer_size(4096);
+    let (server, addr) = common::start(builder, |_| common::Echo);
+    let report = echo_client::check(
+        addr,
+        200,
+        |i| echo_client::size_for(9, i, 256 << 10),
+        9,
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{io}: {e}"));
+    assert!(report.bytes > 0, "{io}");
+    let pool = server.metrics().total().pool_bytes;
+    assert!(pool <= 2 * 4096, "{io}: the pool really is tiny: {pool} B");
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    pools_are_bound_to_the_shard_node => pools_are_bound_to_the_shard_node;
+    tiny_pool_runs_dry_and_recovers => tiny_pool_runs_dry_and_recovers;
 }

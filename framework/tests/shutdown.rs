@@ -281,91 +281,88 @@ fn read_to_end(
     }
 }
 
-#[test]
-fn every_queued_byte_is_delivered_before_the_shutdown_close() {
-    for io in common::BACKENDS {
-        // The deadline is not what this test is about: keep it out of the way.
-        let (server, addr, log, base) = start(io, LIMIT / 2, None);
-        let metrics = server.metrics();
-        let (ready_tx, ready_rx) = mpsc::channel::<usize>();
-        let mut go = Vec::new();
-        let mut clients = Vec::new();
-        for i in 0..CLIENTS {
-            let (go_tx, go_rx) = mpsc::channel::<()>();
-            go.push(go_tx);
-            let (ready_tx, base) = (ready_tx.clone(), base.clone());
-            clients.push(thread::spawn(move || -> Result<usize, String> {
-                let want = expected(&base, i);
-                let mut s = connect_small_rcvbuf(addr).map_err(|e| format!("connect: {e}"))?;
-                s.write_all(&request(i))
-                    .map_err(|e| format!("request: {e}"))?;
-                let mut prefix = vec![0u8; PREFIX];
-                s.read_exact(&mut prefix)
-                    .map_err(|e| format!("first {PREFIX} B: {e}"))?;
-                if prefix[..] != want[..PREFIX] {
-                    return Err("first bytes corrupted".into());
-                }
-                let _ = ready_tx.send(i);
-                go_rx
-                    .recv_timeout(LIMIT)
-                    .map_err(|_| "never told to read on".to_string())?;
-                let (got, _) = read_to_end(&mut s, want, PREFIX, false)?;
-                Ok(got)
-            }));
-        }
-        drop(ready_tx);
-        for n in 0..CLIENTS {
-            ready_rx.recv_timeout(LIMIT).unwrap_or_else(|_| {
-                panic!("{io}: only {n} of {CLIENTS} clients read their first {PREFIX} B")
-            });
-        }
-
-        server.shutdown_handle().shutdown();
-        let joined = join_in_background(server);
-        for tx in &go {
-            let _ = tx.send(());
-        }
-        for (i, c) in clients.into_iter().enumerate() {
-            let got = c
-                .join()
-                .expect("client thread")
-                .unwrap_or_else(|e| panic!("{io}: client {i}: {e}"));
-            assert_eq!(got, PAYLOAD, "{io}: client {i} got every byte, then EOF");
-        }
-        expect_joined(io, &joined);
-
-        let log = lock(&log);
-        eprintln!(
-            "{io}: queued at on_shutdown (shard, bytes): {:?}",
-            log.shutdowns
-        );
-        let mut shards: Vec<usize> = log.shutdowns.iter().map(|(s, _)| *s).collect();
-        shards.sort_unstable();
-        assert_eq!(shards, [0, 1], "{io}: on_shutdown once per shard");
-        let queued: usize = log.shutdowns.iter().map(|(_, q)| q).sum();
-        assert!(
-            queued > 0,
-            "{io}: nothing was left in the shards' queues at shutdown: the test did not \
-             exercise the flush"
-        );
-        assert_eq!(log.requests, CLIENTS, "{io}: requests served");
-        assert_eq!(log.refused, 0, "{io}: sends refused");
-        assert_eq!(
-            log.closes,
-            vec![CloseReason::Shutdown; CLIENTS],
-            "{io}: close reasons"
-        );
-        let total = metrics.total();
-        assert_eq!(total.conns_accepted, CLIENTS as u64, "{io}: {total:?}");
-        assert_eq!(total.conns_live, 0, "{io}: {total:?}");
-        assert_eq!(
-            total.bytes_out,
-            (CLIENTS * PAYLOAD) as u64,
-            "{io}: {total:?}"
-        );
-        assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
-        assert_eq!(total.closed_send_queue_full, 0, "{io}: {total:?}");
+fn every_queued_byte_is_delivered_before_the_shutdown_close(io: Io) {
+    // The deadline is not what this test is about: keep it out of the way.
+    let (server, addr, log, base) = start(io, LIMIT / 2, None);
+    let metrics = server.metrics();
+    let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+    let mut go = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        go.push(go_tx);
+        let (ready_tx, base) = (ready_tx.clone(), base.clone());
+        clients.push(thread::spawn(move || -> Result<usize, String> {
+            let want = expected(&base, i);
+            let mut s = connect_small_rcvbuf(addr).map_err(|e| format!("connect: {e}"))?;
+            s.write_all(&request(i))
+                .map_err(|e| format!("request: {e}"))?;
+            let mut prefix = vec![0u8; PREFIX];
+            s.read_exact(&mut prefix)
+                .map_err(|e| format!("first {PREFIX} B: {e}"))?;
+            if prefix[..] != want[..PREFIX] {
+                return Err("first bytes corrupted".into());
+            }
+            let _ = ready_tx.send(i);
+            go_rx
+                .recv_timeout(LIMIT)
+                .map_err(|_| "never told to read on".to_string())?;
+            let (got, _) = read_to_end(&mut s, want, PREFIX, false)?;
+            Ok(got)
+        }));
     }
+    drop(ready_tx);
+    for n in 0..CLIENTS {
+        ready_rx.recv_timeout(LIMIT).unwrap_or_else(|_| {
+            panic!("{io}: only {n} of {CLIENTS} clients read their first {PREFIX} B")
+        });
+    }
+
+    server.shutdown_handle().shutdown();
+    let joined = join_in_background(server);
+    for tx in &go {
+        let _ = tx.send(());
+    }
+    for (i, c) in clients.into_iter().enumerate() {
+        let got = c
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("{io}: client {i}: {e}"));
+        assert_eq!(got, PAYLOAD, "{io}: client {i} got every byte, then EOF");
+    }
+    expect_joined(io, &joined);
+
+    let log = lock(&log);
+    eprintln!(
+        "{io}: queued at on_shutdown (shard, bytes): {:?}",
+        log.shutdowns
+    );
+    let mut shards: Vec<usize> = log.shutdowns.iter().map(|(s, _)| *s).collect();
+    shards.sort_unstable();
+    assert_eq!(shards, [0, 1], "{io}: on_shutdown once per shard");
+    let queued: usize = log.shutdowns.iter().map(|(_, q)| q).sum();
+    assert!(
+        queued > 0,
+        "{io}: nothing was left in the shards' queues at shutdown: the test did not \
+         exercise the flush"
+    );
+    assert_eq!(log.requests, CLIENTS, "{io}: requests served");
+    assert_eq!(log.refused, 0, "{io}: sends refused");
+    assert_eq!(
+        log.closes,
+        vec![CloseReason::Shutdown; CLIENTS],
+        "{io}: close reasons"
+    );
+    let total = metrics.total();
+    assert_eq!(total.conns_accepted, CLIENTS as u64, "{io}: {total:?}");
+    assert_eq!(total.conns_live, 0, "{io}: {total:?}");
+    assert_eq!(
+        total.bytes_out,
+        (CLIENTS * PAYLOAD) as u64,
+        "{io}: {total:?}"
+    );
+    assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
+    assert_eq!(total.closed_send_queue_full, 0, "{io}: {total:?}");
 }
 
 #[test]
@@ -448,73 +445,75 @@ fn a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline() {
     }
 }
 
-#[test]
-fn the_port_serves_no_new_connection_once_shutdown_begins() {
-    for io in common::BACKENDS {
-        let gate = Arc::new(Gate::default());
-        let (server, addr, log, base) = start(io, LIMIT / 2, Some(gate.clone()));
-        let metrics = server.metrics();
+fn the_port_serves_no_new_connection_once_shutdown_begins(io: Io) {
+    let gate = Arc::new(Gate::default());
+    let (server, addr, log, base) = start(io, LIMIT / 2, Some(gate.clone()));
+    let metrics = server.metrics();
 
-        // Served before shutdown; left with most of its stream queued, so the server
-        // stays in its draining phase until this client goes.
-        let mut held = connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
-        held.write_all(&request(0))
-            .unwrap_or_else(|e| panic!("{io}: request: {e}"));
-        let mut prefix = vec![0u8; PREFIX];
-        held.read_exact(&mut prefix)
-            .unwrap_or_else(|e| panic!("{io}: the port serves before shutdown: {e}"));
-        assert!(
-            prefix[..] == expected(&base, 0)[..PREFIX],
-            "{io}: corrupted stream"
-        );
+    // Served before shutdown; left with most of its stream queued, so the server
+    // stays in its draining phase until this client goes.
+    let mut held = connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
+    held.write_all(&request(0))
+        .unwrap_or_else(|e| panic!("{io}: request: {e}"));
+    let mut prefix = vec![0u8; PREFIX];
+    held.read_exact(&mut prefix)
+        .unwrap_or_else(|e| panic!("{io}: the port serves before shutdown: {e}"));
+    assert!(
+        prefix[..] == expected(&base, 0)[..PREFIX],
+        "{io}: corrupted stream"
+    );
 
-        server.shutdown_handle().shutdown();
-        let entered = common::wait_until(LIMIT, || gate.entered() == 2);
-        if !entered {
-            gate.open();
-            panic!("{io}: both shards entered on_shutdown");
-        }
-        // Both shards are inside on_shutdown: they have stopped accepting.
-        let during = connect(addr).map(|mut s| {
-            let _ = s.write_all(&request(1));
-            s
-        });
+    server.shutdown_handle().shutdown();
+    let entered = common::wait_until(LIMIT, || gate.entered() == 2);
+    if !entered {
         gate.open();
-        drop(held);
-        let joined = join_in_background(server);
-        expect_joined(io, &joined);
-        let after = connect(addr).map(|mut s| {
-            let _ = s.write_all(&request(2));
-            s
-        });
+        panic!("{io}: both shards entered on_shutdown");
+    }
+    // Both shards are inside on_shutdown: they have stopped accepting.
+    let during = connect(addr).map(|mut s| {
+        let _ = s.write_all(&request(1));
+        s
+    });
+    gate.open();
+    drop(held);
+    let joined = join_in_background(server);
+    expect_joined(io, &joined);
+    let after = connect(addr).map(|mut s| {
+        let _ = s.write_all(&request(2));
+        s
+    });
 
-        // A connection that got through must end without ever being served.
-        for (when, attempt) in [("during on_shutdown", during), ("after join", after)] {
-            match attempt {
-                Err(e) => eprintln!("{io}: connect {when}: {e}"),
-                Ok(mut s) => {
-                    let end = read_to_end(&mut s, &[], 0, true);
-                    eprintln!("{io}: connect {when} succeeded, then {end:?}");
-                    assert!(
-                        matches!(end, Ok((0, _))),
-                        "{io}: a connection made {when} was served: {end:?}"
-                    );
-                }
+    // A connection that got through must end without ever being served.
+    for (when, attempt) in [("during on_shutdown", during), ("after join", after)] {
+        match attempt {
+            Err(e) => eprintln!("{io}: connect {when}: {e}"),
+            Ok(mut s) => {
+                let end = read_to_end(&mut s, &[], 0, true);
+                eprintln!("{io}: connect {when} succeeded, then {end:?}");
+                assert!(
+                    matches!(end, Ok((0, _))),
+                    "{io}: a connection made {when} was served: {end:?}"
+                );
             }
         }
-        let total = metrics.total();
-        let log = lock(&log);
-        assert_eq!(
-            log.requests, 1,
-            "{io}: only the pre-shutdown client's request was served"
-        );
-        assert!(
-            log.closes.iter().all(|r| *r == CloseReason::Shutdown),
-            "{io}: close reasons {:?}",
-            log.closes
-        );
-        assert_eq!(total.conns_live, 0, "{io}: {total:?}");
-        assert_eq!(total.conns_closed, total.conns_accepted, "{io}: {total:?}");
-        assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
     }
+    let total = metrics.total();
+    let log = lock(&log);
+    assert_eq!(
+        log.requests, 1,
+        "{io}: only the pre-shutdown client's request was served"
+    );
+    assert!(
+        log.closes.iter().all(|r| *r == CloseReason::Shutdown),
+        "{io}: close reasons {:?}",
+        log.closes
+    );
+    assert_eq!(total.conns_live, 0, "{io}: {total:?}");
+    assert_eq!(total.conns_closed, total.conns_accepted, "{io}: {total:?}");
+    assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
+}
+
+per_backend! {
+    every_queued_byte_is_delivered_before_the_shutdown_close => every_queued_byte_is_delivered_before_the_shutdown_close;
+    the_port_serves_no_new_connection_once_shutdown_begins => the_port_serves_no_new_connection_once_shutdown_begins;
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use shardline::Io;
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpStream},
@@ -14,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{builder, start, BACKENDS};
+use common::{builder, start};
 use shardline::{ConnId, Ctx, Handler, SpliceError};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -164,69 +165,66 @@ fn run(io: shardline::Io, pipes: usize) -> Vec<Result<(), SpliceError>> {
     r
 }
 
-#[test]
-fn relay_started_mid_read_keeps_queued_bytes_first_and_ends_with_eof() {
-    for io in BACKENDS {
-        let r = run(io, 4);
-        assert_eq!(r[0], Ok(()), "{io}: relay started");
-        assert_eq!(r[1], Err(SpliceError::Busy), "{io}: not twice");
-    }
+fn relay_started_mid_read_keeps_queued_bytes_first_and_ends_with_eof(io: Io) {
+    let r = run(io, 4);
+    assert_eq!(r[0], Ok(()), "{io}: relay started");
+    assert_eq!(r[1], Err(SpliceError::Busy), "{io}: not twice");
 }
 
-#[test]
-fn without_a_pipe_nothing_changes() {
-    for io in BACKENDS {
-        let r = run(io, 0);
-        assert_eq!(r[0], Err(SpliceError::NoPipe), "{io}");
-    }
+fn without_a_pipe_nothing_changes(io: Io) {
+    let r = run(io, 0);
+    assert_eq!(r[0], Err(SpliceError::NoPipe), "{io}");
 }
 
 /// A graceful close of the source while its pipe holds bytes (the sink is not
 /// reading yet): everything the shard took from the source — ordinary reads and
 /// pipe fills — still reaches the sink, in order; only what was left unread in
 /// the source's socket is not.
-#[test]
-fn graceful_close_of_the_source_keeps_what_it_piped() {
-    for io in BACKENDS {
-        let first_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let f = first_len.clone();
-        let (server, addr) = start(builder(io, 1).splice_pipes(4), move |_| Relay {
-            close_source_after: Some(Duration::from_millis(300)),
-            first_len: f.clone(),
-            ..Relay::default()
-        });
-        let metrics = server.metrics();
-        let (mut source, mut sink) = source_and_sink(addr);
-        let data = pattern(8 << 20);
-        let mine = data.clone();
-        // The source writes until the shard's close stops it (an error then).
-        let writer = thread::spawn(move || {
-            let _ = source.write_all(&mine);
-            source
-        });
-        // The sink reads nothing until well after the close: the pipe is full.
-        thread::sleep(Duration::from_millis(800));
-        let mut got = Vec::new();
-        sink.read_to_end(&mut got)
-            .unwrap_or_else(|e| panic!("{io}: sink read: {e}"));
-        let _source = writer.join().expect("writer");
-        let spliced = metrics.total().bytes_spliced;
-        let first = first_len.load(std::sync::atomic::Ordering::SeqCst) as u64;
-        let mut expected = b"HEADER".to_vec();
-        expected.extend_from_slice(&data);
-        assert!(
-            expected.starts_with(&got),
-            "{io}: the sink's bytes are not the source's, in order"
-        );
-        assert!(spliced > 0, "{io}: the pipe carried bytes");
-        // (Input arriving after the close is discarded, so `got` is a prefix.)
-        assert!(
-            got.len() as u64 >= 6 + first + spliced,
-            "{io}: the sink got {} bytes, fewer than the {} the shard took in before \
-             the close (6 + first slice {first} + piped {spliced})",
-            got.len(),
-            6 + first + spliced
-        );
-        drop(server);
-    }
+fn graceful_close_of_the_source_keeps_what_it_piped(io: Io) {
+    let first_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let f = first_len.clone();
+    let (server, addr) = start(builder(io, 1).splice_pipes(4), move |_| Relay {
+        close_source_after: Some(Duration::from_millis(300)),
+        first_len: f.clone(),
+        ..Relay::default()
+    });
+    let metrics = server.metrics();
+    let (mut source, mut sink) = source_and_sink(addr);
+    let data = pattern(8 << 20);
+    let mine = data.clone();
+    // The source writes until the shard's close stops it (an error then).
+    let writer = thread::spawn(move || {
+        let _ = source.write_all(&mine);
+        source
+    });
+    // The sink reads nothing until well after the close: the pipe is full.
+    thread::sleep(Duration::from_millis(800));
+    let mut got = Vec::new();
+    sink.read_to_end(&mut got)
+        .unwrap_or_else(|e| panic!("{io}: sink read: {e}"));
+    let _source = writer.join().expect("writer");
+    let spliced = metrics.total().bytes_spliced;
+    let first = first_len.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    let mut expected = b"HEADER".to_vec();
+    expected.extend_from_slice(&data);
+    assert!(
+        expected.starts_with(&got),
+        "{io}: the sink's bytes are not the source's, in order"
+    );
+    assert!(spliced > 0, "{io}: the pipe carried bytes");
+    // (Input arriving after the close is discarded, so `got` is a prefix.)
+    assert!(
+        got.len() as u64 >= 6 + first + spliced,
+        "{io}: the sink got {} bytes, fewer than the {} the shard took in before \
+         the close (6 + first slice {first} + piped {spliced})",
+        got.len(),
+        6 + first + spliced
+    );
+    drop(server);
+}
+
+per_backend! {
+    relay_started_mid_read_keeps_queued_bytes_first_and_ends_with_eof => relay_started_mid_read_keeps_queued_bytes_first_and_ends_with_eof;
+    without_a_pipe_nothing_changes => without_a_pipe_nothing_changes;
+    graceful_close_of_the_source_keeps_what_it_piped => graceful_close_of_the_source_keeps_what_it_piped;
 }
