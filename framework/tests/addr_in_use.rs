@@ -80,30 +80,24 @@ fn refused(io: Io, first_mode: AcceptMode, second_mode: AcceptMode, first: Socke
     common::shutdown_within(server, io);
 }
 
-#[test]
-fn a_second_server_on_a_served_address_is_refused_in_every_mode() {
+fn a_second_server_on_a_served_address_is_refused_in_every_mode(io: Io) {
     let v4: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    for io in common::BACKENDS {
-        for mode in MODES {
-            refused(io, mode, mode, v4);
-        }
-        // Across modes too: a reuseport server meets an exclusive one and back.
-        refused(io, AcceptMode::ReusePort, AcceptMode::Exclusive, v4);
-        refused(io, AcceptMode::Exclusive, AcceptMode::ReusePort, v4);
+    for mode in MODES {
+        refused(io, mode, mode, v4);
     }
+    // Across modes too: a reuseport server meets an exclusive one and back.
+    refused(io, AcceptMode::ReusePort, AcceptMode::Exclusive, v4);
+    refused(io, AcceptMode::Exclusive, AcceptMode::ReusePort, v4);
 }
 
-#[test]
-fn ipv6_addresses_are_checked_too() {
+fn ipv6_addresses_are_checked_too(io: Io) {
     let v6: SocketAddr = "[::1]:0".parse().expect("literal");
     if std::net::TcpListener::bind(v6).is_err() {
         eprintln!("no IPv6 loopback here; skipping");
         return;
     }
-    for io in common::BACKENDS {
-        for mode in MODES {
-            refused(io, mode, mode, v6);
-        }
+    for mode in MODES {
+        refused(io, mode, mode, v6);
     }
 }
 
@@ -171,6 +165,8 @@ fn a_restart_over_time_wait_connections_binds(io: Io) {
 }
 
 per_backend! {
+    a_second_server_on_a_served_address_is_refused_in_every_mode => a_second_server_on_a_served_address_is_refused_in_every_mode;
+    ipv6_addresses_are_checked_too => ipv6_addresses_are_checked_too;
     joining_the_reuseport_group_takes_the_explicit_option => joining_the_reuseport_group_takes_the_explicit_option;
     a_restart_over_time_wait_connections_binds => a_restart_over_time_wait_connections_binds;
 }

@@ -387,75 +387,72 @@ fn scrape_within(admin: SocketAddr, io: Io, within: Duration) -> Response {
     r
 }
 
-#[test]
-fn idle_and_slowloris_clients_do_not_starve_scrapes() {
-    for io in common::BACKENDS {
-        // A head deadline well past the scrape bound: the scrape must be served
-        // while every idle connection is still held, not once they expire.
-        let timeout = Duration::from_secs(4);
-        let (server, admin) = start_with_admin(io, 1, local_admin().request_timeout(timeout));
-        let opened = Instant::now();
-        let idle: Vec<TcpStream> = (0..64)
-            .map(|_| common::connect_bounded(admin, io))
-            .collect();
-        // Slowloris: a head that never ends, a byte every 50 ms.
-        let stop = Arc::new(AtomicBool::new(false));
-        let slow: Vec<_> = (0..8)
-            .map(|_| {
-                let mut s = common::connect_bounded(admin, io);
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut head = b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().copied();
-                    while !stop.load(Ordering::Relaxed) {
-                        let b = head.next().unwrap_or(b'a');
-                        if s.write_all(&[b]).is_err() {
-                            break; // closed by the server
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
+fn idle_and_slowloris_clients_do_not_starve_scrapes(io: Io) {
+    // A head deadline well past the scrape bound: the scrape must be served
+    // while every idle connection is still held, not once they expire.
+    let timeout = Duration::from_secs(4);
+    let (server, admin) = start_with_admin(io, 1, local_admin().request_timeout(timeout));
+    let opened = Instant::now();
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| common::connect_bounded(admin, io))
+        .collect();
+    // Slowloris: a head that never ends, a byte every 50 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let mut s = common::connect_bounded(admin, io);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut head = b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().copied();
+                while !stop.load(Ordering::Relaxed) {
+                    let b = head.next().unwrap_or(b'a');
+                    if s.write_all(&[b]).is_err() {
+                        break; // closed by the server
                     }
-                    s.set_read_timeout(Some(common::LIMIT)).expect("timeout");
-                    (read_until_closed(&mut s), Instant::now())
-                })
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                s.set_read_timeout(Some(common::LIMIT)).expect("timeout");
+                (read_until_closed(&mut s), Instant::now())
             })
-            .collect();
-        std::thread::sleep(Duration::from_millis(200));
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
 
-        for _ in 0..3 {
-            let r = scrape_within(admin, io, Duration::from_secs(2));
-            assert_eq!(r.status, 200, "{io}");
-            assert!(r.body.contains("shardline_shards 1\n"), "{io}");
-        }
-        assert_eq!(get(admin, io, "/healthz").status, 200, "{io}");
-        assert!(
-            opened.elapsed() < timeout,
-            "{io}: too slow to tell the scrapes from expiry"
-        );
-        for (i, s) in idle.iter().enumerate() {
-            assert!(open_and_silent(s), "{io}: idle connection {i} closed early");
-        }
-
-        // Every idle connection is closed by its head deadline, with a 408.
-        for mut s in idle {
-            let got = read_until_closed(&mut s);
-            assert!(got.starts_with(b"HTTP/1.1 408 "), "{io}: {got:?}");
-        }
-        let closed_by = opened.elapsed();
-        assert!(
-            closed_by >= timeout && closed_by < timeout + Duration::from_secs(10),
-            "{io}: idle connections closed after {closed_by:?}"
-        );
-        // Dribbling bytes does not extend the deadline either.
-        for t in slow {
-            let (got, at) = t.join().expect("slowloris thread");
-            assert!(got.starts_with(b"HTTP/1.1 408 "), "{io}: {got:?}");
-            assert!(
-                at.duration_since(opened) < timeout + Duration::from_secs(10),
-                "{io}: a slowloris client kept its connection"
-            );
-        }
-        stop.store(true, Ordering::Relaxed);
-        common::shutdown_within(server, io);
+    for _ in 0..3 {
+        let r = scrape_within(admin, io, Duration::from_secs(2));
+        assert_eq!(r.status, 200, "{io}");
+        assert!(r.body.contains("shardline_shards 1\n"), "{io}");
     }
+    assert_eq!(get(admin, io, "/healthz").status, 200, "{io}");
+    assert!(
+        opened.elapsed() < timeout,
+        "{io}: too slow to tell the scrapes from expiry"
+    );
+    for (i, s) in idle.iter().enumerate() {
+        assert!(open_and_silent(s), "{io}: idle connection {i} closed early");
+    }
+
+    // Every idle connection is closed by its head deadline, with a 408.
+    for mut s in idle {
+        let got = read_until_closed(&mut s);
+        assert!(got.starts_with(b"HTTP/1.1 408 "), "{io}: {got:?}");
+    }
+    let closed_by = opened.elapsed();
+    assert!(
+        closed_by >= timeout && closed_by < timeout + Duration::from_secs(10),
+        "{io}: idle connections closed after {closed_by:?}"
+    );
+    // Dribbling bytes does not extend the deadline either.
+    for t in slow {
+        let (got, at) = t.join().expect("slowloris thread");
+        assert!(got.starts_with(b"HTTP/1.1 408 "), "{io}: {got:?}");
+        assert!(
+            at.duration_since(opened) < timeout + Duration::from_secs(10),
+            "{io}: a slowloris client kept its connection"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    common::shutdown_within(server, io);
 }
 
 fn at_the_cap_a_newcomer_evicts_the_oldest_idle_connection(io: Io) {
@@ -555,22 +552,19 @@ fn the_endpoint_stops_with_the_server(io: Io) {
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{io}");
 }
 
-#[test]
-fn a_taken_admin_address_is_a_startup_error() {
+fn a_taken_admin_address_is_a_startup_error(io: Io) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
-    for io in common::BACKENDS {
-        let built = common::builder(io, 1)
-            .admin(AdminConfig::new(addr))
-            .build(|_| common::Echo)
-            .expect("valid config");
-        match built.start() {
-            Err(shardline::Error::Bind { addr: a, .. }) => assert_eq!(a, addr, "{io}"),
-            Err(e) => panic!("{io}: wrong error {e}"),
-            Ok(s) => {
-                let _ = s.shutdown();
-                panic!("{io}: started on a taken admin address");
-            }
+    let built = common::builder(io, 1)
+        .admin(AdminConfig::new(addr))
+        .build(|_| common::Echo)
+        .expect("valid config");
+    match built.start() {
+        Err(shardline::Error::Bind { addr: a, .. }) => assert_eq!(a, addr, "{io}"),
+        Err(e) => panic!("{io}: wrong error {e}"),
+        Ok(s) => {
+            let _ = s.shutdown();
+            panic!("{io}: started on a taken admin address");
         }
     }
 }
@@ -610,6 +604,8 @@ fn scrapes_go_on_after_clients_that_close_at_once(io: Io) {
 }
 
 per_backend! {
+    idle_and_slowloris_clients_do_not_starve_scrapes => idle_and_slowloris_clients_do_not_starve_scrapes;
+    a_taken_admin_address_is_a_startup_error => a_taken_admin_address_is_a_startup_error;
     metrics_show_each_shards_counters_and_the_apps => metrics_show_each_shards_counters_and_the_apps;
     paths_methods_and_garbage => paths_methods_and_garbage;
     oversized_head_gets_431 => oversized_head_gets_431;

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{builder, start, BACKENDS};
+use common::{builder, start};
 use shardline::{ConnId, Ctx, Handler};
 
 /// Echoes; closes after echoing a line that is exactly `bye`.
@@ -53,40 +53,37 @@ fn connect(addr: std::net::SocketAddr, timeout: Duration) -> TcpStream {
     s
 }
 
-#[test]
-fn small_output_waits_for_the_delay_large_output_does_not() {
-    for io in BACKENDS {
-        // A delay far longer than the test: only the 16 KiB rule can flush.
-        let b = builder(io, 1).flush_delay(Duration::from_secs(60));
-        let (server, addr) = start(b, |_| EchoBye);
-        let mut client = connect(addr, Duration::from_millis(300));
-        client.write_all(b"a").expect("write");
-        let mut byte = [0u8; 1];
-        // Blocking reads in a process with io_uring shards see a stray EINTR now and
-        // then (as in apps/chat's tests): read again.
-        let early = loop {
-            match client.read(&mut byte) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        assert!(
-            matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
-            "{io:?}: one byte must wait for the delay, got {early:?}"
-        );
-        let big = vec![7u8; 20 << 10];
-        client.write_all(&big).expect("write");
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut back = vec![0u8; 1 + big.len()];
-        client
-            .read_exact(&mut back)
-            .expect("flushed once 16 KiB were queued");
-        assert_eq!(back[0], b'a', "{io:?}: order kept");
-        assert!(back[1..] == big[..], "{io:?}");
-        server.shutdown().expect("clean shutdown");
-    }
+fn small_output_waits_for_the_delay_large_output_does_not(io: Io) {
+    // A delay far longer than the test: only the 16 KiB rule can flush.
+    let b = builder(io, 1).flush_delay(Duration::from_secs(60));
+    let (server, addr) = start(b, |_| EchoBye);
+    let mut client = connect(addr, Duration::from_millis(300));
+    client.write_all(b"a").expect("write");
+    let mut byte = [0u8; 1];
+    // Blocking reads in a process with io_uring shards see a stray EINTR now and
+    // then (as in apps/chat's tests): read again.
+    let early = loop {
+        match client.read(&mut byte) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "{io:?}: one byte must wait for the delay, got {early:?}"
+    );
+    let big = vec![7u8; 20 << 10];
+    client.write_all(&big).expect("write");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut back = vec![0u8; 1 + big.len()];
+    client
+        .read_exact(&mut back)
+        .expect("flushed once 16 KiB were queued");
+    assert_eq!(back[0], b'a', "{io:?}: order kept");
+    assert!(back[1..] == big[..], "{io:?}");
+    server.shutdown().expect("clean shutdown");
 }
 
 fn closing_is_not_held(io: Io) {
@@ -118,6 +115,7 @@ fn the_shard_wakes_to_write_held_output(io: Io) {
 }
 
 per_backend! {
+    small_output_waits_for_the_delay_large_output_does_not => small_output_waits_for_the_delay_large_output_does_not;
     closing_is_not_held => closing_is_not_held;
     the_shard_wakes_to_write_held_output => the_shard_wakes_to_write_held_output;
 }

@@ -298,55 +298,50 @@ impl Handler for Stall {
     }
 }
 
-#[test]
-fn stalled_receiver_means_full_then_retry() {
-    for io in common::BACKENDS {
-        let (tx, rx) = mpsc::channel();
-        let server = Server::builder()
-            .io(io)
-            .shards(2)
-            .pin(false)
-            .mailbox_capacity(64)
-            .build(move |id| Stall {
-                me: id.0,
-                sent: 0,
-                fulls: 0,
-                got: 0,
-                report: tx.clone(),
-            })
-            .expect("config")
-            .start()
-            .expect("start");
-        let mut events = Vec::new();
-        loop {
-            let e = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("{io}: stuck after {events:?}"));
-            events.push(e);
-            if events.contains(&("received", STALL_TOTAL))
-                && events.contains(&("sent", STALL_TOTAL))
-            {
-                break;
-            }
+fn stalled_receiver_means_full_then_retry(io: Io) {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .io(io)
+        .shards(2)
+        .pin(false)
+        .mailbox_capacity(64)
+        .build(move |id| Stall {
+            me: id.0,
+            sent: 0,
+            fulls: 0,
+            got: 0,
+            report: tx.clone(),
+        })
+        .expect("config")
+        .start()
+        .expect("start");
+    let mut events = Vec::new();
+    loop {
+        let e = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{io}: stuck after {events:?}"));
+        events.push(e);
+        if events.contains(&("received", STALL_TOTAL)) && events.contains(&("sent", STALL_TOTAL)) {
+            break;
         }
-        assert_eq!(
-            events[0],
-            ("full", 64),
-            "{io}: the 65th post meets a full mailbox"
-        );
-        assert!(
-            events.contains(&("ready", 64)),
-            "{io}: retry notice: {events:?}"
-        );
-        let metrics = server.metrics();
-        common::wait_until(Duration::from_secs(10), || {
-            metrics.total().msgs_received == STALL_TOTAL
-        });
-        let t = metrics.total();
-        assert_eq!(t.msgs_received, STALL_TOTAL, "{io}: nothing lost: {t:?}");
-        assert!(t.mailbox_full >= 1, "{io}: {t:?}");
-        server.shutdown().expect("clean shutdown");
     }
+    assert_eq!(
+        events[0],
+        ("full", 64),
+        "{io}: the 65th post meets a full mailbox"
+    );
+    assert!(
+        events.contains(&("ready", 64)),
+        "{io}: retry notice: {events:?}"
+    );
+    let metrics = server.metrics();
+    common::wait_until(Duration::from_secs(10), || {
+        metrics.total().msgs_received == STALL_TOTAL
+    });
+    let t = metrics.total();
+    assert_eq!(t.msgs_received, STALL_TOTAL, "{io}: nothing lost: {t:?}");
+    assert!(t.mailbox_full >= 1, "{io}: {t:?}");
+    server.shutdown().expect("clean shutdown");
 }
 
 struct Bcast {
@@ -415,6 +410,7 @@ fn broadcast_reaches_every_other_shard(io: Io) {
 }
 
 per_backend! {
+    stalled_receiver_means_full_then_retry => stalled_receiver_means_full_then_retry;
     every_message_arrives_once_in_order => every_message_arrives_once_in_order;
     broadcast_reaches_every_other_shard => broadcast_reaches_every_other_shard;
 }

@@ -365,84 +365,81 @@ fn every_queued_byte_is_delivered_before_the_shutdown_close(io: Io) {
     assert_eq!(total.closed_send_queue_full, 0, "{io}: {total:?}");
 }
 
-#[test]
-fn a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline() {
+fn a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline(io: Io) {
     const READERS: usize = 3;
-    for io in common::BACKENDS {
-        let (server, addr, log, base) = start(io, Duration::from_millis(500), None);
-        let metrics = server.metrics();
-        let mut readers = Vec::new();
-        for i in 0..READERS {
-            let mut s = connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
-            s.write_all(&request(i))
-                .unwrap_or_else(|e| panic!("{io}: request: {e}"));
-            let mut all = vec![0u8; PAYLOAD];
-            s.read_exact(&mut all)
-                .unwrap_or_else(|e| panic!("{io}: reader {i}: {e}"));
-            assert!(
-                all == expected(&base, i),
-                "{io}: reader {i} got a corrupted stream"
-            );
-            readers.push(s);
-        }
-        let stuck_id = READERS;
-        let mut stuck = connect_small_rcvbuf(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
-        stuck
-            .write_all(&request(stuck_id))
+    let (server, addr, log, base) = start(io, Duration::from_millis(500), None);
+    let metrics = server.metrics();
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let mut s = connect(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
+        s.write_all(&request(i))
             .unwrap_or_else(|e| panic!("{io}: request: {e}"));
+        let mut all = vec![0u8; PAYLOAD];
+        s.read_exact(&mut all)
+            .unwrap_or_else(|e| panic!("{io}: reader {i}: {e}"));
         assert!(
-            common::wait_until(LIMIT, || lock(&log).requests == READERS + 1),
-            "{io}: the stuck client's request was never served"
+            all == expected(&base, i),
+            "{io}: reader {i} got a corrupted stream"
         );
-
-        server.shutdown_handle().shutdown();
-        let joined = join_in_background(server);
-        for (i, s) in readers.iter_mut().enumerate() {
-            let end = read_to_end(s, &[], 0, false);
-            assert_eq!(
-                end,
-                Ok((0, "EOF")),
-                "{io}: reader {i} sees EOF after its data"
-            );
-        }
-        drop(readers);
-        // The stuck client is still open and has read nothing: only the deadline can
-        // end its connection.
-        expect_joined(io, &joined);
-
-        let (got, end) = read_to_end(&mut stuck, expected(&base, stuck_id), 0, true)
-            .unwrap_or_else(|e| panic!("{io}: stuck client: {e}"));
-        let log = lock(&log);
-        eprintln!(
-            "{io}: stuck client got {got} B then {end}; queued at on_shutdown: {:?}",
-            log.shutdowns
-        );
-        let mut shards: Vec<usize> = log.shutdowns.iter().map(|(s, _)| *s).collect();
-        shards.sort_unstable();
-        assert_eq!(shards, [0, 1], "{io}: on_shutdown once per shard");
-        assert_eq!(
-            log.closes,
-            vec![CloseReason::Shutdown; READERS + 1],
-            "{io}: close reasons"
-        );
-        // The bytes still queued at on_shutdown were the stuck client's (the others
-        // had read everything): the deadline dropped them.
-        let queued: usize = log.shutdowns.iter().map(|(_, q)| q).sum();
-        if queued > 0 {
-            assert!(
-                got < PAYLOAD,
-                "{io}: {queued} B were queued at shutdown, yet the stuck client got all"
-            );
-        }
-        let total = metrics.total();
-        assert_eq!(
-            total.conns_accepted,
-            (READERS + 1) as u64,
-            "{io}: {total:?}"
-        );
-        assert_eq!(total.conns_live, 0, "{io}: {total:?}");
-        assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
+        readers.push(s);
     }
+    let stuck_id = READERS;
+    let mut stuck = connect_small_rcvbuf(addr).unwrap_or_else(|e| panic!("{io}: connect: {e}"));
+    stuck
+        .write_all(&request(stuck_id))
+        .unwrap_or_else(|e| panic!("{io}: request: {e}"));
+    assert!(
+        common::wait_until(LIMIT, || lock(&log).requests == READERS + 1),
+        "{io}: the stuck client's request was never served"
+    );
+
+    server.shutdown_handle().shutdown();
+    let joined = join_in_background(server);
+    for (i, s) in readers.iter_mut().enumerate() {
+        let end = read_to_end(s, &[], 0, false);
+        assert_eq!(
+            end,
+            Ok((0, "EOF")),
+            "{io}: reader {i} sees EOF after its data"
+        );
+    }
+    drop(readers);
+    // The stuck client is still open and has read nothing: only the deadline can
+    // end its connection.
+    expect_joined(io, &joined);
+
+    let (got, end) = read_to_end(&mut stuck, expected(&base, stuck_id), 0, true)
+        .unwrap_or_else(|e| panic!("{io}: stuck client: {e}"));
+    let log = lock(&log);
+    eprintln!(
+        "{io}: stuck client got {got} B then {end}; queued at on_shutdown: {:?}",
+        log.shutdowns
+    );
+    let mut shards: Vec<usize> = log.shutdowns.iter().map(|(s, _)| *s).collect();
+    shards.sort_unstable();
+    assert_eq!(shards, [0, 1], "{io}: on_shutdown once per shard");
+    assert_eq!(
+        log.closes,
+        vec![CloseReason::Shutdown; READERS + 1],
+        "{io}: close reasons"
+    );
+    // The bytes still queued at on_shutdown were the stuck client's (the others
+    // had read everything): the deadline dropped them.
+    let queued: usize = log.shutdowns.iter().map(|(_, q)| q).sum();
+    if queued > 0 {
+        assert!(
+            got < PAYLOAD,
+            "{io}: {queued} B were queued at shutdown, yet the stuck client got all"
+        );
+    }
+    let total = metrics.total();
+    assert_eq!(
+        total.conns_accepted,
+        (READERS + 1) as u64,
+        "{io}: {total:?}"
+    );
+    assert_eq!(total.conns_live, 0, "{io}: {total:?}");
+    assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
 }
 
 fn the_port_serves_no_new_connection_once_shutdown_begins(io: Io) {
@@ -514,6 +511,7 @@ fn the_port_serves_no_new_connection_once_shutdown_begins(io: Io) {
 }
 
 per_backend! {
+    a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline => a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline;
     every_queued_byte_is_delivered_before_the_shutdown_close => every_queued_byte_is_delivered_before_the_shutdown_close;
     the_port_serves_no_new_connection_once_shutdown_begins => the_port_serves_no_new_connection_once_shutdown_begins;
 }

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{builder, start, BACKENDS};
-use shardline::{ConnId, Ctx, Handler};
+use common::{builder, start};
+use shardline::{ConnId, Ctx, Handler, Io};
 
 /// Answers `slow` 300 ms later and then closes; at shutdown keeps connections with
 /// an answer pending (and, if asked, one that never finishes) open.
@@ -61,49 +61,50 @@ impl Handler for Finisher {
     }
 }
 
-#[test]
-fn kept_connections_finish_their_work_and_the_deadline_still_holds() {
+fn kept_connections_finish_their_work_and_the_deadline_still_holds(io: Io) {
     use std::io::{Read, Write};
-    for io in BACKENDS {
-        let b = builder(io, 1).shutdown_timeout(Duration::from_secs(3));
-        let (server, addr) = start(b, |_| Finisher {
-            pending: Vec::new(),
-            stuck: Vec::new(),
-        });
-        let connect = |what: &[u8]| {
-            let mut s = std::net::TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-            if !what.is_empty() {
-                s.write_all(what).expect("write");
-            }
-            s
-        };
-        let mut slow = connect(b"slow");
-        let mut stuck = connect(b"stuck");
-        let mut idle = connect(b"");
-        // Let the server see both requests before shutting down.
-        std::thread::sleep(Duration::from_millis(100));
-        let started = std::time::Instant::now();
-        let stopper = std::thread::spawn(move || server.shutdown());
-        // The idle connection is closed by the shutdown at once: EOF, no data.
-        let mut buf = Vec::new();
-        idle.read_to_end(&mut buf).expect("idle closed");
-        assert!(buf.is_empty(), "{io:?}");
-        // The kept one finishes its answer.
-        let mut answer = Vec::new();
-        slow.read_to_end(&mut answer).expect("answer then EOF");
-        assert_eq!(answer, b"done", "{io:?}");
-        // The one that never finishes is closed at the deadline.
-        let mut rest = Vec::new();
-        stuck
-            .read_to_end(&mut rest)
-            .expect("closed at the deadline");
-        assert!(rest.is_empty(), "{io:?}");
-        stopper.join().expect("stopper").expect("clean shutdown");
-        assert!(
-            started.elapsed() >= Duration::from_secs(2),
-            "{io:?}: the stuck connection kept the shard until its deadline"
-        );
-    }
+    let b = builder(io, 1).shutdown_timeout(Duration::from_secs(3));
+    let (server, addr) = start(b, |_| Finisher {
+        pending: Vec::new(),
+        stuck: Vec::new(),
+    });
+    let connect = |what: &[u8]| {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        if !what.is_empty() {
+            s.write_all(what).expect("write");
+        }
+        s
+    };
+    let mut slow = connect(b"slow");
+    let mut stuck = connect(b"stuck");
+    let mut idle = connect(b"");
+    // Let the server see both requests before shutting down.
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    // The idle connection is closed by the shutdown at once: EOF, no data.
+    let mut buf = Vec::new();
+    idle.read_to_end(&mut buf).expect("idle closed");
+    assert!(buf.is_empty(), "{io:?}");
+    // The kept one finishes its answer.
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).expect("answer then EOF");
+    assert_eq!(answer, b"done", "{io:?}");
+    // The one that never finishes is closed at the deadline.
+    let mut rest = Vec::new();
+    stuck
+        .read_to_end(&mut rest)
+        .expect("closed at the deadline");
+    assert!(rest.is_empty(), "{io:?}");
+    stopper.join().expect("stopper").expect("clean shutdown");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{io:?}: the stuck connection kept the shard until its deadline"
+    );
+}
+
+per_backend! {
+    kept_connections_finish_their_work_and_the_deadline_still_holds => kept_connections_finish_their_work_and_the_deadline_still_holds;
 }

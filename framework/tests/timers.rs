@@ -5,7 +5,7 @@ mod common;
 
 use std::{sync::mpsc, time::Duration};
 
-use shardline::{ConnId, Ctx, Handler, Server, TimerId};
+use shardline::{ConnId, Ctx, Handler, Io, Server, TimerId};
 
 struct Timers {
     fired: mpsc::Sender<u64>,
@@ -84,42 +84,43 @@ impl Handler for Timers {
     }
 }
 
-#[test]
-fn timers_fire_in_order_and_cancelled_never_fire() {
-    for io in common::BACKENDS {
-        common::init_tracing();
-        let (tx, rx) = mpsc::channel();
-        let server = Server::builder()
-            .io(io)
-            .shards(1)
-            .pin(false)
-            .build(move |_| Timers {
-                fired: tx.clone(),
-                interval: None,
-                ticks: 0,
-            })
-            .expect("config")
-            .start()
-            .expect("start");
-        let mut fired = Vec::new();
-        loop {
-            let t = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("timer fires");
-            fired.push(t);
-            if t == DONE {
-                break;
-            }
+fn timers_fire_in_order_and_cancelled_never_fire(io: Io) {
+    common::init_tracing();
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .io(io)
+        .shards(1)
+        .pin(false)
+        .build(move |_| Timers {
+            fired: tx.clone(),
+            interval: None,
+            ticks: 0,
+        })
+        .expect("config")
+        .start()
+        .expect("start");
+    let mut fired = Vec::new();
+    loop {
+        let t = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("timer fires");
+        fired.push(t);
+        if t == DONE {
+            break;
         }
-        let one_shots: Vec<u64> = fired.iter().copied().filter(|&t| t != TICK).collect();
-        assert_eq!(one_shots, [1, 2, 3, DONE], "{io}: {fired:?}");
-        assert_eq!(
-            fired.iter().filter(|&&t| t == TICK).count(),
-            5,
-            "{io}: {fired:?}"
-        );
-        assert!(!fired.contains(&77), "{io}");
-        assert_eq!(server.metrics().total().handler_panics, 0, "{io}");
-        server.shutdown().expect("clean shutdown");
     }
+    let one_shots: Vec<u64> = fired.iter().copied().filter(|&t| t != TICK).collect();
+    assert_eq!(one_shots, [1, 2, 3, DONE], "{io}: {fired:?}");
+    assert_eq!(
+        fired.iter().filter(|&&t| t == TICK).count(),
+        5,
+        "{io}: {fired:?}"
+    );
+    assert!(!fired.contains(&77), "{io}");
+    assert_eq!(server.metrics().total().handler_panics, 0, "{io}");
+    server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    timers_fire_in_order_and_cancelled_never_fire => timers_fire_in_order_and_cancelled_never_fire;
 }

@@ -10,9 +10,6 @@ use std::{
 
 use shardline::{ConnId, Ctx, Handler, Io, RunningServer, Server, ServerBuilder, ShardId};
 
-/// Every I/O test runs on both backends, forced.
-pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
-
 /// Logs to the test's captured output; `RUST_LOG` controls the level.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
