@@ -7,9 +7,9 @@
 //! prints the totals. SIGHUP posts `Msg::Reset` to every shard through the same
 //! `Remote`, which zeroes the counts (open connections stay counted).
 //!
-//! `Server::run` owns the signals but does not hand out its `Remote` before a
-//! SIGHUP, so this example starts the server with [`Server::start`] and watches
-//! SIGINT/SIGTERM (graceful shutdown) and SIGHUP (reset) itself.
+//! [`Server::run_with`] handles the signals (SIGINT/SIGTERM: graceful shutdown;
+//! SIGHUP: the [`Server::on_hangup`] hook, which posts the reset) and hands the
+//! running server to a setup closure, which gives the reporting thread its `Remote`.
 //!
 //! ```text
 //! cargo run --release -p shardline --example counter -- --addr 127.0.0.1:7300 --shards 2
@@ -23,9 +23,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use shardline::{
     cli::ServerArgs, CloseReason, ConnId, Ctx, Handler, Listener, Origin, PostError, Remote,
-    RunningServer, Server, ShardId,
+    Server, ShardId,
 };
-use signal_hook::{consts::signal::*, iterator::Signals};
 
 /// Shardline counter: counts connections and bytes, reports the totals every second.
 #[derive(Debug, Parser)]
@@ -138,27 +137,6 @@ fn report(remote: Remote<Msg>, answers: mpsc::Receiver<(u64, ShardId, Counts)>, 
     }
 }
 
-/// SIGINT/SIGTERM shut down gracefully (a second one exits at once); SIGHUP resets.
-fn watch_signals(mut signals: Signals, running: &RunningServer<Msg>) {
-    let (remote, shutdown) = (running.remote(), running.shutdown_handle());
-    std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if sig == SIGHUP {
-                if let Err(failed) = remote.broadcast(Msg::Reset, Duration::from_secs(1)) {
-                    tracing::warn!(
-                        shards = failed.len(),
-                        "SIGHUP: some shards missed the reset"
-                    );
-                }
-            } else if shutdown.is_requested() {
-                std::process::exit(130);
-            } else {
-                shutdown.shutdown();
-            }
-        }
-    });
-}
-
 fn main() -> anyhow::Result<()> {
     let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -178,15 +156,19 @@ fn main() -> anyhow::Result<()> {
     if args.server.print_plan_if_asked(&server)? {
         return Ok(());
     }
-    // Registered before the shards start, so no signal can kill the process unhandled.
-    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("signal handler")?;
-    let handle = signals.handle();
-    let running = server.start().context("starting counter")?;
-    watch_signals(signals, &running);
-    let remote = running.remote();
     let every = Duration::from_millis(args.every_ms.max(1));
-    std::thread::spawn(move || report(remote, rx, every));
-    let result = running.join().context("running counter");
-    handle.close();
-    result
+    server
+        .on_hangup(|remote| {
+            if let Err(failed) = remote.broadcast(Msg::Reset, Duration::from_secs(1)) {
+                tracing::warn!(
+                    shards = failed.len(),
+                    "SIGHUP: some shards missed the reset"
+                );
+            }
+        })
+        .run_with(move |running| {
+            let remote = running.remote();
+            std::thread::spawn(move || report(remote, rx, every));
+        })
+        .context("running counter")
 }

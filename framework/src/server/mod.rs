@@ -134,11 +134,21 @@ impl<M: Send + 'static> Server<M> {
     /// Starts the server, runs it until SIGINT or SIGTERM, shuts down gracefully and
     /// returns when every shard has stopped. A second signal exits at once. SIGHUP
     /// runs the [`on_hangup`](Server::on_hangup) hook.
-    pub fn run(mut self) -> Result<(), Error> {
+    pub fn run(self) -> Result<(), Error> {
+        self.run_with(|_| {})
+    }
+
+    /// Like [`run`](Server::run), calling `setup` with the running server once every
+    /// shard is serving and before waiting for signals: the place to hand a
+    /// [`RunningServer::remote`](crate::RunningServer::remote) to the
+    /// application's own threads. Signals are handled from before the shards
+    /// start, so none can kill the process unhandled in between.
+    pub fn run_with(mut self, setup: impl FnOnce(&RunningServer<M>)) -> Result<(), Error> {
         use signal_hook::{consts::signal::*, iterator::Signals};
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(Error::Signal)?;
         let hangup = self.hangup.take();
         let running = self.start()?;
+        setup(&running);
         let shutdown = running.shutdown_handle();
         let remote = running.remote();
         let signal_handle = signals.handle();
