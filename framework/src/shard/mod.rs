@@ -29,7 +29,7 @@ use std::{
 };
 
 use socket2::Socket;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use self::{
     core::{Core, TimerPayload},
@@ -230,6 +230,12 @@ impl<H: Handler> Shard<H> {
             }
             self.apply();
             self.accept_exclusive();
+            // Read before draining: the acceptor posts its last connection and only
+            // then says it is done, so "done" seen here means that connection is
+            // already in the mailbox this drain empties. Read after, a connection
+            // posted between the drain and the check would be left in the mailbox
+            // of a stopped shard, open and never served.
+            let acceptor_done = self.shutdown.acceptor_finished();
             let mail_taken = self.drain_mail();
             self.fire_timers();
             if self.shutdown_deadline.is_none() && self.shutdown.is_requested() {
@@ -251,7 +257,7 @@ impl<H: Handler> Shard<H> {
                 if self.listeners_closed
                     && self.core.conns.is_empty()
                     && mail_taken == 0
-                    && (self.shutdown.acceptor_finished() || overdue)
+                    && (acceptor_done || overdue)
                 {
                     break;
                 }
@@ -292,8 +298,29 @@ impl<H: Handler> Shard<H> {
             let syscalls = waited.map_err(|source| Error::ShardIo { shard, source })?;
             self.core.metrics().syscalls.add(syscalls);
         }
+        self.discard_mail();
         info!(shard, "shard stopped");
         Ok(())
+    }
+
+    /// What is still in this shard's mailboxes once it stopped (only after the
+    /// shutdown deadline, or posted by a `Remote` racing the end): connections are
+    /// closed now rather than held open by the mailboxes, messages are dropped;
+    /// both are logged.
+    fn discard_mail(&mut self) {
+        let (mut conns, mut msgs) = (0usize, 0usize);
+        self.mail
+            .boxes
+            .drain(self.mail.me, usize::MAX, |_, env| match env {
+                Envelope::Conn(_) => conns += 1,
+                Envelope::User(_) => msgs += 1,
+            });
+        if conns + msgs > 0 {
+            warn!(
+                shard = self.core.shard.0,
+                conns, msgs, "stopped with mail left: connections closed, messages dropped"
+            );
+        }
     }
 
     /// Takes up to `MAIL_BUDGET` messages from the mailboxes (application messages

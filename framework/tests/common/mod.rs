@@ -124,7 +124,7 @@ pub fn shutdown_within<M: Send + 'static>(server: RunningServer<M>, io: Io) {
 }
 
 /// Generates one `#[test]` per backend from a function taking the backend:
-/// `per_backend!(name => body_fn);` makes `name_uring` and `name_epoll`, so a
+/// `per_backend! { name => body_fn; }` makes `name::uring` and `name::epoll`, so a
 /// failure on one backend never hides the other's result.
 #[macro_export]
 macro_rules! per_backend {
