@@ -3,6 +3,8 @@
 //! accept mode) and taking half of its connections; the first goes on serving.
 //! Both I/O backends.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -10,6 +12,8 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+
+use shardline::Io;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -23,10 +27,10 @@ fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-fn start(io: &str, listen: SocketAddr, stderr: Stdio) -> Child {
+fn start(io: Io, listen: SocketAddr, stderr: Stdio) -> Child {
     bin()
         .args(["--listen", &listen.to_string()])
-        .args(["--shards", "2", "--no-pin", "--io", io])
+        .args(["--shards", "2", "--no-pin", "--io", &io.to_string()])
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -82,41 +86,42 @@ fn serves(mut s: TcpStream) -> bool {
     BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with(':')
 }
 
-#[test]
-fn a_second_server_on_a_served_port_exits_with_a_clear_error() {
-    for io in ["uring", "epoll"] {
-        let addr = free_addr();
-        let mut first = start(io, addr, Stdio::null());
-        drop(connect_when_listening(addr, &mut first));
-        let mut second = start(io, addr, Stdio::piped());
-        let status = exited_within(&mut second, Duration::from_secs(5));
-        let Some(status) = status else {
-            let _ = second.kill();
-            let _ = second.wait();
-            stop(&mut first);
-            panic!("{io}: the second shardline-chat on {addr} was still running after 5 s");
-        };
-        let mut err = String::new();
-        let _ = second
-            .stderr
-            .take()
-            .expect("piped stderr")
-            .read_to_string(&mut err);
-        assert!(!status.success(), "{io}: second exited with {status:?}");
-        let expected = format!("{addr} is already in use by another process");
-        assert!(
-            err.contains(&expected),
-            "{io}: stderr lacks {expected:?}:\n{err}"
-        );
-        // The first one is untouched.
-        for _ in 0..4 {
-            let s = connect_when_listening(addr, &mut first);
-            assert!(serves(s), "{io}: the first shardline-chat stopped serving");
-        }
-        assert!(
-            first.try_wait().expect("wait").is_none(),
-            "{io}: first exited"
-        );
+fn a_second_server_on_a_served_port_exits_with_a_clear_error(io: Io) {
+    let addr = free_addr();
+    let mut first = start(io, addr, Stdio::null());
+    drop(connect_when_listening(addr, &mut first));
+    let mut second = start(io, addr, Stdio::piped());
+    let status = exited_within(&mut second, Duration::from_secs(5));
+    let Some(status) = status else {
+        let _ = second.kill();
+        let _ = second.wait();
         stop(&mut first);
+        panic!("{io}: the second shardline-chat on {addr} was still running after 5 s");
+    };
+    let mut err = String::new();
+    let _ = second
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut err);
+    assert!(!status.success(), "{io}: second exited with {status:?}");
+    let expected = format!("{addr} is already in use by another process");
+    assert!(
+        err.contains(&expected),
+        "{io}: stderr lacks {expected:?}:\n{err}"
+    );
+    // The first one is untouched.
+    for _ in 0..4 {
+        let s = connect_when_listening(addr, &mut first);
+        assert!(serves(s), "{io}: the first shardline-chat stopped serving");
     }
+    assert!(
+        first.try_wait().expect("wait").is_none(),
+        "{io}: first exited"
+    );
+    stop(&mut first);
+}
+
+per_backend! {
+    a_second_server_on_a_served_port_exits_with_a_clear_error => a_second_server_on_a_served_port_exits_with_a_clear_error;
 }

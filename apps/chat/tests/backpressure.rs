@@ -10,6 +10,7 @@ mod common;
 use std::thread;
 
 use common::{each_server_with, numbered, numbered_privmsgs, Client};
+use shardline::Io;
 
 const MESSAGES: usize = 1_000;
 
@@ -23,9 +24,9 @@ fn flood(sender: &Client, n: usize) -> thread::JoinHandle<()> {
     })
 }
 
-#[test]
-fn full_mailboxes_lose_nothing() {
+fn full_mailboxes_lose_nothing(io: Io) {
     each_server_with(
+        io,
         |config| config.limits.mailbox_capacity = 8,
         |srv| {
             let mut all = srv.members(4, "echo-message", "#flood");
@@ -46,9 +47,9 @@ fn full_mailboxes_lose_nothing() {
 
 /// One sender bursts far more than the mailboxes and outboxes hold; its window
 /// (smaller than the outbox) paces it instead of disconnecting it.
-#[test]
-fn a_burst_is_paced_not_refused() {
+fn a_burst_is_paced_not_refused(io: Io) {
     each_server_with(
+        io,
         |config| {
             config.limits.mailbox_capacity = 16;
             config.limits.outbox_capacity = 64;
@@ -78,9 +79,9 @@ fn a_burst_is_paced_not_refused() {
     );
 }
 
-#[test]
-fn outbox_overflow_disconnects_the_sender() {
+fn outbox_overflow_disconnects_the_sender(io: Io) {
     each_server_with(
+        io,
         |config| {
             config.limits.mailbox_capacity = 1;
             config.limits.outbox_capacity = 16;
@@ -113,4 +114,10 @@ fn outbox_overflow_disconnects_the_sender() {
             assert_eq!(all[2].expect("PRIVMSG").last(), "still here");
         },
     );
+}
+
+per_backend! {
+    full_mailboxes_lose_nothing => full_mailboxes_lose_nothing;
+    a_burst_is_paced_not_refused => a_burst_is_paced_not_refused;
+    outbox_overflow_disconnects_the_sender => outbox_overflow_disconnects_the_sender;
 }

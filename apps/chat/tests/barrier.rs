@@ -4,10 +4,10 @@
 mod common;
 
 use common::{each_server, join_all, sync_all};
+use shardline::Io;
 
-#[test]
-fn pong_comes_after_join_echo() {
-    each_server(|srv| {
+fn pong_comes_after_join_echo(io: Io) {
+    each_server(io, |srv| {
         let mut a = srv.register_on(0, "alice");
         for round in 0..20 {
             let chan = format!("#barrier{round}");
@@ -31,9 +31,8 @@ fn pong_comes_after_join_echo() {
 
 /// After A's PONG, B's shard has queued A's earlier messages: a PING from B then
 /// returns them before its own PONG.
-#[test]
-fn pong_comes_after_delivery_on_other_shards() {
-    each_server(|srv| {
+fn pong_comes_after_delivery_on_other_shards(io: Io) {
+    each_server(io, |srv| {
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#sync", [&mut a, &mut b, &mut c]);
         sync_all([&mut a, &mut b, &mut c]);
@@ -57,4 +56,9 @@ fn pong_comes_after_delivery_on_other_shards() {
             }
         }
     });
+}
+
+per_backend! {
+    pong_comes_after_join_echo => pong_comes_after_join_echo;
+    pong_comes_after_delivery_on_other_shards => pong_comes_after_delivery_on_other_shards;
 }

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{each_server, each_server_with, join_all, names_in};
+use shardline::Io;
 
-#[test]
-fn join_shows_join_topic_and_names_to_everyone() {
-    each_server(|srv| {
+fn join_shows_join_topic_and_names_to_everyone(io: Io) {
+    each_server(io, |srv| {
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         a.send("JOIN #Rust");
         let join = a.expect("JOIN");
@@ -44,9 +44,8 @@ fn join_shows_join_topic_and_names_to_everyone() {
     });
 }
 
-#[test]
-fn several_channels_part_and_join_zero() {
-    each_server(|srv| {
+fn several_channels_part_and_join_zero(io: Io) {
+    each_server(io, |srv| {
         let mut a = srv.register_on(0, "alice");
         let mut b = srv.register_on(3, "bob");
         b.join("#a");
@@ -80,9 +79,9 @@ fn several_channels_part_and_join_zero() {
     });
 }
 
-#[test]
-fn channel_refusals() {
+fn channel_refusals(io: Io) {
     each_server_with(
+        io,
         |config| config.limits.max_channels = 2,
         |srv| {
             let [mut a, mut b] = srv.register_each(["alice", "bob"]);
@@ -126,4 +125,10 @@ fn channel_refusals() {
             b.expect("461");
         },
     );
+}
+
+per_backend! {
+    join_shows_join_topic_and_names_to_everyone => join_shows_join_topic_and_names_to_everyone;
+    several_channels_part_and_join_zero => several_channels_part_and_join_zero;
+    channel_refusals => channel_refusals;
 }

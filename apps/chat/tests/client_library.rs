@@ -10,6 +10,7 @@ use std::time::Instant;
 use common::{each_server, TestServer, WAIT};
 use futures_util::StreamExt;
 use irc::client::prelude::{Client, Command, Config, Message, Prefix, Response};
+use shardline::Io;
 use tokio::{
     sync::mpsc::{unbounded_channel, UnboundedReceiver},
     time::{sleep, timeout, Duration},
@@ -290,13 +291,16 @@ async fn session(srv: &TestServer) {
     bob.until_end().await;
 }
 
-#[test]
-fn irc_crate_clients_chat_across_shards() {
-    each_server(|srv| {
+fn irc_crate_clients_chat_across_shards(io: Io) {
+    each_server(io, |srv| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         rt.block_on(session(srv));
     });
+}
+
+per_backend! {
+    irc_crate_clients_chat_across_shards => irc_crate_clients_chat_across_shards;
 }

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{each_server, join_all, sync_all};
+use shardline::Io;
 
-#[test]
-fn kick_reaches_everyone_and_removes_the_member() {
-    each_server(|srv| {
+fn kick_reaches_everyone_and_removes_the_member(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#kick", [&mut a, &mut b, &mut c]);
@@ -54,9 +54,8 @@ fn kick_reaches_everyone_and_removes_the_member() {
     });
 }
 
-#[test]
-fn kick_refusals() {
-    each_server(|srv| {
+fn kick_refusals(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#k", [&mut a, &mut b]);
@@ -75,9 +74,8 @@ fn kick_refusals() {
     });
 }
 
-#[test]
-fn invite_and_its_refusals() {
-    each_server(|srv| {
+fn invite_and_its_refusals(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#inv", [&mut a, &mut b]);
@@ -108,4 +106,10 @@ fn invite_and_its_refusals() {
         c.expect("INVITE");
         c.join("#inv");
     });
+}
+
+per_backend! {
+    kick_reaches_everyone_and_removes_the_member => kick_reaches_everyone_and_removes_the_member;
+    kick_refusals => kick_refusals;
+    invite_and_its_refusals => invite_and_its_refusals;
 }

@@ -7,6 +7,7 @@ mod common;
 use std::io::Write;
 
 use common::{each_server_with, join_all, numbered, numbered_privmsgs, Client};
+use shardline::Io;
 
 /// Sends `line` to a connection the server may already have closed.
 fn try_send(c: &Client, line: &str) {
@@ -15,9 +16,9 @@ fn try_send(c: &Client, line: &str) {
         .write_all(format!("{line}\r\n").as_bytes());
 }
 
-#[test]
-fn connections_per_ip_are_counted_across_shards() {
+fn connections_per_ip_are_counted_across_shards(io: Io) {
     each_server_with(
+        io,
         |config| config.limits.max_connections_per_ip = 3,
         |srv| {
             let label = srv.label();
@@ -57,9 +58,9 @@ fn connections_per_ip_are_counted_across_shards() {
     );
 }
 
-#[test]
-fn fake_lag_delays_but_loses_nothing() {
+fn fake_lag_delays_but_loses_nothing(io: Io) {
     each_server_with(
+        io,
         |config| {
             config.flood.enabled = true;
             config.flood.command_cost_ms = 5;
@@ -80,9 +81,9 @@ fn fake_lag_delays_but_loses_nothing() {
     );
 }
 
-#[test]
-fn excess_flood_disconnects() {
+fn excess_flood_disconnects(io: Io) {
     each_server_with(
+        io,
         |config| {
             config.flood.enabled = true;
             // Registration (NICK, USER), JOIN and one message run at once; after that
@@ -119,4 +120,10 @@ fn excess_flood_disconnects() {
             );
         },
     );
+}
+
+per_backend! {
+    connections_per_ip_are_counted_across_shards => connections_per_ip_are_counted_across_shards;
+    fake_lag_delays_but_loses_nothing => fake_lag_delays_but_loses_nothing;
+    excess_flood_disconnects => excess_flood_disconnects;
 }

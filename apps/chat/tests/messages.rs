@@ -5,10 +5,10 @@
 mod common;
 
 use common::{each_server, join_all, sync_all};
+use shardline::Io;
 
-#[test]
-fn channel_and_private_messages_cross_shards() {
-    each_server(|srv| {
+fn channel_and_private_messages_cross_shards(io: Io) {
+    each_server(io, |srv| {
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         if srv.shards > 1 {
             assert_ne!(a.shard, b.shard);
@@ -47,9 +47,8 @@ fn channel_and_private_messages_cross_shards() {
     });
 }
 
-#[test]
-fn message_refusals() {
-    each_server(|srv| {
+fn message_refusals(io: Io) {
+    each_server(io, |srv| {
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         b.join("#closed");
         a.send("PRIVMSG");
@@ -84,9 +83,8 @@ fn message_refusals() {
     });
 }
 
-#[test]
-fn echo_message_server_time_and_client_tags() {
-    each_server(|srv| {
+fn echo_message_server_time_and_client_tags(io: Io) {
+    each_server(io, |srv| {
         let mut a = srv.connect_on(0);
         a.register_with_caps("alice", "echo-message server-time message-tags");
         let mut b = srv.connect_on(1);
@@ -117,9 +115,8 @@ fn echo_message_server_time_and_client_tags() {
     });
 }
 
-#[test]
-fn quit_and_nick_reach_channel_members_once() {
-    each_server(|srv| {
+fn quit_and_nick_reach_channel_members_once(io: Io) {
+    each_server(io, |srv| {
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         let mut c = srv.register_on(3, "carol");
         for chan in ["#one", "#two"] {
@@ -179,9 +176,8 @@ fn quit_and_nick_reach_channel_members_once() {
 
 /// A nick held by a connection that has not completed registration is nobody
 /// yet: messages to it draw 401 (and reach it only once it is registered).
-#[test]
-fn a_claimed_but_unregistered_nick_is_no_such_nick() {
-    each_server(|srv| {
+fn a_claimed_but_unregistered_nick_is_no_such_nick(io: Io) {
+    each_server(io, |srv| {
         let mut a = srv.register_on(0, "alice");
         let mut pending = srv.connect_on(1);
         pending.send("NICK pending");
@@ -198,4 +194,12 @@ fn a_claimed_but_unregistered_nick_is_no_such_nick() {
         let m = pending.expect("PRIVMSG");
         assert_eq!(m.last(), "now", "{}", srv.label());
     });
+}
+
+per_backend! {
+    channel_and_private_messages_cross_shards => channel_and_private_messages_cross_shards;
+    message_refusals => message_refusals;
+    echo_message_server_time_and_client_tags => echo_message_server_time_and_client_tags;
+    quit_and_nick_reach_channel_members_once => quit_and_nick_reach_channel_members_once;
+    a_claimed_but_unregistered_nick_is_no_such_nick => a_claimed_but_unregistered_nick_is_no_such_nick;
 }

@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{matrix, sync_all, test_config, TestServer, WAIT};
-use shardline::Server;
+use common::{sync_all, test_config, TestServer, SHARD_COUNTS, WAIT};
+use shardline::{Io, Server};
 use shardline_chat::casemap::owner_of;
 
 /// One scrape of `/metrics`: `name{labels}` -> value.
@@ -65,9 +65,8 @@ fn tally(counts: &mut [u64], shard: usize, n: u64) {
     counts[shard] += n;
 }
 
-#[test]
-fn metrics_follow_the_traffic() {
-    for (io, shards) in matrix() {
+fn metrics_follow_the_traffic(io: Io) {
+    for shards in SHARD_COUNTS {
         let mut config = test_config();
         config.server.admin_listen = Some("127.0.0.1:0".parse().expect("literal"));
         let srv = TestServer::start_with(io, shards, config);
@@ -226,10 +225,10 @@ fn metrics_follow_the_traffic() {
     }
 }
 
-#[test]
-fn no_admin_endpoint_unless_asked() {
+fn no_admin_endpoint_unless_asked(io: Io) {
     let server = shardline_chat::build(
         Server::builder()
+            .io(io)
             .shards(1)
             .pin(false)
             .listen("127.0.0.1:0".parse().expect("literal")),
@@ -238,6 +237,11 @@ fn no_admin_endpoint_unless_asked() {
     .expect("valid config")
     .start()
     .expect("server starts");
-    assert_eq!(server.admin_addr(), None);
+    assert_eq!(server.admin_addr(), None, "{io}");
     server.shutdown().expect("clean shutdown");
+}
+
+per_backend! {
+    metrics_follow_the_traffic => metrics_follow_the_traffic;
+    no_admin_endpoint_unless_asked => no_admin_endpoint_unless_asked;
 }

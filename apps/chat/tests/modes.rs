@@ -6,6 +6,7 @@
 mod common;
 
 use common::{each_server, join_all, sync_all, Client, Line};
+use shardline::Io;
 
 /// Every client in `all` gets the same MODE line; returns it.
 fn mode_seen_by(all: &mut [&mut Client]) -> Line {
@@ -16,9 +17,8 @@ fn mode_seen_by(all: &mut [&mut Client]) -> Line {
     lines[0].clone()
 }
 
-#[test]
-fn mode_changes_reach_every_member_and_show_in_names() {
-    each_server(|srv| {
+fn mode_changes_reach_every_member_and_show_in_names(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         let mut d = srv.connect_on(3);
@@ -77,9 +77,8 @@ fn mode_changes_reach_every_member_and_show_in_names() {
     });
 }
 
-#[test]
-fn mode_refusals() {
-    each_server(|srv| {
+fn mode_refusals(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#r", [&mut a, &mut b]);
@@ -112,9 +111,8 @@ fn mode_refusals() {
     });
 }
 
-#[test]
-fn bans_keep_out_and_silence() {
-    each_server(|srv| {
+fn bans_keep_out_and_silence(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#b", [&mut a, &mut c]);
@@ -150,9 +148,8 @@ fn bans_keep_out_and_silence() {
     });
 }
 
-#[test]
-fn join_keys_limits_and_invite_only() {
-    each_server(|srv| {
+fn join_keys_limits_and_invite_only(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c, mut d] = srv.register_each(["alice", "bob", "carol", "dave"]);
         a.join("#k");
@@ -191,9 +188,8 @@ fn join_keys_limits_and_invite_only() {
     });
 }
 
-#[test]
-fn moderated_external_and_topic_modes() {
-    each_server(|srv| {
+fn moderated_external_and_topic_modes(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         join_all("#mod", [&mut a, &mut b]);
@@ -228,4 +224,12 @@ fn moderated_external_and_topic_modes() {
         b.send("TOPIC #mod :no ops needed");
         assert_eq!(a.expect("TOPIC").last(), "no ops needed", "{label}");
     });
+}
+
+per_backend! {
+    mode_changes_reach_every_member_and_show_in_names => mode_changes_reach_every_member_and_show_in_names;
+    mode_refusals => mode_refusals;
+    bans_keep_out_and_silence => bans_keep_out_and_silence;
+    join_keys_limits_and_invite_only => join_keys_limits_and_invite_only;
+    moderated_external_and_topic_modes => moderated_external_and_topic_modes;
 }

@@ -5,11 +5,11 @@
 mod common;
 
 use common::{each_server, each_server_with};
+use shardline::Io;
 use shardline_chat::{config::Operator, Config};
 
-#[test]
-fn away_answers_senders_with_301() {
-    each_server(|srv| {
+fn away_answers_senders_with_301(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         b.send("AWAY :gone fishing");
@@ -53,9 +53,8 @@ fn add_operators(config: &mut Config) {
     ];
 }
 
-#[test]
-fn oper_from_config() {
-    each_server_with(add_operators, |srv| {
+fn oper_from_config(io: Io) {
+    each_server_with(io, add_operators, |srv| {
         let label = srv.label();
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         a.send_expect("OPER admin", "461", "OPER");
@@ -86,9 +85,8 @@ fn oper_from_config() {
     });
 }
 
-#[test]
-fn stats_uptime_commands_and_shard_load() {
-    each_server(|srv| {
+fn stats_uptime_commands_and_shard_load(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         a.join("#s");
@@ -146,4 +144,10 @@ fn stats_uptime_commands_and_shard_load() {
         a.send_expect("STATS x", "219", "x");
         a.send_expect("STATS", "461", "STATS");
     });
+}
+
+per_backend! {
+    away_answers_senders_with_301 => away_answers_senders_with_301;
+    oper_from_config => oper_from_config;
+    stats_uptime_commands_and_shard_load => stats_uptime_commands_and_shard_load;
 }

@@ -8,6 +8,7 @@ mod common;
 use std::thread;
 
 use common::each_server;
+use shardline::Io;
 
 fn total() -> usize {
     if cfg!(debug_assertions) {
@@ -20,9 +21,8 @@ fn total() -> usize {
 const MEMBERS: usize = 8;
 const SENDERS: usize = 4;
 
-#[test]
-fn every_member_sees_one_order() {
-    each_server(|srv| {
+fn every_member_sees_one_order(io: Io) {
+    each_server(io, |srv| {
         // Members on every shard: member i lands on shard i % shards.
         let members = srv.members(MEMBERS, "echo-message", "#order");
         let mut on: Vec<usize> = members.iter().map(|m| m.shard).collect();
@@ -79,4 +79,8 @@ fn every_member_sees_one_order() {
             );
         }
     });
+}
+
+per_backend! {
+    every_member_sees_one_order => every_member_sees_one_order;
 }

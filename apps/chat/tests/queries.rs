@@ -5,6 +5,7 @@
 mod common;
 
 use common::{each_server, join_all, Client, Line};
+use shardline::Io;
 
 /// Sends `command` and returns the lines with numeric `code` before `end`.
 fn rows(c: &mut Client, command: &str, code: &str, end: &str) -> (Vec<Line>, Line) {
@@ -25,9 +26,8 @@ fn who(c: &mut Client, mask: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn who_merges_every_shard() {
-    each_server(|srv| {
+fn who_merges_every_shard(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c, mut d] = srv.register_each(["alice", "bob", "carol", "dave"]);
         c.send("MODE carol +i");
@@ -80,9 +80,8 @@ fn who_merges_every_shard() {
     });
 }
 
-#[test]
-fn whois_reports_from_the_target_shard() {
-    each_server(|srv| {
+fn whois_reports_from_the_target_shard(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         a.join("#pub");
@@ -119,9 +118,8 @@ fn whois_reports_from_the_target_shard() {
     });
 }
 
-#[test]
-fn list_merges_every_owner() {
-    each_server(|srv| {
+fn list_merges_every_owner(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, mut b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         for chan in ["#one", "#two", "#three", "#four"] {
@@ -168,9 +166,8 @@ fn list_merges_every_owner() {
     });
 }
 
-#[test]
-fn lusers_current_and_max_users() {
-    each_server(|srv| {
+fn lusers_current_and_max_users(io: Io) {
+    each_server(io, |srv| {
         let label = srv.label();
         let [mut a, _b, mut c] = srv.register_each(["alice", "bob", "carol"]);
         a.send("LUSERS");
@@ -185,4 +182,11 @@ fn lusers_current_and_max_users() {
         assert_eq!(a.expect("265").params[1..3], ["2", "3"], "{label}");
         assert_eq!(a.expect("266").params[1..3], ["2", "3"], "{label}");
     });
+}
+
+per_backend! {
+    who_merges_every_shard => who_merges_every_shard;
+    whois_reports_from_the_target_shard => whois_reports_from_the_target_shard;
+    list_merges_every_owner => list_merges_every_owner;
+    lusers_current_and_max_users => lusers_current_and_max_users;
 }

@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{each_server, each_server_with};
+use shardline::Io;
 
-#[test]
-fn welcome_burst_in_order() {
-    each_server(|srv| {
+fn welcome_burst_in_order(io: Io) {
+    each_server(io, |srv| {
         let mut c = srv.connect();
         c.send("NICK alice");
         c.send("USER alice 0 * :Alice Liddell");
@@ -54,9 +54,9 @@ fn welcome_burst_in_order() {
     });
 }
 
-#[test]
-fn motd_from_config() {
+fn motd_from_config(io: Io) {
     each_server_with(
+        io,
         |config| config.server.motd = Some("line one\nline two".into()),
         |srv| {
             let mut c = srv.connect();
@@ -77,9 +77,8 @@ fn motd_from_config() {
     );
 }
 
-#[test]
-fn cap_negotiation() {
-    each_server(|srv| {
+fn cap_negotiation(io: Io) {
+    each_server(io, |srv| {
         let mut c = srv.connect();
         c.send("CAP LS 302");
         let ls = c.expect("CAP");
@@ -124,9 +123,8 @@ fn cap_negotiation() {
     });
 }
 
-#[test]
-fn nick_errors_and_collisions() {
-    each_server(|srv| {
+fn nick_errors_and_collisions(io: Io) {
+    each_server(io, |srv| {
         let mut a = srv.register_on(0, "Alice");
         let mut b = srv.connect_on(1);
         b.send("NICK");
@@ -158,9 +156,8 @@ fn nick_errors_and_collisions() {
     });
 }
 
-#[test]
-fn user_errors_and_unregistered_commands() {
-    each_server(|srv| {
+fn user_errors_and_unregistered_commands(io: Io) {
+    each_server(io, |srv| {
         let mut c = srv.connect();
         c.send("JOIN #a");
         assert_eq!(c.expect("451").params[0], "*");
@@ -200,9 +197,8 @@ fn user_errors_and_unregistered_commands() {
     });
 }
 
-#[test]
-fn lusers_counts_every_shard() {
-    each_server(|srv| {
+fn lusers_counts_every_shard(io: Io) {
+    each_server(io, |srv| {
         let mut clients: Vec<_> = (0..4)
             .map(|i| srv.register_on(i, &format!("user{i}")))
             .collect();
@@ -251,9 +247,9 @@ fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> boo
     cond()
 }
 
-#[test]
-fn registration_and_ping_timeouts() {
+fn registration_and_ping_timeouts(io: Io) {
     each_server_with(
+        io,
         |config| {
             config.limits.registration_timeout_secs = 0.3;
             config.limits.ping_interval_secs = 0.3;
@@ -309,9 +305,9 @@ fn registration_and_ping_timeouts() {
     );
 }
 
-#[test]
-fn server_password_is_required_when_set() {
+fn server_password_is_required_when_set(io: Io) {
     each_server_with(
+        io,
         |config| config.server.password = Some("sesame".into()),
         |srv| {
             let label = srv.label();
@@ -341,4 +337,15 @@ fn server_password_is_required_when_set() {
             ok.expect("462");
         },
     );
+}
+
+per_backend! {
+    welcome_burst_in_order => welcome_burst_in_order;
+    motd_from_config => motd_from_config;
+    cap_negotiation => cap_negotiation;
+    nick_errors_and_collisions => nick_errors_and_collisions;
+    user_errors_and_unregistered_commands => user_errors_and_unregistered_commands;
+    lusers_counts_every_shard => lusers_counts_every_shard;
+    registration_and_ping_timeouts => registration_and_ping_timeouts;
+    server_password_is_required_when_set => server_password_is_required_when_set;
 }

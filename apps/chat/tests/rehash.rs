@@ -16,6 +16,7 @@ use std::{
 };
 
 use common::{Client, WAIT};
+use shardline::Io;
 
 const SHARDS: usize = 2;
 
@@ -28,7 +29,7 @@ struct Chat {
 }
 
 impl Chat {
-    fn start(io: &str, config: &Path) -> Chat {
+    fn start(io: Io, config: &Path) -> Chat {
         // A port nobody uses right now (the binary binds it with SO_REUSEPORT,
         // once per shard).
         let addr = TcpListener::bind("127.0.0.1:0")
@@ -37,7 +38,13 @@ impl Chat {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
             .args(["--config", config.to_str().expect("utf-8 path")])
             .args(["--listen", &addr.to_string()])
-            .args(["--io", io, "--shards", &SHARDS.to_string(), "--no-pin"])
+            .args([
+                "--io",
+                &io.to_string(),
+                "--shards",
+                &SHARDS.to_string(),
+                "--no-pin",
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -158,8 +165,8 @@ fn config_text(motd: &str) -> String {
     format!("[server]\nname = \"irc.rehash.test\"\nmotd = \"{motd}\"\n\n[flood]\nenabled = false\n")
 }
 
-fn temp_config(io: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chat-rehash-{}-{io}", std::process::id()));
+fn temp_config(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chat-rehash-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir.join("chat.toml")
 }
@@ -171,8 +178,8 @@ fn write_config(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename config");
 }
 
-fn rehash_on(io: &str) {
-    let path = temp_config(io);
+fn sighup_rehashes(io: Io) {
+    let path = temp_config(&io.to_string());
     write_config(&path, &config_text("old motd"));
     let mut chat = Chat::start(io, &path);
 
@@ -256,16 +263,6 @@ fn rehash_on(io: &str) {
     let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
 }
 
-#[test]
-fn sighup_rehashes_on_uring() {
-    rehash_on("uring");
-}
-
-#[test]
-fn sighup_rehashes_on_epoll() {
-    rehash_on("epoll");
-}
-
 /// Whether process `pid` ignores or catches SIGHUP (`/proc/PID/status`).
 fn sighup_ignored_or_caught(pid: libc::pid_t) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -281,9 +278,8 @@ fn sighup_ignored_or_caught(pid: libc::pid_t) -> bool {
     })
 }
 
-#[test]
-fn sighup_during_startup_is_harmless() {
-    let path = temp_config("startup");
+fn sighup_during_startup_is_harmless(io: Io) {
+    let path = temp_config(&format!("startup-{io}"));
     write_config(&path, &config_text("startup motd"));
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -291,6 +287,7 @@ fn sighup_during_startup_is_harmless() {
     let child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
         .args(["--config", path.to_str().expect("utf-8 path")])
         .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
+        .args(["--io", &io.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -300,7 +297,7 @@ fn sighup_during_startup_is_harmless() {
         child,
         addr,
         log: Arc::default(),
-        label: "startup".into(),
+        label: format!("startup --io {io}"),
     };
     // Before `main` runs (the dynamic loader) SIGHUP has its default action,
     // which nothing in the binary can change; from its first statement on it is
@@ -320,20 +317,20 @@ fn sighup_during_startup_is_harmless() {
     }
     chat.assert_running();
     let (mut c, motd) = chat.motd_of_new_client_retrying("early");
-    assert_eq!(motd, ["- startup motd"]);
+    assert_eq!(motd, ["- startup motd"], "{}", chat.label);
     c.sync();
     chat.assert_running();
     chat.stop();
     let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
 }
 
-#[test]
-fn sighup_without_a_config_file_is_harmless() {
+fn sighup_without_a_config_file_is_harmless(io: Io) {
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
         .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
+        .args(["--io", &io.to_string()])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -352,7 +349,7 @@ fn sighup_without_a_config_file_is_harmless() {
         child,
         addr,
         log,
-        label: "no config".into(),
+        label: format!("no config --io {io}"),
     };
     chat.wait_log("chat shard ready", 1);
     chat.signal("-HUP");
@@ -361,4 +358,10 @@ fn sighup_without_a_config_file_is_harmless() {
     let (mut c, _) = chat.motd_of_new_client("alice");
     c.sync();
     chat.stop();
+}
+
+per_backend! {
+    sighup_rehashes => sighup_rehashes;
+    sighup_during_startup_is_harmless => sighup_during_startup_is_harmless;
+    sighup_without_a_config_file_is_harmless => sighup_without_a_config_file_is_harmless;
 }

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{join_all, matrix, TestServer};
+use common::{join_all, TestServer, SHARD_COUNTS};
+use shardline::Io;
 
-#[test]
-fn clients_are_told_on_shutdown() {
-    for (io, shards) in matrix() {
+fn clients_are_told_on_shutdown(io: Io) {
+    for shards in SHARD_COUNTS {
         let srv = TestServer::start(io, shards);
         let [mut a, mut b] = srv.register_each(["alice", "bob"]);
         join_all("#bye", [&mut a, &mut b]);
@@ -26,4 +26,8 @@ fn clients_are_told_on_shutdown() {
         drop((a, b, unregistered));
         stopper.join().expect("server stopped cleanly");
     }
+}
+
+per_backend! {
+    clients_are_told_on_shutdown => clients_are_told_on_shutdown;
 }

@@ -12,29 +12,26 @@ use std::{
 use shardline::{Io, RunningServer, Server};
 use shardline_chat::{message::parse, Config};
 
-/// Every test runs on both backends, forced.
-pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
-/// And at one shard and at four (channels really spanning shards).
+/// Every I/O test runs on both backends, forced, one `#[test]` each (made by
+/// [`per_backend!`]), and at one shard and at four (channels really spanning
+/// shards) inside each.
 pub const SHARD_COUNTS: [usize; 2] = [1, 4];
 /// Longest any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Every (backend, shard count) the suite covers.
-pub fn matrix() -> impl Iterator<Item = (Io, usize)> {
-    BACKENDS
-        .into_iter()
-        .flat_map(|io| SHARD_COUNTS.into_iter().map(move |s| (io, s)))
-}
-
-/// Starts a server with the test configuration on every (backend, shard count)
-/// of the matrix, runs `test` against it, and stops it.
-pub fn each_server(test: impl FnMut(&TestServer)) {
-    each_server_with(|_| {}, test);
+/// Starts a server with the test configuration on `io` at every shard count of
+/// [`SHARD_COUNTS`], runs `test` against it, and stops it.
+pub fn each_server(io: Io, test: impl FnMut(&TestServer)) {
+    each_server_with(io, |_| {}, test);
 }
 
 /// Like [`each_server`], with `configure` applied to the test configuration.
-pub fn each_server_with(configure: impl Fn(&mut Config), mut test: impl FnMut(&TestServer)) {
-    for (io, shards) in matrix() {
+pub fn each_server_with(
+    io: Io,
+    configure: impl Fn(&mut Config),
+    mut test: impl FnMut(&TestServer),
+) {
+    for shards in SHARD_COUNTS {
         let mut config = test_config();
         configure(&mut config);
         let srv = TestServer::start_with(io, shards, config);
@@ -573,4 +570,25 @@ impl Client {
         );
         lines
     }
+}
+
+/// Generates one `#[test]` per backend from a function taking the backend:
+/// `per_backend! { name => body_fn; }` makes `name::uring` and `name::epoll`, so
+/// a failure on one backend never hides the other's result.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident => $body:ident;)+) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    super::$body(shardline::Io::Uring)
+                }
+                #[test]
+                fn epoll() {
+                    super::$body(shardline::Io::Epoll)
+                }
+            }
+        )+
+    };
 }
