@@ -3,6 +3,9 @@
 //! accept mode) and taking half of its connections; the first goes on serving.
 //! Both I/O backends.
 
+mod common;
+
+use shardline::Io;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -83,41 +86,43 @@ fn serves(mut s: TcpStream) -> bool {
     BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 ")
 }
 
-#[test]
-fn a_second_server_on_a_served_port_exits_with_a_clear_error() {
-    for io in ["uring", "epoll"] {
-        let addr = free_addr();
-        let mut first = start(io, addr, Stdio::null());
-        drop(connect_when_listening(addr, &mut first));
-        let mut second = start(io, addr, Stdio::piped());
-        let status = exited_within(&mut second, Duration::from_secs(5));
-        let Some(status) = status else {
-            let _ = second.kill();
-            let _ = second.wait();
-            stop(&mut first);
-            panic!("{io}: the second shardline-proxy on {addr} was still running after 5 s");
-        };
-        let mut err = String::new();
-        let _ = second
-            .stderr
-            .take()
-            .expect("piped stderr")
-            .read_to_string(&mut err);
-        assert!(!status.success(), "{io}: second exited with {status:?}");
-        let expected = format!("{addr} is already in use by another process");
-        assert!(
-            err.contains(&expected),
-            "{io}: stderr lacks {expected:?}:\n{err}"
-        );
-        // The first one is untouched.
-        for _ in 0..4 {
-            let s = connect_when_listening(addr, &mut first);
-            assert!(serves(s), "{io}: the first shardline-proxy stopped serving");
-        }
-        assert!(
-            first.try_wait().expect("wait").is_none(),
-            "{io}: first exited"
-        );
+fn a_second_server_on_a_served_port_exits_with_a_clear_error(io: Io) {
+    let io = common::io_name(io);
+    let addr = free_addr();
+    let mut first = start(io, addr, Stdio::null());
+    drop(connect_when_listening(addr, &mut first));
+    let mut second = start(io, addr, Stdio::piped());
+    let status = exited_within(&mut second, Duration::from_secs(5));
+    let Some(status) = status else {
+        let _ = second.kill();
+        let _ = second.wait();
         stop(&mut first);
+        panic!("{io}: the second shardline-proxy on {addr} was still running after 5 s");
+    };
+    let mut err = String::new();
+    let _ = second
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut err);
+    assert!(!status.success(), "{io}: second exited with {status:?}");
+    let expected = format!("{addr} is already in use by another process");
+    assert!(
+        err.contains(&expected),
+        "{io}: stderr lacks {expected:?}:\n{err}"
+    );
+    // The first one is untouched.
+    for _ in 0..4 {
+        let s = connect_when_listening(addr, &mut first);
+        assert!(serves(s), "{io}: the first shardline-proxy stopped serving");
     }
+    assert!(
+        first.try_wait().expect("wait").is_none(),
+        "{io}: first exited"
+    );
+    stop(&mut first);
+}
+
+per_backend! {
+    a_second_server_on_a_served_port_exits_with_a_clear_error => a_second_server_on_a_served_port_exits_with_a_clear_error;
 }

@@ -12,7 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{get, http_config, matrix, Answer, HttpBackend, HttpClient, TestProxy};
+use common::{get, http_config, Answer, HttpBackend, HttpClient, TestProxy, SHARD_COUNTS};
+use shardline::Io;
 
 /// One HTTP pool over `backends` balanced by `balance`.
 fn config(backends: &[std::net::SocketAddr], balance: &str) -> String {
@@ -59,9 +60,8 @@ fn slow_share(seen: &HashMap<String, usize>) -> f64 {
 /// A backend that takes 100 ms per response beside one that answers at once:
 /// least-connections keeps the slow one at about one request in flight per
 /// shard, so it gets a small share; round-robin (the control) gives it half.
-#[test]
-fn least_connections_sends_less_to_a_slow_backend() {
-    for (io, shards) in matrix() {
+fn least_connections_sends_less_to_a_slow_backend(io: Io) {
+    for shards in SHARD_COUNTS {
         let slow = HttpBackend::start("slow", Answer::SlowInfo(100));
         let fast = HttpBackend::start("fast", Answer::Info);
         let addrs = [slow.addr(), fast.addr()];
@@ -114,9 +114,8 @@ fn backend_for(proxy: &TestProxy, user: u32) -> String {
 
 /// Consistent hash on a header: the same header value always reaches the same
 /// backend, on any connection and any shard; different values spread.
-#[test]
-fn consistent_hash_on_a_header_is_sticky() {
-    for (io, shards) in matrix() {
+fn consistent_hash_on_a_header_is_sticky(io: Io) {
+    for shards in SHARD_COUNTS {
         let (_backends, proxy) = hashing_proxy(io, shards, "");
         let mut owner: HashMap<u32, String> = HashMap::new();
         for round in 0..3 {
@@ -145,9 +144,8 @@ fn consistent_hash_on_a_header_is_sticky() {
 /// Smooth weighted round-robin, weights 3 and 1: one keep-alive client (so one
 /// shard's balancer) sees exactly 3 : 1 over whole cycles, never the light
 /// backend twice in a row.
-#[test]
-fn weighted_round_robin_follows_the_weights() {
-    for (io, shards) in matrix() {
+fn weighted_round_robin_follows_the_weights(io: Io) {
+    for shards in SHARD_COUNTS {
         let heavy = HttpBackend::start("heavy", Answer::Info);
         let light = HttpBackend::start("light", Answer::Info);
         let cfg = format!(
@@ -182,9 +180,8 @@ fn weighted_round_robin_follows_the_weights() {
 /// Power of two choices among three backends, one slow: the slow one is the
 /// more loaded of its pair most of the time, so it gets far less than the
 /// third round-robin would give it.
-#[test]
-fn power_of_two_choices_avoids_a_slow_backend() {
-    for (io, shards) in matrix() {
+fn power_of_two_choices_avoids_a_slow_backend(io: Io) {
+    for shards in SHARD_COUNTS {
         let slow = HttpBackend::start("slow", Answer::SlowInfo(100));
         let fast: Vec<HttpBackend> = ["f1", "f2"]
             .iter()
@@ -210,9 +207,8 @@ fn power_of_two_choices_avoids_a_slow_backend() {
 /// Consistent hash on the client's header when one of three backends leaves
 /// (killed; a health check with `fall = 1` notices): every key whose backend
 /// is still up stays where it was, and the leaver's keys are all still served.
-#[test]
-fn consistent_hash_keeps_keys_when_a_backend_leaves() {
-    for (io, shards) in matrix() {
+fn consistent_hash_keeps_keys_when_a_backend_leaves(io: Io) {
+    for shards in SHARD_COUNTS {
         let health = "[pool.p.health]\ninterval_ms = 50\ntimeout_ms = 200\nrise = 1\nfall = 1\n";
         let (mut backends, proxy) = hashing_proxy(io, shards, health);
         let ask = |user: u32| backend_for(&proxy, user);
@@ -236,4 +232,12 @@ fn consistent_hash_keeps_keys_when_a_backend_leaves() {
             proxy.label
         );
     }
+}
+
+per_backend! {
+    least_connections_sends_less_to_a_slow_backend => least_connections_sends_less_to_a_slow_backend;
+    consistent_hash_on_a_header_is_sticky => consistent_hash_on_a_header_is_sticky;
+    weighted_round_robin_follows_the_weights => weighted_round_robin_follows_the_weights;
+    power_of_two_choices_avoids_a_slow_backend => power_of_two_choices_avoids_a_slow_backend;
+    consistent_hash_keeps_keys_when_a_backend_leaves => consistent_hash_keeps_keys_when_a_backend_leaves;
 }

@@ -17,9 +17,10 @@ use std::{
 };
 
 use common::{
-    connect_with_timeouts, get, http_config, matrix, sample_sum, wait_until, Answer, HttpBackend,
-    HttpClient, TcpBackend, TestProxy, BACKENDS, WAIT,
+    connect_with_timeouts, get, http_config, sample_sum, wait_until, Answer, HttpBackend,
+    HttpClient, TcpBackend, TestProxy, SHARD_COUNTS, WAIT,
 };
+use shardline::Io;
 
 /// Everything the proxy logs (the access log included), for every test of
 /// this file: lines are told apart by the client address they name.
@@ -71,10 +72,9 @@ fn one_get(proxy: &TestProxy) -> u16 {
 const STALLED: usize = 8;
 const BODY_MS: u64 = 2000;
 
-#[test]
-fn stalled_bodies_get_408_and_never_take_a_backend_down() {
+fn stalled_bodies_get_408_and_never_take_a_backend_down(io: Io) {
     log();
-    for (io, shards) in matrix() {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let b = HttpBackend::start("b", Answer::Info);
         // Passive accounting on (a checked pool, fall = 3); the active probes
@@ -158,107 +158,97 @@ fn stalled_bodies_get_408_and_never_take_a_backend_down() {
     }
 }
 
-#[test]
-fn a_slow_but_steady_body_is_served() {
+fn a_slow_but_steady_body_is_served(io: Io) {
     log();
-    for io in BACKENDS {
-        let a = HttpBackend::start("a", Answer::Info);
-        let cfg = http_config(&[a.addr()], "[timeouts]\nclient_body_ms = 600\n");
-        let proxy = TestProxy::start(io, 2, &cfg);
-        let label = proxy.label.clone();
-        let mut c = HttpClient::new(proxy.connect());
-        // 100 bytes in five pieces 300 ms apart: 1.2 s in all, twice the body
-        // timeout, but never 600 ms without a byte.
-        c.send(b"POST /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n");
-        for _ in 0..5 {
-            thread::sleep(Duration::from_millis(300));
-            c.send(&[b'x'; 20]);
-        }
-        let r = c.response(false);
-        assert_eq!(r.status, 200, "{label}");
-        assert_eq!(r.text(), "a POST /slow 100", "{label}");
-        // The connection goes on: the next request on it is served too.
-        c.send(&get("/next"));
-        assert_eq!(c.response(false).status, 200, "{label}");
+    let a = HttpBackend::start("a", Answer::Info);
+    let cfg = http_config(&[a.addr()], "[timeouts]\nclient_body_ms = 600\n");
+    let proxy = TestProxy::start(io, 2, &cfg);
+    let label = proxy.label.clone();
+    let mut c = HttpClient::new(proxy.connect());
+    // 100 bytes in five pieces 300 ms apart: 1.2 s in all, twice the body
+    // timeout, but never 600 ms without a byte.
+    c.send(b"POST /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n");
+    for _ in 0..5 {
+        thread::sleep(Duration::from_millis(300));
+        c.send(&[b'x'; 20]);
     }
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{label}");
+    assert_eq!(r.text(), "a POST /slow 100", "{label}");
+    // The connection goes on: the next request on it is served too.
+    c.send(&get("/next"));
+    assert_eq!(c.response(false).status, 200, "{label}");
 }
 
-#[test]
-fn a_stalled_chunked_body_gets_408_before_any_backend_is_chosen() {
+fn a_stalled_chunked_body_gets_408_before_any_backend_is_chosen(io: Io) {
     log();
-    for io in BACKENDS {
-        let a = HttpBackend::start("a", Answer::Info);
-        let cfg = http_config(&[a.addr()], "[timeouts]\nclient_body_ms = 300\n");
-        let proxy = TestProxy::start(io, 2, &cfg);
-        let label = proxy.label.clone();
-        let mut c = HttpClient::new(proxy.connect());
-        // The head, and not even a first chunk size.
-        c.send(b"POST /c HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
-        let r = c.response(false);
-        assert_eq!(r.status, 408, "{label}");
-        assert!(c.closed(), "{label}");
-        assert_eq!(a.accepted(), 0, "{label}: a backend was bothered");
-    }
+    let a = HttpBackend::start("a", Answer::Info);
+    let cfg = http_config(&[a.addr()], "[timeouts]\nclient_body_ms = 300\n");
+    let proxy = TestProxy::start(io, 2, &cfg);
+    let label = proxy.label.clone();
+    let mut c = HttpClient::new(proxy.connect());
+    // The head, and not even a first chunk size.
+    c.send(b"POST /c HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 408, "{label}");
+    assert!(c.closed(), "{label}");
+    assert_eq!(a.accepted(), 0, "{label}: a backend was bothered");
 }
 
-#[test]
-fn a_backend_that_stops_reading_the_body_is_the_backends_fault() {
+fn a_backend_that_stops_reading_the_body_is_the_backends_fault(io: Io) {
     log();
-    for io in BACKENDS {
-        // Accepts and never reads: the body backs up into the proxy, which
-        // stops reading the client (backpressure), so the client is not slow.
-        let sink = TcpBackend::start(|s| {
-            thread::sleep(WAIT);
-            drop(s);
-        });
-        let cfg = http_config(
-            &[sink.addr],
-            "[pool.p.health]\nkind = \"tcp\"\ninterval_ms = 60000\nfall = 1\n\
+    // Accepts and never reads: the body backs up into the proxy, which
+    // stops reading the client (backpressure), so the client is not slow.
+    let sink = TcpBackend::start(|s| {
+        thread::sleep(WAIT);
+        drop(s);
+    });
+    let cfg = http_config(
+        &[sink.addr],
+        "[pool.p.health]\nkind = \"tcp\"\ninterval_ms = 60000\nfall = 1\n\
              [timeouts]\nclient_body_ms = 300\nbackend_response_ms = 800\n\
              [limits]\nsend_high_water = 65536\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n",
-        );
-        let proxy = TestProxy::start(io, 1, &cfg);
-        let label = proxy.label.clone();
-        let body = 256usize << 20;
-        let s = connect_with_timeouts(proxy.addr);
-        let mut writer = s.try_clone().expect("clone");
-        let head = format!("POST /big HTTP/1.1\r\nHost: test\r\nContent-Length: {body}\r\n\r\n");
-        let pusher = thread::spawn(move || {
-            let _ = writer.write_all(head.as_bytes());
-            let chunk = vec![b'z'; 1 << 20];
-            for _ in 0..(body >> 20) {
-                if writer.write_all(&chunk).is_err() {
-                    return;
-                }
+    );
+    let proxy = TestProxy::start(io, 1, &cfg);
+    let label = proxy.label.clone();
+    let body = 256usize << 20;
+    let s = connect_with_timeouts(proxy.addr);
+    let mut writer = s.try_clone().expect("clone");
+    let head = format!("POST /big HTTP/1.1\r\nHost: test\r\nContent-Length: {body}\r\n\r\n");
+    let pusher = thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..(body >> 20) {
+            if writer.write_all(&chunk).is_err() {
+                return;
             }
-        });
-        let mut c = HttpClient::new(s);
-        let r = c.response(false);
-        assert_eq!(
-            r.status, 504,
-            "{label}: the backend's stall, not the client's"
-        );
-        let up = || {
-            let samples = proxy.scrape();
-            sample_sum(&samples, "shardline_proxy_backend_up", &[])
-        };
-        assert!(
-            wait_until(WAIT, || up() == 0.0),
-            "{label}: the failure was reported against the backend"
-        );
-        drop(c);
-        pusher.join().expect("pusher");
-    }
+        }
+    });
+    let mut c = HttpClient::new(s);
+    let r = c.response(false);
+    assert_eq!(
+        r.status, 504,
+        "{label}: the backend's stall, not the client's"
+    );
+    let up = || {
+        let samples = proxy.scrape();
+        sample_sum(&samples, "shardline_proxy_backend_up", &[])
+    };
+    assert!(
+        wait_until(WAIT, || up() == 0.0),
+        "{label}: the failure was reported against the backend"
+    );
+    drop(c);
+    pusher.join().expect("pusher");
 }
 
 /// Sanity: a stalled client's address is what the access log names (so the
 /// checks above look at the right lines).
-#[test]
-fn the_access_log_names_the_client_address() {
+fn the_access_log_names_the_client_address(io: Io) {
     log();
     let a = HttpBackend::start("a", Answer::Info);
-    let proxy = TestProxy::start(BACKENDS[1], 1, &http_config(&[a.addr()], ""));
+    let proxy = TestProxy::start(io, 1, &http_config(&[a.addr()], ""));
     let s = connect_with_timeouts(proxy.addr);
     let addr = s.local_addr().expect("addr");
     let mut c = HttpClient::new(s);
@@ -271,4 +261,12 @@ fn the_access_log_names_the_client_address() {
         "{:?}",
         logged_for(addr)
     );
+}
+
+per_backend! {
+    the_access_log_names_the_client_address => the_access_log_names_the_client_address;
+    stalled_bodies_get_408_and_never_take_a_backend_down => stalled_bodies_get_408_and_never_take_a_backend_down;
+    a_slow_but_steady_body_is_served => a_slow_but_steady_body_is_served;
+    a_stalled_chunked_body_gets_408_before_any_backend_is_chosen => a_stalled_chunked_body_gets_408_before_any_backend_is_chosen;
+    a_backend_that_stops_reading_the_body_is_the_backends_fault => a_backend_that_stops_reading_the_body_is_the_backends_fault;
 }

@@ -11,6 +11,7 @@ use std::{
 };
 
 use common::{get, refused_addr, Answer, HttpBackend, HttpClient, WAIT};
+use shardline::Io;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shardline-proxy"))
@@ -93,59 +94,57 @@ fn print_plan_exits_without_serving() {
     assert!(out.contains("shard"), "{out}");
 }
 
-#[test]
-fn quick_start_proxies_and_stops_on_sigterm() {
-    for io in ["uring", "epoll"] {
-        let a = HttpBackend::start("a", Answer::Info);
-        let b = HttpBackend::start("b", Answer::Info);
-        let listen = refused_addr();
-        let mut child = bin()
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--backend",
-                &a.addr().to_string(),
-                "--backend",
-                &b.addr().to_string(),
-                "--shards",
-                "1",
-                "--io",
-                io,
-                "--no-pin",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let deadline = Instant::now() + WAIT;
-        let stream = loop {
-            match TcpStream::connect(listen) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("{io}: proxy never listened: {e}");
-                }
+fn quick_start_proxies_and_stops_on_sigterm(io: Io) {
+    let io = common::io_name(io);
+    let a = HttpBackend::start("a", Answer::Info);
+    let b = HttpBackend::start("b", Answer::Info);
+    let listen = refused_addr();
+    let mut child = bin()
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--backend",
+            &a.addr().to_string(),
+            "--backend",
+            &b.addr().to_string(),
+            "--shards",
+            "1",
+            "--io",
+            io,
+            "--no-pin",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    let stream = loop {
+        match TcpStream::connect(listen) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{io}: proxy never listened: {e}");
             }
-        };
-        stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut c = HttpClient::new(stream);
-        let mut names = Vec::new();
-        for i in 0..4 {
-            c.send(&get(&format!("/{i}")));
-            let r = c.response(false);
-            assert_eq!(r.status, 200, "{io}");
-            names.push(r.header("X-Backend").unwrap_or("").to_string());
         }
-        assert_eq!(
-            names.iter().filter(|n| *n == "a").count(),
-            2,
-            "{io}: {names:?}"
-        );
-        drop(c);
-        let status = terminate(&mut child, io);
-        assert!(status.success(), "{io}: exit {status:?}");
+    };
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut c = HttpClient::new(stream);
+    let mut names = Vec::new();
+    for i in 0..4 {
+        c.send(&get(&format!("/{i}")));
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{io}");
+        names.push(r.header("X-Backend").unwrap_or("").to_string());
     }
+    assert_eq!(
+        names.iter().filter(|n| *n == "a").count(),
+        2,
+        "{io}: {names:?}"
+    );
+    drop(c);
+    let status = terminate(&mut child, io);
+    assert!(status.success(), "{io}: exit {status:?}");
 }
 
 /// Sends `sig` (e.g. "-HUP") to `child`.
@@ -188,12 +187,12 @@ fn which_backend(addr: std::net::SocketAddr) -> String {
     r.header("X-Backend").unwrap_or("").to_string()
 }
 
-#[test]
-fn sighup_reloads_the_config_file_and_ignores_an_invalid_one() {
+fn sighup_reloads_the_config_file_and_ignores_an_invalid_one(io: Io) {
     let a = HttpBackend::start("a", Answer::Info);
     let b = HttpBackend::start("b", Answer::Info);
     let listen = refused_addr();
-    let dir = std::env::temp_dir().join(format!("proxy-cli-hup-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("proxy-cli-hup-{}-{io}", std::process::id()));
+    let io = common::io_name(io);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("proxy.toml");
     let config = |backend: std::net::SocketAddr| {
@@ -205,7 +204,7 @@ fn sighup_reloads_the_config_file_and_ignores_an_invalid_one() {
     std::fs::write(&path, config(a.addr())).expect("write");
     let mut child = bin()
         .args(["--config", path.to_str().expect("utf-8 path")])
-        .args(["--shards", "2", "--io", "epoll", "--no-pin"])
+        .args(["--shards", "2", "--io", io, "--no-pin"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -259,9 +258,8 @@ fn weighted_config(
     )
 }
 
-#[test]
-fn a_weight_over_the_limit_is_refused_at_start() {
-    let dir = std::env::temp_dir().join(format!("proxy-cli-weight-{}", std::process::id()));
+fn a_weight_over_the_limit_is_refused_at_start(io: Io) {
+    let dir = std::env::temp_dir().join(format!("proxy-cli-weight-{}-{io}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("proxy.toml");
     let backend: std::net::SocketAddr = "127.0.0.1:9000".parse().expect("literal");
@@ -270,94 +268,98 @@ fn a_weight_over_the_limit_is_refused_at_start() {
         weighted_config(refused_addr(), &[backend], 4_294_967_295),
     )
     .expect("write");
-    for io in ["uring", "epoll"] {
-        let started = Instant::now();
-        let out = bin()
-            .args(["--config", path.to_str().expect("utf-8 path")])
-            .args(["--shards", "2", "--io", io, "--no-pin"])
-            .output()
-            .expect("run shardline-proxy");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{io}: accepted: {err}");
-        // Refused by validation, not killed by the allocator.
-        assert_eq!(out.status.code(), Some(1), "{io}: {err}");
-        assert!(
-            err.contains(
-                "pool \"web\": backend 127.0.0.1:9000: weight 4294967295 is over the limit of 256"
-            ),
-            "{io}: {err}"
-        );
-        assert!(started.elapsed() < WAIT, "{io}: refused at once");
-    }
+    let io = common::io_name(io);
+    let started = Instant::now();
+    let out = bin()
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .args(["--shards", "2", "--io", io, "--no-pin"])
+        .output()
+        .expect("run shardline-proxy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{io}: accepted: {err}");
+    // Refused by validation, not killed by the allocator.
+    assert_eq!(out.status.code(), Some(1), "{io}: {err}");
+    assert!(
+        err.contains(
+            "pool \"web\": backend 127.0.0.1:9000: weight 4294967295 is over the limit of 256"
+        ),
+        "{io}: {err}"
+    );
+    assert!(started.elapsed() < WAIT, "{io}: refused at once");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn sighup_with_a_weight_over_the_limit_is_refused_and_logged() {
-    for io in ["uring", "epoll"] {
-        let a = HttpBackend::start("a", Answer::Info);
-        let b = HttpBackend::start("b", Answer::Info);
-        let listen = refused_addr();
-        let dir =
-            std::env::temp_dir().join(format!("proxy-cli-hup-weight-{}-{io}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("proxy.toml");
-        let log_path = dir.join("stderr.log");
-        std::fs::write(&path, weighted_config(listen, &[a.addr(), b.addr()], 256)).expect("write");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let mut child = bin()
-            .args(["--config", path.to_str().expect("utf-8 path")])
-            .args(["--shards", "2", "--io", io, "--no-pin"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().expect("clone")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn");
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(listen).is_err() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("{io}: proxy never listened");
-            }
-            thread::sleep(Duration::from_millis(20));
+fn sighup_with_a_weight_over_the_limit_is_refused_and_logged(io: Io) {
+    let io = common::io_name(io);
+    let a = HttpBackend::start("a", Answer::Info);
+    let b = HttpBackend::start("b", Answer::Info);
+    let listen = refused_addr();
+    let dir =
+        std::env::temp_dir().join(format!("proxy-cli-hup-weight-{}-{io}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("proxy.toml");
+    let log_path = dir.join("stderr.log");
+    std::fs::write(&path, weighted_config(listen, &[a.addr(), b.addr()], 256)).expect("write");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = bin()
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .args(["--shards", "2", "--io", io, "--no-pin"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().expect("clone")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(listen).is_err() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{io}: proxy never listened");
         }
-        let before: Vec<String> = (0..6).map(|_| which_backend(listen)).collect();
-        // The bad file names only a new backend, so serving it would show.
-        let c = HttpBackend::start("c", Answer::Info);
-        std::fs::write(&path, weighted_config(listen, &[c.addr()], 4_294_967_295)).expect("write");
-        signal(&child, "-HUP");
-        let want = format!(
-            "backend {}: weight 4294967295 is over the limit of 256",
-            c.addr()
-        );
-        let logged = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let deadline = Instant::now() + WAIT;
-        while !logged().contains(&want) {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("{io}: the refusal was not logged:\n{}", logged());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        assert!(logged().contains("reload refused"), "{io}: {}", logged());
-        for _ in 0..6 {
-            let name = which_backend(listen);
-            assert!(
-                name == "a" || name == "b",
-                "{io}: served by {name:?} after a refused reload"
-            );
-        }
-        assert_eq!(c.traffic(), 0, "{io}: the refused pool got traffic");
-        assert!(
-            before.iter().all(|n| n == "a" || n == "b"),
-            "{io}: {before:?}"
-        );
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "{io}: still running"
-        );
-        let status = terminate(&mut child, io);
-        assert!(status.success(), "{io}: exit {status:?}\n{}", logged());
-        let _ = std::fs::remove_dir_all(&dir);
+        thread::sleep(Duration::from_millis(20));
     }
+    let before: Vec<String> = (0..6).map(|_| which_backend(listen)).collect();
+    // The bad file names only a new backend, so serving it would show.
+    let c = HttpBackend::start("c", Answer::Info);
+    std::fs::write(&path, weighted_config(listen, &[c.addr()], 4_294_967_295)).expect("write");
+    signal(&child, "-HUP");
+    let want = format!(
+        "backend {}: weight 4294967295 is over the limit of 256",
+        c.addr()
+    );
+    let logged = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + WAIT;
+    while !logged().contains(&want) {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{io}: the refusal was not logged:\n{}", logged());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(logged().contains("reload refused"), "{io}: {}", logged());
+    for _ in 0..6 {
+        let name = which_backend(listen);
+        assert!(
+            name == "a" || name == "b",
+            "{io}: served by {name:?} after a refused reload"
+        );
+    }
+    assert_eq!(c.traffic(), 0, "{io}: the refused pool got traffic");
+    assert!(
+        before.iter().all(|n| n == "a" || n == "b"),
+        "{io}: {before:?}"
+    );
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "{io}: still running"
+    );
+    let status = terminate(&mut child, io);
+    assert!(status.success(), "{io}: exit {status:?}\n{}", logged());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+per_backend! {
+    sighup_reloads_the_config_file_and_ignores_an_invalid_one => sighup_reloads_the_config_file_and_ignores_an_invalid_one;
+    quick_start_proxies_and_stops_on_sigterm => quick_start_proxies_and_stops_on_sigterm;
+    a_weight_over_the_limit_is_refused_at_start => a_weight_over_the_limit_is_refused_at_start;
+    sighup_with_a_weight_over_the_limit_is_refused_and_logged => sighup_with_a_weight_over_the_limit_is_refused_and_logged;
 }

@@ -15,7 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{get, http_config, matrix, HttpClient, TcpBackend, TestProxy};
+use common::{get, http_config, HttpClient, TcpBackend, TestProxy, SHARD_COUNTS};
+use shardline::Io;
 
 /// What a [`backend`] saw of one request: its head, and the body bytes that
 /// arrived.
@@ -138,9 +139,8 @@ fn put_head(len: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-#[test]
-fn backends_100_reaches_the_client_before_the_body() {
-    for (io, shards) in matrix() {
+fn backends_100_reaches_the_client_before_the_body(io: Io) {
+    for shards in SHARD_COUNTS {
         let (b, seen) = backend(Mode::Continue {
             delay: Duration::ZERO,
         });
@@ -164,9 +164,8 @@ fn backends_100_reaches_the_client_before_the_body() {
     }
 }
 
-#[test]
-fn silent_backend_gets_the_proxys_100_once() {
-    for (io, shards) in matrix() {
+fn silent_backend_gets_the_proxys_100_once(io: Io) {
+    for shards in SHARD_COUNTS {
         // The backend's own 100 comes well after the proxy's: it must not
         // reach the client as a second interim response.
         let (b, seen) = backend(Mode::Continue {
@@ -201,9 +200,8 @@ fn silent_backend_gets_the_proxys_100_once() {
     }
 }
 
-#[test]
-fn final_answer_before_the_body_ends_the_exchange() {
-    for (io, shards) in matrix() {
+fn final_answer_before_the_body_ends_the_exchange(io: Io) {
+    for shards in SHARD_COUNTS {
         let (b, seen) = backend(Mode::Reject);
         let config = http_config(&[b.addr], "[timeouts]\nexpect_continue_ms = 60000\n");
         let proxy = TestProxy::start(io, shards, &config);
@@ -222,9 +220,8 @@ fn final_answer_before_the_body_ends_the_exchange() {
     }
 }
 
-#[test]
-fn over_limit_body_is_refused_instead_of_continued() {
-    for (io, shards) in matrix() {
+fn over_limit_body_is_refused_instead_of_continued(io: Io) {
+    for shards in SHARD_COUNTS {
         let (b, seen) = backend(Mode::Ignore);
         let config = http_config(&[b.addr], "[limits]\nmax_body_bytes = 1000\n");
         let proxy = TestProxy::start(io, shards, &config);
@@ -237,9 +234,8 @@ fn over_limit_body_is_refused_instead_of_continued() {
     }
 }
 
-#[test]
-fn http10_expectation_is_ignored() {
-    for (io, shards) in matrix() {
+fn http10_expectation_is_ignored(io: Io) {
+    for shards in SHARD_COUNTS {
         let (b, seen) = backend(Mode::Continue {
             delay: Duration::ZERO,
         });
@@ -256,4 +252,12 @@ fn http10_expectation_is_ignored() {
             "{seen:?}"
         );
     }
+}
+
+per_backend! {
+    backends_100_reaches_the_client_before_the_body => backends_100_reaches_the_client_before_the_body;
+    silent_backend_gets_the_proxys_100_once => silent_backend_gets_the_proxys_100_once;
+    final_answer_before_the_body_ends_the_exchange => final_answer_before_the_body_ends_the_exchange;
+    over_limit_body_is_refused_instead_of_continued => over_limit_body_is_refused_instead_of_continued;
+    http10_expectation_is_ignored => http10_expectation_is_ignored;
 }

@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{wait_until, TestProxy, BACKENDS};
+use common::{wait_until, TestProxy};
 use mio::{
     net::{TcpListener, TcpStream},
     Events, Interest, Poll, Token, Waker,
@@ -606,18 +606,17 @@ fn held_and_served(io: Io, mode: Mode) {
     );
 }
 
-#[test]
-fn l4_connections_up_to_the_fd_limit_are_held_and_served() {
+fn l4_connections_up_to_the_fd_limit_are_held_and_served(io: Io) {
     let _one = serialize();
-    for io in BACKENDS {
-        held_and_served(io, Mode::Tcp);
-    }
+    held_and_served(io, Mode::Tcp);
 }
 
-#[test]
-fn http_connections_up_to_the_fd_limit_are_held_and_served() {
+fn http_connections_up_to_the_fd_limit_are_held_and_served(io: Io) {
     let _one = serialize();
-    for io in BACKENDS {
-        held_and_served(io, Mode::Http);
-    }
+    held_and_served(io, Mode::Http);
+}
+
+per_backend! {
+    l4_connections_up_to_the_fd_limit_are_held_and_served => l4_connections_up_to_the_fd_limit_are_held_and_served;
+    http_connections_up_to_the_fd_limit_are_held_and_served => http_connections_up_to_the_fd_limit_are_held_and_served;
 }

@@ -15,8 +15,9 @@ use std::{
 };
 
 use common::{
-    get, http_config, matrix, wait_until, Answer, HttpBackend, HttpClient, TestProxy, WAIT,
+    get, http_config, wait_until, Answer, HttpBackend, HttpClient, TestProxy, SHARD_COUNTS, WAIT,
 };
+use shardline::Io;
 
 /// One pool over `backends` with HTTP health checks of `/health` every 30 ms.
 fn config(backends: &[SocketAddr], rise: u32, fall: u32, fail_open: bool, kind: &str) -> String {
@@ -39,9 +40,8 @@ fn one_get(proxy: &TestProxy) -> (u16, String) {
     (r.status, r.header("X-Backend").unwrap_or("").to_string())
 }
 
-#[test]
-fn a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise() {
-    for (io, shards) in matrix() {
+fn a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let mut b = HttpBackend::start("b", Answer::Info);
         let b_addr = b.addr();
@@ -124,9 +124,8 @@ fn a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise() {
     }
 }
 
-#[test]
-fn an_unhealthy_backend_gets_no_traffic_until_it_recovers() {
-    for (io, shards) in matrix() {
+fn an_unhealthy_backend_gets_no_traffic_until_it_recovers(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let b = HttpBackend::start("b", Answer::Info);
         b.set_health(503);
@@ -159,9 +158,8 @@ fn an_unhealthy_backend_gets_no_traffic_until_it_recovers() {
     }
 }
 
-#[test]
-fn every_backend_down_answers_503_or_fails_open() {
-    for (io, shards) in matrix() {
+fn every_backend_down_answers_503_or_fails_open(io: Io) {
+    for shards in SHARD_COUNTS {
         for fail_open in [false, true] {
             let a = HttpBackend::start("a", Answer::Info);
             let b = HttpBackend::start("b", Answer::Info);
@@ -179,9 +177,8 @@ fn every_backend_down_answers_503_or_fails_open() {
     }
 }
 
-#[test]
-fn passive_5xx_takes_a_backend_down() {
-    for (io, shards) in matrix() {
+fn passive_5xx_takes_a_backend_down(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let b = HttpBackend::start("b", Answer::Error500);
         // TCP checks: b always passes them; only its 5xx answers count.
@@ -200,4 +197,11 @@ fn passive_5xx_takes_a_backend_down() {
             proxy.label
         );
     }
+}
+
+per_backend! {
+    a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise => a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise;
+    an_unhealthy_backend_gets_no_traffic_until_it_recovers => an_unhealthy_backend_gets_no_traffic_until_it_recovers;
+    every_backend_down_answers_503_or_fails_open => every_backend_down_answers_503_or_fails_open;
+    passive_5xx_takes_a_backend_down => passive_5xx_takes_a_backend_down;
 }

@@ -9,12 +9,13 @@ mod common;
 use std::{thread, time::Duration};
 
 use common::{
-    get, http_config, matrix, refused_addr, wait_until, Answer, HttpBackend, HttpClient, TestProxy,
+    get, http_config, refused_addr, wait_until, Answer, HttpBackend, HttpClient, TestProxy,
+    SHARD_COUNTS,
 };
+use shardline::Io;
 
-#[test]
-fn unreachable_backends_give_502() {
-    for (io, shards) in matrix() {
+fn unreachable_backends_give_502(io: Io) {
+    for shards in SHARD_COUNTS {
         let proxy = TestProxy::start(
             io,
             shards,
@@ -27,9 +28,8 @@ fn unreachable_backends_give_502() {
     }
 }
 
-#[test]
-fn refused_backend_fails_over_to_the_next() {
-    for (io, shards) in matrix() {
+fn refused_backend_fails_over_to_the_next(io: Io) {
+    for shards in SHARD_COUNTS {
         let good = HttpBackend::start("good", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[refused_addr(), good.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -42,9 +42,8 @@ fn refused_backend_fails_over_to_the_next() {
     }
 }
 
-#[test]
-fn silent_backend_gives_504() {
-    for (io, shards) in matrix() {
+fn silent_backend_gives_504(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Silent);
         let proxy = TestProxy::start(
             io,
@@ -58,9 +57,8 @@ fn silent_backend_gives_504() {
     }
 }
 
-#[test]
-fn slow_request_head_gives_408() {
-    for (io, shards) in matrix() {
+fn slow_request_head_gives_408(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(
             io,
@@ -75,9 +73,8 @@ fn slow_request_head_gives_408() {
     }
 }
 
-#[test]
-fn large_head_gives_431_and_large_body_413() {
-    for (io, shards) in matrix() {
+fn large_head_gives_431_and_large_body_413(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(
             io,
@@ -116,9 +113,8 @@ fn large_head_gives_431_and_large_body_413() {
     }
 }
 
-#[test]
-fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
-    for (io, shards) in matrix() {
+fn idle_upstream_connections_are_closed_after_the_idle_timeout(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(
             io,
@@ -143,9 +139,8 @@ fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     }
 }
 
-#[test]
-fn dead_pooled_connection_is_retried_for_idempotent_requests() {
-    for (io, shards) in matrix() {
+fn dead_pooled_connection_is_retried_for_idempotent_requests(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::OnceThenDrop);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -189,33 +184,41 @@ fn dead_pooled_connection_is_retried_for_idempotent_requests() {
     }
 }
 
-#[test]
-fn clients_past_max_connections_wait_their_turn() {
-    for io in common::BACKENDS {
-        let b = HttpBackend::start("a", Answer::Info);
-        // One shard: with several, the kernel's reuseport hash picks which
-        // shard's backlog a waiting client sits in.
-        let config = http_config(&[b.addr()], "[limits]\nmax_connections = 3\n");
-        let proxy = TestProxy::start(io, 1, &config);
-        let mut held: Vec<HttpClient> = (0..3)
-            .map(|i| {
-                let mut c = HttpClient::new(proxy.connect());
-                c.send(&get(&format!("/{i}")));
-                assert_eq!(c.response(false).status, 200, "{}: client {i}", proxy.label);
-                c
-            })
-            .collect();
-        // The fourth is not accepted (its upstream would not be either) ...
-        let mut waiting = HttpClient::new(proxy.connect());
-        waiting.send(&get("/waiting"));
-        thread::sleep(Duration::from_millis(300));
-        assert_eq!(proxy.metrics().total().conns_accepted, 3, "{}", proxy.label);
-        // ... until one of the three leaves; nothing it sent was lost.
-        held.pop();
-        assert_eq!(waiting.response(false).status, 200, "{}", proxy.label);
-        for c in &mut held {
-            c.send(&get("/again"));
-            assert_eq!(c.response(false).status, 200, "{}", proxy.label);
-        }
+fn clients_past_max_connections_wait_their_turn(io: Io) {
+    let b = HttpBackend::start("a", Answer::Info);
+    // One shard: with several, the kernel's reuseport hash picks which
+    // shard's backlog a waiting client sits in.
+    let config = http_config(&[b.addr()], "[limits]\nmax_connections = 3\n");
+    let proxy = TestProxy::start(io, 1, &config);
+    let mut held: Vec<HttpClient> = (0..3)
+        .map(|i| {
+            let mut c = HttpClient::new(proxy.connect());
+            c.send(&get(&format!("/{i}")));
+            assert_eq!(c.response(false).status, 200, "{}: client {i}", proxy.label);
+            c
+        })
+        .collect();
+    // The fourth is not accepted (its upstream would not be either) ...
+    let mut waiting = HttpClient::new(proxy.connect());
+    waiting.send(&get("/waiting"));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(proxy.metrics().total().conns_accepted, 3, "{}", proxy.label);
+    // ... until one of the three leaves; nothing it sent was lost.
+    held.pop();
+    assert_eq!(waiting.response(false).status, 200, "{}", proxy.label);
+    for c in &mut held {
+        c.send(&get("/again"));
+        assert_eq!(c.response(false).status, 200, "{}", proxy.label);
     }
+}
+
+per_backend! {
+    unreachable_backends_give_502 => unreachable_backends_give_502;
+    refused_backend_fails_over_to_the_next => refused_backend_fails_over_to_the_next;
+    silent_backend_gives_504 => silent_backend_gives_504;
+    slow_request_head_gives_408 => slow_request_head_gives_408;
+    large_head_gives_431_and_large_body_413 => large_head_gives_431_and_large_body_413;
+    idle_upstream_connections_are_closed_after_the_idle_timeout => idle_upstream_connections_are_closed_after_the_idle_timeout;
+    dead_pooled_connection_is_retried_for_idempotent_requests => dead_pooled_connection_is_retried_for_idempotent_requests;
+    clients_past_max_connections_wait_their_turn => clients_past_max_connections_wait_their_turn;
 }

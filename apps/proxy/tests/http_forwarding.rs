@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{get, http_config, matrix, Answer, HttpBackend, HttpClient, TestProxy};
+use common::{get, http_config, Answer, HttpBackend, HttpClient, TestProxy, SHARD_COUNTS};
 use rand::{rngs::StdRng, RngCore, SeedableRng};
+use shardline::Io;
 
 fn random(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -13,9 +14,8 @@ fn random(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-#[test]
-fn get_and_post_with_content_length() {
-    for (io, shards) in matrix() {
+fn get_and_post_with_content_length(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::EchoBody);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -59,9 +59,8 @@ fn get_and_post_with_content_length() {
     }
 }
 
-#[test]
-fn chunked_request_and_chunked_response_stream_through() {
-    for (io, shards) in matrix() {
+fn chunked_request_and_chunked_response_stream_through(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::EchoChunked);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -102,9 +101,8 @@ fn chunked_request_and_chunked_response_stream_through() {
     }
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order() {
-    for (io, shards) in matrix() {
+fn pipelined_requests_are_answered_in_order(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let b = HttpBackend::start("b", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[a.addr(), b.addr()], ""));
@@ -141,9 +139,8 @@ fn pipelined_requests_are_answered_in_order() {
     }
 }
 
-#[test]
-fn upstream_connections_are_reused() {
-    for (io, shards) in matrix() {
+fn upstream_connections_are_reused(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -170,9 +167,8 @@ fn upstream_connections_are_reused() {
     }
 }
 
-#[test]
-fn backend_closing_after_response_is_not_reused() {
-    for (io, shards) in matrix() {
+fn backend_closing_after_response_is_not_reused(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::InfoThenClose);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -189,9 +185,8 @@ fn backend_closing_after_response_is_not_reused() {
     }
 }
 
-#[test]
-fn round_robin_alternates_between_two_backends() {
-    for (io, shards) in matrix() {
+fn round_robin_alternates_between_two_backends(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let b = HttpBackend::start("b", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[a.addr(), b.addr()], ""));
@@ -210,9 +205,8 @@ fn round_robin_alternates_between_two_backends() {
     }
 }
 
-#[test]
-fn hop_by_hop_headers_are_removed() {
-    for (io, shards) in matrix() {
+fn hop_by_hop_headers_are_removed(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -246,9 +240,8 @@ fn hop_by_hop_headers_are_removed() {
 /// other side at 64 KiB (hard limit 1 MiB): the client starts reading late, so
 /// the response backs up into the proxy, which must stop reading the backend
 /// rather than hit the hard limit.
-#[test]
-fn large_bodies_stream_with_backpressure() {
-    for (io, shards) in matrix() {
+fn large_bodies_stream_with_backpressure(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::EchoBody);
         let proxy = TestProxy::start(
             io,
@@ -286,9 +279,8 @@ fn large_bodies_stream_with_backpressure() {
     }
 }
 
-#[test]
-fn http10_keep_alive_when_asked_and_possible() {
-    for (io, shards) in matrix() {
+fn http10_keep_alive_when_asked_and_possible(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::EchoBody);
         let chunky = HttpBackend::start("c", Answer::EchoChunked);
         let config = format!(
@@ -338,4 +330,16 @@ fn http10_keep_alive_when_asked_and_possible() {
         assert_eq!(r.header("Connection"), Some("close"), "{}", proxy.label);
         assert!(c.closed(), "{}", proxy.label);
     }
+}
+
+per_backend! {
+    get_and_post_with_content_length => get_and_post_with_content_length;
+    chunked_request_and_chunked_response_stream_through => chunked_request_and_chunked_response_stream_through;
+    pipelined_requests_are_answered_in_order => pipelined_requests_are_answered_in_order;
+    upstream_connections_are_reused => upstream_connections_are_reused;
+    backend_closing_after_response_is_not_reused => backend_closing_after_response_is_not_reused;
+    round_robin_alternates_between_two_backends => round_robin_alternates_between_two_backends;
+    hop_by_hop_headers_are_removed => hop_by_hop_headers_are_removed;
+    large_bodies_stream_with_backpressure => large_bodies_stream_with_backpressure;
+    http10_keep_alive_when_asked_and_possible => http10_keep_alive_when_asked_and_possible;
 }

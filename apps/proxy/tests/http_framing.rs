@@ -6,7 +6,8 @@ mod common;
 
 use std::{thread, time::Duration};
 
-use common::{http_config, matrix, Answer, HttpBackend, HttpClient, TestProxy};
+use common::{http_config, Answer, HttpBackend, HttpClient, TestProxy, SHARD_COUNTS};
+use shardline::Io;
 
 /// Requests that must never reach a backend.
 const BAD: &[(&str, &str)] = &[
@@ -44,9 +45,8 @@ const BAD: &[(&str, &str)] = &[
      "GET / HTTP/1.1\r\n\r\n"),
 ];
 
-#[test]
-fn every_framing_violation_is_400_and_close_and_never_forwarded() {
-    for (io, shards) in matrix() {
+fn every_framing_violation_is_400_and_close_and_never_forwarded(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         for (what, request) in BAD {
@@ -79,9 +79,8 @@ fn every_framing_violation_is_400_and_close_and_never_forwarded() {
 }
 
 /// A request smuggled behind a bad request on the same connection never runs.
-#[test]
-fn bytes_after_a_bad_request_are_not_parsed() {
-    for (io, shards) in matrix() {
+fn bytes_after_a_bad_request_are_not_parsed(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -95,9 +94,8 @@ fn bytes_after_a_bad_request_are_not_parsed() {
 
 /// A bad chunk size after good chunks: the backend has seen the head and the
 /// good chunks, never the bad bytes nor a complete request; the client gets 400.
-#[test]
-fn bad_chunk_mid_body_aborts_the_request() {
-    for (io, shards) in matrix() {
+fn bad_chunk_mid_body_aborts_the_request(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::Info);
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let mut c = HttpClient::new(proxy.connect());
@@ -114,4 +112,10 @@ fn bad_chunk_mid_body_aborts_the_request() {
             proxy.label
         );
     }
+}
+
+per_backend! {
+    every_framing_violation_is_400_and_close_and_never_forwarded => every_framing_violation_is_400_and_close_and_never_forwarded;
+    bytes_after_a_bad_request_are_not_parsed => bytes_after_a_bad_request_are_not_parsed;
+    bad_chunk_mid_body_aborts_the_request => bad_chunk_mid_body_aborts_the_request;
 }

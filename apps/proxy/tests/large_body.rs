@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{http_config, matrix, TcpBackend, TestProxy, BACKENDS};
+use common::{http_config, TcpBackend, TestProxy, SHARD_COUNTS};
 use shardline::Io;
 
 /// Counts live heap bytes and their peak, for the whole process.
@@ -663,56 +663,55 @@ fn want() -> Digest {
     *WANT.get_or_init(expected)
 }
 
-/// One transfer at full speed on every backend and shard count.
-fn fast_everywhere(dir: Direction, framing: Framing) {
+/// One transfer at full speed on `io` at every shard count.
+fn fast_everywhere(io: Io, dir: Direction, framing: Framing) {
     let _one = serialize();
-    for (io, shards) in matrix() {
+    for shards in SHARD_COUNTS {
         transfer(io, shards, dir, framing, FAST);
     }
 }
 
-#[test]
-fn request_body_with_content_length() {
-    fast_everywhere(Direction::Request, Framing::Length);
+fn request_body_with_content_length(io: Io) {
+    fast_everywhere(io, Direction::Request, Framing::Length);
 }
 
-#[test]
-fn request_body_chunked() {
-    fast_everywhere(Direction::Request, Framing::Chunked);
+fn request_body_chunked(io: Io) {
+    fast_everywhere(io, Direction::Request, Framing::Chunked);
 }
 
-#[test]
-fn response_body_with_content_length() {
-    fast_everywhere(Direction::Response, Framing::Length);
+fn response_body_with_content_length(io: Io) {
+    fast_everywhere(io, Direction::Response, Framing::Length);
 }
 
-#[test]
-fn response_body_chunked() {
-    fast_everywhere(Direction::Response, Framing::Chunked);
+fn response_body_chunked(io: Io) {
+    fast_everywhere(io, Direction::Response, Framing::Chunked);
 }
 
 /// The backend stalls, then reads slowly: the proxy must stop reading the
 /// client instead of buffering the body. One shard (with both backends): a
 /// single connection's path does not depend on the shard count, and these
 /// cases take the longest.
-#[test]
-fn slow_backend_holds_the_client_back() {
+fn slow_backend_holds_the_client_back(io: Io) {
     let _one = serialize();
-    for io in BACKENDS {
-        for framing in [Framing::Length, Framing::Chunked] {
-            transfer(io, 1, Direction::Request, framing, SLOW);
-        }
+    for framing in [Framing::Length, Framing::Chunked] {
+        transfer(io, 1, Direction::Request, framing, SLOW);
     }
 }
 
 /// The client stalls, then reads slowly: the proxy must stop reading the
 /// backend instead of buffering the body. One shard, as above.
-#[test]
-fn slow_client_holds_the_backend_back() {
+fn slow_client_holds_the_backend_back(io: Io) {
     let _one = serialize();
-    for io in BACKENDS {
-        for framing in [Framing::Length, Framing::Chunked] {
-            transfer(io, 1, Direction::Response, framing, SLOW);
-        }
+    for framing in [Framing::Length, Framing::Chunked] {
+        transfer(io, 1, Direction::Response, framing, SLOW);
     }
+}
+
+per_backend! {
+    request_body_with_content_length => request_body_with_content_length;
+    request_body_chunked => request_body_chunked;
+    response_body_with_content_length => response_body_with_content_length;
+    response_body_chunked => response_body_chunked;
+    slow_backend_holds_the_client_back => slow_backend_holds_the_client_back;
+    slow_client_holds_the_backend_back => slow_client_holds_the_backend_back;
 }

@@ -12,8 +12,9 @@ use std::{
 };
 
 use common::{
-    get, matrix, wait_until, Answer, HttpBackend, HttpClient, TcpBackend, TestProxy, WAIT,
+    get, wait_until, Answer, HttpBackend, HttpClient, TcpBackend, TestProxy, SHARD_COUNTS, WAIT,
 };
+use shardline::Io;
 
 /// Echoes every byte back until EOF.
 fn echo_backend() -> TcpBackend {
@@ -34,9 +35,8 @@ fn echo_backend() -> TcpBackend {
     })
 }
 
-#[test]
-fn an_http_and_a_tcp_listener_are_served_by_one_server() {
-    for (io, shards) in matrix() {
+fn an_http_and_a_tcp_listener_are_served_by_one_server(io: Io) {
+    for shards in SHARD_COUNTS {
         let web = HttpBackend::start("web", Answer::Info);
         let echo = echo_backend();
         let config = format!(
@@ -84,10 +84,9 @@ fn read_exact_retrying(s: &mut std::net::TcpStream, buf: &mut [u8]) {
 
 /// Two HTTP listeners on one pool with checks every `INTERVAL`: the backend is
 /// probed once per interval, not once per listener (or per shard).
-#[test]
-fn a_pool_shared_by_two_listeners_is_probed_once_per_interval() {
+fn a_pool_shared_by_two_listeners_is_probed_once_per_interval(io: Io) {
     const INTERVAL: u64 = 100;
-    for (io, shards) in matrix() {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("b", Answer::Info);
         let config = shared_pool_config(b.addr(), INTERVAL);
         let proxy = TestProxy::start(io, shards, &config);
@@ -129,4 +128,9 @@ fn shared_pool_config(backend: SocketAddr, interval_ms: u64) -> String {
          [pool.p.health]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = {interval_ms}\n\
          timeout_ms = 1000\n"
     )
+}
+
+per_backend! {
+    an_http_and_a_tcp_listener_are_served_by_one_server => an_http_and_a_tcp_listener_are_served_by_one_server;
+    a_pool_shared_by_two_listeners_is_probed_once_per_interval => a_pool_shared_by_two_listeners_is_probed_once_per_interval;
 }

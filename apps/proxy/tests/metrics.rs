@@ -7,9 +7,10 @@ mod common;
 use std::{net::SocketAddr, thread};
 
 use common::{
-    get, matrix, refused_addr, sample_sum, wait_until, Answer, HttpBackend, HttpClient, TestProxy,
-    WAIT,
+    get, refused_addr, sample_sum, wait_until, Answer, HttpBackend, HttpClient, TestProxy,
+    SHARD_COUNTS, WAIT,
 };
+use shardline::Io;
 
 /// `/ok/` → a healthy, checked backend; `/slow/` → a backend answering after
 /// 400 ms; `/dead/` → nothing listening (502); anything else → no route (404).
@@ -28,9 +29,8 @@ fn config(ok: SocketAddr, slow: SocketAddr, dead: SocketAddr) -> String {
     )
 }
 
-#[test]
-fn metrics_move_exactly_with_known_traffic_and_health() {
-    for (io, shards) in matrix() {
+fn metrics_move_exactly_with_known_traffic_and_health(io: Io) {
+    for shards in SHARD_COUNTS {
         let ok = HttpBackend::start("ok", Answer::Info);
         let slow = HttpBackend::start("slow", Answer::SlowInfo(400));
         let proxy = TestProxy::start(io, shards, &config(ok.addr(), slow.addr(), refused_addr()));
@@ -144,4 +144,8 @@ fn metrics_move_exactly_with_known_traffic_and_health() {
             "{label}: and comes back"
         );
     }
+}
+
+per_backend! {
+    metrics_move_exactly_with_known_traffic_and_health => metrics_move_exactly_with_known_traffic_and_health;
 }

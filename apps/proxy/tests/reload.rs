@@ -8,7 +8,8 @@ mod common;
 
 use std::{net::SocketAddr, thread, time::Duration};
 
-use common::{get, matrix, wait_until, Answer, HttpBackend, HttpClient, TestProxy, WAIT};
+use common::{get, wait_until, Answer, HttpBackend, HttpClient, TestProxy, SHARD_COUNTS, WAIT};
+use shardline::Io;
 
 fn config(listen: &str, backend: SocketAddr, health: bool) -> String {
     let health = if health {
@@ -28,9 +29,8 @@ fn backend_of(c: &mut HttpClient, target: &str) -> (u16, String) {
     (r.status, r.header("X-Backend").unwrap_or("").to_string())
 }
 
-#[test]
-fn reload_switches_new_requests_while_established_connections_keep_working() {
-    for (io, shards) in matrix() {
+fn reload_switches_new_requests_while_established_connections_keep_working(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::SlowInfo(300));
         let b = HttpBackend::start("b", Answer::Info);
         let proxy = TestProxy::start(io, shards, &config("127.0.0.1:0", a.addr(), false));
@@ -123,9 +123,8 @@ fn weighted(backend: SocketAddr, weight: u64) -> String {
     )
 }
 
-#[test]
-fn a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves() {
-    for (io, shards) in matrix() {
+fn a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves(io: Io) {
+    for shards in SHARD_COUNTS {
         let a = HttpBackend::start("a", Answer::Info);
         let b = HttpBackend::start("b", Answer::Info);
         let proxy = TestProxy::start(io, shards, &weighted(a.addr(), 256));
@@ -165,4 +164,9 @@ fn a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves() {
         assert_eq!(backend_of(&mut kept, "/3"), (200, "b".into()), "{label}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+per_backend! {
+    reload_switches_new_requests_while_established_connections_keep_working => reload_switches_new_requests_while_established_connections_keep_working;
+    a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves => a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves;
 }

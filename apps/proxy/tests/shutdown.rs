@@ -13,16 +13,16 @@ use std::{
 };
 
 use common::{
-    get, http_config, matrix, wait_until, Answer, HttpBackend, HttpClient, TcpBackend, TestProxy,
-    WAIT,
+    get, http_config, wait_until, Answer, HttpBackend, HttpClient, TcpBackend, TestProxy,
+    SHARD_COUNTS, WAIT,
 };
+use shardline::Io;
 
 /// How long the slow backend sleeps before answering.
 const SLOW_MS: u64 = 800;
 
-#[test]
-fn requests_in_flight_finish_and_idle_clients_are_closed() {
-    for (io, shards) in matrix() {
+fn requests_in_flight_finish_and_idle_clients_are_closed(io: Io) {
+    for shards in SHARD_COUNTS {
         let b = HttpBackend::start("a", Answer::SlowInfo(SLOW_MS));
         let proxy = TestProxy::start(io, shards, &http_config(&[b.addr()], ""));
         let label = proxy.label.clone();
@@ -86,9 +86,8 @@ fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// An L4 session open at shutdown keeps relaying until the backend finishes.
-#[test]
-fn l4_sessions_relay_until_a_side_finishes() {
-    for (io, shards) in matrix() {
+fn l4_sessions_relay_until_a_side_finishes(io: Io) {
+    for shards in SHARD_COUNTS {
         // Echoes each read; closes after echoing "bye".
         let backend = TcpBackend::start(|mut s| {
             let mut buf = [0u8; 1024];
@@ -144,4 +143,9 @@ fn l4_sessions_relay_until_a_side_finishes() {
             started.elapsed()
         );
     }
+}
+
+per_backend! {
+    requests_in_flight_finish_and_idle_clients_are_closed => requests_in_flight_finish_and_idle_clients_are_closed;
+    l4_sessions_relay_until_a_side_finishes => l4_sessions_relay_until_a_side_finishes;
 }

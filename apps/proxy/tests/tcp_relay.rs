@@ -12,8 +12,9 @@ use std::{
     time::Duration,
 };
 
-use common::{matrix, refused_addr, TcpBackend, TestProxy, WAIT};
+use common::{refused_addr, TcpBackend, TestProxy, SHARD_COUNTS, WAIT};
 use rand::{rngs::StdRng, RngCore, SeedableRng};
+use shardline::Io;
 
 fn tcp_config(backends: &[std::net::SocketAddr]) -> String {
     let list: Vec<String> = backends
@@ -42,9 +43,8 @@ const STREAM: usize = 12 << 20;
 /// slowly at first, sends another random stream back concurrently and then
 /// half-closes. Both arrive byte for byte, and the client sees EOF after the
 /// last byte.
-#[test]
-fn relays_large_random_streams_both_ways_with_half_close() {
-    for (io, shards) in matrix() {
+fn relays_large_random_streams_both_ways_with_half_close(io: Io) {
+    for shards in SHARD_COUNTS {
         let up = random(1, STREAM);
         let down = random(2, STREAM);
         let (got_tx, got_rx) = mpsc::channel();
@@ -100,9 +100,8 @@ fn relays_large_random_streams_both_ways_with_half_close() {
 
 /// A backend that refuses connections is skipped: every client is served by the
 /// other one.
-#[test]
-fn refused_backend_fails_over_to_the_next() {
-    for (io, shards) in matrix() {
+fn refused_backend_fails_over_to_the_next(io: Io) {
+    for shards in SHARD_COUNTS {
         let good = TcpBackend::start(|mut s| {
             let mut buf = [0u8; 5];
             if s.read_exact(&mut buf).is_ok() {
@@ -123,9 +122,8 @@ fn refused_backend_fails_over_to_the_next() {
 }
 
 /// When every backend refuses, the client is closed cleanly (EOF, no bytes).
-#[test]
-fn client_is_closed_when_every_backend_fails() {
-    for (io, shards) in matrix() {
+fn client_is_closed_when_every_backend_fails(io: Io) {
+    for shards in SHARD_COUNTS {
         let proxy = TestProxy::start(io, shards, &tcp_config(&[refused_addr(), refused_addr()]));
         for _ in 0..3 {
             let mut c = proxy.connect();
@@ -140,9 +138,8 @@ fn client_is_closed_when_every_backend_fails() {
 
 /// The client's FIN reaches the backend while the way back stays open: a
 /// backend that reads until EOF before answering (`wc`-style) is served.
-#[test]
-fn client_half_close_reaches_the_backend() {
-    for (io, shards) in matrix() {
+fn client_half_close_reaches_the_backend(io: Io) {
+    for shards in SHARD_COUNTS {
         let backend = TcpBackend::start(|mut s| {
             let mut all = Vec::new();
             if s.read_to_end(&mut all).is_ok() {
@@ -162,9 +159,8 @@ fn client_half_close_reaches_the_backend() {
 
 /// The backend's FIN reaches the client while the client's way in stays open:
 /// what the client sends after reading EOF still reaches the backend.
-#[test]
-fn backend_half_close_reaches_the_client_and_the_client_goes_on() {
-    for (io, shards) in matrix() {
+fn backend_half_close_reaches_the_client_and_the_client_goes_on(io: Io) {
+    for shards in SHARD_COUNTS {
         let (tx, rx) = mpsc::channel();
         let backend = TcpBackend::start(move |mut s| {
             s.write_all(b"banner").expect("backend writes");
@@ -194,4 +190,12 @@ fn backend_half_close_reaches_the_client_and_the_client_goes_on() {
         let mut tail = Vec::new();
         assert!(c.read_to_end(&mut tail).is_ok() && tail.is_empty());
     }
+}
+
+per_backend! {
+    relays_large_random_streams_both_ways_with_half_close => relays_large_random_streams_both_ways_with_half_close;
+    refused_backend_fails_over_to_the_next => refused_backend_fails_over_to_the_next;
+    client_is_closed_when_every_backend_fails => client_is_closed_when_every_backend_fails;
+    client_half_close_reaches_the_backend => client_half_close_reaches_the_backend;
+    backend_half_close_reaches_the_client_and_the_client_goes_on => backend_half_close_reaches_the_client_and_the_client_goes_on;
 }

@@ -23,18 +23,40 @@ mod http;
 pub use http::*;
 use shardline_proxy::{Config, RunningProxy};
 
-/// Every test runs on both backends, forced.
-pub const BACKENDS: [Io; 2] = [Io::Uring, Io::Epoll];
-/// And at one shard and at four.
+/// Every I/O test runs on both backends, forced, one `#[test]` per backend
+/// (see [`per_backend!`]), and inside each at one shard and at four.
 pub const SHARD_COUNTS: [usize; 2] = [1, 4];
 /// Longest any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Every (backend, shard count) the suite covers.
-pub fn matrix() -> impl Iterator<Item = (Io, usize)> {
-    BACKENDS
-        .into_iter()
-        .flat_map(|io| SHARD_COUNTS.into_iter().map(move |s| (io, s)))
+/// The `--io` flag's value for `io`.
+pub fn io_name(io: Io) -> &'static str {
+    match io {
+        Io::Auto => "auto",
+        Io::Uring => "uring",
+        Io::Epoll => "epoll",
+    }
+}
+
+/// Generates one `#[test]` per backend from a function taking the backend:
+/// `per_backend! { name => body_fn; }` makes `name::uring` and `name::epoll`,
+/// so a failure on one backend never hides the other's result.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident => $body:ident;)+) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    super::$body(shardline::Io::Uring)
+                }
+                #[test]
+                fn epoll() {
+                    super::$body(shardline::Io::Epoll)
+                }
+            }
+        )+
+    };
 }
 
 /// Logs to the test's captured output; `RUST_LOG` controls the level.
