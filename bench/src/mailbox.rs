@@ -178,7 +178,7 @@ impl<P: Payload> Stream<P> {
 
 impl<P: Payload> Handler for Stream<P> {
     type Msg = P;
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -194,11 +194,11 @@ impl<P: Payload> Handler for Stream<P> {
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.me == 0 {
             // Both shards are up by the time this fires.
-            ctx.set_timer(Duration::from_millis(20), 0);
+            ctx.set_timer(Duration::from_millis(20), ());
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _: ()) {
         let _ = self.report.send(StreamEvent::Started(Instant::now()));
         self.pump(ctx);
     }
@@ -312,7 +312,7 @@ impl PingPong {
 
 impl Handler for PingPong {
     type Msg = u64;
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -327,11 +327,11 @@ impl Handler for PingPong {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.me == 0 {
-            ctx.set_timer(Duration::from_millis(20), 0);
+            ctx.set_timer(Duration::from_millis(20), ());
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _: ()) {
         self.sent_at = Instant::now();
         self.post(ctx, 1, self.burst);
     }
@@ -348,7 +348,7 @@ impl Handler for PingPong {
         self.rtts.push(self.sent_at.elapsed());
         self.done += 1;
         if self.done < self.pings {
-            ctx.set_timer(PING_GAP, 0);
+            ctx.set_timer(PING_GAP, ());
         } else {
             let _ = self.report.send(Ok(std::mem::take(&mut self.rtts)));
         }

@@ -29,7 +29,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 

@@ -248,6 +248,16 @@ impl<H: Handler> AppState<H> {
         self.states[i] = Some(state);
     }
 
+    /// The payload to hand to `on_timer` for the timer in `slot`: an interval's
+    /// copy (it keeps its payload), or a one-shot timer's payload itself.
+    pub(crate) fn fire_timer(&mut self, slot: usize) -> Option<H::Timer> {
+        let timer = self.timers.get(slot)?;
+        match timer.clone {
+            Some(clone) => Some(clone(&timer.payload)),
+            None => Some(self.timers.remove(slot).payload),
+        }
+    }
+
     pub(crate) fn take(&mut self, id: ConnId) -> Option<H::Conn> {
         self.states
             .get_mut(id.index as usize)
@@ -359,9 +369,7 @@ impl<H: Handler> Ctx<'_, H> {
         let key = self.core.cancel_timer(timer)?;
         self.app.timers.try_remove(key).map(|slot| slot.payload)
     }
-}
 
-impl<H: Handler> Ctx<'_, H> {
     /// This shard's id.
     pub fn shard_id(&self) -> ShardId {
         self.core.shard

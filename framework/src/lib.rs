@@ -72,3 +72,31 @@ pub use shard::{mailbox::Full, relay::SpliceError};
 /// than `0`), so that `Io::Auto` falls back to epoll on a machine that has io_uring.
 /// Used by the fallback tests; operators can use it to rule io_uring out.
 pub const ENV_FORCE_URING_PROBE_FAIL: &str = "SHARDLINE_URING_PROBE_FAIL";
+
+/// Generates one `#[test]` per I/O backend from a function taking the backend,
+/// for applications' tests as much as the framework's:
+///
+/// ```ignore
+/// fn echoes(io: shardline::Io) { /* start a server with .io(io), check it */ }
+/// shardline::per_backend! { echoes => echoes; }
+/// ```
+///
+/// makes `echoes::uring` and `echoes::epoll`, each forcing its backend, so a
+/// failure on one never hides the other's result.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident => $body:ident;)+) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    super::$body($crate::Io::Uring)
+                }
+                #[test]
+                fn epoll() {
+                    super::$body($crate::Io::Epoll)
+                }
+            }
+        )+
+    };
+}

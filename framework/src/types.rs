@@ -27,14 +27,15 @@ impl ConnId {
     /// `user_data`.
     pub(crate) const GENERATION_MASK: u32 = 0x00ff_ffff;
 
-    /// Packs the id into 56 bits (index in the low 32, generation above): a
-    /// compact key.
-    pub fn to_bits(self) -> u64 {
+    /// Packs the id into 56 bits (index in the low 32, generation above): the
+    /// drivers' io_uring `user_data` payload and epoll token. Handlers keep ids in
+    /// their timer payloads and connection states instead.
+    pub(crate) fn to_bits(self) -> u64 {
         u64::from(self.index) | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
     }
 
     /// Inverse of [`ConnId::to_bits`] (ignores bits 56..64).
-    pub fn from_bits(bits: u64) -> ConnId {
+    pub(crate) fn from_bits(bits: u64) -> ConnId {
         ConnId {
             index: bits as u32,
             generation: ((bits >> 32) as u32) & Self::GENERATION_MASK,

@@ -181,7 +181,7 @@ struct EchoWithUpstream {
 
 impl Handler for EchoWithUpstream {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -300,6 +300,6 @@ fn every_mode(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     every_mode => every_mode;
 }

@@ -164,7 +164,7 @@ fn a_restart_over_time_wait_connections_binds(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     a_second_server_on_a_served_address_is_refused_in_every_mode => a_second_server_on_a_served_address_is_refused_in_every_mode;
     ipv6_addresses_are_checked_too => ipv6_addresses_are_checked_too;
     joining_the_reuseport_group_takes_the_explicit_option => joining_the_reuseport_group_takes_the_explicit_option;

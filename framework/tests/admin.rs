@@ -603,7 +603,7 @@ fn scrapes_go_on_after_clients_that_close_at_once(io: Io) {
     common::shutdown_within(server, io);
 }
 
-per_backend! {
+shardline::per_backend! {
     idle_and_slowloris_clients_do_not_starve_scrapes => idle_and_slowloris_clients_do_not_starve_scrapes;
     a_taken_admin_address_is_a_startup_error => a_taken_admin_address_is_a_startup_error;
     metrics_show_each_shards_counters_and_the_apps => metrics_show_each_shards_counters_and_the_apps;

@@ -427,7 +427,7 @@ fn outbox_keeps_order_under_full(io: Io) {
     common::shutdown_within(server, io);
 }
 
-per_backend! {
+shardline::per_backend! {
     conn_state_and_listeners => conn_state_and_listener_values;
     remote_posts => remote_posts_arrive_counted;
     outbox_order => outbox_keeps_order_under_full;

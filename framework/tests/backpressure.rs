@@ -142,7 +142,7 @@ struct Amplifier {
 
 impl Handler for Amplifier {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -202,7 +202,7 @@ struct PausingEcho {
 
 impl Handler for PausingEcho {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -535,7 +535,7 @@ fn pausing_echo_moves_8_mib_through_a_slow_reader_without_closing(io: Io) {
     common::shutdown_within(server, io);
 }
 
-per_backend! {
+shardline::per_backend! {
     never_reading_client_is_closed_at_hard_limit_while_others_flow => never_reading_client_is_closed_at_hard_limit_while_others_flow;
     pausing_echo_moves_8_mib_through_a_slow_reader_without_closing => pausing_echo_moves_8_mib_through_a_slow_reader_without_closing;
 }

@@ -19,7 +19,7 @@ struct EchoBye;
 
 impl Handler for EchoBye {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -114,7 +114,7 @@ fn the_shard_wakes_to_write_held_output(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     small_output_waits_for_the_delay_large_output_does_not => small_output_waits_for_the_delay_large_output_does_not;
     closing_is_not_held => closing_is_not_held;
     the_shard_wakes_to_write_held_output => the_shard_wakes_to_write_held_output;

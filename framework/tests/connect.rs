@@ -27,7 +27,7 @@ struct Dialer {
 
 impl Handler for Dialer {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -156,7 +156,7 @@ fn connect_to_closed_port_reports_error(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     connect_to_local_listener_exchanges_data => connect_to_local_listener_exchanges_data;
     connect_to_closed_port_reports_error => connect_to_closed_port_reports_error;
 }

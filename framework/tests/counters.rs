@@ -65,6 +65,6 @@ fn counters_match_the_workload(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     counters_match_the_workload => counters_match_the_workload;
 }

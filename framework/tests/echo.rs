@@ -37,6 +37,6 @@ fn thousand_connections_random_sizes_every_byte_checked(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     thousand_connections_random_sizes_every_byte_checked => thousand_connections_random_sizes_every_byte_checked;
 }

@@ -130,6 +130,6 @@ fn out_of_fds_backs_off_and_recovers(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     out_of_fds_backs_off_and_recovers => out_of_fds_backs_off_and_recovers;
 }

@@ -45,7 +45,7 @@ struct Echo {
 
 impl Handler for Echo {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -284,7 +284,7 @@ fn ping_pong_completes_while_a_peer_floods_16k_read_budget(io: Io) {
     ping_pong_completes_while_a_peer_floods(io, Some(16 * KIB));
 }
 
-per_backend! {
+shardline::per_backend! {
     ping_pong_completes_while_a_peer_floods_default_budget => ping_pong_completes_while_a_peer_floods_default_budget;
     ping_pong_completes_while_a_peer_floods_16k_read_budget => ping_pong_completes_while_a_peer_floods_16k_read_budget;
 }

@@ -40,7 +40,7 @@ struct HalfClose(Arc<Mutex<Seen>>);
 
 impl Handler for HalfClose {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -127,7 +127,7 @@ struct PauseOnce {
 
 impl Handler for PauseOnce {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ConnId;
     type Conn = ();
     type Listener = ();
 
@@ -150,13 +150,13 @@ impl Handler for PauseOnce {
         self.total.fetch_add(data.len(), Ordering::SeqCst);
         if !std::mem::replace(&mut self.paused, true) {
             ctx.pause_reading(conn);
-            ctx.set_timer(Duration::from_millis(200), conn.to_bits());
+            ctx.set_timer(Duration::from_millis(200), conn);
         }
         data.len()
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: TimerId, token: u64) {
-        ctx.resume_reading(ConnId::from_bits(token));
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: TimerId, conn: ConnId) {
+        ctx.resume_reading(conn);
     }
 
     fn on_eof(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _state: &mut Self::Conn) {
@@ -207,7 +207,7 @@ struct OneLineAtATime;
 
 impl Handler for OneLineAtATime {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -257,7 +257,7 @@ struct Where {
 
 impl Handler for Where {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -300,7 +300,7 @@ struct Starts(Arc<AtomicUsize>);
 
 impl Handler for Starts {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -338,7 +338,7 @@ fn start_returns_after_every_on_start(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     eof_comes_after_input_held_by_a_pause => eof_comes_after_input_held_by_a_pause;
     shutdown_write_sends_fin_after_the_queue_and_keeps_reading => shutdown_write_sends_fin_after_the_queue_and_keeps_reading;
     redeliver_offers_held_input_without_new_bytes => redeliver_offers_held_input_without_new_bytes;

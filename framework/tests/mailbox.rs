@@ -70,7 +70,7 @@ impl Stress {
             Duration::ZERO
         };
         if !self.done_sending() {
-            ctx.set_timer(pause, 0);
+            ctx.set_timer(pause, ());
         }
         self.maybe_report();
     }
@@ -92,7 +92,7 @@ impl Stress {
 
 impl Handler for Stress {
     type Msg = (usize, u64);
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -109,7 +109,7 @@ impl Handler for Stress {
         self.send_burst(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: shardline::TimerId, _token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: shardline::TimerId, _: ()) {
         self.send_burst(ctx);
     }
 
@@ -243,7 +243,7 @@ impl Stall {
 
 impl Handler for Stall {
     type Msg = u64;
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -258,14 +258,14 @@ impl Handler for Stall {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {
         if self.me == 1 {
-            ctx.set_timer(Duration::ZERO, 0);
+            ctx.set_timer(Duration::ZERO, ());
         } else {
             // Let shard 1 start stalling first.
-            ctx.set_timer(Duration::from_millis(50), 0);
+            ctx.set_timer(Duration::from_millis(50), ());
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: shardline::TimerId, _k: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: shardline::TimerId, _: ()) {
         if self.me == 1 {
             std::thread::sleep(Duration::from_millis(500));
         } else {
@@ -351,7 +351,7 @@ struct Bcast {
 
 impl Handler for Bcast {
     type Msg = usize;
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -409,7 +409,7 @@ fn broadcast_reaches_every_other_shard(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     stalled_receiver_means_full_then_retry => stalled_receiver_means_full_then_retry;
     every_message_arrives_once_in_order => every_message_arrives_once_in_order;
     broadcast_reaches_every_other_shard => broadcast_reaches_every_other_shard;

@@ -19,7 +19,7 @@ struct Fragile {
 
 impl Handler for Fragile {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -100,6 +100,6 @@ fn panic_closes_only_that_connection(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     panic_closes_only_that_connection => panic_closes_only_that_connection;
 }

@@ -21,7 +21,7 @@ struct Lines {
 
 impl Handler for Lines {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -126,7 +126,7 @@ fn unconsumed_input_over_limit_closes_only_that_connection(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     remainder_is_presented_again_prefixed => remainder_is_presented_again_prefixed;
     unconsumed_input_over_limit_closes_only_that_connection => unconsumed_input_over_limit_closes_only_that_connection;
 }

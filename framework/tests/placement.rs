@@ -11,7 +11,7 @@ use shardline::{ConnId, Ctx, Error, Handler, Server};
 struct Nop;
 impl Handler for Nop {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -124,7 +124,7 @@ fn tiny_pool_runs_dry_and_recovers(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     pools_are_bound_to_the_shard_node => pools_are_bound_to_the_shard_node;
     tiny_pool_runs_dry_and_recovers => tiny_pool_runs_dry_and_recovers;
 }

@@ -126,7 +126,7 @@ struct Streamer {
 
 impl Handler for Streamer {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -510,7 +510,7 @@ fn the_port_serves_no_new_connection_once_shutdown_begins(io: Io) {
     assert_eq!(total.handler_panics, 0, "{io}: {total:?}");
 }
 
-per_backend! {
+shardline::per_backend! {
     a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline => a_client_that_never_reads_cannot_hold_shutdown_past_its_deadline;
     every_queued_byte_is_delivered_before_the_shutdown_close => every_queued_byte_is_delivered_before_the_shutdown_close;
     the_port_serves_no_new_connection_once_shutdown_begins => the_port_serves_no_new_connection_once_shutdown_begins;

@@ -18,7 +18,7 @@ struct Finisher {
 
 impl Handler for Finisher {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ConnId;
     type Conn = ();
     type Listener = ();
 
@@ -40,15 +40,14 @@ impl Handler for Finisher {
     ) -> usize {
         if data.starts_with(b"slow") {
             self.pending.push(conn);
-            ctx.set_timer(Duration::from_millis(300), conn.to_bits());
+            ctx.set_timer(Duration::from_millis(300), conn);
         } else if data.starts_with(b"stuck") {
             self.stuck.push(conn);
         }
         data.len()
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: shardline::TimerId, token: u64) {
-        let conn = ConnId::from_bits(token);
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: shardline::TimerId, conn: ConnId) {
         self.pending.retain(|c| *c != conn);
         let _ = ctx.send(conn, b"done");
         ctx.close(conn);
@@ -105,6 +104,6 @@ fn kept_connections_finish_their_work_and_the_deadline_still_holds(io: Io) {
     );
 }
 
-per_backend! {
+shardline::per_backend! {
     kept_connections_finish_their_work_and_the_deadline_still_holds => kept_connections_finish_their_work_and_the_deadline_still_holds;
 }

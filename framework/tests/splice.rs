@@ -39,7 +39,7 @@ struct Relay {
 
 impl Handler for Relay {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -84,13 +84,13 @@ impl Handler for Relay {
         let r = ctx.splice_into(src, sink);
         let second = ctx.splice_into(src, sink);
         if let Some(after) = self.close_source_after {
-            ctx.set_timer(after, 0);
+            ctx.set_timer(after, ());
         }
         self.started.lock().expect("lock").extend([r, second]);
         half
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: shardline::TimerId, _: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _: shardline::TimerId, _: ()) {
         if let Some(src) = self.source {
             ctx.close(src);
         }
@@ -223,7 +223,7 @@ fn graceful_close_of_the_source_keeps_what_it_piped(io: Io) {
     drop(server);
 }
 
-per_backend! {
+shardline::per_backend! {
     relay_started_mid_read_keeps_queued_bytes_first_and_ends_with_eof => relay_started_mid_read_keeps_queued_bytes_first_and_ends_with_eof;
     without_a_pipe_nothing_changes => without_a_pipe_nothing_changes;
     graceful_close_of_the_source_keeps_what_it_piped => graceful_close_of_the_source_keeps_what_it_piped;

@@ -121,6 +121,6 @@ fn timers_fire_in_order_and_cancelled_never_fire(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     timers_fire_in_order_and_cancelled_never_fire => timers_fire_in_order_and_cancelled_never_fire;
 }

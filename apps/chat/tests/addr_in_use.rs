@@ -122,6 +122,6 @@ fn a_second_server_on_a_served_port_exits_with_a_clear_error(io: Io) {
     stop(&mut first);
 }
 
-per_backend! {
+shardline::per_backend! {
     a_second_server_on_a_served_port_exits_with_a_clear_error => a_second_server_on_a_served_port_exits_with_a_clear_error;
 }

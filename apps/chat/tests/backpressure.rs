@@ -116,7 +116,7 @@ fn outbox_overflow_disconnects_the_sender(io: Io) {
     );
 }
 
-per_backend! {
+shardline::per_backend! {
     full_mailboxes_lose_nothing => full_mailboxes_lose_nothing;
     a_burst_is_paced_not_refused => a_burst_is_paced_not_refused;
     outbox_overflow_disconnects_the_sender => outbox_overflow_disconnects_the_sender;

@@ -58,7 +58,7 @@ fn pong_comes_after_delivery_on_other_shards(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     pong_comes_after_join_echo => pong_comes_after_join_echo;
     pong_comes_after_delivery_on_other_shards => pong_comes_after_delivery_on_other_shards;
 }

@@ -127,7 +127,7 @@ fn channel_refusals(io: Io) {
     );
 }
 
-per_backend! {
+shardline::per_backend! {
     join_shows_join_topic_and_names_to_everyone => join_shows_join_topic_and_names_to_everyone;
     several_channels_part_and_join_zero => several_channels_part_and_join_zero;
     channel_refusals => channel_refusals;

@@ -301,6 +301,6 @@ fn irc_crate_clients_chat_across_shards(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     irc_crate_clients_chat_across_shards => irc_crate_clients_chat_across_shards;
 }

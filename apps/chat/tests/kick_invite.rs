@@ -108,7 +108,7 @@ fn invite_and_its_refusals(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     kick_reaches_everyone_and_removes_the_member => kick_reaches_everyone_and_removes_the_member;
     kick_refusals => kick_refusals;
     invite_and_its_refusals => invite_and_its_refusals;

@@ -122,7 +122,7 @@ fn excess_flood_disconnects(io: Io) {
     );
 }
 
-per_backend! {
+shardline::per_backend! {
     connections_per_ip_are_counted_across_shards => connections_per_ip_are_counted_across_shards;
     fake_lag_delays_but_loses_nothing => fake_lag_delays_but_loses_nothing;
     excess_flood_disconnects => excess_flood_disconnects;

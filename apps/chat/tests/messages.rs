@@ -196,7 +196,7 @@ fn a_claimed_but_unregistered_nick_is_no_such_nick(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     channel_and_private_messages_cross_shards => channel_and_private_messages_cross_shards;
     message_refusals => message_refusals;
     echo_message_server_time_and_client_tags => echo_message_server_time_and_client_tags;

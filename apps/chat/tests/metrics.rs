@@ -241,7 +241,7 @@ fn no_admin_endpoint_unless_asked(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
-per_backend! {
+shardline::per_backend! {
     metrics_follow_the_traffic => metrics_follow_the_traffic;
     no_admin_endpoint_unless_asked => no_admin_endpoint_unless_asked;
 }

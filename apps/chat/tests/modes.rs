@@ -226,7 +226,7 @@ fn moderated_external_and_topic_modes(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     mode_changes_reach_every_member_and_show_in_names => mode_changes_reach_every_member_and_show_in_names;
     mode_refusals => mode_refusals;
     bans_keep_out_and_silence => bans_keep_out_and_silence;

@@ -146,7 +146,7 @@ fn stats_uptime_commands_and_shard_load(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     away_answers_senders_with_301 => away_answers_senders_with_301;
     oper_from_config => oper_from_config;
     stats_uptime_commands_and_shard_load => stats_uptime_commands_and_shard_load;

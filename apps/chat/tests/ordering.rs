@@ -81,6 +81,6 @@ fn every_member_sees_one_order(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     every_member_sees_one_order => every_member_sees_one_order;
 }

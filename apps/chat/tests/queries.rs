@@ -184,7 +184,7 @@ fn lusers_current_and_max_users(io: Io) {
     });
 }
 
-per_backend! {
+shardline::per_backend! {
     who_merges_every_shard => who_merges_every_shard;
     whois_reports_from_the_target_shard => whois_reports_from_the_target_shard;
     list_merges_every_owner => list_merges_every_owner;

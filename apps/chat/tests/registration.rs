@@ -339,7 +339,7 @@ fn server_password_is_required_when_set(io: Io) {
     );
 }
 
-per_backend! {
+shardline::per_backend! {
     welcome_burst_in_order => welcome_burst_in_order;
     motd_from_config => motd_from_config;
     cap_negotiation => cap_negotiation;

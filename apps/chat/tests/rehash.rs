@@ -360,7 +360,7 @@ fn sighup_without_a_config_file_is_harmless(io: Io) {
     chat.stop();
 }
 
-per_backend! {
+shardline::per_backend! {
     sighup_rehashes => sighup_rehashes;
     sighup_during_startup_is_harmless => sighup_during_startup_is_harmless;
     sighup_without_a_config_file_is_harmless => sighup_without_a_config_file_is_harmless;

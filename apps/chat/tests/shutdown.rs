@@ -28,6 +28,6 @@ fn clients_are_told_on_shutdown(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     clients_are_told_on_shutdown => clients_are_told_on_shutdown;
 }

@@ -132,6 +132,6 @@ fn allocations_per_proxied_request(io: Io) {
     assert!(per <= 4.0, "{io}: {per:.2} allocations per request");
 }
 
-per_backend! {
+shardline::per_backend! {
     allocations_per_proxied_request => allocations_per_proxied_request;
 }

@@ -234,7 +234,7 @@ fn consistent_hash_keeps_keys_when_a_backend_leaves(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     least_connections_sends_less_to_a_slow_backend => least_connections_sends_less_to_a_slow_backend;
     consistent_hash_on_a_header_is_sticky => consistent_hash_on_a_header_is_sticky;
     weighted_round_robin_follows_the_weights => weighted_round_robin_follows_the_weights;

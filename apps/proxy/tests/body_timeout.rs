@@ -263,7 +263,7 @@ fn the_access_log_names_the_client_address(io: Io) {
     );
 }
 
-per_backend! {
+shardline::per_backend! {
     the_access_log_names_the_client_address => the_access_log_names_the_client_address;
     stalled_bodies_get_408_and_never_take_a_backend_down => stalled_bodies_get_408_and_never_take_a_backend_down;
     a_slow_but_steady_body_is_served => a_slow_but_steady_body_is_served;

@@ -357,7 +357,7 @@ fn sighup_with_a_weight_over_the_limit_is_refused_and_logged(io: Io) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-per_backend! {
+shardline::per_backend! {
     sighup_reloads_the_config_file_and_ignores_an_invalid_one => sighup_reloads_the_config_file_and_ignores_an_invalid_one;
     quick_start_proxies_and_stops_on_sigterm => quick_start_proxies_and_stops_on_sigterm;
     a_weight_over_the_limit_is_refused_at_start => a_weight_over_the_limit_is_refused_at_start;

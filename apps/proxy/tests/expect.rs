@@ -254,7 +254,7 @@ fn http10_expectation_is_ignored(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     backends_100_reaches_the_client_before_the_body => backends_100_reaches_the_client_before_the_body;
     silent_backend_gets_the_proxys_100_once => silent_backend_gets_the_proxys_100_once;
     final_answer_before_the_body_ends_the_exchange => final_answer_before_the_body_ends_the_exchange;

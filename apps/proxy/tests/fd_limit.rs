@@ -616,7 +616,7 @@ fn http_connections_up_to_the_fd_limit_are_held_and_served(io: Io) {
     held_and_served(io, Mode::Http);
 }
 
-per_backend! {
+shardline::per_backend! {
     l4_connections_up_to_the_fd_limit_are_held_and_served => l4_connections_up_to_the_fd_limit_are_held_and_served;
     http_connections_up_to_the_fd_limit_are_held_and_served => http_connections_up_to_the_fd_limit_are_held_and_served;
 }

@@ -199,7 +199,7 @@ fn passive_5xx_takes_a_backend_down(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise => a_backend_killed_under_load_costs_no_request_and_comes_back_after_rise;
     an_unhealthy_backend_gets_no_traffic_until_it_recovers => an_unhealthy_backend_gets_no_traffic_until_it_recovers;
     every_backend_down_answers_503_or_fails_open => every_backend_down_answers_503_or_fails_open;

@@ -212,7 +212,7 @@ fn clients_past_max_connections_wait_their_turn(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     unreachable_backends_give_502 => unreachable_backends_give_502;
     refused_backend_fails_over_to_the_next => refused_backend_fails_over_to_the_next;
     silent_backend_gives_504 => silent_backend_gives_504;

@@ -332,7 +332,7 @@ fn http10_keep_alive_when_asked_and_possible(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     get_and_post_with_content_length => get_and_post_with_content_length;
     chunked_request_and_chunked_response_stream_through => chunked_request_and_chunked_response_stream_through;
     pipelined_requests_are_answered_in_order => pipelined_requests_are_answered_in_order;

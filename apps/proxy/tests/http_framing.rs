@@ -114,7 +114,7 @@ fn bad_chunk_mid_body_aborts_the_request(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     every_framing_violation_is_400_and_close_and_never_forwarded => every_framing_violation_is_400_and_close_and_never_forwarded;
     bytes_after_a_bad_request_are_not_parsed => bytes_after_a_bad_request_are_not_parsed;
     bad_chunk_mid_body_aborts_the_request => bad_chunk_mid_body_aborts_the_request;

@@ -707,7 +707,7 @@ fn slow_client_holds_the_backend_back(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     request_body_with_content_length => request_body_with_content_length;
     request_body_chunked => request_body_chunked;
     response_body_with_content_length => response_body_with_content_length;

@@ -130,7 +130,7 @@ fn shared_pool_config(backend: SocketAddr, interval_ms: u64) -> String {
     )
 }
 
-per_backend! {
+shardline::per_backend! {
     an_http_and_a_tcp_listener_are_served_by_one_server => an_http_and_a_tcp_listener_are_served_by_one_server;
     a_pool_shared_by_two_listeners_is_probed_once_per_interval => a_pool_shared_by_two_listeners_is_probed_once_per_interval;
 }

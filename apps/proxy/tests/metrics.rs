@@ -146,6 +146,6 @@ fn metrics_move_exactly_with_known_traffic_and_health(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     metrics_move_exactly_with_known_traffic_and_health => metrics_move_exactly_with_known_traffic_and_health;
 }

@@ -166,7 +166,7 @@ fn a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves(io: 
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     reload_switches_new_requests_while_established_connections_keep_working => reload_switches_new_requests_while_established_connections_keep_working;
     a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves => a_reload_with_a_weight_over_the_limit_is_refused_and_the_old_pool_serves;
 }

@@ -145,7 +145,7 @@ fn l4_sessions_relay_until_a_side_finishes(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     requests_in_flight_finish_and_idle_clients_are_closed => requests_in_flight_finish_and_idle_clients_are_closed;
     l4_sessions_relay_until_a_side_finishes => l4_sessions_relay_until_a_side_finishes;
 }

@@ -270,7 +270,7 @@ fn switching_to_splice_mid_stream_keeps_the_order(io: Io) {
     assert!(proxy.metrics().total().relays_started >= 1, "{io}: spliced");
 }
 
-per_backend! {
+shardline::per_backend! {
     bulk_streams_both_ways_with_half_close_go_through_pipes => bulk_streams_both_ways_with_half_close_go_through_pipes;
     a_pool_of_one_pipe_serves_several_sessions => a_pool_of_one_pipe_serves_several_sessions;
     a_stalled_destination_pauses_the_source => a_stalled_destination_pauses_the_source;

@@ -192,7 +192,7 @@ fn backend_half_close_reaches_the_client_and_the_client_goes_on(io: Io) {
     }
 }
 
-per_backend! {
+shardline::per_backend! {
     relays_large_random_streams_both_ways_with_half_close => relays_large_random_streams_both_ways_with_half_close;
     refused_backend_fails_over_to_the_next => refused_backend_fails_over_to_the_next;
     client_is_closed_when_every_backend_fails => client_is_closed_when_every_backend_fails;

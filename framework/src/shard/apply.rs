@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::{
     conn::Phase,
     core::{Notice, TimerPayload},
-    dispatch::{guarded, present, with_state},
+    dispatch::{connect_failed, guarded, present, with_state},
     recycle, Shard,
 };
 use crate::handler::{CloseReason, ConnId, Handler, TimerId};
@@ -151,11 +151,7 @@ impl<H: Handler> Shard<H> {
             app,
             ..
         } = self;
-        if let Some(mut st) = app.take(id) {
-            guarded(core, mail, app, None, |ctx| {
-                handler.on_connect(ctx, id, &mut st, Err(err))
-            });
-        }
+        connect_failed(core, mail, app, handler, id, err);
     }
 
     /// Ends the relays `id` takes part in (it is being released): their ops are
@@ -234,12 +230,8 @@ impl<H: Handler> Shard<H> {
                         app,
                         ..
                     } = self;
-                    // An interval hands out a copy and keeps its payload; a one-shot
-                    // timer hands over the payload itself.
-                    let payload = match app.timers.get(slot).map(|t| t.clone) {
-                        Some(Some(clone)) => clone(&app.timers[slot].payload),
-                        Some(None) => app.timers.remove(slot).payload,
-                        None => continue,
+                    let Some(payload) = app.fire_timer(slot) else {
+                        continue;
                     };
                     guarded(core, mail, app, None, |ctx| {
                         handler.on_timer(ctx, TimerId(key), payload)

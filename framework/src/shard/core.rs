@@ -407,14 +407,11 @@ impl Core {
 
     /// Cancels a handler's timer; the key of its payload if it was pending.
     pub(crate) fn cancel_timer(&mut self, timer: TimerId) -> Option<usize> {
+        // A `TimerId` is only ever made for a handler's timer, and the wheel's keys
+        // are generation-checked, so this never names a linger timer.
         match self.timers.cancel(timer.0)? {
             TimerPayload::User(key) => Some(key),
-            other => {
-                // Not the handler's (a stale id can only name the handler's own
-                // timers, but keep the framework's timer if it ever did).
-                let _ = other;
-                None
-            }
+            TimerPayload::Linger(_) => None,
         }
     }
 }

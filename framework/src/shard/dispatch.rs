@@ -78,6 +78,23 @@ pub(super) fn with_state<H: Handler, R>(
     r
 }
 
+/// An outbound connect failed: the handler hears it in `on_connect` with the
+/// connection's state, which is dropped after (no `on_close` follows).
+pub(super) fn connect_failed<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    id: ConnId,
+    err: std::io::Error,
+) {
+    if let Some(mut st) = app.take(id) {
+        guarded(core, mail, app, None, |ctx| {
+            handler.on_connect(ctx, id, &mut st, Err(err))
+        });
+    }
+}
+
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -215,11 +232,7 @@ pub(super) fn dispatch<H: Handler>(
                     // Never live, so released without `on_close`; the handler hears
                     // it here, before the id can be reused, and its state goes.
                     core.close_now(id, CloseReason::Io(e.kind()));
-                    if let Some(mut st) = app.take(id) {
-                        guarded(core, mail, app, None, |ctx| {
-                            handler.on_connect(ctx, id, &mut st, Err(e))
-                        });
-                    }
+                    connect_failed(core, mail, app, handler, id, e);
                 }
             }
         }

@@ -65,7 +65,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     type Msg = ();
-    type Timer = u64;
+    type Timer = ();
     type Conn = ();
     type Listener = ();
 
@@ -121,25 +121,4 @@ pub fn shutdown_within<M: Send + 'static>(server: RunningServer<M>, io: Io) {
         Ok(result) => result.unwrap_or_else(|e| panic!("{io}: clean shutdown: {e}")),
         Err(_) => panic!("{io}: server did not stop within {LIMIT:?}"),
     }
-}
-
-/// Generates one `#[test]` per backend from a function taking the backend:
-/// `per_backend! { name => body_fn; }` makes `name::uring` and `name::epoll`, so a
-/// failure on one backend never hides the other's result.
-#[macro_export]
-macro_rules! per_backend {
-    ($($name:ident => $body:ident;)+) => {
-        $(
-            mod $name {
-                #[test]
-                fn uring() {
-                    super::$body(shardline::Io::Uring)
-                }
-                #[test]
-                fn epoll() {
-                    super::$body(shardline::Io::Epoll)
-                }
-            }
-        )+
-    };
 }

@@ -571,24 +571,3 @@ impl Client {
         lines
     }
 }
-
-/// Generates one `#[test]` per backend from a function taking the backend:
-/// `per_backend! { name => body_fn; }` makes `name::uring` and `name::epoll`, so
-/// a failure on one backend never hides the other's result.
-#[macro_export]
-macro_rules! per_backend {
-    ($($name:ident => $body:ident;)+) => {
-        $(
-            mod $name {
-                #[test]
-                fn uring() {
-                    super::$body(shardline::Io::Uring)
-                }
-                #[test]
-                fn epoll() {
-                    super::$body(shardline::Io::Epoll)
-                }
-            }
-        )+
-    };
-}

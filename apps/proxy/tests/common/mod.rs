@@ -38,27 +38,6 @@ pub fn io_name(io: Io) -> &'static str {
     }
 }
 
-/// Generates one `#[test]` per backend from a function taking the backend:
-/// `per_backend! { name => body_fn; }` makes `name::uring` and `name::epoll`,
-/// so a failure on one backend never hides the other's result.
-#[macro_export]
-macro_rules! per_backend {
-    ($($name:ident => $body:ident;)+) => {
-        $(
-            mod $name {
-                #[test]
-                fn uring() {
-                    super::$body(shardline::Io::Uring)
-                }
-                #[test]
-                fn epoll() {
-                    super::$body(shardline::Io::Epoll)
-                }
-            }
-        )+
-    };
-}
-
 /// Logs to the test's captured output; `RUST_LOG` controls the level.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
