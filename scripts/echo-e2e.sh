@@ -35,3 +35,31 @@ for combo in uring:reuseport uring:exclusive uring:handoff epoll:reuseport epoll
     rm -f "$log"
     port=$((port + 1))
 done
+# TLS: the same check over 1,000 concurrent TLS connections, on each backend, with a
+# certificate the server makes at start (--tls) and echo_check verifying it.
+for io in uring epoll; do
+    log=$(mktemp)
+    dir=$(mktemp -d)
+    target/release/examples/echo --addr "127.0.0.1:$port" --shards 2 --io "$io" --tls --tls-dir "$dir" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        grep -q "server started" "$log" && break
+        sleep 0.1
+    done
+    if ! timeout 180 target/release/examples/echo_check --addr "127.0.0.1:$port" --conns 1000 --timeout 170 --tls-ca "$dir/ca.pem"; then
+        kill -9 "$pid" 2>/dev/null || true
+        cat "$log"
+        exit 1
+    fi
+    kill -TERM "$pid"
+    status=0
+    wait "$pid" || status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "echo-e2e: tls $io: server exited with status $status"
+        cat "$log"
+        exit 1
+    fi
+    echo "echo-e2e: tls $io ok"
+    rm -rf "$log" "$dir"
+    port=$((port + 1))
+done

@@ -2,7 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p shardline --example echo -- --addr 127.0.0.1:7000 --shards 2 --io auto
+//! cargo run --release -p shardline --example echo -- --tls            # self-signed, made now
+//! cargo run --release -p shardline --example echo -- --tls-cert c.pem --tls-key k.pem
 //! ```
+//!
+//! With `--tls` the server makes a CA and a certificate for `localhost` at start
+//! and writes the CA to `--tls-dir` (default: a directory under /tmp, logged), so
+//! a client can verify it: `openssl s_client -connect 127.0.0.1:7000 -CAfile
+//! DIR/ca.pem`, or `echo_check --tls-ca DIR/ca.pem`.
 //!
 //! Backpressure: when a client sends faster than it reads, its outbound queue passes
 //! the high-water mark and the server stops reading from it until the queue drains,
@@ -26,6 +33,45 @@ struct Args {
     /// Disable TCP_NODELAY on accepted sockets.
     #[arg(long)]
     no_nodelay: bool,
+    /// Serve TLS with a certificate for `localhost` made at start (its CA is
+    /// written to `--tls-dir`).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: bool,
+    /// Where `--tls` writes ca.pem, cert.pem and key.pem.
+    #[arg(long, requires = "tls")]
+    tls_dir: Option<std::path::PathBuf>,
+    /// Serve TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// Makes a CA and a `localhost` certificate signed by it in `dir`.
+fn make_certificate(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names, or the leaf looks self-signed to OpenSSL.
+    ca.distinguished_name
+        .push(DnType::CommonName, "Shardline echo example CA");
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate()?;
+    let cert = leaf.signed_by(&key, &issuer)?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((cert_path, key_path))
 }
 
 struct Echo;
@@ -74,9 +120,26 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let builder = Server::builder()
-        .listen(args.addr)
-        .tcp_nodelay(!args.no_nodelay);
+    let files = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ if args.tls => {
+            let dir = args.tls_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("shardline-echo-tls-{}", std::process::id()))
+            });
+            let files = make_certificate(&dir)?;
+            tracing::info!(ca = %dir.join("ca.pem").display(), "TLS certificate for localhost made");
+            Some(files)
+        }
+        _ => None,
+    };
+    let builder = match files {
+        Some((cert, key)) => {
+            let tls = shardline::TlsAcceptor::from_files(cert, key).context("loading TLS files")?;
+            Server::builder().listen_tls(args.addr, tls)
+        }
+        None => Server::builder().listen(args.addr),
+    };
+    let builder = builder.tcp_nodelay(!args.no_nodelay);
     let server = args
         .server
         .apply(builder)

@@ -27,7 +27,7 @@ struct Args {
     seed: u64,
     /// Ping-pong mode: each connection sends `--msg-size` bytes and waits for the
     /// echo, this many times (checks bytes and reports round trips per second).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_ca")]
     rounds: Option<usize>,
     /// Message size in ping-pong mode.
     #[arg(long, default_value_t = 100)]
@@ -35,6 +35,38 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Connect with TLS, trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The server name TLS checks the certificate against (and sends as SNI).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
+}
+
+/// The TLS client configuration for `--tls-ca`.
+fn tls_client(a: &Args) -> Option<echo_client::TlsClient> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let ca = a.tls_ca.as_ref()?;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| {
+            eprintln!("FAILED: {}: {e}", ca.display());
+            std::process::exit(2);
+        });
+    roots.add_parsable_certificates(certs);
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("rustls supports its default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(a.tls_name.clone()).unwrap_or_else(|_| {
+        eprintln!("FAILED: {:?} is not a server name", a.tls_name);
+        std::process::exit(2);
+    });
+    Some((std::sync::Arc::new(config), name))
 }
 
 fn main() {
@@ -62,8 +94,10 @@ fn main() {
         }
         return;
     }
-    let report = echo_client::check(
+    let tls = tls_client(&a);
+    let report = echo_client::check_with(
         a.addr,
+        tls.as_ref(),
         a.conns,
         |i| echo_client::size_for(a.seed, i, a.max_size),
         a.seed,

@@ -44,6 +44,9 @@ pub enum CloseReason {
     HandlerPanic,
     /// The server shut down.
     Shutdown,
+    /// The TLS session failed: bad input, a failed handshake or its timeout (the
+    /// log at `debug` says which).
+    Tls,
 }
 
 impl fmt::Display for CloseReason {
@@ -56,6 +59,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
             CloseReason::HandlerPanic => f.write_str("handler panicked"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::Tls => f.write_str("TLS failure"),
         }
     }
 }
@@ -326,6 +330,48 @@ impl<H: Handler> Ctx<'_, H> {
         let id = self.core.start_connect(addr)?;
         self.app.put(id, state);
         Ok(id)
+    }
+
+    /// Opens an outbound TLS connection to `addr`, verifying the server's
+    /// certificate against `connector`'s CAs for `server_name` (also sent as SNI).
+    /// [`Handler::on_connect`] comes once the handshake is done (`Ok`; see
+    /// [`Ctx::tls`]) or failed (`Err`, kind `InvalidData` for a TLS failure,
+    /// `TimedOut` past the handshake timeout). Bytes sent before are held and
+    /// encrypted after the handshake. Fails now for a `server_name` that is not a
+    /// DNS name or IP address (`InvalidInput`) or if no socket can be created;
+    /// `state` is then dropped.
+    pub fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        connector: &crate::tls::TlsConnector,
+        server_name: &str,
+        state: H::Conn,
+    ) -> io::Result<ConnId> {
+        let name =
+            rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{server_name:?} is not a valid TLS server name"),
+                )
+            })?;
+        let id = self.core.start_connect(addr)?;
+        if let Err(e) =
+            self.core
+                .tls_connect(id, connector.config.clone(), name, server_name.to_string())
+        {
+            self.core.remove(id);
+            // Queued for connect: it is skipped once the id is stale.
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()));
+        }
+        self.app.put(id, state);
+        Ok(id)
+    }
+
+    /// What `conn`'s TLS session negotiated (SNI, ALPN, version, cipher suite,
+    /// the peer certificate's fingerprint), or `None` for a connection without
+    /// TLS or an unknown id.
+    pub fn tls(&self, conn: ConnId) -> Option<&crate::tls::TlsInfo> {
+        self.core.tls_info(conn)
     }
 
     /// The state of another connection of this shard (not the one the current

@@ -50,6 +50,7 @@ pub mod numa;
 mod outbox;
 mod server;
 mod shard;
+pub mod tls;
 mod types;
 
 pub use accept::{AcceptMode, Balance};
@@ -67,6 +68,7 @@ pub use server::{
     Backend, Io, Limits, PostError, Remote, RunningServer, Server, ServerBuilder, ShutdownHandle,
 };
 pub use shard::{mailbox::Full, relay::SpliceError};
+pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};
 
 /// Environment variable that makes the io_uring probe fail (any non-empty value other
 /// than `0`), so that `Io::Auto` falls back to epoll on a machine that has io_uring.

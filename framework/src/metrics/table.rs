@@ -155,6 +155,18 @@ shard_counters! {
             "Splice relays started (Ctx::splice_into; each got a pipe).",
         bytes_spliced: counter "shardline_spliced_bytes_total"
             "Bytes moved through splice relay pipes (also counted as received and sent).",
+        tls_handshakes: counter "shardline_tls_handshakes_total"
+            "TLS handshakes completed (inbound and outbound).",
+        tls_resumed: counter "shardline_tls_resumed_total"
+            "TLS handshakes that resumed a session (a ticket).",
+        tls_failed: counter "shardline_tls_failed_total"
+            "TLS sessions ended by bad input or a failed handshake (alert sent where possible).",
+        tls_timeouts: counter "shardline_tls_handshake_timeouts_total"
+            "TLS handshakes not finished within the handshake timeout.",
+        tls_handshaking: gauge "shardline_tls_handshakes_in_progress"
+            "TLS handshakes in progress now (at most the per-shard cap).",
+        tls_waiting: gauge "shardline_tls_handshakes_waiting"
+            "Connections waiting for a handshake slot (the per-shard cap was reached).",
     }
     mailbox {
         msgs_sent <- sent: counter "shardline_mailbox_sent_total"

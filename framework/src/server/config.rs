@@ -73,6 +73,10 @@ pub struct ServerBuilder {
     pub(crate) listen: Vec<SocketAddr>,
     /// The application's value for each of `listen`, same order.
     pub(crate) listener_values: Vec<ListenerValue>,
+    /// The TLS configuration of each of `listen` (`None`: plain TCP), same order.
+    pub(crate) listener_tls: Vec<Option<crate::tls::TlsAcceptor>>,
+    pub(crate) tls_handshake_timeout: Duration,
+    pub(crate) tls_max_handshakes: usize,
     pub(crate) tcp_nodelay: bool,
     pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
@@ -103,6 +107,9 @@ impl Default for ServerBuilder {
             io: Io::Auto,
             listen: Vec::new(),
             listener_values: Vec::new(),
+            listener_tls: Vec::new(),
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_max_handshakes: 64,
             tcp_nodelay: true,
             limits: Limits::default(),
             shutdown_timeout: Duration::from_secs(10),
@@ -164,6 +171,48 @@ impl ServerBuilder {
             value: Arc::new(value),
             type_name: std::any::type_name::<L>(),
         });
+        self.listener_tls.push(None);
+        self
+    }
+
+    /// Adds a TLS listener: like [`listen`](ServerBuilder::listen), but every
+    /// connection it takes does a TLS handshake with `tls` first; the handler hears
+    /// of it (`on_accept`) once that is done and sees only plaintext (see
+    /// [`crate::tls`]). Keep a clone of `tls` to reload its certificates.
+    #[must_use]
+    pub fn listen_tls(self, addr: SocketAddr, tls: crate::tls::TlsAcceptor) -> Self {
+        self.listen_tls_with(addr, tls, ())
+    }
+
+    /// A TLS listener with a value, like [`listen_with`](ServerBuilder::listen_with).
+    #[must_use]
+    pub fn listen_tls_with<L: Send + Sync + 'static>(
+        mut self,
+        addr: SocketAddr,
+        tls: crate::tls::TlsAcceptor,
+        value: L,
+    ) -> Self {
+        self = self.listen_with(addr, value);
+        if let Some(last) = self.listener_tls.last_mut() {
+            *last = Some(tls);
+        }
+        self
+    }
+
+    /// How long a TLS handshake may take, waiting for a slot included, before the
+    /// connection is closed (inbound), or `on_connect` reports `TimedOut`
+    /// (outbound). Default 10 s.
+    #[must_use]
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tls_handshake_timeout = timeout;
+        self
+    }
+
+    /// Most inbound TLS handshakes in progress at once on one shard (at least 1);
+    /// connections past it wait, unread, for a slot. Default 64.
+    #[must_use]
+    pub fn tls_max_handshakes(mut self, max: usize) -> Self {
+        self.tls_max_handshakes = max.max(1);
         self
     }
 
@@ -316,6 +365,8 @@ impl ServerBuilder {
             pipe_size: self.pipe_size,
             shutdown_timeout: self.shutdown_timeout,
             max_conns: self.shard_cap(shards),
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            tls_max_handshakes: self.tls_max_handshakes,
         }
     }
 

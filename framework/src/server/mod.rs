@@ -260,7 +260,8 @@ impl<M: Send + 'static> Server<M> {
         let listeners: Arc<[_]> = local_addrs
             .iter()
             .zip(&self.config.listener_values)
-            .map(|(addr, v)| (*addr, v.value.clone()))
+            .zip(&self.config.listener_tls)
+            .map(|((addr, v), tls)| (*addr, v.value.clone(), tls.clone()))
             .collect();
         let metrics = Metrics::new(shards, Some(mail.stats));
         // Started before the shards (a bind failure stops nothing), and stopped by

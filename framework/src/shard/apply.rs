@@ -177,6 +177,7 @@ impl<H: Handler> Shard<H> {
 
     pub(super) fn release(&mut self, id: ConnId) {
         self.end_relays(id);
+        self.core.tls_handshake_over(id);
         let Some(conn) = self.core.remove(id) else {
             return;
         };
@@ -192,6 +193,13 @@ impl<H: Handler> Shard<H> {
         };
         let was_live = conn.live;
         let inbound = conn.inbound;
+        // An outbound TLS connection that failed in its handshake: the handler
+        // hears it in `on_connect` (it closed it itself: nothing, as for a plain
+        // connect).
+        let failed_handshake = !was_live
+            && !inbound
+            && conn.tls.is_some()
+            && matches!(reason, CloseReason::Io(_) | CloseReason::Tls);
         drop(conn); // closes the socket
         let m = self.core.metrics();
         m.conns_closed.add(1);
@@ -202,6 +210,22 @@ impl<H: Handler> Shard<H> {
             m.conns_live.sub(1);
         }
         debug!(conn = %id, %reason, "connection closed");
+        if failed_handshake {
+            let kind = match reason {
+                CloseReason::Io(kind) => kind,
+                _ => std::io::ErrorKind::InvalidData,
+            };
+            let err = std::io::Error::new(kind, format!("TLS handshake failed: {reason}"));
+            let Shard {
+                core,
+                handler,
+                mail,
+                app,
+                ..
+            } = self;
+            connect_failed(core, mail, app, handler, id, err);
+            return;
+        }
         let state = self.app.take(id);
         if let (true, Some(state)) = (was_live, state) {
             let Shard {
@@ -236,6 +260,18 @@ impl<H: Handler> Shard<H> {
                     guarded(core, mail, app, None, |ctx| {
                         handler.on_timer(ctx, TimerId(key), payload)
                     });
+                }
+                TimerPayload::TlsHandshake(id) => {
+                    let Some(tls) = self.core.get_mut(id).and_then(|c| c.tls.as_mut()) else {
+                        continue;
+                    };
+                    tls.timer = None;
+                    if tls.handshaking {
+                        debug!(conn = %id, "TLS handshake timed out; closing");
+                        self.core.metrics().tls_timeouts.add(1);
+                        self.core
+                            .close_now(id, CloseReason::Io(std::io::ErrorKind::TimedOut));
+                    }
                 }
                 TimerPayload::Linger(id) => {
                     if let Some(conn) = self.core.get_mut(id) {

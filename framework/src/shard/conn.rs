@@ -81,6 +81,8 @@ pub(crate) struct Conn {
     /// The op in the send slot (`sending`) is a relay's drain (pipe -> socket),
     /// not a send of `out`.
     pub(crate) draining: bool,
+    /// The TLS session, on a TLS connection (`out` then holds records).
+    pub(crate) tls: Option<Box<super::tls::TlsConn>>,
 }
 
 impl Conn {
@@ -118,6 +120,7 @@ impl Conn {
             relay_out: None,
             relay_in: None,
             draining: false,
+            tls: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub(crate) enum TimerPayload {
     User(usize),
     /// A closing connection's deadline.
     Linger(ConnId),
+    /// A TLS handshake's deadline.
+    TlsHandshake(ConnId),
 }
 
 /// A callback the loop owes the handler, queued because handlers are never
@@ -77,6 +79,8 @@ pub(crate) struct Core {
     pub(crate) pipes: PipePool,
     /// Relay sources that may have a fill to issue.
     pub(crate) to_fill: Vec<ConnId>,
+    /// Handshake slots and the waiting line of TLS connections.
+    pub(crate) tls: super::tls::TlsShard,
 }
 
 impl Core {
@@ -104,6 +108,7 @@ impl Core {
             relays: Slab::new(),
             pipes: PipePool::new(0, 0),
             to_fill: Vec::new(),
+            tls: super::tls::TlsShard::new(64, Duration::from_secs(10)),
         }
     }
 
@@ -192,13 +197,20 @@ impl Core {
     pub(crate) fn continue_shutdown(&mut self, id: ConnId) {
         let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
-        if !conn.shut_pending || conn.sending || conn.phase != Phase::Open {
+        // A TLS handshake in progress finishes first (its end calls this again).
+        if !conn.shut_pending || conn.sending || conn.phase != Phase::Open || conn.tls_handshaking()
+        {
             return;
         }
-        if !conn.out.is_empty() || piped > 0 {
+        if conn.pending_len() > 0 || piped > 0 {
             self.list_flush(id);
             return;
         }
+        if self.tls_close_notify(id) {
+            self.list_flush(id);
+            return;
+        }
+        let Some(conn) = self.get_mut(id) else { return };
         conn.shut_pending = false;
         if !conn.write_shut {
             conn.write_shut = true;
@@ -231,12 +243,18 @@ impl Core {
     }
 
     pub(crate) fn queue_copy(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
-        self.writable(id)?.out.push_copy(data);
+        let conn = self.writable(id)?;
+        if !Core::tls_queue(conn, Ok(data)) {
+            conn.out.push_copy(data);
+        }
         self.after_queue(id)
     }
 
     pub(crate) fn queue_shared(&mut self, id: ConnId, buf: &Bytes) -> Result<(), SendError> {
-        self.writable(id)?.out.push_shared(buf);
+        let conn = self.writable(id)?;
+        if !Core::tls_queue(conn, Err(buf)) {
+            conn.out.push_shared(buf);
+        }
         self.after_queue(id)
     }
 
@@ -246,7 +264,7 @@ impl Core {
         let Some(conn) = self.get_mut(id) else {
             return Err(SendError::UnknownConn);
         };
-        let queued = conn.out.len();
+        let queued = conn.pending_len();
         if queued > limits.send_hard_limit {
             self.metrics().closed_send_queue_full.add(1);
             self.close_now(id, CloseReason::SendQueueFull);
@@ -291,6 +309,7 @@ impl Core {
         };
         conn.phase = Phase::Closing(reason);
         conn.backpressured = false;
+        self.tls_closing(id);
         let key = self
             .timers
             .insert(Instant::now() + linger, None, TimerPayload::Linger(id));
@@ -309,10 +328,15 @@ impl Core {
         if !conn.is_closing() || conn.sending {
             return;
         }
-        if !conn.out.is_empty() || piped > 0 {
+        if conn.pending_len() > 0 || piped > 0 {
             self.list_flush(id);
             return;
         }
+        if self.tls_close_notify(id) {
+            self.list_flush(id);
+            return;
+        }
+        let Some(conn) = self.get_mut(id) else { return };
         if !conn.write_shut {
             conn.write_shut = true;
             let _ = conn.socket.shutdown(std::net::Shutdown::Write);
@@ -349,6 +373,10 @@ impl Core {
             conn.phase = Phase::Closing(reason);
         }
         conn.out.clear();
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.plain.clear();
+            tls.notify_done = true;
+        }
         conn.eof = true;
         conn.write_shut = true;
         self.release_later(id);
@@ -386,7 +414,7 @@ impl Core {
     }
 
     pub(crate) fn queued_bytes(&self, id: ConnId) -> Option<usize> {
-        self.get(id).map(|c| c.out.len())
+        self.get(id).map(|c| c.pending_len())
     }
 
     pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
@@ -411,7 +439,7 @@ impl Core {
         // are generation-checked, so this never names a linger timer.
         match self.timers.cancel(timer.0)? {
             TimerPayload::User(key) => Some(key),
-            TimerPayload::Linger(_) => None,
+            TimerPayload::Linger(_) | TimerPayload::TlsHandshake(_) => None,
         }
     }
 }

@@ -22,9 +22,16 @@ use crate::{
     handler::{AppState, CloseReason, ConnId, Ctx, Handler, Listener, ListenerId},
 };
 
-/// The shard's listeners in the builder's order: bound address and the
-/// application's value.
-pub(crate) type Listeners<L> = Vec<(std::net::SocketAddr, std::sync::Arc<L>)>;
+/// One of the shard's listeners: bound address, the application's value, and the
+/// TLS configuration of a TLS listener.
+pub(crate) struct ListenerSlot<L> {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) value: std::sync::Arc<L>,
+    pub(crate) tls: Option<crate::tls::TlsAcceptor>,
+}
+
+/// The shard's listeners in the builder's order.
+pub(crate) type Listeners<L> = Vec<ListenerSlot<L>>;
 
 /// Calls into the handler with a `Ctx`, catching a panic: the connection concerned
 /// (if any) is closed with `HandlerPanic`, the shard goes on.
@@ -145,17 +152,11 @@ pub(super) fn dispatch<H: Handler>(
                 core.relay_late_data(id, data);
                 return;
             }
-            if !conn.reading {
-                // Arrived after a pause took effect in the handler but before the
-                // driver stopped reading: keep it for resume.
-                conn.input.extend_from_slice(data);
-                conn.unpresented = true;
-                if conn.input.len() > core.limits.max_input {
-                    core.close_now(id, CloseReason::InputBufferFull);
-                }
+            if conn.tls.is_some() {
+                tls_data(core, mail, app, handler, listeners, id, data);
                 return;
             }
-            present(core, mail, app, handler, id, data);
+            deliver(core, mail, app, handler, id, data);
         }
         Completion::ReadClosed { conn: id, error } => {
             let Some(conn) = core.get_mut(id) else { return };
@@ -164,7 +165,18 @@ pub(super) fn dispatch<H: Handler>(
                 core.close_now(id, CloseReason::Io(e.kind()));
                 return;
             }
-            conn.eof = true;
+            let already = std::mem::replace(&mut conn.eof, true);
+            if already && conn.phase == Phase::Open {
+                // The TLS peer's close_notify was the end of the stream.
+                return;
+            }
+            if conn.tls_handshaking() {
+                // The peer gave up during the handshake (an outbound connection's
+                // handler hears it in `on_connect`, at the release).
+                core.metrics().tls_failed.add(1);
+                core.close_now(id, CloseReason::Io(std::io::ErrorKind::UnexpectedEof));
+                return;
+            }
             if conn.relay_out.is_some() && conn.phase == Phase::Open {
                 core.relay_eof(id);
                 return;
@@ -190,7 +202,7 @@ pub(super) fn dispatch<H: Handler>(
             match result {
                 Ok(n) => {
                     conn.out.advance(n);
-                    let drained = conn.backpressured && conn.out.len() <= limits.send_low_water;
+                    let drained = conn.backpressured && conn.pending_len() <= limits.send_low_water;
                     if drained {
                         conn.backpressured = false;
                     }
@@ -215,6 +227,12 @@ pub(super) fn dispatch<H: Handler>(
                 return;
             }
             match result {
+                Ok(()) if conn.tls.is_some() => {
+                    // Open, but the handler hears `on_connect` after the handshake.
+                    conn.phase = Phase::Open;
+                    core.read_changes.push(id);
+                    core.tls_connected(id);
+                }
                 Ok(()) => {
                     conn.phase = Phase::Open;
                     conn.live = true;
@@ -264,16 +282,10 @@ pub(super) fn accepted<H: Handler>(
     }
     let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
     let id = core.insert(socket, peer, Phase::Open);
-    let m = core.metrics();
-    m.conns_accepted.add(1);
-    m.conns_live.add(1);
-    if let Some(conn) = core.get_mut(id) {
-        conn.live = true;
-    }
+    core.metrics().conns_accepted.add(1);
     core.to_register.push(id);
-    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    debug!(shard = core.shard.0, conn = %id, %peer, "connection accepted");
-    let Some((addr, value)) = listeners.get(listener) else {
+    debug!(shard = core.shard.0, conn = %id, ?peer, "connection accepted");
+    let Some(slot) = listeners.get(listener) else {
         warn!(
             shard = core.shard.0,
             listener, "connection from an unknown listener; closing it"
@@ -281,10 +293,46 @@ pub(super) fn accepted<H: Handler>(
         core.close_now(id, CloseReason::Closed);
         return;
     };
+    if core.shutting_down {
+        // Accepted after shutdown began (queued in the backlog, or a late
+        // completion): served, then closed like every other connection.
+        if slot.tls.is_some() {
+            // Not worth a handshake: the handler never hears of it.
+            core.close_now(id, CloseReason::Shutdown);
+            return;
+        }
+    }
+    match &slot.tls {
+        // The handler hears of it once the handshake is done (`tls_data`).
+        Some(tls) => core.tls_accept(id, tls.config(), listener),
+        None => announce(core, mail, app, handler, listeners, listener, id),
+    }
+}
+
+/// Makes an accepted connection live and tells the handler (`on_accept`): at
+/// accept, or for TLS once the handshake is done.
+fn announce<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    listeners: &Listeners<H::Listener>,
+    listener: usize,
+    id: ConnId,
+) {
+    let Some(conn) = core.get_mut(id) else { return };
+    conn.live = true;
+    let peer = conn
+        .peer
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    core.metrics().conns_live.add(1);
+    let Some(slot) = listeners.get(listener) else {
+        return;
+    };
     let info = Listener {
         id: ListenerId(listener),
-        addr: *addr,
-        value: &**value,
+        addr: slot.addr,
+        value: &*slot.value,
     };
     let state = guarded(core, mail, app, Some(id), |ctx| {
         handler.on_accept(ctx, id, info, peer)
@@ -293,10 +341,134 @@ pub(super) fn accepted<H: Handler>(
         app.put(id, state);
     }
     if core.shutting_down {
-        // Accepted after shutdown began (queued in the backlog, or a late
-        // completion): served, then closed like every other connection.
         core.close_graceful(id, CloseReason::Shutdown);
     }
+}
+
+/// Bytes read from a connection, for the handler: presented now, or kept while
+/// reading is paused.
+fn deliver<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    id: ConnId,
+    data: &[u8],
+) {
+    let max_input = core.limits.max_input;
+    let Some(conn) = core.get_mut(id).filter(|c| c.phase == Phase::Open) else {
+        return;
+    };
+    if !conn.reading {
+        // Arrived after a pause took effect in the handler but before the
+        // driver stopped reading: keep it for resume.
+        conn.input.extend_from_slice(data);
+        conn.unpresented = true;
+        if conn.input.len() > max_input {
+            core.close_now(id, CloseReason::InputBufferFull);
+        }
+        return;
+    }
+    present(core, mail, app, handler, id, data);
+}
+
+/// Bytes read from a TLS connection: through its session, then (decrypted) to the
+/// handler. The end of the handshake announces the connection.
+fn tls_data<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    listeners: &Listeners<H::Listener>,
+    id: ConnId,
+    data: &[u8],
+) {
+    let mut plain = std::mem::take(&mut core.tls.scratch);
+    plain.clear();
+    let shard = core.shard.0;
+    let Some(conn) = core.get_mut(id) else { return };
+    let inbound = conn.inbound;
+    let Some(tls) = conn.tls.as_mut() else { return };
+    let handshaking = tls.handshaking;
+    let result = tls.read(data, &mut plain, &mut conn.out);
+    if !conn.out.is_empty() {
+        core.list_flush(id);
+    }
+    match result {
+        Err(e) => {
+            debug!(shard, conn = %id, error = %e, handshaking, inbound, "TLS session failed");
+            if handshaking && !inbound {
+                // No alert waits: the handler hears `on_connect(Err)` now (at the
+                // release, this turn).
+                core.metrics().tls_failed.add(1);
+                core.close_now(id, CloseReason::Tls);
+            } else {
+                core.tls_failed(id);
+            }
+        }
+        Ok(outcome) => {
+            if outcome.handshake_done {
+                tls_established(core, mail, app, handler, listeners, id);
+            }
+            if !plain.is_empty() {
+                deliver(core, mail, app, handler, id, &plain);
+            }
+            if outcome.peer_closed {
+                if let Some(conn) = core.get_mut(id).filter(|c| c.phase == Phase::Open) {
+                    conn.eof = true;
+                    core.read_changes.push(id);
+                    core.notices.push(Notice::Eof(id));
+                }
+            }
+        }
+    }
+    plain.clear();
+    if plain.capacity() > 64 << 10 {
+        plain = Vec::new();
+    }
+    core.tls.scratch = plain;
+}
+
+/// A handshake finished: the connection becomes live and the handler hears of it
+/// (`on_accept`, or `on_connect` for an outbound one).
+fn tls_established<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    listeners: &Listeners<H::Listener>,
+    id: ConnId,
+) {
+    core.tls_handshake_over(id);
+    let Some(conn) = core.get_mut(id) else { return };
+    let Some(tls) = conn.tls.as_mut() else { return };
+    let info = crate::tls::session_info(&tls.session, tls.server_name.clone());
+    let resumed = info.resumed;
+    let listener = tls.listener;
+    debug!(conn = %id, version = info.version, cipher = info.cipher, sni = ?info.server_name, resumed, "TLS handshake done");
+    tls.info = Some(info);
+    let inbound = conn.inbound;
+    let m = core.metrics();
+    m.tls_handshakes.add(1);
+    if resumed {
+        m.tls_resumed.add(1);
+    }
+    // Plaintext queued during the handshake goes out now.
+    core.list_flush(id);
+    if inbound {
+        announce(core, mail, app, handler, listeners, listener, id);
+    } else {
+        if let Some(conn) = core.get_mut(id) {
+            conn.live = true;
+        }
+        let m = core.metrics();
+        m.conns_connected.add(1);
+        m.conns_live.add(1);
+        with_state(core, mail, app, handler, id, |h, ctx, st| {
+            h.on_connect(ctx, id, st, Ok(()))
+        });
+    }
+    core.continue_shutdown(id);
 }
 
 /// Hands the connection's pending input plus `data` to `on_data`, keeping whatever

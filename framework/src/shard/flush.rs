@@ -46,7 +46,9 @@ impl<H: Handler> Shard<H> {
                 conn.flush_listed = false;
                 return false;
             }
-            if conn.out.is_empty() {
+            // A TLS connection's plaintext counts once its handshake is done.
+            let sendable = conn.out.len() + conn.tls.as_ref().map_or(0, |t| t.encryptable());
+            if sendable == 0 {
                 conn.flush_listed = false;
                 let (relay_in, fd) = (conn.relay_in, conn.socket.as_raw_fd());
                 // Nothing queued: the turn of the pipe relayed into it, if any.
@@ -65,9 +67,8 @@ impl<H: Handler> Shard<H> {
                 // Write coalescing: hold small output until its oldest byte is due,
                 // unless the connection is on its way out.
                 let due = conn.queued_at.map_or(now, |t| t + delay);
-                let urgent = conn.out.len() >= FLUSH_EARLY_BYTES
-                    || conn.phase != Phase::Open
-                    || conn.shut_pending;
+                let urgent =
+                    sendable >= FLUSH_EARLY_BYTES || conn.phase != Phase::Open || conn.shut_pending;
                 if due > now && !urgent {
                     due_first = Some(due_first.map_or(due, |d| d.min(due)));
                     return true;
@@ -75,6 +76,10 @@ impl<H: Handler> Shard<H> {
             }
             conn.flush_listed = false;
             conn.queued_at = None;
+            if let Some(tls) = conn.tls.as_mut() {
+                // Everything sent this turn becomes as few records as fit.
+                tls.encrypt(&mut conn.out);
+            }
             conn.sending = true;
             driver.send(id, conn.socket.as_raw_fd(), conn.out.next_batch());
             false

@@ -21,6 +21,7 @@ pub(crate) mod mailbox;
 pub(crate) mod relay;
 mod setup;
 pub(crate) mod timer;
+mod tls;
 
 use std::{
     any::Any,
@@ -96,7 +97,17 @@ pub(crate) struct ShardSettings {
     pub(crate) shutdown_timeout: Duration,
     /// Most accepted connections this shard holds.
     pub(crate) max_conns: Option<usize>,
+    pub(crate) tls_handshake_timeout: Duration,
+    pub(crate) tls_max_handshakes: usize,
 }
+
+/// A listener as the shards get it: bound address, the application's value
+/// (type-erased) and its TLS configuration.
+pub(crate) type ListenerSpec = (
+    std::net::SocketAddr,
+    Arc<dyn Any + Send + Sync>,
+    Option<crate::tls::TlsAcceptor>,
+);
 
 /// Everything a shard thread starts from.
 pub(crate) struct ShardConfig {
@@ -111,7 +122,7 @@ pub(crate) struct ShardConfig {
     pub(crate) settings: ShardSettings,
     pub(crate) listening: Listening,
     /// Every listener's bound address and the application's value, builder order.
-    pub(crate) listeners: Arc<[(std::net::SocketAddr, Arc<dyn Any + Send + Sync>)]>,
+    pub(crate) listeners: Arc<[ListenerSpec]>,
     pub(crate) doorbell: Doorbell,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) metrics: Metrics,

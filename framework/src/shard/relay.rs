@@ -193,6 +193,10 @@ pub enum SpliceError {
     /// The shard's pipe pool is used up (or relaying is off: pool size 0).
     #[error("no pipe available")]
     NoPipe,
+    /// A connection is a TLS connection: its socket carries records, not the
+    /// plaintext the handler sees, so it cannot be spliced (copy instead).
+    #[error("TLS connections cannot be spliced")]
+    Tls,
 }
 
 /// Relay bookkeeping on the shard's side (no driver calls here: the loop issues
@@ -214,6 +218,9 @@ impl super::core::Core {
             || t.write_shut
         {
             return Err(SpliceError::NotOpen);
+        }
+        if f.tls.is_some() || t.tls.is_some() {
+            return Err(SpliceError::Tls);
         }
         if f.relay_out.is_some() || t.relay_in.is_some() {
             return Err(SpliceError::Busy);

@@ -117,6 +117,10 @@ impl<H: Handler> Shard<H> {
         let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.settings.limits);
         core.tcp_nodelay = cfg.settings.tcp_nodelay;
         core.flush_delay = cfg.settings.flush_delay;
+        core.tls = super::tls::TlsShard::new(
+            cfg.settings.tls_max_handshakes,
+            cfg.settings.tls_handshake_timeout,
+        );
         core.nonblocking_sockets = driver.nonblocking_sockets();
         let pipes = if driver.splice_supported() {
             cfg.settings.splice_pipes
@@ -142,11 +146,15 @@ impl<H: Handler> Shard<H> {
         let listeners = cfg
             .listeners
             .iter()
-            .map(|(addr, value)| {
+            .map(|(addr, value, tls)| {
                 let value = value.clone().downcast::<H::Listener>().map_err(|_| {
                     start_err(std::io::Error::other("a listener value of the wrong type"))
                 })?;
-                Ok((*addr, value))
+                Ok(super::dispatch::ListenerSlot {
+                    addr: *addr,
+                    value,
+                    tls: tls.clone(),
+                })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         info!(

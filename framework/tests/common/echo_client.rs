@@ -46,8 +46,90 @@ pub fn size_for(seed: u64, conn: usize, max: usize) -> usize {
     (2f64.powf(x * bits) as usize).clamp(1, max)
 }
 
+/// A client connection: plain TCP, or TLS (rustls) over it.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(TcpStream, Box<rustls::ClientConnection>),
+}
+
+/// What a TLS client needs: its configuration and the server name to check.
+pub type TlsClient = (
+    std::sync::Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
+
+impl Transport {
+    pub fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> io::Result<Transport> {
+        let stream = TcpStream::connect(addr)?;
+        Ok(match tls {
+            None => Transport::Plain(stream),
+            Some((config, name)) => {
+                let mut c = rustls::ClientConnection::new(config.clone(), name.clone())
+                    .map_err(io::Error::other)?;
+                c.set_buffer_limit(Some(256 << 10));
+                Transport::Tls(stream, Box::new(c))
+            }
+        })
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(s) | Transport::Tls(s, _) => s,
+        }
+    }
+
+    /// Writes the records rustls has ready (WouldBlock if the socket is full).
+    fn flush_tls(sock: &mut TcpStream, c: &mut rustls::ClientConnection) -> io::Result<()> {
+        while c.wants_write() {
+            c.write_tls(sock)?;
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s, c) => {
+                Self::flush_tls(s, c)?;
+                let n = c.writer().write(buf)?;
+                match Self::flush_tls(s, c) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => {}
+                }
+                if n == 0 {
+                    // rustls holds its limit (the handshake is not done yet).
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s, c) => loop {
+                match Self::flush_tls(s, c) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => {}
+                }
+                match c.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if c.read_tls(s)? == 0 {
+                    return Ok(0);
+                }
+                c.process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            },
+        }
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     size: usize,
     sent: usize,
     received: usize,
@@ -76,14 +158,26 @@ pub fn check(
     seed: u64,
     limit: Duration,
 ) -> Result<Report, String> {
+    check_with(addr, None, conns, size, seed, limit)
+}
+
+/// [`check`], over TLS when `tls` is given.
+pub fn check_with(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+    conns: usize,
+    size: impl Fn(usize) -> usize,
+    seed: u64,
+    limit: Duration,
+) -> Result<Report, String> {
     let start = Instant::now();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut list = Vec::with_capacity(conns);
     for i in 0..conns {
-        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {i}: {e}"))?;
+        let mut stream = Transport::connect(addr, tls).map_err(|e| format!("connect {i}: {e}"))?;
         poll.registry()
             .register(
-                &mut stream,
+                stream.socket(),
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )
@@ -134,6 +228,7 @@ pub fn check(
                     c.pending_off = 0;
                 }
                 match c.stream.write(&c.pending[c.pending_off..]) {
+                    Ok(0) => break,
                     Ok(n) => {
                         c.pending_off += n;
                         c.sent += n;
@@ -173,8 +268,8 @@ pub fn check(
                         if c.received == c.size {
                             c.done = true;
                             remaining -= 1;
-                            let _ = poll.registry().deregister(&mut c.stream);
-                            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                            let _ = poll.registry().deregister(c.stream.socket());
+                            let _ = c.stream.socket().shutdown(std::net::Shutdown::Both);
                             break;
                         }
                     }
