@@ -175,6 +175,7 @@ struct RawListener {
     pool: Option<String>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+    tls: Option<crate::tls::RawListenerTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +196,13 @@ struct RawPool {
     #[serde(default)]
     fail_open: bool,
     health: Option<HealthCheck>,
+    // TLS to the backends (crate::tls).
+    #[serde(default)]
+    tls: bool,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_server_name: Option<String>,
+    tls_client_cert: Option<std::path::PathBuf>,
+    tls_client_key: Option<std::path::PathBuf>,
 }
 
 /// What an active health check does.
@@ -413,6 +421,8 @@ pub struct Listener {
     pub pool: Option<usize>,
     /// HTTP routes.
     pub routes: Vec<Route>,
+    /// TLS termination (`[listener.tls]`).
+    pub tls: Option<crate::tls::ListenerTls>,
 }
 
 /// An HTTP route: requests for `host` (any if `None`) whose path starts with
@@ -445,6 +455,8 @@ pub struct Pool {
     pub fail_open: bool,
     /// Active and passive health checks; `None`: every backend always up.
     pub health: Option<HealthCheck>,
+    /// TLS to the backends (`tls = true`).
+    pub tls: Option<crate::tls::PoolTls>,
 }
 
 /// A validated configuration.
@@ -470,16 +482,31 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        Config::parse(&text, &shown)
+        Config::parse_in(&text, &shown, path.parent())
     }
 
-    /// Parses and validates TOML text; `origin` names it in errors.
+    /// Parses and validates TOML text; `origin` names it in errors. Relative
+    /// file names in it (certificates) are relative to the working directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, origin, None)
+    }
+
+    /// [`parse`](Config::parse), with relative file names relative to `base`.
+    pub fn parse_in(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
-        Config::validate(raw)
+        Config::validate(raw, base)
+    }
+
+    /// Terminates TLS on every listener with one certificate (the quick start's
+    /// `--tls-cert` / `--tls-key`).
+    pub fn with_tls_everywhere(mut self, cert: &Path, key: &Path) -> Config {
+        for l in &mut self.listeners {
+            l.tls = Some(crate::tls::ListenerTls::single(cert, key, l.mode));
+        }
+        self
     }
 
     /// The quick start: every address in `listen` in `mode`, to one round-robin
@@ -500,6 +527,7 @@ impl Config {
                     mode,
                     pool: Some("default".into()),
                     routes: Vec::new(),
+                    tls: None,
                 })
                 .collect(),
             pools: BTreeMap::from([(
@@ -513,16 +541,21 @@ impl Config {
                     hash_header: None,
                     fail_open: false,
                     health: None,
+                    tls: false,
+                    tls_ca: None,
+                    tls_server_name: None,
+                    tls_client_cert: None,
+                    tls_client_key: None,
                 },
             )]),
             timeouts: Timeouts::default(),
             limits: ProxyLimits::default(),
             admin: None,
         };
-        Config::validate(raw)
+        Config::validate(raw, None)
     }
 
-    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, ConfigError> {
         if raw.listeners.is_empty() {
             return Err(ConfigError::NoListener);
         }
@@ -579,6 +612,14 @@ impl Config {
                     )));
                 }
             }
+            let tls = crate::tls::RawPoolTls {
+                tls: p.tls,
+                tls_ca: p.tls_ca.clone(),
+                tls_server_name: p.tls_server_name.clone(),
+                tls_client_cert: p.tls_client_cert.clone(),
+                tls_client_key: p.tls_client_key.clone(),
+            }
+            .validate(name, base)?;
             pools.push(Pool {
                 name: name.clone(),
                 backends: p.backends.clone(),
@@ -586,6 +627,7 @@ impl Config {
                 hash_header: p.hash_header.as_ref().map(|h| h.to_ascii_lowercase()),
                 fail_open: p.fail_open,
                 health: p.health.clone(),
+                tls,
             });
         }
         let mut listeners = Vec::with_capacity(raw.listeners.len());
@@ -625,11 +667,16 @@ impl Config {
                 }
                 _ => {}
             }
+            let tls = match &l.tls {
+                Some(t) => Some(t.validate(l.address, l.mode, base)?),
+                None => None,
+            };
             listeners.push(Listener {
                 address: l.address,
                 mode: l.mode,
                 pool,
                 routes,
+                tls,
             });
         }
         let t = &raw.timeouts;

@@ -264,7 +264,10 @@ impl Health {
                 continue;
             }
             let addr = self.config.pools[p].backends[b].address;
-            match ctx.connect(addr, ProxyConn(Role::Probe)) {
+            // A TLS pool's probe does the handshake too (a backend whose
+            // certificate no longer verifies is down).
+            let tls = self.config.pools[p].tls.as_ref();
+            match crate::tls::connect_upstream(ctx, tls, addr, ProxyConn(Role::Probe)) {
                 Ok(conn) => {
                     self.verdicts[p][b].probing = true;
                     let timer = ctx.set_timer(

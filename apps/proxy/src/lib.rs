@@ -169,6 +169,7 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 
 pub use config::{Config, ConfigError, Mode};
 pub use reload::{ReloadError, Reloader};

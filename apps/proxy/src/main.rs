@@ -32,6 +32,24 @@ struct Args {
     /// Quick start: http (default) or tcp.
     #[arg(long, value_name = "MODE")]
     mode: Option<Mode>,
+    /// Quick start: terminate TLS on every --listen with this certificate chain
+    /// (PEM, leaf first). HTTP mode then sends X-Forwarded-Proto: https; TCP mode
+    /// relays the plaintext.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "config"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Quick start: the private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        conflicts_with = "config"
+    )]
+    tls_key: Option<PathBuf>,
     /// Serve Prometheus /metrics (and /healthz) on this address (overrides the
     /// file's [admin] listen).
     #[arg(long, value_name = "ADDR")]
@@ -56,7 +74,12 @@ fn main() -> anyhow::Result<()> {
             } else {
                 args.listen.clone()
             };
-            Config::quick_start(&listen, &args.backend, args.mode.unwrap_or(Mode::Http))?
+            let config =
+                Config::quick_start(&listen, &args.backend, args.mode.unwrap_or(Mode::Http))?;
+            match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => config.with_tls_everywhere(cert, key),
+                _ => config,
+            }
         }
     };
     if args.admin.is_some() {
@@ -69,7 +92,10 @@ fn main() -> anyhow::Result<()> {
     let described: Vec<String> = config
         .listeners
         .iter()
-        .map(|l| format!("{} ({})", l.address, l.mode))
+        .map(|l| {
+            let tls = if l.tls.is_some() { ", tls" } else { "" };
+            format!("{} ({}{tls})", l.address, l.mode)
+        })
         .collect();
     let proxy = shardline_proxy::build(args.server.apply(Server::builder()), config)
         .context("configuring proxy")?;

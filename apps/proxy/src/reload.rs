@@ -77,6 +77,10 @@ pub enum ReloadError {
         /// The file's.
         file: String,
     },
+    /// A TLS listener's certificates could not be loaded, or TLS would be
+    /// turned on or off on a listener.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The configuration could not be handed to every shard (the proxy is
     /// shutting down, or a shard's mailbox stayed full).
     #[error("the new configuration could not reach shard {shard}: {why}")]
@@ -197,6 +201,25 @@ impl Reloader {
                 file: addresses(&config),
             });
         }
+        // Certificates: every TLS listener's files are read and checked before
+        // anything changes; one bad file refuses the whole reload.
+        let mut prepared = Vec::new();
+        for (l, acceptor) in config.listeners.iter().zip(&self.shared.tls) {
+            match (&l.tls, acceptor) {
+                (Some(t), Some(a)) => prepared.push(
+                    a.prepare(t.options.clone())
+                        .map_err(|e| ReloadError::Tls(format!("listener {}: {e}", l.address)))?,
+                ),
+                (None, None) => {}
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(ReloadError::Tls(format!(
+                        "listener {}: TLS cannot be turned on or off by a reload; restart \
+                         the proxy",
+                        l.address
+                    )))
+                }
+            }
+        }
         // Settings fixed when the server was built: the file's value is ignored.
         keep_running(
             "admin address",
@@ -213,6 +236,9 @@ impl Reloader {
             &running.limits.splice_pipes,
             &mut config.limits.splice_pipes,
         );
+        for p in prepared {
+            p.commit();
+        }
         let gen = slot.0 + 1;
         let config = Arc::new(config);
         // The slot moves first: whatever happens below, the next reload gets a

@@ -42,6 +42,9 @@ pub struct Shared {
     pub(crate) slot: Mutex<(u64, Arc<Config>)>,
     /// Every shard's counters, for `/metrics`.
     pub stats: ProxyStats,
+    /// Each listener's TLS acceptor (`None`: plain TCP), in configuration order:
+    /// what a reload swaps certificates in.
+    pub tls: Vec<Option<shardline::TlsAcceptor>>,
 }
 
 /// A configured proxy, not yet running.
@@ -55,10 +58,20 @@ pub struct Proxy {
 /// are the builder's; every listener's address and the limits are set here).
 pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline::Error> {
     let config = Arc::new(config);
+    let mut tls = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        tls.push(match &l.tls {
+            Some(t) => Some(shardline::TlsAcceptor::new(t.options.clone()).map_err(|e| {
+                shardline::Error::Config(format!("listener {} TLS: {e}", l.address))
+            })?),
+            None => None,
+        });
+    }
     let shared = Arc::new(Shared {
         config: config.clone(),
         slot: Mutex::new((0, config.clone())),
         stats: ProxyStats::default(),
+        tls: tls.clone(),
     });
     let mut builder = builder.limits(framework_limits(&config));
     if let Some(cap) = config.limits.client_cap() {
@@ -77,8 +90,11 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
     // which one took a connection without asking the socket. Listeners are
     // fixed at start (a reload with other addresses is refused), so the index
     // stays valid in every configuration the shards switch to.
-    for (i, l) in config.listeners.iter().enumerate() {
-        builder = builder.listen_with(l.address, i);
+    for (i, (l, tls)) in config.listeners.iter().zip(tls).enumerate() {
+        builder = match tls {
+            Some(acceptor) => builder.listen_tls_with(l.address, acceptor, i),
+            None => builder.listen_with(l.address, i),
+        };
     }
     let s = shared.clone();
     let server = builder.build(move |shard| ProxyShard::new(s.clone(), shard))?;

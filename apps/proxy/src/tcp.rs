@@ -168,7 +168,9 @@ impl ProxyShard {
             };
             s.attempts += 1;
             let addr = self.config.pools[pool].backends[backend].address;
-            match ctx.connect(addr, ProxyConn::tcp(key, Side::Upstream)) {
+            let tls = self.config.pools[pool].tls.as_ref();
+            match crate::tls::connect_upstream(ctx, tls, addr, ProxyConn::tcp(key, Side::Upstream))
+            {
                 Ok(up) => {
                     s.upstream = Some(up);
                     s.backend = backend;
@@ -322,7 +324,10 @@ impl ProxyShard {
             Some((_, _, Some(to))) => {
                 // An error means the other side is closing; its on_close ends the pair.
                 let _ = ctx.send(to, data);
-                if data.len() >= BULK_READ && self.splice_wanted() {
+                // TLS on either side: the kernel would move records, not the
+                // plaintext; keep copying.
+                let plain = ctx.tls(conn).is_none() && ctx.tls(to).is_none();
+                if data.len() >= BULK_READ && plain && self.splice_wanted() {
                     // From now on in the kernel, behind what was just queued. No
                     // pipe (all in use): keep copying.
                     if let Err(e) = ctx.splice_into(conn, to) {

@@ -142,13 +142,24 @@ impl TlsAcceptor {
     /// Like [`reload`](TlsAcceptor::reload), with new options (other files, names,
     /// ALPN or client CAs). Whether tickets are on cannot change (it keeps the
     /// setting the acceptor was made with).
-    pub fn reload_with(&self, mut options: TlsAcceptorOptions) -> Result<(), TlsError> {
+    pub fn reload_with(&self, options: TlsAcceptorOptions) -> Result<(), TlsError> {
+        self.prepare(options)?.commit();
+        Ok(())
+    }
+
+    /// The first half of a reload: loads and checks everything `options` name
+    /// without changing what the acceptor serves. [`PreparedTls::commit`] then
+    /// swaps it in. For applications that reload several acceptors (and other
+    /// configuration) all or nothing: prepare every one, commit only if all
+    /// succeeded.
+    pub fn prepare(&self, mut options: TlsAcceptorOptions) -> Result<PreparedTls, TlsError> {
         options.tickets = self.inner.ticketer.is_some();
         let config = build(&options, self.inner.ticketer.clone())?;
-        *write(&self.inner.config) = config;
-        info!(cert = %options.default_cert.cert.display(), sni = options.sni.len(), "TLS certificates reloaded");
-        *write(&self.inner.options) = options;
-        Ok(())
+        Ok(PreparedTls {
+            acceptor: self.clone(),
+            options,
+            config,
+        })
     }
 
     /// The options in use.
@@ -159,6 +170,37 @@ impl TlsAcceptor {
     /// The configuration for a new handshake.
     pub(crate) fn config(&self) -> Arc<ServerConfig> {
         read(&self.inner.config).clone()
+    }
+}
+
+/// A checked configuration waiting to be swapped into its acceptor; dropping it
+/// changes nothing. From [`TlsAcceptor::prepare`].
+pub struct PreparedTls {
+    acceptor: TlsAcceptor,
+    options: TlsAcceptorOptions,
+    config: Arc<ServerConfig>,
+}
+
+impl fmt::Debug for PreparedTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedTls")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedTls {
+    /// Makes the prepared configuration the one new handshakes use, on every
+    /// shard; established connections are not touched.
+    pub fn commit(self) {
+        let inner = &self.acceptor.inner;
+        *write(&inner.config) = self.config;
+        info!(
+            cert = %self.options.default_cert.cert.display(),
+            sni = self.options.sni.len(),
+            "TLS certificates reloaded"
+        );
+        *write(&inner.options) = self.options;
     }
 }
 

@@ -46,7 +46,7 @@ mod pem;
 
 use std::{fmt, io, path::PathBuf, sync::Arc};
 
-pub use acceptor::{ClientAuth, TlsAcceptor, TlsAcceptorOptions};
+pub use acceptor::{ClientAuth, PreparedTls, TlsAcceptor, TlsAcceptorOptions};
 pub use connector::{TlsConnector, TlsConnectorOptions};
 
 /// The crypto provider every TLS configuration here uses (*ring*: builds with a C

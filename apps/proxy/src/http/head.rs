@@ -450,12 +450,27 @@ fn push_framing(out: &mut Vec<u8>, framing: Framing) {
     }
 }
 
+/// The scheme the client used, for `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS the proxy terminated.
+    Https,
+}
+
 /// The head sent to the backend: HTTP/1.1, persistent, hop-by-hop fields
-/// removed, `X-Forwarded-For` extended with `client`, `X-Forwarded-Proto: http`,
+/// removed, `X-Forwarded-For` extended with `client`, `X-Forwarded-Proto` set
+/// to what the client used (any the client sent is dropped),
 /// framing rewritten (a chunked body is re-encoded by the proxy).
-pub fn upstream_request(req: &RequestHead<'_>, client: IpAddr, backend_host: &str) -> Vec<u8> {
+pub fn upstream_request(
+    req: &RequestHead<'_>,
+    client: IpAddr,
+    proto: Proto,
+    backend_host: &str,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    upstream_request_into(&mut out, req, &client.to_string(), backend_host);
+    upstream_request_into(&mut out, req, &client.to_string(), proto, backend_host);
     out
 }
 
@@ -466,6 +481,7 @@ pub fn upstream_request_into(
     out: &mut Vec<u8>,
     req: &RequestHead<'_>,
     client: &str,
+    proto: Proto,
     backend_host: impl Display,
 ) {
     out.clear();
@@ -510,7 +526,11 @@ pub fn upstream_request_into(
     }
     out.extend_from_slice(client.as_bytes());
     out.extend_from_slice(b"\r\n");
-    push_field(out, "X-Forwarded-Proto", b"http");
+    let proto: &[u8] = match proto {
+        Proto::Http => b"http",
+        Proto::Https => b"https",
+    };
+    push_field(out, "X-Forwarded-Proto", proto);
     push_framing(out, req.framing);
     out.extend_from_slice(b"\r\n");
 }

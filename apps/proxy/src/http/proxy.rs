@@ -165,6 +165,8 @@ struct Client {
     peer: SocketAddr,
     /// `peer`'s IP address as text (for X-Forwarded-For), formatted once.
     peer_ip: Box<str>,
+    /// Came in over TLS (X-Forwarded-Proto: https).
+    https: bool,
     /// The previous exchange's upstream head buffer, reused for the next one.
     spare: Vec<u8>,
     /// The listener that accepted it (index into `Config::listeners`).
@@ -383,6 +385,7 @@ impl ProxyShard {
             conn,
             peer,
             peer_ip: peer.ip().to_string().into_boxed_str(),
+            https: ctx.tls(conn).is_some(),
             spare: Vec::new(),
             listener,
             head_at: None,

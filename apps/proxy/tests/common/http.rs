@@ -141,8 +141,60 @@ impl HttpBackend {
     }
 }
 
+/// A stream an HTTP test peer talks over: plain TCP, or TLS over it.
+pub trait Wire: Read + Write {
+    /// Shuts the connection down both ways.
+    fn shut(&mut self);
+}
+
+impl Wire for TcpStream {
+    fn shut(&mut self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl<C, D> Wire for rustls::StreamOwned<C, TcpStream>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = rustls::ConnectionCommon<D>>,
+    D: rustls::SideData,
+{
+    fn shut(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.conn.complete_io(&mut self.sock);
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+impl HttpBackend {
+    /// An HTTP backend that speaks TLS with `config` (e.g. a pool's `tls = true`).
+    pub fn start_tls(name: &str, answer: Answer, config: Arc<rustls::ServerConfig>) -> HttpBackend {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(AtomicU16::new(200));
+        let (s, b, h, name) = (
+            seen.clone(),
+            bytes.clone(),
+            health.clone(),
+            name.to_string(),
+        );
+        let tcp = TcpBackend::start(move |stream| {
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                return;
+            };
+            let tls = rustls::StreamOwned::new(conn, stream);
+            serve_http(tls, &name, answer, &s, &b, &h)
+        });
+        HttpBackend {
+            tcp,
+            seen,
+            bytes,
+            health,
+        }
+    }
+}
+
 fn serve_http(
-    mut stream: TcpStream,
+    mut stream: impl Wire,
     name: &str,
     answer: Answer,
     seen: &Mutex<Vec<SeenRequest>>,
@@ -231,14 +283,14 @@ fn serve_http(
             return;
         }
         if answer == Answer::InfoThenClose {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shut();
             return;
         }
     }
 }
 
 /// Reads until `buf` holds `\r\n\r\n`; returns the head's length, or `None` at EOF.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<usize> {
+fn read_head(stream: &mut impl Read, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<usize> {
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(i + 4);
@@ -255,7 +307,7 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> 
     }
 }
 
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize, bytes: &AtomicUsize) -> bool {
+fn fill(stream: &mut impl Read, buf: &mut Vec<u8>, want: usize, bytes: &AtomicUsize) -> bool {
     while buf.len() < want {
         let mut chunk = [0u8; 64 << 10];
         match stream.read(&mut chunk) {
@@ -271,7 +323,7 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize, bytes: &AtomicUs
 }
 
 /// Reads a CRLF-terminated line from the front of `buf` (filling as needed).
-fn take_line(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<String> {
+fn take_line(stream: &mut impl Read, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<String> {
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             let line = String::from_utf8_lossy(&buf[..i]).to_string();
@@ -286,7 +338,7 @@ fn take_line(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> 
 }
 
 /// Reads a chunked body (independent of the proxy's decoder).
-fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<Vec<u8>> {
+fn read_chunked(stream: &mut impl Read, buf: &mut Vec<u8>, bytes: &AtomicUsize) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line = take_line(stream, buf, bytes)?;
@@ -309,7 +361,7 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, bytes: &AtomicUsize) 
 }
 
 fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     buf: &mut Vec<u8>,
     bytes: &AtomicUsize,
 ) -> Option<SeenRequest> {
@@ -372,14 +424,14 @@ impl Response {
 }
 
 /// An HTTP client connection to the proxy.
-pub struct HttpClient {
-    pub stream: TcpStream,
+pub struct HttpClient<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     bytes: AtomicUsize,
 }
 
-impl HttpClient {
-    pub fn new(stream: TcpStream) -> HttpClient {
+impl<S: Read + Write> HttpClient<S> {
+    pub fn new(stream: S) -> HttpClient<S> {
         HttpClient {
             stream,
             buf: Vec::new(),

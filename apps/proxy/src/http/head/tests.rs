@@ -87,8 +87,13 @@ fn rewrites_hop_by_hop_and_forwarded_fields() {
     let r = req("POST /p HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTrailer: y\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nTransfer-Encoding: chunked\r\nKept: yes\r\n\r\n")
         .expect("valid")
         .expect("complete");
-    let out = String::from_utf8(upstream_request(&r, "192.0.2.7".parse().expect("ip"), "b"))
-        .expect("ascii");
+    let out = String::from_utf8(upstream_request(
+        &r,
+        "192.0.2.7".parse().expect("ip"),
+        Proto::Http,
+        "b",
+    ))
+    .expect("ascii");
     assert!(out.starts_with("POST /p HTTP/1.1\r\nHost: a\r\n"), "{out}");
     for gone in [
         "Connection",
@@ -234,4 +239,23 @@ fn scan_head_agrees_with_the_byte_loop() {
             String::from_utf8_lossy(&buf)
         );
     }
+}
+
+#[test]
+fn forwarded_proto_says_https_for_tls_clients() {
+    let r = req("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    let out = String::from_utf8(upstream_request(
+        &r,
+        "192.0.2.7".parse().expect("ip"),
+        Proto::Https,
+        "b",
+    ))
+    .expect("ascii");
+    assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+    assert!(
+        !out.contains("X-Forwarded-Proto: http\r\n"),
+        "the client's own is dropped: {out}"
+    );
 }

@@ -11,7 +11,7 @@ use crate::{
     balance::{hash_bytes, hash_ip, NoBackend},
     http::{
         chunked::{ChunkedDecoder, LAST_CHUNK},
-        head::{self, Framing, RequestHead},
+        head::{self, Framing, Proto, RequestHead},
     },
     shard::ProxyConn,
 };
@@ -252,7 +252,8 @@ impl ProxyShard {
         // The backend's own Host is only used when an HTTP/1.0 client sent none.
         let backend_host = self.config.pools[pool].backends[0].address;
         let mut upstream_head = std::mem::take(&mut c.spare);
-        head::upstream_request_into(&mut upstream_head, req, &c.peer_ip, backend_host);
+        let proto = if c.https { Proto::Https } else { Proto::Http };
+        head::upstream_request_into(&mut upstream_head, req, &c.peer_ip, proto, backend_host);
         let header_key = self.config.pools[pool]
             .hash_header
             .as_deref()
@@ -354,7 +355,8 @@ impl ProxyShard {
             let addr = self.config.pools[pool].backends[backend].address;
             // The connection's state names its record, inserted right below.
             let role = ProxyConn::http(Role::Upstream(self.http.pool.next_key()));
-            match ctx.connect(addr, role) {
+            let tls = self.config.pools[pool].tls.as_ref();
+            match crate::tls::connect_upstream(ctx, tls, addr, role) {
                 Ok(conn) => {
                     let key = self.http.pool.insert_connecting(
                         conn,
