@@ -132,9 +132,11 @@ fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let mut acceptor = None;
     let builder = match files {
         Some((cert, key)) => {
             let tls = shardline::TlsAcceptor::from_files(cert, key).context("loading TLS files")?;
+            acceptor = Some(tls.clone());
             Server::builder().listen_tls(args.addr, tls)
         }
         None => Server::builder().listen(args.addr),
@@ -148,6 +150,14 @@ fn main() -> anyhow::Result<()> {
     if args.server.print_plan_if_asked(&server)? {
         return Ok(());
     }
+    // SIGHUP re-reads the certificate files (renewals): new handshakes use them.
+    let server = server.on_hangup(move |_remote| {
+        if let Some(tls) = &acceptor {
+            if let Err(e) = tls.reload() {
+                tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the old ones stay");
+            }
+        }
+    });
     server.run().context("running echo server")?;
     Ok(())
 }
