@@ -50,13 +50,30 @@ pub use acceptor::{ClientAuth, PreparedTls, TlsAcceptor, TlsAcceptorOptions};
 pub use connector::{TlsConnector, TlsConnectorOptions};
 
 /// The crypto provider every TLS configuration here uses (*ring*: builds with a C
-/// compiler, nothing downloaded at build time).
+/// compiler, nothing downloaded at build time), with AEAD suites only, AES-128-GCM
+/// first: as strong as anyone needs (Mozilla's recommendation puts it first too)
+/// and cheaper than AES-256-GCM-SHA384 both per byte and per handshake (the TLS
+/// 1.3 key schedule then runs on SHA-256, not SHA-384; measured: SHA-512 blocks
+/// were 16 % of a handshake-bound proxy's profile with the other order).
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
     // rustls marks ring's provider deprecated because it lacks the post-quantum
     // key exchange (X25519MLKEM768) only aws-lc-rs has; aws-lc-rs needs cmake and
     // a longer C build. Classical X25519/P-256 key exchange is what ships here.
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
 }
 
 /// A certificate chain and its private key, as PEM files.
