@@ -1,0 +1,247 @@
+//! IRC over TLS beside plaintext: registration over TLS, hostile bytes on the TLS
+//! port, and bad certificate files refused at start. Both backends; the server's
+//! certificate comes from a CA made at test time (rcgen), the client is rustls.
+//! SIGHUP reloading the certificate is in `rehash.rs`.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use common::{certs::TestCa, Client, Line, TestServer, SHARD_COUNTS};
+use shardline::Io;
+
+/// NICK + USER; returns the 001 line, then waits for the end of the burst.
+fn register_expecting_001(c: &mut Client, nick: &str) -> Line {
+    c.nick = nick.to_string();
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :Test {nick}"));
+    let welcome = c.expect("001");
+    c.until("end of MOTD", |l| l.is("376") || l.is("422"));
+    welcome
+}
+
+/// WHOIS `nick`: every line up to 318.
+fn whois(c: &mut Client, nick: &str) -> Vec<Line> {
+    c.send(&format!("WHOIS {nick}"));
+    let (end, mut lines) = c.until_command("318");
+    lines.push(end);
+    lines
+}
+
+fn tls_clients_register_beside_plaintext(io: Io) {
+    for shards in SHARD_COUNTS {
+        let srv = TestServer::start_tls(io, shards, |_, _| {});
+        let label = srv.label();
+        let mut secure = srv.connect_tls();
+        let welcome = register_expecting_001(&mut secure, "secure");
+        assert_eq!(welcome.params[0], "secure", "{label}: {}", welcome.raw);
+        assert!(
+            welcome
+                .last()
+                .starts_with("Welcome to the TestNet IRC Network"),
+            "{label}: {}",
+            welcome.raw
+        );
+        // Plaintext works as before, and the two talk to each other.
+        let mut plain = srv.connect();
+        register_expecting_001(&mut plain, "plain");
+        secure.join("#mixed");
+        plain.join("#mixed");
+        secure.sync();
+        plain.send("PRIVMSG #mixed :over tcp");
+        let got = secure.expect("PRIVMSG");
+        assert_eq!(
+            (got.nick(), got.last()),
+            (Some("plain"), "over tcp"),
+            "{label}"
+        );
+        secure.send("PRIVMSG #mixed :over tls");
+        let got = plain.expect("PRIVMSG");
+        assert_eq!(
+            (got.nick(), got.last()),
+            (Some("secure"), "over tls"),
+            "{label}"
+        );
+        // Every TLS client, whichever shard took it.
+        for i in 0..2 * shards {
+            let mut c = srv.connect_tls();
+            register_expecting_001(&mut c, &format!("t{i}"));
+            c.send("PRIVMSG secure :hello");
+            let got = secure.expect("PRIVMSG");
+            assert_eq!(got.nick(), Some(format!("t{i}").as_str()), "{label}");
+        }
+        let total = srv.metrics().total();
+        assert_eq!(total.tls_handshakes, 1 + 2 * shards as u64, "{label}");
+        assert_eq!(total.tls_failed, 0, "{label}");
+        srv.stop();
+    }
+}
+
+fn hostile_bytes_on_the_tls_port_leave_tls_users_alone(io: Io) {
+    let srv = TestServer::start_tls(io, 2, |_, _| {});
+    let label = srv.label();
+    let tls_addr = srv.tls_addr.expect("TLS");
+    let mut secure = srv.connect_tls();
+    register_expecting_001(&mut secure, "secure");
+    let mut plain = srv.connect();
+    register_expecting_001(&mut plain, "plain");
+    secure.join("#calm");
+    plain.join("#calm");
+
+    // Plaintext IRC on the TLS port: at most an alert, then the close; no line
+    // of IRC comes back and no client is made of it.
+    let mut irc = TcpStream::connect(tls_addr).expect("connect");
+    irc.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    irc.write_all(b"NICK intruder\r\nUSER intruder 0 * :x\r\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = irc.read_to_end(&mut got);
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "{label}: plaintext gets an alert record at most: {got:?}"
+    );
+    // Garbage, a lot of it (fixed pseudo-random bytes).
+    let mut junk = TcpStream::connect(tls_addr).expect("connect");
+    junk.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut x: u32 = 0x9e37_79b9;
+    let bytes: Vec<u8> = (0..64 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let _ = junk.write_all(&bytes);
+    let mut sink = Vec::new();
+    let _ = junk.read_to_end(&mut sink);
+    // A TLS record header claiming a huge handshake, then nothing more than
+    // a few bytes: refused as soon as it is seen to be invalid, or timed out.
+    let mut bogus = TcpStream::connect(tls_addr).expect("connect");
+    bogus
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let _ = bogus.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff]);
+    let mut rest = Vec::new();
+    let _ = bogus.read_to_end(&mut rest);
+
+    let total = srv.metrics().total();
+    assert!(total.tls_failed >= 2, "{label}: {total:?}");
+    assert_eq!(total.handler_panics, 0, "{label}");
+    // The registered TLS user is served as before.
+    secure.sync();
+    plain.send("PRIVMSG #calm :still there?");
+    let got = secure.expect("PRIVMSG");
+    assert_eq!(got.last(), "still there?", "{label}");
+    secure.send("PRIVMSG #calm :yes");
+    assert_eq!(plain.expect("PRIVMSG").last(), "yes", "{label}");
+    // Nobody called intruder ever registered.
+    let lines = whois(&mut secure, "intruder");
+    assert!(lines.iter().any(|l| l.is("401")), "{label}: {lines:?}");
+    secure.send("LUSERS");
+    let users = secure.expect("251");
+    assert!(
+        users.last().starts_with("There are 2 users"),
+        "{label}: {}",
+        users.raw
+    );
+    srv.stop();
+}
+
+/// Runs the binary with `args`; returns its exit status and stderr + stdout.
+fn run_chat(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--shards", "1", "--no-pin"])
+        .output()
+        .expect("run shardline-chat");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status, text)
+}
+
+#[test]
+fn bad_certificate_files_stop_the_start_with_the_file_named() {
+    let ca = TestCa::new("bad-files");
+    let a = ca.server("a");
+    let b = ca.server("b");
+    let missing = ca.dir.join("missing.pem");
+    let listen = ["--tls-listen", "127.0.0.1:0"];
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+    let cases: [(Vec<String>, &str); 4] = [
+        // A missing certificate file.
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&missing),
+                "--tls-key".into(),
+                s(&a.key),
+            ],
+            "missing.pem",
+        ),
+        // The key of another certificate.
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&a.cert),
+                "--tls-key".into(),
+                s(&b.key),
+            ],
+            "a.pem",
+        ),
+        // A "key" file without a key.
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&a.cert),
+                "--tls-key".into(),
+                s(&a.cert),
+            ],
+            "private key",
+        ),
+        // No key at all.
+        (vec!["--tls-cert".into(), s(&a.cert)], "tls.key"),
+    ];
+    for (args, named) in cases {
+        let mut all: Vec<&str> = listen.to_vec();
+        all.extend(args.iter().map(String::as_str));
+        let (status, text) = run_chat(&all);
+        assert!(!status.success(), "{args:?} started: {text}");
+        assert!(
+            text.contains(named),
+            "{args:?}: the error names {named}: {text}"
+        );
+    }
+    // A certificate without a TLS address is a mistake too.
+    let (status, text) = run_chat(&["--tls-cert", &s(&a.cert), "--tls-key", &s(&a.key)]);
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("tls.listen"), "{text}");
+    // And --help documents the flags.
+    let out = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--tls-listen <ADDR>",
+        "--tls-cert <FILE>",
+        "--tls-key <FILE>",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}: {help}");
+    }
+}
+
+shardline::per_backend! {
+    tls_clients_register_beside_plaintext => tls_clients_register_beside_plaintext;
+    hostile_bytes_on_the_tls_port_leave_tls_users_alone => hostile_bytes_on_the_tls_port_leave_tls_users_alone;
+}
