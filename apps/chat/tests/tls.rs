@@ -1,7 +1,9 @@
-//! IRC over TLS beside plaintext: registration over TLS, hostile bytes on the TLS
-//! port, and bad certificate files refused at start. Both backends; the server's
-//! certificate comes from a CA made at test time (rcgen), the client is rustls.
-//! SIGHUP reloading the certificate is in `rehash.rs`.
+//! IRC over TLS beside plaintext: registration over TLS, the IRCv3 `sts`
+//! capability (upgrade policy on plaintext, persistence policy on TLS, only with
+//! `CAP LS 302`, never ACKed), hostile bytes on the TLS port, and bad certificate
+//! files refused at start. Both backends; the server's certificate comes from a
+//! CA made at test time (rcgen), the client is rustls. SIGHUP reloading the
+//! certificate is in `rehash.rs`.
 
 mod common;
 
@@ -14,6 +16,18 @@ use std::{
 
 use common::{certs::TestCa, Client, Line, TestServer, SHARD_COUNTS};
 use shardline::Io;
+
+/// The `CAP * LS` reply to `CAP LS <version>` (or plain `CAP LS`), as tokens.
+fn cap_ls(c: &mut Client, version: Option<&str>) -> Vec<String> {
+    match version {
+        Some(v) => c.send(&format!("CAP LS {v}")),
+        None => c.send("CAP LS"),
+    }
+    let ls = c.until("CAP LS", |l| {
+        l.is("CAP") && l.params.get(1).is_some_and(|s| s == "LS")
+    });
+    ls.0.last().split(' ').map(str::to_string).collect()
+}
 
 /// NICK + USER; returns the 001 line, then waits for the end of the burst.
 fn register_expecting_001(c: &mut Client, nick: &str) -> Line {
@@ -80,6 +94,101 @@ fn tls_clients_register_beside_plaintext(io: Io) {
         assert_eq!(total.tls_failed, 0, "{label}");
         srv.stop();
     }
+}
+
+fn cap_ls_carries_the_sts_policy(io: Io) {
+    let srv = TestServer::start_tls(io, 2, |config, _| {
+        config.tls.sts_duration_secs = 86_400;
+    });
+    let label = srv.label();
+    let port = srv.tls_addr.expect("TLS").port();
+    // Plaintext: the upgrade policy (the TLS port), with 302 only.
+    let mut plain = srv.connect();
+    let caps = cap_ls(&mut plain, Some("302"));
+    assert!(
+        caps.contains(&format!("sts=port={port}")),
+        "{label}: {caps:?}"
+    );
+    assert!(!caps.iter().any(|c| c.contains("duration")), "{label}");
+    assert!(caps.contains(&"server-time".to_string()), "{label}");
+    let caps = cap_ls(&mut plain, None);
+    assert!(
+        !caps.iter().any(|c| c.starts_with("sts")),
+        "{label}: no values before 302, and sts has no meaning without one: {caps:?}"
+    );
+    // Informational: a REQ is NAKed (alone or with others).
+    for req in ["sts", "server-time sts"] {
+        plain.send(&format!("CAP REQ :{req}"));
+        let reply = plain.expect("CAP");
+        assert_eq!(reply.params[1], "NAK", "{label}: {}", reply.raw);
+        assert_eq!(reply.last(), req, "{label}");
+    }
+    plain.send("CAP LIST");
+    assert_eq!(plain.expect("CAP").last(), "", "{label}: nothing enabled");
+    // Registration still waits for CAP END, then completes.
+    plain.send("NICK plain");
+    plain.send("USER plain 0 * :Plain");
+    plain.send("CAP END");
+    plain.expect("001");
+
+    // TLS: the persistence policy, no port.
+    let mut secure = srv.connect_tls();
+    let caps = cap_ls(&mut secure, Some("302"));
+    assert!(
+        caps.contains(&"sts=duration=86400".to_string()),
+        "{label}: {caps:?}"
+    );
+    assert!(!caps.iter().any(|c| c.contains("port=")), "{label}");
+    assert!(
+        !cap_ls(&mut secure, Some("301"))
+            .iter()
+            .any(|c| c.starts_with("sts")),
+        "{label}"
+    );
+    secure.send("CAP REQ :sts");
+    assert_eq!(secure.expect("CAP").params[1], "NAK", "{label}");
+    srv.stop();
+
+    // The defaults: duration 0 (no policy kept by clients), advertised.
+    let srv = TestServer::start_tls(io, 1, |_, _| {});
+    let mut secure = srv.connect_tls();
+    let caps = cap_ls(&mut secure, Some("302"));
+    assert!(
+        caps.contains(&"sts=duration=0".to_string()),
+        "{label}: {caps:?}"
+    );
+    // An explicit sts_port wins over the listener's (a port forward).
+    srv.stop();
+    let srv = TestServer::start_tls(io, 1, |config, _| config.tls.sts_port = Some(6697));
+    let mut plain = srv.connect();
+    assert!(
+        cap_ls(&mut plain, Some("302")).contains(&"sts=port=6697".to_string()),
+        "{label}"
+    );
+    srv.stop();
+
+    // Turned off: neither side hears of it.
+    let srv = TestServer::start_tls(io, 1, |config, _| config.tls.sts = false);
+    let mut plain = srv.connect();
+    let mut secure = srv.connect_tls();
+    for c in [&mut plain, &mut secure] {
+        let caps = cap_ls(c, Some("302"));
+        assert!(
+            !caps.iter().any(|c| c.starts_with("sts")),
+            "{label}: {caps:?}"
+        );
+    }
+    srv.stop();
+
+    // No TLS at all: no sts.
+    let srv = TestServer::start(io, 1);
+    let mut plain = srv.connect();
+    let caps = cap_ls(&mut plain, Some("302"));
+    assert!(
+        !caps.iter().any(|c| c.starts_with("sts")),
+        "{label}: {caps:?}"
+    );
+    srv.stop();
 }
 
 fn hostile_bytes_on_the_tls_port_leave_tls_users_alone(io: Io) {
@@ -243,5 +352,6 @@ fn bad_certificate_files_stop_the_start_with_the_file_named() {
 
 shardline::per_backend! {
     tls_clients_register_beside_plaintext => tls_clients_register_beside_plaintext;
+    cap_ls_carries_the_sts_policy => cap_ls_carries_the_sts_policy;
     hostile_bytes_on_the_tls_port_leave_tls_users_alone => hostile_bytes_on_the_tls_port_leave_tls_users_alone;
 }
