@@ -1,9 +1,9 @@
 //! IRC over TLS beside plaintext: registration over TLS, the IRCv3 `sts`
 //! capability (upgrade policy on plaintext, persistence policy on TLS, only with
-//! `CAP LS 302`, never ACKed), hostile bytes on the TLS port, and bad certificate
-//! files refused at start. Both backends; the server's certificate comes from a
-//! CA made at test time (rcgen), the client is rustls. SIGHUP reloading the
-//! certificate is in `rehash.rs`.
+//! `CAP LS 302`, never ACKed), WHOIS 671 / 276 across shards, hostile bytes on
+//! the TLS port, and bad certificate files refused at start. Both backends; the
+//! server's certificate comes from a CA made at test time (rcgen), the client is
+//! rustls. SIGHUP reloading the certificate is in `rehash.rs`.
 
 mod common;
 
@@ -191,6 +191,87 @@ fn cap_ls_carries_the_sts_policy(io: Io) {
     srv.stop();
 }
 
+/// The 671 line among `lines`, if any.
+fn secure_line(lines: &[Line]) -> Option<&Line> {
+    lines.iter().find(|l| l.is("671"))
+}
+
+fn whois_shows_tls_users_across_shards(io: Io) {
+    // The TLS user on shard 1 and the asker on shard 0, then the other way round:
+    // the answer is made on the target's shard and crosses to the asker's.
+    for (secure_shard, plain_shard) in [(1, 0), (0, 1)] {
+        let srv = TestServer::start_tls(io, 2, |config, ca| {
+            config.tls.client_ca = Some(ca.ca_pem.clone());
+            config.operators = vec![shardline_chat::config::Operator {
+                name: "op".into(),
+                password: "pw".into(),
+                host: "*".into(),
+            }];
+        });
+        let label = format!("{} secure on {secure_shard}", srv.label());
+        let ca = srv.ca.as_ref().expect("CA");
+        let alice = ca.client("alice");
+        let alice_fp = common::certs::fingerprint_hex(&alice.cert);
+        let mut secure = srv.connect_tls_on(secure_shard, ca.client_config(None));
+        assert_eq!(secure.shard, secure_shard);
+        register_expecting_001(&mut secure, "secure");
+        let mut certy = srv.connect_tls_on(secure_shard, ca.client_config(Some(&alice)));
+        register_expecting_001(&mut certy, "certy");
+        let mut plain = srv.register_on(plain_shard, "plain");
+        assert_eq!(plain.shard, plain_shard);
+
+        // A plaintext user asks about a TLS user on the other shard.
+        let lines = whois(&mut plain, "secure");
+        let l = secure_line(&lines).unwrap_or_else(|| panic!("{label}: no 671: {lines:?}"));
+        assert_eq!(
+            l.params,
+            ["plain", "secure", "is using a secure connection"],
+            "{label}"
+        );
+        assert!(lines.iter().any(|l| l.is("311")), "{label}");
+        // 671 comes before the end, in the same burst as the rest.
+        assert!(lines.last().is_some_and(|l| l.is("318")), "{label}");
+        // And not about a plaintext user, whoever asks.
+        let lines = whois(&mut secure, "plain");
+        assert!(lines.iter().any(|l| l.is("311")), "{label}: {lines:?}");
+        assert!(secure_line(&lines).is_none(), "{label}: {lines:?}");
+        let lines = whois(&mut plain, "plain");
+        assert!(secure_line(&lines).is_none(), "{label}: {lines:?}");
+        // A TLS user about itself.
+        assert!(
+            secure_line(&whois(&mut secure, "secure")).is_some(),
+            "{label}"
+        );
+
+        // A verified client certificate: its fingerprint is kept with the
+        // client, shown to itself and operators only.
+        let lines = whois(&mut certy, "certy");
+        let fp = lines.iter().find(|l| l.is("276"));
+        assert_eq!(
+            fp.map(|l| l.last().to_string()),
+            Some(format!("has client certificate fingerprint {alice_fp}")),
+            "{label}: {lines:?}"
+        );
+        assert!(secure_line(&lines).is_some(), "{label}");
+        let lines = whois(&mut plain, "certy");
+        assert!(secure_line(&lines).is_some(), "{label}");
+        assert!(!lines.iter().any(|l| l.is("276")), "{label}: {lines:?}");
+        // Without a certificate there is no fingerprint, even for itself.
+        let lines = whois(&mut secure, "secure");
+        assert!(!lines.iter().any(|l| l.is("276")), "{label}: {lines:?}");
+        plain.send("OPER op pw");
+        plain.expect("381");
+        let lines = whois(&mut plain, "certy");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.is("276") && l.last().ends_with(&alice_fp)),
+            "{label}: an operator sees it: {lines:?}"
+        );
+        srv.stop();
+    }
+}
+
 fn hostile_bytes_on_the_tls_port_leave_tls_users_alone(io: Io) {
     let srv = TestServer::start_tls(io, 2, |_, _| {});
     let label = srv.label();
@@ -353,5 +434,6 @@ fn bad_certificate_files_stop_the_start_with_the_file_named() {
 shardline::per_backend! {
     tls_clients_register_beside_plaintext => tls_clients_register_beside_plaintext;
     cap_ls_carries_the_sts_policy => cap_ls_carries_the_sts_policy;
+    whois_shows_tls_users_across_shards => whois_shows_tls_users_across_shards;
     hostile_bytes_on_the_tls_port_leave_tls_users_alone => hostile_bytes_on_the_tls_port_leave_tls_users_alone;
 }
