@@ -116,6 +116,21 @@
 //! it does next — the next welcome's MOTD, the next OPER, the next flood check —
 //! uses it. The shards never block or share the new value mutably.
 //!
+//! # TLS
+//!
+//! With `[tls] listen` (or `--tls-listen`) every shard also accepts on TLS
+//! listeners (Shardline's `listen_tls`: rustls inside the shard). The handshake
+//! is over before `on_accept`, so a TLS client is an ordinary client with
+//! [`client::ClientTls`] set — the SHA-256 of a verified client certificate
+//! included — and nothing else differs: its lines arrive as plaintext and its
+//! output is encrypted by the framework. That record lives with the client on its
+//! own shard, where WHOIS is answered ([`mail::Request::WhoisLocal`]), so 671
+//! (and 276) reach an asker on any shard as numerics. IRCv3 `sts` is advertised
+//! on `CAP LS 302`: plaintext clients get the upgrade policy (`port=`), TLS
+//! clients the persistence policy (`duration=`, default 0). The one
+//! [`shardline::TlsAcceptor`] is shared by every shard; the SIGHUP hook reloads
+//! its certificate files (see [`build_with_rehash`]).
+//!
 //! # Metrics
 //!
 //! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
