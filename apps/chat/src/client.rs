@@ -35,6 +35,15 @@ pub struct Gather {
     pub counts: Vec<(&'static str, u64)>,
 }
 
+/// What a client connected over TLS brought with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// SHA-256 of the client certificate it presented, lowercase hex, if it sent
+    /// one and it verified against `tls.client_ca` (for SASL EXTERNAL; shown by
+    /// WHOIS 276 to the client itself and to operators).
+    pub certfp: Option<String>,
+}
+
 /// A client of this shard.
 #[derive(Debug)]
 pub struct Client {
@@ -47,6 +56,8 @@ pub struct Client {
     pub host: String,
     /// The peer's address.
     pub ip: IpAddr,
+    /// Set if it connected over TLS (WHOIS 671, the `sts` value it is offered).
+    pub tls: Option<ClientTls>,
     /// Counted at the IP's owner (to be uncounted when it leaves).
     pub ip_counted: bool,
     /// The nick it holds (claimed at the nick's owner).
@@ -118,12 +129,13 @@ pub struct Client {
 
 impl Client {
     /// A client that just connected.
-    pub fn new(conn: ConnId, ip: IpAddr, host: String) -> Client {
+    pub fn new(conn: ConnId, ip: IpAddr, host: String, tls: Option<ClientTls>) -> Client {
         Client {
             conn,
             alive: true,
             host,
             ip,
+            tls,
             ip_counted: false,
             nick: None,
             user: None,

@@ -12,11 +12,21 @@
 //! [limits]
 //! nicklen = 30
 //! ping_interval_secs = 120
+//!
+//! [tls]                            # off unless `listen` is set
+//! listen = "0.0.0.0:6697"          # or a list
+//! cert = "/etc/shardline/fullchain.pem"
+//! key = "/etc/shardline/privkey.pem"
 //! ```
 
-use std::{fs, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,6 +40,99 @@ pub struct Config {
     pub flood: FloodSection,
     /// Server operators (`[[operators]]`, for OPER).
     pub operators: Vec<Operator>,
+    /// TLS listeners and IRCv3 STS (off unless `tls.listen` is set).
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: TLS listeners (conventionally port 6697) beside the plaintext ones,
+/// and the IRCv3 `sts` policy advertised when they are on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// Addresses to serve TLS on (one address or a list); empty: no TLS.
+    /// `--tls-listen` on the command line replaces them.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// The certificate chain (PEM: the server's certificate first, then
+    /// intermediates). Reread on SIGHUP. `--tls-cert` replaces it.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, SEC1 or PKCS#1). Reread on SIGHUP.
+    /// `--tls-key` replaces it.
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are checked against. When
+    /// set, clients *may* present a certificate (none is fine; one that does not
+    /// verify fails the handshake) and its SHA-256 fingerprint is kept with the
+    /// client (WHOIS 276 to itself and operators; SASL EXTERNAL later).
+    pub client_ca: Option<PathBuf>,
+    /// Whether to advertise the IRCv3 `sts` capability while TLS is on (the spec
+    /// requires that it can be turned off). Turn it off while the certificate is
+    /// one clients cannot verify (self-signed): STS clients that see the upgrade
+    /// policy on the plaintext port reconnect over TLS and verify the certificate.
+    pub sts: bool,
+    /// The port the plaintext listeners' upgrade policy names (`sts=port=`);
+    /// default the port of the first `listen` address. Set it when clients reach
+    /// the TLS port under another number (a port forward). No upgrade policy is
+    /// advertised while the port is unknown (listening on port 0 without it).
+    pub sts_port: Option<u16>,
+    /// The persistence policy TLS clients get (`sts=duration=`), in seconds: for
+    /// this long after each connection an STS client connects to this host name
+    /// only over TLS, and refuses to connect at all if TLS fails (an expired
+    /// certificate, TLS turned off). Default 0: no policy is kept, clients are
+    /// upgraded each time they come in over plaintext, and a TLS mistake can be
+    /// undone without locking anyone out — what the spec suggests as the shipped
+    /// default. Raise it (e.g. 2592000, 30 days) once the certificate is from a CA
+    /// clients trust and its renewal is automated. At most 10 years.
+    pub sts_duration_secs: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            listen: Vec::new(),
+            cert: None,
+            key: None,
+            client_ca: None,
+            sts: true,
+            sts_port: None,
+            sts_duration_secs: 0,
+        }
+    }
+}
+
+impl TlsSection {
+    /// Whether TLS listeners are configured.
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The port a plaintext connection's `sts` upgrade policy names, if STS is
+    /// advertised and the port is known.
+    pub fn upgrade_port(&self) -> Option<u16> {
+        if !self.enabled() || !self.sts {
+            return None;
+        }
+        self.sts_port
+            .or_else(|| self.listen.first().map(SocketAddr::port))
+            .filter(|&p| p != 0)
+    }
+}
+
+/// A TOML value that is one item or a list of them.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// `[[operators]]`: one server operator.
@@ -196,6 +299,39 @@ impl Default for LimitsSection {
     }
 }
 
+/// What the command line sets over the configuration file. Applied when the
+/// server starts and again to the file a rehash reads, so a SIGHUP never undoes
+/// a flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--admin`: replaces `server.admin_listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--tls-listen` (repeatable): replaces `tls.listen` unless empty.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `--tls-cert`: replaces `tls.cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: replaces `tls.key`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Sets in `config` what the command line gave.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(addr) = self.admin_listen {
+            config.server.admin_listen = Some(addr);
+        }
+        if !self.tls_listen.is_empty() {
+            config.tls.listen = self.tls_listen.clone();
+        }
+        if let Some(cert) = &self.tls_cert {
+            config.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            config.tls.key = Some(key.clone());
+        }
+    }
+}
+
 /// A configuration that cannot work, or cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -223,19 +359,33 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks a TOML file, and loads `motd_file` if set.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &Overrides::default())
+    }
+
+    /// Reads a TOML file, applies the command line's `overrides`, then checks the
+    /// result (so a file may leave to the command line what it needs, e.g. the
+    /// certificate of `tls.listen`) and loads `motd_file` if set.
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
             source,
         })?;
-        let mut config = Config::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: shown.clone(),
-                source,
-            },
-            other => other,
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: shown.clone(),
+            source,
         })?;
+        overrides.apply(&mut config);
+        config.validate()?;
         config.load_motd_file()?;
+        Ok(config)
+    }
+
+    /// The defaults with the command line's `overrides`, checked (no file).
+    pub fn from_overrides(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        overrides.apply(&mut config);
+        config.validate()?;
         Ok(config)
     }
 
@@ -327,6 +477,21 @@ impl Config {
                 return bad("each [[operators]] needs a name without spaces and a password");
             }
         }
+        let t = &self.tls;
+        if t.enabled() && (t.cert.is_none() || t.key.is_none()) {
+            return bad("tls.listen needs tls.cert and tls.key (--tls-cert, --tls-key)");
+        }
+        if !t.enabled() && (t.cert.is_some() || t.key.is_some() || t.client_ca.is_some()) {
+            return bad(
+                "tls.cert, tls.key and tls.client_ca need tls.listen (--tls-listen) to serve TLS on",
+            );
+        }
+        if t.sts_port == Some(0) {
+            return bad("tls.sts_port must be a port number (1-65535)");
+        }
+        if t.sts_duration_secs > 10 * 365 * 86_400 {
+            return bad("tls.sts_duration_secs must be at most 10 years (315360000)");
+        }
         Ok(())
     }
 
@@ -338,8 +503,12 @@ impl Config {
     /// Changeable: the MOTD, `server.password`, `[[operators]]`, `[flood]`, and
     /// `limits.max_connections_per_ip`, `registration_timeout_secs`,
     /// `ping_interval_secs`, `ping_timeout_secs`, `recvq_bytes`,
-    /// `in_flight_per_client`, `outbox_capacity`. Restart-only: the listen and
-    /// admin addresses and the server's identity (`name`, `network`), what the
+    /// `in_flight_per_client`, `outbox_capacity`; `tls.cert`, `tls.key`,
+    /// `tls.client_ca` (the files are read again by the SIGHUP hook; see
+    /// [`crate::build_with_rehash`]) and the `sts` settings. Restart-only: the
+    /// listen addresses (`tls.listen` too: TLS cannot be turned on or off by a
+    /// rehash — a file without `[tls]` keeps the running certificate paths) and
+    /// the admin address, the server's identity (`name`, `network`), what the
     /// welcome advertises in ISUPPORT (`nicklen`, `channellen`, `topiclen`,
     /// `kicklen`, `awaylen`, `max_channels`, `max_targets`: clients registered
     /// earlier were told the old values), and what the framework was built with
@@ -370,7 +539,15 @@ impl Config {
             limits.sendq_bytes,
             limits.mailbox_capacity,
             limits.flush_delay_us,
+            tls.listen,
         );
+        if merged.tls.enabled() && (merged.tls.cert.is_none() || merged.tls.key.is_none()) {
+            // The file turned TLS off, which needs a restart: the listeners stay,
+            // and so do the certificate files they serve.
+            merged.tls.cert = self.tls.cert.clone();
+            merged.tls.key = self.tls.key.clone();
+            merged.tls.client_ca = self.tls.client_ca.clone();
+        }
         (merged, kept)
     }
 
@@ -432,6 +609,17 @@ mod tests {
         let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
         assert_eq!(c.server.name, "irc.example.net");
         assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
+        // Its commented-out [tls] block is valid once uncommented.
+        let text = include_str!("../chat.example.toml");
+        let start = text.find("# [tls]").expect("a [tls] example");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = Config::from_toml(&block).expect("valid [tls] example");
+        assert_eq!(c.tls.upgrade_port(), Some(6697));
+        assert!(c.tls.client_ca.is_some());
     }
 
     #[test]
@@ -456,6 +644,85 @@ mod tests {
             kept,
             ["server.name", "limits.nicklen", "limits.sendq_bytes"]
         );
+    }
+
+    #[test]
+    fn tls_section_one_or_several_addresses_and_its_checks() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.tls.enabled());
+        assert!(c.tls.sts);
+        assert_eq!(c.tls.sts_duration_secs, 0);
+        let c = Config::from_toml(
+            "[tls]\nlisten = \"0.0.0.0:6697\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        )
+        .expect("one address");
+        assert_eq!(c.tls.listen, [SocketAddr::from(([0, 0, 0, 0], 6697))]);
+        assert_eq!(c.tls.upgrade_port(), Some(6697));
+        let c = Config::from_toml(
+            "[tls]\nlisten = [\"127.0.0.1:0\", \"[::1]:6697\"]\ncert = \"c.pem\"\n\
+             key = \"k.pem\"\nclient_ca = \"ca.pem\"\nsts_duration_secs = 2592000\n",
+        )
+        .expect("a list");
+        assert_eq!(c.tls.listen.len(), 2);
+        assert_eq!(c.tls.upgrade_port(), None, "port 0: unknown until bound");
+        assert_eq!(c.tls.client_ca.as_deref(), Some(Path::new("ca.pem")));
+        let c = Config::from_toml(
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\nsts_port = 6697\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.upgrade_port(), Some(6697));
+        let c = Config::from_toml(
+            "[tls]\nlisten = \"127.0.0.1:6697\"\ncert = \"c\"\nkey = \"k\"\nsts = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.upgrade_port(), None);
+        for bad in [
+            "[tls]\nlisten = \"127.0.0.1:6697\"\n",
+            "[tls]\nlisten = \"127.0.0.1:6697\"\ncert = \"c\"\n",
+            "[tls]\ncert = \"c\"\nkey = \"k\"\n",
+            "[tls]\nlisten = \"nowhere\"\ncert = \"c\"\nkey = \"k\"\n",
+            "[tls]\nlisten = \"127.0.0.1:6697\"\ncert = \"c\"\nkey = \"k\"\nsts_port = 0\n",
+            "[tls]\nlisten = \"127.0.0.1:6697\"\ncert = \"c\"\nkey = \"k\"\n\
+             sts_duration_secs = 999999999999\n",
+            "[tls]\nlisten = \"127.0.0.1:6697\"\ncert = \"c\"\nkey = \"k\"\ncafile = \"x\"\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overrides_complete_a_file_and_rehash_keeps_tls_listeners() {
+        let o = Overrides {
+            admin_listen: None,
+            tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], 6697))],
+            tls_cert: Some("cli.pem".into()),
+            tls_key: Some("cli.key".into()),
+        };
+        let c = Config::from_overrides(&o).expect("the flags alone");
+        assert_eq!(c.tls.cert.as_deref(), Some(Path::new("cli.pem")));
+        let half = Overrides {
+            tls_key: None,
+            ..o.clone()
+        };
+        assert!(Config::from_overrides(&half).is_err());
+
+        let old = Config::from_overrides(&o).unwrap();
+        // New certificate paths and sts settings apply; the listeners stay.
+        let new = Config::from_toml(
+            "[tls]\nlisten = \"127.0.0.1:7000\"\ncert = \"new.pem\"\nkey = \"new.key\"\n\
+             sts_duration_secs = 60\n",
+        )
+        .unwrap();
+        let (merged, kept) = old.rehash(new);
+        assert_eq!(kept, ["tls.listen"]);
+        assert_eq!(merged.tls.listen, old.tls.listen);
+        assert_eq!(merged.tls.cert.as_deref(), Some(Path::new("new.pem")));
+        assert_eq!(merged.tls.sts_duration_secs, 60);
+        // A file without [tls] cannot turn TLS off: the running files stay.
+        let (merged, kept) = old.rehash(Config::from_toml("").unwrap());
+        assert_eq!(kept, ["tls.listen"]);
+        assert_eq!(merged.tls.cert, old.tls.cert);
+        assert_eq!(merged.tls.key, old.tls.key);
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl ChatShard {
                     | Request::Who { .. }
                     | Request::WhoisLocal { .. }),
             } => {
-                let body = self.answer_local(req);
+                let body = self.answer_local(from, req);
                 let reply = ChatMsg::Reply {
                     to: from,
                     fanout: 0,

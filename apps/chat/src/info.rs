@@ -76,6 +76,23 @@ impl ServerInfo {
         (info, kept)
     }
 
+    /// The value of the IRCv3 `sts` capability for a client connected over TLS
+    /// (`secure`: the persistence policy, `duration=<secs>`) or over plaintext
+    /// (the upgrade policy, `port=<tls port>`); `None` when STS is not
+    /// advertised (TLS or `tls.sts` off, or no known TLS port for a plaintext
+    /// client).
+    pub fn sts_value(&self, secure: bool) -> Option<String> {
+        let tls = &self.config.tls;
+        if !tls.enabled() || !tls.sts {
+            return None;
+        }
+        if secure {
+            Some(format!("duration={}", tls.sts_duration_secs))
+        } else {
+            tls.upgrade_port().map(|port| format!("port={port}"))
+        }
+    }
+
     /// The server's name (source of numerics).
     pub fn name(&self) -> &str {
         &self.config.server.name

@@ -116,6 +116,21 @@
 //! it does next — the next welcome's MOTD, the next OPER, the next flood check —
 //! uses it. The shards never block or share the new value mutably.
 //!
+//! # TLS
+//!
+//! With `[tls] listen` (or `--tls-listen`) every shard also accepts on TLS
+//! listeners (Shardline's `listen_tls`: rustls inside the shard). The handshake
+//! is over before `on_accept`, so a TLS client is an ordinary client with
+//! [`client::ClientTls`] set — the SHA-256 of a verified client certificate
+//! included — and nothing else differs: its lines arrive as plaintext and its
+//! output is encrypted by the framework. That record lives with the client on its
+//! own shard, where WHOIS is answered ([`mail::Request::WhoisLocal`]), so 671
+//! (and 276) reach an asker on any shard as numerics. IRCv3 `sts` is advertised
+//! on `CAP LS 302`: plaintext clients get the upgrade policy (`port=`), TLS
+//! clients the persistence policy (`duration=`, default 0). The one
+//! [`shardline::TlsAcceptor`] is shared by every shard; the SIGHUP hook reloads
+//! its certificate files (see [`build_with_rehash`]).
+//!
 //! # Metrics
 //!
 //! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
@@ -152,17 +167,19 @@ pub mod stats;
 pub mod view;
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-pub use config::Config;
+pub use config::{Config, Overrides, TlsSection};
 pub use info::ServerInfo;
 pub use mail::ChatMsg;
 pub use shard::{ChatShard, ChatTimer};
-use shardline::{AdminConfig, Limits, Remote, Server, ServerBuilder, ShardId};
+use shardline::{
+    tls::{CertFiles, ClientAuth, TlsAcceptorOptions},
+    AdminConfig, Limits, Remote, Server, ServerBuilder, ShardId, TlsAcceptor,
+};
 use tracing::{error, info, warn};
 
 /// The framework limits that follow from `config`: the send queue limit is the
@@ -179,9 +196,11 @@ pub fn framework_limits(config: &Config) -> Limits {
 
 /// Applies `config`'s limits to `builder` and builds the chat server, with the
 /// admin endpoint (`/metrics`: the framework's counters and [`stats`]) if
-/// `server.admin_listen` is set. Listen addresses, shards, backend and accept mode
-/// are the builder's. SIGHUP (under [`Server::run`]) only logs that there is no
-/// file to reload; see [`build_with_rehash`].
+/// `server.admin_listen` is set, and the TLS listeners of `[tls]` if any (see
+/// [`build_with_rehash`]). The plaintext listen addresses, shards, backend and
+/// accept mode are the builder's. SIGHUP (under [`Server::run`]) rereads the TLS
+/// certificate files, if any, and logs that there is no configuration file to
+/// reload; see [`build_with_rehash`].
 pub fn build(builder: ServerBuilder, config: Config) -> Result<Server<ChatMsg>, shardline::Error> {
     build_with_rehash(builder, config, None)
 }
@@ -192,8 +211,23 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Server<ChatMsg>, 
 pub struct RehashSource {
     /// The configuration file.
     pub path: PathBuf,
-    /// `--admin`, which replaces the file's `server.admin_listen`.
-    pub admin_listen: Option<SocketAddr>,
+    /// The command line's settings (`--admin`, `--tls-*`), applied again over
+    /// what the file says.
+    pub overrides: Overrides,
+}
+
+/// The TLS acceptor options `tls` describes: its certificate and key, and with
+/// `client_ca` optional client certificates. `None` unless TLS is configured
+/// (`listen`, `cert` and `key` all set).
+pub fn tls_options(tls: &TlsSection) -> Option<TlsAcceptorOptions> {
+    let (true, Some(cert), Some(key)) = (tls.enabled(), &tls.cert, &tls.key) else {
+        return None;
+    };
+    let mut options = TlsAcceptorOptions::new(CertFiles::new(cert, key));
+    if let Some(ca) = &tls.client_ca {
+        options.client_auth = ClientAuth::Optional { ca: ca.clone() };
+    }
+    Some(options)
 }
 
 /// Like [`build`], and on SIGHUP (under [`Server::run`]) rereads `source` — see
@@ -202,6 +236,16 @@ pub struct RehashSource {
 /// line and nothing reaches the shards. A valid one is posted to every shard
 /// ([`ChatMsg::Rehash`]), which swaps it in for what it does next: the next
 /// client's welcome shows the new MOTD, the next OPER checks the new operators.
+///
+/// With `[tls]` configured, every address of `tls.listen` gets a TLS listener
+/// (the certificate files are loaded here: a missing or unusable file, or a key
+/// that does not belong to the certificate, is an error naming it). Every SIGHUP
+/// then reads the certificate files again (`TlsAcceptor::reload_with`: the paths
+/// of the new file if it was accepted, else the running ones — a certificate
+/// renewal is not held up by an unrelated mistake in the file), for every new
+/// handshake on every shard; established connections keep their session. A file
+/// that does not load is refused with an `error` log line and the running
+/// certificate stays.
 pub fn build_with_rehash(
     builder: ServerBuilder,
     config: Config,
@@ -210,6 +254,24 @@ pub fn build_with_rehash(
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
     let flush_delay = std::time::Duration::from_micros(config.limits.flush_delay_us);
+    let tls = match tls_options(&config.tls) {
+        Some(options) => Some(
+            TlsAcceptor::new(options).map_err(|e| shardline::Error::Config(format!("TLS: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut builder = builder;
+    if let Some(acceptor) = &tls {
+        for addr in &config.tls.listen {
+            builder = builder.listen_tls(*addr, acceptor.clone());
+        }
+        if config.tls.sts && config.tls.upgrade_port().is_none() {
+            warn!(
+                "tls: listening on port 0 without tls.sts_port: plaintext clients are not told \
+                 where TLS is (no sts upgrade policy)"
+            );
+        }
+    }
     let info = Arc::new(ServerInfo::new(config));
     let builder = match info.config.server.admin_listen {
         Some(addr) => {
@@ -224,42 +286,69 @@ pub fn build_with_rehash(
         .mailbox_capacity(mailbox)
         .flush_delay(flush_delay)
         .build(move |id| ChatShard::new(info.clone(), id))?;
-    Ok(server.on_hangup(move |remote| rehash(&current, source.as_ref(), remote)))
+    Ok(server.on_hangup(move |remote| rehash(&current, source.as_ref(), tls.as_ref(), remote)))
 }
 
 /// How long the SIGHUP hook waits for a shard whose mailbox is full.
 const REHASH_POST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SIGHUP hook: reread, check, merge with what runs, post to every shard.
+/// The SIGHUP hook: reread, check, merge with what runs, reload the TLS
+/// certificates, post to every shard.
 fn rehash(
     current: &Mutex<Arc<ServerInfo>>,
     source: Option<&RehashSource>,
+    tls: Option<&TlsAcceptor>,
     remote: &Remote<ChatMsg>,
 ) {
-    let Some(source) = source else {
-        info!("SIGHUP: started without a configuration file; nothing to reload");
-        return;
-    };
-    let mut new = match Config::load(&source.path) {
-        Ok(config) => config,
-        Err(e) => {
-            error!(
-                path = %source.path.display(),
-                error = %e,
-                "rehash refused: keeping the running configuration"
-            );
+    let new = match source {
+        None if tls.is_none() => {
+            info!("SIGHUP: started without a configuration file; nothing to reload");
             return;
         }
+        None => {
+            info!(
+                "SIGHUP: started without a configuration file; rereading the TLS certificates only"
+            );
+            None
+        }
+        Some(source) => match Config::load_with(&source.path, &source.overrides) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                error!(
+                    path = %source.path.display(),
+                    error = %e,
+                    "rehash refused: keeping the running configuration"
+                );
+                None
+            }
+        },
     };
-    if let Some(addr) = source.admin_listen {
-        new.server.admin_listen = Some(addr);
-    }
     // Only this hook takes the lock (one SIGHUP at a time); never a shard.
     let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
-    let (next, kept) = current.rehashed(new);
-    if !kept.is_empty() {
-        warn!(settings = ?kept, "rehash: these settings need a restart; keeping their running values");
+    let mut next = new.map(|new| {
+        let (next, kept) = current.rehashed(new);
+        if !kept.is_empty() {
+            warn!(settings = ?kept, "rehash: these settings need a restart; keeping their running values");
+        }
+        next
+    });
+    if let Some(acceptor) = tls {
+        let tls_config = next.as_ref().map_or(&current.config.tls, |n| &n.config.tls);
+        if let Some(options) = tls_options(tls_config) {
+            if let Err(e) = acceptor.reload_with(options) {
+                error!(error = %e, "TLS reload refused: keeping the running certificate");
+                if let Some(n) = next.as_mut() {
+                    // What the shards are told is what is served.
+                    n.config.tls.cert = current.config.tls.cert.clone();
+                    n.config.tls.key = current.config.tls.key.clone();
+                    n.config.tls.client_ca = current.config.tls.client_ca.clone();
+                }
+            }
+        }
     }
+    let (Some(next), Some(source)) = (next, source) else {
+        return;
+    };
     let next = Arc::new(next);
     let mut missed = Vec::new();
     for s in 0..remote.shards() {

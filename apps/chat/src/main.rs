@@ -4,6 +4,8 @@
 //! cargo run --release -p shardline-chat                     # 127.0.0.1:6667, defaults
 //! cargo run --release -p shardline-chat -- --config chat.toml --shards 4 --io epoll
 //! kill -HUP <pid>                                           # reread chat.toml (rehash)
+//! cargo run --release -p shardline-chat -- --tls-listen 0.0.0.0:6697 \
+//!     --tls-cert fullchain.pem --tls-key privkey.pem         # TLS beside 6667
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -11,7 +13,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context as _;
 use clap::Parser;
 use shardline::{cli::ServerArgs, Server};
-use shardline_chat::{Config, RehashSource};
+use shardline_chat::{Config, Overrides, RehashSource};
 use tracing::info;
 
 /// An IRC server whose channels span shards (one pinned thread per shard).
@@ -28,6 +30,20 @@ struct Args {
     /// the config's server.admin_listen). Default: off.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Serve IRC over TLS on this address too, conventionally port 6697
+    /// (repeatable; replaces the config's tls.listen). Needs --tls-cert and
+    /// --tls-key (or tls.cert / tls.key). Plaintext --listen keeps working beside
+    /// it, and its clients are told where TLS is (IRCv3 sts). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Vec<SocketAddr>,
+    /// The TLS certificate chain, PEM (server certificate first, then
+    /// intermediates); replaces tls.cert. Reread on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (PKCS#8, SEC1 or PKCS#1); replaces tls.key.
+    /// Reread on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -47,21 +63,24 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let overrides = Overrides {
+        admin_listen: args.admin,
+        tls_listen: args.tls_listen.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
     };
-    if let Some(addr) = args.admin {
-        config.server.admin_listen = Some(addr);
-    }
+    let config = match &args.config {
+        Some(path) => Config::load_with(path, &overrides)?,
+        None => Config::from_overrides(&overrides)?,
+    };
     let listen = if args.listen.is_empty() {
         config.server.listen.clone()
     } else {
         args.listen.clone()
     };
     anyhow::ensure!(
-        !listen.is_empty(),
-        "nothing to listen on: give --listen or server.listen"
+        !listen.is_empty() || config.tls.enabled(),
+        "nothing to listen on: give --listen or server.listen (or --tls-listen)"
     );
     let mut builder = args.server.apply(Server::builder());
     for addr in &listen {
@@ -69,18 +88,20 @@ fn main() -> anyhow::Result<()> {
     }
     let name = config.server.name.clone();
     let admin = config.server.admin_listen;
-    // SIGHUP rereads the same file (Server::run never lets SIGHUP kill the
-    // process; without a file it only logs that there is nothing to reload).
+    let tls = config.tls.listen.clone();
+    // SIGHUP rereads the same file with the same flags over it, and the TLS
+    // certificate files (Server::run never lets SIGHUP kill the process; without
+    // a file or TLS it only logs that there is nothing to reload).
     let source = args.config.clone().map(|path| RehashSource {
         path,
-        admin_listen: args.admin,
+        overrides: overrides.clone(),
     });
     let server =
         shardline_chat::build_with_rehash(builder, config, source).context("configuring server")?;
     if args.server.print_plan_if_asked(&server)? {
         return Ok(());
     }
-    info!(server = %name, addrs = ?listen, admin = ?admin, "shardline-chat starting");
+    info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, "shardline-chat starting");
     server.run().context("running chat server")?;
     info!("shardline-chat stopped");
     Ok(())

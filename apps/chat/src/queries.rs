@@ -63,7 +63,7 @@ impl ChatShard {
     }
 
     /// Answers a request about this shard's clients (not about owned names).
-    pub(crate) fn answer_local(&mut self, req: Request) -> ReplyBody {
+    pub(crate) fn answer_local(&mut self, from: ClientRef, req: Request) -> ReplyBody {
         match req {
             Request::Stats => ReplyBody::Stats(self.counts()),
             Request::Who {
@@ -75,7 +75,7 @@ impl ChatShard {
                 target,
                 nick,
                 viewer,
-            } => ReplyBody::Numerics(self.whois_local(target, &nick, &viewer)),
+            } => ReplyBody::Numerics(self.whois_local(from, target, &nick, &viewer)),
             Request::StatsQuery { letter: 'm' } => {
                 let counts = KNOWN
                     .iter()
@@ -194,9 +194,19 @@ impl ChatShard {
         out
     }
 
-    /// WHOIS for local client `target`: 311, 319 (its channels `viewer` may see),
-    /// 312, 301, 313, 317, 318 — or 401 and 318 if it has left.
-    fn whois_local(&self, target: ClientRef, nick: &str, viewer: &Viewer) -> Vec<Numeric> {
+    /// WHOIS by `asker` for local client `target`: 311, 319 (its channels
+    /// `viewer` may see), 312, 301, 313, 276 (its client certificate's
+    /// fingerprint, to itself and operators), 671 (connected over TLS), 317, 318
+    /// — or 401 and 318 if it has left. Answered here, on the target's own shard,
+    /// from its [`Client`](crate::client::Client): what it is (TLS included)
+    /// never has to travel to the asker's shard except as these numerics.
+    fn whois_local(
+        &self,
+        asker: ClientRef,
+        target: ClientRef,
+        nick: &str,
+        viewer: &Viewer,
+    ) -> Vec<Numeric> {
         let end = |nick: &str| Numeric::new(RPL_ENDOFWHOIS, [nick, "End of /WHOIS list."]);
         let Some(c) = self
             .clients
@@ -264,6 +274,25 @@ impl ChatShard {
             out.push(Numeric::new(
                 RPL_WHOISOPERATOR,
                 [nick.as_str(), "is an IRC operator"],
+            ));
+        }
+        if let Some(tls) = &c.tls {
+            if let Some(fp) = tls
+                .certfp
+                .as_ref()
+                .filter(|_| asker == target || viewer.oper)
+            {
+                out.push(Numeric::new(
+                    RPL_WHOISCERTFP,
+                    [
+                        nick.clone(),
+                        format!("has client certificate fingerprint {fp}"),
+                    ],
+                ));
+            }
+            out.push(Numeric::new(
+                RPL_WHOISSECURE,
+                [nick.as_str(), "is using a secure connection"],
             ));
         }
         out.push(Numeric::new(

@@ -22,6 +22,7 @@ pub mod code {
     pub const RPL_LUSERCHANNELS: u16 = 254;
     pub const RPL_LUSERME: u16 = 255;
     pub const RPL_LOCALUSERS: u16 = 265;
+    pub const RPL_WHOISCERTFP: u16 = 276;
     pub const RPL_GLOBALUSERS: u16 = 266;
     pub const RPL_AWAY: u16 = 301;
     pub const RPL_UNAWAY: u16 = 305;
@@ -51,6 +52,7 @@ pub mod code {
     pub const RPL_MOTDSTART: u16 = 375;
     pub const RPL_ENDOFMOTD: u16 = 376;
     pub const RPL_YOUREOPER: u16 = 381;
+    pub const RPL_WHOISSECURE: u16 = 671;
     pub const ERR_UNKNOWNERROR: u16 = 400;
     pub const ERR_NOSUCHNICK: u16 = 401;
     pub const ERR_NOSUCHCHANNEL: u16 = 403;

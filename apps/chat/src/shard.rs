@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     casemap::{owner_of, NameKey},
-    client::Client,
+    client::{Client, ClientTls},
     commands::KNOWN,
     info::ServerInfo,
     mail::{ChatMsg, Request},
@@ -140,7 +140,11 @@ impl Handler for ChatShard {
         if host.starts_with(':') {
             host.insert(0, '0');
         }
-        let mut c = Client::new(conn, peer.ip(), host);
+        // On a TLS listener the handshake is done by now: note what it proved.
+        let tls = ctx.tls(conn).map(|info| ClientTls {
+            certfp: info.peer_cert_sha256_hex(),
+        });
+        let mut c = Client::new(conn, peer.ip(), host, tls);
         let timeout = self.info.config.limits.registration_timeout();
         c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
         self.clients.insert(id, c);

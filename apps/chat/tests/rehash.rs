@@ -1,7 +1,9 @@
 //! SIGHUP on the `shardline-chat` binary: the configuration file is read again;
 //! a valid one takes effect (new MOTD for the next client) while every client
 //! stays connected, an invalid one is refused with a log line and changes
-//! nothing. On both backends.
+//! nothing. The TLS certificate files are read again too: new handshakes get the
+//! new certificate, established TLS clients stay, a bad file is refused. On both
+//! backends.
 
 mod common;
 
@@ -15,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Client, WAIT};
+use common::{certs::TestCa, Client, WAIT};
 use shardline::Io;
 
 const SHARDS: usize = 2;
@@ -30,6 +32,11 @@ struct Chat {
 
 impl Chat {
     fn start(io: Io, config: &Path) -> Chat {
+        Chat::start_with(io, config, &[])
+    }
+
+    /// Like `start`, with more command-line arguments.
+    fn start_with(io: Io, config: &Path, extra: &[&str]) -> Chat {
         // A port nobody uses right now (the binary binds it with SO_REUSEPORT,
         // once per shard).
         let addr = TcpListener::bind("127.0.0.1:0")
@@ -38,6 +45,7 @@ impl Chat {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
             .args(["--config", config.to_str().expect("utf-8 path")])
             .args(["--listen", &addr.to_string()])
+            .args(extra)
             .args([
                 "--io",
                 &io.to_string(),
@@ -360,8 +368,103 @@ fn sighup_without_a_config_file_is_harmless(io: Io) {
     chat.stop();
 }
 
+/// A TLS client of `addr` trusting `ca`, registered as `nick`; and the
+/// fingerprint of the certificate the server showed it.
+fn tls_client(chat: &Chat, addr: SocketAddr, ca: &TestCa, nick: &str) -> (Client, String) {
+    let mut c = Client::connect_tls_to(addr, &chat.label, ca.client_config(None));
+    c.register(nick);
+    let fp = c.server_cert_sha256().expect("a TLS client");
+    (c, fp)
+}
+
+fn sighup_reloads_the_tls_certificate(io: Io) {
+    let ca = TestCa::new(&format!("rehash-{io}"));
+    // The files the server is started with, replaced in place later (as a
+    // certificate renewal does).
+    let served = ca.server("served");
+    let first = common::certs::fingerprint_hex(&served.cert);
+    let path = temp_config(&format!("tls-{io}"));
+    write_config(&path, &config_text("tls motd"));
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let (cert, key) = (s(&served.cert), s(&served.key));
+    // Like the plaintext port: free right now.
+    let tls_addr = common::free_port();
+    let addr = tls_addr.to_string();
+    let extra = [
+        "--tls-listen",
+        &addr,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    let mut chat = Chat::start_with(io, &path, &extra);
+
+    let (mut live, fp) = tls_client(&chat, tls_addr, &ca, "live");
+    assert_eq!(fp, first, "{}", chat.label);
+    live.send("JOIN #tls");
+    live.expect("366");
+
+    // New files in place of the old ones, then SIGHUP.
+    let renewed = ca.server("renewed");
+    let second = common::certs::fingerprint_hex(&renewed.cert);
+    assert_ne!(first, second);
+    std::fs::copy(&renewed.cert, &served.cert).expect("replace cert");
+    std::fs::copy(&renewed.key, &served.key).expect("replace key");
+    chat.signal("-HUP");
+    chat.wait_log("TLS certificates reloaded", 1);
+    chat.wait_log("rehashed configuration", 1);
+    chat.assert_running();
+    // New clients, on whichever shard, get the new certificate.
+    for i in 0..2 * SHARDS {
+        let (mut c, fp) = tls_client(&chat, tls_addr, &ca, &format!("new{i}"));
+        assert_eq!(fp, second, "{}: client {i}", chat.label);
+        c.send("JOIN #tls");
+        c.expect("366");
+        c.send("PRIVMSG #tls :hello over the new certificate");
+        let (l, _) = live.until("PRIVMSG", |l| l.is("PRIVMSG"));
+        assert_eq!(l.last(), "hello over the new certificate", "{}", chat.label);
+    }
+    // The client from before the reload is still connected and served.
+    live.sync();
+    assert_eq!(live.server_cert_sha256(), Some(first.clone()));
+
+    // A broken certificate file is refused, with the file named; the running
+    // certificate stays.
+    std::fs::write(&served.cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").expect("break cert");
+    chat.signal("-HUP");
+    let log = chat.wait_log("TLS reload refused", 1);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("TLS reload refused") && l.contains("served.pem")),
+        "{}: the refusal names the file:\n{}",
+        chat.label,
+        log.join("\n")
+    );
+    chat.assert_running();
+    let (mut c, fp) = tls_client(&chat, tls_addr, &ca, "after");
+    assert_eq!(fp, second, "{}: the old certificate stays", chat.label);
+    c.sync();
+    // The key of another certificate: refused too.
+    std::fs::copy(&renewed.cert, &served.cert).expect("restore cert");
+    std::fs::copy(&ca.server("stranger").key, &served.key).expect("wrong key");
+    chat.signal("-HUP");
+    chat.wait_log("TLS reload refused", 2);
+    let (mut c, fp) = tls_client(&chat, tls_addr, &ca, "after2");
+    assert_eq!(fp, second, "{}", chat.label);
+    c.sync();
+    live.sync();
+    // Plaintext is served beside it all along.
+    let (mut p, _) = chat.motd_of_new_client("plain");
+    p.sync();
+
+    chat.stop();
+    let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
+}
+
 shardline::per_backend! {
     sighup_rehashes => sighup_rehashes;
     sighup_during_startup_is_harmless => sighup_during_startup_is_harmless;
     sighup_without_a_config_file_is_harmless => sighup_without_a_config_file_is_harmless;
+    sighup_reloads_the_tls_certificate => sighup_reloads_the_tls_certificate;
 }

@@ -30,7 +30,17 @@ impl ChatShard {
                 if !c.registered {
                     c.cap_negotiating = true;
                 }
-                let all: Vec<&str> = Caps::ALL.iter().map(|(n, _)| *n).collect();
+                let mut all: Vec<String> = Caps::ALL.iter().map(|(n, _)| n.to_string()).collect();
+                // Capability values are for `CAP LS 302` (or later) only, and `sts`
+                // means nothing without its value: older clients do not see it.
+                // It is informational: a REQ for it is NAKed like any unknown cap.
+                let v302 = p
+                    .get(1)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .is_some_and(|v| v >= 302);
+                if let Some(sts) = self.info.sts_value(c.tls.is_some()).filter(|_| v302) {
+                    all.push(format!("sts={sts}"));
+                }
                 write_line(
                     &mut out,
                     server,

@@ -3,12 +3,17 @@
 //! assertions: a wait that runs out is a failure with everything seen so far).
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use certs::TestCa;
+use rustls::pki_types::ServerName;
 use shardline::{Io, RunningServer, Server};
 use shardline_chat::{message::parse, Config};
 
@@ -96,10 +101,22 @@ pub fn test_config() -> Config {
     c
 }
 
+/// A port nobody listens on right now (the server binds it with SO_REUSEPORT,
+/// once per shard; a race with another process is retried by the caller).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
 /// A running chat server.
 pub struct TestServer {
     server: Option<RunningServer<shardline_chat::ChatMsg>>,
     pub addr: SocketAddr,
+    /// The TLS listener, when started with [`TestServer::start_tls`].
+    pub tls_addr: Option<SocketAddr>,
+    /// The CA that signed the server's certificate (its directory lives as long).
+    pub ca: Option<TestCa>,
     pub io: Io,
     pub shards: usize,
 }
@@ -125,9 +142,57 @@ impl TestServer {
         TestServer {
             server: Some(server),
             addr,
+            tls_addr: None,
+            ca: None,
             io,
             shards,
         }
+    }
+
+    /// A server with a plaintext listener (port 0) and a TLS one on a free port
+    /// (a fixed port, so `sts=port=` can name it), serving a certificate for
+    /// `localhost` from a fresh test CA; `configure` may change the rest (e.g.
+    /// `tls.client_ca`, the `sts` settings).
+    pub fn start_tls(
+        io: Io,
+        shards: usize,
+        configure: impl Fn(&mut Config, &TestCa),
+    ) -> TestServer {
+        let ca = TestCa::new("server");
+        let cert = ca.server("server");
+        for attempt in 0.. {
+            let tls_addr = free_port();
+            let mut config = test_config();
+            config.tls.listen = vec![tls_addr];
+            config.tls.cert = Some(cert.cert.clone());
+            config.tls.key = Some(cert.key.clone());
+            configure(&mut config, &ca);
+            init_tracing();
+            let builder = Server::builder()
+                .io(io)
+                .shards(shards)
+                .pin(false)
+                .listen("127.0.0.1:0".parse().expect("literal address"))
+                .shutdown_timeout(Duration::from_secs(10));
+            let server = shardline_chat::build(builder, config).expect("valid config");
+            match server.start() {
+                Ok(server) => {
+                    let addrs = server.local_addrs().to_vec();
+                    assert_eq!(addrs[1], tls_addr, "the TLS listener comes second");
+                    return TestServer {
+                        server: Some(server),
+                        addr: addrs[0],
+                        tls_addr: Some(tls_addr),
+                        ca: Some(ca),
+                        io,
+                        shards,
+                    };
+                }
+                Err(shardline::Error::AddrInUse { .. }) if attempt < 10 => continue,
+                Err(e) => panic!("server starts: {e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// A label for assertion messages.
@@ -169,12 +234,18 @@ impl TestServer {
     /// Connects a client and finds out (from the shards' accept counters) which
     /// shard took it. Connect one client at a time.
     pub fn connect(&self) -> Client {
+        let (stream, shard) = self.connect_tcp(self.addr);
+        Client::new(stream, shard, self.label())
+    }
+
+    /// A TCP connection to `addr` and the shard that accepted it.
+    fn connect_tcp(&self, addr: SocketAddr) -> (TcpStream, usize) {
         let before = self.accepted();
-        let stream = TcpStream::connect(self.addr).expect("connect");
+        let stream = TcpStream::connect(addr).expect("connect");
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(s) = self.newly_accepted(&before) {
-                return Client::new(stream, s, self.label());
+                return (stream, s);
             }
             assert!(
                 Instant::now() < deadline,
@@ -195,6 +266,34 @@ impl TestServer {
             }
         }
         panic!("{}: no connection landed on shard {want}", self.label());
+    }
+
+    /// A client of the TLS listener, handshake done, trusting the test CA and
+    /// presenting no certificate.
+    pub fn connect_tls(&self) -> Client {
+        let ca = self.ca.as_ref().expect("started with start_tls");
+        self.connect_tls_with(ca.client_config(None))
+    }
+
+    /// A client of the TLS listener with the client configuration `config`.
+    pub fn connect_tls_with(&self, config: Arc<rustls::ClientConfig>) -> Client {
+        let addr = self.tls_addr.expect("started with start_tls");
+        let (stream, shard) = self.connect_tcp(addr);
+        Client::new_tls(stream, shard, self.label(), config)
+    }
+
+    /// Like [`TestServer::connect_on`], over TLS (the handshake is only made on
+    /// the connection that landed there).
+    pub fn connect_tls_on(&self, shard: usize, config: Arc<rustls::ClientConfig>) -> Client {
+        let want = shard % self.shards;
+        let addr = self.tls_addr.expect("started with start_tls");
+        for _ in 0..500 {
+            let (stream, s) = self.connect_tcp(addr);
+            if s == want {
+                return Client::new_tls(stream, s, self.label(), config);
+            }
+        }
+        panic!("{}: no TLS connection landed on shard {want}", self.label());
     }
 
     /// A registered client on `shard % shards`, burst consumed.
@@ -292,9 +391,49 @@ impl Line {
     }
 }
 
-/// A raw-TCP IRC client.
+/// What a test client talks over: the socket, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// An IRC client over raw TCP or TLS.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     pub shard: usize,
     pub nick: String,
@@ -310,10 +449,32 @@ pub struct Client {
 
 impl Client {
     fn new(stream: TcpStream, shard: usize, label: String) -> Client {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
+        Client::over(Stream::Plain(stream), shard, label)
+    }
+
+    /// A TLS client on `stream`, with the handshake done (for `localhost`).
+    fn new_tls(
+        mut stream: TcpStream,
+        shard: usize,
+        label: String,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Client {
+        let name = ServerName::try_from("localhost").expect("literal name");
+        let mut conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+        stream.set_read_timeout(Some(WAIT)).expect("set timeout");
+        while conn.is_handshaking() {
+            conn.complete_io(&mut stream)
+                .unwrap_or_else(|e| panic!("{label}: TLS handshake: {e}"));
+        }
+        let tls = rustls::StreamOwned::new(conn, stream);
+        Client::over(Stream::Tls(Box::new(tls)), shard, label)
+    }
+
+    fn over(stream: Stream, shard: usize, label: String) -> Client {
+        let tcp = stream.tcp();
+        tcp.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("set timeout");
-        stream.set_nodelay(true).expect("nodelay");
+        tcp.set_nodelay(true).expect("nodelay");
         Client {
             stream,
             buf: Vec::new(),
@@ -334,9 +495,35 @@ impl Client {
         Client::new(stream, 0, label.to_string())
     }
 
-    /// A second handle on the socket, for writing from another thread.
+    /// Like [`Client::connect_to`], over TLS with `config` (handshake done).
+    pub fn connect_tls_to(
+        addr: SocketAddr,
+        label: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        Client::new_tls(stream, 0, label.to_string(), config)
+    }
+
+    /// A second handle on the socket, for writing from another thread (raw TCP
+    /// clients only).
     pub fn try_clone_stream(&self) -> TcpStream {
-        self.stream.try_clone().expect("clone socket")
+        match &self.stream {
+            Stream::Plain(s) => s.try_clone().expect("clone socket"),
+            Stream::Tls(_) => panic!("{}: a TLS stream cannot be shared", self.label),
+        }
+    }
+
+    /// Over TLS: SHA-256 of the certificate the server presented, lowercase hex.
+    pub fn server_cert_sha256(&self) -> Option<String> {
+        match &self.stream {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t
+                .conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| certs::sha256_hex(c.as_ref())),
+        }
     }
 
     /// Sends one line (CR LF added).
