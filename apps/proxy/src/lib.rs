@@ -167,6 +167,7 @@ pub mod pools;
 pub mod reload;
 pub mod server;
 pub mod shard;
+pub mod sni;
 pub mod stats;
 pub mod tcp;
 pub mod tls;
