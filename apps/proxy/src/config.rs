@@ -13,13 +13,23 @@
 //! path_prefix = "/v1/"     # optional; "/" if absent
 //! pool = "api"
 //!
+//! [[listener]]
+//! address = "127.0.0.1:8443"
+//! mode = "tcp"
+//! tls_passthrough = true   # route by the ClientHello's server name (SNI)
+//! pool = "web"             # optional with sni: no SNI or no match (else close)
+//! sni = { "a.example.com" = "api", "*.example.org" = "web" }
+//!
 //! [pool.web]
 //! backends = [{ address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" }]
 //! ```
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, str::FromStr};
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
+
+use crate::sni;
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -119,9 +129,59 @@ pub enum ConfigError {
         /// The weight given.
         weight: u32,
     },
-    /// A TCP listener without a pool.
-    #[error("tcp listener {0} needs a pool")]
+    /// A TCP listener without a pool (and, with `tls_passthrough`, without
+    /// `sni` routes either).
+    #[error("tcp listener {0} needs a pool (or, with tls_passthrough = true, sni routes)")]
     TcpWithoutPool(SocketAddr),
+    /// `tls_passthrough` or `sni` on an HTTP listener.
+    #[error(
+        "http listener {0} has tls_passthrough or sni; SNI routing is for tcp listeners \
+         (mode = \"tcp\", tls_passthrough = true)"
+    )]
+    TlsOnHttp(SocketAddr),
+    /// `tls_passthrough` and `[listener.tls]` on one listener.
+    #[error(
+        "listener {0} has both tls_passthrough and [listener.tls]: pass the clients' TLS \
+         through (routed by SNI) or terminate it, not both"
+    )]
+    PassthroughAndTermination(SocketAddr),
+    /// A pool of a passthrough listener opens TLS to its backends.
+    #[error(
+        "tls_passthrough listener {listener} relays to pool {pool:?}, which has tls = true: \
+         the clients' TLS would be wrapped in the proxy's; give the listener pools without tls"
+    )]
+    PassthroughToTlsPool {
+        /// The listener.
+        listener: SocketAddr,
+        /// The pool.
+        pool: String,
+    },
+    /// An `sni` table without `tls_passthrough = true`.
+    #[error("tcp listener {0} has sni routes but not tls_passthrough = true")]
+    SniWithoutPassthrough(SocketAddr),
+    /// An `sni` key that is neither a host name nor `*.` and a host name.
+    #[error(
+        "listener {listener}: sni pattern {pattern:?} {why} (expected a host name such as \
+         \"a.example.com\", or \"*.example.com\" for one more label)"
+    )]
+    BadSniPattern {
+        /// The listener.
+        listener: SocketAddr,
+        /// The key given.
+        pattern: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Two `sni` keys naming the same pattern (they differ only in case).
+    #[error("listener {listener}: sni patterns {first:?} and {second:?} are the same")]
+    DuplicateSniPattern {
+        /// The listener.
+        listener: SocketAddr,
+        /// One key.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// Routes on a TCP listener (they only mean something for HTTP).
     #[error("tcp listener {0} has routes; routes are for http listeners")]
     TcpWithRoutes(SocketAddr),
@@ -176,6 +236,10 @@ struct RawListener {
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
     tls: Option<crate::tls::RawListenerTls>,
+    #[serde(default)]
+    tls_passthrough: bool,
+    #[serde(default)]
+    sni: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +367,9 @@ pub struct Timeouts {
     /// `client_body_timeout`: time without progress, not for the whole body).
     /// Never counted against the backend.
     pub client_body_ms: u64,
+    /// A TLS passthrough listener's client must send its whole ClientHello
+    /// within this after it connected, else it is closed.
+    pub tls_hello_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -315,6 +382,7 @@ impl Default for Timeouts {
             client_idle_ms: 60_000,
             expect_continue_ms: 300,
             client_body_ms: 60_000,
+            tls_hello_ms: 5_000,
         }
     }
 }
@@ -423,6 +491,62 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// TLS termination (`[listener.tls]`).
     pub tls: Option<crate::tls::ListenerTls>,
+    /// TCP with `tls_passthrough`: the pool is chosen by the ClientHello's
+    /// server name (`pool` is then the default, if any).
+    pub sni: Option<SniRoutes>,
+}
+
+/// A TLS passthrough listener's routes by server name: exact names, and
+/// wildcards `*.suffix` that match one more label than `suffix`. An exact
+/// name beats a wildcard.
+#[derive(Debug, Clone, Default)]
+pub struct SniRoutes {
+    /// Lower-case host name → pool index.
+    exact: FxHashMap<String, usize>,
+    /// Lower-case suffix (the pattern without `*.`) → pool index.
+    wildcard: FxHashMap<String, usize>,
+}
+
+impl SniRoutes {
+    /// The pool for `name` (a lower-case host name, as [`crate::sni`] gives
+    /// it): its exact route, else the wildcard of its parent domain.
+    pub fn lookup(&self, name: &str) -> Option<usize> {
+        if let Some(&pool) = self.exact.get(name) {
+            return Some(pool);
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).copied()
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// No routes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pools routed to (with repeats).
+    pub fn pools(&self) -> impl Iterator<Item = usize> + '_ {
+        self.exact.values().chain(self.wildcard.values()).copied()
+    }
+}
+
+/// An `sni` key: `(is_wildcard, lower-case name or suffix)`, or what is wrong.
+fn sni_pattern(pattern: &str) -> Result<(bool, String), String> {
+    let (wildcard, name) = match pattern.strip_prefix("*.") {
+        Some(suffix) => (true, suffix),
+        None => (false, pattern),
+    };
+    match sni::host_name(name.as_bytes()) {
+        Ok(n) => Ok((wildcard, n)),
+        Err(sni::NameError::BadByte(b'*')) => {
+            Err("has a '*' other than a leading \"*.\"".to_string())
+        }
+        Err(e) => Err(format!("is not a host name: {e}")),
+    }
 }
 
 /// An HTTP route: requests for `host` (any if `None`) whose path starts with
@@ -528,6 +652,8 @@ impl Config {
                     pool: Some("default".into()),
                     routes: Vec::new(),
                     tls: None,
+                    tls_passthrough: false,
+                    sni: BTreeMap::new(),
                 })
                 .collect(),
             pools: BTreeMap::from([(
@@ -657,8 +783,36 @@ impl Config {
                     pool: index_of(format!("a route of listener {}", l.address), &r.pool)?,
                 });
             }
+            let sni = match l.mode {
+                Mode::Http if l.tls_passthrough || !l.sni.is_empty() => {
+                    return Err(ConfigError::TlsOnHttp(l.address))
+                }
+                Mode::Tcp if !l.tls_passthrough && !l.sni.is_empty() => {
+                    return Err(ConfigError::SniWithoutPassthrough(l.address))
+                }
+                Mode::Tcp if l.tls_passthrough => {
+                    Some(sni_routes(l, |what, pool| index_of(what, pool))?)
+                }
+                _ => None,
+            };
+            if l.tls_passthrough && l.tls.is_some() {
+                return Err(ConfigError::PassthroughAndTermination(l.address));
+            }
+            if let Some(routes) = &sni {
+                for p in routes.pools().chain(pool) {
+                    if let Some(named) = pools.get(p).filter(|named| named.tls.is_some()) {
+                        return Err(ConfigError::PassthroughToTlsPool {
+                            listener: l.address,
+                            pool: named.name.clone(),
+                        });
+                    }
+                }
+            }
+            let no_sni = sni.as_ref().is_none_or(SniRoutes::is_empty);
             match l.mode {
-                Mode::Tcp if pool.is_none() => return Err(ConfigError::TcpWithoutPool(l.address)),
+                Mode::Tcp if pool.is_none() && no_sni => {
+                    return Err(ConfigError::TcpWithoutPool(l.address))
+                }
                 Mode::Tcp if !routes.is_empty() => {
                     return Err(ConfigError::TcpWithRoutes(l.address))
                 }
@@ -677,6 +831,7 @@ impl Config {
                 pool,
                 routes,
                 tls,
+                sni,
             });
         }
         let t = &raw.timeouts;
@@ -688,6 +843,7 @@ impl Config {
             ("client_idle_ms", t.client_idle_ms),
             ("expect_continue_ms", t.expect_continue_ms),
             ("client_body_ms", t.client_body_ms),
+            ("tls_hello_ms", t.tls_hello_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::BadLimit(format!(
@@ -751,6 +907,51 @@ impl Config {
         }
         best.map(|b| b.2).or(l.pool)
     }
+
+    /// The pool for a TLS client of listener `listener` whose ClientHello
+    /// names `server_name` (lower-case; `None`: no SNI): its `sni` route, else
+    /// the listener's pool. `None`: close the client.
+    pub fn sni_route(&self, listener: usize, server_name: Option<&str>) -> Option<usize> {
+        let l = self.listeners.get(listener)?;
+        let routed = match (&l.sni, server_name) {
+            (Some(routes), Some(name)) => routes.lookup(name),
+            _ => None,
+        };
+        routed.or(l.pool)
+    }
+}
+
+/// A TLS passthrough listener's `sni` table, validated; `index_of` resolves
+/// a pool name (naming the route in its error).
+fn sni_routes(
+    l: &RawListener,
+    index_of: impl Fn(String, &str) -> Result<usize, ConfigError>,
+) -> Result<SniRoutes, ConfigError> {
+    let mut routes = SniRoutes::default();
+    // Keys as written, by normalised pattern, to name both of a duplicate.
+    let mut written: BTreeMap<(bool, String), &String> = BTreeMap::new();
+    for (pattern, pool) in &l.sni {
+        let (wildcard, name) = sni_pattern(pattern).map_err(|why| ConfigError::BadSniPattern {
+            listener: l.address,
+            pattern: pattern.clone(),
+            why,
+        })?;
+        if let Some(first) = written.insert((wildcard, name.clone()), pattern) {
+            return Err(ConfigError::DuplicateSniPattern {
+                listener: l.address,
+                first: first.clone(),
+                second: pattern.clone(),
+            });
+        }
+        let what = format!("sni route {pattern:?} of listener {}", l.address);
+        let pool = index_of(what, pool)?;
+        if wildcard {
+            routes.wildcard.insert(name, pool);
+        } else {
+            routes.exact.insert(name, pool);
+        }
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]

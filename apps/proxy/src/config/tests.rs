@@ -236,3 +236,176 @@ fn splice_mode_parses_and_defaults_to_auto() {
     let bad = Config::parse(&format!("{base}[limits]\nsplice = \"sometimes\"\n"), "test");
     assert!(bad.is_err(), "unknown splice mode is an error");
 }
+
+/// Pools a, b and d, and a TLS passthrough listener with `extra` lines.
+fn sni_config(extra: &str) -> String {
+    format!(
+        "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\n{extra}\n\
+         [pool.a]\nbackends = [{{ address = \"127.0.0.1:2\" }}]\n\
+         [pool.b]\nbackends = [{{ address = \"127.0.0.1:3\" }}]\n\
+         [pool.d]\nbackends = [{{ address = \"127.0.0.1:4\" }}]\n"
+    )
+}
+
+#[test]
+fn sni_routes_exact_names_beat_wildcards_of_one_label() {
+    let c = Config::parse(
+        &sni_config(
+            "tls_passthrough = true\npool = \"d\"\n\
+             sni = { \"A.Example.COM\" = \"a\", \"*.example.com\" = \"b\", \"*.x.example.org\" = \"a\" }",
+        ),
+        "t",
+    )
+    .expect("valid");
+    let pool = |n: &str| c.pools.iter().position(|p| p.name == n);
+    let sni = c.listeners[0].sni.as_ref().expect("passthrough");
+    assert_eq!(sni.len(), 3);
+    // Exact, case-folded at load (names from the reader are lower-case).
+    assert_eq!(c.sni_route(0, Some("a.example.com")), pool("a"));
+    // The wildcard: exactly one more label.
+    assert_eq!(c.sni_route(0, Some("b.example.com")), pool("b"));
+    assert_eq!(c.sni_route(0, Some("x-1.example.com")), pool("b"));
+    assert_eq!(c.sni_route(0, Some("y.x.example.org")), pool("a"));
+    // Not the bare suffix, not two labels more: the default pool.
+    assert_eq!(c.sni_route(0, Some("example.com")), pool("d"));
+    assert_eq!(c.sni_route(0, Some("c.b.example.com")), pool("d"));
+    assert_eq!(c.sni_route(0, Some("x.example.org")), pool("d"));
+    assert_eq!(c.sni_route(0, Some("other.test")), pool("d"));
+    // No SNI: the default pool.
+    assert_eq!(c.sni_route(0, None), pool("d"));
+    assert_eq!(c.timeouts.tls_hello_ms, 5000, "default hello deadline");
+
+    // Without a default pool, no match closes (None).
+    let c = Config::parse(
+        &sni_config("tls_passthrough = true\nsni = { \"a.test\" = \"a\" }"),
+        "t",
+    )
+    .expect("valid");
+    assert!(c.listeners[0].pool.is_none());
+    assert_eq!(c.sni_route(0, Some("a.test")), pool("a"));
+    assert_eq!(c.sni_route(0, Some("b.test")), None);
+    assert_eq!(c.sni_route(0, None), None);
+
+    // Passthrough with only a pool: every TLS client goes there.
+    let c = Config::parse(&sni_config("tls_passthrough = true\npool = \"b\""), "t").expect("valid");
+    assert!(c.listeners[0].sni.as_ref().is_some_and(SniRoutes::is_empty));
+    assert_eq!(c.sni_route(0, Some("anything.test")), pool("b"));
+    // A plain TCP listener has no SNI table: its pool.
+    let c = Config::parse(&sni_config("pool = \"a\""), "t").expect("valid");
+    assert!(c.listeners[0].sni.is_none());
+    assert_eq!(c.sni_route(0, Some("b.test")), pool("a"));
+}
+
+#[test]
+fn bad_sni_configs_say_what_is_wrong() {
+    let pt = "tls_passthrough = true\npool = \"d\"\n";
+    for (extra, want) in [
+        // Unknown pool, naming the route.
+        (
+            format!("{pt}sni = {{ \"a.test\" = \"nope\" }}"),
+            "sni route \"a.test\" of listener 127.0.0.1:1 uses pool \"nope\", which is not defined",
+        ),
+        // Patterns that are not host names or one-label wildcards.
+        (
+            format!("{pt}sni = {{ \"*\" = \"a\" }}"),
+            "other than a leading",
+        ),
+        (
+            format!("{pt}sni = {{ \"a.*.test\" = \"a\" }}"),
+            "other than a leading",
+        ),
+        (
+            format!("{pt}sni = {{ \"*.*.test\" = \"a\" }}"),
+            "other than a leading",
+        ),
+        (
+            format!("{pt}sni = {{ \"*a.test\" = \"a\" }}"),
+            "other than a leading",
+        ),
+        (
+            format!("{pt}sni = {{ \"a_b.test\" = \"a\" }}"),
+            "not a host name",
+        ),
+        (
+            format!("{pt}sni = {{ \"a.test.\" = \"a\" }}"),
+            "empty label",
+        ),
+        (format!("{pt}sni = {{ \"\" = \"a\" }}"), "empty"),
+        (
+            format!("{pt}sni = {{ \"10.0.0.1\" = \"a\" }}"),
+            "IP address",
+        ),
+        (
+            format!("{pt}sni = {{ \"a.test:443\" = \"a\" }}"),
+            "not a host name",
+        ),
+        // The same pattern twice, in different case.
+        (
+            format!("{pt}sni = {{ \"A.test\" = \"a\", \"a.TEST\" = \"b\" }}"),
+            "are the same",
+        ),
+        // sni without passthrough; passthrough without pool or routes.
+        (
+            "pool = \"d\"\nsni = { \"a.test\" = \"a\" }".to_string(),
+            "not tls_passthrough",
+        ),
+        ("tls_passthrough = true".to_string(), "needs a pool"),
+        (
+            "tls_passthrough = true\nsni = {}".to_string(),
+            "needs a pool",
+        ),
+    ] {
+        let e = err(&sni_config(&extra));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    // On an HTTP listener.
+    let http = sni_config("pool = \"d\"\ntls_passthrough = true").replace("\"tcp\"", "\"http\"");
+    assert!(
+        err(&http).contains("SNI routing is for tcp listeners"),
+        "{}",
+        err(&http)
+    );
+    let http =
+        sni_config("pool = \"d\"\nsni = { \"a.test\" = \"a\" }").replace("\"tcp\"", "\"http\"");
+    assert!(err(&http).contains("SNI routing is for tcp listeners"));
+    // The hello deadline must be positive.
+    let e = err(&format!(
+        "{}[timeouts]\ntls_hello_ms = 0\n",
+        sni_config("tls_passthrough = true\npool = \"d\"")
+    ));
+    assert!(e.contains("tls_hello_ms must be at least 1"), "{e}");
+}
+
+/// Passing TLS through and terminating it are exclusive, on a listener and on
+/// the pools it relays to.
+#[test]
+fn tls_passthrough_excludes_tls_termination_and_tls_pools() {
+    let e = err(&sni_config(
+        "tls_passthrough = true\npool = \"d\"\n\
+         [listener.tls]\ncert = \"site.pem\"\nkey = \"site.key\"",
+    ));
+    assert!(e.contains("both tls_passthrough and [listener.tls]"), "{e}");
+
+    let dir = std::env::temp_dir().join(format!("proxy-sni-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = dir.join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).expect("cert");
+    std::fs::write(&ca, cert.cert.pem()).expect("write CA");
+    let tls_pool = format!(
+        "[pool.t]\nbackends = [{{ address = \"127.0.0.1:5\" }}]\ntls = true\ntls_ca = {ca:?}\n"
+    );
+    // The same pool is fine for a plain TCP listener.
+    let plain = format!("{}{tls_pool}", sni_config("pool = \"t\""));
+    Config::parse(&plain, "t").expect("a tls pool behind a plain tcp listener");
+    for extra in [
+        "tls_passthrough = true\npool = \"t\"",
+        "tls_passthrough = true\npool = \"d\"\nsni = { \"a.test\" = \"a\", \"*.b.test\" = \"t\" }",
+    ] {
+        let e = err(&format!("{}{tls_pool}", sni_config(extra)));
+        assert!(
+            e.contains("relays to pool \"t\", which has tls = true"),
+            "{extra}: {e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
