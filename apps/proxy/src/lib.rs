@@ -122,6 +122,14 @@
 //! several listeners use it. Listeners are fixed at start: a reload cannot
 //! change them.
 //!
+//! # TLS passthrough
+//!
+//! A TCP listener with `tls_passthrough = true` picks each connection's pool by
+//! the server name in its TLS ClientHello, which [`sni`] reads without
+//! terminating TLS; until the hello is complete the client's bytes stay in the
+//! framework's input buffer (`on_data` consumes nothing), then they go to the
+//! chosen backend untouched and the session is an ordinary L4 one ([`tcp`]).
+//!
 //! # Metrics
 //!
 //! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves

@@ -163,10 +163,13 @@ impl Handler for ProxyShard {
             ctx.close(conn);
             return ProxyConn(Role::Closing);
         };
-        if l.mode == Mode::Http || l.pool.is_some() {
+        // TLS passthrough: the pool comes from the ClientHello.
+        let passthrough = l.mode == Mode::Tcp && l.sni.is_some();
+        if l.mode == Mode::Http || l.pool.is_some() || passthrough {
             self.stats.clients.add(1);
         }
         match (l.mode, l.pool) {
+            (Mode::Tcp, _) if passthrough => self.tcp_accept_tls(ctx, conn, peer, i),
             (Mode::Tcp, Some(pool)) => self.tcp_accept(ctx, conn, peer, pool),
             (Mode::Tcp, None) => {
                 ctx.close(conn);

@@ -33,7 +33,7 @@
 //! With Encrypted Client Hello the name read is the outer (public) one.
 //!
 //! Must never: panic, or look past the bounds of what it was given — every
-//! read goes through [`Cursor`], which checks lengths.
+//! read goes through a small cursor type that checks every length.
 
 use std::fmt;
 

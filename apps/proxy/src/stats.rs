@@ -32,6 +32,48 @@ pub const LATENCY_BOUNDS: [f64; 14] = [
 /// Status classes as labelled: index `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// How a TLS passthrough listener's client's ClientHello ended (see
+/// [`crate::tcp`]): the `outcome` label of
+/// `shardline_proxy_tls_hellos_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// A pool was chosen (by SNI route or the listener's default pool).
+    Routed,
+    /// A valid hello, but no route matched and there is no default pool.
+    NoRoute,
+    /// The first bytes are not a TLS handshake record (plain HTTP, …).
+    NotTls,
+    /// TLS records, but not a valid ClientHello (or too large).
+    Malformed,
+    /// No complete hello within `tls_hello_ms`.
+    Timeout,
+    /// The client went away before its hello was complete.
+    Incomplete,
+}
+
+impl TlsOutcome {
+    const ALL: [TlsOutcome; 6] = [
+        TlsOutcome::Routed,
+        TlsOutcome::NoRoute,
+        TlsOutcome::NotTls,
+        TlsOutcome::Malformed,
+        TlsOutcome::Timeout,
+        TlsOutcome::Incomplete,
+    ];
+
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsOutcome::Routed => "routed",
+            TlsOutcome::NoRoute => "no_route",
+            TlsOutcome::NotTls => "not_tls",
+            TlsOutcome::Malformed => "malformed",
+            TlsOutcome::Timeout => "timeout",
+            TlsOutcome::Incomplete => "incomplete",
+        }
+    }
+}
+
 /// One shard's gauges per backend of one configuration: `[offset[pool] + backend]`.
 #[derive(Debug)]
 pub struct BackendGauges {
@@ -112,6 +154,9 @@ pub struct ShardStats {
     latency_sum_us: Counter,
     /// Gauge: client connections (HTTP and TCP) open on this shard.
     pub clients: Counter,
+    /// TLS passthrough clients by how their ClientHello ended, by
+    /// [`TlsOutcome`] (in [`TlsOutcome::ALL`]'s order).
+    tls_hellos: [Counter; 6],
     /// The per-backend gauges of the configuration this shard serves.
     backends: Mutex<Arc<BackendGauges>>,
 }
@@ -124,6 +169,7 @@ impl ShardStats {
             latency: Default::default(),
             latency_sum_us: Counter::new(),
             clients: Counter::new(),
+            tls_hellos: Default::default(),
             backends: Mutex::new(Arc::new(BackendGauges::new(config))),
         }
     }
@@ -146,6 +192,13 @@ impl ShardStats {
             self.latency[i].add(1);
             self.latency_sum_us
                 .add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// A TLS passthrough client's ClientHello ended with `outcome`.
+    pub fn tls_hello(&self, outcome: TlsOutcome) {
+        if let Some(i) = TlsOutcome::ALL.iter().position(|&o| o == outcome) {
+            self.tls_hellos[i].add(1);
         }
     }
 
@@ -199,6 +252,16 @@ impl ProxyStats {
                 &[("shard", shard.as_str())],
                 s.clients.get() as i64,
             );
+            for (outcome, c) in TlsOutcome::ALL.iter().zip(&s.tls_hellos) {
+                w.counter(
+                    "shardline_proxy_tls_hellos_total",
+                    "Clients of TLS passthrough listeners by how their ClientHello ended: \
+                     routed, no_route (no SNI route and no default pool), not_tls, malformed, \
+                     timeout (tls_hello_ms), incomplete (the client left first), per shard.",
+                    &[("shard", shard.as_str()), ("outcome", outcome.label())],
+                    c.get(),
+                );
+            }
             for (sum, c) in latency.iter_mut().zip(&s.latency) {
                 *sum += c.get();
             }

@@ -19,6 +19,20 @@
 //!   (`Ctx::shutdown_write`, after everything it sent was flushed there) while
 //!   the other direction goes on; once both sides sent their FIN the pair is
 //!   closed (after flushing).
+//! - **TLS passthrough** (`tls_passthrough = true`): the pool is chosen by the
+//!   server name of the client's ClientHello ([`crate::sni`]), so the client is
+//!   read before any backend is picked. While the hello is incomplete `on_data`
+//!   consumes nothing: the framework holds the bytes and presents them again
+//!   with the next ones, and the reader looks only at what is new. It must be
+//!   complete within `tls_hello_ms` and [`crate::sni::MAX_INPUT`] bytes. Once it
+//!   is, the client is paused and the chosen pool connected exactly as above;
+//!   the held bytes, hello included, go to the backend untouched as the first
+//!   relayed ones (then splice applies as usual). A client whose first bytes are
+//!   not TLS, whose hello is malformed, late or unrouted (no SNI route and no
+//!   default pool) is closed, counted by outcome in `/metrics`
+//!   ([`crate::stats::TlsOutcome`]) and logged at debug; nothing else is
+//!   touched. A FIN that comes while the upstream connects is passed on after
+//!   the held bytes.
 
 use std::{io, net::SocketAddr, time::Duration};
 
@@ -30,7 +44,8 @@ use crate::{
     balance::{hash_ip, NoBackend},
     config::{Config, SpliceMode},
     shard::{ProxyConn, ProxyShard, ProxyTimer},
-    stats::BackendGauges,
+    sni::{HelloReader, Sniff},
+    stats::{BackendGauges, TlsOutcome},
 };
 
 /// A read at least this long (the framework's default read buffer, filled)
@@ -50,6 +65,18 @@ pub(crate) enum Side {
 pub(crate) enum TimerKind {
     /// Connect deadline of a session.
     Connect(usize),
+    /// ClientHello deadline of a TLS passthrough session.
+    Hello(usize),
+}
+
+/// A TLS passthrough session whose ClientHello is still being read.
+#[derive(Debug)]
+struct PendingHello {
+    reader: HelloReader,
+    /// Its `tls_hello_ms` deadline.
+    timer: TimerId,
+    /// The listener (its index in the configuration), whose routes decide.
+    listener: usize,
 }
 
 /// One proxied client connection and its upstream.
@@ -73,6 +100,14 @@ struct Session {
     /// Backends whose connect failed for this client.
     tried: Vec<usize>,
     connect_timer: Option<TimerId>,
+    /// TLS passthrough: the ClientHello being read; no pool is chosen (nor
+    /// `pool` meaningful) while set.
+    hello: Option<Box<PendingHello>>,
+    /// The client was read before its upstream connected (TLS passthrough):
+    /// its FIN may come meanwhile, behind bytes held for the upstream.
+    read_first: bool,
+    /// That FIN came: passed on once the held bytes are relayed.
+    eof_held: bool,
 }
 
 /// One shard's L4 state: its sessions and their timers. Owned by the shard's
@@ -261,9 +296,130 @@ impl ProxyShard {
             attempts: 0,
             tried: Vec::new(),
             connect_timer: None,
+            hello: None,
+            read_first: false,
+            eof_held: false,
         });
         self.connect_next(ctx, key);
         ProxyConn::tcp(key, Side::Client)
+    }
+
+    /// A client accepted by TLS passthrough listener `listener`: read until its
+    /// ClientHello says which pool (see the module doc); returns its state.
+    pub(crate) fn tcp_accept_tls(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        peer: SocketAddr,
+        listener: usize,
+    ) -> ProxyConn {
+        let key = self.tcp.sessions.vacant_key();
+        let timer = ctx.set_timer(
+            Duration::from_millis(self.config.timeouts.tls_hello_ms),
+            ProxyTimer::tcp(TimerKind::Hello(key)),
+        );
+        self.tcp.sessions.insert(Session {
+            client: conn,
+            peer,
+            upstream: None,
+            pool: 0,
+            gen: self.gen,
+            backend: 0,
+            connected: false,
+            client_eof: false,
+            upstream_eof: false,
+            attempts: 0,
+            tried: Vec::new(),
+            connect_timer: None,
+            hello: Some(Box::new(PendingHello {
+                reader: HelloReader::new(),
+                timer,
+                listener,
+            })),
+            read_first: false,
+            eof_held: false,
+        });
+        ProxyConn::tcp(key, Side::Client)
+    }
+
+    /// Client bytes of session `key` while its ClientHello is being read: all
+    /// of them so far (nothing was consumed). Returns what `on_data` consumes:
+    /// nothing, unless the client is closed.
+    fn tcp_hello(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        key: usize,
+        data: &[u8],
+    ) -> usize {
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
+            return data.len();
+        };
+        let Some(pending) = s.hello.as_mut() else {
+            return 0;
+        };
+        let outcome = match pending.reader.read(data) {
+            Sniff::NeedMore => return 0,
+            Sniff::Hello(hello) => {
+                return match self.route_hello(ctx, key, hello.server_name.as_deref()) {
+                    true => 0,
+                    false => data.len(),
+                };
+            }
+            Sniff::NotTls(why) => {
+                debug!(client = %s.peer, why, "not TLS; closing client");
+                TlsOutcome::NotTls
+            }
+            Sniff::Malformed(e) => {
+                debug!(client = %s.peer, error = %e, "malformed ClientHello; closing client");
+                TlsOutcome::Malformed
+            }
+        };
+        if let Some(pending) = s.hello.take() {
+            ctx.cancel_timer(pending.timer);
+        }
+        self.stats.tls_hello(outcome);
+        ctx.close(conn);
+        data.len()
+    }
+
+    /// Session `key`'s ClientHello is complete and names `server_name`: pick
+    /// the pool and connect it (`true`: the held bytes wait for it), or close
+    /// the client (`false`).
+    fn route_hello(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        key: usize,
+        server_name: Option<&str>,
+    ) -> bool {
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
+            return false;
+        };
+        let Some(pending) = s.hello.take() else {
+            return false;
+        };
+        ctx.cancel_timer(pending.timer);
+        let Some(pool) = self.config.sni_route(pending.listener, server_name) else {
+            debug!(client = %s.peer, server_name, "no SNI route and no default pool; closing client");
+            self.stats.tls_hello(TlsOutcome::NoRoute);
+            ctx.close(s.client);
+            return false;
+        };
+        debug!(
+            client = %s.peer,
+            server_name,
+            pool = self.config.pools.get(pool).map_or("", |p| p.name.as_str()),
+            "ClientHello routed"
+        );
+        self.stats.tls_hello(TlsOutcome::Routed);
+        s.pool = pool;
+        s.gen = self.gen;
+        s.read_first = true;
+        // As for a plain TCP client from here on: not read until the upstream
+        // is up; what was read stays held and is relayed first.
+        ctx.pause_reading(s.client);
+        self.connect_next(ctx, key);
+        true
     }
 
     pub(crate) fn tcp_connect(
@@ -320,7 +476,24 @@ impl ProxyShard {
         (key, side): (usize, Side),
         data: &[u8],
     ) -> usize {
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
+            return data.len();
+        };
+        if side == Side::Client && s.client == conn && s.hello.is_some() {
+            return self.tcp_hello(ctx, conn, key, data);
+        }
+        let eof_held = side == Side::Client && s.client == conn && s.connected && s.eof_held;
         match self.other(conn, key, side) {
+            Some((_, _, Some(to))) if eof_held => {
+                // Every byte the client sent before its FIN (held while the
+                // upstream connected): relay it, then the FIN.
+                let _ = ctx.send(to, data);
+                if let Some(s) = self.tcp.sessions.get_mut(key) {
+                    s.eof_held = false;
+                }
+                self.forward_eof(ctx, conn, key, Side::Client, to);
+                data.len()
+            }
             Some((_, _, Some(to))) => {
                 // An error means the other side is closing; its on_close ends the pair.
                 let _ = ctx.send(to, data);
@@ -354,26 +527,50 @@ impl ProxyShard {
         // flushed, and keep relaying the other way. Both FINs seen: the pair is
         // done (each closed after its queue is flushed).
         match self.other(conn, key, side) {
-            Some((key, side, Some(other))) => {
+            Some((key, side, Some(other))) => self.forward_eof(ctx, conn, key, side, other),
+            Some((key, Side::Client, None)) => {
                 let Some(s) = self.tcp.sessions.get_mut(key) else {
                     return;
                 };
-                match side {
-                    Side::Client => s.client_eof = true,
-                    Side::Upstream => s.upstream_eof = true,
-                }
-                if (s.client_eof && s.upstream_eof) || self.tcp.draining {
-                    // Done, or shutting down: a side that finished ends the
-                    // session (each side flushed, then closed).
-                    ctx.close(conn);
-                    ctx.close(other);
-                } else if ctx.shutdown_write(other).is_err() {
-                    // The other side is already going: its on_close ends the pair.
+                if s.read_first && s.upstream.is_some() && !self.tcp.draining {
+                    // TLS passthrough: the FIN came behind the hello while the
+                    // upstream connects; it follows the held bytes there.
+                    s.eof_held = true;
+                } else {
+                    // A client that never connected through (a hello cut
+                    // short included) is simply closed.
                     ctx.close(conn);
                 }
             }
-            // A client that never connected through is simply closed.
             _ => ctx.close(conn),
+        }
+    }
+
+    /// `conn` (side `side` of session `key`) sent its FIN and every byte
+    /// before it was relayed to `other`: pass it on, or end the session.
+    fn forward_eof(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        conn: ConnId,
+        key: usize,
+        side: Side,
+        other: ConnId,
+    ) {
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
+            return;
+        };
+        match side {
+            Side::Client => s.client_eof = true,
+            Side::Upstream => s.upstream_eof = true,
+        }
+        if (s.client_eof && s.upstream_eof) || self.tcp.draining {
+            // Done, or shutting down: a side that finished ends the
+            // session (each side flushed, then closed).
+            ctx.close(conn);
+            ctx.close(other);
+        } else if ctx.shutdown_write(other).is_err() {
+            // The other side is already going: its on_close ends the pair.
+            ctx.close(conn);
         }
     }
 
@@ -403,6 +600,12 @@ impl ProxyShard {
                 self.stats.clients.sub(1);
                 if let Some(t) = s.connect_timer {
                     ctx.cancel_timer(t);
+                }
+                if let Some(pending) = &s.hello {
+                    // Gone (FIN, reset, shutdown) before its hello was whole.
+                    ctx.cancel_timer(pending.timer);
+                    self.stats.tls_hello(TlsOutcome::Incomplete);
+                    debug!(client = %s.peer, seen = pending.reader.examined(), "client left before its ClientHello was complete");
                 }
                 if let Some(up) = s.upstream {
                     release(&mut self.tcp.active, &self.gauges, self.gen, &s);
@@ -435,7 +638,24 @@ impl ProxyShard {
     /// A timer of the L4 side fired (a session's timer is cancelled when the
     /// session ends, so its key still names it).
     pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, kind: TimerKind) {
-        let TimerKind::Connect(key) = kind;
+        let key = match kind {
+            TimerKind::Connect(key) => key,
+            TimerKind::Hello(key) => {
+                let Some(s) = self.tcp.sessions.get_mut(key) else {
+                    return;
+                };
+                if let Some(pending) = s.hello.take() {
+                    debug!(
+                        client = %s.peer,
+                        seen = pending.reader.examined(),
+                        "no complete ClientHello in time; closing client"
+                    );
+                    self.stats.tls_hello(TlsOutcome::Timeout);
+                    ctx.close(s.client);
+                }
+                return;
+            }
+        };
         let Some(s) = self.tcp.sessions.get_mut(key) else {
             return;
         };
