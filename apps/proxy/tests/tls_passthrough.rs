@@ -351,8 +351,8 @@ fn unrouted_hellos_are_closed_without_a_default_pool(io: Io) {
     }
 }
 
-/// Plain HTTP, random bytes and a TLS record that is not a valid ClientHello
-/// are each closed (nothing sent back, no backend connected) while a TLS
+/// Plain HTTP, random bytes, a TLS record that is not a valid ClientHello and
+/// one announcing a hello over the size cap are each closed (nothing sent back, no backend connected) while a TLS
 /// session opened before them goes on undisturbed.
 fn non_tls_and_malformed_clients_are_closed_without_disturbing_a_session(io: Io) {
     let pki = Pki::new();
@@ -378,13 +378,19 @@ fn non_tls_and_malformed_clients_are_closed_without_disturbing_a_session(io: Io)
         garbage[0] = 0x42;
         let mut bad_record = b"\x16\x03\x01\x00\x40\x01\x00\x00\x3c\x03\x03".to_vec();
         bad_record.extend_from_slice(&[0xff; 64]);
-        let bad: [(&str, Vec<u8>); 3] = [
+        let bad: [(&str, Vec<u8>); 4] = [
             (
                 "plain HTTP",
                 b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec(),
             ),
             ("random bytes", garbage),
             ("malformed hello", bad_record),
+            // A hello announcing 16 KiB + 1 with its header: over the cap,
+            // refused from its first 9 bytes.
+            (
+                "oversized hello",
+                b"\x16\x03\x01\x40\x00\x01\x00\x3f\xfd".to_vec(),
+            ),
         ];
         for (what, bytes) in &bad {
             let mut c = proxy.connect();
@@ -409,7 +415,7 @@ fn non_tls_and_malformed_clients_are_closed_without_disturbing_a_session(io: Io)
             "{label}"
         );
         assert_eq!(tls_hellos(&proxy, "not_tls"), 2.0, "{label}");
-        assert_eq!(tls_hellos(&proxy, "malformed"), 1.0, "{label}");
+        assert_eq!(tls_hellos(&proxy, "malformed"), 2.0, "{label}");
         assert_eq!(tls_hellos(&proxy, "routed"), 1.0, "{label}");
     }
 }
