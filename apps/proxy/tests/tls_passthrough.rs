@@ -424,7 +424,7 @@ fn non_tls_and_malformed_clients_are_closed_without_disturbing_a_session(io: Io)
 /// closed at `tls_hello_ms`, not before; one that stops halfway and sends its
 /// FIN is closed at once. No backend is connected for any of them.
 fn stalled_hellos_are_closed_at_the_deadline(io: Io) {
-    const HELLO_MS: u64 = 400;
+    const HELLO_MS: u64 = 1000;
     let pki = Pki::new();
     for shards in SHARD_COUNTS {
         let (a, b, d) = backends(&pki);
