@@ -13,7 +13,7 @@ use std::{fmt, io, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use slab::Slab;
 
-pub use crate::types::{ConnId, ListenerId, ShardId};
+pub use crate::types::{ConnId, ListenerId, ListenerInfo, ShardId};
 use crate::{
     error::SendError,
     metrics::ShardMetrics,
@@ -414,6 +414,12 @@ impl<H: Handler> Ctx<'_, H> {
     pub fn cancel_timer(&mut self, timer: TimerId) -> Option<H::Timer> {
         let key = self.core.cancel_timer(timer)?;
         self.app.timers.try_remove(key).map(|slot| slot.payload)
+    }
+
+    /// The server's listeners, in the builder's order, with their bound
+    /// addresses (e.g. to advertise the port a TLS listener got).
+    pub fn listeners(&self) -> &[ListenerInfo] {
+        &self.core.listeners
     }
 
     /// This shard's id.

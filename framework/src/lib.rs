@@ -58,7 +58,7 @@ pub use admin::{AdminConfig, AdminServer};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{
-    CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, Origin, ShardId, TimerId,
+    CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, ListenerInfo, Origin, ShardId, TimerId,
 };
 pub use metrics::{
     Counter, Metrics, PerShard, PromValue, PromWriter, ShardMetrics, ShardMetricsSnapshot,

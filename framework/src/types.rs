@@ -53,6 +53,17 @@ impl fmt::Display for ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(pub usize);
 
+/// One of the server's listeners as every shard sees it ([`Ctx::listeners`](crate::Ctx::listeners)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// Its position in the builder's list.
+    pub id: ListenerId,
+    /// The address it is bound to (the resolved port when 0 was asked for).
+    pub addr: std::net::SocketAddr,
+    /// A TLS listener ([`ServerBuilder::listen_tls`](crate::ServerBuilder::listen_tls)).
+    pub tls: bool,
+}
+
 /// The backend a shard actually runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -80,8 +80,9 @@ impl ServerInfo {
     /// (`secure`: the persistence policy, `duration=<secs>`) or over plaintext
     /// (the upgrade policy, `port=<tls port>`); `None` when STS is not
     /// advertised (TLS or `tls.sts` off, or no known TLS port for a plaintext
-    /// client).
-    pub fn sts_value(&self, secure: bool) -> Option<String> {
+    /// client). `bound_port`: the port the first TLS listener is bound to, used
+    /// when the configuration names none (`tls.sts_port` absent, listen port 0).
+    pub fn sts_value(&self, secure: bool, bound_port: Option<u16>) -> Option<String> {
         let tls = &self.config.tls;
         if !tls.enabled() || !tls.sts {
             return None;
@@ -89,7 +90,9 @@ impl ServerInfo {
         if secure {
             Some(format!("duration={}", tls.sts_duration_secs))
         } else {
-            tls.upgrade_port().map(|port| format!("port={port}"))
+            tls.upgrade_port()
+                .or(bound_port)
+                .map(|port| format!("port={port}"))
         }
     }
 

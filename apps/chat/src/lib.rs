@@ -265,12 +265,6 @@ pub fn build_with_rehash(
         for addr in &config.tls.listen {
             builder = builder.listen_tls(*addr, acceptor.clone());
         }
-        if config.tls.sts && config.tls.upgrade_port().is_none() {
-            warn!(
-                "tls: listening on port 0 without tls.sts_port: plaintext clients are not told \
-                 where TLS is (no sts upgrade policy)"
-            );
-        }
     }
     let info = Arc::new(ServerInfo::new(config));
     let builder = match info.config.server.admin_listen {

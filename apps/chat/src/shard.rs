@@ -57,6 +57,9 @@ pub struct ChatShard {
     pub(crate) info: Arc<ServerInfo>,
     pub(crate) me: usize,
     pub(crate) shards: usize,
+    /// The port the first TLS listener is bound to (for `sts=port=` when the
+    /// configuration asked for port 0).
+    pub(crate) tls_port: Option<u16>,
     /// This shard's clients by id. A connection's own events find its client
     /// through its `type Conn` (the id); this map is how everything else does:
     /// mail from other shards addresses clients by [`ClientRef`] id (never
@@ -88,6 +91,7 @@ impl ChatShard {
             info,
             me: id.0,
             shards: 1,
+            tls_port: None,
             clients: HashMap::new(),
             next_id: 1,
             local: HashMap::new(),
@@ -123,6 +127,11 @@ impl Handler for ChatShard {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         self.shards = ctx.shards();
+        self.tls_port = ctx
+            .listeners()
+            .iter()
+            .find(|l| l.tls)
+            .map(|l| l.addr.port());
         self.acks = vec![Vec::new(); self.shards];
         info!(shard = self.me, shards = self.shards, "chat shard ready");
     }

@@ -81,6 +81,8 @@ pub(crate) struct Core {
     pub(crate) to_fill: Vec<ConnId>,
     /// Handshake slots and the waiting line of TLS connections.
     pub(crate) tls: super::tls::TlsShard,
+    /// The server's listeners (for `Ctx::listeners`).
+    pub(crate) listeners: Vec<crate::types::ListenerInfo>,
 }
 
 impl Core {
@@ -109,6 +111,7 @@ impl Core {
             pipes: PipePool::new(0, 0),
             to_fill: Vec::new(),
             tls: super::tls::TlsShard::new(64, Duration::from_secs(10)),
+            listeners: Vec::new(),
         }
     }
 

@@ -117,6 +117,16 @@ impl<H: Handler> Shard<H> {
         let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.settings.limits);
         core.tcp_nodelay = cfg.settings.tcp_nodelay;
         core.flush_delay = cfg.settings.flush_delay;
+        core.listeners = cfg
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, (addr, _, tls))| crate::types::ListenerInfo {
+                id: crate::types::ListenerId(i),
+                addr: *addr,
+                tls: tls.is_some(),
+            })
+            .collect();
         core.tls = super::tls::TlsShard::new(
             cfg.settings.tls_max_handshakes,
             cfg.settings.tls_handshake_timeout,

@@ -38,7 +38,11 @@ impl ChatShard {
                     .get(1)
                     .and_then(|v| v.parse::<u32>().ok())
                     .is_some_and(|v| v >= 302);
-                if let Some(sts) = self.info.sts_value(c.tls.is_some()).filter(|_| v302) {
+                if let Some(sts) = self
+                    .info
+                    .sts_value(c.tls.is_some(), self.tls_port)
+                    .filter(|_| v302)
+                {
                     all.push(format!("sts={sts}"));
                 }
                 write_line(

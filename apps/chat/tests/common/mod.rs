@@ -160,39 +160,32 @@ impl TestServer {
     ) -> TestServer {
         let ca = TestCa::new("server");
         let cert = ca.server("server");
-        for attempt in 0.. {
-            let tls_addr = free_port();
-            let mut config = test_config();
-            config.tls.listen = vec![tls_addr];
-            config.tls.cert = Some(cert.cert.clone());
-            config.tls.key = Some(cert.key.clone());
-            configure(&mut config, &ca);
-            init_tracing();
-            let builder = Server::builder()
-                .io(io)
-                .shards(shards)
-                .pin(false)
-                .listen("127.0.0.1:0".parse().expect("literal address"))
-                .shutdown_timeout(Duration::from_secs(10));
-            let server = shardline_chat::build(builder, config).expect("valid config");
-            match server.start() {
-                Ok(server) => {
-                    let addrs = server.local_addrs().to_vec();
-                    assert_eq!(addrs[1], tls_addr, "the TLS listener comes second");
-                    return TestServer {
-                        server: Some(server),
-                        addr: addrs[0],
-                        tls_addr: Some(tls_addr),
-                        ca: Some(ca),
-                        io,
-                        shards,
-                    };
-                }
-                Err(shardline::Error::AddrInUse { .. }) if attempt < 10 => continue,
-                Err(e) => panic!("server starts: {e}"),
-            }
+        let mut config = test_config();
+        // Port 0: the plaintext side's `sts=port=` names the port it got.
+        config.tls.listen = vec!["127.0.0.1:0".parse().expect("literal address")];
+        config.tls.cert = Some(cert.cert.clone());
+        config.tls.key = Some(cert.key.clone());
+        configure(&mut config, &ca);
+        init_tracing();
+        let builder = Server::builder()
+            .io(io)
+            .shards(shards)
+            .pin(false)
+            .listen("127.0.0.1:0".parse().expect("literal address"))
+            .shutdown_timeout(Duration::from_secs(10));
+        let server = shardline_chat::build(builder, config)
+            .expect("valid config")
+            .start()
+            .expect("server starts");
+        let addrs = server.local_addrs().to_vec();
+        TestServer {
+            server: Some(server),
+            addr: addrs[0],
+            tls_addr: Some(addrs[1]),
+            ca: Some(ca),
+            io,
+            shards,
         }
-        unreachable!("the loop returns or panics")
     }
 
     /// A label for assertion messages.
