@@ -213,7 +213,11 @@ fn tls_proxies(cfg: &ProxyConfig) -> (Vec<Proxy>, Vec<String>) {
         match missing {
             Some(why) => {
                 if matches!(p, Proxy::Shardline(_)) {
-                    println!("NOTE: shardline-proxy is NOT measured: {why}; the peers still run");
+                    if !skipped.iter().any(|s: &String| s.starts_with("shardline-")) {
+                        println!(
+                            "NOTE: shardline-proxy is NOT measured: {why}; the peers still run"
+                        );
+                    }
                 } else {
                     println!("note: skipping {}: {why}", p.name());
                 }
