@@ -3,7 +3,7 @@
 //! nginx backend, plus the direct run. Skips cleanly when wrk or nginx is absent,
 //! and leaves out each proxy that is absent.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Mutex};
 
 use shardline::Io;
 use shardline_bench::{
@@ -11,8 +11,13 @@ use shardline_bench::{
     servers,
 };
 
+/// One benchmark at a time in this process: they share its reaped-children CPU
+/// account and its scratch directory names, and each checks that none is left.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 #[test]
 fn proxy_runs_end_to_end_when_the_peers_are_installed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (what, exe) in [("wrk", servers::WRK_EXE), ("nginx", servers::NGINX_EXE)] {
         if !PathBuf::from(exe).is_file() {
             eprintln!("skipping: no {exe} ({what}; apt-get install {what}, or ./x bench-deps)");
@@ -97,6 +102,7 @@ fn proxy_runs_end_to_end_when_the_peers_are_installed() {
 /// target/release takes --tls-cert, else it must be reported as skipped.
 #[test]
 fn proxy_tls_runs_end_to_end_when_the_peers_are_installed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (what, exe) in [("wrk", servers::WRK_EXE), ("nginx", servers::NGINX_EXE)] {
         if !PathBuf::from(exe).is_file() {
             eprintln!("skipping: no {exe} ({what}; apt-get install {what}, or ./x bench-deps)");
@@ -173,4 +179,17 @@ fn proxy_tls_runs_end_to_end_when_the_peers_are_installed() {
     for key in ["modes", "runs", "skipped", "setup", "tls", "machine"] {
         assert!(json.get(key).is_some(), "{key} missing");
     }
+    // Every child is gone and the certificate removed: no scratch directory of
+    // this process is left.
+    let me = std::process::id();
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("shardline-bench-nginx-backend-{me}-"))
+                || name == format!("shardline-bench-tls-{me}")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

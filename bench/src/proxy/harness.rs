@@ -531,6 +531,12 @@ mod tests {
             args.join(" "),
             "-t1 -c64 -d5s --timeout=2s --latency http://127.0.0.1:8080/"
         );
+        let tls = wrk_args_url(&cfg(), 5, "https://127.0.0.1:8443/");
+        assert_eq!(
+            tls.last().map(String::as_str),
+            Some("https://127.0.0.1:8443/")
+        );
+        assert_eq!(tls[..5], args[..5]);
     }
 
     #[test]
