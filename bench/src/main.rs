@@ -455,8 +455,9 @@ struct ProxyArgs {
     /// new connection with a full handshake per request. `direct` is left out.
     #[arg(long)]
     tls: bool,
-    /// With --tls: connections in flight in the handshake mode.
-    #[arg(long, default_value_t = 64)]
+    /// With --tls: connections in flight in the handshake mode (16 keep one
+    /// proxy worker busy here; more only lengthens the queue each waits in).
+    #[arg(long, default_value_t = 16)]
     handshake_conns: usize,
     /// Write results as JSON here.
     #[arg(long)]
