@@ -405,9 +405,8 @@ impl Conn {
                     Ok(n) => progress |= n > 0,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if self.answered.is_some() => {
+                    Err(_) if self.answered.is_some() => {
                         // The proxy closed first; the reply is in.
-                        let _ = e;
                         self.eof = true;
                         break;
                     }

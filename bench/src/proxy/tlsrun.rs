@@ -25,7 +25,7 @@ use super::{
     summarize,
     tls::{
         check_forwarding_tls, client_config, handshake_load, HandshakeLoad, TlsMaterial, TlsSeen,
-        CIPHER_SUITE, KX_GROUP,
+        CIPHER_SUITE, KX_GROUP, SERVER_NAME,
     },
     Proxy, ProxyConfig, ProxyRow, ProxyRun, ProxySetup,
 };
@@ -280,7 +280,7 @@ pub fn run_tls(cfg: &ProxyConfig, handshake_conns: usize) -> anyhow::Result<Prox
         .context("the backend nginx does not answer as expected")?;
     let keepalive_command = format!(
         "OPENSSL_CONF=wrk-openssl.cnf wrk {}",
-        wrk_args_url(cfg, cfg.duration_s, "https://127.0.0.1:PORT/").join(" ")
+        wrk_args_url(cfg, cfg.duration_s, &format!("https://{SERVER_NAME}:PORT/")).join(" ")
     );
     let handshake_client = format!(
         "shardline-bench's own (rustls, one thread): {handshake_conns} connections in flight, each connect + full TLS 1.3 handshake (no session offered) + GET / with Connection: close + response + close; latency from connect() to the response's last byte; {} s timeout",
@@ -333,7 +333,10 @@ pub fn run_tls(cfg: &ProxyConfig, handshake_conns: usize) -> anyhow::Result<Prox
                     continue;
                 }
             };
-        let url = format!("https://{}/", proc.addr);
+        // By name, so that wrk's SNI is the certificate's name: given an IP
+        // literal wrk sends it as SNI (RFC 6066 forbids that), and rustls then
+        // logs a warning per connection. wrk tries each address of the name.
+        let url = format!("https://{SERVER_NAME}:{}/", proc.addr.port());
         let hs = HandshakeLoad {
             addr: proc.addr,
             conns: handshake_conns,
