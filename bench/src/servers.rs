@@ -558,11 +558,14 @@ pub fn run_bounded(name: &str, mut cmd: Command, limit: Duration) -> anyhow::Res
             Ok(Some(s)) => break Some(s),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
-                // Its own children too: they hold the output pipes open.
-                for (d, _) in descendants(pid) {
+                // Its own children too: they hold the output pipes open. Found
+                // first (orphans are reparented), killed after it: killed before,
+                // a shell would report their death on stderr ("Killed").
+                let forked = descendants(pid);
+                let _ = child.kill();
+                for (d, _) in forked {
                     kill(d, libc::SIGKILL);
                 }
-                let _ = child.kill();
                 let _ = child.wait();
                 break None;
             }
