@@ -450,6 +450,15 @@ struct ProxyArgs {
     /// How many times a noisy run is measured again (the quietest is kept).
     #[arg(long, default_value_t = 1)]
     retries: usize,
+    /// Terminate TLS 1.3 on every proxy (one ECDSA P-256 certificate made for the
+    /// run) and measure two modes: connections kept alive (wrk over https), and a
+    /// new connection with a full handshake per request. `direct` is left out.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: connections in flight in the handshake mode (16 keep one
+    /// proxy worker busy here; more only lengthens the queue each waits in).
+    #[arg(long, default_value_t = 16)]
+    handshake_conns: usize,
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -609,8 +618,13 @@ fn main() -> anyhow::Result<()> {
                 max_foreign_pct: a.max_foreign_pct,
                 retries: a.retries,
             };
-            let out = proxy::run(&cfg)?;
-            report::save_json(a.json.as_deref(), &out)
+            if a.tls {
+                let out = proxy::run_tls(&cfg, a.handshake_conns)?;
+                report::save_json(a.json.as_deref(), &out)
+            } else {
+                let out = proxy::run(&cfg)?;
+                report::save_json(a.json.as_deref(), &out)
+            }
         }
         Cmd::L4(a) => {
             let explicit = a.proxy_exe.is_some();

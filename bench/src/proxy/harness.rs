@@ -12,8 +12,8 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use super::{
-    parse_wrk, render, results::describe, summarize, verdicts, Proxy, ProxyOutput, ProxyRun,
-    ProxySetup, WrkReport,
+    parse_wrk, render, results::describe, summarize, tls::TlsSeen, verdicts, Proxy, ProxyOutput,
+    ProxyRun, ProxySetup, WrkReport,
 };
 use crate::{
     experiment::{self, CpuMark, CpuSpan, Probe, Quiet},
@@ -90,13 +90,18 @@ pub fn default_pinning(workers: usize) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
 
 /// The wrk arguments of a run (without the program).
 pub fn wrk_args(cfg: &ProxyConfig, seconds: u64, addr: SocketAddr) -> Vec<String> {
+    wrk_args_url(cfg, seconds, &format!("http://{addr}/"))
+}
+
+/// The wrk arguments of a run against `url` (`https://…` for `proxy --tls`).
+pub fn wrk_args_url(cfg: &ProxyConfig, seconds: u64, url: &str) -> Vec<String> {
     vec![
         format!("-t{}", cfg.wrk_threads.max(1)),
         format!("-c{}", cfg.conns),
         format!("-d{}s", seconds.max(1)),
         format!("--timeout={}s", cfg.wrk_timeout_s.max(1)),
         "--latency".into(),
-        format!("http://{addr}/"),
+        url.to_owned(),
     ]
 }
 
@@ -154,8 +159,22 @@ pub fn check_forwarding(addr: SocketAddr) -> anyhow::Result<()> {
 
 /// Runs wrk once for `seconds` against `addr`; Ok with its parsed report.
 fn run_wrk(cfg: &ProxyConfig, seconds: u64, addr: SocketAddr) -> anyhow::Result<WrkReport> {
+    run_wrk_url(cfg, seconds, &format!("http://{addr}/"), None)
+}
+
+/// Runs wrk once for `seconds` against `url`, with `OPENSSL_CONF=openssl_conf`
+/// when given; Ok with its parsed report.
+pub(super) fn run_wrk_url(
+    cfg: &ProxyConfig,
+    seconds: u64,
+    url: &str,
+    openssl_conf: Option<&std::path::Path>,
+) -> anyhow::Result<WrkReport> {
     let mut cmd = Command::new(&cfg.wrk_exe);
-    cmd.args(wrk_args(cfg, seconds, addr));
+    cmd.args(wrk_args_url(cfg, seconds, url));
+    if let Some(conf) = openssl_conf {
+        cmd.env("OPENSSL_CONF", conf);
+    }
     servers::pin_command(&mut cmd, &cfg.client_cpus)?;
     let limit = Duration::from_secs(seconds.max(1) + cfg.wrk_timeout_s + 15);
     let out = servers::run_bounded("wrk", cmd, limit)?;
@@ -183,6 +202,43 @@ fn measure(
     backend: u32,
     round: usize,
 ) -> ProxyRun {
+    measure_load(name, proxy, backend, round, || {
+        Ok(Load::of(run_wrk(cfg, cfg.duration_s, addr)?))
+    })
+}
+
+/// What a measured load produced.
+#[derive(Debug)]
+pub(super) struct Load {
+    /// Requests, rate, latency, errors.
+    pub report: WrkReport,
+    /// The load's TLS connections, when it made them itself.
+    pub seen: Option<TlsSeen>,
+    /// The load generator's CPU seconds, when it ran in this process (a child
+    /// such as wrk is counted when it is reaped).
+    pub client_cpu_s: Option<f64>,
+}
+
+impl Load {
+    /// A report of wrk, a reaped child.
+    pub fn of(report: WrkReport) -> Load {
+        Load {
+            report,
+            seen: None,
+            client_cpu_s: None,
+        }
+    }
+}
+
+/// One measured run of `load` through `proxy` (a process, or none for direct),
+/// with the CPU accounting of everything involved.
+pub(super) fn measure_load(
+    name: &str,
+    proxy: Option<u32>,
+    backend: u32,
+    round: usize,
+    load: impl FnOnce() -> anyhow::Result<Load>,
+) -> ProxyRun {
     // wrk is reaped within the run: its CPU time is what the harness's reaped
     // children gained.
     let probes = [
@@ -191,11 +247,14 @@ fn measure(
         Probe::Tree(Some(backend)),
     ];
     let a = CpuMark::read(&probes);
-    let result = run_wrk(cfg, cfg.duration_s, addr);
+    let result = load();
     let span = CpuSpan::between(&a, &CpuMark::read(&probes));
     let mut run = ProxyRun::new(round, name, 1);
-    let rep = match result {
-        Ok(r) => r,
+    let (rep, client_s) = match result {
+        Ok(l) => {
+            run.tls = l.seen;
+            (l.report, l.client_cpu_s)
+        }
         Err(e) => {
             run.error = Some(format!("{e:#}"));
             return run;
@@ -203,7 +262,7 @@ fn measure(
     };
     let window = span.wall.max(1e-9);
     let pct = |s: f64| report::round(s / window * 100.0, 1);
-    let wrk_s = span.probe(0).unwrap_or(0.0);
+    let wrk_s = client_s.unwrap_or_else(|| span.probe(0).unwrap_or(0.0));
     let proxy_s = span.probe(1);
     let backend_s = span.probe(2);
     if let Some(p) = proxy_s {
@@ -237,7 +296,7 @@ fn measure_quiet(
     })
 }
 
-fn version_of(exe: &std::path::Path, arg: &str) -> Option<String> {
+pub(super) fn version_of(exe: &std::path::Path, arg: &str) -> Option<String> {
     let out = Command::new(exe)
         .arg(arg)
         .stdin(std::process::Stdio::null())
@@ -472,6 +531,12 @@ mod tests {
             args.join(" "),
             "-t1 -c64 -d5s --timeout=2s --latency http://127.0.0.1:8080/"
         );
+        let tls = wrk_args_url(&cfg(), 5, "https://127.0.0.1:8443/");
+        assert_eq!(
+            tls.last().map(String::as_str),
+            Some("https://127.0.0.1:8443/")
+        );
+        assert_eq!(tls[..5], args[..5]);
     }
 
     #[test]

@@ -11,19 +11,33 @@
 //!
 //! - `wrk`: what wrk prints, parsed;
 //! - `harness`: proxies × rounds ([`run`]), starting them, measuring a run;
-//! - `results`: run records, medians, ratios, verdicts, the table, the JSON.
+//! - `results`: run records, medians, ratios, verdicts, the table, the JSON;
+//! - `tls`, `tlsrun`: `proxy --tls`, the same proxies terminating TLS 1.3, with
+//!   connections kept alive (wrk over https) and with one new connection and full
+//!   handshake per request (a client of the harness's own, [`handshake_load`]).
 
 use shardline::Io;
 
 mod harness;
 mod results;
+mod tls;
+mod tlsrun;
 mod wrk;
 
 pub use self::{
-    harness::{check_forwarding, default_pinning, run, wrk_args, ProxyConfig},
+    harness::{check_forwarding, default_pinning, run, wrk_args, wrk_args_url, ProxyConfig},
     results::{
         best_peer, render, summarize, verdicts, ProxyOutput, ProxyRow, ProxyRun, ProxySetup,
         Verdict,
+    },
+    tls::{
+        check_forwarding_tls, client_config, handshake_load, parse_response, HandshakeLoad,
+        HandshakeOutcome, TlsMaterial, TlsSeen, CIPHER_SUITE, KX_GROUP, SERVER_NAME,
+        WRK_OPENSSL_CONF,
+    },
+    tlsrun::{
+        render_tls, run_tls, summarize_mode, ProxyTlsOutput, TlsMode, TlsModeResult, TlsRow,
+        TlsSetup,
     },
     wrk::{parse_wrk, parse_wrk_time_us, SocketErrors, WrkLatency, WrkReport},
 };

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{WrkLatency, WrkReport, PEERS, TARGET_RATIO};
+use super::{tls::TlsSeen, WrkLatency, WrkReport, PEERS, TARGET_RATIO};
 use crate::{
     experiment::{self, median_of, median_of_some},
     machine::MachineInfo,
@@ -39,6 +39,13 @@ pub struct ProxyRun {
     pub attempts: usize,
     /// Why the run failed.
     pub error: Option<String>,
+    /// `proxy --tls`: `keep-alive` or `handshake` (absent from plain runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `proxy --tls`: what the TLS connections negotiated, and how their
+    /// handshakes went (absent from plain runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSeen>,
 }
 
 impl ProxyRun {
@@ -56,6 +63,8 @@ impl ProxyRun {
             foreign_cpu_pct: None,
             attempts,
             error: None,
+            mode: None,
+            tls: None,
         }
     }
 }
@@ -156,18 +165,33 @@ pub struct ProxySetup {
     pub versions: Vec<String>,
 }
 
-fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+pub(super) fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".into(), f)
 }
 
 pub(super) fn describe(run: &ProxyRun) -> String {
+    let (label, width) = match &run.mode {
+        Some(m) => (format!("{} {m}", run.proxy), 26),
+        None => (run.proxy.clone(), 16),
+    };
+    let tls_note = match &run.tls {
+        Some(t) if t.resumed_handshakes + t.hello_retries + t.not_closed > 0 => format!(
+            "  TLS: {} resumed, {} hello retries, {} not closed",
+            t.resumed_handshakes, t.hello_retries, t.not_closed
+        ),
+        _ => String::new(),
+    };
+    let first_error = match run.tls.as_ref().and_then(|t| t.first_error.as_ref()) {
+        Some(e) => format!(" (first: {e})"),
+        None => String::new(),
+    };
     match (&run.wrk, &run.error) {
         (Some(w), _) => {
             let lat = w.latency.as_ref();
             format!(
-                "round {} {:<16}: {:>9} req/s  {} req/proxy-CPU-s (proxy {} % CPU)  p50 {} ms  p99 {} ms  backend {} %  wrk {} %  others {} %{}",
+                "round {} {:<width$}: {:>9} req/s  {} req/proxy-CPU-s (proxy {} % CPU)  p50 {} ms  p99 {} ms  backend {} %  client {} %  others {} %{}{tls_note}",
                 run.round,
-                run.proxy,
+                label,
                 report::krps(w.rps),
                 fmt_opt(run.req_per_proxy_cpu_s, report::krps),
                 fmt_opt(run.proxy_cpu_pct, |c| format!("{c:.0}")),
@@ -178,7 +202,7 @@ pub(super) fn describe(run: &ProxyRun) -> String {
                 fmt_opt(run.foreign_cpu_pct, |c| format!("{c:.0}")),
                 if w.errors() > 0 {
                     format!(
-                        "  ERRORS: {} non-2xx/3xx, socket {:?}",
+                        "  ERRORS: {} non-2xx/3xx, socket {:?}{first_error}",
                         w.non_2xx_3xx, w.socket_errors
                     )
                 } else {
@@ -187,9 +211,9 @@ pub(super) fn describe(run: &ProxyRun) -> String {
             )
         }
         (None, e) => format!(
-            "round {} {:<16}: failed: {}",
+            "round {} {:<width$}: failed: {}",
             run.round,
-            run.proxy,
+            label,
             e.as_deref().unwrap_or("unknown error")
         ),
     }
@@ -370,6 +394,8 @@ mod tests {
             foreign_cpu_pct: Some(0.0),
             attempts: 1,
             error: None,
+            mode: None,
+            tls: None,
         }
     }
 
