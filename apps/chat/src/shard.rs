@@ -41,7 +41,7 @@ pub(crate) fn has_room(outbox: &Outbox, info: &ServerInfo, to: usize) -> bool {
 /// What a shard's timers carry (the framework's `type Timer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChatTimer {
-    /// The end-of-turn ack flush ([`ChatShard::ack`]).
+    /// The end-of-turn flush of the acknowledgements owed to other shards.
     AckFlush,
     /// Only wakes the loop during shutdown.
     ShutdownNudge,
