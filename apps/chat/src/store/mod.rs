@@ -168,9 +168,13 @@
 mod codec;
 mod crc;
 mod key;
+mod memory;
 
 pub use codec::{Account, Message, MessageKind, MAX_PAYLOAD};
 pub use key::{
     account_key, channel_key, conversation_key, conversation_parties, conversation_peer,
     is_channel_key, partition_of, shard_of_partition, PARTITIONS,
+};
+pub use memory::{
+    select_targets, HistoryLimits, MsgRef, TargetFilter, TargetSummary, UnknownMsgid,
 };
