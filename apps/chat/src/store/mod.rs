@@ -176,6 +176,8 @@ mod recover;
 mod stats;
 mod writer;
 
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, VecDeque},
