@@ -144,6 +144,17 @@
 //! syncs are concurrent, so a shorter interval buys little once it nears the
 //! round's own time, and a longer one only widens the window.
 //!
+//! Measured with `examples/store_bench.rs` (release build; one shard owning 32
+//! partitions, as with 2 shards; 32 messages of 200 bytes per turn spread over
+//! all 32 logs; a 2-core VM whose virtual disk other jobs share): the default
+//! policy made about 190 sync rounds and 6,000 `fdatasync` calls per second
+//! (every round syncs all 32 logs; the 5 ms interval is the limit), with 75,000
+//! appends per second at 200 µs between turns and 160,000 with no pause,
+//! nothing dropped. This disk's `fdatasync` took about 0.3 ms when idle and 3.5
+//! ms while other jobs loaded it; at 3.5 ms, 32 logs synced one after another
+//! made 8.5 rounds per second and 4 threads 340 (the file system commits
+//! concurrent syncs together) — hence the concurrent rounds.
+//!
 //! # Errors at run time
 //!
 //! A failed write, sync or truncation (`ENOSPC`, `EROFS`, `EIO`) is logged once
