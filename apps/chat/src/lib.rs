@@ -164,6 +164,7 @@ pub mod reply;
 mod session;
 mod shard;
 pub mod stats;
+pub mod store;
 pub mod view;
 
 use std::{
