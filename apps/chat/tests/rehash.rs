@@ -371,7 +371,7 @@ fn sighup_without_a_config_file_is_harmless(io: Io) {
 /// A TLS client of `addr` trusting `ca`, registered as `nick`; and the
 /// fingerprint of the certificate the server showed it.
 fn tls_client(chat: &Chat, addr: SocketAddr, ca: &TestCa, nick: &str) -> (Client, String) {
-    let mut c = Client::connect_tls_to(addr, &chat.label, ca.client_config(None));
+    let mut c = Client::connect_tls_to(addr, &chat.label, ca.client_config());
     c.register(nick);
     let fp = c.server_cert_sha256().expect("a TLS client");
     (c, fp)
@@ -381,7 +381,7 @@ fn sighup_reloads_the_tls_certificate(io: Io) {
     let ca = TestCa::new(&format!("rehash-{io}"));
     // The files the server is started with, replaced in place later (as a
     // certificate renewal does).
-    let served = ca.server("served");
+    let served = ca.server("served", &["localhost"]);
     let first = common::certs::fingerprint_hex(&served.cert);
     let path = temp_config(&format!("tls-{io}"));
     write_config(&path, &config_text("tls motd"));
@@ -406,7 +406,7 @@ fn sighup_reloads_the_tls_certificate(io: Io) {
     live.expect("366");
 
     // New files in place of the old ones, then SIGHUP.
-    let renewed = ca.server("renewed");
+    let renewed = ca.server("renewed", &["localhost"]);
     let second = common::certs::fingerprint_hex(&renewed.cert);
     assert_ne!(first, second);
     std::fs::copy(&renewed.cert, &served.cert).expect("replace cert");
@@ -447,7 +447,7 @@ fn sighup_reloads_the_tls_certificate(io: Io) {
     c.sync();
     // The key of another certificate: refused too.
     std::fs::copy(&renewed.cert, &served.cert).expect("restore cert");
-    std::fs::copy(&ca.server("stranger").key, &served.key).expect("wrong key");
+    std::fs::copy(&ca.server("stranger", &["localhost"]).key, &served.key).expect("wrong key");
     chat.signal("-HUP");
     chat.wait_log("TLS reload refused", 2);
     let (mut c, fp) = tls_client(&chat, tls_addr, &ca, "after2");

@@ -212,10 +212,13 @@ fn whois_shows_tls_users_across_shards(io: Io) {
         let ca = srv.ca.as_ref().expect("CA");
         let alice = ca.client("alice");
         let alice_fp = common::certs::fingerprint_hex(&alice.cert);
-        let mut secure = srv.connect_tls_on(secure_shard, ca.client_config(None));
+        let mut secure = srv.connect_tls_on(secure_shard, ca.client_config());
         assert_eq!(secure.shard, secure_shard);
         register_expecting_001(&mut secure, "secure");
-        let mut certy = srv.connect_tls_on(secure_shard, ca.client_config(Some(&alice)));
+        let mut certy = srv.connect_tls_on(
+            secure_shard,
+            std::sync::Arc::new(common::certs::client_config(&ca.ca_pem, Some(&alice))),
+        );
         register_expecting_001(&mut certy, "certy");
         let mut plain = srv.register_on(plain_shard, "plain");
         assert_eq!(plain.shard, plain_shard);
@@ -363,9 +366,9 @@ fn run_chat(args: &[&str]) -> (std::process::ExitStatus, String) {
 #[test]
 fn bad_certificate_files_stop_the_start_with_the_file_named() {
     let ca = TestCa::new("bad-files");
-    let a = ca.server("a");
-    let b = ca.server("b");
-    let missing = ca.dir.join("missing.pem");
+    let a = ca.server("a", &["localhost"]);
+    let b = ca.server("b", &["localhost"]);
+    let missing = ca.dir.path().join("missing.pem");
     let listen = ["--tls-listen", "127.0.0.1:0"];
     let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
     let cases: [(Vec<String>, &str); 4] = [

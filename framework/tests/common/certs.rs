@@ -1,5 +1,6 @@
 //! Certificates made at test time (rcgen): a CA, server certificates for given
 //! names and client certificates, written as PEM files into a fresh directory.
+//! Shared by the framework's, the proxy's and the chat's tests (`#[path]`).
 #![allow(dead_code)]
 
 use std::{
@@ -134,10 +135,15 @@ pub fn client_config(ca: &Path, client: Option<&CertFiles>) -> rustls::ClientCon
     }
 }
 
+/// SHA-256 of DER bytes, lowercase hex.
+pub fn sha256_hex(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 of the first certificate in a PEM file, as hex.
 pub fn fingerprint_hex(cert: &Path) -> String {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let der = CertificateDer::from_pem_file(cert).expect("cert");
-    let d = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(der.as_ref())
 }

@@ -3,6 +3,7 @@
 //! assertions: a wait that runs out is a failure with everything seen so far).
 #![allow(dead_code)]
 
+#[path = "../../../../framework/tests/common/certs.rs"]
 pub mod certs;
 
 use std::{
@@ -159,7 +160,7 @@ impl TestServer {
         configure: impl Fn(&mut Config, &TestCa),
     ) -> TestServer {
         let ca = TestCa::new("server");
-        let cert = ca.server("server");
+        let cert = ca.server("server", &["localhost"]);
         let mut config = test_config();
         // Port 0: the plaintext side's `sts=port=` names the port it got.
         config.tls.listen = vec!["127.0.0.1:0".parse().expect("literal address")];
@@ -265,7 +266,7 @@ impl TestServer {
     /// presenting no certificate.
     pub fn connect_tls(&self) -> Client {
         let ca = self.ca.as_ref().expect("started with start_tls");
-        self.connect_tls_with(ca.client_config(None))
+        self.connect_tls_with(ca.client_config())
     }
 
     /// A client of the TLS listener with the client configuration `config`.
