@@ -7,9 +7,18 @@
 //! Transfer-Encoding, more than one Content-Length (equal or not) or one that is
 //! not plain digits, a Transfer-Encoding that is anything but exactly one
 //! `chunked` (case-insensitive; several TE fields, lists, `chunked` not last,
-//! unknown codings are all refused), a missing or repeated Host in HTTP/1.1, and
-//! HTTP versions other than 1.0 and 1.1. A head longer than the limit, or with more
-//! headers than the limit, is 431.
+//! unknown codings are all refused), Transfer-Encoding in an HTTP/1.0 request
+//! (RFC 9112 §6.1: the message may have been framed differently by an earlier
+//! hop), a missing or repeated Host in HTTP/1.1, HTTP versions other than 1.0 and
+//! 1.1, and a request target that is neither origin-form (`/path`) nor
+//! absolute-form (`http://host/path`), or asterisk-form outside `OPTIONS`.
+//! `CONNECT` is 405 (this is a reverse proxy, not a tunnel). A head longer than
+//! the limit, or with more headers than the limit, is 431.
+//!
+//! An absolute-form target is routed on its authority and sent on in
+//! origin-form with `Host` set to that authority (RFC 9112 §3.2.2: the target's
+//! authority replaces the Host field), so proxy and backend agree on the host.
+//! `Host` is never dropped, whatever a `Connection` field lists.
 
 use std::{borrow::Cow, fmt::Display, io::Write as _, net::IpAddr};
 
@@ -67,6 +76,15 @@ pub enum HeadError {
     /// HTTP/1.1 without exactly one Host.
     #[error("missing or repeated Host")]
     BadHost,
+    /// Transfer-Encoding in an HTTP/1.0 request.
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    TransferEncodingInHttp10,
+    /// A request target this proxy does not take (the reason says which form).
+    #[error("bad request target: {0}")]
+    BadTarget(&'static str),
+    /// A CONNECT request (answered 405).
+    #[error("CONNECT is not supported by a reverse proxy")]
+    Connect,
 }
 
 impl HeadError {
@@ -74,6 +92,7 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Connect => 405,
             _ => 400,
         }
     }
@@ -84,8 +103,12 @@ impl HeadError {
 pub struct RequestHead<'a> {
     /// Method, as sent.
     pub method: &'a str,
-    /// Request target, as sent.
-    pub target: &'a str,
+    /// Request target in origin-form (an absolute-form target's path and query;
+    /// `/` when it had none), or `*` for `OPTIONS *`.
+    pub target: Cow<'a, str>,
+    /// An absolute-form target's authority (`host[:port]`): what the backend's
+    /// Host becomes.
+    pub authority: Option<&'a str>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Header fields in order (names as sent).
@@ -277,6 +300,14 @@ pub fn parse_request(
         return Err(HeadError::Malformed("incomplete request line".into()));
     };
     let framing = framing_of(&headers)?;
+    if minor == 0
+        && headers
+            .iter()
+            .any(|h| eq_ignore_case(h.name, "transfer-encoding"))
+    {
+        return Err(HeadError::TransferEncodingInHttp10);
+    }
+    let (target, authority) = request_target(method, target)?;
     let mut host = None;
     let mut hosts = 0;
     let (mut close_token, mut keep_alive_token) = (false, false);
@@ -301,9 +332,14 @@ pub fn parse_request(
     if hosts > 1 || (minor == 1 && hosts == 0) {
         return Err(HeadError::BadHost);
     }
+    if let Some(a) = authority {
+        // The target's authority wins over the Host field (RFC 9112 §3.2.2).
+        host = Some(host_of(a.as_bytes()));
+    }
     Ok(Some(RequestHead {
         method,
         target,
+        authority,
         minor,
         headers,
         framing,
@@ -312,6 +348,60 @@ pub fn parse_request(
         expect_continue,
         len: end,
     }))
+}
+
+/// The request target in origin-form, and an absolute-form target's authority
+/// (RFC 9112 §3.2).
+fn request_target<'a>(
+    method: &str,
+    target: &'a str,
+) -> Result<(Cow<'a, str>, Option<&'a str>), HeadError> {
+    if method == "CONNECT" {
+        return Err(HeadError::Connect);
+    }
+    if target == "*" {
+        return if method == "OPTIONS" {
+            Ok((Cow::Borrowed(target), None))
+        } else {
+            Err(HeadError::BadTarget("asterisk-form is for OPTIONS only"))
+        };
+    }
+    if target.starts_with('/') {
+        return Ok((Cow::Borrowed(target), None));
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Err(HeadError::BadTarget(
+            "neither origin-form (/path) nor absolute-form (http://host/path)",
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(HeadError::BadTarget(
+            "absolute-form scheme must be http or https",
+        ));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let authority_ok = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b));
+    if !authority_ok {
+        // Empty, userinfo (`user@host`, deprecated and a spoofing vector), or junk.
+        return Err(HeadError::BadTarget(
+            "absolute-form authority is not a host[:port]",
+        ));
+    }
+    if path.contains('#') {
+        return Err(HeadError::BadTarget("a request target has no fragment"));
+    }
+    let origin = if path.is_empty() {
+        Cow::Borrowed("/")
+    } else if path.starts_with('?') {
+        Cow::Owned(format!("/{path}"))
+    } else {
+        Cow::Borrowed(path)
+    };
+    Ok((origin, Some(authority)))
 }
 
 /// A Host value trimmed, without its port, lower-case (borrowed when it already
@@ -420,13 +510,15 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// The fields of `headers` to forward: no hop-by-hop field, none named in a
-/// Connection field.
+/// Connection field — except Host, which is never dropped (the request was
+/// routed on it; `Connection: Host` must not make the backend see another).
 fn end_to_end<'h, 'a>(headers: &'h [Header<'a>]) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'h {
     headers
         .iter()
         .filter(|h| {
-            !HOP_BY_HOP.iter().any(|hop| eq_ignore_case(h.name, hop))
-                && !named_by_connection(headers, h.name)
+            eq_ignore_case(h.name, "host")
+                || (!HOP_BY_HOP.iter().any(|hop| eq_ignore_case(h.name, hop))
+                    && !named_by_connection(headers, h.name))
         })
         .map(|h| (h.name, h.value))
 }
@@ -496,6 +588,14 @@ pub fn upstream_request_into(
             continue;
         }
         if eq_ignore_case(name, "host") {
+            if let Some(authority) = req.authority {
+                // An absolute-form target's authority replaces the Host field.
+                if !has_host {
+                    push_field(out, "Host", authority.as_bytes());
+                }
+                has_host = true;
+                continue;
+            }
             has_host = true;
         }
         if eq_ignore_case(name, "expect") && !req.expect_continue {
@@ -505,8 +605,13 @@ pub fn upstream_request_into(
     }
     if !has_host {
         out.extend_from_slice(b"Host: ");
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{backend_host}");
+        match req.authority {
+            Some(authority) => out.extend_from_slice(authority.as_bytes()),
+            // Writing to a Vec cannot fail.
+            None => {
+                let _ = write!(out, "{backend_host}");
+            }
+        }
         out.extend_from_slice(b"\r\n");
     }
     // The values of the client's X-Forwarded-For fields, trimmed, joined with

@@ -30,6 +30,14 @@ impl SeenRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         header_in(&self.headers, name)
     }
+
+    /// How many fields named `name` (ASCII case-insensitive) it carried.
+    pub fn raw_header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
 }
 
 /// The first field `name` (ASCII case-insensitive) among parsed `headers`.

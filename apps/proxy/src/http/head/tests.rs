@@ -259,3 +259,94 @@ fn forwarded_proto_says_https_for_tls_clients() {
         "the client's own is dropped: {out}"
     );
 }
+
+#[test]
+fn absolute_form_is_routed_on_its_authority_and_sent_in_origin_form() {
+    let r = req("GET http://API.example.com:8080/v1/x?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(r.target, "/v1/x?q=1");
+    assert_eq!(r.authority, Some("API.example.com:8080"));
+    assert_eq!(
+        r.host.as_deref(),
+        Some("api.example.com"),
+        "routed on the authority"
+    );
+    let out = String::from_utf8(upstream_request(
+        &r,
+        "192.0.2.7".parse().expect("ip"),
+        Proto::Http,
+        "b",
+    ))
+    .expect("ascii");
+    assert!(out.starts_with("GET /v1/x?q=1 HTTP/1.1\r\n"), "{out}");
+    assert!(out.contains("Host: API.example.com:8080\r\n"), "{out}");
+    assert!(!out.contains("Host: other"), "{out}");
+    for (target, origin) in [
+        ("http://h", "/"),
+        ("https://h?x", "/?x"),
+        ("HTTP://h/", "/"),
+    ] {
+        let text = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r = req(&text).expect("valid").expect("complete");
+        assert_eq!(r.target, origin, "{target}");
+    }
+    // HTTP/1.0 without Host: the authority becomes the Host.
+    let r = req("GET http://a.test/ HTTP/1.0\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    let out = String::from_utf8(upstream_request(
+        &r,
+        "192.0.2.7".parse().expect("ip"),
+        Proto::Http,
+        "b",
+    ))
+    .expect("ascii");
+    assert!(out.contains("Host: a.test\r\n"), "{out}");
+}
+
+#[test]
+fn targets_that_are_neither_origin_nor_absolute_form_are_refused() {
+    for (line, status) in [
+        ("CONNECT a.test:443 HTTP/1.1", 405),
+        ("GET * HTTP/1.1", 400),
+        ("GET a.test:80 HTTP/1.1", 400),
+        ("GET foo HTTP/1.1", 400),
+        ("GET ftp://a.test/ HTTP/1.1", 400),
+        ("GET http:///x HTTP/1.1", 400),
+        ("GET http://user@a.test/ HTTP/1.1", 400),
+        ("GET http://a.test/x#frag HTTP/1.1", 400),
+    ] {
+        let text = format!("{line}\r\nHost: a.test\r\n\r\n");
+        let e = req(&text).expect_err(line);
+        assert_eq!(e.status(), status, "{line}: {e}");
+    }
+    let r = req("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(r.target, "*");
+}
+
+#[test]
+fn http10_with_transfer_encoding_is_refused() {
+    let e = req("POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").expect_err("refused");
+    assert_eq!(e, HeadError::TransferEncodingInHttp10);
+    assert_eq!(e.status(), 400);
+}
+
+#[test]
+fn host_survives_a_connection_field_naming_it() {
+    let r = req("GET / HTTP/1.1\r\nHost: a.test\r\nConnection: Host, X-Drop\r\nX-Drop: 1\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    let out = String::from_utf8(upstream_request(
+        &r,
+        "192.0.2.7".parse().expect("ip"),
+        Proto::Http,
+        "b",
+    ))
+    .expect("ascii");
+    assert!(out.contains("Host: a.test\r\n"), "{out}");
+    assert!(!out.contains("X-Drop"), "{out}");
+    assert_eq!(out.matches("Host:").count(), 1, "{out}");
+}
