@@ -49,3 +49,5 @@
 //! output comparison is constant-time too).
 
 pub mod password;
+pub mod record;
+pub mod scram;
