@@ -50,4 +50,5 @@
 
 pub mod password;
 pub mod record;
+pub mod sasl;
 pub mod scram;
