@@ -50,5 +50,6 @@
 
 pub mod password;
 pub mod record;
+pub mod register;
 pub mod sasl;
 pub mod scram;
