@@ -48,6 +48,7 @@
 //! here logs. Secrets are compared in constant time (`subtle`; argon2's own
 //! output comparison is constant-time too).
 
+pub mod cli;
 pub mod password;
 pub mod record;
 pub mod register;
