@@ -32,7 +32,7 @@
 //!   fingerprints of its own partitions' accounts and the lookup asks every
 //!   shard, or a fingerprint gets its own key).
 //! - `VerifyPassword { query, job }`: run `job.run()` on a helper thread (see
-//!   [`password`]: ~25 ms) and post the result back, then
+//!   [`password`]: ~50 ms) and post the result back, then
 //!   `password_checked(query, result)`.
 //! - `LoggedIn { account }`: set the client's account (account-notify,
 //!   account-tag, extended-join, WHOIS 330).

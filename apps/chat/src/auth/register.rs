@@ -6,7 +6,7 @@
 //! of the client ([`RegisterContext`]). A [`Registration`] that passes still
 //! needs the account's owner shard to say the name is free (else
 //! [`Fail::account_exists`]); then [`Registration::account_record`] — argon2
-//! and PBKDF2, tens of milliseconds plus about a tenth of a second, so on a
+//! and PBKDF2, about 50 ms plus 0.2 s, so on a
 //! helper thread — makes the record for `Store::put_account`, and once its
 //! ticket completes the chat sends [`success`] and logs the client in (900,
 //! and [`super::sasl::Sasl::set_account`]) "as if it used SASL", as the spec
