@@ -62,6 +62,11 @@
 //!   (two HMACs and a hash: microseconds). After the server-final message the
 //!   client must send an empty response, and only then is it logged in.
 //!
+//! Account names are not treated as secret: an unknown account fails at once
+//! and a known one after a password verification, and SCRAM answers an unknown
+//! name without a fake challenge. On IRC account names are public anyway
+//! (WHOIS 330, `account-tag`, `extended-join`).
+//!
 //! Nothing here logs; [`Output`] and [`Reply`] `Debug` hold no secret.
 
 use std::fmt;
