@@ -146,6 +146,7 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod auth;
 pub mod casemap;
 pub mod client;
 pub mod clock;
