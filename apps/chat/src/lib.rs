@@ -6,9 +6,11 @@
 //!
 //! # Ownership
 //!
-//! Every nick and every channel has an **owner shard**: FNV-1a of the name
-//! casefolded with the rfc1459 casemapping, modulo the shard count
-//! ([`casemap::owner_of`]). Every shard computes the same owner without asking.
+//! Every nick and every channel has an **owner shard**: the name's store
+//! partition (FNV-1a 64 of the name casefolded with the rfc1459 casemapping,
+//! modulo 64) modulo the shard count ([`casemap::owner_of`]). Every shard
+//! computes the same owner without asking, and a shard owns whole store
+//! partitions: the history of the channels it owns is in its own files.
 //!
 //! - **Nicks**: a client's shard sends `ClaimNick` to the nick's owner, which grants
 //!   it only if no other client holds it — so nicks are unique server-wide, also
