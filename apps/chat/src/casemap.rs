@@ -3,7 +3,7 @@
 //! Ownership must be a pure function of the casefolded name and the shard count, so
 //! that every shard computes the same owner without asking anyone. It is the
 //! store's: a name's **partition** is FNV-1a 64 over the casefolded bytes modulo
-//! [`PARTITIONS`] (64), and its owner shard is that partition modulo the number of
+//! [`crate::store::PARTITIONS`] (64), and its owner shard is that partition modulo the number of
 //! shards ([`crate::store::partition_of`], [`crate::store::shard_of_partition`]).
 //! So a shard owns whole partitions, the store files of the names it owns are its
 //! own (shared nothing), and a restart with another shard count hands the same
@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use crate::store::{partition_of, shard_of_partition, PARTITIONS};
+use crate::store::{partition_of, shard_of_partition};
 
 /// A casefolded name (nick or channel): the key under which its owner stores it.
 pub type NameKey = Arc<str>;
@@ -82,6 +82,7 @@ pub fn is_channel_name(target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::PARTITIONS;
 
     #[test]
     fn rfc1459_folds_brackets() {

@@ -12,11 +12,25 @@
 //! [limits]
 //! nicklen = 30
 //! ping_interval_secs = 120
+//!
+//! [storage]
+//! dir = "/var/lib/shardline-chat"  # --data-dir; default $STATE_DIRECTORY or ./shardline-chat-data
+//! sync = "batch"                   # always | batch | batch:<ms> | none
+//!
+//! [history]
+//! channel_messages = 1000
 //! ```
 
-use std::{fs, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
+
+use crate::store::{HistoryLimits, SyncPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,6 +44,87 @@ pub struct Config {
     pub flood: FloodSection,
     /// Server operators (`[[operators]]`, for OPER).
     pub operators: Vec<Operator>,
+    /// Where and how the store writes (`[storage]`).
+    pub storage: StorageSection,
+    /// Message history (`[history]`).
+    pub history: HistorySection,
+}
+
+/// `[storage]`: the embedded store (see the `store` module).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// The data directory (`--data-dir` replaces it). Unset: `$STATE_DIRECTORY`
+    /// if set (systemd's `StateDirectory=`), else `./shardline-chat-data`.
+    pub dir: Option<PathBuf>,
+    /// When the store syncs: `always`, `batch` (every 5 ms), `batch:<ms>` or
+    /// `none` (see the durability table in the README).
+    pub sync: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            dir: None,
+            sync: "batch".into(),
+        }
+    }
+}
+
+impl StorageSection {
+    /// The data directory in use: `dir`, or the default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(crate::store::default_data_dir)
+    }
+
+    /// `sync` parsed (checked by [`Config::validate`]; the default if invalid).
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync.parse().unwrap_or_default()
+    }
+}
+
+/// `[history]`: which messages are kept and for how long (`draft/chathistory`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    /// Whether history is kept and stored at all (`--no-history` turns it
+    /// off). Off: no store is opened, CHATHISTORY is an unknown command.
+    pub enabled: bool,
+    /// Messages kept per channel (0: no channel history).
+    pub channel_messages: usize,
+    /// Messages kept per private conversation between two accounts (0: none).
+    pub conversation_messages: usize,
+    /// Messages older than this many seconds are dropped (0: no age limit).
+    pub max_age_secs: u64,
+    /// The most messages one CHATHISTORY command returns (`CHATHISTORY=`
+    /// in ISUPPORT); larger limits are cut to it.
+    pub max_request: usize,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        let l = HistoryLimits::default();
+        HistorySection {
+            enabled: true,
+            channel_messages: l.channel_messages,
+            conversation_messages: l.conversation_messages,
+            max_age_secs: l.max_age_ms / 1000,
+            max_request: 100,
+        }
+    }
+}
+
+impl HistorySection {
+    /// The store's bounds.
+    pub fn limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            channel_messages: self.channel_messages,
+            conversation_messages: self.conversation_messages,
+            max_age_ms: self.max_age_secs.saturating_mul(1000),
+        }
+    }
 }
 
 /// `[[operators]]`: one server operator.
@@ -327,6 +422,29 @@ impl Config {
                 return bad("each [[operators]] needs a name without spaces and a password");
             }
         }
+        if let Err(e) = self.storage.sync.parse::<SyncPolicy>() {
+            return Err(ConfigError::Invalid(format!("storage.{e}")));
+        }
+        if self
+            .storage
+            .dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return bad("storage.dir must not be empty");
+        }
+        let h = &self.history;
+        if !(1..=1000).contains(&h.max_request) {
+            return bad("history.max_request must be 1..=1000");
+        }
+        if h.channel_messages > 10_000_000 || h.conversation_messages > 10_000_000 {
+            return bad(
+                "history.channel_messages and conversation_messages must be at most 10000000",
+            );
+        }
+        if h.max_age_secs > 100 * 365 * 86_400 {
+            return bad("history.max_age_secs must be at most a hundred years");
+        }
         Ok(())
     }
 
@@ -338,12 +456,15 @@ impl Config {
     /// Changeable: the MOTD, `server.password`, `[[operators]]`, `[flood]`, and
     /// `limits.max_connections_per_ip`, `registration_timeout_secs`,
     /// `ping_interval_secs`, `ping_timeout_secs`, `recvq_bytes`,
-    /// `in_flight_per_client`, `outbox_capacity`. Restart-only: the listen and
-    /// admin addresses and the server's identity (`name`, `network`), what the
-    /// welcome advertises in ISUPPORT (`nicklen`, `channellen`, `topiclen`,
-    /// `kicklen`, `awaylen`, `max_channels`, `max_targets`: clients registered
-    /// earlier were told the old values), and what the framework was built with
-    /// (`sendq_bytes`, `mailbox_capacity`, `flush_delay_us`).
+    /// `in_flight_per_client`, `outbox_capacity`, and the history bounds
+    /// (`history.channel_messages`, `conversation_messages`, `max_age_secs`).
+    /// Restart-only: the listen and admin addresses and the server's identity
+    /// (`name`, `network`), what the welcome advertises in ISUPPORT (`nicklen`,
+    /// `channellen`, `topiclen`, `kicklen`, `awaylen`, `max_channels`,
+    /// `max_targets`, `history.max_request`: clients registered earlier were told
+    /// the old values), what the framework was built with (`sendq_bytes`,
+    /// `mailbox_capacity`, `flush_delay_us`), and the store (`[storage]`,
+    /// `history.enabled`: the store is opened at start).
     pub fn rehash(&self, new: Config) -> (Config, Vec<&'static str>) {
         let mut merged = new;
         let mut kept = Vec::new();
@@ -370,6 +491,10 @@ impl Config {
             limits.sendq_bytes,
             limits.mailbox_capacity,
             limits.flush_delay_us,
+            storage.dir,
+            storage.sync,
+            history.enabled,
+            history.max_request,
         );
         (merged, kept)
     }
@@ -432,6 +557,9 @@ mod tests {
         let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
         assert_eq!(c.server.name, "irc.example.net");
         assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
+        // It shows the defaults of the store and of history.
+        let d = Config::default();
+        assert_eq!((&c.storage, &c.history), (&d.storage, &d.history));
     }
 
     #[test]
@@ -455,6 +583,61 @@ mod tests {
         assert_eq!(
             kept,
             ["server.name", "limits.nicklen", "limits.sendq_bytes"]
+        );
+    }
+
+    #[test]
+    fn storage_and_history_keys() {
+        let c = Config::default();
+        assert!(c.history.enabled);
+        assert_eq!(c.storage.sync_policy(), SyncPolicy::default());
+        assert_eq!(c.history.limits(), HistoryLimits::default());
+        let c = Config::from_toml(
+            "[storage]\ndir = \"/tmp/x\"\nsync = \"batch:20\"\n\
+             [history]\nchannel_messages = 5\nconversation_messages = 0\nmax_age_secs = 60\n",
+        )
+        .expect("valid");
+        assert_eq!(c.storage.data_dir(), PathBuf::from("/tmp/x"));
+        assert_eq!(
+            c.storage.sync_policy(),
+            SyncPolicy::Batch { interval_ms: 20 }
+        );
+        assert_eq!(
+            c.history.limits(),
+            HistoryLimits {
+                channel_messages: 5,
+                conversation_messages: 0,
+                max_age_ms: 60_000
+            }
+        );
+        for sync in ["always", "none", "batch"] {
+            assert!(Config::from_toml(&format!("[storage]\nsync = \"{sync}\"\n")).is_ok());
+        }
+        for bad in [
+            "[storage]\nsync = \"sometimes\"\n",
+            "[storage]\nsync = \"batch:0\"\n",
+            "[storage]\ndir = \"\"\n",
+            "[history]\nmax_request = 0\n",
+            "[history]\nlimit = 3\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        // Bounds rehash; the store and the advertised maximum need a restart.
+        let old = Config::default();
+        let new = Config::from_toml(
+            "[storage]\nsync = \"always\"\n[history]\nenabled = false\nmax_request = 7\n\
+             channel_messages = 3\nmax_age_secs = 9\n",
+        )
+        .unwrap();
+        let (merged, kept) = old.rehash(new);
+        assert_eq!(merged.history.channel_messages, 3);
+        assert_eq!(merged.history.max_age_secs, 9);
+        assert!(merged.history.enabled);
+        assert_eq!(merged.history.max_request, 100);
+        assert_eq!(merged.storage.sync, "batch");
+        assert_eq!(
+            kept,
+            ["storage.sync", "history.enabled", "history.max_request"]
         );
     }
 

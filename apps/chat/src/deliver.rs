@@ -90,8 +90,9 @@ impl ChatShard {
                 }
             }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
-            // Only a Remote (the SIGHUP hook) sends it; `on_message` takes it there.
-            ChatMsg::Rehash(_) => {}
+            // Only a Remote (the SIGHUP hook, a store writer) sends them;
+            // `on_message` takes them there.
+            ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) => {}
         }
     }
 

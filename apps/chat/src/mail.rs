@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{casemap::NameKey, clock, info::ServerInfo};
+use crate::{casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
 
 mod request;
 
@@ -312,4 +312,8 @@ pub enum ChatMsg {
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed
     /// configuration to use from now on.
     Rehash(Arc<ServerInfo>),
+    /// A shard's store writer thread (through a `Remote`, never a shard) -> that
+    /// shard: how far its records are written and synced
+    /// ([`crate::store::Store::on_report`]).
+    StoreReport(WriterReport),
 }

@@ -28,6 +28,13 @@ struct Args {
     /// the config's server.admin_listen). Default: off.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// The store's data directory (replaces the config's storage.dir). Default:
+    /// $STATE_DIRECTORY, else ./shardline-chat-data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep no message history: no store, no CHATHISTORY (history.enabled = false).
+    #[arg(long)]
+    no_history: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -51,9 +58,16 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(addr) = args.admin {
-        config.server.admin_listen = Some(addr);
-    }
+    // SIGHUP rereads the same file with the same overrides (Server::run never
+    // lets SIGHUP kill the process; without a file it only logs that there is
+    // nothing to reload).
+    let overrides = RehashSource {
+        path: args.config.clone().unwrap_or_default(),
+        admin_listen: args.admin,
+        data_dir: args.data_dir.clone(),
+        no_history: args.no_history,
+    };
+    overrides.apply(&mut config);
     let listen = if args.listen.is_empty() {
         config.server.listen.clone()
     } else {
@@ -69,18 +83,14 @@ fn main() -> anyhow::Result<()> {
     }
     let name = config.server.name.clone();
     let admin = config.server.admin_listen;
-    // SIGHUP rereads the same file (Server::run never lets SIGHUP kill the
-    // process; without a file it only logs that there is nothing to reload).
-    let source = args.config.clone().map(|path| RehashSource {
-        path,
-        admin_listen: args.admin,
-    });
+    let history = config.history.enabled;
+    let source = args.config.is_some().then_some(overrides);
     let server =
         shardline_chat::build_with_rehash(builder, config, source).context("configuring server")?;
-    if args.server.print_plan_if_asked(&server)? {
+    if args.server.print_plan_if_asked(server.server())? {
         return Ok(());
     }
-    info!(server = %name, addrs = ?listen, admin = ?admin, "shardline-chat starting");
+    info!(server = %name, addrs = ?listen, admin = ?admin, history, "shardline-chat starting");
     server.run().context("running chat server")?;
     info!("shardline-chat stopped");
     Ok(())

@@ -16,6 +16,7 @@ use crate::shard::{has_room, ChatShard, Outbox};
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use shardline::{Ctx, ShardId};
@@ -25,9 +26,11 @@ use self::channel::Channel;
 pub use self::modes::{KEYLEN, MAX_BANS};
 use crate::{
     casemap::{casefold, owner_of, NameKey},
+    history::History,
     info::ServerInfo,
     mail::{ChatMsg, ClientRef, NoticeKind, Numeric, ReplyBody, Request, UserNotice},
     reply::code::*,
+    stats::ShardStats,
 };
 
 /// One nick's holder.
@@ -39,8 +42,10 @@ struct NickEntry {
 }
 
 /// The names this shard owns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Owner {
+    /// The history of the channels and conversations owned here.
+    pub(crate) history: History,
     nicks: HashMap<NameKey, NickEntry>,
     chans: HashMap<NameKey, Channel>,
     /// Open connections per client address (only with a per-IP limit).
@@ -69,6 +74,17 @@ fn no_such_nick(nick: &str) -> Numeric {
 }
 
 impl Owner {
+    /// An owner of nothing yet, whose history counts in `stats`.
+    pub(crate) fn new(stats: Arc<ShardStats>) -> Owner {
+        Owner {
+            history: History::new(stats),
+            nicks: HashMap::new(),
+            chans: HashMap::new(),
+            ips: HashMap::new(),
+            refused: HashSet::new(),
+        }
+    }
+
     /// Channels owned here (for LUSERS).
     pub fn channel_count(&self) -> usize {
         self.chans.len()
