@@ -69,6 +69,10 @@ pub struct Client {
     pub invisible: bool,
     /// User mode +o (OPER).
     pub oper: bool,
+    /// The account it is logged in to. Set by nothing yet but the test hook
+    /// (`TESTACCOUNT`, see `Config::test_account_command`) until SASL lands;
+    /// private history is kept only between two clients that have one.
+    pub account: Option<Arc<str>>,
     /// The away message (AWAY).
     pub away: Option<String>,
     /// When registration completed (Unix seconds, for WHOIS 317).
@@ -135,6 +139,7 @@ impl Client {
             caps: Caps::default(),
             invisible: false,
             oper: false,
+            account: None,
             away: None,
             signon: clock::now_secs(),
             last_message: Instant::now(),

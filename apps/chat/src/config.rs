@@ -48,6 +48,12 @@ pub struct Config {
     pub storage: StorageSection,
     /// Message history (`[history]`).
     pub history: HistorySection,
+    /// Test builds only: the hidden `TESTACCOUNT <name>|*` command sets or clears
+    /// the client's account, standing in for SASL until it exists. Never read
+    /// from a file (no TOML key), kept across rehashes.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub test_account_command: bool,
 }
 
 /// `[storage]`: the embedded store (see the `store` module).
@@ -496,6 +502,7 @@ impl Config {
             history.enabled,
             history.max_request,
         );
+        merged.test_account_command = self.test_account_command;
         (merged, kept)
     }
 

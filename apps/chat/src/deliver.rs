@@ -62,7 +62,8 @@ impl ChatShard {
                     .filter(|c| to.shard == self.me && c.alive && c.registered)
                 {
                     let mut r = Renderer::new(&out);
-                    if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                    if out.wanted_by(c.caps) && ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok()
+                    {
                         self.stats.deliveries.add(1);
                     }
                     if let (true, Some(text)) = (notify_away, &c.away) {
@@ -139,6 +140,9 @@ impl ChatShard {
                 let Some(c) = self.clients.get(&id).filter(|c| c.alive) else {
                     continue;
                 };
+                if !d.out.wanted_by(c.caps) {
+                    continue;
+                }
                 if d.echo_gated
                     && d.source == (ClientRef { shard: self.me, id })
                     && !c.caps.has(Caps::ECHO_MESSAGE)
@@ -264,7 +268,7 @@ impl ChatShard {
             }
             ReplyBody::NickClaimed { nick, ok } => self.nick_claimed(ctx, id, nick, ok),
             ReplyBody::Echo(out) => {
-                if c.alive && c.caps.has(Caps::ECHO_MESSAGE) {
+                if c.alive && c.caps.has(Caps::ECHO_MESSAGE) && out.wanted_by(c.caps) {
                     let mut r = Renderer::new(&out);
                     let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
                 }

@@ -1,5 +1,40 @@
-//! Message history on a shard: the shard's store, opened on its thread and
-//! written once per loop turn through its writer thread.
+//! Message history on a shard: msgids and time stamps, and the shard's store.
+//!
+//! # Who stamps and keeps what
+//!
+//! A PRIVMSG, NOTICE or TAGMSG gets its `msgid` and `time` on the shard that
+//! orders it, which is also where its history is kept:
+//!
+//! - to a **channel**: the channel's owner. It already orders the channel's
+//!   events and posts one delivery per shard with members; it stamps the line
+//!   once, appends the message to the channel's history in its store, and
+//!   every member on every shard — and the echo — gets that very
+//!   [`crate::mail::Outgoing`]. So the msgid and time a member saw are those
+//!   CHATHISTORY later returns.
+//! - to a **nick**, when both sides have an account: the owner of their
+//!   conversation ([`crate::store::conversation_key`], a third shard in general:
+//!   the recipient nick's owner forwards the message there), the same way.
+//! - to a nick otherwise: the recipient nick's owner, which routes it; it is
+//!   not kept (private history is per account).
+//!
+//! Stamping at the sender's shard would not do: two senders on two shards
+//! could give one channel's history stamps out of order (the store would then
+//! raise the later one, and members would have seen a time the history does
+//! not hold), and the owner is the only place where the channel's order is
+//! decided.
+//!
+//! # msgids
+//!
+//! `<time><shard><seq>` in lowercase Crockford base32, 17 characters: 10 for
+//! the milliseconds since the epoch of the shard's clock, 3 for the shard, 4 for
+//! a sequence within the millisecond. The shard's clock never goes back (a
+//! message in the same or an earlier millisecond than the last takes the last
+//! one and the next sequence number), so ids are unique across shards, and
+//! across restarts as long as the wall clock does not step back by more than the
+//! restart took. The same clock gives the `time` tag, raised to the history's
+//! last time if that is later (another process or shard count kept it), so
+//! every history is non-decreasing in time and what recipients see is what is
+//! stored.
 //!
 //! # The store on the shard
 //!
@@ -26,8 +61,62 @@ use crate::{
     mail::ChatMsg,
     shard::{ChatShard, ChatTimer},
     stats::ShardStats,
-    store::{DataDir, HistoryLimits, Store, StoreError, StoreOptions, WriterReport},
+    store::{DataDir, HistoryLimits, Message, Store, StoreError, StoreOptions, WriterReport},
 };
+
+/// Crockford's base32 alphabet, lower case.
+const BASE32: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+/// Sequence numbers within one millisecond (20 bits).
+const SEQ_LIMIT: u32 = 1 << 20;
+
+/// Makes msgids and time stamps for one shard (see the module doc).
+#[derive(Debug, Clone)]
+pub struct MsgIds {
+    shard: u64,
+    last_ms: u64,
+    seq: u32,
+}
+
+impl MsgIds {
+    /// The generator of shard `shard`.
+    pub fn new(shard: usize) -> MsgIds {
+        MsgIds {
+            shard: shard as u64 & 0x7fff,
+            last_ms: 0,
+            seq: 0,
+        }
+    }
+
+    /// A new id and its time: `now_ms`, or the last time given if that is
+    /// later (the shard's clock never goes back).
+    pub fn next(&mut self, now_ms: u64) -> (Arc<str>, u64) {
+        if now_ms > self.last_ms {
+            self.last_ms = now_ms;
+            self.seq = 0;
+        } else {
+            self.seq += 1;
+            if self.seq >= SEQ_LIMIT {
+                self.last_ms += 1;
+                self.seq = 0;
+            }
+        }
+        let mut id = [0u8; 17];
+        encode(&mut id[..10], self.last_ms);
+        encode(&mut id[10..13], self.shard);
+        encode(&mut id[13..], u64::from(self.seq));
+        let id = std::str::from_utf8(&id).unwrap_or_default();
+        (Arc::from(id), self.last_ms)
+    }
+}
+
+/// Writes the low `5 * out.len()` bits of `v` in base32, most significant first.
+fn encode(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = BASE32[(v & 31) as usize];
+        v >>= 5;
+    }
+}
 
 /// What every shard needs to open its store; made in `build`, once.
 #[derive(Debug)]
@@ -142,6 +231,7 @@ fn merge(mut a: WriterReport, b: WriterReport) -> WriterReport {
 /// off, or if it failed to open).
 #[derive(Debug)]
 pub(crate) struct History {
+    ids: MsgIds,
     store: Option<Store>,
     /// A `StoreTurn` timer is set: the turn's appends will be handed over.
     turn_armed: bool,
@@ -162,8 +252,9 @@ fn expire_interval(limits: &HistoryLimits) -> Option<Duration> {
 }
 
 impl History {
-    pub(crate) fn new(stats: Arc<ShardStats>) -> History {
+    pub(crate) fn new(shard: usize, stats: Arc<ShardStats>) -> History {
         History {
+            ids: MsgIds::new(shard),
             store: None,
             turn_armed: false,
             expire_timer: None,
@@ -245,6 +336,46 @@ impl History {
         }
     }
 
+    /// A msgid and time for a message to history `key` (`None`: not kept).
+    pub(crate) fn stamp(&mut self, key: Option<&str>) -> (Arc<str>, u64) {
+        let (id, mut ms) = self.ids.next(clock::now_millis());
+        if let (Some(key), Some(store)) = (key, &self.store) {
+            if let Some(last) = store.last_time(key) {
+                ms = ms.max(last);
+            }
+        }
+        (id, ms)
+    }
+
+    /// Whether messages of history `key` are kept (history on, bound not 0).
+    pub(crate) fn keeps(&self, key: &str) -> bool {
+        self.store.as_ref().is_some_and(|s| {
+            let l = s.limits();
+            if crate::store::is_channel_key(key) {
+                l.channel_messages > 0
+            } else {
+                l.conversation_messages > 0
+            }
+        })
+    }
+
+    /// Appends `m` to its history; handed to the writer at the end of the
+    /// turn.
+    pub(crate) fn append(&mut self, ctx: &mut Ctx<'_, ChatShard>, m: Message) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        match store.append_message(m) {
+            Ok(_) => {
+                self.stats.history_appends.add(1);
+                self.arm_turn(ctx);
+            }
+            // A key of another shard's partition would be a routing bug; a
+            // message is far below the record limit. Neither comes from input.
+            Err(e) => warn!(error = %e, "history: message not kept"),
+        }
+    }
+
     fn arm_turn(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         if !self.turn_armed {
             self.turn_armed = true;
@@ -291,5 +422,46 @@ impl History {
                 Err(e) => error!(shard, error = %e, "history store did not close cleanly"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgids_are_unique_sortable_and_monotonic() {
+        let mut a = MsgIds::new(0);
+        let mut b = MsgIds::new(1);
+        let mut seen = std::collections::HashSet::new();
+        let mut last = String::new();
+        let mut last_ms = 0;
+        for i in 0..5000u64 {
+            // The clock stalls, jumps and even goes back.
+            let now = 1_700_000_000_000 + i / 7 - if i % 500 == 0 { 40 } else { 0 };
+            for g in [&mut a, &mut b] {
+                let (id, ms) = g.next(now);
+                assert_eq!(id.len(), 17);
+                assert!(id.bytes().all(|c| BASE32.contains(&c)));
+                assert!(seen.insert(id.to_string()), "{id} twice");
+                if g.shard == 0 {
+                    assert!(*id > *last, "{id} after {last}");
+                    assert!(ms >= last_ms);
+                    last = id.to_string();
+                    last_ms = ms;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_millisecond_holds_a_million_ids() {
+        let mut g = MsgIds::new(3);
+        let (_, first) = g.next(1000);
+        for _ in 1..SEQ_LIMIT {
+            assert_eq!(g.next(1000).1, first);
+        }
+        // The next borrows the next millisecond rather than repeat an id.
+        assert_eq!(g.next(1000).1, first + 1);
     }
 }

@@ -104,7 +104,7 @@ impl ChatShard {
     ) -> ChatShard {
         let stats = info.stats.add_shard(id.0);
         ChatShard {
-            owner: crate::owner::Owner::new(stats.clone()),
+            owner: crate::owner::Owner::new(id.0, stats.clone()),
             stats,
             info,
             me: id.0,

@@ -1,6 +1,8 @@
 //! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
 //! LUSERS, MOTD), PING and QUIT.
 
+use std::sync::Arc;
+
 use shardline::{Ctx, ShardId};
 
 use super::Flow;
@@ -115,6 +117,7 @@ impl ChatShard {
         let req = Request::ClaimNick {
             nick: nick.to_string(),
             registered: c.registered,
+            account: c.account.clone(),
         };
         if self.request(ctx, id, to, req) {
             Flow::Park
@@ -341,6 +344,50 @@ impl ChatShard {
         let pong = line(server, "PONG", &[server, token], true);
         self.send_line(ctx, id, &pong);
         Flow::Next
+    }
+
+    /// `TESTACCOUNT <name>` or `TESTACCOUNT *` (only with
+    /// `Config::test_account_command`): logs the client in to account `name`,
+    /// or out, until SASL does it.
+    pub(super) fn cmd_testaccount(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        p: &[&str],
+    ) -> Flow {
+        let Some(name) = p.first().filter(|n| !n.is_empty()) else {
+            return self.need_more_params(ctx, id, "TESTACCOUNT");
+        };
+        let account = (*name != "*").then(|| truncate(name, 64).to_string());
+        if self.set_account(ctx, id, account) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// Logs client `id` in to `account` (or out): kept on the client, and told
+    /// to the owner of its nick, which private messages to it go through (they
+    /// are kept in history only between two accounts). Returns whether a
+    /// request went out (the client's next command should wait for it).
+    pub(crate) fn set_account(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        account: Option<String>,
+    ) -> bool {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        c.account = account.map(Arc::from);
+        let Some(nick) = c.nick.clone() else {
+            return false;
+        };
+        let req = Request::SetAccount {
+            key: casefold(&nick).into(),
+            account: c.account.clone(),
+        };
+        self.request(ctx, id, owner_of(&nick, self.shards), req)
     }
 
     pub(super) fn cmd_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {

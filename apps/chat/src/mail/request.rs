@@ -9,7 +9,27 @@
 use std::{net::IpAddr, sync::Arc};
 
 use super::{ClientRef, Numeric, Outgoing};
-use crate::casemap::NameKey;
+use crate::{casemap::NameKey, store::MessageKind};
+
+/// A PRIVMSG, NOTICE or TAGMSG as its sender's shard formatted it, with what
+/// its history record needs. The shard that orders it (a channel's owner, a
+/// conversation's owner, or the recipient nick's owner) stamps `out` with its
+/// time and msgid, keeps it in history, and delivers that same stamped line.
+#[derive(Debug)]
+pub struct Said {
+    /// The line.
+    pub out: Outgoing,
+    /// PRIVMSG, NOTICE or TAGMSG.
+    pub kind: MessageKind,
+    /// The sender's `nick!user@host`.
+    pub mask: Arc<str>,
+    /// The sender's account, if it has one.
+    pub account: Option<Arc<str>>,
+    /// The target as the sender wrote it (a channel or a nick).
+    pub to: String,
+    /// The text (empty for TAGMSG).
+    pub text: String,
+}
 
 /// One channel mode change as the client asked for it (checked by the owner).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +71,15 @@ pub enum Request {
         nick: String,
         /// The client has completed registration (messages may reach it).
         registered: bool,
+        /// The client's account, if it has one (private history needs it).
+        account: Option<Arc<str>>,
+    },
+    /// The holder of nick `key` now has (or no longer has) an account.
+    SetAccount {
+        /// The casefolded nick.
+        key: NameKey,
+        /// The account.
+        account: Option<Arc<str>>,
     },
     /// Give up `key` (a casefolded nick the client held).
     ReleaseNick {
@@ -149,26 +178,34 @@ pub enum Request {
         /// `nick!user@host` of the inviter.
         mask: Arc<str>,
     },
-    /// PRIVMSG/NOTICE to a channel. The body is formatted by the sender's shard;
-    /// the owner stamps the time and orders it.
+    /// PRIVMSG/NOTICE/TAGMSG to a channel. The body is formatted by the sender's
+    /// shard; the owner stamps its time and msgid, orders it and keeps it in the
+    /// channel's history. Only PRIVMSG draws error replies.
     ChanMsg {
         /// The channel name.
         chan: String,
-        /// The line.
-        out: Outgoing,
-        /// NOTICE (no error replies) rather than PRIVMSG.
-        notice: bool,
-        /// The sender's `nick!user@host` (for bans when it is not a member).
-        mask: Arc<str>,
+        /// The message (its `mask` also checks bans on a non-member).
+        said: Box<Said>,
     },
-    /// PRIVMSG/NOTICE to a nick, routed through the nick's owner.
+    /// PRIVMSG/NOTICE/TAGMSG to a nick, routed through the nick's owner: if
+    /// both sides have an account and history is on, it is forwarded to the
+    /// conversation's owner as `ConvMsg`; else the nick's owner stamps it.
     NickMsg {
         /// The target nick.
         target: String,
-        /// The line.
-        out: Outgoing,
-        /// NOTICE (no error replies) rather than PRIVMSG.
-        notice: bool,
+        /// The message.
+        said: Box<Said>,
+    },
+    /// A private message between two accounts, forwarded by the recipient
+    /// nick's owner to the owner of their conversation, which stamps it, keeps
+    /// it in the conversation's history and delivers it.
+    ConvMsg {
+        /// The recipient.
+        to: ClientRef,
+        /// The conversation's key ([`crate::store::conversation_key`]).
+        key: String,
+        /// The message.
+        said: Box<Said>,
     },
     /// WHOIS, to the nick's owner, which forwards it as `WhoisLocal`.
     Whois {
