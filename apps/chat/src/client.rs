@@ -10,6 +10,7 @@ use crate::{
     flood::Penalty,
     framing::LineReader,
     mail::{Caps, Counts, Numeric, Viewer},
+    store::TargetSummary,
 };
 
 /// LUSERS counts being gathered from every shard.
@@ -33,6 +34,30 @@ pub struct Gather {
     pub end: Vec<Numeric>,
     /// STATS m: command counts summed over the shards.
     pub counts: Vec<(&'static str, u64)>,
+}
+
+/// A CHATHISTORY command waiting for its answer (the client's input waits too).
+#[derive(Debug)]
+pub struct PendingHistory {
+    /// The subcommand as named in FAIL replies (`LATEST`, ...).
+    pub sub: &'static str,
+    /// TARGETS: the parts from every shard being gathered.
+    pub targets: Option<TargetsGather>,
+}
+
+/// CHATHISTORY TARGETS being gathered from every shard.
+#[derive(Debug, Default)]
+pub struct TargetsGather {
+    /// Shards that have not answered yet.
+    pub remaining: usize,
+    /// The bounds and limit asked for.
+    pub a: u64,
+    /// See `a`.
+    pub b: u64,
+    /// See `a`.
+    pub limit: usize,
+    /// The parts so far.
+    pub found: Vec<TargetSummary>,
 }
 
 /// A client of this shard.
@@ -73,6 +98,8 @@ pub struct Client {
     /// (`TESTACCOUNT`, see `Config::test_account_command`) until SASL lands;
     /// private history is kept only between two clients that have one.
     pub account: Option<Arc<str>>,
+    /// A CHATHISTORY command waiting for its answer.
+    pub history: Option<PendingHistory>,
     /// The away message (AWAY).
     pub away: Option<String>,
     /// When registration completed (Unix seconds, for WHOIS 317).
@@ -140,6 +167,7 @@ impl Client {
             invisible: false,
             oper: false,
             account: None,
+            history: None,
             away: None,
             signon: clock::now_secs(),
             last_message: Instant::now(),

@@ -295,6 +295,12 @@ impl ChatShard {
                 c.refused = true;
                 self.begin_quit(ctx, id, "Server busy".into());
             }
+            ReplyBody::History { target, result } => {
+                if let Some(h) = c.history.take() {
+                    self.send_history(ctx, id, h.sub, target, result);
+                }
+            }
+            ReplyBody::Targets(part) => self.targets_part(ctx, id, part),
         }
         self.settle(ctx, id);
     }

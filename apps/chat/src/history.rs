@@ -1,4 +1,5 @@
-//! Message history on a shard: msgids and time stamps, and the shard's store.
+//! Message history on a shard: msgids and time stamps, the shard's store, and
+//! how CHATHISTORY answers are written.
 //!
 //! # Who stamps and keeps what
 //!
@@ -58,10 +59,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     clock,
-    mail::ChatMsg,
+    mail::{write_tags, Caps, ChatMsg, HistoryError, HistoryQuery, HistorySub},
+    reply::write_line,
     shard::{ChatShard, ChatTimer},
     stats::ShardStats,
-    store::{DataDir, HistoryLimits, Message, Store, StoreError, StoreOptions, WriterReport},
+    store::{
+        DataDir, HistoryLimits, Message, MessageKind, Store, StoreError, StoreOptions,
+        TargetFilter, TargetSummary, WriterReport,
+    },
 };
 
 /// Crockford's base32 alphabet, lower case.
@@ -423,6 +428,88 @@ impl History {
             }
         }
     }
+
+    /// Runs `q` on history `key`, messages in ascending time order.
+    pub(crate) fn query(&self, key: &str, q: &HistoryQuery) -> Result<Vec<Message>, HistoryError> {
+        let Some(store) = &self.store else {
+            return Err(HistoryError::Unavailable);
+        };
+        let limit = q.limit;
+        let found = match &q.sub {
+            HistorySub::Latest(r) => store.latest(key, r.as_ref().map(|r| r.as_ref()), limit),
+            HistorySub::Before(r) => store.before(key, r.as_ref(), limit),
+            HistorySub::After(r) => store.after(key, r.as_ref(), limit),
+            HistorySub::Around(r) => store.around(key, r.as_ref(), limit),
+            HistorySub::Between(a, b) => store.between(key, a.as_ref(), b.as_ref(), limit),
+        };
+        found
+            .map(|v| {
+                v.into_iter()
+                    .filter(|m| m.kind != MessageKind::Tagmsg)
+                    .cloned()
+                    .collect()
+            })
+            .map_err(|_| HistoryError::UnknownMsgid)
+    }
+
+    /// `CHATHISTORY TARGETS` on this shard: those of `chans` whose history is
+    /// here, and `account`'s conversations kept here. A conversation's name is
+    /// the other party's account (casefolded).
+    pub(crate) fn targets(
+        &self,
+        chans: &[&str],
+        account: Option<&str>,
+        a: u64,
+        b: u64,
+        limit: usize,
+    ) -> Vec<TargetSummary> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let mut found = store.targets(TargetFilter::Channels(chans), a, b, limit);
+        if let Some(account) = account {
+            let me = crate::store::account_key(account);
+            let mut convs = store.targets(TargetFilter::ConversationsOf(&me), a, b, limit);
+            for t in &mut convs {
+                if let Some(peer) = crate::store::conversation_peer(&t.key, &me) {
+                    t.to = peer.to_string();
+                }
+            }
+            found.extend(convs);
+        }
+        found
+    }
+}
+
+/// Appends one history message as a client with `caps` gets it in a
+/// CHATHISTORY answer (with `batch` if the answer is a batch).
+pub(crate) fn write_history_line(out: &mut Vec<u8>, m: &Message, caps: Caps, batch: Option<&str>) {
+    let mut tags = String::new();
+    let tag_caps = caps.has(Caps::MESSAGE_TAGS);
+    write_tags(
+        &mut tags,
+        batch,
+        caps.has(Caps::SERVER_TIME).then_some(m.time),
+        tag_caps.then_some(m.msgid.as_str()),
+        tag_caps.then_some(m.tags.as_str()),
+    );
+    if !tags.is_empty() {
+        out.push(b'@');
+        out.extend_from_slice(tags.as_bytes());
+        out.push(b' ');
+    }
+    let params: Vec<&str> = if m.kind == MessageKind::Tagmsg {
+        vec![&m.to]
+    } else {
+        vec![&m.to, &m.text]
+    };
+    write_line(
+        out,
+        &m.source,
+        m.kind.command(),
+        &params,
+        m.kind != MessageKind::Tagmsg,
+    );
 }
 
 #[cfg(test)]
@@ -463,5 +550,38 @@ mod tests {
         }
         // The next borrows the next millisecond rather than repeat an id.
         assert_eq!(g.next(1000).1, first + 1);
+    }
+
+    #[test]
+    fn history_lines_carry_the_tags_the_client_asked_for() {
+        let m = Message {
+            target: "#c".into(),
+            to: "#C".into(),
+            msgid: "abc".into(),
+            time: 1_700_000_000_123,
+            source: "n!u@h".into(),
+            account: String::new(),
+            kind: MessageKind::Privmsg,
+            tags: "+x=1".into(),
+            text: "hi there".into(),
+        };
+        let mut out = Vec::new();
+        write_history_line(&mut out, &m, Caps::default(), None);
+        assert_eq!(out, b":n!u@h PRIVMSG #C :hi there\r\n");
+        out.clear();
+        let mut caps = Caps::default();
+        caps.set(Caps::SERVER_TIME, true);
+        write_history_line(&mut out, &m, caps, Some("B1"));
+        assert_eq!(
+            out,
+            b"@batch=B1;time=2023-11-14T22:13:20.123Z :n!u@h PRIVMSG #C :hi there\r\n"
+        );
+        out.clear();
+        caps.set(Caps::MESSAGE_TAGS, true);
+        write_history_line(&mut out, &m, caps, None);
+        assert_eq!(
+            out,
+            b"@time=2023-11-14T22:13:20.123Z;msgid=abc;+x=1 :n!u@h PRIVMSG #C :hi there\r\n"
+        );
     }
 }

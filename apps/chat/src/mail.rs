@@ -15,7 +15,10 @@ use crate::{casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
 
 mod request;
 
-pub use request::{Counts, ModeChange, ReplyBody, Request, Said, Viewer};
+pub use request::{
+    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, ReplyBody, Request, Said,
+    Viewer,
+};
 
 /// A client anywhere on the server: its shard and its id there. Ids are never
 /// reused, so a stale reference can only miss, never hit another client.
@@ -40,13 +43,20 @@ impl Caps {
     pub const ECHO_MESSAGE: Caps = Caps(4);
     /// `multi-prefix`: NAMES shows every prefix of a member.
     pub const MULTI_PREFIX: Caps = Caps(8);
+    /// `batch`: related lines (a CHATHISTORY answer) come in a `BATCH`.
+    pub const BATCH: Caps = Caps(16);
+    /// `draft/chathistory`: the client queries history with CHATHISTORY (only
+    /// offered while history is on).
+    pub const CHATHISTORY: Caps = Caps(32);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 4] = [
+    pub const ALL: [(&'static str, Caps); 6] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
         ("multi-prefix", Caps::MULTI_PREFIX),
+        ("batch", Caps::BATCH),
+        ("draft/chathistory", Caps::CHATHISTORY),
     ];
 
     /// Whether every capability in `other` is enabled.

@@ -12,6 +12,8 @@ mod channel;
 mod events;
 mod modes;
 
+mod history;
+
 use crate::shard::{has_room, ChatShard, Outbox};
 use std::{
     collections::{HashMap, HashSet},
@@ -263,6 +265,10 @@ impl Owner {
                 }
                 reply(ReplyBody::Done)
             }
+            req @ (Request::ChanHistory { .. }
+            | Request::NickHistory { .. }
+            | Request::ConvHistory { .. }
+            | Request::HistoryTargets { .. }) => self.history_request(ctx, outbox, from, req),
             other => self.channel_request(ctx, info, outbox, from, other),
         }
     }

@@ -86,6 +86,8 @@ pub struct ChatShard {
     pub(crate) stats: Arc<ShardStats>,
     /// Where this shard opens its store (`None`: history is off).
     storage: Option<Arc<Storage>>,
+    /// Batch references made so far (CHATHISTORY answers).
+    batches: u64,
 }
 
 impl ChatShard {
@@ -119,7 +121,14 @@ impl ChatShard {
             command_counts: vec![0; KNOWN.len()],
             peak_users: 0,
             storage,
+            batches: 0,
         }
+    }
+
+    /// A number for a new batch reference, unique on this shard.
+    pub(crate) fn next_batch(&mut self) -> u64 {
+        self.batches += 1;
+        self.batches
     }
 
     /// Whether this shard keeps history (its store is open).

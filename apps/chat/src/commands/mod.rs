@@ -7,6 +7,7 @@
 //! and run again then). PING, NICK and JOIN 0 are such barrier commands.
 
 mod channel;
+mod history;
 mod messaging;
 mod modes;
 mod operator;
@@ -60,6 +61,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "OPER",
     "STATS",
     "TAGMSG",
+    "CHATHISTORY",
     "TESTACCOUNT",
 ];
 
@@ -104,8 +106,12 @@ impl ChatShard {
             }
         };
         let cmd = msg.command.to_ascii_uppercase();
-        // Commands that exist only in tests.
-        let hidden = cmd == "TESTACCOUNT" && !self.info.config.test_account_command;
+        // Commands that exist only with history on, or only in tests.
+        let hidden = match cmd.as_str() {
+            "CHATHISTORY" => !self.history_on(),
+            "TESTACCOUNT" => !self.info.config.test_account_command,
+            _ => false,
+        };
         let Some(index) = KNOWN.iter().position(|k| *k == cmd).filter(|_| !hidden) else {
             self.numeric(
                 ctx,
@@ -158,6 +164,7 @@ impl ChatShard {
             "PRIVMSG" => self.cmd_message(ctx, id, &msg, MessageKind::Privmsg),
             "NOTICE" => self.cmd_message(ctx, id, &msg, MessageKind::Notice),
             "TAGMSG" => self.cmd_message(ctx, id, &msg, MessageKind::Tagmsg),
+            "CHATHISTORY" => self.cmd_chathistory(ctx, id, p),
             "MODE" => self.cmd_mode(ctx, id, p),
             "KICK" => self.cmd_kick(ctx, id, p),
             "INVITE" => self.cmd_invite(ctx, id, p),

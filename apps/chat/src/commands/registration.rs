@@ -22,6 +22,9 @@ impl ChatShard {
         };
         let sub = sub.to_ascii_uppercase();
         let server = self.info.name();
+        // draft/chathistory only while history is on.
+        let history = self.history_on();
+        let offered = |cap: Caps| history || cap != Caps::CHATHISTORY;
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
@@ -32,7 +35,11 @@ impl ChatShard {
                 if !c.registered {
                     c.cap_negotiating = true;
                 }
-                let all: Vec<&str> = Caps::ALL.iter().map(|(n, _)| *n).collect();
+                let all: Vec<&str> = Caps::ALL
+                    .iter()
+                    .filter(|(_, c)| offered(*c))
+                    .map(|(n, _)| *n)
+                    .collect();
                 write_line(
                     &mut out,
                     server,
@@ -57,6 +64,7 @@ impl ChatShard {
                         Some(name) => Caps::by_name(name).map(|c| (c, false)),
                         None => Caps::by_name(w).map(|c| (c, true)),
                     })
+                    .map(|c| c.filter(|(cap, _)| offered(*cap)))
                     .collect();
                 match wanted {
                     Some(w) if !w.is_empty() => {

@@ -9,7 +9,10 @@
 use std::{net::IpAddr, sync::Arc};
 
 use super::{ClientRef, Numeric, Outgoing};
-use crate::{casemap::NameKey, store::MessageKind};
+use crate::{
+    casemap::NameKey,
+    store::{Message as Stored, MessageKind, MsgRef, TargetSummary},
+};
 
 /// A PRIVMSG, NOTICE or TAGMSG as its sender's shard formatted it, with what
 /// its history record needs. The shard that orders it (a channel's owner, a
@@ -29,6 +32,60 @@ pub struct Said {
     pub to: String,
     /// The text (empty for TAGMSG).
     pub text: String,
+}
+
+/// A message reference in CHATHISTORY (`msgid=…` or `timestamp=…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistRef {
+    /// `msgid=…`.
+    MsgId(String),
+    /// `timestamp=…`, milliseconds since the Unix epoch.
+    Time(u64),
+}
+
+impl HistRef {
+    /// The store's form.
+    pub fn as_ref(&self) -> MsgRef<'_> {
+        match self {
+            HistRef::MsgId(id) => MsgRef::MsgId(id),
+            HistRef::Time(t) => MsgRef::Time(*t),
+        }
+    }
+}
+
+/// A CHATHISTORY subcommand that returns messages, with its references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistorySub {
+    /// `LATEST` (`*` is `None`).
+    Latest(Option<HistRef>),
+    /// `BEFORE`.
+    Before(HistRef),
+    /// `AFTER`.
+    After(HistRef),
+    /// `AROUND`.
+    Around(HistRef),
+    /// `BETWEEN`.
+    Between(HistRef, HistRef),
+}
+
+/// One CHATHISTORY query on one history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// What to return.
+    pub sub: HistorySub,
+    /// At most this many messages (already cut to `CHATHISTORY=`).
+    pub limit: usize,
+}
+
+/// Why a history query returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryError {
+    /// No such target, or the client may not read it now (`INVALID_TARGET`).
+    NoAccess,
+    /// A `msgid=` the history does not hold (`MESSAGE_ERROR`).
+    UnknownMsgid,
+    /// This shard keeps no history (its store did not open; `MESSAGE_ERROR`).
+    Unavailable,
 }
 
 /// One channel mode change as the client asked for it (checked by the owner).
@@ -207,6 +264,51 @@ pub enum Request {
         /// The message.
         said: Box<Said>,
     },
+    /// CHATHISTORY on a channel, to its owner (which checks that the client may
+    /// read it now).
+    ChanHistory {
+        /// The channel as given.
+        chan: String,
+        /// The asker's `nick!user@host` (bans).
+        mask: Arc<str>,
+        /// What to return.
+        query: HistoryQuery,
+    },
+    /// CHATHISTORY on a nick, to the nick's owner: the conversation is with
+    /// the holder's account, or (nobody holding it) with the account of that
+    /// name. Forwarded as `ConvHistory`.
+    NickHistory {
+        /// The nick as given.
+        nick: String,
+        /// The asker's account.
+        account: Arc<str>,
+        /// What to return.
+        query: HistoryQuery,
+    },
+    /// CHATHISTORY on a conversation, to its owner.
+    ConvHistory {
+        /// The conversation's key.
+        key: String,
+        /// The target as given (the batch's name).
+        target: String,
+        /// What to return.
+        query: HistoryQuery,
+    },
+    /// CHATHISTORY TARGETS, to every shard: the histories it keeps among the
+    /// asker's channels and its account's conversations, whose latest message
+    /// is strictly between `a` and `b`.
+    HistoryTargets {
+        /// The asker's channels (keys).
+        chans: Vec<NameKey>,
+        /// The asker's account.
+        account: Option<Arc<str>>,
+        /// One bound (ms); counting starts here.
+        a: u64,
+        /// The other bound (ms).
+        b: u64,
+        /// At most this many.
+        limit: usize,
+    },
     /// WHOIS, to the nick's owner, which forwards it as `WhoisLocal`.
     Whois {
         /// The nick asked about.
@@ -316,4 +418,14 @@ pub enum ReplyBody {
     },
     /// The owner could not take the request on (another shard's queue is full).
     Busy,
+    /// A CHATHISTORY answer: messages in ascending time order.
+    History {
+        /// The history's name for the batch (a channel's name as its owner
+        /// knows it, or the nick as given).
+        target: String,
+        /// The messages, or why there are none.
+        result: Result<Vec<Stored>, HistoryError>,
+    },
+    /// One shard's part of a CHATHISTORY TARGETS answer.
+    Targets(Vec<TargetSummary>),
 }
