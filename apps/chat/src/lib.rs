@@ -204,18 +204,25 @@ pub enum Error {
     /// The framework refused the configuration or could not start.
     #[error(transparent)]
     Server(#[from] shardline::Error),
-    /// The data directory could not be opened or locked.
+    /// The data directory could not be opened or locked. (The message says
+    /// why; it is not repeated as a source.)
     #[error("history store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A shard's store could not be opened (a damaged or unreadable log): the
     /// server stopped again.
-    #[error("history store of shard {shard}: {source}")]
+    #[error("history store of shard {shard}: {error}")]
     ShardStore {
         /// The shard.
         shard: usize,
         /// Why.
-        source: StoreError,
+        error: StoreError,
     },
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
 }
 
 /// How [`build_with`] builds the server, beyond the configuration.
@@ -251,9 +258,9 @@ impl ChatServer {
         let ChatServer { server, storage } = self;
         let running = server.start()?;
         if let Some(storage) = &storage {
-            if let Some((shard, source)) = storage.take_failure() {
+            if let Some((shard, error)) = storage.take_failure() {
                 let _ = running.shutdown();
-                return Err(Error::ShardStore { shard, source });
+                return Err(Error::ShardStore { shard, error });
             }
             storage.sink.install(running.remote());
         }
@@ -281,8 +288,8 @@ impl ChatServer {
             }
             setup(running);
         });
-        if let Some((shard, source)) = failed {
-            return Err(Error::ShardStore { shard, source });
+        if let Some((shard, error)) = failed {
+            return Err(Error::ShardStore { shard, error });
         }
         result.map_err(Error::from)
     }

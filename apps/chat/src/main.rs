@@ -68,6 +68,10 @@ fn main() -> anyhow::Result<()> {
         no_history: args.no_history,
     };
     overrides.apply(&mut config);
+    if args.server.print_plan.is_some() {
+        // Only printing where shards would run: no data directory to lock.
+        config.history.enabled = false;
+    }
     let listen = if args.listen.is_empty() {
         config.server.listen.clone()
     } else {
