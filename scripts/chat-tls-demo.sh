@@ -177,7 +177,7 @@ for io in $IOS; do
         log="$tmp/server-$io.log"
         RUST_LOG=info "$bin" --listen "127.0.0.1:$plain_port" --tls-listen "127.0.0.1:$tls_port" \
             --tls-cert "$tmp/server.pem" --tls-key "$tmp/server.key" \
-            --shards "$SHARDS" --io "$io" --no-pin >"$log" 2>&1 &
+            --shards "$SHARDS" --io "$io" --no-pin --data-dir "$tmp/data-$io" >"$log" 2>&1 &
         server_pid=$!
         deadline=$((SECONDS + WAIT))
         while kill -0 "$server_pid" 2>/dev/null && ! grep -q "server started" "$log"; do

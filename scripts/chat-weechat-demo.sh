@@ -91,7 +91,7 @@ for attempt in 1 2 3 4 5; do
     port=${PORT:-$((20000 + RANDOM % 30000))}
     ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && continue
     RUST_LOG=info,shardline_chat=debug "$bin" --listen "127.0.0.1:$port" --shards "$SHARDS" \
-        --io "$IO" --accept handoff --no-pin >"$tmp/server.log" 2>&1 &
+        --io "$IO" --accept handoff --no-pin --data-dir "$tmp/data" >"$tmp/server.log" 2>&1 &
     server_pid=$!
     deadline=$((SECONDS + WAIT))
     while kill -0 "$server_pid" 2>/dev/null && ! grep -q "server started" "$tmp/server.log"; do

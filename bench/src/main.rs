@@ -342,6 +342,10 @@ struct ChatArgs {
     /// A shardline-chat config file (default: a generated one).
     #[arg(long)]
     chat_config: Option<PathBuf>,
+    /// Run shardline-chat without message history (`--no-history`; by default
+    /// it keeps history, in a scratch data directory, as it does by default).
+    #[arg(long)]
+    chat_no_history: bool,
     /// The ngircd binary.
     #[arg(long, default_value = servers::NGIRCD_EXE)]
     ngircd: PathBuf,
@@ -572,6 +576,7 @@ fn main() -> anyhow::Result<()> {
                 chat_exe: a.chat_exe.unwrap_or_else(servers::default_chat_exe),
                 build_chat: !explicit,
                 chat_config: a.chat_config,
+                chat_history: !a.chat_no_history,
                 ngircd_exe: a.ngircd,
                 shards: a.shards,
                 server_cpus: a.server_cpus.map_or(server, |c| c.0),

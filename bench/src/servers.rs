@@ -824,7 +824,9 @@ fn scratch_dir(name: &str, port: u16) -> anyhow::Result<PathBuf> {
 /// Starts `exe` (shardline-chat) on a free loopback port with `--shards`, `--io`,
 /// reuseport accept and shard *i* pinned to `cpus[i]` (`--placement cpus=…`;
 /// `--no-pin` when `cpus` is empty), with `config`, or else a file holding
-/// `default_config`. Ready when it logs `server started` (every shard serves).
+/// `default_config`; its history store in the scratch directory (removed with
+/// it), or none with `history` off (`--no-history`). Ready when it logs
+/// `server started` (every shard serves).
 pub fn start_shardline_chat(
     exe: &Path,
     io: Io,
@@ -832,6 +834,7 @@ pub fn start_shardline_chat(
     cpus: &[usize],
     config: Option<&Path>,
     default_config: &str,
+    history: bool,
 ) -> anyhow::Result<ServerProc> {
     let name = format!("shardline-chat-{io}");
     let port = free_port().context("finding a free port")?;
@@ -851,6 +854,11 @@ pub fn start_shardline_chat(
         .arg(addr.to_string())
         .arg("--config")
         .arg(&config);
+    if history {
+        cmd.arg("--data-dir").arg(dir.join("data"));
+    } else {
+        cmd.arg("--no-history");
+    }
     shardline_flags(&mut cmd, io, shards, cpus);
     // Its logs go to stdout; `server started` is logged at info once every shard
     // serves.

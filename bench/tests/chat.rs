@@ -29,6 +29,7 @@ fn config(servers: Vec<ChatServer>) -> ChatConfig {
         chat_exe: servers::default_chat_exe(),
         build_chat: false,
         chat_config: None,
+        chat_history: true,
         ngircd_exe: PathBuf::from(servers::NGIRCD_EXE),
         shards: 2,
         server_cpus: Vec::new(),
@@ -74,9 +75,15 @@ fn chat_runs_against_shardline_chat_in_process() {
             .pin(false)
             .listen("127.0.0.1:0".parse().expect("literal address"))
             .shutdown_timeout(Duration::from_secs(5));
-        // Flood control off where the server has it (older ones refuse the section).
-        let chat_config =
+        // Flood control off where the server has it (older ones refuse the
+        // section); history in a scratch directory.
+        let data = std::env::temp_dir().join(format!(
+            "shardline-bench-chat-test-{io}-{}",
+            std::process::id()
+        ));
+        let mut chat_config =
             shardline_chat::Config::from_toml("[flood]\nenabled = false\n").unwrap_or_default();
+        chat_config.storage.dir = Some(data.clone());
         let server = shardline_chat::build(builder, chat_config)
             .expect("valid config")
             .start()
@@ -90,6 +97,7 @@ fn chat_runs_against_shardline_chat_in_process() {
         .expect("chat runs");
         assert_complete(&out, 1);
         server.shutdown().expect("clean shutdown");
+        let _ = std::fs::remove_dir_all(&data);
     }
 }
 

@@ -10,6 +10,7 @@ use crate::{
     flood::Penalty,
     framing::LineReader,
     mail::{Caps, Counts, Numeric, Viewer},
+    store::TargetSummary,
 };
 
 /// LUSERS counts being gathered from every shard.
@@ -42,6 +43,30 @@ pub struct ClientTls {
     /// one and it verified against `tls.client_ca` (for SASL EXTERNAL; shown by
     /// WHOIS 276 to the client itself and to operators).
     pub certfp: Option<String>,
+}
+
+/// A CHATHISTORY command waiting for its answer (the client's input waits too).
+#[derive(Debug)]
+pub struct PendingHistory {
+    /// The subcommand as named in FAIL replies (`LATEST`, ...).
+    pub sub: &'static str,
+    /// TARGETS: the parts from every shard being gathered.
+    pub targets: Option<TargetsGather>,
+}
+
+/// CHATHISTORY TARGETS being gathered from every shard.
+#[derive(Debug, Default)]
+pub struct TargetsGather {
+    /// Shards that have not answered yet.
+    pub remaining: usize,
+    /// The bounds and limit asked for.
+    pub a: u64,
+    /// See `a`.
+    pub b: u64,
+    /// See `a`.
+    pub limit: usize,
+    /// The parts so far.
+    pub found: Vec<TargetSummary>,
 }
 
 /// A client of this shard.
@@ -80,6 +105,12 @@ pub struct Client {
     pub invisible: bool,
     /// User mode +o (OPER).
     pub oper: bool,
+    /// The account it is logged in to. Set by nothing yet but the test hook
+    /// (`TESTACCOUNT`, see `Config::test_account_command`) until SASL lands;
+    /// private history is kept only between two clients that have one.
+    pub account: Option<Arc<str>>,
+    /// A CHATHISTORY command waiting for its answer.
+    pub history: Option<PendingHistory>,
     /// The away message (AWAY).
     pub away: Option<String>,
     /// When registration completed (Unix seconds, for WHOIS 317).
@@ -147,6 +178,8 @@ impl Client {
             caps: Caps::default(),
             invisible: false,
             oper: false,
+            account: None,
+            history: None,
             away: None,
             signon: clock::now_secs(),
             last_message: Instant::now(),

@@ -17,6 +17,12 @@
 //! listen = "0.0.0.0:6697"          # or a list
 //! cert = "/etc/shardline/fullchain.pem"
 //! key = "/etc/shardline/privkey.pem"
+//! [storage]
+//! dir = "/var/lib/shardline-chat"  # --data-dir; default $STATE_DIRECTORY or ./shardline-chat-data
+//! sync = "batch"                   # always | batch | batch:<ms> | none
+//!
+//! [history]
+//! channel_messages = 1000
 //! ```
 
 use std::{
@@ -27,6 +33,8 @@ use std::{
 };
 
 use serde::{Deserialize, Deserializer};
+
+use crate::store::{HistoryLimits, SyncPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,6 +50,37 @@ pub struct Config {
     pub operators: Vec<Operator>,
     /// TLS listeners and IRCv3 STS (off unless `tls.listen` is set).
     pub tls: TlsSection,
+    /// Where and how the store writes (`[storage]`).
+    pub storage: StorageSection,
+    /// Message history (`[history]`).
+    pub history: HistorySection,
+    /// Test builds only: the hidden `TESTACCOUNT <name>|*` command sets or clears
+    /// the client's account, standing in for SASL until it exists. Never read
+    /// from a file (no TOML key), kept across rehashes.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub test_account_command: bool,
+}
+
+/// `[storage]`: the embedded store (see the `store` module).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// The data directory (`--data-dir` replaces it). Unset: `$STATE_DIRECTORY`
+    /// if set (systemd's `StateDirectory=`), else `./shardline-chat-data`.
+    pub dir: Option<PathBuf>,
+    /// When the store syncs: `always`, `batch` (every 5 ms), `batch:<ms>` or
+    /// `none` (see the durability table in the README).
+    pub sync: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            dir: None,
+            sync: "batch".into(),
+        }
+    }
 }
 
 /// `[tls]`: TLS listeners (conventionally port 6697) beside the plaintext ones,
@@ -95,6 +134,62 @@ impl Default for TlsSection {
             sts: true,
             sts_port: None,
             sts_duration_secs: 0,
+        }
+    }
+}
+
+impl StorageSection {
+    /// The data directory in use: `dir`, or the default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(crate::store::default_data_dir)
+    }
+
+    /// `sync` parsed (checked by [`Config::validate`]; the default if invalid).
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync.parse().unwrap_or_default()
+    }
+}
+
+/// `[history]`: which messages are kept and for how long (`draft/chathistory`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    /// Whether history is kept and stored at all (`--no-history` turns it
+    /// off). Off: no store is opened, CHATHISTORY is an unknown command.
+    pub enabled: bool,
+    /// Messages kept per channel (0: no channel history).
+    pub channel_messages: usize,
+    /// Messages kept per private conversation between two accounts (0: none).
+    pub conversation_messages: usize,
+    /// Messages older than this many seconds are dropped (0: no age limit).
+    pub max_age_secs: u64,
+    /// The most messages one CHATHISTORY command returns (`CHATHISTORY=`
+    /// in ISUPPORT); larger limits are cut to it.
+    pub max_request: usize,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        let l = HistoryLimits::default();
+        HistorySection {
+            enabled: true,
+            channel_messages: l.channel_messages,
+            conversation_messages: l.conversation_messages,
+            max_age_secs: l.max_age_ms / 1000,
+            max_request: 100,
+        }
+    }
+}
+
+impl HistorySection {
+    /// The store's bounds.
+    pub fn limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            channel_messages: self.channel_messages,
+            conversation_messages: self.conversation_messages,
+            max_age_ms: self.max_age_secs.saturating_mul(1000),
         }
     }
 }
@@ -312,6 +407,10 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`: replaces `tls.key`.
     pub tls_key: Option<PathBuf>,
+    /// `--data-dir`: replaces `storage.dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--no-history`: turns `history.enabled` off.
+    pub no_history: bool,
 }
 
 impl Overrides {
@@ -319,6 +418,12 @@ impl Overrides {
     pub fn apply(&self, config: &mut Config) {
         if let Some(addr) = self.admin_listen {
             config.server.admin_listen = Some(addr);
+        }
+        if let Some(dir) = &self.data_dir {
+            config.storage.dir = Some(dir.clone());
+        }
+        if self.no_history {
+            config.history.enabled = false;
         }
         if !self.tls_listen.is_empty() {
             config.tls.listen = self.tls_listen.clone();
@@ -492,6 +597,29 @@ impl Config {
         if t.sts_duration_secs > 10 * 365 * 86_400 {
             return bad("tls.sts_duration_secs must be at most 10 years (315360000)");
         }
+        if let Err(e) = self.storage.sync.parse::<SyncPolicy>() {
+            return Err(ConfigError::Invalid(format!("storage.{e}")));
+        }
+        if self
+            .storage
+            .dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return bad("storage.dir must not be empty");
+        }
+        let h = &self.history;
+        if !(1..=1000).contains(&h.max_request) {
+            return bad("history.max_request must be 1..=1000");
+        }
+        if h.channel_messages > 10_000_000 || h.conversation_messages > 10_000_000 {
+            return bad(
+                "history.channel_messages and conversation_messages must be at most 10000000",
+            );
+        }
+        if h.max_age_secs > 100 * 365 * 86_400 {
+            return bad("history.max_age_secs must be at most a hundred years");
+        }
         Ok(())
     }
 
@@ -503,16 +631,19 @@ impl Config {
     /// Changeable: the MOTD, `server.password`, `[[operators]]`, `[flood]`, and
     /// `limits.max_connections_per_ip`, `registration_timeout_secs`,
     /// `ping_interval_secs`, `ping_timeout_secs`, `recvq_bytes`,
-    /// `in_flight_per_client`, `outbox_capacity`; `tls.cert`, `tls.key`,
-    /// `tls.client_ca` (the files are read again by the SIGHUP hook; see
-    /// [`crate::build_with_rehash`]) and the `sts` settings. Restart-only: the
-    /// listen addresses (`tls.listen` too: TLS cannot be turned on or off by a
-    /// rehash — a file without `[tls]` keeps the running certificate paths) and
-    /// the admin address, the server's identity (`name`, `network`), what the
-    /// welcome advertises in ISUPPORT (`nicklen`, `channellen`, `topiclen`,
-    /// `kicklen`, `awaylen`, `max_channels`, `max_targets`: clients registered
-    /// earlier were told the old values), and what the framework was built with
-    /// (`sendq_bytes`, `mailbox_capacity`, `flush_delay_us`).
+    /// `in_flight_per_client`, `outbox_capacity`, the history bounds
+    /// (`history.channel_messages`, `conversation_messages`, `max_age_secs`);
+    /// `tls.cert`, `tls.key`, `tls.client_ca` (the files are read again by the
+    /// SIGHUP hook; see [`crate::build_with_rehash`]) and the `sts` settings.
+    /// Restart-only: the listen addresses (`tls.listen` too: TLS cannot be turned
+    /// on or off by a rehash — a file without `[tls]` keeps the running
+    /// certificate paths) and the admin address, the server's identity (`name`,
+    /// `network`), what the welcome advertises in ISUPPORT (`nicklen`,
+    /// `channellen`, `topiclen`, `kicklen`, `awaylen`, `max_channels`,
+    /// `max_targets`, `history.max_request`: clients registered earlier were told
+    /// the old values), what the framework was built with (`sendq_bytes`,
+    /// `mailbox_capacity`, `flush_delay_us`), and the store (`[storage]`,
+    /// `history.enabled`: the store is opened at start).
     pub fn rehash(&self, new: Config) -> (Config, Vec<&'static str>) {
         let mut merged = new;
         let mut kept = Vec::new();
@@ -540,6 +671,10 @@ impl Config {
             limits.mailbox_capacity,
             limits.flush_delay_us,
             tls.listen,
+            storage.dir,
+            storage.sync,
+            history.enabled,
+            history.max_request,
         );
         if merged.tls.enabled() && (merged.tls.cert.is_none() || merged.tls.key.is_none()) {
             // The file turned TLS off, which needs a restart: the listeners stay,
@@ -548,6 +683,7 @@ impl Config {
             merged.tls.key = self.tls.key.clone();
             merged.tls.client_ca = self.tls.client_ca.clone();
         }
+        merged.test_account_command = self.test_account_command;
         (merged, kept)
     }
 
@@ -609,6 +745,9 @@ mod tests {
         let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
         assert_eq!(c.server.name, "irc.example.net");
         assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
+        // It shows the defaults of the store and of history.
+        let d = Config::default();
+        assert_eq!((&c.storage, &c.history), (&d.storage, &d.history));
         // Its commented-out [tls] block is valid once uncommented.
         let text = include_str!("../chat.example.toml");
         let start = text.find("# [tls]").expect("a [tls] example");
@@ -697,6 +836,8 @@ mod tests {
             tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], 6697))],
             tls_cert: Some("cli.pem".into()),
             tls_key: Some("cli.key".into()),
+            data_dir: None,
+            no_history: false,
         };
         let c = Config::from_overrides(&o).expect("the flags alone");
         assert_eq!(c.tls.cert.as_deref(), Some(Path::new("cli.pem")));
@@ -723,6 +864,61 @@ mod tests {
         assert_eq!(kept, ["tls.listen"]);
         assert_eq!(merged.tls.cert, old.tls.cert);
         assert_eq!(merged.tls.key, old.tls.key);
+    }
+
+    #[test]
+    fn storage_and_history_keys() {
+        let c = Config::default();
+        assert!(c.history.enabled);
+        assert_eq!(c.storage.sync_policy(), SyncPolicy::default());
+        assert_eq!(c.history.limits(), HistoryLimits::default());
+        let c = Config::from_toml(
+            "[storage]\ndir = \"/tmp/x\"\nsync = \"batch:20\"\n\
+             [history]\nchannel_messages = 5\nconversation_messages = 0\nmax_age_secs = 60\n",
+        )
+        .expect("valid");
+        assert_eq!(c.storage.data_dir(), PathBuf::from("/tmp/x"));
+        assert_eq!(
+            c.storage.sync_policy(),
+            SyncPolicy::Batch { interval_ms: 20 }
+        );
+        assert_eq!(
+            c.history.limits(),
+            HistoryLimits {
+                channel_messages: 5,
+                conversation_messages: 0,
+                max_age_ms: 60_000
+            }
+        );
+        for sync in ["always", "none", "batch"] {
+            assert!(Config::from_toml(&format!("[storage]\nsync = \"{sync}\"\n")).is_ok());
+        }
+        for bad in [
+            "[storage]\nsync = \"sometimes\"\n",
+            "[storage]\nsync = \"batch:0\"\n",
+            "[storage]\ndir = \"\"\n",
+            "[history]\nmax_request = 0\n",
+            "[history]\nlimit = 3\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        // Bounds rehash; the store and the advertised maximum need a restart.
+        let old = Config::default();
+        let new = Config::from_toml(
+            "[storage]\nsync = \"always\"\n[history]\nenabled = false\nmax_request = 7\n\
+             channel_messages = 3\nmax_age_secs = 9\n",
+        )
+        .unwrap();
+        let (merged, kept) = old.rehash(new);
+        assert_eq!(merged.history.channel_messages, 3);
+        assert_eq!(merged.history.max_age_secs, 9);
+        assert!(merged.history.enabled);
+        assert_eq!(merged.history.max_request, 100);
+        assert_eq!(merged.storage.sync, "batch");
+        assert_eq!(
+            kept,
+            ["storage.sync", "history.enabled", "history.max_request"]
+        );
     }
 
     #[test]

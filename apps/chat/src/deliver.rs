@@ -62,7 +62,8 @@ impl ChatShard {
                     .filter(|c| to.shard == self.me && c.alive && c.registered)
                 {
                     let mut r = Renderer::new(&out);
-                    if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                    if out.wanted_by(c.caps) && ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok()
+                    {
                         self.stats.deliveries.add(1);
                     }
                     if let (true, Some(text)) = (notify_away, &c.away) {
@@ -90,8 +91,9 @@ impl ChatShard {
                 }
             }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
-            // Only a Remote (the SIGHUP hook) sends it; `on_message` takes it there.
-            ChatMsg::Rehash(_) => {}
+            // Only a Remote (the SIGHUP hook, a store writer) sends them;
+            // `on_message` takes them there.
+            ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) => {}
         }
     }
 
@@ -138,6 +140,9 @@ impl ChatShard {
                 let Some(c) = self.clients.get(&id).filter(|c| c.alive) else {
                     continue;
                 };
+                if !d.out.wanted_by(c.caps) {
+                    continue;
+                }
                 if d.echo_gated
                     && d.source == (ClientRef { shard: self.me, id })
                     && !c.caps.has(Caps::ECHO_MESSAGE)
@@ -263,7 +268,7 @@ impl ChatShard {
             }
             ReplyBody::NickClaimed { nick, ok } => self.nick_claimed(ctx, id, nick, ok),
             ReplyBody::Echo(out) => {
-                if c.alive && c.caps.has(Caps::ECHO_MESSAGE) {
+                if c.alive && c.caps.has(Caps::ECHO_MESSAGE) && out.wanted_by(c.caps) {
                     let mut r = Renderer::new(&out);
                     let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
                 }
@@ -290,6 +295,12 @@ impl ChatShard {
                 c.refused = true;
                 self.begin_quit(ctx, id, "Server busy".into());
             }
+            ReplyBody::History { target, result } => {
+                if let Some(h) = c.history.take() {
+                    self.send_history(ctx, id, h.sub, target, result);
+                }
+            }
+            ReplyBody::Targets(part) => self.targets_part(ctx, id, part),
         }
         self.settle(ctx, id);
     }

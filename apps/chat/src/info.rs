@@ -35,7 +35,7 @@ impl ServerInfo {
         let l = &config.limits;
         let t = l.max_targets;
         // Only tokens we honour: see the crate docs.
-        let tokens = vec![
+        let mut tokens = vec![
             "CASEMAPPING=rfc1459".to_string(),
             "CHANTYPES=#".into(),
             "PREFIX=(ov)@+".into(),
@@ -52,6 +52,10 @@ impl ServerInfo {
             format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:,LIST:,KICK:{t},WHOIS:1"),
             format!("NETWORK={}", config.server.network),
         ];
+        if config.history.enabled {
+            tokens.push(format!("CHATHISTORY={}", config.history.max_request));
+            tokens.push("MSGREFTYPES=msgid,timestamp".into());
+        }
         let isupport = tokens.chunks(13).map(<[String]>::to_vec).collect();
         let motd = config.motd_lines();
         ServerInfo {

@@ -6,9 +6,11 @@
 //!
 //! # Ownership
 //!
-//! Every nick and every channel has an **owner shard**: FNV-1a of the name
-//! casefolded with the rfc1459 casemapping, modulo the shard count
-//! ([`casemap::owner_of`]). Every shard computes the same owner without asking.
+//! Every nick and every channel has an **owner shard**: the name's store
+//! partition (FNV-1a 64 of the name casefolded with the rfc1459 casemapping,
+//! modulo 64) modulo the shard count ([`casemap::owner_of`]). Every shard
+//! computes the same owner without asking, and a shard owns whole store
+//! partitions: the history of the channels it owns is in its own files.
 //!
 //! - **Nicks**: a client's shard sends `ClaimNick` to the nick's owner, which grants
 //!   it only if no other client holds it — so nicks are unique server-wide, also
@@ -130,19 +132,45 @@
 //! clients the persistence policy (`duration=`, default 0). The one
 //! [`shardline::TlsAcceptor`] is shared by every shard; the SIGHUP hook reloads
 //! its certificate files (see [`build_with_rehash`]).
+//! # History and the store
+//!
+//! Every PRIVMSG, NOTICE and TAGMSG gets a `msgid` and a `time` where it is
+//! ordered: a channel message at the channel's owner, a private message between
+//! two accounts at the owner of their conversation, another private message at
+//! the recipient nick's owner ([`history`]). The owner keeps PRIVMSG and NOTICE
+//! in the history of the channel or conversation, so the stamped line every
+//! recipient sees is the one CHATHISTORY returns. Each shard has its own
+//! [`store::Store`] of the partitions it owns (a name's owner shard *is* its
+//! partition's shard), opened on the shard's thread in `on_start` in the data
+//! directory that [`build`] locked. Appends change memory and are handed to the
+//! store's writer thread once per loop turn (a zero-delay timer armed by the
+//! turn's first append), so no write or fsync ever runs on a shard; the writer
+//! reports back through a `Remote` ([`ChatMsg::StoreReport`]), installed by
+//! [`ChatServer::start`] / [`ChatServer::run`] once the server runs (reports
+//! that come earlier are kept until then). On a graceful stop each shard's
+//! store writes and syncs everything before the shard's thread ends.
+//!
+//! CHATHISTORY goes to where the history is: a channel's owner checks that the
+//! asker may read the channel now (a member, or the channel is neither `+s`,
+//! `+i` nor keyed and does not ban them); a nick target goes to that nick's
+//! owner, which resolves the other party's account and forwards to the
+//! conversation's owner; TARGETS asks every shard and merges. The answer comes
+//! back to the asker's shard, which sends it as one batch.
 //!
 //! # Metrics
 //!
 //! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
 //! Prometheus `/metrics`: the framework's per-shard counters (connections, bytes,
 //! mailboxes) and this crate's ([`stats`]: users, channels owned, commands in,
-//! lines delivered, cross-shard mail by kind), each per shard and kept by that
-//! shard alone.
+//! lines delivered, cross-shard mail by kind, history appends and hand-overs,
+//! and the store's counters), each per shard and kept by that shard (or its
+//! store's writer) alone.
 //!
 //! # Must never
 //!
-//! Block, panic on client input, copy a channel message per member, or trust a
-//! [`mail::ClientRef`] to still exist (ids are never reused, so a stale one misses).
+//! Block (a disk write or fsync included), panic on client input, copy a
+//! channel message per member, or trust a [`mail::ClientRef`] to still exist
+//! (ids are never reused, so a stale one misses).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -155,6 +183,7 @@ pub mod config;
 mod deliver;
 pub mod flood;
 pub mod framing;
+pub mod history;
 pub mod info;
 pub mod mail;
 pub mod mask;
@@ -175,14 +204,113 @@ use std::{
 };
 
 pub use config::{Config, Overrides, TlsSection};
+use history::{ReportSink, Storage};
 pub use info::ServerInfo;
 pub use mail::ChatMsg;
 pub use shard::{ChatShard, ChatTimer};
 use shardline::{
     tls::{CertFiles, ClientAuth, TlsAcceptorOptions},
-    AdminConfig, Limits, Remote, Server, ServerBuilder, ShardId, TlsAcceptor,
+    AdminConfig, Limits, Remote, RunningServer, Server, ServerBuilder, ShardId, TlsAcceptor,
 };
+use store::{DataDir, Disk, StoreError, StoreOptions};
 use tracing::{error, info, warn};
+
+/// Why the chat server could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The framework refused the configuration or could not start.
+    #[error(transparent)]
+    Server(#[from] shardline::Error),
+    /// The data directory could not be opened or locked. (The message says
+    /// why; it is not repeated as a source.)
+    #[error("history store: {0}")]
+    Store(StoreError),
+    /// A shard's store could not be opened (a damaged or unreadable log): the
+    /// server stopped again.
+    #[error("history store of shard {shard}: {error}")]
+    ShardStore {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        error: StoreError,
+    },
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
+}
+
+/// How [`build_with`] builds the server, beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Where SIGHUP rereads the configuration (see [`build_with_rehash`]).
+    pub rehash: Option<RehashSource>,
+    /// The file operations the store writes through; the real disk when
+    /// unset. Tests put a disk that fails here.
+    pub disk: Option<Arc<dyn Disk>>,
+}
+
+/// A built chat server, not yet running: the framework's [`Server`] and the
+/// store the shards open as they start. [`ChatServer::start`] and
+/// [`ChatServer::run`] connect the stores' writer threads to the shards once
+/// the server runs, and stop it again with an error if a shard's store did not
+/// open.
+#[derive(Debug)]
+pub struct ChatServer {
+    server: Server<ChatMsg>,
+    storage: Option<Arc<Storage>>,
+}
+
+impl ChatServer {
+    /// The framework's server (for its placement plan).
+    pub fn server(&self) -> &Server<ChatMsg> {
+        &self.server
+    }
+
+    /// Starts every shard and returns once all serve (see [`Server::start`]).
+    /// Fails — after stopping the shards — if a shard's store did not open.
+    pub fn start(self) -> Result<RunningServer<ChatMsg>, Error> {
+        let ChatServer { server, storage } = self;
+        let running = server.start()?;
+        if let Some(storage) = &storage {
+            if let Some((shard, error)) = storage.take_failure() {
+                let _ = running.shutdown();
+                return Err(Error::ShardStore { shard, error });
+            }
+            storage.sink.install(running.remote());
+        }
+        Ok(running)
+    }
+
+    /// Runs the server until SIGINT or SIGTERM (see [`Server::run`]).
+    pub fn run(self) -> Result<(), Error> {
+        self.run_with(|_| {})
+    }
+
+    /// Like [`ChatServer::run`], calling `setup` once every shard serves (see
+    /// [`Server::run_with`]).
+    pub fn run_with(self, setup: impl FnOnce(&RunningServer<ChatMsg>)) -> Result<(), Error> {
+        let ChatServer { server, storage } = self;
+        let mut failed = None;
+        let result = server.run_with(|running| {
+            if let Some(storage) = &storage {
+                if let Some(failure) = storage.take_failure() {
+                    failed = Some(failure);
+                    running.shutdown_handle().shutdown();
+                    return;
+                }
+                storage.sink.install(running.remote());
+            }
+            setup(running);
+        });
+        if let Some((shard, error)) = failed {
+            return Err(Error::ShardStore { shard, error });
+        }
+        result.map_err(Error::from)
+    }
+}
 
 /// The framework limits that follow from `config`: the send queue limit is the
 /// IRC SendQ.
@@ -200,11 +328,13 @@ pub fn framework_limits(config: &Config) -> Limits {
 /// admin endpoint (`/metrics`: the framework's counters and [`stats`]) if
 /// `server.admin_listen` is set, and the TLS listeners of `[tls]` if any (see
 /// [`build_with_rehash`]). The plaintext listen addresses, shards, backend and
-/// accept mode are the builder's. SIGHUP (under [`Server::run`]) rereads the TLS
-/// certificate files, if any, and logs that there is no configuration file to
-/// reload; see [`build_with_rehash`].
-pub fn build(builder: ServerBuilder, config: Config) -> Result<Server<ChatMsg>, shardline::Error> {
-    build_with_rehash(builder, config, None)
+/// accept mode are the builder's. With history on it opens and locks the data
+/// directory (`[storage] dir`; an error naming the problem if it cannot), which
+/// stays locked while the server exists. SIGHUP (under [`ChatServer::run`])
+/// rereads the TLS certificate files, if any, and logs that there is no
+/// configuration file to reload; see [`build_with_rehash`].
+pub fn build(builder: ServerBuilder, config: Config) -> Result<ChatServer, Error> {
+    build_with(builder, config, BuildOptions::default())
 }
 
 /// Where a rehash reads the configuration again: the file the server was started
@@ -252,7 +382,28 @@ pub fn build_with_rehash(
     builder: ServerBuilder,
     config: Config,
     source: Option<RehashSource>,
-) -> Result<Server<ChatMsg>, shardline::Error> {
+) -> Result<ChatServer, Error> {
+    let options = BuildOptions {
+        rehash: source,
+        ..BuildOptions::default()
+    };
+    build_with(builder, config, options)
+}
+
+/// [`build`] with [`BuildOptions`].
+pub fn build_with(
+    builder: ServerBuilder,
+    config: Config,
+    options: BuildOptions,
+) -> Result<ChatServer, Error> {
+    let source = options.rehash;
+    let storage = match config.history.enabled {
+        true => Some(Arc::new(open_storage(&config, options.disk)?)),
+        false => {
+            info!("history is off: no store, no CHATHISTORY");
+            None
+        }
+    };
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
     let flush_delay = std::time::Duration::from_micros(config.limits.flush_delay_us);
@@ -277,12 +428,38 @@ pub fn build_with_rehash(
         None => builder,
     };
     let current = Mutex::new(info.clone());
+    let shard_storage = storage.clone();
     let server = builder
         .limits(limits)
         .mailbox_capacity(mailbox)
         .flush_delay(flush_delay)
-        .build(move |id| ChatShard::new(info.clone(), id))?;
-    Ok(server.on_hangup(move |remote| rehash(&current, source.as_ref(), tls.as_ref(), remote)))
+        .build(move |id| ChatShard::with_storage(info.clone(), id, shard_storage.clone()))?;
+    let server =
+        server.on_hangup(move |remote| rehash(&current, source.as_ref(), tls.as_ref(), remote));
+    Ok(ChatServer { server, storage })
+}
+
+/// Opens and locks the data directory; the shards open their stores in it.
+fn open_storage(config: &Config, disk: Option<Arc<dyn Disk>>) -> Result<Storage, Error> {
+    let path = config.storage.data_dir();
+    let dir = DataDir::open(&path)?;
+    let shown = std::fs::canonicalize(&path).unwrap_or(path);
+    let sync = config.storage.sync_policy();
+    info!(dir = %shown.display(), ?sync, "history store: data directory locked");
+    let mut options = StoreOptions {
+        sync,
+        limits: config.history.limits(),
+        ..StoreOptions::default()
+    };
+    if let Some(disk) = disk {
+        options.disk = disk;
+    }
+    Ok(Storage {
+        dir,
+        options,
+        sink: Arc::new(ReportSink::default()),
+        failures: Mutex::new(Vec::new()),
+    })
 }
 
 /// How long the SIGHUP hook waits for a shard whose mailbox is full.

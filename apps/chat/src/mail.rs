@@ -11,11 +11,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{casemap::NameKey, clock, info::ServerInfo};
+use crate::{casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
 
 mod request;
 
-pub use request::{Counts, ModeChange, ReplyBody, Request, Viewer};
+pub use request::{
+    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, ReplyBody, Request, Said,
+    Viewer,
+};
 
 /// A client anywhere on the server: its shard and its id there. Ids are never
 /// reused, so a stale reference can only miss, never hit another client.
@@ -40,13 +43,20 @@ impl Caps {
     pub const ECHO_MESSAGE: Caps = Caps(4);
     /// `multi-prefix`: NAMES shows every prefix of a member.
     pub const MULTI_PREFIX: Caps = Caps(8);
+    /// `batch`: related lines (a CHATHISTORY answer) come in a `BATCH`.
+    pub const BATCH: Caps = Caps(16);
+    /// `draft/chathistory`: the client queries history with CHATHISTORY (only
+    /// offered while history is on).
+    pub const CHATHISTORY: Caps = Caps(32);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 4] = [
+    pub const ALL: [(&'static str, Caps); 6] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
         ("multi-prefix", Caps::MULTI_PREFIX),
+        ("batch", Caps::BATCH),
+        ("draft/chathistory", Caps::CHATHISTORY),
     ];
 
     /// Whether every capability in `other` is enabled.
@@ -89,8 +99,13 @@ impl Caps {
 pub struct Outgoing {
     /// When the event happened (set by the shard that orders it), for `server-time`.
     pub time_ms: Option<u64>,
+    /// The message's id (PRIVMSG, NOTICE, TAGMSG: set where the message is
+    /// ordered and its history kept), for `message-tags`.
+    pub msgid: Option<Arc<str>>,
     /// Client-only tags to relay (`+a=b;+c`), for `message-tags`.
     pub client_tags: Option<Arc<str>>,
+    /// Only for clients with `message-tags` (TAGMSG).
+    pub tags_only: bool,
     /// `:source COMMAND params\r\n`.
     pub body: Bytes,
 }
@@ -100,7 +115,9 @@ impl Outgoing {
     pub fn new(body: Vec<u8>) -> Outgoing {
         Outgoing {
             time_ms: None,
+            msgid: None,
             client_tags: None,
+            tags_only: false,
             body: Bytes::from(body),
         }
     }
@@ -110,9 +127,16 @@ impl Outgoing {
         self.time_ms = Some(clock::now_millis());
     }
 
+    /// Whether a client with `caps` gets this line at all (TAGMSG needs
+    /// `message-tags`).
+    pub fn wanted_by(&self, caps: Caps) -> bool {
+        !self.tags_only || caps.has(Caps::MESSAGE_TAGS)
+    }
+
     fn variant(&self, caps: Caps) -> usize {
         let time = caps.has(Caps::SERVER_TIME) && self.time_ms.is_some();
-        let tags = caps.has(Caps::MESSAGE_TAGS) && self.client_tags.is_some();
+        let tags =
+            caps.has(Caps::MESSAGE_TAGS) && (self.client_tags.is_some() || self.msgid.is_some());
         usize::from(time) | usize::from(tags) << 1
     }
 
@@ -121,22 +145,55 @@ impl Outgoing {
             return self.body.clone();
         }
         let mut tags = String::new();
-        if let (true, Some(ms)) = (variant & 1 != 0, self.time_ms) {
-            tags.push_str("time=");
-            tags.push_str(&clock::format_server_time(ms));
-        }
-        if let (true, Some(client)) = (variant & 2 != 0, &self.client_tags) {
-            if !tags.is_empty() {
-                tags.push(';');
-            }
-            tags.push_str(client);
-        }
+        write_tags(
+            &mut tags,
+            None,
+            self.time_ms.filter(|_| variant & 1 != 0),
+            self.msgid.as_deref().filter(|_| variant & 2 != 0),
+            self.client_tags.as_deref().filter(|_| variant & 2 != 0),
+        );
         let mut out = BytesMut::with_capacity(tags.len() + 2 + self.body.len());
         out.put_u8(b'@');
         out.put_slice(tags.as_bytes());
         out.put_u8(b' ');
         out.put_slice(&self.body);
         out.freeze()
+    }
+}
+
+/// Appends the tags of a line, `;`-separated and in this order: `batch`,
+/// `time`, `msgid`, then client-only tags (already escaped). Values the server
+/// makes never need escaping.
+pub fn write_tags(
+    out: &mut String,
+    batch: Option<&str>,
+    time_ms: Option<u64>,
+    msgid: Option<&str>,
+    client_tags: Option<&str>,
+) {
+    let sep = |out: &mut String| {
+        if !out.is_empty() {
+            out.push(';');
+        }
+    };
+    if let Some(b) = batch {
+        sep(out);
+        out.push_str("batch=");
+        out.push_str(b);
+    }
+    if let Some(ms) = time_ms {
+        sep(out);
+        out.push_str("time=");
+        out.push_str(&clock::format_server_time(ms));
+    }
+    if let Some(id) = msgid {
+        sep(out);
+        out.push_str("msgid=");
+        out.push_str(id);
+    }
+    if let Some(client) = client_tags.filter(|t| !t.is_empty()) {
+        sep(out);
+        out.push_str(client);
     }
 }
 
@@ -312,4 +369,8 @@ pub enum ChatMsg {
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed
     /// configuration to use from now on.
     Rehash(Arc<ServerInfo>),
+    /// A shard's store writer thread (through a `Remote`, never a shard) -> that
+    /// shard: how far its records are written and synced
+    /// ([`crate::store::Store::on_report`]).
+    StoreReport(WriterReport),
 }

@@ -44,6 +44,13 @@ struct Args {
     /// Reread on SIGHUP.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// The store's data directory (replaces the config's storage.dir). Default:
+    /// $STATE_DIRECTORY, else ./shardline-chat-data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep no message history: no store, no CHATHISTORY (history.enabled = false).
+    #[arg(long)]
+    no_history: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -68,11 +75,17 @@ fn main() -> anyhow::Result<()> {
         tls_listen: args.tls_listen.clone(),
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
+        data_dir: args.data_dir.clone(),
+        no_history: args.no_history,
     };
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load_with(path, &overrides)?,
         None => Config::from_overrides(&overrides)?,
     };
+    if args.server.print_plan.is_some() {
+        // Only printing where shards would run: no data directory to lock.
+        config.history.enabled = false;
+    }
     let listen = if args.listen.is_empty() {
         config.server.listen.clone()
     } else {
@@ -89,6 +102,7 @@ fn main() -> anyhow::Result<()> {
     let name = config.server.name.clone();
     let admin = config.server.admin_listen;
     let tls = config.tls.listen.clone();
+    let history = config.history.enabled;
     // SIGHUP rereads the same file with the same flags over it, and the TLS
     // certificate files (Server::run never lets SIGHUP kill the process; without
     // a file or TLS it only logs that there is nothing to reload).
@@ -98,10 +112,10 @@ fn main() -> anyhow::Result<()> {
     });
     let server =
         shardline_chat::build_with_rehash(builder, config, source).context("configuring server")?;
-    if args.server.print_plan_if_asked(&server)? {
+    if args.server.print_plan_if_asked(server.server())? {
         return Ok(());
     }
-    info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, "shardline-chat starting");
+    info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, history, "shardline-chat starting");
     server.run().context("running chat server")?;
     info!("shardline-chat stopped");
     Ok(())

@@ -12,10 +12,13 @@ mod channel;
 mod events;
 mod modes;
 
+mod history;
+
 use crate::shard::{has_room, ChatShard, Outbox};
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use shardline::{Ctx, ShardId};
@@ -24,10 +27,13 @@ use tracing::warn;
 use self::channel::Channel;
 pub use self::modes::{KEYLEN, MAX_BANS};
 use crate::{
-    casemap::{casefold, owner_of, NameKey},
+    casemap::{casefold, owner_of, owner_of_key, NameKey},
+    history::History,
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, NoticeKind, Numeric, ReplyBody, Request, UserNotice},
+    mail::{ChatMsg, ClientRef, NoticeKind, Numeric, ReplyBody, Request, Said, UserNotice},
     reply::code::*,
+    stats::ShardStats,
+    store::{conversation_key, Message as Stored, MessageKind},
 };
 
 /// One nick's holder.
@@ -36,11 +42,16 @@ struct NickEntry {
     client: ClientRef,
     /// Registration is complete: the nick is visible (messages, WHOIS, INVITE).
     registered: bool,
+    /// The holder's account: private messages between two accounts are kept.
+    account: Option<Arc<str>>,
 }
 
 /// The names this shard owns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Owner {
+    /// The history of the channels and conversations owned here, and the
+    /// msgid clock of the messages ordered here.
+    pub(crate) history: History,
     nicks: HashMap<NameKey, NickEntry>,
     chans: HashMap<NameKey, Channel>,
     /// Open connections per client address (only with a per-IP limit).
@@ -69,6 +80,17 @@ fn no_such_nick(nick: &str) -> Numeric {
 }
 
 impl Owner {
+    /// The owner of shard `shard`, with nothing yet.
+    pub(crate) fn new(shard: usize, stats: Arc<ShardStats>) -> Owner {
+        Owner {
+            history: History::new(shard, stats),
+            nicks: HashMap::new(),
+            chans: HashMap::new(),
+            ips: HashMap::new(),
+            refused: HashSet::new(),
+        }
+    }
+
     /// Channels owned here (for LUSERS).
     pub fn channel_count(&self) -> usize {
         self.chans.len()
@@ -89,7 +111,8 @@ impl Owner {
             | Request::Kick { .. }
             | Request::InviteTo { .. }
             | Request::ChanMsg { .. }
-            | Request::NickMsg { .. } => true,
+            | Request::NickMsg { .. }
+            | Request::ConvMsg { .. } => true,
             Request::Topic { set, .. } => set.is_some(),
             Request::Mode { changes, .. } => !changes.is_empty(),
             _ => false,
@@ -128,17 +151,28 @@ impl Owner {
         req: Request,
     ) -> Answer {
         match req {
-            Request::ClaimNick { nick, registered } => {
+            Request::ClaimNick {
+                nick,
+                registered,
+                account,
+            } => {
                 let key: NameKey = casefold(&nick).into();
                 let ok = self.nicks.get(&key).is_none_or(|e| e.client == from);
                 if ok {
                     let entry = NickEntry {
                         client: from,
                         registered,
+                        account,
                     };
                     self.nicks.insert(key, entry);
                 }
                 reply(ReplyBody::NickClaimed { nick, ok })
+            }
+            Request::SetAccount { key, account } => {
+                if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
+                    e.account = account;
+                }
+                reply(ReplyBody::Done)
             }
             Request::ReleaseNick { key } => {
                 if self.nicks.get(&key).is_some_and(|e| e.client == from) {
@@ -189,26 +223,29 @@ impl Owner {
                 outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
                 (0, None)
             }
-            Request::NickMsg {
-                target,
-                mut out,
-                notice,
-            } => {
-                let Some(to) = self.holder(&target) else {
-                    return reply(quiet_if(notice, vec![no_such_nick(&target)]));
+            Request::NickMsg { target, said } => {
+                let Some((to, account)) = self.holder_entry(&target) else {
+                    let quiet = said.kind != MessageKind::Privmsg;
+                    return reply(quiet_if(quiet, vec![no_such_nick(&target)]));
                 };
-                if !has_room(outbox, info, to.shard) {
-                    return reply(ReplyBody::Busy);
+                // Kept when both sides have an account: ordered (stamped and
+                // stored) by the owner of their conversation.
+                if let (Some(a), Some(b)) = (&said.account, account) {
+                    let key = conversation_key(a, &b);
+                    if self.history.keeps(&key) && said.kind != MessageKind::Tagmsg {
+                        let owner = owner_of_key(&key, ctx.shards());
+                        if !has_room(outbox, info, owner) {
+                            return reply(ReplyBody::Busy);
+                        }
+                        let req = Request::ConvMsg { to, key, said };
+                        outbox.post(ctx, ShardId(owner), ChatMsg::Request { from, req });
+                        return (0, None);
+                    }
                 }
-                out.stamp();
-                let private = ChatMsg::Private {
-                    to,
-                    out: out.clone(),
-                    ack: from,
-                    notify_away: !notice,
-                };
-                outbox.post(ctx, ShardId(to.shard), private);
-                (1, Some(ReplyBody::Echo(out)))
+                self.deliver_private(ctx, info, outbox, from, to, None, *said)
+            }
+            Request::ConvMsg { to, key, said } => {
+                self.deliver_private(ctx, info, outbox, from, to, Some(key), *said)
             }
             Request::IpConnect { ip } => {
                 let limit = info.config.limits.max_connections_per_ip;
@@ -228,17 +265,78 @@ impl Owner {
                 }
                 reply(ReplyBody::Done)
             }
+            req @ (Request::ChanHistory { .. }
+            | Request::NickHistory { .. }
+            | Request::ConvHistory { .. }
+            | Request::HistoryTargets { .. }) => self.history_request(ctx, outbox, from, req),
             other => self.channel_request(ctx, info, outbox, from, other),
         }
     }
 
     /// The registered client holding `nick`.
     fn holder(&self, nick: &str) -> Option<ClientRef> {
+        self.holder_entry(nick).map(|(c, _)| c)
+    }
+
+    /// The registered client holding `nick`, and its account.
+    fn holder_entry(&self, nick: &str) -> Option<(ClientRef, Option<Arc<str>>)> {
         let key = casefold(nick);
         self.nicks
             .get(key.as_str())
             .filter(|e| e.registered)
-            .map(|e| e.client)
+            .map(|e| (e.client, e.account.clone()))
+    }
+
+    /// Stamps a private message here (and keeps it in history `key`, the
+    /// conversation, if given), delivers it to `to`'s shard and answers the
+    /// sender with its echo.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_private(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        from: ClientRef,
+        to: ClientRef,
+        key: Option<String>,
+        said: Said,
+    ) -> Answer {
+        if !has_room(outbox, info, to.shard) {
+            return reply(ReplyBody::Busy);
+        }
+        let Said {
+            mut out,
+            kind,
+            mask,
+            account,
+            to: to_name,
+            text,
+        } = said;
+        let (msgid, time) = self.history.stamp(key.as_deref());
+        out.msgid = Some(msgid.clone());
+        out.time_ms = Some(time);
+        if let Some(key) = key.filter(|k| self.history.keeps(k)) {
+            let m = Stored {
+                target: key.into(),
+                to: to_name,
+                msgid: msgid.to_string(),
+                time,
+                source: mask.to_string(),
+                account: account.as_deref().unwrap_or("").to_string(),
+                kind,
+                tags: out.client_tags.as_deref().unwrap_or("").to_string(),
+                text,
+            };
+            self.history.append(ctx, m);
+        }
+        let private = ChatMsg::Private {
+            to,
+            out: out.clone(),
+            ack: from,
+            notify_away: kind == MessageKind::Privmsg,
+        };
+        outbox.post(ctx, ShardId(to.shard), private);
+        (1, Some(ReplyBody::Echo(out)))
     }
 
     /// Applies a NICK/QUIT notice to the channels owned here.

@@ -328,8 +328,11 @@ impl ChatShard {
 
     /// Swaps in a rehashed configuration (from the SIGHUP hook): what this shard
     /// does next uses it.
-    pub(crate) fn rehash(&mut self, info: Arc<ServerInfo>) {
+    pub(crate) fn rehash(&mut self, ctx: &mut Ctx<'_, ChatShard>, info: Arc<ServerInfo>) {
         info!(shard = self.me, "configuration rehashed");
+        self.owner
+            .history
+            .set_limits(ctx, info.config.history.limits());
         self.info = info;
     }
 

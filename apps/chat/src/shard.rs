@@ -16,6 +16,7 @@ use crate::{
     casemap::{owner_of, NameKey},
     client::{Client, ClientTls},
     commands::KNOWN,
+    history::Storage,
     info::ServerInfo,
     mail::{ChatMsg, Request},
     stats::ShardStats,
@@ -49,6 +50,11 @@ pub enum ChatTimer {
     Client(u64),
     /// Client `id`'s flood-control wait (`Client::flood_timer`).
     Flood(u64),
+    /// The end of a loop turn that appended to history: hand the records to
+    /// the store's writer (set by the turn's first append).
+    StoreTurn,
+    /// Drop history past the age limit (an interval).
+    HistoryExpire,
 }
 
 /// One shard of the chat server (the [`Handler`]).
@@ -81,13 +87,30 @@ pub struct ChatShard {
     pub(crate) peak_users: u64,
     /// This shard's counters for `/metrics` (only this shard writes them).
     pub(crate) stats: Arc<ShardStats>,
+    /// Where this shard opens its store (`None`: history is off).
+    storage: Option<Arc<Storage>>,
+    /// Batch references made so far (CHATHISTORY answers).
+    batches: u64,
 }
 
 impl ChatShard {
-    /// The handler for shard `id`; sized for the shard count in `on_start`.
+    /// The handler for shard `id`, without history; sized for the shard count
+    /// in `on_start`.
     pub fn new(info: Arc<ServerInfo>, id: ShardId) -> ChatShard {
+        ChatShard::with_storage(info, id, None)
+    }
+
+    /// The handler for shard `id`, which opens its store in `storage` in
+    /// `on_start`.
+    pub(crate) fn with_storage(
+        info: Arc<ServerInfo>,
+        id: ShardId,
+        storage: Option<Arc<Storage>>,
+    ) -> ChatShard {
+        let stats = info.stats.add_shard(id.0);
         ChatShard {
-            stats: info.stats.add_shard(id.0),
+            owner: crate::owner::Owner::new(id.0, stats.clone()),
+            stats,
             info,
             me: id.0,
             shards: 1,
@@ -95,14 +118,34 @@ impl ChatShard {
             clients: HashMap::new(),
             next_id: 1,
             local: HashMap::new(),
-            owner: Default::default(),
             outbox: Outbox::new(),
             acks: vec![Vec::new()],
             acks_armed: false,
             shutting_down: false,
             command_counts: vec![0; KNOWN.len()],
             peak_users: 0,
+            storage,
+            batches: 0,
         }
+    }
+
+    /// A number for a new batch reference, unique on this shard.
+    pub(crate) fn next_batch(&mut self) -> u64 {
+        self.batches += 1;
+        self.batches
+    }
+
+    /// Whether this shard keeps history (its store is open).
+    pub(crate) fn history_on(&self) -> bool {
+        self.owner.history.on()
+    }
+}
+
+impl Drop for ChatShard {
+    /// The shard has stopped: its store writes and syncs what it holds, so a
+    /// graceful stop loses nothing.
+    fn drop(&mut self) {
+        self.owner.history.close(self.me);
     }
 }
 
@@ -133,7 +176,18 @@ impl Handler for ChatShard {
             .find(|l| l.tls)
             .map(|l| l.addr.port());
         self.acks = vec![Vec::new(); self.shards];
-        info!(shard = self.me, shards = self.shards, "chat shard ready");
+        if let Some(storage) = &self.storage {
+            // On this shard's thread: recovery reads this shard's partitions
+            // while the other shards read theirs.
+            let limits = self.info.config.history.limits();
+            self.owner.history.open(ctx, storage, limits);
+        }
+        info!(
+            shard = self.me,
+            shards = self.shards,
+            history = self.history_on(),
+            "chat shard ready"
+        );
     }
 
     fn on_accept(
@@ -228,13 +282,19 @@ impl Handler for ChatShard {
                 }
             }
             ChatTimer::Client(id) => self.client_timer(ctx, timer, id),
+            ChatTimer::StoreTurn => self.owner.history.end_turn(ctx),
+            ChatTimer::HistoryExpire => self.owner.history.expire(),
         }
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, ChatShard>, from: Origin, msg: ChatMsg) {
         let msg = match (from, msg) {
             (Origin::Remote, ChatMsg::Rehash(info)) => {
-                self.rehash(info);
+                self.rehash(ctx, info);
+                return;
+            }
+            (Origin::Remote, ChatMsg::StoreReport(r)) => {
+                self.owner.history.on_report(r);
                 return;
             }
             (Origin::Remote, _) => {
@@ -244,11 +304,11 @@ impl Handler for ChatShard {
                 );
                 return;
             }
-            (Origin::Shard(s), ChatMsg::Rehash(_)) => {
+            (Origin::Shard(s), ChatMsg::Rehash(_) | ChatMsg::StoreReport(_)) => {
                 warn!(
                     shard = self.me,
                     from = s.0,
-                    "ignoring a rehash posted by a shard"
+                    "ignoring a rehash or store report posted by a shard"
                 );
                 return;
             }

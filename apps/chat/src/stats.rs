@@ -13,11 +13,11 @@
 //! Bytes in and out, connections and the mailboxes' own counts are the framework's
 //! (`shardline_*`, same `shard` label).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use shardline::{Counter, PerShard, PromWriter};
 
-use crate::{mail::ChatMsg, shard::ChatShard};
+use crate::{mail::ChatMsg, shard::ChatShard, store::StoreStats};
 
 /// The kinds of cross-shard mail, as labelled in
 /// `shardline_chat_mail_received_total`.
@@ -34,8 +34,8 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         ChatMsg::Notify { .. } => 4,
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
-        // Comes from the SIGHUP hook, not from a shard.
-        ChatMsg::Rehash(_) => return None,
+        // Come from the SIGHUP hook and the store's writer, not from a shard.
+        ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) => return None,
     })
 }
 
@@ -58,6 +58,21 @@ pub struct ShardStats {
     pub channels: Counter,
     /// Chat messages taken from other shards' mail, by kind ([`MAIL_KINDS`]).
     mail_received: [Counter; MAIL_KINDS.len()],
+    /// Messages appended to histories this shard keeps.
+    pub history_appends: Counter,
+    /// Loop turns that handed appended records to the store's writer (at most
+    /// one per turn, however many messages it appended).
+    pub history_turns: Counter,
+    /// The store's own counters, once it is open.
+    store: OnceLock<Arc<StoreStats>>,
+}
+
+impl ShardStats {
+    /// Shows the shard's store's counters with the shard's (set once, when
+    /// the store opens).
+    pub fn set_store(&self, stats: Arc<StoreStats>) {
+        let _ = self.store.set(stats);
+    }
 }
 
 /// Every shard's counters, shared by the shards and the admin endpoint. Each
@@ -133,6 +148,21 @@ impl ChatStats {
                     &[("shard", shard.as_str()), ("kind", kind)],
                     s.mail_received[k].get(),
                 );
+            }
+            if let Some(store) = s.store.get() {
+                w.counter(
+                    "shardline_chat_history_appends_total",
+                    "Messages appended to the histories this shard keeps.",
+                    &l,
+                    s.history_appends.get(),
+                );
+                w.counter(
+                    "shardline_chat_history_turns_total",
+                    "Loop turns that handed appended history to the store's writer thread.",
+                    &l,
+                    s.history_turns.get(),
+                );
+                store.render(w, i);
             }
         }
     }

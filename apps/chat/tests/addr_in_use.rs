@@ -27,9 +27,11 @@ fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-fn start(io: Io, listen: SocketAddr, stderr: Stdio) -> Child {
+fn start(io: Io, listen: SocketAddr, stderr: Stdio, data: &common::TempDir) -> Child {
     bin()
         .args(["--listen", &listen.to_string()])
+        .arg("--data-dir")
+        .arg(data.path())
         .args(["--shards", "2", "--no-pin", "--io", &io.to_string()])
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -88,9 +90,14 @@ fn serves(mut s: TcpStream) -> bool {
 
 fn a_second_server_on_a_served_port_exits_with_a_clear_error(io: Io) {
     let addr = free_addr();
-    let mut first = start(io, addr, Stdio::null());
+    // Each its own data directory: the second must fail on the address.
+    let (data1, data2) = (
+        common::TempDir::new("first"),
+        common::TempDir::new("second"),
+    );
+    let mut first = start(io, addr, Stdio::null(), &data1);
     drop(connect_when_listening(addr, &mut first));
-    let mut second = start(io, addr, Stdio::piped());
+    let mut second = start(io, addr, Stdio::piped(), &data2);
     let status = exited_within(&mut second, Duration::from_secs(5));
     let Some(status) = status else {
         let _ = second.kill();

@@ -7,37 +7,13 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
-use common::{sync_all, test_config, TestServer, SHARD_COUNTS, WAIT};
+use common::{scrape, sync_all, test_config, TestServer, SHARD_COUNTS, WAIT};
 use shardline::{Io, Server};
 use shardline_chat::casemap::owner_of;
-
-/// One scrape of `/metrics`: `name{labels}` -> value.
-fn scrape(admin: SocketAddr, label: &str) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(admin).unwrap_or_else(|e| panic!("{label}: admin: {e}"));
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("response head");
-    assert!(head.starts_with("HTTP/1.1 200 "), "{label}: {head}");
-    assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4"),
-        "{label}: {head}"
-    );
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').expect("sample");
-            (k.to_string(), v.parse().expect("value"))
-        })
-        .collect()
-}
 
 /// `name`'s value per shard (fails if a shard's sample is missing).
 fn per_shard(s: &HashMap<String, f64>, name: &str, shards: usize, label: &str) -> Vec<u64> {
@@ -226,13 +202,16 @@ fn metrics_follow_the_traffic(io: Io) {
 }
 
 fn no_admin_endpoint_unless_asked(io: Io) {
+    let data = common::TempDir::new("no-admin");
+    let mut config = test_config();
+    config.storage.dir = Some(data.path().to_path_buf());
     let server = shardline_chat::build(
         Server::builder()
             .io(io)
             .shards(1)
             .pin(false)
             .listen("127.0.0.1:0".parse().expect("literal")),
-        test_config(),
+        config,
     )
     .expect("valid config")
     .start()

@@ -169,8 +169,19 @@ impl Drop for Chat {
     }
 }
 
-fn config_text(motd: &str) -> String {
-    format!("[server]\nname = \"irc.rehash.test\"\nmotd = \"{motd}\"\n\n[flood]\nenabled = false\n")
+fn config_text(path: &Path, motd: &str) -> String {
+    config_with(path, motd, "")
+}
+
+/// The test configuration with `motd`, the data directory next to the file at
+/// `path`, and `extra` TOML at the end.
+fn config_with(path: &Path, motd: &str, extra: &str) -> String {
+    let data = path.with_file_name("data");
+    format!(
+        "[server]\nname = \"irc.rehash.test\"\nmotd = \"{motd}\"\n\n[flood]\nenabled = false\n\n\
+         [storage]\ndir = \"{}\"\n{extra}",
+        data.display()
+    )
 }
 
 fn temp_config(tag: &str) -> PathBuf {
@@ -188,7 +199,7 @@ fn write_config(path: &Path, text: &str) {
 
 fn sighup_rehashes(io: Io) {
     let path = temp_config(&io.to_string());
-    write_config(&path, &config_text("old motd"));
+    write_config(&path, &config_text(&path, "old motd"));
     let mut chat = Chat::start(io, &path);
 
     let (mut first, motd) = chat.motd_of_new_client("first");
@@ -196,12 +207,23 @@ fn sighup_rehashes(io: Io) {
     first.send("JOIN #stay");
     first.expect("366");
 
-    // A valid new file: every shard swaps it in, nobody is disconnected.
-    write_config(&path, &config_text("new motd\\nsecond line"));
+    // A valid new file: every shard swaps it in, nobody is disconnected. New
+    // history bounds apply at once; a new sync policy needs a restart.
+    // (`extra` goes on in the [storage] section.)
+    let extra = "sync = \"always\"\n[history]\nchannel_messages = 7\n";
+    write_config(&path, &config_with(&path, "new motd\\nsecond line", extra));
     let before = chat.count_log("configuration rehashed");
     chat.signal("-HUP");
     chat.wait_log("rehashed configuration", 1);
     chat.wait_log("configuration rehashed", before + SHARDS);
+    let log = chat.wait_log("history bounds changed", SHARDS);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("need a restart") && l.contains("storage.sync")),
+        "{}: the restart-only change is named:\n{}",
+        chat.label,
+        log.join("\n")
+    );
     chat.assert_running();
 
     // The first client is still there and served.
@@ -288,7 +310,7 @@ fn sighup_ignored_or_caught(pid: libc::pid_t) -> bool {
 
 fn sighup_during_startup_is_harmless(io: Io) {
     let path = temp_config(&format!("startup-{io}"));
-    write_config(&path, &config_text("startup motd"));
+    write_config(&path, &config_text(&path, "startup motd"));
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
@@ -336,9 +358,12 @@ fn sighup_without_a_config_file_is_harmless(io: Io) {
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
+    let data = common::TempDir::new("no-config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
         .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
         .args(["--io", &io.to_string()])
+        .arg("--data-dir")
+        .arg(data.path())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -384,7 +409,7 @@ fn sighup_reloads_the_tls_certificate(io: Io) {
     let served = ca.server("served", &["localhost"]);
     let first = common::certs::fingerprint_hex(&served.cert);
     let path = temp_config(&format!("tls-{io}"));
-    write_config(&path, &config_text("tls motd"));
+    write_config(&path, &config_text(&path, "tls motd"));
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
     let (cert, key) = (s(&served.cert), s(&served.key));
     // Like the plaintext port: free right now.

@@ -73,6 +73,9 @@ pub struct ChatConfig {
     pub build_chat: bool,
     /// A config file for shardline-chat (default: a generated one).
     pub chat_config: Option<PathBuf>,
+    /// shardline-chat keeps message history (its default; in a scratch data
+    /// directory), or not (`--no-history`).
+    pub chat_history: bool,
     /// The ngircd binary.
     pub ngircd_exe: PathBuf,
     /// shardline-chat shards.
@@ -126,6 +129,7 @@ fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerP
             &cfg.server_cpus,
             cfg.chat_config.as_deref(),
             CHAT_CONFIG,
+            cfg.chat_history,
         )
         .map(Some),
         ChatServer::Ngircd => {
@@ -244,6 +248,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
             rounds: cfg.rounds,
             scenario: cfg.scenario.clone(),
             timeout_s: cfg.timeout.as_secs_f64(),
+            chat_history: cfg.chat_history,
         },
         machine: machine_at_start,
     })

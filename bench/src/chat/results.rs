@@ -123,6 +123,8 @@ pub struct ChatSetup {
     pub scenario: Scenario,
     /// Delivery timeout, seconds.
     pub timeout_s: f64,
+    /// shardline-chat kept message history (stored in its scratch directory).
+    pub chat_history: bool,
 }
 
 pub(super) fn describe(run: &ChatRun) -> String {

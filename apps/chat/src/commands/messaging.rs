@@ -1,6 +1,9 @@
-//! PRIVMSG and NOTICE: the line is formatted once here, with the sender's mask,
-//! and sent to the target's owner — the channel's (which orders and fans it out) or
-//! the nick's (which routes it to the recipient's shard).
+//! PRIVMSG, NOTICE and TAGMSG: the line is formatted once here, with the sender's
+//! mask, and sent to the target's owner — the channel's (which stamps it with its
+//! msgid and time, keeps it in the channel's history, orders and fans it out) or
+//! the nick's (which routes it to the recipient's shard, through the owner of the
+//! two accounts' conversation when both have one). TAGMSG carries only tags: it
+//! reaches only clients with `message-tags`, and draws no error replies.
 
 use std::sync::Arc;
 
@@ -9,10 +12,11 @@ use shardline::Ctx;
 use super::Flow;
 use crate::{
     casemap::{is_channel_name, owner_of, valid_channel, valid_nick},
-    mail::{Outgoing, Request},
+    mail::{Outgoing, Request, Said},
     message::{Message, MAX_CLIENT_TAGS},
     reply::{code::*, line, truncate},
     shard::ChatShard,
+    store::MessageKind,
 };
 
 impl ChatShard {
@@ -21,18 +25,26 @@ impl ChatShard {
         ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         msg: &Message<'_>,
-        notice: bool,
+        kind: MessageKind,
     ) -> Flow {
-        let command = if notice { "NOTICE" } else { "PRIVMSG" };
+        let command = kind.command();
+        // Only PRIVMSG draws errors for what it cannot deliver.
+        let notice = kind != MessageKind::Privmsg;
         let p = &msg.params;
         let Some(targets) = p.first().filter(|t| !t.is_empty()) else {
             let text = format!("No recipient given ({command})");
             self.numeric(ctx, id, ERR_NORECIPIENT, &[&text]);
             return Flow::Next;
         };
-        let Some(text) = p.get(1).filter(|t| !t.is_empty()) else {
-            self.numeric(ctx, id, ERR_NOTEXTTOSEND, &["No text to send"]);
-            return Flow::Next;
+        let text = match kind {
+            MessageKind::Tagmsg => "",
+            _ => match p.get(1).filter(|t| !t.is_empty()) {
+                Some(t) => t,
+                None => {
+                    self.numeric(ctx, id, ERR_NOTEXTTOSEND, &["No text to send"]);
+                    return Flow::Next;
+                }
+            },
         };
         let client_tags = msg.client_tags();
         if client_tags
@@ -46,8 +58,11 @@ impl ChatShard {
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
-        c.last_message = std::time::Instant::now();
+        if kind != MessageKind::Tagmsg {
+            c.last_message = std::time::Instant::now();
+        }
         let mask = c.mask.clone();
+        let account = c.account.clone();
         let limits = &self.info.config.limits;
         let (max_targets, channellen, nicklen) =
             (limits.max_targets, limits.channellen, limits.nicklen);
@@ -58,8 +73,20 @@ impl ChatShard {
                 self.numeric(ctx, id, ERR_TOOMANYTARGETS, &[target, text]);
                 continue;
             }
-            let mut out = Outgoing::new(line(&mask, command, &[target, text], true));
+            let mut out = match kind {
+                MessageKind::Tagmsg => Outgoing::new(line(&mask, command, &[target], false)),
+                _ => Outgoing::new(line(&mask, command, &[target, text], true)),
+            };
             out.client_tags = client_tags.clone();
+            out.tags_only = kind == MessageKind::Tagmsg;
+            let said = Box::new(Said {
+                out,
+                kind,
+                mask: mask.clone(),
+                account: account.clone(),
+                to: target.to_string(),
+                text: text.to_string(),
+            });
             let (to, req) = if is_channel_name(target) {
                 if !valid_channel(target, channellen) {
                     if !notice {
@@ -70,9 +97,7 @@ impl ChatShard {
                 }
                 let req = Request::ChanMsg {
                     chan: target.to_string(),
-                    out,
-                    notice,
-                    mask: mask.clone(),
+                    said,
                 };
                 (owner_of(target, self.shards), req)
             } else {
@@ -85,8 +110,7 @@ impl ChatShard {
                 }
                 let req = Request::NickMsg {
                     target: target.to_string(),
-                    out,
-                    notice,
+                    said,
                 };
                 (owner_of(target, self.shards), req)
             };

@@ -7,6 +7,7 @@
 //! and run again then). PING, NICK and JOIN 0 are such barrier commands.
 
 mod channel;
+mod history;
 mod messaging;
 mod modes;
 mod operator;
@@ -19,6 +20,7 @@ use crate::{
     message::{parse, ParseError},
     reply::code::*,
     shard::ChatShard,
+    store::MessageKind,
 };
 
 /// What the client's input pump does after a command.
@@ -34,9 +36,33 @@ pub enum Flow {
 
 /// Commands this server knows, whether or not they need registration.
 pub(crate) const KNOWN: &[&str] = &[
-    "CAP", "NICK", "USER", "PASS", "PING", "PONG", "QUIT", "JOIN", "PART", "TOPIC", "NAMES",
-    "PRIVMSG", "NOTICE", "MODE", "LUSERS", "MOTD", "KICK", "INVITE", "WHO", "WHOIS", "LIST",
-    "AWAY", "OPER", "STATS",
+    "CAP",
+    "NICK",
+    "USER",
+    "PASS",
+    "PING",
+    "PONG",
+    "QUIT",
+    "JOIN",
+    "PART",
+    "TOPIC",
+    "NAMES",
+    "PRIVMSG",
+    "NOTICE",
+    "MODE",
+    "LUSERS",
+    "MOTD",
+    "KICK",
+    "INVITE",
+    "WHO",
+    "WHOIS",
+    "LIST",
+    "AWAY",
+    "OPER",
+    "STATS",
+    "TAGMSG",
+    "CHATHISTORY",
+    "TESTACCOUNT",
 ];
 
 impl ChatShard {
@@ -80,7 +106,13 @@ impl ChatShard {
             }
         };
         let cmd = msg.command.to_ascii_uppercase();
-        let Some(index) = KNOWN.iter().position(|k| *k == cmd) else {
+        // Commands that exist only with history on, or only in tests.
+        let hidden = match cmd.as_str() {
+            "CHATHISTORY" => !self.history_on(),
+            "TESTACCOUNT" => !self.info.config.test_account_command,
+            _ => false,
+        };
+        let Some(index) = KNOWN.iter().position(|k| *k == cmd).filter(|_| !hidden) else {
             self.numeric(
                 ctx,
                 id,
@@ -115,6 +147,7 @@ impl ChatShard {
                 return Flow::Next;
             }
             "PING" => return self.cmd_ping(ctx, id, p),
+            "TESTACCOUNT" => return self.cmd_testaccount(ctx, id, p),
             "PONG" => return Flow::Next,
             "QUIT" => return self.cmd_quit(ctx, id, p),
             _ => {}
@@ -128,8 +161,10 @@ impl ChatShard {
             "PART" => self.cmd_part(ctx, id, p),
             "TOPIC" => self.cmd_topic(ctx, id, p),
             "NAMES" => self.cmd_names(ctx, id, p),
-            "PRIVMSG" => self.cmd_message(ctx, id, &msg, false),
-            "NOTICE" => self.cmd_message(ctx, id, &msg, true),
+            "PRIVMSG" => self.cmd_message(ctx, id, &msg, MessageKind::Privmsg),
+            "NOTICE" => self.cmd_message(ctx, id, &msg, MessageKind::Notice),
+            "TAGMSG" => self.cmd_message(ctx, id, &msg, MessageKind::Tagmsg),
+            "CHATHISTORY" => self.cmd_chathistory(ctx, id, p),
             "MODE" => self.cmd_mode(ctx, id, p),
             "KICK" => self.cmd_kick(ctx, id, p),
             "INVITE" => self.cmd_invite(ctx, id, p),

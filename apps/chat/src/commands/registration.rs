@@ -1,6 +1,8 @@
 //! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
 //! LUSERS, MOTD), PING and QUIT.
 
+use std::sync::Arc;
+
 use shardline::{Ctx, ShardId};
 
 use super::Flow;
@@ -20,6 +22,9 @@ impl ChatShard {
         };
         let sub = sub.to_ascii_uppercase();
         let server = self.info.name();
+        // draft/chathistory only while history is on.
+        let history = self.history_on();
+        let offered = |cap: Caps| history || cap != Caps::CHATHISTORY;
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
@@ -30,7 +35,11 @@ impl ChatShard {
                 if !c.registered {
                     c.cap_negotiating = true;
                 }
-                let mut all: Vec<String> = Caps::ALL.iter().map(|(n, _)| n.to_string()).collect();
+                let mut all: Vec<String> = Caps::ALL
+                    .iter()
+                    .filter(|(_, c)| offered(*c))
+                    .map(|(n, _)| n.to_string())
+                    .collect();
                 // Capability values are for `CAP LS 302` (or later) only, and `sts`
                 // means nothing without its value: older clients do not see it.
                 // It is informational: a REQ for it is NAKed like any unknown cap.
@@ -69,6 +78,7 @@ impl ChatShard {
                         Some(name) => Caps::by_name(name).map(|c| (c, false)),
                         None => Caps::by_name(w).map(|c| (c, true)),
                     })
+                    .map(|c| c.filter(|(cap, _)| offered(*cap)))
                     .collect();
                 match wanted {
                     Some(w) if !w.is_empty() => {
@@ -129,6 +139,7 @@ impl ChatShard {
         let req = Request::ClaimNick {
             nick: nick.to_string(),
             registered: c.registered,
+            account: c.account.clone(),
         };
         if self.request(ctx, id, to, req) {
             Flow::Park
@@ -355,6 +366,50 @@ impl ChatShard {
         let pong = line(server, "PONG", &[server, token], true);
         self.send_line(ctx, id, &pong);
         Flow::Next
+    }
+
+    /// `TESTACCOUNT <name>` or `TESTACCOUNT *` (only with
+    /// `Config::test_account_command`): logs the client in to account `name`,
+    /// or out, until SASL does it.
+    pub(super) fn cmd_testaccount(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        p: &[&str],
+    ) -> Flow {
+        let Some(name) = p.first().filter(|n| !n.is_empty()) else {
+            return self.need_more_params(ctx, id, "TESTACCOUNT");
+        };
+        let account = (*name != "*").then(|| truncate(name, 64).to_string());
+        if self.set_account(ctx, id, account) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// Logs client `id` in to `account` (or out): kept on the client, and told
+    /// to the owner of its nick, which private messages to it go through (they
+    /// are kept in history only between two accounts). Returns whether a
+    /// request went out (the client's next command should wait for it).
+    pub(crate) fn set_account(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        account: Option<String>,
+    ) -> bool {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        c.account = account.map(Arc::from);
+        let Some(nick) = c.nick.clone() else {
+            return false;
+        };
+        let req = Request::SetAccount {
+            key: casefold(&nick).into(),
+            account: c.account.clone(),
+        };
+        self.request(ctx, id, owner_of(&nick, self.shards), req)
     }
 
     pub(super) fn cmd_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {

@@ -9,7 +9,84 @@
 use std::{net::IpAddr, sync::Arc};
 
 use super::{ClientRef, Numeric, Outgoing};
-use crate::casemap::NameKey;
+use crate::{
+    casemap::NameKey,
+    store::{Message as Stored, MessageKind, MsgRef, TargetSummary},
+};
+
+/// A PRIVMSG, NOTICE or TAGMSG as its sender's shard formatted it, with what
+/// its history record needs. The shard that orders it (a channel's owner, a
+/// conversation's owner, or the recipient nick's owner) stamps `out` with its
+/// time and msgid, keeps it in history, and delivers that same stamped line.
+#[derive(Debug)]
+pub struct Said {
+    /// The line.
+    pub out: Outgoing,
+    /// PRIVMSG, NOTICE or TAGMSG.
+    pub kind: MessageKind,
+    /// The sender's `nick!user@host`.
+    pub mask: Arc<str>,
+    /// The sender's account, if it has one.
+    pub account: Option<Arc<str>>,
+    /// The target as the sender wrote it (a channel or a nick).
+    pub to: String,
+    /// The text (empty for TAGMSG).
+    pub text: String,
+}
+
+/// A message reference in CHATHISTORY (`msgid=…` or `timestamp=…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistRef {
+    /// `msgid=…`.
+    MsgId(String),
+    /// `timestamp=…`, milliseconds since the Unix epoch.
+    Time(u64),
+}
+
+impl HistRef {
+    /// The store's form.
+    pub fn as_ref(&self) -> MsgRef<'_> {
+        match self {
+            HistRef::MsgId(id) => MsgRef::MsgId(id),
+            HistRef::Time(t) => MsgRef::Time(*t),
+        }
+    }
+}
+
+/// A CHATHISTORY subcommand that returns messages, with its references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistorySub {
+    /// `LATEST` (`*` is `None`).
+    Latest(Option<HistRef>),
+    /// `BEFORE`.
+    Before(HistRef),
+    /// `AFTER`.
+    After(HistRef),
+    /// `AROUND`.
+    Around(HistRef),
+    /// `BETWEEN`.
+    Between(HistRef, HistRef),
+}
+
+/// One CHATHISTORY query on one history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// What to return.
+    pub sub: HistorySub,
+    /// At most this many messages (already cut to `CHATHISTORY=`).
+    pub limit: usize,
+}
+
+/// Why a history query returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryError {
+    /// No such target, or the client may not read it now (`INVALID_TARGET`).
+    NoAccess,
+    /// A `msgid=` the history does not hold (`MESSAGE_ERROR`).
+    UnknownMsgid,
+    /// This shard keeps no history (its store did not open; `MESSAGE_ERROR`).
+    Unavailable,
+}
 
 /// One channel mode change as the client asked for it (checked by the owner).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +128,15 @@ pub enum Request {
         nick: String,
         /// The client has completed registration (messages may reach it).
         registered: bool,
+        /// The client's account, if it has one (private history needs it).
+        account: Option<Arc<str>>,
+    },
+    /// The holder of nick `key` now has (or no longer has) an account.
+    SetAccount {
+        /// The casefolded nick.
+        key: NameKey,
+        /// The account.
+        account: Option<Arc<str>>,
     },
     /// Give up `key` (a casefolded nick the client held).
     ReleaseNick {
@@ -149,26 +235,79 @@ pub enum Request {
         /// `nick!user@host` of the inviter.
         mask: Arc<str>,
     },
-    /// PRIVMSG/NOTICE to a channel. The body is formatted by the sender's shard;
-    /// the owner stamps the time and orders it.
+    /// PRIVMSG/NOTICE/TAGMSG to a channel. The body is formatted by the sender's
+    /// shard; the owner stamps its time and msgid, orders it and keeps it in the
+    /// channel's history. Only PRIVMSG draws error replies.
     ChanMsg {
         /// The channel name.
         chan: String,
-        /// The line.
-        out: Outgoing,
-        /// NOTICE (no error replies) rather than PRIVMSG.
-        notice: bool,
-        /// The sender's `nick!user@host` (for bans when it is not a member).
-        mask: Arc<str>,
+        /// The message (its `mask` also checks bans on a non-member).
+        said: Box<Said>,
     },
-    /// PRIVMSG/NOTICE to a nick, routed through the nick's owner.
+    /// PRIVMSG/NOTICE/TAGMSG to a nick, routed through the nick's owner: if
+    /// both sides have an account and history is on, it is forwarded to the
+    /// conversation's owner as `ConvMsg`; else the nick's owner stamps it.
     NickMsg {
         /// The target nick.
         target: String,
-        /// The line.
-        out: Outgoing,
-        /// NOTICE (no error replies) rather than PRIVMSG.
-        notice: bool,
+        /// The message.
+        said: Box<Said>,
+    },
+    /// A private message between two accounts, forwarded by the recipient
+    /// nick's owner to the owner of their conversation, which stamps it, keeps
+    /// it in the conversation's history and delivers it.
+    ConvMsg {
+        /// The recipient.
+        to: ClientRef,
+        /// The conversation's key ([`crate::store::conversation_key`]).
+        key: String,
+        /// The message.
+        said: Box<Said>,
+    },
+    /// CHATHISTORY on a channel, to its owner (which checks that the client may
+    /// read it now).
+    ChanHistory {
+        /// The channel as given.
+        chan: String,
+        /// The asker's `nick!user@host` (bans).
+        mask: Arc<str>,
+        /// What to return.
+        query: HistoryQuery,
+    },
+    /// CHATHISTORY on a nick, to the nick's owner: the conversation is with
+    /// the holder's account, or (nobody holding it) with the account of that
+    /// name. Forwarded as `ConvHistory`.
+    NickHistory {
+        /// The nick as given.
+        nick: String,
+        /// The asker's account.
+        account: Arc<str>,
+        /// What to return.
+        query: HistoryQuery,
+    },
+    /// CHATHISTORY on a conversation, to its owner.
+    ConvHistory {
+        /// The conversation's key.
+        key: String,
+        /// The target as given (the batch's name).
+        target: String,
+        /// What to return.
+        query: HistoryQuery,
+    },
+    /// CHATHISTORY TARGETS, to every shard: the histories it keeps among the
+    /// asker's channels and its account's conversations, whose latest message
+    /// is strictly between `a` and `b`.
+    HistoryTargets {
+        /// The asker's channels (keys).
+        chans: Vec<NameKey>,
+        /// The asker's account.
+        account: Option<Arc<str>>,
+        /// One bound (ms); counting starts here.
+        a: u64,
+        /// The other bound (ms).
+        b: u64,
+        /// At most this many.
+        limit: usize,
     },
     /// WHOIS, to the nick's owner, which forwards it as `WhoisLocal`.
     Whois {
@@ -279,4 +418,14 @@ pub enum ReplyBody {
     },
     /// The owner could not take the request on (another shard's queue is full).
     Busy,
+    /// A CHATHISTORY answer: messages in ascending time order.
+    History {
+        /// The history's name for the batch (a channel's name as its owner
+        /// knows it, or the nick as given).
+        target: String,
+        /// The messages, or why there are none.
+        result: Result<Vec<Stored>, HistoryError>,
+    },
+    /// One shard's part of a CHATHISTORY TARGETS answer.
+    Targets(Vec<TargetSummary>),
 }

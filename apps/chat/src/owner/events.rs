@@ -14,9 +14,10 @@ use crate::{
     casemap::{casefold, NameKey},
     clock,
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, Membership, Numeric, Outgoing, ReplyBody, Request},
+    mail::{ChatMsg, ClientRef, Membership, Numeric, Outgoing, ReplyBody, Request, Said},
     mask::matches_folded,
     reply::{code::*, line, truncate},
+    store::{Message as Stored, MessageKind},
 };
 
 pub(super) fn no_such_channel(chan: &str) -> Answer {
@@ -241,27 +242,54 @@ impl Owner {
                 mask,
                 changes,
             } => self.mode(ctx, info, outbox, from, &chan, &mask, changes),
-            Request::ChanMsg {
-                chan,
-                mut out,
-                notice,
-                mask,
-            } => {
+            Request::ChanMsg { chan, said } => {
+                let quiet = said.kind != MessageKind::Privmsg;
                 let ckey: NameKey = casefold(&chan).into();
                 let Some(ch) = self.chans.get(&ckey) else {
-                    return reply(quiet_if(notice, vec![no_such_channel_num(&chan)]));
+                    return reply(quiet_if(quiet, vec![no_such_channel_num(&chan)]));
                 };
-                if !ch.may_speak(from, &mask) {
+                if !ch.may_speak(from, &said.mask) {
                     let e = Numeric::new(
                         ERR_CANNOTSENDTOCHAN,
                         [ch.name.as_str(), "Cannot send to channel"],
                     );
-                    return reply(quiet_if(notice, vec![e]));
+                    return reply(quiet_if(quiet, vec![e]));
                 }
                 if !ch.room(outbox, info, None) {
                     return reply(ReplyBody::Busy);
                 }
-                out.stamp();
+                let Said {
+                    mut out,
+                    kind,
+                    mask,
+                    account,
+                    to,
+                    text,
+                } = *said;
+                // Stamped here, where the channel's history is kept: every
+                // member (and the echo) gets the msgid and time it holds.
+                let (msgid, time) = self.history.stamp(Some(&ckey));
+                out.msgid = Some(msgid.clone());
+                out.time_ms = Some(time);
+                // TAGMSG is not kept: without draft/event-playback history only
+                // replays PRIVMSG and NOTICE.
+                if kind != MessageKind::Tagmsg && self.history.keeps(&ckey) {
+                    let m = Stored {
+                        target: ckey.clone(),
+                        to,
+                        msgid: msgid.to_string(),
+                        time,
+                        source: mask.to_string(),
+                        account: account.as_deref().unwrap_or("").to_string(),
+                        kind,
+                        tags: out.client_tags.as_deref().unwrap_or("").to_string(),
+                        text,
+                    };
+                    self.history.append(ctx, m);
+                }
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return reply(ReplyBody::Done);
+                };
                 let member = ch.members.contains_key(&from);
                 // A sender outside the channel (-n) gets its echo with the reply.
                 let echo = (!member).then(|| out.clone());

@@ -12,8 +12,8 @@ use crate::casemap::casefold;
 pub const PARTITIONS: u16 = 64;
 
 /// The partition of a key (as built by [`account_key`], [`channel_key`] or
-/// [`conversation_key`]): FNV-1a 64 over its bytes, modulo [`PARTITIONS`] — the
-/// same hash as [`crate::casemap::owner_of_key`], so a key's owner shard is
+/// [`conversation_key`]): FNV-1a 64 over its bytes, modulo [`PARTITIONS`]. The
+/// chat's owner of a name ([`crate::casemap::owner_of_key`]) is
 /// `partition_of(key) % shards`.
 pub fn partition_of(key: &str) -> u16 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -82,10 +82,16 @@ mod tests {
     use crate::casemap::owner_of_key;
 
     #[test]
-    fn partition_is_the_owner_hash_modulo_64() {
+    fn the_owner_shard_is_the_partition_modulo_the_shard_count() {
         for key in ["alice", "#rust", "alice bob", "", "ÄÖ"] {
             assert_eq!(usize::from(partition_of(key)), owner_of_key(key, 64));
             assert!(partition_of(key) < PARTITIONS);
+            for shards in 1..=9 {
+                assert_eq!(
+                    owner_of_key(key, shards),
+                    usize::from(partition_of(key)) % shards
+                );
+            }
         }
     }
 

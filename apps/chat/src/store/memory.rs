@@ -280,6 +280,13 @@ impl Memory {
         dropped
     }
 
+    pub(crate) fn last_time(&self, key: &str) -> Option<u64> {
+        self.histories
+            .get(key)
+            .and_then(|h| h.entries.back())
+            .map(|e| e.msg.time)
+    }
+
     pub(crate) fn history_len(&self, key: &str) -> usize {
         self.histories.get(key).map_or(0, |h| h.entries.len())
     }

@@ -578,6 +578,13 @@ impl Store {
         self.next_seq - 1
     }
 
+    /// Whether records (or new bounds) wait for [`Store::end_turn`] to hand
+    /// them to the writer — after one whose channel was full, call it again
+    /// soon rather than at the next append.
+    pub fn unsent(&self) -> bool {
+        self.tx.is_some() && (!self.pending.is_empty() || self.limits_dirty)
+    }
+
     /// Every record up to this sequence number reached the kernel or failed.
     pub fn written_seq(&self) -> u64 {
         self.written
@@ -735,6 +742,12 @@ impl Store {
     /// Messages kept in history `key`.
     pub fn history_len(&self, key: &str) -> usize {
         self.mem.history_len(key)
+    }
+
+    /// The time of the last message kept in history `key`: a new message
+    /// stamped earlier would be raised to it.
+    pub fn last_time(&self, key: &str) -> Option<u64> {
+        self.mem.last_time(key)
     }
 
     /// `CHATHISTORY LATEST`: the last `limit` messages of `key`, only those

@@ -7,16 +7,21 @@
 pub mod certs;
 
 use std::{
+    collections::HashMap,
     io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::Arc,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use certs::TestCa;
 use rustls::pki_types::ServerName;
 use shardline::{Io, RunningServer, Server};
-use shardline_chat::{message::parse, Config};
+use shardline_chat::{message::parse, BuildOptions, Config};
 
 /// Every I/O test runs on both backends, forced, one `#[test]` each (made by
 /// [`per_backend!`]), and at one shard and at four (channels really spanning
@@ -82,6 +87,29 @@ pub fn names_in(lines: &[Line], chan: &str) -> Vec<String> {
     n
 }
 
+/// One scrape of the admin endpoint's `/metrics`: `name{labels}` -> value.
+pub fn scrape(admin: SocketAddr, label: &str) -> HashMap<String, f64> {
+    let mut s = TcpStream::connect(admin).unwrap_or_else(|e| panic!("{label}: admin: {e}"));
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("response head");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{label}: {head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{label}: {head}"
+    );
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("sample");
+            (k.to_string(), v.parse().expect("value"))
+        })
+        .collect()
+}
+
 /// Logs to the test's captured output; `RUST_LOG` controls the level.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -105,9 +133,37 @@ pub fn test_config() -> Config {
 /// A port nobody listens on right now (the server binds it with SO_REUSEPORT,
 /// once per shard; a race with another process is retried by the caller).
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
+}
+
+/// A directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory, named after `name`, this process and a counter.
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "shardline-chat-test-{name}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create a temporary directory");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A running chat server.
@@ -120,6 +176,9 @@ pub struct TestServer {
     pub ca: Option<TestCa>,
     pub io: Io,
     pub shards: usize,
+    /// The data directory made for it (history on and none configured);
+    /// removed once it stopped.
+    data: Option<TempDir>,
 }
 
 impl TestServer {
@@ -128,14 +187,31 @@ impl TestServer {
     }
 
     pub fn start_with(io: Io, shards: usize, config: Config) -> TestServer {
+        TestServer::start_with_options(io, shards, config, BuildOptions::default())
+    }
+
+    /// Like [`TestServer::start_with`], built with `options`. With history on
+    /// and no `storage.dir`, the store gets a fresh temporary directory (tests
+    /// run in parallel; each server locks its own).
+    pub fn start_with_options(
+        io: Io,
+        shards: usize,
+        mut config: Config,
+        options: BuildOptions,
+    ) -> TestServer {
         init_tracing();
+        let data = (config.history.enabled && config.storage.dir.is_none()).then(|| {
+            let d = TempDir::new("data");
+            config.storage.dir = Some(d.path().to_path_buf());
+            d
+        });
         let builder = Server::builder()
             .io(io)
             .shards(shards)
             .pin(false)
             .listen("127.0.0.1:0".parse().expect("literal address"))
             .shutdown_timeout(Duration::from_secs(10));
-        let server = shardline_chat::build(builder, config)
+        let server = shardline_chat::build_with(builder, config, options)
             .expect("valid config")
             .start()
             .expect("server starts");
@@ -147,13 +223,13 @@ impl TestServer {
             ca: None,
             io,
             shards,
+            data,
         }
     }
 
-    /// A server with a plaintext listener (port 0) and a TLS one on a free port
-    /// (a fixed port, so `sts=port=` can name it), serving a certificate for
-    /// `localhost` from a fresh test CA; `configure` may change the rest (e.g.
-    /// `tls.client_ca`, the `sts` settings).
+    /// A server with a plaintext listener and a TLS one (both port 0), serving a
+    /// certificate for `localhost` from a fresh test CA; `configure` may change
+    /// the rest (e.g. `tls.client_ca`, the `sts` settings).
     pub fn start_tls(
         io: Io,
         shards: usize,
@@ -167,6 +243,11 @@ impl TestServer {
         config.tls.cert = Some(cert.cert.clone());
         config.tls.key = Some(cert.key.clone());
         configure(&mut config, &ca);
+        let data = (config.history.enabled && config.storage.dir.is_none()).then(|| {
+            let d = TempDir::new("data");
+            config.storage.dir = Some(d.path().to_path_buf());
+            d
+        });
         init_tracing();
         let builder = Server::builder()
             .io(io)
@@ -186,6 +267,7 @@ impl TestServer {
             ca: Some(ca),
             io,
             shards,
+            data,
         }
     }
 
@@ -336,6 +418,8 @@ impl Drop for TestServer {
         if let Some(s) = self.server.take() {
             let _ = s.shutdown();
         }
+        // After the shards stopped: their stores are closed.
+        drop(self.data.take());
     }
 }
 
