@@ -140,11 +140,13 @@ def wait_report(needle, what):
             return
         time.sleep(0.1)
     sys.exit(f"no report with {needle!r} ({what})")
-s, _ = client(port)
+s, sf = client(port)
 s.sendall(b"x" * 5000)
 wait_report("open=1 accepted=1 bytes=5000", "after sending")
 os.kill(pid, signal.SIGHUP)
 wait_report("open=1 accepted=0 bytes=0", "after SIGHUP")
+# The makefile() object holds the socket open: close both, or no FIN is sent.
+sf.close()
 s.close()
 wait_report("open=0 accepted=0 bytes=0", "after closing")
 ' "$port" "$pid" "$log" || fail "counter check failed"

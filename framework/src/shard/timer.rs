@@ -181,12 +181,20 @@ impl<T: Clone> TimerWheel<T> {
     /// deadline order (ties in insertion order), re-arming periodic timers. A `now`
     /// earlier than a previous one is accepted (it only fires what is due at `now`).
     pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<(TimerKey, T)>) {
-        self.cached_next.set(None);
         let end = self.tick_of(now).max(self.current);
         if self.entries.is_empty() {
+            self.cached_next.set(None);
             self.current = end;
             return;
         }
+        // The cached earliest deadline is never later than the true one: if it is
+        // still ahead, nothing is due, and the cache stays valid (so a loop turn
+        // with only far-away timers, e.g. TLS handshake deadlines, scans nothing).
+        if self.cached_next.get().is_some_and(|next| next > now) {
+            self.current = end;
+            return;
+        }
+        self.cached_next.set(None);
         // Every entry with deadline <= now is filed under a tick in current..=end.
         let span = (end - self.current).saturating_add(1).min(self.mask + 1);
         let mut due = std::mem::take(&mut self.due);
