@@ -219,7 +219,10 @@ impl RawPoolTls {
             }
         };
         if let Some(name) = &self.tls_server_name {
-            if rustls_name_ok(name).is_err() {
+            // The same host-name rules the SNI router applies to client hellos.
+            let ok = name.parse::<std::net::IpAddr>().is_ok()
+                || crate::sni::host_name(name.as_bytes()).is_ok();
+            if !ok {
                 return Err(bad(format!(
                     "pool {pool:?}: tls_server_name {name:?} is not a DNS name or IP address"
                 )));
@@ -235,26 +238,6 @@ impl RawPoolTls {
             connector,
             server_name: self.tls_server_name.clone(),
         }))
-    }
-}
-
-fn rustls_name_ok(name: &str) -> Result<(), ()> {
-    if name.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(())
     }
 }
 

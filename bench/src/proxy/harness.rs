@@ -296,7 +296,36 @@ fn measure_quiet(
     })
 }
 
-pub(super) fn version_of(exe: &std::path::Path, arg: &str) -> Option<String> {
+/// The versions of wrk, nginx and of the proxies in the run, for the report.
+pub(super) fn tool_versions(cfg: &ProxyConfig, proxies: &[Proxy]) -> Vec<String> {
+    let mut versions = vec![];
+    versions.extend(version_of(&cfg.wrk_exe, "-v"));
+    versions.extend(version_of(&cfg.nginx_exe, "-v"));
+    if proxies.contains(&Proxy::Haproxy) {
+        versions.extend(version_of(&cfg.haproxy_exe, "-v"));
+    }
+    if proxies.iter().any(|p| matches!(p, Proxy::Shardline(_))) {
+        versions.extend(version_of(&cfg.proxy_exe, "--version"));
+    }
+    versions
+}
+
+/// The plaintext nginx backend every proxy forwards to, checked to answer.
+pub(super) fn start_backend(cfg: &ProxyConfig) -> anyhow::Result<ServerProc> {
+    let backend = servers::start_nginx(
+        &cfg.nginx_exe,
+        "nginx-backend",
+        NginxRole::Backend,
+        1,
+        &cfg.backend_cpus,
+        cfg.conns,
+    )
+    .context("starting the backend nginx")?;
+    check_forwarding(backend.addr).context("the backend nginx does not answer as expected")?;
+    Ok(backend)
+}
+
+fn version_of(exe: &std::path::Path, arg: &str) -> Option<String> {
     let out = Command::new(exe)
         .arg(arg)
         .stdin(std::process::Stdio::null())
@@ -396,25 +425,8 @@ pub fn run(cfg: &ProxyConfig) -> anyhow::Result<ProxyOutput> {
     if proxies.is_empty() {
         bail!("no proxy to run: {}", skipped.join("; "));
     }
-    let mut versions = vec![];
-    versions.extend(version_of(&cfg.wrk_exe, "-v"));
-    versions.extend(version_of(&cfg.nginx_exe, "-v"));
-    if proxies.contains(&Proxy::Haproxy) {
-        versions.extend(version_of(&cfg.haproxy_exe, "-v"));
-    }
-    if proxies.iter().any(|p| matches!(p, Proxy::Shardline(_))) {
-        versions.extend(version_of(&cfg.proxy_exe, "--version"));
-    }
-    let backend = servers::start_nginx(
-        &cfg.nginx_exe,
-        "nginx-backend",
-        NginxRole::Backend,
-        1,
-        &cfg.backend_cpus,
-        cfg.conns,
-    )
-    .context("starting the backend nginx")?;
-    check_forwarding(backend.addr).context("the backend nginx does not answer as expected")?;
+    let versions = tool_versions(cfg, &proxies);
+    let backend = start_backend(cfg)?;
     let wrk_command = format!(
         "wrk {}",
         wrk_args(cfg, cfg.duration_s, ([127, 0, 0, 1], 0).into())

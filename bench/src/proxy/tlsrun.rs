@@ -15,12 +15,12 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde::Serialize;
 
 use super::{
     best_peer,
-    harness::{measure_load, run_wrk_url, version_of, wrk_args_url, Load},
+    harness::{measure_load, run_wrk_url, start_backend, tool_versions, wrk_args_url, Load},
     results::{describe, fmt_opt},
     summarize,
     tls::{
@@ -258,26 +258,8 @@ pub fn run_tls(cfg: &ProxyConfig, handshake_conns: usize) -> anyhow::Result<Prox
         TempDir(std::env::temp_dir().join(format!("shardline-bench-tls-{}", std::process::id())));
     let material = TlsMaterial::generate(&dir.0)?;
     let client = client_config(&material.cert_der)?;
-    let mut versions = vec![];
-    versions.extend(version_of(&cfg.wrk_exe, "-v"));
-    versions.extend(version_of(&cfg.nginx_exe, "-v"));
-    if proxies.contains(&Proxy::Haproxy) {
-        versions.extend(version_of(&cfg.haproxy_exe, "-v"));
-    }
-    if proxies.iter().any(|p| matches!(p, Proxy::Shardline(_))) {
-        versions.extend(version_of(&cfg.proxy_exe, "--version"));
-    }
-    let backend = servers::start_nginx(
-        &cfg.nginx_exe,
-        "nginx-backend",
-        NginxRole::Backend,
-        1,
-        &cfg.backend_cpus,
-        cfg.conns,
-    )
-    .context("starting the backend nginx")?;
-    super::check_forwarding(backend.addr)
-        .context("the backend nginx does not answer as expected")?;
+    let versions = tool_versions(cfg, &proxies);
+    let backend = start_backend(cfg)?;
     let keepalive_command = format!(
         "OPENSSL_CONF=wrk-openssl.cnf wrk {}",
         wrk_args_url(cfg, cfg.duration_s, &format!("https://{SERVER_NAME}:PORT/")).join(" ")

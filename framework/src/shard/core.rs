@@ -246,18 +246,12 @@ impl Core {
     }
 
     pub(crate) fn queue_copy(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
-        let conn = self.writable(id)?;
-        if !Core::tls_queue(conn, Ok(data)) {
-            conn.out.push_copy(data);
-        }
+        self.writable(id)?.send_queue().push_copy(data);
         self.after_queue(id)
     }
 
     pub(crate) fn queue_shared(&mut self, id: ConnId, buf: &Bytes) -> Result<(), SendError> {
-        let conn = self.writable(id)?;
-        if !Core::tls_queue(conn, Err(buf)) {
-            conn.out.push_shared(buf);
-        }
+        self.writable(id)?.send_queue().push_shared(buf);
         self.after_queue(id)
     }
 

@@ -14,7 +14,6 @@
 
 use std::{collections::VecDeque, io, time::Duration};
 
-use bytes::Bytes;
 use tracing::debug;
 
 use super::{
@@ -391,21 +390,18 @@ impl Core {
     pub(crate) fn tls_info(&self, id: ConnId) -> Option<&TlsInfo> {
         self.get(id)?.tls.as_ref()?.info.as_ref()
     }
-
-    /// Queues plaintext for a TLS connection (`Ctx::send`).
-    pub(crate) fn tls_queue(conn: &mut super::conn::Conn, data: Result<&[u8], &Bytes>) -> bool {
-        let Some(tls) = conn.tls.as_mut() else {
-            return false;
-        };
-        match data {
-            Ok(d) => tls.plain.push_copy(d),
-            Err(b) => tls.plain.push_shared(b),
-        }
-        true
-    }
 }
 
 impl super::conn::Conn {
+    /// Where `Ctx::send` queues bytes: the plaintext queue of a TLS connection
+    /// (encrypted at the flush), else the outbound queue itself.
+    pub(crate) fn send_queue(&mut self) -> &mut OutQueue {
+        match self.tls.as_mut() {
+            Some(tls) => &mut tls.plain,
+            None => &mut self.out,
+        }
+    }
+
     /// Bytes waiting to be sent: the outbound queue plus plaintext not yet
     /// encrypted.
     pub(crate) fn pending_len(&self) -> usize {
