@@ -31,6 +31,17 @@ struct Inner {
     _lock: File,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a process forked meanwhile
+        // (any thread's `Command::spawn`) holds a duplicate of this descriptor
+        // until its exec, and the lock lives as long as any duplicate does.
+        // LOCK_UN releases it for every duplicate at once.
+        // SAFETY: flock on a descriptor this struct owns; no memory is passed.
+        unsafe { libc::flock(self._lock.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
 impl DataDir {
     /// Creates `path` if missing and locks it. Fails with
     /// [`StoreError::Locked`] ("data directory DIR is in use by process PID")

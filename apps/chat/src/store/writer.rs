@@ -459,6 +459,7 @@ impl Writer {
         history: u64,
     ) {
         let path = self.parts[idx].path.clone();
+        self.failing = true;
         self.errors.log(op, &path, e);
         StoreStats::add(&self.stats.write_errors, 1);
         StoreStats::add(&self.stats.records_dropped, history);
