@@ -188,6 +188,7 @@ pub mod info;
 pub mod mail;
 pub mod mask;
 pub mod message;
+mod nickguard;
 mod owner;
 mod queries;
 pub mod reply;
@@ -203,6 +204,7 @@ use std::{
     time::Duration,
 };
 
+use auth::oper::OperChecker;
 pub use config::{Config, Overrides, TlsSection};
 use history::{ReportSink, Storage};
 pub use info::ServerInfo;
@@ -261,6 +263,7 @@ pub struct BuildOptions {
 pub struct ChatServer {
     server: Server<ChatMsg>,
     storage: Option<Arc<Storage>>,
+    oper_checker: Arc<OperChecker>,
 }
 
 impl ChatServer {
@@ -272,7 +275,11 @@ impl ChatServer {
     /// Starts every shard and returns once all serve (see [`Server::start`]).
     /// Fails — after stopping the shards — if a shard's store did not open.
     pub fn start(self) -> Result<RunningServer<ChatMsg>, Error> {
-        let ChatServer { server, storage } = self;
+        let ChatServer {
+            server,
+            storage,
+            oper_checker,
+        } = self;
         let running = server.start()?;
         if let Some(storage) = &storage {
             if let Some((shard, error)) = storage.take_failure() {
@@ -281,6 +288,7 @@ impl ChatServer {
             }
             storage.sink.install(running.remote());
         }
+        oper_checker.install(running.remote());
         Ok(running)
     }
 
@@ -292,7 +300,11 @@ impl ChatServer {
     /// Like [`ChatServer::run`], calling `setup` once every shard serves (see
     /// [`Server::run_with`]).
     pub fn run_with(self, setup: impl FnOnce(&RunningServer<ChatMsg>)) -> Result<(), Error> {
-        let ChatServer { server, storage } = self;
+        let ChatServer {
+            server,
+            storage,
+            oper_checker,
+        } = self;
         let mut failed = None;
         let result = server.run_with(|running| {
             if let Some(storage) = &storage {
@@ -303,6 +315,7 @@ impl ChatServer {
                 }
                 storage.sink.install(running.remote());
             }
+            oper_checker.install(running.remote());
             setup(running);
         });
         if let Some((shard, error)) = failed {
@@ -419,6 +432,9 @@ pub fn build_with(
             builder = builder.listen_tls(*addr, acceptor.clone());
         }
     }
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let info = Arc::new(ServerInfo::new(config));
     let builder = match info.config.server.admin_listen {
         Some(addr) => {
@@ -429,14 +445,27 @@ pub fn build_with(
     };
     let current = Mutex::new(info.clone());
     let shard_storage = storage.clone();
+    let oper_checker = Arc::new(OperChecker::default());
+    let shard_checker = oper_checker.clone();
     let server = builder
         .limits(limits)
         .mailbox_capacity(mailbox)
         .flush_delay(flush_delay)
-        .build(move |id| ChatShard::with_storage(info.clone(), id, shard_storage.clone()))?;
+        .build(move |id| {
+            ChatShard::with_storage(
+                info.clone(),
+                id,
+                shard_storage.clone(),
+                shard_checker.clone(),
+            )
+        })?;
     let server =
         server.on_hangup(move |remote| rehash(&current, source.as_ref(), tls.as_ref(), remote));
-    Ok(ChatServer { server, storage })
+    Ok(ChatServer {
+        server,
+        storage,
+        oper_checker,
+    })
 }
 
 /// Opens and locks the data directory; the shards open their stores in it.
@@ -485,7 +514,12 @@ fn rehash(
             None
         }
         Some(source) => match Config::load_with(&source.path, &source.overrides) {
-            Ok(config) => Some(config),
+            Ok(config) => {
+                for warning in config.warnings() {
+                    warn!("rehash: {warning}");
+                }
+                Some(config)
+            }
             Err(e) => {
                 error!(
                     path = %source.path.display(),
