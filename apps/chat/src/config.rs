@@ -813,6 +813,7 @@ mod tests {
         // It shows the defaults of the store and of history.
         let d = Config::default();
         assert_eq!((&c.storage, &c.history), (&d.storage, &d.history));
+        assert_eq!(c.accounts, d.accounts);
         // Its commented-out [tls] block is valid once uncommented.
         let text = include_str!("../chat.example.toml");
         let start = text.find("# [tls]").expect("a [tls] example");

@@ -38,9 +38,10 @@
 //! not one per member — and each shard renders the line once per tag variant
 //! (`server-time`, `message-tags`) and hands the same `Bytes` to each local member
 //! with `send_shared`. A private message goes to the nick's owner, which forwards
-//! it to the recipient's shard. NICK changes and QUITs go from the client's shard to
-//! every shard, each delivering the line once to each local client sharing a
-//! channel (deduplicated locally) and updating the channels it owns.
+//! it to the recipient's shard. NICK changes, QUITs and account changes (ACCOUNT)
+//! go from the client's shard to every shard, each delivering the line once to
+//! each local client sharing a channel (deduplicated locally; ACCOUNT only to
+//! clients with `account-notify`) and updating the channels it owns.
 //!
 //! A request may be **forwarded** once instead of answered: the nick owner
 //! resolves INVITE's invitee and passes it to the channel's owner (which checks
@@ -157,6 +158,38 @@
 //! conversation's owner; TARGETS asks every shard and merges. The answer comes
 //! back to the asker's shard, which sends it as one batch.
 //!
+//! # Accounts as others see them
+//!
+//! A client's account lives with the client on its shard; logging in or out
+//! ([`ChatShard`]'s `set_account`, which SASL and the test hook `TESTACCOUNT`
+//! use) tells the nick's owner (`Request::SetAccount`) and, once the client is
+//! registered and in channels, every shard (an ACCOUNT notice, acknowledged like
+//! NICK, so it is a barrier). The IRCv3 capabilities built on it:
+//!
+//! - `account-tag`: [`mail::Outgoing`] carries the source's account, rendered as
+//!   `@account=` for clients with the cap — one more bit of the per-shard
+//!   render variants, never a per-member copy. Messages carry it from the
+//!   sender's shard (`Said`); channel owners keep each member's account (set
+//!   at JOIN, updated by the notices) for PART, KICK, TOPIC, MODE and INVITE.
+//! - `account-notify`: the ACCOUNT notice above.
+//! - `extended-join`: a JOIN's `Outgoing` also holds the extended body
+//!   (`JOIN #chan <account>|* :<real name>`), another render variant.
+//! - WHOIS 330, answered on the target's shard.
+//!
+//! **Nick protection** (`[accounts] enforce_nick`): a nick's owner is also the
+//! owner of the account of that name (the same casefolded key, so the same
+//! store partition), so it alone decides, from its own store, whether the
+//! holder of a nick must log in to keep it: it warns the holder's shard
+//! ([`mail::ChatMsg::Guard`]), arms a grace timer ([`ChatTimer::NickGuard`]),
+//! stops it when the holder logs in or gives up the nick, and when it fires
+//! has the holder's shard rename it to a free `Guest` nick through the
+//! ordinary claim, after the client's earlier commands.
+//!
+//! **OPER** against an argon2 hash runs on a helper thread
+//! ([`auth::oper::OperChecker`], a bounded queue); the answer comes back
+//! through a `Remote` ([`ChatMsg::OperChecked`], accepted only with
+//! `Origin::Remote`) while the client's input waits, counted like a request.
+//!
 //! # Metrics
 //!
 //! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
@@ -168,9 +201,9 @@
 //!
 //! # Must never
 //!
-//! Block (a disk write or fsync included), panic on client input, copy a
-//! channel message per member, or trust a [`mail::ClientRef`] to still exist
-//! (ids are never reused, so a stale one misses).
+//! Block (a disk write, an fsync or a password hash included), panic on client
+//! input, copy a channel message per member, or trust a [`mail::ClientRef`] to
+//! still exist (ids are never reused, so a stale one misses).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

@@ -2,7 +2,7 @@
 //! `--hash-password` command that makes such a hash.
 //!
 //! A configured operator password is either an argon2 PHC string or
-//! plaintext ([`OperPassword`]). Plaintext is compared on the shard at once
+//! plaintext ([`super::password::OperPassword`]). Plaintext is compared on the shard at once
 //! (constant time). A hash takes tens of milliseconds to verify (see
 //! [`super::password::HASH_COST_NOTE`]), which no shard loop may spend, so
 //! the shard hands the check to [`OperChecker`]: one helper thread, started
