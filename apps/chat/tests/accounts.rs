@@ -464,6 +464,46 @@ fn oper_with_an_argon2_hash(io: Io) {
     });
 }
 
+/// `shardline-chat --hash-password` reads the password from a pipe and prints
+/// a hash that verifies it (and only it), with the current parameters.
+#[test]
+fn hash_password_flag_prints_a_usable_hash() {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .arg("--hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shardline-chat");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"op pass\n")
+        .expect("write the password");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let phc = stdout.trim_end();
+    assert!(
+        phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stdout:?}"
+    );
+    assert!(!stdout.contains("op pass") && !stderr.contains("op pass"));
+    use shardline_chat::auth::password::verify_password;
+    assert_eq!(verify_password(b"op pass", phc), Ok(true));
+    assert_eq!(verify_password(b"op pas", phc), Ok(false));
+    // It is a password the configuration takes as a hash.
+    let text = format!("[[operators]]\nname = \"o\"\npassword = \"{phc}\"\n");
+    let config = Config::from_toml(&text).expect("valid");
+    assert!(config.warnings().is_empty());
+}
+
 shardline::per_backend! {
     account_tag_only_with_the_cap_and_only_for_logged_in_senders =>
         account_tag_only_with_the_cap_and_only_for_logged_in_senders;
