@@ -197,6 +197,19 @@ impl ChatShard {
             return;
         }
         if !c.registered {
+            // A login (SASL) may have come while the claim was on its way,
+            // which then carried no account: the nick's owner learns it
+            // before it learns that registration completed.
+            if let Some(account) = c.account.clone() {
+                let key = casefold(&nick).into();
+                let req = Request::SetAccount {
+                    key,
+                    account: Some(account),
+                };
+                if !self.request(ctx, id, owner_of(&nick, self.shards), req) {
+                    return;
+                }
+            }
             self.try_register(ctx, id);
             return;
         }
