@@ -103,8 +103,7 @@ pub struct ChatShard {
 
 impl ChatShard {
     /// The handler for shard `id`, without history; sized for the shard count
-    /// in `on_start`.
-    /// Without [`crate::build`]'s OPER checker, OPER with a hashed password
+    /// in `on_start`. Without [`crate::build`]'s OPER checker, OPER with a hashed password
     /// is refused (263, try again).
     pub fn new(info: Arc<ServerInfo>, id: ShardId) -> ChatShard {
         ChatShard::with_storage(info, id, None, Arc::default())
