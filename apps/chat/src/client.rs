@@ -109,6 +109,15 @@ pub struct Client {
     /// (`TESTACCOUNT`, see `Config::test_account_command`) until SASL lands;
     /// private history is kept only between two clients that have one.
     pub account: Option<Arc<str>>,
+    /// Nick protection: the nick's owner says the grace period for nick
+    /// `key` is over; it is renamed once its earlier commands are done.
+    pub rename_due: Option<NameKey>,
+    /// The guest nick being claimed for a forced rename, and how many have
+    /// been tried.
+    pub guest_claim: Option<(String, u8)>,
+    /// An OPER password is being checked against a hash off the loop (it
+    /// counts in `unreplied` until the answer comes).
+    pub oper_pending: bool,
     /// A CHATHISTORY command waiting for its answer.
     pub history: Option<PendingHistory>,
     /// The away message (AWAY).
@@ -179,6 +188,9 @@ impl Client {
             invisible: false,
             oper: false,
             account: None,
+            rename_due: None,
+            guest_claim: None,
+            oper_pending: false,
             history: None,
             away: None,
             signon: clock::now_secs(),

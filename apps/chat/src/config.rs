@@ -34,7 +34,10 @@ use std::{
 
 use serde::{Deserialize, Deserializer};
 
-use crate::store::{HistoryLimits, SyncPolicy};
+use crate::{
+    auth::password::OperPassword,
+    store::{HistoryLimits, SyncPolicy},
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,6 +57,8 @@ pub struct Config {
     pub storage: StorageSection,
     /// Message history (`[history]`).
     pub history: HistorySection,
+    /// Accounts as other users see them (`[accounts]`): nick protection.
+    pub accounts: AccountsSection,
     /// Test builds only: the hidden `TESTACCOUNT <name>|*` command sets or clears
     /// the client's account, standing in for SASL until it exists. Never read
     /// from a file (no TOML key), kept across rehashes.
@@ -230,13 +235,46 @@ where
     })
 }
 
+/// `[accounts]`: what holding a nick that is also a registered account means.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsSection {
+    /// Nick protection: a client that holds the nick of a registered account
+    /// without being logged in to that account is warned (NOTICE), and renamed
+    /// to a `Guest` nick if it has not logged in when the grace period ends.
+    /// Needs the store (accounts live there): off with `history.enabled =
+    /// false`. Default false.
+    pub enforce_nick: bool,
+    /// The grace period, seconds (default 30).
+    pub enforce_nick_grace_secs: f64,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        AccountsSection {
+            enforce_nick: false,
+            enforce_nick_grace_secs: 30.0,
+        }
+    }
+}
+
+impl AccountsSection {
+    /// `enforce_nick_grace_secs` as a duration.
+    pub fn enforce_nick_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.enforce_nick_grace_secs)
+    }
+}
+
 /// `[[operators]]`: one server operator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Operator {
     /// The name given to OPER.
     pub name: String,
-    /// The password given to OPER (compared in constant time).
+    /// The password given to OPER: an argon2 PHC string
+    /// (`$argon2id$v=19$m=…`, made by `shardline-chat --hash-password`), checked
+    /// off the shards' loops, or — accepted with a warning at load — plaintext,
+    /// compared in constant time.
     pub password: String,
     /// Where it may oper from: a mask matched against the client's host
     /// (`*` wildcards); default any.
@@ -581,6 +619,17 @@ impl Config {
             if op.name.is_empty() || op.name.contains(' ') || op.password.is_empty() {
                 return bad("each [[operators]] needs a name without spaces and a password");
             }
+            if let Err(e) = OperPassword::parse(&op.password) {
+                return Err(ConfigError::Invalid(format!(
+                    "operator {}: password: {e}",
+                    op.name
+                )));
+            }
+        }
+        let a = &self.accounts;
+        let grace = a.enforce_nick_grace_secs;
+        if !(grace.is_finite() && grace > 0.0 && grace <= 86_400.0) {
+            return bad("accounts.enforce_nick_grace_secs must be a positive number of seconds, at most a day");
         }
         let t = &self.tls;
         if t.enabled() && (t.cert.is_none() || t.key.is_none()) {
@@ -687,6 +736,22 @@ impl Config {
         (merged, kept)
     }
 
+    /// What is valid but unwise in this configuration, one sentence each (to
+    /// log at load and at rehash): operator passwords in plaintext.
+    pub fn warnings(&self) -> Vec<String> {
+        self.operators
+            .iter()
+            .filter(|op| !op.password.starts_with("$argon2"))
+            .map(|op| {
+                format!(
+                    "operator {}: the password is in plaintext in the configuration; \
+                     store an argon2 hash instead (shardline-chat --hash-password)",
+                    op.name
+                )
+            })
+            .collect()
+    }
+
     /// The message of the day as lines, or `None` if there is none.
     pub fn motd_lines(&self) -> Option<Vec<String>> {
         let text = self.server.motd.as_deref()?;
@@ -748,6 +813,7 @@ mod tests {
         // It shows the defaults of the store and of history.
         let d = Config::default();
         assert_eq!((&c.storage, &c.history), (&d.storage, &d.history));
+        assert_eq!(c.accounts, d.accounts);
         // Its commented-out [tls] block is valid once uncommented.
         let text = include_str!("../chat.example.toml");
         let start = text.find("# [tls]").expect("a [tls] example");
@@ -929,5 +995,50 @@ mod tests {
         assert!(Config::from_toml("[limits]\nping_timeout_secs = -1\n").is_err());
         assert!(Config::from_toml("[flood]\ncommand_cost_ms = 0\n").is_err());
         assert!(Config::from_toml("[[operators]]\nname = \"a\"\npassword = \"\"\n").is_err());
+    }
+
+    #[test]
+    fn operator_passwords_hash_or_plaintext_with_a_warning() {
+        let hash = "$argon2id$v=19$m=16384,t=2,p=1$c2FsdHNhbHRzYWx0$aKYGoKS5Dl1OzlEn1ZIXi7M2XGdxu5fG6AtewZsq6nE";
+        let text = format!(
+            "[[operators]]\nname = \"h\"\npassword = \"{hash}\"\n\
+             [[operators]]\nname = \"p\"\npassword = \"plain\"\n"
+        );
+        let c = Config::from_toml(&text).expect("a hash and a plaintext password");
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("operator p") && warnings[0].contains("plaintext"));
+        assert!(
+            !warnings[0].contains("plain\""),
+            "the password is not logged"
+        );
+        // Something that claims to be a hash must be one.
+        let bad = "[[operators]]\nname = \"h\"\npassword = \"$argon2id$nonsense\"\n";
+        assert!(Config::from_toml(bad).is_err());
+        assert!(Config::from_toml("").unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn accounts_section() {
+        let c = Config::default();
+        assert!(!c.accounts.enforce_nick);
+        assert_eq!(c.accounts.enforce_nick_grace(), Duration::from_secs(30));
+        let c = Config::from_toml("[accounts]\nenforce_nick = true\nenforce_nick_grace_secs = 5\n")
+            .expect("valid");
+        assert!(c.accounts.enforce_nick);
+        assert_eq!(c.accounts.enforce_nick_grace(), Duration::from_secs(5));
+        for bad in [
+            "[accounts]\nenforce_nick_grace_secs = 0\n",
+            "[accounts]\nenforce_nick_grace_secs = -1\n",
+            "[accounts]\nenforce_nick_grace_secs = 100000\n",
+            "[accounts]\nenforce = true\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        // It changes at run time.
+        let (merged, kept) = Config::default()
+            .rehash(Config::from_toml("[accounts]\nenforce_nick = true\n").unwrap());
+        assert!(merged.accounts.enforce_nick);
+        assert!(kept.is_empty());
     }
 }

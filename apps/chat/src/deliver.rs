@@ -86,14 +86,19 @@ impl ChatShard {
             ChatMsg::Notice(n) => {
                 self.owner.on_notice(&n);
                 self.deliver_notice(ctx, &n);
-                if matches!(n.kind, NoticeKind::Nick { .. }) {
+                if matches!(n.kind, NoticeKind::Nick { .. } | NoticeKind::Account { .. }) {
                     self.ack(ctx, n.who);
                 }
             }
+            ChatMsg::Guard { to, key, action } => {
+                if to.shard == self.me {
+                    self.nick_guard(ctx, to.id, key, action);
+                }
+            }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
-            // Only a Remote (the SIGHUP hook, a store writer) sends them;
-            // `on_message` takes them there.
-            ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) => {}
+            // Only a Remote (the SIGHUP hook, a store writer, the OPER
+            // checker) sends them; `on_message` takes them there.
+            ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) | ChatMsg::OperChecked { .. } => {}
         }
     }
 
@@ -168,8 +173,13 @@ impl ChatShard {
     }
 
     /// A NICK or QUIT line goes once to each local client sharing a channel with
-    /// `who` (never to `who` itself: its own shard told it directly).
+    /// `who` (never to `who` itself: its own shard told it directly); an
+    /// ACCOUNT line only to those with `account-notify`.
     fn deliver_notice(&mut self, ctx: &mut Ctx<'_, ChatShard>, n: &UserNotice) {
+        let needs = match n.kind {
+            NoticeKind::Account { .. } => Caps::ACCOUNT_NOTIFY,
+            NoticeKind::Nick { .. } | NoticeKind::Quit => Caps::default(),
+        };
         let mut ids: Vec<u64> = n
             .chans
             .iter()
@@ -181,7 +191,11 @@ impl ChatShard {
         ids.dedup();
         let mut r = Renderer::new(&n.out);
         for id in ids {
-            if let Some(c) = self.clients.get(&id).filter(|c| c.alive) {
+            if let Some(c) = self
+                .clients
+                .get(&id)
+                .filter(|c| c.alive && c.caps.has(needs))
+            {
                 if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
                     self.stats.deliveries.add(1);
                 }
@@ -366,6 +380,19 @@ impl ChatShard {
         out: Outgoing,
         nick: String,
     ) {
+        self.broadcast_notice(ctx, id, out, NoticeKind::Nick { nick });
+    }
+
+    /// Broadcasts a registered client's NICK or ACCOUNT change to every shard
+    /// if it is in a channel (each shard delivers it to the local clients
+    /// sharing one, updates the channels it owns, and acks).
+    pub(crate) fn broadcast_notice(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        out: Outgoing,
+        kind: NoticeKind,
+    ) {
         let who = self.me_ref(id);
         let Some(c) = self.clients.get_mut(&id) else {
             return;
@@ -380,7 +407,7 @@ impl ChatShard {
                 who,
                 out: out.clone(),
                 chans: chans.clone(),
-                kind: NoticeKind::Nick { nick: nick.clone() },
+                kind: kind.clone(),
             };
             self.outbox
                 .post(ctx, ShardId(s), ChatMsg::Notice(Box::new(notice)));

@@ -273,6 +273,15 @@ impl History {
         self.store.is_some()
     }
 
+    /// Whether an account named `name` (any casing) exists in this shard's
+    /// store (only the owner of the name's partition can know; `false`
+    /// without a store).
+    pub(crate) fn account_exists(&self, name: &str) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| s.account(name).is_some())
+    }
+
     /// Opens this shard's store (on its thread, at start). On failure the
     /// error is recorded for `start` to report, and the shard keeps no history.
     pub(crate) fn open(
@@ -491,6 +500,7 @@ pub(crate) fn write_history_line(out: &mut Vec<u8>, m: &Message, caps: Caps, bat
         batch,
         caps.has(Caps::SERVER_TIME).then_some(m.time),
         tag_caps.then_some(m.msgid.as_str()),
+        Some(m.account.as_str()).filter(|a| !a.is_empty() && caps.has(Caps::ACCOUNT_TAG)),
         tag_caps.then_some(m.tags.as_str()),
     );
     if !tags.is_empty() {
@@ -582,6 +592,21 @@ mod tests {
         assert_eq!(
             out,
             b"@time=2023-11-14T22:13:20.123Z;msgid=abc;+x=1 :n!u@h PRIVMSG #C :hi there\r\n"
+        );
+        // account-tag: only for a sender that had an account, escaped.
+        caps.set(Caps::ACCOUNT_TAG, true);
+        out.clear();
+        write_history_line(&mut out, &m, caps, None);
+        assert!(!String::from_utf8_lossy(&out).contains("account="));
+        let m = Message {
+            account: "a\\b".into(),
+            ..m
+        };
+        out.clear();
+        write_history_line(&mut out, &m, caps, None);
+        assert_eq!(
+            out,
+            b"@time=2023-11-14T22:13:20.123Z;msgid=abc;account=a\\\\b;+x=1 :n!u@h PRIVMSG #C :hi there\r\n"
         );
     }
 }

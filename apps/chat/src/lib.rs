@@ -38,9 +38,10 @@
 //! not one per member — and each shard renders the line once per tag variant
 //! (`server-time`, `message-tags`) and hands the same `Bytes` to each local member
 //! with `send_shared`. A private message goes to the nick's owner, which forwards
-//! it to the recipient's shard. NICK changes and QUITs go from the client's shard to
-//! every shard, each delivering the line once to each local client sharing a
-//! channel (deduplicated locally) and updating the channels it owns.
+//! it to the recipient's shard. NICK changes, QUITs and account changes (ACCOUNT)
+//! go from the client's shard to every shard, each delivering the line once to
+//! each local client sharing a channel (deduplicated locally; ACCOUNT only to
+//! clients with `account-notify`) and updating the channels it owns.
 //!
 //! A request may be **forwarded** once instead of answered: the nick owner
 //! resolves INVITE's invitee and passes it to the channel's owner (which checks
@@ -157,6 +158,38 @@
 //! conversation's owner; TARGETS asks every shard and merges. The answer comes
 //! back to the asker's shard, which sends it as one batch.
 //!
+//! # Accounts as others see them
+//!
+//! A client's account lives with the client on its shard; logging in or out
+//! ([`ChatShard`]'s `set_account`, which SASL and the test hook `TESTACCOUNT`
+//! use) tells the nick's owner (`Request::SetAccount`) and, once the client is
+//! registered and in channels, every shard (an ACCOUNT notice, acknowledged like
+//! NICK, so it is a barrier). The IRCv3 capabilities built on it:
+//!
+//! - `account-tag`: [`mail::Outgoing`] carries the source's account, rendered as
+//!   `@account=` for clients with the cap — one more bit of the per-shard
+//!   render variants, never a per-member copy. Messages carry it from the
+//!   sender's shard (`Said`); channel owners keep each member's account (set
+//!   at JOIN, updated by the notices) for PART, KICK, TOPIC, MODE and INVITE.
+//! - `account-notify`: the ACCOUNT notice above.
+//! - `extended-join`: a JOIN's `Outgoing` also holds the extended body
+//!   (`JOIN #chan <account>|* :<real name>`), another render variant.
+//! - WHOIS 330, answered on the target's shard.
+//!
+//! **Nick protection** (`[accounts] enforce_nick`): a nick's owner is also the
+//! owner of the account of that name (the same casefolded key, so the same
+//! store partition), so it alone decides, from its own store, whether the
+//! holder of a nick must log in to keep it: it warns the holder's shard
+//! ([`mail::ChatMsg::Guard`]), arms a grace timer ([`ChatTimer::NickGuard`]),
+//! stops it when the holder logs in or gives up the nick, and when it fires
+//! has the holder's shard rename it to a free `Guest` nick through the
+//! ordinary claim, after the client's earlier commands.
+//!
+//! **OPER** against an argon2 hash runs on a helper thread
+//! ([`auth::oper::OperChecker`], a bounded queue); the answer comes back
+//! through a `Remote` ([`ChatMsg::OperChecked`], accepted only with
+//! `Origin::Remote`) while the client's input waits, counted like a request.
+//!
 //! # Metrics
 //!
 //! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
@@ -168,9 +201,9 @@
 //!
 //! # Must never
 //!
-//! Block (a disk write or fsync included), panic on client input, copy a
-//! channel message per member, or trust a [`mail::ClientRef`] to still exist
-//! (ids are never reused, so a stale one misses).
+//! Block (a disk write, an fsync or a password hash included), panic on client
+//! input, copy a channel message per member, or trust a [`mail::ClientRef`] to
+//! still exist (ids are never reused, so a stale one misses).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -188,6 +221,7 @@ pub mod info;
 pub mod mail;
 pub mod mask;
 pub mod message;
+mod nickguard;
 mod owner;
 mod queries;
 pub mod reply;
@@ -203,6 +237,7 @@ use std::{
     time::Duration,
 };
 
+use auth::oper::OperChecker;
 pub use config::{Config, Overrides, TlsSection};
 use history::{ReportSink, Storage};
 pub use info::ServerInfo;
@@ -261,6 +296,7 @@ pub struct BuildOptions {
 pub struct ChatServer {
     server: Server<ChatMsg>,
     storage: Option<Arc<Storage>>,
+    oper_checker: Arc<OperChecker>,
 }
 
 impl ChatServer {
@@ -272,7 +308,11 @@ impl ChatServer {
     /// Starts every shard and returns once all serve (see [`Server::start`]).
     /// Fails — after stopping the shards — if a shard's store did not open.
     pub fn start(self) -> Result<RunningServer<ChatMsg>, Error> {
-        let ChatServer { server, storage } = self;
+        let ChatServer {
+            server,
+            storage,
+            oper_checker,
+        } = self;
         let running = server.start()?;
         if let Some(storage) = &storage {
             if let Some((shard, error)) = storage.take_failure() {
@@ -281,6 +321,7 @@ impl ChatServer {
             }
             storage.sink.install(running.remote());
         }
+        oper_checker.install(running.remote());
         Ok(running)
     }
 
@@ -292,7 +333,11 @@ impl ChatServer {
     /// Like [`ChatServer::run`], calling `setup` once every shard serves (see
     /// [`Server::run_with`]).
     pub fn run_with(self, setup: impl FnOnce(&RunningServer<ChatMsg>)) -> Result<(), Error> {
-        let ChatServer { server, storage } = self;
+        let ChatServer {
+            server,
+            storage,
+            oper_checker,
+        } = self;
         let mut failed = None;
         let result = server.run_with(|running| {
             if let Some(storage) = &storage {
@@ -303,6 +348,7 @@ impl ChatServer {
                 }
                 storage.sink.install(running.remote());
             }
+            oper_checker.install(running.remote());
             setup(running);
         });
         if let Some((shard, error)) = failed {
@@ -419,6 +465,9 @@ pub fn build_with(
             builder = builder.listen_tls(*addr, acceptor.clone());
         }
     }
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let info = Arc::new(ServerInfo::new(config));
     let builder = match info.config.server.admin_listen {
         Some(addr) => {
@@ -429,14 +478,27 @@ pub fn build_with(
     };
     let current = Mutex::new(info.clone());
     let shard_storage = storage.clone();
+    let oper_checker = Arc::new(OperChecker::default());
+    let shard_checker = oper_checker.clone();
     let server = builder
         .limits(limits)
         .mailbox_capacity(mailbox)
         .flush_delay(flush_delay)
-        .build(move |id| ChatShard::with_storage(info.clone(), id, shard_storage.clone()))?;
+        .build(move |id| {
+            ChatShard::with_storage(
+                info.clone(),
+                id,
+                shard_storage.clone(),
+                shard_checker.clone(),
+            )
+        })?;
     let server =
         server.on_hangup(move |remote| rehash(&current, source.as_ref(), tls.as_ref(), remote));
-    Ok(ChatServer { server, storage })
+    Ok(ChatServer {
+        server,
+        storage,
+        oper_checker,
+    })
 }
 
 /// Opens and locks the data directory; the shards open their stores in it.
@@ -485,7 +547,12 @@ fn rehash(
             None
         }
         Some(source) => match Config::load_with(&source.path, &source.overrides) {
-            Ok(config) => Some(config),
+            Ok(config) => {
+                for warning in config.warnings() {
+                    warn!("rehash: {warning}");
+                }
+                Some(config)
+            }
             Err(e) => {
                 error!(
                     path = %source.path.display(),

@@ -32,7 +32,7 @@ pub struct ClientRef {
 
 /// IRCv3 capabilities a client enabled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Caps(u8);
+pub struct Caps(u16);
 
 impl Caps {
     /// `message-tags`: client-only tags are relayed to this client.
@@ -48,15 +48,26 @@ impl Caps {
     /// `draft/chathistory`: the client queries history with CHATHISTORY (only
     /// offered while history is on).
     pub const CHATHISTORY: Caps = Caps(32);
+    /// `account-tag`: messages (and other events) from a logged-in user carry
+    /// `@account=<name>`.
+    pub const ACCOUNT_TAG: Caps = Caps(64);
+    /// `account-notify`: `ACCOUNT <name>|*` when someone sharing a channel
+    /// logs in or out.
+    pub const ACCOUNT_NOTIFY: Caps = Caps(128);
+    /// `extended-join`: `JOIN <chan> <account>|* :<realname>`.
+    pub const EXTENDED_JOIN: Caps = Caps(256);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 6] = [
+    pub const ALL: [(&'static str, Caps); 9] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
         ("multi-prefix", Caps::MULTI_PREFIX),
         ("batch", Caps::BATCH),
         ("draft/chathistory", Caps::CHATHISTORY),
+        ("account-tag", Caps::ACCOUNT_TAG),
+        ("account-notify", Caps::ACCOUNT_NOTIFY),
+        ("extended-join", Caps::EXTENDED_JOIN),
     ];
 
     /// Whether every capability in `other` is enabled.
@@ -102,12 +113,17 @@ pub struct Outgoing {
     /// The message's id (PRIVMSG, NOTICE, TAGMSG: set where the message is
     /// ordered and its history kept), for `message-tags`.
     pub msgid: Option<Arc<str>>,
+    /// The account of the user the event comes from, for `account-tag`.
+    pub account: Option<Arc<str>>,
     /// Client-only tags to relay (`+a=b;+c`), for `message-tags`.
     pub client_tags: Option<Arc<str>>,
     /// Only for clients with `message-tags` (TAGMSG).
     pub tags_only: bool,
     /// `:source COMMAND params\r\n`.
     pub body: Bytes,
+    /// The body clients with `extended-join` get instead (a JOIN with the
+    /// account and real name).
+    pub ext_body: Option<Bytes>,
 }
 
 impl Outgoing {
@@ -116,9 +132,11 @@ impl Outgoing {
         Outgoing {
             time_ms: None,
             msgid: None,
+            account: None,
             client_tags: None,
             tags_only: false,
             body: Bytes::from(body),
+            ext_body: None,
         }
     }
 
@@ -133,16 +151,27 @@ impl Outgoing {
         !self.tags_only || caps.has(Caps::MESSAGE_TAGS)
     }
 
+    /// Which of the (at most [`VARIANTS`]) renderings a client with `caps`
+    /// gets: one bit per tag or body that applies.
     fn variant(&self, caps: Caps) -> usize {
         let time = caps.has(Caps::SERVER_TIME) && self.time_ms.is_some();
         let tags =
             caps.has(Caps::MESSAGE_TAGS) && (self.client_tags.is_some() || self.msgid.is_some());
-        usize::from(time) | usize::from(tags) << 1
+        let account = caps.has(Caps::ACCOUNT_TAG) && self.account.is_some();
+        let ext = caps.has(Caps::EXTENDED_JOIN) && self.ext_body.is_some();
+        usize::from(time)
+            | usize::from(tags) << 1
+            | usize::from(account) << 2
+            | usize::from(ext) << 3
     }
 
     fn render(&self, variant: usize) -> Bytes {
-        if variant == 0 {
-            return self.body.clone();
+        let body = match (&self.ext_body, variant & 8 != 0) {
+            (Some(ext), true) => ext,
+            _ => &self.body,
+        };
+        if variant & 7 == 0 {
+            return body.clone();
         }
         let mut tags = String::new();
         write_tags(
@@ -150,25 +179,31 @@ impl Outgoing {
             None,
             self.time_ms.filter(|_| variant & 1 != 0),
             self.msgid.as_deref().filter(|_| variant & 2 != 0),
+            self.account.as_deref().filter(|_| variant & 4 != 0),
             self.client_tags.as_deref().filter(|_| variant & 2 != 0),
         );
-        let mut out = BytesMut::with_capacity(tags.len() + 2 + self.body.len());
+        let mut out = BytesMut::with_capacity(tags.len() + 2 + body.len());
         out.put_u8(b'@');
         out.put_slice(tags.as_bytes());
         out.put_u8(b' ');
-        out.put_slice(&self.body);
+        out.put_slice(body);
         out.freeze()
     }
 }
 
+/// How many renderings one [`Outgoing`] can have (time, message tags,
+/// account, extended-join: one bit each).
+const VARIANTS: usize = 16;
+
 /// Appends the tags of a line, `;`-separated and in this order: `batch`,
-/// `time`, `msgid`, then client-only tags (already escaped). Values the server
-/// makes never need escaping.
+/// `time`, `msgid`, `account` (escaped here: a nick-like name may hold `\\`),
+/// then client-only tags (already escaped).
 pub fn write_tags(
     out: &mut String,
     batch: Option<&str>,
     time_ms: Option<u64>,
     msgid: Option<&str>,
+    account: Option<&str>,
     client_tags: Option<&str>,
 ) {
     let sep = |out: &mut String| {
@@ -191,18 +226,24 @@ pub fn write_tags(
         out.push_str("msgid=");
         out.push_str(id);
     }
+    if let Some(a) = account {
+        sep(out);
+        out.push_str("account=");
+        crate::message::escape_tag_value(a, out);
+    }
     if let Some(client) = client_tags.filter(|t| !t.is_empty()) {
         sep(out);
         out.push_str(client);
     }
 }
 
-/// Renders one [`Outgoing`] for many recipients: each tag variant is built at most
-/// once and then shared (`send_shared`) by every recipient that needs it.
+/// Renders one [`Outgoing`] for many recipients: each variant (tags, and the
+/// extended-join body) is built at most once and then shared (`send_shared`)
+/// by every recipient that needs it.
 #[derive(Debug)]
 pub struct Renderer<'a> {
     out: &'a Outgoing,
-    variants: [Option<Bytes>; 4],
+    variants: [Option<Bytes>; VARIANTS],
 }
 
 impl<'a> Renderer<'a> {
@@ -293,8 +334,8 @@ pub struct ViewUpdate {
     pub prefixes: Vec<(ClientRef, bool, bool)>,
 }
 
-/// What a NICK/QUIT notice does on each shard.
-#[derive(Debug)]
+/// What a NICK/QUIT/ACCOUNT notice does on each shard.
+#[derive(Debug, Clone)]
 pub enum NoticeKind {
     /// The client is now called `nick`.
     Nick {
@@ -303,11 +344,17 @@ pub enum NoticeKind {
     },
     /// The client left the server.
     Quit,
+    /// The client logged in to `account` (or out): the line goes only to
+    /// clients with `account-notify`.
+    Account {
+        /// The account now, `None` when logged out.
+        account: Option<Arc<str>>,
+    },
 }
 
-/// A nick change or quit, sent by the client's shard to every shard: each delivers
-/// the line once to each local client sharing a channel with it, and updates the
-/// channels it owns.
+/// A nick change, quit or account change, sent by the client's shard to every
+/// shard: each delivers the line once to each local client sharing a channel with
+/// it (that wants it), and updates the channels it owns.
 #[derive(Debug)]
 pub struct UserNotice {
     /// Who.
@@ -318,6 +365,19 @@ pub struct UserNotice {
     pub chans: Vec<NameKey>,
     /// Nick change or quit.
     pub kind: NoticeKind,
+}
+
+/// What a nick's owner tells the shard of a client that holds a registered
+/// nick without being logged in to that account (`[accounts] enforce_nick`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NickGuard {
+    /// Log in within `grace_ms` or be renamed: a NOTICE to the client.
+    Warn {
+        /// The grace period, milliseconds.
+        grace_ms: u64,
+    },
+    /// The grace period is over: rename the client to a guest nick.
+    Rename,
 }
 
 /// What shards post to each other.
@@ -362,8 +422,19 @@ pub enum ChatMsg {
         /// What to send it.
         nums: Vec<Numeric>,
     },
-    /// Client's shard -> every shard; acknowledged to `who` for nick changes.
+    /// Client's shard -> every shard; acknowledged to `who` for nick and
+    /// account changes.
     Notice(Box<UserNotice>),
+    /// Nick owner -> the holder's shard: nick protection for client `to`, if
+    /// it still holds the nick `key` without being logged in to that account.
+    Guard {
+        /// The client.
+        to: ClientRef,
+        /// The casefolded nick (and account name) being protected.
+        key: NameKey,
+        /// What to do.
+        action: NickGuard,
+    },
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed
@@ -373,4 +444,84 @@ pub enum ChatMsg {
     /// shard: how far its records are written and synced
     /// ([`crate::store::Store::on_report`]).
     StoreReport(WriterReport),
+    /// The OPER checker's thread (through a `Remote`, never a shard) -> the
+    /// asking client's shard: whether the password matched an operator's hash
+    /// ([`crate::auth::oper`]).
+    OperChecked {
+        /// The client (on the receiving shard).
+        id: u64,
+        /// Whether the password matched one of the candidate blocks' hashes.
+        granted: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(list: &[Caps]) -> Caps {
+        let mut c = Caps::default();
+        for &cap in list {
+            c.set(cap, true);
+        }
+        c
+    }
+
+    #[test]
+    fn caps_have_names_and_room() {
+        assert_eq!(Caps::by_name("ACCOUNT-TAG"), Some(Caps::ACCOUNT_TAG));
+        assert_eq!(Caps::by_name("extended-join"), Some(Caps::EXTENDED_JOIN));
+        let all = caps(&Caps::ALL.map(|(_, c)| c));
+        assert_eq!(all.names().split(' ').count(), Caps::ALL.len());
+        let mut c = all;
+        c.set(Caps::ACCOUNT_NOTIFY, false);
+        assert!(!c.has(Caps::ACCOUNT_NOTIFY) && c.has(Caps::EXTENDED_JOIN));
+    }
+
+    #[test]
+    fn account_tag_and_extended_join_variants() {
+        let mut out = Outgoing::new(b":n!u@h JOIN #c\r\n".to_vec());
+        out.ext_body = Some(Bytes::from_static(b":n!u@h JOIN #c acct :Real Name\r\n"));
+        out.account = Some(Arc::from("acct"));
+        let mut r = Renderer::new(&out);
+        assert_eq!(&r.for_caps(Caps::default())[..], b":n!u@h JOIN #c\r\n");
+        assert_eq!(
+            &r.for_caps(caps(&[Caps::ACCOUNT_TAG]))[..],
+            b"@account=acct :n!u@h JOIN #c\r\n"
+        );
+        assert_eq!(
+            &r.for_caps(caps(&[Caps::EXTENDED_JOIN]))[..],
+            b":n!u@h JOIN #c acct :Real Name\r\n"
+        );
+        assert_eq!(
+            &r.for_caps(caps(&[Caps::EXTENDED_JOIN, Caps::ACCOUNT_TAG]))[..],
+            b"@account=acct :n!u@h JOIN #c acct :Real Name\r\n"
+        );
+        // Rendered once per variant: the same bytes are shared.
+        let a = r.for_caps(caps(&[Caps::ACCOUNT_TAG])).clone();
+        let b = r
+            .for_caps(caps(&[Caps::ACCOUNT_TAG, Caps::MULTI_PREFIX]))
+            .clone();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+
+        // Tag order: time, msgid, account, client tags; an account is escaped.
+        let mut msg = Outgoing::new(b":n!u@h PRIVMSG #c :hi\r\n".to_vec());
+        msg.time_ms = Some(0);
+        msg.msgid = Some(Arc::from("id1"));
+        msg.client_tags = Some(Arc::from("+x=1"));
+        msg.account = Some(Arc::from("a\\b"));
+        let mut r = Renderer::new(&msg);
+        let all = caps(&[Caps::SERVER_TIME, Caps::MESSAGE_TAGS, Caps::ACCOUNT_TAG]);
+        assert_eq!(
+            &r.for_caps(all)[..],
+            &b"@time=1970-01-01T00:00:00.000Z;msgid=id1;account=a\\\\b;+x=1 :n!u@h PRIVMSG #c :hi\r\n"[..]
+        );
+        // Without an account nobody gets the tag.
+        msg.account = None;
+        let mut r = Renderer::new(&msg);
+        assert_eq!(
+            &r.for_caps(caps(&[Caps::ACCOUNT_TAG]))[..],
+            b":n!u@h PRIVMSG #c :hi\r\n"
+        );
+    }
 }

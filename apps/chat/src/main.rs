@@ -4,6 +4,7 @@
 //! cargo run --release -p shardline-chat                     # 127.0.0.1:6667, defaults
 //! cargo run --release -p shardline-chat -- --config chat.toml --shards 4 --io epoll
 //! kill -HUP <pid>                                           # reread chat.toml (rehash)
+//! cargo run --release -p shardline-chat -- --hash-password   # an [[operators]] password hash
 //! cargo run --release -p shardline-chat -- --tls-listen 0.0.0.0:6697 \
 //!     --tls-cert fullchain.pem --tls-key privkey.pem         # TLS beside 6667
 //! ```
@@ -51,6 +52,10 @@ struct Args {
     /// Keep no message history: no store, no CHATHISTORY (history.enabled = false).
     #[arg(long)]
     no_history: bool,
+    /// Read a password from standard input, print its argon2id hash (for an
+    /// [[operators]] password) and exit.
+    #[arg(long)]
+    hash_password: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -70,6 +75,10 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if args.hash_password {
+        print!("{}", shardline_chat::auth::oper::hash_password_stdin()?);
+        return Ok(());
+    }
     let overrides = Overrides {
         admin_listen: args.admin,
         tls_listen: args.tls_listen.clone(),

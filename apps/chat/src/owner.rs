@@ -14,14 +14,14 @@ mod modes;
 
 mod history;
 
-use crate::shard::{has_room, ChatShard, Outbox};
+use crate::shard::{has_room, ChatShard, ChatTimer, Outbox};
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
 };
 
-use shardline::{Ctx, ShardId};
+use shardline::{Ctx, ShardId, TimerId};
 use tracing::warn;
 
 use self::channel::Channel;
@@ -30,7 +30,9 @@ use crate::{
     casemap::{casefold, owner_of, owner_of_key, NameKey},
     history::History,
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, NoticeKind, Numeric, ReplyBody, Request, Said, UserNotice},
+    mail::{
+        ChatMsg, ClientRef, NickGuard, NoticeKind, Numeric, ReplyBody, Request, Said, UserNotice,
+    },
     reply::code::*,
     stats::ShardStats,
     store::{conversation_key, Message as Stored, MessageKind},
@@ -44,6 +46,9 @@ struct NickEntry {
     registered: bool,
     /// The holder's account: private messages between two accounts are kept.
     account: Option<Arc<str>>,
+    /// Nick protection under way (`[accounts] enforce_nick`): the token of
+    /// the grace timer (in [`Owner::guards`]) and the timer.
+    guard: Option<(u64, TimerId)>,
 }
 
 /// The names this shard owns.
@@ -61,6 +66,10 @@ pub struct Owner {
     /// never a sequence with holes. Forgotten at their QUIT notice, after which
     /// no request of theirs can arrive.
     refused: HashSet<ClientRef>,
+    /// Nick protection grace timers under way: token -> the nick.
+    guards: HashMap<u64, NameKey>,
+    /// The last guard token handed out.
+    guard_seq: u64,
 }
 
 /// What an owner does with a request: reply (with the number of deliveries it
@@ -88,6 +97,8 @@ impl Owner {
             chans: HashMap::new(),
             ips: HashMap::new(),
             refused: HashSet::new(),
+            guards: HashMap::new(),
+            guard_seq: 0,
         }
     }
 
@@ -159,23 +170,29 @@ impl Owner {
                 let key: NameKey = casefold(&nick).into();
                 let ok = self.nicks.get(&key).is_none_or(|e| e.client == from);
                 if ok {
+                    // A change of case of its own nick keeps a guard under way.
+                    let guard = self.nicks.get(&key).and_then(|e| e.guard);
                     let entry = NickEntry {
                         client: from,
                         registered,
                         account,
+                        guard,
                     };
-                    self.nicks.insert(key, entry);
+                    self.nicks.insert(key.clone(), entry);
+                    self.guard_check(ctx, info, outbox, &key);
                 }
                 reply(ReplyBody::NickClaimed { nick, ok })
             }
             Request::SetAccount { key, account } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
                     e.account = account;
+                    self.guard_check(ctx, info, outbox, &key);
                 }
                 reply(ReplyBody::Done)
             }
             Request::ReleaseNick { key } => {
                 if self.nicks.get(&key).is_some_and(|e| e.client == from) {
+                    self.guard_stop(ctx, &key);
                     self.nicks.remove(&key);
                 }
                 reply(ReplyBody::Done)
@@ -183,6 +200,7 @@ impl Owner {
             Request::Registered { key } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
                     e.registered = true;
+                    self.guard_check(ctx, info, outbox, &key);
                 }
                 reply(ReplyBody::Done)
             }
@@ -273,6 +291,96 @@ impl Owner {
         }
     }
 
+    /// Whether the holder of nick `key` should be renamed unless it logs in:
+    /// `[accounts] enforce_nick` is on, it completed registration, an account
+    /// of that name exists (its record is on this shard: a name's account and
+    /// nick have the same owner), and it is not logged in to it.
+    fn guarded(&self, info: &ServerInfo, key: &str) -> bool {
+        let Some(e) = self.nicks.get(key) else {
+            return false;
+        };
+        info.config.accounts.enforce_nick
+            && e.registered
+            && e.account.as_deref().is_none_or(|a| casefold(a) != key)
+            && self.history.account_exists(key)
+    }
+
+    /// Starts nick protection for the holder of `key` if it needs it and none
+    /// is under way (a warning NOTICE now, a rename when the grace period
+    /// ends), or stops one that it no longer needs (it logged in).
+    fn guard_check(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        key: &NameKey,
+    ) {
+        let guarded = self.guarded(info, key);
+        let Some(e) = self.nicks.get_mut(key) else {
+            return;
+        };
+        match (guarded, e.guard) {
+            (true, None) => {
+                self.guard_seq += 1;
+                let token = self.guard_seq;
+                let grace = info.config.accounts.enforce_nick_grace();
+                let timer = ctx.set_timer(grace, ChatTimer::NickGuard(token));
+                e.guard = Some((token, timer));
+                self.guards.insert(token, key.clone());
+                let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+                let to = e.client;
+                let msg = ChatMsg::Guard {
+                    to,
+                    key: key.clone(),
+                    action: NickGuard::Warn { grace_ms },
+                };
+                outbox.post(ctx, ShardId(to.shard), msg);
+            }
+            (false, Some(_)) => self.guard_stop(ctx, key),
+            _ => {}
+        }
+    }
+
+    /// Ends the nick protection of `key`'s holder, if any.
+    fn guard_stop(&mut self, ctx: &mut Ctx<'_, ChatShard>, key: &str) {
+        if let Some((token, timer)) = self.nicks.get_mut(key).and_then(|e| e.guard.take()) {
+            ctx.cancel_timer(timer);
+            self.guards.remove(&token);
+        }
+    }
+
+    /// A nick protection grace period ended: if the holder still is not
+    /// logged in to the account, its shard renames it.
+    pub(crate) fn guard_due(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        token: u64,
+    ) {
+        let Some(key) = self.guards.remove(&token) else {
+            return;
+        };
+        let guarded = self.guarded(info, &key);
+        let Some(e) = self
+            .nicks
+            .get_mut(&key)
+            .filter(|e| e.guard.is_some_and(|(t, _)| t == token))
+        else {
+            return;
+        };
+        e.guard = None;
+        if guarded {
+            let to = e.client;
+            let msg = ChatMsg::Guard {
+                to,
+                key,
+                action: NickGuard::Rename,
+            };
+            outbox.post(ctx, ShardId(to.shard), msg);
+        }
+    }
+
     /// The registered client holding `nick`.
     fn holder(&self, nick: &str) -> Option<ClientRef> {
         self.holder_entry(nick).map(|(c, _)| c)
@@ -350,6 +458,7 @@ impl Owner {
             };
             match &notice.kind {
                 NoticeKind::Nick { nick } => ch.rename(notice.who, nick),
+                NoticeKind::Account { account } => ch.set_account(notice.who, account),
                 NoticeKind::Quit => {
                     ch.remove(notice.who);
                     if ch.members.is_empty() {

@@ -195,7 +195,7 @@ impl ChatShard {
     }
 
     /// WHOIS by `asker` for local client `target`: 311, 319 (its channels
-    /// `viewer` may see), 312, 301, 313, 276 (its client certificate's
+    /// `viewer` may see), 312, 301, 313, 330 (its account), 276 (its client certificate's
     /// fingerprint, to itself and operators), 671 (connected over TLS), 317, 318
     /// — or 401 and 318 if it has left. Answered here, on the target's own shard,
     /// from its [`Client`](crate::client::Client): what it is (TLS included)
@@ -274,6 +274,12 @@ impl ChatShard {
             out.push(Numeric::new(
                 RPL_WHOISOPERATOR,
                 [nick.as_str(), "is an IRC operator"],
+            ));
+        }
+        if let Some(account) = &c.account {
+            out.push(Numeric::new(
+                RPL_WHOISACCOUNT,
+                [nick.clone(), account.to_string(), "is logged in as".into()],
             ));
         }
         if let Some(tls) = &c.tls {

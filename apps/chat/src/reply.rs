@@ -21,6 +21,7 @@ pub mod code {
     pub const RPL_LUSERUNKNOWN: u16 = 253;
     pub const RPL_LUSERCHANNELS: u16 = 254;
     pub const RPL_LUSERME: u16 = 255;
+    pub const RPL_TRYAGAIN: u16 = 263;
     pub const RPL_LOCALUSERS: u16 = 265;
     pub const RPL_WHOISCERTFP: u16 = 276;
     pub const RPL_GLOBALUSERS: u16 = 266;
@@ -39,6 +40,7 @@ pub mod code {
     pub const RPL_LISTEND: u16 = 323;
     pub const RPL_CHANNELMODEIS: u16 = 324;
     pub const RPL_CREATIONTIME: u16 = 329;
+    pub const RPL_WHOISACCOUNT: u16 = 330;
     pub const RPL_NOTOPIC: u16 = 331;
     pub const RPL_TOPIC: u16 = 332;
     pub const RPL_TOPICWHOTIME: u16 = 333;

@@ -104,6 +104,20 @@ impl ChatShard {
             if c.parked || c.quitting.is_some() || c.flood_timer.is_some() {
                 break;
             }
+            if c.rename_due.is_some() {
+                // Nick protection renames it like a NICK of its own would:
+                // after every earlier command's effects, before the next.
+                if !c.settled() {
+                    c.parked = true;
+                    break;
+                }
+                if self.guest_rename(ctx, id) {
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.parked = !c.settled();
+                    }
+                }
+                continue;
+            }
             if flood_on && !c.oper {
                 if let Some(wait) = c.penalty.wait(Instant::now(), max_lag) {
                     // Fake lag: the rest of its input waits until it is due.
@@ -249,6 +263,7 @@ impl ChatShard {
         if c.registered && (!c.channels.is_empty() || c.refused) {
             let reason = c.quitting.as_deref().unwrap_or("Client Quit");
             let mut out = Outgoing::new(line(&c.mask, "QUIT", &[reason], true));
+            out.account = c.account.clone();
             out.stamp();
             for s in 0..self.shards {
                 let notice = UserNotice {

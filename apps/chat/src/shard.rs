@@ -13,6 +13,7 @@ use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
 use tracing::{info, warn};
 
 use crate::{
+    auth::oper::OperChecker,
     casemap::{owner_of, NameKey},
     client::{Client, ClientTls},
     commands::KNOWN,
@@ -55,6 +56,9 @@ pub enum ChatTimer {
     StoreTurn,
     /// Drop history past the age limit (an interval).
     HistoryExpire,
+    /// A nick protection grace period ended (on the nick's owner; the token
+    /// finds the nick).
+    NickGuard(u64),
 }
 
 /// One shard of the chat server (the [`Handler`]).
@@ -91,21 +95,27 @@ pub struct ChatShard {
     storage: Option<Arc<Storage>>,
     /// Batch references made so far (CHATHISTORY answers).
     batches: u64,
+    /// Where OPER checks against hashes go (a helper thread).
+    pub(crate) oper_checker: Arc<OperChecker>,
+    /// Guest nicks made so far (forced renames).
+    pub(crate) guests: u64,
 }
 
 impl ChatShard {
     /// The handler for shard `id`, without history; sized for the shard count
-    /// in `on_start`.
+    /// in `on_start`. Without [`crate::build`]'s OPER checker, OPER with a hashed password
+    /// is refused (263, try again).
     pub fn new(info: Arc<ServerInfo>, id: ShardId) -> ChatShard {
-        ChatShard::with_storage(info, id, None)
+        ChatShard::with_storage(info, id, None, Arc::default())
     }
 
     /// The handler for shard `id`, which opens its store in `storage` in
-    /// `on_start`.
+    /// `on_start` and checks hashed OPER passwords with `oper_checker`.
     pub(crate) fn with_storage(
         info: Arc<ServerInfo>,
         id: ShardId,
         storage: Option<Arc<Storage>>,
+        oper_checker: Arc<OperChecker>,
     ) -> ChatShard {
         let stats = info.stats.add_shard(id.0);
         ChatShard {
@@ -126,6 +136,8 @@ impl ChatShard {
             peak_users: 0,
             storage,
             batches: 0,
+            oper_checker,
+            guests: 0,
         }
     }
 
@@ -284,6 +296,10 @@ impl Handler for ChatShard {
             ChatTimer::Client(id) => self.client_timer(ctx, timer, id),
             ChatTimer::StoreTurn => self.owner.history.end_turn(ctx),
             ChatTimer::HistoryExpire => self.owner.history.expire(),
+            ChatTimer::NickGuard(token) => {
+                self.owner
+                    .guard_due(ctx, &self.info, &mut self.outbox, token)
+            }
         }
     }
 
@@ -297,6 +313,10 @@ impl Handler for ChatShard {
                 self.owner.history.on_report(r);
                 return;
             }
+            (Origin::Remote, ChatMsg::OperChecked { id, granted }) => {
+                self.oper_checked(ctx, id, granted);
+                return;
+            }
             (Origin::Remote, _) => {
                 warn!(
                     shard = self.me,
@@ -304,7 +324,10 @@ impl Handler for ChatShard {
                 );
                 return;
             }
-            (Origin::Shard(s), ChatMsg::Rehash(_) | ChatMsg::StoreReport(_)) => {
+            (
+                Origin::Shard(s),
+                ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) | ChatMsg::OperChecked { .. },
+            ) => {
                 warn!(
                     shard = self.me,
                     from = s.0,

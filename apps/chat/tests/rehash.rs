@@ -487,7 +487,55 @@ fn sighup_reloads_the_tls_certificate(io: Io) {
     let _ = std::fs::remove_dir_all(path.parent().expect("temp dir"));
 }
 
+/// A plaintext operator password works and is warned about at start (without
+/// showing it); a rehash to an argon2 hash replaces it without a warning, and
+/// OPER then checks the hash (on the OPER checker's thread).
+fn operator_passwords_plaintext_warns_hash_after_rehash(io: Io) {
+    let path = temp_config(&format!("oper-{io}"));
+    let plain = "[[operators]]\nname = \"op\"\npassword = \"pl4intext\"\n";
+    write_config(&path, &config_with(&path, "m", plain));
+    let mut chat = Chat::start(io, &path);
+    let log = chat.wait_log("the password is in plaintext", 1);
+    assert!(
+        log.iter().any(|l| l.contains("operator op")),
+        "{}: {log:?}",
+        chat.label
+    );
+    assert!(!log.iter().any(|l| l.contains("pl4intext")), "{log:?}");
+    let (mut a, _) = chat.motd_of_new_client("alice");
+    a.send("OPER op pl4intext");
+    a.expect("381");
+
+    let params = argon2::Params::new(8, 1, 1, Some(32)).expect("valid parameters");
+    let phc =
+        shardline_chat::auth::password::hash_password_with(b"h4shed pw", params).expect("hash");
+    let hashed = format!("[[operators]]\nname = \"op\"\npassword = \"{phc}\"\n");
+    write_config(&path, &config_with(&path, "m", &hashed));
+    let before = chat.count_log("configuration rehashed");
+    chat.signal("-HUP");
+    chat.wait_log("configuration rehashed", before + SHARDS);
+    assert_eq!(
+        chat.count_log("the password is in plaintext"),
+        1,
+        "{}",
+        chat.label
+    );
+    chat.assert_running();
+    let (mut b, _) = chat.motd_of_new_client("bob");
+    b.send("OPER op pl4intext");
+    b.expect("464");
+    b.send("OPER op :h4shed pw");
+    b.expect("381");
+    // A rehash back to plaintext warns again.
+    write_config(&path, &config_with(&path, "m", plain));
+    chat.signal("-HUP");
+    chat.wait_log("rehash: operator op: the password is in plaintext", 1);
+    chat.stop();
+}
+
 shardline::per_backend! {
+    operator_passwords_plaintext_warns_hash_after_rehash =>
+        operator_passwords_plaintext_warns_hash_after_rehash;
     sighup_rehashes => sighup_rehashes;
     sighup_during_startup_is_harmless => sighup_during_startup_is_harmless;
     sighup_without_a_config_file_is_harmless => sighup_without_a_config_file_is_harmless;

@@ -15,6 +15,8 @@
 //! - [`register`]: `draft/account-registration`'s `REGISTER` checks, `FAIL`
 //!   codes, success reply and cap value.
 //! - [`cli`]: the offline `account add|passwd|del|list|cert` commands.
+//! - [`oper`]: OPER against argon2 hashes on a helper thread, and
+//!   `--hash-password`.
 //!
 //! # Wiring (for the session)
 //!
@@ -49,6 +51,7 @@
 //! output comparison is constant-time too).
 
 pub mod cli;
+pub mod oper;
 pub mod password;
 pub mod record;
 pub mod register;

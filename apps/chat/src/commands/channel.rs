@@ -55,6 +55,8 @@ impl ChatShard {
                 nick: c.nick.clone().unwrap_or_default(),
                 mask: c.mask.clone(),
                 multi_prefix: c.caps.has(Caps::MULTI_PREFIX),
+                account: c.account.clone(),
+                realname: c.realname.clone(),
             };
             if !self.request(ctx, id, owner_of_key(&key, self.shards), req) {
                 return Flow::Next;

@@ -78,6 +78,7 @@ impl ChatShard {
                 _ => Outgoing::new(line(&mask, command, &[target, text], true)),
             };
             out.client_tags = client_tags.clone();
+            out.account = account.clone();
             out.tags_only = kind == MessageKind::Tagmsg;
             let said = Box::new(Said {
                 out,

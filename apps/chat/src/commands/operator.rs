@@ -5,24 +5,14 @@ use shardline::Ctx;
 
 use super::Flow;
 use crate::{
+    auth::{
+        oper::Busy,
+        password::{constant_time_eq, OperPassword, Password},
+    },
     mask,
     reply::{code::*, line, truncate},
     shard::ChatShard,
 };
-
-/// Whether `a == b`, in time that depends on their lengths but not on where they
-/// differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let (x, y) = (
-            a.get(i).copied().unwrap_or(0),
-            b.get(i).copied().unwrap_or(0),
-        );
-        diff |= usize::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
-}
 
 impl ChatShard {
     pub(super) fn cmd_away(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
@@ -55,6 +45,10 @@ impl ChatShard {
 
     /// OPER name password: 491 if no operator block has that name for the
     /// client's host, 464 if the password is wrong, else 381 and user mode +o.
+    /// Plaintext passwords are compared here (constant time, every block);
+    /// if none matched and some of the blocks hold an argon2 hash, the check
+    /// goes to the OPER checker's thread and the client's input waits for its
+    /// answer ([`ChatShard::oper_checked`]); a full queue draws 263.
     pub(super) fn cmd_oper(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let (Some(name), Some(password)) = (p.first(), p.get(1)) else {
             return self.need_more_params(ctx, id, "OPER");
@@ -63,44 +57,85 @@ impl ChatShard {
             return Flow::Next;
         };
         let (mut block, mut granted) = (false, false);
-        // Every block is compared in full: the time taken says nothing about
-        // which names exist or how much of a password was right.
+        let mut hashes = Vec::new();
+        // Every plaintext block is compared in full: the time taken says
+        // nothing about which names exist or how much of a password was right.
         for op in &self.info.config.operators {
             let name_ok = constant_time_eq(op.name.as_bytes(), name.as_bytes());
-            let pass_ok = constant_time_eq(op.password.as_bytes(), password.as_bytes());
-            if name_ok && mask::matches(&op.host, &c.host) {
-                block = true;
-                granted |= pass_ok;
+            let here = name_ok && mask::matches(&op.host, &c.host);
+            // Checked at load: a value that does not parse is no password.
+            match OperPassword::parse(&op.password) {
+                Ok(OperPassword::Plain(expected)) => {
+                    let pass_ok = constant_time_eq(expected.as_bytes(), password.as_bytes());
+                    block |= here;
+                    granted |= here && pass_ok;
+                }
+                Ok(OperPassword::Hash(phc)) if here => {
+                    block = true;
+                    hashes.push(phc);
+                }
+                Ok(OperPassword::Hash(_)) | Err(_) => {}
             }
         }
         if !block {
             self.numeric(ctx, id, ERR_NOOPERHOST, &["No O-lines for your host"]);
-        } else if !granted {
+            return Flow::Next;
+        }
+        if granted {
+            self.grant_oper(ctx, id);
+            return Flow::Next;
+        }
+        if hashes.is_empty() {
             self.numeric(ctx, id, ERR_PASSWDMISMATCH, &["Password incorrect"]);
-        } else if let Some(c) = self.clients.get_mut(&id) {
-            let newly = !c.oper;
-            c.oper = true;
-            self.numeric(ctx, id, RPL_YOUREOPER, &["You are now an IRC operator"]);
-            if newly {
-                let c = &self.clients[&id];
-                let out = line(&c.mask, "MODE", &[c.nick_or_star(), "+o"], true);
-                self.send_line(ctx, id, &out);
+            return Flow::Next;
+        }
+        let given = Password::from(*password);
+        match self.oper_checker.submit(self.me, id, given, hashes) {
+            Ok(()) => {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    // Counted like a request: the input (and a QUIT) waits.
+                    c.unreplied += 1;
+                    c.oper_pending = true;
+                }
+                Flow::Park
+            }
+            Err(Busy) => {
+                let text = "Please wait a while and try again.";
+                self.numeric(ctx, id, RPL_TRYAGAIN, &["OPER", text]);
+                Flow::Next
             }
         }
-        Flow::Next
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
+    /// The OPER checker's answer for client `id`.
+    pub(crate) fn oper_checked(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, granted: bool) {
+        let Some(c) = self.clients.get_mut(&id).filter(|c| c.oper_pending) else {
+            return;
+        };
+        c.oper_pending = false;
+        c.unreplied = c.unreplied.saturating_sub(1);
+        if c.quitting.is_none() {
+            if granted {
+                self.grant_oper(ctx, id);
+            } else {
+                self.numeric(ctx, id, ERR_PASSWDMISMATCH, &["Password incorrect"]);
+            }
+        }
+        self.settle(ctx, id);
+    }
 
-    #[test]
-    fn equality() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
+    /// 381 and user mode +o.
+    fn grant_oper(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let newly = !c.oper;
+        c.oper = true;
+        self.numeric(ctx, id, RPL_YOUREOPER, &["You are now an IRC operator"]);
+        if newly {
+            let c = &self.clients[&id];
+            let out = line(&c.mask, "MODE", &[c.nick_or_star(), "+o"], true);
+            self.send_line(ctx, id, &out);
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
 //! LUSERS, MOTD), PING and QUIT.
 
-use std::sync::Arc;
-
 use shardline::{Ctx, ShardId};
 
 use super::Flow;
@@ -159,8 +157,10 @@ impl ChatShard {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
+        let guest = c.guest_claim.as_ref().is_some_and(|(g, _)| *g == nick);
         if !ok {
-            if c.quitting.is_none() {
+            // A forced rename's guest nick was taken: `pump` tries another.
+            if c.quitting.is_none() && !guest {
                 self.numeric(
                     ctx,
                     id,
@@ -169,6 +169,10 @@ impl ChatShard {
                 );
             }
             return;
+        }
+        if guest {
+            c.guest_claim = None;
+            c.rename_due = None;
         }
         let old = c.nick.replace(nick.clone());
         if let Some(old) = &old {
@@ -193,10 +197,24 @@ impl ChatShard {
             return;
         }
         if !c.registered {
+            // A login (SASL) may have come while the claim was on its way,
+            // which then carried no account: the nick's owner learns it
+            // before it learns that registration completed.
+            if let Some(account) = c.account.clone() {
+                let key = casefold(&nick).into();
+                let req = Request::SetAccount {
+                    key,
+                    account: Some(account),
+                };
+                if !self.request(ctx, id, owner_of(&nick, self.shards), req) {
+                    return;
+                }
+            }
             self.try_register(ctx, id);
             return;
         }
         let mut out = Outgoing::new(line(&c.mask, "NICK", &[&nick], true));
+        out.account = c.account.clone();
         out.stamp();
         c.update_mask();
         let _ = ctx.send(c.conn, &out.body);
@@ -248,7 +266,7 @@ impl ChatShard {
         };
         if let Some(expected) = &self.info.config.server.password {
             let given = c.pass.take().unwrap_or_default();
-            if !super::operator::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+            if !crate::auth::password::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
                 self.numeric(ctx, id, ERR_PASSWDMISMATCH, &["Password incorrect"]);
                 self.begin_quit(ctx, id, "Bad password".into());
                 return false;
@@ -380,36 +398,16 @@ impl ChatShard {
         let Some(name) = p.first().filter(|n| !n.is_empty()) else {
             return self.need_more_params(ctx, id, "TESTACCOUNT");
         };
+        // Like a login: what it said before is delivered first.
+        if !self.clients.get(&id).is_some_and(|c| c.settled()) {
+            return Flow::Retry;
+        }
         let account = (*name != "*").then(|| truncate(name, 64).to_string());
         if self.set_account(ctx, id, account) {
             Flow::Park
         } else {
             Flow::Next
         }
-    }
-
-    /// Logs client `id` in to `account` (or out): kept on the client, and told
-    /// to the owner of its nick, which private messages to it go through (they
-    /// are kept in history only between two accounts). Returns whether a
-    /// request went out (the client's next command should wait for it).
-    pub(crate) fn set_account(
-        &mut self,
-        ctx: &mut Ctx<'_, ChatShard>,
-        id: u64,
-        account: Option<String>,
-    ) -> bool {
-        let Some(c) = self.clients.get_mut(&id) else {
-            return false;
-        };
-        c.account = account.map(Arc::from);
-        let Some(nick) = c.nick.clone() else {
-            return false;
-        };
-        let req = Request::SetAccount {
-            key: casefold(&nick).into(),
-            account: c.account.clone(),
-        };
-        self.request(ctx, id, owner_of(&nick, self.shards), req)
     }
 
     pub(super) fn cmd_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {

@@ -160,6 +160,11 @@ pub enum Request {
         mask: Arc<str>,
         /// Whether NAMES should show every prefix.
         multi_prefix: bool,
+        /// The client's account (`extended-join`, `account-tag`; kept with
+        /// the member for its later events).
+        account: Option<Arc<str>>,
+        /// The client's real name (`extended-join`).
+        realname: String,
     },
     /// Leave a channel.
     Part {

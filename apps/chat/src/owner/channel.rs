@@ -27,6 +27,9 @@ pub(super) struct Member {
     pub nick: String,
     /// `user@host`, to rebuild the mask after a nick change.
     pub userhost: Arc<str>,
+    /// The member's account (`account-tag` on its channel events), kept up
+    /// to date by the account notices.
+    pub account: Option<Arc<str>>,
     pub op: bool,
     pub voice: bool,
 }
@@ -162,6 +165,18 @@ impl Channel {
             }
             m.nick = nick.to_string();
             self.by_nick.insert(casefold(nick).into(), who);
+        }
+    }
+
+    /// Member `who`'s account (for `account-tag` on its events).
+    pub fn account_of(&self, who: ClientRef) -> Option<Arc<str>> {
+        self.members.get(&who).and_then(|m| m.account.clone())
+    }
+
+    /// Member `who` logged in to `account` (or out).
+    pub fn set_account(&mut self, who: ClientRef, account: &Option<Arc<str>>) {
+        if let Some(m) = self.members.get_mut(&who) {
+            m.account = account.clone();
         }
     }
 

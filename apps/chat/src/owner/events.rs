@@ -55,6 +55,8 @@ impl Owner {
                 nick,
                 mask,
                 multi_prefix,
+                account,
+                realname,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
                 let fresh = !self.chans.contains_key(&ckey);
@@ -79,11 +81,17 @@ impl Owner {
                 let member = Member {
                     nick,
                     userhost: Arc::from(userhost),
+                    account: account.clone(),
                     op: fresh,
                     voice: false,
                 };
                 ch.add(from, member);
                 let mut out = Outgoing::new(line(&mask, "JOIN", &[&ch.name], false));
+                // extended-join: the same JOIN with the account and real name.
+                let shown = account.as_deref().unwrap_or("*");
+                let ext = line(&mask, "JOIN", &[&ch.name, shown, &realname], true);
+                out.ext_body = Some(ext.into());
+                out.account = account;
                 out.stamp();
                 let mut d = delivery(&ckey, out, from, false, Membership::Add(from));
                 d.view = Some(ch.join_view(from, fresh));
@@ -112,6 +120,7 @@ impl Owner {
                     &[&ch.name, &reason]
                 };
                 let mut out = Outgoing::new(line(&mask, "PART", params, !reason.is_empty()));
+                out.account = ch.account_of(from);
                 out.stamp();
                 let d = delivery(&ckey, out, from, false, Membership::Remove(from));
                 let n = ch.deliver(ctx, outbox, d);
@@ -150,6 +159,7 @@ impl Owner {
                 let nick = ch.members.get(&victim).map_or(target, |m| m.nick.clone());
                 let reason = truncate(&reason, info.config.limits.kicklen);
                 let mut out = Outgoing::new(line(&mask, "KICK", &[&ch.name, &nick, reason], true));
+                out.account = ch.account_of(from);
                 out.stamp();
                 let d = delivery(&ckey, out, from, false, Membership::Remove(victim));
                 let n = ch.deliver(ctx, outbox, d);
@@ -185,6 +195,7 @@ impl Owner {
                 }
                 ch.invite(target);
                 let mut out = Outgoing::new(line(&mask, "INVITE", &[&nick, &ch.name], false));
+                out.account = ch.account_of(from);
                 out.stamp();
                 let private = ChatMsg::Private {
                     to: target,
@@ -220,6 +231,7 @@ impl Owner {
                 }
                 let text = truncate(&text, info.config.limits.topiclen).to_string();
                 let mut out = Outgoing::new(line(&mask, "TOPIC", &[&ch.name, &text], true));
+                out.account = ch.account_of(from);
                 out.stamp();
                 ch.topic = (!text.is_empty()).then(|| Topic {
                     text,

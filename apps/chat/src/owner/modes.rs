@@ -247,6 +247,7 @@ impl Owner {
             let mut params: Vec<&str> = vec![&name, &applied.letters];
             params.extend(applied.args.iter().map(String::as_str));
             let mut out = Outgoing::new(line(mask, "MODE", &params, false));
+            out.account = ch.account_of(from);
             out.stamp();
             let mut d = delivery(&ckey, out, from, false, Membership::Same);
             if view.secret.is_some() || !view.prefixes.is_empty() {
