@@ -5,6 +5,7 @@ use std::{net::IpAddr, sync::Arc, time::Instant};
 use shardline::{ConnId, TimerId};
 
 use crate::{
+    auth::sasl::{AccountInfo, Sasl},
     casemap::NameKey,
     clock,
     flood::Penalty,
@@ -69,6 +70,31 @@ pub struct TargetsGather {
     pub found: Vec<TargetSummary>,
 }
 
+/// SASL EXTERNAL's lookup by certificate fingerprint, asked of every shard.
+#[derive(Debug)]
+pub struct CertGather {
+    /// The SASL query it answers.
+    pub query: u64,
+    /// Shards that have not answered yet.
+    pub remaining: usize,
+    /// Accounts found so far.
+    pub found: Vec<AccountInfo>,
+}
+
+/// A client's account work in progress (SASL, REGISTER).
+#[derive(Debug, Default)]
+pub struct ClientAuth {
+    /// Its SASL state, made at its first `AUTHENTICATE`.
+    pub sasl: Option<Box<Sasl>>,
+    /// EXTERNAL's lookup being gathered.
+    pub cert_lookup: Option<CertGather>,
+    /// A `REGISTER` whose credentials the hashing pool is making: its query
+    /// and the account name.
+    pub registering: Option<(u64, String)>,
+    /// The last query number given to the hashing pool for REGISTER.
+    pub next_query: u64,
+}
+
 /// A client of this shard.
 #[derive(Debug)]
 pub struct Client {
@@ -105,10 +131,12 @@ pub struct Client {
     pub invisible: bool,
     /// User mode +o (OPER).
     pub oper: bool,
-    /// The account it is logged in to. Set by nothing yet but the test hook
-    /// (`TESTACCOUNT`, see `Config::test_account_command`) until SASL lands;
-    /// private history is kept only between two clients that have one.
+    /// The account it is logged in to: by SASL, by a successful `REGISTER`,
+    /// or (tests) the `TESTACCOUNT` hook; private history is kept only between
+    /// two clients that have one.
     pub account: Option<Arc<str>>,
+    /// SASL and REGISTER in progress.
+    pub auth: ClientAuth,
     /// A CHATHISTORY command waiting for its answer.
     pub history: Option<PendingHistory>,
     /// The away message (AWAY).
@@ -179,6 +207,7 @@ impl Client {
             invisible: false,
             oper: false,
             account: None,
+            auth: ClientAuth::default(),
             history: None,
             away: None,
             signon: clock::now_secs(),

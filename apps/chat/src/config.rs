@@ -54,12 +54,96 @@ pub struct Config {
     pub storage: StorageSection,
     /// Message history (`[history]`).
     pub history: HistorySection,
+    /// Accounts: in-band registration and the hashing pool (`[accounts]`).
+    pub accounts: AccountsSection,
     /// Test builds only: the hidden `TESTACCOUNT <name>|*` command sets or clears
     /// the client's account, standing in for SASL until it exists. Never read
     /// from a file (no TOML key), kept across rehashes.
     #[doc(hidden)]
     #[serde(skip)]
     pub test_account_command: bool,
+}
+
+/// Whether clients may register accounts with `REGISTER`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Nobody may (`FAIL REGISTER TEMPORARILY_UNAVAILABLE`; the cap is not
+    /// advertised). Accounts come from `shardline-chat account add`.
+    #[default]
+    Closed,
+    /// Anyone may register a free name (`draft/account-registration`).
+    Open,
+}
+
+/// `[accounts]`: accounts live in the store (so they need history on: no
+/// store, no accounts), SASL (`PLAIN`, `SCRAM-SHA-256`, and `EXTERNAL` on TLS
+/// listeners with `tls.client_ca`) is always offered when they exist;
+/// registration is closed unless opened here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsSection {
+    /// `open` or `closed` (default): may clients `REGISTER`?
+    pub registration: Registration,
+    /// Whether `REGISTER` works before connection registration completes
+    /// (`before-connect` in the cap value). Default true.
+    pub before_connect: bool,
+    /// Whether the account name may differ from the client's nick
+    /// (`custom-account-name`). Default false.
+    pub custom_account_name: bool,
+    /// Whether `REGISTER` needs an email address (`email-required`; it is
+    /// checked for form and not kept). Default false.
+    pub email_required: bool,
+    /// The shortest password `REGISTER` and `account add|passwd` accept, bytes.
+    /// Default 8.
+    pub min_password_len: usize,
+    /// Threads that hash and check passwords (argon2id, ~50 ms of a core
+    /// each), off the shards' loops. Default 1.
+    pub hash_threads: usize,
+    /// Hashing jobs that may wait for a thread; past it SASL answers 904 and
+    /// `REGISTER` `TEMPORARILY_UNAVAILABLE`. Default 64.
+    pub hash_queue: usize,
+    /// Tests only: hash new passwords with the cheapest parameters. Never
+    /// read from a file.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub test_cheap_hashes: bool,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        AccountsSection {
+            registration: Registration::Closed,
+            before_connect: true,
+            custom_account_name: false,
+            email_required: false,
+            min_password_len: 8,
+            hash_threads: crate::auth::pool::DEFAULT_THREADS,
+            hash_queue: crate::auth::pool::DEFAULT_QUEUE,
+            test_cheap_hashes: false,
+        }
+    }
+}
+
+impl AccountsSection {
+    /// What `REGISTER` checks against.
+    pub fn register_config(&self) -> crate::auth::register::RegisterConfig {
+        crate::auth::register::RegisterConfig {
+            open: self.registration == Registration::Open,
+            before_connect: self.before_connect,
+            custom_account_name: self.custom_account_name,
+            email_required: self.email_required,
+            policy: self.password_policy(),
+        }
+    }
+
+    /// What a new password must be.
+    pub fn password_policy(&self) -> crate::auth::password::PasswordPolicy {
+        crate::auth::password::PasswordPolicy {
+            min_len: self.min_password_len,
+            ..crate::auth::password::PasswordPolicy::default()
+        }
+    }
 }
 
 /// `[storage]`: the embedded store (see the `store` module).
@@ -608,6 +692,13 @@ impl Config {
         {
             return bad("storage.dir must not be empty");
         }
+        let a = &self.accounts;
+        if !(1..=300).contains(&a.min_password_len) {
+            return bad("accounts.min_password_len must be 1..=300");
+        }
+        if !(1..=64).contains(&a.hash_threads) || !(1..=100_000).contains(&a.hash_queue) {
+            return bad("accounts.hash_threads must be 1..=64 and accounts.hash_queue 1..=100000");
+        }
         let h = &self.history;
         if !(1..=1000).contains(&h.max_request) {
             return bad("history.max_request must be 1..=1000");
@@ -633,6 +724,8 @@ impl Config {
     /// `ping_interval_secs`, `ping_timeout_secs`, `recvq_bytes`,
     /// `in_flight_per_client`, `outbox_capacity`, the history bounds
     /// (`history.channel_messages`, `conversation_messages`, `max_age_secs`);
+    /// `[accounts]` but its hashing pool (`registration`, the `REGISTER`
+    /// options, `min_password_len`);
     /// `tls.cert`, `tls.key`, `tls.client_ca` (the files are read again by the
     /// SIGHUP hook; see [`crate::build_with_rehash`]) and the `sts` settings.
     /// Restart-only: the listen addresses (`tls.listen` too: TLS cannot be turned
@@ -675,6 +768,8 @@ impl Config {
             storage.sync,
             history.enabled,
             history.max_request,
+            accounts.hash_threads,
+            accounts.hash_queue,
         );
         if merged.tls.enabled() && (merged.tls.cert.is_none() || merged.tls.key.is_none()) {
             // The file turned TLS off, which needs a restart: the listeners stay,
@@ -684,6 +779,7 @@ impl Config {
             merged.tls.client_ca = self.tls.client_ca.clone();
         }
         merged.test_account_command = self.test_account_command;
+        merged.accounts.test_cheap_hashes = self.accounts.test_cheap_hashes;
         (merged, kept)
     }
 

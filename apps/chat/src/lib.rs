@@ -280,6 +280,7 @@ impl ChatServer {
                 return Err(Error::ShardStore { shard, error });
             }
             storage.sink.install(running.remote());
+            storage.hasher.install(running.remote());
         }
         Ok(running)
     }
@@ -302,6 +303,7 @@ impl ChatServer {
                     return;
                 }
                 storage.sink.install(running.remote());
+                storage.hasher.install(running.remote());
             }
             setup(running);
         });
@@ -454,10 +456,18 @@ fn open_storage(config: &Config, disk: Option<Arc<dyn Disk>>) -> Result<Storage,
     if let Some(disk) = disk {
         options.disk = disk;
     }
+    let accounts = &config.accounts;
+    let hasher = crate::auth::pool::HashPool::new(accounts.hash_threads, accounts.hash_queue)
+        .map_err(|e| {
+            Error::Server(shardline::Error::Config(format!(
+                "cannot start the password hashing threads: {e}"
+            )))
+        })?;
     Ok(Storage {
         dir,
         options,
         sink: Arc::new(ReportSink::default()),
+        hasher,
         failures: Mutex::new(Vec::new()),
     })
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
+use crate::{auth::pool::HashDone, casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
 
 mod request;
 
 pub use request::{
-    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, ReplyBody, Request, Said,
-    Viewer,
+    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, RegisterError, ReplyBody,
+    Request, Said, Viewer,
 };
 
 /// A client anywhere on the server: its shard and its id there. Ids are never
@@ -32,7 +32,7 @@ pub struct ClientRef {
 
 /// IRCv3 capabilities a client enabled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Caps(u8);
+pub struct Caps(u16);
 
 impl Caps {
     /// `message-tags`: client-only tags are relayed to this client.
@@ -48,15 +48,23 @@ impl Caps {
     /// `draft/chathistory`: the client queries history with CHATHISTORY (only
     /// offered while history is on).
     pub const CHATHISTORY: Caps = Caps(32);
+    /// `sasl`: the client may `AUTHENTICATE` (only offered while accounts
+    /// exist, i.e. the store is open).
+    pub const SASL: Caps = Caps(1 << 14);
+    /// `draft/account-registration`: `REGISTER` (only offered while
+    /// registration is open).
+    pub const ACCOUNT_REGISTRATION: Caps = Caps(1 << 15);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 6] = [
+    pub const ALL: [(&'static str, Caps); 8] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
         ("multi-prefix", Caps::MULTI_PREFIX),
         ("batch", Caps::BATCH),
         ("draft/chathistory", Caps::CHATHISTORY),
+        ("sasl", Caps::SASL),
+        ("draft/account-registration", Caps::ACCOUNT_REGISTRATION),
     ];
 
     /// Whether every capability in `other` is enabled.
@@ -373,4 +381,8 @@ pub enum ChatMsg {
     /// shard: how far its records are written and synced
     /// ([`crate::store::Store::on_report`]).
     StoreReport(WriterReport),
+    /// The hashing pool (through a `Remote`, never a shard) -> the shard whose
+    /// client asked: a password checked or credentials made
+    /// ([`crate::auth::pool`]).
+    HashDone(HashDone),
 }

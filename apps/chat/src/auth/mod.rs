@@ -15,6 +15,8 @@
 //! - [`register`]: `draft/account-registration`'s `REGISTER` checks, `FAIL`
 //!   codes, success reply and cap value.
 //! - [`cli`]: the offline `account add|passwd|del|list|cert` commands.
+//! - [`pool`]: the helper threads that hash and check passwords for the
+//!   shards, with a bounded queue; results come back through a `Remote`.
 //!
 //! # Wiring (for the session)
 //!
@@ -50,6 +52,7 @@
 
 pub mod cli;
 pub mod password;
+pub mod pool;
 pub mod record;
 pub mod register;
 pub mod sasl;
