@@ -601,7 +601,65 @@ fn no_store_means_no_accounts(io: Io) {
     });
 }
 
+/// A flood of REGISTERs meets the bounded hashing queue: one thread, one
+/// queued job; the rest are refused at once (TEMPORARILY_UNAVAILABLE) and
+/// counted in `/metrics`, and the accepted ones still complete.
+fn a_full_hashing_queue_refuses_at_once(io: Io) {
+    let configure = |c: &mut Config| {
+        accounts(true)(c);
+        // Real cost: each job keeps the thread busy for a while.
+        c.accounts.test_cheap_hashes = false;
+        c.accounts.hash_threads = 1;
+        c.accounts.hash_queue = 1;
+        c.server.admin_listen = Some("127.0.0.1:0".parse().expect("literal"));
+    };
+    each_server_with(io, configure, |srv| {
+        let label = srv.label();
+        const N: usize = 6;
+        let mut clients: Vec<Client> = (0..N)
+            .map(|i| {
+                let mut c = srv.connect_on(i);
+                c.nick = format!("q{i}");
+                c.send(&format!("NICK q{i}"));
+                c
+            })
+            .collect();
+        for c in &mut clients {
+            c.send(&format!("REGISTER * * :{PASSWORD}"));
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for c in &mut clients {
+            let (l, _) = c.until("REGISTER SUCCESS or FAIL", |l| {
+                l.is("REGISTER") || l.is("FAIL")
+            });
+            if l.is("REGISTER") {
+                ok += 1;
+            } else {
+                assert_eq!(l.params[1], "TEMPORARILY_UNAVAILABLE", "{label}: {}", l.raw);
+                refused += 1;
+            }
+        }
+        assert!((1..=2).contains(&ok), "{label}: {ok} accepted");
+        assert_eq!(ok + refused, N, "{label}");
+        let admin = srv.admin_addr().expect("admin_listen set");
+        let m = common::scrape(admin, &label);
+        let full: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("shardline_chat_hash_queue_full_total"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(full as usize, refused, "{label}: {m:?}");
+        let registered: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("shardline_chat_accounts_registered_total"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(registered as usize, ok, "{label}");
+    });
+}
+
 shardline::per_backend! {
+    a_full_hashing_queue_refuses_at_once => a_full_hashing_queue_refuses_at_once;
     sasl_plain_and_scram_after_register => sasl_plain_and_scram_after_register;
     sasl_refusals => sasl_refusals;
     register_closed_and_refused => register_closed_and_refused;
