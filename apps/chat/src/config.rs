@@ -23,6 +23,9 @@
 //!
 //! [history]
 //! channel_messages = 1000
+//!
+//! [accounts]
+//! registration = "open"            # REGISTER; default "closed"
 //! ```
 
 use std::{
@@ -725,7 +728,8 @@ impl Config {
     /// `in_flight_per_client`, `outbox_capacity`, the history bounds
     /// (`history.channel_messages`, `conversation_messages`, `max_age_secs`);
     /// `[accounts]` but its hashing pool (`registration`, the `REGISTER`
-    /// options, `min_password_len`);
+    /// options, `min_password_len`; the pool's `hash_threads` and
+    /// `hash_queue` are restart-only);
     /// `tls.cert`, `tls.key`, `tls.client_ca` (the files are read again by the
     /// SIGHUP hook; see [`crate::build_with_rehash`]) and the `sts` settings.
     /// Restart-only: the listen addresses (`tls.listen` too: TLS cannot be turned
@@ -841,9 +845,10 @@ mod tests {
         let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
         assert_eq!(c.server.name, "irc.example.net");
         assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
-        // It shows the defaults of the store and of history.
+        // It shows the defaults of the store, of history and of accounts.
         let d = Config::default();
         assert_eq!((&c.storage, &c.history), (&d.storage, &d.history));
+        assert_eq!(c.accounts, d.accounts);
         // Its commented-out [tls] block is valid once uncommented.
         let text = include_str!("../chat.example.toml");
         let start = text.find("# [tls]").expect("a [tls] example");

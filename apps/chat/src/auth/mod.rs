@@ -20,6 +20,10 @@
 //!
 //! # Wiring (for the session)
 //!
+//! (Done: `commands/account.rs` on the client's shard, `owner/accounts.rs`
+//! on the account's owner, [`pool`] for the hashing; see the crate doc's
+//! "Accounts and SASL".)
+//!
 //! A client gets a [`sasl::Sasl`] (with its TLS client certificate's
 //! fingerprint, `TlsInfo::peer_cert_sha256_hex`). On `AUTHENTICATE <p>` (with
 //! the `sasl` cap enabled; 461 without a parameter) the shard calls
