@@ -1193,10 +1193,19 @@ fn accounts_survive_kill_9_and_restarts_with_other_shard_counts(io: Io) {
             c
         })
         .collect();
+    // Real-cost hashes (argon2 and 600,000 PBKDF2 rounds, unoptimized in
+    // debug builds) on a loaded machine: longer than one `WAIT` in all.
+    let deadline = Instant::now() + WAIT * 6;
     for c in &mut clients {
-        let (l, seen) = c.until("REGISTER SUCCESS or FAIL", |l| {
-            l.is("REGISTER") || l.is("FAIL")
-        });
+        let mut seen = Vec::new();
+        let l = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match c.next_line_within(left) {
+                Some(l) if l.is("REGISTER") || l.is("FAIL") => break l,
+                Some(l) => seen.push(l),
+                None => panic!("{label}: {}: no REGISTER answer; got {seen:?}", c.nick),
+            }
+        };
         assert!(
             l.is("REGISTER") && l.params[0] == "SUCCESS",
             "{label}: {}: {l:?} after {seen:?}",

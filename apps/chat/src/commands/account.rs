@@ -389,12 +389,15 @@ impl ChatShard {
         result: Result<(), RegisterError>,
     ) {
         let server = self.info.name().to_string();
-        let Some(c) = self.clients.get_mut(&id) else {
+        if result.is_ok() {
+            // Counted even if the client is leaving: the account exists.
+            self.stats.accounts_registered.add(1);
+        }
+        let Some(c) = self.clients.get_mut(&id).filter(|c| c.quitting.is_none()) else {
             return;
         };
         match result {
             Ok(()) => {
-                self.stats.accounts_registered.add(1);
                 let mut out = register::success(&server, &name);
                 // Logged in "as if it used SASL": 900, and the account set.
                 Reply::LoggedIn {
