@@ -5,6 +5,7 @@ use std::{net::IpAddr, sync::Arc, time::Instant};
 use shardline::{ConnId, TimerId};
 
 use crate::{
+    auth::sasl::{AccountInfo, Sasl},
     casemap::NameKey,
     clock,
     flood::Penalty,
@@ -69,6 +70,31 @@ pub struct TargetsGather {
     pub found: Vec<TargetSummary>,
 }
 
+/// SASL EXTERNAL's lookup by certificate fingerprint, asked of every shard.
+#[derive(Debug)]
+pub struct CertGather {
+    /// The SASL query it answers.
+    pub query: u64,
+    /// Shards that have not answered yet.
+    pub remaining: usize,
+    /// Accounts found so far.
+    pub found: Vec<AccountInfo>,
+}
+
+/// A client's account work in progress (SASL, REGISTER).
+#[derive(Debug, Default)]
+pub struct ClientAuth {
+    /// Its SASL state, made at its first `AUTHENTICATE`.
+    pub sasl: Option<Box<Sasl>>,
+    /// EXTERNAL's lookup being gathered.
+    pub cert_lookup: Option<CertGather>,
+    /// A `REGISTER` whose credentials the hashing pool is making: its query
+    /// and the account name.
+    pub registering: Option<(u64, String)>,
+    /// The last query number given to the hashing pool for REGISTER.
+    pub next_query: u64,
+}
+
 /// A client of this shard.
 #[derive(Debug)]
 pub struct Client {
@@ -105,9 +131,9 @@ pub struct Client {
     pub invisible: bool,
     /// User mode +o (OPER).
     pub oper: bool,
-    /// The account it is logged in to. Set by nothing yet but the test hook
-    /// (`TESTACCOUNT`, see `Config::test_account_command`) until SASL lands;
-    /// private history is kept only between two clients that have one.
+    /// The account it is logged in to: by SASL, by a successful `REGISTER`,
+    /// or (tests) the `TESTACCOUNT` hook; private history is kept only between
+    /// two clients that have one.
     pub account: Option<Arc<str>>,
     /// Nick protection: the nick's owner says the grace period for nick
     /// `key` is over; it is renamed once its earlier commands are done.
@@ -118,6 +144,8 @@ pub struct Client {
     /// An OPER password is being checked against a hash off the loop (it
     /// counts in `unreplied` until the answer comes).
     pub oper_pending: bool,
+    /// SASL and REGISTER in progress.
+    pub auth: ClientAuth,
     /// A CHATHISTORY command waiting for its answer.
     pub history: Option<PendingHistory>,
     /// The away message (AWAY).
@@ -191,6 +219,7 @@ impl Client {
             rename_due: None,
             guest_claim: None,
             oper_pending: false,
+            auth: ClientAuth::default(),
             history: None,
             away: None,
             signon: clock::now_secs(),

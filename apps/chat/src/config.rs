@@ -23,6 +23,9 @@
 //!
 //! [history]
 //! channel_messages = 1000
+//!
+//! [accounts]
+//! registration = "open"            # REGISTER; default "closed"
 //! ```
 
 use std::{
@@ -57,7 +60,8 @@ pub struct Config {
     pub storage: StorageSection,
     /// Message history (`[history]`).
     pub history: HistorySection,
-    /// Accounts as other users see them (`[accounts]`): nick protection.
+    /// Accounts (`[accounts]`): in-band registration, the hashing pool and
+    /// nick protection.
     pub accounts: AccountsSection,
     /// Test builds only: the hidden `TESTACCOUNT <name>|*` command sets or clears
     /// the client's account, standing in for SASL until it exists. Never read
@@ -65,6 +69,104 @@ pub struct Config {
     #[doc(hidden)]
     #[serde(skip)]
     pub test_account_command: bool,
+}
+
+/// Whether clients may register accounts with `REGISTER`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Nobody may (`FAIL REGISTER TEMPORARILY_UNAVAILABLE`; the cap is not
+    /// advertised). Accounts come from `shardline-chat account add`.
+    #[default]
+    Closed,
+    /// Anyone may register a free name (`draft/account-registration`).
+    Open,
+}
+
+/// `[accounts]`: accounts live in the store (so they need history on: no
+/// store, no accounts), SASL (`PLAIN`, `SCRAM-SHA-256`, and `EXTERNAL` on TLS
+/// listeners with `tls.client_ca`) is always offered when they exist;
+/// registration is closed unless opened here; nick protection is off unless
+/// turned on here.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsSection {
+    /// `open` or `closed` (default): may clients `REGISTER`?
+    pub registration: Registration,
+    /// Whether `REGISTER` works before connection registration completes
+    /// (`before-connect` in the cap value). Default true.
+    pub before_connect: bool,
+    /// Whether the account name may differ from the client's nick
+    /// (`custom-account-name`). Default false.
+    pub custom_account_name: bool,
+    /// Whether `REGISTER` needs an email address (`email-required`; it is
+    /// checked for form and not kept). Default false.
+    pub email_required: bool,
+    /// The shortest password `REGISTER` and `account add|passwd` accept, bytes.
+    /// Default 8.
+    pub min_password_len: usize,
+    /// Threads that hash and check passwords (argon2id, ~50 ms of a core
+    /// each), off the shards' loops. Default 1.
+    pub hash_threads: usize,
+    /// Hashing jobs that may wait for a thread; past it SASL answers 904 and
+    /// `REGISTER` `TEMPORARILY_UNAVAILABLE`. Default 64.
+    pub hash_queue: usize,
+    /// Nick protection: a client that holds the nick of a registered account
+    /// without being logged in to that account is warned (NOTICE), and renamed
+    /// to a `Guest` nick if it has not logged in when the grace period ends.
+    /// Needs the store (accounts live there): off with `history.enabled =
+    /// false`. Default false.
+    pub enforce_nick: bool,
+    /// The grace period, seconds (default 30).
+    pub enforce_nick_grace_secs: f64,
+    /// Tests only: hash new passwords with the cheapest parameters. Never
+    /// read from a file.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub test_cheap_hashes: bool,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        AccountsSection {
+            registration: Registration::Closed,
+            before_connect: true,
+            custom_account_name: false,
+            email_required: false,
+            min_password_len: 8,
+            hash_threads: crate::auth::pool::DEFAULT_THREADS,
+            hash_queue: crate::auth::pool::DEFAULT_QUEUE,
+            enforce_nick: false,
+            enforce_nick_grace_secs: 30.0,
+            test_cheap_hashes: false,
+        }
+    }
+}
+
+impl AccountsSection {
+    /// `enforce_nick_grace_secs` as a duration.
+    pub fn enforce_nick_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.enforce_nick_grace_secs)
+    }
+
+    /// What `REGISTER` checks against.
+    pub fn register_config(&self) -> crate::auth::register::RegisterConfig {
+        crate::auth::register::RegisterConfig {
+            open: self.registration == Registration::Open,
+            before_connect: self.before_connect,
+            custom_account_name: self.custom_account_name,
+            email_required: self.email_required,
+            policy: self.password_policy(),
+        }
+    }
+
+    /// What a new password must be.
+    pub fn password_policy(&self) -> crate::auth::password::PasswordPolicy {
+        crate::auth::password::PasswordPolicy {
+            min_len: self.min_password_len,
+            ..crate::auth::password::PasswordPolicy::default()
+        }
+    }
 }
 
 /// `[storage]`: the embedded store (see the `store` module).
@@ -233,36 +335,6 @@ where
         OneOrMany::One(t) => vec![t],
         OneOrMany::Many(v) => v,
     })
-}
-
-/// `[accounts]`: what holding a nick that is also a registered account means.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AccountsSection {
-    /// Nick protection: a client that holds the nick of a registered account
-    /// without being logged in to that account is warned (NOTICE), and renamed
-    /// to a `Guest` nick if it has not logged in when the grace period ends.
-    /// Needs the store (accounts live there): off with `history.enabled =
-    /// false`. Default false.
-    pub enforce_nick: bool,
-    /// The grace period, seconds (default 30).
-    pub enforce_nick_grace_secs: f64,
-}
-
-impl Default for AccountsSection {
-    fn default() -> Self {
-        AccountsSection {
-            enforce_nick: false,
-            enforce_nick_grace_secs: 30.0,
-        }
-    }
-}
-
-impl AccountsSection {
-    /// `enforce_nick_grace_secs` as a duration.
-    pub fn enforce_nick_grace(&self) -> Duration {
-        Duration::from_secs_f64(self.enforce_nick_grace_secs)
-    }
 }
 
 /// `[[operators]]`: one server operator.
@@ -657,6 +729,13 @@ impl Config {
         {
             return bad("storage.dir must not be empty");
         }
+        let a = &self.accounts;
+        if !(1..=300).contains(&a.min_password_len) {
+            return bad("accounts.min_password_len must be 1..=300");
+        }
+        if !(1..=64).contains(&a.hash_threads) || !(1..=100_000).contains(&a.hash_queue) {
+            return bad("accounts.hash_threads must be 1..=64 and accounts.hash_queue 1..=100000");
+        }
         let h = &self.history;
         if !(1..=1000).contains(&h.max_request) {
             return bad("history.max_request must be 1..=1000");
@@ -682,6 +761,9 @@ impl Config {
     /// `ping_interval_secs`, `ping_timeout_secs`, `recvq_bytes`,
     /// `in_flight_per_client`, `outbox_capacity`, the history bounds
     /// (`history.channel_messages`, `conversation_messages`, `max_age_secs`);
+    /// `[accounts]` but its hashing pool (`registration`, the `REGISTER`
+    /// options, `min_password_len`; the pool's `hash_threads` and
+    /// `hash_queue` are restart-only);
     /// `tls.cert`, `tls.key`, `tls.client_ca` (the files are read again by the
     /// SIGHUP hook; see [`crate::build_with_rehash`]) and the `sts` settings.
     /// Restart-only: the listen addresses (`tls.listen` too: TLS cannot be turned
@@ -724,6 +806,8 @@ impl Config {
             storage.sync,
             history.enabled,
             history.max_request,
+            accounts.hash_threads,
+            accounts.hash_queue,
         );
         if merged.tls.enabled() && (merged.tls.cert.is_none() || merged.tls.key.is_none()) {
             // The file turned TLS off, which needs a restart: the listeners stay,
@@ -733,6 +817,7 @@ impl Config {
             merged.tls.client_ca = self.tls.client_ca.clone();
         }
         merged.test_account_command = self.test_account_command;
+        merged.accounts.test_cheap_hashes = self.accounts.test_cheap_hashes;
         (merged, kept)
     }
 
@@ -810,7 +895,7 @@ mod tests {
         let c = Config::from_toml(include_str!("../chat.example.toml")).expect("valid example");
         assert_eq!(c.server.name, "irc.example.net");
         assert_eq!(c.motd_lines().map(|m| m.len()), Some(2));
-        // It shows the defaults of the store and of history.
+        // It shows the defaults of the store, of history and of accounts.
         let d = Config::default();
         assert_eq!((&c.storage, &c.history), (&d.storage, &d.history));
         assert_eq!(c.accounts, d.accounts);

@@ -96,9 +96,12 @@ impl ChatShard {
                 }
             }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
-            // Only a Remote (the SIGHUP hook, a store writer, the OPER
-            // checker) sends them; `on_message` takes them there.
-            ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) | ChatMsg::OperChecked { .. } => {}
+            // Only a Remote (the SIGHUP hook, a store writer, the hashing
+            // pool, the OPER checker) sends them; `on_message` takes them there.
+            ChatMsg::Rehash(_)
+            | ChatMsg::StoreReport(_)
+            | ChatMsg::HashDone(_)
+            | ChatMsg::OperChecked { .. } => {}
         }
     }
 
@@ -315,6 +318,13 @@ impl ChatShard {
                 }
             }
             ReplyBody::Targets(part) => self.targets_part(ctx, id, part),
+            ReplyBody::AccountFound { query, info } => {
+                self.sasl_account_found(ctx, id, query, info.map(|i| *i));
+            }
+            ReplyBody::CertFound { query, found } => self.sasl_cert_found(ctx, id, query, found),
+            ReplyBody::AccountRegistered { name, result } => {
+                self.account_registered(ctx, id, name, result);
+            }
         }
         self.settle(ctx, id);
     }

@@ -64,8 +64,8 @@ use crate::{
     shard::{ChatShard, ChatTimer},
     stats::ShardStats,
     store::{
-        DataDir, HistoryLimits, Message, MessageKind, Store, StoreError, StoreOptions,
-        TargetFilter, TargetSummary, WriterReport,
+        Account, Completed, DataDir, HistoryLimits, Message, MessageKind, Store, StoreError,
+        StoreOptions, TargetFilter, TargetSummary, Ticket, WriterReport,
     },
 };
 
@@ -132,6 +132,9 @@ pub(crate) struct Storage {
     pub(crate) options: StoreOptions,
     /// Where the writers' reports go.
     pub(crate) sink: Arc<ReportSink>,
+    /// The threads that hash passwords for every shard (accounts live in the
+    /// store, so they exist only with it).
+    pub(crate) hasher: crate::auth::pool::HashPool,
     /// Shards whose store did not open: the server stops with this error.
     pub(crate) failures: Mutex<Vec<(usize, StoreError)>>,
 }
@@ -397,11 +400,31 @@ impl History {
         }
     }
 
+    /// The store, if open (accounts are read from it).
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Creates or replaces an account: memory now, disk with this turn's
+    /// batch; the ticket completes (from [`History::end_turn`] or
+    /// [`History::on_report`]) once it is durable.
+    pub(crate) fn put_account(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        a: Account,
+    ) -> Result<Ticket, StoreError> {
+        let store = self.store.as_mut().ok_or(StoreError::WriterGone)?;
+        let ticket = store.put_account(a)?;
+        self.arm_turn(ctx);
+        Ok(ticket)
+    }
+
     /// The `StoreTurn` timer: hands this turn's records to the writer.
-    pub(crate) fn end_turn(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+    /// Returns account tickets that completed (only if the writer is gone).
+    pub(crate) fn end_turn(&mut self, ctx: &mut Ctx<'_, ChatShard>) -> Vec<Completed> {
         self.turn_armed = false;
         let Some(store) = self.store.as_mut() else {
-            return;
+            return Vec::new();
         };
         self.stats.history_turns.add(1);
         let done = store.end_turn();
@@ -414,16 +437,20 @@ impl History {
             self.turn_armed = true;
             ctx.set_timer(Duration::from_millis(1), ChatTimer::StoreTurn);
         }
+        done
     }
 
-    /// A report from the store's writer thread.
-    pub(crate) fn on_report(&mut self, r: WriterReport) {
-        if let Some(store) = self.store.as_mut() {
-            let done = store.on_report(r);
-            if !done.is_empty() {
-                debug!(tickets = done.len(), "store tickets completed");
-            }
+    /// A report from the store's writer thread; returns the account tickets
+    /// it completed.
+    pub(crate) fn on_report(&mut self, r: WriterReport) -> Vec<Completed> {
+        let Some(store) = self.store.as_mut() else {
+            return Vec::new();
+        };
+        let done = store.on_report(r);
+        if !done.is_empty() {
+            debug!(tickets = done.len(), "store tickets completed");
         }
+        done
     }
 
     /// Hands everything to the writer, which writes and syncs it, and waits

@@ -158,6 +158,27 @@
 //! conversation's owner; TARGETS asks every shard and merges. The answer comes
 //! back to the asker's shard, which sends it as one batch.
 //!
+//! # Accounts and SASL
+//!
+//! Accounts live in the store, so only with history on. An account is owned
+//! like a nick: by the owner of its name (`store::account_key`), whose store
+//! holds it — so names are unique server-wide, and `REGISTER`s of one name
+//! from different shards are ordered by one owner, which creates the record
+//! (memory at once) and answers only when its store ticket completed (fsynced;
+//! [`store::Store::on_report`]'s completions go to the owner's pending
+//! registrations). `AUTHENTICATE` runs the client's [`auth::sasl::Sasl`]
+//! machine on the client's shard: account lookups are requests to the owner
+//! ([`mail::Request::AccountLookup`]), EXTERNAL's fingerprint lookup goes to
+//! every shard (each indexes its own accounts' fingerprints), and argon2
+//! verifications and hashes run on [`auth::pool`]'s helper threads with a
+//! bounded queue, whose answers come back through a `Remote`
+//! ([`ChatMsg::HashDone`], matched to the client id and query; a client that
+//! left is ignored). Each of those counts as an unanswered request of the
+//! client, so its input waits for it like for any parked command and the PING
+//! barrier covers it. A login sets the account through the one place that does
+//! it (`ChatShard::set_account`). The offline tool (`shardline-chat account …`,
+//! [`auth::cli`]) changes accounts while no server holds the data directory.
+//!
 //! # Accounts as others see them
 //!
 //! A client's account lives with the client on its shard; logging in or out
@@ -196,7 +217,8 @@
 //! Prometheus `/metrics`: the framework's per-shard counters (connections, bytes,
 //! mailboxes) and this crate's ([`stats`]: users, channels owned, commands in,
 //! lines delivered, cross-shard mail by kind, history appends and hand-overs,
-//! and the store's counters), each per shard and kept by that shard (or its
+//! SASL outcomes, registrations and refused hashing jobs, and the store's
+//! counters), each per shard and kept by that shard (or its
 //! store's writer) alone.
 //!
 //! # Must never
@@ -320,6 +342,7 @@ impl ChatServer {
                 return Err(Error::ShardStore { shard, error });
             }
             storage.sink.install(running.remote());
+            storage.hasher.install(running.remote());
         }
         oper_checker.install(running.remote());
         Ok(running)
@@ -347,6 +370,7 @@ impl ChatServer {
                     return;
                 }
                 storage.sink.install(running.remote());
+                storage.hasher.install(running.remote());
             }
             oper_checker.install(running.remote());
             setup(running);
@@ -516,10 +540,18 @@ fn open_storage(config: &Config, disk: Option<Arc<dyn Disk>>) -> Result<Storage,
     if let Some(disk) = disk {
         options.disk = disk;
     }
+    let accounts = &config.accounts;
+    let hasher = crate::auth::pool::HashPool::new(accounts.hash_threads, accounts.hash_queue)
+        .map_err(|e| {
+            Error::Server(shardline::Error::Config(format!(
+                "cannot start the password hashing threads: {e}"
+            )))
+        })?;
     Ok(Storage {
         dir,
         options,
         sink: Arc::new(ReportSink::default()),
+        hasher,
         failures: Mutex::new(Vec::new()),
     })
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
+use crate::{auth::pool::HashDone, casemap::NameKey, clock, info::ServerInfo, store::WriterReport};
 
 mod request;
 
 pub use request::{
-    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, ReplyBody, Request, Said,
-    Viewer,
+    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, RegisterError, ReplyBody,
+    Request, Said, Viewer,
 };
 
 /// A client anywhere on the server: its shard and its id there. Ids are never
@@ -57,8 +57,15 @@ impl Caps {
     /// `extended-join`: `JOIN <chan> <account>|* :<realname>`.
     pub const EXTENDED_JOIN: Caps = Caps(256);
 
+    /// `sasl`: the client may `AUTHENTICATE` (only offered while accounts
+    /// exist, i.e. the store is open).
+    pub const SASL: Caps = Caps(1 << 14);
+    /// `draft/account-registration`: `REGISTER` (only offered while
+    /// registration is open).
+    pub const ACCOUNT_REGISTRATION: Caps = Caps(1 << 15);
+
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 9] = [
+    pub const ALL: [(&'static str, Caps); 11] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
@@ -68,6 +75,8 @@ impl Caps {
         ("account-tag", Caps::ACCOUNT_TAG),
         ("account-notify", Caps::ACCOUNT_NOTIFY),
         ("extended-join", Caps::EXTENDED_JOIN),
+        ("sasl", Caps::SASL),
+        ("draft/account-registration", Caps::ACCOUNT_REGISTRATION),
     ];
 
     /// Whether every capability in `other` is enabled.
@@ -453,6 +462,10 @@ pub enum ChatMsg {
         /// Whether the password matched one of the candidate blocks' hashes.
         granted: bool,
     },
+    /// The hashing pool (through a `Remote`, never a shard) -> the shard whose
+    /// client asked: a password checked or credentials made
+    /// ([`crate::auth::pool`]).
+    HashDone(HashDone),
 }
 
 #[cfg(test)]

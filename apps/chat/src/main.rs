@@ -7,15 +7,43 @@
 //! cargo run --release -p shardline-chat -- --hash-password   # an [[operators]] password hash
 //! cargo run --release -p shardline-chat -- --tls-listen 0.0.0.0:6697 \
 //!     --tls-cert fullchain.pem --tls-key privkey.pem         # TLS beside 6667
+//! printf '%s\n' "$PW" | shardline-chat --data-dir DIR account add alice
+//! shardline-chat --data-dir DIR account list                # server stopped
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use shardline::{cli::ServerArgs, Server};
-use shardline_chat::{Config, Overrides, RehashSource};
+use shardline_chat::{
+    auth::cli::{run_account_command_with, AccountCommandOptions, CliError, Terminal},
+    store::{StoreError, StoreOptions},
+    Config, Overrides, RehashSource,
+};
 use tracing::info;
+
+/// Offline tools (the server must not be running on the data directory).
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage accounts in the data directory (--data-dir, else the config's
+    /// storage.dir): `account add NAME` and `account passwd NAME` read the
+    /// password from standard input (no echo on a terminal, asked twice),
+    /// `account del NAME`, `account list`, `account cert add|del NAME FP`
+    /// (a TLS client certificate's SHA-256 fingerprint, for SASL EXTERNAL).
+    /// Refused while a server holds the directory. Exit status 0 on success,
+    /// 1 on errors, 2 on bad arguments.
+    #[command(after_help = shardline_chat::auth::cli::USAGE)]
+    Account {
+        /// The account command and its arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        args: Vec<String>,
+    },
+}
 
 /// An IRC server whose channels span shards (one pinned thread per shard).
 #[derive(Debug, Parser)]
@@ -58,9 +86,60 @@ struct Args {
     hash_password: bool,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() -> anyhow::Result<()> {
+/// `shardline-chat account ...`: runs offline on the store and exits.
+fn account_command(args: &Args, command: &[String]) -> std::process::ExitCode {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = match &args.config {
+        Some(path) => Config::load_with(path, &overrides),
+        None => Config::from_overrides(&overrides),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shardline-chat: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let dir = config.storage.data_dir();
+    let options = AccountCommandOptions {
+        nicklen: config.limits.nicklen,
+        policy: config.accounts.password_policy(),
+        store: StoreOptions {
+            sync: config.storage.sync_policy(),
+            ..StoreOptions::default()
+        },
+        cheap_hashes: false,
+    };
+    match run_account_command_with(&dir, command, &mut Terminal, &options) {
+        Ok(out) => {
+            print!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e @ CliError::Usage(_)) => {
+            eprintln!("shardline-chat account: {e}");
+            std::process::ExitCode::from(2)
+        }
+        Err(e @ CliError::Store(StoreError::Locked { .. })) => {
+            eprintln!(
+                "shardline-chat account: {e}: stop that server first (accounts are changed offline)"
+            );
+            std::process::ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("shardline-chat account: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     // SIGHUP's default action ends the process, and `Server::run` installs its
     // handler (rehash) only once it starts: until then a SIGHUP is ignored (the
     // configuration is being read anyway), so it never kills the server.
@@ -68,16 +147,29 @@ fn main() -> anyhow::Result<()> {
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
+    let args = Args::parse();
+    if let Some(Command::Account { args: command }) = &args.command {
+        // What the command prints goes to standard output; the store's own
+        // log lines (warnings only, unless RUST_LOG says otherwise) to stderr.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .init();
+        return Ok(account_command(&args, command));
+    }
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
     if args.hash_password {
         print!("{}", shardline_chat::auth::oper::hash_password_stdin()?);
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let overrides = Overrides {
         admin_listen: args.admin,
@@ -122,10 +214,10 @@ fn main() -> anyhow::Result<()> {
     let server =
         shardline_chat::build_with_rehash(builder, config, source).context("configuring server")?;
     if args.server.print_plan_if_asked(server.server())? {
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, history, "shardline-chat starting");
     server.run().context("running chat server")?;
     info!("shardline-chat stopped");
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

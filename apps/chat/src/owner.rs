@@ -8,6 +8,7 @@
 //! has members, never one per member. It never touches a connection: it knows
 //! clients only as [`ClientRef`]s.
 
+mod accounts;
 mod channel;
 mod events;
 mod modes;
@@ -57,6 +58,9 @@ pub struct Owner {
     /// The history of the channels and conversations owned here, and the
     /// msgid clock of the messages ordered here.
     pub(crate) history: History,
+    /// The accounts owned here: fingerprint index, registrations waiting to
+    /// be durable.
+    accounts: accounts::OwnerAccounts,
     nicks: HashMap<NameKey, NickEntry>,
     chans: HashMap<NameKey, Channel>,
     /// Open connections per client address (only with a per-IP limit).
@@ -93,6 +97,7 @@ impl Owner {
     pub(crate) fn new(shard: usize, stats: Arc<ShardStats>) -> Owner {
         Owner {
             history: History::new(shard, stats),
+            accounts: accounts::OwnerAccounts::default(),
             nicks: HashMap::new(),
             chans: HashMap::new(),
             ips: HashMap::new(),
@@ -287,6 +292,9 @@ impl Owner {
             | Request::NickHistory { .. }
             | Request::ConvHistory { .. }
             | Request::HistoryTargets { .. }) => self.history_request(ctx, outbox, from, req),
+            req @ (Request::AccountLookup { .. }
+            | Request::CertLookup { .. }
+            | Request::RegisterAccount { .. }) => self.account_request(ctx, from, req),
             other => self.channel_request(ctx, info, outbox, from, other),
         }
     }

@@ -151,6 +151,17 @@ impl ChatShard {
     pub(crate) fn history_on(&self) -> bool {
         self.owner.history.on()
     }
+
+    /// Whether accounts exist here: they live in the store (every shard's
+    /// store is open, or the server stopped at start).
+    pub(crate) fn accounts_on(&self) -> bool {
+        self.owner.history.on()
+    }
+
+    /// The password hashing pool (with the store).
+    pub(crate) fn hasher(&self) -> Option<&crate::auth::pool::HashPool> {
+        self.storage.as_ref().map(|s| &s.hasher)
+    }
 }
 
 impl Drop for ChatShard {
@@ -193,6 +204,7 @@ impl Handler for ChatShard {
             // while the other shards read theirs.
             let limits = self.info.config.history.limits();
             self.owner.history.open(ctx, storage, limits);
+            self.owner.index_certs();
         }
         info!(
             shard = self.me,
@@ -294,7 +306,10 @@ impl Handler for ChatShard {
                 }
             }
             ChatTimer::Client(id) => self.client_timer(ctx, timer, id),
-            ChatTimer::StoreTurn => self.owner.history.end_turn(ctx),
+            ChatTimer::StoreTurn => {
+                let done = self.owner.history.end_turn(ctx);
+                self.owner.tickets_done(ctx, &mut self.outbox, done);
+            }
             ChatTimer::HistoryExpire => self.owner.history.expire(),
             ChatTimer::NickGuard(token) => {
                 self.owner
@@ -310,7 +325,14 @@ impl Handler for ChatShard {
                 return;
             }
             (Origin::Remote, ChatMsg::StoreReport(r)) => {
-                self.owner.history.on_report(r);
+                let done = self.owner.history.on_report(r);
+                self.owner.tickets_done(ctx, &mut self.outbox, done);
+                return;
+            }
+            (Origin::Remote, ChatMsg::HashDone(done)) => {
+                if !self.shutting_down {
+                    self.hash_done(ctx, done);
+                }
                 return;
             }
             (Origin::Remote, ChatMsg::OperChecked { id, granted }) => {
@@ -326,7 +348,10 @@ impl Handler for ChatShard {
             }
             (
                 Origin::Shard(s),
-                ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) | ChatMsg::OperChecked { .. },
+                ChatMsg::Rehash(_)
+                | ChatMsg::StoreReport(_)
+                | ChatMsg::HashDone(_)
+                | ChatMsg::OperChecked { .. },
             ) => {
                 warn!(
                     shard = self.me,

@@ -35,7 +35,10 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
         // Come from the SIGHUP hook and the store's writer, not from a shard.
-        ChatMsg::Rehash(_) | ChatMsg::StoreReport(_) | ChatMsg::OperChecked { .. } => return None,
+        ChatMsg::Rehash(_)
+        | ChatMsg::StoreReport(_)
+        | ChatMsg::HashDone(_)
+        | ChatMsg::OperChecked { .. } => return None,
     })
 }
 
@@ -63,6 +66,15 @@ pub struct ShardStats {
     /// Loop turns that handed appended records to the store's writer (at most
     /// one per turn, however many messages it appended).
     pub history_turns: Counter,
+    /// SASL exchanges on this shard that logged the client in (903).
+    pub sasl_success: Counter,
+    /// SASL exchanges on this shard that failed (904).
+    pub sasl_failure: Counter,
+    /// Accounts registered with `REGISTER` by this shard's clients.
+    pub accounts_registered: Counter,
+    /// Password checks and hashes this shard's clients asked for that the
+    /// hashing pool's full queue refused.
+    pub hash_queue_full: Counter,
     /// The store's own counters, once it is open.
     store: OnceLock<Arc<StoreStats>>,
 }
@@ -150,6 +162,30 @@ impl ChatStats {
                 );
             }
             if let Some(store) = s.store.get() {
+                w.counter(
+                    "shardline_chat_sasl_success_total",
+                    "SASL exchanges that logged a client of this shard in (903).",
+                    &l,
+                    s.sasl_success.get(),
+                );
+                w.counter(
+                    "shardline_chat_sasl_failure_total",
+                    "SASL exchanges of this shard's clients that failed (904).",
+                    &l,
+                    s.sasl_failure.get(),
+                );
+                w.counter(
+                    "shardline_chat_accounts_registered_total",
+                    "Accounts registered with REGISTER by this shard's clients.",
+                    &l,
+                    s.accounts_registered.get(),
+                );
+                w.counter(
+                    "shardline_chat_hash_queue_full_total",
+                    "Password checks or hashes refused because the hashing queue was full.",
+                    &l,
+                    s.hash_queue_full.get(),
+                );
                 w.counter(
                     "shardline_chat_history_appends_total",
                     "Messages appended to the histories this shard keeps.",

@@ -1,517 +1,670 @@
-//! Accounts as other users see them (issue 14): `account-tag`,
-//! `account-notify`, `extended-join`, WHOIS 330, nick protection
-//! (`[accounts] enforce_nick`), and OPER against argon2 hashes. Clients log in
-//! with the `TESTACCOUNT` hook; accounts that must exist in the store are made
-//! with the offline account command before the server starts. Raw TCP, both
-//! backends, 1 and 4 shards, clients spread over the shards.
+//! Accounts: SASL (`PLAIN`, `SCRAM-SHA-256`, `EXTERNAL` over TLS with a
+//! client certificate attached by the offline tool), in-band registration
+//! (`draft/account-registration`, open and closed, the name unique across
+//! shards), the `sasl` and registration caps, refusals (wrong password,
+//! retries bounded, abort, oversize payloads, unknown mechanism), and the
+//! `account` command of the binary on a data directory the server then uses.
+//! Both backends, 1 and 4 shards. (kill -9 and restart: `history.rs`. A real
+//! client library's SASL PLAIN: `client_library.rs`.)
 
 mod common;
 
 use std::{
+    io::Write,
     path::Path,
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
 };
 
-use common::{each_server_with, Client, Line, TempDir, TestServer};
-use shardline::Io;
+use base64::{engine::general_purpose::STANDARD, Engine};
+use common::{
+    certs::fingerprint_hex, each_server_with, test_config, Client, Line, TempDir, TestServer,
+    SHARD_COUNTS,
+};
+use ring::{digest, hmac, pbkdf2};
+use shardline::{tls::CertFiles, Io};
 use shardline_chat::{
-    auth::{
-        cli::{run_account_command_with, AccountCommandOptions},
-        password::hash_password_with,
-    },
-    config::Operator,
+    auth::cli::{run_account_command_with, AccountCommandOptions},
+    config::Registration,
     Config,
 };
 
-fn accounts_config(c: &mut Config) {
-    c.test_account_command = true;
+const PASSWORD: &str = "correct horse battery";
+
+/// Registration open (or not), cheap hashes.
+fn accounts(open: bool) -> impl Fn(&mut Config) {
+    move |c: &mut Config| {
+        c.accounts.test_cheap_hashes = true;
+        c.accounts.registration = if open {
+            Registration::Open
+        } else {
+            Registration::Closed
+        };
+    }
 }
 
-/// A registered client on `shard` with `caps` (none if empty).
-fn client(srv: &TestServer, shard: usize, nick: &str, caps: &str) -> Client {
-    let mut c = srv.connect_on(shard);
-    if caps.is_empty() {
-        c.register(nick);
-    } else {
-        c.register_with_caps(nick, caps);
-    }
+/// The `CAP * LS` tokens for `CAP LS 302`.
+fn cap_ls(c: &mut Client) -> Vec<String> {
+    c.send("CAP LS 302");
+    let (ls, _) = c.until("CAP LS", |l| {
+        l.is("CAP") && l.params.get(1).is_some_and(|s| s == "LS")
+    });
+    ls.last().split(' ').map(str::to_string).collect()
+}
+
+/// A client on `shard` that sent NICK and USER and negotiated `sasl`, not yet
+/// registered (CAP END not sent).
+fn sasl_client(srv: &TestServer, shard: usize, nick: &str) -> Client {
+    let c = srv.connect_on(shard);
+    sasl_negotiate(c, nick)
+}
+
+fn sasl_negotiate(mut c: Client, nick: &str) -> Client {
+    c.nick = nick.to_string();
+    c.send("CAP LS 302");
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :Test {nick}"));
+    c.send("CAP REQ :sasl");
+    let (ack, _) = c.until("CAP ACK", |l| {
+        l.is("CAP") && l.params.get(1).is_some_and(|s| s == "ACK" || s == "NAK")
+    });
+    assert_eq!(ack.params[1], "ACK", "{}", ack.raw);
     c
 }
 
-/// Logs `c` in to `account` (`*`: out) and waits until that is done.
-fn login(c: &mut Client, account: &str) {
-    c.send(&format!("TESTACCOUNT {account}"));
-    c.sync();
+/// Reads until a SASL end numeric (903..=907); returns it and what came
+/// before.
+fn sasl_end(c: &mut Client) -> (Line, Vec<Line>) {
+    c.until("a SASL result", |l| {
+        ["902", "903", "904", "905", "906", "907"]
+            .iter()
+            .any(|n| l.is(n))
+    })
 }
 
-/// The lines among `lines` that are `command`.
-fn only<'a>(lines: &'a [Line], command: &str) -> Vec<&'a Line> {
-    lines.iter().filter(|l| l.is(command)).collect()
+/// Expects `AUTHENTICATE +`.
+fn expect_continue(c: &mut Client) {
+    let l = c.expect("AUTHENTICATE");
+    assert_eq!(l.params, ["+"], "{}", l.raw);
 }
 
-fn account_tag_only_with_the_cap_and_only_for_logged_in_senders(io: Io) {
-    each_server_with(io, accounts_config, |srv| {
-        let label = srv.label();
-        let mut tagged = client(srv, 0, "tagged", "account-tag");
-        let mut plain = client(srv, 1, "plain", "message-tags server-time");
-        let mut carol = client(srv, 2, "carol", "echo-message account-tag");
-        let mut dave = client(srv, 3, "dave", "");
-        for c in [&mut tagged, &mut plain, &mut carol, &mut dave] {
-            c.join("#tags");
+fn b64(s: &[u8]) -> String {
+    STANDARD.encode(s)
+}
+
+/// PLAIN with `account` / `password`: the result numeric and what came
+/// before it (900 on success).
+fn plain(c: &mut Client, account: &str, password: &str) -> (Line, Vec<Line>) {
+    c.send("AUTHENTICATE PLAIN");
+    expect_continue(c);
+    c.send(&format!(
+        "AUTHENTICATE {}",
+        b64(format!("\0{account}\0{password}").as_bytes())
+    ));
+    sasl_end(c)
+}
+
+/// Asserts a successful login as `account`: 900 with it, then 903.
+fn assert_logged_in(result: &(Line, Vec<Line>), account: &str, what: &str) {
+    let (end, before) = result;
+    assert!(end.is("903"), "{what}: {end:?} after {before:?}");
+    let l900 = before
+        .iter()
+        .find(|l| l.is("900"))
+        .unwrap_or_else(|| panic!("{what}: no 900: {before:?}"));
+    assert_eq!(l900.params[2], account, "{what}: {}", l900.raw);
+}
+
+/// CAP END, then the burst.
+fn finish_registration(c: &mut Client) {
+    c.send("CAP END");
+    c.expect("001");
+    c.until("end of MOTD", |l| l.is("376") || l.is("422"));
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// SCRAM-SHA-256 (RFC 5802/7677), the client side, from scratch with ring:
+/// the result numeric and what came before.
+fn scram(c: &mut Client, account: &str, password: &str) -> (Line, Vec<Line>) {
+    c.send("AUTHENTICATE SCRAM-SHA-256");
+    expect_continue(c);
+    let nonce = "fyko+d2lbbFgONRv9qkxdawL";
+    let first_bare = format!("n={account},r={nonce}");
+    c.send(&format!(
+        "AUTHENTICATE {}",
+        b64(format!("n,,{first_bare}").as_bytes())
+    ));
+    let (l, before) = c.until("server-first or a result", |l| {
+        l.is("AUTHENTICATE") || l.is("904") || l.is("905")
+    });
+    if !l.is("AUTHENTICATE") {
+        return (l, before);
+    }
+    let server_first = String::from_utf8(STANDARD.decode(&l.params[0]).expect("base64"))
+        .expect("server-first is UTF-8");
+    let mut server_nonce = "";
+    let mut salt = Vec::new();
+    let mut iterations = 0u32;
+    for f in server_first.split(',') {
+        if let Some(v) = f.strip_prefix("r=") {
+            server_nonce = v;
+        } else if let Some(v) = f.strip_prefix("s=") {
+            salt = STANDARD.decode(v).expect("salt");
+        } else if let Some(v) = f.strip_prefix("i=") {
+            iterations = v.parse().expect("iterations");
         }
-        login(&mut carol, "CarolAcct");
-        tagged.sync();
-        plain.sync();
+    }
+    assert!(server_nonce.starts_with(nonce), "{server_first}");
+    let mut salted = [0u8; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(iterations).expect("iterations > 0"),
+        &salt,
+        password.as_bytes(),
+        &mut salted,
+    );
+    let client_key = hmac_sha256(&salted, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, &client_key);
+    let without_proof = format!("c=biws,r={server_nonce}");
+    let auth = format!("{first_bare},{server_first},{without_proof}");
+    let sig = hmac_sha256(stored_key.as_ref(), auth.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+    c.send(&format!(
+        "AUTHENTICATE {}",
+        b64(format!("{without_proof},p={}", b64(&proof)).as_bytes())
+    ));
+    let l = c.until("server-final or a result", |l| {
+        l.is("AUTHENTICATE") || l.is("904") || l.is("905")
+    });
+    if !l.0.is("AUTHENTICATE") {
+        return l;
+    }
+    let server_final =
+        String::from_utf8(STANDARD.decode(&l.0.params[0]).expect("base64")).expect("UTF-8");
+    let server_key = hmac_sha256(&salted, b"Server Key");
+    let want = format!("v={}", b64(&hmac_sha256(&server_key, auth.as_bytes())));
+    assert_eq!(server_final, want, "the server proved it knows the key");
+    c.send("AUTHENTICATE +");
+    sasl_end(c)
+}
 
-        carol.send("PRIVMSG #tags :from carol");
-        let m = tagged.expect("PRIVMSG");
-        assert_eq!(m.tag("account"), Some("CarolAcct"), "{label}: {}", m.raw);
-        assert_eq!(m.last(), "from carol");
-        let m = plain.expect("PRIVMSG");
-        assert_eq!(m.tag("account"), None, "{label}: {}", m.raw);
-        assert!(m.tag("msgid").is_some(), "{label}: {}", m.raw);
-        let echo = carol.expect("PRIVMSG");
-        assert_eq!(echo.tag("account"), Some("CarolAcct"), "{label}: echo");
-        let m = dave.expect("PRIVMSG");
-        assert!(m.tags.is_empty(), "{label}: {}", m.raw);
+/// `REGISTER <account> <email> <password>`: the SUCCESS or FAIL line, and
+/// what came before.
+fn register(c: &mut Client, account: &str, password: &str) -> (Line, Vec<Line>) {
+    c.send(&format!("REGISTER {account} * :{password}"));
+    c.until("REGISTER SUCCESS or FAIL", |l| {
+        (l.is("REGISTER") && l.params.first().is_some_and(|p| p == "SUCCESS"))
+            || (l.is("FAIL") && l.params.first().is_some_and(|p| p == "REGISTER"))
+    })
+}
 
-        // Not logged in: no tag, even for clients that asked for it.
-        dave.send("PRIVMSG #tags :from dave");
-        let m = tagged.expect("PRIVMSG");
+fn sasl_plain_and_scram_after_register(io: Io) {
+    each_server_with(io, accounts(true), |srv| {
+        let label = srv.label();
+        // The caps and their values.
+        let mut c = srv.connect_on(0);
+        let ls = cap_ls(&mut c);
+        assert!(
+            ls.contains(&"sasl=PLAIN,SCRAM-SHA-256".to_string()),
+            "{label}: {ls:?}"
+        );
+        assert!(
+            ls.contains(&"draft/account-registration=before-connect".to_string()),
+            "{label}: {ls:?}"
+        );
+
+        // REGISTER before connection registration, on shard 0: SUCCESS, 900.
+        c.nick = "alice".into();
+        c.send("NICK alice");
+        c.send("USER alice 0 * :Alice");
+        let (ok, before) = register(&mut c, "*", PASSWORD);
         assert_eq!(
-            (m.nick(), m.tag("account")),
-            (Some("dave"), None),
+            ok.raw, ":irc.test REGISTER SUCCESS alice :Account successfully registered",
+            "{label}: {before:?}"
+        );
+        let l900 = c.expect("900");
+        assert_eq!(
+            l900.params[..3],
+            ["alice", "alice!~alice@127.0.0.1", "alice"],
+            "{label}: {}",
+            l900.raw
+        );
+        finish_registration(&mut c);
+        // Registered: a second REGISTER is refused.
+        let (fail, _) = register(&mut c, "*", PASSWORD);
+        assert_eq!(
+            fail.params[..3],
+            ["REGISTER", "ALREADY_AUTHENTICATED", "alice"],
             "{label}"
         );
 
-        // Private messages and NOTICEs too.
-        carol.send("PRIVMSG tagged :psst");
-        let m = tagged.expect("PRIVMSG");
-        assert_eq!(m.tag("account"), Some("CarolAcct"), "{label}: {}", m.raw);
-        carol.send("NOTICE #tags :note");
-        let m = tagged.expect("NOTICE");
-        assert_eq!(m.tag("account"), Some("CarolAcct"), "{label}: {}", m.raw);
+        // PLAIN on a fresh connection on another shard (casing is free).
+        let mut p = sasl_client(srv, 1, "plainer");
+        let r = plain(&mut p, "ALICE", PASSWORD);
+        assert_logged_in(&r, "alice", &format!("{label}: PLAIN"));
+        // Logged in: a second exchange gets 907.
+        p.send("AUTHENTICATE PLAIN");
+        assert!(sasl_end(&mut p).0.is("907"), "{label}");
+        finish_registration(&mut p);
 
-        // Other events of a logged-in member carry it: TOPIC (carol is not an
-        // op; the channel's creator makes the topic free), NICK, PART.
-        tagged.send("MODE #tags -t");
-        tagged.sync();
-        carol.sync();
-        carol.send("TOPIC #tags :topic by carol");
-        let t = tagged.expect("TOPIC");
-        assert_eq!(t.tag("account"), Some("CarolAcct"), "{label}: {}", t.raw);
-        carol.send("NICK carol2");
-        let n = tagged.expect("NICK");
-        assert_eq!(n.tag("account"), Some("CarolAcct"), "{label}: {}", n.raw);
-        carol.send("PART #tags");
-        let p = tagged.expect("PART");
-        assert_eq!(p.tag("account"), Some("CarolAcct"), "{label}: {}", p.raw);
-
-        // Logged out: no tag any more.
-        login(&mut carol, "*");
-        carol.send("PRIVMSG tagged :anonymous");
-        let m = tagged.expect("PRIVMSG");
-        assert_eq!(m.tag("account"), None, "{label}: {}", m.raw);
-        tagged.sync_without("PRIVMSG");
+        // SCRAM-SHA-256 on yet another shard.
+        let mut s = sasl_client(srv, 2, "scrammer");
+        assert_logged_in(
+            &scram(&mut s, "alice", PASSWORD),
+            "alice",
+            &format!("{label}: SCRAM"),
+        );
+        finish_registration(&mut s);
+        // A wrong password fails SCRAM too (the proof does not verify).
+        let mut s = sasl_client(srv, 3, "scrambad");
+        let (end, _) = scram(&mut s, "alice", "wrong horse battery");
+        assert!(end.is("904"), "{label}: {end:?}");
+        // ... and an unknown account.
+        let (end, _) = scram(&mut s, "nobody", PASSWORD);
+        assert!(end.is("904"), "{label}: {end:?}");
     });
 }
 
-fn account_notify_reaches_each_peer_once(io: Io) {
-    each_server_with(io, accounts_config, |srv| {
+fn sasl_refusals(io: Io) {
+    each_server_with(io, accounts(true), |srv| {
         let label = srv.label();
-        // Peers on every shard; most share two channels with x.
-        let mut peers: Vec<Client> = (0..4)
-            .map(|i| client(srv, i, &format!("p{i}"), "account-notify"))
-            .collect();
-        let mut blind = client(srv, 1, "blind", "");
-        let mut x = client(srv, 2, "xuser", "account-notify");
-        let mut outsider = client(srv, 3, "outsider", "account-notify");
-        x.join("#one");
-        x.join("#two");
-        for (i, p) in peers.iter_mut().enumerate() {
-            p.join("#one");
-            if i != 3 {
-                p.join("#two");
+        let mut owner = srv.connect_on(0);
+        owner.nick = "bob".into();
+        owner.send("NICK bob");
+        assert!(
+            register(&mut owner, "*", PASSWORD).0.is("REGISTER"),
+            "{label}"
+        );
+
+        // Without the cap: 904.
+        let mut c = srv.connect_on(1);
+        c.send("AUTHENTICATE PLAIN");
+        assert!(sasl_end(&mut c).0.is("904"), "{label}: no cap");
+
+        let mut c = sasl_client(srv, 1, "tester");
+        // An unknown mechanism: 908 with the list, then 904 (not counted).
+        c.send("AUTHENTICATE FOO");
+        let (end, before) = sasl_end(&mut c);
+        assert!(end.is("904"), "{label}");
+        let l908 = before.iter().find(|l| l.is("908")).expect("908");
+        assert_eq!(l908.params[1], "PLAIN,SCRAM-SHA-256", "{label}");
+        // Abort: 906.
+        c.send("AUTHENTICATE PLAIN");
+        expect_continue(&mut c);
+        c.send("AUTHENTICATE *");
+        assert!(sasl_end(&mut c).0.is("906"), "{label}: abort");
+        // A chunk over 400 bytes: 905.
+        c.send("AUTHENTICATE PLAIN");
+        expect_continue(&mut c);
+        c.send(&format!("AUTHENTICATE {}", "A".repeat(401)));
+        assert!(sasl_end(&mut c).0.is("905"), "{label}: chunk");
+        // More than 8 KiB in 400-byte chunks: 905 at the chunk past it.
+        c.send("AUTHENTICATE PLAIN");
+        expect_continue(&mut c);
+        for _ in 0..21 {
+            c.send(&format!("AUTHENTICATE {}", "A".repeat(400)));
+        }
+        assert!(sasl_end(&mut c).0.is("905"), "{label}: total");
+        // A missing parameter: 461.
+        c.send("AUTHENTICATE");
+        c.expect_about("461", "AUTHENTICATE");
+        // Wrong passwords: 904, 904, then 904 and the connection closes.
+        for i in 0..2 {
+            let (end, _) = plain(&mut c, "bob", "wrong horse battery");
+            assert!(end.is("904"), "{label}: wrong password {i}");
+        }
+        c.send("AUTHENTICATE PLAIN");
+        expect_continue(&mut c);
+        c.send(&format!(
+            "AUTHENTICATE {}",
+            b64(b"\0bob\0wrong horse battery")
+        ));
+        let lines = c.expect_error_close("Too many SASL authentication failures");
+        assert!(lines.iter().any(|l| l.is("904")), "{label}: {lines:?}");
+
+        // CAP END mid-exchange: 906, and registration completes without an
+        // account.
+        let mut c = sasl_client(srv, 2, "quitter");
+        c.send("AUTHENTICATE PLAIN");
+        expect_continue(&mut c);
+        c.send("CAP END");
+        assert!(sasl_end(&mut c).0.is("906"), "{label}: CAP END");
+        c.expect("001");
+    });
+}
+
+fn register_closed_and_refused(io: Io) {
+    each_server_with(io, accounts(false), |srv| {
+        let label = srv.label();
+        let mut c = srv.connect_on(0);
+        let ls = cap_ls(&mut c);
+        assert!(
+            !ls.iter()
+                .any(|t| t.starts_with("draft/account-registration")),
+            "{label}: closed registration is not advertised: {ls:?}"
+        );
+        assert!(ls.iter().any(|t| t.starts_with("sasl=")), "{label}: {ls:?}");
+        c.nick = "carol".into();
+        c.send("NICK carol");
+        let (fail, _) = register(&mut c, "*", PASSWORD);
+        assert_eq!(
+            fail.params[..3],
+            ["REGISTER", "TEMPORARILY_UNAVAILABLE", "carol"],
+            "{label}: {}",
+            fail.raw
+        );
+    });
+    each_server_with(io, accounts(true), |srv| {
+        let label = srv.label();
+        let mut c = srv.connect_on(0);
+        c.nick = "dave".into();
+        c.send("NICK dave");
+        for (account, password, code) in [
+            ("*", "short", "WEAK_PASSWORD"),
+            ("other", PASSWORD, "ACCOUNT_NAME_MUST_BE_NICK"),
+        ] {
+            let (fail, _) = register(&mut c, account, password);
+            assert_eq!(fail.params[1], code, "{label}: {}", fail.raw);
+        }
+        c.send("REGISTER dave *");
+        c.expect_about("461", "REGISTER");
+        assert!(register(&mut c, "*", PASSWORD).0.is("REGISTER"), "{label}");
+        c.send("QUIT");
+        c.until_closed();
+        // The name is taken now, also for the next holder of the nick, on
+        // another shard. (Its release may still be on its way: retry.)
+        let mut d = srv.connect_on(1);
+        d.nick = "dave".into();
+        for attempt in 0.. {
+            d.send("NICK DAVE");
+            d.send("PING :claimed");
+            let (_, seen) = d.until("PONG", |l| l.is("PONG"));
+            if !seen.iter().any(|l| l.is("433")) {
+                break;
             }
+            assert!(attempt < 100, "{label}: the nick was never released");
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        blind.join("#one");
-        outsider.join("#elsewhere");
-        for c in peers.iter_mut().chain([&mut blind, &mut outsider]) {
-            c.sync();
-        }
-
-        login(&mut x, "Xacct");
-        for (i, p) in peers.iter_mut().enumerate() {
-            let seen = p.sync();
-            let acct = only(&seen, "ACCOUNT");
-            assert_eq!(acct.len(), 1, "{label}: p{i}: {seen:?}");
-            assert_eq!(acct[0].nick(), Some("xuser"), "{label}");
-            assert_eq!(acct[0].params, ["Xacct"], "{label}: {}", acct[0].raw);
-        }
-        blind.sync_without("ACCOUNT");
-        outsider.sync_without("ACCOUNT");
-        // Not to itself.
-        x.sync_without("ACCOUNT");
-
-        // The same account again changes nothing.
-        login(&mut x, "Xacct");
-        peers[0].sync_without("ACCOUNT");
-
-        login(&mut x, "*");
-        for (i, p) in peers.iter_mut().enumerate() {
-            let seen = p.sync();
-            let acct = only(&seen, "ACCOUNT");
-            assert_eq!(acct.len(), 1, "{label}: p{i}: {seen:?}");
-            assert_eq!(acct[0].params, ["*"], "{label}: {}", acct[0].raw);
-        }
-        blind.sync_without("ACCOUNT");
-
-        // Logged in before registration: nothing to notify, but the account
-        // is known everywhere it matters (WHOIS, JOIN, messages).
-        let mut early = srv.connect_on(3);
-        early.send("TESTACCOUNT Early");
-        early.register("early");
-        early.join("#one");
-        for (i, p) in peers.iter_mut().enumerate() {
-            let (join, before) = p.until_command("JOIN");
-            assert_eq!(join.nick(), Some("early"), "{label}: p{i}");
-            let seen = p.sync();
-            assert!(
-                only(&before, "ACCOUNT").is_empty(),
-                "{label}: p{i}: {before:?}"
-            );
-            assert!(only(&seen, "ACCOUNT").is_empty(), "{label}: p{i}: {seen:?}");
-        }
-        peers[0].send("WHOIS early");
-        let who = peers[0].expect("330");
+        let (fail, _) = register(&mut d, "*", PASSWORD);
         assert_eq!(
-            who.params[1..],
-            ["early", "Early", "is logged in as"],
-            "{label}"
-        );
-        peers[0].expect("318");
-    });
-}
-
-fn extended_join_both_ways(io: Io) {
-    each_server_with(io, accounts_config, |srv| {
-        let label = srv.label();
-        let mut ext = client(srv, 0, "ext", "extended-join account-tag");
-        let mut plain = client(srv, 1, "plain", "");
-        ext.join("#ej");
-        plain.join("#ej");
-        ext.sync();
-
-        let mut acct = srv.connect_on(2);
-        acct.send("TESTACCOUNT TheAcct");
-        register_collecting(&mut acct, "joiner");
-        acct.send("JOIN #ej");
-        let own = acct.expect("JOIN");
-        assert_eq!(own.params, ["#ej"], "{label}: no cap, plain JOIN");
-        let j = ext.expect("JOIN");
-        assert_eq!(j.nick(), Some("joiner"), "{label}");
-        assert_eq!(
-            j.params,
-            ["#ej", "TheAcct", "Test joiner"],
+            fail.params[..3],
+            ["REGISTER", "ACCOUNT_EXISTS", "DAVE"],
             "{label}: {}",
-            j.raw
+            fail.raw
         );
-        assert_eq!(j.tag("account"), Some("TheAcct"), "{label}: {}", j.raw);
-        let j = plain.expect("JOIN");
-        assert_eq!(j.params, ["#ej"], "{label}: {}", j.raw);
-        assert!(j.tags.is_empty(), "{label}: {}", j.raw);
-
-        let mut anon = client(srv, 3, "anon", "extended-join");
-        anon.send("JOIN #ej");
-        let own = anon.expect("JOIN");
-        assert_eq!(
-            own.params,
-            ["#ej", "*", "Test anon"],
-            "{label}: {}",
-            own.raw
-        );
-        let j = ext.expect("JOIN");
-        assert_eq!(j.params, ["#ej", "*", "Test anon"], "{label}: {}", j.raw);
-        assert_eq!(j.tag("account"), None, "{label}");
-        assert_eq!(plain.expect("JOIN").params, ["#ej"], "{label}");
     });
 }
 
-fn whois_shows_the_account_across_shards(io: Io) {
-    each_server_with(io, accounts_config, |srv| {
+fn one_of_concurrent_registrations_wins(io: Io) {
+    let configure = |c: &mut Config| {
+        accounts(true)(c);
+        c.accounts.custom_account_name = true;
+    };
+    each_server_with(io, configure, |srv| {
         let label = srv.label();
-        let mut a = client(srv, 0, "asker", "");
-        let mut b = client(srv, 1, "target", "");
-        let mut c = client(srv, 3, "other", "");
-        login(&mut b, "TargetAcct");
-        a.send("WHOIS target");
-        let (end, lines) = a.until_command("318");
-        let acct = only(&lines, "330");
-        assert_eq!(acct.len(), 1, "{label}: {lines:?}");
-        assert_eq!(
-            acct[0].params,
-            ["asker", "target", "TargetAcct", "is logged in as"],
-            "{label}"
-        );
-        assert_eq!(end.params[1], "target");
-        a.send("WHOIS other");
-        let (_, lines) = a.until_command("318");
-        assert!(only(&lines, "330").is_empty(), "{label}: {lines:?}");
-        login(&mut b, "*");
-        c.send("WHOIS target");
-        let (_, lines) = c.until_command("318");
-        assert!(only(&lines, "330").is_empty(), "{label}: {lines:?}");
+        for round in 0..3 {
+            let name = format!("zed{round}");
+            let mut clients: Vec<Client> = (0..4)
+                .map(|i| {
+                    let mut c = srv.connect_on(i);
+                    c.register(&format!("r{round}x{i}"));
+                    c
+                })
+                .collect();
+            for c in &mut clients {
+                c.send(&format!("REGISTER {name} * :{PASSWORD}"));
+            }
+            let mut won = 0;
+            for c in &mut clients {
+                let (l, _) = c.until("REGISTER SUCCESS or FAIL", |l| {
+                    l.is("REGISTER") || l.is("FAIL")
+                });
+                if l.is("REGISTER") {
+                    won += 1;
+                } else {
+                    assert_eq!(l.params[1], "ACCOUNT_EXISTS", "{label}: {}", l.raw);
+                }
+            }
+            assert_eq!(won, 1, "{label}: round {round}: exactly one registration");
+            // Every client logs in with it.
+            let mut s = sasl_client(srv, round + 1, &format!("z{round}"));
+            assert_logged_in(&plain(&mut s, &name, PASSWORD), &name, &label);
+        }
     });
 }
 
-/// Makes the accounts `names` (password "password1", cheap hashes) in the
-/// data directory `dir`, offline.
-fn make_accounts(dir: &Path, names: &[&str]) {
+/// The offline tool on `dir`, cheap hashes, password `stdin`.
+fn offline(dir: &Path, args: &[&str], stdin: &str) -> String {
     let options = AccountCommandOptions {
         cheap_hashes: true,
         ..AccountCommandOptions::default()
     };
-    for name in names {
-        let out = run_account_command_with(dir, &["add", name], &mut &b"password1\n"[..], &options)
-            .unwrap_or_else(|e| panic!("account add {name}: {e}"));
-        assert!(out.contains("added"), "{out}");
-    }
+    run_account_command_with(dir, args, &mut stdin.as_bytes(), &options)
+        .unwrap_or_else(|e| panic!("account {args:?}: {e}"))
 }
 
-/// Nick protection's grace period in these tests: long enough for a client
-/// to join a channel or log in first on a loaded machine.
-const GRACE_SECS: f64 = 1.0;
-
-/// How long a test waits to see that nobody is renamed.
-fn past_grace() {
-    std::thread::sleep(Duration::from_secs_f64(GRACE_SECS * 2.5));
-}
-
-/// NICK, USER (and `then`, run as soon as registration completes) and the
-/// burst up to the end of the MOTD; returns the burst.
-fn register_then(c: &mut Client, nick: &str, then: &str) -> Vec<Line> {
-    c.nick = nick.to_string();
-    c.send(&format!("NICK {nick}"));
-    c.send(&format!("USER {nick} 0 * :Test {nick}"));
-    if !then.is_empty() {
-        c.send(then);
-    }
-    let (_, burst) = c.until("end of MOTD", |l| l.is("376") || l.is("422"));
-    burst
-}
-
-/// NICK, USER and the burst up to the end of the MOTD; returns the burst.
-fn register_collecting(c: &mut Client, nick: &str) -> Vec<Line> {
-    register_then(c, nick, "")
-}
-
-/// The nick protection warning among `lines`, if any.
-fn warning(lines: &[Line]) -> Option<&Line> {
-    lines
-        .iter()
-        .find(|l| l.is("NOTICE") && l.last().contains("is registered"))
-}
-
-fn enforce_nick_renames_after_the_grace_period_unless_logged_in(io: Io) {
-    let data = TempDir::new("enforce");
-    make_accounts(data.path(), &["alice", "Bob[x]"]);
-    let dir = data.path().to_path_buf();
-    let configure = move |c: &mut Config| {
-        c.test_account_command = true;
-        c.storage.dir = Some(dir.clone());
-        c.accounts.enforce_nick = true;
-        c.accounts.enforce_nick_grace_secs = GRACE_SECS;
-    };
-    each_server_with(io, configure, |srv| {
+fn sasl_external_with_an_attached_certificate(io: Io) {
+    for shards in SHARD_COUNTS {
+        let data = TempDir::new("external");
+        let cert: Arc<Mutex<Option<CertFiles>>> = Arc::default();
+        let kept = cert.clone();
+        let dir = data.path().to_path_buf();
+        let srv = TestServer::start_tls(io, shards, move |config, ca| {
+            accounts(false)(config);
+            config.tls.client_ca = Some(ca.ca_pem.clone());
+            config.storage.dir = Some(dir.clone());
+            // Before the server locks the directory: the account and its
+            // certificate, with the offline tool.
+            let files = ca.client("frank");
+            let fp = fingerprint_hex(&files.cert);
+            offline(&dir, &["add", "frank"], &format!("{PASSWORD}\n"));
+            let out = offline(&dir, &["cert", "add", "frank", &fp.to_uppercase()], "");
+            assert!(out.contains("added"), "{out}");
+            *kept.lock().expect("lock") = Some(files);
+        });
         let label = srv.label();
-        let mut watcher = client(srv, 1, "watcher", "");
-        watcher.join("#guard");
-
-        // Not logged in: warned, then renamed, seen by a peer on another shard.
-        // It joins as soon as it is registered: before the grace ends.
-        let mut squatter = srv.connect_on(2);
-        let burst = register_then(&mut squatter, "alice", "JOIN #guard");
-        let warn = warning(&burst).unwrap_or_else(|| panic!("{label}: no warning: {burst:?}"));
-        assert_eq!(warn.params[0], "alice", "{label}: {}", warn.raw);
-        assert!(warn.last().contains("within 1 seconds"), "{}", warn.raw);
-        let started = Instant::now();
-        let nick = squatter.expect("NICK");
+        let ca = srv.ca.as_ref().expect("CA");
+        let files = cert.lock().expect("lock").take().expect("client cert");
+        let with_cert = Arc::new(common::certs::client_config(&ca.ca_pem, Some(&files)));
+        for shard in 0..shards {
+            let mut c = srv.connect_tls_on(shard, with_cert.clone());
+            let ls = cap_ls(&mut c);
+            assert!(
+                ls.contains(&"sasl=PLAIN,SCRAM-SHA-256,EXTERNAL".to_string()),
+                "{label}: {ls:?}"
+            );
+            let mut c = sasl_negotiate(c, &format!("frank{shard}"));
+            c.send("AUTHENTICATE EXTERNAL");
+            expect_continue(&mut c);
+            c.send("AUTHENTICATE +");
+            assert_logged_in(&sasl_end(&mut c), "frank", &format!("{label}: EXTERNAL"));
+            finish_registration(&mut c);
+        }
+        // The account's password works too; EXTERNAL without a certificate
+        // fails.
+        let mut c = srv.connect_tls_on(0, ca.client_config());
+        let mut c = {
+            cap_ls(&mut c);
+            sasl_negotiate(c, "nocert")
+        };
+        c.send("AUTHENTICATE EXTERNAL");
+        assert!(sasl_end(&mut c).0.is("904"), "{label}: no certificate");
+        assert_logged_in(&plain(&mut c, "frank", PASSWORD), "frank", &label);
+        // Plaintext clients are not offered EXTERNAL.
+        let mut p = srv.connect();
+        let ls = cap_ls(&mut p);
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{label}: renamed late"
+            ls.contains(&"sasl=PLAIN,SCRAM-SHA-256".to_string()),
+            "{label}: {ls:?}"
         );
-        assert_eq!(nick.nick(), Some("alice"), "{label}: {}", nick.raw);
-        let guest = nick.params[0].clone();
-        assert!(guest.starts_with("Guest"), "{label}: {}", nick.raw);
-        let seen = watcher.expect("NICK");
-        assert_eq!(
-            (seen.nick(), seen.params[0].as_str()),
-            (Some("alice"), guest.as_str()),
-            "{label}"
-        );
-        // The nick is free again (its release is done once the renamed
-        // client's PING is answered), and the guest is who it was.
-        squatter.sync();
-        watcher.send("WHOIS alice");
-        watcher.expect("401");
-        watcher.send(&format!("WHOIS {guest}"));
-        assert_eq!(watcher.expect("311").params[1], guest, "{label}");
-        squatter.nick = guest;
-
-        // Logging in within the grace period (any casing) keeps the nick.
-        let mut owner = srv.connect_on(3);
-        let burst = register_collecting(&mut owner, "ALICE");
-        assert!(warning(&burst).is_some(), "{label}: {burst:?}");
-        login(&mut owner, "Alice");
-        past_grace();
-        owner.sync_without("NICK");
-        watcher.send("WHOIS alice");
-        let who = watcher.expect("311");
-        assert_eq!(who.params[1], "ALICE", "{label}");
-        watcher.expect("318");
-
-        // Logged in before registering: no warning at all. A nick that is no
-        // account is left alone.
-        let mut early = srv.connect_on(0);
-        early.send("TESTACCOUNT bob[X]");
-        let burst = register_collecting(&mut early, "bob{x}");
-        assert!(warning(&burst).is_none(), "{label}: {burst:?}");
-        let mut free = srv.connect_on(1);
-        let burst = register_collecting(&mut free, "carol");
-        assert!(warning(&burst).is_none(), "{label}: {burst:?}");
-
-        // Logging out of it starts the protection over; changing nick ends it.
-        early.send("TESTACCOUNT *");
-        let seen = early.sync();
-        assert!(warning(&seen).is_some(), "{label}: {seen:?}");
-        early.send("NICK elsewhere");
-        assert_eq!(early.expect("NICK").params[0], "elsewhere", "{label}");
-        past_grace();
-        early.sync_without("NICK");
-        free.sync_without("NICK");
-    });
+        srv.stop();
+    }
 }
 
-fn enforce_nick_is_off_by_default(io: Io) {
-    let data = TempDir::new("noenforce");
-    make_accounts(data.path(), &["alice"]);
-    let dir = data.path().to_path_buf();
-    let configure = move |c: &mut Config| {
-        c.storage.dir = Some(dir.clone());
-        c.accounts.enforce_nick_grace_secs = GRACE_SECS;
-    };
-    each_server_with(io, configure, |srv| {
-        let label = srv.label();
-        let mut c = srv.connect_on(1);
-        let burst = register_collecting(&mut c, "alice");
-        assert!(warning(&burst).is_none(), "{label}: {burst:?}");
-        past_grace();
-        c.sync_without("NICK");
-    });
-}
-
-/// An argon2 PHC string of `password` with the cheapest parameters.
-fn cheap_hash(password: &str) -> String {
-    let params = argon2::Params::new(8, 1, 1, Some(32)).expect("valid parameters");
-    hash_password_with(password.as_bytes(), params).expect("hash")
-}
-
-fn oper_with_an_argon2_hash(io: Io) {
-    let hashed = cheap_hash("c0rrect horse");
-    let configure = move |c: &mut Config| {
-        c.operators = vec![
-            Operator {
-                name: "hashed".into(),
-                password: hashed.clone(),
-                host: "*".into(),
-            },
-            Operator {
-                name: "plain".into(),
-                password: "hunter2".into(),
-                host: "*".into(),
-            },
-        ];
-    };
-    each_server_with(io, configure, |srv| {
-        let label = srv.label();
-        let [mut a, mut b] = srv.register_each(["alice", "bob"]);
-        a.send("OPER hashed wrong");
-        a.expect("464");
-        a.send("OPER plain c0rrect horse");
-        a.expect("464");
-        // The hash itself is no password.
-        a.send(&format!("OPER hashed {}", cheap_hash("x")));
-        a.expect("464");
-        // The next command waits for the check: +o is there when it runs.
-        a.send("OPER hashed :c0rrect horse");
-        a.send("MODE alice");
-        let (ok, before) = a.until_command("381");
-        assert!(only(&before, "221").is_empty(), "{label}: {before:?}");
-        assert_eq!(ok.params[0], "alice", "{label}");
-        assert_eq!(a.expect("MODE").params, ["alice", "+o"], "{label}");
-        a.expect_about("221", "+o");
-        // Plaintext still works.
-        b.send("OPER plain hunter2");
-        b.expect("381");
-        b.send("WHOIS alice");
-        b.expect("313");
-        // A quit right after a hashed OPER still goes through.
-        let mut c = srv.connect_on(2);
-        c.register("carol");
-        c.send("OPER hashed :c0rrect horse");
-        c.send("QUIT :bye");
-        c.until_closed();
-    });
-}
-
-/// `shardline-chat --hash-password` reads the password from a pipe and prints
-/// a hash that verifies it (and only it), with the current parameters.
-#[test]
-fn hash_password_flag_prints_a_usable_hash() {
-    use std::{
-        io::Write,
-        process::{Command, Stdio},
-    };
+/// The `shardline-chat` binary's `account` command on `dir`.
+fn account_cli(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
-        .arg("--hash-password")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("account")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run shardline-chat");
+        .expect("run shardline-chat account");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"op pass\n")
-        .expect("write the password");
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
-    let phc = stdout.trim_end();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn account_command_round_trip_then_the_server_sees_it(io: Io) {
+    let data = TempDir::new("cli");
+    let dir = data.path().join("data");
+    let pw1 = format!("{PASSWORD}\n");
+    let pw2 = "another horse staple\n";
+    let (code, out, err) = account_cli(&dir, &["add", "gina"], &pw1);
+    assert_eq!((code, out.as_str()), (0, "account gina added\n"), "{err}");
+    let (code, _, err) = account_cli(&dir, &["add", "GINA"], &pw1);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = account_cli(&dir, &["add", "hal"], "short\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("at least 8 bytes"), "{err}");
+    let (code, _, err) = account_cli(&dir, &["frobnicate"], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("usage"), "{err}");
+    let (code, out, _) = account_cli(&dir, &["add", "hal"], &pw1);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = account_cli(&dir, &["passwd", "gina"], pw2);
+    assert_eq!((code, out.as_str()), (0, "password of gina changed\n"));
+    let (code, out, _) = account_cli(&dir, &["del", "hal"], "");
+    assert_eq!((code, out.as_str()), (0, "account hal deleted\n"));
+    let (code, out, _) = account_cli(&dir, &["list"], "");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("gina  created "), "{out}");
+    assert!(out.ends_with("1 account\n"), "{out}");
+
+    let mut config = test_config();
+    config.storage.dir = Some(dir.clone());
+    let srv = TestServer::start_with(io, 4, config);
+    let label = srv.label();
+    // While it runs the tool refuses, naming the holder.
+    let (code, _, err) = account_cli(&dir, &["list"], "");
+    assert_eq!(code, 1, "{label}");
     assert!(
-        phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{stdout:?}"
+        err.contains("is in use by process") && err.contains(&std::process::id().to_string()),
+        "{label}: {err}"
     );
-    assert!(!stdout.contains("op pass") && !stderr.contains("op pass"));
-    use shardline_chat::auth::password::verify_password;
-    assert_eq!(verify_password(b"op pass", phc), Ok(true));
-    assert_eq!(verify_password(b"op pas", phc), Ok(false));
-    // It is a password the configuration takes as a hash.
-    let text = format!("[[operators]]\nname = \"o\"\npassword = \"{phc}\"\n");
-    let config = Config::from_toml(&text).expect("valid");
-    assert!(config.warnings().is_empty());
+    let mut c = sasl_client(&srv, 1, "gina");
+    let (end, _) = plain(&mut c, "gina", PASSWORD);
+    assert!(end.is("904"), "{label}: the old password");
+    assert_logged_in(&plain(&mut c, "gina", pw2.trim_end()), "gina", &label);
+    let mut c = sasl_client(&srv, 2, "hal");
+    let (end, _) = plain(&mut c, "hal", PASSWORD);
+    assert!(end.is("904"), "{label}: a deleted account");
+    srv.stop();
+}
+
+fn no_store_means_no_accounts(io: Io) {
+    let configure = |c: &mut Config| {
+        accounts(true)(c);
+        c.history.enabled = false;
+    };
+    each_server_with(io, configure, |srv| {
+        let label = srv.label();
+        let mut c = srv.connect();
+        let ls = cap_ls(&mut c);
+        assert!(
+            !ls.iter()
+                .any(|t| t.starts_with("sasl") || t.contains("account-registration")),
+            "{label}: {ls:?}"
+        );
+        c.send("AUTHENTICATE PLAIN");
+        c.expect_about("421", "AUTHENTICATE");
+        c.send("REGISTER * * password");
+        c.expect_about("421", "REGISTER");
+    });
+}
+
+/// A flood of REGISTERs meets the bounded hashing queue: one thread, one
+/// queued job; the rest are refused at once (TEMPORARILY_UNAVAILABLE) and
+/// counted in `/metrics`, and the accepted ones still complete.
+fn a_full_hashing_queue_refuses_at_once(io: Io) {
+    let configure = |c: &mut Config| {
+        accounts(true)(c);
+        // Real cost: each job keeps the thread busy for a while.
+        c.accounts.test_cheap_hashes = false;
+        c.accounts.hash_threads = 1;
+        c.accounts.hash_queue = 1;
+        c.server.admin_listen = Some("127.0.0.1:0".parse().expect("literal"));
+    };
+    each_server_with(io, configure, |srv| {
+        let label = srv.label();
+        const N: usize = 6;
+        let mut clients: Vec<Client> = (0..N)
+            .map(|i| {
+                let mut c = srv.connect_on(i);
+                c.nick = format!("q{i}");
+                c.send(&format!("NICK q{i}"));
+                c
+            })
+            .collect();
+        for c in &mut clients {
+            c.send(&format!("REGISTER * * :{PASSWORD}"));
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for c in &mut clients {
+            let (l, _) = c.until("REGISTER SUCCESS or FAIL", |l| {
+                l.is("REGISTER") || l.is("FAIL")
+            });
+            if l.is("REGISTER") {
+                ok += 1;
+            } else {
+                assert_eq!(l.params[1], "TEMPORARILY_UNAVAILABLE", "{label}: {}", l.raw);
+                refused += 1;
+            }
+        }
+        assert!((1..=2).contains(&ok), "{label}: {ok} accepted");
+        assert_eq!(ok + refused, N, "{label}");
+        let admin = srv.admin_addr().expect("admin_listen set");
+        let m = common::scrape(admin, &label);
+        let full: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("shardline_chat_hash_queue_full_total"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(full as usize, refused, "{label}: {m:?}");
+        let registered: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("shardline_chat_accounts_registered_total"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(registered as usize, ok, "{label}");
+    });
 }
 
 shardline::per_backend! {
-    account_tag_only_with_the_cap_and_only_for_logged_in_senders =>
-        account_tag_only_with_the_cap_and_only_for_logged_in_senders;
-    account_notify_reaches_each_peer_once => account_notify_reaches_each_peer_once;
-    extended_join_both_ways => extended_join_both_ways;
-    whois_shows_the_account_across_shards => whois_shows_the_account_across_shards;
-    enforce_nick_renames_after_the_grace_period_unless_logged_in =>
-        enforce_nick_renames_after_the_grace_period_unless_logged_in;
-    enforce_nick_is_off_by_default => enforce_nick_is_off_by_default;
-    oper_with_an_argon2_hash => oper_with_an_argon2_hash;
+    a_full_hashing_queue_refuses_at_once => a_full_hashing_queue_refuses_at_once;
+    sasl_plain_and_scram_after_register => sasl_plain_and_scram_after_register;
+    sasl_refusals => sasl_refusals;
+    register_closed_and_refused => register_closed_and_refused;
+    one_of_concurrent_registrations_wins => one_of_concurrent_registrations_wins;
+    sasl_external_with_an_attached_certificate => sasl_external_with_an_attached_certificate;
+    account_command_round_trip_then_the_server_sees_it => account_command_round_trip_then_the_server_sees_it;
+    no_store_means_no_accounts => no_store_means_no_accounts;
 }

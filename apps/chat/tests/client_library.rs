@@ -1,15 +1,19 @@
 //! A real IRC client library — the `irc` crate from crates.io, without TLS — against
 //! the server: two library clients, on different shards at 4 shards, register, join
-//! a channel, exchange channel and private messages, and quit. Both backends, 1 and
-//! 4 shards. Every wait is bounded by `WAIT`.
+//! a channel, exchange channel and private messages, and quit; and one logs in with
+//! SASL PLAIN through the library's own SASL calls. Both backends, 1 and 4 shards.
+//! Every wait is bounded by `WAIT`.
 
 mod common;
 
 use std::time::Instant;
 
-use common::{each_server, TestServer, WAIT};
+use common::{each_server, each_server_with, TestServer, WAIT};
 use futures_util::StreamExt;
-use irc::client::prelude::{Client, Command, Config, Message, Prefix, Response};
+use irc::{
+    client::prelude::{Capability, Client, Command, Config, Message, Prefix, Response},
+    proto::CapSubCommand,
+};
 use shardline::Io;
 use tokio::{
     sync::mpsc::{unbounded_channel, UnboundedReceiver},
@@ -301,6 +305,75 @@ fn irc_crate_clients_chat_across_shards(io: Io) {
     });
 }
 
+/// SASL PLAIN driven by the library (`send_cap_req`, `send_sasl_plain`,
+/// `send_sasl`) for an account registered with REGISTER on another shard: a
+/// wrong password gets 904, the right one 900 and 903, then the library
+/// registers (CAP END, NICK, USER) and chats as usual.
+async fn sasl_session(srv: &TestServer) {
+    use base64::Engine;
+    let password = "library horse battery";
+    let mut owner = srv.connect_on(0);
+    owner.nick = "libuser".into();
+    owner.send("NICK libuser");
+    owner.send(&format!("REGISTER * * :{password}"));
+    owner.until("REGISTER SUCCESS", |l| l.is("REGISTER"));
+    owner.send("QUIT");
+    owner.until_closed();
+
+    let mut lib = connect_elsewhere(srv, "saslnick", 0).await;
+    lib.client
+        .send_cap_req(&[Capability::Sasl])
+        .expect("CAP REQ");
+    lib.until("CAP ACK", |m| {
+        matches!(&m.command, Command::CAP(_, CapSubCommand::ACK, _, _))
+    })
+    .await;
+    let plain = |user: &str, pw: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+    };
+    let is =
+        |r: Response| move |m: &Message| matches!(m.command, Command::Response(x, _) if x == r);
+    let cont = |m: &Message| matches!(&m.command, Command::AUTHENTICATE(s) if s == "+");
+    lib.client.send_sasl_plain().expect("AUTHENTICATE PLAIN");
+    lib.until("AUTHENTICATE +", cont).await;
+    lib.client
+        .send_sasl(plain("libuser", "not the password"))
+        .expect("AUTHENTICATE");
+    lib.until("904", is(Response::ERR_SASLFAIL)).await;
+    lib.client.send_sasl_plain().expect("AUTHENTICATE PLAIN");
+    lib.until("AUTHENTICATE +", cont).await;
+    lib.client
+        .send_sasl(plain("libuser", password))
+        .expect("AUTHENTICATE");
+    let (_, before) = lib.until("903", is(Response::RPL_SASLSUCCESS)).await;
+    let logged_in = before
+        .iter()
+        .find_map(|m| match &m.command {
+            Command::Response(Response::RPL_LOGGEDIN, args) => args.get(2).cloned(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{}: no 900 before 903: {before:?}", lib.label));
+    assert_eq!(logged_in, "libuser", "{}", lib.label);
+    lib.register_and_autojoin().await;
+    lib.client.send_quit("bye").expect("QUIT");
+    lib.until_end().await;
+}
+
+fn irc_crate_logs_in_with_sasl_plain(io: Io) {
+    let configure = |c: &mut shardline_chat::Config| {
+        c.accounts.test_cheap_hashes = true;
+        c.accounts.registration = shardline_chat::config::Registration::Open;
+    };
+    each_server_with(io, configure, |srv| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(sasl_session(srv));
+    });
+}
+
 shardline::per_backend! {
     irc_crate_clients_chat_across_shards => irc_crate_clients_chat_across_shards;
+    irc_crate_logs_in_with_sasl_plain => irc_crate_logs_in_with_sasl_plain;
 }

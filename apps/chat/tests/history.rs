@@ -4,7 +4,8 @@
 //! times non-decreasing per channel with senders on every shard, private history
 //! seen from both sides (accounts through the `TESTACCOUNT` hook), the bounds,
 //! one hand-over to the store per loop turn, a store whose writes fail, and the
-//! data directory's errors at start. Both backends, 1 and 4 shards.
+//! data directory's errors at start; accounts registered with REGISTER survive
+//! kill -9 too. Both backends, 1 and 4 shards.
 
 mod common;
 
@@ -1126,8 +1127,137 @@ fn history_survives_kill_9_and_restarts_with_other_shard_counts(io: Io) {
     run.stop();
 }
 
+/// SASL PLAIN as `account`: true on 903, false on 904.
+fn plain_login(c: &mut Client, account: &str, password: &str) -> bool {
+    use base64::Engine;
+    c.send("AUTHENTICATE PLAIN");
+    let l = c.expect("AUTHENTICATE");
+    assert_eq!(l.params, ["+"], "{}", l.raw);
+    let payload = format!("\0{account}\0{password}");
+    c.send(&format!(
+        "AUTHENTICATE {}",
+        base64::engine::general_purpose::STANDARD.encode(payload)
+    ));
+    let (end, _) = c.until("903 or 904", |l| l.is("903") || l.is("904"));
+    end.is("903")
+}
+
+/// Accounts registered with `REGISTER` under traffic, `kill -9` as soon as
+/// the last `REGISTER SUCCESS` came: after a restart with another shard count
+/// every one of them is there and logs in with SASL, and the offline tool
+/// lists them all after a graceful stop.
+fn accounts_survive_kill_9_and_restarts_with_other_shard_counts(io: Io) {
+    const ACCOUNTS: usize = 6;
+    let tmp = TempDir::new("accounts");
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("chat.toml");
+    std::fs::write(
+        &config,
+        "[flood]\nenabled = false\n[accounts]\nregistration = \"open\"\nhash_threads = 2\n",
+    )
+    .expect("write config");
+    let password = |i: usize| format!("password number {i}");
+
+    // Run 1, four shards: channel traffic from another thread meanwhile.
+    let run = Binary::start(io, 4, &config, &data);
+    let label = run.label.clone();
+    let mut talker = Client::connect_to(run.addr, &label);
+    talker.register("talker");
+    talker.join("#busy");
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let mut out = talker.try_clone_stream();
+        thread::spawn(move || {
+            use std::io::Write;
+            let mut n = 0u64;
+            while !stop.load(SeqCst) {
+                if out
+                    .write_all(format!("PRIVMSG #busy :traffic {n}\r\n").as_bytes())
+                    .is_err()
+                {
+                    return n;
+                }
+                n += 1;
+                thread::sleep(Duration::from_micros(200));
+            }
+            n
+        })
+    };
+    let mut clients: Vec<Client> = (0..ACCOUNTS)
+        .map(|i| {
+            let mut c = Client::connect_to(run.addr, &label);
+            c.nick = format!("acct{i}");
+            c.send(&format!("NICK acct{i}"));
+            c.send(&format!("REGISTER * * :{}", password(i)));
+            c
+        })
+        .collect();
+    // Real-cost hashes (argon2 and 600,000 PBKDF2 rounds, unoptimized in
+    // debug builds) on a loaded machine: longer than one `WAIT` in all.
+    let deadline = Instant::now() + WAIT * 6;
+    for c in &mut clients {
+        let mut seen = Vec::new();
+        let l = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match c.next_line_within(left) {
+                Some(l) if l.is("REGISTER") || l.is("FAIL") => break l,
+                Some(l) => seen.push(l),
+                None => panic!("{label}: {}: no REGISTER answer; got {seen:?}", c.nick),
+            }
+        };
+        assert!(
+            l.is("REGISTER") && l.params[0] == "SUCCESS",
+            "{label}: {}: {l:?} after {seen:?}",
+            c.nick
+        );
+    }
+    run.kill9();
+    stop.store(true, SeqCst);
+    let sent = traffic.join().expect("traffic thread");
+    assert!(sent > 0, "{label}: traffic was flowing");
+
+    // Run 2, two shards: every account logs in (on whatever shard).
+    let run = Binary::start(io, 2, &config, &data);
+    for i in 0..ACCOUNTS {
+        let mut c = Client::connect_to(run.addr, &label);
+        c.send("CAP REQ :sasl");
+        c.expect("CAP");
+        assert!(
+            !plain_login(&mut c, &format!("acct{i}"), "not the password"),
+            "{label}: the wrong password still fails"
+        );
+        assert!(
+            plain_login(&mut c, &format!("ACCT{i}"), &password(i)),
+            "{label}: account acct{i} after kill -9"
+        );
+    }
+    run.stop();
+
+    // The offline tool sees them all.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["account", "list"])
+        .output()
+        .expect("account list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{label}: {text}");
+    for i in 0..ACCOUNTS {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("acct{i} "))),
+            "{label}: acct{i} listed: {text}"
+        );
+    }
+    assert!(
+        text.ends_with(&format!("{ACCOUNTS} accounts\n")),
+        "{label}: {text}"
+    );
+}
+
 shardline::per_backend! {
     history_survives_kill_9_and_restarts_with_other_shard_counts => history_survives_kill_9_and_restarts_with_other_shard_counts;
+    accounts_survive_kill_9_and_restarts_with_other_shard_counts => accounts_survive_kill_9_and_restarts_with_other_shard_counts;
     every_subcommand_against_a_known_history => every_subcommand_against_a_known_history;
     a_channel_history_is_shown_only_to_who_may_read_it_now => a_channel_history_is_shown_only_to_who_may_read_it_now;
     msgids_are_unique_and_times_monotonic_per_channel => msgids_are_unique_and_times_monotonic_per_channel;

@@ -17,8 +17,14 @@
 //! - [`cli`]: the offline `account add|passwd|del|list|cert` commands.
 //! - [`oper`]: OPER against argon2 hashes on a helper thread, and
 //!   `--hash-password`.
+//! - [`pool`]: the helper threads that hash and check passwords for the
+//!   shards, with a bounded queue; results come back through a `Remote`.
 //!
 //! # Wiring (for the session)
+//!
+//! (Done: `commands/account.rs` on the client's shard, `owner/accounts.rs`
+//! on the account's owner, [`pool`] for the hashing; see the crate doc's
+//! "Accounts and SASL".)
 //!
 //! A client gets a [`sasl::Sasl`] (with its TLS client certificate's
 //! fingerprint, `TlsInfo::peer_cert_sha256_hex`). On `AUTHENTICATE <p>` (with
@@ -53,6 +59,7 @@
 pub mod cli;
 pub mod oper;
 pub mod password;
+pub mod pool;
 pub mod record;
 pub mod register;
 pub mod sasl;

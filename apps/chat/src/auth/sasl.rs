@@ -794,6 +794,18 @@ impl Sasl {
         out
     }
 
+    /// A [`Output::VerifyPassword`] could not be run (the chat's hashing queue
+    /// is full): 904 as for a failure, but not counted — the client guessed
+    /// nothing. An answer to another query is ignored.
+    pub fn check_unavailable(&mut self, query: Query) -> Vec<Output> {
+        let mut out = Vec::new();
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Waiting { query: q, .. } if q == query => self.fail(false, &mut out),
+            other => self.state = other,
+        }
+        out
+    }
+
     /// Connection registration completed (CAP END, or NICK/USER without CAP
     /// negotiation): an exchange under way is aborted with 906, and any answer
     /// still coming is ignored.
@@ -900,6 +912,23 @@ mod tests {
         assert_eq!(s.account(), None);
         let out = plain_login(&mut s, "alice", "correct horse");
         assert_eq!(codes(&out), [900, 903]);
+    }
+
+    #[test]
+    fn a_verification_that_could_not_run_fails_uncounted() {
+        let mut s = Sasl::new(SaslConfig::default(), None);
+        let out = start_plain(&mut s, "", "alice", "correct horse");
+        let (q, _) = lookup(&out);
+        let (q, _) = verify(s.account_found(q, Some(alice(false))));
+        // A stale query changes nothing.
+        assert!(s.check_unavailable(Query(q.0 + 100)).is_empty());
+        assert!(s.in_progress());
+        assert_eq!(codes(&s.check_unavailable(q)), [904]);
+        assert_eq!(s.failures(), 0);
+        assert!(!s.in_progress());
+        // The late answer to it is ignored.
+        assert!(s.password_checked(q, Ok(true)).is_empty());
+        assert_eq!(s.account(), None);
     }
 
     #[test]

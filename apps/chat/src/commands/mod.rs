@@ -6,6 +6,7 @@
 //! before earlier commands' effects are complete ([`Flow::Retry`]: the line is kept
 //! and run again then). PING, NICK and JOIN 0 are such barrier commands.
 
+mod account;
 mod channel;
 mod history;
 mod messaging;
@@ -63,6 +64,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "TAGMSG",
     "CHATHISTORY",
     "TESTACCOUNT",
+    "AUTHENTICATE",
+    "REGISTER",
 ];
 
 impl ChatShard {
@@ -109,6 +112,8 @@ impl ChatShard {
         // Commands that exist only with history on, or only in tests.
         let hidden = match cmd.as_str() {
             "CHATHISTORY" => !self.history_on(),
+            // Accounts live in the store.
+            "AUTHENTICATE" | "REGISTER" => !self.accounts_on(),
             "TESTACCOUNT" => !self.info.config.test_account_command,
             _ => false,
         };
@@ -148,6 +153,8 @@ impl ChatShard {
             }
             "PING" => return self.cmd_ping(ctx, id, p),
             "TESTACCOUNT" => return self.cmd_testaccount(ctx, id, p),
+            "AUTHENTICATE" => return self.cmd_authenticate(ctx, id, p),
+            "REGISTER" => return self.cmd_register(ctx, id, p),
             "PONG" => return Flow::Next,
             "QUIT" => return self.cmd_quit(ctx, id, p),
             _ => {}

@@ -20,9 +20,20 @@ impl ChatShard {
         };
         let sub = sub.to_ascii_uppercase();
         let server = self.info.name();
-        // draft/chathistory only while history is on.
-        let history = self.history_on();
-        let offered = |cap: Caps| history || cap != Caps::CHATHISTORY;
+        // draft/chathistory only while history is on, sasl while accounts
+        // exist, draft/account-registration while registration is open.
+        let offered: Vec<(Caps, bool)> = Caps::ALL
+            .iter()
+            .map(|&(_, cap)| (cap, self.cap_offered(cap)))
+            .collect();
+        let offered = |cap: Caps| offered.iter().any(|&(c, on)| c == cap && on);
+        let values: Vec<(Caps, String)> = match self.clients.get(&id) {
+            Some(c) => Caps::ALL
+                .iter()
+                .filter_map(|&(_, cap)| self.cap_value(cap, c).map(|v| (cap, v)))
+                .collect(),
+            None => Vec::new(),
+        };
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
         };
@@ -33,11 +44,6 @@ impl ChatShard {
                 if !c.registered {
                     c.cap_negotiating = true;
                 }
-                let mut all: Vec<String> = Caps::ALL
-                    .iter()
-                    .filter(|(_, c)| offered(*c))
-                    .map(|(n, _)| n.to_string())
-                    .collect();
                 // Capability values are for `CAP LS 302` (or later) only, and `sts`
                 // means nothing without its value: older clients do not see it.
                 // It is informational: a REQ for it is NAKed like any unknown cap.
@@ -45,6 +51,14 @@ impl ChatShard {
                     .get(1)
                     .and_then(|v| v.parse::<u32>().ok())
                     .is_some_and(|v| v >= 302);
+                let mut all: Vec<String> = Caps::ALL
+                    .iter()
+                    .filter(|(_, c)| offered(*c))
+                    .map(|(n, cap)| match values.iter().find(|(c, _)| c == cap) {
+                        Some((_, v)) if v302 => format!("{n}={v}"),
+                        _ => n.to_string(),
+                    })
+                    .collect();
                 if let Some(sts) = self
                     .info
                     .sts_value(c.tls.is_some(), self.tls_port)
@@ -91,6 +105,9 @@ impl ChatShard {
             "END" => {
                 if !c.registered && c.cap_negotiating {
                     c.cap_negotiating = false;
+                    // An exchange still under way is aborted (906): the client
+                    // registers without an account (sasl-3.1).
+                    self.sasl_registration_completed(ctx, id);
                     if self.try_register(ctx, id) {
                         return Flow::Park;
                     }

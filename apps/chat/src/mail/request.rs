@@ -10,6 +10,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use super::{ClientRef, Numeric, Outgoing};
 use crate::{
+    auth::{record::Credentials, sasl::AccountInfo},
     casemap::NameKey,
     store::{Message as Stored, MessageKind, MsgRef, TargetSummary},
 };
@@ -362,6 +363,33 @@ pub enum Request {
         /// The peer address.
         ip: IpAddr,
     },
+    /// SASL: the account `name` (any casing), to its owner; answered with
+    /// [`ReplyBody::AccountFound`].
+    AccountLookup {
+        /// The name the client gave.
+        name: String,
+        /// The client's SASL query, passed back.
+        query: u64,
+    },
+    /// SASL EXTERNAL: the accounts with this certificate fingerprint, to every
+    /// shard (each indexes its own accounts'); answered with
+    /// [`ReplyBody::CertFound`].
+    CertLookup {
+        /// 64 lowercase hex digits.
+        fingerprint: String,
+        /// The client's SASL query, passed back.
+        query: u64,
+    },
+    /// REGISTER: create account `name` with `credentials` unless it exists,
+    /// to the account's owner. Answered with [`ReplyBody::AccountRegistered`]
+    /// once the record is durable (its store ticket completed), or at once if
+    /// the name is taken.
+    RegisterAccount {
+        /// The account name as the client gave it.
+        name: String,
+        /// Its argon2 hash and SCRAM credential.
+        credentials: Box<Credentials>,
+    },
 }
 
 /// One shard's counts, for LUSERS.
@@ -433,4 +461,35 @@ pub enum ReplyBody {
     },
     /// One shard's part of a CHATHISTORY TARGETS answer.
     Targets(Vec<TargetSummary>),
+    /// The answer to [`Request::AccountLookup`]: the account, if it exists.
+    AccountFound {
+        /// The query asked.
+        query: u64,
+        /// What the SASL machine needs of it (`Debug` hides the credentials).
+        info: Option<Box<AccountInfo>>,
+    },
+    /// One shard's answer to [`Request::CertLookup`]: its accounts with the
+    /// fingerprint (normally none or one).
+    CertFound {
+        /// The query asked.
+        query: u64,
+        /// The accounts found.
+        found: Vec<AccountInfo>,
+    },
+    /// The answer to [`Request::RegisterAccount`].
+    AccountRegistered {
+        /// The account's name as registered (or as asked, on failure).
+        name: String,
+        /// Done (durable), or why not.
+        result: Result<(), RegisterError>,
+    },
+}
+
+/// Why an account was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The name is taken (`ACCOUNT_EXISTS`).
+    Exists,
+    /// The store could not write it (`TEMPORARILY_UNAVAILABLE`).
+    Unavailable,
 }

@@ -23,8 +23,8 @@ const KIND_ACCOUNT_PUT: u8 = 1;
 const KIND_ACCOUNT_DELETE: u8 = 2;
 const KIND_MESSAGE: u8 = 3;
 
-/// A registered account, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A registered account, as stored. `Debug` leaves the password hash out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     /// The name as registered (display form; the key is its casefold).
     pub name: String,
@@ -37,6 +37,18 @@ pub struct Account {
     pub cert_fingerprints: Vec<String>,
     /// Flags for the chat to define (operator, suspended, ...); stored as is.
     pub flags: u64,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("created", &self.created)
+            .field("cert_fingerprints", &self.cert_fingerprints)
+            .field("flags", &self.flags)
+            .finish()
+    }
 }
 
 /// The command a stored message was sent with.
