@@ -155,7 +155,7 @@ weechat_join() { # io
 /set irc.server.tlsdemo.anti_flood 0;/connect tlsdemo" \
         </dev/null >"$tmp/weechat.out" 2>&1 &
     weechat_pid=$!
-    wait_grep "weechat to join $CHANNEL over TLS ($1)" -F "wee (~wee@127.0.0.1) has joined $CHANNEL" \
+    wait_grep "weechat to join $CHANNEL over TLS ($1)" -E "wee (\[[^]]*\] )?(\([^)]*\) )?\(~wee@127\.0\.0\.1\) has joined $CHANNEL" \
         "$wdir/logs/irc.tlsdemo.$CHANNEL.weechatlog"
 }
 

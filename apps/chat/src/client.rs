@@ -103,6 +103,9 @@ pub struct Client {
     /// Whether the connection is still open (a quitting client outlives it until its
     /// requests are answered).
     pub alive: bool,
+    /// The peer shut down its sending side: once the lines it sent before
+    /// are run (flood control and the barrier still apply), it is closed.
+    pub peer_eof: bool,
     /// The peer's address, as shown in its mask.
     pub host: String,
     /// The peer's address.
@@ -201,6 +204,7 @@ impl Client {
         Client {
             conn,
             alive: true,
+            peer_eof: false,
             host,
             ip,
             tls,

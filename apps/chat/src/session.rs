@@ -186,6 +186,12 @@ impl ChatShard {
         let mut rest = buf.split_off(pos);
         rest.append(&mut c.inbuf);
         c.inbuf = rest;
+        if c.peer_eof && c.quitting.is_none() && !c.parked && c.flood_timer.is_none() {
+            // The peer is done sending and every complete line it sent has run
+            // (an unterminated last line is dropped, as at any close).
+            ctx.close(c.conn);
+            return;
+        }
         if c.flood_timer.is_some() && c.inbuf.len() > backlog && c.quitting.is_none() {
             self.begin_quit(ctx, id, "Excess Flood".into());
             return;

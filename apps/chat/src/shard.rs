@@ -270,6 +270,19 @@ impl Handler for ChatShard {
         data.len()
     }
 
+    /// The client sent all it will: what it sent before (a QUIT with its
+    /// reason, a last message) is still run, at the pace flood control allows,
+    /// and the connection is closed when nothing complete is left
+    /// ([`ChatShard::pump`]).
+    fn on_eof(&mut self, ctx: &mut Ctx<'_, ChatShard>, conn: ConnId, id: &mut u64) {
+        let Some(c) = self.clients.get_mut(id) else {
+            ctx.close(conn);
+            return;
+        };
+        c.peer_eof = true;
+        self.pump(ctx, *id);
+    }
+
     fn on_close(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,

@@ -81,6 +81,53 @@ fn fake_lag_delays_but_loses_nothing(io: Io) {
     );
 }
 
+fn lines_sent_before_a_half_close_still_run(io: Io) {
+    each_server_with(
+        io,
+        |config| {
+            // Every command past the first few waits 40 ms: the burst below is
+            // still waiting when the client shuts its sending side down.
+            config.flood.enabled = true;
+            config.flood.command_cost_ms = 40;
+            config.flood.max_lag_ms = 40;
+        },
+        |srv| {
+            let label = srv.label();
+            let mut b = srv.register_on(1, "bob");
+            b.join("#f");
+            let mut a = srv.register_on(0, "alice");
+            a.join("#f");
+            b.expect("JOIN");
+            let n = 10;
+            let mut burst = numbered_privmsgs("#f", n);
+            burst.push_str("QUIT :last words\r\n");
+            a.send_raw(burst.as_bytes());
+            a.try_clone_stream()
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown");
+            // Everything it said before, in order, then its QUIT with its reason.
+            assert_eq!(b.privmsg_texts(n), numbered(n), "{label}");
+            let quit = b.expect("QUIT");
+            assert_eq!(quit.last(), "Quit: last words", "{label}: {}", quit.raw);
+            let lines = a.until_closed();
+            assert!(
+                lines.last().is_some_and(|l| l.is("ERROR")),
+                "{label}: {lines:?}"
+            );
+            // A half-close with nothing pending still ends the connection.
+            let mut c = srv.register_on(0, "carol");
+            c.join("#f");
+            b.expect("JOIN");
+            c.try_clone_stream()
+                .shutdown(std::net::Shutdown::Write)
+                .expect("shutdown");
+            let quit = b.expect("QUIT");
+            assert_eq!(quit.nick(), Some("carol"), "{label}");
+            assert_eq!(quit.last(), "Remote host closed the connection", "{label}");
+        },
+    );
+}
+
 fn excess_flood_disconnects(io: Io) {
     each_server_with(
         io,
@@ -126,4 +173,5 @@ shardline::per_backend! {
     connections_per_ip_are_counted_across_shards => connections_per_ip_are_counted_across_shards;
     fake_lag_delays_but_loses_nothing => fake_lag_delays_but_loses_nothing;
     excess_flood_disconnects => excess_flood_disconnects;
+    lines_sent_before_a_half_close_still_run => lines_sent_before_a_half_close_still_run;
 }
