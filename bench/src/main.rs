@@ -280,14 +280,11 @@ struct MailboxArgs {
 #[derive(Debug, Args)]
 struct ChatArgs {
     /// Servers, run in this order every round: shardline-uring, shardline-epoll,
-    /// ngircd.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "shardline-uring,shardline-epoll,ngircd",
-        value_parser = chat::ChatServer::parse
-    )]
-    servers: Vec<chat::ChatServer>,
+    /// ngircd, shardline-uring-nohistory, shardline-epoll-nohistory (default:
+    /// the first three; with --history-compare shardline-uring,
+    /// shardline-uring-nohistory).
+    #[arg(long, value_delimiter = ',', value_parser = chat::ChatServer::parse)]
+    servers: Option<Vec<chat::ChatServer>>,
     /// Load a running IRC server instead (no server CPU accounting).
     #[arg(long, conflicts_with = "servers")]
     addr: Option<SocketAddr>,
@@ -305,9 +302,9 @@ struct ChatArgs {
     /// medians are quoted.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Load shapes, in order.
-    #[arg(long, value_delimiter = ',', default_value = "burst,paced")]
-    shapes: Vec<chat::Shape>,
+    /// Load shapes, in order (default: burst,paced; with --history-compare paced).
+    #[arg(long, value_delimiter = ',')]
+    shapes: Option<Vec<chat::Shape>>,
     /// Rooms (R).
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -346,6 +343,20 @@ struct ChatArgs {
     /// it keeps history, in a scratch data directory, as it does by default).
     #[arg(long)]
     chat_no_history: bool,
+    /// History on against off: shardline-chat with history and without
+    /// (`NAME` and `NAME-nohistory`, interleaved), the ratio of their CPU per
+    /// delivery against the target (≤ 1.15×), and the CHATHISTORY probe in
+    /// every run (it asks where history is on). Defaults to --servers
+    /// shardline-uring,shardline-uring-nohistory --shapes paced.
+    #[arg(long, conflicts_with_all = ["chat_no_history", "addr"])]
+    history_compare: bool,
+    /// --history-compare: CHATHISTORY requests per second of the probe (one
+    /// outstanding at a time; 0: no probe).
+    #[arg(long, default_value_t = 20.0)]
+    probe_rate: f64,
+    /// --history-compare: the probe's limit, `CHATHISTORY LATEST #room * N`.
+    #[arg(long, default_value_t = 100)]
+    probe_limit: usize,
     /// The ngircd binary.
     #[arg(long, default_value = servers::NGIRCD_EXE)]
     ngircd: PathBuf,
@@ -564,6 +575,32 @@ fn main() -> anyhow::Result<()> {
         Cmd::Chat(a) => {
             let (server, client) = chat::default_pinning(a.shards);
             let explicit = a.chat_exe.is_some();
+            let (default_servers, default_shapes) = if a.history_compare {
+                ("shardline-uring,shardline-uring-nohistory", "paced")
+            } else {
+                ("shardline-uring,shardline-epoll,ngircd", "burst,paced")
+            };
+            let servers = match a.servers {
+                Some(s) => s,
+                None => default_servers
+                    .split(',')
+                    .map(chat::ChatServer::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let shapes = a.shapes.unwrap_or_else(|| {
+                default_shapes
+                    .split(',')
+                    .map(|s| {
+                        <chat::Shape as clap::ValueEnum>::from_str(s, false)
+                            .expect("the default shapes parse")
+                    })
+                    .collect()
+            });
+            let probe = (a.history_compare && a.probe_rate > 0.0).then_some(chat::ProbeSpec {
+                rate: a.probe_rate,
+                limit: a.probe_limit,
+            });
             let cfg = chat::ChatConfig {
                 servers: match a.addr {
                     Some(addr) => vec![chat::ChatServer::External {
@@ -571,7 +608,7 @@ fn main() -> anyhow::Result<()> {
                         addr,
                         pid: None,
                     }],
-                    None => a.servers,
+                    None => servers,
                 },
                 chat_exe: a.chat_exe.unwrap_or_else(servers::default_chat_exe),
                 build_chat: !explicit,
@@ -582,7 +619,7 @@ fn main() -> anyhow::Result<()> {
                 server_cpus: a.server_cpus.map_or(server, |c| c.0),
                 client_cpus: a.client_cpus.map_or(client, |c| c.0),
                 rounds: a.rounds,
-                shapes: a.shapes,
+                shapes,
                 scenario: chat::Scenario {
                     rooms: a.rooms,
                     room_size: a.room_size,
@@ -596,6 +633,7 @@ fn main() -> anyhow::Result<()> {
                 timeout: a.timeout,
                 max_foreign_pct: a.max_foreign_pct,
                 retries: a.retries,
+                probe,
             };
             let out = chat::run(&cfg)?;
             report::save_json(a.json.as_deref(), &out)

@@ -718,10 +718,18 @@ pub fn workspace_dir() -> PathBuf {
     here.parent().unwrap_or(here).to_path_buf()
 }
 
-/// `target/release/shardline-chat` in the workspace.
+/// Where cargo puts the workspace's builds: `$CARGO_TARGET_DIR` if set (relative
+/// to the workspace if relative), else `target` in the workspace.
+pub fn workspace_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => workspace_dir().join(d),
+        None => workspace_dir().join("target"),
+    }
+}
+
+/// `release/shardline-chat` in the workspace's [`workspace_target_dir`].
 pub fn default_chat_exe() -> PathBuf {
-    workspace_dir()
-        .join("target")
+    workspace_target_dir()
         .join("release")
         .join("shardline-chat")
 }
@@ -733,10 +741,9 @@ pub fn resolve_chat_exe(exe: &Path, build: bool) -> Result<(), String> {
     resolve_workspace_exe(exe, "shardline-chat", build)
 }
 
-/// `target/release/shardline-proxy` in the workspace.
+/// `release/shardline-proxy` in the workspace's [`workspace_target_dir`].
 pub fn default_proxy_exe() -> PathBuf {
-    workspace_dir()
-        .join("target")
+    workspace_target_dir()
         .join("release")
         .join("shardline-proxy")
 }
@@ -759,7 +766,7 @@ pub fn resolve_workspace_exe(exe: &Path, package: &str, build: bool) -> Result<(
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(["build", "--release", "-p", package, "--manifest-path"])
         .arg(&manifest)
-        .env_remove("CARGO_TARGET_DIR")
+        .env("CARGO_TARGET_DIR", workspace_target_dir())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .status();

@@ -1,5 +1,6 @@
 //! The experiment: servers × shapes × rounds, interleaved; starting
-//! shardline-chat and ngircd; one measured run with its CPU accounting.
+//! shardline-chat (with history or without) and ngircd; one measured run with
+//! its CPU accounting and, if asked for, the CHATHISTORY probe.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -8,23 +9,36 @@ use shardline::Io;
 
 use super::{
     load::run_load,
-    results::{describe, render, summarize, ChatOutput, ChatRun, ChatSetup},
+    probe::{HistoryProbe, ProbeSpec},
+    results::{
+        describe, history_verdicts, render, render_history, summarize, ChatOutput, ChatRun,
+        ChatSetup, NO_HISTORY_SUFFIX,
+    },
     scenario::{LoadSpec, Scenario, Shape},
 };
 use crate::{
+    client::Window,
     experiment::{self, Probe, Quiet, WindowMarks},
     machine::{self, MachineInfo},
     servers::{self, ServerProc},
 };
 
-/// The servers `chat` knows, in run order.
+/// The servers `chat` runs by default, in run order.
 pub const SERVERS: [&str; 3] = ["shardline-uring", "shardline-epoll", "ngircd"];
+
+/// shardline-chat without history (`--no-history`): the peers of
+/// `--history-compare`.
+pub const NO_HISTORY_SERVERS: [&str; 2] =
+    ["shardline-uring-nohistory", "shardline-epoll-nohistory"];
 
 /// Which server a run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatServer {
-    /// `target/release/shardline-chat` on this backend.
+    /// `target/release/shardline-chat` on this backend (with history unless
+    /// [`ChatConfig::chat_history`] is off).
     Shardline(Io),
+    /// The same, always with `--no-history`; named `shardline-IO-nohistory`.
+    ShardlineNoHistory(Io),
     /// `/usr/sbin/ngircd`.
     Ngircd,
     /// A server already running (no CPU accounting unless `pid` is given).
@@ -43,20 +57,25 @@ impl ChatServer {
     pub fn name(&self) -> String {
         match self {
             ChatServer::Shardline(io) => format!("shardline-{io}"),
+            ChatServer::ShardlineNoHistory(io) => format!("shardline-{io}{NO_HISTORY_SUFFIX}"),
             ChatServer::Ngircd => "ngircd".into(),
             ChatServer::External { name, .. } => name.clone(),
         }
     }
 
-    /// Parses `shardline-uring`, `shardline-epoll` or `ngircd`.
+    /// Parses `shardline-uring`, `shardline-epoll`, `ngircd`,
+    /// `shardline-uring-nohistory` or `shardline-epoll-nohistory`.
     pub fn parse(name: &str) -> Result<ChatServer, String> {
         match name.trim() {
             "shardline-uring" => Ok(ChatServer::Shardline(Io::Uring)),
             "shardline-epoll" => Ok(ChatServer::Shardline(Io::Epoll)),
+            "shardline-uring-nohistory" => Ok(ChatServer::ShardlineNoHistory(Io::Uring)),
+            "shardline-epoll-nohistory" => Ok(ChatServer::ShardlineNoHistory(Io::Epoll)),
             "ngircd" => Ok(ChatServer::Ngircd),
             other => Err(format!(
-                "unknown chat server {other:?} (known: {})",
-                SERVERS.join(", ")
+                "unknown chat server {other:?} (known: {}, {})",
+                SERVERS.join(", "),
+                NO_HISTORY_SERVERS.join(", ")
             )),
         }
     }
@@ -98,6 +117,10 @@ pub struct ChatConfig {
     pub max_foreign_pct: f64,
     /// How many times a noisy run is measured again (the quietest is kept).
     pub retries: usize,
+    /// The CHATHISTORY probe, in every run (`None`: no probe). It asks only
+    /// where the server offers `draft/chathistory`, and is a member of room 0
+    /// everywhere.
+    pub probe: Option<ProbeSpec>,
 }
 
 /// Default pinning on this machine for `shards` shards: the server on the first
@@ -132,6 +155,16 @@ fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerP
             cfg.chat_history,
         )
         .map(Some),
+        ChatServer::ShardlineNoHistory(io) => servers::start_shardline_chat(
+            &cfg.chat_exe,
+            *io,
+            cfg.shards,
+            &cfg.server_cpus,
+            cfg.chat_config.as_deref(),
+            CHAT_CONFIG,
+            false,
+        )
+        .map(Some),
         ChatServer::Ngircd => {
             servers::start_ngircd(&cfg.ngircd_exe, &ngircd_cpus(&cfg.server_cpus)).map(Some)
         }
@@ -153,7 +186,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     let mut servers = Vec::new();
     for s in &cfg.servers {
         match s {
-            ChatServer::Shardline(_) => {
+            ChatServer::Shardline(_) | ChatServer::ShardlineNoHistory(_) => {
                 match servers::resolve_chat_exe(&cfg.chat_exe, cfg.build_chat) {
                     Ok(()) => servers.push(s.clone()),
                     Err(why) => {
@@ -195,6 +228,12 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
         sc.paced_duration_s,
         sc.text_size,
     );
+    if let Some(p) = cfg.probe {
+        println!(
+            "probe: one more member of room 0 asks CHATHISTORY LATEST #room * {} at {}/s during each window where the server offers draft/chathistory",
+            p.limit, p.rate
+        );
+    }
     println!(
         "pinning: shardline-chat {} shard(s) on CPUs {:?}, ngircd on CPUs {:?}, client {}",
         cfg.shards,
@@ -234,10 +273,13 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     }
     let names: Vec<String> = servers.iter().map(ChatServer::name).collect();
     let results = summarize(&names, &cfg.shapes, &runs);
+    let history = history_verdicts(&names, &cfg.shapes, &runs, &results, cfg.probe);
     println!();
     print!("{}", render(&results));
+    print!("{}", render_history(&history));
     Ok(ChatOutput {
         results,
+        history,
         runs,
         skipped,
         setup: ChatSetup {
@@ -249,6 +291,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
             scenario: cfg.scenario.clone(),
             timeout_s: cfg.timeout.as_secs_f64(),
             chat_history: cfg.chat_history,
+            probe: cfg.probe,
         },
         machine: machine_at_start,
     })
@@ -256,9 +299,50 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
 
 /// One load run against a running server, with its CPU accounting.
 pub fn measure(spec: &LoadSpec, name: &str, pid: Option<u32>, round: usize) -> ChatRun {
+    measure_probed(spec, None, name, pid, round)
+}
+
+/// [`measure`], with the CHATHISTORY probe in room 0 if `probe` is given: it
+/// joins before the load sets up, asks while the window is open (the server's
+/// CPU over the window includes its answers), and its result goes into the
+/// run's `probe`.
+pub fn measure_probed(
+    spec: &LoadSpec,
+    probe: Option<ProbeSpec>,
+    name: &str,
+    pid: Option<u32>,
+    round: usize,
+) -> ChatRun {
+    let shape = spec.pattern.shape();
+    let probe = match probe {
+        None => None,
+        Some(p) => {
+            let chan = format!("#{}r0", spec.tag);
+            let nick = format!("{}p", spec.tag);
+            match HistoryProbe::start(spec.addr, chan, nick, p, spec.cpus.clone()) {
+                Ok(h) => Some(h),
+                Err(e) => return ChatRun::failed(round, name, shape, 1, format!("{e:#}")),
+            }
+        }
+    };
+    let switch = probe.as_ref().map(HistoryProbe::switch);
     let probes = [Probe::Process(pid)];
     let mut marks = WindowMarks::new(&probes);
-    let result = run_load(spec, &mut |w| marks.mark(w));
+    let result = run_load(spec, &mut |w| match w {
+        Window::Start => {
+            marks.mark(w);
+            if let Some(s) = &switch {
+                s.go();
+            }
+        }
+        Window::End => {
+            if let Some(s) = &switch {
+                s.stop();
+            }
+            marks.mark(w);
+        }
+    });
+    let probe = probe.map(HistoryProbe::finish);
     match result {
         Ok(load) => {
             let window = load.window_s.max(1e-9);
@@ -282,9 +366,10 @@ pub fn measure(spec: &LoadSpec, name: &str, pid: Option<u32>, round: usize) -> C
                 foreign_cpu_pct: foreign,
                 attempts: 1,
                 error: None,
+                probe,
             }
         }
-        Err(e) => ChatRun::failed(round, name, spec.pattern.shape(), 1, format!("{e:#}")),
+        Err(e) => ChatRun::failed(round, name, shape, 1, format!("{e:#}")),
     }
 }
 
@@ -303,7 +388,7 @@ fn measure_quiet(
     Quiet::new(cfg.max_foreign_pct, cfg.retries).measure(&label, "window", || {
         let mut spec = cfg.scenario.load(shape, addr, cfg.timeout);
         spec.cpus = cfg.client_cpus.clone();
-        measure(&spec, name, pid, round)
+        measure_probed(&spec, cfg.probe, name, pid, round)
     })
 }
 
@@ -319,8 +404,12 @@ mod tests {
         );
         assert_eq!(ChatServer::parse("ngircd"), Ok(ChatServer::Ngircd));
         assert!(ChatServer::parse("inspircd").is_err());
-        for s in SERVERS {
+        for s in SERVERS.into_iter().chain(NO_HISTORY_SERVERS) {
             assert_eq!(ChatServer::parse(s).unwrap().name(), s);
         }
+        assert_eq!(
+            ChatServer::parse("shardline-epoll-nohistory"),
+            Ok(ChatServer::ShardlineNoHistory(Io::Epoll))
+        );
     }
 }

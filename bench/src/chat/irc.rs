@@ -99,7 +99,7 @@ pub enum Line<'a> {
     Other,
 }
 
-fn split_space(s: &[u8]) -> (&[u8], &[u8]) {
+pub(super) fn split_space(s: &[u8]) -> (&[u8], &[u8]) {
     match s.iter().position(|&b| b == b' ') {
         Some(i) => {
             let mut rest = &s[i + 1..];

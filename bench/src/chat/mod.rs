@@ -32,22 +32,36 @@
 //! - `client`: the connections, registration, joins, the PING barrier;
 //! - `load`: the measured window ([`run_load`]);
 //! - `verdict`: completeness and order ([`check_room`]);
+//! - `probe`: the CHATHISTORY probe ([`HistoryProbe`]), a member of room 0 that
+//!   asks `CHATHISTORY LATEST` at a steady rate while the window is open;
 //! - `harness`: servers × shapes × rounds ([`run`]);
-//! - `results`: run records, medians, the table, the JSON.
+//! - `results`: run records, medians, history on against off, the tables, the
+//!   JSON.
 
 mod client;
 mod harness;
 mod irc;
 mod load;
+mod probe;
 mod results;
 mod scenario;
 mod verdict;
 
 pub use self::{
-    harness::{default_pinning, measure, run, ChatConfig, ChatServer, CHAT_CONFIG, SERVERS},
+    harness::{
+        default_pinning, measure, measure_probed, run, ChatConfig, ChatServer, CHAT_CONFIG,
+        NO_HISTORY_SERVERS, SERVERS,
+    },
     irc::{message_id, next_tag, parse_line, parse_text, write_message, Line},
     load::run_load,
-    results::{render, summarize, ChatOutput, ChatRow, ChatRun, ChatSetup, REFERENCE},
+    probe::{
+        check_answer, HistLine, HistoryProbe, ProbeLatency, ProbeResult, ProbeSpec, ProbeSwitch,
+    },
+    results::{
+        history_verdicts, render, render_history, summarize, ChatOutput, ChatRow, ChatRun,
+        ChatSetup, HistoryVerdict, ProbeSummary, HISTORY_CPU_TARGET, NO_HISTORY_SUFFIX,
+        PROBE_P99_TARGET_MS, REFERENCE,
+    },
     scenario::{
         LoadResult, LoadSpec, Pattern, Scenario, Shape, MAX_MESSAGES_PER_SENDER, MAX_SENDERS,
     },

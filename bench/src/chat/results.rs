@@ -1,9 +1,13 @@
-//! What `chat` reports: the run records, medians and ratios to ngircd, the
-//! progress lines and the table, and the JSON shapes.
+//! What `chat` reports: the run records, medians and ratios to ngircd, history
+//! on against off with the CHATHISTORY probe, the progress lines and the
+//! tables, and the JSON shapes.
 
 use serde::Serialize;
 
-use super::scenario::{LoadResult, Scenario, Shape};
+use super::{
+    probe::{ProbeLatency, ProbeResult, ProbeSpec},
+    scenario::{LoadResult, Scenario, Shape},
+};
 use crate::{
     experiment::{self, median_of, median_of_some},
     machine::MachineInfo,
@@ -12,6 +16,16 @@ use crate::{
 
 /// The reference server for the ratio columns.
 pub const REFERENCE: &str = "ngircd";
+
+/// A server named `NAME` + this runs without history; it is `NAME`'s peer in
+/// the history comparison.
+pub const NO_HISTORY_SUFFIX: &str = "-nohistory";
+
+/// The target: server CPU per delivery with history ≤ this × without.
+pub const HISTORY_CPU_TARGET: f64 = 1.15;
+
+/// The target: CHATHISTORY LATEST p99 under the load ≤ this many ms.
+pub const PROBE_P99_TARGET_MS: f64 = 5.0;
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +49,8 @@ pub struct ChatRun {
     pub attempts: usize,
     /// Why the run failed.
     pub error: Option<String>,
+    /// What the CHATHISTORY probe saw (when it ran).
+    pub probe: Option<ProbeResult>,
 }
 
 impl ChatRun {
@@ -56,6 +72,7 @@ impl ChatRun {
             foreign_cpu_pct: None,
             attempts,
             error: Some(error),
+            probe: None,
         }
     }
 }
@@ -96,6 +113,9 @@ pub struct ChatRow {
 pub struct ChatOutput {
     /// Medians per server and shape.
     pub results: Vec<ChatRow>,
+    /// History on against off, per shape, where both ran (`NAME` and
+    /// `NAME-nohistory`).
+    pub history: Vec<HistoryVerdict>,
     /// Every run.
     pub runs: Vec<ChatRun>,
     /// Servers left out, and why.
@@ -125,6 +145,57 @@ pub struct ChatSetup {
     pub timeout_s: f64,
     /// shardline-chat kept message history (stored in its scratch directory).
     pub chat_history: bool,
+    /// The CHATHISTORY probe (`null`: none).
+    pub probe: Option<ProbeSpec>,
+}
+
+/// The CHATHISTORY probe over every run of one server and shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbeSummary {
+    /// Runs with a probe result.
+    pub runs: usize,
+    /// Requests sent.
+    pub requests: u64,
+    /// Answers received.
+    pub answers: u64,
+    /// Answers with as many messages as asked for.
+    pub full_answers: u64,
+    /// Mean messages per answer.
+    pub messages_per_answer: f64,
+    /// Answers that failed a check, errors and answers that never came.
+    pub bad_answers: u64,
+    /// Requests sent late (the last answer was still out at their turn).
+    pub late_sends: u64,
+    /// Over every answer of every run (pooled, not a median of rounds).
+    pub latency: ProbeLatency,
+}
+
+/// History on against off for one server and shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HistoryVerdict {
+    /// burst or paced.
+    pub shape: Shape,
+    /// With history (e.g. `shardline-uring`).
+    pub server: String,
+    /// Without (`…-nohistory`).
+    pub peer: String,
+    /// Median server CPU µs per delivery with history.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// The same without.
+    pub peer_cpu_us_per_delivery: Option<f64>,
+    /// The first ÷ the second: the headline.
+    pub cpu_ratio: Option<f64>,
+    /// The same ratio in each round where both measured (how much it moves).
+    pub round_cpu_ratios: Vec<f64>,
+    /// ≤ this meets the target.
+    pub cpu_target: f64,
+    /// The probe in the runs with history (`null`: it did not run).
+    pub probe: Option<ProbeSummary>,
+    /// Probe p99 ≤ this many ms meets the target.
+    pub p99_target_ms: f64,
+    /// Both runs complete, the CPU ratio at or under its target, and the probe
+    /// (if it ran) answered, every answer good, p99 at or under its target.
+    pub meets_target: bool,
 }
 
 pub(super) fn describe(run: &ChatRun) -> String {
@@ -158,7 +229,7 @@ pub(super) fn describe(run: &ChatRun) -> String {
             } else {
                 format!("\n    problems: {}", l.problems.join("\n              "))
             }
-        ),
+        ) + &run.probe.as_ref().map_or_else(String::new, describe_probe),
         (None, e) => format!(
             "round {} {:<16} {}: failed: {}",
             run.round,
@@ -167,6 +238,182 @@ pub(super) fn describe(run: &ChatRun) -> String {
             e.as_deref().unwrap_or("unknown error")
         ),
     }
+}
+
+fn describe_probe(p: &ProbeResult) -> String {
+    let mut s = if p.chathistory {
+        format!(
+            "\n    probe: {} answers of {} requests ({} full, {:.1} messages each, {} bad, {} sent late)  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            p.answers,
+            p.requests,
+            p.full_answers,
+            p.messages as f64 / p.answers.max(1) as f64,
+            p.bad_answers,
+            p.late_sends,
+            p.latency.p50_us / 1e3,
+            p.latency.p99_us / 1e3,
+            p.latency.max_us / 1e3,
+        )
+    } else {
+        format!(
+            "\n    probe: no draft/chathistory offered; listened only ({} live messages)",
+            p.live_messages
+        )
+    };
+    if !p.problems.is_empty() {
+        s.push_str(&format!(
+            "\n    probe problems: {}",
+            p.problems.join("\n                    ")
+        ));
+    }
+    s
+}
+
+/// The probe over `runs` (those that have one).
+fn probe_summary(runs: &[&ChatRun]) -> Option<ProbeSummary> {
+    let probes: Vec<&ProbeResult> = runs.iter().filter_map(|r| r.probe.as_ref()).collect();
+    if probes.is_empty() {
+        return None;
+    }
+    let samples: Vec<f64> = probes
+        .iter()
+        .flat_map(|p| p.samples_us.iter().copied())
+        .collect();
+    let answers: u64 = probes.iter().map(|p| p.answers).sum();
+    let messages: u64 = probes.iter().map(|p| p.messages).sum();
+    Some(ProbeSummary {
+        runs: probes.len(),
+        requests: probes.iter().map(|p| p.requests).sum(),
+        answers,
+        full_answers: probes.iter().map(|p| p.full_answers).sum(),
+        messages_per_answer: round(messages as f64 / answers.max(1) as f64, 1),
+        bad_answers: probes.iter().map(|p| p.bad_answers).sum(),
+        late_sends: probes.iter().map(|p| p.late_sends).sum(),
+        latency: ProbeLatency::of(&samples),
+    })
+}
+
+/// History on against off: for every server `NAME` run together with
+/// `NAME-nohistory`, per shape, the ratio of their median CPU per delivery and
+/// the probe's answers pooled over `NAME`'s runs (`probe`: whether it ran).
+pub fn history_verdicts(
+    servers: &[String],
+    shapes: &[Shape],
+    runs: &[ChatRun],
+    rows: &[ChatRow],
+    probe: Option<ProbeSpec>,
+) -> Vec<HistoryVerdict> {
+    let mut out = Vec::new();
+    for &shape in shapes {
+        for s in servers {
+            let peer = format!("{s}{NO_HISTORY_SUFFIX}");
+            if !servers.contains(&peer) {
+                continue;
+            }
+            let row = |name: &str| rows.iter().find(|r| r.server == name && r.shape == shape);
+            let (with, without) = (row(s), row(&peer));
+            let cpu = with.and_then(|r| r.server_cpu_us_per_delivery);
+            let peer_cpu = without.and_then(|r| r.server_cpu_us_per_delivery);
+            let ratio = match (cpu, peer_cpu) {
+                (Some(a), Some(b)) if b > 0.0 => Some(round(a / b, 3)),
+                _ => None,
+            };
+            let of = |name: &str| -> Vec<&ChatRun> {
+                runs.iter()
+                    .filter(|r| r.server == name && r.shape == shape && r.load.is_some())
+                    .collect()
+            };
+            let (mine, theirs) = (of(s), of(&peer));
+            let mut round_cpu_ratios = Vec::new();
+            for r in &mine {
+                let other = theirs.iter().find(|t| t.round == r.round);
+                if let (Some(a), Some(b)) = (
+                    r.server_cpu_us_per_delivery,
+                    other.and_then(|t| t.server_cpu_us_per_delivery),
+                ) {
+                    if b > 0.0 {
+                        round_cpu_ratios.push(round(a / b, 3));
+                    }
+                }
+            }
+            let summary = probe.and(probe_summary(&mine));
+            let complete = with.is_some_and(|r| r.complete) && without.is_some_and(|r| r.complete);
+            let probe_ok = summary.as_ref().is_none_or(|p| {
+                p.answers > 0 && p.bad_answers == 0 && p.latency.p99_us <= PROBE_P99_TARGET_MS * 1e3
+            });
+            out.push(HistoryVerdict {
+                shape,
+                server: s.clone(),
+                peer,
+                cpu_us_per_delivery: cpu,
+                peer_cpu_us_per_delivery: peer_cpu,
+                cpu_ratio: ratio,
+                round_cpu_ratios,
+                cpu_target: HISTORY_CPU_TARGET,
+                probe: summary,
+                p99_target_ms: PROBE_P99_TARGET_MS,
+                meets_target: complete
+                    && ratio.is_some_and(|r| r <= HISTORY_CPU_TARGET)
+                    && probe_ok,
+            });
+        }
+    }
+    out
+}
+
+/// The history comparison in words, one block per server and shape (nothing
+/// without one).
+pub fn render_history(verdicts: &[HistoryVerdict]) -> String {
+    let mut out = String::new();
+    for v in verdicts {
+        let f = |c: Option<f64>| c.map_or_else(|| "?".into(), |c| format!("{c:.3}"));
+        out.push_str(&format!(
+            "history, {}: {} {} µs/delivery vs {} {}: {} (target ≤ {:.2}×; by round: {})\n",
+            v.shape,
+            v.server,
+            f(v.cpu_us_per_delivery),
+            v.peer,
+            f(v.peer_cpu_us_per_delivery),
+            v.cpu_ratio
+                .map_or_else(|| "no ratio".into(), |r| format!("{r:.3}×")),
+            v.cpu_target,
+            if v.round_cpu_ratios.is_empty() {
+                "-".to_owned()
+            } else {
+                v.round_cpu_ratios
+                    .iter()
+                    .map(|r| format!("{r:.3}×"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ));
+        if let Some(p) = &v.probe {
+            out.push_str(&format!(
+                "  CHATHISTORY LATEST under the load, {} runs: {} answers of {} requests ({} full, {:.1} messages each, {} bad, {} sent late); p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 ≤ {} ms)\n",
+                p.runs,
+                p.answers,
+                p.requests,
+                p.full_answers,
+                p.messages_per_answer,
+                p.bad_answers,
+                p.late_sends,
+                p.latency.p50_us / 1e3,
+                p.latency.p99_us / 1e3,
+                p.latency.max_us / 1e3,
+                v.p99_target_ms,
+            ));
+        }
+        out.push_str(&format!(
+            "  {}: {}\n",
+            v.server,
+            if v.meets_target {
+                "meets the target"
+            } else {
+                "MISSES the target"
+            }
+        ));
+    }
+    out
 }
 
 /// Medians per (server, shape) and ratios to ngircd.
@@ -319,6 +566,7 @@ mod tests {
             foreign_cpu_pct: Some(0.0),
             attempts: 1,
             error: None,
+            probe: None,
         }
     }
 
@@ -370,5 +618,78 @@ mod tests {
             assert!(json.get(key).is_some(), "{key} missing in {json}");
         }
         assert_eq!(json["shape"], "burst");
+    }
+
+    #[test]
+    fn history_on_against_off() {
+        let mut runs = Vec::new();
+        for (round, with, without) in [(1, 1.1, 1.0), (2, 1.4, 1.0), (3, 1.2, 1.0)] {
+            let mut r = run_of("shardline-uring", Shape::Paced, 1e5, with, true);
+            r.round = round;
+            r.probe = Some(ProbeResult {
+                chathistory: true,
+                requests: 10,
+                answers: 10,
+                full_answers: 9,
+                messages: 990,
+                samples_us: (1..=10)
+                    .map(|i| f64::from(i) * 100.0 * round as f64)
+                    .collect(),
+                ..ProbeResult::default()
+            });
+            runs.push(r);
+            let mut r = run_of(
+                "shardline-uring-nohistory",
+                Shape::Paced,
+                1e5,
+                without,
+                true,
+            );
+            r.round = round;
+            runs.push(r);
+        }
+        let names = vec![
+            "shardline-uring".to_owned(),
+            "shardline-uring-nohistory".to_owned(),
+        ];
+        let rows = summarize(&names, &[Shape::Paced], &runs);
+        let spec = Some(ProbeSpec::default());
+        let v = history_verdicts(&names, &[Shape::Paced], &runs, &rows, spec);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        let v = &v[0];
+        assert_eq!(v.peer, "shardline-uring-nohistory");
+        assert_eq!(v.cpu_ratio, Some(1.2));
+        assert_eq!(v.round_cpu_ratios, [1.1, 1.4, 1.2]);
+        let p = v.probe.as_ref().unwrap();
+        assert_eq!((p.runs, p.answers, p.full_answers), (3, 30, 27));
+        assert_eq!(p.messages_per_answer, 99.0);
+        // Pooled: 30 samples, 100..=3000 µs; p99 is the largest.
+        assert_eq!(p.latency.samples, 30);
+        assert_eq!(p.latency.p99_us, 3000.0);
+        assert!(!v.meets_target, "1.2× is over 1.15×");
+        let text = render_history(std::slice::from_ref(v));
+        assert!(text.contains("1.200×"), "{text}");
+        assert!(text.contains("p99 3.00 ms"), "{text}");
+        assert!(text.contains("MISSES"), "{text}");
+        // Under both targets.
+        let cheaper: Vec<ChatRun> = runs
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if r.server == "shardline-uring" {
+                    r.server_cpu_us_per_delivery = Some(1.05);
+                }
+                r
+            })
+            .collect();
+        let rows = summarize(&names, &[Shape::Paced], &cheaper);
+        let v = history_verdicts(&names, &[Shape::Paced], &cheaper, &rows, spec);
+        assert!(v[0].meets_target, "{v:#?}");
+        // A bad answer misses it; without a peer there is no verdict.
+        let mut bad = cheaper.clone();
+        bad[0].probe.as_mut().unwrap().bad_answers = 1;
+        let rows = summarize(&names, &[Shape::Paced], &bad);
+        assert!(!history_verdicts(&names, &[Shape::Paced], &bad, &rows, spec)[0].meets_target);
+        assert!(history_verdicts(&names[..1], &[Shape::Paced], &bad, &rows, spec).is_empty());
     }
 }
