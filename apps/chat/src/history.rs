@@ -40,11 +40,17 @@
 //! # The store on the shard
 //!
 //! Each shard opens its [`Store`] in `on_start`, on its own thread. Changes
-//! (appends, new bounds) change memory at once and are handed to the store's
-//! writer thread once per loop turn: the first change of a turn sets a
-//! zero-delay timer ([`crate::ChatTimer::StoreTurn`]), which fires after the
-//! turn's mail and calls [`Store::end_turn`] — one hand-over per turn, never one
-//! per message, and never a write or an fsync on the shard. The writer reports back through
+//! (appends, new bounds, accounts) change memory at once and are handed to the
+//! store's writer thread in batches: the first change sets a timer
+//! ([`crate::ChatTimer::StoreTurn`]) that calls [`Store::end_turn`] — never a
+//! write or an fsync on the shard. An account change hands over at the end of
+//! the loop turn (its ticket waits for the sync). History alone waits up to one
+//! sync interval of the `batch` policy (5 ms by default; nothing with `always`):
+//! a busy channel's loop turn often holds a single message, and one hand-over
+//! per turn woke the writer about once per message — measured by
+//! `shardline-bench chat --history-compare`, the writer's wake-ups were the
+//! whole CPU cost of history. Waiting widens what a `kill -9` may lose by that
+//! interval (the store's durability table). The writer reports back through
 //! a `Remote` ([`crate::ChatMsg::StoreReport`]). An interval timer drops
 //! messages past the age limit.
 
@@ -65,7 +71,8 @@ use crate::{
     stats::ShardStats,
     store::{
         Account, Completed, DataDir, HistoryLimits, Message, MessageKind, Store, StoreError,
-        StoreOptions, TargetFilter, TargetSummary, Ticket, WriterReport,
+        StoreOptions, SyncPolicy, TargetFilter, TargetSummary, Ticket, WriterReport,
+        DEFAULT_SYNC_INTERVAL_MS,
     },
 };
 
@@ -241,8 +248,12 @@ fn merge(mut a: WriterReport, b: WriterReport) -> WriterReport {
 pub(crate) struct History {
     ids: MsgIds,
     store: Option<Store>,
-    /// A `StoreTurn` timer is set: the turn's appends will be handed over.
-    turn_armed: bool,
+    /// The `StoreTurn` timer, if set, and whether it is the immediate kind
+    /// (an account waits) rather than the delayed one (only history waits).
+    turn: Option<(TimerId, bool)>,
+    /// How long history-only changes wait to be handed over (see the module
+    /// doc, "The store on the shard").
+    handover: Duration,
     expire_timer: Option<TimerId>,
     expire_every: Option<Duration>,
     stats: Arc<ShardStats>,
@@ -259,12 +270,26 @@ fn expire_interval(limits: &HistoryLimits) -> Option<Duration> {
     })
 }
 
+/// How long history-only changes wait on the shard before they are handed to
+/// the writer: nothing with `always` (each turn's batch is synced before it is
+/// acknowledged anyway), one sync interval with `batch` (the writer then wakes
+/// about once per interval to write and sync, instead of once per loop turn),
+/// the default interval with `none`. Account changes never wait.
+fn handover_delay(sync: SyncPolicy) -> Duration {
+    match sync {
+        SyncPolicy::Always => Duration::ZERO,
+        SyncPolicy::Batch { interval_ms } => Duration::from_millis(u64::from(interval_ms)),
+        SyncPolicy::None => Duration::from_millis(u64::from(DEFAULT_SYNC_INTERVAL_MS)),
+    }
+}
+
 impl History {
     pub(crate) fn new(shard: usize, stats: Arc<ShardStats>) -> History {
         History {
             ids: MsgIds::new(shard),
             store: None,
-            turn_armed: false,
+            turn: None,
+            handover: Duration::ZERO,
             expire_timer: None,
             expire_every: None,
             stats,
@@ -299,6 +324,7 @@ impl History {
             limits,
             ..storage.options.clone()
         };
+        self.handover = handover_delay(options.sync);
         let notify = Box::new(move |r| sink.notify(shard, r));
         match Store::open(&storage.dir, shard, ctx.shards(), options, notify) {
             Ok(store) => {
@@ -339,7 +365,7 @@ impl History {
         }
         store.set_limits(limits, clock::now_millis());
         info!(shard = ctx.shard_id().0, ?limits, "history bounds changed");
-        self.arm_turn(ctx);
+        self.arm_turn(ctx, false);
         self.arm_expiry(ctx, &limits);
     }
 
@@ -385,7 +411,7 @@ impl History {
         match store.append_message(m) {
             Ok(_) => {
                 self.stats.history_appends.add(1);
-                self.arm_turn(ctx);
+                self.arm_turn(ctx, false);
             }
             // A key of another shard's partition would be a routing bug; a
             // message is far below the record limit. Neither comes from input.
@@ -393,10 +419,21 @@ impl History {
         }
     }
 
-    fn arm_turn(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
-        if !self.turn_armed {
-            self.turn_armed = true;
-            ctx.set_timer(Duration::ZERO, ChatTimer::StoreTurn);
+    /// Makes sure what changed is handed to the writer: at the end of this
+    /// loop turn if `urgent` (an account waits for its sync), else within
+    /// `handover`.
+    fn arm_turn(&mut self, ctx: &mut Ctx<'_, ChatShard>, urgent: bool) {
+        match self.turn {
+            Some((_, true)) => {}
+            Some((_, false)) if !urgent => {}
+            Some((timer, false)) => {
+                ctx.cancel_timer(timer);
+                self.turn = Some((ctx.set_timer(Duration::ZERO, ChatTimer::StoreTurn), true));
+            }
+            None => {
+                let after = if urgent { Duration::ZERO } else { self.handover };
+                self.turn = Some((ctx.set_timer(after, ChatTimer::StoreTurn), urgent));
+            }
         }
     }
 
@@ -415,14 +452,14 @@ impl History {
     ) -> Result<Ticket, StoreError> {
         let store = self.store.as_mut().ok_or(StoreError::WriterGone)?;
         let ticket = store.put_account(a)?;
-        self.arm_turn(ctx);
+        self.arm_turn(ctx, true);
         Ok(ticket)
     }
 
     /// The `StoreTurn` timer: hands this turn's records to the writer.
     /// Returns account tickets that completed (only if the writer is gone).
     pub(crate) fn end_turn(&mut self, ctx: &mut Ctx<'_, ChatShard>) -> Vec<Completed> {
-        self.turn_armed = false;
+        self.turn = None;
         let Some(store) = self.store.as_mut() else {
             return Vec::new();
         };
@@ -434,8 +471,8 @@ impl History {
         if store.unsent() {
             // The writer's queue was full: try again shortly rather than wait
             // for the next append.
-            self.turn_armed = true;
-            ctx.set_timer(Duration::from_millis(1), ChatTimer::StoreTurn);
+            let timer = ctx.set_timer(Duration::from_millis(1), ChatTimer::StoreTurn);
+            self.turn = Some((timer, false));
         }
         done
     }

@@ -130,8 +130,8 @@
 //! | [`SyncPolicy`] | `kill -9` may lose | power loss may lose | acknowledged (`synced`) |
 //! |---|---|---|---|
 //! | `always` | the records of the current loop turn and those queued for the writer — which queue while it waits for a sync round, so about one round's worth — none of them acknowledged | the same: nothing acknowledged | after the fsync of every batch |
-//! | `batch` (default, 5 ms) | the same as `always`: the last turn, or the turns of one sync round (0.3 to 3.5 ms here), of history; never an account | history written since the last sync round: at most the interval plus one round (5 ms + 0.3 to 3.5 ms on the disk measured below) | at most every interval, at once for account records |
-//! | `none` | the same as `always` | all history the kernel has not written back yet (Linux: up to `dirty_expire_centisecs` + `dirty_writeback_centisecs`, 30 + 5 s by default) | only with account records |
+//! | `batch` (default, 5 ms) | history not yet handed to the writer — the chat hands history over once per interval (accounts at the end of the loop turn) — plus what waits for the writer during a sync round: at most the interval plus one round (5 ms + 0.3 to 3.5 ms here); never an account | history written since the last sync round plus what was not handed over: at most twice the interval plus one round (10 ms + 0.3 to 3.5 ms on the disk measured below) | at most every interval, at once for account records |
+//! | `none` | like `batch`: history of the last 5 ms (the chat's hand-over interval) | all history the kernel has not written back yet (Linux: up to `dirty_expire_centisecs` + `dirty_writeback_centisecs`, 30 + 5 s by default) | only with account records |
 //!
 //! In every mode an account record is fsynced before its ticket completes,
 //! so **no mode loses an acknowledged account**, and `kill -9` loses nothing
