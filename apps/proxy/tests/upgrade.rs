@@ -521,10 +521,10 @@ fn half_close_both_ways(io: Io) {
     }
 }
 
-const IDLE_MS: u64 = 300;
+const IDLE_MS: u64 = 500;
 
 /// `upgrade_idle_ms`: a tunnel quiet for that long is closed (both sides, and
-/// counted), not before; one that trickles a byte every third of it stays up.
+/// counted), not before; one that trickles a byte every fifth of it stays up.
 fn an_idle_tunnel_is_closed_and_a_trickling_one_is_not(io: Io) {
     for shards in SHARD_COUNTS {
         let backend = echo_backend(b"");
@@ -538,7 +538,7 @@ fn an_idle_tunnel_is_closed_and_a_trickling_one_is_not(io: Io) {
         while start.elapsed() < Duration::from_millis(IDLE_MS * 3 + 200) {
             s.write_all(b"x").expect("tunnel still open");
             s.read_exact(&mut b).expect("echo");
-            thread::sleep(Duration::from_millis(IDLE_MS / 3));
+            thread::sleep(Duration::from_millis(IDLE_MS / 5));
         }
         // Then silence.
         s.write_all(b"y").expect("write");
