@@ -516,6 +516,15 @@ impl<H: Handler> Ctx<'_, H> {
         self.core.queued_bytes(conn)
     }
 
+    /// Bytes read from `conn`'s socket since it opened, those relayed in the
+    /// kernel by [`Ctx::splice_into`] included (for TLS, the records as
+    /// received), or `None` for an unknown id. A cheap way to tell whether a
+    /// connection saw traffic between two looks, e.g. for an idle timeout
+    /// that must also see spliced traffic, which never reaches `on_data`.
+    pub fn bytes_received(&self, conn: ConnId) -> Option<u64> {
+        self.core.get(conn).map(|c| c.received)
+    }
+
     /// The remote address of `conn`, or `None` for an unknown id.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.core.peer_addr(conn)

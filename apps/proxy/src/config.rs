@@ -370,6 +370,13 @@ pub struct Timeouts {
     /// A TLS passthrough listener's client must send its whole ClientHello
     /// within this after it connected, else it is closed.
     pub tls_hello_ms: u64,
+    /// An L4 session (tcp listener) in which neither side sent a byte for this
+    /// long is closed, both sides (nginx stream's `proxy_timeout`, HAProxy's
+    /// `timeout client`/`server` in TCP mode). Spliced traffic counts.
+    pub tcp_idle_ms: u64,
+    /// The same for an HTTP connection upgraded by a `101 Switching
+    /// Protocols` (a WebSocket, say): HAProxy's `timeout tunnel`.
+    pub upgrade_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -383,6 +390,8 @@ impl Default for Timeouts {
             expect_continue_ms: 300,
             client_body_ms: 60_000,
             tls_hello_ms: 5_000,
+            tcp_idle_ms: 600_000,
+            upgrade_idle_ms: 3_600_000,
         }
     }
 }
@@ -844,6 +853,8 @@ impl Config {
             ("expect_continue_ms", t.expect_continue_ms),
             ("client_body_ms", t.client_body_ms),
             ("tls_hello_ms", t.tls_hello_ms),
+            ("tcp_idle_ms", t.tcp_idle_ms),
+            ("upgrade_idle_ms", t.upgrade_idle_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::BadLimit(format!(

@@ -60,6 +60,25 @@
 //! whose framing is ambiguous is answered 400 and the connection closed before any
 //! upstream connection is chosen for it.
 //!
+//! An upgrade request (`Connection: upgrade` + `Upgrade`, no content, not
+//! `h2c`) keeps those fields and gets a fresh upstream connection; a `101
+//! Switching Protocols` to it hands the client and that upstream to the L4
+//! side as a relaying session (both connections' states are rewritten in
+//! place: the client's through `Ctx::conn_state`, the upstream's once the
+//! callback that got the 101 returns), so an upgraded connection is relayed,
+//! spliced, half-closed and shut down exactly as an L4 session, with
+//! `upgrade_idle_ms` as its idle timeout.
+//!
+//! # Idle timeouts of relayed connections
+//!
+//! L4 sessions (`tcp_idle_ms`) and upgraded connections (`upgrade_idle_ms`)
+//! are closed after that long without a byte from either side. Spliced bytes
+//! never reach the handler, so nothing is stamped on the data path: one timer
+//! per session looks, every quarter timeout (at most every minute), at the
+//! bytes the framework received from both sockets (`Ctx::bytes_received`,
+//! spliced ones included); unchanged for a whole timeout, the session is
+//! closed ([`tcp`]).
+//!
 //! # Health: one checker per pool, state through the mailboxes
 //!
 //! Only pools with a `[pool.NAME.health]` section are checked; the backends of

@@ -208,7 +208,16 @@ impl Handler for ProxyShard {
         match state.0 {
             Role::Probe => self.health.on_data(ctx, &mut self.pools, conn, data),
             Role::Tcp(key, side) => self.tcp_data(ctx, conn, (key, side), data),
-            Role::Http(role) => self.http_data(ctx, conn, role, data),
+            Role::Http(role) => {
+                let used = self.http_data(ctx, conn, role, data);
+                // An upstream whose 101 made it a tunnel is now the L4 side's.
+                if let Some((c, new)) = self.http.retag.take() {
+                    if c == conn {
+                        *state = new;
+                    }
+                }
+                used
+            }
             Role::Closing => data.len(),
         }
     }

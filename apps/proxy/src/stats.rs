@@ -74,6 +74,28 @@ impl TlsOutcome {
     }
 }
 
+/// Which idle timeout closed a connection: the `kind` label of
+/// `shardline_proxy_idle_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleKind {
+    /// An L4 session (`tcp_idle_ms`).
+    Tcp,
+    /// An upgraded HTTP connection (`upgrade_idle_ms`).
+    Upgrade,
+}
+
+impl IdleKind {
+    const ALL: [IdleKind; 2] = [IdleKind::Tcp, IdleKind::Upgrade];
+
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            IdleKind::Tcp => "tcp",
+            IdleKind::Upgrade => "upgrade",
+        }
+    }
+}
+
 /// One shard's gauges per backend of one configuration: `[offset[pool] + backend]`.
 #[derive(Debug)]
 pub struct BackendGauges {
@@ -85,6 +107,11 @@ pub struct BackendGauges {
     up: Vec<Counter>,
     /// Upstream connections connecting or carrying a request / TCP session.
     active: Vec<Counter>,
+    /// Upgraded HTTP connections relaying to the backend (a gauge).
+    tunnels: Vec<Counter>,
+    /// Upgraded HTTP connections to the backend so far (with this
+    /// configuration).
+    upgrades: Vec<Counter>,
     /// Pools with health checks (the others are always up).
     checked: Vec<bool>,
 }
@@ -106,6 +133,8 @@ impl BackendGauges {
         }
         BackendGauges {
             active: names.iter().map(|_| Counter::new()).collect(),
+            tunnels: names.iter().map(|_| Counter::new()).collect(),
+            upgrades: names.iter().map(|_| Counter::new()).collect(),
             up,
             names,
             offsets,
@@ -134,6 +163,23 @@ impl BackendGauges {
         }
     }
 
+    /// An upgraded connection to `(pool, backend)` started (`open`) or ended;
+    /// `current`: its indices are of the configuration these gauges are for
+    /// (else nothing is counted: the gauges it was counted in are gone).
+    pub fn tunnel(&self, pool: usize, backend: usize, open: bool, current: bool) {
+        let Some(i) = self.slot(pool, backend).filter(|_| current) else {
+            return;
+        };
+        if let (Some(t), Some(u)) = (self.tunnels.get(i), self.upgrades.get(i)) {
+            if open {
+                t.add(1);
+                u.add(1);
+            } else {
+                t.sub(1);
+            }
+        }
+    }
+
     /// This shard's view of `(pool, backend)` changed.
     pub fn set_up(&self, pool: usize, backend: usize, up: bool) {
         if let Some(c) = self.slot(pool, backend).and_then(|i| self.up.get(i)) {
@@ -157,6 +203,9 @@ pub struct ShardStats {
     /// TLS passthrough clients by how their ClientHello ended, by
     /// [`TlsOutcome`] (in [`TlsOutcome::ALL`]'s order).
     tls_hellos: [Counter; 6],
+    /// Connections closed by an idle timeout, by [`IdleKind`] (in
+    /// [`IdleKind::ALL`]'s order).
+    idle_closed: [Counter; 2],
     /// The per-backend gauges of the configuration this shard serves.
     backends: Mutex<Arc<BackendGauges>>,
 }
@@ -170,6 +219,7 @@ impl ShardStats {
             latency_sum_us: Counter::new(),
             clients: Counter::new(),
             tls_hellos: Default::default(),
+            idle_closed: Default::default(),
             backends: Mutex::new(Arc::new(BackendGauges::new(config))),
         }
     }
@@ -199,6 +249,13 @@ impl ShardStats {
     pub fn tls_hello(&self, outcome: TlsOutcome) {
         if let Some(i) = TlsOutcome::ALL.iter().position(|&o| o == outcome) {
             self.tls_hellos[i].add(1);
+        }
+    }
+
+    /// A session was closed by the idle timeout of `kind`.
+    pub fn idle_closed(&self, kind: IdleKind) {
+        if let Some(i) = IdleKind::ALL.iter().position(|&k| k == kind) {
+            self.idle_closed[i].add(1);
         }
     }
 
@@ -262,6 +319,16 @@ impl ProxyStats {
                     c.get(),
                 );
             }
+            for (kind, c) in IdleKind::ALL.iter().zip(&s.idle_closed) {
+                w.counter(
+                    "shardline_proxy_idle_closed_total",
+                    "Connections closed because neither side sent a byte for the idle timeout: \
+                     tcp (L4 sessions, tcp_idle_ms) or upgrade (upgraded HTTP connections, \
+                     upgrade_idle_ms), per shard.",
+                    &[("shard", shard.as_str()), ("kind", kind.label())],
+                    c.get(),
+                );
+            }
             for (sum, c) in latency.iter_mut().zip(&s.latency) {
                 *sum += c.get();
             }
@@ -320,10 +387,26 @@ fn render_backends(w: &mut PromWriter, shards: &[(usize, Arc<ShardStats>)]) {
             let active: i64 = same.iter().map(|g| g.active[i].get() as i64).sum();
             w.gauge(
                 "shardline_proxy_backend_active_connections",
-                "Upstream connections to the backend connecting or carrying a request or a \
-                 TCP session, all shards.",
+                "Upstream connections to the backend connecting or carrying a request, a \
+                 TCP session or an upgraded connection, all shards.",
                 &labels,
                 active,
+            );
+            let tunnels: i64 = same.iter().map(|g| g.tunnels[i].get() as i64).sum();
+            w.gauge(
+                "shardline_proxy_backend_tunnels",
+                "Upgraded HTTP connections (101 Switching Protocols: WebSocket, ...) relaying \
+                 to the backend, all shards.",
+                &labels,
+                tunnels,
+            );
+            let upgrades: u64 = same.iter().map(|g| g.upgrades[i].get()).sum();
+            w.counter(
+                "shardline_proxy_backend_upgrades_total",
+                "HTTP connections the backend upgraded (101 Switching Protocols), all shards \
+                 (restarts at a reload).",
+                &labels,
+                upgrades,
             );
         }
     }

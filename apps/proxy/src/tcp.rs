@@ -33,8 +33,32 @@
 //!   ([`crate::stats::TlsOutcome`]) and logged at debug; nothing else is
 //!   touched. A FIN that comes while the upstream connects is passed on after
 //!   the held bytes.
+//! - **Idle timeout** (`[timeouts] tcp_idle_ms`): a relaying session in which
+//!   neither side sent a byte for that long is closed, both sides (logged at
+//!   info, counted in `shardline_proxy_idle_closed_total`). Spliced bytes never
+//!   reach the proxy, so activity is not stamped on the data path at all: each
+//!   session has one timer that looks, every quarter of the timeout (at most
+//!   every minute), at the bytes the framework received from its two sockets
+//!   (`Ctx::bytes_received`, which counts spliced ones too). A look that finds
+//!   the sum unchanged for the whole timeout closes the session, so a session is
+//!   never closed before `tcp_idle_ms` of silence, and at most a quarter of it
+//!   (or a minute) later. Each look reads the running configuration, so a
+//!   reload changes the timeout of established sessions too. A
+//!   session costs one timer and a few words, and the data path nothing.
+//! - **Upgraded HTTP connections** ([`ProxyShard::tcp_tunnel`]): after a `101
+//!   Switching Protocols` the HTTP side hands the client and its upstream over
+//!   as a relaying session of its own kind: relayed, spliced, half-closed and
+//!   shut down exactly as above, with `upgrade_idle_ms` as its idle timeout. Its
+//!   upstream stays counted as the HTTP side counts it (least-connections,
+//!   `backend_active_connections`) until the tunnel ends, and is counted in
+//!   `shardline_proxy_backend_tunnels`. A tunnel that ends is never a backend
+//!   failure.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use shardline::{CloseReason, ConnId, Ctx, TimerId};
 use slab::Slab;
@@ -43,9 +67,10 @@ use tracing::{debug, info};
 use crate::{
     balance::{hash_ip, NoBackend},
     config::{Config, SpliceMode},
+    http::proxy::HttpState,
     shard::{ProxyConn, ProxyShard, ProxyTimer},
     sni::{HelloReader, Sniff},
-    stats::{BackendGauges, TlsOutcome},
+    stats::{BackendGauges, IdleKind, TlsOutcome},
 };
 
 /// A read at least this long (the framework's default read buffer, filled)
@@ -67,6 +92,58 @@ pub(crate) enum TimerKind {
     Connect(usize),
     /// ClientHello deadline of a TLS passthrough session.
     Hello(usize),
+    /// A look at a relaying session's traffic (its idle timeout).
+    Idle(usize),
+}
+
+/// What a session relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A client of a TCP listener (`tcp_idle_ms`).
+    Tcp,
+    /// An HTTP connection after a `101 Switching Protocols`
+    /// (`upgrade_idle_ms`); its upstream is counted by the HTTP side.
+    Upgrade,
+}
+
+impl Kind {
+    fn idle_kind(self) -> IdleKind {
+        match self {
+            Kind::Tcp => IdleKind::Tcp,
+            Kind::Upgrade => IdleKind::Upgrade,
+        }
+    }
+}
+
+/// A relaying session's idle watch (see the module doc).
+#[derive(Debug)]
+struct IdleWatch {
+    /// The next look.
+    timer: TimerId,
+    /// Bytes received from both sides at the last look that saw them change.
+    seen: u64,
+    /// When that look was (or the relay started): no byte came since before it.
+    quiet_since: Instant,
+}
+
+/// An upgraded HTTP connection handed to the L4 side
+/// ([`ProxyShard::tcp_tunnel`]).
+#[derive(Debug)]
+pub(crate) struct Tunnel {
+    pub(crate) client: ConnId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) upstream: ConnId,
+    pub(crate) pool: usize,
+    pub(crate) backend: usize,
+    /// The configuration generation of `pool` and `backend`.
+    pub(crate) gen: u64,
+    /// Client bytes read past the request head: the first for the upstream.
+    pub(crate) early: Vec<u8>,
+    /// The client already sent its FIN (after `early`).
+    pub(crate) client_eof: bool,
+    /// The upstream's queue is over its high-water mark: the client stays
+    /// paused until it drains.
+    pub(crate) upstream_full: bool,
 }
 
 /// A TLS passthrough session whose ClientHello is still being read.
@@ -108,6 +185,11 @@ struct Session {
     read_first: bool,
     /// That FIN came: passed on once the held bytes are relayed.
     eof_held: bool,
+    kind: Kind,
+    /// Set while relaying (from the upstream's connect until the session ends).
+    idle: Option<IdleWatch>,
+    /// When relaying started.
+    since: Instant,
 }
 
 /// One shard's L4 state: its sessions and their timers. Owned by the shard's
@@ -217,6 +299,7 @@ impl ProxyShard {
                         .and_then(|a| a.get_mut(backend))
                     {
                         *n += 1;
+                        self.gauges.active(pool, backend, true);
                     }
                     let t = ctx.set_timer(
                         Duration::from_millis(self.config.timeouts.connect_ms),
@@ -257,9 +340,20 @@ impl ProxyShard {
 }
 
 /// Session `s` no longer counts on its backend (if its indices are of the
-/// current generation `gen`: older sessions were not counted).
-fn release(active: &mut [Vec<u32>], gauges: &BackendGauges, gen: u64, s: &Session) {
+/// current generation `gen`: older sessions were not counted). A tunnel's
+/// upstream is counted by the HTTP side (`http`).
+fn release(
+    active: &mut [Vec<u32>],
+    http: &mut HttpState,
+    gauges: &BackendGauges,
+    gen: u64,
+    s: &Session,
+) {
     let (pool, backend) = (s.pool, s.backend);
+    if s.kind == Kind::Upgrade {
+        http.tunnel_closed(pool, backend, s.gen);
+        return;
+    }
     if s.gen != gen {
         return;
     }
@@ -299,6 +393,9 @@ impl ProxyShard {
             hello: None,
             read_first: false,
             eof_held: false,
+            kind: Kind::Tcp,
+            idle: None,
+            since: Instant::now(),
         });
         self.connect_next(ctx, key);
         ProxyConn::tcp(key, Side::Client)
@@ -338,6 +435,9 @@ impl ProxyShard {
             })),
             read_first: false,
             eof_held: false,
+            kind: Kind::Tcp,
+            idle: None,
+            since: Instant::now(),
         });
         ProxyConn::tcp(key, Side::Client)
     }
@@ -447,7 +547,9 @@ impl ProxyShard {
         match result {
             Ok(()) => {
                 s.connected = true;
+                s.since = Instant::now();
                 let (client, pool, backend, gen) = (s.client, s.pool, s.backend, s.gen);
+                self.watch_idle(ctx, key);
                 ctx.resume_reading(client);
                 // Bytes that came before the pause took effect were left
                 // unconsumed: offer them now, not only with the next bytes (the
@@ -460,7 +562,13 @@ impl ProxyShard {
                 debug!(client = %s.peer, error = %e, "upstream connect failed; trying the next backend");
                 s.upstream = None;
                 s.tried.push(s.backend);
-                release(&mut self.tcp.active, &self.gauges, self.gen, s);
+                release(
+                    &mut self.tcp.active,
+                    &mut self.http,
+                    &self.gauges,
+                    self.gen,
+                    s,
+                );
                 let (pool, backend, gen) = (s.pool, s.backend, s.gen);
                 self.health
                     .passive(ctx, &mut self.pools, gen, pool, backend, false);
@@ -588,7 +696,13 @@ impl ProxyShard {
             Side::Upstream => {
                 if let Some(s) = self.tcp.sessions.get_mut(key) {
                     if s.upstream.take().is_some() {
-                        release(&mut self.tcp.active, &self.gauges, self.gen, s);
+                        release(
+                            &mut self.tcp.active,
+                            &mut self.http,
+                            &self.gauges,
+                            self.gen,
+                            s,
+                        );
                     }
                     ctx.close(s.client);
                 }
@@ -601,6 +715,14 @@ impl ProxyShard {
                 if let Some(t) = s.connect_timer {
                     ctx.cancel_timer(t);
                 }
+                if let Some(w) = &s.idle {
+                    ctx.cancel_timer(w.timer);
+                }
+                if s.kind == Kind::Upgrade {
+                    self.gauges
+                        .tunnel(s.pool, s.backend, false, s.gen == self.gen);
+                    debug!(client = %s.peer, secs = s.since.elapsed().as_secs(), "upgraded connection closed");
+                }
                 if let Some(pending) = &s.hello {
                     // Gone (FIN, reset, shutdown) before its hello was whole.
                     ctx.cancel_timer(pending.timer);
@@ -608,7 +730,13 @@ impl ProxyShard {
                     debug!(client = %s.peer, seen = pending.reader.examined(), "client left before its ClientHello was complete");
                 }
                 if let Some(up) = s.upstream {
-                    release(&mut self.tcp.active, &self.gauges, self.gen, &s);
+                    release(
+                        &mut self.tcp.active,
+                        &mut self.http,
+                        &self.gauges,
+                        self.gen,
+                        &s,
+                    );
                     // Flushes what the client sent, then FIN; a connect still in
                     // flight is abandoned. The session's key may be reused before
                     // the upstream's own close comes: that close finds a session
@@ -640,6 +768,7 @@ impl ProxyShard {
     pub(crate) fn tcp_timer(&mut self, ctx: &mut Ctx<'_, ProxyShard>, kind: TimerKind) {
         let key = match kind {
             TimerKind::Connect(key) => key,
+            TimerKind::Idle(key) => return self.idle_look(ctx, key),
             TimerKind::Hello(key) => {
                 let Some(s) = self.tcp.sessions.get_mut(key) else {
                     return;
@@ -666,7 +795,13 @@ impl ProxyShard {
         if let Some(up) = s.upstream.take() {
             debug!(client = %s.peer, "upstream connect timed out; trying the next backend");
             s.tried.push(s.backend);
-            release(&mut self.tcp.active, &self.gauges, self.gen, s);
+            release(
+                &mut self.tcp.active,
+                &mut self.http,
+                &self.gauges,
+                self.gen,
+                s,
+            );
             let (pool, backend, gen) = (s.pool, s.backend, s.gen);
             self.health
                 .passive(ctx, &mut self.pools, gen, pool, backend, false);
@@ -694,4 +829,142 @@ impl ProxyShard {
             }
         }
     }
+
+    /// The idle timeout of a session of `kind`, as configured now.
+    fn idle_limit(&self, kind: Kind) -> Duration {
+        Duration::from_millis(match kind {
+            Kind::Tcp => self.config.timeouts.tcp_idle_ms,
+            Kind::Upgrade => self.config.timeouts.upgrade_idle_ms,
+        })
+    }
+
+    /// Bytes received so far from both sides of session `key`.
+    fn received(&self, ctx: &Ctx<'_, ProxyShard>, key: usize) -> u64 {
+        self.tcp.sessions.get(key).map_or(0, |s| {
+            let up = s.upstream.and_then(|u| ctx.bytes_received(u));
+            ctx.bytes_received(s.client)
+                .unwrap_or(0)
+                .wrapping_add(up.unwrap_or(0))
+        })
+    }
+
+    /// Session `key` starts relaying: its idle watch starts.
+    fn watch_idle(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
+        let seen = self.received(ctx, key);
+        let Some(kind) = self.tcp.sessions.get(key).map(|s| s.kind) else {
+            return;
+        };
+        let limit = self.idle_limit(kind);
+        let timer = ctx.set_timer(
+            look_after(limit, Duration::ZERO),
+            ProxyTimer::tcp(TimerKind::Idle(key)),
+        );
+        if let Some(s) = self.tcp.sessions.get_mut(key) {
+            if let Some(old) = s.idle.take() {
+                ctx.cancel_timer(old.timer);
+            }
+            s.idle = Some(IdleWatch {
+                timer,
+                seen,
+                quiet_since: Instant::now(),
+            });
+        }
+    }
+
+    /// A look at session `key`'s traffic: bytes since the last look restart its
+    /// quiet time; a quiet time of the whole timeout closes both sides.
+    fn idle_look(&mut self, ctx: &mut Ctx<'_, ProxyShard>, key: usize) {
+        let total = self.received(ctx, key);
+        let Some(kind) = self.tcp.sessions.get(key).map(|s| s.kind) else {
+            return;
+        };
+        let limit = self.idle_limit(kind);
+        let Some(s) = self.tcp.sessions.get_mut(key) else {
+            return;
+        };
+        let Some(w) = s.idle.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if total != w.seen {
+            w.seen = total;
+            w.quiet_since = now;
+        }
+        let quiet = now.saturating_duration_since(w.quiet_since);
+        if quiet < limit {
+            w.timer = ctx.set_timer(
+                look_after(limit, quiet),
+                ProxyTimer::tcp(TimerKind::Idle(key)),
+            );
+            return;
+        }
+        s.idle = None;
+        let what = match kind {
+            Kind::Tcp => "TCP session idle; closing both sides",
+            Kind::Upgrade => "upgraded connection idle; closing both sides",
+        };
+        info!(client = %s.peer, idle_ms = quiet.as_millis() as u64,
+            limit_ms = limit.as_millis() as u64, "{what}");
+        self.stats.idle_closed(kind.idle_kind());
+        // Both closed after their queues are flushed; the client's close ends
+        // the session.
+        ctx.close(s.client);
+        if let Some(up) = s.upstream {
+            ctx.close(up);
+        }
+    }
+
+    /// Takes over an HTTP client and its upstream connection after the
+    /// backend's `101 Switching Protocols` (already queued to the client): a
+    /// relaying session from now on, whose key is returned (the HTTP side
+    /// gives both connections their new state). Client bytes read past the
+    /// request head go to the upstream first (and the client's FIN after
+    /// them, if it came).
+    pub(crate) fn tcp_tunnel(&mut self, ctx: &mut Ctx<'_, ProxyShard>, t: Tunnel) -> usize {
+        let key = self.tcp.sessions.insert(Session {
+            client: t.client,
+            peer: t.peer,
+            upstream: Some(t.upstream),
+            pool: t.pool,
+            gen: t.gen,
+            backend: t.backend,
+            connected: true,
+            client_eof: false,
+            upstream_eof: false,
+            attempts: 1,
+            tried: Vec::new(),
+            connect_timer: None,
+            hello: None,
+            read_first: false,
+            eof_held: false,
+            kind: Kind::Upgrade,
+            idle: None,
+            since: Instant::now(),
+        });
+        self.gauges
+            .tunnel(t.pool, t.backend, true, t.gen == self.gen);
+        if !t.early.is_empty() {
+            let _ = ctx.send(t.upstream, &t.early);
+        }
+        self.watch_idle(ctx, key);
+        if t.client_eof {
+            self.forward_eof(ctx, t.client, key, Side::Client, t.upstream);
+        } else if !t.upstream_full {
+            // The HTTP side may have paused it (its buffer was full); the
+            // upstream's backpressure, if any, resumes it when it drains.
+            ctx.resume_reading(t.client);
+        }
+        key
+    }
+}
+
+/// When to look again at a session quiet for `quiet` of `limit`: at the
+/// latest when the timeout would be reached, and at least every quarter of it
+/// (at most every minute), so a closing comes at most that late.
+fn look_after(limit: Duration, quiet: Duration) -> Duration {
+    let step = (limit / 4).clamp(Duration::from_millis(1), Duration::from_secs(60));
+    limit
+        .saturating_sub(quiet)
+        .min(step)
+        .max(Duration::from_millis(1))
 }

@@ -1,7 +1,8 @@
 //! TLS in the proxy, on both I/O backends: HTTPS termination with round-robin over
 //! two backends and `X-Forwarded-Proto: https`, TCP mode terminating and relaying
 //! plaintext, TLS to backends (CA and server name checked), certificates by SNI,
-//! certificate reload under a live connection, junk on the TLS port.
+//! certificate reload under a live connection, junk on the TLS port, an
+//! upgraded connection through an HTTPS listener (copied, never spliced).
 
 #[path = "../../../framework/tests/common/certs.rs"]
 mod certs;
@@ -278,10 +279,79 @@ fn reload_swaps_certificates(io: Io) {
     proxy.shutdown().unwrap();
 }
 
+/// An HTTPS client's `Upgrade` request answered 101: the tunnel relays the
+/// plaintext both ways by copying (the kernel would splice TLS records).
+fn an_upgrade_through_https_is_copied(io: Io) {
+    let ca = TestCa::new("proxy-upgrade");
+    let site = ca.server("site", &["localhost"]);
+    let echo = TcpBackend::start(|mut s| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        assert!(text.contains("\r\nUpgrade: echo\r\n"), "{text}");
+        assert!(text.contains("X-Forwarded-Proto: https\r\n"), "{text}");
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n{}\
+         [pool.p]\nbackends = [{{ address = \"{}\" }}]\n[limits]\nsplice = \"always\"\n",
+        tls_table(&site),
+        echo.addr
+    );
+    let proxy = TestProxy::start(io, 1, &config);
+    let mut c = tls_client(&proxy, ca.client_config(), "localhost");
+    c.write_all(b"GET /t HTTP/1.1\r\nHost: site\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).expect("the 101's head");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{}: {head}", proxy.label);
+    let chunk: Vec<u8> = (0..64 << 10).map(|i| (i * 7 % 251) as u8).collect();
+    for _ in 0..32 {
+        c.write_all(&chunk).unwrap();
+        let mut back = vec![0u8; chunk.len()];
+        c.read_exact(&mut back).expect("echo through the tunnel");
+        assert!(back == chunk, "{}: echo differs", proxy.label);
+    }
+    assert_eq!(
+        proxy.metrics().total().relays_started,
+        0,
+        "{}: a TLS side is never spliced",
+        proxy.label
+    );
+    drop(c);
+    proxy.shutdown().unwrap();
+}
+
 shardline::per_backend! {
     https_round_robin => https_round_robin_over_two_backends;
     tcp_terminates => tcp_mode_terminates_and_relays_plaintext;
     backend_tls => tls_to_backends_checks_ca_and_name;
     sni_and_junk => sni_certificates_and_junk;
     reload => reload_swaps_certificates;
+    upgrade_copied => an_upgrade_through_https_is_copied;
 }

@@ -83,6 +83,9 @@ pub(crate) struct Conn {
     pub(crate) draining: bool,
     /// The TLS session, on a TLS connection (`out` then holds records).
     pub(crate) tls: Option<Box<super::tls::TlsConn>>,
+    /// Bytes read from the socket so far, spliced ones included
+    /// (`Ctx::bytes_received`).
+    pub(crate) received: u64,
 }
 
 impl Conn {
@@ -121,6 +124,7 @@ impl Conn {
             relay_in: None,
             draining: false,
             tls: None,
+            received: 0,
         }
     }
 

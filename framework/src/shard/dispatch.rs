@@ -138,6 +138,7 @@ pub(super) fn dispatch<H: Handler>(
         Completion::Data { conn: id, data } => {
             core.metrics().bytes_in.add(data.len() as u64);
             let Some(conn) = core.get_mut(id) else { return };
+            conn.received = conn.received.wrapping_add(data.len() as u64);
             let conn = match conn.phase {
                 Phase::Open => conn,
                 // Closing: discard; release once the receive queue is drained.

@@ -313,6 +313,9 @@ impl super::core::Core {
             Ok(0) => self.relay_eof(from),
             Ok(n) => {
                 r.in_pipe += n;
+                if let Some(f) = self.get_mut(from) {
+                    f.received = f.received.wrapping_add(n as u64);
+                }
                 self.metrics().bytes_in.add(n as u64);
                 self.metrics().bytes_spliced.add(n as u64);
                 self.list_flush(to);

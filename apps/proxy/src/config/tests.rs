@@ -170,6 +170,29 @@ fn client_body_timeout_defaults_to_a_minute_and_must_be_positive() {
 }
 
 #[test]
+fn idle_timeouts_default_to_ten_minutes_and_an_hour_and_must_be_positive() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"p\"\n\
+                [pool.p]\nbackends = [{ address = \"127.0.0.1:2\" }]\n";
+    let c = Config::parse(base, "t").expect("valid");
+    assert_eq!(c.timeouts.tcp_idle_ms, 600_000);
+    assert_eq!(c.timeouts.upgrade_idle_ms, 3_600_000);
+    let c = Config::parse(
+        &format!("{base}[timeouts]\ntcp_idle_ms = 250\nupgrade_idle_ms = 300\n"),
+        "t",
+    )
+    .expect("valid");
+    assert_eq!(c.timeouts.tcp_idle_ms, 250);
+    assert_eq!(c.timeouts.upgrade_idle_ms, 300);
+    for key in ["tcp_idle_ms", "upgrade_idle_ms"] {
+        let e = err(&format!("{base}[timeouts]\n{key} = 0\n"));
+        assert!(
+            e.contains(&format!("timeouts.{key} must be at least 1")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn quick_start_makes_one_pool() {
     let l: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
     let b: SocketAddr = "127.0.0.1:9001".parse().expect("literal");

@@ -15,6 +15,17 @@
 //! `CONNECT` is 405 (this is a reverse proxy, not a tunnel). A head longer than
 //! the limit, or with more headers than the limit, is 431.
 //!
+//! An HTTP/1.1 request with `Connection: upgrade` and an `Upgrade` field
+//! ([`RequestHead::upgrade`]) keeps both on its way to the backend (they are
+//! hop-by-hop, so every other request loses them), except: `h2c` is removed
+//! from the offered protocols (the proxy speaks HTTP/1.1 to its backends, and a
+//! backend answering in HTTP/2 would not be understood; HAProxy drops it too),
+//! an HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8), and so is the
+//! Upgrade of a request with content (Content-Length above 0, or chunked): the
+//! backend would have to take the whole body before switching, nothing common
+//! needs it (a WebSocket handshake is a GET without content) and h2c, its
+//! usual user, is refused anyway. Such requests go on as ordinary ones.
+//!
 //! An absolute-form target is routed on its authority and sent on in
 //! origin-form with `Host` set to that authority (RFC 9112 §3.2.2: the target's
 //! authority replaces the Host field), so proxy and backend agree on the host.
@@ -121,6 +132,11 @@ pub struct RequestHead<'a> {
     pub close: bool,
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
+    /// The protocols an upgrade request offers, as the backend gets them
+    /// (`Upgrade` values joined with `, `, `h2c` removed): `Some` only for an
+    /// HTTP/1.1 request without content whose `Connection` has `upgrade` and
+    /// whose `Upgrade` names something else than `h2c` (see the module doc).
+    pub upgrade: Option<String>,
     /// Bytes of the head, including the blank line.
     pub len: usize,
 }
@@ -310,7 +326,7 @@ pub fn parse_request(
     let (target, authority) = request_target(method, target)?;
     let mut host = None;
     let mut hosts = 0;
-    let (mut close_token, mut keep_alive_token) = (false, false);
+    let (mut close_token, mut keep_alive_token, mut upgrade_token) = (false, false, false);
     let mut expect_continue = false;
     for &Header { name, value } in &headers {
         if eq_ignore_case(name, "host") {
@@ -319,6 +335,7 @@ pub fn parse_request(
         } else if eq_ignore_case(name, "connection") {
             close_token |= has_token(value, "close");
             keep_alive_token |= has_token(value, "keep-alive");
+            upgrade_token |= has_token(value, "upgrade");
         } else if eq_ignore_case(name, "expect")
             && value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
             // An HTTP/1.0 request's expectation is ignored (RFC 9110 §10.1.1).
@@ -336,6 +353,10 @@ pub fn parse_request(
         // The target's authority wins over the Host field (RFC 9112 §3.2.2).
         host = Some(host_of(a.as_bytes()));
     }
+    let no_content = matches!(framing, Framing::None | Framing::Length(0));
+    let upgrade = (upgrade_token && minor == 1 && no_content)
+        .then(|| offered_protocols(&headers))
+        .flatten();
     Ok(Some(RequestHead {
         method,
         target,
@@ -346,8 +367,39 @@ pub fn parse_request(
         host,
         close,
         expect_continue,
+        upgrade,
         len: end,
     }))
+}
+
+/// Whether `b` may be in a protocol name of an `Upgrade` field (a token, with
+/// `/` before a version: RFC 9110 §7.8).
+fn protocol_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b)
+}
+
+/// The protocols of every `Upgrade` field among `headers`, in order, joined
+/// with `, `, without `h2c` and without malformed entries; `None` if none is
+/// left.
+fn offered_protocols(headers: &[Header<'_>]) -> Option<String> {
+    let mut out = String::new();
+    for h in headers.iter().filter(|h| eq_ignore_case(h.name, "upgrade")) {
+        for p in h.value.split(|&b| b == b',') {
+            let p = p.trim_ascii();
+            if p.is_empty()
+                || !p.iter().copied().all(protocol_byte)
+                || p.eq_ignore_ascii_case(b"h2c")
+            {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            // Checked ASCII above.
+            out.push_str(std::str::from_utf8(p).unwrap_or_default());
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The request target in origin-form, and an absolute-form target's authority
@@ -637,6 +689,10 @@ pub fn upstream_request_into(
     };
     push_field(out, "X-Forwarded-Proto", proto);
     push_framing(out, req.framing);
+    if let Some(protocols) = &req.upgrade {
+        push_field(out, "Connection", b"upgrade");
+        push_field(out, "Upgrade", protocols.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -691,6 +747,44 @@ pub fn client_response_into(
         Persistence::KeepAlive => push_field(out, "Connection", b"keep-alive"),
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The head of a backend's `101 Switching Protocols` for the client, into
+/// `out` (cleared first): its end-to-end fields, then `Connection: upgrade` and
+/// the `Upgrade` the backend switched to. `false` (and `out` unspecified) when
+/// the backend named no protocol, which a 101 must (RFC 9110 §15.2.2).
+pub fn switching_response_into(out: &mut Vec<u8>, resp: &ResponseHead<'_>) -> bool {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 101 ");
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in end_to_end(&resp.headers) {
+        push_field(out, name, value);
+    }
+    push_field(out, "Connection", b"upgrade");
+    let start = out.len();
+    out.extend_from_slice(b"Upgrade: ");
+    let values = out.len();
+    for h in resp
+        .headers
+        .iter()
+        .filter(|h| eq_ignore_case(h.name, "upgrade"))
+    {
+        let v = h.value.trim_ascii();
+        if v.is_empty() {
+            continue;
+        }
+        if out.len() > values {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v);
+    }
+    if out.len() == values {
+        out.truncate(start);
+        return false;
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    true
 }
 
 /// A complete short response the proxy makes itself (errors), with

@@ -212,6 +212,23 @@ impl UpstreamPool {
         Some(up)
     }
 
+    /// Forgets `key`, which leaves the pool as the upstream of an upgraded
+    /// connection: it stays counted as active until [`tunnel_closed`].
+    ///
+    /// [`tunnel_closed`]: UpstreamPool::tunnel_closed
+    pub(crate) fn detach(&mut self, key: usize) -> Option<Upstream> {
+        if self.conns.get(key)?.state == UpState::Idle {
+            return None;
+        }
+        self.conns.try_remove(key)
+    }
+
+    /// An upgraded connection that [`detach`](UpstreamPool::detach) let go
+    /// ended: no longer counted (if `gen` is still the current generation).
+    pub(crate) fn tunnel_closed(&mut self, pool: usize, backend: usize, gen: u64) {
+        self.count(pool, backend, gen, false);
+    }
+
     /// Idle connections idle for longer than `timeout` (removed from the lists).
     pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<ConnId> {
         let mut gone = Vec::new();

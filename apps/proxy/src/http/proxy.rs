@@ -9,6 +9,18 @@
 //! request. Response bytes are handled as they arrive from the upstream
 //! ([`ProxyShard::on_response_data`]). Every step that waits (connect, backpressure,
 //! response) just returns; the callback that ends the wait calls `pump` again.
+//!
+//! An upgrade request ([`head::RequestHead::upgrade`]: `Connection: upgrade`,
+//! an `Upgrade` protocol other than `h2c`, no content) goes to the backend on a
+//! fresh connection (never a pooled one), with `Connection: upgrade` and its
+//! `Upgrade`. A `101 Switching Protocols` to it goes to the client (with the
+//! backend's `Upgrade`), and the client and that upstream become a relaying L4
+//! session ([`upgrade`], [`crate::tcp`]): bytes either side sent past its head
+//! go first, then both ways as the L4 side relays (splice, half-close,
+//! `upgrade_idle_ms`). Any other answer is an ordinary response (the client
+//! kept alive by the usual rules, the upstream connection closed after it); a
+//! 101 to a request that did not ask for an upgrade, or one naming no
+//! protocol, is a bad response (502).
 
 use std::{
     io,
@@ -34,6 +46,7 @@ use crate::{
 
 mod exchange;
 mod response;
+mod upgrade;
 
 /// Client bytes not yet processed past which the client is not read (pipelined
 /// requests wait here while the response before them is under way).
@@ -117,6 +130,9 @@ struct Exchange {
     /// Close the client after this exchange.
     close: bool,
     expect_continue: bool,
+    /// The request asks for an upgrade, passed on to the backend: a fresh
+    /// upstream connection, never pooled afterwards; a 101 makes a tunnel.
+    upgrade: bool,
     /// A `100 Continue` went to the client (the backend's or the proxy's own).
     continue_sent: bool,
     /// Sends the proxy's own `100 Continue` if the backend stays silent.
@@ -197,6 +213,10 @@ pub(crate) struct HttpState {
     /// The server is shutting down: exchanges in flight finish (their clients
     /// then closed), nothing new starts, no upstream goes back to the pool.
     draining: bool,
+    /// A connection whose state must change once the current callback returns
+    /// (the upstream whose 101 made it a tunnel: the callback holds its state),
+    /// applied by [`ProxyShard`]'s `on_data`.
+    pub(crate) retag: Option<(ConnId, crate::shard::ProxyConn)>,
 }
 
 impl HttpState {
@@ -210,7 +230,13 @@ impl HttpState {
             next_serial: 0,
             scratch: Vec::new(),
             draining: false,
+            retag: None,
         }
+    }
+
+    /// An upgraded connection's upstream (see [`UpstreamPool::detach`]) ended.
+    pub(crate) fn tunnel_closed(&mut self, pool: usize, backend: usize, gen: u64) {
+        self.pool.tunnel_closed(pool, backend, gen);
     }
 
     /// A new configuration for the upstream pools (see [`UpstreamPool::reconfigure`]);

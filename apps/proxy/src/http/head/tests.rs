@@ -350,3 +350,83 @@ fn host_survives_a_connection_field_naming_it() {
     assert!(!out.contains("X-Drop"), "{out}");
     assert_eq!(out.matches("Host:").count(), 1, "{out}");
 }
+
+fn upstream_text(r: &RequestHead<'_>) -> String {
+    String::from_utf8(upstream_request(
+        r,
+        "192.0.2.7".parse().expect("ip"),
+        Proto::Http,
+        "b",
+    ))
+    .expect("ascii")
+}
+
+#[test]
+fn an_upgrade_request_keeps_connection_upgrade_and_its_protocols() {
+    let r = req("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(r.upgrade.as_deref(), Some("websocket"));
+    let out = upstream_text(&r);
+    assert!(
+        out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("Sec-WebSocket-Key: k\r\n"), "{out}");
+    assert_eq!(out.matches("Connection").count(), 1, "{out}");
+    assert_eq!(out.matches("Upgrade:").count(), 1, "{out}");
+    assert!(!out.contains("keep-alive"), "{out}");
+    // Several fields and lists are joined; h2c and junk are dropped.
+    let r = req("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c, foo/2\r\nUpgrade: H2C,, bar\r\nUpgrade: b@d\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(r.upgrade.as_deref(), Some("foo/2, bar"));
+}
+
+#[test]
+fn upgrades_that_are_not_passed_on() {
+    for text in [
+        // h2c alone: an ordinary request.
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAA\r\n\r\n",
+        // Upgrade without the connection option.
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+        // The option without a protocol.
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+        // HTTP/1.0.
+        "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        // With content.
+        "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        let r = req(text).expect("valid").expect("complete");
+        assert_eq!(r.upgrade, None, "{text}");
+        let out = upstream_text(&r);
+        for gone in ["Upgrade", "Connection", "HTTP2-Settings"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+    }
+    // An empty body is no content.
+    let r = req("POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x\r\nContent-Length: 0\r\n\r\n")
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(r.upgrade.as_deref(), Some("x"));
+}
+
+#[test]
+fn a_101_goes_to_the_client_with_its_upgrade() {
+    fn head(t: &str) -> ResponseHead<'_> {
+        parse_response(t.as_bytes(), false, 16 << 10, 100)
+            .expect("valid")
+            .expect("complete")
+    }
+    let h = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nSec-WebSocket-Accept: abc\r\n\r\n");
+    let mut out = Vec::new();
+    assert!(switching_response_into(&mut out, &h));
+    let out = String::from_utf8(out).expect("ascii");
+    assert_eq!(
+        out,
+        "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: abc\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+    );
+    let h = head("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n");
+    assert!(!switching_response_into(&mut Vec::new(), &h));
+}

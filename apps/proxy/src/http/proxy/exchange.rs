@@ -18,7 +18,7 @@ use crate::{
 
 impl Exchange {
     /// The request method, as sent.
-    fn method(&self) -> &str {
+    pub(super) fn method(&self) -> &str {
         let m = self
             .upstream_head
             .get(..self.method_len)
@@ -27,7 +27,7 @@ impl Exchange {
     }
 
     /// The request target, as sent.
-    fn target(&self) -> &str {
+    pub(super) fn target(&self) -> &str {
         let from = self.method_len + 1;
         let t = self
             .upstream_head
@@ -278,6 +278,7 @@ impl ProxyShard {
             idempotent,
             close: req.close,
             expect_continue: req.expect_continue,
+            upgrade: req.upgrade.is_some(),
             continue_sent: false,
             expect_timer: None,
             body_timer: None,
@@ -345,7 +346,12 @@ impl ProxyShard {
                 }
             };
             ex.backend = backend;
-            if let Some(u) = self.http.pool.take_idle(pool, backend, (ck, serial)) {
+            // An upgrade may turn its connection into a tunnel: a fresh one.
+            let pooled = match ex.upgrade {
+                true => None,
+                false => self.http.pool.take_idle(pool, backend, (ck, serial)),
+            };
+            if let Some(u) = pooled {
                 ex.upstream = Some(u);
                 ex.reused = true;
                 self.upstream_ready(ctx, ck);
@@ -554,7 +560,10 @@ impl ProxyShard {
             c.spare = std::mem::take(&mut ex.upstream_head);
         }
         if let Some(u) = ex.upstream {
-            let reusable = ex.upstream_reusable && ex.req_done && !self.http.draining;
+            // An upgrade request's connection is not pooled, whatever the
+            // answer (the backend may still expect the protocol it offered).
+            let reusable =
+                ex.upstream_reusable && ex.req_done && !self.http.draining && !ex.upgrade;
             if reusable && self.http.pool.put_idle(u, Instant::now()) {
                 if let Some(up) = self.http.pool.get(u) {
                     ctx.resume_reading(up.conn);

@@ -63,7 +63,23 @@ impl ProxyShard {
                     off += h.len;
                     if (100..200).contains(&h.status) {
                         if h.status == 101 {
-                            self.fail(ctx, ck, Some(502), "backend switched protocols");
+                            if !ex.upgrade {
+                                self.fail(ctx, ck, Some(502), "backend switched protocols");
+                                return data.len();
+                            }
+                            let out = &mut self.http.scratch;
+                            if !head::switching_response_into(out, &h) {
+                                let why = "101 without an Upgrade protocol";
+                                self.fail(ctx, ck, Some(502), why);
+                                return data.len();
+                            }
+                            let _ = ctx.send(client, out);
+                            // What came behind the 101's head is the new
+                            // protocol's: the client's, right behind the head.
+                            if off < data.len() {
+                                let _ = ctx.send(client, &data[off..]);
+                            }
+                            self.upgrade(ctx, ck, u);
                             return data.len();
                         }
                         if h.status == 100 {

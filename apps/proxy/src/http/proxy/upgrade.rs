@@ -1,0 +1,65 @@
+//! An exchange the backend answered `101 Switching Protocols`: the client and
+//! its upstream leave the HTTP side and become a relaying L4 session
+//! ([`crate::tcp`]).
+
+use shardline::Ctx;
+use tracing::info;
+
+use super::ProxyShard;
+use crate::{
+    shard::ProxyConn,
+    tcp::{Side, Tunnel},
+};
+
+impl ProxyShard {
+    /// Client `ck`'s exchange got a 101 from upstream `u` (the head, and what
+    /// came behind it, are already queued to the client): hands both
+    /// connections to the L4 side. Client bytes read past the request head go
+    /// to the upstream first; the client's FIN, if it came, after them.
+    pub(super) fn upgrade(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize, u: usize) {
+        self.cancel_head_timer(ctx, ck);
+        let Some(c) = self.http.clients.try_remove(ck) else {
+            return;
+        };
+        let Some(up) = self.http.pool.detach(u) else {
+            // Not an exchange's upstream (cannot be: the caller had it).
+            ctx.close(c.conn);
+            return;
+        };
+        let Some(ex) = c.exchange else {
+            ctx.close(c.conn);
+            ctx.close(up.conn);
+            return;
+        };
+        for t in [ex.timer, ex.expect_timer, ex.body_timer] {
+            self.cancel(ctx, t);
+        }
+        self.stats.response(101, Some(ex.started.elapsed()));
+        self.health
+            .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, true);
+        info!(target: "shardline_proxy::access", client = %c.peer, method = %ex.method(),
+            target = %ex.target(), status = 101, backend = ex.backend,
+            ms = ex.started.elapsed().as_millis() as u64, "upgraded");
+        let key = self.tcp_tunnel(
+            ctx,
+            Tunnel {
+                client: c.conn,
+                peer: c.peer,
+                upstream: up.conn,
+                pool: ex.pool,
+                backend: ex.backend,
+                gen: ex.gen,
+                early: c.buf,
+                client_eof: c.eof,
+                upstream_full: c.upstream_full,
+            },
+        );
+        // The client is another connection than the one whose callback this
+        // is (the upstream's): its state is changed now; the upstream's once
+        // the callback returns.
+        if let Some(state) = ctx.conn_state(c.conn) {
+            *state = ProxyConn::tcp(key, Side::Client);
+        }
+        self.http.retag = Some((up.conn, ProxyConn::tcp(key, Side::Upstream)));
+    }
+}
