@@ -7,7 +7,7 @@ mod common;
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     sync::mpsc,
     time::Duration,
 };
@@ -138,10 +138,8 @@ fn read_line(s: &mut TcpStream) -> String {
 
 fn conn_state_and_listener_values(io: Io) {
     common::init_tracing();
-    // A port nobody listens on: bind, note it, close.
-    let refused = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("probe port");
+    // A port nobody listens on (kept bound so that nobody can).
+    let (_reserved, refused) = common::refusing_addr();
     let (tx, rx) = mpsc::channel();
     let server = Server::builder()
         .io(io)

@@ -138,10 +138,7 @@ fn connect_to_local_listener_exchanges_data(io: Io) {
 }
 
 fn connect_to_closed_port_reports_error(io: Io) {
-    let closed = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (_reserved, closed) = common::refusing_addr();
     let (tx, rx) = mpsc::channel();
     let server = client_only(io, closed, tx);
     assert_eq!(

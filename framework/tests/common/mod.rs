@@ -100,6 +100,23 @@ impl Handler for Echo {
 }
 
 /// How long a test helper waits on the network or the server before failing.
+/// A loopback address where connecting is refused, and what keeps it so: a
+/// socket bound to the port without listening. (Binding, noting the port and
+/// closing it lets the kernel give the port to the next `bind(:0)` — often the
+/// server under test's own listener.) Keep the socket until the test ends.
+pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    sock.bind(&any.into()).expect("bind");
+    let addr = sock
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("an IP address");
+    (sock, addr)
+}
+
 pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// A blocking client whose reads and writes fail after `LIMIT` instead of hanging.
