@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{get, refused_addr, Answer, HttpBackend, HttpClient, WAIT};
+use common::{free_addr, get, Answer, HttpBackend, HttpClient, WAIT};
 use shardline::Io;
 
 fn bin() -> Command {
@@ -98,7 +98,7 @@ fn quick_start_proxies_and_stops_on_sigterm(io: Io) {
     let io = common::io_name(io);
     let a = HttpBackend::start("a", Answer::Info);
     let b = HttpBackend::start("b", Answer::Info);
-    let listen = refused_addr();
+    let listen = free_addr();
     let mut child = bin()
         .args([
             "--listen",
@@ -190,7 +190,7 @@ fn which_backend(addr: std::net::SocketAddr) -> String {
 fn sighup_reloads_the_config_file_and_ignores_an_invalid_one(io: Io) {
     let a = HttpBackend::start("a", Answer::Info);
     let b = HttpBackend::start("b", Answer::Info);
-    let listen = refused_addr();
+    let listen = free_addr();
     let dir = std::env::temp_dir().join(format!("proxy-cli-hup-{}-{io}", std::process::id()));
     let io = common::io_name(io);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -265,7 +265,7 @@ fn a_weight_over_the_limit_is_refused_at_start(io: Io) {
     let backend: std::net::SocketAddr = "127.0.0.1:9000".parse().expect("literal");
     std::fs::write(
         &path,
-        weighted_config(refused_addr(), &[backend], 4_294_967_295),
+        weighted_config(free_addr(), &[backend], 4_294_967_295),
     )
     .expect("write");
     let io = common::io_name(io);
@@ -293,7 +293,7 @@ fn sighup_with_a_weight_over_the_limit_is_refused_and_logged(io: Io) {
     let io = common::io_name(io);
     let a = HttpBackend::start("a", Answer::Info);
     let b = HttpBackend::start("b", Answer::Info);
-    let listen = refused_addr();
+    let listen = free_addr();
     let dir =
         std::env::temp_dir().join(format!("proxy-cli-hup-weight-{}-{io}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

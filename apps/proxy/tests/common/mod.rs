@@ -172,12 +172,29 @@ pub fn sample_sum(samples: &[(String, f64)], prefix: &str, labels: &[&str]) -> f
         .sum()
 }
 
-/// An address nothing listens on (bound, then closed).
-pub fn refused_addr() -> SocketAddr {
+/// A free loopback address to listen on (bound, then closed).
+pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let a = l.local_addr().expect("addr");
     drop(l);
     a
+}
+
+/// An address where connecting is refused, for the life of the test process:
+/// a socket bound there without listening is kept open (leaked), so the port
+/// cannot go to the next `bind(:0)` — the proxy's own listener, or a backend.
+pub fn refused_addr() -> SocketAddr {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    sock.bind(&any.into()).expect("bind");
+    let addr = sock
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("an IP address");
+    std::mem::forget(sock);
+    addr
 }
 
 /// Polls `cond` every 5 ms until it holds or `limit` passes.
