@@ -240,6 +240,10 @@ struct RawListener {
     tls_passthrough: bool,
     #[serde(default)]
     sni: BTreeMap<String, String>,
+    #[serde(default)]
+    proxy_protocol: bool,
+    #[serde(default)]
+    proxy_protocol_trusted: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +271,18 @@ struct RawPool {
     tls_server_name: Option<String>,
     tls_client_cert: Option<std::path::PathBuf>,
     tls_client_key: Option<std::path::PathBuf>,
+    send_proxy_protocol: Option<ProxyVersion>,
+}
+
+/// Which PROXY protocol header a pool's upstream connections start with
+/// (`send_proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// The text line (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// What an active health check does.
@@ -368,7 +384,9 @@ pub struct Timeouts {
     /// Never counted against the backend.
     pub client_body_ms: u64,
     /// A TLS passthrough listener's client must send its whole ClientHello
-    /// within this after it connected, else it is closed.
+    /// within this after it connected, else it is closed. Also the deadline
+    /// for the whole PROXY protocol header on a listener with
+    /// `proxy_protocol = true` (counted from the accept).
     pub tls_hello_ms: u64,
     /// An L4 session (tcp listener) in which neither side sent a byte for this
     /// long is closed, both sides (nginx stream's `proxy_timeout`, HAProxy's
@@ -503,6 +521,10 @@ pub struct Listener {
     /// TCP with `tls_passthrough`: the pool is chosen by the ClientHello's
     /// server name (`pool` is then the default, if any).
     pub sni: Option<SniRoutes>,
+    /// `proxy_protocol = true`: every connection starts with a PROXY header
+    /// (v1 or v2), accepted only from these sources
+    /// (`proxy_protocol_trusted`); others are refused.
+    pub proxy_protocol: Option<Vec<shardline::proxy_protocol::Cidr>>,
 }
 
 /// A TLS passthrough listener's routes by server name: exact names, and
@@ -590,6 +612,9 @@ pub struct Pool {
     pub health: Option<HealthCheck>,
     /// TLS to the backends (`tls = true`).
     pub tls: Option<crate::tls::PoolTls>,
+    /// Upstream connections start with this PROXY header (the client's
+    /// addresses); such connections are never pooled.
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }
 
 /// A validated configuration.
@@ -663,6 +688,8 @@ impl Config {
                     tls: None,
                     tls_passthrough: false,
                     sni: BTreeMap::new(),
+                    proxy_protocol: false,
+                    proxy_protocol_trusted: Vec::new(),
                 })
                 .collect(),
             pools: BTreeMap::from([(
@@ -681,6 +708,7 @@ impl Config {
                     tls_server_name: None,
                     tls_client_cert: None,
                     tls_client_key: None,
+                    send_proxy_protocol: None,
                 },
             )]),
             timeouts: Timeouts::default(),
@@ -755,6 +783,12 @@ impl Config {
                 tls_client_key: p.tls_client_key.clone(),
             }
             .validate(name, base)?;
+            if p.send_proxy_protocol.is_some() && tls.is_some() {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: send_proxy_protocol with tls = true is not supported \
+                     (the header would have to precede the TLS handshake)"
+                )));
+            }
             pools.push(Pool {
                 name: name.clone(),
                 backends: p.backends.clone(),
@@ -763,6 +797,7 @@ impl Config {
                 fail_open: p.fail_open,
                 health: p.health.clone(),
                 tls,
+                send_proxy_protocol: p.send_proxy_protocol,
             });
         }
         let mut listeners = Vec::with_capacity(raw.listeners.len());
@@ -834,6 +869,35 @@ impl Config {
                 Some(t) => Some(t.validate(l.address, l.mode, base)?),
                 None => None,
             };
+            let proxy_protocol = match (l.proxy_protocol, l.proxy_protocol_trusted.is_empty()) {
+                (false, true) => None,
+                (false, false) => {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: proxy_protocol_trusted without proxy_protocol = true",
+                        l.address
+                    )))
+                }
+                (true, true) => {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: proxy_protocol = true needs proxy_protocol_trusted, the \
+                         addresses allowed to send headers (e.g. [\"10.0.0.0/8\"]; \
+                         \"0.0.0.0/0\" and \"::/0\" trust everyone)",
+                        l.address
+                    )))
+                }
+                (true, false) => Some(
+                    l.proxy_protocol_trusted
+                        .iter()
+                        .map(|c| c.parse())
+                        .collect::<Result<Vec<_>, String>>()
+                        .map_err(|e| {
+                            ConfigError::BadLimit(format!(
+                                "listener {}: proxy_protocol_trusted: {e}",
+                                l.address
+                            ))
+                        })?,
+                ),
+            };
             listeners.push(Listener {
                 address: l.address,
                 mode: l.mode,
@@ -841,6 +905,7 @@ impl Config {
                 routes,
                 tls,
                 sni,
+                proxy_protocol,
             });
         }
         let t = &raw.timeouts;

@@ -340,9 +340,7 @@ impl ProxyShard {
         self.gauges = gauges.clone();
         self.pools = pools;
         self.tcp.reconfigure(&config);
-        let sizes: Vec<usize> = config.pools.iter().map(|p| p.backends.len()).collect();
-        let max_idle = config.limits.max_idle_per_backend;
-        for conn in self.http.reconfigure(&sizes, max_idle, gauges, gen) {
+        for conn in self.http.reconfigure(&config, gauges, gen) {
             ctx.close(conn);
         }
         self.health

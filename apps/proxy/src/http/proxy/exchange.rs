@@ -402,12 +402,11 @@ impl ProxyShard {
 
     /// The exchange's upstream is connected: send the head, start the clock.
     pub(super) fn upstream_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
-        let Some(ex) = self
-            .http
-            .clients
-            .get_mut(ck)
-            .and_then(|c| c.exchange.as_mut())
-        else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
+            return;
+        };
+        let (peer, client) = (c.peer, c.conn);
+        let Some(ex) = c.exchange.as_mut() else {
             return;
         };
         let Some(u) = ex.upstream else { return };
@@ -415,6 +414,17 @@ impl ProxyShard {
             return;
         };
         ex.ready = true;
+        // A new connection of a pool with send_proxy_protocol starts with the
+        // client's header (such connections are never pooled, so a reused
+        // one cannot be another client's).
+        let version = (!ex.reused && ex.gen == self.gen)
+            .then(|| self.config.pools.get(ex.pool))
+            .flatten()
+            .and_then(|p| p.send_proxy_protocol);
+        if let Some(v) = version {
+            let header = crate::pools::proxy_header(v, peer, ctx.local_addr(client));
+            let _ = ctx.send(up.conn, &header);
+        }
         let _ = ctx.send(up.conn, &ex.upstream_head);
         // A retry: the body sent to the upstream that died goes again first.
         if let Some(body) = ex.replay.as_ref().filter(|b| !b.is_empty()) {
