@@ -219,6 +219,8 @@ struct RawConfig {
     #[serde(default)]
     limits: ProxyLimits,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    log: crate::access::LogConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -630,6 +632,8 @@ pub struct Config {
     pub limits: ProxyLimits,
     /// `[admin] listen`: where the admin endpoint serves `/metrics`.
     pub admin_listen: Option<SocketAddr>,
+    /// `[log]`: the access log's format and file ([`crate::access`]).
+    pub log: crate::access::LogConfig,
 }
 
 impl Config {
@@ -714,6 +718,7 @@ impl Config {
             timeouts: Timeouts::default(),
             limits: ProxyLimits::default(),
             admin: None,
+            log: Default::default(),
         };
         Config::validate(raw, None)
     }
@@ -953,12 +958,29 @@ impl Config {
                 "limits.send_high_water must be at least 4096 bytes".into(),
             ));
         }
+        if raw.log.access_log.is_some()
+            && raw.log.access_format == crate::access::AccessFormat::Default
+        {
+            return Err(ConfigError::BadLimit(
+                "log.access_log needs log.access_format = \"combined\" or \"json\" (the default \
+                 format goes to the tracing log)"
+                    .into(),
+            ));
+        }
+        let log = crate::access::LogConfig {
+            access_format: raw.log.access_format,
+            access_log: raw.log.access_log.map(|p| match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            }),
+        };
         Ok(Config {
             listeners,
             pools,
             timeouts: raw.timeouts,
             limits: raw.limits,
             admin_listen: raw.admin.map(|a| a.listen),
+            log,
         })
     }
 

@@ -186,6 +186,7 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod access;
 pub mod balance;
 pub mod config;
 pub mod health;

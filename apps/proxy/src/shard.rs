@@ -112,6 +112,8 @@ pub struct ProxyShard {
     /// Untrusted PROXY-protocol sources refused since the last warning, and
     /// when that was (the warning is logged at most once a second per shard).
     refused: (u64, Option<std::time::Instant>),
+    /// Where this shard writes combined / JSON access log lines.
+    pub(crate) access: crate::access::AccessLog,
 }
 
 impl ProxyShard {
@@ -121,6 +123,7 @@ impl ProxyShard {
         let stats = shared.stats.add_shard(shard.0, &config);
         let gauges = stats.backends();
         ProxyShard {
+            access: crate::access::AccessLog::new(&config.log),
             pools: ShardPools::new(&config, shard.0, gauges.clone()),
             // Replaced in on_start, when the shard count is known.
             health: Health::new(config.clone(), 0, shard, 1),

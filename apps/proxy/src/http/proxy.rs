@@ -179,6 +179,9 @@ struct Exchange {
     req_done: bool,
     resp: Resp,
     resp_started: bool,
+    /// Response body bytes sent to the client (as framed to it), for the
+    /// access log.
+    resp_bytes: u64,
     status: u16,
     upstream_reusable: bool,
     timer: Option<TimerId>,
