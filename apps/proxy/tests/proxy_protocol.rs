@@ -285,7 +285,61 @@ fn http_without_header_sending_keeps_pooling(io: Io) {
     assert_eq!(backend.accepted(), 1, "pooled");
 }
 
+fn health_checks_send_a_local_header(io: Io) {
+    for (version, want) in [
+        ("v1", b"PROXY UNKNOWN\r\nGET /healthz ".to_vec()),
+        ("v2", {
+            let mut h = Vec::new();
+            proxy_protocol::encode_v2_local(&mut h);
+            h.extend_from_slice(b"GET /healthz ");
+            h
+        }),
+    ] {
+        let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let s2 = seen.clone();
+        let backend = TcpBackend::start(move |mut s| {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            // (The v2 signature itself starts with CRLF CRLF: read up to the
+            // end of the request head, after "GET".)
+            let done = |h: &[u8]| h.ends_with(b"\r\n\r\n") && h.windows(3).any(|w| w == b"GET");
+            while !done(&head) && head.len() < 4096 {
+                if s.read(&mut b).unwrap_or(0) != 1 {
+                    break;
+                }
+                head.push(b[0]);
+            }
+            s2.lock().unwrap().push(head);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        });
+        let proxy = TestProxy::start(
+            io,
+            1,
+            &format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
+                 [pool.p]\nbackends = [{{ address = \"{}\" }}]\nsend_proxy_protocol = \"{version}\"\n\
+                 [pool.p.health]\nkind = \"http\"\npath = \"/healthz\"\ninterval_ms = 50\n",
+                backend.addr
+            ),
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || !seen.lock().unwrap().is_empty()),
+            "{}: a check came",
+            proxy.label
+        );
+        let first = seen.lock().unwrap()[0].clone();
+        assert!(
+            first.starts_with(&want),
+            "{} {version}: {:?}",
+            proxy.label,
+            String::from_utf8_lossy(&first)
+        );
+    }
+}
+
 shardline::per_backend! {
+    health_checks_send_a_local_header => health_checks_send_a_local_header;
     tcp_mode_accepts_and_sends => tcp_mode_accepts_and_sends;
     http_mode_accepts_and_sends => http_mode_accepts_and_sends;
     http_without_header_sending_keeps_pooling => http_without_header_sending_keeps_pooling;
