@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         let part = parse(&data[..k]);
         match (&whole, &part) {
             (Ok(Parsed::Complete { len, .. }), _) if k < *len => {
-                assert_eq!(part, Ok(Parsed::Incomplete), "prefix {k} of a header of {len}")
+                assert_eq!(
+                    part,
+                    Ok(Parsed::Incomplete),
+                    "prefix {k} of a header of {len}"
+                )
             }
             (Ok(Parsed::Complete { .. }), _) => assert_eq!(part, whole, "prefix {k}"),
             (Ok(Parsed::Incomplete), _) => assert_eq!(part, Ok(Parsed::Incomplete), "prefix {k}"),
