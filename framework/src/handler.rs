@@ -64,6 +64,21 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// What an accepted connection starts with, as [`Handler::on_preamble`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preamble {
+    /// Nothing: the connection is announced at once (after its TLS handshake).
+    None,
+    /// A PROXY protocol header (v1 or v2), to be whole within `timeout` of the
+    /// accept.
+    ProxyProtocol {
+        /// The deadline for the whole header.
+        timeout: std::time::Duration,
+    },
+    /// Close the connection now, unannounced.
+    Refuse,
+}
+
 /// Which listener took a connection: given to [`Handler::on_accept`].
 ///
 /// `id` is the listener's position in the order the builder was given them
@@ -137,6 +152,33 @@ pub trait Handler: Sized + 'static {
     /// The shard is up (driver ready, listeners registered) and about to serve.
     /// Start timers or outbound connections here.
     fn on_start(&mut self, ctx: &mut Ctx<'_, Self>) {}
+
+    /// A connection was accepted from `peer` by `listener`, before anything was
+    /// read from it (before a TLS listener's handshake): does it start with a
+    /// PROXY protocol header ([`crate::proxy_protocol`])? The default,
+    /// [`Preamble::None`], is a connection like any other.
+    ///
+    /// [`Preamble::ProxyProtocol`]: the framework reads the header first (within
+    /// `timeout` and [`proxy_protocol::MAX_HEADER_LEN`](crate::proxy_protocol::MAX_HEADER_LEN)
+    /// bytes), then does the TLS handshake if the listener has one, then calls
+    /// [`on_accept`](Handler::on_accept) with the header's source address as
+    /// `peer` ([`Ctx::peer_addr`] and [`Ctx::local_addr`] give the header's
+    /// addresses too; [`Ctx::proxy_header`] the whole header). A header without
+    /// addresses (`LOCAL`, `UNKNOWN`) leaves the socket's. A malformed, late,
+    /// or oversize header, or an EOF before it is whole, closes the connection
+    /// unannounced (counted in `shardline_proxy_headers_failed_total`, logged at
+    /// debug); bytes after the header are the connection's first data.
+    ///
+    /// [`Preamble::Refuse`]: closed at once, unannounced (counted in
+    /// `shardline_preamble_refused_total`) — for a source not trusted to send
+    /// headers. If this panics the connection is closed too.
+    fn on_preamble(
+        &mut self,
+        listener: Listener<'_, Self::Listener>,
+        peer: SocketAddr,
+    ) -> Preamble {
+        Preamble::None
+    }
 
     /// A connection was accepted from `peer` by `listener`. What this returns is the
     /// connection's state, handed back with every later callback for it. If this
@@ -476,7 +518,8 @@ impl<H: Handler> Ctx<'_, H> {
     }
 
     /// The local address `conn` is bound to (for accepted connections: which
-    /// listener took it), or `None` for an unknown id.
+    /// listener took it; with a PROXY header, its destination address), or
+    /// `None` for an unknown id.
     pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.core.local_addr(conn)
     }
@@ -525,9 +568,16 @@ impl<H: Handler> Ctx<'_, H> {
         self.core.get(conn).map(|c| c.received)
     }
 
-    /// The remote address of `conn`, or `None` for an unknown id.
+    /// The remote address of `conn` (a PROXY header's source address if it
+    /// came with one, see [`Handler::on_preamble`]), or `None` for an unknown id.
     pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.core.peer_addr(conn)
+    }
+
+    /// The PROXY protocol header `conn` started with, if its listener expected
+    /// one ([`Handler::on_preamble`]).
+    pub fn proxy_header(&self, conn: ConnId) -> Option<&crate::proxy_protocol::Header> {
+        self.core.get(conn)?.proxy.as_ref()
     }
 
     /// This shard's counters.

@@ -48,6 +48,7 @@ mod handler;
 mod metrics;
 pub mod numa;
 mod outbox;
+pub mod proxy_protocol;
 mod server;
 mod shard;
 pub mod tls;
@@ -58,7 +59,8 @@ pub use admin::{AdminConfig, AdminServer};
 pub use bytes::Bytes;
 pub use error::{Error, SendError};
 pub use handler::{
-    CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, ListenerInfo, Origin, ShardId, TimerId,
+    CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, ListenerInfo, Origin, Preamble,
+    ShardId, TimerId,
 };
 pub use metrics::{
     Counter, Metrics, PerShard, PromValue, PromWriter, ShardMetrics, ShardMetricsSnapshot,

@@ -415,6 +415,28 @@ pub struct ServerSection {
     /// A server password: when set, a client must send `PASS` with it before
     /// registration completes (else 464 and a close).
     pub password: Option<String>,
+    /// Every listener (plaintext and TLS) expects a PROXY protocol header (v1
+    /// or v2, before the TLS handshake) from the sources in
+    /// `proxy_protocol_trusted`, and refuses other sources (as HAProxy
+    /// does). The header's source address is then the client's address
+    /// everywhere: its host in the mask, WHOIS, per-IP limits, bans.
+    pub proxy_protocol: bool,
+    /// Address blocks allowed to send PROXY headers (`"10.0.0.0/8"`,
+    /// `"127.0.0.1"`, `"::/0"` for everyone); required with `proxy_protocol`.
+    #[serde(deserialize_with = "cidrs")]
+    pub proxy_protocol_trusted: Vec<shardline::proxy_protocol::Cidr>,
+    /// The whole PROXY header must arrive within this after the accept
+    /// (milliseconds), else the connection is closed.
+    pub proxy_protocol_timeout_ms: u64,
+}
+
+fn cidrs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<shardline::proxy_protocol::Cidr>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|c| c.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl Default for ServerSection {
@@ -427,6 +449,9 @@ impl Default for ServerSection {
             motd_file: None,
             admin_listen: None,
             password: None,
+            proxy_protocol: false,
+            proxy_protocol_trusted: Vec::new(),
+            proxy_protocol_timeout_ms: 5_000,
         }
     }
 }
@@ -643,6 +668,18 @@ impl Config {
         }
         if !name_ok(&s.network) {
             return bad("server.network must be letters, digits, '.' or '-'");
+        }
+        if s.proxy_protocol && s.proxy_protocol_trusted.is_empty() {
+            return bad(
+                "server.proxy_protocol = true needs server.proxy_protocol_trusted \
+                 (the addresses allowed to send headers, e.g. [\"10.0.0.0/8\"])",
+            );
+        }
+        if !s.proxy_protocol && !s.proxy_protocol_trusted.is_empty() {
+            return bad("server.proxy_protocol_trusted without server.proxy_protocol = true");
+        }
+        if s.proxy_protocol_timeout_ms == 0 {
+            return bad("server.proxy_protocol_timeout_ms must be at least 1");
         }
         let l = &self.limits;
         if !(1..=64).contains(&l.nicklen) {

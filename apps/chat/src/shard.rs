@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
+use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, Preamble, ShardId, TimerId};
 use tracing::{info, warn};
 
 use crate::{
@@ -99,6 +99,9 @@ pub struct ChatShard {
     pub(crate) oper_checker: Arc<OperChecker>,
     /// Guest nicks made so far (forced renames).
     pub(crate) guests: u64,
+    /// Untrusted PROXY-protocol sources refused since the last warning, and
+    /// when it was (at most one warning a second per shard).
+    refused: (u64, Option<std::time::Instant>),
 }
 
 impl ChatShard {
@@ -138,6 +141,7 @@ impl ChatShard {
             batches: 0,
             oper_checker,
             guests: 0,
+            refused: (0, None),
         }
     }
 
@@ -212,6 +216,42 @@ impl Handler for ChatShard {
             history = self.history_on(),
             "chat shard ready"
         );
+    }
+
+    /// With `server.proxy_protocol`, a trusted source's connection starts
+    /// with a PROXY header (read by the framework, before TLS; its source is
+    /// the `peer` of `on_accept`), and any other source is refused (counted
+    /// in `shardline_preamble_refused_total`, warned about at most once a
+    /// second per shard).
+    fn on_preamble(
+        &mut self,
+        _listener: shardline::Listener<'_, ()>,
+        peer: SocketAddr,
+    ) -> Preamble {
+        let s = &self.info.config.server;
+        if !s.proxy_protocol {
+            return Preamble::None;
+        }
+        if s.proxy_protocol_trusted
+            .iter()
+            .any(|c| c.contains(peer.ip()))
+        {
+            return Preamble::ProxyProtocol {
+                timeout: Duration::from_millis(s.proxy_protocol_timeout_ms),
+            };
+        }
+        self.refused.0 += 1;
+        let now = std::time::Instant::now();
+        if self
+            .refused
+            .1
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            warn!(client = %peer, refused = self.refused.0,
+                "source not in server.proxy_protocol_trusted; refused");
+            self.refused = (0, Some(now));
+        }
+        Preamble::Refuse
     }
 
     fn on_accept(

@@ -219,6 +219,8 @@ struct RawConfig {
     #[serde(default)]
     limits: ProxyLimits,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    log: crate::access::LogConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +242,10 @@ struct RawListener {
     tls_passthrough: bool,
     #[serde(default)]
     sni: BTreeMap<String, String>,
+    #[serde(default)]
+    proxy_protocol: bool,
+    #[serde(default)]
+    proxy_protocol_trusted: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +273,18 @@ struct RawPool {
     tls_server_name: Option<String>,
     tls_client_cert: Option<std::path::PathBuf>,
     tls_client_key: Option<std::path::PathBuf>,
+    send_proxy_protocol: Option<ProxyVersion>,
+}
+
+/// Which PROXY protocol header a pool's upstream connections start with
+/// (`send_proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// The text line (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// What an active health check does.
@@ -368,7 +386,9 @@ pub struct Timeouts {
     /// Never counted against the backend.
     pub client_body_ms: u64,
     /// A TLS passthrough listener's client must send its whole ClientHello
-    /// within this after it connected, else it is closed.
+    /// within this after it connected, else it is closed. Also the deadline
+    /// for the whole PROXY protocol header on a listener with
+    /// `proxy_protocol = true` (counted from the accept).
     pub tls_hello_ms: u64,
     /// An L4 session (tcp listener) in which neither side sent a byte for this
     /// long is closed, both sides (nginx stream's `proxy_timeout`, HAProxy's
@@ -503,6 +523,10 @@ pub struct Listener {
     /// TCP with `tls_passthrough`: the pool is chosen by the ClientHello's
     /// server name (`pool` is then the default, if any).
     pub sni: Option<SniRoutes>,
+    /// `proxy_protocol = true`: every connection starts with a PROXY header
+    /// (v1 or v2), accepted only from these sources
+    /// (`proxy_protocol_trusted`); others are refused.
+    pub proxy_protocol: Option<Vec<shardline::proxy_protocol::Cidr>>,
 }
 
 /// A TLS passthrough listener's routes by server name: exact names, and
@@ -590,6 +614,9 @@ pub struct Pool {
     pub health: Option<HealthCheck>,
     /// TLS to the backends (`tls = true`).
     pub tls: Option<crate::tls::PoolTls>,
+    /// Upstream connections start with this PROXY header (the client's
+    /// addresses); such connections are never pooled.
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }
 
 /// A validated configuration.
@@ -605,6 +632,8 @@ pub struct Config {
     pub limits: ProxyLimits,
     /// `[admin] listen`: where the admin endpoint serves `/metrics`.
     pub admin_listen: Option<SocketAddr>,
+    /// `[log]`: the access log's format and file ([`crate::access`]).
+    pub log: crate::access::LogConfig,
 }
 
 impl Config {
@@ -663,6 +692,8 @@ impl Config {
                     tls: None,
                     tls_passthrough: false,
                     sni: BTreeMap::new(),
+                    proxy_protocol: false,
+                    proxy_protocol_trusted: Vec::new(),
                 })
                 .collect(),
             pools: BTreeMap::from([(
@@ -681,11 +712,13 @@ impl Config {
                     tls_server_name: None,
                     tls_client_cert: None,
                     tls_client_key: None,
+                    send_proxy_protocol: None,
                 },
             )]),
             timeouts: Timeouts::default(),
             limits: ProxyLimits::default(),
             admin: None,
+            log: Default::default(),
         };
         Config::validate(raw, None)
     }
@@ -755,6 +788,12 @@ impl Config {
                 tls_client_key: p.tls_client_key.clone(),
             }
             .validate(name, base)?;
+            if p.send_proxy_protocol.is_some() && tls.is_some() {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: send_proxy_protocol with tls = true is not supported \
+                     (the header would have to precede the TLS handshake)"
+                )));
+            }
             pools.push(Pool {
                 name: name.clone(),
                 backends: p.backends.clone(),
@@ -763,6 +802,7 @@ impl Config {
                 fail_open: p.fail_open,
                 health: p.health.clone(),
                 tls,
+                send_proxy_protocol: p.send_proxy_protocol,
             });
         }
         let mut listeners = Vec::with_capacity(raw.listeners.len());
@@ -834,6 +874,35 @@ impl Config {
                 Some(t) => Some(t.validate(l.address, l.mode, base)?),
                 None => None,
             };
+            let proxy_protocol = match (l.proxy_protocol, l.proxy_protocol_trusted.is_empty()) {
+                (false, true) => None,
+                (false, false) => {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: proxy_protocol_trusted without proxy_protocol = true",
+                        l.address
+                    )))
+                }
+                (true, true) => {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: proxy_protocol = true needs proxy_protocol_trusted, the \
+                         addresses allowed to send headers (e.g. [\"10.0.0.0/8\"]; \
+                         \"0.0.0.0/0\" and \"::/0\" trust everyone)",
+                        l.address
+                    )))
+                }
+                (true, false) => Some(
+                    l.proxy_protocol_trusted
+                        .iter()
+                        .map(|c| c.parse())
+                        .collect::<Result<Vec<_>, String>>()
+                        .map_err(|e| {
+                            ConfigError::BadLimit(format!(
+                                "listener {}: proxy_protocol_trusted: {e}",
+                                l.address
+                            ))
+                        })?,
+                ),
+            };
             listeners.push(Listener {
                 address: l.address,
                 mode: l.mode,
@@ -841,6 +910,7 @@ impl Config {
                 routes,
                 tls,
                 sni,
+                proxy_protocol,
             });
         }
         let t = &raw.timeouts;
@@ -888,12 +958,29 @@ impl Config {
                 "limits.send_high_water must be at least 4096 bytes".into(),
             ));
         }
+        if raw.log.access_log.is_some()
+            && raw.log.access_format == crate::access::AccessFormat::Default
+        {
+            return Err(ConfigError::BadLimit(
+                "log.access_log needs log.access_format = \"combined\" or \"json\" (the default \
+                 format goes to the tracing log)"
+                    .into(),
+            ));
+        }
+        let log = crate::access::LogConfig {
+            access_format: raw.log.access_format,
+            access_log: raw.log.access_log.map(|p| match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            }),
+        };
         Ok(Config {
             listeners,
             pools,
             timeouts: raw.timeouts,
             limits: raw.limits,
             admin_listen: raw.admin.map(|a| a.listen),
+            log,
         })
     }
 

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     balance::hash_bytes,
-    config::{CheckKind, Config},
+    config::{CheckKind, Config, ProxyVersion},
     pools::ShardPools,
     reload::NewConfig,
 };
@@ -345,6 +345,22 @@ impl Health {
                 match pool.health.as_ref().map(|h| (h.kind, h.path.clone())) {
                     Some((CheckKind::Http, path)) => {
                         let host = pool.backends[probe.backend].address;
+                        // A backend that expects a PROXY header gets one that
+                        // says "the proxy's own connection" (v1 UNKNOWN, v2
+                        // LOCAL), as HAProxy's check-send-proxy does.
+                        let mut header = Vec::new();
+                        match pool.send_proxy_protocol {
+                            Some(ProxyVersion::V1) => {
+                                header.extend_from_slice(b"PROXY UNKNOWN\r\n")
+                            }
+                            Some(ProxyVersion::V2) => {
+                                shardline::proxy_protocol::encode_v2_local(&mut header)
+                            }
+                            None => {}
+                        }
+                        if !header.is_empty() {
+                            let _ = ctx.send(conn, &header);
+                        }
                         let req = format!(
                             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: shardline-proxy-health\r\n\
                              Connection: close\r\n\r\n"

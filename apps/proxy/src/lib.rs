@@ -149,6 +149,17 @@
 //! framework's input buffer (`on_data` consumes nothing), then they go to the
 //! chosen backend untouched and the session is an ordinary L4 one ([`tcp`]).
 //!
+//! # PROXY protocol and the access log
+//!
+//! A listener with `proxy_protocol = true` answers the framework's
+//! `Handler::on_preamble` (in [`shard`]): a source in
+//! `proxy_protocol_trusted` must send a PROXY header, read by the framework
+//! before TLS; anyone else is refused. The header's source is then the `peer`
+//! the connection is accepted with, so everything that names the client uses
+//! it. A pool with `send_proxy_protocol` sends a header first on every new
+//! upstream connection ([`pools::proxy_header`]), and in HTTP mode keeps none
+//! of them for reuse. The access log's formats are in [`access`].
+//!
 //! # Metrics
 //!
 //! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves
@@ -186,6 +197,7 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod access;
 pub mod balance;
 pub mod config;
 pub mod health;

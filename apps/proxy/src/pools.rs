@@ -82,3 +82,25 @@ impl ShardPools {
             .unwrap_or(false)
     }
 }
+
+/// The PROXY header an upstream connection of a pool with
+/// `send_proxy_protocol` starts with: the client `client` (the real one, a
+/// received PROXY header's source included) connected to `local` (the
+/// address it reached, a received header's destination included).
+pub fn proxy_header(
+    version: crate::config::ProxyVersion,
+    client: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+) -> Vec<u8> {
+    use shardline::proxy_protocol as pp;
+    let local = local.unwrap_or_else(|| match client {
+        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
+    });
+    let mut out = Vec::with_capacity(64);
+    match version {
+        crate::config::ProxyVersion::V1 => pp::encode_v1(client, local, &mut out),
+        crate::config::ProxyVersion::V2 => pp::encode_v2(client, local, &mut out),
+    }
+    out
+}

@@ -340,9 +340,9 @@ impl ProxyShard {
         self.gauges = gauges.clone();
         self.pools = pools;
         self.tcp.reconfigure(&config);
-        let sizes: Vec<usize> = config.pools.iter().map(|p| p.backends.len()).collect();
-        let max_idle = config.limits.max_idle_per_backend;
-        for conn in self.http.reconfigure(&sizes, max_idle, gauges, gen) {
+        // The access log file is reopened (logrotate's SIGHUP).
+        self.access.reconfigure(&config.log);
+        for conn in self.http.reconfigure(&config, gauges, gen) {
             ctx.close(conn);
         }
         self.health

@@ -57,6 +57,11 @@ pub struct Proxy {
 /// Builds the proxy for `config` on `builder` (shards, I/O backend, accept mode
 /// are the builder's; every listener's address and the limits are set here).
 pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline::Error> {
+    if let Some(path) = &config.log.access_log {
+        crate::access::open(path).map_err(|e| {
+            shardline::Error::Config(format!("cannot open access log {}: {e}", path.display()))
+        })?;
+    }
     let config = Arc::new(config);
     let mut tls = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {

@@ -11,10 +11,15 @@
 //! Must never: serve a connection it cannot attribute to a listener (it is
 //! closed), or let an event reach a side that does not own its connection.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, ShardId, TimerId};
-use tracing::debug;
+use shardline::{CloseReason, ConnId, Ctx, Handler, Origin, Preamble, ShardId, TimerId};
+use tracing::{debug, warn};
 
 use crate::{
     config::{Config, Mode},
@@ -104,6 +109,11 @@ pub struct ProxyShard {
     /// Health messages of a generation newer than `gen`, from shards that
     /// switched before this one: handled once this shard switches too.
     pub(crate) ahead: Vec<ProxyMsg>,
+    /// Untrusted PROXY-protocol sources refused since the last warning, and
+    /// when that was (the warning is logged at most once a second per shard).
+    refused: (u64, Option<std::time::Instant>),
+    /// Where this shard writes combined / JSON access log lines.
+    pub(crate) access: crate::access::AccessLog,
 }
 
 impl ProxyShard {
@@ -113,6 +123,7 @@ impl ProxyShard {
         let stats = shared.stats.add_shard(shard.0, &config);
         let gauges = stats.backends();
         ProxyShard {
+            access: crate::access::AccessLog::new(&config.log),
             pools: ShardPools::new(&config, shard.0, gauges.clone()),
             // Replaced in on_start, when the shard count is known.
             health: Health::new(config.clone(), 0, shard, 1),
@@ -121,6 +132,7 @@ impl ProxyShard {
             config,
             gen: 0,
             ahead: Vec::new(),
+            refused: (0, None),
             stats,
             gauges,
         }
@@ -148,6 +160,43 @@ impl Handler for ProxyShard {
         self.health = Health::new(self.config.clone(), self.gen, ctx.shard_id(), ctx.shards());
         self.health.start(ctx);
         self.http_start(ctx);
+    }
+
+    /// A listener with `proxy_protocol = true` reads a PROXY header first
+    /// (within `tls_hello_ms`) from a trusted source and refuses any other
+    /// (as HAProxy does): counted by the framework
+    /// (`shardline_preamble_refused_total`), warned about at most once a
+    /// second per shard with the count since the last warning.
+    fn on_preamble(
+        &mut self,
+        listener: shardline::Listener<'_, usize>,
+        peer: SocketAddr,
+    ) -> Preamble {
+        let Some(trusted) = self
+            .config
+            .listeners
+            .get(*listener.value)
+            .and_then(|l| l.proxy_protocol.as_ref())
+        else {
+            return Preamble::None;
+        };
+        if trusted.iter().any(|c| c.contains(peer.ip())) {
+            return Preamble::ProxyProtocol {
+                timeout: Duration::from_millis(self.config.timeouts.tls_hello_ms),
+            };
+        }
+        self.refused.0 += 1;
+        let now = Instant::now();
+        if self
+            .refused
+            .1
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            warn!(client = %peer, listener = %listener.addr, refused = self.refused.0,
+                "PROXY protocol listener: source not in proxy_protocol_trusted; refused");
+            self.refused = (0, Some(now));
+        }
+        Preamble::Refuse
     }
 
     fn on_accept(

@@ -549,6 +549,16 @@ impl ProxyShard {
                 s.connected = true;
                 s.since = Instant::now();
                 let (client, pool, backend, gen) = (s.client, s.pool, s.backend, s.gen);
+                // The PROXY header goes first, before any relayed byte (and
+                // before splice can start: the client is read from now on).
+                let version = (gen == self.gen)
+                    .then(|| self.config.pools.get(pool))
+                    .flatten()
+                    .and_then(|p| p.send_proxy_protocol);
+                if let Some(v) = version {
+                    let header = crate::pools::proxy_header(v, s.peer, ctx.local_addr(client));
+                    let _ = ctx.send(conn, &header);
+                }
                 self.watch_idle(ctx, key);
                 ctx.resume_reading(client);
                 // Bytes that came before the pause took effect were left

@@ -347,7 +347,65 @@ fn an_upgrade_through_https_is_copied(io: Io) {
     proxy.shutdown().unwrap();
 }
 
+/// A PROXY header in front of the TLS ClientHello on an HTTPS listener: the
+/// handshake reads what follows the header, and the backend is told the
+/// header's client in X-Forwarded-For.
+fn proxy_header_before_the_client_hello(io: Io) {
+    let ca = TestCa::new("proxy-pp-tls");
+    let site = ca.server("site", &["localhost"]);
+    let a = HttpBackend::start("a", Answer::Info);
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
+         proxy_protocol = true\nproxy_protocol_trusted = [\"127.0.0.1\"]\n{}\
+         [pool.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        tls_table(&site),
+        a.addr()
+    );
+    let proxy = TestProxy::start(io, 1, &config);
+    for v2 in [false, true] {
+        let mut sock = proxy.connect();
+        let mut h = Vec::new();
+        let client = "192.0.2.77:1234".parse().unwrap();
+        if v2 {
+            shardline::proxy_protocol::encode_v2(client, proxy.addr, &mut h);
+        } else {
+            shardline::proxy_protocol::encode_v1(client, proxy.addr, &mut h);
+        }
+        sock.write_all(&h).unwrap();
+        let conn = rustls::ClientConnection::new(
+            ca.client_config(),
+            ServerName::try_from("localhost".to_string()).unwrap(),
+        )
+        .unwrap();
+        let mut c = HttpClient::new(rustls::StreamOwned::new(conn, sock));
+        c.send(b"GET /pp HTTP/1.1\r\nHost: site\r\n\r\n");
+        assert_eq!(c.response(false).status, 200, "{}", proxy.label);
+    }
+    let reqs = a.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        reqs.iter()
+            .all(|r| r.header("X-Forwarded-For") == Some("192.0.2.77")
+                && r.header("X-Forwarded-Proto") == Some("https")),
+        "{}",
+        proxy.label
+    );
+    // Plain TLS without the header: refused before the handshake.
+    let mut c = tls_client(&proxy, ca.client_config(), "localhost");
+    assert!(
+        c.write_all(b"GET / HTTP/1.1\r\nHost: site\r\n\r\n")
+            .is_err()
+            || {
+                let mut b = [0u8; 1];
+                !matches!(c.read(&mut b), Ok(1))
+            }
+    );
+    assert_eq!(proxy.metrics().total().proxy_headers_failed, 1);
+    proxy.shutdown().unwrap();
+}
+
 shardline::per_backend! {
+    proxy_header_before_the_client_hello => proxy_header_before_the_client_hello;
     https_round_robin => https_round_robin_over_two_backends;
     tcp_terminates => tcp_mode_terminates_and_relays_plaintext;
     backend_tls => tls_to_backends_checks_ca_and_name;

@@ -167,6 +167,12 @@ shard_counters! {
             "TLS handshakes in progress now (at most the per-shard cap).",
         tls_waiting: gauge "shardline_tls_handshakes_waiting"
             "Connections waiting for a handshake slot (the per-shard cap was reached).",
+        proxy_headers: counter "shardline_proxy_headers_total"
+            "PROXY protocol headers read (connections announced with the header's addresses).",
+        proxy_headers_failed: counter "shardline_proxy_headers_failed_total"
+            "Connections closed for a malformed, oversize or late PROXY header, or EOF before it.",
+        preamble_refused: counter "shardline_preamble_refused_total"
+            "Connections refused at accept by Handler::on_preamble (e.g. an untrusted source).",
     }
     mailbox {
         msgs_sent <- sent: counter "shardline_mailbox_sent_total"

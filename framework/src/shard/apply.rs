@@ -273,6 +273,17 @@ impl<H: Handler> Shard<H> {
                             .close_now(id, CloseReason::Io(std::io::ErrorKind::TimedOut));
                     }
                 }
+                TimerPayload::Preamble(id) => {
+                    let Some(pending) = self.core.get_mut(id).and_then(|c| c.preamble.as_mut())
+                    else {
+                        continue;
+                    };
+                    pending.timer = None;
+                    debug!(conn = %id, "no whole PROXY header in time; closing");
+                    self.core.metrics().proxy_headers_failed.add(1);
+                    self.core
+                        .close_now(id, CloseReason::Io(std::io::ErrorKind::TimedOut));
+                }
                 TimerPayload::Linger(id) => {
                     if let Some(conn) = self.core.get_mut(id) {
                         conn.linger = None;

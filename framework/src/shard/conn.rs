@@ -86,6 +86,21 @@ pub(crate) struct Conn {
     /// Bytes read from the socket so far, spliced ones included
     /// (`Ctx::bytes_received`).
     pub(crate) received: u64,
+    /// A PROXY protocol header being read (`Handler::on_preamble`): the
+    /// connection is not announced (nor its TLS session fed) until it is whole.
+    pub(crate) preamble: Option<Box<PendingPreamble>>,
+    /// The PROXY header it came with (`Ctx::proxy_header`).
+    pub(crate) proxy: Option<crate::proxy_protocol::Header>,
+}
+
+/// A PROXY header not yet whole.
+#[derive(Debug)]
+pub(crate) struct PendingPreamble {
+    /// The bytes so far (at most `proxy_protocol::MAX_HEADER_LEN` plus one read).
+    pub(crate) buf: Vec<u8>,
+    pub(crate) timer: Option<TimerKey>,
+    /// The listener that took it (announced as its connection once whole).
+    pub(crate) listener: usize,
 }
 
 impl Conn {
@@ -125,6 +140,8 @@ impl Conn {
             draining: false,
             tls: None,
             received: 0,
+            preamble: None,
+            proxy: None,
         }
     }
 

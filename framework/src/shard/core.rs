@@ -33,6 +33,8 @@ pub(crate) enum TimerPayload {
     Linger(ConnId),
     /// A TLS handshake's deadline.
     TlsHandshake(ConnId),
+    /// A PROXY protocol header's deadline (`Handler::on_preamble`).
+    Preamble(ConnId),
 }
 
 /// A callback the loop owes the handler, queued because handlers are never
@@ -240,7 +242,11 @@ impl Core {
     }
 
     pub(crate) fn local_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.get(id)
+        let conn = self.get(id)?;
+        if let Some(a) = conn.proxy.as_ref().and_then(|h| h.addresses) {
+            return Some(a.destination);
+        }
+        Some(conn)
             .and_then(|c| c.socket.local_addr().ok())
             .and_then(|a| a.as_socket())
     }
@@ -436,7 +442,9 @@ impl Core {
         // are generation-checked, so this never names a linger timer.
         match self.timers.cancel(timer.0)? {
             TimerPayload::User(key) => Some(key),
-            TimerPayload::Linger(_) | TimerPayload::TlsHandshake(_) => None,
+            TimerPayload::Linger(_) | TimerPayload::TlsHandshake(_) | TimerPayload::Preamble(_) => {
+                None
+            }
         }
     }
 }

@@ -12,14 +12,15 @@ use socket2::Socket;
 use tracing::{debug, error, warn};
 
 use super::{
-    conn::Phase,
-    core::{Core, Notice},
+    conn::{PendingPreamble, Phase},
+    core::{Core, Notice, TimerPayload},
     driver::Completion,
     Mail,
 };
 use crate::{
     accept::shard::ShardAccept,
-    handler::{AppState, CloseReason, ConnId, Ctx, Handler, Listener, ListenerId},
+    handler::{AppState, CloseReason, ConnId, Ctx, Handler, Listener, ListenerId, Preamble},
+    proxy_protocol::{self, Parsed},
 };
 
 /// One of the shard's listeners: bound address, the application's value, and the
@@ -148,6 +149,10 @@ pub(super) fn dispatch<H: Handler>(
                 }
                 Phase::Connecting => return,
             };
+            if conn.preamble.is_some() {
+                preamble_data(core, mail, app, handler, listeners, id, data);
+                return;
+            }
             if conn.relay_out.is_some() {
                 // Read the ordinary way just before the relay took over.
                 core.relay_late_data(id, data);
@@ -164,6 +169,12 @@ pub(super) fn dispatch<H: Handler>(
             conn.driver_reading = false;
             if let Some(e) = error {
                 core.close_now(id, CloseReason::Io(e.kind()));
+                return;
+            }
+            if conn.preamble.is_some() {
+                debug!(shard = core.shard.0, conn = %id, "EOF before the PROXY header was whole; closing");
+                core.metrics().proxy_headers_failed.add(1);
+                core.close_now(id, CloseReason::Io(std::io::ErrorKind::UnexpectedEof));
                 return;
             }
             let already = std::mem::replace(&mut conn.eof, true);
@@ -303,10 +314,109 @@ pub(super) fn accepted<H: Handler>(
             return;
         }
     }
+    let info = Listener {
+        id: ListenerId(listener),
+        addr: slot.addr,
+        value: &*slot.value,
+    };
+    let shown = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let preamble = catch_unwind(AssertUnwindSafe(|| handler.on_preamble(info, shown)));
+    let proxied = match preamble {
+        Ok(Preamble::None) => false,
+        Ok(Preamble::Refuse) => {
+            core.metrics().preamble_refused.add(1);
+            core.close_now(id, CloseReason::Closed);
+            return;
+        }
+        Ok(Preamble::ProxyProtocol { .. }) if core.shutting_down => {
+            core.close_now(id, CloseReason::Shutdown);
+            return;
+        }
+        Ok(Preamble::ProxyProtocol { timeout }) => {
+            let key =
+                core.timers
+                    .insert(Instant::now() + timeout, None, TimerPayload::Preamble(id));
+            if let Some(conn) = core.get_mut(id) {
+                conn.preamble = Some(Box::new(PendingPreamble {
+                    buf: Vec::new(),
+                    timer: Some(key),
+                    listener,
+                }));
+            }
+            true
+        }
+        Err(payload) => {
+            core.metrics().handler_panics.add(1);
+            let msg = panic_message(&*payload);
+            error!(shard = core.shard.0, conn = %id, panic = %msg, "on_preamble panicked; closing the connection");
+            core.close_now(id, CloseReason::HandlerPanic);
+            return;
+        }
+    };
     match &slot.tls {
-        // The handler hears of it once the handshake is done (`tls_data`).
+        // The handler hears of it once the handshake is done (`tls_data`); with
+        // a PROXY header, the handshake reads what follows the header (the
+        // connection is read once it holds a handshake slot).
         Some(tls) => core.tls_accept(id, tls.config(), listener),
+        // Announced once the header is whole (`preamble_data`).
+        None if proxied => {}
         None => announce(core, mail, app, handler, listeners, listener, id),
+    }
+}
+
+/// Bytes of a connection whose PROXY header is not whole yet
+/// (`Handler::on_preamble`): once it is, the connection takes the header's
+/// addresses and goes on as any other (its TLS handshake, or `on_accept`), the
+/// bytes after the header first; a bad header closes it.
+fn preamble_data<H: Handler>(
+    core: &mut Core,
+    mail: &Mail<H::Msg>,
+    app: &mut AppState<H>,
+    handler: &mut H,
+    listeners: &Listeners<H::Listener>,
+    id: ConnId,
+    data: &[u8],
+) {
+    let shard = core.shard.0;
+    let Some(conn) = core.get_mut(id) else { return };
+    let Some(pending) = conn.preamble.as_mut() else {
+        return;
+    };
+    // Bounded: `parse` says Incomplete only below `MAX_HEADER_LEN` bytes.
+    pending.buf.extend_from_slice(data);
+    let (header, len) = match proxy_protocol::parse(&pending.buf) {
+        Ok(Parsed::Incomplete) => return,
+        Ok(Parsed::Complete { header, len }) => (header, len),
+        Err(e) => {
+            debug!(shard, conn = %id, peer = ?conn.peer, error = %e, "bad PROXY header; closing");
+            core.metrics().proxy_headers_failed.add(1);
+            core.close_now(id, CloseReason::Io(std::io::ErrorKind::InvalidData));
+            return;
+        }
+    };
+    let Some(pending) = conn.preamble.take() else {
+        return;
+    };
+    conn.proxy = Some(header);
+    if let Some(a) = header.addresses {
+        debug!(shard, conn = %id, socket_peer = ?conn.peer, source = %a.source, "PROXY header read");
+        conn.peer = Some(a.source);
+    }
+    let tls = conn.tls.is_some();
+    if let Some(key) = pending.timer {
+        core.timers.cancel(key);
+    }
+    core.metrics().proxy_headers.add(1);
+    let rest = pending.buf.get(len..).unwrap_or(&[]);
+    if tls {
+        if !rest.is_empty() {
+            tls_data(core, mail, app, handler, listeners, id, rest);
+        }
+    } else {
+        announce(core, mail, app, handler, listeners, pending.listener, id);
+        if !rest.is_empty() {
+            deliver(core, mail, app, handler, id, rest);
+        }
     }
 }
 

@@ -432,3 +432,52 @@ fn tls_passthrough_excludes_tls_termination_and_tls_pools() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn proxy_protocol_options_are_validated() {
+    let base = |listener: &str, pool: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"tcp\"\npool = \"p\"\n{listener}\n\
+             [pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n{pool}\n"
+        )
+    };
+    let c = Config::parse(
+        &base(
+            "proxy_protocol = true\nproxy_protocol_trusted = [\"10.0.0.0/8\", \"::1\"]",
+            "send_proxy_protocol = \"v1\"",
+        ),
+        "t",
+    )
+    .unwrap();
+    let trusted = c.listeners[0].proxy_protocol.as_ref().unwrap();
+    assert_eq!(trusted.len(), 2);
+    assert!(trusted[0].contains("10.9.9.9".parse().unwrap()));
+    assert_eq!(
+        c.pools[0].send_proxy_protocol,
+        Some(crate::config::ProxyVersion::V1)
+    );
+    for (listener, pool, says) in [
+        ("proxy_protocol = true", "", "needs proxy_protocol_trusted"),
+        (
+            "proxy_protocol_trusted = [\"::1\"]",
+            "",
+            "without proxy_protocol",
+        ),
+        (
+            "proxy_protocol = true\nproxy_protocol_trusted = [\"10.0.0.0/99\"]",
+            "",
+            "prefix length",
+        ),
+        ("", "send_proxy_protocol = \"v3\"", "unknown variant"),
+        (
+            "",
+            "send_proxy_protocol = \"v2\"\ntls = true",
+            "not supported",
+        ),
+    ] {
+        let e = Config::parse(&base(listener, pool), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}

@@ -48,6 +48,9 @@ pub(crate) struct UpstreamPool {
     /// The configuration generation the lists and counts are for; records of
     /// older ones are neither counted nor pooled.
     gen: u64,
+    /// Pools whose connections are never pooled (`send_proxy_protocol`: a
+    /// connection carries its first client's PROXY header).
+    unpooled: Vec<bool>,
 }
 
 impl UpstreamPool {
@@ -65,7 +68,13 @@ impl UpstreamPool {
             max_idle,
             gauges,
             gen: 0,
+            unpooled: Vec::new(),
         }
+    }
+
+    /// Which pools (by index, in the current generation) are never pooled.
+    pub(crate) fn set_unpooled(&mut self, unpooled: Vec<bool>) {
+        self.unpooled = unpooled;
     }
 
     /// A new configuration (generation `gen`, `backends[p]` backends in pool
@@ -174,6 +183,9 @@ impl UpstreamPool {
         let Some(up) = self.conns.get_mut(key).filter(|u| u.gen == self.gen) else {
             return false;
         };
+        if self.unpooled.get(up.pool).copied().unwrap_or(false) {
+            return false;
+        }
         let Some(list) = self
             .idle
             .get_mut(up.pool)

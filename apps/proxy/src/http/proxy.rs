@@ -115,6 +115,16 @@ enum Resp {
     Done,
 }
 
+/// Per pool: its upstream connections are never pooled (they start with a
+/// PROXY header naming their first client).
+fn unpooled(config: &Config) -> Vec<bool> {
+    config
+        .pools
+        .iter()
+        .map(|p| p.send_proxy_protocol.is_some())
+        .collect()
+}
+
 #[derive(Debug)]
 struct Exchange {
     serial: u64,
@@ -169,6 +179,9 @@ struct Exchange {
     req_done: bool,
     resp: Resp,
     resp_started: bool,
+    /// Response body bytes sent to the client (as framed to it), for the
+    /// access log.
+    resp_bytes: u64,
     status: u16,
     upstream_reusable: bool,
     timer: Option<TimerId>,
@@ -224,9 +237,11 @@ impl HttpState {
     /// `gauges`).
     pub(crate) fn new(config: &Config, gauges: Arc<BackendGauges>) -> HttpState {
         let sizes: Vec<usize> = config.pools.iter().map(|p| p.backends.len()).collect();
+        let mut pool = UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges);
+        pool.set_unpooled(unpooled(config));
         HttpState {
             clients: Slab::new(),
-            pool: UpstreamPool::new(&sizes, config.limits.max_idle_per_backend, gauges),
+            pool,
             next_serial: 0,
             scratch: Vec::new(),
             draining: false,
@@ -243,12 +258,14 @@ impl HttpState {
     /// returns the idle connections to close.
     pub(crate) fn reconfigure(
         &mut self,
-        sizes: &[usize],
-        max_idle: usize,
+        config: &Config,
         gauges: Arc<BackendGauges>,
         gen: u64,
     ) -> Vec<ConnId> {
-        self.pool.reconfigure(sizes, max_idle, gauges, gen)
+        let sizes: Vec<usize> = config.pools.iter().map(|p| p.backends.len()).collect();
+        let max_idle = config.limits.max_idle_per_backend;
+        self.pool.set_unpooled(unpooled(config));
+        self.pool.reconfigure(&sizes, max_idle, gauges, gen)
     }
 
     /// Exchange `exchange` of client `client` (of connection serial `serial`),

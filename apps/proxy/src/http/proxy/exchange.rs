@@ -8,6 +8,7 @@ use tracing::{debug, info};
 
 use super::{Body, Exchange, ProxyShard, Resp, Role, TimerKind};
 use crate::{
+    access::{self, AccessFormat},
     balance::{hash_bytes, hash_ip, NoBackend},
     http::{
         chunked::{ChunkedDecoder, LAST_CHUNK},
@@ -15,6 +16,59 @@ use crate::{
     },
     shard::ProxyConn,
 };
+
+impl ProxyShard {
+    /// The access log's line for exchange `ex` of client `peer`, answered
+    /// `status` ([`crate::access`]): `event` is `request`, `failed` (with
+    /// `error`) or `upgraded`.
+    pub(super) fn log_access(
+        &mut self,
+        peer: std::net::SocketAddr,
+        ex: &Exchange,
+        status: u16,
+        event: &'static str,
+        error: Option<&str>,
+    ) {
+        let ms = ex.started.elapsed().as_millis() as u64;
+        if self.access.format() == AccessFormat::Default {
+            match (event, error) {
+                (_, Some(why)) => info!(target: "shardline_proxy::access", client = %peer,
+                    method = %ex.method(), target = %ex.target(), status, ms, error = why,
+                    "request failed"),
+                ("upgraded", None) => info!(target: "shardline_proxy::access", client = %peer,
+                    method = %ex.method(), target = %ex.target(), status, backend = ex.backend,
+                    ms, "upgraded"),
+                _ => info!(target: "shardline_proxy::access", client = %peer,
+                    method = %ex.method(), target = %ex.target(), status, backend = ex.backend,
+                    ms, "request"),
+            }
+            return;
+        }
+        let pool = (ex.gen == self.gen)
+            .then(|| self.config.pools.get(ex.pool))
+            .flatten();
+        let chosen = ex.dispatched || ex.upstream.is_some();
+        let entry = access::Entry {
+            client: peer,
+            method: ex.method(),
+            target: ex.target(),
+            minor: ex.client_minor,
+            status,
+            bytes: ex.resp_bytes,
+            referer: access::header(&ex.upstream_head, "referer"),
+            user_agent: access::header(&ex.upstream_head, "user-agent"),
+            pool: pool.map(|p| p.name.as_str()),
+            backend: pool
+                .filter(|_| chosen)
+                .and_then(|p| p.backends.get(ex.backend))
+                .map(|b| b.address),
+            duration_ms: ms,
+            event,
+            error,
+        };
+        self.access.write(&entry);
+    }
+}
 
 impl Exchange {
     /// The request method, as sent.
@@ -69,9 +123,8 @@ impl ProxyShard {
             self.cancel(ctx, ex.timer);
             self.cancel(ctx, ex.expect_timer);
             self.cancel(ctx, ex.body_timer);
-            info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
-                target = %ex.target(), status = status.filter(|_| !started).unwrap_or(ex.status),
-                ms = ex.started.elapsed().as_millis() as u64, error = why, "request failed");
+            let status = status.filter(|_| !started).unwrap_or(ex.status);
+            self.log_access(peer, &ex, status, "failed", Some(why));
             if let Some(u) = ex.upstream {
                 self.drop_upstream(ctx, u);
             }
@@ -300,6 +353,7 @@ impl ProxyShard {
             req_done: false,
             resp: Resp::Head,
             resp_started: false,
+            resp_bytes: 0,
             status: 0,
             upstream_reusable: false,
             timer: None,
@@ -402,12 +456,11 @@ impl ProxyShard {
 
     /// The exchange's upstream is connected: send the head, start the clock.
     pub(super) fn upstream_ready(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) {
-        let Some(ex) = self
-            .http
-            .clients
-            .get_mut(ck)
-            .and_then(|c| c.exchange.as_mut())
-        else {
+        let Some(c) = self.http.clients.get_mut(ck) else {
+            return;
+        };
+        let (peer, client) = (c.peer, c.conn);
+        let Some(ex) = c.exchange.as_mut() else {
             return;
         };
         let Some(u) = ex.upstream else { return };
@@ -415,6 +468,17 @@ impl ProxyShard {
             return;
         };
         ex.ready = true;
+        // A new connection of a pool with send_proxy_protocol starts with the
+        // client's header (such connections are never pooled, so a reused
+        // one cannot be another client's).
+        let version = (!ex.reused && ex.gen == self.gen)
+            .then(|| self.config.pools.get(ex.pool))
+            .flatten()
+            .and_then(|p| p.send_proxy_protocol);
+        if let Some(v) = version {
+            let header = crate::pools::proxy_header(v, peer, ctx.local_addr(client));
+            let _ = ctx.send(up.conn, &header);
+        }
         let _ = ctx.send(up.conn, &ex.upstream_head);
         // A retry: the body sent to the upstream that died goes again first.
         if let Some(body) = ex.replay.as_ref().filter(|b| !b.is_empty()) {
@@ -552,9 +616,7 @@ impl ProxyShard {
         self.cancel(ctx, ex.timer);
         self.cancel(ctx, ex.expect_timer.take());
         self.cancel(ctx, ex.body_timer.take());
-        info!(target: "shardline_proxy::access", client = %peer, method = %ex.method(),
-            target = %ex.target(), status = ex.status, backend = ex.backend,
-            ms = ex.started.elapsed().as_millis() as u64, "request");
+        self.log_access(peer, &ex, ex.status, "request", None);
         if let Some(c) = self.http.clients.get_mut(ck) {
             // The next request's upstream head reuses this one's buffer.
             c.spare = std::mem::take(&mut ex.upstream_head);

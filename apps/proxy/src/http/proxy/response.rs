@@ -162,6 +162,7 @@ impl ProxyShard {
                     Framing::Length(_) => {
                         let n = (*remaining).min(rest.len() as u64) as usize;
                         let _ = ctx.send(client, &rest[..n]);
+                        ex.resp_bytes += n as u64;
                         *remaining -= n as u64;
                         off += n;
                         if *remaining == 0 {
@@ -191,6 +192,7 @@ impl ProxyShard {
                             out.extend_from_slice(LAST_CHUNK);
                         }
                         let _ = ctx.send(client, out);
+                        ex.resp_bytes += out.len() as u64;
                         off += used;
                         if decoder.is_done() {
                             ex.resp = Resp::Done;
@@ -198,6 +200,7 @@ impl ProxyShard {
                     }
                     _ => {
                         let _ = ctx.send(client, rest);
+                        ex.resp_bytes += rest.len() as u64;
                         off = data.len();
                     }
                 },

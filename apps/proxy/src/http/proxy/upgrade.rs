@@ -3,7 +3,6 @@
 //! ([`crate::tcp`]).
 
 use shardline::Ctx;
-use tracing::info;
 
 use super::ProxyShard;
 use crate::{
@@ -37,9 +36,7 @@ impl ProxyShard {
         self.stats.response(101, Some(ex.started.elapsed()));
         self.health
             .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, true);
-        info!(target: "shardline_proxy::access", client = %c.peer, method = %ex.method(),
-            target = %ex.target(), status = 101, backend = ex.backend,
-            ms = ex.started.elapsed().as_millis() as u64, "upgraded");
+        self.log_access(c.peer, &ex, 101, "upgraded", None);
         let key = self.tcp_tunnel(
             ctx,
             Tunnel {
