@@ -475,6 +475,16 @@ impl<H: Handler> Ctx<'_, H> {
         self.core.keep_open_on_shutdown(conn);
     }
 
+    /// Whether this server handed its listening sockets over to another process
+    /// (a zero-downtime upgrade, see [`crate::upgrade`]): it accepts no more, and
+    /// a client it closes can reconnect at once — the new process takes it. A
+    /// handler may then drain more gently than at a plain shutdown (an HTTP
+    /// server answering each idle keep-alive client's next request with
+    /// `Connection: close` rather than closing it under a request in flight).
+    pub fn listeners_handed_over(&self) -> bool {
+        self.core.handed_over
+    }
+
     /// The local address `conn` is bound to (for accepted connections: which
     /// listener took it), or `None` for an unknown id.
     pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {

@@ -431,7 +431,11 @@ impl History {
                 self.turn = Some((ctx.set_timer(Duration::ZERO, ChatTimer::StoreTurn), true));
             }
             None => {
-                let after = if urgent { Duration::ZERO } else { self.handover };
+                let after = if urgent {
+                    Duration::ZERO
+                } else {
+                    self.handover
+                };
                 self.turn = Some((ctx.set_timer(after, ChatTimer::StoreTurn), urgent));
             }
         }

@@ -127,6 +127,8 @@ pub(super) fn dispatch<H: Handler>(
             Ok(fd) => {
                 accept.on_success();
                 let s = Socket::from(fd);
+                // The driver knows this shard's listening sockets by position.
+                let listener = accept.listener_of(listener);
                 accepted(core, mail, app, handler, listeners, listener, s, true);
             }
             Err(e) => {
