@@ -469,8 +469,9 @@ impl<H: Handler> Ctx<'_, H> {
     /// Exempts `conn` from the close every open connection gets right after
     /// [`Handler::on_shutdown`]: the handler closes it itself when its work is done
     /// (a proxy finishing a request in flight), and the shutdown deadline closes it
-    /// regardless. Call it in `on_shutdown` (or any time before). The shard stops
-    /// once every connection is gone.
+    /// regardless. Call it in `on_shutdown` (or any time before; for a connection
+    /// accepted while shutting down, in its `on_accept`). The shard stops once
+    /// every connection is gone.
     pub fn keep_open_on_shutdown(&mut self, conn: ConnId) {
         self.core.keep_open_on_shutdown(conn);
     }
