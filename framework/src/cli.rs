@@ -200,7 +200,7 @@ impl UpgradeArgs {
     }
 
     /// SIGUSR2: starts the new process — this binary's path as invoked
-    /// (argv[0], so a binary replaced on disk runs the new version) with the
+    /// (`argv[0]`, so a binary replaced on disk runs the new version) with the
     /// same arguments plus `--upgrade-from` this process's `--upgrade-socket`.
     /// It inherits stdout and stderr; this process keeps serving until the new
     /// one has taken over. Returns the new process's pid.
