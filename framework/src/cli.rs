@@ -108,3 +108,151 @@ impl ServerArgs {
         Ok(true)
     }
 }
+
+/// The zero-downtime upgrade flags (see [`crate::upgrade`]), the same in every
+/// Shardline binary: `--upgrade-socket PATH` (serve handovers there),
+/// `--upgrade-from PATH` (take the listeners of the process serving PATH), and
+/// systemd socket activation (`LISTEN_FDS`) when present.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpgradeArgs {
+    /// Serve zero-downtime upgrades on this Unix socket: a new process started
+    /// with --upgrade-from PATH takes the listening sockets over, then this one
+    /// stops accepting and drains. SIGUSR2 starts that new process (this
+    /// binary's path, same arguments).
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_socket: Option<std::path::PathBuf>,
+    /// Take the listening sockets of the process serving --upgrade-socket PATH
+    /// instead of binding them; it stops accepting once this one serves (if
+    /// this one fails to start, it keeps serving).
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_from: Option<std::path::PathBuf>,
+}
+
+impl UpgradeArgs {
+    /// Before building: with `--upgrade-from`, receives the old process's
+    /// listening sockets; else adopts systemd's (`LISTEN_FDS`), if any. Returns
+    /// the builder that adopts them and the takeover to
+    /// [`finish`](UpgradeArgs::serve) once serving.
+    pub fn inherit(
+        &self,
+        builder: ServerBuilder,
+    ) -> Result<(ServerBuilder, Option<crate::upgrade::Takeover>), Error> {
+        use crate::upgrade::{InheritedListeners, Takeover, UpgradeOptions};
+        if let Some(path) = &self.upgrade_from {
+            let mut takeover = Takeover::connect(path, UpgradeOptions::default())?;
+            let builder = match takeover.take_listeners() {
+                Some(l) => builder.inherit_listeners(l),
+                None => builder,
+            };
+            return Ok((builder, Some(takeover)));
+        }
+        Ok(match InheritedListeners::from_systemd()? {
+            Some(l) => {
+                tracing::info!(addrs = ?l.addrs(), "socket activation: adopting systemd's sockets");
+                (builder.inherit_listeners(l), None)
+            }
+            None => (builder, None),
+        })
+    }
+
+    /// Once every shard serves: tells the old process (`takeover`) to stop
+    /// accepting, tells systemd (`READY=1`, and `MAINPID` after a takeover),
+    /// and with `--upgrade-socket` serves the next upgrade; `on_handover` runs
+    /// when this process has handed its own listeners over. Keep the returned
+    /// socket alive while serving (dropping it removes the file).
+    pub fn serve(
+        &self,
+        takeover: Option<crate::upgrade::Takeover>,
+        server: crate::ShutdownHandle,
+        on_handover: impl FnOnce(crate::upgrade::HandedOver) + Send + 'static,
+    ) -> Result<Option<crate::upgrade::UpgradeSocket>, Error> {
+        use crate::upgrade::{notify, UpgradeOptions, UpgradeSocket};
+        let took_over = takeover.is_some();
+        if let Some(t) = takeover {
+            let old = t.old_pid();
+            match t.finish() {
+                Ok(true) => {
+                    tracing::info!(old_pid = old, "upgrade complete: the old process drains")
+                }
+                Ok(false) => tracing::warn!(
+                    old_pid = old,
+                    "upgrade: the old process confirmed late or partly; serving anyway"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade: serving, but the old process did not confirm")
+                }
+            }
+        }
+        let state = if took_over {
+            format!("MAINPID={}\nREADY=1", std::process::id())
+        } else {
+            "READY=1".to_string()
+        };
+        if let Err(e) = notify(&state) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+        match &self.upgrade_socket {
+            Some(path) => {
+                UpgradeSocket::serve(path, server, UpgradeOptions::default(), on_handover).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// SIGUSR2: starts the new process — this binary's path as invoked
+    /// (`argv[0]`, so a binary replaced on disk runs the new version) with the
+    /// same arguments plus `--upgrade-from` this process's `--upgrade-socket`.
+    /// It inherits stdout and stderr; this process keeps serving until the new
+    /// one has taken over. Returns the new process's pid.
+    pub fn spawn_successor(&self) -> Result<u32, Error> {
+        let Some(path) = &self.upgrade_socket else {
+            return Err(Error::Upgrade(
+                "no --upgrade-socket: nothing to hand the listeners over with".into(),
+            ));
+        };
+        let mut args = std::env::args_os();
+        let program = args
+            .next()
+            .ok_or_else(|| Error::Upgrade("no argv[0] to start again".into()))?;
+        let mut kept = Vec::new();
+        let mut skip = false;
+        for a in args {
+            if skip {
+                skip = false;
+                continue;
+            }
+            let s = a.to_string_lossy();
+            if s == "--upgrade-from" {
+                skip = true;
+                continue;
+            }
+            if s.starts_with("--upgrade-from=") {
+                continue;
+            }
+            kept.push(a);
+        }
+        let child = std::process::Command::new(&program)
+            .args(&kept)
+            .arg("--upgrade-from")
+            .arg(path)
+            .spawn()
+            .map_err(|e| {
+                Error::Upgrade(format!("cannot start {}: {e}", program.to_string_lossy()))
+            })?;
+        let pid = child.id();
+        // Reaped on its own thread if it exits while we still run (a failed
+        // start); otherwise it outlives us and init reaps it.
+        let _ = std::thread::Builder::new()
+            .name("upgrade-child".into())
+            .spawn(move || {
+                let mut child = child;
+                if let Ok(status) = child.wait() {
+                    if !status.success() {
+                        tracing::warn!(pid, %status, "the upgraded process exited");
+                    }
+                }
+            });
+        tracing::info!(pid, program = %program.to_string_lossy(), "SIGUSR2: started the new process");
+        Ok(pid)
+    }
+}

@@ -51,6 +51,11 @@ pub enum Error {
     /// Topology discovery or shard placement failed; the message says what to change.
     #[error(transparent)]
     Numa(#[from] crate::numa::NumaError),
+    /// A zero-downtime upgrade step failed (inheriting listeners, the handover
+    /// protocol with the old process, systemd's `LISTEN_FDS`); the message says
+    /// which step and why. The old process, if any, keeps serving.
+    #[error("upgrade: {0}")]
+    Upgrade(String),
     /// Installing the SIGINT/SIGTERM handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(io::Error),

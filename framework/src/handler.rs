@@ -511,10 +511,21 @@ impl<H: Handler> Ctx<'_, H> {
     /// Exempts `conn` from the close every open connection gets right after
     /// [`Handler::on_shutdown`]: the handler closes it itself when its work is done
     /// (a proxy finishing a request in flight), and the shutdown deadline closes it
-    /// regardless. Call it in `on_shutdown` (or any time before). The shard stops
-    /// once every connection is gone.
+    /// regardless. Call it in `on_shutdown` (or any time before; for a connection
+    /// accepted while shutting down, in its `on_accept`). The shard stops once
+    /// every connection is gone.
     pub fn keep_open_on_shutdown(&mut self, conn: ConnId) {
         self.core.keep_open_on_shutdown(conn);
+    }
+
+    /// Whether this server handed its listening sockets over to another process
+    /// (a zero-downtime upgrade, see [`crate::upgrade`]): it accepts no more, and
+    /// a client it closes can reconnect at once — the new process takes it. A
+    /// handler may then drain more gently than at a plain shutdown (an HTTP
+    /// server answering each idle keep-alive client's next request with
+    /// `Connection: close` rather than closing it under a request in flight).
+    pub fn listeners_handed_over(&self) -> bool {
+        self.core.handed_over
     }
 
     /// The local address `conn` is bound to (for accepted connections: which

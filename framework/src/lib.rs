@@ -53,6 +53,7 @@ mod server;
 mod shard;
 pub mod tls;
 mod types;
+pub mod upgrade;
 
 pub use accept::{AcceptMode, Balance};
 pub use admin::{AdminConfig, AdminServer};

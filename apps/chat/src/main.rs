@@ -9,13 +9,19 @@
 //!     --tls-cert fullchain.pem --tls-key privkey.pem         # TLS beside 6667
 //! printf '%s\n' "$PW" | shardline-chat --data-dir DIR account add alice
 //! shardline-chat --data-dir DIR account list                # server stopped
+//! # zero-downtime upgrade (without a data directory: --no-history):
+//! shardline-chat --no-history --upgrade-socket /run/shardline-chat/upgrade.sock
+//! kill -USR2 <pid>     # or start the new binary with --upgrade-from that path
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use shardline::{cli::ServerArgs, Server};
+use shardline::{
+    cli::{ServerArgs, UpgradeArgs},
+    Server,
+};
 use shardline_chat::{
     auth::cli::{run_account_command_with, AccountCommandOptions, CliError, Terminal},
     store::{StoreError, StoreOptions},
@@ -84,8 +90,15 @@ struct Args {
     /// [[operators]] password) and exit.
     #[arg(long)]
     hash_password: bool,
+    /// After handing the listeners over to a new process (an upgrade), keep the
+    /// IRC sessions of this one until they leave, at most this many seconds;
+    /// then tell the rest to reconnect (they reach the new process) and exit.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    upgrade_deadline: u64,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -196,7 +209,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         !listen.is_empty() || config.tls.enabled(),
         "nothing to listen on: give --listen or server.listen (or --tls-listen)"
     );
-    let mut builder = args.server.apply(Server::builder());
+    anyhow::ensure!(
+        args.upgrade.upgrade_from.is_none() || !config.history.enabled,
+        "--upgrade-from with a data directory: the running server holds its lock \
+         (upgrades need --no-history or [history] enabled = false for now)"
+    );
+    // An upgrade (--upgrade-from) or socket activation: adopt those listening
+    // sockets. If anything below fails, the old process keeps serving.
+    let (mut builder, takeover) = args
+        .upgrade
+        .inherit(args.server.apply(Server::builder()))
+        .context("taking over the listening sockets")?;
     for addr in &listen {
         builder = builder.listen(*addr);
     }
@@ -217,7 +240,64 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
     info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, history, "shardline-chat starting");
-    server.run().context("running chat server")?;
+    let upgrade = args.upgrade.clone();
+    let deadline = std::time::Duration::from_secs(args.upgrade_deadline);
+    let mut upgrade_socket = None;
+    let mut takeover = takeover;
+    let mut setup_error = None;
+    let result = server.run_with(|running| {
+        let handle = running.shutdown_handle();
+        let metrics = running.metrics();
+        // After the handover: the sessions stay until they leave or the deadline,
+        // then the usual shutdown tells the rest to reconnect.
+        let on_handover = move |done: shardline::upgrade::HandedOver| {
+            let start = std::time::Instant::now();
+            info!(
+                new_pid = done.new_pid,
+                sessions = metrics.total().conns_live,
+                ?deadline,
+                "handed over: keeping these sessions until they leave or the deadline"
+            );
+            while metrics.total().conns_live > 0
+                && start.elapsed() < deadline
+                && !handle.is_requested()
+            {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            handle.shutdown();
+        };
+        match upgrade.serve(takeover.take(), running.shutdown_handle(), on_handover) {
+            Ok(s) => upgrade_socket = s,
+            Err(e) => {
+                setup_error = Some(e);
+                running.shutdown_handle().shutdown();
+            }
+        }
+        // SIGUSR2 starts the new process (the framework's signal thread owns
+        // SIGINT, SIGTERM and SIGHUP).
+        let upgrade = upgrade.clone();
+        match signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2]) {
+            Ok(mut signals) => {
+                let _ = std::thread::Builder::new()
+                    .name("chat-sigusr2".into())
+                    .spawn(move || {
+                        for _ in signals.forever() {
+                            if let Err(e) = upgrade.spawn_successor() {
+                                tracing::warn!(error = %e, "SIGUSR2: no upgrade");
+                            }
+                        }
+                    });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGUSR2; upgrades need --upgrade-from")
+            }
+        }
+    });
+    drop(upgrade_socket);
+    if let Some(e) = setup_error {
+        return Err(e).context("serving upgrades");
+    }
+    result.context("running chat server")?;
     info!("shardline-chat stopped");
     Ok(std::process::ExitCode::SUCCESS)
 }

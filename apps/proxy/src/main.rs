@@ -4,13 +4,20 @@
 //! shardline-proxy --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002
 //! shardline-proxy --listen 127.0.0.1:5432 --backend 10.0.0.5:5432 --mode tcp
 //! shardline-proxy --config proxy.toml --shards 4 --io epoll
+//! # zero-downtime upgrade: the new binary takes the listening sockets over
+//! shardline-proxy --config proxy.toml --upgrade-socket /run/shardline-proxy/upgrade.sock
+//! shardline-proxy --config proxy.toml --upgrade-socket /run/shardline-proxy/upgrade.sock \
+//!     --upgrade-from /run/shardline-proxy/upgrade.sock   # (or SIGUSR2 to the running one)
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use shardline::{cli::ServerArgs, Server};
+use shardline::{
+    cli::{ServerArgs, UpgradeArgs},
+    Server,
+};
 use shardline_proxy::{Config, Mode};
 use tracing::{info, warn};
 
@@ -56,6 +63,8 @@ struct Args {
     admin: Option<SocketAddr>,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,19 +106,45 @@ fn main() -> anyhow::Result<()> {
             format!("{} ({}{tls})", l.address, l.mode)
         })
         .collect();
-    let proxy = shardline_proxy::build(args.server.apply(Server::builder()), config)
-        .context("configuring proxy")?;
-    if args.server.print_plan_if_asked(proxy.server())? {
+    if args.server.print_plan.is_some() {
+        let proxy = shardline_proxy::build(args.server.apply(Server::builder()), config)
+            .context("configuring proxy")?;
+        args.server.print_plan_if_asked(proxy.server())?;
         return Ok(());
     }
+    // An upgrade (--upgrade-from) or socket activation: adopt those listening
+    // sockets. If anything below fails, the old process keeps serving.
+    let (builder, takeover) = args
+        .upgrade
+        .inherit(args.server.apply(Server::builder()))
+        .context("taking over the listening sockets")?;
+    let proxy = shardline_proxy::build(builder, config).context("configuring proxy")?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR2,
     ])
     .context("installing signal handlers")?;
     let running = proxy.start().context("starting proxy")?;
     let handles = [running.shutdown_handle()];
+    // Once a newer process took the listeners: drain (requests in flight finish,
+    // idle keep-alive clients get one more answer with Connection: close).
+    let on_handover = {
+        let h = running.shutdown_handle();
+        move |done: shardline::upgrade::HandedOver| {
+            info!(
+                new_pid = done.new_pid,
+                "handed over to a new process; draining"
+            );
+            h.shutdown();
+        }
+    };
+    let _upgrade_socket = args
+        .upgrade
+        .serve(takeover, running.shutdown_handle(), on_handover)
+        .context("serving upgrades")?;
+    let upgrade = args.upgrade.clone();
     // Validates the file and posts it to every shard (crate::reload).
     let reloader = running.reloader();
     let config_path = args.config.clone();
@@ -119,6 +154,12 @@ fn main() -> anyhow::Result<()> {
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGUSR2 {
+                    if let Err(e) = upgrade.spawn_successor() {
+                        warn!(error = %e, "SIGUSR2: no upgrade");
+                    }
+                    continue;
+                }
                 if sig == signal_hook::consts::SIGHUP {
                     match &config_path {
                         // Logged either way; an invalid file changes nothing.

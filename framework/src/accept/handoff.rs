@@ -16,11 +16,16 @@
 //! once every participant stopped — drain the backlog and hand those connections
 //! out too (the shards serve and close them), close the listeners, and tell the
 //! shards the acceptor is done.
+//!
+//! Handover (an upgrade, [`crate::upgrade`]): stop watching, take what is queued
+//! (handed out as usual), close this process's descriptors without shutting the
+//! sockets down, count in as released, and go on handing out until shutdown.
 
 use std::{
     collections::VecDeque,
     io,
     os::fd::AsRawFd,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -46,7 +51,8 @@ pub(crate) type Deliver = Box<dyn FnMut(usize, Handed) -> Result<(), Handed> + S
 
 /// Everything the acceptor thread needs.
 pub(crate) struct Acceptor {
-    pub(crate) listeners: Vec<Socket>,
+    /// Each socket with the listener (builder address) it accepts for.
+    pub(crate) listeners: Vec<(usize, Arc<Socket>)>,
     pub(crate) balance: Balance,
     pub(crate) shards: usize,
     pub(crate) max_conns: Option<usize>,
@@ -112,7 +118,7 @@ impl State {
         }
         self.watching = on;
         let registry = self.poll.registry();
-        for (i, l) in self.acceptor.listeners.iter().enumerate() {
+        for (i, (_, l)) in self.acceptor.listeners.iter().enumerate() {
             let fd = l.as_raw_fd();
             let result = if on {
                 registry.register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
@@ -193,9 +199,10 @@ impl State {
                 if !self.held.is_empty() || self.candidates().is_empty() {
                     return true;
                 }
-                match accept_now(&self.acceptor.listeners[i]) {
+                let (listener, socket) = &self.acceptor.listeners[i];
+                match accept_now(socket) {
                     Ok(Some(fd)) => {
-                        let fd = (i, fd);
+                        let fd = (*listener, fd);
                         self.policy.on_success();
                         if let Err(fd) = self.hand_off(fd) {
                             self.held.push_back(fd);
@@ -226,7 +233,12 @@ impl State {
         {
             warn!(error = %e, "handoff acceptor cannot watch its doorbell");
         }
+        let mut released = false;
         while !self.acceptor.shutdown.is_requested() {
+            if !released && self.acceptor.shutdown.release_requested() {
+                released = true;
+                self.release();
+            }
             let now = Instant::now();
             let paused = self.policy.paused(now);
             let flushed = self.flush_held();
@@ -269,6 +281,25 @@ impl State {
         self.finish();
     }
 
+    /// The listeners were handed over: stop watching, queue what is in the
+    /// backlogs for the shards, close our descriptors (never shut them down: the
+    /// new process accepts on the same sockets) and count in as released.
+    fn release(&mut self) {
+        self.set_watching(false);
+        let listeners = std::mem::take(&mut self.acceptor.listeners);
+        for (i, l) in &listeners {
+            while let Ok(Some(fd)) = accept_now(l) {
+                self.held.push_back((*i, fd));
+            }
+        }
+        drop(listeners);
+        info!(
+            queued = self.held.len(),
+            "handoff acceptor: listeners handed over; no longer accepting"
+        );
+        self.acceptor.shutdown.released_listeners();
+    }
+
     /// Shutdown: stop, barrier, drain the backlog to the shards, close, report done.
     fn finish(&mut self) {
         self.finishing = true;
@@ -280,9 +311,9 @@ impl State {
             std::thread::sleep(Duration::from_millis(1));
         }
         let listeners = std::mem::take(&mut self.acceptor.listeners);
-        for (i, l) in listeners.iter().enumerate() {
+        for (i, l) in &listeners {
             while let Ok(Some(fd)) = accept_now(l) {
-                self.held.push_back((i, fd));
+                self.held.push_back((*i, fd));
             }
         }
         if !self.held.is_empty() {

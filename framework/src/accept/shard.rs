@@ -1,5 +1,12 @@
 //! The accepting side of one shard: which listeners it watches, and when it stops
-//! watching them (connection cap reached, out of fds, shutting down).
+//! watching them (connection cap reached, out of fds, shutting down, listeners
+//! handed over to a new process).
+//!
+//! A shard may hold several sockets for one listener (a new process that inherited
+//! more SO_REUSEPORT sockets per address than it has shards, see
+//! [`crate::upgrade`]), and one socket may be shared by several shards (fewer
+//! inherited than shards). Each entry therefore names its listener (the index into
+//! the builder's addresses); the driver knows entries by position.
 
 use std::{io, os::fd::AsRawFd, sync::Arc, time::Instant};
 
@@ -14,13 +21,26 @@ use super::{
 };
 use crate::shard::driver::Driver;
 
+/// One listening socket as a shard holds it.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    /// Index of the listener (the builder's address) it accepts for.
+    pub(crate) listener: usize,
+    pub(crate) socket: Arc<Socket>,
+    /// Bound by this process and held by this shard alone: at shutdown it may be
+    /// shut down (leaving its SO_REUSEPORT group at once). Never for a socket
+    /// that is shared, inherited, or was handed over: shutting a listening socket
+    /// down stops it for every process and shard that holds it.
+    pub(crate) own: bool,
+}
+
 /// What a shard accepts from.
 #[derive(Debug)]
 pub(crate) enum Listening {
-    /// Its own SO_REUSEPORT listeners, accepted by the driver.
-    ReusePort(Vec<Socket>),
+    /// SO_REUSEPORT listeners, accepted by the driver.
+    ReusePort(Vec<Bound>),
     /// Shared listeners, each with this shard's private EPOLLEXCLUSIVE watch.
-    Exclusive(Vec<(Arc<Socket>, Option<ExclusiveWatch>)>),
+    Exclusive(Vec<(Bound, Option<ExclusiveWatch>)>),
     /// Connections arrive from the acceptor thread through the mailbox.
     Handoff,
 }
@@ -29,6 +49,9 @@ pub(crate) enum Listening {
 #[derive(Debug)]
 pub(crate) struct ShardAccept {
     listening: Listening,
+    /// The listener of each driver entry (entry = position in `listening`); kept
+    /// after the sockets are gone, for completions that arrive late.
+    entries: Vec<usize>,
     shard: usize,
     /// Registered with the driver right now.
     active: bool,
@@ -36,14 +59,20 @@ pub(crate) struct ShardAccept {
     stopped: bool,
     /// Paused after a failed accept, by whichever listener.
     policy: AcceptPolicy,
-    /// Exclusive listeners whose backlog may still hold connections (budget ran out).
+    /// Exclusive entries whose backlog may still hold connections (budget ran out).
     pending: Vec<usize>,
 }
 
 impl ShardAccept {
     pub(crate) fn new(listening: Listening, shard: usize) -> ShardAccept {
+        let entries = match &listening {
+            Listening::ReusePort(list) => list.iter().map(|b| b.listener).collect(),
+            Listening::Exclusive(list) => list.iter().map(|(b, _)| b.listener).collect(),
+            Listening::Handoff => Vec::new(),
+        };
         ShardAccept {
             listening,
+            entries,
             shard,
             active: false,
             at_cap: false,
@@ -53,11 +82,16 @@ impl ShardAccept {
         }
     }
 
+    /// The listener that driver entry `entry` accepts for.
+    pub(crate) fn listener_of(&self, entry: usize) -> usize {
+        self.entries.get(entry).copied().unwrap_or(usize::MAX)
+    }
+
     /// Creates the private epoll fds (exclusive mode) and starts watching.
     pub(crate) fn start(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         if let Listening::Exclusive(list) = &mut self.listening {
-            for (listener, watch) in list.iter_mut() {
-                *watch = Some(ExclusiveWatch::new(listener.as_raw_fd())?);
+            for (bound, watch) in list.iter_mut() {
+                *watch = Some(ExclusiveWatch::new(bound.socket.as_raw_fd())?);
             }
         }
         self.update(driver, Instant::now())
@@ -66,8 +100,8 @@ impl ShardAccept {
     fn activate(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         match &mut self.listening {
             Listening::ReusePort(list) => {
-                for (i, l) in list.iter().enumerate() {
-                    driver.add_listener(i, l.as_raw_fd())?;
+                for (i, b) in list.iter().enumerate() {
+                    driver.add_listener(i, b.socket.as_raw_fd())?;
                 }
             }
             Listening::Exclusive(list) => {
@@ -90,8 +124,8 @@ impl ShardAccept {
     fn deactivate(&mut self, driver: &mut dyn Driver) {
         match &mut self.listening {
             Listening::ReusePort(list) => {
-                for (i, l) in list.iter().enumerate() {
-                    driver.remove_listener(i, l.as_raw_fd());
+                for (i, b) in list.iter().enumerate() {
+                    driver.remove_listener(i, b.socket.as_raw_fd());
                 }
             }
             Listening::Exclusive(list) => {
@@ -157,7 +191,7 @@ impl ShardAccept {
         let mut still = Vec::new();
         let mut error = None;
         for &i in &self.pending {
-            let Some((listener, Some(watch))) = list.get(i) else {
+            let Some((bound, Some(watch))) = list.get(i) else {
                 continue;
             };
             loop {
@@ -165,10 +199,10 @@ impl ShardAccept {
                     still.push(i);
                     break;
                 }
-                match accept_now(listener) {
+                match accept_now(&bound.socket) {
                     Ok(Some(fd)) => {
                         left -= 1;
-                        out.push((i, fd));
+                        out.push((bound.listener, fd));
                     }
                     Ok(None) => {
                         watch.reset();
@@ -206,37 +240,54 @@ impl ShardAccept {
         let _ = self.update(driver, Instant::now());
     }
 
-    /// Shutdown, phase 2 (after every participant stopped): take everything queued
-    /// in the backlog, then close the listeners.
-    pub(crate) fn drain_and_close(&mut self, out: &mut Vec<Handed>) {
+    /// Takes everything queued in the backlogs (`out`) and lets go of the
+    /// sockets; `shut_own`: shut down the sockets this shard alone bound.
+    fn take_and_close(&mut self, out: &mut Vec<Handed>, shut_own: bool) {
         let listening = std::mem::replace(&mut self.listening, Listening::Handoff);
-        let mut take_all = |(i, l): (usize, &Socket)| loop {
-            match accept_now(l) {
-                Ok(Some(fd)) => out.push((i, fd)),
+        let shard = self.shard;
+        let take_all = |b: &Bound, out: &mut Vec<Handed>| loop {
+            match accept_now(&b.socket) {
+                Ok(Some(fd)) => out.push((b.listener, fd)),
                 Ok(None) => break,
                 Err(e) => {
-                    warn!(shard = self.shard, error = %e, "accept failed while draining the backlog at shutdown");
+                    warn!(shard, error = %e, "accept failed while draining a backlog");
                     break;
                 }
             }
         };
         match listening {
             Listening::ReusePort(list) => {
-                list.iter().enumerate().for_each(&mut take_all);
+                list.iter().for_each(|b| take_all(b, out));
                 // Leave the SO_REUSEPORT group now. Closing alone may not: a
                 // cancelled io_uring accept can hold the socket open a while
                 // longer, and meanwhile the kernel keeps handing it connections that
                 // are reset when it finally closes — the other members of the group
                 // (a process that joined it for an upgrade) should get them.
-                for l in &list {
-                    let _ = l.shutdown(std::net::Shutdown::Read);
+                if shut_own {
+                    for b in list.iter().filter(|b| b.own) {
+                        let _ = b.socket.shutdown(std::net::Shutdown::Read);
+                    }
                 }
             }
-            Listening::Exclusive(list) => list
-                .iter()
-                .enumerate()
-                .for_each(|(i, (l, _))| take_all((i, l))),
+            Listening::Exclusive(list) => list.iter().for_each(|(b, _)| take_all(b, out)),
             Listening::Handoff => {}
         }
+    }
+
+    /// Shutdown, phase 2 (after every participant stopped): take everything queued
+    /// in the backlog, then close the listeners.
+    pub(crate) fn drain_and_close(&mut self, out: &mut Vec<Handed>) {
+        self.take_and_close(out, true);
+    }
+
+    /// The listeners were handed over to a new process, which accepts on the very
+    /// same sockets: stop watching first (so a wakeup meant for a watcher goes to
+    /// the new process's), then take what is already queued (`out`, to be served
+    /// here) and close this shard's descriptors. Never shuts a socket down: that
+    /// would stop it in the new process too. Later accept completions (io_uring
+    /// requests still in flight) are still served.
+    pub(crate) fn release(&mut self, driver: &mut dyn Driver, out: &mut Vec<Handed>) {
+        self.stop(driver);
+        self.take_and_close(out, false);
     }
 }

@@ -1,6 +1,13 @@
 //! Configuration: which backend, which limits, and the builder that checks them.
 
-use std::{any::Any, fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    fmt,
+    net::SocketAddr,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 pub use crate::types::{Backend, Limits};
 
@@ -12,6 +19,7 @@ use crate::{
     handler::{Handler, ShardId},
     numa::Placement,
     shard,
+    upgrade::InheritedListeners,
 };
 
 /// Which I/O backend to ask for.
@@ -89,6 +97,9 @@ pub struct ServerBuilder {
     pub(crate) flush_delay: Duration,
     pub(crate) accept: AcceptMode,
     pub(crate) join_reuseport_group: bool,
+    /// Listening sockets to adopt instead of binding (an upgrade); taken by the
+    /// first `start`.
+    pub(crate) inherited: Option<Arc<Mutex<InheritedListeners>>>,
     pub(crate) max_conns_per_shard: Option<usize>,
     pub(crate) max_conns_total: Option<usize>,
     pub(crate) topology: Option<String>,
@@ -122,6 +133,7 @@ impl Default for ServerBuilder {
             flush_delay: Duration::ZERO,
             accept: AcceptMode::ReusePort,
             join_reuseport_group: false,
+            inherited: None,
             max_conns_per_shard: None,
             max_conns_total: None,
             topology: None,
@@ -326,6 +338,21 @@ impl ServerBuilder {
     #[must_use]
     pub fn join_reuseport_group(mut self, join: bool) -> Self {
         self.join_reuseport_group = join;
+        self
+    }
+
+    /// Adopts already-listening sockets — from the process this one upgrades
+    /// ([`Takeover`](crate::upgrade::Takeover)) or from systemd
+    /// ([`InheritedListeners::from_systemd`]) — for the listen addresses they are
+    /// bound to, instead of binding those addresses; the other addresses are
+    /// bound as usual and inherited sockets no address asks for are closed. How
+    /// several sockets per address are shared out over the shards is in
+    /// [`crate::upgrade`]. Inherited sockets are never shut down by this server,
+    /// only closed. The first [`Server::start`] of this builder (or its clones)
+    /// takes them.
+    #[must_use]
+    pub fn inherit_listeners(mut self, listeners: InheritedListeners) -> Self {
+        self.inherited = Some(Arc::new(Mutex::new(listeners)));
         self
     }
 

@@ -27,7 +27,7 @@ use crate::{
     accept::{
         handoff::{Acceptor, Deliver},
         reuseport::{self, ListenOptions},
-        shard::Listening,
+        shard::{Bound, Listening},
         AcceptMode,
     },
     error::Error,
@@ -227,7 +227,12 @@ impl<M: Send + 'static> Server<M> {
         let topology = Arc::new(topology);
         let shards = plan.shards.len();
         let backend = resolve_backend(self.config.io)?;
-        let (listening, local_addrs, acceptor_listeners) = bind_for_mode(&self.config, shards)?;
+        let Bindings {
+            listening,
+            addrs: local_addrs,
+            acceptor: acceptor_listeners,
+            all: every_socket,
+        } = bind_for_mode(&self.config, shards)?;
         let handoff = match self.config.accept {
             AcceptMode::Handoff(balance) => Some(balance),
             _ => None,
@@ -251,6 +256,7 @@ impl<M: Send + 'static> Server<M> {
             listening_parties,
             handoff.is_some(),
         );
+        shutdown.set_handover(every_socket);
         let remote = Remote::new(
             mail.boxes.clone(),
             participants - 1,
@@ -416,13 +422,19 @@ fn resolve_backend(io: Io) -> Result<Backend, Error> {
     }
 }
 
-/// What each shard listens on, the resolved addresses, and the handoff acceptor's
-/// listeners.
-type Bindings = (Vec<Listening>, Vec<SocketAddr>, Vec<Socket>);
+/// What binding produced: what each shard listens on, the resolved addresses,
+/// the handoff acceptor's listeners, and every socket (what a handover sends).
+struct Bindings {
+    listening: Vec<Listening>,
+    addrs: Vec<SocketAddr>,
+    acceptor: Vec<(usize, Arc<Socket>)>,
+    all: Vec<(usize, SocketAddr, Arc<Socket>)>,
+}
 
 /// Binds what the accept mode needs: a listener per shard per address (reuseport),
 /// or one per address shared by every shard (exclusive) or owned by the acceptor
-/// (handoff).
+/// (handoff). An address with inherited sockets adopts them instead, shared out
+/// as [`crate::upgrade`] describes.
 fn bind_for_mode(config: &ServerBuilder, shards: usize) -> Result<Bindings, Error> {
     let opts = ListenOptions {
         backlog: config.backlog,
@@ -434,25 +446,102 @@ fn bind_for_mode(config: &ServerBuilder, shards: usize) -> Result<Bindings, Erro
         AcceptMode::ReusePort => shards,
         _ => 1,
     };
-    let (mut sockets, addrs) = reuseport::bind_all(&config.listen, copies, opts)?;
-    let listening = match config.accept {
-        AcceptMode::ReusePort => sockets.into_iter().map(Listening::ReusePort).collect(),
-        AcceptMode::Exclusive => {
-            let shared: Vec<Arc<Socket>> = sockets
-                .pop()
-                .unwrap_or_default()
-                .into_iter()
-                .map(Arc::new)
-                .collect();
-            (0..shards)
-                .map(|_| Listening::Exclusive(shared.iter().map(|l| (l.clone(), None)).collect()))
-                .collect()
+    let mut inherited = config
+        .inherited
+        .as_ref()
+        .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    // Per address: its sockets, and whether this process bound them.
+    let mut groups: Vec<(Vec<Arc<Socket>>, bool)> = Vec::with_capacity(config.listen.len());
+    let mut addrs = Vec::with_capacity(config.listen.len());
+    for &addr in &config.listen {
+        let taken = inherited.as_mut().map(|i| i.take(addr)).unwrap_or_default();
+        if taken.is_empty() {
+            let (bound, resolved) = reuseport::bind_all(&[addr], copies, opts)?;
+            addrs.push(resolved.first().copied().unwrap_or(addr));
+            let sockets = bound.into_iter().flatten().map(Arc::new).collect();
+            groups.push((sockets, true));
+        } else {
+            info!(
+                %addr,
+                sockets = taken.len(),
+                from = inherited.as_ref().map_or("", |i| i.source()),
+                "adopting inherited listening sockets"
+            );
+            for s in &taken {
+                // Accepted sockets inherit it (the old process set the same).
+                if let Err(e) = s.set_tcp_nodelay(config.tcp_nodelay) {
+                    warn!(%addr, error = %e, "cannot set TCP_NODELAY on an inherited listener");
+                }
+            }
+            addrs.push(addr);
+            groups.push((taken.into_iter().map(Arc::new).collect(), false));
         }
+    }
+    if let Some(i) = inherited.as_mut() {
+        let left = i.leftover();
+        if !left.is_empty() {
+            warn!(
+                addrs = ?left,
+                "inherited listening sockets for addresses no longer configured: closed here \
+                 (the old process stops accepting on them at the end of the upgrade)"
+            );
+        }
+    }
+    drop(inherited);
+    let all = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (sockets, _))| sockets.iter().map(move |s| (i, s.clone())))
+        .map(|(i, s)| (i, addrs[i], s))
+        .collect();
+    let bound = |listener: usize, socket: &Arc<Socket>, own: bool| Bound {
+        listener,
+        socket: socket.clone(),
+        own,
+    };
+    let mut acceptor = Vec::new();
+    let listening = match config.accept {
+        AcceptMode::ReusePort => {
+            let mut per: Vec<Vec<Bound>> = (0..shards).map(|_| Vec::new()).collect();
+            for (i, (sockets, fresh)) in groups.iter().enumerate() {
+                let k = sockets.len();
+                if k >= shards {
+                    for (j, s) in sockets.iter().enumerate() {
+                        per[j % shards].push(bound(i, s, *fresh && k == shards));
+                    }
+                } else {
+                    for (shard, list) in per.iter_mut().enumerate() {
+                        list.push(bound(i, &sockets[shard % k], false));
+                    }
+                }
+            }
+            per.into_iter().map(Listening::ReusePort).collect()
+        }
+        AcceptMode::Exclusive => (0..shards)
+            .map(|_| {
+                Listening::Exclusive(
+                    groups
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, (sockets, _))| sockets.iter().map(move |s| (i, s)))
+                        .map(|(i, s)| (bound(i, s, false), None))
+                        .collect(),
+                )
+            })
+            .collect(),
         AcceptMode::Handoff(_) => {
-            let own = sockets.pop().unwrap_or_default();
-            let listening = (0..shards).map(|_| Listening::Handoff).collect();
-            return Ok((listening, addrs, own));
+            acceptor = groups
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (sockets, _))| sockets.iter().map(move |s| (i, s.clone())))
+                .collect();
+            (0..shards).map(|_| Listening::Handoff).collect()
         }
     };
-    Ok((listening, addrs, Vec::new()))
+    Ok(Bindings {
+        listening,
+        addrs,
+        acceptor,
+        all,
+    })
 }

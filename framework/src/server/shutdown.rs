@@ -5,10 +5,13 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
+
+use socket2::Socket;
 
 use super::{config::Backend, join_all, Remote};
 use crate::{admin::AdminServer, error::Error, metrics::Metrics, shard::doorbell::Doorbell};
@@ -24,6 +27,14 @@ pub(super) struct ShutdownInner {
     /// listener is drained and closed.
     participants: usize,
     stopped_listening: AtomicUsize,
+    /// Every listening socket, for a handover ([`crate::upgrade`]): the builder
+    /// address index, the bound address, the socket. Emptied when shutdown or a
+    /// release starts, so nothing here keeps a socket open past its last user.
+    handover: Mutex<Vec<(usize, SocketAddr, Arc<Socket>)>>,
+    /// The listeners were handed over: participants stop accepting and close
+    /// their descriptors without shutting the sockets down.
+    release: AtomicBool,
+    released: AtomicUsize,
 }
 
 /// Asks a running server to shut down gracefully; cheap to clone, usable from any
@@ -44,7 +55,75 @@ impl ShutdownHandle {
                 acceptor_running: AtomicBool::new(acceptor),
                 participants,
                 stopped_listening: AtomicUsize::new(0),
+                handover: Mutex::new(Vec::new()),
+                release: AtomicBool::new(false),
+                released: AtomicUsize::new(0),
             }),
+        }
+    }
+
+    /// Records the listening sockets a handover would send.
+    pub(super) fn set_handover(&self, sockets: Vec<(usize, SocketAddr, Arc<Socket>)>) {
+        if let Ok(mut h) = self.inner.handover.lock() {
+            *h = sockets;
+        }
+    }
+
+    /// The listening sockets to hand over (empty once shutdown or a release began).
+    pub(crate) fn handover_sockets(&self) -> Vec<(usize, SocketAddr, Arc<Socket>)> {
+        match self.inner.handover.lock() {
+            Ok(h) if !self.is_requested() && !self.release_requested() => h.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn forget_handover(&self) {
+        if let Ok(mut h) = self.inner.handover.lock() {
+            h.clear();
+        }
+    }
+
+    /// The listeners now belong to another process too (a handover, see
+    /// [`crate::upgrade`]): every shard (and the handoff acceptor) stops
+    /// accepting, serves what its backlog already holds and closes its
+    /// descriptors, without shutting the sockets down — the other process goes
+    /// on accepting on them. Established connections are untouched and the server
+    /// keeps running; handlers see it in [`Ctx::listeners_handed_over`]. Call
+    /// [`shutdown`](ShutdownHandle::shutdown) later to finish. Idempotent;
+    /// [`wait_released`](ShutdownHandle::wait_released) says when it is done.
+    ///
+    /// [`Ctx::listeners_handed_over`]: crate::Ctx::listeners_handed_over
+    pub fn release_listeners(&self) {
+        self.inner.release.store(true, Ordering::SeqCst);
+        self.forget_handover();
+        for d in &self.inner.doorbells {
+            d.ring();
+        }
+    }
+
+    /// Whether [`release_listeners`](ShutdownHandle::release_listeners) was called.
+    pub fn release_requested(&self) -> bool {
+        self.inner.release.load(Ordering::SeqCst)
+    }
+
+    /// One participant released its listeners.
+    pub(crate) fn released_listeners(&self) {
+        self.inner.released.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits (at most `timeout`) until every shard and the handoff acceptor
+    /// stopped accepting after [`release_listeners`](ShutdownHandle::release_listeners).
+    /// Returns whether they all did.
+    pub fn wait_released(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.released.load(Ordering::SeqCst) >= self.inner.participants {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -53,6 +132,7 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         // SeqCst pairs with the shard reading the flag after its doorbell wakes it.
         self.inner.requested.store(true, Ordering::SeqCst);
+        self.forget_handover();
         for d in &self.inner.doorbells {
             d.ring();
         }

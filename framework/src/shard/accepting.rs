@@ -73,6 +73,37 @@ impl<H: Handler> Shard<H> {
         self.apply();
     }
 
+    /// The listeners were handed over to another process: stop accepting, serve
+    /// what this shard's backlogs already held, close our descriptors (the
+    /// sockets live on in the other process), and count in as released.
+    pub(super) fn release_listeners(&mut self) {
+        self.released = true;
+        self.core.handed_over = true;
+        let mut fds = std::mem::take(&mut self.accepted_fds);
+        self.accept.release(&mut *self.driver, &mut fds);
+        info!(
+            shard = self.core.shard.0,
+            queued = fds.len(),
+            conns = self.core.conns.len(),
+            "listeners handed over; no longer accepting"
+        );
+        for (listener, fd) in fds.drain(..) {
+            let Shard {
+                core,
+                handler,
+                mail,
+                app,
+                listeners,
+                ..
+            } = self;
+            let s = Socket::from(fd);
+            accepted(core, mail, app, handler, listeners, listener, s, false);
+        }
+        self.accepted_fds = fds;
+        self.shutdown.released_listeners();
+        self.apply();
+    }
+
     /// Accepts from exclusive listeners that reported connections, within budget
     /// and the connection cap.
     pub(super) fn accept_exclusive(&mut self) {

@@ -64,6 +64,8 @@ pub(crate) struct Core {
     pub(crate) nonblocking_sockets: bool,
     /// Shutdown began: connections accepted from now on are closed gracefully.
     pub(crate) shutting_down: bool,
+    /// The listeners were handed over to another process (an upgrade).
+    pub(crate) handed_over: bool,
     pub(crate) conns: Slab<Conn>,
     /// Accepted connections in `conns` (what the connection cap counts).
     pub(crate) inbound: usize,
@@ -99,6 +101,7 @@ impl Core {
             flush_due: None,
             nonblocking_sockets: true,
             shutting_down: false,
+            handed_over: false,
             conns: Slab::new(),
             inbound: 0,
             generations: Vec::new(),

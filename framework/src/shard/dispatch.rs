@@ -128,6 +128,8 @@ pub(super) fn dispatch<H: Handler>(
             Ok(fd) => {
                 accept.on_success();
                 let s = Socket::from(fd);
+                // The driver knows this shard's listening sockets by position.
+                let listener = accept.listener_of(listener);
                 accepted(core, mail, app, handler, listeners, listener, s, true);
             }
             Err(e) => {
@@ -451,7 +453,9 @@ fn announce<H: Handler>(
     if let Some(state) = state {
         app.put(id, state);
     }
-    if core.shutting_down {
+    // Unless `on_accept` kept it (`Ctx::keep_open_on_shutdown`: a server that
+    // handed its listeners over drains gently).
+    if core.shutting_down && !core.get(id).is_some_and(|c| c.kept_at_shutdown) {
         core.close_graceful(id, CloseReason::Shutdown);
     }
 }

@@ -198,6 +198,8 @@ struct Shard<H: Handler> {
     max_conns: Option<usize>,
     /// Shutdown progress: listeners drained and closed (phase 2 done).
     listeners_closed: bool,
+    /// The listeners were handed over to another process and released here.
+    released: bool,
     accepted_fds: Vec<Handed>,
     /// Kept so the eventfd the driver watches outlives the driver.
     _doorbell: Doorbell,
@@ -249,6 +251,9 @@ impl<H: Handler> Shard<H> {
             let acceptor_done = self.shutdown.acceptor_finished();
             let mail_taken = self.drain_mail();
             self.fire_timers();
+            if !self.released && self.shutdown.release_requested() {
+                self.release_listeners();
+            }
             if self.shutdown_deadline.is_none() && self.shutdown.is_requested() {
                 self.begin_shutdown();
             }

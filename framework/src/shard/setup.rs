@@ -187,6 +187,7 @@ impl<H: Handler> Shard<H> {
             accept,
             max_conns: cfg.settings.max_conns,
             listeners_closed: false,
+            released: false,
             accepted_fds: Vec::new(),
             _doorbell: cfg.doorbell,
             shutdown: cfg.shutdown,

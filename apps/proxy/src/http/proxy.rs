@@ -211,6 +211,10 @@ struct Client {
     eof: bool,
     closing: bool,
     served: u64,
+    /// Draining after the listeners were handed over to a new process: this
+    /// idle client may start one more request, answered with `Connection:
+    /// close` (closing it while a request may be on its way would lose it).
+    last_call: bool,
 }
 
 /// One shard's HTTP state: client connections, upstream connections and their
@@ -441,7 +445,11 @@ impl ProxyShard {
             eof: false,
             closing: false,
             served: 0,
+            last_call: self.http.draining && ctx.listeners_handed_over(),
         });
+        if self.http.draining && ctx.listeners_handed_over() {
+            ctx.keep_open_on_shutdown(conn);
+        }
         self.pump(ctx, ck);
         Role::Client(ck)
     }

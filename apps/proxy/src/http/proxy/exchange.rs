@@ -207,7 +207,7 @@ impl ProxyShard {
     /// With no exchange: parses the next request from the buffer and starts it.
     /// `false`: nothing more can happen now.
     pub(super) fn next_request(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize) -> bool {
-        if self.http.draining {
+        if self.http.draining && !self.http.clients.get(ck).is_some_and(|c| c.last_call) {
             // Shutting down: no request starts (the framework closes the client).
             return false;
         }
@@ -329,7 +329,8 @@ impl ProxyShard {
             target_len: req.target.len(),
             client_minor: req.minor,
             idempotent,
-            close: req.close,
+            // A last call (see `Client::last_call`) is the client's last request.
+            close: req.close || std::mem::take(&mut c.last_call),
             expect_continue: req.expect_continue,
             upgrade: req.upgrade.is_some(),
             continue_sent: false,
@@ -654,13 +655,23 @@ impl ProxyShard {
         for conn in self.http.pool.drain_idle() {
             ctx.close(conn);
         }
+        // After a handover (an upgrade) the clients can reconnect at once to the
+        // new process: rather than closed under a request that may be on its
+        // way, an idle client is kept for one more request, answered with
+        // `Connection: close` (its idle timeout or the shutdown deadline closes
+        // it if none comes).
+        let gentle = ctx.listeners_handed_over();
         for (_, c) in self.http.clients.iter_mut() {
-            let Some(ex) = c.exchange.as_mut() else {
-                continue;
-            };
             if c.closing {
                 continue;
             }
+            let Some(ex) = c.exchange.as_mut() else {
+                if gentle {
+                    c.last_call = true;
+                    ctx.keep_open_on_shutdown(c.conn);
+                }
+                continue;
+            };
             ex.close = true;
             ctx.keep_open_on_shutdown(c.conn);
             if let Some(up) = ex.upstream.and_then(|u| self.http.pool.get(u)) {
