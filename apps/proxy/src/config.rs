@@ -246,6 +246,28 @@ struct RawListener {
     proxy_protocol: bool,
     #[serde(default)]
     proxy_protocol_trusted: Vec<String>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit = { requests_per_second = R, burst = B }` on a listener: per
+/// client address (IPv6: per /64), per shard, GCRA ([`crate::limit`]). HTTP
+/// listeners count requests (over the limit: 429 with `Retry-After`), TCP
+/// listeners connections (over the limit: closed at accept).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate per client, per shard (0.001 ..= 1 000 000).
+    pub requests_per_second: f64,
+    /// Requests a quiet client may make at once (1 ..= 1 000 000).
+    pub burst: u32,
+    /// Clients tracked per shard for this listener (1 ..= 16 777 216;
+    /// default 65 536): past it the table evicts (see [`crate::limit`]).
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+fn default_max_clients() -> usize {
+    65_536
 }
 
 #[derive(Debug, Deserialize)]
@@ -527,6 +549,8 @@ pub struct Listener {
     /// (v1 or v2), accepted only from these sources
     /// (`proxy_protocol_trusted`); others are refused.
     pub proxy_protocol: Option<Vec<shardline::proxy_protocol::Cidr>>,
+    /// `rate_limit`: per client address, per shard ([`crate::limit`]).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A TLS passthrough listener's routes by server name: exact names, and
@@ -694,6 +718,7 @@ impl Config {
                     sni: BTreeMap::new(),
                     proxy_protocol: false,
                     proxy_protocol_trusted: Vec::new(),
+                    rate_limit: None,
                 })
                 .collect(),
             pools: BTreeMap::from([(
@@ -903,6 +928,28 @@ impl Config {
                         })?,
                 ),
             };
+            if let Some(r) = &l.rate_limit {
+                let rps = r.requests_per_second;
+                if !(0.001..=1_000_000.0).contains(&rps) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: rate_limit.requests_per_second must be 0.001..=1000000 \
+                         (got {rps})",
+                        l.address
+                    )));
+                }
+                if !(1..=1_000_000).contains(&r.burst) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: rate_limit.burst must be 1..=1000000 (got {})",
+                        l.address, r.burst
+                    )));
+                }
+                if !(1..=1 << 24).contains(&r.max_clients) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: rate_limit.max_clients must be 1..=16777216 (got {})",
+                        l.address, r.max_clients
+                    )));
+                }
+            }
             listeners.push(Listener {
                 address: l.address,
                 mode: l.mode,
@@ -911,6 +958,7 @@ impl Config {
                 tls,
                 sni,
                 proxy_protocol,
+                rate_limit: l.rate_limit.clone(),
             });
         }
         let t = &raw.timeouts;

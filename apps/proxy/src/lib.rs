@@ -160,6 +160,14 @@
 //! upstream connection ([`pools::proxy_header`]), and in HTTP mode keeps none
 //! of them for reuse. The access log's formats are in [`access`].
 //!
+//! # Rate limiting
+//!
+//! A listener's `rate_limit` is enforced per client address by each shard on
+//! its own traffic ([`limit`]: GCRA, one bounded table per listener per
+//! shard): HTTP requests over it get 429 with `Retry-After`, TCP connections
+//! over it are closed at accept. Per shard, so approximate: a client spread
+//! over several shards can get up to `shards ×` the limit.
+//!
 //! # Metrics
 //!
 //! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves
@@ -202,6 +210,7 @@ pub mod balance;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod limit;
 pub mod pools;
 pub mod reload;
 pub mod server;

@@ -340,6 +340,7 @@ impl ProxyShard {
         self.gauges = gauges.clone();
         self.pools = pools;
         self.tcp.reconfigure(&config);
+        self.limits.reconfigure(&config);
         // The access log file is reopened (logrotate's SIGHUP).
         self.access.reconfigure(&config.log);
         for conn in self.http.reconfigure(&config, gauges, gen) {

@@ -206,6 +206,12 @@ pub struct ShardStats {
     /// Connections closed by an idle timeout, by [`IdleKind`] (in
     /// [`IdleKind::ALL`]'s order).
     idle_closed: [Counter; 2],
+    /// Requests (HTTP) or connections (TCP) refused by `rate_limit`, per
+    /// listener (listeners are fixed at start), with the listener's configured
+    /// address.
+    rate_limited: Vec<(String, Counter)>,
+    /// Gauge per listener: clients this shard's rate-limit table tracks.
+    rate_clients: Vec<Counter>,
     /// The per-backend gauges of the configuration this shard serves.
     backends: Mutex<Arc<BackendGauges>>,
 }
@@ -220,6 +226,12 @@ impl ShardStats {
             clients: Counter::new(),
             tls_hellos: Default::default(),
             idle_closed: Default::default(),
+            rate_limited: config
+                .listeners
+                .iter()
+                .map(|l| (l.address.to_string(), Counter::new()))
+                .collect(),
+            rate_clients: config.listeners.iter().map(|_| Counter::new()).collect(),
             backends: Mutex::new(Arc::new(BackendGauges::new(config))),
         }
     }
@@ -256,6 +268,21 @@ impl ShardStats {
     pub fn idle_closed(&self, kind: IdleKind) {
         if let Some(i) = IdleKind::ALL.iter().position(|&k| k == kind) {
             self.idle_closed[i].add(1);
+        }
+    }
+
+    /// A request or connection of listener `listener` was refused by its
+    /// `rate_limit`.
+    pub fn rate_limited(&self, listener: usize) {
+        if let Some((_, c)) = self.rate_limited.get(listener) {
+            c.add(1);
+        }
+    }
+
+    /// This shard's rate-limit table of listener `listener` holds `n` clients.
+    pub fn rate_clients(&self, listener: usize, n: usize) {
+        if let Some(c) = self.rate_clients.get(listener) {
+            c.set(n as u64);
         }
     }
 
@@ -327,6 +354,34 @@ impl ProxyStats {
                      upgrade_idle_ms), per shard.",
                     &[("shard", shard.as_str()), ("kind", kind.label())],
                     c.get(),
+                );
+            }
+            for (i, (addr, c)) in s.rate_limited.iter().enumerate() {
+                let index = i.to_string();
+                w.counter(
+                    "shardline_proxy_rate_limited_total",
+                    "Requests (http listeners: answered 429) or connections (tcp listeners: \
+                     closed at accept) refused by the listener's rate_limit, per shard; \
+                     listener is the listener's index in the configuration, address its \
+                     configured address.",
+                    &[
+                        ("shard", shard.as_str()),
+                        ("listener", index.as_str()),
+                        ("address", addr.as_str()),
+                    ],
+                    c.get(),
+                );
+                let tracked = s.rate_clients.get(i).map_or(0, |c| c.get());
+                w.gauge(
+                    "shardline_proxy_rate_limit_clients",
+                    "Client addresses (IPv6: /64 prefixes) the listener's rate-limit table \
+                     holds on this shard (at most its max_clients).",
+                    &[
+                        ("shard", shard.as_str()),
+                        ("listener", index.as_str()),
+                        ("address", addr.as_str()),
+                    ],
+                    tracked as i64,
                 );
             }
             for (sum, c) in latency.iter_mut().zip(&s.latency) {

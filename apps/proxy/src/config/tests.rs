@@ -481,3 +481,37 @@ fn proxy_protocol_options_are_validated() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+#[test]
+fn rate_limit_is_parsed_and_checked() {
+    let with = |rl: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+             rate_limit = {rl}\n[pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n"
+        )
+    };
+    let c = Config::parse(&with("{ requests_per_second = 10, burst = 20 }"), "t").unwrap();
+    let rl = c.listeners[0].rate_limit.clone().expect("a rate limit");
+    assert_eq!(rl.requests_per_second, 10.0);
+    assert_eq!(rl.burst, 20);
+    assert_eq!(rl.max_clients, 65_536);
+    let c = Config::parse(
+        &with("{ requests_per_second = 0.5, burst = 1, max_clients = 10 }"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].rate_limit.as_ref().unwrap().max_clients, 10);
+    for bad in [
+        "{ requests_per_second = 0, burst = 1 }",
+        "{ requests_per_second = -1, burst = 1 }",
+        "{ requests_per_second = nan, burst = 1 }",
+        "{ requests_per_second = inf, burst = 1 }",
+        "{ requests_per_second = 1, burst = 0 }",
+        "{ requests_per_second = 1, burst = -3 }",
+        "{ requests_per_second = 1, burst = 1, max_clients = 0 }",
+        "{ requests_per_second = 1 }",
+        "{ requests_per_second = 1, burst = 1, per = 2 }",
+    ] {
+        assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
+    }
+}
