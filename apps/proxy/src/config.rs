@@ -288,6 +288,7 @@ struct RawPool {
     #[serde(default)]
     fail_open: bool,
     health: Option<HealthCheck>,
+    outlier: Option<Outlier>,
     // TLS to the backends (crate::tls).
     #[serde(default)]
     tls: bool,
@@ -347,6 +348,36 @@ impl Default for HealthCheck {
             timeout_ms: 1000,
             rise: 2,
             fall: 3,
+        }
+    }
+}
+
+/// `[pool.NAME.outlier]`: outlier ejection, per shard ([`crate::pools`]).
+/// `consecutive_failures` failures in a row of one backend on one shard (5xx
+/// responses, connect failures and timeouts, as health's passive accounting
+/// counts them) take it out of that shard's balancing for
+/// `base_ejection_ms × (times ejected)`, at most `max_ejection_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outlier {
+    /// Failures in a row (on one shard) that eject a backend.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; the n-th lasts n times this.
+    pub base_ejection_ms: u64,
+    /// The longest ejection.
+    pub max_ejection_ms: u64,
+    /// At most this share of the pool's backends is ejected at once (on one
+    /// shard), rounded down.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Outlier {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection_ms: 10_000,
+            max_ejection_ms: 300_000,
+            max_ejected_percent: 50,
         }
     }
 }
@@ -636,6 +667,8 @@ pub struct Pool {
     pub fail_open: bool,
     /// Active and passive health checks; `None`: every backend always up.
     pub health: Option<HealthCheck>,
+    /// Outlier ejection (`[pool.NAME.outlier]`); `None`: never ejected.
+    pub outlier: Option<Outlier>,
     /// TLS to the backends (`tls = true`).
     pub tls: Option<crate::tls::PoolTls>,
     /// Upstream connections start with this PROXY header (the client's
@@ -732,6 +765,7 @@ impl Config {
                     hash_header: None,
                     fail_open: false,
                     health: None,
+                    outlier: None,
                     tls: false,
                     tls_ca: None,
                     tls_server_name: None,
@@ -805,6 +839,29 @@ impl Config {
                     )));
                 }
             }
+            if let Some(o) = &p.outlier {
+                if !(1..=1_000_000).contains(&o.consecutive_failures) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.consecutive_failures must be 1..=1000000"
+                    )));
+                }
+                if o.base_ejection_ms == 0 || o.max_ejection_ms < o.base_ejection_ms {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.base_ejection_ms must be at least 1 and \
+                         max_ejection_ms at least base_ejection_ms"
+                    )));
+                }
+                if o.max_ejection_ms > 86_400_000 {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.max_ejection_ms must be at most 86400000 (a day)"
+                    )));
+                }
+                if o.max_ejected_percent > 100 {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.max_ejected_percent must be 0..=100"
+                    )));
+                }
+            }
             let tls = crate::tls::RawPoolTls {
                 tls: p.tls,
                 tls_ca: p.tls_ca.clone(),
@@ -826,6 +883,7 @@ impl Config {
                 hash_header: p.hash_header.as_ref().map(|h| h.to_ascii_lowercase()),
                 fail_open: p.fail_open,
                 health: p.health.clone(),
+                outlier: p.outlier.clone(),
                 tls,
                 send_proxy_protocol: p.send_proxy_protocol,
             });

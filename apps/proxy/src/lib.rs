@@ -168,6 +168,13 @@
 //! over it are closed at accept. Per shard, so approximate: a client spread
 //! over several shards can get up to `shards ×` the limit.
 //!
+//! # Outlier ejection
+//!
+//! A pool's `[pool.NAME.outlier]` lets each shard take a backend out of its
+//! own balancing after consecutive failures of its own traffic, for a growing
+//! period ([`pools`]); independent of the health checker's verdicts, and
+//! never emptying a pool.
+//!
 //! # Metrics
 //!
 //! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves

@@ -114,6 +114,10 @@ pub struct BackendGauges {
     upgrades: Vec<Counter>,
     /// Pools with health checks (the others are always up).
     checked: Vec<bool>,
+    /// Whether this shard has the backend ejected (outlier ejection).
+    ejected: Vec<Counter>,
+    /// Ejections of the backend by this shard (with this configuration).
+    ejections: Vec<Counter>,
 }
 
 impl BackendGauges {
@@ -135,6 +139,8 @@ impl BackendGauges {
             active: names.iter().map(|_| Counter::new()).collect(),
             tunnels: names.iter().map(|_| Counter::new()).collect(),
             upgrades: names.iter().map(|_| Counter::new()).collect(),
+            ejected: names.iter().map(|_| Counter::new()).collect(),
+            ejections: names.iter().map(|_| Counter::new()).collect(),
             up,
             names,
             offsets,
@@ -177,6 +183,20 @@ impl BackendGauges {
             } else {
                 t.sub(1);
             }
+        }
+    }
+
+    /// This shard ejected `(pool, backend)` (`true`) or brought it back.
+    pub fn set_ejected(&self, pool: usize, backend: usize, ejected: bool) {
+        if let Some(c) = self.slot(pool, backend).and_then(|i| self.ejected.get(i)) {
+            c.set(u64::from(ejected));
+        }
+    }
+
+    /// This shard ejected `(pool, backend)` once more.
+    pub fn ejection(&self, pool: usize, backend: usize) {
+        if let Some(c) = self.slot(pool, backend).and_then(|i| self.ejections.get(i)) {
+            c.add(1);
         }
     }
 
@@ -454,6 +474,21 @@ fn render_backends(w: &mut PromWriter, shards: &[(usize, Arc<ShardStats>)]) {
                  to the backend, all shards.",
                 &labels,
                 tunnels,
+            );
+            let ejected: i64 = same.iter().map(|g| g.ejected[i].get() as i64).sum();
+            w.gauge(
+                "shardline_proxy_backend_ejected",
+                "Shards that have the backend ejected now (outlier ejection is per shard: \
+                 0 ..= shards).",
+                &labels,
+                ejected,
+            );
+            let ejections: u64 = same.iter().map(|g| g.ejections[i].get()).sum();
+            w.counter(
+                "shardline_proxy_backend_ejections_total",
+                "Outlier ejections of the backend, all shards (restarts at a reload).",
+                &labels,
+                ejections,
             );
             let upgrades: u64 = same.iter().map(|g| g.upgrades[i].get()).sum();
             w.counter(

@@ -515,3 +515,33 @@ fn rate_limit_is_parsed_and_checked() {
         assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn outlier_is_parsed_and_checked() {
+    let with = |o: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+             [pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n[pool.p.outlier]\n{o}\n"
+        )
+    };
+    let c = Config::parse(&with(""), "t").unwrap();
+    assert_eq!(c.pools[0].outlier, Some(Outlier::default()));
+    let c = Config::parse(
+        &with("consecutive_failures = 2\nmax_ejected_percent = 100"),
+        "t",
+    )
+    .unwrap();
+    let o = c.pools[0].outlier.clone().unwrap();
+    assert_eq!((o.consecutive_failures, o.max_ejected_percent), (2, 100));
+    for bad in [
+        "consecutive_failures = 0",
+        "base_ejection_ms = 0",
+        "base_ejection_ms = 5000\nmax_ejection_ms = 4000",
+        "max_ejection_ms = 90000000",
+        "max_ejected_percent = 101",
+        "max_ejected_percent = -1",
+        "interval = 3",
+    ] {
+        assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
+    }
+}

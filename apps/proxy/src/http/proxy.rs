@@ -633,9 +633,11 @@ impl ProxyShard {
         match kind {
             TimerKind::Sweep => {
                 let timeout = Duration::from_millis(self.config.timeouts.upstream_idle_ms);
-                for conn in self.http.pool.expire(Instant::now(), timeout) {
+                let now = Instant::now();
+                for conn in self.http.pool.expire(now, timeout) {
                     ctx.close(conn);
                 }
+                self.pools.restore_all(now);
             }
             TimerKind::Head { client, serial } => {
                 let Some(c) = self
