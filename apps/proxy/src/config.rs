@@ -266,6 +266,14 @@ pub struct RateLimit {
     pub max_clients: usize,
 }
 
+fn default_queue() -> usize {
+    100
+}
+
+fn default_queue_timeout_ms() -> u64 {
+    5_000
+}
+
 fn default_max_clients() -> usize {
     65_536
 }
@@ -289,6 +297,11 @@ struct RawPool {
     fail_open: bool,
     health: Option<HealthCheck>,
     outlier: Option<Outlier>,
+    max_connections_per_backend: Option<u32>,
+    #[serde(default = "default_queue")]
+    queue: usize,
+    #[serde(default = "default_queue_timeout_ms")]
+    queue_timeout_ms: u64,
     // TLS to the backends (crate::tls).
     #[serde(default)]
     tls: bool,
@@ -669,6 +682,16 @@ pub struct Pool {
     pub health: Option<HealthCheck>,
     /// Outlier ejection (`[pool.NAME.outlier]`); `None`: never ejected.
     pub outlier: Option<Outlier>,
+    /// HTTP: upstream connections in use per backend, for the whole proxy
+    /// (each shard allows `ceil(N / shards)`, see [`crate::http`]); `None`:
+    /// no cap. TCP listeners skip backends at their cap and close the client
+    /// when all are.
+    pub max_connections_per_backend: Option<u32>,
+    /// HTTP requests that wait, per shard, when every backend is at its cap
+    /// (past it: 503).
+    pub queue: usize,
+    /// How long a request may wait in the queue (then 503 with `Retry-After`).
+    pub queue_timeout_ms: u64,
     /// TLS to the backends (`tls = true`).
     pub tls: Option<crate::tls::PoolTls>,
     /// Upstream connections start with this PROXY header (the client's
@@ -766,6 +789,9 @@ impl Config {
                     fail_open: false,
                     health: None,
                     outlier: None,
+                    max_connections_per_backend: None,
+                    queue: default_queue(),
+                    queue_timeout_ms: default_queue_timeout_ms(),
                     tls: false,
                     tls_ca: None,
                     tls_server_name: None,
@@ -862,6 +888,23 @@ impl Config {
                     )));
                 }
             }
+            if p.max_connections_per_backend == Some(0)
+                || p.max_connections_per_backend > Some(1_000_000)
+            {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: max_connections_per_backend must be 1..=1000000"
+                )));
+            }
+            if p.queue > 1_000_000 {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: queue must be 0..=1000000"
+                )));
+            }
+            if p.queue_timeout_ms == 0 {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: queue_timeout_ms must be at least 1"
+                )));
+            }
             let tls = crate::tls::RawPoolTls {
                 tls: p.tls,
                 tls_ca: p.tls_ca.clone(),
@@ -884,6 +927,9 @@ impl Config {
                 fail_open: p.fail_open,
                 health: p.health.clone(),
                 outlier: p.outlier.clone(),
+                max_connections_per_backend: p.max_connections_per_backend,
+                queue: p.queue,
+                queue_timeout_ms: p.queue_timeout_ms,
                 tls,
                 send_proxy_protocol: p.send_proxy_protocol,
             });

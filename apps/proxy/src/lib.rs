@@ -175,6 +175,13 @@
 //! period ([`pools`]); independent of the health checker's verdicts, and
 //! never emptying a pool.
 //!
+//! # Connection caps
+//!
+//! A pool's `max_connections_per_backend` caps each backend's upstream
+//! connections in use at `ceil(N / shards)` per shard; HTTP requests beyond
+//! wait in a bounded per-shard FIFO queue with a deadline (`http::proxy`'s
+//! `queue`), TCP clients are closed.
+//!
 //! # Metrics
 //!
 //! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves

@@ -38,7 +38,7 @@ use std::{
 
 use crate::{
     balance::{Balancer, NoBackend, PickInput},
-    config::{Config, Outlier},
+    config::{Config, Outlier, Pool},
     stats::BackendGauges,
 };
 
@@ -255,6 +255,28 @@ impl ShardPools {
             .and_then(|s| s.streaks.get(backend))
             .is_some_and(|s| s.until.is_some())
     }
+}
+
+/// One shard's cap for each backend of `pool`, served by `shards` shards:
+/// `ceil(N / shards)`; `None`: uncapped.
+pub fn shard_cap(pool: &Pool, shards: usize) -> Option<u32> {
+    let n = pool.max_connections_per_backend?;
+    let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
+    Some(n.div_ceil(shards).max(1))
+}
+
+/// The backends of `pool` at this shard's cap given its `active` counts,
+/// leaving out those in `tried`.
+pub fn full_backends(pool: &Pool, shards: usize, active: &[u32], tried: &[usize]) -> Vec<usize> {
+    let Some(cap) = shard_cap(pool, shards) else {
+        return Vec::new();
+    };
+    active
+        .iter()
+        .enumerate()
+        .filter(|&(b, &n)| n >= cap && !tried.contains(&b))
+        .map(|(b, _)| b)
+        .collect()
 }
 
 /// The PROXY header an upstream connection of a pool with

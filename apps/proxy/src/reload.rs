@@ -350,6 +350,7 @@ impl ProxyShard {
             .reload(ctx, &mut self.pools, config.clone(), gen);
         self.config = config;
         self.gen = gen;
+        self.http_requeue_on_reload(ctx);
         info!(
             shard = ctx.shard_id().0,
             generation = gen,

@@ -280,6 +280,7 @@ impl Handler for ProxyShard {
                 }
             }
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_data(
@@ -300,6 +301,7 @@ impl Handler for ProxyShard {
                         *state = new;
                     }
                 }
+                self.http_service_queues(ctx);
                 used
             }
             Role::Closing => data.len(),
@@ -313,6 +315,7 @@ impl Handler for ProxyShard {
             Role::Http(role) => self.http_eof(ctx, conn, role),
             Role::Closing => ctx.close(conn),
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_close(
@@ -328,6 +331,7 @@ impl Handler for ProxyShard {
             Role::Http(role) => self.http_close(ctx, conn, role, reason),
             Role::Closing => {}
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_backpressure(
@@ -349,6 +353,7 @@ impl Handler for ProxyShard {
             TimerOf::Tcp(kind) => self.tcp_timer(ctx, kind),
             TimerOf::Http(kind) => self.http_timer(ctx, kind),
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyShard>, from: Origin, msg: ProxyMsg) {

@@ -545,3 +545,38 @@ fn outlier_is_parsed_and_checked() {
         assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn backend_connection_caps_are_parsed_and_checked() {
+    let with = |keys: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+             [pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n{keys}\n"
+        )
+    };
+    let c = Config::parse(&with(""), "t").unwrap();
+    let p = &c.pools[0];
+    assert_eq!(
+        (p.max_connections_per_backend, p.queue, p.queue_timeout_ms),
+        (None, 100, 5000)
+    );
+    let c = Config::parse(
+        &with("max_connections_per_backend = 10\nqueue = 0\nqueue_timeout_ms = 1"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.pools[0].max_connections_per_backend, Some(10));
+    assert_eq!(crate::pools::shard_cap(&c.pools[0], 4), Some(3));
+    assert_eq!(crate::pools::shard_cap(&c.pools[0], 64), Some(1));
+    assert_eq!(crate::pools::shard_cap(&c.pools[0], 0), Some(10));
+    for bad in [
+        "max_connections_per_backend = 0",
+        "max_connections_per_backend = -1",
+        "max_connections_per_backend = 2000000",
+        "queue = 2000000",
+        "queue = -1",
+        "queue_timeout_ms = 0",
+    ] {
+        assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
+    }
+}

@@ -162,6 +162,10 @@ impl ProxyShard {
                 }
                 continue;
             };
+            if ex.queued {
+                // Waiting for a backend below its cap (see `queue`).
+                break;
+            }
             if !ex.dispatched {
                 // A chunked body must start well-formed before a backend is chosen,
                 // so a bad first chunk size never reaches one. (Not with
@@ -367,6 +371,7 @@ impl ProxyShard {
             body,
             body_sent: 0,
             dispatched: false,
+            queued: false,
             upstream: None,
             ready: false,
             reused: false,
@@ -419,10 +424,28 @@ impl ProxyShard {
             }
             ex.dispatched = true;
             let active = self.http.pool.active(pool);
-            let backend = match self.pools.pick(pool, active, ex.key, &ex.tried) {
+            // Backends at their connection cap are skipped as if tried; if
+            // that leaves none, the request waits in the pool's queue.
+            let full = crate::pools::full_backends(
+                &self.config.pools[pool],
+                self.http.shards,
+                active,
+                &ex.tried,
+            );
+            let picked = if full.is_empty() {
+                self.pools.pick(pool, active, ex.key, &ex.tried)
+            } else {
+                let skip: Vec<usize> = ex.tried.iter().chain(&full).copied().collect();
+                self.pools.pick(pool, active, ex.key, &skip)
+            };
+            let backend = match picked {
                 Ok(b) => b,
                 Err(NoBackend::AllDown) => {
                     return self.fail(ctx, ck, Some(503), "every backend is down")
+                }
+                Err(NoBackend::AllTried) if !full.is_empty() => {
+                    ex.dispatched = false;
+                    return self.enqueue(ctx, ck, pool);
                 }
                 Err(NoBackend::AllTried) => {
                     return self.fail(ctx, ck, Some(502), "no backend reachable")
