@@ -795,7 +795,9 @@ impl ProxyShard {
             return;
         }
         let now = Instant::now();
-        let connecting = ex.dispatched && !ex.ready;
+        // Waiting for a connect, or in the queue for a backend below its cap
+        // (`queue`): the proxy is holding the body back, not the client.
+        let connecting = (ex.dispatched && !ex.ready) || ex.queued;
         let awaiting_100 = ex.expect_continue && !ex.continue_sent;
         let stall = if connecting || awaiting_100 {
             Stall::Neither
