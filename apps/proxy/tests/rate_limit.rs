@@ -228,7 +228,45 @@ fn tcp_connections_over_the_limit_are_closed_at_accept(io: Io) {
     }
 }
 
+/// Behind a PROXY-protocol sender the client is the header's source: two
+/// header sources from one socket address have separate budgets, and one
+/// source keeps its budget across connections (one shard, so one table).
+fn the_client_is_the_proxy_protocol_source(io: Io) {
+    let backend = HttpBackend::start("a", Answer::Info);
+    let cfg = config("http", backend.addr(), 0.01, 1, 1024).replace(
+        "pool = \"p\"\n",
+        "pool = \"p\"\nproxy_protocol = true\nproxy_protocol_trusted = [\"127.0.0.1\"]\n",
+    );
+    let proxy = TestProxy::start(io, 1, &cfg);
+    let from = |src: &str| {
+        let mut c = HttpClient::new(proxy.connect());
+        c.send(format!("PROXY TCP4 {src} 127.0.0.1 4000 80\r\n").as_bytes());
+        c
+    };
+    let mut a = from("203.0.113.7");
+    a.send(&get("/x"));
+    assert_eq!(a.response(false).status, 200, "{}", proxy.label);
+    let mut b = from("198.51.100.9");
+    b.send(&get("/x"));
+    assert_eq!(
+        b.response(false).status,
+        200,
+        "{}: another source",
+        proxy.label
+    );
+    let mut a2 = from("203.0.113.7");
+    a2.send(&get("/x"));
+    assert_eq!(
+        a2.response(false).status,
+        429,
+        "{}: same source",
+        proxy.label
+    );
+    assert_eq!(limited(&proxy), 1.0, "{}", proxy.label);
+}
+
 shardline::per_backend! {
+    the_client_is_the_proxy_protocol_source => the_client_is_the_proxy_protocol_source;
     http_answers_429_past_the_burst_and_serves_again_after_the_interval => http_answers_429_past_the_burst_and_serves_again_after_the_interval;
     each_source_address_has_its_own_budget_and_the_table_stays_bounded => each_source_address_has_its_own_budget_and_the_table_stays_bounded;
     tcp_connections_over_the_limit_are_closed_at_accept => tcp_connections_over_the_limit_are_closed_at_accept;
