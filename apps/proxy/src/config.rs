@@ -246,6 +246,36 @@ struct RawListener {
     proxy_protocol: bool,
     #[serde(default)]
     proxy_protocol_trusted: Vec<String>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit = { requests_per_second = R, burst = B }` on a listener: per
+/// client address (IPv6: per /64), per shard, GCRA ([`crate::limit`]). HTTP
+/// listeners count requests (over the limit: 429 with `Retry-After`), TCP
+/// listeners connections (over the limit: closed at accept).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate per client, per shard (0.001 ..= 1 000 000).
+    pub requests_per_second: f64,
+    /// Requests a quiet client may make at once (1 ..= 1 000 000).
+    pub burst: u32,
+    /// Clients tracked per shard for this listener (1 ..= 16 777 216;
+    /// default 65 536): past it the table evicts (see [`crate::limit`]).
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+fn default_queue() -> usize {
+    100
+}
+
+fn default_queue_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_clients() -> usize {
+    65_536
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +296,12 @@ struct RawPool {
     #[serde(default)]
     fail_open: bool,
     health: Option<HealthCheck>,
+    outlier: Option<Outlier>,
+    max_connections_per_backend: Option<u32>,
+    #[serde(default = "default_queue")]
+    queue: usize,
+    #[serde(default = "default_queue_timeout_ms")]
+    queue_timeout_ms: u64,
     // TLS to the backends (crate::tls).
     #[serde(default)]
     tls: bool,
@@ -325,6 +361,36 @@ impl Default for HealthCheck {
             timeout_ms: 1000,
             rise: 2,
             fall: 3,
+        }
+    }
+}
+
+/// `[pool.NAME.outlier]`: outlier ejection, per shard ([`crate::pools`]).
+/// `consecutive_failures` failures in a row of one backend on one shard (5xx
+/// responses, connect failures and timeouts, as health's passive accounting
+/// counts them) take it out of that shard's balancing for
+/// `base_ejection_ms × (times ejected)`, at most `max_ejection_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outlier {
+    /// Failures in a row (on one shard) that eject a backend.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; the n-th lasts n times this.
+    pub base_ejection_ms: u64,
+    /// The longest ejection.
+    pub max_ejection_ms: u64,
+    /// At most this share of the pool's backends is ejected at once (on one
+    /// shard), rounded down.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Outlier {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection_ms: 10_000,
+            max_ejection_ms: 300_000,
+            max_ejected_percent: 50,
         }
     }
 }
@@ -527,6 +593,8 @@ pub struct Listener {
     /// (v1 or v2), accepted only from these sources
     /// (`proxy_protocol_trusted`); others are refused.
     pub proxy_protocol: Option<Vec<shardline::proxy_protocol::Cidr>>,
+    /// `rate_limit`: per client address, per shard ([`crate::limit`]).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A TLS passthrough listener's routes by server name: exact names, and
@@ -612,6 +680,18 @@ pub struct Pool {
     pub fail_open: bool,
     /// Active and passive health checks; `None`: every backend always up.
     pub health: Option<HealthCheck>,
+    /// Outlier ejection (`[pool.NAME.outlier]`); `None`: never ejected.
+    pub outlier: Option<Outlier>,
+    /// HTTP: upstream connections in use per backend, for the whole proxy
+    /// (each shard allows `ceil(N / shards)`, see [`crate::http`]); `None`:
+    /// no cap. TCP listeners skip backends at their cap and close the client
+    /// when all are.
+    pub max_connections_per_backend: Option<u32>,
+    /// HTTP requests that wait, per shard, when every backend is at its cap
+    /// (past it: 503).
+    pub queue: usize,
+    /// How long a request may wait in the queue (then 503 with `Retry-After`).
+    pub queue_timeout_ms: u64,
     /// TLS to the backends (`tls = true`).
     pub tls: Option<crate::tls::PoolTls>,
     /// Upstream connections start with this PROXY header (the client's
@@ -694,6 +774,7 @@ impl Config {
                     sni: BTreeMap::new(),
                     proxy_protocol: false,
                     proxy_protocol_trusted: Vec::new(),
+                    rate_limit: None,
                 })
                 .collect(),
             pools: BTreeMap::from([(
@@ -707,6 +788,10 @@ impl Config {
                     hash_header: None,
                     fail_open: false,
                     health: None,
+                    outlier: None,
+                    max_connections_per_backend: None,
+                    queue: default_queue(),
+                    queue_timeout_ms: default_queue_timeout_ms(),
                     tls: false,
                     tls_ca: None,
                     tls_server_name: None,
@@ -780,6 +865,46 @@ impl Config {
                     )));
                 }
             }
+            if let Some(o) = &p.outlier {
+                if !(1..=1_000_000).contains(&o.consecutive_failures) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.consecutive_failures must be 1..=1000000"
+                    )));
+                }
+                if o.base_ejection_ms == 0 || o.max_ejection_ms < o.base_ejection_ms {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.base_ejection_ms must be at least 1 and \
+                         max_ejection_ms at least base_ejection_ms"
+                    )));
+                }
+                if o.max_ejection_ms > 86_400_000 {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.max_ejection_ms must be at most 86400000 (a day)"
+                    )));
+                }
+                if o.max_ejected_percent > 100 {
+                    return Err(ConfigError::BadLimit(format!(
+                        "pool {name:?}: outlier.max_ejected_percent must be 0..=100"
+                    )));
+                }
+            }
+            if p.max_connections_per_backend == Some(0)
+                || p.max_connections_per_backend > Some(1_000_000)
+            {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: max_connections_per_backend must be 1..=1000000"
+                )));
+            }
+            if p.queue > 1_000_000 {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: queue must be 0..=1000000"
+                )));
+            }
+            if p.queue_timeout_ms == 0 {
+                return Err(ConfigError::BadLimit(format!(
+                    "pool {name:?}: queue_timeout_ms must be at least 1"
+                )));
+            }
             let tls = crate::tls::RawPoolTls {
                 tls: p.tls,
                 tls_ca: p.tls_ca.clone(),
@@ -801,6 +926,10 @@ impl Config {
                 hash_header: p.hash_header.as_ref().map(|h| h.to_ascii_lowercase()),
                 fail_open: p.fail_open,
                 health: p.health.clone(),
+                outlier: p.outlier.clone(),
+                max_connections_per_backend: p.max_connections_per_backend,
+                queue: p.queue,
+                queue_timeout_ms: p.queue_timeout_ms,
                 tls,
                 send_proxy_protocol: p.send_proxy_protocol,
             });
@@ -903,6 +1032,28 @@ impl Config {
                         })?,
                 ),
             };
+            if let Some(r) = &l.rate_limit {
+                let rps = r.requests_per_second;
+                if !(0.001..=1_000_000.0).contains(&rps) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: rate_limit.requests_per_second must be 0.001..=1000000 \
+                         (got {rps})",
+                        l.address
+                    )));
+                }
+                if !(1..=1_000_000).contains(&r.burst) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: rate_limit.burst must be 1..=1000000 (got {})",
+                        l.address, r.burst
+                    )));
+                }
+                if !(1..=1 << 24).contains(&r.max_clients) {
+                    return Err(ConfigError::BadLimit(format!(
+                        "listener {}: rate_limit.max_clients must be 1..=16777216 (got {})",
+                        l.address, r.max_clients
+                    )));
+                }
+            }
             listeners.push(Listener {
                 address: l.address,
                 mode: l.mode,
@@ -911,6 +1062,7 @@ impl Config {
                 tls,
                 sni,
                 proxy_protocol,
+                rate_limit: l.rate_limit.clone(),
             });
         }
         let t = &raw.timeouts;

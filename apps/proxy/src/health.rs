@@ -577,6 +577,16 @@ impl Health {
         backend: usize,
         ok: bool,
     ) {
+        if gen == self.gen && pools.outcome(pool, backend, ok, std::time::Instant::now()) {
+            let (name, address) = self
+                .config
+                .pools
+                .get(pool)
+                .and_then(|p| Some((p.name.as_str(), p.backends.get(backend)?.address)))
+                .unwrap_or(("?", std::net::SocketAddr::from(([0, 0, 0, 0], 0))));
+            tracing::warn!(pool = name, backend = %address, shard = self.me,
+                "outlier ejection: consecutive failures");
+        }
         if gen != self.gen
             || self
                 .config

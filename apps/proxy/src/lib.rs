@@ -160,6 +160,28 @@
 //! upstream connection ([`pools::proxy_header`]), and in HTTP mode keeps none
 //! of them for reuse. The access log's formats are in [`access`].
 //!
+//! # Rate limiting
+//!
+//! A listener's `rate_limit` is enforced per client address by each shard on
+//! its own traffic ([`limit`]: GCRA, one bounded table per listener per
+//! shard): HTTP requests over it get 429 with `Retry-After`, TCP connections
+//! over it are closed at accept. Per shard, so approximate: a client spread
+//! over several shards can get up to `shards ×` the limit.
+//!
+//! # Outlier ejection
+//!
+//! A pool's `[pool.NAME.outlier]` lets each shard take a backend out of its
+//! own balancing after consecutive failures of its own traffic, for a growing
+//! period ([`pools`]); independent of the health checker's verdicts, and
+//! never emptying a pool.
+//!
+//! # Connection caps
+//!
+//! A pool's `max_connections_per_backend` caps each backend's upstream
+//! connections in use at `ceil(N / shards)` per shard; HTTP requests beyond
+//! wait in a bounded per-shard FIFO queue with a deadline (`http::proxy`'s
+//! `queue`), TCP clients are closed.
+//!
 //! # Metrics
 //!
 //! With `[admin] listen` (or `--admin`), the framework's admin endpoint serves
@@ -202,6 +224,7 @@ pub mod balance;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod limit;
 pub mod pools;
 pub mod reload;
 pub mod server;

@@ -340,6 +340,7 @@ impl ProxyShard {
         self.gauges = gauges.clone();
         self.pools = pools;
         self.tcp.reconfigure(&config);
+        self.limits.reconfigure(&config);
         // The access log file is reopened (logrotate's SIGHUP).
         self.access.reconfigure(&config.log);
         for conn in self.http.reconfigure(&config, gauges, gen) {
@@ -349,6 +350,7 @@ impl ProxyShard {
             .reload(ctx, &mut self.pools, config.clone(), gen);
         self.config = config;
         self.gen = gen;
+        self.http_requeue_on_reload(ctx);
         info!(
             shard = ctx.shard_id().0,
             generation = gen,

@@ -114,6 +114,8 @@ pub struct ProxyShard {
     refused: (u64, Option<std::time::Instant>),
     /// Where this shard writes combined / JSON access log lines.
     pub(crate) access: crate::access::AccessLog,
+    /// Per-listener rate limits, this shard's tables ([`crate::limit`]).
+    pub(crate) limits: crate::limit::Limiters,
 }
 
 impl ProxyShard {
@@ -124,6 +126,7 @@ impl ProxyShard {
         let gauges = stats.backends();
         ProxyShard {
             access: crate::access::AccessLog::new(&config.log),
+            limits: crate::limit::Limiters::new(&config),
             pools: ShardPools::new(&config, shard.0, gauges.clone()),
             // Replaced in on_start, when the shard count is known.
             health: Health::new(config.clone(), 0, shard, 1),
@@ -136,6 +139,28 @@ impl ProxyShard {
             stats,
             gauges,
         }
+    }
+
+    /// Counts a request or connection of `ip` against listener `listener`'s
+    /// rate limit ([`crate::limit`]), keeping the metrics current.
+    pub(crate) fn rate_check(
+        &mut self,
+        listener: usize,
+        ip: std::net::IpAddr,
+    ) -> crate::limit::Verdict {
+        let (verdict, tracked) = self.limits.check(listener, ip);
+        if self
+            .config
+            .listeners
+            .get(listener)
+            .is_some_and(|l| l.rate_limit.is_some())
+        {
+            self.stats.rate_clients(listener, tracked);
+            if verdict != crate::limit::Verdict::Allow {
+                self.stats.rate_limited(listener);
+            }
+        }
+        verdict
     }
 
     /// Backpressure (`full`) or its end on `conn`, for the side it belongs to.
@@ -207,11 +232,21 @@ impl Handler for ProxyShard {
         peer: SocketAddr,
     ) -> ProxyConn {
         let i = *listener.value;
-        let Some(l) = self.config.listeners.get(i) else {
+        let config = self.config.clone();
+        let Some(l) = config.listeners.get(i) else {
             debug!(client = %peer, listener = i, "connection to no known listener; closing");
             ctx.close(conn);
             return ProxyConn(Role::Closing);
         };
+        // TCP listeners limit connections: one over the limit is closed at once.
+        if l.mode == Mode::Tcp {
+            if let crate::limit::Verdict::Refuse(wait) = self.rate_check(i, peer.ip()) {
+                debug!(client = %peer, listener = %l.address, retry_ms = wait.as_millis() as u64,
+                    "rate limited: connection refused");
+                ctx.close(conn);
+                return ProxyConn(Role::Closing);
+            }
+        }
         // TLS passthrough: the pool comes from the ClientHello.
         let passthrough = l.mode == Mode::Tcp && l.sni.is_some();
         if l.mode == Mode::Http || l.pool.is_some() || passthrough {
@@ -245,6 +280,7 @@ impl Handler for ProxyShard {
                 }
             }
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_data(
@@ -265,6 +301,7 @@ impl Handler for ProxyShard {
                         *state = new;
                     }
                 }
+                self.http_service_queues(ctx);
                 used
             }
             Role::Closing => data.len(),
@@ -278,6 +315,7 @@ impl Handler for ProxyShard {
             Role::Http(role) => self.http_eof(ctx, conn, role),
             Role::Closing => ctx.close(conn),
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_close(
@@ -293,6 +331,7 @@ impl Handler for ProxyShard {
             Role::Http(role) => self.http_close(ctx, conn, role, reason),
             Role::Closing => {}
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_backpressure(
@@ -314,6 +353,7 @@ impl Handler for ProxyShard {
             TimerOf::Tcp(kind) => self.tcp_timer(ctx, kind),
             TimerOf::Http(kind) => self.http_timer(ctx, kind),
         }
+        self.http_service_queues(ctx);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, ProxyShard>, from: Origin, msg: ProxyMsg) {

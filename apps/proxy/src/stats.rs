@@ -114,6 +114,10 @@ pub struct BackendGauges {
     upgrades: Vec<Counter>,
     /// Pools with health checks (the others are always up).
     checked: Vec<bool>,
+    /// Whether this shard has the backend ejected (outlier ejection).
+    ejected: Vec<Counter>,
+    /// Ejections of the backend by this shard (with this configuration).
+    ejections: Vec<Counter>,
 }
 
 impl BackendGauges {
@@ -135,6 +139,8 @@ impl BackendGauges {
             active: names.iter().map(|_| Counter::new()).collect(),
             tunnels: names.iter().map(|_| Counter::new()).collect(),
             upgrades: names.iter().map(|_| Counter::new()).collect(),
+            ejected: names.iter().map(|_| Counter::new()).collect(),
+            ejections: names.iter().map(|_| Counter::new()).collect(),
             up,
             names,
             offsets,
@@ -180,6 +186,20 @@ impl BackendGauges {
         }
     }
 
+    /// This shard ejected `(pool, backend)` (`true`) or brought it back.
+    pub fn set_ejected(&self, pool: usize, backend: usize, ejected: bool) {
+        if let Some(c) = self.slot(pool, backend).and_then(|i| self.ejected.get(i)) {
+            c.set(u64::from(ejected));
+        }
+    }
+
+    /// This shard ejected `(pool, backend)` once more.
+    pub fn ejection(&self, pool: usize, backend: usize) {
+        if let Some(c) = self.slot(pool, backend).and_then(|i| self.ejections.get(i)) {
+            c.add(1);
+        }
+    }
+
     /// This shard's view of `(pool, backend)` changed.
     pub fn set_up(&self, pool: usize, backend: usize, up: bool) {
         if let Some(c) = self.slot(pool, backend).and_then(|i| self.up.get(i)) {
@@ -206,6 +226,12 @@ pub struct ShardStats {
     /// Connections closed by an idle timeout, by [`IdleKind`] (in
     /// [`IdleKind::ALL`]'s order).
     idle_closed: [Counter; 2],
+    /// Requests (HTTP) or connections (TCP) refused by `rate_limit`, per
+    /// listener (listeners are fixed at start), with the listener's configured
+    /// address.
+    rate_limited: Vec<(String, Counter)>,
+    /// Gauge per listener: clients this shard's rate-limit table tracks.
+    rate_clients: Vec<Counter>,
     /// The per-backend gauges of the configuration this shard serves.
     backends: Mutex<Arc<BackendGauges>>,
 }
@@ -220,6 +246,12 @@ impl ShardStats {
             clients: Counter::new(),
             tls_hellos: Default::default(),
             idle_closed: Default::default(),
+            rate_limited: config
+                .listeners
+                .iter()
+                .map(|l| (l.address.to_string(), Counter::new()))
+                .collect(),
+            rate_clients: config.listeners.iter().map(|_| Counter::new()).collect(),
             backends: Mutex::new(Arc::new(BackendGauges::new(config))),
         }
     }
@@ -256,6 +288,21 @@ impl ShardStats {
     pub fn idle_closed(&self, kind: IdleKind) {
         if let Some(i) = IdleKind::ALL.iter().position(|&k| k == kind) {
             self.idle_closed[i].add(1);
+        }
+    }
+
+    /// A request or connection of listener `listener` was refused by its
+    /// `rate_limit`.
+    pub fn rate_limited(&self, listener: usize) {
+        if let Some((_, c)) = self.rate_limited.get(listener) {
+            c.add(1);
+        }
+    }
+
+    /// This shard's rate-limit table of listener `listener` holds `n` clients.
+    pub fn rate_clients(&self, listener: usize, n: usize) {
+        if let Some(c) = self.rate_clients.get(listener) {
+            c.set(n as u64);
         }
     }
 
@@ -329,6 +376,34 @@ impl ProxyStats {
                     c.get(),
                 );
             }
+            for (i, (addr, c)) in s.rate_limited.iter().enumerate() {
+                let index = i.to_string();
+                w.counter(
+                    "shardline_proxy_rate_limited_total",
+                    "Requests (http listeners: answered 429) or connections (tcp listeners: \
+                     closed at accept) refused by the listener's rate_limit, per shard; \
+                     listener is the listener's index in the configuration, address its \
+                     configured address.",
+                    &[
+                        ("shard", shard.as_str()),
+                        ("listener", index.as_str()),
+                        ("address", addr.as_str()),
+                    ],
+                    c.get(),
+                );
+                let tracked = s.rate_clients.get(i).map_or(0, |c| c.get());
+                w.gauge(
+                    "shardline_proxy_rate_limit_clients",
+                    "Client addresses (IPv6: /64 prefixes) the listener's rate-limit table \
+                     holds on this shard (at most its max_clients).",
+                    &[
+                        ("shard", shard.as_str()),
+                        ("listener", index.as_str()),
+                        ("address", addr.as_str()),
+                    ],
+                    tracked as i64,
+                );
+            }
             for (sum, c) in latency.iter_mut().zip(&s.latency) {
                 *sum += c.get();
             }
@@ -399,6 +474,21 @@ fn render_backends(w: &mut PromWriter, shards: &[(usize, Arc<ShardStats>)]) {
                  to the backend, all shards.",
                 &labels,
                 tunnels,
+            );
+            let ejected: i64 = same.iter().map(|g| g.ejected[i].get() as i64).sum();
+            w.gauge(
+                "shardline_proxy_backend_ejected",
+                "Shards that have the backend ejected now (outlier ejection is per shard: \
+                 0 ..= shards).",
+                &labels,
+                ejected,
+            );
+            let ejections: u64 = same.iter().map(|g| g.ejections[i].get()).sum();
+            w.counter(
+                "shardline_proxy_backend_ejections_total",
+                "Outlier ejections of the backend, all shards (restarts at a reload).",
+                &labels,
+                ejections,
             );
             let upgrades: u64 = same.iter().map(|g| g.upgrades[i].get()).sum();
             w.counter(

@@ -265,16 +265,29 @@ impl ProxyShard {
                 return;
             }
             let key_hash = hash_ip(s.peer.ip());
-            let backend = match self.pools.pick(
-                pool,
-                self.tcp.active.get(pool).map_or(&[][..], Vec::as_slice),
-                key_hash,
+            let active = self.tcp.active.get(pool).map_or(&[][..], Vec::as_slice);
+            // Backends at their connection cap are skipped; with all of them
+            // there the client is closed (L4 clients do not queue).
+            let full = crate::pools::full_backends(
+                &self.config.pools[pool],
+                self.http.shards,
+                active,
                 &s.tried,
-            ) {
+            );
+            let picked = if full.is_empty() {
+                self.pools.pick(pool, active, key_hash, &s.tried)
+            } else {
+                let skip: Vec<usize> = s.tried.iter().chain(&full).copied().collect();
+                self.pools.pick(pool, active, key_hash, &skip)
+            };
+            let backend = match picked {
                 Ok(b) => b,
                 Err(why) => {
                     let why = match why {
                         NoBackend::AllDown => "every backend is down",
+                        NoBackend::AllTried if !full.is_empty() => {
+                            "every backend at max_connections_per_backend"
+                        }
                         NoBackend::AllTried => "no backend reachable",
                     };
                     info!(client = %s.peer, attempts = s.attempts, why, "closing client");

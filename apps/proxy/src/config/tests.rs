@@ -481,3 +481,102 @@ fn proxy_protocol_options_are_validated() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+#[test]
+fn rate_limit_is_parsed_and_checked() {
+    let with = |rl: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+             rate_limit = {rl}\n[pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n"
+        )
+    };
+    let c = Config::parse(&with("{ requests_per_second = 10, burst = 20 }"), "t").unwrap();
+    let rl = c.listeners[0].rate_limit.clone().expect("a rate limit");
+    assert_eq!(rl.requests_per_second, 10.0);
+    assert_eq!(rl.burst, 20);
+    assert_eq!(rl.max_clients, 65_536);
+    let c = Config::parse(
+        &with("{ requests_per_second = 0.5, burst = 1, max_clients = 10 }"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].rate_limit.as_ref().unwrap().max_clients, 10);
+    for bad in [
+        "{ requests_per_second = 0, burst = 1 }",
+        "{ requests_per_second = -1, burst = 1 }",
+        "{ requests_per_second = nan, burst = 1 }",
+        "{ requests_per_second = inf, burst = 1 }",
+        "{ requests_per_second = 1, burst = 0 }",
+        "{ requests_per_second = 1, burst = -3 }",
+        "{ requests_per_second = 1, burst = 1, max_clients = 0 }",
+        "{ requests_per_second = 1 }",
+        "{ requests_per_second = 1, burst = 1, per = 2 }",
+    ] {
+        assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn outlier_is_parsed_and_checked() {
+    let with = |o: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+             [pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n[pool.p.outlier]\n{o}\n"
+        )
+    };
+    let c = Config::parse(&with(""), "t").unwrap();
+    assert_eq!(c.pools[0].outlier, Some(Outlier::default()));
+    let c = Config::parse(
+        &with("consecutive_failures = 2\nmax_ejected_percent = 100"),
+        "t",
+    )
+    .unwrap();
+    let o = c.pools[0].outlier.clone().unwrap();
+    assert_eq!((o.consecutive_failures, o.max_ejected_percent), (2, 100));
+    for bad in [
+        "consecutive_failures = 0",
+        "base_ejection_ms = 0",
+        "base_ejection_ms = 5000\nmax_ejection_ms = 4000",
+        "max_ejection_ms = 90000000",
+        "max_ejected_percent = 101",
+        "max_ejected_percent = -1",
+        "interval = 3",
+    ] {
+        assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn backend_connection_caps_are_parsed_and_checked() {
+    let with = |keys: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\nmode = \"http\"\npool = \"p\"\n\
+             [pool.p]\nbackends = [{{ address = \"127.0.0.1:9000\" }}]\n{keys}\n"
+        )
+    };
+    let c = Config::parse(&with(""), "t").unwrap();
+    let p = &c.pools[0];
+    assert_eq!(
+        (p.max_connections_per_backend, p.queue, p.queue_timeout_ms),
+        (None, 100, 5000)
+    );
+    let c = Config::parse(
+        &with("max_connections_per_backend = 10\nqueue = 0\nqueue_timeout_ms = 1"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.pools[0].max_connections_per_backend, Some(10));
+    assert_eq!(crate::pools::shard_cap(&c.pools[0], 4), Some(3));
+    assert_eq!(crate::pools::shard_cap(&c.pools[0], 64), Some(1));
+    assert_eq!(crate::pools::shard_cap(&c.pools[0], 0), Some(10));
+    for bad in [
+        "max_connections_per_backend = 0",
+        "max_connections_per_backend = -1",
+        "max_connections_per_backend = 2000000",
+        "queue = 2000000",
+        "queue = -1",
+        "queue_timeout_ms = 0",
+    ] {
+        assert!(Config::parse(&with(bad), "t").is_err(), "{bad} accepted");
+    }
+}

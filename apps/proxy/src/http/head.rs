@@ -790,11 +790,18 @@ pub fn switching_response_into(out: &mut Vec<u8>, resp: &ResponseHead<'_>) -> bo
 /// A complete short response the proxy makes itself (errors), with
 /// `Connection: close`.
 pub fn error_response(status: u16) -> Vec<u8> {
+    error_response_with(status, "")
+}
+
+/// [`error_response`] with `extra` header lines (each ending in CR LF, e.g.
+/// `Retry-After: 1\r\n`) before `Connection: close`.
+pub fn error_response_with(status: u16, extra: &str) -> Vec<u8> {
     let reason = match status {
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -803,7 +810,7 @@ pub fn error_response(status: u16) -> Vec<u8> {
     };
     let body = format!("{status} {reason}\n");
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

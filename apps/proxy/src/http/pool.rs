@@ -43,6 +43,10 @@ pub(crate) struct UpstreamPool {
     conns: Slab<Upstream>,
     idle: Vec<Vec<Vec<usize>>>,
     active: Vec<Vec<u32>>,
+    /// Pools where a backend's active count went down since
+    /// [`take_freed`](UpstreamPool::take_freed) (their queues may move).
+    freed: Vec<bool>,
+    any_freed: bool,
     max_idle: usize,
     gauges: Arc<BackendGauges>,
     /// The configuration generation the lists and counts are for; records of
@@ -65,6 +69,8 @@ impl UpstreamPool {
             conns: Slab::new(),
             idle: backends.iter().map(|&n| vec![Vec::new(); n]).collect(),
             active: backends.iter().map(|&n| vec![0; n]).collect(),
+            freed: vec![false; backends.len()],
+            any_freed: false,
             max_idle,
             gauges,
             gen: 0,
@@ -90,6 +96,8 @@ impl UpstreamPool {
         let idle = self.drain_idle();
         self.idle = backends.iter().map(|&n| vec![Vec::new(); n]).collect();
         self.active = backends.iter().map(|&n| vec![0; n]).collect();
+        self.freed = vec![false; backends.len()];
+        self.any_freed = false;
         self.max_idle = max_idle;
         self.gauges = gauges;
         self.gen = gen;
@@ -110,7 +118,28 @@ impl UpstreamPool {
                 self.gauges.active(pool, backend, up);
             }
             *n = if up { *n + 1 } else { n.saturating_sub(1) };
+            if !up {
+                if let Some(f) = self.freed.get_mut(pool) {
+                    *f = true;
+                    self.any_freed = true;
+                }
+            }
         }
+    }
+
+    /// Whether some pool had an upstream connection leave use since the last
+    /// [`take_freed`](UpstreamPool::take_freed).
+    pub(crate) fn any_freed(&self) -> bool {
+        self.any_freed
+    }
+
+    /// Whether `pool` had an upstream connection leave use since the last
+    /// call for it (cleared); the first call after [`any_freed`] clears that.
+    ///
+    /// [`any_freed`]: UpstreamPool::any_freed
+    pub(crate) fn take_freed(&mut self, pool: usize) -> bool {
+        self.any_freed = false;
+        self.freed.get_mut(pool).is_some_and(std::mem::take)
     }
 
     /// The record of upstream `key`.

@@ -45,6 +45,7 @@ use crate::{
 };
 
 mod exchange;
+mod queue;
 mod response;
 mod upgrade;
 
@@ -93,6 +94,13 @@ pub(crate) enum TimerKind {
     },
     /// Close idle pooled connections that outstayed the idle timeout.
     Sweep,
+    /// A request waiting for a backend below its connection cap waited
+    /// `queue_timeout_ms` (503).
+    Queue {
+        client: usize,
+        serial: u64,
+        exchange: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -168,6 +176,9 @@ struct Exchange {
     /// to [`REPLAY_MAX`]); `None`: not kept (a retry needs `body_sent == 0`).
     replay: Option<Vec<u8>>,
     dispatched: bool,
+    /// Waiting in its pool's queue for a backend below its connection cap
+    /// (`timer` is then the queue deadline).
+    queued: bool,
     upstream: Option<usize>,
     /// The upstream is connected and has the head.
     ready: bool,
@@ -230,6 +241,12 @@ pub(crate) struct HttpState {
     /// The server is shutting down: exchanges in flight finish (their clients
     /// then closed), nothing new starts, no upstream goes back to the pool.
     draining: bool,
+    /// Per pool: requests waiting for a backend below its connection cap
+    /// (see [`queue`]), oldest first.
+    queues: Vec<std::collections::VecDeque<queue::Waiting>>,
+    /// The server's shard count (each shard allows its share of a pool's
+    /// `max_connections_per_backend`).
+    pub(crate) shards: usize,
     /// A connection whose state must change once the current callback returns
     /// (the upstream whose 101 made it a tunnel: the callback holds its state),
     /// applied by [`ProxyShard`]'s `on_data`.
@@ -249,6 +266,8 @@ impl HttpState {
             next_serial: 0,
             scratch: Vec::new(),
             draining: false,
+            queues: config.pools.iter().map(|_| Default::default()).collect(),
+            shards: 1,
             retag: None,
         }
     }
@@ -270,6 +289,17 @@ impl HttpState {
         let max_idle = config.limits.max_idle_per_backend;
         self.pool.set_unpooled(unpooled(config));
         self.pool.reconfigure(&sizes, max_idle, gauges, gen)
+    }
+
+    /// The requests waiting in the queues of the configuration being
+    /// replaced, as `(client, serial, exchange)` (the queues are emptied: their
+    /// pool indices are the old configuration's).
+    pub(crate) fn take_queued(&mut self, config: &Config) -> Vec<queue::Waiting> {
+        let old = std::mem::replace(
+            &mut self.queues,
+            config.pools.iter().map(|_| Default::default()).collect(),
+        );
+        old.into_iter().flatten().collect()
     }
 
     /// Exchange `exchange` of client `client` (of connection serial `serial`),
@@ -411,6 +441,7 @@ impl ProxyShard {
 impl ProxyShard {
     /// Starts the sweep of idle pooled upstream connections.
     pub(crate) fn http_start(&mut self, ctx: &mut Ctx<'_, ProxyShard>) {
+        self.http.shards = ctx.shards().max(1);
         let every = (self.config.timeouts.upstream_idle_ms / 2).clamp(10, 1000);
         ctx.set_interval(
             Duration::from_millis(every),
@@ -633,10 +664,17 @@ impl ProxyShard {
         match kind {
             TimerKind::Sweep => {
                 let timeout = Duration::from_millis(self.config.timeouts.upstream_idle_ms);
-                for conn in self.http.pool.expire(Instant::now(), timeout) {
+                let now = Instant::now();
+                for conn in self.http.pool.expire(now, timeout) {
                     ctx.close(conn);
                 }
+                self.pools.restore_all(now);
             }
+            TimerKind::Queue {
+                client,
+                serial,
+                exchange,
+            } => self.queue_timeout(ctx, client, serial, exchange),
             TimerKind::Head { client, serial } => {
                 let Some(c) = self
                     .http
@@ -757,7 +795,9 @@ impl ProxyShard {
             return;
         }
         let now = Instant::now();
-        let connecting = ex.dispatched && !ex.ready;
+        // Waiting for a connect, or in the queue for a backend below its cap
+        // (`queue`): the proxy is holding the body back, not the client.
+        let connecting = (ex.dispatched && !ex.ready) || ex.queued;
         let awaiting_100 = ex.expect_continue && !ex.continue_sent;
         let stall = if connecting || awaiting_100 {
             Stall::Neither

@@ -14,6 +14,7 @@ use crate::{
         chunked::{ChunkedDecoder, LAST_CHUNK},
         head::{self, Framing, Proto, RequestHead},
     },
+    limit::{retry_after_secs, Verdict},
     shard::ProxyConn,
 };
 
@@ -101,6 +102,19 @@ impl ProxyShard {
         status: Option<u16>,
         why: &str,
     ) {
+        self.fail_with(ctx, ck, status, "", why);
+    }
+
+    /// [`fail`](Self::fail), the answer carrying `extra` header lines (each
+    /// ending in CR LF).
+    pub(super) fn fail_with(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        ck: usize,
+        status: Option<u16>,
+        extra: &str,
+        why: &str,
+    ) {
         self.cancel_head_timer(ctx, ck);
         let Some(c) = self.http.clients.get_mut(ck) else {
             return;
@@ -112,7 +126,7 @@ impl ProxyShard {
         let started = ex.as_ref().is_some_and(|e| e.resp_started);
         let head_at = ex.as_ref().map(|e| e.started).or(c.head_at.take());
         if let (Some(status), false) = (status, started) {
-            let _ = ctx.send(conn, &head::error_response(status));
+            let _ = ctx.send(conn, &head::error_response_with(status, extra));
             self.stats.response(status, head_at.map(|t| t.elapsed()));
         } else if let Some(ex) = ex.as_ref().filter(|e| e.resp_started) {
             // The response had begun: it counts as sent, cut short.
@@ -148,6 +162,10 @@ impl ProxyShard {
                 }
                 continue;
             };
+            if ex.queued {
+                // Waiting for a backend below its cap (see `queue`).
+                break;
+            }
             if !ex.dispatched {
                 // A chunked body must start well-formed before a backend is chosen,
                 // so a bad first chunk size never reaches one. (Not with
@@ -286,6 +304,13 @@ impl ProxyShard {
     ) {
         let path = req.target.split('?').next().unwrap_or("/");
         let listener = self.http.clients.get(ck).map_or(usize::MAX, |c| c.listener);
+        // Every request counts against the client's rate limit (even one
+        // answered 404 or 413 below); one over it is answered 429 once it is
+        // an exchange, so that the access log has it.
+        let verdict = match self.http.clients.get(ck).map(|c| c.peer.ip()) {
+            Some(ip) => self.rate_check(listener, ip),
+            None => Verdict::Allow,
+        };
         let Some(pool) = self.config.route(listener, req.host.as_deref(), path) else {
             return self.fail(ctx, ck, Some(404), "no route");
         };
@@ -346,6 +371,7 @@ impl ProxyShard {
             body,
             body_sent: 0,
             dispatched: false,
+            queued: false,
             upstream: None,
             ready: false,
             reused: false,
@@ -360,6 +386,13 @@ impl ProxyShard {
             timer: None,
             started: c.head_at.unwrap_or_else(Instant::now),
         });
+        if let Verdict::Refuse(wait) = verdict {
+            // Answered and closed: a client over its limit is hammering, and
+            // a reconnect costs it more than it costs the proxy. Its
+            // pipelined requests are dropped unanswered.
+            let extra = format!("Retry-After: {}\r\n", retry_after_secs(wait));
+            return self.fail_with(ctx, ck, Some(429), &extra, "rate limited");
+        }
         if has_body {
             // The body's progress deadline runs from now until it is all sent.
             let ms = self.config.timeouts.client_body_ms;
@@ -391,10 +424,28 @@ impl ProxyShard {
             }
             ex.dispatched = true;
             let active = self.http.pool.active(pool);
-            let backend = match self.pools.pick(pool, active, ex.key, &ex.tried) {
+            // Backends at their connection cap are skipped as if tried; if
+            // that leaves none, the request waits in the pool's queue.
+            let full = crate::pools::full_backends(
+                &self.config.pools[pool],
+                self.http.shards,
+                active,
+                &ex.tried,
+            );
+            let picked = if full.is_empty() {
+                self.pools.pick(pool, active, ex.key, &ex.tried)
+            } else {
+                let skip: Vec<usize> = ex.tried.iter().chain(&full).copied().collect();
+                self.pools.pick(pool, active, ex.key, &skip)
+            };
+            let backend = match picked {
                 Ok(b) => b,
                 Err(NoBackend::AllDown) => {
                     return self.fail(ctx, ck, Some(503), "every backend is down")
+                }
+                Err(NoBackend::AllTried) if !full.is_empty() => {
+                    ex.dispatched = false;
+                    return self.enqueue(ctx, ck, pool);
                 }
                 Err(NoBackend::AllTried) => {
                     return self.fail(ctx, ck, Some(502), "no backend reachable")
