@@ -10,7 +10,10 @@ use super::{
     dispatch::{accepted, guarded},
     Shard, ACCEPT_BUDGET,
 };
-use crate::handler::{CloseReason, Handler};
+use crate::{
+    accept::Handed,
+    handler::{CloseReason, Handler},
+};
 
 impl<H: Handler> Shard<H> {
     pub(super) fn begin_shutdown(&mut self) {
@@ -56,19 +59,7 @@ impl<H: Handler> Shard<H> {
                 "serving connections queued at shutdown"
             );
         }
-        for (listener, fd) in fds.drain(..) {
-            let Shard {
-                core,
-                handler,
-                mail,
-                app,
-                listeners,
-                ..
-            } = self;
-            let s = Socket::from(fd);
-            accepted(core, mail, app, handler, listeners, listener, s, false);
-        }
-        self.accepted_fds = fds;
+        self.serve_accepted(fds);
         self.listeners_closed = true;
         self.apply();
     }
@@ -87,19 +78,7 @@ impl<H: Handler> Shard<H> {
             conns = self.core.conns.len(),
             "listeners handed over; no longer accepting"
         );
-        for (listener, fd) in fds.drain(..) {
-            let Shard {
-                core,
-                handler,
-                mail,
-                app,
-                listeners,
-                ..
-            } = self;
-            let s = Socket::from(fd);
-            accepted(core, mail, app, handler, listeners, listener, s, false);
-        }
-        self.accepted_fds = fds;
+        self.serve_accepted(fds);
         self.shutdown.released_listeners();
         self.apply();
     }
@@ -116,6 +95,13 @@ impl<H: Handler> Shard<H> {
             .min(ACCEPT_BUDGET);
         let mut fds = std::mem::take(&mut self.accepted_fds);
         self.accept.accept_pending(room, &mut fds);
+        self.serve_accepted(fds);
+        self.apply();
+    }
+
+    /// Hands accepted connections to the handler, then keeps the vector's
+    /// memory for the next batch.
+    fn serve_accepted(&mut self, mut fds: Vec<Handed>) {
         for (listener, fd) in fds.drain(..) {
             let Shard {
                 core,
@@ -129,7 +115,6 @@ impl<H: Handler> Shard<H> {
             accepted(core, mail, app, handler, listeners, listener, s, false);
         }
         self.accepted_fds = fds;
-        self.apply();
     }
 
     /// Starts or stops accepting to match the connection cap.

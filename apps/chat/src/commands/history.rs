@@ -318,28 +318,45 @@ impl ChatShard {
             return;
         };
         let caps = c.caps;
+        let out = self.batched(
+            caps,
+            &["chathistory", &target],
+            64 + msgs.len() * 160,
+            |out, _, batch| {
+                for m in &msgs {
+                    write_history_line(out, m, caps, batch);
+                }
+            },
+        );
+        self.send_line(ctx, id, &out);
+    }
+
+    /// What `lines` writes, inside a `BATCH +ref <params>` … `BATCH -ref` for
+    /// a client with the `batch` cap (`lines` gets the server name and the
+    /// batch reference to tag its lines with), bare for one without.
+    fn batched(
+        &mut self,
+        caps: Caps,
+        params: &[&str],
+        capacity: usize,
+        lines: impl FnOnce(&mut Vec<u8>, &str, Option<&str>),
+    ) -> Vec<u8> {
         let batch = caps
             .has(Caps::BATCH)
             .then(|| batch_ref(self.me, self.next_batch()));
         let server = self.info.name();
-        let mut out = Vec::with_capacity(64 + msgs.len() * 160);
+        let mut out = Vec::with_capacity(capacity);
         if let Some(b) = &batch {
             let start = format!("+{b}");
-            write_line(
-                &mut out,
-                server,
-                "BATCH",
-                &[&start, "chathistory", &target],
-                false,
-            );
+            let mut open = vec![start.as_str()];
+            open.extend_from_slice(params);
+            write_line(&mut out, server, "BATCH", &open, false);
         }
-        for m in &msgs {
-            write_history_line(&mut out, m, caps, batch.as_deref());
-        }
+        lines(&mut out, server, batch.as_deref());
         if let Some(b) = &batch {
             write_line(&mut out, server, "BATCH", &[&format!("-{b}")], false);
         }
-        self.send_line(ctx, id, &out);
+        out
     }
 
     /// One shard's TARGETS part came in; the answer goes out after the last.
@@ -364,37 +381,26 @@ impl ChatShard {
         c.history = None;
         let caps = c.caps;
         let found = select_targets(g.found, g.a, g.b, g.limit);
-        let batch = caps
-            .has(Caps::BATCH)
-            .then(|| batch_ref(self.me, self.next_batch()));
-        let server = self.info.name();
-        let mut out = Vec::with_capacity(64 + found.len() * 80);
-        if let Some(b) = &batch {
-            let start = format!("+{b}");
-            write_line(
-                &mut out,
-                server,
-                "BATCH",
-                &[&start, "draft/chathistory-targets"],
-                false,
-            );
-        }
-        for t in &found {
-            if let Some(b) = &batch {
-                out.extend_from_slice(format!("@batch={b} ").as_bytes());
-            }
-            let time = clock::format_server_time(t.latest);
-            write_line(
-                &mut out,
-                server,
-                "CHATHISTORY",
-                &["TARGETS", &t.to, &time],
-                false,
-            );
-        }
-        if let Some(b) = &batch {
-            write_line(&mut out, server, "BATCH", &[&format!("-{b}")], false);
-        }
+        let out = self.batched(
+            caps,
+            &["draft/chathistory-targets"],
+            64 + found.len() * 80,
+            |out, server, batch| {
+                for t in &found {
+                    if let Some(b) = batch {
+                        out.extend_from_slice(format!("@batch={b} ").as_bytes());
+                    }
+                    let time = clock::format_server_time(t.latest);
+                    write_line(
+                        out,
+                        server,
+                        "CHATHISTORY",
+                        &["TARGETS", &t.to, &time],
+                        false,
+                    );
+                }
+            },
+        );
         self.send_line(ctx, id, &out);
     }
 }
