@@ -24,11 +24,10 @@ use std::{
         Arc, OnceLock,
     },
     thread,
-    time::Duration,
 };
 
-use shardline::{PostError, Remote, ShardId};
-use tracing::{error, warn};
+use shardline::Remote;
+use tracing::error;
 
 use super::{
     cli::{CliError, PasswordSource},
@@ -38,11 +37,6 @@ use crate::mail::ChatMsg;
 
 /// The most OPER checks waiting for the helper thread.
 pub const QUEUE: usize = 16;
-
-/// How long one post of a result waits for a full mailbox before it is tried
-/// again (a result is never dropped while the server runs: the client waits
-/// for it).
-const POST_RETRY: Duration = Duration::from_secs(1);
 
 /// One check: does `password` match any of `hashes`?
 struct Job {
@@ -144,24 +138,11 @@ fn run(rx: &Receiver<Job>, remote: &OnceLock<Remote<ChatMsg>>) {
         let Some(remote) = remote.get() else {
             continue;
         };
-        let mut msg = ChatMsg::OperChecked {
+        let msg = ChatMsg::OperChecked {
             id: job.id,
             granted,
         };
-        loop {
-            match remote.post_timeout(ShardId(job.shard), msg, POST_RETRY) {
-                Ok(()) => break,
-                Err(PostError::Full(m)) => {
-                    warn!(
-                        shard = job.shard,
-                        "the shard's mailbox stays full: an OPER result waits"
-                    );
-                    msg = m;
-                }
-                // Shutting down (or a bug): nobody waits for it.
-                Err(_) => break,
-            }
-        }
+        super::pool::post_until_taken(remote, job.shard, msg, "an OPER result");
     }
 }
 

@@ -134,18 +134,28 @@ impl Sink {
 }
 
 fn post(remote: &Remote<ChatMsg>, shard: usize, done: HashDone) {
-    let mut msg = ChatMsg::HashDone(done);
+    post_until_taken(remote, shard, ChatMsg::HashDone(done), "a hashing result");
+}
+
+/// Posts a result a client waits for (from a helper thread), retrying while
+/// the shard's mailbox stays full, so that it is never dropped while the server
+/// runs; gives up only when the shard is gone (shutting down: nobody waits).
+pub(crate) fn post_until_taken(
+    remote: &Remote<ChatMsg>,
+    shard: usize,
+    mut msg: ChatMsg,
+    what: &'static str,
+) {
     loop {
         match remote.post_timeout(ShardId(shard), msg, POST_RETRY) {
             Ok(()) => return,
             Err(PostError::Full(m)) => {
                 warn!(
                     shard,
-                    "the shard's mailbox stays full: a hashing result waits"
+                    what, "the shard's mailbox stays full: a result waits"
                 );
                 msg = m;
             }
-            // Shutting down: nobody waits for it any more.
             Err(_) => return,
         }
     }
