@@ -51,6 +51,7 @@ mod outbox;
 pub mod proxy_protocol;
 mod server;
 mod shard;
+pub mod time;
 pub mod tls;
 mod types;
 pub mod upgrade;

@@ -174,25 +174,11 @@ impl AccessLog {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// UTC fields of `t`: (year, month, day, hour, minute, second, millisecond).
 fn utc(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
-    let (y, m, day) = civil(secs.div_euclid(86_400));
+    let (y, m, day) = shardline::time::civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400) as u32;
     (y, m, day, s / 3600, s / 60 % 60, s % 60, d.subsec_millis())
 }
@@ -341,14 +327,6 @@ mod tests {
             event: "request",
             error: None,
         }
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_723), (2024, 1, 1));
-        assert_eq!(civil(19_782), (2024, 2, 29));
-        assert_eq!(civil(-1), (1969, 12, 31));
     }
 
     #[test]
