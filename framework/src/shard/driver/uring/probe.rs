@@ -19,7 +19,23 @@ const OPCODES: [(&str, u8); 7] = [
 ];
 
 /// Whether this process can use io_uring the way this driver does; `Err` says why not.
+///
+/// The probe ring is made and closed on a thread of its own. The kernel tears
+/// a closed ring down later, from a worker, and then queues "signal" task work
+/// (TWA_SIGNAL) on every task that used it: on the caller's thread that would
+/// interrupt whatever blocking call it is in by then — a socket read with a
+/// timeout returns EINTR, which `std::io::Read::read` passes on. A thread
+/// that has exited is no longer a target.
 pub(crate) fn probe() -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("shardline-probe".into())
+        .spawn(probe_here)
+        .map_err(|e| format!("could not start the io_uring probe thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+}
+
+fn probe_here() -> Result<(), String> {
     let (ring, _) = build_ring(8).map_err(|e| setup_failure(&e))?;
     let mut probe = Probe::new();
     let probed = ring.submitter().register_probe(&mut probe);

@@ -101,6 +101,27 @@ fn probe_succeeds_here() {
     probe().expect("io_uring is usable on the project's machines");
 }
 
+/// Probing leaves the calling thread alone: the probe ring's teardown task
+/// work used to land on the caller and turn its next blocking socket read
+/// with a timeout into EINTR (a flaky failure in the apps' tests).
+#[test]
+fn probing_does_not_interrupt_the_caller() {
+    let quiet = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    quiet
+        .set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    for round in 0..50 {
+        probe().unwrap();
+        let err = quiet.recv(&mut buf).expect_err("nothing was sent");
+        assert_ne!(
+            err.kind(),
+            io::ErrorKind::Interrupted,
+            "round {round}: a read right after the probe was interrupted"
+        );
+    }
+}
+
 #[test]
 fn loopback_echo_through_a_tiny_buffer_ring() {
     for mode in RECV_MODES {
