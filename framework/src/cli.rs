@@ -166,6 +166,18 @@ impl UpgradeArgs {
         server: crate::ShutdownHandle,
         on_handover: impl FnOnce(crate::upgrade::HandedOver) + Send + 'static,
     ) -> Result<Option<crate::upgrade::UpgradeSocket>, Error> {
+        self.serve_with_state(takeover, server, None, on_handover)
+    }
+
+    /// Like [`serve`](UpgradeArgs::serve), handing `state` over to the next
+    /// process when it asks ([`crate::upgrade::HandoverState`]).
+    pub fn serve_with_state(
+        &self,
+        takeover: Option<crate::upgrade::Takeover>,
+        server: crate::ShutdownHandle,
+        state: Option<Box<dyn crate::upgrade::HandoverState>>,
+        on_handover: impl FnOnce(crate::upgrade::HandedOver) + Send + 'static,
+    ) -> Result<Option<crate::upgrade::UpgradeSocket>, Error> {
         use crate::upgrade::{notify, UpgradeOptions, UpgradeSocket};
         let took_over = takeover.is_some();
         if let Some(t) = takeover {
@@ -183,18 +195,23 @@ impl UpgradeArgs {
                 }
             }
         }
-        let state = if took_over {
+        let ready = if took_over {
             format!("MAINPID={}\nREADY=1", std::process::id())
         } else {
             "READY=1".to_string()
         };
-        if let Err(e) = notify(&state) {
+        if let Err(e) = notify(&ready) {
             tracing::warn!(error = %e, "cannot notify systemd");
         }
         match &self.upgrade_socket {
-            Some(path) => {
-                UpgradeSocket::serve(path, server, UpgradeOptions::default(), on_handover).map(Some)
-            }
+            Some(path) => UpgradeSocket::serve_with_state(
+                path,
+                server,
+                UpgradeOptions::default(),
+                state,
+                on_handover,
+            )
+            .map(Some),
             None => Ok(None),
         }
     }

@@ -5,7 +5,9 @@
 //! A flood of new connections across two handovers sees no refused, reset or
 //! unanswered connection; a client connected before keeps being served by the
 //! old server until it shuts down, then sees a clean EOF. A takeover that is
-//! abandoned before `finish` leaves the old server serving. Both backends.
+//! abandoned before `finish` leaves the old server serving. Application state
+//! (`HandoverState`) is released when the new server asks, reclaimed when that
+//! takeover is abandoned, refused by a server without any. Both backends.
 
 mod common;
 
@@ -22,7 +24,7 @@ use std::{
 };
 
 use shardline::{
-    upgrade::{HandedOver, Takeover, UpgradeOptions, UpgradeSocket},
+    upgrade::{HandedOver, HandoverState, Takeover, UpgradeOptions, UpgradeSocket},
     AcceptMode, Balance, Io, RunningServer, Server,
 };
 
@@ -287,7 +289,123 @@ fn an_abandoned_takeover_leaves_the_old_server_serving(io: Io) {
     common::shutdown_within(second, io);
 }
 
+/// A stand-in for a locked data directory: who holds it, and a log of the
+/// calls.
+#[derive(Clone, Default)]
+struct Lock {
+    held_by_old: Arc<AtomicBool>,
+    refuse: Arc<AtomicBool>,
+    calls: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl HandoverState for Lock {
+    fn release(&mut self) -> Result<(), String> {
+        self.calls.lock().unwrap().push("release");
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err("the disk is on fire".into());
+        }
+        assert!(
+            self.held_by_old.swap(false, Ordering::SeqCst),
+            "released twice"
+        );
+        Ok(())
+    }
+
+    fn reclaim(&mut self) {
+        self.calls.lock().unwrap().push("reclaim");
+        assert!(
+            !self.held_by_old.swap(true, Ordering::SeqCst),
+            "reclaimed twice"
+        );
+    }
+}
+
+fn application_state_is_handed_over_or_taken_back(io: Io) {
+    let addr = free_port();
+    let path = socket_path(&format!("state-{io}"));
+    let first = start(io, addr, 2, AcceptMode::ReusePort, None);
+    let lock = Lock::default();
+    lock.held_by_old.store(true, Ordering::SeqCst);
+    let (tx, rx) = mpsc::channel::<HandedOver>();
+    let control = UpgradeSocket::serve_with_state(
+        &path,
+        first.shutdown_handle(),
+        UpgradeOptions::default(),
+        Some(Box::new(lock.clone())),
+        move |h| {
+            let _ = tx.send(h);
+        },
+    )
+    .expect("serve the upgrade socket");
+    let calls = || lock.calls.lock().unwrap().clone();
+
+    // Released on request, taken back when the new process fails to start.
+    let mut t = Takeover::connect(&path, UpgradeOptions::default()).expect("connect");
+    t.request_state().expect("state handed over");
+    assert!(!lock.held_by_old.load(Ordering::SeqCst), "{io}: released");
+    drop(t);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || calls()
+            == ["release", "reclaim"]),
+        "{io}: {:?}",
+        calls()
+    );
+    assert!(lock.held_by_old.load(Ordering::SeqCst), "{io}: reclaimed");
+    let mut c = common::connect_bounded(addr, io);
+    echo_once(&mut c, b"still", "after an abandoned takeover");
+
+    // A refusal reaches the new process with its reason; nothing to reclaim.
+    lock.refuse.store(true, Ordering::SeqCst);
+    let mut t = Takeover::connect(&path, UpgradeOptions::default()).expect("connect");
+    let err = t.request_state().expect_err("refused").to_string();
+    assert!(err.contains("the disk is on fire"), "{io}: {err}");
+    drop(t);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(calls(), ["release", "reclaim", "release"], "{io}");
+    assert!(lock.held_by_old.load(Ordering::SeqCst), "{io}: still held");
+    echo_once(&mut c, b"again", "after a refused takeover");
+
+    // Released, then the new server serves: the state stays with it.
+    lock.refuse.store(false, Ordering::SeqCst);
+    let mut t = Takeover::connect(&path, UpgradeOptions::default()).expect("connect");
+    t.request_state().expect("state handed over");
+    let second = start(io, addr, 1, AcceptMode::Exclusive, Some(&mut t));
+    assert!(t.finish().expect("confirmed"));
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("handed over");
+    assert_eq!(
+        calls(),
+        ["release", "reclaim", "release", "release"],
+        "{io}"
+    );
+    assert!(
+        !lock.held_by_old.load(Ordering::SeqCst),
+        "{io}: the new one has it"
+    );
+    drop(control);
+    drop(c);
+    common::shutdown_within(first, io);
+    common::shutdown_within(second, io);
+
+    // A server without state refuses a request for it, and keeps serving.
+    let path = socket_path(&format!("nostate-{io}"));
+    let third = start(io, free_port(), 1, AcceptMode::ReusePort, None);
+    let control = UpgradeSocket::serve(
+        &path,
+        third.shutdown_handle(),
+        UpgradeOptions::default(),
+        |_| {},
+    )
+    .expect("serve");
+    let mut t = Takeover::connect(&path, UpgradeOptions::default()).expect("connect");
+    let err = t.request_state().expect_err("no state").to_string();
+    assert!(err.contains("no state to hand over"), "{io}: {err}");
+    drop(control);
+    common::shutdown_within(third, io);
+}
+
 shardline::per_backend! {
+    application_state_is_handed_over_or_taken_back => application_state_is_handed_over_or_taken_back;
     a_flood_across_two_handovers_sees_no_error => a_flood_across_two_handovers_sees_no_error;
     an_abandoned_takeover_leaves_the_old_server_serving => an_abandoned_takeover_leaves_the_old_server_serving;
 }

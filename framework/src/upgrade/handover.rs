@@ -34,6 +34,10 @@ pub struct UpgradeOptions {
     pub ready_timeout: Duration,
     /// How long either side waits for any other message. Default 10 s.
     pub io_timeout: Duration,
+    /// How long the new process waits for the old one to let go of its
+    /// application state ([`Takeover::request_state`]: flushing and closing
+    /// a store may take a while). Default 60 s.
+    pub state_timeout: Duration,
 }
 
 impl Default for UpgradeOptions {
@@ -41,8 +45,26 @@ impl Default for UpgradeOptions {
         UpgradeOptions {
             ready_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(10),
+            state_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// Application state only one process may hold at a time — a locked data
+/// directory, say — that the old process lets go of when its successor asks
+/// ([`Takeover::request_state`]), before the successor starts serving. See
+/// the [module doc](super).
+pub trait HandoverState: Send {
+    /// The new process asks for the state: let go of it (write out, close,
+    /// unlock) and return once it may take it. `Err(why)` refuses the upgrade
+    /// — the new process is told why and this one keeps serving — and must
+    /// leave the state held, as it was.
+    fn release(&mut self) -> Result<(), String>;
+
+    /// The upgrade failed after [`release`](HandoverState::release) succeeded
+    /// (the new process quit or timed out before serving): take the state
+    /// back and go on as before.
+    fn reclaim(&mut self);
 }
 
 /// What the old process learns when a handover completed.
@@ -109,6 +131,19 @@ impl UpgradeSocket {
         options: UpgradeOptions,
         on_handover: impl FnOnce(HandedOver) + Send + 'static,
     ) -> Result<UpgradeSocket, Error> {
+        UpgradeSocket::serve_with_state(path, server, options, None, on_handover)
+    }
+
+    /// Like [`serve`](UpgradeSocket::serve), with application state the new
+    /// process may ask for ([`Takeover::request_state`]); without it (`None`)
+    /// such a request is refused.
+    pub fn serve_with_state(
+        path: impl AsRef<Path>,
+        server: ShutdownHandle,
+        options: UpgradeOptions,
+        state: Option<Box<dyn HandoverState>>,
+        on_handover: impl FnOnce(HandedOver) + Send + 'static,
+    ) -> Result<UpgradeSocket, Error> {
         let path = path.as_ref().to_path_buf();
         let (fd, id) = bind_control(&path)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +151,18 @@ impl UpgradeSocket {
         let shown = path.clone();
         let thread = std::thread::Builder::new()
             .name("shardline-upgrade".into())
-            .spawn(move || serve_loop(&fd, &shown, &server, options, &flag, on_handover))
+            .spawn(move || {
+                let mut state = state;
+                serve_loop(
+                    &fd,
+                    &shown,
+                    &server,
+                    options,
+                    &mut state,
+                    &flag,
+                    on_handover,
+                )
+            })
             .map_err(|e| other(format!("cannot start the upgrade thread: {e}")))?;
         info!(path = %path.display(), "serving upgrades");
         Ok(UpgradeSocket {
@@ -154,6 +200,7 @@ fn serve_loop(
     path: &Path,
     server: &ShutdownHandle,
     options: UpgradeOptions,
+    state: &mut Option<Box<dyn HandoverState>>,
     stop: &AtomicBool,
     on_handover: impl FnOnce(HandedOver),
 ) {
@@ -185,7 +232,15 @@ fn serve_loop(
             let _ = msg::send(conn.as_raw_fd(), "error not your process", None);
             continue;
         }
-        match hand_over(&conn, server, options) {
+        let mut released = false;
+        let result = hand_over(&conn, server, options, state, &mut released);
+        if result.is_err() && released {
+            if let Some(state) = state.as_mut() {
+                info!("upgrade failed after the state was handed over: taking it back");
+                state.reclaim();
+            }
+        }
+        match result {
             Ok(done) => {
                 info!(
                     new_pid = done.new_pid,
@@ -201,11 +256,15 @@ fn serve_loop(
 }
 
 /// One handover on `conn`; `Err` leaves this process serving as before (unless
-/// the release had begun, which only happens after the new process said ready).
+/// the release had begun, which only happens after the new process said ready;
+/// `released` says whether the application state was let go of, for the caller
+/// to reclaim).
 fn hand_over(
     conn: &OwnedFd,
     server: &ShutdownHandle,
     options: UpgradeOptions,
+    state: &mut Option<Box<dyn HandoverState>>,
+    released: &mut bool,
 ) -> Result<HandedOver, Error> {
     let fd = conn.as_raw_fd();
     let refuse = |why: String| {
@@ -247,13 +306,31 @@ fn hand_over(
         .map_err(other)?;
     }
     drop(sockets);
-    let (ready, _) = msg::recv(fd, options.ready_timeout)
-        .map_err(|e| other(format!("waiting for the new process to serve: {e}")))?
-        .ok_or_else(|| {
-            other(format!(
-                "the new process (pid {new_pid}) quit before serving"
-            ))
-        })?;
+    let ready = loop {
+        let (text, _) = msg::recv(fd, options.ready_timeout)
+            .map_err(|e| other(format!("waiting for the new process to serve: {e}")))?
+            .ok_or_else(|| {
+                other(format!(
+                    "the new process (pid {new_pid}) quit before serving"
+                ))
+            })?;
+        if text.trim() != "release-state" || *released {
+            break text;
+        }
+        let Some(s) = state.as_mut() else {
+            return Err(refuse(
+                "this process has no state to hand over (an older version?)".into(),
+            ));
+        };
+        info!(
+            new_pid,
+            "upgrade: the new process asks for the application state"
+        );
+        s.release()
+            .map_err(|why| refuse(format!("cannot hand the state over: {why}")))?;
+        *released = true;
+        msg::send(fd, "state-released", None).map_err(other)?;
+    };
     if ready.split_whitespace().next() != Some("ready") {
         return Err(other(format!("the new process said {ready:?}, not ready")));
     }
@@ -378,6 +455,38 @@ impl Takeover {
     /// The old process's pid.
     pub fn old_pid(&self) -> u32 {
         self.old_pid
+    }
+
+    /// Asks the old process for its application state ([`HandoverState`]:
+    /// a data directory's lock, say) and waits until it has let go of it
+    /// ([`UpgradeOptions::state_timeout`]). Call it before opening that state,
+    /// and before [`finish`](Takeover::finish). If this process fails
+    /// afterwards (drops the takeover without `finish`), the old one takes the
+    /// state back and keeps serving.
+    pub fn request_state(&mut self) -> Result<(), Error> {
+        let fd = self.conn.as_raw_fd();
+        msg::send(fd, "release-state", None).map_err(other)?;
+        match msg::recv(fd, self.options.state_timeout) {
+            Ok(Some((text, _))) if text.trim() == "state-released" => {
+                info!(
+                    old_pid = self.old_pid,
+                    "upgrade: the old process let go of its state"
+                );
+                Ok(())
+            }
+            Ok(Some((text, _))) => Err(other(match text.strip_prefix("error ") {
+                Some(why) => format!("the old process (pid {}) refused: {why}", self.old_pid),
+                None => format!("the old process said {text:?}, not state-released"),
+            })),
+            Ok(None) => Err(other(format!(
+                "the old process (pid {}) hung up instead of handing its state over",
+                self.old_pid
+            ))),
+            Err(e) => Err(other(format!(
+                "the old process (pid {}) did not hand its state over: {e}",
+                self.old_pid
+            ))),
+        }
     }
 
     /// The sockets received, for

@@ -49,13 +49,28 @@
 //! new → old   shardline-upgrade 1 hello pid=<new pid>
 //! old → new   shardline-upgrade 1 listeners pid=<old pid> count=<n>
 //! old → new   listener <index> <address>          (n times, each with one fd)
+//! new → old   release-state                        (optional, see below)
+//!             … the old process lets go of its application state …
+//! old → new   state-released
 //!             … the new process starts its shards on them …
 //! new → old   ready pid=<new pid>
 //!             … the old process stops accepting (release) …
 //! old → new   released <participants released>/<participants>
 //! ```
 //!
-//! Either side may send `error <text>` instead and close. Every wait is bounded:
+//! Either side may send `error <text>` instead and close.
+//!
+//! ### Application state
+//!
+//! Some state can be held by one process only: the chat's data directory is
+//! locked by the process that writes it. The new process asks for it
+//! (`release-state`, [`Takeover::request_state`]) after receiving the sockets
+//! and before opening it; the old process runs the application's
+//! [`HandoverState::release`] (the chat writes out and syncs every store, stops
+//! its writers and unlocks the directory; its sessions go on from memory) and
+//! answers `state-released`, or `error` to refuse. If the upgrade then fails
+//! before `ready`, the old process runs [`HandoverState::reclaim`] and serves
+//! as before. Every wait is bounded:
 //! the old process waits [`UpgradeOptions::ready_timeout`] for `ready` (and keeps
 //! serving if it never comes), the new one [`UpgradeOptions::io_timeout`] for
 //! each of the old one's messages. One handover per old process: afterwards it
@@ -106,7 +121,7 @@ mod msg;
 mod systemd;
 
 pub use self::{
-    handover::{HandedOver, Takeover, UpgradeOptions, UpgradeSocket},
+    handover::{HandedOver, HandoverState, Takeover, UpgradeOptions, UpgradeSocket},
     inherit::InheritedListeners,
     systemd::notify,
 };
