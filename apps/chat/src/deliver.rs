@@ -101,6 +101,7 @@ impl ChatShard {
             ChatMsg::Rehash(_)
             | ChatMsg::StoreReport(_)
             | ChatMsg::HashDone(_)
+            | ChatMsg::Store(_)
             | ChatMsg::OperChecked { .. } => {}
         }
     }

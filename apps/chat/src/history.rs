@@ -70,8 +70,8 @@ use crate::{
     shard::{ChatShard, ChatTimer},
     stats::ShardStats,
     store::{
-        Account, Completed, DataDir, HistoryLimits, Message, MessageKind, Store, StoreError,
-        StoreOptions, SyncPolicy, TargetFilter, TargetSummary, Ticket, WriterReport,
+        Account, Completed, DataDir, Detaching, HistoryLimits, Message, MessageKind, Store,
+        StoreError, StoreOptions, SyncPolicy, TargetFilter, TargetSummary, Ticket, WriterReport,
         DEFAULT_SYNC_INTERVAL_MS,
     },
 };
@@ -494,10 +494,72 @@ impl History {
         done
     }
 
+    /// Lets go of the disk for an upgrade's new process ([`Store::detach`]):
+    /// the writer writes and syncs everything it has and stops (wait for it
+    /// with the returned handle, off this thread); from then on history is
+    /// kept in memory only and account changes are refused. `None`: no store.
+    pub(crate) fn detach(&mut self, ctx: &mut Ctx<'_, ChatShard>) -> Option<Detaching> {
+        let store = self.store.as_mut()?;
+        if let Some((timer, _)) = self.turn.take() {
+            ctx.cancel_timer(timer);
+        }
+        let pending = store.last_seq().saturating_sub(store.written_seq());
+        info!(
+            shard = ctx.shard_id().0,
+            records_to_write = pending,
+            "history store: handing the data directory over; history is kept in memory only from now on"
+        );
+        Some(store.detach())
+    }
+
+    /// The store opened again after a failed upgrade replaces the detached
+    /// one: what was said meanwhile is appended to it (in order), and the
+    /// bounds in force (a rehash may have changed them) apply.
+    pub(crate) fn attach(&mut self, ctx: &mut Ctx<'_, ChatShard>, mut store: Store) {
+        let shard = ctx.shard_id().0;
+        let (held, dropped) = match self.store.as_mut() {
+            Some(old) => {
+                store.continue_after(old);
+                let limits = old.limits();
+                if store.limits() != limits {
+                    store.set_limits(limits, clock::now_millis());
+                }
+                old.take_held()
+            }
+            None => (Vec::new(), 0),
+        };
+        let kept = held.len();
+        for m in held {
+            if let Err(e) = store.append_message(m) {
+                warn!(shard, error = %e, "history: a held message was not kept");
+            }
+        }
+        self.stats.set_store(store.stats().clone());
+        self.store = Some(store);
+        if dropped > 0 {
+            warn!(shard, dropped, "history: messages said while the data directory was handed over did not fit in memory and are not stored");
+        }
+        info!(
+            shard,
+            held = kept,
+            "history store: the data directory is back; storing again"
+        );
+        self.arm_turn(ctx, true);
+    }
+
     /// Hands everything to the writer, which writes and syncs it, and waits
     /// for it (the shard is stopping).
     pub(crate) fn close(&mut self, shard: usize) {
-        if let Some(store) = self.store.take() {
+        if let Some(mut store) = self.store.take() {
+            if store.is_detached() {
+                let (held, dropped) = store.take_held();
+                info!(
+                    shard,
+                    not_stored = held.len() as u64 + dropped,
+                    "history store was handed to a new process; messages said here since are not stored"
+                );
+                return;
+            }
             let messages_unsynced = store.last_seq().saturating_sub(store.synced_seq());
             match store.close() {
                 Ok(()) => info!(shard, messages_unsynced, "history store closed and synced"),

@@ -251,6 +251,7 @@ mod session;
 mod shard;
 pub mod stats;
 pub mod store;
+pub mod upgrade;
 pub mod view;
 
 use std::{
@@ -325,6 +326,12 @@ impl ChatServer {
     /// The framework's server (for its placement plan).
     pub fn server(&self) -> &Server<ChatMsg> {
         &self.server
+    }
+
+    /// The store to hand over to a new process at an upgrade (`None`: no
+    /// history, nothing to hand over). See [`upgrade`].
+    pub fn store_handover(&self) -> Option<upgrade::StoreHandover> {
+        self.storage.clone().map(upgrade::StoreHandover::new)
     }
 
     /// Starts every shard and returns once all serve (see [`Server::start`]).

@@ -466,6 +466,20 @@ pub enum ChatMsg {
     /// client asked: a password checked or credentials made
     /// ([`crate::auth::pool`]).
     HashDone(HashDone),
+    /// The upgrade thread (through a `Remote`, never a shard) -> every shard:
+    /// hand the store over or take it back ([`crate::upgrade`]).
+    Store(StoreControl),
+}
+
+/// What the upgrade thread asks of a shard's store ([`crate::upgrade`]).
+#[derive(Debug)]
+pub enum StoreControl {
+    /// Let go of the disk ([`crate::store::Store::detach`]); the writer's
+    /// handle (`None`: no store) goes back on the channel.
+    Detach(std::sync::mpsc::SyncSender<Option<crate::store::Detaching>>),
+    /// A store opened again on the same directory (the upgrade failed)
+    /// replaces the detached one.
+    Attach(Box<crate::store::Store>),
 }
 
 #[cfg(test)]

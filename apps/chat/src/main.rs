@@ -9,8 +9,10 @@
 //!     --tls-cert fullchain.pem --tls-key privkey.pem         # TLS beside 6667
 //! printf '%s\n' "$PW" | shardline-chat --data-dir DIR account add alice
 //! shardline-chat --data-dir DIR account list                # server stopped
-//! # zero-downtime upgrade (without a data directory: --no-history):
-//! shardline-chat --no-history --upgrade-socket /run/shardline-chat/upgrade.sock
+//! # zero-downtime upgrade: the new process takes the listeners and the data
+//! # directory; the old one keeps its sessions (history in memory only) until
+//! # they leave or --upgrade-deadline
+//! shardline-chat --upgrade-socket /run/shardline-chat/upgrade.sock
 //! kill -USR2 <pid>     # or start the new binary with --upgrade-from that path
 //! ```
 
@@ -209,17 +211,18 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         !listen.is_empty() || config.tls.enabled(),
         "nothing to listen on: give --listen or server.listen (or --tls-listen)"
     );
-    anyhow::ensure!(
-        args.upgrade.upgrade_from.is_none() || !config.history.enabled,
-        "--upgrade-from with a data directory: the running server holds its lock \
-         (upgrades need --no-history or [history] enabled = false for now)"
-    );
     // An upgrade (--upgrade-from) or socket activation: adopt those listening
     // sockets. If anything below fails, the old process keeps serving.
-    let (mut builder, takeover) = args
+    let (mut builder, mut takeover) = args
         .upgrade
         .inherit(args.server.apply(Server::builder()))
         .context("taking over the listening sockets")?;
+    if let (Some(t), true) = (takeover.as_mut(), config.history.enabled) {
+        // The old process writes out its store and unlocks the data directory
+        // (see shardline_chat::upgrade); it takes it back if this one fails.
+        t.request_state()
+            .context("taking over the data directory")?;
+    }
     for addr in &listen {
         builder = builder.listen(*addr);
     }
@@ -241,6 +244,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     }
     info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, history, "shardline-chat starting");
     let upgrade = args.upgrade.clone();
+    let store_handover = server.store_handover();
     let deadline = std::time::Duration::from_secs(args.upgrade_deadline);
     let mut upgrade_socket = None;
     let mut takeover = takeover;
@@ -266,7 +270,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             }
             handle.shutdown();
         };
-        match upgrade.serve(takeover.take(), running.shutdown_handle(), on_handover) {
+        let state = store_handover.map(|h| h.connect(running.remote()));
+        match upgrade.serve_with_state(
+            takeover.take(),
+            running.shutdown_handle(),
+            state,
+            on_handover,
+        ) {
             Ok(s) => upgrade_socket = s,
             Err(e) => {
                 setup_error = Some(e);

@@ -392,6 +392,19 @@ impl Handler for ChatShard {
                 self.oper_checked(ctx, id, granted);
                 return;
             }
+            (Origin::Remote, ChatMsg::Store(control)) => {
+                match control {
+                    crate::mail::StoreControl::Detach(reply) => {
+                        let _ = reply.send(self.owner.history.detach(ctx));
+                    }
+                    crate::mail::StoreControl::Attach(store) => {
+                        self.owner.history.attach(ctx, *store);
+                        // The accounts are those on disk now.
+                        self.owner.index_certs();
+                    }
+                }
+                return;
+            }
             (Origin::Remote, _) => {
                 warn!(
                     shard = self.me,
@@ -404,6 +417,7 @@ impl Handler for ChatShard {
                 ChatMsg::Rehash(_)
                 | ChatMsg::StoreReport(_)
                 | ChatMsg::HashDone(_)
+                | ChatMsg::Store(_)
                 | ChatMsg::OperChecked { .. },
             ) => {
                 warn!(

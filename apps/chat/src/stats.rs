@@ -38,6 +38,7 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         ChatMsg::Rehash(_)
         | ChatMsg::StoreReport(_)
         | ChatMsg::HashDone(_)
+        | ChatMsg::Store(_)
         | ChatMsg::OperChecked { .. } => return None,
     })
 }

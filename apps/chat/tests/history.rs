@@ -21,7 +21,8 @@ use std::{
 };
 
 use common::{
-    each_server_with, scrape, test_config, Client, Line, TempDir, TestServer, SHARD_COUNTS, WAIT,
+    binary::Binary, each_server_with, scrape, test_config, Client, Line, TempDir, TestServer,
+    SHARD_COUNTS, WAIT,
 };
 use shardline::{Io, Server};
 use shardline_chat::{
@@ -884,112 +885,6 @@ fn a_bad_data_directory_is_a_clear_error_at_start(io: Io) {
     drop(shardline_chat::build(builder(io), with_dir(&dir)).expect("unlocked after the failure"));
 }
 
-/// The `shardline-chat` binary, killed if the test fails before it stops it.
-struct Binary {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-    label: String,
-}
-
-impl Binary {
-    /// Starts it on `shards` shards with the configuration file `config` and
-    /// the data directory `data`; returns once it serves.
-    fn start(io: Io, shards: usize, config: &Path, data: &Path) -> Binary {
-        use std::io::BufRead;
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--shards",
-                &shards.to_string(),
-            ])
-            .args(["--io", &io.to_string(), "--no-pin"])
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start shardline-chat");
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let log = log.clone();
-            thread::spawn(move || {
-                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                    log.lock().expect("log").push(line);
-                }
-            });
-        }
-        let b = Binary {
-            child,
-            addr,
-            log,
-            label: format!("--io {io} --shards {shards}"),
-        };
-        b.wait_log("server started", 1);
-        b
-    }
-
-    fn wait_log(&self, text: &str, n: usize) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let log = self.log.lock().expect("log").clone();
-            if log.iter().filter(|l| l.contains(text)).count() >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: waited for {n} log lines with {text:?}:\n{}",
-                self.label,
-                log.join("\n")
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn client(&self, nick: &str) -> Client {
-        let mut c = Client::connect_to(self.addr, &self.label);
-        c.register_with_caps(nick, CAPS);
-        c
-    }
-
-    /// SIGTERM, and a clean exit.
-    fn stop(mut self) -> Vec<String> {
-        // SAFETY: kill(2) on our own child, not reaped yet.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "{}: exit status {status}", self.label);
-        thread::sleep(Duration::from_millis(50));
-        self.log.lock().expect("log").clone()
-    }
-
-    /// SIGKILL: no shutdown at all.
-    fn kill9(mut self) {
-        self.child.kill().expect("kill -9");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The texts of a channel's whole history, with their msgids.
 fn whole_history(c: &mut Client, chan: &str) -> Vec<Seen> {
     seen(&chathistory(c, &format!("LATEST {chan} * 1000")).lines("whole", chan))
@@ -1014,9 +909,9 @@ fn history_survives_kill_9_and_restarts_with_other_shard_counts(io: Io) {
     .expect("write config");
 
     // Run 1, four shards: some messages, then traffic and kill -9.
-    let run = Binary::start(io, 4, &config, &data);
+    let run = Binary::start_with_data(io, 4, &config, &data);
     let label = run.label.clone();
-    let mut a = run.client("alice");
+    let mut a = run.client("alice", CAPS);
     for chan in CHANS {
         a.join(chan);
     }
@@ -1058,8 +953,8 @@ fn history_survives_kill_9_and_restarts_with_other_shard_counts(io: Io) {
     );
 
     // Run 2, two shards (each now owns the partitions of two).
-    let run = Binary::start(io, 2, &config, &data);
-    let mut b = run.client("bob");
+    let run = Binary::start_with_data(io, 2, &config, &data);
+    let mut b = run.client("bob", CAPS);
     let mut before = Vec::new();
     for (i, chan) in CHANS.iter().enumerate() {
         b.join(chan);
@@ -1123,8 +1018,8 @@ fn history_survives_kill_9_and_restarts_with_other_shard_counts(io: Io) {
     );
 
     // Run 3, three shards (not a divisor of 64): a graceful stop lost nothing.
-    let run = Binary::start(io, 3, &config, &data);
-    let mut c = run.client("carol");
+    let run = Binary::start_with_data(io, 3, &config, &data);
+    let mut c = run.client("carol", CAPS);
     for (i, chan) in CHANS.iter().enumerate() {
         c.join(chan);
         let h = whole_history(&mut c, chan);
@@ -1166,7 +1061,7 @@ fn accounts_survive_kill_9_and_restarts_with_other_shard_counts(io: Io) {
     let password = |i: usize| format!("password number {i}");
 
     // Run 1, four shards: channel traffic from another thread meanwhile.
-    let run = Binary::start(io, 4, &config, &data);
+    let run = Binary::start_with_data(io, 4, &config, &data);
     let label = run.label.clone();
     let mut talker = Client::connect_to(run.addr, &label);
     talker.register("talker");
@@ -1225,7 +1120,7 @@ fn accounts_survive_kill_9_and_restarts_with_other_shard_counts(io: Io) {
     assert!(sent > 0, "{label}: traffic was flowing");
 
     // Run 2, two shards: every account logs in (on whatever shard).
-    let run = Binary::start(io, 2, &config, &data);
+    let run = Binary::start_with_data(io, 2, &config, &data);
     for i in 0..ACCOUNTS {
         let mut c = Client::connect_to(run.addr, &label);
         c.send("CAP REQ :sasl");

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 
 use shardline::{Ctx, ShardId};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::{reply, Answer, Owner};
 use crate::{
@@ -140,6 +140,14 @@ impl Owner {
                         self.accounts.pending.insert(ticket, (from, name));
                         // Answered when the ticket completes.
                         (0, None)
+                    }
+                    Err(crate::store::StoreError::Detached) => {
+                        info!(shard = ctx.shard_id().0, account = %name,
+                            "REGISTER refused: the data directory was handed to a new process (an upgrade)");
+                        reply(ReplyBody::AccountRegistered {
+                            name,
+                            result: Err(RegisterError::Unavailable),
+                        })
                     }
                     Err(e) => {
                         error!(shard = ctx.shard_id().0, error = %e, "cannot store a new account");

@@ -74,6 +74,10 @@ pub enum StoreError {
     /// The writer thread is gone (it could not start, or the store is closed).
     #[error("the store's writer thread has stopped")]
     WriterGone,
+    /// The store let go of its data directory for a new process (an
+    /// upgrade, [`super::Store::detach`]): it serves from memory only.
+    #[error("the data directory was handed over to a new process (an upgrade)")]
+    Detached,
 }
 
 impl StoreError {

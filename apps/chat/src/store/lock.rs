@@ -89,6 +89,40 @@ impl DataDir {
         })
     }
 
+    /// Lets go of the lock while keeping the directory open (an upgrade: the
+    /// new process takes it). Every store of this directory must have stopped
+    /// writing first ([`super::Store::detach`]).
+    pub fn unlock(&self) {
+        // SAFETY: flock on a descriptor this struct owns; no memory is passed.
+        unsafe { libc::flock(self.inner._lock.as_raw_fd(), libc::LOCK_UN) };
+    }
+
+    /// Takes the lock back after [`DataDir::unlock`] (an upgrade that failed):
+    /// [`StoreError::Locked`] if another process holds it now.
+    pub fn relock(&self) -> Result<(), StoreError> {
+        let lock_path = self.inner.path.join(LOCK_FILE);
+        let fd = self.inner._lock.as_raw_fd();
+        // SAFETY: flock on a descriptor this struct owns; no memory is passed.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(StoreError::Locked {
+                    dir: self.inner.path.clone(),
+                    pid: match pid.trim() {
+                        "" => "unknown".to_owned(),
+                        p => p.to_owned(),
+                    },
+                });
+            }
+            return Err(StoreError::io("lock", &lock_path, e));
+        }
+        // The pid is rewritten through another description of the same file
+        // (this one is shared, read-only by reference).
+        std::fs::write(&lock_path, format!("{}\n", std::process::id()))
+            .map_err(|e| StoreError::io("write lock file", &lock_path, e))
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.inner.path

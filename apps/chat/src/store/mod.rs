@@ -443,6 +443,35 @@ pub struct Store {
     failures: HashMap<u64, WriteError>,
     dropped_unlogged: u64,
     drop_logged: Option<Instant>,
+    /// Detached for an upgrade ([`Store::detach`]): what was said since.
+    detached: Option<Held>,
+}
+
+/// The messages a detached store kept in memory only, in order (bounded by
+/// [`StoreOptions::max_unwritten`] bytes; `dropped` counts what did not fit).
+#[derive(Debug, Default)]
+struct Held {
+    messages: Vec<Message>,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// A store's writer finishing its work after [`Store::detach`]: wait for it
+/// off the shard's thread.
+#[derive(Debug)]
+pub struct Detaching {
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Detaching {
+    /// Blocks until the writer has written and synced everything handed to it
+    /// and stopped.
+    pub fn wait(mut self) -> Result<(), StoreError> {
+        match self.writer.take() {
+            Some(h) => h.join().map_err(|_| StoreError::WriterGone),
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -550,6 +579,7 @@ impl Store {
             failures: HashMap::new(),
             dropped_unlogged: 0,
             drop_logged: None,
+            detached: None,
         })
     }
 
@@ -622,9 +652,7 @@ impl Store {
     pub fn put_account(&mut self, a: Account) -> Result<Ticket, StoreError> {
         let key = account_key(&a.name);
         let p = self.owned_partition(&key)?;
-        if self.tx.is_none() {
-            return Err(StoreError::WriterGone);
-        }
+        self.writable()?;
         let pw = self.pending.part(p);
         let size =
             codec::encode_account_put(&mut pw.data, &a).map_err(|e| StoreError::TooLarge(e.0))?;
@@ -643,9 +671,7 @@ impl Store {
     pub fn delete_account(&mut self, name: &str) -> Result<Ticket, StoreError> {
         let key = account_key(name);
         let p = self.owned_partition(&key)?;
-        if self.tx.is_none() {
-            return Err(StoreError::WriterGone);
-        }
+        self.writable()?;
         let pw = self.pending.part(p);
         let size = codec::encode_account_delete(&mut pw.data, name)
             .map_err(|e| StoreError::TooLarge(e.0))?;
@@ -657,6 +683,14 @@ impl Store {
         self.note_account_op(seq, &key, None);
         self.mem.delete_account(&key);
         Ok(Ticket(seq))
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        match (&self.detached, &self.tx) {
+            (Some(_), _) => Err(StoreError::Detached),
+            (None, None) => Err(StoreError::WriterGone),
+            (None, Some(_)) => Ok(()),
+        }
     }
 
     fn note_account_op(&mut self, seq: u64, key: &str, value: Option<Account>) {
@@ -680,6 +714,18 @@ impl Store {
     pub fn append_message(&mut self, m: Message) -> Result<Option<u64>, StoreError> {
         let p = self.owned_partition(&m.target)?;
         if self.mem.limits.max_for(&m.target) == 0 {
+            return Ok(None);
+        }
+        if let Some(held) = self.detached.as_mut() {
+            let size = codec::encode_message(&mut Vec::new(), &m)
+                .map_err(|e| StoreError::TooLarge(e.0))?;
+            if held.bytes + size as u64 <= self.max_unwritten {
+                held.bytes += size as u64;
+                held.messages.push(m.clone());
+            } else {
+                held.dropped += 1;
+            }
+            self.mem.push_message(m, size);
             return Ok(None);
         }
         let waiting = self.stats.unwritten_bytes.load(Relaxed) + self.pending.bytes;
@@ -954,6 +1000,66 @@ impl Store {
             });
         }
         done
+    }
+
+    /// Lets go of the disk for an upgrade's new process: hands everything over
+    /// and tells the writer to stop once it has written and synced all of it
+    /// (wait for that with [`Detaching::wait`], off the shard's thread). From
+    /// then on the store serves from memory: reads as before; messages are
+    /// kept in memory (and held for [`Store::take_held`]) but not written;
+    /// account changes fail with [`StoreError::Detached`]. Unresolved account
+    /// tickets complete through the writer's last report as usual.
+    pub fn detach(&mut self) -> Detaching {
+        if let Some(tx) = self.tx.take() {
+            let (parts, bytes, accounts) = self.pending.take();
+            self.stats.unwritten_bytes.fetch_add(bytes, Relaxed);
+            let _ = tx.send(ToWriter::Limits(self.mem.limits));
+            let _ = tx.send(ToWriter::Batch(OutBatch {
+                parts,
+                last_seq: self.next_seq - 1,
+                live: Vec::new(),
+                bytes,
+                accounts,
+            }));
+            let _ = tx.send(ToWriter::Shutdown);
+        }
+        self.detached.get_or_insert_with(Held::default);
+        Detaching {
+            writer: self.writer.take(),
+        }
+    }
+
+    /// Numbers this freshly opened store's records after `before`'s (a
+    /// detached store of the same shard this one replaces), so that a late
+    /// report of the old writer cannot be taken for this one's progress.
+    /// Call it before any record is added.
+    pub fn continue_after(&mut self, before: &Store) {
+        if self.next_seq == 1 {
+            self.next_seq = before.next_seq;
+            self.written = before.next_seq - 1;
+            self.synced = before.next_seq - 1;
+        }
+    }
+
+    /// Whether [`Store::detach`] was called.
+    pub fn is_detached(&self) -> bool {
+        self.detached.is_some()
+    }
+
+    /// The messages kept in memory only since [`Store::detach`], in order, and
+    /// how many did not fit the bound — for a store opened again on the same
+    /// directory to append (an upgrade that failed).
+    pub fn take_held(&mut self) -> (Vec<Message>, u64) {
+        match self.detached.as_mut() {
+            Some(h) => {
+                h.bytes = 0;
+                (
+                    std::mem::take(&mut h.messages),
+                    std::mem::take(&mut h.dropped),
+                )
+            }
+            None => (Vec::new(), 0),
+        }
     }
 
     /// Hands everything over and stops the writer, which writes and syncs all

@@ -1488,3 +1488,92 @@ fn offline_store_writes_accounts_durably_and_lists_them() {
     assert_eq!(names, HashSet::from(["bob".to_string()]));
     assert_eq!(s.account("BOB").unwrap().cert_fingerprints, ["ab:cd"]);
 }
+
+// ---------------------------------------------------------------- upgrades
+
+/// An upgrade's hand-over of the directory: `detach` writes out everything
+/// (an account whose ticket is unresolved included) so that another holder
+/// sees it all; the detached store keeps serving from memory, refuses account
+/// changes, and holds what is said meanwhile for a store opened again
+/// (a failed upgrade) — within its bound.
+#[test]
+fn a_detached_store_hands_everything_over_and_holds_what_follows() {
+    let tmp = TempDir::new("detach");
+    let t = now();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let opts = StoreOptions {
+        max_unwritten: 4096,
+        ..options()
+    };
+    let mut s = Shard::open(&dir, 0, 1, opts.clone());
+    let key = channel_key("#up");
+    for i in 0..10 {
+        s.store.append_message(msg(&key, i, t + i)).unwrap();
+    }
+    s.turn();
+    // Not yet durable when the upgrade comes: still written out.
+    let ticket = s.store.put_account(account("alice", "h1")).unwrap();
+    for i in 10..20 {
+        s.store.append_message(msg(&key, i, t + i)).unwrap();
+    }
+    let detaching = s.store.detach();
+    assert!(s.store.is_detached());
+    detaching.wait().unwrap();
+    s.wait("the account's ticket", |s| {
+        s.done
+            .iter()
+            .any(|c| c.ticket == ticket && c.result.is_ok())
+    });
+    dir.unlock();
+
+    // The new holder sees all of it.
+    {
+        let other = DataDir::open(tmp.path()).expect("unlocked for the next process");
+        let n = Shard::open(&other, 0, 1, options());
+        assert_eq!(history_ids(&n.store, &key), m(0..20));
+        assert!(n.store.account("alice").is_some());
+        drop(n);
+        assert!(matches!(dir.relock(), Err(StoreError::Locked { .. })));
+    }
+
+    // Meanwhile the detached store serves from memory and refuses accounts.
+    assert!(matches!(
+        s.store.put_account(account("bob", "h2")),
+        Err(StoreError::Detached)
+    ));
+    assert!(matches!(
+        s.store.delete_account("alice"),
+        Err(StoreError::Detached)
+    ));
+    assert!(s.store.account("alice").is_some());
+    let mut fitted = 0;
+    for i in 20..200 {
+        assert_eq!(s.store.append_message(msg(&key, i, t + i)).unwrap(), None);
+    }
+    s.turn();
+    assert_eq!(history_ids(&s.store, &key), m(0..200), "kept in memory");
+    let (held, dropped) = s.store.take_held();
+    for (k, h) in held.iter().enumerate() {
+        assert_eq!(h.msgid, format!("m{}", 20 + k), "in order");
+        fitted += 1;
+    }
+    assert!(
+        fitted > 0 && dropped > 0,
+        "{fitted} held, {dropped} over 4 KiB"
+    );
+    assert_eq!(fitted + dropped as usize, 180);
+
+    // A failed upgrade: the lock comes back, a new store appends what was held.
+    dir.relock().expect("free again");
+    drop(s);
+    let mut again = Shard::open(&dir, 0, 1, options());
+    for h in held {
+        again.store.append_message(h).unwrap();
+    }
+    again.turn();
+    again.store.close().unwrap();
+    drop(dir);
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let last = Shard::open(&dir, 0, 1, options());
+    assert_eq!(history_ids(&last.store, &key), m(0..20 + fitted));
+}

@@ -3,6 +3,7 @@
 //! assertions: a wait that runs out is a failure with everything seen so far).
 #![allow(dead_code)]
 
+pub mod binary;
 #[path = "../../../../framework/tests/common/certs.rs"]
 pub mod certs;
 
