@@ -577,7 +577,10 @@ impl Health {
         backend: usize,
         ok: bool,
     ) {
-        if gen == self.gen && pools.outcome(pool, backend, ok, std::time::Instant::now()) {
+        if gen == self.gen
+            && pools.watches_outliers(pool)
+            && pools.outcome(pool, backend, ok, std::time::Instant::now())
+        {
             let (name, address) = self
                 .config
                 .pools

@@ -171,6 +171,13 @@ impl ShardPools {
         }
     }
 
+    /// Whether `pool` has outlier ejection (`[pool.NAME.outlier]`): without
+    /// it, [`outcome`](ShardPools::outcome) has nothing to count (and the
+    /// caller need not read the clock for it).
+    pub fn watches_outliers(&self, pool: usize) -> bool {
+        self.slots.get(pool).is_some_and(|s| s.outlier.is_some())
+    }
+
     /// This shard's request or connection to `(pool, backend)` (indices of the
     /// configuration this view is for) succeeded (`ok`) or failed: the
     /// outlier accounting. `true` if this ejected the backend.

@@ -133,7 +133,7 @@ impl UpstreamPool {
         self.any_freed
     }
 
-    /// Whether `pool` had an upstream connection leave use since the last
+    /// Whether an upstream connection of `pool` left use since the last
     /// call for it (cleared); the first call after [`any_freed`] clears that.
     ///
     /// [`any_freed`]: UpstreamPool::any_freed

@@ -20,17 +20,18 @@ use crate::{
 
 impl ProxyShard {
     /// The access log's line for exchange `ex` of client `peer`, answered
-    /// `status` ([`crate::access`]): `event` is `request`, `failed` (with
-    /// `error`) or `upgraded`.
+    /// `status` after `took` ([`crate::access`]): `event` is `request`,
+    /// `failed` (with `error`) or `upgraded`.
     pub(super) fn log_access(
         &mut self,
         peer: std::net::SocketAddr,
         ex: &Exchange,
         status: u16,
+        took: std::time::Duration,
         event: &'static str,
         error: Option<&str>,
     ) {
-        let ms = ex.started.elapsed().as_millis() as u64;
+        let ms = took.as_millis() as u64;
         if self.access.format() == AccessFormat::Default {
             match (event, error) {
                 (_, Some(why)) => info!(target: "shardline_proxy::access", client = %peer,
@@ -138,7 +139,8 @@ impl ProxyShard {
             self.cancel(ctx, ex.expect_timer);
             self.cancel(ctx, ex.body_timer);
             let status = status.filter(|_| !started).unwrap_or(ex.status);
-            self.log_access(peer, &ex, status, "failed", Some(why));
+            let took = ex.started.elapsed();
+            self.log_access(peer, &ex, status, took, "failed", Some(why));
             if let Some(u) = ex.upstream {
                 self.drop_upstream(ctx, u);
             }
@@ -661,14 +663,17 @@ impl ProxyShard {
         };
         c.served += 1;
         c.head_at = None;
-        self.stats.response(ex.status, Some(ex.started.elapsed()));
+        // One clock read for the histogram, the log and the idle pool.
+        let now = Instant::now();
+        let took = now.saturating_duration_since(ex.started);
+        self.stats.response(ex.status, Some(took));
         let peer = c.peer;
         let close = ex.close || c.eof;
         let conn = c.conn;
         self.cancel(ctx, ex.timer);
         self.cancel(ctx, ex.expect_timer.take());
         self.cancel(ctx, ex.body_timer.take());
-        self.log_access(peer, &ex, ex.status, "request", None);
+        self.log_access(peer, &ex, ex.status, took, "request", None);
         if let Some(c) = self.http.clients.get_mut(ck) {
             // The next request's upstream head reuses this one's buffer.
             c.spare = std::mem::take(&mut ex.upstream_head);
@@ -678,7 +683,7 @@ impl ProxyShard {
             // answer (the backend may still expect the protocol it offered).
             let reusable =
                 ex.upstream_reusable && ex.req_done && !self.http.draining && !ex.upgrade;
-            if reusable && self.http.pool.put_idle(u, Instant::now()) {
+            if reusable && self.http.pool.put_idle(u, now) {
                 if let Some(up) = self.http.pool.get(u) {
                     ctx.resume_reading(up.conn);
                 }

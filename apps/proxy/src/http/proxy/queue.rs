@@ -132,6 +132,12 @@ impl ProxyShard {
         if !self.http.pool.any_freed() {
             return;
         }
+        if self.http.queues.iter().all(|q| q.is_empty()) {
+            // Nothing waits (always so without max_connections_per_backend):
+            // what was freed concerns nobody. The marks stay: a request queued
+            // later gets one harmless extra look.
+            return;
+        }
         for pool in 0..self.http.queues.len() {
             if !self.http.pool.take_freed(pool) {
                 continue;

@@ -33,10 +33,11 @@ impl ProxyShard {
         for t in [ex.timer, ex.expect_timer, ex.body_timer] {
             self.cancel(ctx, t);
         }
-        self.stats.response(101, Some(ex.started.elapsed()));
+        let took = ex.started.elapsed();
+        self.stats.response(101, Some(took));
         self.health
             .passive(ctx, &mut self.pools, ex.gen, ex.pool, ex.backend, true);
-        self.log_access(c.peer, &ex, 101, "upgraded", None);
+        self.log_access(c.peer, &ex, 101, took, "upgraded", None);
         let key = self.tcp_tunnel(
             ctx,
             Tunnel {
