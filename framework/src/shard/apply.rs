@@ -160,7 +160,11 @@ impl<H: Handler> Shard<H> {
         let Some(conn) = self.core.get(id) else {
             return;
         };
-        for key in [conn.relay_out, conn.relay_in].into_iter().flatten() {
+        for key in [conn.relay_out, conn.relay_in]
+            .into_iter()
+            .flatten()
+            .map(|k| k as usize)
+        {
             let Some(r) = self.core.relays.get(key) else {
                 continue;
             };

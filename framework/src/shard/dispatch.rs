@@ -399,7 +399,7 @@ fn preamble_data<H: Handler>(
     let Some(pending) = conn.preamble.take() else {
         return;
     };
-    conn.proxy = Some(header);
+    conn.proxy = Some(Box::new(header));
     if let Some(a) = header.addresses {
         debug!(shard, conn = %id, socket_peer = ?conn.peer, source = %a.source, "PROXY header read");
         conn.peer = Some(a.source);

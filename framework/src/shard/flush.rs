@@ -13,7 +13,9 @@ impl<H: Handler> Shard<H> {
         let mut list = std::mem::take(&mut core.to_fill);
         for id in list.drain(..) {
             let Some(conn) = core.get(id) else { continue };
-            let Some(key) = conn.relay_out else { continue };
+            let Some(key) = conn.relay_out.map(|k| k as usize) else {
+                continue;
+            };
             if conn.phase != Phase::Open || !conn.reading || conn.eof {
                 continue;
             }
@@ -50,7 +52,7 @@ impl<H: Handler> Shard<H> {
             let sendable = conn.out.len() + conn.tls.as_ref().map_or(0, |t| t.encryptable());
             if sendable == 0 {
                 conn.flush_listed = false;
-                let (relay_in, fd) = (conn.relay_in, conn.socket.as_raw_fd());
+                let (relay_in, fd) = (conn.relay_in.map(|k| k as usize), conn.socket.as_raw_fd());
                 // Nothing queued: the turn of the pipe relayed into it, if any.
                 let relay = relay_in.and_then(|k| core.relays.get(k));
                 if let Some(r) = relay.filter(|r| r.in_pipe > 0) {

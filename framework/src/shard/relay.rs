@@ -236,10 +236,10 @@ impl super::core::Core {
             eof: false,
         });
         if let Some(f) = self.get_mut(from) {
-            f.relay_out = Some(key);
+            f.relay_out = Some(key as u32);
         }
         if let Some(t) = self.get_mut(to) {
-            t.relay_in = Some(key);
+            t.relay_in = Some(key as u32);
         }
         self.metrics().relays_started.add(1);
         // Ordinary reads stop now (applied after the callback); what they already
@@ -252,7 +252,7 @@ impl super::core::Core {
 
     /// The relay `from` feeds, if any: its key and destination.
     pub(crate) fn relay_of(&self, from: ConnId) -> Option<(usize, ConnId)> {
-        let key = self.get(from)?.relay_out?;
+        let key = self.get(from)?.relay_out? as usize;
         Some((key, self.relays.get(key)?.to))
     }
 
@@ -337,7 +337,7 @@ impl super::core::Core {
 
     /// A drain of the relay into `to` finished (`result` as a send's).
     pub(crate) fn relay_drained(&mut self, to: ConnId, result: io::Result<usize>) {
-        let Some(key) = self.get(to).and_then(|t| t.relay_in) else {
+        let Some(key) = self.get(to).and_then(|t| t.relay_in).map(|k| k as usize) else {
             // The relay ended while the drain was in flight: nothing to account.
             self.list_flush(to);
             self.continue_shutdown(to);
@@ -377,6 +377,7 @@ impl super::core::Core {
     pub(crate) fn piped_into(&self, to: ConnId) -> usize {
         self.get(to)
             .and_then(|t| t.relay_in)
+            .map(|k| k as usize)
             .and_then(|k| self.relays.get(k))
             .map_or(0, |r| r.in_pipe)
     }
