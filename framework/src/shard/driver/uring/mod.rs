@@ -85,8 +85,9 @@ struct ConnSlot {
     read_closed: bool,
     /// On `rearm` (the buffer ring ran dry under it).
     rearm_queued: bool,
-    /// user_data of the in-flight send or connect, to cancel on removal.
-    op: Option<u64>,
+    /// user_data of the in-flight send or connect, to cancel on removal
+    /// (never 0: the kind is in the top byte), 8 bytes with `None`.
+    op: Option<std::num::NonZeroU64>,
     /// A relay fill is in flight.
     fill: bool,
     /// A fill asked for while the recv was still armed: (pipe write end, max),
@@ -414,7 +415,7 @@ impl Driver for UringDriver {
             self.cancel(user_data(RECV, conn.to_bits()));
         }
         if let Some(op) = slot.op {
-            self.cancel(op);
+            self.cancel(op.get());
         }
         if pending {
             self.submit_pending();

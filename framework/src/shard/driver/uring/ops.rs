@@ -112,7 +112,7 @@ impl UringDriver {
     /// Queues a send or connect, remembering it on the connection for `remove_conn`.
     pub(super) fn push_op(&mut self, conn: ConnId, sqe: squeue::Entry) {
         if let Some(index) = self.slot_index(conn) {
-            self.conns[index].op = Some(sqe.get_user_data());
+            self.conns[index].op = std::num::NonZeroU64::new(sqe.get_user_data());
         }
         self.push(sqe);
     }
