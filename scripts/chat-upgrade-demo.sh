@@ -28,29 +28,9 @@ chat_bin=${CARGO_TARGET_DIR:-target}/release/shardline-chat
 
 port=${PORT:-16767}
 secs=${SECS:-12}
-work=$(mktemp -d)
-sock=$work/upgrade.sock
+DEMO=chat-upgrade-demo NETNS=${CHAT_UPGRADE_NETNS:-}
+. scripts/lib/upgrade.sh
 data=$work/data
-pids=()
-cleanup() {
-    for p in "${pids[@]}" $(pgrep -f "$sock" 2>/dev/null || true); do
-        kill -9 "$p" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-out_rsts() { awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutRsts") c = i; h = 1 } else print $c }' /proc/net/snmp; }
-wait_log() { # file, text
-    for _ in $(seq 1 300); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "chat-upgrade-demo: no \"$2\" in $1:" >&2
-    tail -20 "$1" >&2
-    exit 1
-}
 cat >"$work/chat.toml" <<EOF
 [flood]
 enabled = false
@@ -238,20 +218,7 @@ wait "$gen0" || { echo "chat-upgrade-demo: pid $gen0 exited with $?" >&2; fail=1
 grep -q "history store was handed to a new process" "$work/gen0.log" || fail=1
 python3 "$work/irc.py" after "$port" || fail=1
 kill -TERM "$gen2"
-for _ in $(seq 1 100); do kill -0 "$gen2" 2>/dev/null || break; sleep 0.1; done
+wait_gone "$gen2"
 
-if [ -n "${CHAT_UPGRADE_NETNS:-}" ]; then
-    echo "resets     $rsts (TCP RSTs sent in this network namespace across the upgrades)"
-    [ "$rsts" -eq 0 ] || fail=1
-else
-    echo "resets     $rsts (machine-wide TCP RSTs, for information: not a private namespace)"
-fi
-if [ "$fail" -ne 0 ]; then
-    echo "chat-upgrade-demo: FAILED" >&2
-    for l in "$work"/gen*.log; do
-        echo "== $l" >&2
-        grep -E "WARN|ERROR" "$l" | tail -5 >&2 || true
-    done
-    exit 1
-fi
-echo "chat-upgrade-demo: OK (every registration served, 0 resets, history and accounts kept)"
+report_resets "$rsts"
+verdict "every registration served, 0 resets, history and accounts kept"

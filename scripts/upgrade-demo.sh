@@ -34,19 +34,8 @@ port=${PORT:-18180}
 b1=$((port + 1))
 b2=$((port + 2))
 secs=${SECS:-16}
-work=$(mktemp -d)
-sock=$work/upgrade.sock
-pids=()
-cleanup() {
-    for p in "${pids[@]}" $(pgrep -f "$sock" 2>/dev/null || true); do
-        kill -9 "$p" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-out_rsts() { awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutRsts") c = i; h = 1 } else print $c }' /proc/net/snmp; }
+DEMO=upgrade-demo NETNS=${UPGRADE_DEMO_NETNS:-}
+. scripts/lib/upgrade.sh
 
 wait_port() {
     for _ in $(seq 1 200); do
@@ -54,16 +43,6 @@ wait_port() {
         sleep 0.05
     done
     echo "upgrade-demo: nothing listens on port $1" >&2
-    exit 1
-}
-
-# Waits (bounded) for process $1 to exit; with a status if it is our child.
-wait_gone() {
-    for _ in $(seq 1 300); do
-        kill -0 "$1" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    echo "upgrade-demo: process $1 still running 30 s after the handover" >&2
     exit 1
 }
 
@@ -84,17 +63,6 @@ start_proxy() { # log, extra args...; sets $started
     pids+=($started)
 }
 
-# Waits until the log says the process serves (and, after a takeover, that the
-# old one stopped accepting).
-wait_log() { # file, pattern
-    for _ in $(seq 1 300); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "upgrade-demo: no \"$2\" in $1:" >&2
-    tail -20 "$1" >&2
-    exit 1
-}
 
 start_proxy "$work/gen0.log" --shards 2
 gen0=$started
@@ -160,18 +128,5 @@ echo "--- ${secs} s of load across 3 upgrades"
 if [ -n "${SHOW_WRK:-}" ]; then cat "$work"/wrk-*.txt; fi
 report keep-alive "$work/wrk-keepalive.txt"
 report churn "$work/wrk-churn.txt"
-if [ -n "${UPGRADE_DEMO_NETNS:-}" ]; then
-    echo "resets     $rsts (TCP RSTs sent in this network namespace across the upgrades)"
-    [ "$rsts" -eq 0 ] || fail=1
-else
-    echo "resets     $rsts (machine-wide TCP RSTs sent, for information: not a private namespace)"
-fi
-if [ "$fail" -ne 0 ]; then
-    echo "upgrade-demo: FAILED" >&2
-    for l in "$work"/gen*.log; do
-        echo "== $l" >&2
-        grep -E "WARN|ERROR" "$l" | tail -5 >&2 || true
-    done
-    exit 1
-fi
-echo "upgrade-demo: OK (0 errors, 0 resets)"
+report_resets "$rsts"
+verdict "0 errors, 0 resets"
