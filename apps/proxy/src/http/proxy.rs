@@ -357,25 +357,35 @@ impl ProxyShard {
 
     /// (Re)arms the exchange deadline of client `ck`.
     fn arm_exchange(&mut self, ctx: &mut Ctx<'_, ProxyShard>, ck: usize, ms: u64) {
-        let Some(c) = self.http.clients.get_mut(ck) else {
-            return;
-        };
+        self.arm_exchange_timer(ctx, ck, ms, |w| TimerKind::Exchange {
+            client: w.client,
+            serial: w.serial,
+            exchange: w.exchange,
+        });
+    }
+
+    /// (Re)arms client `ck`'s exchange timer (the one slot an exchange has:
+    /// its deadline, or its queue deadline while it waits) in `ms`, of the
+    /// kind `kind` makes from the exchange's names, which it returns (`None`:
+    /// no such exchange).
+    fn arm_exchange_timer(
+        &mut self,
+        ctx: &mut Ctx<'_, ProxyShard>,
+        ck: usize,
+        ms: u64,
+        kind: impl FnOnce(&queue::Waiting) -> TimerKind,
+    ) -> Option<queue::Waiting> {
+        let c = self.http.clients.get_mut(ck)?;
         let serial = c.serial;
-        let Some(ex) = c.exchange.as_mut() else {
-            return;
-        };
+        let ex = c.exchange.as_mut()?;
         let old = ex.timer.take();
-        let exchange = ex.serial;
+        let names = queue::Waiting {
+            client: ck,
+            serial,
+            exchange: ex.serial,
+        };
         self.cancel(ctx, old);
-        let t = self.timer(
-            ctx,
-            ms,
-            TimerKind::Exchange {
-                client: ck,
-                serial,
-                exchange,
-            },
-        );
+        let t = self.timer(ctx, ms, kind(&names));
         if let Some(ex) = self
             .http
             .clients
@@ -384,6 +394,7 @@ impl ProxyShard {
         {
             ex.timer = Some(t);
         }
+        Some(names)
     }
 
     /// (Re)arms the request body's progress deadline of client `ck`.

@@ -62,39 +62,23 @@ impl ProxyShard {
                 "every backend at max_connections_per_backend and the queue full",
             );
         }
-        let Some(c) = self.http.clients.get_mut(ck) else {
-            return;
-        };
-        let serial = c.serial;
-        let Some(ex) = c.exchange.as_mut() else {
-            return;
-        };
-        ex.queued = true;
-        let exchange = ex.serial;
-        let old = ex.timer.take();
-        self.cancel(ctx, old);
-        let t = self.timer(
-            ctx,
-            ms,
-            TimerKind::Queue {
-                client: ck,
-                serial,
-                exchange,
-            },
-        );
-        if let Some(ex) = self
+        let Some(ex) = self
             .http
             .clients
             .get_mut(ck)
             .and_then(|c| c.exchange.as_mut())
-        {
-            ex.timer = Some(t);
-        }
-        self.http.queues[pool].push_back(Waiting {
-            client: ck,
-            serial,
-            exchange,
+        else {
+            return;
+        };
+        ex.queued = true;
+        let waiting = self.arm_exchange_timer(ctx, ck, ms, |w| TimerKind::Queue {
+            client: w.client,
+            serial: w.serial,
+            exchange: w.exchange,
         });
+        if let Some(w) = waiting {
+            self.http.queues[pool].push_back(w);
+        }
     }
 
     /// A queued request's deadline: 503 with `Retry-After` if still waiting.
