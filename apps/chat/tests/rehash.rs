@@ -8,26 +8,34 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    ffi::OsString,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{certs::TestCa, Client, WAIT};
+use common::{binary::Binary, certs::TestCa, Client, WAIT};
 use shardline::Io;
 
 const SHARDS: usize = 2;
 
-/// The running binary; killed if the test fails before it stops it.
-struct Chat {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    label: String,
+/// The running binary (killed if the test fails before it stops it), with
+/// what these tests do to it.
+struct Chat(Binary);
+
+impl std::ops::Deref for Chat {
+    type Target = Binary;
+    fn deref(&self) -> &Binary {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Chat {
+    fn deref_mut(&mut self) -> &mut Binary {
+        &mut self.0
+    }
 }
 
 impl Chat {
@@ -37,71 +45,15 @@ impl Chat {
 
     /// Like `start`, with more command-line arguments.
     fn start_with(io: Io, config: &Path, extra: &[&str]) -> Chat {
-        // A port nobody uses right now (the binary binds it with SO_REUSEPORT,
-        // once per shard).
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
-            .args(["--config", config.to_str().expect("utf-8 path")])
-            .args(["--listen", &addr.to_string()])
-            .args(extra)
-            .args([
-                "--io",
-                &io.to_string(),
-                "--shards",
-                &SHARDS.to_string(),
-                "--no-pin",
-            ])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shardline-chat");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let log = log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let chat = Chat {
-            child,
-            addr,
-            log,
-            label: format!("--io {io}"),
-        };
+        let mut args: Vec<OsString> = vec!["--config".into(), config.into()];
+        args.extend(extra.iter().map(OsString::from));
+        let chat = Chat(Binary::spawn(io, SHARDS, common::free_port(), &args));
         chat.wait_log("chat shard ready", SHARDS);
         chat
     }
 
-    /// Waits until `n` log lines contain `text`; returns them all.
-    fn wait_log(&self, text: &str, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if log.iter().filter(|l| l.contains(text)).count() >= n {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: waited for {n} log lines with {text:?}; log:\n{}",
-                self.label,
-                log.join("\n")
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     fn count_log(&self, text: &str) -> usize {
-        let log = self.log.lock().unwrap();
-        log.iter().filter(|l| l.contains(text)).count()
+        self.log().iter().filter(|l| l.contains(text)).count()
     }
 
     fn signal(&self, sig: &str) {
@@ -119,7 +71,7 @@ impl Chat {
             status.is_none(),
             "{}: exited ({status:?}); log:\n{}",
             self.label,
-            self.log.lock().unwrap().join("\n")
+            self.log().join("\n")
         );
     }
 
@@ -148,24 +100,8 @@ impl Chat {
         self.motd_of_new_client(nick)
     }
 
-    fn stop(mut self) {
-        self.signal("-TERM");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "{}: exit status {status}", self.label);
-                return;
-            }
-            assert!(Instant::now() < deadline, "{}: did not stop", self.label);
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        self.0.stop();
     }
 }
 
@@ -311,24 +247,9 @@ fn sighup_ignored_or_caught(pid: libc::pid_t) -> bool {
 fn sighup_during_startup_is_harmless(io: Io) {
     let path = temp_config(&format!("startup-{io}"));
     write_config(&path, &config_text(&path, "startup motd"));
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
-        .args(["--config", path.to_str().expect("utf-8 path")])
-        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
-        .args(["--io", &io.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start shardline-chat");
-    let mut chat = Chat {
-        child,
-        addr,
-        log: Arc::default(),
-        label: format!("startup --io {io}"),
-    };
+    let args: Vec<OsString> = vec!["--config".into(), path.clone().into()];
+    let mut chat = Chat(Binary::spawn(io, 1, common::free_port(), &args));
+    chat.label = format!("startup --io {io}");
     // Before `main` runs (the dynamic loader) SIGHUP has its default action,
     // which nothing in the binary can change; from its first statement on it is
     // ignored, then handled by Server::run. Signal from that moment, through the
@@ -355,35 +276,10 @@ fn sighup_during_startup_is_harmless(io: Io) {
 }
 
 fn sighup_without_a_config_file_is_harmless(io: Io) {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
     let data = common::TempDir::new("no-config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardline-chat"))
-        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin"])
-        .args(["--io", &io.to_string()])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shardline-chat");
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let out = child.stdout.take().expect("stdout");
-    let sink = log.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let mut chat = Chat {
-        child,
-        addr,
-        log,
-        label: format!("no config --io {io}"),
-    };
+    let args: Vec<OsString> = vec!["--data-dir".into(), data.path().into()];
+    let mut chat = Chat(Binary::spawn(io, 1, common::free_port(), &args));
+    chat.label = format!("no config --io {io}");
     chat.wait_log("chat shard ready", 1);
     chat.signal("-HUP");
     chat.wait_log("nothing to reload", 1);

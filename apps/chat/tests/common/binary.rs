@@ -77,13 +77,14 @@ impl Binary {
         self.log.lock().expect("log").clone()
     }
 
-    /// Waits (bounded) until `n` lines of its output contain `text`.
-    pub fn wait_log(&self, text: &str, n: usize) {
+    /// Waits (bounded) until `n` lines of its output contain `text`; returns
+    /// the output so far.
+    pub fn wait_log(&self, text: &str, n: usize) -> Vec<String> {
         let deadline = Instant::now() + WAIT;
         loop {
             let log = self.log();
             if log.iter().filter(|l| l.contains(text)).count() >= n {
-                return;
+                return log;
             }
             assert!(
                 Instant::now() < deadline,
@@ -119,14 +120,14 @@ impl Binary {
         }
     }
 
-    /// SIGTERM, and a clean exit; returns its output.
+    /// SIGTERM, and a clean exit (bounded); returns its output.
     pub fn stop(mut self) -> Vec<String> {
         // SAFETY: kill(2) on our own child, not reaped yet.
         assert_eq!(
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
             0
         );
-        let status = self.child.wait().expect("wait");
+        let status = self.wait_exit();
         assert!(status.success(), "{}: exit status {status}", self.label);
         thread::sleep(Duration::from_millis(50));
         self.log()
