@@ -8,7 +8,11 @@
 
 mod common;
 
-use std::{ffi::OsString, net::TcpListener, path::Path};
+use std::{
+    ffi::OsString,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+};
 
 use common::{binary::Binary, free_port, Client, TempDir};
 use shardline::Io;
@@ -107,15 +111,50 @@ fn say(c: &mut Client, chan: &str, texts: &[&str]) {
     });
 }
 
+/// A first process serving upgrades on a fresh data directory, and where
+/// its successors find everything.
+struct First {
+    tmp: TempDir,
+    cfg: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    addr: SocketAddr,
+    old: Binary,
+    label: String,
+}
+
+impl First {
+    fn start(io: Io, tag: &str) -> First {
+        let tmp = TempDir::new(tag);
+        let data = tmp.path().join("data");
+        let sock = tmp.path().join("upgrade.sock");
+        let cfg = config(tmp.path());
+        let addr = free_port();
+        let old = Binary::spawn(io, 2, addr, &args(&cfg, &data, &sock, false));
+        old.wait_log("serving upgrades", 1);
+        let label = old.label.clone();
+        First {
+            tmp,
+            cfg,
+            data,
+            sock,
+            addr,
+            old,
+            label,
+        }
+    }
+}
+
 fn an_upgrade_hands_over_the_store(io: Io) {
-    let tmp = TempDir::new("chat-upgrade");
-    let data = tmp.path().join("data");
-    let sock = tmp.path().join("upgrade.sock");
-    let cfg = config(tmp.path());
-    let addr = free_port();
-    let old = Binary::spawn(io, 2, addr, &args(&cfg, &data, &sock, false));
-    old.wait_log("serving upgrades", 1);
-    let label = old.label.clone();
+    let First {
+        tmp: _tmp,
+        cfg,
+        data,
+        sock,
+        addr,
+        old,
+        label,
+    } = First::start(io, "chat-upgrade");
 
     let mut alice = old.client("alice", CAPS);
     register(&mut alice, "alice", "sesame-1").expect("REGISTER on the old process");
@@ -181,14 +220,15 @@ fn an_upgrade_hands_over_the_store(io: Io) {
 }
 
 fn a_failed_upgrade_gives_the_store_back(io: Io) {
-    let tmp = TempDir::new("chat-upgrade-fail");
-    let data = tmp.path().join("data");
-    let sock = tmp.path().join("upgrade.sock");
-    let cfg = config(tmp.path());
-    let addr = free_port();
-    let old = Binary::spawn(io, 2, addr, &args(&cfg, &data, &sock, false));
-    old.wait_log("serving upgrades", 1);
-    let label = old.label.clone();
+    let First {
+        tmp: _tmp,
+        cfg,
+        data,
+        sock,
+        addr,
+        old,
+        label,
+    } = First::start(io, "chat-upgrade-fail");
     let mut alice = old.client("alice", CAPS);
     alice.join("#keep");
     say(&mut alice, "#keep", &["one"]);
