@@ -716,18 +716,6 @@ impl Store {
         if self.mem.limits.max_for(&m.target) == 0 {
             return Ok(None);
         }
-        if let Some(held) = self.detached.as_mut() {
-            let size = codec::encode_message(&mut Vec::new(), &m)
-                .map_err(|e| StoreError::TooLarge(e.0))?;
-            if held.bytes + size as u64 <= self.max_unwritten {
-                held.bytes += size as u64;
-                held.messages.push(m.clone());
-            } else {
-                held.dropped += 1;
-            }
-            self.mem.push_message(m, size);
-            return Ok(None);
-        }
         let waiting = self.stats.unwritten_bytes.load(Relaxed) + self.pending.bytes;
         let gone = self.tx.is_none();
         let pw = self.pending.part(p);
@@ -736,8 +724,18 @@ impl Store {
             codec::encode_message(&mut pw.data, &m).map_err(|e| StoreError::TooLarge(e.0))?;
         if gone || waiting + size as u64 > self.max_unwritten {
             pw.data.truncate(start);
+            if let Some(held) = self.detached.as_mut() {
+                // Handed over (an upgrade): kept for a store opened again.
+                if held.bytes + size as u64 <= self.max_unwritten {
+                    held.bytes += size as u64;
+                    held.messages.push(m.clone());
+                } else {
+                    held.dropped += 1;
+                }
+            } else {
+                self.note_dropped();
+            }
             self.mem.push_message(m, size);
-            self.note_dropped();
             return Ok(None);
         }
         pw.history += 1;
