@@ -178,6 +178,7 @@ pub fn run(cfg: &CompareConfig) -> anyhow::Result<CompareOutput> {
     let machine_at_start = MachineInfo::announce();
     let mut servers = vec![
         ServerSpec::shardline(Io::Uring),
+        ServerSpec::shardline_uring_fd(),
         ServerSpec::shardline(Io::Epoll),
     ];
     let (peers, mut skipped) = servers::resolve_peers(&cfg.peers, &cfg.peers_dir);

@@ -17,6 +17,7 @@
 pub mod chat;
 pub mod client;
 pub mod compare;
+pub mod conns;
 pub mod experiment;
 pub mod idle;
 pub mod l4;

@@ -54,6 +54,15 @@ enum Cmd {
     /// backend, interleaved over rounds: proxy CPU-seconds per GiB and the ratio
     /// splice/copy.
     L4(L4Args),
+    /// How many concurrent connections servers hold and serve: 50,000 by
+    /// default, from several worker processes and 127.0.x.y source addresses,
+    /// through shardline-proxy (HTTP keep-alive to nginx), HAProxy, nginx and
+    /// shardline-chat (registered idle IRC clients); RSS per connection and
+    /// server CPU with a few connections active.
+    Connections(ConnsArgs),
+    /// One load process of `connections` (run by it).
+    #[command(hide = true)]
+    ConnsWorker(ConnsWorkerArgs),
     /// The Shardline echo server the other subcommands run (prints `listening on
     /// ADDR`, stops on SIGTERM).
     Serve(ServeArgs),
@@ -373,6 +382,68 @@ struct ChatArgs {
 }
 
 #[derive(Debug, Args)]
+struct ConnsArgs {
+    /// Connections per server.
+    #[arg(long, default_value_t = 50_000)]
+    conns: usize,
+    /// Of which this many stay busy (request after request) during the hold.
+    #[arg(long, default_value_t = 100)]
+    active: usize,
+    /// Servers, in order: shardline-proxy-uring, shardline-proxy-epoll,
+    /// haproxy, nginx, shardline-chat-uring, shardline-chat-epoll.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "shardline-proxy-uring,haproxy,nginx,shardline-chat-uring"
+    )]
+    servers: Vec<String>,
+    /// Shards of the Shardline servers, threads of HAProxy, workers of nginx.
+    /// io_uring direct descriptors hold up to the fd limit per shard: 3 shards
+    /// hold 50,000 here.
+    #[arg(long, default_value_t = 3)]
+    shards: usize,
+    /// How long the connections are held (with the active ones busy), seconds.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    hold: Duration,
+    /// How long opening and serving every connection may take, seconds.
+    #[arg(long, default_value = "120", value_parser = secs)]
+    setup: Duration,
+    /// The shardline-proxy binary (default: target/release, built if missing).
+    #[arg(long)]
+    proxy_exe: Option<PathBuf>,
+    /// The shardline-chat binary (default: target/release, built if missing).
+    #[arg(long)]
+    chat_exe: Option<PathBuf>,
+    /// The nginx binary (backend, and a proxy under test).
+    #[arg(long, default_value = servers::NGINX_EXE)]
+    nginx: PathBuf,
+    /// The HAProxy binary.
+    #[arg(long, default_value = servers::HAPROXY_EXE)]
+    haproxy: PathBuf,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ConnsWorkerArgs {
+    #[arg(long)]
+    addr: SocketAddr,
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<std::net::IpAddr>,
+    #[arg(long)]
+    conns: usize,
+    #[arg(long)]
+    active: usize,
+    #[arg(long, value_enum)]
+    proto: shardline_bench::conns::worker::Proto,
+    #[arg(long, default_value = "n")]
+    nick_prefix: String,
+    #[arg(long, default_value_t = 120)]
+    setup_secs: u64,
+}
+
+#[derive(Debug, Args)]
 struct L4Args {
     /// I/O backends to measure.
     #[arg(long = "io", value_delimiter = ',', default_value = "uring,epoll")]
@@ -669,6 +740,53 @@ fn main() -> anyhow::Result<()> {
                 report::save_json(a.json.as_deref(), &out)
             }
         }
+        Cmd::Connections(a) => {
+            let proxy_exe = a
+                .proxy_exe
+                .clone()
+                .unwrap_or_else(servers::default_proxy_exe);
+            let chat_exe = a.chat_exe.clone().unwrap_or_else(servers::default_chat_exe);
+            let wants = |p: &str| a.servers.iter().any(|s| s.starts_with(p));
+            if wants("shardline-proxy") {
+                servers::resolve_workspace_exe(
+                    &proxy_exe,
+                    "shardline-proxy",
+                    a.proxy_exe.is_none(),
+                )
+                .map_err(anyhow::Error::msg)?;
+            }
+            if wants("shardline-chat") {
+                servers::resolve_chat_exe(&chat_exe, a.chat_exe.is_none())
+                    .map_err(anyhow::Error::msg)?;
+            }
+            let cfg = shardline_bench::conns::ConnsConfig {
+                exe: exe.clone(),
+                proxy_exe,
+                chat_exe,
+                nginx_exe: a.nginx,
+                haproxy_exe: a.haproxy,
+                servers: a.servers,
+                conns: a.conns,
+                active: a.active,
+                hold: a.hold,
+                setup_limit: a.setup,
+                shards: a.shards,
+            };
+            let out = shardline_bench::conns::run(&cfg)?;
+            report::save_json(a.json.as_deref(), &out)
+        }
+        Cmd::ConnsWorker(a) => {
+            shardline_bench::conns::worker::run(shardline_bench::conns::worker::WorkerConfig {
+                addr: a.addr,
+                sources: a.sources,
+                conns: a.conns,
+                active: a.active,
+                proto: a.proto,
+                nick_prefix: a.nick_prefix,
+                setup_limit: Duration::from_secs(a.setup_secs),
+                connect_window: 256,
+            })
+        }
         Cmd::L4(a) => {
             let explicit = a.proxy_exe.is_some();
             let cfg = l4::L4Config {
@@ -713,6 +831,7 @@ fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
         Some(name) => {
             let spec = match name.as_str() {
                 "shardline-uring" => ServerSpec::shardline(Io::Uring),
+                "shardline-uring-fd" => ServerSpec::shardline_uring_fd(),
                 "shardline-epoll" => ServerSpec::shardline(Io::Epoll),
                 peer => {
                     let sel: PeerSelection = peer.parse().map_err(anyhow::Error::msg)?;

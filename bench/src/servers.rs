@@ -47,6 +47,8 @@ pub enum ServerKind {
         io: Io,
         /// Accept mode.
         accept: AcceptMode,
+        /// io_uring direct descriptors (off: `SHARDLINE_DIRECT_DESCRIPTORS=0`).
+        direct: bool,
     },
     /// A peer binary taking `--addr --threads --cpus`.
     Peer {
@@ -78,7 +80,26 @@ impl ServerSpec {
         }
         ServerSpec {
             name,
-            kind: ServerKind::Shardline { io, accept },
+            kind: ServerKind::Shardline {
+                io,
+                accept,
+                direct: true,
+            },
+        }
+    }
+
+    /// Shardline on io_uring with ordinary fds instead of direct descriptors,
+    /// named `shardline-uring-fd`: beside `shardline-uring` it shows what the
+    /// file table saves per request (the kernel's fd lookup and reference per
+    /// operation).
+    pub fn shardline_uring_fd() -> ServerSpec {
+        ServerSpec {
+            name: "shardline-uring-fd".into(),
+            kind: ServerKind::Shardline {
+                io: Io::Uring,
+                accept: AcceptMode::ReusePort,
+                direct: false,
+            },
         }
     }
 }
@@ -174,8 +195,11 @@ impl ServerProc {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let cpus = machine::format_cpus(&launch.cpus);
         let mut cmd = match &spec.kind {
-            ServerKind::Shardline { io, accept } => {
+            ServerKind::Shardline { io, accept, direct } => {
                 let mut c = Command::new(&launch.serve_exe);
+                if !direct {
+                    c.env(shardline::ENV_DIRECT_DESCRIPTORS, "0");
+                }
                 c.arg("serve")
                     .arg("--io")
                     .arg(io.to_string())
@@ -1212,6 +1236,35 @@ fn start_haproxy_with(
     ServerProc::spawn("haproxy", cmd, g.addr, Ready::Connect, Some(g.dir))
 }
 
+/// [`start_haproxy`] for a connection-count run: frontend `maxconn` as given,
+/// and `no strict-limits`, so HAProxy runs with the fd limit it has (its own
+/// estimate reserves a server-side fd per connection, which idle keep-alive
+/// clients never use) instead of refusing to start.
+pub fn start_haproxy_holding(
+    exe: &Path,
+    upstream: SocketAddr,
+    threads: usize,
+    cpus: &[usize],
+    maxconn: usize,
+) -> anyhow::Result<ServerProc> {
+    let g = generate(exe, "haproxy", "haproxy", "haproxy.cfg", |port, _| {
+        // With no connections asked for, the template's maxconn is its floor.
+        let base = haproxy_config_with(port, upstream, threads, 0, None);
+        Ok(base.replacen(
+            "    maxconn 1024\n",
+            &format!("    maxconn {maxconn}\n    no strict-limits\n"),
+            1,
+        ))
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&g.conf)
+        .stderr(Stdio::inherit());
+    pin_command(&mut cmd, cpus)?;
+    ServerProc::spawn("haproxy", cmd, g.addr, Ready::Connect, Some(g.dir))
+}
+
 /// A shardline-proxy configuration for a benchmark: one HTTP listener on
 /// 127.0.0.1:`port` in front of `upstream`, with room for `conns` idle upstream
 /// connections per shard (never fewer than its default, 64).
@@ -1274,6 +1327,34 @@ pub fn start_shardline_proxy(
     shardline_flags(&mut cmd, io, shards, cpus);
     cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
     pin_command(&mut cmd, cpus)?;
+    ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))
+}
+
+/// [`start_shardline_proxy`] for a connection-count run: the client cap set to
+/// `clients` (by default the proxy derives it from the fd limit, which direct
+/// descriptors do not spend).
+pub fn start_shardline_proxy_holding(
+    exe: &Path,
+    io: Io,
+    upstream: SocketAddr,
+    shards: usize,
+    idle_upstreams: usize,
+    clients: usize,
+) -> anyhow::Result<ServerProc> {
+    let name = format!("shardline-proxy-{io}");
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir(&name, port)?;
+    let conf = dir.join("proxy.toml");
+    let config = format!(
+        "{}max_connections = {clients}\n",
+        shardline_proxy_config(port, upstream, idle_upstreams)
+    );
+    std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config").arg(&conf);
+    shardline_flags(&mut cmd, io, shards, &[]);
+    cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
     ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))
 }
 

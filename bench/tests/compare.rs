@@ -1,5 +1,6 @@
-//! A tiny end-to-end `compare` with Shardline only: both backends run, both rows
-//! come out, and the baseline's ratio is 1. No timing is asserted.
+//! A tiny end-to-end `compare` with Shardline only: both backends (and io_uring
+//! with ordinary fds instead of direct descriptors) run, every row comes out,
+//! and the baseline's ratio is 1. No timing is asserted.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -31,8 +32,12 @@ fn compare_shardline_only() {
     };
     let out = compare::run(&cfg).expect("compare runs");
     let names: Vec<&str> = out.results.iter().map(|r| r.server.as_str()).collect();
-    assert_eq!(names, ["shardline-uring", "shardline-epoll"], "{out:#?}");
-    assert_eq!(out.runs.len(), 4, "2 rounds × 2 servers × 1 size");
+    assert_eq!(
+        names,
+        ["shardline-uring", "shardline-uring-fd", "shardline-epoll"],
+        "{out:#?}"
+    );
+    assert_eq!(out.runs.len(), 6, "2 rounds × 3 servers × 1 size");
     for row in &out.results {
         assert_eq!((row.msg_size, row.conns), (100, 8));
         assert!(row.rps > 0.0, "{row:?}");
@@ -51,6 +56,6 @@ fn compare_shardline_only() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read back")).expect("JSON");
     let _ = std::fs::remove_file(&path);
-    assert_eq!(v["results"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(3));
     assert_eq!(v["results"][0]["ratio"], 1.0);
 }

@@ -530,7 +530,9 @@ impl<H: Handler> Ctx<'_, H> {
 
     /// The local address `conn` is bound to (for accepted connections: which
     /// listener took it; with a PROXY header, its destination address), or
-    /// `None` for an unknown id.
+    /// `None` for an unknown id — and for an outbound connection held as an
+    /// io_uring direct descriptor, whose local port the kernel chose and which
+    /// cannot be asked ([`ServerBuilder::direct_descriptors`](crate::ServerBuilder::direct_descriptors)).
     pub fn local_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.core.local_addr(conn)
     }

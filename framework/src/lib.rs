@@ -79,6 +79,11 @@ pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};
 /// Used by the fallback tests; operators can use it to rule io_uring out.
 pub const ENV_FORCE_URING_PROBE_FAIL: &str = "SHARDLINE_URING_PROBE_FAIL";
 
+/// Environment variable that turns io_uring direct descriptors off when `0`
+/// ([`ServerBuilder::direct_descriptors`]): the test suite runs once more with it
+/// so both ways of holding sockets stay tested.
+pub const ENV_DIRECT_DESCRIPTORS: &str = "SHARDLINE_DIRECT_DESCRIPTORS";
+
 /// Generates one `#[test]` per I/O backend from a function taking the backend,
 /// for applications' tests as much as the framework's:
 ///

@@ -1,6 +1,7 @@
 //! Out of file descriptors: a server whose process hits RLIMIT_NOFILE keeps serving
 //! its existing connections, does not spin, and accepts again by itself once fds
-//! are available — on every accept mode and both backends.
+//! are available — on every accept mode and both backends. With io_uring direct
+//! descriptors the ring's own accepts need no fd: that mode serves the flood.
 //!
 //! One test in this binary on purpose: it lowers the process's soft fd limit.
 
@@ -81,6 +82,31 @@ fn run(io: Io, mode: AcceptMode) {
         s.connect(&SockAddr::from(addr))
             .expect("the kernel completes the handshake");
     }
+    if direct_accepts(io, mode) {
+        // io_uring accepting into its file table needs no fd: the flood is
+        // served while the process has none left.
+        assert!(
+            common::wait_until(Duration::from_secs(30), || metrics.total().conns_accepted
+                == 51),
+            "{io} {mode}: direct descriptors accept without fds: {:?}",
+            metrics.total()
+        );
+        roundtrip(&mut existing, 2);
+        // The client side needs fds to check the echo (dup).
+        drop(fillers);
+        for (i, s) in flood.iter().enumerate() {
+            let mut stream = TcpStream::from(s.try_clone().expect("dup"));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            roundtrip(&mut stream, i as u8);
+        }
+        drop(flood);
+        drop(existing);
+        server.shutdown().expect("clean shutdown");
+        set_soft_nofile(original);
+        return;
+    }
     std::thread::sleep(Duration::from_millis(500));
     let turns = metrics.total().loop_turns - turns_before;
     // Backing off 100 ms between attempts: a few dozen turns, not a busy loop.
@@ -115,6 +141,15 @@ fn run(io: Io, mode: AcceptMode) {
     drop(existing);
     server.shutdown().expect("clean shutdown");
     set_soft_nofile(original);
+}
+
+/// Whether the driver accepts into direct descriptors (io_uring, reuseport: the
+/// ring accepts; direct descriptors not turned off). Every other way needs an
+/// fd at accept (accept4 by the shard or the acceptor thread).
+fn direct_accepts(io: Io, mode: AcceptMode) -> bool {
+    io == Io::Uring
+        && mode == AcceptMode::ReusePort
+        && std::env::var(shardline::ENV_DIRECT_DESCRIPTORS).map_or(true, |v| v.trim() != "0")
 }
 
 fn out_of_fds_backs_off_and_recovers(io: Io) {

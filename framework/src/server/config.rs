@@ -109,6 +109,7 @@ pub struct ServerBuilder {
     pub(crate) admin: Option<AdminConfig>,
     pub(crate) splice_pipes: usize,
     pub(crate) pipe_size: usize,
+    pub(crate) direct_descriptors: bool,
 }
 
 impl Default for ServerBuilder {
@@ -133,6 +134,7 @@ impl Default for ServerBuilder {
             flush_delay: Duration::ZERO,
             accept: AcceptMode::ReusePort,
             join_reuseport_group: false,
+            direct_descriptors: true,
             inherited: None,
             max_conns_per_shard: None,
             max_conns_total: None,
@@ -225,6 +227,25 @@ impl ServerBuilder {
     #[must_use]
     pub fn tls_max_handshakes(mut self, max: usize) -> Self {
         self.tls_max_handshakes = max.max(1);
+        self
+    }
+
+    /// io_uring direct descriptors (default on, where the kernel has them):
+    /// each shard keeps its connections in its ring's registered file table
+    /// rather than the process's fd table, so the process holds up to
+    /// RLIMIT_NOFILE connections *per shard*, and each request skips the
+    /// kernel's fd lookup. Off: ordinary fds, as on epoll. The environment
+    /// variable [`ENV_DIRECT_DESCRIPTORS`](crate::ENV_DIRECT_DESCRIPTORS)`=0`
+    /// turns it off too.
+    ///
+    /// What differs for a direct descriptor: [`Ctx::local_addr`](crate::Ctx::local_addr)
+    /// of an outbound connection is `None` (its port was the kernel's choice and
+    /// cannot be asked). Closing asks the ring whether input is unread (a socket
+    /// command of Linux 6.7); on older kernels a closing connection reads until
+    /// the peer's EOF or the linger deadline.
+    #[must_use]
+    pub fn direct_descriptors(mut self, on: bool) -> Self {
+        self.direct_descriptors = on;
         self
     }
 
@@ -394,6 +415,8 @@ impl ServerBuilder {
             max_conns: self.shard_cap(shards),
             tls_handshake_timeout: self.tls_handshake_timeout,
             tls_max_handshakes: self.tls_max_handshakes,
+            direct_files: (self.direct_descriptors && !direct_disabled_by_env())
+                .then(open_files_limit),
         }
     }
 
@@ -519,6 +542,28 @@ impl ServerBuilder {
             Arc::new(move |cfg| shard::run(cfg, &factory)),
         ))
     }
+}
+
+/// Whether [`ENV_DIRECT_DESCRIPTORS`](crate::ENV_DIRECT_DESCRIPTORS) turns direct
+/// descriptors off.
+fn direct_disabled_by_env() -> bool {
+    std::env::var(crate::ENV_DIRECT_DESCRIPTORS).is_ok_and(|v| v.trim() == "0")
+}
+
+/// The RLIMIT_NOFILE soft limit (the most slots the kernel gives one ring's file
+/// table), within what a table may hold.
+pub(crate) fn open_files_limit() -> u32 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer to a local.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    if rc != 0 {
+        return 1024;
+    }
+    // The kernel's cap per table (IORING_MAX_FIXED_FILES).
+    rl.rlim_cur.min(1 << 20) as u32
 }
 
 #[cfg(test)]

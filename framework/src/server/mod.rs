@@ -13,7 +13,7 @@ use std::{
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
-mod config;
+pub(crate) mod config;
 mod remote;
 mod shutdown;
 

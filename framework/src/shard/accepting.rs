@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use socket2::Socket;
 use tracing::info;
 
 use super::{
     dispatch::{accepted, guarded},
+    driver::Accepted,
     Shard, ACCEPT_BUDGET,
 };
 use crate::{
@@ -111,8 +111,8 @@ impl<H: Handler> Shard<H> {
                 listeners,
                 ..
             } = self;
-            let s = Socket::from(fd);
-            accepted(core, mail, app, handler, listeners, listener, s, false);
+            let a = Accepted::Fd(fd);
+            accepted(core, mail, app, handler, listeners, listener, a, false);
         }
         self.accepted_fds = fds;
     }

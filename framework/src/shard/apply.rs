@@ -1,13 +1,13 @@
 //! Applying what handler callbacks asked for: registrations, connects, read
 //! changes, notices and their callbacks, releases with `on_close`, due timers.
 
-use std::{os::fd::AsRawFd, time::Instant};
+use std::time::Instant;
 
 use tracing::{debug, warn};
 
 use super::{
-    conn::Phase,
-    core::{Notice, TimerPayload},
+    conn::{Conn, ConnSocket, Phase},
+    core::{Core, Notice, TimerPayload},
     dispatch::{connect_failed, guarded, present, with_state},
     recycle, Shard,
 };
@@ -19,6 +19,13 @@ impl<H: Handler> Shard<H> {
     pub(super) fn apply(&mut self) {
         for _round in 0..64 {
             let mut did = false;
+            // Before any release: a released slot may be reused once closed.
+            for slot in self.core.fixed_shutdowns.drain(..) {
+                self.driver.shutdown_fixed(slot);
+            }
+            for id in self.core.unread_checks.drain(..) {
+                self.driver.query_unread(id);
+            }
             let mut list = std::mem::take(&mut self.core.notices);
             for notice in list.drain(..) {
                 did = true;
@@ -34,15 +41,9 @@ impl<H: Handler> Shard<H> {
             let mut list = std::mem::take(&mut self.core.to_register);
             for id in list.drain(..) {
                 did = true;
-                let Some(conn) = self.core.get_mut(id) else {
-                    continue;
-                };
-                let fd = conn.socket.as_raw_fd();
-                match self.driver.add_conn(id, fd) {
-                    Ok(()) => {
-                        conn.registered = true;
-                        self.core.read_changes.push(id);
-                    }
+                match self.register(id) {
+                    Ok(true) => self.core.read_changes.push(id),
+                    Ok(false) => {}
                     Err(e) => {
                         warn!(conn = %id, error = %e, "cannot register connection");
                         self.core.close_now(id, CloseReason::Io(e.kind()));
@@ -53,15 +54,12 @@ impl<H: Handler> Shard<H> {
             let mut list = std::mem::take(&mut self.core.to_connect);
             for (id, addr) in list.drain(..) {
                 did = true;
-                let Some(conn) = self.core.get_mut(id) else {
-                    continue;
-                };
-                let fd = conn.socket.as_raw_fd();
-                match self.driver.add_conn(id, fd) {
-                    Ok(()) => {
-                        conn.registered = true;
+                match self.register(id) {
+                    Ok(true) => {
+                        let fd = self.core.get(id).map_or(-1, |c| c.socket.raw_fd());
                         self.driver.connect(id, fd, addr);
                     }
+                    Ok(false) => {}
                     Err(e) => self.fail_connect(id, e),
                 }
             }
@@ -82,7 +80,7 @@ impl<H: Handler> Shard<H> {
                     };
                 if want != conn.driver_reading {
                     conn.driver_reading = want;
-                    let fd = conn.socket.as_raw_fd();
+                    let fd = conn.socket.raw_fd();
                     self.driver.set_reading(id, fd, want);
                 }
             }
@@ -92,6 +90,48 @@ impl<H: Handler> Shard<H> {
             }
         }
         debug!("apply did not settle in 64 rounds; continuing next turn");
+    }
+
+    /// Registers `id` with the driver (false: it is gone). A driver that keeps
+    /// direct descriptors takes an ordinary socket into its file table here;
+    /// the fd is closed and the connection named by its slot from then on.
+    fn register(&mut self, id: ConnId) -> std::io::Result<bool> {
+        let Core {
+            conns, listeners, ..
+        } = &mut self.core;
+        let Some(conn) = conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+        else {
+            return Ok(false);
+        };
+        let slot = self.driver.add_conn(id, conn.socket.sock())?;
+        conn.registered = true;
+        if let Some(slot) = slot {
+            let old = std::mem::replace(&mut conn.socket, ConnSocket::Fixed(slot));
+            // Inbound on a wildcard listener: which local address the client
+            // reached can only be asked of the fd, now or never.
+            let wildcard = listeners
+                .get(usize::from(conn.listener))
+                .is_some_and(|l| l.addr.ip().is_unspecified());
+            if let (true, ConnSocket::Fd(s)) = (wildcard, &old) {
+                if let Some(local) = s.local_addr().ok().and_then(|a| a.as_socket()) {
+                    self.core.fixed_locals.insert(id.index, local);
+                }
+            }
+            drop(old);
+        }
+        Ok(true)
+    }
+
+    /// Gives back what a released connection held in the driver.
+    fn unregister(&mut self, id: ConnId, conn: &Conn) {
+        if conn.registered {
+            self.driver.remove_conn(id, conn.socket.raw_fd());
+        }
+        if let Some(slot) = conn.socket.fixed() {
+            self.driver.close_fixed(slot);
+        }
     }
 
     pub(super) fn notify(&mut self, notice: Notice) {
@@ -140,9 +180,7 @@ impl<H: Handler> Shard<H> {
         let Some(conn) = self.core.remove(id) else {
             return;
         };
-        if conn.registered {
-            self.driver.remove_conn(id, conn.socket.as_raw_fd());
-        }
+        self.unregister(id, &conn);
         drop(conn);
         let Shard {
             core,
@@ -188,9 +226,7 @@ impl<H: Handler> Shard<H> {
         if let Some(key) = conn.linger {
             self.core.timers.cancel(key);
         }
-        if conn.registered {
-            self.driver.remove_conn(id, conn.socket.as_raw_fd());
-        }
+        self.unregister(id, &conn);
         let reason = match &conn.phase {
             Phase::Closing(r) => r.clone(),
             _ => CloseReason::Closed,

@@ -7,11 +7,18 @@
 //! the io_uring driver can keep the chunks alive by cloning them while the kernel
 //! reads them, even if the connection is dropped meanwhile.
 
-use std::{collections::VecDeque, net::SocketAddr};
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{driver::MAX_SEND_CHUNKS, timer::TimerKey};
+use super::{
+    driver::{Sock, MAX_SEND_CHUNKS},
+    timer::TimerKey,
+};
 use crate::CloseReason;
 
 /// Where a connection is in its life.
@@ -27,11 +34,52 @@ pub(crate) enum Phase {
     Closing(CloseReason),
 }
 
+/// A connection's socket: an ordinary descriptor (closed when dropped), or a
+/// direct descriptor — a slot of the io_uring driver's registered file table,
+/// which only the driver can close (`Driver::close_fixed`, called where the
+/// connection is released).
+#[derive(Debug)]
+pub(crate) enum ConnSocket {
+    Fd(socket2::Socket),
+    Fixed(u32),
+}
+
+impl ConnSocket {
+    /// The fd the driver calls take (`-1` for a direct descriptor: the driver
+    /// uses the slot it recorded).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self {
+            ConnSocket::Fd(s) => s.as_raw_fd(),
+            ConnSocket::Fixed(_) => -1,
+        }
+    }
+
+    pub(crate) fn sock(&self) -> Sock {
+        match self {
+            ConnSocket::Fd(s) => Sock::Fd(s.as_raw_fd()),
+            ConnSocket::Fixed(slot) => Sock::Fixed(*slot),
+        }
+    }
+
+    pub(crate) fn fixed(&self) -> Option<u32> {
+        match self {
+            ConnSocket::Fd(_) => None,
+            ConnSocket::Fixed(slot) => Some(*slot),
+        }
+    }
+}
+
+/// `Conn::listener` of a connection no listener accepted.
+pub(crate) const NO_LISTENER: u16 = u16::MAX;
+
 /// One connection on a shard.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) generation: u32,
-    pub(crate) socket: socket2::Socket,
+    pub(crate) socket: ConnSocket,
+    /// The listener that accepted it (`NO_LISTENER`: outbound, or beyond
+    /// `u16`), for the local address of a direct descriptor.
+    pub(crate) listener: u16,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) phase: Phase,
     /// Bytes the handler has not consumed yet.
@@ -81,6 +129,9 @@ pub(crate) struct Conn {
     /// The op in the send slot (`sending`) is a relay's drain (pipe -> socket),
     /// not a send of `out`.
     pub(crate) draining: bool,
+    /// Closing a direct descriptor: the driver was asked for its unread bytes
+    /// (`Driver::query_unread`), the answer is still to come.
+    pub(crate) unread_asked: bool,
     /// The TLS session, on a TLS connection (`out` then holds records).
     pub(crate) tls: Option<Box<super::tls::TlsConn>>,
     /// Bytes read from the socket so far, spliced ones included
@@ -107,7 +158,7 @@ pub(crate) struct PendingPreamble {
 impl Conn {
     pub(crate) fn new(
         generation: u32,
-        socket: socket2::Socket,
+        socket: ConnSocket,
         peer: Option<SocketAddr>,
         phase: Phase,
     ) -> Conn {
@@ -115,6 +166,7 @@ impl Conn {
         Conn {
             generation,
             socket,
+            listener: NO_LISTENER,
             peer,
             phase,
             input: Vec::new(),
@@ -139,6 +191,7 @@ impl Conn {
             relay_out: None,
             relay_in: None,
             draining: false,
+            unread_asked: false,
             tls: None,
             received: 0,
             preamble: None,

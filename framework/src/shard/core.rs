@@ -13,7 +13,7 @@ use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{
-    conn::{Conn, Phase},
+    conn::{Conn, ConnSocket, Phase},
     relay::{PipePool, Relay},
     timer::TimerWheel,
 };
@@ -87,6 +87,15 @@ pub(crate) struct Core {
     pub(crate) tls: super::tls::TlsShard,
     /// The server's listeners (for `Ctx::listeners`).
     pub(crate) listeners: Vec<crate::types::ListenerInfo>,
+    /// Direct descriptors to half-close (`Driver::shutdown_fixed`), applied by
+    /// the loop before any release (a slot is reused only after its close).
+    pub(crate) fixed_shutdowns: Vec<u32>,
+    /// Local addresses of direct descriptors accepted on wildcard listeners, by
+    /// connection index (a direct descriptor cannot be asked; a listener bound
+    /// to one address gives it instead, at no cost per connection).
+    pub(crate) fixed_locals: std::collections::HashMap<u32, SocketAddr>,
+    /// Closing direct descriptors to ask the driver about unread input.
+    pub(crate) unread_checks: Vec<ConnId>,
 }
 
 impl Core {
@@ -116,6 +125,9 @@ impl Core {
             pipes: PipePool::new(0, 0),
             to_fill: Vec::new(),
             tls: super::tls::TlsShard::new(64, Duration::from_secs(10)),
+            fixed_shutdowns: Vec::new(),
+            fixed_locals: std::collections::HashMap::new(),
+            unread_checks: Vec::new(),
             listeners: Vec::new(),
         }
     }
@@ -139,7 +151,7 @@ impl Core {
     /// Adds a connection and returns its id.
     pub(crate) fn insert(
         &mut self,
-        socket: Socket,
+        socket: ConnSocket,
         peer: Option<SocketAddr>,
         phase: Phase,
     ) -> ConnId {
@@ -162,6 +174,9 @@ impl Core {
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let conn = self.conns.remove(id.index as usize);
+        if !self.fixed_locals.is_empty() {
+            self.fixed_locals.remove(&id.index);
+        }
         self.inbound -= usize::from(conn.inbound);
         let g = &mut self.generations[id.index as usize];
         *g = g.wrapping_add(1) & ConnId::GENERATION_MASK;
@@ -222,7 +237,9 @@ impl Core {
         conn.shut_pending = false;
         if !conn.write_shut {
             conn.write_shut = true;
-            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+            if let Some(slot) = shut_write(&conn.socket) {
+                self.fixed_shutdowns.push(slot);
+            }
         }
     }
 
@@ -249,9 +266,17 @@ impl Core {
         if let Some(a) = conn.proxy.as_ref().and_then(|h| h.addresses) {
             return Some(a.destination);
         }
-        Some(conn)
-            .and_then(|c| c.socket.local_addr().ok())
-            .and_then(|a| a.as_socket())
+        match &conn.socket {
+            ConnSocket::Fd(s) => s.local_addr().ok().and_then(|a| a.as_socket()),
+            // Known from the accept, else the listener's own address (None for
+            // an outbound direct descriptor: its port is the kernel's choice).
+            ConnSocket::Fixed(_) => self.fixed_locals.get(&id.index).copied().or_else(|| {
+                self.listeners
+                    .get(usize::from(conn.listener))
+                    .map(|l| l.addr)
+                    .filter(|a| !a.ip().is_unspecified())
+            }),
+        }
     }
 
     pub(crate) fn queue_copy(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
@@ -343,11 +368,13 @@ impl Core {
             return;
         }
         let Some(conn) = self.get_mut(id) else { return };
+        let eof = conn.eof;
         if !conn.write_shut {
             conn.write_shut = true;
-            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+            if let Some(slot) = shut_write(&conn.socket) {
+                self.fixed_shutdowns.push(slot);
+            }
         }
-        let eof = conn.eof;
         // Bytes it already gave a relay reach their destination first (releasing
         // it would end the relay and drop them).
         if self.feeding_relay(id) {
@@ -358,7 +385,40 @@ impl Core {
         // peer's TCP may then drop what we sent that it has not read yet. With no
         // unread input the close is a plain FIN after the data: release now.
         // Otherwise keep reading (discarding) until drained, EOF or linger.
-        if eof || unread_input(&conn.socket) == 0 {
+        if eof {
+            self.release_later(id);
+            return;
+        }
+        match &conn.socket {
+            ConnSocket::Fd(s) => {
+                if unread_input(s) == 0 {
+                    self.release_later(id);
+                }
+            }
+            // Asked of the driver; `unread_known` goes on with the answer.
+            ConnSocket::Fixed(_) => {
+                if !std::mem::replace(&mut conn.unread_asked, true) {
+                    self.unread_checks.push(id);
+                }
+            }
+        }
+    }
+
+    /// The driver's answer to an unread-input query of a closing direct
+    /// descriptor: nothing unread, so it is released now (a FIN, not a reset);
+    /// otherwise it goes on reading until the peer's EOF or the linger deadline.
+    pub(crate) fn unread_known(&mut self, id: ConnId, unread: std::io::Result<usize>) {
+        let (piped, feeding) = (self.piped_into(id), self.feeding_relay(id));
+        let Some(conn) = self.get_mut(id) else { return };
+        conn.unread_asked = false;
+        // What `continue_close` checked still holds: nothing left to send.
+        let done = conn.is_closing()
+            && conn.write_shut
+            && !conn.sending
+            && conn.pending_len() == 0
+            && piped == 0
+            && !feeding;
+        if done && matches!(unread, Ok(0)) {
             self.release_later(id);
         }
     }
@@ -398,7 +458,7 @@ impl Core {
         if self.tcp_nodelay {
             socket.set_tcp_nodelay(true)?;
         }
-        let id = self.insert(socket, Some(addr), Phase::Connecting);
+        let id = self.insert(ConnSocket::Fd(socket), Some(addr), Phase::Connecting);
         self.to_connect.push((id, SockAddr::from(addr)));
         Ok(id)
     }
@@ -449,6 +509,18 @@ impl Core {
                 None
             }
         }
+    }
+}
+
+/// Half-closes a socket: at once for an fd; a direct descriptor's slot is
+/// returned, for the driver to shut down (`Core::fixed_shutdowns`).
+fn shut_write(socket: &ConnSocket) -> Option<u32> {
+    match socket {
+        ConnSocket::Fd(s) => {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            None
+        }
+        ConnSocket::Fixed(slot) => Some(*slot),
     }
 }
 

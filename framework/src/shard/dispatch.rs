@@ -12,9 +12,9 @@ use socket2::Socket;
 use tracing::{debug, error, warn};
 
 use super::{
-    conn::{PendingPreamble, Phase},
+    conn::{ConnSocket, PendingPreamble, Phase, NO_LISTENER},
     core::{Core, Notice, TimerPayload},
-    driver::Completion,
+    driver::{Accepted, Completion},
     Mail,
 };
 use crate::{
@@ -125,12 +125,11 @@ pub(super) fn dispatch<H: Handler>(
 ) {
     match c {
         Completion::Accepted { listener, result } => match result {
-            Ok(fd) => {
+            Ok(a) => {
                 accept.on_success();
-                let s = Socket::from(fd);
                 // The driver knows this shard's listening sockets by position.
                 let listener = accept.listener_of(listener);
-                accepted(core, mail, app, handler, listeners, listener, s, true);
+                accepted(core, mail, app, handler, listeners, listener, a, true);
             }
             Err(e) => {
                 debug!(shard = core.shard.0, listener, error = %e, "accept failed");
@@ -269,6 +268,7 @@ pub(super) fn dispatch<H: Handler>(
             }
         }
         Completion::Spliced { conn: id, result } => core.relay_filled(id, result),
+        Completion::Unread { conn: id, result } => core.unread_known(id, result),
         // The shutdown flag (and later the mailboxes) are checked every turn.
         Completion::Doorbell => {}
     }
@@ -276,7 +276,8 @@ pub(super) fn dispatch<H: Handler>(
 
 /// A new connection. `by_driver`: accepted by the driver, so already in the
 /// blocking mode the driver wants; otherwise (accept4 by the shard or the acceptor,
-/// non-blocking) switched to blocking for io_uring.
+/// non-blocking) switched to blocking for io_uring. An ordinary fd may still
+/// become a direct descriptor when it is registered (`Driver::add_conn`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn accepted<H: Handler>(
     core: &mut Core,
@@ -285,17 +286,30 @@ pub(super) fn accepted<H: Handler>(
     handler: &mut H,
     listeners: &Listeners<H::Listener>,
     listener: usize,
-    socket: Socket,
+    socket: Accepted,
     by_driver: bool,
 ) {
-    if !by_driver && !core.nonblocking_sockets {
-        if let Err(e) = socket.set_nonblocking(false) {
-            warn!(shard = core.shard.0, error = %e, "cannot set an accepted socket blocking; dropping it");
-            return;
+    let (socket, peer, local) = match socket {
+        Accepted::Fd(fd) => {
+            let socket = Socket::from(fd);
+            if !by_driver && !core.nonblocking_sockets {
+                if let Err(e) = socket.set_nonblocking(false) {
+                    warn!(shard = core.shard.0, error = %e, "cannot set an accepted socket blocking; dropping it");
+                    return;
+                }
+            }
+            let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+            (ConnSocket::Fd(socket), peer, None)
         }
-    }
-    let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+        Accepted::Fixed { slot, peer, local } => (ConnSocket::Fixed(slot), peer, local),
+    };
     let id = core.insert(socket, peer, Phase::Open);
+    if let Some(conn) = core.get_mut(id) {
+        conn.listener = u16::try_from(listener).unwrap_or(NO_LISTENER);
+    }
+    if let Some(local) = local {
+        core.fixed_locals.insert(id.index, local);
+    }
     core.metrics().conns_accepted.add(1);
     core.to_register.push(id);
     debug!(shard = core.shard.0, conn = %id, ?peer, "connection accepted");

@@ -1,7 +1,7 @@
 //! Flushing outbound queues (one vectored send per connection, with optional
 //! write coalescing) and issuing splice fills.
 
-use std::{os::fd::AsRawFd, time::Instant};
+use std::time::Instant;
 
 use super::{conn::Phase, core::Core, driver::Driver, recycle, Shard, FLUSH_EARLY_BYTES};
 use crate::handler::Handler;
@@ -19,7 +19,7 @@ impl<H: Handler> Shard<H> {
             if conn.phase != Phase::Open || !conn.reading || conn.eof {
                 continue;
             }
-            let fd = conn.socket.as_raw_fd();
+            let fd = conn.socket.raw_fd();
             let Some(r) = core.relays.get_mut(key) else {
                 continue;
             };
@@ -52,7 +52,7 @@ impl<H: Handler> Shard<H> {
             let sendable = conn.out.len() + conn.tls.as_ref().map_or(0, |t| t.encryptable());
             if sendable == 0 {
                 conn.flush_listed = false;
-                let (relay_in, fd) = (conn.relay_in.map(|k| k as usize), conn.socket.as_raw_fd());
+                let (relay_in, fd) = (conn.relay_in.map(|k| k as usize), conn.socket.raw_fd());
                 // Nothing queued: the turn of the pipe relayed into it, if any.
                 let relay = relay_in.and_then(|k| core.relays.get(k));
                 if let Some(r) = relay.filter(|r| r.in_pipe > 0) {
@@ -83,7 +83,7 @@ impl<H: Handler> Shard<H> {
                 tls.encrypt(&mut conn.out);
             }
             conn.sending = true;
-            driver.send(id, conn.socket.as_raw_fd(), conn.out.next_batch());
+            driver.send(id, conn.socket.raw_fd(), conn.out.next_batch());
             false
         });
         core.flush_due = due_first;

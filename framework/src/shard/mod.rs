@@ -29,7 +29,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::Socket;
 use tracing::{error, info, warn};
 
 use self::{
@@ -99,6 +98,9 @@ pub(crate) struct ShardSettings {
     pub(crate) max_conns: Option<usize>,
     pub(crate) tls_handshake_timeout: Duration,
     pub(crate) tls_max_handshakes: usize,
+    /// io_uring direct descriptors: the file table's size per shard, or `None`
+    /// for ordinary fds.
+    pub(crate) direct_files: Option<u32>,
 }
 
 /// A listener as the shards get it: bound address, the application's value
@@ -366,8 +368,8 @@ impl<H: Handler> Shard<H> {
                     });
                 }
                 Envelope::Conn((listener, fd)) => {
-                    let s = Socket::from(fd);
-                    accepted(core, mail, app, handler, listeners, listener, s, false)
+                    let a = driver::Accepted::Fd(fd);
+                    accepted(core, mail, app, handler, listeners, listener, a, false)
                 }
             });
         ready.clear();

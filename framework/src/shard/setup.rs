@@ -78,6 +78,7 @@ fn make_driver(cfg: &ShardConfig) -> Result<Box<dyn Driver>, Error> {
             buf_size: b.read_buf_size as u32,
             pool: Some(make_pool(cfg, usize::from(b.uring_buf_count))?),
             recv_cap: Some(u32::try_from(b.read_budget).unwrap_or(u32::MAX)),
+            direct_files: b.direct_files,
         }) {
             Ok(d) => Ok(Box::new(d)),
             Err(e) if cfg.fallback_allowed => {
@@ -167,11 +168,21 @@ impl<H: Handler> Shard<H> {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        // What caps this shard's connections: say it at start, not at the
+        // first EMFILE.
+        let sockets = match (driver.direct_descriptors(), cfg.settings.direct_files) {
+            (true, Some(n)) => format!("direct descriptors, up to {n} on this shard"),
+            _ => format!(
+                "ordinary fds, at most {} per process (RLIMIT_NOFILE) with listeners and files",
+                crate::server::config::open_files_limit()
+            ),
+        };
         info!(
             shard,
             backend = %driver.backend(),
             cpu = cfg.cpu.map(|c| c.id),
             node = cfg.node,
+            sockets,
             "shard started"
         );
         Ok(Shard {

@@ -16,10 +16,17 @@
 //!   them by generation check, and the driver releases any buffers they hold;
 //! - when `remove_conn` / `remove_listener` return, no unsubmitted request names
 //!   that fd: the shard closes it right after, and the number may be reused at once;
+//! - a connection held as a direct descriptor (`Sock::Fixed`) has no fd: the shard
+//!   passes `-1` as its `fd` and the driver uses what `add_conn` recorded;
 //! - `reap` never blocks; `wait` blocks at most `timeout`, less if the driver itself
 //!   has work it remembered (epoll's ready list).
 
-use std::{io, os::fd::RawFd, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{OwnedFd, RawFd},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use socket2::SockAddr;
@@ -41,7 +48,7 @@ pub(crate) enum Completion<'a> {
     /// its own (`policy::retry_at_once`) is skipped, not reported.
     Accepted {
         listener: usize,
-        result: io::Result<std::os::fd::OwnedFd>,
+        result: io::Result<Accepted>,
     },
     /// Bytes read from a connection. Valid only during the sink call.
     Data { conn: ConnId, data: &'a [u8] },
@@ -66,11 +73,42 @@ pub(crate) enum Completion<'a> {
         conn: ConnId,
         result: io::Result<()>,
     },
+    /// The answer to `query_unread`: bytes waiting in the connection's
+    /// receive queue (an error: it cannot be asked).
+    Unread {
+        conn: ConnId,
+        result: io::Result<usize>,
+    },
     /// The shard's doorbell (eventfd) was rung.
     Doorbell,
     /// An fd watched with `watch_readable` became readable (level of the fd is not
     /// tracked: the shard reads until EAGAIN, then waits for the next report).
     Readable { token: u32 },
+}
+
+/// A connection's socket as a driver names it: an ordinary descriptor, or a slot
+/// in the io_uring driver's registered file table (a *direct descriptor*, which
+/// has no number in the process's fd table and so no RLIMIT_NOFILE cost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sock {
+    Fd(RawFd),
+    Fixed(u32),
+}
+
+/// A connection a driver accepted.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// An ordinary descriptor; the shard asks the socket for its addresses.
+    Fd(OwnedFd),
+    /// A direct descriptor, with the addresses the driver learned for it (a direct
+    /// descriptor cannot be asked: no getpeername/getsockname on a slot). `local`
+    /// is `None` when it is the listener's own address (a listener bound to one
+    /// address), which the shard knows.
+    Fixed {
+        slot: u32,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+    },
 }
 
 /// One backend. Implementations live beside this file.
@@ -98,8 +136,29 @@ pub(crate) trait Driver {
     fn remove_listener(&mut self, listener: usize, fd: RawFd);
 
     /// Registers a connected (or connecting) socket. Reading starts with
-    /// `set_reading(.., true)`.
-    fn add_conn(&mut self, conn: ConnId, fd: RawFd) -> io::Result<()>;
+    /// `set_reading(.., true)`. A driver that keeps connections as direct
+    /// descriptors moves an ordinary `Sock::Fd` into its file table and returns
+    /// the slot: the caller then closes its descriptor and names the socket by
+    /// the slot from now on.
+    fn add_conn(&mut self, conn: ConnId, sock: Sock) -> io::Result<Option<u32>>;
+
+    /// Whether connections live in a registered file table (io_uring direct
+    /// descriptors) rather than the process's fd table.
+    fn direct_descriptors(&self) -> bool {
+        false
+    }
+
+    /// Half-closes (SHUT_WR) a connection held as a direct descriptor; ordinary
+    /// descriptors are shut down by the shard itself.
+    fn shutdown_fixed(&mut self, _slot: u32) {}
+
+    /// Asks how many bytes wait unread in a direct descriptor's receive queue
+    /// (`FIONREAD`, which has no other form for a slot); `Unread` follows.
+    fn query_unread(&mut self, _conn: ConnId) {}
+
+    /// Closes a direct descriptor (after `remove_conn`, if it was registered).
+    /// The slot is reused only once the close has completed.
+    fn close_fixed(&mut self, _slot: u32) {}
 
     /// Turns reading on or off for a registered connection.
     fn set_reading(&mut self, conn: ConnId, fd: RawFd, on: bool);

@@ -24,7 +24,7 @@ use std::{
 mod ready;
 
 use self::ready::Scratch;
-use super::{Completion, Driver, MAX_SEND_CHUNKS};
+use super::{Completion, Driver, Sock, MAX_SEND_CHUNKS};
 use crate::{numa::BufferPool, ConnId};
 use bytes::Bytes;
 use mio::{unix::SourceFd, Events, Interest, Poll, Token};
@@ -304,7 +304,12 @@ impl Driver for EpollDriver {
         }
     }
 
-    fn add_conn(&mut self, conn: ConnId, fd: RawFd) -> io::Result<()> {
+    fn add_conn(&mut self, conn: ConnId, sock: Sock) -> io::Result<Option<u32>> {
+        let Sock::Fd(fd) = sock else {
+            return Err(io::Error::other(
+                "the epoll driver has no file table for direct descriptors",
+            ));
+        };
         self.poll.registry().register(
             &mut SourceFd(&fd),
             conn_token(conn),
@@ -327,7 +332,7 @@ impl Driver for EpollDriver {
             fill_parked: None,
             connecting: false,
         });
-        Ok(())
+        Ok(None)
     }
 
     fn set_reading(&mut self, conn: ConnId, _fd: RawFd, on: bool) {

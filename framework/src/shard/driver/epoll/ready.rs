@@ -10,7 +10,7 @@ use super::EpollDriver;
 use crate::{
     accept::policy,
     numa::{BufId, BufferPool},
-    shard::driver::Completion,
+    shard::driver::{Accepted, Completion},
 };
 
 /// Accepts per listener per turn before yielding to other work.
@@ -60,7 +60,7 @@ impl EpollDriver {
                     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                     sink(Completion::Accepted {
                         listener: index,
-                        result: Ok(fd),
+                        result: Ok(Accepted::Fd(fd)),
                     });
                     continue;
                 }

@@ -10,10 +10,16 @@ use super::{
     ops::{os_error, user_data, DOORBELL},
     Sink, UringDriver,
 };
-use crate::{accept::policy, shard::driver::Completion};
+use crate::{
+    accept::policy,
+    shard::driver::{Accepted, Completion},
+};
 
 impl UringDriver {
     pub(super) fn arm_accept(&mut self, index: usize) {
+        if self.files.is_some() {
+            return self.arm_direct_accepts(index);
+        }
         let Some(Some(l)) = self.listeners.get_mut(index) else {
             return;
         };
@@ -71,7 +77,7 @@ impl UringDriver {
         let retry = res < 0 && policy::retry_at_once(-res);
         if res >= 0 {
             // SAFETY: a successful accept's result is a new descriptor nobody else owns.
-            let result = Ok(unsafe { OwnedFd::from_raw_fd(res) });
+            let result = Ok(Accepted::Fd(unsafe { OwnedFd::from_raw_fd(res) }));
             sink(Completion::Accepted { listener, result });
         } else if !retry && (current || res != -libc::ECANCELED) {
             sink(Completion::Accepted {

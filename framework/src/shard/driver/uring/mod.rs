@@ -34,6 +34,7 @@ use socket2::SockAddr;
 use tracing::{debug, warn};
 
 mod bufring;
+mod direct;
 mod listen;
 mod ops;
 mod probe;
@@ -43,10 +44,11 @@ mod splice;
 pub(crate) use self::probe::probe;
 use self::{
     bufring::BufRing,
+    direct::{FileTable, FIXED},
     ops::{user_data, Op, SendBufs, CONNECT, RECV, SEND},
     probe::{build_ring, splice_support},
 };
-use super::{Completion, Driver, MAX_SEND_CHUNKS};
+use super::{Completion, Driver, Sock, MAX_SEND_CHUNKS};
 use crate::{numa::BufferPool, ConnId};
 
 /// `IORING_ENTER_GETEVENTS`: reap (and, with DEFER_TASKRUN, run task work).
@@ -73,12 +75,18 @@ pub(crate) struct UringConfig {
     /// one-shot recvs if the kernel refuses the cap; `None` always uses one-shot
     /// recvs re-armed per completion.
     pub recv_cap: Option<u32>,
+    /// Direct descriptors: `Some(n)` keeps connections in a registered file
+    /// table of `n` slots (see `direct`); `None`, or a kernel that refuses the
+    /// table, keeps ordinary fds.
+    pub direct_files: Option<u32>,
 }
 
 #[derive(Clone, Copy, Default)]
 struct ConnSlot {
     id: Option<ConnId>,
+    /// The socket: an fd, or with `fixed` a slot of the file table.
     fd: RawFd,
+    fixed: bool,
     want_read: bool,
     recv_armed: bool,
     /// EOF or a read error was reported: never re-arm.
@@ -105,6 +113,13 @@ struct ListenerSlot {
     /// A multishot accept is in flight. Not after a failed accept: the shard
     /// decides when to accept again (see `accept::policy`).
     armed: bool,
+    /// With direct descriptors: single-shot accepts in flight.
+    inflight: u8,
+    /// With direct descriptors: an accept failed (reported); no re-arming
+    /// until the shard adds the listener again.
+    failed: bool,
+    /// Bound to a wildcard address (accepted sockets are asked their address).
+    wildcard: bool,
 }
 
 struct WatchSlot {
@@ -146,6 +161,10 @@ pub(crate) struct UringDriver {
     recv_arms: u64,
     /// The kernel has what splice relays need (see [`splice_support`]).
     splice: bool,
+    /// The registered file table, with direct descriptors on.
+    files: Option<FileTable>,
+    /// A direct accept found no free slot: re-arm when one frees.
+    accept_starved: bool,
 }
 
 impl fmt::Debug for UringDriver {
@@ -159,6 +178,7 @@ impl fmt::Debug for UringDriver {
             .field("ops_in_flight", &self.ops.len())
             .field("enobufs", &self.enobufs)
             .field("recv_cap", &self.recv_cap)
+            .field("direct_files", &self.files.as_ref().map(FileTable::size))
             .finish_non_exhaustive()
     }
 }
@@ -186,7 +206,17 @@ impl UringDriver {
         if !splice {
             debug!("io_uring: no SPLICE or sync cancel here; splice relays are off");
         }
-        debug!(setup, entries, buf_size, "io_uring ring ready");
+        let files = match config.direct_files {
+            None => None,
+            Some(size) => match FileTable::register(&ring, size) {
+                Ok(table) => Some(table),
+                Err(e) => {
+                    warn!(size, error = %e, "io_uring: cannot register a file table; connections use ordinary fds");
+                    None
+                }
+            },
+        };
+        debug!(setup, entries, buf_size, direct_files = ?config.direct_files, "io_uring ring ready");
         Ok(UringDriver {
             reap_budget: 4 * ring.params().sq_entries() as usize,
             splice,
@@ -208,7 +238,26 @@ impl UringDriver {
             enobufs: 0,
             recv_cap: config.recv_cap.filter(|&cap| cap > 0),
             recv_arms: 0,
+            files,
+            accept_starved: false,
         })
+    }
+
+    /// The fd field and flags of an SQE naming slot `index`'s socket.
+    fn target(&self, index: usize) -> (types::Fd, squeue::Flags) {
+        let slot = &self.conns[index];
+        let flags = if slot.fixed {
+            FIXED
+        } else {
+            squeue::Flags::empty()
+        };
+        (types::Fd(slot.fd), flags)
+    }
+
+    /// Slots of the file table in use (tests).
+    #[cfg(test)]
+    fn fixed_in_use(&self) -> u32 {
+        self.files.as_ref().map_or(0, FileTable::in_use)
     }
 
     fn slot_index(&self, conn: ConnId) -> Option<usize> {
@@ -267,10 +316,22 @@ impl Driver for UringDriver {
         }
         let generation = self.listener_generation.wrapping_add(1) & ConnId::GENERATION_MASK;
         self.listener_generation = generation;
+        let wildcard = self.files.is_some() && {
+            // SAFETY: the shard keeps the listening fd open while it is added.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            socket2::SockRef::from(&borrowed)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_none_or(|a| a.ip().is_unspecified())
+        };
         let slot = ListenerSlot {
             fd,
             generation,
             armed: false,
+            inflight: 0,
+            failed: false,
+            wildcard,
         };
         self.listeners[listener] = Some(slot);
         self.arm_accept(listener);
@@ -285,12 +346,27 @@ impl Driver for UringDriver {
         if l.armed {
             self.cancel(Self::accept_data(listener, l.generation));
         }
-        if pending {
+        if l.inflight > 0 {
+            // Cancelled by fd, which the kernel looks up when the cancel is
+            // issued: submitted now, before the shard closes its fd (else the
+            // accepts stay armed on a socket another process now accepts on —
+            // an upgrade's old process would keep taking connections).
+            self.cancel_direct_accepts(l.fd);
+            self.submit_pending();
+        } else if pending {
             self.submit_pending();
         }
     }
 
-    fn add_conn(&mut self, conn: ConnId, fd: RawFd) -> io::Result<()> {
+    fn add_conn(&mut self, conn: ConnId, sock: Sock) -> io::Result<Option<u32>> {
+        let (fd, fixed, adopted) = match sock {
+            Sock::Fixed(slot) => (slot as RawFd, true, None),
+            Sock::Fd(fd) if self.files.is_some() => {
+                let slot = self.install(fd)?;
+                (slot as RawFd, true, Some(slot))
+            }
+            Sock::Fd(fd) => (fd, false, None),
+        };
         let index = conn.index as usize;
         if self.conns.len() <= index {
             self.conns.resize_with(index + 1, ConnSlot::default);
@@ -301,9 +377,26 @@ impl Driver for UringDriver {
         self.conns[index] = ConnSlot {
             id: Some(conn),
             fd,
+            fixed,
             ..ConnSlot::default()
         };
-        Ok(())
+        Ok(adopted)
+    }
+
+    fn direct_descriptors(&self) -> bool {
+        self.files.is_some()
+    }
+
+    fn shutdown_fixed(&mut self, slot: u32) {
+        self.shutdown_slot(slot);
+    }
+
+    fn close_fixed(&mut self, slot: u32) {
+        self.close_slot(slot);
+    }
+
+    fn query_unread(&mut self, conn: ConnId) {
+        self.query_unread_slot(conn);
     }
 
     fn set_reading(&mut self, conn: ConnId, _fd: RawFd, on: bool) {
@@ -324,6 +417,10 @@ impl Driver for UringDriver {
     }
 
     fn send(&mut self, conn: ConnId, fd: RawFd, chunks: &[Bytes]) {
+        let (fd, fixed) = match self.slot_index(conn) {
+            Some(index) => self.target(index),
+            None => (types::Fd(fd), squeue::Flags::empty()),
+        };
         debug_assert!(!chunks.is_empty(), "send with nothing to send");
         let mut bufs = self.spare_sends.pop().unwrap_or_else(|| {
             Box::new(SendBufs {
@@ -346,15 +443,17 @@ impl Driver for UringDriver {
             // One chunk (the common case: a reply per turn): plain SEND skips the
             // msghdr and iovec import SENDMSG pays for in the kernel.
             let len = u32::try_from(one.iov_len).unwrap_or(u32::MAX);
-            opcode::Send::new(types::Fd(fd), one.iov_base.cast_const().cast(), len)
+            opcode::Send::new(fd, one.iov_base.cast_const().cast(), len)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
+                .flags(fixed)
         } else {
             bufs.hdr.msg_iov = bufs.iov.as_mut_ptr();
             bufs.hdr.msg_iovlen = bufs.iov.len() as _;
-            opcode::SendMsg::new(types::Fd(fd), &bufs.hdr)
+            opcode::SendMsg::new(fd, &bufs.hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
+                .flags(fixed)
         };
         // Moving the Box moves no heap memory: the pointers above stay valid.
         self.ops.insert(Op::Send { conn, bufs });
@@ -396,9 +495,15 @@ impl Driver for UringDriver {
     }
 
     fn connect(&mut self, conn: ConnId, fd: RawFd, addr: SockAddr) {
+        let (fd, fixed) = match self.slot_index(conn) {
+            Some(index) => self.target(index),
+            None => (types::Fd(fd), squeue::Flags::empty()),
+        };
         let addr = Box::new(addr);
         let key = self.ops.vacant_key();
-        let sqe = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+        let sqe = opcode::Connect::new(fd, addr.as_ptr().cast(), addr.len())
+            .build()
+            .flags(fixed);
         self.ops.insert(Op::Connect { conn, _addr: addr });
         self.push_op(conn, sqe.user_data(user_data(CONNECT, key as u64)));
     }

@@ -10,7 +10,10 @@ use io_uring::{cqueue, opcode, squeue};
 use socket2::SockAddr;
 use tracing::warn;
 
-use super::{Sink, UringDriver};
+use super::{
+    direct::{ACCEPT_ONE, CLOSE_FIXED, SHUTDOWN_FIXED, UNREAD},
+    Sink, UringDriver,
+};
 use crate::{shard::driver::Completion, ConnId};
 
 /// user_data is `kind << KIND_SHIFT | payload`.
@@ -24,7 +27,7 @@ pub(super) const RECV: u8 = 2;
 pub(super) const SEND: u8 = 3;
 pub(super) const CONNECT: u8 = 4;
 /// Completions ignored.
-const CANCEL: u8 = 5;
+pub(super) const CANCEL: u8 = 5;
 pub(super) const DOORBELL: u8 = 6;
 /// Payload: token, generation above bit 32 ([`UringDriver::watch_data`]).
 const WATCH: u8 = 7;
@@ -53,10 +56,25 @@ pub(super) struct SendBufs {
     pub(super) chunks: Vec<Bytes>,
 }
 
-/// An in-flight send or connect: whose, and what the kernel reads for it.
+/// An in-flight send, connect or direct accept: whose, and what the kernel reads
+/// or writes for it.
 pub(super) enum Op {
-    Send { conn: ConnId, bufs: Box<SendBufs> },
-    Connect { conn: ConnId, _addr: Box<SockAddr> },
+    Send {
+        conn: ConnId,
+        bufs: Box<SendBufs>,
+    },
+    Connect {
+        conn: ConnId,
+        _addr: Box<SockAddr>,
+    },
+    /// A single-shot accept into `slot` (`None`: an ordinary fd, moved into the
+    /// table after its local address was read).
+    Accept {
+        listener: usize,
+        generation: u32,
+        slot: Option<u32>,
+        addr: Box<super::direct::AcceptAddr>,
+    },
 }
 
 impl UringDriver {
@@ -142,17 +160,22 @@ impl UringDriver {
             FILL => self.on_fill(payload, res, sink),
             DRAIN => self.on_drain(payload, res, sink),
             FILL_POLL | DRAIN_POLL => {}
+            ACCEPT_ONE => self.on_direct_accept(payload as usize, res, sink),
+            CLOSE_FIXED => self.on_close_fixed(payload, res),
+            SHUTDOWN_FIXED => self.on_shutdown_fixed(payload, res),
+            UNREAD => self.on_unread(payload, res, sink),
             CANCEL => {}
             kind => warn!(kind, "io_uring completion of unknown kind"),
         }
     }
 
     pub(super) fn on_op(&mut self, key: usize, res: i32, sink: Sink<'_>) {
+        let conn = match self.ops.get(key) {
+            Some(Op::Send { conn, .. } | Op::Connect { conn, .. }) => *conn,
+            Some(Op::Accept { .. }) | None => return,
+        };
         let Some(op) = self.ops.try_remove(key) else {
             return;
-        };
-        let conn = match &op {
-            Op::Send { conn, .. } | Op::Connect { conn, .. } => *conn,
         };
         if let Some(index) = self.slot_index(conn) {
             self.conns[index].op = None;
@@ -172,6 +195,7 @@ impl UringDriver {
                 conn,
                 result: error.map_or(Ok(()), Err),
             }),
+            Op::Accept { .. } => {}
         }
     }
 }

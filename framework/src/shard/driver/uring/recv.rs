@@ -1,7 +1,7 @@
 //! Reading on io_uring: a multishot recv with a byte cap per arm, or one-shot
 //! recvs, both selecting buffers from the provided-buffer ring.
 
-use io_uring::{cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue};
 use tracing::debug;
 
 use super::{
@@ -39,7 +39,7 @@ impl UringDriver {
         let Some(id) = slot.id else { return };
         slot.recv_armed = true;
         self.recv_arms += 1;
-        let fd = types::Fd(slot.fd);
+        let (fd, fixed) = self.target(index);
         let sqe = match self.recv_cap {
             // Multishot: one arm serves many reads (no SQE, poll arm and hash per
             // read). Without a cap it would keep draining a fast peer into the ring
@@ -56,7 +56,7 @@ impl UringDriver {
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT),
         };
-        self.push(sqe.user_data(user_data(RECV, id.to_bits())));
+        self.push(sqe.flags(fixed).user_data(user_data(RECV, id.to_bits())));
     }
 
     pub(super) fn on_recv(&mut self, bits: u64, res: i32, flags: u32, sink: Sink<'_>) {

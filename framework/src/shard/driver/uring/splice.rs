@@ -30,16 +30,28 @@ impl UringDriver {
         let slot = &mut self.conns[index];
         let Some(id) = slot.id else { return };
         slot.fill = true;
-        let fd = slot.fd;
-        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+        let (fd, fixed) = self.target(index);
+        let poll = opcode::PollAdd::new(fd, libc::POLLIN as u32)
             .build()
-            .flags(squeue::Flags::IO_LINK)
+            .flags(squeue::Flags::IO_LINK | fixed)
             .user_data(user_data(FILL_POLL, id.to_bits()));
-        let splice =
-            opcode::Splice::new(types::Fd(fd), NO_OFFSET, types::Fd(pipe_w), NO_OFFSET, max)
-                .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
-                .build()
-                .user_data(user_data(FILL, id.to_bits()));
+        let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+        let splice = if fixed.is_empty() {
+            opcode::Splice::new(fd, NO_OFFSET, types::Fd(pipe_w), NO_OFFSET, max)
+        } else {
+            // SPLICE_F_FD_IN_FIXED: the source is a slot of the file table.
+            opcode::Splice::new(
+                types::Fixed(fd.0 as u32),
+                NO_OFFSET,
+                types::Fd(pipe_w),
+                NO_OFFSET,
+                max,
+            )
+        };
+        let splice = splice
+            .flags(flags)
+            .build()
+            .user_data(user_data(FILL, id.to_bits()));
         self.push_pair(poll, splice);
     }
 
@@ -48,16 +60,17 @@ impl UringDriver {
         let slot = &mut self.conns[index];
         let Some(id) = slot.id else { return };
         slot.drain = true;
-        let fd = slot.fd;
-        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+        let (fd, fixed) = self.target(index);
+        let poll = opcode::PollAdd::new(fd, libc::POLLOUT as u32)
             .build()
-            .flags(squeue::Flags::IO_LINK)
+            .flags(squeue::Flags::IO_LINK | fixed)
             .user_data(user_data(DRAIN_POLL, id.to_bits()));
-        let splice =
-            opcode::Splice::new(types::Fd(pipe_r), NO_OFFSET, types::Fd(fd), NO_OFFSET, len)
-                .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
-                .build()
-                .user_data(user_data(DRAIN, id.to_bits()));
+        // The socket is the splice's target: its fd field, so FIXED_FILE applies.
+        let splice = opcode::Splice::new(types::Fd(pipe_r), NO_OFFSET, fd, NO_OFFSET, len)
+            .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
+            .build()
+            .flags(fixed)
+            .user_data(user_data(DRAIN, id.to_bits()));
         self.push_pair(poll, splice);
     }
 

@@ -13,6 +13,8 @@ use super::*;
 #[derive(Debug)]
 enum Ev {
     Accepted(OwnedFd),
+    /// A direct descriptor and the peer address the accept reported.
+    AcceptedFixed(u32, Option<SocketAddr>),
     Data(ConnId, Vec<u8>),
     Closed(ConnId, Option<io::ErrorKind>),
     Sent(ConnId, usize),
@@ -21,6 +23,7 @@ enum Ev {
     Connected(ConnId, Option<io::ErrorKind>),
     Doorbell,
     Readable(u32),
+    Unread(ConnId, usize),
 }
 
 fn driver() -> UringDriver {
@@ -38,6 +41,7 @@ fn driver_with(recv_cap: Option<u32>, buf_count: u16) -> UringDriver {
         buf_size: 64,
         pool: None,
         recv_cap,
+        direct_files: None,
     };
     UringDriver::new(config).expect("io_uring driver on this machine")
 }
@@ -47,7 +51,12 @@ fn turn(d: &mut UringDriver) -> Vec<Ev> {
     let mut evs = Vec::new();
     d.reap(&mut |c| {
         evs.push(match c {
-            Completion::Accepted { result, .. } => Ev::Accepted(result.expect("accept")),
+            Completion::Accepted { result, .. } => match result.expect("accept") {
+                crate::shard::driver::Accepted::Fd(fd) => Ev::Accepted(fd),
+                crate::shard::driver::Accepted::Fixed { slot, peer, .. } => {
+                    Ev::AcceptedFixed(slot, peer)
+                }
+            },
             Completion::Data { conn, data } => Ev::Data(conn, data.to_vec()),
             Completion::ReadClosed { conn, error } => Ev::Closed(conn, error.map(|e| e.kind())),
             Completion::Sent { conn, result } => Ev::Sent(conn, result.expect("send")),
@@ -57,6 +66,7 @@ fn turn(d: &mut UringDriver) -> Vec<Ev> {
             }
             Completion::Doorbell => Ev::Doorbell,
             Completion::Readable { token } => Ev::Readable(token),
+            Completion::Unread { conn, result } => Ev::Unread(conn, result.expect("SIOCINQ")),
         })
     });
     evs
@@ -73,7 +83,8 @@ fn accepted(d: &mut UringDriver, conn: ConnId) -> (OwnedFd, TcpStream, TcpListen
         _ => None,
     });
     let fd = fd.expect("no connection accepted");
-    d.add_conn(conn, fd.as_raw_fd()).expect("add_conn");
+    d.add_conn(conn, Sock::Fd(fd.as_raw_fd()))
+        .expect("add_conn");
     d.set_reading(conn, fd.as_raw_fd(), true);
     (fd, client, listener)
 }
@@ -231,7 +242,7 @@ fn connect_reports_refused_and_success() {
             index,
             generation: 1,
         };
-        d.add_conn(conn, s.as_raw_fd()).expect("add_conn");
+        d.add_conn(conn, Sock::Fd(s.as_raw_fd())).expect("add_conn");
         d.connect(conn, s.as_raw_fd(), addr.into());
         sockets.push(s);
     }
@@ -344,4 +355,171 @@ fn paused_input_is_bounded(recv_cap: Option<u32>, bound: usize) {
         "this kernel (6.16+) caps multishot recvs; the driver fell back to one-shot"
     );
     d.remove_conn(conn, fd.as_raw_fd());
+}
+
+fn direct_driver(files: u32) -> UringDriver {
+    let config = UringConfig {
+        entries: 64,
+        buf_count: 4,
+        buf_size: 64,
+        pool: None,
+        recv_cap: Some(1000),
+        direct_files: Some(files),
+    };
+    let d = UringDriver::new(config).expect("io_uring driver on this machine");
+    assert!(d.direct_descriptors(), "a file table registers here");
+    d
+}
+
+/// Direct descriptors end to end on the driver: accepted into a slot with the
+/// peer's address, read and written through the slot, half-closed and closed
+/// through the ring, and the slot reused only after its close completed.
+#[test]
+fn direct_descriptors_accept_read_write_shutdown_and_close() {
+    let mut d = direct_driver(64);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    d.add_listener(0, listener.as_raw_fd())
+        .expect("add_listener");
+    // The driver keeps ACCEPT_DEPTH accepts armed, each holding a slot.
+    turn(&mut d);
+    assert_eq!(d.fixed_in_use(), u32::from(direct::ACCEPT_DEPTH));
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (slot, peer) = (0..500)
+        .find_map(|_| {
+            turn(&mut d).into_iter().find_map(|e| match e {
+                Ev::AcceptedFixed(slot, peer) => Some((slot, peer)),
+                _ => None,
+            })
+        })
+        .expect("no connection accepted");
+    assert_eq!(
+        peer,
+        Some(client.local_addr().unwrap()),
+        "peer address from the accept"
+    );
+    // Re-armed: one more slot taken for the next accept.
+    assert_eq!(d.fixed_in_use(), u32::from(direct::ACCEPT_DEPTH) + 1);
+    let conn = ConnId::from_bits(7);
+    assert_eq!(d.add_conn(conn, Sock::Fixed(slot)).expect("add_conn"), None);
+    d.set_reading(conn, -1, true);
+    client.write_all(b"ping").unwrap();
+    let got: Vec<u8> = (0..500)
+        .flat_map(|_| turn(&mut d))
+        .filter_map(|e| match e {
+            Ev::Data(c, data) if c == conn => Some(data),
+            _ => None,
+        })
+        .take(1)
+        .flatten()
+        .collect();
+    assert_eq!(got, b"ping");
+    d.send(conn, -1, &[Bytes::from_static(b"pong")]);
+    let sent = (0..500).flat_map(|_| turn(&mut d)).find_map(|e| match e {
+        Ev::Sent(c, n) if c == conn => Some(n),
+        _ => None,
+    });
+    assert_eq!(sent, Some(4));
+    let mut buf = [0u8; 4];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    // Half-close through the ring: the client reads EOF.
+    d.shutdown_fixed(slot);
+    turn(&mut d);
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "EOF after SHUT_WR");
+    d.remove_conn(conn, -1);
+    d.close_fixed(slot);
+    let before = d.fixed_in_use();
+    for _ in 0..20 {
+        turn(&mut d);
+        if d.fixed_in_use() < before {
+            break;
+        }
+    }
+    assert_eq!(d.fixed_in_use(), before - 1, "the slot is free once closed");
+    // The socket really closed: the client's read side sees the end.
+    client.write_all(b"x").ok();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    d.remove_listener(0, listener.as_raw_fd());
+    for _ in 0..20 {
+        turn(&mut d);
+    }
+    assert_eq!(
+        d.fixed_in_use(),
+        0,
+        "cancelled accepts give their slots back"
+    );
+}
+
+/// FIONREAD for a slot: the socket command answers how much is unread.
+#[test]
+fn unread_input_of_a_direct_descriptor_is_asked_through_the_ring() {
+    let mut d = direct_driver(8);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (server, _) = listener.accept().unwrap();
+    let conn = ConnId::from_bits(5);
+    d.add_conn(conn, Sock::Fd(server.as_raw_fd()))
+        .expect("add_conn")
+        .expect("adopted");
+    drop(server);
+    let ask = |d: &mut UringDriver| {
+        d.query_unread(conn);
+        (0..100).flat_map(|_| turn(d)).find_map(|e| match e {
+            Ev::Unread(c, n) if c == conn => Some(n),
+            _ => None,
+        })
+    };
+    assert_eq!(ask(&mut d), Some(0), "nothing sent yet");
+    client.write_all(b"12345").unwrap();
+    let mut n = None;
+    for _ in 0..50 {
+        n = ask(&mut d);
+        if n == Some(5) {
+            break;
+        }
+    }
+    assert_eq!(n, Some(5), "five bytes wait unread (not reading)");
+}
+
+/// An ordinary socket (an outbound connect, a handed-off accept) moves into the
+/// table; the process's fd can then be closed and the socket lives on.
+#[test]
+fn an_ordinary_socket_is_adopted_into_the_table() {
+    let mut d = direct_driver(8);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (server, _) = listener.accept().unwrap();
+    let conn = ConnId::from_bits(3);
+    let slot = d
+        .add_conn(conn, Sock::Fd(server.as_raw_fd()))
+        .expect("add_conn")
+        .expect("adopted into a slot");
+    drop(server);
+    d.set_reading(conn, -1, true);
+    client.write_all(b"still here").unwrap();
+    let got: Vec<u8> = (0..500)
+        .flat_map(|_| turn(&mut d))
+        .filter_map(|e| match e {
+            Ev::Data(c, data) if c == conn => Some(data),
+            _ => None,
+        })
+        .take(1)
+        .flatten()
+        .collect();
+    assert_eq!(got, b"still here");
+    d.remove_conn(conn, -1);
+    d.close_fixed(slot);
+    for _ in 0..20 {
+        turn(&mut d);
+    }
+    assert_eq!(d.fixed_in_use(), 0);
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "closed with the slot");
 }
