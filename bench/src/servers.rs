@@ -1224,8 +1224,20 @@ fn start_haproxy_with(
     conns: usize,
     tls: Option<&TlsFiles>,
 ) -> anyhow::Result<ServerProc> {
+    spawn_haproxy(exe, cpus, |port| {
+        haproxy_config_with(port, upstream, threads, conns, tls)
+    })
+}
+
+/// Runs HAProxy in the foreground (`-db`) with `config(port)` on a free
+/// loopback port, pinned to `cpus`. Ready when a connection succeeds.
+fn spawn_haproxy(
+    exe: &Path,
+    cpus: &[usize],
+    config: impl FnOnce(u16) -> String,
+) -> anyhow::Result<ServerProc> {
     let g = generate(exe, "haproxy", "haproxy", "haproxy.cfg", |port, _| {
-        Ok(haproxy_config_with(port, upstream, threads, conns, tls))
+        Ok(config(port))
     })?;
     let mut cmd = Command::new(exe);
     cmd.arg("-db")
@@ -1247,22 +1259,14 @@ pub fn start_haproxy_holding(
     cpus: &[usize],
     maxconn: usize,
 ) -> anyhow::Result<ServerProc> {
-    let g = generate(exe, "haproxy", "haproxy", "haproxy.cfg", |port, _| {
+    spawn_haproxy(exe, cpus, |port| {
         // With no connections asked for, the template's maxconn is its floor.
-        let base = haproxy_config_with(port, upstream, threads, 0, None);
-        Ok(base.replacen(
+        haproxy_config_with(port, upstream, threads, 0, None).replacen(
             "    maxconn 1024\n",
             &format!("    maxconn {maxconn}\n    no strict-limits\n"),
             1,
-        ))
-    })?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("-db")
-        .arg("-f")
-        .arg(&g.conf)
-        .stderr(Stdio::inherit());
-    pin_command(&mut cmd, cpus)?;
-    ServerProc::spawn("haproxy", cmd, g.addr, Ready::Connect, Some(g.dir))
+        )
+    })
 }
 
 /// A shardline-proxy configuration for a benchmark: one HTTP listener on

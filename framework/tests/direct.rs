@@ -11,6 +11,8 @@
 //! off by `SHARDLINE_DIRECT_DESCRIPTORS=0` (the suite's second run).
 
 mod common;
+#[path = "common/fds.rs"]
+mod fds;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -19,34 +21,10 @@ use std::{
     time::Duration,
 };
 
+use fds::{highest_fd, rlimit, set_soft_nofile};
 use shardline::Io;
 
 const CLIENT_ENV: &str = "DIRECT_TEST_CLIENT";
-
-fn rlimit() -> libc::rlimit {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid local struct.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
-    r
-}
-
-fn set_soft_nofile(n: u64) {
-    let mut r = rlimit();
-    r.rlim_cur = n.min(r.rlim_max);
-    // SAFETY: setrlimit reads a valid local struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
-}
-
-fn highest_fd() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
 
 /// The client side, run in the child: `count` connections to `addr`, one echo
 /// round trip on each, "ready N" on stdout, then hold them until stdin closes.

@@ -6,6 +6,8 @@
 //! One test in this binary on purpose: it lowers the process's soft fd limit.
 
 mod common;
+#[path = "common/fds.rs"]
+mod fds;
 
 use std::{
     io::{Read, Write},
@@ -13,40 +15,9 @@ use std::{
     time::Duration,
 };
 
+use fds::{highest_fd, set_soft_nofile};
 use shardline::{AcceptMode, Balance, Io};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-fn set_soft_nofile(n: u64) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write a valid local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        r.rlim_cur = n.min(r.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0, "setrlimit");
-    }
-}
-
-fn soft_nofile() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    r.rlim_cur
-}
-
-/// The highest fd number open now (fds above the soft limit would fail to open).
-fn highest_fd() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
 
 fn roundtrip(s: &mut TcpStream, tag: u8) {
     s.write_all(&[tag; 8]).expect("write");
@@ -55,8 +26,19 @@ fn roundtrip(s: &mut TcpStream, tag: u8) {
     assert_eq!(back, [tag; 8]);
 }
 
+/// A round trip on every flood connection (each needs an fd to dup).
+fn echo_each(flood: &[Socket]) {
+    for (i, s) in flood.iter().enumerate() {
+        let mut stream = TcpStream::from(s.try_clone().expect("dup"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        roundtrip(&mut stream, i as u8);
+    }
+}
+
 fn run(io: Io, mode: AcceptMode) {
-    let original = soft_nofile();
+    let original = fds::rlimit().rlim_cur;
     // Lower the limit before the server starts: io_uring's accept reads the limit
     // when it is armed, as a process that has always had this limit would.
     set_soft_nofile(highest_fd() + 150);
@@ -94,13 +76,7 @@ fn run(io: Io, mode: AcceptMode) {
         roundtrip(&mut existing, 2);
         // The client side needs fds to check the echo (dup).
         drop(fillers);
-        for (i, s) in flood.iter().enumerate() {
-            let mut stream = TcpStream::from(s.try_clone().expect("dup"));
-            stream
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .expect("timeout");
-            roundtrip(&mut stream, i as u8);
-        }
+        echo_each(&flood);
         drop(flood);
         drop(existing);
         server.shutdown().expect("clean shutdown");
@@ -129,13 +105,7 @@ fn run(io: Io, mode: AcceptMode) {
         "{io} {mode}: accepts resume once fds free up: {:?}",
         metrics.total()
     );
-    for (i, s) in flood.iter().enumerate() {
-        let mut stream = TcpStream::from(s.try_clone().expect("dup"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        roundtrip(&mut stream, i as u8);
-    }
+    echo_each(&flood);
     roundtrip(&mut existing, 3);
     drop(flood);
     drop(existing);

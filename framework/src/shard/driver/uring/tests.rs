@@ -357,6 +357,17 @@ fn paused_input_is_bounded(recv_cap: Option<u32>, bound: usize) {
     d.remove_conn(conn, fd.as_raw_fd());
 }
 
+/// The bytes of `conn`'s first `Data` completion (empty if none came).
+fn first_read(d: &mut UringDriver, conn: ConnId) -> Vec<u8> {
+    (0..500)
+        .flat_map(|_| turn(d))
+        .find_map(|e| match e {
+            Ev::Data(c, data) if c == conn => Some(data),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn direct_driver(files: u32) -> UringDriver {
     let config = UringConfig {
         entries: 64,
@@ -403,15 +414,7 @@ fn direct_descriptors_accept_read_write_shutdown_and_close() {
     assert_eq!(d.add_conn(conn, Sock::Fixed(slot)).expect("add_conn"), None);
     d.set_reading(conn, -1, true);
     client.write_all(b"ping").unwrap();
-    let got: Vec<u8> = (0..500)
-        .flat_map(|_| turn(&mut d))
-        .filter_map(|e| match e {
-            Ev::Data(c, data) if c == conn => Some(data),
-            _ => None,
-        })
-        .take(1)
-        .flatten()
-        .collect();
+    let got = first_read(&mut d, conn);
     assert_eq!(got, b"ping");
     d.send(conn, -1, &[Bytes::from_static(b"pong")]);
     let sent = (0..500).flat_map(|_| turn(&mut d)).find_map(|e| match e {
@@ -501,15 +504,7 @@ fn an_ordinary_socket_is_adopted_into_the_table() {
     drop(server);
     d.set_reading(conn, -1, true);
     client.write_all(b"still here").unwrap();
-    let got: Vec<u8> = (0..500)
-        .flat_map(|_| turn(&mut d))
-        .filter_map(|e| match e {
-            Ev::Data(c, data) if c == conn => Some(data),
-            _ => None,
-        })
-        .take(1)
-        .flatten()
-        .collect();
+    let got = first_read(&mut d, conn);
     assert_eq!(got, b"still here");
     d.remove_conn(conn, -1);
     d.close_fixed(slot);
