@@ -11,8 +11,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
-    os::fd::AsRawFd,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -196,18 +195,7 @@ pub fn run(cfg: &IdleConfig) -> anyhow::Result<IdleOutput> {
 /// Opens one connection from `src`, letting the kernel pick the port per 4-tuple.
 fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+    crate::client::bind_source(&s, src.into())?;
     s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
     s.set_tcp_nodelay(true)?;
     Ok(s.into())

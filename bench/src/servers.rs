@@ -1319,24 +1319,14 @@ pub fn start_shardline_proxy(
     cpus: &[usize],
     conns: usize,
 ) -> anyhow::Result<ServerProc> {
-    let name = format!("shardline-proxy-{io}");
-    let port = free_port().context("finding a free port")?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let dir = scratch_dir(&name, port)?;
-    let conf = dir.join("proxy.toml");
-    std::fs::write(&conf, shardline_proxy_config(port, upstream, conns))
-        .with_context(|| format!("writing {}", conf.display()))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config").arg(&conf);
-    shardline_flags(&mut cmd, io, shards, cpus);
-    cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
-    pin_command(&mut cmd, cpus)?;
-    ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))
+    spawn_shardline_proxy(exe, io, shards, cpus, |port| {
+        shardline_proxy_config(port, upstream, conns)
+    })
 }
 
-/// [`start_shardline_proxy`] for a connection-count run: the client cap set to
-/// `clients` (by default the proxy derives it from the fd limit, which direct
-/// descriptors do not spend).
+/// [`start_shardline_proxy`] (unpinned) for a connection-count run: the client
+/// cap set to `clients` (by default the proxy derives it from the fd limit,
+/// which direct descriptors do not spend).
 pub fn start_shardline_proxy_holding(
     exe: &Path,
     io: Io,
@@ -1345,20 +1335,34 @@ pub fn start_shardline_proxy_holding(
     idle_upstreams: usize,
     clients: usize,
 ) -> anyhow::Result<ServerProc> {
+    spawn_shardline_proxy(exe, io, shards, &[], |port| {
+        format!(
+            "{}max_connections = {clients}\n",
+            shardline_proxy_config(port, upstream, idle_upstreams)
+        )
+    })
+}
+
+/// Runs shardline-proxy with `config(port)` on a free loopback port (see
+/// [`start_shardline_proxy`]).
+fn spawn_shardline_proxy(
+    exe: &Path,
+    io: Io,
+    shards: usize,
+    cpus: &[usize],
+    config: impl FnOnce(u16) -> String,
+) -> anyhow::Result<ServerProc> {
     let name = format!("shardline-proxy-{io}");
     let port = free_port().context("finding a free port")?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let dir = scratch_dir(&name, port)?;
     let conf = dir.join("proxy.toml");
-    let config = format!(
-        "{}max_connections = {clients}\n",
-        shardline_proxy_config(port, upstream, idle_upstreams)
-    );
-    std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+    std::fs::write(&conf, config(port)).with_context(|| format!("writing {}", conf.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--config").arg(&conf);
-    shardline_flags(&mut cmd, io, shards, &[]);
+    shardline_flags(&mut cmd, io, shards, cpus);
     cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    pin_command(&mut cmd, cpus)?;
     ServerProc::spawn(&name, cmd, addr, Ready::Connect, Some(dir))
 }
 

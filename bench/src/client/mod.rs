@@ -37,6 +37,27 @@ use serde::Serialize;
 
 use crate::machine;
 
+/// Binds `socket` to `source` with `IP_BIND_ADDRESS_NO_PORT`: the address now,
+/// the port at connect time, per destination — so every source/destination
+/// pair has the whole ephemeral range (~28,000 ports here).
+pub fn bind_source(socket: &socket2::Socket, source: std::net::IpAddr) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a valid pointer, on a valid fd.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())
+}
+
 /// Closed loop (next message right after the echo) or open loop (fixed total rate).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {

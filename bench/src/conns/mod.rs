@@ -31,7 +31,7 @@ use shardline::Io;
 
 use self::worker::{Proto, WorkerReport};
 use crate::{
-    machine::MachineInfo,
+    machine::{self, MachineInfo},
     servers::{self, NginxRole, ServerProc},
 };
 
@@ -213,17 +213,6 @@ fn tree_rss(pid: u32) -> u64 {
     total
 }
 
-/// The fd limit the servers inherit (where fd-bound servers stop).
-fn fd_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    r.rlim_cur
-}
-
 /// The server under test (and its backend, kept alive with it).
 struct Target {
     server: ServerProc,
@@ -273,7 +262,7 @@ fn start(cfg: &ConnsConfig, name: &str) -> anyhow::Result<Target> {
         "haproxy" => {
             let b = backend(cfg)?;
             // A client connection is one fd; leave room for the rest.
-            let maxconn = (fd_limit() as usize).saturating_sub(256).max(1024);
+            let maxconn = (machine::nofile_limit() as usize).saturating_sub(256).max(1024);
             let server =
                 servers::start_haproxy_holding(&cfg.haproxy_exe, b.addr, threads, &[], maxconn)?;
             Target {
@@ -362,7 +351,7 @@ fn run_one(cfg: &ConnsConfig, name: &str) -> anyhow::Result<ConnsResult> {
             "served {} of {}: fd limit {} per process{}",
             ready.served,
             cfg.conns,
-            fd_limit(),
+            machine::nofile_limit(),
             ready
                 .error_samples
                 .first()
@@ -395,7 +384,7 @@ pub fn run(cfg: &ConnsConfig) -> anyhow::Result<ConnsOutput> {
         cfg.conns.div_ceil(PER_SOURCE).max(1),
         cfg.active,
         cfg.hold.as_secs_f64(),
-        fd_limit()
+        machine::nofile_limit()
     );
     let mut results = Vec::new();
     for name in &cfg.servers {

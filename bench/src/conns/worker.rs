@@ -15,7 +15,6 @@
 use std::{
     io::{self, Read, Write},
     net::{IpAddr, SocketAddr},
-    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
@@ -68,9 +67,6 @@ pub struct WorkerReport {
 const STDIN: Token = Token(usize::MAX);
 /// Setup ends when no connection was established or served for this long.
 const STALL: Duration = Duration::from_secs(5);
-/// `IP_BIND_ADDRESS_NO_PORT` (linux/in.h): bind the address now, the port at
-/// connect time.
-const IP_BIND_ADDRESS_NO_PORT: libc::c_int = 24;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum State {
@@ -153,22 +149,8 @@ fn open(addr: SocketAddr, source: IpAddr) -> io::Result<TcpStream> {
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a valid pointer.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
     socket.set_tcp_nodelay(true)?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
+    crate::client::bind_source(&socket, source)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

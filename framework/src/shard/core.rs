@@ -354,6 +354,12 @@ impl Core {
     /// Moves a closing connection on once its queue is empty: half-close, then wait
     /// for the peer's EOF (or the linger deadline).
     pub(crate) fn continue_close(&mut self, id: ConnId) {
+        self.close_step(id, None);
+    }
+
+    /// `continue_close`, knowing (`Some`) how much input a direct descriptor
+    /// has unread — the driver's answer to the query the unknown case sends.
+    fn close_step(&mut self, id: ConnId, fixed_unread: Option<usize>) {
         let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         if !conn.is_closing() || conn.sending {
@@ -395,12 +401,17 @@ impl Core {
                     self.release_later(id);
                 }
             }
-            // Asked of the driver; `unread_known` goes on with the answer.
-            ConnSocket::Fixed(_) => {
-                if !std::mem::replace(&mut conn.unread_asked, true) {
-                    self.unread_checks.push(id);
+            // Asked of the driver; `unread_known` comes back here with the
+            // answer (with input unread, the next read asks again).
+            ConnSocket::Fixed(_) => match fixed_unread {
+                Some(0) => self.release_later(id),
+                Some(_) => {}
+                None => {
+                    if !std::mem::replace(&mut conn.unread_asked, true) {
+                        self.unread_checks.push(id);
+                    }
                 }
-            }
+            },
         }
     }
 
@@ -408,18 +419,11 @@ impl Core {
     /// descriptor: nothing unread, so it is released now (a FIN, not a reset);
     /// otherwise it goes on reading until the peer's EOF or the linger deadline.
     pub(crate) fn unread_known(&mut self, id: ConnId, unread: std::io::Result<usize>) {
-        let (piped, feeding) = (self.piped_into(id), self.feeding_relay(id));
         let Some(conn) = self.get_mut(id) else { return };
         conn.unread_asked = false;
-        // What `continue_close` checked still holds: nothing left to send.
-        let done = conn.is_closing()
-            && conn.write_shut
-            && !conn.sending
-            && conn.pending_len() == 0
-            && piped == 0
-            && !feeding;
-        if done && matches!(unread, Ok(0)) {
-            self.release_later(id);
+        // Cannot be asked (an old kernel): the linger read decides.
+        if let Ok(n) = unread {
+            self.close_step(id, Some(n));
         }
     }
 
