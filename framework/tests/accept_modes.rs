@@ -2,7 +2,8 @@
 //! served and spread over the shards (the distribution is printed); a per-shard
 //! connection cap makes shards stop accepting — connections wait in the backlog —
 //! and accepting resumes as connections close; outbound connections are not
-//! counted by the cap.
+//! counted by the cap; a cap derived from the sockets follows each shard's file
+//! table with direct descriptors and the shared fd limit without.
 //!
 //! Runs as one test so that the fd-hungry cases never overlap.
 
@@ -174,6 +175,42 @@ fn cap_pauses_and_resumes(io: Io, mode: AcceptMode) {
     server.shutdown().expect("clean shutdown");
 }
 
+/// `max_connections_from_sockets`: with direct descriptors each shard's cap
+/// comes from its own file table, on ordinary fds the shards share the
+/// process's limit. The reserve is chosen so the expected caps are small:
+/// (limit − reserve) ÷ 2 = 12, so 12 per shard with direct descriptors, 6 per
+/// shard (12 in all) without. Reuseport is left out: the kernel's hash, not
+/// the cap, decides which shard a waiting connection waits for; in the other
+/// modes a connection goes to a shard with room.
+fn cap_follows_the_sockets(io: Io, mode: AcceptMode) {
+    const SHARDS: usize = 2;
+    const ROOM: u64 = 12;
+    let limit = nofile().min(1 << 20);
+    let builder = common::builder(io, SHARDS)
+        .accept_mode(mode)
+        .max_connections_from_sockets(2, (limit - 2 * ROOM) as usize);
+    let direct = io == Io::Uring
+        && !std::env::var(shardline::ENV_DIRECT_DESCRIPTORS).is_ok_and(|v| v.trim() == "0");
+    let expected = if direct { ROOM * SHARDS as u64 } else { ROOM };
+    let (server, addr) = common::start(builder, |_| common::Echo);
+    let metrics = server.metrics();
+    let clients: Vec<TcpStream> = (0..expected + 8).map(|_| connect(addr)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metrics.total().conns_live < expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Room for a shard to go past its cap, if it would.
+    std::thread::sleep(Duration::from_millis(300));
+    let live: Vec<u64> = metrics.snapshot().iter().map(|s| s.conns_live).collect();
+    assert_eq!(
+        live.iter().sum::<u64>(),
+        expected,
+        "{io} {mode} (direct descriptors: {direct}): live per shard {live:?}"
+    );
+    drop(clients);
+    server.shutdown().expect("clean shutdown");
+}
+
 /// Echoes, and opens an outbound connection (to `sink`) for every accepted one.
 struct EchoWithUpstream {
     sink: SocketAddr,
@@ -296,6 +333,9 @@ fn every_mode(io: Io) {
         println!("{io} {mode}: 64 conns -> {small:?}; {n} conns -> {large:?}");
         cap_pauses_and_resumes(io, mode);
         cap_counts_accepted_only(io, mode);
+        if mode != AcceptMode::ReusePort {
+            cap_follows_the_sockets(io, mode);
+        }
         queued_at_shutdown_are_closed_cleanly(io, mode);
     }
 }

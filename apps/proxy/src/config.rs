@@ -501,8 +501,8 @@ pub struct ProxyLimits {
     pub send_high_water: usize,
     /// Most client connections the proxy holds (split evenly over the shards);
     /// at the cap a shard stops accepting and new clients wait in the listen
-    /// backlog until some close. `None`: from the open-files limit, see
-    /// [`ProxyLimits::client_cap`].
+    /// backlog until some close. `None`: from the sockets each shard may hold
+    /// (see [`FD_RESERVE`]).
     pub max_connections: Option<usize>,
     /// L4 relaying through kernel pipes (splice) for bulk transfers.
     pub splice: SpliceMode,
@@ -511,36 +511,14 @@ pub struct ProxyLimits {
     pub splice_pipes: usize,
 }
 
-/// File descriptors kept aside from the connection cap for listeners, the
-/// admin endpoint, health checks, idle pooled upstreams and the rest.
+/// Sockets kept aside from the default connection cap for listeners' armed
+/// accepts, the admin endpoint, health checks, idle pooled upstreams and the
+/// rest. Without `max_connections` each shard holds (its sockets − this) ÷ 2
+/// clients (a proxied client costs two sockets: itself and its upstream),
+/// where its sockets are its io_uring file table (RLIMIT_NOFILE slots per
+/// shard with direct descriptors) or its share of RLIMIT_NOFILE (ordinary fds,
+/// shared by the process): see `ServerBuilder::max_connections_from_sockets`.
 pub const FD_RESERVE: u64 = 256;
-
-impl ProxyLimits {
-    /// The client connection cap: `max_connections`, else half of what the
-    /// open-files limit leaves after [`FD_RESERVE`] (a proxied client costs two
-    /// descriptors: itself and its upstream), so the proxy stops accepting
-    /// before an upstream connect could fail for want of one. `None`: no limit
-    /// known.
-    pub fn client_cap(&self) -> Option<usize> {
-        self.max_connections.or_else(|| {
-            let soft = open_files_limit()?;
-            Some((soft.saturating_sub(FD_RESERVE) / 2).max(1) as usize)
-        })
-    }
-}
-
-/// The soft RLIMIT_NOFILE (`None`: unlimited or unknown).
-fn open_files_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid local struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return None;
-    }
-    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
-}
 
 /// When an L4 session relays a direction with splice instead of copying it
 /// through the proxy (`[limits] splice`).

@@ -12,7 +12,7 @@ use shardline::{
 };
 
 use crate::{
-    config::{Config, SpliceMode},
+    config::{Config, SpliceMode, FD_RESERVE},
     health::ProxyMsg,
     reload::{ReloadError, Reloader},
     shard::ProxyShard,
@@ -79,9 +79,12 @@ pub fn build(builder: ServerBuilder, config: Config) -> Result<Proxy, shardline:
         tls: tls.clone(),
     });
     let mut builder = builder.limits(framework_limits(&config));
-    if let Some(cap) = config.limits.client_cap() {
-        builder = builder.max_connections(cap);
-    }
+    builder = match config.limits.max_connections {
+        Some(cap) => builder.max_connections(cap),
+        // Two sockets per client (itself and its upstream): stop accepting
+        // before an upstream connect could fail for want of one.
+        None => builder.max_connections_from_sockets(2, FD_RESERVE as usize),
+    };
     let pipes = match config.limits.splice {
         SpliceMode::Never => 0,
         SpliceMode::Auto | SpliceMode::Always => config.limits.splice_pipes,

@@ -55,7 +55,8 @@ pub(crate) struct Acceptor {
     pub(crate) listeners: Vec<(usize, Arc<Socket>)>,
     pub(crate) balance: Balance,
     pub(crate) shards: usize,
-    pub(crate) max_conns: Option<usize>,
+    /// Each shard's connection cap (`None`: none), by shard id.
+    pub(crate) max_conns: Vec<Option<usize>>,
     pub(crate) metrics: Metrics,
     pub(crate) doorbell: Doorbell,
     pub(crate) shutdown: ShutdownHandle,
@@ -143,6 +144,9 @@ impl State {
             || self
                 .acceptor
                 .max_conns
+                .get(shard)
+                .copied()
+                .flatten()
                 .is_none_or(|max| self.load(shard) < max as u64)
     }
 

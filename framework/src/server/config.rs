@@ -102,6 +102,7 @@ pub struct ServerBuilder {
     pub(crate) inherited: Option<Arc<Mutex<InheritedListeners>>>,
     pub(crate) max_conns_per_shard: Option<usize>,
     pub(crate) max_conns_total: Option<usize>,
+    pub(crate) socket_cap: Option<SocketCap>,
     pub(crate) topology: Option<String>,
     pub(crate) placement: Placement,
     pub(crate) oversubscribe: bool,
@@ -138,6 +139,7 @@ impl Default for ServerBuilder {
             inherited: None,
             max_conns_per_shard: None,
             max_conns_total: None,
+            socket_cap: None,
             topology: None,
             placement: Placement::Compact,
             oversubscribe: false,
@@ -399,6 +401,36 @@ impl ServerBuilder {
         self
     }
 
+    /// Without an explicit cap ([`max_connections`], [`max_connections_per_shard`]),
+    /// caps each shard's accepted connections at what its sockets allow, so a
+    /// shard stops accepting before an accept or a connect fails for want of a
+    /// socket: a connection costs `sockets_per_connection` sockets (a proxy's
+    /// client and its upstream: 2) and `reserve` are kept for everything else
+    /// (armed accepts, health checks, idle pools, pipes, files).
+    ///
+    /// - A shard with io_uring direct descriptors has a file table of its own:
+    ///   it holds `(table − reserve) ÷ sockets_per_connection`.
+    /// - Shards on ordinary fds share the process's RLIMIT_NOFILE:
+    ///   `(limit − reserve) ÷ sockets_per_connection` for the whole server, split
+    ///   over the shards as [`max_connections`] is.
+    ///
+    /// Each shard logs the cap it took at start.
+    ///
+    /// [`max_connections`]: ServerBuilder::max_connections
+    /// [`max_connections_per_shard`]: ServerBuilder::max_connections_per_shard
+    #[must_use]
+    pub fn max_connections_from_sockets(
+        mut self,
+        sockets_per_connection: usize,
+        reserve: usize,
+    ) -> Self {
+        self.socket_cap = Some(SocketCap {
+            per_conn: sockets_per_connection.max(1),
+            reserve,
+        });
+        self
+    }
+
     /// What each of `shards` shards runs with.
     pub(crate) fn shard_settings(&self, shards: usize) -> shard::ShardSettings {
         shard::ShardSettings {
@@ -413,6 +445,7 @@ impl ServerBuilder {
             pipe_size: self.pipe_size,
             shutdown_timeout: self.shutdown_timeout,
             max_conns: self.shard_cap(shards),
+            socket_cap: self.socket_cap,
             tls_handshake_timeout: self.tls_handshake_timeout,
             tls_max_handshakes: self.tls_max_handshakes,
             direct_files: (self.direct_descriptors && !direct_disabled_by_env())
@@ -544,6 +577,31 @@ impl ServerBuilder {
     }
 }
 
+/// [`ServerBuilder::max_connections_from_sockets`]: sockets per connection and
+/// sockets kept aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketCap {
+    pub(crate) per_conn: usize,
+    pub(crate) reserve: usize,
+}
+
+impl SocketCap {
+    /// One shard's cap: from its own file table (`direct_table`) when it has
+    /// one, else its share of the process's `fd_limit` over `shards` shards.
+    pub(crate) fn per_shard(
+        self,
+        direct_table: Option<u32>,
+        fd_limit: u32,
+        shards: usize,
+    ) -> usize {
+        let room = |n: u32| (n as usize).saturating_sub(self.reserve) / self.per_conn;
+        match direct_table {
+            Some(table) => room(table).max(1),
+            None => room(fd_limit).div_ceil(shards.max(1)).max(1),
+        }
+    }
+}
+
 /// Whether [`ENV_DIRECT_DESCRIPTORS`](crate::ENV_DIRECT_DESCRIPTORS) turns direct
 /// descriptors off.
 fn direct_disabled_by_env() -> bool {
@@ -569,6 +627,29 @@ pub(crate) fn open_files_limit() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::ServerBuilder;
+
+    #[test]
+    fn socket_cap_is_per_table_with_direct_descriptors_else_a_share_of_the_fd_limit() {
+        let cap = super::SocketCap {
+            per_conn: 2,
+            reserve: 256,
+        };
+        // Direct descriptors: each shard's own table, whatever the shard count.
+        assert_eq!(cap.per_shard(Some(20_000), 20_000, 1), 9_872);
+        assert_eq!(cap.per_shard(Some(20_000), 20_000, 3), 9_872);
+        // Ordinary fds: the process's limit, split rounding up.
+        assert_eq!(cap.per_shard(None, 20_000, 1), 9_872);
+        assert_eq!(cap.per_shard(None, 20_000, 3), 3_291);
+        // A reserve above the limit still leaves one connection.
+        assert_eq!(cap.per_shard(None, 100, 2), 1);
+        assert_eq!(cap.per_shard(Some(100), 100, 2), 1);
+        let b = ServerBuilder::default().max_connections_from_sockets(0, 5);
+        assert_eq!(
+            b.socket_cap.map(|c| c.per_conn),
+            Some(1),
+            "never divides by 0"
+        );
+    }
 
     #[test]
     fn total_cap_is_split_over_shards_rounding_up() {

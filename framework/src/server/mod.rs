@@ -322,9 +322,12 @@ impl<M: Send + 'static> Server<M> {
         }
         drop(ready_tx);
         let mut first_error = None;
+        // Each shard's connection cap, as it took it (a cap from the sockets
+        // depends on whether its ring has a file table): the acceptor's too.
+        let mut caps = vec![None; shards];
         for _ in 0..shards {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok((id, cap))) => caps[id.0] = cap,
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -345,7 +348,7 @@ impl<M: Send + 'static> Server<M> {
                 listeners: acceptor_listeners,
                 balance,
                 shards,
-                max_conns: self.config.shard_cap(shards),
+                max_conns: caps,
                 metrics: metrics.clone(),
                 doorbell: bell,
                 shutdown: shutdown.clone(),

@@ -96,6 +96,8 @@ pub(crate) struct ShardSettings {
     pub(crate) shutdown_timeout: Duration,
     /// Most accepted connections this shard holds.
     pub(crate) max_conns: Option<usize>,
+    /// Without `max_conns`: derive it from the shard's sockets at start.
+    pub(crate) socket_cap: Option<crate::server::config::SocketCap>,
     pub(crate) tls_handshake_timeout: Duration,
     pub(crate) tls_max_handshakes: usize,
     /// io_uring direct descriptors: the file table's size per shard, or `None`
@@ -128,7 +130,8 @@ pub(crate) struct ShardConfig {
     pub(crate) doorbell: Doorbell,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) metrics: Metrics,
-    pub(crate) ready: mpsc::Sender<Result<(), Error>>,
+    /// Reports the shard started (with its id and connection cap) or why not.
+    pub(crate) ready: mpsc::Sender<Result<(ShardId, Option<usize>), Error>>,
     /// The mailboxes (type-erased: `Mailboxes<Envelope<H::Msg>>`).
     pub(crate) mailboxes: Arc<dyn Any + Send + Sync>,
     /// The handoff acceptor's doorbell, rung when this shard drops below its cap.
@@ -157,7 +160,7 @@ pub(crate) fn run<H: Handler>(
     // `on_start` runs before the shard reports ready, so `Server::start` returning
     // means every shard's `on_start` is done.
     shard.begin();
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok((id, shard.max_conns)));
     drop(ready);
     let result = shard.run();
     if let Err(e) = &result {

@@ -170,19 +170,28 @@ impl<H: Handler> Shard<H> {
             .collect::<Result<Vec<_>, Error>>()?;
         // What caps this shard's connections: say it at start, not at the
         // first EMFILE.
-        let sockets = match (driver.direct_descriptors(), cfg.settings.direct_files) {
-            (true, Some(n)) => format!("direct descriptors, up to {n} on this shard"),
-            _ => format!(
-                "ordinary fds, at most {} per process (RLIMIT_NOFILE) with listeners and files",
-                crate::server::config::open_files_limit()
+        let fd_limit = crate::server::config::open_files_limit();
+        let table = cfg
+            .settings
+            .direct_files
+            .filter(|_| driver.direct_descriptors());
+        let sockets = match table {
+            Some(n) => format!("direct descriptors, up to {n} on this shard"),
+            None => format!(
+                "ordinary fds, at most {fd_limit} per process (RLIMIT_NOFILE) with listeners and files"
             ),
         };
+        let max_conns = cfg.settings.max_conns.or_else(|| {
+            let cap = cfg.settings.socket_cap?;
+            Some(cap.per_shard(table, fd_limit, cfg.shards))
+        });
         info!(
             shard,
             backend = %driver.backend(),
             cpu = cfg.cpu.map(|c| c.id),
             node = cfg.node,
             sockets,
+            max_connections = max_conns,
             "shard started"
         );
         Ok(Shard {
@@ -196,7 +205,7 @@ impl<H: Handler> Shard<H> {
             app: crate::handler::AppState::new(),
             listeners,
             accept,
-            max_conns: cfg.settings.max_conns,
+            max_conns,
             listeners_closed: false,
             released: false,
             accepted_fds: Vec::new(),

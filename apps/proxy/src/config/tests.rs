@@ -220,7 +220,7 @@ fn admin_listen_is_optional_and_strict() {
 }
 
 #[test]
-fn client_cap_is_the_setting_else_half_the_spare_fds() {
+fn max_connections_is_optional_and_never_zero() {
     let set = Config::parse(
         "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
          [pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n\
@@ -228,10 +228,12 @@ fn client_cap_is_the_setting_else_half_the_spare_fds() {
         "t",
     )
     .expect("valid");
-    assert_eq!(set.limits.client_cap(), Some(10));
-    let derived = ProxyLimits::default().client_cap();
-    let expected = super::open_files_limit().map(|n| ((n - FD_RESERVE) / 2) as usize);
-    assert_eq!(derived, expected);
+    assert_eq!(set.limits.max_connections, Some(10));
+    assert_eq!(
+        ProxyLimits::default().max_connections,
+        None,
+        "derived at start"
+    );
     assert!(Config::parse(
         "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"http\"\npool = \"p\"\n\
          [pool.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n\
