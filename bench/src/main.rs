@@ -291,7 +291,9 @@ struct ChatArgs {
     /// Servers, run in this order every round: shardline-uring, shardline-epoll,
     /// ngircd, shardline-uring-nohistory, shardline-epoll-nohistory (default:
     /// the first three; with --history-compare shardline-uring,
-    /// shardline-uring-nohistory).
+    /// shardline-uring-nohistory). A shardline name may end in @off,
+    /// @pace=US or @delay=US: its write coalescing (`[limits] flush_mode`,
+    /// `flush_delay_us`; generated config only).
     #[arg(long, value_delimiter = ',', value_parser = chat::ChatServer::parse)]
     servers: Option<Vec<chat::ChatServer>>,
     /// Load a running IRC server instead (no server CPU accounting).
@@ -359,6 +361,15 @@ struct ChatArgs {
     /// shardline-uring,shardline-uring-nohistory --shapes paced.
     #[arg(long, conflicts_with_all = ["chat_no_history", "addr"])]
     history_compare: bool,
+    /// Write coalescing against the targets (paced p50 ≤ 1.2× ngircd's,
+    /// CPU per delivery ≤ 0.5× ngircd's): shardline-chat (uring) without
+    /// coalescing, paced at 500, 1000 and 2000 µs, with the fixed 2000 µs
+    /// delay, and ngircd. Defaults to --servers shardline-uring@off,
+    /// shardline-uring@pace=500, shardline-uring@pace=1000,
+    /// shardline-uring@pace=2000, shardline-uring@delay=2000, ngircd --shapes
+    /// paced.
+    #[arg(long, conflicts_with_all = ["history_compare", "addr", "chat_config"])]
+    coalesce_compare: bool,
     /// --history-compare: CHATHISTORY requests per second of the probe (one
     /// outstanding at a time; 0: no probe).
     #[arg(long, default_value_t = 20.0)]
@@ -646,8 +657,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Chat(a) => {
             let (server, client) = chat::default_pinning(a.shards);
             let explicit = a.chat_exe.is_some();
+            let coalesce_servers = chat::COALESCE_SERVERS.join(",");
             let (default_servers, default_shapes) = if a.history_compare {
                 ("shardline-uring,shardline-uring-nohistory", "paced")
+            } else if a.coalesce_compare {
+                (coalesce_servers.as_str(), "paced")
             } else {
                 ("shardline-uring,shardline-epoll,ngircd", "burst,paced")
             };

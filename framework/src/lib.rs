@@ -69,7 +69,8 @@ pub use metrics::{
 };
 pub use outbox::Outbox;
 pub use server::{
-    Backend, Io, Limits, PostError, Remote, RunningServer, Server, ServerBuilder, ShutdownHandle,
+    Backend, Coalesce, Io, Limits, PostError, Remote, RunningServer, Server, ServerBuilder,
+    ShutdownHandle,
 };
 pub use shard::{mailbox::Full, relay::SpliceError};
 pub use tls::{TlsAcceptor, TlsConnector, TlsInfo};

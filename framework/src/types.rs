@@ -82,6 +82,40 @@ impl fmt::Display for Backend {
     }
 }
 
+/// Write coalescing: when what callbacks queue to a connection is written
+/// ([`ServerBuilder::coalesce`](crate::ServerBuilder::coalesce)). In every mode
+/// output of 16 KiB or more, and output of a connection that is closing or
+/// half-closing, goes at the end of the turn, and a connection with a send in
+/// flight waits for it (its next send takes everything queued meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Coalesce {
+    /// At the end of the loop turn that queued it (the default).
+    #[default]
+    Off,
+    /// Held until its oldest unwritten byte has waited this long: every message
+    /// waits up to the delay, even the first after a quiet spell.
+    Delay(std::time::Duration),
+    /// Adaptive: a connection gets at most one send per interval. Output for a
+    /// connection not sent to within the interval goes at the end of the turn
+    /// (no added latency for a quiet connection); output arriving sooner waits
+    /// for the interval since the last send to end, taking everything queued
+    /// meanwhile. A steady stream to a connection is written once per interval
+    /// with about half the added latency of `Delay` for the same number of sends.
+    Pace(std::time::Duration),
+}
+
+impl Coalesce {
+    /// The hold, and whether it counts from the last send (pacing) rather than
+    /// from the oldest queued byte. A zero hold is no coalescing.
+    pub(crate) fn hold(self) -> Option<(std::time::Duration, bool)> {
+        match self {
+            Coalesce::Off => None,
+            Coalesce::Delay(d) => (!d.is_zero()).then_some((d, false)),
+            Coalesce::Pace(d) => (!d.is_zero()).then_some((d, true)),
+        }
+    }
+}
+
 /// Per-connection limits. Every buffer a peer can make the server hold is bounded by
 /// one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

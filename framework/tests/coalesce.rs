@@ -1,10 +1,12 @@
-//! Write coalescing (`ServerBuilder::flush_delay`) on both backends: small output
-//! waits for its delay, the shard wakes by itself to write it, and large output,
-//! closes and half-closes are not held.
+//! Write coalescing (`ServerBuilder::flush_delay`, `ServerBuilder::coalesce`) on
+//! both backends: small output waits for its delay, the shard wakes by itself to
+//! write it, and large output, closes and half-closes are not held. Pacing
+//! writes a quiet connection's output at once and holds only what follows a
+//! send within the interval, then writes it all in one send.
 
 mod common;
 
-use shardline::Io;
+use shardline::{Coalesce, Io};
 use std::{
     io::{ErrorKind, Read, Write},
     net::TcpStream,
@@ -114,7 +116,78 @@ fn the_shard_wakes_to_write_held_output(io: Io) {
     server.shutdown().expect("clean shutdown");
 }
 
+/// One read, retried on EINTR (blocking reads in a process with io_uring
+/// shards see a stray one now and then).
+fn read_once(client: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match client.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn pacing_writes_a_quiet_connection_at_once_and_holds_what_follows(io: Io) {
+    // An interval far longer than the test: only "quiet connection" (nothing
+    // sent to it yet) and the 16 KiB rule can flush.
+    let b = builder(io, 1).coalesce(Coalesce::Pace(Duration::from_secs(60)));
+    let (server, addr) = start(b, |_| EchoBye);
+    let mut client = connect(addr, Duration::from_secs(10));
+    client.write_all(b"a").expect("write");
+    let mut byte = [0u8; 1];
+    read_once(&mut client, &mut byte).expect("a quiet connection's output is not held");
+    assert_eq!(byte[0], b'a', "{io:?}");
+    // Sent to just now: the next output waits for the interval.
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    client.write_all(b"b").expect("write");
+    let held = read_once(&mut client, &mut byte);
+    assert!(
+        matches!(&held, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "{io:?}: output right after a send waits for the interval, got {held:?}"
+    );
+    client.write_all(b"c").expect("write");
+    let big = vec![7u8; 20 << 10];
+    client.write_all(&big).expect("write");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut back = vec![0u8; 2 + big.len()];
+    client
+        .read_exact(&mut back)
+        .expect("flushed once 16 KiB were queued");
+    assert_eq!(&back[..2], b"bc", "{io:?}: held output first, in order");
+    assert!(back[2..] == big[..], "{io:?}");
+    server.shutdown().expect("clean shutdown");
+}
+
+fn pacing_writes_held_output_when_the_interval_ends(io: Io) {
+    // Two lines per round: the first goes at once when the connection has been
+    // quiet for the interval, the second is held until the interval since that
+    // send ends (the shard wakes for it by itself).
+    let interval = Duration::from_millis(30);
+    let b = builder(io, 1).coalesce(Coalesce::Pace(interval));
+    let (server, addr) = start(b, |_| EchoBye);
+    let mut client = connect(addr, Duration::from_secs(10));
+    for i in 0..10u8 {
+        std::thread::sleep(interval + Duration::from_millis(5));
+        client.write_all(&[2 * i]).expect("write");
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).expect("first echo");
+        assert_eq!(byte[0], 2 * i, "{io:?}");
+        client.write_all(&[2 * i + 1]).expect("write");
+        client
+            .read_exact(&mut byte)
+            .expect("held echo written when due");
+        assert_eq!(byte[0], 2 * i + 1, "{io:?}");
+    }
+    server.shutdown().expect("clean shutdown");
+}
+
 shardline::per_backend! {
+    pacing_writes_a_quiet_connection_at_once_and_holds_what_follows => pacing_writes_a_quiet_connection_at_once_and_holds_what_follows;
+    pacing_writes_held_output_when_the_interval_ends => pacing_writes_held_output_when_the_interval_ends;
     small_output_waits_for_the_delay_large_output_does_not => small_output_waits_for_the_delay_large_output_does_not;
     closing_is_not_held => closing_is_not_held;
     the_shard_wakes_to_write_held_output => the_shard_wakes_to_write_held_output;

@@ -496,13 +496,39 @@ pub struct LimitsSection {
     pub outbox_capacity: usize,
     /// Messages each shard-to-shard mailbox holds.
     pub mailbox_capacity: usize,
-    /// Write coalescing, microseconds: lines to a client wait until the oldest has
-    /// waited this long (or 16 KiB are queued), so a busy channel's traffic goes
-    /// out in fewer, larger writes — the kernel's per-send TCP work is most of a
-    /// chat server's CPU. 0 writes at the end of every loop turn. Default 2000
-    /// (2 ms: unnoticeable in a chat, about a third less CPU per delivery when
-    /// messages come ~1 ms apart).
+    /// Write coalescing, microseconds (see `flush_mode`): a busy channel's
+    /// traffic goes out in fewer, larger writes — the kernel's per-send TCP work
+    /// is most of a chat server's CPU. 0 writes at the end of every loop turn.
+    /// Default 2000.
     pub flush_delay_us: u64,
+    /// How `flush_delay_us` holds a client's lines: `pace` (default) sends a
+    /// client at most once per interval — lines to a client not written to
+    /// within it go at once, lines that follow a write wait for the interval
+    /// since it to end; `delay` holds every line until the oldest queued has
+    /// waited the interval.
+    pub flush_mode: FlushMode,
+}
+
+/// `[limits] flush_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// At most one write per client per interval; a quiet client's lines at once.
+    #[default]
+    Pace,
+    /// Every line waits until the oldest queued has waited the interval.
+    Delay,
+}
+
+impl LimitsSection {
+    /// The framework's write coalescing for these settings.
+    pub fn coalesce(&self) -> shardline::Coalesce {
+        let d = std::time::Duration::from_micros(self.flush_delay_us);
+        match self.flush_mode {
+            FlushMode::Pace => shardline::Coalesce::Pace(d),
+            FlushMode::Delay => shardline::Coalesce::Delay(d),
+        }
+    }
 }
 
 impl Default for LimitsSection {
@@ -525,6 +551,7 @@ impl Default for LimitsSection {
             outbox_capacity: 16_384,
             mailbox_capacity: 4096,
             flush_delay_us: 2000,
+            flush_mode: FlushMode::Pace,
         }
     }
 }
@@ -810,7 +837,7 @@ impl Config {
     /// `channellen`, `topiclen`, `kicklen`, `awaylen`, `max_channels`,
     /// `max_targets`, `history.max_request`: clients registered earlier were told
     /// the old values), what the framework was built with (`sendq_bytes`,
-    /// `mailbox_capacity`, `flush_delay_us`), and the store (`[storage]`,
+    /// `mailbox_capacity`, `flush_delay_us`, `flush_mode`), and the store (`[storage]`,
     /// `history.enabled`: the store is opened at start).
     pub fn rehash(&self, new: Config) -> (Config, Vec<&'static str>) {
         let mut merged = new;
@@ -838,6 +865,7 @@ impl Config {
             limits.sendq_bytes,
             limits.mailbox_capacity,
             limits.flush_delay_us,
+            limits.flush_mode,
             tls.listen,
             storage.dir,
             storage.sync,
@@ -925,6 +953,23 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
         );
         assert!(Config::from_toml("[server]\nadmin_listen = \"nowhere\"\n").is_err());
+    }
+
+    #[test]
+    fn write_coalescing_modes() {
+        let d = Config::from_toml("").expect("defaults");
+        assert_eq!(
+            d.limits.coalesce(),
+            shardline::Coalesce::Pace(Duration::from_millis(2))
+        );
+        let c = Config::from_toml("[limits]\nflush_mode = \"delay\"\nflush_delay_us = 500\n")
+            .expect("valid");
+        assert_eq!(
+            c.limits.coalesce(),
+            shardline::Coalesce::Delay(Duration::from_micros(500))
+        );
+        let e = Config::from_toml("[limits]\nflush_mode = \"nagle\"\n").unwrap_err();
+        assert!(e.to_string().contains("nagle"), "{e}");
     }
 
     #[test]

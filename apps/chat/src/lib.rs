@@ -483,7 +483,7 @@ pub fn build_with(
     };
     let limits = framework_limits(&config);
     let mailbox = config.limits.mailbox_capacity;
-    let flush_delay = std::time::Duration::from_micros(config.limits.flush_delay_us);
+    let coalesce = config.limits.coalesce();
     let tls = match tls_options(&config.tls) {
         Some(options) => Some(
             TlsAcceptor::new(options).map_err(|e| shardline::Error::Config(format!("TLS: {e}")))?,
@@ -514,7 +514,7 @@ pub fn build_with(
     let server = builder
         .limits(limits)
         .mailbox_capacity(mailbox)
-        .flush_delay(flush_delay)
+        .coalesce(coalesce)
         .build(move |id| {
             ChatShard::with_storage(
                 info.clone(),

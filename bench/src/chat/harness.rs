@@ -11,8 +11,8 @@ use super::{
     load::run_load,
     probe::{HistoryProbe, ProbeSpec},
     results::{
-        describe, history_verdicts, render, render_history, summarize, ChatOutput, ChatRun,
-        ChatSetup, NO_HISTORY_SUFFIX,
+        coalesce_verdicts, describe, history_verdicts, render, render_coalesce, render_history,
+        summarize, ChatOutput, ChatRun, ChatSetup, NO_HISTORY_SUFFIX,
     },
     scenario::{LoadSpec, Scenario, Shape},
 };
@@ -31,9 +31,71 @@ pub const SERVERS: [&str; 3] = ["shardline-uring", "shardline-epoll", "ngircd"];
 pub const NO_HISTORY_SERVERS: [&str; 2] =
     ["shardline-uring-nohistory", "shardline-epoll-nohistory"];
 
+/// The servers of `--coalesce-compare`: shardline-chat (uring) without write
+/// coalescing, paced at three intervals, with the fixed 2 ms delay, and ngircd.
+pub const COALESCE_SERVERS: [&str; 6] = [
+    "shardline-uring@off",
+    "shardline-uring@pace=500",
+    "shardline-uring@pace=1000",
+    "shardline-uring@pace=2000",
+    "shardline-uring@delay=2000",
+    "ngircd",
+];
+
+/// shardline-chat's write coalescing for one run (`[limits] flush_mode`,
+/// `flush_delay_us`), named after `@` in the server name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// `@off`: written at the end of every loop turn.
+    Off,
+    /// `@pace=US`: at most one write per client per interval.
+    Pace(u64),
+    /// `@delay=US`: every line waits until the oldest has waited the delay.
+    Delay(u64),
+}
+
+impl Flush {
+    fn parse(s: &str) -> Result<Flush, String> {
+        let us = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{v:?} is not a number of microseconds"))
+        };
+        match s.split_once('=') {
+            None if s == "off" => Ok(Flush::Off),
+            Some(("pace", v)) => us(v).map(Flush::Pace),
+            Some(("delay", v)) => us(v).map(Flush::Delay),
+            _ => Err(format!(
+                "unknown write coalescing {s:?} (known: off, pace=US, delay=US)"
+            )),
+        }
+    }
+
+    /// The suffix in the server's name.
+    fn label(self) -> String {
+        match self {
+            Flush::Off => "off".into(),
+            Flush::Pace(us) => format!("pace={us}"),
+            Flush::Delay(us) => format!("delay={us}"),
+        }
+    }
+
+    /// The `[limits]` lines that set it.
+    fn config(self) -> String {
+        let (mode, us) = match self {
+            Flush::Off => ("pace", 0),
+            Flush::Pace(us) => ("pace", us),
+            Flush::Delay(us) => ("delay", us),
+        };
+        format!("\n[limits]\nflush_mode = \"{mode}\"\nflush_delay_us = {us}\n")
+    }
+}
+
 /// Which server a run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatServer {
+    /// shardline-chat with this write coalescing (on the generated config;
+    /// named `shardline-IO@off`, `@pace=US`, `@delay=US`).
+    ShardlineFlush(Io, Flush),
     /// `target/release/shardline-chat` on this backend (with history unless
     /// [`ChatConfig::chat_history`] is off).
     Shardline(Io),
@@ -58,14 +120,25 @@ impl ChatServer {
         match self {
             ChatServer::Shardline(io) => format!("shardline-{io}"),
             ChatServer::ShardlineNoHistory(io) => format!("shardline-{io}{NO_HISTORY_SUFFIX}"),
+            ChatServer::ShardlineFlush(io, f) => format!("shardline-{io}@{}", f.label()),
             ChatServer::Ngircd => "ngircd".into(),
             ChatServer::External { name, .. } => name.clone(),
         }
     }
 
     /// Parses `shardline-uring`, `shardline-epoll`, `ngircd`,
-    /// `shardline-uring-nohistory` or `shardline-epoll-nohistory`.
+    /// `shardline-uring-nohistory` or `shardline-epoll-nohistory`; a shardline
+    /// name may end in `@off`, `@pace=US` or `@delay=US` (write coalescing).
     pub fn parse(name: &str) -> Result<ChatServer, String> {
+        if let Some((base, flush)) = name.trim().split_once('@') {
+            let flush = Flush::parse(flush)?;
+            return match ChatServer::parse(base)? {
+                ChatServer::Shardline(io) => Ok(ChatServer::ShardlineFlush(io, flush)),
+                _ => Err(format!(
+                    "{name:?}: write coalescing is a setting of shardline-uring and shardline-epoll"
+                )),
+            };
+        }
         match name.trim() {
             "shardline-uring" => Ok(ChatServer::Shardline(Io::Uring)),
             "shardline-epoll" => Ok(ChatServer::Shardline(Io::Epoll)),
@@ -165,6 +238,25 @@ fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerP
             false,
         )
         .map(Some),
+        ChatServer::ShardlineFlush(io, flush) => {
+            if cfg.chat_config.is_some() {
+                bail!(
+                    "{}: a write coalescing setting in the server name needs the generated \
+                     config (drop --chat-config or the @ part)",
+                    server.name()
+                );
+            }
+            servers::start_shardline_chat(
+                &cfg.chat_exe,
+                *io,
+                cfg.shards,
+                &cfg.server_cpus,
+                None,
+                &format!("{CHAT_CONFIG}{}", flush.config()),
+                cfg.chat_history,
+            )
+            .map(Some)
+        }
         ChatServer::Ngircd => {
             servers::start_ngircd(&cfg.ngircd_exe, &ngircd_cpus(&cfg.server_cpus)).map(Some)
         }
@@ -186,7 +278,9 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     let mut servers = Vec::new();
     for s in &cfg.servers {
         match s {
-            ChatServer::Shardline(_) | ChatServer::ShardlineNoHistory(_) => {
+            ChatServer::Shardline(_)
+            | ChatServer::ShardlineNoHistory(_)
+            | ChatServer::ShardlineFlush(..) => {
                 match servers::resolve_chat_exe(&cfg.chat_exe, cfg.build_chat) {
                     Ok(()) => servers.push(s.clone()),
                     Err(why) => {
@@ -277,9 +371,12 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
     println!();
     print!("{}", render(&results));
     print!("{}", render_history(&history));
+    let coalesce = coalesce_verdicts(&results);
+    print!("{}", render_coalesce(&coalesce));
     Ok(ChatOutput {
         results,
         history,
+        coalesce,
         runs,
         skipped,
         setup: ChatSetup {
@@ -411,5 +508,35 @@ mod tests {
             ChatServer::parse("shardline-epoll-nohistory"),
             Ok(ChatServer::ShardlineNoHistory(Io::Epoll))
         );
+    }
+
+    #[test]
+    fn write_coalescing_variants_parse_and_name_themselves() {
+        assert_eq!(
+            ChatServer::parse("shardline-uring@pace=1500"),
+            Ok(ChatServer::ShardlineFlush(Io::Uring, Flush::Pace(1500)))
+        );
+        assert_eq!(
+            ChatServer::parse("shardline-epoll@delay=2000"),
+            Ok(ChatServer::ShardlineFlush(Io::Epoll, Flush::Delay(2000)))
+        );
+        for s in COALESCE_SERVERS {
+            assert_eq!(ChatServer::parse(s).unwrap().name(), s);
+        }
+        for bad in [
+            "ngircd@off",
+            "shardline-uring-nohistory@off",
+            "shardline-uring@pace",
+            "shardline-uring@pace=x",
+            "shardline-uring@nagle=5",
+        ] {
+            assert!(ChatServer::parse(bad).is_err(), "{bad}");
+        }
+        // The generated [limits] lines parse as the chat's config would.
+        assert!(Flush::Pace(500)
+            .config()
+            .contains("flush_mode = \"pace\"\nflush_delay_us = 500"));
+        assert!(Flush::Off.config().contains("flush_delay_us = 0"));
+        assert!(Flush::Delay(7).config().contains("flush_mode = \"delay\""));
     }
 }

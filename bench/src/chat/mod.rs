@@ -49,8 +49,8 @@ mod verdict;
 
 pub use self::{
     harness::{
-        default_pinning, measure, measure_probed, run, ChatConfig, ChatServer, CHAT_CONFIG,
-        NO_HISTORY_SERVERS, SERVERS,
+        default_pinning, measure, measure_probed, run, ChatConfig, ChatServer, Flush, CHAT_CONFIG,
+        COALESCE_SERVERS, NO_HISTORY_SERVERS, SERVERS,
     },
     irc::{message_id, next_tag, parse_line, parse_text, write_message, Line},
     load::run_load,
@@ -58,8 +58,9 @@ pub use self::{
         check_answer, HistLine, HistoryProbe, ProbeLatency, ProbeResult, ProbeSpec, ProbeSwitch,
     },
     results::{
-        history_verdicts, render, render_history, summarize, ChatOutput, ChatRow, ChatRun,
-        ChatSetup, HistoryVerdict, ProbeSummary, HISTORY_CPU_TARGET, NO_HISTORY_SUFFIX,
+        coalesce_verdicts, history_verdicts, render, render_coalesce, render_history, summarize,
+        ChatOutput, ChatRow, ChatRun, ChatSetup, CoalesceVerdict, HistoryVerdict, ProbeSummary,
+        COALESCE_CPU_TARGET, COALESCE_P50_TARGET, HISTORY_CPU_TARGET, NO_HISTORY_SUFFIX,
         PROBE_P99_TARGET_MS, REFERENCE,
     },
     scenario::{

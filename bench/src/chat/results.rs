@@ -24,6 +24,12 @@ pub const NO_HISTORY_SUFFIX: &str = "-nohistory";
 /// The target: server CPU per delivery with history ≤ this × without.
 pub const HISTORY_CPU_TARGET: f64 = 1.15;
 
+/// The targets for write coalescing, paced: p50 latency ≤ this ×
+/// ngircd's ...
+pub const COALESCE_P50_TARGET: f64 = 1.2;
+/// ... and server CPU per delivery ≤ this × ngircd's.
+pub const COALESCE_CPU_TARGET: f64 = 0.5;
+
 /// The target: CHATHISTORY LATEST p99 under the load ≤ this many ms.
 pub const PROBE_P99_TARGET_MS: f64 = 5.0;
 
@@ -106,6 +112,87 @@ pub struct ChatRow {
     pub deliveries_vs_ngircd: Option<f64>,
     /// server CPU per delivery ÷ ngircd's (same shape; < 1: cheaper).
     pub cpu_vs_ngircd: Option<f64>,
+    /// p50 latency ÷ ngircd's (same shape; < 1: sooner).
+    pub p50_vs_ngircd: Option<f64>,
+}
+
+/// A server's paced run against the write coalescing targets (p50 ≤ 1.2×
+/// ngircd's, CPU per delivery ≤ 0.5× ngircd's).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CoalesceVerdict {
+    /// Server name (with its coalescing, e.g. `shardline-uring@pace=1000`).
+    pub server: String,
+    /// p50 ÷ ngircd's.
+    pub p50_vs_ngircd: f64,
+    /// CPU per delivery ÷ ngircd's.
+    pub cpu_vs_ngircd: f64,
+    /// [`COALESCE_P50_TARGET`].
+    pub p50_target: f64,
+    /// [`COALESCE_CPU_TARGET`].
+    pub cpu_target: f64,
+    /// Complete, and both ratios within their targets.
+    pub meets_both: bool,
+}
+
+/// Every shardline row of the paced shape with both ratios to ngircd, against
+/// the coalescing targets.
+pub fn coalesce_verdicts(rows: &[ChatRow]) -> Vec<CoalesceVerdict> {
+    rows.iter()
+        .filter(|r| r.shape == Shape::Paced && r.server != REFERENCE)
+        .filter_map(|r| {
+            let (p50, cpu) = (r.p50_vs_ngircd?, r.cpu_vs_ngircd?);
+            Some(CoalesceVerdict {
+                server: r.server.clone(),
+                p50_vs_ngircd: p50,
+                cpu_vs_ngircd: cpu,
+                p50_target: COALESCE_P50_TARGET,
+                cpu_target: COALESCE_CPU_TARGET,
+                meets_both: r.complete && p50 <= COALESCE_P50_TARGET && cpu <= COALESCE_CPU_TARGET,
+            })
+        })
+        .collect()
+}
+
+/// The coalescing verdicts in words (nothing without one).
+pub fn render_coalesce(verdicts: &[CoalesceVerdict]) -> String {
+    let mut out = String::new();
+    if verdicts.is_empty() {
+        return out;
+    }
+    out.push_str(&format!(
+        "write coalescing, paced (targets: p50 ≤ {COALESCE_P50_TARGET}× ngircd's, CPU per delivery ≤ {COALESCE_CPU_TARGET}× ngircd's)\n"
+    ));
+    let cells: Vec<Vec<String>> = verdicts
+        .iter()
+        .map(|v| {
+            vec![
+                v.server.clone(),
+                format!("{:.2}×", v.p50_vs_ngircd),
+                format!("{:.2}×", v.cpu_vs_ngircd),
+                if v.meets_both {
+                    "meets both".into()
+                } else {
+                    let mut missed = Vec::new();
+                    if v.p50_vs_ngircd > v.p50_target {
+                        missed.push("p50");
+                    }
+                    if v.cpu_vs_ngircd > v.cpu_target {
+                        missed.push("CPU");
+                    }
+                    if missed.is_empty() {
+                        missed.push("incomplete");
+                    }
+                    format!("MISSES ({})", missed.join(", "))
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&report::table(
+        &["server", "p50 × ngircd", "CPU × ngircd", "verdict"],
+        &cells,
+    ));
+    out.push('\n');
+    out
 }
 
 /// What `chat --json` writes.
@@ -116,6 +203,9 @@ pub struct ChatOutput {
     /// History on against off, per shape, where both ran (`NAME` and
     /// `NAME-nohistory`).
     pub history: Vec<HistoryVerdict>,
+    /// Paced shardline runs against the write coalescing targets (where ngircd
+    /// ran).
+    pub coalesce: Vec<CoalesceVerdict>,
     /// Every run.
     pub runs: Vec<ChatRun>,
     /// Servers left out, and why.
@@ -447,6 +537,7 @@ pub fn summarize(servers: &[String], shapes: &[Shape], runs: &[ChatRun]) -> Vec<
                 members_out_of_order: loads.iter().map(|l| l.members_out_of_order).sum(),
                 deliveries_vs_ngircd: None,
                 cpu_vs_ngircd: None,
+                p50_vs_ngircd: None,
             });
         }
         let reference = at_shape.iter().find(|r| r.server == REFERENCE).cloned();
@@ -463,6 +554,9 @@ pub fn summarize(servers: &[String], shapes: &[Shape], runs: &[ChatRun]) -> Vec<
                     if b > 0.0 {
                         r.cpu_vs_ngircd = Some(round(c / b, 3));
                     }
+                }
+                if base.p50_us > 0.0 {
+                    r.p50_vs_ngircd = Some(round(r.p50_us / base.p50_us, 3));
                 }
             }
         }
@@ -614,10 +708,43 @@ mod tests {
             "members_out_of_order",
             "deliveries_vs_ngircd",
             "cpu_vs_ngircd",
+            "p50_vs_ngircd",
         ] {
             assert!(json.get(key).is_some(), "{key} missing in {json}");
         }
         assert_eq!(json["shape"], "burst");
+    }
+
+    #[test]
+    fn coalescing_verdicts_need_both_targets() {
+        let mut runs = Vec::new();
+        for (name, cpu, p50) in [
+            ("ngircd", 8.0, 400.0),
+            ("shardline-uring@off", 5.6, 360.0),
+            ("shardline-uring@pace=2000", 3.6, 1200.0),
+            ("shardline-uring@pace=100", 3.9, 440.0),
+        ] {
+            let mut r = run_of(name, Shape::Paced, 1e5, cpu, true);
+            r.load.as_mut().unwrap().latency.p50_us = p50;
+            runs.push(r);
+        }
+        let names: Vec<String> = runs.iter().map(|r| r.server.clone()).collect();
+        let rows = summarize(&names, &[Shape::Paced], &runs);
+        let v = coalesce_verdicts(&rows);
+        assert_eq!(v.len(), 3, "every shardline row, not ngircd: {v:#?}");
+        let by = |n: &str| v.iter().find(|x| x.server == n).unwrap();
+        assert_eq!(by("shardline-uring@off").p50_vs_ngircd, 0.9);
+        assert_eq!(by("shardline-uring@off").cpu_vs_ngircd, 0.7);
+        assert!(!by("shardline-uring@off").meets_both, "CPU 0.7× misses");
+        assert!(!by("shardline-uring@pace=2000").meets_both, "p50 3× misses");
+        assert!(by("shardline-uring@pace=100").meets_both, "1.1× and 0.49×");
+        let text = render_coalesce(&v);
+        assert!(text.contains("MISSES (CPU)"), "{text}");
+        assert!(text.contains("MISSES (p50)"), "{text}");
+        assert!(text.contains("meets both"), "{text}");
+        // Without ngircd there is nothing to judge.
+        let rows = summarize(&names[1..], &[Shape::Paced], &runs);
+        assert!(coalesce_verdicts(&rows).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-pub use crate::types::{Backend, Limits};
+pub use crate::types::{Backend, Coalesce, Limits};
 
 use super::Server;
 use crate::{
@@ -94,7 +94,7 @@ pub struct ServerBuilder {
     pub(crate) uring_buf_count: u16,
     pub(crate) read_buf_size: usize,
     pub(crate) read_budget: usize,
-    pub(crate) flush_delay: Duration,
+    pub(crate) coalesce: Coalesce,
     pub(crate) accept: AcceptMode,
     pub(crate) join_reuseport_group: bool,
     /// Listening sockets to adopt instead of binding (an upgrade); taken by the
@@ -132,7 +132,7 @@ impl Default for ServerBuilder {
             uring_buf_count: 512,
             read_buf_size: 16 << 10,
             read_budget: 64 << 10,
-            flush_delay: Duration::ZERO,
+            coalesce: Coalesce::Off,
             accept: AcceptMode::ReusePort,
             join_reuseport_group: false,
             direct_descriptors: true,
@@ -313,15 +313,22 @@ impl ServerBuilder {
         self
     }
 
-    /// Write coalescing. Zero (the default): what callbacks queue to a connection is
-    /// written at the end of the loop turn. Non-zero: a connection's output waits
-    /// until its oldest unwritten byte has waited `delay` (or 16 KiB are queued, or
-    /// the connection is closing or half-closing), so many small messages to the
-    /// same connections — a chat server's fan-out — go out in fewer, larger writes:
-    /// less CPU per message for up to `delay` more latency.
+    /// Write coalescing with a fixed delay: `coalesce(Coalesce::Delay(delay))`
+    /// (zero: off). A connection's output waits until its oldest unwritten byte
+    /// has waited `delay` (or 16 KiB are queued, or the connection is closing or
+    /// half-closing), so many small messages to the same connections — a chat
+    /// server's fan-out — go out in fewer, larger writes: less CPU per message for
+    /// up to `delay` more latency. See [`Coalesce`] for the adaptive mode.
     #[must_use]
-    pub fn flush_delay(mut self, delay: Duration) -> Self {
-        self.flush_delay = delay;
+    pub fn flush_delay(self, delay: Duration) -> Self {
+        self.coalesce(Coalesce::Delay(delay))
+    }
+
+    /// Write coalescing: when queued output is written ([`Coalesce`]). Default
+    /// [`Coalesce::Off`]: at the end of the loop turn that queued it.
+    #[must_use]
+    pub fn coalesce(mut self, mode: Coalesce) -> Self {
+        self.coalesce = mode;
         self
     }
 
@@ -436,7 +443,7 @@ impl ServerBuilder {
         shard::ShardSettings {
             limits: self.limits,
             tcp_nodelay: self.tcp_nodelay,
-            flush_delay: self.flush_delay,
+            coalesce: self.coalesce,
             read_buf_size: self.read_buf_size,
             read_budget: self.read_budget,
             uring_entries: self.uring_entries,

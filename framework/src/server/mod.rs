@@ -18,7 +18,7 @@ mod remote;
 mod shutdown;
 
 pub use self::{
-    config::{Backend, Io, Limits, ServerBuilder},
+    config::{Backend, Coalesce, Io, Limits, ServerBuilder},
     remote::{PostError, Remote},
     shutdown::{RunningServer, ShutdownHandle},
 };

@@ -108,9 +108,10 @@ pub(crate) struct Conn {
     pub(crate) out: OutQueue,
     /// A send is in flight in the driver.
     pub(crate) sending: bool,
-    /// With a flush delay: when the oldest byte not yet handed to the driver was
-    /// queued.
-    pub(crate) queued_at: Option<std::time::Instant>,
+    /// Write coalescing: output is held until this plus the hold. With a fixed
+    /// delay, when the oldest byte not yet handed to the driver was queued; with
+    /// pacing, when the last send was issued.
+    pub(crate) hold_from: Option<std::time::Instant>,
     /// On the shard's flush list.
     pub(crate) flush_listed: bool,
     /// The handler was told about backpressure and not yet about draining.
@@ -181,7 +182,7 @@ impl Conn {
             kept_at_shutdown: false,
             out: OutQueue::default(),
             sending: false,
-            queued_at: None,
+            hold_from: None,
             flush_listed: false,
             backpressured: false,
             linger: None,

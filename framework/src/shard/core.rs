@@ -56,8 +56,9 @@ pub(crate) struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     pub(crate) tcp_nodelay: bool,
-    /// Write coalescing (`ServerBuilder::flush_delay`); zero: flush every turn.
-    pub(crate) flush_delay: Duration,
+    /// Write coalescing (`ServerBuilder::coalesce`): the hold and whether it
+    /// counts from the last send (pacing); `None`: flush every turn.
+    pub(crate) coalesce: Option<(Duration, bool)>,
     /// The earliest instant a connection held back by the flush delay is due.
     pub(crate) flush_due: Option<Instant>,
     /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
@@ -106,7 +107,7 @@ impl Core {
             metrics,
             limits,
             tcp_nodelay: true,
-            flush_delay: Duration::ZERO,
+            coalesce: None,
             flush_due: None,
             nonblocking_sockets: true,
             shutting_down: false,
@@ -291,7 +292,9 @@ impl Core {
 
     fn after_queue(&mut self, id: ConnId) -> Result<(), SendError> {
         let limits = self.limits;
-        let coalescing = !self.flush_delay.is_zero();
+        // A fixed delay counts from the oldest queued byte; pacing from the
+        // last send (set in flush).
+        let delaying = matches!(self.coalesce, Some((_, false)));
         let Some(conn) = self.get_mut(id) else {
             return Err(SendError::UnknownConn);
         };
@@ -301,8 +304,8 @@ impl Core {
             self.close_now(id, CloseReason::SendQueueFull);
             return Err(SendError::QueueFull);
         }
-        if coalescing && conn.queued_at.is_none() {
-            conn.queued_at = Some(Instant::now());
+        if delaying && conn.hold_from.is_none() {
+            conn.hold_from = Some(Instant::now());
         }
         if queued >= limits.send_high_water && !conn.backpressured {
             conn.backpressured = true;

@@ -35,8 +35,8 @@ impl<H: Handler> Shard<H> {
     pub(super) fn flush(&mut self) {
         let Shard { core, driver, .. } = self;
         let mut list = std::mem::take(&mut core.to_flush);
-        let delay = core.flush_delay;
-        let now = (!delay.is_zero()).then(Instant::now);
+        let hold = core.coalesce;
+        let now = hold.map(|_| Instant::now());
         let mut due_first: Option<Instant> = None;
         // Keeps (in place, no allocation) the connections held back for a later
         // turn; they stay flush_listed.
@@ -65,10 +65,10 @@ impl<H: Handler> Shard<H> {
                 }
                 return false;
             }
-            if let Some(now) = now {
-                // Write coalescing: hold small output until its oldest byte is due,
-                // unless the connection is on its way out.
-                let due = conn.queued_at.map_or(now, |t| t + delay);
+            if let (Some(now), Some((delay, _))) = (now, hold) {
+                // Write coalescing: hold small output until it is due, unless the
+                // connection is on its way out.
+                let due = conn.hold_from.map_or(now, |t| t + delay);
                 let urgent =
                     sendable >= FLUSH_EARLY_BYTES || conn.phase != Phase::Open || conn.shut_pending;
                 if due > now && !urgent {
@@ -77,7 +77,11 @@ impl<H: Handler> Shard<H> {
                 }
             }
             conn.flush_listed = false;
-            conn.queued_at = None;
+            // Pacing counts the next hold from this send.
+            conn.hold_from = match hold {
+                Some((_, true)) => now,
+                _ => None,
+            };
             if let Some(tls) = conn.tls.as_mut() {
                 // Everything sent this turn becomes as few records as fit.
                 tls.encrypt(&mut conn.out);

@@ -86,7 +86,7 @@ impl<M> Mail<M> {
 pub(crate) struct ShardSettings {
     pub(crate) limits: crate::types::Limits,
     pub(crate) tcp_nodelay: bool,
-    pub(crate) flush_delay: Duration,
+    pub(crate) coalesce: crate::types::Coalesce,
     pub(crate) read_buf_size: usize,
     pub(crate) read_budget: usize,
     pub(crate) uring_entries: u32,

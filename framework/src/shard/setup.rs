@@ -117,7 +117,7 @@ impl<H: Handler> Shard<H> {
         accept.start(&mut *driver).map_err(start_err)?;
         let mut core = Core::new(cfg.id, cfg.shards, cfg.metrics.clone(), cfg.settings.limits);
         core.tcp_nodelay = cfg.settings.tcp_nodelay;
-        core.flush_delay = cfg.settings.flush_delay;
+        core.coalesce = cfg.settings.coalesce.hold();
         core.listeners = cfg
             .listeners
             .iter()
