@@ -18,6 +18,10 @@ use crate::{
     shard::ProxyConn,
 };
 
+/// Largest upstream head buffer kept for reuse (a larger one was for an
+/// unusual request; it is freed).
+const SPARE_HEAD_MAX: usize = 4096;
+
 impl ProxyShard {
     /// The access log's line for exchange `ex` of client `peer`, answered
     /// `status` after `took` ([`crate::access`]): `event` is `request`,
@@ -331,7 +335,7 @@ impl ProxyShard {
         };
         // The backend's own Host is only used when an HTTP/1.0 client sent none.
         let backend_host = self.config.pools[pool].backends[0].address;
-        let mut upstream_head = std::mem::take(&mut c.spare);
+        let mut upstream_head = self.http.spare_heads.pop().unwrap_or_default();
         let proto = if c.https { Proto::Https } else { Proto::Http };
         head::upstream_request_into(&mut upstream_head, req, &c.peer_ip, proto, backend_host);
         let header_key = self.config.pools[pool]
@@ -348,7 +352,7 @@ impl ProxyShard {
             req.method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         );
-        c.exchange = Some(Exchange {
+        c.exchange = Some(Box::new(Exchange {
             serial,
             gen: self.gen,
             head_request: req.method == "HEAD",
@@ -387,7 +391,7 @@ impl ProxyShard {
             upstream_reusable: false,
             timer: None,
             started: c.head_at.unwrap_or_else(Instant::now),
-        });
+        }));
         if let Verdict::Refuse(wait) = verdict {
             // Answered and closed: a client over its limit is hammering, and
             // a reconnect costs it more than it costs the proxy. Its
@@ -674,9 +678,12 @@ impl ProxyShard {
         self.cancel(ctx, ex.expect_timer.take());
         self.cancel(ctx, ex.body_timer.take());
         self.log_access(peer, &ex, ex.status, took, "request", None);
-        if let Some(c) = self.http.clients.get_mut(ck) {
-            // The next request's upstream head reuses this one's buffer.
-            c.spare = std::mem::take(&mut ex.upstream_head);
+        let head = std::mem::take(&mut ex.upstream_head);
+        if self.http.spare_heads.len() < super::SPARE_HEADS && head.capacity() <= SPARE_HEAD_MAX {
+            // A later request's upstream head reuses this one's buffer.
+            let mut head = head;
+            head.clear();
+            self.http.spare_heads.push(head);
         }
         if let Some(u) = ex.upstream {
             // An upgrade request's connection is not pooled, whatever the
@@ -696,6 +703,11 @@ impl ProxyShard {
                 c.closing = true;
             }
             ctx.close(conn);
+        } else if let Some(c) = self.http.clients.get_mut(ck) {
+            if c.buf.is_empty() {
+                // Idle until its next request: hold no input buffer meanwhile.
+                c.buf = Vec::new();
+            }
         }
     }
 
