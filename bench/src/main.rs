@@ -124,6 +124,10 @@ struct LoadArgs {
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     conns: usize,
+    /// Client threads, each with its own share of the connections and its own
+    /// event loop; results are merged.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// Warm-up before each measured window, seconds.
     #[arg(long, default_value = "0.5", value_parser = secs)]
     warmup: Duration,
@@ -168,7 +172,7 @@ struct EchoArgs {
     /// is measured from each request's due time. Default: closed loop.
     #[arg(long)]
     rate: Option<f64>,
-    /// CPUs the client thread is pinned to (default: the second CPU if a server is
+    /// CPUs the client threads are pinned to (default: the second CPU if a server is
     /// started, else unpinned).
     #[arg(long, value_parser = cpu_list)]
     client_cpus: Option<CpuList>,
@@ -596,6 +600,7 @@ fn main() -> anyhow::Result<()> {
                 threads: a.threads,
                 server_cpus: a.server_cpus.map_or(server, |c| c.0),
                 client_cpus: a.client_cpus.map_or(client, |c| c.0),
+                client_threads: a.load.client_threads,
                 warmup: a.load.warmup,
                 duration: a.load.duration.unwrap_or(Duration::from_millis(1500)),
                 client_io: a.load.client_io,
@@ -876,6 +881,7 @@ fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
         duration: a.load.duration.unwrap_or(Duration::from_secs(2)),
         cpus: client_cpus,
         io: a.load.client_io,
+        threads: a.load.client_threads,
     };
     let probes = [Probe::Process(server.as_ref().map(|s| s.pid))];
     let mut marks = WindowMarks::new(&probes);

@@ -156,6 +156,7 @@ pub fn run(cfg: &ScaleConfig) -> anyhow::Result<ScaleOutput> {
         threads: 1,
         server_cpus: Vec::new(),
         client_cpus: cfg.client_cpus.clone(),
+        client_threads: 1,
         warmup: cfg.warmup,
         duration: cfg.duration,
         client_io: cfg.client_io,

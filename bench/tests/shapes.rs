@@ -42,6 +42,7 @@ fn load(rps: f64) -> LoadReport {
         conns_alive: 64,
         client_cpu_pct: 90.0,
         backlog: 0,
+        client_threads: 1,
     }
 }
 
@@ -81,6 +82,7 @@ fn compare_json_shape_and_ratios() {
             threads: 1,
             server_cpus: vec![0],
             client_cpus: vec![1],
+            client_threads: 1,
             rounds: 3,
             warmup_s: 0.5,
             window_s: 2.0,
