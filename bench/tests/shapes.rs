@@ -159,6 +159,8 @@ fn mailbox_json_shape() {
             wake_batched_p99_us: 6.0,
             fulls: None,
             doorbell_writes: None,
+            stream_cpu_ns_per_msg: None,
+            wake_cpu_us_per_msg: None,
         }],
         cpus: vec![0, 1],
         machine: MachineInfo::read(),
@@ -166,6 +168,8 @@ fn mailbox_json_shape() {
     let v = serde_json::to_value(&out).unwrap();
     assert!(keys(&v["results"][0]).contains("wake_single_p99_us"));
     assert!(v["results"][0]["fulls"].is_null());
+    assert!(keys(&v["results"][0]).contains("stream_cpu_ns_per_msg"));
+    assert!(keys(&v["results"][0]).contains("wake_cpu_us_per_msg"));
 }
 
 /// A scale output as `scale` builds it: `cfg`'s plan on a 2-CPU machine.

@@ -32,6 +32,9 @@ fn mailbox_runs_on_both_backends() {
         ]
     );
     for r in &out.results {
+        let shardline = r.implementation.starts_with("shardline");
+        assert_eq!(r.stream_cpu_ns_per_msg.is_some(), shardline, "{r:?}");
+        assert_eq!(r.wake_cpu_us_per_msg.is_some(), shardline, "{r:?}");
         assert!(r.throughput_single_items_per_s > 0.0, "{r:?}");
         assert!(r.throughput_batched_items_per_s > 0.0, "{r:?}");
         assert!(r.wake_single_p50_us > 0.0, "{r:?}");
