@@ -42,6 +42,9 @@ enum Cmd {
     /// Cross-shard mailbox throughput and wake latency, beside crossbeam-channel and
     /// std mpsc.
     Mailbox(MailboxArgs),
+    /// Cross-shard cost model: a chat message's fan-out projected to 8, 32 and 64
+    /// shards from the mailbox and chat results (no measurement of its own).
+    Model(ModelArgs),
     /// IRC fan-out: shardline-chat (uring, epoll) against ngircd, burst and paced,
     /// interleaved over rounds; deliveries/s, server CPU per delivery, latency,
     /// completeness and order.
@@ -348,6 +351,19 @@ struct MailboxArgs {
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// `mailbox --json` output (needs stream_cpu_ns_per_msg, wake_cpu_us_per_msg).
+    #[arg(long, default_value = "bench/results/mailbox.json")]
+    mailbox: PathBuf,
+    /// `chat --json` output (paced and burst rows).
+    #[arg(long, default_value = "bench/results/chat.json")]
+    chat: PathBuf,
+    /// Which backend's rows: uring or epoll.
+    #[arg(long, default_value = "uring")]
+    backend: String,
 }
 
 #[derive(Debug, Args)]
@@ -855,6 +871,11 @@ fn main() -> anyhow::Result<()> {
             };
             let out = l4::run(&cfg)?;
             report::save_json(a.json.as_deref(), &out)
+        }
+        Cmd::Model(a) => {
+            let inputs = shardline_bench::model::inputs(&a.mailbox, &a.chat, &a.backend)?;
+            print!("{}", shardline_bench::model::render(&inputs));
+            Ok(())
         }
         Cmd::Mailbox(a) => {
             let cfg = mailbox::MailboxConfig {
