@@ -357,6 +357,13 @@ pub fn plan(cfg: &ScaleConfig, allowed: &[usize]) -> anyhow::Result<Plan> {
                 machine::format_cpus(&server_cpus)
             ));
         }
+        if !client_cpus.is_empty() && threads > client_cpus.len() {
+            notes.push(format!(
+                "{n} shard(s): {threads} client threads share {} client CPU(s); time-slicing \
+                 between them shows in the tail latency",
+                client_cpus.len()
+            ));
+        }
         setups.push(ShardSetup {
             shards: n,
             server_cpus,
@@ -911,13 +918,18 @@ mod tests {
             assert!(!s.client_shares_server_cpus);
         }
         assert_eq!(p.skipped.len(), 2, "8 and 12 do not fit 4 server CPUs");
-        // --client-threads overrides one-per-CPU.
+        // --client-threads overrides one-per-CPU; more threads than client
+        // CPUs is said.
         cfg.client_threads = Some(3);
-        assert!(plan(&cfg, &allowed)
-            .unwrap()
-            .setups
-            .iter()
-            .all(|s| s.client_threads == 3));
+        let p = plan(&cfg, &allowed).unwrap();
+        assert!(p.setups.iter().all(|s| s.client_threads == 3));
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("3 client threads share 2")),
+            "{:?}",
+            p.notes
+        );
         // Overlapping sets are allowed, and said.
         cfg.client_cpus = Some(vec![3]);
         let p = plan(&cfg, &allowed).unwrap();
