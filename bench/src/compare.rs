@@ -43,6 +43,9 @@ pub struct CompareConfig {
     pub server_cpus: Vec<usize>,
     /// CPUs the client is pinned to.
     pub client_cpus: Vec<usize>,
+    /// Client threads (each with its share of the connections and its own
+    /// event loop; see [`LoadConfig::threads`]).
+    pub client_threads: usize,
     /// Warm-up before each measured window.
     pub warmup: Duration,
     /// Measured window.
@@ -145,6 +148,8 @@ pub struct Setup {
     pub server_cpus: Vec<usize>,
     /// Client CPUs.
     pub client_cpus: Vec<usize>,
+    /// Client threads.
+    pub client_threads: usize,
     /// Rounds.
     pub rounds: usize,
     /// Warm-up seconds per run.
@@ -192,12 +197,13 @@ pub fn run(cfg: &CompareConfig) -> anyhow::Result<CompareOutput> {
         cpus: cfg.server_cpus.clone(),
     };
     println!(
-        "compare: {} server(s) × {} size(s) × {} round(s), {} conns, server on CPUs {:?}, client on CPUs {:?}, {:.1} s warm-up + {:.1} s window",
+        "compare: {} server(s) × {} size(s) × {} round(s), {} conns, server on CPUs {:?}, client ({} thread(s)) on CPUs {:?}, {:.1} s warm-up + {:.1} s window",
         servers.len(),
         cfg.sizes.len(),
         cfg.rounds,
         cfg.conns,
         cfg.server_cpus,
+        cfg.client_threads,
         cfg.client_cpus,
         cfg.warmup.as_secs_f64(),
         cfg.duration.as_secs_f64()
@@ -237,6 +243,7 @@ pub fn run(cfg: &CompareConfig) -> anyhow::Result<CompareOutput> {
             threads: cfg.threads,
             server_cpus: cfg.server_cpus.clone(),
             client_cpus: cfg.client_cpus.clone(),
+            client_threads: cfg.client_threads,
             rounds: cfg.rounds,
             warmup_s: cfg.warmup.as_secs_f64(),
             window_s: cfg.duration.as_secs_f64(),
@@ -258,6 +265,7 @@ pub fn measure(cfg: &CompareConfig, server: &ServerProc, size: usize, round: usi
         duration: cfg.duration,
         cpus: cfg.client_cpus.clone(),
         io: cfg.client_io,
+        threads: cfg.client_threads,
     };
     let probes = [Probe::Process(Some(server.pid))];
     let mut marks = WindowMarks::new(&probes);

@@ -3,7 +3,8 @@
 //! - [`client`]: the echo load generator (closed and open loop, HDR histograms).
 //! - [`servers`]: Shardline, the peers, shardline-chat, ngircd, shardline-proxy,
 //!   HAProxy and nginx as child processes, and what /proc says about them.
-//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`], [`l4`]:
+//! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`], [`l4`],
+//!   [`model`] (arithmetic on their results):
 //!   the subcommands.
 //! - [`serve`]: the Shardline echo server the subcommands run.
 //! - [`experiment`]: what the comparing subcommands share: interleaved rounds,
@@ -23,6 +24,7 @@ pub mod idle;
 pub mod l4;
 pub mod machine;
 pub mod mailbox;
+pub mod model;
 pub mod proxy;
 pub mod report;
 pub mod scale;

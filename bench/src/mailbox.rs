@@ -70,6 +70,14 @@ pub struct MailboxRow {
     pub fulls: Option<u64>,
     /// Shardline: doorbell (eventfd) writes during the single-item throughput run.
     pub doorbell_writes: Option<u64>,
+    /// Shardline: CPU time per message of the single-item stream, sender's and
+    /// receiver's threads together (ns; user + system, CLOCK_THREAD_CPUTIME_ID).
+    pub stream_cpu_ns_per_msg: Option<f64>,
+    /// Shardline: CPU time per message of the single-message wake run, both
+    /// shards' threads together ÷ 2 messages per ping (µs). Each message finds
+    /// its receiver asleep; shard 0's 1 ms timer wake-up between pings is
+    /// included, so this is an upper bound on one wake-up message's cost.
+    pub wake_cpu_us_per_msg: Option<f64>,
 }
 
 /// What `mailbox --json` writes.
@@ -149,6 +157,8 @@ enum StreamEvent {
     Started(Instant),
     Done(Instant, u64, Result<(), String>),
     Fulls(u64),
+    /// A shard's thread CPU time over its part of the stream.
+    Cpu(Duration),
 }
 
 struct Stream<P> {
@@ -157,6 +167,7 @@ struct Stream<P> {
     sent: u64,
     fulls: u64,
     expect: u64,
+    cpu_start: Duration,
     report: mpsc::Sender<StreamEvent>,
     _p: PhantomData<P>,
 }
@@ -173,6 +184,9 @@ impl<P: Payload> Stream<P> {
             }
         }
         let _ = self.report.send(StreamEvent::Fulls(self.fulls));
+        let _ = self.report.send(StreamEvent::Cpu(
+            machine::thread_cpu_time().saturating_sub(self.cpu_start),
+        ));
     }
 }
 
@@ -200,6 +214,7 @@ impl<P: Payload> Handler for Stream<P> {
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _: ()) {
         let _ = self.report.send(StreamEvent::Started(Instant::now()));
+        self.cpu_start = machine::thread_cpu_time();
         self.pump(ctx);
     }
 
@@ -208,6 +223,9 @@ impl<P: Payload> Handler for Stream<P> {
     }
 
     fn on_message(&mut self, _ctx: &mut Ctx<'_, Self>, _from: shardline::Origin, msg: P) {
+        if self.expect == 0 {
+            self.cpu_start = machine::thread_cpu_time();
+        }
         if msg.first() != self.expect * P::ITEMS {
             let _ = self.report.send(StreamEvent::Done(
                 Instant::now(),
@@ -223,6 +241,9 @@ impl<P: Payload> Handler for Stream<P> {
         }
         self.expect += 1;
         if self.expect == self.total {
+            let _ = self.report.send(StreamEvent::Cpu(
+                machine::thread_cpu_time().saturating_sub(self.cpu_start),
+            ));
             let _ = self
                 .report
                 .send(StreamEvent::Done(Instant::now(), self.expect, Ok(())));
@@ -240,12 +261,21 @@ impl<P: Payload> Handler for Stream<P> {
     }
 }
 
-/// Items per second, `Full`s and doorbell writes of one streaming run.
+/// What one streaming run measured.
+struct StreamResult {
+    items_per_s: f64,
+    fulls: u64,
+    doorbell_writes: u64,
+    /// Both shards' thread CPU time per message (ns).
+    cpu_ns_per_msg: Option<f64>,
+}
+
+/// Items per second, `Full`s, doorbell writes and CPU of one streaming run.
 fn shardline_stream<P: Payload>(
     io: Io,
     cpus: &[usize],
     messages: u64,
-) -> anyhow::Result<(f64, u64, u64)> {
+) -> anyhow::Result<StreamResult> {
     let (tx, rx) = mpsc::channel();
     let server = two_shards(io, cpus)
         .build(move |id| Stream::<P> {
@@ -254,6 +284,7 @@ fn shardline_stream<P: Payload>(
             sent: 0,
             fulls: 0,
             expect: 0,
+            cpu_start: Duration::ZERO,
             report: tx.clone(),
             _p: PhantomData,
         })
@@ -264,24 +295,37 @@ fn shardline_stream<P: Payload>(
     let before = metrics.total();
     let mut start = None;
     let mut fulls = 0;
+    let mut cpu = Vec::new();
     let outcome = loop {
         match rx.recv_timeout(RUN_LIMIT) {
             Ok(StreamEvent::Started(t)) => start = Some(t),
             Ok(StreamEvent::Fulls(f)) => fulls = f,
+            Ok(StreamEvent::Cpu(c)) => cpu.push(c),
             Ok(StreamEvent::Done(t, n, r)) => break r.map(|()| (t, n)),
             Err(_) => break Err(format!("no result within {RUN_LIMIT:?}")),
         }
     };
     let after = metrics.total();
+    // The sender reports its CPU when it has posted the last message, which
+    // may come after the receiver's Done.
+    while cpu.len() < 2 {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(StreamEvent::Cpu(c)) => cpu.push(c),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     server.shutdown().context("stopping the mailbox server")?;
     let (end, n) = outcome.map_err(|e| anyhow!("{io}: {e}"))?;
     let start = start.ok_or_else(|| anyhow!("{io}: never started"))?;
     let secs = end.duration_since(start).as_secs_f64().max(1e-9);
-    Ok((
-        (n * P::ITEMS) as f64 / secs,
+    Ok(StreamResult {
+        items_per_s: (n * P::ITEMS) as f64 / secs,
         fulls,
-        after.doorbell_writes - before.doorbell_writes,
-    ))
+        doorbell_writes: after.doorbell_writes - before.doorbell_writes,
+        cpu_ns_per_msg: (cpu.len() == 2 && n > 0)
+            .then(|| cpu.iter().map(|c| c.as_nanos() as f64).sum::<f64>() / n as f64),
+    })
 }
 
 // ---- Shardline: ping-pong ------------------------------------------------------
@@ -294,7 +338,11 @@ struct PingPong {
     got: u64,
     sent_at: Instant,
     rtts: Vec<Duration>,
+    /// Shard 1: pongs sent.
+    replies: u64,
+    cpu_start: Duration,
     report: mpsc::Sender<Result<Vec<Duration>, String>>,
+    cpu: mpsc::Sender<Duration>,
 }
 
 impl PingPong {
@@ -332,16 +380,28 @@ impl Handler for PingPong {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _t: TimerId, _: ()) {
+        if self.done == 0 {
+            self.cpu_start = machine::thread_cpu_time();
+        }
         self.sent_at = Instant::now();
         self.post(ctx, 1, self.burst);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, _from: shardline::Origin, _msg: u64) {
         if self.me == 1 {
+            if self.replies == 0 && self.got == 0 {
+                self.cpu_start = machine::thread_cpu_time();
+            }
             self.got += 1;
             if self.got == self.burst {
                 self.got = 0;
                 self.post(ctx, 0, 1);
+                self.replies += 1;
+                if self.replies == self.pings {
+                    let _ = self
+                        .cpu
+                        .send(machine::thread_cpu_time().saturating_sub(self.cpu_start));
+                }
             }
             return;
         }
@@ -350,6 +410,9 @@ impl Handler for PingPong {
         if self.done < self.pings {
             ctx.set_timer(PING_GAP, ());
         } else {
+            let _ = self
+                .cpu
+                .send(machine::thread_cpu_time().saturating_sub(self.cpu_start));
             let _ = self.report.send(Ok(std::mem::take(&mut self.rtts)));
         }
     }
@@ -365,8 +428,15 @@ impl Handler for PingPong {
     }
 }
 
-fn shardline_wake(io: Io, cpus: &[usize], pings: u64, burst: u64) -> anyhow::Result<Latency> {
+/// One-way wake latency, and both shards' thread CPU time per ping-pong (µs).
+fn shardline_wake(
+    io: Io,
+    cpus: &[usize],
+    pings: u64,
+    burst: u64,
+) -> anyhow::Result<(Latency, Option<f64>)> {
     let (tx, rx) = mpsc::channel();
+    let (cpu_tx, cpu_rx) = mpsc::channel();
     let server = two_shards(io, cpus)
         .build(move |id| PingPong {
             me: id.0,
@@ -376,7 +446,10 @@ fn shardline_wake(io: Io, cpus: &[usize], pings: u64, burst: u64) -> anyhow::Res
             got: 0,
             sent_at: Instant::now(),
             rtts: Vec::with_capacity(pings as usize),
+            replies: 0,
+            cpu_start: Duration::ZERO,
             report: tx.clone(),
+            cpu: cpu_tx.clone(),
         })
         .context("configuring the mailbox server")?
         .start()
@@ -384,8 +457,13 @@ fn shardline_wake(io: Io, cpus: &[usize], pings: u64, burst: u64) -> anyhow::Res
     let rtts = rx
         .recv_timeout(RUN_LIMIT)
         .map_err(|_| anyhow!("{io}: no result within {RUN_LIMIT:?}"));
+    let cpu: Vec<Duration> = (0..2)
+        .map_while(|_| cpu_rx.recv_timeout(Duration::from_secs(5)).ok())
+        .collect();
     server.shutdown().context("stopping the mailbox server")?;
-    Ok(one_way(&rtts?.map_err(anyhow::Error::msg)?))
+    let per_ping = (cpu.len() == 2 && pings > 0)
+        .then(|| cpu.iter().map(|c| c.as_secs_f64()).sum::<f64>() * 1e6 / pings as f64);
+    Ok((one_way(&rtts?.map_err(anyhow::Error::msg)?), per_ping))
 }
 
 /// Percentiles of round trip ÷ 2.
@@ -539,11 +617,23 @@ pub fn run(cfg: &MailboxConfig) -> anyhow::Result<MailboxOutput> {
     for &io in &cfg.backends {
         let name = format!("shardline-{io}");
         println!("{name} …");
-        let (single, fulls, bells) = shardline_stream::<u64>(io, &cpus, cfg.messages)?;
-        let (batched, _, _) = shardline_stream::<Batch>(io, &cpus, batches)?;
-        let ws = shardline_wake(io, &cpus, cfg.pings, 1)?;
-        let wb = shardline_wake(io, &cpus, cfg.pings, BATCH as u64)?;
-        results.push(row(name, single, batched, ws, wb, Some(fulls), Some(bells)));
+        let single = shardline_stream::<u64>(io, &cpus, cfg.messages)?;
+        let batched = shardline_stream::<Batch>(io, &cpus, batches)?;
+        let (ws, wake_cpu_per_ping) = shardline_wake(io, &cpus, cfg.pings, 1)?;
+        let (wb, _) = shardline_wake(io, &cpus, cfg.pings, BATCH as u64)?;
+        let mut r = row(
+            name,
+            single.items_per_s,
+            batched.items_per_s,
+            ws,
+            wb,
+            Some(single.fulls),
+            Some(single.doorbell_writes),
+        );
+        r.stream_cpu_ns_per_msg = single.cpu_ns_per_msg.map(|c| round(c, 1));
+        // Two messages per ping, each waking its receiver.
+        r.wake_cpu_us_per_msg = wake_cpu_per_ping.map(|c| round(c / 2.0, 2));
+        results.push(r);
     }
     println!("crossbeam-channel …");
     results.push(row(
@@ -593,6 +683,8 @@ fn row(
         wake_batched_p99_us: round(wb.p99_us, 2),
         fulls,
         doorbell_writes,
+        stream_cpu_ns_per_msg: None,
+        wake_cpu_us_per_msg: None,
     }
 }
 
@@ -625,6 +717,15 @@ pub fn render(rows: &[MailboxRow]) -> String {
         &cells,
     );
     out.push_str("wake = one-way time (round trip ÷ 2) to a receiver that was asleep\n");
+    for r in rows {
+        if let (Some(s), Some(w)) = (r.stream_cpu_ns_per_msg, r.wake_cpu_us_per_msg) {
+            out.push_str(&format!(
+                "{}: CPU per cross-shard message (both shards' threads): {s:.0} ns streaming, \
+                 ≤ {w:.2} µs when it wakes a sleeping shard\n",
+                r.implementation
+            ));
+        }
+    }
     out
 }
 

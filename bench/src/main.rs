@@ -42,6 +42,9 @@ enum Cmd {
     /// Cross-shard mailbox throughput and wake latency, beside crossbeam-channel and
     /// std mpsc.
     Mailbox(MailboxArgs),
+    /// Cross-shard cost model: a chat message's fan-out projected to 8, 32 and 64
+    /// shards from the mailbox and chat results (no measurement of its own).
+    Model(ModelArgs),
     /// IRC fan-out: shardline-chat (uring, epoll) against ngircd, burst and paced,
     /// interleaved over rounds; deliveries/s, server CPU per delivery, latency,
     /// completeness and order.
@@ -118,17 +121,28 @@ fn sizes_vec(s: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
+/// Connections of `echo` and `compare` (and `scale` outside --quick).
+const DEFAULT_CONNS: usize = 64;
+/// Warm-up of `echo` and `compare`.
+const DEFAULT_WARMUP: Duration = Duration::from_millis(500);
+
 /// Load options shared by the subcommands that run the echo client.
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 64)]
-    conns: usize,
-    /// Warm-up before each measured window, seconds.
-    #[arg(long, default_value = "0.5", value_parser = secs)]
-    warmup: Duration,
+    /// Concurrent connections (default 64; `scale --quick`: 16 per shard of the
+    /// largest shard count run, at least 64).
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Client threads, each with its own share of the connections and its own
+    /// event loop; results are merged (default 1; `scale`: one per client CPU).
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Warm-up before each measured window, seconds (default 0.5; `scale
+    /// --quick`: 1).
+    #[arg(long, value_parser = secs)]
+    warmup: Option<Duration>,
     /// Measured window, seconds (default 2; `compare`: 1.5, so that its default run
-    /// of 9 servers × 2 sizes × 5 rounds stays near 3 minutes).
+    /// of 9 servers × 2 sizes × 5 rounds stays near 3 minutes; `scale --quick`: 3).
     #[arg(long, value_parser = secs)]
     duration: Option<Duration>,
     /// Client engine.
@@ -168,7 +182,7 @@ struct EchoArgs {
     /// is measured from each request's due time. Default: closed loop.
     #[arg(long)]
     rate: Option<f64>,
-    /// CPUs the client thread is pinned to (default: the second CPU if a server is
+    /// CPUs the client threads are pinned to (default: the second CPU if a server is
     /// started, else unpinned).
     #[arg(long, value_parser = cpu_list)]
     client_cpus: Option<CpuList>,
@@ -211,27 +225,37 @@ struct CompareArgs {
 
 #[derive(Debug, Args)]
 struct ScaleArgs {
-    /// Largest shard count (default: the CPUs available; capped by them).
+    /// The quick profile: shard counts 1,2,4,8,12 (those that fit the server
+    /// CPUs), uring and epoll, reuseport, 1 round, 1 s warm-up + 3 s window; the
+    /// other flags override its values.
     #[arg(long)]
+    quick: bool,
+    /// Largest shard count: runs 1..=N (default: the server CPUs; counts that
+    /// do not fit them are skipped). With --quick: its counts up to N.
+    #[arg(long, conflicts_with = "shards")]
     max_shards: Option<usize>,
-    /// Backends.
-    #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
-    backends: Vec<Io>,
-    /// Accept modes.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "reuseport,exclusive,handoff"
-    )]
-    accept: Vec<AcceptMode>,
+    /// These shard counts (`1,2,4`; those that do not fit the server CPUs are
+    /// skipped).
+    #[arg(long, value_delimiter = ',')]
+    shards: Option<Vec<usize>>,
+    /// Backends (default uring,epoll).
+    #[arg(long, value_delimiter = ',')]
+    backends: Option<Vec<Io>>,
+    /// Accept modes (default reuseport,exclusive,handoff; --quick: reuseport).
+    #[arg(long, value_delimiter = ',')]
+    accept: Option<Vec<AcceptMode>>,
     /// Message size in bytes (`1k` = 1024).
     #[arg(long, default_value = "100", value_parser = size)]
     size: usize,
-    /// Rounds (medians are plotted).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Client CPUs (default: the CPUs the shards leave free; unpinned when the
-    /// shards take every CPU).
+    /// Rounds (medians are plotted; default 3, --quick: 1).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Server CPU set: shards at N run on its first N CPUs, one each (default:
+    /// the CPUs this process may use).
+    #[arg(long, value_parser = cpu_list)]
+    server_cpus: Option<CpuList>,
+    /// Client CPU set, for every shard count (default: the allowed CPUs the
+    /// shards leave free; unpinned when they take every CPU).
     #[arg(long, value_parser = cpu_list)]
     client_cpus: Option<CpuList>,
     #[command(flatten)]
@@ -242,6 +266,49 @@ struct ScaleArgs {
     /// The plot (default: the JSON path with .svg).
     #[arg(long)]
     svg: Option<PathBuf>,
+}
+
+/// `scale`'s configuration: the profile's values, overridden by every flag given.
+fn scale_config(a: &ScaleArgs, exe: PathBuf) -> scale::ScaleConfig {
+    let p = if a.quick {
+        scale::Profile::quick()
+    } else {
+        scale::Profile::full()
+    };
+    let shards = match (&a.shards, a.max_shards, &p.shards) {
+        (Some(list), _, _) => scale::ShardChoice::List(list.clone()),
+        (None, Some(n), scale::ShardChoice::List(v)) => {
+            scale::ShardChoice::List(v.iter().copied().filter(|&c| c <= n).collect())
+        }
+        (None, Some(n), scale::ShardChoice::UpTo(_)) => scale::ShardChoice::UpTo(Some(n)),
+        (None, None, _) => p.shards.clone(),
+    };
+    let mut cfg = scale::ScaleConfig::from_profile(exe, p);
+    cfg.shards = shards;
+    if let Some(b) = &a.backends {
+        cfg.backends = b.clone();
+    }
+    if let Some(m) = &a.accept {
+        cfg.accept = m.clone();
+    }
+    if let Some(r) = a.rounds {
+        cfg.rounds = r;
+    }
+    if let Some(w) = a.load.warmup {
+        cfg.warmup = w;
+    }
+    if let Some(d) = a.load.duration {
+        cfg.duration = d;
+    }
+    cfg.msg_size = a.size;
+    cfg.conns = a.load.conns;
+    cfg.server_cpus = a.server_cpus.as_ref().map(|c| c.0.clone());
+    cfg.client_cpus = a.client_cpus.as_ref().map(|c| c.0.clone());
+    cfg.client_threads = a.load.client_threads;
+    cfg.client_io = a.load.client_io;
+    cfg.max_foreign_pct = a.load.max_foreign_pct;
+    cfg.retries = a.load.retries;
+    cfg
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +351,19 @@ struct MailboxArgs {
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// `mailbox --json` output (needs stream_cpu_ns_per_msg, wake_cpu_us_per_msg).
+    #[arg(long, default_value = "bench/results/mailbox.json")]
+    mailbox: PathBuf,
+    /// `chat --json` output (paced and burst rows).
+    #[arg(long, default_value = "bench/results/chat.json")]
+    chat: PathBuf,
+    /// Which backend's rows: uring or epoll.
+    #[arg(long, default_value = "uring")]
+    backend: String,
 }
 
 #[derive(Debug, Args)]
@@ -602,12 +682,13 @@ fn main() -> anyhow::Result<()> {
                 peers: a.peers,
                 peers_dir: a.peers_dir.unwrap_or_else(servers::default_peers_dir),
                 sizes: a.sizes.0,
-                conns: a.load.conns,
+                conns: a.load.conns.unwrap_or(DEFAULT_CONNS),
                 rounds: a.rounds,
                 threads: a.threads,
                 server_cpus: a.server_cpus.map_or(server, |c| c.0),
                 client_cpus: a.client_cpus.map_or(client, |c| c.0),
-                warmup: a.load.warmup,
+                client_threads: a.load.client_threads.unwrap_or(1),
+                warmup: a.load.warmup.unwrap_or(DEFAULT_WARMUP),
                 duration: a.load.duration.unwrap_or(Duration::from_millis(1500)),
                 client_io: a.load.client_io,
                 max_foreign_pct: a.load.max_foreign_pct,
@@ -617,22 +698,11 @@ fn main() -> anyhow::Result<()> {
             report::save_json(a.json.as_deref(), &out)
         }
         Cmd::Scale(a) => {
-            let svg = a.svg.unwrap_or_else(|| a.json.with_extension("svg"));
-            let cfg = scale::ScaleConfig {
-                serve_exe: exe,
-                max_shards: a.max_shards,
-                backends: a.backends,
-                accept: a.accept,
-                msg_size: a.size,
-                conns: a.load.conns,
-                rounds: a.rounds,
-                client_cpus: a.client_cpus.map(|c| c.0).unwrap_or_default(),
-                warmup: a.load.warmup,
-                duration: a.load.duration.unwrap_or(Duration::from_secs(2)),
-                client_io: a.load.client_io,
-                max_foreign_pct: a.load.max_foreign_pct,
-                retries: a.load.retries,
-            };
+            let svg = a
+                .svg
+                .clone()
+                .unwrap_or_else(|| a.json.with_extension("svg"));
+            let cfg = scale_config(&a, exe);
             let out = scale::run(&cfg)?;
             report::write_json(&a.json, &out)?;
             scale::plot(&out, &svg)?;
@@ -816,6 +886,11 @@ fn main() -> anyhow::Result<()> {
             let out = l4::run(&cfg)?;
             report::save_json(a.json.as_deref(), &out)
         }
+        Cmd::Model(a) => {
+            let inputs = shardline_bench::model::inputs(&a.mailbox, &a.chat, &a.backend)?;
+            print!("{}", shardline_bench::model::render(&inputs));
+            Ok(())
+        }
         Cmd::Mailbox(a) => {
             let cfg = mailbox::MailboxConfig {
                 messages: a.messages,
@@ -883,13 +958,14 @@ fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
     };
     let cfg = LoadConfig {
         addr,
-        conns: a.load.conns,
+        conns: a.load.conns.unwrap_or(DEFAULT_CONNS),
         msg_size: a.size,
         mode: a.rate.map_or(Mode::Closed, |rate| Mode::Open { rate }),
-        warmup: a.load.warmup,
+        warmup: a.load.warmup.unwrap_or(DEFAULT_WARMUP),
         duration: a.load.duration.unwrap_or(Duration::from_secs(2)),
         cpus: client_cpus,
         io: a.load.client_io,
+        threads: a.load.client_threads.unwrap_or(1),
     };
     let probes = [Probe::Process(server.as_ref().map(|s| s.pid))];
     let mut marks = WindowMarks::new(&probes);
@@ -953,4 +1029,109 @@ fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scale_args(args: &[&str]) -> ScaleArgs {
+        let argv = ["shardline-bench", "scale"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("parses").cmd {
+            Cmd::Scale(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn config(args: &[&str]) -> scale::ScaleConfig {
+        scale_config(&scale_args(args), PathBuf::from("/x"))
+    }
+
+    #[test]
+    fn quick_is_a_profile() {
+        let c = config(&["--quick"]);
+        assert_eq!(c.profile, "quick");
+        assert_eq!(
+            c.shards,
+            scale::ShardChoice::List(scale::QUICK_SHARDS.to_vec())
+        );
+        assert_eq!(c.backends, [Io::Uring, Io::Epoll]);
+        assert_eq!(c.accept, [AcceptMode::ReusePort]);
+        assert_eq!(c.rounds, 1);
+        assert_eq!(
+            (c.warmup, c.duration),
+            (Duration::from_secs(1), Duration::from_secs(3))
+        );
+        assert_eq!((c.conns, c.client_threads), (None, None));
+        assert_eq!((c.server_cpus.clone(), c.client_cpus.clone()), (None, None));
+    }
+
+    #[test]
+    fn flags_override_the_profile() {
+        let c = config(&[
+            "--quick",
+            "--rounds",
+            "3",
+            "--accept",
+            "reuseport,handoff",
+            "--backends",
+            "epoll",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.2",
+            "--conns",
+            "32",
+            "--client-threads",
+            "4",
+            "--server-cpus",
+            "0-7",
+            "--client-cpus",
+            "8-11",
+        ]);
+        assert_eq!(c.rounds, 3);
+        assert_eq!(
+            c.accept,
+            [
+                AcceptMode::ReusePort,
+                AcceptMode::Handoff(shardline::Balance::RoundRobin)
+            ]
+        );
+        assert_eq!(c.backends, [Io::Epoll]);
+        assert_eq!(c.duration, Duration::from_millis(1500));
+        assert_eq!(c.warmup, Duration::from_millis(200));
+        assert_eq!((c.conns, c.client_threads), (Some(32), Some(4)));
+        assert_eq!(c.server_cpus, Some((0..8).collect()));
+        assert_eq!(c.client_cpus, Some(vec![8, 9, 10, 11]));
+        // --max-shards keeps the profile's counts up to N.
+        let c = config(&["--quick", "--max-shards", "4"]);
+        assert_eq!(c.shards, scale::ShardChoice::List(vec![1, 2, 4]));
+        // --shards replaces them.
+        let c = config(&["--quick", "--shards", "2,6"]);
+        assert_eq!(c.shards, scale::ShardChoice::List(vec![2, 6]));
+    }
+
+    #[test]
+    fn without_quick_the_defaults_are_the_full_run() {
+        let c = config(&[]);
+        assert_eq!(c.profile, "full");
+        assert_eq!(c.shards, scale::ShardChoice::UpTo(None));
+        assert_eq!(c.accept.len(), 3);
+        assert_eq!(c.rounds, 3);
+        assert_eq!(c.duration, Duration::from_secs(2));
+        assert_eq!(
+            config(&["--max-shards", "2"]).shards,
+            scale::ShardChoice::UpTo(Some(2))
+        );
+        assert!(Cli::try_parse_from([
+            "shardline-bench",
+            "scale",
+            "--shards",
+            "1",
+            "--max-shards",
+            "2"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["shardline-bench", "scale", "--server-cpus", "3-1"]).is_err());
+    }
 }

@@ -39,6 +39,7 @@ fn load(addr: SocketAddr, io: ClientIo, mode: Mode, size: usize) -> LoadConfig {
         duration: Duration::from_millis(150),
         cpus: vec![],
         io,
+        threads: 1,
     }
 }
 
@@ -64,10 +65,42 @@ fn both_engines_echo_closed_and_open_loop() {
 }
 
 #[test]
+fn several_client_threads_share_the_connections_and_one_window() {
+    let addr = echo_server();
+    for io in [ClientIo::Uring, ClientIo::Mio] {
+        for mode in [Mode::Closed, Mode::Open { rate: 3_000.0 }] {
+            let mut cfg = load(addr, io, mode, 100);
+            cfg.conns = 7;
+            cfg.threads = 3;
+            let mut windows = Vec::new();
+            let rep = client::run_load(&cfg, &mut |w| windows.push(w))
+                .unwrap_or_else(|e| panic!("{io:?} {mode:?}: {e:#}"));
+            let what = format!("{io:?} {mode:?}: {rep:?}");
+            assert_eq!(rep.client_threads, 3, "{what}");
+            assert_eq!(rep.conns, 7, "{what}");
+            assert_eq!(rep.conns_alive, 7, "{what}");
+            assert_eq!(rep.errors, 0, "{what}");
+            assert!(rep.requests > 0, "{what}");
+            assert!(rep.latency.p50_us > 0.0, "{what}");
+            assert_eq!(windows, [client::Window::Start, client::Window::End]);
+        }
+    }
+    // More threads than connections: one connection each.
+    let mut cfg = load(addr, ClientIo::Uring, Mode::Closed, 100);
+    cfg.conns = 2;
+    cfg.threads = 5;
+    let rep = client::run_load(&cfg, &mut |_| {}).expect("runs");
+    assert_eq!((rep.client_threads, rep.conns_alive), (2, 2));
+}
+
+#[test]
 fn a_dead_server_is_an_error_not_a_hang() {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     drop(l);
     let r = client::run_load(&load(addr, ClientIo::Uring, Mode::Closed, 100), &mut |_| {});
     assert!(r.is_err());
+    let mut threaded = load(addr, ClientIo::Uring, Mode::Closed, 100);
+    threaded.threads = 3;
+    assert!(client::run_load(&threaded, &mut |_| {}).is_err());
 }

@@ -24,6 +24,8 @@ fn compare_shardline_only() {
         threads: 1,
         server_cpus,
         client_cpus,
+        // Two client threads: the merged report is what compare sees.
+        client_threads: 2,
         warmup: Duration::from_millis(50),
         duration: Duration::from_millis(200),
         client_io: ClientIo::Uring,

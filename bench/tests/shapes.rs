@@ -1,7 +1,7 @@
 //! The JSON files have the documented shapes, and the scale plot is a well-formed
 //! SVG naming both backends' series.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::PathBuf};
 
 use serde_json::Value;
 use shardline_bench::{
@@ -10,7 +10,7 @@ use shardline_bench::{
     idle::{IdleOutput, IdleRow},
     machine::MachineInfo,
     mailbox::{MailboxOutput, MailboxRow},
-    scale::{self, ScaleOutput, ScalePoint},
+    scale::{self, ScaleConfig, ScaleOutput, ScalePoint},
     servers::ServerSpec,
 };
 
@@ -42,6 +42,7 @@ fn load(rps: f64) -> LoadReport {
         conns_alive: 64,
         client_cpu_pct: 90.0,
         backlog: 0,
+        client_threads: 1,
     }
 }
 
@@ -81,6 +82,7 @@ fn compare_json_shape_and_ratios() {
             threads: 1,
             server_cpus: vec![0],
             client_cpus: vec![1],
+            client_threads: 1,
             rounds: 3,
             warmup_s: 0.5,
             window_s: 2.0,
@@ -157,6 +159,8 @@ fn mailbox_json_shape() {
             wake_batched_p99_us: 6.0,
             fulls: None,
             doorbell_writes: None,
+            stream_cpu_ns_per_msg: None,
+            wake_cpu_us_per_msg: None,
         }],
         cpus: vec![0, 1],
         machine: MachineInfo::read(),
@@ -164,16 +168,22 @@ fn mailbox_json_shape() {
     let v = serde_json::to_value(&out).unwrap();
     assert!(keys(&v["results"][0]).contains("wake_single_p99_us"));
     assert!(v["results"][0]["fulls"].is_null());
+    assert!(keys(&v["results"][0]).contains("stream_cpu_ns_per_msg"));
+    assert!(keys(&v["results"][0]).contains("wake_cpu_us_per_msg"));
 }
 
-fn scale_output() -> ScaleOutput {
+/// A scale output as `scale` builds it: `cfg`'s plan on a 2-CPU machine.
+fn scale_output_of(cfg: &ScaleConfig) -> ScaleOutput {
+    let plan = scale::plan(cfg, &[0, 1]).expect("plans");
+    let (note, capped) = scale::summary(cfg, &plan, 2);
     let mut results = Vec::new();
     for backend in ["uring", "epoll"] {
-        for accept in ["reuseport", "exclusive", "handoff"] {
-            for shards in 1..=2 {
+        for accept in cfg.accept.iter().map(|a| a.to_string()) {
+            for setup in &plan.setups {
+                let shards = setup.shards;
                 results.push(ScalePoint {
                     backend: backend.into(),
-                    accept: accept.into(),
+                    accept: accept.clone(),
                     shards,
                     rps: 100_000.0 * shards as f64,
                     p50_us: 300.0,
@@ -183,19 +193,40 @@ fn scale_output() -> ScaleOutput {
             }
         }
     }
-    let (max, capped, note) = scale::shard_cap(None, 2);
     ScaleOutput {
+        profile: cfg.profile.clone(),
         cpus_available: 2,
         requested_max_shards: None,
-        max_shards: max,
+        max_shards: plan.setups.last().unwrap().shards,
         capped_by_machine: capped,
         note,
-        msg_size: 100,
-        conns: 64,
+        shards_run: plan.setups.iter().map(|s| s.shards).collect(),
+        shards_skipped: plan.skipped.clone(),
+        server_cpus: plan.server_cpus.clone(),
+        setups: plan.setups.clone(),
+        setup_notes: plan.notes.clone(),
+        backends: vec!["uring".into(), "epoll".into()],
+        accept: cfg.accept.iter().map(|a| a.to_string()).collect(),
+        rounds: cfg.rounds,
+        warmup_s: cfg.warmup.as_secs_f64(),
+        window_s: cfg.duration.as_secs_f64(),
+        planned_runs: plan.runs,
+        planned_wall_s: plan.wall.as_secs_f64(),
+        planned_wall_max_s: plan.wall_max.as_secs_f64(),
+        elapsed_s: 1.0,
+        msg_size: cfg.msg_size,
+        conns: plan.conns,
         results,
         failures: vec![],
         machine: MachineInfo::read(),
     }
+}
+
+fn scale_output() -> ScaleOutput {
+    scale_output_of(&ScaleConfig::from_profile(
+        PathBuf::new(),
+        scale::Profile::full(),
+    ))
 }
 
 #[test]
@@ -216,6 +247,42 @@ fn scale_json_says_when_capped() {
             "server_cpu_us_per_req"
         ])
     );
+}
+
+#[test]
+fn scale_json_records_counts_run_skipped_cpu_sets_and_client_threads() {
+    let quick = ScaleConfig::from_profile(PathBuf::new(), scale::Profile::quick());
+    let v = serde_json::to_value(scale_output_of(&quick)).unwrap();
+    assert_eq!(v["profile"], "quick");
+    assert_eq!(v["shards_run"], serde_json::json!([1, 2]));
+    let skipped: Vec<u64> = v["shards_skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["shards"].as_u64().unwrap())
+        .collect();
+    assert_eq!(skipped, [4, 8, 12]);
+    for s in v["shards_skipped"].as_array().unwrap() {
+        assert!(s["reason"].as_str().unwrap().contains("server CPU"), "{s}");
+    }
+    assert_eq!(v["server_cpus"], serde_json::json!([0, 1]));
+    assert_eq!(
+        keys(&v["setups"][0]),
+        set(&[
+            "shards",
+            "server_cpus",
+            "client_cpus",
+            "client_pinned",
+            "client_threads",
+            "client_shares_server_cpus"
+        ])
+    );
+    assert_eq!(v["setups"][0]["client_cpus"], serde_json::json!([1]));
+    assert_eq!(v["setups"][1]["client_pinned"], false);
+    assert!(v["setup_notes"][0].as_str().unwrap().contains("unpinned"));
+    assert_eq!(v["planned_runs"], 4);
+    assert!(v["planned_wall_s"].as_f64().unwrap() > 0.0);
+    assert!(v["note"].as_str().unwrap().contains("skipped 4, 8, 12"));
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! The echo load generator: C connections, each sending an S-byte message and
-//! waiting for its echo before the next (ping-pong), from one pinned thread.
+//! waiting for its echo before the next (ping-pong), from one pinned thread or
+//! from T threads (`threads`), each with its own share of the connections and its
+//! own event loop, whose results are merged (latency histograms added, never
+//! percentiles averaged).
 //!
 //! The client must cost as little CPU per request as possible, because on a 2-CPU
 //! machine it runs on the only CPU the server does not have. Two engines share the
@@ -96,10 +99,14 @@ pub struct LoadConfig {
     pub warmup: Duration,
     /// The measured window.
     pub duration: Duration,
-    /// CPUs the client thread is pinned to (empty: not pinned).
+    /// CPUs the client threads are pinned to (empty: not pinned); see
+    /// [`thread_cpus`].
     pub cpus: Vec<usize>,
     /// I/O engine.
     pub io: ClientIo,
+    /// Client threads, each with its own share of the connections and its own
+    /// event loop (at least 1, at most `conns`).
+    pub threads: usize,
 }
 
 /// Latency percentiles in microseconds.
@@ -159,11 +166,14 @@ pub struct LoadReport {
     pub errors: u64,
     /// Connections still working at the end.
     pub conns_alive: usize,
-    /// The client thread's CPU time over the window ÷ the window, in percent.
+    /// The client threads' CPU time over the window ÷ the window, in percent of
+    /// one CPU (summed over the threads).
     pub client_cpu_pct: f64,
     /// Open loop: due requests that could not be sent on time because their
     /// connection was still waiting for an earlier echo, at the end of the run.
     pub backlog: u64,
+    /// Client threads that ran the load.
+    pub client_threads: usize,
 }
 
 /// The measured window opens or closes: the caller reads server counters here.
@@ -344,8 +354,10 @@ impl Schedule {
     }
 }
 
-/// Runs one load against `cfg.addr` on a new thread pinned to `cfg.cpus`, calling
-/// `on_window` (on that thread) when the measured window opens and closes.
+/// Runs one load against `cfg.addr` on `cfg.threads` new threads pinned to
+/// `cfg.cpus` (see [`thread_cpus`]), calling `on_window` when the measured window
+/// opens and closes (on the client thread if there is one, else on the calling
+/// thread at the same instants the client threads open and close theirs).
 pub fn run_load(
     cfg: &LoadConfig,
     on_window: &mut (dyn FnMut(Window) + Send),
@@ -358,28 +370,171 @@ pub fn run_load(
             bail!("open-loop rate must be a positive number of requests per second");
         }
     }
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("bench-client".into())
-            .spawn_scoped(s, || {
-                // Open-loop sends are timed by the wait's timeout: take timer slack
-                // (50 µs by default) out of the client's lateness.
-                // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
-                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-                if !cfg.cpus.is_empty() {
-                    machine::pin_current_thread(&cfg.cpus)
-                        .with_context(|| format!("pinning the client to CPUs {:?}", cfg.cpus))?;
-                }
-                let conns = connect_all(cfg.addr, cfg.conns)?;
-                match cfg.io {
-                    ClientIo::Uring => uring::run(cfg, conns, on_window),
-                    ClientIo::Mio => poll::run(cfg, conns, on_window),
-                }
-            })
-            .context("spawning the client thread")?
-            .join()
-            .unwrap_or_else(|_| bail!("the client thread panicked"))
-    })
+    let threads = cfg.threads.clamp(1, cfg.conns);
+    if threads == 1 {
+        return std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("bench-client".into())
+                .spawn_scoped(s, || {
+                    prepare_thread(&cfg.cpus)?;
+                    let conns = connect_all(cfg.addr, cfg.conns)?;
+                    run_engine(cfg, conns, on_window, Instant::now())
+                })
+                .context("spawning the client thread")?
+                .join()
+                .unwrap_or_else(|_| bail!("the client thread panicked"))
+        })
+        .map(|f| merge(cfg, vec![f]));
+    }
+    let shares = split_conns(cfg.conns, threads);
+    let origin = std::sync::OnceLock::new();
+    let ready = std::sync::Barrier::new(threads + 1);
+    let finished = std::thread::scope(|s| -> anyhow::Result<Vec<Finished>> {
+        let mut handles = Vec::new();
+        for (i, &share) in shares.iter().enumerate() {
+            let mine = LoadConfig {
+                conns: share,
+                mode: match cfg.mode {
+                    // Each thread keeps its connections' request interval: its
+                    // share of the total rate.
+                    Mode::Open { rate } => Mode::Open {
+                        rate: rate * share as f64 / cfg.conns as f64,
+                    },
+                    Mode::Closed => Mode::Closed,
+                },
+                cpus: thread_cpus(&cfg.cpus, threads, i),
+                threads: 1,
+                ..cfg.clone()
+            };
+            let (origin, ready) = (&origin, &ready);
+            let h = std::thread::Builder::new()
+                .name(format!("bench-client-{i}"))
+                .spawn_scoped(s, move || {
+                    // Every thread reaches the barrier, whatever happened
+                    // before it, so that none waits forever.
+                    let conns = prepare_thread(&mine.cpus)
+                        .and_then(|()| connect_all(mine.addr, mine.conns));
+                    ready.wait();
+                    let origin = *origin.get_or_init(Instant::now);
+                    run_engine(&mine, conns?, &mut |_| {}, origin)
+                })
+                .context("spawning a client thread")?;
+            handles.push(h);
+        }
+        ready.wait();
+        let origin = *origin.get_or_init(Instant::now);
+        // The threads open and close their windows at these same instants.
+        let sleep_until =
+            |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
+        sleep_until(origin + cfg.warmup);
+        on_window(Window::Start);
+        sleep_until(origin + cfg.warmup + cfg.duration);
+        on_window(Window::End);
+        let mut out = Vec::new();
+        for (i, h) in handles.into_iter().enumerate() {
+            let f = h
+                .join()
+                .unwrap_or_else(|_| bail!("client thread {i} panicked"))
+                .with_context(|| format!("client thread {i}"))?;
+            out.push(f);
+        }
+        Ok(out)
+    })?;
+    Ok(merge(cfg, finished))
+}
+
+/// Pins the calling client thread (if `cpus` is not empty) and takes timer slack
+/// out of its waits.
+fn prepare_thread(cpus: &[usize]) -> anyhow::Result<()> {
+    // Open-loop sends are timed by the wait's timeout: take timer slack (50 µs by
+    // default) out of the client's lateness.
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    if !cpus.is_empty() {
+        machine::pin_current_thread(cpus)
+            .with_context(|| format!("pinning the client to CPUs {cpus:?}"))?;
+    }
+    Ok(())
+}
+
+fn run_engine(
+    cfg: &LoadConfig,
+    conns: Vec<TcpStream>,
+    on_window: &mut (dyn FnMut(Window) + Send),
+    origin: Instant,
+) -> anyhow::Result<Finished> {
+    match cfg.io {
+        ClientIo::Uring => uring::run(cfg, conns, on_window, origin),
+        ClientIo::Mio => poll::run(cfg, conns, on_window, origin),
+    }
+}
+
+/// `conns` connections over `threads` threads: as even as it goes, the first
+/// threads taking one more.
+pub fn split_conns(conns: usize, threads: usize) -> Vec<usize> {
+    let threads = threads.clamp(1, conns.max(1));
+    (0..threads)
+        .map(|i| conns / threads + usize::from(i < conns % threads))
+        .collect()
+}
+
+/// The CPUs client thread `i` of `threads` is pinned to: its own CPU when the
+/// list has one for each thread, else the whole list (the threads share it),
+/// none when the list is empty (unpinned).
+pub fn thread_cpus(cpus: &[usize], threads: usize, i: usize) -> Vec<usize> {
+    if cpus.len() >= threads.max(1) {
+        vec![cpus[i % cpus.len()]]
+    } else {
+        cpus.to_vec()
+    }
+}
+
+/// What one client thread measured: its report and its latency histogram.
+#[derive(Debug)]
+pub struct Finished {
+    /// The thread's own report.
+    pub report: LoadReport,
+    /// Its latencies (nanoseconds), for merging.
+    pub hist: Histogram<u64>,
+}
+
+/// One report from the threads' reports: counts and CPU added, rates added
+/// (each over its own window), latency from the sum of the histograms.
+pub fn merge(cfg: &LoadConfig, parts: Vec<Finished>) -> LoadReport {
+    let mut hist = Recorder::new().hist;
+    let n = parts.len().max(1);
+    let mut out = LoadReport {
+        mode: match cfg.mode {
+            Mode::Closed => "closed".into(),
+            Mode::Open { rate } => format!("open@{rate}"),
+        },
+        conns: 0,
+        msg_size: cfg.msg_size,
+        requests: 0,
+        window_s: 0.0,
+        rps: 0.0,
+        latency: Latency::default(),
+        errors: 0,
+        conns_alive: 0,
+        client_cpu_pct: 0.0,
+        backlog: 0,
+        client_threads: parts.len(),
+    };
+    for p in parts {
+        let r = p.report;
+        out.conns += r.conns;
+        out.requests += r.requests;
+        out.window_s += r.window_s / n as f64;
+        out.rps += r.rps;
+        out.errors += r.errors;
+        out.conns_alive += r.conns_alive;
+        out.client_cpu_pct += r.client_cpu_pct;
+        out.backlog += r.backlog;
+        hist.add(&p.hist)
+            .expect("client histograms share their bounds");
+    }
+    out.latency = Latency::from_hist(&hist);
+    out
 }
 
 /// Opens `n` connections with TCP_NODELAY.
@@ -410,8 +565,11 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(cfg: &'a LoadConfig, on_window: &'a mut (dyn FnMut(Window) + Send)) -> Run<'a> {
-        let t0 = Instant::now();
+    fn new(
+        cfg: &'a LoadConfig,
+        on_window: &'a mut (dyn FnMut(Window) + Send),
+        t0: Instant,
+    ) -> Run<'a> {
         let warm_end = cfg.warmup.as_nanos() as Nanos;
         let end = warm_end + cfg.duration.as_nanos() as Nanos;
         Run {
@@ -463,10 +621,10 @@ impl<'a> Run<'a> {
         self.sched.next_due().map_or(phase, |t| t.min(phase))
     }
 
-    fn report(self, alive: usize) -> LoadReport {
+    fn report(self, alive: usize) -> Finished {
         let now = self.now();
         let window = self.rec.window_nanos() as f64 / 1e9;
-        LoadReport {
+        let report = LoadReport {
             mode: match self.cfg.mode {
                 Mode::Closed => "closed".into(),
                 Mode::Open { rate } => format!("open@{rate}"),
@@ -485,6 +643,11 @@ impl<'a> Run<'a> {
             conns_alive: alive,
             client_cpu_pct: self.client_cpu_pct,
             backlog: self.sched.backlog(now),
+            client_threads: 1,
+        };
+        Finished {
+            report,
+            hist: self.rec.hist,
         }
     }
 }
@@ -623,6 +786,84 @@ mod tests {
         assert_eq!(s.next_due(), Some(MS));
         // 2 ms in, 8 requests were due and 5 issued.
         assert_eq!(s.backlog(2 * MS), 3);
+    }
+
+    #[test]
+    fn connections_split_evenly_over_threads() {
+        assert_eq!(split_conns(64, 4), [16, 16, 16, 16]);
+        assert_eq!(split_conns(10, 4), [3, 3, 2, 2]);
+        assert_eq!(
+            split_conns(3, 8),
+            [1, 1, 1],
+            "never a thread without a connection"
+        );
+        assert_eq!(split_conns(5, 0), [5]);
+        assert_eq!(split_conns(10, 4).iter().sum::<usize>(), 10);
+    }
+
+    #[test]
+    fn each_thread_gets_its_own_cpu_when_there_are_enough() {
+        assert_eq!(thread_cpus(&[4, 5, 6], 3, 1), [5]);
+        assert_eq!(thread_cpus(&[4, 5, 6, 7], 2, 1), [5]);
+        // Fewer CPUs than threads: all threads share the whole list.
+        assert_eq!(thread_cpus(&[4, 5], 3, 2), [4, 5]);
+        // No list: unpinned.
+        assert!(thread_cpus(&[], 3, 0).is_empty());
+    }
+
+    fn part(latencies_us: &[u64], window_s: f64, cpu: f64) -> Finished {
+        let hist = hist_of(&latencies_us.iter().map(|u| u * US).collect::<Vec<_>>());
+        let requests = latencies_us.len() as u64;
+        Finished {
+            report: LoadReport {
+                mode: "closed".into(),
+                conns: 2,
+                msg_size: 100,
+                requests,
+                window_s,
+                rps: requests as f64 / window_s,
+                latency: Latency::from_hist(&hist),
+                errors: 1,
+                conns_alive: 2,
+                client_cpu_pct: cpu,
+                backlog: 0,
+                client_threads: 1,
+            },
+            hist,
+        }
+    }
+
+    #[test]
+    fn merging_adds_histograms_not_percentiles() {
+        let cfg = LoadConfig {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            conns: 4,
+            msg_size: 100,
+            mode: Mode::Closed,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            cpus: vec![],
+            io: ClientIo::Uring,
+            threads: 2,
+        };
+        // A fast thread (980 echoes at 100 µs) and a slow one (20 at 10 ms).
+        let fast = part(&[100; 980], 1.0, 40.0);
+        let slow = part(&[10_000; 20], 1.0, 10.0);
+        let averaged_p99 = (fast.report.latency.p99_us + slow.report.latency.p99_us) / 2.0;
+        let m = merge(&cfg, vec![fast, slow]);
+        assert_eq!(m.requests, 1_000);
+        assert_eq!(m.conns, 4);
+        assert_eq!(m.conns_alive, 4);
+        assert_eq!(m.errors, 2);
+        assert_eq!(m.client_threads, 2);
+        assert!((m.rps - 1_000.0).abs() < 1e-9, "{m:?}");
+        assert!((m.client_cpu_pct - 50.0).abs() < 1e-9, "{m:?}");
+        // 2 % of all echoes took 10 ms: the merged p99 is 10 ms and p50 100 µs;
+        // averaging the threads' p99s would say ~5 ms.
+        assert!((m.latency.p99_us - 10_000.0).abs() < 10.0, "{m:?}");
+        assert!((m.latency.p50_us - 100.0).abs() < 0.1, "{m:?}");
+        assert!((averaged_p99 - 5_050.0).abs() < 10.0);
+        assert!((m.latency.mean_us - (0.98 * 100.0 + 0.02 * 10_000.0)).abs() < 1.0);
     }
 
     #[test]

@@ -94,7 +94,8 @@ pub(super) fn run(
     cfg: &LoadConfig,
     streams: Vec<TcpStream>,
     on_window: &mut (dyn FnMut(Window) + Send),
-) -> anyhow::Result<LoadReport> {
+    origin: Instant,
+) -> anyhow::Result<Finished> {
     let mut poll = Poll::new().context("creating the client's epoll")?;
     let mut events = Events::with_capacity(1024);
     let mut streams: Vec<MioStream> = streams
@@ -110,7 +111,7 @@ pub(super) fn run(
             .register(s, Token(i), Interest::READABLE | Interest::WRITABLE)
             .context("registering a client socket")?;
     }
-    let mut run = Run::new(cfg, on_window);
+    let mut run = Run::new(cfg, on_window, origin);
     let mut e = Engine {
         streams,
         conns: vec![Conn::default(); cfg.conns],

@@ -375,7 +375,8 @@ pub(super) fn run(
     cfg: &LoadConfig,
     streams: Vec<TcpStream>,
     on_window: &mut (dyn FnMut(Window) + Send),
-) -> anyhow::Result<LoadReport> {
+    origin: Instant,
+) -> anyhow::Result<Finished> {
     let entries = (2 * cfg.conns + 16).next_power_of_two().clamp(64, 32_768) as u32;
     let ring = ring(entries).context("creating the client's io_uring")?;
     // Two buffers per connection (an echo may arrive in pieces), each big enough
@@ -383,7 +384,7 @@ pub(super) fn run(
     let count = (2 * cfg.conns).next_power_of_two().clamp(64, 32_768) as u16;
     let size = cfg.msg_size.next_power_of_two().clamp(256, 16 << 10) as u32;
     let bufs = BufRing::new(&ring, count, size).ok();
-    let mut run = Run::new(cfg, on_window);
+    let mut run = Run::new(cfg, on_window, origin);
     let fds = streams.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
     let recv_buf = if bufs.is_some() {
         Vec::new()
