@@ -206,38 +206,101 @@ impl Conn {
 
 /// Bounded list of bytes waiting to be written, oldest first.
 ///
-/// The oldest chunk lives inline (`head`): most queues hold one chunk at a
-/// time, and a drained queue then keeps no heap memory — an idle connection
-/// costs only its slab entry. `more` (boxed, allocated only when a second
-/// chunk waits, so it costs a pointer until then) keeps its capacity for the
-/// next burst.
+/// An empty queue holds no memory (one null pointer in the connection): the
+/// chunks live in a boxed [`Chunks`] taken when bytes are queued and given up
+/// as soon as the queue drains, so an idle connection pays 8 bytes here, not
+/// the chunk list and a tail buffer kept from its last reply. Given-up boxes
+/// go to a small per-thread pool (a shard is one thread) with their buffers'
+/// capacity, so a busy connection's queue-drain-queue cycle allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
-    /// The oldest chunk, if it is not at the front of `more`.
-    head: Option<Bytes>,
-    /// The chunks after `head` (or all of them when `head` is `None`).
-    // Boxed on purpose: 8 bytes in every connection instead of 32, for one
-    // allocation in the rare connection that ever queues two chunks.
-    #[allow(clippy::box_collection)]
-    more: Option<Box<VecDeque<Bytes>>>,
+    inner: Option<Box<Chunks>>,
+}
+
+/// The contents of a non-empty [`OutQueue`].
+#[derive(Debug, Default)]
+struct Chunks {
+    /// Sealed chunks, oldest first.
+    chunks: VecDeque<Bytes>,
+    /// Small copies appended since the last seal.
     tail: BytesMut,
+    /// Bytes queued, including the unsealed tail.
     len: usize,
+    /// The largest capacity `tail` had since it was last emptied for the pool
+    /// (its buffer may be held on, shared with sealed chunks, after a seal).
+    tail_peak: usize,
+}
+
+/// `Chunks` kept per thread for reuse (at most this many).
+const POOL_MAX: usize = 128;
+/// A pooled `Chunks` keeps a tail buffer at most this large; a larger one is
+/// freed (memory held by the pool stays bounded: `POOL_MAX` × this).
+const POOL_TAIL_MAX: usize = 16 << 10;
+
+thread_local! {
+    /// Drained queues' boxes, ready for the next queue that gets bytes.
+    #[allow(clippy::vec_box)]
+    static POOL: std::cell::RefCell<Vec<Box<Chunks>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Chunks {
+    /// A box from the pool, or a new one.
+    fn take() -> Box<Chunks> {
+        POOL.try_with(|p| p.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Hands an empty box back to the pool (or frees it).
+    fn give_back(mut self: Box<Chunks>) {
+        debug_assert!(self.len == 0 && self.chunks.is_empty() && self.tail.is_empty());
+        if self.tail_peak > POOL_TAIL_MAX {
+            self.tail = BytesMut::new();
+            self.tail_peak = 0;
+        }
+        if self.chunks.capacity() > MAX_SEND_CHUNKS {
+            self.chunks = VecDeque::new();
+        }
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(self);
+            }
+        });
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let chunk = self.tail.split().freeze();
+            self.chunks.push_back(chunk);
+        }
+    }
 }
 
 impl OutQueue {
     /// Bytes queued, including the unsealed tail.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.inner.as_ref().map_or(0, |c| c.len)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    fn chunks(&mut self) -> &mut Chunks {
+        self.inner.get_or_insert_with(Chunks::take)
     }
 
     /// Appends a copy of `data` to the tail (coalescing small sends).
     pub(crate) fn push_copy(&mut self, data: &[u8]) {
-        self.tail.extend_from_slice(data);
-        self.len += data.len();
+        if data.is_empty() {
+            return;
+        }
+        let c = self.chunks();
+        c.tail.extend_from_slice(data);
+        c.tail_peak = c.tail_peak.max(c.tail.capacity());
+        c.len += data.len();
     }
 
     /// Appends a shared buffer without copying it.
@@ -245,82 +308,62 @@ impl OutQueue {
         if buf.is_empty() {
             return;
         }
-        self.seal_tail();
-        self.push_chunk(buf.clone());
-        self.len += buf.len();
-    }
-
-    fn more_is_empty(&self) -> bool {
-        self.more.as_ref().is_none_or(|m| m.is_empty())
-    }
-
-    fn push_chunk(&mut self, chunk: Bytes) {
-        if self.head.is_none() && self.more_is_empty() {
-            self.head = Some(chunk);
-        } else {
-            self.more.get_or_insert_default().push_back(chunk);
-        }
-    }
-
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            let chunk = self.tail.split().freeze();
-            self.push_chunk(chunk);
-        }
+        let c = self.chunks();
+        c.seal_tail();
+        c.chunks.push_back(buf.clone());
+        c.len += buf.len();
     }
 
     /// The chunks for the next write (oldest first, at most `MAX_SEND_CHUNKS`).
     pub(crate) fn next_batch(&mut self) -> &[Bytes] {
-        self.seal_tail();
-        if self.more_is_empty() {
-            return match &self.head {
-                Some(h) => std::slice::from_ref(h),
-                None => &[],
-            };
-        }
-        let more = self.more.get_or_insert_default();
-        if let Some(h) = self.head.take() {
-            more.push_front(h);
-        }
-        let chunks = more.make_contiguous();
+        let Some(c) = self.inner.as_mut() else {
+            return &[];
+        };
+        c.seal_tail();
+        let chunks = c.chunks.make_contiguous();
         let n = chunks.len().min(MAX_SEND_CHUNKS);
         &chunks[..n]
     }
 
     /// Drops `n` written bytes from the front.
     pub(crate) fn advance(&mut self, mut n: usize) {
-        n = n.min(self.len);
-        self.len -= n;
+        let Some(c) = self.inner.as_mut() else {
+            return;
+        };
+        n = n.min(c.len);
+        c.len -= n;
         while n > 0 {
-            let front = match self.head.as_mut() {
-                Some(h) => h,
-                None => match self.more.as_mut().and_then(|m| m.front_mut()) {
-                    Some(f) => f,
-                    None => break,
-                },
+            let Some(front) = c.chunks.front_mut() else {
+                break;
             };
             if n >= front.len() {
                 n -= front.len();
-                if self.head.take().is_none() {
-                    if let Some(m) = self.more.as_mut() {
-                        m.pop_front();
-                    }
-                }
+                c.chunks.pop_front();
             } else {
                 front.advance(n);
                 n = 0;
             }
         }
+        if c.len == 0 {
+            self.release();
+        }
     }
 
     /// Forgets everything queued (abortive close).
     pub(crate) fn clear(&mut self) {
-        self.head = None;
-        if let Some(m) = self.more.as_mut() {
-            m.clear();
+        if let Some(c) = self.inner.as_mut() {
+            c.chunks.clear();
+            c.tail.clear();
+            c.len = 0;
+            self.release();
         }
-        self.tail.clear();
-        self.len = 0;
+    }
+
+    /// Gives the memory of a drained queue up.
+    fn release(&mut self) {
+        if let Some(c) = self.inner.take() {
+            c.give_back();
+        }
     }
 }
 
@@ -377,8 +420,8 @@ mod tests {
     }
 
     /// Any interleaving of copies, shared chunks, batches and partial writes
-    /// comes out as the bytes went in (the inline head and the chunks behind
-    /// it hand over correctly), and a drained queue holds no chunk.
+    /// comes out as the bytes went in (pooled boxes reused correctly), and a
+    /// drained queue holds no memory.
     #[test]
     fn random_interleavings_keep_the_byte_order() {
         use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -412,7 +455,7 @@ mod tests {
             }
             written.extend(drain_all(&mut q));
             assert_eq!(written, sent);
-            assert!(q.head.is_none() && q.more_is_empty());
+            assert!(q.inner.is_none());
         }
     }
 }
