@@ -73,76 +73,131 @@ impl ConnSocket {
 pub(crate) const NO_LISTENER: u16 = u16::MAX;
 
 /// One connection on a shard.
+///
+/// Kept small: every connection pays for every field here, idle or not (see
+/// `bench/README.md`, `idle`). Yes/no facts are bits of `flags` (accessors
+/// below), state that few connections ever have sits behind one pointer
+/// (`rare`), and an empty outbound queue holds no memory.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) generation: u32,
-    pub(crate) socket: ConnSocket,
     /// The listener that accepted it (`NO_LISTENER`: outbound, or beyond
     /// `u16`), for the local address of a direct descriptor.
     pub(crate) listener: u16,
-    pub(crate) peer: Option<SocketAddr>,
+    /// The flags set (`conn_flags!` below).
+    flags: u32,
+    pub(crate) socket: ConnSocket,
     pub(crate) phase: Phase,
+    pub(crate) peer: Option<SocketAddr>,
     /// Bytes the handler has not consumed yet.
     pub(crate) input: Vec<u8>,
-    /// `input` holds bytes that arrived while reading was paused and that the handler
-    /// has not seen yet.
-    pub(crate) unpresented: bool,
-    /// The handler wants data (not paused).
-    pub(crate) reading: bool,
-    /// The driver was told to read (registered and reading on).
-    pub(crate) driver_reading: bool,
-    /// Registered with the driver.
-    pub(crate) registered: bool,
-    /// The peer sent EOF.
-    pub(crate) eof: bool,
-    /// We already half-closed our sending side.
-    pub(crate) write_shut: bool,
-    /// The handler asked for a half-close (`Ctx::shutdown_write`): done once the
-    /// queue is flushed; nothing more may be queued.
-    pub(crate) shut_pending: bool,
-    /// The peer's EOF came while input from a pause was still unpresented;
-    /// `on_eof` follows once it has been presented.
-    pub(crate) eof_deferred: bool,
-    /// The handler closes it itself at shutdown (`Ctx::keep_open_on_shutdown`).
-    pub(crate) kept_at_shutdown: bool,
     pub(crate) out: OutQueue,
-    /// A send is in flight in the driver.
-    pub(crate) sending: bool,
     /// With a flush delay: when the oldest byte not yet handed to the driver was
     /// queued.
     pub(crate) queued_at: Option<std::time::Instant>,
-    /// On the shard's flush list.
-    pub(crate) flush_listed: bool,
-    /// The handler was told about backpressure and not yet about draining.
-    pub(crate) backpressured: bool,
-    pub(crate) linger: Option<TimerKey>,
-    /// Counted in `conns_live` (accepted, or connected successfully).
-    pub(crate) live: bool,
-    /// Accepted (rather than opened with `Ctx::connect`).
-    pub(crate) inbound: bool,
-    /// Already on the release list.
-    pub(crate) released: bool,
-    /// Key (in `Core::relays`) of the relay this connection's input feeds.
-    pub(crate) relay_out: Option<u32>,
-    /// Key of the relay that writes into this connection.
-    pub(crate) relay_in: Option<u32>,
-    /// The op in the send slot (`sending`) is a relay's drain (pipe -> socket),
-    /// not a send of `out`.
-    pub(crate) draining: bool,
-    /// Closing a direct descriptor: the driver was asked for its unread bytes
-    /// (`Driver::query_unread`), the answer is still to come.
-    pub(crate) unread_asked: bool,
     /// The TLS session, on a TLS connection (`out` then holds records).
     pub(crate) tls: Option<Box<super::tls::TlsConn>>,
     /// Bytes read from the socket so far, spliced ones included
     /// (`Ctx::bytes_received`).
     pub(crate) received: u64,
+    /// What only some connections have, allocated when first needed.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a connection's state few connections have at any time: one
+/// pointer in every connection instead of their full size.
+#[derive(Debug, Default)]
+struct Rare {
+    /// The linger timer of a closing connection.
+    linger: Option<TimerKey>,
+    /// Key (in `Core::relays`) of the relay this connection's input feeds.
+    relay_out: Option<u32>,
+    /// Key of the relay that writes into this connection.
+    relay_in: Option<u32>,
     /// A PROXY protocol header being read (`Handler::on_preamble`): the
     /// connection is not announced (nor its TLS session fed) until it is whole.
-    pub(crate) preamble: Option<Box<PendingPreamble>>,
-    /// The PROXY header it came with (`Ctx::proxy_header`); boxed, as few
-    /// connections have one and every connection pays for this field.
-    pub(crate) proxy: Option<Box<crate::proxy_protocol::Header>>,
+    preamble: Option<Box<PendingPreamble>>,
+    /// The PROXY header it came with (`Ctx::proxy_header`).
+    proxy: Option<Box<crate::proxy_protocol::Header>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.linger.is_none()
+            && self.relay_out.is_none()
+            && self.relay_in.is_none()
+            && self.preamble.is_none()
+            && self.proxy.is_none()
+    }
+}
+
+/// Declares the connection's flags: one bit of `Conn::flags` each, read with
+/// `name()` and written with `set_name(bool)`.
+macro_rules! conn_flags {
+    ($($(#[$doc:meta])* $bit:literal $get:ident $set:ident;)*) => {
+        $(const _: () = assert!($bit < u32::BITS);)*
+        impl Conn {
+            $(
+                $(#[$doc])*
+                #[inline]
+                pub(crate) fn $get(&self) -> bool {
+                    self.flags & (1 << $bit) != 0
+                }
+
+                #[doc = concat!("Sets or clears [`Conn::", stringify!($get), "`].")]
+                #[inline]
+                pub(crate) fn $set(&mut self, on: bool) {
+                    if on {
+                        self.flags |= 1 << $bit;
+                    } else {
+                        self.flags &= !(1 << $bit);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conn_flags! {
+    /// `input` holds bytes that arrived while reading was paused and that the
+    /// handler has not seen yet.
+    0 unpresented set_unpresented;
+    /// The handler wants data (not paused).
+    1 reading set_reading;
+    /// The driver was told to read (registered and reading on).
+    2 driver_reading set_driver_reading;
+    /// Registered with the driver.
+    3 registered set_registered;
+    /// The peer sent EOF.
+    4 eof set_eof;
+    /// We already half-closed our sending side.
+    5 write_shut set_write_shut;
+    /// The handler asked for a half-close (`Ctx::shutdown_write`): done once
+    /// the queue is flushed; nothing more may be queued.
+    6 shut_pending set_shut_pending;
+    /// The peer's EOF came while input from a pause was still unpresented;
+    /// `on_eof` follows once it has been presented.
+    7 eof_deferred set_eof_deferred;
+    /// The handler closes it itself at shutdown (`Ctx::keep_open_on_shutdown`).
+    8 kept_at_shutdown set_kept_at_shutdown;
+    /// A send is in flight in the driver.
+    9 sending set_sending;
+    /// On the shard's flush list.
+    10 flush_listed set_flush_listed;
+    /// The handler was told about backpressure and not yet about draining.
+    11 backpressured set_backpressured;
+    /// Counted in `conns_live` (accepted, or connected successfully).
+    12 live set_live;
+    /// Accepted (rather than opened with `Ctx::connect`).
+    13 inbound set_inbound;
+    /// Already on the release list.
+    14 released set_released;
+    /// The op in the send slot (`sending`) is a relay's drain (pipe ->
+    /// socket), not a send of `out`.
+    15 draining set_draining;
+    /// Closing a direct descriptor: the driver was asked for its unread bytes
+    /// (`Driver::query_unread`), the answer is still to come.
+    16 unread_asked set_unread_asked;
 }
 
 /// A PROXY header not yet whole.
@@ -163,44 +218,116 @@ impl Conn {
         phase: Phase,
     ) -> Conn {
         let inbound = phase == Phase::Open;
-        Conn {
+        let mut conn = Conn {
             generation,
-            socket,
             listener: NO_LISTENER,
-            peer,
+            flags: 0,
+            socket,
             phase,
+            peer,
             input: Vec::new(),
-            unpresented: false,
-            reading: true,
-            driver_reading: false,
-            registered: false,
-            eof: false,
-            write_shut: false,
-            shut_pending: false,
-            eof_deferred: false,
-            kept_at_shutdown: false,
             out: OutQueue::default(),
-            sending: false,
             queued_at: None,
-            flush_listed: false,
-            backpressured: false,
-            linger: None,
-            live: false,
-            inbound,
-            released: false,
-            relay_out: None,
-            relay_in: None,
-            draining: false,
-            unread_asked: false,
             tls: None,
             received: 0,
-            preamble: None,
-            proxy: None,
-        }
+            rare: None,
+        };
+        conn.set_reading(true);
+        conn.set_inbound(inbound);
+        conn
     }
 
     pub(crate) fn is_closing(&self) -> bool {
         matches!(self.phase, Phase::Closing(_))
+    }
+
+    /// `rare`, allocated if it was not.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Frees `rare` once nothing is left in it.
+    fn tidy_rare(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    /// The linger timer of a closing connection.
+    pub(crate) fn linger(&self) -> Option<TimerKey> {
+        self.rare.as_ref().and_then(|r| r.linger)
+    }
+
+    pub(crate) fn set_linger(&mut self, key: Option<TimerKey>) {
+        match key {
+            Some(_) => self.rare_mut().linger = key,
+            None if self.rare.is_some() => {
+                self.rare_mut().linger = None;
+                self.tidy_rare();
+            }
+            None => {}
+        }
+    }
+
+    /// Key (in `Core::relays`) of the relay this connection's input feeds.
+    pub(crate) fn relay_out(&self) -> Option<u32> {
+        self.rare.as_ref().and_then(|r| r.relay_out)
+    }
+
+    pub(crate) fn set_relay_out(&mut self, key: Option<u32>) {
+        match key {
+            Some(_) => self.rare_mut().relay_out = key,
+            None if self.rare.is_some() => {
+                self.rare_mut().relay_out = None;
+                self.tidy_rare();
+            }
+            None => {}
+        }
+    }
+
+    /// Key of the relay that writes into this connection.
+    pub(crate) fn relay_in(&self) -> Option<u32> {
+        self.rare.as_ref().and_then(|r| r.relay_in)
+    }
+
+    pub(crate) fn set_relay_in(&mut self, key: Option<u32>) {
+        match key {
+            Some(_) => self.rare_mut().relay_in = key,
+            None if self.rare.is_some() => {
+                self.rare_mut().relay_in = None;
+                self.tidy_rare();
+            }
+            None => {}
+        }
+    }
+
+    /// A PROXY protocol header being read (`Handler::on_preamble`): the
+    /// connection is not announced (nor its TLS session fed) until it is whole.
+    pub(crate) fn preamble(&self) -> Option<&PendingPreamble> {
+        self.rare.as_ref()?.preamble.as_deref()
+    }
+
+    pub(crate) fn preamble_mut(&mut self) -> Option<&mut PendingPreamble> {
+        self.rare.as_mut()?.preamble.as_deref_mut()
+    }
+
+    pub(crate) fn set_preamble(&mut self, pending: PendingPreamble) {
+        self.rare_mut().preamble = Some(Box::new(pending));
+    }
+
+    pub(crate) fn take_preamble(&mut self) -> Option<Box<PendingPreamble>> {
+        let pending = self.rare.as_mut()?.preamble.take();
+        self.tidy_rare();
+        pending
+    }
+
+    /// The PROXY header it came with (`Ctx::proxy_header`).
+    pub(crate) fn proxy(&self) -> Option<&crate::proxy_protocol::Header> {
+        self.rare.as_ref()?.proxy.as_deref()
+    }
+
+    pub(crate) fn set_proxy(&mut self, header: crate::proxy_protocol::Header) {
+        self.rare_mut().proxy = Some(Box::new(header));
     }
 }
 
@@ -370,6 +497,54 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection pays for every byte of `Conn`, idle or not (the slab
+    /// entry is a `Conn`: the vacant variant fits in its niche). 248 bytes
+    /// before the flags were packed and rare state and the queue boxed.
+    #[test]
+    fn conn_stays_small() {
+        assert!(
+            std::mem::size_of::<Conn>() <= 128,
+            "Conn grew to {} bytes",
+            std::mem::size_of::<Conn>()
+        );
+        assert!(std::mem::size_of::<OutQueue>() <= 8);
+        // What `slab` stores per key: its entry enum, mirrored.
+        #[allow(dead_code)]
+        enum SlabEntry {
+            Vacant(usize),
+            Occupied(Conn),
+        }
+        assert_eq!(
+            std::mem::size_of::<SlabEntry>(),
+            std::mem::size_of::<Conn>()
+        );
+    }
+
+    #[test]
+    fn flags_are_independent() {
+        let mut conn = Conn::new(1, ConnSocket::Fixed(3), None, Phase::Open);
+        assert!(conn.reading() && conn.inbound() && !conn.live());
+        conn.set_unread_asked(true);
+        conn.set_draining(true);
+        conn.set_reading(false);
+        assert!(conn.unread_asked() && conn.draining() && !conn.reading());
+        assert!(conn.inbound() && !conn.eof() && !conn.released());
+        conn.set_draining(false);
+        assert!(conn.unread_asked() && !conn.draining());
+    }
+
+    #[test]
+    fn rare_state_is_freed_when_empty() {
+        let mut conn = Conn::new(1, ConnSocket::Fixed(3), None, Phase::Open);
+        assert!(conn.rare.is_none());
+        conn.set_relay_out(Some(4));
+        conn.set_relay_in(Some(5));
+        conn.set_relay_out(None);
+        assert_eq!((conn.relay_out(), conn.relay_in()), (None, Some(5)));
+        conn.set_relay_in(None);
+        assert!(conn.rare.is_none());
+    }
 
     fn drain_all(q: &mut OutQueue) -> Vec<u8> {
         let mut out = Vec::new();

@@ -161,7 +161,7 @@ impl Core {
         }
         let generation = self.generations[index];
         let conn = Conn::new(generation, socket, peer, phase);
-        self.inbound += usize::from(conn.inbound);
+        self.inbound += usize::from(conn.inbound());
         let key = self.conns.insert(conn);
         debug_assert_eq!(key, index);
         ConnId {
@@ -177,7 +177,7 @@ impl Core {
         if !self.fixed_locals.is_empty() {
             self.fixed_locals.remove(&id.index);
         }
-        self.inbound -= usize::from(conn.inbound);
+        self.inbound -= usize::from(conn.inbound());
         let g = &mut self.generations[id.index as usize];
         *g = g.wrapping_add(1) & ConnId::GENERATION_MASK;
         Some(conn)
@@ -198,7 +198,7 @@ impl Core {
         if conn.is_closing() {
             return Err(SendError::Closing);
         }
-        if conn.shut_pending || conn.write_shut {
+        if conn.shut_pending() || conn.write_shut() {
             return Err(SendError::WriteShut);
         }
         Ok(conn)
@@ -210,7 +210,7 @@ impl Core {
         if conn.is_closing() {
             return Err(SendError::Closing);
         }
-        conn.shut_pending = true;
+        conn.set_shut_pending(true);
         self.continue_shutdown(id);
         Ok(())
     }
@@ -221,7 +221,10 @@ impl Core {
         let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         // A TLS handshake in progress finishes first (its end calls this again).
-        if !conn.shut_pending || conn.sending || conn.phase != Phase::Open || conn.tls_handshaking()
+        if !conn.shut_pending()
+            || conn.sending()
+            || conn.phase != Phase::Open
+            || conn.tls_handshaking()
         {
             return;
         }
@@ -234,9 +237,9 @@ impl Core {
             return;
         }
         let Some(conn) = self.get_mut(id) else { return };
-        conn.shut_pending = false;
-        if !conn.write_shut {
-            conn.write_shut = true;
+        conn.set_shut_pending(false);
+        if !conn.write_shut() {
+            conn.set_write_shut(true);
             if let Some(slot) = shut_write(&conn.socket) {
                 self.fixed_shutdowns.push(slot);
             }
@@ -249,7 +252,7 @@ impl Core {
     /// queues the notice and `present` finds out then whether anything is held.
     pub(crate) fn redeliver(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            if conn.phase == Phase::Open && conn.reading {
+            if conn.phase == Phase::Open && conn.reading() {
                 self.notices.push(Notice::Redeliver(id));
             }
         }
@@ -257,13 +260,13 @@ impl Core {
 
     pub(crate) fn keep_open_on_shutdown(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            conn.kept_at_shutdown = true;
+            conn.set_kept_at_shutdown(true);
         }
     }
 
     pub(crate) fn local_addr(&self, id: ConnId) -> Option<SocketAddr> {
         let conn = self.get(id)?;
-        if let Some(a) = conn.proxy.as_ref().and_then(|h| h.addresses) {
+        if let Some(a) = conn.proxy().and_then(|h| h.addresses) {
             return Some(a.destination);
         }
         match &conn.socket {
@@ -304,8 +307,8 @@ impl Core {
         if coalescing && conn.queued_at.is_none() {
             conn.queued_at = Some(Instant::now());
         }
-        if queued >= limits.send_high_water && !conn.backpressured {
-            conn.backpressured = true;
+        if queued >= limits.send_high_water && !conn.backpressured() {
+            conn.set_backpressured(true);
             self.notices.push(Notice::Backpressure(id));
         }
         self.list_flush(id);
@@ -314,8 +317,8 @@ impl Core {
 
     pub(crate) fn list_flush(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            if !conn.flush_listed && !conn.sending {
-                conn.flush_listed = true;
+            if !conn.flush_listed() && !conn.sending() {
+                conn.set_flush_listed(true);
                 self.to_flush.push(id);
             }
         }
@@ -333,19 +336,19 @@ impl Core {
             }
             Phase::Open => {}
         }
-        let reason = if conn.eof && reason == CloseReason::Closed {
+        let reason = if conn.eof() && reason == CloseReason::Closed {
             CloseReason::PeerClosed
         } else {
             reason
         };
         conn.phase = Phase::Closing(reason);
-        conn.backpressured = false;
+        conn.set_backpressured(false);
         self.tls_closing(id);
         let key = self
             .timers
             .insert(Instant::now() + linger, None, TimerPayload::Linger(id));
         if let Some(conn) = self.get_mut(id) {
-            conn.linger = Some(key);
+            conn.set_linger(Some(key));
         }
         self.read_changes.push(id);
         self.continue_close(id);
@@ -362,7 +365,7 @@ impl Core {
     fn close_step(&mut self, id: ConnId, fixed_unread: Option<usize>) {
         let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
-        if !conn.is_closing() || conn.sending {
+        if !conn.is_closing() || conn.sending() {
             return;
         }
         if conn.pending_len() > 0 || piped > 0 {
@@ -374,9 +377,9 @@ impl Core {
             return;
         }
         let Some(conn) = self.get_mut(id) else { return };
-        let eof = conn.eof;
-        if !conn.write_shut {
-            conn.write_shut = true;
+        let eof = conn.eof();
+        if !conn.write_shut() {
+            conn.set_write_shut(true);
             if let Some(slot) = shut_write(&conn.socket) {
                 self.fixed_shutdowns.push(slot);
             }
@@ -407,7 +410,8 @@ impl Core {
                 Some(0) => self.release_later(id),
                 Some(_) => {}
                 None => {
-                    if !std::mem::replace(&mut conn.unread_asked, true) {
+                    if !conn.unread_asked() {
+                        conn.set_unread_asked(true);
                         self.unread_checks.push(id);
                     }
                 }
@@ -420,7 +424,7 @@ impl Core {
     /// otherwise it goes on reading until the peer's EOF or the linger deadline.
     pub(crate) fn unread_known(&mut self, id: ConnId, unread: std::io::Result<usize>) {
         let Some(conn) = self.get_mut(id) else { return };
-        conn.unread_asked = false;
+        conn.set_unread_asked(false);
         // Cannot be asked (an old kernel): the linger read decides.
         if let Ok(n) = unread {
             self.close_step(id, Some(n));
@@ -429,8 +433,8 @@ impl Core {
 
     fn release_later(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            if !conn.released {
-                conn.released = true;
+            if !conn.released() {
+                conn.set_released(true);
                 self.to_release.push(id);
             }
         }
@@ -447,8 +451,8 @@ impl Core {
             tls.plain.clear();
             tls.notify_done = true;
         }
-        conn.eof = true;
-        conn.write_shut = true;
+        conn.set_eof(true);
+        conn.set_write_shut(true);
         self.release_later(id);
     }
 
@@ -469,12 +473,12 @@ impl Core {
 
     pub(crate) fn set_reading(&mut self, id: ConnId, on: bool) {
         let Some(conn) = self.get_mut(id) else { return };
-        if conn.reading == on {
+        if conn.reading() == on {
             return;
         }
-        conn.reading = on;
-        let redeliver = on && conn.unpresented && !conn.is_closing();
-        if on && conn.relay_out.is_some() {
+        conn.set_reading(on);
+        let redeliver = on && conn.unpresented() && !conn.is_closing();
+        if on && conn.relay_out().is_some() {
             self.to_fill.push(id);
         }
         self.read_changes.push(id);

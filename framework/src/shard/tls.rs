@@ -263,7 +263,7 @@ impl Core {
         conn.tls = Some(Box::new(tls));
         if !free {
             // Not read until a slot is free.
-            conn.reading = false;
+            conn.set_reading(false);
         }
     }
 
