@@ -304,8 +304,8 @@ impl Core {
             self.close_now(id, CloseReason::SendQueueFull);
             return Err(SendError::QueueFull);
         }
-        if coalescing && conn.queued_at.is_none() {
-            conn.queued_at = Some(Instant::now());
+        if coalescing {
+            conn.send_queue().mark_queued(Instant::now);
         }
         if queued >= limits.send_high_water && !conn.backpressured() {
             conn.set_backpressured(true);
@@ -492,7 +492,7 @@ impl Core {
     }
 
     pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.get(id).and_then(|c| c.peer)
+        self.get(id).and_then(|c| c.peer())
     }
 
     pub(crate) fn set_timer(

@@ -407,7 +407,7 @@ fn preamble_data<H: Handler>(
         Ok(Parsed::Incomplete) => return,
         Ok(Parsed::Complete { header, len }) => (header, len),
         Err(e) => {
-            debug!(shard, conn = %id, peer = ?conn.peer, error = %e, "bad PROXY header; closing");
+            debug!(shard, conn = %id, peer = ?conn.peer(), error = %e, "bad PROXY header; closing");
             core.metrics().proxy_headers_failed.add(1);
             core.close_now(id, CloseReason::Io(std::io::ErrorKind::InvalidData));
             return;
@@ -418,8 +418,8 @@ fn preamble_data<H: Handler>(
     };
     conn.set_proxy(header);
     if let Some(a) = header.addresses {
-        debug!(shard, conn = %id, socket_peer = ?conn.peer, source = %a.source, "PROXY header read");
-        conn.peer = Some(a.source);
+        debug!(shard, conn = %id, socket_peer = ?conn.peer(), source = %a.source, "PROXY header read");
+        conn.set_peer(a.source);
     }
     let tls = conn.tls.is_some();
     if let Some(key) = pending.timer {
@@ -453,7 +453,7 @@ fn announce<H: Handler>(
     let Some(conn) = core.get_mut(id) else { return };
     conn.set_live(true);
     let peer = conn
-        .peer
+        .peer()
         .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     core.metrics().conns_live.add(1);
     let Some(slot) = listeners.get(listener) else {
@@ -494,9 +494,9 @@ fn deliver<H: Handler>(
     if !conn.reading() {
         // Arrived after a pause took effect in the handler but before the
         // driver stopped reading: keep it for resume.
-        conn.input.extend_from_slice(data);
+        conn.keep_input(data);
         conn.set_unpresented(true);
-        if conn.input.len() > max_input {
+        if conn.input_len() > max_input {
             core.close_now(id, CloseReason::InputBufferFull);
         }
         return;
@@ -619,7 +619,7 @@ pub(super) fn present<H: Handler>(
         return;
     }
     conn.set_unpresented(false);
-    if conn.input.is_empty() {
+    if conn.input_len() == 0 {
         if data.is_empty() {
             return;
         }
@@ -630,11 +630,11 @@ pub(super) fn present<H: Handler>(
         let rest = &data[consumed.min(data.len())..];
         if !rest.is_empty() {
             if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
-                conn.input.extend_from_slice(rest);
+                conn.keep_input(rest);
             }
         }
     } else {
-        let mut input = std::mem::take(&mut conn.input);
+        let mut input = conn.input.take().unwrap_or_default();
         input.extend_from_slice(data);
         let consumed = with_state(core, mail, app, handler, id, |h, ctx, st| {
             h.on_data(ctx, id, st, &input)
@@ -645,7 +645,7 @@ pub(super) fn present<H: Handler>(
         // capacity) by a connection that may now idle for hours.
         if !input.is_empty() {
             if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
-                conn.input = input;
+                conn.input = Some(input);
             }
         }
     }
@@ -655,7 +655,7 @@ pub(super) fn present<H: Handler>(
         return;
     }
     let Some(conn) = core.get_mut(id) else { return };
-    if conn.input.len() > max_input {
+    if conn.input_len() > max_input {
         core.close_now(id, CloseReason::InputBufferFull);
     } else if conn.eof_deferred() && !conn.unpresented() {
         conn.set_eof_deferred(false);

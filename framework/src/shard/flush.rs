@@ -68,7 +68,7 @@ impl<H: Handler> Shard<H> {
             if let Some(now) = now {
                 // Write coalescing: hold small output until its oldest byte is due,
                 // unless the connection is on its way out.
-                let due = conn.queued_at.map_or(now, |t| t + delay);
+                let due = conn.queued_at().map_or(now, |t| t + delay);
                 let urgent = sendable >= FLUSH_EARLY_BYTES
                     || conn.phase != Phase::Open
                     || conn.shut_pending();
@@ -78,7 +78,7 @@ impl<H: Handler> Shard<H> {
                 }
             }
             conn.set_flush_listed(false);
-            conn.queued_at = None;
+            conn.send_queue().clear_queued_at();
             if let Some(tls) = conn.tls.as_mut() {
                 // Everything sent this turn becomes as few records as fit.
                 tls.encrypt(&mut conn.out);

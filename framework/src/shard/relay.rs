@@ -263,7 +263,7 @@ impl super::core::Core {
             return;
         };
         let Some(f) = self.get_mut(from) else { return };
-        let input = std::mem::take(&mut f.input);
+        let input = f.input.take().unwrap_or_default();
         f.set_unpresented(false);
         let eof_deferred = f.eof_deferred();
         f.set_eof_deferred(false);

@@ -402,6 +402,15 @@ impl super::conn::Conn {
         }
     }
 
+    /// With a flush delay: when the oldest byte in `send_queue` not yet
+    /// handed to the driver was queued.
+    pub(crate) fn queued_at(&self) -> Option<std::time::Instant> {
+        match self.tls.as_ref() {
+            Some(tls) => tls.plain.queued_at(),
+            None => self.out.queued_at(),
+        }
+    }
+
     /// Bytes waiting to be sent: the outbound queue plus plaintext not yet
     /// encrypted.
     pub(crate) fn pending_len(&self) -> usize {
