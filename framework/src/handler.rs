@@ -590,7 +590,7 @@ impl<H: Handler> Ctx<'_, H> {
     /// The PROXY protocol header `conn` started with, if its listener expected
     /// one ([`Handler::on_preamble`]).
     pub fn proxy_header(&self, conn: ConnId) -> Option<&crate::proxy_protocol::Header> {
-        self.core.get(conn)?.proxy.as_deref()
+        self.core.get(conn)?.proxy()
     }
 
     /// This shard's counters.

@@ -95,12 +95,15 @@ pub enum Coalesce {
     /// Held until its oldest unwritten byte has waited this long: every message
     /// waits up to the delay, even the first after a quiet spell.
     Delay(std::time::Duration),
-    /// Adaptive: a connection gets at most one send per interval. Output for a
-    /// connection not sent to within the interval goes at the end of the turn
-    /// (no added latency for a quiet connection); output arriving sooner waits
-    /// for the interval since the last send to end, taking everything queued
-    /// meanwhile. A steady stream to a connection is written once per interval
-    /// with about half the added latency of `Delay` for the same number of sends.
+    /// Adaptive: a connection gets at most one send per interval of its shard.
+    /// Output for a connection not yet sent to in the current interval goes at
+    /// the end of the turn (no added latency for a quiet connection); output
+    /// for one already sent to waits for the interval to end and then goes in
+    /// one send with everything queued meanwhile. A steady stream to a
+    /// connection is written about once per interval, each message waiting on
+    /// average half an interval (`Delay` makes it wait about one and a half
+    /// delays for the same number of sends). Costs no memory per connection
+    /// (one flag bit; the shard lists who was sent to).
     Pace(std::time::Duration),
 }
 

@@ -501,11 +501,11 @@ pub struct LimitsSection {
     /// is most of a chat server's CPU. 0 writes at the end of every loop turn.
     /// Default 2000.
     pub flush_delay_us: u64,
-    /// How `flush_delay_us` holds a client's lines: `pace` (default) sends a
-    /// client at most once per interval — lines to a client not written to
-    /// within it go at once, lines that follow a write wait for the interval
-    /// since it to end; `delay` holds every line until the oldest queued has
-    /// waited the interval.
+    /// How `flush_delay_us` holds a client's lines: `pace` (default) writes to a
+    /// client at most once per interval of its shard — lines to a client not
+    /// yet written to in the current interval go at once, lines to one already
+    /// written to wait for the interval to end; `delay` holds every line until
+    /// the oldest queued has waited the interval.
     pub flush_mode: FlushMode,
 }
 

@@ -39,7 +39,7 @@ impl<H: Handler> Shard<H> {
             guarded(core, mail, app, None, |ctx| handler.on_shutdown(ctx));
         }
         for id in self.core.ids() {
-            if !self.core.get(id).is_some_and(|c| c.kept_at_shutdown) {
+            if !self.core.get(id).is_some_and(|c| c.kept_at_shutdown()) {
                 self.core.close_graceful(id, CloseReason::Shutdown);
             }
         }

@@ -69,17 +69,17 @@ impl<H: Handler> Shard<H> {
                 let Some(conn) = self.core.get_mut(id) else {
                     continue;
                 };
-                let want = conn.registered
-                    && !conn.eof
+                let want = conn.registered()
+                    && !conn.eof()
                     && match conn.phase {
                         Phase::Connecting => false,
                         // A relay source is read by fills only.
-                        Phase::Open => conn.reading && conn.relay_out.is_none(),
+                        Phase::Open => conn.reading() && conn.relay_out().is_none(),
                         // Read (and discard) until the peer's EOF.
                         Phase::Closing(_) => true,
                     };
-                if want != conn.driver_reading {
-                    conn.driver_reading = want;
+                if want != conn.driver_reading() {
+                    conn.set_driver_reading(want);
                     let fd = conn.socket.raw_fd();
                     self.driver.set_reading(id, fd, want);
                 }
@@ -106,7 +106,7 @@ impl<H: Handler> Shard<H> {
             return Ok(false);
         };
         let slot = self.driver.add_conn(id, conn.socket.sock())?;
-        conn.registered = true;
+        conn.set_registered(true);
         if let Some(slot) = slot {
             let old = std::mem::replace(&mut conn.socket, ConnSocket::Fixed(slot));
             // Inbound on a wildcard listener: which local address the client
@@ -126,7 +126,7 @@ impl<H: Handler> Shard<H> {
 
     /// Gives back what a released connection held in the driver.
     fn unregister(&mut self, id: ConnId, conn: &Conn) {
-        if conn.registered {
+        if conn.registered() {
             self.driver.remove_conn(id, conn.socket.raw_fd());
         }
         if let Some(slot) = conn.socket.fixed() {
@@ -161,10 +161,10 @@ impl<H: Handler> Shard<H> {
                 let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) else {
                     return;
                 };
-                if conn.unpresented {
+                if conn.unpresented() {
                     // Bytes that came in while reading was paused have not been
                     // offered yet: the end of the stream waits for them (resume).
-                    conn.eof_deferred = true;
+                    conn.set_eof_deferred(true);
                     return;
                 }
                 with_state(core, mail, app, handler, id, |h, ctx, st| {
@@ -198,7 +198,7 @@ impl<H: Handler> Shard<H> {
         let Some(conn) = self.core.get(id) else {
             return;
         };
-        for key in [conn.relay_out, conn.relay_in]
+        for key in [conn.relay_out(), conn.relay_in()]
             .into_iter()
             .flatten()
             .map(|k| k as usize)
@@ -210,7 +210,7 @@ impl<H: Handler> Shard<H> {
             if filling {
                 self.driver.cancel_splice(from);
             }
-            if self.core.get(to).is_some_and(|t| t.draining) {
+            if self.core.get(to).is_some_and(|t| t.draining()) {
                 self.driver.cancel_splice(to);
             }
             self.core.relay_detach(key);
@@ -223,7 +223,7 @@ impl<H: Handler> Shard<H> {
         let Some(conn) = self.core.remove(id) else {
             return;
         };
-        if let Some(key) = conn.linger {
+        if let Some(key) = conn.linger() {
             self.core.timers.cancel(key);
         }
         self.unregister(id, &conn);
@@ -231,8 +231,8 @@ impl<H: Handler> Shard<H> {
             Phase::Closing(r) => r.clone(),
             _ => CloseReason::Closed,
         };
-        let was_live = conn.live;
-        let inbound = conn.inbound;
+        let was_live = conn.live();
+        let inbound = conn.inbound();
         // An outbound TLS connection that failed in its handshake: the handler
         // hears it in `on_connect` (it closed it itself: nothing, as for a plain
         // connect).
@@ -314,8 +314,7 @@ impl<H: Handler> Shard<H> {
                     }
                 }
                 TimerPayload::Preamble(id) => {
-                    let Some(pending) = self.core.get_mut(id).and_then(|c| c.preamble.as_mut())
-                    else {
+                    let Some(pending) = self.core.get_mut(id).and_then(|c| c.preamble_mut()) else {
                         continue;
                     };
                     pending.timer = None;
@@ -326,7 +325,7 @@ impl<H: Handler> Shard<H> {
                 }
                 TimerPayload::Linger(id) => {
                     if let Some(conn) = self.core.get_mut(id) {
-                        conn.linger = None;
+                        conn.set_linger(None);
                         debug!(conn = %id, "close linger expired; closing without flush");
                         self.core.close_now(id, CloseReason::Closed);
                     }

@@ -59,6 +59,13 @@ pub(crate) struct Core {
     /// Write coalescing (`ServerBuilder::coalesce`): the hold and whether it
     /// counts from the last send (pacing); `None`: flush every turn.
     pub(crate) coalesce: Option<(Duration, bool)>,
+    /// Pacing (`Coalesce::Pace`): the connections sent to in the current
+    /// interval (their `paced` flag set), and when it ends. A connection with the
+    /// flag holds new output until then; at the end every flag is cleared, so
+    /// each connection gets at most one send per interval and one that was not
+    /// sent to in it is written at once.
+    pub(crate) paced: Vec<ConnId>,
+    pub(crate) pace_ends: Option<Instant>,
     /// The earliest instant a connection held back by the flush delay is due.
     pub(crate) flush_due: Option<Instant>,
     /// Connection sockets are non-blocking (epoll) or blocking (io_uring).
@@ -108,6 +115,8 @@ impl Core {
             limits,
             tcp_nodelay: true,
             coalesce: None,
+            paced: Vec::new(),
+            pace_ends: None,
             flush_due: None,
             nonblocking_sockets: true,
             shutting_down: false,
@@ -162,7 +171,7 @@ impl Core {
         }
         let generation = self.generations[index];
         let conn = Conn::new(generation, socket, peer, phase);
-        self.inbound += usize::from(conn.inbound);
+        self.inbound += usize::from(conn.inbound());
         let key = self.conns.insert(conn);
         debug_assert_eq!(key, index);
         ConnId {
@@ -178,7 +187,7 @@ impl Core {
         if !self.fixed_locals.is_empty() {
             self.fixed_locals.remove(&id.index);
         }
-        self.inbound -= usize::from(conn.inbound);
+        self.inbound -= usize::from(conn.inbound());
         let g = &mut self.generations[id.index as usize];
         *g = g.wrapping_add(1) & ConnId::GENERATION_MASK;
         Some(conn)
@@ -199,7 +208,7 @@ impl Core {
         if conn.is_closing() {
             return Err(SendError::Closing);
         }
-        if conn.shut_pending || conn.write_shut {
+        if conn.shut_pending() || conn.write_shut() {
             return Err(SendError::WriteShut);
         }
         Ok(conn)
@@ -211,7 +220,7 @@ impl Core {
         if conn.is_closing() {
             return Err(SendError::Closing);
         }
-        conn.shut_pending = true;
+        conn.set_shut_pending(true);
         self.continue_shutdown(id);
         Ok(())
     }
@@ -222,7 +231,10 @@ impl Core {
         let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
         // A TLS handshake in progress finishes first (its end calls this again).
-        if !conn.shut_pending || conn.sending || conn.phase != Phase::Open || conn.tls_handshaking()
+        if !conn.shut_pending()
+            || conn.sending()
+            || conn.phase != Phase::Open
+            || conn.tls_handshaking()
         {
             return;
         }
@@ -235,9 +247,9 @@ impl Core {
             return;
         }
         let Some(conn) = self.get_mut(id) else { return };
-        conn.shut_pending = false;
-        if !conn.write_shut {
-            conn.write_shut = true;
+        conn.set_shut_pending(false);
+        if !conn.write_shut() {
+            conn.set_write_shut(true);
             if let Some(slot) = shut_write(&conn.socket) {
                 self.fixed_shutdowns.push(slot);
             }
@@ -250,7 +262,7 @@ impl Core {
     /// queues the notice and `present` finds out then whether anything is held.
     pub(crate) fn redeliver(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            if conn.phase == Phase::Open && conn.reading {
+            if conn.phase == Phase::Open && conn.reading() {
                 self.notices.push(Notice::Redeliver(id));
             }
         }
@@ -258,13 +270,13 @@ impl Core {
 
     pub(crate) fn keep_open_on_shutdown(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            conn.kept_at_shutdown = true;
+            conn.set_kept_at_shutdown(true);
         }
     }
 
     pub(crate) fn local_addr(&self, id: ConnId) -> Option<SocketAddr> {
         let conn = self.get(id)?;
-        if let Some(a) = conn.proxy.as_ref().and_then(|h| h.addresses) {
+        if let Some(a) = conn.proxy().and_then(|h| h.addresses) {
             return Some(a.destination);
         }
         match &conn.socket {
@@ -292,8 +304,8 @@ impl Core {
 
     fn after_queue(&mut self, id: ConnId) -> Result<(), SendError> {
         let limits = self.limits;
-        // A fixed delay counts from the oldest queued byte; pacing from the
-        // last send (set in flush).
+        // A fixed delay counts from the oldest queued byte (pacing needs no
+        // time per connection: see `Core::paced`).
         let delaying = matches!(self.coalesce, Some((_, false)));
         let Some(conn) = self.get_mut(id) else {
             return Err(SendError::UnknownConn);
@@ -304,21 +316,39 @@ impl Core {
             self.close_now(id, CloseReason::SendQueueFull);
             return Err(SendError::QueueFull);
         }
-        if delaying && conn.hold_from.is_none() {
-            conn.hold_from = Some(Instant::now());
+        if delaying {
+            conn.send_queue().mark_queued(Instant::now);
         }
-        if queued >= limits.send_high_water && !conn.backpressured {
-            conn.backpressured = true;
+        if queued >= limits.send_high_water && !conn.backpressured() {
+            conn.set_backpressured(true);
             self.notices.push(Notice::Backpressure(id));
         }
         self.list_flush(id);
         Ok(())
     }
 
+    /// Pacing: once the current interval is over, clears the `paced` flag of
+    /// every connection sent to in it and starts the next at `now`.
+    pub(crate) fn roll_pace_interval(&mut self, now: Instant, interval: Duration) {
+        if self.pace_ends.is_some_and(|end| now < end) {
+            return;
+        }
+        let mut paced = std::mem::take(&mut self.paced);
+        for id in paced.drain(..) {
+            // A closed connection's id finds nothing (or a newer connection,
+            // whose flag starts clear).
+            if let Some(conn) = self.get_mut(id) {
+                conn.set_paced(false);
+            }
+        }
+        self.paced = paced;
+        self.pace_ends = Some(now + interval);
+    }
+
     pub(crate) fn list_flush(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            if !conn.flush_listed && !conn.sending {
-                conn.flush_listed = true;
+            if !conn.flush_listed() && !conn.sending() {
+                conn.set_flush_listed(true);
                 self.to_flush.push(id);
             }
         }
@@ -336,19 +366,19 @@ impl Core {
             }
             Phase::Open => {}
         }
-        let reason = if conn.eof && reason == CloseReason::Closed {
+        let reason = if conn.eof() && reason == CloseReason::Closed {
             CloseReason::PeerClosed
         } else {
             reason
         };
         conn.phase = Phase::Closing(reason);
-        conn.backpressured = false;
+        conn.set_backpressured(false);
         self.tls_closing(id);
         let key = self
             .timers
             .insert(Instant::now() + linger, None, TimerPayload::Linger(id));
         if let Some(conn) = self.get_mut(id) {
-            conn.linger = Some(key);
+            conn.set_linger(Some(key));
         }
         self.read_changes.push(id);
         self.continue_close(id);
@@ -365,7 +395,7 @@ impl Core {
     fn close_step(&mut self, id: ConnId, fixed_unread: Option<usize>) {
         let piped = self.piped_into(id);
         let Some(conn) = self.get_mut(id) else { return };
-        if !conn.is_closing() || conn.sending {
+        if !conn.is_closing() || conn.sending() {
             return;
         }
         if conn.pending_len() > 0 || piped > 0 {
@@ -377,9 +407,9 @@ impl Core {
             return;
         }
         let Some(conn) = self.get_mut(id) else { return };
-        let eof = conn.eof;
-        if !conn.write_shut {
-            conn.write_shut = true;
+        let eof = conn.eof();
+        if !conn.write_shut() {
+            conn.set_write_shut(true);
             if let Some(slot) = shut_write(&conn.socket) {
                 self.fixed_shutdowns.push(slot);
             }
@@ -410,7 +440,8 @@ impl Core {
                 Some(0) => self.release_later(id),
                 Some(_) => {}
                 None => {
-                    if !std::mem::replace(&mut conn.unread_asked, true) {
+                    if !conn.unread_asked() {
+                        conn.set_unread_asked(true);
                         self.unread_checks.push(id);
                     }
                 }
@@ -423,7 +454,7 @@ impl Core {
     /// otherwise it goes on reading until the peer's EOF or the linger deadline.
     pub(crate) fn unread_known(&mut self, id: ConnId, unread: std::io::Result<usize>) {
         let Some(conn) = self.get_mut(id) else { return };
-        conn.unread_asked = false;
+        conn.set_unread_asked(false);
         // Cannot be asked (an old kernel): the linger read decides.
         if let Ok(n) = unread {
             self.close_step(id, Some(n));
@@ -432,8 +463,8 @@ impl Core {
 
     fn release_later(&mut self, id: ConnId) {
         if let Some(conn) = self.get_mut(id) {
-            if !conn.released {
-                conn.released = true;
+            if !conn.released() {
+                conn.set_released(true);
                 self.to_release.push(id);
             }
         }
@@ -450,8 +481,8 @@ impl Core {
             tls.plain.clear();
             tls.notify_done = true;
         }
-        conn.eof = true;
-        conn.write_shut = true;
+        conn.set_eof(true);
+        conn.set_write_shut(true);
         self.release_later(id);
     }
 
@@ -472,12 +503,12 @@ impl Core {
 
     pub(crate) fn set_reading(&mut self, id: ConnId, on: bool) {
         let Some(conn) = self.get_mut(id) else { return };
-        if conn.reading == on {
+        if conn.reading() == on {
             return;
         }
-        conn.reading = on;
-        let redeliver = on && conn.unpresented && !conn.is_closing();
-        if on && conn.relay_out.is_some() {
+        conn.set_reading(on);
+        let redeliver = on && conn.unpresented() && !conn.is_closing();
+        if on && conn.relay_out().is_some() {
             self.to_fill.push(id);
         }
         self.read_changes.push(id);
@@ -491,7 +522,7 @@ impl Core {
     }
 
     pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.get(id).and_then(|c| c.peer)
+        self.get(id).and_then(|c| c.peer())
     }
 
     pub(crate) fn set_timer(

@@ -150,11 +150,11 @@ pub(super) fn dispatch<H: Handler>(
                 }
                 Phase::Connecting => return,
             };
-            if conn.preamble.is_some() {
+            if conn.preamble().is_some() {
                 preamble_data(core, mail, app, handler, listeners, id, data);
                 return;
             }
-            if conn.relay_out.is_some() {
+            if conn.relay_out().is_some() {
                 // Read the ordinary way just before the relay took over.
                 core.relay_late_data(id, data);
                 return;
@@ -167,18 +167,19 @@ pub(super) fn dispatch<H: Handler>(
         }
         Completion::ReadClosed { conn: id, error } => {
             let Some(conn) = core.get_mut(id) else { return };
-            conn.driver_reading = false;
+            conn.set_driver_reading(false);
             if let Some(e) = error {
                 core.close_now(id, CloseReason::Io(e.kind()));
                 return;
             }
-            if conn.preamble.is_some() {
+            if conn.preamble().is_some() {
                 debug!(shard = core.shard.0, conn = %id, "EOF before the PROXY header was whole; closing");
                 core.metrics().proxy_headers_failed.add(1);
                 core.close_now(id, CloseReason::Io(std::io::ErrorKind::UnexpectedEof));
                 return;
             }
-            let already = std::mem::replace(&mut conn.eof, true);
+            let already = conn.eof();
+            conn.set_eof(true);
             if already && conn.phase == Phase::Open {
                 // The TLS peer's close_notify was the end of the stream.
                 return;
@@ -190,7 +191,7 @@ pub(super) fn dispatch<H: Handler>(
                 core.close_now(id, CloseReason::Io(std::io::ErrorKind::UnexpectedEof));
                 return;
             }
-            if conn.relay_out.is_some() && conn.phase == Phase::Open {
+            if conn.relay_out().is_some() && conn.phase == Phase::Open {
                 core.relay_eof(id);
                 return;
             }
@@ -203,8 +204,9 @@ pub(super) fn dispatch<H: Handler>(
         Completion::Sent { conn: id, result } => {
             let limits = core.limits;
             let Some(conn) = core.get_mut(id) else { return };
-            conn.sending = false;
-            if std::mem::take(&mut conn.draining) {
+            conn.set_sending(false);
+            if conn.draining() {
+                conn.set_draining(false);
                 let closing = conn.is_closing();
                 core.relay_drained(id, result);
                 if closing {
@@ -215,9 +217,10 @@ pub(super) fn dispatch<H: Handler>(
             match result {
                 Ok(n) => {
                     conn.out.advance(n);
-                    let drained = conn.backpressured && conn.pending_len() <= limits.send_low_water;
+                    let drained =
+                        conn.backpressured() && conn.pending_len() <= limits.send_low_water;
                     if drained {
-                        conn.backpressured = false;
+                        conn.set_backpressured(false);
                     }
                     let closing = conn.is_closing();
                     core.metrics().bytes_out.add(n as u64);
@@ -248,7 +251,7 @@ pub(super) fn dispatch<H: Handler>(
                 }
                 Ok(()) => {
                     conn.phase = Phase::Open;
-                    conn.live = true;
+                    conn.set_live(true);
                     let m = core.metrics();
                     m.conns_connected.add(1);
                     m.conns_live.add(1);
@@ -353,11 +356,11 @@ pub(super) fn accepted<H: Handler>(
                 core.timers
                     .insert(Instant::now() + timeout, None, TimerPayload::Preamble(id));
             if let Some(conn) = core.get_mut(id) {
-                conn.preamble = Some(Box::new(PendingPreamble {
+                conn.set_preamble(PendingPreamble {
                     buf: Vec::new(),
                     timer: Some(key),
                     listener,
-                }));
+                });
             }
             true
         }
@@ -395,7 +398,7 @@ fn preamble_data<H: Handler>(
 ) {
     let shard = core.shard.0;
     let Some(conn) = core.get_mut(id) else { return };
-    let Some(pending) = conn.preamble.as_mut() else {
+    let Some(pending) = conn.preamble_mut() else {
         return;
     };
     // Bounded: `parse` says Incomplete only below `MAX_HEADER_LEN` bytes.
@@ -404,19 +407,19 @@ fn preamble_data<H: Handler>(
         Ok(Parsed::Incomplete) => return,
         Ok(Parsed::Complete { header, len }) => (header, len),
         Err(e) => {
-            debug!(shard, conn = %id, peer = ?conn.peer, error = %e, "bad PROXY header; closing");
+            debug!(shard, conn = %id, peer = ?conn.peer(), error = %e, "bad PROXY header; closing");
             core.metrics().proxy_headers_failed.add(1);
             core.close_now(id, CloseReason::Io(std::io::ErrorKind::InvalidData));
             return;
         }
     };
-    let Some(pending) = conn.preamble.take() else {
+    let Some(pending) = conn.take_preamble() else {
         return;
     };
-    conn.proxy = Some(Box::new(header));
+    conn.set_proxy(header);
     if let Some(a) = header.addresses {
-        debug!(shard, conn = %id, socket_peer = ?conn.peer, source = %a.source, "PROXY header read");
-        conn.peer = Some(a.source);
+        debug!(shard, conn = %id, socket_peer = ?conn.peer(), source = %a.source, "PROXY header read");
+        conn.set_peer(a.source);
     }
     let tls = conn.tls.is_some();
     if let Some(key) = pending.timer {
@@ -448,9 +451,9 @@ fn announce<H: Handler>(
     id: ConnId,
 ) {
     let Some(conn) = core.get_mut(id) else { return };
-    conn.live = true;
+    conn.set_live(true);
     let peer = conn
-        .peer
+        .peer()
         .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     core.metrics().conns_live.add(1);
     let Some(slot) = listeners.get(listener) else {
@@ -469,7 +472,7 @@ fn announce<H: Handler>(
     }
     // Unless `on_accept` kept it (`Ctx::keep_open_on_shutdown`: a server that
     // handed its listeners over drains gently).
-    if core.shutting_down && !core.get(id).is_some_and(|c| c.kept_at_shutdown) {
+    if core.shutting_down && !core.get(id).is_some_and(|c| c.kept_at_shutdown()) {
         core.close_graceful(id, CloseReason::Shutdown);
     }
 }
@@ -488,12 +491,12 @@ fn deliver<H: Handler>(
     let Some(conn) = core.get_mut(id).filter(|c| c.phase == Phase::Open) else {
         return;
     };
-    if !conn.reading {
+    if !conn.reading() {
         // Arrived after a pause took effect in the handler but before the
         // driver stopped reading: keep it for resume.
-        conn.input.extend_from_slice(data);
-        conn.unpresented = true;
-        if conn.input.len() > max_input {
+        conn.keep_input(data);
+        conn.set_unpresented(true);
+        if conn.input_len() > max_input {
             core.close_now(id, CloseReason::InputBufferFull);
         }
         return;
@@ -516,7 +519,7 @@ fn tls_data<H: Handler>(
     plain.clear();
     let shard = core.shard.0;
     let Some(conn) = core.get_mut(id) else { return };
-    let inbound = conn.inbound;
+    let inbound = conn.inbound();
     let Some(tls) = conn.tls.as_mut() else { return };
     let handshaking = tls.handshaking;
     let result = tls.read(data, &mut plain, &mut conn.out);
@@ -544,7 +547,7 @@ fn tls_data<H: Handler>(
             }
             if outcome.peer_closed {
                 if let Some(conn) = core.get_mut(id).filter(|c| c.phase == Phase::Open) {
-                    conn.eof = true;
+                    conn.set_eof(true);
                     core.read_changes.push(id);
                     core.notices.push(Notice::Eof(id));
                 }
@@ -576,7 +579,7 @@ fn tls_established<H: Handler>(
     let listener = tls.listener;
     debug!(conn = %id, version = info.version, cipher = info.cipher, sni = ?info.server_name, resumed, "TLS handshake done");
     tls.info = Some(info);
-    let inbound = conn.inbound;
+    let inbound = conn.inbound();
     let m = core.metrics();
     m.tls_handshakes.add(1);
     if resumed {
@@ -588,7 +591,7 @@ fn tls_established<H: Handler>(
         announce(core, mail, app, handler, listeners, listener, id);
     } else {
         if let Some(conn) = core.get_mut(id) {
-            conn.live = true;
+            conn.set_live(true);
         }
         let m = core.metrics();
         m.conns_connected.add(1);
@@ -615,8 +618,8 @@ pub(super) fn present<H: Handler>(
     if conn.is_closing() {
         return;
     }
-    conn.unpresented = false;
-    if conn.input.is_empty() {
+    conn.set_unpresented(false);
+    if conn.input_len() == 0 {
         if data.is_empty() {
             return;
         }
@@ -627,19 +630,23 @@ pub(super) fn present<H: Handler>(
         let rest = &data[consumed.min(data.len())..];
         if !rest.is_empty() {
             if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
-                conn.input.extend_from_slice(rest);
+                conn.keep_input(rest);
             }
         }
     } else {
-        let mut input = std::mem::take(&mut conn.input);
+        let mut input = conn.input.take().unwrap_or_default();
         input.extend_from_slice(data);
         let consumed = with_state(core, mail, app, handler, id, |h, ctx, st| {
             h.on_data(ctx, id, st, &input)
         });
         let Some(consumed) = consumed else { return };
         input.drain(..consumed.min(input.len()));
-        if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
-            conn.input = input;
+        // All consumed: the buffer is freed rather than kept (empty, with its
+        // capacity) by a connection that may now idle for hours.
+        if !input.is_empty() {
+            if let Some(conn) = core.get_mut(id).filter(|c| !c.is_closing()) {
+                conn.input = Some(input);
+            }
         }
     }
     if core.relay_of(id).is_some() {
@@ -648,10 +655,10 @@ pub(super) fn present<H: Handler>(
         return;
     }
     let Some(conn) = core.get_mut(id) else { return };
-    if conn.input.len() > max_input {
+    if conn.input_len() > max_input {
         core.close_now(id, CloseReason::InputBufferFull);
-    } else if conn.eof_deferred && !conn.unpresented {
-        conn.eof_deferred = false;
+    } else if conn.eof_deferred() && !conn.unpresented() {
+        conn.set_eof_deferred(false);
         core.notices.push(Notice::Eof(id));
     }
 }

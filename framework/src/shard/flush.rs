@@ -13,10 +13,10 @@ impl<H: Handler> Shard<H> {
         let mut list = std::mem::take(&mut core.to_fill);
         for id in list.drain(..) {
             let Some(conn) = core.get(id) else { continue };
-            let Some(key) = conn.relay_out.map(|k| k as usize) else {
+            let Some(key) = conn.relay_out().map(|k| k as usize) else {
                 continue;
             };
-            if conn.phase != Phase::Open || !conn.reading || conn.eof {
+            if conn.phase != Phase::Open || !conn.reading() || conn.eof() {
                 continue;
             }
             let fd = conn.socket.raw_fd();
@@ -37,6 +37,10 @@ impl<H: Handler> Shard<H> {
         let mut list = std::mem::take(&mut core.to_flush);
         let hold = core.coalesce;
         let now = hold.map(|_| Instant::now());
+        if let (Some(now), Some((interval, true))) = (now, hold) {
+            core.roll_pace_interval(now, interval);
+        }
+        let pace_ends = core.pace_ends;
         let mut due_first: Option<Instant> = None;
         // Keeps (in place, no allocation) the connections held back for a later
         // turn; they stay flush_listed.
@@ -44,50 +48,61 @@ impl<H: Handler> Shard<H> {
             let Some(conn) = core.get_mut(id) else {
                 return false;
             };
-            if conn.sending || conn.phase == Phase::Connecting {
-                conn.flush_listed = false;
+            if conn.sending() || conn.phase == Phase::Connecting {
+                conn.set_flush_listed(false);
                 return false;
             }
             // A TLS connection's plaintext counts once its handshake is done.
             let sendable = conn.out.len() + conn.tls.as_ref().map_or(0, |t| t.encryptable());
             if sendable == 0 {
-                conn.flush_listed = false;
-                let (relay_in, fd) = (conn.relay_in.map(|k| k as usize), conn.socket.raw_fd());
+                conn.set_flush_listed(false);
+                let (relay_in, fd) = (conn.relay_in().map(|k| k as usize), conn.socket.raw_fd());
                 // Nothing queued: the turn of the pipe relayed into it, if any.
                 let relay = relay_in.and_then(|k| core.relays.get(k));
                 if let Some(r) = relay.filter(|r| r.in_pipe > 0) {
                     let (pipe_r, len) = (r.pipe.read_fd(), r.in_pipe);
                     if let Some(conn) = core.get_mut(id) {
-                        conn.sending = true;
-                        conn.draining = true;
+                        conn.set_sending(true);
+                        conn.set_draining(true);
                     }
                     driver.splice_out(id, fd, pipe_r, len);
                 }
                 return false;
             }
-            if let (Some(now), Some((delay, _))) = (now, hold) {
+            if let (Some(now), Some((delay, pacing))) = (now, hold) {
                 // Write coalescing: hold small output until it is due, unless the
-                // connection is on its way out.
-                let due = conn.hold_from.map_or(now, |t| t + delay);
-                let urgent =
-                    sendable >= FLUSH_EARLY_BYTES || conn.phase != Phase::Open || conn.shut_pending;
+                // connection is on its way out. Pacing: due when the interval
+                // ends if it was sent to in it, else now. Delay: when its oldest
+                // byte has waited the delay.
+                let due = if pacing {
+                    match pace_ends {
+                        Some(end) if conn.paced() => end,
+                        _ => now,
+                    }
+                } else {
+                    conn.queued_at().map_or(now, |t| t + delay)
+                };
+                let urgent = sendable >= FLUSH_EARLY_BYTES
+                    || conn.phase != Phase::Open
+                    || conn.shut_pending();
                 if due > now && !urgent {
                     due_first = Some(due_first.map_or(due, |d| d.min(due)));
                     return true;
                 }
             }
-            conn.flush_listed = false;
-            // Pacing counts the next hold from this send.
-            conn.hold_from = match hold {
-                Some((_, true)) => now,
-                _ => None,
-            };
+            conn.set_flush_listed(false);
+            conn.send_queue().clear_queued_at();
+            let newly_paced = matches!(hold, Some((_, true))) && !conn.paced();
+            conn.set_paced(conn.paced() || newly_paced);
             if let Some(tls) = conn.tls.as_mut() {
                 // Everything sent this turn becomes as few records as fit.
                 tls.encrypt(&mut conn.out);
             }
-            conn.sending = true;
+            conn.set_sending(true);
             driver.send(id, conn.socket.raw_fd(), conn.out.next_batch());
+            if newly_paced {
+                core.paced.push(id);
+            }
             false
         });
         core.flush_due = due_first;

@@ -213,16 +213,16 @@ impl super::core::Core {
         }
         if f.phase != Phase::Open
             || t.phase != Phase::Open
-            || f.eof
-            || t.shut_pending
-            || t.write_shut
+            || f.eof()
+            || t.shut_pending()
+            || t.write_shut()
         {
             return Err(SpliceError::NotOpen);
         }
         if f.tls.is_some() || t.tls.is_some() {
             return Err(SpliceError::Tls);
         }
-        if f.relay_out.is_some() || t.relay_in.is_some() {
+        if f.relay_out().is_some() || t.relay_in().is_some() {
             return Err(SpliceError::Busy);
         }
         let pipe = self.pipes.take().ok_or(SpliceError::NoPipe)?;
@@ -236,10 +236,10 @@ impl super::core::Core {
             eof: false,
         });
         if let Some(f) = self.get_mut(from) {
-            f.relay_out = Some(key as u32);
+            f.set_relay_out(Some(key as u32));
         }
         if let Some(t) = self.get_mut(to) {
-            t.relay_in = Some(key as u32);
+            t.set_relay_in(Some(key as u32));
         }
         self.metrics().relays_started.add(1);
         // Ordinary reads stop now (applied after the callback); what they already
@@ -252,7 +252,7 @@ impl super::core::Core {
 
     /// The relay `from` feeds, if any: its key and destination.
     pub(crate) fn relay_of(&self, from: ConnId) -> Option<(usize, ConnId)> {
-        let key = self.get(from)?.relay_out? as usize;
+        let key = self.get(from)?.relay_out()? as usize;
         Some((key, self.relays.get(key)?.to))
     }
 
@@ -263,9 +263,10 @@ impl super::core::Core {
             return;
         };
         let Some(f) = self.get_mut(from) else { return };
-        let input = std::mem::take(&mut f.input);
-        f.unpresented = false;
-        let eof_deferred = std::mem::take(&mut f.eof_deferred);
+        let input = f.input.take().unwrap_or_default();
+        f.set_unpresented(false);
+        let eof_deferred = f.eof_deferred();
+        f.set_eof_deferred(false);
         if !input.is_empty() {
             // An error means `to` is going away: its release ends the relay.
             let _ = self.queue_copy(to, &input);
@@ -292,7 +293,7 @@ impl super::core::Core {
             return;
         };
         if let Some(f) = self.get_mut(from) {
-            f.eof = true;
+            f.set_eof(true);
         }
         if let Some(r) = self.relays.get_mut(key) {
             r.eof = true;
@@ -337,7 +338,7 @@ impl super::core::Core {
 
     /// A drain of the relay into `to` finished (`result` as a send's).
     pub(crate) fn relay_drained(&mut self, to: ConnId, result: io::Result<usize>) {
-        let Some(key) = self.get(to).and_then(|t| t.relay_in).map(|k| k as usize) else {
+        let Some(key) = self.get(to).and_then(|t| t.relay_in()).map(|k| k as usize) else {
             // The relay ended while the drain was in flight: nothing to account.
             self.list_flush(to);
             self.continue_shutdown(to);
@@ -376,7 +377,7 @@ impl super::core::Core {
     /// `to` waits for them like for its queue).
     pub(crate) fn piped_into(&self, to: ConnId) -> usize {
         self.get(to)
-            .and_then(|t| t.relay_in)
+            .and_then(|t| t.relay_in())
             .map(|k| k as usize)
             .and_then(|k| self.relays.get(k))
             .map_or(0, |r| r.in_pipe)
@@ -388,17 +389,17 @@ impl super::core::Core {
         let Some(r) = self.relays.get(key) else {
             return;
         };
-        let to_busy = self.get(r.to).is_some_and(|t| t.draining);
+        let to_busy = self.get(r.to).is_some_and(|t| t.draining());
         if !r.eof || r.in_pipe > 0 || r.filling || to_busy {
             return;
         }
         let r = self.relays.remove(key);
         self.pipes.give(r.pipe, true);
         if let Some(f) = self.get_mut(r.from) {
-            f.relay_out = None;
+            f.set_relay_out(None);
         }
         if let Some(t) = self.get_mut(r.to) {
-            t.relay_in = None;
+            t.set_relay_in(None);
         }
         self.continue_shutdown(r.to);
         self.continue_close(r.to);
@@ -413,9 +414,9 @@ impl super::core::Core {
         let Some(r) = self.relays.try_remove(key) else {
             return;
         };
-        let empty = r.in_pipe == 0 && !r.filling && !self.get(r.to).is_some_and(|t| t.draining);
+        let empty = r.in_pipe == 0 && !r.filling && !self.get(r.to).is_some_and(|t| t.draining());
         if let Some(f) = self.get_mut(r.from) {
-            f.relay_out = None;
+            f.set_relay_out(None);
             // Back to ordinary reads; an EOF a fill saw is told now.
             self.read_changes.push(r.from);
             if r.eof {
@@ -426,7 +427,7 @@ impl super::core::Core {
         }
         if self.get_mut(r.to).is_some() {
             if let Some(t) = self.get_mut(r.to) {
-                t.relay_in = None;
+                t.set_relay_in(None);
             }
             self.list_flush(r.to);
             self.continue_shutdown(r.to);

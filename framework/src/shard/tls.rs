@@ -263,7 +263,7 @@ impl Core {
         conn.tls = Some(Box::new(tls));
         if !free {
             // Not read until a slot is free.
-            conn.reading = false;
+            conn.set_reading(false);
         }
     }
 
@@ -399,6 +399,15 @@ impl super::conn::Conn {
         match self.tls.as_mut() {
             Some(tls) => &mut tls.plain,
             None => &mut self.out,
+        }
+    }
+
+    /// With a flush delay: when the oldest byte in `send_queue` not yet
+    /// handed to the driver was queued.
+    pub(crate) fn queued_at(&self) -> Option<std::time::Instant> {
+        match self.tls.as_ref() {
+            Some(tls) => tls.plain.queued_at(),
+            None => self.out.queued_at(),
         }
     }
 

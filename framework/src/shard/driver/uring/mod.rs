@@ -25,7 +25,13 @@
 //! This module must never block in `reap`, never look at a buffer after pushing it
 //! back, and never free memory the kernel may still write.
 
-use std::{collections::VecDeque, fmt, io, mem::MaybeUninit, os::fd::RawFd, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt, io,
+    mem::MaybeUninit,
+    os::fd::RawFd,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -81,11 +87,21 @@ pub(crate) struct UringConfig {
     pub direct_files: Option<u32>,
 }
 
-#[derive(Clone, Copy, Default)]
+/// `ConnSlot::generation` of a slot with no connection (generations are 24 bits).
+const VACANT: u32 = u32::MAX;
+
+/// A connection as the driver keeps it, indexed by `ConnId::index`. Every
+/// connection pays for one, idle or not: 24 bytes (`slot_stays_small`).
+#[derive(Clone, Copy)]
 struct ConnSlot {
-    id: Option<ConnId>,
+    /// The generation of the connection in this slot (its index is the
+    /// slot's), or `VACANT`.
+    generation: u32,
     /// The socket: an fd, or with `fixed` a slot of the file table.
     fd: RawFd,
+    /// user_data of the in-flight send or connect, to cancel on removal
+    /// (never 0: the kind is in the top byte), 8 bytes with `None`.
+    op: Option<std::num::NonZeroU64>,
     fixed: bool,
     want_read: bool,
     recv_armed: bool,
@@ -93,18 +109,40 @@ struct ConnSlot {
     read_closed: bool,
     /// On `rearm` (the buffer ring ran dry under it).
     rearm_queued: bool,
-    /// user_data of the in-flight send or connect, to cancel on removal
-    /// (never 0: the kind is in the top byte), 8 bytes with `None`.
-    op: Option<std::num::NonZeroU64>,
     /// A relay fill is in flight.
     fill: bool,
-    /// A fill asked for while the recv was still armed: (pipe write end, max),
-    /// issued when the recv ends so no relayed byte overtakes a received one.
-    pending_fill: Option<(RawFd, u32)>,
-    /// Cancelled fills whose completion is still to come (and to be ignored).
-    stale_fills: u8,
     /// A relay drain is in flight.
     drain: bool,
+    /// Cancelled fills whose completion is still to come (and to be ignored).
+    stale_fills: u8,
+}
+
+impl Default for ConnSlot {
+    fn default() -> Self {
+        ConnSlot {
+            generation: VACANT,
+            fd: -1,
+            op: None,
+            fixed: false,
+            want_read: false,
+            recv_armed: false,
+            read_closed: false,
+            rearm_queued: false,
+            fill: false,
+            drain: false,
+            stale_fills: 0,
+        }
+    }
+}
+
+impl ConnSlot {
+    /// The id of the connection in slot `index`, if any.
+    fn id(&self, index: usize) -> Option<ConnId> {
+        (self.generation != VACANT).then_some(ConnId {
+            index: index as u32,
+            generation: self.generation,
+        })
+    }
 }
 
 struct ListenerSlot {
@@ -140,6 +178,11 @@ pub(crate) struct UringDriver {
     #[allow(clippy::vec_box)]
     spare_sends: Vec<Box<SendBufs>>,
     conns: Vec<ConnSlot>,
+    /// Fills asked for while the connection's recv was still armed, by slot:
+    /// (pipe write end, max), issued when the recv ends so no relayed byte
+    /// overtakes a received one. Kept here, not in `ConnSlot`: few
+    /// connections ever relay.
+    pending_fills: HashMap<u32, (RawFd, u32)>,
     listeners: Vec<Option<ListenerSlot>>,
     listener_generation: u32,
     doorbell: Option<RawFd>,
@@ -227,6 +270,7 @@ impl UringDriver {
             ops: Slab::new(),
             spare_sends: Vec::new(),
             conns: Vec::new(),
+            pending_fills: HashMap::new(),
             listeners: Vec::new(),
             listener_generation: 0,
             doorbell: None,
@@ -262,7 +306,7 @@ impl UringDriver {
 
     fn slot_index(&self, conn: ConnId) -> Option<usize> {
         let index = conn.index as usize;
-        let id = self.conns.get(index)?.id?;
+        let id = self.conns.get(index)?.id(index)?;
         (id.to_bits() == conn.to_bits()).then_some(index)
     }
 }
@@ -371,11 +415,12 @@ impl Driver for UringDriver {
         if self.conns.len() <= index {
             self.conns.resize_with(index + 1, ConnSlot::default);
         }
-        if self.conns[index].id.is_some() {
+        if self.conns[index].generation != VACANT {
             warn!(%conn, "add_conn over a connection that was never removed");
         }
+        self.pending_fills.remove(&conn.index);
         self.conns[index] = ConnSlot {
-            id: Some(conn),
+            generation: conn.generation,
             fd,
             fixed,
             ..ConnSlot::default()
@@ -465,9 +510,8 @@ impl Driver for UringDriver {
             return;
         };
         let max = u32::try_from(max).unwrap_or(u32::MAX);
-        let slot = &mut self.conns[index];
-        if slot.recv_armed {
-            slot.pending_fill = Some((pipe_w, max));
+        if self.conns[index].recv_armed {
+            self.pending_fills.insert(conn.index, (pipe_w, max));
             if self.recv_cap.is_some() {
                 self.cancel(user_data(RECV, conn.to_bits()));
             }
@@ -486,7 +530,7 @@ impl Driver for UringDriver {
         let Some(index) = self.slot_index(conn) else {
             return;
         };
-        self.conns[index].pending_fill = None;
+        self.pending_fills.remove(&conn.index);
         self.sync_cancel_splices(index);
         let slot = &mut self.conns[index];
         if std::mem::take(&mut slot.fill) {
@@ -514,6 +558,7 @@ impl Driver for UringDriver {
         };
         self.sync_cancel_splices(index);
         let slot = std::mem::take(&mut self.conns[index]);
+        self.pending_fills.remove(&conn.index);
         let pending = self.has_pending();
         // In-flight requests hold the file open: cancel them so the socket really closes.
         if slot.recv_armed {
@@ -634,3 +679,14 @@ impl Driver for UringDriver {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod size_tests {
+    /// Every connection pays for its slot; 48 bytes before the id became a
+    /// generation and pending fills moved to `pending_fills`.
+    #[test]
+    fn slot_stays_small() {
+        let size = std::mem::size_of::<super::ConnSlot>();
+        assert!(size <= 24, "ConnSlot grew to {size} bytes");
+    }
+}

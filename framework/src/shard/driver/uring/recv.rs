@@ -36,7 +36,7 @@ fn with_optlen(sqe: squeue::Entry, cap: u32) -> squeue::Entry {
 impl UringDriver {
     pub(super) fn arm_recv(&mut self, index: usize) {
         let slot = &mut self.conns[index];
-        let Some(id) = slot.id else { return };
+        let Some(id) = slot.id(index) else { return };
         slot.recv_armed = true;
         self.recv_arms += 1;
         let (fd, fixed) = self.target(index);
@@ -62,7 +62,7 @@ impl UringDriver {
     pub(super) fn on_recv(&mut self, bits: u64, res: i32, flags: u32, sink: Sink<'_>) {
         let index = self.slot_index(ConnId::from_bits(bits));
         // The id as the shard knows it, or None for a removed connection.
-        let conn = index.and_then(|i| self.conns[i].id);
+        let conn = index.and_then(|i| self.conns[i].id(i));
         if let Some(bid) = cqueue::buffer_select(flags) {
             if let (Some(conn), true) = (conn, res > 0) {
                 let ptr = self.bufs.buf_ptr(bid);
@@ -79,8 +79,8 @@ impl UringDriver {
         };
         let slot = &mut self.conns[index];
         slot.recv_armed &= cqueue::more(flags);
-        if !slot.recv_armed {
-            if let Some((pipe_w, max)) = slot.pending_fill.take() {
+        if !slot.recv_armed && !self.pending_fills.is_empty() {
+            if let Some((pipe_w, max)) = self.pending_fills.remove(&conn.index) {
                 self.issue_fill(index, pipe_w, max);
             }
         }

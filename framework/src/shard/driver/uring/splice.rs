@@ -28,7 +28,7 @@ impl UringDriver {
     /// data, so no worker blocks on an idle socket.
     pub(super) fn issue_fill(&mut self, index: usize, pipe_w: RawFd, max: u32) {
         let slot = &mut self.conns[index];
-        let Some(id) = slot.id else { return };
+        let Some(id) = slot.id(index) else { return };
         slot.fill = true;
         let (fd, fixed) = self.target(index);
         let poll = opcode::PollAdd::new(fd, libc::POLLIN as u32)
@@ -58,7 +58,7 @@ impl UringDriver {
     /// Same shape as a fill, waiting for POLLOUT: pipe -> socket.
     pub(super) fn issue_drain(&mut self, index: usize, pipe_r: RawFd, len: u32) {
         let slot = &mut self.conns[index];
-        let Some(id) = slot.id else { return };
+        let Some(id) = slot.id(index) else { return };
         slot.drain = true;
         let (fd, fixed) = self.target(index);
         let poll = opcode::PollAdd::new(fd, libc::POLLOUT as u32)
@@ -97,7 +97,7 @@ impl UringDriver {
             return;
         }
         slot.fill = false;
-        let Some(conn) = slot.id else { return };
+        let Some(conn) = slot.id(index) else { return };
         let result = match res {
             0.. => Ok(res as usize),
             // Readable, yet nothing moved: a full pipe (partial pages); the shard
@@ -114,7 +114,7 @@ impl UringDriver {
         };
         let slot = &mut self.conns[index];
         slot.drain = false;
-        let Some(conn) = slot.id else { return };
+        let Some(conn) = slot.id(index) else { return };
         let result = match res {
             0.. => Ok(res as usize),
             e if e == -libc::EAGAIN => Ok(0),
@@ -128,7 +128,7 @@ impl UringDriver {
     /// the pipe and the socket must outlive that). Bounded by one second.
     pub(super) fn sync_cancel_splices(&mut self, index: usize) {
         let slot = self.conns[index];
-        let Some(id) = slot.id else { return };
+        let Some(id) = slot.id(index) else { return };
         let mut targets = Vec::with_capacity(4);
         if slot.fill {
             targets.extend([FILL_POLL, FILL]);
