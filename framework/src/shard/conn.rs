@@ -300,20 +300,26 @@ impl Conn {
         }
     }
 
+    /// Sets one optional field of `rare`: a value allocates `rare` if needed,
+    /// clearing the last field frees it.
+    fn set_rare<T>(&mut self, value: Option<T>, field: impl Fn(&mut Rare) -> &mut Option<T>) {
+        match (value, self.rare.as_deref_mut()) {
+            (Some(v), _) => *field(self.rare_mut()) = Some(v),
+            (None, Some(rare)) => {
+                *field(rare) = None;
+                self.tidy_rare();
+            }
+            (None, None) => {}
+        }
+    }
+
     /// The linger timer of a closing connection.
     pub(crate) fn linger(&self) -> Option<TimerKey> {
         self.rare.as_ref().and_then(|r| r.linger)
     }
 
     pub(crate) fn set_linger(&mut self, key: Option<TimerKey>) {
-        match key {
-            Some(_) => self.rare_mut().linger = key,
-            None if self.rare.is_some() => {
-                self.rare_mut().linger = None;
-                self.tidy_rare();
-            }
-            None => {}
-        }
+        self.set_rare(key, |r| &mut r.linger);
     }
 
     /// Key (in `Core::relays`) of the relay this connection's input feeds.
@@ -322,14 +328,7 @@ impl Conn {
     }
 
     pub(crate) fn set_relay_out(&mut self, key: Option<u32>) {
-        match key {
-            Some(_) => self.rare_mut().relay_out = key,
-            None if self.rare.is_some() => {
-                self.rare_mut().relay_out = None;
-                self.tidy_rare();
-            }
-            None => {}
-        }
+        self.set_rare(key, |r| &mut r.relay_out);
     }
 
     /// Key of the relay that writes into this connection.
@@ -338,14 +337,7 @@ impl Conn {
     }
 
     pub(crate) fn set_relay_in(&mut self, key: Option<u32>) {
-        match key {
-            Some(_) => self.rare_mut().relay_in = key,
-            None if self.rare.is_some() => {
-                self.rare_mut().relay_in = None;
-                self.tidy_rare();
-            }
-            None => {}
-        }
+        self.set_rare(key, |r| &mut r.relay_in);
     }
 
     /// A PROXY protocol header being read (`Handler::on_preamble`): the
