@@ -428,6 +428,12 @@ pub struct ServerSection {
     /// The whole PROXY header must arrive within this after the accept
     /// (milliseconds), else the connection is closed.
     pub proxy_protocol_timeout_ms: u64,
+    /// ADMIN 257: where the server is (first administrative line).
+    pub admin_info1: String,
+    /// ADMIN 258: who runs it (second administrative line).
+    pub admin_info2: String,
+    /// ADMIN 259: how to reach its administrator.
+    pub admin_email: String,
 }
 
 fn cidrs<'de, D: Deserializer<'de>>(
@@ -452,6 +458,9 @@ impl Default for ServerSection {
             proxy_protocol: false,
             proxy_protocol_trusted: Vec::new(),
             proxy_protocol_timeout_ms: 5_000,
+            admin_info1: "A Shardline IRC server".into(),
+            admin_info2: "Run by its operators".into(),
+            admin_email: "No administrative e-mail address configured".into(),
         }
     }
 }
@@ -953,6 +962,30 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
         );
         assert!(Config::from_toml("[server]\nadmin_listen = \"nowhere\"\n").is_err());
+    }
+
+    #[test]
+    fn admin_lines() {
+        let d = Config::from_toml("").expect("defaults");
+        assert!(!d.server.admin_info1.is_empty());
+        assert!(!d.server.admin_info2.is_empty());
+        assert!(!d.server.admin_email.is_empty());
+        let c = Config::from_toml(
+            "[server]\nadmin_info1 = \"Here\"\nadmin_info2 = \"Us\"\nadmin_email = \"a@b.c\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            (
+                c.server.admin_info1.as_str(),
+                c.server.admin_info2.as_str(),
+                c.server.admin_email.as_str()
+            ),
+            ("Here", "Us", "a@b.c")
+        );
+        // Changeable by a rehash.
+        let (merged, kept) = d.rehash(c);
+        assert_eq!(merged.server.admin_email, "a@b.c");
+        assert!(kept.is_empty(), "{kept:?}");
     }
 
     #[test]

@@ -100,6 +100,22 @@ impl ServerInfo {
         }
     }
 
+    /// Appends the 005 (ISUPPORT) lines to `nick`: sent in the welcome and
+    /// after VERSION's 351.
+    pub fn write_isupport(&self, out: &mut Vec<u8>, nick: &str) {
+        for tokens in &self.isupport {
+            let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            params.push("are supported by this server");
+            crate::reply::write_numeric(
+                out,
+                self.name(),
+                crate::reply::code::RPL_ISUPPORT,
+                nick,
+                &params,
+            );
+        }
+    }
+
     /// The server's name (source of numerics).
     pub fn name(&self) -> &str {
         &self.config.server.name

@@ -89,6 +89,23 @@ pub mod code {
     pub const ERR_UMODEUNKNOWNFLAG: u16 = 501;
     pub const ERR_USERSDONTMATCH: u16 = 502;
     pub const ERR_INVALIDMODEPARAM: u16 = 696;
+    pub const RPL_ADMINME: u16 = 256;
+    pub const RPL_ADMINLOC1: u16 = 257;
+    pub const RPL_ADMINLOC2: u16 = 258;
+    pub const RPL_ADMINEMAIL: u16 = 259;
+    pub const RPL_USERHOST: u16 = 302;
+    pub const RPL_ISON: u16 = 303;
+    pub const RPL_VERSION: u16 = 351;
+    pub const RPL_LINKS: u16 = 364;
+    pub const RPL_ENDOFLINKS: u16 = 365;
+    pub const RPL_INFO: u16 = 371;
+    pub const RPL_ENDOFINFO: u16 = 374;
+    pub const RPL_TIME: u16 = 391;
+    pub const ERR_NOSUCHSERVER: u16 = 402;
+    pub const ERR_HELPNOTFOUND: u16 = 524;
+    pub const RPL_HELPSTART: u16 = 704;
+    pub const RPL_HELPTXT: u16 = 705;
+    pub const RPL_ENDOFHELP: u16 = 706;
 }
 
 /// The longest prefix of `s` that fits in `max` bytes without splitting a char.

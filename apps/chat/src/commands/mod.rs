@@ -9,6 +9,7 @@
 mod account;
 mod channel;
 mod history;
+mod info;
 mod messaging;
 mod modes;
 mod operator;
@@ -66,6 +67,13 @@ pub(crate) const KNOWN: &[&str] = &[
     "TESTACCOUNT",
     "AUTHENTICATE",
     "REGISTER",
+    "VERSION",
+    "TIME",
+    "INFO",
+    "ADMIN",
+    "LINKS",
+    "HELP",
+    "HELPOP",
 ];
 
 impl ChatShard {
@@ -182,6 +190,12 @@ impl ChatShard {
             "OPER" => self.cmd_oper(ctx, id, p),
             "STATS" => self.cmd_stats(ctx, id, p),
             "LUSERS" => self.cmd_lusers(ctx, id),
+            "VERSION" => self.cmd_version(ctx, id, p),
+            "TIME" => self.cmd_time(ctx, id, p),
+            "INFO" => self.cmd_info(ctx, id, p),
+            "ADMIN" => self.cmd_admin(ctx, id, p),
+            "LINKS" => self.cmd_links(ctx, id, p),
+            "HELP" | "HELPOP" => self.cmd_help(ctx, id, p),
             "MOTD" => {
                 self.send_motd(ctx, id);
                 Flow::Next

@@ -316,11 +316,7 @@ impl ChatShard {
             &[&format!("This server was created {}", info.created)],
         );
         num(RPL_MYINFO, &[server, VERSION, "io", "biklmnostv", "bklov"]);
-        for tokens in &info.isupport {
-            let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
-            params.push("are supported by this server");
-            num(RPL_ISUPPORT, &params);
-        }
+        info.write_isupport(&mut out, &nick);
         self.send_line(ctx, id, &out);
         // From now on its nick is visible (messages, WHOIS, INVITE). Its input
         // waits for this, like for LUSERS.
