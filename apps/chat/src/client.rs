@@ -35,6 +35,11 @@ pub struct Gather {
     pub end: Vec<Numeric>,
     /// STATS m: command counts summed over the shards.
     pub counts: Vec<(&'static str, u64)>,
+    /// USERHOST (302) or ISON (303): the numeric sent, as one line of every
+    /// entry in the order asked, before `end`.
+    pub listed: Option<u16>,
+    /// Its entries so far, each with its place in the command.
+    pub entries: Vec<(usize, String)>,
 }
 
 /// What a client connected over TLS brought with it.

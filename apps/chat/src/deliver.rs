@@ -40,6 +40,15 @@ impl ChatShard {
                 };
                 self.outbox.post(ctx, ShardId(from.shard), reply);
             }
+            ChatMsg::Request {
+                from,
+                req:
+                    Request::UsersLocal {
+                        ison,
+                        targets,
+                        found,
+                    },
+            } => self.users_local(ctx, from, ison, targets, found),
             ChatMsg::Request { from, req } => {
                 self.owner
                     .handle(ctx, &self.info, &mut self.outbox, from, req);
@@ -259,6 +268,13 @@ impl ChatShard {
                     g.remaining = g.remaining.saturating_sub(1);
                 }
                 self.send_numerics(ctx, id, &nums);
+                self.gather_check(ctx, id);
+            }
+            ReplyBody::Users(entries) => {
+                if let Some(g) = c.gather.as_mut() {
+                    g.entries.extend(entries);
+                    g.remaining = g.remaining.saturating_sub(1);
+                }
                 self.gather_check(ctx, id);
             }
             ReplyBody::CommandCounts(list) => {

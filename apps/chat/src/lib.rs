@@ -54,7 +54,9 @@
 //!
 //! **Merged queries** — WHO (every shard answers for its clients), LIST (every
 //! channel owner, or only the owners of the names given), LUSERS, STATS m and L
-//! (every shard) — are gathered on the asker's shard: each part is sent on as it
+//! (every shard), USERHOST and ISON (the owners of the nicks, one request each,
+//! passed along the shards holding them; one 302/303 line, entries in the order
+//! asked) — are gathered on the asker's shard: each part is sent on as it
 //! arrives, the end marker (315, 323, 219) after the last, and the client's input
 //! waits meanwhile so answers never interleave.
 //!

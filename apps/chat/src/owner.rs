@@ -246,6 +246,22 @@ impl Owner {
                 outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
                 (0, None)
             }
+            Request::Users { ison, nicks } => {
+                let targets: Vec<(usize, ClientRef)> = nicks
+                    .iter()
+                    .filter_map(|(i, nick)| Some((*i, self.holder(nick)?)))
+                    .collect();
+                let Some(&(_, first)) = targets.first() else {
+                    return reply(ReplyBody::Users(Vec::new()));
+                };
+                let req = Request::UsersLocal {
+                    ison,
+                    targets,
+                    found: Vec::new(),
+                };
+                outbox.post(ctx, ShardId(first.shard), ChatMsg::Request { from, req });
+                (0, None)
+            }
             Request::NickMsg { target, said } => {
                 let Some((to, account)) = self.holder_entry(&target) else {
                     let quiet = said.kind != MessageKind::Privmsg;

@@ -3,13 +3,13 @@
 //! every shard answers for its own clients — WHO (352), WHOIS (311–319), STATS and
 //! LUSERS counts — from its clients and its local channel views.
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 
 use crate::{
     casemap::{casefold, is_channel_name},
     client::Gather,
     commands::KNOWN,
-    mail::{ClientRef, Counts, Numeric, ReplyBody, Request, Viewer},
+    mail::{ChatMsg, ClientRef, Counts, Numeric, ReplyBody, Request, Viewer},
     mask::{has_wildcards, matches_folded},
     message::MAX_BODY,
     reply::code::*,
@@ -58,6 +58,12 @@ impl ChatShard {
             .iter()
             .map(|(cmd, n)| Numeric::new(RPL_STATSCOMMANDS, [cmd.to_string(), n.to_string()]))
             .collect();
+        if let Some(code) = g.listed {
+            let mut entries = g.entries;
+            entries.sort_by_key(|(i, _)| *i);
+            let line: Vec<String> = entries.into_iter().map(|(_, e)| e).collect();
+            nums.push(Numeric::new(code, [line.join(" ")]));
+        }
         nums.extend(g.end);
         self.send_numerics(ctx, id, &nums);
     }
@@ -102,6 +108,64 @@ impl ChatShard {
             // Owner requests never come here; answer so the asker is not stuck.
             _ => ReplyBody::Done,
         }
+    }
+
+    /// USERHOST or ISON passing through: adds the entries of the targets on
+    /// this shard (`nick[*]=±user@host`, or the nick as spelled), then passes
+    /// the rest on to the next target's shard, or replies to the asker when
+    /// none are left.
+    pub(crate) fn users_local(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        from: ClientRef,
+        ison: bool,
+        targets: Vec<(usize, ClientRef)>,
+        mut found: Vec<(usize, String)>,
+    ) {
+        let (here, rest): (Vec<_>, Vec<_>) =
+            targets.into_iter().partition(|(_, t)| t.shard == self.me);
+        for (i, t) in here {
+            let Some(c) = self
+                .clients
+                .get(&t.id)
+                .filter(|c| c.registered && c.quitting.is_none())
+            else {
+                continue;
+            };
+            let nick = c.nick_or_star();
+            let entry = if ison {
+                nick.to_string()
+            } else {
+                format!(
+                    "{nick}{}={}{}@{}",
+                    if c.oper { "*" } else { "" },
+                    if c.away.is_some() { '-' } else { '+' },
+                    c.user.as_deref().unwrap_or(""),
+                    c.host
+                )
+            };
+            found.push((i, entry));
+        }
+        let msg = match rest.first() {
+            Some(&(_, next)) => {
+                let req = Request::UsersLocal {
+                    ison,
+                    targets: rest,
+                    found,
+                };
+                (next.shard, ChatMsg::Request { from, req })
+            }
+            None => {
+                let body = ReplyBody::Users(found);
+                let reply = ChatMsg::Reply {
+                    to: from,
+                    fanout: 0,
+                    body,
+                };
+                (from.shard, reply)
+            }
+        };
+        self.outbox.post(ctx, ShardId(msg.0), msg.1);
     }
 
     fn counts(&self) -> Counts {

@@ -1,11 +1,13 @@
 //! Informational commands, over raw TCP: VERSION (351 then the welcome's 005
 //! lines), TIME, INFO, ADMIN (from `[server]`), LINKS, HELP/HELPOP, 402 for
-//! another server. Both backends, 1 and 4 shards.
+//! another server; USERHOST and ISON (one 302/303 in the order asked, nicks
+//! held on other shards than the asker's). Both backends, 1 and 4 shards.
 
 mod common;
 
 use common::{each_server, each_server_with, Client, Line};
 use shardline::Io;
+use shardline_chat::{config::Operator, Config};
 
 /// The lines a command answers with (up to a PING's PONG).
 fn answer(c: &mut Client, command: &str) -> Vec<Line> {
@@ -149,14 +151,139 @@ fn help_texts(io: Io) {
 fn need_registration(io: Io) {
     each_server(io, |srv| {
         let mut a = srv.connect();
-        for cmd in ["VERSION", "TIME", "INFO", "ADMIN", "LINKS", "HELP"] {
+        let cmds = ["VERSION", "TIME", "INFO", "ADMIN", "LINKS", "HELP"];
+        for cmd in cmds.into_iter().chain(["USERHOST alice", "ISON alice"]) {
             a.send(cmd);
             assert_eq!(a.expect("451").params[0], "*", "{cmd}");
         }
     });
 }
 
+fn with_operator(config: &mut Config) {
+    config.operators = vec![Operator {
+        name: "admin".into(),
+        password: "hunter2".into(),
+        host: "*".into(),
+    }];
+}
+
+/// The one line a command answers with: its parameters after the nick.
+fn one(c: &mut Client, command: &str, code: &str) -> Vec<String> {
+    let lines = answer(c, command);
+    assert_eq!(lines.len(), 1, "{command}: {lines:?}");
+    assert_eq!(lines[0].command, code, "{command}: {lines:?}");
+    assert_eq!(lines[0].params[0], c.nick);
+    lines[0].params[1..].to_vec()
+}
+
+fn userhost_across_shards(io: Io) {
+    each_server_with(io, with_operator, |srv| {
+        let label = srv.label();
+        // Each on its own shard (at 4 shards), the asker on shard 0.
+        let [mut a, mut b, mut c, mut d] = srv.register_each(["alice", "Bob", "carol", "dave"]);
+        b.send("OPER admin hunter2");
+        b.expect("381");
+        c.send("AWAY :lunch");
+        c.expect("306");
+        let h = "127.0.0.1";
+        assert_eq!(
+            one(&mut a, "USERHOST bob CAROL nobody dave", "302"),
+            [format!("Bob*=+~Bob@{h} carol=-~carol@{h} dave=+~dave@{h}")],
+            "{label}"
+        );
+        assert_eq!(
+            one(&mut a, "USERHOST dave alice", "302"),
+            [format!("dave=+~dave@{h} alice=+~alice@{h}")],
+            "{label}"
+        );
+        // Only the first five nicks count.
+        assert_eq!(
+            one(&mut a, "USERHOST n1 n2 n3 n4 n5 bob", "302"),
+            [""],
+            "{label}"
+        );
+        assert_eq!(
+            one(&mut a, "USERHOST n1 n2 n3 n4 carol bob", "302"),
+            [format!("carol=-~carol@{h}")],
+            "{label}"
+        );
+        // Back, no longer away.
+        c.send("AWAY");
+        c.expect("305");
+        assert_eq!(
+            one(&mut d, "USERHOST carol", "302"),
+            [format!("carol=+~carol@{h}")]
+        );
+        assert_eq!(
+            one(&mut a, "USERHOST", "461"),
+            ["USERHOST", "Not enough parameters"]
+        );
+    });
+}
+
+fn ison_across_shards(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let [mut a, _b, _c, mut d] = srv.register_each(["alice", "Bob", "carol", "dave"]);
+        assert_eq!(
+            one(&mut a, "ISON dave nobody BOB alice", "303"),
+            ["dave Bob alice"],
+            "{label}"
+        );
+        // The list as one trailing parameter.
+        assert_eq!(
+            one(&mut a, "ISON :carol  nobody dave", "303"),
+            ["carol dave"],
+            "{label}"
+        );
+        assert_eq!(one(&mut a, "ISON nobody x", "303"), [""], "{label}");
+        // Many nicks, owned by every shard, in the order asked.
+        let many: Vec<String> = (0..30).map(|i| format!("n{i}")).collect();
+        let line = format!("ISON {} bob {} carol", many.join(" "), many.join(" "));
+        assert_eq!(one(&mut a, &line, "303"), ["Bob carol"], "{label}");
+        d.send("QUIT");
+        d.until_closed();
+        assert_eq!(one(&mut a, "ISON dave carol", "303"), ["carol"], "{label}");
+        assert_eq!(
+            one(&mut a, "ISON", "461"),
+            ["ISON", "Not enough parameters"]
+        );
+    });
+}
+
+fn answers_stay_in_order(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let [mut a, _b, _c, _d] = srv.register_each(["alice", "bob", "carol", "dave"]);
+        // Pipelined: each answer is one line, in the order asked.
+        a.send("ISON dave");
+        a.send("USERHOST carol");
+        a.send("ISON bob nobody carol");
+        a.send("ISON nobody");
+        a.send("USERHOST bob dave");
+        let lines = a.sync();
+        let got: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l.command.as_str(), l.last()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("303", "dave"),
+                ("302", "carol=+~carol@127.0.0.1"),
+                ("303", "bob carol"),
+                ("303", ""),
+                ("302", "bob=+~bob@127.0.0.1 dave=+~dave@127.0.0.1"),
+            ],
+            "{label}"
+        );
+    });
+}
+
 shardline::per_backend! {
+    userhost_across_shards => userhost_across_shards;
+    ison_across_shards => ison_across_shards;
+    answers_stay_in_order => answers_stay_in_order;
     version_repeats_isupport => version_repeats_isupport;
     time_info_links => time_info_links;
     admin_from_config => admin_from_config;

@@ -20,9 +20,9 @@ const HELP: &[(&str, &[&str])] = &[
         "*",
         &[
             "shardline-chat help. Commands:",
-            "ADMIN AWAY CAP CHATHISTORY HELP INFO INVITE JOIN KICK LINKS LIST",
-            "LUSERS MODE MOTD NAMES NICK NOTICE OPER PART PASS PING PONG PRIVMSG",
-            "QUIT STATS TAGMSG TIME TOPIC USER VERSION WHO WHOIS",
+            "ADMIN AWAY CAP CHATHISTORY HELP INFO INVITE ISON JOIN KICK LINKS",
+            "LIST LUSERS MODE MOTD NAMES NICK NOTICE OPER PART PASS PING PONG",
+            "PRIVMSG QUIT STATS TAGMSG TIME TOPIC USER USERHOST VERSION WHO WHOIS",
             "HELP <command> for more.",
         ],
     ),
@@ -47,6 +47,10 @@ const HELP: &[(&str, &[&str])] = &[
     (
         "INVITE",
         &["INVITE <nick> <channel>", "Invites nick to channel."],
+    ),
+    (
+        "ISON",
+        &["ISON <nick>{ <nick>}", "Which of the nicks are online."],
     ),
     (
         "JOIN",
@@ -126,6 +130,10 @@ const HELP: &[(&str, &[&str])] = &[
             "USER <user> 0 * <realname>",
             "Your user name and real name.",
         ],
+    ),
+    (
+        "USERHOST",
+        &["USERHOST <nick>{ <nick>}", "user@host of up to 5 nicks."],
     ),
     (
         "VERSION",

@@ -74,6 +74,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "LINKS",
     "HELP",
     "HELPOP",
+    "USERHOST",
+    "ISON",
 ];
 
 impl ChatShard {
@@ -185,6 +187,8 @@ impl ChatShard {
             "INVITE" => self.cmd_invite(ctx, id, p),
             "WHO" => self.cmd_who(ctx, id, p),
             "WHOIS" => self.cmd_whois(ctx, id, p),
+            "USERHOST" => self.cmd_userhost(ctx, id, p),
+            "ISON" => self.cmd_ison(ctx, id, p),
             "LIST" => self.cmd_list(ctx, id, p),
             "AWAY" => self.cmd_away(ctx, id, p),
             "OPER" => self.cmd_oper(ctx, id, p),

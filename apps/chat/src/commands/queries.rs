@@ -1,4 +1,5 @@
-//! WHO, WHOIS, LIST and STATS: queries whose answer is spread over shards. The
+//! WHO, WHOIS, USERHOST, ISON, LIST and STATS: queries whose answer is spread
+//! over shards. The
 //! client's input waits (parks) until the merged answer and its end marker are
 //! out, so answers never interleave.
 
@@ -7,11 +8,15 @@ use shardline::Ctx;
 use super::Flow;
 use crate::{
     casemap::{casefold, owner_of, valid_channel, valid_nick},
+    client::Gather,
     mail::{Numeric, Request},
     mask::has_wildcards,
     reply::{code::*, truncate},
     shard::ChatShard,
 };
+
+/// Nicks one USERHOST looks at.
+const MAX_USERHOST: usize = 5;
 
 /// Longest WHO or LIST mask looked at.
 const MAX_MASK: usize = 100;
@@ -74,6 +79,60 @@ impl ChatShard {
         } else {
             Flow::Next
         }
+    }
+
+    /// USERHOST nick{ nick} (the first 5): one 302 with `nick[*]=±user@host`
+    /// for those that exist, in the order asked.
+    pub(super) fn cmd_userhost(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        p: &[&str],
+    ) -> Flow {
+        if p.is_empty() {
+            return self.need_more_params(ctx, id, "USERHOST");
+        }
+        self.ask_users(ctx, id, p, false)
+    }
+
+    /// ISON nick{ nick}: one 303 with the nicks online as their holders spell
+    /// them, in the order asked.
+    pub(super) fn cmd_ison(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
+        if p.is_empty() {
+            return self.need_more_params(ctx, id, "ISON");
+        }
+        self.ask_users(ctx, id, p, true)
+    }
+
+    /// Asks the owners of the nicks in `p` (space-separated words too, as some
+    /// clients send ISON's list as one trailing parameter), one request per
+    /// owner, and gathers their entries into one 302 or 303.
+    fn ask_users(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str], ison: bool) -> Flow {
+        let nicklen = self.info.config.limits.nicklen;
+        let max = if ison { usize::MAX } else { MAX_USERHOST };
+        let mut per_owner: Vec<Vec<(usize, String)>> = vec![Vec::new(); self.shards];
+        let words = p
+            .iter()
+            .flat_map(|w| w.split(' '))
+            .filter(|w| !w.is_empty());
+        for (i, nick) in words.take(max).enumerate() {
+            if valid_nick(nick, nicklen) {
+                per_owner[owner_of(nick, self.shards)].push((i, nick.to_string()));
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.gather = Some(Gather {
+                listed: Some(if ison { RPL_ISON } else { RPL_USERHOST }),
+                ..Gather::default()
+            });
+        }
+        for (s, nicks) in per_owner.into_iter().enumerate() {
+            if !nicks.is_empty() && !self.gather_ask(ctx, id, s, Request::Users { ison, nicks }) {
+                return Flow::Next;
+            }
+        }
+        self.gather_check(ctx, id);
+        Flow::Park
     }
 
     /// LIST [masks]: 321, then every owner's 322s, then 323. Plain names ask only

@@ -4,7 +4,9 @@
 //! Every request is answered by exactly one [`ReplyBody`]. A request may be
 //! *forwarded* once — the nick owner resolves a nick to a client and passes the
 //! request on to the shard that can finish it (WHOIS to the target's shard, INVITE
-//! to the channel's owner) — and then that shard replies instead.
+//! to the channel's owner) — and then that shard replies instead. USERHOST and
+//! ISON, batched, pass along every shard holding one of the nicks asked
+//! ([`Request::UsersLocal`]); the last one replies.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -331,6 +333,28 @@ pub enum Request {
         /// The asker.
         viewer: Viewer,
     },
+    /// USERHOST or ISON, to the owner of every nick in `nicks` (one request per
+    /// owner): it resolves the registered holders and forwards the request as
+    /// `UsersLocal` to the first holder's shard, or replies
+    /// [`ReplyBody::Users`] at once when none holds any.
+    Users {
+        /// ISON (the nick as its holder spells it) rather than USERHOST
+        /// (`nick[*]=±user@host`).
+        ison: bool,
+        /// The nicks, each with its place in the command.
+        nicks: Vec<(usize, String)>,
+    },
+    /// USERHOST or ISON, passed along the shards of `targets`: each fills in
+    /// the entries of its own clients and passes the rest on to the next
+    /// target's shard; the last one replies [`ReplyBody::Users`].
+    UsersLocal {
+        /// ISON rather than USERHOST.
+        ison: bool,
+        /// The holders not answered for yet, each with its place.
+        targets: Vec<(usize, ClientRef)>,
+        /// The entries so far, each with its place.
+        found: Vec<(usize, String)>,
+    },
     /// WHO, to every shard: 352 for each matching local client.
     Who {
         /// A channel name, or a mask matched against nick, user, host, real name
@@ -440,6 +464,9 @@ pub enum ReplyBody {
     /// One shard's part of a merged answer (WHO, LIST, STATS): numerics to send
     /// now; the end marker goes out when the last part is in.
     Part(Vec<Numeric>),
+    /// Entries of a USERHOST or ISON answer, each with its place in the
+    /// command (nicks nobody holds are left out).
+    Users(Vec<(usize, String)>),
     /// One shard's command counts, for STATS m.
     CommandCounts(Vec<(&'static str, u64)>),
     /// One shard's counts, for LUSERS.
