@@ -35,10 +35,17 @@ pub struct Gather {
     pub end: Vec<Numeric>,
     /// STATS m: command counts summed over the shards.
     pub counts: Vec<(&'static str, u64)>,
-    /// USERHOST (302) or ISON (303): the numeric sent, as one line of every
-    /// entry in the order asked, before `end`.
-    pub listed: Option<u16>,
-    /// Its entries so far, each with its place in the command.
+    /// USERHOST or ISON: its one line, sent before `end` (boxed: rare, and
+    /// every client has room for a gather).
+    pub listed: Option<Box<Listed>>,
+}
+
+/// A USERHOST or ISON answer being gathered.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// 302 or 303: sent as one line of every entry in the order asked.
+    pub code: u16,
+    /// The entries so far, each with its place in the command.
     pub entries: Vec<(usize, String)>,
 }
 
@@ -188,7 +195,7 @@ pub struct Client {
     pub acks_due: i64,
     /// LUSERS being gathered.
     pub lusers: Option<Lusers>,
-    /// WHO, LIST or STATS being gathered.
+    /// WHO, LIST, STATS, USERHOST or ISON being gathered.
     pub gather: Option<Gather>,
     /// An owner refused one of its requests ("Server busy"); owners remember
     /// that until they see its QUIT notice.

@@ -272,7 +272,9 @@ impl ChatShard {
             }
             ReplyBody::Users(entries) => {
                 if let Some(g) = c.gather.as_mut() {
-                    g.entries.extend(entries);
+                    if let Some(listed) = g.listed.as_mut() {
+                        listed.entries.extend(entries);
+                    }
                     g.remaining = g.remaining.saturating_sub(1);
                 }
                 self.gather_check(ctx, id);

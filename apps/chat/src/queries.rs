@@ -58,11 +58,11 @@ impl ChatShard {
             .iter()
             .map(|(cmd, n)| Numeric::new(RPL_STATSCOMMANDS, [cmd.to_string(), n.to_string()]))
             .collect();
-        if let Some(code) = g.listed {
-            let mut entries = g.entries;
+        if let Some(listed) = g.listed {
+            let mut entries = listed.entries;
             entries.sort_by_key(|(i, _)| *i);
             let line: Vec<String> = entries.into_iter().map(|(_, e)| e).collect();
-            nums.push(Numeric::new(code, [line.join(" ")]));
+            nums.push(Numeric::new(listed.code, [line.join(" ")]));
         }
         nums.extend(g.end);
         self.send_numerics(ctx, id, &nums);

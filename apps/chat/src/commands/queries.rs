@@ -8,7 +8,7 @@ use shardline::Ctx;
 use super::Flow;
 use crate::{
     casemap::{casefold, owner_of, valid_channel, valid_nick},
-    client::Gather,
+    client::{Gather, Listed},
     mail::{Numeric, Request},
     mask::has_wildcards,
     reply::{code::*, truncate},
@@ -122,7 +122,10 @@ impl ChatShard {
         }
         if let Some(c) = self.clients.get_mut(&id) {
             c.gather = Some(Gather {
-                listed: Some(if ison { RPL_ISON } else { RPL_USERHOST }),
+                listed: Some(Box::new(Listed {
+                    code: if ison { RPL_ISON } else { RPL_USERHOST },
+                    entries: Vec::new(),
+                })),
                 ..Gather::default()
             });
         }
