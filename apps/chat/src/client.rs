@@ -200,6 +200,9 @@ pub struct Client {
     /// An owner refused one of its requests ("Server busy"); owners remember
     /// that until they see its QUIT notice.
     pub refused: bool,
+    /// QUIT released its nick at the owner shard already (before the ERROR
+    /// went out), so leaving does not release it again.
+    pub nick_released: bool,
     /// Set once it is leaving: the quit reason.
     pub quitting: Option<String>,
     /// Last time it sent anything.
@@ -255,6 +258,7 @@ impl Client {
             gather: None,
             refused: false,
             quitting: None,
+            nick_released: false,
             last_active: Instant::now(),
             ping_sent: false,
             timer: None,

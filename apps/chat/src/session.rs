@@ -258,7 +258,7 @@ impl ChatShard {
             self.outbox
                 .post(ctx, ShardId(to), ChatMsg::Request { from: who, req });
         }
-        if let Some(nick) = &c.nick {
+        if let Some(nick) = c.nick.as_ref().filter(|_| !c.nick_released) {
             let key: NameKey = casefold(nick).into();
             let to = owner_of(nick, self.shards);
             let req = Request::ReleaseNick { key };

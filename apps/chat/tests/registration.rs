@@ -341,7 +341,38 @@ fn server_password_is_required_when_set(io: Io) {
     );
 }
 
+/// Reconnects per server in the QUIT race test.
+const RECONNECTS: usize = 1000;
+
+/// A client that has read the ERROR answering its QUIT may reconnect at once,
+/// through any shard, with the same nick: the nick was released at its owner
+/// shard before the ERROR was sent. 1,000 reconnects at 1 and 4 shards; each
+/// one's registration must get 001, never 433.
+fn a_nick_is_free_once_the_quit_was_answered(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut c = srv.connect();
+        c.register("racer");
+        for i in 0..RECONNECTS {
+            c.send("QUIT :again");
+            let (err, _) = c.until_command("ERROR");
+            assert!(err.last().contains("again"), "{label}: {}", err.raw);
+            let mut next = srv.connect();
+            next.send("NICK racer");
+            next.send("USER racer 0 * :x");
+            let (line, _) = next.until("001 or 433", |l| l.is("001") || l.is("433"));
+            assert!(
+                line.is("001"),
+                "{label}: reconnect {i} of {RECONNECTS} after the ERROR got {}",
+                line.raw
+            );
+            c = next;
+        }
+    });
+}
+
 shardline::per_backend! {
+    a_nick_is_free_once_the_quit_was_answered => a_nick_is_free_once_the_quit_was_answered;
     welcome_burst_in_order => welcome_burst_in_order;
     motd_from_config => motd_from_config;
     cap_negotiation => cap_negotiation;

@@ -428,6 +428,25 @@ impl ChatShard {
             Some(r) => format!("Quit: {}", truncate(r, 300)),
             None => "Client Quit".to_string(),
         };
+        // The nick is free at its owner before the client reads the ERROR: a
+        // client that saw it and reconnects through another shard finds the
+        // nick free. The line runs again once the owner has answered.
+        let Some(c) = self.clients.get_mut(&id) else {
+            return Flow::Next;
+        };
+        if let Some(nick) = c.nick.clone().filter(|_| !c.nick_released) {
+            if !c.settled() {
+                return Flow::Retry;
+            }
+            c.nick_released = true;
+            let key: NameKey = casefold(&nick).into();
+            let to = owner_of(&nick, self.shards);
+            if self.request(ctx, id, to, Request::ReleaseNick { key }) {
+                return Flow::Retry;
+            }
+            // Not sent: the client is already leaving ("Server busy").
+            return Flow::Next;
+        }
         self.begin_quit(ctx, id, reason);
         Flow::Next
     }
