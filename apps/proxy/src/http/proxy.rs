@@ -199,8 +199,8 @@ struct Exchange {
     started: Instant,
 }
 
-/// Most upstream request head buffers a shard keeps for reuse.
-const SPARE_HEADS: usize = 64;
+/// Most finished exchanges a shard keeps for reuse.
+const SPARE_EXCHANGES: usize = 64;
 
 #[derive(Debug)]
 struct Client {
@@ -218,7 +218,8 @@ struct Client {
     /// Input not yet consumed; released while the client is idle.
     buf: Vec<u8>,
     /// Boxed: an idle keep-alive client (most of them, at 50,000 clients)
-    /// carries a pointer, not the exchange's ~380 bytes.
+    /// carries a pointer, not the exchange's ~380 bytes (the boxes are reused,
+    /// see `HttpState::spare_exchanges`).
     exchange: Option<Box<Exchange>>,
     head_timer: Option<(TimerId, bool)>,
     reading: bool,
@@ -237,9 +238,11 @@ struct Client {
 #[derive(Debug)]
 pub(crate) struct HttpState {
     clients: Slab<Client>,
-    /// Upstream request head buffers of finished exchanges, reused by the next
-    /// ones (kept per shard, not per idle client; at most [`SPARE_HEADS`]).
-    spare_heads: Vec<Vec<u8>>,
+    /// Finished exchanges' boxes, each with its upstream head buffer, reused by
+    /// the next ones: no allocation per request, and kept per shard, not per
+    /// idle client (at most [`SPARE_EXCHANGES`]).
+    #[allow(clippy::vec_box)]
+    spare_exchanges: Vec<Box<Exchange>>,
     pool: UpstreamPool,
     next_serial: u64,
     /// Scratch buffer for response heads to clients and re-encoded chunked
@@ -269,7 +272,7 @@ impl HttpState {
         pool.set_unpooled(unpooled(config));
         HttpState {
             clients: Slab::new(),
-            spare_heads: Vec::new(),
+            spare_exchanges: Vec::new(),
             pool,
             next_serial: 0,
             scratch: Vec::new(),

@@ -18,8 +18,8 @@ use crate::{
     shard::ProxyConn,
 };
 
-/// Largest upstream head buffer kept for reuse (a larger one was for an
-/// unusual request; it is freed).
+/// Largest upstream head buffer a spare exchange keeps (a larger one was for
+/// an unusual request: that exchange is freed).
 const SPARE_HEAD_MAX: usize = 4096;
 
 impl ProxyShard {
@@ -335,7 +335,12 @@ impl ProxyShard {
         };
         // The backend's own Host is only used when an HTTP/1.0 client sent none.
         let backend_host = self.config.pools[pool].backends[0].address;
-        let mut upstream_head = self.http.spare_heads.pop().unwrap_or_default();
+        // A finished exchange's box and head buffer, if one is spare.
+        let mut spare = self.http.spare_exchanges.pop();
+        let mut upstream_head = spare
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.upstream_head))
+            .unwrap_or_default();
         let proto = if c.https { Proto::Https } else { Proto::Http };
         head::upstream_request_into(&mut upstream_head, req, &c.peer_ip, proto, backend_host);
         let header_key = self.config.pools[pool]
@@ -352,7 +357,7 @@ impl ProxyShard {
             req.method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         );
-        c.exchange = Some(Box::new(Exchange {
+        let ex = Exchange {
             serial,
             gen: self.gen,
             head_request: req.method == "HEAD",
@@ -391,7 +396,14 @@ impl ProxyShard {
             upstream_reusable: false,
             timer: None,
             started: c.head_at.unwrap_or_else(Instant::now),
-        }));
+        };
+        c.exchange = Some(match spare {
+            Some(mut b) => {
+                *b = ex;
+                b
+            }
+            None => Box::new(ex),
+        });
         if let Verdict::Refuse(wait) = verdict {
             // Answered and closed: a client over its limit is hammering, and
             // a reconnect costs it more than it costs the proxy. Its
@@ -678,13 +690,6 @@ impl ProxyShard {
         self.cancel(ctx, ex.expect_timer.take());
         self.cancel(ctx, ex.body_timer.take());
         self.log_access(peer, &ex, ex.status, took, "request", None);
-        let head = std::mem::take(&mut ex.upstream_head);
-        if self.http.spare_heads.len() < super::SPARE_HEADS && head.capacity() <= SPARE_HEAD_MAX {
-            // A later request's upstream head reuses this one's buffer.
-            let mut head = head;
-            head.clear();
-            self.http.spare_heads.push(head);
-        }
         if let Some(u) = ex.upstream {
             // An upgrade request's connection is not pooled, whatever the
             // answer (the backend may still expect the protocol it offered).
@@ -697,6 +702,16 @@ impl ProxyShard {
             } else {
                 self.drop_upstream(ctx, u);
             }
+        }
+        if self.http.spare_exchanges.len() < super::SPARE_EXCHANGES
+            && ex.upstream_head.capacity() <= SPARE_HEAD_MAX
+        {
+            // A later request reuses the box and its upstream head buffer;
+            // a replay copy of the body (up to 64 KiB) is not kept.
+            ex.upstream_head.clear();
+            ex.replay = None;
+            ex.body = None;
+            self.http.spare_exchanges.push(ex);
         }
         if close {
             if let Some(c) = self.http.clients.get_mut(ck) {
