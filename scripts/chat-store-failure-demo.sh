@@ -189,8 +189,20 @@ run_backend() {
         say_all "freed-$n" 1
         sleep 0.2
     done
+    local written_before
+    written_before=$(metric shardline_chat_store_records_written_total)
     say_all "after-free" 3
-    say "space freed: the log says store writes are succeeding again"
+    # Bob has them once they are delivered, not once they are on disk: wait
+    # until the writer wrote and synced them before the filesystem fails, or
+    # the kernel drops them with its dirty pages (the store's batched sync
+    # promises no more than that).
+    deadline=$((SECONDS + WAIT))
+    until [ "$(metric shardline_chat_store_records_written_total)" -ge $((written_before + 3)) ] &&
+        [ "$(metric shardline_chat_store_unsynced_records)" -eq 0 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "the messages said after the disk was freed were not synced"
+        sleep 0.05
+    done
+    say "space freed: the log says store writes are succeeding again; what was said since is synced"
 
     # 2. The filesystem turns read-only under the server.
     local dev

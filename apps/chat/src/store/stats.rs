@@ -21,6 +21,7 @@ pub struct StoreStats {
     pub(crate) compactions: AtomicU64,
     pub(crate) compaction_errors: AtomicU64,
     pub(crate) unwritten_bytes: AtomicU64,
+    pub(crate) unsynced_records: AtomicU64,
     last_error_ms: AtomicU64,
     last_error: Mutex<String>,
 }
@@ -47,6 +48,9 @@ pub struct StatsSnapshot {
     pub compaction_errors: u64,
     /// Bytes handed to the writer and not yet written.
     pub unwritten_bytes: u64,
+    /// Records written to the logs and not yet synced (lost if the machine
+    /// fails now).
+    pub unsynced_records: u64,
     /// When the last error happened (ms since the Unix epoch; 0: never).
     pub last_error_ms: u64,
     /// The last error's text (empty: none).
@@ -76,6 +80,7 @@ impl StoreStats {
             compactions: self.compactions.load(Relaxed),
             compaction_errors: self.compaction_errors.load(Relaxed),
             unwritten_bytes: self.unwritten_bytes.load(Relaxed),
+            unsynced_records: self.unsynced_records.load(Relaxed),
             last_error_ms: self.last_error_ms.load(Relaxed),
             last_error: self
                 .last_error
@@ -140,6 +145,12 @@ impl StoreStats {
             "Bytes handed to the store's writer thread and not yet written.",
             &l,
             s.unwritten_bytes,
+        );
+        w.gauge(
+            "shardline_chat_store_unsynced_records",
+            "Records written to the store's logs and not yet synced to disk.",
+            &l,
+            s.unsynced_records,
         );
         w.gauge(
             "shardline_chat_store_last_error_timestamp_seconds",

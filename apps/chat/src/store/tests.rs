@@ -1017,8 +1017,11 @@ fn none_mode_never_syncs_history_but_syncs_accounts() {
     s.wait("written", |s| s.store.written_seq() >= last);
     assert_eq!(disk.0.syncs.load(SeqCst), 0);
     assert_eq!(s.store.synced_seq(), 0);
+    // The gauge says what a crash would lose: all 20.
+    assert_eq!(s.store.stats().snapshot().unsynced_records, 20);
     let t = s.store.put_account(account("carol", "h")).unwrap();
     assert_eq!(s.wait_ticket(t), Ok(()));
+    assert_eq!(s.store.stats().snapshot().unsynced_records, 0);
     // One round: the account's log and the history's, if another.
     let syncs = disk.0.syncs.load(SeqCst);
     let logs = if partition_of("carol") == partition_of("#c") {

@@ -375,6 +375,12 @@ impl Writer {
                 // has failed.
                 self.synced = self.written;
             }
+            let unsynced: u64 = self
+                .parts
+                .iter()
+                .map(|p| p.unsynced_history + p.unsynced_accounts.len() as u64)
+                .sum();
+            self.stats.unsynced_records.store(unsynced, Relaxed);
             if self.failing
                 && self.stats.write_errors.load(Relaxed) == errors_before
                 && self.ok_ops > ok_before
