@@ -1,0 +1,2 @@
+// Placeholder: the web client proper comes from the h/web branch.
+"use strict";
