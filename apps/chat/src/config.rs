@@ -1110,6 +1110,17 @@ mod tests {
         let c = Config::from_toml(&block).expect("valid [tls] example");
         assert_eq!(c.tls.upgrade_port(), Some(6697));
         assert!(c.tls.client_ca.is_some());
+        // And its [websocket] block (tls_listen with that certificate).
+        let start = text.find("# [websocket]").expect("a [websocket] example");
+        let ws: String = text[start..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = Config::from_toml(&format!("{block}{ws}")).expect("valid [websocket] example");
+        assert_eq!(c.websocket.listen.len(), 1);
+        assert_eq!(c.websocket.tls_listen.len(), 1);
+        assert_eq!(c.websocket.allowed_origins.len(), 1);
     }
 
     #[test]

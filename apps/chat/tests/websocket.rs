@@ -34,9 +34,13 @@ fn ws_addr(srv: &TestServer) -> SocketAddr {
     addrs[1]
 }
 
+/// What a WebSocket client runs over: TCP, or TLS over it.
+trait Rw: Read + Write {}
+impl<T: Read + Write> Rw for T {}
+
 /// A tungstenite client: IRC lines as messages.
 struct Ws {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Box<dyn Rw>>,
     shard: usize,
     binary: bool,
     label: String,
@@ -49,6 +53,27 @@ impl Ws {
         let addr = ws_addr(srv);
         let (stream, shard) = srv.connect_tcp(addr);
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        Ws::handshake(srv, Box::new(stream), addr, shard, protocols)
+    }
+
+    /// Over TLS to `addr`, trusting the test CA.
+    fn connect_tls(srv: &TestServer, addr: SocketAddr, protocols: &[&str]) -> (Ws, Option<String>) {
+        let (stream, shard) = srv.connect_tcp(addr);
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let config = srv.ca.as_ref().expect("a test CA").client_config();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(config, name).expect("tls client");
+        let tls = rustls::StreamOwned::new(conn, stream);
+        Ws::handshake(srv, Box::new(tls), addr, shard, protocols)
+    }
+
+    fn handshake(
+        srv: &TestServer,
+        stream: Box<dyn Rw>,
+        addr: SocketAddr,
+        shard: usize,
+        protocols: &[&str],
+    ) -> (Ws, Option<String>) {
         let mut req = format!("ws://{addr}/")
             .into_client_request()
             .expect("request");
@@ -457,7 +482,7 @@ fn raw_frame_rules(io: Io) {
         let (op, p) = r.next_frame().expect("a reply");
         assert_eq!(op, opcode::TEXT, "{label}");
         let text = String::from_utf8(p).expect("utf-8");
-        assert!(text.contains(" 4"), "{label}: an error numeric, got {text}");
+        assert!(text.contains(" 417 "), "{label}: 417, got {text}");
         other.sync();
         other.send("QUIT");
         other.until_closed();
@@ -609,7 +634,53 @@ fn stalled_head_times_out(io: Io) {
     });
 }
 
+/// `wss://` and `https://` with the `[tls]` certificate: a
+/// secure connection (WHOIS 671) talking with a plain client.
+fn secure_websocket(io: Io) {
+    for shards in common::SHARD_COUNTS {
+        let srv = TestServer::start_tls(io, shards, |c, _| {
+            c.websocket.tls_listen = vec!["127.0.0.1:0".parse().expect("literal")];
+        });
+        let addrs = srv.local_addrs();
+        assert_eq!(addrs.len(), 3, "plain, IRC TLS, wss: {addrs:?}");
+        let (mut w, chosen) = Ws::connect_tls(&srv, addrs[2], &["binary.ircv3.net"]);
+        assert_eq!(chosen.as_deref(), Some("binary.ircv3.net"));
+        w.register("secure");
+        let mut t = srv.register_on(w.shard + 1, "plainpal");
+        t.send("WHOIS secure");
+        let (_, whois) = t.until("318", |l| l.is("318"));
+        assert!(
+            whois.iter().any(|l| l.is("671")),
+            "{}: {whois:?}",
+            srv.label()
+        );
+        t.send("PRIVMSG secure :over tls");
+        let seen = w.until("PRIVMSG", |l| l.is("PRIVMSG"));
+        assert_eq!(seen.last().expect("line").last(), "over tls");
+        // The web client's page over https too.
+        let (stream, _) = srv.connect_tcp(addrs[2]);
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let config = srv.ca.as_ref().expect("a test CA").client_config();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(config, name).expect("tls client");
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("write");
+        let mut page = Vec::new();
+        let _ = tls.read_to_end(&mut page);
+        let page = String::from_utf8_lossy(&page);
+        assert!(
+            page.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{}: {page}",
+            srv.label()
+        );
+        assert!(page.contains("connect-src 'self' ws://localhost wss://localhost;"));
+        srv.stop();
+    }
+}
+
 shardline::per_backend! {
+    secure_websocket => secure_websocket;
     ws_and_tcp_talk => ws_and_tcp_talk;
     raw_frame_rules => raw_frame_rules;
     http_side => http_side;
