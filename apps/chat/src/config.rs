@@ -921,7 +921,9 @@ impl Config {
     /// `hash_queue` are restart-only);
     /// `tls.cert`, `tls.key`, `tls.client_ca` (the files are read again by the
     /// SIGHUP hook; see [`crate::build_with_rehash`]) and the `sts` settings.
-    /// Restart-only: the listen addresses (`tls.listen` too: TLS cannot be turned
+    /// `websocket.allowed_origins` and `request_timeout_secs` change too.
+    /// Restart-only: the listen addresses (`tls.listen` and `websocket.listen`,
+    /// `websocket.tls_listen` too: TLS cannot be turned
     /// on or off by a rehash — a file without `[tls]` keeps the running
     /// certificate paths) and the admin address, the server's identity (`name`,
     /// `network`), what the welcome advertises in ISUPPORT (`nicklen`,

@@ -679,7 +679,65 @@ fn secure_websocket(io: Io) {
     }
 }
 
+/// `allowed_origins`: a browser's handshake from another site gets 403; an
+/// allowed one and one without `Origin` get through.
+fn origin_allow_list(io: Io) {
+    let config = |c: &mut Config| {
+        ws_config(c);
+        c.websocket.allowed_origins = vec!["https://chat.example".into()];
+    };
+    each_server_with(io, config, |srv| {
+        let label = srv.label();
+        let hs = |origin: &str| {
+            let (mut r, _) = Raw::connect(srv);
+            r.write(
+                format!(
+                    "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+                )
+                .as_bytes(),
+            );
+            r.head()
+        };
+        assert!(
+            hs("Origin: https://evil.example\r\n").starts_with("HTTP/1.1 403 "),
+            "{label}"
+        );
+        assert!(
+            hs("Origin: https://CHAT.example\r\n").starts_with("HTTP/1.1 101 "),
+            "{label}"
+        );
+        assert!(hs("").starts_with("HTTP/1.1 101 "), "{label}");
+    });
+}
+
+/// A shutdown tells WebSocket clients in an IRC ERROR, then closes with 1001.
+fn shutdown_closes_with_going_away(io: Io) {
+    for shards in common::SHARD_COUNTS {
+        let mut config = common::test_config();
+        ws_config(&mut config);
+        let srv = TestServer::start_with(io, shards, config);
+        let (mut r, _) = Raw::upgraded(&srv);
+        r.frame(true, opcode::TEXT, b"NICK bye");
+        r.frame(true, opcode::TEXT, b"USER bye 0 * :x");
+        loop {
+            let (_, p) = r.next_frame().expect("welcome");
+            let l = Line::parse(std::str::from_utf8(&p).expect("utf-8"));
+            if l.is("376") || l.is("422") {
+                break;
+            }
+        }
+        srv.stop();
+        let (op, p) = r.next_frame().expect("ERROR");
+        assert_eq!(op, opcode::TEXT);
+        assert_eq!(p, b"ERROR :Server shutting down");
+        r.expect_close(1001);
+    }
+}
+
 shardline::per_backend! {
+    origin_allow_list => origin_allow_list;
+    shutdown_closes_with_going_away => shutdown_closes_with_going_away;
     secure_websocket => secure_websocket;
     ws_and_tcp_talk => ws_and_tcp_talk;
     raw_frame_rules => raw_frame_rules;
