@@ -611,16 +611,17 @@ fn stalled_head_times_out(io: Io) {
     };
     each_server_with(io, config, |srv| {
         let label = srv.label();
+        // Before the connection: its timer starts at the accept.
+        let start = Instant::now();
         let (mut r, shard) = Raw::connect(srv);
         let mut other = bystander(srv, shard, "watcher");
-        let start = Instant::now();
         r.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ");
         std::thread::sleep(Duration::from_millis(300));
         r.write(b"a");
         let (head, _) = r.response();
         assert!(head.starts_with("HTTP/1.1 408 "), "{label}: {head}");
         assert!(
-            start.elapsed() >= Duration::from_millis(900),
+            start.elapsed() >= Duration::from_millis(950),
             "{label}: not before the timeout"
         );
         // An upgraded client is on the registration timeout from then on, not
@@ -645,8 +646,30 @@ fn secure_websocket(io: Io) {
         assert_eq!(addrs.len(), 3, "plain, IRC TLS, wss: {addrs:?}");
         let (mut w, chosen) = Ws::connect_tls(&srv, addrs[2], &["binary.ircv3.net"]);
         assert_eq!(chosen.as_deref(), Some("binary.ircv3.net"));
+        // No sts for a WebSocket client: it names the IRC TLS port.
+        w.send("CAP LS 302");
+        let caps = w.until("CAP LS", |l| {
+            l.is("CAP") && l.params.get(2).map(String::as_str) != Some("*")
+        });
+        assert!(
+            !caps.iter().any(|l| l.raw.contains("sts")),
+            "{}: {caps:?}",
+            srv.label()
+        );
+        w.send("CAP END");
         w.register("secure");
         let mut t = srv.register_on(w.shard + 1, "plainpal");
+        // While a plain client is offered it.
+        t.send("CAP LS 302");
+        let (last, mut caps) = t.until("CAP LS", |l| {
+            l.is("CAP") && l.params.get(2).map(String::as_str) != Some("*")
+        });
+        caps.push(last);
+        assert!(
+            caps.iter().any(|l| l.raw.contains("sts=port=")),
+            "{}: {caps:?}",
+            srv.label()
+        );
         t.send("WHOIS secure");
         let (_, whois) = t.until("318", |l| l.is("318"));
         assert!(
