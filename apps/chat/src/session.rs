@@ -374,6 +374,11 @@ impl ChatShard {
             self.http_timeout(ctx, id);
             return;
         }
+        if c.transport == Transport::Closed && !c.registered {
+            // An answered HTTP request's lingering close is over.
+            self.begin_quit(ctx, id, "HTTP request answered".into());
+            return;
+        }
         if !c.registered {
             self.begin_quit(ctx, id, "Registration timed out".into());
             return;
