@@ -52,7 +52,8 @@
 //!    Every line the server writes to the client becomes one unmasked frame,
 //!    text or binary per the subprotocol (text frames get U+FFFD for bytes that
 //!    are not UTF-8, as the spec allows); see `send` and `send_shared`,
-//!    through which *all* output to clients must go.
+//!    through which *all* output to clients must go (`apps/chat/clippy.toml`
+//!    makes a raw `Ctx::send` / `send_shared` elsewhere a lint error).
 //! 3. **Closed** ([`Transport::Closed`]): after a close frame went out (an
 //!    answered close, a protocol error with its code, a QUIT or disconnection
 //!    with 1000, a shutdown with 1001) nothing more is sent and the TCP
@@ -99,6 +100,11 @@
 //! framework's send queue and `on_writable`-style pacing, never the whole
 //! file in memory). The head parser, status set and response writer here are
 //! the same for those; only the body phase is new.
+
+// The one place that writes raw bytes to connections (`clippy.toml` forbids
+// `Ctx::send` / `send_shared` elsewhere in the crate): everything else sends
+// through `send` / `send_shared` here.
+#![allow(clippy::disallowed_methods)]
 
 pub mod frame;
 pub mod http;
