@@ -142,6 +142,9 @@ pub struct Client {
     pub cap_negotiating: bool,
     /// Enabled capabilities.
     pub caps: Caps,
+    /// It sent `CAP LS 302` (or later): values, multiline replies, and
+    /// `cap-notify` for good.
+    pub cap_302: bool,
     /// User mode +i.
     pub invisible: bool,
     /// User mode +o (OPER).
@@ -232,6 +235,7 @@ impl Client {
             registered: false,
             cap_negotiating: false,
             caps: Caps::default(),
+            cap_302: false,
             invisible: false,
             oper: false,
             account: None,

@@ -40,6 +40,7 @@ impl ChatShard {
                 );
             }
         }
+        self.away_notify(ctx, id);
         Flow::Next
     }
 
