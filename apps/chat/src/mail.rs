@@ -115,12 +115,10 @@ impl Caps {
         }
     }
 
-    /// The capability called `name`, if we support it.
+    /// The capability called `name` (case-sensitive, as capability names
+    /// are), if we support it.
     pub fn by_name(name: &str) -> Option<Caps> {
-        Caps::ALL
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|&(_, c)| c)
+        Caps::ALL.iter().find(|(n, _)| *n == name).map(|&(_, c)| c)
     }
 
     /// Names of the enabled capabilities, space separated.
@@ -541,7 +539,12 @@ mod tests {
 
     #[test]
     fn caps_have_names_and_room() {
-        assert_eq!(Caps::by_name("ACCOUNT-TAG"), Some(Caps::ACCOUNT_TAG));
+        assert_eq!(Caps::by_name("account-tag"), Some(Caps::ACCOUNT_TAG));
+        assert_eq!(
+            Caps::by_name("ACCOUNT-TAG"),
+            None,
+            "names are case-sensitive"
+        );
         assert_eq!(Caps::by_name("extended-join"), Some(Caps::EXTENDED_JOIN));
         let all = caps(&Caps::ALL.map(|(_, c)| c));
         assert_eq!(all.names().split(' ').count(), Caps::ALL.len());

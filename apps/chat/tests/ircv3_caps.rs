@@ -66,6 +66,7 @@ fn cap_negotiation_rules(io: Io) {
             "away-notify bogus -setname",
             "away-notify -cap-notify",
             "setname sts",
+            "SETNAME",
             "-bogus",
             "",
         ] {

@@ -4,12 +4,12 @@
 //!   (`sasl=PLAIN,...`, `sts=...`), a reply cut over several lines with `*`
 //!   before all but the last, and `cap-notify` enabled for good.
 //! - `LIST`: what the client has enabled (cut the same way for 302 clients).
-//! - `REQ :[-]cap ...`: all or nothing. If any name is not offered, or asks to
-//!   remove what cannot be removed (`cap-notify` after `LS 302`), the whole
-//!   list is NAKed verbatim and nothing changes; otherwise it is ACKed
-//!   verbatim and every change takes effect at once, before or after
-//!   registration. Before registration, LS and REQ suspend it until `END`;
-//!   after it they never do.
+//! - `REQ :[-]cap ...`: all or nothing. If any name (case-sensitive) is not
+//!   offered, or asks to remove what cannot be removed (`cap-notify` after
+//!   `LS 302`), or the list is empty, the whole list is NAKed verbatim and
+//!   nothing changes; otherwise it is ACKed verbatim and every change takes
+//!   effect at once, left to right, before or after registration. Before
+//!   registration, LS and REQ suspend it until `END`; after it they never do.
 //! - `END`: ends the negotiation (ignored once registered).
 //!
 //! What is offered can change at run time: a rehash (SIGHUP) may turn `sts` on
