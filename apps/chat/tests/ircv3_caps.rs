@@ -369,6 +369,16 @@ fn setname(io: Io) {
         let (_, lines) = c.until_command("318");
         let user = lines.iter().find(|l| l.is("311")).expect("311");
         assert_eq!(user.last(), long, "{label}");
+        // USER's real name is cut to NAMELEN too.
+        let mut d = srv.connect_on(3);
+        d.nick = "dave".into();
+        d.send("NICK dave");
+        d.send(&format!("USER dave 0 * :{}", "r".repeat(300)));
+        d.until("end of MOTD", |l| l.is("376") || l.is("422"));
+        c.send("WHOIS dave");
+        let (_, lines) = c.until_command("318");
+        let user = lines.iter().find(|l| l.is("311")).expect("311");
+        assert_eq!(user.last(), "r".repeat(128), "{label}");
         // Without the cap a client may still change it, and is not echoed.
         c.send("SETNAME :Carol C");
         c.sync_without("SETNAME");

@@ -155,12 +155,14 @@ impl ChatShard {
             self.send_fail_line(ctx, id, "CHGHOST", "INVALID_HOSTNAME", &[shown], &text);
             return Flow::Next;
         }
+        let nick = truncate(nick, 64).to_string();
+        let to = owner_of(&nick, self.shards);
         let req = Request::Chghost {
-            nick: truncate(nick, 64).to_string(),
+            nick,
             user: (*user).to_string(),
             host: (*host).to_string(),
         };
-        if self.request(ctx, id, owner_of(nick, self.shards), req) {
+        if self.request(ctx, id, to, req) {
             Flow::Park
         } else {
             Flow::Next
