@@ -237,11 +237,18 @@ fn invite_notify(io: Io) {
 }
 
 fn add_operator(config: &mut Config) {
-    config.operators = vec![Operator {
-        name: "admin".into(),
-        password: "hunter2".into(),
-        host: "127.0.0.*".into(),
-    }];
+    config.operators = vec![
+        Operator {
+            name: "admin".into(),
+            password: "hunter2".into(),
+            host: "127.0.0.*".into(),
+        },
+        Operator {
+            name: "staff".into(),
+            password: "pw".into(),
+            host: "*.staff.example".into(),
+        },
+    ];
 }
 
 fn chghost(io: Io) {
@@ -307,6 +314,13 @@ fn chghost(io: Io) {
             "{label}: {}",
             m.raw
         );
+        // OPER host masks see the real address, not a host CHGHOST set.
+        o.send("CHGHOST target newuser a.staff.example");
+        o.sync();
+        t.send("OPER staff pw");
+        t.expect("491");
+        t.send("OPER admin hunter2");
+        t.expect("381");
     });
 }
 
