@@ -211,6 +211,8 @@ pub struct Client {
     pub ping_sent: bool,
     /// Its registration or ping timer.
     pub timer: Option<TimerId>,
+    /// Its MONITOR list (none until it first adds one).
+    pub monitor: Option<Box<crate::monitor::Watching>>,
 }
 
 impl Client {
@@ -262,6 +264,7 @@ impl Client {
             last_active: Instant::now(),
             ping_sent: false,
             timer: None,
+            monitor: None,
         }
     }
 

@@ -104,6 +104,12 @@ impl ChatShard {
                     self.nick_guard(ctx, to.id, key, action);
                 }
             }
+            ChatMsg::Monitor {
+                ids,
+                key,
+                nick,
+                online,
+            } => self.monitor_event(ctx, &ids, &key, &nick, online),
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
             // Only a Remote (the SIGHUP hook, a store writer, the hashing
             // pool, the OPER checker) sends them; `on_message` takes them there.
@@ -327,6 +333,7 @@ impl ChatShard {
                     }
                 }
             }
+            ReplyBody::Monitored { nums, refused } => self.monitored(ctx, id, nums, refused),
             ReplyBody::Busy => {
                 c.refused = true;
                 self.begin_quit(ctx, id, "Server busy".into());

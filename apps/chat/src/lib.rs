@@ -245,6 +245,7 @@ pub mod info;
 pub mod mail;
 pub mod mask;
 pub mod message;
+pub mod monitor;
 mod nickguard;
 mod owner;
 mod queries;

@@ -444,6 +444,18 @@ pub enum ChatMsg {
         /// What to do.
         action: NickGuard,
     },
+    /// Nick owner -> a shard with MONITOR watchers of nick `key`: it is now
+    /// online (730) or offline (731) as `nick` ([`crate::monitor`]).
+    Monitor {
+        /// The watchers (clients of the receiving shard).
+        ids: Vec<u64>,
+        /// The casefolded nick.
+        key: NameKey,
+        /// The nick as its holder spells it.
+        nick: String,
+        /// Online (730) or offline (731).
+        online: bool,
+    },
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed

@@ -106,6 +106,11 @@ pub mod code {
     pub const RPL_HELPSTART: u16 = 704;
     pub const RPL_HELPTXT: u16 = 705;
     pub const RPL_ENDOFHELP: u16 = 706;
+    pub const RPL_MONONLINE: u16 = 730;
+    pub const RPL_MONOFFLINE: u16 = 731;
+    pub const RPL_MONLIST: u16 = 732;
+    pub const RPL_ENDOFMONLIST: u16 = 733;
+    pub const ERR_MONLISTFULL: u16 = 734;
 }
 
 /// The longest prefix of `s` that fits in `max` bytes without splitting a char.

@@ -248,10 +248,11 @@ impl ChatShard {
 
     /// The client is gone and settled: release its nick, tell every shard.
     pub(crate) fn finish_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
-        let Some(c) = self.remove_client(ctx, id) else {
+        let Some(mut c) = self.remove_client(ctx, id) else {
             return;
         };
         let who = self.me_ref(id);
+        self.monitor_leave(ctx, who, c.monitor.take());
         if c.ip_counted {
             let to = owner_of(&c.ip.to_string(), self.shards);
             let req = Request::IpDisconnect { ip: c.ip };

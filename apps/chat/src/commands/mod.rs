@@ -76,6 +76,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "HELPOP",
     "USERHOST",
     "ISON",
+    "MONITOR",
 ];
 
 impl ChatShard {
@@ -125,6 +126,7 @@ impl ChatShard {
             // Accounts live in the store.
             "AUTHENTICATE" | "REGISTER" => !self.accounts_on(),
             "TESTACCOUNT" => !self.info.config.test_account_command,
+            "MONITOR" => self.info.config.limits.monitor == 0,
             _ => false,
         };
         let Some(index) = KNOWN.iter().position(|k| *k == cmd).filter(|_| !hidden) else {
@@ -189,6 +191,7 @@ impl ChatShard {
             "WHOIS" => self.cmd_whois(ctx, id, p),
             "USERHOST" => self.cmd_userhost(ctx, id, p),
             "ISON" => self.cmd_ison(ctx, id, p),
+            "MONITOR" => self.cmd_monitor(ctx, id, p),
             "LIST" => self.cmd_list(ctx, id, p),
             "AWAY" => self.cmd_away(ctx, id, p),
             "OPER" => self.cmd_oper(ctx, id, p),
