@@ -213,6 +213,8 @@ pub struct Client {
     pub timer: Option<TimerId>,
     /// Its MONITOR list (none until it first adds one).
     pub monitor: Option<Box<crate::monitor::Watching>>,
+    /// The labelled response of the command running now ([`crate::labels`]).
+    pub label: Option<Box<crate::labels::Labelled>>,
 }
 
 impl Client {
@@ -265,6 +267,7 @@ impl Client {
             ping_sent: false,
             timer: None,
             monitor: None,
+            label: None,
         }
     }
 

@@ -12,6 +12,7 @@ use tracing::warn;
 use crate::{
     casemap::owner_of,
     client::Lusers,
+    labels::{respond, respond_shared},
     mail::{
         Caps, ChanDelivery, ChatMsg, ClientRef, Membership, NoticeKind, Numeric, Outgoing,
         Renderer, ReplyBody, Request, UserNotice,
@@ -167,13 +168,17 @@ impl ChatShard {
                 if !d.out.wanted_by(c.caps) {
                     continue;
                 }
-                if d.echo_gated
-                    && d.source == (ClientRef { shard: self.me, id })
-                    && !c.caps.has(Caps::ECHO_MESSAGE)
-                {
+                let own = d.source == (ClientRef { shard: self.me, id });
+                if d.echo_gated && own && !c.caps.has(Caps::ECHO_MESSAGE) {
                     continue;
                 }
-                if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                // What it caused itself is part of its command's response.
+                let sent = if own {
+                    respond_shared(ctx, c, self.info.name(), r.for_caps(c.caps))
+                } else {
+                    ctx.send_shared(c.conn, r.for_caps(c.caps))
+                };
+                if sent.is_ok() {
                     self.stats.deliveries.add(1);
                 }
             }
@@ -237,7 +242,7 @@ impl ChatShard {
                 &params,
             );
         }
-        let _ = ctx.send(c.conn, &out);
+        let _ = respond(ctx, c, self.info.name(), &out);
     }
 
     fn on_reply(
@@ -312,7 +317,7 @@ impl ChatShard {
             ReplyBody::Echo(out) => {
                 if c.alive && c.caps.has(Caps::ECHO_MESSAGE) && out.wanted_by(c.caps) {
                     let mut r = Renderer::new(&out);
-                    let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
+                    let _ = respond_shared(ctx, c, self.info.name(), r.for_caps(c.caps));
                 }
             }
             ReplyBody::Stats(n) => {

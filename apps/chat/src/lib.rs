@@ -242,6 +242,7 @@ pub mod flood;
 pub mod framing;
 pub mod history;
 pub mod info;
+pub mod labels;
 pub mod mail;
 pub mod mask;
 pub mod message;

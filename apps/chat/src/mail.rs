@@ -32,7 +32,7 @@ pub struct ClientRef {
 
 /// IRCv3 capabilities a client enabled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Caps(u16);
+pub struct Caps(u32);
 
 impl Caps {
     /// `message-tags`: client-only tags are relayed to this client.
@@ -63,9 +63,12 @@ impl Caps {
     /// `draft/account-registration`: `REGISTER` (only offered while
     /// registration is open).
     pub const ACCOUNT_REGISTRATION: Caps = Caps(1 << 15);
+    /// `labeled-response` (with `batch`): the responses to a command sent
+    /// with `@label=` carry it ([`crate::labels`]).
+    pub const LABELED_RESPONSE: Caps = Caps(1 << 16);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 11] = [
+    pub const ALL: [(&'static str, Caps); 12] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
@@ -77,6 +80,7 @@ impl Caps {
         ("extended-join", Caps::EXTENDED_JOIN),
         ("sasl", Caps::SASL),
         ("draft/account-registration", Caps::ACCOUNT_REGISTRATION),
+        ("labeled-response", Caps::LABELED_RESPONSE),
     ];
 
     /// Whether every capability in `other` is enabled.

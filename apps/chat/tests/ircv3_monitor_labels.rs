@@ -279,9 +279,220 @@ fn monitor_shard_total_and_cleanup(io: Io) {
     );
 }
 
+/// Reads the response to a labelled command: the lines up to the single
+/// labelled line, the `ACK`, or the end of the labelled batch. Returns the
+/// response (for a batch: its lines, opening and closing included) and the
+/// other lines read meanwhile.
+fn labelled(c: &mut Client, label: &str) -> (Vec<Line>, Vec<Line>) {
+    let (first, others) = c.until(&format!("label {label}"), |l| l.tag("label") == Some(label));
+    assert!(
+        others
+            .iter()
+            .all(|l| l.tag("label").is_none() && l.tag("batch").is_none()),
+        "{others:?}"
+    );
+    if !first.is("BATCH") {
+        return (vec![first], others);
+    }
+    assert_eq!(first.params.len(), 2, "{}", first.raw);
+    assert_eq!(first.params[1], "labeled-response", "{}", first.raw);
+    let reference = first.params[0]
+        .strip_prefix('+')
+        .expect("BATCH +ref")
+        .to_string();
+    let end = format!("-{reference}");
+    let mut others = others;
+    let mut resp = vec![first];
+    loop {
+        let l = c.next_line();
+        if l.is("BATCH") && l.params[0] == end {
+            assert!(l.tag("label").is_none(), "{}", l.raw);
+            resp.push(l);
+            return (resp, others);
+        }
+        if l.tag("batch") == Some(reference.as_str()) {
+            assert!(l.tag("label").is_none(), "{}", l.raw);
+            resp.push(l);
+        } else {
+            assert!(l.tag("label").is_none(), "{}", l.raw);
+            others.push(l);
+        }
+    }
+}
+
+/// The commands of a batched response's content (without BATCH + and -).
+fn inner(resp: &[Line]) -> Vec<String> {
+    assert!(resp.len() >= 2, "{resp:?}");
+    resp[1..resp.len() - 1]
+        .iter()
+        .map(|l| l.command.clone())
+        .collect()
+}
+
+const LABEL_CAPS: &str = "batch labeled-response echo-message";
+
+fn labelled_responses(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut bob = srv.register_on(1, "bob");
+        let mut a = srv.connect_on(0);
+        a.register_with_caps("alice", LABEL_CAPS);
+
+        // One line: labelled, no batch.
+        a.send("@label=one TIME");
+        let (resp, _) = labelled(&mut a, "one");
+        assert_eq!(resp.len(), 1, "{label}: {resp:?}");
+        assert!(
+            resp[0].is("391") && resp[0].tag("batch").is_none(),
+            "{label}"
+        );
+        // Several: a labeled-response batch.
+        a.send("@label=two LINKS");
+        let (resp, _) = labelled(&mut a, "two");
+        assert_eq!(inner(&resp), ["364", "365"], "{label}: {resp:?}");
+        // None: ACK.
+        a.send("@label=three PONG :x");
+        let (resp, _) = labelled(&mut a, "three");
+        assert!(
+            resp[0].is("ACK") && resp[0].params.is_empty(),
+            "{label}: {resp:?}"
+        );
+        assert_eq!(resp[0].source.as_deref(), Some("irc.test"), "{label}");
+        // Errors are responses too; the value comes back as sent (escaped).
+        a.send("@label=a\\sb\\:c FOO");
+        let (resp, _) = labelled(&mut a, "a b;c");
+        assert!(resp[0].is("421"), "{label}: {resp:?}");
+        assert!(
+            resp[0].raw.starts_with("@label=a\\sb\\:c "),
+            "{label}: {}",
+            resp[0].raw
+        );
+
+        // Across shards: WHOIS of a user held elsewhere.
+        a.send("@label=w WHOIS bob");
+        let (resp, _) = labelled(&mut a, "w");
+        let cmds = inner(&resp);
+        assert_eq!(
+            cmds.first().map(String::as_str),
+            Some("311"),
+            "{label}: {resp:?}"
+        );
+        assert_eq!(
+            cmds.last().map(String::as_str),
+            Some("318"),
+            "{label}: {resp:?}"
+        );
+        // JOIN: its own JOIN line (from the channel's owner) and the names.
+        a.send("@label=j JOIN #lab");
+        let (resp, _) = labelled(&mut a, "j");
+        assert_eq!(inner(&resp), ["JOIN", "353", "366"], "{label}: {resp:?}");
+        bob.join("#lab");
+        a.expect("JOIN");
+        // echo-message: the echo is the response.
+        a.send("@label=e PRIVMSG #lab :hello");
+        let (resp, _) = labelled(&mut a, "e");
+        assert_eq!(resp.len(), 1, "{label}: {resp:?}");
+        assert!(
+            resp[0].is("PRIVMSG") && resp[0].last() == "hello",
+            "{label}"
+        );
+        assert_eq!(bob.expect("PRIVMSG").tag("label"), None, "{label}");
+        // To itself: the echo is labelled, the delivered copy is not.
+        a.send("@label=me PRIVMSG alice :self");
+        let (resp, others) = labelled(&mut a, "me");
+        assert!(
+            resp.len() == 1 && resp[0].is("PRIVMSG"),
+            "{label}: {resp:?}"
+        );
+        let mut copies: Vec<Line> = others.into_iter().filter(|l| l.is("PRIVMSG")).collect();
+        copies.extend(a.sync().into_iter().filter(|l| l.is("PRIVMSG")));
+        assert_eq!(copies.len(), 1, "{label}: {copies:?}");
+        assert_eq!(copies[0].tag("label"), None, "{label}");
+        // MONITOR: the owners' answers are the response.
+        a.send("@label=m MONITOR + bob,nobody");
+        let (resp, _) = labelled(&mut a, "m");
+        let mut cmds = inner(&resp);
+        cmds.sort();
+        assert_eq!(cmds, ["730", "731"], "{label}: {resp:?}");
+
+        // A label over 64 bytes is ignored: the command runs unlabelled.
+        let long = "x".repeat(65);
+        let lines = answer(&mut a, &format!("@label={long} TIME"));
+        assert_eq!(lines.len(), 1, "{label}: {lines:?}");
+        assert!(
+            lines[0].is("391") && lines[0].tag("label").is_none(),
+            "{label}"
+        );
+        let max = "y".repeat(64);
+        a.send(&format!("@label={max} TIME"));
+        let (resp, _) = labelled(&mut a, &max);
+        assert!(resp[0].is("391"), "{label}");
+        // Without the cap: no label, no ACK.
+        let lines = answer(&mut bob, "@label=z TIME");
+        assert_eq!(lines.len(), 1, "{label}: {lines:?}");
+        assert!(lines[0].tag("label").is_none(), "{label}");
+        let lines = answer(&mut bob, "@label=z PONG :x");
+        assert!(lines.is_empty(), "{label}: {lines:?}");
+    });
+}
+
+fn labelled_response_excludes_other_traffic(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let _bob = srv.register_on(1, "bob");
+        let mut carol = srv.register_on(2, "carol");
+        let mut a = srv.connect_on(3);
+        a.register_with_caps("alice", LABEL_CAPS);
+        a.join("#mix");
+        carol.join("#mix");
+        a.expect("JOIN");
+        const N: usize = 200;
+        for round in 0..5 {
+            // Messages from carol, to alice and to a channel they share,
+            // race alice's labelled WHOIS.
+            let mut burst = String::new();
+            for i in 0..N {
+                let to = if i % 2 == 0 { "alice" } else { "#mix" };
+                burst.push_str(&format!("PRIVMSG {to} :m{round}-{i}\r\n"));
+            }
+            carol.send_raw(burst.as_bytes());
+            let l = format!("w{round}");
+            a.send(&format!("@label={l} WHOIS bob"));
+            let (resp, mut others) = labelled(&mut a, &l);
+            let cmds = inner(&resp);
+            assert!(
+                cmds.iter().all(|c| c.starts_with('3')),
+                "{label}: only WHOIS numerics inside: {resp:?}"
+            );
+            assert_eq!(cmds.last().map(String::as_str), Some("318"), "{label}");
+            others.extend(a.sync());
+            let got: Vec<&Line> = others.iter().filter(|l| l.is("PRIVMSG")).collect();
+            let mut n = got.len();
+            // Any not in yet come after.
+            while n < N {
+                let l = a.next_line();
+                assert!(
+                    l.tag("label").is_none() && l.tag("batch").is_none(),
+                    "{label}"
+                );
+                if l.is("PRIVMSG") {
+                    n += 1;
+                }
+            }
+            assert!(
+                got.iter()
+                    .all(|l| l.tag("label").is_none() && l.tag("batch").is_none()),
+                "{label}"
+            );
+        }
+    });
+}
+
 shardline::per_backend! {
     monitor_across_shards => monitor_across_shards;
     monitor_bad_input => monitor_bad_input;
     monitor_limits => monitor_limits;
     monitor_shard_total_and_cleanup => monitor_shard_total_and_cleanup;
+    labelled_responses => labelled_responses;
+    labelled_response_excludes_other_traffic => labelled_response_excludes_other_traffic;
 }

@@ -119,6 +119,9 @@ impl ChatShard {
                 return Flow::Next;
             }
         };
+        if let Some(flow) = self.label_begin(id, &msg) {
+            return flow;
+        }
         let cmd = msg.command.to_ascii_uppercase();
         // Commands that exist only with history on, or only in tests.
         let hidden = match cmd.as_str() {
