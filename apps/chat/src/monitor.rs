@@ -20,7 +20,7 @@
 //!   list and, grouped by owner, as one [`Request::MonitorAdd`] per owner. The
 //!   owner adds the watcher — unless its shard-wide total
 //!   (`[limits] monitor_shard_total`) is reached: those targets come back in
-//!   [`ReplyBody::Monitored`]'s `refused`, and the watcher's shard drops them
+//!   [`crate::mail::ReplyBody::Monitored`]'s `refused`, and the watcher's shard drops them
 //!   from the list and sends 734 for them — and answers with the current state
 //!   of each: 730 RPL_MONONLINE (the nick as its holder spells it) or 731
 //!   RPL_MONOFFLINE. The client's input is parked until every owner answered.
@@ -159,7 +159,7 @@ impl Watches {
 }
 
 /// Numerics `code` listing `items` comma-separated, as many lines as needed to
-/// keep each list within [`LIST_BYTES`]; `before` goes before the list in each.
+/// keep each list within `LIST_BYTES` (400); `before` goes before the list in each.
 pub fn listed<S: AsRef<str>>(
     code: u16,
     before: &[&str],
