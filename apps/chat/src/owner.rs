@@ -78,6 +78,9 @@ pub struct Owner {
     guard_seq: u64,
     /// MONITOR watchers of the nicks owned here ([`crate::monitor`]).
     watches: crate::monitor::Watches,
+    /// This shard's counters (the MONITOR gauge, set before the reply goes
+    /// out, so whoever saw the reply sees it counted).
+    stats: Arc<ShardStats>,
 }
 
 /// What an owner does with a request: reply (with the number of deliveries it
@@ -100,7 +103,7 @@ impl Owner {
     /// The owner of shard `shard`, with nothing yet.
     pub(crate) fn new(shard: usize, stats: Arc<ShardStats>) -> Owner {
         Owner {
-            history: History::new(shard, stats),
+            history: History::new(shard, stats.clone()),
             accounts: accounts::OwnerAccounts::default(),
             nicks: HashMap::new(),
             chans: HashMap::new(),
@@ -109,12 +112,8 @@ impl Owner {
             guards: HashMap::new(),
             guard_seq: 0,
             watches: crate::monitor::Watches::default(),
+            stats,
         }
-    }
-
-    /// MONITOR (watcher, nick) pairs kept here.
-    pub fn monitor_watches(&self) -> usize {
-        self.watches.total()
     }
 
     /// Channels owned here (for LUSERS).
@@ -315,12 +314,14 @@ impl Owner {
                     .into_iter()
                     .partition(|(key, _)| self.watches.add(key.clone(), from, cap));
                 let nums = crate::monitor::status(&watched, |k| self.online(k));
+                self.stats.monitor_watches.set(self.watches.total() as u64);
                 reply(ReplyBody::Monitored { nums, refused })
             }
             Request::MonitorDel { keys } => {
                 for key in &keys {
                     self.watches.remove(key, from);
                 }
+                self.stats.monitor_watches.set(self.watches.total() as u64);
                 reply(ReplyBody::Done)
             }
             Request::MonitorStatus { nicks } => {

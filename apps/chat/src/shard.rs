@@ -439,9 +439,6 @@ impl Handler for ChatShard {
             self.on_mail(ctx, msg);
             // Only mail changes the channels an owner holds.
             self.stats.channels.set(self.owner.channel_count() as u64);
-            self.stats
-                .monitor_watches
-                .set(self.owner.monitor_watches() as u64);
         } else {
             // Workaround: the shard loop only stops on a turn that took no mail,
             // and after a turn that did it sleeps until the next timer — without

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{each_server, each_server_with, Client, Line, TestServer, WAIT};
+use common::{each_server, each_server_with, scrape, Client, Line, TestServer, WAIT};
 use shardline::Io;
 use shardline_chat::casemap::owner_of;
 
@@ -230,16 +230,30 @@ fn owned_by_first(srv: &TestServer, prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// MONITOR entries all shards keep (`/metrics`).
+fn watches(srv: &TestServer) -> f64 {
+    let admin = srv.admin_addr().expect("admin_listen set");
+    scrape(admin, &srv.label())
+        .iter()
+        .filter(|(k, _)| k.starts_with("shardline_chat_monitor_watches"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 fn monitor_shard_total_and_cleanup(io: Io) {
     each_server_with(
         io,
-        |c| c.limits.monitor_shard_total = 2,
+        |c| {
+            c.limits.monitor_shard_total = 2;
+            c.server.admin_listen = Some("127.0.0.1:0".parse().expect("literal"));
+        },
         |srv| {
             let label = srv.label();
             let nicks = owned_by_first(srv, "w", 3);
             let mut w1 = srv.register_on(1, "watcher");
             let lines = answer(&mut w1, &format!("MONITOR + {},{}", nicks[0], nicks[1]));
             assert_eq!(listed(&lines, "731"), nicks[..2], "{label}: {lines:?}");
+            assert_eq!(watches(srv), 2.0, "{label}");
             // The owner holds two pairs: a third is refused, and not listed.
             let mut w2 = srv.register_on(2, "other");
             let lines = answer(&mut w2, &format!("MONITOR + {}", nicks[2]));
@@ -249,6 +263,7 @@ fn monitor_shard_total_and_cleanup(io: Io) {
             assert!(listed(&lines, "731").is_empty(), "{label}: {lines:?}");
             let lines = answer(&mut w2, "MONITOR L");
             assert!(listed(&lines, "732").is_empty(), "{label}: {lines:?}");
+            assert_eq!(watches(srv), 2.0, "{label}");
             // The watcher leaves: the owner forgets its pairs, room again.
             drop(w1);
             let deadline = Instant::now() + WAIT;
@@ -260,6 +275,10 @@ fn monitor_shard_total_and_cleanup(io: Io) {
                 assert!(Instant::now() < deadline, "{label}: never cleaned up");
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // Only w2's entry is left.
+            assert_eq!(watches(srv), 1.0, "{label}");
+            answer(&mut w2, "MONITOR C");
+            assert_eq!(watches(srv), 0.0, "{label}");
             // A new client with the same nick starts with nothing.
             let deadline = Instant::now() + WAIT;
             while answer(&mut w2, "ISON watcher")
@@ -408,6 +427,49 @@ fn labelled_responses(io: Io) {
         copies.extend(a.sync().into_iter().filter(|l| l.is("PRIVMSG")));
         assert_eq!(copies.len(), 1, "{label}: {copies:?}");
         assert_eq!(copies[0].tag("label"), None, "{label}");
+        // Standard replies are responses like any other.
+        a.send("@label=f CHATHISTORY LATEST #nowhere * 10");
+        let (resp, _) = labelled(&mut a, "f");
+        assert_eq!(resp.len(), 1, "{label}: {resp:?}");
+        assert!(resp[0].is("FAIL"), "{label}: {resp:?}");
+        assert_eq!(
+            resp[0].params,
+            [
+                "CHATHISTORY",
+                "INVALID_TARGET",
+                "LATEST",
+                "#nowhere",
+                "Messages could not be retrieved"
+            ],
+            "{label}"
+        );
+        // A batch of its own (chathistory) nests inside the labelled one.
+        a.send("@label=h CHATHISTORY LATEST #lab * 10");
+        let open = a.expect("BATCH");
+        assert_eq!(open.tag("label"), Some("h"), "{label}: {}", open.raw);
+        let outer = open.params[0].trim_start_matches('+').to_string();
+        let inner_open = a.next_line();
+        assert!(inner_open.is("BATCH"), "{label}: {}", inner_open.raw);
+        assert_eq!(inner_open.tag("batch"), Some(outer.as_str()), "{label}");
+        assert_eq!(inner_open.params[1], "chathistory", "{label}");
+        let hist = inner_open.params[0].trim_start_matches('+').to_string();
+        let msg = a.next_line();
+        assert!(
+            msg.is("PRIVMSG") && msg.last() == "hello",
+            "{label}: {}",
+            msg.raw
+        );
+        assert_eq!(msg.tag("batch"), Some(hist.as_str()), "{label}");
+        let inner_close = a.next_line();
+        assert_eq!(inner_close.params[0], format!("-{hist}"), "{label}");
+        assert_eq!(inner_close.tag("batch"), Some(outer.as_str()), "{label}");
+        let close = a.next_line();
+        assert_eq!(
+            close.params[0],
+            format!("-{outer}"),
+            "{label}: {}",
+            close.raw
+        );
         // MONITOR: the owners' answers are the response.
         a.send("@label=m MONITOR + bob,nobody");
         let (resp, _) = labelled(&mut a, "m");
