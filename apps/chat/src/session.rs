@@ -386,7 +386,9 @@ impl ChatShard {
         self.owner
             .history
             .set_limits(ctx, info.config.history.limits());
+        let offers = self.cap_offers();
         self.info = info;
+        self.cap_notify_rehash(ctx, offers);
     }
 
     pub(crate) fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, id: u64) {
