@@ -348,7 +348,7 @@ fn inner(resp: &[Line]) -> Vec<String> {
         .collect()
 }
 
-const LABEL_CAPS: &str = "batch labeled-response echo-message";
+const LABEL_CAPS: &str = "batch labeled-response echo-message setname";
 
 fn labelled_responses(io: Io) {
     each_server(io, |srv| {
@@ -427,6 +427,22 @@ fn labelled_responses(io: Io) {
         copies.extend(a.sync().into_iter().filter(|l| l.is("PRIVMSG")));
         assert_eq!(copies.len(), 1, "{label}: {copies:?}");
         assert_eq!(copies[0].tag("label"), None, "{label}");
+        // SETNAME: its echo, or its FAIL (a standard reply).
+        a.send("@label=s SETNAME :Alice Example");
+        let (resp, _) = labelled(&mut a, "s");
+        assert!(
+            resp.len() == 1 && resp[0].is("SETNAME"),
+            "{label}: {resp:?}"
+        );
+        assert_eq!(resp[0].last(), "Alice Example", "{label}");
+        a.send("@label=s2 SETNAME :");
+        let (resp, _) = labelled(&mut a, "s2");
+        assert!(resp.len() == 1 && resp[0].is("FAIL"), "{label}: {resp:?}");
+        assert_eq!(
+            resp[0].params[..2],
+            ["SETNAME", "INVALID_REALNAME"],
+            "{label}"
+        );
         // Standard replies are responses like any other.
         a.send("@label=f CHATHISTORY LATEST #nowhere * 10");
         let (resp, _) = labelled(&mut a, "f");
