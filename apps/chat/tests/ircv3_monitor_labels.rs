@@ -567,6 +567,74 @@ fn labelled_response_excludes_other_traffic(io: Io) {
     });
 }
 
+/// Pipelined labelled and unlabelled commands (each labelled one waits for the
+/// ones before it, and holds the ones after): every label comes back exactly
+/// once, in order, each on its own command's response only.
+fn labelled_pipeline(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut bob = srv.register_on(1, "bob");
+        let mut a = srv.connect_on(2);
+        a.register_with_caps("alice", LABEL_CAPS);
+        a.join("#pipe");
+        bob.join("#pipe");
+        a.expect("JOIN");
+        const N: usize = 30;
+        let mut burst = String::new();
+        for i in 0..N {
+            burst.push_str(&format!("PRIVMSG #pipe :plain{i}\r\n"));
+            burst.push_str(&format!("@label=p{i} PRIVMSG #pipe :labelled{i}\r\n"));
+            burst.push_str(&format!("@label=t{i} WHOIS bob\r\n"));
+            burst.push_str(&format!("PRIVMSG bob :direct{i}\r\n"));
+        }
+        burst.push_str("PING :done\r\n");
+        a.send_raw(burst.as_bytes());
+        let (_, lines) = a.until("PONG done", |l| l.is("PONG") && l.last() == "done");
+        let mut labels = Vec::new();
+        let mut batches: std::collections::HashMap<String, String> = Default::default();
+        for l in &lines {
+            if let Some(v) = l.tag("label") {
+                labels.push(v.to_string());
+                match v.chars().next() {
+                    // The echo of the labelled message, alone.
+                    Some('p') => {
+                        assert!(l.is("PRIVMSG"), "{label}: {}", l.raw);
+                        assert_eq!(l.last(), format!("labelled{}", &v[1..]), "{label}");
+                    }
+                    // WHOIS: a batch.
+                    _ => {
+                        assert!(l.is("BATCH"), "{label}: {}", l.raw);
+                        let r = l.params[0].trim_start_matches('+').to_string();
+                        batches.insert(r, v.to_string());
+                    }
+                }
+            } else if let Some(b) = l.tag("batch") {
+                let owner = batches
+                    .get(b)
+                    .unwrap_or_else(|| panic!("{label}: {}", l.raw));
+                assert!(owner.starts_with('t'), "{label}");
+                assert!(l.command.starts_with('3'), "{label}: {}", l.raw);
+            } else if l.is("PRIVMSG") {
+                // The unlabelled echoes (channel and private), in order.
+                assert!(
+                    l.last().starts_with("plain") || l.last().starts_with("direct"),
+                    "{label}: {}",
+                    l.raw
+                );
+            }
+        }
+        let expected: Vec<String> = (0..N)
+            .flat_map(|i| [format!("p{i}"), format!("t{i}")])
+            .collect();
+        assert_eq!(labels, expected, "{label}");
+        // bob got every message, none labelled.
+        let got = bob.privmsg_texts_checking(3 * N, |l| {
+            assert!(l.tag("label").is_none(), "{}", l.raw);
+        });
+        assert_eq!(got.len(), 3 * N, "{label}");
+    });
+}
+
 /// The `irc` crate's client: negotiates `batch` and `labeled-response`,
 /// sends a labelled MONITOR + (its one-line answer carries the label), is
 /// told (unlabelled) when the nick registers on another shard and when it
@@ -679,4 +747,5 @@ shardline::per_backend! {
     labelled_responses => labelled_responses;
     labelled_response_excludes_other_traffic => labelled_response_excludes_other_traffic;
     irc_crate_monitor_and_label => irc_crate_monitor_and_label;
+    labelled_pipeline => labelled_pipeline;
 }
