@@ -513,6 +513,20 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_configured() {
+        use crate::config::Config;
+        let c = Config::from_toml("").expect("defaults");
+        assert_eq!(
+            (c.limits.monitor, c.limits.monitor_shard_total),
+            (100, 1_000_000)
+        );
+        let c = Config::from_toml("[limits]\nmonitor = 0\nmonitor_shard_total = 0\n")
+            .expect("MONITOR off needs no total");
+        assert_eq!(c.limits.monitor, 0);
+        assert!(Config::from_toml("[limits]\nmonitor_shard_total = 0\n").is_err());
+    }
+
+    #[test]
     fn long_lists_are_split() {
         let nicks: Vec<String> = (0..100).map(|i| format!("nick{i:05}")).collect();
         let nums = listed(RPL_MONOFFLINE, &[], &nicks, None);
