@@ -56,7 +56,7 @@
 //! for a client that never uses MONITOR); an owner holds at most
 //! `[limits] monitor_shard_total` (watcher, nick) pairs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shardline::{Ctx, ShardId};
 
@@ -78,7 +78,7 @@ const LIST_BYTES: usize = 400;
 /// The watchers of the nicks one shard owns.
 #[derive(Debug, Default)]
 pub struct Watches {
-    by_nick: HashMap<NameKey, Vec<ClientRef>>,
+    by_nick: HashMap<NameKey, HashSet<ClientRef>>,
     total: usize,
 }
 
@@ -86,37 +86,33 @@ impl Watches {
     /// Makes `who` a watcher of `key` unless `cap` (watchers of every nick
     /// together) is reached. Returns whether it watches it now.
     pub fn add(&mut self, key: NameKey, who: ClientRef, cap: usize) -> bool {
-        if self
-            .by_nick
-            .get(&key)
-            .is_some_and(|list| list.contains(&who))
-        {
+        if self.by_nick.get(&key).is_some_and(|set| set.contains(&who)) {
             return true;
         }
         if self.total >= cap {
             return false;
         }
-        self.by_nick.entry(key).or_default().push(who);
+        self.by_nick.entry(key).or_default().insert(who);
         self.total += 1;
         true
     }
 
     /// `who` no longer watches `key`.
     pub fn remove(&mut self, key: &str, who: ClientRef) {
-        let Some(list) = self.by_nick.get_mut(key) else {
+        let Some(set) = self.by_nick.get_mut(key) else {
             return;
         };
-        let before = list.len();
-        list.retain(|w| *w != who);
-        self.total -= before - list.len();
-        if list.is_empty() {
+        if set.remove(&who) {
+            self.total -= 1;
+        }
+        if set.is_empty() {
             self.by_nick.remove(key);
         }
     }
 
-    /// Who watches `key`.
-    pub fn watchers(&self, key: &str) -> &[ClientRef] {
-        self.by_nick.get(key).map_or(&[], Vec::as_slice)
+    /// Who watches `key`, in no particular order.
+    pub fn watchers(&self, key: &str) -> impl Iterator<Item = ClientRef> + '_ {
+        self.by_nick.get(key).into_iter().flatten().copied()
     }
 
     /// (watcher, nick) pairs held.
@@ -134,19 +130,11 @@ impl Watches {
         nick: &str,
         online: bool,
     ) {
-        let watchers = self.watchers(key);
-        if watchers.is_empty() {
-            return;
+        let mut by_shard: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for w in self.watchers(key) {
+            by_shard.entry(w.shard).or_default().push(w.id);
         }
-        let mut shards: Vec<usize> = watchers.iter().map(|w| w.shard).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        for s in shards {
-            let ids = watchers
-                .iter()
-                .filter(|w| w.shard == s)
-                .map(|w| w.id)
-                .collect();
+        for (s, ids) in by_shard {
             let msg = ChatMsg::Monitor {
                 ids,
                 key: key.clone(),
@@ -503,13 +491,15 @@ mod tests {
         assert_eq!(w.total(), 1);
         assert!(w.add(a.clone(), r(2), 2));
         assert!(!w.add("bob".into(), r(1), 2), "cap reached");
-        assert_eq!(w.watchers("alice"), [r(1), r(2)]);
+        let mut both: Vec<ClientRef> = w.watchers("alice").collect();
+        both.sort();
+        assert_eq!(both, [r(1), r(2)]);
         w.remove("alice", r(1));
         w.remove("alice", r(1));
         assert_eq!(w.total(), 1);
         w.remove("alice", r(2));
         assert_eq!(w.total(), 0);
-        assert!(w.watchers("alice").is_empty() && w.by_nick.is_empty());
+        assert!(w.watchers("alice").next().is_none() && w.by_nick.is_empty());
     }
 
     #[test]
