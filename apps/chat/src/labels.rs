@@ -23,11 +23,12 @@
 //!
 //! In between, the lines sent *as answers to this client's commands* — the
 //! numerics and lines of the command paths (`numeric`, `send_line`,
-//! `send_numerics`), replies from owners, the `echo-message` copy, and channel
-//! deliveries whose source is this client — go through [`respond`]. Everything
-//! else — other users' messages, channel events they caused, NICK/QUIT/ACCOUNT
-//! notices, MONITOR notices, nick protection warnings, PING — is sent as
-//! usual: without the label and outside the batch, even while it is open. A
+//! `send_numerics`), replies from owners, the `echo-message` and `setname`
+//! echoes, and channel deliveries whose source is this client — go through
+//! [`respond`]. Everything else — other users' messages, channel events they
+//! caused, NICK/QUIT/ACCOUNT/AWAY/SETNAME/CHGHOST notices, MONITOR notices,
+//! nick protection warnings, PING — is sent as usual: without the label and
+//! outside the batch, even while it is open. A
 //! private message to oneself is delivered unlabelled too; only its echo is the
 //! response (as the spec asks).
 //!
