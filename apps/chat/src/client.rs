@@ -220,6 +220,10 @@ pub struct Client {
     pub ping_sent: bool,
     /// Its registration or ping timer.
     pub timer: Option<TimerId>,
+    /// Its MONITOR list (none until it first adds one).
+    pub monitor: Option<Box<crate::monitor::Watching>>,
+    /// The labelled response of the command running now ([`crate::labels`]).
+    pub label: Option<Box<crate::labels::Labelled>>,
 }
 
 impl Client {
@@ -274,6 +278,8 @@ impl Client {
             last_active: Instant::now(),
             ping_sent: false,
             timer: None,
+            monitor: None,
+            label: None,
         }
     }
 

@@ -536,6 +536,11 @@ pub struct LimitsSection {
     pub max_channels: usize,
     /// Targets of one PRIVMSG/NOTICE (`TARGMAX`).
     pub max_targets: usize,
+    /// Nicks one client may MONITOR (`MONITOR=`); 0 turns MONITOR off.
+    pub monitor: usize,
+    /// (watcher, nick) pairs of MONITOR one shard keeps for the nicks it
+    /// owns; past it, `MONITOR +` of those nicks draws 734.
+    pub monitor_shard_total: usize,
     /// Seconds a connection has to complete registration.
     pub registration_timeout_secs: f64,
     /// Seconds of silence after which the server sends PING.
@@ -602,6 +607,8 @@ impl Default for LimitsSection {
             max_connections_per_ip: 0,
             max_channels: 50,
             max_targets: 4,
+            monitor: 100,
+            monitor_shard_total: 1_000_000,
             registration_timeout_secs: 60.0,
             ping_interval_secs: 120.0,
             ping_timeout_secs: 60.0,
@@ -810,6 +817,9 @@ impl Config {
         if l.sendq_bytes < 4096 || l.recvq_bytes < 1024 {
             return bad("limits.sendq_bytes must be at least 4096 and recvq_bytes at least 1024");
         }
+        if l.monitor > 0 && l.monitor_shard_total == 0 {
+            return bad("limits.monitor_shard_total must be at least 1 while MONITOR is on");
+        }
         if l.in_flight_per_client < 2 {
             return bad("limits.in_flight_per_client must be at least 2");
         }
@@ -928,7 +938,7 @@ impl Config {
     /// certificate paths) and the admin address, the server's identity (`name`,
     /// `network`), what the welcome advertises in ISUPPORT (`nicklen`,
     /// `channellen`, `topiclen`, `kicklen`, `awaylen`, `max_channels`,
-    /// `max_targets`, `history.max_request`: clients registered earlier were told
+    /// `max_targets`, `monitor`, `history.max_request`: clients registered earlier were told
     /// the old values), what the framework was built with (`sendq_bytes`,
     /// `mailbox_capacity`, `flush_delay_us`, `flush_mode`), and the store (`[storage]`,
     /// `history.enabled`: the store is opened at start).
@@ -955,6 +965,7 @@ impl Config {
             limits.awaylen,
             limits.max_channels,
             limits.max_targets,
+            limits.monitor,
             limits.sendq_bytes,
             limits.mailbox_capacity,
             limits.flush_delay_us,

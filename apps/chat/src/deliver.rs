@@ -12,6 +12,7 @@ use tracing::warn;
 use crate::{
     casemap::owner_of,
     client::Lusers,
+    labels::{respond, respond_shared},
     mail::{
         Caps, ChanDelivery, ChatMsg, ClientRef, Membership, NoticeKind, Numeric, Outgoing,
         Renderer, ReplyBody, Request, UserNotice,
@@ -117,6 +118,12 @@ impl ChatShard {
                     self.nick_guard(ctx, to.id, key, action);
                 }
             }
+            ChatMsg::Monitor {
+                ids,
+                key,
+                nick,
+                online,
+            } => self.monitor_event(ctx, &ids, &key, &nick, online),
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
             // Only a Remote (the SIGHUP hook, a store writer, the hashing
             // pool, the OPER checker) sends them; `on_message` takes them there.
@@ -178,13 +185,17 @@ impl ChatShard {
                 if d.needs != Caps::default() && d.source == (ClientRef { shard: self.me, id }) {
                     continue;
                 }
-                if d.echo_gated
-                    && d.source == (ClientRef { shard: self.me, id })
-                    && !c.caps.has(Caps::ECHO_MESSAGE)
-                {
+                let own = d.source == (ClientRef { shard: self.me, id });
+                if d.echo_gated && own && !c.caps.has(Caps::ECHO_MESSAGE) {
                     continue;
                 }
-                if crate::websocket::send_shared(ctx, c, r.for_caps(c.caps)).is_ok() {
+                // What it caused itself is part of its command's response.
+                let sent = if own {
+                    respond_shared(ctx, c, self.info.name(), r.for_caps(c.caps))
+                } else {
+                    crate::websocket::send_shared(ctx, c, r.for_caps(c.caps))
+                };
+                if sent.is_ok() {
                     self.stats.deliveries.add(1);
                 }
                 if let Some(away) = away.as_mut().filter(|_| {
@@ -257,7 +268,7 @@ impl ChatShard {
                 &params,
             );
         }
-        let _ = crate::websocket::send(ctx, c, &out);
+        let _ = respond(ctx, c, self.info.name(), &out);
     }
 
     fn on_reply(
@@ -332,7 +343,7 @@ impl ChatShard {
             ReplyBody::Echo(out) => {
                 if c.alive && c.caps.has(Caps::ECHO_MESSAGE) && out.wanted_by(c.caps) {
                     let mut r = Renderer::new(&out);
-                    let _ = crate::websocket::send_shared(ctx, c, r.for_caps(c.caps));
+                    let _ = respond_shared(ctx, c, self.info.name(), r.for_caps(c.caps));
                 }
             }
             ReplyBody::Stats(n) => {
@@ -353,6 +364,7 @@ impl ChatShard {
                     }
                 }
             }
+            ReplyBody::Monitored { nums, refused } => self.monitored(ctx, id, nums, refused),
             ReplyBody::Busy => {
                 c.refused = true;
                 self.begin_quit(ctx, id, "Server busy".into());

@@ -56,6 +56,9 @@ impl ServerInfo {
             format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:,LIST:,KICK:{t},WHOIS:1"),
             format!("NETWORK={}", config.server.network),
         ];
+        if l.monitor > 0 {
+            tokens.push(format!("MONITOR={}", l.monitor));
+        }
         if config.history.enabled {
             tokens.push(format!("CHATHISTORY={}", config.history.max_request));
             tokens.push("MSGREFTYPES=msgid,timestamp".into());

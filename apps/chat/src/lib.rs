@@ -225,6 +225,18 @@
 //! through a `Remote` ([`ChatMsg::OperChecked`], accepted only with
 //! `Origin::Remote`) while the client's input waits, counted like a request.
 //!
+//! # MONITOR and labeled responses
+//!
+//! MONITOR's watch lists live where the nicks do: each nick's owner keeps its
+//! watchers ([`monitor::Watches`]), adds one and reads the nick's state in one
+//! step, and tells every watcher's shard when the nick becomes visible or is
+//! released ([`ChatMsg::Monitor`]); a watcher that leaves is removed at the
+//! owners after its other requests ([`monitor`] has the whole protocol). A
+//! labelled command ([`labels`]) is a barrier on both sides — it starts once
+//! the client is settled and its response is closed once the client is
+//! settled again — so exactly the lines its own effects produced, wherever
+//! they were answered, carry the label or go in its batch.
+//!
 //! # Metrics
 //!
 //! With `[server] admin_listen` (or `--admin`), Shardline's admin endpoint serves
@@ -254,9 +266,11 @@ pub mod flood;
 pub mod framing;
 pub mod history;
 pub mod info;
+pub mod labels;
 pub mod mail;
 pub mod mask;
 pub mod message;
+pub mod monitor;
 mod nickguard;
 mod owner;
 mod queries;

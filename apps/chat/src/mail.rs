@@ -79,9 +79,12 @@ impl Caps {
     /// `draft/account-registration`: `REGISTER` (only offered while
     /// registration is open).
     pub const ACCOUNT_REGISTRATION: Caps = Caps(1 << 15);
+    /// `labeled-response` (with `batch`): the responses to a command sent
+    /// with `@label=` carry it ([`crate::labels`]).
+    pub const LABELED_RESPONSE: Caps = Caps(1 << 17);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 17] = [
+    pub const ALL: [(&'static str, Caps); 18] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
@@ -99,6 +102,7 @@ impl Caps {
         ("cap-notify", Caps::CAP_NOTIFY),
         ("sasl", Caps::SASL),
         ("draft/account-registration", Caps::ACCOUNT_REGISTRATION),
+        ("labeled-response", Caps::LABELED_RESPONSE),
     ];
 
     /// Whether every capability in `other` is enabled.
@@ -486,6 +490,18 @@ pub enum ChatMsg {
         key: NameKey,
         /// What to do.
         action: NickGuard,
+    },
+    /// Nick owner -> a shard with MONITOR watchers of nick `key`: it is now
+    /// online (730) or offline (731) as `nick` ([`crate::monitor`]).
+    Monitor {
+        /// The watchers (clients of the receiving shard).
+        ids: Vec<u64>,
+        /// The casefolded nick.
+        key: NameKey,
+        /// The nick as its holder spells it.
+        nick: String,
+        /// Online (730) or offline (731).
+        online: bool,
     },
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),

@@ -123,7 +123,8 @@ impl ChatShard {
                     &[&target, &text],
                     true,
                 );
-                self.send_line(ctx, id, &out);
+                // Not a response to any command of its own: never labelled.
+                let _ = ctx.send(c.conn, &out);
             }
             NickGuard::Rename => {
                 c.rename_due = Some(key);

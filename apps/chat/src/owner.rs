@@ -43,6 +43,8 @@ use crate::{
 #[derive(Debug)]
 struct NickEntry {
     client: ClientRef,
+    /// The nick as the holder spells it (MONITOR's 730/731).
+    nick: String,
     /// Registration is complete: the nick is visible (messages, WHOIS, INVITE).
     registered: bool,
     /// The holder's account: private messages between two accounts are kept.
@@ -74,6 +76,11 @@ pub struct Owner {
     guards: HashMap<u64, NameKey>,
     /// The last guard token handed out.
     guard_seq: u64,
+    /// MONITOR watchers of the nicks owned here ([`crate::monitor`]).
+    watches: crate::monitor::Watches,
+    /// This shard's counters (the MONITOR gauge, set before the reply goes
+    /// out, so whoever saw the reply sees it counted).
+    stats: Arc<ShardStats>,
 }
 
 /// What an owner does with a request: reply (with the number of deliveries it
@@ -96,7 +103,7 @@ impl Owner {
     /// The owner of shard `shard`, with nothing yet.
     pub(crate) fn new(shard: usize, stats: Arc<ShardStats>) -> Owner {
         Owner {
-            history: History::new(shard, stats),
+            history: History::new(shard, stats.clone()),
             accounts: accounts::OwnerAccounts::default(),
             nicks: HashMap::new(),
             chans: HashMap::new(),
@@ -104,6 +111,8 @@ impl Owner {
             refused: HashSet::new(),
             guards: HashMap::new(),
             guard_seq: 0,
+            watches: crate::monitor::Watches::default(),
+            stats,
         }
     }
 
@@ -176,15 +185,21 @@ impl Owner {
                 let ok = self.nicks.get(&key).is_none_or(|e| e.client == from);
                 if ok {
                     // A change of case of its own nick keeps a guard under way.
-                    let guard = self.nicks.get(&key).and_then(|e| e.guard);
+                    let old = self.nicks.get(&key);
+                    let guard = old.and_then(|e| e.guard);
+                    let comes_online = registered && !old.is_some_and(|e| e.registered);
                     let entry = NickEntry {
                         client: from,
+                        nick: nick.clone(),
                         registered,
                         account,
                         guard,
                     };
                     self.nicks.insert(key.clone(), entry);
                     self.guard_check(ctx, info, outbox, &key);
+                    if comes_online {
+                        self.watches.notify(ctx, outbox, &key, &nick, true);
+                    }
                 }
                 reply(ReplyBody::NickClaimed { nick, ok })
             }
@@ -198,14 +213,21 @@ impl Owner {
             Request::ReleaseNick { key } => {
                 if self.nicks.get(&key).is_some_and(|e| e.client == from) {
                     self.guard_stop(ctx, &key);
-                    self.nicks.remove(&key);
+                    if let Some(e) = self.nicks.remove(&key).filter(|e| e.registered) {
+                        self.watches.notify(ctx, outbox, &key, &e.nick, false);
+                    }
                 }
                 reply(ReplyBody::Done)
             }
             Request::Registered { key } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
+                    let comes_online = !e.registered;
                     e.registered = true;
+                    let nick = e.nick.clone();
                     self.guard_check(ctx, info, outbox, &key);
+                    if comes_online {
+                        self.watches.notify(ctx, outbox, &key, &nick, true);
+                    }
                 }
                 reply(ReplyBody::Done)
             }
@@ -298,6 +320,25 @@ impl Owner {
             }
             Request::ConvMsg { to, key, said } => {
                 self.deliver_private(ctx, info, outbox, from, to, Some(key), *said)
+            }
+            Request::MonitorAdd { nicks } => {
+                let cap = info.config.limits.monitor_shard_total;
+                let (watched, refused): (Vec<_>, Vec<_>) = nicks
+                    .into_iter()
+                    .partition(|(key, _)| self.watches.add(key.clone(), from, cap));
+                let nums = crate::monitor::status(&watched, |k| self.online(k));
+                self.stats.monitor_watches.set(self.watches.total() as u64);
+                reply(ReplyBody::Monitored { nums, refused })
+            }
+            Request::MonitorDel { keys } => {
+                for key in &keys {
+                    self.watches.remove(key, from);
+                }
+                self.stats.monitor_watches.set(self.watches.total() as u64);
+                reply(ReplyBody::Done)
+            }
+            Request::MonitorStatus { nicks } => {
+                numerics(crate::monitor::status(&nicks, |k| self.online(k)))
             }
             Request::IpConnect { ip } => {
                 let limit = info.config.limits.max_connections_per_ip;
@@ -416,6 +457,14 @@ impl Owner {
             };
             outbox.post(ctx, ShardId(to.shard), msg);
         }
+    }
+
+    /// The nick `key` as its holder spells it, if a registered client holds it.
+    fn online(&self, key: &str) -> Option<String> {
+        self.nicks
+            .get(key)
+            .filter(|e| e.registered)
+            .map(|e| e.nick.clone())
     }
 
     /// The registered client holding `nick`.

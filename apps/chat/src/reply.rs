@@ -106,6 +106,11 @@ pub mod code {
     pub const RPL_HELPSTART: u16 = 704;
     pub const RPL_HELPTXT: u16 = 705;
     pub const RPL_ENDOFHELP: u16 = 706;
+    pub const RPL_MONONLINE: u16 = 730;
+    pub const RPL_MONOFFLINE: u16 = 731;
+    pub const RPL_MONLIST: u16 = 732;
+    pub const RPL_ENDOFMONLIST: u16 = 733;
+    pub const ERR_MONLISTFULL: u16 = 734;
 }
 
 /// The longest prefix of `s` that fits in `max` bytes without splitting a char.
@@ -143,6 +148,49 @@ pub fn write_line(out: &mut Vec<u8>, source: &str, command: &str, params: &[&str
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The kind of an IRCv3 standard reply (`FAIL`, `WARN` or `NOTE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standard {
+    /// The command failed.
+    Fail,
+    /// The command went through, with a warning.
+    Warn,
+    /// Information about the command or the connection.
+    Note,
+}
+
+impl Standard {
+    /// The reply's command word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Standard::Fail => "FAIL",
+            Standard::Warn => "WARN",
+            Standard::Note => "NOTE",
+        }
+    }
+}
+
+/// Appends the standard reply `:server FAIL|WARN|NOTE <command> <code>
+/// [<context>...] :<description>`. `command` is the command it is about (`*`
+/// for none); a context parameter that cannot be a middle parameter (empty,
+/// with a space, starting with `:`) is written as `*`.
+pub fn write_standard(
+    out: &mut Vec<u8>,
+    server: &str,
+    kind: Standard,
+    command: &str,
+    code: &str,
+    context: &[&str],
+    description: &str,
+) {
+    let mut params = Vec::with_capacity(context.len() + 3);
+    params.push(if is_middle(command) { command } else { "*" });
+    params.push(code);
+    params.extend(context.iter().map(|&c| if is_middle(c) { c } else { "*" }));
+    params.push(description);
+    write_line(out, server, kind.word(), &params, true);
 }
 
 /// A line from `source` (a command: JOIN, PRIVMSG, ...), last parameter trailing
@@ -190,6 +238,30 @@ mod tests {
         assert!(l.len() <= 512);
         assert!(std::str::from_utf8(&l).is_ok(), "cut on a char boundary");
         assert!(l.ends_with(b"\r\n"));
+    }
+
+    #[test]
+    fn standard_replies() {
+        let mut out = Vec::new();
+        write_standard(
+            &mut out,
+            "srv",
+            Standard::Fail,
+            "CHATHISTORY",
+            "INVALID_TARGET",
+            &["LATEST", "#c"],
+            "No such target",
+        );
+        assert_eq!(
+            out,
+            b":srv FAIL CHATHISTORY INVALID_TARGET LATEST #c :No such target\r\n"
+        );
+        out.clear();
+        write_standard(&mut out, "srv", Standard::Warn, "", "X", &["a b", ""], "d");
+        assert_eq!(out, b":srv WARN * X * * :d\r\n");
+        out.clear();
+        write_standard(&mut out, "srv", Standard::Note, "*", "Y", &[], "");
+        assert_eq!(out, b":srv NOTE * Y :\r\n");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::{
     commands::Flow,
     framing::Frame,
     info::ServerInfo,
+    labels::respond,
     mail::{ChatMsg, ClientRef, NoticeKind, Outgoing, Request, UserNotice},
     message::MAX_LINE,
     reply::{line, write_numeric},
@@ -42,13 +43,39 @@ impl ChatShard {
         let mut out = Vec::with_capacity(80);
         write_numeric(&mut out, self.info.name(), code, c.nick_or_star(), params);
         // An error means the connection is closing; its on_close follows.
-        let _ = websocket::send(ctx, c, &out);
+        let _ = respond(ctx, c, self.info.name(), &out);
+    }
+
+    /// Sends client `id` the standard reply `FAIL|WARN|NOTE <command> <code>
+    /// [<context>...] :<description>` ([`crate::reply::write_standard`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn standard_reply(
+        &self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        kind: crate::reply::Standard,
+        command: &str,
+        code: &str,
+        context: &[&str],
+        description: &str,
+    ) {
+        let mut out = Vec::with_capacity(128);
+        crate::reply::write_standard(
+            &mut out,
+            self.info.name(),
+            kind,
+            command,
+            code,
+            context,
+            description,
+        );
+        self.send_line(ctx, id, &out);
     }
 
     /// Sends a raw line to client `id`.
     pub(crate) fn send_line(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, bytes: &[u8]) {
         if let Some(c) = self.clients.get(&id).filter(|c| c.alive) {
-            let _ = websocket::send(ctx, c, bytes);
+            let _ = respond(ctx, c, self.info.name(), bytes);
         }
     }
 
@@ -149,6 +176,7 @@ impl ChatShard {
                             .get(..4)
                             .is_some_and(|w| w.eq_ignore_ascii_case(b"PONG"));
                     let flow = self.handle_line(ctx, id, raw);
+                    let flow = self.label_ran(ctx, id, flow);
                     if flow != Flow::Retry {
                         // Counted after it ran and before its replies are written
                         // (at the end of the loop turn), so a client that saw them
@@ -220,6 +248,9 @@ impl ChatShard {
         } else if c.parked && (c.settled() || (c.window_parked && c.in_flight() <= window / 2)) {
             c.parked = false;
             c.window_parked = false;
+            if c.settled() {
+                self.label_end(ctx, id);
+            }
             self.pump(ctx, id);
         }
     }
@@ -250,10 +281,11 @@ impl ChatShard {
 
     /// The client is gone and settled: release its nick, tell every shard.
     pub(crate) fn finish_quit(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
-        let Some(c) = self.remove_client(ctx, id) else {
+        let Some(mut c) = self.remove_client(ctx, id) else {
             return;
         };
         let who = self.me_ref(id);
+        self.monitor_leave(ctx, who, c.monitor.take());
         if c.ip_counted {
             let to = owner_of(&c.ip.to_string(), self.shards);
             let req = Request::IpDisconnect { ip: c.ip };

@@ -31,7 +31,7 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         ChatMsg::Reply { .. } => 1,
         ChatMsg::Chan(_) => 2,
         ChatMsg::Private { .. } => 3,
-        ChatMsg::Notify { .. } | ChatMsg::Guard { .. } => 4,
+        ChatMsg::Notify { .. } | ChatMsg::Guard { .. } | ChatMsg::Monitor { .. } => 4,
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
         // Come from the SIGHUP hook and the store's writer, not from a shard.
@@ -60,6 +60,8 @@ pub struct ShardStats {
     pub clients: Counter,
     /// Gauge: channels this shard owns.
     pub channels: Counter,
+    /// Gauge: MONITOR (watcher, nick) pairs kept for the nicks this shard owns.
+    pub monitor_watches: Counter,
     /// Chat messages taken from other shards' mail, by kind ([`MAIL_KINDS`]).
     mail_received: [Counter; MAIL_KINDS.len()],
     /// Messages appended to histories this shard keeps.
@@ -134,6 +136,12 @@ impl ChatStats {
                 "Channels this shard owns.",
                 &l,
                 s.channels.get(),
+            );
+            w.gauge(
+                "shardline_chat_monitor_watches",
+                "MONITOR (watcher, nick) pairs kept for the nicks this shard owns.",
+                &l,
+                s.monitor_watches.get(),
             );
             w.counter(
                 "shardline_chat_registrations_total",

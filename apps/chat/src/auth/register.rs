@@ -187,12 +187,16 @@ impl Fail {
 
     /// Appends `:server FAIL REGISTER <code> [<account>] :<message>`.
     pub fn write(&self, out: &mut Vec<u8>, server: &str) {
-        let mut params = vec!["REGISTER", self.code.as_str()];
-        if let Some(a) = &self.account {
-            params.push(a);
-        }
-        params.push(&self.message);
-        write_line(out, server, "FAIL", &params, true);
+        let context: Vec<&str> = self.account.iter().map(String::as_str).collect();
+        crate::reply::write_standard(
+            out,
+            server,
+            crate::reply::Standard::Fail,
+            "REGISTER",
+            self.code.as_str(),
+            &context,
+            &self.message,
+        );
     }
 
     /// [`Fail::write`] into a new buffer.

@@ -33,7 +33,7 @@ use crate::{
     clock,
     history::write_history_line,
     mail::{Caps, HistRef, HistoryError, HistoryQuery, HistorySub, Request},
-    reply::{truncate, write_line},
+    reply::{truncate, write_line, Standard},
     shard::ChatShard,
     store::{select_targets, Message, TargetSummary},
 };
@@ -278,11 +278,9 @@ impl ChatShard {
 
     /// `:server FAIL CHATHISTORY <code> <params…> :<last>`.
     fn send_fail(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, code: &str, params: &[String]) {
-        let mut all: Vec<&str> = vec!["CHATHISTORY", code];
-        all.extend(params.iter().map(String::as_str));
-        let mut out = Vec::with_capacity(128);
-        write_line(&mut out, self.info.name(), "FAIL", &all, true);
-        self.send_line(ctx, id, &out);
+        let all: Vec<&str> = params.iter().map(String::as_str).collect();
+        let (text, context) = all.split_last().unwrap_or((&"", &[]));
+        self.standard_reply(ctx, id, Standard::Fail, "CHATHISTORY", code, context, text);
     }
 
     /// Sends a CHATHISTORY answer: a `chathistory` batch (plain lines without

@@ -90,6 +90,13 @@ const HELP: &[(&str, &[&str])] = &[
         "MODE",
         &["MODE <target> [modes [params]]", "Shows or changes modes."],
     ),
+    (
+        "MONITOR",
+        &[
+            "MONITOR +|- <nick>{,<nick>}, MONITOR C|L|S",
+            "Online/offline notices for nicks: add, remove, clear, list, status.",
+        ],
+    ),
     ("MOTD", &["MOTD [server]", "The message of the day."]),
     ("NAMES", &["NAMES <channel>", "Who is on a channel."]),
     ("NICK", &["NICK <nick>", "Sets or changes your nick."]),

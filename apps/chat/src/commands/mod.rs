@@ -80,6 +80,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "ISON",
     "SETNAME",
     "CHGHOST",
+    "MONITOR",
 ];
 
 impl ChatShard {
@@ -122,6 +123,9 @@ impl ChatShard {
                 return Flow::Next;
             }
         };
+        if let Some(flow) = self.label_begin(id, &msg) {
+            return flow;
+        }
         let cmd = msg.command.to_ascii_uppercase();
         // Commands that exist only with history on, or only in tests.
         let hidden = match cmd.as_str() {
@@ -129,6 +133,7 @@ impl ChatShard {
             // Accounts live in the store.
             "AUTHENTICATE" | "REGISTER" => !self.accounts_on(),
             "TESTACCOUNT" => !self.info.config.test_account_command,
+            "MONITOR" => self.info.config.limits.monitor == 0,
             _ => false,
         };
         let Some(index) = KNOWN.iter().position(|k| *k == cmd).filter(|_| !hidden) else {
@@ -195,6 +200,7 @@ impl ChatShard {
             "ISON" => self.cmd_ison(ctx, id, p),
             "SETNAME" => self.cmd_setname(ctx, id, p),
             "CHGHOST" => self.cmd_chghost(ctx, id, p),
+            "MONITOR" => self.cmd_monitor(ctx, id, p),
             "LIST" => self.cmd_list(ctx, id, p),
             "AWAY" => self.cmd_away(ctx, id, p),
             "OPER" => self.cmd_oper(ctx, id, p),

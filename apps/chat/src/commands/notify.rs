@@ -26,7 +26,7 @@ use crate::{
     mail::{
         Caps, ChatMsg, ClientRef, NoticeKind, Numeric, Outgoing, ReplyBody, Request, UserNotice,
     },
-    reply::{code::*, line, truncate, write_line},
+    reply::{code::*, line, truncate},
     shard::ChatShard,
 };
 
@@ -68,12 +68,8 @@ impl ChatShard {
         context: &[&str],
         text: &str,
     ) {
-        let mut all = vec![command, code];
-        all.extend_from_slice(context);
-        all.push(text);
-        let mut out = Vec::with_capacity(128);
-        write_line(&mut out, self.info.name(), "FAIL", &all, true);
-        self.send_line(ctx, id, &out);
+        let fail = crate::reply::Standard::Fail;
+        self.standard_reply(ctx, id, fail, command, code, context, text);
     }
 
     /// AWAY changed: `:mask AWAY [:text]` to those sharing a channel with
@@ -118,8 +114,9 @@ impl ChatShard {
         out.account = c.account.clone();
         out.stamp();
         if c.caps.has(Caps::SETNAME) {
+            // Its own echo: the response to its command.
             let mut r = crate::mail::Renderer::new(&out);
-            let _ = crate::websocket::send_shared(ctx, c, r.for_caps(c.caps));
+            let _ = crate::labels::respond_shared(ctx, c, self.info.name(), r.for_caps(c.caps));
         }
         self.broadcast_notice(ctx, id, out, NoticeKind::Setname);
         Flow::Next

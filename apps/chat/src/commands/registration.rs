@@ -124,7 +124,7 @@ impl ChatShard {
         out.account = c.account.clone();
         out.stamp();
         c.update_mask();
-        let _ = crate::websocket::send(ctx, c, &out.body);
+        let _ = crate::labels::respond(ctx, c, self.info.name(), &out.body);
         self.broadcast_nick(ctx, id, out, nick);
     }
 

@@ -408,6 +408,23 @@ pub enum Request {
         /// The letter.
         letter: char,
     },
+    /// MONITOR +, to the owner of every nick in `nicks` (one request per
+    /// owner): watch them, and answer [`ReplyBody::Monitored`] with their
+    /// state ([`crate::monitor`]).
+    MonitorAdd {
+        /// Casefolded nick and the nick as the client wrote it.
+        nicks: Vec<(NameKey, String)>,
+    },
+    /// MONITOR - or C, or the watcher left: stop watching `keys`.
+    MonitorDel {
+        /// Casefolded nicks.
+        keys: Vec<NameKey>,
+    },
+    /// MONITOR S: the state of `nicks` (730/731), nothing changed.
+    MonitorStatus {
+        /// Casefolded nick and the nick as the client wrote it.
+        nicks: Vec<(NameKey, String)>,
+    },
     /// A connection from `ip` opened; to the IP's owner, which counts them.
     IpConnect {
         /// The peer address.
@@ -506,6 +523,14 @@ pub enum ReplyBody {
     IpChecked {
         /// Whether the connection may stay.
         ok: bool,
+    },
+    /// The answer to [`Request::MonitorAdd`]: the states (730/731), and the
+    /// nicks not watched because the owner's shard-wide total is reached.
+    Monitored {
+        /// 730 and 731.
+        nums: Vec<Numeric>,
+        /// Casefolded nick and the nick as the client wrote it.
+        refused: Vec<(NameKey, String)>,
     },
     /// The owner could not take the request on (another shard's queue is full).
     Busy,
