@@ -292,6 +292,16 @@ impl Client {
         }
     }
 
+    /// Who it is, for its nick's owner (WHOWAS): once it has a user name.
+    pub fn ident(&self) -> Option<Arc<crate::mail::Ident>> {
+        let user = self.user.clone()?;
+        Some(Arc::new(crate::mail::Ident {
+            user,
+            host: self.host.clone(),
+            realname: self.realname.clone(),
+        }))
+    }
+
     /// Recomputes `mask` from nick, user and host.
     pub fn update_mask(&mut self) {
         if let (Some(nick), Some(user)) = (&self.nick, &self.user) {

@@ -16,8 +16,8 @@ use crate::{auth::pool::HashDone, casemap::NameKey, clock, info::ServerInfo, sto
 mod request;
 
 pub use request::{
-    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, RegisterError, ReplyBody,
-    Request, Said, Viewer,
+    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, Ident, ModeChange, RegisterError,
+    ReplyBody, Request, Said, Viewer,
 };
 
 /// A client anywhere on the server: its shard and its id there. Ids are never

@@ -166,6 +166,7 @@ impl ChatShard {
             nick: guest.clone(),
             registered: c.registered,
             account: c.account.clone(),
+            ident: c.ident().filter(|_| c.registered),
         };
         self.request(ctx, id, owner_of(&guest, self.shards), req)
     }

@@ -14,6 +14,7 @@ mod events;
 mod modes;
 
 mod history;
+mod whowas;
 
 use crate::shard::{has_room, ChatShard, ChatTimer, Outbox};
 use std::{
@@ -32,7 +33,8 @@ use crate::{
     history::History,
     info::ServerInfo,
     mail::{
-        ChatMsg, ClientRef, NickGuard, NoticeKind, Numeric, ReplyBody, Request, Said, UserNotice,
+        ChatMsg, ClientRef, Ident, NickGuard, NoticeKind, Numeric, ReplyBody, Request, Said,
+        UserNotice,
     },
     reply::code::*,
     stats::ShardStats,
@@ -43,6 +45,10 @@ use crate::{
 #[derive(Debug)]
 struct NickEntry {
     client: ClientRef,
+    /// The nick as the holder spells it.
+    nick: String,
+    /// Who the holder is, once registered (kept for WHOWAS when it leaves).
+    ident: Option<Arc<Ident>>,
     /// Registration is complete: the nick is visible (messages, WHOIS, INVITE).
     registered: bool,
     /// The holder's account: private messages between two accounts are kept.
@@ -74,6 +80,8 @@ pub struct Owner {
     guards: HashMap<u64, NameKey>,
     /// The last guard token handed out.
     guard_seq: u64,
+    /// Who left the nicks owned here (WHOWAS).
+    whowas: whowas::WhowasLog,
 }
 
 /// What an owner does with a request: reply (with the number of deliveries it
@@ -104,6 +112,7 @@ impl Owner {
             refused: HashSet::new(),
             guards: HashMap::new(),
             guard_seq: 0,
+            whowas: whowas::WhowasLog::default(),
         }
     }
 
@@ -171,6 +180,7 @@ impl Owner {
                 nick,
                 registered,
                 account,
+                ident,
             } => {
                 let key: NameKey = casefold(&nick).into();
                 let ok = self.nicks.get(&key).is_none_or(|e| e.client == from);
@@ -179,6 +189,8 @@ impl Owner {
                     let guard = self.nicks.get(&key).and_then(|e| e.guard);
                     let entry = NickEntry {
                         client: from,
+                        nick: nick.clone(),
+                        ident,
                         registered,
                         account,
                         guard,
@@ -198,17 +210,19 @@ impl Owner {
             Request::ReleaseNick { key } => {
                 if self.nicks.get(&key).is_some_and(|e| e.client == from) {
                     self.guard_stop(ctx, &key);
-                    self.nicks.remove(&key);
+                    self.remove_nick(info, &key);
                 }
                 reply(ReplyBody::Done)
             }
-            Request::Registered { key } => {
+            Request::Registered { key, ident } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
                     e.registered = true;
+                    e.ident = Some(ident);
                     self.guard_check(ctx, info, outbox, &key);
                 }
                 reply(ReplyBody::Done)
             }
+            Request::Whowas { nick, count } => numerics(self.whowas_numerics(info, &nick, count)),
             Request::NickCheck { nick, chan } => {
                 let num = match self.holder(&nick) {
                     Some(_) => Numeric::new(
@@ -403,6 +417,60 @@ impl Owner {
             };
             outbox.post(ctx, ShardId(to.shard), msg);
         }
+    }
+
+    /// Forgets the holder of nick `key`; a registered one goes to WHOWAS.
+    fn remove_nick(&mut self, info: &ServerInfo, key: &NameKey) {
+        let Some(e) = self.nicks.remove(key) else {
+            return;
+        };
+        let Some(ident) = e.ident.filter(|_| e.registered) else {
+            return;
+        };
+        let was = whowas::Was {
+            nick: e.nick,
+            user: ident.user.clone(),
+            host: ident.host.clone(),
+            realname: ident.realname.clone(),
+            account: e.account,
+            when_ms: crate::clock::now_millis(),
+        };
+        let l = &info.config.limits;
+        self.whowas
+            .push(key.clone(), was, l.whowas, l.whowas_per_nick);
+    }
+
+    /// The WHOWAS answer for `nick`: per entry, newest first, 314, 312 (the
+    /// server and when it left), 330 if it was logged in; then 369. 406
+    /// first when none is kept.
+    fn whowas_numerics(&self, info: &ServerInfo, nick: &str, count: Option<usize>) -> Vec<Numeric> {
+        let found = self.whowas.get(&casefold(nick), count);
+        let mut nums = Vec::with_capacity(found.len() * 3 + 2);
+        if found.is_empty() {
+            nums.push(Numeric::new(
+                ERR_WASNOSUCHNICK,
+                [nick, "There was no such nickname"],
+            ));
+        }
+        for w in found {
+            nums.push(Numeric::new(
+                RPL_WHOWASUSER,
+                [&w.nick, &w.user, &w.host, "*", &w.realname],
+            ));
+            let when = crate::clock::format_server_time(w.when_ms);
+            nums.push(Numeric::new(
+                RPL_WHOISSERVER,
+                [w.nick.as_str(), info.name(), &when],
+            ));
+            if let Some(account) = &w.account {
+                nums.push(Numeric::new(
+                    RPL_WHOISACCOUNT,
+                    [&w.nick, &**account, "was logged in as"],
+                ));
+            }
+        }
+        nums.push(Numeric::new(RPL_ENDOFWHOWAS, [nick, "End of WHOWAS"]));
+        nums
     }
 
     /// The registered client holding `nick`.

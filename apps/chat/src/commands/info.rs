@@ -23,6 +23,7 @@ const HELP: &[(&str, &[&str])] = &[
             "ADMIN AWAY CAP CHATHISTORY HELP INFO INVITE ISON JOIN KICK LINKS",
             "LIST LUSERS MODE MOTD NAMES NICK NOTICE OPER PART PASS PING PONG",
             "PRIVMSG QUIT STATS TAGMSG TIME TOPIC USER USERHOST VERSION WHO WHOIS",
+            "WHOWAS",
             "HELP <command> for more.",
         ],
     ),
@@ -144,6 +145,13 @@ const HELP: &[(&str, &[&str])] = &[
         &["WHO <mask> [o]", "Users matching a mask or on a channel."],
     ),
     ("WHOIS", &["WHOIS <nick>", "About a user."]),
+    (
+        "WHOWAS",
+        &[
+            "WHOWAS <nick> [count]",
+            "Who recently used a nick, newest first.",
+        ],
+    ),
 ];
 
 /// INFO's lines.

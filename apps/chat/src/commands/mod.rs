@@ -76,6 +76,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "HELPOP",
     "USERHOST",
     "ISON",
+    "WHOWAS",
 ];
 
 impl ChatShard {
@@ -187,6 +188,7 @@ impl ChatShard {
             "INVITE" => self.cmd_invite(ctx, id, p),
             "WHO" => self.cmd_who(ctx, id, p),
             "WHOIS" => self.cmd_whois(ctx, id, p),
+            "WHOWAS" => self.cmd_whowas(ctx, id, p),
             "USERHOST" => self.cmd_userhost(ctx, id, p),
             "ISON" => self.cmd_ison(ctx, id, p),
             "LIST" => self.cmd_list(ctx, id, p),

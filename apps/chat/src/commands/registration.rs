@@ -155,6 +155,7 @@ impl ChatShard {
             nick: nick.to_string(),
             registered: c.registered,
             account: c.account.clone(),
+            ident: c.ident().filter(|_| c.registered),
         };
         if self.request(ctx, id, to, req) {
             Flow::Park
@@ -296,6 +297,7 @@ impl ChatShard {
         }
         c.timer = Some(ctx.set_timer(interval, ChatTimer::Client(id)));
         let mask = c.mask.clone();
+        let ident = c.ident();
         let info = self.info.clone();
         let server = info.name();
         let network = &info.config.server.network;
@@ -321,11 +323,14 @@ impl ChatShard {
         // From now on its nick is visible (messages, WHOIS, INVITE). Its input
         // waits for this, like for LUSERS.
         let key: NameKey = casefold(&nick).into();
+        let Some(ident) = ident else {
+            return true;
+        };
         if !self.request(
             ctx,
             id,
             owner_of(&nick, self.shards),
-            Request::Registered { key },
+            Request::Registered { key, ident },
         ) {
             return true;
         }

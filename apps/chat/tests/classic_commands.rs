@@ -1,0 +1,192 @@
+//! Classic commands over raw TCP, against their modern.ircdocs.horse text:
+//! WHOWAS (kept by each nick's owner shard, bounded), KILL and WALLOPS for
+//! operators, NAMES without a channel, the `+B` bot mode, LUSERS' 253, and
+//! what 004/005 advertise. Both backends, 1 and 4 shards.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{each_server_with, Client, Line};
+use shardline::Io;
+use shardline_chat::{config::Operator, Config};
+
+/// The lines a command answers with (up to a PING's PONG).
+fn answer(c: &mut Client, command: &str) -> Vec<Line> {
+    c.send(command);
+    c.sync()
+}
+
+/// The numerics among `lines`, as (code, params after the nick).
+fn numerics(lines: &[Line]) -> Vec<(String, Vec<String>)> {
+    lines
+        .iter()
+        .filter(|l| l.command.len() == 3 && l.command.bytes().all(|b| b.is_ascii_digit()))
+        .map(|l| (l.command.clone(), l.params[1..].to_vec()))
+        .collect()
+}
+
+fn codes(lines: &[Line]) -> Vec<String> {
+    numerics(lines).into_iter().map(|(c, _)| c).collect()
+}
+
+fn whowas_config(config: &mut Config) {
+    config.test_account_command = true;
+    config.limits.whowas_per_nick = 3;
+}
+
+fn whowas_history(io: Io) {
+    each_server_with(io, whowas_config, |srv| {
+        let label = srv.label();
+        let last = srv.shards - 1;
+        let mut asker = srv.register_on(last, "asker");
+        // Errors and a nick nobody used.
+        assert_eq!(codes(&answer(&mut asker, "WHOWAS")), ["461"], "{label}");
+        assert_eq!(codes(&answer(&mut asker, "WHOWAS :")), ["431"], "{label}");
+        let lines = answer(&mut asker, "WHOWAS nobody");
+        assert_eq!(
+            numerics(&lines),
+            [
+                (
+                    "406".into(),
+                    vec!["nobody".into(), "There was no such nickname".into()]
+                ),
+                ("369".into(), vec!["nobody".into(), "End of WHOWAS".into()]),
+            ],
+            "{label}"
+        );
+        assert_eq!(
+            codes(&answer(&mut asker, "WHOWAS bad,nick")),
+            ["406", "369"]
+        );
+
+        // A QUIT: the entry is there once the ERROR came.
+        let before = now_ms();
+        let mut ghost = srv.register_on(0, "ghost");
+        ghost.send("QUIT :bye");
+        ghost.until_command("ERROR");
+        let lines = answer(&mut asker, "WHOWAS GHOST");
+        let nums = numerics(&lines);
+        assert_eq!(codes(&lines), ["314", "312", "369"], "{label}: {lines:?}");
+        assert_eq!(
+            nums[0].1,
+            ["ghost", "~ghost", "127.0.0.1", "*", "Test ghost"],
+            "{label}"
+        );
+        assert_eq!(nums[1].1[..2], ["ghost", "irc.test"], "{label}");
+        let when = parse_time(&nums[1].1[2]);
+        assert!(
+            when + 1 >= before && when <= now_ms() + 1,
+            "{label}: {}",
+            nums[1].1[2]
+        );
+        assert_eq!(nums[2].1, ["GHOST", "End of WHOWAS"], "{label}");
+
+        // A nick change, logged in: the old nick's entry has the account.
+        let mut g2 = srv.register_on(1, "Ghost");
+        assert_eq!(
+            codes(&answer(&mut g2, "TESTACCOUNT acct")),
+            Vec::<String>::new()
+        );
+        g2.send("NICK other");
+        g2.expect("NICK");
+        g2.sync();
+        let lines = answer(&mut asker, "WHOWAS ghost");
+        let nums = numerics(&lines);
+        assert_eq!(
+            codes(&lines),
+            ["314", "312", "330", "314", "312", "369"],
+            "{label}: {lines:?}"
+        );
+        assert_eq!(nums[0].1[..3], ["Ghost", "~Ghost", "127.0.0.1"], "{label}");
+        assert_eq!(nums[2].1, ["Ghost", "acct", "was logged in as"], "{label}");
+        assert_eq!(nums[3].1[0], "ghost", "{label}");
+        // A count: at most that many, newest first; not positive: all.
+        let lines = answer(&mut asker, "WHOWAS ghost 1");
+        assert_eq!(codes(&lines), ["314", "312", "330", "369"], "{label}");
+        assert_eq!(
+            codes(&answer(&mut asker, "WHOWAS ghost 0")).len(),
+            6,
+            "{label}"
+        );
+        assert_eq!(
+            codes(&answer(&mut asker, "WHOWAS ghost -2")).len(),
+            6,
+            "{label}"
+        );
+        assert_eq!(
+            codes(&answer(&mut asker, "WHOWAS ghost x")).len(),
+            6,
+            "{label}"
+        );
+
+        // The per-nick bound: the oldest go.
+        for i in 0..3 {
+            let mut g = srv.register_on(i, "GHOST");
+            g.send("QUIT");
+            g.until_command("ERROR");
+        }
+        let lines = answer(&mut asker, "WHOWAS ghost");
+        let users: Vec<String> = numerics(&lines)
+            .into_iter()
+            .filter(|(c, _)| c == "314")
+            .map(|(_, p)| p[0].clone())
+            .collect();
+        assert_eq!(users, ["GHOST", "GHOST", "GHOST"], "{label}: {lines:?}");
+
+        // A closed connection (no QUIT) leaves an entry too, once its shard
+        // saw the close.
+        let closer = srv.register_on(last, "closer");
+        drop(closer);
+        let deadline = Instant::now() + common::WAIT;
+        loop {
+            let lines = answer(&mut asker, "WHOWAS closer");
+            if codes(&lines) == ["314", "312", "369"] {
+                break;
+            }
+            assert_eq!(codes(&lines), ["406", "369"], "{label}");
+            assert!(
+                Instant::now() < deadline,
+                "{label}: no WHOWAS entry after a close"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // Kept nowhere with `whowas = 0`.
+    each_server_with(
+        io,
+        |c| c.limits.whowas = 0,
+        |srv| {
+            let mut asker = srv.register_on(0, "asker");
+            let mut g = srv.register_on(1, "ghost");
+            g.send("QUIT");
+            g.until_command("ERROR");
+            assert_eq!(codes(&answer(&mut asker, "WHOWAS ghost")), ["406", "369"]);
+        },
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `2026-01-02T03:04:05.678Z` as Unix milliseconds.
+fn parse_time(s: &str) -> u64 {
+    shardline_chat::clock::parse_server_time(s).unwrap_or_else(|| panic!("bad time {s:?}"))
+}
+
+#[allow(dead_code)]
+fn oper_config(config: &mut Config) {
+    config.operators = vec![Operator {
+        name: "admin".into(),
+        password: "hunter2".into(),
+        host: "*".into(),
+    }];
+}
+
+shardline::per_backend! {
+    whowas_history => whowas_history;
+}
