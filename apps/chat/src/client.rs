@@ -146,6 +146,8 @@ pub struct Client {
     pub invisible: bool,
     /// User mode +o (OPER).
     pub oper: bool,
+    /// User mode +w: gets WALLOPS.
+    pub wallops: bool,
     /// The account it is logged in to: by SASL, by a successful `REGISTER`,
     /// or (tests) the `TESTACCOUNT` hook; private history is kept only between
     /// two clients that have one.
@@ -234,6 +236,7 @@ impl Client {
             caps: Caps::default(),
             invisible: false,
             oper: false,
+            wallops: false,
             account: None,
             rename_due: None,
             guest_claim: None,

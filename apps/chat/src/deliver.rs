@@ -43,6 +43,42 @@ impl ChatShard {
             ChatMsg::Request {
                 from,
                 req:
+                    Request::KillLocal {
+                        target,
+                        nick,
+                        mask,
+                        reason,
+                    },
+            } => {
+                let body = self.kill_local(ctx, target, &nick, &mask, &reason);
+                let reply = ChatMsg::Reply {
+                    to: from,
+                    fanout: 0,
+                    body,
+                };
+                self.outbox.post(ctx, ShardId(from.shard), reply);
+            }
+            ChatMsg::Request {
+                from,
+                req: Request::Wallops { line },
+            } => {
+                for c in self
+                    .clients
+                    .values()
+                    .filter(|c| c.wallops && c.registered && c.alive)
+                {
+                    let _ = ctx.send(c.conn, &line);
+                }
+                let reply = ChatMsg::Reply {
+                    to: from,
+                    fanout: 0,
+                    body: ReplyBody::Done,
+                };
+                self.outbox.post(ctx, ShardId(from.shard), reply);
+            }
+            ChatMsg::Request {
+                from,
+                req:
                     Request::UsersLocal {
                         ison,
                         targets,

@@ -247,6 +247,19 @@ impl Owner {
                 outbox.post(ctx, ShardId(to), ChatMsg::Request { from, req });
                 (0, None)
             }
+            Request::Kill { nick, mask, reason } => {
+                let Some(target) = self.holder(&nick) else {
+                    return numerics(vec![no_such_nick(&nick)]);
+                };
+                let req = Request::KillLocal {
+                    target,
+                    nick,
+                    mask,
+                    reason,
+                };
+                outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
+                (0, None)
+            }
             Request::Whois { nick, viewer } => {
                 let Some(target) = self.holder(&nick) else {
                     let end = Numeric::new(RPL_ENDOFWHOIS, [nick.as_str(), "End of /WHOIS list."]);

@@ -178,7 +178,6 @@ fn parse_time(s: &str) -> u64 {
     shardline_chat::clock::parse_server_time(s).unwrap_or_else(|| panic!("bad time {s:?}"))
 }
 
-#[allow(dead_code)]
 fn oper_config(config: &mut Config) {
     config.operators = vec![Operator {
         name: "admin".into(),
@@ -187,6 +186,112 @@ fn oper_config(config: &mut Config) {
     }];
 }
 
+fn kill_by_operators(io: Io) {
+    each_server_with(io, oper_config, |srv| {
+        let label = srv.label();
+        let last = srv.shards - 1;
+        let mut killer = srv.register_on(0, "killer");
+        let mut victim = srv.register_on(last, "victim");
+        let mut watcher = srv.register_on(1, "watcher");
+        victim.join("#k");
+        watcher.join("#k");
+        watcher.sync();
+        assert_eq!(codes(&answer(&mut killer, "KILL")), ["461"], "{label}");
+        assert_eq!(
+            codes(&answer(&mut killer, "KILL victim")),
+            ["461"],
+            "{label}"
+        );
+        let lines = answer(&mut killer, "KILL victim :spam");
+        assert_eq!(codes(&lines), ["481"], "{label}");
+        assert_eq!(
+            lines[0].last(),
+            "Permission Denied- You're not an IRC operator"
+        );
+        assert_eq!(codes(&answer(&mut killer, "OPER admin hunter2")), ["381"]);
+        let lines = answer(&mut killer, "KILL nobody :x");
+        assert_eq!(
+            numerics(&lines),
+            [(
+                "401".into(),
+                vec!["nobody".into(), "No such nick/channel".into()]
+            )]
+        );
+        let lines = answer(&mut killer, "KILL VICTIM :spam and eggs");
+        assert!(codes(&lines).is_empty(), "{label}: {lines:?}");
+        let kill = victim.expect("KILL");
+        assert_eq!(
+            kill.source.as_deref(),
+            Some("killer!~killer@127.0.0.1"),
+            "{label}"
+        );
+        assert_eq!(kill.params, ["victim", "spam and eggs"], "{label}");
+        let error = victim.expect("ERROR");
+        assert!(
+            error.last().ends_with("(Killed (killer (spam and eggs)))"),
+            "{label}: {}",
+            error.raw
+        );
+        let quit = watcher.expect("QUIT");
+        assert_eq!(quit.nick(), Some("victim"), "{label}");
+        assert_eq!(quit.last(), "Killed (killer (spam and eggs))", "{label}");
+        // The nick is soon free again.
+        let mut again = srv.connect_on(last);
+        again.register("victim");
+        // Nobody else was touched.
+        watcher.sync();
+        assert_eq!(
+            codes(&answer(&mut killer, "WHOIS watcher")).last().unwrap(),
+            "318"
+        );
+    });
+}
+
+fn wallops_to_plus_w(io: Io) {
+    each_server_with(io, oper_config, |srv| {
+        let label = srv.label();
+        let last = srv.shards - 1;
+        let mut oper = srv.register_on(0, "oper");
+        let mut w1 = srv.register_on(1, "w1");
+        let mut w2 = srv.register_on(last, "w2");
+        let mut plain = srv.register_on(last, "plain");
+        for w in [&mut w1, &mut w2] {
+            let nick = w.nick.clone();
+            w.send(&format!("MODE {nick} +w"));
+            let mode = w.expect("MODE");
+            assert_eq!(mode.params, [nick.as_str(), "+w"], "{label}");
+            let lines = answer(w, &format!("MODE {nick}"));
+            assert_eq!(
+                numerics(&lines),
+                [("221".into(), vec!["+w".into()])],
+                "{label}"
+            );
+        }
+        assert_eq!(codes(&answer(&mut oper, "WALLOPS :hi")), ["481"], "{label}");
+        assert_eq!(codes(&answer(&mut oper, "OPER admin hunter2")), ["381"]);
+        assert_eq!(codes(&answer(&mut oper, "WALLOPS")), ["461"], "{label}");
+        assert!(codes(&answer(&mut oper, "WALLOPS :hello all")).is_empty());
+        for w in [&mut w1, &mut w2] {
+            let line = w.expect("WALLOPS");
+            assert_eq!(
+                line.source.as_deref(),
+                Some("oper!~oper@127.0.0.1"),
+                "{label}"
+            );
+            assert_eq!(line.params, ["hello all"], "{label}");
+        }
+        plain.sync_without("WALLOPS");
+        // -w: no more.
+        w2.send("MODE w2 -w");
+        w2.expect("MODE");
+        assert!(codes(&answer(&mut oper, "WALLOPS :again")).is_empty());
+        assert_eq!(w1.expect("WALLOPS").params, ["again"]);
+        w2.sync_without("WALLOPS");
+    });
+}
+
 shardline::per_backend! {
+    kill_by_operators => kill_by_operators;
+    wallops_to_plus_w => wallops_to_plus_w;
     whowas_history => whowas_history;
 }

@@ -23,7 +23,7 @@ const HELP: &[(&str, &[&str])] = &[
             "ADMIN AWAY CAP CHATHISTORY HELP INFO INVITE ISON JOIN KICK LINKS",
             "LIST LUSERS MODE MOTD NAMES NICK NOTICE OPER PART PASS PING PONG",
             "PRIVMSG QUIT STATS TAGMSG TIME TOPIC USER USERHOST VERSION WHO WHOIS",
-            "WHOWAS",
+            "KILL WALLOPS WHOWAS",
             "HELP <command> for more.",
         ],
     ),
@@ -66,6 +66,10 @@ const HELP: &[(&str, &[&str])] = &[
             "KICK <channel> <nick> [reason]",
             "Removes nick from channel.",
         ],
+    ),
+    (
+        "KILL",
+        &["KILL <nick> <reason>", "Operators: disconnects a user."],
     ),
     (
         "LINKS",
@@ -139,6 +143,13 @@ const HELP: &[(&str, &[&str])] = &[
     (
         "VERSION",
         &["VERSION [server]", "This server's version and features."],
+    ),
+    (
+        "WALLOPS",
+        &[
+            "WALLOPS <text>",
+            "Operators: a message to every user with +w.",
+        ],
     ),
     (
         "WHO",

@@ -77,6 +77,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "USERHOST",
     "ISON",
     "WHOWAS",
+    "KILL",
+    "WALLOPS",
 ];
 
 impl ChatShard {
@@ -194,6 +196,8 @@ impl ChatShard {
             "LIST" => self.cmd_list(ctx, id, p),
             "AWAY" => self.cmd_away(ctx, id, p),
             "OPER" => self.cmd_oper(ctx, id, p),
+            "KILL" => self.cmd_kill(ctx, id, p),
+            "WALLOPS" => self.cmd_wallops(ctx, id, p),
             "STATS" => self.cmd_stats(ctx, id, p),
             "LUSERS" => self.cmd_lusers(ctx, id),
             "VERSION" => self.cmd_version(ctx, id, p),

@@ -166,6 +166,34 @@ pub enum Request {
         /// Who it is (WHOWAS when it leaves the nick).
         ident: Arc<Ident>,
     },
+    /// KILL, to the victim's nick owner, which forwards it as `KillLocal`
+    /// (401 if nobody registered holds the nick).
+    Kill {
+        /// The victim's nick.
+        nick: String,
+        /// The operator's `nick!user@host`.
+        mask: Arc<str>,
+        /// The reason given.
+        reason: String,
+    },
+    /// KILL, forwarded to the victim's shard: the victim gets the KILL line
+    /// and is disconnected (`Killed (<oper> (<reason>))`).
+    KillLocal {
+        /// The victim.
+        target: ClientRef,
+        /// The nick as asked (for 401 if it left meanwhile).
+        nick: String,
+        /// The operator's `nick!user@host`.
+        mask: Arc<str>,
+        /// The reason given.
+        reason: String,
+    },
+    /// WALLOPS, to every shard: the line goes to each local client with user
+    /// mode `+w`.
+    Wallops {
+        /// `:oper!user@host WALLOPS :text`.
+        line: Arc<[u8]>,
+    },
     /// WHOWAS, to the nick's owner: 314/312/330 per entry, newest first, then
     /// 369 (406 first if it keeps none).
     Whowas {
