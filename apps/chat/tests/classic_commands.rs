@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{each_server_with, Client, Line};
+use common::{each_server, each_server_with, Client, Line};
 use shardline::Io;
 use shardline_chat::{config::Operator, Config};
 
@@ -290,7 +290,29 @@ fn wallops_to_plus_w(io: Io) {
     });
 }
 
+/// NAMES without a channel: one 366 for `*` and nothing else, even with
+/// channels around (modern.ircdocs.horse: servers SHOULD).
+fn names_without_a_channel(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut a = srv.register_on(0, "alice");
+        let mut b = srv.register_on(srv.shards - 1, "bob");
+        a.join("#one");
+        b.join("#two");
+        for c in [&mut a, &mut b] {
+            let lines = answer(c, "NAMES");
+            assert_eq!(lines.len(), 1, "{label}: {lines:?}");
+            let nick = c.nick.clone();
+            assert_eq!(lines[0].command, "366", "{label}");
+            assert_eq!(lines[0].params, [nick.as_str(), "*", "End of /NAMES list."]);
+            // An empty parameter is no channel either.
+            assert_eq!(codes(&answer(c, "NAMES :")), ["366"], "{label}");
+        }
+    });
+}
+
 shardline::per_backend! {
+    names_without_a_channel => names_without_a_channel;
     kill_by_operators => kill_by_operators;
     wallops_to_plus_w => wallops_to_plus_w;
     whowas_history => whowas_history;
