@@ -148,6 +148,9 @@ pub struct Client {
     pub oper: bool,
     /// User mode +w: gets WALLOPS.
     pub wallops: bool,
+    /// User mode +B: a bot (the `bot` tag on its messages, WHOIS 335, WHO
+    /// flag `B`).
+    pub bot: bool,
     /// The account it is logged in to: by SASL, by a successful `REGISTER`,
     /// or (tests) the `TESTACCOUNT` hook; private history is kept only between
     /// two clients that have one.
@@ -237,6 +240,7 @@ impl Client {
             invisible: false,
             oper: false,
             wallops: false,
+            bot: false,
             account: None,
             rename_due: None,
             guest_claim: None,

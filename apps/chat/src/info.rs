@@ -51,6 +51,7 @@ impl ServerInfo {
             format!("AWAYLEN={}", l.awaylen),
             format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:,LIST:,KICK:{t},WHOIS:1"),
             format!("NETWORK={}", config.server.network),
+            "BOT=B".into(),
         ];
         if config.history.enabled {
             tokens.push(format!("CHATHISTORY={}", config.history.max_request));

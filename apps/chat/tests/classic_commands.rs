@@ -311,7 +311,63 @@ fn names_without_a_channel(io: Io) {
     });
 }
 
+/// bot-mode (ircv3.net/specs/extensions/bot-mode): `+B`, the `bot` tag on
+/// its messages for clients with `message-tags`, WHOIS 335, WHO flag `B`.
+fn bot_mode(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let last = srv.shards - 1;
+        let mut bot = srv.register_on(0, "bot");
+        let mut tagged = srv.connect_on(last);
+        tagged.register_with_caps("tagged", "message-tags");
+        let mut plain = srv.register_on(1, "plain");
+        for c in [&mut bot, &mut tagged, &mut plain] {
+            c.join("#b");
+        }
+        bot.send("MODE bot +B");
+        assert_eq!(bot.expect("MODE").params, ["bot", "+B"], "{label}");
+        let lines = answer(&mut bot, "MODE bot");
+        assert_eq!(numerics(&lines), [("221".into(), vec!["+B".into()])]);
+        tagged.sync();
+        plain.sync();
+
+        bot.send("PRIVMSG #b :beep");
+        let got = tagged.expect("PRIVMSG");
+        assert_eq!(got.tag("bot"), Some(""), "{label}: {}", got.raw);
+        let got = plain.expect("PRIVMSG");
+        assert!(got.raw.starts_with(':'), "{label}: {}", got.raw);
+        bot.send("@+x=1 PRIVMSG tagged :hi");
+        let got = tagged.expect("PRIVMSG");
+        assert_eq!(got.tag("bot"), Some(""), "{label}: {}", got.raw);
+        assert_eq!(got.tag("+x"), Some("1"), "{label}: {}", got.raw);
+        bot.send("TAGMSG #b");
+        assert_eq!(tagged.expect("TAGMSG").tag("bot"), Some(""), "{label}");
+
+        let lines = answer(&mut plain, "WHOIS bot");
+        assert!(
+            numerics(&lines).contains(&("335".into(), vec!["bot".into(), "is a bot".into()])),
+            "{label}: {lines:?}"
+        );
+        let lines = answer(&mut plain, "WHOIS tagged");
+        assert!(!codes(&lines).contains(&"335".to_string()), "{label}");
+        let lines = answer(&mut plain, "WHO #b");
+        for (code, p) in numerics(&lines).into_iter().filter(|(c, _)| c == "352") {
+            assert_eq!(code, "352");
+            assert_eq!(p[5].contains('B'), p[4] == "bot", "{label}: {p:?}");
+        }
+
+        // -B: plain messages again.
+        bot.send("MODE bot -B");
+        bot.expect("MODE");
+        bot.send("PRIVMSG #b :plain now");
+        let got = tagged.expect("PRIVMSG");
+        assert_eq!(got.tag("bot"), None, "{label}: {}", got.raw);
+        assert!(got.tag("msgid").is_some(), "{label}: {}", got.raw);
+    });
+}
+
 shardline::per_backend! {
+    bot_mode => bot_mode;
     names_without_a_channel => names_without_a_channel;
     kill_by_operators => kill_by_operators;
     wallops_to_plus_w => wallops_to_plus_w;

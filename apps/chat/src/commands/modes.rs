@@ -118,6 +118,7 @@ impl ChatShard {
                 }
                 'i' => &mut c.invisible,
                 'w' => &mut c.wallops,
+                'B' => &mut c.bot,
                 'o' if !adding => &mut c.oper,
                 // +o comes from OPER only; asking for it is silently ignored.
                 'o' => continue,
@@ -151,7 +152,12 @@ impl ChatShard {
 /// `+iow`, `+i`, ... or `+` for none.
 fn user_modes(c: &crate::client::Client) -> String {
     let mut s = String::from("+");
-    for (on, letter) in [(c.invisible, 'i'), (c.oper, 'o'), (c.wallops, 'w')] {
+    for (on, letter) in [
+        (c.invisible, 'i'),
+        (c.oper, 'o'),
+        (c.wallops, 'w'),
+        (c.bot, 'B'),
+    ] {
         if on {
             s.push(letter);
         }

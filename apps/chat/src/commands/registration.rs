@@ -317,7 +317,10 @@ impl ChatShard {
             RPL_CREATED,
             &[&format!("This server was created {}", info.created)],
         );
-        num(RPL_MYINFO, &[server, VERSION, "iow", "biklmnostv", "bklov"]);
+        num(
+            RPL_MYINFO,
+            &[server, VERSION, "Biow", "biklmnostv", "bklov"],
+        );
         info.write_isupport(&mut out, &nick);
         self.send_line(ctx, id, &out);
         // From now on its nick is visible (messages, WHOIS, INVITE). Its input
