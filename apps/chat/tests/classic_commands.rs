@@ -366,7 +366,80 @@ fn bot_mode(io: Io) {
     });
 }
 
+/// Waits (bounded) until `cond` holds.
+fn wait_for(label: &str, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + common::WAIT;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{label}: waited too long for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// LUSERS' (251, 253) as (users, unknown connections).
+fn lusers(c: &mut Client) -> (u64, u64) {
+    let lines = answer(c, "LUSERS");
+    let get = |code: &str| {
+        lines
+            .iter()
+            .find(|l| l.is(code))
+            .unwrap_or_else(|| panic!("no {code}: {lines:?}"))
+            .clone()
+    };
+    let users: u64 = get("251")
+        .last()
+        .split(' ')
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .expect("251 count");
+    let invisible: u64 = get("251")
+        .last()
+        .split(' ')
+        .nth(5)
+        .and_then(|n| n.parse().ok())
+        .expect("251 invisible");
+    let unknown = get("253").params[1].parse().expect("253 count");
+    (users + invisible, unknown)
+}
+
+/// 253 counts the connections that have not completed registration, on
+/// every shard, exactly: opened, some registering, some closing.
+fn lusers_counts_unregistered_connections(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut asker = srv.register_on(0, "asker");
+        wait_for(&label, "only the asker connected", || srv.live() == 1);
+        assert_eq!(lusers(&mut asker), (1, 0), "{label}");
+        const N: usize = 7;
+        let mut pending: Vec<Client> = (0..N)
+            .map(|i| {
+                let mut c = srv.connect_on(i);
+                // Half-way there: a nick, no USER.
+                if i % 2 == 0 {
+                    c.send(&format!("NICK half{i}"));
+                }
+                c
+            })
+            .collect();
+        for c in &mut pending {
+            c.sync();
+        }
+        wait_for(&label, "the probes closed", || srv.live() == 1 + N as u64);
+        assert_eq!(lusers(&mut asker), (1, N as u64), "{label}");
+        // Two complete registration, three leave.
+        for (i, c) in pending.iter_mut().enumerate().take(2) {
+            c.register(&format!("done{i}"));
+        }
+        pending.truncate(N - 3);
+        wait_for(&label, "three closed", || srv.live() == 1 + N as u64 - 3);
+        assert_eq!(lusers(&mut asker), (3, N as u64 - 5), "{label}");
+    });
+}
+
 shardline::per_backend! {
+    lusers_counts_unregistered_connections => lusers_counts_unregistered_connections;
     bot_mode => bot_mode;
     names_without_a_channel => names_without_a_channel;
     kill_by_operators => kill_by_operators;
