@@ -208,6 +208,10 @@ pub struct Client {
     /// QUIT released its nick at the owner shard already (before the ERROR
     /// went out), so leaving does not release it again.
     pub nick_released: bool,
+    /// It must leave with this reason once its requests are done (its nick
+    /// is being released first, so that the nick is free before the client
+    /// reads the ERROR); no more of its input runs.
+    pub leave_when_settled: Option<String>,
     /// Set once it is leaving: the quit reason.
     pub quitting: Option<String>,
     /// Last time it sent anything.
@@ -264,6 +268,7 @@ impl Client {
             lusers: None,
             gather: None,
             refused: false,
+            leave_when_settled: None,
             quitting: None,
             nick_released: false,
             last_active: Instant::now(),

@@ -140,6 +140,23 @@ impl ChatShard {
                     self.nick_guard(ctx, to.id, key, action);
                 }
             }
+            ChatMsg::HolderCheck {
+                holder,
+                owner,
+                token,
+            } => {
+                let timer = crate::shard::ChatTimer::HolderCheck {
+                    holder,
+                    owner,
+                    token,
+                    reaps: None,
+                };
+                ctx.set_timer(std::time::Duration::ZERO, timer);
+            }
+            ChatMsg::HolderAnswer { token, alive } => {
+                self.owner
+                    .holder_answer(ctx, &self.info, &mut self.outbox, token, alive);
+            }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
             // Only a Remote (the SIGHUP hook, a store writer, the hashing
             // pool, the OPER checker) sends them; `on_message` takes them there.

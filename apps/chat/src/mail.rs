@@ -444,6 +444,29 @@ pub enum ChatMsg {
         /// What to do.
         action: NickGuard,
     },
+    /// Nick owner -> the shard of a nick's holder, when another client claims
+    /// the nick: is `holder` still there? Its connection may have closed
+    /// with the close not yet seen. Answered ([`ChatMsg::HolderAnswer`])
+    /// only after that shard has reaped its I/O completions twice more
+    /// ([`crate::shard::ChatTimer::HolderCheck`]): a close that happened
+    /// before the claim was made is seen by then, and releases the nick
+    /// (the release reaches the owner before the answer).
+    HolderCheck {
+        /// The holder (on the receiving shard).
+        holder: ClientRef,
+        /// The owner's shard, to answer.
+        owner: usize,
+        /// The owner's token for the claim waiting.
+        token: u64,
+    },
+    /// The holder's shard -> the nick owner: whether the holder is still
+    /// connected and not leaving.
+    HolderAnswer {
+        /// The owner's token.
+        token: u64,
+        /// Still there.
+        alive: bool,
+    },
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed

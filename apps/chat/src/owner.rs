@@ -4,7 +4,9 @@
 //! An owner is the single place where a name's state lives and where everything
 //! that happens to it is ordered. It answers each request with exactly one reply to
 //! the asking client's shard — or forwards it once to the shard that can finish it,
-//! which then replies — and for channel events posts one delivery per shard that
+//! which then replies, or (a nick claim finding the nick held) first asks the
+//! holder's shard whether the holder is still there and replies on its answer
+//! ([`ChatMsg::HolderCheck`]) — and for channel events posts one delivery per shard that
 //! has members, never one per member. It never touches a connection: it knows
 //! clients only as [`ClientRef`]s.
 
@@ -82,6 +84,22 @@ pub struct Owner {
     guard_seq: u64,
     /// Who left the nicks owned here (WHOWAS).
     whowas: whowas::WhowasLog,
+    /// Nick claims that found the nick held, waiting for the holder's shard
+    /// to say whether the holder is still there: token -> the claim.
+    claims: HashMap<u64, PendingClaim>,
+    /// The last claim token handed out.
+    claim_seq: u64,
+}
+
+/// A nick claim waiting for a [`ChatMsg::HolderAnswer`].
+#[derive(Debug)]
+struct PendingClaim {
+    /// Who claims it.
+    from: ClientRef,
+    /// The holder asked about.
+    holder: ClientRef,
+    /// The claim's entry, if it is granted.
+    entry: NickEntry,
 }
 
 /// What an owner does with a request: reply (with the number of deliveries it
@@ -113,6 +131,8 @@ impl Owner {
             guards: HashMap::new(),
             guard_seq: 0,
             whowas: whowas::WhowasLog::default(),
+            claims: HashMap::new(),
+            claim_seq: 0,
         }
     }
 
@@ -183,22 +203,40 @@ impl Owner {
                 ident,
             } => {
                 let key: NameKey = casefold(&nick).into();
-                let ok = self.nicks.get(&key).is_none_or(|e| e.client == from);
-                if ok {
-                    // A change of case of its own nick keeps a guard under way.
-                    let guard = self.nicks.get(&key).and_then(|e| e.guard);
-                    let entry = NickEntry {
-                        client: from,
-                        nick: nick.clone(),
-                        ident,
-                        registered,
-                        account,
-                        guard,
-                    };
-                    self.nicks.insert(key.clone(), entry);
-                    self.guard_check(ctx, info, outbox, &key);
+                let entry = NickEntry {
+                    client: from,
+                    nick: nick.clone(),
+                    ident,
+                    registered,
+                    account,
+                    guard: None,
+                };
+                match self.nicks.get(&key).map(|e| e.client) {
+                    Some(holder) if holder != from => {
+                        // Held: unless the holder's shard says it is gone
+                        // (its close not seen here yet), 433.
+                        self.claim_seq += 1;
+                        let token = self.claim_seq;
+                        let claim = PendingClaim {
+                            from,
+                            holder,
+                            entry,
+                        };
+                        self.claims.insert(token, claim);
+                        let owner = ctx.shard_id().0;
+                        let msg = ChatMsg::HolderCheck {
+                            holder,
+                            owner,
+                            token,
+                        };
+                        outbox.post(ctx, ShardId(holder.shard), msg);
+                        (0, None)
+                    }
+                    _ => {
+                        self.take_nick(ctx, info, outbox, key, entry);
+                        reply(ReplyBody::NickClaimed { nick, ok: true })
+                    }
                 }
-                reply(ReplyBody::NickClaimed { nick, ok })
             }
             Request::SetAccount { key, account } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
@@ -430,6 +468,66 @@ impl Owner {
             };
             outbox.post(ctx, ShardId(to.shard), msg);
         }
+    }
+
+    /// Gives nick `key` to `entry`'s client (free, or already its own: a
+    /// change of case keeps a guard under way).
+    fn take_nick(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        key: NameKey,
+        mut entry: NickEntry,
+    ) {
+        entry.guard = self.nicks.get(&key).and_then(|e| e.guard);
+        self.nicks.insert(key.clone(), entry);
+        self.guard_check(ctx, info, outbox, &key);
+    }
+
+    /// The holder's shard answered a [`ChatMsg::HolderCheck`]: the claim
+    /// waiting on it takes the nick if the holder is gone (or the nick was
+    /// released meanwhile), else gets 433.
+    pub(crate) fn holder_answer(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        token: u64,
+        alive: bool,
+    ) {
+        let Some(PendingClaim {
+            from,
+            holder,
+            entry,
+        }) = self.claims.remove(&token)
+        else {
+            return;
+        };
+        let nick = entry.nick.clone();
+        let key: NameKey = casefold(&nick).into();
+        let ok = match self.nicks.get(&key).map(|e| e.client) {
+            None => true,
+            Some(c) if c == from => true,
+            Some(c) if c == holder && !alive => {
+                // Gone without its release having come: it is released now
+                // (its own release, when it comes, no longer matches).
+                self.guard_stop(ctx, &key);
+                self.remove_nick(info, &key);
+                true
+            }
+            Some(_) => false,
+        };
+        if ok {
+            self.take_nick(ctx, info, outbox, key, entry);
+        }
+        let body = ReplyBody::NickClaimed { nick, ok };
+        let msg = ChatMsg::Reply {
+            to: from,
+            fanout: 0,
+            body,
+        };
+        outbox.post(ctx, ShardId(from.shard), msg);
     }
 
     /// Forgets the holder of nick `key`; a registered one goes to WHOWAS.

@@ -286,8 +286,9 @@ impl ChatShard {
             let given = c.pass.take().unwrap_or_default();
             if !crate::auth::password::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
                 self.numeric(ctx, id, ERR_PASSWDMISMATCH, &["Password incorrect"]);
-                self.begin_quit(ctx, id, "Bad password".into());
-                return false;
+                // The nick is free before the ERROR goes out (like QUIT).
+                self.quit_after_release(ctx, id, "Bad password".into());
+                return true;
             }
         }
         c.registered = true;
