@@ -438,7 +438,162 @@ fn lusers_counts_unregistered_connections(io: Io) {
     });
 }
 
+/// Channel key and limit validation (modern.ircdocs.horse: an invalid `+k`
+/// draws 696; KEYLEN): empty, with a space, a comma, past KEYLEN, and limits
+/// of zero, negative, not a number or too big are refused; what is refused
+/// changes nothing.
+fn key_and_limit_validation(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut a = srv.register_on(0, "alice");
+        let mut b = srv.register_on(srv.shards - 1, "bob");
+        a.join("#v");
+        let keylen: usize = 23;
+        let long = "k".repeat(keylen + 1);
+        for bad in ["", "a b", "a,b", ":x", long.as_str(), "caf\u{e9}"] {
+            let lines = answer(&mut a, &format!("MODE #v +k :{bad}"));
+            let nums = numerics(&lines);
+            assert_eq!(nums.len(), 1, "{label}: key {bad:?}: {lines:?}");
+            assert_eq!(nums[0].0, "696", "{label}: key {bad:?}");
+            assert_eq!(nums[0].1[..2], ["#v", "k"], "{label}");
+            assert!(!lines.iter().any(|l| l.is("MODE")), "{label}: {lines:?}");
+        }
+        for bad in ["0", "-1", "x", "4294967296", ""] {
+            let lines = answer(&mut a, &format!("MODE #v +l :{bad}"));
+            assert_eq!(codes(&lines), ["696"], "{label}: limit {bad:?}: {lines:?}");
+        }
+        // Nothing was set: bob joins without a key.
+        b.join("#v");
+        let lines = answer(&mut a, "MODE #v");
+        assert_eq!(numerics(&lines)[0].1, ["#v", "+nt"], "{label}");
+        // The longest key allowed works, and JOIN needs it exactly.
+        let key = "k".repeat(keylen);
+        a.send(&format!("MODE #v +k {key}"));
+        assert_eq!(a.expect("MODE").params, ["#v", "+k", key.as_str()]);
+        b.send("PART #v");
+        b.expect("PART");
+        b.send_expect(&format!("JOIN #v {long}"), "475", "#v");
+        b.send(&format!("JOIN #v {key}"));
+        b.expect("JOIN");
+        a.send("MODE #v +l 1");
+        assert_eq!(a.expect("MODE").params, ["#v", "+l", "1"]);
+    });
+}
+
+/// The mode letters 004 advertises are the ones MODE takes, and CHANMODES
+/// and PREFIX in 005 list the same channel modes; a letter not advertised
+/// draws 472 (channel) or 501 (user).
+fn advertised_modes_are_honoured(io: Io) {
+    each_server_with(io, oper_config, |srv| {
+        let label = srv.label();
+        let mut a = srv.connect_on(0);
+        a.send("NICK alice");
+        a.send("USER alice 0 * :x");
+        let (_, burst) = a.until("end of MOTD", |l| l.is("376") || l.is("422"));
+        let myinfo = burst.iter().find(|l| l.is("004")).expect("004");
+        let (umodes, cmodes, with_param) = (
+            myinfo.params[3].clone(),
+            myinfo.params[4].clone(),
+            myinfo.params[5].clone(),
+        );
+        let token = |name: &str| -> String {
+            burst
+                .iter()
+                .filter(|l| l.is("005"))
+                .flat_map(|l| l.params.iter())
+                .find_map(|p| p.strip_prefix(&format!("{name}=")).map(str::to_string))
+                .unwrap_or_else(|| panic!("{label}: no {name} in 005"))
+        };
+        // CHANMODES=A,B,C,D plus PREFIX's letters are 004's channel modes.
+        let chanmodes = token("CHANMODES");
+        let prefix = token("PREFIX");
+        let prefix_modes: String = prefix[1..prefix.find(')').unwrap()].to_string();
+        let mut listed: Vec<char> = chanmodes
+            .chars()
+            .filter(|c| *c != ',')
+            .chain(prefix_modes.chars())
+            .collect();
+        listed.sort_unstable();
+        let mut advertised: Vec<char> = cmodes.chars().collect();
+        advertised.sort_unstable();
+        assert_eq!(
+            listed, advertised,
+            "{label}: {chanmodes} {prefix} vs {cmodes}"
+        );
+        let types: Vec<&str> = chanmodes.split(',').collect();
+        assert_eq!(types.len(), 4, "{label}");
+        // Modes that always take a parameter are 004's third list.
+        for m in with_param.chars() {
+            assert!(
+                types[0].contains(m)
+                    || types[1].contains(m)
+                    || types[2].contains(m)
+                    || prefix_modes.contains(m),
+                "{label}: {m}"
+            );
+        }
+        assert_eq!(token("BOT"), "B", "{label}");
+        assert!(umodes.contains('B'), "{label}");
+
+        let mut b = srv.register_on(srv.shards - 1, "bob");
+        a.join("#m");
+        b.join("#m");
+        a.sync();
+        for m in cmodes.chars() {
+            let param = match m {
+                'b' => "x!*@*",
+                'k' => "key",
+                'l' => "5",
+                'o' | 'v' => "bob",
+                _ => "",
+            };
+            let unset_param = if "bov".contains(m) { param } else { "" };
+            let off = answer(&mut a, &format!("MODE #m -{m} {unset_param}"));
+            let on = answer(&mut a, &format!("MODE #m +{m} {param}"));
+            let all: Vec<&Line> = off.iter().chain(on.iter()).collect();
+            assert!(
+                !all.iter()
+                    .any(|l| l.command.starts_with('4') || l.command.starts_with('6')),
+                "{label}: mode {m}: {all:?}"
+            );
+            let echoed = on
+                .iter()
+                .any(|l| l.is("MODE") && l.params[1].contains(m) && l.params[1].starts_with('+'));
+            assert!(echoed, "{label}: +{m} not set: {on:?}");
+        }
+        assert_eq!(codes(&answer(&mut a, "MODE #m +z")), ["472"], "{label}");
+
+        for m in umodes.chars() {
+            if m == 'o' {
+                assert_eq!(codes(&answer(&mut a, "OPER admin hunter2")), ["381"]);
+                let lines = answer(&mut a, "MODE alice -o");
+                assert!(
+                    lines.iter().any(|l| l.is("MODE") && l.params[1] == "-o"),
+                    "{label}: {lines:?}"
+                );
+                continue;
+            }
+            let lines = answer(&mut a, &format!("MODE alice +{m}"));
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.is("MODE") && l.params[1] == format!("+{m}")),
+                "{label}: user mode {m}: {lines:?}"
+            );
+        }
+        let lines = answer(&mut a, "MODE alice");
+        let mut shown: Vec<char> = numerics(&lines)[0].1[0].chars().skip(1).collect();
+        shown.sort_unstable();
+        let mut want: Vec<char> = umodes.chars().filter(|m| *m != 'o').collect();
+        want.sort_unstable();
+        assert_eq!(shown, want, "{label}: {lines:?}");
+        assert_eq!(codes(&answer(&mut a, "MODE alice +x")), ["501"], "{label}");
+    });
+}
+
 shardline::per_backend! {
+    key_and_limit_validation => key_and_limit_validation;
+    advertised_modes_are_honoured => advertised_modes_are_honoured;
     lusers_counts_unregistered_connections => lusers_counts_unregistered_connections;
     bot_mode => bot_mode;
     names_without_a_channel => names_without_a_channel;
