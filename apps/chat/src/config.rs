@@ -1204,6 +1204,9 @@ mod tests {
         assert!(Config::from_toml("[server]\nnmae = \"x\"\n").is_err());
         assert!(Config::from_toml("[server]\nname = \"no dots\"\n").is_err());
         assert!(Config::from_toml("[limits]\nnicklen = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nwhowas_per_nick = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nwhowas = 1000001\n").is_err());
+        assert!(Config::from_toml("[limits]\nwhowas = 0\n").is_ok());
         assert!(Config::from_toml("[limits]\nping_timeout_secs = -1\n").is_err());
         assert!(Config::from_toml("[flood]\ncommand_cost_ms = 0\n").is_err());
         assert!(Config::from_toml("[[operators]]\nname = \"a\"\npassword = \"\"\n").is_err());

@@ -591,7 +591,59 @@ fn advertised_modes_are_honoured(io: Io) {
     });
 }
 
+/// The shard-wide WHOWAS bound holds: with `whowas = 2`, of three nicks one
+/// owner shard keeps, the oldest entry goes.
+fn whowas_shard_limit(io: Io) {
+    each_server_with(
+        io,
+        |c| c.limits.whowas = 2,
+        |srv| {
+            let label = srv.label();
+            let mut asker = srv.register_on(0, "asker");
+            let owner = |n: &str| shardline_chat::casemap::owner_of(n, srv.shards);
+            let nicks: Vec<String> = (0..1000)
+                .map(|i| format!("gone{i}"))
+                .filter(|n| owner(n) == owner("gone0"))
+                .take(3)
+                .collect();
+            assert_eq!(nicks.len(), 3, "{label}");
+            for (i, nick) in nicks.iter().enumerate() {
+                let mut c = srv.register_on(i, nick);
+                c.send("QUIT");
+                c.until_command("ERROR");
+            }
+            let kept: Vec<bool> = nicks
+                .iter()
+                .map(|n| codes(&answer(&mut asker, &format!("WHOWAS {n}")))[0] == "314")
+                .collect();
+            assert_eq!(kept, [false, true, true], "{label}");
+        },
+    );
+}
+
+/// KILL's reason and WALLOPS' text are cut to 300 bytes.
+fn kill_and_wallops_text_is_bounded(io: Io) {
+    each_server_with(io, oper_config, |srv| {
+        let label = srv.label();
+        let mut op = srv.register_on(0, "op");
+        let mut v = srv.register_on(srv.shards - 1, "v");
+        assert_eq!(codes(&answer(&mut op, "OPER admin hunter2")), ["381"]);
+        v.send("MODE v +w");
+        v.expect("MODE");
+        let long = "x".repeat(400);
+        op.send(&format!("WALLOPS :{long}"));
+        assert_eq!(v.expect("WALLOPS").last().len(), 300, "{label}");
+        op.send(&format!("KILL v :{long}"));
+        assert_eq!(v.expect("KILL").last().len(), 300, "{label}");
+        let error = v.expect("ERROR");
+        assert!(error.last().contains(&"x".repeat(300)), "{label}");
+        assert!(!error.last().contains(&"x".repeat(301)), "{label}");
+    });
+}
+
 shardline::per_backend! {
+    whowas_shard_limit => whowas_shard_limit;
+    kill_and_wallops_text_is_bounded => kill_and_wallops_text_is_bounded;
     key_and_limit_validation => key_and_limit_validation;
     advertised_modes_are_honoured => advertised_modes_are_honoured;
     lusers_counts_unregistered_connections => lusers_counts_unregistered_connections;
