@@ -65,7 +65,7 @@ pub enum ChatTimer {
     /// mail (mail is drained before timers fire), and in the next turn —
     /// after its reap — when set from a timer; so the first firing re-arms
     /// with 0, each later one counts a reap, and the answer goes out at
-    /// [`HOLDER_CHECK_REAPS`] (two, not one: io_uring's wait skips entering
+    /// `HOLDER_CHECK_REAPS` (two, not one: io_uring's wait skips entering
     /// the kernel while completions are still queued, so one reap may not
     /// yet show a completion the kernel has).
     HolderCheck {
