@@ -67,7 +67,7 @@ impl ChatShard {
                     .values()
                     .filter(|c| c.wallops && c.registered && c.alive)
                 {
-                    let _ = ctx.send(c.conn, &line);
+                    let _ = ctx.send_shared(c.conn, &line);
                 }
                 let reply = ChatMsg::Reply {
                     to: from,

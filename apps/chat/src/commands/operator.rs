@@ -203,8 +203,7 @@ impl ChatShard {
         let Some(c) = self.clients.get(&id) else {
             return Flow::Next;
         };
-        let out: std::sync::Arc<[u8]> =
-            line(&c.mask, "WALLOPS", &[truncate(text, TEXTLEN)], true).into();
+        let out = bytes::Bytes::from(line(&c.mask, "WALLOPS", &[truncate(text, TEXTLEN)], true));
         for s in 0..self.shards {
             let req = Request::Wallops { line: out.clone() };
             if !self.request(ctx, id, s, req) {

@@ -191,8 +191,8 @@ pub enum Request {
     /// WALLOPS, to every shard: the line goes to each local client with user
     /// mode `+w`.
     Wallops {
-        /// `:oper!user@host WALLOPS :text`.
-        line: Arc<[u8]>,
+        /// `:oper!user@host WALLOPS :text` (shared by every recipient).
+        line: bytes::Bytes,
     },
     /// WHOWAS, to the nick's owner: 314/312/330 per entry, newest first, then
     /// 369 (406 first if it keeps none).
