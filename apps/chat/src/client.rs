@@ -155,6 +155,11 @@ pub struct Client {
     pub invisible: bool,
     /// User mode +o (OPER).
     pub oper: bool,
+    /// User mode +w: gets WALLOPS.
+    pub wallops: bool,
+    /// User mode +B: a bot (the `bot` tag on its messages, WHOIS 335, WHO
+    /// flag `B`).
+    pub bot: bool,
     /// The account it is logged in to: by SASL, by a successful `REGISTER`,
     /// or (tests) the `TESTACCOUNT` hook; private history is kept only between
     /// two clients that have one.
@@ -212,6 +217,10 @@ pub struct Client {
     /// QUIT released its nick at the owner shard already (before the ERROR
     /// went out), so leaving does not release it again.
     pub nick_released: bool,
+    /// It must leave with this reason once its requests are done (its nick
+    /// is being released first, so that the nick is free before the client
+    /// reads the ERROR); no more of its input runs.
+    pub leave_when_settled: Option<String>,
     /// Set once it is leaving: the quit reason.
     pub quitting: Option<String>,
     /// Last time it sent anything.
@@ -250,6 +259,8 @@ impl Client {
             cap_302: false,
             invisible: false,
             oper: false,
+            wallops: false,
+            bot: false,
             account: None,
             rename_due: None,
             guest_claim: None,
@@ -273,6 +284,7 @@ impl Client {
             lusers: None,
             gather: None,
             refused: false,
+            leave_when_settled: None,
             quitting: None,
             nick_released: false,
             last_active: Instant::now(),
@@ -308,6 +320,16 @@ impl Client {
             oper: self.oper,
             multi_prefix: self.caps.has(Caps::MULTI_PREFIX),
         }
+    }
+
+    /// Who it is, for its nick's owner (WHOWAS): once it has a user name.
+    pub fn ident(&self) -> Option<Arc<crate::mail::Ident>> {
+        let user = self.user.clone()?;
+        Some(Arc::new(crate::mail::Ident {
+            user,
+            host: self.host.clone(),
+            realname: self.realname.clone(),
+        }))
     }
 
     /// Recomputes `mask` from nick, user and host.

@@ -530,6 +530,11 @@ pub struct LimitsSection {
     pub kicklen: usize,
     /// Longest away message, bytes (`AWAYLEN`); longer ones are cut.
     pub awaylen: usize,
+    /// WHOWAS entries each shard keeps for the nicks it owns (the oldest go
+    /// first); 0 keeps none.
+    pub whowas: usize,
+    /// WHOWAS entries kept for one nick (the oldest go first).
+    pub whowas_per_nick: usize,
     /// Connections one client address may have open at once; 0 = no limit.
     pub max_connections_per_ip: usize,
     /// Channels one client may be in (`CHANLIMIT`).
@@ -604,6 +609,8 @@ impl Default for LimitsSection {
             topiclen: 390,
             kicklen: 255,
             awaylen: 200,
+            whowas: 100,
+            whowas_per_nick: 10,
             max_connections_per_ip: 0,
             max_channels: 50,
             max_targets: 4,
@@ -799,6 +806,11 @@ impl Config {
         }
         if l.kicklen == 0 || l.kicklen > 400 || l.awaylen == 0 || l.awaylen > 400 {
             return bad("limits.kicklen and limits.awaylen must be 1..=400");
+        }
+        if l.whowas > 1_000_000 || !(1..=1000).contains(&l.whowas_per_nick) {
+            return bad(
+                "limits.whowas must be at most 1000000 and limits.whowas_per_nick 1..=1000",
+            );
         }
         if l.max_channels == 0 || l.max_targets == 0 {
             return bad("limits.max_channels and limits.max_targets must be at least 1");
@@ -1347,6 +1359,9 @@ mod tests {
         assert!(Config::from_toml("[server]\nnmae = \"x\"\n").is_err());
         assert!(Config::from_toml("[server]\nname = \"no dots\"\n").is_err());
         assert!(Config::from_toml("[limits]\nnicklen = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nwhowas_per_nick = 0\n").is_err());
+        assert!(Config::from_toml("[limits]\nwhowas = 1000001\n").is_err());
+        assert!(Config::from_toml("[limits]\nwhowas = 0\n").is_ok());
         assert!(Config::from_toml("[limits]\nping_timeout_secs = -1\n").is_err());
         assert!(Config::from_toml("[flood]\ncommand_cost_ms = 0\n").is_err());
         assert!(Config::from_toml("[[operators]]\nname = \"a\"\npassword = \"\"\n").is_err());

@@ -44,6 +44,42 @@ impl ChatShard {
             ChatMsg::Request {
                 from,
                 req:
+                    Request::KillLocal {
+                        target,
+                        nick,
+                        mask,
+                        reason,
+                    },
+            } => {
+                let body = self.kill_local(ctx, target, &nick, &mask, &reason);
+                let reply = ChatMsg::Reply {
+                    to: from,
+                    fanout: 0,
+                    body,
+                };
+                self.outbox.post(ctx, ShardId(from.shard), reply);
+            }
+            ChatMsg::Request {
+                from,
+                req: Request::Wallops { line },
+            } => {
+                for c in self
+                    .clients
+                    .values()
+                    .filter(|c| c.wallops && c.registered && c.alive)
+                {
+                    let _ = crate::websocket::send_shared(ctx, c, &line);
+                }
+                let reply = ChatMsg::Reply {
+                    to: from,
+                    fanout: 0,
+                    body: ReplyBody::Done,
+                };
+                self.outbox.post(ctx, ShardId(from.shard), reply);
+            }
+            ChatMsg::Request {
+                from,
+                req:
                     Request::UsersLocal {
                         ison,
                         targets,
@@ -124,6 +160,23 @@ impl ChatShard {
                 nick,
                 online,
             } => self.monitor_event(ctx, &ids, &key, &nick, online),
+            ChatMsg::HolderCheck {
+                holder,
+                owner,
+                token,
+            } => {
+                let timer = crate::shard::ChatTimer::HolderCheck {
+                    holder,
+                    owner,
+                    token,
+                    reaps: None,
+                };
+                ctx.set_timer(std::time::Duration::ZERO, timer);
+            }
+            ChatMsg::HolderAnswer { token, alive } => {
+                self.owner
+                    .holder_answer(ctx, &self.info, &mut self.outbox, token, alive);
+            }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
             // Only a Remote (the SIGHUP hook, a store writer, the hashing
             // pool, the OPER checker) sends them; `on_message` takes them there.

@@ -55,6 +55,7 @@ impl ServerInfo {
             format!("NAMELEN={NAMELEN}"),
             format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:,LIST:,KICK:{t},WHOIS:1"),
             format!("NETWORK={}", config.server.network),
+            "BOT=B".into(),
         ];
         if l.monitor > 0 {
             tokens.push(format!("MONITOR={}", l.monitor));

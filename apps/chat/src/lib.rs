@@ -17,7 +17,16 @@
 //!   before registration completes (433). After a change the old nick is released
 //!   at its own owner. The owner also knows whether the holder has completed
 //!   registration (`Registered`, sent before the client's input goes on): until
-//!   then the nick is nobody to PRIVMSG, WHOIS and INVITE (401).
+//!   then the nick is nobody to PRIVMSG, WHOIS and INVITE (401). A nick freed
+//!   by QUIT (or a refused password) is released at its owner before the
+//!   client reads the ERROR. One freed by a plain close may still be held at
+//!   the owner when a new claim for it comes (the holder's shard has not seen
+//!   the close yet): the owner then asks the holder's shard (`HolderCheck`),
+//!   which answers (`HolderAnswer`) only after reaping its I/O twice more —
+//!   a close that came before the claim was made is seen by then, and its
+//!   release reaches the owner first — and 433 goes out only if the holder is
+//!   still connected and not leaving. The owner keeps who left each nick for
+//!   WHOWAS.
 //! - **Channels**: membership, prefixes, topic, modes, bans, invitations and the
 //!   member count *per shard* live on the channel's owner only. Each shard keeps a
 //!   local view of the channels its clients are in ([`view`]: the fan-out list, the

@@ -16,8 +16,8 @@ use crate::{auth::pool::HashDone, casemap::NameKey, clock, info::ServerInfo, sto
 mod request;
 
 pub use request::{
-    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, ModeChange, RegisterError, ReplyBody,
-    Request, Said, Viewer,
+    Counts, HistRef, HistoryError, HistoryQuery, HistorySub, Ident, ModeChange, RegisterError,
+    ReplyBody, Request, Said, Viewer,
 };
 
 /// A client anywhere on the server: its shard and its id there. Ids are never
@@ -502,6 +502,29 @@ pub enum ChatMsg {
         nick: String,
         /// Online (730) or offline (731).
         online: bool,
+    },
+    /// Nick owner -> the shard of a nick's holder, when another client claims
+    /// the nick: is `holder` still there? Its connection may have closed
+    /// with the close not yet seen. Answered ([`ChatMsg::HolderAnswer`])
+    /// only after that shard has reaped its I/O completions twice more
+    /// ([`crate::shard::ChatTimer::HolderCheck`]): a close that happened
+    /// before the claim was made is seen by then, and releases the nick
+    /// (the release reaches the owner before the answer).
+    HolderCheck {
+        /// The holder (on the receiving shard).
+        holder: ClientRef,
+        /// The owner's shard, to answer.
+        owner: usize,
+        /// The owner's token for the claim waiting.
+        token: u64,
+    },
+    /// The holder's shard -> the nick owner: whether the holder is still
+    /// connected and not leaving.
+    HolderAnswer {
+        /// The owner's token.
+        token: u64,
+        /// Still there.
+        alive: bool,
     },
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),

@@ -124,7 +124,7 @@ impl ChatShard {
                     true,
                 );
                 // Not a response to any command of its own: never labelled.
-                let _ = ctx.send(c.conn, &out);
+                let _ = crate::websocket::send(ctx, c, &out);
             }
             NickGuard::Rename => {
                 c.rename_due = Some(key);
@@ -167,6 +167,7 @@ impl ChatShard {
             nick: guest.clone(),
             registered: c.registered,
             account: c.account.clone(),
+            ident: c.ident().filter(|_| c.registered),
         };
         self.request(ctx, id, owner_of(&guest, self.shards), req)
     }

@@ -4,7 +4,9 @@
 //! An owner is the single place where a name's state lives and where everything
 //! that happens to it is ordered. It answers each request with exactly one reply to
 //! the asking client's shard — or forwards it once to the shard that can finish it,
-//! which then replies — and for channel events posts one delivery per shard that
+//! which then replies, or (a nick claim finding the nick held) first asks the
+//! holder's shard whether the holder is still there and replies on its answer
+//! ([`ChatMsg::HolderCheck`]) — and for channel events posts one delivery per shard that
 //! has members, never one per member. It never touches a connection: it knows
 //! clients only as [`ClientRef`]s.
 
@@ -14,6 +16,7 @@ mod events;
 mod modes;
 
 mod history;
+mod whowas;
 
 use crate::shard::{has_room, ChatShard, ChatTimer, Outbox};
 use std::{
@@ -32,7 +35,8 @@ use crate::{
     history::History,
     info::ServerInfo,
     mail::{
-        ChatMsg, ClientRef, NickGuard, NoticeKind, Numeric, ReplyBody, Request, Said, UserNotice,
+        ChatMsg, ClientRef, Ident, NickGuard, NoticeKind, Numeric, ReplyBody, Request, Said,
+        UserNotice,
     },
     reply::code::*,
     stats::ShardStats,
@@ -43,8 +47,10 @@ use crate::{
 #[derive(Debug)]
 struct NickEntry {
     client: ClientRef,
-    /// The nick as the holder spells it (MONITOR's 730/731).
+    /// The nick as the holder spells it.
     nick: String,
+    /// Who the holder is, once registered (kept for WHOWAS when it leaves).
+    ident: Option<Arc<Ident>>,
     /// Registration is complete: the nick is visible (messages, WHOIS, INVITE).
     registered: bool,
     /// The holder's account: private messages between two accounts are kept.
@@ -81,6 +87,24 @@ pub struct Owner {
     /// This shard's counters (the MONITOR gauge, set before the reply goes
     /// out, so whoever saw the reply sees it counted).
     stats: Arc<ShardStats>,
+    /// Who left the nicks owned here (WHOWAS).
+    whowas: whowas::WhowasLog,
+    /// Nick claims that found the nick held, waiting for the holder's shard
+    /// to say whether the holder is still there: token -> the claim.
+    claims: HashMap<u64, PendingClaim>,
+    /// The last claim token handed out.
+    claim_seq: u64,
+}
+
+/// A nick claim waiting for a [`ChatMsg::HolderAnswer`].
+#[derive(Debug)]
+struct PendingClaim {
+    /// Who claims it.
+    from: ClientRef,
+    /// The holder asked about.
+    holder: ClientRef,
+    /// The claim's entry, if it is granted.
+    entry: NickEntry,
 }
 
 /// What an owner does with a request: reply (with the number of deliveries it
@@ -113,6 +137,9 @@ impl Owner {
             guard_seq: 0,
             watches: crate::monitor::Watches::default(),
             stats,
+            whowas: whowas::WhowasLog::default(),
+            claims: HashMap::new(),
+            claim_seq: 0,
         }
     }
 
@@ -180,28 +207,43 @@ impl Owner {
                 nick,
                 registered,
                 account,
+                ident,
             } => {
                 let key: NameKey = casefold(&nick).into();
-                let ok = self.nicks.get(&key).is_none_or(|e| e.client == from);
-                if ok {
-                    // A change of case of its own nick keeps a guard under way.
-                    let old = self.nicks.get(&key);
-                    let guard = old.and_then(|e| e.guard);
-                    let comes_online = registered && !old.is_some_and(|e| e.registered);
-                    let entry = NickEntry {
-                        client: from,
-                        nick: nick.clone(),
-                        registered,
-                        account,
-                        guard,
-                    };
-                    self.nicks.insert(key.clone(), entry);
-                    self.guard_check(ctx, info, outbox, &key);
-                    if comes_online {
-                        self.watches.notify(ctx, outbox, &key, &nick, true);
+                let entry = NickEntry {
+                    client: from,
+                    nick: nick.clone(),
+                    ident,
+                    registered,
+                    account,
+                    guard: None,
+                };
+                match self.nicks.get(&key).map(|e| e.client) {
+                    Some(holder) if holder != from => {
+                        // Held: unless the holder's shard says it is gone
+                        // (its close not seen here yet), 433.
+                        self.claim_seq += 1;
+                        let token = self.claim_seq;
+                        let claim = PendingClaim {
+                            from,
+                            holder,
+                            entry,
+                        };
+                        self.claims.insert(token, claim);
+                        let owner = ctx.shard_id().0;
+                        let msg = ChatMsg::HolderCheck {
+                            holder,
+                            owner,
+                            token,
+                        };
+                        outbox.post(ctx, ShardId(holder.shard), msg);
+                        (0, None)
+                    }
+                    _ => {
+                        self.take_nick(ctx, info, outbox, key, entry);
+                        reply(ReplyBody::NickClaimed { nick, ok: true })
                     }
                 }
-                reply(ReplyBody::NickClaimed { nick, ok })
             }
             Request::SetAccount { key, account } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
@@ -213,17 +255,16 @@ impl Owner {
             Request::ReleaseNick { key } => {
                 if self.nicks.get(&key).is_some_and(|e| e.client == from) {
                     self.guard_stop(ctx, &key);
-                    if let Some(e) = self.nicks.remove(&key).filter(|e| e.registered) {
-                        self.watches.notify(ctx, outbox, &key, &e.nick, false);
-                    }
+                    self.remove_nick(ctx, outbox, info, &key);
                 }
                 reply(ReplyBody::Done)
             }
-            Request::Registered { key } => {
+            Request::Registered { key, ident } => {
                 if let Some(e) = self.nicks.get_mut(&key).filter(|e| e.client == from) {
                     let comes_online = !e.registered;
                     e.registered = true;
                     let nick = e.nick.clone();
+                    e.ident = Some(ident);
                     self.guard_check(ctx, info, outbox, &key);
                     if comes_online {
                         self.watches.notify(ctx, outbox, &key, &nick, true);
@@ -231,6 +272,7 @@ impl Owner {
                 }
                 reply(ReplyBody::Done)
             }
+            Request::Whowas { nick, count } => numerics(self.whowas_numerics(info, &nick, count)),
             Request::NickCheck { nick, chan } => {
                 let num = match self.holder(&nick) {
                     Some(_) => Numeric::new(
@@ -264,6 +306,19 @@ impl Owner {
                     nick,
                     user,
                     host,
+                };
+                outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
+                (0, None)
+            }
+            Request::Kill { nick, mask, reason } => {
+                let Some(target) = self.holder(&nick) else {
+                    return numerics(vec![no_such_nick(&nick)]);
+                };
+                let req = Request::KillLocal {
+                    target,
+                    nick,
+                    mask,
+                    reason,
                 };
                 outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
                 (0, None)
@@ -465,6 +520,136 @@ impl Owner {
             .get(key)
             .filter(|e| e.registered)
             .map(|e| e.nick.clone())
+    }
+
+    /// Gives nick `key` to `entry`'s client (free, or already its own: a
+    /// change of case keeps a guard under way).
+    fn take_nick(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        key: NameKey,
+        mut entry: NickEntry,
+    ) {
+        let old = self.nicks.get(&key);
+        entry.guard = old.and_then(|e| e.guard);
+        let comes_online = entry.registered && !old.is_some_and(|e| e.registered);
+        let nick = entry.nick.clone();
+        self.nicks.insert(key.clone(), entry);
+        self.guard_check(ctx, info, outbox, &key);
+        if comes_online {
+            self.watches.notify(ctx, outbox, &key, &nick, true);
+        }
+    }
+
+    /// The holder's shard answered a [`ChatMsg::HolderCheck`]: the claim
+    /// waiting on it takes the nick if the holder is gone (or the nick was
+    /// released meanwhile), else gets 433.
+    pub(crate) fn holder_answer(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        token: u64,
+        alive: bool,
+    ) {
+        let Some(PendingClaim {
+            from,
+            holder,
+            entry,
+        }) = self.claims.remove(&token)
+        else {
+            return;
+        };
+        let nick = entry.nick.clone();
+        let key: NameKey = casefold(&nick).into();
+        let ok = match self.nicks.get(&key).map(|e| e.client) {
+            None => true,
+            Some(c) if c == from => true,
+            Some(c) if c == holder && !alive => {
+                // Gone without its release having come: it is released now
+                // (its own release, when it comes, no longer matches).
+                self.guard_stop(ctx, &key);
+                self.remove_nick(ctx, outbox, info, &key);
+                true
+            }
+            Some(_) => false,
+        };
+        if ok {
+            self.take_nick(ctx, info, outbox, key, entry);
+        }
+        let body = ReplyBody::NickClaimed { nick, ok };
+        let msg = ChatMsg::Reply {
+            to: from,
+            fanout: 0,
+            body,
+        };
+        outbox.post(ctx, ShardId(from.shard), msg);
+    }
+
+    /// Forgets the holder of nick `key`; a registered one goes to WHOWAS and
+    /// its MONITOR watchers hear it is offline.
+    fn remove_nick(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        info: &ServerInfo,
+        key: &NameKey,
+    ) {
+        let Some(e) = self.nicks.remove(key) else {
+            return;
+        };
+        if e.registered {
+            self.watches.notify(ctx, outbox, key, &e.nick, false);
+        }
+        let Some(ident) = e.ident.filter(|_| e.registered) else {
+            return;
+        };
+        let was = whowas::Was {
+            nick: e.nick,
+            user: ident.user.clone(),
+            host: ident.host.clone(),
+            realname: ident.realname.clone(),
+            account: e.account,
+            when_ms: crate::clock::now_millis(),
+        };
+        let l = &info.config.limits;
+        self.whowas
+            .push(key.clone(), was, l.whowas, l.whowas_per_nick);
+    }
+
+    /// The WHOWAS answer for `nick`: per entry, newest first, 314, 312 (the
+    /// server and when it left), 330 if it was logged in; then 369. 406
+    /// first when none is kept.
+    fn whowas_numerics(&self, info: &ServerInfo, nick: &str, count: Option<usize>) -> Vec<Numeric> {
+        let found = self.whowas.get(&casefold(nick), count);
+        let mut nums = Vec::with_capacity(found.len() * 3 + 2);
+        if found.is_empty() {
+            nums.push(Numeric::new(
+                ERR_WASNOSUCHNICK,
+                [nick, "There was no such nickname"],
+            ));
+        }
+        for w in found {
+            nums.push(Numeric::new(
+                RPL_WHOWASUSER,
+                [&w.nick, &w.user, &w.host, "*", &w.realname],
+            ));
+            let when = crate::clock::format_server_time(w.when_ms);
+            nums.push(Numeric::new(
+                RPL_WHOISSERVER,
+                [w.nick.as_str(), info.name(), &when],
+            ));
+            if let Some(account) = &w.account {
+                nums.push(Numeric::new(
+                    RPL_WHOISACCOUNT,
+                    [&w.nick, &**account, "was logged in as"],
+                ));
+            }
+        }
+        nums.push(Numeric::new(RPL_ENDOFWHOWAS, [nick, "End of WHOWAS"]));
+        nums
     }
 
     /// The registered client holding `nick`.

@@ -198,6 +198,10 @@ impl ChatShard {
                 flags.push('*');
             }
             flags.push_str(prefix);
+            if c.bot {
+                // bot-mode: the `BOT=` letter in the flags.
+                flags.push('B');
+            }
             Numeric::new(
                 RPL_WHOREPLY,
                 [
@@ -339,6 +343,9 @@ impl ChatShard {
                 RPL_WHOISOPERATOR,
                 [nick.as_str(), "is an IRC operator"],
             ));
+        }
+        if c.bot {
+            out.push(Numeric::new(RPL_WHOISBOT, [nick.as_str(), "is a bot"]));
         }
         if let Some(account) = &c.account {
             out.push(Numeric::new(

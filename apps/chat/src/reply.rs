@@ -24,6 +24,11 @@ pub mod code {
     pub const RPL_TRYAGAIN: u16 = 263;
     pub const RPL_LOCALUSERS: u16 = 265;
     pub const RPL_WHOISCERTFP: u16 = 276;
+    pub const RPL_WHOWASUSER: u16 = 314;
+    pub const RPL_ENDOFWHOWAS: u16 = 369;
+    pub const ERR_WASNOSUCHNICK: u16 = 406;
+    pub const RPL_WHOISBOT: u16 = 335;
+    pub const ERR_NOPRIVILEGES: u16 = 481;
     pub const RPL_GLOBALUSERS: u16 = 266;
     pub const RPL_AWAY: u16 = 301;
     pub const RPL_UNAWAY: u16 = 305;

@@ -129,7 +129,11 @@ impl ChatShard {
             let Some(c) = self.clients.get_mut(&id) else {
                 return;
             };
-            if c.parked || c.quitting.is_some() || c.flood_timer.is_some() {
+            if c.parked
+                || c.quitting.is_some()
+                || c.flood_timer.is_some()
+                || c.leave_when_settled.is_some()
+            {
                 break;
             }
             if c.rename_due.is_some() {
@@ -245,6 +249,11 @@ impl ChatShard {
             if c.settled() {
                 self.finish_quit(ctx, id);
             }
+        } else if c.leave_when_settled.is_some() {
+            if c.settled() {
+                let reason = c.leave_when_settled.take().unwrap_or_default();
+                self.begin_quit(ctx, id, reason);
+            }
         } else if c.parked && (c.settled() || (c.window_parked && c.in_flight() <= window / 2)) {
             c.parked = false;
             c.window_parked = false;
@@ -252,6 +261,33 @@ impl ChatShard {
                 self.label_end(ctx, id);
             }
             self.pump(ctx, id);
+        }
+    }
+
+    /// Disconnects client `id` like [`ChatShard::begin_quit`], but releases
+    /// its nick at the owner first: the ERROR goes out once the owner has
+    /// answered, so a client that read it finds the nick free from any shard.
+    /// No more of its input runs meanwhile.
+    pub(crate) fn quit_after_release(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        reason: String,
+    ) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some(nick) = c.nick.clone().filter(|_| !c.nick_released) else {
+            self.begin_quit(ctx, id, reason);
+            return;
+        };
+        c.nick_released = true;
+        c.leave_when_settled = Some(reason);
+        let key: NameKey = casefold(&nick).into();
+        let to = owner_of(&nick, self.shards);
+        // Refused ("Server busy"): the client is already leaving.
+        if self.request(ctx, id, to, Request::ReleaseNick { key }) {
+            self.settle(ctx, id);
         }
     }
 

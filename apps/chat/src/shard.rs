@@ -19,7 +19,7 @@ use crate::{
     commands::KNOWN,
     history::Storage,
     info::ServerInfo,
-    mail::{ChatMsg, Request},
+    mail::{ChatMsg, ClientRef, Request},
     stats::ShardStats,
     view::LocalChan,
     websocket::{self, frame::close_code, Transport},
@@ -60,7 +60,31 @@ pub enum ChatTimer {
     /// A nick protection grace period ended (on the nick's owner; the token
     /// finds the nick).
     NickGuard(u64),
+    /// A nick owner's [`ChatMsg::HolderCheck`] waiting on the holder's shard
+    /// for I/O to be reaped: `reaps` is how many reaps have happened since
+    /// it came. Timers of zero run in the turn they are set in when set from
+    /// mail (mail is drained before timers fire), and in the next turn —
+    /// after its reap — when set from a timer; so the first firing re-arms
+    /// with 0, each later one counts a reap, and the answer goes out at
+    /// `HOLDER_CHECK_REAPS` (two, not one: io_uring's wait skips entering
+    /// the kernel while completions are still queued, so one reap may not
+    /// yet show a completion the kernel has).
+    HolderCheck {
+        /// The holder.
+        holder: ClientRef,
+        /// The owner to answer.
+        owner: usize,
+        /// The owner's token.
+        token: u64,
+        /// Reaps seen since the check came (`None`: none yet, not even the
+        /// turn's end).
+        reaps: Option<u8>,
+    },
 }
+
+/// Reaps of I/O completions a holder's shard waits for before answering a
+/// [`ChatMsg::HolderCheck`].
+pub(crate) const HOLDER_CHECK_REAPS: u8 = 2;
 
 /// One shard of the chat server (the [`Handler`]).
 #[derive(Debug)]
@@ -390,6 +414,31 @@ impl Handler for ChatShard {
             ChatTimer::NickGuard(token) => {
                 self.owner
                     .guard_due(ctx, &self.info, &mut self.outbox, token)
+            }
+            ChatTimer::HolderCheck {
+                holder,
+                owner,
+                token,
+                reaps,
+            } => {
+                let reaps = reaps.map_or(0, |n| n + 1);
+                if reaps < HOLDER_CHECK_REAPS {
+                    let next = ChatTimer::HolderCheck {
+                        holder,
+                        owner,
+                        token,
+                        reaps: Some(reaps),
+                    };
+                    ctx.set_timer(Duration::ZERO, next);
+                    return;
+                }
+                let alive = holder.shard == self.me
+                    && self
+                        .clients
+                        .get(&holder.id)
+                        .is_some_and(|c| c.alive && c.quitting.is_none());
+                let msg = ChatMsg::HolderAnswer { token, alive };
+                self.outbox.post(ctx, ShardId(owner), msg);
             }
         }
     }

@@ -31,7 +31,11 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         ChatMsg::Reply { .. } => 1,
         ChatMsg::Chan(_) => 2,
         ChatMsg::Private { .. } => 3,
-        ChatMsg::Notify { .. } | ChatMsg::Guard { .. } | ChatMsg::Monitor { .. } => 4,
+        ChatMsg::Notify { .. }
+        | ChatMsg::Guard { .. }
+        | ChatMsg::Monitor { .. }
+        | ChatMsg::HolderCheck { .. }
+        | ChatMsg::HolderAnswer { .. } => 4,
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
         // Come from the SIGHUP hook and the store's writer, not from a shard.

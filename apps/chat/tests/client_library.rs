@@ -1,7 +1,9 @@
 //! A real IRC client library — the `irc` crate from crates.io, without TLS — against
 //! the server: two library clients, on different shards at 4 shards, register, join
-//! a channel, exchange channel and private messages, and quit; and one logs in with
-//! SASL PLAIN through the library's own SASL calls. Both backends, 1 and 4 shards.
+//! a channel, exchange channel and private messages, and quit; one logs in with
+//! SASL PLAIN through the library's own SASL calls; and the library's own
+//! OPER, user MODE `+w`, WALLOPS, KILL and WHOWAS commands work across shards
+//! and their answers parse. Both backends, 1 and 4 shards.
 //! Every wait is bounded by `WAIT`.
 
 mod common;
@@ -11,7 +13,9 @@ use std::time::Instant;
 use common::{each_server, each_server_with, TestServer, WAIT};
 use futures_util::StreamExt;
 use irc::{
-    client::prelude::{Capability, Client, Command, Config, Message, Prefix, Response},
+    client::prelude::{
+        Capability, Client, Command, Config, Message, Mode, Prefix, Response, UserMode,
+    },
     proto::CapSubCommand,
 };
 use shardline::Io;
@@ -373,7 +377,123 @@ fn irc_crate_logs_in_with_sasl_plain(io: Io) {
     });
 }
 
+/// An operator and a `+w` user, both library clients on different shards:
+/// WALLOPS reaches the `+w` user, KILL disconnects it (the library sees the
+/// KILL line, then the end), and WHOWAS then shows it.
+async fn operator_session(srv: &TestServer) {
+    let mut op = connect(srv, "libop").await;
+    op.register_and_autojoin().await;
+    let mut user = connect_elsewhere(srv, "libwall", op.shard).await;
+    user.register_and_autojoin().await;
+    let is =
+        |r: Response| move |m: &Message| matches!(m.command, Command::Response(x, _) if x == r);
+
+    user.client
+        .send(Command::UserMODE(
+            "libwall".into(),
+            vec![Mode::Plus(UserMode::Wallops, None)],
+        ))
+        .expect("MODE");
+    let (mode, _) = user
+        .until("MODE +w", |m| matches!(m.command, Command::UserMODE(..)))
+        .await;
+    assert_eq!(
+        mode.command,
+        Command::UserMODE("libwall".into(), vec![Mode::Plus(UserMode::Wallops, None)]),
+        "{}",
+        user.label
+    );
+    op.client
+        .send(Command::OPER("admin".into(), "hunter2".into()))
+        .expect("OPER");
+    op.until("381", is(Response::RPL_YOUREOPER)).await;
+    op.client
+        .send(Command::WALLOPS("from the library".into()))
+        .expect("WALLOPS");
+    let (wallops, _) = user
+        .until("WALLOPS", |m| matches!(m.command, Command::WALLOPS(_)))
+        .await;
+    assert_eq!(wallops.command, Command::WALLOPS("from the library".into()));
+    assert_eq!(wallops.prefix, Some(user_prefix("libop")), "{}", user.label);
+
+    op.client
+        .send(Command::KILL("libwall".into(), "library test".into()))
+        .expect("KILL");
+    let (kill, _) = user
+        .until("KILL", |m| matches!(m.command, Command::KILL(..)))
+        .await;
+    assert_eq!(
+        kill.command,
+        Command::KILL("libwall".into(), "library test".into())
+    );
+    let rest = user.until_end().await;
+    let error = rest.iter().find_map(|m| match &m.command {
+        Command::ERROR(text) => Some(text.clone()),
+        _ => None,
+    });
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("Killed (libop (library test))")),
+        "{}: {rest:?}",
+        user.label
+    );
+    let (quit, _) = op
+        .until("QUIT", |m| matches!(m.command, Command::QUIT(_)))
+        .await;
+    assert_eq!(
+        quit.command,
+        Command::QUIT(Some("Killed (libop (library test))".into()))
+    );
+
+    op.client
+        .send(Command::WHOWAS("libwall".into(), None, None))
+        .expect("WHOWAS");
+    let (end, before) = op.until("369", is(Response::RPL_ENDOFWHOWAS)).await;
+    let user_line = before
+        .iter()
+        .find_map(|m| match &m.command {
+            Command::Response(Response::RPL_WHOWASUSER, args) => Some(args.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{}: no 314: {before:?}", op.label));
+    assert_eq!(
+        user_line,
+        [
+            "libop",
+            "libwall",
+            "~libwall",
+            "127.0.0.1",
+            "*",
+            "libwall via the irc crate"
+        ],
+        "{}",
+        op.label
+    );
+    assert!(matches!(end.command, Command::Response(_, ref a) if a[1] == "libwall"));
+    op.client.send_quit("done").expect("QUIT");
+    op.until_end().await;
+}
+
+fn irc_crate_operator_commands(io: Io) {
+    let configure = |c: &mut shardline_chat::Config| {
+        c.operators = vec![shardline_chat::config::Operator {
+            name: "admin".into(),
+            password: "hunter2".into(),
+            host: "*".into(),
+        }];
+    };
+    each_server_with(io, configure, |srv| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(operator_session(srv));
+    });
+}
+
 shardline::per_backend! {
+    irc_crate_operator_commands => irc_crate_operator_commands;
     irc_crate_clients_chat_across_shards => irc_crate_clients_chat_across_shards;
     irc_crate_logs_in_with_sasl_plain => irc_crate_logs_in_with_sasl_plain;
 }

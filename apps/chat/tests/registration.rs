@@ -317,21 +317,32 @@ fn server_password_is_required_when_set(io: Io) {
             ok.send("PASS sesame");
             ok.register("opener");
             // Wrong password, and none at all: 464, then ERROR and the close.
-            // Each try takes its own nick: a nick freed by a closed connection
-            // is not yet reusable at once across shards (433 in a few percent
-            // of tries at 4 shards) — issue 15 fixes that and tests it.
-            for (i, pass) in [Some("nope"), None].into_iter().enumerate() {
-                let mut bad = srv.connect();
+            // The nick is released before the ERROR goes out: the right
+            // password on another shard right after gets it.
+            for i in 0..100 {
+                let pass = [Some("nope"), None][i % 2];
+                let mut bad = srv.connect_on(i);
                 if let Some(p) = pass {
                     bad.send(&format!("PASS {p}"));
                 }
-                bad.send(&format!("NICK intruder{i}"));
-                bad.send(&format!("USER intruder{i} 0 * :x"));
+                bad.send("NICK intruder");
+                bad.send("USER intruder 0 * :x");
+                bad.send("PING :after");
                 let (err, seen) = bad.until_command("ERROR");
                 let mismatch = seen.iter().find(|l| l.is("464"));
                 assert!(mismatch.is_some(), "{label} {pass:?}: {seen:?}");
                 assert!(err.last().contains("Bad password"), "{label}: {}", err.raw);
-                assert!(!seen.iter().any(|l| l.is("001")), "{label}: {seen:?}");
+                // Nothing it sent after USER ran.
+                assert!(
+                    !seen.iter().any(|l| l.is("001") || l.is("PONG")),
+                    "{label}: {seen:?}"
+                );
+                let mut good = srv.connect_on(i + 1);
+                good.send("PASS sesame");
+                good.send("NICK intruder");
+                good.send("USER intruder 0 * :x");
+                let (line, _) = good.until("001 or 433", |l| l.is("001") || l.is("433"));
+                assert!(line.is("001"), "{label}: try {i}: {}", line.raw);
             }
             // PASS needs a parameter, and cannot be sent again once registered.
             let mut c = srv.connect();
@@ -372,8 +383,37 @@ fn a_nick_is_free_once_the_quit_was_answered(io: Io) {
     });
 }
 
+/// A nick freed by a plain close (no QUIT) is free for a connection that
+/// comes right after, on another shard: the nick's owner, finding it held,
+/// asks the holder's shard whether the holder is still there, and that shard
+/// answers only once it has seen the I/O that was already waiting.
+fn a_nick_is_free_right_after_a_close(io: Io) {
+    each_server(io, |srv| {
+        let label = srv.label();
+        let mut c = srv.connect_on(0);
+        c.register("closer");
+        let mut shard = 0;
+        for i in 0..RECONNECTS {
+            drop(c);
+            shard += 1;
+            let mut next = srv.connect_on(shard);
+            next.send("NICK closer");
+            next.send("USER closer 0 * :x");
+            let (line, _) = next.until("001 or 433", |l| l.is("001") || l.is("433"));
+            assert!(
+                line.is("001"),
+                "{label}: reconnect {i} of {RECONNECTS} after a close got {}",
+                line.raw
+            );
+            next.until("end of MOTD", |l| l.is("376") || l.is("422"));
+            c = next;
+        }
+    });
+}
+
 shardline::per_backend! {
     a_nick_is_free_once_the_quit_was_answered => a_nick_is_free_once_the_quit_was_answered;
+    a_nick_is_free_right_after_a_close => a_nick_is_free_right_after_a_close;
     welcome_burst_in_order => welcome_burst_in_order;
     motd_from_config => motd_from_config;
     cap_negotiation => cap_negotiation;

@@ -137,7 +137,8 @@ impl ChatShard {
 
     pub(super) fn cmd_names(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(list) = p.first().filter(|l| !l.is_empty()) else {
-            // Listing every channel is not supported (yet): the end marker only.
+            // As modern.ircdocs.horse says servers SHOULD: one 366 for `*`,
+            // no listing of every channel on the network.
             self.numeric(ctx, id, RPL_ENDOFNAMES, &["*", "End of /NAMES list."]);
             return Flow::Next;
         };

@@ -23,7 +23,7 @@ const HELP: &[(&str, &[&str])] = &[
             "ADMIN AWAY CAP CHATHISTORY HELP INFO INVITE ISON JOIN KICK LINKS",
             "LIST LUSERS MODE MOTD NAMES NICK NOTICE OPER PART PASS PING PONG",
             "PRIVMSG QUIT STATS TAGMSG TIME TOPIC USER USERHOST VERSION WHO WHOIS",
-            "SETNAME; operators: CHGHOST",
+            "MONITOR SETNAME WHOWAS; operators: CHGHOST KILL WALLOPS",
             "HELP <command> for more.",
         ],
     ),
@@ -76,6 +76,10 @@ const HELP: &[(&str, &[&str])] = &[
             "KICK <channel> <nick> [reason]",
             "Removes nick from channel.",
         ],
+    ),
+    (
+        "KILL",
+        &["KILL <nick> <reason>", "Operators: disconnects a user."],
     ),
     (
         "LINKS",
@@ -162,10 +166,24 @@ const HELP: &[(&str, &[&str])] = &[
         &["VERSION [server]", "This server's version and features."],
     ),
     (
+        "WALLOPS",
+        &[
+            "WALLOPS <text>",
+            "Operators: a message to every user with +w.",
+        ],
+    ),
+    (
         "WHO",
         &["WHO <mask> [o]", "Users matching a mask or on a channel."],
     ),
     ("WHOIS", &["WHOIS <nick>", "About a user."]),
+    (
+        "WHOWAS",
+        &[
+            "WHOWAS <nick> [count]",
+            "Who recently used a nick, newest first.",
+        ],
+    ),
 ];
 
 /// INFO's lines.

@@ -54,9 +54,15 @@ impl ChatShard {
             self.numeric(ctx, id, ERR_INPUTTOOLONG, &["Input line was too long"]);
             return Flow::Next;
         }
-        let client_tags: Option<Arc<str>> = client_tags.map(Arc::from);
         let Some(c) = self.clients.get_mut(&id) else {
             return Flow::Next;
+        };
+        // bot-mode: a `+B` client's messages carry the `bot` tag (for
+        // clients with `message-tags`, like client-only tags).
+        let client_tags: Option<Arc<str>> = match (c.bot, client_tags) {
+            (true, Some(t)) => Some(Arc::from(format!("bot;{t}"))),
+            (true, None) => Some(Arc::from("bot")),
+            (false, t) => t.map(Arc::from),
         };
         if kind != MessageKind::Tagmsg {
             c.last_message = std::time::Instant::now();

@@ -81,6 +81,9 @@ pub(crate) const KNOWN: &[&str] = &[
     "SETNAME",
     "CHGHOST",
     "MONITOR",
+    "WHOWAS",
+    "KILL",
+    "WALLOPS",
 ];
 
 impl ChatShard {
@@ -196,6 +199,7 @@ impl ChatShard {
             "INVITE" => self.cmd_invite(ctx, id, p),
             "WHO" => self.cmd_who(ctx, id, p),
             "WHOIS" => self.cmd_whois(ctx, id, p),
+            "WHOWAS" => self.cmd_whowas(ctx, id, p),
             "USERHOST" => self.cmd_userhost(ctx, id, p),
             "ISON" => self.cmd_ison(ctx, id, p),
             "SETNAME" => self.cmd_setname(ctx, id, p),
@@ -204,6 +208,8 @@ impl ChatShard {
             "LIST" => self.cmd_list(ctx, id, p),
             "AWAY" => self.cmd_away(ctx, id, p),
             "OPER" => self.cmd_oper(ctx, id, p),
+            "KILL" => self.cmd_kill(ctx, id, p),
+            "WALLOPS" => self.cmd_wallops(ctx, id, p),
             "STATS" => self.cmd_stats(ctx, id, p),
             "LUSERS" => self.cmd_lusers(ctx, id),
             "VERSION" => self.cmd_version(ctx, id, p),

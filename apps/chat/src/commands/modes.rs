@@ -99,7 +99,7 @@ impl ChatShard {
             return Flow::Next;
         }
         let Some(modes) = modes else {
-            let current = user_modes(c.invisible, c.oper);
+            let current = user_modes(c);
             self.numeric(ctx, id, RPL_UMODEIS, &[&current]);
             return Flow::Next;
         };
@@ -117,6 +117,8 @@ impl ChatShard {
                     continue;
                 }
                 'i' => &mut c.invisible,
+                'w' => &mut c.wallops,
+                'B' => &mut c.bot,
                 'o' if !adding => &mut c.oper,
                 // +o comes from OPER only; asking for it is silently ignored.
                 'o' => continue,
@@ -146,14 +148,19 @@ impl ChatShard {
     }
 }
 
-/// `+io`, `+i`, ... or `+` for none.
-fn user_modes(invisible: bool, oper: bool) -> String {
+/// The user modes letters this server has, each with whether `c` has it:
+/// `+iow`, `+i`, ... or `+` for none.
+fn user_modes(c: &crate::client::Client) -> String {
     let mut s = String::from("+");
-    if invisible {
-        s.push('i');
-    }
-    if oper {
-        s.push('o');
+    for (on, letter) in [
+        (c.invisible, 'i'),
+        (c.oper, 'o'),
+        (c.wallops, 'w'),
+        (c.bot, 'B'),
+    ] {
+        if on {
+            s.push(letter);
+        }
     }
     s
 }

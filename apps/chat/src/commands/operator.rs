@@ -1,5 +1,14 @@
 //! AWAY and OPER: state of the client itself, kept on its own shard (WHO, WHOIS
-//! and the 301 for messages to it are answered there).
+//! and the 301 for messages to it are answered there); KILL and WALLOPS for
+//! operators.
+//!
+//! KILL goes to the victim's nick owner, which forwards it to the victim's
+//! shard ([`Request::KillLocal`]): there the victim gets the KILL line and
+//! leaves like any client (`ERROR`, then `QUIT :Killed (<oper> (<reason>))`
+//! to its channels from every shard), and the operator's shard is answered
+//! (401 if it left meanwhile). WALLOPS goes to every shard
+//! ([`Request::Wallops`]), each sending the line to its `+w` clients; the
+//! operator's next command waits for every shard's answer.
 
 use shardline::Ctx;
 
@@ -9,10 +18,15 @@ use crate::{
         oper::Busy,
         password::{constant_time_eq, OperPassword, Password},
     },
+    casemap::{owner_of, valid_nick},
+    mail::{ReplyBody, Request},
     mask,
     reply::{code::*, line, truncate},
     shard::ChatShard,
 };
+
+/// Longest KILL reason and WALLOPS text kept, bytes.
+const TEXTLEN: usize = 300;
 
 impl ChatShard {
     pub(super) fn cmd_away(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
@@ -107,6 +121,98 @@ impl ChatShard {
                 Flow::Next
             }
         }
+    }
+
+    /// 481 unless client `id` is an operator.
+    fn oper_only(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64) -> bool {
+        if self.clients.get(&id).is_some_and(|c| c.oper) {
+            return true;
+        }
+        let text = "Permission Denied- You're not an IRC operator";
+        self.numeric(ctx, id, ERR_NOPRIVILEGES, &[text]);
+        false
+    }
+
+    /// `KILL <nick> <reason>` (operators): 461, 481, 401.
+    pub(super) fn cmd_kill(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
+        let (Some(nick), Some(reason)) = (
+            p.first().filter(|n| !n.is_empty()),
+            p.get(1).filter(|r| !r.is_empty()),
+        ) else {
+            return self.need_more_params(ctx, id, "KILL");
+        };
+        if !self.oper_only(ctx, id) {
+            return Flow::Next;
+        }
+        if !valid_nick(nick, self.info.config.limits.nicklen) {
+            let nick = truncate(nick, 64);
+            self.numeric(ctx, id, ERR_NOSUCHNICK, &[nick, "No such nick/channel"]);
+            return Flow::Next;
+        }
+        let Some(c) = self.clients.get(&id) else {
+            return Flow::Next;
+        };
+        let req = Request::Kill {
+            nick: nick.to_string(),
+            mask: c.mask.clone(),
+            reason: truncate(reason, TEXTLEN).to_string(),
+        };
+        if self.request(ctx, id, owner_of(nick, self.shards), req) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// The victim's side of a KILL: the KILL line, then it leaves.
+    pub(crate) fn kill_local(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        target: crate::mail::ClientRef,
+        nick: &str,
+        mask: &str,
+        reason: &str,
+    ) -> ReplyBody {
+        let Some(c) = self
+            .clients
+            .get(&target.id)
+            .filter(|c| target.shard == self.me && c.registered && c.quitting.is_none())
+        else {
+            let num = crate::mail::Numeric::new(ERR_NOSUCHNICK, [nick, "No such nick/channel"]);
+            return ReplyBody::Numerics(vec![num]);
+        };
+        let victim = c.nick_or_star().to_string();
+        let killer = mask.split('!').next().unwrap_or(mask);
+        let out = line(mask, "KILL", &[&victim, reason], true);
+        self.send_line(ctx, target.id, &out);
+        self.begin_quit(ctx, target.id, format!("Killed ({killer} ({reason}))"));
+        ReplyBody::Done
+    }
+
+    /// `WALLOPS <text>` (operators): to every user with `+w`, on every shard.
+    pub(super) fn cmd_wallops(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        p: &[&str],
+    ) -> Flow {
+        let Some(text) = p.first().filter(|t| !t.is_empty()) else {
+            return self.need_more_params(ctx, id, "WALLOPS");
+        };
+        if !self.oper_only(ctx, id) {
+            return Flow::Next;
+        }
+        let Some(c) = self.clients.get(&id) else {
+            return Flow::Next;
+        };
+        let out = bytes::Bytes::from(line(&c.mask, "WALLOPS", &[truncate(text, TEXTLEN)], true));
+        for s in 0..self.shards {
+            let req = Request::Wallops { line: out.clone() };
+            if !self.request(ctx, id, s, req) {
+                return Flow::Next;
+            }
+        }
+        Flow::Park
     }
 
     /// The OPER checker's answer for client `id`.

@@ -81,6 +81,44 @@ impl ChatShard {
         }
     }
 
+    /// `WHOWAS <nick> [count]`: answered by the nick's owner, which keeps who
+    /// left the nicks it owns. A count that is not a positive number asks for
+    /// every entry kept.
+    pub(super) fn cmd_whowas(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
+        let Some(nick) = p.first() else {
+            return self.need_more_params(ctx, id, "WHOWAS");
+        };
+        if nick.is_empty() {
+            self.numeric(ctx, id, ERR_NONICKNAMEGIVEN, &["No nickname given"]);
+            return Flow::Next;
+        }
+        if !valid_nick(nick, self.info.config.limits.nicklen) {
+            let nick = truncate(nick, 64);
+            self.numeric(
+                ctx,
+                id,
+                ERR_WASNOSUCHNICK,
+                &[nick, "There was no such nickname"],
+            );
+            self.numeric(ctx, id, RPL_ENDOFWHOWAS, &[nick, "End of WHOWAS"]);
+            return Flow::Next;
+        }
+        let count = p
+            .get(1)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let req = Request::Whowas {
+            nick: nick.to_string(),
+            count,
+        };
+        if self.request(ctx, id, owner_of(nick, self.shards), req) {
+            Flow::Park
+        } else {
+            Flow::Next
+        }
+    }
+
     /// USERHOST nick{ nick} (the first 5): one 302 with `nick[*]=±user@host`
     /// for those that exist, in the order asked.
     pub(super) fn cmd_userhost(

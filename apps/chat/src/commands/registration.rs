@@ -45,6 +45,7 @@ impl ChatShard {
             nick: nick.to_string(),
             registered: c.registered,
             account: c.account.clone(),
+            ident: c.ident().filter(|_| c.registered),
         };
         if self.request(ctx, id, to, req) {
             Flow::Park
@@ -175,8 +176,9 @@ impl ChatShard {
             let given = c.pass.take().unwrap_or_default();
             if !crate::auth::password::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
                 self.numeric(ctx, id, ERR_PASSWDMISMATCH, &["Password incorrect"]);
-                self.begin_quit(ctx, id, "Bad password".into());
-                return false;
+                // The nick is free before the ERROR goes out (like QUIT).
+                self.quit_after_release(ctx, id, "Bad password".into());
+                return true;
             }
         }
         c.registered = true;
@@ -186,6 +188,7 @@ impl ChatShard {
         }
         c.timer = Some(ctx.set_timer(interval, ChatTimer::Client(id)));
         let mask = c.mask.clone();
+        let ident = c.ident();
         let info = self.info.clone();
         let server = info.name();
         let network = &info.config.server.network;
@@ -205,17 +208,23 @@ impl ChatShard {
             RPL_CREATED,
             &[&format!("This server was created {}", info.created)],
         );
-        num(RPL_MYINFO, &[server, VERSION, "io", "biklmnostv", "bklov"]);
+        num(
+            RPL_MYINFO,
+            &[server, VERSION, "Biow", "biklmnostv", "bklov"],
+        );
         info.write_isupport(&mut out, &nick);
         self.send_line(ctx, id, &out);
         // From now on its nick is visible (messages, WHOIS, INVITE). Its input
         // waits for this, like for LUSERS.
         let key: NameKey = casefold(&nick).into();
+        let Some(ident) = ident else {
+            return true;
+        };
         if !self.request(
             ctx,
             id,
             owner_of(&nick, self.shards),
-            Request::Registered { key },
+            Request::Registered { key, ident },
         ) {
             return true;
         }

@@ -121,6 +121,17 @@ impl Viewer {
     }
 }
 
+/// Who a registered client is, as its nick's owner keeps it for WHOWAS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ident {
+    /// The user name.
+    pub user: String,
+    /// The host.
+    pub host: String,
+    /// The real name.
+    pub realname: String,
+}
+
 /// A request from a client's shard to the owner of a name (or to every shard).
 /// Answered by exactly one [`super::ChatMsg::Reply`].
 #[derive(Debug)]
@@ -133,6 +144,8 @@ pub enum Request {
         registered: bool,
         /// The client's account, if it has one (private history needs it).
         account: Option<Arc<str>>,
+        /// Who it is, once registered (WHOWAS when it leaves the nick).
+        ident: Option<Arc<Ident>>,
     },
     /// The holder of nick `key` now has (or no longer has) an account.
     SetAccount {
@@ -150,6 +163,44 @@ pub enum Request {
     Registered {
         /// The casefolded nick.
         key: NameKey,
+        /// Who it is (WHOWAS when it leaves the nick).
+        ident: Arc<Ident>,
+    },
+    /// KILL, to the victim's nick owner, which forwards it as `KillLocal`
+    /// (401 if nobody registered holds the nick).
+    Kill {
+        /// The victim's nick.
+        nick: String,
+        /// The operator's `nick!user@host`.
+        mask: Arc<str>,
+        /// The reason given.
+        reason: String,
+    },
+    /// KILL, forwarded to the victim's shard: the victim gets the KILL line
+    /// and is disconnected (`Killed (<oper> (<reason>))`).
+    KillLocal {
+        /// The victim.
+        target: ClientRef,
+        /// The nick as asked (for 401 if it left meanwhile).
+        nick: String,
+        /// The operator's `nick!user@host`.
+        mask: Arc<str>,
+        /// The reason given.
+        reason: String,
+    },
+    /// WALLOPS, to every shard: the line goes to each local client with user
+    /// mode `+w`.
+    Wallops {
+        /// `:oper!user@host WALLOPS :text` (shared by every recipient).
+        line: bytes::Bytes,
+    },
+    /// WHOWAS, to the nick's owner: 314/312/330 per entry, newest first, then
+    /// 369 (406 first if it keeps none).
+    Whowas {
+        /// The nick asked about.
+        nick: String,
+        /// At most this many entries (`None`: all).
+        count: Option<usize>,
     },
     /// Join a channel (created if it does not exist).
     Join {

@@ -62,6 +62,10 @@ fn invalid_param(chan: &str, mode: char, param: &str, text: &str) -> Numeric {
     Numeric::new(ERR_INVALIDMODEPARAM, [chan, &mode.to_string(), param, text])
 }
 
+/// Whether `key` may be a channel key: 1 to [`KEYLEN`] printable ASCII
+/// characters, no space (a trailing parameter may carry one), no `,` (it
+/// separates JOIN's keys) and no leading `:`. modern.ircdocs.horse lets
+/// servers validate keys and answer 696 for an invalid one.
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= KEYLEN
