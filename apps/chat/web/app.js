@@ -71,6 +71,7 @@
         if (!tag) continue;
         const eq = tag.indexOf("=");
         const key = eq === -1 ? tag : tag.slice(0, eq);
+        if (!key) continue;
         msg.tags[key] = eq === -1 ? "" : unescapeTagValue(tag.slice(eq + 1));
       }
       skipSpaces();
@@ -165,6 +166,8 @@
     nickAttempt: 0,
     saslDone: false,
     userClosed: false,
+    sent: [], // what the user typed, for Up/Down
+    sentPos: 0,
   };
 
   function fold(name) {
@@ -1127,7 +1130,19 @@
       const text = input.value;
       if (!text.trim()) return;
       input.value = "";
+      state.sent.push(text);
+      if (state.sent.length > 100) state.sent.shift();
+      state.sentPos = state.sent.length;
       runCommand(text);
+    });
+    // Up and Down walk through what was typed before.
+    $("input").addEventListener("keydown", (ev) => {
+      if ((ev.key !== "ArrowUp" && ev.key !== "ArrowDown") || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+      const pos = state.sentPos + (ev.key === "ArrowUp" ? -1 : 1);
+      if (pos < 0 || pos > state.sent.length) return;
+      ev.preventDefault();
+      state.sentPos = pos;
+      $("input").value = pos === state.sent.length ? "" : state.sent[pos];
     });
     $("reconnect").addEventListener("click", () => connect());
     $("messages").addEventListener("scroll", () => maybeLoadHistory(), { passive: true });
