@@ -124,6 +124,8 @@ pub struct Client {
     pub ip: IpAddr,
     /// Set if it connected over TLS (WHOIS 671, the `sts` value it is offered).
     pub tls: Option<ClientTls>,
+    /// How its bytes travel: plain lines, or HTTP then WebSocket frames.
+    pub transport: crate::websocket::Transport,
     /// Counted at the IP's owner (to be uncounted when it leaves).
     pub ip_counted: bool,
     /// The nick it holds (claimed at the nick's owner).
@@ -223,6 +225,7 @@ impl Client {
             host,
             ip,
             tls,
+            transport: crate::websocket::Transport::Tcp,
             ip_counted: false,
             nick: None,
             user: None,

@@ -17,6 +17,8 @@
 //! listen = "0.0.0.0:6697"          # or a list
 //! cert = "/etc/shardline/fullchain.pem"
 //! key = "/etc/shardline/privkey.pem"
+//! [websocket]                      # IRC over WebSocket + the web client at /
+//! listen = "127.0.0.1:8067"        # --websocket-listen; tls_listen for wss://
 //! [storage]
 //! dir = "/var/lib/shardline-chat"  # --data-dir; default $STATE_DIRECTORY or ./shardline-chat-data
 //! sync = "batch"                   # always | batch | batch:<ms> | none
@@ -56,6 +58,9 @@ pub struct Config {
     pub operators: Vec<Operator>,
     /// TLS listeners and IRCv3 STS (off unless `tls.listen` is set).
     pub tls: TlsSection,
+    /// IRC over WebSocket and the web client (off unless `websocket.listen`
+    /// or `websocket.tls_listen` is set).
+    pub websocket: WebSocketSection,
     /// Where and how the store writes (`[storage]`).
     pub storage: StorageSection,
     /// Message history (`[history]`).
@@ -298,6 +303,52 @@ impl HistorySection {
             conversation_messages: self.conversation_messages,
             max_age_ms: self.max_age_secs.saturating_mul(1000),
         }
+    }
+}
+
+/// `[websocket]`: listeners speaking IRC over WebSocket (the IRCv3 WebSocket
+/// specification) that also serve the web client at `/` (see
+/// [`crate::websocket`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSection {
+    /// Plaintext addresses (one or a list); `--websocket-listen` replaces them.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// TLS addresses (`wss://`), with the certificate of `[tls]` (`tls.cert`,
+    /// `tls.key`, which they need); `--websocket-tls-listen` replaces them.
+    #[serde(deserialize_with = "one_or_many")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// When not empty, a WebSocket handshake whose `Origin` is not one of
+    /// these (compared without case, e.g. `"https://chat.example.net"`) is
+    /// refused with 403. A handshake without `Origin` (not from a browser) is
+    /// allowed. Default: empty, any origin.
+    pub allowed_origins: Vec<String>,
+    /// Seconds a connection may take to send its whole HTTP request head
+    /// before it gets 408 and is closed (slow clients, slowloris).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        WebSocketSection {
+            listen: Vec::new(),
+            tls_listen: Vec::new(),
+            allowed_origins: Vec::new(),
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl WebSocketSection {
+    /// How long a request head may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// How many WebSocket listeners there are.
+    pub fn listeners(&self) -> usize {
+        self.listen.len() + self.tls_listen.len()
     }
 }
 
@@ -578,6 +629,12 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`: replaces `tls.key`.
     pub tls_key: Option<PathBuf>,
+    /// `--websocket-listen` (repeatable): replaces `websocket.listen` unless
+    /// empty.
+    pub websocket_listen: Vec<SocketAddr>,
+    /// `--websocket-tls-listen` (repeatable): replaces `websocket.tls_listen`
+    /// unless empty.
+    pub websocket_tls_listen: Vec<SocketAddr>,
     /// `--data-dir`: replaces `storage.dir`.
     pub data_dir: Option<PathBuf>,
     /// `--no-history`: turns `history.enabled` off.
@@ -604,6 +661,12 @@ impl Overrides {
         }
         if let Some(key) = &self.tls_key {
             config.tls.key = Some(key.clone());
+        }
+        if !self.websocket_listen.is_empty() {
+            config.websocket.listen = self.websocket_listen.clone();
+        }
+        if !self.websocket_tls_listen.is_empty() {
+            config.websocket.tls_listen = self.websocket_tls_listen.clone();
         }
     }
 }
@@ -780,10 +843,29 @@ impl Config {
         if t.enabled() && (t.cert.is_none() || t.key.is_none()) {
             return bad("tls.listen needs tls.cert and tls.key (--tls-cert, --tls-key)");
         }
-        if !t.enabled() && (t.cert.is_some() || t.key.is_some() || t.client_ca.is_some()) {
+        let ws = &self.websocket;
+        if !ws.tls_listen.is_empty() && (t.cert.is_none() || t.key.is_none()) {
+            return bad("websocket.tls_listen needs tls.cert and tls.key (--tls-cert, --tls-key)");
+        }
+        if !t.enabled()
+            && ws.tls_listen.is_empty()
+            && (t.cert.is_some() || t.key.is_some() || t.client_ca.is_some())
+        {
             return bad(
-                "tls.cert, tls.key and tls.client_ca need tls.listen (--tls-listen) to serve TLS on",
+                "tls.cert, tls.key and tls.client_ca need tls.listen (--tls-listen) or websocket.tls_listen to serve TLS on",
             );
+        }
+        if !(1..=3600).contains(&ws.request_timeout_secs) {
+            return bad("websocket.request_timeout_secs must be 1..=3600");
+        }
+        if let Some(o) = ws
+            .allowed_origins
+            .iter()
+            .find(|o| o.is_empty() || !o.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "websocket.allowed_origins: {o:?} is not an origin (scheme://host[:port])"
+            )));
         }
         if t.sts_port == Some(0) {
             return bad("tls.sts_port must be a port number (1-65535)");
@@ -876,6 +958,8 @@ impl Config {
             limits.flush_delay_us,
             limits.flush_mode,
             tls.listen,
+            websocket.listen,
+            websocket.tls_listen,
             storage.dir,
             storage.sync,
             history.enabled,
@@ -883,7 +967,8 @@ impl Config {
             accounts.hash_threads,
             accounts.hash_queue,
         );
-        if merged.tls.enabled() && (merged.tls.cert.is_none() || merged.tls.key.is_none()) {
+        let tls_on = merged.tls.enabled() || !merged.websocket.tls_listen.is_empty();
+        if tls_on && (merged.tls.cert.is_none() || merged.tls.key.is_none()) {
             // The file turned TLS off, which needs a restart: the listeners stay,
             // and so do the certificate files they serve.
             merged.tls.cert = self.tls.cert.clone();
@@ -1096,6 +1181,51 @@ mod tests {
     }
 
     #[test]
+    fn websocket_section_and_its_checks() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.websocket.listeners(), 0);
+        assert_eq!(c.websocket.request_timeout_secs, 10);
+        let c = Config::from_toml(
+            "[websocket]\nlisten = \"127.0.0.1:8067\"\nallowed_origins = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.websocket.listen,
+            [SocketAddr::from(([127, 0, 0, 1], 8067))]
+        );
+        assert_eq!(c.websocket.allowed_origins, ["https://a.example"]);
+        // wss needs the [tls] certificate, and the certificate alone is enough
+        // for wss without an IRC TLS listener.
+        assert!(Config::from_toml("[websocket]\ntls_listen = \"127.0.0.1:8097\"\n").is_err());
+        let c = Config::from_toml(
+            "[websocket]\ntls_listen = [\"127.0.0.1:8097\"]\n[tls]\ncert = \"c\"\nkey = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.websocket.listeners(), 1);
+        assert!(crate::tls_options(&c.tls).is_some());
+        for bad in [
+            "[websocket]\nrequest_timeout_secs = 0\n",
+            "[websocket]\nallowed_origins = [\"\"]\n",
+            "[websocket]\nallowed_origins = [\"a b\"]\n",
+            "[websocket]\nlisten = \"nowhere\"\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        let o = Overrides {
+            websocket_listen: vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+            ..Overrides::default()
+        };
+        let mut c = Config::from_toml("[websocket]\nlisten = \"127.0.0.1:2\"\n").unwrap();
+        o.apply(&mut c);
+        assert_eq!(c.websocket.listen, o.websocket_listen);
+        // Restart-only: a rehash keeps the listeners.
+        let new = Config::from_toml("[websocket]\nlisten = \"127.0.0.1:3\"\n").unwrap();
+        let (merged, kept) = c.rehash(new);
+        assert_eq!(kept, ["websocket.listen"]);
+        assert_eq!(merged.websocket.listen, c.websocket.listen);
+    }
+
+    #[test]
     fn overrides_complete_a_file_and_rehash_keeps_tls_listeners() {
         let o = Overrides {
             admin_listen: None,
@@ -1104,6 +1234,7 @@ mod tests {
             tls_key: Some("cli.key".into()),
             data_dir: None,
             no_history: false,
+            ..Overrides::default()
         };
         let c = Config::from_overrides(&o).expect("the flags alone");
         assert_eq!(c.tls.cert.as_deref(), Some(Path::new("cli.pem")));

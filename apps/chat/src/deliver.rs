@@ -71,7 +71,8 @@ impl ChatShard {
                     .filter(|c| to.shard == self.me && c.alive && c.registered)
                 {
                     let mut r = Renderer::new(&out);
-                    if out.wanted_by(c.caps) && ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok()
+                    if out.wanted_by(c.caps)
+                        && crate::websocket::send_shared(ctx, c, r.for_caps(c.caps)).is_ok()
                     {
                         self.stats.deliveries.add(1);
                     }
@@ -167,7 +168,7 @@ impl ChatShard {
                 {
                     continue;
                 }
-                if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                if crate::websocket::send_shared(ctx, c, r.for_caps(c.caps)).is_ok() {
                     self.stats.deliveries.add(1);
                 }
             }
@@ -209,7 +210,7 @@ impl ChatShard {
                 .get(&id)
                 .filter(|c| c.alive && c.caps.has(needs))
             {
-                if ctx.send_shared(c.conn, r.for_caps(c.caps)).is_ok() {
+                if crate::websocket::send_shared(ctx, c, r.for_caps(c.caps)).is_ok() {
                     self.stats.deliveries.add(1);
                 }
             }
@@ -231,7 +232,7 @@ impl ChatShard {
                 &params,
             );
         }
-        let _ = ctx.send(c.conn, &out);
+        let _ = crate::websocket::send(ctx, c, &out);
     }
 
     fn on_reply(
@@ -306,7 +307,7 @@ impl ChatShard {
             ReplyBody::Echo(out) => {
                 if c.alive && c.caps.has(Caps::ECHO_MESSAGE) && out.wanted_by(c.caps) {
                     let mut r = Renderer::new(&out);
-                    let _ = ctx.send_shared(c.conn, r.for_caps(c.caps));
+                    let _ = crate::websocket::send_shared(ctx, c, r.for_caps(c.caps));
                 }
             }
             ReplyBody::Stats(n) => {

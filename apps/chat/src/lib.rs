@@ -135,6 +135,15 @@
 //! clients the persistence policy (`duration=`, default 0). The one
 //! [`shardline::TlsAcceptor`] is shared by every shard; the SIGHUP hook reloads
 //! its certificate files (see [`build_with_rehash`]).
+//!
+//! # WebSocket
+//!
+//! With `[websocket] listen` / `tls_listen` (`--websocket-listen`,
+//! `--websocket-tls-listen`) every shard also accepts on WebSocket listeners:
+//! a connection there starts as an HTTP request — the web client's files, or
+//! the upgrade to IRC over WebSocket (IRCv3: one IRC line per message) — and
+//! after the upgrade is an ordinary client whose input is decoded from frames
+//! and whose output is framed line by line ([`websocket`]).
 //! # History and the store
 //!
 //! Every PRIVMSG, NOTICE and TAGMSG gets a `msgid` and a `time` where it is
@@ -255,6 +264,7 @@ pub mod stats;
 pub mod store;
 pub mod upgrade;
 pub mod view;
+pub mod websocket;
 
 use std::{
     path::PathBuf,
@@ -263,7 +273,7 @@ use std::{
 };
 
 use auth::oper::OperChecker;
-pub use config::{Config, Overrides, TlsSection};
+pub use config::{Config, Overrides, TlsSection, WebSocketSection};
 use history::{ReportSink, Storage};
 pub use info::ServerInfo;
 pub use mail::ChatMsg;
@@ -428,10 +438,11 @@ pub struct RehashSource {
 }
 
 /// The TLS acceptor options `tls` describes: its certificate and key, and with
-/// `client_ca` optional client certificates. `None` unless TLS is configured
-/// (`listen`, `cert` and `key` all set).
+/// `client_ca` optional client certificates. `None` unless `cert` and `key` are
+/// set (a valid configuration sets them only with a TLS listener: `tls.listen`
+/// or `websocket.tls_listen`).
 pub fn tls_options(tls: &TlsSection) -> Option<TlsAcceptorOptions> {
-    let (true, Some(cert), Some(key)) = (tls.enabled(), &tls.cert, &tls.key) else {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
         return None;
     };
     let mut options = TlsAcceptorOptions::new(CertFiles::new(cert, key));
@@ -495,6 +506,22 @@ pub fn build_with(
     let mut builder = builder;
     if let Some(acceptor) = &tls {
         for addr in &config.tls.listen {
+            builder = builder.listen_tls(*addr, acceptor.clone());
+        }
+    }
+    // The WebSocket listeners come last: a shard knows them as the last
+    // `websocket.listeners()` of its listener list (see `websocket`).
+    for addr in &config.websocket.listen {
+        builder = builder.listen(*addr);
+    }
+    if !config.websocket.tls_listen.is_empty() {
+        let Some(acceptor) = &tls else {
+            return Err(shardline::Error::Config(
+                "websocket.tls_listen needs tls.cert and tls.key".into(),
+            )
+            .into());
+        };
+        for addr in &config.websocket.tls_listen {
             builder = builder.listen_tls(*addr, acceptor.clone());
         }
     }

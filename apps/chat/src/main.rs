@@ -7,6 +7,8 @@
 //! cargo run --release -p shardline-chat -- --hash-password   # an [[operators]] password hash
 //! cargo run --release -p shardline-chat -- --tls-listen 0.0.0.0:6697 \
 //!     --tls-cert fullchain.pem --tls-key privkey.pem         # TLS beside 6667
+//! cargo run --release -p shardline-chat -- --websocket-listen 127.0.0.1:8067
+//!                                   # IRC over WebSocket + the web client at /
 //! printf '%s\n' "$PW" | shardline-chat --data-dir DIR account add alice
 //! shardline-chat --data-dir DIR account list                # server stopped
 //! # zero-downtime upgrade: the new process takes the listeners and the data
@@ -81,6 +83,15 @@ struct Args {
     /// Reread on SIGHUP.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Serve IRC over WebSocket (IRCv3: subprotocols text.ircv3.net and
+    /// binary.ircv3.net) and the web client at / on this address (repeatable;
+    /// replaces the config's websocket.listen). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    websocket_listen: Vec<SocketAddr>,
+    /// Like --websocket-listen over TLS (wss://), with the certificate of
+    /// --tls-cert / --tls-key (repeatable; replaces websocket.tls_listen).
+    #[arg(long, value_name = "ADDR")]
+    websocket_tls_listen: Vec<SocketAddr>,
     /// The store's data directory (replaces the config's storage.dir). Default:
     /// $STATE_DIRECTORY, else ./shardline-chat-data.
     #[arg(long, value_name = "DIR")]
@@ -191,6 +202,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         tls_listen: args.tls_listen.clone(),
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
+        websocket_listen: args.websocket_listen.clone(),
+        websocket_tls_listen: args.websocket_tls_listen.clone(),
         data_dir: args.data_dir.clone(),
         no_history: args.no_history,
     };
@@ -208,8 +221,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         args.listen.clone()
     };
     anyhow::ensure!(
-        !listen.is_empty() || config.tls.enabled(),
-        "nothing to listen on: give --listen or server.listen (or --tls-listen)"
+        !listen.is_empty() || config.tls.enabled() || config.websocket.listeners() > 0,
+        "nothing to listen on: give --listen or server.listen (or --tls-listen, --websocket-listen)"
     );
     // An upgrade (--upgrade-from) or socket activation: adopt those listening
     // sockets. If anything below fails, the old process keeps serving.
@@ -229,6 +242,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let name = config.server.name.clone();
     let admin = config.server.admin_listen;
     let tls = config.tls.listen.clone();
+    let websocket = (
+        config.websocket.listen.clone(),
+        config.websocket.tls_listen.clone(),
+    );
     let history = config.history.enabled;
     // SIGHUP rereads the same file with the same flags over it, and the TLS
     // certificate files (Server::run never lets SIGHUP kill the process; without
@@ -242,7 +259,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     if args.server.print_plan_if_asked(server.server())? {
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    info!(server = %name, addrs = ?listen, tls = ?tls, admin = ?admin, history, "shardline-chat starting");
+    info!(server = %name, addrs = ?listen, tls = ?tls, websocket = ?websocket, admin = ?admin, history, "shardline-chat starting");
     let upgrade = args.upgrade.clone();
     let store_handover = server.store_handover();
     let deadline = std::time::Duration::from_secs(args.upgrade_deadline);

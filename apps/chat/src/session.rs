@@ -20,6 +20,7 @@ use crate::{
     message::MAX_LINE,
     reply::{line, write_numeric},
     shard::{has_room, ChatShard, ChatTimer},
+    websocket::{self, frame::close_code, Transport},
 };
 
 impl ChatShard {
@@ -41,13 +42,13 @@ impl ChatShard {
         let mut out = Vec::with_capacity(80);
         write_numeric(&mut out, self.info.name(), code, c.nick_or_star(), params);
         // An error means the connection is closing; its on_close follows.
-        let _ = ctx.send(c.conn, &out);
+        let _ = websocket::send(ctx, c, &out);
     }
 
     /// Sends a raw line to client `id`.
     pub(crate) fn send_line(&self, ctx: &mut Ctx<'_, ChatShard>, id: u64, bytes: &[u8]) {
         if let Some(c) = self.clients.get(&id).filter(|c| c.alive) {
-            let _ = ctx.send(c.conn, bytes);
+            let _ = websocket::send(ctx, c, bytes);
         }
     }
 
@@ -235,7 +236,8 @@ impl ChatShard {
         }
         if c.alive {
             let error = format!("ERROR :Closing Link: {} ({reason})\r\n", c.host);
-            let _ = ctx.send(c.conn, error.as_bytes());
+            let _ = websocket::send(ctx, c, error.as_bytes());
+            websocket::send_close(ctx, c, close_code::NORMAL, &reason);
             ctx.close(c.conn);
         }
         for t in [c.timer.take(), c.flood_timer.take()].into_iter().flatten() {
@@ -291,6 +293,7 @@ impl ChatShard {
         id: u64,
     ) -> Option<Client> {
         let mut c = self.clients.remove(&id)?;
+        self.ws.remove(&id);
         if c.registered {
             self.stats.users.sub(1);
         }
@@ -367,6 +370,10 @@ impl ChatShard {
             return;
         }
         c.timer = None;
+        if c.transport == Transport::Http {
+            self.http_timeout(ctx, id);
+            return;
+        }
         if !c.registered {
             self.begin_quit(ctx, id, "Registration timed out".into());
             return;
@@ -379,7 +386,7 @@ impl ChatShard {
             c.ping_sent = true;
             c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
             let ping = format!("PING :{}\r\n", self.info.name());
-            let _ = ctx.send(c.conn, ping.as_bytes());
+            let _ = websocket::send(ctx, c, ping.as_bytes());
         } else {
             c.timer = Some(ctx.set_timer(interval - idle, ChatTimer::Client(id)));
         }

@@ -22,6 +22,7 @@ use crate::{
     mail::{ChatMsg, Request},
     stats::ShardStats,
     view::LocalChan,
+    websocket::{self, frame::close_code, Transport},
 };
 
 /// Messages that met a full mailbox, kept per destination in order until
@@ -75,6 +76,10 @@ pub struct ChatShard {
     /// mail from other shards addresses clients by [`ClientRef`] id (never
     /// reused, so a stale one misses), and channels list members by id.
     pub(crate) clients: HashMap<u64, Client>,
+    /// WebSocket clients' decoders, by client id (only they are here).
+    pub(crate) ws: HashMap<u64, crate::websocket::WsConn>,
+    /// The WebSocket listeners (see [`crate::websocket`]), set in `on_start`.
+    pub(crate) ws_listeners: Vec<shardline::ListenerId>,
     pub(crate) next_id: u64,
     /// Channel key -> this shard's clients in it: the fan-out index, with the
     /// channel's local view.
@@ -129,6 +134,8 @@ impl ChatShard {
             shards: 1,
             tls_port: None,
             clients: HashMap::new(),
+            ws: HashMap::new(),
+            ws_listeners: Vec::new(),
             next_id: 1,
             local: HashMap::new(),
             outbox: Outbox::new(),
@@ -197,10 +204,15 @@ impl Handler for ChatShard {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         self.shards = ctx.shards();
+        // `build_with` adds the WebSocket listeners after all others.
+        let mut ids: Vec<_> = ctx.listeners().iter().map(|l| l.id).collect();
+        ids.sort();
+        let n_ws = self.info.config.websocket.listeners().min(ids.len());
+        self.ws_listeners = ids.split_off(ids.len() - n_ws);
         self.tls_port = ctx
             .listeners()
             .iter()
-            .find(|l| l.tls)
+            .find(|l| l.tls && !self.ws_listeners.contains(&l.id))
             .map(|l| l.addr.port());
         self.acks = vec![Vec::new(); self.shards];
         if let Some(storage) = &self.storage {
@@ -258,7 +270,7 @@ impl Handler for ChatShard {
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
         conn: ConnId,
-        _listener: shardline::Listener<'_, Self::Listener>,
+        listener: shardline::Listener<'_, Self::Listener>,
         peer: SocketAddr,
     ) -> u64 {
         let id = self.next_id;
@@ -272,7 +284,12 @@ impl Handler for ChatShard {
             certfp: info.peer_cert_sha256_hex(),
         });
         let mut c = Client::new(conn, peer.ip(), host, tls);
-        let timeout = self.info.config.limits.registration_timeout();
+        let mut timeout = self.info.config.limits.registration_timeout();
+        if self.ws_listeners.contains(&listener.id) {
+            // An HTTP request first (see `websocket`), in a shorter time.
+            c.transport = Transport::Http;
+            timeout = self.info.config.websocket.request_timeout();
+        }
         c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
         self.clients.insert(id, c);
         self.stats.clients.set(self.clients.len() as u64);
@@ -302,6 +319,12 @@ impl Handler for ChatShard {
         };
         if c.quitting.is_some() {
             return data.len();
+        }
+        match c.transport {
+            Transport::Tcp => {}
+            Transport::Http => return self.http_data(ctx, id, data),
+            Transport::Text | Transport::Binary => return self.ws_data(ctx, id, data),
+            Transport::Closed => return data.len(),
         }
         c.inbuf.extend_from_slice(data);
         // Runs what it can; a parked client's input stays buffered, and past the
@@ -458,8 +481,9 @@ impl Handler for ChatShard {
             clients = self.clients.len(),
             "telling clients we shut down"
         );
-        for c in self.clients.values().filter(|c| c.alive) {
-            let _ = ctx.send(c.conn, b"ERROR :Server shutting down\r\n");
+        for c in self.clients.values_mut().filter(|c| c.alive) {
+            let _ = websocket::send(ctx, c, b"ERROR :Server shutting down\r\n");
+            websocket::send_close(ctx, c, close_code::GOING_AWAY, "Server shutting down");
         }
     }
 }

@@ -234,7 +234,7 @@ impl ChatShard {
         out.account = c.account.clone();
         out.stamp();
         c.update_mask();
-        let _ = ctx.send(c.conn, &out.body);
+        let _ = crate::websocket::send(ctx, c, &out.body);
         self.broadcast_nick(ctx, id, out, nick);
     }
 

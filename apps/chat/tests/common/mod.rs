@@ -287,8 +287,18 @@ impl TestServer {
         Client::new(stream, shard, self.label())
     }
 
+    /// Every listener's address, in the order they were added (the test
+    /// listener first, then what the configuration adds).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.server
+            .as_ref()
+            .expect("running")
+            .local_addrs()
+            .to_vec()
+    }
+
     /// A TCP connection to `addr` and the shard that accepted it.
-    fn connect_tcp(&self, addr: SocketAddr) -> (TcpStream, usize) {
+    pub fn connect_tcp(&self, addr: SocketAddr) -> (TcpStream, usize) {
         let before = self.accepted();
         let stream = TcpStream::connect(addr).expect("connect");
         let deadline = Instant::now() + WAIT;
