@@ -453,8 +453,13 @@
   function socketUrl() {
     const q = new URLSearchParams(location.search).get("server");
     if (q) return q;
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${proto}//${location.host}/`;
+    // Where the page came from (its directory, so a proxy may serve it under
+    // a path), with ws:// or wss://.
+    const u = new URL(".", location.href);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    u.search = "";
+    u.hash = "";
+    return u.href;
   }
 
   function send(line) {
