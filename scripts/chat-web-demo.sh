@@ -11,7 +11,10 @@
 #     the top loads the rest (CHATHISTORY BEFORE), all of it, in order, once;
 #   - private messages between the browsers and with the raw client (a
 #     conversation window, unread mark), /me, /topic, /nick, /quit and the
-#     reconnect button; no error in either browser's console;
+#     reconnect button; a line too long for one message goes out as several;
+#   - a fresh browser logging in as alice gets the channel's latest messages
+#     and her conversation with bob from CHATHISTORY; no error in any
+#     browser's console;
 #   - weechat-headless joins and talks with alice; a screenshot of alice's
 #     browser then is saved (SCREENSHOT, default bench/results/web-client.png,
 #     from the first backend only);

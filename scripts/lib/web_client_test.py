@@ -342,11 +342,27 @@ def run(args, browsers):
     alice.type("/quit alice-bye")
     for b in (alice, bob):
         b.until(f"{b.name}'s reconnect button", lambda b=b: b.d.find_element(By.ID, "reconnect").is_displayed())
+
+    # --- a fresh browser for alice: what was said comes from CHATHISTORY --------
+    again = Browser("alice-again", args)
+    browsers.append(again)
+    again.login(args.url, "alice", ch, "alice", args.alice_password)
+    again.sees("wee", "hello alice, this is weechat")
+    check(("raw", hist[0]) not in again.texts(), "a fresh view holds more than the latest page")
+    again.type("/query bob")
+    again.until("the conversation with bob", lambda: again.active_buffer() == "bob")
+    again.sees("alice", "psst bob, privately")
+    again.sees("bob", "hi alice, privately")
+    log("a fresh browser logged in as alice got the channel's and the conversation with bob's history")
+    again.type("/quit alice-again")
+    again.until("the reconnect button", lambda: again.d.find_element(By.ID, "reconnect").is_displayed())
+
+    for b in (alice, bob, again):
         b.collect_console()
         # The server has no favicon (a 404 the browser logs on its own).
         errors = [e for e in b.console if e.get("level") == "SEVERE" and "favicon.ico" not in e.get("message", "")]
         check(not errors, f"{b.name}'s browser console shows errors: {errors}")
-    log("no errors in either browser's console")
+    log("no errors in any browser's console")
 
 
 def main():
