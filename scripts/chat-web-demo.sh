@@ -18,7 +18,8 @@
 #   - weechat-headless joins and talks with alice; a screenshot of alice's
 #     browser then is saved (SCREENSHOT, default bench/results/web-client.png,
 #     from the first backend only);
-#   - the server's log shows the clients lived on more than one shard.
+#   - the server's log shows where each client lived: alice's WebSocket and
+#     weechat on different shards (with SHARDS > 1).
 #
 #   scripts/chat-web-demo.sh
 #   IOS=epoll SHARDS=2 scripts/chat-web-demo.sh
