@@ -921,7 +921,9 @@ impl Config {
     /// `hash_queue` are restart-only);
     /// `tls.cert`, `tls.key`, `tls.client_ca` (the files are read again by the
     /// SIGHUP hook; see [`crate::build_with_rehash`]) and the `sts` settings.
-    /// Restart-only: the listen addresses (`tls.listen` too: TLS cannot be turned
+    /// `websocket.allowed_origins` and `request_timeout_secs` change too.
+    /// Restart-only: the listen addresses (`tls.listen` and `websocket.listen`,
+    /// `websocket.tls_listen` too: TLS cannot be turned
     /// on or off by a rehash — a file without `[tls]` keeps the running
     /// certificate paths) and the admin address, the server's identity (`name`,
     /// `network`), what the welcome advertises in ISUPPORT (`nicklen`,
@@ -1110,6 +1112,17 @@ mod tests {
         let c = Config::from_toml(&block).expect("valid [tls] example");
         assert_eq!(c.tls.upgrade_port(), Some(6697));
         assert!(c.tls.client_ca.is_some());
+        // And its [websocket] block (tls_listen with that certificate).
+        let start = text.find("# [websocket]").expect("a [websocket] example");
+        let ws: String = text[start..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = Config::from_toml(&format!("{block}{ws}")).expect("valid [websocket] example");
+        assert_eq!(c.websocket.listen.len(), 1);
+        assert_eq!(c.websocket.tls_listen.len(), 1);
+        assert_eq!(c.websocket.allowed_origins.len(), 1);
     }
 
     #[test]

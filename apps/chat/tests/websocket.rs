@@ -34,9 +34,13 @@ fn ws_addr(srv: &TestServer) -> SocketAddr {
     addrs[1]
 }
 
+/// What a WebSocket client runs over: TCP, or TLS over it.
+trait Rw: Read + Write {}
+impl<T: Read + Write> Rw for T {}
+
 /// A tungstenite client: IRC lines as messages.
 struct Ws {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Box<dyn Rw>>,
     shard: usize,
     binary: bool,
     label: String,
@@ -49,6 +53,27 @@ impl Ws {
         let addr = ws_addr(srv);
         let (stream, shard) = srv.connect_tcp(addr);
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        Ws::handshake(srv, Box::new(stream), addr, shard, protocols)
+    }
+
+    /// Over TLS to `addr`, trusting the test CA.
+    fn connect_tls(srv: &TestServer, addr: SocketAddr, protocols: &[&str]) -> (Ws, Option<String>) {
+        let (stream, shard) = srv.connect_tcp(addr);
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let config = srv.ca.as_ref().expect("a test CA").client_config();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(config, name).expect("tls client");
+        let tls = rustls::StreamOwned::new(conn, stream);
+        Ws::handshake(srv, Box::new(tls), addr, shard, protocols)
+    }
+
+    fn handshake(
+        srv: &TestServer,
+        stream: Box<dyn Rw>,
+        addr: SocketAddr,
+        shard: usize,
+        protocols: &[&str],
+    ) -> (Ws, Option<String>) {
         let mut req = format!("ws://{addr}/")
             .into_client_request()
             .expect("request");
@@ -457,7 +482,7 @@ fn raw_frame_rules(io: Io) {
         let (op, p) = r.next_frame().expect("a reply");
         assert_eq!(op, opcode::TEXT, "{label}");
         let text = String::from_utf8(p).expect("utf-8");
-        assert!(text.contains(" 4"), "{label}: an error numeric, got {text}");
+        assert!(text.contains(" 417 "), "{label}: 417, got {text}");
         other.sync();
         other.send("QUIT");
         other.until_closed();
@@ -586,16 +611,17 @@ fn stalled_head_times_out(io: Io) {
     };
     each_server_with(io, config, |srv| {
         let label = srv.label();
+        // Before the connection: its timer starts at the accept.
+        let start = Instant::now();
         let (mut r, shard) = Raw::connect(srv);
         let mut other = bystander(srv, shard, "watcher");
-        let start = Instant::now();
         r.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ");
         std::thread::sleep(Duration::from_millis(300));
         r.write(b"a");
         let (head, _) = r.response();
         assert!(head.starts_with("HTTP/1.1 408 "), "{label}: {head}");
         assert!(
-            start.elapsed() >= Duration::from_millis(900),
+            start.elapsed() >= Duration::from_millis(950),
             "{label}: not before the timeout"
         );
         // An upgraded client is on the registration timeout from then on, not
@@ -609,7 +635,133 @@ fn stalled_head_times_out(io: Io) {
     });
 }
 
+/// `wss://` and `https://` with the `[tls]` certificate: a
+/// secure connection (WHOIS 671) talking with a plain client.
+fn secure_websocket(io: Io) {
+    for shards in common::SHARD_COUNTS {
+        let srv = TestServer::start_tls(io, shards, |c, _| {
+            c.websocket.tls_listen = vec!["127.0.0.1:0".parse().expect("literal")];
+        });
+        let addrs = srv.local_addrs();
+        assert_eq!(addrs.len(), 3, "plain, IRC TLS, wss: {addrs:?}");
+        let (mut w, chosen) = Ws::connect_tls(&srv, addrs[2], &["binary.ircv3.net"]);
+        assert_eq!(chosen.as_deref(), Some("binary.ircv3.net"));
+        // No sts for a WebSocket client: it names the IRC TLS port.
+        w.send("CAP LS 302");
+        let caps = w.until("CAP LS", |l| {
+            l.is("CAP") && l.params.get(2).map(String::as_str) != Some("*")
+        });
+        assert!(
+            !caps.iter().any(|l| l.raw.contains("sts")),
+            "{}: {caps:?}",
+            srv.label()
+        );
+        w.send("CAP END");
+        w.register("secure");
+        let mut t = srv.register_on(w.shard + 1, "plainpal");
+        // While a plain client is offered it.
+        t.send("CAP LS 302");
+        let (last, mut caps) = t.until("CAP LS", |l| {
+            l.is("CAP") && l.params.get(2).map(String::as_str) != Some("*")
+        });
+        caps.push(last);
+        assert!(
+            caps.iter().any(|l| l.raw.contains("sts=port=")),
+            "{}: {caps:?}",
+            srv.label()
+        );
+        t.send("WHOIS secure");
+        let (_, whois) = t.until("318", |l| l.is("318"));
+        assert!(
+            whois.iter().any(|l| l.is("671")),
+            "{}: {whois:?}",
+            srv.label()
+        );
+        t.send("PRIVMSG secure :over tls");
+        let seen = w.until("PRIVMSG", |l| l.is("PRIVMSG"));
+        assert_eq!(seen.last().expect("line").last(), "over tls");
+        // The web client's page over https too.
+        let (stream, _) = srv.connect_tcp(addrs[2]);
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let config = srv.ca.as_ref().expect("a test CA").client_config();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(config, name).expect("tls client");
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("write");
+        let mut page = Vec::new();
+        let _ = tls.read_to_end(&mut page);
+        let page = String::from_utf8_lossy(&page);
+        assert!(
+            page.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{}: {page}",
+            srv.label()
+        );
+        assert!(page.contains("connect-src 'self' ws://localhost wss://localhost;"));
+        srv.stop();
+    }
+}
+
+/// `allowed_origins`: a browser's handshake from another site gets 403; an
+/// allowed one and one without `Origin` get through.
+fn origin_allow_list(io: Io) {
+    let config = |c: &mut Config| {
+        ws_config(c);
+        c.websocket.allowed_origins = vec!["https://chat.example".into()];
+    };
+    each_server_with(io, config, |srv| {
+        let label = srv.label();
+        let hs = |origin: &str| {
+            let (mut r, _) = Raw::connect(srv);
+            r.write(
+                format!(
+                    "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+                )
+                .as_bytes(),
+            );
+            r.head()
+        };
+        assert!(
+            hs("Origin: https://evil.example\r\n").starts_with("HTTP/1.1 403 "),
+            "{label}"
+        );
+        assert!(
+            hs("Origin: https://CHAT.example\r\n").starts_with("HTTP/1.1 101 "),
+            "{label}"
+        );
+        assert!(hs("").starts_with("HTTP/1.1 101 "), "{label}");
+    });
+}
+
+/// A shutdown tells WebSocket clients in an IRC ERROR, then closes with 1001.
+fn shutdown_closes_with_going_away(io: Io) {
+    for shards in common::SHARD_COUNTS {
+        let mut config = common::test_config();
+        ws_config(&mut config);
+        let srv = TestServer::start_with(io, shards, config);
+        let (mut r, _) = Raw::upgraded(&srv);
+        r.frame(true, opcode::TEXT, b"NICK bye");
+        r.frame(true, opcode::TEXT, b"USER bye 0 * :x");
+        loop {
+            let (_, p) = r.next_frame().expect("welcome");
+            let l = Line::parse(std::str::from_utf8(&p).expect("utf-8"));
+            if l.is("376") || l.is("422") {
+                break;
+            }
+        }
+        srv.stop();
+        let (op, p) = r.next_frame().expect("ERROR");
+        assert_eq!(op, opcode::TEXT);
+        assert_eq!(p, b"ERROR :Server shutting down");
+        r.expect_close(1001);
+    }
+}
+
 shardline::per_backend! {
+    origin_allow_list => origin_allow_list;
+    shutdown_closes_with_going_away => shutdown_closes_with_going_away;
+    secure_websocket => secure_websocket;
     ws_and_tcp_talk => ws_and_tcp_talk;
     raw_frame_rules => raw_frame_rules;
     http_side => http_side;

@@ -62,7 +62,9 @@ impl ChatShard {
                 if let Some(sts) = self
                     .info
                     .sts_value(c.tls.is_some(), self.tls_port)
-                    .filter(|_| v302)
+                    // Not to WebSocket clients: the policy names the IRC TLS
+                    // port, which a web client cannot use.
+                    .filter(|_| v302 && c.transport == crate::websocket::Transport::Tcp)
                 {
                     all.push(format!("sts={sts}"));
                 }

@@ -29,7 +29,7 @@
 //!    connection (`Connection: close`; no keep-alive: a page load is three
 //!    requests, not worth the state).
 //! 2. **WebSocket** ([`Transport::Text`] / [`Transport::Binary`]): a valid
-//!    upgrade (RFC 6455 4.2: GET, HTTP/1.1, `Host`, `Upgrade: websocket`,
+//!    upgrade on any path (RFC 6455 4.2: GET, HTTP/1.1, `Host`, `Upgrade: websocket`,
 //!    `Connection: Upgrade`, `Sec-WebSocket-Version: 13` — else 400 naming
 //!    version 13 —, a `Sec-WebSocket-Key` of 16 bytes in base64, and, when
 //!    `[websocket] allowed_origins` is set, an allowed `Origin`, else 403) is
