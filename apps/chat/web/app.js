@@ -451,8 +451,6 @@
   // ---- connection -------------------------------------------------------------
 
   function socketUrl() {
-    const q = new URLSearchParams(location.search).get("server");
-    if (q) return q;
     // Where the page came from (its directory, so a proxy may serve it under
     // a path), with ws:// or wss://.
     const u = new URL(".", location.href);
