@@ -18,8 +18,10 @@
 #   - weechat-headless joins and talks with alice; a screenshot of alice's
 #     browser then is saved (SCREENSHOT, default bench/results/web-client.png,
 #     from the first backend only);
-#   - the server's log shows where each client lived: alice's WebSocket and
-#     weechat on different shards (with SHARDS > 1).
+#   - weechat and alice are on different shards (with SHARDS > 1): the
+#     admin endpoint's per-shard user gauge shows where each registered (a
+#     weechat landing on alice's shard is restarted: accepting is round-robin),
+#     and the server's log, where each client quit, agrees.
 #
 #   scripts/chat-web-demo.sh
 #   IOS=epoll SHARDS=2 scripts/chat-web-demo.sh
@@ -101,8 +103,54 @@ BOB_PW="bob-web-secret"
 # No flood control: the raw client says HISTORY_COUNT lines at once.
 printf '[flood]\nenabled = false\n' >"$tmp/chat.toml"
 
+# --- which shard a client registered on ------------------------------------------
+# users_by_shard: "SHARD COUNT" lines of the gauge shardline_chat_users from the
+# admin endpoint (bash's /dev/tcp: no curl needed).
+users_by_shard() {
+    local fd line
+    exec {fd}<>"/dev/tcp/127.0.0.1/$aport" || fail "cannot reach the admin endpoint"
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
+    while IFS= read -r -t "$WAIT" -u "$fd" line; do
+        [[ $line =~ ^shardline_chat_users\{shard=\"([0-9]+)\"\}\ ([0-9]+) ]] &&
+            echo "${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+    done
+    exec {fd}>&-
+}
+# new_user_shard BEFORE: the one shard with one registered user more now than
+# in BEFORE (an earlier users_by_shard), or fails.
+new_user_shard() {
+    local now found
+    now=$(users_by_shard)
+    found=$(awk 'NR == FNR { was[$1] = $2; next } $2 == was[$1] + 1 { print $1 }' \
+        <(printf '%s\n' "$1") <(printf '%s\n' "$now"))
+    [ "$(printf '%s' "$found" | grep -c .)" = 1 ] || fail "cannot tell the new client's shard: before $(echo $1), now $(echo $now)"
+    echo "$found"
+}
+
 # --- weechat (nick wee, no account), started when the driver asks --------------
+# start_weechat: on a shard other than alice's (with SHARDS > 1). Accepting is
+# round-robin, so a weechat that lands on alice's shard quits and the next try
+# lands on the next shard.
 start_weechat() {
+    local try before
+    for ((try = 1; try <= SHARDS; try++)); do
+        before=$(users_by_shard)
+        start_weechat_once
+        wee_shard=$(new_user_shard "$before")
+        [ "$SHARDS" -gt 1 ] && [ "$wee_shard" = "$alice_shard" ] || return 0
+        say "weechat landed on alice's shard $wee_shard: once more"
+        printf 'irc.server.shardline */quit again\n' >"$fifo"
+        timeout "$WAIT" tail --pid="$weechat_pid" -f /dev/null || fail "weechat did not exit after /quit"
+        weechat_pid=""
+        local deadline=$((SECONDS + WAIT))
+        until [ "$(users_by_shard)" = "$before" ]; do
+            [ "$SECONDS" -lt "$deadline" ] || fail "weechat's quit did not show in the metrics"
+            sleep 0.1
+        done
+    done
+    fail "weechat never landed on a shard other than alice's"
+}
+start_weechat_once() {
     local wdir="$tmp/weechat"
     rm -rf "$wdir"
     mkdir -p "$wdir"
@@ -121,6 +169,8 @@ start_weechat() {
     [ -p "$fifo" ] || fail "weechat's fifo pipe is missing"
 }
 
+alice_shard=""
+wee_shard=""
 # run_backend IO: one server, the whole session.
 run_backend() {
     local io=$1 attempt shot=""
@@ -133,9 +183,10 @@ run_backend() {
     for attempt in 1 2 3 4 5; do
         port=$(free_port)
         wport=$(free_port)
-        [ "$wport" != "$port" ] || continue
+        aport=$(free_port)
+        [ "$wport" != "$port" ] && [ "$aport" != "$port" ] && [ "$aport" != "$wport" ] || continue
         RUST_LOG=info,shardline_chat=debug "$bin" --config "$tmp/chat.toml" --listen "127.0.0.1:$port" \
-            --websocket-listen "127.0.0.1:$wport" --shards "$SHARDS" --io "$io" --accept handoff \
+            --websocket-listen "127.0.0.1:$wport" --admin "127.0.0.1:$aport" --shards "$SHARDS" --io "$io" --accept handoff \
             --no-pin --data-dir "$tmp/data" >"$log" 2>&1 &
         server_pid=$!
         local deadline=$((SECONDS + WAIT))
@@ -166,6 +217,8 @@ run_backend() {
     # The browsers, through the driver; it asks for what the raw client and
     # weechat do.
     [ -n "$SCREENSHOT" ] && [ "$io" = "${IOS%% *}" ] && shot="$tmp/web-client.png"
+    local users_before_alice
+    users_before_alice=$(users_by_shard)
     coproc DRIVER { exec "$PY" scripts/lib/web_client_test.py --url "http://127.0.0.1:$wport/" \
         --channel "$CHANNEL" --history-count "$HISTORY_COUNT" --alice-password "$ALICE_PW" \
         --bob-password "$BOB_PW" --wait "$WAIT" --screenshot "$shot" 2>"$tmp/driver-$io.err"; }
@@ -178,9 +231,10 @@ run_backend() {
         case $req in
             "SEND "*) irc_send raw "${req#SEND }" && reply OK ;;
             "EXPECT "*) irc_expect raw "${req#EXPECT }" && reply "OK $IRC_LINE" ;;
-            WEECHAT_START) start_weechat && reply OK ;;
+            WEECHAT_START) start_weechat && reply "OK $alice_shard $wee_shard" ;;
             "WEECHAT_SAY "*) printf 'irc.shardline.%s *%s\n' "$CHANNEL" "${req#WEECHAT_SAY }" >"$fifo" && reply OK ;;
             "WEECHAT_SEEN "*) wait_grep "weechat to log ${req#WEECHAT_SEEN }" -F "${req#WEECHAT_SEEN }" "$chanlog" && reply OK ;;
+            "ON_SHARD alice") alice_shard=$(new_user_shard "$users_before_alice") && reply OK ;;
             SCREENSHOT_DONE) reply OK ;;
             DONE) break ;;
             *) fail "$io: the driver asked for $req" ;;
@@ -209,16 +263,15 @@ run_backend() {
     wait_grep "$io: the server to log the clients leaving" -F "reason=Quit: raw-bye" "$log"
     shard_of() { grep -F "client leaving" "$log" | sed -E 's/\x1b\[[0-9;]*m//g' | grep -F "reason=Quit: $1" |
         sed -n 's/.*shard=\([0-9]*\).*/\1/p' | head -n 1; }
-    # Round-robin accepting puts alice's WebSocket and weechat on different
-    # shards (the pages' plain HTTP requests take turns too, the same number
-    # every run); the log says where each really was.
-    local who shards="" s alice_shard="" wee_shard=""
+    # The log says where each client was; alice and weechat on different shards
+    # (start_weechat saw to it, by the metrics).
+    local who shards="" s
     for who in alice:alice-bye bob:bob-bye-2 raw:raw-bye wee:weechat-bye; do
         s=$(shard_of "${who#*:}")
         [ -n "$s" ] || fail "$io: the server log does not name the shard of ${who%%:*}"
         shards+="${who%%:*} on shard $s, "
-        [ "${who%%:*}" = alice ] && alice_shard=$s
-        [ "${who%%:*}" = wee ] && wee_shard=$s
+        [ "${who%%:*}" = alice ] && [ "$s" != "$alice_shard" ] && fail "$io: alice's shard: $s in the log, $alice_shard by the metrics"
+        [ "${who%%:*}" = wee ] && [ "$s" != "$wee_shard" ] && fail "$io: weechat's shard: $s in the log, $wee_shard by the metrics"
     done
     if [ "$SHARDS" -gt 1 ] && [ "$alice_shard" = "$wee_shard" ]; then
         fail "$io: alice and weechat were both on shard $alice_shard (${shards%, })"

@@ -10,7 +10,10 @@ request per line on stdout and reads one answer per line on stdin.
 
     SEND <irc line>        the raw client sends the line          -> OK
     EXPECT <regex>         the raw client waits for a line        -> OK <line>
-    WEECHAT_START          weechat (nick wee) joins the channel   -> OK
+    ON_SHARD alice         alice just registered (the script notes
+                           her shard, to put weechat on another)  -> OK
+    WEECHAT_START          weechat (nick wee) joins the channel,
+                           on another shard than alice            -> OK <alice's shard> <weechat's shard>
     WEECHAT_SAY <text>     weechat says text in the channel       -> OK
     WEECHAT_SEEN <text>    weechat's log shows "nick<TAB>text"    -> OK
     SCREENSHOT_DONE        (information only)                     -> OK
@@ -207,6 +210,7 @@ def run(args, browsers):
     alice = Browser("alice", args)
     browsers.append(alice)
     alice.login(args.url, "alice", ch, "alice", args.alice_password)
+    request("ON_SHARD alice")  # the script notes where alice registered
     bob = Browser("bob", args)
     browsers.append(bob)
     bob.login(args.url, "bob", ch, "bob", args.bob_password)
@@ -298,13 +302,13 @@ def run(args, browsers):
     log("MODE +o shows @bob in the nick lists; bob's /topic reaches alice and raw")
 
     # --- weechat, and the screenshot -------------------------------------------
-    request("WEECHAT_START")
+    alice_shard, wee_shard = request("WEECHAT_START").split()
     alice.until("wee in alice's nick list", lambda: "wee" in alice.nicks())
-    alice.type("hi weechat, this is alice in Chromium")
-    request("WEECHAT_SEEN alice\thi weechat, this is alice in Chromium")
-    request("WEECHAT_SAY hello alice, this is weechat")
-    alice.sees("wee", "hello alice, this is weechat")
-    bob.sees("wee", "hello alice, this is weechat")
+    alice.type(f"hi weechat, this is alice in Chromium, on shard {alice_shard}")
+    request(f"WEECHAT_SEEN alice\thi weechat, this is alice in Chromium, on shard {alice_shard}")
+    request(f"WEECHAT_SAY hello alice, this is weechat, on shard {wee_shard}")
+    alice.sees("wee", f"hello alice, this is weechat, on shard {wee_shard}")
+    bob.sees("wee", f"hello alice, this is weechat, on shard {wee_shard}")
     alice.type("/me waves at weechat")
     request("WEECHAT_SEEN  *\talice waves at weechat")
     alice.js("const v = document.getElementById('messages'); v.scrollTop = v.scrollHeight;")
@@ -347,7 +351,7 @@ def run(args, browsers):
     again = Browser("alice-again", args)
     browsers.append(again)
     again.login(args.url, "alice", ch, "alice", args.alice_password)
-    again.sees("wee", "hello alice, this is weechat")
+    again.sees("wee", f"hello alice, this is weechat, on shard {wee_shard}")
     check(("raw", hist[0]) not in again.texts(), "a fresh view holds more than the latest page")
     again.type("/query bob")
     again.until("the conversation with bob", lambda: again.active_buffer() == "bob")
