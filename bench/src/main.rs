@@ -45,7 +45,7 @@ enum Cmd {
     /// Cross-shard cost model: a chat message's fan-out projected to 8, 32 and 64
     /// shards from the mailbox and chat results (no measurement of its own).
     Model(ModelArgs),
-    /// IRC fan-out: shardline-chat (uring, epoll) against ngircd, burst and paced,
+    /// IRC fan-out: shardline-chat (uring, epoll) against ngircd and InspIRCd, burst and paced,
     /// interleaved over rounds; deliveries/s, server CPU per delivery, latency,
     /// completeness and order.
     Chat(ChatArgs),
@@ -369,8 +369,8 @@ struct ModelArgs {
 #[derive(Debug, Args)]
 struct ChatArgs {
     /// Servers, run in this order every round: shardline-uring, shardline-epoll,
-    /// ngircd, shardline-uring-nohistory, shardline-epoll-nohistory (default:
-    /// the first three; with --history-compare shardline-uring,
+    /// ngircd, inspircd, shardline-uring-nohistory, shardline-epoll-nohistory
+    /// (default: the first four; with --history-compare shardline-uring,
     /// shardline-uring-nohistory). A shardline name may end in @off,
     /// @pace=US or @delay=US: its write coalescing (`[limits] flush_mode`,
     /// `flush_delay_us`; generated config only).
@@ -460,6 +460,9 @@ struct ChatArgs {
     /// The ngircd binary.
     #[arg(long, default_value = servers::NGIRCD_EXE)]
     ngircd: PathBuf,
+    /// The InspIRCd 3 binary.
+    #[arg(long, default_value = servers::INSPIRCD_EXE)]
+    inspircd: PathBuf,
     /// A run during which other processes used more than this % of one CPU is
     /// measured again.
     #[arg(long, default_value_t = 10.0)]
@@ -733,7 +736,10 @@ fn main() -> anyhow::Result<()> {
             } else if a.coalesce_compare {
                 (coalesce_servers.as_str(), "paced")
             } else {
-                ("shardline-uring,shardline-epoll,ngircd", "burst,paced")
+                (
+                    "shardline-uring,shardline-epoll,ngircd,inspircd",
+                    "burst,paced",
+                )
             };
             let servers = match a.servers {
                 Some(s) => s,
@@ -770,6 +776,7 @@ fn main() -> anyhow::Result<()> {
                 chat_config: a.chat_config,
                 chat_history: !a.chat_no_history,
                 ngircd_exe: a.ngircd,
+                inspircd_exe: a.inspircd,
                 shards: a.shards,
                 server_cpus: a.server_cpus.map_or(server, |c| c.0),
                 client_cpus: a.client_cpus.map_or(client, |c| c.0),

@@ -735,6 +735,8 @@ pub fn resolve_peers(sel: &PeerSelection, dir: &Path) -> (Vec<ServerSpec>, Vec<S
 
 /// Where the Debian package installs ngircd.
 pub const NGIRCD_EXE: &str = "/usr/sbin/ngircd";
+/// Where the Debian package installs InspIRCd 3.
+pub const INSPIRCD_EXE: &str = "/usr/sbin/inspircd";
 
 /// The workspace root (this crate's manifest directory's parent).
 pub fn workspace_dir() -> PathBuf {
@@ -954,6 +956,62 @@ pub fn start_ngircd(exe: &Path, cpus: &[usize]) -> anyhow::Result<ServerProc> {
     cmd.arg("-n").arg("-f").arg(&g.conf).stderr(Stdio::null());
     pin_command(&mut cmd, cpus)?;
     ServerProc::spawn("ngircd", cmd, g.addr, Ready::Connect, Some(g.dir))
+}
+
+/// InspIRCd 3's configuration for a benchmark: loopback `port`, one connect
+/// class with flood control off (`fakelag="no"`, a command rate and penalty
+/// threshold no client reaches, send and receive queues of 1 GiB / 1 MiB so
+/// neither the burst nor the paced shape quits anybody), no limit per IP, no
+/// hostname or ident lookups, room for 1,000 channels and members; every file
+/// (pid, log, MOTD) in `dir`. `<power>` gets passwords nobody knows (InspIRCd
+/// refuses empty ones).
+pub fn inspircd_config(port: u16, dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "<server name=\"bench.inspircd.local\" description=\"shardline-bench\" network=\"bench\">\n\
+         <admin name=\"shardline-bench\" nick=\"bench\" email=\"bench@localhost\">\n\
+         <bind address=\"127.0.0.1\" port=\"{port}\" type=\"clients\">\n\
+         <power diepass=\"die-{port}-{pid}\" restartpass=\"restart-{port}-{pid}\">\n\
+         <connect name=\"bench\" allow=\"*\" maxchans=\"1000\" timeout=\"60\" pingfreq=\"600\"\n\
+         \x20        hardsendq=\"1073741824\" softsendq=\"1073741824\" recvq=\"1048576\"\n\
+         \x20        threshold=\"1000000\" commandrate=\"1000000000\" fakelag=\"no\"\n\
+         \x20        localmax=\"1000000\" globalmax=\"1000000\" limit=\"1000000\"\n\
+         \x20        resolvehostnames=\"no\" useident=\"no\" useconnectban=\"no\" useconnflood=\"no\">\n\
+         <channels users=\"1000\" opers=\"1000\">\n\
+         <files motd=\"{d}/motd.txt\">\n\
+         <dns server=\"127.0.0.1\" timeout=\"1\">\n\
+         <pid file=\"{d}/inspircd.pid\">\n\
+         <path configdir=\"{d}\" datadir=\"{d}\" logdir=\"{d}\">\n\
+         <options prefixquit=\"Quit: \" syntaxhints=\"no\" announcets=\"yes\" hostintopic=\"yes\" pingwarning=\"15\" splitwhois=\"no\" exemptchanops=\"\">\n\
+         <security hideserver=\"\" userstats=\"Pu\" customversion=\"\" flatlinks=\"no\" hidesplits=\"no\" hideulines=\"no\" hidebans=\"no\" maxtargets=\"20\">\n\
+         <performance quietbursts=\"yes\" softlimit=\"20000\" somaxconn=\"1024\" netbuffersize=\"10240\" clonesonconnect=\"no\">\n\
+         <log method=\"file\" type=\"* -USERINPUT -USEROUTPUT\" level=\"default\" target=\"{d}/ircd.log\">\n",
+        pid = std::process::id(),
+    )
+}
+
+/// Starts InspIRCd 3 in the foreground (`--nofork`; `--runasroot` when we are
+/// root, which it otherwise refuses) with a generated config in a scratch
+/// directory, on a free loopback port, pinned to `cpus`. One thread, like
+/// ngircd. Ready when a connection succeeds. (InspIRCd completes a
+/// registration on its once-a-second timer, so clients wait up to 1 s for 001;
+/// the harness measures after every client has joined.)
+pub fn start_inspircd(exe: &Path, cpus: &[usize]) -> anyhow::Result<ServerProc> {
+    let g = generate(exe, "inspircd", "inspircd", "inspircd.conf", |port, dir| {
+        std::fs::write(dir.join("motd.txt"), "shardline-bench\n")?;
+        Ok(inspircd_config(port, dir))
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--nofork")
+        .arg(format!("--config={}", g.conf.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        cmd.arg("--runasroot");
+    }
+    pin_command(&mut cmd, cpus)?;
+    ServerProc::spawn("inspircd", cmd, g.addr, Ready::Connect, Some(g.dir))
 }
 
 // ---------------------------------------------------------------------------
@@ -1558,6 +1616,26 @@ mod tests {
         ] {
             assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
         }
+    }
+
+    #[test]
+    fn inspircd_config_turns_off_what_limits_a_benchmark() {
+        let c = inspircd_config(6669, Path::new("/tmp/y"));
+        for needle in [
+            "<bind address=\"127.0.0.1\" port=\"6669\" type=\"clients\">",
+            "fakelag=\"no\"",
+            "threshold=\"1000000\"",
+            "localmax=\"1000000\"",
+            "resolvehostnames=\"no\"",
+            "useident=\"no\"",
+            "<pid file=\"/tmp/y/inspircd.pid\">",
+            "target=\"/tmp/y/ircd.log\"",
+        ] {
+            assert!(c.contains(needle), "{needle:?} missing in\n{c}");
+        }
+        // Every tag closes on its own line's end (InspIRCd's config is tag
+        // per tag; a stray quote would swallow the rest).
+        assert_eq!(c.matches('"').count() % 2, 0, "{c}");
     }
 
     #[test]

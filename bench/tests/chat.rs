@@ -1,8 +1,8 @@
 //! `chat` end to end at toy sizes (no timing asserted): against shardline-chat
 //! started in this process on both backends at 2 shards, and, when they are
-//! installed, against the release shardline-chat binary and ngircd as child servers;
-//! history on against off with the CHATHISTORY probe, in process and (when the
-//! release binary is there) as child servers.
+//! installed, against the release shardline-chat binary, ngircd and InspIRCd as
+//! child servers; history on against off with the CHATHISTORY probe, in process
+//! and (when the release binary is there) as child servers.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -33,6 +33,7 @@ fn config(servers: Vec<ChatServer>) -> ChatConfig {
         chat_config: None,
         chat_history: true,
         ngircd_exe: PathBuf::from(servers::NGIRCD_EXE),
+        inspircd_exe: PathBuf::from(servers::INSPIRCD_EXE),
         shards: 2,
         server_cpus: Vec::new(),
         client_cpus: Vec::new(),
@@ -120,6 +121,11 @@ fn chat_runs_child_servers_when_installed() {
     } else {
         eprintln!("skipping ngircd: not installed (apt-get install ngircd)");
     }
+    if PathBuf::from(servers::INSPIRCD_EXE).is_file() {
+        wanted.push(ChatServer::Inspircd);
+    } else {
+        eprintln!("skipping inspircd: not installed (apt-get install inspircd)");
+    }
     if wanted.is_empty() {
         return;
     }
@@ -129,6 +135,14 @@ fn chat_runs_child_servers_when_installed() {
     for run in &out.runs {
         assert!(run.server_cpu_us_per_delivery.is_some(), "{run:#?}");
     }
+}
+
+#[test]
+fn a_missing_inspircd_is_skipped_with_a_message() {
+    let mut cfg = config(vec![ChatServer::Inspircd]);
+    cfg.inspircd_exe = PathBuf::from("/nonexistent/inspircd");
+    let err = chat::run(&cfg).unwrap_err().to_string();
+    assert!(err.contains("apt-get install inspircd"), "{err}");
 }
 
 #[test]

@@ -118,8 +118,12 @@ pub struct Client {
     /// The peer shut down its sending side: once the lines it sent before
     /// are run (flood control and the barrier still apply), it is closed.
     pub peer_eof: bool,
-    /// The peer's address, as shown in its mask.
+    /// The peer's address, as shown in its mask (until an operator's CHGHOST
+    /// changes it).
     pub host: String,
+    /// The peer's address as first shown, whatever CHGHOST did: what OPER's
+    /// host masks are checked against.
+    pub real_host: String,
     /// The peer's address.
     pub ip: IpAddr,
     /// Set if it connected over TLS (WHOIS 671, the `sts` value it is offered).
@@ -144,6 +148,9 @@ pub struct Client {
     pub cap_negotiating: bool,
     /// Enabled capabilities.
     pub caps: Caps,
+    /// It sent `CAP LS 302` (or later): values, multiline replies, and
+    /// `cap-notify` for good.
+    pub cap_302: bool,
     /// User mode +i.
     pub invisible: bool,
     /// User mode +o (OPER).
@@ -222,6 +229,7 @@ impl Client {
             conn,
             alive: true,
             peer_eof: false,
+            real_host: host.clone(),
             host,
             ip,
             tls,
@@ -235,6 +243,7 @@ impl Client {
             registered: false,
             cap_negotiating: false,
             caps: Caps::default(),
+            cap_302: false,
             invisible: false,
             oper: false,
             account: None,

@@ -49,6 +49,16 @@ impl ChatShard {
                         found,
                     },
             } => self.users_local(ctx, from, ison, targets, found),
+            ChatMsg::Request {
+                from,
+                req:
+                    Request::ChghostLocal {
+                        target,
+                        nick,
+                        user,
+                        host,
+                    },
+            } => self.chghost_local(ctx, from, target, &nick, user, host),
             ChatMsg::Request { from, req } => {
                 self.owner
                     .handle(ctx, &self.info, &mut self.outbox, from, req);
@@ -96,8 +106,10 @@ impl ChatShard {
             ChatMsg::Notice(n) => {
                 self.owner.on_notice(&n);
                 self.deliver_notice(ctx, &n);
-                if matches!(n.kind, NoticeKind::Nick { .. } | NoticeKind::Account { .. }) {
-                    self.ack(ctx, n.who);
+                match n.kind {
+                    NoticeKind::Quit => {}
+                    NoticeKind::Chghost { by, .. } => self.ack(ctx, by),
+                    _ => self.ack(ctx, n.who),
                 }
             }
             ChatMsg::Guard { to, key, action } => {
@@ -155,11 +167,15 @@ impl ChatShard {
         }
         if let Some(lc) = self.local.get(&d.chan) {
             let mut r = Renderer::new(&d.out);
-            for &LocalMember { id, .. } in &lc.members {
+            let mut away = d.away.as_ref().map(Renderer::new);
+            for &LocalMember { id, op, .. } in &lc.members {
                 let Some(c) = self.clients.get(&id).filter(|c| c.alive) else {
                     continue;
                 };
-                if !d.out.wanted_by(c.caps) {
+                if !d.out.wanted_by(c.caps) || !c.caps.has(d.needs) || (d.ops_only && !op) {
+                    continue;
+                }
+                if d.needs != Caps::default() && d.source == (ClientRef { shard: self.me, id }) {
                     continue;
                 }
                 if d.echo_gated
@@ -170,6 +186,11 @@ impl ChatShard {
                 }
                 if crate::websocket::send_shared(ctx, c, r.for_caps(c.caps)).is_ok() {
                     self.stats.deliveries.add(1);
+                }
+                if let Some(away) = away.as_mut().filter(|_| {
+                    c.caps.has(Caps::AWAY_NOTIFY) && d.source != ClientRef { shard: self.me, id }
+                }) {
+                    let _ = crate::websocket::send_shared(ctx, c, away.for_caps(c.caps));
                 }
             }
         }
@@ -188,10 +209,14 @@ impl ChatShard {
 
     /// A NICK or QUIT line goes once to each local client sharing a channel with
     /// `who` (never to `who` itself: its own shard told it directly); an
-    /// ACCOUNT line only to those with `account-notify`.
+    /// ACCOUNT, AWAY, SETNAME or CHGHOST line only to those with the cap
+    /// for it.
     fn deliver_notice(&mut self, ctx: &mut Ctx<'_, ChatShard>, n: &UserNotice) {
         let needs = match n.kind {
             NoticeKind::Account { .. } => Caps::ACCOUNT_NOTIFY,
+            NoticeKind::Away => Caps::AWAY_NOTIFY,
+            NoticeKind::Setname => Caps::SETNAME,
+            NoticeKind::Chghost { .. } => Caps::CHGHOST,
             NoticeKind::Nick { .. } | NoticeKind::Quit => Caps::default(),
         };
         let mut ids: Vec<u64> = n

@@ -9,6 +9,9 @@ use crate::{clock, config::Config, stats::ChatStats};
 /// Mode changes with a parameter one MODE command may make (`MODES`).
 pub const MAX_MODES: usize = 4;
 
+/// The longest real name (USER, SETNAME): ISUPPORT `NAMELEN`.
+pub const NAMELEN: usize = 128;
+
 /// The version string shown in 002 and 004.
 pub const VERSION: &str = concat!("shardline-chat-", env!("CARGO_PKG_VERSION"));
 
@@ -49,6 +52,7 @@ impl ServerInfo {
             format!("TOPICLEN={}", l.topiclen),
             format!("KICKLEN={}", l.kicklen),
             format!("AWAYLEN={}", l.awaylen),
+            format!("NAMELEN={NAMELEN}"),
             format!("TARGMAX=PRIVMSG:{t},NOTICE:{t},JOIN:,PART:,NAMES:,LIST:,KICK:{t},WHOIS:1"),
             format!("NETWORK={}", config.server.network),
         ];

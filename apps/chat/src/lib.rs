@@ -38,15 +38,18 @@
 //! not one per member — and each shard renders the line once per tag variant
 //! (`server-time`, `message-tags`) and hands the same `Bytes` to each local member
 //! with `send_shared`. A private message goes to the nick's owner, which forwards
-//! it to the recipient's shard. NICK changes, QUITs and account changes (ACCOUNT)
-//! go from the client's shard to every shard, each delivering the line once to
-//! each local client sharing a channel (deduplicated locally; ACCOUNT only to
-//! clients with `account-notify`) and updating the channels it owns.
+//! it to the recipient's shard. NICK changes, QUITs, account changes (ACCOUNT),
+//! AWAY, SETNAME and CHGHOST go from the client's shard to every shard, each
+//! delivering the line once to each local client sharing a channel
+//! (deduplicated locally; ACCOUNT, AWAY, SETNAME and CHGHOST only to clients
+//! with `account-notify`, `away-notify`, `setname`, `chghost`) and updating the
+//! channels it owns (see `commands/notify.rs`).
 //!
 //! A request may be **forwarded** once instead of answered: the nick owner
 //! resolves INVITE's invitee and passes it to the channel's owner (which checks
-//! 442/443/482, records the invitation and delivers the INVITE line), and WHOIS to
-//! the target's shard; the last shard replies. Where a channel owner cannot tell
+//! 442/443/482, records the invitation and delivers the INVITE line, to the
+//! invitee and, for `invite-notify`, to the members who could invite too),
+//! WHOIS and CHGHOST to the target's shard; the last shard replies. Where a channel owner cannot tell
 //! 441 from 401 (KICK or MODE +o/+v of a nick not in the channel) it replies
 //! `CheckNicks`, and the client's shard asks each nick's owner with a new request.
 //! A recipient's shard that finds it away sends the sender 301 (`Notify`) before

@@ -32,7 +32,7 @@ pub struct ClientRef {
 
 /// IRCv3 capabilities a client enabled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Caps(u16);
+pub struct Caps(u32);
 
 impl Caps {
     /// `message-tags`: client-only tags are relayed to this client.
@@ -56,6 +56,22 @@ impl Caps {
     pub const ACCOUNT_NOTIFY: Caps = Caps(128);
     /// `extended-join`: `JOIN <chan> <account>|* :<realname>`.
     pub const EXTENDED_JOIN: Caps = Caps(256);
+    /// `away-notify`: `AWAY [:text]` when someone sharing a channel goes
+    /// away or comes back (and after the JOIN of someone away).
+    pub const AWAY_NOTIFY: Caps = Caps(1 << 9);
+    /// `invite-notify`: the INVITE line when a member of a shared channel
+    /// invites someone (to members who could invite too).
+    pub const INVITE_NOTIFY: Caps = Caps(1 << 10);
+    /// `chghost`: `CHGHOST <user> <host>` instead of nothing when someone's
+    /// user or host changes.
+    pub const CHGHOST: Caps = Caps(1 << 11);
+    /// `setname`: `SETNAME` is allowed, and real name changes are relayed.
+    pub const SETNAME: Caps = Caps(1 << 12);
+    /// `userhost-in-names`: NAMES shows `nick!user@host`.
+    pub const USERHOST_IN_NAMES: Caps = Caps(1 << 13);
+    /// `cap-notify`: `CAP NEW`/`CAP DEL` when the offered set changes
+    /// (implied, and then not removable, by `CAP LS 302`).
+    pub const CAP_NOTIFY: Caps = Caps(1 << 16);
 
     /// `sasl`: the client may `AUTHENTICATE` (only offered while accounts
     /// exist, i.e. the store is open).
@@ -65,7 +81,7 @@ impl Caps {
     pub const ACCOUNT_REGISTRATION: Caps = Caps(1 << 15);
 
     /// Every capability, with its IRCv3 name.
-    pub const ALL: [(&'static str, Caps); 11] = [
+    pub const ALL: [(&'static str, Caps); 17] = [
         ("message-tags", Caps::MESSAGE_TAGS),
         ("server-time", Caps::SERVER_TIME),
         ("echo-message", Caps::ECHO_MESSAGE),
@@ -75,6 +91,12 @@ impl Caps {
         ("account-tag", Caps::ACCOUNT_TAG),
         ("account-notify", Caps::ACCOUNT_NOTIFY),
         ("extended-join", Caps::EXTENDED_JOIN),
+        ("away-notify", Caps::AWAY_NOTIFY),
+        ("invite-notify", Caps::INVITE_NOTIFY),
+        ("chghost", Caps::CHGHOST),
+        ("setname", Caps::SETNAME),
+        ("userhost-in-names", Caps::USERHOST_IN_NAMES),
+        ("cap-notify", Caps::CAP_NOTIFY),
         ("sasl", Caps::SASL),
         ("draft/account-registration", Caps::ACCOUNT_REGISTRATION),
     ];
@@ -93,12 +115,10 @@ impl Caps {
         }
     }
 
-    /// The capability called `name`, if we support it.
+    /// The capability called `name` (case-sensitive, as capability names
+    /// are), if we support it.
     pub fn by_name(name: &str) -> Option<Caps> {
-        Caps::ALL
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|&(_, c)| c)
+        Caps::ALL.iter().find(|(n, _)| *n == name).map(|&(_, c)| c)
     }
 
     /// Names of the enabled capabilities, space separated.
@@ -328,6 +348,15 @@ pub struct ChanDelivery {
     pub change: Membership,
     /// What changes in the shards' local view of the channel (JOIN, MODE).
     pub view: Option<Arc<ViewUpdate>>,
+    /// Only members with these caps get it (`invite-notify`), never the
+    /// source when set (it was answered directly).
+    pub needs: Caps,
+    /// Only members with `@` get it (an INVITE to a `+i` channel: only
+    /// those who could invite too).
+    pub ops_only: bool,
+    /// The JOIN of someone away: members with `away-notify` (not the joiner)
+    /// get this AWAY line right after it.
+    pub away: Option<Outgoing>,
 }
 
 /// A change to the local view each shard keeps of a channel its clients are in
@@ -359,9 +388,23 @@ pub enum NoticeKind {
         /// The account now, `None` when logged out.
         account: Option<Arc<str>>,
     },
+    /// The client went away or came back: only to clients with
+    /// `away-notify`.
+    Away,
+    /// The client's real name changed: only to clients with `setname`.
+    Setname,
+    /// An operator changed the client's user and host (`CHGHOST`): only to
+    /// clients with `chghost`; owners update the member's `user@host`.
+    /// Acknowledged to the operator `by`, whose command it is.
+    Chghost {
+        /// The new `user@host`.
+        userhost: Arc<str>,
+        /// The operator.
+        by: ClientRef,
+    },
 }
 
-/// A nick change, quit or account change, sent by the client's shard to every
+/// A nick change, quit, account, away, real name or host change, sent by the client's shard to every
 /// shard: each delivers the line once to each local client sharing a channel with
 /// it (that wants it), and updates the channels it owns.
 #[derive(Debug)]
@@ -496,7 +539,12 @@ mod tests {
 
     #[test]
     fn caps_have_names_and_room() {
-        assert_eq!(Caps::by_name("ACCOUNT-TAG"), Some(Caps::ACCOUNT_TAG));
+        assert_eq!(Caps::by_name("account-tag"), Some(Caps::ACCOUNT_TAG));
+        assert_eq!(
+            Caps::by_name("ACCOUNT-TAG"),
+            None,
+            "names are case-sensitive"
+        );
         assert_eq!(Caps::by_name("extended-join"), Some(Caps::EXTENDED_JOIN));
         let all = caps(&Caps::ALL.map(|(_, c)| c));
         assert_eq!(all.names().split(' ').count(), Caps::ALL.len());

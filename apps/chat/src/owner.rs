@@ -233,6 +233,19 @@ impl Owner {
                 outbox.post(ctx, ShardId(to), ChatMsg::Request { from, req });
                 (0, None)
             }
+            Request::Chghost { nick, user, host } => {
+                let Some(target) = self.holder(&nick) else {
+                    return numerics(vec![no_such_nick(&nick)]);
+                };
+                let req = Request::ChghostLocal {
+                    target,
+                    nick,
+                    user,
+                    host,
+                };
+                outbox.post(ctx, ShardId(target.shard), ChatMsg::Request { from, req });
+                (0, None)
+            }
             Request::Whois { nick, viewer } => {
                 let Some(target) = self.holder(&nick) else {
                     let end = Numeric::new(RPL_ENDOFWHOIS, [nick.as_str(), "End of /WHOIS list."]);
@@ -483,6 +496,8 @@ impl Owner {
             match &notice.kind {
                 NoticeKind::Nick { nick } => ch.rename(notice.who, nick),
                 NoticeKind::Account { account } => ch.set_account(notice.who, account),
+                NoticeKind::Chghost { userhost, .. } => ch.set_userhost(notice.who, userhost),
+                NoticeKind::Away | NoticeKind::Setname => {}
                 NoticeKind::Quit => {
                     ch.remove(notice.who);
                     if ch.members.is_empty() {

@@ -357,7 +357,9 @@ impl ChatShard {
         self.owner
             .history
             .set_limits(ctx, info.config.history.limits());
+        let offers = self.cap_offers();
         self.info = info;
+        self.cap_notify_rehash(ctx, offers);
     }
 
     pub(crate) fn client_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, timer: TimerId, id: u64) {
@@ -372,6 +374,11 @@ impl ChatShard {
         c.timer = None;
         if c.transport == Transport::Http {
             self.http_timeout(ctx, id);
+            return;
+        }
+        if c.transport == Transport::Closed && !c.registered {
+            // An answered HTTP request's lingering close is over.
+            self.begin_quit(ctx, id, "HTTP request answered".into());
             return;
         }
         if !c.registered {

@@ -200,7 +200,11 @@ fn extended_join_both_ways(io: Io) {
         let mut plain = client(srv, 1, "plain", "");
         ext.join("#ej");
         plain.join("#ej");
-        ext.sync();
+        // plain's JOIN reaches ext from another shard: wait for it (ext's own
+        // PING barrier does not cover other clients' effects).
+        ext.until("plain's JOIN", |l| {
+            l.is("JOIN") && l.nick() == Some("plain")
+        });
 
         let mut acct = srv.connect_on(2);
         acct.send("TESTACCOUNT TheAcct");

@@ -103,7 +103,8 @@ fn cap_negotiation(io: Io) {
         c.send("CAP LIST");
         let list = c.expect("CAP");
         assert_eq!(list.params[1], "LIST");
-        assert_eq!(list.last(), "server-time echo-message");
+        // cap-notify: implied by `CAP LS 302`.
+        assert_eq!(list.last(), "server-time echo-message cap-notify");
         c.send_expect("CAP FROB", "410", "FROB");
         c.send("CAP");
         c.expect("461");
@@ -119,7 +120,7 @@ fn cap_negotiation(io: Io) {
         c.expect("422");
         c.send_expect("CAP REQ :-echo-message", "CAP", "ACK");
         c.send("CAP LIST");
-        assert_eq!(c.expect("CAP").last(), "server-time");
+        assert_eq!(c.expect("CAP").last(), "server-time cap-notify");
     });
 }
 

@@ -124,7 +124,11 @@ fn cap_ls_carries_the_sts_policy(io: Io) {
         assert_eq!(reply.last(), req, "{label}");
     }
     plain.send("CAP LIST");
-    assert_eq!(plain.expect("CAP").last(), "", "{label}: nothing enabled");
+    assert_eq!(
+        plain.expect("CAP").last(),
+        "cap-notify",
+        "{label}: nothing enabled but what 302 implies"
+    );
     // Registration still waits for CAP END, then completes.
     plain.send("NICK plain");
     plain.send("USER plain 0 * :Plain");

@@ -581,6 +581,26 @@ fn http_side(io: Io) {
             );
         }
         assert_eq!(status(&big), "431", "{label}");
+        // A refused upload still being sent: the 405 arrives, and the rest
+        // of the body is read and dropped (a lingering close), not answered
+        // with a reset that could destroy the response on the way.
+        let (mut r, _) = Raw::connect(srv);
+        let mut writer = r.s.try_clone().expect("clone");
+        let uploader = std::thread::spawn(move || {
+            let head = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 4194304\r\n\r\n";
+            writer.write_all(head)?;
+            let chunk = vec![b'x'; 65536];
+            for _ in 0..64 {
+                writer.write_all(&chunk)?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        let head = r.head();
+        assert!(head.starts_with("HTTP/1.1 405 "), "{label}: {head}");
+        assert!(head.contains("\r\nAllow: GET\r\n"), "{label}: {head}");
+        let sent = uploader.join().expect("uploader");
+        assert!(sent.is_ok(), "{label}: upload reset: {sent:?}");
         // Bad handshakes: no key; another version (named 13 back).
         let hs = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
         let (mut r, _) = Raw::connect(srv);

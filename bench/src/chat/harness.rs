@@ -1,5 +1,5 @@
 //! The experiment: servers × shapes × rounds, interleaved; starting
-//! shardline-chat (with history or without) and ngircd; one measured run with
+//! shardline-chat (with history or without), ngircd and InspIRCd; one measured run with
 //! its CPU accounting and, if asked for, the CHATHISTORY probe.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The servers `chat` runs by default, in run order.
-pub const SERVERS: [&str; 3] = ["shardline-uring", "shardline-epoll", "ngircd"];
+pub const SERVERS: [&str; 4] = ["shardline-uring", "shardline-epoll", "ngircd", "inspircd"];
 
 /// shardline-chat without history (`--no-history`): the peers of
 /// `--history-compare`.
@@ -103,6 +103,8 @@ pub enum ChatServer {
     ShardlineNoHistory(Io),
     /// `/usr/sbin/ngircd`.
     Ngircd,
+    /// `/usr/sbin/inspircd` (InspIRCd 3).
+    Inspircd,
     /// A server already running (no CPU accounting unless `pid` is given).
     External {
         /// Name in reports.
@@ -122,11 +124,12 @@ impl ChatServer {
             ChatServer::ShardlineNoHistory(io) => format!("shardline-{io}{NO_HISTORY_SUFFIX}"),
             ChatServer::ShardlineFlush(io, f) => format!("shardline-{io}@{}", f.label()),
             ChatServer::Ngircd => "ngircd".into(),
+            ChatServer::Inspircd => "inspircd".into(),
             ChatServer::External { name, .. } => name.clone(),
         }
     }
 
-    /// Parses `shardline-uring`, `shardline-epoll`, `ngircd`,
+    /// Parses `shardline-uring`, `shardline-epoll`, `ngircd`, `inspircd`,
     /// `shardline-uring-nohistory` or `shardline-epoll-nohistory`; a shardline
     /// name may end in `@off`, `@pace=US` or `@delay=US` (write coalescing).
     pub fn parse(name: &str) -> Result<ChatServer, String> {
@@ -145,6 +148,7 @@ impl ChatServer {
             "shardline-uring-nohistory" => Ok(ChatServer::ShardlineNoHistory(Io::Uring)),
             "shardline-epoll-nohistory" => Ok(ChatServer::ShardlineNoHistory(Io::Epoll)),
             "ngircd" => Ok(ChatServer::Ngircd),
+            "inspircd" => Ok(ChatServer::Inspircd),
             other => Err(format!(
                 "unknown chat server {other:?} (known: {}, {})",
                 SERVERS.join(", "),
@@ -170,10 +174,12 @@ pub struct ChatConfig {
     pub chat_history: bool,
     /// The ngircd binary.
     pub ngircd_exe: PathBuf,
+    /// The InspIRCd binary.
+    pub inspircd_exe: PathBuf,
     /// shardline-chat shards.
     pub shards: usize,
-    /// Server CPUs: shardline-chat's shard *i* on the *i*-th, ngircd (one thread)
-    /// on the first. Empty: unpinned.
+    /// Server CPUs: shardline-chat's shard *i* on the *i*-th, ngircd and
+    /// InspIRCd (one thread each) on the first. Empty: unpinned.
     pub server_cpus: Vec<usize>,
     /// Client CPUs (empty: unpinned).
     pub client_cpus: Vec<usize>,
@@ -260,6 +266,9 @@ fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerP
         ChatServer::Ngircd => {
             servers::start_ngircd(&cfg.ngircd_exe, &ngircd_cpus(&cfg.server_cpus)).map(Some)
         }
+        ChatServer::Inspircd => {
+            servers::start_inspircd(&cfg.inspircd_exe, &ngircd_cpus(&cfg.server_cpus)).map(Some)
+        }
         ChatServer::External { .. } => Ok(None),
     }
 }
@@ -301,6 +310,18 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
                     skipped.push(format!("ngircd: {why}"));
                 }
             }
+            ChatServer::Inspircd => {
+                if cfg.inspircd_exe.is_file() {
+                    servers.push(s.clone());
+                } else {
+                    let why = format!(
+                        "no {} (install the Debian package: apt-get install inspircd, or ./x bench-deps)",
+                        cfg.inspircd_exe.display()
+                    );
+                    println!("note: skipping inspircd: {why}");
+                    skipped.push(format!("inspircd: {why}"));
+                }
+            }
             ChatServer::External { .. } => servers.push(s.clone()),
         }
     }
@@ -329,7 +350,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
         );
     }
     println!(
-        "pinning: shardline-chat {} shard(s) on CPUs {:?}, ngircd on CPUs {:?}, client {}",
+        "pinning: shardline-chat {} shard(s) on CPUs {:?}, ngircd and inspircd on CPUs {:?}, client {}",
         cfg.shards,
         cfg.server_cpus,
         ngircd_cpus(&cfg.server_cpus),
@@ -500,7 +521,8 @@ mod tests {
             Ok(ChatServer::Shardline(Io::Uring))
         );
         assert_eq!(ChatServer::parse("ngircd"), Ok(ChatServer::Ngircd));
-        assert!(ChatServer::parse("inspircd").is_err());
+        assert_eq!(ChatServer::parse("inspircd"), Ok(ChatServer::Inspircd));
+        assert!(ChatServer::parse("unrealircd").is_err());
         for s in SERVERS.into_iter().chain(NO_HISTORY_SERVERS) {
             assert_eq!(ChatServer::parse(s).unwrap().name(), s);
         }

@@ -1,5 +1,5 @@
-//! `chat`: IRC fan-out load against shardline-chat (io_uring and epoll) and ngircd,
-//! interleaved A B C … A B C over rounds, medians quoted.
+//! `chat`: IRC fan-out load against shardline-chat (io_uring and epoll), ngircd and
+//! InspIRCd, interleaved A B C … A B C over rounds, medians quoted.
 //!
 //! C = R·S clients join R rooms of S members. The first few members of each room
 //! are senders; every other member only listens. Each client registers (`NICK`,

@@ -135,10 +135,10 @@ pub struct CoalesceVerdict {
 }
 
 /// Every shardline row of the paced shape with both ratios to ngircd, against
-/// the coalescing targets.
+/// the coalescing targets (the peers are not judged).
 pub fn coalesce_verdicts(rows: &[ChatRow]) -> Vec<CoalesceVerdict> {
     rows.iter()
-        .filter(|r| r.shape == Shape::Paced && r.server != REFERENCE)
+        .filter(|r| r.shape == Shape::Paced && r.server.starts_with("shardline"))
         .filter_map(|r| {
             let (p50, cpu) = (r.p50_vs_ngircd?, r.cpu_vs_ngircd?);
             Some(CoalesceVerdict {
@@ -720,6 +720,7 @@ mod tests {
         let mut runs = Vec::new();
         for (name, cpu, p50) in [
             ("ngircd", 8.0, 400.0),
+            ("inspircd", 6.0, 450.0),
             ("shardline-uring@off", 5.6, 360.0),
             ("shardline-uring@pace=2000", 3.6, 1200.0),
             ("shardline-uring@pace=100", 3.9, 440.0),
@@ -731,7 +732,7 @@ mod tests {
         let names: Vec<String> = runs.iter().map(|r| r.server.clone()).collect();
         let rows = summarize(&names, &[Shape::Paced], &runs);
         let v = coalesce_verdicts(&rows);
-        assert_eq!(v.len(), 3, "every shardline row, not ngircd: {v:#?}");
+        assert_eq!(v.len(), 3, "every shardline row, no peer: {v:#?}");
         let by = |n: &str| v.iter().find(|x| x.server == n).unwrap();
         assert_eq!(by("shardline-uring@off").p50_vs_ngircd, 0.9);
         assert_eq!(by("shardline-uring@off").cpu_vs_ngircd, 0.7);
@@ -743,7 +744,7 @@ mod tests {
         assert!(text.contains("MISSES (p50)"), "{text}");
         assert!(text.contains("meets both"), "{text}");
         // Without ngircd there is nothing to judge.
-        let rows = summarize(&names[1..], &[Shape::Paced], &runs);
+        let rows = summarize(&names[2..], &[Shape::Paced], &runs);
         assert!(coalesce_verdicts(&rows).is_empty());
     }
 

@@ -55,6 +55,8 @@ impl ChatShard {
                 nick: c.nick.clone().unwrap_or_default(),
                 mask: c.mask.clone(),
                 multi_prefix: c.caps.has(Caps::MULTI_PREFIX),
+                userhost_in_names: c.caps.has(Caps::USERHOST_IN_NAMES),
+                away: c.away.clone(),
                 account: c.account.clone(),
                 realname: c.realname.clone(),
             };
@@ -139,10 +141,9 @@ impl ChatShard {
             self.numeric(ctx, id, RPL_ENDOFNAMES, &["*", "End of /NAMES list."]);
             return Flow::Next;
         };
-        let multi_prefix = self
-            .clients
-            .get(&id)
-            .is_some_and(|c| c.caps.has(Caps::MULTI_PREFIX));
+        let caps = self.clients.get(&id).map(|c| c.caps).unwrap_or_default();
+        let multi_prefix = caps.has(Caps::MULTI_PREFIX);
+        let userhost_in_names = caps.has(Caps::USERHOST_IN_NAMES);
         for chan in list.split(',').filter(|c| !c.is_empty()) {
             if !valid_channel(chan, self.info.config.limits.channellen) {
                 let chan = truncate(chan, 64);
@@ -152,6 +153,7 @@ impl ChatShard {
             let req = Request::Names {
                 chan: chan.to_string(),
                 multi_prefix,
+                userhost_in_names,
             };
             if !self.request(ctx, id, owner_of(chan, self.shards), req) {
                 break;

@@ -23,6 +23,7 @@ const HELP: &[(&str, &[&str])] = &[
             "ADMIN AWAY CAP CHATHISTORY HELP INFO INVITE ISON JOIN KICK LINKS",
             "LIST LUSERS MODE MOTD NAMES NICK NOTICE OPER PART PASS PING PONG",
             "PRIVMSG QUIT STATS TAGMSG TIME TOPIC USER USERHOST VERSION WHO WHOIS",
+            "SETNAME; operators: CHGHOST",
             "HELP <command> for more.",
         ],
     ),
@@ -36,11 +37,21 @@ const HELP: &[(&str, &[&str])] = &[
     ),
     (
         "CAP",
-        &["CAP LS|REQ|LIST|END", "IRCv3 capability negotiation."],
+        &[
+            "CAP LS [302]|LIST|REQ :[-]<cap>...|END",
+            "IRCv3 capability negotiation.",
+        ],
     ),
     (
         "CHATHISTORY",
         &["CHATHISTORY <subcommand> <target> ...", "Message history."],
+    ),
+    (
+        "CHGHOST",
+        &[
+            "CHGHOST <nick> <user> <host>",
+            "Operators: changes a user's user name and host.",
+        ],
     ),
     ("HELP", &["HELP [subject]", "Help on a command."]),
     ("INFO", &["INFO [server]", "About this server's software."]),
@@ -114,6 +125,10 @@ const HELP: &[(&str, &[&str])] = &[
         &["PRIVMSG <target>{,<target>} <text>", "Sends a message."],
     ),
     ("QUIT", &["QUIT [reason]", "Disconnects."]),
+    (
+        "SETNAME",
+        &["SETNAME :<realname>", "Changes your real name."],
+    ),
     (
         "STATS",
         &["STATS <u|m|L>", "Uptime, command counts, shard load."],

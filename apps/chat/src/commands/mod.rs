@@ -7,11 +7,13 @@
 //! and run again then). PING, NICK and JOIN 0 are such barrier commands.
 
 mod account;
+mod cap;
 mod channel;
 mod history;
 mod info;
 mod messaging;
 mod modes;
+mod notify;
 mod operator;
 mod queries;
 mod registration;
@@ -76,6 +78,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "HELPOP",
     "USERHOST",
     "ISON",
+    "SETNAME",
+    "CHGHOST",
 ];
 
 impl ChatShard {
@@ -189,6 +193,8 @@ impl ChatShard {
             "WHOIS" => self.cmd_whois(ctx, id, p),
             "USERHOST" => self.cmd_userhost(ctx, id, p),
             "ISON" => self.cmd_ison(ctx, id, p),
+            "SETNAME" => self.cmd_setname(ctx, id, p),
+            "CHGHOST" => self.cmd_chghost(ctx, id, p),
             "LIST" => self.cmd_list(ctx, id, p),
             "AWAY" => self.cmd_away(ctx, id, p),
             "OPER" => self.cmd_oper(ctx, id, p),

@@ -40,6 +40,7 @@ impl ChatShard {
                 );
             }
         }
+        self.away_notify(ctx, id);
         Flow::Next
     }
 
@@ -62,7 +63,8 @@ impl ChatShard {
         // nothing about which names exist or how much of a password was right.
         for op in &self.info.config.operators {
             let name_ok = constant_time_eq(op.name.as_bytes(), name.as_bytes());
-            let here = name_ok && mask::matches(&op.host, &c.host);
+            // The real address: a host set by CHGHOST proves nothing.
+            let here = name_ok && mask::matches(&op.host, &c.real_host);
             // Checked at load: a value that does not parse is no password.
             match OperPassword::parse(&op.password) {
                 Ok(OperPassword::Plain(expected)) => {

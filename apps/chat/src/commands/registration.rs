@@ -1,5 +1,5 @@
-//! Connection registration and upkeep: CAP, NICK, USER, the welcome burst (001–005,
-//! LUSERS, MOTD), PING and QUIT.
+//! Connection registration and upkeep: NICK, USER, the welcome burst (001–005,
+//! LUSERS, MOTD), PING and QUIT (CAP is in `cap.rs`).
 
 use shardline::{Ctx, ShardId};
 
@@ -8,124 +8,12 @@ use crate::{
     casemap::{casefold, owner_of, valid_nick, NameKey},
     client::Lusers,
     info::VERSION,
-    mail::{Caps, ChatMsg, Outgoing, Request},
-    reply::{code::*, line, truncate, write_line},
+    mail::{ChatMsg, Outgoing, Request},
+    reply::{code::*, line, truncate},
     shard::{ChatShard, ChatTimer},
 };
 
 impl ChatShard {
-    pub(super) fn cmd_cap(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
-        let Some(sub) = p.first() else {
-            return self.need_more_params(ctx, id, "CAP");
-        };
-        let sub = sub.to_ascii_uppercase();
-        let server = self.info.name();
-        // draft/chathistory only while history is on, sasl while accounts
-        // exist, draft/account-registration while registration is open.
-        let offered: Vec<(Caps, bool)> = Caps::ALL
-            .iter()
-            .map(|&(_, cap)| (cap, self.cap_offered(cap)))
-            .collect();
-        let offered = |cap: Caps| offered.iter().any(|&(c, on)| c == cap && on);
-        let values: Vec<(Caps, String)> = match self.clients.get(&id) {
-            Some(c) => Caps::ALL
-                .iter()
-                .filter_map(|&(_, cap)| self.cap_value(cap, c).map(|v| (cap, v)))
-                .collect(),
-            None => Vec::new(),
-        };
-        let Some(c) = self.clients.get_mut(&id) else {
-            return Flow::Next;
-        };
-        let mut out = Vec::new();
-        let target = c.nick_or_star().to_string();
-        match sub.as_str() {
-            "LS" => {
-                if !c.registered {
-                    c.cap_negotiating = true;
-                }
-                // Capability values are for `CAP LS 302` (or later) only, and `sts`
-                // means nothing without its value: older clients do not see it.
-                // It is informational: a REQ for it is NAKed like any unknown cap.
-                let v302 = p
-                    .get(1)
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .is_some_and(|v| v >= 302);
-                let mut all: Vec<String> = Caps::ALL
-                    .iter()
-                    .filter(|(_, c)| offered(*c))
-                    .map(|(n, cap)| match values.iter().find(|(c, _)| c == cap) {
-                        Some((_, v)) if v302 => format!("{n}={v}"),
-                        _ => n.to_string(),
-                    })
-                    .collect();
-                if let Some(sts) = self
-                    .info
-                    .sts_value(c.tls.is_some(), self.tls_port)
-                    // Not to WebSocket clients: the policy names the IRC TLS
-                    // port, which a web client cannot use.
-                    .filter(|_| v302 && c.transport == crate::websocket::Transport::Tcp)
-                {
-                    all.push(format!("sts={sts}"));
-                }
-                write_line(
-                    &mut out,
-                    server,
-                    "CAP",
-                    &[&target, "LS", &all.join(" ")],
-                    true,
-                );
-            }
-            "LIST" => {
-                let names = c.caps.names();
-                write_line(&mut out, server, "CAP", &[&target, "LIST", &names], true);
-            }
-            "REQ" => {
-                if !c.registered {
-                    c.cap_negotiating = true;
-                }
-                let list = p.get(1).copied().unwrap_or("");
-                let wanted: Option<Vec<(Caps, bool)>> = list
-                    .split(' ')
-                    .filter(|w| !w.is_empty())
-                    .map(|w| match w.strip_prefix('-') {
-                        Some(name) => Caps::by_name(name).map(|c| (c, false)),
-                        None => Caps::by_name(w).map(|c| (c, true)),
-                    })
-                    .map(|c| c.filter(|(cap, _)| offered(*cap)))
-                    .collect();
-                match wanted {
-                    Some(w) if !w.is_empty() => {
-                        for (cap, on) in w {
-                            c.caps.set(cap, on);
-                        }
-                        write_line(&mut out, server, "CAP", &[&target, "ACK", list], true);
-                    }
-                    _ => write_line(&mut out, server, "CAP", &[&target, "NAK", list], true),
-                }
-            }
-            "END" => {
-                if !c.registered && c.cap_negotiating {
-                    c.cap_negotiating = false;
-                    // An exchange still under way is aborted (906): the client
-                    // registers without an account (sasl-3.1).
-                    self.sasl_registration_completed(ctx, id);
-                    if self.try_register(ctx, id) {
-                        return Flow::Park;
-                    }
-                }
-                return Flow::Next;
-            }
-            _ => {
-                let sub = truncate(&sub, 32).to_string();
-                self.numeric(ctx, id, ERR_INVALIDCAPCMD, &[&sub, "Invalid CAP command"]);
-                return Flow::Next;
-            }
-        }
-        self.send_line(ctx, id, &out);
-        Flow::Next
-    }
-
     pub(super) fn cmd_nick(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, p: &[&str]) -> Flow {
         let Some(nick) = p.first().filter(|n| !n.is_empty()) else {
             self.numeric(ctx, id, ERR_NONICKNAMEGIVEN, &["No nickname given"]);
@@ -262,7 +150,7 @@ impl ChatShard {
             clean
         };
         c.user = Some(format!("~{user}"));
-        c.realname = p[3].to_string();
+        c.realname = truncate(p[3], crate::info::NAMELEN).to_string();
         if self.try_register(ctx, id) {
             Flow::Park
         } else {

@@ -163,6 +163,11 @@ pub enum Request {
         mask: Arc<str>,
         /// Whether NAMES should show every prefix.
         multi_prefix: bool,
+        /// Whether NAMES should show `nick!user@host` (`userhost-in-names`).
+        userhost_in_names: bool,
+        /// The client's away message: members with `away-notify` get an
+        /// AWAY after its JOIN.
+        away: Option<String>,
         /// The client's account (`extended-join`, `account-tag`; kept with
         /// the member for its later events).
         account: Option<Arc<str>>,
@@ -195,6 +200,8 @@ pub enum Request {
         chan: String,
         /// Whether every prefix should be shown.
         multi_prefix: bool,
+        /// Whether `nick!user@host` should be shown (`userhost-in-names`).
+        userhost_in_names: bool,
     },
     /// Channel modes: a query (324, 329) when `changes` is empty.
     Mode {
@@ -316,6 +323,30 @@ pub enum Request {
         b: u64,
         /// At most this many.
         limit: usize,
+    },
+    /// CHGHOST (an operator's, checked on its shard), to the nick's owner,
+    /// which forwards it as `ChghostLocal` to the holder's shard, or answers
+    /// 401.
+    Chghost {
+        /// The nick whose user and host change.
+        nick: String,
+        /// The new user name (valid).
+        user: String,
+        /// The new host (valid).
+        host: String,
+    },
+    /// CHGHOST, forwarded to the target's shard: it changes the client's mask,
+    /// tells it (`chghost`), sends every shard a [`crate::mail::NoticeKind::Chghost`]
+    /// acknowledged to the operator, and replies with that fan-out.
+    ChghostLocal {
+        /// The client.
+        target: ClientRef,
+        /// The nick as asked (for 401 if it left meanwhile).
+        nick: String,
+        /// The new user name.
+        user: String,
+        /// The new host.
+        host: String,
     },
     /// WHOIS, to the nick's owner, which forwards it as `WhoisLocal`.
     Whois {

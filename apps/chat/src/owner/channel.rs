@@ -180,6 +180,13 @@ impl Channel {
         }
     }
 
+    /// Member `who`'s user and host changed (CHGHOST).
+    pub fn set_userhost(&mut self, who: ClientRef, userhost: &Arc<str>) {
+        if let Some(m) = self.members.get_mut(&who) {
+            m.userhost = userhost.clone();
+        }
+    }
+
     pub fn invite(&mut self, who: ClientRef) {
         if !self.invites.contains(&who) {
             if self.invites.len() >= MAX_INVITES {
@@ -225,6 +232,7 @@ impl Channel {
                 chan: d.chan.clone(),
                 out: d.out.clone(),
                 view: d.view.clone(),
+                away: d.away.clone(),
                 ..d
             };
             outbox.post(ctx, ShardId(s), ChatMsg::Chan(Box::new(copy)));
@@ -303,12 +311,14 @@ impl Channel {
     }
 
     /// 353 lines (cut to fit 512 bytes for any nick of up to `nicklen`) and 366.
-    /// A `+s` channel shows nobody to a non-member.
+    /// A `+s` channel shows nobody to a non-member. `userhost`: entries are
+    /// `nick!user@host` (`userhost-in-names`).
     pub fn names_numerics(
         &self,
         info: &ServerInfo,
         viewer: ClientRef,
         multi: bool,
+        userhost: bool,
     ) -> Vec<Numeric> {
         if self.modes.secret && !self.members.contains_key(&viewer) {
             return vec![end_of_names(&self.name)];
@@ -327,7 +337,9 @@ impl Channel {
         };
         for m in self.members.values() {
             let prefix = m.prefix(multi);
-            if !chunk.is_empty() && chunk.len() + 1 + prefix.len() + m.nick.len() > budget {
+            let uh_len = if userhost { 1 + m.userhost.len() } else { 0 };
+            let len = prefix.len() + m.nick.len() + uh_len;
+            if !chunk.is_empty() && chunk.len() + 1 + len > budget {
                 flush(&mut chunk, &mut out);
             }
             if !chunk.is_empty() {
@@ -335,6 +347,10 @@ impl Channel {
             }
             chunk.push_str(prefix);
             chunk.push_str(&m.nick);
+            if userhost {
+                chunk.push('!');
+                chunk.push_str(&m.userhost);
+            }
         }
         if !chunk.is_empty() {
             flush(&mut chunk, &mut out);
@@ -367,6 +383,9 @@ pub(super) fn delivery(
         echo_gated,
         change,
         view: None,
+        needs: crate::mail::Caps::default(),
+        ops_only: false,
+        away: None,
     }
 }
 

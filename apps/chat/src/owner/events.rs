@@ -1,7 +1,7 @@
 //! Channel requests on the channel's owner: JOIN, PART, TOPIC, NAMES, KICK,
 //! INVITE, PRIVMSG/NOTICE and LIST. MODE is in `modes.rs`.
 
-use crate::shard::{has_room, ChatShard, Outbox};
+use crate::shard::{ChatShard, Outbox};
 use std::sync::Arc;
 
 use shardline::{Ctx, ShardId};
@@ -14,7 +14,7 @@ use crate::{
     casemap::{casefold, NameKey},
     clock,
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, Membership, Numeric, Outgoing, ReplyBody, Request, Said},
+    mail::{Caps, ChatMsg, ClientRef, Membership, Numeric, Outgoing, ReplyBody, Request, Said},
     mask::matches_folded,
     reply::{code::*, line, truncate},
     store::{Message as Stored, MessageKind},
@@ -55,6 +55,8 @@ impl Owner {
                 nick,
                 mask,
                 multi_prefix,
+                userhost_in_names,
+                away,
                 account,
                 realname,
             } => {
@@ -91,16 +93,23 @@ impl Owner {
                 let shown = account.as_deref().unwrap_or("*");
                 let ext = line(&mask, "JOIN", &[&ch.name, shown, &realname], true);
                 out.ext_body = Some(ext.into());
-                out.account = account;
+                out.account.clone_from(&account);
                 out.stamp();
                 let mut d = delivery(&ckey, out, from, false, Membership::Add(from));
+                if let Some(text) = away {
+                    // away-notify: its members learn at once that it is away.
+                    let mut a = Outgoing::new(line(&mask, "AWAY", &[&text], true));
+                    a.account = account;
+                    a.time_ms = d.out.time_ms;
+                    d.away = Some(a);
+                }
                 d.view = Some(ch.join_view(from, fresh));
                 let n = ch.deliver(ctx, outbox, d);
                 let mut nums = Vec::new();
                 if ch.topic.is_some() {
                     nums.extend(ch.topic_numerics());
                 }
-                nums.extend(ch.names_numerics(info, from, multi_prefix));
+                nums.extend(ch.names_numerics(info, from, multi_prefix, userhost_in_names));
                 (n, Some(ReplyBody::Joined(nums)))
             }
             Request::Part { chan, mask, reason } => {
@@ -190,13 +199,19 @@ impl Owner {
                 if ch.modes.invite_only && !inviter.op {
                     return numerics(vec![not_op(&ch.name)]);
                 }
-                if !has_room(outbox, info, target.shard) {
+                if !ch.room(outbox, info, Some(target.shard)) {
                     return reply(ReplyBody::Busy);
                 }
                 ch.invite(target);
                 let mut out = Outgoing::new(line(&mask, "INVITE", &[&nick, &ch.name], false));
                 out.account = ch.account_of(from);
                 out.stamp();
+                // invite-notify: members with the cap who could invite too
+                // (everyone, or on a +i channel its operators).
+                let mut d = delivery(&ckey, out.clone(), from, false, Membership::Same);
+                d.needs = Caps::INVITE_NOTIFY;
+                d.ops_only = ch.modes.invite_only;
+                let n = ch.deliver(ctx, outbox, d);
                 let private = ChatMsg::Private {
                     to: target,
                     out,
@@ -205,7 +220,7 @@ impl Owner {
                 };
                 outbox.post(ctx, ShardId(target.shard), private);
                 let done = Numeric::new(RPL_INVITING, [nick, ch.name.clone()]);
-                (1, Some(ReplyBody::Numerics(vec![done])))
+                (n + 1, Some(ReplyBody::Numerics(vec![done])))
             }
             Request::Topic {
                 chan,
@@ -241,10 +256,14 @@ impl Owner {
                 let d = delivery(&ckey, out, from, false, Membership::Same);
                 (ch.deliver(ctx, outbox, d), Some(ReplyBody::Done))
             }
-            Request::Names { chan, multi_prefix } => {
+            Request::Names {
+                chan,
+                multi_prefix,
+                userhost_in_names,
+            } => {
                 let ckey: NameKey = casefold(&chan).into();
                 let nums = match self.chans.get(&ckey) {
-                    Some(ch) => ch.names_numerics(info, from, multi_prefix),
+                    Some(ch) => ch.names_numerics(info, from, multi_prefix, userhost_in_names),
                     None => vec![end_of_names(&chan)],
                 };
                 numerics(nums)

@@ -27,7 +27,10 @@
 //!    back to the host asked for), another path 404, another method 405, a
 //!    request with a body 400 (nothing takes one yet). Each response closes the
 //!    connection (`Connection: close`; no keep-alive: a page load is three
-//!    requests, not worth the state).
+//!    requests, not worth the state), lingering: the response is followed by
+//!    a FIN, and what the client still sends is read and dropped until it
+//!    closes or `request_timeout_secs` pass, so an unread upload does not turn
+//!    the close into a reset that destroys the response.
 //! 2. **WebSocket** ([`Transport::Text`] / [`Transport::Binary`]): a valid
 //!    upgrade on any path (RFC 6455 4.2: GET, HTTP/1.1, `Host`, `Upgrade: websocket`,
 //!    `Connection: Upgrade`, `Sec-WebSocket-Version: 13` — else 400 naming
@@ -48,8 +51,9 @@
 //!    CR LF: more is 1009, whether in one frame or fragments ([`frame`]).
 //!    Every line the server writes to the client becomes one unmasked frame,
 //!    text or binary per the subprotocol (text frames get U+FFFD for bytes that
-//!    are not UTF-8, as the spec allows); see [`send`] and [`send_shared`],
-//!    through which *all* output to clients must go.
+//!    are not UTF-8, as the spec allows); see `send` and `send_shared`,
+//!    through which *all* output to clients must go (`apps/chat/clippy.toml`
+//!    makes a raw `Ctx::send` / `send_shared` elsewhere a lint error).
 //! 3. **Closed** ([`Transport::Closed`]): after a close frame went out (an
 //!    answered close, a protocol error with its code, a QUIT or disconnection
 //!    with 1000, a shutdown with 1001) nothing more is sent and the TCP
@@ -96,6 +100,11 @@
 //! framework's send queue and `on_writable`-style pacing, never the whole
 //! file in memory). The head parser, status set and response writer here are
 //! the same for those; only the body phase is new.
+
+// The one place that writes raw bytes to connections (`clippy.toml` forbids
+// `Ctx::send` / `send_shared` elsewhere in the crate): everything else sends
+// through `send` / `send_shared` here.
+#![allow(clippy::disallowed_methods)]
 
 pub mod frame;
 pub mod http;
@@ -445,30 +454,40 @@ impl ChatShard {
             },
         };
         if let Answer::Close(bytes) = answer {
-            self.http_close(ctx, id, &bytes, "HTTP request answered");
+            self.http_close(ctx, id, &bytes);
         }
         data.len()
     }
 
-    /// Sends a final HTTP response and closes.
-    pub(crate) fn http_close(
-        &mut self,
-        ctx: &mut Ctx<'_, ChatShard>,
-        id: u64,
-        bytes: &[u8],
-        why: &str,
-    ) {
-        if let Some(c) = self.clients.get_mut(&id) {
-            let _ = ctx.send(c.conn, bytes);
-            c.transport = Transport::Closed;
+    /// Sends a final HTTP response and closes — lingering: the sending side
+    /// is shut down once the response is out, and what the client still
+    /// sends (the rest of a body it is uploading) is read and dropped until
+    /// it closes too or `request_timeout_secs` pass. Closing at once would
+    /// make the kernel answer that unread data with a reset, which can
+    /// destroy the response before the client reads it.
+    pub(crate) fn http_close(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, bytes: &[u8]) {
+        let linger = self.info.config.websocket.request_timeout();
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let _ = ctx.send(c.conn, bytes);
+        c.transport = Transport::Closed;
+        if ctx.shutdown_write(c.conn).is_err() {
+            self.begin_quit(ctx, id, "HTTP request answered".into());
+            return;
         }
-        self.begin_quit(ctx, id, why.into());
+        // The client timer ends it (an unregistered client's timeout); its
+        // EOF earlier ([`ChatShard::pump`] closes at the peer's EOF).
+        if let Some(t) = c.timer.take() {
+            ctx.cancel_timer(t);
+        }
+        c.timer = Some(ctx.set_timer(linger, ChatTimer::Client(id)));
     }
 
     /// The request head did not come in time: 408 and close.
     pub(crate) fn http_timeout(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
         let bytes = error_response(Status::TIMEOUT, &[]);
-        self.http_close(ctx, id, &bytes, "HTTP request timed out");
+        self.http_close(ctx, id, &bytes);
     }
 
     /// `on_data` of a WebSocket client: decodes frames, feeds the lines to the
