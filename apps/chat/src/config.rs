@@ -61,6 +61,8 @@ pub struct Config {
     /// IRC over WebSocket and the web client (off unless `websocket.listen`
     /// or `websocket.tls_listen` is set).
     pub websocket: WebSocketSection,
+    /// File uploads (`soju.im/FILEHOST`) on the WebSocket listeners.
+    pub filehost: FileHostSection,
     /// Where and how the store writes (`[storage]`).
     pub storage: StorageSection,
     /// Message history (`[history]`).
@@ -303,6 +305,52 @@ impl HistorySection {
             conversation_messages: self.conversation_messages,
             max_age_ms: self.max_age_secs.saturating_mul(1000),
         }
+    }
+}
+
+/// `[filehost]`: file uploads with the `soju.im/FILEHOST` convention, on the
+/// WebSocket listeners (see [`crate::filehost`]). Restart-only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileHostSection {
+    /// `true`/`false`; absent: on when there is a data directory (history
+    /// on, so accounts exist) and a WebSocket listener.
+    pub enabled: Option<bool>,
+    /// The largest file, bytes. Default 25 MiB.
+    pub max_file_bytes: u64,
+    /// What one account may store at once, bytes. Default 200 MiB.
+    pub quota_bytes: u64,
+    /// Files are deleted this many days after their upload. Default 30.
+    pub expire_days: f64,
+    /// The public base URL (`https://files.example.net`, no trailing `/`):
+    /// uploads go to `<base>/upload`, files are at `<base>/files/...`.
+    /// Absent: derived from the first WebSocket TLS listener
+    /// (`https://ADDR`), else from a plaintext one on a loopback address
+    /// (`http://ADDR`); plain HTTP is never derived for another address.
+    pub public_url: Option<String>,
+}
+
+impl Default for FileHostSection {
+    fn default() -> Self {
+        FileHostSection {
+            enabled: None,
+            max_file_bytes: 25 << 20,
+            quota_bytes: 200 << 20,
+            expire_days: 30.0,
+            public_url: None,
+        }
+    }
+}
+
+impl FileHostSection {
+    /// Whether the file host runs with this configuration.
+    pub fn on(&self, history: bool, websocket_listeners: usize) -> bool {
+        self.enabled.unwrap_or(true) && history && websocket_listeners > 0
+    }
+
+    /// How long a file is kept.
+    pub fn expiry(&self) -> Duration {
+        Duration::from_secs_f64((self.expire_days * 86_400.0).clamp(1.0, 1e10))
     }
 }
 
@@ -985,6 +1033,11 @@ impl Config {
             tls.listen,
             websocket.listen,
             websocket.tls_listen,
+            filehost.enabled,
+            filehost.max_file_bytes,
+            filehost.quota_bytes,
+            filehost.expire_days,
+            filehost.public_url,
             storage.dir,
             storage.sync,
             history.enabled,

@@ -142,6 +142,9 @@ pub(crate) struct Storage {
     /// The threads that hash passwords for every shard (accounts live in the
     /// store, so they exist only with it).
     pub(crate) hasher: crate::auth::pool::HashPool,
+    /// The file host (`[filehost]` on), whose files live in the data
+    /// directory too.
+    pub(crate) filehost: Option<Arc<crate::filehost::FileHost>>,
     /// Shards whose store did not open: the server stops with this error.
     pub(crate) failures: Mutex<Vec<(usize, StoreError)>>,
 }

@@ -110,9 +110,23 @@ impl ServerInfo {
 
     /// Appends the 005 (ISUPPORT) lines to `nick`: sent in the welcome and
     /// after VERSION's 351.
-    pub fn write_isupport(&self, out: &mut Vec<u8>, nick: &str) {
-        for tokens in &self.isupport {
-            let mut params: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    /// `filehost`: the upload URL of `soju.im/FILEHOST` (known to the shards
+    /// once their listeners are bound, see [`crate::filehost`]), if on.
+    pub fn write_isupport(&self, out: &mut Vec<u8>, nick: &str, filehost: Option<&str>) {
+        let token = filehost.map(|url| format!("soju.im/FILEHOST={url}"));
+        let n = self.isupport.len();
+        let extra_line = token.is_some() && self.isupport.last().is_none_or(|t| t.len() >= 13);
+        let lines = self
+            .isupport
+            .iter()
+            .map(Some)
+            .chain(extra_line.then_some(None));
+        for (i, tokens) in lines.enumerate() {
+            let mut params: Vec<&str> = tokens.into_iter().flatten().map(String::as_str).collect();
+            let last = if extra_line { i == n } else { i + 1 == n };
+            if let (true, Some(t)) = (last, &token) {
+                params.push(t);
+            }
             params.push("are supported by this server");
             crate::reply::write_numeric(
                 out,

@@ -271,6 +271,7 @@ pub mod clock;
 mod commands;
 pub mod config;
 mod deliver;
+pub mod filehost;
 pub mod flood;
 pub mod framing;
 pub mod history;
@@ -591,7 +592,7 @@ pub fn build_with(
 fn open_storage(config: &Config, disk: Option<Arc<dyn Disk>>) -> Result<Storage, Error> {
     let path = config.storage.data_dir();
     let dir = DataDir::open(&path)?;
-    let shown = std::fs::canonicalize(&path).unwrap_or(path);
+    let shown = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
     let sync = config.storage.sync_policy();
     info!(dir = %shown.display(), ?sync, "history store: data directory locked");
     let mut options = StoreOptions {
@@ -609,7 +610,19 @@ fn open_storage(config: &Config, disk: Option<Arc<dyn Disk>>) -> Result<Storage,
                 "cannot start the password hashing threads: {e}"
             )))
         })?;
+    let filehost = match config.filehost.on(true, config.websocket.listeners()) {
+        true => Some(Arc::new(
+            crate::filehost::FileHost::open(&path, &config.filehost).map_err(|e| {
+                Error::Server(shardline::Error::Config(format!(
+                    "file host directory {}: {e}",
+                    path.join("files").display()
+                )))
+            })?,
+        )),
+        false => None,
+    };
     Ok(Storage {
+        filehost,
         dir,
         options,
         sink: Arc::new(ReportSink::default()),

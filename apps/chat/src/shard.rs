@@ -57,6 +57,8 @@ pub enum ChatTimer {
     StoreTurn,
     /// Drop history past the age limit (an interval).
     HistoryExpire,
+    /// Delete uploaded files past their expiry (an interval on shard 0).
+    FileSweep,
     /// A nick protection grace period ended (on the nick's owner; the token
     /// finds the nick).
     NickGuard(u64),
@@ -104,6 +106,12 @@ pub struct ChatShard {
     pub(crate) ws: HashMap<u64, crate::websocket::WsConn>,
     /// The WebSocket listeners (see [`crate::websocket`]), set in `on_start`.
     pub(crate) ws_listeners: Vec<shardline::ListenerId>,
+    /// The file host, when on and its base URL known (set in `on_start`).
+    pub(crate) filehost: Option<Arc<crate::filehost::FileHost>>,
+    /// Its public base URL (`soju.im/FILEHOST` is this and `/upload`).
+    pub(crate) filehost_base: Option<String>,
+    /// HTTP connections with a request body or a file in progress.
+    pub(crate) http_jobs: HashMap<u64, crate::filehost::HttpJob>,
     pub(crate) next_id: u64,
     /// Channel key -> this shard's clients in it: the fan-out index, with the
     /// channel's local view.
@@ -160,6 +168,9 @@ impl ChatShard {
             clients: HashMap::new(),
             ws: HashMap::new(),
             ws_listeners: Vec::new(),
+            filehost: None,
+            filehost_base: None,
+            http_jobs: HashMap::new(),
             next_id: 1,
             local: HashMap::new(),
             outbox: Outbox::new(),
@@ -174,6 +185,11 @@ impl ChatShard {
             guests: 0,
             refused: (0, None),
         }
+    }
+
+    /// The file host of the data directory, if `[filehost]` is on.
+    pub(crate) fn storage_filehost(&self) -> Option<Arc<crate::filehost::FileHost>> {
+        self.storage.as_ref().and_then(|s| s.filehost.clone())
     }
 
     /// A number for a new batch reference, unique on this shard.
@@ -239,6 +255,7 @@ impl Handler for ChatShard {
             .find(|l| l.tls && !self.ws_listeners.contains(&l.id))
             .map(|l| l.addr.port());
         self.acks = vec![Vec::new(); self.shards];
+        self.filehost_start(ctx);
         if let Some(storage) = &self.storage {
             // On this shard's thread: recovery reads this shard's partitions
             // while the other shards read theirs.
@@ -362,6 +379,9 @@ impl Handler for ChatShard {
     /// and the connection is closed when nothing complete is left
     /// ([`ChatShard::pump`]).
     fn on_eof(&mut self, ctx: &mut Ctx<'_, ChatShard>, conn: ConnId, id: &mut u64) {
+        if self.http_job_eof(ctx, *id) {
+            return;
+        }
         let Some(c) = self.clients.get_mut(id) else {
             ctx.close(conn);
             return;
@@ -377,6 +397,7 @@ impl Handler for ChatShard {
         id: u64,
         reason: &CloseReason,
     ) {
+        self.http_job_end(id);
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -411,6 +432,11 @@ impl Handler for ChatShard {
                 self.owner.tickets_done(ctx, &mut self.outbox, done);
             }
             ChatTimer::HistoryExpire => self.owner.history.expire(),
+            ChatTimer::FileSweep => {
+                if let Some(host) = &self.filehost {
+                    host.sweep(std::time::SystemTime::now());
+                }
+            }
             ChatTimer::NickGuard(token) => {
                 self.owner
                     .guard_due(ctx, &self.info, &mut self.outbox, token)
@@ -517,6 +543,10 @@ impl Handler for ChatShard {
             // this nudge, until the shutdown deadline.
             ctx.set_timer(Duration::from_millis(1), ChatTimer::ShutdownNudge);
         }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Ctx<'_, ChatShard>, _conn: ConnId, id: &mut u64) {
+        self.file_pump(ctx, *id);
     }
 
     fn on_mailbox_ready(&mut self, ctx: &mut Ctx<'_, ChatShard>, to: ShardId) {

@@ -587,7 +587,7 @@ fn http_side(io: Io) {
         let (mut r, _) = Raw::connect(srv);
         let mut writer = r.s.try_clone().expect("clone");
         let uploader = std::thread::spawn(move || {
-            let head = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 4194304\r\n\r\n";
+            let head = b"POST /chat HTTP/1.1\r\nHost: h\r\nContent-Length: 4194304\r\n\r\n";
             writer.write_all(head)?;
             let chunk = vec![b'x'; 65536];
             for _ in 0..64 {

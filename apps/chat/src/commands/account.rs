@@ -121,6 +121,10 @@ impl ChatShard {
         outs: Vec<Output>,
     ) {
         for o in outs {
+            // A FILEHOST upload's Basic credentials (see `filehost`).
+            let Some(o) = self.filehost_sasl(ctx, id, o) else {
+                continue;
+            };
             let Some(c) = self.clients.get(&id) else {
                 return;
             };

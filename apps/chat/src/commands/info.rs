@@ -232,6 +232,7 @@ impl ChatShard {
     ) -> Flow {
         if !self.elsewhere(ctx, id, p.first().copied()) {
             let info = &self.info;
+            let filehost = self.filehost_url();
             self.send_built(ctx, id, |out, server, nick| {
                 let comments = format!("{} shards", self.shards);
                 write_numeric(
@@ -241,7 +242,7 @@ impl ChatShard {
                     nick,
                     &[VERSION, server, &comments],
                 );
-                info.write_isupport(out, nick);
+                info.write_isupport(out, nick, filehost.as_deref());
             });
         }
         Flow::Next

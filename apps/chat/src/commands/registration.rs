@@ -190,6 +190,7 @@ impl ChatShard {
         let mask = c.mask.clone();
         let ident = c.ident();
         let info = self.info.clone();
+        let filehost = self.filehost_url();
         let server = info.name();
         let network = &info.config.server.network;
         let mut out = Vec::with_capacity(1024);
@@ -212,7 +213,7 @@ impl ChatShard {
             RPL_MYINFO,
             &[server, VERSION, "Biow", "biklmnostv", "bklov"],
         );
-        info.write_isupport(&mut out, &nick);
+        info.write_isupport(&mut out, &nick, filehost.as_deref());
         self.send_line(ctx, id, &out);
         // From now on its nick is visible (messages, WHOIS, INVITE). Its input
         // waits for this, like for LUSERS.

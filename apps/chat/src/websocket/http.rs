@@ -67,6 +67,20 @@ impl Status {
     pub const SWITCHING: Status = Status(101, "Switching Protocols");
     /// 200.
     pub const OK: Status = Status(200, "OK");
+    /// 100: go on sending the body (`Expect: 100-continue`).
+    pub const CONTINUE: Status = Status(100, "Continue");
+    /// 201: an upload stored.
+    pub const CREATED: Status = Status(201, "Created");
+    /// 401: no or wrong credentials.
+    pub const UNAUTHORIZED: Status = Status(401, "Unauthorized");
+    /// 411: an upload without `Content-Length`.
+    pub const LENGTH_REQUIRED: Status = Status(411, "Length Required");
+    /// 413: an upload over the size limit or the quota.
+    pub const PAYLOAD_TOO_LARGE: Status = Status(413, "Content Too Large");
+    /// 500: the server could not store an upload.
+    pub const INTERNAL: Status = Status(500, "Internal Server Error");
+    /// 503: the password check could not run now.
+    pub const UNAVAILABLE: Status = Status(503, "Service Unavailable");
     /// 400: a malformed request or WebSocket handshake.
     pub const BAD_REQUEST: Status = Status(400, "Bad Request");
     /// 403: an Origin not allowed.

@@ -185,6 +185,16 @@ pub(crate) fn send_shared(
     }
 }
 
+/// Raw bytes to a connection in the HTTP phase (the file host's responses
+/// and file bodies, see [`crate::filehost`]): never to an IRC client.
+pub(crate) fn http_send(
+    ctx: &mut Ctx<'_, ChatShard>,
+    conn: shardline::ConnId,
+    bytes: &[u8],
+) -> Result<(), SendError> {
+    ctx.send(conn, bytes)
+}
+
 #[cold]
 fn send_framed(
     ctx: &mut Ctx<'_, ChatShard>,
@@ -427,9 +437,18 @@ impl ChatShard {
         id: u64,
         data: &[u8],
     ) -> usize {
+        if self.http_jobs.contains_key(&id) {
+            return self.http_job_data(ctx, id, data);
+        }
         let answer = match http::parse_head(data) {
             Ok(None) => return 0,
             Err(status) => Answer::Close(error_response(status, &[])),
+            Ok(Some((req, used)))
+                if self.filehost.is_some()
+                    && (req.path == "/upload" || req.path.starts_with("/files/")) =>
+            {
+                return self.filehost_request(ctx, id, &req, used, data.len());
+            }
             Ok(Some((req, used))) => match respond(&req, &self.info.config.websocket) {
                 Answer::Upgrade(head, transport) => {
                     let registration = self.info.config.limits.registration_timeout();
@@ -466,6 +485,7 @@ impl ChatShard {
     /// make the kernel answer that unread data with a reset, which can
     /// destroy the response before the client reads it.
     pub(crate) fn http_close(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, bytes: &[u8]) {
+        self.http_job_end(id);
         let linger = self.info.config.websocket.request_timeout();
         let Some(c) = self.clients.get_mut(&id) else {
             return;
