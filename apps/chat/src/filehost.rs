@@ -18,6 +18,8 @@
 //!   credentials, 413 when the length is over `max_file_bytes` or over what
 //!   is left of the account's `quota_bytes`, else — once the body is on disk
 //!   — `201 Created` with `Location: <base>/files/<id>/<name>`.
+//! - `OPTIONS /upload`: 204 with `Allow` and `Accept-Post`; `HEAD` of a
+//!   file: its `GET` head alone (the spec's MUSTs).
 //! - `GET /files/<id>/<name>`: the file, `Content-Type` from an allow-list
 //!   by extension ([`content_type`]: images, plain text, PDF, audio and
 //!   video; never HTML, SVG or scripts), otherwise
@@ -181,12 +183,15 @@ impl FileHost {
             if age < self.expiry {
                 continue;
             }
+            // Given back first: once a file is no longer served, its bytes
+            // are free (a client that saw the 404 may upload at once).
+            self.release(&account, size);
             match fs::remove_dir_all(&path) {
-                Ok(()) => {
-                    self.release(&account, size);
-                    n += 1;
+                Ok(()) => n += 1,
+                Err(e) => {
+                    *self.ledger().entry(account).or_insert(0) += size;
+                    warn!(error = %e, path = %path.display(), "file host: cannot expire");
                 }
-                Err(e) => warn!(error = %e, path = %path.display(), "file host: cannot expire"),
             }
         }
         n
@@ -522,10 +527,19 @@ impl ChatShard {
         req: &Request<'_>,
     ) -> Result<(), Vec<u8>> {
         let err = |s: Status| error_response(s, &[]);
+        if req.method == "OPTIONS" {
+            // The spec asks servers to take OPTIONS on the upload URI.
+            return Err(response(
+                Status::NO_CONTENT,
+                &[("Allow", "OPTIONS, POST"), ("Accept-Post", "*/*")],
+                None,
+                true,
+            ));
+        }
         if req.method != "POST" {
             return Err(error_response(
                 Status::METHOD_NOT_ALLOWED,
-                &[("Allow", "POST")],
+                &[("Allow", "OPTIONS, POST")],
             ));
         }
         if req.values("Transfer-Encoding").next().is_some() {
@@ -753,10 +767,11 @@ impl ChatShard {
         host: &FileHost,
         req: &Request<'_>,
     ) -> Option<Vec<u8>> {
-        if req.method != "GET" {
+        let head_only = req.method == "HEAD";
+        if req.method != "GET" && !head_only {
             return Some(error_response(
                 Status::METHOD_NOT_ALLOWED,
-                &[("Allow", "GET")],
+                &[("Allow", "GET, HEAD")],
             ));
         }
         let not_found = || Some(error_response(Status::NOT_FOUND, &[]));
@@ -791,6 +806,9 @@ impl ChatShard {
             ("Referrer-Policy", "no-referrer"),
         ]);
         let head = response(Status::OK, &headers, None, true);
+        if head_only {
+            return Some(head);
+        }
         let c = self.clients.get_mut(&id)?;
         let _ = http_send(ctx, c.conn, &head);
         self.http_jobs.insert(

@@ -238,7 +238,30 @@ fn upload_and_download(io: Io) {
             }
             let (ids, tmp) = on_disk(data);
             assert_eq!(ids.len(), 4, "{label}: {ids:?}");
+            assert!(ids.iter().all(|p| p.join(".account").exists()), "{label}");
             assert!(tmp.is_empty(), "{label}: {tmp:?}");
+            // Expect: 100-continue: the go-ahead comes once the credentials are
+            // checked, then the 201.
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(
+                format!(
+                    "POST /upload HTTP/1.1\r\nHost: h\r\nAuthorization: {auth}\r\n\
+                 Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .expect("head");
+            let mut go = [0u8; 25];
+            s.set_read_timeout(Some(WAIT)).expect("timeout");
+            s.read_exact(&mut go).expect("100 Continue");
+            assert_eq!(&go, b"HTTP/1.1 100 Continue\r\n\r\n", "{label}");
+            s.write_all(b"12345").expect("body");
+            let r = read_response(&mut s);
+            assert_eq!(r.status, 201, "{label}");
+            assert_eq!(
+                get(addr, &path_of(srv, r.header("location").expect("Location"))).body,
+                b"12345"
+            );
             // A reader slower than the file: it still arrives whole.
             let r = upload(addr, Some(&auth), "slow.bin", &big);
             let path = path_of(srv, r.header("location").expect("Location"));
@@ -336,6 +359,17 @@ fn refusals(io: Io) {
         assert_eq!(get(addr, &real).body, mib, "{label}");
         let r = request(addr, &format!("DELETE {real} HTTP/1.1\r\nHost: h"), b"");
         assert_eq!(r.status, 405, "{label}");
+        // HEAD on a file and OPTIONS on the upload URI (the spec's MUSTs).
+        let r = request(addr, &format!("HEAD {real} HTTP/1.1\r\nHost: h"), b"");
+        assert_eq!(r.status, 200, "{label}");
+        assert_eq!(r.header("content-length"), Some("1048576"), "{label}");
+        assert!(r.body.is_empty(), "{label}");
+        let r = request(addr, "OPTIONS /upload HTTP/1.1\r\nHost: h", b"");
+        assert_eq!(r.status, 204, "{label}");
+        assert!(
+            r.header("allow").is_some_and(|v| v.contains("POST")),
+            "{label}"
+        );
         // The chat is still fine.
         let mut c = srv.register_on(0, "after");
         c.send("PING :x");
@@ -424,7 +458,65 @@ fn isupport_only_when_on(io: Io) {
     );
 }
 
+fn expiry_and_restart(io: Io) {
+    for shards in SHARD_COUNTS {
+        let dir = TempDir::new("filehost");
+        let config = |expire_days: f64| {
+            let mut c = test_config();
+            c.websocket.listen = vec!["127.0.0.1:0".parse().expect("literal")];
+            c.accounts.test_cheap_hashes = true;
+            c.accounts.registration = Registration::Open;
+            c.storage.dir = Some(dir.0.clone());
+            c.filehost.quota_bytes = 1 << 20;
+            c.filehost.expire_days = expire_days;
+            c
+        };
+        let part = pattern(600 << 10);
+        // A file stored, then the server restarts: the file is still served
+        // and still counts against the quota; a leftover temporary file goes.
+        let srv = TestServer::start_with(io, shards, config(30.0));
+        let label = srv.label();
+        make_account(&srv, 0, "dave");
+        let auth = basic("dave", PASSWORD);
+        let r = upload(ws_addr(&srv), Some(&auth), "kept.bin", &part);
+        assert_eq!(r.status, 201, "{label}");
+        let kept = path_of(&srv, r.header("location").expect("Location"));
+        srv.stop();
+        std::fs::write(dir.0.join("files/.tmp/leftover"), b"x").expect("leftover");
+        let srv = TestServer::start_with(io, shards, config(30.0));
+        let addr = ws_addr(&srv);
+        assert_eq!(
+            get(addr, &kept).body,
+            part,
+            "{label}: kept across a restart"
+        );
+        assert!(
+            on_disk(&dir.0).1.is_empty(),
+            "{label}: temporary files emptied"
+        );
+        assert_eq!(
+            upload(addr, Some(&auth), "more.bin", &part).status,
+            413,
+            "{label}: quota rebuilt"
+        );
+        srv.stop();
+        // Expiry: files older than expire_days go (swept on shard 0), and so
+        // does their share of the quota.
+        let srv = TestServer::start_with(io, shards, config(2.0 / 86_400.0));
+        let addr = ws_addr(&srv);
+        wait_until("the old file to expire", || get(addr, &kept).status == 404);
+        let r = upload(addr, Some(&auth), "new.bin", &part);
+        assert_eq!(r.status, 201, "{label}: quota given back");
+        let new = path_of(&srv, r.header("location").expect("Location"));
+        assert_eq!(get(addr, &new).status, 200, "{label}");
+        wait_until("the new file to expire", || get(addr, &new).status == 404);
+        wait_until("the directory to empty", || on_disk(&dir.0).0.is_empty());
+        srv.stop();
+    }
+}
+
 shardline::per_backend! {
+    expiry_and_restart => expiry_and_restart;
     upload_and_download => upload_and_download;
     refusals => refusals;
     stalled_and_cut_uploads => stalled_and_cut_uploads;

@@ -71,6 +71,8 @@ impl Status {
     pub const CONTINUE: Status = Status(100, "Continue");
     /// 201: an upload stored.
     pub const CREATED: Status = Status(201, "Created");
+    /// 204: OPTIONS answered.
+    pub const NO_CONTENT: Status = Status(204, "No Content");
     /// 401: no or wrong credentials.
     pub const UNAUTHORIZED: Status = Status(401, "Unauthorized");
     /// 411: an upload without `Content-Length`.

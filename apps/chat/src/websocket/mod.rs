@@ -86,20 +86,13 @@
 //! client id that only WebSocket clients are in. Output to a TCP client is
 //! the same `ctx.send` as before behind one match.
 //!
-//! # Later: FILEHOST on the same router
+//! # FILEHOST on the same router
 //!
-//! [`respond`] maps a parsed head to an [`Answer`]: bytes to send, then
-//! close, or an upgrade. A file host adds two routes and one phase:
-//! `POST /upload` (after authenticating a token minted over IRC) answers
-//! `Answer::Body { handler, length }` — the connection enters an
-//! `HttpBody` phase whose `on_data` streams at most `Content-Length` bytes
-//! (bounded by a configured maximum, `Transfer-Encoding: chunked` refused
-//! with 411/400) to the handler chunk by chunk without buffering the whole
-//! body (written off the shard like the store's writer), then sends the
-//! answer; `GET /files/<id>` answers with a head and a streamed body (the
-//! framework's send queue and `on_writable`-style pacing, never the whole
-//! file in memory). The head parser, status set and response writer here are
-//! the same for those; only the body phase is new.
+//! With the file host on ([`crate::filehost`]), `http_data` hands `/upload`
+//! and `/files/...` to it before [`respond`]: the same head parser, status
+//! set and response writer; an upload's body and a download's file are jobs
+//! of the connection (`ChatShard::http_jobs`) that `on_data` and
+//! `on_drained` carry on. Without it these paths are 404/405 as any other.
 
 // The one place that writes raw bytes to connections (`clippy.toml` forbids
 // `Ctx::send` / `send_shared` elsewhere in the crate): everything else sends
