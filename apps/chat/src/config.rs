@@ -1061,17 +1061,31 @@ impl Config {
     /// What is valid but unwise in this configuration, one sentence each (to
     /// log at load and at rehash): operator passwords in plaintext.
     pub fn warnings(&self) -> Vec<String> {
-        self.operators
-            .iter()
-            .filter(|op| !op.password.starts_with("$argon2"))
-            .map(|op| {
-                format!(
-                    "operator {}: the password is in plaintext in the configuration; \
+        let mut out = Vec::new();
+        if self.filehost.enabled == Some(true)
+            && !self
+                .filehost
+                .on(self.history.enabled, self.websocket.listeners())
+        {
+            out.push(
+                "filehost.enabled = true, but the file host needs a data directory \
+                 (history on) and a WebSocket listener: it is off"
+                    .to_string(),
+            );
+        }
+        out.extend(
+            self.operators
+                .iter()
+                .filter(|op| !op.password.starts_with("$argon2"))
+                .map(|op| {
+                    format!(
+                        "operator {}: the password is in plaintext in the configuration; \
                      store an argon2 hash instead (shardline-chat --hash-password)",
-                    op.name
-                )
-            })
-            .collect()
+                        op.name
+                    )
+                }),
+        );
+        out
     }
 
     /// The message of the day as lines, or `None` if there is none.
@@ -1418,6 +1432,29 @@ mod tests {
         assert!(Config::from_toml("[limits]\nping_timeout_secs = -1\n").is_err());
         assert!(Config::from_toml("[flood]\ncommand_cost_ms = 0\n").is_err());
         assert!(Config::from_toml("[[operators]]\nname = \"a\"\npassword = \"\"\n").is_err());
+    }
+
+    #[test]
+    fn filehost_section() {
+        let c = Config::from_toml(
+            "[filehost]\nmax_file_bytes = 10\nquota_bytes = 20\nexpire_days = 0.5\n\
+             public_url = \"https://f.example\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.filehost.max_file_bytes, c.filehost.quota_bytes),
+            (10, 20)
+        );
+        assert_eq!(c.filehost.expiry(), Duration::from_secs(43_200));
+        // Default: on with history and a WebSocket listener.
+        assert!(c.filehost.on(true, 1));
+        assert!(!c.filehost.on(false, 1) && !c.filehost.on(true, 0));
+        assert!(c.warnings().is_empty());
+        let asked = Config::from_toml("[filehost]\nenabled = true\n").unwrap();
+        assert!(asked.warnings()[0].contains("filehost"), "no listener");
+        let off = Config::from_toml("[filehost]\nenabled = false\n").unwrap();
+        assert!(!off.filehost.on(true, 1));
+        assert!(Config::from_toml("[filehost]\nmax_bytes = 1\n").is_err());
     }
 
     #[test]

@@ -37,7 +37,9 @@
 //! `<data>/files/.tmp/<id>`, emptied at startup. A body is written to its
 //! temporary file as it arrives (never held in memory: at most one read's
 //! bytes), `fsync`ed, then renamed into place. A body that stalls longer
-//! than `websocket.request_timeout_secs` gets 408; a stall, a disconnection
+//! than `websocket.request_timeout_secs` gets 408 (the writes go to the page
+//! cache; the one `fsync` per upload runs on the shard, a few milliseconds
+//! its other connections wait, as the store's `sync = always` would); a stall, a disconnection
 //! or an error deletes the temporary file and gives the quota back. Files
 //! whose modification time is older than `expire_days` are deleted by a
 //! sweep on shard 0 (at startup and then every `min(expiry / 4, 1 h)`).
@@ -383,7 +385,9 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
         .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (user, pass) = text.split_once(':')?;
-    (!user.is_empty() && !pass.is_empty()).then(|| (user.to_string(), pass.to_string()))
+    // A NUL would change the meaning of the SASL PLAIN message they go into.
+    let ok = !user.is_empty() && !pass.is_empty() && !text.contains('\0');
+    ok.then(|| (user.to_string(), pass.to_string()))
 }
 
 /// The Content-Type a stored file is served with, if its extension is on
@@ -963,6 +967,8 @@ mod tests {
         assert_eq!(parse_basic("Bearer YWxpY2U6c2VjcmV0"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
         assert_eq!(parse_basic("Basic OnB3"), None, "no user");
+        let nul = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "x\0alice:pw");
+        assert_eq!(parse_basic(&format!("Basic {nul}")), None, "a NUL");
         assert_eq!(content_type("A.PNG"), Some("image/png"));
         for risky in ["x.html", "x.htm", "x.svg", "x.js", "x.xml", "noext"] {
             assert_eq!(content_type(risky), None, "{risky}");
