@@ -156,6 +156,10 @@
 //! the upgrade to IRC over WebSocket (IRCv3: one IRC line per message) — and
 //! after the upgrade is an ordinary client whose input is decoded from frames
 //! and whose output is framed line by line ([`websocket`]).
+//! With a data directory the same listeners host files (`soju.im/FILEHOST`,
+//! [`filehost`]): uploads authenticated with an account's password (the
+//! SASL PLAIN path), bounded per file and per account, streamed to and from
+//! disk by the shards.
 //! # History and the store
 //!
 //! Every PRIVMSG, NOTICE and TAGMSG gets a `msgid` and a `time` where it is

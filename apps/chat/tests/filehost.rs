@@ -515,7 +515,40 @@ fn expiry_and_restart(io: Io) {
     }
 }
 
+fn concurrent_uploads_share_one_quota(io: Io) {
+    let configure = |c: &mut Config| c.filehost.quota_bytes = 1 << 20;
+    each_filehost(io, configure, |srv, data| {
+        let label = srv.label();
+        let addr = ws_addr(srv);
+        make_account(srv, 0, "erin");
+        let auth = basic("erin", PASSWORD);
+        // Eight uploads of 300 KiB at once, spread over the shards: the
+        // quota holds three, and exactly three are stored.
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let auth = auth.clone();
+                std::thread::spawn(move || {
+                    upload(addr, Some(&auth), &format!("{i}.bin"), &pattern(300 << 10)).status
+                })
+            })
+            .collect();
+        let mut statuses: Vec<u16> = threads
+            .into_iter()
+            .map(|t| t.join().expect("uploader"))
+            .collect();
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [201, 201, 201, 413, 413, 413, 413, 413],
+            "{label}"
+        );
+        let (ids, tmp) = on_disk(data);
+        assert_eq!((ids.len(), tmp.len()), (3, 0), "{label}");
+    });
+}
+
 shardline::per_backend! {
+    concurrent_uploads_share_one_quota => concurrent_uploads_share_one_quota;
     expiry_and_restart => expiry_and_restart;
     upload_and_download => upload_and_download;
     refusals => refusals;
