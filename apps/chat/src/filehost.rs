@@ -44,6 +44,14 @@
 //! whose modification time is older than `expire_days` are deleted by a
 //! sweep on shard 0 (at startup and then every `min(expiry / 4, 1 h)`).
 //!
+//! # Upgrades
+//!
+//! Once this process hands the data directory to a new one (see
+//! [`crate::upgrade`]) it answers uploads with 503 and stops sweeping; files
+//! are still served. The new process empties `.tmp` when it opens the
+//! directory, so an upload in flight at that moment fails (500) and the
+//! client retries, reaching the new process.
+//!
 //! # The quota across shards
 //!
 //! One account's uploads may run on every shard at once, so the bytes each
@@ -574,6 +582,10 @@ impl ChatShard {
             Ok(None) => DEFAULT_NAME.to_string(),
             Err(_) => return Err(err(Status::BAD_REQUEST)),
         };
+        if !self.owner.history.owns_files() {
+            // Handed over to a new process (an upgrade): it takes uploads.
+            return Err(error_response(Status::UNAVAILABLE, &[("Retry-After", "5")]));
+        }
         let expect_continue = req.has_token("Expect", "100-continue");
         let Some(c) = self.clients.get_mut(&id) else {
             return Ok(());

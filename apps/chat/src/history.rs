@@ -304,6 +304,12 @@ impl History {
         self.store.is_some()
     }
 
+    /// Whether this process owns the data directory's files now (a store,
+    /// not handed over to a new process at an upgrade).
+    pub(crate) fn owns_files(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| !s.is_detached())
+    }
+
     /// Whether an account named `name` (any casing) exists in this shard's
     /// store (only the owner of the name's partition can know; `false`
     /// without a store).

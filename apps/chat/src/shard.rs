@@ -433,7 +433,11 @@ impl Handler for ChatShard {
             }
             ChatTimer::HistoryExpire => self.owner.history.expire(),
             ChatTimer::FileSweep => {
-                if let Some(host) = &self.filehost {
+                if let Some(host) = self
+                    .filehost
+                    .as_ref()
+                    .filter(|_| self.owner.history.owns_files())
+                {
                     host.sweep(std::time::SystemTime::now());
                 }
             }
