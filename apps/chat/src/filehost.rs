@@ -838,10 +838,25 @@ impl ChatShard {
         None
     }
 
+    /// The client timer of a download fired: it did not take a byte for
+    /// `request_timeout_secs`, so it is closed (its head is out: no 408).
+    /// True when it was a download.
+    pub(crate) fn download_stalled(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) -> bool {
+        if !matches!(self.http_jobs.get(&id), Some(HttpJob::Download { .. })) {
+            return false;
+        }
+        self.http_jobs.remove(&id);
+        self.begin_quit(ctx, id, "Download stalled".into());
+        true
+    }
+
     /// Sends the next pieces of a file until the connection's queue passes
     /// its high-water mark (`on_drained` calls again) or the file ends.
     pub(crate) fn file_pump(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
-        let high = self.info.config.limits.sendq_bytes / 2;
+        // The framework's marks (`framework_limits`): pause past the
+        // high-water mark, and never queue past the hard limit (the SendQ).
+        let hard = self.info.config.limits.sendq_bytes;
+        let high = hard / 2;
         let Some(conn) = self.clients.get(&id).map(|c| c.conn) else {
             return;
         };
@@ -849,18 +864,37 @@ impl ChatShard {
             return;
         };
         let mut buf = vec![0u8; CHUNK];
+        let mut sent = false;
         let failed = loop {
             if *remaining == 0 {
                 break false;
             }
             if ctx.send_queue_len(conn).is_none_or(|q| q > high) {
+                if sent {
+                    // The stall timer starts again whenever the reader took
+                    // enough for more to be sent.
+                    let timeout = self.info.config.websocket.request_timeout();
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        if let Some(t) = c.timer.take() {
+                            ctx.cancel_timer(t);
+                        }
+                        c.timer = Some(ctx.set_timer(timeout, ChatTimer::Client(id)));
+                    }
+                }
                 return;
             }
-            let want = CHUNK.min(usize::try_from(*remaining).unwrap_or(CHUNK));
+            let queued = ctx.send_queue_len(conn).unwrap_or(hard);
+            let want = CHUNK
+                .min(hard.saturating_sub(queued))
+                .min(usize::try_from(*remaining).unwrap_or(CHUNK));
+            if want == 0 {
+                return;
+            }
             match file.read(&mut buf[..want]) {
                 Ok(0) | Err(_) => break true,
                 Ok(n) => {
                     *remaining -= n as u64;
+                    sent = true;
                     if http_send(ctx, conn, &buf[..n]).is_err() {
                         break true;
                     }

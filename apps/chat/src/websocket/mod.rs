@@ -483,6 +483,8 @@ impl ChatShard {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
+        // A file host upload may have paused reading; the linger reads.
+        ctx.resume_reading(c.conn);
         let _ = ctx.send(c.conn, bytes);
         c.transport = Transport::Closed;
         if ctx.shutdown_write(c.conn).is_err() {
@@ -499,6 +501,9 @@ impl ChatShard {
 
     /// The request head did not come in time: 408 and close.
     pub(crate) fn http_timeout(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64) {
+        if self.download_stalled(ctx, id) {
+            return;
+        }
         let bytes = error_response(Status::TIMEOUT, &[]);
         self.http_close(ctx, id, &bytes);
     }
