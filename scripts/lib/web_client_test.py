@@ -26,12 +26,14 @@ browsers are closed in every case (also on SIGTERM).
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
 import sys
 import tempfile
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -198,7 +200,52 @@ def check_parser(b):
     check(b.js("return window.shardlineChat.buildLine('PRIVMSG', '#c', ':)');") == "PRIVMSG #c ::)", "buildLine(':)')")
     pieces = b.js("return window.shardlineChat.splitText('é'.repeat(1000), 400);")
     check("".join(pieces) == "é" * 1000 and all(len(p.encode()) <= 400 for p in pieces), "splitText of 2000 bytes")
-    log("the page's line parser, builder and splitter pass their checks")
+    links = b.js(
+        "return window.shardlineChat.linkify(arguments[0]).map(n => n.nodeName === 'A' ? ['A', n.href, n.textContent] : ['T', n.textContent]);",
+        "see javascript:alert(1) and http://a.example/x?y=<b>z</b>.",
+    )
+    want = [["T", "see javascript:alert(1) and "], ["A", "http://a.example/x?y=", "http://a.example/x?y="], ["T", "<b>z</b>."]]
+    check(links == want, f"linkify: {links}, want {want}")
+    log("the page's line parser, builder, splitter and linkifier pass their checks")
+
+
+def upload_file(args, alice, bob, ch):
+    """alice uploads ~200 KB of random bytes through the Upload control; the link
+    she sends reaches bob and raw, and fetching it gives the same bytes back."""
+    check(alice.d.find_element(By.ID, "upload").is_displayed(), "alice (logged in) has no Upload button")
+    data = os.urandom(200 * 1024 + 17)
+    tmp = tempfile.mkdtemp(prefix="web-upload-")
+    try:
+        path = os.path.join(tmp, "random data.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        alice.d.find_element(By.CSS_SELECTOR, "[data-test=upload-input]").send_keys(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    link_re = re.compile(r"^https?://[^ ]+/files/[^ /]+/random_data\.bin$")
+
+    def link_from(b):
+        for f, t in b.texts(("privmsg",)):
+            if f == "alice" and link_re.match(t):
+                return t
+        return None
+
+    url = bob.until("alice's upload link", lambda: link_from(bob))
+    check(link_from(alice) == url, f"alice does not see her own link {url}")
+    got = request(f"EXPECT ^(@[^ ]+ )?:alice![^ ]+ PRIVMSG {re.escape(ch)} :{re.escape(url)}$")
+    check(got.endswith(url), f"raw got {got!r}")
+    href = bob.js(
+        "const a = [...document.querySelectorAll('#message-list a[data-test=link]')].find(a => a.textContent === arguments[0]);"
+        "return a && [a.href, a.rel];",
+        url,
+    )
+    check(href and href[0] == url and "noopener" in href[1], f"the link in bob's page is {href}")
+    with urllib.request.urlopen(url, timeout=args.wait) as resp:
+        body = resp.read()
+        nosniff = resp.headers.get("X-Content-Type-Options")
+    check(body == data, f"the download is {len(body)} bytes, not the {len(data)} uploaded")
+    check(nosniff == "nosniff", f"X-Content-Type-Options: {nosniff!r}")
+    log(f"alice uploaded {len(data)} bytes through the Upload control; bob and raw got {url}, which serves the same bytes (nosniff)")
 
 
 def run(args, browsers):
@@ -328,6 +375,9 @@ def run(args, browsers):
     check(len([t for f, t in bob.texts() if t.startswith("word")]) >= 3, "the long line was not split")
     request(f"EXPECT ^(@[^ ]+ )?:alice![^ ]+ PRIVMSG {re.escape(ch)} :word0000 ")
     log("a line of 899 bytes went out as several messages, cut between words")
+
+    # --- file upload (soju.im/FILEHOST): the link reaches bob and raw --------------
+    upload_file(args, alice, bob, ch)
 
     # --- nick change, quit and reconnect --------------------------------------
     bob.type("/nick bobby")

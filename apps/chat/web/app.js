@@ -11,9 +11,11 @@
 // join (and when a conversation opens), `CHATHISTORY BEFORE` when the view is
 // scrolled to the top.
 //
-// File upload (soju.im/FILEHOST) is not offered yet: the server does not
-// advertise it. When it does, `state.isupport.get("SOJU.IM/FILEHOST")` is the
-// URL to POST the file to (its answer's Location is the link to send).
+// File upload (soju.im/FILEHOST): when the server advertises
+// `soju.im/FILEHOST=<url>` and the user logged in with an account and
+// password, an Upload button POSTs the chosen file to that URL with Basic
+// credentials; the answer's Location is sent to the open channel or
+// conversation. http(s) URLs in messages become links (created <a> elements).
 "use strict";
 
 (function () {
@@ -165,6 +167,7 @@
     pendingNames: new Map(), // channel key -> Map(nick -> prefixes)
     nickAttempt: 0,
     saslDone: false,
+    loggedIn: false, // SASL succeeded on this connection
     userClosed: false,
     sent: [], // what the user typed, for Up/Down
     sentPos: 0,
@@ -317,8 +320,103 @@
     } else {
       li.append(el("span", { class: "from", text: "--" }));
     }
-    li.append(el("span", { class: "text", "data-test": "text", text: m.text }));
+    li.append(el("span", { class: "text", "data-test": "text" }, ...linkify(m.text)));
     return li;
+  }
+
+  // Text and <a> nodes for `text`: http(s) URLs become links, the rest text.
+  const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+  function linkify(text) {
+    const out = [];
+    let last = 0;
+    for (const m of text.matchAll(URL_RE)) {
+      let url = m[0].replace(/[.,;:!?)\]}'*]+$/, "");
+      let href;
+      try {
+        href = new URL(url);
+      } catch (e) {
+        continue;
+      }
+      if (href.protocol !== "http:" && href.protocol !== "https:") continue;
+      if (m.index > last) out.push(document.createTextNode(text.slice(last, m.index)));
+      out.push(el("a", { href: href.href, target: "_blank", rel: "noopener noreferrer", "data-test": "link", text: url }));
+      last = m.index + url.length;
+    }
+    if (last < text.length) out.push(document.createTextNode(text.slice(last)));
+    return out;
+  }
+
+  // ---- file upload (soju.im/FILEHOST) -------------------------------------------
+
+  function uploadUrl() {
+    const s = state.settings;
+    const url = state.isupport.get("SOJU.IM/FILEHOST");
+    if (!url || !s || !s.account || !s.password || !state.loggedIn) return "";
+    return url;
+  }
+
+  // The Upload button is there only when an upload can work.
+  function renderUpload() {
+    const on = !!uploadUrl();
+    $("upload").hidden = !on;
+    $("upload-input").disabled = !on;
+  }
+
+  // A file name as an ASCII header value may carry it (the server sanitizes
+  // it again).
+  function uploadName(name) {
+    const n = name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "");
+    return n || "file";
+  }
+
+  async function uploadFile(file) {
+    const url = uploadUrl();
+    const b = state.buffers.get(state.active);
+    if (!b) return;
+    if (!url) {
+      info(b, "Upload is not available (it needs the server's file host and an account login).");
+      return;
+    }
+    if (b.kind === "server") {
+      info(b, "Open a channel or conversation to upload a file to it.");
+      return;
+    }
+    const s = state.settings;
+    info(b, `Uploading ${file.name} (${file.size} bytes)…`);
+    let resp;
+    try {
+      resp = await fetch(url, {
+        method: "POST",
+        headers: {
+          Authorization: "Basic " + base64Utf8(`${s.account}:${s.password}`),
+          "Content-Disposition": `attachment; filename="${uploadName(file.name)}"`,
+        },
+        body: file,
+        credentials: "omit",
+      });
+    } catch (e) {
+      info(b, `Upload of ${file.name} failed: ${e.message}`);
+      return;
+    }
+    const link = resp.headers.get("Location");
+    if (resp.status === 201 && link) {
+      let abs;
+      try {
+        abs = new URL(link, url).href;
+      } catch (e) {
+        info(b, `Upload of ${file.name} failed: the server answered a bad Location`);
+        return;
+      }
+      sayTo(b.name, abs);
+      return;
+    }
+    const why =
+      resp.status === 401
+        ? "the server did not accept the account's credentials (401)"
+        : resp.status === 413
+          ? "the file is too large, or over the account's quota (413)"
+          : `the server answered ${resp.status} ${resp.statusText}`;
+    info(b, `Upload of ${file.name} failed: ${why}`);
   }
 
   // Redraws the active buffer's messages. `keep` restores the buffer's own
@@ -480,6 +578,9 @@
     state.pendingNames = new Map();
     state.nickAttempt = 0;
     state.saslDone = false;
+    state.loggedIn = false;
+    state.isupport = new Map();
+    renderUpload();
     state.nick = s.nick;
     $("me").textContent = s.nick;
     $("reconnect").hidden = true;
@@ -695,6 +796,8 @@
     state.saslDone = true;
     serverInfo(msg.params.slice(1).join(" "), msg);
     if (ok) {
+      state.loggedIn = true;
+      renderUpload();
       capEnd();
     } else {
       // A failed login stops here rather than going on without the account.
@@ -735,6 +838,7 @@
         renderBufferList();
       }
     }
+    renderUpload();
   };
   function unescapeIsupport(v) {
     return v.replace(/\\x([0-9a-fA-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
@@ -1148,12 +1252,19 @@
       $("input").value = pos === state.sent.length ? "" : state.sent[pos];
     });
     $("reconnect").addEventListener("click", () => connect());
+    $("upload").addEventListener("click", () => $("upload-input").click());
+    $("upload-input").addEventListener("change", () => {
+      const input = $("upload-input");
+      const files = [...input.files];
+      input.value = "";
+      for (const f of files) uploadFile(f);
+    });
     $("messages").addEventListener("scroll", () => maybeLoadHistory(), { passive: true });
     renderBufferList();
   }
 
   // For tests in a page (no effect on the client).
-  window.shardlineChat = { parseLine, buildLine, splitText, state };
+  window.shardlineChat = { parseLine, buildLine, splitText, linkify, state };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
