@@ -34,12 +34,8 @@ impl ChatShard {
                     | Request::WhoisLocal { .. }),
             } => {
                 let body = self.answer_local(from, req);
-                let reply = ChatMsg::Reply {
-                    to: from,
-                    fanout: 0,
-                    body,
-                };
-                self.outbox.post(ctx, ShardId(from.shard), reply);
+                self.outbox
+                    .post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
             }
             ChatMsg::Request {
                 from,
@@ -52,12 +48,8 @@ impl ChatShard {
                     },
             } => {
                 let body = self.kill_local(ctx, target, &nick, &mask, &reason);
-                let reply = ChatMsg::Reply {
-                    to: from,
-                    fanout: 0,
-                    body,
-                };
-                self.outbox.post(ctx, ShardId(from.shard), reply);
+                self.outbox
+                    .post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
             }
             ChatMsg::Request {
                 from,
@@ -70,12 +62,11 @@ impl ChatShard {
                 {
                     let _ = crate::websocket::send_shared(ctx, c, &line);
                 }
-                let reply = ChatMsg::Reply {
-                    to: from,
-                    fanout: 0,
-                    body: ReplyBody::Done,
-                };
-                self.outbox.post(ctx, ShardId(from.shard), reply);
+                self.outbox.post(
+                    ctx,
+                    ShardId(from.shard),
+                    ChatMsg::reply(from, ReplyBody::Done),
+                );
             }
             ChatMsg::Request {
                 from,

@@ -553,6 +553,17 @@ pub enum ChatMsg {
     Store(StoreControl),
 }
 
+impl ChatMsg {
+    /// A [`ChatMsg::Reply`] to `to` with no deliveries to acknowledge.
+    pub(crate) fn reply(to: ClientRef, body: ReplyBody) -> ChatMsg {
+        ChatMsg::Reply {
+            to,
+            fanout: 0,
+            body,
+        }
+    }
+}
+
 /// What the upgrade thread asks of a shard's store ([`crate::upgrade`]).
 #[derive(Debug)]
 pub enum StoreControl {

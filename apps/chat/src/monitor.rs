@@ -286,18 +286,7 @@ impl ChatShard {
                     .iter()
                     .flat_map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())))
                     .collect();
-                let mut parked = false;
-                for (owner, nicks) in by_owner(&all, self.shards) {
-                    if !self.request(ctx, id, owner, Request::MonitorStatus { nicks }) {
-                        return Flow::Next;
-                    }
-                    parked = true;
-                }
-                if parked {
-                    Flow::Park
-                } else {
-                    Flow::Next
-                }
+                self.request_each_owner(ctx, id, &all, |nicks| Request::MonitorStatus { nicks })
             }
             other => {
                 let shown = truncate(other, 32).to_string();
@@ -359,9 +348,23 @@ impl ChatShard {
         if !full.is_empty() {
             self.send_numerics(ctx, id, &list_full(limit, &full));
         }
+        self.request_each_owner(ctx, id, &add, |nicks| Request::MonitorAdd { nicks })
+    }
+
+    /// Sends client `id`'s request about `items` to each owner of some of them
+    /// (one request per owner, made by `req` from its share); parks the client
+    /// until they answer, or goes on when there was nothing to ask (or a
+    /// request was refused: the client was told).
+    fn request_each_owner<T: Clone>(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        items: &[(NameKey, T)],
+        req: impl Fn(Vec<(NameKey, T)>) -> Request,
+    ) -> Flow {
         let mut parked = false;
-        for (owner, nicks) in by_owner(&add, self.shards) {
-            if !self.request(ctx, id, owner, Request::MonitorAdd { nicks }) {
+        for (owner, share) in by_owner(items, self.shards) {
+            if !self.request(ctx, id, owner, req(share)) {
                 return Flow::Next;
             }
             parked = true;
@@ -380,19 +383,9 @@ impl ChatShard {
         id: u64,
         gone: &[(NameKey, ())],
     ) -> Flow {
-        let mut parked = false;
-        for (owner, keys) in by_owner(gone, self.shards) {
-            let keys = keys.into_iter().map(|(k, ())| k).collect();
-            if !self.request(ctx, id, owner, Request::MonitorDel { keys }) {
-                return Flow::Next;
-            }
-            parked = true;
-        }
-        if parked {
-            Flow::Park
-        } else {
-            Flow::Next
-        }
+        self.request_each_owner(ctx, id, gone, |keys| Request::MonitorDel {
+            keys: keys.into_iter().map(|(k, ())| k).collect(),
+        })
     }
 
     /// An owner answered `MONITOR +`: the targets it `refused` (its shard-wide

@@ -580,12 +580,7 @@ impl Owner {
             self.take_nick(ctx, info, outbox, key, entry);
         }
         let body = ReplyBody::NickClaimed { nick, ok };
-        let msg = ChatMsg::Reply {
-            to: from,
-            fanout: 0,
-            body,
-        };
-        outbox.post(ctx, ShardId(from.shard), msg);
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
     }
 
     /// Forgets the holder of nick `key`; a registered one goes to WHOWAS and

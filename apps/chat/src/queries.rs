@@ -157,12 +157,7 @@ impl ChatShard {
             }
             None => {
                 let body = ReplyBody::Users(found);
-                let reply = ChatMsg::Reply {
-                    to: from,
-                    fanout: 0,
-                    body,
-                };
-                (from.shard, reply)
+                (from.shard, ChatMsg::reply(from, body))
             }
         };
         self.outbox.post(ctx, ShardId(msg.0), msg.1);

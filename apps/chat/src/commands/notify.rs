@@ -177,11 +177,7 @@ impl ChatShard {
         user: String,
         host: String,
     ) {
-        let reply = |body| ChatMsg::Reply {
-            to: from,
-            fanout: 0,
-            body,
-        };
+        let reply = |body| ChatMsg::reply(from, body);
         let Some(c) = self
             .clients
             .get_mut(&target.id)

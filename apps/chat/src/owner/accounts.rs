@@ -184,15 +184,7 @@ impl Owner {
                 }
             };
             let body = ReplyBody::AccountRegistered { name, result };
-            outbox.post(
-                ctx,
-                ShardId(from.shard),
-                ChatMsg::Reply {
-                    to: from,
-                    fanout: 0,
-                    body,
-                },
-            );
+            outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
         }
     }
 }
