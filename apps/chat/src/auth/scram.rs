@@ -396,6 +396,10 @@ impl ClientFirst {
             return Err(ScramError::Malformed("bad extension"));
         }
         let username = saslprep(&decode_saslname(user)?)?.into_owned();
+        if username.is_empty() {
+            // SASLprep maps some names to nothing (a soft hyphen alone).
+            return Err(ScramError::Malformed("empty name"));
+        }
         if let Some(a) = &authzid {
             let a = saslprep(a)?;
             if casefold(&a) != casefold(&username) {
@@ -665,6 +669,12 @@ mod tests {
         assert!(matches!(run("c=biws,r=x"), Err(ScramError::Malformed(_))));
         assert!(matches!(run(""), Err(ScramError::Malformed(_))));
         assert!(matches!(run("p=,p=,p="), Err(ScramError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_name_saslprep_maps_to_nothing_is_refused() {
+        // Found by the sasl_scram fuzz target: n=U+00AD.
+        assert!(ClientFirst::parse(b"n,,n=\xc2\xad,r=abcdef").is_err());
     }
 
     #[test]
