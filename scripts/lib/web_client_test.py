@@ -214,14 +214,21 @@ def upload_file(args, alice, bob, ch):
     she sends reaches bob and raw, and fetching it gives the same bytes back."""
     check(alice.d.find_element(By.ID, "upload").is_displayed(), "alice (logged in) has no Upload button")
     data = os.urandom(200 * 1024 + 17)
+    # Chromium reads a chosen file when it sends it, not when it is chosen: the
+    # file stays on disk until the link has come back (removing it at once made
+    # the page's POST fail with net::ERR_FILE_NOT_FOUND now and then).
     tmp = tempfile.mkdtemp(prefix="web-upload-")
     try:
         path = os.path.join(tmp, "random data.bin")
         with open(path, "wb") as f:
             f.write(data)
         alice.d.find_element(By.CSS_SELECTOR, "[data-test=upload-input]").send_keys(path)
+        check_upload(args, alice, bob, ch, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_upload(args, alice, bob, ch, data):
     link_re = re.compile(r"^https?://[^ ]+/files/[^ /]+/random_data\.bin$")
 
     def link_from(b):
