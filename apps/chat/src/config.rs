@@ -937,6 +937,21 @@ impl Config {
                 "websocket.allowed_origins: {o:?} is not an origin (scheme://host[:port])"
             )));
         }
+        if let Some(url) = &self.filehost.public_url {
+            // It goes into ISUPPORT as one token and clients append paths.
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .map(|rest| rest.split('/').next().unwrap_or(""));
+            let clean =
+                url.bytes().all(|b| b.is_ascii_graphic()) && !url.contains(['?', '#', '\\']);
+            if !clean || host.is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid(format!(
+                    "filehost.public_url: {url:?} is not a base URL (http:// or https://, a host, \
+                     an optional path; no spaces, query or fragment)"
+                )));
+            }
+        }
         if t.sts_port == Some(0) {
             return bad("tls.sts_port must be a port number (1-65535)");
         }
@@ -1455,6 +1470,28 @@ mod tests {
         let off = Config::from_toml("[filehost]\nenabled = false\n").unwrap();
         assert!(!off.filehost.on(true, 1));
         assert!(Config::from_toml("[filehost]\nmax_bytes = 1\n").is_err());
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://f.example/chat/",
+            "https://[::1]:1",
+        ] {
+            let text = format!("[filehost]\npublic_url = \"{good}\"\n");
+            assert!(Config::from_toml(&text).is_ok(), "{good}");
+        }
+        for bad in [
+            "f.example",
+            "ftp://f.example",
+            "https://",
+            "https:///path",
+            "https://f.example/a b",
+            "https://f.example/?x=1",
+            "https://f.example/#top",
+            "",
+        ] {
+            let text = format!("[filehost]\npublic_url = \"{bad}\"\n");
+            let err = Config::from_toml(&text).expect_err(bad).to_string();
+            assert!(err.contains("filehost.public_url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -168,6 +168,20 @@ impl ChatShard {
                 self.owner
                     .holder_answer(ctx, &self.info, &mut self.outbox, token, alive);
             }
+            ChatMsg::SessionCheck {
+                session,
+                account,
+                asker,
+            } => {
+                let alive = session.shard == self.me && self.session_holds(session.id, &account);
+                let msg = ChatMsg::SessionAnswer { to: asker, alive };
+                self.outbox.post(ctx, ShardId(asker.shard), msg);
+            }
+            ChatMsg::SessionAnswer { to, alive } => {
+                if to.shard == self.me {
+                    self.upload_session_answer(ctx, to.id, alive);
+                }
+            }
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
             // Only a Remote (the SIGHUP hook, a store writer, the hashing
             // pool, the OPER checker) sends them; `on_message` takes them there.

@@ -12,10 +12,13 @@
 //! - `POST /upload` with `Authorization: Basic` (account name and password,
 //!   checked as SASL PLAIN checks them: the same [`crate::auth::sasl::Sasl`]
 //!   machine, the owner shard's account lookup and the hashing pool; the
-//!   shard never waits), `Content-Length` (absent: 411; chunked bodies are
+//!   shard never waits) or `Authorization: Bearer` with a session token
+//!   (`FILEHOST TOKEN` over IRC, what the web client uses: see
+//!   [`crate::upload_token`]), `Content-Length` (absent: 411; chunked bodies are
 //!   refused with 411), an optional `Content-Disposition` naming the file.
 //!   Answers: 401 with `WWW-Authenticate: Basic` for absent or wrong
-//!   credentials, 413 when the length is over `max_file_bytes` or over what
+//!   credentials (`Bearer ... error="invalid_token"` for a token that does
+//!   not hold), 413 when the length is over `max_file_bytes` or over what
 //!   is left of the account's `quota_bytes`, else — once the body is on disk
 //!   — `201 Created` with `Location: <base>/files/<id>/<name>`.
 //! - `OPTIONS /upload`: 204 with `Allow` and `Accept-Post`; `HEAD` of a
@@ -85,9 +88,12 @@ use tracing::{info, warn};
 
 use crate::{
     auth::sasl::{Output, Reply, Sasl, SaslConfig},
+    commands::Flow,
     config::FileHostSection,
+    mail::{ChatMsg, ClientRef},
     shard::{ChatShard, ChatTimer},
-    websocket::http::{error_response, response, Request, Status},
+    upload_token::{self, Claim, TokenKey},
+    websocket::http::{error_response, response, without_body, Request, Status},
     websocket::http_send,
 };
 
@@ -118,6 +124,8 @@ pub struct FileHost {
     pub expiry: Duration,
     /// Bytes used (stored or reserved) per account.
     used: Mutex<HashMap<String, u64>>,
+    /// The key of this process's session tokens ([`crate::upload_token`]).
+    pub tokens: TokenKey,
 }
 
 impl FileHost {
@@ -136,6 +144,7 @@ impl FileHost {
             quota: config.quota_bytes,
             expiry: config.expiry(),
             used: Mutex::new(HashMap::new()),
+            tokens: TokenKey::generate(),
         };
         let mut used = HashMap::new();
         for (_, account, size, _) in host.stored()? {
@@ -349,6 +358,10 @@ pub fn sanitize_name(raw: &str) -> String {
             .filter(|e| e.len() <= 16)
             .unwrap_or_default();
         name.truncate(MAX_NAME - ext.len());
+        // A cut just after a dot would put two dots before the extension.
+        if !ext.is_empty() && name.ends_with('.') {
+            name.pop();
+        }
         name.push_str(&ext);
     }
     if name.is_empty() {
@@ -454,6 +467,13 @@ const CHALLENGE: (&str, &str) = (
     "Basic realm=\"filehost\", charset=\"UTF-8\"",
 );
 
+/// The `WWW-Authenticate` header of a 401 for a session token that does not
+/// hold (RFC 6750).
+const BEARER_REFUSED: (&str, &str) = (
+    "WWW-Authenticate",
+    "Bearer realm=\"filehost\", error=\"invalid_token\"",
+);
+
 impl ChatShard {
     /// `on_start`: the file host is served when on and a base URL is known;
     /// shard 0 sweeps expired files.
@@ -499,6 +519,47 @@ impl ChatShard {
             .as_ref()
             .and(self.filehost_base.as_ref())
             .map(|b| format!("{b}/upload"))
+    }
+
+    /// `FILEHOST TOKEN`: a session token for uploads ([`crate::upload_token`]).
+    pub(crate) fn cmd_filehost(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        p: &[&str],
+    ) -> Flow {
+        let Some(sub) = p.first() else {
+            return self.need_more_params(ctx, id, "FILEHOST");
+        };
+        if !sub.eq_ignore_ascii_case("TOKEN") {
+            let shown = crate::reply::truncate(sub, 32);
+            let text = "Unknown FILEHOST subcommand (TOKEN is the one there is)";
+            self.send_fail_line(ctx, id, "FILEHOST", "INVALID_PARAMS", &[shown], text);
+            return Flow::Next;
+        }
+        let (Some(host), Some(c)) = (self.filehost.as_ref(), self.clients.get(&id)) else {
+            return Flow::Next;
+        };
+        let claim = c.account.as_ref().map(|account| Claim {
+            shard: self.me,
+            client: id,
+            account: account.to_string(),
+        });
+        let Some(token) = claim.and_then(|cl| host.tokens.issue(&cl, upload_token::now_secs()))
+        else {
+            let text = "You must be logged in to an account to upload files";
+            self.send_fail_line(ctx, id, "FILEHOST", "ACCOUNT_REQUIRED", &[], text);
+            return Flow::Next;
+        };
+        let lifetime = upload_token::LIFETIME.to_string();
+        let out = crate::reply::line(
+            self.info.name(),
+            "FILEHOST",
+            &["TOKEN", &token, &lifetime],
+            false,
+        );
+        self.send_line(ctx, id, &out);
+        Flow::Next
     }
 
     /// A request to `/upload` or `/files/...`: returns what `on_data`
@@ -566,14 +627,20 @@ impl ChatShard {
             Ok(None) => return Err(err(Status::LENGTH_REQUIRED)),
             _ => return Err(err(Status::BAD_REQUEST)),
         };
-        let Some((user, password)) = req
-            .single("Authorization")
-            .ok()
-            .flatten()
-            .and_then(parse_basic)
-        else {
-            return Err(error_response(Status::UNAUTHORIZED, &[CHALLENGE]));
-        };
+        let authorization = req.single("Authorization").ok().flatten();
+        let bearer = authorization.and_then(upload_token::parse_bearer);
+        let basic = authorization.and_then(parse_basic);
+        if bearer.is_none() && basic.is_none() {
+            let said_bearer = authorization
+                .and_then(|v| v.split(' ').next())
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
+            let refusal = if said_bearer {
+                BEARER_REFUSED
+            } else {
+                CHALLENGE
+            };
+            return Err(error_response(Status::UNAUTHORIZED, &[refusal]));
+        }
         if length > host.max_file {
             return Err(err(Status::PAYLOAD_TOO_LARGE));
         }
@@ -587,6 +654,15 @@ impl ChatShard {
             return Err(error_response(Status::UNAVAILABLE, &[("Retry-After", "5")]));
         }
         let expect_continue = req.has_token("Expect", "100-continue");
+        if let Some(token) = bearer {
+            let Some(claim) = host.tokens.check(token, upload_token::now_secs()) else {
+                return Err(error_response(Status::UNAUTHORIZED, &[BEARER_REFUSED]));
+            };
+            return self.upload_bearer(ctx, id, claim, length, name, expect_continue);
+        }
+        let Some((user, password)) = basic else {
+            return Err(error_response(Status::UNAUTHORIZED, &[CHALLENGE]));
+        };
         let Some(c) = self.clients.get_mut(&id) else {
             return Ok(());
         };
@@ -622,6 +698,80 @@ impl ChatShard {
         );
         self.sasl_outputs(ctx, id, outs);
         Ok(())
+    }
+
+    /// A token whose MAC and expiry hold: ask the session's shard whether
+    /// the session does (at once when it is this one).
+    fn upload_bearer(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        claim: Claim,
+        length: u64,
+        name: String,
+        expect_continue: bool,
+    ) -> Result<(), Vec<u8>> {
+        let Some(c) = self.clients.get(&id) else {
+            return Ok(());
+        };
+        let conn = c.conn;
+        if claim.shard >= ctx.shards() {
+            return Err(error_response(Status::UNAUTHORIZED, &[BEARER_REFUSED]));
+        }
+        // The account is the token's; it is trusted only once the session's
+        // shard has answered (`upload_session_answer`).
+        self.http_jobs.insert(
+            id,
+            HttpJob::Auth {
+                length,
+                name,
+                account: Some(claim.account.clone()),
+                expect_continue,
+            },
+        );
+        ctx.pause_reading(conn);
+        if claim.shard == self.me {
+            let alive = self.session_holds(claim.client, &claim.account);
+            self.upload_session_answer(ctx, id, alive);
+        } else {
+            let msg = ChatMsg::SessionCheck {
+                session: ClientRef {
+                    shard: claim.shard,
+                    id: claim.client,
+                },
+                account: claim.account,
+                asker: ClientRef { shard: self.me, id },
+            };
+            self.outbox.post(ctx, shardline::ShardId(claim.shard), msg);
+        }
+        Ok(())
+    }
+
+    /// Whether client `id` of this shard is an IRC session still connected,
+    /// not quitting, and logged in to `account` (a token's claim).
+    pub(crate) fn session_holds(&self, id: u64, account: &str) -> bool {
+        self.clients.get(&id).is_some_and(|c| {
+            c.alive && c.quitting.is_none() && c.registered && c.account.as_deref() == Some(account)
+        })
+    }
+
+    /// The session's shard answered for an upload's token.
+    pub(crate) fn upload_session_answer(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        alive: bool,
+    ) {
+        if !matches!(self.http_jobs.get(&id), Some(HttpJob::Auth { .. })) {
+            return; // the connection went away meanwhile
+        }
+        if alive {
+            self.upload_accepted(ctx, id);
+        } else {
+            self.http_jobs.remove(&id);
+            let bytes = error_response(Status::UNAUTHORIZED, &[BEARER_REFUSED]);
+            self.http_close(ctx, id, &bytes);
+        }
     }
 
     /// Takes the SASL outputs meant for an upload's credential check (the
@@ -790,7 +940,10 @@ impl ChatShard {
                 &[("Allow", "GET, HEAD")],
             ));
         }
-        let not_found = || Some(error_response(Status::NOT_FOUND, &[]));
+        let not_found = || {
+            let r = error_response(Status::NOT_FOUND, &[]);
+            Some(if head_only { without_body(r) } else { r })
+        };
         let rest = req.path.strip_prefix("/files/")?;
         let Some((fid, name)) = rest.split_once('/') else {
             return not_found();
@@ -954,6 +1107,13 @@ mod tests {
         let s = sanitize_name(&long);
         assert_eq!(s.len(), MAX_NAME);
         assert!(s.ends_with(".jpeg"));
+        // A fuzz finding: the cut to MAX_NAME fell just after a dot, and the
+        // name came out with ".." before its extension (not a name its own
+        // URL accepts).
+        let cut = format!("{}.{}.1", "5".repeat(MAX_NAME - 3), "5".repeat(40));
+        let s = sanitize_name(&cut);
+        assert!(valid_name(&s) && !s.contains(".."), "{s}");
+        assert!(s.len() <= MAX_NAME && s.ends_with(".1"), "{s}");
         for raw in [
             "../x",
             "a/b",
@@ -986,6 +1146,7 @@ mod tests {
             quota: 1,
             expiry: Duration::from_secs(1),
             used: Mutex::new(HashMap::new()),
+            tokens: TokenKey::generate(),
         };
         assert!(host.path_of(&"a".repeat(32), "..").is_none());
         assert!(host.path_of("..", "x").is_none());
@@ -1029,6 +1190,7 @@ mod tests {
             quota: 10,
             expiry: Duration::from_secs(1),
             used: Mutex::new(HashMap::new()),
+            tokens: TokenKey::generate(),
         };
         assert!(host.reserve("a", 6));
         assert!(!host.reserve("a", 5));

@@ -294,6 +294,7 @@ mod shard;
 pub mod stats;
 pub mod store;
 pub mod upgrade;
+pub mod upload_token;
 pub mod view;
 pub mod websocket;
 

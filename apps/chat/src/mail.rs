@@ -526,6 +526,25 @@ pub enum ChatMsg {
         /// Still there.
         alive: bool,
     },
+    /// A shard holding a file upload -> the shard of the IRC session whose
+    /// token the upload carries ([`crate::upload_token`]): is `session`
+    /// still connected, not quitting, and logged in to `account`? Answered
+    /// at once with [`ChatMsg::SessionAnswer`].
+    SessionCheck {
+        /// The session (on the receiving shard).
+        session: ClientRef,
+        /// The account the token names.
+        account: String,
+        /// The upload's connection, to answer.
+        asker: ClientRef,
+    },
+    /// The session's shard -> the upload's: whether its token still holds.
+    SessionAnswer {
+        /// The upload's connection (on the receiving shard).
+        to: ClientRef,
+        /// The session is there and logged in to the token's account.
+        alive: bool,
+    },
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed

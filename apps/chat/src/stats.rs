@@ -35,7 +35,9 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         | ChatMsg::Guard { .. }
         | ChatMsg::Monitor { .. }
         | ChatMsg::HolderCheck { .. }
-        | ChatMsg::HolderAnswer { .. } => 4,
+        | ChatMsg::HolderAnswer { .. }
+        | ChatMsg::SessionCheck { .. }
+        | ChatMsg::SessionAnswer { .. } => 4,
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
         // Come from the SIGHUP hook and the store's writer, not from a shard.

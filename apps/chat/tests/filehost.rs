@@ -295,10 +295,15 @@ fn refusals(io: Io) {
         ] {
             let r = upload(addr, auth.as_deref(), "a.txt", &body);
             assert_eq!(r.status, 401, "{label} {auth:?}");
+            // The challenge names the scheme that was tried (Basic when none was).
+            let scheme = match &auth {
+                Some(a) if a.starts_with("Bearer") => "Bearer ",
+                _ => "Basic ",
+            };
             assert!(
                 r.header("www-authenticate")
-                    .is_some_and(|v| v.starts_with("Basic ")),
-                "{label}"
+                    .is_some_and(|v| v.starts_with(scheme)),
+                "{label} {auth:?}"
             );
         }
         let auth = basic("bob", PASSWORD);
@@ -364,6 +369,32 @@ fn refusals(io: Io) {
         assert_eq!(r.status, 200, "{label}");
         assert_eq!(r.header("content-length"), Some("1048576"), "{label}");
         assert!(r.body.is_empty(), "{label}");
+        // HEAD answers never carry a body: a missing file, the web client's
+        // files (the same Content-Length as their GET).
+        let missing = "/files/00000000000000000000000000000000/x.txt";
+        let r = request(addr, &format!("HEAD {missing} HTTP/1.1\r\nHost: h"), b"");
+        assert_eq!((r.status, r.body.len()), (404, 0), "{label}");
+        for asset in ["/", "/app.js", "/favicon.svg", "/nope"] {
+            let g = get(addr, asset);
+            let h = request(addr, &format!("HEAD {asset} HTTP/1.1\r\nHost: h"), b"");
+            assert_eq!(h.status, g.status, "{label} {asset}");
+            assert!(h.body.is_empty(), "{label} HEAD {asset}");
+            let length = g.body.len().to_string();
+            assert_eq!(
+                h.header("content-length"),
+                Some(length.as_str()),
+                "{label} {asset}"
+            );
+            assert_eq!(
+                h.header("content-type"),
+                g.header("content-type"),
+                "{label} {asset}"
+            );
+        }
+        assert_eq!(
+            get(addr, "/favicon.svg").header("content-type"),
+            Some("image/svg+xml")
+        );
         let r = request(addr, "OPTIONS /upload HTTP/1.1\r\nHost: h", b"");
         assert_eq!(r.status, 204, "{label}");
         assert!(
@@ -435,6 +466,14 @@ fn isupport_only_when_on(io: Io) {
             assert_eq!(r.status, 404, "{how}");
             let r = upload(ws_addr(srv), Some(&basic("a", "b")), "a", b"a");
             assert_eq!(r.status, 405, "{how}");
+            // No file host, no token command.
+            let mut c = srv.connect_on(0);
+            c.send("NICK tok");
+            c.send("USER tok 0 * :tok");
+            c.until("welcome", |l| l.is("001"));
+            c.send("FILEHOST TOKEN");
+            let (l, _) = c.until("421", |l| l.is("421"));
+            assert_eq!(l.params[1], "FILEHOST", "{how}");
         });
     }
     // A plaintext listener on another address than loopback is never
@@ -603,7 +642,137 @@ fn slow_download_is_paced_not_cut(io: Io) {
     });
 }
 
+/// A registered session logged in to `account` (registered by it, on
+/// shard `shard`), and its `FILEHOST TOKEN`.
+fn session_with_token(srv: &TestServer, shard: usize, account: &str) -> (Client, String) {
+    let mut c = srv.connect_on(shard);
+    c.send(&format!("NICK {account}"));
+    c.send(&format!("REGISTER {account} * :{PASSWORD}"));
+    let (l, _) = c.until("REGISTER", |l| l.is("REGISTER") || l.is("FAIL"));
+    assert!(l.is("REGISTER"), "{}: {}", srv.label(), l.raw);
+    c.send(&format!("USER {account} 0 * :{account}"));
+    c.until("welcome", |l| l.is("001"));
+    c.send("FILEHOST TOKEN");
+    let (l, _) = c.until("token", |l| l.is("FILEHOST") || l.is("FAIL"));
+    assert!(l.is("FILEHOST"), "{}: {}", srv.label(), l.raw);
+    assert_eq!(l.params[0], "TOKEN", "{}", l.raw);
+    assert_eq!(l.params[2], "3600", "{}", l.raw);
+    (c, l.params[1].clone())
+}
+
+/// `FILEHOST TOKEN` and `Authorization: Bearer`: a logged-in session's
+/// token uploads as its account from every shard; a forged, altered or
+/// malformed token, or one whose session has ended, is 401 with a Bearer
+/// challenge; without an account there is no token.
+fn session_tokens(io: Io) {
+    each_filehost(
+        io,
+        |_| {},
+        |srv, data| {
+            let label = srv.label();
+            let addr = ws_addr(srv);
+            let bearer_refused = |r: &Resp, what: &str| {
+                assert_eq!(r.status, 401, "{label} {what}");
+                let challenge = r.header("www-authenticate").unwrap_or_default();
+                assert!(
+                    challenge.starts_with("Bearer ") && challenge.contains("invalid_token"),
+                    "{label} {what}: {challenge}"
+                );
+            };
+            // Not logged in: no token; bad subcommands.
+            let mut anon = srv.connect_on(0);
+            anon.send("NICK anon");
+            anon.send("USER anon 0 * :anon");
+            anon.until("welcome", |l| l.is("001"));
+            anon.send("FILEHOST TOKEN");
+            let (l, _) = anon.until("FAIL", |l| l.is("FAIL"));
+            assert_eq!(l.params[..2], ["FILEHOST", "ACCOUNT_REQUIRED"], "{label}");
+            anon.send("FILEHOST STEAL");
+            let (l, _) = anon.until("FAIL", |l| l.is("FAIL"));
+            assert_eq!(
+                l.params[..3],
+                ["FILEHOST", "INVALID_PARAMS", "STEAL"],
+                "{label}"
+            );
+            anon.send("FILEHOST");
+            let (l, _) = anon.until("461", |l| l.is("461"));
+            assert_eq!(l.params[1], "FILEHOST", "{label}");
+
+            let (mut session, token) = session_with_token(srv, srv.shards - 1, "tokuser");
+            let auth = format!("Bearer {token}");
+            // Connections land on every shard: the session's own and others.
+            for i in 0..2 * srv.shards {
+                let body = format!("upload {i} with a session token");
+                let r = upload(addr, Some(&auth), "t.txt", body.as_bytes());
+                assert_eq!(
+                    r.status,
+                    201,
+                    "{label} #{i}: {:?}",
+                    String::from_utf8_lossy(&r.body)
+                );
+                let path = path_of(srv, r.header("location").expect("Location"));
+                assert_eq!(get(addr, &path).body, body.as_bytes(), "{label} #{i}");
+                let id = path.split('/').nth(2).expect("id");
+                let owner = std::fs::read_to_string(data.join("files").join(id).join(".account"));
+                assert_eq!(owner.expect(".account").trim(), "tokuser", "{label}");
+            }
+            // Altered: one character changed (a different payload or MAC).
+            let mut altered = token.clone().into_bytes();
+            let mid = altered.len() / 2;
+            altered[mid] = if altered[mid] == b'A' { b'B' } else { b'A' };
+            let altered = String::from_utf8(altered).expect("ascii");
+            for (what, a) in [
+                ("altered", format!("Bearer {altered}")),
+                ("cut", format!("Bearer {}", &token[..token.len() - 4])),
+                (
+                    "forged",
+                    "Bearer AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                        .into(),
+                ),
+                ("malformed", "Bearer not a token".into()),
+                ("empty", "Bearer ".into()),
+            ] {
+                bearer_refused(&upload(addr, Some(&a), "x.txt", b"x"), what);
+            }
+            // The session ends: its token with it, seen from every shard.
+            session.send("QUIT :bye");
+            session.until("ERROR", |l| l.is("ERROR"));
+            for i in 0..2 * srv.shards {
+                bearer_refused(
+                    &upload(addr, Some(&auth), "late.txt", b"late"),
+                    &format!("after QUIT #{i}"),
+                );
+            }
+            // A new session of the same account, logged in with SASL, gets a
+            // token of its own that works while it lasts.
+            let mut c = srv.connect_on(0);
+            c.send("CAP REQ :sasl");
+            c.send("NICK tokuser3");
+            c.send("USER tokuser3 0 * :x");
+            c.send("AUTHENTICATE PLAIN");
+            c.until("+", |l| l.is("AUTHENTICATE"));
+            let plain = STANDARD.encode(format!("tokuser\0tokuser\0{PASSWORD}"));
+            c.send(&format!("AUTHENTICATE {plain}"));
+            c.until("903", |l| l.is("903"));
+            c.send("CAP END");
+            c.until("welcome", |l| l.is("001"));
+            c.send("FILEHOST TOKEN");
+            let (l, _) = c.until("token", |l| l.is("FILEHOST"));
+            let fresh = format!("Bearer {}", l.params[1]);
+            assert_ne!(fresh, auth, "{label}");
+            let r = upload(addr, Some(&fresh), "fresh.txt", b"fresh");
+            assert_eq!(r.status, 201, "{label}: a new session's token");
+            // A plain close (no QUIT) ends it too.
+            drop(c);
+            wait_until("the closed session's token refused", || {
+                upload(addr, Some(&fresh), "late.txt", b"late").status == 401
+            });
+        },
+    );
+}
+
 shardline::per_backend! {
+    session_tokens => session_tokens;
     slow_download_is_paced_not_cut => slow_download_is_paced_not_cut;
     concurrent_uploads_share_one_quota => concurrent_uploads_share_one_quota;
     expiry_and_restart => expiry_and_restart;

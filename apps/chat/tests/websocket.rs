@@ -598,7 +598,7 @@ fn http_side(io: Io) {
         });
         let head = r.head();
         assert!(head.starts_with("HTTP/1.1 405 "), "{label}: {head}");
-        assert!(head.contains("\r\nAllow: GET\r\n"), "{label}: {head}");
+        assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{label}: {head}");
         let sent = uploader.join().expect("uploader");
         assert!(sent.is_ok(), "{label}: upload reset: {sent:?}");
         // Bad handshakes: no key; another version (named 13 back).

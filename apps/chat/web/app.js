@@ -12,10 +12,12 @@
 // scrolled to the top.
 //
 // File upload (soju.im/FILEHOST): when the server advertises
-// `soju.im/FILEHOST=<url>` and the user logged in with an account and
-// password, an Upload button POSTs the chosen file to that URL with Basic
-// credentials; the answer's Location is sent to the open channel or
-// conversation. http(s) URLs in messages become links (created <a> elements).
+// `soju.im/FILEHOST=<url>` and the user logged in to an account, an Upload
+// button POSTs the chosen file to that URL with `Authorization: Bearer` and
+// this session's token (`FILEHOST TOKEN` over IRC; the password never goes
+// over HTTP); the answer's Location is sent to the open channel or
+// conversation. A 401 (the token's session or process is gone) fetches a new
+// token and tries once more. http(s) URLs in messages become links (created <a> elements).
 "use strict";
 
 (function () {
@@ -168,6 +170,8 @@
     nickAttempt: 0,
     saslDone: false,
     loggedIn: false, // SASL succeeded on this connection
+    uploadToken: null, // {token, until (ms)}: this connection's FILEHOST token
+    tokenWaiters: [], // {resolve, reject} of requests for a token
     userClosed: false,
     sent: [], // what the user typed, for Up/Down
     sentPos: 0,
@@ -351,8 +355,31 @@
   function uploadUrl() {
     const s = state.settings;
     const url = state.isupport.get("SOJU.IM/FILEHOST");
-    if (!url || !s || !s.account || !s.password || !state.loggedIn) return "";
+    if (!url || !s || !s.account || !state.loggedIn) return "";
     return url;
+  }
+
+  // This connection's upload token, asked for over IRC when there is none
+  // good for another minute.
+  function uploadToken(fresh) {
+    const t = state.uploadToken;
+    if (!fresh && t && t.until - Date.now() > 60000) return Promise.resolve(t.token);
+    state.uploadToken = null;
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      if (state.tokenWaiters.push(waiter) === 1) send("FILEHOST TOKEN");
+      setTimeout(() => {
+        const i = state.tokenWaiters.indexOf(waiter);
+        if (i === -1) return;
+        state.tokenWaiters.splice(i, 1);
+        reject(new Error("the server did not answer FILEHOST TOKEN"));
+      }, 10000);
+    });
+  }
+  function settleTokenWaiters(token, error) {
+    const waiters = state.tokenWaiters;
+    state.tokenWaiters = [];
+    for (const w of waiters) token ? w.resolve(token) : w.reject(error);
   }
 
   // The Upload button is there only when an upload can work.
@@ -381,19 +408,22 @@
       info(b, "Open a channel or conversation to upload a file to it.");
       return;
     }
-    const s = state.settings;
     info(b, `Uploading ${file.name} (${file.size} bytes)…`);
     let resp;
     try {
-      resp = await fetch(url, {
-        method: "POST",
-        headers: {
-          Authorization: "Basic " + base64Utf8(`${s.account}:${s.password}`),
-          "Content-Disposition": `attachment; filename="${uploadName(file.name)}"`,
-        },
-        body: file,
-        credentials: "omit",
-      });
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const token = await uploadToken(attempt > 0);
+        resp = await fetch(url, {
+          method: "POST",
+          headers: {
+            Authorization: `Bearer ${token}`,
+            "Content-Disposition": `attachment; filename="${uploadName(file.name)}"`,
+          },
+          body: file,
+          credentials: "omit",
+        });
+        if (resp.status !== 401) break;
+      }
     } catch (e) {
       info(b, `Upload of ${file.name} failed: ${e.message}`);
       return;
@@ -412,7 +442,7 @@
     }
     const why =
       resp.status === 401
-        ? "the server did not accept the account's credentials (401)"
+        ? "the server did not accept this session's upload token (401)"
         : resp.status === 413
           ? "the file is too large, or over the account's quota (413)"
           : `the server answered ${resp.status} ${resp.statusText}`;
@@ -579,6 +609,8 @@
     state.nickAttempt = 0;
     state.saslDone = false;
     state.loggedIn = false;
+    state.uploadToken = null;
+    settleTokenWaiters(null, new Error("reconnecting"));
     state.isupport = new Map();
     renderUpload();
     state.nick = s.nick;
@@ -620,6 +652,8 @@
 
   function onClosed(reason) {
     state.ws = null;
+    state.uploadToken = null;
+    settleTokenWaiters(null, new Error(`disconnected: ${reason}`));
     state.registered = false;
     setStatus(reason, "closed");
     $("reconnect").hidden = false;
@@ -905,6 +939,10 @@
   const standardReply = (kind) => (msg) => {
     const [command, code] = msg.params;
     const text = msg.params[msg.params.length - 1];
+    if (command === "FILEHOST" && kind === "FAIL") {
+      settleTokenWaiters(null, new Error(text));
+      return;
+    }
     if (command === "CHATHISTORY") {
       for (const b of state.buffers.values()) {
         if (b.historyLoading) {
@@ -916,6 +954,12 @@
       if (state.buffers.has(state.active)) renderHistoryStatus();
     }
     activeInfo(`${kind} ${command} ${code}: ${text}`);
+  };
+  handlers.FILEHOST = (msg) => {
+    const [sub, token, secs] = msg.params;
+    if (sub !== "TOKEN" || !token) return;
+    state.uploadToken = { token, until: Date.now() + 1000 * (Number(secs) || 0) };
+    settleTokenWaiters(token);
   };
   handlers.FAIL = standardReply("FAIL");
   handlers.WARN = standardReply("WARN");

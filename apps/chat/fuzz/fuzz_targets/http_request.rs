@@ -9,7 +9,12 @@
 //! - every shorter prefix of a parsed head is "not complete yet", so a head
 //!   arriving in pieces is parsed the same;
 //! - the router's answer is an HTTP/1.1 response head (an upgrade only for a
-//!   GET), with the default configuration and with an Origin allow-list.
+//!   GET), with the default configuration and with an Origin allow-list;
+//! - the file host's header readers (`POST /upload`): a `Content-Disposition`
+//!   name always sanitizes to a safe single path segment; `Authorization`
+//!   values never yield an empty account or a NUL (Basic), and a Bearer
+//!   token never passes the check unless this process made it (no forging),
+//!   while one made for a claim taken from the value checks back to it.
 
 #![no_main]
 
@@ -19,6 +24,8 @@ use shardline_chat::{
         http::{parse_head, MAX_HEAD, MAX_HEADERS},
         respond, Answer,
     },
+    filehost::{disposition_name, parse_basic, sanitize_name, valid_name},
+    upload_token::{parse_bearer, Claim, TokenKey, MAX_ACCOUNT},
     WebSocketSection,
 };
 
@@ -50,6 +57,29 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(req.method, "GET");
                 assert!(b.starts_with(b"HTTP/1.1 101 "));
             }
+        }
+    }
+    for v in req.values("Content-Disposition") {
+        let name = sanitize_name(disposition_name(v).unwrap_or("file"));
+        assert!(valid_name(&name) && !name.contains(['/', '\\']) && !name.starts_with('.'));
+    }
+    let key = TokenKey::from_bytes(b"fuzz");
+    for v in req.values("Authorization") {
+        if let Some((user, pass)) = parse_basic(v) {
+            assert!(!user.is_empty() && !pass.is_empty() && !user.contains('\0'));
+        }
+        if let Some(token) = parse_bearer(v) {
+            assert_eq!(key.check(token, 0), None, "a token forged: {token}");
+        }
+        let account: String = v.chars().take(MAX_ACCOUNT / 4).collect();
+        let claim = Claim {
+            shard: v.len() % 64,
+            client: v.len() as u64,
+            account,
+        };
+        if let Some(t) = key.issue(&claim, 7) {
+            assert_eq!(parse_bearer(&format!("Bearer {t}")), Some(t.as_str()));
+            assert_eq!(key.check(&t, 7), Some(claim));
         }
     }
 });

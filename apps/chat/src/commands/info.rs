@@ -53,6 +53,13 @@ const HELP: &[(&str, &[&str])] = &[
             "Operators: changes a user's user name and host.",
         ],
     ),
+    (
+        "FILEHOST",
+        &[
+            "FILEHOST TOKEN",
+            "A token for uploads to soju.im/FILEHOST (logged in).",
+        ],
+    ),
     ("HELP", &["HELP [subject]", "Help on a command."]),
     ("INFO", &["INFO [server]", "About this server's software."]),
     (

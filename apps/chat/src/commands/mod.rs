@@ -84,6 +84,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "WHOWAS",
     "KILL",
     "WALLOPS",
+    "FILEHOST",
 ];
 
 impl ChatShard {
@@ -137,6 +138,7 @@ impl ChatShard {
             "AUTHENTICATE" | "REGISTER" => !self.accounts_on(),
             "TESTACCOUNT" => !self.info.config.test_account_command,
             "MONITOR" => self.info.config.limits.monitor == 0,
+            "FILEHOST" => self.filehost_url().is_none(),
             _ => false,
         };
         let Some(index) = KNOWN.iter().position(|k| *k == cmd).filter(|_| !hidden) else {
@@ -210,6 +212,7 @@ impl ChatShard {
             "OPER" => self.cmd_oper(ctx, id, p),
             "KILL" => self.cmd_kill(ctx, id, p),
             "WALLOPS" => self.cmd_wallops(ctx, id, p),
+            "FILEHOST" => self.cmd_filehost(ctx, id, p),
             "STATS" => self.cmd_stats(ctx, id, p),
             "LUSERS" => self.cmd_lusers(ctx, id),
             "VERSION" => self.cmd_version(ctx, id, p),

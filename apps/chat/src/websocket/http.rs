@@ -221,6 +221,15 @@ pub fn response(
     out
 }
 
+/// A response's head alone (the answer to a HEAD: the GET's headers,
+/// `Content-Length` included, and no body).
+pub fn without_body(mut response: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+    response
+}
+
 /// A plain-text error response that closes the connection.
 pub fn error_response(status: Status, extra: &[(&str, &str)]) -> Vec<u8> {
     let body = format!("{} {}\n", status.0, status.1);

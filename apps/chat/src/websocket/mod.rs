@@ -20,11 +20,12 @@
 //!    own; a head that does not arrive within `request_timeout_secs` gets 408
 //!    and the connection is closed (the client's ordinary timer, so a
 //!    slowloris costs one timer and at most 8 KiB). [`respond`] routes it:
-//!    `GET /` (also `/index.html`), `/app.js`, `/style.css` serve the web
+//!    `GET /` (also `/index.html`), `/app.js`, `/style.css`, `/favicon.svg` serve the web
 //!    client (files of `apps/chat/web/` embedded with `include_str!`; with
 //!    `Content-Type`, `Content-Length`, `X-Content-Type-Options: nosniff` and a
 //!    Content-Security-Policy allowing only `'self'` and WebSocket connections
-//!    back to the host asked for), another path 404, another method 405, a
+//!    back to the host asked for), another path 404, `HEAD` the same heads
+//!    without bodies, another method 405, a
 //!    request with a body 400 (nothing takes one yet). Each response closes the
 //!    connection (`Connection: close`; no keep-alive: a page load is three
 //!    requests, not worth the state), lingering: the response is followed by
@@ -109,7 +110,7 @@ use crate::{
     client::Client, config::WebSocketSection, message::MAX_LINE, shard::ChatShard, shard::ChatTimer,
 };
 use frame::{close_code, opcode, Decoder, Event, WsError};
-use http::{error_response, response, Request, Status};
+use http::{error_response, response, without_body, Request, Status};
 
 /// The subprotocol for binary messages.
 pub const BINARY_PROTOCOL: &str = "binary.ircv3.net";
@@ -238,7 +239,7 @@ pub struct Asset {
 }
 
 /// The web client's files (from `apps/chat/web/`, built in).
-pub const ASSETS: [Asset; 4] = [
+pub const ASSETS: [Asset; 5] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -258,6 +259,11 @@ pub const ASSETS: [Asset; 4] = [
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../../web/style.css"),
+    },
+    Asset {
+        path: "/favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_str!("../../web/favicon.svg"),
     },
 ];
 
@@ -313,18 +319,32 @@ pub fn content_security_policy(host: Option<&str>) -> String {
 /// Routes a request: a file of the web client, the WebSocket upgrade, or an
 /// error (see the module documentation).
 pub fn respond(req: &Request<'_>, config: &WebSocketSection) -> Answer {
+    if req.method == "HEAD" {
+        // GET's answer without its body (never an upgrade).
+        return match route(req, config, false) {
+            Answer::Close(bytes) => Answer::Close(without_body(bytes)),
+            upgrade @ Answer::Upgrade(..) => upgrade,
+        };
+    }
     if req.method != "GET" {
         return Answer::Close(error_response(
             Status::METHOD_NOT_ALLOWED,
-            &[("Allow", "GET")],
+            &[("Allow", "GET, HEAD")],
         ));
     }
+    route(req, config, true)
+}
+
+/// `respond` for a GET (and a HEAD, with `upgrades` false).
+fn route(req: &Request<'_>, config: &WebSocketSection, upgrades: bool) -> Answer {
     let has_body = req.values("Transfer-Encoding").next().is_some()
         || req.values("Content-Length").any(|v| v != "0");
     if has_body {
         return Answer::Close(error_response(Status::BAD_REQUEST, &[]));
     }
-    if req.values("Upgrade").next().is_some() || req.values("Sec-WebSocket-Key").next().is_some() {
+    let wants_upgrade =
+        req.values("Upgrade").next().is_some() || req.values("Sec-WebSocket-Key").next().is_some();
+    if wants_upgrade && upgrades {
         return upgrade(req, config);
     }
     let Some(asset) = ASSETS.iter().find(|a| a.path == req.path) else {
