@@ -70,6 +70,9 @@ pub struct Config {
     /// Accounts (`[accounts]`): in-band registration, the hashing pool and
     /// nick protection.
     pub accounts: AccountsSection,
+    /// Several nodes serving one network through an engine (`[cluster]`,
+    /// [`crate::cluster`]); off unless `url` is set.
+    pub cluster: ClusterSection,
     /// Test builds only: the hidden `TESTACCOUNT <name>|*` command sets or clears
     /// the client's account, standing in for SASL until it exists. Never read
     /// from a file (no TOML key), kept across rehashes.
@@ -352,6 +355,98 @@ impl FileHostSection {
     pub fn expiry(&self) -> Duration {
         Duration::from_secs_f64((self.expire_days * 86_400.0).clamp(1.0, 1e10))
     }
+}
+
+/// `[cluster]`: this server as one node of several serving one network
+/// through Redis ([`crate::cluster`]). Off (a single node, nothing changes)
+/// unless `url` is set. Restart to change.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The engine: `redis://HOST:PORT` (the scheme names the engine; Redis 7
+    /// is the one there is). `HOST` is an IP address or `localhost`.
+    pub url: Option<String>,
+    /// This node's name, unique in the cluster: letters, digits, `-`, `_`,
+    /// `.`, at most 64. Default: `server.name`.
+    pub node_name: Option<String>,
+    /// How long a node that stopped renewing its lease (it stopped, died,
+    /// or lost the engine) is counted as up, seconds. Default 10.
+    pub node_timeout_secs: f64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            url: None,
+            node_name: None,
+            node_timeout_secs: 10.0,
+        }
+    }
+}
+
+/// Where a cluster's engine is ([`ClusterSection::engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineAddr {
+    /// The Redis server.
+    pub addr: SocketAddr,
+}
+
+impl ClusterSection {
+    /// Whether this server is a node of a cluster.
+    pub fn on(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// The engine's address from `url`, or why it is not one.
+    pub fn engine(&self) -> Result<Option<EngineAddr>, String> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let Some(rest) = url.strip_prefix("redis://") else {
+            let scheme = url.split_once("://").map_or(url.as_str(), |(s, _)| s);
+            return Err(format!(
+                "cluster.url: {url:?}: the scheme names the engine, and redis:// is the one \
+                 supported (not {scheme:?})"
+            ));
+        };
+        let hostport = rest.strip_suffix('/').unwrap_or(rest);
+        if hostport.contains(['/', '@', '?']) {
+            return Err(format!(
+                "cluster.url: {url:?}: only redis://HOST:PORT (no credentials, database or options)"
+            ));
+        }
+        let host = hostport.replace("localhost", "127.0.0.1");
+        let addr = host.parse::<SocketAddr>().ok().or_else(|| {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            bare.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 6379))
+        });
+        let Some(addr) = addr else {
+            return Err(format!(
+                "cluster.url: {url:?}: HOST must be an IP address or localhost, PORT a number"
+            ));
+        };
+        Ok(Some(EngineAddr { addr }))
+    }
+
+    /// This node's name: `node_name`, else the server's.
+    pub fn node<'a>(&'a self, server_name: &'a str) -> &'a str {
+        self.node_name.as_deref().unwrap_or(server_name)
+    }
+
+    /// How long a silent node counts as up.
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.node_timeout_secs.clamp(0.5, 3600.0))
+    }
+}
+
+/// Whether `s` may name a node.
+pub fn valid_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// `[websocket]`: listeners speaking IRC over WebSocket (the IRCv3 WebSocket
@@ -701,6 +796,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--no-history`: turns `history.enabled` off.
     pub no_history: bool,
+    /// `--cluster`: replaces `cluster.url`.
+    pub cluster: Option<String>,
+    /// `--node-name`: replaces `cluster.node_name`.
+    pub node_name: Option<String>,
 }
 
 impl Overrides {
@@ -714,6 +813,12 @@ impl Overrides {
         }
         if self.no_history {
             config.history.enabled = false;
+        }
+        if let Some(url) = &self.cluster {
+            config.cluster.url = Some(url.clone());
+        }
+        if let Some(name) = &self.node_name {
+            config.cluster.node_name = Some(name.clone());
         }
         if !self.tls_listen.is_empty() {
             config.tls.listen = self.tls_listen.clone();
@@ -937,6 +1042,16 @@ impl Config {
                 "websocket.allowed_origins: {o:?} is not an origin (scheme://host[:port])"
             )));
         }
+        self.cluster.engine().map_err(ConfigError::Invalid)?;
+        let node = self.cluster.node(&self.server.name);
+        if !valid_node_name(node) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.node_name: {node:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if !(0.5..=3600.0).contains(&self.cluster.node_timeout_secs) {
+            return bad("cluster.node_timeout_secs must be 0.5..=3600");
+        }
         if let Some(url) = &self.filehost.public_url {
             // It goes into ISUPPORT as one token and clients append paths.
             let host = url
@@ -1015,8 +1130,8 @@ impl Config {
     /// `channellen`, `topiclen`, `kicklen`, `awaylen`, `max_channels`,
     /// `max_targets`, `monitor`, `history.max_request`: clients registered earlier were told
     /// the old values), what the framework was built with (`sendq_bytes`,
-    /// `mailbox_capacity`, `flush_delay_us`, `flush_mode`), and the store (`[storage]`,
-    /// `history.enabled`: the store is opened at start).
+    /// `mailbox_capacity`, `flush_delay_us`, `flush_mode`), the store (`[storage]`,
+    /// `history.enabled`: the store is opened at start), and `[cluster]`.
     pub fn rehash(&self, new: Config) -> (Config, Vec<&'static str>) {
         let mut merged = new;
         let mut kept = Vec::new();
@@ -1048,6 +1163,9 @@ impl Config {
             tls.listen,
             websocket.listen,
             websocket.tls_listen,
+            cluster.url,
+            cluster.node_name,
+            cluster.node_timeout_secs,
             filehost.enabled,
             filehost.max_file_bytes,
             filehost.quota_bytes,

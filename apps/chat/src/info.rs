@@ -30,6 +30,9 @@ pub struct ServerInfo {
     pub started: Instant,
     /// Every shard's counters, for the admin endpoint (the same across rehashes).
     pub stats: Arc<ChatStats>,
+    /// This process's incarnation in a cluster ([`crate::cluster`]): random,
+    /// the same across rehashes.
+    pub incarnation: String,
 }
 
 impl ServerInfo {
@@ -72,6 +75,7 @@ impl ServerInfo {
             motd,
             started: Instant::now(),
             stats: Arc::new(ChatStats::new()),
+            incarnation: crate::cluster::incarnation(),
             config,
         }
     }
@@ -85,6 +89,7 @@ impl ServerInfo {
         info.created = self.created.clone();
         info.started = self.started;
         info.stats = self.stats.clone();
+        info.incarnation = self.incarnation.clone();
         (info, kept)
     }
 

@@ -272,6 +272,7 @@ pub mod auth;
 pub mod casemap;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 mod commands;
 pub mod config;
 mod deliver;

@@ -545,6 +545,9 @@ pub enum ChatMsg {
         /// The session is there and logged in to the token's account.
         alive: bool,
     },
+    /// Shard 0 -> the other shards of a cluster node: the nodes up now
+    /// ([`crate::cluster`]).
+    ClusterNodes(std::sync::Arc<std::collections::BTreeMap<String, crate::cluster::Node>>),
     /// Acknowledgements for clients of the receiving shard: (client id, count).
     Acks(Vec<(u64, u32)>),
     /// The SIGHUP hook (a `Remote`, never a shard) -> every shard: the rehashed

@@ -99,6 +99,14 @@ struct Args {
     /// Keep no message history: no store, no CHATHISTORY (history.enabled = false).
     #[arg(long)]
     no_history: bool,
+    /// Join a cluster of nodes serving one network through this engine:
+    /// redis://HOST:PORT (replaces cluster.url). Default: a single node.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster, unique there (replaces
+    /// cluster.node_name). Default: the server's name.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Read a password from standard input, print its argon2id hash (for an
     /// [[operators]] password) and exit.
     #[arg(long)]
@@ -206,6 +214,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         websocket_tls_listen: args.websocket_tls_listen.clone(),
         data_dir: args.data_dir.clone(),
         no_history: args.no_history,
+        cluster: args.cluster.clone(),
+        node_name: args.node_name.clone(),
     };
     let mut config = match &args.config {
         Some(path) => Config::load_with(path, &overrides)?,

@@ -52,6 +52,8 @@ pub enum ChatTimer {
     Client(u64),
     /// Client `id`'s flood-control wait (`Client::flood_timer`).
     Flood(u64),
+    /// The cluster's link and membership ([`crate::cluster`]).
+    Cluster(crate::cluster::ClusterTimer),
     /// The end of a loop turn that appended to history: hand the records to
     /// the store's writer (set by the turn's first append).
     StoreTurn,
@@ -139,6 +141,8 @@ pub struct ChatShard {
     /// Untrusted PROXY-protocol sources refused since the last warning, and
     /// when it was (at most one warning a second per shard).
     refused: (u64, Option<std::time::Instant>),
+    /// This shard's part of a cluster, when `[cluster]` is on.
+    pub(crate) cluster: Option<Box<crate::cluster::Cluster>>,
 }
 
 impl ChatShard {
@@ -184,6 +188,7 @@ impl ChatShard {
             oper_checker,
             guests: 0,
             refused: (0, None),
+            cluster: None,
         }
     }
 
@@ -256,6 +261,8 @@ impl Handler for ChatShard {
             .map(|l| l.addr.port());
         self.acks = vec![Vec::new(); self.shards];
         self.filehost_start(ctx);
+        let incarnation = self.info.incarnation.clone();
+        self.cluster_start(ctx, &incarnation);
         if let Some(storage) = &self.storage {
             // On this shard's thread: recovery reads this shard's partitions
             // while the other shards read theirs.
@@ -355,6 +362,9 @@ impl Handler for ChatShard {
         data: &[u8],
     ) -> usize {
         let id = *id;
+        if self.is_cluster_link(id) {
+            return self.cluster_data(ctx, data);
+        }
         let Some(c) = self.clients.get_mut(&id) else {
             return data.len();
         };
@@ -379,6 +389,10 @@ impl Handler for ChatShard {
     /// and the connection is closed when nothing complete is left
     /// ([`ChatShard::pump`]).
     fn on_eof(&mut self, ctx: &mut Ctx<'_, ChatShard>, conn: ConnId, id: &mut u64) {
+        if self.is_cluster_link(*id) {
+            ctx.close(conn);
+            return;
+        }
         if self.http_job_eof(ctx, *id) {
             return;
         }
@@ -397,6 +411,10 @@ impl Handler for ChatShard {
         id: u64,
         reason: &CloseReason,
     ) {
+        if self.is_cluster_link(id) {
+            self.cluster_closed(ctx, &close_reason_text(reason));
+            return;
+        }
         self.http_job_end(id);
         let Some(c) = self.clients.get_mut(&id) else {
             return;
@@ -416,6 +434,7 @@ impl Handler for ChatShard {
                 self.flush_acks(ctx);
             }
             ChatTimer::ShutdownNudge => {}
+            ChatTimer::Cluster(t) => self.cluster_timer(ctx, t),
             ChatTimer::Flood(id) => {
                 if let Some(c) = self
                     .clients
@@ -549,6 +568,18 @@ impl Handler for ChatShard {
         }
     }
 
+    fn on_connect(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        _conn: ConnId,
+        id: &mut u64,
+        result: std::io::Result<()>,
+    ) {
+        if self.is_cluster_link(*id) {
+            self.cluster_connected(ctx, result);
+        }
+    }
+
     fn on_drained(&mut self, ctx: &mut Ctx<'_, ChatShard>, _conn: ConnId, id: &mut u64) {
         self.file_pump(ctx, *id);
     }
@@ -558,6 +589,7 @@ impl Handler for ChatShard {
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        self.cluster_stop(ctx);
         self.shutting_down = true;
         info!(
             shard = self.me,

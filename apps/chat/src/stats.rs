@@ -37,7 +37,8 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         | ChatMsg::HolderCheck { .. }
         | ChatMsg::HolderAnswer { .. }
         | ChatMsg::SessionCheck { .. }
-        | ChatMsg::SessionAnswer { .. } => 4,
+        | ChatMsg::SessionAnswer { .. }
+        | ChatMsg::ClusterNodes(_) => 4,
         ChatMsg::Notice(_) => 5,
         ChatMsg::Acks(_) => 6,
         // Come from the SIGHUP hook and the store's writer, not from a shard.
@@ -68,6 +69,10 @@ pub struct ShardStats {
     pub channels: Counter,
     /// Gauge: MONITOR (watcher, nick) pairs kept for the nicks this shard owns.
     pub monitor_watches: Counter,
+    /// Gauge: 1 while this shard's cluster engine link is up.
+    pub cluster_link_up: Counter,
+    /// Gauge: the cluster's nodes this node sees up (itself included).
+    pub cluster_nodes: Counter,
     /// Chat messages taken from other shards' mail, by kind ([`MAIL_KINDS`]).
     mail_received: [Counter; MAIL_KINDS.len()],
     /// Messages appended to histories this shard keeps.
@@ -148,6 +153,18 @@ impl ChatStats {
                 "MONITOR (watcher, nick) pairs kept for the nicks this shard owns.",
                 &l,
                 s.monitor_watches.get(),
+            );
+            w.gauge(
+                "shardline_chat_cluster_engine_up",
+                "1 while this shard's link to the cluster engine is up (0 without a cluster).",
+                &l,
+                s.cluster_link_up.get(),
+            );
+            w.gauge(
+                "shardline_chat_cluster_nodes",
+                "The cluster's nodes this node sees up, itself included (0 without a cluster).",
+                &l,
+                s.cluster_nodes.get(),
             );
             w.counter(
                 "shardline_chat_registrations_total",

@@ -309,10 +309,18 @@ impl ChatShard {
         let mask = crate::reply::truncate(p.last().copied().unwrap_or("*"), 64);
         let mask = if mask.is_empty() { "*" } else { mask };
         let network = &self.info.config.server.network;
+        // A cluster's other nodes up, one hop away.
+        let nodes = self.cluster_servers();
         self.send_built(ctx, id, |out, server, nick| {
             if matches(mask, server) {
                 let text = format!("0 {network} IRC server");
                 write_numeric(out, server, RPL_LINKS, nick, &[server, server, &text]);
+            }
+            for (node, other) in &nodes {
+                if matches(mask, other) {
+                    let text = format!("1 {network} cluster node {node}");
+                    write_numeric(out, server, RPL_LINKS, nick, &[other, server, &text]);
+                }
             }
             write_numeric(
                 out,

@@ -1,0 +1,652 @@
+//! Several shardline-chat nodes serving one network through Redis 7
+//! (`[cluster]`, `--cluster redis://HOST:PORT --node-name NAME`). Without a
+//! cluster URL none of this runs and nothing changes.
+//!
+//! Why Redis and not NATS: `docs/cluster-engine.md` (ordering, failure
+//! behaviour and measured cost per message). In short: one Redis instance
+//! executes commands one at a time, so a stream (or a pub/sub channel) has
+//! one order every reader sees; `SET NX`/`PX` give atomic claims with
+//! leases; streams keep what a node missed while it was away.
+//!
+//! # Protocol
+//!
+//! Keys are under `shardline:`. Every shard of every node talks to the
+//! engine over its own framework connection (a *link*; no thread, no second
+//! runtime: RESP2 through the `redis-protocol` codec, [`resp`]), so shared
+//! nothing inside a node still holds — no shard waits on another to reach
+//! the engine.
+//!
+//! ## Links (built)
+//!
+//! A shard connects its link in `on_start`. Commands are pipelined; replies
+//! come back in order, matched to a FIFO of what was asked ([`Pending`]).
+//! A link is *down* when the connection fails, closes, sends something that
+//! is not RESP2, or leaves a command unanswered for half the node timeout;
+//! the shard then reconnects with a backoff (100 ms doubling to 5 s). When
+//! a link that was up goes down the shard tells its registered users in a
+//! server NOTICE that cross-node traffic stops while the node keeps serving
+//! its own; when it is back, another NOTICE. Gauges:
+//! `shardline_chat_cluster_engine_up` (links up) and
+//! `shardline_chat_cluster_nodes` (nodes this node sees).
+//!
+//! ## Membership (built)
+//!
+//! A node is up while it holds its lease: `shardline:node:<name>` = `<incarnation>
+//! <server name>`, set with `PX` = 70 % of `node_timeout_secs` by shard 0
+//! every 20 % of it, through a script that sets it only if it is absent or
+//! already this process's (a random incarnation per process), so a second
+//! live process with the same node name never takes it over (it logs an
+//! error each time and stays out of the view). Node names are kept in the
+//! set `shardline:nodes`; on each renewal shard 0 reads the set and the
+//! leases (`SMEMBERS`, then `MGET`), and the names with a lease are the
+//! nodes up. Shard 0 logs each node that comes or goes and posts the view
+//! to the other shards (`ChatMsg::ClusterNodes`); `LINKS` lists it. A node
+//! that stops cleanly deletes its lease (same check) so the others see it go
+//! at their next read; one that dies or loses the engine stops renewing and
+//! its lease expires 0.7 × timeout after its last renewal, seen by the others
+//! at most 0.1 × timeout later — within the node timeout, as the issue asks.
+//!
+//! ## Still to build (issue 16), in this design
+//!
+//! - **One order per channel.** A channel's events are appended by the
+//!   node where they happen to the stream of the channel's partition
+//!   (`XADD shardline:p:<n> MAXLEN ~ N * e <event>`, `n` = the channel's
+//!   partition, the same on every node); every node's owner shard of that
+//!   partition reads the stream (`XREAD BLOCK`, its own second link) and
+//!   applies the events in stream order — the originating node too, so
+//!   that its local members see the same order as everyone else's. State
+//!   changes (JOIN, PART, KICK, MODE, TOPIC) are checked again when applied,
+//!   against the state built from the same order, so every node reaches the
+//!   same state. The stream id is the event's position; a node that was
+//!   away reads on from its last id (no silent loss: past the stream's trim
+//!   it tells its users what it missed).
+//! - **Claims.** Nicks and account names: `SET shardline:nick:<key>
+//!   <node> NX` by the nick's owner shard before it answers; released with a
+//!   compare-and-delete script; a node's claims are also listed under its
+//!   name so that when its lease expires the first node to see it (a `SET NX`
+//!   on a reaper key) releases them and appends a QUIT for each of its users
+//!   to the partitions of their channels (one order again). A node that
+//!   rejoins re-asserts its claims; a claim lost meanwhile renames its
+//!   user.
+//! - **Delivery or a reason.** A message whose `XADD` fails (engine down)
+//!   is refused to its sender with a FAIL; never dropped silently.
+//! - **Backpressure.** A link's unanswered commands are bounded; past the
+//!   bound the owner shard pauses the senders' shards like a full mailbox.
+//! - **History and accounts cluster-wide:** applied events are stored as
+//!   today (every node stores every channel event, in stream order);
+//!   accounts are claimed in the engine and their credentials kept in a hash
+//!   so that any node can check a login.
+
+pub mod resp;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use redis_protocol::resp2::types::OwnedFrame;
+use shardline::{ConnId, Ctx, ShardId};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    mail::ChatMsg,
+    shard::{ChatShard, ChatTimer},
+};
+
+/// Keys' prefix.
+const PREFIX: &str = "shardline:";
+/// The first reconnection delay; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest reconnection delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Sets the lease if it is absent or this process's (KEYS[1] the lease,
+/// ARGV[1] the value, ARGV[2] its time to live in ms). 1 if held now.
+const LEASE_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v == false or v == ARGV[1] then \
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0";
+/// Deletes the lease if it is this process's.
+const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) end return 0";
+
+/// A node of the cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its node name.
+    pub name: String,
+    /// Its server name (what IRC shows).
+    pub server: String,
+    /// Its process's incarnation (a restart changes it).
+    pub incarnation: String,
+}
+
+/// What a reply on a link answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// The lease script.
+    Lease,
+    /// `SADD` of this node's name.
+    Register,
+    /// `SMEMBERS` of the node names.
+    Members,
+    /// `MGET` of these nodes' leases.
+    Leases(Vec<String>),
+    /// A `PING` (liveness of the link).
+    Ping,
+    /// The release script (a clean stop).
+    Release,
+}
+
+/// How a link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected; a reconnection timer is set.
+    Down,
+    /// Connecting.
+    Connecting,
+    /// Connected: commands go through.
+    Up,
+}
+
+/// One shard's connection to the engine.
+#[derive(Debug)]
+pub struct Link {
+    /// Its id among the shard's connections (`ChatShard::next_id`).
+    pub id: u64,
+    /// The framework's connection, while there is one.
+    pub conn: Option<ConnId>,
+    /// How it is.
+    pub state: LinkState,
+    /// Replies not yet whole.
+    inbuf: Vec<u8>,
+    /// What each reply to come answers, oldest first, and when it was asked.
+    pending: VecDeque<(Pending, Instant)>,
+    /// The next reconnection delay.
+    backoff: Duration,
+    /// Whether it was ever up (users are told about losing it only then).
+    was_up: bool,
+}
+
+/// One shard's part of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node's name.
+    pub node: String,
+    /// This process's incarnation: random, made at start.
+    pub incarnation: String,
+    /// The engine.
+    pub engine: SocketAddr,
+    /// How long a node counts as up without renewing its lease.
+    pub timeout: Duration,
+    /// This shard's link.
+    pub link: Link,
+    /// The nodes up, by name, as shard 0 last saw them.
+    pub nodes: Arc<BTreeMap<String, Node>>,
+    /// Shard 0: whether the last lease attempt found another process holding
+    /// this node name.
+    conflict: bool,
+}
+
+/// The cluster's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterTimer {
+    /// Connect the link again.
+    Reconnect,
+    /// Renew the lease and read the view (shard 0), check the link.
+    Tick,
+}
+
+impl Cluster {
+    /// The lease's key.
+    fn lease_key(&self) -> String {
+        format!("{PREFIX}node:{}", self.node)
+    }
+
+    /// The lease's value.
+    fn lease_value(&self, server: &str) -> String {
+        format!("{} {server}", self.incarnation)
+    }
+
+    /// How often shard 0 renews and reads.
+    pub fn tick(&self) -> Duration {
+        self.timeout / 10
+    }
+
+    /// The lease's time to live.
+    fn lease_ttl(&self) -> Duration {
+        self.timeout * 7 / 10
+    }
+}
+
+/// A fresh random incarnation: 16 hex digits.
+fn new_incarnation() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system's random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl ChatShard {
+    /// `on_start`: with `[cluster]`, connect this shard's link and start
+    /// ticking.
+    pub(crate) fn cluster_start(&mut self, ctx: &mut Ctx<'_, ChatShard>, incarnation: &str) {
+        let config = &self.info.config.cluster;
+        let Ok(Some(engine)) = config.engine() else {
+            return;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let cluster = Cluster {
+            node: config.node(self.info.name()).to_string(),
+            incarnation: incarnation.to_string(),
+            engine: engine.addr,
+            timeout: config.node_timeout(),
+            link: Link {
+                id,
+                conn: None,
+                state: LinkState::Down,
+                inbuf: Vec::new(),
+                pending: VecDeque::new(),
+                backoff: MIN_BACKOFF,
+                was_up: false,
+            },
+            nodes: Arc::default(),
+            conflict: false,
+        };
+        if self.me == 0 {
+            info!(node = %cluster.node, engine = %cluster.engine, incarnation, "cluster node starting");
+        }
+        ctx.set_interval(cluster.tick(), ChatTimer::Cluster(ClusterTimer::Tick));
+        self.cluster = Some(Box::new(cluster));
+        self.cluster_connect(ctx);
+    }
+
+    /// Whether connection `id` is this shard's engine link.
+    pub(crate) fn is_cluster_link(&self, id: u64) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.link.id == id)
+    }
+
+    fn cluster_connect(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        match ctx.connect(cl.engine, cl.link.id) {
+            Ok(conn) => {
+                cl.link.conn = Some(conn);
+                cl.link.state = LinkState::Connecting;
+            }
+            Err(e) => {
+                warn!(shard = self.me, error = %e, "cluster: cannot open a socket to the engine");
+                self.cluster_retry(ctx);
+            }
+        }
+    }
+
+    /// The link is down: try again after the backoff.
+    fn cluster_retry(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        cl.link.state = LinkState::Down;
+        cl.link.conn = None;
+        cl.link.inbuf.clear();
+        cl.link.pending.clear();
+        let wait = cl.link.backoff;
+        cl.link.backoff = (wait * 2).min(MAX_BACKOFF);
+        if !self.shutting_down {
+            ctx.set_timer(wait, ChatTimer::Cluster(ClusterTimer::Reconnect));
+        }
+    }
+
+    /// `on_connect` for the link.
+    pub(crate) fn cluster_connected(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        result: std::io::Result<()>,
+    ) {
+        let me = self.me;
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        if let Err(e) = result {
+            if cl.link.was_up || cl.link.backoff == MIN_BACKOFF {
+                warn!(shard = me, engine = %cl.engine, error = %e, "cluster: cannot reach the engine; retrying");
+            } else {
+                debug!(shard = me, error = %e, "cluster: engine still unreachable");
+            }
+            let was_up = cl.link.state == LinkState::Up;
+            self.cluster_retry(ctx);
+            if was_up {
+                self.cluster_tell_users(ctx, false);
+            }
+            return;
+        }
+        cl.link.state = LinkState::Up;
+        cl.link.backoff = MIN_BACKOFF;
+        let again = cl.link.was_up;
+        cl.link.was_up = true;
+        info!(shard = me, engine = %cl.engine, "cluster: engine link up");
+        self.stats.cluster_link_up.set(1);
+        if again {
+            self.cluster_tell_users(ctx, true);
+        }
+        if me == 0 {
+            self.cluster_renew(ctx);
+        }
+    }
+
+    /// `on_close` for the link.
+    pub(crate) fn cluster_closed(&mut self, ctx: &mut Ctx<'_, ChatShard>, why: &str) {
+        let me = self.me;
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let was_up = cl.link.state == LinkState::Up;
+        if self.shutting_down {
+            return;
+        }
+        warn!(shard = me, engine = %cl.engine, reason = why, "cluster: engine link lost; reconnecting");
+        self.stats.cluster_link_up.set(0);
+        self.cluster_retry(ctx);
+        if was_up {
+            self.cluster_tell_users(ctx, false);
+        }
+    }
+
+    /// Tells this shard's registered users that the engine went or came back.
+    fn cluster_tell_users(&mut self, ctx: &mut Ctx<'_, ChatShard>, up: bool) {
+        let text = if up {
+            "*** The cluster engine is back: messages reach the other nodes again"
+        } else {
+            "*** Lost the cluster engine: messages no longer reach the other nodes until it is back; this server goes on serving its own users"
+        };
+        let server = self.info.name().to_string();
+        let ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.registered && c.alive)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let nick = self
+                .clients
+                .get(&id)
+                .and_then(|c| c.nick.clone())
+                .unwrap_or_else(|| "*".into());
+            let line = crate::reply::line(&server, "NOTICE", &[&nick, text], true);
+            if let Some(c) = self.clients.get(&id) {
+                let _ = crate::websocket::send(ctx, c, &line);
+            }
+        }
+    }
+
+    /// Sends one command on the link (if up), expecting `pending`'s reply.
+    fn cluster_send(&mut self, ctx: &mut Ctx<'_, ChatShard>, args: &[&[u8]], pending: Pending) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let (LinkState::Up, Some(conn)) = (cl.link.state, cl.link.conn) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(64);
+        resp::encode_command(&mut out, args);
+        // The engine link is not a client: raw RESP bytes, no framing.
+        #[allow(clippy::disallowed_methods)]
+        let sent = ctx.send(conn, &out);
+        if sent.is_ok() {
+            cl.link.pending.push_back((pending, Instant::now()));
+        }
+    }
+
+    /// Shard 0: renew the lease, register the name, read the names.
+    fn cluster_renew(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let key = cl.lease_key();
+        let value = cl.lease_value(self.info.name());
+        let ttl = cl.lease_ttl().as_millis().max(1).to_string();
+        let node = cl.node.clone();
+        let nodes_key = format!("{PREFIX}nodes");
+        self.cluster_send(
+            ctx,
+            &[
+                b"EVAL",
+                LEASE_SCRIPT.as_bytes(),
+                b"1",
+                key.as_bytes(),
+                value.as_bytes(),
+                ttl.as_bytes(),
+            ],
+            Pending::Lease,
+        );
+        self.cluster_send(
+            ctx,
+            &[b"SADD", nodes_key.as_bytes(), node.as_bytes()],
+            Pending::Register,
+        );
+        self.cluster_send(ctx, &[b"SMEMBERS", nodes_key.as_bytes()], Pending::Members);
+    }
+
+    /// The cluster's timers.
+    pub(crate) fn cluster_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, t: ClusterTimer) {
+        match t {
+            ClusterTimer::Reconnect => {
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.link.state == LinkState::Down)
+                {
+                    self.cluster_connect(ctx);
+                }
+            }
+            ClusterTimer::Tick => {
+                let Some(cl) = self.cluster.as_ref() else {
+                    return;
+                };
+                if cl.link.state != LinkState::Up {
+                    return;
+                }
+                // An engine that stopped answering (not closing) is as gone.
+                let stale = cl
+                    .link
+                    .pending
+                    .front()
+                    .is_some_and(|(_, at)| at.elapsed() > cl.timeout / 2);
+                if stale {
+                    if let Some(conn) = cl.link.conn {
+                        warn!(
+                            shard = self.me,
+                            "cluster: the engine stopped answering; reconnecting"
+                        );
+                        ctx.close(conn);
+                    }
+                    return;
+                }
+                if self.me == 0 {
+                    self.cluster_renew(ctx);
+                } else if cl.link.pending.is_empty() {
+                    self.cluster_send(ctx, &[b"PING"], Pending::Ping);
+                }
+            }
+        }
+    }
+
+    /// `on_data` for the link: replies, in order.
+    pub(crate) fn cluster_data(&mut self, ctx: &mut Ctx<'_, ChatShard>, data: &[u8]) -> usize {
+        let Some(cl) = self.cluster.as_mut() else {
+            return data.len();
+        };
+        cl.link.inbuf.extend_from_slice(data);
+        let mut replies = Vec::new();
+        let mut at = 0;
+        let broken = loop {
+            match resp::decode_reply(&cl.link.inbuf[at..]) {
+                resp::Decoded::Frame(frame, used) => {
+                    at += used;
+                    match cl.link.pending.pop_front() {
+                        Some((p, _)) => replies.push((p, frame)),
+                        None => break Some("a reply to nothing asked".to_string()),
+                    }
+                }
+                resp::Decoded::Incomplete => break None,
+                resp::Decoded::Broken(why) => break Some(why),
+            }
+        };
+        cl.link.inbuf.drain(..at);
+        if let Some(why) = broken {
+            warn!(shard = self.me, reason = %why, "cluster: the engine sent what this node cannot read; reconnecting");
+            if let Some(conn) = cl.link.conn {
+                ctx.close(conn);
+            }
+            return data.len();
+        }
+        for (p, frame) in replies {
+            self.cluster_reply(ctx, p, frame);
+        }
+        data.len()
+    }
+
+    fn cluster_reply(&mut self, ctx: &mut Ctx<'_, ChatShard>, p: Pending, frame: OwnedFrame) {
+        if let OwnedFrame::Error(e) = &frame {
+            warn!(shard = self.me, asked = ?p, error = %e, "cluster: the engine refused a command");
+            return;
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        match p {
+            Pending::Lease => {
+                let held = frame == OwnedFrame::Integer(1);
+                if !held {
+                    error!(node = %cl.node, "cluster: another live process holds this node name; \
+                        this one stays out of the cluster until it goes (give each node its own --node-name)");
+                } else if cl.conflict {
+                    info!(node = %cl.node, "cluster: the node name is this process's now");
+                }
+                cl.conflict = !held;
+            }
+            Pending::Register | Pending::Ping | Pending::Release => {}
+            Pending::Members => {
+                let OwnedFrame::Array(items) = frame else {
+                    return;
+                };
+                let mut names: Vec<String> = items
+                    .iter()
+                    .filter_map(|f| resp::text(f).map(str::to_string))
+                    .filter(|n| crate::config::valid_node_name(n))
+                    .collect();
+                names.sort();
+                if names.is_empty() {
+                    return;
+                }
+                let keys: Vec<String> = names.iter().map(|n| format!("{PREFIX}node:{n}")).collect();
+                let mut args: Vec<&[u8]> = vec![b"MGET"];
+                args.extend(keys.iter().map(|k| k.as_bytes()));
+                self.cluster_send(ctx, &args, Pending::Leases(names));
+            }
+            Pending::Leases(names) => {
+                let OwnedFrame::Array(values) = frame else {
+                    return;
+                };
+                let mut view = BTreeMap::new();
+                for (name, v) in names.into_iter().zip(values.iter()) {
+                    let Some((incarnation, server)) = resp::text(v).and_then(|t| t.split_once(' '))
+                    else {
+                        continue;
+                    };
+                    let node = Node {
+                        name: name.clone(),
+                        server: server.to_string(),
+                        incarnation: incarnation.to_string(),
+                    };
+                    view.insert(name, node);
+                }
+                self.cluster_view(ctx, view);
+            }
+        }
+    }
+
+    /// Shard 0 read the nodes up: log what changed, tell the other shards.
+    fn cluster_view(&mut self, ctx: &mut Ctx<'_, ChatShard>, view: BTreeMap<String, Node>) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        if *cl.nodes == view {
+            return;
+        }
+        for (name, n) in &view {
+            match cl.nodes.get(name) {
+                None => info!(node = %name, server = %n.server, "cluster: node up"),
+                Some(old) if old.incarnation != n.incarnation => {
+                    info!(node = %name, server = %n.server, "cluster: node restarted")
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, n) in cl.nodes.iter() {
+            if !view.contains_key(name) {
+                info!(node = %name, server = %n.server, "cluster: node down");
+            }
+        }
+        let view = Arc::new(view);
+        for s in 1..self.shards {
+            let msg = ChatMsg::ClusterNodes(view.clone());
+            self.outbox.post(ctx, ShardId(s), msg);
+        }
+        self.cluster_nodes(view);
+    }
+
+    /// The view of the nodes up (from shard 0).
+    pub(crate) fn cluster_nodes(&mut self, view: Arc<BTreeMap<String, Node>>) {
+        self.stats.cluster_nodes.set(view.len() as u64);
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.nodes = view;
+        }
+    }
+
+    /// `on_shutdown`: shard 0 gives its lease up so the others see the node
+    /// go at their next read.
+    pub(crate) fn cluster_stop(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        if self.me != 0 {
+            return;
+        }
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let key = cl.lease_key();
+        let value = cl.lease_value(self.info.name());
+        self.cluster_send(
+            ctx,
+            &[
+                b"EVAL",
+                RELEASE_SCRIPT.as_bytes(),
+                b"1",
+                key.as_bytes(),
+                value.as_bytes(),
+            ],
+            Pending::Release,
+        );
+    }
+
+    /// The other nodes' servers up, for LINKS (empty without a cluster).
+    pub(crate) fn cluster_servers(&self) -> Vec<(String, String)> {
+        let Some(cl) = self.cluster.as_ref() else {
+            return Vec::new();
+        };
+        cl.nodes
+            .values()
+            .filter(|n| n.name != cl.node)
+            .map(|n| (n.name.clone(), n.server.clone()))
+            .collect()
+    }
+}
+
+/// A fresh incarnation for this process (one for all its shards).
+pub fn incarnation() -> String {
+    new_incarnation()
+}

@@ -1,0 +1,236 @@
+//! Cluster nodes through a real Redis (Debian `redis-server`, started by the
+//! test on a port of its own): nodes see each other come and go (LINKS), a
+//! node that stops renewing its lease leaves the view within the node
+//! timeout, a second process with a node name in use stays out, and users
+//! are told when the engine goes and comes back while the node keeps
+//! serving. Both backends, 1 and 4 shards.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{free_port, test_config, Client, TempDir, TestServer, SHARD_COUNTS, WAIT};
+use shardline::Io;
+use shardline_chat::Config;
+
+/// A redis-server of the test's own; killed when dropped.
+struct Redis {
+    child: Option<Child>,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let addr = free_port();
+        let dir = TempDir::new("redis");
+        let mut r = Redis {
+            child: None,
+            addr,
+            _dir: dir,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.addr.port().to_string())
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self._dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; ./x deps installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One command's reply's first line (None when unreachable).
+    fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        Some(text.lines().next()?.to_string())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node_config(redis: &Redis, node: &str, server: &str) -> Config {
+    let mut c = test_config();
+    c.server.name = server.into();
+    c.cluster.url = Some(format!("redis://{}", redis.addr));
+    c.cluster.node_name = Some(node.into());
+    c.cluster.node_timeout_secs = 2.0;
+    c
+}
+
+/// The servers LINKS lists.
+fn links(c: &mut Client) -> Vec<String> {
+    c.send("LINKS");
+    let (_, lines) = c.until("365", |l| l.is("365"));
+    let mut servers: Vec<String> = lines
+        .iter()
+        .filter(|l| l.is("364"))
+        .map(|l| l.params[1].clone())
+        .collect();
+    servers.sort();
+    servers
+}
+
+fn links_until(c: &mut Client, what: &str, want: &[&str]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = links(c);
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{what}: LINKS shows {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn membership(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "na", "a.test"));
+        let label = a.label();
+        let b = TestServer::start_with(io, shards, node_config(&redis, "nb", "b.test"));
+        let mut ca = a.register_on(0, "watcher");
+        let mut cb = b.register_on(shards - 1, "other");
+        links_until(&mut ca, &label, &["a.test", "b.test"]);
+        links_until(&mut cb, &label, &["a.test", "b.test"]);
+
+        // A second process with a node name in use stays out of the view.
+        let dup = TestServer::start_with(io, shards, node_config(&redis, "nb", "dup.test"));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            links(&mut ca),
+            ["a.test", "b.test"],
+            "{label}: the duplicate took nb"
+        );
+        dup.stop();
+
+        // A clean stop: gone at the next read.
+        drop(cb);
+        b.stop();
+        let took = links_until(&mut ca, &label, &["a.test"]);
+        assert!(
+            took < Duration::from_secs(2),
+            "{label}: {took:?} to see b stop"
+        );
+
+        // A node that stops renewing (dead, or cut from the engine): its
+        // lease runs out and it leaves the view within the node timeout.
+        assert_eq!(
+            redis
+                .command(&["SADD", "shardline:nodes", "ghost"])
+                .as_deref(),
+            Some(":1")
+        );
+        let set = redis.command(&[
+            "SET",
+            "shardline:node:ghost",
+            "0123 ghost.test",
+            "PX",
+            "1400",
+        ]);
+        assert_eq!(set.as_deref(), Some("+OK"));
+        links_until(&mut ca, &label, &["a.test", "ghost.test"]);
+        let took = links_until(&mut ca, &label, &["a.test"]);
+        assert!(
+            took < Duration::from_secs(2),
+            "{label}: {took:?} to see ghost go"
+        );
+        a.stop();
+    }
+}
+
+fn engine_lost_and_back(io: Io) {
+    for shards in SHARD_COUNTS {
+        let mut redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "na", "a.test"));
+        let label = a.label();
+        let b = TestServer::start_with(io, shards, node_config(&redis, "nb", "b.test"));
+        let mut users: Vec<Client> = (0..shards)
+            .map(|s| a.register_on(s, &format!("user{s}")))
+            .collect();
+        links_until(&mut users[0], &label, &["a.test", "b.test"]);
+        redis.kill();
+        for u in &mut users {
+            u.until("the lost NOTICE", |l| {
+                l.is("NOTICE") && l.last().contains("Lost the cluster engine")
+            });
+        }
+        // The node goes on serving its own users.
+        users[0].send("JOIN #local");
+        users[0].until("JOIN", |l| l.is("JOIN"));
+        users[0].send("PING :still");
+        users[0].until("PONG", |l| l.is("PONG"));
+        redis.spawn();
+        for u in &mut users {
+            u.until("the back NOTICE", |l| {
+                l.is("NOTICE") && l.last().contains("cluster engine is back")
+            });
+        }
+        // The restarted engine is empty: both nodes register again.
+        links_until(&mut users[0], &label, &["a.test", "b.test"]);
+        drop(users);
+        b.stop();
+        a.stop();
+    }
+}
+
+#[test]
+fn refuses_bad_cluster_settings() {
+    for (url, node, want) in [
+        ("nats://127.0.0.1:4222", "n", "redis:// is the one"),
+        ("redis://example.com:6379", "n", "IP address or localhost"),
+        ("redis://:pw@127.0.0.1:6379", "n", "no credentials"),
+        ("redis://127.0.0.1:6379", "bad name", "cluster.node_name"),
+    ] {
+        let text = format!("[cluster]\nurl = \"{url}\"\nnode_name = \"{node}\"\n");
+        let err = Config::from_toml(&text).expect_err(url).to_string();
+        assert!(err.contains(want), "{url} {node}: {err}");
+    }
+    let ok = Config::from_toml("[cluster]\nurl = \"redis://localhost\"\n").expect("localhost");
+    let engine = ok.cluster.engine().expect("valid").expect("on");
+    assert_eq!(engine.addr, "127.0.0.1:6379".parse().unwrap());
+}
+
+shardline::per_backend! {
+    membership => membership;
+    engine_lost_and_back => engine_lost_and_back;
+}
