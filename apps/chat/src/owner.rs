@@ -94,6 +94,34 @@ pub struct Owner {
     claims: HashMap<u64, PendingClaim>,
     /// The last claim token handed out.
     claim_seq: u64,
+    /// A cluster node: nicks are claimed in the engine too
+    /// ([`crate::cluster`]).
+    pub(crate) cluster: bool,
+    /// Nick claims waiting for the engine: token -> the claim.
+    engine_waits: HashMap<u64, PendingClaim>,
+    /// Nicks with a claim waiting for the engine (no second local claim
+    /// goes out for them meanwhile).
+    engine_reserved: HashSet<NameKey>,
+    /// Claims and releases for the engine, taken by the shard after each
+    /// piece of mail.
+    pub(crate) engine_out: Vec<EngineOp>,
+}
+
+/// A claim or release for the cluster's engine ([`Owner::engine_out`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineOp {
+    /// Claim nick `key` for the waiting claim `token`.
+    Claim {
+        /// The waiting claim.
+        token: u64,
+        /// The casefolded nick.
+        key: NameKey,
+    },
+    /// Release nick `key` (its holder here gave it up).
+    Release {
+        /// The casefolded nick.
+        key: NameKey,
+    },
 }
 
 /// A nick claim waiting for a [`ChatMsg::HolderAnswer`].
@@ -140,6 +168,10 @@ impl Owner {
             whowas: whowas::WhowasLog::default(),
             claims: HashMap::new(),
             claim_seq: 0,
+            cluster: false,
+            engine_waits: HashMap::new(),
+            engine_reserved: HashSet::new(),
+            engine_out: Vec::new(),
         }
     }
 
@@ -239,10 +271,10 @@ impl Owner {
                         outbox.post(ctx, ShardId(holder.shard), msg);
                         (0, None)
                     }
-                    _ => {
-                        self.take_nick(ctx, info, outbox, key, entry);
-                        reply(ReplyBody::NickClaimed { nick, ok: true })
-                    }
+                    _ => match self.grant(ctx, info, outbox, from, key, entry) {
+                        Some(ok) => reply(ReplyBody::NickClaimed { nick, ok }),
+                        None => (0, None),
+                    },
                 }
             }
             Request::SetAccount { key, account } => {
@@ -564,7 +596,7 @@ impl Owner {
         };
         let nick = entry.nick.clone();
         let key: NameKey = casefold(&nick).into();
-        let ok = match self.nicks.get(&key).map(|e| e.client) {
+        let free = match self.nicks.get(&key).map(|e| e.client) {
             None => true,
             Some(c) if c == from => true,
             Some(c) if c == holder && !alive => {
@@ -576,11 +608,87 @@ impl Owner {
             }
             Some(_) => false,
         };
+        let ok = if free {
+            match self.grant(ctx, info, outbox, from, key, entry) {
+                Some(ok) => ok,
+                None => return, // the engine answers
+            }
+        } else {
+            false
+        };
+        let body = ReplyBody::NickClaimed { nick, ok };
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+    }
+
+    /// Gives a nick free here to `from`: at once on a single node (or when
+    /// `from` holds it already), else once the engine has granted the
+    /// cluster-wide claim (`None`: the answer comes from
+    /// [`Owner::engine_claimed`]). `Some(false)` when another claim for it
+    /// waits for the engine.
+    fn grant(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        from: ClientRef,
+        key: NameKey,
+        entry: NickEntry,
+    ) -> Option<bool> {
+        let own = self.nicks.get(&key).is_some_and(|e| e.client == from);
+        if !self.cluster || own {
+            self.take_nick(ctx, info, outbox, key, entry);
+            return Some(true);
+        }
+        if !self.engine_reserved.insert(key.clone()) {
+            return Some(false);
+        }
+        self.claim_seq += 1;
+        let token = self.claim_seq;
+        let claim = PendingClaim {
+            from,
+            holder: from,
+            entry,
+        };
+        self.engine_waits.insert(token, claim);
+        self.engine_out.push(EngineOp::Claim { token, key });
+        None
+    }
+
+    /// The engine answered claim `token`: granted cluster-wide (`ok`), or
+    /// held by another node (433).
+    pub(crate) fn engine_claimed(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        token: u64,
+        ok: bool,
+    ) {
+        let Some(PendingClaim { from, entry, .. }) = self.engine_waits.remove(&token) else {
+            return;
+        };
+        let nick = entry.nick.clone();
+        let key: NameKey = casefold(&nick).into();
+        self.engine_reserved.remove(&key);
         if ok {
             self.take_nick(ctx, info, outbox, key, entry);
         }
         let body = ReplyBody::NickClaimed { nick, ok };
         outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+    }
+
+    /// Every nick held here, with its holder (to claim again in the engine
+    /// when the link is back).
+    pub(crate) fn held_nicks(&self) -> Vec<(NameKey, ClientRef)> {
+        self.nicks
+            .iter()
+            .map(|(k, e)| (k.clone(), e.client))
+            .collect()
+    }
+
+    /// Whether nick `key` is held here (by any client of this node).
+    pub(crate) fn holds_nick(&self, key: &str) -> bool {
+        self.nicks.contains_key(key)
     }
 
     /// Forgets the holder of nick `key`; a registered one goes to WHOWAS and
@@ -595,6 +703,9 @@ impl Owner {
         let Some(e) = self.nicks.remove(key) else {
             return;
         };
+        if self.cluster {
+            self.engine_out.push(EngineOp::Release { key: key.clone() });
+        }
         if e.registered {
             self.watches.notify(ctx, outbox, key, &e.nick, false);
         }

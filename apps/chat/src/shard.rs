@@ -558,6 +558,7 @@ impl Handler for ChatShard {
         // shards' loops busy while they try to stop.
         if !self.shutting_down {
             self.on_mail(ctx, msg);
+            self.cluster_flush_owner(ctx);
             // Only mail changes the channels an owner holds.
             self.stats.channels.set(self.owner.channel_count() as u64);
         } else {

@@ -213,6 +213,129 @@ fn engine_lost_and_back(io: Io) {
     }
 }
 
+/// NICK `nick` from a registered client: whether it got the nick (the NICK
+/// echo) rather than 433.
+fn try_nick(c: &mut Client, nick: &str) -> bool {
+    c.send(&format!("NICK {nick}"));
+    let (l, _) = c.until("NICK or 433", |l| l.is("NICK") || l.is("433"));
+    l.is("NICK")
+}
+
+/// Tries NICK until it is granted (a release on another node reaches the
+/// engine a moment after the user there saw its own QUIT).
+fn nick_until(c: &mut Client, nick: &str, what: &str) -> Duration {
+    let started = Instant::now();
+    while !try_nick(c, nick) {
+        assert!(started.elapsed() < WAIT, "{what}: {nick} never became free");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+fn nicks_are_unique_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let mut redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "na", "a.test"));
+        let label = a.label();
+        let b = TestServer::start_with(io, shards, node_config(&redis, "nb", "b.test"));
+        let mut alice = a.register_on(0, "alice");
+        // Taken on A: refused on B, before and after registration, in any case.
+        let mut fresh = b.connect_on(shards - 1);
+        fresh.send("NICK Alice");
+        fresh.send("USER x 0 * :x");
+        let e = fresh.expect("433");
+        assert_eq!(e.params[1], "Alice", "{label}");
+        fresh.send("NICK bob");
+        fresh.until("welcome", |l| l.is("001"));
+        let mut bob = fresh;
+        assert!(!try_nick(&mut bob, "ALICE"), "{label}: B gave alice away");
+        assert!(!try_nick(&mut alice, "bob"), "{label}: A gave bob away");
+        // Freed by QUIT on A: free on B.
+        alice.send("QUIT :bye");
+        alice.until("ERROR", |l| l.is("ERROR"));
+        let took = nick_until(&mut bob, "alice", &label);
+        assert!(took < Duration::from_secs(2), "{label}: {took:?}");
+        assert!(
+            try_nick(&mut bob, "bob"),
+            "{label}: bob released by the change"
+        );
+
+        // Both nodes lose the engine; each gives "carol" to a user of its
+        // own. When it is back one claim wins and the other holder is renamed.
+        let mut c1 = a.register_on(0, "c1");
+        let mut c2 = b.register_on(0, "c2");
+        redis.kill();
+        for c in [&mut c1, &mut c2] {
+            c.until("lost", |l| {
+                l.is("NOTICE") && l.last().contains("Lost the cluster engine")
+            });
+        }
+        assert!(
+            try_nick(&mut c1, "carol"),
+            "{label}: A refuses carol while cut off"
+        );
+        assert!(
+            try_nick(&mut c2, "carol"),
+            "{label}: B refuses carol while cut off"
+        );
+        redis.spawn();
+        let mut renamed = 0;
+        for c in [&mut c1, &mut c2] {
+            c.until("back", |l| l.is("NOTICE") && l.last().contains("is back"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut kept = 0;
+        for c in [&mut c1, &mut c2] {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match c.next_line_within(remaining.max(Duration::from_millis(1))) {
+                Some(l) if l.is("NICK") && l.last().starts_with("Guest") => renamed += 1,
+                _ => kept += 1,
+            }
+        }
+        assert_eq!((renamed, kept), (1, 1), "{label}: one carol must give way");
+        // The winner's claim is in the engine: a third client is refused.
+        let mut third = a.register_on(shards - 1, "third");
+        assert!(!try_nick(&mut third, "carol"), "{label}");
+
+        // A node that stops: its users' nicks are free elsewhere once its
+        // lease is gone.
+        let mut dave = b.register_on(0, "dave");
+        assert!(!try_nick(&mut third, "dave"), "{label}");
+        dave.send("PING :x");
+        dave.until("PONG", |l| l.is("PONG"));
+        drop((dave, bob, c2));
+        b.stop();
+        nick_until(&mut third, "dave", &format!("{label}: after b stopped"));
+
+        // A node that dies holding a nick: free once its lease expires.
+        for cmd in [
+            &[
+                "SET",
+                "shardline:node:ghost",
+                "0123 ghost.test",
+                "PX",
+                "1000",
+            ][..],
+            &["SADD", "shardline:nodes", "ghost"],
+            &["SET", "shardline:nick:ghostnick", "ghost 0123"],
+            &["SADD", "shardline:claims:ghost", "shardline:nick:ghostnick"],
+        ] {
+            assert!(
+                redis.command(cmd).is_some_and(|r| !r.starts_with('-')),
+                "{cmd:?}"
+            );
+        }
+        assert!(
+            !try_nick(&mut third, "ghostnick"),
+            "{label}: ghost's claim ignored"
+        );
+        let took = nick_until(&mut third, "ghostnick", &label);
+        assert!(took < Duration::from_secs(3), "{label}: {took:?}");
+        drop((c1, third));
+        a.stop();
+    }
+}
+
 #[test]
 fn refuses_bad_cluster_settings() {
     for (url, node, want) in [
@@ -233,4 +356,5 @@ fn refuses_bad_cluster_settings() {
 shardline::per_backend! {
     membership => membership;
     engine_lost_and_back => engine_lost_and_back;
+    nicks_are_unique_across_nodes => nicks_are_unique_across_nodes;
 }
