@@ -293,9 +293,14 @@ fn nicks_are_unique_across_nodes(io: Io) {
             }
         }
         assert_eq!((renamed, kept), (1, 1), "{label}: one carol must give way");
-        // The winner's claim is in the engine: a third client is refused.
+        // The winner's claim is in the engine: a third client is refused —
+        // also after the nodes' next reads of each other's leases (a node
+        // that re-registered first once took the others, not yet
+        // re-registered, for dead and released their re-asserted claims).
         let mut third = a.register_on(shards - 1, "third");
         assert!(!try_nick(&mut third, "carol"), "{label}");
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(!try_nick(&mut third, "carol"), "{label}: a live node's claim was reaped");
 
         // A node that stops: its users' nicks are free elsewhere once its
         // lease is gone.

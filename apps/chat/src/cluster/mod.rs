@@ -22,7 +22,7 @@
 //! come back in order, matched to a FIFO of what was asked ([`Pending`]).
 //! A link is *down* when the connection fails, closes, sends something that
 //! is not RESP2, or leaves a command unanswered for half the node timeout;
-//! the shard then reconnects with a backoff (100 ms doubling to 5 s). When
+//! the shard then reconnects with a backoff (100 ms doubling to 2 s). When
 //! a link that was up goes down the shard tells its registered users in a
 //! server NOTICE that cross-node traffic stops while the node keeps serving
 //! its own; when it is back, another NOTICE. Gauges:
@@ -62,7 +62,13 @@
 //! users) and releases are not sent; when the link is back every shard
 //! claims again each nick it holds — one taken by another node meanwhile
 //! gets its holder here renamed to a guest nick — and releases the claims
-//! listed for this node whose nick it no longer holds. When shard 0 sees a
+//! listed for this node whose nick it no longer holds. New claims wait
+//! [`SETTLE`] (3 s) after a link comes back: links retry at most every
+//! [`MAX_BACKOFF`] (2 s), so by then every node has claimed its users'
+//! nicks again, and an engine that restarted empty (no persistence) does not
+//! hand a held nick to a newcomer (the demo caught exactly that). With Redis
+//! persistence on, claims survive an engine restart and re-asserting only
+//! confirms them. When shard 0 sees a
 //! node go (its lease gone) or restart (a new incarnation), it releases that
 //! node's claims still carrying its old value; when it first holds its own
 //! lease, it releases claims left by earlier processes with its name. So a
@@ -119,7 +125,12 @@ const PREFIX: &str = "shardline:";
 /// The first reconnection delay; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest reconnection delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// After a link comes back, new nick claims wait this long, so that every
+/// node — each reconnecting within [`MAX_BACKOFF`] of the engine's return —
+/// has claimed again the nicks its users hold before anyone new can take
+/// them (an engine that restarted empty forgot every claim).
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// Sets the lease if it is absent or this process's (KEYS[1] the lease,
 /// ARGV[1] the value, ARGV[2] its time to live in ms). 1 if held now.
@@ -132,19 +143,27 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 
 /// Claims nick KEYS[1] for this node (ARGV[1]: `<node> <incarnation>`) if
 /// free or already this process's, listing it in the node's claims
-/// (KEYS[2]). 1 if held now.
-const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+/// (KEYS[2]). 1 if held now. A node claims only while it holds its lease
+/// (KEYS[3], value ARGV[2]): one that lapsed (an engine restarted empty) is
+/// leased again here (ARGV[3] ms), so that no reaper takes a claim made by
+/// a live node; another process's lease on the name refuses.
+const CLAIM_SCRIPT: &str = "local l = redis.call('GET', KEYS[3]) \
+    if l == false then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) \
+    elseif l ~= ARGV[2] then return 0 end \
+    local v = redis.call('GET', KEYS[1]) \
     if v == false or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) \
     redis.call('SADD', KEYS[2], KEYS[1]) return 1 end return 0";
 /// Releases nick KEYS[1] if this process holds it.
 const UNCLAIM_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     redis.call('DEL', KEYS[1]) redis.call('SREM', KEYS[2], KEYS[1]) return 1 end return 0";
 /// Releases the claims listed in KEYS[1] (a node's) whose value is ARGV[1]
-/// (`same`: a node gone) or, with `other`, that are this node's (prefix
-/// ARGV[3]) but of another incarnation than ARGV[1] (a restart's leftovers).
-/// Entries whose nick another node holds are only unlisted. The count
-/// released.
-const REAP_SCRIPT: &str = "local n = 0 \
+/// (`same`: a node gone — unless its lease KEYS[2] exists again) or, with
+/// `other`, that are this node's (prefix ARGV[3]) but of another incarnation
+/// than ARGV[1] (a restart's leftovers). Entries whose nick another node
+/// holds are only unlisted. The count released.
+const REAP_SCRIPT: &str =
+    "if ARGV[2] == 'same' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+    local n = 0 \
     for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
       local v = redis.call('GET', k) \
       if v == false then redis.call('SREM', KEYS[1], k) \
@@ -241,6 +260,10 @@ pub struct Cluster {
     /// Shard 0: the lease has been held once (the stale claims of earlier
     /// processes with this name were reaped then).
     leased: bool,
+    /// New claims wait until then after the link came back ([`SETTLE`]).
+    settle_until: Option<Instant>,
+    /// Claims waiting for that.
+    deferred: Vec<crate::owner::EngineOp>,
 }
 
 /// The cluster's timers.
@@ -250,6 +273,9 @@ pub enum ClusterTimer {
     Reconnect,
     /// Renew the lease and read the view (shard 0), check the link.
     Tick,
+    /// The settling after a reconnection is over: send the claims that
+    /// waited.
+    Settled,
 }
 
 impl Cluster {
@@ -278,9 +304,21 @@ impl Cluster {
         format!("{PREFIX}claims:{node}")
     }
 
-    /// The value of this process's claims (and of its lease's first word).
+    /// The value of this process's claims.
     fn claim_value(&self) -> String {
         format!("{} {}", self.node, self.incarnation)
+    }
+
+    /// The arguments of [`CLAIM_SCRIPT`] for nick `key` (casefolded).
+    fn claim_args(&self, key: &str, server: &str) -> [String; 6] {
+        [
+            Cluster::nick_key(key),
+            Cluster::claims_key(&self.node),
+            self.lease_key(),
+            self.claim_value(),
+            self.lease_value(server),
+            self.lease_ttl().as_millis().max(1).to_string(),
+        ]
     }
 
     /// The lease's time to live.
@@ -326,6 +364,8 @@ impl ChatShard {
             nodes: Arc::default(),
             conflict: false,
             leased: false,
+            settle_until: None,
+            deferred: Vec::new(),
         };
         self.owner.cluster = true;
         if self.me == 0 {
@@ -393,30 +433,30 @@ impl ChatShard {
         if self.owner.engine_out.is_empty() {
             return;
         }
-        let ops = std::mem::take(&mut self.owner.engine_out);
-        let Some(cl) = self.cluster.as_ref() else {
+        let mut ops = std::mem::take(&mut self.owner.engine_out);
+        let Some(cl) = self.cluster.as_mut() else {
             return;
         };
         let up = cl.link.state == LinkState::Up;
+        if up && cl.settle_until.is_some_and(|t| Instant::now() < t) {
+            // Claims wait for the others to re-assert theirs; releases
+            // keep their place behind them.
+            cl.deferred.append(&mut ops);
+            return;
+        }
+        if !cl.deferred.is_empty() {
+            let mut all = std::mem::take(&mut cl.deferred);
+            all.append(&mut ops);
+            ops = all;
+        }
+        let cl = &**cl;
         let value = cl.claim_value();
         let claims = Cluster::claims_key(&cl.node);
         for op in ops {
             match op {
                 crate::owner::EngineOp::Claim { token, key } => {
                     if up {
-                        let nick = Cluster::nick_key(&key);
-                        self.cluster_send(
-                            ctx,
-                            &[
-                                b"EVAL",
-                                CLAIM_SCRIPT.as_bytes(),
-                                b"2",
-                                nick.as_bytes(),
-                                claims.as_bytes(),
-                                value.as_bytes(),
-                            ],
-                            Pending::Claim(token),
-                        );
+                        self.cluster_claim(ctx, &key, Pending::Claim(token));
                     } else {
                         self.owner
                             .engine_claimed(ctx, &self.info, &mut self.outbox, token, true);
@@ -448,38 +488,39 @@ impl ChatShard {
         let Some(cl) = self.cluster.as_ref() else {
             return;
         };
-        let value = cl.claim_value();
         let claims = Cluster::claims_key(&cl.node);
         for (key, holder) in self.owner.held_nicks() {
-            let nick = Cluster::nick_key(&key);
-            self.cluster_send(
-                ctx,
-                &[
-                    b"EVAL",
-                    CLAIM_SCRIPT.as_bytes(),
-                    b"2",
-                    nick.as_bytes(),
-                    claims.as_bytes(),
-                    value.as_bytes(),
-                ],
-                Pending::Assert(key, holder),
-            );
+            let k = key.clone();
+            self.cluster_claim(ctx, &k, Pending::Assert(key, holder));
         }
         self.cluster_send(ctx, &[b"SMEMBERS", claims.as_bytes()], Pending::OwnClaims);
+    }
+
+    /// Claims nick `key` (casefolded) in the engine for this process.
+    fn cluster_claim(&mut self, ctx: &mut Ctx<'_, ChatShard>, key: &str, pending: Pending) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let a = cl.claim_args(key, self.info.name());
+        let mut args: Vec<&[u8]> = vec![b"EVAL", CLAIM_SCRIPT.as_bytes(), b"3"];
+        args.extend(a.iter().map(|s| s.as_bytes()));
+        self.cluster_send(ctx, &args, pending);
     }
 
     /// Shard 0: releases the claims of node `name` whose value is `value`
     /// (`same`), or of this node's earlier processes (`other`).
     fn cluster_reap(&mut self, ctx: &mut Ctx<'_, ChatShard>, name: &str, value: &str, mode: &str) {
         let claims = Cluster::claims_key(name);
+        let lease = format!("{PREFIX}node:{name}");
         let prefix = format!("{name} ");
         self.cluster_send(
             ctx,
             &[
                 b"EVAL",
                 REAP_SCRIPT.as_bytes(),
-                b"1",
+                b"2",
                 claims.as_bytes(),
+                lease.as_bytes(),
                 value.as_bytes(),
                 mode.as_bytes(),
                 prefix.as_bytes(),
@@ -518,6 +559,8 @@ impl ChatShard {
         info!(shard = me, engine = %cl.engine, "cluster: engine link up");
         self.stats.cluster_link_up.set(1);
         if again {
+            cl.settle_until = Some(Instant::now() + SETTLE);
+            ctx.set_timer(SETTLE, ChatTimer::Cluster(ClusterTimer::Settled));
             self.cluster_tell_users(ctx, true);
         }
         if me == 0 {
@@ -622,6 +665,16 @@ impl ChatShard {
     /// The cluster's timers.
     pub(crate) fn cluster_timer(&mut self, ctx: &mut Ctx<'_, ChatShard>, t: ClusterTimer) {
         match t {
+            ClusterTimer::Settled => {
+                let Some(cl) = self.cluster.as_mut() else {
+                    return;
+                };
+                cl.settle_until = None;
+                let mut waiting = std::mem::take(&mut cl.deferred);
+                waiting.append(&mut self.owner.engine_out);
+                self.owner.engine_out = waiting;
+                self.cluster_flush_owner(ctx);
+            }
             ClusterTimer::Reconnect => {
                 if self
                     .cluster
