@@ -105,6 +105,8 @@ pub struct Owner {
     /// Claims and releases for the engine, taken by the shard after each
     /// piece of mail.
     pub(crate) engine_out: Vec<EngineOp>,
+    /// Registrations and lookups waiting for the engine: token -> what.
+    account_waits: HashMap<u64, accounts::AccountWait>,
 }
 
 /// A claim or release for the cluster's engine ([`Owner::engine_out`]).
@@ -121,6 +123,23 @@ pub enum EngineOp {
     Release {
         /// The casefolded nick.
         key: NameKey,
+    },
+    /// Claim account name `key` (`store::account_key`) for a registration,
+    /// storing `value` (`<name>\n<credentials>`) for the other nodes' logins.
+    AccountClaim {
+        /// The waiting registration.
+        token: u64,
+        /// The account's key.
+        key: String,
+        /// What the engine keeps.
+        value: String,
+    },
+    /// Look account `key` up in the engine (not in this node's store).
+    AccountGet {
+        /// The waiting lookup.
+        token: u64,
+        /// The account's key.
+        key: String,
     },
 }
 
@@ -172,6 +191,7 @@ impl Owner {
             engine_waits: HashMap::new(),
             engine_reserved: HashSet::new(),
             engine_out: Vec::new(),
+            account_waits: HashMap::new(),
         }
     }
 

@@ -73,7 +73,22 @@
 //! node's claims still carrying its old value; when it first holds its own
 //! lease, it releases claims left by earlier processes with its name. So a
 //! node that stops or dies frees its users' nicks within the node timeout.
-//! Account names are not claimed yet.
+//!
+//! ## Accounts (built)
+//!
+//! An account lives in its owner shard's store on the node where it was
+//! registered, and in the engine as `shardline:account:<key>` =
+//! `<name>\n<credentials>` (the argon2 hash and SCRAM verifier, never the
+//! password). `REGISTER` of a name free in this node's store puts it in the
+//! engine first (a script: set if absent or the same); another node's
+//! account of that name gives `ACCOUNT_EXISTS`, an engine that cannot be
+//! asked `TEMPORARILY_UNAVAILABLE` (uniqueness could not be promised). A SASL
+//! lookup of an account this node's store lacks reads the engine, so a user
+//! logs in on any node. When a link comes back each shard puts its store's
+//! accounts again (a no-op unless the engine lost them; a name another node
+//! registered meanwhile is logged). Not yet: certificate logins (EXTERNAL)
+//! for accounts of other nodes, offline changes (`shardline-chat account
+//! passwd`) reaching the engine, nick protection of other nodes' accounts.
 //!
 //! ## Still to build (issue 16), in this design
 //!
@@ -92,7 +107,7 @@
 //! - **A dead node's users QUIT everywhere:** when its lease goes, the
 //!   first node to see it (a `SET NX` on a reaper key) appends a QUIT for
 //!   each of its users to the partitions of their channels (one order
-//!   again). **Account names** claimed like nicks at `REGISTER`.
+//!   again).
 //! - **Delivery or a reason.** A message whose `XADD` fails (engine down)
 //!   is refused to its sender with a FAIL; never dropped silently.
 //! - **Backpressure.** A link's unanswered commands are bounded; past the
@@ -173,6 +188,12 @@ const REAP_SCRIPT: &str =
       elseif string.sub(v, 1, #ARGV[3]) ~= ARGV[3] then redis.call('SREM', KEYS[1], k) end \
     end return n";
 
+/// Puts account KEYS[1] (ARGV[1]: `<name>\n<credentials>`) if absent or
+/// the same: 1; another node's account of that name: 0.
+const ACCOUNT_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v == false then redis.call('SET', KEYS[1], ARGV[1]) return 1 end \
+    if v == ARGV[1] then return 1 end return 0";
+
 /// A node of the cluster as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -207,6 +228,13 @@ pub enum Pending {
     Unclaim,
     /// `SMEMBERS` of this node's claims, after the link came back.
     OwnClaims,
+    /// A registration's claim of an account name (the owner's token).
+    AccountClaim(u64),
+    /// A lookup of an account registered on another node (the token).
+    AccountGet(u64),
+    /// An account of this node's store claimed again after the link came
+    /// back (its name, to log a conflict).
+    AccountAssert(String),
 }
 
 /// How a link is.
@@ -407,13 +435,16 @@ impl ChatShard {
         cl.link.inbuf.clear();
         // Claims the engine will not answer now: granted here (the node
         // serves its own users), and claimed again when the link is back.
-        let unanswered: Vec<u64> = cl
+        let unanswered: Vec<Pending> = cl
             .link
             .pending
             .drain(..)
-            .filter_map(|(p, _)| match p {
-                Pending::Claim(token) => Some(token),
-                _ => None,
+            .map(|(p, _)| p)
+            .filter(|p| {
+                matches!(
+                    p,
+                    Pending::Claim(_) | Pending::AccountClaim(_) | Pending::AccountGet(_)
+                )
             })
             .collect();
         let wait = cl.link.backoff;
@@ -421,9 +452,24 @@ impl ChatShard {
         if !self.shutting_down {
             ctx.set_timer(wait, ChatTimer::Cluster(ClusterTimer::Reconnect));
         }
-        for token in unanswered {
-            self.owner
-                .engine_claimed(ctx, &self.info, &mut self.outbox, token, true);
+        for p in unanswered {
+            self.cluster_unanswered(ctx, p);
+        }
+    }
+
+    /// A request of the owner's the engine will not answer (the link went
+    /// down, or it refused the command): a nick is granted here (claimed
+    /// again when the link is back), a registration refused for now, a
+    /// lookup answered "not found".
+    fn cluster_unanswered(&mut self, ctx: &mut Ctx<'_, ChatShard>, p: Pending) {
+        let (info, outbox) = (&self.info, &mut self.outbox);
+        match p {
+            Pending::Claim(token) => self.owner.engine_claimed(ctx, info, outbox, token, true),
+            Pending::AccountClaim(token) => {
+                self.owner.engine_account_claimed(ctx, outbox, token, None)
+            }
+            Pending::AccountGet(token) => self.owner.engine_account_found(ctx, outbox, token, None),
+            _ => {}
         }
     }
 
@@ -462,6 +508,32 @@ impl ChatShard {
                             .engine_claimed(ctx, &self.info, &mut self.outbox, token, true);
                     }
                 }
+                crate::owner::EngineOp::AccountClaim { token, key, value } => {
+                    if up {
+                        let k = format!("{PREFIX}account:{key}");
+                        self.cluster_send(
+                            ctx,
+                            &[
+                                b"EVAL",
+                                ACCOUNT_SCRIPT.as_bytes(),
+                                b"1",
+                                k.as_bytes(),
+                                value.as_bytes(),
+                            ],
+                            Pending::AccountClaim(token),
+                        );
+                    } else {
+                        self.cluster_unanswered(ctx, Pending::AccountClaim(token));
+                    }
+                }
+                crate::owner::EngineOp::AccountGet { token, key } => {
+                    if up {
+                        let k = format!("{PREFIX}account:{key}");
+                        self.cluster_send(ctx, &[b"GET", k.as_bytes()], Pending::AccountGet(token));
+                    } else {
+                        self.cluster_unanswered(ctx, Pending::AccountGet(token));
+                    }
+                }
                 crate::owner::EngineOp::Release { key } => {
                     let nick = Cluster::nick_key(&key);
                     self.cluster_send(
@@ -494,6 +566,23 @@ impl ChatShard {
             self.cluster_claim(ctx, &k, Pending::Assert(key, holder));
         }
         self.cluster_send(ctx, &[b"SMEMBERS", claims.as_bytes()], Pending::OwnClaims);
+        // This shard's accounts, for logins on other nodes (a no-op unless
+        // the engine lost them).
+        for (key, value) in self.owner.engine_accounts() {
+            let k = format!("{PREFIX}account:{key}");
+            let name = value.split('\n').next().unwrap_or("").to_string();
+            self.cluster_send(
+                ctx,
+                &[
+                    b"EVAL",
+                    ACCOUNT_SCRIPT.as_bytes(),
+                    b"1",
+                    k.as_bytes(),
+                    value.as_bytes(),
+                ],
+                Pending::AccountAssert(name),
+            );
+        }
     }
 
     /// Claims nick `key` (casefolded) in the engine for this process.
@@ -754,11 +843,8 @@ impl ChatShard {
     fn cluster_reply(&mut self, ctx: &mut Ctx<'_, ChatShard>, p: Pending, frame: OwnedFrame) {
         if let OwnedFrame::Error(e) = &frame {
             warn!(shard = self.me, asked = ?p, error = %e, "cluster: the engine refused a command");
-            if let Pending::Claim(token) = p {
-                // Never left unanswered: granted here, claimed again later.
-                self.owner
-                    .engine_claimed(ctx, &self.info, &mut self.outbox, token, true);
-            }
+            // Never left unanswered.
+            self.cluster_unanswered(ctx, p);
             return;
         }
         let Some(cl) = self.cluster.as_mut() else {
@@ -787,6 +873,23 @@ impl ChatShard {
                 let ok = frame == OwnedFrame::Integer(1);
                 self.owner
                     .engine_claimed(ctx, &self.info, &mut self.outbox, token, ok);
+            }
+            Pending::AccountClaim(token) => {
+                let ok = frame == OwnedFrame::Integer(1);
+                self.owner
+                    .engine_account_claimed(ctx, &mut self.outbox, token, Some(ok));
+            }
+            Pending::AccountGet(token) => {
+                let value = resp::text(&frame).map(str::to_string);
+                self.owner
+                    .engine_account_found(ctx, &mut self.outbox, token, value.as_deref());
+            }
+            Pending::AccountAssert(name) => {
+                if frame != OwnedFrame::Integer(1) {
+                    warn!(shard = self.me, account = %name,
+                        "cluster: another node registered an account of this name while the engine was empty; \
+                         each node keeps its own (logins on other nodes find the other one)");
+                }
             }
             Pending::Assert(key, holder) => {
                 if frame != OwnedFrame::Integer(1) {

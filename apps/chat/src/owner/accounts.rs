@@ -39,6 +39,42 @@ use crate::{
     store::{account_key, Completed, Ticket},
 };
 
+/// A registration or lookup waiting for the cluster's engine.
+#[derive(Debug)]
+pub(crate) enum AccountWait {
+    /// `REGISTER`: the name is free here; is it free in the cluster?
+    Register {
+        /// Who asked.
+        from: ClientRef,
+        /// The name.
+        name: String,
+        /// Its credentials.
+        credentials: Box<crate::auth::record::Credentials>,
+    },
+    /// A SASL lookup of an account this node's store does not have.
+    Lookup {
+        /// Who asked.
+        from: ClientRef,
+        /// The query to answer.
+        query: u64,
+    },
+}
+
+/// The engine's value for an account: `<name>\n<credentials>`.
+pub(crate) fn engine_value(name: &str, credentials: &crate::auth::record::Credentials) -> String {
+    format!("{name}\n{}", credentials.encode())
+}
+
+/// An account from its engine value.
+pub(crate) fn from_engine_value(value: &str) -> Option<AccountInfo> {
+    let (name, creds) = value.split_once('\n')?;
+    (!name.is_empty()).then(|| AccountInfo {
+        name: name.to_string(),
+        credentials: crate::auth::record::Credentials::parse(creds),
+        locked: false,
+    })
+}
+
 /// The owner's account state beyond the store.
 #[derive(Debug, Default)]
 pub(crate) struct OwnerAccounts {
@@ -90,6 +126,113 @@ impl Owner {
         }
     }
 
+    /// The engine answered a registration's claim of its name: free in the
+    /// cluster (`Some(true)`: stored here now), registered on another node
+    /// (`Some(false)`), or the engine could not be asked (`None`: uniqueness
+    /// cannot be promised, so `TEMPORARILY_UNAVAILABLE`).
+    pub(crate) fn engine_account_claimed(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        token: u64,
+        result: Option<bool>,
+    ) {
+        let Some(AccountWait::Register {
+            from,
+            name,
+            credentials,
+        }) = self.account_waits.remove(&token)
+        else {
+            return;
+        };
+        let refuse = |name, e| {
+            reply(ReplyBody::AccountRegistered {
+                name,
+                result: Err(e),
+            })
+        };
+        let here = self
+            .history
+            .store()
+            .is_some_and(|s| s.account(&name).is_some());
+        let (_, body) = match result {
+            Some(true) if !here => self.register_here(ctx, from, name, &credentials),
+            Some(_) => refuse(name, RegisterError::Exists),
+            None => refuse(name, RegisterError::Unavailable),
+        };
+        if let Some(body) = body {
+            outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+        }
+    }
+
+    /// The engine answered a lookup of an account this node does not have.
+    pub(crate) fn engine_account_found(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        token: u64,
+        value: Option<&str>,
+    ) {
+        let Some(AccountWait::Lookup { from, query }) = self.account_waits.remove(&token) else {
+            return;
+        };
+        let info = value.and_then(from_engine_value).map(Box::new);
+        let body = ReplyBody::AccountFound { query, info };
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+    }
+
+    /// This shard's accounts as the engine keeps them (to claim again when
+    /// the link comes back): (key, value).
+    pub(crate) fn engine_accounts(&self) -> Vec<(String, String)> {
+        let Some(store) = self.history.store() else {
+            return Vec::new();
+        };
+        store
+            .accounts()
+            .map(|a| {
+                (
+                    account_key(&a.name),
+                    format!("{}\n{}", a.name, a.password_hash),
+                )
+            })
+            .collect()
+    }
+
+    /// Puts a new account in this shard's store; answered when the record
+    /// is durable (`None` here) or at once when it cannot be stored.
+    fn register_here(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        from: ClientRef,
+        name: String,
+        credentials: &crate::auth::record::Credentials,
+    ) -> Answer {
+        let record = new_account(&name, credentials, clock::now_millis());
+        match self.history.put_account(ctx, record) {
+            Ok(ticket) => {
+                self.reindex(&account_key(&name));
+                self.accounts.pending.insert(ticket, (from, name));
+                // Answered when the ticket completes.
+                (0, None)
+            }
+            Err(crate::store::StoreError::Detached) => {
+                info!(shard = ctx.shard_id().0, account = %name,
+                    "REGISTER refused: the data directory was handed to a new process (an upgrade)");
+                reply(ReplyBody::AccountRegistered {
+                    name,
+                    result: Err(RegisterError::Unavailable),
+                })
+            }
+            Err(e) => {
+                error!(shard = ctx.shard_id().0, error = %e, "cannot store a new account");
+                reply(ReplyBody::AccountRegistered {
+                    name,
+                    result: Err(RegisterError::Unavailable),
+                })
+            }
+        }
+    }
+
     pub(super) fn account_request(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
@@ -103,6 +246,17 @@ impl Owner {
                     .store()
                     .and_then(|s| s.account(&name))
                     .map(|a| Box::new(AccountInfo::from_account(a)));
+                if info.is_none() && self.cluster {
+                    // Registered on another node: the engine has it.
+                    self.claim_seq += 1;
+                    let token = self.claim_seq;
+                    self.account_waits
+                        .insert(token, AccountWait::Lookup { from, query });
+                    let key = account_key(&name);
+                    self.engine_out
+                        .push(super::EngineOp::AccountGet { token, key });
+                    return (0, None);
+                }
                 reply(ReplyBody::AccountFound { query, info })
             }
             Request::CertLookup { fingerprint, query } => {
@@ -133,30 +287,25 @@ impl Owner {
                         result: Err(RegisterError::Exists),
                     });
                 }
-                let record = new_account(&name, &credentials, clock::now_millis());
-                match self.history.put_account(ctx, record) {
-                    Ok(ticket) => {
-                        self.reindex(&account_key(&name));
-                        self.accounts.pending.insert(ticket, (from, name));
-                        // Answered when the ticket completes.
-                        (0, None)
-                    }
-                    Err(crate::store::StoreError::Detached) => {
-                        info!(shard = ctx.shard_id().0, account = %name,
-                            "REGISTER refused: the data directory was handed to a new process (an upgrade)");
-                        reply(ReplyBody::AccountRegistered {
+                if self.cluster {
+                    // Free here; the engine says whether it is in the cluster.
+                    self.claim_seq += 1;
+                    let token = self.claim_seq;
+                    let key = account_key(&name);
+                    let value = engine_value(&name, &credentials);
+                    self.account_waits.insert(
+                        token,
+                        AccountWait::Register {
+                            from,
                             name,
-                            result: Err(RegisterError::Unavailable),
-                        })
-                    }
-                    Err(e) => {
-                        error!(shard = ctx.shard_id().0, error = %e, "cannot store a new account");
-                        reply(ReplyBody::AccountRegistered {
-                            name,
-                            result: Err(RegisterError::Unavailable),
-                        })
-                    }
+                            credentials,
+                        },
+                    );
+                    self.engine_out
+                        .push(super::EngineOp::AccountClaim { token, key, value });
+                    return (0, None);
                 }
+                self.register_here(ctx, from, name, &credentials)
             }
             _ => reply(ReplyBody::Done),
         }
