@@ -42,6 +42,7 @@ use crate::{
     stats::ShardStats,
     store::{conversation_key, Message as Stored, MessageKind},
 };
+pub(crate) use accounts::from_engine_value as account_from_engine_value;
 
 /// One nick's holder.
 #[derive(Debug)]

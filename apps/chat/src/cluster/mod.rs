@@ -1073,3 +1073,9 @@ impl ChatShard {
 pub fn incarnation() -> String {
     new_incarnation()
 }
+
+/// An account from the engine's record (`<name>\n<credentials>`), as a
+/// login on a node without it reads it; `None` if malformed.
+pub fn account_from_engine(value: &str) -> Option<crate::auth::sasl::AccountInfo> {
+    crate::owner::account_from_engine_value(value)
+}
