@@ -22,7 +22,7 @@
 //! commands and no crate was added.
 
 use std::{
-    collections::hash_map::DefaultHasher,
+    collections::{hash_map::DefaultHasher, VecDeque},
     hash::Hasher,
     io::{self, BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -49,8 +49,8 @@ use crate::{
 /// The channel / subject of the fan-out.
 const CHANNEL: &str = "shardline.cluster.chan";
 
-/// An engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+/// An engine process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Redis,
@@ -72,10 +72,42 @@ impl Engine {
     }
 }
 
+/// How the fan-out goes through an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// Redis pub/sub: PUBLISH / SUBSCRIBE on one channel.
+    Redis,
+    /// Redis Streams: XADD to one stream, each subscriber XREAD BLOCK from 0.
+    RedisStreams,
+    /// NATS core: PUB / SUB on one subject.
+    Nats,
+    /// NATS JetStream: acknowledged publishes to a memory stream, one push
+    /// consumer (deliver all, no acks) per subscriber.
+    NatsJs,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Redis => "redis",
+            Variant::RedisStreams => "redis-streams",
+            Variant::Nats => "nats",
+            Variant::NatsJs => "nats-js",
+        }
+    }
+    pub fn engine(self) -> Engine {
+        match self {
+            Variant::Redis | Variant::RedisStreams => Engine::Redis,
+            Variant::Nats | Variant::NatsJs => Engine::Nats,
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnginesConfig {
-    pub engines: Vec<Engine>,
+    pub variants: Vec<Variant>,
     pub publishers: usize,
     pub subscribers: usize,
     pub messages: usize,
@@ -101,8 +133,11 @@ pub struct FanoutRun {
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+    /// Engine on-CPU time per delivery, from schedstat (utime+stime if absent).
     pub engine_cpu_us_per_delivery: f64,
     pub engine_cpu_us_per_publish: f64,
+    /// The same from utime+stime in /proc/PID/stat (10 ms ticks).
+    pub engine_cpu_us_per_delivery_stat: f64,
     pub client_cpu_us_per_delivery: f64,
     /// Hash of each subscriber's full order.
     pub order_hashes: Vec<String>,
@@ -149,6 +184,7 @@ pub struct RestartResult {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineResult {
+    pub variant: Variant,
     pub engine: Engine,
     pub version: String,
     pub fanout: Vec<FanoutRun>,
@@ -161,6 +197,9 @@ pub struct EngineResult {
     pub fifo_every_round: bool,
     pub claims: Option<ClaimResult>,
     pub restart: Option<RestartResult>,
+    /// Redis: `CONFIG GET client-output-buffer-limit` (what disconnects a slow
+    /// subscriber).
+    pub output_buffer_limits: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -350,50 +389,102 @@ impl Conn {
     }
 }
 
-/// A publishing client of either engine.
+/// Where a variant's messages go: the Redis channel or stream key, the NATS
+/// subject (and JetStream stream name).
+#[derive(Debug, Clone)]
+struct Target {
+    subject: String,
+    stream: String,
+}
+
+impl Target {
+    fn core() -> Target {
+        Target {
+            subject: CHANNEL.to_owned(),
+            stream: String::new(),
+        }
+    }
+}
+
+/// A publishing client of any variant.
 struct Publisher {
-    engine: Engine,
+    kind: Variant,
     c: Conn,
+    target: Target,
 }
 
 impl Publisher {
-    fn connect(engine: Engine, addr: SocketAddr) -> io::Result<Publisher> {
+    fn connect(kind: Variant, addr: SocketAddr, target: &Target) -> io::Result<Publisher> {
         let mut c = Conn::open(addr)?;
-        if engine == Engine::Nats {
+        if kind.engine() == Engine::Nats {
             nats_handshake(&mut c)?;
         }
-        Ok(Publisher { engine, c })
+        if kind == Variant::NatsJs {
+            c.out.extend_from_slice(b"SUB _INBOX.ack.* 1\r\nPING\r\n");
+            c.flush()?;
+            nats_wait_pong(&mut c)?;
+        }
+        Ok(Publisher {
+            kind,
+            c,
+            target: target.clone(),
+        })
     }
 
     /// Publishes a batch in one write and waits for its acknowledgement. Returns
-    /// the receivers Redis reported (0 for NATS).
+    /// the receivers Redis pub/sub reported (0 otherwise).
     fn publish(&mut self, msgs: &[Vec<u8>]) -> io::Result<u64> {
-        match self.engine {
-            Engine::Redis => {
+        let subject = self.target.subject.as_bytes();
+        match self.kind {
+            Variant::Redis | Variant::RedisStreams => {
                 for m in msgs {
-                    resp_cmd(&mut self.c.out, &[b"PUBLISH", CHANNEL.as_bytes(), m]);
+                    if self.kind == Variant::Redis {
+                        resp_cmd(&mut self.c.out, &[b"PUBLISH", subject, m]);
+                    } else {
+                        resp_cmd(&mut self.c.out, &[b"XADD", subject, b"*", b"d", m]);
+                    }
                 }
                 self.c.flush()?;
                 let mut receivers = 0;
                 for _ in msgs {
                     match read_resp(&mut self.c.r)? {
                         Resp::Int(n) => receivers += n as u64,
-                        other => return Err(bad(format!("PUBLISH replied {other:?}"))),
+                        Resp::Bulk(Some(_)) => {}
+                        other => return Err(bad(format!("publish replied {other:?}"))),
                     }
                 }
                 Ok(receivers)
             }
-            Engine::Nats => {
+            Variant::Nats => {
                 for m in msgs {
+                    let s = &self.target.subject;
                     self.c
                         .out
-                        .extend_from_slice(format!("PUB {CHANNEL} {}\r\n", m.len()).as_bytes());
+                        .extend_from_slice(format!("PUB {s} {}\r\n", m.len()).as_bytes());
                     self.c.out.extend_from_slice(m);
                     self.c.out.extend_from_slice(b"\r\n");
                 }
                 self.c.out.extend_from_slice(b"PING\r\n");
                 self.c.flush()?;
                 nats_wait_pong(&mut self.c)?;
+                Ok(0)
+            }
+            Variant::NatsJs => {
+                for (k, m) in msgs.iter().enumerate() {
+                    let s = &self.target.subject;
+                    self.c.out.extend_from_slice(
+                        format!("PUB {s} _INBOX.ack.{k} {}\r\n", m.len()).as_bytes(),
+                    );
+                    self.c.out.extend_from_slice(m);
+                    self.c.out.extend_from_slice(b"\r\n");
+                }
+                self.c.flush()?;
+                for _ in msgs {
+                    let (_, ack) = nats_next_msg(&mut self.c)?;
+                    if ack.windows(7).any(|w| w == b"\"error\"") {
+                        return Err(bad(String::from_utf8_lossy(&ack).into_owned()));
+                    }
+                }
                 Ok(0)
             }
         }
@@ -426,8 +517,8 @@ fn nats_wait_pong(c: &mut Conn) -> io::Result<()> {
     }
 }
 
-/// Reads NATS protocol lines until a MSG/HMSG; returns its payload (headers
-/// included for HMSG) and the subject. Answers server PINGs.
+/// Reads NATS protocol lines until a MSG/HMSG; returns its subject and payload
+/// (headers included for HMSG). Answers server PINGs.
 fn nats_next_msg(c: &mut Conn) -> io::Result<(String, Vec<u8>)> {
     loop {
         read_line(&mut c.r, &mut c.line)?;
@@ -450,46 +541,172 @@ fn nats_next_msg(c: &mut Conn) -> io::Result<(String, Vec<u8>)> {
     }
 }
 
-/// A subscribing client of either engine.
+/// One NATS request (a JetStream API call) on a connection of its own.
+fn nats_request(addr: SocketAddr, subject: &str, body: &str) -> anyhow::Result<String> {
+    let mut c = Conn::open(addr)?;
+    nats_handshake(&mut c)?;
+    c.out.extend_from_slice(
+        format!(
+            "SUB _INBOX.req 1\r\nPUB {subject} _INBOX.req {}\r\n{body}\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.flush()?;
+    let (_, reply) = nats_next_msg(&mut c)?;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    if text.contains("\"error\"") {
+        bail!("{subject}: {text}");
+    }
+    Ok(text)
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A subscribing client of any variant.
 struct Subscriber {
-    engine: Engine,
+    kind: Variant,
     c: Conn,
+    target: Target,
+    /// Redis Streams: entries read but not yet returned, and the last id read.
+    pending: VecDeque<Vec<u8>>,
+    last_id: String,
+    block_ms: u64,
 }
 
 impl Subscriber {
-    fn connect(engine: Engine, addr: SocketAddr) -> io::Result<Subscriber> {
+    fn connect(kind: Variant, addr: SocketAddr, target: &Target) -> io::Result<Subscriber> {
         let mut c = Conn::open(addr)?;
-        match engine {
-            Engine::Redis => {
-                resp_cmd(&mut c.out, &[b"SUBSCRIBE", CHANNEL.as_bytes()]);
+        let subject = target.subject.as_bytes();
+        match kind {
+            Variant::Redis => {
+                resp_cmd(&mut c.out, &[b"SUBSCRIBE", subject]);
                 c.flush()?;
                 match read_resp(&mut c.r)? {
                     Resp::Array(Some(v)) if v.len() == 3 => {}
                     other => return Err(bad(format!("SUBSCRIBE replied {other:?}"))),
                 }
             }
-            Engine::Nats => {
+            Variant::RedisStreams => {}
+            Variant::Nats => {
                 nats_handshake(&mut c)?;
                 c.out
-                    .extend_from_slice(format!("SUB {CHANNEL} 1\r\nPING\r\n").as_bytes());
+                    .extend_from_slice(format!("SUB {} 1\r\nPING\r\n", target.subject).as_bytes());
                 c.flush()?;
                 nats_wait_pong(&mut c)?;
             }
+            Variant::NatsJs => {
+                // An ephemeral push consumer from the stream's start, no acks:
+                // what an ordered consumer does, without its gap-reset logic.
+                nats_handshake(&mut c)?;
+                let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+                let deliver = format!("_INBOX.deliver.{n}");
+                let config = serde_json::json!({
+                    "stream_name": target.stream,
+                    "config": {
+                        "deliver_subject": deliver, "deliver_policy": "all",
+                        "ack_policy": "none", "replay_policy": "instant",
+                        "mem_storage": true, "max_deliver": -1
+                    }
+                })
+                .to_string();
+                c.out.extend_from_slice(
+                    format!(
+                        "SUB {deliver} 1\r\nSUB _INBOX.cc.{n} 2\r\nPUB $JS.API.CONSUMER.CREATE.{} _INBOX.cc.{n} {}\r\n{config}\r\n",
+                        target.stream,
+                        config.len()
+                    )
+                    .as_bytes(),
+                );
+                c.flush()?;
+                let (_, reply) = nats_next_msg(&mut c)?;
+                if reply.windows(7).any(|w| w == b"\"error\"") {
+                    return Err(bad(String::from_utf8_lossy(&reply).into_owned()));
+                }
+            }
         }
-        Ok(Subscriber { engine, c })
+        Ok(Subscriber {
+            kind,
+            c,
+            target: target.clone(),
+            pending: VecDeque::new(),
+            last_id: "0-0".to_owned(),
+            block_ms: 1000,
+        })
+    }
+
+    /// How long `next` waits before a timeout error.
+    fn set_timeout(&mut self, d: Duration) -> io::Result<()> {
+        if self.kind == Variant::RedisStreams {
+            // XREAD BLOCK does the waiting; the socket only guards a dead engine.
+            self.block_ms = d.as_millis().max(1) as u64;
+            self.c.set_timeout(d + Duration::from_secs(5))
+        } else {
+            self.c.set_timeout(d)
+        }
     }
 
     /// The next message's payload.
     fn next(&mut self) -> io::Result<Vec<u8>> {
-        match self.engine {
-            Engine::Redis => match read_resp(&mut self.c.r)? {
+        match self.kind {
+            Variant::Redis => match read_resp(&mut self.c.r)? {
                 Resp::Array(Some(mut v)) if v.len() == 3 => match v.pop() {
                     Some(Resp::Bulk(Some(p))) => Ok(p),
                     other => Err(bad(format!("message payload {other:?}"))),
                 },
                 other => Err(bad(format!("unexpected {other:?}"))),
             },
-            Engine::Nats => Ok(nats_next_msg(&mut self.c)?.1),
+            Variant::RedisStreams => {
+                if let Some(p) = self.pending.pop_front() {
+                    return Ok(p);
+                }
+                let block = self.block_ms.to_string();
+                resp_cmd(
+                    &mut self.c.out,
+                    &[
+                        b"XREAD",
+                        b"COUNT",
+                        b"1000",
+                        b"BLOCK",
+                        block.as_bytes(),
+                        b"STREAMS",
+                        self.target.subject.as_bytes(),
+                        self.last_id.as_bytes(),
+                    ],
+                );
+                self.c.flush()?;
+                let entries = match read_resp(&mut self.c.r)? {
+                    Resp::Array(None) | Resp::Bulk(None) => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "XREAD timed out"))
+                    }
+                    Resp::Array(Some(mut streams)) => match streams.pop() {
+                        Some(Resp::Array(Some(mut kv))) if kv.len() == 2 => match kv.pop() {
+                            Some(Resp::Array(Some(entries))) => entries,
+                            other => return Err(bad(format!("XREAD entries {other:?}"))),
+                        },
+                        other => return Err(bad(format!("XREAD stream {other:?}"))),
+                    },
+                    other => return Err(bad(format!("XREAD replied {other:?}"))),
+                };
+                for e in entries {
+                    let Resp::Array(Some(mut e)) = e else {
+                        return Err(bad("XREAD entry"));
+                    };
+                    let fields = e.pop();
+                    if let Some(Resp::Bulk(Some(id))) = e.pop() {
+                        self.last_id = String::from_utf8_lossy(&id).into_owned();
+                    }
+                    if let Some(Resp::Array(Some(mut f))) = fields {
+                        if let Some(Resp::Bulk(Some(p))) = f.pop() {
+                            self.pending.push_back(p);
+                        }
+                    }
+                }
+                self.pending
+                    .pop_front()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "XREAD empty"))
+            }
+            Variant::Nats | Variant::NatsJs => Ok(nats_next_msg(&mut self.c)?.1),
         }
     }
 }
@@ -513,6 +730,19 @@ fn parse_payload(p: &[u8]) -> Option<(usize, usize, u64)> {
     ))
 }
 
+/// On-CPU time of every live thread of `pid` in nanoseconds (the first field of
+/// /proc/PID/task/TID/schedstat): the same quantity as utime+stime, without
+/// their 10 ms clock-tick granularity. None if schedstat is unavailable.
+fn sched_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = t.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 fn self_cpu() -> Duration {
     proc_cpu_time(std::process::id()).unwrap_or_default()
 }
@@ -533,16 +763,72 @@ struct SubOutcome {
     error: Option<String>,
 }
 
-fn fanout(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<FanoutRun> {
+fn fanout(
+    cfg: &EnginesConfig,
+    variant: Variant,
+    run: &Running,
+    round_no: usize,
+) -> anyhow::Result<FanoutRun> {
+    let addr = run.proc.addr;
+    let pid = std::process::id();
+    let target = match variant {
+        Variant::Redis | Variant::Nats => Target::core(),
+        Variant::RedisStreams => Target {
+            subject: format!("shardline.cluster.stream.{pid}.{round_no}"),
+            stream: String::new(),
+        },
+        Variant::NatsJs => Target {
+            subject: format!("shardline.js.{pid}.{round_no}"),
+            stream: format!("CHAT_{pid}_{round_no}"),
+        },
+    };
+    if variant == Variant::NatsJs {
+        let config = serde_json::json!({
+            "name": target.stream, "subjects": [target.subject], "storage": "memory",
+            "retention": "limits", "discard": "old", "num_replicas": 1
+        })
+        .to_string();
+        nats_request(
+            addr,
+            &format!("$JS.API.STREAM.CREATE.{}", target.stream),
+            &config,
+        )?;
+    }
+    let result = fanout_on(cfg, variant, run, &target);
+    match variant {
+        Variant::NatsJs => {
+            nats_request(
+                addr,
+                &format!("$JS.API.STREAM.DELETE.{}", target.stream),
+                "",
+            )?;
+        }
+        Variant::RedisStreams => {
+            let mut c = Conn::open(addr)?;
+            resp_cmd(&mut c.out, &[b"DEL", target.subject.as_bytes()]);
+            c.flush()?;
+            read_resp(&mut c.r)?;
+        }
+        _ => {}
+    }
+    result
+}
+
+fn fanout_on(
+    cfg: &EnginesConfig,
+    variant: Variant,
+    run: &Running,
+    target: &Target,
+) -> anyhow::Result<FanoutRun> {
     let addr = run.proc.addr;
     let expected_per_sub = (cfg.publishers * cfg.messages) as u64;
     let mut subs = Vec::new();
     for _ in 0..cfg.subscribers {
-        subs.push(Subscriber::connect(engine, addr).context("subscribing")?);
+        subs.push(Subscriber::connect(variant, addr, target).context("subscribing")?);
     }
     let mut pubs = Vec::new();
     for _ in 0..cfg.publishers {
-        pubs.push(Publisher::connect(engine, addr).context("connecting a publisher")?);
+        pubs.push(Publisher::connect(variant, addr, target).context("connecting a publisher")?);
     }
     let base = Instant::now();
     let pubs_done = Arc::new(AtomicBool::new(false));
@@ -558,7 +844,7 @@ fn fanout(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
                     last_at: Instant::now(),
                     error: None,
                 };
-                let _ = s.c.set_timeout(Duration::from_millis(200));
+                let _ = s.set_timeout(Duration::from_millis(200));
                 let mut idle_since: Option<Instant> = None;
                 while (out.order.len() as u64) < expected_per_sub && Instant::now() < deadline {
                     match s.next() {
@@ -591,6 +877,7 @@ fn fanout(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
         })
         .collect();
     let cpu0 = proc_cpu_time(run.proc.pid)?;
+    let sched0 = sched_cpu_ns(run.proc.pid);
     let self0 = self_cpu();
     let start = Instant::now();
     let published = Arc::new(AtomicU64::new(0));
@@ -627,11 +914,12 @@ fn fanout(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
         .map(|h| h.join().expect("subscriber panicked"))
         .collect();
     let cpu1 = proc_cpu_time(run.proc.pid)?;
+    let sched1 = sched_cpu_ns(run.proc.pid);
     let self1 = self_cpu();
     if !pub_errors.is_empty() {
         bail!(
             "{} publishers failed: {}",
-            engine.name(),
+            variant.name(),
             pub_errors.join("; ")
         );
     }
@@ -643,7 +931,11 @@ fn fanout(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
         hist.add(&o.hist).expect("same bounds");
     }
     let published = published.load(Ordering::Relaxed);
-    let engine_us = (cpu1 - cpu0).as_secs_f64() * 1e6;
+    let stat_us = (cpu1 - cpu0).as_secs_f64() * 1e6;
+    let engine_us = match (sched0, sched1) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e3,
+        _ => stat_us,
+    };
     let client_us = (self1.saturating_sub(self0)).as_secs_f64() * 1e6;
     let hashes: Vec<u64> = outcomes
         .iter()
@@ -691,6 +983,7 @@ fn fanout(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
         max_us: hist.max() as f64,
         engine_cpu_us_per_delivery: round(engine_us / deliveries.max(1) as f64, 4),
         engine_cpu_us_per_publish: round(engine_us / published.max(1) as f64, 4),
+        engine_cpu_us_per_delivery_stat: round(stat_us / deliveries.max(1) as f64, 4),
         client_cpu_us_per_delivery: round(client_us / deliveries.max(1) as f64, 4),
         same_total_order: hashes.windows(2).all(|w| w[0] == w[1]),
         order_hashes: hashes.iter().map(|h| format!("{h:016x}")).collect(),
@@ -782,6 +1075,7 @@ fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
         }
     };
     let cpu0 = proc_cpu_time(run.proc.pid)?;
+    let sched0 = sched_cpu_ns(run.proc.pid);
     let start = Instant::now();
     let mut won = 0;
     for i in 0..n {
@@ -791,6 +1085,11 @@ fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu1 = proc_cpu_time(run.proc.pid)?;
+    let sched1 = sched_cpu_ns(run.proc.pid);
+    let engine_us = match (sched0, sched1) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e3,
+        _ => (cpu1 - cpu0).as_secs_f64() * 1e6,
+    };
     let mut lost = 0;
     for i in 0..n {
         lost += !claim(&mut c, i)? as u64;
@@ -804,7 +1103,7 @@ fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
         claims_per_sec: round(n as f64 / secs.max(1e-9), 0),
         p50_us: hist.value_at_quantile(0.5) as f64,
         p99_us: hist.value_at_quantile(0.99) as f64,
-        engine_cpu_us_per_claim: round((cpu1 - cpu0).as_secs_f64() * 1e6 / n.max(1) as f64, 3),
+        engine_cpu_us_per_claim: round(engine_us / n.max(1) as f64, 3),
     })
 }
 
@@ -812,9 +1111,10 @@ fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
 
 fn restart(
     cfg: &EnginesConfig,
-    engine: Engine,
+    variant: Variant,
     run: &mut Running,
 ) -> anyhow::Result<RestartResult> {
+    let engine = variant.engine();
     let addr = run.proc.addr;
     let total = cfg.restart_messages;
     let stop = Arc::new(AtomicBool::new(false));
@@ -822,7 +1122,7 @@ fn restart(
     let subs: Vec<_> = (0..cfg.subscribers)
         .map(|_| {
             let (stop, errors) = (stop.clone(), errors.clone());
-            let mut s = Subscriber::connect(engine, addr);
+            let mut s = Subscriber::connect(variant, addr, &Target::core());
             std::thread::spawn(move || {
                 let mut got = vec![false; total];
                 let mut reconnects = 0u64;
@@ -831,14 +1131,14 @@ fn restart(
                         Ok(sub) => sub,
                         Err(_) => {
                             std::thread::sleep(Duration::from_millis(20));
-                            s = Subscriber::connect(engine, addr);
+                            s = Subscriber::connect(variant, addr, &Target::core());
                             if s.is_ok() {
                                 reconnects += 1;
                             }
                             continue;
                         }
                     };
-                    let _ = sub.c.set_timeout(Duration::from_millis(100));
+                    let _ = sub.set_timeout(Duration::from_millis(100));
                     match sub.next() {
                         Ok(p) => {
                             if let Some((_, seq, _)) = parse_payload(&p) {
@@ -864,7 +1164,7 @@ fn restart(
         let pub_errors = pub_errors.clone();
         let size = cfg.payload;
         std::thread::spawn(move || {
-            let mut p = Publisher::connect(engine, addr);
+            let mut p = Publisher::connect(variant, addr, &Target::core());
             let mut acked = vec![false; total];
             let (mut failures, mut receivers) = (0u64, 0u64);
             let mut down_since: Option<Instant> = None;
@@ -876,7 +1176,7 @@ fn restart(
                     std::thread::sleep(d);
                 }
                 if p.is_err() {
-                    p = Publisher::connect(engine, addr);
+                    p = Publisher::connect(variant, addr, &Target::core());
                 }
                 let res = match &mut p {
                     Ok(pb) => {
@@ -948,9 +1248,13 @@ fn restart(
 // ---------------------------------------------------------------- driver
 
 pub fn run(cfg: &EnginesConfig) -> anyhow::Result<EnginesOutput> {
-    let mut skipped = Vec::new();
-    let mut running = Vec::new();
-    for &e in &cfg.engines {
+    let mut skipped: Vec<String> = Vec::new();
+    let mut running: Vec<(Engine, Running)> = Vec::new();
+    for &v in &cfg.variants {
+        let e = v.engine();
+        if running.iter().any(|(r, _)| *r == e) || skipped.iter().any(|s| s.starts_with(e.name())) {
+            continue;
+        }
         if !which(e.exe()) {
             let msg = format!(
                 "{}: no {} on PATH (apt-get install {}, or ./x bench-deps); skipped",
@@ -967,11 +1271,21 @@ pub fn run(cfg: &EnginesConfig) -> anyhow::Result<EnginesOutput> {
             launch(e).with_context(|| format!("starting {}", e.name()))?,
         ));
     }
-    let mut results: Vec<EngineResult> = running
+    let variants: Vec<Variant> = cfg
+        .variants
         .iter()
-        .map(|(e, _)| EngineResult {
-            engine: *e,
-            version: version(*e),
+        .copied()
+        .filter(|v| running.iter().any(|(e, _)| *e == v.engine()))
+        .collect();
+    let slot = |running: &[(Engine, Running)], e: Engine| {
+        running.iter().position(|(r, _)| *r == e).expect("running")
+    };
+    let mut results: Vec<EngineResult> = variants
+        .iter()
+        .map(|&v| EngineResult {
+            variant: v,
+            engine: v.engine(),
+            version: version(v.engine()),
             fanout: Vec::new(),
             median_deliveries_per_sec: 0.0,
             median_p50_us: 0.0,
@@ -982,16 +1296,23 @@ pub fn run(cfg: &EnginesConfig) -> anyhow::Result<EnginesOutput> {
             fifo_every_round: true,
             claims: None,
             restart: None,
+            output_buffer_limits: if v.engine() == Engine::Redis {
+                let addr = running[slot(&running, Engine::Redis)].1.proc.addr;
+                redis_config(addr, "client-output-buffer-limit")
+            } else {
+                None
+            },
         })
         .collect();
-    // Fan-out rounds interleaved across engines (the machine is shared).
+    // Fan-out rounds interleaved across variants (the machine is shared).
     for round_no in 0..cfg.rounds {
-        for (i, (e, r)) in running.iter().enumerate() {
-            let f = fanout(cfg, *e, r)?;
+        for (i, &v) in variants.iter().enumerate() {
+            let f = fanout(cfg, v, &running[slot(&running, v.engine())].1, round_no)
+                .with_context(|| format!("{} fan-out", v.name()))?;
             eprintln!(
-                "round {}: {:<5} {:>9.0} deliveries/s p50 {:>7} us p99 {:>7} us, same order: {}, fifo violations {}, missing {}",
+                "round {}: {:<13} {:>9.0} deliveries/s p50 {:>7} us p99 {:>7} us, same order: {}, fifo violations {}, missing {}",
                 round_no + 1,
-                e.name(),
+                v.name(),
                 f.deliveries_per_sec,
                 f.p50_us,
                 f.p99_us,
@@ -1002,12 +1323,16 @@ pub fn run(cfg: &EnginesConfig) -> anyhow::Result<EnginesOutput> {
             results[i].fanout.push(f);
         }
     }
-    for (i, (e, r)) in running.iter_mut().enumerate() {
+    for (i, &v) in variants.iter().enumerate() {
+        if !matches!(v, Variant::Redis | Variant::Nats) {
+            continue;
+        }
+        let k = slot(&running, v.engine());
         if cfg.claims > 0 {
-            results[i].claims = Some(claims(cfg, *e, r)?);
+            results[i].claims = Some(claims(cfg, v.engine(), &running[k].1)?);
         }
         if cfg.restart {
-            results[i].restart = Some(restart(cfg, *e, r)?);
+            results[i].restart = Some(restart(cfg, v, &mut running[k].1)?);
         }
     }
     for res in &mut results {
@@ -1031,6 +1356,25 @@ pub fn run(cfg: &EnginesConfig) -> anyhow::Result<EnginesOutput> {
     })
 }
 
+/// `CONFIG GET name` of a Redis, as `name value`.
+fn redis_config(addr: SocketAddr, name: &str) -> Option<String> {
+    let mut c = Conn::open(addr).ok()?;
+    resp_cmd(&mut c.out, &[b"CONFIG", b"GET", name.as_bytes()]);
+    c.flush().ok()?;
+    match read_resp(&mut c.r).ok()? {
+        Resp::Array(Some(v)) => Some(
+            v.iter()
+                .filter_map(|x| match x {
+                    Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    }
+}
+
 /// The table printed after a run.
 pub fn render(out: &EnginesOutput) -> String {
     let mut rows = Vec::new();
@@ -1047,7 +1391,7 @@ pub fn render(out: &EnginesOutput) -> String {
             None => ("-".into(), "-".into(), "-".into()),
         };
         rows.push(vec![
-            r.engine.name().to_owned(),
+            r.variant.name().to_owned(),
             report::krps(r.median_deliveries_per_sec),
             format!("{:.0}", r.median_p50_us),
             format!("{:.0}", r.median_p99_us),
@@ -1085,7 +1429,7 @@ pub fn render(out: &EnginesOutput) -> String {
         if let Some(x) = &r.restart {
             s.push_str(&format!(
                 "restart {}: {} paced publishes, {} acked, {} failed (outage {} ms{}); received {:?}, acked but lost {:?}, subscriber reconnects {:?}\n  publisher saw: {}\n  subscribers saw: {}\n",
-                r.engine.name(),
+                r.variant.name(),
                 x.attempted,
                 x.acked,
                 x.publish_failures,

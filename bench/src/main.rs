@@ -650,9 +650,15 @@ struct ProxyArgs {
 
 #[derive(Debug, Args)]
 struct EnginesArgs {
-    /// Engines to run (each is skipped with a message if its binary is absent).
-    #[arg(long, value_delimiter = ',', default_value = "redis,nats")]
-    engines: Vec<engines::Engine>,
+    /// Variants to run: redis (pub/sub), redis-streams (XADD/XREAD), nats (core),
+    /// nats-js (JetStream); an engine whose binary is absent is skipped with a
+    /// message. Claims and the restart test run for redis and nats.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "redis,redis-streams,nats,nats-js"
+    )]
+    variants: Vec<engines::Variant>,
     /// Publishers (one per node), each on its own connection.
     #[arg(long, default_value_t = 3)]
     publishers: usize,
@@ -669,8 +675,8 @@ struct EnginesArgs {
     /// Payload bytes (publisher, sequence and send time, then padding).
     #[arg(long, default_value = "100", value_parser = size)]
     payload: usize,
-    /// Fan-out rounds, interleaved across engines; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    /// Fan-out rounds, interleaved across variants; medians are reported.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Atomic claims (Redis SET NX PX; NATS JetStream KV create); 0 skips.
     #[arg(long, default_value_t = 10_000)]
@@ -945,7 +951,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Engines(a) => {
             let cfg = engines::EnginesConfig {
-                engines: a.engines,
+                variants: a.variants,
                 publishers: a.publishers.max(1),
                 subscribers: a.subscribers.max(1),
                 messages: a.messages,
