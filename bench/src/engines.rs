@@ -240,7 +240,11 @@ fn start_engine(engine: Engine, port: u16, dir: &std::path::Path) -> anyhow::Res
                 .arg(dir);
         }
     }
-    cmd.stderr(Stdio::null());
+    if std::env::var_os("ENGINES_LOG").is_some() {
+        cmd.stderr(Stdio::inherit());
+    } else {
+        cmd.stderr(Stdio::null());
+    }
     ServerProc::spawn(
         engine.name(),
         cmd,
@@ -411,6 +415,8 @@ struct Publisher {
     kind: Variant,
     c: Conn,
     target: Target,
+    /// JetStream: this publisher's own ack inbox prefix.
+    inbox: String,
 }
 
 impl Publisher {
@@ -419,8 +425,10 @@ impl Publisher {
         if kind.engine() == Engine::Nats {
             nats_handshake(&mut c)?;
         }
+        let inbox = format!("_INBOX.ack.{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
         if kind == Variant::NatsJs {
-            c.out.extend_from_slice(b"SUB _INBOX.ack.* 1\r\nPING\r\n");
+            c.out
+                .extend_from_slice(format!("SUB {inbox}.* 1\r\nPING\r\n").as_bytes());
             c.flush()?;
             nats_wait_pong(&mut c)?;
         }
@@ -428,6 +436,7 @@ impl Publisher {
             kind,
             c,
             target: target.clone(),
+            inbox,
         })
     }
 
@@ -473,7 +482,7 @@ impl Publisher {
                 for (k, m) in msgs.iter().enumerate() {
                     let s = &self.target.subject;
                     self.c.out.extend_from_slice(
-                        format!("PUB {s} _INBOX.ack.{k} {}\r\n", m.len()).as_bytes(),
+                        format!("PUB {s} {}.{k} {}\r\n", self.inbox, m.len()).as_bytes(),
                     );
                     self.c.out.extend_from_slice(m);
                     self.c.out.extend_from_slice(b"\r\n");
@@ -481,7 +490,8 @@ impl Publisher {
                 self.c.flush()?;
                 for _ in msgs {
                     let (_, ack) = nats_next_msg(&mut self.c)?;
-                    if ack.windows(7).any(|w| w == b"\"error\"") {
+                    let has = |k: &[u8]| ack.windows(k.len()).any(|w| w == k);
+                    if has(b"\"error\"") || !has(b"\"seq\"") {
                         return Err(bad(String::from_utf8_lossy(&ack).into_owned()));
                     }
                 }
@@ -797,6 +807,11 @@ fn fanout(
     let result = fanout_on(cfg, variant, run, &target);
     match variant {
         Variant::NatsJs => {
+            if std::env::var_os("ENGINES_LOG").is_some() {
+                let info =
+                    nats_request(addr, &format!("$JS.API.STREAM.INFO.{}", target.stream), "")?;
+                eprintln!("stream info: {info}");
+            }
             nats_request(
                 addr,
                 &format!("$JS.API.STREAM.DELETE.{}", target.stream),
