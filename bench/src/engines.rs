@@ -80,6 +80,10 @@ pub enum Variant {
     Redis,
     /// Redis Streams: XADD to one stream, each subscriber XREAD BLOCK from 0.
     RedisStreams,
+    /// Redis, both: one Lua script (EVALSHA) does XADD to the channel's stream
+    /// and PUBLISH to its channel, so the replay order is the live order;
+    /// subscribers use pub/sub.
+    RedisLua,
     /// NATS core: PUB / SUB on one subject.
     Nats,
     /// NATS JetStream: acknowledged publishes to a memory stream, one push
@@ -92,13 +96,14 @@ impl Variant {
         match self {
             Variant::Redis => "redis",
             Variant::RedisStreams => "redis-streams",
+            Variant::RedisLua => "redis-lua",
             Variant::Nats => "nats",
             Variant::NatsJs => "nats-js",
         }
     }
     pub fn engine(self) -> Engine {
         match self {
-            Variant::Redis | Variant::RedisStreams => Engine::Redis,
+            Variant::Redis | Variant::RedisStreams | Variant::RedisLua => Engine::Redis,
             Variant::Nats | Variant::NatsJs => Engine::Nats,
         }
     }
@@ -417,7 +422,13 @@ struct Publisher {
     target: Target,
     /// JetStream: this publisher's own ack inbox prefix.
     inbox: String,
+    /// Redis Lua: the SHA1 of [`XADD_PUBLISH`].
+    sha: Vec<u8>,
 }
+
+/// KEYS[1] = the stream, ARGV[1] = the channel, ARGV[2] = the message.
+const XADD_PUBLISH: &str = "redis.call('XADD', KEYS[1], '*', 'd', ARGV[2]) \
+                            return redis.call('PUBLISH', ARGV[1], ARGV[2])";
 
 impl Publisher {
     fn connect(kind: Variant, addr: SocketAddr, target: &Target) -> io::Result<Publisher> {
@@ -432,11 +443,21 @@ impl Publisher {
             c.flush()?;
             nats_wait_pong(&mut c)?;
         }
+        let mut sha = Vec::new();
+        if kind == Variant::RedisLua {
+            resp_cmd(&mut c.out, &[b"SCRIPT", b"LOAD", XADD_PUBLISH.as_bytes()]);
+            c.flush()?;
+            match read_resp(&mut c.r)? {
+                Resp::Bulk(Some(b)) => sha = b,
+                other => return Err(bad(format!("SCRIPT LOAD replied {other:?}"))),
+            }
+        }
         Ok(Publisher {
             kind,
             c,
             target: target.clone(),
             inbox,
+            sha,
         })
     }
 
@@ -445,12 +466,18 @@ impl Publisher {
     fn publish(&mut self, msgs: &[Vec<u8>]) -> io::Result<u64> {
         let subject = self.target.subject.as_bytes();
         match self.kind {
-            Variant::Redis | Variant::RedisStreams => {
+            Variant::Redis | Variant::RedisStreams | Variant::RedisLua => {
+                let stream = self.target.stream.as_bytes();
                 for m in msgs {
-                    if self.kind == Variant::Redis {
-                        resp_cmd(&mut self.c.out, &[b"PUBLISH", subject, m]);
-                    } else {
-                        resp_cmd(&mut self.c.out, &[b"XADD", subject, b"*", b"d", m]);
+                    match self.kind {
+                        Variant::Redis => resp_cmd(&mut self.c.out, &[b"PUBLISH", subject, m]),
+                        Variant::RedisStreams => {
+                            resp_cmd(&mut self.c.out, &[b"XADD", subject, b"*", b"d", m])
+                        }
+                        _ => resp_cmd(
+                            &mut self.c.out,
+                            &[b"EVALSHA", &self.sha, b"1", stream, subject, m],
+                        ),
                     }
                 }
                 self.c.flush()?;
@@ -589,7 +616,7 @@ impl Subscriber {
         let mut c = Conn::open(addr)?;
         let subject = target.subject.as_bytes();
         match kind {
-            Variant::Redis => {
+            Variant::Redis | Variant::RedisLua => {
                 resp_cmd(&mut c.out, &[b"SUBSCRIBE", subject]);
                 c.flush()?;
                 match read_resp(&mut c.r)? {
@@ -659,7 +686,7 @@ impl Subscriber {
     /// The next message's payload.
     fn next(&mut self) -> io::Result<Vec<u8>> {
         match self.kind {
-            Variant::Redis => match read_resp(&mut self.c.r)? {
+            Variant::Redis | Variant::RedisLua => match read_resp(&mut self.c.r)? {
                 Resp::Array(Some(mut v)) if v.len() == 3 => match v.pop() {
                     Some(Resp::Bulk(Some(p))) => Ok(p),
                     other => Err(bad(format!("message payload {other:?}"))),
@@ -787,6 +814,10 @@ fn fanout(
             subject: format!("shardline.cluster.stream.{pid}.{round_no}"),
             stream: String::new(),
         },
+        Variant::RedisLua => Target {
+            subject: CHANNEL.to_owned(),
+            stream: format!("shardline.cluster.history.{pid}.{round_no}"),
+        },
         Variant::NatsJs => Target {
             subject: format!("shardline.js.{pid}.{round_no}"),
             stream: format!("CHAT_{pid}_{round_no}"),
@@ -818,9 +849,14 @@ fn fanout(
                 "",
             )?;
         }
-        Variant::RedisStreams => {
+        Variant::RedisStreams | Variant::RedisLua => {
+            let key = if variant == Variant::RedisLua {
+                &target.stream
+            } else {
+                &target.subject
+            };
             let mut c = Conn::open(addr)?;
-            resp_cmd(&mut c.out, &[b"DEL", target.subject.as_bytes()]);
+            resp_cmd(&mut c.out, &[b"DEL", key.as_bytes()]);
             c.flush()?;
             read_resp(&mut c.r)?;
         }

@@ -650,13 +650,14 @@ struct ProxyArgs {
 
 #[derive(Debug, Args)]
 struct EnginesArgs {
-    /// Variants to run: redis (pub/sub), redis-streams (XADD/XREAD), nats (core),
-    /// nats-js (JetStream); an engine whose binary is absent is skipped with a
-    /// message. Claims and the restart test run for redis and nats.
+    /// Variants to run: redis (pub/sub), redis-streams (XADD/XREAD), redis-lua
+    /// (XADD + PUBLISH in one script, pub/sub subscribers), nats (core), nats-js
+    /// (JetStream); an engine whose binary is absent is skipped with a message.
+    /// Claims and the restart test run for redis and nats.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "redis,redis-streams,nats,nats-js"
+        default_value = "redis,redis-streams,redis-lua,nats,nats-js"
     )]
     variants: Vec<engines::Variant>,
     /// Publishers (one per node), each on its own connection.
