@@ -26,6 +26,7 @@ use std::{
     hash::Hasher,
     io::{self, BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
+    ops::Range,
     path::PathBuf,
     process::{Command, Stdio},
     sync::{
@@ -160,14 +161,22 @@ pub struct FanoutRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClaimResult {
     pub what: String,
+    /// Fresh keys claimed: N one round trip each, then N pipelined.
     pub claims: u64,
-    pub won_first_pass: u64,
-    pub lost_second_pass: u64,
+    /// Of those, claims won (all should be).
+    pub won: u64,
+    /// The same keys claimed again, pipelined: claims lost (all should be).
+    pub lost_again: u64,
+    /// Pass 1 (one round trip each): duration, rate, latency, engine CPU.
     pub secs: f64,
     pub claims_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub engine_cpu_us_per_claim: f64,
+    /// The second pass: N more keys, `batch` claims per write.
+    pub pipeline_batch: u64,
+    pub pipelined_claims_per_sec: f64,
+    pub pipelined_engine_cpu_us_per_claim: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1047,8 +1056,8 @@ fn fanout_on(
 
 // ---------------------------------------------------------------- claims
 
-/// One claim of key number i on a connection: true if won.
-type ClaimFn = Box<dyn FnMut(&mut Conn, usize) -> anyhow::Result<bool>>;
+/// Claims of key numbers `keys`, written at once, replies read: how many won.
+type ClaimFn = Box<dyn FnMut(&mut Conn, Range<usize>) -> anyhow::Result<u64>>;
 
 fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<ClaimResult> {
     let addr = run.proc.addr;
@@ -1057,27 +1066,33 @@ fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
     let tag = std::process::id();
     let what;
-    // One claim: true if won.
+    // Claims of a range of keys: how many won.
     let mut claim: ClaimFn = match engine {
         Engine::Redis => {
-            what = "SET claim:K owner NX PX 30000 (one round trip each)".to_owned();
-            Box::new(move |c: &mut Conn, i: usize| {
-                let key = format!("claim:{tag}:{i}");
-                resp_cmd(
-                    &mut c.out,
-                    &[b"SET", key.as_bytes(), b"node-1", b"NX", b"PX", b"30000"],
-                );
+            what = "SET claim:K owner NX PX 30000".to_owned();
+            Box::new(move |c: &mut Conn, keys: Range<usize>| {
+                for i in keys.clone() {
+                    let key = format!("claim:{tag}:{i}");
+                    resp_cmd(
+                        &mut c.out,
+                        &[b"SET", key.as_bytes(), b"node-1", b"NX", b"PX", b"30000"],
+                    );
+                }
                 c.flush()?;
-                Ok(match read_resp(&mut c.r)? {
-                    Resp::Simple(s) if s == "OK" => true,
-                    Resp::Bulk(None) => false,
-                    other => bail!("SET NX replied {other:?}"),
-                })
+                let mut won = 0;
+                for _ in keys {
+                    won += match read_resp(&mut c.r)? {
+                        Resp::Simple(s) if s == "OK" => 1,
+                        Resp::Bulk(None) => 0,
+                        other => bail!("SET NX replied {other:?}"),
+                    };
+                }
+                Ok(won)
             })
         }
         Engine::Nats => {
             what = "JetStream KV create: HPUB $KV.claims.K with Nats-Expected-Last-Subject-Sequence: 0, \
-                    memory stream, max 1 per subject (one round trip each)"
+                    memory stream, max 1 per subject"
                 .to_owned();
             nats_handshake(&mut c)?;
             c.out.extend_from_slice(b"SUB _INBOX.claims.* 1\r\n");
@@ -1101,60 +1116,80 @@ fn claims(cfg: &EnginesConfig, engine: Engine, run: &Running) -> anyhow::Result<
             if text.contains("\"error\"") {
                 bail!("creating the KV stream: {text}");
             }
-            Box::new(move |c: &mut Conn, i: usize| {
+            Box::new(move |c: &mut Conn, keys: Range<usize>| {
                 let hdr = "NATS/1.0\r\nNats-Expected-Last-Subject-Sequence: 0\r\n\r\n";
                 let body = "node-1";
-                c.out.extend_from_slice(
-                    format!(
-                        "HPUB $KV.claims.k{tag}_{i} _INBOX.claims.r {} {}\r\n{hdr}{body}\r\n",
-                        hdr.len(),
-                        hdr.len() + body.len()
-                    )
-                    .as_bytes(),
-                );
-                c.flush()?;
-                let (_, reply) = nats_next_msg(c)?;
-                let text = String::from_utf8_lossy(&reply);
-                if text.contains("\"seq\"") && !text.contains("\"error\"") {
-                    Ok(true)
-                } else if text.contains("wrong last sequence") {
-                    Ok(false)
-                } else {
-                    bail!("KV create replied {text}")
+                for i in keys.clone() {
+                    c.out.extend_from_slice(
+                        format!(
+                            "HPUB $KV.claims.k{tag}_{i} _INBOX.claims.r {} {}\r\n{hdr}{body}\r\n",
+                            hdr.len(),
+                            hdr.len() + body.len()
+                        )
+                        .as_bytes(),
+                    );
                 }
+                c.flush()?;
+                let mut won = 0;
+                for _ in keys {
+                    let (_, reply) = nats_next_msg(c)?;
+                    let text = String::from_utf8_lossy(&reply);
+                    if text.contains("\"seq\"") && !text.contains("\"error\"") {
+                        won += 1;
+                    } else if !text.contains("wrong last sequence") {
+                        bail!("KV create replied {text}")
+                    }
+                }
+                Ok(won)
             })
         }
     };
-    let cpu0 = proc_cpu_time(run.proc.pid)?;
-    let sched0 = sched_cpu_ns(run.proc.pid);
+    let pid = run.proc.pid;
+    let engine_cpu = move || -> anyhow::Result<f64> {
+        Ok(match sched_cpu_ns(pid) {
+            Some(ns) => ns as f64 / 1e3,
+            None => proc_cpu_time(pid)?.as_secs_f64() * 1e6,
+        })
+    };
+    // Pass 1: keys 0..n, one round trip each.
+    let cpu0 = engine_cpu()?;
     let start = Instant::now();
     let mut won = 0;
     for i in 0..n {
         let t = Instant::now();
-        won += claim(&mut c, i)? as u64;
+        won += claim(&mut c, i..i + 1)?;
         hist.saturating_record(t.elapsed().as_micros() as u64);
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu1 = proc_cpu_time(run.proc.pid)?;
-    let sched1 = sched_cpu_ns(run.proc.pid);
-    let engine_us = match (sched0, sched1) {
-        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e3,
-        _ => (cpu1 - cpu0).as_secs_f64() * 1e6,
-    };
+    let engine_us = engine_cpu()? - cpu0;
+    // Pass 2: keys n..2n, `batch` per write (a shard with many claims pending).
+    let batch = cfg.batch.max(1);
+    let cpu0 = engine_cpu()?;
+    let start = Instant::now();
+    for lo in (n..2 * n).step_by(batch) {
+        won += claim(&mut c, lo..(lo + batch).min(2 * n))?;
+    }
+    let pipelined_secs = start.elapsed().as_secs_f64();
+    let pipelined_us = engine_cpu()? - cpu0;
+    // Pass 3: every key again; all must lose.
     let mut lost = 0;
-    for i in 0..n {
-        lost += !claim(&mut c, i)? as u64;
+    for lo in (0..2 * n).step_by(batch) {
+        let hi = (lo + batch).min(2 * n);
+        lost += (hi - lo) as u64 - claim(&mut c, lo..hi)?;
     }
     Ok(ClaimResult {
         what,
-        claims: n as u64,
-        won_first_pass: won,
-        lost_second_pass: lost,
+        claims: 2 * n as u64,
+        won,
+        lost_again: lost,
         secs: round(secs, 4),
         claims_per_sec: round(n as f64 / secs.max(1e-9), 0),
         p50_us: hist.value_at_quantile(0.5) as f64,
         p99_us: hist.value_at_quantile(0.99) as f64,
         engine_cpu_us_per_claim: round(engine_us / n.max(1) as f64, 3),
+        pipeline_batch: batch as u64,
+        pipelined_claims_per_sec: round(n as f64 / pipelined_secs.max(1e-9), 0),
+        pipelined_engine_cpu_us_per_claim: round(pipelined_us / n.max(1) as f64, 3),
     })
 }
 
@@ -1430,16 +1465,17 @@ fn redis_config(addr: SocketAddr, name: &str) -> Option<String> {
 pub fn render(out: &EnginesOutput) -> String {
     let mut rows = Vec::new();
     for r in &out.results {
-        let (claim_rate, claim_cpu, claim_ok) = match &r.claims {
+        let (claim_rate, claim_cpu, claim_pipe, claim_ok) = match &r.claims {
             Some(c) => (
                 format!("{:.0}", c.claims_per_sec),
                 format!("{:.1}", c.engine_cpu_us_per_claim),
+                format!("{:.1}", c.pipelined_engine_cpu_us_per_claim),
                 format!(
                     "{}/{} won, {}/{} lost",
-                    c.won_first_pass, c.claims, c.lost_second_pass, c.claims
+                    c.won, c.claims, c.lost_again, c.claims
                 ),
             ),
-            None => ("-".into(), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         rows.push(vec![
             r.variant.name().to_owned(),
@@ -1457,6 +1493,7 @@ pub fn render(out: &EnginesOutput) -> String {
             if r.fifo_every_round { "yes" } else { "NO" }.to_owned(),
             claim_rate,
             claim_cpu,
+            claim_pipe,
             claim_ok,
         ]);
     }
@@ -1472,6 +1509,7 @@ pub fn render(out: &EnginesOutput) -> String {
             "fifo",
             "claims/s",
             "engine us/claim",
+            "pipelined",
             "claim check",
         ],
         &rows,

@@ -679,7 +679,9 @@ struct EnginesArgs {
     /// Fan-out rounds, interleaved across variants; medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Atomic claims (Redis SET NX PX; NATS JetStream KV create); 0 skips.
+    /// Atomic claims (Redis SET NX PX; NATS JetStream KV create): this many one
+    /// round trip each, as many more --batch per write, then all of them again
+    /// (which must lose); 0 skips.
     #[arg(long, default_value_t = 10_000)]
     claims: usize,
     /// Restart test: kill the engine mid-stream and start it again.

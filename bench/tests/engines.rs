@@ -43,7 +43,7 @@ fn engines_runs_end_to_end_at_toy_sizes() {
             assert!(f.same_total_order, "{:?}", r.variant);
         }
         if let Some(c) = &r.claims {
-            assert_eq!((c.won_first_pass, c.lost_second_pass), (50, 50));
+            assert_eq!((c.claims, c.won, c.lost_again), (100, 100, 100));
         }
         if let Some(x) = &r.restart {
             assert_eq!(x.attempted, 300);
