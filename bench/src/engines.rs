@@ -1,19 +1,21 @@
 //! `engines`: Redis 7 and NATS as the message engine between shardline-chat nodes
 //! (issue 16), measured with loads shaped like the cluster's traffic.
 //!
-//! - fan-out: P publishers (one per node) each publish M messages to ONE
-//!   channel/subject in batches of B (a shard flushing once per loop turn: the
-//!   batch is written in one `write`, then its acknowledgements are read: Redis's
-//!   B integer replies, NATS's PONG to one PING after the batch); S subscribers
-//!   (one per node) receive them. Deliveries/s, publish→receive latency, engine
-//!   CPU per delivery (utime+stime from /proc), the harness's own CPU per
-//!   delivery.
+//! - fan-out, per [`Variant`] (Redis pub/sub, Redis Streams, XADD + PUBLISH in
+//!   one Lua script, NATS core, NATS JetStream): P publishers (one per node)
+//!   each publish M messages to ONE channel/subject/stream in batches of B (a
+//!   shard flushing once per loop turn: the batch is written in one `write`,
+//!   then its acknowledgements are read: Redis's B replies, NATS's PONG to one
+//!   PING after the batch, JetStream's B pub-acks); S subscribers (one per
+//!   node) receive them. Deliveries/s, publish→receive latency, engine CPU per
+//!   delivery (schedstat; utime+stime from /proc/PID/stat beside it), the
+//!   harness's own CPU per delivery.
 //! - ordering: whether every subscriber saw the same total order of all P×M
 //!   messages (a hash of the whole sequence), and per-publisher FIFO.
-//! - claims: N atomic claims of distinct keys, one round trip each (Redis `SET k v
-//!   NX PX 30000`; NATS JetStream KV create = publish with
-//!   `Nats-Expected-Last-Subject-Sequence: 0` to a memory-stored KV stream), then
-//!   the same N again, which must all lose.
+//! - claims: N atomic claims of distinct keys one round trip each, N more B per
+//!   write (Redis `SET k v NX PX 30000`; NATS JetStream KV create = publish with
+//!   `Nats-Expected-Last-Subject-Sequence: 0` to a memory-stored KV stream),
+//!   then all 2N again, which must all lose.
 //! - restart: one publisher paced at 1 message/ms, S subscribers; the engine is
 //!   SIGKILLed mid-stream and started again on the same port; what each side saw.
 //!
