@@ -2,7 +2,8 @@
 # A subscriber that never reads, against Redis pub/sub and NATS core (see
 # docs/cluster-engine.md): when does each engine drop it, and what does the
 # publisher see? Starts its own redis-server and nats-server on free loopback
-# ports, scratch files in /tmp/slow; about 15 s.
+# ports, scratch files in /tmp/slow; about 20 s. The last line is a baseline:
+# the same NATS publishing with a subscriber that reads.
 import socket, subprocess, time, os, sys
 def free():
     s=socket.socket(); s.bind(('127.0.0.1',0)); p=s.getsockname()[1]; s.close(); return p
@@ -23,11 +24,12 @@ try:
     cmd=b'*3\r\n$7\r\nPUBLISH\r\n$4\r\nchan\r\n$1000\r\n'+payload+b'\r\n'
     sent=0; first_zero=None
     f=pub.makefile('rb')
+    t=time.time()
     for i in range(60000):
         pub.sendall(cmd); line=f.readline()
         if line.strip()==b':0' and first_zero is None: first_zero=i
         sent+=1
-    print('redis: published',sent,'x 1000 B; first PUBLISH that reached 0 receivers:',first_zero, '(~%.1f MB in)'%((first_zero or 0)*1.04/1000))
+    print('redis: published',sent,'x 1000 B in %.1fs, one round trip each; first PUBLISH that reached 0 receivers:'%(time.time()-t),first_zero, '(~%.1f MB in)'%((first_zero or 0)*1.04/1000))
     pub.sendall(b'*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n'); time.sleep(0.1); info=pub.recv(100000).decode()
     print('redis:', [l for l in info.split('\r\n') if 'client_output' in l or 'evicted_clients' in l or 'pubsub' in l])
 finally:
@@ -53,3 +55,24 @@ try:
     print('nats log:', [l.strip()[:160] for l in open('/tmp/slow/nats.log') if 'low' in l.lower() or 'Slow' in l][:3])
 finally:
     n.kill(); n.wait()
+# Baseline: the same NATS publish with a subscriber that does read.
+import threading
+p=free()
+n=subprocess.Popen(['nats-server','-a','127.0.0.1','-p',str(p)],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL)
+time.sleep(0.5)
+import threading
+sub=socket.create_connection(('127.0.0.1',p)); sub.recv(4096); sub.sendall(b'CONNECT {"verbose":false}\r\nSUB chan 1\r\nPING\r\n'); time.sleep(0.2)
+got=[0]
+def drain():
+    while True:
+        d=sub.recv(1<<20)
+        if not d: break
+        got[0]+=len(d)
+threading.Thread(target=drain,daemon=True).start()
+pub=socket.create_connection(('127.0.0.1',p)); pub.recv(4096); pub.sendall(b'CONNECT {"verbose":false}\r\n')
+f=pub.makefile('rb'); payload=b'x'*1000; t=time.time()
+for i in range(100):
+    pub.sendall((b'PUB chan 1000\r\n'+payload+b'\r\n')*1000+b'PING\r\n')
+    while not f.readline().startswith(b'PONG'): pass
+print('nats, reading subscriber: 100000 x 1000 B in %.1fs, subscriber got %d MB'%(time.time()-t, got[0]>>20))
+n.kill(); n.wait()
