@@ -4,7 +4,8 @@
 //! - [`servers`]: Shardline, the peers, shardline-chat, ngircd, shardline-proxy,
 //!   HAProxy and nginx as child processes, and what /proc says about them.
 //! - [`compare`], [`scale`], [`idle`], [`mailbox`], [`chat`], [`proxy`], [`l4`],
-//!   [`model`] (arithmetic on their results):
+//!   [`engines`] (Redis and NATS as a cluster's message engine), [`model`]
+//!   (arithmetic on their results):
 //!   the subcommands.
 //! - [`serve`]: the Shardline echo server the subcommands run.
 //! - [`experiment`]: what the comparing subcommands share: interleaved rounds,
@@ -19,6 +20,7 @@ pub mod chat;
 pub mod client;
 pub mod compare;
 pub mod conns;
+pub mod engines;
 pub mod experiment;
 pub mod idle;
 pub mod l4;

@@ -10,7 +10,7 @@ use shardline::{AcceptMode, Io};
 use shardline_bench::{
     chat,
     client::{self, ClientIo, LoadConfig, Mode},
-    compare,
+    compare, engines,
     experiment::{Probe, WindowMarks},
     idle, l4,
     machine::{self, MachineInfo},
@@ -66,6 +66,10 @@ enum Cmd {
     /// One load process of `connections` (run by it).
     #[command(hide = true)]
     ConnsWorker(ConnsWorkerArgs),
+    /// Redis 7 and NATS as the message engine joining shardline-chat nodes
+    /// (issue 16): fan-out deliveries/s, latency, engine CPU per delivery, order
+    /// across subscribers, atomic claims, and an engine restart mid-stream.
+    Engines(EnginesArgs),
     /// The Shardline echo server the other subcommands run (prints `listening on
     /// ADDR`, stops on SIGTERM).
     Serve(ServeArgs),
@@ -645,6 +649,56 @@ struct ProxyArgs {
 }
 
 #[derive(Debug, Args)]
+struct EnginesArgs {
+    /// Variants to run: redis (pub/sub), redis-streams (XADD/XREAD), redis-lua
+    /// (XADD + PUBLISH in one script, pub/sub subscribers), nats (core), nats-js
+    /// (JetStream); an engine whose binary is absent is skipped with a message.
+    /// Claims and the restart test run for redis and nats.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "redis,redis-streams,redis-lua,nats,nats-js"
+    )]
+    variants: Vec<engines::Variant>,
+    /// Publishers (one per node), each on its own connection.
+    #[arg(long, default_value_t = 3)]
+    publishers: usize,
+    /// Subscribers (one per node), each on its own connection.
+    #[arg(long, default_value_t = 3)]
+    subscribers: usize,
+    /// Messages per publisher and round.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Messages per write; the publisher waits for the batch's acknowledgement
+    /// (Redis replies; NATS PONG) before the next (a shard's flush per loop turn).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Payload bytes (publisher, sequence and send time, then padding).
+    #[arg(long, default_value = "100", value_parser = size)]
+    payload: usize,
+    /// Fan-out rounds, interleaved across variants; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Atomic claims (Redis SET NX PX; NATS JetStream KV create): this many one
+    /// round trip each, as many more --batch per write, then all of them again
+    /// (which must lose); 0 skips.
+    #[arg(long, default_value_t = 10_000)]
+    claims: usize,
+    /// Restart test: kill the engine mid-stream and start it again.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    restart: bool,
+    /// Restart test: messages of the paced publisher (one per ms).
+    #[arg(long, default_value_t = 3000)]
+    restart_messages: usize,
+    /// Restart test: how long the engine stays down, ms.
+    #[arg(long, default_value_t = 500)]
+    down_ms: u64,
+    /// Write results as JSON here.
+    #[arg(long, default_value = "bench/results/engines.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// I/O backend: uring, epoll or auto.
     #[arg(long, default_value = "uring")]
@@ -897,6 +951,24 @@ fn main() -> anyhow::Result<()> {
             let inputs = shardline_bench::model::inputs(&a.mailbox, &a.chat, &a.backend)?;
             print!("{}", shardline_bench::model::render(&inputs));
             Ok(())
+        }
+        Cmd::Engines(a) => {
+            let cfg = engines::EnginesConfig {
+                variants: a.variants,
+                publishers: a.publishers.max(1),
+                subscribers: a.subscribers.max(1),
+                messages: a.messages,
+                batch: a.batch.max(1),
+                payload: a.payload.max(32),
+                rounds: a.rounds.max(1),
+                claims: a.claims,
+                restart: a.restart,
+                restart_messages: a.restart_messages.max(100),
+                down_ms: a.down_ms,
+            };
+            let out = engines::run(&cfg)?;
+            print!("{}", engines::render(&out));
+            report::save_json(Some(&a.json), &out)
         }
         Cmd::Mailbox(a) => {
             let cfg = mailbox::MailboxConfig {
