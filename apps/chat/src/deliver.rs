@@ -182,7 +182,7 @@ impl ChatShard {
                     self.upload_session_answer(ctx, to.id, alive);
                 }
             }
-            ChatMsg::ClusterNodes(view) => self.cluster_nodes(view),
+            ChatMsg::ClusterNodes(view) => self.cluster_nodes(ctx, view),
             ChatMsg::Acks(list) => self.apply_acks(ctx, list),
             // Only a Remote (the SIGHUP hook, a store writer, the hashing
             // pool, the OPER checker) sends them; `on_message` takes them there.

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod channel;
+mod cluster;
 mod events;
 mod modes;
 
@@ -108,6 +109,13 @@ pub struct Owner {
     pub(crate) engine_out: Vec<EngineOp>,
     /// Registrations and lookups waiting for the engine: token -> what.
     account_waits: HashMap<u64, accounts::AccountWait>,
+    /// Both engine links are up: channel events go through the engine.
+    pub(crate) engine_live: bool,
+    /// This node's name in the cluster.
+    pub(crate) node: String,
+    /// Channel requests published, waiting for their own event: token ->
+    /// who asked and what.
+    chan_waits: HashMap<u64, (ClientRef, Request)>,
 }
 
 /// A claim or release for the cluster's engine ([`Owner::engine_out`]).
@@ -134,6 +142,17 @@ pub enum EngineOp {
         key: String,
         /// What the engine keeps.
         value: String,
+    },
+    /// Publish a channel event (`payload`) on partition `partition`'s
+    /// engine channel; its own copy coming back hands the request `token`
+    /// (0: none waits) to the owner.
+    Publish {
+        /// The waiting request.
+        token: u64,
+        /// The channel's partition.
+        partition: u16,
+        /// The event ([`crate::cluster::events::Envelope`]).
+        payload: String,
     },
     /// Look account `key` up in the engine (not in this node's store).
     AccountGet {
@@ -193,6 +212,9 @@ impl Owner {
             engine_reserved: HashSet::new(),
             engine_out: Vec::new(),
             account_waits: HashMap::new(),
+            engine_live: false,
+            node: String::new(),
+            chan_waits: HashMap::new(),
         }
     }
 
@@ -222,6 +244,41 @@ impl Owner {
             Request::Mode { changes, .. } => !changes.is_empty(),
             _ => false,
         };
+        if !(work && self.refused.contains(&from)) && self.through_engine(&req) {
+            let node = self.node.clone();
+            match self.publish_request(&node, from, req) {
+                cluster::Published::Waiting => {} // answered when its event is back
+                cluster::Published::Refused((fanout, body)) => {
+                    if let Some(body) = body {
+                        cluster::post_reply(ctx, outbox, from, fanout, body);
+                    }
+                }
+                cluster::Published::Here(req) => self.handle_here(ctx, info, outbox, from, req),
+            }
+            return;
+        }
+        self.handle_here(ctx, info, outbox, from, req);
+    }
+
+    /// Handles one request here and sends its reply (as a single node).
+    pub(crate) fn handle_here(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        from: ClientRef,
+        req: Request,
+    ) {
+        let work = matches!(
+            req,
+            Request::Join { .. }
+                | Request::Part { .. }
+                | Request::Kick { .. }
+                | Request::InviteTo { .. }
+                | Request::ChanMsg { .. }
+                | Request::NickMsg { .. }
+                | Request::ConvMsg { .. }
+        );
         let (fanout, body) = if work && self.refused.contains(&from) {
             reply(ReplyBody::Busy)
         } else {
@@ -860,8 +917,34 @@ impl Owner {
                 NoticeKind::Chghost { userhost, .. } => ch.set_userhost(notice.who, userhost),
                 NoticeKind::Away | NoticeKind::Setname => {}
                 NoticeKind::Quit => {
+                    if self.cluster && self.engine_live && ch.members.contains_key(&notice.who) {
+                        // The other nodes' members see it leave too.
+                        let body = String::from_utf8_lossy(&notice.out.body);
+                        let body = body.trim_end_matches(['\r', '\n']);
+                        let mask = body.strip_prefix(':').and_then(|b| b.split(' ').next());
+                        let reason = body.split_once(" QUIT :").map_or("", |(_, r)| r);
+                        if let Some(mask) = mask {
+                            let env = crate::cluster::events::Envelope {
+                                node: self.node.clone(),
+                                token: 0,
+                                event: crate::cluster::events::Event::Quit {
+                                    chan: ch.name.clone(),
+                                    mask: mask.to_string(),
+                                    reason: reason.to_string(),
+                                },
+                            };
+                            if let Some(payload) = env.encode() {
+                                let partition = crate::store::partition_of(key);
+                                self.engine_out.push(EngineOp::Publish {
+                                    token: 0,
+                                    partition,
+                                    payload,
+                                });
+                            }
+                        }
+                    }
                     ch.remove(notice.who);
-                    if ch.members.is_empty() {
+                    if ch.members.is_empty() && ch.remote.is_empty() {
                         self.chans.remove(key);
                     }
                 }

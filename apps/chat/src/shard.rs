@@ -363,7 +363,7 @@ impl Handler for ChatShard {
     ) -> usize {
         let id = *id;
         if self.is_cluster_link(id) {
-            return self.cluster_data(ctx, data);
+            return self.cluster_data(ctx, id, data);
         }
         let Some(c) = self.clients.get_mut(&id) else {
             return data.len();
@@ -412,7 +412,7 @@ impl Handler for ChatShard {
         reason: &CloseReason,
     ) {
         if self.is_cluster_link(id) {
-            self.cluster_closed(ctx, &close_reason_text(reason));
+            self.cluster_closed(ctx, id, &close_reason_text(reason));
             return;
         }
         self.http_job_end(id);
@@ -577,7 +577,7 @@ impl Handler for ChatShard {
         result: std::io::Result<()>,
     ) {
         if self.is_cluster_link(*id) {
-            self.cluster_connected(ctx, result);
+            self.cluster_connected(ctx, *id, result);
         }
     }
 

@@ -425,6 +425,104 @@ fn accounts_across_nodes(io: Io) {
     }
 }
 
+/// Three nodes, users on each in one channel: JOIN and PART are seen across
+/// nodes, NAMES lists the other nodes' members, and three senders' messages
+/// (one per node, sent at once) reach every member in one order.
+fn channels_across_nodes(io: Io) {
+    const N: usize = 200;
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let nodes: Vec<TestServer> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                TestServer::start_with(io, shards, node_config(&redis, n, &format!("{n}.test")))
+            })
+            .collect();
+        let label = nodes[0].label();
+        let mut watch_a = nodes[0].register_on(0, "watcha");
+        links_until(&mut watch_a, &label, &["a.test", "b.test", "c.test"]);
+        let mut senders: Vec<Client> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.register_on(i % shards, &format!("s{i}")))
+            .collect();
+        let mut watch_c = nodes[2].register_on(shards - 1, "watchc");
+        for c in std::iter::once(&mut watch_a)
+            .chain(senders.iter_mut())
+            .chain(std::iter::once(&mut watch_c))
+        {
+            c.send("JOIN #room");
+            c.until("366", |l| l.is("366"));
+        }
+        // watch_a saw everyone who joined after it, from every node.
+        let mut joined = Vec::new();
+        while joined.len() < 4 {
+            let l = watch_a.next_line();
+            if l.is("JOIN") {
+                joined.push(l.nick().unwrap_or("").to_string());
+            }
+        }
+        assert_eq!(joined, ["s0", "s1", "s2", "watchc"], "{label}");
+        let names = watch_c.names("#room");
+        let mut sorted: Vec<String> = names
+            .iter()
+            .map(|n| n.trim_start_matches(['@', '+']).to_string())
+            .collect();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            ["s0", "s1", "s2", "watcha", "watchc"],
+            "{label}: {names:?}"
+        );
+
+        for i in 0..N {
+            for (s, c) in senders.iter_mut().enumerate() {
+                c.send(&format!("PRIVMSG #room :s{s} {i}"));
+            }
+        }
+        let order_a = watch_a.privmsg_texts(3 * N);
+        let order_c = watch_c.privmsg_texts(3 * N);
+        assert_eq!(order_a, order_c, "{label}: two members, two orders");
+        for s in 0..3 {
+            let mine: Vec<&String> = order_a
+                .iter()
+                .filter(|t| t.starts_with(&format!("s{s} ")))
+                .collect();
+            let want: Vec<String> = (0..N).map(|i| format!("s{s} {i}")).collect();
+            assert_eq!(mine.len(), N, "{label}");
+            assert!(
+                mine.iter().zip(&want).all(|(a, b)| *a == b),
+                "{label}: s{s} out of order"
+            );
+        }
+        // Each sender sees the others' messages in that same order.
+        for (s, c) in senders.iter_mut().enumerate() {
+            let got = c.privmsg_texts(2 * N);
+            let want: Vec<String> = order_a
+                .iter()
+                .filter(|t| !t.starts_with(&format!("s{s} ")))
+                .cloned()
+                .collect();
+            assert_eq!(got, want, "{label}: s{s}'s order differs");
+        }
+        // A PART on b reaches a and c.
+        senders[1].send("PART #room :bye");
+        for w in [&mut watch_a, &mut watch_c] {
+            let (l, _) = w.until("PART", |l| l.is("PART"));
+            assert_eq!(l.nick(), Some("s1"), "{label}");
+            assert_eq!(l.last(), "bye", "{label}");
+        }
+        // A QUIT on c reaches a.
+        senders[2].send("QUIT :gone");
+        let (l, _) = watch_a.until("QUIT", |l| l.is("QUIT"));
+        assert_eq!((l.nick(), l.last()), (Some("s2"), "Quit: gone"), "{label}");
+        drop((watch_a, watch_c, senders));
+        for n in nodes {
+            n.stop();
+        }
+    }
+}
+
 #[test]
 fn refuses_bad_cluster_settings() {
     for (url, node, want) in [
@@ -447,4 +545,5 @@ shardline::per_backend! {
     engine_lost_and_back => engine_lost_and_back;
     nicks_are_unique_across_nodes => nicks_are_unique_across_nodes;
     accounts_across_nodes => accounts_across_nodes;
+    channels_across_nodes => channels_across_nodes;
 }

@@ -90,33 +90,49 @@
 //! for accounts of other nodes, offline changes (`shardline-chat account
 //! passwd`) reaching the engine, nick protection of other nodes' accounts.
 //!
-//! ## Still to build (issue 16), in this design
+//! ## Channels across nodes (built: JOIN, PART, QUIT, PRIVMSG, NOTICE, TAGMSG)
 //!
-//! - **One order per channel.** A channel's events are appended by the
-//!   node where they happen to the stream of the channel's partition
-//!   (`XADD shardline:p:<n> MAXLEN ~ N * e <event>`, `n` = the channel's
-//!   partition, the same on every node); every node's owner shard of that
-//!   partition reads the stream (`XREAD BLOCK`, its own second link) and
-//!   applies the events in stream order — the originating node too, so
-//!   that its local members see the same order as everyone else's. State
-//!   changes (JOIN, PART, KICK, MODE, TOPIC) are checked again when applied,
-//!   against the state built from the same order, so every node reaches the
-//!   same state. The stream id is the event's position; a node that was
-//!   away reads on from its last id (no silent loss: past the stream's trim
-//!   it tells its users what it missed).
-//! - **A dead node's users QUIT everywhere:** when its lease goes, the
-//!   first node to see it (a `SET NX` on a reaper key) appends a QUIT for
-//!   each of its users to the partitions of their channels (one order
-//!   again).
-//! - **Delivery or a reason.** A message whose `XADD` fails (engine down)
-//!   is refused to its sender with a FAIL; never dropped silently.
-//! - **Backpressure.** A link's unanswered commands are bounded; past the
-//!   bound the owner shard pauses the senders' shards like a full mailbox.
-//! - **History and accounts cluster-wide:** applied events are stored as
-//!   today (every node stores every channel event, in stream order);
-//!   accounts are claimed in the engine and their credentials kept in a hash
-//!   so that any node can check a login.
+//! One order per channel comes from the engine: every channel event goes
+//! through one Redis pub/sub channel per store partition
+//! (`shardline:ev:<partition>`, the channel's partition, the same on every
+//! node). One Redis instance runs commands one at a time and writes a
+//! `PUBLISH` to every subscriber inside that command, so every subscriber
+//! sees one order (measured: `docs/cluster-engine.md`). Each shard has a
+//! second link, subscribed to the partitions it owns; each node's owner shard
+//! of a channel so receives every node's events of it in that order, its own
+//! included ([`events`] is the format).
+//!
+//! A local client's JOIN, PART or channel message is checked against this
+//! node's state, stamped (msgid and time, the same on every node), kept, and
+//! published; it is handled like on a single node — delivered to this node's
+//! members, stored in history, answered — when its own event comes back, in
+//! the engine's order. Another node's event is applied when it comes: its
+//! members are kept per channel (NAMES lists them, without prefixes), its
+//! lines are delivered to this node's members and its messages stored with
+//! the origin's msgid. A local user's QUIT is published for each channel
+//! (the other nodes show a QUIT line per shared channel), and a node that
+//! leaves the view (stopped, dead, or restarted) has its members QUIT every
+//! channel here. Channel events go through the engine only while both links
+//! are up and the subscriptions confirmed; a request waiting for its event
+//! when that ends is handled here at once, as are requests while the engine
+//! is away (users were told by NOTICE that their messages stop reaching the
+//! other nodes). A `PUBLISH` that reached no subscriber (not even this
+//! node's) is handled here at once too, so no client waits forever.
+//!
+//! Not yet (issue 16 goes on): channel modes, topics, ops, KICK, INVITE and
+//! NICK changes across nodes (each node keeps its own; other nodes' members
+//! show without prefixes and keep their old nick until they part); a node
+//! that joins late does not learn who joined before it (NAMES then lacks
+//! them); events published while a node's subscriber is away are lost to it
+//! (pub/sub is at-most-once: streams, `XADD` + `PUBLISH` in one script as
+//! the engine note suggests, would let it catch up); a check that passed
+//! here can fail when the event comes back (an event ordered in between,
+//! such as a ban): the other nodes show it, this one answers the refusal;
+//! private messages and WHOIS of other nodes' users; history of other nodes'
+//! events before this node started; backpressure on the links (unanswered
+//! commands are not bounded yet).
 
+pub mod events;
 pub mod resp;
 
 use std::{
@@ -235,6 +251,8 @@ pub enum Pending {
     /// An account of this node's store claimed again after the link came
     /// back (its name, to log a conflict).
     AccountAssert(String),
+    /// A channel event published (the owner's token; 0: none waits).
+    Publish(u64),
 }
 
 /// How a link is.
@@ -267,6 +285,25 @@ pub struct Link {
     was_up: bool,
 }
 
+/// One shard's subscriber connection to the engine (a subscribed RESP2
+/// connection takes no other commands).
+#[derive(Debug)]
+pub struct SubLink {
+    /// Its id among the shard's connections.
+    pub id: u64,
+    /// The framework's connection, while there is one.
+    pub conn: Option<ConnId>,
+    /// How it is.
+    pub state: LinkState,
+    /// Pushes not yet whole.
+    inbuf: Vec<u8>,
+    /// The next reconnection delay.
+    backoff: Duration,
+    /// Channels subscribed to, and confirmations seen.
+    wanted: usize,
+    confirmed: usize,
+}
+
 /// One shard's part of the cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -290,6 +327,8 @@ pub struct Cluster {
     leased: bool,
     /// New claims wait until then after the link came back ([`SETTLE`]).
     settle_until: Option<Instant>,
+    /// The subscriber link: this shard's partitions' channel events.
+    pub sub: SubLink,
     /// Claims waiting for that.
     deferred: Vec<crate::owner::EngineOp>,
 }
@@ -304,6 +343,8 @@ pub enum ClusterTimer {
     /// The settling after a reconnection is over: send the claims that
     /// waited.
     Settled,
+    /// Connect the subscriber link again.
+    SubReconnect,
 }
 
 impl Cluster {
@@ -394,19 +435,177 @@ impl ChatShard {
             leased: false,
             settle_until: None,
             deferred: Vec::new(),
+            sub: SubLink {
+                id: id + 1,
+                conn: None,
+                state: LinkState::Down,
+                inbuf: Vec::new(),
+                backoff: MIN_BACKOFF,
+                wanted: 0,
+                confirmed: 0,
+            },
         };
+        self.next_id += 1;
         self.owner.cluster = true;
+        self.owner.node = cluster.node.clone();
         if self.me == 0 {
             info!(node = %cluster.node, engine = %cluster.engine, incarnation, "cluster node starting");
         }
         ctx.set_interval(cluster.tick(), ChatTimer::Cluster(ClusterTimer::Tick));
         self.cluster = Some(Box::new(cluster));
         self.cluster_connect(ctx);
+        self.sub_connect(ctx);
     }
 
-    /// Whether connection `id` is this shard's engine link.
+    /// Whether connection `id` is one of this shard's engine links.
     pub(crate) fn is_cluster_link(&self, id: u64) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.link.id == id)
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.link.id == id || c.sub.id == id)
+    }
+
+    fn is_sub_link(&self, id: u64) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.sub.id == id)
+    }
+
+    /// Channel events go through the engine only while both links are up
+    /// and the subscriptions confirmed; when that ends, the requests waiting
+    /// for their own event are handled here.
+    fn cluster_live_check(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let live = cl.link.state == LinkState::Up
+            && cl.sub.state == LinkState::Up
+            && cl.sub.confirmed >= cl.sub.wanted;
+        if self.owner.engine_live && !live {
+            self.owner.engine_live = false;
+            self.owner
+                .chan_flush_local(ctx, &self.info, &mut self.outbox);
+        }
+        self.owner.engine_live = live;
+    }
+
+    fn sub_connect(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        match ctx.connect(cl.engine, cl.sub.id) {
+            Ok(conn) => {
+                cl.sub.conn = Some(conn);
+                cl.sub.state = LinkState::Connecting;
+            }
+            Err(e) => {
+                warn!(shard = self.me, error = %e, "cluster: cannot open a socket to the engine");
+                self.sub_retry(ctx);
+            }
+        }
+    }
+
+    fn sub_retry(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        cl.sub.state = LinkState::Down;
+        cl.sub.conn = None;
+        cl.sub.inbuf.clear();
+        cl.sub.confirmed = 0;
+        let wait = cl.sub.backoff;
+        cl.sub.backoff = (wait * 2).min(MAX_BACKOFF);
+        if !self.shutting_down {
+            ctx.set_timer(wait, ChatTimer::Cluster(ClusterTimer::SubReconnect));
+        }
+        self.cluster_live_check(ctx);
+    }
+
+    /// The subscriber link connected: subscribe to this shard's partitions.
+    fn sub_connected(&mut self, ctx: &mut Ctx<'_, ChatShard>, result: std::io::Result<()>) {
+        if result.is_err() {
+            self.sub_retry(ctx);
+            return;
+        }
+        let (shards, me) = (self.shards, self.me);
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let channels: Vec<String> = (0..crate::store::PARTITIONS)
+            .filter(|p| crate::store::shard_of_partition(*p, shards) == me)
+            .map(|p| format!("{PREFIX}ev:{p}"))
+            .collect();
+        cl.sub.state = LinkState::Up;
+        cl.sub.backoff = MIN_BACKOFF;
+        cl.sub.wanted = channels.len();
+        cl.sub.confirmed = 0;
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(channels.iter().map(|c| c.as_bytes()));
+        let mut out = Vec::new();
+        resp::encode_command(&mut out, &args);
+        if let Some(conn) = cl.sub.conn {
+            // The engine link is not a client: raw RESP bytes, no framing.
+            #[allow(clippy::disallowed_methods)]
+            let _ = ctx.send(conn, &out);
+        }
+        if channels.is_empty() {
+            self.cluster_live_check(ctx);
+        }
+    }
+
+    /// The subscriber link's pushes: confirmations, then events.
+    fn sub_data(&mut self, ctx: &mut Ctx<'_, ChatShard>, data: &[u8]) -> usize {
+        let Some(cl) = self.cluster.as_mut() else {
+            return data.len();
+        };
+        cl.sub.inbuf.extend_from_slice(data);
+        let mut at = 0;
+        let mut events = Vec::new();
+        let mut broken = None;
+        loop {
+            match resp::decode_reply(&cl.sub.inbuf[at..]) {
+                resp::Decoded::Frame(frame, used) => {
+                    at += used;
+                    let OwnedFrame::Array(items) = frame else {
+                        continue;
+                    };
+                    match items.first().and_then(resp::text) {
+                        Some("subscribe") => cl.sub.confirmed += 1,
+                        Some("message") => {
+                            if let Some(payload) = items.get(2).and_then(resp::text) {
+                                events.push(payload.to_string());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                resp::Decoded::Incomplete => break,
+                resp::Decoded::Broken(why) => {
+                    broken = Some(why);
+                    break;
+                }
+            }
+        }
+        cl.sub.inbuf.drain(..at);
+        if let Some(why) = broken {
+            warn!(shard = self.me, reason = %why, "cluster: unreadable bytes on the event link; reconnecting");
+            if let Some(conn) = cl.sub.conn {
+                ctx.close(conn);
+            }
+            return data.len();
+        }
+        self.cluster_live_check(ctx);
+        let node = self.owner.node.clone();
+        for payload in events {
+            match events::Envelope::decode(&payload) {
+                Some(env) => {
+                    self.owner
+                        .cluster_event(ctx, &self.info, &mut self.outbox, &node, env)
+                }
+                None => debug!(
+                    shard = self.me,
+                    "cluster: an event this node cannot read; ignored"
+                ),
+            }
+        }
+        data.len()
     }
 
     fn cluster_connect(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
@@ -443,7 +642,10 @@ impl ChatShard {
             .filter(|p| {
                 matches!(
                     p,
-                    Pending::Claim(_) | Pending::AccountClaim(_) | Pending::AccountGet(_)
+                    Pending::Claim(_)
+                        | Pending::AccountClaim(_)
+                        | Pending::AccountGet(_)
+                        | Pending::Publish(_)
                 )
             })
             .collect();
@@ -469,6 +671,7 @@ impl ChatShard {
                 self.owner.engine_account_claimed(ctx, outbox, token, None)
             }
             Pending::AccountGet(token) => self.owner.engine_account_found(ctx, outbox, token, None),
+            Pending::Publish(token) => self.owner.chan_echo(ctx, info, outbox, token),
             _ => {}
         }
     }
@@ -524,6 +727,22 @@ impl ChatShard {
                         );
                     } else {
                         self.cluster_unanswered(ctx, Pending::AccountClaim(token));
+                    }
+                }
+                crate::owner::EngineOp::Publish {
+                    token,
+                    partition,
+                    payload,
+                } => {
+                    if up {
+                        let ch = format!("{PREFIX}ev:{partition}");
+                        self.cluster_send(
+                            ctx,
+                            &[b"PUBLISH", ch.as_bytes(), payload.as_bytes()],
+                            Pending::Publish(token),
+                        );
+                    } else {
+                        self.cluster_unanswered(ctx, Pending::Publish(token));
                     }
                 }
                 crate::owner::EngineOp::AccountGet { token, key } => {
@@ -622,8 +841,13 @@ impl ChatShard {
     pub(crate) fn cluster_connected(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
         result: std::io::Result<()>,
     ) {
+        if self.is_sub_link(id) {
+            self.sub_connected(ctx, result);
+            return;
+        }
         let me = self.me;
         let Some(cl) = self.cluster.as_mut() else {
             return;
@@ -659,7 +883,18 @@ impl ChatShard {
     }
 
     /// `on_close` for the link.
-    pub(crate) fn cluster_closed(&mut self, ctx: &mut Ctx<'_, ChatShard>, why: &str) {
+    pub(crate) fn cluster_closed(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, why: &str) {
+        if self.is_sub_link(id) {
+            if !self.shutting_down {
+                debug!(
+                    shard = self.me,
+                    reason = why,
+                    "cluster: event link lost; reconnecting"
+                );
+                self.sub_retry(ctx);
+            }
+            return;
+        }
         let me = self.me;
         let Some(cl) = self.cluster.as_ref() else {
             return;
@@ -764,6 +999,15 @@ impl ChatShard {
                 self.owner.engine_out = waiting;
                 self.cluster_flush_owner(ctx);
             }
+            ClusterTimer::SubReconnect => {
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.sub.state == LinkState::Down)
+                {
+                    self.sub_connect(ctx);
+                }
+            }
             ClusterTimer::Reconnect => {
                 if self
                     .cluster
@@ -806,7 +1050,15 @@ impl ChatShard {
     }
 
     /// `on_data` for the link: replies, in order.
-    pub(crate) fn cluster_data(&mut self, ctx: &mut Ctx<'_, ChatShard>, data: &[u8]) -> usize {
+    pub(crate) fn cluster_data(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        id: u64,
+        data: &[u8],
+    ) -> usize {
+        if self.is_sub_link(id) {
+            return self.sub_data(ctx, data);
+        }
         let Some(cl) = self.cluster.as_mut() else {
             return data.len();
         };
@@ -883,6 +1135,14 @@ impl ChatShard {
                 let value = resp::text(&frame).map(str::to_string);
                 self.owner
                     .engine_account_found(ctx, &mut self.outbox, token, value.as_deref());
+            }
+            Pending::Publish(token) => {
+                if frame == OwnedFrame::Integer(0) {
+                    // Not even this node's subscriber took it: its own event
+                    // will not come back.
+                    self.owner
+                        .chan_echo(ctx, &self.info, &mut self.outbox, token);
+                }
             }
             Pending::AccountAssert(name) => {
                 if frame != OwnedFrame::Integer(1) {
@@ -1021,14 +1281,34 @@ impl ChatShard {
             let msg = ChatMsg::ClusterNodes(view.clone());
             self.outbox.post(ctx, ShardId(s), msg);
         }
-        self.cluster_nodes(view);
+        self.cluster_nodes(ctx, view);
     }
 
     /// The view of the nodes up (from shard 0).
-    pub(crate) fn cluster_nodes(&mut self, view: Arc<BTreeMap<String, Node>>) {
+    pub(crate) fn cluster_nodes(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        view: Arc<BTreeMap<String, Node>>,
+    ) {
         self.stats.cluster_nodes.set(view.len() as u64);
-        if let Some(cl) = self.cluster.as_mut() {
-            cl.nodes = view;
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        // Nodes gone (or restarted): their members leave this node's
+        // channels.
+        let gone: Vec<String> = cl
+            .nodes
+            .iter()
+            .filter(|(name, n)| {
+                view.get(*name)
+                    .is_none_or(|v| v.incarnation != n.incarnation)
+            })
+            .map(|(name, _)| name.clone())
+            .filter(|name| *name != cl.node)
+            .collect();
+        cl.nodes = view;
+        for name in gone {
+            self.owner.node_gone(ctx, &mut self.outbox, &name);
         }
     }
 

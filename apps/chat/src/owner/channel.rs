@@ -103,6 +103,9 @@ pub(super) struct Channel {
     pub bans: Vec<Ban>,
     /// Clients invited (they may join past +i), oldest first.
     pub invites: VecDeque<ClientRef>,
+    /// Members connected to other nodes of a cluster, by (node, casefolded
+    /// nick) ([`super::cluster`]).
+    pub remote: std::collections::BTreeMap<(Arc<str>, NameKey), super::cluster::RemoteMember>,
 }
 
 impl Channel {
@@ -122,6 +125,7 @@ impl Channel {
             },
             bans: Vec::new(),
             invites: VecDeque::new(),
+            remote: std::collections::BTreeMap::new(),
         }
     }
 
@@ -335,10 +339,18 @@ impl Channel {
                 [symbol.to_string(), self.name.clone(), std::mem::take(chunk)],
             ));
         };
-        for m in self.members.values() {
-            let prefix = m.prefix(multi);
-            let uh_len = if userhost { 1 + m.userhost.len() } else { 0 };
-            let len = prefix.len() + m.nick.len() + uh_len;
+        let local = self
+            .members
+            .values()
+            .map(|m| (m.prefix(multi), m.nick.as_str(), &*m.userhost));
+        // Other nodes' members: no prefixes (channel modes are each node's).
+        let remote = self.remote.values().map(|r| {
+            let uh = r.mask.split_once('!').map_or("", |(_, uh)| uh);
+            ("", r.nick(), uh)
+        });
+        for (prefix, nick, uh) in local.chain(remote) {
+            let uh_len = if userhost { 1 + uh.len() } else { 0 };
+            let len = prefix.len() + nick.len() + uh_len;
             if !chunk.is_empty() && chunk.len() + 1 + len > budget {
                 flush(&mut chunk, &mut out);
             }
@@ -346,10 +358,10 @@ impl Channel {
                 chunk.push(' ');
             }
             chunk.push_str(prefix);
-            chunk.push_str(&m.nick);
+            chunk.push_str(nick);
             if userhost {
                 chunk.push('!');
-                chunk.push_str(&m.userhost);
+                chunk.push_str(uh);
             }
         }
         if !chunk.is_empty() {

@@ -74,7 +74,7 @@ impl Owner {
                     return reply(ReplyBody::Joined(vec![e]));
                 }
                 if !ch.room(outbox, info, Some(from.shard)) {
-                    if fresh {
+                    if fresh && ch.remote.is_empty() {
                         self.chans.remove(&ckey);
                     }
                     return reply(ReplyBody::Busy);
@@ -134,7 +134,7 @@ impl Owner {
                 let d = delivery(&ckey, out, from, false, Membership::Remove(from));
                 let n = ch.deliver(ctx, outbox, d);
                 ch.remove(from);
-                if ch.members.is_empty() {
+                if ch.members.is_empty() && ch.remote.is_empty() {
                     self.chans.remove(&ckey);
                 }
                 (n, Some(ReplyBody::Done))
@@ -173,7 +173,7 @@ impl Owner {
                 let d = delivery(&ckey, out, from, false, Membership::Remove(victim));
                 let n = ch.deliver(ctx, outbox, d);
                 ch.remove(victim);
-                if ch.members.is_empty() {
+                if ch.members.is_empty() && ch.remote.is_empty() {
                     self.chans.remove(&ckey);
                 }
                 (n, Some(ReplyBody::Done))
@@ -299,7 +299,12 @@ impl Owner {
                 } = *said;
                 // Stamped here, where the channel's history is kept: every
                 // member (and the echo) gets the msgid and time it holds.
-                let (msgid, time) = self.history.stamp(Some(&ckey));
+                // Stamped before it was published when it went through a
+                // cluster's engine (every node keeps that msgid and time).
+                let (msgid, time) = match (out.msgid.clone(), out.time_ms) {
+                    (Some(m), Some(t)) => (m, t),
+                    _ => self.history.stamp(Some(&ckey)),
+                };
                 out.msgid = Some(msgid.clone());
                 out.time_ms = Some(time);
                 // TAGMSG is not kept: without draft/event-playback history only

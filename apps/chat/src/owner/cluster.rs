@@ -1,0 +1,424 @@
+//! A channel owner in a cluster ([`crate::cluster`]): JOIN, PART and
+//! channel messages of local clients go through the engine, and the events
+//! of every node are applied here in the engine's order.
+//!
+//! - A local client's request is checked against this node's state first
+//!   (so nothing another node will show is refused here afterwards, but for
+//!   a race with an event ordered in between: see the module doc), then
+//!   kept under a token and published; it is handled — exactly as on a
+//!   single node, delivery, history and reply included — when its own event
+//!   comes back from the engine. So this node's members see the channel's
+//!   events in the engine's order, like every other node's.
+//! - Another node's event updates the channel's remote members (NAMES) and
+//!   is delivered to this node's members (and kept in history with the
+//!   origin's msgid and time).
+//! - While the engine cannot carry events (either link down), requests are
+//!   handled here at once (this node's users were told by NOTICE that their
+//!   messages no longer reach the other nodes); requests waiting for their
+//!   event when a link goes are handled here then.
+
+use std::sync::Arc;
+
+use shardline::{Ctx, ShardId};
+
+use super::{
+    channel::{delivery, Channel},
+    events::{no_such_channel, not_on_channel},
+    reply, Answer, EngineOp, Numeric, Owner,
+};
+
+/// What became of a request offered to the engine.
+pub(super) enum Published {
+    /// Published: answered when its event comes back.
+    Waiting,
+    /// Refused here (the answer).
+    Refused(Answer),
+    /// Not carriable: handle it here.
+    Here(Request),
+}
+use crate::{
+    casemap::{casefold, NameKey},
+    cluster::events::{Envelope, Event},
+    info::ServerInfo,
+    mail::{ChatMsg, ClientRef, Membership, Outgoing, ReplyBody, Request},
+    reply::{
+        code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
+        line,
+    },
+    shard::{ChatShard, Outbox},
+    store::{partition_of, Message as Stored, MessageKind},
+};
+
+/// A member of a channel connected to another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// `nick!user@host`.
+    pub mask: String,
+    /// Its account.
+    pub account: Option<String>,
+}
+
+impl RemoteMember {
+    /// Its nick.
+    pub fn nick(&self) -> &str {
+        self.mask.split('!').next().unwrap_or(&self.mask)
+    }
+}
+
+/// The source of deliveries of other nodes' events: no client (acks to it
+/// find nobody; ids start at 1).
+const NOBODY: u64 = 0;
+
+impl Owner {
+    /// Whether `req` goes through the engine (a cluster with its links up,
+    /// and a channel event).
+    pub(super) fn through_engine(&self, req: &Request) -> bool {
+        self.cluster
+            && self.engine_live
+            && matches!(
+                req,
+                Request::Join { .. } | Request::Part { .. } | Request::ChanMsg { .. }
+            )
+    }
+
+    /// Checks `req` against this node's state; publishes it if it would
+    /// pass (`None`), else the refusal to answer now.
+    pub(super) fn publish_request(
+        &mut self,
+        node: &str,
+        from: ClientRef,
+        mut req: Request,
+    ) -> Published {
+        let event = match &mut req {
+            Request::Join {
+                chan,
+                key,
+                mask,
+                account,
+                realname,
+                ..
+            } => {
+                let ckey: NameKey = casefold(chan).into();
+                if let Some(ch) = self.chans.get(&ckey) {
+                    if ch.members.contains_key(&from) {
+                        return Published::Refused(reply(ReplyBody::Joined(Vec::new())));
+                    }
+                    if let Some((code, text)) = ch.refuses_join(from, mask, key.as_deref()) {
+                        let e = Numeric::new(code, [ch.name.as_str(), text]);
+                        return Published::Refused(reply(ReplyBody::Joined(vec![e])));
+                    }
+                }
+                Event::Join {
+                    chan: chan.clone(),
+                    mask: mask.to_string(),
+                    account: account.as_deref().map(str::to_string),
+                    realname: realname.clone(),
+                }
+            }
+            Request::Part { chan, mask, reason } => {
+                let ckey: NameKey = casefold(chan).into();
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return Published::Refused(no_such_channel(chan));
+                };
+                if !ch.members.contains_key(&from) {
+                    return Published::Refused(not_on_channel(&ch.name));
+                }
+                Event::Part {
+                    chan: chan.clone(),
+                    mask: mask.to_string(),
+                    reason: reason.clone(),
+                }
+            }
+            Request::ChanMsg { chan, said } => {
+                let ckey: NameKey = casefold(chan).into();
+                let quiet = said.kind != MessageKind::Privmsg;
+                let refuse = |n: Numeric| {
+                    let nums = if quiet { Vec::new() } else { vec![n] };
+                    Published::Refused(reply(ReplyBody::Numerics(nums)))
+                };
+                let Some(ch) = self.chans.get(&ckey) else {
+                    let n = Numeric::new(ERR_NOSUCHCHANNEL, [chan.as_str(), "No such channel"]);
+                    return refuse(n);
+                };
+                if !ch.may_speak(from, &said.mask) {
+                    let n = Numeric::new(
+                        ERR_CANNOTSENDTOCHAN,
+                        [ch.name.as_str(), "Cannot send to channel"],
+                    );
+                    return refuse(n);
+                }
+                // Stamped now: every node keeps the origin's msgid and time.
+                let (msgid, time) = self.history.stamp(Some(&ckey));
+                said.out.msgid = Some(msgid.clone());
+                said.out.time_ms = Some(time);
+                Event::Msg {
+                    to: said.to.clone(),
+                    kind: said.kind,
+                    mask: said.mask.to_string(),
+                    account: said.account.as_deref().map(str::to_string),
+                    msgid: msgid.to_string(),
+                    time,
+                    tags: said.out.client_tags.as_deref().map(str::to_string),
+                    text: said.text.clone(),
+                }
+            }
+            _ => return Published::Here(req),
+        };
+        let chan = match &event {
+            Event::Join { chan, .. } | Event::Part { chan, .. } | Event::Quit { chan, .. } => {
+                chan.clone()
+            }
+            Event::Msg { .. } => match &req {
+                Request::ChanMsg { chan, .. } => chan.clone(),
+                _ => String::new(),
+            },
+        };
+        self.claim_seq += 1;
+        let token = self.claim_seq;
+        let env = Envelope {
+            node: node.to_string(),
+            token,
+            event,
+        };
+        let Some(payload) = env.encode() else {
+            // Not carriable (never from a registered client): handled here.
+            return Published::Here(req);
+        };
+        let partition = partition_of(&casefold(&chan));
+        self.chan_waits.insert(token, (from, req));
+        self.engine_out.push(EngineOp::Publish {
+            token,
+            partition,
+            payload,
+        });
+        Published::Waiting
+    }
+
+    /// An event from the engine, on the owner of its channel's partition.
+    pub(crate) fn cluster_event(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        node: &str,
+        env: Envelope,
+    ) {
+        if env.node == node {
+            // Our own: handle the request it carried, now, in this order.
+            self.chan_echo(ctx, info, outbox, env.token);
+            return;
+        }
+        let shards = ctx.shards();
+        let nobody = ClientRef {
+            shard: ctx.shard_id().0,
+            id: NOBODY,
+        };
+        let origin: Arc<str> = env.node.as_str().into();
+        match env.event {
+            Event::Join {
+                chan,
+                mask,
+                account,
+                realname,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let ch = self
+                    .chans
+                    .entry(ckey.clone())
+                    .or_insert_with(|| Channel::new(chan, shards));
+                let member = RemoteMember {
+                    mask: mask.clone(),
+                    account: account.clone(),
+                };
+                let nick: NameKey = casefold(member.nick()).into();
+                if ch.remote.insert((origin, nick), member).is_some() {
+                    return;
+                }
+                let mut out = Outgoing::new(line(&mask, "JOIN", &[&ch.name], false));
+                let shown = account.as_deref().unwrap_or("*");
+                out.ext_body =
+                    Some(line(&mask, "JOIN", &[&ch.name, shown, &realname], true).into());
+                out.account = account.map(Into::into);
+                out.stamp();
+                let d = delivery(&ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+            }
+            Event::Part { chan, mask, reason } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                let nick: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                let Some(gone) = ch.remote.remove(&(origin, nick)) else {
+                    return;
+                };
+                let params: Vec<&str> = if reason.is_empty() {
+                    vec![&ch.name]
+                } else {
+                    vec![&ch.name, &reason]
+                };
+                let mut out = Outgoing::new(line(&mask, "PART", &params, true));
+                out.account = gone.account.map(Into::into);
+                out.stamp();
+                let d = delivery(&ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+                if ch.members.is_empty() && ch.remote.is_empty() {
+                    self.chans.remove(&ckey);
+                }
+            }
+            Event::Quit { chan, mask, reason } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                let nick: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                let Some(gone) = ch.remote.remove(&(origin, nick)) else {
+                    return;
+                };
+                let mut out = Outgoing::new(line(&mask, "QUIT", &[&reason], true));
+                out.account = gone.account.map(Into::into);
+                out.stamp();
+                let d = delivery(&ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+                if ch.members.is_empty() && ch.remote.is_empty() {
+                    self.chans.remove(&ckey);
+                }
+            }
+            Event::Msg {
+                to,
+                kind,
+                mask,
+                account,
+                msgid,
+                time,
+                tags,
+                text,
+            } => {
+                let ckey: NameKey = casefold(&to).into();
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return;
+                };
+                let command = match kind {
+                    MessageKind::Privmsg => "PRIVMSG",
+                    MessageKind::Notice => "NOTICE",
+                    MessageKind::Tagmsg => "TAGMSG",
+                };
+                let mut out = match kind {
+                    MessageKind::Tagmsg => Outgoing::new(line(&mask, command, &[&to], false)),
+                    _ => Outgoing::new(line(&mask, command, &[&to, &text], true)),
+                };
+                out.client_tags = tags.as_deref().map(Into::into);
+                out.tags_only = kind == MessageKind::Tagmsg;
+                out.account = account.as_deref().map(Into::into);
+                out.msgid = Some(msgid.as_str().into());
+                out.time_ms = Some(time);
+                let d = delivery(&ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+                if kind != MessageKind::Tagmsg && self.history.keeps(&ckey) {
+                    let m = Stored {
+                        target: ckey.clone(),
+                        to,
+                        msgid,
+                        time,
+                        source: mask,
+                        account: account.unwrap_or_default(),
+                        kind,
+                        tags: tags.unwrap_or_default(),
+                        text,
+                    };
+                    self.history.append(ctx, m);
+                }
+            }
+        }
+    }
+
+    /// Handles a published request whose event came back (or will not:
+    /// the engine dropped it), as a single node would.
+    pub(crate) fn chan_echo(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+        token: u64,
+    ) {
+        let Some((from, req)) = self.chan_waits.remove(&token) else {
+            return;
+        };
+        self.handle_here(ctx, info, outbox, from, req);
+    }
+
+    /// The engine can no longer carry this shard's events: every published
+    /// request still waiting is handled here now.
+    pub(crate) fn chan_flush_local(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        info: &ServerInfo,
+        outbox: &mut Outbox,
+    ) {
+        let mut waiting: Vec<u64> = self.chan_waits.keys().copied().collect();
+        waiting.sort_unstable();
+        for token in waiting {
+            self.chan_echo(ctx, info, outbox, token);
+        }
+    }
+
+    /// Another node went: its members leave every channel here (a QUIT
+    /// line to this node's members; one per channel).
+    pub(crate) fn node_gone(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        node: &str,
+    ) {
+        let nobody = ClientRef {
+            shard: ctx.shard_id().0,
+            id: NOBODY,
+        };
+        let mut empty = Vec::new();
+        for (ckey, ch) in self.chans.iter_mut() {
+            let gone: Vec<_> = ch
+                .remote
+                .keys()
+                .filter(|(n, _)| &**n == node)
+                .cloned()
+                .collect();
+            for k in gone {
+                let Some(m) = ch.remote.remove(&k) else {
+                    continue;
+                };
+                let text = format!("{node} left the cluster");
+                let mut out = Outgoing::new(line(&m.mask, "QUIT", &[&text], true));
+                out.account = m.account.map(Into::into);
+                out.stamp();
+                let d = delivery(ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+            }
+            if ch.members.is_empty() && ch.remote.is_empty() {
+                empty.push(ckey.clone());
+            }
+        }
+        for k in empty {
+            self.chans.remove(&k);
+        }
+    }
+}
+
+/// The reply `ChatMsg` for `from` (used when a published request is
+/// answered later).
+pub(super) fn post_reply(
+    ctx: &mut Ctx<'_, ChatShard>,
+    outbox: &mut Outbox,
+    from: ClientRef,
+    fanout: u32,
+    body: ReplyBody,
+) {
+    outbox.post(
+        ctx,
+        ShardId(from.shard),
+        ChatMsg::Reply {
+            to: from,
+            fanout,
+            body,
+        },
+    );
+}
