@@ -3,15 +3,18 @@
 # here on a port of its own), on both I/O backends. What the cluster does so
 # far (issue 16; src/cluster/mod.rs says what is built and what is not):
 #   - every node lists the others in LINKS;
+#   - one channel with a member on each node: 3 senders (one per node) x 1,000
+#     messages, sent at once, arrive at every member in one order (echo-message
+#     on, so each member's own messages are in its sequence too);
 #   - a nick held on one node is refused on another (433);
-#   - kill -9 of a node: it leaves the others' LINKS, and its user's nick is
-#     free on another node, within the node timeout (10 s, the default);
+#   - kill -9 of a node: its user's QUIT reaches a channel member on another
+#     node, the node leaves the others' LINKS, and its user's nick is free on
+#     another node, all within the node timeout (10 s, the default);
 #   - the engine stopped (its data gone: no persistence) and started again:
 #     users get a NOTICE each way, the nodes keep serving their own users
 #     meanwhile, and then re-register and re-assert their claims (the nick is
-#     refused across nodes again).
-# Not yet: channels across nodes (one order per channel), so no message
-# traffic crosses nodes here.
+#     refused across nodes again) and channel traffic crosses nodes again.
+# Not yet: modes, topics, NICK and private messages across nodes.
 #   IO=epoll scripts/cluster-demo.sh    one backend only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,92 @@ cleanup() {
     [ -n "$keep" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
+# The channel part, in Python: three members, one per node, each sending
+# MESSAGES lines; every member's sequence of all of them must be the same.
+cat >"$tmp/order.py" <<'PY'
+import socket, sys, threading, time
+
+ports = [int(p) for p in sys.argv[1:4]]
+N = int(sys.argv[4])
+DEADLINE = time.time() + 60
+
+class Member:
+    def __init__(self, i, port):
+        self.i, self.buf = i, b""
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.nick = f"member{i}"
+        self.send("CAP REQ :echo-message")
+        self.send(f"NICK {self.nick}")
+        self.send(f"USER m{i} 0 * :member {i}")
+        self.send("CAP END")
+        self.until(lambda l: f" 001 {self.nick} " in l)
+    def send(self, line):
+        self.s.sendall(line.encode() + b"\r\n")
+    def lines(self):
+        while True:
+            while b"\r\n" not in self.buf:
+                if time.time() > DEADLINE:
+                    raise SystemExit(f"{self.nick}: timed out")
+                data = self.s.recv(65536)
+                if not data:
+                    raise SystemExit(f"{self.nick}: connection closed")
+                self.buf += data
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            line = line.decode(errors="replace")
+            if line.startswith("PING "):
+                self.send("PONG " + line[5:])
+                continue
+            yield line
+    def until(self, pred):
+        for l in self.lines():
+            if pred(l):
+                return l
+
+members = [Member(i, p) for i, p in enumerate(ports)]
+for m in members:
+    m.send("JOIN #demo")
+    m.until(lambda l: " 366 " in l)
+# Every member sees the two others join (or was there first).
+for m in members:
+    m.send("NAMES #demo")
+    names = m.until(lambda l: " 353 " in l).split(" :", 1)[1].split()
+    while len(names) < 3:
+        time.sleep(0.1)
+        m.send("NAMES #demo")
+        names = m.until(lambda l: " 353 " in l).split(" :", 1)[1].split()
+print(f"cluster-demo: #demo has a member on each node; NAMES on every node lists {sorted(n.lstrip('@+') for n in names)}")
+start = time.time()
+def sender(m):
+    for k in range(N):
+        m.send(f"PRIVMSG #demo :m{m.i} {k}")
+threads = [threading.Thread(target=sender, args=(m,)) for m in members]
+for t in threads: t.start()
+for t in threads: t.join()
+seqs = []
+for m in members:
+    got = []
+    for l in m.lines():
+        if " PRIVMSG #demo :" in l:
+            got.append(l.split(" PRIVMSG #demo :", 1)[1])
+            if len(got) == 3 * N:
+                break
+    seqs.append(got)
+took = time.time() - start
+for i, got in enumerate(seqs):
+    for j in range(3):
+        mine = [t for t in got if t.startswith(f"m{j} ")]
+        if mine != [f"m{j} {k}" for k in range(N)]:
+            raise SystemExit(f"member{i}: member{j}'s messages missing or out of order")
+if not (seqs[0] == seqs[1] == seqs[2]):
+    diff = next(k for k in range(3 * N) if len({s[k] for s in seqs}) > 1)
+    raise SystemExit(f"the members' orders differ from position {diff}")
+switches = sum(1 for k in range(1, 3 * N) if seqs[0][k][:2] != seqs[0][k - 1][:2])
+print(f"cluster-demo: 3 senders x {N} messages: all {3 * N} at every member in one order "
+      f"({switches} sender switches in it) in {took:.1f}s")
+for m in members:
+    m.send("QUIT :done")
+PY
+
 on_fail() {
     for f in "$tmp"/*.log; do
         echo "--- $(basename "$f") (tail)"
@@ -110,16 +199,28 @@ run() { # IO
     links_until alice "n1.demo n2.demo n3.demo"
     links_until bob "n1.demo n2.demo n3.demo"
     say "LINKS on n1 and n2: n1.demo n2.demo n3.demo"
+    python3 "$tmp/order.py" $((base + 1)) $((base + 2)) $((base + 3)) "${MESSAGES:-1000}" ||
+        fail "one order per channel across nodes ($io)"
 
     ! try_nick bob alice || fail "n2 gave away alice, held on n1"
     ! try_nick alice carol || fail "n1 gave away carol, held on n3"
     say "NICK alice on n2 and NICK carol on n1: 433 (held on other nodes)"
 
+    # carol (n3) and alice (n1) share a channel: alice sees carol's JOIN.
+    irc_send alice "JOIN #gone"
+    irc_expect alice " 366 "
+    irc_send carol "JOIN #gone"
+    irc_expect carol " 366 "
+    irc_expect alice "^:carol!.* JOIN :?#gone"
     local t0=$SECONDS
     kill -KILL "${node_pid[3]}"
     wait "${node_pid[3]}" 2>/dev/null || true
     unset "node_pid[3]"
     irc_close carol
+    irc_expect alice "^:carol!.* QUIT "
+    local quit=$((SECONDS - t0))
+    [ "$quit" -le "$timeout_secs" ] || fail "carol's QUIT reached n1 after ${quit}s (timeout ${timeout_secs}s)"
+    say "kill -9 n3: carol's QUIT (\"${IRC_LINE#*QUIT :}\") seen on n1 after ${quit}s"
     links_until alice "n1.demo n2.demo"
     local took=$((SECONDS - t0))
     [ "$took" -le "$timeout_secs" ] || fail "n3 left n1's view after ${took}s (timeout ${timeout_secs}s)"
@@ -147,6 +248,14 @@ run() { # IO
     sleep 4
     ! try_nick bob carol || fail "after the engine restart n2 gave away carol, held on n1"
     say "engine back (empty): NOTICEs, both nodes in LINKS again, carol's claim re-asserted (433 on n2)"
+    irc_send alice "JOIN #after"
+    irc_expect alice " 366 "
+    irc_send bob "JOIN #after"
+    irc_expect bob " 366 "
+    irc_expect alice "^:bob!.* JOIN :?#after"
+    irc_send bob "PRIVMSG #after :across nodes again"
+    irc_expect alice "^:bob!.* PRIVMSG #after :across nodes again"
+    say "cross-node traffic resumed: bob's JOIN and message on n2 reach alice on n1"
 
     irc_close alice
     irc_close bob
