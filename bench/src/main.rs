@@ -454,6 +454,15 @@ struct ChatArgs {
     /// paced.
     #[arg(long, conflicts_with_all = ["history_compare", "addr", "chat_config"])]
     coalesce_compare: bool,
+    /// Cross-node against one node (issue 16): shardline-chat as N nodes
+    /// joined through a Redis of their own (`shardline-uring-xN`, clients
+    /// spread over the nodes, the shards split between them) against one
+    /// node with the same total shards (`--shards`, default N here);
+    /// server CPU counts every node and Redis, whose share is shown. Defaults
+    /// to --servers shardline-uring,shardline-uring-xN.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(2..=16),
+          conflicts_with_all = ["history_compare", "coalesce_compare", "addr", "chat_config"])]
+    nodes: Option<u16>,
     /// --history-compare: CHATHISTORY requests per second of the probe (one
     /// outstanding at a time; 0: no probe).
     #[arg(long, default_value_t = 20.0)]
@@ -781,11 +790,26 @@ fn main() -> anyhow::Result<()> {
             let out = idle::run(&cfg)?;
             report::save_json(a.json.as_deref(), &out)
         }
-        Cmd::Chat(a) => {
-            let (server, client) = chat::default_pinning(a.shards);
+        Cmd::Chat(mut a) => {
+            if let (Some(n), false) = (a.nodes, shards_given()) {
+                a.shards = usize::from(n);
+            }
+            // Nodes run unpinned (several processes share the CPUs), and
+            // so does the one node they are compared with, and the client.
+            let (server, client) = if a.nodes.is_some() {
+                (Vec::new(), Vec::new())
+            } else {
+                chat::default_pinning(a.shards)
+            };
             let explicit = a.chat_exe.is_some();
             let coalesce_servers = chat::COALESCE_SERVERS.join(",");
-            let (default_servers, default_shapes) = if a.history_compare {
+            let node_servers = a
+                .nodes
+                .map(|n| format!("shardline-uring,shardline-uring-x{n}"))
+                .unwrap_or_default();
+            let (default_servers, default_shapes) = if a.nodes.is_some() {
+                (node_servers.as_str(), "burst,paced")
+            } else if a.history_compare {
                 ("shardline-uring,shardline-uring-nohistory", "paced")
             } else if a.coalesce_compare {
                 (coalesce_servers.as_str(), "paced")
@@ -1108,6 +1132,12 @@ fn echo(a: EchoArgs, exe: PathBuf) -> anyhow::Result<()> {
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// Whether `--shards` was on the command line (for `chat --nodes`, whose
+/// default differs).
+fn shards_given() -> bool {
+    std::env::args().any(|a| a == "--shards" || a.starts_with("--shards="))
 }
 
 #[cfg(test)]

@@ -905,6 +905,47 @@ pub fn start_shardline_chat(
     )
 }
 
+/// A redis-server of its own (Debian `redis-server`) on a free loopback port,
+/// no persistence: a chat cluster's engine.
+pub fn start_redis() -> anyhow::Result<ServerProc> {
+    let port = free_port().context("finding a free port")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = scratch_dir("redis", port)?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stderr(Stdio::inherit());
+    ServerProc::spawn("redis-server", cmd, addr, Ready::Connect, Some(dir))
+        .context("starting redis-server (Debian package redis-server; ./x deps installs it)")
+}
+
+/// Waits (up to 20 s) until every chat node lists all of them in LINKS.
+pub fn wait_cluster(nodes: &[ServerProc]) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, n) in nodes.iter().enumerate() {
+        loop {
+            let mut s = std::net::TcpStream::connect(n.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "NICK w{i}x\r\nUSER w 0 * :w\r\nLINKS\r\nQUIT\r\n")?;
+            let seen = BufReader::new(s)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.split(' ').nth(1) == Some("364"))
+                .count();
+            if seen >= nodes.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node {i} sees {seen} of {} nodes after 20 s", nodes.len());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
 /// ngircd's configuration for a benchmark: loopback `port`, no flood penalty
 /// (`MaxPenaltyTime = 0`), no limit per IP, no DNS/ident/PAM lookups, a MOTD
 /// phrase instead of a file, and no include directory from /etc. It runs as

@@ -254,8 +254,13 @@ impl Client<'_> {
     }
 
     fn connect(&mut self, i: usize) -> anyhow::Result<()> {
-        let std = std::net::TcpStream::connect_timeout(&self.spec.addr, Duration::from_secs(5))
-            .with_context(|| format!("client {i}: connecting to {}", self.spec.addr))?;
+        let n = 1 + self.spec.also.len();
+        let addr = match i % n {
+            0 => self.spec.addr,
+            k => self.spec.also[k - 1],
+        };
+        let std = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("client {i}: connecting to {addr}"))?;
         std.set_nodelay(true)?;
         std.set_nonblocking(true)?;
         let mut sock = TcpStream::from_std(std);

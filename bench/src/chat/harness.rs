@@ -101,6 +101,11 @@ pub enum ChatServer {
     Shardline(Io),
     /// The same, always with `--no-history`; named `shardline-IO-nohistory`.
     ShardlineNoHistory(Io),
+    /// `nodes` shardline-chat processes joined through a Redis of their own
+    /// (`--cluster`, issue 16), the clients spread over them, the shards split
+    /// between them; named `shardline-IO-xN`. CPU per delivery counts every
+    /// node and Redis; Redis's share is reported too.
+    Cluster(Io, usize),
     /// `/usr/sbin/ngircd`.
     Ngircd,
     /// `/usr/sbin/inspircd` (InspIRCd 3).
@@ -123,6 +128,7 @@ impl ChatServer {
             ChatServer::Shardline(io) => format!("shardline-{io}"),
             ChatServer::ShardlineNoHistory(io) => format!("shardline-{io}{NO_HISTORY_SUFFIX}"),
             ChatServer::ShardlineFlush(io, f) => format!("shardline-{io}@{}", f.label()),
+            ChatServer::Cluster(io, n) => format!("shardline-{io}-x{n}"),
             ChatServer::Ngircd => "ngircd".into(),
             ChatServer::Inspircd => "inspircd".into(),
             ChatServer::External { name, .. } => name.clone(),
@@ -141,6 +147,19 @@ impl ChatServer {
                     "{name:?}: write coalescing is a setting of shardline-uring and shardline-epoll"
                 )),
             };
+        }
+        for (prefix, io) in [
+            ("shardline-uring-x", Io::Uring),
+            ("shardline-epoll-x", Io::Epoll),
+        ] {
+            if let Some(n) = name.trim().strip_prefix(prefix) {
+                return match n.parse::<usize>() {
+                    Ok(n) if (2..=16).contains(&n) => Ok(ChatServer::Cluster(io, n)),
+                    _ => Err(format!(
+                        "{name:?}: a cluster is shardline-IO-xN with N nodes, 2 to 16"
+                    )),
+                };
+            }
         }
         match name.trim() {
             "shardline-uring" => Ok(ChatServer::Shardline(Io::Uring)),
@@ -222,7 +241,59 @@ pub fn default_pinning(shards: usize) -> (Vec<usize>, Vec<usize>) {
 pub const CHAT_CONFIG: &str =
     "[server]\nname = \"bench.shardline.local\"\n\n[flood]\nenabled = false\n";
 
-fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerProc>> {
+/// What `start` started: one server, or a cluster's nodes and engine.
+enum Started {
+    One(ServerProc),
+    Cluster {
+        nodes: Vec<ServerProc>,
+        engine: ServerProc,
+    },
+}
+
+/// The processes of a run to account CPU for.
+#[derive(Debug, Clone, Default)]
+pub struct Procs {
+    /// The server (a cluster: its first node), if known.
+    pub pid: Option<u32>,
+    /// A cluster's other nodes.
+    pub others: Vec<u32>,
+    /// A cluster's engine.
+    pub engine: Option<u32>,
+}
+
+fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<Started>> {
+    if let ChatServer::Cluster(io, n) = server {
+        let engine = servers::start_redis()?;
+        let url = format!("redis://{}", engine.addr);
+        let per_node = (cfg.shards / n).max(1);
+        let mut nodes = Vec::new();
+        for i in 0..*n {
+            let config = format!(
+                "{}\n[cluster]\nurl = \"{url}\"\nnode_name = \"n{i}\"\n",
+                CHAT_CONFIG.replace(
+                    "bench.shardline.local",
+                    &format!("n{i}.bench.shardline.local")
+                )
+            );
+            nodes.push(servers::start_shardline_chat(
+                &cfg.chat_exe,
+                *io,
+                per_node,
+                &[],
+                None,
+                &config,
+                cfg.chat_history,
+            )?);
+        }
+        // Every node must see the others (and its links be up) before
+        // the clients come: LINKS lists them once their leases are read.
+        servers::wait_cluster(&nodes)?;
+        return Ok(Some(Started::Cluster { nodes, engine }));
+    }
+    start_one(cfg, server).map(|p| p.map(Started::One))
+}
+
+fn start_one(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerProc>> {
     match server {
         ChatServer::Shardline(io) => servers::start_shardline_chat(
             &cfg.chat_exe,
@@ -269,7 +340,7 @@ fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<ServerP
         ChatServer::Inspircd => {
             servers::start_inspircd(&cfg.inspircd_exe, &ngircd_cpus(&cfg.server_cpus)).map(Some)
         }
-        ChatServer::External { .. } => Ok(None),
+        ChatServer::External { .. } | ChatServer::Cluster(..) => Ok(None),
     }
 }
 
@@ -289,7 +360,8 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
         match s {
             ChatServer::Shardline(_)
             | ChatServer::ShardlineNoHistory(_)
-            | ChatServer::ShardlineFlush(..) => {
+            | ChatServer::ShardlineFlush(..)
+            | ChatServer::Cluster(..) => {
                 match servers::resolve_chat_exe(&cfg.chat_exe, cfg.build_chat) {
                     Ok(()) => servers.push(s.clone()),
                     Err(why) => {
@@ -374,13 +446,33 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
                 continue;
             }
         };
-        let (addr, pid) = match (&proc, server) {
-            (Some(p), _) => (p.addr, Some(p.pid)),
-            (None, ChatServer::External { addr, pid, .. }) => (*addr, *pid),
+        let (addrs, procs) = match (&proc, server) {
+            (Some(Started::One(p)), _) => (
+                vec![p.addr],
+                Procs {
+                    pid: Some(p.pid),
+                    ..Procs::default()
+                },
+            ),
+            (Some(Started::Cluster { nodes, engine }), _) => (
+                nodes.iter().map(|n| n.addr).collect(),
+                Procs {
+                    pid: nodes.first().map(|n| n.pid),
+                    others: nodes.iter().skip(1).map(|n| n.pid).collect(),
+                    engine: Some(engine.pid),
+                },
+            ),
+            (None, ChatServer::External { addr, pid, .. }) => (
+                vec![*addr],
+                Procs {
+                    pid: *pid,
+                    ..Procs::default()
+                },
+            ),
             (None, _) => unreachable!("only external servers are not started"),
         };
         for &shape in &cfg.shapes {
-            let run = measure_quiet(cfg, shape, addr, &name, pid, round);
+            let run = measure_quiet(cfg, shape, &addrs, &name, &procs, round);
             println!("{}", describe(&run));
             runs.push(run);
         }
@@ -417,7 +509,11 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
 
 /// One load run against a running server, with its CPU accounting.
 pub fn measure(spec: &LoadSpec, name: &str, pid: Option<u32>, round: usize) -> ChatRun {
-    measure_probed(spec, None, name, pid, round)
+    let procs = Procs {
+        pid,
+        ..Procs::default()
+    };
+    measure_probed(spec, None, name, &procs, round)
 }
 
 /// [`measure`], with the CHATHISTORY probe in room 0 if `probe` is given: it
@@ -428,7 +524,7 @@ pub fn measure_probed(
     spec: &LoadSpec,
     probe: Option<ProbeSpec>,
     name: &str,
-    pid: Option<u32>,
+    procs: &Procs,
     round: usize,
 ) -> ChatRun {
     let shape = spec.pattern.shape();
@@ -444,7 +540,13 @@ pub fn measure_probed(
         }
     };
     let switch = probe.as_ref().map(HistoryProbe::switch);
-    let probes = [Probe::Process(pid)];
+    // Probe 0 the server (a cluster's first node), then its other nodes, the
+    // engine last.
+    let mut probes = vec![Probe::Process(procs.pid)];
+    probes.extend(procs.others.iter().map(|p| Probe::Process(Some(*p))));
+    if procs.engine.is_some() {
+        probes.push(Probe::Process(procs.engine));
+    }
     let mut marks = WindowMarks::new(&probes);
     let result = run_load(spec, &mut |w| match w {
         Window::Start => {
@@ -464,13 +566,20 @@ pub fn measure_probed(
     match result {
         Ok(load) => {
             let window = load.window_s.max(1e-9);
-            let (mut per, mut pct, mut foreign) = (None, None, None);
+            let (mut per, mut pct, mut foreign, mut engine) = (None, None, None, None);
             if let Some(span) = marks.span() {
-                if let Some(s) = span.probe(0) {
+                // Every process of the server: all must have a reading.
+                let all: Option<f64> = (0..probes.len()).map(|i| span.probe(i)).sum();
+                if let Some(s) = all {
                     if load.deliveries > 0 {
                         per = Some(s * 1e6 / load.deliveries as f64);
                     }
                     pct = Some((s / window * 100.0).round());
+                }
+                if procs.engine.is_some() && load.deliveries > 0 {
+                    engine = span
+                        .probe(probes.len() - 1)
+                        .map(|s| s * 1e6 / load.deliveries as f64);
                 }
                 foreign = span.foreign_pct(window);
             }
@@ -481,6 +590,7 @@ pub fn measure_probed(
                 load: Some(load),
                 server_cpu_us_per_delivery: per,
                 server_cpu_pct: pct,
+                engine_cpu_us_per_delivery: engine,
                 foreign_cpu_pct: foreign,
                 attempts: 1,
                 error: None,
@@ -497,16 +607,17 @@ pub fn measure_probed(
 fn measure_quiet(
     cfg: &ChatConfig,
     shape: Shape,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     name: &str,
-    pid: Option<u32>,
+    procs: &Procs,
     round: usize,
 ) -> ChatRun {
     let label = format!("round {round} {name:<16} {shape}");
     Quiet::new(cfg.max_foreign_pct, cfg.retries).measure(&label, "window", || {
-        let mut spec = cfg.scenario.load(shape, addr, cfg.timeout);
+        let mut spec = cfg.scenario.load(shape, addrs[0], cfg.timeout);
+        spec.also = addrs[1..].to_vec();
         spec.cpus = cfg.client_cpus.clone();
-        measure_probed(&spec, cfg.probe, name, pid, round)
+        measure_probed(&spec, cfg.probe, name, procs, round)
     })
 }
 
@@ -530,6 +641,22 @@ mod tests {
             ChatServer::parse("shardline-epoll-nohistory"),
             Ok(ChatServer::ShardlineNoHistory(Io::Epoll))
         );
+        assert_eq!(
+            ChatServer::parse("shardline-uring-x3"),
+            Ok(ChatServer::Cluster(Io::Uring, 3))
+        );
+        assert_eq!(
+            ChatServer::Cluster(Io::Epoll, 2).name(),
+            "shardline-epoll-x2"
+        );
+        for bad in [
+            "shardline-uring-x1",
+            "shardline-uring-x",
+            "shardline-epoll-x17",
+            "shardline-uring-xx",
+        ] {
+            assert!(ChatServer::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -49,8 +49,8 @@ mod verdict;
 
 pub use self::{
     harness::{
-        default_pinning, measure, measure_probed, run, ChatConfig, ChatServer, Flush, CHAT_CONFIG,
-        COALESCE_SERVERS, NO_HISTORY_SERVERS, SERVERS,
+        default_pinning, measure, measure_probed, run, ChatConfig, ChatServer, Flush, Procs,
+        CHAT_CONFIG, COALESCE_SERVERS, NO_HISTORY_SERVERS, SERVERS,
     },
     irc::{message_id, next_tag, parse_line, parse_text, write_message, Line},
     load::run_load,

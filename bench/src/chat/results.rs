@@ -48,6 +48,10 @@ pub struct ChatRun {
     pub server_cpu_us_per_delivery: Option<f64>,
     /// Server CPU over the window ÷ the window, in % of one CPU.
     pub server_cpu_pct: Option<f64>,
+    /// A cluster's engine (Redis): its CPU over the window ÷ deliveries, µs
+    /// (included in `server_cpu_us_per_delivery`, which counts every node and
+    /// the engine).
+    pub engine_cpu_us_per_delivery: Option<f64>,
     /// CPU other processes used during the window, in % of one CPU (machine busy
     /// time from /proc/stat minus the server's and the harness's).
     pub foreign_cpu_pct: Option<f64>,
@@ -75,6 +79,7 @@ impl ChatRun {
             load: None,
             server_cpu_us_per_delivery: None,
             server_cpu_pct: None,
+            engine_cpu_us_per_delivery: None,
             foreign_cpu_pct: None,
             attempts,
             error: Some(error),
@@ -96,8 +101,11 @@ pub struct ChatRow {
     pub runs: usize,
     /// Median deliveries per second.
     pub deliveries_per_s: f64,
-    /// Median server CPU µs per delivery.
+    /// Median server CPU µs per delivery (a cluster: every node and the
+    /// engine).
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// A cluster: median engine CPU µs per delivery (part of the above).
+    pub engine_cpu_us_per_delivery: Option<f64>,
     /// Median p50 delivery latency, µs.
     pub p50_us: f64,
     /// Median p99 delivery latency, µs.
@@ -530,6 +538,7 @@ pub fn summarize(servers: &[String], shapes: &[Shape], runs: &[ChatRun]) -> Vec<
                 deliveries_per_s: round(rate, 1),
                 server_cpu_us_per_delivery: median_of_some(&ok, |r| r.server_cpu_us_per_delivery)
                     .map(|c| round(c, 4)),
+                engine_cpu_us_per_delivery: median_of_some(&ok, |r| r.engine_cpu_us_per_delivery),
                 p50_us: round(median_of(&loads, |l| l.latency.p50_us).unwrap_or(0.0), 2),
                 p99_us: round(median_of(&loads, |l| l.latency.p99_us).unwrap_or(0.0), 2),
                 complete: !failed && loads.iter().all(|l| l.complete),
@@ -615,6 +624,43 @@ pub fn render(rows: &[ChatRow]) -> String {
         ));
         out.push('\n');
     }
+    let engine: Vec<&ChatRow> = rows
+        .iter()
+        .filter(|r| r.engine_cpu_us_per_delivery.is_some())
+        .collect();
+    if !engine.is_empty() {
+        out.push_str(
+            "cluster: the engine's share of the server CPU above (every node plus Redis)\n",
+        );
+        let cells: Vec<Vec<String>> = engine
+            .iter()
+            .map(|r| {
+                let e = r.engine_cpu_us_per_delivery.unwrap_or(0.0);
+                let all = r.server_cpu_us_per_delivery.unwrap_or(0.0);
+                vec![
+                    r.server.clone(),
+                    r.shape.to_string(),
+                    format!("{:.3}", all - e),
+                    format!("{e:.3}"),
+                    if all > 0.0 {
+                        format!("{:.0}%", e / all * 100.0)
+                    } else {
+                        "-".into()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&report::table(
+            &[
+                "server",
+                "shape",
+                "nodes CPU µs/delivery",
+                "Redis CPU µs/delivery",
+                "Redis share",
+            ],
+            &cells,
+        ));
+    }
     out
 }
 
@@ -657,6 +703,7 @@ mod tests {
             }),
             server_cpu_us_per_delivery: Some(cpu),
             server_cpu_pct: Some(50.0),
+            engine_cpu_us_per_delivery: None,
             foreign_cpu_pct: Some(0.0),
             attempts: 1,
             error: None,

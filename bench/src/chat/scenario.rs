@@ -75,6 +75,7 @@ impl Scenario {
     pub fn load(&self, shape: Shape, addr: SocketAddr, timeout: Duration) -> LoadSpec {
         LoadSpec {
             addr,
+            also: Vec::new(),
             rooms: self.rooms,
             room_size: self.room_size,
             senders: match shape {
@@ -137,6 +138,9 @@ impl Pattern {
 pub struct LoadSpec {
     /// The IRC server.
     pub addr: SocketAddr,
+    /// More addresses of the same network (a cluster's other nodes): client
+    /// *i* connects to `[addr, also...][i % (1 + also.len())]`.
+    pub also: Vec<SocketAddr>,
     /// Rooms.
     pub rooms: usize,
     /// Members per room.
