@@ -505,6 +505,28 @@ fn channels_across_nodes(io: Io) {
                 .collect();
             assert_eq!(got, want, "{label}: s{s}'s order differs");
         }
+        // History is cluster-wide: a new member on c reads the latest
+        // messages, whichever node they were said on, in the same order.
+        let mut hist = nodes[2].connect_on(0);
+        hist.send("CAP REQ :batch draft/chathistory");
+        hist.send("CAP END");
+        hist.register("hist");
+        hist.send("JOIN #room");
+        hist.until("366", |l| l.is("366"));
+        hist.send("CHATHISTORY LATEST #room * 10");
+        let (first, _) = hist.until("BATCH +", |l| l.is("BATCH") && l.params[0].starts_with('+'));
+        let id = first.params[0][1..].to_string();
+        let mut texts = Vec::new();
+        loop {
+            let l = hist.next_line();
+            if l.is("BATCH") && l.params[0] == format!("-{id}") {
+                break;
+            }
+            if l.is("PRIVMSG") {
+                texts.push(l.last().to_string());
+            }
+        }
+        assert_eq!(texts, order_a[3 * N - 10..], "{label}: history on c");
         // A PART on b reaches a and c.
         senders[1].send("PART #room :bye");
         for w in [&mut watch_a, &mut watch_c] {
@@ -520,6 +542,81 @@ fn channels_across_nodes(io: Io) {
         for n in nodes {
             n.stop();
         }
+    }
+}
+
+/// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
+/// link is kept): a sender flooding a channel with members on another node
+/// is paced — the server stops reading it once its requests in flight are
+/// waiting — instead of buffering without bound; when the engine goes on,
+/// every message arrives on the other node, in order.
+fn a_stalled_engine_paces_senders(io: Io) {
+    // More than the kernel's socket buffers hold on both ends (~20 MB).
+    const N: usize = 50_000;
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let mut ca = node_config(&redis, "na", "a.test");
+        ca.cluster.node_timeout_secs = 10.0;
+        let mut cb = node_config(&redis, "nb", "b.test");
+        cb.cluster.node_timeout_secs = 10.0;
+        let a = TestServer::start_with(io, shards, ca);
+        let label = a.label();
+        let b = TestServer::start_with(io, shards, cb);
+        let mut sender = a.register_on(0, "flood");
+        let mut receiver = b.register_on(shards - 1, "reader");
+        links_until(&mut receiver, &label, &["a.test", "b.test"]);
+        for c in [&mut receiver, &mut sender] {
+            c.send("JOIN #flood");
+            c.until("366", |l| l.is("366"));
+        }
+        receiver.until("flood's JOIN", |l| {
+            l.is("JOIN") && l.nick() == Some("flood")
+        });
+        let pid = redis.child.as_ref().expect("running").id() as i32;
+        // SAFETY: a signal to our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let mut stream = sender.try_clone_stream();
+        stream.set_nonblocking(true).expect("nonblocking");
+        let lines: Vec<Vec<u8>> = (0..N)
+            .map(|i| format!("PRIVMSG #flood :message {i:05} {}\r\n", "x".repeat(380)).into_bytes())
+            .collect();
+        let all: Vec<u8> = lines.concat();
+        let mut written = 0;
+        let stop = Instant::now() + Duration::from_secs(2);
+        while written < all.len() && Instant::now() < stop {
+            match stream.write(&all[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("{label}: write: {e}"),
+            }
+        }
+        assert!(
+            written < all.len(),
+            "{label}: the server took all {} bytes while the engine was stopped",
+            all.len()
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        // The rest from another thread while the reader reads (its send
+        // queue would overflow otherwise).
+        let rest = all[written..].to_vec();
+        let writer = std::thread::spawn(move || {
+            stream.set_nonblocking(false)?;
+            stream.write_all(&rest)
+        });
+        let got = receiver.privmsg_texts(N);
+        writer.join().expect("writer").expect("the rest written");
+        for (i, t) in got.iter().enumerate() {
+            assert!(
+                t.starts_with(&format!("message {i:05} ")),
+                "{label}: #{i} is {t:?}"
+            );
+        }
+        drop((sender, receiver));
+        b.stop();
+        a.stop();
     }
 }
 
@@ -546,4 +643,5 @@ shardline::per_backend! {
     nicks_are_unique_across_nodes => nicks_are_unique_across_nodes;
     accounts_across_nodes => accounts_across_nodes;
     channels_across_nodes => channels_across_nodes;
+    a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

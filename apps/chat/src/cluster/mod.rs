@@ -129,8 +129,22 @@
 //! here can fail when the event comes back (an event ordered in between,
 //! such as a ban): the other nodes show it, this one answers the refusal;
 //! private messages and WHOIS of other nodes' users; history of other nodes'
-//! events before this node started; backpressure on the links (unanswered
-//! commands are not bounded yet).
+//! events before this node started.
+//!
+//! ## Backpressure (built)
+//!
+//! A published request is in flight until its event comes back, like any
+//! request waiting for a reply: past `limits.in_flight_per_client` the
+//! client's input is parked, and past `recvq_bytes` its socket is no longer
+//! read, so an engine that falls behind slows its senders through TCP, and
+//! what this node holds for it is bounded by clients × in-flight requests
+//! (tests/cluster.rs stops Redis with SIGSTOP under a 20 MB flood: the server
+//! stops reading the sender; after SIGCONT all 50,000 messages arrive, in
+//! order). An engine that stops answering for half the node timeout is
+//! dropped (the link reconnects) and the waiting requests are handled here.
+//! The engine's side is Redis's own: a subscriber that falls 32 MB behind is
+//! disconnected (`client-output-buffer-limit pubsub`), which this node sees as
+//! a lost link.
 
 pub mod events;
 pub mod resp;
