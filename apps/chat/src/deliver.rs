@@ -161,6 +161,7 @@ impl ChatShard {
                     owner,
                     token,
                     reaps: None,
+                    since: std::time::Instant::now(),
                 };
                 ctx.set_timer(std::time::Duration::ZERO, timer);
             }

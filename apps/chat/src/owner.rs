@@ -232,19 +232,7 @@ impl Owner {
         from: ClientRef,
         req: Request,
     ) {
-        let work = match &req {
-            Request::Join { .. }
-            | Request::Part { .. }
-            | Request::Kick { .. }
-            | Request::InviteTo { .. }
-            | Request::ChanMsg { .. }
-            | Request::NickMsg { .. }
-            | Request::ConvMsg { .. } => true,
-            Request::Topic { set, .. } => set.is_some(),
-            Request::Mode { changes, .. } => !changes.is_empty(),
-            _ => false,
-        };
-        if !(work && self.refused.contains(&from)) && self.through_engine(&req) {
+        if !(is_work(&req) && self.refused.contains(&from)) && self.through_engine(&req) {
             let node = self.node.clone();
             match self.publish_request(&node, from, req) {
                 cluster::Published::Waiting => {} // answered when its event is back
@@ -269,17 +257,7 @@ impl Owner {
         from: ClientRef,
         req: Request,
     ) {
-        let work = matches!(
-            req,
-            Request::Join { .. }
-                | Request::Part { .. }
-                | Request::Kick { .. }
-                | Request::InviteTo { .. }
-                | Request::ChanMsg { .. }
-                | Request::NickMsg { .. }
-                | Request::ConvMsg { .. }
-        );
-        let (fanout, body) = if work && self.refused.contains(&from) {
+        let (fanout, body) = if is_work(&req) && self.refused.contains(&from) {
             reply(ReplyBody::Busy)
         } else {
             self.answer(ctx, info, outbox, from, req)
@@ -959,5 +937,22 @@ fn quiet_if(notice: bool, nums: Vec<Numeric>) -> ReplyBody {
         ReplyBody::Done
     } else {
         ReplyBody::Numerics(nums)
+    }
+}
+
+/// Whether `req` is new work (refused to a client refused once: see
+/// `Owner::refused`).
+fn is_work(req: &Request) -> bool {
+    match req {
+        Request::Join { .. }
+        | Request::Part { .. }
+        | Request::Kick { .. }
+        | Request::InviteTo { .. }
+        | Request::ChanMsg { .. }
+        | Request::NickMsg { .. }
+        | Request::ConvMsg { .. } => true,
+        Request::Topic { set, .. } => set.is_some(),
+        Request::Mode { changes, .. } => !changes.is_empty(),
+        _ => false,
     }
 }
