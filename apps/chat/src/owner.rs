@@ -238,7 +238,7 @@ impl Owner {
                 cluster::Published::Waiting => {} // answered when its event is back
                 cluster::Published::Refused((fanout, body)) => {
                     if let Some(body) = body {
-                        cluster::post_reply(ctx, outbox, from, fanout, body);
+                        post_reply(ctx, outbox, from, fanout, body);
                     }
                 }
                 cluster::Published::Here(req) => self.handle_here(ctx, info, outbox, from, req),
@@ -271,15 +271,7 @@ impl Owner {
                 .collect();
             warn!(shard = ctx.shard_id().0, client = ?from, ?waiting, "outbox full: refusing a client (Server busy)");
         }
-        outbox.post(
-            ctx,
-            ShardId(from.shard),
-            ChatMsg::Reply {
-                to: from,
-                fanout,
-                body,
-            },
-        );
+        post_reply(ctx, outbox, from, fanout, body);
     }
 
     fn answer(
@@ -955,4 +947,23 @@ fn is_work(req: &Request) -> bool {
         Request::Mode { changes, .. } => !changes.is_empty(),
         _ => false,
     }
+}
+
+/// Posts the reply to `from`'s request, with the deliveries made for it.
+fn post_reply(
+    ctx: &mut Ctx<'_, ChatShard>,
+    outbox: &mut Outbox,
+    from: ClientRef,
+    fanout: u32,
+    body: ReplyBody,
+) {
+    outbox.post(
+        ctx,
+        ShardId(from.shard),
+        ChatMsg::Reply {
+            to: from,
+            fanout,
+            body,
+        },
+    );
 }

@@ -280,7 +280,17 @@ pub enum LinkState {
     Up,
 }
 
-/// One shard's connection to the engine.
+/// Which of a shard's two connections to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Commands and their replies (claims, leases, PUBLISH).
+    Commands,
+    /// The subscriber: this shard's partitions' channel events (a subscribed
+    /// RESP2 connection takes no other commands).
+    Events,
+}
+
+/// One of a shard's connections to the engine.
 #[derive(Debug)]
 pub struct Link {
     /// Its id among the shard's connections (`ChatShard::next_id`).
@@ -289,33 +299,73 @@ pub struct Link {
     pub conn: Option<ConnId>,
     /// How it is.
     pub state: LinkState,
-    /// Replies not yet whole.
+    /// Replies or pushes not yet whole.
     inbuf: Vec<u8>,
-    /// What each reply to come answers, oldest first, and when it was asked.
+    /// The next reconnection delay.
+    backoff: Duration,
+    /// Commands: what each reply to come answers, oldest first, and when it
+    /// was asked.
     pending: VecDeque<(Pending, Instant)>,
-    /// The next reconnection delay.
-    backoff: Duration,
-    /// Whether it was ever up (users are told about losing it only then).
+    /// Commands: whether it was ever up (users are told about losing it only
+    /// then).
     was_up: bool,
-}
-
-/// One shard's subscriber connection to the engine (a subscribed RESP2
-/// connection takes no other commands).
-#[derive(Debug)]
-pub struct SubLink {
-    /// Its id among the shard's connections.
-    pub id: u64,
-    /// The framework's connection, while there is one.
-    pub conn: Option<ConnId>,
-    /// How it is.
-    pub state: LinkState,
-    /// Pushes not yet whole.
-    inbuf: Vec<u8>,
-    /// The next reconnection delay.
-    backoff: Duration,
-    /// Channels subscribed to, and confirmations seen.
+    /// Events: channels subscribed to, and confirmations seen.
     wanted: usize,
     confirmed: usize,
+}
+
+impl Link {
+    fn new(id: u64) -> Link {
+        Link {
+            id,
+            conn: None,
+            state: LinkState::Down,
+            inbuf: Vec::new(),
+            backoff: MIN_BACKOFF,
+            pending: VecDeque::new(),
+            was_up: false,
+            wanted: 0,
+            confirmed: 0,
+        }
+    }
+
+    /// The connection is gone: forget it and what was half read; returns the
+    /// delay before the next attempt (and doubles the one after).
+    fn down(&mut self) -> Duration {
+        self.state = LinkState::Down;
+        self.conn = None;
+        self.inbuf.clear();
+        self.confirmed = 0;
+        let wait = self.backoff;
+        self.backoff = (wait * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    /// Connected.
+    fn up(&mut self) {
+        self.state = LinkState::Up;
+        self.backoff = MIN_BACKOFF;
+    }
+
+    /// `data` arrived: the whole frames there are now (taken from the
+    /// buffer), and why the stream cannot be read on, if it cannot.
+    fn frames(&mut self, data: &[u8]) -> (Vec<OwnedFrame>, Option<String>) {
+        self.inbuf.extend_from_slice(data);
+        let mut at = 0;
+        let mut frames = Vec::new();
+        let broken = loop {
+            match resp::decode_reply(&self.inbuf[at..]) {
+                resp::Decoded::Frame(frame, used) => {
+                    at += used;
+                    frames.push(frame);
+                }
+                resp::Decoded::Incomplete => break None,
+                resp::Decoded::Broken(why) => break Some(why),
+            }
+        };
+        self.inbuf.drain(..at);
+        (frames, broken)
+    }
 }
 
 /// One shard's part of the cluster.
@@ -329,7 +379,7 @@ pub struct Cluster {
     pub engine: SocketAddr,
     /// How long a node counts as up without renewing its lease.
     pub timeout: Duration,
-    /// This shard's link.
+    /// This shard's command link.
     pub link: Link,
     /// The nodes up, by name, as shard 0 last saw them.
     pub nodes: Arc<BTreeMap<String, Node>>,
@@ -342,7 +392,11 @@ pub struct Cluster {
     /// New claims wait until then after the link came back ([`SETTLE`]).
     settle_until: Option<Instant>,
     /// The subscriber link: this shard's partitions' channel events.
-    pub sub: SubLink,
+    pub sub: Link,
+    /// The engine channel of each partition (`shardline:ev:<p>`), made once.
+    event_channels: Vec<String>,
+    /// Where commands are encoded (kept: no allocation per command).
+    scratch: Vec<u8>,
     /// Claims waiting for that.
     deferred: Vec<crate::owner::EngineOp>,
 }
@@ -350,18 +404,23 @@ pub struct Cluster {
 /// The cluster's timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterTimer {
-    /// Connect the link again.
-    Reconnect,
+    /// Connect a link again.
+    Reconnect(Which),
     /// Renew the lease and read the view (shard 0), check the link.
     Tick,
     /// The settling after a reconnection is over: send the claims that
     /// waited.
     Settled,
-    /// Connect the subscriber link again.
-    SubReconnect,
 }
 
 impl Cluster {
+    fn link_mut(&mut self, which: Which) -> &mut Link {
+        match which {
+            Which::Commands => &mut self.link,
+            Which::Events => &mut self.sub,
+        }
+    }
+
     /// The lease's key.
     fn lease_key(&self) -> String {
         format!("{PREFIX}node:{}", self.node)
@@ -435,29 +494,17 @@ impl ChatShard {
             incarnation: incarnation.to_string(),
             engine: engine.addr,
             timeout: config.node_timeout(),
-            link: Link {
-                id,
-                conn: None,
-                state: LinkState::Down,
-                inbuf: Vec::new(),
-                pending: VecDeque::new(),
-                backoff: MIN_BACKOFF,
-                was_up: false,
-            },
+            link: Link::new(id),
             nodes: Arc::default(),
             conflict: false,
             leased: false,
             settle_until: None,
             deferred: Vec::new(),
-            sub: SubLink {
-                id: id + 1,
-                conn: None,
-                state: LinkState::Down,
-                inbuf: Vec::new(),
-                backoff: MIN_BACKOFF,
-                wanted: 0,
-                confirmed: 0,
-            },
+            sub: Link::new(id + 1),
+            event_channels: (0..crate::store::PARTITIONS)
+                .map(|p| format!("{PREFIX}ev:{p}"))
+                .collect(),
+            scratch: Vec::with_capacity(256),
         };
         self.next_id += 1;
         self.owner.cluster = true;
@@ -467,19 +514,25 @@ impl ChatShard {
         }
         ctx.set_interval(cluster.tick(), ChatTimer::Cluster(ClusterTimer::Tick));
         self.cluster = Some(Box::new(cluster));
-        self.cluster_connect(ctx);
-        self.sub_connect(ctx);
+        self.cluster_connect(ctx, Which::Commands);
+        self.cluster_connect(ctx, Which::Events);
+    }
+
+    /// Which of this shard's engine links connection `id` is, if one.
+    fn which_link(&self, id: u64) -> Option<Which> {
+        let cl = self.cluster.as_ref()?;
+        if cl.link.id == id {
+            Some(Which::Commands)
+        } else if cl.sub.id == id {
+            Some(Which::Events)
+        } else {
+            None
+        }
     }
 
     /// Whether connection `id` is one of this shard's engine links.
     pub(crate) fn is_cluster_link(&self, id: u64) -> bool {
-        self.cluster
-            .as_ref()
-            .is_some_and(|c| c.link.id == id || c.sub.id == id)
-    }
-
-    fn is_sub_link(&self, id: u64) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.sub.id == id)
+        self.which_link(id).is_some()
     }
 
     /// Channel events go through the engine only while both links are up
@@ -500,58 +553,56 @@ impl ChatShard {
         self.owner.engine_live = live;
     }
 
-    fn sub_connect(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+    fn cluster_connect(&mut self, ctx: &mut Ctx<'_, ChatShard>, which: Which) {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
-        match ctx.connect(cl.engine, cl.sub.id) {
+        let engine = cl.engine;
+        let link = cl.link_mut(which);
+        match ctx.connect(engine, link.id) {
             Ok(conn) => {
-                cl.sub.conn = Some(conn);
-                cl.sub.state = LinkState::Connecting;
+                link.conn = Some(conn);
+                link.state = LinkState::Connecting;
             }
             Err(e) => {
                 warn!(shard = self.me, error = %e, "cluster: cannot open a socket to the engine");
-                self.sub_retry(ctx);
+                self.cluster_link_down(ctx, which);
             }
         }
     }
 
-    fn sub_retry(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+    /// A link is down: try again after its backoff. Requests the command
+    /// link will not answer now are answered here (a nick granted here — the
+    /// node serves its own users — and claimed again when the link is back).
+    fn cluster_link_down(&mut self, ctx: &mut Ctx<'_, ChatShard>, which: Which) {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
-        cl.sub.state = LinkState::Down;
-        cl.sub.conn = None;
-        cl.sub.inbuf.clear();
-        cl.sub.confirmed = 0;
-        let wait = cl.sub.backoff;
-        cl.sub.backoff = (wait * 2).min(MAX_BACKOFF);
+        let link = cl.link_mut(which);
+        let wait = link.down();
+        let unanswered: Vec<Pending> = link.pending.drain(..).map(|(p, _)| p).collect();
         if !self.shutting_down {
-            ctx.set_timer(wait, ChatTimer::Cluster(ClusterTimer::SubReconnect));
+            ctx.set_timer(wait, ChatTimer::Cluster(ClusterTimer::Reconnect(which)));
+        }
+        for p in unanswered {
+            self.cluster_unanswered(ctx, p);
         }
         self.cluster_live_check(ctx);
     }
 
     /// The subscriber link connected: subscribe to this shard's partitions.
-    fn sub_connected(&mut self, ctx: &mut Ctx<'_, ChatShard>, result: std::io::Result<()>) {
-        if result.is_err() {
-            self.sub_retry(ctx);
-            return;
-        }
+    fn cluster_subscribe(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
         let (shards, me) = (self.shards, self.me);
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
-        let channels: Vec<String> = (0..crate::store::PARTITIONS)
-            .filter(|p| crate::store::shard_of_partition(*p, shards) == me)
-            .map(|p| format!("{PREFIX}ev:{p}"))
-            .collect();
-        cl.sub.state = LinkState::Up;
-        cl.sub.backoff = MIN_BACKOFF;
-        cl.sub.wanted = channels.len();
-        cl.sub.confirmed = 0;
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-        args.extend(channels.iter().map(|c| c.as_bytes()));
+        args.extend(
+            (0..crate::store::PARTITIONS)
+                .filter(|p| crate::store::shard_of_partition(*p, shards) == me)
+                .map(|p| cl.event_channels[usize::from(p)].as_bytes()),
+        );
+        cl.sub.wanted = args.len() - 1;
         let mut out = Vec::new();
         resp::encode_command(&mut out, &args);
         if let Some(conn) = cl.sub.conn {
@@ -559,117 +610,42 @@ impl ChatShard {
             #[allow(clippy::disallowed_methods)]
             let _ = ctx.send(conn, &out);
         }
-        if channels.is_empty() {
-            self.cluster_live_check(ctx);
-        }
     }
 
     /// The subscriber link's pushes: confirmations, then events.
-    fn sub_data(&mut self, ctx: &mut Ctx<'_, ChatShard>, data: &[u8]) -> usize {
+    fn cluster_pushes(&mut self, ctx: &mut Ctx<'_, ChatShard>, frames: Vec<OwnedFrame>) {
         let Some(cl) = self.cluster.as_mut() else {
-            return data.len();
+            return;
         };
-        cl.sub.inbuf.extend_from_slice(data);
-        let mut at = 0;
         let mut events = Vec::new();
-        let mut broken = None;
-        loop {
-            match resp::decode_reply(&cl.sub.inbuf[at..]) {
-                resp::Decoded::Frame(frame, used) => {
-                    at += used;
-                    let OwnedFrame::Array(items) = frame else {
-                        continue;
-                    };
-                    match items.first().and_then(resp::text) {
-                        Some("subscribe") => cl.sub.confirmed += 1,
-                        Some("message") => {
-                            if let Some(payload) = items.get(2).and_then(resp::text) {
-                                events.push(payload.to_string());
-                            }
-                        }
-                        _ => {}
+        for frame in frames {
+            let OwnedFrame::Array(items) = frame else {
+                continue;
+            };
+            match items.first().and_then(resp::text) {
+                Some("subscribe") => cl.sub.confirmed += 1,
+                Some("message") => {
+                    if let Some(env) = items
+                        .get(2)
+                        .and_then(resp::text)
+                        .and_then(events::Envelope::decode)
+                    {
+                        events.push(env);
+                    } else {
+                        debug!(
+                            shard = self.me,
+                            "cluster: an event this node cannot read; ignored"
+                        );
                     }
                 }
-                resp::Decoded::Incomplete => break,
-                resp::Decoded::Broken(why) => {
-                    broken = Some(why);
-                    break;
-                }
+                _ => {}
             }
-        }
-        cl.sub.inbuf.drain(..at);
-        if let Some(why) = broken {
-            warn!(shard = self.me, reason = %why, "cluster: unreadable bytes on the event link; reconnecting");
-            if let Some(conn) = cl.sub.conn {
-                ctx.close(conn);
-            }
-            return data.len();
         }
         self.cluster_live_check(ctx);
         let node = self.owner.node.clone();
-        for payload in events {
-            match events::Envelope::decode(&payload) {
-                Some(env) => {
-                    self.owner
-                        .cluster_event(ctx, &self.info, &mut self.outbox, &node, env)
-                }
-                None => debug!(
-                    shard = self.me,
-                    "cluster: an event this node cannot read; ignored"
-                ),
-            }
-        }
-        data.len()
-    }
-
-    fn cluster_connect(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
-        let Some(cl) = self.cluster.as_mut() else {
-            return;
-        };
-        match ctx.connect(cl.engine, cl.link.id) {
-            Ok(conn) => {
-                cl.link.conn = Some(conn);
-                cl.link.state = LinkState::Connecting;
-            }
-            Err(e) => {
-                warn!(shard = self.me, error = %e, "cluster: cannot open a socket to the engine");
-                self.cluster_retry(ctx);
-            }
-        }
-    }
-
-    /// The link is down: try again after the backoff.
-    fn cluster_retry(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
-        let Some(cl) = self.cluster.as_mut() else {
-            return;
-        };
-        cl.link.state = LinkState::Down;
-        cl.link.conn = None;
-        cl.link.inbuf.clear();
-        // Claims the engine will not answer now: granted here (the node
-        // serves its own users), and claimed again when the link is back.
-        let unanswered: Vec<Pending> = cl
-            .link
-            .pending
-            .drain(..)
-            .map(|(p, _)| p)
-            .filter(|p| {
-                matches!(
-                    p,
-                    Pending::Claim(_)
-                        | Pending::AccountClaim(_)
-                        | Pending::AccountGet(_)
-                        | Pending::Publish(_)
-                )
-            })
-            .collect();
-        let wait = cl.link.backoff;
-        cl.link.backoff = (wait * 2).min(MAX_BACKOFF);
-        if !self.shutting_down {
-            ctx.set_timer(wait, ChatTimer::Cluster(ClusterTimer::Reconnect));
-        }
-        for p in unanswered {
-            self.cluster_unanswered(ctx, p);
+        for env in events {
+            self.owner
+                .cluster_event(ctx, &self.info, &mut self.outbox, &node, env);
         }
     }
 
@@ -712,78 +688,55 @@ impl ChatShard {
             all.append(&mut ops);
             ops = all;
         }
-        let cl = &**cl;
-        let value = cl.claim_value();
-        let claims = Cluster::claims_key(&cl.node);
+        // Each is answered here at once when the link is down (see
+        // `cluster_send_scratch`).
         for op in ops {
             match op {
                 crate::owner::EngineOp::Claim { token, key } => {
-                    if up {
-                        self.cluster_claim(ctx, &key, Pending::Claim(token));
-                    } else {
-                        self.owner
-                            .engine_claimed(ctx, &self.info, &mut self.outbox, token, true);
-                    }
+                    self.cluster_claim(ctx, &key, Pending::Claim(token));
                 }
                 crate::owner::EngineOp::AccountClaim { token, key, value } => {
-                    if up {
-                        let k = format!("{PREFIX}account:{key}");
-                        self.cluster_send(
-                            ctx,
-                            &[
-                                b"EVAL",
-                                ACCOUNT_SCRIPT.as_bytes(),
-                                b"1",
-                                k.as_bytes(),
-                                value.as_bytes(),
-                            ],
-                            Pending::AccountClaim(token),
-                        );
-                    } else {
-                        self.cluster_unanswered(ctx, Pending::AccountClaim(token));
-                    }
+                    let k = format!("{PREFIX}account:{key}");
+                    let args: [&[u8]; 5] = [
+                        b"EVAL",
+                        ACCOUNT_SCRIPT.as_bytes(),
+                        b"1",
+                        k.as_bytes(),
+                        value.as_bytes(),
+                    ];
+                    self.cluster_send(ctx, &args, Pending::AccountClaim(token));
                 }
                 crate::owner::EngineOp::Publish {
                     token,
                     partition,
                     payload,
-                } => {
-                    if up {
-                        let ch = format!("{PREFIX}ev:{partition}");
-                        self.cluster_send(
-                            ctx,
-                            &[b"PUBLISH", ch.as_bytes(), payload.as_bytes()],
-                            Pending::Publish(token),
-                        );
-                    } else {
-                        self.cluster_unanswered(ctx, Pending::Publish(token));
-                    }
-                }
+                } => self.cluster_publish(ctx, partition, &payload, token),
                 crate::owner::EngineOp::AccountGet { token, key } => {
-                    if up {
-                        let k = format!("{PREFIX}account:{key}");
-                        self.cluster_send(ctx, &[b"GET", k.as_bytes()], Pending::AccountGet(token));
-                    } else {
-                        self.cluster_unanswered(ctx, Pending::AccountGet(token));
-                    }
+                    let k = format!("{PREFIX}account:{key}");
+                    self.cluster_send(ctx, &[b"GET", k.as_bytes()], Pending::AccountGet(token));
                 }
-                crate::owner::EngineOp::Release { key } => {
-                    let nick = Cluster::nick_key(&key);
-                    self.cluster_send(
-                        ctx,
-                        &[
-                            b"EVAL",
-                            UNCLAIM_SCRIPT.as_bytes(),
-                            b"2",
-                            nick.as_bytes(),
-                            claims.as_bytes(),
-                            value.as_bytes(),
-                        ],
-                        Pending::Unclaim,
-                    );
-                }
+                crate::owner::EngineOp::Release { key } => self.cluster_unclaim(ctx, &key),
             }
         }
+    }
+
+    /// Releases this process's claim of nick `key` (casefolded), if it holds it.
+    fn cluster_unclaim(&mut self, ctx: &mut Ctx<'_, ChatShard>, key: &str) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let value = cl.claim_value();
+        let claims = Cluster::claims_key(&cl.node);
+        let nick = Cluster::nick_key(key);
+        let args: [&[u8]; 6] = [
+            b"EVAL",
+            UNCLAIM_SCRIPT.as_bytes(),
+            b"2",
+            nick.as_bytes(),
+            claims.as_bytes(),
+            value.as_bytes(),
+        ];
+        self.cluster_send(ctx, &args, Pending::Unclaim);
     }
 
     /// The link is (back) up: claim every nick held here again, and release
@@ -851,36 +804,36 @@ impl ChatShard {
         );
     }
 
-    /// `on_connect` for the link.
+    /// `on_connect` for a link.
     pub(crate) fn cluster_connected(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         result: std::io::Result<()>,
     ) {
-        if self.is_sub_link(id) {
-            self.sub_connected(ctx, result);
+        let Some(which) = self.which_link(id) else {
             return;
-        }
+        };
         let me = self.me;
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
         if let Err(e) = result {
-            if cl.link.was_up || cl.link.backoff == MIN_BACKOFF {
+            let link = cl.link_mut(which);
+            if which == Which::Commands && (link.was_up || link.backoff == MIN_BACKOFF) {
                 warn!(shard = me, engine = %cl.engine, error = %e, "cluster: cannot reach the engine; retrying");
             } else {
                 debug!(shard = me, error = %e, "cluster: engine still unreachable");
             }
-            let was_up = cl.link.state == LinkState::Up;
-            self.cluster_retry(ctx);
-            if was_up {
-                self.cluster_tell_users(ctx, false);
-            }
+            self.cluster_link_down(ctx, which);
             return;
         }
-        cl.link.state = LinkState::Up;
-        cl.link.backoff = MIN_BACKOFF;
+        cl.link_mut(which).up();
+        if which == Which::Events {
+            self.cluster_subscribe(ctx);
+            self.cluster_live_check(ctx);
+            return;
+        }
         let again = cl.link.was_up;
         cl.link.was_up = true;
         info!(shard = me, engine = %cl.engine, "cluster: engine link up");
@@ -894,32 +847,29 @@ impl ChatShard {
             self.cluster_renew(ctx);
         }
         self.cluster_reassert(ctx);
+        self.cluster_live_check(ctx);
     }
 
-    /// `on_close` for the link.
+    /// `on_close` for a link.
     pub(crate) fn cluster_closed(&mut self, ctx: &mut Ctx<'_, ChatShard>, id: u64, why: &str) {
-        if self.is_sub_link(id) {
-            if !self.shutting_down {
-                debug!(
-                    shard = self.me,
-                    reason = why,
-                    "cluster: event link lost; reconnecting"
-                );
-                self.sub_retry(ctx);
-            }
+        let (Some(which), false) = (self.which_link(id), self.shutting_down) else {
             return;
-        }
-        let me = self.me;
+        };
         let Some(cl) = self.cluster.as_ref() else {
             return;
         };
-        let was_up = cl.link.state == LinkState::Up;
-        if self.shutting_down {
-            return;
+        let was_up = which == Which::Commands && cl.link.state == LinkState::Up;
+        if which == Which::Commands {
+            warn!(shard = self.me, engine = %cl.engine, reason = why, "cluster: engine link lost; reconnecting");
+            self.stats.cluster_link_up.set(0);
+        } else {
+            debug!(
+                shard = self.me,
+                reason = why,
+                "cluster: event link lost; reconnecting"
+            );
         }
-        warn!(shard = me, engine = %cl.engine, reason = why, "cluster: engine link lost; reconnecting");
-        self.stats.cluster_link_up.set(0);
-        self.cluster_retry(ctx);
+        self.cluster_link_down(ctx, which);
         if was_up {
             self.cluster_tell_users(ctx, false);
         }
@@ -957,16 +907,44 @@ impl ChatShard {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
-        let (LinkState::Up, Some(conn)) = (cl.link.state, cl.link.conn) else {
+        cl.scratch.clear();
+        resp::encode_command(&mut cl.scratch, args);
+        self.cluster_send_scratch(ctx, pending);
+    }
+
+    /// Publishes a channel event on its partition's engine channel.
+    fn cluster_publish(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        partition: u16,
+        payload: &str,
+        token: u64,
+    ) {
+        let Some(cl) = self.cluster.as_deref_mut() else {
             return;
         };
-        let mut out = Vec::with_capacity(64);
-        resp::encode_command(&mut out, args);
-        // The engine link is not a client: raw RESP bytes, no framing.
-        #[allow(clippy::disallowed_methods)]
-        let sent = ctx.send(conn, &out);
-        if sent.is_ok() {
+        let channel = cl.event_channels[usize::from(partition)].as_bytes();
+        cl.scratch.clear();
+        resp::encode_command(&mut cl.scratch, &[b"PUBLISH", channel, payload.as_bytes()]);
+        self.cluster_send_scratch(ctx, Pending::Publish(token));
+    }
+
+    /// Sends the command encoded in `scratch` on the command link, expecting
+    /// `pending`'s reply; if it cannot go, `pending` is answered here.
+    fn cluster_send_scratch(&mut self, ctx: &mut Ctx<'_, ChatShard>, pending: Pending) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let sent = match (cl.link.state, cl.link.conn) {
+            // The engine link is not a client: raw RESP bytes, no framing.
+            #[allow(clippy::disallowed_methods)]
+            (LinkState::Up, Some(conn)) => ctx.send(conn, &cl.scratch).is_ok(),
+            _ => false,
+        };
+        if sent {
             cl.link.pending.push_back((pending, Instant::now()));
+        } else {
+            self.cluster_unanswered(ctx, pending);
         }
     }
 
@@ -1013,22 +991,13 @@ impl ChatShard {
                 self.owner.engine_out = waiting;
                 self.cluster_flush_owner(ctx);
             }
-            ClusterTimer::SubReconnect => {
+            ClusterTimer::Reconnect(which) => {
                 if self
                     .cluster
-                    .as_ref()
-                    .is_some_and(|c| c.sub.state == LinkState::Down)
+                    .as_mut()
+                    .is_some_and(|c| c.link_mut(which).state == LinkState::Down)
                 {
-                    self.sub_connect(ctx);
-                }
-            }
-            ClusterTimer::Reconnect => {
-                if self
-                    .cluster
-                    .as_ref()
-                    .is_some_and(|c| c.link.state == LinkState::Down)
-                {
-                    self.cluster_connect(ctx);
+                    self.cluster_connect(ctx, which);
                 }
             }
             ClusterTimer::Tick => {
@@ -1063,39 +1032,39 @@ impl ChatShard {
         }
     }
 
-    /// `on_data` for the link: replies, in order.
+    /// `on_data` for a link: replies in order, or pushes.
     pub(crate) fn cluster_data(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
         id: u64,
         data: &[u8],
     ) -> usize {
-        if self.is_sub_link(id) {
-            return self.sub_data(ctx, data);
-        }
+        let Some(which) = self.which_link(id) else {
+            return data.len();
+        };
         let Some(cl) = self.cluster.as_mut() else {
             return data.len();
         };
-        cl.link.inbuf.extend_from_slice(data);
-        let mut replies = Vec::new();
-        let mut at = 0;
-        let broken = loop {
-            match resp::decode_reply(&cl.link.inbuf[at..]) {
-                resp::Decoded::Frame(frame, used) => {
-                    at += used;
-                    match cl.link.pending.pop_front() {
-                        Some((p, _)) => replies.push((p, frame)),
-                        None => break Some("a reply to nothing asked".to_string()),
+        let link = cl.link_mut(which);
+        let (frames, mut broken) = link.frames(data);
+        let mut replies = Vec::with_capacity(frames.len());
+        if which == Which::Commands {
+            for frame in frames {
+                match link.pending.pop_front() {
+                    Some((p, _)) => replies.push((p, frame)),
+                    None => {
+                        broken = Some("a reply to nothing asked".to_string());
+                        break;
                     }
                 }
-                resp::Decoded::Incomplete => break None,
-                resp::Decoded::Broken(why) => break Some(why),
             }
-        };
-        cl.link.inbuf.drain(..at);
+        } else if broken.is_none() {
+            self.cluster_pushes(ctx, frames);
+            return data.len();
+        }
         if let Some(why) = broken {
             warn!(shard = self.me, reason = %why, "cluster: the engine sent what this node cannot read; reconnecting");
-            if let Some(conn) = cl.link.conn {
+            if let Some(conn) = link.conn {
                 ctx.close(conn);
             }
             return data.len();
@@ -1196,25 +1165,8 @@ impl ChatShard {
                         crate::casemap::owner_of_key(k, shards) == me && !self.owner.holds_nick(k)
                     })
                     .collect();
-                let Some(cl) = self.cluster.as_ref() else {
-                    return;
-                };
-                let value = cl.claim_value();
-                let claims = Cluster::claims_key(&cl.node);
                 for k in stale {
-                    let nick = Cluster::nick_key(&k);
-                    self.cluster_send(
-                        ctx,
-                        &[
-                            b"EVAL",
-                            UNCLAIM_SCRIPT.as_bytes(),
-                            b"2",
-                            nick.as_bytes(),
-                            claims.as_bytes(),
-                            value.as_bytes(),
-                        ],
-                        Pending::Unclaim,
-                    );
+                    self.cluster_unclaim(ctx, &k);
                 }
             }
             Pending::Members => {

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use shardline::{Ctx, ShardId};
+use shardline::Ctx;
 
 use super::{
     channel::{delivery, Channel},
@@ -40,7 +40,7 @@ use crate::{
     casemap::{casefold, NameKey},
     cluster::events::{Envelope, Event},
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, Membership, Outgoing, ReplyBody, Request},
+    mail::{ClientRef, Membership, Outgoing, ReplyBody, Request},
     reply::{
         code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
         line,
@@ -244,45 +244,18 @@ impl Owner {
                 ch.deliver(ctx, outbox, d);
             }
             Event::Part { chan, mask, reason } => {
-                let ckey: NameKey = casefold(&chan).into();
-                let Some(ch) = self.chans.get_mut(&ckey) else {
-                    return;
-                };
-                let nick: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
-                let Some(gone) = ch.remote.remove(&(origin, nick)) else {
-                    return;
-                };
-                let params: Vec<&str> = if reason.is_empty() {
-                    vec![&ch.name]
-                } else {
-                    vec![&ch.name, &reason]
-                };
-                let mut out = Outgoing::new(line(&mask, "PART", &params, true));
-                out.account = gone.account.map(Into::into);
-                out.stamp();
-                let d = delivery(&ckey, out, nobody, false, Membership::Same);
-                ch.deliver(ctx, outbox, d);
-                if ch.members.is_empty() && ch.remote.is_empty() {
-                    self.chans.remove(&ckey);
-                }
+                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, |name| {
+                    let params: &[&str] = if reason.is_empty() {
+                        &[name]
+                    } else {
+                        &[name, &reason]
+                    };
+                    line(&mask, "PART", params, true)
+                });
             }
             Event::Quit { chan, mask, reason } => {
-                let ckey: NameKey = casefold(&chan).into();
-                let Some(ch) = self.chans.get_mut(&ckey) else {
-                    return;
-                };
-                let nick: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
-                let Some(gone) = ch.remote.remove(&(origin, nick)) else {
-                    return;
-                };
-                let mut out = Outgoing::new(line(&mask, "QUIT", &[&reason], true));
-                out.account = gone.account.map(Into::into);
-                out.stamp();
-                let d = delivery(&ckey, out, nobody, false, Membership::Same);
-                ch.deliver(ctx, outbox, d);
-                if ch.members.is_empty() && ch.remote.is_empty() {
-                    self.chans.remove(&ckey);
-                }
+                let body = |_: &str| line(&mask, "QUIT", &[&reason], true);
+                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, body);
             }
             Event::Msg {
                 to,
@@ -298,11 +271,7 @@ impl Owner {
                 let Some(ch) = self.chans.get(&ckey) else {
                     return;
                 };
-                let command = match kind {
-                    MessageKind::Privmsg => "PRIVMSG",
-                    MessageKind::Notice => "NOTICE",
-                    MessageKind::Tagmsg => "TAGMSG",
-                };
+                let command = kind.command();
                 let mut out = match kind {
                     MessageKind::Tagmsg => Outgoing::new(line(&mask, command, &[&to], false)),
                     _ => Outgoing::new(line(&mask, command, &[&to, &text], true)),
@@ -329,6 +298,38 @@ impl Owner {
                     self.history.append(ctx, m);
                 }
             }
+        }
+    }
+
+    /// Another node's member of `chan` left (PART or QUIT, the line `body`
+    /// makes from the channel's name); an emptied channel is forgotten.
+    #[allow(clippy::too_many_arguments)]
+    fn remote_left(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        nobody: ClientRef,
+        origin: Arc<str>,
+        chan: &str,
+        mask: &str,
+        body: impl FnOnce(&str) -> Vec<u8>,
+    ) {
+        let ckey: NameKey = casefold(chan).into();
+        let Some(ch) = self.chans.get_mut(&ckey) else {
+            return;
+        };
+        let nick: NameKey = casefold(mask.split('!').next().unwrap_or(mask)).into();
+        remote_leaves(
+            ch,
+            ctx,
+            outbox,
+            &ckey,
+            &(origin, nick),
+            nobody,
+            |name, _| body(name),
+        );
+        if ch.members.is_empty() && ch.remote.is_empty() {
+            self.chans.remove(&ckey);
         }
     }
 
@@ -382,16 +383,11 @@ impl Owner {
                 .filter(|(n, _)| &**n == node)
                 .cloned()
                 .collect();
+            let text = format!("{node} left the cluster");
             for k in gone {
-                let Some(m) = ch.remote.remove(&k) else {
-                    continue;
-                };
-                let text = format!("{node} left the cluster");
-                let mut out = Outgoing::new(line(&m.mask, "QUIT", &[&text], true));
-                out.account = m.account.map(Into::into);
-                out.stamp();
-                let d = delivery(ckey, out, nobody, false, Membership::Same);
-                ch.deliver(ctx, outbox, d);
+                remote_leaves(ch, ctx, outbox, ckey, &k, nobody, |_, mask| {
+                    line(mask, "QUIT", &[&text], true)
+                });
             }
             if ch.members.is_empty() && ch.remote.is_empty() {
                 empty.push(ckey.clone());
@@ -403,22 +399,24 @@ impl Owner {
     }
 }
 
-/// The reply `ChatMsg` for `from` (used when a published request is
-/// answered later).
-pub(super) fn post_reply(
+/// Removes another node's member `key` from `ch` and delivers the line `body`
+/// makes (from the channel's name and the member's mask) to this node's
+/// members; nothing if it was not a member.
+fn remote_leaves(
+    ch: &mut Channel,
     ctx: &mut Ctx<'_, ChatShard>,
     outbox: &mut Outbox,
-    from: ClientRef,
-    fanout: u32,
-    body: ReplyBody,
+    ckey: &NameKey,
+    key: &(Arc<str>, NameKey),
+    nobody: ClientRef,
+    body: impl FnOnce(&str, &str) -> Vec<u8>,
 ) {
-    outbox.post(
-        ctx,
-        ShardId(from.shard),
-        ChatMsg::Reply {
-            to: from,
-            fanout,
-            body,
-        },
-    );
+    let Some(gone) = ch.remote.remove(key) else {
+        return;
+    };
+    let mut out = Outgoing::new(body(&ch.name, &gone.mask));
+    out.account = gone.account.map(Into::into);
+    out.stamp();
+    let d = delivery(ckey, out, nobody, false, Membership::Same);
+    ch.deliver(ctx, outbox, d);
 }
