@@ -9,6 +9,9 @@
 //! connection leaves the ready list without the extra `read` that would return
 //! EAGAIN. A connection that fills its budget goes to the back of the ready list and
 //! the next wait does not block, so one flooding peer cannot starve the others.
+//! Completions kept for the next reap (sends done at once) let `wait` skip one
+//! poll, never two in a row: a peer whose echo sends on every turn would otherwise
+//! keep the kernel from being asked about anyone else.
 //!
 //! Sends are done at once with one `sendmsg` over the queued chunks; the result is
 //! kept as a deferred `Sent` completion. A full socket (EAGAIN) parks the send until
@@ -35,6 +38,9 @@ const DOORBELL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1 - 4096;
 /// `watch_readable` tokens live below the listeners'.
 const WATCH_BASE: usize = LISTENER_BASE - (1 << 16);
+/// Turns in a row `wait` may return without polling because completions are
+/// already waiting; then it polls (without blocking) so new edges are seen.
+const MAX_POLLS_SKIPPED: u32 = 1;
 
 /// Sizes of the epoll driver's buffers.
 #[derive(Debug)]
@@ -95,6 +101,9 @@ pub(crate) struct EpollDriver {
     /// Watched fds (token -> fd) and which reported readiness since the last reap.
     watches: Vec<Option<RawFd>>,
     watch_ready: Vec<u32>,
+    /// Waits in a row that returned at once for completions already waiting,
+    /// without asking the kernel (see `wait`).
+    polls_skipped: u32,
 }
 
 #[derive(Debug)]
@@ -139,6 +148,7 @@ impl EpollDriver {
             doorbell_rung: false,
             watches: Vec::new(),
             watch_ready: Vec::new(),
+            polls_skipped: 0,
         })
     }
 
@@ -451,11 +461,21 @@ impl Driver for EpollDriver {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<u64> {
-        if !self.deferred.is_empty() || self.doorbell_rung || !self.watch_ready.is_empty() {
-            // Completions are already waiting: hand them out before sleeping.
-            return Ok(0);
-        }
+        let waiting =
+            !self.deferred.is_empty() || self.doorbell_rung || !self.watch_ready.is_empty();
         let mut timeout = timeout;
+        if waiting {
+            // Completions are already waiting: hand them out before sleeping, and
+            // save the syscall once. Not twice in a row: a connection that sends on
+            // every turn (a flood being echoed) always leaves a `Sent` behind, and
+            // skipping every poll would keep every other socket's edge unseen.
+            if self.polls_skipped < MAX_POLLS_SKIPPED {
+                self.polls_skipped += 1;
+                return Ok(0);
+            }
+            timeout = Some(Duration::ZERO);
+        }
+        self.polls_skipped = 0;
         // A listener still readable spent its accept budget: edge-triggered, it
         // gets no new event for the connections still queued.
         if !self.ready.is_empty() || self.listeners.iter().flatten().any(|l| l.readable) {
@@ -523,5 +543,103 @@ mod size_tests {
     fn econn_stays_small() {
         let size = std::mem::size_of::<Option<super::EConn>>();
         assert!(size <= 32, "Option<EConn> grew to {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod fairness_tests {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd,
+        time::Duration,
+    };
+
+    use bytes::Bytes;
+
+    use super::{EpollConfig, EpollDriver};
+    use crate::{
+        shard::driver::{Completion, Driver, Sock},
+        ConnId,
+    };
+
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
+    /// A connection that reads a full budget and sends on every turn leaves a
+    /// `Sent` waiting after every reap. Another connection's data must still be
+    /// seen within a few turns: `wait` may skip the poll for waiting completions,
+    /// but not on every turn.
+    #[test]
+    fn a_connection_sending_every_turn_does_not_hide_other_edges() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut flood_peer, flood) = pair(&listener);
+        let (mut quiet_peer, quiet) = pair(&listener);
+        flood_peer.set_nonblocking(true).unwrap();
+        let mut d = EpollDriver::new(EpollConfig {
+            scratch_size: 4096,
+            read_budget: 4096,
+            pool: None,
+        })
+        .unwrap();
+        let (fid, qid) = (
+            ConnId {
+                index: 0,
+                generation: 1,
+            },
+            ConnId {
+                index: 1,
+                generation: 1,
+            },
+        );
+        d.add_conn(fid, Sock::Fd(flood.as_raw_fd())).unwrap();
+        d.add_conn(qid, Sock::Fd(quiet.as_raw_fd())).unwrap();
+        d.set_reading(fid, flood.as_raw_fd(), true);
+        d.set_reading(qid, quiet.as_raw_fd(), true);
+
+        let chunk = vec![7u8; 4096];
+        let reply = Bytes::from_static(b"ok");
+        let mut sink_buf = vec![0u8; 1 << 16];
+        let mut quiet_sent_at = None;
+        let mut quiet_seen_at = None;
+        for turn in 0..200 {
+            // Keep the flood's socket full enough for a whole budget every turn,
+            // and drain what it gets back so its sends never park.
+            let _ = flood_peer.write(&chunk);
+            let _ = flood_peer.write(&chunk);
+            let _ = flood_peer.read(&mut sink_buf);
+            if turn == 5 {
+                quiet_peer.write_all(b"hello").unwrap();
+                quiet_sent_at = Some(turn);
+            }
+            // Give loopback a moment to deliver before the wait asks.
+            if turn == 5 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            d.wait(Some(Duration::from_millis(100))).unwrap();
+            let mut flood_read = false;
+            let mut quiet_read = false;
+            d.reap(&mut |c| match c {
+                Completion::Data { conn, .. } if conn == fid => flood_read = true,
+                Completion::Data { conn, .. } if conn == qid => quiet_read = true,
+                _ => {}
+            });
+            if flood_read {
+                d.send(fid, flood.as_raw_fd(), std::slice::from_ref(&reply));
+            }
+            if quiet_read {
+                quiet_seen_at = Some(turn);
+                break;
+            }
+        }
+        let (sent, seen) = (quiet_sent_at.unwrap(), quiet_seen_at);
+        assert!(
+            seen.is_some_and(|t| t <= sent + 3),
+            "the quiet connection's data, written before turn {sent}, was seen at {seen:?}"
+        );
     }
 }
