@@ -116,6 +116,9 @@ pub struct Owner {
     /// Channel requests published, waiting for their own event: token ->
     /// who asked and what.
     chan_waits: HashMap<u64, (ClientRef, Request)>,
+    /// Private messages to users of other nodes, waiting for the engine to
+    /// say whether the nick was held: token -> the sender, what it said.
+    direct_waits: HashMap<u64, (ClientRef, Box<Said>)>,
 }
 
 /// A claim or release for the cluster's engine ([`Owner::engine_out`]).
@@ -160,6 +163,19 @@ pub enum EngineOp {
         token: u64,
         /// The account's key.
         key: String,
+    },
+    /// Publish a private message (`payload`) on the target nick's
+    /// partition if another node holds the nick's claim (`key`); the
+    /// owner learns which with `token`.
+    Direct {
+        /// The waiting message.
+        token: u64,
+        /// The casefolded target nick.
+        key: NameKey,
+        /// Its partition.
+        partition: u16,
+        /// The event ([`crate::cluster::events::Envelope`]).
+        payload: String,
     },
 }
 
@@ -215,6 +231,7 @@ impl Owner {
             engine_live: false,
             node: String::new(),
             chan_waits: HashMap::new(),
+            direct_waits: HashMap::new(),
         }
     }
 
@@ -434,6 +451,10 @@ impl Owner {
             }
             Request::NickMsg { target, said } => {
                 let Some((to, account)) = self.holder_entry(&target) else {
+                    if self.cluster && self.engine_live {
+                        // Perhaps a user of another node.
+                        return self.publish_direct(from, target, said);
+                    }
                     let quiet = said.kind != MessageKind::Privmsg;
                     return reply(quiet_if(quiet, vec![no_such_nick(&target)]));
                 };

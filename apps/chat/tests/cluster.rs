@@ -63,6 +63,33 @@ impl Redis {
         }
     }
 
+    /// A key's value (`GET`), if it has one.
+    fn get(&self, key: &str) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        s.write_all(cmd.as_bytes()).ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        // `$<len>\r\n<value>\r\n`, or `$-1\r\n`.
+        loop {
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let (head, rest) = text.split_once("\r\n")?;
+            let len: i64 = head.strip_prefix('$')?.parse().ok()?;
+            if len < 0 {
+                return None;
+            }
+            if rest.len() >= len as usize + 2 {
+                return Some(rest[..len as usize].to_string());
+            }
+        }
+    }
+
     /// One command's reply's first line (None when unreachable).
     fn command(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).ok()?;
@@ -545,6 +572,79 @@ fn channels_across_nodes(io: Io) {
     }
 }
 
+/// Private messages reach a user of another node (PRIVMSG, NOTICE, any
+/// case of the nick, in order, with the sender's echo); a nick nobody holds
+/// gets 401; a nick whose claim names another node that no longer has the
+/// user (a stale claim, planted here) comes back as 401 too (the bounce).
+fn private_messages_across_nodes(io: Io) {
+    const N: usize = 100;
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.connect_on(0);
+        alice.register_with_caps("alice", "echo-message message-tags");
+        let mut bob = b.register_on(shards - 1, "bob");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+
+        alice.send("PRIVMSG BoB :hello bob");
+        let (echo, _) = alice.until("echo", |l| l.is("PRIVMSG"));
+        assert_eq!(
+            (echo.nick(), echo.last()),
+            (Some("alice"), "hello bob"),
+            "{label}"
+        );
+        let (got, _) = bob.until("PRIVMSG", |l| l.is("PRIVMSG"));
+        assert_eq!(
+            (got.nick(), got.params[0].as_str(), got.last()),
+            (Some("alice"), "BoB", "hello bob"),
+            "{label}: {}",
+            got.raw
+        );
+        assert!(echo.tag("msgid").is_some(), "{label}: {}", echo.raw);
+
+        bob.send("NOTICE alice :hi alice");
+        let (n, _) = alice.until("NOTICE", |l| l.is("NOTICE") && l.nick() == Some("bob"));
+        assert_eq!(n.last(), "hi alice", "{label}");
+
+        for i in 0..N {
+            alice.send(&format!("PRIVMSG bob :m{i}"));
+        }
+        let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+        assert_eq!(bob.privmsg_texts(N), want, "{label}: order");
+        assert_eq!(alice.privmsg_texts(N), want, "{label}: echoes");
+
+        alice.send_expect("PRIVMSG nobody :hello?", "401", "nobody");
+        // NOTICE to nobody: no reply, as on a single node.
+        alice.send("NOTICE nobody :hello?");
+        alice.sync_without("401");
+
+        // A claim of b's that b's users do not hold: b bounces the message.
+        let lease = redis.get("shardline:node:b").expect("b's lease");
+        let incarnation = lease.split(' ').next().unwrap().to_string();
+        assert_eq!(
+            redis
+                .command(&["SET", "shardline:nick:ghost", &format!("b {incarnation}")])
+                .as_deref(),
+            Some("+OK")
+        );
+        alice.send("PRIVMSG ghost :boo");
+        // Published (the echo), then bounced.
+        alice.until("echo", |l| l.is("PRIVMSG") && l.last() == "boo");
+        alice.expect_about("401", "ghost");
+        // The same claim naming a process b is not (a stale incarnation):
+        // refused at once.
+        redis.command(&["SET", "shardline:nick:ghost", "b 1234"]);
+        alice.send_expect("PRIVMSG ghost :boo", "401", "ghost");
+        bob.sync_without("PRIVMSG");
+
+        drop((alice, bob));
+        a.stop();
+        b.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -643,5 +743,6 @@ shardline::per_backend! {
     nicks_are_unique_across_nodes => nicks_are_unique_across_nodes;
     accounts_across_nodes => accounts_across_nodes;
     channels_across_nodes => channels_across_nodes;
+    private_messages_across_nodes => private_messages_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

@@ -5,6 +5,10 @@
 //! One line of text: `1 <node> <token> <kind> <fields...> :<last>`, every
 //! field but the last free of spaces (names, masks, msgids, numbers, tags;
 //! `*` for none), the last the free text (real name, reason, message).
+//!
+//! Private messages to a user of another node ([`Event::Direct`]) and their
+//! bounces ([`Event::Bounce`]) go on the partition of the target's nick,
+//! whose owner on every node is subscribed to it.
 
 use crate::store::MessageKind;
 
@@ -62,6 +66,38 @@ pub enum Event {
         /// The text (empty for TAGMSG).
         text: String,
     },
+    /// A PRIVMSG, NOTICE or TAGMSG to a user of another node (the node whose
+    /// claim the nick is, checked in the engine as it was published).
+    Direct {
+        /// The target nick as the sender wrote it.
+        to: String,
+        /// Which.
+        kind: MessageKind,
+        /// `nick!user@host`.
+        mask: String,
+        /// The sender's account.
+        account: Option<String>,
+        /// The msgid the origin gave it.
+        msgid: String,
+        /// Its time, ms since the epoch.
+        time: u64,
+        /// Client-only tags.
+        tags: Option<String>,
+        /// The sender on its node (a bounce goes back to it).
+        from: (usize, u64),
+        /// The text (empty for TAGMSG).
+        text: String,
+    },
+    /// A PRIVMSG whose target had left the node that was to deliver it: the
+    /// sender (on node `to_node`) gets 401.
+    Bounce {
+        /// The sender's node.
+        to_node: String,
+        /// The sender on it.
+        client: (usize, u64),
+        /// The nick it wrote to.
+        target: String,
+    },
 }
 
 /// An event with where it comes from.
@@ -87,6 +123,7 @@ impl Envelope {
     /// The wire form, or `None` if a field cannot be carried (a space in
     /// a name: never from a registered client).
     pub fn encode(&self) -> Option<String> {
+        let from_word: String;
         let (kind, words, last): (&str, Vec<&str>, &str) = match &self.event {
             Event::Join {
                 chan,
@@ -106,12 +143,39 @@ impl Envelope {
                 tags,
                 text,
             } => {
-                let k = match kind {
-                    MessageKind::Privmsg => "P",
-                    MessageKind::Notice => "N",
-                    MessageKind::Tagmsg => "T",
-                };
+                let k = kind_letter(*kind);
                 ("M", vec![to, k, mask, opt(account), msgid, opt(tags)], text)
+            }
+            Event::Direct {
+                to,
+                kind,
+                mask,
+                account,
+                msgid,
+                time: _,
+                tags,
+                from,
+                text,
+            } => {
+                from_word = format!("{}.{}", from.0, from.1);
+                let words = vec![
+                    to.as_str(),
+                    kind_letter(*kind),
+                    mask,
+                    opt(account),
+                    msgid,
+                    opt(tags),
+                    &from_word,
+                ];
+                ("D", words, text)
+            }
+            Event::Bounce {
+                to_node,
+                client,
+                target,
+            } => {
+                from_word = format!("{}.{}", client.0, client.1);
+                ("B", vec![to_node.as_str(), &from_word, target], "")
             }
         };
         if !word_ok(&self.node)
@@ -125,7 +189,7 @@ impl Envelope {
             out.push(' ');
             out.push_str(w);
         }
-        if let Event::Msg { time, .. } = &self.event {
+        if let Event::Msg { time, .. } | Event::Direct { time, .. } = &self.event {
             out.push_str(&format!(" {time}"));
         }
         out.push_str(" :");
@@ -164,12 +228,7 @@ impl Envelope {
             },
             "M" => {
                 let to = next()?;
-                let kind = match next()?.as_str() {
-                    "P" => MessageKind::Privmsg,
-                    "N" => MessageKind::Notice,
-                    "T" => MessageKind::Tagmsg,
-                    _ => return None,
-                };
+                let kind = letter_kind(&next()?)?;
                 let mask = next()?;
                 let acct = account(next()?);
                 let msgid = next()?;
@@ -186,6 +245,32 @@ impl Envelope {
                     text: last.to_string(),
                 }
             }
+            "D" => {
+                let to = next()?;
+                let kind = letter_kind(&next()?)?;
+                let mask = next()?;
+                let acct = account(next()?);
+                let msgid = next()?;
+                let tags = account(next()?);
+                let from = client_ref(&next()?)?;
+                let time = next()?.parse().ok()?;
+                Event::Direct {
+                    to,
+                    kind,
+                    mask,
+                    account: acct,
+                    msgid,
+                    time,
+                    tags,
+                    from,
+                    text: last.to_string(),
+                }
+            }
+            "B" => Event::Bounce {
+                to_node: next()?,
+                client: client_ref(&next()?)?,
+                target: next()?,
+            },
             _ => return None,
         };
         if next().is_some() || !word_ok(&node) {
@@ -193,6 +278,29 @@ impl Envelope {
         }
         Some(Envelope { node, token, event })
     }
+}
+
+fn kind_letter(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Privmsg => "P",
+        MessageKind::Notice => "N",
+        MessageKind::Tagmsg => "T",
+    }
+}
+
+fn letter_kind(s: &str) -> Option<MessageKind> {
+    match s {
+        "P" => Some(MessageKind::Privmsg),
+        "N" => Some(MessageKind::Notice),
+        "T" => Some(MessageKind::Tagmsg),
+        _ => None,
+    }
+}
+
+/// `<shard>.<id>`.
+fn client_ref(s: &str) -> Option<(usize, u64)> {
+    let (shard, id) = s.split_once('.')?;
+    Some((shard.parse().ok()?, id.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -222,6 +330,22 @@ mod tests {
                 time: 1_700_000_000_123,
                 tags: Some("+draft/react=x;+y".into()),
                 text: " :leading space and colon: ok\ttab".into(),
+            },
+            Event::Direct {
+                to: "Bob".into(),
+                kind: MessageKind::Notice,
+                mask: "c!~c@h".into(),
+                account: Some("c".into()),
+                msgid: "m2".into(),
+                time: 12,
+                tags: None,
+                from: (3, 900),
+                text: "hi :there".into(),
+            },
+            Event::Bounce {
+                to_node: "n2".into(),
+                client: (0, 1),
+                target: "Bob".into(),
             },
             Event::Msg {
                 to: "#room".into(),
@@ -266,6 +390,9 @@ mod tests {
             "1 n 1 M #a Q m * id * 5 :t",
             "1 n 1 M #a P m * id * notanumber :t",
             "1 n 1 P #a m",
+            "1 n 1 D bob P m * id * 3 5 :t",
+            "1 n 1 D bob P m * id * 3.x 5 :t",
+            "1 n 1 B n2 0.1 :",
         ] {
             assert_eq!(Envelope::decode(s), None, "{s:?}");
         }

@@ -128,8 +128,23 @@
 //! the engine note suggests, would let it catch up); a check that passed
 //! here can fail when the event comes back (an event ordered in between,
 //! such as a ban): the other nodes show it, this one answers the refusal;
-//! private messages and WHOIS of other nodes' users; history of other nodes'
-//! events before this node started.
+//! history of other nodes' events before this node started.
+//!
+//! ## Private messages across nodes (built)
+//!
+//! A PRIVMSG, NOTICE or TAGMSG to a nick nobody here holds goes, while the
+//! engine is live, to the engine as one script ([`DIRECT_SCRIPT`]): if the
+//! nick's claim is another node's, and that node's process still holds its
+//! lease, the message ([`events::Event::Direct`], stamped here) is
+//! published on the nick's partition, whose owner on every node is
+//! subscribed; the claim's node delivers it to the holder. The sender gets
+//! its echo when it was published, 401 when nobody holds the nick (NOTICE
+//! and TAGMSG quietly, as on a single node). A holder that left between
+//! the check and the delivery: its node publishes [`events::Event::Bounce`]
+//! and the sender gets 401 then. Not yet: these messages are not kept in
+//! the conversation's history (`CHATHISTORY` of a nick on another node),
+//! the away reply (301) does not come back, and WHOIS of another node's
+//! user is 401.
 //!
 //! ## Backpressure (built)
 //!
@@ -185,6 +200,21 @@ const LEASE_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
 /// Deletes the lease if it is this process's.
 const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) end return 0";
+
+/// A private message for a user of another node: publishes ARGV[1] on
+/// channel ARGV[2] if nick KEYS[1] is claimed by a node other than this one
+/// (ARGV[3]) whose process still holds its lease (the claim's incarnation
+/// is the lease's; leases are under ARGV[4]). 1 if published. One step in
+/// the engine, so a release ordered before it is seen and one after it
+/// finds the message already on its way (the holder's node then bounces
+/// it). The lease key is built here: a single Redis, not a Redis Cluster.
+const DIRECT_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v == false then return 0 end \
+    local n, inc = string.match(v, '^(%S+) (%S+)') \
+    if n == nil or n == ARGV[3] then return 0 end \
+    local l = redis.call('GET', ARGV[4] .. n) \
+    if l == false or string.match(l, '^%S+') ~= inc then return 0 end \
+    redis.call('PUBLISH', ARGV[2], ARGV[1]) return 1";
 
 /// Claims nick KEYS[1] for this node (ARGV[1]: `<node> <incarnation>`) if
 /// free or already this process's, listing it in the node's claims
@@ -267,6 +297,8 @@ pub enum Pending {
     AccountAssert(String),
     /// A channel event published (the owner's token; 0: none waits).
     Publish(u64),
+    /// A private message for another node's user (the owner's token).
+    Direct(u64),
 }
 
 /// How a link is.
@@ -647,6 +679,8 @@ impl ChatShard {
             self.owner
                 .cluster_event(ctx, &self.info, &mut self.outbox, &node, env);
         }
+        // What the events made the owner publish (a bounce).
+        self.cluster_flush_owner(ctx);
     }
 
     /// A request of the owner's the engine will not answer (the link went
@@ -662,6 +696,7 @@ impl ChatShard {
             }
             Pending::AccountGet(token) => self.owner.engine_account_found(ctx, outbox, token, None),
             Pending::Publish(token) => self.owner.chan_echo(ctx, info, outbox, token),
+            Pending::Direct(token) => self.owner.direct_published(ctx, outbox, token, false),
             _ => {}
         }
     }
@@ -716,6 +751,30 @@ impl ChatShard {
                     self.cluster_send(ctx, &[b"GET", k.as_bytes()], Pending::AccountGet(token));
                 }
                 crate::owner::EngineOp::Release { key } => self.cluster_unclaim(ctx, &key),
+                crate::owner::EngineOp::Direct {
+                    token,
+                    key,
+                    partition,
+                    payload,
+                } => {
+                    let Some(cl) = self.cluster.as_ref() else {
+                        continue;
+                    };
+                    let k = Cluster::nick_key(&key);
+                    let channel = cl.event_channels[usize::from(partition)].clone();
+                    let (node, leases) = (cl.node.clone(), format!("{PREFIX}node:"));
+                    let args: [&[u8]; 8] = [
+                        b"EVAL",
+                        DIRECT_SCRIPT.as_bytes(),
+                        b"1",
+                        k.as_bytes(),
+                        payload.as_bytes(),
+                        channel.as_bytes(),
+                        node.as_bytes(),
+                        leases.as_bytes(),
+                    ];
+                    self.cluster_send(ctx, &args, Pending::Direct(token));
+                }
             }
         }
     }
@@ -1126,6 +1185,11 @@ impl ChatShard {
                     self.owner
                         .chan_echo(ctx, &self.info, &mut self.outbox, token);
                 }
+            }
+            Pending::Direct(token) => {
+                let sent = frame == OwnedFrame::Integer(1);
+                self.owner
+                    .direct_published(ctx, &mut self.outbox, token, sent);
             }
             Pending::AccountAssert(name) => {
                 if frame != OwnedFrame::Integer(1) {

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use shardline::Ctx;
+use shardline::{Ctx, ShardId};
 
 use super::{
     channel::{delivery, Channel},
@@ -40,7 +40,7 @@ use crate::{
     casemap::{casefold, NameKey},
     cluster::events::{Envelope, Event},
     info::ServerInfo,
-    mail::{ClientRef, Membership, Outgoing, ReplyBody, Request},
+    mail::{ChatMsg, ClientRef, Membership, Outgoing, ReplyBody, Request, Said},
     reply::{
         code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
         line,
@@ -168,7 +168,7 @@ impl Owner {
             Event::Join { chan, .. } | Event::Part { chan, .. } | Event::Quit { chan, .. } => {
                 chan.clone()
             }
-            Event::Msg { .. } => match &req {
+            Event::Msg { .. } | Event::Direct { .. } | Event::Bounce { .. } => match &req {
                 Request::ChanMsg { chan, .. } => chan.clone(),
                 _ => String::new(),
             },
@@ -203,16 +203,72 @@ impl Owner {
         node: &str,
         env: Envelope,
     ) {
+        let nobody = ClientRef {
+            shard: ctx.shard_id().0,
+            id: NOBODY,
+        };
+        match env.event {
+            Event::Direct { .. } if env.node == node => return, // answered by the engine
+            Event::Direct {
+                to,
+                kind,
+                mask,
+                account,
+                msgid,
+                time,
+                tags,
+                from,
+                text,
+            } => {
+                let Some((holder, _)) = self.holder_entry(&to) else {
+                    // Gone meanwhile: the sender hears it (PRIVMSG only).
+                    if kind == MessageKind::Privmsg {
+                        self.publish_event(
+                            node,
+                            0,
+                            &to,
+                            Event::Bounce {
+                                to_node: env.node,
+                                client: from,
+                                target: to.clone(),
+                            },
+                        );
+                    }
+                    return;
+                };
+                let out = remote_out(kind, &mask, &to, &text, tags, account, msgid, time);
+                let private = ChatMsg::Private {
+                    to: holder,
+                    out,
+                    ack: nobody,
+                    notify_away: false,
+                };
+                outbox.post(ctx, ShardId(holder.shard), private);
+                return;
+            }
+            Event::Bounce {
+                to_node,
+                client,
+                target,
+            } => {
+                if to_node == node {
+                    let to = ClientRef {
+                        shard: client.0,
+                        id: client.1,
+                    };
+                    let nums = vec![super::no_such_nick(&target)];
+                    outbox.post(ctx, ShardId(to.shard), ChatMsg::Notify { to, nums });
+                }
+                return;
+            }
+            _ => {}
+        }
         if env.node == node {
             // Our own: handle the request it carried, now, in this order.
             self.chan_echo(ctx, info, outbox, env.token);
             return;
         }
         let shards = ctx.shards();
-        let nobody = ClientRef {
-            shard: ctx.shard_id().0,
-            id: NOBODY,
-        };
         let origin: Arc<str> = env.node.as_str().into();
         match env.event {
             Event::Join {
@@ -271,16 +327,16 @@ impl Owner {
                 let Some(ch) = self.chans.get(&ckey) else {
                     return;
                 };
-                let command = kind.command();
-                let mut out = match kind {
-                    MessageKind::Tagmsg => Outgoing::new(line(&mask, command, &[&to], false)),
-                    _ => Outgoing::new(line(&mask, command, &[&to, &text], true)),
-                };
-                out.client_tags = tags.as_deref().map(Into::into);
-                out.tags_only = kind == MessageKind::Tagmsg;
-                out.account = account.as_deref().map(Into::into);
-                out.msgid = Some(msgid.as_str().into());
-                out.time_ms = Some(time);
+                let out = remote_out(
+                    kind,
+                    &mask,
+                    &to,
+                    &text,
+                    tags.clone(),
+                    account.clone(),
+                    msgid.clone(),
+                    time,
+                );
                 let d = delivery(&ckey, out, nobody, false, Membership::Same);
                 ch.deliver(ctx, outbox, d);
                 if kind != MessageKind::Tagmsg && self.history.keeps(&ckey) {
@@ -298,6 +354,93 @@ impl Owner {
                     self.history.append(ctx, m);
                 }
             }
+            Event::Direct { .. } | Event::Bounce { .. } => {} // above
+        }
+    }
+
+    /// A private message to `target`, a nick nobody here holds: published
+    /// for the node whose claim it is, if another node's (the engine checks
+    /// the claim and publishes in one step); the sender is answered when
+    /// the engine says which (`direct_published`).
+    pub(super) fn publish_direct(
+        &mut self,
+        from: ClientRef,
+        target: String,
+        mut said: Box<Said>,
+    ) -> Answer {
+        let (msgid, time) = self.history.stamp(None);
+        said.out.msgid = Some(msgid.clone());
+        said.out.time_ms = Some(time);
+        let env = Envelope {
+            node: self.node.clone(),
+            token: 0,
+            event: Event::Direct {
+                to: target.clone(),
+                kind: said.kind,
+                mask: said.mask.to_string(),
+                account: said.account.as_deref().map(str::to_string),
+                msgid: msgid.to_string(),
+                time,
+                tags: said.out.client_tags.as_deref().map(str::to_string),
+                from: (from.shard, from.id),
+                text: said.text.clone(),
+            },
+        };
+        let Some(payload) = env.encode() else {
+            // Not carriable (never from a registered client).
+            let quiet = said.kind != MessageKind::Privmsg;
+            return reply(super::quiet_if(quiet, vec![super::no_such_nick(&target)]));
+        };
+        self.claim_seq += 1;
+        let token = self.claim_seq;
+        let key: NameKey = casefold(&target).into();
+        let partition = partition_of(&key);
+        self.direct_waits.insert(token, (from, said));
+        self.engine_out.push(EngineOp::Direct {
+            token,
+            key,
+            partition,
+            payload,
+        });
+        (0, None)
+    }
+
+    /// The engine's answer to a private message for another node: `sent`
+    /// (another node held the nick; published) gets the sender its echo,
+    /// else 401 (PRIVMSG only, as on a single node).
+    pub(crate) fn direct_published(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        token: u64,
+        sent: bool,
+    ) {
+        let Some((from, said)) = self.direct_waits.remove(&token) else {
+            return;
+        };
+        let body = if sent {
+            ReplyBody::Echo(said.out)
+        } else {
+            let quiet = said.kind != MessageKind::Privmsg;
+            super::quiet_if(quiet, vec![super::no_such_nick(&said.to)])
+        };
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+    }
+
+    /// Publishes `event` (no request waits for it) on the partition of
+    /// `name` (a channel or a nick).
+    fn publish_event(&mut self, node: &str, token: u64, name: &str, event: Event) {
+        let env = Envelope {
+            node: node.to_string(),
+            token,
+            event,
+        };
+        if let Some(payload) = env.encode() {
+            self.engine_out.push(EngineOp::Publish {
+                token,
+                partition: partition_of(&casefold(name)),
+                payload,
+            });
         }
     }
 
@@ -397,6 +540,31 @@ impl Owner {
             self.chans.remove(&k);
         }
     }
+}
+
+/// The line of another node's message `kind` from `mask` to `to`.
+#[allow(clippy::too_many_arguments)]
+fn remote_out(
+    kind: MessageKind,
+    mask: &str,
+    to: &str,
+    text: &str,
+    tags: Option<String>,
+    account: Option<String>,
+    msgid: String,
+    time: u64,
+) -> Outgoing {
+    let command = kind.command();
+    let mut out = match kind {
+        MessageKind::Tagmsg => Outgoing::new(line(mask, command, &[to], false)),
+        _ => Outgoing::new(line(mask, command, &[to, text], true)),
+    };
+    out.client_tags = tags.map(Into::into);
+    out.tags_only = kind == MessageKind::Tagmsg;
+    out.account = account.map(Into::into);
+    out.msgid = Some(msgid.into());
+    out.time_ms = Some(time);
+    out
 }
 
 /// Removes another node's member `key` from `ch` and delivers the line `body`
