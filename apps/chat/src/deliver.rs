@@ -245,6 +245,9 @@ impl ChatShard {
                 if d.needs != Caps::default() && d.source == (ClientRef { shard: self.me, id }) {
                     continue;
                 }
+                if d.once.is_some_and(|k| !self.once_seen.first(k, id)) {
+                    continue;
+                }
                 let own = d.source == (ClientRef { shard: self.me, id });
                 if d.echo_gated && own && !c.caps.has(Caps::ECHO_MESSAGE) {
                     continue;
@@ -539,5 +542,53 @@ impl ChatShard {
             self.outbox
                 .post(ctx, ShardId(s), ChatMsg::Notice(Box::new(notice)));
         }
+    }
+}
+
+/// The keys of other nodes' users' NICK and QUIT lines this shard delivered
+/// lately, with the clients that got each: such a line comes once per
+/// channel the user shares with this node, and a client in several of them
+/// gets it once. Bounded: the oldest key is forgotten past [`OnceSeen::KEEP`].
+#[derive(Debug, Default)]
+pub(crate) struct OnceSeen {
+    recent: std::collections::VecDeque<(u64, std::collections::HashSet<u64>)>,
+}
+
+impl OnceSeen {
+    /// Keys remembered.
+    const KEEP: usize = 64;
+
+    /// Whether client `id` gets the line of `key`: the first time, and then
+    /// it is remembered.
+    pub(crate) fn first(&mut self, key: u64, id: u64) -> bool {
+        if let Some((_, ids)) = self.recent.iter_mut().rev().find(|(k, _)| *k == key) {
+            return ids.insert(id);
+        }
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((key, std::collections::HashSet::from([id])));
+        true
+    }
+}
+
+#[cfg(test)]
+mod once_tests {
+    use super::OnceSeen;
+
+    #[test]
+    fn each_client_gets_a_key_once_and_old_keys_are_forgotten() {
+        let mut o = OnceSeen::default();
+        assert!(o.first(7, 1));
+        assert!(o.first(7, 2));
+        assert!(!o.first(7, 1));
+        assert!(o.first(8, 1));
+        for k in 100..100 + OnceSeen::KEEP as u64 {
+            o.first(k, 1);
+        }
+        assert_eq!(o.recent.len(), OnceSeen::KEEP);
+        // 7 was forgotten: bounded memory over exactness.
+        assert!(o.first(7, 1));
     }
 }

@@ -361,6 +361,10 @@ pub struct ChanDelivery {
     /// The JOIN of someone away: members with `away-notify` (not the joiner)
     /// get this AWAY line right after it.
     pub away: Option<Outgoing>,
+    /// Another node's user's NICK or QUIT, which comes once per channel: a
+    /// member that already got the line of this key (through another
+    /// channel) does not get it again.
+    pub once: Option<u64>,
 }
 
 /// A change to the local view each shard keeps of a channel its clients are in

@@ -113,6 +113,8 @@ pub struct Owner {
     pub(crate) engine_live: bool,
     /// This node's name in the cluster.
     pub(crate) node: String,
+    /// This process's incarnation in the cluster (a random word).
+    pub(crate) incarnation: String,
     /// Channel requests published, waiting for their own event: token ->
     /// who asked and what.
     chan_waits: HashMap<u64, (ClientRef, Request)>,
@@ -230,6 +232,7 @@ impl Owner {
             account_waits: HashMap::new(),
             engine_live: false,
             node: String::new(),
+            incarnation: String::new(),
             chan_waits: HashMap::new(),
             direct_waits: HashMap::new(),
         }
@@ -902,38 +905,28 @@ impl Owner {
             let Some(ch) = self.chans.get_mut(key) else {
                 continue;
             };
+            // The channel's name when the other nodes are to see this too.
+            let shared = (self.cluster && self.engine_live && ch.members.contains_key(&notice.who))
+                .then(|| ch.name.clone());
             match &notice.kind {
-                NoticeKind::Nick { nick } => ch.rename(notice.who, nick),
+                NoticeKind::Nick { nick } => {
+                    ch.rename(notice.who, nick);
+                    if let Some(name) = shared {
+                        // The other nodes' members see the new nick too.
+                        self.publish_user_event(notice, &name);
+                    }
+                }
                 NoticeKind::Account { account } => ch.set_account(notice.who, account),
                 NoticeKind::Chghost { userhost, .. } => ch.set_userhost(notice.who, userhost),
                 NoticeKind::Away | NoticeKind::Setname => {}
                 NoticeKind::Quit => {
-                    if self.cluster && self.engine_live && ch.members.contains_key(&notice.who) {
+                    if let Some(name) = shared {
                         // The other nodes' members see it leave too.
-                        let body = String::from_utf8_lossy(&notice.out.body);
-                        let body = body.trim_end_matches(['\r', '\n']);
-                        let mask = body.strip_prefix(':').and_then(|b| b.split(' ').next());
-                        let reason = body.split_once(" QUIT :").map_or("", |(_, r)| r);
-                        if let Some(mask) = mask {
-                            let env = crate::cluster::events::Envelope {
-                                node: self.node.clone(),
-                                token: 0,
-                                event: crate::cluster::events::Event::Quit {
-                                    chan: ch.name.clone(),
-                                    mask: mask.to_string(),
-                                    reason: reason.to_string(),
-                                },
-                            };
-                            if let Some(payload) = env.encode() {
-                                let partition = crate::store::partition_of(key);
-                                self.engine_out.push(EngineOp::Publish {
-                                    token: 0,
-                                    partition,
-                                    payload,
-                                });
-                            }
-                        }
+                        self.publish_user_event(notice, &name);
                     }
+                    let Some(ch) = self.chans.get_mut(key) else {
+                        continue;
+                    };
                     ch.remove(notice.who);
                     if ch.members.is_empty() && ch.remote.is_empty() {
                         self.chans.remove(key);

@@ -128,6 +128,9 @@ pub struct ChatShard {
     /// Channel key -> this shard's clients in it: the fan-out index, with the
     /// channel's local view.
     pub(crate) local: HashMap<NameKey, LocalChan>,
+    /// Other nodes' users' NICK and QUIT lines delivered lately, with who
+    /// got each (they come once per shared channel).
+    pub(crate) once_seen: crate::deliver::OnceSeen,
     pub(crate) owner: crate::owner::Owner,
     pub(crate) outbox: Outbox,
     /// Acks to send at the end of this loop turn, per destination shard.
@@ -187,6 +190,7 @@ impl ChatShard {
             http_jobs: HashMap::new(),
             next_id: 1,
             local: HashMap::new(),
+            once_seen: crate::deliver::OnceSeen::default(),
             outbox: Outbox::new(),
             acks: vec![Vec::new()],
             acks_armed: false,

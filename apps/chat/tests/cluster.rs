@@ -645,6 +645,113 @@ fn private_messages_across_nodes(io: Io) {
     }
 }
 
+/// Two channels owned by different shards where there are several (so the
+/// per-channel events of one user's NICK or QUIT come from different owners).
+fn two_channels(shards: usize) -> (String, String) {
+    let first = "#one".to_string();
+    let owner = shardline_chat::casemap::owner_of(&first, shards);
+    let second = (0..1000)
+        .map(|i| format!("#two{i}"))
+        .find(|c| shards == 1 || shardline_chat::casemap::owner_of(c, shards) != owner)
+        .expect("a channel of another owner");
+    (first, second)
+}
+
+/// A user of another node who shares two channels with a local user: its
+/// NICK change shows once, renames it in NAMES, and its later PART is
+/// recognised under the new nick; its QUIT shows once; when its node stops,
+/// its users' QUITs show once each.
+fn nick_changes_and_quits_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let (one, two) = two_channels(shards);
+        let mut alice = a.register_on(0, "alice");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        let mut remote: Vec<Client> = ["bob", "carol", "dave"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| b.register_on(i % shards, n))
+            .collect();
+        alice.join(&one);
+        alice.join(&two);
+        for c in remote.iter_mut() {
+            c.join(&one);
+            c.join(&two);
+        }
+        // alice saw the six JOINs.
+        let mut joins = 0;
+        while joins < 6 {
+            if alice.next_line().is("JOIN") {
+                joins += 1;
+            }
+        }
+
+        remote[0].send("NICK bobby");
+        remote[0].until("own NICK", |l| l.is("NICK"));
+        // Said after the NICK in each channel: once both arrived, every
+        // NICK line there was has arrived.
+        remote[0].send(&format!("PRIVMSG {one},{two} :marker"));
+        let mut nicks = Vec::new();
+        let mut markers = 0;
+        while markers < 2 {
+            let l = alice.next_line();
+            if l.is("NICK") {
+                nicks.push((l.nick().unwrap_or("").to_string(), l.last().to_string()));
+            } else if l.is("PRIVMSG") && l.last() == "marker" {
+                assert_eq!(l.nick(), Some("bobby"), "{label}");
+                markers += 1;
+            }
+        }
+        assert_eq!(nicks, [("bob".to_string(), "bobby".to_string())], "{label}");
+        let mut names = alice.names(&one);
+        names.sort();
+        assert!(
+            names.contains(&"bobby".to_string()) && !names.contains(&"bob".to_string()),
+            "{label}: {names:?}"
+        );
+        remote[0].send(&format!("PART {one} :later"));
+        let (l, _) = alice.until("PART", |l| l.is("PART"));
+        assert_eq!(l.nick(), Some("bobby"), "{label}");
+        let names = alice.names(&one);
+        assert!(!names.iter().any(|n| n == "bobby"), "{label}: {names:?}");
+
+        remote[1].send("QUIT :bye");
+        let (l, _) = alice.until("QUIT", |l| l.is("QUIT"));
+        assert_eq!(l.nick(), Some("carol"), "{label}");
+        // dave speaks in both channels after carol's QUIT there.
+        std::thread::sleep(Duration::from_millis(100));
+        remote[2].send(&format!("PRIVMSG {one},{two} :after"));
+        let mut markers = 0;
+        while markers < 2 {
+            let l = alice.next_line();
+            assert!(!l.is("QUIT"), "{label}: a second QUIT line: {}", l.raw);
+            if l.is("PRIVMSG") && l.last() == "after" {
+                markers += 1;
+            }
+        }
+
+        // b stops: bobby (in one channel) and dave (in two) each QUIT once.
+        drop(remote);
+        b.stop();
+        let mut quits = Vec::new();
+        while quits.len() < 2 {
+            let l = alice.next_line();
+            if l.is("QUIT") {
+                quits.push(l.nick().unwrap_or("").to_string());
+            }
+        }
+        quits.sort();
+        assert_eq!(quits, ["bobby", "dave"], "{label}");
+        std::thread::sleep(Duration::from_millis(300));
+        alice.sync_without("QUIT");
+        drop(alice);
+        a.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -744,5 +851,6 @@ shardline::per_backend! {
     accounts_across_nodes => accounts_across_nodes;
     channels_across_nodes => channels_across_nodes;
     private_messages_across_nodes => private_messages_across_nodes;
+    nick_changes_and_quits_across_nodes => nick_changes_and_quits_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

@@ -26,6 +26,10 @@ pub enum Event {
         mask: String,
         /// The user's account.
         account: Option<String>,
+        /// The key its QUIT lines will carry ([`user_event_key`]): the
+        /// same whether the QUIT comes from its node or from its node
+        /// leaving the cluster.
+        quit_key: u64,
         /// Its real name (extended-join).
         realname: String,
     },
@@ -44,8 +48,22 @@ pub enum Event {
         chan: String,
         /// `nick!user@host`.
         mask: String,
+        /// The member's QUIT key (as its JOIN said): a member of several
+        /// channels gets one line.
+        once: u64,
         /// The quit message.
         reason: String,
+    },
+    /// A member changed its nick (one event per channel).
+    Nick {
+        /// The channel as named.
+        chan: String,
+        /// The old `nick!user@host`.
+        mask: String,
+        /// The new nick.
+        nick: String,
+        /// The same for each channel of this change ([`user_event_key`]).
+        once: u64,
     },
     /// A PRIVMSG, NOTICE or TAGMSG to the channel.
     Msg {
@@ -123,16 +141,37 @@ impl Envelope {
     /// The wire form, or `None` if a field cannot be carried (a space in
     /// a name: never from a registered client).
     pub fn encode(&self) -> Option<String> {
-        let from_word: String;
+        let extra: String;
         let (kind, words, last): (&str, Vec<&str>, &str) = match &self.event {
             Event::Join {
                 chan,
                 mask,
                 account,
+                quit_key,
                 realname,
-            } => ("J", vec![chan, mask, opt(account)], realname),
+            } => {
+                extra = quit_key.to_string();
+                ("J", vec![chan, mask, opt(account), &extra], realname)
+            }
             Event::Part { chan, mask, reason } => ("P", vec![chan, mask], reason),
-            Event::Quit { chan, mask, reason } => ("Q", vec![chan, mask], reason),
+            Event::Quit {
+                chan,
+                mask,
+                once,
+                reason,
+            } => {
+                extra = once.to_string();
+                ("Q", vec![chan, mask, &extra], reason)
+            }
+            Event::Nick {
+                chan,
+                mask,
+                nick,
+                once,
+            } => {
+                extra = once.to_string();
+                ("N", vec![chan, mask, nick, &extra], "")
+            }
             Event::Msg {
                 to,
                 kind,
@@ -157,7 +196,7 @@ impl Envelope {
                 from,
                 text,
             } => {
-                from_word = format!("{}.{}", from.0, from.1);
+                extra = format!("{}.{}", from.0, from.1);
                 let words = vec![
                     to.as_str(),
                     kind_letter(*kind),
@@ -165,7 +204,7 @@ impl Envelope {
                     opt(account),
                     msgid,
                     opt(tags),
-                    &from_word,
+                    &extra,
                 ];
                 ("D", words, text)
             }
@@ -174,8 +213,8 @@ impl Envelope {
                 client,
                 target,
             } => {
-                from_word = format!("{}.{}", client.0, client.1);
-                ("B", vec![to_node.as_str(), &from_word, target], "")
+                extra = format!("{}.{}", client.0, client.1);
+                ("B", vec![to_node.as_str(), &extra, target], "")
             }
         };
         if !word_ok(&self.node)
@@ -214,6 +253,7 @@ impl Envelope {
                 chan: next()?,
                 mask: next()?,
                 account: account(next()?),
+                quit_key: next()?.parse().ok()?,
                 realname: last.to_string(),
             },
             "P" => Event::Part {
@@ -224,7 +264,14 @@ impl Envelope {
             "Q" => Event::Quit {
                 chan: next()?,
                 mask: next()?,
+                once: next()?.parse().ok()?,
                 reason: last.to_string(),
+            },
+            "N" => Event::Nick {
+                chan: next()?,
+                mask: next()?,
+                nick: next()?,
+                once: next()?.parse().ok()?,
             },
             "M" => {
                 let to = next()?;
@@ -280,6 +327,20 @@ impl Envelope {
     }
 }
 
+/// The key of one user event (a NICK or QUIT) that goes out once per
+/// channel: the same from every shard that publishes a copy, and on every
+/// node that receives one (FNV-1a of what names it).
+pub fn user_event_key(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 fn kind_letter(kind: MessageKind) -> &'static str {
     match kind {
         MessageKind::Privmsg => "P",
@@ -314,6 +375,7 @@ mod tests {
                 chan: "#Room".into(),
                 mask: "alice!~a@127.0.0.1".into(),
                 account: Some("alice".into()),
+                quit_key: 77,
                 realname: "Alice :) Liddell".into(),
             },
             Event::Part {
@@ -341,6 +403,18 @@ mod tests {
                 tags: None,
                 from: (3, 900),
                 text: "hi :there".into(),
+            },
+            Event::Quit {
+                chan: "#r".into(),
+                mask: "q!~q@h".into(),
+                once: u64::MAX,
+                reason: "Quit: bye".into(),
+            },
+            Event::Nick {
+                chan: "#r".into(),
+                mask: "old!~o@h".into(),
+                nick: "New".into(),
+                once: 5,
             },
             Event::Bounce {
                 to_node: "n2".into(),
@@ -393,6 +467,9 @@ mod tests {
             "1 n 1 D bob P m * id * 3 5 :t",
             "1 n 1 D bob P m * id * 3.x 5 :t",
             "1 n 1 B n2 0.1 :",
+            "1 n 1 Q #a m :no key",
+            "1 n 1 N #a m new :",
+            "1 n 1 N #a m new x :",
         ] {
             assert_eq!(Envelope::decode(s), None, "{s:?}");
         }

@@ -90,7 +90,7 @@
 //! for accounts of other nodes, offline changes (`shardline-chat account
 //! passwd`) reaching the engine, nick protection of other nodes' accounts.
 //!
-//! ## Channels across nodes (built: JOIN, PART, QUIT, PRIVMSG, NOTICE, TAGMSG)
+//! ## Channels across nodes (built: JOIN, PART, QUIT, NICK, PRIVMSG, NOTICE, TAGMSG)
 //!
 //! One order per channel comes from the engine: every channel event goes
 //! through one Redis pub/sub channel per store partition
@@ -109,19 +109,24 @@
 //! the engine's order. Another node's event is applied when it comes: its
 //! members are kept per channel (NAMES lists them, without prefixes), its
 //! lines are delivered to this node's members and its messages stored with
-//! the origin's msgid. A local user's QUIT is published for each channel
-//! (the other nodes show a QUIT line per shared channel), and a node that
+//! the origin's msgid. A local user's QUIT is published for each channel,
+//! and a node that
 //! leaves the view (stopped, dead, or restarted) has its members QUIT every
-//! channel here. Channel events go through the engine only while both links
+//! channel here. A local user's NICK change is published for each channel
+//! too, and renames the remote member there in the channel's order. A
+//! user's NICK or QUIT comes once per channel it shares with a node, and
+//! the member shards there give each of their clients one line of it: the
+//! copies carry one key ([`events::user_event_key`]; the member shard
+//! remembers the last 64 keys). Channel events go through the engine only while both links
 //! are up and the subscriptions confirmed; a request waiting for its event
 //! when that ends is handled here at once, as are requests while the engine
 //! is away (users were told by NOTICE that their messages stop reaching the
 //! other nodes). A `PUBLISH` that reached no subscriber (not even this
 //! node's) is handled here at once too, so no client waits forever.
 //!
-//! Not yet (issue 16 goes on): channel modes, topics, ops, KICK, INVITE and
-//! NICK changes across nodes (each node keeps its own; other nodes' members
-//! show without prefixes and keep their old nick until they part); a node
+//! Not yet (issue 16 goes on): channel modes, topics, ops, KICK and INVITE
+//! across nodes (each node keeps its own; other nodes' members show without
+//! prefixes); AWAY, ACCOUNT, SETNAME and CHGHOST of other nodes' users; a node
 //! that joins late does not learn who joined before it (NAMES then lacks
 //! them); events published while a node's subscriber is away are lost to it
 //! (pub/sub is at-most-once: streams, `XADD` + `PUBLISH` in one script as
@@ -541,6 +546,7 @@ impl ChatShard {
         self.next_id += 1;
         self.owner.cluster = true;
         self.owner.node = cluster.node.clone();
+        self.owner.incarnation = cluster.incarnation.clone();
         if self.me == 0 {
             info!(node = %cluster.node, engine = %cluster.engine, incarnation, "cluster node starting");
         }

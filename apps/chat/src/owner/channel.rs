@@ -398,6 +398,7 @@ pub(super) fn delivery(
         needs: crate::mail::Caps::default(),
         ops_only: false,
         away: None,
+        once: None,
     }
 }
 

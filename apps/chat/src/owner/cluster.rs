@@ -38,9 +38,11 @@ pub(super) enum Published {
 }
 use crate::{
     casemap::{casefold, NameKey},
-    cluster::events::{Envelope, Event},
+    cluster::events::{user_event_key, Envelope, Event},
     info::ServerInfo,
-    mail::{ChatMsg, ClientRef, Membership, Outgoing, ReplyBody, Request, Said},
+    mail::{
+        ChatMsg, ClientRef, Membership, NoticeKind, Outgoing, ReplyBody, Request, Said, UserNotice,
+    },
     reply::{
         code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
         line,
@@ -56,6 +58,8 @@ pub struct RemoteMember {
     pub mask: String,
     /// Its account.
     pub account: Option<String>,
+    /// The key of its QUIT lines (from its JOIN).
+    pub quit_key: u64,
 }
 
 impl RemoteMember {
@@ -112,6 +116,7 @@ impl Owner {
                     chan: chan.clone(),
                     mask: mask.to_string(),
                     account: account.as_deref().map(str::to_string),
+                    quit_key: self.quit_key(from),
                     realname: realname.clone(),
                 }
             }
@@ -165,9 +170,10 @@ impl Owner {
             _ => return Published::Here(req),
         };
         let chan = match &event {
-            Event::Join { chan, .. } | Event::Part { chan, .. } | Event::Quit { chan, .. } => {
-                chan.clone()
-            }
+            Event::Join { chan, .. }
+            | Event::Part { chan, .. }
+            | Event::Quit { chan, .. }
+            | Event::Nick { chan, .. } => chan.clone(),
             Event::Msg { .. } | Event::Direct { .. } | Event::Bounce { .. } => match &req {
                 Request::ChanMsg { chan, .. } => chan.clone(),
                 _ => String::new(),
@@ -275,6 +281,7 @@ impl Owner {
                 chan,
                 mask,
                 account,
+                quit_key,
                 realname,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
@@ -285,6 +292,7 @@ impl Owner {
                 let member = RemoteMember {
                     mask: mask.clone(),
                     account: account.clone(),
+                    quit_key,
                 };
                 let nick: NameKey = casefold(member.nick()).into();
                 if ch.remote.insert((origin, nick), member).is_some() {
@@ -300,7 +308,7 @@ impl Owner {
                 ch.deliver(ctx, outbox, d);
             }
             Event::Part { chan, mask, reason } => {
-                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, |name| {
+                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, None, |name| {
                     let params: &[&str] = if reason.is_empty() {
                         &[name]
                     } else {
@@ -309,9 +317,43 @@ impl Owner {
                     line(&mask, "PART", params, true)
                 });
             }
-            Event::Quit { chan, mask, reason } => {
+            Event::Quit {
+                chan,
+                mask,
+                once,
+                reason,
+            } => {
                 let body = |_: &str| line(&mask, "QUIT", &[&reason], true);
-                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, body);
+                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, Some(once), body);
+            }
+            Event::Nick {
+                chan,
+                mask,
+                nick,
+                once,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                let old: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                let Some(mut member) = ch.remote.remove(&(origin.clone(), old)) else {
+                    return;
+                };
+                let rest = mask.split_once('!').map_or("", |(_, r)| r);
+                member.mask = if rest.is_empty() {
+                    nick.clone()
+                } else {
+                    format!("{nick}!{rest}")
+                };
+                let account = member.account.clone();
+                ch.remote.insert((origin, casefold(&nick).into()), member);
+                let mut out = Outgoing::new(line(&mask, "NICK", &[&nick], true));
+                out.account = account.map(Into::into);
+                out.stamp();
+                let mut d = delivery(&ckey, out, nobody, false, Membership::Same);
+                d.once = Some(once);
+                ch.deliver(ctx, outbox, d);
             }
             Event::Msg {
                 to,
@@ -427,6 +469,52 @@ impl Owner {
         outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
     }
 
+    /// A local member's NICK or QUIT (`notice`) in channel `chan`, for the
+    /// other nodes: one event per channel, all with the same key, so that a
+    /// member of several of them there gets one line.
+    pub(super) fn publish_user_event(&mut self, notice: &UserNotice, chan: &str) {
+        let body = String::from_utf8_lossy(&notice.out.body);
+        let body = body.trim_end_matches(['\r', '\n']);
+        let Some(mask) = body.strip_prefix(':').and_then(|b| b.split(' ').next()) else {
+            return;
+        };
+        let event = match &notice.kind {
+            NoticeKind::Quit => Event::Quit {
+                chan: chan.to_string(),
+                mask: mask.to_string(),
+                once: self.quit_key(notice.who),
+                reason: body
+                    .split_once(" QUIT :")
+                    .map_or("", |(_, r)| r)
+                    .to_string(),
+            },
+            NoticeKind::Nick { nick } => {
+                // Every copy of one change has the same time.
+                let who = format!("{}.{}", notice.who.shard, notice.who.id);
+                let time = notice.out.time_ms.unwrap_or(0).to_string();
+                Event::Nick {
+                    chan: chan.to_string(),
+                    mask: mask.to_string(),
+                    nick: nick.clone(),
+                    once: user_event_key(&[&self.node, &self.incarnation, &who, &time, nick]),
+                }
+            }
+            _ => return,
+        };
+        let node = self.node.clone();
+        self.publish_event(&node, 0, chan, event);
+    }
+
+    /// The key of local client `who`'s QUIT lines on the other nodes, the
+    /// same from every shard: its JOIN events carry it, so the other nodes
+    /// show one QUIT line whether the QUIT comes from here or from this
+    /// node leaving the view (some channels the one, some the other, when
+    /// it stops). The incarnation keeps a restarted node's ids apart.
+    fn quit_key(&self, who: ClientRef) -> u64 {
+        let who = format!("{}.{}", who.shard, who.id);
+        user_event_key(&[&self.node, &self.incarnation, &who, "Q"])
+    }
+
     /// Publishes `event` (no request waits for it) on the partition of
     /// `name` (a channel or a nick).
     fn publish_event(&mut self, node: &str, token: u64, name: &str, event: Event) {
@@ -455,6 +543,7 @@ impl Owner {
         origin: Arc<str>,
         chan: &str,
         mask: &str,
+        once: Option<u64>,
         body: impl FnOnce(&str) -> Vec<u8>,
     ) {
         let ckey: NameKey = casefold(chan).into();
@@ -469,6 +558,7 @@ impl Owner {
             &ckey,
             &(origin, nick),
             nobody,
+            once,
             |name, _| body(name),
         );
         if ch.members.is_empty() && ch.remote.is_empty() {
@@ -528,7 +618,10 @@ impl Owner {
                 .collect();
             let text = format!("{node} left the cluster");
             for k in gone {
-                remote_leaves(ch, ctx, outbox, ckey, &k, nobody, |_, mask| {
+                // The key its JOIN gave: one QUIT line a member, even where
+                // its node's QUIT came through for some channels.
+                let once = ch.remote.get(&k).map(|m| m.quit_key);
+                remote_leaves(ch, ctx, outbox, ckey, &k, nobody, once, |_, mask| {
                     line(mask, "QUIT", &[&text], true)
                 });
             }
@@ -570,6 +663,7 @@ fn remote_out(
 /// Removes another node's member `key` from `ch` and delivers the line `body`
 /// makes (from the channel's name and the member's mask) to this node's
 /// members; nothing if it was not a member.
+#[allow(clippy::too_many_arguments)]
 fn remote_leaves(
     ch: &mut Channel,
     ctx: &mut Ctx<'_, ChatShard>,
@@ -577,6 +671,7 @@ fn remote_leaves(
     ckey: &NameKey,
     key: &(Arc<str>, NameKey),
     nobody: ClientRef,
+    once: Option<u64>,
     body: impl FnOnce(&str, &str) -> Vec<u8>,
 ) {
     let Some(gone) = ch.remote.remove(key) else {
@@ -585,6 +680,7 @@ fn remote_leaves(
     let mut out = Outgoing::new(body(&ch.name, &gone.mask));
     out.account = gone.account.map(Into::into);
     out.stamp();
-    let d = delivery(ckey, out, nobody, false, Membership::Same);
+    let mut d = delivery(ckey, out, nobody, false, Membership::Same);
+    d.once = once;
     ch.deliver(ctx, outbox, d);
 }
