@@ -15,6 +15,7 @@ mod channel;
 mod cluster;
 mod events;
 mod modes;
+mod sync;
 
 mod history;
 mod whowas;
@@ -121,6 +122,8 @@ pub struct Owner {
     /// Private messages to users of other nodes, waiting for the engine to
     /// say whether the nick was held: token -> the sender, what it said.
     direct_waits: HashMap<u64, (ClientRef, Box<Said>)>,
+    /// Resyncs this shard asked for, by partition ([`sync`]).
+    syncs: HashMap<u16, sync::PartitionSync>,
 }
 
 /// A claim or release for the cluster's engine ([`Owner::engine_out`]).
@@ -235,6 +238,7 @@ impl Owner {
             incarnation: String::new(),
             chan_waits: HashMap::new(),
             direct_waits: HashMap::new(),
+            syncs: HashMap::new(),
         }
     }
 

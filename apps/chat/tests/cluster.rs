@@ -752,6 +752,76 @@ fn nick_changes_and_quits_across_nodes(io: Io) {
     }
 }
 
+/// NAMES of `chan` (prefixes dropped, sorted) until it is `want`.
+fn names_until(c: &mut Client, label: &str, chan: &str, want: &[&str]) {
+    let started = Instant::now();
+    loop {
+        let mut got: Vec<String> = c
+            .names(chan)
+            .iter()
+            .map(|n| n.trim_start_matches(['@', '+']).to_string())
+            .collect();
+        got.sort();
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{label}: NAMES {chan} shows {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A node that starts after others learns who is already in their channels
+/// (it asks them through each partition's engine channel); and when the
+/// subscribers lose the engine for a moment, a PART made meanwhile (never
+/// seen by the others) is repaired by the resync when they come back.
+fn a_late_node_and_missed_events_resync(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(shards - 1, "bob");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.join("#late");
+        bob.join("#late");
+        names_until(&mut alice, &label, "#late", &["alice", "bob"]);
+
+        let c = TestServer::start_with(io, shards, node_config(&redis, "c", "c.test"));
+        let mut carol = c.register_on(0, "carol");
+        links_until(&mut carol, &label, &["a.test", "b.test", "c.test"]);
+        carol.join("#late");
+        names_until(&mut carol, &label, "#late", &["alice", "bob", "carol"]);
+
+        // Every node's subscriber drops; bob leaves meanwhile.
+        let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert!(
+            killed.as_deref().is_some_and(|k| k.starts_with(':')),
+            "{label}: {killed:?}"
+        );
+        bob.send("PART #late :meanwhile");
+        bob.until("own PART", |l| l.is("PART"));
+        for (who, cl) in [("alice", &mut alice), ("carol", &mut carol)] {
+            let (l, _) = cl.until("bob's PART", |l| l.is("PART") && l.nick() == Some("bob"));
+            assert_eq!(l.params[0], "#late", "{label}: {who}");
+        }
+        names_until(&mut alice, &label, "#late", &["alice", "carol"]);
+        names_until(&mut carol, &label, "#late", &["alice", "carol"]);
+        // Still one channel: messages flow both ways after the resync.
+        alice.send("PRIVMSG #late :after the resync");
+        let (l, _) = carol.until("PRIVMSG", |l| l.is("PRIVMSG"));
+        assert_eq!(l.last(), "after the resync", "{label}");
+
+        drop((alice, bob, carol));
+        c.stop();
+        b.stop();
+        a.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -852,5 +922,6 @@ shardline::per_backend! {
     channels_across_nodes => channels_across_nodes;
     private_messages_across_nodes => private_messages_across_nodes;
     nick_changes_and_quits_across_nodes => nick_changes_and_quits_across_nodes;
+    a_late_node_and_missed_events_resync => a_late_node_and_missed_events_resync;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

@@ -106,6 +106,34 @@ pub enum Event {
         /// The text (empty for TAGMSG).
         text: String,
     },
+    /// A node asks the others for their members of the channels of
+    /// `partition` (it started, or its subscriber came back); the
+    /// envelope's token names the ask.
+    SyncAsk {
+        /// The partition.
+        partition: u16,
+        /// The asker was away (it started, or its subscriber came back):
+        /// each node that answers asks in turn, since it may have missed
+        /// the asker's events meanwhile. An ask made in turn has `false`.
+        again: bool,
+    },
+    /// Part of an answer to a [`Event::SyncAsk`] (its token): this node's
+    /// own members of `chan` when it saw the ask.
+    SyncMembers {
+        /// The asking node.
+        to_node: String,
+        /// The channel as named.
+        chan: String,
+        /// Each member: `nick!user@host`, account, QUIT key.
+        members: Vec<(String, Option<String>, u64)>,
+    },
+    /// The end of an answer to a [`Event::SyncAsk`] (its token).
+    SyncEnd {
+        /// The asking node.
+        to_node: String,
+        /// The partition.
+        partition: u16,
+    },
     /// A PRIVMSG whose target had left the node that was to deliver it: the
     /// sender (on node `to_node`) gets 401.
     Bounce {
@@ -216,6 +244,33 @@ impl Envelope {
                 extra = format!("{}.{}", client.0, client.1);
                 ("B", vec![to_node.as_str(), &extra, target], "")
             }
+            Event::SyncAsk { partition, again } => {
+                extra = partition.to_string();
+                (
+                    "S",
+                    vec![extra.as_str(), if *again { "1" } else { "0" }],
+                    "",
+                )
+            }
+            Event::SyncMembers {
+                to_node,
+                chan,
+                members,
+            } => {
+                let mut list = Vec::with_capacity(members.len());
+                for (mask, account, key) in members {
+                    if !word_ok(mask) || account.as_deref().is_some_and(|a| !word_ok(a)) {
+                        return None;
+                    }
+                    list.push(format!("{mask} {} {key}", opt(account)));
+                }
+                extra = list.join(" ");
+                ("W", vec![to_node.as_str(), chan], extra.as_str())
+            }
+            Event::SyncEnd { to_node, partition } => {
+                extra = partition.to_string();
+                ("E", vec![to_node.as_str(), &extra], "")
+            }
         };
         if !word_ok(&self.node)
             || words.iter().any(|w| !word_ok(w))
@@ -313,6 +368,36 @@ impl Envelope {
                     text: last.to_string(),
                 }
             }
+            "S" => Event::SyncAsk {
+                partition: next()?.parse().ok()?,
+                again: match next()?.as_str() {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                },
+            },
+            "W" => {
+                let to_node = next()?;
+                let chan = next()?;
+                let words: Vec<&str> = last.split(' ').filter(|w| !w.is_empty()).collect();
+                if words.len() % 3 != 0 {
+                    return None;
+                }
+                let mut members = Vec::with_capacity(words.len() / 3);
+                for m in words.chunks(3) {
+                    let account = (m[1] != "*").then(|| m[1].to_string());
+                    members.push((m[0].to_string(), account, m[2].parse().ok()?));
+                }
+                Event::SyncMembers {
+                    to_node,
+                    chan,
+                    members,
+                }
+            }
+            "E" => Event::SyncEnd {
+                to_node: next()?,
+                partition: next()?.parse().ok()?,
+            },
             "B" => Event::Bounce {
                 to_node: next()?,
                 client: client_ref(&next()?)?,
@@ -421,6 +506,31 @@ mod tests {
                 client: (0, 1),
                 target: "Bob".into(),
             },
+            Event::SyncAsk {
+                partition: 63,
+                again: true,
+            },
+            Event::SyncAsk {
+                partition: 0,
+                again: false,
+            },
+            Event::SyncMembers {
+                to_node: "n2".into(),
+                chan: "#r".into(),
+                members: vec![
+                    ("a!~a@h".into(), None, 1),
+                    ("b!~b@::1".into(), Some("bee".into()), u64::MAX),
+                ],
+            },
+            Event::SyncMembers {
+                to_node: "n2".into(),
+                chan: "#empty".into(),
+                members: vec![],
+            },
+            Event::SyncEnd {
+                to_node: "n2".into(),
+                partition: 0,
+            },
             Event::Msg {
                 to: "#room".into(),
                 kind: MessageKind::Tagmsg,
@@ -470,6 +580,12 @@ mod tests {
             "1 n 1 Q #a m :no key",
             "1 n 1 N #a m new :",
             "1 n 1 N #a m new x :",
+            "1 n 1 S 70000 1 :",
+            "1 n 1 S 1 2 :",
+            "1 n 1 S 1 :",
+            "1 n 1 W n2 #r :a!~a@h * 1 b",
+            "1 n 1 W n2 #r :a!~a@h * x",
+            "1 n 1 E n2 :",
         ] {
             assert_eq!(Envelope::decode(s), None, "{s:?}");
         }

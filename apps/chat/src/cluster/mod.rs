@@ -126,14 +126,27 @@
 //!
 //! Not yet (issue 16 goes on): channel modes, topics, ops, KICK and INVITE
 //! across nodes (each node keeps its own; other nodes' members show without
-//! prefixes); AWAY, ACCOUNT, SETNAME and CHGHOST of other nodes' users; a node
-//! that joins late does not learn who joined before it (NAMES then lacks
-//! them); events published while a node's subscriber is away are lost to it
-//! (pub/sub is at-most-once: streams, `XADD` + `PUBLISH` in one script as
+//! prefixes); AWAY, ACCOUNT, SETNAME and CHGHOST of other nodes' users;
+//! messages published while a node's subscriber is away are lost to it
+//! (pub/sub is at-most-once; membership is repaired by the resync below,
+//! but the messages are not: streams, `XADD` + `PUBLISH` in one script as
 //! the engine note suggests, would let it catch up); a check that passed
 //! here can fail when the event comes back (an event ordered in between,
 //! such as a ban): the other nodes show it, this one answers the refusal;
 //! history of other nodes' events before this node started.
+//!
+//! ## Resync (built)
+//!
+//! Each time a shard's links become live (the node started, or its
+//! subscriber came back) it asks the other nodes, through each partition it
+//! owns, who of theirs is in that partition's channels; the answers come in
+//! the partition's order and replace what it had of each node there but
+//! for members whose events it saw since its ask (newer). A member it did
+//! not know shows as a JOIN, one that left meanwhile as a PART. Whoever
+//! answers an ask made on coming back asks in turn, since it may have
+//! missed the asker's events. So a node that starts late sees who is in
+//! the channels already, and membership missed during a cut is repaired.
+//! Details: `owner::sync`.
 //!
 //! ## Private messages across nodes (built)
 //!
@@ -587,6 +600,13 @@ impl ChatShard {
             self.owner.engine_live = false;
             self.owner
                 .chan_flush_local(ctx, &self.info, &mut self.outbox);
+        }
+        if live && !self.owner.engine_live {
+            // Events may have been missed (or this node just started):
+            // ask the others who is in this shard's channels.
+            self.owner.engine_live = true;
+            self.owner.sync_ask(self.shards, self.me);
+            self.cluster_flush_owner(ctx);
         }
         self.owner.engine_live = live;
     }

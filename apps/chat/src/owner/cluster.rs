@@ -71,7 +71,7 @@ impl RemoteMember {
 
 /// The source of deliveries of other nodes' events: no client (acks to it
 /// find nobody; ids start at 1).
-const NOBODY: u64 = 0;
+pub(super) const NOBODY: u64 = 0;
 
 impl Owner {
     /// Whether `req` goes through the engine (a cluster with its links up,
@@ -174,7 +174,7 @@ impl Owner {
             | Event::Part { chan, .. }
             | Event::Quit { chan, .. }
             | Event::Nick { chan, .. } => chan.clone(),
-            Event::Msg { .. } | Event::Direct { .. } | Event::Bounce { .. } => match &req {
+            _ => match &req {
                 Request::ChanMsg { chan, .. } => chan.clone(),
                 _ => String::new(),
             },
@@ -252,6 +252,11 @@ impl Owner {
                 outbox.post(ctx, ShardId(holder.shard), private);
                 return;
             }
+            ev @ (Event::SyncAsk { .. } | Event::SyncMembers { .. } | Event::SyncEnd { .. }) => {
+                let origin: Arc<str> = env.node.as_str().into();
+                self.sync_event(ctx, outbox, node, origin, env.token, ev);
+                return;
+            }
             Event::Bounce {
                 to_node,
                 client,
@@ -285,16 +290,19 @@ impl Owner {
                 realname,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
-                let ch = self
-                    .chans
-                    .entry(ckey.clone())
-                    .or_insert_with(|| Channel::new(chan, shards));
                 let member = RemoteMember {
                     mask: mask.clone(),
                     account: account.clone(),
                     quit_key,
                 };
                 let nick: NameKey = casefold(member.nick()).into();
+                if !self.syncs.is_empty() {
+                    self.sync_touch(&origin, &ckey, &nick);
+                }
+                let ch = self
+                    .chans
+                    .entry(ckey.clone())
+                    .or_insert_with(|| Channel::new(chan, shards));
                 if ch.remote.insert((origin, nick), member).is_some() {
                     return;
                 }
@@ -333,10 +341,14 @@ impl Owner {
                 once,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
+                let old: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                if !self.syncs.is_empty() {
+                    self.sync_touch(&origin, &ckey, &old);
+                    self.sync_touch(&origin, &ckey, &casefold(&nick).into());
+                }
                 let Some(ch) = self.chans.get_mut(&ckey) else {
                     return;
                 };
-                let old: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
                 let Some(mut member) = ch.remote.remove(&(origin.clone(), old)) else {
                     return;
                 };
@@ -396,7 +408,11 @@ impl Owner {
                     self.history.append(ctx, m);
                 }
             }
-            Event::Direct { .. } | Event::Bounce { .. } => {} // above
+            Event::Direct { .. }
+            | Event::Bounce { .. }
+            | Event::SyncAsk { .. }
+            | Event::SyncMembers { .. }
+            | Event::SyncEnd { .. } => {} // above
         }
     }
 
@@ -510,7 +526,7 @@ impl Owner {
     /// show one QUIT line whether the QUIT comes from here or from this
     /// node leaving the view (some channels the one, some the other, when
     /// it stops). The incarnation keeps a restarted node's ids apart.
-    fn quit_key(&self, who: ClientRef) -> u64 {
+    pub(super) fn quit_key(&self, who: ClientRef) -> u64 {
         let who = format!("{}.{}", who.shard, who.id);
         user_event_key(&[&self.node, &self.incarnation, &who, "Q"])
     }
@@ -518,6 +534,11 @@ impl Owner {
     /// Publishes `event` (no request waits for it) on the partition of
     /// `name` (a channel or a nick).
     fn publish_event(&mut self, node: &str, token: u64, name: &str, event: Event) {
+        self.publish_on(node, token, partition_of(&casefold(name)), event);
+    }
+
+    /// Publishes `event` with `token` on `partition`'s engine channel.
+    pub(super) fn publish_on(&mut self, node: &str, token: u64, partition: u16, event: Event) {
         let env = Envelope {
             node: node.to_string(),
             token,
@@ -526,7 +547,7 @@ impl Owner {
         if let Some(payload) = env.encode() {
             self.engine_out.push(EngineOp::Publish {
                 token,
-                partition: partition_of(&casefold(name)),
+                partition,
                 payload,
             });
         }
@@ -547,10 +568,13 @@ impl Owner {
         body: impl FnOnce(&str) -> Vec<u8>,
     ) {
         let ckey: NameKey = casefold(chan).into();
+        let nick: NameKey = casefold(mask.split('!').next().unwrap_or(mask)).into();
+        if !self.syncs.is_empty() {
+            self.sync_touch(&origin, &ckey, &nick);
+        }
         let Some(ch) = self.chans.get_mut(&ckey) else {
             return;
         };
-        let nick: NameKey = casefold(mask.split('!').next().unwrap_or(mask)).into();
         remote_leaves(
             ch,
             ctx,
@@ -664,7 +688,7 @@ fn remote_out(
 /// makes (from the channel's name and the member's mask) to this node's
 /// members; nothing if it was not a member.
 #[allow(clippy::too_many_arguments)]
-fn remote_leaves(
+pub(super) fn remote_leaves(
     ch: &mut Channel,
     ctx: &mut Ctx<'_, ChatShard>,
     outbox: &mut Outbox,
