@@ -131,6 +131,12 @@ impl ChatShard {
                     self.send_numerics(ctx, to.id, &nums);
                 }
             }
+            ChatMsg::Standard(r) => {
+                if r.to.shard == self.me {
+                    let context: Vec<&str> = r.context.iter().map(String::as_str).collect();
+                    self.standard_reply(ctx, r.to.id, r.kind, r.command, r.code, &context, &r.text);
+                }
+            }
             ChatMsg::Notice(n) => {
                 self.owner.on_notice(&n);
                 self.deliver_notice(ctx, &n);

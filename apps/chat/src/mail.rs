@@ -427,6 +427,23 @@ pub struct UserNotice {
     pub kind: NoticeKind,
 }
 
+/// A standard reply for a client ([`ChatMsg::Standard`]).
+#[derive(Debug)]
+pub struct StandardReply {
+    /// The client.
+    pub to: ClientRef,
+    /// `FAIL`, `WARN` or `NOTE`.
+    pub kind: crate::reply::Standard,
+    /// The command it is about.
+    pub command: &'static str,
+    /// The code.
+    pub code: &'static str,
+    /// Context parameters.
+    pub context: Vec<String>,
+    /// The description.
+    pub text: String,
+}
+
 /// What a nick's owner tells the shard of a client that holds a registered
 /// nick without being logged in to that account (`[accounts] enforce_nick`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,6 +499,10 @@ pub enum ChatMsg {
         /// What to send it.
         nums: Vec<Numeric>,
     },
+    /// A standard reply (`FAIL`/`WARN`/`NOTE`) for a client of the
+    /// receiving shard that no request waits for (a cluster message that
+    /// did not reach every node).
+    Standard(Box<StandardReply>),
     /// Client's shard -> every shard; acknowledged to `who` for nick and
     /// account changes.
     Notice(Box<UserNotice>),

@@ -184,6 +184,17 @@ pub enum EngineOp {
     },
 }
 
+/// What the engine did with a private message for another node's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectOutcome {
+    /// Delivered to the holder's node.
+    Sent,
+    /// The holder's node is up but its subscriber is away: not delivered.
+    Unreachable,
+    /// No other live node holds the nick.
+    NoSuchNick,
+}
+
 /// A nick claim waiting for a [`ChatMsg::HolderAnswer`].
 #[derive(Debug)]
 struct PendingClaim {

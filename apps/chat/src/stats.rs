@@ -32,6 +32,7 @@ fn mail_kind(msg: &ChatMsg) -> Option<usize> {
         ChatMsg::Chan(_) => 2,
         ChatMsg::Private { .. } => 3,
         ChatMsg::Notify { .. }
+        | ChatMsg::Standard(_)
         | ChatMsg::Guard { .. }
         | ChatMsg::Monitor { .. }
         | ChatMsg::HolderCheck { .. }

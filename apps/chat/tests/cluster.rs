@@ -638,6 +638,27 @@ fn private_messages_across_nodes(io: Io) {
         redis.command(&["SET", "shardline:nick:ghost", "b 1234"]);
         alice.send_expect("PRIVMSG ghost :boo", "401", "ghost");
         bob.sync_without("PRIVMSG");
+        // A live node (its lease held) that is not subscribed: the message
+        // cannot reach it, and the sender is told so.
+        redis.command(&["SET", "shardline:node:zed", "zinc zed.test", "PX", "60000"]);
+        redis.command(&["SET", "shardline:nick:zoe", "zed zinc"]);
+        alice.send("PRIVMSG zoe :are you there?");
+        let (l, seen) = alice.until("FAIL", |l| l.is("FAIL"));
+        assert_eq!(
+            l.params,
+            [
+                "PRIVMSG",
+                "UNREACHABLE",
+                "zoe",
+                "Not delivered: that user's server is cut off from the cluster engine"
+            ],
+            "{label}"
+        );
+        assert!(
+            !seen.iter().any(|l| l.is("PRIVMSG")),
+            "{label}: echoed: {seen:?}"
+        );
+        redis.command(&["DEL", "shardline:node:zed", "shardline:nick:zoe"]);
 
         drop((alice, bob));
         a.stop();
@@ -822,6 +843,54 @@ fn a_late_node_and_missed_events_resync(io: Io) {
     }
 }
 
+/// A node in the view whose subscriber is away (planted: a lease and a name
+/// in the node set, nothing subscribed) misses channel messages: their
+/// senders get `WARN PRIVMSG PARTIAL_DELIVERY`, and the node that is there
+/// still gets them.
+fn partial_delivery_is_reported(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(shards - 1, "bob");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.join("#p");
+        bob.join("#p");
+        alice.send("PRIVMSG #p :all here");
+        bob.until("PRIVMSG", |l| l.is("PRIVMSG") && l.last() == "all here");
+        alice.sync_without("WARN");
+
+        redis.command(&["SADD", "shardline:nodes", "zed"]);
+        redis.command(&["SET", "shardline:node:zed", "zinc zed.test", "PX", "60000"]);
+        links_until(&mut alice, &label, &["a.test", "b.test", "zed.test"]);
+        alice.send("PRIVMSG #p :zed is away");
+        let (w, _) = alice.until("WARN", |l| l.is("WARN"));
+        assert_eq!(
+            w.params[..3],
+            ["PRIVMSG", "PARTIAL_DELIVERY", "#p"],
+            "{label}: {}",
+            w.raw
+        );
+        assert!(w.last().contains("1 of the 3"), "{label}: {}", w.raw);
+        bob.until("PRIVMSG", |l| l.is("PRIVMSG") && l.last() == "zed is away");
+        // NOTICE too; TAGMSG quietly.
+        alice.send("NOTICE #p :still away");
+        let (w, _) = alice.until("WARN", |l| l.is("WARN"));
+        assert_eq!(w.params[0], "NOTICE", "{label}");
+
+        redis.command(&["DEL", "shardline:node:zed"]);
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.send("PRIVMSG #p :zed is gone");
+        bob.until("PRIVMSG", |l| l.is("PRIVMSG") && l.last() == "zed is gone");
+        alice.sync_without("WARN");
+        drop((alice, bob));
+        a.stop();
+        b.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -923,5 +992,6 @@ shardline::per_backend! {
     private_messages_across_nodes => private_messages_across_nodes;
     nick_changes_and_quits_across_nodes => nick_changes_and_quits_across_nodes;
     a_late_node_and_missed_events_resync => a_late_node_and_missed_events_resync;
+    partial_delivery_is_reported => partial_delivery_is_reported;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

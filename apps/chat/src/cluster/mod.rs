@@ -154,16 +154,32 @@
 //! engine is live, to the engine as one script ([`DIRECT_SCRIPT`]): if the
 //! nick's claim is another node's, and that node's process still holds its
 //! lease, the message ([`events::Event::Direct`], stamped here) is
-//! published on the nick's partition, whose owner on every node is
-//! subscribed; the claim's node delivers it to the holder. The sender gets
-//! its echo when it was published, 401 when nobody holds the nick (NOTICE
-//! and TAGMSG quietly, as on a single node). A holder that left between
-//! the check and the delivery: its node publishes [`events::Event::Bounce`]
+//! published on that node's private-message channel of the nick's
+//! partition (`shardline:dm:<node>:<partition>`; each shard subscribes its
+//! partitions' channels of its own node besides the event channels), and
+//! that node's owner of the nick delivers it to the holder. The sender gets
+//! its echo when that node took it; 401 when no other live node holds the
+//! nick (NOTICE and TAGMSG quietly, as on a single node); `FAIL <command>
+//! UNREACHABLE <nick>` when the holder's node is up but its subscriber is
+//! away (the `PUBLISH` reached nobody). A holder that left between the
+//! check and the delivery: its node publishes [`events::Event::Bounce`]
 //! and the sender gets 401 then. Not yet: these messages are not kept in
 //! the conversation's history (`CHATHISTORY` of a nick on another node),
 //! the away reply (301) does not come back, and WHOIS of another node's
 //! user is 401.
 //!
+//! ## Delivered, or the sender is told (built)
+//!
+//! Each node takes a partition's events on one subscriber, so a `PUBLISH`
+//! of a channel message reaches as many subscribers as there are nodes
+//! with their subscriber there. Fewer than the nodes this node sees up
+//! (a node whose subscriber is away: it missed the message, and its users
+//! were told by NOTICE that they are cut off) and the sender gets
+//! `WARN <command> PARTIAL_DELIVERY <channel>` naming how many missed it.
+//! A private message is answered as above. A message that could not be
+//! published at all is handled on this node only, and its users were told
+//! the engine is away.
+
 //! ## Backpressure (built)
 //!
 //! A published request is in flight until its event comes back, like any
@@ -219,20 +235,23 @@ const LEASE_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
 const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) end return 0";
 
-/// A private message for a user of another node: publishes ARGV[1] on
-/// channel ARGV[2] if nick KEYS[1] is claimed by a node other than this one
-/// (ARGV[3]) whose process still holds its lease (the claim's incarnation
-/// is the lease's; leases are under ARGV[4]). 1 if published. One step in
-/// the engine, so a release ordered before it is seen and one after it
-/// finds the message already on its way (the holder's node then bounces
-/// it). The lease key is built here: a single Redis, not a Redis Cluster.
+/// A private message for a user of another node: if nick KEYS[1] is
+/// claimed by a node other than this one (ARGV[3]) whose process still
+/// holds its lease (the claim's incarnation is the lease's; leases are
+/// under ARGV[4]), publishes ARGV[1] on that node's private-message channel
+/// of the nick's partition (ARGV[2] .. node .. ARGV[5]) and returns how
+/// many received it (1, or 0 when that node's subscriber is away); -1 when
+/// no other live node holds the nick. One step in the engine, so a release
+/// ordered before it is seen and one after it finds the message already on
+/// its way (the holder's node then bounces it). The lease and channel
+/// names are built here: a single Redis, not a Redis Cluster.
 const DIRECT_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
-    if v == false then return 0 end \
+    if v == false then return -1 end \
     local n, inc = string.match(v, '^(%S+) (%S+)') \
-    if n == nil or n == ARGV[3] then return 0 end \
+    if n == nil or n == ARGV[3] then return -1 end \
     local l = redis.call('GET', ARGV[4] .. n) \
-    if l == false or string.match(l, '^%S+') ~= inc then return 0 end \
-    redis.call('PUBLISH', ARGV[2], ARGV[1]) return 1";
+    if l == false or string.match(l, '^%S+') ~= inc then return -1 end \
+    return redis.call('PUBLISH', ARGV[2] .. n .. ARGV[5], ARGV[1])";
 
 /// Claims nick KEYS[1] for this node (ARGV[1]: `<node> <incarnation>`) if
 /// free or already this process's, listing it in the node's claims
@@ -445,6 +464,9 @@ pub struct Cluster {
     pub sub: Link,
     /// The engine channel of each partition (`shardline:ev:<p>`), made once.
     event_channels: Vec<String>,
+    /// This node's private-message channels, one per partition
+    /// (`shardline:dm:<node>:<partition>`).
+    dm_channels: Vec<String>,
     /// Where commands are encoded (kept: no allocation per command).
     scratch: Vec<u8>,
     /// Claims waiting for that.
@@ -539,8 +561,12 @@ impl ChatShard {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let node = config.node(self.info.name()).to_string();
         let cluster = Cluster {
-            node: config.node(self.info.name()).to_string(),
+            dm_channels: (0..crate::store::PARTITIONS)
+                .map(|p| format!("{PREFIX}dm:{node}:{p}"))
+                .collect(),
+            node,
             incarnation: incarnation.to_string(),
             engine: engine.addr,
             timeout: config.node_timeout(),
@@ -655,11 +681,13 @@ impl ChatShard {
             return;
         };
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-        args.extend(
+        let mine = || {
             (0..crate::store::PARTITIONS)
                 .filter(|p| crate::store::shard_of_partition(*p, shards) == me)
-                .map(|p| cl.event_channels[usize::from(p)].as_bytes()),
-        );
+                .map(usize::from)
+        };
+        args.extend(mine().map(|p| cl.event_channels[p].as_bytes()));
+        args.extend(mine().map(|p| cl.dm_channels[p].as_bytes()));
         cl.sub.wanted = args.len() - 1;
         let mut out = Vec::new();
         resp::encode_command(&mut out, &args);
@@ -722,7 +750,12 @@ impl ChatShard {
             }
             Pending::AccountGet(token) => self.owner.engine_account_found(ctx, outbox, token, None),
             Pending::Publish(token) => self.owner.chan_echo(ctx, info, outbox, token),
-            Pending::Direct(token) => self.owner.direct_published(ctx, outbox, token, false),
+            Pending::Direct(token) => self.owner.direct_published(
+                ctx,
+                outbox,
+                token,
+                crate::owner::DirectOutcome::Unreachable,
+            ),
             _ => {}
         }
     }
@@ -787,17 +820,18 @@ impl ChatShard {
                         continue;
                     };
                     let k = Cluster::nick_key(&key);
-                    let channel = cl.event_channels[usize::from(partition)].clone();
+                    let (dm, suffix) = (format!("{PREFIX}dm:"), format!(":{partition}"));
                     let (node, leases) = (cl.node.clone(), format!("{PREFIX}node:"));
-                    let args: [&[u8]; 8] = [
+                    let args: [&[u8]; 9] = [
                         b"EVAL",
                         DIRECT_SCRIPT.as_bytes(),
                         b"1",
                         k.as_bytes(),
                         payload.as_bytes(),
-                        channel.as_bytes(),
+                        dm.as_bytes(),
                         node.as_bytes(),
                         leases.as_bytes(),
+                        suffix.as_bytes(),
                     ];
                     self.cluster_send(ctx, &args, Pending::Direct(token));
                 }
@@ -1205,17 +1239,33 @@ impl ChatShard {
                     .engine_account_found(ctx, &mut self.outbox, token, value.as_deref());
             }
             Pending::Publish(token) => {
-                if frame == OwnedFrame::Integer(0) {
+                let OwnedFrame::Integer(got) = frame else {
+                    return;
+                };
+                if got <= 0 {
                     // Not even this node's subscriber took it: its own event
                     // will not come back.
                     self.owner
                         .chan_echo(ctx, &self.info, &mut self.outbox, token);
+                    return;
+                }
+                // One subscriber per node takes a partition's events: fewer
+                // than the nodes up means some node's subscriber is away.
+                let up = cl.nodes.len() + usize::from(!cl.nodes.contains_key(&cl.node));
+                let got = usize::try_from(got).unwrap_or(usize::MAX);
+                if token != 0 && got < up {
+                    self.owner
+                        .chan_partial(ctx, &mut self.outbox, token, up - got, up);
                 }
             }
             Pending::Direct(token) => {
-                let sent = frame == OwnedFrame::Integer(1);
+                let outcome = match frame {
+                    OwnedFrame::Integer(n) if n > 0 => crate::owner::DirectOutcome::Sent,
+                    OwnedFrame::Integer(0) => crate::owner::DirectOutcome::Unreachable,
+                    _ => crate::owner::DirectOutcome::NoSuchNick,
+                };
                 self.owner
-                    .direct_published(ctx, &mut self.outbox, token, sent);
+                    .direct_published(ctx, &mut self.outbox, token, outcome);
             }
             Pending::AccountAssert(name) => {
                 if frame != OwnedFrame::Integer(1) {

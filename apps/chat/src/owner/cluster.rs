@@ -41,8 +41,10 @@ use crate::{
     cluster::events::{user_event_key, Envelope, Event},
     info::ServerInfo,
     mail::{
-        ChatMsg, ClientRef, Membership, NoticeKind, Outgoing, ReplyBody, Request, Said, UserNotice,
+        ChatMsg, ClientRef, Membership, NoticeKind, Outgoing, ReplyBody, Request, Said,
+        StandardReply, UserNotice,
     },
+    reply::Standard,
     reply::{
         code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
         line,
@@ -463,26 +465,73 @@ impl Owner {
         (0, None)
     }
 
-    /// The engine's answer to a private message for another node: `sent`
-    /// (another node held the nick; published) gets the sender its echo,
-    /// else 401 (PRIVMSG only, as on a single node).
+    /// The engine's answer to a private message for another node: sent
+    /// gets the sender its echo; nobody holding the nick, 401 (PRIVMSG
+    /// only, as on a single node); a holder whose node cannot take it now
+    /// (its subscriber is away), `FAIL <command> UNREACHABLE <nick>`.
     pub(crate) fn direct_published(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
         outbox: &mut Outbox,
         token: u64,
-        sent: bool,
+        outcome: super::DirectOutcome,
     ) {
         let Some((from, said)) = self.direct_waits.remove(&token) else {
             return;
         };
-        let body = if sent {
-            ReplyBody::Echo(said.out)
-        } else {
-            let quiet = said.kind != MessageKind::Privmsg;
-            super::quiet_if(quiet, vec![super::no_such_nick(&said.to)])
+        let quiet = said.kind != MessageKind::Privmsg;
+        let body = match outcome {
+            super::DirectOutcome::Sent => ReplyBody::Echo(said.out),
+            super::DirectOutcome::NoSuchNick => {
+                super::quiet_if(quiet, vec![super::no_such_nick(&said.to)])
+            }
+            super::DirectOutcome::Unreachable => {
+                let r = StandardReply {
+                    to: from,
+                    kind: Standard::Fail,
+                    command: said.kind.command(),
+                    code: "UNREACHABLE",
+                    context: vec![said.to.clone()],
+                    text: "Not delivered: that user's server is cut off from the cluster engine"
+                        .to_string(),
+                };
+                outbox.post(ctx, ShardId(from.shard), ChatMsg::Standard(Box::new(r)));
+                ReplyBody::Done
+            }
         };
         outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+    }
+
+    /// A published channel message reached `missed` fewer nodes than the
+    /// `up` this node sees (their subscribers are away): its sender hears
+    /// it (`WARN <command> PARTIAL_DELIVERY <channel>`), since those nodes'
+    /// members will not see it. TAGMSG quietly.
+    pub(crate) fn chan_partial(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        token: u64,
+        missed: usize,
+        up: usize,
+    ) {
+        let Some((from, Request::ChanMsg { chan, said })) = self.chan_waits.get(&token) else {
+            return;
+        };
+        if said.kind == MessageKind::Tagmsg {
+            return;
+        }
+        let r = StandardReply {
+            to: *from,
+            kind: Standard::Warn,
+            command: said.kind.command(),
+            code: "PARTIAL_DELIVERY",
+            context: vec![chan.clone()],
+            text: format!(
+                "Not delivered to {missed} of the {up} servers: their link to the cluster engine is down"
+            ),
+        };
+        let to = from.shard;
+        outbox.post(ctx, ShardId(to), ChatMsg::Standard(Box::new(r)));
     }
 
     /// A local member's NICK or QUIT (`notice`) in channel `chan`, for the
