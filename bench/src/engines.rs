@@ -228,8 +228,8 @@ pub struct EnginesOutput {
 
 // ---------------------------------------------------------------- engines
 
-struct Running {
-    proc: ServerProc,
+pub(crate) struct Running {
+    pub(crate) proc: ServerProc,
     port: u16,
     dir: PathBuf,
 }
@@ -270,7 +270,7 @@ fn start_engine(engine: Engine, port: u16, dir: &std::path::Path) -> anyhow::Res
     )
 }
 
-fn launch(engine: Engine) -> anyhow::Result<Running> {
+pub(crate) fn launch(engine: Engine) -> anyhow::Result<Running> {
     let port = servers::free_port()?;
     let dir = std::env::temp_dir().join(format!(
         "shardline-bench-{}-{}-{port}",
@@ -281,7 +281,7 @@ fn launch(engine: Engine) -> anyhow::Result<Running> {
     Ok(Running { proc, port, dir })
 }
 
-fn version(engine: Engine) -> String {
+pub(crate) fn version(engine: Engine) -> String {
     let out = Command::new(engine.exe()).arg("--version").output();
     match out {
         Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
@@ -289,7 +289,7 @@ fn version(engine: Engine) -> String {
     }
 }
 
-fn which(exe: &str) -> bool {
+pub(crate) fn which(exe: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(exe).is_file()))
         .unwrap_or(false)
@@ -298,7 +298,7 @@ fn which(exe: &str) -> bool {
 // ---------------------------------------------------------------- RESP
 
 #[derive(Debug)]
-enum Resp {
+pub(crate) enum Resp {
     Simple(String),
     #[allow(dead_code)] // shown through Debug in error messages
     Error(String),
@@ -307,7 +307,7 @@ enum Resp {
     Array(Option<Vec<Resp>>),
 }
 
-fn resp_cmd(out: &mut Vec<u8>, args: &[&[u8]]) {
+pub(crate) fn resp_cmd(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -341,7 +341,7 @@ fn num<T: std::str::FromStr>(b: &[u8]) -> io::Result<T> {
         .ok_or_else(|| bad(format!("bad number {:?}", String::from_utf8_lossy(b))))
 }
 
-fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
+pub(crate) fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
     let mut line = Vec::new();
     read_line(r, &mut line)?;
     let (&kind, rest) = line.split_first().ok_or_else(|| bad("empty RESP line"))?;
@@ -379,15 +379,15 @@ fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
 // ---------------------------------------------------------------- clients
 
 /// A connection: a buffered reader and a writer on the same socket.
-struct Conn {
-    r: BufReader<TcpStream>,
+pub(crate) struct Conn {
+    pub(crate) r: BufReader<TcpStream>,
     w: TcpStream,
-    out: Vec<u8>,
+    pub(crate) out: Vec<u8>,
     line: Vec<u8>,
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> io::Result<Conn> {
+    pub(crate) fn open(addr: SocketAddr) -> io::Result<Conn> {
         let s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -399,12 +399,12 @@ impl Conn {
             line: Vec::new(),
         })
     }
-    fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.w.write_all(&self.out)?;
         self.out.clear();
         Ok(())
     }
-    fn set_timeout(&self, d: Duration) -> io::Result<()> {
+    pub(crate) fn set_timeout(&self, d: Duration) -> io::Result<()> {
         self.r.get_ref().set_read_timeout(Some(d))
     }
 }
@@ -761,14 +761,14 @@ impl Subscriber {
 
 // ---------------------------------------------------------------- payloads
 
-fn payload(size: usize, publisher: usize, seq: usize, t_ns: u64) -> Vec<u8> {
+pub(crate) fn payload(size: usize, publisher: usize, seq: usize, t_ns: u64) -> Vec<u8> {
     let mut v = format!("{publisher:03} {seq:09} {t_ns:015} ").into_bytes();
     v.resize(size.max(v.len()), b'.');
     v
 }
 
 /// (publisher, seq, send time ns) of a payload.
-fn parse_payload(p: &[u8]) -> Option<(usize, usize, u64)> {
+pub(crate) fn parse_payload(p: &[u8]) -> Option<(usize, usize, u64)> {
     let s = std::str::from_utf8(p.get(..30)?).ok()?;
     let mut f = s.split(' ');
     Some((
@@ -781,7 +781,7 @@ fn parse_payload(p: &[u8]) -> Option<(usize, usize, u64)> {
 /// On-CPU time of every live thread of `pid` in nanoseconds (the first field of
 /// /proc/PID/task/TID/schedstat): the same quantity as utime+stime, without
 /// their 10 ms clock-tick granularity. None if schedstat is unavailable.
-fn sched_cpu_ns(pid: u32) -> Option<u64> {
+pub(crate) fn sched_cpu_ns(pid: u32) -> Option<u64> {
     let mut total = 0;
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let path = t.ok()?.path().join("schedstat");
@@ -791,11 +791,11 @@ fn sched_cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-fn self_cpu() -> Duration {
+pub(crate) fn self_cpu() -> Duration {
     proc_cpu_time(std::process::id()).unwrap_or_default()
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

@@ -24,6 +24,7 @@ pub mod engines;
 pub mod experiment;
 pub mod idle;
 pub mod l4;
+pub mod links;
 pub mod machine;
 pub mod mailbox;
 pub mod model;

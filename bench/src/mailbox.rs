@@ -130,7 +130,7 @@ impl Payload for Batch {
 }
 
 /// The CPUs the two sides use: the first two allowed, or none on a one-CPU machine.
-fn two_cpus() -> Vec<usize> {
+pub(crate) fn two_cpus() -> Vec<usize> {
     let cpus = machine::allowed_cpus();
     if cpus.len() >= 2 {
         cpus[..2].to_vec()
@@ -262,16 +262,16 @@ impl<P: Payload> Handler for Stream<P> {
 }
 
 /// What one streaming run measured.
-struct StreamResult {
-    items_per_s: f64,
-    fulls: u64,
-    doorbell_writes: u64,
+pub(crate) struct StreamResult {
+    pub(crate) items_per_s: f64,
+    pub(crate) fulls: u64,
+    pub(crate) doorbell_writes: u64,
     /// Both shards' thread CPU time per message (ns).
-    cpu_ns_per_msg: Option<f64>,
+    pub(crate) cpu_ns_per_msg: Option<f64>,
 }
 
 /// Items per second, `Full`s, doorbell writes and CPU of one streaming run.
-fn shardline_stream<P: Payload>(
+pub(crate) fn shardline_stream<P: Payload>(
     io: Io,
     cpus: &[usize],
     messages: u64,
@@ -429,7 +429,7 @@ impl Handler for PingPong {
 }
 
 /// One-way wake latency, and both shards' thread CPU time per ping-pong (µs).
-fn shardline_wake(
+pub(crate) fn shardline_wake(
     io: Io,
     cpus: &[usize],
     pings: u64,

@@ -12,7 +12,7 @@ use shardline_bench::{
     client::{self, ClientIo, LoadConfig, Mode},
     compare, engines,
     experiment::{Probe, WindowMarks},
-    idle, l4,
+    idle, l4, links,
     machine::{self, MachineInfo},
     mailbox, proxy, report, scale, serve,
     servers::{self, Launch, PeerSelection, ServerProc, ServerSpec},
@@ -42,6 +42,10 @@ enum Cmd {
     /// Cross-shard mailbox throughput and wake latency, beside crossbeam-channel and
     /// std mpsc.
     Mailbox(MailboxArgs),
+    /// Per-shard engine links against one bridge per node (issue 16): Redis CPU,
+    /// harness CPU and latency per delivery for both layouts, with the framework
+    /// mailbox's hand-off cost measured in the same run.
+    EngineLinks(EngineLinksArgs),
     /// Cross-shard cost model: a chat message's fan-out projected to 8, 32 and 64
     /// shards from the mailbox and chat results (no measurement of its own).
     Model(ModelArgs),
@@ -708,6 +712,47 @@ struct EnginesArgs {
 }
 
 #[derive(Debug, Args)]
+struct EngineLinksArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Shards per node; each count runs both layouts.
+    #[arg(long, value_delimiter = ',', default_value = "2,4")]
+    shards: Vec<usize>,
+    /// Messages per shard's flush (the bridge writes shards × this at once).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Payload bytes (source, sequence and send time, then padding).
+    #[arg(long, default_value = "100", value_parser = size)]
+    payload: usize,
+    /// Messages each node publishes per run (split over its shards).
+    #[arg(long, default_value_t = 24_000)]
+    messages: usize,
+    /// Rounds, all cases interleaved in each; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Paced loads, RATExBATCH: messages/s over all nodes and messages per
+    /// shard's flush ("" for none). Each paced run lasts --paced-secs.
+    #[arg(long, default_value = "60000x16,6000x1", value_parser = links::parse_paced)]
+    paced: std::vec::Vec<(f64, usize)>,
+    /// Length of each paced run, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    paced_secs: f64,
+    /// Framework backend of the mailbox (hand-off) measurement.
+    #[arg(long, default_value = "uring")]
+    io: Io,
+    /// Messages streamed per mailbox throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    mailbox_messages: u64,
+    /// Ping-pongs of the mailbox wake-latency run.
+    #[arg(long, default_value_t = 1_000)]
+    pings: u64,
+    /// Write results as JSON here.
+    #[arg(long, default_value = "bench/results/engine-links.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// I/O backend: uring, epoll or auto.
     #[arg(long, default_value = "uring")]
@@ -992,6 +1037,26 @@ fn main() -> anyhow::Result<()> {
             };
             let out = engines::run(&cfg)?;
             print!("{}", engines::render(&out));
+            report::save_json(Some(&a.json), &out)
+        }
+        Cmd::EngineLinks(a) => {
+            let shards: Vec<usize> = a.shards.iter().map(|&s| s.clamp(1, 64)).collect();
+            let cfg = links::LinksConfig {
+                nodes: a.nodes.max(1),
+                batch: a.batch.max(1),
+                payload: a.payload.max(32),
+                // Whole batches for every shard count.
+                messages: links::whole_batches(a.messages, a.batch.max(1), &shards),
+                shards,
+                rounds: a.rounds.max(1),
+                paced: a.paced,
+                paced_secs: a.paced_secs.clamp(0.1, 10.0),
+                io: a.io,
+                mailbox_messages: a.mailbox_messages.max(mailbox::BATCH as u64),
+                pings: a.pings.max(10),
+            };
+            let out = links::run(&cfg)?;
+            print!("{}", links::render(&out));
             report::save_json(Some(&a.json), &out)
         }
         Cmd::Mailbox(a) => {
