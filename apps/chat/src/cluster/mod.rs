@@ -14,7 +14,14 @@
 //! engine over its own framework connection (a *link*; no thread, no second
 //! runtime: RESP2 through the `redis-protocol` codec, [`resp`]), so shared
 //! nothing inside a node still holds — no shard waits on another to reach
-//! the engine.
+//! the engine. Measured against one bridge per node (`shardline-bench
+//! engine-links`, `docs/cluster-engine.md` "Per-shard links or one bridge
+//! per node"): a bridge only saves Redis CPU by merging the shards' writes,
+//! which pays where Redis is saturated and nodes have several shards; it
+//! adds two cross-thread wake-ups (~78 µs at p50 here) and more node CPU
+//! than it saves on a quiet cluster, a thread outside shared-nothing, and
+//! one connection whose stall cuts off every shard. Redis is 5–11 % of the
+//! cluster's CPU in `chat --nodes 3`, so per-shard links stay.
 //!
 //! ## Links (built)
 //!
