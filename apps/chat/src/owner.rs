@@ -269,7 +269,7 @@ impl Owner {
     ) {
         if !(is_work(&req) && self.refused.contains(&from)) && self.through_engine(&req) {
             let node = self.node.clone();
-            match self.publish_request(&node, from, req) {
+            match self.publish_request(info, &node, from, req) {
                 cluster::Published::Waiting => {} // answered when its event is back
                 cluster::Published::Refused((fanout, body)) => {
                     if let Some(body) = body {

@@ -891,6 +891,56 @@ fn partial_delivery_is_reported(io: Io) {
     }
 }
 
+/// TOPIC and KICK across nodes: the creator shows as an operator on every
+/// node; a topic set on one node shows (and is kept) on the others; an
+/// operator kicks a member of another node, who is out of the channel there;
+/// the checks (operator, +t) hold for the other node's members.
+fn topic_and_kick_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(0, "bob");
+        let mut carol = b.register_on(shards - 1, "carol");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.join("#t");
+        bob.join("#t");
+        carol.join("#t");
+        assert_eq!(bob.names("#t"), ["@alice", "bob", "carol"], "{label}");
+
+        bob.send_expect("TOPIC #t :mine", "482", "#t");
+        alice.send("TOPIC #t :hello world");
+        alice.until("own TOPIC", |l| l.is("TOPIC"));
+        for c in [&mut bob, &mut carol] {
+            let (l, _) = c.until("TOPIC", |l| l.is("TOPIC"));
+            assert_eq!((l.nick(), l.last()), (Some("alice"), "hello world"), "{label}");
+        }
+        let l = bob.send_expect("TOPIC #t", "332", "#t");
+        assert_eq!(l.last(), "hello world", "{label}");
+
+        bob.send_expect("KICK #t alice :no", "482", "#t");
+        alice.send("KICK #t bob :out you go");
+        for c in [&mut alice, &mut bob, &mut carol] {
+            let (l, _) = c.until("KICK", |l| l.is("KICK"));
+            assert_eq!(
+                (l.nick(), l.params[1].as_str(), l.last()),
+                (Some("alice"), "bob", "out you go"),
+                "{label}"
+            );
+        }
+        bob.send_expect("PRIVMSG #t :still here?", "404", "#t");
+        names_until(&mut alice, &label, "#t", &["alice", "carol"]);
+        names_until(&mut carol, &label, "#t", &["alice", "carol"]);
+        alice.send_expect("KICK #t nobody", "401", "nobody");
+
+        drop((alice, bob, carol));
+        a.stop();
+        b.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -993,5 +1043,6 @@ shardline::per_backend! {
     nick_changes_and_quits_across_nodes => nick_changes_and_quits_across_nodes;
     a_late_node_and_missed_events_resync => a_late_node_and_missed_events_resync;
     partial_delivery_is_reported => partial_delivery_is_reported;
+    topic_and_kick_across_nodes => topic_and_kick_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

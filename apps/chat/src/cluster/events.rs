@@ -54,6 +54,28 @@ pub enum Event {
         /// The quit message.
         reason: String,
     },
+    /// A member set (or cleared: empty text) the channel's topic.
+    Topic {
+        /// The channel as named.
+        chan: String,
+        /// The setter's `nick!user@host`.
+        mask: String,
+        /// When, seconds since the epoch.
+        time: u64,
+        /// The topic.
+        text: String,
+    },
+    /// An operator removed a member (of any node) from the channel.
+    Kick {
+        /// The channel as named.
+        chan: String,
+        /// The kicker's `nick!user@host`.
+        mask: String,
+        /// The member's nick.
+        target: String,
+        /// The reason.
+        reason: String,
+    },
     /// A member changed its nick (one event per channel).
     Nick {
         /// The channel as named.
@@ -200,6 +222,21 @@ impl Envelope {
                 extra = once.to_string();
                 ("N", vec![chan, mask, nick, &extra], "")
             }
+            Event::Topic {
+                chan,
+                mask,
+                time,
+                text,
+            } => {
+                extra = time.to_string();
+                ("T", vec![chan, mask, &extra], text)
+            }
+            Event::Kick {
+                chan,
+                mask,
+                target,
+                reason,
+            } => ("K", vec![chan, mask, target], reason),
             Event::Msg {
                 to,
                 kind,
@@ -320,6 +357,18 @@ impl Envelope {
                 chan: next()?,
                 mask: next()?,
                 once: next()?.parse().ok()?,
+                reason: last.to_string(),
+            },
+            "T" => Event::Topic {
+                chan: next()?,
+                mask: next()?,
+                time: next()?.parse().ok()?,
+                text: last.to_string(),
+            },
+            "K" => Event::Kick {
+                chan: next()?,
+                mask: next()?,
+                target: next()?,
                 reason: last.to_string(),
             },
             "N" => Event::Nick {
@@ -506,6 +555,24 @@ mod tests {
                 client: (0, 1),
                 target: "Bob".into(),
             },
+            Event::Topic {
+                chan: "#r".into(),
+                mask: "o!~o@h".into(),
+                time: 1_700_000_000,
+                text: "a topic: with colons".into(),
+            },
+            Event::Topic {
+                chan: "#r".into(),
+                mask: "o!~o@h".into(),
+                time: 1,
+                text: String::new(),
+            },
+            Event::Kick {
+                chan: "#r".into(),
+                mask: "o!~o@h".into(),
+                target: "Victim".into(),
+                reason: "bye now".into(),
+            },
             Event::SyncAsk {
                 partition: 63,
                 again: true,
@@ -581,6 +648,8 @@ mod tests {
             "1 n 1 N #a m new :",
             "1 n 1 N #a m new x :",
             "1 n 1 S 70000 1 :",
+            "1 n 1 T #a m x :t",
+            "1 n 1 K #a m :r",
             "1 n 1 S 1 2 :",
             "1 n 1 S 1 :",
             "1 n 1 W n2 #r :a!~a@h * 1 b",

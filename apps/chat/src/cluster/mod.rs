@@ -97,7 +97,7 @@
 //! for accounts of other nodes, offline changes (`shardline-chat account
 //! passwd`) reaching the engine, nick protection of other nodes' accounts.
 //!
-//! ## Channels across nodes (built: JOIN, PART, QUIT, NICK, PRIVMSG, NOTICE, TAGMSG)
+//! ## Channels across nodes (built: JOIN, PART, QUIT, NICK, TOPIC, KICK, PRIVMSG, NOTICE, TAGMSG)
 //!
 //! One order per channel comes from the engine: every channel event goes
 //! through one Redis pub/sub channel per store partition
@@ -131,9 +131,17 @@
 //! other nodes). A `PUBLISH` that reached no subscriber (not even this
 //! node's) is handled here at once too, so no client waits forever.
 //!
-//! Not yet (issue 16 goes on): channel modes, topics, ops, KICK and INVITE
-//! across nodes (each node keeps its own; other nodes' members show without
-//! prefixes); AWAY, ACCOUNT, SETNAME and CHGHOST of other nodes' users;
+//! TOPIC (set) and KICK go through the engine the same way: checked on the
+//! requester's node (its operator status, `+t`), applied on every node in
+//! the channel's order; a KICK removes the member from its own node's
+//! channel too. A channel's creator (its JOIN found no member on any node)
+//! is an operator on every node: each node applies the JOINs in one order.
+//!
+//! Not yet (issue 16 goes on): MODE changes (flags, key, limit, bans, +o/+v)
+//! and INVITE across nodes (each node keeps its own; other nodes' members
+//! show without prefixes but the creator's `@`), the topic and modes of a
+//! channel in the resync (a node that starts late lacks the topic until it
+//! is set again); AWAY, ACCOUNT, SETNAME and CHGHOST of other nodes' users;
 //! messages published while a node's subscriber is away are lost to it
 //! (pub/sub is at-most-once; membership is repaired by the resync below,
 //! but the messages are not: streams, `XADD` + `PUBLISH` in one script as

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use shardline::{Ctx, ShardId};
 
 use super::{
-    channel::{delivery, Channel},
-    events::{no_such_channel, not_on_channel},
+    channel::{delivery, Channel, Topic},
+    events::{no_such_channel, not_on_channel, not_op},
     reply, Answer, EngineOp, Numeric, Owner,
 };
 
@@ -44,10 +44,9 @@ use crate::{
         ChatMsg, ClientRef, Membership, NoticeKind, Outgoing, ReplyBody, Request, Said,
         StandardReply, UserNotice,
     },
-    reply::Standard,
     reply::{
         code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
-        line,
+        line, truncate, Standard,
     },
     shard::{ChatShard, Outbox},
     store::{partition_of, Message as Stored, MessageKind},
@@ -62,6 +61,11 @@ pub struct RemoteMember {
     pub account: Option<String>,
     /// The key of its QUIT lines (from its JOIN).
     pub quit_key: u64,
+    /// It created the channel (joined when no node had a member): an
+    /// operator, as its node made it — every node applies the JOINs in one
+    /// order, so every node agrees. Other mode changes of other nodes'
+    /// members are not carried yet.
+    pub op: bool,
 }
 
 impl RemoteMember {
@@ -83,7 +87,11 @@ impl Owner {
             && self.engine_live
             && matches!(
                 req,
-                Request::Join { .. } | Request::Part { .. } | Request::ChanMsg { .. }
+                Request::Join { .. }
+                    | Request::Part { .. }
+                    | Request::ChanMsg { .. }
+                    | Request::Kick { .. }
+                    | Request::Topic { set: Some(_), .. }
             )
     }
 
@@ -91,6 +99,7 @@ impl Owner {
     /// pass (`None`), else the refusal to answer now.
     pub(super) fn publish_request(
         &mut self,
+        info: &ServerInfo,
         node: &str,
         from: ClientRef,
         mut req: Request,
@@ -169,12 +178,72 @@ impl Owner {
                     text: said.text.clone(),
                 }
             }
+            Request::Topic {
+                chan,
+                mask,
+                set: Some(text),
+                ..
+            } => {
+                let ckey: NameKey = casefold(chan).into();
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return Published::Refused(no_such_channel(chan));
+                };
+                let Some(member) = ch.members.get(&from) else {
+                    return Published::Refused(not_on_channel(&ch.name));
+                };
+                if ch.modes.topic_lock && !member.op {
+                    let nums = vec![not_op(&ch.name)];
+                    return Published::Refused(reply(ReplyBody::Numerics(nums)));
+                }
+                // Cut here, so every node keeps the same text.
+                *text = truncate(text, info.config.limits.topiclen).to_string();
+                Event::Topic {
+                    chan: chan.clone(),
+                    mask: mask.to_string(),
+                    time: crate::clock::now_secs(),
+                    text: text.clone(),
+                }
+            }
+            Request::Kick {
+                chan,
+                target,
+                mask,
+                reason,
+            } => {
+                let ckey: NameKey = casefold(chan).into();
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return Published::Refused(no_such_channel(chan));
+                };
+                let Some(kicker) = ch.members.get(&from) else {
+                    return Published::Refused(not_on_channel(&ch.name));
+                };
+                if !kicker.op {
+                    let nums = vec![not_op(&ch.name)];
+                    return Published::Refused(reply(ReplyBody::Numerics(nums)));
+                }
+                let folded = casefold(target);
+                let known = ch.by_nick.contains_key(folded.as_str())
+                    || ch.remote.keys().any(|(_, n)| **n == *folded);
+                if !known {
+                    // 401 or 441, as on a single node.
+                    return Published::Here(req);
+                }
+                *reason = truncate(reason, info.config.limits.kicklen).to_string();
+                Event::Kick {
+                    chan: chan.clone(),
+                    mask: mask.to_string(),
+                    target: target.clone(),
+                    reason: reason.clone(),
+                }
+            }
             _ => return Published::Here(req),
         };
         let chan = match &event {
             Event::Join { chan, .. }
             | Event::Part { chan, .. }
             | Event::Quit { chan, .. }
+            | Event::Topic { chan, .. }
+            | Event::Kick { chan, .. }
             | Event::Nick { chan, .. } => chan.clone(),
             _ => match &req {
                 Request::ChanMsg { chan, .. } => chan.clone(),
@@ -296,6 +365,8 @@ impl Owner {
                     mask: mask.clone(),
                     account: account.clone(),
                     quit_key,
+                    // Its node made it an operator in the same case.
+                    op: !self.chans.contains_key(&ckey),
                 };
                 let nick: NameKey = casefold(member.nick()).into();
                 if !self.syncs.is_empty() {
@@ -316,6 +387,64 @@ impl Owner {
                 out.stamp();
                 let d = delivery(&ckey, out, nobody, false, Membership::Same);
                 ch.deliver(ctx, outbox, d);
+            }
+            Event::Topic {
+                chan,
+                mask,
+                time,
+                text,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                let setter = mask.split('!').next().unwrap_or(&mask).to_string();
+                ch.topic = (!text.is_empty()).then(|| Topic {
+                    text: text.clone(),
+                    setter,
+                    time,
+                });
+                let mut out = Outgoing::new(line(&mask, "TOPIC", &[&ch.name, &text], true));
+                out.stamp();
+                let d = delivery(&ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+            }
+            Event::Kick {
+                chan,
+                mask,
+                target,
+                reason,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let folded: NameKey = casefold(&target).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                if let Some(&victim) = ch.by_nick.get(&folded) {
+                    // One of this node's members.
+                    let nick = ch.members.get(&victim).map_or(target, |m| m.nick.clone());
+                    let mut out =
+                        Outgoing::new(line(&mask, "KICK", &[&ch.name, &nick, &reason], true));
+                    out.stamp();
+                    let d = delivery(&ckey, out, nobody, false, Membership::Remove(victim));
+                    ch.deliver(ctx, outbox, d);
+                    ch.remove(victim);
+                } else {
+                    let key = ch.remote.keys().find(|(_, n)| *n == folded).cloned();
+                    let Some(key) = key else {
+                        return;
+                    };
+                    if !self.syncs.is_empty() {
+                        self.sync_touch(&key.0, &ckey, &key.1);
+                    }
+                    let Some(ch) = self.chans.get_mut(&ckey) else {
+                        return;
+                    };
+                    remote_kick(ch, ctx, outbox, &ckey, &key, nobody, &mask, &reason);
+                }
+                if ch_empty(self.chans.get(&ckey)) {
+                    self.chans.remove(&ckey);
+                }
             }
             Event::Part { chan, mask, reason } => {
                 self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, None, |name| {
@@ -706,6 +835,36 @@ impl Owner {
             self.chans.remove(&k);
         }
     }
+}
+
+/// Another node's member `key` kicked from `ch` by `mask` (`source` caused
+/// it: this node's kicker, or nobody): the KICK line to this node's
+/// members; how many shards it went to.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn remote_kick(
+    ch: &mut Channel,
+    ctx: &mut Ctx<'_, ChatShard>,
+    outbox: &mut Outbox,
+    ckey: &NameKey,
+    key: &(Arc<str>, NameKey),
+    source: ClientRef,
+    mask: &str,
+    reason: &str,
+) -> u32 {
+    let Some(gone) = ch.remote.remove(key) else {
+        return 0;
+    };
+    let nick = gone.nick().to_string();
+    let mut out = Outgoing::new(line(mask, "KICK", &[&ch.name, &nick, reason], true));
+    out.account = ch.account_of(source);
+    out.stamp();
+    let d = delivery(ckey, out, source, false, Membership::Same);
+    ch.deliver(ctx, outbox, d)
+}
+
+/// Whether `ch` (if any) has no member on any node.
+fn ch_empty(ch: Option<&Channel>) -> bool {
+    ch.is_some_and(|c| c.members.is_empty() && c.remote.is_empty())
 }
 
 /// The line of another node's message `kind` from `mask` to `to`.

@@ -155,7 +155,24 @@ impl Owner {
                 if !kicker.op {
                     return numerics(vec![not_op(&ch.name)]);
                 }
-                let Some(&victim) = ch.by_nick.get(casefold(&target).as_str()) else {
+                let folded = casefold(&target);
+                let Some(&victim) = ch.by_nick.get(folded.as_str()) else {
+                    // Another node's member (a cluster): its KICK came
+                    // through the engine like every node's.
+                    let remote = ch.remote.keys().find(|(_, n)| **n == *folded).cloned();
+                    if let Some(key) = remote {
+                        if !ch.room(outbox, info, None) {
+                            return reply(ReplyBody::Busy);
+                        }
+                        let reason = truncate(&reason, info.config.limits.kicklen).to_string();
+                        let n = super::cluster::remote_kick(
+                            ch, ctx, outbox, &ckey, &key, from, &mask, &reason,
+                        );
+                        if ch.members.is_empty() && ch.remote.is_empty() {
+                            self.chans.remove(&ckey);
+                        }
+                        return (n, Some(ReplyBody::Done));
+                    }
                     return reply(ReplyBody::CheckNicks {
                         nums: Vec::new(),
                         chan: ch.name.clone(),

@@ -151,6 +151,7 @@ impl Owner {
                         mask,
                         account,
                         quit_key,
+                        op: false,
                     };
                     list.push((chan.clone(), m));
                 }
