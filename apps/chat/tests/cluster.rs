@@ -915,7 +915,11 @@ fn topic_and_kick_across_nodes(io: Io) {
         alice.until("own TOPIC", |l| l.is("TOPIC"));
         for c in [&mut bob, &mut carol] {
             let (l, _) = c.until("TOPIC", |l| l.is("TOPIC"));
-            assert_eq!((l.nick(), l.last()), (Some("alice"), "hello world"), "{label}");
+            assert_eq!(
+                (l.nick(), l.last()),
+                (Some("alice"), "hello world"),
+                "{label}"
+            );
         }
         let l = bob.send_expect("TOPIC #t", "332", "#t");
         assert_eq!(l.last(), "hello world", "{label}");
@@ -936,6 +940,66 @@ fn topic_and_kick_across_nodes(io: Io) {
         alice.send_expect("KICK #t nobody", "401", "nobody");
 
         drop((alice, bob, carol));
+        a.stop();
+        b.stop();
+    }
+}
+
+/// MODE across nodes: +o/+v of another node's member, +k and +l set on one
+/// node and enforced on the other, -o taking effect on the member's own
+/// node; NAMES agrees everywhere.
+fn modes_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(0, "bob");
+        let mut carol = b.register_on(shards - 1, "carol");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.join("#m");
+        bob.join("#m");
+        carol.join("#m");
+
+        alice.send("MODE #m +o bob");
+        for c in [&mut alice, &mut bob, &mut carol] {
+            let (l, _) = c.until("MODE", |l| l.is("MODE"));
+            assert_eq!(l.params[1..], ["+o", "bob"], "{label}: {}", l.raw);
+        }
+        assert_eq!(bob.names("#m"), ["@alice", "@bob", "carol"], "{label}");
+        assert_eq!(alice.names("#m"), ["@alice", "@bob", "carol"], "{label}");
+
+        // bob, an operator now on his own node too, sets a key and a voice.
+        bob.send("MODE #m +kv sesame carol");
+        let (l, _) = alice.until("MODE", |l| l.is("MODE"));
+        assert_eq!(
+            l.params[1..],
+            ["+kv", "sesame", "carol"],
+            "{label}: {}",
+            l.raw
+        );
+        assert_eq!(alice.names("#m"), ["+carol", "@alice", "@bob"], "{label}");
+        let mut dave = a.register_on(shards - 1, "dave");
+        dave.send_expect("JOIN #m", "475", "#m");
+        dave.send("JOIN #m sesame");
+        dave.until("366", |l| l.is("366"));
+        // A limit of 4 with 4 members on two nodes: full for a fifth.
+        alice.send("MODE #m +l 4");
+        bob.until("MODE +l", |l| l.is("MODE") && l.params[1] == "+l");
+        let mut erin = b.register_on(0, "erin");
+        erin.send_expect("JOIN #m sesame", "471", "#m");
+
+        alice.send("MODE #m -o bob");
+        bob.until("MODE -o", |l| l.is("MODE") && l.params[1] == "-o");
+        bob.send_expect("MODE #m +i", "482", "#m");
+        assert_eq!(
+            carol.names("#m"),
+            ["+carol", "@alice", "bob", "dave"],
+            "{label}"
+        );
+
+        drop((alice, bob, carol, dave, erin));
         a.stop();
         b.stop();
     }
@@ -1044,5 +1108,6 @@ shardline::per_backend! {
     a_late_node_and_missed_events_resync => a_late_node_and_missed_events_resync;
     partial_delivery_is_reported => partial_delivery_is_reported;
     topic_and_kick_across_nodes => topic_and_kick_across_nodes;
+    modes_across_nodes => modes_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

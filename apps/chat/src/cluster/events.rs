@@ -76,6 +76,17 @@ pub enum Event {
         /// The reason.
         reason: String,
     },
+    /// An operator changed the channel's modes: the changes as asked
+    /// (every node applies them to the same state, in the same order, so
+    /// every node takes the same ones).
+    Mode {
+        /// The channel as named.
+        chan: String,
+        /// The setter's `nick!user@host`.
+        mask: String,
+        /// (adding, letter, parameter), in the order asked.
+        changes: Vec<(bool, char, Option<String>)>,
+    },
     /// A member changed its nick (one event per channel).
     Nick {
         /// The channel as named.
@@ -146,8 +157,9 @@ pub enum Event {
         to_node: String,
         /// The channel as named.
         chan: String,
-        /// Each member: `nick!user@host`, account, QUIT key.
-        members: Vec<(String, Option<String>, u64)>,
+        /// Each member: `nick!user@host`, account, QUIT key, and its
+        /// prefixes (1: operator, 2: voice).
+        members: Vec<(String, Option<String>, u64, u8)>,
     },
     /// The end of an answer to a [`Event::SyncAsk`] (its token).
     SyncEnd {
@@ -237,6 +249,23 @@ impl Envelope {
                 target,
                 reason,
             } => ("K", vec![chan, mask, target], reason),
+            Event::Mode {
+                chan,
+                mask,
+                changes,
+            } => {
+                // `+o<nick> -k +b<mask>`: sign, letter, parameter.
+                let mut list = Vec::with_capacity(changes.len());
+                for (adding, letter, param) in changes {
+                    let p = param.as_deref().unwrap_or("");
+                    if !letter.is_ascii_alphabetic() || p.contains([' ', '\r', '\n', '\0']) {
+                        return None;
+                    }
+                    list.push(format!("{}{letter}{p}", if *adding { '+' } else { '-' }));
+                }
+                extra = list.join(" ");
+                ("O", vec![chan, mask], extra.as_str())
+            }
             Event::Msg {
                 to,
                 kind,
@@ -295,11 +324,11 @@ impl Envelope {
                 members,
             } => {
                 let mut list = Vec::with_capacity(members.len());
-                for (mask, account, key) in members {
+                for (mask, account, key, flags) in members {
                     if !word_ok(mask) || account.as_deref().is_some_and(|a| !word_ok(a)) {
                         return None;
                     }
-                    list.push(format!("{mask} {} {key}", opt(account)));
+                    list.push(format!("{mask} {} {key} {flags}", opt(account)));
                 }
                 extra = list.join(" ");
                 ("W", vec![to_node.as_str(), chan], extra.as_str())
@@ -371,6 +400,27 @@ impl Envelope {
                 target: next()?,
                 reason: last.to_string(),
             },
+            "O" => {
+                let chan = next()?;
+                let mask = next()?;
+                let mut changes = Vec::new();
+                for w in last.split(' ').filter(|w| !w.is_empty()) {
+                    let mut c = w.chars();
+                    let adding = match c.next()? {
+                        '+' => true,
+                        '-' => false,
+                        _ => return None,
+                    };
+                    let letter = c.next().filter(char::is_ascii_alphabetic)?;
+                    let p = c.as_str();
+                    changes.push((adding, letter, (!p.is_empty()).then(|| p.to_string())));
+                }
+                Event::Mode {
+                    chan,
+                    mask,
+                    changes,
+                }
+            }
             "N" => Event::Nick {
                 chan: next()?,
                 mask: next()?,
@@ -429,13 +479,14 @@ impl Envelope {
                 let to_node = next()?;
                 let chan = next()?;
                 let words: Vec<&str> = last.split(' ').filter(|w| !w.is_empty()).collect();
-                if words.len() % 3 != 0 {
+                if words.len() % 4 != 0 {
                     return None;
                 }
-                let mut members = Vec::with_capacity(words.len() / 3);
-                for m in words.chunks(3) {
+                let mut members = Vec::with_capacity(words.len() / 4);
+                for m in words.chunks(4) {
                     let account = (m[1] != "*").then(|| m[1].to_string());
-                    members.push((m[0].to_string(), account, m[2].parse().ok()?));
+                    let flags: u8 = m[3].parse().ok().filter(|f| *f < 4)?;
+                    members.push((m[0].to_string(), account, m[2].parse().ok()?, flags));
                 }
                 Event::SyncMembers {
                     to_node,
@@ -573,6 +624,16 @@ mod tests {
                 target: "Victim".into(),
                 reason: "bye now".into(),
             },
+            Event::Mode {
+                chan: "#r".into(),
+                mask: "o!~o@h".into(),
+                changes: vec![
+                    (true, 'o', Some("bob".into())),
+                    (false, 'k', None),
+                    (true, 'b', Some("*!*@h=x:y".into())),
+                    (true, 'n', None),
+                ],
+            },
             Event::SyncAsk {
                 partition: 63,
                 again: true,
@@ -585,8 +646,8 @@ mod tests {
                 to_node: "n2".into(),
                 chan: "#r".into(),
                 members: vec![
-                    ("a!~a@h".into(), None, 1),
-                    ("b!~b@::1".into(), Some("bee".into()), u64::MAX),
+                    ("a!~a@h".into(), None, 1, 0),
+                    ("b!~b@::1".into(), Some("bee".into()), u64::MAX, 3),
                 ],
             },
             Event::SyncMembers {
@@ -653,7 +714,12 @@ mod tests {
             "1 n 1 S 1 2 :",
             "1 n 1 S 1 :",
             "1 n 1 W n2 #r :a!~a@h * 1 b",
-            "1 n 1 W n2 #r :a!~a@h * x",
+            "1 n 1 W n2 #r :a!~a@h * x 0",
+            "1 n 1 W n2 #r :a!~a@h * 1 4",
+            "1 n 1 W n2 #r :a!~a@h * 1",
+            "1 n 1 O #r m :o",
+            "1 n 1 O #r m :+",
+            "1 n 1 O #r m :+1x",
             "1 n 1 E n2 :",
         ] {
             assert_eq!(Envelope::decode(s), None, "{s:?}");

@@ -97,7 +97,7 @@
 //! for accounts of other nodes, offline changes (`shardline-chat account
 //! passwd`) reaching the engine, nick protection of other nodes' accounts.
 //!
-//! ## Channels across nodes (built: JOIN, PART, QUIT, NICK, TOPIC, KICK, PRIVMSG, NOTICE, TAGMSG)
+//! ## Channels across nodes (built: JOIN, PART, QUIT, NICK, TOPIC, KICK, MODE, PRIVMSG, NOTICE, TAGMSG)
 //!
 //! One order per channel comes from the engine: every channel event goes
 //! through one Redis pub/sub channel per store partition
@@ -114,41 +114,47 @@
 //! published; it is handled like on a single node — delivered to this node's
 //! members, stored in history, answered — when its own event comes back, in
 //! the engine's order. Another node's event is applied when it comes: its
-//! members are kept per channel (NAMES lists them, without prefixes), its
+//! members are kept per channel (NAMES lists them, with their prefixes), its
 //! lines are delivered to this node's members and its messages stored with
 //! the origin's msgid. A local user's QUIT is published for each channel,
-//! and a node that
-//! leaves the view (stopped, dead, or restarted) has its members QUIT every
-//! channel here. A local user's NICK change is published for each channel
+//! and a node that leaves the view (stopped, dead, or restarted) has its
+//! members QUIT every channel here. A local user's NICK change is published for each channel
 //! too, and renames the remote member there in the channel's order. A
 //! user's NICK or QUIT comes once per channel it shares with a node, and
 //! the member shards there give each of their clients one line of it: the
 //! copies carry one key ([`events::user_event_key`]; the member shard
-//! remembers the last 64 keys). Channel events go through the engine only while both links
-//! are up and the subscriptions confirmed; a request waiting for its event
+//! remembers the last 64 keys). Channel events go through the engine only
+//! while both links are up and the subscriptions confirmed; a request waiting for its event
 //! when that ends is handled here at once, as are requests while the engine
 //! is away (users were told by NOTICE that their messages stop reaching the
 //! other nodes). A `PUBLISH` that reached no subscriber (not even this
 //! node's) is handled here at once too, so no client waits forever.
 //!
-//! TOPIC (set) and KICK go through the engine the same way: checked on the
-//! requester's node (its operator status, `+t`), applied on every node in
-//! the channel's order; a KICK removes the member from its own node's
-//! channel too. A channel's creator (its JOIN found no member on any node)
-//! is an operator on every node: each node applies the JOINs in one order.
+//! TOPIC (set), KICK and MODE changes go through the engine the same way:
+//! checked on the requester's node (its operator status, `+t`), applied on
+//! every node in the channel's order; a KICK removes the member from its
+//! own node's channel too. Channel state is so replicated: each node
+//! applies the same events to the same state. A channel's creator (its
+//! JOIN found no member on any node) is an operator on every node; a MODE
+//! carries the changes as asked and every node applies them with the
+//! setter's operator status as it knows it (the same everywhere), so every
+//! node takes the same ones (`+o`/`+v` of any node's member, `+k`, `+l`
+//! counting every node's members, `+b`, the flags). The answer numerics
+//! are the requester's node's.
 //!
-//! Not yet (issue 16 goes on): MODE changes (flags, key, limit, bans, +o/+v)
-//! and INVITE across nodes (each node keeps its own; other nodes' members
-//! show without prefixes but the creator's `@`), the topic and modes of a
-//! channel in the resync (a node that starts late lacks the topic until it
-//! is set again); AWAY, ACCOUNT, SETNAME and CHGHOST of other nodes' users;
+//! Not yet (issue 16 goes on): INVITE of another node's user; a channel's
+//! topic and modes in the resync (a node that starts late has the members
+//! and their prefixes, but not the topic, key or bans until they change);
+//! ban entries carry each node's own time; AWAY, ACCOUNT, SETNAME and
+//! CHGHOST of other nodes' users;
 //! messages published while a node's subscriber is away are lost to it
 //! (pub/sub is at-most-once; membership is repaired by the resync below,
-//! but the messages are not: streams, `XADD` + `PUBLISH` in one script as
-//! the engine note suggests, would let it catch up); a check that passed
-//! here can fail when the event comes back (an event ordered in between,
-//! such as a ban): the other nodes show it, this one answers the refusal;
-//! history of other nodes' events before this node started.
+//! but the messages are not — their senders are told, see below; streams,
+//! `XADD` + `PUBLISH` in one script as the engine note suggests, would let
+//! it catch up); a check that passed here can fail when the event comes
+//! back (an event ordered in between, such as a ban): the other nodes show
+//! it, this one answers the refusal; history of other nodes' events before
+//! this node started.
 //!
 //! ## Resync (built)
 //!

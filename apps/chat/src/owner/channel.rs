@@ -343,11 +343,10 @@ impl Channel {
             .members
             .values()
             .map(|m| (m.prefix(multi), m.nick.as_str(), &*m.userhost));
-        // Other nodes' members: `@` for the channel's creator (other mode
-        // changes are not carried across nodes yet).
+        // Other nodes' members, with the prefixes every node agrees on.
         let remote = self.remote.values().map(|r| {
             let uh = r.mask.split_once('!').map_or("", |(_, uh)| uh);
-            (crate::view::prefix(r.op, false, multi), r.nick(), uh)
+            (crate::view::prefix(r.op, r.voice, multi), r.nick(), uh)
         });
         for (prefix, nick, uh) in local.chain(remote) {
             let uh_len = if userhost { 1 + uh.len() } else { 0 };

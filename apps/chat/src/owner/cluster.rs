@@ -41,7 +41,7 @@ use crate::{
     cluster::events::{user_event_key, Envelope, Event},
     info::ServerInfo,
     mail::{
-        ChatMsg, ClientRef, Membership, NoticeKind, Outgoing, ReplyBody, Request, Said,
+        ChatMsg, ClientRef, Membership, ModeChange, NoticeKind, Outgoing, ReplyBody, Request, Said,
         StandardReply, UserNotice,
     },
     reply::{
@@ -61,11 +61,12 @@ pub struct RemoteMember {
     pub account: Option<String>,
     /// The key of its QUIT lines (from its JOIN).
     pub quit_key: u64,
-    /// It created the channel (joined when no node had a member): an
-    /// operator, as its node made it — every node applies the JOINs in one
-    /// order, so every node agrees. Other mode changes of other nodes'
-    /// members are not carried yet.
+    /// An operator: it created the channel (joined when no node had a
+    /// member; every node applies the JOINs in one order, so every node
+    /// agrees), or a MODE +o made it one.
     pub op: bool,
+    /// Voiced (`+v`).
+    pub voice: bool,
 }
 
 impl RemoteMember {
@@ -83,16 +84,18 @@ impl Owner {
     /// Whether `req` goes through the engine (a cluster with its links up,
     /// and a channel event).
     pub(super) fn through_engine(&self, req: &Request) -> bool {
-        self.cluster
-            && self.engine_live
-            && matches!(
-                req,
-                Request::Join { .. }
-                    | Request::Part { .. }
-                    | Request::ChanMsg { .. }
-                    | Request::Kick { .. }
-                    | Request::Topic { set: Some(_), .. }
-            )
+        if !(self.cluster && self.engine_live) {
+            return false;
+        }
+        match req {
+            Request::Join { .. }
+            | Request::Part { .. }
+            | Request::ChanMsg { .. }
+            | Request::Kick { .. }
+            | Request::Topic { set: Some(_), .. } => true,
+            Request::Mode { changes, .. } => !changes.is_empty(),
+            _ => false,
+        }
     }
 
     /// Checks `req` against this node's state; publishes it if it would
@@ -236,6 +239,42 @@ impl Owner {
                     reason: reason.clone(),
                 }
             }
+            Request::Mode {
+                chan,
+                mask,
+                changes,
+            } => {
+                let ckey: NameKey = casefold(chan).into();
+                let Some(ch) = self.chans.get(&ckey) else {
+                    return Published::Here(req);
+                };
+                if !ch.members.get(&from).is_some_and(|m| m.op) {
+                    // Refused (482) or only a query: here, as on one node.
+                    return Published::Here(req);
+                }
+                // What can change the channel: known letters, not a ban
+                // list query; parameters with spaces are invalid anyway (the
+                // origin still answers them when its own event comes back).
+                let carried: Vec<(bool, char, Option<String>)> = changes
+                    .iter()
+                    .filter(|c| "imnstklbov".contains(c.mode))
+                    .filter(|c| !(c.mode == 'b' && c.param.is_none()))
+                    .filter(|c| {
+                        c.param
+                            .as_deref()
+                            .is_none_or(|p| !p.contains([' ', '\r', '\n', '\0']))
+                    })
+                    .map(|c| (c.adding, c.mode, c.param.clone()))
+                    .collect();
+                if carried.is_empty() {
+                    return Published::Here(req);
+                }
+                Event::Mode {
+                    chan: chan.clone(),
+                    mask: mask.to_string(),
+                    changes: carried,
+                }
+            }
             _ => return Published::Here(req),
         };
         let chan = match &event {
@@ -244,6 +283,7 @@ impl Owner {
             | Event::Quit { chan, .. }
             | Event::Topic { chan, .. }
             | Event::Kick { chan, .. }
+            | Event::Mode { chan, .. }
             | Event::Nick { chan, .. } => chan.clone(),
             _ => match &req {
                 Request::ChanMsg { chan, .. } => chan.clone(),
@@ -367,6 +407,7 @@ impl Owner {
                     quit_key,
                     // Its node made it an operator in the same case.
                     op: !self.chans.contains_key(&ckey),
+                    voice: false,
                 };
                 let nick: NameKey = casefold(member.nick()).into();
                 if !self.syncs.is_empty() {
@@ -445,6 +486,32 @@ impl Owner {
                 if ch_empty(self.chans.get(&ckey)) {
                     self.chans.remove(&ckey);
                 }
+            }
+            Event::Mode {
+                chan,
+                mask,
+                changes,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                // Its operator status as this node knows it: the same as on
+                // its own node, since every node applies the same events.
+                let setter: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                let is_op = ch.remote.get(&(origin, setter)).is_some_and(|m| m.op);
+                let changes = changes
+                    .into_iter()
+                    .map(|(adding, mode, param)| ModeChange {
+                        adding,
+                        mode,
+                        param,
+                    })
+                    .collect();
+                // The numerics are the setter's, answered on its node.
+                let _ = super::modes::apply_modes(
+                    ch, ctx, outbox, nobody, &ckey, &mask, changes, is_op,
+                );
             }
             Event::Part { chan, mask, reason } => {
                 self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, None, |name| {

@@ -146,12 +146,13 @@ impl Owner {
                     return;
                 }
                 let list = s.answers.entry(origin).or_default();
-                for (mask, account, quit_key) in members {
+                for (mask, account, quit_key, flags) in members {
                     let m = RemoteMember {
                         mask,
                         account,
                         quit_key,
-                        op: false,
+                        op: flags & 1 != 0,
+                        voice: flags & 2 != 0,
                     };
                     list.push((chan.clone(), m));
                 }
@@ -204,7 +205,7 @@ impl Owner {
             if partition_of(ckey) != partition || ch.members.is_empty() {
                 continue;
             }
-            let all: Vec<(String, Option<String>, u64)> = ch
+            let all: Vec<(String, Option<String>, u64, u8)> = ch
                 .members
                 .iter()
                 .map(|(who, m)| {
@@ -212,6 +213,7 @@ impl Owner {
                         format!("{}!{}", m.nick, m.userhost),
                         m.account.as_deref().map(str::to_string),
                         self.quit_key(*who),
+                        u8::from(m.op) | (u8::from(m.voice) << 1),
                     )
                 })
                 .collect();
