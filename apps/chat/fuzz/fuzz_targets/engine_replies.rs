@@ -8,12 +8,17 @@
 //! - decoding the same bytes in two pieces gives the same replies as in one
 //!   (the link keeps what is incomplete and decodes it again with more);
 //! - a reply that is neither whole nor broken is a prefix the reader keeps,
-//!   and is never over `MAX_REPLY` bytes.
+//!   and is never over `MAX_REPLY` bytes;
+//! - a channel event other nodes published (`cluster::events`) that decodes
+//!   encodes again to a form that decodes to the same event.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardline_chat::cluster::resp::{decode_reply, text, Decoded, MAX_REPLY};
+use shardline_chat::cluster::{
+    events::Envelope,
+    resp::{decode_reply, text, Decoded, MAX_REPLY},
+};
 
 fn replies(buf: &[u8]) -> (Vec<String>, usize, bool) {
     let mut at = 0;
@@ -51,5 +56,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = shardline_chat::cluster::account_from_engine(s);
+        if let Some(env) = Envelope::decode(s) {
+            if let Some(wire) = env.encode() {
+                assert_eq!(Envelope::decode(&wire).as_ref(), Some(&env), "{wire:?}");
+            }
+        }
     }
 });
