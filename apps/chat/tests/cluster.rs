@@ -773,15 +773,11 @@ fn nick_changes_and_quits_across_nodes(io: Io) {
     }
 }
 
-/// NAMES of `chan` (prefixes dropped, sorted) until it is `want`.
+/// NAMES of `chan` (with prefixes, sorted) until it is `want`.
 fn names_until(c: &mut Client, label: &str, chan: &str, want: &[&str]) {
     let started = Instant::now();
     loop {
-        let mut got: Vec<String> = c
-            .names(chan)
-            .iter()
-            .map(|n| n.trim_start_matches(['@', '+']).to_string())
-            .collect();
+        let mut got = c.names(chan);
         got.sort();
         if got == want {
             return;
@@ -809,13 +805,21 @@ fn a_late_node_and_missed_events_resync(io: Io) {
         links_until(&mut alice, &label, &["a.test", "b.test"]);
         alice.join("#late");
         bob.join("#late");
-        names_until(&mut alice, &label, "#late", &["alice", "bob"]);
+        names_until(&mut alice, &label, "#late", &["@alice", "bob"]);
+        alice.send("TOPIC #late :set before c started");
+        alice.send("MODE #late +l 10");
+        bob.until("MODE +l", |l| l.is("MODE") && l.params[1] == "+l");
 
         let c = TestServer::start_with(io, shards, node_config(&redis, "c", "c.test"));
         let mut carol = c.register_on(0, "carol");
         links_until(&mut carol, &label, &["a.test", "b.test", "c.test"]);
         carol.join("#late");
-        names_until(&mut carol, &label, "#late", &["alice", "bob", "carol"]);
+        names_until(&mut carol, &label, "#late", &["@alice", "bob", "carol"]);
+        // The channel's state came with the members.
+        let l = carol.send_expect("TOPIC #late", "332", "#late");
+        assert_eq!(l.last(), "set before c started", "{label}");
+        let l = carol.send_expect("MODE #late", "324", "#late");
+        assert_eq!(l.params[2..], ["+ntl", "10"], "{label}: {}", l.raw);
 
         // Every node's subscriber drops; bob leaves meanwhile.
         let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
@@ -829,8 +833,8 @@ fn a_late_node_and_missed_events_resync(io: Io) {
             let (l, _) = cl.until("bob's PART", |l| l.is("PART") && l.nick() == Some("bob"));
             assert_eq!(l.params[0], "#late", "{label}: {who}");
         }
-        names_until(&mut alice, &label, "#late", &["alice", "carol"]);
-        names_until(&mut carol, &label, "#late", &["alice", "carol"]);
+        names_until(&mut alice, &label, "#late", &["@alice", "carol"]);
+        names_until(&mut carol, &label, "#late", &["@alice", "carol"]);
         // Still one channel: messages flow both ways after the resync.
         alice.send("PRIVMSG #late :after the resync");
         let (l, _) = carol.until("PRIVMSG", |l| l.is("PRIVMSG"));
@@ -935,8 +939,8 @@ fn topic_and_kick_across_nodes(io: Io) {
             );
         }
         bob.send_expect("PRIVMSG #t :still here?", "404", "#t");
-        names_until(&mut alice, &label, "#t", &["alice", "carol"]);
-        names_until(&mut carol, &label, "#t", &["alice", "carol"]);
+        names_until(&mut alice, &label, "#t", &["@alice", "carol"]);
+        names_until(&mut carol, &label, "#t", &["@alice", "carol"]);
         alice.send_expect("KICK #t nobody", "401", "nobody");
 
         drop((alice, bob, carol));

@@ -161,6 +161,24 @@ pub enum Event {
         /// prefixes (1: operator, 2: voice).
         members: Vec<(String, Option<String>, u64, u8)>,
     },
+    /// Part of an answer to a [`Event::SyncAsk`] (its token): a channel's
+    /// state when the answering node saw the ask (before its members).
+    SyncChannel {
+        /// The asking node.
+        to_node: String,
+        /// The channel as named.
+        chan: String,
+        /// The flags set (`imnst` letters; may be empty).
+        flags: String,
+        /// The key.
+        key: Option<String>,
+        /// The limit (0: none).
+        limit: u32,
+        /// The ban masks.
+        bans: Vec<String>,
+        /// The topic: setter, time (seconds), text.
+        topic: Option<(String, u64, String)>,
+    },
     /// The end of an answer to a [`Event::SyncAsk`] (its token).
     SyncEnd {
         /// The asking node.
@@ -333,6 +351,37 @@ impl Envelope {
                 extra = list.join(" ");
                 ("W", vec![to_node.as_str(), chan], extra.as_str())
             }
+            Event::SyncChannel {
+                to_node,
+                chan,
+                flags,
+                key,
+                limit,
+                bans,
+                topic,
+            } => {
+                if !flags.bytes().all(|b| b"imnst".contains(&b))
+                    || bans.iter().any(|b| b.is_empty() || b.contains([',', ' ']))
+                {
+                    return None;
+                }
+                let (setter, time, text) = match topic {
+                    Some((s, t, x)) => (s.as_str(), *t, x.as_str()),
+                    None => ("*", 0, ""),
+                };
+                extra = format!(
+                    "+{flags} {} {limit} {} {setter} {time}",
+                    opt(key),
+                    if bans.is_empty() {
+                        "*".to_string()
+                    } else {
+                        bans.join(",")
+                    }
+                );
+                let mut words = vec![to_node.as_str(), chan.as_str()];
+                words.extend(extra.split(' '));
+                ("C", words, text)
+            }
             Event::SyncEnd { to_node, partition } => {
                 extra = partition.to_string();
                 ("E", vec![to_node.as_str(), &extra], "")
@@ -492,6 +541,35 @@ impl Envelope {
                     to_node,
                     chan,
                     members,
+                }
+            }
+            "C" => {
+                let to_node = next()?;
+                let chan = next()?;
+                let flags = next()?.strip_prefix('+')?.to_string();
+                if !flags.bytes().all(|b| b"imnst".contains(&b)) {
+                    return None;
+                }
+                let key = account(next()?);
+                let limit = next()?.parse().ok()?;
+                let bans = match next()?.as_str() {
+                    "*" => Vec::new(),
+                    list => list.split(',').map(str::to_string).collect(),
+                };
+                if bans.iter().any(String::is_empty) {
+                    return None;
+                }
+                let setter = next()?;
+                let time = next()?.parse().ok()?;
+                let topic = (setter != "*").then(|| (setter, time, last.to_string()));
+                Event::SyncChannel {
+                    to_node,
+                    chan,
+                    flags,
+                    key,
+                    limit,
+                    bans,
+                    topic,
                 }
             }
             "E" => Event::SyncEnd {
@@ -659,6 +737,24 @@ mod tests {
                 to_node: "n2".into(),
                 partition: 0,
             },
+            Event::SyncChannel {
+                to_node: "n2".into(),
+                chan: "#r".into(),
+                flags: "int".into(),
+                key: Some("sesame".into()),
+                limit: 5,
+                bans: vec!["*!*@h".into(), "x!*@*".into()],
+                topic: Some(("op".into(), 1_700_000_000, "the topic: here".into())),
+            },
+            Event::SyncChannel {
+                to_node: "n2".into(),
+                chan: "#r".into(),
+                flags: String::new(),
+                key: None,
+                limit: 0,
+                bans: Vec::new(),
+                topic: None,
+            },
             Event::Msg {
                 to: "#room".into(),
                 kind: MessageKind::Tagmsg,
@@ -721,6 +817,9 @@ mod tests {
             "1 n 1 O #r m :+",
             "1 n 1 O #r m :+1x",
             "1 n 1 E n2 :",
+            "1 n 1 C n2 #r nt * 0 * * 0 :",
+            "1 n 1 C n2 #r +x * 0 * * 0 :",
+            "1 n 1 C n2 #r + * 0 a,,b * 0 :",
         ] {
             assert_eq!(Envelope::decode(s), None, "{s:?}");
         }

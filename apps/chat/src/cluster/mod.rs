@@ -142,10 +142,9 @@
 //! counting every node's members, `+b`, the flags). The answer numerics
 //! are the requester's node's.
 //!
-//! Not yet (issue 16 goes on): INVITE of another node's user; a channel's
-//! topic and modes in the resync (a node that starts late has the members
-//! and their prefixes, but not the topic, key or bans until they change);
-//! ban entries carry each node's own time; AWAY, ACCOUNT, SETNAME and
+//! Not yet (issue 16 goes on): INVITE of another node's user; ban entries
+//! carry each node's own time (and, from a resync, the answering node's
+//! name as setter); AWAY, ACCOUNT, SETNAME and
 //! CHGHOST of other nodes' users;
 //! messages published while a node's subscriber is away are lost to it
 //! (pub/sub is at-most-once; membership is repaired by the resync below,
@@ -160,7 +159,8 @@
 //!
 //! Each time a shard's links become live (the node started, or its
 //! subscriber came back) it asks the other nodes, through each partition it
-//! owns, who of theirs is in that partition's channels; the answers come in
+//! owns, who of theirs is in that partition's channels (and each channel's
+//! topic, modes and bans); the answers come in
 //! the partition's order and replace what it had of each node there but
 //! for members whose events it saw since its ask (newer). A member it did
 //! not know shows as a JOIN, one that left meanwhile as a PART. Whoever

@@ -363,7 +363,10 @@ impl Owner {
                 outbox.post(ctx, ShardId(holder.shard), private);
                 return;
             }
-            ev @ (Event::SyncAsk { .. } | Event::SyncMembers { .. } | Event::SyncEnd { .. }) => {
+            ev @ (Event::SyncAsk { .. }
+            | Event::SyncMembers { .. }
+            | Event::SyncChannel { .. }
+            | Event::SyncEnd { .. }) => {
                 let origin: Arc<str> = env.node.as_str().into();
                 self.sync_event(ctx, outbox, node, origin, env.token, ev);
                 return;
@@ -384,6 +387,13 @@ impl Owner {
                 return;
             }
             _ => {}
+        }
+        if !self.syncs.is_empty() {
+            match &env.event {
+                Event::Topic { chan, .. } => self.sync_touch_state(chan, true),
+                Event::Mode { chan, .. } => self.sync_touch_state(chan, false),
+                _ => {}
+            }
         }
         if env.node == node {
             // Our own: handle the request it carried, now, in this order.
@@ -610,6 +620,7 @@ impl Owner {
             | Event::Bounce { .. }
             | Event::SyncAsk { .. }
             | Event::SyncMembers { .. }
+            | Event::SyncChannel { .. }
             | Event::SyncEnd { .. } => {} // above
         }
     }

@@ -6,8 +6,9 @@
 //! - The asker's own ask coming back marks the point of the order the
 //!   answers describe: from there on it notes which (node, channel, nick)
 //!   it saw an event of ([`PartitionSync::touched`]).
-//! - Each other node, at the ask, publishes its own members of the
-//!   partition's channels ([`Event::SyncMembers`], at most
+//! - Each other node, at the ask, publishes, for each of the partition's
+//!   channels it has members in, the channel's state ([`Event::SyncChannel`]:
+//!   modes, bans, topic) and its own members ([`Event::SyncMembers`], at most
 //!   [`MEMBERS_PER_EVENT`] an event), then [`Event::SyncEnd`]. Its events
 //!   published before it saw the ask can still come between the ask and the
 //!   answer, but never after the answer (one owner, one command link).
@@ -15,6 +16,11 @@
 //!   of that node in those channels, except the ones touched since the ask
 //!   (their events are newer). A member it did not know is shown to the
 //!   local members as a JOIN, one it knew but the answer lacks as a PART.
+//! - The first answer's state of a channel is taken, but for the topic or
+//!   the modes if a TOPIC or MODE of the channel came since the ask (newer;
+//!   the other part is still taken), and `+s` where this node has members
+//!   (their shards keep it in their views). Every node applies the same
+//!   events, so every answer has the same state.
 //!
 //! A node that was away may also have missed the asks of others, and they
 //! its events: an ask made on coming back has `again` set, and each node
@@ -32,7 +38,7 @@ use std::{
 use shardline::Ctx;
 
 use super::{
-    channel::{delivery, Channel},
+    channel::{delivery, Ban, Channel, Modes, Topic},
     cluster::{remote_leaves, RemoteMember, NOBODY},
     Owner,
 };
@@ -67,6 +73,11 @@ pub(super) struct PartitionSync {
     /// Answers under way, by node.
     answers: HashMap<Arc<str>, Vec<(String, RemoteMember)>>,
     answered: usize,
+    /// Channels whose topic (`true`) or modes (`false`) changed since the
+    /// ask came back: an answer's older state is not applied to them.
+    state_touched: HashSet<(NameKey, bool)>,
+    /// Channels whose state an answer already gave.
+    state_given: HashSet<NameKey>,
 }
 
 impl Owner {
@@ -93,6 +104,8 @@ impl Owner {
                 touched: HashSet::new(),
                 answers: HashMap::new(),
                 answered: 0,
+                state_touched: HashSet::new(),
+                state_given: HashSet::new(),
             },
         );
         let ask = Event::SyncAsk { partition, again };
@@ -157,6 +170,64 @@ impl Owner {
                     list.push((chan.clone(), m));
                 }
             }
+            Event::SyncChannel {
+                to_node,
+                chan,
+                flags,
+                key,
+                limit,
+                bans,
+                topic,
+            } if to_node == node => {
+                let ckey: NameKey = casefold(&chan).into();
+                let p = partition_of(&ckey);
+                let Some(s) = self.syncs.get_mut(&p) else {
+                    return;
+                };
+                if s.token != token || !s.started || !s.state_given.insert(ckey.clone()) {
+                    return;
+                }
+                let (topic_new, modes_new) = (
+                    !s.state_touched.contains(&(ckey.clone(), true)),
+                    !s.state_touched.contains(&(ckey.clone(), false)),
+                );
+                let shards = ctx.shards();
+                let ch = self
+                    .chans
+                    .entry(ckey)
+                    .or_insert_with(|| Channel::new(chan, shards));
+                if topic_new {
+                    ch.topic = topic.map(|(setter, time, text)| Topic { text, setter, time });
+                }
+                if modes_new {
+                    let m = &mut ch.modes;
+                    // +s is in the views of this node's members' shards:
+                    // left as it is when there are any.
+                    let secret = if ch.members.is_empty() {
+                        flags.contains('s')
+                    } else {
+                        m.secret
+                    };
+                    *m = Modes {
+                        invite_only: flags.contains('i'),
+                        moderated: flags.contains('m'),
+                        no_external: flags.contains('n'),
+                        secret,
+                        topic_lock: flags.contains('t'),
+                        key,
+                        limit: (limit > 0).then_some(limit),
+                    };
+                    ch.bans = bans
+                        .into_iter()
+                        .map(|mask| Ban {
+                            folded: casefold(&mask).to_string(),
+                            mask,
+                            setter: origin.to_string(),
+                            time: crate::clock::now_secs(),
+                        })
+                        .collect();
+                }
+            }
             Event::SyncEnd { to_node, partition } if to_node == node => {
                 let Some(s) = self.syncs.get_mut(&partition) else {
                     return;
@@ -197,8 +268,19 @@ impl Owner {
         }
     }
 
+    /// A TOPIC (`topic`) or MODE event of `chan` came (any node's, this
+    /// one's included): newer than the state any answer still to come has.
+    pub(super) fn sync_touch_state(&mut self, chan: &str, topic: bool) {
+        let ckey: NameKey = casefold(chan).into();
+        if let Some(s) = self.syncs.get_mut(&partition_of(&ckey)) {
+            if s.started {
+                s.state_touched.insert((ckey, topic));
+            }
+        }
+    }
+
     /// Answers `asker`'s ask `token`: this node's members of the channels of
-    /// `partition`, then the end.
+    /// `partition` (each channel's state first), then the end.
     fn sync_answer(&mut self, node: &str, asker: &str, token: u64, partition: u16) {
         let mut events = Vec::new();
         for (ckey, ch) in &self.chans {
@@ -217,6 +299,30 @@ impl Owner {
                     )
                 })
                 .collect();
+            let m = &ch.modes;
+            let flags: String = [
+                (m.invite_only, 'i'),
+                (m.moderated, 'm'),
+                (m.no_external, 'n'),
+                (m.secret, 's'),
+                (m.topic_lock, 't'),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, c)| *c)
+            .collect();
+            events.push(Event::SyncChannel {
+                to_node: asker.to_string(),
+                chan: ch.name.clone(),
+                flags,
+                key: m.key.clone(),
+                limit: m.limit.unwrap_or(0),
+                bans: ch.bans.iter().map(|b| b.mask.clone()).collect(),
+                topic: ch
+                    .topic
+                    .as_ref()
+                    .map(|t| (t.setter.clone(), t.time, t.text.clone())),
+            });
             for chunk in all.chunks(MEMBERS_PER_EVENT) {
                 events.push(Event::SyncMembers {
                     to_node: asker.to_string(),
