@@ -122,6 +122,9 @@ pub struct Owner {
     /// Private messages to users of other nodes, waiting for the engine to
     /// say whether the nick was held: token -> the sender, what it said.
     direct_waits: HashMap<u64, (ClientRef, Box<Said>)>,
+    /// INVITEs of users of other nodes waiting for the engine: token -> the
+    /// inviter, the invitee's nick, the channel's name.
+    invite_waits: HashMap<u64, (ClientRef, String, String)>,
     /// Resyncs this shard asked for, by partition ([`sync`]).
     syncs: HashMap<u16, sync::PartitionSync>,
 }
@@ -249,6 +252,7 @@ impl Owner {
             incarnation: String::new(),
             chan_waits: HashMap::new(),
             direct_waits: HashMap::new(),
+            invite_waits: HashMap::new(),
             syncs: HashMap::new(),
         }
     }
@@ -400,6 +404,14 @@ impl Owner {
             }
             Request::Invite { nick, chan, mask } => {
                 let Some(target) = self.holder(&nick) else {
+                    if self.cluster && self.engine_live {
+                        // Perhaps a user of another node: the channel's
+                        // owner checks the inviter and sends it there.
+                        let to = owner_of(&chan, ctx.shards());
+                        let req = Request::InviteRemote { nick, chan, mask };
+                        outbox.post(ctx, ShardId(to), ChatMsg::Request { from, req });
+                        return (0, None);
+                    }
                     return numerics(vec![no_such_nick(&nick)]);
                 };
                 let to = owner_of(&chan, ctx.shards());
@@ -969,6 +981,7 @@ fn is_work(req: &Request) -> bool {
         | Request::Part { .. }
         | Request::Kick { .. }
         | Request::InviteTo { .. }
+        | Request::InviteRemote { .. }
         | Request::ChanMsg { .. }
         | Request::NickMsg { .. }
         | Request::ConvMsg { .. } => true,

@@ -1009,6 +1009,44 @@ fn modes_across_nodes(io: Io) {
     }
 }
 
+/// INVITE of another node's user: the inviter gets 341, the invitee the
+/// INVITE line, and the invitation lets it into the +i channel on its own
+/// node (an uninvited user there gets 473); a member gets 443, nobody 401.
+fn invite_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(shards - 1, "bob");
+        let mut carol = b.register_on(0, "carol");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.join("#inv");
+        alice.send("MODE #inv +i");
+        alice.until("MODE", |l| l.is("MODE"));
+        bob.send_expect("JOIN #inv", "473", "#inv");
+
+        let l = alice.send_expect("INVITE BOB #inv", "341", "BOB");
+        assert_eq!(l.params[2], "#inv", "{label}");
+        let (l, _) = bob.until("INVITE", |l| l.is("INVITE"));
+        assert_eq!(
+            (l.nick(), l.params[0].as_str(), l.params[1].as_str()),
+            (Some("alice"), "BOB", "#inv"),
+            "{label}"
+        );
+        bob.join("#inv");
+        carol.send_expect("JOIN #inv", "473", "#inv");
+        alice.until("bob's JOIN", |l| l.is("JOIN") && l.nick() == Some("bob"));
+        alice.send_expect("INVITE bob #inv", "443", "bob");
+        alice.send_expect("INVITE nobody #inv", "401", "nobody");
+
+        drop((alice, bob, carol));
+        a.stop();
+        b.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -1113,5 +1151,6 @@ shardline::per_backend! {
     partial_delivery_is_reported => partial_delivery_is_reported;
     topic_and_kick_across_nodes => topic_and_kick_across_nodes;
     modes_across_nodes => modes_across_nodes;
+    invite_across_nodes => invite_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

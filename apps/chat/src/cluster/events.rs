@@ -186,6 +186,18 @@ pub enum Event {
         /// The partition.
         partition: u16,
     },
+    /// An INVITE of a user of another node (the node whose claim the nick
+    /// is), checked on the inviter's node.
+    Invite {
+        /// The channel as named.
+        chan: String,
+        /// The inviter's `nick!user@host`.
+        mask: String,
+        /// The invitee's nick as written.
+        target: String,
+        /// The inviter on its node (a bounce goes back to it).
+        from: (usize, u64),
+    },
     /// A PRIVMSG whose target had left the node that was to deliver it: the
     /// sender (on node `to_node`) gets 401.
     Bounce {
@@ -327,6 +339,15 @@ impl Envelope {
             } => {
                 extra = format!("{}.{}", client.0, client.1);
                 ("B", vec![to_node.as_str(), &extra, target], "")
+            }
+            Event::Invite {
+                chan,
+                mask,
+                target,
+                from,
+            } => {
+                extra = format!("{}.{}", from.0, from.1);
+                ("I", vec![chan.as_str(), mask, target, &extra], "")
             }
             Event::SyncAsk { partition, again } => {
                 extra = partition.to_string();
@@ -576,6 +597,12 @@ impl Envelope {
                 to_node: next()?,
                 partition: next()?.parse().ok()?,
             },
+            "I" => Event::Invite {
+                chan: next()?,
+                mask: next()?,
+                target: next()?,
+                from: client_ref(&next()?)?,
+            },
             "B" => Event::Bounce {
                 to_node: next()?,
                 client: client_ref(&next()?)?,
@@ -711,6 +738,12 @@ mod tests {
                     (true, 'b', Some("*!*@h=x:y".into())),
                     (true, 'n', None),
                 ],
+            },
+            Event::Invite {
+                chan: "#r".into(),
+                mask: "o!~o@h".into(),
+                target: "Bob".into(),
+                from: (1, 22),
             },
             Event::SyncAsk {
                 partition: 63,

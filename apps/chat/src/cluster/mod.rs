@@ -142,9 +142,16 @@
 //! counting every node's members, `+b`, the flags). The answer numerics
 //! are the requester's node's.
 //!
-//! Not yet (issue 16 goes on): INVITE of another node's user; ban entries
-//! carry each node's own time (and, from a resync, the answering node's
-//! name as setter); AWAY, ACCOUNT, SETNAME and
+//! An INVITE of another node's user is checked by the channel's owner on
+//! the inviter's node and sent like a private message (below) to the node
+//! whose claim the nick is, whose channel owner records the invitation
+//! (`+i` is checked on the invitee's node at its JOIN) and gives the
+//! invitee the INVITE line; the inviter gets 341, 401 or `FAIL INVITE
+//! UNREACHABLE`.
+//!
+//! Not yet (issue 16 goes on): `invite-notify` on the other nodes; ban
+//! entries carry each node's own time (and, from a resync, the answering
+//! node's name as setter); AWAY, ACCOUNT, SETNAME and
 //! CHGHOST of other nodes' users;
 //! messages published while a node's subscriber is away are lost to it
 //! (pub/sub is at-most-once; membership is repaired by the resync below,

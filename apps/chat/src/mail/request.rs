@@ -301,6 +301,31 @@ pub enum Request {
         /// `nick!user@host` of the inviter.
         mask: Arc<str>,
     },
+    /// INVITE of a nick nobody on this node holds (a cluster), forwarded by
+    /// the nick's owner to the channel's owner: it checks the inviter as for
+    /// `InviteTo` and sends the invitation to the node whose claim the nick
+    /// is.
+    InviteRemote {
+        /// The invitee's nick as written.
+        nick: String,
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the inviter.
+        mask: Arc<str>,
+    },
+    /// Another node's INVITE for a user here, forwarded by the nick's owner
+    /// to the channel's owner: the invitation is recorded (for `+i`) and the
+    /// INVITE line goes to the invitee. Answered to nobody.
+    InviteFromNode {
+        /// The invitee.
+        target: ClientRef,
+        /// The invitee's nick as it holds it.
+        nick: String,
+        /// The channel name.
+        chan: String,
+        /// `nick!user@host` of the inviter.
+        mask: String,
+    },
     /// PRIVMSG/NOTICE/TAGMSG to a channel. The body is formatted by the sender's
     /// shard; the owner stamps its time and msgid, orders it and keeps it in the
     /// channel's history. Only PRIVMSG draws error replies.

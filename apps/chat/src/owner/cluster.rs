@@ -45,7 +45,7 @@ use crate::{
         StandardReply, UserNotice,
     },
     reply::{
-        code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL},
+        code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL, ERR_USERONCHANNEL, RPL_INVITING},
         line, truncate, Standard,
     },
     shard::{ChatShard, Outbox},
@@ -371,6 +371,31 @@ impl Owner {
                 self.sync_event(ctx, outbox, node, origin, env.token, ev);
                 return;
             }
+            Event::Invite {
+                chan,
+                mask,
+                target,
+                from,
+            } => {
+                let Some((holder, _)) = self.holder_entry(&target) else {
+                    let bounce = Event::Bounce {
+                        to_node: env.node,
+                        client: from,
+                        target: target.clone(),
+                    };
+                    self.publish_event(node, 0, &target, bounce);
+                    return;
+                };
+                let to = crate::casemap::owner_of(&chan, ctx.shards());
+                let req = Request::InviteFromNode {
+                    target: holder,
+                    nick: target,
+                    chan,
+                    mask,
+                };
+                outbox.post(ctx, ShardId(to), ChatMsg::Request { from: nobody, req });
+                return;
+            }
             Event::Bounce {
                 to_node,
                 client,
@@ -618,6 +643,7 @@ impl Owner {
             }
             Event::Direct { .. }
             | Event::Bounce { .. }
+            | Event::Invite { .. }
             | Event::SyncAsk { .. }
             | Event::SyncMembers { .. }
             | Event::SyncChannel { .. }
@@ -684,6 +710,9 @@ impl Owner {
         outcome: super::DirectOutcome,
     ) {
         let Some((from, said)) = self.direct_waits.remove(&token) else {
+            if let Some((from, nick, chan)) = self.invite_waits.remove(&token) {
+                self.invite_sent(ctx, outbox, from, nick, chan, outcome);
+            }
             return;
         };
         let quiet = said.kind != MessageKind::Privmsg;
@@ -699,6 +728,97 @@ impl Owner {
                     command: said.kind.command(),
                     code: "UNREACHABLE",
                     context: vec![said.to.clone()],
+                    text: "Not delivered: that user's server is cut off from the cluster engine"
+                        .to_string(),
+                };
+                outbox.post(ctx, ShardId(from.shard), ChatMsg::Standard(Box::new(r)));
+                ReplyBody::Done
+            }
+        };
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
+    }
+
+    /// An INVITE of `nick`, held by nobody here, into `chan`: checked as on
+    /// a single node (the inviter is a member, an operator on a `+i`
+    /// channel, the invitee not a member), then sent to the node whose claim
+    /// the nick is (as a private message is), answered when the engine says.
+    pub(super) fn invite_remote(
+        &mut self,
+        from: ClientRef,
+        nick: String,
+        chan: &str,
+        mask: &str,
+    ) -> Answer {
+        let ckey: NameKey = casefold(chan).into();
+        let Some(ch) = self.chans.get(&ckey) else {
+            return no_such_channel(chan);
+        };
+        let Some(inviter) = ch.members.get(&from) else {
+            return not_on_channel(&ch.name);
+        };
+        let folded = casefold(&nick);
+        if ch.remote.keys().any(|(_, n)| **n == *folded) {
+            let text = "is already on channel";
+            let e = Numeric::new(ERR_USERONCHANNEL, [nick.as_str(), &ch.name, text]);
+            return reply(ReplyBody::Numerics(vec![e]));
+        }
+        if ch.modes.invite_only && !inviter.op {
+            return reply(ReplyBody::Numerics(vec![not_op(&ch.name)]));
+        }
+        let name = ch.name.clone();
+        let env = Envelope {
+            node: self.node.clone(),
+            token: 0,
+            event: Event::Invite {
+                chan: name.clone(),
+                mask: mask.to_string(),
+                target: nick.clone(),
+                from: (from.shard, from.id),
+            },
+        };
+        let Some(payload) = env.encode() else {
+            return reply(ReplyBody::Numerics(vec![super::no_such_nick(&nick)]));
+        };
+        self.claim_seq += 1;
+        let token = self.claim_seq;
+        let key: NameKey = folded.into();
+        let partition = partition_of(&key);
+        self.invite_waits.insert(token, (from, nick, name));
+        self.engine_out.push(EngineOp::Direct {
+            token,
+            key,
+            partition,
+            payload,
+        });
+        (0, None)
+    }
+
+    /// The engine's answer to an INVITE for another node: 341 when that
+    /// node took it, 401 when no live node holds the nick, `FAIL INVITE
+    /// UNREACHABLE` when its node's subscriber is away.
+    fn invite_sent(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        from: ClientRef,
+        nick: String,
+        chan: String,
+        outcome: super::DirectOutcome,
+    ) {
+        let body = match outcome {
+            super::DirectOutcome::Sent => {
+                ReplyBody::Numerics(vec![Numeric::new(RPL_INVITING, [nick, chan])])
+            }
+            super::DirectOutcome::NoSuchNick => {
+                ReplyBody::Numerics(vec![super::no_such_nick(&nick)])
+            }
+            super::DirectOutcome::Unreachable => {
+                let r = StandardReply {
+                    to: from,
+                    kind: Standard::Fail,
+                    command: "INVITE",
+                    code: "UNREACHABLE",
+                    context: vec![nick],
                     text: "Not delivered: that user's server is cut off from the cluster engine"
                         .to_string(),
                 };

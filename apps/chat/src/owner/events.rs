@@ -239,6 +239,34 @@ impl Owner {
                 let done = Numeric::new(RPL_INVITING, [nick, ch.name.clone()]);
                 (n + 1, Some(ReplyBody::Numerics(vec![done])))
             }
+            Request::InviteRemote { nick, chan, mask } => {
+                self.invite_remote(from, nick, &chan, &mask)
+            }
+            Request::InviteFromNode {
+                target,
+                nick,
+                chan,
+                mask,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let name = match self.chans.get_mut(&ckey) {
+                    Some(ch) => {
+                        ch.invite(target);
+                        ch.name.clone()
+                    }
+                    None => chan,
+                };
+                let mut out = Outgoing::new(line(&mask, "INVITE", &[&nick, &name], false));
+                out.stamp();
+                let private = ChatMsg::Private {
+                    to: target,
+                    out,
+                    ack: from,
+                    notify_away: false,
+                };
+                outbox.post(ctx, ShardId(target.shard), private);
+                (0, None)
+            }
             Request::Topic {
                 chan,
                 mask,
