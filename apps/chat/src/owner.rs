@@ -776,6 +776,30 @@ impl Owner {
         outbox.post(ctx, ShardId(from.shard), ChatMsg::reply(from, body));
     }
 
+    /// The engine refused claim `token` because another live process holds
+    /// this node's name: its client gets `FAIL NICK CLUSTER_NAME_IN_USE`
+    /// (then the 433 of the refused claim).
+    pub(crate) fn engine_name_in_use(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        token: u64,
+    ) {
+        let Some(wait) = self.engine_waits.get(&token) else {
+            return;
+        };
+        let from = wait.from;
+        let r = crate::mail::StandardReply {
+            to: from,
+            kind: crate::reply::Standard::Fail,
+            command: "NICK",
+            code: "CLUSTER_NAME_IN_USE",
+            context: vec![self.node.clone()],
+            text: "No nick can be given out: another live server uses this server's cluster node name (each server needs its own)".to_string(),
+        };
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::Standard(Box::new(r)));
+    }
+
     /// Every nick held here, with its holder (to claim again in the engine
     /// when the link is back).
     pub(crate) fn held_nicks(&self) -> Vec<(NameKey, ClientRef)> {

@@ -160,7 +160,8 @@ fn membership(io: Io) {
         links_until(&mut ca, &label, &["a.test", "b.test"]);
         links_until(&mut cb, &label, &["a.test", "b.test"]);
 
-        // A second process with a node name in use stays out of the view.
+        // A second process with a node name in use stays out of the view,
+        // and its users hear why no nick can be theirs.
         let dup = TestServer::start_with(io, shards, node_config(&redis, "nb", "dup.test"));
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(
@@ -168,6 +169,18 @@ fn membership(io: Io) {
             ["a.test", "b.test"],
             "{label}: the duplicate took nb"
         );
+        let mut d = dup.connect_on(0);
+        d.send("NICK hopeful");
+        d.send("USER hopeful 0 * :h");
+        let (fail, _) = d.until("FAIL", |l| l.is("FAIL"));
+        assert_eq!(
+            fail.params[..3],
+            ["NICK", "CLUSTER_NAME_IN_USE", "nb"],
+            "{label}: {}",
+            fail.raw
+        );
+        d.expect_about("433", "hopeful");
+        drop(d);
         dup.stop();
 
         // A clean stop: gone at the next read.

@@ -43,7 +43,9 @@
 //! every 20 % of it, through a script that sets it only if it is absent or
 //! already this process's (a random incarnation per process), so a second
 //! live process with the same node name never takes it over (it logs an
-//! error each time and stays out of the view). Node names are kept in the
+//! error each time and stays out of the view; its users' nick claims are
+//! refused with `FAIL NICK CLUSTER_NAME_IN_USE <node>` before the 433, so
+//! they learn why). Node names are kept in the
 //! set `shardline:nodes`; on each renewal shard 0 reads the set and the
 //! leases (`SMEMBERS`, then `MGET`), and the names with a lease are the
 //! nodes up. Shard 0 logs each node that comes or goes and posts the view
@@ -289,7 +291,7 @@ const DIRECT_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
 /// a live node; another process's lease on the name refuses.
 const CLAIM_SCRIPT: &str = "local l = redis.call('GET', KEYS[3]) \
     if l == false then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) \
-    elseif l ~= ARGV[2] then return 0 end \
+    elseif l ~= ARGV[2] then return -1 end \
     local v = redis.call('GET', KEYS[1]) \
     if v == false or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) \
     redis.call('SADD', KEYS[2], KEYS[1]) return 1 end return 0";
@@ -1253,6 +1255,11 @@ impl ChatShard {
             Pending::Register | Pending::Ping | Pending::Release | Pending::Unclaim => {}
             Pending::Claim(token) => {
                 let ok = frame == OwnedFrame::Integer(1);
+                if frame == OwnedFrame::Integer(-1) {
+                    // Another live process holds this node's name: no nick
+                    // can be promised unique; the user hears why.
+                    self.owner.engine_name_in_use(ctx, &mut self.outbox, token);
+                }
                 self.owner
                     .engine_claimed(ctx, &self.info, &mut self.outbox, token, ok);
             }
@@ -1303,7 +1310,9 @@ impl ChatShard {
                 }
             }
             Pending::Assert(key, holder) => {
-                if frame != OwnedFrame::Integer(1) {
+                // -1: another process holds this node's name (the log says
+                // so); its users are not this node's to rename.
+                if frame == OwnedFrame::Integer(0) {
                     // Taken on another node while the link was down: this
                     // node's holder gets a guest nick.
                     info!(shard = self.me, nick = %key, "cluster: a nick held here is another node's now; renaming its holder");
