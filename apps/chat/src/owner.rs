@@ -967,9 +967,22 @@ impl Owner {
                         self.publish_user_event(notice, &name);
                     }
                 }
-                NoticeKind::Account { account } => ch.set_account(notice.who, account),
-                NoticeKind::Chghost { userhost, .. } => ch.set_userhost(notice.who, userhost),
-                NoticeKind::Away | NoticeKind::Setname => {}
+                NoticeKind::Account { .. }
+                | NoticeKind::Chghost { .. }
+                | NoticeKind::Away
+                | NoticeKind::Setname => {
+                    match &notice.kind {
+                        NoticeKind::Account { account } => ch.set_account(notice.who, account),
+                        NoticeKind::Chghost { userhost, .. } => {
+                            ch.set_userhost(notice.who, userhost)
+                        }
+                        _ => {}
+                    }
+                    if let Some(name) = shared {
+                        // The other nodes' members with the cap see it too.
+                        self.publish_user_event(notice, &name);
+                    }
+                }
                 NoticeKind::Quit => {
                     if let Some(name) = shared {
                         // The other nodes' members see it leave too.

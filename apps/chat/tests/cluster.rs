@@ -1060,6 +1060,54 @@ fn invite_across_nodes(io: Io) {
     }
 }
 
+/// AWAY and SETNAME of another node's member reach the clients with the
+/// cap for them, once however many channels they share, and nobody else.
+fn notifications_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let (one, two) = two_channels(shards);
+        let mut alice = a.connect_on(0);
+        alice.register_with_caps("alice", "away-notify setname");
+        let mut plain = a.register_on(shards - 1, "plain");
+        let mut bob = b.connect_on(0);
+        bob.register_with_caps("bob", "setname");
+        links_until(&mut plain, &label, &["a.test", "b.test"]);
+        for c in [&mut alice, &mut plain, &mut bob] {
+            c.join(&one);
+            c.join(&two);
+        }
+        bob.send("AWAY :lunch");
+        bob.until("306", |l| l.is("306"));
+        bob.send("SETNAME :Bob Builder");
+        bob.until("own SETNAME", |l| l.is("SETNAME"));
+        // Said after both in each channel: once both arrived, every line
+        // of them there was has arrived.
+        bob.send(&format!("PRIVMSG {one},{two} :marker"));
+        for (c, want) in [
+            (&mut alice, vec!["AWAY lunch", "SETNAME Bob Builder"]),
+            (&mut plain, vec![]),
+        ] {
+            let mut got = Vec::new();
+            let mut markers = 0;
+            while markers < 2 {
+                let l = c.next_line();
+                if (l.is("AWAY") || l.is("SETNAME")) && l.nick() == Some("bob") {
+                    got.push(format!("{} {}", l.command, l.last()));
+                } else if l.is("PRIVMSG") && l.last() == "marker" {
+                    markers += 1;
+                }
+            }
+            assert_eq!(got, want, "{label}");
+        }
+        drop((alice, plain, bob));
+        a.stop();
+        b.stop();
+    }
+}
+
 /// The engine stalls (SIGSTOP, shorter than half the node timeout, so the
 /// link is kept): a sender flooding a channel with members on another node
 /// is paced — the server stops reading it once its requests in flight are
@@ -1165,5 +1213,6 @@ shardline::per_backend! {
     topic_and_kick_across_nodes => topic_and_kick_across_nodes;
     modes_across_nodes => modes_across_nodes;
     invite_across_nodes => invite_across_nodes;
+    notifications_across_nodes => notifications_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
 }

@@ -87,6 +87,20 @@ pub enum Event {
         /// (adding, letter, parameter), in the order asked.
         changes: Vec<(bool, char, Option<String>)>,
     },
+    /// A member's AWAY (`A`), ACCOUNT (`C`), SETNAME (`S`) or CHGHOST (`H`)
+    /// line, for the members with the cap for it (one event per channel).
+    Notify {
+        /// The channel as named.
+        chan: String,
+        /// The member's `nick!user@host` (before a CHGHOST).
+        mask: String,
+        /// Which (the letter above).
+        kind: char,
+        /// The same for each channel of this change ([`user_event_key`]).
+        once: u64,
+        /// The line as its node rendered it, without CRLF.
+        body: String,
+    },
     /// A member changed its nick (one event per channel).
     Nick {
         /// The channel as named.
@@ -263,6 +277,21 @@ impl Envelope {
             } => {
                 extra = once.to_string();
                 ("N", vec![chan, mask, nick, &extra], "")
+            }
+            Event::Notify {
+                chan,
+                mask,
+                kind,
+                once,
+                body,
+            } => {
+                if !"ACSH".contains(*kind) {
+                    return None;
+                }
+                extra = format!("{kind} {once}");
+                let mut words = vec![chan.as_str(), mask.as_str()];
+                words.extend(extra.split(' '));
+                ("U", words, body)
             }
             Event::Topic {
                 chan,
@@ -457,6 +486,21 @@ impl Envelope {
                 mask: next()?,
                 once: next()?.parse().ok()?,
                 reason: last.to_string(),
+            },
+            "U" => Event::Notify {
+                chan: next()?,
+                mask: next()?,
+                kind: {
+                    let k = next()?;
+                    let mut c = k.chars();
+                    let kind = c.next().filter(|c| "ACSH".contains(*c))?;
+                    if c.next().is_some() {
+                        return None;
+                    }
+                    kind
+                },
+                once: next()?.parse().ok()?,
+                body: last.to_string(),
             },
             "T" => Event::Topic {
                 chan: next()?,
@@ -745,6 +789,13 @@ mod tests {
                 target: "Bob".into(),
                 from: (1, 22),
             },
+            Event::Notify {
+                chan: "#r".into(),
+                mask: "a!~a@h".into(),
+                kind: 'A',
+                once: 9,
+                body: ":a!~a@h AWAY :gone: for lunch".into(),
+            },
             Event::SyncAsk {
                 partition: 63,
                 again: true,
@@ -839,6 +890,8 @@ mod tests {
             "1 n 1 N #a m new x :",
             "1 n 1 S 70000 1 :",
             "1 n 1 T #a m x :t",
+            "1 n 1 U #a m X 1 :b",
+            "1 n 1 U #a m AA 1 :b",
             "1 n 1 K #a m :r",
             "1 n 1 S 1 2 :",
             "1 n 1 S 1 :",

@@ -121,8 +121,11 @@
 //! the origin's msgid. A local user's QUIT is published for each channel,
 //! and a node that leaves the view (stopped, dead, or restarted) has its
 //! members QUIT every channel here. A local user's NICK change is published for each channel
-//! too, and renames the remote member there in the channel's order. A
-//! user's NICK or QUIT comes once per channel it shares with a node, and
+//! too, and renames the remote member there in the channel's order; so are
+//! its AWAY, ACCOUNT, SETNAME and CHGHOST lines, delivered there to the
+//! members with the cap for each (ACCOUNT and CHGHOST update the remote
+//! member). A user's NICK or QUIT (or one of those) comes once per channel
+//! it shares with a node, and
 //! the member shards there give each of their clients one line of it: the
 //! copies carry one key ([`events::user_event_key`]; the member shard
 //! remembers the last 64 keys). Channel events go through the engine only
@@ -153,8 +156,7 @@
 //!
 //! Not yet (issue 16 goes on): `invite-notify` on the other nodes; ban
 //! entries carry each node's own time (and, from a resync, the answering
-//! node's name as setter); AWAY, ACCOUNT, SETNAME and
-//! CHGHOST of other nodes' users;
+//! node's name as setter);
 //! messages published while a node's subscriber is away are lost to it
 //! (pub/sub is at-most-once; membership is repaired by the resync below,
 //! but the messages are not — their senders are told, see below; streams,

@@ -284,6 +284,7 @@ impl Owner {
             | Event::Topic { chan, .. }
             | Event::Kick { chan, .. }
             | Event::Mode { chan, .. }
+            | Event::Notify { chan, .. }
             | Event::Nick { chan, .. } => chan.clone(),
             _ => match &req {
                 Request::ChanMsg { chan, .. } => chan.clone(),
@@ -462,6 +463,52 @@ impl Owner {
                 out.account = account.map(Into::into);
                 out.stamp();
                 let d = delivery(&ckey, out, nobody, false, Membership::Same);
+                ch.deliver(ctx, outbox, d);
+            }
+            Event::Notify {
+                chan,
+                mask,
+                kind,
+                once,
+                body,
+            } => {
+                let ckey: NameKey = casefold(&chan).into();
+                let Some(ch) = self.chans.get_mut(&ckey) else {
+                    return;
+                };
+                let nick: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                let Some(member) = ch.remote.get_mut(&(origin, nick)) else {
+                    return;
+                };
+                let words: Vec<&str> = body.split(' ').collect();
+                let needs = match kind {
+                    'C' => {
+                        // `:mask ACCOUNT <name>|*`
+                        if let Some(a) = words.get(2) {
+                            member.account = (*a != "*").then(|| a.to_string());
+                        }
+                        crate::mail::Caps::ACCOUNT_NOTIFY
+                    }
+                    'H' => {
+                        // `:mask CHGHOST <user> <host>`
+                        if let (Some(u), Some(h)) = (words.get(2), words.get(3)) {
+                            let nick = member.nick().to_string();
+                            member.mask = format!("{nick}!{u}@{h}");
+                        }
+                        crate::mail::Caps::CHGHOST
+                    }
+                    'A' => crate::mail::Caps::AWAY_NOTIFY,
+                    _ => crate::mail::Caps::SETNAME,
+                };
+                let account = member.account.clone();
+                let mut line = body.into_bytes();
+                line.extend_from_slice(b"\r\n");
+                let mut out = Outgoing::new(line);
+                out.account = account.map(Into::into);
+                out.stamp();
+                let mut d = delivery(&ckey, out, nobody, false, Membership::Same);
+                d.needs = needs;
+                d.once = Some(once);
                 ch.deliver(ctx, outbox, d);
             }
             Event::Topic {
@@ -861,9 +908,10 @@ impl Owner {
         outbox.post(ctx, ShardId(to), ChatMsg::Standard(Box::new(r)));
     }
 
-    /// A local member's NICK or QUIT (`notice`) in channel `chan`, for the
-    /// other nodes: one event per channel, all with the same key, so that a
-    /// member of several of them there gets one line.
+    /// A local member's NICK, QUIT, AWAY, ACCOUNT, SETNAME or CHGHOST
+    /// (`notice`) in channel `chan`, for the other nodes: one event per
+    /// channel, all with the same key, so that a member of several of them
+    /// there gets one line.
     pub(super) fn publish_user_event(&mut self, notice: &UserNotice, chan: &str) {
         let body = String::from_utf8_lossy(&notice.out.body);
         let body = body.trim_end_matches(['\r', '\n']);
@@ -891,7 +939,26 @@ impl Owner {
                     once: user_event_key(&[&self.node, &self.incarnation, &who, &time, nick]),
                 }
             }
-            _ => return,
+            kind => {
+                let letter = match kind {
+                    NoticeKind::Away => 'A',
+                    NoticeKind::Account { .. } => 'C',
+                    NoticeKind::Setname => 'S',
+                    NoticeKind::Chghost { .. } => 'H',
+                    _ => return,
+                };
+                // Every copy of one change has the same time.
+                let who = format!("{}.{}", notice.who.shard, notice.who.id);
+                let time = notice.out.time_ms.unwrap_or(0).to_string();
+                let l = letter.to_string();
+                Event::Notify {
+                    chan: chan.to_string(),
+                    mask: mask.to_string(),
+                    kind: letter,
+                    once: user_event_key(&[&self.node, &self.incarnation, &who, &time, &l]),
+                    body: body.to_string(),
+                }
+            }
         };
         let node = self.node.clone();
         self.publish_event(&node, 0, chan, event);
