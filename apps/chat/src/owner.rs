@@ -116,6 +116,8 @@ pub struct Owner {
     pub(crate) node: String,
     /// This process's incarnation in the cluster (a random word).
     pub(crate) incarnation: String,
+    /// How many other nodes this node sees up.
+    pub(crate) other_nodes: usize,
     /// Channel requests published, waiting for their own event: token ->
     /// who asked and what.
     chan_waits: HashMap<u64, (ClientRef, Request)>,
@@ -250,6 +252,7 @@ impl Owner {
             engine_live: false,
             node: String::new(),
             incarnation: String::new(),
+            other_nodes: 0,
             chan_waits: HashMap::new(),
             direct_waits: HashMap::new(),
             invite_waits: HashMap::new(),

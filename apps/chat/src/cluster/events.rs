@@ -30,6 +30,9 @@ pub enum Event {
         /// same whether the QUIT comes from its node or from its node
         /// leaving the cluster.
         quit_key: u64,
+        /// It becomes an operator: it created the channel, as its node
+        /// decided when it published the JOIN (every node takes that).
+        op: bool,
         /// Its real name (extended-join).
         realname: String,
     },
@@ -254,10 +257,13 @@ impl Envelope {
                 mask,
                 account,
                 quit_key,
+                op,
                 realname,
             } => {
-                extra = quit_key.to_string();
-                ("J", vec![chan, mask, opt(account), &extra], realname)
+                extra = format!("{quit_key} {}", u8::from(*op));
+                let mut words = vec![chan.as_str(), mask, opt(account)];
+                words.extend(extra.split(' '));
+                ("J", words, realname)
             }
             Event::Part { chan, mask, reason } => ("P", vec![chan, mask], reason),
             Event::Quit {
@@ -474,6 +480,11 @@ impl Envelope {
                 mask: next()?,
                 account: account(next()?),
                 quit_key: next()?.parse().ok()?,
+                op: match next()?.as_str() {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                },
                 realname: last.to_string(),
             },
             "P" => Event::Part {
@@ -710,6 +721,7 @@ mod tests {
                 mask: "alice!~a@127.0.0.1".into(),
                 account: Some("alice".into()),
                 quit_key: 77,
+                op: true,
                 realname: "Alice :) Liddell".into(),
             },
             Event::Part {

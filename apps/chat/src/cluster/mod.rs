@@ -139,8 +139,11 @@
 //! checked on the requester's node (its operator status, `+t`), applied on
 //! every node in the channel's order; a KICK removes the member from its
 //! own node's channel too. Channel state is so replicated: each node
-//! applies the same events to the same state. A channel's creator (its
-//! JOIN found no member on any node) is an operator on every node; a MODE
+//! applies the same events to the same state. A channel's creator is an
+//! operator on every node: the joiner's node decides when it publishes the
+//! JOIN (the channel is unknown there, and no resync of its partition is
+//! under way: while one is, for at most 5 s, joining makes nobody an
+//! operator) and the event carries the decision; a MODE
 //! carries the changes as asked and every node applies them with the
 //! setter's operator status as it knows it (the same everywhere), so every
 //! node takes the same ones (`+o`/`+v` of any node's member, `+k`, `+l`
@@ -1451,6 +1454,7 @@ impl ChatShard {
             .map(|(name, _)| name.clone())
             .filter(|name| *name != cl.node)
             .collect();
+        self.owner.other_nodes = view.keys().filter(|n| **n != cl.node).count();
         cl.nodes = view;
         for name in gone {
             self.owner.node_gone(ctx, &mut self.outbox, &name);

@@ -59,6 +59,7 @@ impl ChatShard {
                 away: c.away.clone(),
                 account: c.account.clone(),
                 realname: c.realname.clone(),
+                creator_op: None,
             };
             if !self.request(ctx, id, owner_of_key(&key, self.shards), req) {
                 return Flow::Next;

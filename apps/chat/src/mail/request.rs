@@ -224,6 +224,11 @@ pub enum Request {
         account: Option<Arc<str>>,
         /// The client's real name (`extended-join`).
         realname: String,
+        /// Whether the joiner becomes an operator when it creates the
+        /// channel: `None` on a single node (decided when handled: the
+        /// channel did not exist); in a cluster, decided when the JOIN was
+        /// published and carried in its event, so every node agrees.
+        creator_op: Option<bool>,
     },
     /// Leave a channel.
     Part {

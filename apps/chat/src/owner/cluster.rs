@@ -61,9 +61,9 @@ pub struct RemoteMember {
     pub account: Option<String>,
     /// The key of its QUIT lines (from its JOIN).
     pub quit_key: u64,
-    /// An operator: it created the channel (joined when no node had a
-    /// member; every node applies the JOINs in one order, so every node
-    /// agrees), or a MODE +o made it one.
+    /// An operator: it created the channel (its node decided so when it
+    /// published the JOIN, and every node takes that decision), or a MODE
+    /// +o made it one.
     pub op: bool,
     /// Voiced (`+v`).
     pub voice: bool,
@@ -114,9 +114,17 @@ impl Owner {
                 mask,
                 account,
                 realname,
+                creator_op,
                 ..
             } => {
                 let ckey: NameKey = casefold(chan).into();
+                // Decided now and carried, so that every node (this one when
+                // its event comes back included) makes the same member an
+                // operator. A channel unknown here is new, unless this node
+                // is still learning the others' channels (a resync under
+                // way): then nobody is made an operator by joining.
+                let op = !self.chans.contains_key(&ckey) && !self.sync_pending(partition_of(&ckey));
+                *creator_op = Some(op);
                 if let Some(ch) = self.chans.get(&ckey) {
                     if ch.members.contains_key(&from) {
                         return Published::Refused(reply(ReplyBody::Joined(Vec::new())));
@@ -131,6 +139,7 @@ impl Owner {
                     mask: mask.to_string(),
                     account: account.as_deref().map(str::to_string),
                     quit_key: self.quit_key(from),
+                    op,
                     realname: realname.clone(),
                 }
             }
@@ -434,6 +443,7 @@ impl Owner {
                 mask,
                 account,
                 quit_key,
+                op,
                 realname,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
@@ -441,8 +451,7 @@ impl Owner {
                     mask: mask.clone(),
                     account: account.clone(),
                     quit_key,
-                    // Its node made it an operator in the same case.
-                    op: !self.chans.contains_key(&ckey),
+                    op,
                     voice: false,
                 };
                 let nick: NameKey = casefold(member.nick()).into();

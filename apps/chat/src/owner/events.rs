@@ -59,6 +59,7 @@ impl Owner {
                 away,
                 account,
                 realname,
+                creator_op,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
                 let fresh = !self.chans.contains_key(&ckey);
@@ -84,7 +85,7 @@ impl Owner {
                     nick,
                     userhost: Arc::from(userhost),
                     account: account.clone(),
-                    op: fresh,
+                    op: creator_op.unwrap_or(fresh),
                     voice: false,
                 };
                 ch.add(from, member);
@@ -103,7 +104,7 @@ impl Owner {
                     a.time_ms = d.out.time_ms;
                     d.away = Some(a);
                 }
-                d.view = Some(ch.join_view(from, fresh));
+                d.view = Some(ch.join_view(from, creator_op.unwrap_or(fresh)));
                 let n = ch.deliver(ctx, outbox, d);
                 let mut nums = Vec::new();
                 if ch.topic.is_some() {

@@ -53,6 +53,9 @@ use crate::{
 
 /// How long an ask waits for answers.
 const SYNC_WINDOW: Duration = Duration::from_secs(30);
+/// How long at most a JOIN of a channel unknown here makes nobody an
+/// operator while answers are awaited (a node that never answers).
+const SYNC_PENDING: Duration = Duration::from_secs(5);
 /// The most members in one answer event.
 const MEMBERS_PER_EVENT: usize = 100;
 /// The most answered members kept per ask before its end (then the ask
@@ -78,6 +81,10 @@ pub(super) struct PartitionSync {
     state_touched: HashSet<(NameKey, bool)>,
     /// Channels whose state an answer already gave.
     state_given: HashSet<NameKey>,
+    /// When it was asked.
+    asked: Instant,
+    /// The nodes whose answer ended.
+    ended: HashSet<Arc<str>>,
 }
 
 impl Owner {
@@ -106,6 +113,8 @@ impl Owner {
                 answered: 0,
                 state_touched: HashSet::new(),
                 state_given: HashSet::new(),
+                asked: Instant::now(),
+                ended: HashSet::new(),
             },
         );
         let ask = Event::SyncAsk { partition, again };
@@ -235,6 +244,7 @@ impl Owner {
                 if s.token != token || !s.started {
                     return;
                 }
+                s.ended.insert(origin.clone());
                 let answer = s.answers.remove(&origin).unwrap_or_default();
                 let touched: HashSet<(NameKey, NameKey)> = s
                     .touched
@@ -266,6 +276,15 @@ impl Owner {
             s.touched
                 .insert((origin.clone(), chan.clone(), nick.clone()));
         }
+    }
+
+    /// Whether this shard is still learning the other nodes' channels of
+    /// `partition`: its ask is under way, not every node it sees answered
+    /// it, and it is younger than [`SYNC_PENDING`].
+    pub(super) fn sync_pending(&self, partition: u16) -> bool {
+        self.syncs
+            .get(&partition)
+            .is_some_and(|s| s.ended.len() < self.other_nodes && s.asked.elapsed() < SYNC_PENDING)
     }
 
     /// A TOPIC (`topic`) or MODE event of `chan` came (any node's, this
