@@ -1291,7 +1291,7 @@ impl ChatShard {
                 }
                 // One subscriber per node takes a partition's events: fewer
                 // than the nodes up means some node's subscriber is away.
-                let up = cl.nodes.len() + usize::from(!cl.nodes.contains_key(&cl.node));
+                let up = self.owner.other_nodes + 1;
                 let got = usize::try_from(got).unwrap_or(usize::MAX);
                 if token != 0 && got < up {
                     self.owner

@@ -74,6 +74,21 @@ pub(super) struct Modes {
 }
 
 impl Modes {
+    /// The flags set, as their letters (`imnst` order).
+    pub fn flag_letters(&self) -> String {
+        [
+            (self.invite_only, 'i'),
+            (self.moderated, 'm'),
+            (self.no_external, 'n'),
+            (self.secret, 's'),
+            (self.topic_lock, 't'),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, c)| *c)
+        .collect()
+    }
+
     /// The flag for letter `m`, if it is one of `imnst`.
     pub fn flag(&mut self, m: char) -> Option<&mut bool> {
         Some(match m {
@@ -248,18 +263,7 @@ impl Channel {
     /// The mode string and its parameters for 324; the key only for members.
     pub fn mode_params(&self, show_key: bool) -> Vec<String> {
         let m = &self.modes;
-        let mut letters = String::from("+");
-        for (on, c) in [
-            (m.invite_only, 'i'),
-            (m.moderated, 'm'),
-            (m.no_external, 'n'),
-            (m.secret, 's'),
-            (m.topic_lock, 't'),
-        ] {
-            if on {
-                letters.push(c);
-            }
-        }
+        let mut letters = format!("+{}", m.flag_letters());
         let mut params = Vec::new();
         if let Some(k) = &m.key {
             letters.push('k');

@@ -436,7 +436,8 @@ impl Owner {
             return;
         }
         let shards = ctx.shards();
-        let origin: Arc<str> = env.node.as_str().into();
+        // Made only where needed: not for messages, the bulk of events.
+        let origin_of = || -> Arc<str> { env.node.as_str().into() };
         match env.event {
             Event::Join {
                 chan,
@@ -447,6 +448,7 @@ impl Owner {
                 realname,
             } => {
                 let ckey: NameKey = casefold(&chan).into();
+                let origin = origin_of();
                 let member = RemoteMember {
                     mask: mask.clone(),
                     account: account.clone(),
@@ -486,7 +488,7 @@ impl Owner {
                     return;
                 };
                 let nick: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
-                let Some(member) = ch.remote.get_mut(&(origin, nick)) else {
+                let Some(member) = ch.remote.get_mut(&(origin_of(), nick)) else {
                     return;
                 };
                 let words: Vec<&str> = body.split(' ').collect();
@@ -590,7 +592,7 @@ impl Owner {
                 // Its operator status as this node knows it: the same as on
                 // its own node, since every node applies the same events.
                 let setter: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
-                let is_op = ch.remote.get(&(origin, setter)).is_some_and(|m| m.op);
+                let is_op = ch.remote.get(&(origin_of(), setter)).is_some_and(|m| m.op);
                 let changes = changes
                     .into_iter()
                     .map(|(adding, mode, param)| ModeChange {
@@ -605,14 +607,23 @@ impl Owner {
                 );
             }
             Event::Part { chan, mask, reason } => {
-                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, None, |name| {
-                    let params: &[&str] = if reason.is_empty() {
-                        &[name]
-                    } else {
-                        &[name, &reason]
-                    };
-                    line(&mask, "PART", params, true)
-                });
+                self.remote_left(
+                    ctx,
+                    outbox,
+                    nobody,
+                    origin_of(),
+                    &chan,
+                    &mask,
+                    None,
+                    |name| {
+                        let params: &[&str] = if reason.is_empty() {
+                            &[name]
+                        } else {
+                            &[name, &reason]
+                        };
+                        line(&mask, "PART", params, true)
+                    },
+                );
             }
             Event::Quit {
                 chan,
@@ -621,7 +632,16 @@ impl Owner {
                 reason,
             } => {
                 let body = |_: &str| line(&mask, "QUIT", &[&reason], true);
-                self.remote_left(ctx, outbox, nobody, origin, &chan, &mask, Some(once), body);
+                self.remote_left(
+                    ctx,
+                    outbox,
+                    nobody,
+                    origin_of(),
+                    &chan,
+                    &mask,
+                    Some(once),
+                    body,
+                );
             }
             Event::Nick {
                 chan,
@@ -631,6 +651,7 @@ impl Owner {
             } => {
                 let ckey: NameKey = casefold(&chan).into();
                 let old: NameKey = casefold(mask.split('!').next().unwrap_or(&mask)).into();
+                let origin = origin_of();
                 if !self.syncs.is_empty() {
                     self.sync_touch(&origin, &ckey, &old);
                     self.sync_touch(&origin, &ckey, &casefold(&nick).into());
@@ -740,18 +761,46 @@ impl Owner {
             let quiet = said.kind != MessageKind::Privmsg;
             return reply(super::quiet_if(quiet, vec![super::no_such_nick(&target)]));
         };
+        let token = self.direct_out(casefold(&target).into(), payload);
+        self.direct_waits.insert(token, (from, said));
+        (0, None)
+    }
+
+    /// Sends `payload` to the node whose claim nick `key` is
+    /// ([`crate::cluster`]'s direct script); the engine's answer comes to
+    /// `direct_published` with the token returned.
+    fn direct_out(&mut self, key: NameKey, payload: String) -> u64 {
         self.claim_seq += 1;
         let token = self.claim_seq;
-        let key: NameKey = casefold(&target).into();
         let partition = partition_of(&key);
-        self.direct_waits.insert(token, (from, said));
         self.engine_out.push(EngineOp::Direct {
             token,
             key,
             partition,
             payload,
         });
-        (0, None)
+        token
+    }
+
+    /// Tells `from` that what it sent (`command` to `target`) did not
+    /// reach the node of `target`: its subscriber is away.
+    fn post_unreachable(
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        from: ClientRef,
+        command: &'static str,
+        target: String,
+    ) {
+        let r = StandardReply {
+            to: from,
+            kind: Standard::Fail,
+            command,
+            code: "UNREACHABLE",
+            context: vec![target],
+            text: "Not delivered: that user's server is cut off from the cluster engine"
+                .to_string(),
+        };
+        outbox.post(ctx, ShardId(from.shard), ChatMsg::Standard(Box::new(r)));
     }
 
     /// The engine's answer to a private message for another node: sent
@@ -778,16 +827,7 @@ impl Owner {
                 super::quiet_if(quiet, vec![super::no_such_nick(&said.to)])
             }
             super::DirectOutcome::Unreachable => {
-                let r = StandardReply {
-                    to: from,
-                    kind: Standard::Fail,
-                    command: said.kind.command(),
-                    code: "UNREACHABLE",
-                    context: vec![said.to.clone()],
-                    text: "Not delivered: that user's server is cut off from the cluster engine"
-                        .to_string(),
-                };
-                outbox.post(ctx, ShardId(from.shard), ChatMsg::Standard(Box::new(r)));
+                Self::post_unreachable(ctx, outbox, from, said.kind.command(), said.to.clone());
                 ReplyBody::Done
             }
         };
@@ -835,17 +875,8 @@ impl Owner {
         let Some(payload) = env.encode() else {
             return reply(ReplyBody::Numerics(vec![super::no_such_nick(&nick)]));
         };
-        self.claim_seq += 1;
-        let token = self.claim_seq;
-        let key: NameKey = folded.into();
-        let partition = partition_of(&key);
+        let token = self.direct_out(folded.into(), payload);
         self.invite_waits.insert(token, (from, nick, name));
-        self.engine_out.push(EngineOp::Direct {
-            token,
-            key,
-            partition,
-            payload,
-        });
         (0, None)
     }
 
@@ -869,16 +900,7 @@ impl Owner {
                 ReplyBody::Numerics(vec![super::no_such_nick(&nick)])
             }
             super::DirectOutcome::Unreachable => {
-                let r = StandardReply {
-                    to: from,
-                    kind: Standard::Fail,
-                    command: "INVITE",
-                    code: "UNREACHABLE",
-                    context: vec![nick],
-                    text: "Not delivered: that user's server is cut off from the cluster engine"
-                        .to_string(),
-                };
-                outbox.post(ctx, ShardId(from.shard), ChatMsg::Standard(Box::new(r)));
+                Self::post_unreachable(ctx, outbox, from, "INVITE", nick);
                 ReplyBody::Done
             }
         };

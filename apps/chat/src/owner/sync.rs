@@ -319,21 +319,10 @@ impl Owner {
                 })
                 .collect();
             let m = &ch.modes;
-            let flags: String = [
-                (m.invite_only, 'i'),
-                (m.moderated, 'm'),
-                (m.no_external, 'n'),
-                (m.secret, 's'),
-                (m.topic_lock, 't'),
-            ]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, c)| *c)
-            .collect();
             events.push(Event::SyncChannel {
                 to_node: asker.to_string(),
                 chan: ch.name.clone(),
-                flags,
+                flags: m.flag_letters(),
                 key: m.key.clone(),
                 limit: m.limit.unwrap_or(0),
                 bans: ch.bans.iter().map(|b| b.mask.clone()).collect(),
