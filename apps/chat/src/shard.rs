@@ -401,7 +401,7 @@ impl Handler for ChatShard {
     /// The client sent all it will: what it sent before (a QUIT with its
     /// reason, a last message) is still run, at the pace flood control allows,
     /// and the connection is closed when nothing complete is left
-    /// ([`ChatShard::pump`]).
+    /// (`ChatShard::pump`).
     fn on_eof(&mut self, ctx: &mut Ctx<'_, ChatShard>, conn: ConnId, id: &mut u64) {
         if self.is_cluster_link(*id) {
             ctx.close(conn);

@@ -72,8 +72,8 @@
 //! claims again each nick it holds — one taken by another node meanwhile
 //! gets its holder here renamed to a guest nick — and releases the claims
 //! listed for this node whose nick it no longer holds. New claims wait
-//! [`SETTLE`] (3 s) after a link comes back: links retry at most every
-//! [`MAX_BACKOFF`] (2 s), so by then every node has claimed its users'
+//! `SETTLE` (3 s) after a link comes back: links retry at most every
+//! `MAX_BACKOFF` (2 s), so by then every node has claimed its users'
 //! nicks again, and an engine that restarted empty (no persistence) does not
 //! hand a held nick to a newcomer (the demo caught exactly that). With Redis
 //! persistence on, claims survive an engine restart and re-asserting only
@@ -186,7 +186,7 @@
 //! ## Private messages across nodes (built)
 //!
 //! A PRIVMSG, NOTICE or TAGMSG to a nick nobody here holds goes, while the
-//! engine is live, to the engine as one script ([`DIRECT_SCRIPT`]): if the
+//! engine is live, to the engine as one script (`DIRECT_SCRIPT`): if the
 //! nick's claim is another node's, and that node's process still holds its
 //! lease, the message ([`events::Event::Direct`], stamped here) is
 //! published on that node's private-message channel of the nick's
@@ -493,7 +493,7 @@ pub struct Cluster {
     /// Shard 0: the lease has been held once (the stale claims of earlier
     /// processes with this name were reaped then).
     leased: bool,
-    /// New claims wait until then after the link came back ([`SETTLE`]).
+    /// New claims wait until then after the link came back (`SETTLE`).
     settle_until: Option<Instant>,
     /// The subscriber link: this shard's partitions' channel events.
     pub sub: Link,
