@@ -372,6 +372,11 @@ pub struct ClusterSection {
     /// How long a node that stopped renewing its lease (it stopped, died,
     /// or lost the engine) is counted as up, seconds. Default 10.
     pub node_timeout_secs: f64,
+    /// Channel messages each of the 64 partitions keeps in the engine (a
+    /// Redis stream, trimmed to about this many) for nodes that missed them
+    /// — one started late, or whose subscriber was cut — to place in their
+    /// history. 0 keeps none. Default 1000.
+    pub catchup_messages: usize,
 }
 
 impl Default for ClusterSection {
@@ -380,6 +385,7 @@ impl Default for ClusterSection {
             url: None,
             node_name: None,
             node_timeout_secs: 10.0,
+            catchup_messages: 1000,
         }
     }
 }
@@ -1052,6 +1058,9 @@ impl Config {
         if !(0.5..=3600.0).contains(&self.cluster.node_timeout_secs) {
             return bad("cluster.node_timeout_secs must be 0.5..=3600");
         }
+        if self.cluster.catchup_messages > 1_000_000 {
+            return bad("cluster.catchup_messages must be at most 1000000");
+        }
         if let Some(url) = &self.filehost.public_url {
             // It goes into ISUPPORT as one token and clients append paths.
             let host = url
@@ -1166,6 +1175,7 @@ impl Config {
             cluster.url,
             cluster.node_name,
             cluster.node_timeout_secs,
+            cluster.catchup_messages,
             filehost.enabled,
             filehost.max_file_bytes,
             filehost.quota_bytes,

@@ -35,7 +35,9 @@
 //! restart took. The same clock gives the `time` tag, raised to the history's
 //! last time if that is later (another process or shard count kept it), so
 //! every history is non-decreasing in time and what recipients see is what is
-//! stored.
+//! stored. A cluster node's ids end in `-<node name>`: the names are unique in
+//! the cluster, and every node has a shard 0 stamping in the same milliseconds
+//! (a history places a msgid once, so two nodes' ids must differ).
 //!
 //! # The store on the shard
 //!
@@ -88,6 +90,9 @@ pub struct MsgIds {
     shard: u64,
     last_ms: u64,
     seq: u32,
+    /// `-<node>` in a cluster: two nodes' shards of the same number stamp
+    /// in the same millisecond too.
+    node: Option<Box<str>>,
 }
 
 impl MsgIds {
@@ -97,6 +102,7 @@ impl MsgIds {
             shard: shard as u64 & 0x7fff,
             last_ms: 0,
             seq: 0,
+            node: None,
         }
     }
 
@@ -118,7 +124,17 @@ impl MsgIds {
         encode(&mut id[10..13], self.shard);
         encode(&mut id[13..], u64::from(self.seq));
         let id = std::str::from_utf8(&id).unwrap_or_default();
-        (Arc::from(id), self.last_ms)
+        let id = match &self.node {
+            Some(node) => Arc::from(format!("{id}-{node}")),
+            None => Arc::from(id),
+        };
+        (id, self.last_ms)
+    }
+
+    /// Ids from now on end in `-<node>` (a cluster's node names are unique,
+    /// and made of letters, digits, `-`, `_` and `.`).
+    pub fn set_node(&mut self, node: &str) {
+        self.node = Some(node.into());
     }
 }
 
@@ -388,6 +404,11 @@ impl History {
         }
     }
 
+    /// This shard is a cluster node's: its msgids name the node.
+    pub(crate) fn set_node(&mut self, node: &str) {
+        self.ids.set_node(node);
+    }
+
     /// A msgid and time for a message to history `key` (`None`: not kept).
     pub(crate) fn stamp(&mut self, key: Option<&str>) -> (Arc<str>, u64) {
         let (id, mut ms) = self.ids.next(clock::now_millis());
@@ -425,6 +446,29 @@ impl History {
             // A key of another shard's partition would be a routing bug; a
             // message is far below the record limit. Neither comes from input.
             Err(e) => warn!(error = %e, "history: message not kept"),
+        }
+    }
+
+    /// Places `m`, a message another node kept while this one missed it, in
+    /// its history by its time (unless its msgid is there already); handed
+    /// to the writer like an append. Returns whether it was new here.
+    pub(crate) fn catch_up(&mut self, ctx: &mut Ctx<'_, ChatShard>, m: Message) -> bool {
+        let Some(store) = self.store.as_mut() else {
+            return false;
+        };
+        if store.has_message(&m.target, &m.msgid) {
+            return false;
+        }
+        match store.insert_message(m) {
+            Ok(_) => {
+                self.stats.history_appends.add(1);
+                self.arm_turn(ctx, false);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "history: message not kept");
+                false
+            }
         }
     }
 
@@ -699,6 +743,18 @@ mod tests {
         }
         // The next borrows the next millisecond rather than repeat an id.
         assert_eq!(g.next(1000).1, first + 1);
+    }
+
+    #[test]
+    fn cluster_nodes_stamp_apart() {
+        let (mut a, mut b) = (MsgIds::new(0), MsgIds::new(0));
+        a.set_node("irc-1");
+        b.set_node("irc-2");
+        let (ida, ta) = a.next(1000);
+        let (idb, tb) = b.next(1000);
+        assert_eq!(ta, tb);
+        assert_ne!(ida, idb);
+        assert!(ida.ends_with("-irc-1") && ida.len() == 17 + 6, "{ida}");
     }
 
     #[test]

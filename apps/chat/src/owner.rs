@@ -131,6 +131,18 @@ pub struct Owner {
     syncs: HashMap<u16, sync::PartitionSync>,
 }
 
+/// A channel message published (the PUBLISH's reply may come after its own
+/// event, when nothing waits for it any more: what to warn its sender).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMsg {
+    /// Its sender.
+    pub from: ClientRef,
+    /// The channel, as named.
+    pub chan: String,
+    /// PRIVMSG, NOTICE or TAGMSG.
+    pub kind: crate::store::MessageKind,
+}
+
 /// A claim or release for the cluster's engine ([`Owner::engine_out`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineOp {
@@ -166,6 +178,10 @@ pub enum EngineOp {
         partition: u16,
         /// The event ([`crate::cluster::events::Envelope`]).
         payload: String,
+        /// A channel message: its sender is warned if some node misses it,
+        /// and (but a TAGMSG) it goes into the partition's stream too, for
+        /// the nodes that miss it.
+        msg: Option<Box<SentMsg>>,
     },
     /// Look account `key` up in the engine (not in this node's store).
     AccountGet {

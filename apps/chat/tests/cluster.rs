@@ -65,9 +65,17 @@ impl Redis {
 
     /// A key's value (`GET`), if it has one.
     fn get(&self, key: &str) -> Option<String> {
+        self.bulk(&["GET", key])
+    }
+
+    /// A command's bulk-string reply (None for a nil or other reply).
+    fn bulk(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
         s.write_all(cmd.as_bytes()).ok()?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 512];
@@ -860,6 +868,129 @@ fn a_late_node_and_missed_events_resync(io: Io) {
     }
 }
 
+/// A client asking for history (batch, chathistory, message-tags).
+fn history_reader(srv: &TestServer, nick: &str) -> Client {
+    let mut c = srv.connect_on(0);
+    c.register_with_caps(nick, "batch draft/chathistory message-tags server-time");
+    c
+}
+
+/// `CHATHISTORY LATEST <chan> * 100`: (msgid and time, text) of each
+/// message.
+fn history_of(c: &mut Client, chan: &str) -> Vec<(String, String)> {
+    c.send(&format!("CHATHISTORY LATEST {chan} * 100"));
+    let (first, _) = c.until("BATCH +", |l| l.is("BATCH") && l.params[0].starts_with('+'));
+    let end = format!("-{}", &first.params[0][1..]);
+    let mut got = Vec::new();
+    loop {
+        let l = c.next_line();
+        if l.is("BATCH") && l.params[0] == end {
+            return got;
+        }
+        if l.is("PRIVMSG") {
+            let stamp = format!(
+                "{} {}",
+                l.tag("msgid").unwrap_or(""),
+                l.tag("time").unwrap_or("")
+            );
+            got.push((stamp, l.last().to_string()));
+        }
+    }
+}
+
+/// Polls `c`'s history of `chan` until it is `want`.
+fn history_until(c: &mut Client, what: &str, chan: &str, want: &[(String, String)]) {
+    let started = Instant::now();
+    loop {
+        let got = history_of(c, chan);
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{what}: history of {chan} is\n{got:?}\nwant\n{want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every node shows the same CHATHISTORY: a node started after messages
+/// were said places them in its history from the engine's stream (with the
+/// msgids the others show), and so does a node whose subscriber was cut
+/// while messages were said (it missed them live).
+fn history_catches_up_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(shards - 1, "bob");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        alice.join("#h");
+        bob.join("#h");
+        names_until(&mut alice, &label, "#h", &["@alice", "bob"]);
+        for i in 0..5 {
+            alice.send(&format!("PRIVMSG #h :before c {i}"));
+            bob.send(&format!("PRIVMSG #h :bob before c {i}"));
+        }
+        assert_eq!(alice.privmsg_texts(5).len(), 5, "{label}");
+        assert_eq!(bob.privmsg_texts(5).len(), 5, "{label}");
+        let mut ra = history_reader(&a, "ra");
+        let mut want = history_of(&mut ra, "#h");
+        assert_eq!(want.len(), 10, "{label}: {want:?}");
+
+        // A late node: the messages said before it started.
+        let c = TestServer::start_with(io, shards, node_config(&redis, "c", "c.test"));
+        let mut carol = c.register_on(0, "carol");
+        links_until(&mut carol, &label, &["a.test", "b.test", "c.test"]);
+        carol.join("#h");
+        let mut rc = history_reader(&c, "rc");
+        history_until(&mut rc, &format!("{label}: late node"), "#h", &want);
+
+        // c's subscribers are cut (found by the links' names) while alice
+        // talks: carol misses some live, and c's history has them after.
+        let mut missed = false;
+        for round in 0..5 {
+            let list = redis.bulk(&["CLIENT", "LIST"]).expect("CLIENT LIST");
+            let ids: Vec<&str> = list
+                .lines()
+                .filter(|l| l.contains(" name=c/") && l.contains("/events "))
+                .filter_map(|l| l.split(' ').next()?.strip_prefix("id="))
+                .collect();
+            assert_eq!(ids.len(), shards, "{label}: c's subscribers in\n{list}");
+            for id in ids {
+                redis.command(&["CLIENT", "KILL", "ID", id]);
+            }
+            for i in 0..5 {
+                alice.send(&format!("PRIVMSG #h :cut {round}.{i}"));
+            }
+            // Everything alice sent reached b; alice was warned of each
+            // message c's subscriber was away for (so c never saw it live).
+            assert_eq!(bob.privmsg_texts(5).len(), 5, "{label}");
+            let warned = alice
+                .sync()
+                .iter()
+                .any(|l| l.is("WARN") && l.params.get(1).is_some_and(|p| p == "PARTIAL_DELIVERY"));
+            carol.sync();
+            want = history_of(&mut ra, "#h");
+            history_until(&mut rc, &format!("{label}: cut {round}"), "#h", &want);
+            if warned {
+                missed = true;
+                break;
+            }
+        }
+        assert!(missed, "{label}: carol never missed a message while cut");
+        // And b's history is the same.
+        let mut rb = history_reader(&b, "rb");
+        history_until(&mut rb, &label, "#h", &want);
+        drop((alice, bob, carol, ra, rb, rc));
+        c.stop();
+        b.stop();
+        a.stop();
+    }
+}
+
 /// A node in the view whose subscriber is away (planted: a lease and a name
 /// in the node set, nothing subscribed) misses channel messages: their
 /// senders get `WARN PRIVMSG PARTIAL_DELIVERY`, and the node that is there
@@ -1209,6 +1340,7 @@ shardline::per_backend! {
     private_messages_across_nodes => private_messages_across_nodes;
     nick_changes_and_quits_across_nodes => nick_changes_and_quits_across_nodes;
     a_late_node_and_missed_events_resync => a_late_node_and_missed_events_resync;
+    history_catches_up_across_nodes => history_catches_up_across_nodes;
     partial_delivery_is_reported => partial_delivery_is_reported;
     topic_and_kick_across_nodes => topic_and_kick_across_nodes;
     modes_across_nodes => modes_across_nodes;

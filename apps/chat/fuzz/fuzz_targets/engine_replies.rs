@@ -10,13 +10,15 @@
 //! - a reply that is neither whole nor broken is a prefix the reader keeps,
 //!   and is never over `MAX_REPLY` bytes;
 //! - a channel event other nodes published (`cluster::events`) that decodes
-//!   encodes again to a form that decodes to the same event.
+//!   encodes again to a form that decodes to the same event;
+//! - any reply read as a stream's entries (`events::stream_events`, a
+//!   catch-up) gives only events that round-trip the same way.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shardline_chat::cluster::{
-    events::Envelope,
+    events::{stream_events, Envelope},
     resp::{decode_reply, text, Decoded, MAX_REPLY},
 };
 
@@ -29,6 +31,11 @@ fn replies(buf: &[u8]) -> (Vec<String>, usize, bool) {
                 assert!(used >= 1 && at + used <= buf.len());
                 at += used;
                 let _ = text(&f);
+                for env in stream_events(&f) {
+                    if let Some(wire) = env.encode() {
+                        assert_eq!(Envelope::decode(&wire).as_ref(), Some(&env), "{wire:?}");
+                    }
+                }
                 out.push(format!("{f:?}"));
             }
             Decoded::Incomplete => {

@@ -709,9 +709,75 @@ fn client_ref(s: &str) -> Option<(usize, u64)> {
     Some((shard.parse().ok()?, id.parse().ok()?))
 }
 
+/// The field of a stream entry holding the event ([`Envelope`]).
+pub const STREAM_FIELD: &str = "e";
+
+/// The events of an `XRANGE`/`XREVRANGE` reply of a partition's stream
+/// (entries `[id, [field, value, ...]]`, the event the value of
+/// [`STREAM_FIELD`]), in the reply's order. Anything else in the reply — an
+/// entry of another shape, a value that is not an event — is skipped.
+pub fn stream_events(reply: &redis_protocol::resp2::types::OwnedFrame) -> Vec<Envelope> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let OwnedFrame::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            OwnedFrame::Array(parts) => match parts.get(1) {
+                Some(OwnedFrame::Array(fields)) => fields
+                    .chunks_exact(2)
+                    .find(|kv| super::resp::text(&kv[0]) == Some(STREAM_FIELD))
+                    .and_then(|kv| super::resp::text(&kv[1]))
+                    .and_then(Envelope::decode),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_replies_give_their_events_and_skip_the_rest() {
+        use redis_protocol::resp2::types::OwnedFrame::{self, Array, BulkString, Integer};
+        let msg = |id: &str| Envelope {
+            node: "n1".into(),
+            token: 3,
+            event: Event::Msg {
+                to: "#room".into(),
+                kind: MessageKind::Privmsg,
+                mask: "a!~a@h".into(),
+                account: None,
+                msgid: id.into(),
+                time: 1_700_000_000_000,
+                tags: None,
+                text: "hi".into(),
+            },
+        };
+        let bulk = |s: &str| BulkString(s.as_bytes().to_vec());
+        let entry = |id: &str, fields: Vec<OwnedFrame>| Array(vec![bulk(id), Array(fields)]);
+        let wire = |e: &Envelope| e.encode().unwrap();
+        let reply = Array(vec![
+            entry("2-0", vec![bulk("e"), bulk(&wire(&msg("m2")))]),
+            // Another field first, then the event.
+            entry(
+                "1-5",
+                vec![bulk("x"), bulk("y"), bulk("e"), bulk(&wire(&msg("m1")))],
+            ),
+            // Not an event, no event field, not an entry, an odd field list.
+            entry("1-4", vec![bulk("e"), bulk("junk")]),
+            entry("1-3", vec![bulk("x"), bulk("y")]),
+            Integer(7),
+            entry("1-2", vec![bulk("e")]),
+        ]);
+        assert_eq!(stream_events(&reply), vec![msg("m2"), msg("m1")]);
+        assert!(stream_events(&Integer(0)).is_empty());
+        assert!(stream_events(&Array(Vec::new())).is_empty());
+    }
 
     #[test]
     fn round_trips() {

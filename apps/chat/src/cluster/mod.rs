@@ -159,15 +159,27 @@
 //!
 //! Not yet (issue 16 goes on): `invite-notify` on the other nodes; ban
 //! entries carry each node's own time (and, from a resync, the answering
-//! node's name as setter);
-//! messages published while a node's subscriber is away are lost to it
-//! (pub/sub is at-most-once; membership is repaired by the resync below,
-//! but the messages are not — their senders are told, see below; streams,
-//! `XADD` + `PUBLISH` in one script as the engine note suggests, would let
-//! it catch up); a check that passed here can fail when the event comes
-//! back (an event ordered in between, such as a ban): the other nodes show
-//! it, this one answers the refusal; history of other nodes' events before
-//! this node started.
+//! node's name as setter); a check that passed here can fail when the
+//! event comes back (an event ordered in between, such as a ban): the
+//! other nodes show it, this one answers the refusal.
+//!
+//! ## History catch-up (built)
+//!
+//! Pub/sub is at-most-once: a node whose subscriber is away misses what is
+//! published meanwhile (its senders' nodes warn them, below), and a node
+//! that starts late never saw what was said before. So a channel message
+//! (not a TAGMSG) is published together with an `XADD` to its partition's
+//! stream (`shardline:hist:<p>`, trimmed to about `cluster.catchup_messages`
+//! entries, 1000 by default), in one `MULTI`/`EXEC`: the stream's order is
+//! the channel's. Each time a shard's links become live it reads, for each
+//! partition it owns, the newest entries (`XREVRANGE … COUNT`) — all the
+//! stream keeps the first time, else from 30 s before it was cut off — and
+//! its history places each message it lacks by its time, the time raised
+//! along the stream as every node raised it appending live
+//! (`Owner::catch_up`, `Store::insert_message`). msgids name their node
+//! (`history`), so a msgid is placed once. Every node so shows the same
+//! CHATHISTORY — msgids, times and order — for what the streams keep;
+//! messages a node handled alone while the engine was away are its own.
 //!
 //! ## Resync (built)
 //!
@@ -255,6 +267,9 @@ const PREFIX: &str = "shardline:";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest reconnection delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A catch-up reads the streams from this long before the cut: events in
+/// flight then, and the engine's clock against this node's.
+const CATCHUP_SLACK: Duration = Duration::from_secs(30);
 /// After a link comes back, new nick claims wait this long, so that every
 /// node — each reconnecting within [`MAX_BACKOFF`] of the engine's return —
 /// has claimed again the nicks its users hold before anyone new can take
@@ -367,10 +382,17 @@ pub enum Pending {
     /// An account of this node's store claimed again after the link came
     /// back (its name, to log a conflict).
     AccountAssert(String),
-    /// A channel event published (the owner's token; 0: none waits).
-    Publish(u64),
+    /// A channel event published (the owner's token, 0: none waits; a
+    /// channel message's sender).
+    Publish(u64, Option<Box<crate::owner::SentMsg>>),
     /// A private message for another node's user (the owner's token).
     Direct(u64),
+    /// A command whose reply is not needed (a message added to its
+    /// partition's stream, the link's name).
+    Ignored,
+    /// The messages a partition's stream kept since this shard was cut off
+    /// (`XREVRANGE`), for its history.
+    CatchUp(u16),
 }
 
 /// How a link is.
@@ -502,6 +524,18 @@ pub struct Cluster {
     /// This node's private-message channels, one per partition
     /// (`shardline:dm:<node>:<partition>`).
     dm_channels: Vec<String>,
+    /// Each partition's stream of kept messages (`shardline:hist:<p>`).
+    hist_keys: Vec<String>,
+    /// How many messages a stream keeps (`cluster.catchup_messages`,
+    /// as the argument of `MAXLEN ~` and `COUNT`); `None`: none.
+    catchup: Option<String>,
+    /// Where the next catch-up starts, ms since the epoch (0: the
+    /// beginning); `None`: nothing to catch up. Set when the shard is cut
+    /// off (kept if it was set already: an earlier cut whose catch-up did
+    /// not finish), cleared when every partition's catch-up came back.
+    catch_from: Option<u64>,
+    /// Partitions whose catch-up has not come back.
+    catch_waiting: usize,
     /// Where commands are encoded (kept: no allocation per command).
     scratch: Vec<u8>,
     /// Claims waiting for that.
@@ -615,11 +649,18 @@ impl ChatShard {
             event_channels: (0..crate::store::PARTITIONS)
                 .map(|p| format!("{PREFIX}ev:{p}"))
                 .collect(),
+            hist_keys: (0..crate::store::PARTITIONS)
+                .map(|p| format!("{PREFIX}hist:{p}"))
+                .collect(),
+            catchup: (config.catchup_messages > 0).then(|| config.catchup_messages.to_string()),
+            catch_from: Some(0),
+            catch_waiting: 0,
             scratch: Vec::with_capacity(256),
         };
         self.next_id += 1;
         self.owner.cluster = true;
         self.owner.node = cluster.node.clone();
+        self.owner.history.set_node(&cluster.node);
         self.owner.incarnation = cluster.incarnation.clone();
         if self.me == 0 {
             info!(node = %cluster.node, engine = %cluster.engine, incarnation, "cluster node starting");
@@ -659,6 +700,9 @@ impl ChatShard {
             && cl.sub.confirmed >= cl.sub.wanted;
         if self.owner.engine_live && !live {
             self.owner.engine_live = false;
+            if let Some(cl) = self.cluster.as_mut() {
+                cl.catch_from.get_or_insert_with(crate::clock::now_millis);
+            }
             self.owner
                 .chan_flush_local(ctx, &self.info, &mut self.outbox);
         }
@@ -668,6 +712,7 @@ impl ChatShard {
             self.owner.engine_live = true;
             self.owner.sync_ask(self.shards, self.me);
             self.cluster_flush_owner(ctx);
+            self.cluster_catch_up(ctx);
         }
         self.owner.engine_live = live;
     }
@@ -725,6 +770,10 @@ impl ChatShard {
         args.extend(mine().map(|p| cl.dm_channels[p].as_bytes()));
         cl.sub.wanted = args.len() - 1;
         let mut out = Vec::new();
+        // Named, for `CLIENT LIST` (an operator's, a test's): `+OK` is not
+        // a push, and is skipped.
+        let name = format!("{}/{me}/events", cl.node);
+        resp::encode_command(&mut out, &[b"CLIENT", b"SETNAME", name.as_bytes()]);
         resp::encode_command(&mut out, &args);
         if let Some(conn) = cl.sub.conn {
             // The engine link is not a client: raw RESP bytes, no framing.
@@ -784,7 +833,7 @@ impl ChatShard {
                 self.owner.engine_account_claimed(ctx, outbox, token, None)
             }
             Pending::AccountGet(token) => self.owner.engine_account_found(ctx, outbox, token, None),
-            Pending::Publish(token) => self.owner.chan_echo(ctx, info, outbox, token),
+            Pending::Publish(token, _) => self.owner.chan_echo(ctx, info, outbox, token),
             Pending::Direct(token) => self.owner.direct_published(
                 ctx,
                 outbox,
@@ -839,7 +888,8 @@ impl ChatShard {
                     token,
                     partition,
                     payload,
-                } => self.cluster_publish(ctx, partition, &payload, token),
+                    msg,
+                } => self.cluster_publish(ctx, partition, &payload, token, msg),
                 crate::owner::EngineOp::AccountGet { token, key } => {
                     let k = format!("{PREFIX}account:{key}");
                     self.cluster_send(ctx, &[b"GET", k.as_bytes()], Pending::AccountGet(token));
@@ -997,6 +1047,12 @@ impl ChatShard {
             ctx.set_timer(SETTLE, ChatTimer::Cluster(ClusterTimer::Settled));
             self.cluster_tell_users(ctx, true);
         }
+        let name = format!("{}/{me}/commands", self.owner.node);
+        self.cluster_send(
+            ctx,
+            &[b"CLIENT", b"SETNAME", name.as_bytes()],
+            Pending::Ignored,
+        );
         if me == 0 {
             self.cluster_renew(ctx);
         }
@@ -1066,26 +1122,115 @@ impl ChatShard {
         self.cluster_send_scratch(ctx, pending);
     }
 
-    /// Publishes a channel event on its partition's engine channel.
+    /// Publishes a channel event on its partition's engine channel; a
+    /// channel message (`msg`) but a TAGMSG goes into the partition's
+    /// stream first, for the nodes that miss it.
+    ///
+    /// Both in one `MULTI`/`EXEC`, so that the stream's order is the
+    /// channel's (a node catching up places the messages in that order);
+    /// no script: nothing to load again into an engine that restarted,
+    /// and no Lua on the engine per message.
     fn cluster_publish(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
         partition: u16,
         payload: &str,
         token: u64,
+        msg: Option<Box<crate::owner::SentMsg>>,
     ) {
         let Some(cl) = self.cluster.as_deref_mut() else {
             return;
         };
-        let channel = cl.event_channels[usize::from(partition)].as_bytes();
+        let p = usize::from(partition);
         cl.scratch.clear();
+        let queued = match &cl.catchup {
+            Some(n)
+                if msg
+                    .as_ref()
+                    .is_some_and(|m| m.kind != crate::store::MessageKind::Tagmsg) =>
+            {
+                let args: [&[u8]; 8] = [
+                    b"XADD",
+                    cl.hist_keys[p].as_bytes(),
+                    b"MAXLEN",
+                    b"~",
+                    n.as_bytes(),
+                    b"*",
+                    events::STREAM_FIELD.as_bytes(),
+                    payload.as_bytes(),
+                ];
+                resp::encode_command(&mut cl.scratch, &[b"MULTI"]);
+                resp::encode_command(&mut cl.scratch, &args);
+                true
+            }
+            _ => false,
+        };
+        let channel = cl.event_channels[p].as_bytes();
         resp::encode_command(&mut cl.scratch, &[b"PUBLISH", channel, payload.as_bytes()]);
-        self.cluster_send_scratch(ctx, Pending::Publish(token));
+        if queued {
+            // +OK, +QUEUED, +QUEUED, then EXEC's [stream id, receivers].
+            resp::encode_command(&mut cl.scratch, &[b"EXEC"]);
+        }
+        let ignored = if queued { 3 } else { 0 };
+        self.cluster_send_scratch_after(ctx, ignored, Pending::Publish(token, msg));
+    }
+
+    /// The engine became live for this shard again (or at last): ask each
+    /// partition's stream for the messages kept since the shard was cut off
+    /// (all it keeps, the first time), newest first, at most what a stream
+    /// keeps; its history places the ones it lacks. From a little before
+    /// the cut (`CATCHUP_SLACK`: events in flight then, and the engine's
+    /// clock against this one); what it had already is skipped by msgid.
+    fn cluster_catch_up(&mut self, ctx: &mut Ctx<'_, ChatShard>) {
+        let (shards, me) = (self.shards, self.me);
+        let Some(cl) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let (Some(n), Some(from)) = (cl.catchup.clone(), cl.catch_from) else {
+            return;
+        };
+        let start = match from {
+            0 => "-".to_string(),
+            t => t
+                .saturating_sub(CATCHUP_SLACK.as_millis() as u64)
+                .to_string(),
+        };
+        let mine: Vec<u16> = (0..crate::store::PARTITIONS)
+            .filter(|p| crate::store::shard_of_partition(*p, shards) == me)
+            .collect();
+        cl.catch_waiting = mine.len();
+        for p in mine {
+            let Some(cl) = self.cluster.as_deref_mut() else {
+                return;
+            };
+            let key = cl.hist_keys[usize::from(p)].clone();
+            let args: [&[u8]; 6] = [
+                b"XREVRANGE",
+                key.as_bytes(),
+                b"+",
+                start.as_bytes(),
+                b"COUNT",
+                n.as_bytes(),
+            ];
+            self.cluster_send(ctx, &args, Pending::CatchUp(p));
+        }
     }
 
     /// Sends the command encoded in `scratch` on the command link, expecting
     /// `pending`'s reply; if it cannot go, `pending` is answered here.
     fn cluster_send_scratch(&mut self, ctx: &mut Ctx<'_, ChatShard>, pending: Pending) {
+        self.cluster_send_scratch_after(ctx, 0, pending);
+    }
+
+    /// As [`ChatShard::cluster_send_scratch`], `scratch` holding `ignored`
+    /// more commands before the one `pending` answers: their replies come
+    /// first and are not needed.
+    fn cluster_send_scratch_after(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        ignored: usize,
+        pending: Pending,
+    ) {
         let Some(cl) = self.cluster.as_mut() else {
             return;
         };
@@ -1096,7 +1241,11 @@ impl ChatShard {
             _ => false,
         };
         if sent {
-            cl.link.pending.push_back((pending, Instant::now()));
+            let now = Instant::now();
+            for _ in 0..ignored {
+                cl.link.pending.push_back((Pending::Ignored, now));
+            }
+            cl.link.pending.push_back((pending, now));
         } else {
             self.cluster_unanswered(ctx, pending);
         }
@@ -1278,9 +1427,16 @@ impl ChatShard {
                 self.owner
                     .engine_account_found(ctx, &mut self.outbox, token, value.as_deref());
             }
-            Pending::Publish(token) => {
-                let OwnedFrame::Integer(got) = frame else {
-                    return;
+            Pending::Publish(token, msg) => {
+                // PUBLISH's reply, or EXEC's with it last.
+                let got = match &frame {
+                    OwnedFrame::Integer(n) => *n,
+                    OwnedFrame::Array(replies) => match replies.last() {
+                        Some(OwnedFrame::Integer(n)) => *n,
+                        _ => 0,
+                    },
+                    // EXEC aborted (nil): nothing was published.
+                    _ => 0,
                 };
                 if got <= 0 {
                     // Not even this node's subscriber took it: its own event
@@ -1293,9 +1449,32 @@ impl ChatShard {
                 // than the nodes up means some node's subscriber is away.
                 let up = self.owner.other_nodes + 1;
                 let got = usize::try_from(got).unwrap_or(usize::MAX);
-                if token != 0 && got < up {
-                    self.owner
-                        .chan_partial(ctx, &mut self.outbox, token, up - got, up);
+                if let (Some(msg), true) = (msg, got < up) {
+                    crate::owner::Owner::chan_partial(ctx, &mut self.outbox, *msg, up - got, up);
+                }
+            }
+            Pending::Ignored => {}
+            Pending::CatchUp(p) => {
+                // Newest first: placed oldest first, so that messages of
+                // one millisecond keep the stream's order.
+                let mut envs = events::stream_events(&frame);
+                envs.reverse();
+                let got = envs.len();
+                let placed = self.owner.catch_up(ctx, envs);
+                if placed > 0 {
+                    info!(
+                        shard = self.me,
+                        partition = p,
+                        placed,
+                        read = got,
+                        "cluster: history caught up with messages this node missed"
+                    );
+                }
+                if let Some(cl) = self.cluster.as_mut() {
+                    cl.catch_waiting = cl.catch_waiting.saturating_sub(1);
+                    if cl.catch_waiting == 0 && self.owner.engine_live {
+                        cl.catch_from = None;
+                    }
                 }
             }
             Pending::Direct(token) => {

@@ -17,14 +17,14 @@
 //!   messages no longer reach the other nodes); requests waiting for their
 //!   event when a link goes are handled here then.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use shardline::{Ctx, ShardId};
 
 use super::{
     channel::{delivery, Channel, Topic},
     events::{no_such_channel, not_on_channel, not_op},
-    reply, Answer, EngineOp, Numeric, Owner,
+    reply, Answer, EngineOp, Numeric, Owner, SentMsg,
 };
 
 /// What became of a request offered to the engine.
@@ -37,7 +37,7 @@ pub(super) enum Published {
     Here(Request),
 }
 use crate::{
-    casemap::{casefold, NameKey},
+    casemap::{casefold, owner_of_key, NameKey},
     cluster::events::{user_event_key, Envelope, Event},
     info::ServerInfo,
     mail::{
@@ -312,11 +312,20 @@ impl Owner {
             return Published::Here(req);
         };
         let partition = partition_of(&casefold(&chan));
+        let msg = match &req {
+            Request::ChanMsg { chan, said } => Some(Box::new(SentMsg {
+                from,
+                chan: chan.clone(),
+                kind: said.kind,
+            })),
+            _ => None,
+        };
         self.chan_waits.insert(token, (from, req));
         self.engine_out.push(EngineOp::Publish {
             token,
             partition,
             payload,
+            msg,
         });
         Published::Waiting
     }
@@ -728,6 +737,60 @@ impl Owner {
         }
     }
 
+    /// Messages a partition's stream kept, in the channels' order (oldest
+    /// first): each one this node's history lacks is placed there by its
+    /// time (after those of the same time).
+    ///
+    /// The time is raised, along the stream, to the latest before it in the
+    /// same channel, as every node that saw them live raised it appending
+    /// them in that order (origins' clocks differ): so placing by time puts
+    /// them in the channel's order, among what this node has. Returns how
+    /// many were new here.
+    pub(crate) fn catch_up(&mut self, ctx: &mut Ctx<'_, ChatShard>, envs: Vec<Envelope>) -> usize {
+        let mut placed = 0;
+        let mut floor: HashMap<NameKey, u64> = HashMap::new();
+        for env in envs {
+            let Event::Msg {
+                to,
+                kind,
+                mask,
+                account,
+                msgid,
+                time,
+                tags,
+                text,
+            } = env.event
+            else {
+                continue;
+            };
+            let ckey: NameKey = casefold(&to).into();
+            if kind == MessageKind::Tagmsg
+                || !self.history.keeps(&ckey)
+                || owner_of_key(&ckey, ctx.shards()) != ctx.shard_id().0
+            {
+                continue;
+            }
+            let last = floor.entry(ckey.clone()).or_insert(0);
+            let time = time.max(*last);
+            *last = time;
+            let m = Stored {
+                target: ckey,
+                to,
+                msgid,
+                time,
+                source: mask,
+                account: account.unwrap_or_default(),
+                kind,
+                tags: tags.unwrap_or_default(),
+                text,
+            };
+            if self.history.catch_up(ctx, m) {
+                placed += 1;
+            }
+        }
+        placed
+    }
+
     /// A private message to `target`, a nick nobody here holds: published
     /// for the node whose claim it is, if another node's (the engine checks
     /// the claim and publishes in one step); the sender is answered when
@@ -912,25 +975,22 @@ impl Owner {
     /// it (`WARN <command> PARTIAL_DELIVERY <channel>`), since those nodes'
     /// members will not see it. TAGMSG quietly.
     pub(crate) fn chan_partial(
-        &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
         outbox: &mut Outbox,
-        token: u64,
+        msg: SentMsg,
         missed: usize,
         up: usize,
     ) {
-        let Some((from, Request::ChanMsg { chan, said })) = self.chan_waits.get(&token) else {
-            return;
-        };
-        if said.kind == MessageKind::Tagmsg {
+        let SentMsg { from, chan, kind } = msg;
+        if kind == MessageKind::Tagmsg {
             return;
         }
         let r = StandardReply {
-            to: *from,
+            to: from,
             kind: Standard::Warn,
-            command: said.kind.command(),
+            command: kind.command(),
             code: "PARTIAL_DELIVERY",
-            context: vec![chan.clone()],
+            context: vec![chan],
             text: format!(
                 "Not delivered to {missed} of the {up} servers: their link to the cluster engine is down"
             ),
@@ -1023,6 +1083,7 @@ impl Owner {
                 token,
                 partition,
                 payload,
+                msg: None,
             });
         }
     }

@@ -125,6 +125,11 @@ pub enum Record {
     AccountDelete(String),
     /// A message appended to a history.
     Message(Message),
+    /// A message placed in its history by its time (see
+    /// `Memory::insert_message`): one another node kept while this one
+    /// missed it. Encoded as a `Message` record with one more field, `1`
+    /// (so a reader from before it takes it as a plain append).
+    CaughtUp(Message),
 }
 
 /// A record whose encoding would exceed [`MAX_PAYLOAD`].
@@ -259,6 +264,12 @@ pub fn encode_account_delete(out: &mut Vec<u8>, name: &str) -> Result<usize, Too
 
 /// Appends a `Message` frame.
 pub fn encode_message(out: &mut Vec<u8>, m: &Message) -> Result<usize, TooLarge> {
+    encode_placed(out, m, false)
+}
+
+/// Appends a `Message` frame, placed by its time if `caught_up`
+/// ([`Record::CaughtUp`]).
+pub fn encode_placed(out: &mut Vec<u8>, m: &Message, caught_up: bool) -> Result<usize, TooLarge> {
     frame(out, |o| {
         o.push(KIND_MESSAGE);
         put_str(o, &m.target);
@@ -270,6 +281,9 @@ pub fn encode_message(out: &mut Vec<u8>, m: &Message) -> Result<usize, TooLarge>
         o.push(m.kind.code());
         put_str(o, &m.tags);
         put_str(o, &m.text);
+        if caught_up {
+            put_varint(o, 1);
+        }
     })
 }
 
@@ -280,6 +294,7 @@ pub fn encode(out: &mut Vec<u8>, r: &Record) -> Result<usize, TooLarge> {
         Record::AccountPut(a) => encode_account_put(out, a),
         Record::AccountDelete(name) => encode_account_delete(out, name),
         Record::Message(m) => encode_message(out, m),
+        Record::CaughtUp(m) => encode_placed(out, m, true),
     }
 }
 
@@ -414,7 +429,7 @@ pub fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
             let kind = MessageKind::from_code(r.u8()?).ok_or(DecodeError("unknown command"))?;
             let tags = r.str()?.to_owned();
             let text = r.str()?.to_owned();
-            Ok(Record::Message(Message {
+            let m = Message {
                 target,
                 to,
                 msgid,
@@ -424,7 +439,13 @@ pub fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
                 kind,
                 tags,
                 text,
-            }))
+            };
+            // The placement, if given (later fields are ignored).
+            if r.pos < r.buf.len() && r.varint()? == 1 {
+                Ok(Record::CaughtUp(m))
+            } else {
+                Ok(Record::Message(m))
+            }
         }
         _ => Err(DecodeError("unknown record kind")),
     }
@@ -483,6 +504,7 @@ mod tests {
             account().prop_map(Record::AccountPut),
             text().prop_map(Record::AccountDelete),
             message().prop_map(Record::Message),
+            message().prop_map(Record::CaughtUp),
         ]
     }
 

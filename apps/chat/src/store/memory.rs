@@ -188,6 +188,9 @@ impl Memory {
             Record::Message(m) => {
                 self.push_message(m, size);
             }
+            Record::CaughtUp(m) => {
+                self.insert_message(m, size);
+            }
         }
     }
 
@@ -258,6 +261,69 @@ impl Memory {
             h.pop_front(&mut self.live);
         }
         !h.entries.is_empty()
+    }
+
+    /// [`Memory::insert_message`] if `caught_up`, else
+    /// [`Memory::push_message`].
+    pub(crate) fn place_message(&mut self, m: Message, size: usize, caught_up: bool) -> bool {
+        if caught_up {
+            self.insert_message(m, size)
+        } else {
+            self.push_message(m, size)
+        }
+    }
+
+    /// Whether history `key` keeps a message with this msgid.
+    pub(crate) fn has_message(&self, key: &str, msgid: &str) -> bool {
+        self.histories
+            .get(key)
+            .is_some_and(|h| h.ids.contains_key(msgid))
+    }
+
+    /// Places `m` in its history by its time — after every message of the
+    /// same or an earlier time — rather than at the end (a message another
+    /// node kept while this one missed it, [`Record::CaughtUp`]), and applies
+    /// the bounds: one older than all kept in a full history, or past the
+    /// age limit, is not kept. A msgid the history keeps already is not
+    /// placed again. Returns whether it is kept.
+    pub(crate) fn insert_message(&mut self, m: Message, size: usize) -> bool {
+        let at_end = match self.histories.get(&m.target) {
+            None => true,
+            Some(h) if h.ids.contains_key(&m.msgid) => return false,
+            Some(h) => h.entries.back().is_none_or(|e| e.msg.time <= m.time),
+        };
+        if at_end {
+            return self.push_message(m, size);
+        }
+        let max = self.limits.max_for(&m.target);
+        let cutoff = self.limits.cutoff(m.time);
+        let Some(h) = self.histories.get_mut(&m.target) else {
+            return false;
+        };
+        if max == 0 || m.time < cutoff {
+            return false;
+        }
+        let at = h.entries.partition_point(|e| e.msg.time <= m.time);
+        // The messages after it move one place on.
+        for e in h.entries.range(at..) {
+            if let Some(abs) = h.ids.get_mut(&e.msg.msgid) {
+                *abs += 1;
+            }
+        }
+        let id = m.msgid.clone();
+        h.ids.insert(id.clone(), h.base + at as u64);
+        self.live[usize::from(h.partition)] += size as u64;
+        h.entries.insert(
+            at,
+            Entry {
+                msg: m,
+                size: size as u32,
+            },
+        );
+        while h.entries.len() > max {
+            h.pop_front(&mut self.live);
+        }
+        h.ids.contains_key(&id)
     }
 
     /// Drops every message older than the age limit at `now`, and the bounds

@@ -712,16 +712,28 @@ impl Store {
     /// history of its kind, or too much waiting for the writer — counted in
     /// `records_dropped`).
     pub fn append_message(&mut self, m: Message) -> Result<Option<u64>, StoreError> {
+        self.write_message(m, false)
+    }
+
+    /// Places `m` in the history `m.target` by its time rather than at the
+    /// end: a message another node kept while this one missed it (a cluster
+    /// catching up). A msgid the history keeps already is skipped. Otherwise
+    /// as [`Store::append_message`].
+    pub fn insert_message(&mut self, m: Message) -> Result<Option<u64>, StoreError> {
+        self.write_message(m, true)
+    }
+
+    fn write_message(&mut self, m: Message, caught_up: bool) -> Result<Option<u64>, StoreError> {
         let p = self.owned_partition(&m.target)?;
-        if self.mem.limits.max_for(&m.target) == 0 {
+        if self.mem.limits.max_for(&m.target) == 0 || self.mem.has_message(&m.target, &m.msgid) {
             return Ok(None);
         }
         let waiting = self.stats.unwritten_bytes.load(Relaxed) + self.pending.bytes;
         let gone = self.tx.is_none();
         let pw = self.pending.part(p);
         let start = pw.data.len();
-        let size =
-            codec::encode_message(&mut pw.data, &m).map_err(|e| StoreError::TooLarge(e.0))?;
+        let size = codec::encode_placed(&mut pw.data, &m, caught_up)
+            .map_err(|e| StoreError::TooLarge(e.0))?;
         if gone || waiting + size as u64 > self.max_unwritten {
             pw.data.truncate(start);
             if let Some(held) = self.detached.as_mut() {
@@ -735,14 +747,14 @@ impl Store {
             } else {
                 self.note_dropped();
             }
-            self.mem.push_message(m, size);
+            self.mem.place_message(m, size, caught_up);
             return Ok(None);
         }
         pw.history += 1;
         self.pending.bytes += size as u64;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.mem.push_message(m, size);
+        self.mem.place_message(m, size, caught_up);
         Ok(Some(seq))
     }
 
@@ -781,6 +793,11 @@ impl Store {
         self.mem.limits = limits;
         self.mem.expire(now);
         self.limits_dirty = true;
+    }
+
+    /// Whether history `key` keeps the message `msgid`.
+    pub fn has_message(&self, key: &str, msgid: &str) -> bool {
+        self.mem.has_message(key, msgid)
     }
 
     /// Messages kept in history `key`.

@@ -572,6 +572,68 @@ fn bounds_and_age_apply_on_recovery() {
     assert_eq!(history_ids(&s, "#c"), ["m4", "m5"]);
 }
 
+#[test]
+fn caught_up_messages_are_placed_by_time_once_and_recovered_in_place() {
+    let tmp = TempDir::new("caught-up");
+    let t = now();
+    {
+        let mut s = open_all(tmp.path(), options()).unwrap();
+        // This node's own messages at t+0, t+20, t+40; another node's at
+        // t+10, t+30 and t+50 come late.
+        for i in [0, 2, 4] {
+            s.append_message(msg("#c", i, t + i * 10)).unwrap();
+        }
+        for i in [3, 1, 5] {
+            assert!(s
+                .insert_message(msg("#c", i, t + i * 10))
+                .unwrap()
+                .is_some());
+        }
+        // Seen already (live, or caught up twice): not placed again; and a
+        // plain append of a msgid kept is skipped too.
+        assert_eq!(s.insert_message(msg("#c", 1, t + 10)).unwrap(), None);
+        assert_eq!(s.append_message(msg("#c", 4, t + 60)).unwrap(), None);
+        assert_eq!(history_ids(&s, "#c"), m(0..6));
+        // msgid references still find the right messages after the moves.
+        use MsgRef::MsgId;
+        assert_eq!(ids(&s.before("#c", MsgId("m3"), 2).unwrap()), m(1..3));
+        assert_eq!(ids(&s.after("#c", MsgId("m2"), 10).unwrap()), m(3..6));
+        // A message at the same time as kept ones goes after them.
+        s.insert_message(msg("#c", 9, t + 20)).unwrap();
+        assert_eq!(history_ids(&s, "#c")[3], "m9");
+        s.close().unwrap();
+    }
+    // The log holds the late ones after the others; recovery places them
+    // where they were.
+    let s = open_all(tmp.path(), options()).unwrap();
+    assert_eq!(
+        history_ids(&s, "#c"),
+        ["m0", "m1", "m2", "m9", "m3", "m4", "m5"]
+    );
+    drop(s);
+    // A full history keeps its newest: an older late message is not kept,
+    // a newer one pushes the oldest out.
+    let mut s = open_all(
+        tmp.path(),
+        StoreOptions {
+            limits: HistoryLimits {
+                channel_messages: 3,
+                ..no_age_limit()
+            },
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(history_ids(&s, "#c"), ["m3", "m4", "m5"]);
+    s.insert_message(msg("#c", 7, t + 5)).unwrap();
+    s.insert_message(msg("#c", 8, t + 45)).unwrap();
+    assert_eq!(history_ids(&s, "#c"), ["m4", "m8", "m5"]);
+    assert_eq!(
+        ids(&s.before("#c", MsgRef::MsgId("m5"), 1).unwrap()),
+        ["m8"]
+    );
+}
+
 /// Ten messages at times 10 20 20 30 40 50 50 50 60 70, msgids m0..m9.
 fn known_history() -> Memory {
     let mut mem = Memory::new(no_age_limit());
