@@ -87,6 +87,23 @@ impl ChatShard {
                         host,
                     },
             } => self.chghost_local(ctx, from, target, &nick, user, host),
+            ChatMsg::Request {
+                req:
+                    Request::WhoisForNode {
+                        target,
+                        nick,
+                        multi_prefix,
+                        to_node,
+                        client,
+                        ask,
+                    },
+                ..
+            } => {
+                let nums = self.whois_for_node(target, &nick, multi_prefix);
+                let node = self.owner.node.clone();
+                self.owner
+                    .whois_publish_answer(&node, to_node, &nick, client, ask, nums);
+            }
             ChatMsg::Request { from, req } => {
                 self.owner
                     .handle(ctx, &self.info, &mut self.outbox, from, req);

@@ -15,6 +15,7 @@ mod channel;
 mod cluster;
 mod events;
 mod modes;
+mod remote_whois;
 mod sync;
 
 mod history;
@@ -129,6 +130,9 @@ pub struct Owner {
     invite_waits: HashMap<u64, (ClientRef, String, String)>,
     /// Resyncs this shard asked for, by partition ([`sync`]).
     syncs: HashMap<u16, sync::PartitionSync>,
+    /// WHOIS of users of other nodes waiting for their node's answer:
+    /// token -> the asker ([`remote_whois`]).
+    whois_waits: HashMap<u64, remote_whois::WhoisWait>,
 }
 
 /// A channel message published (the PUBLISH's reply may come after its own
@@ -203,6 +207,16 @@ pub enum EngineOp {
         /// The event ([`crate::cluster::events::Envelope`]).
         payload: String,
     },
+    /// Publish `payload` on node `node`'s private-message channel of
+    /// `partition` (an answer to that node's ask).
+    DirectTo {
+        /// The node.
+        node: String,
+        /// The partition.
+        partition: u16,
+        /// The event ([`crate::cluster::events::Envelope`]).
+        payload: String,
+    },
 }
 
 /// What the engine did with a private message for another node's user.
@@ -273,6 +287,7 @@ impl Owner {
             direct_waits: HashMap::new(),
             invite_waits: HashMap::new(),
             syncs: HashMap::new(),
+            whois_waits: HashMap::new(),
         }
     }
 
@@ -471,6 +486,10 @@ impl Owner {
             }
             Request::Whois { nick, viewer } => {
                 let Some(target) = self.holder(&nick) else {
+                    if self.cluster && self.engine_live {
+                        // Perhaps a user of another node: asked there.
+                        return self.whois_remote(ctx, info, from, nick, viewer.multi_prefix);
+                    }
                     let end = Numeric::new(RPL_ENDOFWHOIS, [nick.as_str(), "End of /WHOIS list."]);
                     return numerics(vec![no_such_nick(&nick), end]);
                 };

@@ -257,6 +257,28 @@ impl ChatShard {
         out
     }
 
+    /// Another node's WHOIS of local client `target` (as asked: `nick`),
+    /// seen as by someone in none of its channels and not an operator: no
+    /// `+s` channel in 319, no certificate fingerprint.
+    pub(crate) fn whois_for_node(
+        &self,
+        target: ClientRef,
+        nick: &str,
+        multi_prefix: bool,
+    ) -> Vec<Numeric> {
+        let viewer = Viewer {
+            chans: Vec::new(),
+            oper: false,
+            multi_prefix,
+        };
+        // Nobody of this node: never the target itself.
+        let asker = ClientRef {
+            shard: self.me,
+            id: 0,
+        };
+        self.whois_local(asker, target, nick, &viewer)
+    }
+
     /// WHOIS by `asker` for local client `target`: 311, 319 (its channels
     /// `viewer` may see), 312, 301, 313, 330 (its account), 276 (its client certificate's
     /// fingerprint, to itself and operators), 671 (connected over TLS), 317, 318

@@ -64,6 +64,9 @@ pub enum ChatTimer {
     /// A nick protection grace period ended (on the nick's owner; the token
     /// finds the nick).
     NickGuard(u64),
+    /// A WHOIS asked of another node had no answer in time (on the nick's
+    /// owner; the token finds the ask).
+    WhoisDue(u64),
     /// A nick owner's [`ChatMsg::HolderCheck`] waiting on the holder's shard
     /// for I/O to be reaped: `reaps` is how many reaps have happened since
     /// it came. Timers of zero run in the turn they are set in when set from
@@ -477,6 +480,10 @@ impl Handler for ChatShard {
             ChatTimer::NickGuard(token) => {
                 self.owner
                     .guard_due(ctx, &self.info, &mut self.outbox, token)
+            }
+            ChatTimer::WhoisDue(token) => {
+                self.owner.whois_due(ctx, &mut self.outbox, token);
+                self.cluster_flush_owner(ctx);
             }
             ChatTimer::HolderCheck {
                 holder,

@@ -1314,6 +1314,164 @@ fn a_stalled_engine_paces_senders(io: Io) {
     }
 }
 
+/// The WHOIS lines of `nick` (sent by `c`): every line up to its 318.
+fn whois(c: &mut Client, nick: &str) -> Vec<common::Line> {
+    c.send(&format!("WHOIS {nick}"));
+    let (end, mut lines) = c.until("318", |l| l.is("318"));
+    lines.push(end);
+    lines
+}
+
+fn codes(lines: &[common::Line]) -> Vec<&str> {
+    lines.iter().map(|l| l.command.as_str()).collect()
+}
+
+/// WHOIS of a user of another node: the holder's node answers (311 with its
+/// user and host, 312 naming that node's server, 319 without `+s` channels,
+/// 301, 318), in any case of the nick; nobody holding it, or the holder
+/// gone (a claim its node no longer has, planted; or after its QUIT), 401
+/// and 318. A node that takes the ask but never answers (a planted lease
+/// and claim, and a silent subscriber on its channel) times out into 401
+/// and 318, and the asker goes on (PING); one that cannot take it at all
+/// (nothing subscribed) is 401 at once.
+fn whois_across_nodes(io: Io) {
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, node_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, node_config(&redis, "b", "b.test"));
+        let label = a.label();
+        let mut alice = a.register_on(0, "alice");
+        let mut bob = b.register_on(shards - 1, "bob");
+        links_until(&mut alice, &label, &["a.test", "b.test"]);
+        bob.join("#open");
+        bob.join("#hidden");
+        bob.send("MODE #hidden +s");
+        bob.until("MODE", |l| l.is("MODE") && l.params[0] == "#hidden");
+        bob.send("AWAY :out to lunch");
+        bob.expect("306");
+
+        // What bob's own node says of it, to compare.
+        let here = whois(&mut bob, "bob");
+        let user_here = here.iter().find(|l| l.is("311")).expect("311").clone();
+
+        let lines = whois(&mut alice, "BoB");
+        let got = codes(&lines);
+        assert_eq!(got[0], "311", "{label}: {got:?}");
+        assert_eq!(*got.last().unwrap(), "318", "{label}: {got:?}");
+        assert!(!got.contains(&"401"), "{label}: {got:?}");
+        let user = &lines[0];
+        assert_eq!(
+            user.params[1..],
+            user_here.params[1..],
+            "{label}: {}",
+            user.raw
+        );
+        assert_eq!(user.params[1], "bob", "{label}");
+        let server = lines.iter().find(|l| l.is("312")).expect("312");
+        assert_eq!(
+            server.params[1..3],
+            ["bob", "b.test"],
+            "{label}: {}",
+            server.raw
+        );
+        let chans: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.is("319"))
+            .map(|l| l.last())
+            .collect();
+        assert_eq!(chans, ["@#open"], "{label}: no +s channel");
+        let away = lines.iter().find(|l| l.is("301")).expect("301");
+        assert_eq!(away.last(), "out to lunch", "{label}");
+        assert!(lines.iter().any(|l| l.is("317")), "{label}: {got:?}");
+        assert_eq!(lines.last().unwrap().params[1], "bob", "{label}");
+
+        let lines = whois(&mut alice, "nobody");
+        assert_eq!(codes(&lines), ["401", "318"], "{label}");
+        assert_eq!(lines[0].params[1], "nobody", "{label}");
+
+        // A claim of b's that b's users do not hold: b answers "not found".
+        let lease = redis.get("shardline:node:b").expect("b's lease");
+        let incarnation = lease.split(' ').next().unwrap().to_string();
+        let ghost = format!("b {incarnation}");
+        redis.command(&["SET", "shardline:nick:ghost", &ghost]);
+        assert_eq!(
+            codes(&whois(&mut alice, "ghost")),
+            ["401", "318"],
+            "{label}"
+        );
+        redis.command(&["DEL", "shardline:nick:ghost"]);
+
+        // Several in a row: answered in the order asked.
+        alice.send("WHOIS bob");
+        alice.send("WHOIS nobody");
+        alice.send("WHOIS bob");
+        let mut ends = Vec::new();
+        while ends.len() < 3 {
+            let l = alice.next_line();
+            if l.is("318") {
+                ends.push(l.params[1].clone());
+            }
+        }
+        assert_eq!(ends, ["bob", "nobody", "bob"], "{label}");
+
+        // After bob quits: 401.
+        bob.send("QUIT :bye");
+        bob.until_closed();
+        let started = Instant::now();
+        loop {
+            let lines = whois(&mut alice, "bob");
+            if codes(&lines) == ["401", "318"] {
+                break;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{label}: bob still answers: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // A live node whose subscriber is away: 401 at once.
+        redis.command(&["SET", "shardline:node:zed", "zinc zed.test", "PX", "60000"]);
+        redis.command(&["SET", "shardline:nick:zoe", "zed zinc"]);
+        assert_eq!(codes(&whois(&mut alice, "zoe")), ["401", "318"], "{label}");
+        // One whose subscriber takes the ask and never answers: 401 after
+        // the timeout (half the node timeout here: 1 s).
+        let mut silent = TcpStream::connect(redis.addr).expect("redis");
+        silent.set_read_timeout(Some(WAIT)).unwrap();
+        let pattern = "shardline:dm:zed:*";
+        let cmd = format!(
+            "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{pattern}\r\n",
+            pattern.len()
+        );
+        silent.write_all(cmd.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = silent.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).contains("psubscribe"),
+            "{label}"
+        );
+        let started = Instant::now();
+        let lines = whois(&mut alice, "zoe");
+        let took = started.elapsed();
+        assert_eq!(codes(&lines), ["401", "318"], "{label}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "{label}: answered after {took:?}"
+        );
+        let n = silent.read(&mut buf).unwrap();
+        let ask = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(ask.contains(" A zoe "), "{label}: {ask:?}");
+        // Not stuck.
+        alice.sync();
+        drop(silent);
+        redis.command(&["DEL", "shardline:node:zed", "shardline:nick:zoe"]);
+
+        drop(alice);
+        a.stop();
+        b.stop();
+    }
+}
+
 #[test]
 fn refuses_bad_cluster_settings() {
     for (url, node, want) in [
@@ -1347,4 +1505,5 @@ shardline::per_backend! {
     invite_across_nodes => invite_across_nodes;
     notifications_across_nodes => notifications_across_nodes;
     a_stalled_engine_paces_senders => a_stalled_engine_paces_senders;
+    whois_across_nodes => whois_across_nodes;
 }

@@ -8,7 +8,8 @@
 //!
 //! Private messages to a user of another node ([`Event::Direct`]) and their
 //! bounces ([`Event::Bounce`]) go on the partition of the target's nick,
-//! whose owner on every node is subscribed to it.
+//! whose owner on every node is subscribed to it; so do a WHOIS of another
+//! node's user ([`Event::WhoisAsk`]) and its answer ([`Event::WhoisAnswer`]).
 
 use crate::store::MessageKind;
 
@@ -225,7 +226,42 @@ pub enum Event {
         /// The nick it wrote to.
         target: String,
     },
+    /// A WHOIS of a user of another node (the node whose claim the nick is,
+    /// checked in the engine as it was published); the envelope's token
+    /// names the ask, and the answer is a [`Event::WhoisAnswer`].
+    WhoisAsk {
+        /// The nick as asked.
+        nick: String,
+        /// The asker on its node.
+        from: (usize, u64),
+        /// The asker negotiated `multi-prefix` (the channels' prefixes).
+        multi_prefix: bool,
+    },
+    /// The answer to a [`Event::WhoisAsk`], on the asker's node's private
+    /// channel of the nick's partition: the holder's WHOIS numerics, its
+    /// 318 left out (none: nobody there holds the nick now).
+    WhoisAnswer {
+        /// The asker's node.
+        to_node: String,
+        /// The asker on it.
+        client: (usize, u64),
+        /// The ask's token.
+        ask: u64,
+        /// The numerics (code, parameters after the asker's nick); at most
+        /// [`MAX_WHOIS_NUMERICS`], each with at most [`MAX_WHOIS_PARAMS`]
+        /// parameters of at most [`MAX_WHOIS_PARAM`] bytes, every one but
+        /// the last a word (what an IRC line can carry before its trailing
+        /// parameter).
+        numerics: Vec<(u16, Vec<String>)>,
+    },
 }
+
+/// The most numerics a [`Event::WhoisAnswer`] carries.
+pub const MAX_WHOIS_NUMERICS: usize = 32;
+/// The most parameters of one numeric of a [`Event::WhoisAnswer`].
+pub const MAX_WHOIS_PARAMS: usize = 8;
+/// The longest parameter of a [`Event::WhoisAnswer`]'s numeric, in bytes.
+pub const MAX_WHOIS_PARAM: usize = 512;
 
 /// An event with where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +287,7 @@ impl Envelope {
     /// a name: never from a registered client).
     pub fn encode(&self) -> Option<String> {
         let extra: String;
+        let list: String;
         let (kind, words, last): (&str, Vec<&str>, &str) = match &self.event {
             Event::Join {
                 chan,
@@ -441,6 +478,28 @@ impl Envelope {
             Event::SyncEnd { to_node, partition } => {
                 extra = partition.to_string();
                 ("E", vec![to_node.as_str(), &extra], "")
+            }
+            Event::WhoisAsk {
+                nick,
+                from,
+                multi_prefix,
+            } => {
+                extra = format!("{}.{} {}", from.0, from.1, u8::from(*multi_prefix));
+                let mut words = vec![nick.as_str()];
+                words.extend(extra.split(' '));
+                ("A", words, "")
+            }
+            Event::WhoisAnswer {
+                to_node,
+                client,
+                ask,
+                numerics,
+            } => {
+                extra = format!("{}.{} {ask}", client.0, client.1);
+                list = encode_numerics(numerics)?;
+                let mut words = vec![to_node.as_str()];
+                words.extend(extra.split(' '));
+                ("R", words, list.as_str())
             }
         };
         if !word_ok(&self.node)
@@ -663,6 +722,21 @@ impl Envelope {
                 client: client_ref(&next()?)?,
                 target: next()?,
             },
+            "A" => Event::WhoisAsk {
+                nick: next()?,
+                from: client_ref(&next()?)?,
+                multi_prefix: match next()?.as_str() {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                },
+            },
+            "R" => Event::WhoisAnswer {
+                to_node: next()?,
+                client: client_ref(&next()?)?,
+                ask: next()?.parse().ok()?,
+                numerics: decode_numerics(last)?,
+            },
             _ => return None,
         };
         if next().is_some() || !word_ok(&node) {
@@ -735,6 +809,96 @@ pub fn stream_events(reply: &redis_protocol::resp2::types::OwnedFrame) -> Vec<En
             _ => None,
         })
         .collect()
+}
+
+/// A [`Event::WhoisAnswer`]'s numerics as words: per numeric
+/// `<code>.<count>`, then each parameter escaped (`\\` for a backslash,
+/// `\s` for a space, `\e` alone for an empty one). `None` if one cannot be
+/// carried (see [`Event::WhoisAnswer`]).
+fn encode_numerics(numerics: &[(u16, Vec<String>)]) -> Option<String> {
+    if numerics.len() > MAX_WHOIS_NUMERICS {
+        return None;
+    }
+    let mut out = String::new();
+    for (code, params) in numerics {
+        if !(100..=999).contains(code) || params.len() > MAX_WHOIS_PARAMS {
+            return None;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("{code}.{}", params.len()));
+        for (i, p) in params.iter().enumerate() {
+            if !param_ok(p, i + 1 == params.len()) {
+                return None;
+            }
+            out.push(' ');
+            if p.is_empty() {
+                out.push_str("\\e");
+            }
+            for c in p.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    ' ' => out.push_str("\\s"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Reads what [`encode_numerics`] wrote; `None` for anything else (past a
+/// bound included).
+fn decode_numerics(s: &str) -> Option<Vec<(u16, Vec<String>)>> {
+    let mut words = s.split(' ').filter(|w| !w.is_empty());
+    let mut out = Vec::new();
+    while let Some(head) = words.next() {
+        if out.len() == MAX_WHOIS_NUMERICS {
+            return None;
+        }
+        let (code, count) = head.split_once('.')?;
+        let code: u16 = code.parse().ok().filter(|c| (100..=999).contains(c))?;
+        let count: usize = count.parse().ok().filter(|n| *n <= MAX_WHOIS_PARAMS)?;
+        let mut params = Vec::with_capacity(count);
+        for i in 0..count {
+            let p = unescape(words.next()?)?;
+            if !param_ok(&p, i + 1 == count) {
+                return None;
+            }
+            params.push(p);
+        }
+        out.push((code, params));
+    }
+    Some(out)
+}
+
+/// A numeric's parameter one can carry: bounded, no line breaks or NUL;
+/// one before the last a word that does not start with `:`.
+fn param_ok(p: &str, last: bool) -> bool {
+    p.len() <= MAX_WHOIS_PARAM
+        && !p.contains(['\r', '\n', '\0'])
+        && (last || (!p.is_empty() && !p.starts_with(':') && !p.contains(' ')))
+}
+
+fn unescape(w: &str) -> Option<String> {
+    if w == "\\e" {
+        return Some(String::new());
+    }
+    let mut out = String::with_capacity(w.len());
+    let mut chars = w.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push('\\'),
+            's' => out.push(' '),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -917,6 +1081,40 @@ mod tests {
                 bans: Vec::new(),
                 topic: None,
             },
+            Event::WhoisAsk {
+                nick: "BoB".into(),
+                from: (3, 17),
+                multi_prefix: true,
+            },
+            Event::WhoisAnswer {
+                to_node: "n1".into(),
+                client: (0, 5),
+                ask: 9,
+                numerics: vec![
+                    (
+                        311,
+                        vec![
+                            "bob".into(),
+                            "~b".into(),
+                            "0::1".into(),
+                            "*".into(),
+                            "Bob \\ the :builder\\s".into(),
+                        ],
+                    ),
+                    (319, vec!["bob".into(), "@#a +#b".into()]),
+                    (301, vec!["bob".into(), String::new()]),
+                    (
+                        317,
+                        vec!["bob".into(), "5".into(), "17".into(), "x y".into()],
+                    ),
+                ],
+            },
+            Event::WhoisAnswer {
+                to_node: "n1".into(),
+                client: (0, 5),
+                ask: 9,
+                numerics: Vec::new(),
+            },
             Event::Msg {
                 to: "#room".into(),
                 kind: MessageKind::Tagmsg,
@@ -984,8 +1182,53 @@ mod tests {
             "1 n 1 C n2 #r nt * 0 * * 0 :",
             "1 n 1 C n2 #r +x * 0 * * 0 :",
             "1 n 1 C n2 #r + * 0 a,,b * 0 :",
+            "1 n 1 A bob 0.1 2 :",
+            "1 n 1 A bob 0.1 :",
+            "1 n 1 R n1 0.1 x :",
+            "1 n 1 R n1 0.1 2 :311.2 bob",
+            "1 n 1 R n1 0.1 2 :311.1 \\x",
+            "1 n 1 R n1 0.1 2 :311.1 a\\",
+            "1 n 1 R n1 0.1 2 :99.0",
+            "1 n 1 R n1 0.1 2 :311.9 a b c d e f g h i",
+            "1 n 1 R n1 0.1 2 :311.2 :x y",
+            "1 n 1 R n1 0.1 2 :311.2 \\e y",
+            "1 n 1 R n1 0.1 2 :311",
         ] {
             assert_eq!(Envelope::decode(s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn whois_answers_are_bounded() {
+        let answer = |numerics: Vec<(u16, Vec<String>)>| Envelope {
+            node: "n2".into(),
+            token: 0,
+            event: Event::WhoisAnswer {
+                to_node: "n1".into(),
+                client: (1, 2),
+                ask: 3,
+                numerics,
+            },
+        };
+        let one = || (319, vec!["bob".to_string(), "#a #b".to_string()]);
+        let most = answer(vec![one(); MAX_WHOIS_NUMERICS]);
+        let wire = most.encode().expect("the most");
+        assert_eq!(Envelope::decode(&wire), Some(most));
+        assert_eq!(answer(vec![one(); MAX_WHOIS_NUMERICS + 1]).encode(), None);
+        assert_eq!(Envelope::decode(&format!("{wire} 319.1 x")), None);
+        let long = "x".repeat(MAX_WHOIS_PARAM + 1);
+        assert_eq!(
+            answer(vec![(301, vec!["bob".into(), long.clone()])]).encode(),
+            None
+        );
+        assert_eq!(
+            Envelope::decode(&format!("1 n2 0 R n1 1.2 3 :301.2 bob {long}")),
+            None
+        );
+        let params = vec!["p".to_string(); MAX_WHOIS_PARAMS + 1];
+        assert_eq!(answer(vec![(311, params)]).encode(), None);
+        // A parameter before the last must be a word.
+        let spaced = vec!["a b".to_string(), "x".to_string()];
+        assert_eq!(answer(vec![(311, spaced)]).encode(), None);
     }
 }

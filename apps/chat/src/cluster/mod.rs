@@ -212,8 +212,17 @@
 //! check and the delivery: its node publishes [`events::Event::Bounce`]
 //! and the sender gets 401 then. Not yet: these messages are not kept in
 //! the conversation's history (`CHATHISTORY` of a nick on another node),
-//! the away reply (301) does not come back, and WHOIS of another node's
-//! user is 401.
+//! and the away reply (301) does not come back.
+//!
+//! A WHOIS of a nick nobody here holds goes the same way
+//! ([`events::Event::WhoisAsk`], the asker's client parked); the holder's
+//! node builds the numerics (311, 319 without `+s` channels, 312 with its
+//! server name, 301, 313, 335, 330, 671, 317) and publishes them on the
+//! asker's node's private channel of the nick's partition
+//! ([`events::Event::WhoisAnswer`], at most 32 numerics; only those codes
+//! are taken); the asker gets them and 318. No live node holding the nick,
+//! its subscriber away, the holder gone, or no answer within 2 s (or half
+//! the node timeout): 401 and 318.
 //!
 //! ## Delivered, or the sender is told (built)
 //!
@@ -919,6 +928,16 @@ impl ChatShard {
                         suffix.as_bytes(),
                     ];
                     self.cluster_send(ctx, &args, Pending::Direct(token));
+                }
+                crate::owner::EngineOp::DirectTo {
+                    node,
+                    partition,
+                    payload,
+                } => {
+                    // An answer to that node's ask: nobody waits for it here.
+                    let channel = format!("{PREFIX}dm:{node}:{partition}");
+                    let args: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), payload.as_bytes()];
+                    self.cluster_send(ctx, &args, Pending::Publish(0, None));
                 }
             }
         }

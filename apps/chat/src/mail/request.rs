@@ -543,6 +543,24 @@ pub enum Request {
         /// Its argon2 hash and SCRAM credential.
         credentials: Box<Credentials>,
     },
+    /// Another node's WHOIS of a user of this node, from the nick's owner
+    /// to the holder's shard, which publishes the answer for that node
+    /// (`cluster::events::Event::WhoisAnswer`); nothing is replied to the
+    /// owner.
+    WhoisForNode {
+        /// The client asked about.
+        target: ClientRef,
+        /// The nick as asked.
+        nick: String,
+        /// The asker negotiated `multi-prefix`.
+        multi_prefix: bool,
+        /// The asker's node.
+        to_node: String,
+        /// The asker on it.
+        client: (usize, u64),
+        /// The ask's token.
+        ask: u64,
+    },
 }
 
 /// One shard's counts, for LUSERS.

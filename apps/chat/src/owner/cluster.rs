@@ -415,6 +415,15 @@ impl Owner {
                 outbox.post(ctx, ShardId(to), ChatMsg::Request { from: nobody, req });
                 return;
             }
+            Event::WhoisAsk { .. } if env.node == node => return, // answered by the engine
+            ev @ Event::WhoisAsk { .. } => {
+                self.whois_asked(ctx, outbox, env.node, env.token, ev);
+                return;
+            }
+            ev @ Event::WhoisAnswer { .. } => {
+                self.whois_answered(ctx, outbox, node, ev);
+                return;
+            }
             Event::Bounce {
                 to_node,
                 client,
@@ -733,7 +742,9 @@ impl Owner {
             | Event::SyncAsk { .. }
             | Event::SyncMembers { .. }
             | Event::SyncChannel { .. }
-            | Event::SyncEnd { .. } => {} // above
+            | Event::SyncEnd { .. }
+            | Event::WhoisAsk { .. }
+            | Event::WhoisAnswer { .. } => {} // above
         }
     }
 
@@ -880,6 +891,8 @@ impl Owner {
         let Some((from, said)) = self.direct_waits.remove(&token) else {
             if let Some((from, nick, chan)) = self.invite_waits.remove(&token) {
                 self.invite_sent(ctx, outbox, from, nick, chan, outcome);
+            } else {
+                self.whois_sent(ctx, outbox, token, outcome);
             }
             return;
         };
