@@ -182,10 +182,11 @@ pub enum EngineOp {
         partition: u16,
         /// The event ([`crate::cluster::events::Envelope`]).
         payload: String,
-        /// A channel message: its sender is warned if some node misses it,
-        /// and (but a TAGMSG) it goes into the partition's stream too, for
-        /// the nodes that miss it.
+        /// A channel message: its sender is warned if some node misses it.
         msg: Option<Box<SentMsg>>,
+        /// A message history keeps: it goes into the partition's stream
+        /// too, for the nodes that miss it.
+        kept: bool,
     },
     /// Look account `key` up in the engine (not in this node's store).
     AccountGet {
@@ -961,7 +962,7 @@ impl Owner {
         let (msgid, time) = self.history.stamp(key.as_deref());
         out.msgid = Some(msgid.clone());
         out.time_ms = Some(time);
-        if let Some(key) = key.filter(|k| self.history.keeps(k)) {
+        if let Some(key) = key {
             let m = Stored {
                 target: key.into(),
                 to: to_name,
@@ -973,7 +974,11 @@ impl Owner {
                 tags: out.client_tags.as_deref().unwrap_or("").to_string(),
                 text,
             };
-            self.history.append(ctx, m);
+            // The other nodes keep it too (this one skips its own copy).
+            self.publish_conv(&m);
+            if self.history.keeps(&m.target) {
+                self.history.append(ctx, m);
+            }
         }
         let private = ChatMsg::Private {
             to,

@@ -991,6 +991,95 @@ fn history_catches_up_across_nodes(io: Io) {
     }
 }
 
+/// A client logged in by SASL PLAIN as `account` (password `pw`), with
+/// `caps` besides `sasl`.
+fn logged_in(srv: &TestServer, nick: &str, account: &str, pw: &str, caps: &str) -> Client {
+    use base64::Engine as _;
+    let mut c = srv.connect_on(0);
+    c.send(&format!("CAP REQ :sasl {caps}"));
+    c.send(&format!("NICK {nick}"));
+    c.send(&format!("USER {nick} 0 * :x"));
+    c.send("AUTHENTICATE PLAIN");
+    c.until("+", |l| l.is("AUTHENTICATE"));
+    let plain =
+        base64::engine::general_purpose::STANDARD.encode(format!("{account}\0{account}\0{pw}"));
+    c.send(&format!("AUTHENTICATE {plain}"));
+    let (l, _) = c.until("903 or 904", |l| l.is("903") || l.is("904"));
+    assert!(l.is("903"), "{nick}: {}", l.raw);
+    c.send("CAP END");
+    c.until("end of MOTD", |l| l.is("376") || l.is("422"));
+    c
+}
+
+/// Registers account `name` on `srv`.
+fn register_account(srv: &TestServer, name: &str, pw: &str) {
+    let mut c = srv.connect_on(0);
+    c.send(&format!("NICK {name}"));
+    c.send(&format!("REGISTER {name} * :{pw}"));
+    let (l, _) = c.until("REGISTER", |l| l.is("REGISTER") || l.is("FAIL"));
+    assert!(l.is("REGISTER"), "{name}: {}", l.raw);
+}
+
+/// Private messages between two accounts on two nodes are in their
+/// conversation's history on every node — the two nodes, a third where one
+/// of them logs in too, and a node started after they were said — with the
+/// same msgids, times and order.
+fn conversations_across_nodes(io: Io) {
+    const CAPS: &str = "batch draft/chathistory message-tags server-time";
+    for shards in SHARD_COUNTS {
+        let redis = Redis::start();
+        let a = TestServer::start_with(io, shards, account_config(&redis, "a", "a.test"));
+        let b = TestServer::start_with(io, shards, account_config(&redis, "b", "b.test"));
+        let c = TestServer::start_with(io, shards, account_config(&redis, "c", "c.test"));
+        let label = a.label();
+        register_account(&a, "alice", "alice-password");
+        register_account(&b, "bob", "bob-password");
+        let mut alice = logged_in(&a, "alice", "alice", "alice-password", CAPS);
+        let mut bob = logged_in(&b, "bob", "bob", "bob-password", CAPS);
+        links_until(&mut alice, &label, &["a.test", "b.test", "c.test"]);
+        for i in 0..3 {
+            alice.send(&format!("PRIVMSG bob :from alice {i}"));
+            let (l, _) = bob.until("alice's message", |l| l.is("PRIVMSG"));
+            assert_eq!(l.last(), format!("from alice {i}"), "{label}");
+            bob.send(&format!("PRIVMSG alice :from bob {i}"));
+            let (l, _) = alice.until("bob's message", |l| l.is("PRIVMSG"));
+            assert_eq!(l.last(), format!("from bob {i}"), "{label}");
+        }
+        // Each reaches history when its event comes back from the engine.
+        let started = Instant::now();
+        let mut want = history_of(&mut alice, "bob");
+        while want.len() < 6 && started.elapsed() < WAIT {
+            std::thread::sleep(Duration::from_millis(50));
+            want = history_of(&mut alice, "bob");
+        }
+        let texts: Vec<&str> = want.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "from alice 0",
+                "from bob 0",
+                "from alice 1",
+                "from bob 1",
+                "from alice 2",
+                "from bob 2"
+            ],
+            "{label}: on a"
+        );
+        history_until(&mut bob, &format!("{label}: on b"), "alice", &want);
+        let mut alice_c = logged_in(&c, "alice-c", "alice", "alice-password", CAPS);
+        history_until(&mut alice_c, &format!("{label}: on c"), "bob", &want);
+        // A node started afterwards catches up from the stream.
+        let d = TestServer::start_with(io, shards, account_config(&redis, "d", "d.test"));
+        let mut bob_d = logged_in(&d, "bob-d", "bob", "bob-password", CAPS);
+        history_until(&mut bob_d, &format!("{label}: on d, late"), "alice", &want);
+        drop((alice, bob, alice_c, bob_d));
+        d.stop();
+        c.stop();
+        b.stop();
+        a.stop();
+    }
+}
+
 /// A node in the view whose subscriber is away (planted: a lease and a name
 /// in the node set, nothing subscribed) misses channel messages: their
 /// senders get `WARN PRIVMSG PARTIAL_DELIVERY`, and the node that is there
@@ -1499,6 +1588,7 @@ shardline::per_backend! {
     nick_changes_and_quits_across_nodes => nick_changes_and_quits_across_nodes;
     a_late_node_and_missed_events_resync => a_late_node_and_missed_events_resync;
     history_catches_up_across_nodes => history_catches_up_across_nodes;
+    conversations_across_nodes => conversations_across_nodes;
     partial_delivery_is_reported => partial_delivery_is_reported;
     topic_and_kick_across_nodes => topic_and_kick_across_nodes;
     modes_across_nodes => modes_across_nodes;

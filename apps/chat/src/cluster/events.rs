@@ -157,6 +157,30 @@ pub enum Event {
         /// The text (empty for TAGMSG).
         text: String,
     },
+    /// A private message between two accounts, for every node's history
+    /// of their conversation (published on the conversation's partition by
+    /// the node that delivered it; delivery itself is [`Event::Direct`] or
+    /// local).
+    Conv {
+        /// The recipient's nick as the sender wrote it.
+        to: String,
+        /// The recipient's account.
+        peer: String,
+        /// Which (never TAGMSG: not kept).
+        kind: MessageKind,
+        /// The sender's `nick!user@host`.
+        mask: String,
+        /// The sender's account.
+        account: String,
+        /// The msgid the sender's node gave it.
+        msgid: String,
+        /// Its time, ms since the epoch.
+        time: u64,
+        /// Client-only tags.
+        tags: Option<String>,
+        /// The text.
+        text: String,
+    },
     /// A node asks the others for their members of the channels of
     /// `partition` (it started, or its subscriber came back); the
     /// envelope's token names the ask.
@@ -404,6 +428,21 @@ impl Envelope {
                 ];
                 ("D", words, text)
             }
+            Event::Conv {
+                to,
+                peer,
+                kind,
+                mask,
+                account,
+                msgid,
+                time: _,
+                tags,
+                text,
+            } => {
+                let k = kind_letter(*kind);
+                let words = vec![to.as_str(), peer, k, mask, account, msgid, opt(tags)];
+                ("V", words, text)
+            }
             Event::Bounce {
                 to_node,
                 client,
@@ -513,7 +552,9 @@ impl Envelope {
             out.push(' ');
             out.push_str(w);
         }
-        if let Event::Msg { time, .. } | Event::Direct { time, .. } = &self.event {
+        if let Event::Msg { time, .. } | Event::Direct { time, .. } | Event::Conv { time, .. } =
+            &self.event
+        {
             out.push_str(&format!(" {time}"));
         }
         out.push_str(" :");
@@ -624,6 +665,27 @@ impl Envelope {
                     kind,
                     mask,
                     account: acct,
+                    msgid,
+                    time,
+                    tags,
+                    text: last.to_string(),
+                }
+            }
+            "V" => {
+                let to = next()?;
+                let peer = next()?;
+                let kind = letter_kind(&next()?)?;
+                let mask = next()?;
+                let sender = next()?;
+                let msgid = next()?;
+                let tags = account(next()?);
+                let time = next()?.parse().ok()?;
+                Event::Conv {
+                    to,
+                    peer,
+                    kind,
+                    mask,
+                    account: sender,
                     msgid,
                     time,
                     tags,
@@ -968,6 +1030,17 @@ mod tests {
                 time: 1_700_000_000_123,
                 tags: Some("+draft/react=x;+y".into()),
                 text: " :leading space and colon: ok\ttab".into(),
+            },
+            Event::Conv {
+                to: "Bob".into(),
+                peer: "bob".into(),
+                kind: MessageKind::Privmsg,
+                mask: "c!~c@h".into(),
+                account: "carol".into(),
+                msgid: "m3-n1".into(),
+                time: 13,
+                tags: Some("+draft/reply=m2".into()),
+                text: ":)".into(),
             },
             Event::Direct {
                 to: "Bob".into(),

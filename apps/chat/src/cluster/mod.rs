@@ -210,9 +210,20 @@
 //! UNREACHABLE <nick>` when the holder's node is up but its subscriber is
 //! away (the `PUBLISH` reached nobody). A holder that left between the
 //! check and the delivery: its node publishes [`events::Event::Bounce`]
-//! and the sender gets 401 then. Not yet: these messages are not kept in
-//! the conversation's history (`CHATHISTORY` of a nick on another node),
-//! and the away reply (301) does not come back.
+//! and the sender gets 401 then. Not yet: the away reply (301) does not
+//! come back.
+//!
+//! A private message between two accounts is kept in their conversation's
+//! history on every node: the node that delivers it — the recipient's, or
+//! this one when both are here — publishes it ([`events::Event::Conv`],
+//! with the sender's msgid and time) on the conversation's partition, into
+//! its stream too, and every node's owner of that partition places it in
+//! the conversation by time (its own copy skipped by msgid). By time, not
+//! appended in the engine's order: the recipient's node publishes it, so a
+//! quick reply, published by the other node, can come first. A node that
+//! missed some catches up as for channels. `CHATHISTORY <nick>` of a user
+//! on another node finds the conversation when the nick is its account's
+//! name (the account of a nick held elsewhere is not known here).
 //!
 //! A WHOIS of a nick nobody here holds goes the same way
 //! ([`events::Event::WhoisAsk`], the asker's client parked); the holder's
@@ -898,7 +909,8 @@ impl ChatShard {
                     partition,
                     payload,
                     msg,
-                } => self.cluster_publish(ctx, partition, &payload, token, msg),
+                    kept,
+                } => self.cluster_publish(ctx, partition, &payload, token, msg, kept),
                 crate::owner::EngineOp::AccountGet { token, key } => {
                     let k = format!("{PREFIX}account:{key}");
                     self.cluster_send(ctx, &[b"GET", k.as_bytes()], Pending::AccountGet(token));
@@ -1142,8 +1154,8 @@ impl ChatShard {
     }
 
     /// Publishes a channel event on its partition's engine channel; a
-    /// channel message (`msg`) but a TAGMSG goes into the partition's
-    /// stream first, for the nodes that miss it.
+    /// message history keeps (`kept`: a channel's or a conversation's)
+    /// goes into the partition's stream first, for the nodes that miss it.
     ///
     /// Both in one `MULTI`/`EXEC`, so that the stream's order is the
     /// channel's (a node catching up places the messages in that order);
@@ -1156,6 +1168,7 @@ impl ChatShard {
         payload: &str,
         token: u64,
         msg: Option<Box<crate::owner::SentMsg>>,
+        kept: bool,
     ) {
         let Some(cl) = self.cluster.as_deref_mut() else {
             return;
@@ -1163,11 +1176,7 @@ impl ChatShard {
         let p = usize::from(partition);
         cl.scratch.clear();
         let queued = match &cl.catchup {
-            Some(n)
-                if msg
-                    .as_ref()
-                    .is_some_and(|m| m.kind != crate::store::MessageKind::Tagmsg) =>
-            {
+            Some(n) if kept => {
                 let args: [&[u8]; 8] = [
                     b"XADD",
                     cl.hist_keys[p].as_bytes(),

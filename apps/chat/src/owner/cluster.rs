@@ -49,7 +49,7 @@ use crate::{
         line, truncate, Standard,
     },
     shard::{ChatShard, Outbox},
-    store::{partition_of, Message as Stored, MessageKind},
+    store::{conversation_key, partition_of, Message as Stored, MessageKind},
 };
 
 /// A member of a channel connected to another node.
@@ -325,6 +325,7 @@ impl Owner {
             token,
             partition,
             payload,
+            kept: msg.as_ref().is_some_and(|m| m.kind != MessageKind::Tagmsg),
             msg,
         });
         Published::Waiting
@@ -356,7 +357,7 @@ impl Owner {
                 from,
                 text,
             } => {
-                let Some((holder, _)) = self.holder_entry(&to) else {
+                let Some((holder, holder_account)) = self.holder_entry(&to) else {
                     // Gone meanwhile: the sender hears it (PRIVMSG only).
                     if kind == MessageKind::Privmsg {
                         self.publish_event(
@@ -372,6 +373,22 @@ impl Owner {
                     }
                     return;
                 };
+                if let (Some(peer), Some(sender)) = (&holder_account, &account) {
+                    // Between two accounts: every node keeps it in their
+                    // conversation (this one when its event comes back).
+                    let m = Stored {
+                        target: conversation_key(sender, peer).into(),
+                        to: to.clone(),
+                        msgid: msgid.clone(),
+                        time,
+                        source: mask.clone(),
+                        account: sender.clone(),
+                        kind,
+                        tags: tags.clone().unwrap_or_default(),
+                        text: text.clone(),
+                    };
+                    self.publish_conv(&m);
+                }
                 let out = remote_out(kind, &mask, &to, &text, tags, account, msgid, time);
                 let private = ChatMsg::Private {
                     to: holder,
@@ -447,6 +464,18 @@ impl Owner {
                 Event::Mode { chan, .. } => self.sync_touch_state(chan, false),
                 _ => {}
             }
+        }
+        if let Event::Conv { .. } = env.event {
+            // Every node's copy, this one's included (one it kept already,
+            // such as a conversation between two of its users, is skipped).
+            // Placed by time, not appended: its sender's node stamped it,
+            // and the node that publishes it is the recipient's, so a reply
+            // can be published before what it answers; times follow what
+            // each party saw (clocks of nodes in sync).
+            if let Some(m) = kept_message(env.event).filter(|m| self.keeps_here(ctx, m)) {
+                self.history.catch_up(ctx, m);
+            }
+            return;
         }
         if env.node == node {
             // Our own: handle the request it carried, now, in this order.
@@ -736,6 +765,7 @@ impl Owner {
                     self.history.append(ctx, m);
                 }
             }
+            Event::Conv { .. } => {} // above
             Event::Direct { .. }
             | Event::Bounce { .. }
             | Event::Invite { .. }
@@ -752,54 +782,38 @@ impl Owner {
     /// first): each one this node's history lacks is placed there by its
     /// time (after those of the same time).
     ///
-    /// The time is raised, along the stream, to the latest before it in the
-    /// same channel, as every node that saw them live raised it appending
-    /// them in that order (origins' clocks differ): so placing by time puts
-    /// them in the channel's order, among what this node has. Returns how
-    /// many were new here.
+    /// A channel message's time is raised, along the stream, to the latest
+    /// before it in the same channel, as every node that saw them live
+    /// raised it appending them in that order (origins' clocks differ): so
+    /// placing by time puts them in the channel's order, among what this
+    /// node has. A conversation's messages are placed by time live too.
+    /// Returns how many were new here.
     pub(crate) fn catch_up(&mut self, ctx: &mut Ctx<'_, ChatShard>, envs: Vec<Envelope>) -> usize {
         let mut placed = 0;
-        let mut floor: HashMap<NameKey, u64> = HashMap::new();
+        let mut floor: HashMap<Arc<str>, u64> = HashMap::new();
         for env in envs {
-            let Event::Msg {
-                to,
-                kind,
-                mask,
-                account,
-                msgid,
-                time,
-                tags,
-                text,
-            } = env.event
-            else {
+            let Some(mut m) = kept_message(env.event) else {
                 continue;
             };
-            let ckey: NameKey = casefold(&to).into();
-            if kind == MessageKind::Tagmsg
-                || !self.history.keeps(&ckey)
-                || owner_of_key(&ckey, ctx.shards()) != ctx.shard_id().0
-            {
+            if !self.keeps_here(ctx, &m) {
                 continue;
             }
-            let last = floor.entry(ckey.clone()).or_insert(0);
-            let time = time.max(*last);
-            *last = time;
-            let m = Stored {
-                target: ckey,
-                to,
-                msgid,
-                time,
-                source: mask,
-                account: account.unwrap_or_default(),
-                kind,
-                tags: tags.unwrap_or_default(),
-                text,
-            };
+            if crate::store::is_channel_key(&m.target) {
+                let last = floor.entry(m.target.clone()).or_insert(0);
+                m.time = m.time.max(*last);
+                *last = m.time;
+            }
             if self.history.catch_up(ctx, m) {
                 placed += 1;
             }
         }
         placed
+    }
+
+    /// Whether this shard keeps `m`'s history (history on, and the key's
+    /// owner here).
+    fn keeps_here(&self, ctx: &Ctx<'_, ChatShard>, m: &Stored) -> bool {
+        self.history.keeps(&m.target) && owner_of_key(&m.target, ctx.shards()) == ctx.shard_id().0
     }
 
     /// A private message to `target`, a nick nobody here holds: published
@@ -1086,6 +1100,38 @@ impl Owner {
 
     /// Publishes `event` with `token` on `partition`'s engine channel.
     pub(super) fn publish_on(&mut self, node: &str, token: u64, partition: u16, event: Event) {
+        self.publish_with(node, token, partition, event, false);
+    }
+
+    /// A private message between two accounts (`m`, as this node keeps
+    /// it), for the other nodes' history of the conversation, and its
+    /// stream: every node shows the same conversation. Not while the engine
+    /// is away (nor a TAGMSG, never kept).
+    pub(super) fn publish_conv(&mut self, m: &Stored) {
+        if !(self.cluster && self.engine_live) || m.kind == MessageKind::Tagmsg {
+            return;
+        }
+        let Some((lo, hi)) = crate::store::conversation_parties(&m.target) else {
+            return;
+        };
+        let peer = if *lo == *casefold(&m.account) { hi } else { lo };
+        let event = Event::Conv {
+            to: m.to.clone(),
+            peer: peer.to_string(),
+            kind: m.kind,
+            mask: m.source.clone(),
+            account: m.account.clone(),
+            msgid: m.msgid.clone(),
+            time: m.time,
+            tags: (!m.tags.is_empty()).then(|| m.tags.clone()),
+            text: m.text.clone(),
+        };
+        let node = self.node.clone();
+        self.publish_with(&node, 0, partition_of(&m.target), event, true);
+    }
+
+    /// Publishes `event`; into the partition's stream too if `kept`.
+    fn publish_with(&mut self, node: &str, token: u64, partition: u16, event: Event, kept: bool) {
         let env = Envelope {
             node: node.to_string(),
             token,
@@ -1097,6 +1143,7 @@ impl Owner {
                 partition,
                 payload,
                 msg: None,
+                kept,
             });
         }
     }
@@ -1205,6 +1252,54 @@ impl Owner {
             self.chans.remove(&k);
         }
     }
+}
+
+/// The message history keeps of a channel message or a conversation's
+/// ([`Event::Msg`], [`Event::Conv`]), with its history's key; `None` for
+/// anything else (a TAGMSG included).
+fn kept_message(event: Event) -> Option<Stored> {
+    let (target, to, kind, mask, account, msgid, time, tags, text) = match event {
+        Event::Msg {
+            to,
+            kind,
+            mask,
+            account,
+            msgid,
+            time,
+            tags,
+            text,
+        } => {
+            let key: Arc<str> = casefold(&to).as_str().into();
+            let account = account.unwrap_or_default();
+            (key, to, kind, mask, account, msgid, time, tags, text)
+        }
+        Event::Conv {
+            to,
+            peer,
+            kind,
+            mask,
+            account,
+            msgid,
+            time,
+            tags,
+            text,
+        } => {
+            let key: Arc<str> = conversation_key(&account, &peer).into();
+            (key, to, kind, mask, account, msgid, time, tags, text)
+        }
+        _ => return None,
+    };
+    (kind != MessageKind::Tagmsg).then(|| Stored {
+        target,
+        to,
+        msgid,
+        time,
+        source: mask,
+        account,
+        kind,
+        tags: tags.unwrap_or_default(),
+        text,
+    })
 }
 
 /// Another node's member `key` kicked from `ch` by `mask` (`source` caused
