@@ -442,6 +442,11 @@ struct ChatArgs {
     /// it keeps history, in a scratch data directory, as it does by default).
     #[arg(long)]
     chat_no_history: bool,
+    /// --nodes: the nodes' `cluster.catchup_messages` (the Redis stream per
+    /// partition a node catches up from; 0: none, so no XADD per message).
+    /// Default: the chat's own (1000).
+    #[arg(long, requires = "nodes")]
+    cluster_catchup: Option<usize>,
     /// History on against off: shardline-chat with history and without
     /// (`NAME` and `NAME-nohistory`, interleaved), the ratio of their CPU per
     /// delivery against the target (≤ 1.15×), and the CHATHISTORY probe in
@@ -898,6 +903,7 @@ fn main() -> anyhow::Result<()> {
                 build_chat: !explicit,
                 chat_config: a.chat_config,
                 chat_history: !a.chat_no_history,
+                cluster_catchup: a.cluster_catchup,
                 ngircd_exe: a.ngircd,
                 inspircd_exe: a.inspircd,
                 shards: a.shards,

@@ -32,6 +32,7 @@ fn config(servers: Vec<ChatServer>) -> ChatConfig {
         build_chat: false,
         chat_config: None,
         chat_history: true,
+        cluster_catchup: None,
         ngircd_exe: PathBuf::from(servers::NGIRCD_EXE),
         inspircd_exe: PathBuf::from(servers::INSPIRCD_EXE),
         shards: 2,

@@ -191,6 +191,8 @@ pub struct ChatConfig {
     /// shardline-chat keeps message history (its default; in a scratch data
     /// directory), or not (`--no-history`).
     pub chat_history: bool,
+    /// Cluster nodes' `cluster.catchup_messages` (`None`: the chat's default).
+    pub cluster_catchup: Option<usize>,
     /// The ngircd binary.
     pub ngircd_exe: PathBuf,
     /// The InspIRCd binary.
@@ -268,8 +270,12 @@ fn start(cfg: &ChatConfig, server: &ChatServer) -> anyhow::Result<Option<Started
         let per_node = (cfg.shards / n).max(1);
         let mut nodes = Vec::new();
         for i in 0..*n {
+            let catchup = cfg
+                .cluster_catchup
+                .map(|n| format!("catchup_messages = {n}\n"))
+                .unwrap_or_default();
             let config = format!(
-                "{}\n[cluster]\nurl = \"{url}\"\nnode_name = \"n{i}\"\n",
+                "{}\n[cluster]\nurl = \"{url}\"\nnode_name = \"n{i}\"\n{catchup}",
                 CHAT_CONFIG.replace(
                     "bench.shardline.local",
                     &format!("n{i}.bench.shardline.local")
@@ -501,6 +507,7 @@ pub fn run(cfg: &ChatConfig) -> anyhow::Result<ChatOutput> {
             scenario: cfg.scenario.clone(),
             timeout_s: cfg.timeout.as_secs_f64(),
             chat_history: cfg.chat_history,
+            cluster_catchup: cfg.cluster_catchup,
             probe: cfg.probe,
         },
         machine: machine_at_start,

@@ -243,6 +243,10 @@ pub struct ChatSetup {
     pub timeout_s: f64,
     /// shardline-chat kept message history (stored in its scratch directory).
     pub chat_history: bool,
+    /// Cluster nodes' `cluster.catchup_messages` (`null`: the chat's
+    /// default, 1000).
+    #[serde(default)]
+    pub cluster_catchup: Option<usize>,
     /// The CHATHISTORY probe (`null`: none).
     pub probe: Option<ProbeSpec>,
 }
