@@ -5,7 +5,8 @@
 #   - every node lists the others in LINKS;
 #   - one channel with a member on each node: 3 senders (one per node) x 1,000
 #     messages, sent at once, arrive at every member in one order (echo-message
-#     on, so each member's own messages are in its sequence too);
+#     on, so each member's own messages are in its sequence too), and every
+#     node's CHATHISTORY shows the same last 100 (msgids and order);
 #   - a nick held on one node is refused on another (433);
 #   - kill -9 of a node: its user's QUIT reaches a channel member on another
 #     node, the node leaves the others' LINKS, and its user's nick is free on
@@ -49,7 +50,7 @@ class Member:
         self.i, self.buf = i, b""
         self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.nick = f"member{i}"
-        self.send("CAP REQ :echo-message")
+        self.send("CAP REQ :echo-message batch draft/chathistory message-tags")
         self.send(f"NICK {self.nick}")
         self.send(f"USER m{i} 0 * :member {i}")
         self.send("CAP END")
@@ -117,6 +118,30 @@ if not (seqs[0] == seqs[1] == seqs[2]):
 switches = sum(1 for k in range(1, 3 * N) if seqs[0][k][:2] != seqs[0][k - 1][:2])
 print(f"cluster-demo: 3 senders x {N} messages: all {3 * N} at every member in one order "
       f"({switches} sender switches in it) in {took:.1f}s")
+# CHATHISTORY on every node: the same msgids, in the order every member saw.
+def history(m):
+    m.send("CHATHISTORY LATEST #demo * 100")
+    m.until(lambda l: l.startswith("BATCH +") or " BATCH +" in l)
+    got = []
+    for l in m.lines():
+        if " BATCH -" in l or l.startswith("BATCH -"):
+            return got
+        if " PRIVMSG #demo :" in l:
+            msgid = next((t[6:] for t in l[1:].split(" ", 1)[0].split(";")
+                          if t.startswith("msgid=")), "")
+            got.append((msgid, l.split(" PRIVMSG #demo :", 1)[1]))
+hist_deadline = time.time() + 10
+while True:
+    hists = [history(m) for m in members]
+    if hists[0] == hists[1] == hists[2] or time.time() > hist_deadline:
+        break
+    time.sleep(0.2)
+if not (hists[0] == hists[1] == hists[2]):
+    raise SystemExit("the nodes' CHATHISTORY differ")
+if [t for _, t in hists[0]] != seqs[0][-100:]:
+    raise SystemExit("CHATHISTORY is not the last 100 in the channel's order")
+print(f"cluster-demo: CHATHISTORY LATEST #demo * 100 on every node: the same "
+      f"{len(hists[0])} msgids, in the channel's order")
 for m in members:
     m.send("QUIT :done")
 PY
