@@ -118,6 +118,7 @@ impl ChatShard {
                 out,
                 ack,
                 notify_away,
+                remote_sender,
             } => {
                 let mut away = None;
                 if let Some(c) = self
@@ -132,14 +133,27 @@ impl ChatShard {
                         self.stats.deliveries.add(1);
                     }
                     if let (true, Some(text)) = (notify_away, &c.away) {
-                        let nick = c.nick_or_star().to_string();
-                        away = Some(Numeric::new(RPL_AWAY, [nick, text.clone()]));
+                        away = Some((c.nick_or_star().to_string(), text.clone()));
                     }
                 }
-                if let Some(num) = away {
-                    // Before the ack (acks go at the end of the turn), so it comes
-                    // before the sender's next PONG.
-                    self.notify(ctx, ack, vec![num]);
+                match (away, remote_sender) {
+                    // Another node's sender: its node gives it the 301.
+                    (Some((nick, text)), Some(r)) => {
+                        let event = crate::cluster::events::Event::AwayReply {
+                            to_node: r.node,
+                            client: r.client,
+                            nick,
+                            text,
+                        };
+                        self.owner.publish_reply(&r.target, event);
+                        self.cluster_flush_owner(ctx);
+                    }
+                    // Before the ack (acks go at the end of the turn), so it
+                    // comes before the sender's next PONG.
+                    (Some((nick, text)), None) => {
+                        self.notify(ctx, ack, vec![Numeric::new(RPL_AWAY, [nick, text])]);
+                    }
+                    (None, _) => {}
                 }
                 self.ack(ctx, ack);
             }

@@ -489,6 +489,9 @@ pub enum ChatMsg {
         ack: ClientRef,
         /// A PRIVMSG: if the recipient is away, the sender gets 301.
         notify_away: bool,
+        /// The sender is another node's (`ack` is nobody): where its 301
+        /// goes.
+        remote_sender: Option<Box<RemoteSender>>,
     },
     /// Numerics for a client of the receiving shard that no request waits for
     /// (301 for a message to an away user); sent before the ack of the delivery
@@ -696,4 +699,17 @@ mod tests {
             b":n!u@h PRIVMSG #c :hi\r\n"
         );
     }
+}
+
+/// The sender of a private message from another cluster node: where a reply
+/// to it (301) is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSender {
+    /// Its node.
+    pub node: String,
+    /// It on its node (shard, client id).
+    pub client: (usize, u64),
+    /// The nick it wrote to (the reply goes on that nick's partition, whose
+    /// owner on its node sent the message).
+    pub target: String,
 }

@@ -985,6 +985,7 @@ impl Owner {
             out: out.clone(),
             ack: from,
             notify_away: kind == MessageKind::Privmsg,
+            remote_sender: None,
         };
         outbox.post(ctx, ShardId(to.shard), private);
         (1, Some(ReplyBody::Echo(out)))

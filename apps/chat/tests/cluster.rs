@@ -327,22 +327,30 @@ fn nicks_are_unique_across_nodes(io: Io) {
             "{label}: B refuses carol while cut off"
         );
         redis.spawn();
-        let mut renamed = 0;
         for c in [&mut c1, &mut c2] {
             c.until("back", |l| l.is("NOTICE") && l.last().contains("is back"));
         }
         // Links retry every 2 s at most, and the guest nick's claim waits out
-        // the 3 s settling after its shard's link is back.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut kept = 0;
-        for c in [&mut c1, &mut c2] {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match c.next_line_within(remaining.max(Duration::from_millis(1))) {
-                Some(l) if l.is("NICK") && l.last().starts_with("Guest") => renamed += 1,
-                _ => kept += 1,
+        // the 3 s settling after its shard's link is back (more under load:
+        // the deadline only bounds a failure). Other lines (a link that
+        // drops once more while the engine starts) are skipped.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut renamed = [false, false];
+        while !renamed.contains(&true) && Instant::now() < deadline {
+            for (i, c) in [&mut c1, &mut c2].into_iter().enumerate() {
+                if let Some(l) = c.next_line_within(Duration::from_millis(20)) {
+                    renamed[i] |= l.is("NICK") && l.last().starts_with("Guest");
+                }
             }
         }
-        assert_eq!((renamed, kept), (1, 1), "{label}: one carol must give way");
+        assert!(renamed.contains(&true), "{label}: no carol gave way");
+        // The other keeps it.
+        let kept = if renamed[0] { &mut c2 } else { &mut c1 };
+        let seen = kept.sync();
+        assert!(
+            !seen.iter().any(|l| l.is("NICK")),
+            "{label}: both carols renamed: {seen:?}"
+        );
         // The winner's claim is in the engine: a third client is refused —
         // also after the nodes' next reads of each other's leases (a node
         // that re-registered first once took the others, not yet
@@ -635,6 +643,20 @@ fn private_messages_across_nodes(io: Io) {
         let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
         assert_eq!(bob.privmsg_texts(N), want, "{label}: order");
         assert_eq!(alice.privmsg_texts(N), want, "{label}: echoes");
+
+        // bob is away: alice's PRIVMSG gets 301 from bob's node, a NOTICE
+        // does not.
+        bob.send("AWAY :out for lunch");
+        bob.expect("306");
+        alice.send("PRIVMSG bob :are you there?");
+        let l = alice.expect_about("301", "bob");
+        assert_eq!(l.last(), "out for lunch", "{label}: {}", l.raw);
+        alice.send("NOTICE bob :fyi");
+        assert_eq!(bob.privmsg_texts(1), ["are you there?"], "{label}");
+        bob.until("NOTICE", |l| l.is("NOTICE") && l.last() == "fyi");
+        alice.sync_without("301");
+        bob.send("AWAY");
+        bob.expect("305");
 
         alice.send_expect("PRIVMSG nobody :hello?", "401", "nobody");
         // NOTICE to nobody: no reply, as on a single node.

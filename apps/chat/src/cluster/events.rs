@@ -250,6 +250,18 @@ pub enum Event {
         /// The nick it wrote to.
         target: String,
     },
+    /// A PRIVMSG reached a user of another node who is away: the sender
+    /// (on node `to_node`) gets 301 with the away message.
+    AwayReply {
+        /// The sender's node.
+        to_node: String,
+        /// The sender on it.
+        client: (usize, u64),
+        /// The away user's nick.
+        nick: String,
+        /// Its away message.
+        text: String,
+    },
     /// A WHOIS of a user of another node (the node whose claim the nick is,
     /// checked in the engine as it was published); the envelope's token
     /// names the ask, and the answer is a [`Event::WhoisAnswer`].
@@ -450,6 +462,15 @@ impl Envelope {
             } => {
                 extra = format!("{}.{}", client.0, client.1);
                 ("B", vec![to_node.as_str(), &extra, target], "")
+            }
+            Event::AwayReply {
+                to_node,
+                client,
+                nick,
+                text,
+            } => {
+                extra = format!("{}.{}", client.0, client.1);
+                ("Y", vec![to_node.as_str(), &extra, nick], text)
             }
             Event::Invite {
                 chan,
@@ -784,6 +805,12 @@ impl Envelope {
                 client: client_ref(&next()?)?,
                 target: next()?,
             },
+            "Y" => Event::AwayReply {
+                to_node: next()?,
+                client: client_ref(&next()?)?,
+                nick: next()?,
+                text: last.to_string(),
+            },
             "A" => Event::WhoisAsk {
                 nick: next()?,
                 from: client_ref(&next()?)?,
@@ -1069,6 +1096,12 @@ mod tests {
                 to_node: "n2".into(),
                 client: (0, 1),
                 target: "Bob".into(),
+            },
+            Event::AwayReply {
+                to_node: "n2".into(),
+                client: (3, 77),
+                nick: "Bob".into(),
+                text: "out: back at 5 :)".into(),
             },
             Event::Topic {
                 chan: "#r".into(),

@@ -210,8 +210,10 @@
 //! UNREACHABLE <nick>` when the holder's node is up but its subscriber is
 //! away (the `PUBLISH` reached nobody). A holder that left between the
 //! check and the delivery: its node publishes [`events::Event::Bounce`]
-//! and the sender gets 401 then. Not yet: the away reply (301) does not
-//! come back.
+//! and the sender gets 401 then. A PRIVMSG to a user who is away: the
+//! holder's shard publishes [`events::Event::AwayReply`] on the nick's
+//! partition, addressed to the sender's node and client, whose owner of
+//! the nick there gives the sender 301.
 //!
 //! A private message between two accounts is kept in their conversation's
 //! history on every node: the node that delivers it — the recipient's, or

@@ -45,7 +45,9 @@ use crate::{
         StandardReply, UserNotice,
     },
     reply::{
-        code::{ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL, ERR_USERONCHANNEL, RPL_INVITING},
+        code::{
+            ERR_CANNOTSENDTOCHAN, ERR_NOSUCHCHANNEL, ERR_USERONCHANNEL, RPL_AWAY, RPL_INVITING,
+        },
         line, truncate, Standard,
     },
     shard::{ChatShard, Outbox},
@@ -394,7 +396,12 @@ impl Owner {
                     to: holder,
                     out,
                     ack: nobody,
-                    notify_away: false,
+                    notify_away: kind == MessageKind::Privmsg,
+                    remote_sender: Some(Box::new(crate::mail::RemoteSender {
+                        node: env.node,
+                        client: from,
+                        target: to,
+                    })),
                 };
                 outbox.post(ctx, ShardId(holder.shard), private);
                 return;
@@ -452,6 +459,22 @@ impl Owner {
                         id: client.1,
                     };
                     let nums = vec![super::no_such_nick(&target)];
+                    outbox.post(ctx, ShardId(to.shard), ChatMsg::Notify { to, nums });
+                }
+                return;
+            }
+            Event::AwayReply {
+                to_node,
+                client,
+                nick,
+                text,
+            } => {
+                if to_node == node {
+                    let to = ClientRef {
+                        shard: client.0,
+                        id: client.1,
+                    };
+                    let nums = vec![Numeric::new(RPL_AWAY, [nick, text])];
                     outbox.post(ctx, ShardId(to.shard), ChatMsg::Notify { to, nums });
                 }
                 return;
@@ -768,6 +791,7 @@ impl Owner {
             Event::Conv { .. } => {} // above
             Event::Direct { .. }
             | Event::Bounce { .. }
+            | Event::AwayReply { .. }
             | Event::Invite { .. }
             | Event::SyncAsk { .. }
             | Event::SyncMembers { .. }
@@ -1090,6 +1114,14 @@ impl Owner {
     pub(super) fn quit_key(&self, who: ClientRef) -> u64 {
         let who = format!("{}.{}", who.shard, who.id);
         user_event_key(&[&self.node, &self.incarnation, &who, "Q"])
+    }
+
+    /// Publishes a reply to another node's user (`event`, addressed to it)
+    /// on the partition of nick `target`, whose owner on that node sent
+    /// what it answers.
+    pub(crate) fn publish_reply(&mut self, target: &str, event: Event) {
+        let node = self.node.clone();
+        self.publish_event(&node, 0, target, event);
     }
 
     /// Publishes `event` (no request waits for it) on the partition of

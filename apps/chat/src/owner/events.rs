@@ -235,6 +235,7 @@ impl Owner {
                     out,
                     ack: from,
                     notify_away: true,
+                    remote_sender: None,
                 };
                 outbox.post(ctx, ShardId(target.shard), private);
                 let done = Numeric::new(RPL_INVITING, [nick, ch.name.clone()]);
@@ -264,6 +265,7 @@ impl Owner {
                     out,
                     ack: from,
                     notify_away: false,
+                    remote_sender: None,
                 };
                 outbox.post(ctx, ShardId(target.shard), private);
                 (0, None)
