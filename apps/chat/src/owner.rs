@@ -126,8 +126,8 @@ pub struct Owner {
     /// say whether the nick was held: token -> the sender, what it said.
     direct_waits: HashMap<u64, (ClientRef, Box<Said>)>,
     /// INVITEs of users of other nodes waiting for the engine: token -> the
-    /// inviter, the invitee's nick, the channel's name.
-    invite_waits: HashMap<u64, (ClientRef, String, String)>,
+    /// inviter, the invitee's nick, the channel's name, the inviter's mask.
+    invite_waits: HashMap<u64, (ClientRef, String, String, String)>,
     /// Resyncs this shard asked for, by partition ([`sync`]).
     syncs: HashMap<u16, sync::PartitionSync>,
     /// WHOIS of users of other nodes waiting for their node's answer:

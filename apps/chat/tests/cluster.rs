@@ -1296,6 +1296,42 @@ fn invite_across_nodes(io: Io) {
         alice.send_expect("INVITE bob #inv", "443", "bob");
         alice.send_expect("INVITE nobody #inv", "401", "nobody");
 
+        // invite-notify on both nodes: an INVITE of a user of the other
+        // node (carol) and of one of this node (hal) reaches the members
+        // with the cap on each node (erin on b, frank on a), once, and not
+        // gus (no cap).
+        let mut erin = b.connect_on(shards - 1);
+        erin.register_with_caps("erin", "invite-notify");
+        let mut frank = a.connect_on(shards - 1);
+        frank.register_with_caps("frank", "invite-notify");
+        let mut gus = b.register_on(0, "gus");
+        let hal = a.register_on(0, "hal");
+        alice.join("#open");
+        for c in [&mut erin, &mut frank, &mut gus] {
+            c.join("#open");
+        }
+        names_until(
+            &mut alice,
+            &label,
+            "#open",
+            &["@alice", "erin", "frank", "gus"],
+        );
+        for target in ["carol", "hal"] {
+            alice.send_expect(&format!("INVITE {target} #open"), "341", target);
+            for (who, c) in [("erin", &mut erin), ("frank", &mut frank)] {
+                let (l, _) = c.until("invite-notify", |l| l.is("INVITE"));
+                assert_eq!(
+                    (l.nick(), l.params[0].as_str(), l.params[1].as_str()),
+                    (Some("alice"), target, "#open"),
+                    "{label}: {who}: {}",
+                    l.raw
+                );
+                c.sync_without("INVITE");
+            }
+        }
+        gus.sync_without("INVITE");
+        drop((erin, frank, gus, hal));
+
         drop((alice, bob, carol));
         a.stop();
         b.stop();

@@ -16,6 +16,9 @@ use crate::store::MessageKind;
 /// The format's version.
 const VERSION: &str = "1";
 
+/// The letters of [`Event::Notify`].
+const NOTIFY_KINDS: &str = "ACSHI";
+
 /// An event of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -92,7 +95,9 @@ pub enum Event {
         changes: Vec<(bool, char, Option<String>)>,
     },
     /// A member's AWAY (`A`), ACCOUNT (`C`), SETNAME (`S`) or CHGHOST (`H`)
-    /// line, for the members with the cap for it (one event per channel).
+    /// line, for the members with the cap for it (one event per channel);
+    /// or its INVITE of someone to the channel (`I`, for `invite-notify`:
+    /// on a `+i` channel its operators only).
     Notify {
         /// The channel as named.
         chan: String,
@@ -364,7 +369,7 @@ impl Envelope {
                 once,
                 body,
             } => {
-                if !"ACSH".contains(*kind) {
+                if !NOTIFY_KINDS.contains(*kind) {
                     return None;
                 }
                 extra = format!("{kind} {once}");
@@ -625,7 +630,7 @@ impl Envelope {
                 kind: {
                     let k = next()?;
                     let mut c = k.chars();
-                    let kind = c.next().filter(|c| "ACSH".contains(*c))?;
+                    let kind = c.next().filter(|c| NOTIFY_KINDS.contains(*c))?;
                     if c.next().is_some() {
                         return None;
                     }
@@ -1143,6 +1148,13 @@ mod tests {
                 kind: 'A',
                 once: 9,
                 body: ":a!~a@h AWAY :gone: for lunch".into(),
+            },
+            Event::Notify {
+                chan: "#r".into(),
+                mask: "a!~a@h".into(),
+                kind: 'I',
+                once: 10,
+                body: ":a!~a@h INVITE Bob #r".into(),
             },
             Event::SyncAsk {
                 partition: 63,

@@ -157,8 +157,11 @@
 //! invitee the INVITE line; the inviter gets 341, 401 or `FAIL INVITE
 //! UNREACHABLE`.
 //!
-//! Not yet (issue 16 goes on): `invite-notify` on the other nodes; ban
-//! entries carry each node's own time (and, from a resync, the answering
+//! An INVITE also goes to the channel's partition as a `Notify` (`I`):
+//! each node gives the line to its members with `invite-notify` (on a `+i`
+//! channel its operators), as the inviter's node does to its own.
+//!
+//! Not yet (issue 16 goes on): ban entries carry each node's own time (and, from a resync, the answering
 //! node's name as setter); a check that passed here can fail when the
 //! event comes back (an event ordered in between, such as a ban): the
 //! other nodes show it, this one answers the refusal.

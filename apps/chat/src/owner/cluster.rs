@@ -579,8 +579,10 @@ impl Owner {
                         crate::mail::Caps::CHGHOST
                     }
                     'A' => crate::mail::Caps::AWAY_NOTIFY,
+                    'I' => crate::mail::Caps::INVITE_NOTIFY,
                     _ => crate::mail::Caps::SETNAME,
                 };
+                let ops_only = kind == 'I' && ch.modes.invite_only;
                 let account = member.account.clone();
                 let mut line = body.into_bytes();
                 line.extend_from_slice(b"\r\n");
@@ -589,6 +591,7 @@ impl Owner {
                 out.stamp();
                 let mut d = delivery(&ckey, out, nobody, false, Membership::Same);
                 d.needs = needs;
+                d.ops_only = ops_only;
                 d.once = Some(once);
                 ch.deliver(ctx, outbox, d);
             }
@@ -927,8 +930,8 @@ impl Owner {
         outcome: super::DirectOutcome,
     ) {
         let Some((from, said)) = self.direct_waits.remove(&token) else {
-            if let Some((from, nick, chan)) = self.invite_waits.remove(&token) {
-                self.invite_sent(ctx, outbox, from, nick, chan, outcome);
+            if let Some((from, nick, chan, mask)) = self.invite_waits.remove(&token) {
+                self.invite_sent(ctx, outbox, from, nick, chan, &mask, outcome);
             } else {
                 self.whois_sent(ctx, outbox, token, outcome);
             }
@@ -990,13 +993,15 @@ impl Owner {
             return reply(ReplyBody::Numerics(vec![super::no_such_nick(&nick)]));
         };
         let token = self.direct_out(folded.into(), payload);
-        self.invite_waits.insert(token, (from, nick, name));
+        self.invite_waits
+            .insert(token, (from, nick, name, mask.to_string()));
         (0, None)
     }
 
     /// The engine's answer to an INVITE for another node: 341 when that
     /// node took it, 401 when no live node holds the nick, `FAIL INVITE
     /// UNREACHABLE` when its node's subscriber is away.
+    #[allow(clippy::too_many_arguments)]
     fn invite_sent(
         &mut self,
         ctx: &mut Ctx<'_, ChatShard>,
@@ -1004,10 +1009,29 @@ impl Owner {
         from: ClientRef,
         nick: String,
         chan: String,
+        mask: &str,
         outcome: super::DirectOutcome,
     ) {
         let body = match outcome {
             super::DirectOutcome::Sent => {
+                // invite-notify here and on the other nodes.
+                let ckey: NameKey = casefold(&chan).into();
+                if let Some(ch) = self.chans.get(&ckey) {
+                    let mut out = Outgoing::new(line(mask, "INVITE", &[&nick, &ch.name], false));
+                    out.account = ch.account_of(from);
+                    out.stamp();
+                    // No request counts these deliveries: acknowledged to
+                    // nobody.
+                    let nobody = ClientRef {
+                        shard: ctx.shard_id().0,
+                        id: NOBODY,
+                    };
+                    let mut d = delivery(&ckey, out, nobody, false, Membership::Same);
+                    d.needs = crate::mail::Caps::INVITE_NOTIFY;
+                    d.ops_only = ch.modes.invite_only;
+                    ch.deliver(ctx, outbox, d);
+                }
+                self.publish_invite_notify(&chan, mask, &nick);
                 ReplyBody::Numerics(vec![Numeric::new(RPL_INVITING, [nick, chan])])
             }
             super::DirectOutcome::NoSuchNick => {
@@ -1101,6 +1125,25 @@ impl Owner {
                     body: body.to_string(),
                 }
             }
+        };
+        let node = self.node.clone();
+        self.publish_event(&node, 0, chan, event);
+    }
+
+    /// An INVITE of `nick` to `chan` by local member `mask`, for the other
+    /// nodes' members with `invite-notify` (not while the engine is away).
+    pub(super) fn publish_invite_notify(&mut self, chan: &str, mask: &str, nick: &str) {
+        if !(self.cluster && self.engine_live) {
+            return;
+        }
+        self.claim_seq += 1;
+        let seq = self.claim_seq.to_string();
+        let event = Event::Notify {
+            chan: chan.to_string(),
+            mask: mask.to_string(),
+            kind: 'I',
+            once: user_event_key(&[&self.node, &self.incarnation, &seq, "I"]),
+            body: format!(":{mask} INVITE {nick} {chan}"),
         };
         let node = self.node.clone();
         self.publish_event(&node, 0, chan, event);

@@ -230,6 +230,7 @@ impl Owner {
                 d.needs = Caps::INVITE_NOTIFY;
                 d.ops_only = ch.modes.invite_only;
                 let n = ch.deliver(ctx, outbox, d);
+                let name = ch.name.clone();
                 let private = ChatMsg::Private {
                     to: target,
                     out,
@@ -238,7 +239,8 @@ impl Owner {
                     remote_sender: None,
                 };
                 outbox.post(ctx, ShardId(target.shard), private);
-                let done = Numeric::new(RPL_INVITING, [nick, ch.name.clone()]);
+                self.publish_invite_notify(&name, &mask, &nick);
+                let done = Numeric::new(RPL_INVITING, [nick, name]);
                 (n + 1, Some(ReplyBody::Numerics(vec![done])))
             }
             Request::InviteRemote { nick, chan, mask } => {
