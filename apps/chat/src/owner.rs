@@ -128,6 +128,10 @@ pub struct Owner {
     /// INVITEs of users of other nodes waiting for the engine: token -> the
     /// inviter, the invitee's nick, the channel's name, the inviter's mask.
     invite_waits: HashMap<u64, (ClientRef, String, String, String)>,
+    /// Private messages from another node between two accounts, held until
+    /// their conversation event is in the engine (token -> the holder's
+    /// shard and the message): see `Owner::conv_published`.
+    conv_waits: HashMap<u64, (ShardId, ChatMsg)>,
     /// Resyncs this shard asked for, by partition ([`sync`]).
     syncs: HashMap<u16, sync::PartitionSync>,
     /// WHOIS of users of other nodes waiting for their node's answer:
@@ -287,6 +291,7 @@ impl Owner {
             chan_waits: HashMap::new(),
             direct_waits: HashMap::new(),
             invite_waits: HashMap::new(),
+            conv_waits: HashMap::new(),
             syncs: HashMap::new(),
             whois_waits: HashMap::new(),
         }
@@ -975,7 +980,7 @@ impl Owner {
                 text,
             };
             // The other nodes keep it too (this one skips its own copy).
-            self.publish_conv(&m);
+            let _ = self.publish_conv(&m, 0);
             if self.history.keeps(&m.target) {
                 self.history.append(ctx, m);
             }

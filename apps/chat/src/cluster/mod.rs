@@ -222,13 +222,16 @@
 //! history on every node: the node that delivers it — the recipient's, or
 //! this one when both are here — publishes it ([`events::Event::Conv`],
 //! with the sender's msgid and time) on the conversation's partition, into
-//! its stream too, and every node's owner of that partition places it in
-//! the conversation by time (its own copy skipped by msgid). By time, not
-//! appended in the engine's order: the recipient's node publishes it, so a
-//! quick reply, published by the other node, can come first. A node that
-//! missed some catches up as for channels. `CHATHISTORY <nick>` of a user
-//! on another node finds the conversation when the nick is its account's
-//! name (the account of a nick held elsewhere is not known here).
+//! its stream too, and every node's owner of that partition appends it in
+//! the engine's order (its own copy skipped by msgid). The recipient's node
+//! delivers a message from another node only once the engine has taken its
+//! event, so a reply is always published after what it answers and every
+//! node keeps them in that order (the first version delivered at once, and
+//! a quick reply published by the other node could come first: the test
+//! caught it under load). A node that missed some catches up as for
+//! channels. `CHATHISTORY <nick>` of a user on another node finds the
+//! conversation when the nick is its account's name (the account of a nick
+//! held elsewhere is not known here).
 //!
 //! A WHOIS of a nick nobody here holds goes the same way
 //! ([`events::Event::WhoisAsk`], the asker's client parked); the holder's
@@ -858,7 +861,10 @@ impl ChatShard {
                 self.owner.engine_account_claimed(ctx, outbox, token, None)
             }
             Pending::AccountGet(token) => self.owner.engine_account_found(ctx, outbox, token, None),
-            Pending::Publish(token, _) => self.owner.chan_echo(ctx, info, outbox, token),
+            Pending::Publish(token, _) => {
+                self.owner.chan_echo(ctx, info, outbox, token);
+                self.owner.conv_published(ctx, outbox, token);
+            }
             Pending::Direct(token) => self.owner.direct_published(
                 ctx,
                 outbox,
@@ -1461,6 +1467,7 @@ impl ChatShard {
                     .engine_account_found(ctx, &mut self.outbox, token, value.as_deref());
             }
             Pending::Publish(token, msg) => {
+                self.owner.conv_published(ctx, &mut self.outbox, token);
                 // PUBLISH's reply, or EXEC's with it last.
                 let got = match &frame {
                     OwnedFrame::Integer(n) => *n,

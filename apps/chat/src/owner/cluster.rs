@@ -375,6 +375,7 @@ impl Owner {
                     }
                     return;
                 };
+                let mut conv = None;
                 if let (Some(peer), Some(sender)) = (&holder_account, &account) {
                     // Between two accounts: every node keeps it in their
                     // conversation (this one when its event comes back).
@@ -389,7 +390,7 @@ impl Owner {
                         tags: tags.clone().unwrap_or_default(),
                         text: text.clone(),
                     };
-                    self.publish_conv(&m);
+                    conv = Some(m);
                 }
                 let out = remote_out(kind, &mask, &to, &text, tags, account, msgid, time);
                 let private = ChatMsg::Private {
@@ -403,7 +404,17 @@ impl Owner {
                         target: to,
                     })),
                 };
-                outbox.post(ctx, ShardId(holder.shard), private);
+                // Delivered once its conversation event is in the engine: a
+                // reply the holder makes is then published after it, so
+                // every node keeps them in that order.
+                self.claim_seq += 1;
+                let token = self.claim_seq;
+                if conv.is_some_and(|m| self.publish_conv(&m, token)) {
+                    self.conv_waits
+                        .insert(token, (ShardId(holder.shard), private));
+                } else {
+                    outbox.post(ctx, ShardId(holder.shard), private);
+                }
                 return;
             }
             ev @ (Event::SyncAsk { .. }
@@ -490,13 +501,11 @@ impl Owner {
         }
         if let Event::Conv { .. } = env.event {
             // Every node's copy, this one's included (one it kept already,
-            // such as a conversation between two of its users, is skipped).
-            // Placed by time, not appended: its sender's node stamped it,
-            // and the node that publishes it is the recipient's, so a reply
-            // can be published before what it answers; times follow what
-            // each party saw (clocks of nodes in sync).
+            // such as a conversation between two of its users, is skipped),
+            // in the engine's order: the recipient's node delivers only once
+            // its event is there, so a reply comes after what it answers.
             if let Some(m) = kept_message(env.event).filter(|m| self.keeps_here(ctx, m)) {
-                self.history.catch_up(ctx, m);
+                self.history.append(ctx, m);
             }
             return;
         }
@@ -809,11 +818,10 @@ impl Owner {
     /// first): each one this node's history lacks is placed there by its
     /// time (after those of the same time).
     ///
-    /// A channel message's time is raised, along the stream, to the latest
-    /// before it in the same channel, as every node that saw them live
-    /// raised it appending them in that order (origins' clocks differ): so
-    /// placing by time puts them in the channel's order, among what this
-    /// node has. A conversation's messages are placed by time live too.
+    /// The time is raised, along the stream, to the latest before it in the
+    /// same channel or conversation, as every node that saw them live raised
+    /// it appending them in that order (origins' clocks differ): so placing
+    /// by time puts them in the engine's order, among what this node has.
     /// Returns how many were new here.
     pub(crate) fn catch_up(&mut self, ctx: &mut Ctx<'_, ChatShard>, envs: Vec<Envelope>) -> usize {
         let mut placed = 0;
@@ -825,11 +833,9 @@ impl Owner {
             if !self.keeps_here(ctx, &m) {
                 continue;
             }
-            if crate::store::is_channel_key(&m.target) {
-                let last = floor.entry(m.target.clone()).or_insert(0);
-                m.time = m.time.max(*last);
-                *last = m.time;
-            }
+            let last = floor.entry(m.target.clone()).or_insert(0);
+            m.time = m.time.max(*last);
+            *last = m.time;
             if self.history.catch_up(ctx, m) {
                 placed += 1;
             }
@@ -1182,12 +1188,13 @@ impl Owner {
     /// it), for the other nodes' history of the conversation, and its
     /// stream: every node shows the same conversation. Not while the engine
     /// is away (nor a TAGMSG, never kept).
-    pub(super) fn publish_conv(&mut self, m: &Stored) {
+    /// Returns whether it was published.
+    pub(super) fn publish_conv(&mut self, m: &Stored, token: u64) -> bool {
         if !(self.cluster && self.engine_live) || m.kind == MessageKind::Tagmsg {
-            return;
+            return false;
         }
         let Some((lo, hi)) = crate::store::conversation_parties(&m.target) else {
-            return;
+            return false;
         };
         let peer = if *lo == *casefold(&m.account) { hi } else { lo };
         let event = Event::Conv {
@@ -1202,25 +1209,49 @@ impl Owner {
             text: m.text.clone(),
         };
         let node = self.node.clone();
-        self.publish_with(&node, 0, partition_of(&m.target), event, true);
+        self.publish_with(&node, token, partition_of(&m.target), event, true)
+    }
+
+    /// The engine answered (or will not answer) the `PUBLISH` of token
+    /// `token`: a private message held for its conversation event goes to
+    /// its holder now.
+    pub(crate) fn conv_published(
+        &mut self,
+        ctx: &mut Ctx<'_, ChatShard>,
+        outbox: &mut Outbox,
+        token: u64,
+    ) {
+        if let Some((to, private)) = self.conv_waits.remove(&token) {
+            let _ = outbox.post(ctx, to, private);
+        }
     }
 
     /// Publishes `event`; into the partition's stream too if `kept`.
-    fn publish_with(&mut self, node: &str, token: u64, partition: u16, event: Event, kept: bool) {
+    /// Whether it could be carried.
+    fn publish_with(
+        &mut self,
+        node: &str,
+        token: u64,
+        partition: u16,
+        event: Event,
+        kept: bool,
+    ) -> bool {
         let env = Envelope {
             node: node.to_string(),
             token,
             event,
         };
-        if let Some(payload) = env.encode() {
-            self.engine_out.push(EngineOp::Publish {
-                token,
-                partition,
-                payload,
-                msg: None,
-                kept,
-            });
-        }
+        let Some(payload) = env.encode() else {
+            return false;
+        };
+        self.engine_out.push(EngineOp::Publish {
+            token,
+            partition,
+            payload,
+            msg: None,
+            kept,
+        });
+        true
     }
 
     /// Another node's member of `chan` left (PART or QUIT, the line `body`
