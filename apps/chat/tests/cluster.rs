@@ -142,19 +142,29 @@ fn links(c: &mut Client) -> Vec<String> {
     servers
 }
 
-fn links_until(c: &mut Client, what: &str, want: &[&str]) -> Duration {
+/// Asks (`ask`) until the answer is `want` (bounded by `WAIT`); how long
+/// that took.
+fn poll_until<T, W>(what: &str, want: W, mut ask: impl FnMut() -> T) -> Duration
+where
+    T: PartialEq<W> + std::fmt::Debug,
+    W: std::fmt::Debug + Copy,
+{
     let started = Instant::now();
     loop {
-        let got = links(c);
+        let got = ask();
         if got == want {
             return started.elapsed();
         }
         assert!(
             started.elapsed() < WAIT,
-            "{what}: LINKS shows {got:?}, want {want:?}"
+            "{what}: got\n{got:?}\nwant\n{want:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn links_until(c: &mut Client, what: &str, want: &[&str]) -> Duration {
+    poll_until(&format!("{what}: LINKS"), want, || links(c))
 }
 
 fn membership(io: Io) {
@@ -413,9 +423,24 @@ fn account_config(redis: &Redis, node: &str, server: &str) -> Config {
 /// SASL PLAIN as `account` with `password` on a fresh connection: whether
 /// it logged in (903) rather than failed (904).
 fn sasl_login(srv: &TestServer, shard: usize, nick: &str, account: &str, password: &str) -> bool {
+    sasl_plain(srv, shard, nick, account, password, "").1
+}
+
+/// A connection on `shard` that asked for `sasl` (and `caps`), sent NICK
+/// and USER and went through SASL PLAIN as `account`; whether it logged in
+/// (903) rather than failed (904). Registration waits for CAP END.
+fn sasl_plain(
+    srv: &TestServer,
+    shard: usize,
+    nick: &str,
+    account: &str,
+    password: &str,
+    caps: &str,
+) -> (Client, bool) {
     use base64::Engine as _;
     let mut c = srv.connect_on(shard);
-    c.send("CAP REQ :sasl");
+    let caps = [" ", caps].concat();
+    c.send(&format!("CAP REQ :sasl{}", caps.trim_end()));
     c.send(&format!("NICK {nick}"));
     c.send(&format!("USER {nick} 0 * :x"));
     c.send("AUTHENTICATE PLAIN");
@@ -424,7 +449,8 @@ fn sasl_login(srv: &TestServer, shard: usize, nick: &str, account: &str, passwor
         .encode(format!("{account}\0{account}\0{password}"));
     c.send(&format!("AUTHENTICATE {plain}"));
     let (l, _) = c.until("903 or 904", |l| l.is("903") || l.is("904"));
-    l.is("903")
+    let ok = l.is("903");
+    (c, ok)
 }
 
 fn accounts_across_nodes(io: Io) {
@@ -434,12 +460,7 @@ fn accounts_across_nodes(io: Io) {
         let label = a.label();
         let b = TestServer::start_with(io, shards, account_config(&redis, "nb", "b.test"));
         // Registered on A.
-        let mut c = a.connect_on(0);
-        c.send("NICK alice");
-        c.send("REGISTER alice * :alice-password");
-        let (l, _) = c.until("REGISTER", |l| l.is("REGISTER") || l.is("FAIL"));
-        assert!(l.is("REGISTER"), "{label}: {}", l.raw);
-        drop(c);
+        register_account(&a, "alice", "alice-password");
         // The name is taken on B too, in any case.
         let mut d = b.connect_on(shards - 1);
         d.send("NICK dave");
@@ -818,19 +839,11 @@ fn nick_changes_and_quits_across_nodes(io: Io) {
 
 /// NAMES of `chan` (with prefixes, sorted) until it is `want`.
 fn names_until(c: &mut Client, label: &str, chan: &str, want: &[&str]) {
-    let started = Instant::now();
-    loop {
+    poll_until(&format!("{label}: NAMES {chan}"), want, || {
         let mut got = c.names(chan);
         got.sort();
-        if got == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "{label}: NAMES {chan} shows {got:?}, want {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        got
+    });
 }
 
 /// A node that starts after others learns who is already in their channels
@@ -922,18 +935,9 @@ fn history_of(c: &mut Client, chan: &str) -> Vec<(String, String)> {
 
 /// Polls `c`'s history of `chan` until it is `want`.
 fn history_until(c: &mut Client, what: &str, chan: &str, want: &[(String, String)]) {
-    let started = Instant::now();
-    loop {
-        let got = history_of(c, chan);
-        if got == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "{what}: history of {chan} is\n{got:?}\nwant\n{want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_until(&format!("{what}: history of {chan}"), want, || {
+        history_of(c, chan)
+    });
 }
 
 /// Every node shows the same CHATHISTORY: a node started after messages
@@ -1016,18 +1020,8 @@ fn history_catches_up_across_nodes(io: Io) {
 /// A client logged in by SASL PLAIN as `account` (password `pw`), with
 /// `caps` besides `sasl`.
 fn logged_in(srv: &TestServer, nick: &str, account: &str, pw: &str, caps: &str) -> Client {
-    use base64::Engine as _;
-    let mut c = srv.connect_on(0);
-    c.send(&format!("CAP REQ :sasl {caps}"));
-    c.send(&format!("NICK {nick}"));
-    c.send(&format!("USER {nick} 0 * :x"));
-    c.send("AUTHENTICATE PLAIN");
-    c.until("+", |l| l.is("AUTHENTICATE"));
-    let plain =
-        base64::engine::general_purpose::STANDARD.encode(format!("{account}\0{account}\0{pw}"));
-    c.send(&format!("AUTHENTICATE {plain}"));
-    let (l, _) = c.until("903 or 904", |l| l.is("903") || l.is("904"));
-    assert!(l.is("903"), "{nick}: {}", l.raw);
+    let (mut c, ok) = sasl_plain(srv, 0, nick, account, pw, caps);
+    assert!(ok, "{nick}: SASL PLAIN as {account} failed");
     c.send("CAP END");
     c.until("end of MOTD", |l| l.is("376") || l.is("422"));
     c
